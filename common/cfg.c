@@ -1,0 +1,435 @@
+#include "cfg.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum ktype { K_STR, K_INT, K_DBL, K_SECRET };
+
+struct key_def {
+    const char *name;
+    enum ktype type;
+    double min, max;
+    const char *def;
+    const char *help;
+};
+
+/* The one table of streamml's own keys. Defaults come from the issues'
+ * seed figures; ranges refuse values that can only be mistakes. */
+static const struct key_def keys[] = {
+    {"input.topic", K_STR, 0, 0, "transactions", "topic the worker consumes"},
+    {"output.topic", K_STR, 0, 0, "predictions.transactions", "topic predictions go to"},
+    {"dlq.topic", K_STR, 0, 0, "transactions.dlq", "dead-letter topic for bad input"},
+    {"schemas.dir", K_STR, 0, 0, "schemas", "directory with *.avsc and the ids file"},
+    {"state.backend", K_STR, 0, 0, "redis", "redis | memory"},
+    {"state.retry_budget_ms", K_INT, 0, 600000, "2000",
+     "time spent retrying Redis before scoring degraded"},
+    {"state.pending_max", K_INT, 1, 10000000, "100000",
+     "events kept for state re-apply while Redis is down (then consumption pauses)"},
+    {"redis.host", K_STR, 0, 0, "127.0.0.1", "Redis host"},
+    {"redis.port", K_INT, 1, 65535, "6379", "Redis port"},
+    {"redis.password", K_SECRET, 0, 0, "", "Redis AUTH password (env or file only)"},
+    {"redis.password_file", K_STR, 0, 0, "", "file holding the Redis password"},
+    {"redis.prefix", K_STR, 0, 0, "", "prefix of every Redis key"},
+    {"redis.ttl_s", K_INT, 0, 31536000, "3024000", "expiry of a user's state (35 days)"},
+    {"redis.timeout_ms", K_INT, 1, 600000, "1000", "Redis connect/command timeout"},
+    {"model.gbdt", K_STR, 0, 0, "models/credit_gbdt.json", "XGBoost JSON model"},
+    {"model.scorecard", K_STR, 0, 0, "models/credit_scorecard.json", "scorecard JSON"},
+    {"model.name", K_STR, 0, 0, "credit-risk", "model name on predictions"},
+    {"model.version", K_STR, 0, 0, "1", "model version on predictions"},
+    {"decision.review_threshold", K_DBL, 0, 1, "0.3",
+     "P(bad) at or above which a case is sent to review"},
+    {"decision.decline_threshold", K_DBL, 0, 1, "0.6", "P(bad) at or above which it is declined"},
+    {"worker.batch_size", K_INT, 1, 100000, "1000", "messages taken per loop turn"},
+    {"worker.poll_ms", K_INT, 1, 60000, "100", "consumer poll timeout"},
+    {"worker.max_inflight", K_INT, 1, 10000000, "100000",
+     "unacknowledged messages before polling pauses"},
+    {"worker.shutdown_timeout_ms", K_INT, 100, 600000, "10000",
+     "drain deadline on SIGTERM (keep below the pod's grace period)"},
+    {"worker.max_messages", K_INT, 0, 1e15, "0", "stop after this many messages (0 = never)"},
+    {"worker.idle_exit_ms", K_INT, 0, 86400000, "0", "exit after this long without input (0 = never)"},
+    {"log.level", K_STR, 0, 0, "info", "debug | info | warn | error"},
+    {"log.format", K_STR, 0, 0, "auto", "auto | json | text"},
+};
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+#define CFG_VAL_MAX 1024
+#define CFG_MAX_KAFKA 256
+
+struct cfg {
+    char *val[NKEYS];
+    char *origin[NKEYS];
+    struct cfg_kv kafka[CFG_MAX_KAFKA];
+    size_t nkafka;
+};
+
+static int key_index(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int replace(char **slot, const char *s)
+{
+    char *d = strdup(s);
+
+    if (!d)
+        return ERR_NOMEM;
+    free(*slot);
+    *slot = d;
+    return ERR_OK;
+}
+
+struct cfg *cfg_new(void)
+{
+    struct cfg *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (replace(&c->val[i], keys[i].def) || replace(&c->origin[i], "default")) {
+            cfg_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+void cfg_free(struct cfg *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < NKEYS; i++) {
+        free(c->val[i]);
+        free(c->origin[i]);
+    }
+    for (size_t i = 0; i < c->nkafka; i++) {
+        free((char *)c->kafka[i].key);
+        free((char *)c->kafka[i].value);
+        free((char *)c->kafka[i].origin);
+    }
+    free(c);
+}
+
+/* Bounded numeric check: the whole string must be a number within range. */
+static int check_number(const struct key_def *k, const char *v, const char *origin,
+                        struct err *e)
+{
+    char *end;
+    double d;
+
+    errno = 0;
+    d = strtod(v, &end);
+    if (end == v || *end || errno || !isfinite(d))
+        return err_set(e, ERR_CONFIG, "config: %s=\"%s\" is not a number (%s)", k->name, v,
+                       origin);
+    if (k->type == K_INT && d != floor(d))
+        return err_set(e, ERR_CONFIG, "config: %s=\"%s\" must be an integer (%s)", k->name, v,
+                       origin);
+    if (d < k->min || d > k->max)
+        return err_set(e, ERR_CONFIG, "config: %s=%s out of range [%g, %g] (%s)", k->name, v,
+                       k->min, k->max, origin);
+    return ERR_OK;
+}
+
+static int is_secret_kafka(const char *prop)
+{
+    return strstr(prop, "password") || strstr(prop, "secret") ||
+           strcmp(prop, "ssl.key.pem") == 0 || strstr(prop, "sasl.oauthbearer.config");
+}
+
+static int set_kafka(struct cfg *c, const char *prop, const char *v, const char *origin,
+                     struct err *e)
+{
+    size_t i;
+
+    for (i = 0; i < c->nkafka; i++)
+        if (strcmp(c->kafka[i].key, prop) == 0)
+            break;
+    if (i == CFG_MAX_KAFKA)
+        return err_set(e, ERR_CONFIG, "config: more than %d kafka properties (%s)",
+                       CFG_MAX_KAFKA, origin);
+    if (i == c->nkafka) {
+        c->kafka[i].key = strdup(prop);
+        c->kafka[i].value = NULL;
+        c->kafka[i].origin = NULL;
+        if (!c->kafka[i].key)
+            return err_set(e, ERR_NOMEM, "config: out of memory");
+        c->nkafka++;
+    }
+    if (replace((char **)&c->kafka[i].value, v) || replace((char **)&c->kafka[i].origin, origin))
+        return err_set(e, ERR_NOMEM, "config: out of memory");
+    return ERR_OK;
+}
+
+int cfg_set(struct cfg *c, const char *key, const char *value, const char *origin,
+            struct err *e)
+{
+    int i;
+
+    if (strlen(value) >= CFG_VAL_MAX)
+        return err_set(e, ERR_CONFIG, "config: value of %s longer than %d bytes (%s)", key,
+                       CFG_VAL_MAX, origin);
+    if (strncmp(key, "kafka.", 6) == 0) {
+        if (!key[6])
+            return err_set(e, ERR_CONFIG, "config: empty kafka property name (%s)", origin);
+        return set_kafka(c, key + 6, value, origin, e);
+    }
+    i = key_index(key);
+    if (i < 0)
+        return err_set(e, ERR_CONFIG, "config: unknown key \"%s\" (%s)", key, origin);
+    if ((keys[i].type == K_INT || keys[i].type == K_DBL) &&
+        check_number(&keys[i], value, origin, e))
+        return e->code;
+    if (replace(&c->val[i], value) || replace(&c->origin[i], origin))
+        return err_set(e, ERR_NOMEM, "config: out of memory");
+    return ERR_OK;
+}
+
+static char *trim(char *s)
+{
+    char *end;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1]))
+        *--end = '\0';
+    return s;
+}
+
+/* One properties line; unknown non-kafka keys in a file are librdkafka
+ * properties (Java client files carry bootstrap.servers etc. bare). */
+static int load_line(struct cfg *c, char *line, const char *origin, struct err *e)
+{
+    char *k = trim(line), *sep, *v;
+
+    if (!*k || *k == '#' || *k == '!')
+        return ERR_OK;
+    sep = k + strcspn(k, "=:");
+    if (!*sep)
+        return err_set(e, ERR_CONFIG, "config: expected key=value (%s)", origin);
+    *sep = '\0';
+    v = trim(sep + 1);
+    k = trim(k);
+    if (!*k)
+        return err_set(e, ERR_CONFIG, "config: empty key (%s)", origin);
+    if (key_index(k) < 0 && strncmp(k, "kafka.", 6) != 0)
+        return set_kafka(c, k, v, origin, e);
+    return cfg_set(c, k, v, origin, e);
+}
+
+int cfg_load_file(struct cfg *c, const char *path, struct err *e)
+{
+    char line[CFG_VAL_MAX + 256], origin[300];
+    FILE *f = fopen(path, "r");
+    int lineno = 0, rc = ERR_OK;
+
+    if (!f)
+        return err_set(e, ERR_CONFIG, "config: cannot open %s: %s", path, strerror(errno));
+    while (rc == ERR_OK && fgets(line, sizeof(line), f)) {
+        lineno++;
+        snprintf(origin, sizeof(origin), "%s:%d", path, lineno);
+        if (!strchr(line, '\n') && !feof(f))
+            rc = err_set(e, ERR_CONFIG, "config: line too long (%s)", origin);
+        else
+            rc = load_line(c, line, origin, e);
+    }
+    fclose(f);
+    return rc;
+}
+
+static void env_name(const char *key, char *out, size_t cap)
+{
+    size_t o = (size_t)snprintf(out, cap, "STREAMML_");
+
+    for (; *key && o + 1 < cap; key++)
+        out[o++] = *key == '.' ? '_' : (char)toupper((unsigned char)*key);
+    out[o] = '\0';
+}
+
+static int load_env_kafka(struct cfg *c, struct err *e)
+{
+    extern char **environ;
+    static const char pfx[] = "STREAMML_KAFKA__";
+
+    for (char **ep = environ; *ep; ep++) {
+        char prop[256], origin[300];
+        const char *eq = strchr(*ep, '=');
+        size_t n;
+
+        if (strncmp(*ep, pfx, sizeof(pfx) - 1) != 0 || !eq)
+            continue;
+        n = (size_t)(eq - *ep) - (sizeof(pfx) - 1);
+        if (n == 0 || n >= sizeof(prop))
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            char ch = (*ep)[sizeof(pfx) - 1 + i];
+            prop[i] = ch == '_' ? '.' : (char)tolower((unsigned char)ch);
+        }
+        prop[n] = '\0';
+        snprintf(origin, sizeof(origin), "env %.*s", (int)(eq - *ep), *ep);
+        if (set_kafka(c, prop, eq + 1, origin, e))
+            return e->code;
+    }
+    return ERR_OK;
+}
+
+int cfg_load_env(struct cfg *c, struct err *e)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        char name[128], origin[160];
+        const char *v;
+
+        env_name(keys[i].name, name, sizeof(name));
+        v = getenv(name);
+        if (!v)
+            continue;
+        snprintf(origin, sizeof(origin), "env %s", name);
+        if (cfg_set(c, keys[i].name, v, origin, e))
+            return e->code;
+    }
+    return load_env_kafka(c, e);
+}
+
+int cfg_set_arg(struct cfg *c, const char *kv, struct err *e)
+{
+    char key[256];
+    const char *eq = strchr(kv, '=');
+    size_t n;
+    int i;
+
+    if (!eq || eq == kv)
+        return err_set(e, ERR_CONFIG, "config: -X %s: expected key=value", kv);
+    n = (size_t)(eq - kv);
+    if (n >= sizeof(key))
+        return err_set(e, ERR_CONFIG, "config: -X key too long");
+    memcpy(key, kv, n);
+    key[n] = '\0';
+    i = key_index(key);
+    if ((i >= 0 && keys[i].type == K_SECRET) ||
+        (i < 0 && is_secret_kafka(strncmp(key, "kafka.", 6) == 0 ? key + 6 : key)))
+        return err_set(e, ERR_CONFIG,
+                       "config: -X %s: secrets are not accepted on the command line "
+                       "(use the environment or a *_file key)", key);
+    /* As in kcat, a bare -X property is a librdkafka property. */
+    if (i < 0 && strncmp(key, "kafka.", 6) != 0)
+        return set_kafka(c, key, eq + 1, "-X", e);
+    return cfg_set(c, key, eq + 1, "-X", e);
+}
+
+static int read_secret_file(struct cfg *c, const char *path, const char *key, struct err *e)
+{
+    char buf[CFG_VAL_MAX], origin[300];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (!f)
+        return err_set(e, ERR_CONFIG, "config: cannot open %s_file %s: %s", key, path,
+                       strerror(errno));
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    snprintf(origin, sizeof(origin), "file %s", path);
+    return cfg_set(c, key, buf, origin, e);
+}
+
+int cfg_finish(struct cfg *c, struct err *e)
+{
+    const char *pf = cfg_str(c, "redis.password_file");
+    const char *be = cfg_str(c, "state.backend");
+
+    if (*pf && read_secret_file(c, pf, "redis.password", e))
+        return e->code;
+    if (strcmp(be, "redis") != 0 && strcmp(be, "memory") != 0)
+        return err_set(e, ERR_CONFIG, "config: state.backend=\"%s\" must be redis or memory (%s)",
+                       be, cfg_origin(c, "state.backend"));
+    if (log_level_parse(cfg_str(c, "log.level")) < 0)
+        return err_set(e, ERR_CONFIG, "config: log.level=\"%s\" is not debug|info|warn|error (%s)",
+                       cfg_str(c, "log.level"), cfg_origin(c, "log.level"));
+    if (cfg_double(c, "decision.review_threshold") > cfg_double(c, "decision.decline_threshold"))
+        return err_set(e, ERR_CONFIG,
+                       "config: decision.review_threshold > decision.decline_threshold");
+    return ERR_OK;
+}
+
+int cfg_load_standard(struct cfg *c, const char *config_path, char **xargs, int nx,
+                      struct err *e)
+{
+    const char *path = config_path ? config_path : getenv("STREAMML_CONFIG");
+
+    if (path && *path && cfg_load_file(c, path, e))
+        return e->code;
+    if (cfg_load_env(c, e))
+        return e->code;
+    for (int i = 0; i < nx; i++)
+        if (cfg_set_arg(c, xargs[i], e))
+            return e->code;
+    return cfg_finish(c, e);
+}
+
+const char *cfg_str(const struct cfg *c, const char *key)
+{
+    int i = key_index(key);
+
+    return i < 0 ? "" : c->val[i];
+}
+
+/* Values of numeric keys were range-checked when set. */
+long long cfg_int(const struct cfg *c, const char *key)
+{
+    return (long long)strtod(cfg_str(c, key), NULL);
+}
+
+double cfg_double(const struct cfg *c, const char *key)
+{
+    return strtod(cfg_str(c, key), NULL);
+}
+
+const char *cfg_origin(const struct cfg *c, const char *key)
+{
+    int i = key_index(key);
+
+    return i < 0 ? "" : c->origin[i];
+}
+
+const struct cfg_kv *cfg_kafka(const struct cfg *c, size_t *n)
+{
+    *n = c->nkafka;
+    return c->kafka;
+}
+
+void cfg_dump(const struct cfg *c, FILE *out)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        int mask = keys[i].type == K_SECRET && c->val[i][0];
+        fprintf(out, "%-28s = %-28s # %s\n", keys[i].name, mask ? "********" : c->val[i],
+                c->origin[i]);
+    }
+    for (size_t i = 0; i < c->nkafka; i++) {
+        char name[300];
+        snprintf(name, sizeof(name), "kafka.%s", c->kafka[i].key);
+        fprintf(out, "%-28s = %-28s # %s\n", name,
+                is_secret_kafka(c->kafka[i].key) ? "********" : c->kafka[i].value,
+                c->kafka[i].origin);
+    }
+}
+
+void cfg_help(FILE *out)
+{
+    fprintf(out, "Configuration keys (defaults < --config FILE < STREAMML_* env < -X):\n");
+    for (size_t i = 0; i < NKEYS; i++) {
+        char name[128];
+        env_name(keys[i].name, name, sizeof(name));
+        fprintf(out, "  %-28s default \"%s\"  (%s)\n      %s\n", keys[i].name, keys[i].def,
+                name, keys[i].help);
+    }
+    fprintf(out, "  kafka.<property>             any librdkafka property, passed through\n"
+                 "      (env STREAMML_KAFKA__<PROP>, '_' for '.'; -X <property>=<value>)\n");
+}

@@ -1,0 +1,69 @@
+#include "cli.h"
+
+#include <string.h>
+
+#include "kafka.h"
+#include "log.h"
+
+int cli_opt(struct cli *c, int opt, const char *arg)
+{
+    switch (opt) {
+    case 'c':
+        c->config_path = arg;
+        return 1;
+    case 'b':
+        snprintf(c->bootstrap_arg, sizeof(c->bootstrap_arg), "bootstrap.servers=%s", arg);
+        arg = c->bootstrap_arg;
+        /* fall through */
+    case 'X':
+        if (c->nx == CLI_MAX_X) {
+            fprintf(stderr, "error: more than %d -X options\n", CLI_MAX_X);
+            return -1;
+        }
+        c->xargs[c->nx++] = (char *)arg;
+        return 1;
+    case 1000:
+        c->log_level = arg;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void setup_log(const struct cfg *cf, const char *override, const char *component)
+{
+    const char *fmt = cfg_str(cf, "log.format");
+    int lvl = log_level_parse(override ? override : cfg_str(cf, "log.level"));
+    int mode = strcmp(fmt, "json") == 0 ? 1 : strcmp(fmt, "text") == 0 ? 0 : -1;
+
+    log_init(lvl < 0 ? LOG_LVL_INFO : (enum log_level)lvl, mode, component);
+}
+
+struct cfg *cli_load(struct cli *c, const char *component)
+{
+    struct err e = {0};
+    struct cfg *cf = cfg_new();
+
+    if (!cf) {
+        fprintf(stderr, "error: out of memory\n");
+        return NULL;
+    }
+    if (c->log_level && log_level_parse(c->log_level) < 0) {
+        fprintf(stderr, "error: --log-level %s: expected debug|info|warn|error\n", c->log_level);
+        cfg_free(cf);
+        return NULL;
+    }
+    if (cfg_load_standard(cf, c->config_path, c->xargs, c->nx, &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        cfg_free(cf);
+        return NULL;
+    }
+    setup_log(cf, c->log_level, component);
+    return cf;
+}
+
+void cli_version(FILE *out)
+{
+    fprintf(out, "streamml %s (librdkafka %s, avro-c 1.11, xgboost JSON 1.x-3.x, "
+                 "feature set txn-v1)\n", STREAMML_VERSION, kq_version());
+}

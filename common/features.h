@@ -1,0 +1,76 @@
+/* common/features.h: the shared feature module (prefix feat_).
+ *
+ * The one place where features are computed: the online worker, `streamml
+ * featurize` (training data) and replays all call these functions, so train
+ * and serve cannot disagree. Everything here is pure: no I/O, no clock, no
+ * globals. (event, the user's prior state) -> (feature vector, next state).
+ */
+#ifndef STREAMML_FEATURES_H
+#define STREAMML_FEATURES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "event.h"
+
+#define FEAT_TXN_VERSION "txn-v1"
+#define FEAT_TXN_DIM 37
+
+/* Windowed aggregates are bucketed in event time: 1 h = 12 x 5 min,
+ * 24 h = 24 x 1 h, 30 d = 30 x 1 d (bucket-aligned windows). */
+#define FEAT_W1H_BUCKETS 12
+#define FEAT_W24H_BUCKETS 24
+#define FEAT_W30D_BUCKETS 30
+
+struct feat_bucket {
+    int64_t id;      /* floor(event_time_ms / bucket width); 0 = empty slot */
+    uint32_t count;
+    double sum;      /* sum of amounts (missing amounts count, add 0) */
+};
+
+/* Per-user streaming state. Plain data; serialised with feat_state_encode. */
+struct feat_state {
+    int64_t last_event_ms;   /* 0 = no previous event */
+    uint64_t n_amounts;      /* Welford moments of past amounts */
+    double mean_amount;
+    double m2_amount;
+    struct feat_bucket w1h[FEAT_W1H_BUCKETS];
+    struct feat_bucket w24h[FEAT_W24H_BUCKETS];
+    struct feat_bucket w30d[FEAT_W30D_BUCKETS];
+};
+
+/* Upper bound of an encoded state, for caller-owned buffers. */
+#define FEAT_STATE_MAX 2048
+
+/* Names of the FEAT_TXN_DIM features, in vector order (static storage). */
+const char *const *feat_txn_names(void);
+/* Index of a feature by name, or -1. */
+int feat_txn_index(const char *name);
+
+/* Checks an event before anything is computed: required ids present, event
+ * time plausible, no NaN/Inf where a value was given, no negative amounts or
+ * counts, no absurd magnitudes. ERR_INVALID with the field named in e. */
+int feat_txn_validate(const struct txn_event *ev, struct err *e);
+
+void feat_state_init(struct feat_state *s);
+/* Computes the vector x[FEAT_TXN_DIM] for ev given the user's prior state
+ * (the state before ev). Missing inputs give NaN. Pure. */
+void feat_txn_build(const struct txn_event *ev, const struct feat_state *prior, float *x);
+/* next = prior with ev applied (prior and next may alias). Late events
+ * (older than the last one) go to their bucket if it is still in the ring. */
+void feat_state_update(const struct feat_state *prior, const struct txn_event *ev,
+                       struct feat_state *next);
+
+/* Versioned little-endian binary encoding; returns bytes written or
+ * ERR_NOMEM if cap is too small. */
+int feat_state_encode(const struct feat_state *s, unsigned char *buf, size_t cap);
+/* ERR_DECODE (with the reason) on a wrong version or length. */
+int feat_state_decode(struct feat_state *s, const unsigned char *buf, size_t len,
+                      struct err *e);
+
+/* 64-bit FNV-1a over the vector's bytes (NaN canonicalised), for the
+ * prediction's feature_hash: equal vectors give equal hashes. */
+uint64_t feat_hash(const float *x, size_t n);
+
+#endif

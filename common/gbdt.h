@@ -1,0 +1,39 @@
+/* common/gbdt.h: gradient-boosted trees from XGBoost's JSON model format.
+ *
+ * Loads `booster.save_model("model.json")` files (gbtree, binary:logistic),
+ * compiles the forest into a flat array of nodes, and scores float vectors
+ * (NaN = missing, which takes the node's default direction). Split test is
+ * `x < threshold` as in XGBoost. Read-only after load: one handle may be
+ * shared by threads.
+ */
+#ifndef STREAMML_GBDT_H
+#define STREAMML_GBDT_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+struct gbdt;
+
+/* Loads and validates a model file. UBJSON files are refused with a hint to
+ * re-save as JSON; objectives other than binary:logistic are refused.
+ * NULL on failure with the reason (file and JSON path) in *e. */
+struct gbdt *gbdt_open(const char *path, struct err *e);
+/* Same from a NUL-terminated JSON text already in memory (tests, fuzzing). */
+struct gbdt *gbdt_open_string(const char *json, struct err *e);
+void gbdt_close(struct gbdt *g); /* NULL-safe */
+
+size_t gbdt_num_features(const struct gbdt *g);
+size_t gbdt_num_trees(const struct gbdt *g);
+/* Model feature name i, or NULL when the model has no feature_names. */
+const char *gbdt_feature_name(const struct gbdt *g, size_t i);
+double gbdt_base_score(const struct gbdt *g); /* as a probability */
+
+/* Sum of leaves + base margin for one row of gbdt_num_features() floats. */
+double gbdt_margin(const struct gbdt *g, const float *x);
+/* sigmoid(margin): equals xgboost's predict_proba[:, 1]. */
+double gbdt_predict(const struct gbdt *g, const float *x);
+/* Batched: rows are contiguous, stride = gbdt_num_features(). */
+void gbdt_predict_batch(const struct gbdt *g, const float *x, size_t nrows, double *out);
+
+#endif

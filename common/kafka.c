@@ -1,0 +1,652 @@
+#include "kafka.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define KQ_MAX_TOPICS 16
+#define KQ_UNTRACKED ((void *)UINTPTR_MAX)
+
+/* In-flight input messages of one partition, in poll (= offset) order. */
+struct track {
+    int32_t topic_idx;
+    int32_t partition;
+    int64_t *offs;
+    unsigned char *flags;
+    size_t head, count, cap;   /* ring buffer */
+    int64_t store_next;        /* offset to store (last done + 1), -1 none */
+    int dirty;
+};
+
+struct kq {
+    rd_kafka_t *cons;
+    rd_kafka_t *prod;
+    char *topics[KQ_MAX_TOPICS];
+    size_t n_topics;
+    struct track *tracks;
+    size_t n_tracks, cap_tracks;
+    size_t inflight;
+    int assign_all, from_beginning;
+    size_t n_assigned, n_eof;
+    int fatal;
+    char fatal_msg[256];
+    struct kq_stats st;
+};
+
+const char *kq_version(void)
+{
+    return rd_kafka_version_str();
+}
+
+/* Packs a position into the delivery report's opaque pointer: 4 bits of
+ * topic index, 16 of partition, 44 of offset (no allocation per message). */
+static void *pos_pack(const struct kq_pos *p)
+{
+    uint64_t v = ((uint64_t)p->topic_idx << 60) | ((uint64_t)(p->partition & 0xffff) << 44) |
+                 ((uint64_t)p->offset & ((1ULL << 44) - 1));
+    return (void *)(uintptr_t)v;
+}
+
+static struct kq_pos pos_unpack(void *opaque)
+{
+    uint64_t v = (uint64_t)(uintptr_t)opaque;
+    struct kq_pos p = {(int32_t)(v >> 60), (int32_t)((v >> 44) & 0xffff),
+                       (int64_t)(v & ((1ULL << 44) - 1))};
+    return p;
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (level <= LOG_ERR)
+        log_error("rdkafka %s: %s", fac, buf);
+    else if (level <= LOG_WARNING)
+        log_warn("rdkafka %s: %s", fac, buf);
+    else if (level <= LOG_INFO)
+        log_info("rdkafka %s: %s", fac, buf);
+    else
+        log_debug("rdkafka %s: %s", fac, buf);
+}
+
+static void set_fatal(struct kq *q, const char *what, const char *why)
+{
+    if (q->fatal)
+        return;
+    q->fatal = 1;
+    snprintf(q->fatal_msg, sizeof(q->fatal_msg), "%s: %s", what, why);
+    log_error("kafka fatal: %s", q->fatal_msg);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct kq *q = opaque;
+    char buf[256];
+
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        rd_kafka_fatal_error(rk, buf, sizeof(buf));
+        set_fatal(q, "librdkafka", buf);
+        return;
+    }
+    q->st.consumer_errors++;
+    log_warn("kafka %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+/* ---- offset tracking ---- */
+
+static struct track *track_find(struct kq *q, int32_t tidx, int32_t part, int create)
+{
+    for (size_t i = 0; i < q->n_tracks; i++)
+        if (q->tracks[i].partition == part && q->tracks[i].topic_idx == tidx)
+            return &q->tracks[i];
+    if (!create)
+        return NULL;
+    if (q->n_tracks == q->cap_tracks) {
+        size_t nc = q->cap_tracks ? q->cap_tracks * 2 : 16;
+        struct track *nt = realloc(q->tracks, nc * sizeof(*nt));
+        if (!nt)
+            return NULL;
+        q->tracks = nt;
+        q->cap_tracks = nc;
+    }
+    struct track *t = &q->tracks[q->n_tracks++];
+    memset(t, 0, sizeof(*t));
+    t->topic_idx = tidx;
+    t->partition = part;
+    t->store_next = -1;
+    return t;
+}
+
+static int track_grow(struct track *t)
+{
+    size_t nc = t->cap ? t->cap * 2 : 1024;
+    int64_t *no = malloc(nc * sizeof(*no));
+    unsigned char *nf = malloc(nc);
+
+    if (!no || !nf) {
+        free(no);
+        free(nf);
+        return ERR_NOMEM;
+    }
+    for (size_t i = 0; i < t->count; i++) {
+        no[i] = t->offs[(t->head + i) % t->cap];
+        nf[i] = t->flags[(t->head + i) % t->cap];
+    }
+    free(t->offs);
+    free(t->flags);
+    t->offs = no;
+    t->flags = nf;
+    t->cap = nc;
+    t->head = 0;
+    return ERR_OK;
+}
+
+static int track_push(struct kq *q, const struct kq_pos *p)
+{
+    struct track *t = track_find(q, p->topic_idx, p->partition, 1);
+
+    if (!t || (t->count == t->cap && track_grow(t)))
+        return ERR_NOMEM;
+    t->offs[(t->head + t->count) % t->cap] = p->offset;
+    t->flags[(t->head + t->count) % t->cap] = 0;
+    t->count++;
+    q->inflight++;
+    return ERR_OK;
+}
+
+/* Binary search: offsets in the ring are strictly increasing. */
+static long track_index(const struct track *t, int64_t off)
+{
+    size_t lo = 0, hi = t->count;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int64_t v = t->offs[(t->head + mid) % t->cap];
+        if (v == off)
+            return (long)mid;
+        if (v < off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+void kq_ack(struct kq *q, const struct kq_pos *pos, int what)
+{
+    struct track *t = track_find(q, pos->topic_idx, pos->partition, 0);
+    long i;
+
+    if (!t || (i = track_index(t, pos->offset)) < 0)
+        return; /* partition revoked meanwhile: its offsets are not ours */
+    t->flags[(t->head + (size_t)i) % t->cap] |= (unsigned char)what;
+    while (t->count && t->flags[t->head] == KQ_ACK_ALL) {
+        t->store_next = t->offs[t->head] + 1;
+        t->dirty = 1;
+        t->head = (t->head + 1) % t->cap;
+        t->count--;
+        q->inflight--;
+    }
+}
+
+/* Stores the contiguous-done offsets of every dirty partition. */
+static void store_offsets(struct kq *q)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    rd_kafka_resp_err_t err;
+
+    for (size_t i = 0; i < q->n_tracks; i++) {
+        struct track *t = &q->tracks[i];
+        if (!t->dirty)
+            continue;
+        if (!l)
+            l = rd_kafka_topic_partition_list_new((int)q->n_tracks);
+        rd_kafka_topic_partition_list_add(l, q->topics[t->topic_idx], t->partition)->offset =
+            t->store_next;
+        t->dirty = 0;
+    }
+    if (!l || !q->cons)
+        goto out;
+    err = rd_kafka_offsets_store(q->cons, l);
+    for (int i = 0; i < l->cnt; i++) {
+        if (l->elems[i].err)
+            log_warn("offsets_store %s [%d] @ %lld: %s", l->elems[i].topic,
+                     (int)l->elems[i].partition, (long long)l->elems[i].offset,
+                     rd_kafka_err2str(l->elems[i].err));
+        else
+            q->st.stored++;
+    }
+    if (err && err != RD_KAFKA_RESP_ERR__STATE)
+        log_warn("offsets_store: %s", rd_kafka_err2str(err));
+out:
+    if (l)
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void track_drop(struct kq *q, const char *topic, int32_t part)
+{
+    for (size_t i = 0; i < q->n_tracks; i++) {
+        struct track *t = &q->tracks[i];
+        if (t->partition != part || strcmp(q->topics[t->topic_idx], topic) != 0)
+            continue;
+        q->inflight -= t->count;
+        free(t->offs);
+        free(t->flags);
+        q->tracks[i] = q->tracks[--q->n_tracks];
+        return;
+    }
+}
+
+/* ---- callbacks ---- */
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct kq *q = opaque;
+    struct kq_pos p;
+
+    (void)rk;
+    if (m->err) {
+        q->st.delivery_failed++;
+        set_fatal(q, "delivery failed", rd_kafka_err2str(m->err));
+        return;
+    }
+    q->st.delivered++;
+    if (m->_private == KQ_UNTRACKED)
+        return;
+    p = pos_unpack(m->_private);
+    kq_ack(q, &p, KQ_ACK_DELIVERED);
+}
+
+static void flush_and_commit(struct kq *q, int timeout_ms)
+{
+    rd_kafka_resp_err_t err;
+
+    if (q->prod && rd_kafka_flush(q->prod, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_warn("flush: %d records still in flight after %d ms", rd_kafka_outq_len(q->prod),
+                 timeout_ms);
+    store_offsets(q);
+    err = rd_kafka_commit(q->cons, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        log_warn("commit: %s", rd_kafka_err2str(err));
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct kq *q = opaque;
+
+    q->st.rebalances++;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        log_info("rebalance: assigned %d partition(s)", parts->cnt);
+        rd_kafka_assign(rk, parts);
+        return;
+    }
+    if (rd_kafka_assignment_lost(rk)) {
+        /* Another member may own these already: committing would be wrong. */
+        log_warn("rebalance: assignment lost (%d partitions), not committing", parts->cnt);
+    } else {
+        log_info("rebalance: revoking %d partition(s), committing", parts->cnt);
+        flush_and_commit(q, 10000);
+    }
+    for (int i = 0; i < parts->cnt; i++)
+        track_drop(q, parts->elems[i].topic, parts->elems[i].partition);
+    rd_kafka_assign(rk, NULL);
+}
+
+/* ---- open ---- */
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, const char *origin,
+                    struct err *e)
+{
+    char es[256];
+
+    if (rd_kafka_conf_set(conf, k, v, es, sizeof(es)) != RD_KAFKA_CONF_OK)
+        return err_set(e, ERR_CONFIG, "config: kafka.%s (%s): %s", k, origin, es);
+    return ERR_OK;
+}
+
+static rd_kafka_conf_t *make_conf(struct kq *q, const struct kq_opts *o, int consumer,
+                                  struct err *e)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc = 0;
+
+    rc |= conf_set(conf, "client.id", o->client_id ? o->client_id : "streamml", "default", e);
+    if (consumer) {
+        rc |= conf_set(conf, "auto.offset.reset", "earliest", "default", e);
+        rc |= conf_set(conf, "enable.auto.commit", o->assign_all ? "false" : "true", "default", e);
+    } else {
+        rc |= conf_set(conf, "enable.idempotence", "true", "default", e);
+        rc |= conf_set(conf, "linger.ms", "5", "default", e);
+    }
+    for (size_t i = 0; !rc && i < o->n_props; i++)
+        rc |= conf_set(conf, o->props[i].key, o->props[i].value, o->props[i].origin, e);
+    /* Never negotiable: the offset is stored by us, after the acks. */
+    if (consumer)
+        rc |= conf_set(conf, "enable.auto.offset.store", "false", "streamml", e);
+    if (consumer && o->assign_all)
+        rc |= conf_set(conf, "enable.partition.eof", "true", "streamml", e);
+    if (consumer && o->group_id)
+        rc |= conf_set(conf, "group.id", o->group_id, "streamml", e);
+    if (rc) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_opaque(conf, q);
+    if (consumer && !o->assign_all)
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    if (!consumer)
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    return conf;
+}
+
+static rd_kafka_t *make_handle(struct kq *q, const struct kq_opts *o, int consumer,
+                               struct err *e)
+{
+    char es[512];
+    rd_kafka_conf_t *conf = make_conf(q, o, consumer, e);
+    rd_kafka_t *rk;
+
+    if (!conf)
+        return NULL;
+    rk = rd_kafka_new(consumer ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, conf, es, sizeof(es));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        err_set(e, ERR_CONFIG, "kafka: %s", es);
+        return NULL;
+    }
+    /* conf is now owned by rk */
+    return rk;
+}
+
+static int assign_all(struct kq *q, struct err *e)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(64);
+    int rc = ERR_OK;
+
+    for (size_t t = 0; t < q->n_topics && !rc; t++) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(q->cons, q->topics[t], NULL);
+        rd_kafka_resp_err_t err = rd_kafka_metadata(q->cons, 0, rkt, &md, 10000);
+
+        if (err || md->topic_cnt != 1 || md->topics[0].err)
+            rc = err_set(e, ERR_IO, "kafka: metadata for topic %s: %s", q->topics[t],
+                         rd_kafka_err2str(err ? err : md->topic_cnt ? md->topics[0].err
+                                                                     : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        for (int p = 0; !rc && p < md->topics[0].partition_cnt; p++)
+            rd_kafka_topic_partition_list_add(l, q->topics[t], md->topics[0].partitions[p].id)
+                ->offset = q->from_beginning ? RD_KAFKA_OFFSET_BEGINNING : RD_KAFKA_OFFSET_END;
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        rd_kafka_topic_destroy(rkt);
+    }
+    q->n_assigned = (size_t)l->cnt;
+    if (!rc && rd_kafka_assign(q->cons, l))
+        rc = err_set(e, ERR_IO, "kafka: assign failed");
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}
+
+static int start_consumer(struct kq *q, const struct kq_opts *o, struct err *e)
+{
+    rd_kafka_topic_partition_list_t *l;
+    rd_kafka_resp_err_t err;
+
+    q->cons = make_handle(q, o, 1, e);
+    if (!q->cons)
+        return e->code;
+    rd_kafka_poll_set_consumer(q->cons);
+    if (o->assign_all)
+        return assign_all(q, e);
+    l = rd_kafka_topic_partition_list_new((int)q->n_topics);
+    for (size_t i = 0; i < q->n_topics; i++)
+        rd_kafka_topic_partition_list_add(l, q->topics[i], RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(q->cons, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err)
+        return err_set(e, ERR_IO, "kafka: subscribe: %s", rd_kafka_err2str(err));
+    return ERR_OK;
+}
+
+struct kq *kq_open(const struct kq_opts *o, struct err *e)
+{
+    struct kq *q = calloc(1, sizeof(*q));
+
+    if (!q) {
+        err_set(e, ERR_NOMEM, "kafka: out of memory");
+        return NULL;
+    }
+    if (o->n_topics > KQ_MAX_TOPICS) {
+        err_set(e, ERR_CONFIG, "kafka: at most %d input topics", KQ_MAX_TOPICS);
+        goto fail;
+    }
+    q->assign_all = o->assign_all;
+    q->from_beginning = o->from_beginning;
+    for (size_t i = 0; i < o->n_topics; i++)
+        if (!(q->topics[q->n_topics++] = strdup(o->topics[i])))
+            goto fail;
+    q->prod = make_handle(q, o, 0, e);
+    if (!q->prod)
+        goto fail;
+    if (o->n_topics && start_consumer(q, o, e))
+        goto fail;
+    return q;
+fail:
+    kq_close(q, 0, NULL);
+    return NULL;
+}
+
+/* ---- the loop ---- */
+
+static int topic_index(const struct kq *q, const char *topic)
+{
+    for (size_t i = 0; i < q->n_topics; i++)
+        if (strcmp(q->topics[i], topic) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* A consumer-side event delivered as a message: EOF or an error. */
+static int handle_event(struct kq *q, rd_kafka_message_t *rm, struct err *e)
+{
+    int rc = ERR_OK;
+
+    if (rm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        q->n_eof++;
+    } else if (rm->err == RD_KAFKA_RESP_ERR__FATAL) {
+        rc = err_set(e, ERR_FATAL, "kafka: fatal consumer error: %s",
+                     rd_kafka_message_errstr(rm));
+    } else {
+        q->st.consumer_errors++;
+        log_warn("kafka consumer: %s [%d]: %s",
+                 rm->rkt ? rd_kafka_topic_name(rm->rkt) : "-", (int)rm->partition,
+                 rd_kafka_message_errstr(rm));
+    }
+    rd_kafka_message_destroy(rm);
+    return rc;
+}
+
+static struct kq_msg *wrap(rd_kafka_message_t *rm, int tidx)
+{
+    struct kq_msg *m = malloc(sizeof(*m));
+
+    if (!m)
+        return NULL;
+    m->topic = rd_kafka_topic_name(rm->rkt);
+    m->partition = rm->partition;
+    m->offset = rm->offset;
+    m->timestamp_ms = rd_kafka_message_timestamp(rm, NULL);
+    m->key = rm->key;
+    m->key_len = rm->key_len;
+    m->payload = rm->payload;
+    m->len = rm->len;
+    m->pos.topic_idx = tidx;
+    m->pos.partition = rm->partition;
+    m->pos.offset = rm->offset;
+    m->priv = rm;
+    return m;
+}
+
+int kq_poll(struct kq *q, int timeout_ms, struct kq_msg **out, struct err *e)
+{
+    rd_kafka_message_t *rm;
+    int tidx;
+
+    *out = NULL;
+    if (q->fatal)
+        return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
+    store_offsets(q);
+    rm = rd_kafka_consumer_poll(q->cons, timeout_ms);
+    if (!rm)
+        return ERR_OK;
+    if (rm->err)
+        return handle_event(q, rm, e);
+    tidx = topic_index(q, rd_kafka_topic_name(rm->rkt));
+    *out = wrap(rm, tidx < 0 ? 0 : tidx);
+    if (!*out) {
+        rd_kafka_message_destroy(rm);
+        return err_set(e, ERR_NOMEM, "kafka: out of memory");
+    }
+    q->st.polled++;
+    if (!q->assign_all && track_push(q, &(*out)->pos)) {
+        kq_msg_release(*out);
+        *out = NULL;
+        return err_set(e, ERR_NOMEM, "kafka: out of memory tracking offsets");
+    }
+    return ERR_OK;
+}
+
+void kq_msg_release(struct kq_msg *m)
+{
+    if (!m)
+        return;
+    rd_kafka_message_destroy(m->priv);
+    free(m);
+}
+
+int kq_produce(struct kq *q, const char *topic, const void *key, size_t key_len,
+               const void *val, size_t val_len, const struct kq_pos *src, struct err *e)
+{
+    void *opaque = src && !q->assign_all ? pos_pack(src) : KQ_UNTRACKED;
+
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            q->prod, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY((void *)key, key_len), RD_KAFKA_V_VALUE((void *)val, val_len),
+            RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+        if (!err) {
+            q->st.produced++;
+            return ERR_OK;
+        }
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            return err_set(e, ERR_IO, "kafka: produce to %s: %s", topic, rd_kafka_err2str(err));
+        /* Back-pressure: wait for delivery reports to make room. */
+        rd_kafka_poll(q->prod, 100);
+        if (q->fatal)
+            return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
+    }
+}
+
+int kq_serve(struct kq *q, int timeout_ms, struct err *e)
+{
+    rd_kafka_poll(q->prod, timeout_ms);
+    store_offsets(q);
+    if (q->fatal)
+        return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
+    return ERR_OK;
+}
+
+size_t kq_inflight(const struct kq *q)
+{
+    return q->inflight;
+}
+
+int kq_at_end(const struct kq *q)
+{
+    return q->assign_all && q->n_eof >= q->n_assigned;
+}
+
+void kq_get_stats(const struct kq *q, struct kq_stats *s)
+{
+    *s = q->st;
+}
+
+int64_t kq_topic_size(struct kq *q, const char *topic, int timeout_ms, struct err *e)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_t *rk = q->prod;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    int64_t total = 0;
+
+    if (err || md->topic_cnt != 1 || md->topics[0].err) {
+        err_set(e, ERR_IO, "kafka: metadata for %s: %s", topic,
+                rd_kafka_err2str(err ? err : md->topics[0].err));
+        total = -1;
+    }
+    for (int p = 0; total >= 0 && p < md->topics[0].partition_cnt; p++) {
+        int64_t lo, hi;
+        err = rd_kafka_query_watermark_offsets(rk, topic, md->topics[0].partitions[p].id, &lo,
+                                               &hi, timeout_ms);
+        if (err) {
+            err_set(e, ERR_IO, "kafka: watermarks %s [%d]: %s", topic, p, rd_kafka_err2str(err));
+            total = -1;
+        } else {
+            total += hi;
+        }
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return total;
+}
+
+static int drain(struct kq *q, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 50) {
+        if (q->prod)
+            rd_kafka_poll(q->prod, 50);
+        if (q->inflight == 0 && (!q->prod || rd_kafka_outq_len(q->prod) == 0))
+            return ERR_OK;
+    }
+    return ERR_TIMEOUT;
+}
+
+int kq_close(struct kq *q, int timeout_ms, struct err *e)
+{
+    int rc = ERR_OK;
+
+    if (!q)
+        return ERR_OK;
+    if (q->prod && timeout_ms > 0 && drain(q, timeout_ms))
+        rc = err_set(e, ERR_TIMEOUT, "kafka: %zu message(s) unacknowledged at close: "
+                     "they will be re-delivered", q->inflight);
+    if (q->cons) {
+        store_offsets(q);
+        if (!q->assign_all && timeout_ms > 0)
+            rd_kafka_commit(q->cons, NULL, 0);
+        rd_kafka_consumer_close(q->cons);
+        rd_kafka_destroy(q->cons);
+    }
+    if (q->prod) {
+        rd_kafka_flush(q->prod, timeout_ms > 0 ? timeout_ms : 0);
+        rd_kafka_destroy(q->prod);
+    }
+    if (q->fatal && rc == ERR_OK)
+        rc = err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
+    for (size_t i = 0; i < q->n_tracks; i++) {
+        free(q->tracks[i].offs);
+        free(q->tracks[i].flags);
+    }
+    free(q->tracks);
+    for (size_t i = 0; i < q->n_topics; i++)
+        free(q->topics[i]);
+    free(q);
+    return rc;
+}

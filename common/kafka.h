@@ -1,0 +1,105 @@
+/* common/kafka.h: Kafka consumer group + producer (prefix kq_).
+ *
+ * The delivery contract (librdkafka's at-least-once recipe): auto offset
+ * store is off; an input message's offset is stored for commit only once
+ * every acknowledgement it needs has arrived: KQ_ACK_STATE (its Redis update
+ * is applied) and KQ_ACK_DELIVERED (the delivery report of the one record
+ * produced for it, prediction or dead letter). Offsets are stored in order:
+ * a partition's committed offset never passes an unacknowledged message.
+ * A permanently failed delivery makes the handle fatal (kq_serve returns
+ * ERR_FATAL): the worker must stop without committing past it.
+ *
+ * Rebalance: on revoke, in-flight work is flushed, stored offsets are
+ * committed synchronously, then the partitions are released; when the
+ * assignment was lost, nothing is committed.
+ *
+ * One thread uses a handle.
+ */
+#ifndef STREAMML_KAFKA_H
+#define STREAMML_KAFKA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "err.h"
+
+struct kq;
+
+struct kq_opts {
+    const char *group_id;        /* NULL: producer only, or assign_all */
+    const char *const *topics;   /* consumed topics (subscribe) */
+    size_t n_topics;
+    int assign_all;              /* no group: read every partition of topics */
+    int from_beginning;          /* with assign_all: from the start, else the end */
+    const struct cfg_kv *props;  /* librdkafka passthrough (from cfg_kafka) */
+    size_t n_props;
+    const char *client_id;
+};
+
+/* Position of an input message, enough to acknowledge it after release. */
+struct kq_pos {
+    int32_t topic_idx;
+    int32_t partition;
+    int64_t offset;
+};
+
+struct kq_msg {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms;        /* message timestamp, -1 if none */
+    const void *key;
+    size_t key_len;
+    const void *payload;
+    size_t len;
+    struct kq_pos pos;
+    void *priv;                  /* the librdkafka message */
+};
+
+enum { KQ_ACK_STATE = 1, KQ_ACK_DELIVERED = 2, KQ_ACK_ALL = 3 };
+
+/* NULL with the reason in *e; librdkafka's text names the property and its
+ * origin (file:line, env, -X). */
+struct kq *kq_open(const struct kq_opts *o, struct err *e);
+
+/* Next message, or *out = NULL on timeout. Consumer errors that are not
+ * fatal are logged and counted; a fatal one returns ERR_FATAL. A returned
+ * message is tracked: it must be acknowledged (kq_ack) unless dropped by a
+ * rebalance. Release it with kq_msg_release once its bytes are not needed. */
+int kq_poll(struct kq *q, int timeout_ms, struct kq_msg **out, struct err *e);
+void kq_msg_release(struct kq_msg *m); /* NULL-safe */
+
+/* Produces one record. src = the input it answers (its delivery report
+ * acknowledges KQ_ACK_DELIVERED for src), or NULL for an untracked record.
+ * Blocks (serving delivery reports) while librdkafka's queue is full. */
+int kq_produce(struct kq *q, const char *topic, const void *key, size_t key_len,
+               const void *val, size_t val_len, const struct kq_pos *src, struct err *e);
+void kq_ack(struct kq *q, const struct kq_pos *pos, int what);
+
+/* Serves delivery reports (and the consumer's callbacks) for up to
+ * timeout_ms. ERR_FATAL if a delivery failed for good. */
+int kq_serve(struct kq *q, int timeout_ms, struct err *e);
+/* Input messages polled but not fully acknowledged yet. */
+size_t kq_inflight(const struct kq *q);
+/* With assign_all: 1 once every partition has reached its end. */
+int kq_at_end(const struct kq *q);
+/* Sum of the end offsets of the partitions of topic (Metadata +
+ * watermarks), for tests and tools; -1 on error. */
+int64_t kq_topic_size(struct kq *q, const char *topic, int timeout_ms, struct err *e);
+
+struct kq_stats {
+    uint64_t polled, produced, delivered, delivery_failed, stored, rebalances, consumer_errors;
+};
+void kq_get_stats(const struct kq *q, struct kq_stats *s);
+
+/* Drains: serves delivery reports until nothing is in flight or timeout,
+ * stores and commits offsets, leaves the group, destroys. NULL-safe.
+ * Returns ERR_TIMEOUT if work was still in flight at the deadline (its
+ * offsets are not committed: it will be re-delivered). */
+int kq_close(struct kq *q, int timeout_ms, struct err *e);
+
+/* librdkafka's version string. */
+const char *kq_version(void);
+
+#endif

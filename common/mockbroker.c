@@ -1,0 +1,100 @@
+#include "mockbroker.h"
+
+#include <errno.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mockbroker {
+    rd_kafka_t *rk;                 /* required by the mock for bookkeeping */
+    rd_kafka_mock_cluster_t *mc;
+};
+
+struct mockbroker *mockbroker_open(int n_brokers, struct err *e)
+{
+    char es[256];
+    struct mockbroker *b = calloc(1, sizeof(*b));
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    if (!b) {
+        rd_kafka_conf_destroy(conf);
+        err_set(e, ERR_NOMEM, "broker: out of memory");
+        return NULL;
+    }
+    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
+    b->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof(es));
+    if (!b->rk) {
+        rd_kafka_conf_destroy(conf);
+        err_set(e, ERR_IO, "broker: %s", es);
+        free(b);
+        return NULL;
+    }
+    b->mc = rd_kafka_mock_cluster_new(b->rk, n_brokers);
+    if (!b->mc) {
+        err_set(e, ERR_IO, "broker: could not start %d mock broker(s)", n_brokers);
+        mockbroker_close(b);
+        return NULL;
+    }
+    return b;
+}
+
+void mockbroker_close(struct mockbroker *b)
+{
+    if (!b)
+        return;
+    if (b->mc)
+        rd_kafka_mock_cluster_destroy(b->mc);
+    if (b->rk)
+        rd_kafka_destroy(b->rk);
+    free(b);
+}
+
+const char *mockbroker_bootstraps(const struct mockbroker *b)
+{
+    return rd_kafka_mock_cluster_bootstraps(b->mc);
+}
+
+static int create_one(struct mockbroker *b, char *item, struct err *e)
+{
+    char *colon = strrchr(item, ':'), *end;
+    long parts = 1;
+    rd_kafka_resp_err_t err;
+
+    if (colon) {
+        *colon = '\0';
+        errno = 0;
+        parts = strtol(colon + 1, &end, 10);
+        if (end == colon + 1 || *end || errno || parts < 1 || parts > 1000)
+            return err_set(e, ERR_CONFIG, "broker: topic %s: bad partition count \"%s\"", item,
+                           colon + 1);
+    }
+    if (!*item || strlen(item) > 249)
+        return err_set(e, ERR_CONFIG, "broker: bad topic name \"%s\"", item);
+    err = rd_kafka_mock_topic_create(b->mc, item, (int)parts, 1);
+    if (err)
+        return err_set(e, ERR_IO, "broker: create topic %s: %s", item, rd_kafka_err2str(err));
+    return ERR_OK;
+}
+
+int mockbroker_create_topics(struct mockbroker *b, const char *spec, struct err *e)
+{
+    char *copy = strdup(spec), *save = NULL;
+    int rc = ERR_OK;
+
+    if (!copy)
+        return err_set(e, ERR_NOMEM, "broker: out of memory");
+    for (char *it = strtok_r(copy, ",", &save); it && !rc; it = strtok_r(NULL, ",", &save))
+        rc = create_one(b, it, e);
+    free(copy);
+    return rc;
+}
+
+int mockbroker_set_down(struct mockbroker *b, int broker_id, int down, struct err *e)
+{
+    rd_kafka_resp_err_t err = down ? rd_kafka_mock_broker_set_down(b->mc, broker_id)
+                                   : rd_kafka_mock_broker_set_up(b->mc, broker_id);
+    if (err)
+        return err_set(e, ERR_IO, "broker %d: %s", broker_id, rd_kafka_err2str(err));
+    return ERR_OK;
+}

@@ -1,0 +1,129 @@
+#include "pipeline.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+int64_t pipe_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t pipe_wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int pipe_dead_letter(struct kq *q, struct codec *cd, struct buf *scratch, const char *dlq_topic,
+                     const char *worker, const struct kq_msg *m, const struct err *why,
+                     struct err *e)
+{
+    struct dlq_record r = {
+        .reason = why->msg, .error_code = err_name(why->code), .worker = worker,
+        .src_topic = m->topic, .src_partition = m->partition, .src_offset = m->offset,
+        .src_timestamp_ms = m->timestamp_ms, .key = m->key, .key_len = m->key_len,
+        .payload = m->payload, .payload_len = m->len, .failed_at_ms = pipe_wall_ms()};
+
+    log_warn("dead letter %s [%d] @ %lld: %s", m->topic, (int)m->partition,
+             (long long)m->offset, why->msg);
+    buf_reset(scratch);
+    if (codec_encode_dlq(cd, &r, scratch, e))
+        return e->code;
+    if (kq_produce(q, dlq_topic, m->key, m->key_len, scratch->data, scratch->len, &m->pos, e))
+        return e->code;
+    kq_ack(q, &m->pos, KQ_ACK_STATE);
+    return ERR_OK;
+}
+
+static void backoff(int *delay_ms)
+{
+    struct timespec ts = {*delay_ms / 1000, (long)(*delay_ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+    *delay_ms = *delay_ms * 2 > 500 ? 500 : *delay_ms * 2;
+}
+
+int pipe_state_get(struct state *s, int budget_ms, size_t n, const char *const *ents,
+                   struct state_blob *out, struct err *e)
+{
+    int64_t deadline = pipe_now_us() + (int64_t)budget_ms * 1000;
+    int delay = 10, rc;
+
+    while ((rc = state_get_many(s, n, ents, out, e)) == ERR_RETRY &&
+           pipe_now_us() + delay * 1000 < deadline)
+        backoff(&delay);
+    return rc;
+}
+
+int pipe_state_put(struct state *s, int budget_ms, size_t n, const struct state_put *puts,
+                   int *applied, struct err *e)
+{
+    int64_t deadline = pipe_now_us() + (int64_t)budget_ms * 1000;
+    int delay = 10, rc;
+
+    while ((rc = state_put_many(s, n, puts, applied, e)) == ERR_RETRY &&
+           pipe_now_us() + delay * 1000 < deadline)
+        backoff(&delay);
+    return rc;
+}
+
+int pipe_entset_init(struct entset *s, size_t cap)
+{
+    memset(s, 0, sizeof(*s));
+    s->cap = cap;
+    s->nslots = 16;
+    while (s->nslots < cap * 2)
+        s->nslots *= 2;
+    s->ids = calloc(cap, sizeof(*s->ids));
+    s->slots = malloc(s->nslots * sizeof(*s->slots));
+    if (!s->ids || !s->slots) {
+        pipe_entset_free(s);
+        return ERR_NOMEM;
+    }
+    pipe_entset_clear(s);
+    return ERR_OK;
+}
+
+void pipe_entset_free(struct entset *s)
+{
+    free(s->ids);
+    free(s->slots);
+    memset(s, 0, sizeof(*s));
+}
+
+void pipe_entset_clear(struct entset *s)
+{
+    memset(s->slots, 0xff, s->nslots * sizeof(*s->slots));
+    s->n = 0;
+}
+
+static uint64_t hash_str(const char *p)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
+int pipe_entset_add(struct entset *s, const char *id)
+{
+    size_t mask = s->nslots - 1, i = hash_str(id) & mask;
+
+    for (; s->slots[i] >= 0; i = (i + 1) & mask)
+        if (strcmp(s->ids[s->slots[i]], id) == 0)
+            return s->slots[i];
+    if (s->n == s->cap)
+        return -1;
+    s->ids[s->n] = id;
+    s->slots[i] = (int)s->n;
+    return (int)s->n++;
+}

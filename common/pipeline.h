@@ -1,0 +1,49 @@
+/* common/pipeline.h: the pieces every worker's loop shares (prefix pipe_).
+ *
+ * Dead-lettering (the original bytes with the reason, never lost), Redis
+ * calls under a retry budget with back-off, and a per-batch set of entities
+ * so each is read and written once per batch (pipelined).
+ */
+#ifndef STREAMML_PIPELINE_H
+#define STREAMML_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "err.h"
+#include "kafka.h"
+#include "state.h"
+
+/* Monotonic clock, microseconds. */
+int64_t pipe_now_us(void);
+/* Wall clock, milliseconds since the epoch. */
+int64_t pipe_wall_ms(void);
+
+/* Sends m to dlq_topic as a dead-letter record carrying why (e) and m's
+ * bytes, topic, partition and offset; acknowledges m's state part (there is
+ * none) so its offset is stored once the record is delivered. */
+int pipe_dead_letter(struct kq *q, struct codec *cd, struct buf *scratch, const char *dlq_topic,
+                     const char *worker, const struct kq_msg *m, const struct err *why,
+                     struct err *e);
+
+/* A state call retried with exponential back-off (10 ms doubling, capped at
+ * 500 ms) while it returns ERR_RETRY and budget_ms is not spent. */
+int pipe_state_get(struct state *s, int budget_ms, size_t n, const char *const *ents,
+                   struct state_blob *out, struct err *e);
+int pipe_state_put(struct state *s, int budget_ms, size_t n, const struct state_put *puts,
+                   int *applied, struct err *e);
+
+/* Distinct entity ids of one batch, in first-seen order. Fixed capacity. */
+struct entset {
+    const char **ids;     /* borrowed from the caller's events */
+    int *slots;           /* open addressing: index into ids, -1 empty */
+    size_t n, cap, nslots;
+};
+int pipe_entset_init(struct entset *s, size_t cap);
+void pipe_entset_free(struct entset *s);
+void pipe_entset_clear(struct entset *s);
+/* Index of id in the set, adding it if new; -1 when full. */
+int pipe_entset_add(struct entset *s, const char *id);
+
+#endif

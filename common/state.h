@@ -1,0 +1,71 @@
+/* common/state.h: per-entity state store (prefix state_).
+ *
+ * Stores an opaque blob per entity (a user id) together with the
+ * (partition, offset) of the last event applied to it. Two backends behind
+ * one interface: Redis (online, shared between worker restarts) and memory
+ * (featurize, replays, tests). Writes are idempotent: a put whose offset is
+ * not newer than the stored one for that entity changes nothing, so an event
+ * re-delivered after a crash is applied once.
+ *
+ * Not thread-safe: one handle per thread.
+ */
+#ifndef STREAMML_STATE_H
+#define STREAMML_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define STATE_BLOB_MAX 4096
+
+struct state;
+
+struct state_redis_opts {
+    const char *host;          /* default 127.0.0.1 */
+    int port;                  /* default 6379 */
+    const char *password;      /* NULL = no AUTH */
+    const char *prefix;        /* key prefix, e.g. "" or "bt:run42:" */
+    int ttl_s;                 /* expiry of an entity's key; 0 = none */
+    int timeout_ms;            /* connect and command timeout */
+};
+
+/* Caller-owned result slot for state_get_many. */
+struct state_blob {
+    unsigned char data[STATE_BLOB_MAX];
+    size_t len;                /* 0 = no state stored for this entity */
+    int32_t partition;         /* of the last applied event; -1 if none */
+    int64_t offset;            /* of the last applied event; -1 if none */
+};
+
+struct state_put {
+    const char *entity;
+    const unsigned char *data;
+    size_t len;
+    int32_t partition;
+    int64_t offset;
+};
+
+/* New handle, or NULL with the reason in *e. Free with state_close(). */
+struct state *state_open_redis(const struct state_redis_opts *o, struct err *e);
+struct state *state_open_memory(void);
+void state_close(struct state *s); /* NULL-safe */
+
+/* Reads n entities' blobs in one round trip (pipelined). ERR_RETRY when the
+ * backend is unreachable (the handle reconnects on the next call). */
+int state_get_many(struct state *s, size_t n, const char *const *entities,
+                   struct state_blob *out, struct err *e)
+    __attribute__((warn_unused_result));
+
+/* Applies n puts in one round trip, atomically per entity (Lua on Redis):
+ * a put is skipped when the stored (partition, offset) has the same
+ * partition and an offset >= the put's. applied[i] = 1 if written, 0 if
+ * skipped. ERR_RETRY when unreachable: then nothing is known to be applied
+ * and the caller retries the whole batch (safe: idempotent). */
+int state_put_many(struct state *s, size_t n, const struct state_put *puts, int *applied,
+                   struct err *e) __attribute__((warn_unused_result));
+
+/* Checks the backend answers (PING on Redis). */
+int state_ping(struct state *s, struct err *e);
+
+#endif

@@ -1,0 +1,45 @@
+/* tests/support/stack.h: the embedded stack for integration tests.
+ *
+ * Starts real processes on free loopback ports in a temporary directory:
+ * redis-server, and `streamml broker` (librdkafka's mock cluster). Each
+ * *_start returns 0 or -1 (with a message on stderr); *_stop kills and reaps
+ * the process and removes its directory. No mocks of Redis or Kafka.
+ */
+#ifndef STREAMML_TEST_STACK_H
+#define STREAMML_TEST_STACK_H
+
+#include <sys/types.h>
+
+struct test_redis {
+    pid_t pid;
+    int port;
+    char dir[256];
+};
+
+struct test_broker {
+    pid_t pid;
+    char bootstrap[256];
+    char dir[256];
+};
+
+/* Starts redis-server (no persistence) and waits until it answers PING. */
+int test_redis_start(struct test_redis *r);
+void test_redis_stop(struct test_redis *r);
+
+/* Starts `$STREAMML_BUILD/streamml broker --topics <topics>` and waits for its
+ * bootstrap address. topics: "name:partitions,name:partitions". */
+int test_broker_start(struct test_broker *b, const char *topics);
+void test_broker_stop(struct test_broker *b);
+
+/* Path of a built binary ("streamml", "streamml-transactions") under
+ * $STREAMML_BUILD (default "build"); static buffer. */
+const char *test_bin(const char *name);
+/* A free TCP port on 127.0.0.1 (bind to port 0, read it back, close). */
+int test_free_port(void);
+/* Spawns argv with stdout/stderr appended to log_path (NULL = inherit). */
+pid_t test_spawn(char *const argv[], const char *log_path);
+/* Sends sig and waits up to timeout_ms; SIGKILL after that. Returns exit
+ * status as from waitpid, or -1. */
+int test_stop_pid(pid_t pid, int sig, int timeout_ms);
+
+#endif

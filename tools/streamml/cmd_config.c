@@ -1,0 +1,117 @@
+/* streamml config show|check: what the merged configuration is, and whether
+ * it works (Kafka, Redis and the model files reached within a timeout). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cmds.h"
+#include "gbdt.h"
+#include "kafka.h"
+#include "scorecard.h"
+#include "state.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: streamml config show|check [-c FILE] [-X key=value ...]\n\n"
+                 "  show    print every key, its value (secrets masked) and where it came from\n"
+                 "  check   validate, then connect to Kafka and Redis and load the models\n\n");
+    cfg_help(out);
+}
+
+static int check_kafka(const struct cfg *cf)
+{
+    struct err e = {0};
+    size_t np;
+    struct kq_opts ko = {.props = cfg_kafka(cf, &np), .client_id = "streamml-config-check"};
+    struct kq *q;
+    int64_t n;
+
+    ko.n_props = np;
+    if (!(q = kq_open(&ko, &e))) {
+        printf("kafka: FAIL %s\n", e.msg);
+        return 1;
+    }
+    n = kq_topic_size(q, cfg_str(cf, "input.topic"), 5000, &e);
+    if (n < 0)
+        printf("kafka: FAIL %s\n", e.msg);
+    else
+        printf("kafka: ok (%s has %lld records)\n", cfg_str(cf, "input.topic"), (long long)n);
+    kq_close(q, 0, NULL);
+    return n < 0;
+}
+
+static int check_redis(const struct cfg *cf)
+{
+    struct err e = {0};
+    struct state_redis_opts ro = {
+        .host = cfg_str(cf, "redis.host"), .port = (int)cfg_int(cf, "redis.port"),
+        .password = *cfg_str(cf, "redis.password") ? cfg_str(cf, "redis.password") : NULL,
+        .prefix = cfg_str(cf, "redis.prefix"), .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
+        .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms")};
+    struct state *s;
+    int bad;
+
+    if (strcmp(cfg_str(cf, "state.backend"), "redis") != 0) {
+        printf("redis: skipped (state.backend=%s)\n", cfg_str(cf, "state.backend"));
+        return 0;
+    }
+    s = state_open_redis(&ro, &e);
+    bad = !s || state_ping(s, &e);
+    printf(bad ? "redis: FAIL %s\n" : "redis: ok%s\n", bad ? e.msg : "");
+    state_close(s);
+    return bad;
+}
+
+static int check_models(const struct cfg *cf)
+{
+    struct err e = {0};
+    struct gbdt *g = gbdt_open(cfg_str(cf, "model.gbdt"), &e);
+    struct card *c;
+    int bad = 0;
+
+    if (g)
+        printf("model.gbdt: ok (%zu trees, %zu features)\n", gbdt_num_trees(g),
+               gbdt_num_features(g));
+    else
+        printf("model.gbdt: FAIL %s\n", e.msg), bad = 1;
+    c = card_open(cfg_str(cf, "model.scorecard"), &e);
+    if (c)
+        printf("model.scorecard: ok (%zu features)\n", card_num_features(c));
+    else
+        printf("model.scorecard: FAIL %s\n", e.msg), bad = 1;
+    gbdt_close(g);
+    card_close(c);
+    return bad;
+}
+
+int cmd_config(int argc, char **argv)
+{
+    static const struct option lo[] = {CLI_LONGOPTS, {NULL, 0, NULL, 0}};
+    struct cli cl = {0};
+    struct cfg *cf;
+    int opt, r, bad;
+
+    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS, lo, NULL)) != -1) {
+        if ((r = cli_opt(&cl, opt, optarg)) < 0)
+            return EXIT_USAGE;
+        if (r == 0) {
+            usage(opt == 'h' ? stdout : stderr);
+            return opt == 'h' ? EXIT_OK : EXIT_USAGE;
+        }
+    }
+    if (optind >= argc || (strcmp(argv[optind], "show") && strcmp(argv[optind], "check"))) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!(cf = cli_load(&cl, "config")))
+        return EXIT_USAGE;
+    if (strcmp(argv[optind], "show") == 0) {
+        cfg_dump(cf, stdout);
+        cfg_free(cf);
+        return EXIT_OK;
+    }
+    printf("configuration: ok\n");
+    bad = check_kafka(cf) | check_redis(cf) | check_models(cf);
+    cfg_free(cf);
+    return bad ? EXIT_RUNTIME : EXIT_OK;
+}

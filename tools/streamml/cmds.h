@@ -1,0 +1,17 @@
+/* tools/streamml/cmds.h: the subcommands of the `streamml` binary.
+ * Each takes the argv after the subcommand name (argv[0] = its name) and
+ * returns the process exit code: 0 ok, 1 runtime failure, 2 usage/config. */
+#ifndef STREAMML_CMDS_H
+#define STREAMML_CMDS_H
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+int cmd_broker(int argc, char **argv);    /* cmd_broker.c */
+int cmd_produce(int argc, char **argv);   /* cmd_io.c */
+int cmd_consume(int argc, char **argv);   /* cmd_io.c */
+int cmd_featurize(int argc, char **argv); /* cmd_featurize.c */
+int cmd_predict(int argc, char **argv);   /* cmd_predict.c */
+int cmd_model(int argc, char **argv);     /* cmd_predict.c: `model inspect FILE` */
+int cmd_config(int argc, char **argv);    /* cmd_config.c: `config show|check` */
+
+#endif

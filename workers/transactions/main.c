@@ -1,0 +1,630 @@
+/* streamml-transactions: credit-risk scoring of transaction events.
+ *
+ *   transactions --poll--> decode (Avro) --bad--> transactions.dlq
+ *        |                   |
+ *        |      Redis state <-> features (common/features: the shared module)
+ *        |                   |
+ *        |         score: gbdt (XGBoost JSON) + scorecard (reason codes)
+ *        |                   |
+ *        +--- offset stored <-- delivery report <-- predictions.transactions
+ *
+ * A batch of messages is taken per turn so that Redis is read once and
+ * written once per batch (pipelined). An offset is stored only after the
+ * message's state update is applied and its prediction (or dead letter) is
+ * delivered. When Redis stays unreachable past state.retry_budget_ms, events
+ * are scored on empty state and flagged degraded; their state updates wait
+ * in a bounded queue and are applied (idempotently) when Redis is back.
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "codec.h"
+#include "features.h"
+#include "gbdt.h"
+#include "kafka.h"
+#include "log.h"
+#include "pipeline.h"
+#include "scorecard.h"
+#include "state.h"
+
+#define WORKER "transactions"
+
+static volatile sig_atomic_t g_run = 1;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_run = 0;
+}
+
+enum ev_status { EV_DEAD = 0, EV_APPLY, EV_REDELIVERED };
+
+struct pending_ev {
+    struct txn_event ev;
+    struct kq_pos pos;
+};
+
+struct counters {
+    uint64_t messages, predictions, dead, degraded, redelivered, decisions[3];
+};
+
+struct worker {
+    struct cfg *cf;
+    struct kq *q;
+    struct codec *cd;
+    struct state *st;
+    struct gbdt *gb;
+    struct card *card;
+    int *gmap, *cmap;              /* model feature i -> feature vector index */
+    size_t cap;                    /* batch capacity */
+    struct kq_msg **msgs;
+    struct txn_event *evs;
+    unsigned char *status;
+    int *user_of;
+    int64_t *t_in;
+    struct entset users;
+    struct state_blob *blobs;
+    struct feat_state *ust;
+    unsigned char *udirty;
+    int64_t *uoff;
+    int32_t *upart;
+    struct state_put *puts;
+    int *applied;
+    float *xs;                     /* the batch's feature vectors */
+    float *xg, *xc;
+    struct buf out, scratch;
+    struct pending_ev *pending;
+    size_t npending, pending_max;
+    int redis_down;
+    int64_t next_retry_us;
+    int budget_ms;
+    struct counters n;
+};
+
+static const char *const decisions[3] = {"approve", "review", "decline"};
+
+/* ---- set-up ---- */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: streamml-transactions [-c FILE] [-X key=value ...] [-b HOSTS]\n\n"
+            "Consumes input.topic in the consumer group kafka.group.id (default\n"
+            "streamml-transactions), computes txn-v1 features with per-user state in\n"
+            "Redis, scores model.gbdt and model.scorecard, produces predictions to\n"
+            "output.topic and undecodable or invalid input to dlq.topic.\n"
+            "SIGTERM/SIGINT: finish in-flight work, commit, leave the group, exit 0.\n"
+            "Exit codes: 0 ok, 1 runtime failure (e.g. a delivery failed for good:\n"
+            "nothing past it is committed), 2 usage or configuration error.\n\n");
+    cfg_help(out);
+}
+
+/* Model feature names -> indices into the txn-v1 vector; by position when
+ * the model has no names (then its width must equal the vector's). */
+static int map_features(const char *what, size_t n, const char *(*name)(const void *, size_t),
+                        const void *model, int *map, struct err *e)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *nm = name(model, i);
+        int idx = nm ? feat_txn_index(nm) : (int)i;
+        if (!nm && n != FEAT_TXN_DIM)
+            return err_set(e, ERR_CONFIG, "%s: model has %zu unnamed features, %s has %d", what,
+                           n, FEAT_TXN_VERSION, FEAT_TXN_DIM);
+        if (idx < 0)
+            return err_set(e, ERR_CONFIG, "%s: model feature \"%s\" is not in %s", what, nm,
+                           FEAT_TXN_VERSION);
+        map[i] = idx;
+    }
+    return ERR_OK;
+}
+
+static const char *gb_name(const void *m, size_t i)
+{
+    return gbdt_feature_name(m, i);
+}
+
+static const char *card_fname(const void *m, size_t i)
+{
+    return card_feature_name(m, i);
+}
+
+static int open_models(struct worker *w, struct err *e)
+{
+    w->gb = gbdt_open(cfg_str(w->cf, "model.gbdt"), e);
+    if (!w->gb)
+        return e->code;
+    w->card = card_open(cfg_str(w->cf, "model.scorecard"), e);
+    if (!w->card)
+        return e->code;
+    w->gmap = calloc(gbdt_num_features(w->gb), sizeof(int));
+    w->cmap = calloc(card_num_features(w->card), sizeof(int));
+    w->xg = calloc(gbdt_num_features(w->gb), sizeof(float));
+    w->xc = calloc(card_num_features(w->card), sizeof(float));
+    if (!w->gmap || !w->cmap || !w->xg || !w->xc)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    if (map_features("model.gbdt", gbdt_num_features(w->gb), gb_name, w->gb, w->gmap, e) ||
+        map_features("model.scorecard", card_num_features(w->card), card_fname, w->card,
+                     w->cmap, e))
+        return e->code;
+    log_info("models: gbdt %s (%zu trees), scorecard %s", cfg_str(w->cf, "model.gbdt"),
+             gbdt_num_trees(w->gb), cfg_str(w->cf, "model.scorecard"));
+    return ERR_OK;
+}
+
+static int open_state(struct worker *w, struct err *e)
+{
+    const struct cfg *cf = w->cf;
+    struct state_redis_opts ro = {
+        .host = cfg_str(cf, "redis.host"), .port = (int)cfg_int(cf, "redis.port"),
+        .password = *cfg_str(cf, "redis.password") ? cfg_str(cf, "redis.password") : NULL,
+        .prefix = cfg_str(cf, "redis.prefix"), .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
+        .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms")};
+
+    if (strcmp(cfg_str(cf, "state.backend"), "memory") == 0)
+        w->st = state_open_memory();
+    else
+        w->st = state_open_redis(&ro, e);
+    if (!w->st)
+        return e->code ? e->code : err_set(e, ERR_NOMEM, "state: out of memory");
+    return ERR_OK;
+}
+
+static int alloc_batch(struct worker *w)
+{
+    size_t c = w->cap;
+
+    w->msgs = calloc(c, sizeof(*w->msgs));
+    w->evs = calloc(c, sizeof(*w->evs));
+    w->status = calloc(c, 1);
+    w->user_of = calloc(c, sizeof(int));
+    w->t_in = calloc(c, sizeof(int64_t));
+    w->blobs = calloc(c, sizeof(*w->blobs));
+    w->ust = calloc(c, sizeof(*w->ust));
+    w->udirty = calloc(c, 1);
+    w->uoff = calloc(c, sizeof(int64_t));
+    w->upart = calloc(c, sizeof(int32_t));
+    w->puts = calloc(c, sizeof(*w->puts));
+    w->applied = calloc(c, sizeof(int));
+    w->xs = calloc(c * FEAT_TXN_DIM, sizeof(float));
+    w->pending = calloc(w->pending_max, sizeof(*w->pending));
+    buf_init(&w->out, 0);
+    buf_init(&w->scratch, 0);
+    return !w->msgs || !w->evs || !w->status || !w->user_of || !w->t_in || !w->blobs ||
+                   !w->ust || !w->udirty || !w->uoff || !w->upart || !w->puts || !w->applied || !w->xs ||
+                   !w->pending || pipe_entset_init(&w->users, c)
+               ? ERR_NOMEM
+               : ERR_OK;
+}
+
+static const char *group_id(const struct cfg *cf)
+{
+    size_t n;
+    const struct cfg_kv *kv = cfg_kafka(cf, &n);
+
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(kv[i].key, "group.id") == 0)
+            return kv[i].value;
+    return "streamml-transactions";
+}
+
+static int open_kafka(struct worker *w, struct err *e)
+{
+    const char *topic = cfg_str(w->cf, "input.topic");
+    size_t np;
+    struct kq_opts ko = {.group_id = group_id(w->cf), .topics = &topic, .n_topics = 1,
+                         .client_id = "streamml-transactions"};
+
+    ko.props = cfg_kafka(w->cf, &np);
+    ko.n_props = np;
+    w->q = kq_open(&ko, e);
+    if (!w->q)
+        return e->code;
+    log_info("consuming %s as group %s -> %s (dead letters: %s)", topic, ko.group_id,
+             cfg_str(w->cf, "output.topic"), cfg_str(w->cf, "dlq.topic"));
+    return ERR_OK;
+}
+
+static int worker_open(struct worker *w, struct err *e)
+{
+    w->cap = (size_t)cfg_int(w->cf, "worker.batch_size");
+    w->pending_max = (size_t)cfg_int(w->cf, "state.pending_max");
+    w->budget_ms = (int)cfg_int(w->cf, "state.retry_budget_ms");
+    if (alloc_batch(w))
+        return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", w->cap);
+    w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
+    if (!w->cd || open_models(w, e) || open_state(w, e) || open_kafka(w, e))
+        return e->code;
+    return ERR_OK;
+}
+
+static void worker_close(struct worker *w)
+{
+    void *arrays[] = {w->msgs, w->evs, w->status, w->user_of, w->t_in, w->blobs, w->ust,
+                      w->udirty, w->uoff, w->upart, w->puts, w->applied, w->pending, w->xs,
+                      w->gmap, w->cmap, w->xg, w->xc};
+
+    for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
+        free(arrays[i]);
+    pipe_entset_free(&w->users);
+    buf_free(&w->out);
+    buf_free(&w->scratch);
+    gbdt_close(w->gb);
+    card_close(w->card);
+    state_close(w->st);
+    codec_close(w->cd);
+}
+
+/* ---- state: read once per batch, write once per batch ---- */
+
+static void load_user_states(struct worker *w, size_t nusers, int ok)
+{
+    struct err e = {0};
+
+    for (size_t u = 0; u < nusers; u++) {
+        w->udirty[u] = 0;
+        w->upart[u] = ok && w->blobs[u].len ? w->blobs[u].partition : -1;
+        w->uoff[u] = ok && w->blobs[u].len ? w->blobs[u].offset : -1;
+        feat_state_init(&w->ust[u]);
+        if (ok && w->blobs[u].len &&
+            feat_state_decode(&w->ust[u], w->blobs[u].data, w->blobs[u].len, &e)) {
+            /* A corrupt entry is replaced, not propagated: counted and logged. */
+            log_error("state of user %s unreadable (%s): starting it afresh", w->users.ids[u],
+                      e.msg);
+            feat_state_init(&w->ust[u]);
+            w->upart[u] = -1;
+            w->uoff[u] = -1;
+        }
+    }
+}
+
+/* Reads the batch's users. Returns 1 when Redis could not be read and the
+ * batch is to be scored degraded (on empty state). */
+static int read_users(struct worker *w)
+{
+    struct err e = {0};
+    int rc;
+
+    if (w->redis_down && pipe_now_us() < w->next_retry_us) {
+        load_user_states(w, w->users.n, 0);
+        return 1;
+    }
+    rc = pipe_state_get(w->st, w->redis_down ? 0 : w->budget_ms, w->users.n, w->users.ids,
+                        w->blobs, &e);
+    if (rc) {
+        if (!w->redis_down)
+            log_error("state read failed, scoring degraded: %s", e.msg);
+        w->redis_down = 1;
+        w->next_retry_us = pipe_now_us() + 1000000;
+    } else if (w->redis_down) {
+        log_info("state store reachable again");
+        w->redis_down = 0;
+    }
+    load_user_states(w, w->users.n, rc == ERR_OK);
+    return rc != ERR_OK;
+}
+
+static int write_users(struct worker *w)
+{
+    unsigned char enc[FEAT_STATE_MAX];
+    struct err e = {0};
+    size_t np = 0;
+
+    for (size_t u = 0; u < w->users.n; u++) {
+        if (!w->udirty[u])
+            continue;
+        int len = feat_state_encode(&w->ust[u], enc, sizeof(enc));
+        if (len < 0 || (size_t)len > STATE_BLOB_MAX)
+            return ERR_NOMEM;
+        memcpy(w->blobs[u].data, enc, (size_t)len);
+        w->puts[np++] = (struct state_put){w->users.ids[u], w->blobs[u].data, (size_t)len,
+                                           w->upart[u], w->uoff[u]};
+    }
+    if (np == 0)
+        return ERR_OK;
+    if (pipe_state_put(w->st, w->budget_ms, np, w->puts, w->applied, &e)) {
+        log_error("state write failed, updates queued for re-apply: %s", e.msg);
+        w->redis_down = 1;
+        w->next_retry_us = pipe_now_us() + 1000000;
+        return e.code;
+    }
+    return ERR_OK;
+}
+
+static void queue_pending(struct worker *w, size_t i)
+{
+    /* Room was checked before the batch was taken (see room_for_batch). */
+    w->pending[w->npending].ev = w->evs[i];
+    w->pending[w->npending].pos = w->msgs[i]->pos;
+    w->npending++;
+}
+
+/* Re-applies queued updates in arrival order, a chunk at a time, once Redis
+ * answers; the offset check makes a second application a no-op. */
+static void drain_pending(struct worker *w)
+{
+    struct err e = {0};
+
+    while (w->npending && !(w->redis_down && pipe_now_us() < w->next_retry_us)) {
+        size_t n = w->npending < w->cap ? w->npending : w->cap;
+        pipe_entset_clear(&w->users);
+        for (size_t i = 0; i < n; i++)
+            w->user_of[i] = pipe_entset_add(&w->users, w->pending[i].ev.user_id);
+        if (pipe_state_get(w->st, 0, w->users.n, w->users.ids, w->blobs, &e)) {
+            w->next_retry_us = pipe_now_us() + 1000000;
+            return;
+        }
+        load_user_states(w, w->users.n, 1);
+        for (size_t i = 0; i < n; i++) {
+            const struct pending_ev *p = &w->pending[i];
+            int u = w->user_of[i];
+            if (w->upart[u] == p->pos.partition && w->uoff[u] >= p->pos.offset)
+                continue;
+            feat_state_update(&w->ust[u], &p->ev, &w->ust[u]);
+            w->udirty[u] = 1;
+            w->upart[u] = p->pos.partition;
+            w->uoff[u] = p->pos.offset;
+        }
+        if (write_users(w))
+            return;
+        w->redis_down = 0;
+        for (size_t i = 0; i < n; i++)
+            kq_ack(w->q, &w->pending[i].pos, KQ_ACK_STATE);
+        memmove(w->pending, w->pending + n, (w->npending - n) * sizeof(*w->pending));
+        w->npending -= n;
+        log_info("re-applied %zu queued state update(s), %zu left", n, w->npending);
+    }
+}
+
+/* ---- one batch ---- */
+
+static void dead_letter(struct worker *w, size_t i, const struct err *why)
+{
+    struct err e = {0};
+
+    w->status[i] = EV_DEAD;
+    w->n.dead++;
+    if (pipe_dead_letter(w->q, w->cd, &w->scratch, cfg_str(w->cf, "dlq.topic"), WORKER,
+                         w->msgs[i], why, &e))
+        log_error("dead letter not sent (offset will not be committed): %s", e.msg);
+}
+
+/* Decode and validate; bad input goes to the dead-letter topic. */
+static void decode_batch(struct worker *w, size_t n)
+{
+    struct err e = {0};
+
+    pipe_entset_clear(&w->users);
+    for (size_t i = 0; i < n; i++) {
+        const struct kq_msg *m = w->msgs[i];
+        w->t_in[i] = pipe_now_us();
+        w->status[i] = EV_APPLY;
+        if (codec_decode_txn(w->cd, m->payload, m->len, &w->evs[i], &e) ||
+            feat_txn_validate(&w->evs[i], &e)) {
+            dead_letter(w, i, &e);
+            continue;
+        }
+        w->user_of[i] = pipe_entset_add(&w->users, w->evs[i].user_id);
+    }
+}
+
+/* Features from each user's state as it stood before the event; state
+ * advanced in the batch's (= partition) order. */
+static void featurize_batch(struct worker *w, size_t n, int degraded)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct kq_msg *m = w->msgs[i];
+        int u = w->user_of[i];
+        float *x = w->xs + i * FEAT_TXN_DIM;
+
+        if (w->status[i] == EV_DEAD)
+            continue;
+        feat_txn_build(&w->evs[i], &w->ust[u], x);
+        if (!degraded && w->upart[u] == m->partition && w->uoff[u] >= m->offset) {
+            w->status[i] = EV_REDELIVERED; /* already in the stored state */
+            continue;
+        }
+        feat_state_update(&w->ust[u], &w->evs[i], &w->ust[u]);
+        w->udirty[u] = 1;
+        w->upart[u] = m->partition;
+        w->uoff[u] = m->offset;
+    }
+}
+
+static void score(struct worker *w, const float *x, struct txn_prediction *p)
+{
+    struct card_result r;
+    int d;
+
+    for (size_t j = 0; j < gbdt_num_features(w->gb); j++)
+        w->xg[j] = x[w->gmap[j]];
+    for (size_t j = 0; j < card_num_features(w->card); j++)
+        w->xc[j] = x[w->cmap[j]];
+    p->probability = gbdt_predict(w->gb, w->xg);
+    card_score(w->card, w->xc, &r);
+    p->score = r.score;
+    p->score_probability = r.probability;
+    d = p->probability >= cfg_double(w->cf, "decision.decline_threshold")  ? 2
+        : p->probability >= cfg_double(w->cf, "decision.review_threshold") ? 1
+                                                                            : 0;
+    snprintf(p->decision, sizeof(p->decision), "%s", decisions[d]);
+    w->n.decisions[d]++;
+    /* Reason codes explain adverse decisions only. */
+    p->n_reasons = d ? r.n_reasons : 0;
+    for (int k = 0; k < p->n_reasons; k++)
+        snprintf(p->reasons[k], sizeof(p->reasons[k]), "%s", r.reasons[k]);
+}
+
+static void emit(struct worker *w, size_t i, int degraded, int state_done)
+{
+    const struct kq_msg *m = w->msgs[i];
+    const float *x = w->xs + i * FEAT_TXN_DIM;
+    struct txn_prediction p;
+    struct err e = {0};
+
+    memset(&p, 0, sizeof(p));
+    memcpy(p.event_id, w->evs[i].event_id, EV_ID_MAX);
+    memcpy(p.user_id, w->evs[i].user_id, EV_ID_MAX);
+    p.event_time_ms = w->evs[i].event_time_ms;
+    snprintf(p.model_name, sizeof(p.model_name), "%s", cfg_str(w->cf, "model.name"));
+    snprintf(p.model_version, sizeof(p.model_version), "%s", cfg_str(w->cf, "model.version"));
+    snprintf(p.feature_version, sizeof(p.feature_version), "%s", FEAT_TXN_VERSION);
+    score(w, x, &p);
+    snprintf(p.feature_hash, sizeof(p.feature_hash), "%016llx",
+             (unsigned long long)feat_hash(x, FEAT_TXN_DIM));
+    p.degraded = degraded;
+    p.redelivered = w->status[i] == EV_REDELIVERED;
+    snprintf(p.src_topic, sizeof(p.src_topic), "%s", m->topic);
+    p.src_partition = m->partition;
+    p.src_offset = m->offset;
+    p.latency_us = pipe_now_us() - w->t_in[i];
+    buf_reset(&w->out);
+    if (codec_encode_prediction(w->cd, &p, &w->out, &e) ||
+        kq_produce(w->q, cfg_str(w->cf, "output.topic"), p.user_id, strlen(p.user_id),
+                   w->out.data, w->out.len, &m->pos, &e)) {
+        log_error("prediction for %s not sent (offset will not be committed): %s", p.event_id,
+                  e.msg);
+        return;
+    }
+    w->n.predictions++;
+    w->n.degraded += (uint64_t)degraded;
+    w->n.redelivered += (uint64_t)p.redelivered;
+    if (state_done)
+        kq_ack(w->q, &m->pos, KQ_ACK_STATE);
+}
+
+static void process_batch(struct worker *w, size_t n)
+{
+    int degraded, state_ok;
+
+    decode_batch(w, n);
+    degraded = w->users.n ? read_users(w) : 0;
+    featurize_batch(w, n, degraded);
+    state_ok = !degraded && write_users(w) == ERR_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (w->status[i] == EV_DEAD)
+            continue;
+        /* Not applied yet: re-applied from the queue, acknowledged then. */
+        if (!state_ok && w->status[i] == EV_APPLY)
+            queue_pending(w, i);
+        emit(w, i, degraded, state_ok || w->status[i] == EV_REDELIVERED);
+    }
+}
+
+/* ---- the loop ---- */
+
+static size_t take_batch(struct worker *w, struct err *e)
+{
+    size_t n = 0;
+    struct kq_msg *m;
+    int timeout = (int)cfg_int(w->cf, "worker.poll_ms");
+
+    while (n < w->cap) {
+        if (kq_poll(w->q, n ? 0 : timeout, &m, e))
+            break;
+        if (!m)
+            break;
+        w->msgs[n++] = m;
+    }
+    return n;
+}
+
+/* Input is taken only while the bounded queues have room for a batch. */
+static int room_for_batch(struct worker *w)
+{
+    return w->npending + w->cap <= w->pending_max &&
+           kq_inflight(w->q) < (size_t)cfg_int(w->cf, "worker.max_inflight");
+}
+
+static void log_summary(struct worker *w, double secs)
+{
+    log_info("summary: %llu messages in %.1f s (%.0f/s): %llu predictions (approve %llu, "
+             "review %llu, decline %llu), %llu dead-lettered, %llu degraded, %llu redelivered, "
+             "%zu state updates still queued",
+             (unsigned long long)w->n.messages, secs, secs > 0 ? (double)w->n.messages / secs : 0,
+             (unsigned long long)w->n.predictions, (unsigned long long)w->n.decisions[0],
+             (unsigned long long)w->n.decisions[1], (unsigned long long)w->n.decisions[2],
+             (unsigned long long)w->n.dead, (unsigned long long)w->n.degraded,
+             (unsigned long long)w->n.redelivered, w->npending);
+}
+
+static int run(struct worker *w)
+{
+    struct err e = {0};
+    int64_t t0 = pipe_now_us(), last_input = t0;
+    int64_t idle_us = cfg_int(w->cf, "worker.idle_exit_ms") * 1000;
+    uint64_t max_msgs = (uint64_t)cfg_int(w->cf, "worker.max_messages");
+
+    while (g_run) {
+        size_t n = 0;
+        drain_pending(w);
+        if (room_for_batch(w))
+            n = take_batch(w, &e);
+        if (e.code == ERR_FATAL)
+            break;
+        if (n) {
+            process_batch(w, n);
+            for (size_t i = 0; i < n; i++)
+                kq_msg_release(w->msgs[i]);
+            w->n.messages += n;
+            last_input = pipe_now_us();
+        }
+        if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
+            break;
+        if ((max_msgs && w->n.messages >= max_msgs) ||
+            (idle_us && pipe_now_us() - last_input > idle_us))
+            break;
+    }
+    log_summary(w, (double)(pipe_now_us() - t0) / 1e6);
+    if (e.code == ERR_FATAL) {
+        log_error("stopping: %s", e.msg);
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {CLI_LONGOPTS, {NULL, 0, NULL, 0}};
+    struct cli cl = {0};
+    struct worker w = {0};
+    struct err e = {0};
+    int opt, r, rc;
+
+    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS, lo, NULL)) != -1) {
+        if ((r = cli_opt(&cl, opt, optarg)) < 0)
+            return 2;
+        if (r == 0 && opt == 'V') {
+            cli_version(stdout);
+            return 0;
+        }
+        if (r == 0) {
+            usage(opt == 'h' ? stdout : stderr);
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    if (!(w.cf = cli_load(&cl, WORKER)))
+        return 2;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    if (worker_open(&w, &e)) {
+        log_error("%s", e.msg);
+        fprintf(stderr, "error: %s\n", e.msg);
+        rc = e.code == ERR_CONFIG ? 2 : 1;
+    } else {
+        rc = run(&w);
+        /* Drain: deliveries, then commit, leave the group. */
+        if (kq_close(w.q, (int)cfg_int(w.cf, "worker.shutdown_timeout_ms"), &e)) {
+            log_error("close: %s", e.msg);
+            rc = rc ? rc : 1;
+        }
+        w.q = NULL;
+    }
+    kq_close(w.q, 0, NULL);
+    worker_close(&w);
+    cfg_free(w.cf);
+    return rc;
+}
