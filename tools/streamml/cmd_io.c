@@ -235,7 +235,7 @@ static void consume_usage(FILE *out)
             "  -f, --from-beginning   start at the oldest record (default: only new ones)\n"
             "  -e, --exit             exit when every partition is read to its end\n"
             "  -n, --count N          exit after N records\n"
-            "  --meta                 wrap each record: {topic,partition,offset,key,value}\n"
+            "  --meta                 wrap each record: {topic,partition,offset,timestamp,key,value}\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
             "Undecodable records are reported on stderr with partition@offset.\n");
 }
@@ -285,8 +285,9 @@ static void print_record(const struct consume_args *a, const struct kq_msg *m,
         printf("%s\n", (const char *)json->data);
         return;
     }
-    printf("{\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,\"key\":\"", m->topic,
-           (int)m->partition, (long long)m->offset);
+    printf("{\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,\"timestamp\":%lld,"
+           "\"key\":\"", m->topic, (int)m->partition, (long long)m->offset,
+           (long long)m->timestamp_ms);
     for (size_t i = 0; i < m->key_len; i++) {
         unsigned char ch = ((const unsigned char *)m->key)[i];
         if (ch == '"' || ch == '\\' || ch < 0x20 || ch > 0x7e)

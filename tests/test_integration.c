@@ -1,0 +1,340 @@
+/* End to end on the embedded stack: `streamml broker` (librdkafka's mock
+ * cluster, real Kafka protocol), a real redis-server, `streamml produce`,
+ * the transactions worker and `streamml consume` as separate processes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "features.h"
+#include "kafka.h"
+#include "stack.h"
+#include "state.h"
+
+#define N_EVENTS 20000
+#define N_USERS 1000
+#define TOPICS "transactions:8,predictions.transactions:8,transactions.dlq:2"
+
+struct env {
+    struct test_redis redis;
+    struct test_broker broker;
+    char dir[128];
+    char events[200];
+    char redis_port[32];
+    char bootstrap[300];
+    int n_with_amount[N_USERS];
+};
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Deterministic synthetic events: N_USERS users, increasing event times,
+ * some fields missing as in real application data. */
+static void write_events(struct env *v)
+{
+    FILE *f = fopen(v->events, "w");
+    int64_t t = 1700000000000LL;
+
+    assert_non_null(f);
+    memset(v->n_with_amount, 0, sizeof(v->n_with_amount));
+    for (int i = 0; i < N_EVENTS; i++) {
+        int u = (int)((i * 7919L) % N_USERS);
+        t += 1000 + (i % 17) * 1000;
+        fprintf(f, "{\"event_id\":\"e%06d\",\"user_id\":\"u%04d\",\"event_time\":%lld", i, u,
+                (long long)t);
+        if (i % 10 != 3) {
+            fprintf(f, ",\"amount\":%d", 500 + (i * 37) % 2000);
+            v->n_with_amount[u]++;
+        }
+        fprintf(f, ",\"income\":%d,\"expenses\":%d,\"term_months\":%d,\"age\":%d", 80 + i % 200,
+                35 + i % 60, 12 + 12 * (i % 5), 20 + i % 50);
+        if (i % 4 == 0)
+            fprintf(f, ",\"debt\":%d,\"home\":\"rent\",\"job\":\"fixed\"", (i * 13) % 3000);
+        if (i % 5 == 0)
+            fprintf(f, ",\"credit_limit\":5000,\"credit_used\":%d", (i * 31) % 5000);
+        fprintf(f, ",\"past_records\":%s}\n", i % 9 == 0 ? "true" : "false");
+    }
+    fclose(f);
+}
+
+static int run_wait(char *const argv[], const char *log)
+{
+    int status;
+    pid_t pid = test_spawn(argv, log);
+
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int setup(void **st)
+{
+    struct env *v = calloc(1, sizeof(*v));
+
+    snprintf(v->dir, sizeof(v->dir), "/tmp/streamml-it-XXXXXX");
+    if (!mkdtemp(v->dir) || test_redis_start(&v->redis) || test_broker_start(&v->broker, TOPICS))
+        return -1;
+    snprintf(v->events, sizeof(v->events), "%s/events.jsonl", v->dir);
+    snprintf(v->redis_port, sizeof(v->redis_port), "redis.port=%d", v->redis.port);
+    snprintf(v->bootstrap, sizeof(v->bootstrap), "%s", v->broker.bootstrap);
+    write_events(v);
+    *st = v;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    struct env *v = *st;
+    char cmd[200];
+
+    test_broker_stop(&v->broker);
+    test_redis_stop(&v->redis);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", v->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", v->dir);
+    free(v);
+    return 0;
+}
+
+static int produce_file(struct env *v, const char *file, int raw)
+{
+    char log[200];
+    char *argv[] = {(char *)test_bin("streamml"), "produce", "-b", v->bootstrap, "-t",
+                    "transactions", "-i", (char *)file, raw ? "--raw" : NULL, NULL};
+
+    snprintf(log, sizeof(log), "%s/produce.log", v->dir);
+    return run_wait(argv, log);
+}
+
+static pid_t start_worker(struct env *v, const char *group)
+{
+    char log[200];
+    static char grp[100];
+    snprintf(grp, sizeof(grp), "group.id=%s", group);
+    char *argv[] = {(char *)test_bin("streamml-transactions"), "-b", v->bootstrap, "-X",
+                    v->redis_port, "-X", grp, "-X", "worker.poll_ms=20", "-X",
+                    "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500", "--log-level", "warn", NULL};
+
+    snprintf(log, sizeof(log), "%s/worker.log", v->dir);
+    return test_spawn(argv, log);
+}
+
+/* Reads every prediction with `streamml consume` and counts, per event id,
+ * how often it was predicted. Returns the number of records read. */
+static long read_predictions(struct env *v, int *seen, int *degraded)
+{
+    char out[200], line[4096];
+    long n = 0;
+    FILE *f;
+    char *argv[] = {(char *)test_bin("streamml"), "consume", "-b", v->bootstrap, "-t",
+                    "predictions.transactions", "-f", "-e", "--log-level", "error", NULL};
+
+    snprintf(out, sizeof(out), "%s/predictions.jsonl", v->dir);
+    unlink(out);
+    assert_int_equal(run_wait(argv, out), 0);
+    memset(seen, 0, sizeof(int) * N_EVENTS);
+    *degraded = 0;
+    f = fopen(out, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        const char *p = strstr(line, "\"event_id\"");
+        long id;
+        if (!p || !(p = strchr(p + 10, 'e')))
+            continue;
+        id = strtol(p + 1, NULL, 10);
+        if (id >= 0 && id < N_EVENTS)
+            seen[id]++;
+        if (strstr(line, "\"degraded\": true") || strstr(line, "\"degraded\":true"))
+            (*degraded)++;
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+static int64_t topic_size(struct env *v, const char *topic)
+{
+    struct err e = {0};
+    struct cfg_kv kv = {"bootstrap.servers", v->bootstrap, "test"};
+    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
+    struct kq *q = kq_open(&o, &e);
+    int64_t n;
+
+    assert_non_null(q);
+    n = kq_topic_size(q, topic, 5000, &e);
+    kq_close(q, 0, NULL);
+    return n;
+}
+
+static int wait_topic(struct env *v, const char *topic, int64_t want, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 200) {
+        if (topic_size(v, topic) >= want)
+            return 0;
+        sleep_ms(200);
+    }
+    return -1;
+}
+
+/* Every user's stored state must hold each of its events exactly once: the
+ * Welford count equals the number of that user's events with an amount. */
+static void assert_state_applied_once(struct env *v)
+{
+    struct err e = {0};
+    struct state_redis_opts ro = {.host = "127.0.0.1", .port = v->redis.port, .prefix = "",
+                                  .timeout_ms = 2000};
+    struct state *s = state_open_redis(&ro, &e);
+    static struct state_blob blobs[N_USERS];
+    static char ids[N_USERS][16];
+    const char *ents[N_USERS];
+    long wrong = 0;
+
+    assert_non_null(s);
+    for (int u = 0; u < N_USERS; u++) {
+        snprintf(ids[u], sizeof(ids[u]), "u%04d", u);
+        ents[u] = ids[u];
+    }
+    assert_int_equal(state_get_many(s, N_USERS, ents, blobs, &e), ERR_OK);
+    for (int u = 0; u < N_USERS; u++) {
+        struct feat_state fs;
+        assert_int_equal(feat_state_decode(&fs, blobs[u].data, blobs[u].len, &e), ERR_OK);
+        if ((int)fs.n_amounts != v->n_with_amount[u])
+            wrong++;
+    }
+    state_close(s);
+    assert_int_equal(wrong, 0);
+}
+
+static void test_every_event_gets_exactly_one_prediction(void **st)
+{
+    struct env *v = *st;
+    static int seen[N_EVENTS];
+    int degraded, missing = 0, dup = 0;
+    pid_t w;
+
+    assert_int_equal(produce_file(v, v->events, 0), 0);
+    w = start_worker(v, "it-once");
+    assert_int_equal(wait_topic(v, "predictions.transactions", N_EVENTS, 60000), 0);
+    assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
+    assert_int_equal(read_predictions(v, seen, &degraded), N_EVENTS);
+    for (int i = 0; i < N_EVENTS; i++) {
+        missing += seen[i] == 0;
+        dup += seen[i] > 1;
+    }
+    printf("# %d events -> %d missing, %d duplicated, %d degraded\n", N_EVENTS, missing, dup,
+           degraded);
+    assert_int_equal(missing, 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(degraded, 0);
+    assert_state_applied_once(v);
+}
+
+/* Waits until the topic has at least want records and has stopped growing. */
+static int64_t wait_settled(struct env *v, const char *topic, int64_t want, int timeout_ms)
+{
+    int64_t last = -1, n = 0;
+    int stable = 0;
+
+    for (int waited = 0; waited < timeout_ms; waited += 500) {
+        n = topic_size(v, topic);
+        stable = n >= want && n == last ? stable + 1 : 0;
+        if (stable >= 4)
+            return n;
+        last = n;
+        sleep_ms(500);
+    }
+    return -1;
+}
+
+static void test_garbage_goes_to_dead_letter_and_worker_carries_on(void **st)
+{
+    struct env *v = *st;
+    char garbage[200], bad[200], good[200];
+    FILE *f;
+    pid_t w;
+
+    snprintf(garbage, sizeof(garbage), "%s/garbage.txt", v->dir);
+    snprintf(bad, sizeof(bad), "%s/bad.jsonl", v->dir);
+    snprintf(good, sizeof(good), "%s/good.jsonl", v->dir);
+    f = fopen(garbage, "w");
+    fprintf(f, "this is not avro\n");
+    fclose(f);
+    f = fopen(bad, "w");
+    fprintf(f, "{\"event_id\":\"neg\",\"user_id\":\"u1\",\"event_time\":1700000000000,"
+               "\"amount\":-5}\n");
+    fclose(f);
+    f = fopen(good, "w");
+    for (int i = 0; i < 10; i++)
+        fprintf(f, "{\"event_id\":\"g%d\",\"user_id\":\"u%d\",\"event_time\":17000000%05d000,"
+                   "\"amount\":100,\"income\":50}\n", i, i % 3, i);
+    fclose(f);
+    assert_int_equal(produce_file(v, garbage, 1), 0);
+    assert_int_equal(produce_file(v, bad, 0), 0);
+    assert_int_equal(produce_file(v, good, 0), 0);
+    w = start_worker(v, "it-dlq");
+    assert_int_equal(wait_topic(v, "predictions.transactions", 10, 30000), 0);
+    assert_int_equal(wait_topic(v, "transactions.dlq", 2, 10000), 0);
+    assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
+    assert_int_equal(topic_size(v, "transactions.dlq"), 2);
+    assert_int_equal(topic_size(v, "predictions.transactions"), 10);
+}
+
+static void test_sigkill_mid_stream_loses_nothing_and_applies_state_once(void **st)
+{
+    struct env *v = *st;
+    static int seen[N_EVENTS];
+    int degraded, missing = 0, dup = 0, kills = 0;
+    int64_t total;
+    pid_t w;
+
+    assert_int_equal(produce_file(v, v->events, 0), 0);
+    /* Kill it twice while it works, each time after some more output. */
+    for (int64_t at = 4000; at <= 12000; at += 8000) {
+        w = start_worker(v, "it-kill");
+        assert_int_equal(wait_topic(v, "predictions.transactions", at, 60000), 0);
+        kill(w, SIGKILL);
+        waitpid(w, NULL, 0);
+        kills++;
+    }
+    w = start_worker(v, "it-kill");
+    total = wait_settled(v, "predictions.transactions", N_EVENTS, 90000);
+    assert_true(total >= N_EVENTS);
+    assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
+    assert_int_equal(read_predictions(v, seen, &degraded), total);
+    for (int i = 0; i < N_EVENTS; i++) {
+        missing += seen[i] == 0;
+        dup += seen[i] > 1 ? seen[i] - 1 : 0;
+    }
+    printf("# %d events, %d SIGKILLs -> %lld predictions: %d missing, %d duplicates "
+           "(re-delivered, marked redelivered), %d degraded\n",
+           N_EVENTS, kills, (long long)total, missing, dup, degraded);
+    assert_int_equal(missing, 0);
+    assert_state_applied_once(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_every_event_gets_exactly_one_prediction, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_goes_to_dead_letter_and_worker_carries_on,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_sigkill_mid_stream_loses_nothing_and_applies_state_once, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("integration", tests, NULL, NULL);
+}
