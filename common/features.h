@@ -17,22 +17,40 @@
 #define FEAT_TXN_VERSION "txn-v1"
 #define FEAT_TXN_DIM 37
 
+/* Categorical codes (home_code, marital_code, job_code): the categories of
+ * event.h numbered from 1 in their listed order (home: rent 1, owner 2,
+ * parents 3, priv 4, ignore 5, other 6; marital: single 1, married 2,
+ * widow 3, separated 4, divorced 5; job: fixed 1, freelance 2, partime 3,
+ * others 4), compared case-insensitively. A value outside the list gets
+ * FEAT_CAT_UNKNOWN; an empty (missing) one gives NaN. */
+#define FEAT_CAT_UNKNOWN 0
+
 /* Windowed aggregates are bucketed in event time: 1 h = 12 x 5 min,
- * 24 h = 24 x 1 h, 30 d = 30 x 1 d (bucket-aligned windows). */
+ * 24 h = 24 x 1 h, 30 d = 30 x 1 d (bucket-aligned windows, UTC days). A
+ * window holds the event's own bucket and the N-1 before it, and always
+ * includes the event itself (count >= 1).
+ *
+ * Late events (event time < last_event_ms), per ring: the event is added to
+ * its bucket when that bucket is still inside the ring's span, i.e. newer
+ * than (bucket of last_event_ms) - N; older ones are left out of that ring's
+ * windows (they still count in the amount moments). Its own features are
+ * computed from the buckets at or before its time, so a late event never
+ * sees events from its future. secs_since_prev is clamped at 0 for it, and
+ * last_event_ms never moves back. See common/FEATURES.md. */
 #define FEAT_W1H_BUCKETS 12
 #define FEAT_W24H_BUCKETS 24
 #define FEAT_W30D_BUCKETS 30
 
 struct feat_bucket {
-    int64_t id;      /* floor(event_time_ms / bucket width); 0 = empty slot */
+    int64_t id; /* floor(event_time_ms / bucket width); 0 = empty slot */
     uint32_t count;
-    double sum;      /* sum of amounts (missing amounts count, add 0) */
+    double sum; /* sum of amounts (missing amounts count, add 0) */
 };
 
 /* Per-user streaming state. Plain data; serialised with feat_state_encode. */
 struct feat_state {
-    int64_t last_event_ms;   /* 0 = no previous event */
-    uint64_t n_amounts;      /* Welford moments of past amounts */
+    int64_t last_event_ms; /* 0 = no previous event */
+    uint64_t n_amounts;    /* Welford moments of past amounts */
     double mean_amount;
     double m2_amount;
     struct feat_bucket w1h[FEAT_W1H_BUCKETS];
@@ -66,10 +84,9 @@ void feat_state_update(const struct feat_state *prior, const struct txn_event *e
  * ERR_NOMEM if cap is too small. */
 int feat_state_encode(const struct feat_state *s, unsigned char *buf, size_t cap);
 /* ERR_DECODE (with the reason) on a wrong version or length. */
-int feat_state_decode(struct feat_state *s, const unsigned char *buf, size_t len,
-                      struct err *e);
+int feat_state_decode(struct feat_state *s, const unsigned char *buf, size_t len, struct err *e);
 
-/* 64-bit FNV-1a over the vector's bytes (NaN canonicalised), for the
+/* 64-bit FNV-1a over the vector's bytes (every NaN and -0 canonicalised), for the
  * prediction's feature_hash: equal vectors give equal hashes. */
 uint64_t feat_hash(const float *x, size_t n);
 

@@ -24,6 +24,11 @@ struct test_broker {
 
 /* Starts redis-server (no persistence) and waits until it answers PING. */
 int test_redis_start(struct test_redis *r);
+/* The same, on port (0 = a free one; a given port lets a test restart a
+ * server where its clients expect it), with extra redis-server arguments
+ * (NULL-terminated, NULL = none; e.g. {"--requirepass", "pw", NULL}). A
+ * server that answers NOAUTH counts as up. */
+int test_redis_start_opts(struct test_redis *r, int port, const char *const *extra);
 void test_redis_stop(struct test_redis *r);
 
 /* Starts `$STREAMML_BUILD/streamml broker --topics <topics>` and waits for its

@@ -1,0 +1,38 @@
+/* common/state_backend.h: what a state backend provides (private to
+ * common/state*.c; workers include state.h only).
+ *
+ * struct state is the first member of each backend's handle, so the
+ * dispatch in state.c can cast back. state.c checks the arguments (entity
+ * ids, blob sizes) before a backend sees them, so every backend refuses the
+ * same inputs with the same message.
+ */
+#ifndef STREAMML_STATE_BACKEND_H
+#define STREAMML_STATE_BACKEND_H
+
+#include "state.h"
+
+/* Longest entity id accepted (bytes, without the terminating NUL). */
+#define STATE_ENTITY_MAX 256
+
+struct state_ops {
+    const char *name; /* "redis", "memory": for messages */
+    void (*close)(struct state *s);
+    int (*get_many)(struct state *s, size_t n, const char *const *entities, struct state_blob *out,
+                    struct err *e);
+    int (*put_many)(struct state *s, size_t n, const struct state_put *puts, int *applied,
+                    struct err *e);
+    int (*ping)(struct state *s, struct err *e);
+};
+
+struct state {
+    const struct state_ops *ops;
+};
+
+/* The idempotence rule shared by every backend: a put is skipped when the
+ * stored state already holds this partition at this offset or later. */
+static inline int state_put_is_stale(int32_t stored_p, int64_t stored_o, int32_t p, int64_t o)
+{
+    return stored_p == p && stored_o >= o;
+}
+
+#endif

@@ -1,0 +1,498 @@
+/* common/state_redis.c: the Redis state backend (hiredis 0.14, blocking).
+ *
+ * Layout: key <prefix>u:{<entity>} is a hash with fields s (blob), p
+ * (partition) and o (offset) of the last applied event; <prefix>applied:
+ * {<partition>} holds the highest offset applied for that partition (read by
+ * zombie fencing). Reads pipeline HMGET; writes pipeline EVALSHA of one Lua
+ * script, so the offset check and the write are atomic per key.
+ *
+ * hiredis 0.14 neither reconnects nor re-authenticates: on any I/O error the
+ * context is freed and the next call connects again (once), sends AUTH and
+ * reloads the script. Lua numbers are doubles: offsets are compared exactly
+ * up to 2^53, far beyond any Kafka offset.
+ */
+#include "state_backend.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#define PREFIX_MAX 128
+#define HOST_MAX 255
+#define KEY_MAX (PREFIX_MAX + STATE_ENTITY_MAX + 32)
+
+static const char put_script[] =
+    "local cur = redis.call('HMGET', KEYS[1], 'p', 'o')\n"
+    "local p, o = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "if cur[1] and cur[2] and tonumber(cur[1]) == p and tonumber(cur[2]) >= o then\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 's', ARGV[1], 'p', ARGV[2], 'o', ARGV[3])\n"
+    "local ttl = tonumber(ARGV[4])\n"
+    "if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end\n"
+    "local a = tonumber(redis.call('GET', KEYS[2]))\n"
+    "if not a or o > a then redis.call('SET', KEYS[2], ARGV[3]) end\n"
+    "return 1\n";
+
+struct state_redis {
+    struct state base; /* first: state.c casts */
+    redisContext *c;   /* NULL = disconnected: the next call reconnects */
+    char host[HOST_MAX + 1];
+    int port;
+    char *password; /* owned; NULL = no AUTH */
+    char prefix[PREFIX_MAX + 1];
+    long long ttl_ms;
+    int timeout_ms;
+    char sha[41]; /* of put_script, from SCRIPT LOAD */
+};
+
+/* ---- SIGPIPE: a write to a server that went away must fail, not kill ----
+ *
+ * hiredis writes with write(2), which raises SIGPIPE on a closed socket. A
+ * library must not change the process's handlers, so (as libpq does) the
+ * signal is blocked in this thread during a call and a SIGPIPE raised by
+ * the call is consumed before the mask is restored. */
+
+struct sigpipe_guard {
+    sigset_t old;
+    int was_pending;
+};
+
+static int sigpipe_pending(void)
+{
+    sigset_t pend;
+
+    return sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE) == 1;
+}
+
+static void sigpipe_block(struct sigpipe_guard *g)
+{
+    sigset_t set;
+
+    g->was_pending = sigpipe_pending();
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &g->old);
+}
+
+static void sigpipe_restore(struct sigpipe_guard *g)
+{
+    sigset_t set;
+    struct timespec zero = {0, 0};
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    if (!g->was_pending && sigpipe_pending())
+        sigtimedwait(&set, NULL, &zero);
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+/* ---- connection ---- */
+
+static void drop(struct state_redis *r)
+{
+    redisFree(r->c);
+    r->c = NULL;
+}
+
+/* The connection is unusable (I/O error, timeout, pipeline out of step):
+ * free it and report ERR_RETRY; the next call reconnects. */
+static int lost(struct state_redis *r, const char *cmd, const char *key, struct err *e)
+{
+    const char *why = r->c && r->c->errstr[0] ? r->c->errstr : "connection lost";
+
+    if (r->c && r->c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
+        why = "timed out";
+    err_set(e, ERR_RETRY, "redis %s%s%s (%s:%d): %s", cmd, *key ? " " : "", key, r->host, r->port,
+            why);
+    drop(r);
+    return ERR_RETRY;
+}
+
+/* Error replies the server gives while it is starting or busy are worth
+ * retrying; the rest (WRONGTYPE, NOAUTH, ...) are not. */
+static int reply_error_code(const char *msg)
+{
+    static const char *const transient[] = {"LOADING",    "BUSY",        "TRYAGAIN",
+                                            "MASTERDOWN", "CLUSTERDOWN", NULL};
+
+    for (int i = 0; transient[i]; i++)
+        if (strncmp(msg, transient[i], strlen(transient[i])) == 0)
+            return ERR_RETRY;
+    if (strncmp(msg, "NOAUTH", 6) == 0 || strncmp(msg, "WRONGPASS", 9) == 0)
+        return ERR_CONFIG;
+    return ERR_IO;
+}
+
+/* One command outside a pipeline (argv: NUL-terminated strings); *out gets
+ * a reply that is not an error reply. On an error reply the connection is
+ * dropped too: the next call starts from a clean, authenticated one. */
+static int simple_cmd(struct state_redis *r, const char *what, int argc, const char **argv,
+                      redisReply **out, struct err *e)
+{
+    redisReply *rep = redisCommandArgv(r->c, argc, argv, NULL);
+
+    if (!rep)
+        return lost(r, what, "", e);
+    if (rep->type == REDIS_REPLY_ERROR) {
+        int code = reply_error_code(rep->str);
+        err_set(e, code, "redis %s (%s:%d): %s", what, r->host, r->port, rep->str);
+        freeReplyObject(rep);
+        drop(r);
+        return code;
+    }
+    *out = rep;
+    return ERR_OK;
+}
+
+static int load_script(struct state_redis *r, struct err *e)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", put_script};
+    redisReply *rep = NULL;
+    int rc = simple_cmd(r, "SCRIPT LOAD", 3, argv, &rep, e);
+
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
+        freeReplyObject(rep);
+        drop(r);
+        return err_set(e, ERR_IO, "redis SCRIPT LOAD (%s:%d): unexpected reply", r->host, r->port);
+    }
+    memcpy(r->sha, rep->str, 40);
+    r->sha[40] = '\0';
+    freeReplyObject(rep);
+    return ERR_OK;
+}
+
+/* hiredis 0.14 does not re-authenticate: AUTH after every connect. */
+static int auth(struct state_redis *r, struct err *e)
+{
+    const char *argv[] = {"AUTH", r->password};
+    redisReply *rep = NULL;
+    int rc;
+
+    if (!r->password)
+        return ERR_OK;
+    rc = simple_cmd(r, "AUTH", 2, argv, &rep, e);
+    if (rc)
+        return rc;
+    freeReplyObject(rep);
+    return ERR_OK;
+}
+
+static int ensure_connected(struct state_redis *r, struct err *e)
+{
+    struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
+    int rc;
+
+    if (r->c)
+        return ERR_OK;
+    r->c = redisConnectWithTimeout(r->host, r->port, tv);
+    if (!r->c || r->c->err) {
+        err_set(e, ERR_RETRY, "redis connect %s:%d: %s", r->host, r->port,
+                r->c ? r->c->errstr : "out of memory");
+        drop(r);
+        return ERR_RETRY;
+    }
+    if (redisSetTimeout(r->c, tv) != REDIS_OK)
+        return lost(r, "SETTIMEOUT", "", e);
+    rc = auth(r, e);
+    if (rc)
+        return rc;
+    return load_script(r, e);
+}
+
+/* ---- keys and replies ---- */
+
+/* e may be NULL, as for every err_set. */
+static void copy_err(struct err *e, const struct err *tmp)
+{
+    if (e)
+        *e = *tmp;
+}
+
+static size_t entity_key(const struct state_redis *r, const char *entity, char *buf)
+{
+    return (size_t)snprintf(buf, KEY_MAX, "%su:{%s}", r->prefix, entity);
+}
+
+static size_t applied_key(const struct state_redis *r, int32_t partition, char *buf)
+{
+    return (size_t)snprintf(buf, KEY_MAX, "%sapplied:{%d}", r->prefix, (int)partition);
+}
+
+/* A decimal integer field of an HMGET reply, checked for range. */
+static int reply_ll(const redisReply *x, long long lo, long long hi, long long *v)
+{
+    char buf[32], *end;
+
+    if (x->type != REDIS_REPLY_STRING || x->len == 0 || x->len >= sizeof(buf))
+        return -1;
+    memcpy(buf, x->str, x->len);
+    buf[x->len] = '\0';
+    errno = 0;
+    *v = strtoll(buf, &end, 10);
+    if (errno || *end || *v < lo || *v > hi)
+        return -1;
+    return 0;
+}
+
+static int parse_get(const redisReply *rep, struct state_blob *b, const char *key, struct err *e)
+{
+    long long p, o;
+
+    b->len = 0;
+    b->partition = -1;
+    b->offset = -1;
+    if (rep->type == REDIS_REPLY_ERROR)
+        return err_set(e, reply_error_code(rep->str), "redis HMGET %s: %s", key, rep->str);
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
+        return err_set(e, ERR_DECODE, "redis HMGET %s: unexpected reply type %d", key, rep->type);
+    if (rep->element[0]->type == REDIS_REPLY_NIL)
+        return ERR_OK; /* nothing stored */
+    if (rep->element[0]->type != REDIS_REPLY_STRING || rep->element[0]->len == 0 ||
+        rep->element[0]->len > STATE_BLOB_MAX)
+        return err_set(e, ERR_DECODE, "redis HMGET %s: field s is not a blob of 1..%d bytes", key,
+                       STATE_BLOB_MAX);
+    if (reply_ll(rep->element[1], INT32_MIN, INT32_MAX, &p) ||
+        reply_ll(rep->element[2], LLONG_MIN, LLONG_MAX, &o))
+        return err_set(e, ERR_DECODE, "redis HMGET %s: fields p/o are not integers", key);
+    memcpy(b->data, rep->element[0]->str, rep->element[0]->len);
+    b->len = rep->element[0]->len;
+    b->partition = (int32_t)p;
+    b->offset = o;
+    return ERR_OK;
+}
+
+/* ---- operations ---- */
+
+static int get_pipelined(struct state_redis *r, size_t n, const char *const *entities,
+                         struct state_blob *out, struct err *e)
+{
+    char key[KEY_MAX];
+    int first = ERR_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        size_t klen = entity_key(r, entities[i], key);
+        if (redisAppendCommand(r->c, "HMGET %b s p o", key, klen) != REDIS_OK)
+            return lost(r, "HMGET", key, e);
+    }
+    /* Every reply is read even after a bad one, to keep the pipeline in
+     * step; the first error is the one reported. */
+    for (size_t i = 0; i < n; i++) {
+        redisReply *rep = NULL;
+        struct err tmp;
+        entity_key(r, entities[i], key);
+        if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep)
+            return lost(r, "HMGET", key, e);
+        if (parse_get(rep, &out[i], key, &tmp) && first == ERR_OK) {
+            first = tmp.code;
+            copy_err(e, &tmp);
+        }
+        freeReplyObject(rep);
+    }
+    return first;
+}
+
+static int redis_get_many(struct state *s, size_t n, const char *const *entities,
+                          struct state_blob *out, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    struct sigpipe_guard g;
+    int rc;
+
+    sigpipe_block(&g);
+    rc = ensure_connected(r, e);
+    if (rc == ERR_OK)
+        rc = get_pipelined(r, n, entities, out, e);
+    sigpipe_restore(&g);
+    return rc;
+}
+
+static int append_put(struct state_redis *r, const struct state_put *p, struct err *e)
+{
+    char key[KEY_MAX], akey[KEY_MAX];
+    size_t klen = entity_key(r, p->entity, key), alen = applied_key(r, p->partition, akey);
+
+    if (redisAppendCommand(r->c, "EVALSHA %s 2 %b %b %b %d %lld %lld", r->sha, key, klen, akey,
+                           alen, p->data, p->len, (int)p->partition, (long long)p->offset,
+                           r->ttl_ms) != REDIS_OK)
+        return lost(r, "EVALSHA", key, e);
+    return ERR_OK;
+}
+
+/* applied[i] = 0/1 from the script, or -1 when the server had lost the
+ * script (NOSCRIPT: nothing was done for that put). */
+static int read_put(struct state_redis *r, const struct state_put *p, int *applied, struct err *e)
+{
+    redisReply *rep = NULL;
+    char key[KEY_MAX];
+    int rc = ERR_OK;
+
+    entity_key(r, p->entity, key);
+    if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep)
+        return lost(r, "EVALSHA", key, e);
+    *applied = 0;
+    if (rep->type == REDIS_REPLY_INTEGER && (rep->integer == 0 || rep->integer == 1))
+        *applied = (int)rep->integer;
+    else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0)
+        *applied = -1;
+    else if (rep->type == REDIS_REPLY_ERROR)
+        rc = err_set(e, reply_error_code(rep->str), "redis EVALSHA %s: %s", key, rep->str);
+    else
+        rc = err_set(e, ERR_DECODE, "redis EVALSHA %s: unexpected reply type %d", key, rep->type);
+    freeReplyObject(rep);
+    return rc;
+}
+
+/* One pipelined pass over the puts (only those marked -1 when retry is
+ * set). Returns the first error; *nosc counts NOSCRIPT replies. */
+static int put_pass(struct state_redis *r, size_t n, const struct state_put *puts, int *applied,
+                    int retry, size_t *nosc, struct err *e)
+{
+    int first = ERR_OK;
+
+    *nosc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((!retry || applied[i] == -1) && append_put(r, &puts[i], e))
+            return ERR_RETRY;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct err tmp;
+        int rc;
+        if (retry && applied[i] != -1)
+            continue;
+        rc = read_put(r, &puts[i], &applied[i], &tmp);
+        if (rc && !r->c) { /* connection gone: nothing more to read */
+            copy_err(e, &tmp);
+            return rc;
+        }
+        if (rc && first == ERR_OK) {
+            first = rc;
+            copy_err(e, &tmp);
+        }
+        *nosc += applied[i] == -1;
+    }
+    return first;
+}
+
+static int redis_put_many(struct state *s, size_t n, const struct state_put *puts, int *applied,
+                          struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    struct sigpipe_guard g;
+    size_t nosc = 0;
+    int rc;
+
+    sigpipe_block(&g);
+    rc = ensure_connected(r, e);
+    if (rc == ERR_OK)
+        rc = put_pass(r, n, puts, applied, 0, &nosc, e);
+    if (rc == ERR_OK && nosc) {
+        /* The script cache was emptied (SCRIPT FLUSH, a failover): load the
+         * script again and resend only the puts it refused, once. */
+        rc = load_script(r, e);
+        if (rc == ERR_OK)
+            rc = put_pass(r, n, puts, applied, 1, &nosc, e);
+        if (rc == ERR_OK && nosc)
+            rc = err_set(e, ERR_IO, "redis EVALSHA: script missing again after SCRIPT LOAD");
+    }
+    sigpipe_restore(&g);
+    return rc;
+}
+
+static int redis_ping(struct state *s, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    const char *argv[] = {"PING"};
+    struct sigpipe_guard g;
+    redisReply *rep = NULL;
+    int rc;
+
+    sigpipe_block(&g);
+    rc = ensure_connected(r, e);
+    if (rc == ERR_OK)
+        rc = simple_cmd(r, "PING", 1, argv, &rep, e);
+    if (rc == ERR_OK && (rep->type != REDIS_REPLY_STATUS || strcmp(rep->str, "PONG") != 0))
+        rc = err_set(e, ERR_IO, "redis PING (%s:%d): unexpected reply", r->host, r->port);
+    if (rep)
+        freeReplyObject(rep);
+    sigpipe_restore(&g);
+    return rc;
+}
+
+static void redis_close(struct state *s)
+{
+    struct state_redis *r = (struct state_redis *)s;
+
+    drop(r);
+    free(r->password);
+    free(r);
+}
+
+static const struct state_ops redis_ops = {
+    .name = "redis",
+    .close = redis_close,
+    .get_many = redis_get_many,
+    .put_many = redis_put_many,
+    .ping = redis_ping,
+};
+
+static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, struct err *e)
+{
+    const char *host = o->host && *o->host ? o->host : "127.0.0.1";
+    const char *prefix = o->prefix ? o->prefix : "";
+
+    if (strlen(host) > HOST_MAX)
+        return err_set(e, ERR_CONFIG, "redis: host longer than %d bytes", HOST_MAX);
+    if (strlen(prefix) > PREFIX_MAX)
+        return err_set(e, ERR_CONFIG, "redis: prefix longer than %d bytes", PREFIX_MAX);
+    if (o->port < 0 || o->port > 65535)
+        return err_set(e, ERR_CONFIG, "redis: port %d out of range", o->port);
+    if (o->ttl_s < 0)
+        return err_set(e, ERR_CONFIG, "redis: ttl_s %d is negative", o->ttl_s);
+    strcpy(r->host, host);
+    strcpy(r->prefix, prefix);
+    r->port = o->port ? o->port : 6379;
+    r->ttl_ms = (long long)o->ttl_s * 1000;
+    r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 1000;
+    if (o->password) {
+        r->password = strdup(o->password);
+        if (!r->password)
+            return err_set(e, ERR_NOMEM, "redis: out of memory");
+    }
+    return ERR_OK;
+}
+
+struct state *state_open_redis(const struct state_redis_opts *o, struct err *e)
+{
+    static const struct state_redis_opts defaults = {0};
+    struct state_redis *r = calloc(1, sizeof(*r));
+    struct sigpipe_guard g;
+    int rc;
+
+    if (!r) {
+        err_set(e, ERR_NOMEM, "redis: out of memory");
+        return NULL;
+    }
+    r->base.ops = &redis_ops;
+    if (copy_opts(r, o ? o : &defaults, e)) {
+        redis_close(&r->base);
+        return NULL;
+    }
+    /* Connect now, so a wrong host or password shows at start-up. */
+    sigpipe_block(&g);
+    rc = ensure_connected(r, e);
+    sigpipe_restore(&g);
+    if (rc) {
+        redis_close(&r->base);
+        return NULL;
+    }
+    return &r->base;
+}
