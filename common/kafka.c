@@ -332,6 +332,9 @@ static rd_kafka_conf_t *make_conf(struct kq *q, const struct kq_opts *o, int con
         rc |= conf_set(conf, "enable.partition.eof", "true", "streamml", e);
     if (consumer && o->group_id)
         rc |= conf_set(conf, "group.id", o->group_id, "streamml", e);
+    /* assign() needs a group id even though it never joins or commits. */
+    if (consumer && !o->group_id && o->assign_all)
+        rc |= conf_set(conf, "group.id", "streamml-assign-only", "streamml", e);
     if (rc) {
         rd_kafka_conf_destroy(conf);
         return NULL;
@@ -387,8 +390,11 @@ static int assign_all(struct kq *q, struct err *e)
         rd_kafka_topic_destroy(rkt);
     }
     q->n_assigned = (size_t)l->cnt;
-    if (!rc && rd_kafka_assign(q->cons, l))
-        rc = err_set(e, ERR_IO, "kafka: assign failed");
+    if (!rc) {
+        rd_kafka_resp_err_t err = rd_kafka_assign(q->cons, l);
+        if (err)
+            rc = err_set(e, ERR_IO, "kafka: assign: %s", rd_kafka_err2str(err));
+    }
     rd_kafka_topic_partition_list_destroy(l);
     return rc;
 }

@@ -117,7 +117,24 @@ static int produce_file(struct env *v, const char *file, int raw)
                     "transactions", "-i", (char *)file, raw ? "--raw" : NULL, NULL};
 
     snprintf(log, sizeof(log), "%s/produce.log", v->dir);
-    return run_wait(argv, log);
+    int rc = run_wait(argv, NULL);
+    if (rc != 0) {
+        char cmd[300];
+        snprintf(cmd, sizeof(cmd), "tail -5 '%s' >&2", log);
+        if (system(cmd) != 0)
+            fprintf(stderr, "produce failed, no log\n");
+    }
+    return rc;
+}
+
+/* Produces file in the background at rate records/s. */
+static pid_t produce_async(struct env *v, const char *file, const char *rate)
+{
+    char *argv[] = {(char *)test_bin("streamml"), "produce", "-b", v->bootstrap, "-t",
+                    "transactions", "-i", (char *)file, "--rate", (char *)rate,
+                    "--log-level", "error", NULL};
+
+    return test_spawn(argv, "/dev/null");
 }
 
 static pid_t start_worker(struct env *v, const char *group)
@@ -279,7 +296,7 @@ static void test_garbage_goes_to_dead_letter_and_worker_carries_on(void **st)
     fclose(f);
     f = fopen(good, "w");
     for (int i = 0; i < 10; i++)
-        fprintf(f, "{\"event_id\":\"g%d\",\"user_id\":\"u%d\",\"event_time\":17000000%05d000,"
+        fprintf(f, "{\"event_id\":\"g%d\",\"user_id\":\"u%d\",\"event_time\":1700000%03d000,"
                    "\"amount\":100,\"income\":50}\n", i, i % 3, i);
     fclose(f);
     assert_int_equal(produce_file(v, garbage, 1), 0);
@@ -301,8 +318,9 @@ static void test_sigkill_mid_stream_loses_nothing_and_applies_state_once(void **
     int64_t total;
     pid_t w;
 
-    assert_int_equal(produce_file(v, v->events, 0), 0);
-    /* Kill it twice while it works, each time after some more output. */
+    /* Input keeps arriving (4,000/s for 5 s) while the worker is killed twice,
+     * each time after some more output. */
+    pid_t prod = produce_async(v, v->events, "4000");
     for (int64_t at = 4000; at <= 12000; at += 8000) {
         w = start_worker(v, "it-kill");
         assert_int_equal(wait_topic(v, "predictions.transactions", at, 60000), 0);
@@ -311,6 +329,7 @@ static void test_sigkill_mid_stream_loses_nothing_and_applies_state_once(void **
         kills++;
     }
     w = start_worker(v, "it-kill");
+    assert_int_equal(waitpid(prod, NULL, 0), prod);
     total = wait_settled(v, "predictions.transactions", N_EVENTS, 90000);
     assert_true(total >= N_EVENTS);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
