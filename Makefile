@@ -95,3 +95,6 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+fixtures:
+	$(PY) tests/fixtures/make_xgb_fixtures.py
