@@ -1,0 +1,158 @@
+/* Per-stage cost of the transactions pipeline, ns/event, median of 5 runs.
+ * A figure, not a test.  usage: bench_stages MODEL500.json [N] */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codec.h"
+#include "features.h"
+#include "gbdt.h"
+#include "scorecard.h"
+
+#define REPS 5
+#define USERS 1000
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void report(const char *stage, double *ns)
+{
+    qsort(ns, REPS, sizeof(double), cmp);
+    printf("| %-34s | %9.0f | %9.0f | %9.0f |\n", stage, ns[REPS / 2], ns[0], ns[REPS - 1]);
+}
+
+static void make_event(struct txn_event *ev, int i)
+{
+    event_txn_init(ev);
+    snprintf(ev->event_id, sizeof(ev->event_id), "e%d", i);
+    snprintf(ev->user_id, sizeof(ev->user_id), "u%d", i % USERS);
+    ev->event_time_ms = 1700000000000LL + (int64_t)i * 1000;
+    ev->amount = 500 + i % 2000;
+    ev->income = 80 + i % 200;
+    ev->expenses = 40 + i % 50;
+    ev->term_months = 12 + 12 * (i % 5);
+    ev->age = 20 + i % 50;
+    if (i % 3)
+        ev->debt = i % 3000;
+    if (i % 5 == 0) {
+        ev->credit_limit = 5000;
+        ev->credit_used = i % 5000;
+    }
+    snprintf(ev->home, sizeof(ev->home), "rent");
+    ev->past_records = i % 9 == 0;
+}
+
+int main(int argc, char **argv)
+{
+    int n = argc > 2 ? atoi(argv[2]) : 200000;
+    struct err e = {0};
+    struct codec *cd = codec_open("schemas", &e);
+    struct gbdt *g = argc > 1 ? gbdt_open(argv[1], &e) : NULL;
+    struct card *c = card_open("models/credit_scorecard.json", &e);
+    struct txn_event *evs = calloc((size_t)n, sizeof(*evs)), ev;
+    struct feat_state *st = calloc(USERS, sizeof(*st));
+    float *x = calloc((size_t)n * FEAT_TXN_DIM, sizeof(float));
+    struct buf *msgs = calloc((size_t)n, sizeof(*msgs)), out;
+    struct txn_prediction p;
+    struct card_result r;
+    double ns[REPS], *probs = calloc((size_t)n, sizeof(double));
+    volatile double sink = 0;
+
+    if (!cd || !g || !c || !evs || !st || !x || !msgs || !probs) {
+        fprintf(stderr, "bench_stages: %s\n", e.msg[0] ? e.msg : "out of memory");
+        return 1;
+    }
+    if (gbdt_num_features(g) != FEAT_TXN_DIM) {
+        fprintf(stderr, "bench_stages: model must have %d features\n", FEAT_TXN_DIM);
+        return 1;
+    }
+    buf_init(&out, 0);
+    for (int i = 0; i < n; i++) {
+        make_event(&evs[i], i);
+        buf_init(&msgs[i], 0);
+        codec_encode_txn(cd, &evs[i], &msgs[i], &e);
+    }
+    memset(&p, 0, sizeof(p));
+    for (int k = 0; k < REPS; k++) {
+        double t = now_ns();
+        for (int i = 0; i < n; i++)
+            sink += codec_decode_txn(cd, msgs[i].data, msgs[i].len, &ev, &e);
+        ns[k] = (now_ns() - t) / n;
+    }
+    report("Avro decode (framed)", ns);
+    for (int k = 0; k < REPS; k++) {
+        for (int u = 0; u < USERS; u++)
+            feat_state_init(&st[u]);
+        double t = now_ns();
+        for (int i = 0; i < n; i++) {
+            struct feat_state *s = &st[i % USERS];
+            sink += feat_txn_validate(&evs[i], &e);
+            feat_txn_build(&evs[i], s, x + (size_t)i * FEAT_TXN_DIM);
+            feat_state_update(s, &evs[i], s);
+        }
+        ns[k] = (now_ns() - t) / n;
+    }
+    report("features (validate+build+update)", ns);
+    for (int k = 0; k < REPS; k++) {
+        double t = now_ns();
+        for (int i = 0; i < n; i++)
+            sink += gbdt_predict(g, x + (size_t)i * FEAT_TXN_DIM);
+        ns[k] = (now_ns() - t) / n;
+    }
+    report("gbdt, 500 trees depth 6, per row", ns);
+    for (int k = 0; k < REPS; k++) {
+        double t = now_ns();
+        gbdt_predict_batch(g, x, (size_t)n, probs);
+        ns[k] = (now_ns() - t) / n;
+        sink += probs[n / 2];
+    }
+    report("gbdt, 500 trees depth 6, batched", ns);
+    for (int k = 0; k < REPS; k++) {
+        float xc[64];
+        double t = now_ns();
+        for (int i = 0; i < n; i++) {
+            for (size_t j = 0; j < card_num_features(c) && j < 64; j++)
+                xc[j] = x[(size_t)i * FEAT_TXN_DIM + (size_t)feat_txn_index(card_feature_name(c, j))];
+            card_score(c, xc, &r);
+            sink += r.points;
+        }
+        ns[k] = (now_ns() - t) / n;
+    }
+    report("scorecard (incl. name lookup)", ns);
+    snprintf(p.model_name, sizeof(p.model_name), "credit-risk");
+    for (int k = 0; k < REPS; k++) {
+        double t = now_ns();
+        for (int i = 0; i < n; i++) {
+            memcpy(p.event_id, evs[i].event_id, EV_ID_MAX);
+            p.probability = probs[i];
+            sink += codec_encode_prediction(cd, &p, &out, &e);
+        }
+        ns[k] = (now_ns() - t) / n;
+    }
+    report("Avro encode prediction", ns);
+    (void)sink;
+    for (int i = 0; i < n; i++)
+        buf_free(&msgs[i]);
+    buf_free(&out);
+    free(msgs);
+    free(evs);
+    free(st);
+    free(x);
+    free(probs);
+    gbdt_close(g);
+    card_close(c);
+    codec_close(cd);
+    return 0;
+}
