@@ -192,7 +192,8 @@ static int alloc_batch(struct worker *w)
     w->xs = calloc(c * FEAT_TXN_DIM, sizeof(float));
     w->pending = calloc(w->pending_max, sizeof(*w->pending));
     buf_init(&w->out, 0);
-    buf_init(&w->scratch, 0);
+    /* A dead letter carries the original message plus metadata. */
+    buf_init(&w->scratch, 2 * CODEC_MAX_MESSAGE);
     return !w->msgs || !w->evs || !w->status || !w->user_of || !w->t_in || !w->blobs ||
                    !w->ust || !w->udirty || !w->uoff || !w->upart || !w->puts || !w->applied || !w->xs ||
                    !w->pending || pipe_entset_init(&w->users, c)
