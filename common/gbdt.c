@@ -1,210 +1,516 @@
+/* common/gbdt.c: XGBoost JSON models (gbtree, binary:logistic).
+ *
+ * Load: jansson parses the file; every tree is checked (array lengths, index
+ * ranges, each node reached once from the root) and copied breadth-first
+ * into one flat node array where a node's two children are adjacent.
+ *
+ * Score: a leaf points to itself, so a walk of exactly `depth` steps ends on
+ * the leaf whatever path it took. That lets several walks (trees of one row,
+ * or rows of one tree) advance in lockstep without branches: their loads
+ * overlap instead of each step waiting on the one before.
+ *
+ * Arithmetic is xgboost's (cpu_predictor): float feature < float threshold,
+ * leaves added in tree order to a float that starts at the base margin.
+ * Every model content problem is ERR_CONFIG: the file is what is wrong.
+ */
 #include "gbdt.h"
 
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* One flat array of nodes for the whole forest: a leaf has feat = -1 and
- * its value in thr. Children are absolute indices into the array. */
+#define NODE_FEAT_MASK 0x7fffffffu
+#define NODE_DEFAULT_RIGHT 0x80000000u /* a missing value goes right */
+#define MAX_FEATURES 1000000           /* far below NODE_FEAT_MASK */
+#define LANES 8                        /* walks advanced together */
+#define BLOCK_ROWS 64                  /* rows scored against one tree while it is in L1 */
+#define UBJ_HINT "re-save with save_model('model.json')"
+
+/* A leaf has threshold NaN (every comparison false), feature 0, default
+ * left and kids = itself: a step from a leaf stays on it. Its value is in
+ * the parallel array leaf[], read once per walk. */
 struct node {
     float thr;
-    int32_t feat;
-    int32_t left, right;
-    int32_t dflt;        /* child taken when the feature is missing */
+    uint32_t meta; /* feature index | NODE_DEFAULT_RIGHT */
+    uint32_t kids; /* left child (right = kids + 1); a leaf: its own index */
 };
 
 struct gbdt {
     struct node *nodes;
-    size_t n_nodes;
-    int32_t *roots;
-    size_t n_trees, n_features;
-    char **names;        /* NULL when the model has no feature_names */
-    double base_score, base_margin;
+    float *leaf; /* leaf[i]: value of node i when it is a leaf */
+    size_t n_nodes, cap_nodes;
+    uint32_t *roots, *depth; /* per tree */
+    size_t n_trees, n_features, max_depth;
+    char **names; /* NULL when the model has no feature_names */
+    double base_score;
+    float base_margin;
 };
 
-static json_t *path_get(json_t *root, const char *const *path)
+/* Per-tree scratch of the loader, grown to the largest tree. */
+struct loader {
+    struct gbdt *g;
+    const char *src; /* file name for messages */
+    struct err *e;
+    uint32_t *queue; /* source node ids in breadth-first (= output) order */
+    uint32_t *level;
+    unsigned char *seen;
+    size_t cap;
+};
+
+/* The JSON arrays of one tree, all of length n. */
+struct tree_src {
+    json_t *left, *right, *feat, *cond, *dflt, *type;
+    size_t n, index;
+};
+
+static json_t *get_path(json_t *root, const char *const *path)
 {
     for (; *path && root; path++)
         root = json_object_get(root, *path);
     return root;
 }
 
-/* xgboost keeps numbers as strings, base_score maybe bracketed "[5E-1]". */
-static int number_of(json_t *v, double *out)
+/* xgboost writes numbers as strings ("5E-1"), 3.x base_score bracketed
+ * ("[5E-1]"); plain JSON numbers are accepted too. Finite only. */
+static int num_value(json_t *v, double *out)
 {
-    const char *s;
     char buf[64], *end;
+    const char *s;
     size_t n;
 
     if (json_is_number(v)) {
         *out = json_number_value(v);
-        return 0;
+        return isfinite(*out) ? 0 : -1;
     }
-    if (!json_is_string(v))
-        return -1;
     s = json_string_value(v);
+    if (!s)
+        return -1;
     n = strlen(s);
     if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
-        if (n - 2 >= sizeof(buf))
-            return -1;
-        memcpy(buf, s + 1, n - 2);
-        buf[n - 2] = '\0';
-        s = buf;
+        s++;
+        n -= 2;
     }
+    if (n == 0 || n >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
     errno = 0;
-    *out = strtod(s, &end);
-    return (end == s || *end || errno || !isfinite(*out)) ? -1 : 0;
+    *out = strtod(buf, &end);
+    return (end == buf || *end || errno || !isfinite(*out)) ? -1 : 0;
 }
 
-static int int_at(json_t *arr, size_t i, long *out)
+static int int_at(json_t *arr, size_t i, long long *out)
 {
     json_t *v = json_array_get(arr, i);
 
-    if (json_is_integer(v)) {
-        *out = (long)json_integer_value(v);
-        return 0;
-    }
+    if (!json_is_integer(v))
+        return -1;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* default_left: 0/1 as xgboost >= 1.6 writes it, or JSON booleans. */
+static int flag_at(json_t *arr, size_t i, long long *out)
+{
+    json_t *v = json_array_get(arr, i);
+
     if (json_is_boolean(v)) {
         *out = json_is_true(v);
         return 0;
     }
-    return -1;
+    return int_at(arr, i, out) || (*out != 0 && *out != 1) ? -1 : 0;
 }
 
-static int load_tree(struct gbdt *g, json_t *t, size_t ti, const char *src, struct err *e)
+/* Sets a model error: "<file>: <what>", always ERR_CONFIG. */
+static int bad(struct loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(struct loader *L, const char *fmt, ...)
 {
-    json_t *lc = json_object_get(t, "left_children"), *rc = json_object_get(t, "right_children");
-    json_t *si = json_object_get(t, "split_indices"), *sc = json_object_get(t, "split_conditions");
-    json_t *dl = json_object_get(t, "default_left");
-    size_t n = json_array_size(lc), base = g->n_nodes;
+    char msg[200];
+    va_list ap;
 
-    if (!n || json_array_size(rc) != n || json_array_size(si) != n || json_array_size(sc) != n ||
-        json_array_size(dl) != n)
-        return err_set(e, ERR_DECODE, "%s: tree %zu: node arrays missing or of unequal length",
-                       src, ti);
-    struct node *nn = realloc(g->nodes, (base + n) * sizeof(*nn));
-    if (!nn)
-        return err_set(e, ERR_NOMEM, "%s: out of memory", src);
-    g->nodes = nn;
-    for (size_t i = 0; i < n; i++) {
-        long l, r, f, d;
-        double thr;
-        if (int_at(lc, i, &l) || int_at(rc, i, &r) || int_at(si, i, &f) || int_at(dl, i, &d) ||
-            number_of(json_array_get(sc, i), &thr))
-            return err_set(e, ERR_DECODE, "%s: tree %zu node %zu: bad value", src, ti, i);
-        struct node *x = &g->nodes[base + i];
-        x->thr = (float)thr;
-        if (l == -1) {
-            x->feat = -1;
-            x->left = x->right = x->dflt = -1;
-            continue;
-        }
-        /* Children after their parent: no cycles, bounded walk. */
-        if (l <= (long)i || r <= (long)i || l >= (long)n || r >= (long)n)
-            return err_set(e, ERR_DECODE, "%s: tree %zu node %zu: child index out of range",
-                           src, ti, i);
-        if (f < 0 || (size_t)f >= g->n_features)
-            return err_set(e, ERR_DECODE, "%s: tree %zu node %zu: feature %ld >= num_feature %zu",
-                           src, ti, i, f, g->n_features);
-        x->feat = (int32_t)f;
-        x->left = (int32_t)(base + (size_t)l);
-        x->right = (int32_t)(base + (size_t)r);
-        x->dflt = d ? x->left : x->right;
-    }
-    g->roots[ti] = (int32_t)base;
-    g->n_nodes = base + n;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return err_set(L->e, ERR_CONFIG, "%s: %s", L->src, msg);
+}
+
+static int grow_scratch(struct loader *L, size_t n)
+{
+    if (n <= L->cap)
+        return ERR_OK;
+    free(L->queue);
+    free(L->level);
+    free(L->seen);
+    L->queue = malloc(n * sizeof(*L->queue));
+    L->level = malloc(n * sizeof(*L->level));
+    L->seen = malloc(n);
+    L->cap = L->queue && L->level && L->seen ? n : 0;
+    return L->cap ? ERR_OK : err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src);
+}
+
+static int grow_nodes(struct loader *L, size_t extra)
+{
+    struct gbdt *g = L->g;
+    size_t cap = g->cap_nodes ? g->cap_nodes : 1024;
+    struct node *nn;
+    float *lv;
+
+    if (g->n_nodes + extra > UINT32_MAX / 2)
+        return bad(L, "more than %u nodes", UINT32_MAX / 2);
+    while (cap < g->n_nodes + extra)
+        cap *= 2;
+    if (cap == g->cap_nodes)
+        return ERR_OK;
+    nn = realloc(g->nodes, cap * sizeof(*nn));
+    if (nn)
+        g->nodes = nn;
+    lv = nn ? realloc(g->leaf, cap * sizeof(*lv)) : NULL;
+    if (!lv)
+        return err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src);
+    g->leaf = lv;
+    g->cap_nodes = cap;
     return ERR_OK;
 }
 
-static int load_names(struct gbdt *g, json_t *learner, const char *src, struct err *e)
+static int tree_arrays(struct loader *L, json_t *t, size_t ti, struct tree_src *ts)
+{
+    static const char *const keys[] = {"left_children", "right_children", "split_indices",
+                                       "split_conditions", "default_left"};
+    json_t **dst[] = {&ts->left, &ts->right, &ts->feat, &ts->cond, &ts->dflt};
+    json_t *bw = json_object_get(t, "base_weights");
+
+    ts->index = ti;
+    ts->n = json_array_size(json_object_get(t, "left_children"));
+    if (!ts->n)
+        return bad(L, "trees[%zu].left_children: missing or empty", ti);
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        *dst[k] = json_object_get(t, keys[k]);
+        if (!json_is_array(*dst[k]) || json_array_size(*dst[k]) != ts->n)
+            return bad(L, "trees[%zu].%s: missing or not %zu long like left_children", ti, keys[k],
+                       ts->n);
+    }
+    ts->type = json_object_get(t, "split_type");
+    if (ts->type && json_array_size(ts->type) != ts->n)
+        return bad(L, "trees[%zu].split_type: not %zu long like left_children", ti, ts->n);
+    if (bw && json_array_size(bw) != ts->n)
+        return bad(L, "trees[%zu].base_weights: not %zu long like left_children", ti, ts->n);
+    if (ts->n > UINT32_MAX / 4)
+        return bad(L, "trees[%zu]: too many nodes", ti);
+    return grow_scratch(L, ts->n);
+}
+
+/* Claims child c of node s for the breadth-first queue; each node may be
+ * reached once, which rules out cycles and shared subtrees. */
+static int claim(struct loader *L, const struct tree_src *ts, size_t s, long long c,
+                 const char *side)
+{
+    if (c < 0 || (size_t)c >= ts->n)
+        return bad(L, "trees[%zu] node %zu: %s child %lld out of range (%zu nodes)", ts->index, s,
+                   side, c, ts->n);
+    if (L->seen[c])
+        return bad(L,
+                   "trees[%zu] node %zu: %s child %lld already reached (cycle or shared "
+                   "node)",
+                   ts->index, s, side, c);
+    L->seen[c] = 1;
+    return ERR_OK;
+}
+
+/* Fills out (at index at) from source node s; appends its children to the
+ * queue at *tail, so a node's children are adjacent in the output. */
+static int build_node(struct loader *L, const struct tree_src *ts, size_t s, uint32_t at,
+                      size_t *tail)
+{
+    struct node *out = &L->g->nodes[L->g->n_nodes + at];
+    long long l, r, f, d = 0, type = 0;
+    double v;
+
+    if (int_at(ts->left, s, &l) || int_at(ts->right, s, &r) ||
+        num_value(json_array_get(ts->cond, s), &v))
+        return bad(L, "trees[%zu] node %zu: children or split_conditions not numbers", ts->index,
+                   s);
+    if (fabs(v) > FLT_MAX)
+        return bad(L, "trees[%zu] node %zu: split_conditions %g out of float range", ts->index, s,
+                   v);
+    out->thr = (float)v;
+    L->g->leaf[L->g->n_nodes + at] = (float)v;
+    if (l == -1 && r == -1) {
+        out->thr = NAN;
+        out->meta = 0;
+        out->kids = (uint32_t)L->g->n_nodes + at;
+        return ERR_OK;
+    }
+    if (int_at(ts->feat, s, &f) || flag_at(ts->dflt, s, &d) ||
+        (ts->type && int_at(ts->type, s, &type)))
+        return bad(L,
+                   "trees[%zu] node %zu: split_indices/default_left/split_type not integers "
+                   "(default_left 0/1)",
+                   ts->index, s);
+    if (type != 0)
+        return bad(L, "trees[%zu] node %zu: categorical split not supported", ts->index, s);
+    if (f < 0 || (size_t)f >= L->g->n_features)
+        return bad(L, "trees[%zu] node %zu: split_indices %lld not below num_feature %zu",
+                   ts->index, s, f, L->g->n_features);
+    if (claim(L, ts, s, l, "left") || claim(L, ts, s, r, "right"))
+        return L->e->code;
+    L->queue[*tail] = (uint32_t)l;
+    L->queue[*tail + 1] = (uint32_t)r;
+    L->level[*tail] = L->level[*tail + 1] = L->level[at] + 1;
+    out->meta = (uint32_t)f | (d ? 0 : NODE_DEFAULT_RIGHT);
+    out->kids = (uint32_t)(L->g->n_nodes + *tail);
+    *tail += 2;
+    return ERR_OK;
+}
+
+/* Copies the nodes reachable from node 0 breadth-first; unreachable ones
+ * (pruned, "deleted" in xgboost) are dropped. */
+static int load_tree(struct loader *L, json_t *t, size_t ti)
+{
+    struct gbdt *g = L->g;
+    struct tree_src ts;
+    size_t tail = 1;
+    uint32_t depth = 0;
+
+    if (!json_is_object(t))
+        return bad(L, "trees[%zu]: not an object", ti);
+    if (tree_arrays(L, t, ti, &ts) || grow_nodes(L, ts.n))
+        return L->e->code;
+    memset(L->seen, 0, ts.n);
+    L->queue[0] = 0;
+    L->level[0] = 0;
+    L->seen[0] = 1;
+    for (size_t at = 0; at < tail; at++) {
+        if (build_node(L, &ts, L->queue[at], (uint32_t)at, &tail))
+            return L->e->code;
+        if (L->level[at] > depth)
+            depth = L->level[at];
+    }
+    g->roots[ti] = (uint32_t)g->n_nodes;
+    g->depth[ti] = depth;
+    g->n_nodes += tail;
+    if (depth > g->max_depth)
+        g->max_depth = depth;
+    return ERR_OK;
+}
+
+/* What this runtime computes: one sigmoid output of a plain tree ensemble. */
+static int check_kind(struct loader *L, json_t *learner)
+{
+    static const char *const obj_p[] = {"objective", "name", NULL};
+    static const char *const booster_p[] = {"gradient_booster", "name", NULL};
+    static const char *const class_p[] = {"learner_model_param", "num_class", NULL};
+    static const char *const target_p[] = {"learner_model_param", "num_target", NULL};
+    const char *obj = json_string_value(get_path(learner, obj_p));
+    const char *booster = json_string_value(get_path(learner, booster_p));
+    json_t *nc = get_path(learner, class_p), *nt = get_path(learner, target_p);
+    double ncls = 0, ntarget = 1;
+
+    if (!obj)
+        return bad(L, "learner.objective.name missing");
+    if (strcmp(obj, "binary:logistic") != 0)
+        return bad(L, "objective \"%s\" not supported (binary:logistic only)", obj);
+    if (!booster || strcmp(booster, "gbtree") != 0)
+        return bad(L, "booster \"%s\" not supported (gbtree only)", booster ? booster : "(none)");
+    if (nc && (num_value(nc, &ncls) || ncls > 1))
+        return bad(L, "learner_model_param.num_class must be 0 or 1");
+    if (nt && (num_value(nt, &ntarget) || ntarget != 1))
+        return bad(L, "learner_model_param.num_target must be 1");
+    return ERR_OK;
+}
+
+static int load_params(struct loader *L, json_t *learner)
+{
+    static const char *const nf_p[] = {"learner_model_param", "num_feature", NULL};
+    static const char *const bs_p[] = {"learner_model_param", "base_score", NULL};
+    struct gbdt *g = L->g;
+    double nf, bs;
+
+    if (num_value(get_path(learner, nf_p), &nf) || nf < 1 || nf > MAX_FEATURES || nf != floor(nf))
+        return bad(L, "learner_model_param.num_feature missing or not in 1..%d", MAX_FEATURES);
+    if (num_value(get_path(learner, bs_p), &bs) || !(bs > 0 && bs < 1))
+        return bad(L, "learner_model_param.base_score missing or not a probability in (0, 1)");
+    g->n_features = (size_t)nf;
+    g->base_score = bs;
+    /* xgboost's ProbToMargin, in float as xgboost does it. */
+    g->base_margin = -logf(1.0f / (float)bs - 1.0f);
+    return ERR_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Names must be distinct: `streamml predict` and the worker match by name. */
+static int check_unique(struct loader *L, char **names, size_t n)
+{
+    char **s = malloc(n * sizeof(*s));
+    int rc = ERR_OK;
+
+    if (!s)
+        return err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src);
+    memcpy(s, names, n * sizeof(*s));
+    qsort(s, n, sizeof(*s), cmp_str);
+    for (size_t i = 1; i < n && !rc; i++)
+        if (strcmp(s[i - 1], s[i]) == 0)
+            rc = bad(L, "learner.feature_names: \"%s\" appears twice", s[i]);
+    free(s);
+    return rc;
+}
+
+static int load_names(struct loader *L, json_t *learner)
 {
     json_t *fn = json_object_get(learner, "feature_names");
+    struct gbdt *g = L->g;
     size_t n = json_array_size(fn);
 
+    if (fn && !json_is_array(fn))
+        return bad(L, "learner.feature_names: not an array");
     if (!n)
-        return ERR_OK;
+        return ERR_OK; /* optional: features are then known by position */
     if (n != g->n_features)
-        return err_set(e, ERR_DECODE, "%s: %zu feature_names for num_feature %zu", src, n,
-                       g->n_features);
+        return bad(L, "learner.feature_names: %zu names for num_feature %zu", n, g->n_features);
     g->names = calloc(n, sizeof(char *));
     if (!g->names)
-        return err_set(e, ERR_NOMEM, "%s: out of memory", src);
+        return err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src);
     for (size_t i = 0; i < n; i++) {
         const char *s = json_string_value(json_array_get(fn, i));
-        if (!s || !(g->names[i] = strdup(s)))
-            return err_set(e, ERR_DECODE, "%s: feature_names[%zu] is not a string", src, i);
+        if (!s || !*s)
+            return bad(L, "learner.feature_names[%zu]: not a non-empty string", i);
+        g->names[i] = strdup(s);
+        if (!g->names[i])
+            return err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src);
     }
+    return check_unique(L, g->names, n);
+}
+
+/* One output group: every tree_info entry is 0. */
+static int check_tree_info(struct loader *L, json_t *model, size_t n_trees)
+{
+    json_t *info = json_object_get(model, "tree_info");
+    long long v;
+
+    if (info && json_array_size(info) != n_trees)
+        return bad(L, "tree_info: %zu entries for %zu trees", json_array_size(info), n_trees);
+    for (size_t i = 0; i < json_array_size(info); i++)
+        if (int_at(info, i, &v) || v != 0)
+            return bad(L, "tree_info[%zu]: not 0 (multi-output model)", i);
     return ERR_OK;
 }
 
-static int load_header(struct gbdt *g, json_t *root, const char *src, struct err *e)
+static int load_forest(struct loader *L, json_t *learner)
 {
-    static const char *const obj_p[] = {"learner", "objective", "name", NULL};
-    static const char *const nf_p[] = {"learner", "learner_model_param", "num_feature", NULL};
-    static const char *const bs_p[] = {"learner", "learner_model_param", "base_score", NULL};
-    static const char *const bo_p[] = {"learner", "gradient_booster", "name", NULL};
-    const char *obj = json_string_value(path_get(root, obj_p));
-    const char *booster = json_string_value(path_get(root, bo_p));
-    double nf;
+    static const char *const model_p[] = {"gradient_booster", "model", NULL};
+    json_t *model = get_path(learner, model_p);
+    json_t *trees = json_object_get(model, "trees");
+    struct gbdt *g = L->g;
 
-    if (!obj || strcmp(obj, "binary:logistic") != 0)
-        return err_set(e, ERR_CONFIG, "%s: objective \"%s\" is not supported (binary:logistic only)",
-                       src, obj ? obj : "(none)");
-    if (!booster || strcmp(booster, "gbtree") != 0)
-        return err_set(e, ERR_CONFIG, "%s: booster \"%s\" is not supported (gbtree only)", src,
-                       booster ? booster : "(none)");
-    if (number_of(path_get(root, nf_p), &nf) || nf < 1 || nf > 1e6 || nf != floor(nf))
-        return err_set(e, ERR_DECODE, "%s: learner_model_param.num_feature missing or bad", src);
-    if (number_of(path_get(root, bs_p), &g->base_score) || g->base_score <= 0 ||
-        g->base_score >= 1)
-        return err_set(e, ERR_DECODE, "%s: base_score missing or not in (0, 1)", src);
-    g->n_features = (size_t)nf;
-    g->base_margin = log(g->base_score / (1.0 - g->base_score));
-    return load_names(g, json_object_get(root, "learner"), src, e);
+    if (!json_is_array(trees))
+        return bad(L, "learner.gradient_booster.model.trees: missing or not an array");
+    g->n_trees = json_array_size(trees);
+    if (check_tree_info(L, model, g->n_trees))
+        return L->e->code;
+    g->roots = calloc(g->n_trees + 1, sizeof(*g->roots));
+    g->depth = calloc(g->n_trees + 1, sizeof(*g->depth));
+    if (!g->roots || !g->depth)
+        return err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src);
+    for (size_t t = 0; t < g->n_trees; t++)
+        if (load_tree(L, json_array_get(trees, t), t))
+            return L->e->code;
+    return ERR_OK;
 }
 
 static struct gbdt *load(json_t *root, const char *src, struct err *e)
 {
-    static const char *const trees_p[] = {"learner", "gradient_booster", "model", "trees", NULL};
-    struct gbdt *g = calloc(1, sizeof(*g));
-    json_t *trees = path_get(root, trees_p);
+    struct loader L = {.src = src, .e = e};
+    json_t *learner = json_object_get(root, "learner");
+    int rc;
 
-    if (!g) {
+    L.g = calloc(1, sizeof(*L.g));
+    if (!L.g) {
         err_set(e, ERR_NOMEM, "%s: out of memory", src);
         return NULL;
     }
-    if (load_header(g, root, src, e))
-        goto fail;
-    g->n_trees = json_array_size(trees);
-    if (!g->n_trees) {
-        err_set(e, ERR_DECODE, "%s: no trees", src);
-        goto fail;
+    if (!json_is_object(learner))
+        rc = bad(&L, "no \"learner\" object: not an XGBoost JSON model");
+    else
+        rc = check_kind(&L, learner) || load_params(&L, learner) || load_names(&L, learner) ||
+             load_forest(&L, learner);
+    free(L.queue);
+    free(L.level);
+    free(L.seen);
+    if (rc) {
+        gbdt_close(L.g);
+        return NULL;
     }
-    g->roots = calloc(g->n_trees, sizeof(*g->roots));
-    if (!g->roots) {
-        err_set(e, ERR_NOMEM, "%s: out of memory", src);
-        goto fail;
-    }
-    for (size_t t = 0; t < g->n_trees; t++)
-        if (load_tree(g, json_array_get(trees, t), t, src, e))
-            goto fail;
-    return g;
-fail:
-    gbdt_close(g);
-    return NULL;
+    return L.g;
 }
 
-struct gbdt *gbdt_open_string(const char *text, struct err *e)
+/* JSON starts with '{' then whitespace, '"' or '}'; xgboost's UBJSON (the
+ * default of save_model since 2.1) with '{' then a type marker such as 'L';
+ * its old binary format with "binf" or raw bytes. */
+static int sniff(const unsigned char *head, size_t n, const char *src, struct err *e)
+{
+    size_t i = 0;
+
+    while (i < n && (head[i] == ' ' || head[i] == '\t' || head[i] == '\r' || head[i] == '\n'))
+        i++;
+    if (i < n && head[i] == '{' &&
+        (i + 1 >= n || (head[i + 1] && strchr(" \t\r\n\"}", head[i + 1]))))
+        return ERR_OK;
+    if (i < n && head[i] == '{')
+        return err_set(e, ERR_CONFIG, "%s: UBJSON model, not JSON: %s", src, UBJ_HINT);
+    if (n >= 4 && memcmp(head, "binf", 4) == 0)
+        return err_set(e, ERR_CONFIG, "%s: binary model, not JSON: %s", src, UBJ_HINT);
+    for (size_t k = 0; k < n; k++)
+        if ((head[k] < 0x20 && !strchr("\t\r\n", head[k])) || head[k] == 0x7f)
+            return err_set(e, ERR_CONFIG, "%s: binary model, not JSON: %s", src, UBJ_HINT);
+    return err_set(e, ERR_CONFIG, "%s: not an XGBoost JSON model (no '{' at the start)", src);
+}
+
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int sniff_file(const char *path, struct err *e)
+{
+    unsigned char head[64];
+    size_t n;
+    FILE *f;
+
+    if (has_suffix(path, ".ubj"))
+        return err_set(e, ERR_CONFIG, "%s: UBJSON model (.ubj): %s", path, UBJ_HINT);
+    f = fopen(path, "rb");
+    if (!f)
+        return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
+    n = fread(head, 1, sizeof(head), f);
+    fclose(f);
+    if (n == 0)
+        return err_set(e, ERR_CONFIG, "%s: empty file", path);
+    return sniff(head, n, path, e);
+}
+
+struct gbdt *gbdt_open_string(const char *json, struct err *e)
 {
     json_error_t je;
-    json_t *root = json_loads(text, 0, &je);
+    json_t *root;
     struct gbdt *g;
 
+    if (sniff((const unsigned char *)json, strlen(json), "model", e))
+        return NULL;
+    root = json_loads(json, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        err_set(e, ERR_DECODE, "model: not JSON (line %d: %s)", je.line, je.text);
+        err_set(e, ERR_CONFIG, "model: bad JSON at line %d column %d: %s", je.line, je.column,
+                je.text);
         return NULL;
     }
     g = load(root, "model", e);
@@ -215,28 +521,15 @@ struct gbdt *gbdt_open_string(const char *text, struct err *e)
 struct gbdt *gbdt_open(const char *path, struct err *e)
 {
     json_error_t je;
-    FILE *f = fopen(path, "rb");
-    int c;
     json_t *root;
     struct gbdt *g;
 
-    if (!f) {
-        err_set(e, ERR_CONFIG, "model %s: %s", path, strerror(errno));
+    if (sniff_file(path, e))
         return NULL;
-    }
-    c = fgetc(f);
-    c = c == '{' ? fgetc(f) : -2;
-    fclose(f);
-    /* UBJSON starts '{' then a type marker ('i', 'U', 'L', '#', '$'). */
-    if (c != -2 && c != EOF && c != '"' && c != ' ' && c != '\n' && c != '\r' && c != '\t' &&
-        c != '}') {
-        err_set(e, ERR_CONFIG,
-                "model %s: looks like UBJSON; re-save with save_model('model.json')", path);
-        return NULL;
-    }
-    root = json_load_file(path, 0, &je);
+    root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        err_set(e, ERR_CONFIG, "model %s: not JSON (line %d: %s)", path, je.line, je.text);
+        err_set(e, ERR_CONFIG, "%s: bad JSON at line %d column %d: %s", path, je.line, je.column,
+                je.text);
         return NULL;
     }
     g = load(root, path, e);
@@ -252,7 +545,9 @@ void gbdt_close(struct gbdt *g)
         free(g->names[i]);
     free(g->names);
     free(g->nodes);
+    free(g->leaf);
     free(g->roots);
+    free(g->depth);
     free(g);
 }
 
@@ -266,6 +561,11 @@ size_t gbdt_num_trees(const struct gbdt *g)
     return g->n_trees;
 }
 
+size_t gbdt_max_depth(const struct gbdt *g)
+{
+    return g->max_depth;
+}
+
 const char *gbdt_feature_name(const struct gbdt *g, size_t i)
 {
     return g->names && i < g->n_features ? g->names[i] : NULL;
@@ -276,30 +576,111 @@ double gbdt_base_score(const struct gbdt *g)
     return g->base_score;
 }
 
-/* xgboost compares float features with float thresholds and sums leaves in
- * float; doing the same reproduces its predictions. */
+/* One step down: right when x >= threshold, or x is NaN and the default is
+ * right; a leaf stays where it is. No branch to mispredict. */
+static inline uint32_t step(const struct node *nodes, uint32_t at, const float *x)
+{
+    const struct node *n = &nodes[at];
+    float v = x[n->meta & NODE_FEAT_MASK];
+
+    return n->kids + ((uint32_t)(v >= n->thr) | ((uint32_t)(v != v) & (n->meta >> 31)));
+}
+
+/* Advances LANES independent walks `steps` times. */
+static inline void walk(const struct node *nodes, uint32_t *at, const float *const *x,
+                        uint32_t steps)
+{
+    for (uint32_t s = 0; s < steps; s++) {
+#pragma GCC unroll 8
+        for (int l = 0; l < LANES; l++)
+            at[l] = step(nodes, at[l], x[l]);
+    }
+}
+
+static float leaf_of(const struct gbdt *g, size_t t, const float *x)
+{
+    uint32_t at = g->roots[t];
+
+    for (uint32_t s = 0; s < g->depth[t]; s++)
+        at = step(g->nodes, at, x);
+    return g->leaf[at];
+}
+
+/* One row: LANES trees at a time, leaves then added in tree order. */
+static float margin_row(const struct gbdt *g, const float *x)
+{
+    const float *xs[LANES];
+    uint32_t at[LANES], steps;
+    float sum = g->base_margin;
+    size_t t = 0;
+
+    for (int l = 0; l < LANES; l++)
+        xs[l] = x;
+    for (; t + LANES <= g->n_trees; t += LANES) {
+        steps = 0;
+        for (int l = 0; l < LANES; l++) {
+            at[l] = g->roots[t + (size_t)l];
+            steps = g->depth[t + (size_t)l] > steps ? g->depth[t + (size_t)l] : steps;
+        }
+        walk(g->nodes, at, xs, steps);
+        for (int l = 0; l < LANES; l++)
+            sum += g->leaf[at[l]];
+    }
+    for (; t < g->n_trees; t++)
+        sum += leaf_of(g, t, x);
+    return sum;
+}
+
 double gbdt_margin(const struct gbdt *g, const float *x)
 {
-    float sum = 0.0f;
+    return (double)margin_row(g, x);
+}
 
-    for (size_t t = 0; t < g->n_trees; t++) {
-        const struct node *n = &g->nodes[g->roots[t]];
-        while (n->feat >= 0) {
-            float v = x[n->feat];
-            n = &g->nodes[isnan(v) ? n->dflt : v < n->thr ? n->left : n->right];
-        }
-        sum += n->thr;
-    }
-    return (double)sum + g->base_margin;
+static double sigmoid(float margin)
+{
+    return 1.0 / (1.0 + exp(-(double)margin));
 }
 
 double gbdt_predict(const struct gbdt *g, const float *x)
 {
-    return 1.0 / (1.0 + exp(-gbdt_margin(g, x)));
+    return sigmoid(margin_row(g, x));
+}
+
+/* A block of whole lanes (n a multiple of LANES): tree by tree, so each tree
+ * stays in L1 while the block's rows walk it. Sums per row in tree order,
+ * the same as margin_row. */
+static void margin_block(const struct gbdt *g, const float *x, size_t n, float *sum)
+{
+    const float *xs[LANES];
+    uint32_t at[LANES];
+
+    for (size_t r = 0; r < n; r++)
+        sum[r] = g->base_margin;
+    for (size_t t = 0; t < g->n_trees; t++) {
+        for (size_t r = 0; r < n; r += LANES) {
+            for (int l = 0; l < LANES; l++) {
+                at[l] = g->roots[t];
+                xs[l] = x + (r + (size_t)l) * g->n_features;
+            }
+            walk(g->nodes, at, xs, g->depth[t]);
+            for (int l = 0; l < LANES; l++)
+                sum[r + (size_t)l] += g->leaf[at[l]];
+        }
+    }
 }
 
 void gbdt_predict_batch(const struct gbdt *g, const float *x, size_t nrows, double *out)
 {
-    for (size_t r = 0; r < nrows; r++)
+    float sum[BLOCK_ROWS];
+    size_t r = 0;
+
+    while (nrows - r >= LANES) {
+        size_t n = nrows - r < BLOCK_ROWS ? (nrows - r) / LANES * LANES : BLOCK_ROWS;
+        margin_block(g, x + r * g->n_features, n, sum);
+        for (size_t i = 0; i < n; i++)
+            out[r + i] = sigmoid(sum[i]);
+        r += n;
+    }
+    for (; r < nrows; r++)
         out[r] = gbdt_predict(g, x + r * g->n_features);
 }

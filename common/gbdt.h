@@ -25,6 +25,8 @@ void gbdt_close(struct gbdt *g); /* NULL-safe */
 
 size_t gbdt_num_features(const struct gbdt *g);
 size_t gbdt_num_trees(const struct gbdt *g);
+/* Longest root-to-leaf path over the trees (0 for a leaf-only forest). */
+size_t gbdt_max_depth(const struct gbdt *g);
 /* Model feature name i, or NULL when the model has no feature_names. */
 const char *gbdt_feature_name(const struct gbdt *g, size_t i);
 double gbdt_base_score(const struct gbdt *g); /* as a probability */
