@@ -19,9 +19,9 @@
 struct card;
 
 struct card_result {
-    double points;             /* unclipped sum of points */
-    int score;                 /* rounded and clipped to [min_score, max_score] */
-    double probability;        /* P(bad) implied by the unclipped points */
+    double points;      /* unclipped sum of points */
+    int score;          /* rounded and clipped to [min_score, max_score] */
+    double probability; /* P(bad) implied by the unclipped points */
     int n_reasons;
     const char *reasons[CARD_MAX_REASONS]; /* feature names, static in the card */
     double lost[CARD_MAX_REASONS];         /* points lost against the best bin */
@@ -35,6 +35,17 @@ size_t card_num_features(const struct card *c);
 const char *card_feature_name(const struct card *c, size_t i);
 const char *card_name(const struct card *c);
 const char *card_version(const struct card *c);
+
+/* Scaling of the card (for `streamml model inspect`). */
+struct card_scaling {
+    double pdo, score0, odds0, min_score, max_score, base_points;
+};
+void card_get_scaling(const struct card *c, struct card_scaling *s);
+/* Bins of feature i: returns their number n (0 when i is out of range) and
+ * sets *upper and *points to arrays of n owned by the card; a value x goes to
+ * the first bin with x < upper[b] (upper[n - 1] = +inf). */
+size_t card_feature_bins(const struct card *c, size_t i, const double **upper,
+                         const double **points, double *missing_points);
 
 /* x is indexed like card_feature_name(); NaN goes to the feature's missing
  * bin. */
