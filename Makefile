@@ -9,7 +9,7 @@
 
 BUILD   ?= build
 CC      ?= cc
-PKGS    := rdkafka avro-c hiredis jansson
+PKGS    := rdkafka avro-c hiredis jansson openblas libmicrohttpd libcurl libprotobuf-c libpng libjpeg
 PY      ?= /usr/bin/python3
 VERSION := 0.1.0
 
