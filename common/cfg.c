@@ -36,6 +36,8 @@ static const struct key_def keys[] = {
     {"redis.prefix", K_STR, 0, 0, "", "prefix of every Redis key"},
     {"redis.ttl_s", K_INT, 0, 31536000, "3024000", "expiry of a user's state (35 days)"},
     {"redis.timeout_ms", K_INT, 1, 600000, "1000", "Redis connect/command timeout"},
+    {"redis.require_at_start", K_INT, 0, 1, "0",
+     "1: exit (code 1) when Redis is unreachable at start; 0: start degraded"},
     {"model.gbdt", K_STR, 0, 0, "models/credit_gbdt.json", "XGBoost JSON model"},
     {"model.scorecard", K_STR, 0, 0, "models/credit_scorecard.json", "scorecard JSON"},
     {"model.name", K_STR, 0, 0, "credit-risk", "model name on predictions"},

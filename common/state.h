@@ -28,6 +28,9 @@ struct state_redis_opts {
     const char *prefix;        /* key prefix, e.g. "" or "bt:run42:" */
     int ttl_s;                 /* expiry of an entity's key; 0 = none */
     int timeout_ms;            /* connect and command timeout */
+    int lazy;                  /* an unreachable server is not an error at open:
+                                  the first call connects (a wrong password or
+                                  a refused script still is) */
 };
 
 /* Caller-owned result slot for state_get_many. */

@@ -486,10 +486,14 @@ struct state *state_open_redis(const struct state_redis_opts *o, struct err *e)
         redis_close(&r->base);
         return NULL;
     }
-    /* Connect now, so a wrong host or password shows at start-up. */
+    /* Connect now, so a wrong host or password shows at start-up; a lazy
+     * handle accepts a server that is not up yet (workers start before
+     * Redis in a compose stack, and must then score degraded, not exit). */
     sigpipe_block(&g);
     rc = ensure_connected(r, e);
     sigpipe_restore(&g);
+    if (rc == ERR_RETRY && o && o->lazy)
+        rc = ERR_OK;
     if (rc) {
         redis_close(&r->base);
         return NULL;

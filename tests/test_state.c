@@ -466,6 +466,34 @@ static void test_unreachable_server_is_retry_at_open(void **state)
     assert_non_null(strstr(e.msg, "redis connect 127.0.0.1:"));
 }
 
+/* A lazy handle opens without a server, answers ERR_RETRY until one is up,
+ * then connects by itself; a wrong password still fails at open. */
+static void test_lazy_open_connects_when_server_comes_up(void **state)
+{
+    const char *const args[] = {"--requirepass", "pw", NULL};
+    struct test_redis r = {.port = test_free_port()};
+    struct state_redis_opts o = opts_for(&r, "");
+    struct err e = {0};
+    struct state *s;
+
+    (void)state;
+    o.lazy = 1;
+    s = state_open_redis(&o, &e);
+    assert_non_null(s);
+    assert_int_equal(put1(s, "u1", "early", 0, 1, &e), ERR_RETRY);
+    assert_int_equal(state_ping(s, &e), ERR_RETRY);
+    assert_int_equal(test_redis_start_opts(&r, o.port, NULL), 0);
+    assert_int_equal(put1(s, "u1", "late", 0, 2, &e), 1);
+    assert_blob(s, "u1", "late", 0, 2);
+    state_close(s);
+    test_redis_stop(&r);
+    assert_int_equal(test_redis_start_opts(&r, o.port, args), 0);
+    o.password = "wrong";
+    assert_null(state_open_redis(&o, &e)); /* lazy forgives absence, not a bad password */
+    assert_int_equal(e.code, ERR_CONFIG);
+    test_redis_stop(&r);
+}
+
 static void test_wrong_password_fails_with_clear_error(void **state)
 {
     const char *const args[] = {"--requirepass", "s3cret", NULL};
@@ -601,6 +629,7 @@ int main(void)
         BOTH(test_wrong_type_key_is_named_and_batch_stays_in_step),
         cmocka_unit_test(test_unreachable_server_is_retry_at_open),
         cmocka_unit_test(test_wrong_password_fails_with_clear_error),
+        cmocka_unit_test(test_lazy_open_connects_when_server_comes_up),
         cmocka_unit_test(test_killed_server_gives_retry_then_reconnects),
         cmocka_unit_test(test_reconnect_authenticates_again),
     };

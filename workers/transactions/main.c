@@ -162,7 +162,8 @@ static int open_state(struct worker *w, struct err *e)
         .host = cfg_str(cf, "redis.host"), .port = (int)cfg_int(cf, "redis.port"),
         .password = *cfg_str(cf, "redis.password") ? cfg_str(cf, "redis.password") : NULL,
         .prefix = cfg_str(cf, "redis.prefix"), .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
-        .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms")};
+        .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms"),
+        .lazy = !cfg_int(cf, "redis.require_at_start")};
 
     if (strcmp(cfg_str(cf, "state.backend"), "memory") == 0)
         w->st = state_open_memory();
