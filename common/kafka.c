@@ -34,6 +34,7 @@ struct kq {
     int assign_all, from_beginning;
     size_t n_assigned, n_eof;
     int fatal;
+    int paused;                /* kq_pause: every assigned partition paused */
     char fatal_msg[256];
     struct kq_stats st;
 };
@@ -281,8 +282,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
     q->st.rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        log_info("rebalance: assigned %d partition(s)", parts->cnt);
+        log_info("rebalance: assigned %d partition(s)%s", parts->cnt,
+                 q->paused ? ", paused" : "");
         rd_kafka_assign(rk, parts);
+        if (q->paused)
+            rd_kafka_pause_partitions(rk, parts);
         return;
     }
     if (rd_kafka_assignment_lost(rk)) {
@@ -513,6 +517,14 @@ int kq_poll(struct kq *q, int timeout_ms, struct kq_msg **out, struct err *e)
         return ERR_OK;
     if (rm->err)
         return handle_event(q, rm, e);
+    if (q->paused && !q->assign_all) {
+        /* librdkafka drops what was fetched before the pause; should a
+         * message slip through anyway, rewind to it so that it is fetched
+         * again after the resume, rather than take it without room. */
+        rd_kafka_seek(rm->rkt, rm->partition, rm->offset, 0);
+        rd_kafka_message_destroy(rm);
+        return ERR_OK;
+    }
     tidx = topic_index(q, rd_kafka_topic_name(rm->rkt));
     *out = wrap(rm, tidx < 0 ? 0 : tidx);
     if (!*out) {
@@ -566,6 +578,33 @@ int kq_serve(struct kq *q, int timeout_ms, struct err *e)
     if (q->fatal)
         return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
     return ERR_OK;
+}
+
+int kq_pause(struct kq *q, int paused, struct err *e)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_resp_err_t err;
+
+    paused = !!paused;
+    if (q->paused == paused)
+        return ERR_OK;
+    err = rd_kafka_assignment(q->cons, &parts);
+    if (!err)
+        err = paused ? rd_kafka_pause_partitions(q->cons, parts)
+                     : rd_kafka_resume_partitions(q->cons, parts);
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    if (err)
+        return err_set(e, ERR_IO, "kafka: %s: %s", paused ? "pause" : "resume",
+                       rd_kafka_err2str(err));
+    q->paused = paused;
+    log_info("consumption %s", paused ? "paused (queues full)" : "resumed");
+    return ERR_OK;
+}
+
+int kq_paused(const struct kq *q)
+{
+    return q->paused;
 }
 
 size_t kq_inflight(const struct kq *q)

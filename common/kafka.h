@@ -80,6 +80,13 @@ void kq_ack(struct kq *q, const struct kq_pos *pos, int what);
 /* Serves delivery reports (and the consumer's callbacks) for up to
  * timeout_ms. ERR_FATAL if a delivery failed for good. */
 int kq_serve(struct kq *q, int timeout_ms, struct err *e);
+/* Stops (paused = 1) or resumes (0) fetching on every assigned partition.
+ * The caller keeps calling kq_poll while paused: that keeps the member in
+ * the group (max.poll.interval.ms) and serves rebalances, but returns no
+ * message; partitions assigned while paused start paused. Used when the
+ * worker's own bounded queues are full (e.g. a long Redis outage). */
+int kq_pause(struct kq *q, int paused, struct err *e);
+int kq_paused(const struct kq *q);
 /* Input messages polled but not fully acknowledged yet. */
 size_t kq_inflight(const struct kq *q);
 /* With assign_all: 1 once every partition has reached its end. */

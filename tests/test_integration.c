@@ -149,11 +149,20 @@ static pid_t start_worker_x(struct env *v, const char *group, const char *extra)
     char log[200];
     static char grp[100];
     snprintf(grp, sizeof(grp), "group.id=%s", group);
-    char *argv[] = {(char *)test_bin("streamml-transactions"), "-b", v->bootstrap, "-X",
-                    v->redis_port, "-X", grp, "-X", "worker.poll_ms=20", "-X",
-                    "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500", "-X", (char *)extra,
-                    "--log-level", "warn", NULL};
+    static char xs[1024];
+    char *argv[40] = {(char *)test_bin("streamml-transactions"), "-b", v->bootstrap, "-X",
+                      v->redis_port, "-X", grp, "-X", "worker.poll_ms=20", "-X",
+                      "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500",
+                      "--log-level", "info"};
+    int argc = 15;
 
+    /* extra: one or more key=value, newline-separated, each its own -X. */
+    snprintf(xs, sizeof(xs), "%s", extra);
+    for (char *s = strtok(xs, "\n"); s && argc < 38; s = strtok(NULL, "\n")) {
+        argv[argc++] = "-X";
+        argv[argc++] = s;
+    }
+    argv[argc] = NULL;
     snprintf(log, sizeof(log), "%s/worker.log", v->dir);
     return test_spawn(argv, log);
 }
@@ -442,6 +451,49 @@ static void test_worker_starts_while_redis_is_down(void **st)
     assert_state_applied_once_upto(v, 2000);
 }
 
+/* Redis away far longer than max.poll.interval.ms with a small pending
+ * queue: the worker pauses its partitions but keeps polling, so it stays in
+ * the group: no redelivery (0 duplicates), nothing missing, state once. */
+static void test_long_outage_pauses_without_leaving_the_group(void **st)
+{
+    struct env *v = *st;
+    static int seen[N_EVENTS];
+    int degraded, bad = 0, port = v->redis.port, status;
+    char part[200], line[1024], grep[400];
+    FILE *in, *a;
+    pid_t w;
+
+    snprintf(part, sizeof(part), "%s/part.jsonl", v->dir);
+    in = fopen(v->events, "r");
+    a = fopen(part, "w");
+    for (int i = 0; i < 3000 && fgets(line, sizeof(line), in); i++)
+        fputs(line, a);
+    fclose(in);
+    fclose(a);
+    test_redis_stop(&v->redis);
+    w = start_worker_x(v, "it-pause",
+                       "state.retry_budget_ms=100\nworker.batch_size=200\n"
+                       "state.pending_max=600\nmax.poll.interval.ms=6000");
+    assert_int_equal(produce_file(v, part, 0), 0);
+    sleep_ms(9000); /* paused for longer than max.poll.interval.ms */
+    assert_int_equal(waitpid(w, &status, WNOHANG), 0);
+    assert_true(topic_size(v, "predictions.transactions") < 3000);
+    assert_int_equal(test_redis_start_opts(&v->redis, port, NULL), 0);
+    assert_int_equal(wait_topic(v, "predictions.transactions", 3000, 60000), 0);
+    sleep_ms(2000);
+    status = test_stop_pid(w, SIGTERM, 15000);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(read_predictions(v, seen, &degraded), 3000);
+    for (int i = 0; i < 3000; i++)
+        bad += seen[i] != 1;
+    snprintf(grep, sizeof(grep), "grep -q 'consumption paused' %s/worker.log", v->dir);
+    printf("# redis down 9 s, pending_max 600: 3000 events, %d missing or duplicated, "
+           "%d degraded\n", bad, degraded);
+    assert_int_equal(system(grep), 0);
+    assert_int_equal(bad, 0);
+    assert_state_applied_once_upto(v, 3000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -453,6 +505,8 @@ int main(void)
             test_sigkill_mid_stream_loses_nothing_and_applies_state_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_down_degrades_then_recovers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_starts_while_redis_is_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_outage_pauses_without_leaving_the_group, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("integration", tests, NULL, NULL);
 }

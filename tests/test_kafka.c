@@ -158,6 +158,50 @@ static void test_nothing_acked_means_everything_redelivered(void **st)
     assert_int_equal(first[1], 0);
 }
 
+/* Paused past max.poll.interval.ms while polling: no message, no rebalance
+ * (the member stayed in the group); resumed: the rest, no gap, no repeat. */
+static void test_pause_keeps_membership_and_loses_nothing(void **st)
+{
+    struct fx *f = *st;
+    static const char *topic = "in";
+    struct cfg_kv props[4] = {f->props[0], f->props[1], f->props[2],
+                              {"max.poll.interval.ms", "6000", "test"}};
+    struct kq_opts o = {.group_id = "g-pause", .topics = &topic, .n_topics = 1,
+                        .props = props, .n_props = 4};
+    struct kq_pos pos[N_MSGS];
+    struct kq_stats s0, s1;
+    struct err e = {0};
+    struct kq *q;
+    int seen[2][N_MSGS] = {{0}}, got, rest;
+
+    produce_inputs(f);
+    q = kq_open(&o, &e);
+    assert_non_null(q);
+    got = poll_n(q, pos, 10);
+    assert_int_equal(got, 10);
+    kq_get_stats(q, &s0);
+    assert_int_equal(kq_pause(q, 1, &e), ERR_OK);
+    assert_true(kq_paused(q));
+    for (int i = 0; i < 80; i++) { /* 8 s > max.poll.interval.ms */
+        struct kq_msg *m;
+        assert_int_equal(kq_poll(q, 100, &m, &e), ERR_OK);
+        assert_null(m);
+    }
+    kq_get_stats(q, &s1);
+    assert_int_equal(s1.rebalances, s0.rebalances);
+    assert_int_equal(kq_pause(q, 0, &e), ERR_OK);
+    rest = poll_n(q, pos + got, N_MSGS - got);
+    assert_int_equal(rest, N_MSGS - got);
+    for (int i = 0; i < N_MSGS; i++)
+        seen[pos[i].partition][pos[i].offset]++;
+    for (int p = 0; p < 2; p++)
+        for (int k = 0; k < N_MSGS; k++)
+            assert_true(seen[p][k] <= 1);
+    kq_get_stats(q, &s1);
+    assert_int_equal(s1.rebalances, s0.rebalances);
+    kq_close(q, 0, NULL);
+}
+
 static void test_bad_kafka_property_names_its_origin(void **st)
 {
     struct fx *f = *st;
@@ -177,6 +221,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_offset_committed_only_after_state_and_delivery,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_acked_means_everything_redelivered, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_pause_keeps_membership_and_loses_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_kafka_property_names_its_origin, setup,
                                         teardown),

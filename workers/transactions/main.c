@@ -235,6 +235,10 @@ static int worker_open(struct worker *w, struct err *e)
     w->cap = (size_t)cfg_int(w->cf, "worker.batch_size");
     w->pending_max = (size_t)cfg_int(w->cf, "state.pending_max");
     w->budget_ms = (int)cfg_int(w->cf, "state.retry_budget_ms");
+    if (w->pending_max < w->cap)
+        return err_set(e, ERR_CONFIG,
+                       "config: state.pending_max=%zu must be >= worker.batch_size=%zu (%s)",
+                       w->pending_max, w->cap, cfg_origin(w->cf, "state.pending_max"));
     if (alloc_batch(w))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", w->cap);
     w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
@@ -562,9 +566,15 @@ static int run(struct worker *w)
 
     while (g_run) {
         size_t n = 0;
+        int room;
         drain_pending(w);
-        if (room_for_batch(w))
-            n = take_batch(w, &e);
+        room = room_for_batch(w);
+        /* No room: fetching stops but polling goes on, so the member stays
+         * in the group however long Redis is away. */
+        if (kq_paused(w->q) == room && kq_pause(w->q, !room, &e))
+            log_error("%s", e.msg);
+        if (room || kq_paused(w->q))
+            n = take_batch(w, &e); /* paused: serves the group, takes nothing */
         if (e.code == ERR_FATAL)
             break;
         if (n) {
