@@ -1258,7 +1258,12 @@ static int put_dlq(avro_value_t *r, const struct dlq_record *d, struct err *e)
         put_long(r, "src_timestamp", d->src_timestamp_ms, e) ||
         put_bytes(r, "key", d->key, d->key_len, e) ||
         put_bytes(r, "payload", d->payload ? d->payload : "", d->payload ? d->payload_len : 0, e) ||
-        put_long(r, "failed_at", d->failed_at_ms, e))
+        put_long(r, "failed_at", d->failed_at_ms, e) ||
+        put_long(r, "payload_size",
+                 (int64_t)(d->payload_size ? d->payload_size : d->payload ? d->payload_len : 0),
+                 e) ||
+        put_long(r, "key_size",
+                 d->key ? (int64_t)(d->key_size ? d->key_size : d->key_len) : -1, e))
         return e->code;
     return ERR_OK;
 }

@@ -90,8 +90,10 @@ struct dlq_record {
     int64_t src_timestamp_ms;
     const void *key;
     size_t key_len;
-    const void *payload;        /* the original bytes, untouched */
-    size_t payload_len;
+    const void *payload;        /* the original bytes, untouched, or their */
+    size_t payload_len;         /* first payload_len when truncated:       */
+    size_t payload_size;        /* the original size (0 = payload_len)     */
+    size_t key_size;            /* the original key size (0 = key_len)     */
     int64_t failed_at_ms;
 };
 

@@ -30,14 +30,20 @@ int pipe_dead_letter(struct kq *q, struct codec *cd, struct buf *scratch, const 
         .reason = why->msg, .error_code = err_name(why->code), .worker = worker,
         .src_topic = m->topic, .src_partition = m->partition, .src_offset = m->offset,
         .src_timestamp_ms = m->timestamp_ms, .key = m->key, .key_len = m->key_len,
-        .payload = m->payload, .payload_len = m->len, .failed_at_ms = pipe_wall_ms()};
+        .payload = m->payload, .payload_len = m->len, .failed_at_ms = pipe_wall_ms(),
+        .payload_size = m->len, .key_size = m->key_len};
 
-    log_warn("dead letter %s [%d] @ %lld: %s", m->topic, (int)m->partition,
-             (long long)m->offset, why->msg);
+    if (r.payload_len > PIPE_DLQ_PAYLOAD_MAX)
+        r.payload_len = PIPE_DLQ_PAYLOAD_MAX;
+    if (r.key_len > PIPE_DLQ_KEY_MAX)
+        r.key_len = PIPE_DLQ_KEY_MAX;
+    log_warn("dead letter %s [%d] @ %lld: %s%s", m->topic, (int)m->partition,
+             (long long)m->offset, why->msg,
+             r.payload_len < m->len || r.key_len < m->key_len ? " (bytes truncated)" : "");
     buf_reset(scratch);
     if (codec_encode_dlq(cd, &r, scratch, e))
         return e->code;
-    if (kq_produce(q, dlq_topic, m->key, m->key_len, scratch->data, scratch->len, &m->pos, e))
+    if (kq_produce(q, dlq_topic, r.key, r.key_len, scratch->data, scratch->len, &m->pos, e))
         return e->code;
     kq_ack(q, &m->pos, KQ_ACK_STATE);
     return ERR_OK;

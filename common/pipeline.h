@@ -22,7 +22,14 @@ int64_t pipe_wall_ms(void);
 
 /* Sends m to dlq_topic as a dead-letter record carrying why (e) and m's
  * bytes, topic, partition and offset; acknowledges m's state part (there is
- * none) so its offset is stored once the record is delivered. */
+ * none) so its offset is stored once the record is delivered.
+ * A record must fit librdkafka's (and the broker's) default message.max.bytes
+ * (1,000,000), or it could never be produced and the partition would stall:
+ * a value over PIPE_DLQ_PAYLOAD_MAX keeps its first PIPE_DLQ_PAYLOAD_MAX
+ * bytes, a key over PIPE_DLQ_KEY_MAX its first PIPE_DLQ_KEY_MAX, and the
+ * record says the original sizes (the original stays at its offset). */
+#define PIPE_DLQ_PAYLOAD_MAX (900 * 1000)
+#define PIPE_DLQ_KEY_MAX (16 * 1024)
 int pipe_dead_letter(struct kq *q, struct codec *cd, struct buf *scratch, const char *dlq_topic,
                      const char *worker, const struct kq_msg *m, const struct err *why,
                      struct err *e);
