@@ -372,6 +372,17 @@ static rd_kafka_t *make_handle(struct kq *q, const struct kq_opts *o, int consum
     return rk;
 }
 
+int kq_check_props(const struct cfg_kv *props, size_t n, struct err *e)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc = ERR_OK;
+
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = conf_set(conf, props[i].key, props[i].value, props[i].origin, e);
+    rd_kafka_conf_destroy(conf);
+    return rc;
+}
+
 static int assign_all(struct kq *q, struct err *e)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(64);

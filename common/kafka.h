@@ -106,6 +106,10 @@ void kq_get_stats(const struct kq *q, struct kq_stats *s);
  * offsets are not committed: it will be re-delivered). */
 int kq_close(struct kq *q, int timeout_ms, struct err *e);
 
+/* Checks that librdkafka accepts every passthrough property (name and value)
+ * without connecting: ERR_CONFIG naming the first bad one and its origin. */
+int kq_check_props(const struct cfg_kv *props, size_t n, struct err *e);
+
 /* librdkafka's version string. */
 const char *kq_version(void);
 

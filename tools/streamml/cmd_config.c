@@ -110,6 +110,16 @@ int cmd_config(int argc, char **argv)
         cfg_free(cf);
         return EXIT_OK;
     }
+    {
+        struct err e = {0};
+        size_t np;
+        const struct cfg_kv *kv = cfg_kafka(cf, &np);
+        if (kq_check_props(kv, np, &e)) {
+            fprintf(stderr, "error: %s\n", e.msg);
+            cfg_free(cf);
+            return EXIT_USAGE;
+        }
+    }
     printf("configuration: ok\n");
     bad = check_kafka(cf) | check_redis(cf) | check_models(cf);
     cfg_free(cf);
