@@ -1,0 +1,235 @@
+/* End-to-end latency at a fixed offered load: event produced -> its
+ * prediction consumed, through the broker and a running worker.
+ * A figure, not a test.
+ *
+ *   bench_latency BOOTSTRAP RATE SECONDS [USERS]
+ *
+ * Produces RATE events/s for SECONDS (paced against the clock, not against
+ * the answers, so a slow worker shows as latency, not as a lower rate) and
+ * reads predictions.transactions at the same time in the same thread. Each
+ * event id carries its index; the send time is kept per index. Prints one
+ * line: offered and achieved rate, p50/p99/p99.9/max latency in ms, and
+ * how many predictions were missing when the wait ended. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "kafka.h"
+#include "log.h"
+
+#define TOPIC_IN "transactions"
+#define TOPIC_OUT "predictions.transactions"
+#define DRAIN_S 10 /* wait for late predictions after the last send */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void make_event(struct txn_event *ev, long i, int users)
+{
+    event_txn_init(ev);
+    snprintf(ev->event_id, sizeof(ev->event_id), "L%d-%ld", (int)getpid(), i);
+    snprintf(ev->user_id, sizeof(ev->user_id), "u%ld", (i * 7919) % users);
+    ev->event_time_ms = 1700000000000LL + i * 10;
+    ev->amount = 500 + (double)(i % 2000);
+    ev->income = 80 + (double)(i % 200);
+    ev->expenses = 40 + (double)(i % 50);
+    ev->term_months = 12 + 12 * (double)(i % 5);
+    ev->age = 20 + (double)(i % 50);
+    snprintf(ev->home, sizeof(ev->home), "rent");
+}
+
+/* Index of the event a prediction answers, from its JSON form; -1 if none. */
+static long pred_index(struct codec *cd, const struct kq_msg *m, struct buf *js)
+{
+    struct err e = {0};
+    char tag[40];
+    const char *p;
+    int n = snprintf(tag, sizeof(tag), "\"event_id\":\"L%d-", (int)getpid());
+
+    /* Another run's events (a group replaying its topic) carry another pid. */
+    buf_reset(js);
+    if (codec_to_json(cd, m->payload, m->len, js, &e))
+        return -1;
+    p = strstr((const char *)js->data, tag);
+    return p ? strtol(p + n, NULL, 10) : -1;
+}
+
+struct run {
+    struct kq *prod, *cons;
+    struct codec *cd;
+    double *sent, *lat;
+    long n, got;
+    struct buf out, js;
+};
+
+static void take_predictions(struct run *r, int timeout_ms)
+{
+    struct err e = {0};
+    struct kq_msg *m;
+
+    while (kq_poll(r->cons, timeout_ms, &m, &e) == ERR_OK && m) {
+        long i = pred_index(r->cd, m, &r->js);
+        if (i >= 0 && i < r->n && r->lat[i] < 0) {
+            r->lat[i] = now_s() - r->sent[i];
+            r->got++;
+        }
+        kq_msg_release(m);
+        timeout_ms = 0;
+    }
+}
+
+static int open_run(struct run *r, const char *bootstrap, long n, struct err *e)
+{
+    static const char *out_topic = TOPIC_OUT;
+    /* The measuring side must not add its own waits: no linger, and fetches
+     * answered as soon as data is there. */
+    struct cfg_kv pkv[2] = {{"bootstrap.servers", bootstrap, "argv"}, {"linger.ms", "0", "bench"}};
+    struct cfg_kv ckv[3] = {{"bootstrap.servers", bootstrap, "argv"},
+                            {"fetch.wait.max.ms", "5", "bench"},
+                            {"fetch.error.backoff.ms", "5", "bench"}};
+    struct kq_opts po = {.props = pkv, .n_props = 2, .client_id = "bench-latency"};
+    struct kq_opts co = {.topics = &out_topic, .n_topics = 1, .assign_all = 1,
+                         .from_beginning = 0, .props = ckv, .n_props = 3,
+                         .client_id = "bench-latency"};
+
+    r->n = n;
+    r->sent = calloc((size_t)n, sizeof(double));
+    r->lat = malloc((size_t)n * sizeof(double));
+    if (!r->sent || !r->lat)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    for (long i = 0; i < n; i++)
+        r->lat[i] = -1;
+    buf_init(&r->out, 0);
+    buf_init(&r->js, 0);
+    if (!(r->cd = codec_open("schemas", e)) || !(r->prod = kq_open(&po, e)) ||
+        !(r->cons = kq_open(&co, e)))
+        return e->code;
+    return ERR_OK;
+}
+
+static int offer(struct run *r, double rate, int users, struct err *e)
+{
+    struct txn_event ev;
+    double t0 = now_s();
+
+    for (long i = 0; i < r->n; i++) {
+        double due = t0 + (double)i / rate;
+        while (now_s() < due) {
+            take_predictions(r, 0);
+            kq_serve(r->prod, 0, e);
+        }
+        make_event(&ev, i, users);
+        buf_reset(&r->out);
+        if (codec_encode_txn(r->cd, &ev, &r->out, e))
+            return e->code;
+        r->sent[i] = now_s();
+        if (kq_produce(r->prod, TOPIC_IN, ev.user_id, strlen(ev.user_id), r->out.data,
+                       r->out.len, NULL, e))
+            return e->code;
+        kq_serve(r->prod, 0, e);
+    }
+    return ERR_OK;
+}
+
+static int warm_up(struct run *r, int users, struct err *e)
+{
+    struct txn_event ev;
+    struct kq_msg *m;
+
+    make_event(&ev, 0, users);
+    ev.event_id[0] = 'W';
+    buf_reset(&r->out);
+    if (codec_encode_txn(r->cd, &ev, &r->out, e) ||
+        kq_produce(r->prod, TOPIC_IN, ev.user_id, strlen(ev.user_id), r->out.data, r->out.len,
+                   NULL, e))
+        return e->code;
+    for (double end = now_s() + 5; now_s() < end;) {
+        kq_serve(r->prod, 10, e);
+        if (kq_poll(r->cons, 10, &m, e) == ERR_OK && m) {
+            kq_msg_release(m);
+            break;
+        }
+    }
+    return ERR_OK;
+}
+
+static void report(struct run *r, double rate, double secs)
+{
+    double *v = malloc((size_t)r->n * sizeof(double));
+    long k = 0;
+
+    for (long i = 0; i < r->n; i++)
+        if (r->lat[i] >= 0)
+            v[k++] = r->lat[i] * 1e3;
+    qsort(v, (size_t)k, sizeof(double), cmp);
+    if (k == 0) {
+        printf("| %.0f | 0 | - | - | - | - | %ld |\n", rate, r->n);
+    } else {
+        printf("| %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %ld |\n", rate, (double)r->n / secs,
+               v[k / 2], v[(size_t)((double)k * 0.99)], v[(size_t)((double)k * 0.999)],
+               v[k - 1], r->n - k);
+    }
+    free(v);
+}
+
+int main(int argc, char **argv)
+{
+    struct run r = {0};
+    struct err e = {0};
+    double rate, secs, t0;
+    int users;
+
+    if (argc < 4) {
+        fprintf(stderr, "usage: bench_latency BOOTSTRAP RATE SECONDS [USERS]\n");
+        return 2;
+    }
+    log_init(LOG_LVL_ERROR, 0, "bench");
+    rate = atof(argv[2]);
+    secs = atof(argv[3]);
+    users = argc > 4 ? atoi(argv[4]) : 20000;
+    if (rate <= 0 || secs <= 0 || users <= 0) {
+        fprintf(stderr, "bench_latency: RATE, SECONDS and USERS must be positive\n");
+        return 2;
+    }
+    if (open_run(&r, argv[1], (long)(rate * secs), &e)) {
+        fprintf(stderr, "bench_latency: %s\n", e.msg);
+        return 1;
+    }
+    /* Warm-up, not measured: the producer's metadata and idempotence
+     * handshake, and the consumer's assignment, happen before the clock
+     * starts (one event sent, its prediction awaited for up to 5 s). */
+    if (warm_up(&r, users, &e)) {
+        fprintf(stderr, "bench_latency: %s\n", e.msg);
+        return 1;
+    }
+    t0 = now_s();
+    if (offer(&r, rate, users, &e)) {
+        fprintf(stderr, "bench_latency: %s\n", e.msg);
+        return 1;
+    }
+    secs = now_s() - t0;
+    for (double end = now_s() + DRAIN_S; r.got < r.n && now_s() < end;)
+        take_predictions(&r, 100);
+    report(&r, rate, secs);
+    kq_close(r.prod, 5000, NULL);
+    kq_close(r.cons, 0, NULL);
+    codec_close(r.cd);
+    buf_free(&r.out);
+    buf_free(&r.js);
+    free(r.sent);
+    free(r.lat);
+    return 0;
+}
