@@ -23,6 +23,14 @@ const char *txn_decision_name(int d)
     return d >= 0 && d < 3 ? decisions[d] : "?";
 }
 
+int txn_decision_index(const char *name)
+{
+    for (int d = 1; d < 3; d++)
+        if (strcmp(name, decisions[d]) == 0)
+            return d;
+    return 0;
+}
+
 int txn_step(const struct txn_event *ev, int32_t partition, int64_t offset,
              struct feat_state *s, int32_t *s_partition, int64_t *s_offset, float *x)
 {

@@ -58,7 +58,8 @@ int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p);
 void txn_prediction_init(struct txn_prediction *p, const struct txn_event *ev,
                          const char *src_topic, int32_t src_partition, int64_t src_offset);
 
-/* "approve", "review", "decline" for 0..2. */
+/* "approve", "review", "decline" for 0..2, and back (0 for anything else). */
 const char *txn_decision_name(int d);
+int txn_decision_index(const char *name);
 
 #endif
