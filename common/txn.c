@@ -144,6 +144,25 @@ size_t txn_scorer_num_trees(const struct txn_scorer *s)
     return gbdt_num_trees(s->gb);
 }
 
+/* Bounded copy (truncates, always terminated): the hot path avoids
+ * snprintf("%s"), which dominated the cost of a prediction. */
+static void copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void hex64(char out[17], uint64_t h)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (int i = 15; i >= 0; i--, h >>= 4)
+        out[i] = digits[h & 15];
+    out[16] = '\0';
+}
+
 int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p)
 {
     struct card_result r;
@@ -153,21 +172,20 @@ int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p)
         s->xg[j] = x[s->gmap[j]];
     for (size_t j = 0; j < card_num_features(s->card); j++)
         s->xc[j] = x[s->cmap[j]];
-    snprintf(p->model_name, sizeof(p->model_name), "%s", s->name);
-    snprintf(p->model_version, sizeof(p->model_version), "%s", s->version);
-    snprintf(p->feature_version, sizeof(p->feature_version), "%s", FEAT_TXN_VERSION);
+    copy(p->model_name, sizeof(p->model_name), s->name);
+    copy(p->model_version, sizeof(p->model_version), s->version);
+    copy(p->feature_version, sizeof(p->feature_version), FEAT_TXN_VERSION);
     p->probability = gbdt_predict(s->gb, s->xg);
     card_score(s->card, s->xc, &r);
     p->score = r.score;
     p->score_probability = r.probability;
     d = p->probability >= s->decline ? 2 : p->probability >= s->review ? 1 : 0;
-    snprintf(p->decision, sizeof(p->decision), "%s", decisions[d]);
+    copy(p->decision, sizeof(p->decision), decisions[d]);
     /* Reason codes explain adverse decisions only. */
     p->n_reasons = d ? r.n_reasons : 0;
     for (int k = 0; k < p->n_reasons; k++)
-        snprintf(p->reasons[k], sizeof(p->reasons[k]), "%s", r.reasons[k]);
-    snprintf(p->feature_hash, sizeof(p->feature_hash), "%016llx",
-             (unsigned long long)feat_hash(x, FEAT_TXN_DIM));
+        copy(p->reasons[k], sizeof(p->reasons[k]), r.reasons[k]);
+    hex64(p->feature_hash, feat_hash(x, FEAT_TXN_DIM));
     return d;
 }
 
@@ -178,7 +196,7 @@ void txn_prediction_init(struct txn_prediction *p, const struct txn_event *ev,
     memcpy(p->event_id, ev->event_id, EV_ID_MAX);
     memcpy(p->user_id, ev->user_id, EV_ID_MAX);
     p->event_time_ms = ev->event_time_ms;
-    snprintf(p->src_topic, sizeof(p->src_topic), "%s", src_topic ? src_topic : "");
+    copy(p->src_topic, sizeof(p->src_topic), src_topic ? src_topic : "");
     p->src_partition = src_partition;
     p->src_offset = src_offset;
 }
