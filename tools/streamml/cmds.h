@@ -14,5 +14,6 @@ int cmd_predict(int argc, char **argv);   /* cmd_predict.c */
 int cmd_model(int argc, char **argv);     /* cmd_predict.c: `model inspect FILE` */
 int cmd_config(int argc, char **argv);    /* cmd_config.c: `config show|check` */
 int cmd_replay(int argc, char **argv);    /* cmd_replay.c */
+int cmd_report(int argc, char **argv);    /* cmd_report.c */
 
 #endif

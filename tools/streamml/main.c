@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"model", cmd_model, "model inspect FILE: what a model file holds"},
     {"config", cmd_config, "config show|check: the merged configuration"},
     {"replay", cmd_replay, "backtest: a topic range or Avro files -> predictions (worker's code)"},
+    {"report", cmd_report, "backtest predictions + labels -> HTML report, metrics, gates"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
