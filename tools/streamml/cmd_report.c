@@ -384,21 +384,20 @@ static int read_label_file(struct labels *l, const char *path, struct err *e)
     return rc;
 }
 
-static int read_label_topic(struct labels *l, const struct rep_args *a, struct err *e)
+static int read_label_topic(struct labels *l, const struct rep_args *a, const struct cfg *cf,
+                            struct err *e)
 {
-    struct cfg *cf = cli_load((struct cli *)&a->cli, "report");
     struct rp_bound edge = {RP_EDGE, 0};
     struct codec *cd = NULL;
     struct rp_topic *t;
     struct rp_input *in = NULL;
     const struct rp_rec *r;
     size_t np;
+    const struct cfg_kv *kv = cfg_kafka(cf, &np);
     int rc = ERR_OK;
 
-    if (!cf)
-        return err_set(e, ERR_CONFIG, "configuration");
     if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), e)) ||
-        !(t = rp_topic_open(cfg_kafka(cf, &np), np, a->labels_topic, &edge, &edge, NULL, 0, 0,
+        !(t = rp_topic_open(kv, np, a->labels_topic, &edge, &edge, NULL, 0, 0,
                             e)) ||
         !(in = rp_input_topic(cd, t, e)))
         rc = e->code;
@@ -409,7 +408,6 @@ static int read_label_topic(struct labels *l, const struct rep_args *a, struct e
     }
     rp_input_close(in);
     codec_close(cd);
-    cfg_free(cf);
     return rc;
 }
 
@@ -829,7 +827,7 @@ int cmd_report(int argc, char **argv)
         return rc < 0 ? EXIT_OK : rc;
     if (!(cf = cli_load(&a.cli, "report")))
         return EXIT_USAGE;
-    rc = a.labels ? read_label_file(&l, a.labels, &e) : read_label_topic(&l, &a, &e);
+    rc = a.labels ? read_label_file(&l, a.labels, &e) : read_label_topic(&l, &a, cf, &e);
     if (rc == ERR_OK)
         rc = read_predictions(&l, &j, a.preds, &e);
     if (rc == ERR_OK)
