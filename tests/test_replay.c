@@ -354,6 +354,51 @@ static void produce_timed(const char *bootstrap, const char *topic, int parts, i
     codec_close(cd);
 }
 
+static int count_lines(const char *path, const char *needle)
+{
+    char line[8192];
+    int n = 0;
+    FILE *fp = fopen(path, "r");
+
+    assert_non_null(fp);
+    while (fgets(line, sizeof(line), fp))
+        n += strstr(line, needle) != NULL;
+    fclose(fp);
+    return n;
+}
+
+/* `replay --output-topic`: the predictions land on the backtest topic; and
+ * the replay's group id holds no committed offset afterwards. */
+static void check_backtest_topic_and_no_commit(struct fx *f, const char *bootstrap)
+{
+    char cmd[1024], out[128], es[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(3);
+    rd_kafka_t *rk;
+
+    snprintf(out, sizeof(out), "%s/bt.jsonl", f->dir);
+    snprintf(cmd, sizeof(cmd),
+             "%s replay -b %s -t hist --from offset:5 --to offset:15 --output-topic bt -q "
+             "--log-level error 2>/dev/null && %s consume -b %s -t bt -f -e --log-level error "
+             "> %s 2>/dev/null",
+             test_bin("streamml"), bootstrap, test_bin("streamml"), bootstrap, out);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(count_lines(out, "\"src_topic\":\"hist\""), 30);
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, es, sizeof(es));
+    rd_kafka_conf_set(conf, "group.id", "streamml-replay-assign-only", es, sizeof(es));
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, es, sizeof(es));
+    assert_non_null(rk);
+    for (int p = 0; p < 3; p++)
+        rd_kafka_topic_partition_list_add(l, "hist", p);
+    assert_int_equal(rd_kafka_committed(rk, l, 10000), 0);
+    for (int p = 0; p < 3; p++)
+        assert_true(l->elems[p].offset < 0); /* RD_KAFKA_OFFSET_INVALID: never committed */
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
 static void test_topic_ranges_by_offset_and_time_stop_at_the_end(void **st)
 {
     struct fx *f = *st;
@@ -369,7 +414,7 @@ static void test_topic_ranges_by_offset_and_time_stop_at_the_end(void **st)
     int64_t last_time = 0;
     int n = 0;
 
-    assert_int_equal(test_broker_start(&b, "hist:3"), 0);
+    assert_int_equal(test_broker_start(&b, "hist:3,bt:2"), 0);
     kv.value = b.bootstrap;
     produce_timed(b.bootstrap, "hist", 3, 20, 1700000000000LL);
 
@@ -416,6 +461,8 @@ static void test_topic_ranges_by_offset_and_time_stop_at_the_end(void **st)
     assert_null(rp_topic_open(&kv, 1, "hist", &from, &to, only, 1, 1, &e));
     assert_int_equal(e.code, ERR_CONFIG);
     assert_non_null(strstr(e.msg, "no partition 7"));
+
+    check_backtest_topic_and_no_commit(f, b.bootstrap);
     test_broker_stop(&b);
 }
 
