@@ -386,22 +386,26 @@ static int assign(struct rp_topic *t, struct err *e)
             rd_kafka_topic_partition_list_add(l, t->name, t->parts[i].partition)->offset =
                 t->parts[i].start;
     }
+    /* Each partition is read from its own queue, so the merge pulls the
+     * partition whose head it needs. The queues stop forwarding to the
+     * consumer queue before assign(): nothing fetched can land elsewhere
+     * (an application-set forward is kept by librdkafka at fetch start). */
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->parts[i].start >= t->parts[i].end)
+            continue;
+        t->queues[i] = rd_kafka_queue_get_partition(t->rk, t->name, t->parts[i].partition);
+        if (!t->queues[i]) {
+            rd_kafka_topic_partition_list_destroy(l);
+            return err_set(e, ERR_IO, "topic %s [%d]: no partition queue", t->name,
+                           (int)t->parts[i].partition);
+        }
+        rd_kafka_queue_forward(t->queues[i], NULL);
+    }
     if (l->cnt && (err = rd_kafka_assign(t->rk, l))) {
         rd_kafka_topic_partition_list_destroy(l);
         return err_set(e, ERR_IO, "topic %s: assign: %s", t->name, rd_kafka_err2str(err));
     }
     rd_kafka_topic_partition_list_destroy(l);
-    /* Each partition read from its own queue: the merge pulls the partition
-     * whose head it needs. */
-    for (size_t i = 0; i < t->n; i++) {
-        if (t->parts[i].start >= t->parts[i].end)
-            continue;
-        t->queues[i] = rd_kafka_queue_get_partition(t->rk, t->name, t->parts[i].partition);
-        if (!t->queues[i])
-            return err_set(e, ERR_IO, "topic %s [%d]: no partition queue", t->name,
-                           (int)t->parts[i].partition);
-        rd_kafka_queue_forward(t->queues[i], NULL);
-    }
     return ERR_OK;
 }
 

@@ -283,18 +283,24 @@ static void put_float(struct line *l, float f)
 static void json_str(struct line *l, const char *s)
 {
     putc_(l, '"');
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
+    while (*s) {
+        size_t run = 0;
+        /* Runs of plain characters are copied at once. */
+        while (s[run] && s[run] != '"' && s[run] != '\\' && (unsigned char)s[run] >= 0x20)
+            run++;
+        put(l, s, run);
+        s += run;
+        if (!*s)
+            break;
+        if (*s == '"' || *s == '\\') {
             putc_(l, '\\');
-            putc_(l, (char)ch);
-        } else if (ch < 0x20) {
-            char tmp[8];
-            snprintf(tmp, sizeof(tmp), "\\u%04x", ch);
-            puts_(l, tmp);
+            putc_(l, *s);
         } else {
-            putc_(l, (char)ch);
+            char tmp[8];
+            snprintf(tmp, sizeof(tmp), "\\u%04x", (unsigned char)*s);
+            puts_(l, tmp);
         }
+        s++;
     }
     putc_(l, '"');
 }
