@@ -74,4 +74,27 @@ int codec_to_json(struct codec *c, const void *msg, size_t len, struct buf *out,
 int codec_from_json(struct codec *c, enum codec_schema which, const char *json, size_t len,
                     struct buf *out, struct err *e);
 
+/* Avro object container files of transaction events (what Kafka Connect's
+ * S3/HDFS sinks archive, and what `streamml consume --avro-file` writes).
+ * Files must be written with exactly schemas/transaction_event.avsc; a
+ * record's values go through the same field mapping as a Kafka message.
+ * One handle per file; it borrows the codec, which must outlive it. */
+struct codec_file;
+
+/* path "-" = stdin. NULL with the file named in *e: unreadable, not a
+ * container file, or written with another schema (ERR_CONFIG). */
+struct codec_file *codec_file_open_read(struct codec *c, const char *path, struct err *e);
+/* Next record into ev: 1 read, 0 end of file; ERR_DECODE naming the record
+ * number when its values do not map (the next call goes on), ERR_IO when a
+ * block is corrupt or truncated (stop: nothing after it is trusted). */
+int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *e);
+/* A new file (truncated), deflate-compressed blocks. */
+struct codec_file *codec_file_open_write(struct codec *c, const char *path, struct err *e);
+int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struct err *e);
+/* Records read or written so far. */
+long codec_file_records(const struct codec_file *f);
+/* Flushes (writer) and closes; NULL-safe. A write error at flush is
+ * returned with the path named. */
+int codec_file_close(struct codec_file *f, struct err *e);
+
 #endif

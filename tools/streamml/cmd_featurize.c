@@ -6,11 +6,9 @@
  * processed in event-time order so a training row sees the same history a
  * live prediction would have seen.
  *
- * <avro.h> is included only to read object container files (--format avro):
- * each record is re-encoded and decoded by codec_decode_txn, so field
- * mapping and checks stay in codec.c.
+ * Object container files (--format avro) are read with codec_file_*, so
+ * field mapping and checks stay in codec.c.
  */
-#include <avro.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -22,12 +20,15 @@
 #include "cmds.h"
 #include "codec.h"
 #include "features.h"
+#include "replay.h"
 #include "state.h"
 
 #define LINE_MAX_BYTES (1024 * 1024)
 
 struct fz_args {
+    struct cli cli;
     const char *input, *output, *schemas;
+    const char *topic, *from, *to; /* --topic: a topic range (common/replay.c) */
     int avro, header, skip_invalid;
 };
 
@@ -62,6 +63,12 @@ static void usage(FILE *out)
             "                       (default $STREAMML_SCHEMAS_DIR, else schemas)\n"
             "      --no-header      omit the header line\n"
             "      --skip-invalid   exit 0 even if some events were invalid\n"
+            "  -t, --topic T        read a topic range instead of a file, exactly as\n"
+            "                       `streamml replay` does (assign() only, partitions\n"
+            "                       merged by event time, arrival order kept inside a\n"
+            "                       partition: the rows equal the live worker's vectors)\n"
+            "      --from T, --to T the range: ISO-8601, ms or offset:N (see replay)\n"
+            "  -c FILE, -X k=v, -b HOSTS, --log-level L   with --topic: Kafka settings\n"
             "  -h, --help           this text\n"
             "  -V, --version        versions of streamml and its libraries\n\n"
             "Output: header event_id,user_id,event_time,<the %d %s feature names>,label,\n"
@@ -84,13 +91,29 @@ static int parse_args(int argc, char **argv, struct fz_args *a)
                                        {"schemas", required_argument, NULL, 1000},
                                        {"no-header", no_argument, NULL, 1001},
                                        {"skip-invalid", no_argument, NULL, 1002},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {"version", no_argument, NULL, 'V'},
+                                       {"topic", required_argument, NULL, 't'},
+                                       {"from", required_argument, NULL, 1003},
+                                       {"to", required_argument, NULL, 1004},
+                                       CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
-    int opt;
+    int opt, r;
 
-    while ((opt = getopt_long(argc, argv, "i:f:o:hV", lo, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS "i:f:o:t:", lo, NULL)) != -1) {
+        if ((r = cli_opt(&a->cli, opt, optarg)) != 0) {
+            if (r < 0)
+                return EXIT_USAGE;
+            continue;
+        }
         switch (opt) {
+        case 't':
+            a->topic = optarg;
+            break;
+        case 1003:
+            a->from = optarg;
+            break;
+        case 1004:
+            a->to = optarg;
+            break;
         case 'i':
             a->input = optarg;
             break;
@@ -126,6 +149,14 @@ static int parse_args(int argc, char **argv, struct fz_args *a)
     }
     if (optind < argc) {
         fprintf(stderr, "error: unexpected argument \"%s\" (use --input)\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (a->topic && (a->input || a->avro)) {
+        fprintf(stderr, "error: --topic reads a topic: --input and --format apply to files\n");
+        return EXIT_USAGE;
+    }
+    if (!a->topic && (a->from || a->to)) {
+        fprintf(stderr, "error: --from and --to need --topic\n");
         return EXIT_USAGE;
     }
     return EXIT_OK;
@@ -191,132 +222,30 @@ static int read_jsonl(FILE *in, struct rows *r)
 
 /* ---- --format avro ---- */
 
-/* The reader schema: records must have been written with exactly it. */
-static avro_schema_t load_txn_schema(const char *dir)
-{
-    char path[4096], *text;
-    FILE *f;
-    size_t n;
-    avro_schema_t s = NULL;
-
-    snprintf(path, sizeof(path), "%s/transaction_event.avsc", dir);
-    if (!(f = fopen(path, "rb")))
-        return NULL;
-    text = malloc(256 * 1024);
-    n = text ? fread(text, 1, 256 * 1024, f) : 0;
-    fclose(f);
-    if (text && avro_schema_from_json_length(text, n, &s))
-        s = NULL;
-    free(text);
-    return s;
-}
-
-/* Reusable buffers for re-encoding container-file records. */
-struct reencode {
-    unsigned char *msg; /* CODEC_MAX_MESSAGE bytes */
-    avro_writer_t w;
-};
-
-/* One container-file record -> framed Avro -> codec_decode_txn, so the
- * same checks apply as to a Kafka message. */
-static int record_to_event(struct codec *cd, struct reencode *re, avro_value_t *v,
-                           struct txn_event *ev, struct err *e)
-{
-    int32_t id = codec_schema_id(cd, CODEC_TXN_EVENT);
-    size_t size;
-
-    if (avro_value_sizeof(v, &size))
-        return err_set(e, ERR_DECODE, "%s", avro_strerror());
-    if (size > CODEC_MAX_MESSAGE - 5)
-        return err_set(e, ERR_DECODE, "record of %zu bytes exceeds the %d-byte limit", size,
-                       CODEC_MAX_MESSAGE);
-    re->msg[0] = 0;
-    for (int i = 0; i < 4; i++)
-        re->msg[1 + i] = (unsigned char)((uint32_t)id >> (24 - 8 * i));
-    avro_writer_memory_set_dest(re->w, (const char *)re->msg + 5, (int64_t)size);
-    if (avro_value_write(re->w, v))
-        return err_set(e, ERR_DECODE, "%s", avro_strerror());
-    return codec_decode_txn(cd, re->msg, size + 5, ev, e);
-}
-
-static int read_records(avro_file_reader_t fr, struct codec *cd, struct reencode *re,
-                        struct rows *r, struct err *e)
-{
-    avro_schema_t ws = avro_file_reader_get_writer_schema(fr); /* a new reference */
-    avro_value_iface_t *iface = avro_generic_class_from_schema(ws);
-    avro_value_t v;
-    struct txn_event ev;
-    struct err re_err = {0};
-    long n = 0;
-    int rc = ERR_OK, more = 0;
-
-    avro_schema_decref(ws);
-    if (!iface || avro_generic_value_new(iface, &v)) {
-        if (iface)
-            avro_value_iface_decref(iface);
-        return err_set(e, ERR_NOMEM, "avro: %s", avro_strerror());
-    }
-    while (rc == ERR_OK && (more = avro_file_reader_read_value(fr, &v)) == 0) {
-        n++;
-        rc = accept_event(r, &ev, record_to_event(cd, re, &v, &ev, &re_err), &re_err, "record", n);
-    }
-    if (rc == ERR_OK && more != EOF)
-        rc = err_set(e, ERR_IO, "record %ld: %s", n + 1, avro_strerror());
-    avro_value_decref(&v);
-    avro_value_iface_decref(iface);
-    return rc;
-}
-
-/* Opens the container file and checks it was written with our schema. */
-static int open_container(const struct fz_args *a, avro_file_reader_t *fr, struct err *e)
-{
-    const char *path = a->input && strcmp(a->input, "-") != 0 ? a->input : NULL;
-    const char *name = path ? path : "stdin";
-    FILE *fp = path ? fopen(path, "rb") : stdin;
-    avro_schema_t want, ws;
-    int rc = ERR_OK;
-
-    *fr = NULL;
-    if (!fp)
-        return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
-    if (avro_file_reader_fp(fp, name, fp != stdin, fr)) {
-        *fr = NULL;
-        return err_set(e, ERR_CONFIG, "%s: not an Avro container file: %s", name, avro_strerror());
-    }
-    if (!(want = load_txn_schema(a->schemas)))
-        return err_set(e, ERR_CONFIG, "%s/transaction_event.avsc: cannot load", a->schemas);
-    ws = avro_file_reader_get_writer_schema(*fr);
-    if (!avro_schema_equal(ws, want))
-        rc = err_set(e, ERR_CONFIG,
-                     "%s: written with another schema than %s/"
-                     "transaction_event.avsc",
-                     name, a->schemas);
-    avro_schema_decref(ws);
-    avro_schema_decref(want);
-    return rc;
-}
-
 static int read_avro(const struct fz_args *a, struct rows *r, struct err *e)
 {
     struct codec *cd = codec_open(a->schemas, e);
-    struct reencode re = {NULL, NULL};
-    avro_file_reader_t fr = NULL;
-    static const char empty[1];
-    int rc;
+    struct codec_file *f = NULL;
+    struct txn_event ev;
+    struct err rec_err = {0};
+    int rc = ERR_OK, got;
 
     if (!cd)
         return e->code;
-    re.msg = malloc(CODEC_MAX_MESSAGE);
-    re.w = avro_writer_memory(empty, 0);
-    if (!re.msg || !re.w)
-        rc = err_set(e, ERR_NOMEM, "out of memory");
-    else if ((rc = open_container(a, &fr, e)) == ERR_OK)
-        rc = read_records(fr, cd, &re, r, e);
-    if (fr)
-        avro_file_reader_close(fr);
-    if (re.w)
-        avro_writer_free(re.w);
-    free(re.msg);
+    if (!(f = codec_file_open_read(cd, a->input ? a->input : "-", e))) {
+        codec_close(cd);
+        return e->code;
+    }
+    /* A record that does not map is reported and skipped (ERR_DECODE); a
+     * corrupt block ends the read (ERR_IO): nothing after it is trusted. */
+    while (rc == ERR_OK && (got = codec_file_read_txn(f, &ev, &rec_err)) != 0) {
+        if (got == ERR_IO)
+            rc = err_set(e, ERR_IO, "%s", rec_err.msg);
+        else
+            rc = accept_event(r, &ev, got < 0 ? got : ERR_OK, &rec_err, "record",
+                              codec_file_records(f));
+    }
+    codec_file_close(f, NULL);
     codec_close(cd);
     return rc;
 }
@@ -432,6 +361,88 @@ static int write_csv(struct rows *r, const struct fz_args *a, FILE *out, struct 
     return rc;
 }
 
+/* ---- --topic ---- */
+
+static int open_topic(const struct fz_args *a, const struct cfg *cf, struct codec *cd,
+                      struct rp_input **in, struct err *e)
+{
+    struct rp_bound from, to;
+    struct rp_topic *t;
+    size_t np;
+    const struct cfg_kv *kv = cfg_kafka(cf, &np);
+
+    if (rp_parse_bound(a->from, &from, e))
+        return err_wrap(e, "--from");
+    if (rp_parse_bound(a->to, &to, e))
+        return err_wrap(e, "--to");
+    if (!(t = rp_topic_open(kv, np, a->topic, &from, &to, NULL, 0, 0, e)))
+        return e->code;
+    *in = rp_input_topic(cd, t, e);
+    return *in ? ERR_OK : e->code;
+}
+
+/* The replay's input and step (no models): rows in merge order. */
+static int topic_rows(struct rp_input *in, struct rp_engine *g, FILE *out, size_t *rows,
+                      long *invalid, struct err *e)
+{
+    const struct rp_rec *rec;
+    float x[FEAT_TXN_DIM];
+    int rc;
+
+    while ((rc = rp_input_next(in, &rec, e)) == 1) {
+        if (rec->rc != ERR_OK) {
+            fprintf(stderr, "%s [%d] @ %lld: %s\n", rec->source, (int)rec->partition,
+                    (long long)rec->offset, rec->err.msg);
+            (*invalid)++;
+            continue;
+        }
+        if ((rc = rp_engine_step(g, rec, x, NULL, e)) < 0)
+            return rc;
+        write_row(out, &rec->ev, x);
+        (*rows)++;
+    }
+    return rc;
+}
+
+static int run_topic(struct fz_args *a, FILE *out)
+{
+    struct err e = {0};
+    struct cfg *cf = cli_load(&a->cli, "featurize");
+    struct codec *cd = NULL;
+    struct rp_input *in = NULL;
+    struct state *st = state_open_memory();
+    struct rp_engine *g = NULL;
+    size_t rows = 0;
+    long invalid = 0;
+    int rc;
+
+    if (!cf) {
+        state_close(st);
+        return EXIT_USAGE;
+    }
+    if (!st || !(cd = codec_open(a->schemas, &e)) || open_topic(a, cf, cd, &in, &e) ||
+        !(g = rp_engine_open(st, NULL, &e))) {
+        rc = e.code ? e.code : err_set(&e, ERR_NOMEM, "out of memory");
+    } else {
+        if (a->header)
+            write_header(out);
+        rc = topic_rows(in, g, out, &rows, &invalid, &e);
+    }
+    if (rc == ERR_OK && (fflush(out) || ferror(out)))
+        rc = err_set(&e, ERR_IO, "%s: %s", a->output ? a->output : "stdout", strerror(errno));
+    rp_engine_close(g);
+    rp_input_close(in);
+    state_close(st);
+    codec_close(cd);
+    cfg_free(cf);
+    if (rc) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        return rc == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    fprintf(stderr, "featurize: %zu row(s), %ld invalid event(s) skipped\n", rows, invalid);
+    return invalid && !a->skip_invalid ? EXIT_RUNTIME : EXIT_OK;
+}
+
 static int run(const struct fz_args *a, FILE *in, FILE *out)
 {
     struct rows r = {0};
@@ -471,7 +482,7 @@ int cmd_featurize(int argc, char **argv)
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
-    if (!a.avro && !(in = open_or_std(a.input, "r", stdin))) {
+    if (!a.topic && !a.avro && !(in = open_or_std(a.input, "r", stdin))) {
         fprintf(stderr, "error: %s: %s\n", a.input, strerror(errno));
         return EXIT_USAGE;
     }
@@ -479,7 +490,7 @@ int cmd_featurize(int argc, char **argv)
         fprintf(stderr, "error: %s: %s\n", a.output, strerror(errno));
         rc = EXIT_USAGE;
     } else {
-        rc = run(&a, in, out);
+        rc = a.topic ? run_topic(&a, out) : run(&a, in, out);
     }
     if (in && in != stdin)
         fclose(in);

@@ -219,7 +219,7 @@ int cmd_produce(int argc, char **argv)
 
 struct consume_args {
     struct cli cli;
-    const char *topic;
+    const char *topic, *avro_file;
     int from_beginning, exit_at_end, meta;
     long count;
 };
@@ -236,6 +236,10 @@ static void consume_usage(FILE *out)
             "  -e, --exit             exit when every partition is read to its end\n"
             "  -n, --count N          exit after N records\n"
             "  --meta                 wrap each record: {topic,partition,offset,timestamp,key,value}\n"
+            "  --avro-file FILE       write transaction events to an Avro object container\n"
+            "                         file instead of JSON lines (input of `streamml replay\n"
+            "                         --avro-file` and `featurize -f avro`); other records\n"
+            "                         are reported as undecodable\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
             "Undecodable records are reported on stderr with partition@offset.\n");
 }
@@ -247,6 +251,7 @@ static int consume_parse(int argc, char **argv, struct consume_args *a)
                                        {"exit", no_argument, NULL, 'e'},
                                        {"count", required_argument, NULL, 'n'},
                                        {"meta", no_argument, NULL, 1001},
+                                       {"avro-file", required_argument, NULL, 1003},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -263,6 +268,7 @@ static int consume_parse(int argc, char **argv, struct consume_args *a)
         case 'f': a->from_beginning = 1; break;
         case 'e': a->exit_at_end = 1; break;
         case 1001: a->meta = 1; break;
+        case 1003: a->avro_file = optarg; break;
         case 'n':
             a->count = strtol(optarg, &end, 10);
             if (*end || a->count < 1) {
@@ -298,7 +304,19 @@ static void print_record(const struct consume_args *a, const struct kq_msg *m,
     printf("\",\"value\":%s}\n", (const char *)json->data);
 }
 
-static int consume_loop(struct kq *q, struct codec *cd, const struct consume_args *a)
+/* --avro-file: the record as a transaction event appended to the file. */
+static int archive_record(struct codec *cd, struct codec_file *f, const struct kq_msg *m,
+                          struct err *e)
+{
+    struct txn_event ev;
+
+    if (codec_decode_txn(cd, m->payload, m->len, &ev, e))
+        return e->code;
+    return codec_file_write_txn(f, &ev, e);
+}
+
+static int consume_loop(struct kq *q, struct codec *cd, const struct consume_args *a,
+                        struct codec_file *f)
 {
     struct buf json;
     struct err e = {0};
@@ -315,12 +333,13 @@ static int consume_loop(struct kq *q, struct codec *cd, const struct consume_arg
         }
         if (!m)
             continue;
-        if (codec_to_json(cd, m->payload, m->len, &json, &e)) {
+        if (f ? archive_record(cd, f, m, &e) : codec_to_json(cd, m->payload, m->len, &json, &e)) {
             fprintf(stderr, "%s [%d] @ %lld: %s\n", m->topic, (int)m->partition,
                     (long long)m->offset, e.msg);
             bad++;
         } else {
-            print_record(a, m, &json);
+            if (!f)
+                print_record(a, m, &json);
             n++;
         }
         kq_msg_release(m);
@@ -336,6 +355,7 @@ int cmd_consume(int argc, char **argv)
     struct consume_args a = {0};
     struct err e = {0};
     struct codec *cd = NULL;
+    struct codec_file *f = NULL;
     struct kq *q = NULL;
     struct cfg *cf;
     int rc = consume_parse(argc, argv, &a);
@@ -355,8 +375,15 @@ int cmd_consume(int argc, char **argv)
     if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), &e)) || !(q = kq_open(&ko, &e))) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
+    } else if (a.avro_file && !(f = codec_file_open_write(cd, a.avro_file, &e))) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        rc = EXIT_USAGE;
     } else {
-        rc = consume_loop(q, cd, &a);
+        rc = consume_loop(q, cd, &a, f);
+        if (codec_file_close(f, &e)) {
+            fprintf(stderr, "error: %s\n", e.msg);
+            rc = EXIT_RUNTIME;
+        }
     }
     kq_close(q, 0, NULL);
     codec_close(cd);

@@ -13,5 +13,7 @@ int cmd_featurize(int argc, char **argv); /* cmd_featurize.c */
 int cmd_predict(int argc, char **argv);   /* cmd_predict.c */
 int cmd_model(int argc, char **argv);     /* cmd_predict.c: `model inspect FILE` */
 int cmd_config(int argc, char **argv);    /* cmd_config.c: `config show|check` */
+int cmd_replay(int argc, char **argv);    /* cmd_replay.c */
+int cmd_report(int argc, char **argv);    /* cmd_report.c */
 
 #endif

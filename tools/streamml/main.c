@@ -20,6 +20,8 @@ static const struct command commands[] = {
     {"predict", cmd_predict, "score a CSV with an XGBoost JSON model or a scorecard"},
     {"model", cmd_model, "model inspect FILE: what a model file holds"},
     {"config", cmd_config, "config show|check: the merged configuration"},
+    {"replay", cmd_replay, "backtest: a topic range or Avro files -> predictions (worker's code)"},
+    {"report", cmd_report, "backtest predictions + labels -> HTML report, metrics, gates"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -24,12 +24,11 @@
 #include "cli.h"
 #include "codec.h"
 #include "features.h"
-#include "gbdt.h"
 #include "kafka.h"
 #include "log.h"
 #include "pipeline.h"
-#include "scorecard.h"
 #include "state.h"
+#include "txn.h"
 
 #define WORKER "transactions"
 
@@ -57,9 +56,7 @@ struct worker {
     struct kq *q;
     struct codec *cd;
     struct state *st;
-    struct gbdt *gb;
-    struct card *card;
-    int *gmap, *cmap;              /* model feature i -> feature vector index */
+    struct txn_scorer *sc;         /* models: common/txn.c, shared with replay */
     size_t cap;                    /* batch capacity */
     struct kq_msg **msgs;
     struct txn_event *evs;
@@ -75,7 +72,6 @@ struct worker {
     struct state_put *puts;
     int *applied;
     float *xs;                     /* the batch's feature vectors */
-    float *xg, *xc;
     struct buf out, scratch;
     struct pending_ev *pending;
     size_t npending, pending_max;
@@ -84,8 +80,6 @@ struct worker {
     int budget_ms;
     struct counters n;
 };
-
-static const char *const decisions[3] = {"approve", "review", "decline"};
 
 /* ---- set-up ---- */
 
@@ -103,55 +97,12 @@ static void usage(FILE *out)
     cfg_help(out);
 }
 
-/* Model feature names -> indices into the txn-v1 vector; by position when
- * the model has no names (then its width must equal the vector's). */
-static int map_features(const char *what, size_t n, const char *(*name)(const void *, size_t),
-                        const void *model, int *map, struct err *e)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *nm = name(model, i);
-        int idx = nm ? feat_txn_index(nm) : (int)i;
-        if (!nm && n != FEAT_TXN_DIM)
-            return err_set(e, ERR_CONFIG, "%s: model has %zu unnamed features, %s has %d", what,
-                           n, FEAT_TXN_VERSION, FEAT_TXN_DIM);
-        if (idx < 0)
-            return err_set(e, ERR_CONFIG, "%s: model feature \"%s\" is not in %s", what, nm,
-                           FEAT_TXN_VERSION);
-        map[i] = idx;
-    }
-    return ERR_OK;
-}
-
-static const char *gb_name(const void *m, size_t i)
-{
-    return gbdt_feature_name(m, i);
-}
-
-static const char *card_fname(const void *m, size_t i)
-{
-    return card_feature_name(m, i);
-}
-
 static int open_models(struct worker *w, struct err *e)
 {
-    w->gb = gbdt_open(cfg_str(w->cf, "model.gbdt"), e);
-    if (!w->gb)
-        return e->code;
-    w->card = card_open(cfg_str(w->cf, "model.scorecard"), e);
-    if (!w->card)
-        return e->code;
-    w->gmap = calloc(gbdt_num_features(w->gb), sizeof(int));
-    w->cmap = calloc(card_num_features(w->card), sizeof(int));
-    w->xg = calloc(gbdt_num_features(w->gb), sizeof(float));
-    w->xc = calloc(card_num_features(w->card), sizeof(float));
-    if (!w->gmap || !w->cmap || !w->xg || !w->xc)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    if (map_features("model.gbdt", gbdt_num_features(w->gb), gb_name, w->gb, w->gmap, e) ||
-        map_features("model.scorecard", card_num_features(w->card), card_fname, w->card,
-                     w->cmap, e))
+    if (!(w->sc = txn_scorer_open(w->cf, e)))
         return e->code;
     log_info("models: gbdt %s (%zu trees), scorecard %s", cfg_str(w->cf, "model.gbdt"),
-             gbdt_num_trees(w->gb), cfg_str(w->cf, "model.scorecard"));
+             txn_scorer_num_trees(w->sc), cfg_str(w->cf, "model.scorecard"));
     return ERR_OK;
 }
 
@@ -250,16 +201,14 @@ static int worker_open(struct worker *w, struct err *e)
 static void worker_close(struct worker *w)
 {
     void *arrays[] = {w->msgs, w->evs, w->status, w->user_of, w->t_in, w->blobs, w->ust,
-                      w->udirty, w->uoff, w->upart, w->puts, w->applied, w->pending, w->xs,
-                      w->gmap, w->cmap, w->xg, w->xc};
+                      w->udirty, w->uoff, w->upart, w->puts, w->applied, w->pending, w->xs};
 
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
     pipe_entset_free(&w->users);
     buf_free(&w->out);
     buf_free(&w->scratch);
-    gbdt_close(w->gb);
-    card_close(w->card);
+    txn_scorer_close(w->sc);
     state_close(w->st);
     codec_close(w->cd);
 }
@@ -272,18 +221,11 @@ static void load_user_states(struct worker *w, size_t nusers, int ok)
 
     for (size_t u = 0; u < nusers; u++) {
         w->udirty[u] = 0;
-        w->upart[u] = ok && w->blobs[u].len ? w->blobs[u].partition : -1;
-        w->uoff[u] = ok && w->blobs[u].len ? w->blobs[u].offset : -1;
-        feat_state_init(&w->ust[u]);
-        if (ok && w->blobs[u].len &&
-            feat_state_decode(&w->ust[u], w->blobs[u].data, w->blobs[u].len, &e)) {
-            /* A corrupt entry is replaced, not propagated: counted and logged. */
+        if (txn_state_load(&w->ust[u], &w->upart[u], &w->uoff[u], w->blobs[u].data,
+                           ok ? w->blobs[u].len : 0, w->blobs[u].partition, w->blobs[u].offset,
+                           &e))
             log_error("state of user %s unreadable (%s): starting it afresh", w->users.ids[u],
                       e.msg);
-            feat_state_init(&w->ust[u]);
-            w->upart[u] = -1;
-            w->uoff[u] = -1;
-        }
     }
 }
 
@@ -367,12 +309,10 @@ static void drain_pending(struct worker *w)
         for (size_t i = 0; i < n; i++) {
             const struct pending_ev *p = &w->pending[i];
             int u = w->user_of[i];
-            if (w->upart[u] == p->pos.partition && w->uoff[u] >= p->pos.offset)
-                continue;
-            feat_state_update(&w->ust[u], &p->ev, &w->ust[u]);
-            w->udirty[u] = 1;
-            w->upart[u] = p->pos.partition;
-            w->uoff[u] = p->pos.offset;
+            float x[FEAT_TXN_DIM];
+            if (txn_step(&p->ev, p->pos.partition, p->pos.offset, &w->ust[u], &w->upart[u],
+                         &w->uoff[u], x))
+                w->udirty[u] = 1;
         }
         if (write_users(w))
             return;
@@ -419,7 +359,7 @@ static void decode_batch(struct worker *w, size_t n)
 
 /* Features from each user's state as it stood before the event; state
  * advanced in the batch's (= partition) order. */
-static void featurize_batch(struct worker *w, size_t n, int degraded)
+static void featurize_batch(struct worker *w, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         const struct kq_msg *m = w->msgs[i];
@@ -428,40 +368,13 @@ static void featurize_batch(struct worker *w, size_t n, int degraded)
 
         if (w->status[i] == EV_DEAD)
             continue;
-        feat_txn_build(&w->evs[i], &w->ust[u], x);
-        if (!degraded && w->upart[u] == m->partition && w->uoff[u] >= m->offset) {
+        /* Degraded: empty state at position -1, so never a redelivery. */
+        if (txn_step(&w->evs[i], m->partition, m->offset, &w->ust[u], &w->upart[u],
+                     &w->uoff[u], x))
+            w->udirty[u] = 1;
+        else
             w->status[i] = EV_REDELIVERED; /* already in the stored state */
-            continue;
-        }
-        feat_state_update(&w->ust[u], &w->evs[i], &w->ust[u]);
-        w->udirty[u] = 1;
-        w->upart[u] = m->partition;
-        w->uoff[u] = m->offset;
     }
-}
-
-static void score(struct worker *w, const float *x, struct txn_prediction *p)
-{
-    struct card_result r;
-    int d;
-
-    for (size_t j = 0; j < gbdt_num_features(w->gb); j++)
-        w->xg[j] = x[w->gmap[j]];
-    for (size_t j = 0; j < card_num_features(w->card); j++)
-        w->xc[j] = x[w->cmap[j]];
-    p->probability = gbdt_predict(w->gb, w->xg);
-    card_score(w->card, w->xc, &r);
-    p->score = r.score;
-    p->score_probability = r.probability;
-    d = p->probability >= cfg_double(w->cf, "decision.decline_threshold")  ? 2
-        : p->probability >= cfg_double(w->cf, "decision.review_threshold") ? 1
-                                                                            : 0;
-    snprintf(p->decision, sizeof(p->decision), "%s", decisions[d]);
-    w->n.decisions[d]++;
-    /* Reason codes explain adverse decisions only. */
-    p->n_reasons = d ? r.n_reasons : 0;
-    for (int k = 0; k < p->n_reasons; k++)
-        snprintf(p->reasons[k], sizeof(p->reasons[k]), "%s", r.reasons[k]);
 }
 
 static void emit(struct worker *w, size_t i, int degraded, int state_done)
@@ -471,21 +384,10 @@ static void emit(struct worker *w, size_t i, int degraded, int state_done)
     struct txn_prediction p;
     struct err e = {0};
 
-    memset(&p, 0, sizeof(p));
-    memcpy(p.event_id, w->evs[i].event_id, EV_ID_MAX);
-    memcpy(p.user_id, w->evs[i].user_id, EV_ID_MAX);
-    p.event_time_ms = w->evs[i].event_time_ms;
-    snprintf(p.model_name, sizeof(p.model_name), "%s", cfg_str(w->cf, "model.name"));
-    snprintf(p.model_version, sizeof(p.model_version), "%s", cfg_str(w->cf, "model.version"));
-    snprintf(p.feature_version, sizeof(p.feature_version), "%s", FEAT_TXN_VERSION);
-    score(w, x, &p);
-    snprintf(p.feature_hash, sizeof(p.feature_hash), "%016llx",
-             (unsigned long long)feat_hash(x, FEAT_TXN_DIM));
+    txn_prediction_init(&p, &w->evs[i], m->topic, m->partition, m->offset);
+    w->n.decisions[txn_score(w->sc, x, &p)]++;
     p.degraded = degraded;
     p.redelivered = w->status[i] == EV_REDELIVERED;
-    snprintf(p.src_topic, sizeof(p.src_topic), "%s", m->topic);
-    p.src_partition = m->partition;
-    p.src_offset = m->offset;
     p.latency_us = pipe_now_us() - w->t_in[i];
     buf_reset(&w->out);
     if (codec_encode_prediction(w->cd, &p, &w->out, &e) ||
@@ -508,7 +410,7 @@ static void process_batch(struct worker *w, size_t n)
 
     decode_batch(w, n);
     degraded = w->users.n ? read_users(w) : 0;
-    featurize_batch(w, n, degraded);
+    featurize_batch(w, n);
     state_ok = !degraded && write_users(w) == ERR_OK;
     for (size_t i = 0; i < n; i++) {
         if (w->status[i] == EV_DEAD)

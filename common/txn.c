@@ -1,0 +1,202 @@
+#include "txn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gbdt.h"
+#include "scorecard.h"
+
+struct txn_scorer {
+    struct gbdt *gb;
+    struct card *card;
+    int *gmap, *cmap; /* model feature i -> txn-v1 vector index */
+    float *xg, *xc;   /* scratch rows in each model's order */
+    double review, decline;
+    char name[64], version[32];
+};
+
+static const char *const decisions[3] = {"approve", "review", "decline"};
+
+const char *txn_decision_name(int d)
+{
+    return d >= 0 && d < 3 ? decisions[d] : "?";
+}
+
+int txn_decision_index(const char *name)
+{
+    for (int d = 1; d < 3; d++)
+        if (strcmp(name, decisions[d]) == 0)
+            return d;
+    return 0;
+}
+
+int txn_step(const struct txn_event *ev, int32_t partition, int64_t offset,
+             struct feat_state *s, int32_t *s_partition, int64_t *s_offset, float *x)
+{
+    feat_txn_build(ev, s, x);
+    if (*s_partition == partition && *s_offset >= offset)
+        return 0; /* already in the stored state */
+    feat_state_update(s, ev, s);
+    *s_partition = partition;
+    *s_offset = offset;
+    return 1;
+}
+
+int txn_state_load(struct feat_state *s, int32_t *s_partition, int64_t *s_offset,
+                   const unsigned char *blob, size_t len, int32_t partition, int64_t offset,
+                   struct err *e)
+{
+    feat_state_init(s);
+    *s_partition = len ? partition : -1;
+    *s_offset = len ? offset : -1;
+    if (len && feat_state_decode(s, blob, len, e)) {
+        /* Replaced, not propagated: the caller counts and logs it. */
+        feat_state_init(s);
+        *s_partition = -1;
+        *s_offset = -1;
+        return e->code;
+    }
+    return ERR_OK;
+}
+
+/* Model feature names -> indices into the txn-v1 vector; by position when
+ * the model has no names (then its width must equal the vector's). */
+static int map_features(const char *what, size_t n, const char *(*name)(const void *, size_t),
+                        const void *model, int *map, struct err *e)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *nm = name(model, i);
+        int idx = nm ? feat_txn_index(nm) : (int)i;
+        if (!nm && n != FEAT_TXN_DIM)
+            return err_set(e, ERR_CONFIG, "%s: model has %zu unnamed features, %s has %d", what,
+                           n, FEAT_TXN_VERSION, FEAT_TXN_DIM);
+        if (idx < 0)
+            return err_set(e, ERR_CONFIG, "%s: model feature \"%s\" is not in %s", what, nm,
+                           FEAT_TXN_VERSION);
+        map[i] = idx;
+    }
+    return ERR_OK;
+}
+
+static const char *gb_name(const void *m, size_t i)
+{
+    return gbdt_feature_name(m, i);
+}
+
+static const char *card_fname(const void *m, size_t i)
+{
+    return card_feature_name(m, i);
+}
+
+static int open_models(struct txn_scorer *s, const struct cfg *cf, struct err *e)
+{
+    if (!(s->gb = gbdt_open(cfg_str(cf, "model.gbdt"), e)) ||
+        !(s->card = card_open(cfg_str(cf, "model.scorecard"), e)))
+        return e->code;
+    s->gmap = calloc(gbdt_num_features(s->gb) + 1, sizeof(int));
+    s->cmap = calloc(card_num_features(s->card) + 1, sizeof(int));
+    s->xg = calloc(gbdt_num_features(s->gb) + 1, sizeof(float));
+    s->xc = calloc(card_num_features(s->card) + 1, sizeof(float));
+    if (!s->gmap || !s->cmap || !s->xg || !s->xc)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    if (map_features("model.gbdt", gbdt_num_features(s->gb), gb_name, s->gb, s->gmap, e) ||
+        map_features("model.scorecard", card_num_features(s->card), card_fname, s->card,
+                     s->cmap, e))
+        return e->code;
+    return ERR_OK;
+}
+
+struct txn_scorer *txn_scorer_open(const struct cfg *cf, struct err *e)
+{
+    struct txn_scorer *s = calloc(1, sizeof(*s));
+
+    if (!s) {
+        err_set(e, ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (open_models(s, cf, e)) {
+        txn_scorer_close(s);
+        return NULL;
+    }
+    s->review = cfg_double(cf, "decision.review_threshold");
+    s->decline = cfg_double(cf, "decision.decline_threshold");
+    snprintf(s->name, sizeof(s->name), "%s", cfg_str(cf, "model.name"));
+    snprintf(s->version, sizeof(s->version), "%s", cfg_str(cf, "model.version"));
+    return s;
+}
+
+void txn_scorer_close(struct txn_scorer *s)
+{
+    if (!s)
+        return;
+    gbdt_close(s->gb);
+    card_close(s->card);
+    free(s->gmap);
+    free(s->cmap);
+    free(s->xg);
+    free(s->xc);
+    free(s);
+}
+
+size_t txn_scorer_num_trees(const struct txn_scorer *s)
+{
+    return gbdt_num_trees(s->gb);
+}
+
+/* Bounded copy (truncates, always terminated): the hot path avoids
+ * snprintf("%s"), which dominated the cost of a prediction. */
+static void copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void hex64(char out[17], uint64_t h)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (int i = 15; i >= 0; i--, h >>= 4)
+        out[i] = digits[h & 15];
+    out[16] = '\0';
+}
+
+int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p)
+{
+    struct card_result r;
+    int d;
+
+    for (size_t j = 0; j < gbdt_num_features(s->gb); j++)
+        s->xg[j] = x[s->gmap[j]];
+    for (size_t j = 0; j < card_num_features(s->card); j++)
+        s->xc[j] = x[s->cmap[j]];
+    copy(p->model_name, sizeof(p->model_name), s->name);
+    copy(p->model_version, sizeof(p->model_version), s->version);
+    copy(p->feature_version, sizeof(p->feature_version), FEAT_TXN_VERSION);
+    p->probability = gbdt_predict(s->gb, s->xg);
+    card_score(s->card, s->xc, &r);
+    p->score = r.score;
+    p->score_probability = r.probability;
+    d = p->probability >= s->decline ? 2 : p->probability >= s->review ? 1 : 0;
+    copy(p->decision, sizeof(p->decision), decisions[d]);
+    /* Reason codes explain adverse decisions only. */
+    p->n_reasons = d ? r.n_reasons : 0;
+    for (int k = 0; k < p->n_reasons; k++)
+        copy(p->reasons[k], sizeof(p->reasons[k]), r.reasons[k]);
+    hex64(p->feature_hash, feat_hash(x, FEAT_TXN_DIM));
+    return d;
+}
+
+void txn_prediction_init(struct txn_prediction *p, const struct txn_event *ev,
+                         const char *src_topic, int32_t src_partition, int64_t src_offset)
+{
+    memset(p, 0, sizeof(*p));
+    memcpy(p->event_id, ev->event_id, EV_ID_MAX);
+    memcpy(p->user_id, ev->user_id, EV_ID_MAX);
+    p->event_time_ms = ev->event_time_ms;
+    copy(p->src_topic, sizeof(p->src_topic), src_topic ? src_topic : "");
+    p->src_partition = src_partition;
+    p->src_offset = src_offset;
+}

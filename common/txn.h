@@ -1,0 +1,65 @@
+/* common/txn.h: the transactions scoring step (prefix txn_).
+ *
+ * What the live worker, `streamml replay` and `streamml featurize` share
+ * beyond the feature module: one event's step against its user's state
+ * (features from the state before it, then the state advanced unless it
+ * already holds that event) and the scoring of a feature vector into a
+ * prediction (gbdt P(bad), scorecard points and reason codes, decision,
+ * feature hash). There is no other implementation of either anywhere.
+ *
+ * Ordering policy (online and offline alike): a user's state is advanced in
+ * the order its events arrive on their partition (offset order); an event
+ * older than the user's newest one is a late event and follows the late
+ * policy of feat_state_update (common/FEATURES.md). Nothing is re-sorted
+ * inside a partition, so a replay reproduces the worker's features exactly.
+ */
+#ifndef STREAMML_TXN_H
+#define STREAMML_TXN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "err.h"
+#include "event.h"
+#include "features.h"
+
+/* x = features of ev from the state before it. Then, unless the state
+ * already holds (partition, offset) (a redelivery: same partition, offset
+ * not newer), the state advances and its position moves there. Returns 1
+ * when applied, 0 for a redelivery. Pure. */
+int txn_step(const struct txn_event *ev, int32_t partition, int64_t offset,
+             struct feat_state *s, int32_t *s_partition, int64_t *s_offset, float *x);
+
+/* A user's state and the position of the last event applied to it from
+ * its stored blob (len 0: none, position -1/-1). A corrupt blob gives a
+ * fresh state and ERR_DECODE with the reason (the caller logs it). */
+int txn_state_load(struct feat_state *s, int32_t *s_partition, int64_t *s_offset,
+                   const unsigned char *blob, size_t len, int32_t partition, int64_t offset,
+                   struct err *e);
+
+struct txn_scorer;
+
+/* Loads model.gbdt and model.scorecard, maps their features to txn-v1 by
+ * name (by position when unnamed: then the width must be FEAT_TXN_DIM) and
+ * reads model.name, model.version and the decision.* thresholds. NULL with
+ * the culprit in *e (ERR_CONFIG for an unknown feature name). */
+struct txn_scorer *txn_scorer_open(const struct cfg *cf, struct err *e);
+void txn_scorer_close(struct txn_scorer *s); /* NULL-safe */
+size_t txn_scorer_num_trees(const struct txn_scorer *s);
+
+/* Fills p's model part from x[FEAT_TXN_DIM]: model name and version,
+ * feature version, probability, score, score_probability, decision, reason
+ * codes (review/decline only) and feature_hash. Returns the decision index
+ * (0 approve, 1 review, 2 decline). Not thread-safe (scratch rows). */
+int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p);
+
+/* p zeroed, then the event's ids, time and source position. */
+void txn_prediction_init(struct txn_prediction *p, const struct txn_event *ev,
+                         const char *src_topic, int32_t src_partition, int64_t src_offset);
+
+/* "approve", "review", "decline" for 0..2, and back (0 for anything else). */
+const char *txn_decision_name(int d);
+int txn_decision_index(const char *name);
+
+#endif

@@ -1,0 +1,342 @@
+/* tests/test_report.c: common/backtest.c against scikit-learn / scipy
+ * (tests/fixtures/report_cases.json, from make_report_fixtures.py), and
+ * `streamml report` end to end: join, HTML, summary, gates. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backtest.h"
+#include "stack.h"
+
+#define FIXTURE "tests/fixtures/report_cases.json"
+#define TOL 1e-9
+
+struct fx {
+    json_t *j;
+    double *p;
+    int *y, *gt, *gp;
+    size_t n, ng;
+    char dir[64];
+};
+
+static void ints(json_t *a, int **out, size_t *n)
+{
+    *n = json_array_size(a);
+    *out = calloc(*n, sizeof(int));
+    for (size_t i = 0; i < *n; i++)
+        (*out)[i] = (int)json_integer_value(json_array_get(a, i));
+}
+
+static int setup(void **st)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    json_error_t je;
+    json_t *p, *g;
+    size_t n2;
+
+    if (!(f->j = json_load_file(FIXTURE, 0, &je))) {
+        fprintf(stderr, "%s: %s\n", FIXTURE, je.text);
+        return -1;
+    }
+    p = json_object_get(f->j, "p");
+    f->n = json_array_size(p);
+    f->p = calloc(f->n, sizeof(double));
+    for (size_t i = 0; i < f->n; i++)
+        f->p[i] = json_number_value(json_array_get(p, i));
+    ints(json_object_get(f->j, "y"), &f->y, &n2);
+    g = json_object_get(f->j, "graded");
+    ints(json_object_get(g, "true"), &f->gt, &f->ng);
+    ints(json_object_get(g, "pred"), &f->gp, &n2);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/streamml-report-XXXXXX");
+    if (!mkdtemp(f->dir) || n2 != f->ng || f->n < 100)
+        return -1;
+    *st = f;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    struct fx *f = *st;
+    char cmd[128];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", f->dir);
+    json_decref(f->j);
+    free(f->p);
+    free(f->y);
+    free(f->gt);
+    free(f->gp);
+    free(f);
+    return 0;
+}
+
+static double num(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    assert_non_null(v);
+    return json_number_value(v);
+}
+
+static void near(double got, double want)
+{
+    if (!(fabs(got - want) <= TOL))
+        fail_msg("got %.17g, sklearn/scipy %.17g", got, want);
+}
+
+static void test_auc_gini_ks_brier_match_sklearn_scipy(void **st)
+{
+    struct fx *f = *st;
+    double auc = bt_auc(f->p, f->y, f->n);
+
+    near(auc, num(f->j, "auc"));
+    near(2 * auc - 1, num(f->j, "gini"));
+    near(bt_ks(f->p, f->y, f->n), num(f->j, "ks"));
+    near(bt_brier(f->p, f->y, f->n), num(f->j, "brier"));
+}
+
+static void test_precision_recall_approval_at_thresholds(void **st)
+{
+    struct fx *f = *st;
+    json_t *at = json_object_get(f->j, "at");
+
+    assert_int_equal(json_array_size(at), 2);
+    for (size_t i = 0; i < json_array_size(at); i++) {
+        json_t *c = json_array_get(at, i);
+        struct bt_at o;
+        bt_at(f->p, f->y, f->n, num(c, "threshold"), &o);
+        near(o.precision, num(c, "precision"));
+        near(o.recall, num(c, "recall"));
+        near(o.approval, num(c, "approval"));
+        assert_int_equal(o.tp + o.fp + o.fn + o.tn, f->n);
+    }
+}
+
+static void test_roc_curve_matches_sklearn_point_by_point(void **st)
+{
+    struct fx *f = *st;
+    double *fpr = calloc(f->n + 1, sizeof(double)), *tpr = calloc(f->n + 1, sizeof(double));
+    json_t *wf = json_object_get(f->j, "roc_fpr"), *wt = json_object_get(f->j, "roc_tpr");
+    size_t k;
+    struct err e = {0};
+
+    assert_int_equal(bt_roc(f->p, f->y, f->n, fpr, tpr, &k, &e), ERR_OK);
+    assert_int_equal(k, (size_t)json_integer_value(json_object_get(f->j, "roc_points")));
+    for (size_t i = 0; i < k; i++) {
+        near(fpr[i], json_number_value(json_array_get(wf, i)));
+        near(tpr[i], json_number_value(json_array_get(wt, i)));
+    }
+    free(fpr);
+    free(tpr);
+}
+
+static void test_calibration_matches_sklearn(void **st)
+{
+    struct fx *f = *st;
+    json_t *c = json_object_get(f->j, "calibration");
+    json_t *fp = json_object_get(c, "frac_pos"), *mp = json_object_get(c, "mean_pred");
+    double frac[10], mean[10];
+    size_t cnt[10], k, total = 0;
+    struct err e = {0};
+
+    assert_int_equal(bt_calibration(f->p, f->y, f->n, 10, frac, mean, cnt, &k, &e), ERR_OK);
+    assert_int_equal(k, json_array_size(fp));
+    for (size_t i = 0; i < k; i++) {
+        near(frac[i], json_number_value(json_array_get(fp, i)));
+        near(mean[i], json_number_value(json_array_get(mp, i)));
+        total += cnt[i];
+    }
+    assert_int_equal(total, f->n);
+}
+
+static void test_graded_qwk_confusion_referable_match_sklearn(void **st)
+{
+    struct fx *f = *st;
+    json_t *g = json_object_get(f->j, "graded"), *cm = json_object_get(g, "confusion");
+    int labels[BT_MAX_GRADES];
+    size_t k, m[BT_MAX_GRADES * BT_MAX_GRADES];
+    double sens, spec;
+    struct err e = {0};
+
+    near(bt_qwk(f->gt, f->gp, f->ng, &e), num(g, "qwk"));
+    assert_int_equal(bt_grades(f->gt, f->gp, f->ng, labels, &k, &e), ERR_OK);
+    assert_int_equal(k, json_array_size(json_object_get(g, "labels")));
+    assert_int_equal(bt_confusion(f->gt, f->gp, f->ng, labels, k, m, &e), ERR_OK);
+    for (size_t i = 0; i < k; i++)
+        for (size_t j = 0; j < k; j++)
+            assert_int_equal(m[i * k + j],
+                             json_integer_value(json_array_get(json_array_get(cm, i), j)));
+    bt_referable(f->gt, f->gp, f->ng, (int)num(g, "referable"), &sens, &spec);
+    near(sens, num(g, "sensitivity"));
+    near(spec, num(g, "specificity"));
+}
+
+static void test_undefined_metrics_are_nan_not_garbage(void **st)
+{
+    static const double p[] = {0.2, 0.4, 0.9};
+    static const int y[] = {1, 1, 1};
+    static const int same[] = {2, 2, 2};
+    double fpr[4], tpr[4];
+    size_t k;
+    struct bt_at o;
+    struct err e = {0};
+
+    (void)st;
+    assert_true(isnan(bt_auc(p, y, 3)));
+    assert_true(isnan(bt_ks(p, y, 3)));
+    assert_int_equal(bt_roc(p, y, 3, fpr, tpr, &k, &e), ERR_INVALID);
+    bt_at(p, y, 3, 0.95, &o);
+    assert_true(isnan(o.precision)); /* nothing flagged */
+    assert_true(isnan(bt_qwk(same, same, 3, &e))); /* one grade: no expected disagreement */
+    assert_true(isnan(bt_brier(p, y, 0)));
+}
+
+/* ---- the command ---- */
+
+static int run(const char *args, const char *out)
+{
+    char cmd[2048];
+    int rc;
+
+    snprintf(cmd, sizeof(cmd), "%s report %s > '%s' 2>&1", test_bin("streamml"), args, out);
+    rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *s;
+    long n;
+
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    rewind(f);
+    s = calloc((size_t)n + 1, 1);
+    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    return s;
+}
+
+/* Predictions as `streamml replay` writes them, labels as CSV, from the
+ * fixture; a duplicate prediction, an unlabelled one, a label without
+ * prediction. */
+static void write_inputs(struct fx *f, const char *preds, const char *labels)
+{
+    FILE *p = fopen(preds, "w"), *l = fopen(labels, "w");
+
+    assert_non_null(p);
+    assert_non_null(l);
+    fprintf(l, "event_id,label\n");
+    for (size_t i = 0; i < f->n; i++) {
+        fprintf(p, "{\"event_id\":\"r%zu\",\"user_id\":\"u\",\"probability\":%.17g,"
+                   "\"score\":600,\"decision\":\"approve\",\"features\":[1,null]}\n",
+                i, f->p[i]);
+        fprintf(l, "r%zu,%d\n", i, f->y[i]);
+    }
+    fprintf(p, "{\"event_id\":\"r0\",\"probability\":%.17g}\n", f->p[0]); /* duplicate */
+    fprintf(p, "{\"event_id\":\"nolabel\",\"probability\":0.5}\n");
+    fprintf(l, "nopred,1\n");
+    fclose(p);
+    fclose(l);
+}
+
+static void test_report_command_summary_html_and_gates(void **st)
+{
+    struct fx *f = *st;
+    char preds[128], labels[128], html[128], log[128], args[1024], want[64];
+    char *text;
+
+    snprintf(preds, sizeof(preds), "%s/p.jsonl", f->dir);
+    snprintf(labels, sizeof(labels), "%s/l.csv", f->dir);
+    snprintf(html, sizeof(html), "%s/r.html", f->dir);
+    snprintf(log, sizeof(log), "%s/log", f->dir);
+    write_inputs(f, preds, labels);
+
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s --gate 'auc>=0.7' --gate 'brier<0.5'", preds,
+             labels, html);
+    assert_int_equal(run(args, log), 0);
+    text = slurp(log);
+    snprintf(want, sizeof(want), "auc %.6f", num(f->j, "auc"));
+    assert_non_null(strstr(text, want));
+    assert_non_null(strstr(text, "joined 600"));
+    assert_non_null(strstr(text, "1 duplicate"));
+    assert_non_null(strstr(text, "1 unlabelled"));
+    assert_non_null(strstr(text, "gate auc>=0.7: pass"));
+    free(text);
+    text = slurp(html);
+    assert_non_null(strstr(text, "<svg"));
+    assert_non_null(strstr(text, "ROC"));
+    assert_non_null(strstr(text, "Calibration"));
+    /* Self-contained: nothing fetched, nothing run. */
+    assert_null(strstr(text, "http"));
+    assert_null(strstr(text, "src="));
+    assert_null(strstr(text, "<link"));
+    assert_null(strstr(text, "<script"));
+    free(text);
+
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s --gate 'auc>=0.9'", preds, labels, html);
+    assert_int_equal(run(args, log), 3);
+    text = slurp(log);
+    assert_non_null(strstr(text, "gate auc>=0.9: FAIL"));
+    free(text);
+
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s --gate 'auc>=x'", preds, labels, html);
+    assert_int_equal(run(args, log), 2);
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s --gate 'lift>=1'", preds, labels, html);
+    assert_int_equal(run(args, log), 2);
+    snprintf(args, sizeof(args), "-p %s/missing.jsonl -l %s -o %s", f->dir, labels, html);
+    assert_int_equal(run(args, log), 2);
+    text = slurp(log);
+    assert_non_null(strstr(text, "missing.jsonl"));
+    free(text);
+}
+
+static void test_report_refuses_bad_rows_naming_the_line(void **st)
+{
+    struct fx *f = *st;
+    char preds[128], labels[128], html[128], log[128], args[1024];
+    FILE *p;
+    char *text;
+
+    snprintf(preds, sizeof(preds), "%s/bad.jsonl", f->dir);
+    snprintf(labels, sizeof(labels), "%s/l.csv", f->dir);
+    snprintf(html, sizeof(html), "%s/r2.html", f->dir);
+    snprintf(log, sizeof(log), "%s/log2", f->dir);
+    p = fopen(preds, "w");
+    fprintf(p, "{\"event_id\":\"r1\",\"probability\":0.2}\n{\"event_id\":\"r2\","
+               "\"probability\":1.5}\n");
+    fclose(p);
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s", preds, labels, html);
+    assert_int_equal(run(args, log), 1);
+    text = slurp(log);
+    assert_non_null(strstr(text, "line 2"));
+    assert_non_null(strstr(text, "probability"));
+    free(text);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_auc_gini_ks_brier_match_sklearn_scipy),
+        cmocka_unit_test(test_precision_recall_approval_at_thresholds),
+        cmocka_unit_test(test_roc_curve_matches_sklearn_point_by_point),
+        cmocka_unit_test(test_calibration_matches_sklearn),
+        cmocka_unit_test(test_graded_qwk_confusion_referable_match_sklearn),
+        cmocka_unit_test(test_undefined_metrics_are_nan_not_garbage),
+        cmocka_unit_test(test_report_command_summary_html_and_gates),
+        cmocka_unit_test(test_report_refuses_bad_rows_naming_the_line),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

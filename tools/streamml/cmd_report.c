@@ -1,0 +1,855 @@
+/* streamml report: a backtest's predictions joined with labels -> one
+ * self-contained HTML file (inline SVG: ROC, score distribution by label,
+ * calibration) and a text summary; gates make CI fail a model.
+ *
+ * Every number comes from common/backtest.c (checked against scikit-learn
+ * and scipy in tests/test_report.c). Predictions are JSON lines as
+ * `streamml replay` writes them; labels are CSV or JSON lines keyed by
+ * event id, or the label field of transaction events on a topic.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backtest.h"
+#include "cli.h"
+#include "cmds.h"
+#include "codec.h"
+#include "replay.h"
+
+#define MAX_GATES 16
+#define LINE_MAX_BYTES (1024 * 1024)
+#define HIST_BINS 20
+#define EXIT_GATE 3
+
+struct gate {
+    char metric[32], op[3], text[64];
+    double value;
+};
+
+struct rep_args {
+    struct cli cli;
+    const char *preds, *labels, *labels_topic, *output;
+    struct gate gates[MAX_GATES];
+    int ngates, referable;
+};
+
+/* Labels by event id: open addressing over the ids (owned). */
+struct labels {
+    char **id;
+    int *label;
+    unsigned char *used; /* a prediction was joined to it */
+    size_t n, cap;
+    long *slot; /* -1 empty */
+    size_t nslots;
+};
+
+/* The joined rows. */
+struct joined {
+    double *p;
+    int *y, *grade;
+    size_t n, cap;
+    int graded;
+    long dup, unlabelled;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: streamml report -p PREDICTIONS (-l LABELS | --labels-topic T) [-o FILE]\n"
+            "                       [--gate METRIC>=X ...] [--referable N] [common options]\n\n"
+            "Joins a backtest's predictions with labels by event id and writes one\n"
+            "self-contained HTML report (inline SVG: ROC curve, score distribution by\n"
+            "label, calibration plot; metrics table) and a summary on stdout.\n\n"
+            "  -p, --predictions F  JSON lines from `streamml replay` (event_id,\n"
+            "                       probability; grade for graded outputs)\n"
+            "  -l, --labels F       CSV with event_id and label columns, or JSON lines\n"
+            "                       {\"event_id\":..,\"label\":..}; label 1 bad, 0 good\n"
+            "                       (a grade for graded outputs); empty or -1: unknown\n"
+            "      --labels-topic T the label field of the transaction events on T\n"
+            "                       (whole topic, assign() only)\n"
+            "  -o, --output F       HTML file (default backtest.html)\n"
+            "      --gate EXPR      auc, gini, ks, brier, qwk, sensitivity or specificity,\n"
+            "                       then >=, >, <= or <, then a number: \"auc>=0.8\".\n"
+            "                       Repeatable. A failed gate (or an undefined metric)\n"
+            "                       exits 3\n"
+            "      --referable N    graded outputs: grade >= N is referable (default 2)\n"
+            "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
+            "Metrics: AUC, Gini (2 AUC - 1), KS, Brier score, precision / recall /\n"
+            "approval rate at decision.review_threshold and decision.decline_threshold;\n"
+            "graded: quadratic weighted kappa, confusion matrix, sensitivity and\n"
+            "specificity of the referable flag. PSI against a training baseline needs\n"
+            "the monitoring baseline format (common/monitor.h), not part of this build.\n"
+            "Exit codes: 0 ok, 1 bad input or I/O, 2 usage, 3 a gate failed.\n");
+}
+
+static int parse_gate(const char *s, struct gate *g)
+{
+    static const char *const metrics[] = {"auc", "gini", "ks", "brier", "qwk",
+                                          "sensitivity", "specificity"};
+    size_t n = strcspn(s, "<>=");
+    const char *op = s + n;
+    char *end;
+    int known = 0;
+
+    if (n == 0 || n >= sizeof(g->metric))
+        return -1;
+    memcpy(g->metric, s, n);
+    g->metric[n] = '\0';
+    for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++)
+        known |= strcmp(g->metric, metrics[i]) == 0;
+    if (!known)
+        return -1;
+    if (strncmp(op, ">=", 2) == 0 || strncmp(op, "<=", 2) == 0) {
+        memcpy(g->op, op, 2);
+        g->op[2] = '\0';
+        op += 2;
+    } else if (*op == '>' || *op == '<') {
+        g->op[0] = *op++;
+        g->op[1] = '\0';
+    } else {
+        return -1;
+    }
+    g->value = strtod(op, &end);
+    if (end == op || *end || !isfinite(g->value))
+        return -1;
+    snprintf(g->text, sizeof(g->text), "%s", s);
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct rep_args *a)
+{
+    static const struct option lo[] = {{"predictions", required_argument, NULL, 'p'},
+                                       {"labels", required_argument, NULL, 'l'},
+                                       {"output", required_argument, NULL, 'o'},
+                                       {"labels-topic", required_argument, NULL, 1001},
+                                       {"gate", required_argument, NULL, 1002},
+                                       {"referable", required_argument, NULL, 1003},
+                                       CLI_LONGOPTS,
+                                       {NULL, 0, NULL, 0}};
+    int opt, r;
+    char *end;
+
+    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS "p:l:o:", lo, NULL)) != -1) {
+        if ((r = cli_opt(&a->cli, opt, optarg)) != 0) {
+            if (r < 0)
+                return EXIT_USAGE;
+            continue;
+        }
+        switch (opt) {
+        case 'p': a->preds = optarg; break;
+        case 'l': a->labels = optarg; break;
+        case 'o': a->output = optarg; break;
+        case 1001: a->labels_topic = optarg; break;
+        case 1002:
+            if (a->ngates == MAX_GATES || parse_gate(optarg, &a->gates[a->ngates])) {
+                fprintf(stderr, "error: --gate %s: expected METRIC>=X with METRIC one of auc, "
+                                "gini, ks, brier, qwk, sensitivity, specificity (at most %d)\n",
+                        optarg, MAX_GATES);
+                return EXIT_USAGE;
+            }
+            a->ngates++;
+            break;
+        case 1003:
+            a->referable = (int)strtol(optarg, &end, 10);
+            if (*end || end == optarg) {
+                fprintf(stderr, "error: --referable %s: expected an integer grade\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'h': usage(stdout); return -1;
+        case 'V': cli_version(stdout); return -1;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (!a->preds || (!a->labels == !a->labels_topic)) {
+        fprintf(stderr, "error: give --predictions and one of --labels, --labels-topic\n");
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+/* ---- labels ---- */
+
+static uint64_t hash_str(const char *p)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
+static long find_slot(const struct labels *l, const char *id)
+{
+    size_t mask = l->nslots - 1, i = hash_str(id) & mask;
+
+    while (l->slot[i] >= 0 && strcmp(l->id[l->slot[i]], id) != 0)
+        i = (i + 1) & mask;
+    return (long)i;
+}
+
+static int labels_grow(struct labels *l)
+{
+    size_t ncap = l->cap ? l->cap * 2 : 1024, nslots = ncap * 2;
+    char **id = realloc(l->id, ncap * sizeof(*id));
+    int *lab = id ? realloc(l->label, ncap * sizeof(*lab)) : NULL;
+    long *slot = malloc(nslots * sizeof(*slot));
+
+    if (id)
+        l->id = id;
+    if (lab)
+        l->label = lab;
+    if (!id || !lab || !slot) {
+        free(slot);
+        return ERR_NOMEM;
+    }
+    free(l->slot);
+    l->slot = slot;
+    l->nslots = nslots;
+    l->cap = ncap;
+    memset(l->slot, 0xff, nslots * sizeof(*slot));
+    for (size_t i = 0; i < l->n; i++)
+        l->slot[find_slot(l, l->id[i])] = (long)i;
+    return ERR_OK;
+}
+
+/* A later label for the same event id replaces the earlier one. */
+static int labels_put(struct labels *l, const char *id, int label, struct err *e)
+{
+    long s;
+
+    if (l->n == l->cap && labels_grow(l))
+        return err_set(e, ERR_NOMEM, "out of memory holding %zu labels", l->n);
+    s = find_slot(l, id);
+    if (l->slot[s] >= 0) {
+        l->label[l->slot[s]] = label;
+        return ERR_OK;
+    }
+    if (!(l->id[l->n] = strdup(id)))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    l->label[l->n] = label;
+    l->slot[s] = (long)l->n++;
+    return ERR_OK;
+}
+
+static long labels_find(const struct labels *l, const char *id)
+{
+    return l->n ? l->slot[find_slot(l, id)] : -1;
+}
+
+static void labels_free(struct labels *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->id[i]);
+    free(l->id);
+    free(l->label);
+    free(l->used);
+    free(l->slot);
+}
+
+/* "" or -1: unknown (skipped); else an integer. */
+static int parse_label(const char *s, size_t n, int *out)
+{
+    char tmp[32], *end;
+    long v;
+
+    if (n == 0)
+        return 1;
+    if (n >= sizeof(tmp))
+        return -1;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    v = strtol(tmp, &end, 10);
+    if (*end || v < -1 || v > 1000)
+        return -1;
+    *out = (int)v;
+    return v == -1;
+}
+
+/* Column index of name in a CSV header line, or -1. */
+static int csv_column(const char *line, const char *name)
+{
+    int col = 0;
+    size_t n = strlen(name);
+
+    for (const char *p = line;; col++) {
+        size_t len = strcspn(p, ",\r\n");
+        if (len == n && strncmp(p, name, n) == 0)
+            return col;
+        if (p[len] != ',')
+            return -1;
+        p += len + 1;
+    }
+}
+
+/* Field col of a CSV line (unquoted fields only). */
+static const char *csv_field(const char *line, int col, size_t *len)
+{
+    const char *p = line;
+
+    for (int c = 0; c < col; c++) {
+        p += strcspn(p, ",\r\n");
+        if (*p != ',')
+            return NULL;
+        p++;
+    }
+    *len = strcspn(p, ",\r\n");
+    return p;
+}
+
+static int label_line_json(struct labels *l, const char *line, size_t len, long no,
+                           const char *path, struct err *e)
+{
+    json_error_t je;
+    json_t *j = json_loadb(line, len, 0, &je), *id, *lab;
+    int rc = ERR_OK;
+
+    if (!j)
+        return err_set(e, ERR_DECODE, "%s: line %ld: %s", path, no, je.text);
+    id = json_object_get(j, "event_id");
+    lab = json_object_get(j, "label");
+    if (!json_is_string(id) || !(json_is_integer(lab) || json_is_null(lab) || !lab))
+        rc = err_set(e, ERR_DECODE, "%s: line %ld: needs event_id (string) and label (integer)",
+                     path, no);
+    else if (json_is_integer(lab) && json_integer_value(lab) != -1)
+        rc = labels_put(l, json_string_value(id), (int)json_integer_value(lab), e);
+    json_decref(j);
+    return rc;
+}
+
+static int label_line_csv(struct labels *l, char *line, int cid, int clab, long no,
+                          const char *path, struct err *e)
+{
+    size_t ni = 0, nl = 0;
+    const char *id = csv_field(line, cid, &ni), *lab = csv_field(line, clab, &nl);
+    int v, r;
+    char key[EV_ID_MAX];
+
+    if (strchr(line, '"'))
+        return err_set(e, ERR_DECODE, "%s: line %ld: quoted CSV fields are not supported", path,
+                       no);
+    if (!id || !lab || ni == 0 || ni >= sizeof(key))
+        return err_set(e, ERR_DECODE, "%s: line %ld: missing or over-long event_id or label",
+                       path, no);
+    if ((r = parse_label(lab, nl, &v)) < 0)
+        return err_set(e, ERR_DECODE, "%s: line %ld: label \"%.*s\" is not an integer", path, no,
+                       (int)nl, lab);
+    if (r == 1)
+        return ERR_OK;
+    memcpy(key, id, ni);
+    key[ni] = '\0';
+    return labels_put(l, key, v, e);
+}
+
+static int read_label_file(struct labels *l, const char *path, struct err *e)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long no = 0;
+    int rc = ERR_OK, csv = -1, cid = -1, clab = -1;
+
+    if (!f)
+        return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
+    while (rc == ERR_OK && (len = getline(&line, &cap, f)) >= 0) {
+        no++;
+        if (len > LINE_MAX_BYTES) {
+            rc = err_set(e, ERR_DECODE, "%s: line %ld longer than %d bytes", path, no,
+                         LINE_MAX_BYTES);
+            break;
+        }
+        if (len == 0 || line[0] == '\n' || line[0] == '\r')
+            continue;
+        if (csv < 0) {
+            csv = line[0] != '{';
+            if (csv) {
+                cid = csv_column(line, "event_id");
+                clab = csv_column(line, "label");
+                if (cid < 0 || clab < 0)
+                    rc = err_set(e, ERR_CONFIG, "%s: the CSV header needs event_id and label "
+                                                "columns", path);
+                continue;
+            }
+        }
+        rc = csv ? label_line_csv(l, line, cid, clab, no, path, e)
+                 : label_line_json(l, line, (size_t)len, no, path, e);
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+static int read_label_topic(struct labels *l, const struct rep_args *a, const struct cfg *cf,
+                            struct err *e)
+{
+    struct rp_bound edge = {RP_EDGE, 0};
+    struct codec *cd = NULL;
+    struct rp_topic *t;
+    struct rp_input *in = NULL;
+    const struct rp_rec *r;
+    size_t np;
+    const struct cfg_kv *kv = cfg_kafka(cf, &np);
+    int rc = ERR_OK;
+
+    if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), e)) ||
+        !(t = rp_topic_open(kv, np, a->labels_topic, &edge, &edge, NULL, 0, 0,
+                            e)) ||
+        !(in = rp_input_topic(cd, t, e)))
+        rc = e->code;
+    while (rc == ERR_OK && (rc = rp_input_next(in, &r, e)) == 1) {
+        rc = ERR_OK;
+        if (r->rc == ERR_OK && r->ev.label >= 0)
+            rc = labels_put(l, r->ev.event_id, r->ev.label, e);
+    }
+    rp_input_close(in);
+    codec_close(cd);
+    return rc;
+}
+
+/* ---- predictions ---- */
+
+static int joined_push(struct joined *j, double p, int y, int grade)
+{
+    if (j->n == j->cap) {
+        size_t cap = j->cap ? j->cap * 2 : 4096;
+        double *np = realloc(j->p, cap * sizeof(*np));
+        int *ny = np ? realloc(j->y, cap * sizeof(*ny)) : NULL;
+        int *ng = ny ? realloc(j->grade, cap * sizeof(*ng)) : NULL;
+        if (np)
+            j->p = np;
+        if (ny)
+            j->y = ny;
+        if (ng)
+            j->grade = ng;
+        if (!ng)
+            return ERR_NOMEM;
+        j->cap = cap;
+    }
+    j->p[j->n] = p;
+    j->y[j->n] = y;
+    j->grade[j->n] = grade;
+    j->n++;
+    return ERR_OK;
+}
+
+static int pred_line(struct labels *l, struct joined *j, const char *line, size_t len, long no,
+                     const char *path, struct err *e)
+{
+    json_error_t je;
+    json_t *o = json_loadb(line, len, 0, &je), *id, *pr, *gr;
+    long k;
+    int rc = ERR_OK;
+    double p = NAN;
+
+    if (!o)
+        return err_set(e, ERR_DECODE, "%s: line %ld: %s", path, no, je.text);
+    id = json_object_get(o, "event_id");
+    pr = json_object_get(o, "probability");
+    gr = json_object_get(o, "grade");
+    if (pr)
+        p = json_number_value(pr);
+    if (!json_is_string(id))
+        rc = err_set(e, ERR_DECODE, "%s: line %ld: no event_id string", path, no);
+    else if (!json_is_number(pr) || !(p >= 0 && p <= 1))
+        rc = err_set(e, ERR_DECODE, "%s: line %ld: probability must be a number in [0, 1]",
+                     path, no);
+    else if (gr && !json_is_integer(gr))
+        rc = err_set(e, ERR_DECODE, "%s: line %ld: grade must be an integer", path, no);
+    else if ((k = labels_find(l, json_string_value(id))) < 0)
+        j->unlabelled++;
+    else if (l->used[k])
+        j->dup++; /* a redelivered duplicate: the first one counts */
+    else if (!gr && l->label[k] != 0 && l->label[k] != 1)
+        rc = err_set(e, ERR_DECODE, "label of %s is %d: binary labels are 0 or 1 (a graded "
+                                    "prediction carries a grade)",
+                     json_string_value(id), l->label[k]);
+    else {
+        l->used[k] = 1;
+        j->graded |= gr != NULL;
+        rc = joined_push(j, p, l->label[k], gr ? (int)json_integer_value(gr) : -1);
+        if (rc)
+            err_set(e, ERR_NOMEM, "out of memory");
+    }
+    json_decref(o);
+    return rc;
+}
+
+static int read_predictions(struct labels *l, struct joined *j, const char *path, struct err *e)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long no = 0;
+    int rc = ERR_OK;
+
+    if (!f)
+        return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
+    if (!(l->used = calloc(l->n + 1, 1)))
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+    while (rc == ERR_OK && (len = getline(&line, &cap, f)) >= 0) {
+        no++;
+        if (len > LINE_MAX_BYTES)
+            rc = err_set(e, ERR_DECODE, "%s: line %ld longer than %d bytes", path, no,
+                         LINE_MAX_BYTES);
+        else if (len > 1)
+            rc = pred_line(l, j, line, (size_t)len, no, path, e);
+    }
+    free(line);
+    if (f != stdin)
+        fclose(f);
+    return rc;
+}
+
+/* ---- metrics ---- */
+
+struct results {
+    size_t n, pos;
+    double auc, gini, ks, brier, qwk, sens, spec;
+    struct bt_at at[2];
+    double *fpr, *tpr;
+    size_t nroc;
+    double frac[10], mean[10];
+    size_t cnt[10], ncal;
+    size_t hist[2][HIST_BINS];
+    int labels[BT_MAX_GRADES];
+    size_t ngrades, confusion[BT_MAX_GRADES * BT_MAX_GRADES];
+};
+
+static int compute(struct joined *j, const struct cfg *cf, int referable, struct results *r,
+                   struct err *e)
+{
+    int *y = j->y;
+
+    memset(r, 0, sizeof(*r));
+    r->n = j->n;
+    r->qwk = r->sens = r->spec = NAN;
+    if (j->n == 0)
+        return err_set(e, ERR_INVALID, "no prediction has a label: nothing to report");
+    if (j->graded) {
+        /* Truth is a grade: the binary outcome is the referable flag. */
+        y = malloc(j->n * sizeof(*y));
+        if (!y)
+            return err_set(e, ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < j->n; i++)
+            y[i] = j->y[i] >= referable;
+        r->qwk = bt_qwk(j->y, j->grade, j->n, e);
+        if (bt_grades(j->y, j->grade, j->n, r->labels, &r->ngrades, e) ||
+            bt_confusion(j->y, j->grade, j->n, r->labels, r->ngrades, r->confusion, e)) {
+            free(y);
+            return e->code;
+        }
+        bt_referable(j->y, j->grade, j->n, referable, &r->sens, &r->spec);
+    }
+    for (size_t i = 0; i < j->n; i++) {
+        int b = (int)(j->p[i] * HIST_BINS);
+        r->pos += y[i] != 0;
+        r->hist[y[i] != 0][b >= HIST_BINS ? HIST_BINS - 1 : b]++;
+    }
+    r->auc = bt_auc(j->p, y, j->n);
+    r->gini = 2 * r->auc - 1;
+    r->ks = bt_ks(j->p, y, j->n);
+    r->brier = bt_brier(j->p, y, j->n);
+    bt_at(j->p, y, j->n, cfg_double(cf, "decision.review_threshold"), &r->at[0]);
+    bt_at(j->p, y, j->n, cfg_double(cf, "decision.decline_threshold"), &r->at[1]);
+    r->fpr = calloc(j->n + 1, sizeof(double));
+    r->tpr = calloc(j->n + 1, sizeof(double));
+    if (!r->fpr || !r->tpr) {
+        if (y != j->y)
+            free(y);
+        return err_set(e, ERR_NOMEM, "out of memory");
+    }
+    if (r->pos && r->pos < j->n)
+        bt_roc(j->p, y, j->n, r->fpr, r->tpr, &r->nroc, e);
+    bt_calibration(j->p, y, j->n, 10, r->frac, r->mean, r->cnt, &r->ncal, e);
+    if (y != j->y)
+        free(y);
+    return ERR_OK;
+}
+
+static double metric(const struct results *r, const char *name)
+{
+    return strcmp(name, "auc") == 0           ? r->auc
+           : strcmp(name, "gini") == 0        ? r->gini
+           : strcmp(name, "ks") == 0          ? r->ks
+           : strcmp(name, "brier") == 0       ? r->brier
+           : strcmp(name, "qwk") == 0         ? r->qwk
+           : strcmp(name, "sensitivity") == 0 ? r->sens
+                                              : r->spec;
+}
+
+static int gate_passes(const struct gate *g, double v)
+{
+    if (isnan(v))
+        return 0; /* an undefined metric never passes */
+    return strcmp(g->op, ">=") == 0  ? v >= g->value
+           : strcmp(g->op, ">") == 0 ? v > g->value
+           : strcmp(g->op, "<=") == 0 ? v <= g->value
+                                      : v < g->value;
+}
+
+/* ---- HTML (self-contained: inline CSS and SVG, no scripts, no links) ---- */
+
+#define W 320.0
+#define H 240.0
+#define PAD 36.0
+
+static double sx(double v)
+{
+    return PAD + v * (W - 2 * PAD);
+}
+
+static double sy(double v)
+{
+    return H - PAD - v * (H - 2 * PAD);
+}
+
+static void svg_axes(FILE *o, const char *title, const char *xl, const char *yl)
+{
+    fprintf(o, "<svg width=\"%.0f\" height=\"%.0f\" "
+               "viewBox=\"0 0 %.0f %.0f\" role=\"img\"><title>%s</title>\n",
+            W, H, W, H, title);
+    fprintf(o, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+               "stroke=\"#999\"/>\n",
+            PAD, PAD, W - 2 * PAD, H - 2 * PAD);
+    fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\">%s</text>\n",
+            W / 2, PAD - 12, title);
+    fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n",
+            W / 2, H - 8, xl);
+    fprintf(o, "<text x=\"12\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" "
+               "transform=\"rotate(-90 12 %.1f)\">%s</text>\n",
+            H / 2, H / 2, yl);
+    for (int k = 0; k <= 4; k++) {
+        double v = k / 4.0;
+        fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"middle\">%.2g</text>"
+                   "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"end\">%.2g</text>\n",
+                sx(v), H - PAD + 12, v, PAD - 3, sy(v) + 3, v);
+    }
+}
+
+static void svg_diagonal(FILE *o)
+{
+    fprintf(o, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#bbb\" "
+               "stroke-dasharray=\"4 3\"/>\n",
+            sx(0), sy(0), sx(1), sy(1));
+}
+
+static void svg_roc(FILE *o, const struct results *r)
+{
+    size_t step = r->nroc > 600 ? r->nroc / 600 + 1 : 1; /* bounded file size */
+
+    svg_axes(o, "ROC curve", "false positive rate", "true positive rate");
+    svg_diagonal(o);
+    fprintf(o, "<polyline fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2\" points=\"");
+    for (size_t i = 0; i < r->nroc; i += step)
+        fprintf(o, "%.1f,%.1f ", sx(r->fpr[i]), sy(r->tpr[i]));
+    if (r->nroc)
+        fprintf(o, "%.1f,%.1f", sx(r->fpr[r->nroc - 1]), sy(r->tpr[r->nroc - 1]));
+    fprintf(o, "\"/></svg>\n");
+}
+
+static void svg_hist(FILE *o, const struct results *r)
+{
+    size_t tot[2] = {r->n - r->pos, r->pos};
+    double top = 0, bw = (W - 2 * PAD) / HIST_BINS;
+    static const char *const colour[2] = {"#2e86c1", "#c0392b"};
+
+    for (int c = 0; c < 2; c++)
+        for (int b = 0; b < HIST_BINS; b++)
+            if (tot[c] && (double)r->hist[c][b] / (double)tot[c] > top)
+                top = (double)r->hist[c][b] / (double)tot[c];
+    svg_axes(o, "Score distribution by label", "P(bad)", "share of class (scaled)");
+    for (int c = 0; c < 2; c++)
+        for (int b = 0; b < HIST_BINS && tot[c] && top > 0; b++) {
+            double h = (double)r->hist[c][b] / (double)tot[c] / top;
+            fprintf(o, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\" "
+                       "fill-opacity=\"0.45\"/>\n",
+                    sx(0) + b * bw, sy(h), bw, sy(0) - sy(h), colour[c]);
+        }
+    fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">good (%zu)</text>"
+               "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">bad (%zu)</text></svg>\n",
+            sx(0.62), sy(0.92), colour[0], tot[0], sx(0.62), sy(0.84), colour[1], tot[1]);
+}
+
+static void svg_calibration(FILE *o, const struct results *r)
+{
+    svg_axes(o, "Calibration", "mean predicted P(bad)", "observed share bad");
+    svg_diagonal(o);
+    fprintf(o, "<polyline fill=\"none\" stroke=\"#27ae60\" stroke-width=\"2\" points=\"");
+    for (size_t i = 0; i < r->ncal; i++)
+        fprintf(o, "%.1f,%.1f ", sx(r->mean[i]), sy(r->frac[i]));
+    fprintf(o, "\"/>\n");
+    for (size_t i = 0; i < r->ncal; i++)
+        fprintf(o, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#27ae60\"><title>%zu events"
+                   "</title></circle>\n",
+                sx(r->mean[i]), sy(r->frac[i]), r->cnt[i]);
+    fprintf(o, "</svg>\n");
+}
+
+static void html_escape(FILE *o, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '<')
+            fputs("&lt;", o);
+        else if (*s == '>')
+            fputs("&gt;", o);
+        else if (*s == '&')
+            fputs("&amp;", o);
+        else if (*s == '"')
+            fputs("&quot;", o);
+        else
+            fputc(*s, o);
+    }
+}
+
+static void html_row(FILE *o, const char *name, double v)
+{
+    fprintf(o, "<tr><td>%s</td><td>", name);
+    if (isnan(v))
+        fputs("n/a", o);
+    else
+        fprintf(o, "%.6f", v);
+    fputs("</td></tr>\n", o);
+}
+
+static void html_tables(FILE *o, const struct results *r, const struct joined *j)
+{
+    fputs("<table><tr><th>metric</th><th>value</th></tr>\n", o);
+    fprintf(o, "<tr><td>events joined</td><td>%zu (%zu bad)</td></tr>\n", r->n, r->pos);
+    html_row(o, "AUC", r->auc);
+    html_row(o, "Gini (2 AUC - 1)", r->gini);
+    html_row(o, "KS", r->ks);
+    html_row(o, "Brier score", r->brier);
+    for (int k = 0; k < 2; k++) {
+        char name[64];
+        snprintf(name, sizeof(name), "precision at %.3g", r->at[k].threshold);
+        html_row(o, name, r->at[k].precision);
+        snprintf(name, sizeof(name), "recall at %.3g", r->at[k].threshold);
+        html_row(o, name, r->at[k].recall);
+        snprintf(name, sizeof(name), "approval rate at %.3g", r->at[k].threshold);
+        html_row(o, name, r->at[k].approval);
+    }
+    fputs("<tr><td>PSI (features, score)</td><td>not computed: needs the monitoring "
+          "baseline (common/monitor.h)</td></tr>\n", o);
+    if (j->graded) {
+        html_row(o, "quadratic weighted kappa", r->qwk);
+        html_row(o, "sensitivity (referable)", r->sens);
+        html_row(o, "specificity (referable)", r->spec);
+    }
+    fputs("</table>\n", o);
+    if (!j->graded)
+        return;
+    fputs("<h2>Confusion matrix (rows: truth, columns: predicted grade)</h2><table><tr><th></th>",
+          o);
+    for (size_t c = 0; c < r->ngrades; c++)
+        fprintf(o, "<th>%d</th>", r->labels[c]);
+    fputs("</tr>\n", o);
+    for (size_t a = 0; a < r->ngrades; a++) {
+        fprintf(o, "<tr><th>%d</th>", r->labels[a]);
+        for (size_t c = 0; c < r->ngrades; c++)
+            fprintf(o, "<td>%zu</td>", r->confusion[a * r->ngrades + c]);
+        fputs("</tr>\n", o);
+    }
+    fputs("</table>\n", o);
+}
+
+static int write_html(const char *path, const struct rep_args *a, const struct results *r,
+                      const struct joined *j, struct err *e)
+{
+    FILE *o = fopen(path, "w");
+
+    if (!o)
+        return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
+    fputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>streamml backtest"
+          "</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
+          "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+          "svg{margin:0 1em 1em 0}</style></head><body>\n<h1>Backtest report</h1>\n<p>"
+          "Predictions: ", o);
+    html_escape(o, a->preds);
+    fputs("<br>Labels: ", o);
+    html_escape(o, a->labels ? a->labels : a->labels_topic);
+    fprintf(o, "<br>%zu joined, %ld duplicate prediction(s) ignored, %ld unlabelled</p>\n", r->n,
+            j->dup, j->unlabelled);
+    html_tables(o, r, j);
+    svg_roc(o, r);
+    svg_hist(o, r);
+    svg_calibration(o, r);
+    fputs("</body></html>\n", o);
+    if (ferror(o) | fclose(o))
+        return err_set(e, ERR_IO, "%s: write error", path);
+    return ERR_OK;
+}
+
+/* ---- summary and gates ---- */
+
+static int summary(const struct rep_args *a, const struct results *r, const struct joined *j,
+                   size_t nlabels, size_t label_only)
+{
+    int failed = 0;
+
+    printf("report: joined %zu predictions with labels (%zu bad); %ld duplicate, %ld "
+           "unlabelled, %zu of %zu labels without prediction\n",
+           r->n, r->pos, j->dup, j->unlabelled, label_only, nlabels);
+    printf("auc %.6f  gini %.6f  ks %.6f  brier %.6f\n", r->auc, r->gini, r->ks, r->brier);
+    for (int k = 0; k < 2; k++)
+        printf("at %.3g: precision %.6f  recall %.6f  approval %.6f\n", r->at[k].threshold,
+               r->at[k].precision, r->at[k].recall, r->at[k].approval);
+    if (j->graded)
+        printf("qwk %.6f  sensitivity %.6f  specificity %.6f (referable: grade >= %d)\n", r->qwk,
+               r->sens, r->spec, a->referable);
+    printf("psi: not computed (needs the monitoring baseline, common/monitor.h)\n");
+    for (int g = 0; g < a->ngates; g++) {
+        double v = metric(r, a->gates[g].metric);
+        int ok = gate_passes(&a->gates[g], v);
+        printf("gate %s: %s (%.6f)\n", a->gates[g].text, ok ? "pass" : "FAIL", v);
+        failed |= !ok;
+    }
+    return failed;
+}
+
+int cmd_report(int argc, char **argv)
+{
+    struct rep_args a = {.output = "backtest.html", .referable = 2};
+    struct labels l = {0};
+    struct joined j = {0};
+    struct results r = {0};
+    struct err e = {0};
+    struct cfg *cf = NULL;
+    size_t label_only = 0;
+    int rc = parse_args(argc, argv, &a), failed = 0;
+
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if (!(cf = cli_load(&a.cli, "report")))
+        return EXIT_USAGE;
+    rc = a.labels ? read_label_file(&l, a.labels, &e) : read_label_topic(&l, &a, cf, &e);
+    if (rc == ERR_OK)
+        rc = read_predictions(&l, &j, a.preds, &e);
+    if (rc == ERR_OK)
+        rc = compute(&j, cf, a.referable, &r, &e);
+    if (rc == ERR_OK)
+        rc = write_html(a.output, &a, &r, &j, &e);
+    if (rc == ERR_OK) {
+        for (size_t i = 0; i < l.n; i++)
+            label_only += !l.used[i];
+        failed = summary(&a, &r, &j, l.n, label_only);
+        printf("wrote %s\n", a.output);
+    }
+    free(r.fpr);
+    free(r.tpr);
+    free(j.p);
+    free(j.y);
+    free(j.grade);
+    labels_free(&l);
+    cfg_free(cf);
+    if (rc) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        return rc == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    return failed ? EXIT_GATE : EXIT_OK;
+}
