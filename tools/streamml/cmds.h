@@ -13,5 +13,6 @@ int cmd_featurize(int argc, char **argv); /* cmd_featurize.c */
 int cmd_predict(int argc, char **argv);   /* cmd_predict.c */
 int cmd_model(int argc, char **argv);     /* cmd_predict.c: `model inspect FILE` */
 int cmd_config(int argc, char **argv);    /* cmd_config.c: `config show|check` */
+int cmd_profile(int argc, char **argv);   /* cmd_profile.c: monitoring baseline */
 
 #endif

@@ -20,6 +20,7 @@ static const struct command commands[] = {
     {"predict", cmd_predict, "score a CSV with an XGBoost JSON model or a scorecard"},
     {"model", cmd_model, "model inspect FILE: what a model file holds"},
     {"config", cmd_config, "config show|check: the merged configuration"},
+    {"profile", cmd_profile, "feature CSV + model -> monitoring baseline JSON"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
