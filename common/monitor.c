@@ -1,5 +1,9 @@
 #include "monitor_int.h"
 
+#include "codec.h"
+#include "kafka.h"
+#include "log.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -281,6 +285,7 @@ struct mon {
     struct scored *labels, *lab_tmp;
     size_t nlab, lab_next, lab_cap;
     int64_t windows, win_start, win_end, win_events;
+    int status_logged;              /* last overall status logged (1 DEGRADED) */
 };
 
 static int slice_alloc(struct slice *s, size_t nf)
@@ -803,4 +808,79 @@ int mon_alert_json(const struct mon_alert *a, const char *worker, const char *mo
         return err_set(e, ERR_NOMEM, "alert JSON exceeds %zu bytes", cap);
     out[n] = '\0';
     return ERR_OK;
+}
+
+/* ---- worker glue ---- */
+
+struct mon *mon_open_cfg(const struct cfg *c, const char *const *names, size_t n,
+                         struct err *e)
+{
+    const char *path = cfg_str(c, "monitor.baseline");
+    struct mon_baseline *b;
+    struct mon_opts o;
+    struct mon *m;
+
+    err_clear(e);
+    if (!*path)
+        return NULL;
+    if (!(b = mon_baseline_load(path, e))) {
+        err_wrap(e, "monitor.baseline");
+        return NULL;
+    }
+    mon_opts_from_cfg(c, &o);
+    if (!(m = mon_open(&o, b, names, n, e))) {
+        err_wrap(e, "monitor.baseline %s", path);
+        return NULL;
+    }
+    log_info("monitoring %zu features against %s: window %lld events / %lld ms in %d slices",
+             m->nf, path, (long long)o.window_events, (long long)o.window_ms, o.slices);
+    return m;
+}
+
+static int publish_one(const struct mon_alert *a, struct kq *q, struct codec *cd,
+                       const struct mon_ident *id, int64_t now_ms, struct err *e)
+{
+    char json[2048];
+    struct buf out;
+    int rc;
+
+    if (mon_alert_json(a, id->worker, id->model, id->model_version, now_ms, json, sizeof(json),
+                       e))
+        return e->code;
+    buf_init(&out, 0);
+    rc = codec_from_json(cd, CODEC_ALERT, json, strlen(json), &out, e);
+    if (rc == ERR_OK)
+        rc = kq_produce(q, id->topic, id->worker, strlen(id->worker), out.data, out.len, NULL, e);
+    buf_free(&out);
+    return rc;
+}
+
+size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
+                        const struct mon_ident *id, int64_t now_ms)
+{
+    size_t n, failed = 0;
+    const struct mon_alert *a;
+    struct err e = {0};
+
+    if (!mon_tick(m, now_ms))
+        return 0;
+    a = mon_alerts(m, &n);
+    for (size_t i = 0; i < n; i++) {
+        char msg[256];
+        alert_message(&a[i], msg, sizeof(msg));
+        if (a[i].to == MON_OK)
+            log_info("alert: %s", msg);
+        else
+            log_warn("alert: %s", msg);
+        if (publish_one(&a[i], q, cd, id, now_ms, &e)) {
+            log_error("alert not sent to %s: %s", id->topic, e.msg);
+            failed++;
+        }
+    }
+    mon_alerts_clear(m);
+    if (mon_degraded(m) != m->status_logged) {
+        m->status_logged = mon_degraded(m);
+        log_warn("worker status: %s", m->status_logged ? "DEGRADED" : "HEALTHY");
+    }
+    return failed;
 }

@@ -198,4 +198,26 @@ int mon_alert_json(const struct mon_alert *a, const char *worker, const char *mo
                    const char *model_version, int64_t emitted_ms, char *out, size_t cap,
                    struct err *e);
 
+/* ---- worker glue ---- */
+
+struct kq;
+struct codec;
+
+/* Who alerts are from, and where they go. */
+struct mon_ident {
+    const char *worker, *model, *model_version, *topic;
+};
+
+/* Monitor from the configuration (monitor.* keys; the baseline named by
+ * monitor.baseline). Monitoring off (monitor.baseline empty): NULL with
+ * e->code == ERR_OK. Otherwise NULL with the reason on failure. */
+struct mon *mon_open_cfg(const struct cfg *c, const char *const *names, size_t n,
+                         struct err *e);
+/* mon_tick, then each pending alert is logged and produced to id->topic as
+ * an Avro AlertEvent (schemas/alert_event.avsc), keyed by the worker name;
+ * the alerts are cleared. A change of overall status (HEALTHY/DEGRADED) is
+ * logged. Returns the number of alerts that could not be sent (each logged). */
+size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
+                        const struct mon_ident *id, int64_t now_ms);
+
 #endif

@@ -27,6 +27,7 @@
 #include "gbdt.h"
 #include "kafka.h"
 #include "log.h"
+#include "monitor.h"
 #include "pipeline.h"
 #include "scorecard.h"
 #include "state.h"
@@ -83,6 +84,9 @@ struct worker {
     int64_t next_retry_us;
     int budget_ms;
     struct counters n;
+    struct mon *mon;               /* NULL: monitoring off (no monitor.baseline) */
+    struct mon_ident mid;
+    int64_t batch_ms;              /* wall clock of the batch, for the monitor */
 };
 
 static const char *const decisions[3] = {"approve", "review", "decline"};
@@ -239,7 +243,10 @@ static int worker_open(struct worker *w, struct err *e)
     w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
     if (!w->cd || open_models(w, e) || open_state(w, e) || open_kafka(w, e))
         return e->code;
-    return ERR_OK;
+    w->mid = (struct mon_ident){WORKER, cfg_str(w->cf, "model.name"),
+                                cfg_str(w->cf, "model.version"), cfg_str(w->cf, "monitor.topic")};
+    w->mon = mon_open_cfg(w->cf, feat_txn_names(), FEAT_TXN_DIM, e);
+    return w->mon || !e->code ? ERR_OK : e->code;
 }
 
 static void worker_close(struct worker *w)
@@ -257,6 +264,7 @@ static void worker_close(struct worker *w)
     card_close(w->card);
     state_close(w->st);
     codec_close(w->cd);
+    mon_close(w->mon);
 }
 
 /* ---- state: read once per batch, write once per batch ---- */
@@ -388,6 +396,8 @@ static void dead_letter(struct worker *w, size_t i, const struct err *why)
 
     w->status[i] = EV_DEAD;
     w->n.dead++;
+    if (w->mon)
+        mon_observe_dead(w->mon, w->batch_ms);
     if (pipe_dead_letter(w->q, w->cd, &w->scratch, cfg_str(w->cf, "dlq.topic"), WORKER,
                          w->msgs[i], why, &e))
         log_error("dead letter not sent (offset will not be committed): %s", e.msg);
@@ -491,6 +501,8 @@ static void emit(struct worker *w, size_t i, int degraded, int state_done)
         return;
     }
     w->n.predictions++;
+    if (w->mon)
+        mon_observe(w->mon, x, p.probability, p.latency_us, degraded, w->batch_ms);
     w->n.degraded += (uint64_t)degraded;
     w->n.redelivered += (uint64_t)p.redelivered;
     if (state_done)
@@ -501,6 +513,7 @@ static void process_batch(struct worker *w, size_t n)
 {
     int degraded, state_ok;
 
+    w->batch_ms = pipe_wall_ms();
     decode_batch(w, n);
     degraded = w->users.n ? read_users(w) : 0;
     featurize_batch(w, n, degraded);
@@ -573,6 +586,8 @@ static int run(struct worker *w)
             w->n.messages += n;
             last_input = pipe_now_us();
         }
+        if (w->mon)
+            mon_tick_publish(w->mon, w->q, w->cd, &w->mid, pipe_wall_ms());
         if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
             break;
         if ((max_msgs && w->n.messages >= max_msgs) ||
