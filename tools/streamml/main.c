@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"model", cmd_model, "model inspect FILE: what a model file holds"},
     {"config", cmd_config, "config show|check: the merged configuration"},
     {"profile", cmd_profile, "feature CSV + model -> monitoring baseline JSON"},
+    {"alerts", cmd_alerts, "follow the monitoring topic: one line per alert"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
