@@ -35,6 +35,10 @@ struct kq_opts {
     const struct cfg_kv *props;  /* librdkafka passthrough (from cfg_kafka) */
     size_t n_props;
     const char *client_id;
+    /* Optional: librdkafka's statistics JSON of the consumer, every
+     * statistics.interval.ms (default 5000 when set), on the polling thread. */
+    void (*stats_cb)(const char *json, size_t len, void *opaque);
+    void *stats_opaque;
 };
 
 /* Position of an input message, enough to acknowledge it after release. */
@@ -80,6 +84,8 @@ void kq_ack(struct kq *q, const struct kq_pos *pos, int what);
 /* Serves delivery reports (and the consumer's callbacks) for up to
  * timeout_ms. ERR_FATAL if a delivery failed for good. */
 int kq_serve(struct kq *q, int timeout_ms, struct err *e);
+/* Partitions currently assigned to the consumer. */
+size_t kq_assigned(const struct kq *q);
 /* Input messages polled but not fully acknowledged yet. */
 size_t kq_inflight(const struct kq *q);
 /* With assign_all: 1 once every partition has reached its end. */

@@ -858,7 +858,7 @@ static int publish_one(const struct mon_alert *a, struct kq *q, struct codec *cd
 size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
                         const struct mon_ident *id, int64_t now_ms)
 {
-    size_t n, failed = 0;
+    size_t n, sent = 0;
     const struct mon_alert *a;
     struct err e = {0};
 
@@ -872,15 +872,15 @@ size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
             log_info("alert: %s", msg);
         else
             log_warn("alert: %s", msg);
-        if (publish_one(&a[i], q, cd, id, now_ms, &e)) {
+        if (publish_one(&a[i], q, cd, id, now_ms, &e))
             log_error("alert not sent to %s: %s", id->topic, e.msg);
-            failed++;
-        }
+        else
+            sent++;
     }
     mon_alerts_clear(m);
     if (mon_degraded(m) != m->status_logged) {
         m->status_logged = mon_degraded(m);
         log_warn("worker status: %s", m->status_logged ? "DEGRADED" : "HEALTHY");
     }
-    return failed;
+    return sent;
 }

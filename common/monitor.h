@@ -216,7 +216,7 @@ struct mon *mon_open_cfg(const struct cfg *c, const char *const *names, size_t n
 /* mon_tick, then each pending alert is logged and produced to id->topic as
  * an Avro AlertEvent (schemas/alert_event.avsc), keyed by the worker name;
  * the alerts are cleared. A change of overall status (HEALTHY/DEGRADED) is
- * logged. Returns the number of alerts that could not be sent (each logged). */
+ * logged. Returns the number of alerts handed to Kafka (a failure is logged). */
 size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
                         const struct mon_ident *id, int64_t now_ms);
 
