@@ -549,7 +549,9 @@ static void push_alert(struct mon *m, enum mon_check kind, const char *feature,
     a = &m->alerts[m->nalerts++];
     *a = (struct mon_alert){.check = kind, .feature = feature, .from = from, .to = to,
                             .observed = r->observed,
-                            .threshold = top == MON_CRITICAL ? r->crit_obs : r->warn_obs,
+                            /* the threshold crossed; RESOLVED: back under warning */
+                            .threshold = to != MON_OK && top == MON_CRITICAL ? r->crit_obs
+                                                                              : r->warn_obs,
                             .baseline = r->baseline, .window_start_ms = m->win_start,
                             .window_end_ms = m->win_end, .window_events = m->win_events};
 }
