@@ -77,3 +77,6 @@ echo "| events/s (median of 3: ${rates[*]}) | $med |"
 echo "| worker CPU, last run (incl. start-up) | ${last_cpu} s = $($PY -c "print(round($last_cpu/$N*1e6, 1))") us/event |"
 echo "| worker peak RSS, last run | ${last_rss} MB |"
 } | tee -a "$out"
+
+# Monitoring cost (issue 4): monitor + metrics per event, worker off vs on.
+{ echo; BUILD="$BUILD" N="$N" bench/monitoring.sh; } | tee -a "$out"
