@@ -87,6 +87,7 @@ bench: deps-check
 
 models: all
 	$(PY) models/train.py --streamml $(BUILD)/streamml --data ../shared/data/credit_data.csv --out models
+	$(PY) models/baseline.py --streamml $(BUILD)/streamml --events models/demo_events.jsonl --out models
 
 lint:
 	clang-format --dry-run --Werror common/*.[ch] workers/*/*.c tools/streamml/*.[ch] tests/*.c

@@ -136,3 +136,6 @@ echo "| events/s (median of 3: ${rrates[*]}; target >= 300,000) | $rmed |"
 echo "| CPU, last run, both threads | ${rcpu} s = $($PY -c "print(round($rcpu/$RN*1e6, 2))") us/event |"
 echo "| load average when measured | $(cut -d' ' -f1-3 /proc/loadavg) |"
 } | tee -a "$out"
+
+# Monitoring cost (issue 4): monitor + metrics per event, worker off vs on.
+{ echo; BUILD="$BUILD" N="$N" bench/monitoring.sh; } | tee -a "$out"

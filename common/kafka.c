@@ -37,6 +37,8 @@ struct kq {
     int paused;                /* kq_pause: every assigned partition paused */
     char fatal_msg[256];
     struct kq_stats st;
+    void (*stats_cb)(const char *json, size_t len, void *opaque);
+    void *stats_opaque;
 };
 
 const char *kq_version(void)
@@ -285,6 +287,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         log_info("rebalance: assigned %d partition(s)%s", parts->cnt,
                  q->paused ? ", paused" : "");
         rd_kafka_assign(rk, parts);
+        q->n_assigned = (size_t)parts->cnt;
         if (q->paused)
             rd_kafka_pause_partitions(rk, parts);
         return;
@@ -299,6 +302,19 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     for (int i = 0; i < parts->cnt; i++)
         track_drop(q, parts->elems[i].topic, parts->elems[i].partition);
     rd_kafka_assign(rk, NULL);
+    q->n_assigned = 0;
+}
+
+/* librdkafka statistics (statistics.interval.ms), served on the polling
+ * thread; handed to the owner's callback (monitoring: consumer lag). */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct kq *q = opaque;
+
+    (void)rk;
+    if (q->stats_cb)
+        q->stats_cb(json, len, q->stats_opaque);
+    return 0; /* librdkafka frees json */
 }
 
 /* ---- open ---- */
@@ -323,6 +339,8 @@ static rd_kafka_conf_t *make_conf(struct kq *q, const struct kq_opts *o, int con
     if (consumer) {
         rc |= conf_set(conf, "auto.offset.reset", "earliest", "default", e);
         rc |= conf_set(conf, "enable.auto.commit", o->assign_all ? "false" : "true", "default", e);
+        if (o->stats_cb)
+            rc |= conf_set(conf, "statistics.interval.ms", "5000", "default", e);
     } else {
         rc |= conf_set(conf, "enable.idempotence", "true", "default", e);
         rc |= conf_set(conf, "linger.ms", "5", "default", e);
@@ -350,6 +368,8 @@ static rd_kafka_conf_t *make_conf(struct kq *q, const struct kq_opts *o, int con
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     if (!consumer)
         rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    if (consumer && o->stats_cb)
+        rd_kafka_conf_set_stats_cb(conf, stats_cb);
     return conf;
 }
 
@@ -449,6 +469,8 @@ struct kq *kq_open(const struct kq_opts *o, struct err *e)
     }
     q->assign_all = o->assign_all;
     q->from_beginning = o->from_beginning;
+    q->stats_cb = o->stats_cb;
+    q->stats_opaque = o->stats_opaque;
     for (size_t i = 0; i < o->n_topics; i++)
         if (!(q->topics[q->n_topics++] = strdup(o->topics[i])))
             goto fail;
@@ -616,6 +638,11 @@ int kq_pause(struct kq *q, int paused, struct err *e)
 int kq_paused(const struct kq *q)
 {
     return q->paused;
+}
+
+size_t kq_assigned(const struct kq *q)
+{
+    return q->n_assigned;
 }
 
 size_t kq_inflight(const struct kq *q)

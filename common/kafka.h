@@ -35,6 +35,10 @@ struct kq_opts {
     const struct cfg_kv *props;  /* librdkafka passthrough (from cfg_kafka) */
     size_t n_props;
     const char *client_id;
+    /* Optional: librdkafka's statistics JSON of the consumer, every
+     * statistics.interval.ms (default 5000 when set), on the polling thread. */
+    void (*stats_cb)(const char *json, size_t len, void *opaque);
+    void *stats_opaque;
 };
 
 /* Position of an input message, enough to acknowledge it after release. */
@@ -87,6 +91,8 @@ int kq_serve(struct kq *q, int timeout_ms, struct err *e);
  * worker's own bounded queues are full (e.g. a long Redis outage). */
 int kq_pause(struct kq *q, int paused, struct err *e);
 int kq_paused(const struct kq *q);
+/* Partitions currently assigned to the consumer. */
+size_t kq_assigned(const struct kq *q);
 /* Input messages polled but not fully acknowledged yet. */
 size_t kq_inflight(const struct kq *q);
 /* With assign_all: 1 once every partition has reached its end. */

@@ -15,5 +15,7 @@ int cmd_model(int argc, char **argv);     /* cmd_predict.c: `model inspect FILE`
 int cmd_config(int argc, char **argv);    /* cmd_config.c: `config show|check` */
 int cmd_replay(int argc, char **argv);    /* cmd_replay.c */
 int cmd_report(int argc, char **argv);    /* cmd_report.c */
+int cmd_profile(int argc, char **argv);   /* cmd_profile.c: monitoring baseline */
+int cmd_alerts(int argc, char **argv);    /* cmd_alerts.c: follow the monitoring topic */
 
 #endif

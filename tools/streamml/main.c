@@ -22,6 +22,8 @@ static const struct command commands[] = {
     {"config", cmd_config, "config show|check: the merged configuration"},
     {"replay", cmd_replay, "backtest: a topic range or Avro files -> predictions (worker's code)"},
     {"report", cmd_report, "backtest predictions + labels -> HTML report, metrics, gates"},
+    {"profile", cmd_profile, "feature CSV + model -> monitoring baseline JSON"},
+    {"alerts", cmd_alerts, "follow the monitoring topic: one line per alert"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

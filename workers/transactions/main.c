@@ -26,6 +26,8 @@
 #include "features.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
+#include "monitor.h"
 #include "pipeline.h"
 #include "state.h"
 #include "txn.h"
@@ -79,6 +81,10 @@ struct worker {
     int64_t next_retry_us;
     int budget_ms;
     struct counters n;
+    struct mon *mon;               /* NULL: monitoring off (no monitor.baseline) */
+    struct mon_ident mid;
+    int64_t batch_ms;              /* wall clock of the batch, for the monitor */
+    struct metrics *mx;            /* NULL: metrics.port = 0 */
 };
 
 /* ---- set-up ---- */
@@ -173,6 +179,8 @@ static int open_kafka(struct worker *w, struct err *e)
 
     ko.props = cfg_kafka(w->cf, &np);
     ko.n_props = np;
+    ko.stats_cb = w->mx ? metrics_kafka_stats : NULL; /* consumer lag */
+    ko.stats_opaque = w->mx;
     w->q = kq_open(&ko, e);
     if (!w->q)
         return e->code;
@@ -193,9 +201,18 @@ static int worker_open(struct worker *w, struct err *e)
     if (alloc_batch(w))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", w->cap);
     w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
-    if (!w->cd || open_models(w, e) || open_state(w, e) || open_kafka(w, e))
+    struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER,
+                              cfg_str(w->cf, "model.name"), cfg_str(w->cf, "model.version"), 0};
+    if (!w->cd || open_models(w, e) || open_state(w, e))
         return e->code;
-    return ERR_OK;
+    if (!(w->mx = metrics_open(&mo, e)) && e->code)
+        return e->code;
+    if (open_kafka(w, e))
+        return e->code;
+    w->mid = (struct mon_ident){WORKER, cfg_str(w->cf, "model.name"),
+                                cfg_str(w->cf, "model.version"), cfg_str(w->cf, "monitor.topic")};
+    w->mon = mon_open_cfg(w->cf, feat_txn_names(), FEAT_TXN_DIM, e);
+    return w->mon || !e->code ? ERR_OK : e->code;
 }
 
 static void worker_close(struct worker *w)
@@ -211,6 +228,8 @@ static void worker_close(struct worker *w)
     txn_scorer_close(w->sc);
     state_close(w->st);
     codec_close(w->cd);
+    mon_close(w->mon);
+    metrics_close(w->mx);
 }
 
 /* ---- state: read once per batch, write once per batch ---- */
@@ -333,6 +352,9 @@ static void dead_letter(struct worker *w, size_t i, const struct err *why)
 
     w->status[i] = EV_DEAD;
     w->n.dead++;
+    if (w->mon)
+        mon_observe_dead(w->mon, w->batch_ms);
+    metrics_add(w->mx, METRICS_DEAD_LETTERS, 1);
     if (pipe_dead_letter(w->q, w->cd, &w->scratch, cfg_str(w->cf, "dlq.topic"), WORKER,
                          w->msgs[i], why, &e))
         log_error("dead letter not sent (offset will not be committed): %s", e.msg);
@@ -398,6 +420,11 @@ static void emit(struct worker *w, size_t i, int degraded, int state_done)
         return;
     }
     w->n.predictions++;
+    if (w->mon)
+        mon_observe(w->mon, x, p.probability, p.latency_us, degraded, w->batch_ms);
+    metrics_add(w->mx, METRICS_PREDICTIONS, 1);
+    metrics_add(w->mx, METRICS_DEGRADED, (uint64_t)degraded);
+    metrics_observe_latency(w->mx, p.latency_us);
     w->n.degraded += (uint64_t)degraded;
     w->n.redelivered += (uint64_t)p.redelivered;
     if (state_done)
@@ -408,6 +435,7 @@ static void process_batch(struct worker *w, size_t n)
 {
     int degraded, state_ok;
 
+    w->batch_ms = pipe_wall_ms();
     decode_batch(w, n);
     degraded = w->users.n ? read_users(w) : 0;
     featurize_batch(w, n);
@@ -486,6 +514,11 @@ static int run(struct worker *w)
             w->n.messages += n;
             last_input = pipe_now_us();
         }
+        if (w->mon)
+            metrics_add(w->mx, METRICS_ALERTS,
+                        mon_tick_publish(w->mon, w->q, w->cd, &w->mid, pipe_wall_ms()));
+        metrics_add(w->mx, METRICS_EVENTS, n);
+        metrics_worker_tick(w->mx, w->mon, kq_assigned(w->q), !w->redis_down, 1);
         if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
             break;
         if ((max_msgs && w->n.messages >= max_msgs) ||

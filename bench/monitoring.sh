@@ -1,0 +1,73 @@
+#!/bin/bash
+# Monitoring cost: per-event cost of the monitor and metrics (bench_monitor),
+# then one worker end to end with monitoring off and on (monitor.baseline +
+# metrics.port), alternating, 3 runs each; events/s as in run.sh (first to
+# N-th prediction). Figures, never pass/fail. Prints markdown.
+set -euo pipefail
+BUILD=${BUILD:-build}
+N=${N:-100000}
+PY=/usr/bin/python3
+SM="$BUILD/streamml"
+BASE=models/credit_gbdt.baseline.json
+tmp=$(mktemp -d /tmp/streamml-benchmon-XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT INT TERM
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+[ -s "$BUILD/bench/xgb500.json" ] || $PY bench/make_model.py "$SM" "$BUILD/bench/xgb500.json" >/dev/null
+echo "Monitoring cost per event (bench_monitor, 200,000 vectors, median of 5):"
+echo
+"$BUILD/bench/bench_monitor" "$BASE" "$(free_port)" 2>/dev/null
+
+$PY - "$N" > "$tmp/events.jsonl" <<'PYEOF'
+import json, sys
+n = int(sys.argv[1]); t = 1_700_000_000_000
+for i in range(n):
+    t += 1000
+    print(json.dumps({"event_id": f"b{i}", "user_id": f"u{(i * 7919) % 20000}", "event_time": t,
+                      "amount": 500 + i % 2000, "income": 80 + i % 200, "expenses": 40 + i % 50,
+                      "term_months": 12 + 12 * (i % 5), "age": 20 + i % 50, "home": "rent"}))
+PYEOF
+
+run_once() { # $1 = off|on; prints events/s and CPU us/event
+    "$SM" broker --topics transactions:32,predictions.transactions:32,transactions.dlq:2,monitoring:1 \
+        --bootstrap-file "$tmp/bs" >"$tmp/broker.log" 2>&1 &
+    local bpid=$!; pids+=($bpid)
+    local rport; rport=$(free_port)
+    redis-server --port "$rport" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no >/dev/null 2>&1 &
+    local rpid=$!; pids+=($rpid)
+    for _ in $(seq 100); do [ -s "$tmp/bs" ] && redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    local bs; bs=$(cat "$tmp/bs")
+    "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error 2>/dev/null
+    local mon=()
+    [ "$1" = on ] && mon=(-X monitor.baseline="$BASE" -X metrics.port="$(free_port)")
+    "$BUILD/streamml-transactions" -b "$bs" -X redis.port="$rport" -X model.gbdt="$BUILD/bench/xgb500.json" \
+        "${mon[@]}" --log-level error 2>"$tmp/worker.log" &
+    local wpid=$!; pids+=($wpid)
+    "$SM" consume -b "$bs" -t predictions.transactions -f -n 1 --log-level error >/dev/null 2>&1
+    local t0; t0=$(date +%s.%N)
+    "$SM" consume -b "$bs" -t predictions.transactions -f -n "$N" --log-level error >/dev/null 2>&1
+    local t1; t1=$(date +%s.%N)
+    local cpu; cpu=$(awk '{print ($14+$15)/100}' /proc/$wpid/stat)
+    kill "$wpid" "$bpid" "$rpid"; wait "$wpid" "$bpid" "$rpid" 2>/dev/null || true
+    rm -f "$tmp/bs"
+    echo "$($PY -c "print(round($N/($t1-$t0)))") $($PY -c "print(round($cpu/$N*1e6, 1))")"
+}
+
+off=(); on=(); coff=(); con=()
+for rep in 1 2 3; do
+    read -r r c < <(run_once off); off+=("$r"); coff+=("$c")
+    read -r r c < <(run_once on); on+=("$r"); con+=("$c")
+done
+med() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+moff=$(med "${off[@]}"); mon_=$(med "${on[@]}")
+echo
+echo "One worker end to end, $N preloaded events, 500-tree model, Redis state, runs alternating:"
+echo
+echo "| monitoring | events/s (median of 3) | runs | worker CPU us/event (median) |"
+echo "|---|---:|---|---:|"
+echo "| off | $moff | ${off[*]} | $(med "${coff[@]}") |"
+echo "| on (37-feature baseline + /metrics) | $mon_ | ${on[*]} | $(med "${con[@]}") |"
+echo
+echo "Throughput with monitoring on: $($PY -c "print(round(100*$mon_/$moff, 1))")% of off."
