@@ -609,7 +609,7 @@ static int fetch_writer(struct codec *c, int32_t id, struct slot **out, struct e
         return err_set(e, ERR_RETRY, "schema id %" PRId32 ": out of memory", id);
     }
     s->id = id;
-    snprintf(s->file, sizeof(s->file), "registry id %" PRId32, id);
+    snprintf(s->file, sizeof(s->file), "registry schema %" PRId32, id);
     if (load_schema_text(s, copy, strlen(copy), s->file, e)) {
         slot_free(s);
         free(s);
@@ -1208,8 +1208,8 @@ static int resolve(struct codec *c, struct slot *w, struct err *e)
             note_partial_fields(w, r);
         else {
             r->incompatible = true;
-            snprintf(r->why, sizeof(r->why), "writer schema %s (id %" PRId32 ") cannot be read as %s: %s",
-                     w->file, w->id, rd->file, why.msg);
+            snprintf(r->why, sizeof(r->why), "writer schema id %" PRId32 " (%s) cannot be read as %s: %s",
+                     w->id, w->file, rd->file, why.msg);
         }
     }
     if (r->incompatible)
@@ -1306,8 +1306,8 @@ static int read_txn(struct codec *c, struct slot *w, avro_value_t **rec,
             *map = w->res->txn;
             if (avro_value_read(c->reader, &w->res->rw_value))
                 return err_set(e, ERR_DECODE,
-                               "writer schema %s (id %" PRId32 ") cannot be read as %s%s%s: %s",
-                               w->file, w->id, rd->file, *w->res->partial ? ", field " : "",
+                               "writer schema id %" PRId32 " (%s) cannot be read as %s%s%s: %s",
+                               w->id, w->file, rd->file, *w->res->partial ? ", field " : "",
                                w->res->partial, avro_strerror());
             return ERR_OK;
         }

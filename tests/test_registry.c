@@ -403,7 +403,7 @@ static void test_incompatible_writers_are_decode_errors(void **state)
     assert_int_equal(codec_decode_txn(f->c, f->out.data, f->out.len, &ev, &f->e), ERR_DECODE);
     if (!strstr(f->e.msg, "cannot be read"))
         fail_msg("%s", f->e.msg);
-    assert_non_null(strstr(f->e.msg, "transaction_event_badtype.avsc (id 7) cannot be read as "
+    assert_non_null(strstr(f->e.msg, "writer schema id 7 (transaction_event_badtype.avsc) cannot be read as "
                                      "transaction_event.avsc"));
     assert_non_null(strstr(f->e.msg, "field amount"));
     assert_string_equal(ev.event_id, "");

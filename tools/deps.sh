@@ -10,6 +10,9 @@ python3 python3-numpy python3-xgboost python3-sklearn python3-scipy python3-torc
 python3-torchvision python3-onnx python3-confluent-kafka python3-redis python3-yaml"
 # Schema Registry issue: Apache Avro's Python reader, the reference for schema resolution.
 PKGS="$PKGS python3-avro"
+# Deployment issue: Debian's docker-compose 1.29 validates docker-compose.yml without an
+# engine (`docker-compose config -q`); with --no-install-recommends it is Python only.
+PKGS="$PKGS docker-compose"
 
 missing=""
 for p in $PKGS; do
