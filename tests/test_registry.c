@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cfg.h"
 #include "codec.h"
 #include "features.h"
 #include "regserver.h"
@@ -317,6 +318,48 @@ static void test_bad_urls_are_config_errors(void **state)
     }
 }
 
+/* Configuration: the password only from the environment or a file, never
+ * -X; it reaches the registry (basic auth) and never `config show`. */
+static void test_config_password_file_reaches_the_registry(void **state)
+{
+    struct fx *f = *state;
+    struct test_registry *srv = test_registry_start(0, "svc", "pw-from-file");
+    char *text = fixture("transaction_event.avsc"), pwfile[128], kv[300];
+    int id = test_registry_add(srv, "transactions-value", text);
+    struct cfg *c = cfg_new();
+    const char *got;
+    FILE *pf;
+    char *dump = NULL;
+    size_t dump_len = 0;
+
+    assert_non_null(srv);
+    assert_non_null(c);
+    assert_null(reg_open_cfg(c, &f->e)); /* no url: no registry, no error */
+    assert_int_equal(f->e.code, ERR_OK);
+    assert_int_equal(cfg_set_arg(c, "schema.registry.password=x", &f->e), ERR_CONFIG);
+    snprintf(pwfile, sizeof(pwfile), "%s/sr_pw", f->dir);
+    assert_non_null(pf = fopen(pwfile, "w"));
+    fputs("pw-from-file\n", pf);
+    fclose(pf);
+    snprintf(kv, sizeof(kv), "schema.registry.url=%s", test_registry_url(srv));
+    assert_int_equal(cfg_set_arg(c, kv, &f->e), 0);
+    assert_int_equal(cfg_set_arg(c, "schema.registry.user=svc", &f->e), 0);
+    snprintf(kv, sizeof(kv), "schema.registry.password_file=%s", pwfile);
+    assert_int_equal(cfg_set_arg(c, kv, &f->e), 0);
+    assert_int_equal(cfg_finish(c, &f->e), 0);
+    f->reg = reg_open_cfg(c, &f->e);
+    assert_non_null(f->reg);
+    assert_int_equal(reg_schema_by_id(f->reg, id, &got, &f->e), ERR_OK);
+    FILE *out = open_memstream(&dump, &dump_len);
+    cfg_dump(c, out);
+    fclose(out);
+    assert_null(strstr(dump, "pw-from-file"));
+    free(dump);
+    cfg_free(c);
+    test_registry_free(srv);
+    free(text);
+}
+
 /* ---- evolution in the codec ---- */
 
 static void assert_same_event(const struct txn_event *a, const struct txn_event *b, int row)
@@ -570,6 +613,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_next_url_is_tried_when_one_is_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_urls_are_config_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_password_file_reaches_the_registry, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_old_and_new_writers_decode_as_python_resolves, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_incompatible_writers_are_decode_errors, setup,
