@@ -80,6 +80,12 @@ static void test_command_lines_are_those_of_commands_txt(void **state)
     check("commands");
 }
 
+static void test_dockerfile_is_multi_stage_non_root(void **state)
+{
+    (void)state;
+    check("dockerfile");
+}
+
 static void test_dashboard_and_scrape_configuration(void **state)
 {
     (void)state;
@@ -256,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_k8s_manifests_are_well_formed),
         cmocka_unit_test(test_command_lines_are_those_of_commands_txt),
         cmocka_unit_test(test_dashboard_and_scrape_configuration),
+        cmocka_unit_test(test_dockerfile_is_multi_stage_non_root),
         cmocka_unit_test(test_config_files_load),
         cmocka_unit_test(test_transactions_command_line_runs),
         cmocka_unit_test(test_other_command_lines_parse),

@@ -6,12 +6,14 @@
   tools/check_deploy.py k8s              deploy/k8s: kubeconform-style structural checks
   tools/check_deploy.py commands         worker command lines = deploy/commands.txt everywhere
   tools/check_deploy.py dashboard        Grafana dashboard + Prometheus scrape configuration
+  tools/check_deploy.py dockerfile       stages, non-root user, runtime packages, COPY sources
   tools/check_deploy.py conf-files DIR   writes the configuration files to validate with the
                                          real loader (tests/test_deploy.c runs `streamml config`)
 
 Exit status: 0 ok, 1 a check failed (each failure printed), 77 skipped (tool missing).
 Run from the repository root. Needs python3-yaml.
 """
+import glob
 import json
 import os
 import re
@@ -349,6 +351,47 @@ def check_dashboard():
             yaml.safe_load(f)
 
 
+def check_dockerfile():
+    """Multi-stage debian:12 -> debian:12-slim, non-root, runtime stage without -dev
+    packages, every COPY source present, the worker command lines' programs built."""
+    with open("Dockerfile") as f:
+        text = f.read().replace("\\\n", " ")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
+    stages, cur = [], None
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "FROM":
+            image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), "?"), words[1])
+            cur = {"image": image, "lines": []}
+            stages.append(cur)
+        elif cur is not None:
+            cur["lines"].append(words)
+    if len(stages) != 2 or stages[0]["image"] != "debian:12" or stages[1]["image"] != "debian:12-slim":
+        fail("Dockerfile: expected a debian:12 build stage and a debian:12-slim run stage, got %s"
+             % [st["image"] for st in stages])
+        return
+    run = stages[1]["lines"]
+    users = [w[1] for w in run if w[0] == "USER"]
+    if not users or users[-1].split(":")[0] in ("0", "root"):
+        fail("Dockerfile: the run stage must end as a non-root USER")
+    for w in run:
+        if w[0] == "RUN" and any(x.endswith("-dev") or x == "build-essential" for x in w):
+            fail("Dockerfile: the run stage installs build packages: %s" % " ".join(w))
+    for st in stages:
+        for w in st["lines"]:
+            if w[0] == "COPY" and not any(x.startswith("--from") for x in w):
+                for src in w[1:-1]:
+                    if not glob.glob(src):
+                        fail("Dockerfile: COPY source %s does not exist" % src)
+    progs = {argv[0] for argv in commands().values()}
+    if "streamml" in progs and "build/streamml" not in text:
+        fail("Dockerfile: does not build streamml")
+    if "workers/*/" not in text:
+        fail("Dockerfile: does not build every worker (workers/*/)")
+
+
 def conf_files(out):
     """The image's file and the ConfigMap's, for the real loader to validate."""
     os.makedirs(out, exist_ok=True)
@@ -365,7 +408,8 @@ def main():
         return 2
     what = sys.argv[1]
     checks = {"compose": check_compose, "compose-config": check_compose_config, "k8s": check_k8s,
-              "commands": check_commands, "dashboard": check_dashboard}
+              "commands": check_commands, "dashboard": check_dashboard,
+              "dockerfile": check_dockerfile}
     if what == "conf-files" and len(sys.argv) == 3:
         conf_files(sys.argv[2])
     elif what in checks:
