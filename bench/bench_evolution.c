@@ -106,8 +106,8 @@ int main(int argc, char **argv)
 {
     static struct msg m[MAX_MSGS];
     static const char *const writers[] = {"reader", "v0", "v2"};
-    static const char *const what[] = {"own schema (read directly)",
-                                       "older producer (resolved)", "newer producer (resolved)"};
+    static const char *const what[] = {"own schema (read directly)", "older producer (resolved)",
+                                       "newer producer (resolved)"};
     char dir[] = "/tmp/streamml-bench-XXXXXX", cmd[100];
     int rounds = argc > 1 ? atoi(argv[1]) : 5000, n = load(m, MAX_MSGS);
     struct err e = {0};

@@ -142,9 +142,9 @@ enum { TXN_NFIELDS = 28 };
 struct resolved {
     bool incompatible;
     char why[200];
-    bool identical;                /* writer == reader: read directly */
-    char partial[160];             /* fields with a writer union branch we cannot read */
-    avro_schema_t proj;            /* reader restricted to the writer's fields */
+    bool identical;     /* writer == reader: read directly */
+    char partial[160];  /* fields with a writer union branch we cannot read */
+    avro_schema_t proj; /* reader restricted to the writer's fields */
     avro_value_iface_t *proj_iface, *rw_iface;
     avro_value_t proj_value, rw_value;
     bool has_proj_value, has_rw_value;
@@ -152,22 +152,22 @@ struct resolved {
 };
 
 struct slot {
-    int32_t id;                    /* 0: none yet (registry mode, unregistered) */
-    char file[64];                 /* file name, or "registry id N" */
-    char *text;                    /* the schema as given (registering) */
+    int32_t id;    /* 0: none yet (registry mode, unregistered) */
+    char file[64]; /* file name, or "registry schema N" */
+    char *text;    /* the schema as given (registering) */
     avro_schema_t schema;
     json_t *doc; /* the .avsc as JSON: avro-c drops defaults */
     avro_value_iface_t *iface;
     avro_value_t value; /* reused for every message of this schema */
     bool has_value;
     struct vprog *prog;
-    struct resolved *res;          /* into the txn reader, made on first use */
+    struct resolved *res; /* into the txn reader, made on first use */
 };
 
 struct codec {
     struct slot slot[MAX_SLOTS];
     int nslots;
-    struct reg *reg;               /* borrowed; NULL: ids from schemas/ids */
+    struct reg *reg;              /* borrowed; NULL: ids from schemas/ids */
     struct slot *wr[MAX_WRITERS]; /* fetched from the registry, by id */
     int nwr;
     int known[CODEC_NSCHEMAS]; /* slot index of each well-known schema */
@@ -757,8 +757,7 @@ static char *slurp(const char *path, size_t *len, struct err *e)
 
 /* Parses, compiles and instantiates one schema; takes text (malloc'd).
  * path names it in errors. */
-static int load_schema_text(struct slot *s, char *text, size_t len, const char *path,
-                            struct err *e)
+static int load_schema_text(struct slot *s, char *text, size_t len, const char *path, struct err *e)
 {
     json_error_t je;
     int rc = ERR_OK;
@@ -1091,8 +1090,7 @@ static int map_txn_schema(struct codec *c, struct err *e)
 /* The reader's document keeping only the fields the writer has. A reader
  * field the writer lacks needs a default, and only null (= missing) is
  * supported: every optional field of transaction_event.avsc has it. */
-static int project(const struct slot *rd, const struct slot *w, struct resolved *r,
-                   struct err *e)
+static int project(const struct slot *rd, const struct slot *w, struct resolved *r, struct err *e)
 {
     json_t *doc, *kept, *f;
     char *text = NULL;
@@ -1179,7 +1177,8 @@ static void note_partial_fields(const struct slot *w, struct resolved *r)
         if (!wf || avro_typeof(wf) != AVRO_UNION)
             continue;
         for (size_t b = 0; b < avro_schema_union_size(wf) && !bad; b++) {
-            avro_value_iface_t *it = avro_resolved_writer_new(avro_schema_union_branch(wf, (int)b), rf);
+            avro_value_iface_t *it =
+                avro_resolved_writer_new(avro_schema_union_branch(wf, (int)b), rf);
             bad = it == NULL;
             if (it)
                 avro_value_iface_decref(it);
@@ -1208,8 +1207,9 @@ static int resolve(struct codec *c, struct slot *w, struct err *e)
             note_partial_fields(w, r);
         else {
             r->incompatible = true;
-            snprintf(r->why, sizeof(r->why), "writer schema id %" PRId32 " (%s) cannot be read as %s: %s",
-                     w->id, w->file, rd->file, why.msg);
+            snprintf(r->why, sizeof(r->why),
+                     "writer schema id %" PRId32 " (%s) cannot be read as %s: %s", w->id, w->file,
+                     rd->file, why.msg);
         }
     }
     if (r->incompatible)

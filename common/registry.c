@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#define CACHE_MAX 4096          /* distinct ids kept; more is a misbehaving producer */
+#define CACHE_MAX 4096 /* distinct ids kept; more is a misbehaving producer */
 #define BACKOFF_CAP_MS 5000
 #define CT_REGISTRY "application/vnd.schemaregistry.v1+json"
 
@@ -24,7 +24,7 @@ struct reg {
     char *user, *password, *ca, *cert, *key;
     int verify, timeout_ms, retries, backoff_ms;
     CURL *h;
-    char *resp;                 /* body of the last answer, NUL-terminated */
+    char *resp; /* body of the last answer, NUL-terminated */
     size_t resp_len;
     bool resp_over;
     struct cached *cache;
@@ -125,17 +125,16 @@ out_close:
 
 struct reg *reg_open_cfg(const struct cfg *c, struct err *e)
 {
-    struct reg_opts o = {
-        .urls = cfg_str(c, "schema.registry.url"),
-        .user = cfg_str(c, "schema.registry.user"),
-        .password = cfg_str(c, "schema.registry.password"),
-        .ca_file = cfg_str(c, "schema.registry.ssl.ca.location"),
-        .cert_file = cfg_str(c, "schema.registry.ssl.certificate.location"),
-        .key_file = cfg_str(c, "schema.registry.ssl.key.location"),
-        .verify = (int)cfg_int(c, "schema.registry.ssl.verify"),
-        .timeout_ms = (int)cfg_int(c, "schema.registry.timeout_ms"),
-        .retries = (int)cfg_int(c, "schema.registry.retries"),
-        .backoff_ms = (int)cfg_int(c, "schema.registry.retry_backoff_ms")};
+    struct reg_opts o = {.urls = cfg_str(c, "schema.registry.url"),
+                         .user = cfg_str(c, "schema.registry.user"),
+                         .password = cfg_str(c, "schema.registry.password"),
+                         .ca_file = cfg_str(c, "schema.registry.ssl.ca.location"),
+                         .cert_file = cfg_str(c, "schema.registry.ssl.certificate.location"),
+                         .key_file = cfg_str(c, "schema.registry.ssl.key.location"),
+                         .verify = (int)cfg_int(c, "schema.registry.ssl.verify"),
+                         .timeout_ms = (int)cfg_int(c, "schema.registry.timeout_ms"),
+                         .retries = (int)cfg_int(c, "schema.registry.retries"),
+                         .backoff_ms = (int)cfg_int(c, "schema.registry.retry_backoff_ms")};
 
     err_clear(e);
     if (!*o.urls)
@@ -268,8 +267,7 @@ static int attempt(struct reg *r, int u, const char *path, const char *body, lon
 
 /* GET (body NULL) or POST path on each URL in turn, retried with back-off
  * while the failures are transient. ERR_OK with the answer's status. */
-static int request(struct reg *r, const char *path, const char *body, long *status,
-                   struct err *e)
+static int request(struct reg *r, const char *path, const char *body, long *status, struct err *e)
 {
     struct curl_slist *hdr = NULL;
     int backoff = r->backoff_ms, rc = 1;
@@ -336,8 +334,7 @@ static const char *cache_get(struct reg *r, int32_t id)
     return NULL;
 }
 
-static int cache_put(struct reg *r, int32_t id, const char *schema, const char **out,
-                     struct err *e)
+static int cache_put(struct reg *r, int32_t id, const char *schema, const char **out, struct err *e)
 {
     struct cached *c;
     char *s;
@@ -345,8 +342,7 @@ static int cache_put(struct reg *r, int32_t id, const char *schema, const char *
     if ((*out = cache_get(r, id)))
         return ERR_OK;
     if (r->ncache == CACHE_MAX)
-        return err_set(e, ERR_DECODE, "registry: more than %d distinct schema ids seen",
-                       CACHE_MAX);
+        return err_set(e, ERR_DECODE, "registry: more than %d distinct schema ids seen", CACHE_MAX);
     c = realloc(r->cache, (r->ncache + 1) * sizeof(*c));
     if (!c)
         return err_set(e, ERR_NOMEM, "registry: out of memory");
@@ -404,8 +400,8 @@ int reg_schema_by_id(struct reg *r, int32_t id, const char **schema, struct err 
 }
 
 /* The subject, percent-encoded for the path. */
-static int subject_path(struct reg *r, const char *subject, int register_new, char *out,
-                        size_t cap, struct err *e)
+static int subject_path(struct reg *r, const char *subject, int register_new, char *out, size_t cap,
+                        struct err *e)
 {
     char *esc = curl_easy_escape(r->h, subject, 0);
     int n;

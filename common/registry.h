@@ -35,16 +35,16 @@
 struct reg;
 
 struct reg_opts {
-    const char *urls;        /* "http://h1:8081,http://h2:8081" (required) */
-    const char *user;        /* basic auth; NULL or "" = none */
-    const char *password;    /* with user */
-    const char *ca_file;     /* TLS: CA bundle, client certificate and key (PEM) */
+    const char *urls;     /* "http://h1:8081,http://h2:8081" (required) */
+    const char *user;     /* basic auth; NULL or "" = none */
+    const char *password; /* with user */
+    const char *ca_file;  /* TLS: CA bundle, client certificate and key (PEM) */
     const char *cert_file;
     const char *key_file;
-    int verify;              /* 0: do not verify the server's certificate */
-    int timeout_ms;          /* one request, connection included */
-    int retries;             /* extra attempts after a transient failure */
-    int backoff_ms;          /* first back-off; doubles, capped at 5 s */
+    int verify;     /* 0: do not verify the server's certificate */
+    int timeout_ms; /* one request, connection included */
+    int retries;    /* extra attempts after a transient failure */
+    int backoff_ms; /* first back-off; doubles, capped at 5 s */
 };
 
 /* New client, or NULL with the reason in *e (ERR_CONFIG for a bad URL).

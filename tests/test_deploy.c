@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <stdio.h>
@@ -184,8 +185,16 @@ static void test_transactions_command_line_runs(void **state)
     close(fd);
     snprintf(cmd, sizeof(cmd), "head -n 200 models/demo_events.jsonl > '%s'", events);
     assert_int_equal(system(cmd), 0);
-    char *produce[] = {(char *)test_bin("streamml"), "produce", "-b", broker.bootstrap, "-r",
-                       (char *)test_registry_url(srv), "-i", events, "--log-level", "warn",
+    char *produce[] = {(char *)test_bin("streamml"),
+                       "produce",
+                       "-b",
+                       broker.bootstrap,
+                       "-r",
+                       (char *)test_registry_url(srv),
+                       "-i",
+                       events,
+                       "--log-level",
+                       "warn",
                        NULL};
     assert_int_equal(run_wait(produce, NULL), 0);
 

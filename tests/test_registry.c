@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <math.h>
@@ -19,8 +20,8 @@
 #include "cfg.h"
 #include "codec.h"
 #include "features.h"
-#include "regserver.h"
 #include "registry.h"
+#include "regserver.h"
 #include "stack.h"
 
 #define EVO "tests/fixtures/evolution"
@@ -156,8 +157,12 @@ static int teardown(void **state)
 static struct reg *client(struct fx *f, const char *urls, const char *user, const char *pw,
                           int retries)
 {
-    struct reg_opts o = {.urls = urls ? urls : test_registry_url(f->srv), .user = user,
-                         .password = pw, .verify = 1, .timeout_ms = 2000, .retries = retries,
+    struct reg_opts o = {.urls = urls ? urls : test_registry_url(f->srv),
+                         .user = user,
+                         .password = pw,
+                         .verify = 1,
+                         .timeout_ms = 2000,
+                         .retries = retries,
                          .backoff_ms = 10};
 
     f->reg = reg_open(&o, &f->e);
@@ -171,8 +176,9 @@ static char *fixture(const char *name)
     char path[300];
     char *p;
 
-    snprintf(path, sizeof(path), "%s/%s", strstr(name, "_v") || strstr(name, "_bad") ||
-                                                  strstr(name, "_noid") ? EVO : "schemas", name);
+    snprintf(path, sizeof(path), "%s/%s",
+             strstr(name, "_v") || strstr(name, "_bad") || strstr(name, "_noid") ? EVO : "schemas",
+             name);
     p = slurp(path);
     if (!p)
         fail_msg("cannot read %s", path);
@@ -446,23 +452,24 @@ static void test_incompatible_writers_are_decode_errors(void **state)
     assert_int_equal(codec_decode_txn(f->c, f->out.data, f->out.len, &ev, &f->e), ERR_DECODE);
     if (!strstr(f->e.msg, "cannot be read"))
         fail_msg("%s", f->e.msg);
-    assert_non_null(strstr(f->e.msg, "writer schema id 7 (transaction_event_badtype.avsc) cannot be read as "
-                                     "transaction_event.avsc"));
+    assert_non_null(strstr(f->e.msg,
+                           "writer schema id 7 (transaction_event_badtype.avsc) cannot be read as "
+                           "transaction_event.avsc"));
     assert_non_null(strstr(f->e.msg, "field amount"));
     assert_string_equal(ev.event_id, "");
     /* As with Java's resolving decoder, only a message that uses the
      * unreadable branch fails: a null amount from the same writer reads. */
     static const char null_amount[] = "{\"event_id\":\"e2\",\"user_id\":\"u1\",\"event_time\":1}";
-    assert_int_equal(codec_from_json_id(f->c, 7, null_amount, strlen(null_amount), NULL, key, 0,
-                                        &f->out, &f->e),
-                     0);
+    assert_int_equal(
+        codec_from_json_id(f->c, 7, null_amount, strlen(null_amount), NULL, key, 0, &f->out, &f->e),
+        0);
     assert_int_equal(codec_decode_txn(f->c, f->out.data, f->out.len, &ev, &f->e), ERR_OK);
     assert_true(isnan(ev.amount));
-    assert_int_equal(codec_from_json_id(f->c, 8, noid_json, strlen(noid_json), NULL, key, 0,
-                                        &f->out, &f->e),
-                     0);
+    assert_int_equal(
+        codec_from_json_id(f->c, 8, noid_json, strlen(noid_json), NULL, key, 0, &f->out, &f->e), 0);
     assert_int_equal(codec_decode_txn(f->c, f->out.data, f->out.len, &ev, &f->e), ERR_DECODE);
-    assert_non_null(strstr(f->e.msg, "reader field user_id is not in the writer and has no default"));
+    assert_non_null(
+        strstr(f->e.msg, "reader field user_id is not in the writer and has no default"));
 }
 
 static void test_prediction_is_not_read_as_an_event(void **state)
@@ -576,9 +583,8 @@ static void test_outputs_are_framed_with_registered_ids(void **state)
     strcpy(p.decision, "approve");
     /* Not registered yet: refused rather than framed with a local id. */
     assert_int_equal(codec_encode_prediction(f->c, &p, &f->out, &f->e), ERR_CONFIG);
-    assert_int_equal(codec_register(f->c, CODEC_TXN_PREDICTION, "predictions.transactions", 1,
-                                    &f->e),
-                     0);
+    assert_int_equal(
+        codec_register(f->c, CODEC_TXN_PREDICTION, "predictions.transactions", 1, &f->e), 0);
     id = codec_schema_id(f->c, CODEC_TXN_PREDICTION);
     assert_true(id > 0);
     assert_int_equal(codec_encode_prediction(f->c, &p, &f->out, &f->e), 0);
@@ -605,8 +611,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_id_is_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_register_is_idempotent_and_lookup_finds_it, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_incompatible_registration_is_refused, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_incompatible_registration_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_basic_auth_and_the_password_never_shows, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registry_down_is_retried_then_retryable, setup,

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <signal.h>
@@ -22,8 +23,8 @@
 
 #include "codec.h"
 #include "kafka.h"
-#include "regserver.h"
 #include "registry.h"
+#include "regserver.h"
 #include "stack.h"
 
 #define TOPICS "transactions:4,predictions.transactions:4,transactions.dlq:2"
@@ -76,8 +77,7 @@ static int setup(void **st)
         return -1;
     snprintf(v->bootstrap, sizeof(v->bootstrap), "%s", v->broker.bootstrap);
     snprintf(v->redis_port, sizeof(v->redis_port), "redis.port=%d", v->redis.port);
-    snprintf(v->registry, sizeof(v->registry), "schema.registry.url=%s",
-             test_registry_url(v->srv));
+    snprintf(v->registry, sizeof(v->registry), "schema.registry.url=%s", test_registry_url(v->srv));
     /* Other producers registered their schemas under transactions-value. */
     v->id_v0 = add_schema(v, "tests/fixtures/evolution/transaction_event_v0.avsc");
     v->id_v2 = add_schema(v, "tests/fixtures/evolution/transaction_event_v2.avsc");
@@ -142,9 +142,21 @@ static void produce_old_and_bad(struct env *v)
     }
     fclose(f);
     snprintf(id, sizeof(id), "%d", v->id_v0);
-    char *argv[] = {(char *)test_bin("streamml"), "produce", "-b", v->bootstrap, "-t",
-                    "transactions", "-r", (char *)test_registry_url(v->srv), "--schema-id", id,
-                    "-i", path, "--log-level", "warn", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "produce",
+                    "-b",
+                    v->bootstrap,
+                    "-t",
+                    "transactions",
+                    "-r",
+                    (char *)test_registry_url(v->srv),
+                    "--schema-id",
+                    id,
+                    "-i",
+                    path,
+                    "--log-level",
+                    "warn",
+                    NULL};
     assert_int_equal(run_wait(argv, NULL), 0);
 
     snprintf(path, sizeof(path), "%s/bad.jsonl", v->dir);
@@ -160,8 +172,18 @@ static void produce_old_and_bad(struct env *v)
     assert_non_null(f = fopen(path, "wb"));
     fwrite("\0\0\0\x10\x92xyz\n", 1, 9, f);
     fclose(f);
-    char *raw[] = {(char *)test_bin("streamml"), "produce", "-b", v->bootstrap, "-t",
-                   "transactions", "--raw", "-i", path, "--log-level", "warn", NULL};
+    char *raw[] = {(char *)test_bin("streamml"),
+                   "produce",
+                   "-b",
+                   v->bootstrap,
+                   "-t",
+                   "transactions",
+                   "--raw",
+                   "-i",
+                   path,
+                   "--log-level",
+                   "warn",
+                   NULL};
     assert_int_equal(run_wait(raw, NULL), 0);
 }
 
@@ -224,9 +246,19 @@ static long count_lines(struct env *v, const char *topic, const char *needle, ch
     char out[200], line[8192];
     long n = 0;
     FILE *f;
-    char *argv[] = {(char *)test_bin("streamml"), "consume", "-b", v->bootstrap, "-t",
-                    (char *)topic, "-f", "-e", "-r", (char *)test_registry_url(v->srv),
-                    "--log-level", "error", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "consume",
+                    "-b",
+                    v->bootstrap,
+                    "-t",
+                    (char *)topic,
+                    "-f",
+                    "-e",
+                    "-r",
+                    (char *)test_registry_url(v->srv),
+                    "--log-level",
+                    "error",
+                    NULL};
 
     snprintf(out, sizeof(out), "%s/%s.jsonl", v->dir, topic);
     unlink(out);
@@ -259,9 +291,21 @@ static void test_worker_reads_old_and_new_writers_and_waits_out_the_registry(voi
     codec_use_registry(cd, reg);
     produce_old_and_bad(v);
     snprintf(log, sizeof(log), "%s/worker.log", v->dir);
-    char *argv[] = {(char *)test_bin("streamml-transactions"), "-b", v->bootstrap, "-X",
-                    v->redis_port, "-X", v->registry, "-X", "group.id=regw", "-X",
-                    "worker.poll_ms=20", "-X", "schema.registry.retries=0", "--log-level", "info",
+    char *argv[] = {(char *)test_bin("streamml-transactions"),
+                    "-b",
+                    v->bootstrap,
+                    "-X",
+                    v->redis_port,
+                    "-X",
+                    v->registry,
+                    "-X",
+                    "group.id=regw",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "-X",
+                    "schema.registry.retries=0",
+                    "--log-level",
+                    "info",
                     NULL};
     w = test_spawn(argv, log);
     assert_int_equal(wait_topic(v, "predictions.transactions", N_OLD, 30000), 0);

@@ -104,8 +104,7 @@ static struct entry *add(struct test_registry *r, const char *subject, const cha
     return e;
 }
 
-static enum MHD_Result get_by_id(struct test_registry *r, struct MHD_Connection *c,
-                                 const char *arg)
+static enum MHD_Result get_by_id(struct test_registry *r, struct MHD_Connection *c, const char *arg)
 {
     char *end;
     long id = strtol(arg, &end, 10);
@@ -153,8 +152,9 @@ static enum MHD_Result post_subject(struct test_registry *r, struct MHD_Connecti
     else if (!reg && !(e = find(r, subject, schema)))
         rc = fail(c, 404, 40403, "Schema not found");
     else if (!reg)
-        rc = reply(c, 200, json_pack("{s:s,s:i,s:i,s:s}", "subject", e->subject, "id", e->id,
-                                     "version", e->version, "schema", e->text));
+        rc = reply(c, 200,
+                   json_pack("{s:s,s:i,s:i,s:s}", "subject", e->subject, "id", e->id, "version",
+                             e->version, "schema", e->text));
     else if (r->rejecting)
         rc = fail(c, 409, 409, "Schema being registered is incompatible with an earlier schema");
     else if (!(e = add(r, subject, text)))
@@ -202,8 +202,8 @@ static enum MHD_Result route(struct test_registry *r, struct MHD_Connection *c, 
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     struct test_registry *r = cls;
     struct upload *u = *con_cls;
@@ -217,8 +217,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_size) {
-        char *p = u->len + *upload_size <= MAX_BODY ? realloc(u->data, u->len + *upload_size)
-                                                    : NULL;
+        char *p =
+            u->len + *upload_size <= MAX_BODY ? realloc(u->data, u->len + *upload_size) : NULL;
         if (p) {
             memcpy(p + u->len, upload_data, *upload_size);
             u->data = p;
@@ -255,11 +255,10 @@ int test_registry_restart(struct test_registry *r)
     a.sin_family = AF_INET;
     a.sin_port = htons((unsigned short)r->port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    r->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-                            (uint16_t)r->port, NULL, NULL, on_request, r,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_done, r, MHD_OPTION_END);
+    r->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)r->port,
+                            NULL, NULL, on_request, r, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_done, r, MHD_OPTION_END);
     if (!r->d) {
         fprintf(stderr, "test registry: cannot listen on 127.0.0.1:%d\n", r->port);
         return -1;
