@@ -77,6 +77,26 @@ static const struct key_def keys[] = {
     {"monitor.auc.min_labels", K_INT, 1, 10000000, "500", "labels needed before AUC is checked"},
     {"monitor.hysteresis", K_DBL, 0, 0.99, "0.1", "a level is left only below threshold x (1 - this)"},
     {"metrics.port", K_INT, 0, 65535, "0", "Prometheus /metrics, /healthz, /readyz port (0 = off)"},
+    /* Confluent-compatible Schema Registry (common/registry.h); empty url =
+     * schema ids from the local schemas/ids file. */
+    {"schema.registry.url", K_STR, 0, 0, "",
+     "registry base URL(s), comma-separated (empty: local schemas/ids)"},
+    {"schema.registry.user", K_STR, 0, 0, "", "registry basic-auth user"},
+    {"schema.registry.password", K_SECRET, 0, 0, "",
+     "registry basic-auth password (env or file only)"},
+    {"schema.registry.password_file", K_STR, 0, 0, "", "file holding the registry password"},
+    {"schema.registry.ssl.ca.location", K_STR, 0, 0, "", "CA bundle for the registry's TLS"},
+    {"schema.registry.ssl.certificate.location", K_STR, 0, 0, "",
+     "client certificate (PEM) for mutual TLS"},
+    {"schema.registry.ssl.key.location", K_STR, 0, 0, "", "client key (PEM) for mutual TLS"},
+    {"schema.registry.ssl.verify", K_INT, 0, 1, "1", "verify the registry's certificate"},
+    {"schema.registry.timeout_ms", K_INT, 1, 600000, "5000", "one registry request's timeout"},
+    {"schema.registry.retries", K_INT, 0, 100, "3",
+     "retries of a failed registry request (connection error, 5xx, 429)"},
+    {"schema.registry.retry_backoff_ms", K_INT, 1, 60000, "100",
+     "first back-off between registry retries (doubles, capped at 5 s)"},
+    {"schema.registry.auto_register", K_INT, 0, 1, "1",
+     "register output schemas under <topic>-value (0: look them up only)"},
     {"log.level", K_STR, 0, 0, "info", "debug | info | warn | error"},
     {"log.format", K_STR, 0, 0, "auto", "auto | json | text"},
 };
@@ -372,6 +392,10 @@ int cfg_finish(struct cfg *c, struct err *e)
     const char *be = cfg_str(c, "state.backend");
 
     if (*pf && read_secret_file(c, pf, "redis.password", e))
+        return e->code;
+    if (*cfg_str(c, "schema.registry.password_file") &&
+        read_secret_file(c, cfg_str(c, "schema.registry.password_file"),
+                         "schema.registry.password", e))
         return e->code;
     if (strcmp(be, "redis") != 0 && strcmp(be, "memory") != 0)
         return err_set(e, ERR_CONFIG, "config: state.backend=\"%s\" must be redis or memory (%s)",

@@ -7,6 +7,7 @@
  * only bytes that passed it reach avro-c.
  */
 #include "codec.h"
+#include "registry.h"
 
 #include <avro.h>
 #include <errno.h>
@@ -25,6 +26,7 @@
 #define PROG_NODES 512 /* nodes and record fields/union branches per schema */
 #define PROG_DEPTH 32  /* nesting; deeper (or recursive) schemas are refused */
 #define SCHEMA_FILE_MAX (256 * 1024)
+#define MAX_WRITERS 256 /* writer schemas fetched from a registry */
 
 /* ---- buffers ---- */
 
@@ -123,18 +125,8 @@ struct vprog {
     int nnode, nkid;
 };
 
-struct slot {
-    int32_t id;
-    char file[64];
-    avro_schema_t schema;
-    json_t *doc; /* the .avsc as JSON: avro-c drops defaults */
-    avro_value_iface_t *iface;
-    avro_value_t value; /* reused for every message of this schema */
-    bool has_value;
-    struct vprog *prog;
-};
-
-/* Where each struct txn_event field sits in the transaction_event schema. */
+/* Where each struct txn_event field sits in a transaction_event schema;
+ * index -1: the writer lacks the field, so it takes its default (missing). */
 struct txn_slot {
     int index;
     bool nullable;
@@ -143,9 +135,41 @@ struct txn_slot {
 
 enum { TXN_NFIELDS = 28 };
 
+/* A writer schema resolved into our transaction_event reader schema. avro-c
+ * 1.11's resolver refuses reader fields the writer lacks (it has no
+ * defaults), so the reader is first projected onto the writer's fields; the
+ * fields left out take their (null) default, i.e. stay missing. */
+struct resolved {
+    bool incompatible;
+    char why[200];
+    bool identical;     /* writer == reader: read directly */
+    char partial[160];  /* fields with a writer union branch we cannot read */
+    avro_schema_t proj; /* reader restricted to the writer's fields */
+    avro_value_iface_t *proj_iface, *rw_iface;
+    avro_value_t proj_value, rw_value;
+    bool has_proj_value, has_rw_value;
+    struct txn_slot txn[TXN_NFIELDS];
+};
+
+struct slot {
+    int32_t id;    /* 0: none yet (registry mode, unregistered) */
+    char file[64]; /* file name, or "registry schema N" */
+    char *text;    /* the schema as given (registering) */
+    avro_schema_t schema;
+    json_t *doc; /* the .avsc as JSON: avro-c drops defaults */
+    avro_value_iface_t *iface;
+    avro_value_t value; /* reused for every message of this schema */
+    bool has_value;
+    struct vprog *prog;
+    struct resolved *res; /* into the txn reader, made on first use */
+};
+
 struct codec {
     struct slot slot[MAX_SLOTS];
     int nslots;
+    struct reg *reg;              /* borrowed; NULL: ids from schemas/ids */
+    struct slot *wr[MAX_WRITERS]; /* fetched from the registry, by id */
+    int nwr;
     int known[CODEC_NSCHEMAS]; /* slot index of each well-known schema */
     avro_reader_t reader;
     avro_writer_t writer;
@@ -555,6 +579,67 @@ static int walk_node(struct walk *w, int node)
     return wfail(w, "unsupported type at byte %zu", at);
 }
 
+/* ---- writer schemas: schemas/ids, or a registry ---- */
+
+static int load_schema_text(struct slot *s, char *text, size_t len, const char *path,
+                            struct err *e);
+static void slot_free(struct slot *s);
+
+/* A schema the registry holds under id, compiled and kept. Registry
+ * trouble (unreachable, auth) is ERR_RETRY: the message is fine, it must
+ * wait; an id the registry does not have, or a schema we cannot use, is
+ * ERR_DECODE: the message itself is bad. */
+static int fetch_writer(struct codec *c, int32_t id, struct slot **out, struct err *e)
+{
+    const char *text;
+    struct slot *s;
+    char *copy;
+    int rc = reg_schema_by_id(c->reg, id, &text, e);
+
+    if (rc) {
+        err_wrap(e, "schema id %" PRId32, id);
+        e->code = rc == ERR_NOTFOUND || rc == ERR_DECODE ? ERR_DECODE : ERR_RETRY;
+        return e->code;
+    }
+    if (c->nwr == MAX_WRITERS)
+        return err_set(e, ERR_DECODE, "schema id %" PRId32 ": more than %d writer schemas", id,
+                       MAX_WRITERS);
+    if (!(s = calloc(1, sizeof(*s))) || !(copy = strdup(text))) {
+        free(s);
+        return err_set(e, ERR_RETRY, "schema id %" PRId32 ": out of memory", id);
+    }
+    s->id = id;
+    snprintf(s->file, sizeof(s->file), "registry schema %" PRId32, id);
+    if (load_schema_text(s, copy, strlen(copy), s->file, e)) {
+        slot_free(s);
+        free(s);
+        e->code = ERR_DECODE;
+        return e->code;
+    }
+    c->wr[c->nwr++] = s;
+    *out = s;
+    return ERR_OK;
+}
+
+static int find_writer(struct codec *c, int32_t id, struct slot **out, struct err *e)
+{
+    for (int i = 0; i < c->nslots; i++) {
+        if (c->slot[i].id == id && id != 0) {
+            *out = &c->slot[i];
+            return ERR_OK;
+        }
+    }
+    for (int i = 0; i < c->nwr; i++) {
+        if (c->wr[i]->id == id) {
+            *out = c->wr[i];
+            return ERR_OK;
+        }
+    }
+    if (!c->reg)
+        return err_set(e, ERR_DECODE, "unknown schema id %" PRId32 " (not in schemas/ids)", id);
+    return fetch_writer(c, id, out, e);
+}
+
 /* ---- framing ---- */
 
 static int unframe(struct codec *c, const unsigned char *m, size_t len, struct slot **out,
@@ -578,28 +663,19 @@ static int unframe(struct codec *c, const unsigned char *m, size_t len, struct s
                        "bytes",
                        len, HDR);
     id = (int32_t)((uint32_t)m[1] << 24 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 8 | m[4]);
-    for (int i = 0; i < c->nslots; i++) {
-        if (c->slot[i].id == id) {
-            *out = &c->slot[i];
-            return ERR_OK;
-        }
-    }
-    return err_set(e, ERR_DECODE, "unknown schema id %" PRId32 " (not in schemas/ids)", id);
+    return find_writer(c, id, out, e);
 }
 
-/* Unframe, walk, then let avro-c read the (now known to be sane) body.
- * want: the only schema accepted, or NULL for any known one. */
-static int decode(struct codec *c, const void *msg, size_t len, const struct slot *want,
-                  struct slot **out, struct err *e)
+/* Unframe, then walk the body with the WRITER's schema: only bytes that
+ * pass reach avro-c. */
+static int frame_walk(struct codec *c, const void *msg, size_t len, struct slot **out,
+                      struct err *e)
 {
     struct walk w = {.p = msg, .pos = HDR, .end = len, .e = e};
     struct slot *s = NULL;
 
     if (unframe(c, msg, len, &s, e))
         return e->code;
-    if (want && s != want)
-        return err_set(e, ERR_DECODE, "schema id %" PRId32 " is %s, expected %s", s->id, s->file,
-                       want->file);
     w.g = s->prog;
     if (walk_node(&w, 0))
         return e->code;
@@ -607,9 +683,18 @@ static int decode(struct codec *c, const void *msg, size_t len, const struct slo
         return err_set(e, ERR_DECODE, "trailing %zu bytes after the %s record at byte %zu",
                        w.end - w.pos, s->file, w.pos);
     avro_reader_memory_set_source(c->reader, (const char *)msg + HDR, (int64_t)(len - HDR));
-    if (avro_value_read(c->reader, &s->value))
-        return avro_fail(e, ERR_DECODE, s->file);
     *out = s;
+    return ERR_OK;
+}
+
+/* Unframe, walk, then let avro-c read the (now known to be sane) body into
+ * a value of the writer's schema. */
+static int decode(struct codec *c, const void *msg, size_t len, struct slot **out, struct err *e)
+{
+    if (frame_walk(c, msg, len, out, e))
+        return e->code;
+    if (avro_value_read(c->reader, &(*out)->value))
+        return avro_fail(e, ERR_DECODE, (*out)->file);
     return ERR_OK;
 }
 
@@ -618,6 +703,9 @@ static int encode(struct codec *c, struct slot *s, struct buf *out, struct err *
 {
     size_t size;
 
+    if (s->id == 0)
+        return err_set(e, ERR_CONFIG,
+                       "%s has no schema id: it is not registered in the schema registry", s->file);
     if (avro_value_sizeof(&s->value, &size))
         return avro_fail(e, ERR_DECODE, s->file);
     buf_reset(out);
@@ -667,17 +755,14 @@ static char *slurp(const char *path, size_t *len, struct err *e)
     return p;
 }
 
-static int load_schema(struct slot *s, const char *dir, struct err *e)
+/* Parses, compiles and instantiates one schema; takes text (malloc'd).
+ * path names it in errors. */
+static int load_schema_text(struct slot *s, char *text, size_t len, const char *path, struct err *e)
 {
-    char path[4096];
-    size_t len;
     json_error_t je;
-    char *text;
     int rc = ERR_OK;
 
-    snprintf(path, sizeof(path), "%s/%s", dir, s->file);
-    if (!(text = slurp(path, &len, e)))
-        return e->code;
+    s->text = text;
     if (avro_schema_from_json_length(text, len, &s->schema)) {
         s->schema = NULL;
         rc = err_set(e, ERR_CONFIG, "%s: %s", path, avro_strerror());
@@ -695,8 +780,19 @@ static int load_schema(struct slot *s, const char *dir, struct err *e)
     } else {
         s->has_value = true;
     }
-    free(text);
     return rc;
+}
+
+static int load_schema(struct slot *s, const char *dir, struct err *e)
+{
+    char path[4096];
+    size_t len;
+    char *text;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, s->file);
+    if (!(text = slurp(path, &len, e)))
+        return e->code;
+    return load_schema_text(s, text, len, path, e);
 }
 
 /* One "<id> <file.avsc>" line of schemas/ids into a new slot. */
@@ -797,20 +893,46 @@ out_close:
     return NULL;
 }
 
+static void resolved_free(struct resolved *r)
+{
+    if (!r)
+        return;
+    if (r->has_rw_value)
+        avro_value_decref(&r->rw_value);
+    if (r->has_proj_value)
+        avro_value_decref(&r->proj_value);
+    if (r->rw_iface)
+        avro_value_iface_decref(r->rw_iface);
+    if (r->proj_iface)
+        avro_value_iface_decref(r->proj_iface);
+    if (r->proj)
+        avro_schema_decref(r->proj);
+    free(r);
+}
+
+static void slot_free(struct slot *s)
+{
+    resolved_free(s->res);
+    if (s->has_value)
+        avro_value_decref(&s->value);
+    if (s->iface)
+        avro_value_iface_decref(s->iface);
+    if (s->schema)
+        avro_schema_decref(s->schema);
+    json_decref(s->doc);
+    free(s->prog);
+    free(s->text);
+}
+
 void codec_close(struct codec *c)
 {
     if (!c)
         return;
-    for (int i = 0; i < c->nslots; i++) {
-        struct slot *s = &c->slot[i];
-        if (s->has_value)
-            avro_value_decref(&s->value);
-        if (s->iface)
-            avro_value_iface_decref(s->iface);
-        if (s->schema)
-            avro_schema_decref(s->schema);
-        json_decref(s->doc);
-        free(s->prog);
+    for (int i = 0; i < c->nslots; i++)
+        slot_free(&c->slot[i]);
+    for (int i = 0; i < c->nwr; i++) {
+        slot_free(c->wr[i]);
+        free(c->wr[i]);
     }
     if (c->reader)
         avro_reader_free(c->reader);
@@ -933,9 +1055,10 @@ static int map_txn_field(const struct vprog *g, int kid, const struct txn_field 
     return ERR_OK;
 }
 
-static int map_txn_schema(struct codec *c, struct err *e)
+/* Maps the record g onto struct txn_event. allow_absent: a projection of
+ * the reader, whose absent fields stay missing (index -1). */
+static int map_txn(const struct vprog *g, struct txn_slot *txn, bool allow_absent, struct err *e)
 {
-    const struct vprog *g = c->slot[c->known[CODEC_TXN_EVENT]].prog;
     const struct vnode *root = &g->node[0];
     bool seen[TXN_NFIELDS] = {0};
 
@@ -944,13 +1067,153 @@ static int map_txn_schema(struct codec *c, struct err *e)
         const struct txn_field *f = txn_field_by_name(name);
         if (!f)
             return err_set(e, ERR_CONFIG, "field %s is not in struct txn_event", name);
-        if (map_txn_field(g, root->first + i, f, &c->txn[f - txn_fields], e))
+        if (map_txn_field(g, root->first + i, f, &txn[f - txn_fields], e))
             return e->code;
         seen[f - txn_fields] = true;
     }
-    for (int i = 0; i < TXN_NFIELDS; i++)
-        if (!seen[i])
+    for (int i = 0; i < TXN_NFIELDS; i++) {
+        if (!seen[i] && !allow_absent)
             return err_set(e, ERR_CONFIG, "field %s is missing", txn_fields[i].name);
+        if (!seen[i])
+            txn[i].index = -1;
+    }
+    return ERR_OK;
+}
+
+static int map_txn_schema(struct codec *c, struct err *e)
+{
+    return map_txn(c->slot[c->known[CODEC_TXN_EVENT]].prog, c->txn, false, e);
+}
+
+/* ---- writer schema -> the transaction_event reader ---- */
+
+/* The reader's document keeping only the fields the writer has. A reader
+ * field the writer lacks needs a default, and only null (= missing) is
+ * supported: every optional field of transaction_event.avsc has it. */
+static int project(const struct slot *rd, const struct slot *w, struct resolved *r, struct err *e)
+{
+    json_t *doc, *kept, *f;
+    char *text = NULL;
+    size_t i;
+    int rc = ERR_OK;
+
+    if (avro_typeof(w->schema) != AVRO_RECORD)
+        return err_set(e, ERR_DECODE, "the writer's top-level type is not a record");
+    /* Avro's rule: records resolve only under the same (unqualified) name. */
+    if (strcmp(avro_schema_name(w->schema), avro_schema_name(rd->schema)) != 0)
+        return err_set(e, ERR_DECODE, "record %s is not %s", avro_schema_name(w->schema),
+                       avro_schema_name(rd->schema));
+    if (!(doc = json_deep_copy(rd->doc)) || !(kept = json_array())) {
+        json_decref(doc);
+        return err_set(e, ERR_NOMEM, "out of memory");
+    }
+    json_array_foreach(json_object_get(doc, "fields"), i, f)
+    {
+        const char *name = json_string_value(json_object_get(f, "name"));
+        json_t *dflt = json_object_get(f, "default");
+        if (name && avro_schema_record_field_get_index(w->schema, name) >= 0)
+            json_array_append(kept, f);
+        else if (!dflt)
+            rc = err_set(e, ERR_DECODE, "reader field %s is not in the writer and has no default",
+                         name);
+        else if (!json_is_null(dflt))
+            rc = err_set(e, ERR_DECODE,
+                         "reader field %s is not in the writer; only null defaults are applied",
+                         name);
+        if (rc)
+            break;
+    }
+    json_object_set_new(doc, "fields", kept);
+    if (!rc && !(text = json_dumps(doc, JSON_COMPACT)))
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+    if (!rc && avro_schema_from_json_length(text, strlen(text), &r->proj)) {
+        r->proj = NULL;
+        rc = avro_fail(e, ERR_DECODE, "projected reader");
+    }
+    free(text);
+    json_decref(doc);
+    return rc;
+}
+
+/* The projection's field positions, and avro-c's resolved writer into it
+ * (which refuses type mismatches and reads promotions such as int->long). */
+static int instantiate(const struct slot *w, struct resolved *r, struct err *e)
+{
+    struct vprog *g = calloc(1, sizeof(*g));
+    int rc;
+
+    if (!g)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    rc = compile(g, NULL, r->proj, 0, e) < 0 ? e->code : map_txn(g, r->txn, true, e);
+    free(g);
+    if (rc)
+        return rc;
+    if (!(r->proj_iface = avro_generic_class_from_schema(r->proj)) ||
+        avro_generic_value_new(r->proj_iface, &r->proj_value))
+        return avro_fail(e, ERR_DECODE, "projected reader");
+    r->has_proj_value = true;
+    if (!(r->rw_iface = avro_resolved_writer_new(w->schema, r->proj)))
+        return err_set(e, ERR_DECODE, "%s", avro_strerror());
+    if (avro_resolved_writer_new_value(r->rw_iface, &r->rw_value))
+        return avro_fail(e, ERR_DECODE, "resolved writer");
+    r->has_rw_value = true;
+    avro_resolved_writer_set_dest(&r->rw_value, &r->proj_value);
+    return ERR_OK;
+}
+
+/* avro-c, like Java's resolving decoder, fails on a writer union branch
+ * with no reader counterpart only when a message uses it; these fields are
+ * named when that happens. */
+static void note_partial_fields(const struct slot *w, struct resolved *r)
+{
+    size_t n = avro_schema_record_size(r->proj), used = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const char *name = avro_schema_record_field_name(r->proj, (int)i);
+        avro_schema_t rf = avro_schema_record_field_get_by_index(r->proj, (int)i);
+        avro_schema_t wf = avro_schema_record_field_get(w->schema, name);
+        bool bad = false;
+
+        if (!wf || avro_typeof(wf) != AVRO_UNION)
+            continue;
+        for (size_t b = 0; b < avro_schema_union_size(wf) && !bad; b++) {
+            avro_value_iface_t *it =
+                avro_resolved_writer_new(avro_schema_union_branch(wf, (int)b), rf);
+            bad = it == NULL;
+            if (it)
+                avro_value_iface_decref(it);
+        }
+        if (bad && used + strlen(name) + 3 < sizeof(r->partial))
+            used += (size_t)snprintf(r->partial + used, sizeof(r->partial) - used, "%s%s",
+                                     used ? ", " : "", name);
+    }
+}
+
+/* Resolves writer w into the txn reader once; the verdict is kept, so an
+ * incompatible writer costs one attempt, then a lookup per message. */
+static int resolve(struct codec *c, struct slot *w, struct err *e)
+{
+    const struct slot *rd = &c->slot[c->known[CODEC_TXN_EVENT]];
+    struct resolved *r = w->res;
+    struct err why = {0};
+
+    if (!r) {
+        if (!(r = calloc(1, sizeof(*r))))
+            return err_set(e, ERR_RETRY, "out of memory");
+        w->res = r;
+        if (avro_schema_equal(w->schema, rd->schema))
+            r->identical = true;
+        else if (!project(rd, w, r, &why) && !instantiate(w, r, &why))
+            note_partial_fields(w, r);
+        else {
+            r->incompatible = true;
+            snprintf(r->why, sizeof(r->why),
+                     "writer schema id %" PRId32 " (%s) cannot be read as %s: %s", w->id, w->file,
+                     rd->file, why.msg);
+        }
+    }
+    if (r->incompatible)
+        return err_set(e, ERR_DECODE, "%s", r->why);
     return ERR_OK;
 }
 
@@ -1002,13 +1265,16 @@ static int get_txn_field(const struct txn_field *f, avro_value_t *v, struct txn_
     return rc ? avro_fail(e, ERR_DECODE, f->name) : ERR_OK;
 }
 
-static int extract_txn(struct codec *c, avro_value_t *rec, struct txn_event *ev, struct err *e)
+static int extract_txn(const struct txn_slot *txn, avro_value_t *rec, struct txn_event *ev,
+                       struct err *e)
 {
     for (int i = 0; i < TXN_NFIELDS; i++) {
-        const struct txn_slot *ts = &c->txn[i];
+        const struct txn_slot *ts = &txn[i];
         avro_value_t v, br;
         int disc;
 
+        if (ts->index < 0)
+            continue; /* not in the writer: its null default, missing */
         if (avro_value_get_by_index(rec, (size_t)ts->index, &v, NULL))
             return avro_fail(e, ERR_DECODE, txn_fields[i].name);
         if (ts->nullable) {
@@ -1024,15 +1290,44 @@ static int extract_txn(struct codec *c, avro_value_t *rec, struct txn_event *ev,
     return ERR_OK;
 }
 
+/* The writer's bytes (already walked) into a txn reader value. */
+static int read_txn(struct codec *c, struct slot *w, avro_value_t **rec,
+                    const struct txn_slot **map, struct err *e)
+{
+    struct slot *rd = &c->slot[c->known[CODEC_TXN_EVENT]];
+
+    *rec = &rd->value;
+    *map = c->txn;
+    if (w != rd) {
+        if (resolve(c, w, e))
+            return e->code;
+        if (!w->res->identical) {
+            *rec = &w->res->proj_value;
+            *map = w->res->txn;
+            if (avro_value_read(c->reader, &w->res->rw_value))
+                return err_set(e, ERR_DECODE,
+                               "writer schema id %" PRId32 " (%s) cannot be read as %s%s%s: %s",
+                               w->id, w->file, rd->file, *w->res->partial ? ", field " : "",
+                               w->res->partial, avro_strerror());
+            return ERR_OK;
+        }
+    }
+    if (avro_value_read(c->reader, &rd->value))
+        return avro_fail(e, ERR_DECODE, rd->file);
+    return ERR_OK;
+}
+
 int codec_decode_txn(struct codec *c, const void *msg, size_t len, struct txn_event *ev,
                      struct err *e)
 {
+    const struct txn_slot *map;
+    avro_value_t *rec;
     struct slot *s;
 
     event_txn_init(ev);
-    if (decode(c, msg, len, &c->slot[c->known[CODEC_TXN_EVENT]], &s, e))
+    if (frame_walk(c, msg, len, &s, e) || read_txn(c, s, &rec, &map, e))
         return e->code;
-    if (extract_txn(c, &s->value, ev, e)) {
+    if (extract_txn(map, rec, ev, e)) {
         event_txn_init(ev); /* never hand out half an event */
         return e->code;
     }
@@ -1578,7 +1873,7 @@ int codec_to_json(struct codec *c, const void *msg, size_t len, struct buf *out,
     struct slot *s;
 
     buf_reset(out);
-    if (decode(c, msg, len, NULL, &s, e))
+    if (decode(c, msg, len, &s, e))
         return e->code;
     if (emit_value(&o, &s->value))
         return avro_fail(e, ERR_DECODE, s->file);
@@ -1964,7 +2259,9 @@ int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *
     f->n++;
     if (rc)
         return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n, avro_strerror());
-    if (extract_txn(f->c, &f->value, ev, e)) {
+    /* Files are written with exactly our schema (checked at open): the
+     * reader's own field map applies. */
+    if (extract_txn(f->c->txn, &f->value, ev, e)) {
         event_txn_init(ev);
         return err_wrap(e, "%s: record %ld", f->path, f->n);
     }
@@ -2037,4 +2334,64 @@ int codec_file_close(struct codec_file *f, struct err *e)
         avro_value_decref(&f->value);
     free(f);
     return rc;
+}
+
+/* ---- registry ---- */
+
+void codec_use_registry(struct codec *c, struct reg *r)
+{
+    c->reg = r;
+    /* Local ids mean nothing to the registry: ours get the ids it assigns. */
+    for (int i = 0; i < c->nslots; i++)
+        c->slot[i].id = 0;
+}
+
+int codec_register(struct codec *c, enum codec_schema which, const char *topic, int register_new,
+                   struct err *e)
+{
+    char subject[512];
+    struct slot *s;
+    int32_t id;
+
+    if ((int)which < 0 || which >= CODEC_NSCHEMAS)
+        return err_set(e, ERR_CONFIG, "unknown schema %d", (int)which);
+    if (!c->reg)
+        return err_set(e, ERR_CONFIG, "no schema registry configured");
+    s = &c->slot[c->known[which]];
+    if (reg_subject(topic, subject, sizeof(subject), e) ||
+        reg_schema_id(c->reg, subject, s->text, register_new, &id, e))
+        return err_wrap(e, "%s", s->file);
+    for (int i = 0; i < c->nslots; i++)
+        if (&c->slot[i] != s && c->slot[i].id == id)
+            c->slot[i].id = 0; /* the same text registered twice: one id */
+    s->id = id;
+    return ERR_OK;
+}
+
+int codec_from_json_id(struct codec *c, int32_t id, const char *json, size_t len,
+                       const char *key_field, char *key, size_t key_cap, struct buf *out,
+                       struct err *e)
+{
+    struct slot *s;
+    struct fill f = {.c = c, .e = e};
+    json_t *root;
+    const char *k;
+    int rc;
+
+    if (key_cap)
+        key[0] = '\0';
+    if (find_writer(c, id, &s, e))
+        return e->code;
+    f.g = s->prog;
+    if (!(root = parse_object(json, len, e)))
+        return e->code;
+    k = key_field ? json_string_value(json_object_get(root, key_field)) : NULL;
+    if (k && key_cap)
+        snprintf(key, key_cap, "%s", k);
+    avro_value_reset(&s->value);
+    rc = fill_node(&f, 0, root, &s->value);
+    json_decref(root);
+    if (rc)
+        return e->code;
+    return encode(c, s, out, e);
 }

@@ -2,7 +2,8 @@
  *
  * Wire format: byte 0 = 0 (magic), bytes 1-4 = big-endian schema id, then
  * the Avro binary body. Schema ids come from the local schemas/ directory
- * (schemas/ids: "<id> <file.avsc>" per line). Decoding checks the message
+ * (schemas/ids: "<id> <file.avsc>" per line), or from a Schema Registry
+ * (codec_use_registry, below). The bounded walk uses the writer's schema. Decoding checks the message
  * size and every length/count prefix against hard limits before allocating,
  * so a hostile message costs bounded time and memory.
  *
@@ -96,5 +97,34 @@ long codec_file_records(const struct codec_file *f);
 /* Flushes (writer) and closes; NULL-safe. A write error at flush is
  * returned with the path named. */
 int codec_file_close(struct codec_file *f, struct err *e);
+
+/* ---- Schema Registry (common/registry.h) ----
+ *
+ * With a registry, the ids in messages are resolved by asking it (GET
+ * /schemas/ids/{id}, cached by id) instead of schemas/ids, and our own
+ * schemas are framed with the ids it assigns (codec_register). The local
+ * files stay the reader schemas: a writer schema that differs is resolved
+ * into ours (avro-c's resolved writer), so a producer that adds a field, or
+ * drops an optional one, is still read; an incompatible one is ERR_DECODE
+ * naming the field. Without a registry the same resolution applies to extra
+ * versions listed in schemas/ids.
+ *
+ * Errors of codec_decode_txn/codec_to_json then also include ERR_RETRY: the
+ * registry could not be asked (down, auth): the message is not at fault and
+ * must not be dead-lettered; try again later. */
+struct reg;
+/* r is borrowed and must outlive c. Local ids are dropped until registered. */
+void codec_use_registry(struct codec *c, struct reg *r);
+/* Registers (register_new) or looks up `which` under "<topic>-value" and
+ * frames it with that id from now on. */
+int codec_register(struct codec *c, enum codec_schema which, const char *topic, int register_new,
+                   struct err *e);
+/* JSON -> framed Avro under the writer schema of id (schemas/ids or the
+ * registry): `streamml produce --schema-id`, and tests of old writers.
+ * key (key_cap bytes, may be 0) receives the string value of the object's
+ * key_field (NULL: none), "" if absent. */
+int codec_from_json_id(struct codec *c, int32_t id, const char *json, size_t len,
+                       const char *key_field, char *key, size_t key_cap, struct buf *out,
+                       struct err *e);
 
 #endif

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "registry.h"
 
 int64_t pipe_now_us(void)
 {
@@ -132,4 +133,55 @@ int pipe_entset_add(struct entset *s, const char *id)
     s->ids[s->n] = id;
     s->slots[i] = (int)s->n;
     return (int)s->n++;
+}
+
+/* ---- codec and Schema Registry ---- */
+
+struct codec *pipe_codec_open(const struct cfg *cf, struct reg **reg,
+                              const enum codec_schema *outs, const char *const *topics, size_t n,
+                              struct err *e)
+{
+    struct codec *cd = codec_open(cfg_str(cf, "schemas.dir"), e);
+    int reg_new = (int)cfg_int(cf, "schema.registry.auto_register");
+
+    *reg = NULL;
+    if (!cd)
+        return NULL;
+    *reg = reg_open_cfg(cf, e);
+    if (!*reg && e->code)
+        goto out_close;
+    if (!*reg)
+        return cd;
+    codec_use_registry(cd, *reg);
+    for (size_t i = 0; i < n; i++)
+        if (codec_register(cd, outs[i], topics[i], reg_new, e))
+            goto out_close;
+    log_info("schema registry %s: message ids resolved through it", cfg_str(cf, "schema.registry.url"));
+    return cd;
+out_close:
+    codec_close(cd);
+    reg_close(*reg);
+    *reg = NULL;
+    return NULL;
+}
+
+int pipe_decode_txn_held(struct codec *cd, struct kq *q, const struct kq_msg *m,
+                         volatile sig_atomic_t *run, struct txn_event *ev, struct err *e)
+{
+    int backoff = 100, rc;
+    int64_t next_log = 0;
+    struct err se = {0};
+
+    while ((rc = codec_decode_txn(cd, m->payload, m->len, ev, e)) == ERR_RETRY && *run) {
+        if (pipe_now_us() >= next_log) {
+            log_warn("holding %s [%d] @ %lld until the schema registry answers: %s", m->topic,
+                     (int)m->partition, (long long)m->offset, e->msg);
+            next_log = pipe_now_us() + 30 * 1000000LL;
+        }
+        for (int64_t end = pipe_now_us() + backoff * 1000LL, left; (left = end - pipe_now_us()) > 0;)
+            if (kq_serve(q, (int)((left + 999) / 1000), &se) == ERR_FATAL)
+                return err_set(e, ERR_FATAL, "%s", se.msg);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+    return rc;
 }

@@ -7,11 +7,13 @@
 #ifndef STREAMML_PIPELINE_H
 #define STREAMML_PIPELINE_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "codec.h"
 #include "err.h"
+#include "cfg.h"
 #include "kafka.h"
 #include "state.h"
 
@@ -40,6 +42,25 @@ int pipe_state_get(struct state *s, int budget_ms, size_t n, const char *const *
                    struct state_blob *out, struct err *e);
 int pipe_state_put(struct state *s, int budget_ms, size_t n, const struct state_put *puts,
                    int *applied, struct err *e);
+
+/* The codec a worker or tool uses: schemas from schemas.dir and, when
+ * schema.registry.url is set, a registry client in *reg (close it after the
+ * codec) through which message ids are resolved; each outs[i] is then
+ * registered (schema.registry.auto_register=1) or looked up under
+ * "<topics[i]>-value". NULL with the reason in *e. Without a registry *reg
+ * is NULL and the ids are those of schemas/ids. */
+struct reg;
+struct codec *pipe_codec_open(const struct cfg *cf, struct reg **reg,
+                              const enum codec_schema *outs, const char *const *topics, size_t n,
+                              struct err *e);
+
+/* Decodes a transaction event; while the registry cannot be asked
+ * (ERR_RETRY) the message is held: retried with back-off (100 ms doubling
+ * to 5 s) while serving q's deliveries, until it decodes, fails for good
+ * (ERR_DECODE: dead-letter it) or *run drops to 0 (then ERR_RETRY: leave it
+ * unacknowledged, it is re-delivered). */
+int pipe_decode_txn_held(struct codec *cd, struct kq *q, const struct kq_msg *m,
+                         volatile sig_atomic_t *run, struct txn_event *ev, struct err *e);
 
 /* Distinct entity ids of one batch, in first-seen order. Fixed capacity. */
 struct entset {

@@ -8,6 +8,11 @@ libjansson-dev libopenblas-dev redis-server libmicrohttpd-dev libcurl4-openssl-d
 libjpeg62-turbo-dev libpng-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev
 python3 python3-numpy python3-xgboost python3-sklearn python3-scipy python3-torch
 python3-torchvision python3-onnx python3-confluent-kafka python3-redis python3-yaml"
+# Schema Registry issue: Apache Avro's Python reader, the reference for schema resolution.
+PKGS="$PKGS python3-avro"
+# Deployment issue: Debian's docker-compose 1.29 validates docker-compose.yml without an
+# engine (`docker-compose config -q`); with --no-install-recommends it is Python only.
+PKGS="$PKGS docker-compose"
 
 missing=""
 for p in $PKGS; do

@@ -8,13 +8,15 @@
 #include "gbdt.h"
 #include "kafka.h"
 #include "scorecard.h"
+#include "registry.h"
 #include "state.h"
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: streamml config show|check [-c FILE] [-X key=value ...]\n\n"
                  "  show    print every key, its value (secrets masked) and where it came from\n"
-                 "  check   validate, then connect to Kafka and Redis and load the models\n\n");
+                 "  check   validate, then connect to Kafka, Redis and the schema registry\n"
+                 "          (if schema.registry.url is set) and load the models\n\n");
     cfg_help(out);
 }
 
@@ -60,6 +62,43 @@ static int check_redis(const struct cfg *cf)
     printf(bad ? "redis: FAIL %s\n" : "redis: ok%s\n", bad ? e.msg : "");
     state_close(s);
     return bad;
+}
+
+/* Reachable, credentials accepted: a lookup of our input schema under
+ * <input.topic>-value answers (found or not). */
+static int check_registry(const struct cfg *cf)
+{
+    char path[4096], subject[512], text[256 * 1024];
+    struct err e = {0};
+    struct reg *r = reg_open_cfg(cf, &e);
+    int32_t id = 0;
+    size_t n = 0;
+    int rc;
+    FILE *f;
+
+    if (!r) {
+        printf(e.code ? "schema registry: FAIL %s\n" : "schema registry: skipped (no "
+                                                       "schema.registry.url: schemas/ids)\n",
+               e.msg);
+        return e.code != 0;
+    }
+    snprintf(path, sizeof(path), "%s/transaction_event.avsc", cfg_str(cf, "schemas.dir"));
+    if ((f = fopen(path, "r"))) {
+        n = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+    }
+    text[n] = '\0';
+    rc = reg_subject(cfg_str(cf, "input.topic"), subject, sizeof(subject), &e);
+    if (!rc)
+        rc = reg_schema_id(r, subject, text, 0, &id, &e);
+    if (rc == ERR_OK)
+        printf("schema registry: ok (%s is id %d under %s)\n", path, (int)id, subject);
+    else if (rc == ERR_NOTFOUND)
+        printf("schema registry: ok (reachable; %s is not registered under %s)\n", path, subject);
+    else
+        printf("schema registry: FAIL %s\n", e.msg);
+    reg_close(r);
+    return rc != ERR_OK && rc != ERR_NOTFOUND;
 }
 
 static int check_models(const struct cfg *cf)
@@ -121,7 +160,7 @@ int cmd_config(int argc, char **argv)
         }
     }
     printf("configuration: ok\n");
-    bad = check_kafka(cf) | check_redis(cf) | check_models(cf);
+    bad = check_kafka(cf) | check_redis(cf) | check_registry(cf) | check_models(cf);
     cfg_free(cf);
     return bad ? EXIT_RUNTIME : EXIT_OK;
 }

@@ -11,6 +11,8 @@
 #include "codec.h"
 #include "kafka.h"
 #include "log.h"
+#include "pipeline.h"
+#include "registry.h"
 
 #define LINE_MAX_BYTES (1024 * 1024)
 
@@ -43,22 +45,42 @@ static double now_s(void)
 
 struct produce_args {
     struct cli cli;
-    const char *topic, *input;
+    const char *topic, *input, *registry;
     int schema, raw;
+    int32_t schema_id;  /* --schema-id: encode with this writer schema */
     double rate;
 };
+
+/* -r URL is -X schema.registry.url=URL (kcat's -r). */
+static int apply_registry_arg(struct cfg *cf, const char *url)
+{
+    struct err e = {0};
+
+    if (!url)
+        return EXIT_OK;
+    if (cfg_set(cf, "schema.registry.url", url, "-r", &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
 
 static void produce_usage(FILE *out)
 {
     fprintf(out,
             "usage: streamml produce --topic T [options] < events.jsonl\n\n"
             "Reads JSON objects, one per line, encodes them as Avro (Confluent framing,\n"
-            "schema ids from schemas/ids) and produces them. Transaction events are keyed\n"
-            "by user_id so one user's events stay in one partition.\n\n"
+            "schema ids from schemas/ids, or from the Schema Registry when\n"
+            "schema.registry.url is set: the schema is then registered under\n"
+            "<topic>-value) and produces them. Transaction events are keyed by user_id\n"
+            "so one user's events stay in one partition.\n\n"
             "  -t, --topic T        destination topic (default: input.topic)\n"
             "  -s, --schema NAME    transaction_event (default) | transaction_prediction |\n"
             "                       dead_letter | alert_event\n"
             "  -i, --input FILE     read FILE instead of stdin\n"
+            "  -r, --registry URL   Schema Registry (= -X schema.registry.url=URL)\n"
+            "  --schema-id N        encode with the writer schema of id N as it is (from\n"
+            "                       the registry or schemas/ids), keyed by user_id if any\n"
             "  --raw                send each line's bytes as they are (to test dead letters)\n"
             "  --rate N             at most N records per second\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
@@ -74,12 +96,14 @@ static int produce_parse(int argc, char **argv, struct produce_args *a)
                                        {"input", required_argument, NULL, 'i'},
                                        {"raw", no_argument, NULL, 1001},
                                        {"rate", required_argument, NULL, 1002},
+                                       {"registry", required_argument, NULL, 'r'},
+                                       {"schema-id", required_argument, NULL, 1003},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
     char *end;
 
-    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS "t:s:i:", lo, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS "t:s:i:r:", lo, NULL)) != -1) {
         if ((r = cli_opt(&a->cli, opt, optarg)) != 0) {
             if (r < 0)
                 return EXIT_USAGE;
@@ -88,7 +112,17 @@ static int produce_parse(int argc, char **argv, struct produce_args *a)
         switch (opt) {
         case 't': a->topic = optarg; break;
         case 'i': a->input = optarg; break;
+        case 'r': a->registry = optarg; break;
         case 1001: a->raw = 1; break;
+        case 1003: {
+            long id = strtol(optarg, &end, 10);
+            if (*end || end == optarg || id < 1 || id > INT32_MAX) {
+                fprintf(stderr, "error: --schema-id %s: expected an id >= 1\n", optarg);
+                return EXIT_USAGE;
+            }
+            a->schema_id = (int32_t)id;
+            break;
+        }
         case 's':
             if ((a->schema = schema_by_name(optarg)) < 0) {
                 fprintf(stderr, "error: --schema %s: unknown schema\n", optarg);
@@ -120,6 +154,8 @@ static int encode_line(struct codec *cd, const struct produce_args *a, const cha
     key[0] = '\0';
     if (a->raw)
         return buf_append(out, line, len) ? err_set(e, ERR_NOMEM, "line too long") : ERR_OK;
+    if (a->schema_id)
+        return codec_from_json_id(cd, a->schema_id, line, len, "user_id", key, EV_ID_MAX, out, e);
     if (a->schema != CODEC_TXN_EVENT)
         return codec_from_json(cd, (enum codec_schema)a->schema, line, len, out, e);
     if (codec_txn_from_json(line, len, &ev, e))
@@ -181,15 +217,24 @@ int cmd_produce(int argc, char **argv)
     struct err e = {0};
     struct kq *q = NULL;
     struct codec *cd = NULL;
+    struct reg *reg = NULL;
     struct cfg *cf;
     FILE *in = stdin;
     int rc = produce_parse(argc, argv, &a);
     size_t np;
+    const char *topic;
+    enum codec_schema which;
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
     if (!(cf = cli_load(&a.cli, "produce")))
         return EXIT_USAGE;
+    if (apply_registry_arg(cf, a.registry)) {
+        cfg_free(cf);
+        return EXIT_USAGE;
+    }
+    topic = a.topic ? a.topic : cfg_str(cf, "input.topic");
+    which = (enum codec_schema)a.schema;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     struct kq_opts ko = {.props = cfg_kafka(cf, &np), .client_id = "streamml-produce"};
@@ -197,11 +242,13 @@ int cmd_produce(int argc, char **argv)
     if (a.input && !(in = fopen(a.input, "r"))) {
         fprintf(stderr, "error: %s: %s\n", a.input, strerror(errno));
         rc = EXIT_USAGE;
-    } else if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), &e)) || !(q = kq_open(&ko, &e))) {
+    } else if (!(cd = pipe_codec_open(cf, &reg, &which, &topic, a.schema_id || a.raw ? 0 : 1,
+                                      &e)) ||
+               !(q = kq_open(&ko, &e))) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     } else {
-        rc = produce_stream(q, cd, &a, a.topic ? a.topic : cfg_str(cf, "input.topic"), in);
+        rc = produce_stream(q, cd, &a, topic, in);
         err_clear(&e);
         if (kq_close(q, 30000, &e)) {
             fprintf(stderr, "error: %s\n", e.msg);
@@ -213,13 +260,14 @@ int cmd_produce(int argc, char **argv)
         fclose(in);
     kq_close(q, 0, NULL);
     codec_close(cd);
+    reg_close(reg);
     cfg_free(cf);
     return rc;
 }
 
 struct consume_args {
     struct cli cli;
-    const char *topic, *avro_file;
+    const char *topic, *avro_file, *registry;
     int from_beginning, exit_at_end, meta;
     long count;
 };
@@ -229,7 +277,8 @@ static void consume_usage(FILE *out)
     fprintf(out,
             "usage: streamml consume --topic T [options]\n\n"
             "Prints a topic's Avro records (Confluent framing) as JSON lines, decoded\n"
-            "with the writer schema named by each record's schema id. Reads every\n"
+            "with the writer schema named by each record's schema id (from schemas/ids,\n"
+            "or from the Schema Registry when schema.registry.url is set). Reads every\n"
             "partition with assign(): never joins or commits to a consumer group.\n\n"
             "  -t, --topic T          topic to read (default: output.topic)\n"
             "  -f, --from-beginning   start at the oldest record (default: only new ones)\n"
@@ -240,6 +289,7 @@ static void consume_usage(FILE *out)
             "                         file instead of JSON lines (input of `streamml replay\n"
             "                         --avro-file` and `featurize -f avro`); other records\n"
             "                         are reported as undecodable\n"
+            "  -r, --registry URL     Schema Registry (= -X schema.registry.url=URL)\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
             "Undecodable records are reported on stderr with partition@offset.\n");
 }
@@ -252,12 +302,13 @@ static int consume_parse(int argc, char **argv, struct consume_args *a)
                                        {"count", required_argument, NULL, 'n'},
                                        {"meta", no_argument, NULL, 1001},
                                        {"avro-file", required_argument, NULL, 1003},
+                                       {"registry", required_argument, NULL, 'r'},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
     char *end;
 
-    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS "t:fen:", lo, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS "t:fen:r:", lo, NULL)) != -1) {
         if ((r = cli_opt(&a->cli, opt, optarg)) != 0) {
             if (r < 0)
                 return EXIT_USAGE;
@@ -266,6 +317,7 @@ static int consume_parse(int argc, char **argv, struct consume_args *a)
         switch (opt) {
         case 't': a->topic = optarg; break;
         case 'f': a->from_beginning = 1; break;
+        case 'r': a->registry = optarg; break;
         case 'e': a->exit_at_end = 1; break;
         case 1001: a->meta = 1; break;
         case 1003: a->avro_file = optarg; break;
@@ -356,6 +408,7 @@ int cmd_consume(int argc, char **argv)
     struct err e = {0};
     struct codec *cd = NULL;
     struct codec_file *f = NULL;
+    struct reg *reg = NULL;
     struct kq *q = NULL;
     struct cfg *cf;
     int rc = consume_parse(argc, argv, &a);
@@ -365,6 +418,10 @@ int cmd_consume(int argc, char **argv)
         return rc < 0 ? EXIT_OK : rc;
     if (!(cf = cli_load(&a.cli, "consume")))
         return EXIT_USAGE;
+    if (apply_registry_arg(cf, a.registry)) {
+        cfg_free(cf);
+        return EXIT_USAGE;
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     const char *topic = a.topic ? a.topic : cfg_str(cf, "output.topic");
@@ -372,7 +429,7 @@ int cmd_consume(int argc, char **argv)
                          .from_beginning = a.from_beginning, .client_id = "streamml-consume"};
     ko.props = cfg_kafka(cf, &np);
     ko.n_props = np;
-    if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), &e)) || !(q = kq_open(&ko, &e))) {
+    if (!(cd = pipe_codec_open(cf, &reg, NULL, NULL, 0, &e)) || !(q = kq_open(&ko, &e))) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     } else if (a.avro_file && !(f = codec_file_open_write(cd, a.avro_file, &e))) {
@@ -387,6 +444,7 @@ int cmd_consume(int argc, char **argv)
     }
     kq_close(q, 0, NULL);
     codec_close(cd);
+    reg_close(reg);
     cfg_free(cf);
     return rc;
 }

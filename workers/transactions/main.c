@@ -29,6 +29,7 @@
 #include "metrics.h"
 #include "monitor.h"
 #include "pipeline.h"
+#include "registry.h"
 #include "state.h"
 #include "txn.h"
 
@@ -42,7 +43,7 @@ static void on_signal(int sig)
     g_run = 0;
 }
 
-enum ev_status { EV_DEAD = 0, EV_APPLY, EV_REDELIVERED };
+enum ev_status { EV_DEAD = 0, EV_APPLY, EV_REDELIVERED, EV_HELD };
 
 struct pending_ev {
     struct txn_event ev;
@@ -57,6 +58,7 @@ struct worker {
     struct cfg *cf;
     struct kq *q;
     struct codec *cd;
+    struct reg *reg;               /* schema registry, NULL: schemas/ids */
     struct state *st;
     struct txn_scorer *sc;         /* models: common/txn.c, shared with replay */
     size_t cap;                    /* batch capacity */
@@ -189,6 +191,16 @@ static int open_kafka(struct worker *w, struct err *e)
     return ERR_OK;
 }
 
+/* Predictions and dead letters are framed with registry ids when a
+ * registry is configured (registered under <topic>-value). */
+static struct codec *open_codec(struct worker *w, struct err *e)
+{
+    static const enum codec_schema outs[] = {CODEC_TXN_PREDICTION, CODEC_DEAD_LETTER};
+    const char *topics[] = {cfg_str(w->cf, "output.topic"), cfg_str(w->cf, "dlq.topic")};
+
+    return pipe_codec_open(w->cf, &w->reg, outs, topics, 2, e);
+}
+
 static int worker_open(struct worker *w, struct err *e)
 {
     w->cap = (size_t)cfg_int(w->cf, "worker.batch_size");
@@ -200,7 +212,7 @@ static int worker_open(struct worker *w, struct err *e)
                        w->pending_max, w->cap, cfg_origin(w->cf, "state.pending_max"));
     if (alloc_batch(w))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", w->cap);
-    w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
+    w->cd = open_codec(w, e);
     struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER,
                               cfg_str(w->cf, "model.name"), cfg_str(w->cf, "model.version"), 0};
     if (!w->cd || open_models(w, e) || open_state(w, e))
@@ -230,6 +242,7 @@ static void worker_close(struct worker *w)
     codec_close(w->cd);
     mon_close(w->mon);
     metrics_close(w->mx);
+    reg_close(w->reg);
 }
 
 /* ---- state: read once per batch, write once per batch ---- */
@@ -360,18 +373,29 @@ static void dead_letter(struct worker *w, size_t i, const struct err *why)
         log_error("dead letter not sent (offset will not be committed): %s", e.msg);
 }
 
-/* Decode and validate; bad input goes to the dead-letter topic. */
+/* Decode and validate; bad input goes to the dead-letter topic. A message
+ * whose schema the registry cannot give yet is held (see
+ * pipe_decode_txn_held); on shutdown it and the rest of the batch stay
+ * unacknowledged, to be re-delivered. */
 static void decode_batch(struct worker *w, size_t n)
 {
     struct err e = {0};
+    int rc;
 
     pipe_entset_clear(&w->users);
     for (size_t i = 0; i < n; i++) {
         const struct kq_msg *m = w->msgs[i];
         w->t_in[i] = pipe_now_us();
         w->status[i] = EV_APPLY;
-        if (codec_decode_txn(w->cd, m->payload, m->len, &w->evs[i], &e) ||
-            feat_txn_validate(&w->evs[i], &e)) {
+        rc = pipe_decode_txn_held(w->cd, w->q, m, &g_run, &w->evs[i], &e);
+        if (rc == ERR_RETRY || rc == ERR_FATAL) {
+            log_error("stopping with %zu message(s) unprocessed: %s", n - i, e.msg);
+            for (; i < n; i++)
+                w->status[i] = EV_HELD;
+            g_run = 0;
+            break;
+        }
+        if (rc || feat_txn_validate(&w->evs[i], &e)) {
             dead_letter(w, i, &e);
             continue;
         }
@@ -388,7 +412,7 @@ static void featurize_batch(struct worker *w, size_t n)
         int u = w->user_of[i];
         float *x = w->xs + i * FEAT_TXN_DIM;
 
-        if (w->status[i] == EV_DEAD)
+        if (w->status[i] == EV_DEAD || w->status[i] == EV_HELD)
             continue;
         /* Degraded: empty state at position -1, so never a redelivery. */
         if (txn_step(&w->evs[i], m->partition, m->offset, &w->ust[u], &w->upart[u],
@@ -441,7 +465,7 @@ static void process_batch(struct worker *w, size_t n)
     featurize_batch(w, n);
     state_ok = !degraded && write_users(w) == ERR_OK;
     for (size_t i = 0; i < n; i++) {
-        if (w->status[i] == EV_DEAD)
+        if (w->status[i] == EV_DEAD || w->status[i] == EV_HELD)
             continue;
         /* Not applied yet: re-applied from the queue, acknowledged then. */
         if (!state_ok && w->status[i] == EV_APPLY)
