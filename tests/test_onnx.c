@@ -18,10 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "npy.h"
 #include "onnx.h"
+#include "stack.h"
 
 #define FIX "tests/fixtures/onnx/"
 #define TOL 1e-4
@@ -383,6 +385,56 @@ static void test_npy_bad_files_refused(void **state)
     expect_npy_refused(hugehdr, sizeof(hugehdr) - 1, ERR_DECODE, "truncated header");
 }
 
+/* exit status of a shell command line */
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* streamml predict writes .npy files equal to torch's outputs; inputs bound
+ * by name or position; errors give the documented exit codes. */
+static void test_predict_command_writes_npy(void **state)
+{
+    char dir[] = "/tmp/test_onnx_cli_XXXXXX";
+    struct onnx_tensor got, want;
+    struct err e = {0};
+    char path[256];
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(sh("%s predict -m " FIX "gru_session.onnx -i " FIX "gru_session_in0.npy "
+                        "--input h0=" FIX "gru_session_in1.npy -o %s/y.npy -o hn=%s/h.npy",
+                        test_bin("streamml"), dir, dir), 0);
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof(path), "%s/%s.npy", dir, k ? "h" : "y");
+        assert_int_equal(npy_read(path, &got, &e), 0);
+        read_npy(&want, "gru_session", k ? "out1" : "out0");
+        assert_true(rel_err(&got, &want) <= TOL);
+        npy_free(&got);
+        npy_free(&want);
+        unlink(path);
+    }
+    /* unsupported model: 2; wrong input type: 1; unknown input name: 2 */
+    assert_int_equal(sh("%s predict -m " FIX "unsupported_op.onnx -i x.npy 2>/dev/null",
+                        test_bin("streamml")), 2);
+    assert_int_equal(sh("%s predict -m " FIX "conv_net.onnx -i " FIX "gru_session_in0.npy "
+                        "2>/dev/null", test_bin("streamml")), 1);
+    assert_int_equal(sh("%s predict -m " FIX "conv_net.onnx -i nope=" FIX "conv_net_in0.npy "
+                        "2>/dev/null", test_bin("streamml")), 2);
+    assert_int_equal(sh("%s model inspect " FIX "effnet_tiny.onnx | grep -q 'Conv  *22'",
+                        test_bin("streamml")), 0);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_bad_inputs_refused_at_run),
         cmocka_unit_test(test_npy_roundtrip),
         cmocka_unit_test(test_npy_bad_files_refused),
+        cmocka_unit_test(test_predict_command_writes_npy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
