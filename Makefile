@@ -118,3 +118,14 @@ $(ONNX_OBJ): $(ONNX_GEN)
 
 $(filter $(BUILD)/obj/common/onnx%.o,$(COMMON_OBJ)): | $(BUILD)/gen/onnx.pb-c.h
 $(LIB): $(ONNX_OBJ)
+
+# Large ONNX models (torchvision, random init) into $(BUILD)/onnx-models, and
+# their parity check against torch (tools/onnx_parity.py).
+onnx-models:
+	$(PY) tools/onnx_parity.py export --out $(BUILD)/onnx-models
+
+onnx-parity: all onnx-models
+	$(PY) tools/onnx_parity.py check --dir $(BUILD)/onnx-models --streamml $(BUILD)/streamml
+
+onnx-fixtures:
+	$(PY) tests/fixtures/make_onnx_fixtures.py
