@@ -129,3 +129,6 @@ onnx-parity: all onnx-models
 
 onnx-fixtures:
 	$(PY) tests/fixtures/make_onnx_fixtures.py
+
+# The ONNX kernels are written to auto-vectorise (-O3); see ONNX_CLONES.
+$(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3

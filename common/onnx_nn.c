@@ -147,37 +147,48 @@ static void bias_act(const struct onnx_node *n, float *y, const float *bias, int
     }
 }
 
+/* One output row of a depthwise channel: r[ox] = b + sum w * x. The row
+ * stays in L1 while every tap is added. */
+ONNX_CLONES static void dw_row(const struct geo *g, const float *xc, const float *wc, float b,
+                               int64_t oy, const int64_t *lo, const int64_t *hi, float *r)
+{
+    for (int64_t ox = 0; ox < g->ow; ox++)
+        r[ox] = b;
+    for (int64_t ky = 0; ky < g->kh; ky++) {
+        int64_t iy = oy * g->sh - g->pt + ky * g->dh;
+        if (iy < 0 || iy >= g->h)
+            continue;
+        for (int64_t kx = 0; kx < g->kw; kx++) {
+            const float *src = xc + iy * g->w - g->pl + kx * g->dw;
+            float wv = wc[ky * g->kw + kx];
+            if (g->sw == 1)
+                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
+                    r[ox] += wv * src[ox];
+            else if (g->sw == 2)
+                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
+                    r[ox] += wv * src[2 * ox];
+            else
+                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
+                    r[ox] += wv * src[ox * g->sw];
+        }
+    }
+}
+
 /* One image of a depthwise conv (group == channels == outputs). */
 static void depthwise(const struct onnx_node *n, const float *x, const float *w, const float *b,
                       const struct geo *g, float *y)
 {
-    int64_t hw = g->oh * g->ow;
+    int64_t hw = g->oh * g->ow, lo[64], hi[64];
 
+    for (int64_t kx = 0; kx < g->kw && kx < 64; kx++)
+        valid_range(g->w, g->ow, g->sw, g->pl, kx * g->dw, &lo[kx], &hi[kx]);
     for (int64_t c = 0; c < g->c; c++) {
         const float *xc = x + c * g->h * g->w, *wc = w + c * g->kh * g->kw;
         float *yc = y + c * hw;
-        for (int64_t i = 0; i < hw; i++)
-            yc[i] = b ? b[c] : 0.0f;
-        for (int64_t kx = 0; kx < g->kw; kx++) {
-            int64_t lo, hi;
-            valid_range(g->w, g->ow, g->sw, g->pl, kx * g->dw, &lo, &hi);
-            for (int64_t oy = 0; oy < g->oh; oy++)
-                for (int64_t ky = 0; ky < g->kh; ky++) {
-                    int64_t iy = oy * g->sh - g->pt + ky * g->dh;
-                    float wv = wc[ky * g->kw + kx], *r = yc + oy * g->ow;
-                    const float *src;
-                    if (iy < 0 || iy >= g->h)
-                        continue;
-                    src = xc + iy * g->w - g->pl + kx * g->dw;
-                    if (g->sw == 1)
-                        for (int64_t ox = lo; ox < hi; ox++)
-                            r[ox] += wv * src[ox];
-                    else
-                        for (int64_t ox = lo; ox < hi; ox++)
-                            r[ox] += wv * src[ox * g->sw];
-                }
+        for (int64_t oy = 0; oy < g->oh; oy++) {
+            dw_row(g, xc, wc, b ? b[c] : 0.0f, oy, lo, hi, yc + oy * g->ow);
+            onnx_activate(n->a.act, yc + oy * g->ow, (size_t)g->ow, n->a.act_a, n->a.act_b);
         }
-        onnx_activate(n->a.act, yc, (size_t)hw, n->a.act_a, n->a.act_b);
     }
 }
 
@@ -228,7 +239,7 @@ static int conv_gemm(struct onnx_model *m, const struct onnx_node *n, const floa
 int onnx_k_conv(struct onnx_model *m, struct onnx_node *n, struct err *e)
 {
     const struct onnx_tensor *x = onnx_in(m, n, 0), *w = onnx_in(m, n, 1), *b = onnx_in(m, n, 2);
-    struct geo g;
+    struct geo g = {0};
     int64_t dims[4];
     float *y;
 
@@ -245,7 +256,7 @@ int onnx_k_conv(struct onnx_model *m, struct onnx_node *n, struct err *e)
     for (int64_t i = 0; i < g.n; i++) {
         const float *xi = (const float *)x->data + i * g.c * g.h * g.w;
         float *yi = y + i * g.m * g.oh * g.ow;
-        if (n->a.group == g.c && g.m == g.c)
+        if (n->a.group == g.c && g.m == g.c && g.kw <= 64)
             depthwise(n, xi, w->data, b ? b->data : NULL, &g, yi);
         else if (conv_gemm(m, n, xi, w->data, b ? b->data : NULL, &g, yi, e))
             return e->code;
@@ -325,7 +336,7 @@ int onnx_p_pool(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
 static int run_pool(struct onnx_model *m, struct onnx_node *n, int max, struct err *e)
 {
     const struct onnx_tensor *x = onnx_in(m, n, 0);
-    struct geo g;
+    struct geo g = {0};
     int64_t dims[4];
     float *y;
 

@@ -302,12 +302,57 @@ static int k_pow(struct onnx_model *m, struct onnx_node *n, struct err *e)
 enum unop { U_RELU, U_SIGMOID, U_TANH, U_ERF, U_SQRT, U_EXP, U_LOG, U_NEG, U_ABS, U_RECIP,
             U_LEAKY, U_CLIP, U_HSIG, U_HSWISH };
 
-float onnx_sigmoid(float x)
+/* min(max(x, lo), hi) as selects (fminf/fmaxf are calls that stop
+ * vectorisation; NaN passes through). */
+static inline float clampf(float x, float lo, float hi)
 {
-    return 1.0f / (1.0f + expf(-x));
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
 }
 
-static void apply_unary(enum unop op, float *o, const float *x, size_t n, float p, float q)
+/* expf without calls or branches, so that loops over it vectorise: Cephes'
+ * reduction x = n ln2 + r and degree-5 polynomial (about 1 ulp on the
+ * clamped range; below -87 the result is ~1e-38 instead of smaller). */
+static inline float vexpf(float x)
+{
+    float n, r, y;
+    int32_t bits;
+
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    /* round to nearest by the 1.5 * 2^23 trick: no libm call, vectorises */
+    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    y = 1.9875691500E-4f;
+    y = y * r + 1.3981999507E-3f;
+    y = y * r + 8.3334519073E-3f;
+    y = y * r + 4.1665795894E-2f;
+    y = y * r + 1.6666665459E-1f;
+    y = y * r + 5.0000001201E-1f;
+    y = y * r * r + r + 1.0f;
+    bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    return y * scale;
+}
+
+float onnx_sigmoid(float x)
+{
+    return 1.0f / (1.0f + vexpf(-x));
+}
+
+ONNX_CLONES static void sigmoid_loop(float *o, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        o[i] = 1.0f / (1.0f + vexpf(-x[i]));
+}
+
+ONNX_CLONES static void silu_loop(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] / (1.0f + vexpf(-x[i]));
+}
+
+ONNX_CLONES static void apply_unary(enum unop op, float *o, const float *x, size_t n, float p, float q)
 {
     switch (op) {
     case U_RELU:
@@ -315,8 +360,7 @@ static void apply_unary(enum unop op, float *o, const float *x, size_t n, float 
             o[i] = x[i] > 0.0f ? x[i] : 0.0f;
         break;
     case U_SIGMOID:
-        for (size_t i = 0; i < n; i++)
-            o[i] = onnx_sigmoid(x[i]);
+        sigmoid_loop(o, x, n);
         break;
     case U_TANH:
         for (size_t i = 0; i < n; i++)
@@ -356,15 +400,15 @@ static void apply_unary(enum unop op, float *o, const float *x, size_t n, float 
         break;
     case U_CLIP:
         for (size_t i = 0; i < n; i++)
-            o[i] = fminf(fmaxf(x[i], p), q);
+            o[i] = clampf(x[i], p, q);
         break;
     case U_HSIG:
         for (size_t i = 0; i < n; i++)
-            o[i] = fminf(fmaxf(p * x[i] + q, 0.0f), 1.0f);
+            o[i] = clampf(p * x[i] + q, 0.0f, 1.0f);
         break;
     case U_HSWISH:
         for (size_t i = 0; i < n; i++)
-            o[i] = x[i] * fminf(fmaxf(x[i] / 6.0f + 0.5f, 0.0f), 1.0f);
+            o[i] = x[i] * clampf(x[i] / 6.0f + 0.5f, 0.0f, 1.0f);
         break;
     }
 }
@@ -389,8 +433,7 @@ void onnx_activate(int act, float *x, size_t n, float p, float q)
         apply_unary(U_SIGMOID, x, x, n, 0, 0);
         break;
     case ACT_SILU:
-        for (size_t i = 0; i < n; i++)
-            x[i] = x[i] * onnx_sigmoid(x[i]);
+        silu_loop(x, n);
         break;
     default:
         break;
