@@ -132,3 +132,7 @@ onnx-fixtures:
 
 # The ONNX kernels are written to auto-vectorise (-O3); see ONNX_CLONES.
 $(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3
+
+# EfficientNet-B0 speed, streamml vs PyTorch (bench/onnx.sh); figures only.
+bench-onnx: all
+	BUILD=$(BUILD) bench/onnx.sh

@@ -2,7 +2,6 @@
  * and BLAS thread count. A figure, not a test.
  *   usage: bench_onnx MODEL.onnx BATCH THREADS [REPS]
  * Prints: model batch threads ms/batch(median) ms/image images/s min max */
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,11 +60,11 @@ int main(int argc, char **argv)
     reps = argc > 4 ? strtol(argv[4], NULL, 10) : 20;
     if (batch < 1 || threads < 1 || reps < 1 || reps > 10000)
         return 2;
-    openblas_set_num_threads((int)threads);
     if (onnx_open(&m, argv[1], &e) || make_input(m, batch, &in)) {
         fprintf(stderr, "error: %s\n", e.msg[0] ? e.msg : "input 0 is not float32");
         return 1;
     }
+    onnx_set_threads(m, (int)threads);
     ms = calloc((size_t)reps, sizeof(double));
     for (long r = -2; r < reps; r++) { /* two warm-up runs size the buffers */
         double t0 = now_ms();

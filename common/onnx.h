@@ -54,6 +54,11 @@ const char *onnx_output_name(const struct onnx_model *m, size_t i);
 int onnx_input_shape(const struct onnx_model *m, size_t i, int *ndim, int64_t dims[8]);
 enum onnx_dtype onnx_input_dtype(const struct onnx_model *m, size_t i);
 
+/* Threads for the runtime's own kernels (depthwise convolutions, fused
+ * activations), 1..16, default 1; also sets OpenBLAS's thread count, which
+ * is process-wide. Call before onnx_run, from the thread that runs m. */
+void onnx_set_threads(struct onnx_model *m, int n);
+
 /* Runs the graph. inputs are in model input order, their dtype and rank
  * must match the declaration and static dims must be equal (ERR_INVALID
  * naming the input otherwise). outputs[i] are filled with tensors whose

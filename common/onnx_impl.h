@@ -101,6 +101,7 @@ struct onnx_model {
         size_t cap;
     } *pool;
     size_t n_pool, cap_pool;
+    int threads;    /* for onnx_parallel */
     float *scratch; /* im2col and kernel temporaries */
     size_t scratch_cap;
 };
@@ -116,6 +117,11 @@ void *onnx_out(struct onnx_model *m, struct onnx_node *n, int k, enum onnx_dtype
 float *onnx_scratch(struct onnx_model *m, size_t n, struct err *e);
 /* Product of dims, or -1 when it exceeds ONNX_MAX_ELEMS or a dim is < 0. */
 int64_t onnx_count(int ndim, const int64_t *dims);
+/* Runs fn over [0, n) split into m->threads contiguous chunks, one per
+ * thread (the caller's included); returns when all are done. fn must only
+ * write data owned by its chunk. */
+void onnx_parallel(const struct onnx_model *m, void (*fn)(void *arg, int64_t b, int64_t e),
+                   void *arg, int64_t n);
 size_t onnx_dtype_size(enum onnx_dtype dt);
 /* Checks tp (dtype f32/i64, dims, data length) into t and points *src at
  * its data (owned by tp). what names the tensor's role in messages. */

@@ -136,15 +136,34 @@ static void im2col(const float *x, int64_t c, const struct geo *g, float *col)
             }
 }
 
-static void bias_act(const struct onnx_node *n, float *y, const float *bias, int64_t m, int64_t hw)
+struct act_job {
+    const struct onnx_node *n;
+    float *y;
+    const float *bias;
+    int64_t m, hw;
+};
+
+/* Bias and fused activation over output planes [pb, pe). */
+static void act_planes(void *arg, int64_t pb, int64_t pe)
 {
-    for (int64_t j = 0; j < m; j++) {
-        float *r = y + j * hw;
-        if (bias)
-            for (int64_t i = 0; i < hw; i++)
-                r[i] += bias[j];
-        onnx_activate(n->a.act, r, (size_t)hw, n->a.act_a, n->a.act_b);
+    const struct act_job *j = arg;
+
+    for (int64_t p = pb; p < pe; p++) {
+        float *r = j->y + p * j->hw;
+        if (j->bias)
+            for (int64_t i = 0; i < j->hw; i++)
+                r[i] += j->bias[p % j->m];
+        onnx_activate(j->n->a.act, r, (size_t)j->hw, j->n->a.act_a, j->n->a.act_b);
     }
+}
+
+static void bias_act_all(const struct onnx_model *m, const struct onnx_node *n, float *y,
+                         const float *bias, const struct geo *g)
+{
+    struct act_job j = {n, y, bias, g->m, g->oh * g->ow};
+
+    if (bias || n->a.act != ACT_NONE)
+        onnx_parallel(m, act_planes, &j, g->n * g->m);
 }
 
 /* One output row of a depthwise channel: r[ox] = b + sum w * x. The row
@@ -174,22 +193,43 @@ ONNX_CLONES static void dw_row(const struct geo *g, const float *xc, const float
     }
 }
 
-/* One image of a depthwise conv (group == channels == outputs). */
-static void depthwise(const struct onnx_node *n, const float *x, const float *w, const float *b,
-                      const struct geo *g, float *y)
-{
-    int64_t hw = g->oh * g->ow, lo[64], hi[64];
+struct dw_job {
+    const struct onnx_node *n;
+    const struct geo *g;
+    const float *x, *w, *b;
+    float *y;
+    int64_t lo[64], hi[64];
+};
 
-    for (int64_t kx = 0; kx < g->kw && kx < 64; kx++)
-        valid_range(g->w, g->ow, g->sw, g->pl, kx * g->dw, &lo[kx], &hi[kx]);
-    for (int64_t c = 0; c < g->c; c++) {
-        const float *xc = x + c * g->h * g->w, *wc = w + c * g->kh * g->kw;
-        float *yc = y + c * hw;
+/* Planes [pb, pe) of a depthwise conv (plane = image * channels + c). */
+static void dw_planes(void *arg, int64_t pb, int64_t pe)
+{
+    const struct dw_job *j = arg;
+    const struct geo *g = j->g;
+    int64_t hw = g->oh * g->ow;
+
+    for (int64_t p = pb; p < pe; p++) {
+        int64_t c = p % g->c;
+        const float *xc = j->x + p * g->h * g->w, *wc = j->w + c * g->kh * g->kw;
+        float *yc = j->y + p * hw;
         for (int64_t oy = 0; oy < g->oh; oy++) {
-            dw_row(g, xc, wc, b ? b[c] : 0.0f, oy, lo, hi, yc + oy * g->ow);
-            onnx_activate(n->a.act, yc + oy * g->ow, (size_t)g->ow, n->a.act_a, n->a.act_b);
+            dw_row(g, xc, wc, j->b ? j->b[c] : 0.0f, oy, j->lo, j->hi, yc + oy * g->ow);
+            onnx_activate(j->n->a.act, yc + oy * g->ow, (size_t)g->ow, j->n->a.act_a,
+                          j->n->a.act_b);
         }
     }
+}
+
+/* A depthwise conv (group == channels == outputs) over the whole batch,
+ * planes split among the threads. */
+static void depthwise(const struct onnx_model *m, const struct onnx_node *n, const float *x,
+                      const float *w, const float *b, const struct geo *g, float *y)
+{
+    struct dw_job j = {n, g, x, w, b, y, {0}, {0}};
+
+    for (int64_t kx = 0; kx < g->kw; kx++)
+        valid_range(g->w, g->ow, g->sw, g->pl, kx * g->dw, &j.lo[kx], &j.hi[kx]);
+    onnx_parallel(m, dw_planes, &j, g->n * g->c);
 }
 
 static int conv_check(const struct onnx_node *n, const struct onnx_tensor *x,
@@ -211,8 +251,7 @@ static int conv_check(const struct onnx_node *n, const struct onnx_tensor *x,
 
 /* Groups of one image through sgemm: Y_g[M/g, OH*OW] = W_g[M/g, K] col_g[K, OH*OW]. */
 static int conv_gemm(struct onnx_model *m, const struct onnx_node *n, const float *x,
-                     const float *w, const float *b, const struct geo *g, float *y,
-                     struct err *e)
+                     const float *w, const struct geo *g, float *y, struct err *e)
 {
     int64_t grp = n->a.group, cg = g->c / grp, mg = g->m / grp, k = cg * g->kh * g->kw;
     int64_t hw = g->oh * g->ow;
@@ -231,7 +270,6 @@ static int conv_gemm(struct onnx_model *m, const struct onnx_node *n, const floa
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)hw, (int)k, 1.0f,
                     w + gi * mg * k, (int)k, direct ? xg : col, (int)hw, 0.0f,
                     y + gi * mg * hw, (int)hw);
-        bias_act(n, y + gi * mg * hw, b ? b + gi * mg : NULL, mg, hw);
     }
     return ERR_OK;
 }
@@ -253,14 +291,17 @@ int onnx_k_conv(struct onnx_model *m, struct onnx_node *n, struct err *e)
     y = onnx_out(m, n, 0, ONNX_F32, 4, dims, e);
     if (!y)
         return e->code;
+    if (n->a.group == g.c && g.m == g.c && g.kw <= 64) {
+        depthwise(m, n, x->data, w->data, b ? b->data : NULL, &g, y);
+        return ERR_OK;
+    }
     for (int64_t i = 0; i < g.n; i++) {
         const float *xi = (const float *)x->data + i * g.c * g.h * g.w;
         float *yi = y + i * g.m * g.oh * g.ow;
-        if (n->a.group == g.c && g.m == g.c && g.kw <= 64)
-            depthwise(n, xi, w->data, b ? b->data : NULL, &g, yi);
-        else if (conv_gemm(m, n, xi, w->data, b ? b->data : NULL, &g, yi, e))
+        if (conv_gemm(m, n, xi, w->data, &g, yi, e))
             return e->code;
     }
+    bias_act_all(m, n, y, b ? b->data : NULL, &g);
     return ERR_OK;
 }
 

@@ -66,7 +66,7 @@ static double rel_err(const struct onnx_tensor *got, const struct onnx_tensor *w
 }
 
 /* Runs fixture name on its inputs and compares every output with torch's. */
-static void check_parity(const char *name, size_t n_in, size_t n_out)
+static void check_parity_threads(const char *name, size_t n_in, size_t n_out, int threads)
 {
     struct onnx_model *m;
     struct onnx_tensor in[4], out[4], want;
@@ -74,6 +74,7 @@ static void check_parity(const char *name, size_t n_in, size_t n_out)
     char part[16];
 
     load_ok(&m, name);
+    onnx_set_threads(m, threads);
     assert_int_equal(onnx_num_inputs(m), n_in);
     assert_int_equal(onnx_num_outputs(m), n_out);
     for (size_t i = 0; i < n_in; i++) {
@@ -95,6 +96,19 @@ static void check_parity(const char *name, size_t n_in, size_t n_out)
     for (size_t i = 0; i < n_in; i++)
         npy_free(&in[i]);
     onnx_close(m);
+}
+
+static void check_parity(const char *name, size_t n_in, size_t n_out)
+{
+    check_parity_threads(name, n_in, n_out, 1);
+}
+
+/* Depthwise planes and activations split over 3 threads: same answers. */
+static void test_threaded_runs_match_torch(void **state)
+{
+    (void)state;
+    check_parity_threads("effnet_tiny", 1, 1, 3);
+    check_parity_threads("conv_net", 1, 2, 3);
 }
 
 static void test_conv_net_matches_torch(void **state)
@@ -442,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_effnet_tiny_matches_torch),
         cmocka_unit_test(test_gru_session_matches_torch),
         cmocka_unit_test(test_gru_bidirectional_two_layers_matches_torch),
+        cmocka_unit_test(test_threaded_runs_match_torch),
         cmocka_unit_test(test_dynamic_batch_gives_same_rows),
         cmocka_unit_test(test_accessors_report_the_graph),
         cmocka_unit_test(test_unsupported_op_refused_with_its_name),
