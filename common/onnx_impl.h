@@ -10,8 +10,8 @@
 #include "onnx.h"
 #include "onnx.pb-c.h" /* generated in $(BUILD)/gen */
 
-#define ONNX_MAX_IO 8            /* inputs or outputs of one node */
-#define ONNX_MAX_ELEMS (INT64_C(1) << 31) /* elements of one tensor */
+#define ONNX_MAX_IO 64                    /* inputs or outputs of one node */
+#define ONNX_MAX_ELEMS (INT64_C(1) << 28) /* elements of one tensor (1 GiB of float32) */
 
 /* A named value of the graph. Initializers and folded constants own their
  * data for the model's life; activations borrow a buffer from the pool

@@ -12,6 +12,8 @@
 
 /* ---- Conv ---- */
 
+#define LIM 65536 /* bound on kernel, stride, dilation, pad: no overflow below */
+
 /* Spatial attributes shared by Conv and the pools. */
 static int spatial_attrs(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
 {
@@ -38,8 +40,11 @@ static int spatial_attrs(struct onnx_node *n, const Onnx__NodeProto *p, struct e
         return err_set(e, ERR_CONFIG, "strides, dilations, pads must be 2-D");
     for (int i = 0; i < 2; i++)
         if (n->a.strides[i] < 1 || n->a.dilations[i] < 1 || n->a.pads[i] < 0 ||
-            n->a.pads[i + 2] < 0 || (n->a.has_kernel && n->a.kernel[i] < 1))
-            return err_set(e, ERR_CONFIG, "kernel, strides, dilations must be >= 1, pads >= 0");
+            n->a.pads[i + 2] < 0 || (n->a.has_kernel && n->a.kernel[i] < 1) ||
+            n->a.strides[i] > LIM || n->a.dilations[i] > LIM || n->a.pads[i] > LIM ||
+            n->a.pads[i + 2] > LIM || n->a.kernel[i] > LIM)
+            return err_set(e, ERR_CONFIG,
+                           "kernel, strides, dilations must be 1..%d, pads 0..%d", LIM, LIM);
     return ERR_OK;
 }
 

@@ -612,7 +612,7 @@ static int k_reshape(struct onnx_model *m, struct onnx_node *n, struct err *e)
         }
         if (dims[i] == -1 && infer < 0)
             infer = i;
-        else if (dims[i] < 0)
+        else if (dims[i] < 0 || dims[i] > ONNX_MAX_ELEMS || known > ONNX_MAX_ELEMS)
             return err_set(e, ERR_INVALID, "shape[%d] = %lld", i, (long long)s[i]);
         else
             known *= dims[i];
@@ -869,24 +869,30 @@ static int k_transpose(struct onnx_model *m, struct onnx_node *n, struct err *e)
     return ERR_OK;
 }
 
-/* One axis of Slice: clamps start/end as the ONNX spec says. */
-static int slice_axis(int64_t dim, int64_t start, int64_t end, int64_t step, int64_t *first,
+/* One axis of Slice: clamps start/end as the ONNX spec says. A step past
+ * the dim selects at most one element; it is clamped (in *step too) so that
+ * no arithmetic here or in the copy overflows. */
+static int slice_axis(int64_t dim, int64_t start, int64_t end, int64_t *step, int64_t *first,
                       int64_t *count)
 {
-    if (step == 0)
+    int64_t s = *step;
+
+    if (s == 0)
         return -1;
+    s = s > dim ? dim + 1 : s < -dim ? -dim - 1 : s;
+    *step = s;
     if (start < 0)
         start += dim;
     if (end < 0)
         end += dim;
-    if (step > 0) {
+    if (s > 0) {
         start = clamp64(start, 0, dim);
         end = clamp64(end, 0, dim);
-        *count = end > start ? (end - start + step - 1) / step : 0;
+        *count = end > start ? (end - start - 1) / s + 1 : 0;
     } else {
         start = clamp64(start, 0, dim - 1);
         end = clamp64(end, -1, dim - 1);
-        *count = start > end ? (start - end - step - 1) / -step : 0;
+        *count = start > end ? (start - end - 1) / -s + 1 : 0;
     }
     *first = start;
     return 0;
@@ -919,7 +925,7 @@ static int k_slice(struct onnx_model *m, struct onnx_node *n, struct err *e)
     for (int i = 0; i < ns; i++) {
         int a = onnx_axis(ax ? ax[i] : i, x->ndim);
         int64_t first, cnt, s = sp ? sp[i] : 1;
-        if (a < 0 || flags[a]++ || slice_axis(x->dims[a], st[i], en[i], s, &first, &cnt))
+        if (a < 0 || flags[a]++ || slice_axis(x->dims[a], st[i], en[i], &s, &first, &cnt))
             return err_set(e, ERR_INVALID, "slice %d: bad axis or zero step", i);
         dims[a] = cnt;
         step[a] = xs[a] * s;
@@ -984,6 +990,8 @@ static int k_pad(struct onnx_model *m, struct onnx_node *n, struct err *e)
     if (cv && (cv->dtype != x->dtype || onnx_numel(cv) != 1))
         return err_set(e, ERR_INVALID, "constant_value must be one value of the data's type");
     for (int i = 0; i < x->ndim; i++) {
+        if (pads[i] > ONNX_MAX_ELEMS || pads[i + x->ndim] > ONNX_MAX_ELEMS)
+            return err_set(e, ERR_INVALID, "pads over %lld", (long long)ONNX_MAX_ELEMS);
         dims[i] = x->dims[i] + pads[i] + pads[i + x->ndim];
         if (pads[i] < 0 || pads[i + x->ndim] < 0 || dims[i] < 0)
             return err_set(e, ERR_INVALID, "negative pads are not supported");
