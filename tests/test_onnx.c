@@ -98,6 +98,8 @@ static void check_parity_threads(const char *name, size_t n_in, size_t n_out, in
     onnx_close(m);
 }
 
+static void expect_refused(const char *path, int code, const char *w1, const char *w2);
+
 static void check_parity(const char *name, size_t n_in, size_t n_out)
 {
     check_parity_threads(name, n_in, n_out, 1);
@@ -133,6 +135,14 @@ static void test_gru_bidirectional_two_layers_matches_torch(void **state)
 {
     (void)state;
     check_parity("gru_bidir2", 2, 2);
+}
+
+/* Slice with INT64_MAX steps and reversed, Concat of 10, Reshape 0/-1. */
+static void test_shape_op_edges_match_numpy(void **state)
+{
+    (void)state;
+    check_parity("edge_ops", 1, 3);
+    expect_refused(FIX "bad_reshape.onnx", ERR_INVALID, "bad_reshape", "shape[0]");
 }
 
 /* Batch 1 (a dynamic dim other than the export's) gives row 0 of batch 2. */
@@ -457,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_gru_session_matches_torch),
         cmocka_unit_test(test_gru_bidirectional_two_layers_matches_torch),
         cmocka_unit_test(test_threaded_runs_match_torch),
+        cmocka_unit_test(test_shape_op_edges_match_numpy),
         cmocka_unit_test(test_dynamic_batch_gives_same_rows),
         cmocka_unit_test(test_accessors_report_the_graph),
         cmocka_unit_test(test_unsupported_op_refused_with_its_name),
