@@ -653,7 +653,26 @@ static int dry_run(struct onnx_model *m, struct err *e)
     return rc;
 }
 
+/* Kept values are treated as graph outputs by the passes and the pool. */
+static int mark_kept(struct onnx_model *m, const char *const *keep, size_t n_keep, struct err *e)
+{
+    for (size_t i = 0; i < n_keep; i++) {
+        int k = find_value(m, keep[i]);
+        if (k < 0)
+            return err_set(e, ERR_CONFIG, "onnx: no value named '%s' to keep", keep[i]);
+        m->vals[k].is_output = 1;
+        m->vals[k].is_kept = 1;
+    }
+    return ERR_OK;
+}
+
 int onnx_open(struct onnx_model **out, const char *path, struct err *e)
+{
+    return onnx_open_keep(out, path, NULL, 0, e);
+}
+
+int onnx_open_keep(struct onnx_model **out, const char *path, const char *const *keep,
+                   size_t n_keep, struct err *e)
 {
     struct onnx_model *m = calloc(1, sizeof(*m));
     const Onnx__GraphProto *g;
@@ -666,7 +685,7 @@ int onnx_open(struct onnx_model **out, const char *path, struct err *e)
         goto fail;
     g = m->proto->graph;
     if (load_initializers(m, g, e) || load_inputs(m, g, e) || load_nodes(m, g, e) ||
-        load_outputs(m, g, e)) {
+        load_outputs(m, g, e) || mark_kept(m, keep, n_keep, e)) {
         err_wrap(e, "%s", path);
         goto fail;
     }
@@ -806,6 +825,16 @@ int onnx_input_shape(const struct onnx_model *m, size_t i, int *ndim, int64_t di
 enum onnx_dtype onnx_input_dtype(const struct onnx_model *m, size_t i)
 {
     return i < m->n_inputs ? m->vals[m->inputs[i]].t.dtype : ONNX_F32;
+}
+
+const struct onnx_tensor *onnx_value(const struct onnx_model *m, const char *name)
+{
+    int k = find_value(m, name);
+    const struct onnx_value *v = k >= 0 ? &m->vals[k] : NULL;
+
+    if (!v || !(v->is_const || v->is_input || v->is_output) || !v->defined)
+        return NULL;
+    return &v->t;
 }
 
 const struct onnx_tensor *onnx_initializer(const struct onnx_model *m, const char *name)

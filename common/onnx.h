@@ -42,7 +42,18 @@ struct onnx_model;
  * the graph once on zeros (dynamic dims taken as 1) so that shape errors
  * surface at load. 0 and *out set, or an ERR_* code with the reason in *e. */
 int onnx_open(struct onnx_model **out, const char *path, struct err *e);
+/* Same, and keeps the named intermediate values (e.g. the last conv
+ * activations, for class-activation maps) readable with onnx_value after
+ * each run: they are not fused away nor their buffers reused. A name that
+ * is not a value of the graph is ERR_CONFIG. */
+int onnx_open_keep(struct onnx_model **out, const char *path, const char *const *keep,
+                   size_t n_keep, struct err *e);
 void onnx_close(struct onnx_model *m); /* NULL-safe */
+
+/* After a successful onnx_run: a kept value, an initializer or a graph
+ * input/output by name (owned by m, valid until the next run); NULL if
+ * unknown or not kept. */
+const struct onnx_tensor *onnx_value(const struct onnx_model *m, const char *name);
 
 /* Graph inputs that are not initializers, and graph outputs, in file order.
  * Names are owned by m. */

@@ -23,7 +23,8 @@ struct onnx_value {
     size_t cap;  /* bytes of buf */
     int is_const;
     int is_input;
-    int is_output;
+    int is_output; /* a graph output or a kept value: never pooled, never fused away */
+    int is_kept;
     int defined;  /* has a tensor in the current run */
     int uses;     /* nodes reading it */
     int last_use; /* index of the last node reading it; -1 if none */

@@ -168,6 +168,48 @@ static void test_dynamic_batch_gives_same_rows(void **state)
     onnx_close(m);
 }
 
+/* The last conv activations kept for class-activation maps: averaging them
+ * and applying fc.weight/fc.bias gives the logits back. */
+static void test_kept_value_gives_cam_inputs(void **state)
+{
+    static const char *const keep[] = {"/head/head.2/Mul_output_0"};
+    const struct onnx_tensor *feat, *w, *b;
+    struct onnx_model *m;
+    struct onnx_tensor in, out;
+    struct err e = {0};
+    (void)state;
+
+    assert_int_equal(onnx_open_keep(&m, FIX "effnet_tiny.onnx", keep, 1, &e), 0);
+    read_npy(&in, "effnet_tiny", "in0");
+    assert_int_equal(onnx_run(m, &in, 1, &out, 1, &e), 0);
+    feat = onnx_value(m, keep[0]);
+    w = onnx_initializer(m, "fc.weight");
+    b = onnx_initializer(m, "fc.bias");
+    assert_non_null(feat);
+    assert_int_equal(feat->ndim, 4);
+    assert_int_equal(feat->dims[0], 2);
+    assert_int_equal(feat->dims[1], 64);
+    assert_int_equal(feat->dims[2], 8);
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 5; k++) {
+            double z = ((const float *)b->data)[k];
+            for (int c = 0; c < 64; c++) {
+                double mean = 0;
+                for (int p = 0; p < 64; p++)
+                    mean += ((const float *)feat->data)[(i * 64 + c) * 64 + p] / 64.0;
+                z += mean * ((const float *)w->data)[k * 64 + c];
+            }
+            assert_true(fabs(z - ((const float *)out.data)[i * 5 + k]) < 1e-5);
+        }
+    assert_null(onnx_value(m, "/head/head.0/Conv_output_0")); /* not kept: fused away */
+    onnx_close(m);
+    assert_int_equal(onnx_open_keep(&m, FIX "effnet_tiny.onnx", (const char *const[]){"nope"}, 1,
+                                    &e),
+                     ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "nope"));
+    npy_free(&in);
+}
+
 static void test_accessors_report_the_graph(void **state)
 {
     struct onnx_model *m;
@@ -470,6 +512,7 @@ int main(void)
         cmocka_unit_test(test_shape_op_edges_match_numpy),
         cmocka_unit_test(test_dynamic_batch_gives_same_rows),
         cmocka_unit_test(test_accessors_report_the_graph),
+        cmocka_unit_test(test_kept_value_gives_cam_inputs),
         cmocka_unit_test(test_unsupported_op_refused_with_its_name),
         cmocka_unit_test(test_gru_linear_before_reset_0_refused),
         cmocka_unit_test(test_bad_graphs_refused),
