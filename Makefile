@@ -99,3 +99,41 @@ clean:
 
 fixtures:
 	$(PY) tests/fixtures/make_xgb_fixtures.py
+
+# ONNX: protobuf-c code for Debian's onnx.proto (libonnx-dev), generated at build time
+# into $(BUILD)/gen/ and archived into libstreamml.a. Only common/onnx*.c include it.
+ONNX_PROTO := /usr/include/onnx/onnx.proto
+ONNX_GEN   := $(BUILD)/gen/onnx.pb-c.c
+ONNX_OBJ   := $(BUILD)/obj/gen/onnx.pb-c.o
+CFLAGS     += -I$(BUILD)/gen
+
+$(ONNX_GEN): $(ONNX_PROTO)
+	@mkdir -p $(dir $@)
+	protoc-c --proto_path=$(dir $(ONNX_PROTO)) --c_out=$(dir $@) $(ONNX_PROTO)
+
+$(BUILD)/gen/onnx.pb-c.h: $(ONNX_GEN)
+
+$(ONNX_OBJ): $(ONNX_GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(filter $(BUILD)/obj/common/onnx%.o,$(COMMON_OBJ)): | $(BUILD)/gen/onnx.pb-c.h
+$(LIB): $(ONNX_OBJ)
+
+# Large ONNX models (torchvision, random init) into $(BUILD)/onnx-models, and
+# their parity check against torch (tools/onnx_parity.py).
+onnx-models:
+	$(PY) tools/onnx_parity.py export --out $(BUILD)/onnx-models
+
+onnx-parity: all onnx-models
+	$(PY) tools/onnx_parity.py check --dir $(BUILD)/onnx-models --streamml $(BUILD)/streamml
+
+onnx-fixtures:
+	$(PY) tests/fixtures/make_onnx_fixtures.py
+
+# The ONNX kernels are written to auto-vectorise (-O3); see ONNX_CLONES.
+$(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3
+
+# EfficientNet-B0 speed, streamml vs PyTorch (bench/onnx.sh); figures only.
+bench-onnx: all
+	BUILD=$(BUILD) bench/onnx.sh
