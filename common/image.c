@@ -860,6 +860,12 @@ static void vpass(const float *src, int w, int src_h, int nch, float *dst, int d
     }
 }
 
+size_t img_resize_scratch(int src_w, int src_h, int nch, int dst_w, int dst_h)
+{
+    return coeff_floats(src_w, dst_w) + coeff_floats(src_h, dst_h) +
+           (size_t)nch * (size_t)src_h * (size_t)dst_w;
+}
+
 void img_resize_planes(const float *src, int src_w, int src_h, int nch, float *dst, int dst_w,
                        int dst_h, float *scratch)
 {

@@ -108,7 +108,8 @@ int img_preprocess(const struct img *im, const struct img_norm *n, float *out, f
                    struct err *e);
 
 /* Resizes planar float channels (antialiased bilinear, the same kernel);
- * scratch: at least nch * dst_h * src_w floats. */
+ * scratch: img_resize_scratch() floats. */
+size_t img_resize_scratch(int src_w, int src_h, int nch, int dst_w, int dst_h);
 void img_resize_planes(const float *src, int src_w, int src_h, int nch, float *dst, int dst_w,
                        int dst_h, float *scratch);
 
