@@ -98,3 +98,23 @@ clean:
 
 fixtures:
 	$(PY) tests/fixtures/make_xgb_fixtures.py
+
+# ONNX: protobuf-c code for Debian's onnx.proto (libonnx-dev), generated at build time
+# into $(BUILD)/gen/ and archived into libstreamml.a. Only common/onnx*.c include it.
+ONNX_PROTO := /usr/include/onnx/onnx.proto
+ONNX_GEN   := $(BUILD)/gen/onnx.pb-c.c
+ONNX_OBJ   := $(BUILD)/obj/gen/onnx.pb-c.o
+CFLAGS     += -I$(BUILD)/gen
+
+$(ONNX_GEN): $(ONNX_PROTO)
+	@mkdir -p $(dir $@)
+	protoc-c --proto_path=$(dir $(ONNX_PROTO)) --c_out=$(dir $@) $(ONNX_PROTO)
+
+$(BUILD)/gen/onnx.pb-c.h: $(ONNX_GEN)
+
+$(ONNX_OBJ): $(ONNX_GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(filter $(BUILD)/obj/common/onnx%.o,$(COMMON_OBJ)): | $(BUILD)/gen/onnx.pb-c.h
+$(LIB): $(ONNX_OBJ)

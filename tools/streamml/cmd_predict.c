@@ -518,8 +518,13 @@ int cmd_predict(int argc, char **argv)
     struct csv c = {.in = stdin, .name = "stdin", .next_line = 1};
     struct plan *p = calloc(1, sizeof(*p));
     struct err e = {0};
-    int rc = predict_args(argc, argv, &a);
+    int rc;
 
+    if (cmd_is_onnx(cmd_model_arg(argc, argv))) { /* NumPy in and out: cmd_predict_onnx.c */
+        free(p);
+        return cmd_predict_onnx(argc, argv);
+    }
+    rc = predict_args(argc, argv, &a);
     if (rc || !p) {
         free(p);
         return rc < 0 ? EXIT_OK : rc ? rc : EXIT_RUNTIME;
@@ -595,7 +600,8 @@ static void model_usage(FILE *out)
                  "Loads a model with the workers' own loader (so every check they make is\n"
                  "made) and prints what it holds: for an XGBoost JSON model the objective,\n"
                  "trees, max depth, base_score and feature names; for a scorecard its\n"
-                 "scaling, features and bins.\n\n"
+                 "scaling, features and bins; for an ONNX model (*.onnx) its opset,\n"
+                 "inputs, outputs, op counts and metadata.\n\n"
                  "Exit codes: 0 ok; 2 usage, or the file is not a valid model (reason on\n"
                  "stderr).\n");
 }
@@ -624,6 +630,8 @@ int cmd_model(int argc, char **argv)
         model_usage(stderr);
         return EXIT_USAGE;
     }
+    if (cmd_is_onnx(argv[optind + 1]))
+        return cmd_model_inspect_onnx(argv[optind + 1]);
     if (model_open(&m, argv[optind + 1], &e)) {
         fprintf(stderr, "error: %s\n", e.msg);
         return EXIT_USAGE;

@@ -1,0 +1,89 @@
+/* common/onnx.h: ONNX models (torch.onnx.export, opset 13..17) run on the CPU.
+ *
+ * The file is parsed with protobuf-c (code generated from Debian's onnx.proto)
+ * and compiled at load into a list of kernels over float32/int64 tensors:
+ * convolutions through im2col + OpenBLAS sgemm (depthwise ones directly),
+ * GRU with torch's semantics (linear_before_reset=1), elementwise ops with
+ * NumPy broadcasting, and the shape plumbing torch exports emit. A model that
+ * uses an op, attribute value or data type the runtime does not implement is
+ * refused at load with the op and node named: it is never mis-run.
+ *
+ * A handle is not thread-safe: onnx_run writes its activations into buffers
+ * owned by the handle (reused from run to run, so steady-state runs do not
+ * allocate). Use one handle per thread.
+ */
+#ifndef STREAMML_ONNX_H
+#define STREAMML_ONNX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define ONNX_MAX_DIMS 8
+#define ONNX_MAX_FILE_BYTES ((size_t)1 << 30) /* larger files are refused */
+
+/* Values are TensorProto.DataType codes. */
+enum onnx_dtype { ONNX_F32 = 1, ONNX_I64 = 7 };
+
+/* A dense row-major tensor. The data is borrowed: see each function. */
+struct onnx_tensor {
+    enum onnx_dtype dtype;
+    int ndim;
+    int64_t dims[ONNX_MAX_DIMS];
+    void *data;
+};
+
+struct onnx_model;
+
+/* Parses and checks path: size limit, opset 13..17 of the default domain,
+ * every op supported (else ERR_CONFIG naming the op and node), initializer
+ * sizes matching their dims, every node input defined before use; then runs
+ * the graph once on zeros (dynamic dims taken as 1) so that shape errors
+ * surface at load. 0 and *out set, or an ERR_* code with the reason in *e. */
+int onnx_open(struct onnx_model **out, const char *path, struct err *e);
+void onnx_close(struct onnx_model *m); /* NULL-safe */
+
+/* Graph inputs that are not initializers, and graph outputs, in file order.
+ * Names are owned by m. */
+size_t onnx_num_inputs(const struct onnx_model *m);
+const char *onnx_input_name(const struct onnx_model *m, size_t i);
+size_t onnx_num_outputs(const struct onnx_model *m);
+const char *onnx_output_name(const struct onnx_model *m, size_t i);
+/* Declared shape of input i (-1 = dynamic dim); ERR_NOTFOUND past the end. */
+int onnx_input_shape(const struct onnx_model *m, size_t i, int *ndim, int64_t dims[8]);
+enum onnx_dtype onnx_input_dtype(const struct onnx_model *m, size_t i);
+
+/* Runs the graph. inputs are in model input order, their dtype and rank
+ * must match the declaration and static dims must be equal (ERR_INVALID
+ * naming the input otherwise). outputs[i] are filled with tensors whose
+ * data is owned by m, valid until the next onnx_run or onnx_close. n_out
+ * may be smaller than onnx_num_outputs (the first n_out are returned). */
+int onnx_run(struct onnx_model *m, const struct onnx_tensor *inputs, size_t n_in,
+             struct onnx_tensor *outputs, size_t n_out, struct err *e);
+
+/* A named initializer (e.g. the final Linear weight, for class-activation
+ * maps), owned by m; NULL if absent. */
+const struct onnx_tensor *onnx_initializer(const struct onnx_model *m, const char *name);
+/* metadata_props value for key, owned by m; NULL if absent. */
+const char *onnx_metadata(const struct onnx_model *m, const char *key);
+
+/* For `model inspect`. */
+int64_t onnx_opset(const struct onnx_model *m);
+const char *onnx_producer(const struct onnx_model *m); /* "pytorch 1.13.0", "" if unset */
+size_t onnx_num_nodes(const struct onnx_model *m);
+/* Op type of node i in execution order (after load-time fusions, the
+ * original op_type of each node is still reported). */
+const char *onnx_node_op(const struct onnx_model *m, size_t i);
+size_t onnx_num_metadata(const struct onnx_model *m);
+const char *onnx_metadata_key(const struct onnx_model *m, size_t i);
+
+/* The ops the runtime implements, in alphabetical order (for --help and
+ * the README). */
+size_t onnx_op_count(void);
+const char *onnx_op_name(size_t i);
+
+/* Elements of t (product of dims; 1 for a scalar). */
+size_t onnx_numel(const struct onnx_tensor *t);
+
+#endif

@@ -1,0 +1,1263 @@
+/* ONNX kernels: the op table, attribute parsing, elementwise ops with NumPy
+ * broadcasting, and the shape/data-movement ops of torch exports. The
+ * numeric heavy ops (Conv, pools, Gemm, MatMul, GRU...) are in
+ * onnx_nn.c. Semantics follow the ONNX operator docs for opset 13..17.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "onnx_impl.h"
+#include "onnx_ops.h"
+
+/* ---- attributes ---- */
+
+static const Onnx__AttributeProto *attr(const Onnx__NodeProto *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_attribute; i++)
+        if (p->attribute[i]->name && strcmp(p->attribute[i]->name, name) == 0)
+            return p->attribute[i];
+    return NULL;
+}
+
+/* Refuses attributes not in the NUL-separated list known (double-NUL end):
+ * an attribute we ignore could change the result. */
+int onnx_attr_known(const Onnx__NodeProto *p, const char *known, struct err *e)
+{
+    for (size_t i = 0; i < p->n_attribute; i++) {
+        const char *name = p->attribute[i]->name ? p->attribute[i]->name : "";
+        const char *k = known;
+        while (*k && strcmp(k, name) != 0)
+            k += strlen(k) + 1;
+        if (!*k)
+            return err_set(e, ERR_CONFIG, "attribute '%s' is not supported", name);
+    }
+    return ERR_OK;
+}
+
+int64_t onnx_attr_i(const Onnx__NodeProto *p, const char *name, int64_t def)
+{
+    const Onnx__AttributeProto *a = attr(p, name);
+
+    return a && a->has_i ? a->i : def;
+}
+
+float onnx_attr_f(const Onnx__NodeProto *p, const char *name, float def)
+{
+    const Onnx__AttributeProto *a = attr(p, name);
+
+    return a && a->has_f ? a->f : def;
+}
+
+/* Up to max ints into out; -1 if absent, ERR_CONFIG if longer. */
+int onnx_attr_ints(const Onnx__NodeProto *p, const char *name, int64_t *out, int max,
+                   struct err *e)
+{
+    const Onnx__AttributeProto *a = attr(p, name);
+
+    if (!a)
+        return -1;
+    if (a->n_ints > (size_t)max) {
+        err_set(e, ERR_CONFIG, "attribute %s has %zu values (at most %d)", name, a->n_ints, max);
+        return -2;
+    }
+    memcpy(out, a->ints, a->n_ints * sizeof(int64_t));
+    return (int)a->n_ints;
+}
+
+/* String attribute equal to want (or absent and want is def). */
+int onnx_attr_s_is(const Onnx__NodeProto *p, const char *name, const char *want)
+{
+    const Onnx__AttributeProto *a = attr(p, name);
+
+    if (!a || !a->has_s)
+        return -1;
+    return a->s.len == strlen(want) && memcmp(a->s.data, want, a->s.len) == 0;
+}
+
+const Onnx__AttributeProto *onnx_attr(const Onnx__NodeProto *p, const char *name)
+{
+    return attr(p, name);
+}
+
+/* ---- shape helpers ---- */
+
+/* Normalises axis (negative counts from the end) for a rank; -1 if out. */
+int onnx_axis(int64_t axis, int rank)
+{
+    if (axis < -rank || axis >= rank)
+        return -1;
+    return (int)(axis < 0 ? axis + rank : axis);
+}
+
+/* NumPy broadcast of two shapes into out; ERR_INVALID if incompatible. */
+int onnx_broadcast(const struct onnx_tensor *a, const struct onnx_tensor *b, int *nd,
+                   int64_t *out, struct err *e)
+{
+    int n = a->ndim > b->ndim ? a->ndim : b->ndim;
+
+    for (int i = 0; i < n; i++) {
+        int ia = i - (n - a->ndim), ib = i - (n - b->ndim);
+        int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+        if (da != db && da != 1 && db != 1)
+            return err_set(e, ERR_INVALID, "shapes do not broadcast (dim %d: %lld vs %lld)", i,
+                           (long long)da, (long long)db);
+        out[i] = da == 1 ? db : da;
+    }
+    *nd = n;
+    return ERR_OK;
+}
+
+/* Element strides of t aligned right to an nd-rank output; 0 where t is
+ * broadcast. */
+static void bstrides(const struct onnx_tensor *t, int nd, const int64_t *odims, int64_t *st)
+{
+    int64_t s = 1;
+
+    for (int i = nd - 1; i >= 0; i--) {
+        int it = i - (nd - t->ndim);
+        int64_t d = it >= 0 ? t->dims[it] : 1;
+        st[i] = (d == 1 && odims[i] != 1) ? 0 : s;
+        s *= d;
+    }
+}
+
+/* Merges adjacent dims that are contiguous in every operand, so that
+ * [N,C,H,W] * [N,C,1,1] runs as [N*C, H*W] rows. */
+static int coalesce(int nd, int64_t *dims, int64_t *sa, int64_t *sb)
+{
+    int k = 0;
+
+    for (int i = 1; i < nd; i++) {
+        if (sa[k] == sa[i] * dims[i] && sb[k] == sb[i] * dims[i]) {
+            dims[k] *= dims[i];
+            sa[k] = sa[i];
+            sb[k] = sb[i];
+        } else {
+            k++;
+            dims[k] = dims[i];
+            sa[k] = sa[i];
+            sb[k] = sb[i];
+        }
+    }
+    return nd ? k + 1 : 0;
+}
+
+/* ---- elementwise binary ---- */
+
+enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW };
+
+#define ROW(EXPR)                                                                                  \
+    do {                                                                                           \
+        if (sa && sb)                                                                              \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                float x = a[i], y = b[i];                                                          \
+                o[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        else if (sa)                                                                               \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                float x = a[i], y = b[0];                                                          \
+                o[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        else if (sb)                                                                               \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                float x = a[0], y = b[i];                                                          \
+                o[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        else                                                                                       \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                float x = a[0], y = b[0];                                                          \
+                o[i] = (EXPR);                                                                     \
+            }                                                                                      \
+    } while (0)
+
+static void row_f32(enum binop op, float *o, const float *a, int64_t sa, const float *b,
+                    int64_t sb, int64_t n)
+{
+    switch (op) {
+    case B_ADD:
+        ROW(x + y);
+        break;
+    case B_SUB:
+        ROW(x - y);
+        break;
+    case B_MUL:
+        ROW(x * y);
+        break;
+    case B_DIV:
+        ROW(x / y);
+        break;
+    case B_POW:
+        ROW(powf(x, y));
+        break;
+    }
+}
+
+static int binop_i64(enum binop op, int64_t *o, int64_t x, int64_t y, struct err *e)
+{
+    switch (op) {
+    case B_ADD:
+        *o = (int64_t)((uint64_t)x + (uint64_t)y);
+        return ERR_OK;
+    case B_SUB:
+        *o = (int64_t)((uint64_t)x - (uint64_t)y);
+        return ERR_OK;
+    case B_MUL:
+        *o = (int64_t)((uint64_t)x * (uint64_t)y);
+        return ERR_OK;
+    case B_DIV:
+        if (y == 0 || (x == INT64_MIN && y == -1))
+            return err_set(e, ERR_INVALID, "integer division by %lld", (long long)y);
+        *o = x / y;
+        return ERR_OK;
+    default:
+        return err_set(e, ERR_INVALID, "Pow is float32 only");
+    }
+}
+
+static int run_binary(struct onnx_model *m, struct onnx_node *n, enum binop op, struct err *e)
+{
+    const struct onnx_tensor *a = onnx_in(m, n, 0), *b = onnx_in(m, n, 1);
+    int64_t dims[ONNX_MAX_DIMS], cd[ONNX_MAX_DIMS], sa[ONNX_MAX_DIMS], sb[ONNX_MAX_DIMS];
+    int64_t idx[ONNX_MAX_DIMS] = {0};
+    int nd, cn;
+    void *out;
+
+    if (a->dtype != b->dtype)
+        return err_set(e, ERR_INVALID, "operands have different data types");
+    if (onnx_broadcast(a, b, &nd, dims, e))
+        return e->code;
+    out = onnx_out(m, n, 0, a->dtype, nd, dims, e);
+    if (!out)
+        return e->code;
+    if (onnx_count(nd, dims) == 0)
+        return ERR_OK;
+    bstrides(a, nd, dims, sa);
+    bstrides(b, nd, dims, sb);
+    memcpy(cd, dims, sizeof(dims));
+    cn = coalesce(nd, cd, sa, sb);
+    if (cn == 0) { /* scalars */
+        cn = 1;
+        cd[0] = 1;
+        sa[0] = sb[0] = 1;
+    }
+    /* Odometer over all but the last dim; a row per step. */
+    for (int64_t oi = 0, ai = 0, bi = 0;;) {
+        int64_t len = cd[cn - 1];
+        if (a->dtype == ONNX_F32) {
+            row_f32(op, (float *)out + oi, (const float *)a->data + ai, sa[cn - 1],
+                    (const float *)b->data + bi, sb[cn - 1], len);
+        } else {
+            for (int64_t i = 0; i < len; i++)
+                if (binop_i64(op, (int64_t *)out + oi + i,
+                              ((const int64_t *)a->data)[ai + i * sa[cn - 1]],
+                              ((const int64_t *)b->data)[bi + i * sb[cn - 1]], e))
+                    return e->code;
+        }
+        oi += len;
+        int d = cn - 2;
+        for (; d >= 0; d--) {
+            ai += sa[d];
+            bi += sb[d];
+            if (++idx[d] < cd[d])
+                break;
+            ai -= sa[d] * cd[d];
+            bi -= sb[d] * cd[d];
+            idx[d] = 0;
+        }
+        if (d < 0)
+            break;
+    }
+    return ERR_OK;
+}
+
+static int k_add(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    return run_binary(m, n, B_ADD, e);
+}
+
+static int k_sub(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    return run_binary(m, n, B_SUB, e);
+}
+
+static int k_mul(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    return run_binary(m, n, B_MUL, e);
+}
+
+static int k_div(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    return run_binary(m, n, B_DIV, e);
+}
+
+static int k_pow(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    return run_binary(m, n, B_POW, e);
+}
+
+/* ---- elementwise unary (float32) ---- */
+
+enum unop { U_RELU, U_SIGMOID, U_TANH, U_ERF, U_SQRT, U_EXP, U_LOG, U_NEG, U_ABS, U_RECIP,
+            U_LEAKY, U_CLIP, U_HSIG, U_HSWISH };
+
+float onnx_sigmoid(float x)
+{
+    return 1.0f / (1.0f + expf(-x));
+}
+
+static void apply_unary(enum unop op, float *o, const float *x, size_t n, float p, float q)
+{
+    switch (op) {
+    case U_RELU:
+        for (size_t i = 0; i < n; i++)
+            o[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    case U_SIGMOID:
+        for (size_t i = 0; i < n; i++)
+            o[i] = onnx_sigmoid(x[i]);
+        break;
+    case U_TANH:
+        for (size_t i = 0; i < n; i++)
+            o[i] = tanhf(x[i]);
+        break;
+    case U_ERF:
+        for (size_t i = 0; i < n; i++)
+            o[i] = erff(x[i]);
+        break;
+    case U_SQRT:
+        for (size_t i = 0; i < n; i++)
+            o[i] = sqrtf(x[i]);
+        break;
+    case U_EXP:
+        for (size_t i = 0; i < n; i++)
+            o[i] = expf(x[i]);
+        break;
+    case U_LOG:
+        for (size_t i = 0; i < n; i++)
+            o[i] = logf(x[i]);
+        break;
+    case U_NEG:
+        for (size_t i = 0; i < n; i++)
+            o[i] = -x[i];
+        break;
+    case U_ABS:
+        for (size_t i = 0; i < n; i++)
+            o[i] = fabsf(x[i]);
+        break;
+    case U_RECIP:
+        for (size_t i = 0; i < n; i++)
+            o[i] = 1.0f / x[i];
+        break;
+    case U_LEAKY:
+        for (size_t i = 0; i < n; i++)
+            o[i] = x[i] >= 0.0f ? x[i] : p * x[i];
+        break;
+    case U_CLIP:
+        for (size_t i = 0; i < n; i++)
+            o[i] = fminf(fmaxf(x[i], p), q);
+        break;
+    case U_HSIG:
+        for (size_t i = 0; i < n; i++)
+            o[i] = fminf(fmaxf(p * x[i] + q, 0.0f), 1.0f);
+        break;
+    case U_HSWISH:
+        for (size_t i = 0; i < n; i++)
+            o[i] = x[i] * fminf(fmaxf(x[i] / 6.0f + 0.5f, 0.0f), 1.0f);
+        break;
+    }
+}
+
+/* The fused activation of a Conv, over n contiguous values. */
+void onnx_activate(int act, float *x, size_t n, float p, float q)
+{
+    switch (act) {
+    case ACT_RELU:
+        apply_unary(U_RELU, x, x, n, 0, 0);
+        break;
+    case ACT_CLIP:
+        apply_unary(U_CLIP, x, x, n, p, q);
+        break;
+    case ACT_HSIG:
+        apply_unary(U_HSIG, x, x, n, p, q);
+        break;
+    case ACT_HSWISH:
+        apply_unary(U_HSWISH, x, x, n, 0, 0);
+        break;
+    case ACT_SIGMOID:
+        apply_unary(U_SIGMOID, x, x, n, 0, 0);
+        break;
+    case ACT_SILU:
+        for (size_t i = 0; i < n; i++)
+            x[i] = x[i] * onnx_sigmoid(x[i]);
+        break;
+    default:
+        break;
+    }
+}
+
+static int run_unary(struct onnx_model *m, struct onnx_node *n, enum unop op, float p, float q,
+                     struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    float *o;
+
+    if (x->dtype != ONNX_F32)
+        return err_set(e, ERR_INVALID, "float32 input expected");
+    o = onnx_out(m, n, 0, ONNX_F32, x->ndim, x->dims, e);
+    if (!o)
+        return e->code;
+    apply_unary(op, o, x->data, onnx_numel(x), p, q);
+    return ERR_OK;
+}
+
+#define UNARY(fn, op)                                                                              \
+    static int fn(struct onnx_model *m, struct onnx_node *n, struct err *e)                        \
+    {                                                                                              \
+        return run_unary(m, n, op, n->a.alpha, n->a.beta, e);                                      \
+    }
+UNARY(k_relu, U_RELU)
+UNARY(k_sigmoid, U_SIGMOID)
+UNARY(k_tanh, U_TANH)
+UNARY(k_erf, U_ERF)
+UNARY(k_sqrt, U_SQRT)
+UNARY(k_exp, U_EXP)
+UNARY(k_log, U_LOG)
+UNARY(k_neg, U_NEG)
+UNARY(k_abs, U_ABS)
+UNARY(k_recip, U_RECIP)
+UNARY(k_leaky, U_LEAKY)
+UNARY(k_hsig, U_HSIG)
+UNARY(k_hswish, U_HSWISH)
+
+static int p_alpha_beta(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    int hsig = strcmp(n->op, "HardSigmoid") == 0;
+
+    if (onnx_attr_known(p, "alpha\0beta\0", e))
+        return e->code;
+    n->a.alpha = onnx_attr_f(p, "alpha", hsig ? 0.2f : 0.01f);
+    n->a.beta = onnx_attr_f(p, "beta", 0.5f);
+    return ERR_OK;
+}
+
+static int p_none(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    (void)n;
+    return onnx_attr_known(p, "\0", e);
+}
+
+/* Clip (opset >= 11): min and max are optional scalar inputs. */
+static int clip_bounds(struct onnx_model *m, const struct onnx_node *n, float *lo, float *hi,
+                       struct err *e)
+{
+    *lo = -INFINITY;
+    *hi = INFINITY;
+    for (int k = 1; k < 3; k++) {
+        const struct onnx_tensor *t = onnx_in(m, n, k);
+        if (!t)
+            continue;
+        if (t->dtype != ONNX_F32 || onnx_numel(t) != 1)
+            return err_set(e, ERR_INVALID, "Clip %s must be a float32 scalar",
+                           k == 1 ? "min" : "max");
+        *(k == 1 ? lo : hi) = *(const float *)t->data;
+    }
+    return ERR_OK;
+}
+
+static int k_clip(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    float lo, hi;
+
+    if (clip_bounds(m, n, &lo, &hi, e))
+        return e->code;
+    return run_unary(m, n, U_CLIP, lo, hi, e);
+}
+
+static int all_const_bounds(const struct onnx_model *m, const struct onnx_node *n)
+{
+    for (int k = 1; k < n->n_in; k++)
+        if (n->in[k] >= 0 && !m->vals[n->in[k]].is_const)
+            return 0;
+    return 1;
+}
+
+/* Tells the loader whether act can be folded into the Conv before it. */
+int onnx_op_fusable_act(struct onnx_model *m, const struct onnx_node *act, int *kind, float *a,
+                        float *b)
+{
+    struct err e = {0};
+
+    *a = act->a.alpha;
+    *b = act->a.beta;
+    if (act->run == k_relu)
+        *kind = ACT_RELU;
+    else if (act->run == k_hsig)
+        *kind = ACT_HSIG;
+    else if (act->run == k_hswish)
+        *kind = ACT_HSWISH;
+    else if (act->run == k_sigmoid)
+        *kind = ACT_SIGMOID;
+    else if (act->run == k_clip && all_const_bounds(m, act) && !clip_bounds(m, act, a, b, &e))
+        *kind = ACT_CLIP;
+    else
+        return 0;
+    return 1;
+}
+
+/* ---- data movement ---- */
+
+static int copy_to_out(struct onnx_model *m, struct onnx_node *n, const struct onnx_tensor *x,
+                       int ndim, const int64_t *dims, struct err *e)
+{
+    void *o = onnx_out(m, n, 0, x->dtype, ndim, dims, e);
+
+    if (!o)
+        return e->code;
+    if (onnx_count(ndim, dims) != (int64_t)onnx_numel(x))
+        return err_set(e, ERR_INVALID, "element count changes (%zu -> %lld)", onnx_numel(x),
+                       (long long)onnx_count(ndim, dims));
+    memcpy(o, x->data, onnx_numel(x) * onnx_dtype_size(x->dtype));
+    return ERR_OK;
+}
+
+static int k_identity(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+
+    return copy_to_out(m, n, x, x->ndim, x->dims, e);
+}
+
+/* An int64 1-D input (shape, axes, pads...) of at most max values. */
+static int i64_list(const struct onnx_tensor *t, const char *what, int max, const int64_t **v,
+                    int *len, struct err *e)
+{
+    *v = NULL;
+    *len = 0;
+    if (t->dtype != ONNX_I64 || t->ndim > 1 || onnx_numel(t) > (size_t)max)
+        return err_set(e, ERR_INVALID, "%s must be a 1-D int64 tensor of at most %d values", what,
+                       max);
+    *v = t->data;
+    *len = (int)onnx_numel(t);
+    return ERR_OK;
+}
+
+static int p_reshape(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    if (onnx_attr_known(p, "allowzero\0", e))
+        return e->code;
+    n->a.allowzero = (int)onnx_attr_i(p, "allowzero", 0);
+    return ERR_OK;
+}
+
+static int k_reshape(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    const int64_t *s;
+    int64_t dims[ONNX_MAX_DIMS], known = 1;
+    int len, infer = -1;
+
+    if (i64_list(onnx_in(m, n, 1), "shape", ONNX_MAX_DIMS, &s, &len, e))
+        return e->code;
+    for (int i = 0; i < len; i++) {
+        dims[i] = s[i];
+        if (s[i] == 0 && !n->a.allowzero) {
+            if (i >= x->ndim)
+                return err_set(e, ERR_INVALID, "shape[%d] = 0 copies a missing dim", i);
+            dims[i] = x->dims[i];
+        }
+        if (dims[i] == -1 && infer < 0)
+            infer = i;
+        else if (dims[i] < 0)
+            return err_set(e, ERR_INVALID, "shape[%d] = %lld", i, (long long)s[i]);
+        else
+            known *= dims[i];
+    }
+    if (infer >= 0) {
+        if (known == 0 || (int64_t)onnx_numel(x) % known)
+            return err_set(e, ERR_INVALID, "cannot infer dim %d: %zu elements into %lld", infer,
+                           onnx_numel(x), (long long)known);
+        dims[infer] = (int64_t)onnx_numel(x) / known;
+    }
+    return copy_to_out(m, n, x, len, dims, e);
+}
+
+static int p_axis(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    int soft = strstr(n->op, "Softmax") != NULL;
+
+    if (onnx_attr_known(p, "axis\0", e))
+        return e->code;
+    n->a.axis = onnx_attr_i(p, "axis", soft ? -1 : strcmp(n->op, "Flatten") == 0 ? 1 : 0);
+    return ERR_OK;
+}
+
+static int k_flatten(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    int64_t dims[2] = {1, 1};
+    int axis = n->a.axis == x->ndim ? x->ndim : onnx_axis(n->a.axis, x->ndim);
+
+    if (axis < 0)
+        return err_set(e, ERR_INVALID, "axis %lld out of range", (long long)n->a.axis);
+    for (int i = 0; i < x->ndim; i++)
+        dims[i >= axis] *= x->dims[i];
+    return copy_to_out(m, n, x, 2, dims, e);
+}
+
+/* Marks axes (normalised for rank) in flags; ERR_INVALID on repeats. */
+static int axes_flags(const int64_t *axes, int len, int rank, int *flags, struct err *e)
+{
+    memset(flags, 0, sizeof(int) * ONNX_MAX_DIMS);
+    for (int i = 0; i < len; i++) {
+        int a = onnx_axis(axes[i], rank);
+        if (a < 0 || flags[a])
+            return err_set(e, ERR_INVALID, "axis %lld out of range or repeated",
+                           (long long)axes[i]);
+        flags[a] = 1;
+    }
+    return ERR_OK;
+}
+
+static int k_squeeze(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0), *ax = onnx_in(m, n, 1);
+    int flags[ONNX_MAX_DIMS], nd = 0, len = 0;
+    int64_t dims[ONNX_MAX_DIMS];
+    const int64_t *axes = NULL;
+
+    if (ax && i64_list(ax, "axes", ONNX_MAX_DIMS, &axes, &len, e))
+        return e->code;
+    if (axes_flags(axes, len, x->ndim, flags, e))
+        return e->code;
+    for (int i = 0; i < x->ndim; i++) {
+        int drop = ax ? flags[i] : x->dims[i] == 1;
+        if (drop && x->dims[i] != 1)
+            return err_set(e, ERR_INVALID, "cannot squeeze dim %d of size %lld", i,
+                           (long long)x->dims[i]);
+        if (!drop)
+            dims[nd++] = x->dims[i];
+    }
+    return copy_to_out(m, n, x, nd, dims, e);
+}
+
+static int k_unsqueeze(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    int flags[ONNX_MAX_DIMS], len, nd;
+    int64_t dims[ONNX_MAX_DIMS];
+    const int64_t *axes;
+
+    if (i64_list(onnx_in(m, n, 1), "axes", ONNX_MAX_DIMS, &axes, &len, e))
+        return e->code;
+    nd = x->ndim + len;
+    if (nd > ONNX_MAX_DIMS)
+        return err_set(e, ERR_INVALID, "result has %d dims (at most %d)", nd, ONNX_MAX_DIMS);
+    if (axes_flags(axes, len, nd, flags, e))
+        return e->code;
+    for (int i = 0, j = 0; i < nd; i++)
+        dims[i] = flags[i] ? 1 : x->dims[j++];
+    return copy_to_out(m, n, x, nd, dims, e);
+}
+
+static int p_shape(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    if (onnx_attr_known(p, "start\0end\0", e))
+        return e->code;
+    n->a.start = onnx_attr_i(p, "start", 0);
+    n->a.has_end = onnx_attr(p, "end") != NULL;
+    n->a.end = onnx_attr_i(p, "end", 0);
+    return ERR_OK;
+}
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+static int k_shape(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    int64_t r = x->ndim, s = n->a.start, t = n->a.has_end ? n->a.end : r, len;
+    int64_t *o;
+
+    s = clamp64(s < 0 ? s + r : s, 0, r);
+    t = clamp64(t < 0 ? t + r : t, 0, r);
+    len = t > s ? t - s : 0;
+    o = onnx_out(m, n, 0, ONNX_I64, 1, &len, e);
+    if (!o)
+        return e->code;
+    for (int64_t i = 0; i < len; i++)
+        o[i] = x->dims[s + i];
+    return ERR_OK;
+}
+
+static int k_gather(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0), *ix = onnx_in(m, n, 1);
+    int axis = onnx_axis(n->a.axis, x->ndim), nd = 0;
+    int64_t dims[ONNX_MAX_DIMS], outer = 1, inner = 1, ni = (int64_t)onnx_numel(ix);
+    size_t es = onnx_dtype_size(x->dtype);
+    const int64_t *idx = ix->data;
+    char *o;
+
+    if (axis < 0 || ix->dtype != ONNX_I64 || x->ndim - 1 + ix->ndim > ONNX_MAX_DIMS)
+        return err_set(e, ERR_INVALID, "bad axis %lld or non-int64 indices", (long long)n->a.axis);
+    for (int i = 0; i < axis; i++)
+        outer *= (dims[nd++] = x->dims[i]);
+    for (int i = 0; i < ix->ndim; i++)
+        dims[nd++] = ix->dims[i];
+    for (int i = axis + 1; i < x->ndim; i++)
+        inner *= (dims[nd++] = x->dims[i]);
+    o = onnx_out(m, n, 0, x->dtype, nd, dims, e);
+    if (!o)
+        return e->code;
+    for (int64_t j = 0; j < ni; j++)
+        if (idx[j] < -x->dims[axis] || idx[j] >= x->dims[axis])
+            return err_set(e, ERR_INVALID, "index %lld out of range 0..%lld", (long long)idx[j],
+                           (long long)x->dims[axis] - 1);
+    for (int64_t a = 0; a < outer; a++)
+        for (int64_t j = 0; j < ni; j++) {
+            int64_t k = idx[j] < 0 ? idx[j] + x->dims[axis] : idx[j];
+            memcpy(o + ((a * ni + j) * inner) * (int64_t)es,
+                   (const char *)x->data + ((a * x->dims[axis] + k) * inner) * (int64_t)es,
+                   (size_t)inner * es);
+        }
+    return ERR_OK;
+}
+
+static int k_concat(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x0 = onnx_in(m, n, 0);
+    int axis = onnx_axis(n->a.axis, x0->ndim);
+    int64_t dims[ONNX_MAX_DIMS], outer = 1, inner = 1, total = 0;
+    size_t es = onnx_dtype_size(x0->dtype);
+    char *o;
+
+    if (axis < 0)
+        return err_set(e, ERR_INVALID, "axis %lld out of range", (long long)n->a.axis);
+    for (int k = 0; k < n->n_in; k++) {
+        const struct onnx_tensor *x = onnx_in(m, n, k);
+        if (!x || x->dtype != x0->dtype || x->ndim != x0->ndim)
+            return err_set(e, ERR_INVALID, "input %d: type or rank differs from input 0", k);
+        for (int i = 0; i < x->ndim; i++)
+            if (i != axis && x->dims[i] != x0->dims[i])
+                return err_set(e, ERR_INVALID, "input %d: dim %d is %lld, input 0 has %lld", k,
+                               i, (long long)x->dims[i], (long long)x0->dims[i]);
+        total += x->dims[axis];
+    }
+    memcpy(dims, x0->dims, sizeof(dims));
+    dims[axis] = total;
+    for (int i = 0; i < axis; i++)
+        outer *= dims[i];
+    for (int i = axis + 1; i < x0->ndim; i++)
+        inner *= dims[i];
+    o = onnx_out(m, n, 0, x0->dtype, x0->ndim, dims, e);
+    if (!o)
+        return e->code;
+    for (int64_t a = 0, off = 0; a < outer; a++)
+        for (int k = 0; k < n->n_in; k++) {
+            const struct onnx_tensor *x = onnx_in(m, n, k);
+            size_t bytes = (size_t)(x->dims[axis] * inner) * es;
+            memcpy(o + off, (const char *)x->data + (size_t)a * bytes, bytes);
+            off += (int64_t)bytes;
+        }
+    return ERR_OK;
+}
+
+/* Strided copy: out[i...] = x[start + i*step...] over nd dims (elements). */
+static void strided_copy(char *o, const char *x, size_t es, int nd, const int64_t *odims,
+                         const int64_t *xstride, int64_t base)
+{
+    int64_t idx[ONNX_MAX_DIMS] = {0}, total = onnx_count(nd, odims), off = base;
+
+    for (int64_t i = 0; i < total; i++) {
+        memcpy(o + (size_t)i * es, x + (size_t)off * es, es);
+        for (int d = nd - 1; d >= 0; d--) {
+            off += xstride[d];
+            if (++idx[d] < odims[d])
+                break;
+            off -= xstride[d] * odims[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+static void contiguous_strides(int nd, const int64_t *dims, int64_t *st)
+{
+    int64_t s = 1;
+
+    for (int i = nd - 1; i >= 0; i--) {
+        st[i] = s;
+        s *= dims[i];
+    }
+}
+
+static int p_transpose(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    if (onnx_attr_known(p, "perm\0", e))
+        return e->code;
+    n->a.n_perm = onnx_attr_ints(p, "perm", n->a.perm, ONNX_MAX_DIMS, e);
+    return n->a.n_perm == -2 ? e->code : ERR_OK;
+}
+
+static int k_transpose(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    int64_t dims[ONNX_MAX_DIMS], xs[ONNX_MAX_DIMS], st[ONNX_MAX_DIMS];
+    int seen[ONNX_MAX_DIMS] = {0};
+    void *o;
+
+    if (n->a.n_perm >= 0 && n->a.n_perm != x->ndim)
+        return err_set(e, ERR_INVALID, "perm has %d values for rank %d", n->a.n_perm, x->ndim);
+    contiguous_strides(x->ndim, x->dims, xs);
+    for (int i = 0; i < x->ndim; i++) {
+        int64_t p = n->a.n_perm >= 0 ? n->a.perm[i] : x->ndim - 1 - i;
+        if (p < 0 || p >= x->ndim || seen[p]++)
+            return err_set(e, ERR_INVALID, "perm is not a permutation");
+        dims[i] = x->dims[p];
+        st[i] = xs[p];
+    }
+    o = onnx_out(m, n, 0, x->dtype, x->ndim, dims, e);
+    if (!o)
+        return e->code;
+    strided_copy(o, x->data, onnx_dtype_size(x->dtype), x->ndim, dims, st, 0);
+    return ERR_OK;
+}
+
+/* One axis of Slice: clamps start/end as the ONNX spec says. */
+static int slice_axis(int64_t dim, int64_t start, int64_t end, int64_t step, int64_t *first,
+                      int64_t *count)
+{
+    if (step == 0)
+        return -1;
+    if (start < 0)
+        start += dim;
+    if (end < 0)
+        end += dim;
+    if (step > 0) {
+        start = clamp64(start, 0, dim);
+        end = clamp64(end, 0, dim);
+        *count = end > start ? (end - start + step - 1) / step : 0;
+    } else {
+        start = clamp64(start, 0, dim - 1);
+        end = clamp64(end, -1, dim - 1);
+        *count = start > end ? (start - end - step - 1) / -step : 0;
+    }
+    *first = start;
+    return 0;
+}
+
+static int k_slice(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0), *t;
+    const int64_t *st, *en, *ax = NULL, *sp = NULL;
+    int ns, ne, na, np, flags[ONNX_MAX_DIMS];
+    int64_t dims[ONNX_MAX_DIMS], xs[ONNX_MAX_DIMS], step[ONNX_MAX_DIMS], base = 0;
+    void *o;
+
+    if (i64_list(onnx_in(m, n, 1), "starts", ONNX_MAX_DIMS, &st, &ns, e) ||
+        i64_list(onnx_in(m, n, 2), "ends", ONNX_MAX_DIMS, &en, &ne, e))
+        return e->code;
+    na = np = ns;
+    t = onnx_in(m, n, 3);
+    if (t && i64_list(t, "axes", ONNX_MAX_DIMS, &ax, &na, e))
+        return e->code;
+    t = onnx_in(m, n, 4);
+    if (t && i64_list(t, "steps", ONNX_MAX_DIMS, &sp, &np, e))
+        return e->code;
+    if (ne != ns || na != ns || np != ns)
+        return err_set(e, ERR_INVALID, "starts, ends, axes, steps differ in length");
+    memcpy(dims, x->dims, sizeof(dims));
+    contiguous_strides(x->ndim, x->dims, xs);
+    memcpy(step, xs, sizeof(step));
+    memset(flags, 0, sizeof(flags));
+    for (int i = 0; i < ns; i++) {
+        int a = onnx_axis(ax ? ax[i] : i, x->ndim);
+        int64_t first, cnt, s = sp ? sp[i] : 1;
+        if (a < 0 || flags[a]++ || slice_axis(x->dims[a], st[i], en[i], s, &first, &cnt))
+            return err_set(e, ERR_INVALID, "slice %d: bad axis or zero step", i);
+        dims[a] = cnt;
+        step[a] = xs[a] * s;
+        base += first * xs[a];
+    }
+    o = onnx_out(m, n, 0, x->dtype, x->ndim, dims, e);
+    if (!o)
+        return e->code;
+    if (onnx_count(x->ndim, dims) > 0)
+        strided_copy(o, x->data, onnx_dtype_size(x->dtype), x->ndim, dims, step, base);
+    return ERR_OK;
+}
+
+static int k_expand(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    struct onnx_tensor shape = {.dtype = x->dtype};
+    const int64_t *s;
+    int64_t dims[ONNX_MAX_DIMS], st[ONNX_MAX_DIMS];
+    int len, nd;
+    void *o;
+
+    if (i64_list(onnx_in(m, n, 1), "shape", ONNX_MAX_DIMS, &s, &len, e))
+        return e->code;
+    shape.ndim = len;
+    memcpy(shape.dims, s, (size_t)len * sizeof(int64_t));
+    if (onnx_broadcast(x, &shape, &nd, dims, e))
+        return e->code;
+    o = onnx_out(m, n, 0, x->dtype, nd, dims, e);
+    if (!o)
+        return e->code;
+    bstrides(x, nd, dims, st);
+    if (onnx_count(nd, dims) > 0)
+        strided_copy(o, x->data, onnx_dtype_size(x->dtype), nd, dims, st, 0);
+    return ERR_OK;
+}
+
+static int p_pad(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    (void)n;
+    if (onnx_attr_known(p, "mode\0", e))
+        return e->code;
+    if (onnx_attr_s_is(p, "mode", "constant") == 0)
+        return err_set(e, ERR_CONFIG, "only mode=constant is supported");
+    return ERR_OK;
+}
+
+static int k_pad(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0), *cv = onnx_in(m, n, 2);
+    const int64_t *pads;
+    int len;
+    int64_t dims[ONNX_MAX_DIMS], os[ONNX_MAX_DIMS], base = 0;
+    size_t es = onnx_dtype_size(x->dtype), total;
+    char *o;
+
+    if (i64_list(onnx_in(m, n, 1), "pads", 2 * ONNX_MAX_DIMS, &pads, &len, e))
+        return e->code;
+    if (len != 2 * x->ndim || n->n_in > 3)
+        return err_set(e, ERR_INVALID, "pads has %d values for rank %d (axes input unsupported)",
+                       len, x->ndim);
+    if (cv && (cv->dtype != x->dtype || onnx_numel(cv) != 1))
+        return err_set(e, ERR_INVALID, "constant_value must be one value of the data's type");
+    for (int i = 0; i < x->ndim; i++) {
+        dims[i] = x->dims[i] + pads[i] + pads[i + x->ndim];
+        if (pads[i] < 0 || pads[i + x->ndim] < 0 || dims[i] < 0)
+            return err_set(e, ERR_INVALID, "negative pads are not supported");
+    }
+    o = onnx_out(m, n, 0, x->dtype, x->ndim, dims, e);
+    if (!o)
+        return e->code;
+    total = (size_t)onnx_count(x->ndim, dims);
+    for (size_t i = 0; i < total; i++)
+        memcpy(o + i * es, cv ? cv->data : (const void *)"\0\0\0\0\0\0\0\0", es);
+    contiguous_strides(x->ndim, dims, os);
+    for (int i = 0; i < x->ndim; i++)
+        base += pads[i] * os[i];
+    /* Scatter x into the interior: copy with the output's strides. */
+    {
+        int64_t idx[ONNX_MAX_DIMS] = {0}, off = base, nx = (int64_t)onnx_numel(x);
+        for (int64_t i = 0; i < nx; i++) {
+            memcpy(o + (size_t)off * es, (const char *)x->data + (size_t)i * es, es);
+            for (int d = x->ndim - 1; d >= 0; d--) {
+                off += os[d];
+                if (++idx[d] < x->dims[d])
+                    break;
+                off -= os[d] * x->dims[d];
+                idx[d] = 0;
+            }
+        }
+    }
+    return ERR_OK;
+}
+
+static int p_cast(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    if (onnx_attr_known(p, "to\0saturate\0", e))
+        return e->code;
+    n->a.to = (int)onnx_attr_i(p, "to", 0);
+    if (n->a.to != ONNX_F32 && n->a.to != ONNX_I64)
+        return err_set(e, ERR_CONFIG, "cast to data type %d (float32=1 and int64=7 only)",
+                       n->a.to);
+    return ERR_OK;
+}
+
+static int k_cast(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    void *o = onnx_out(m, n, 0, (enum onnx_dtype)n->a.to, x->ndim, x->dims, e);
+    size_t cnt = onnx_numel(x);
+
+    if (!o)
+        return e->code;
+    if ((int)x->dtype == n->a.to) {
+        memcpy(o, x->data, cnt * onnx_dtype_size(x->dtype));
+    } else if (n->a.to == ONNX_F32) {
+        for (size_t i = 0; i < cnt; i++)
+            ((float *)o)[i] = (float)((const int64_t *)x->data)[i];
+    } else {
+        for (size_t i = 0; i < cnt; i++) {
+            float v = ((const float *)x->data)[i];
+            if (!(fabsf(v) < 9.2e18f))
+                return err_set(e, ERR_INVALID, "cannot cast %g to int64", (double)v);
+            ((int64_t *)o)[i] = (int64_t)v;
+        }
+    }
+    return ERR_OK;
+}
+
+static int p_constant(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    const Onnx__AttributeProto *a = onnx_attr(p, "value");
+    struct onnx_tensor t;
+    const void *src;
+
+    (void)n;
+    if (onnx_attr_known(p, "value\0value_float\0value_int\0value_floats\0value_ints\0", e))
+        return e->code;
+    if (p->n_attribute != 1)
+        return err_set(e, ERR_CONFIG, "exactly one value attribute expected");
+    if (a && (!a->t || onnx_proto_tensor(a->t, &t, &src, "Constant value", e)))
+        return a->t ? e->code : err_set(e, ERR_CONFIG, "value is not a tensor");
+    return ERR_OK;
+}
+
+static int k_constant(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const Onnx__AttributeProto *a = n->p->attribute[0];
+    struct onnx_tensor t = {0};
+    const void *src = NULL;
+    void *o;
+
+    if (a->t) {
+        if (onnx_proto_tensor(a->t, &t, &src, "Constant value", e))
+            return e->code;
+    } else if (a->has_f || a->has_i) {
+        t.dtype = a->has_f ? ONNX_F32 : ONNX_I64;
+        src = a->has_f ? (const void *)&a->f : (const void *)&a->i;
+    } else {
+        t.dtype = a->n_floats ? ONNX_F32 : ONNX_I64;
+        t.ndim = 1;
+        t.dims[0] = (int64_t)(a->n_floats ? a->n_floats : a->n_ints);
+        src = a->n_floats ? (const void *)a->floats : (const void *)a->ints;
+    }
+    o = onnx_out(m, n, 0, t.dtype, t.ndim, t.dims, e);
+    if (!o)
+        return e->code;
+    if (onnx_numel(&t))
+        memcpy(o, src, onnx_numel(&t) * onnx_dtype_size(t.dtype));
+    return ERR_OK;
+}
+
+static int p_const_of_shape(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    const Onnx__AttributeProto *a = onnx_attr(p, "value");
+    struct onnx_tensor t;
+    const void *src;
+
+    if (onnx_attr_known(p, "value\0", e))
+        return e->code;
+    n->a.to = ONNX_F32;
+    if (!a)
+        return ERR_OK;
+    if (!a->t || onnx_proto_tensor(a->t, &t, &src, "value", e) || onnx_numel(&t) != 1)
+        return e->code ? e->code : err_set(e, ERR_CONFIG, "value must be one element");
+    n->a.to = t.dtype;
+    if (t.dtype == ONNX_F32)
+        memcpy(&n->a.fill_f32, src, sizeof(float));
+    else
+        memcpy(&n->a.fill_i64, src, sizeof(int64_t));
+    return ERR_OK;
+}
+
+static int k_const_of_shape(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const int64_t *s;
+    int len;
+    void *o;
+
+    if (i64_list(onnx_in(m, n, 0), "shape", ONNX_MAX_DIMS, &s, &len, e))
+        return e->code;
+    o = onnx_out(m, n, 0, (enum onnx_dtype)n->a.to, len, s, e);
+    if (!o)
+        return e->code;
+    for (int64_t i = 0, cnt = onnx_count(len, s); i < cnt; i++) {
+        if (n->a.to == ONNX_F32)
+            ((float *)o)[i] = n->a.fill_f32;
+        else
+            ((int64_t *)o)[i] = n->a.fill_i64;
+    }
+    return ERR_OK;
+}
+
+/* ---- softmax and reductions ---- */
+
+static int run_softmax(struct onnx_model *m, struct onnx_node *n, int log_out, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    int axis = onnx_axis(n->a.axis, x->ndim);
+    int64_t outer = 1, len, inner = 1;
+    const float *in = x->data;
+    float *o;
+
+    if (axis < 0 || x->dtype != ONNX_F32)
+        return err_set(e, ERR_INVALID, "axis %lld out of range or non-float input",
+                       (long long)n->a.axis);
+    o = onnx_out(m, n, 0, ONNX_F32, x->ndim, x->dims, e);
+    if (!o)
+        return e->code;
+    len = x->dims[axis];
+    for (int i = 0; i < axis; i++)
+        outer *= x->dims[i];
+    for (int i = axis + 1; i < x->ndim; i++)
+        inner *= x->dims[i];
+    for (int64_t a = 0; a < outer; a++)
+        for (int64_t c = 0; c < inner; c++) {
+            const float *v = in + a * len * inner + c;
+            float *w = o + a * len * inner + c, mx = -INFINITY;
+            double sum = 0;
+            for (int64_t k = 0; k < len; k++)
+                mx = fmaxf(mx, v[k * inner]);
+            for (int64_t k = 0; k < len; k++)
+                sum += exp((double)(v[k * inner] - mx));
+            for (int64_t k = 0; k < len; k++)
+                w[k * inner] = log_out ? (float)(v[k * inner] - mx - log(sum))
+                                       : (float)(exp((double)(v[k * inner] - mx)) / sum);
+        }
+    return ERR_OK;
+}
+
+static int k_softmax(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    return run_softmax(m, n, 0, e);
+}
+
+static int k_logsoftmax(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    return run_softmax(m, n, 1, e);
+}
+
+static int p_reduce(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
+{
+    if (onnx_attr_known(p, "axes\0keepdims\0", e))
+        return e->code;
+    n->a.n_axes = onnx_attr_ints(p, "axes", n->a.axes, ONNX_MAX_DIMS, e);
+    if (n->a.n_axes == -2)
+        return e->code;
+    n->a.keepdims = (int)onnx_attr_i(p, "keepdims", 1);
+    return ERR_OK;
+}
+
+static int k_reduce_mean(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    int flags[ONNX_MAX_DIMS], nd = 0;
+    int64_t dims[ONNX_MAX_DIMS], kd[ONNX_MAX_DIMS], ost[ONNX_MAX_DIMS], st[ONNX_MAX_DIMS];
+    int64_t idx[ONNX_MAX_DIMS] = {0}, cnt = 1, total = (int64_t)onnx_numel(x), off = 0;
+    float *o;
+
+    if (x->dtype != ONNX_F32)
+        return err_set(e, ERR_INVALID, "float32 input expected");
+    if (n->a.n_axes < 0) {
+        for (int i = 0; i < ONNX_MAX_DIMS; i++)
+            flags[i] = i < x->ndim;
+    } else if (axes_flags(n->a.axes, n->a.n_axes, x->ndim, flags, e)) {
+        return e->code;
+    }
+    for (int i = 0; i < x->ndim; i++) {
+        kd[i] = flags[i] ? 1 : x->dims[i];
+        cnt *= flags[i] ? x->dims[i] : 1;
+        if (!flags[i] || n->a.keepdims)
+            dims[nd++] = kd[i];
+    }
+    o = onnx_out(m, n, 0, ONNX_F32, nd, dims, e);
+    if (!o)
+        return e->code;
+    contiguous_strides(x->ndim, kd, ost);
+    for (int i = 0; i < x->ndim; i++)
+        st[i] = flags[i] ? 0 : ost[i];
+    memset(o, 0, (size_t)onnx_count(x->ndim, kd) * sizeof(float));
+    for (int64_t i = 0; i < total; i++) {
+        o[off] += ((const float *)x->data)[i];
+        for (int d = x->ndim - 1; d >= 0; d--) {
+            off += st[d];
+            if (++idx[d] < x->dims[d])
+                break;
+            off -= st[d] * x->dims[d];
+            idx[d] = 0;
+        }
+    }
+    for (int64_t i = 0, no = onnx_count(x->ndim, kd); i < no && cnt > 0; i++)
+        o[i] /= (float)cnt;
+    return ERR_OK;
+}
+
+/* ---- the table ---- */
+
+#define MANY ONNX_MAX_IO
+static const struct onnx_opdef ops[] = {
+    {"Abs", 1, 1, 1, 1, p_none, k_abs},
+    {"Add", 2, 2, 1, 1, p_none, k_add},
+    {"AveragePool", 1, 1, 1, 1, onnx_p_pool, onnx_k_avgpool},
+    {"BatchNormalization", 5, 5, 1, 1, onnx_p_batchnorm, onnx_k_batchnorm},
+    {"Cast", 1, 1, 1, 1, p_cast, k_cast},
+    {"Clip", 1, 3, 1, 1, p_none, k_clip},
+    {"Concat", 1, MANY, 1, 1, p_axis, k_concat},
+    {"Constant", 0, 0, 1, 1, p_constant, k_constant},
+    {"ConstantOfShape", 1, 1, 1, 1, p_const_of_shape, k_const_of_shape},
+    {"Conv", 2, 3, 1, 1, onnx_p_conv, onnx_k_conv},
+    {"Div", 2, 2, 1, 1, p_none, k_div},
+    {"Dropout", 1, 3, 1, 1, p_none, k_identity}, /* inference: identity; no mask output */
+    {"Erf", 1, 1, 1, 1, p_none, k_erf},
+    {"Exp", 1, 1, 1, 1, p_none, k_exp},
+    {"Expand", 2, 2, 1, 1, p_none, k_expand},
+    {"Flatten", 1, 1, 1, 1, p_axis, k_flatten},
+    {"GRU", 3, 6, 0, 2, onnx_p_gru, onnx_k_gru},
+    {"Gather", 2, 2, 1, 1, p_axis, k_gather},
+    {"Gemm", 2, 3, 1, 1, onnx_p_gemm, onnx_k_gemm},
+    {"GlobalAveragePool", 1, 1, 1, 1, p_none, onnx_k_gap},
+    {"HardSigmoid", 1, 1, 1, 1, p_alpha_beta, k_hsig},
+    {"HardSwish", 1, 1, 1, 1, p_none, k_hswish},
+    {"Identity", 1, 1, 1, 1, p_none, k_identity},
+    {"LeakyRelu", 1, 1, 1, 1, p_alpha_beta, k_leaky},
+    {"Log", 1, 1, 1, 1, p_none, k_log},
+    {"LogSoftmax", 1, 1, 1, 1, p_axis, k_logsoftmax},
+    {"MatMul", 2, 2, 1, 1, p_none, onnx_k_matmul},
+    {"MaxPool", 1, 1, 1, 1, onnx_p_pool, onnx_k_maxpool},
+    {"Mul", 2, 2, 1, 1, p_none, k_mul},
+    {"Neg", 1, 1, 1, 1, p_none, k_neg},
+    {"Pad", 2, 3, 1, 1, p_pad, k_pad},
+    {"Pow", 2, 2, 1, 1, p_none, k_pow},
+    {"Reciprocal", 1, 1, 1, 1, p_none, k_recip},
+    {"ReduceMean", 1, 1, 1, 1, p_reduce, k_reduce_mean},
+    {"Relu", 1, 1, 1, 1, p_none, k_relu},
+    {"Reshape", 2, 2, 1, 1, p_reshape, k_reshape},
+    {"Shape", 1, 1, 1, 1, p_shape, k_shape},
+    {"Sigmoid", 1, 1, 1, 1, p_none, k_sigmoid},
+    {"Slice", 3, 5, 1, 1, p_none, k_slice},
+    {"Softmax", 1, 1, 1, 1, p_axis, k_softmax},
+    {"Sqrt", 1, 1, 1, 1, p_none, k_sqrt},
+    {"Squeeze", 1, 2, 1, 1, p_none, k_squeeze},
+    {"Sub", 2, 2, 1, 1, p_none, k_sub},
+    {"Tanh", 1, 1, 1, 1, p_none, k_tanh},
+    {"Transpose", 1, 1, 1, 1, p_transpose, k_transpose},
+    {"Unsqueeze", 2, 2, 1, 1, p_none, k_unsqueeze},
+};
+
+const struct onnx_opdef *onnx_op_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        if (strcmp(ops[i].name, name) == 0)
+            return &ops[i];
+    return NULL;
+}
+
+size_t onnx_op_count(void)
+{
+    return sizeof(ops) / sizeof(ops[0]);
+}
+
+const char *onnx_op_name(size_t i)
+{
+    return i < sizeof(ops) / sizeof(ops[0]) ? ops[i].name : NULL;
+}

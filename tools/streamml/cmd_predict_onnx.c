@@ -1,0 +1,331 @@
+/* streamml predict / model inspect for ONNX models (common/onnx.h): NumPy
+ * .npy files in and out, so anyone can check a model against PyTorch with
+ * the runtime the workers use.
+ *
+ *   streamml predict --model m.onnx --input x.npy [--input h0.npy]
+ *                    --output y.npy [--output hn.npy]
+ *
+ * --input/--output are taken in model order, or bound by name with
+ * NAME=FILE. An output without a file is summarised on stdout.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "cli.h"
+#include "cmds.h"
+#include "npy.h"
+#include "onnx.h"
+
+#define MAX_IO 16
+
+int cmd_is_onnx(const char *path)
+{
+    size_t n = path ? strlen(path) : 0;
+
+    return n > 5 && strcmp(path + n - 5, ".onnx") == 0;
+}
+
+/* The --model/-m value in argv (before getopt runs), or NULL. */
+const char *cmd_model_arg(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "--model") == 0 || strcmp(argv[i], "-m") == 0) && i + 1 < argc)
+            return argv[i + 1];
+        if (strncmp(argv[i], "--model=", 8) == 0)
+            return argv[i] + 8;
+        if (strncmp(argv[i], "-m", 2) == 0 && argv[i][2])
+            return argv[i] + 2;
+    }
+    return NULL;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: streamml predict --model FILE.onnx --input X.npy [--input ...]\n"
+            "                        [--output Y.npy ...] [--threads N]\n\n"
+            "Runs an ONNX model (opset 13..17, as torch.onnx.export writes it) on NumPy\n"
+            "arrays with the workers' runtime. Arrays are .npy files (np.save) of\n"
+            "float32 or int64 in C order.\n\n"
+            "  -m, --model FILE      the .onnx model (required)\n"
+            "  -i, --input FILE      one per model input, in model order; or NAME=FILE\n"
+            "  -o, --output FILE     where to write outputs, in model order; or NAME=FILE.\n"
+            "                        Outputs without a file are summarised on stdout\n"
+            "                        (shape, min, max, mean)\n"
+            "  -t, --threads N       BLAS threads (default: OpenBLAS's own choice)\n"
+            "  -h, --help            this text\n"
+            "  -V, --version         versions\n\n"
+            "`streamml model inspect FILE.onnx` lists inputs, outputs and ops.\n\n"
+            "Exit codes: 0 ok; 1 the model failed on these inputs or a write failed;\n"
+            "2 usage, unreadable or unsupported model, bad .npy file.\n");
+}
+
+struct bind {
+    const char *name; /* NAME= part, or NULL for positional */
+    const char *file;
+};
+
+struct args {
+    const char *model;
+    struct bind in[MAX_IO], out[MAX_IO];
+    int n_in, n_out, threads;
+};
+
+static int add_bind(struct bind *b, int *n, char *arg, const char *what)
+{
+    char *eq = strchr(arg, '=');
+
+    if (*n == MAX_IO) {
+        fprintf(stderr, "error: more than %d --%s\n", MAX_IO, what);
+        return -1;
+    }
+    b[*n].name = NULL;
+    b[*n].file = arg;
+    if (eq && eq != arg && !memchr(arg, '/', (size_t)(eq - arg))) {
+        /* NAME=FILE, unless the '=' is part of a path like dir/a=b.npy */
+        *eq = '\0';
+        b[*n].name = arg;
+        b[*n].file = eq + 1;
+    }
+    (*n)++;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct args *a)
+{
+    static const struct option lo[] = {{"model", required_argument, NULL, 'm'},
+                                       {"input", required_argument, NULL, 'i'},
+                                       {"output", required_argument, NULL, 'o'},
+                                       {"threads", required_argument, NULL, 't'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {NULL, 0, NULL, 0}};
+    int opt;
+    char *end;
+
+    while ((opt = getopt_long(argc, argv, "m:i:o:t:hV", lo, NULL)) != -1) {
+        if (opt == 'm') {
+            a->model = optarg;
+        } else if (opt == 'i' || opt == 'o') {
+            if (opt == 'i' ? add_bind(a->in, &a->n_in, optarg, "input")
+                           : add_bind(a->out, &a->n_out, optarg, "output"))
+                return EXIT_USAGE;
+        } else if (opt == 't') {
+            a->threads = (int)strtol(optarg, &end, 10);
+            if (*end || a->threads < 1 || a->threads > 256) {
+                fprintf(stderr, "error: --threads %s: 1..256 expected\n", optarg);
+                return EXIT_USAGE;
+            }
+        } else if (opt == 'h' || opt == 'V') {
+            if (opt == 'h')
+                usage(stdout);
+            else
+                cli_version(stdout);
+            return -1;
+        } else {
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc || !a->model) {
+        fprintf(stderr, "error: %s (see streamml predict --help)\n",
+                a->model ? "unexpected argument" : "--model FILE is required");
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+/* Index of name among the model's inputs (is_out = 0) or outputs. */
+static int find_io(const struct onnx_model *m, const char *name, int is_out)
+{
+    size_t n = is_out ? onnx_num_outputs(m) : onnx_num_inputs(m);
+
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(is_out ? onnx_output_name(m, i) : onnx_input_name(m, i), name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* slot[k] = the bind for model input/output k, or NULL. */
+static int resolve(const struct onnx_model *m, const struct bind *b, int nb, int is_out,
+                   const struct bind **slot)
+{
+    size_t n = is_out ? onnx_num_outputs(m) : onnx_num_inputs(m);
+    const char *what = is_out ? "output" : "input";
+
+    if ((size_t)nb > n) {
+        fprintf(stderr, "error: %d --%s given, the model has %zu\n", nb, what, n);
+        return -1;
+    }
+    for (int i = 0; i < nb; i++) {
+        int k = b[i].name ? find_io(m, b[i].name, is_out) : i;
+        if (k < 0 || slot[k]) {
+            fprintf(stderr, "error: --%s %s=%s: %s\n", what, b[i].name, b[i].file,
+                    k < 0 ? "the model has no such name" : "given twice");
+            return -1;
+        }
+        slot[k] = &b[i];
+    }
+    return 0;
+}
+
+static int read_inputs(const struct onnx_model *m, const struct bind **slot,
+                       struct onnx_tensor *in)
+{
+    for (size_t i = 0; i < onnx_num_inputs(m); i++) {
+        struct err e = {0};
+        if (!slot[i]) {
+            fprintf(stderr, "error: no --input for model input '%s'\n", onnx_input_name(m, i));
+            return -1;
+        }
+        if (npy_read(slot[i]->file, &in[i], &e)) {
+            fprintf(stderr, "error: input '%s': %s\n", onnx_input_name(m, i), e.msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void summarise(const char *name, const struct onnx_tensor *t)
+{
+    size_t n = onnx_numel(t);
+    double lo = INFINITY, hi = -INFINITY, sum = 0;
+
+    printf("%s: %s [", name, t->dtype == ONNX_F32 ? "float32" : "int64");
+    for (int d = 0; d < t->ndim; d++)
+        printf("%s%lld", d ? ", " : "", (long long)t->dims[d]);
+    for (size_t i = 0; i < n; i++) {
+        double v = t->dtype == ONNX_F32 ? ((const float *)t->data)[i]
+                                        : (double)((const int64_t *)t->data)[i];
+        lo = fmin(lo, v);
+        hi = fmax(hi, v);
+        sum += v;
+    }
+    printf("] min %.9g max %.9g mean %.9g\n", n ? lo : 0.0, n ? hi : 0.0, n ? sum / (double)n : 0.0);
+}
+
+static int write_outputs(const struct onnx_model *m, const struct bind **slot,
+                         const struct onnx_tensor *out)
+{
+    for (size_t i = 0; i < onnx_num_outputs(m); i++) {
+        struct err e = {0};
+        if (!slot[i]) {
+            summarise(onnx_output_name(m, i), &out[i]);
+        } else if (npy_write(slot[i]->file, &out[i], &e)) {
+            fprintf(stderr, "error: output '%s': %s\n", onnx_output_name(m, i), e.msg);
+            return EXIT_RUNTIME;
+        }
+    }
+    return EXIT_OK;
+}
+
+static int predict(struct onnx_model *m, const struct args *a)
+{
+    const struct bind *islot[MAX_IO] = {0}, *oslot[MAX_IO] = {0};
+    struct onnx_tensor in[MAX_IO] = {{0}}, out[MAX_IO];
+    struct err e = {0};
+    int rc = EXIT_USAGE;
+
+    if (onnx_num_inputs(m) > MAX_IO || onnx_num_outputs(m) > MAX_IO) {
+        fprintf(stderr, "error: more than %d model inputs or outputs\n", MAX_IO);
+        return EXIT_USAGE;
+    }
+    if (resolve(m, a->in, a->n_in, 0, islot) || resolve(m, a->out, a->n_out, 1, oslot) ||
+        read_inputs(m, islot, in))
+        goto out;
+    rc = EXIT_RUNTIME;
+    if (onnx_run(m, in, onnx_num_inputs(m), out, onnx_num_outputs(m), &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        goto out;
+    }
+    rc = write_outputs(m, oslot, out);
+out:
+    for (size_t i = 0; i < MAX_IO; i++)
+        npy_free(&in[i]);
+    return rc;
+}
+
+int cmd_predict_onnx(int argc, char **argv)
+{
+    struct args a = {0};
+    struct onnx_model *m;
+    struct err e = {0};
+    int rc = parse_args(argc, argv, &a);
+
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if (a.threads)
+        openblas_set_num_threads(a.threads);
+    if (onnx_open(&m, a.model, &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        return EXIT_USAGE;
+    }
+    rc = predict(m, &a);
+    if (fflush(stdout) != 0)
+        rc = rc ? rc : EXIT_RUNTIME;
+    onnx_close(m);
+    return rc;
+}
+
+static void print_op_counts(const struct onnx_model *m)
+{
+    size_t n = onnx_num_nodes(m);
+    const char *seen[256];
+    size_t ns = 0;
+
+    printf("nodes: %zu\nops:\n", n);
+    for (size_t i = 0; i < n; i++) {
+        const char *op = onnx_node_op(m, i);
+        size_t k = 0, cnt = 0;
+        while (k < ns && strcmp(seen[k], op) != 0)
+            k++;
+        if (k < ns || ns == 256)
+            continue;
+        seen[ns++] = op;
+        for (size_t j = i; j < n; j++)
+            cnt += strcmp(onnx_node_op(m, j), op) == 0;
+        printf("  %-20s %zu\n", op, cnt);
+    }
+}
+
+int cmd_model_inspect_onnx(const char *path)
+{
+    struct onnx_model *m;
+    struct err e = {0};
+    int nd;
+    int64_t dims[8];
+
+    if (onnx_open(&m, path, &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        return EXIT_USAGE;
+    }
+    printf("file: %s\nformat: onnx\nproducer: %s\nopset: %lld\ninputs:\n", path,
+           onnx_producer(m), (long long)onnx_opset(m));
+    for (size_t i = 0; i < onnx_num_inputs(m); i++) {
+        onnx_input_shape(m, i, &nd, dims);
+        printf("  %s: %s [", onnx_input_name(m, i),
+               onnx_input_dtype(m, i) == ONNX_F32 ? "float32" : "int64");
+        for (int d = 0; d < nd; d++) {
+            if (dims[d] < 0)
+                printf("%s?", d ? ", " : "");
+            else
+                printf("%s%lld", d ? ", " : "", (long long)dims[d]);
+        }
+        printf("]\n");
+    }
+    printf("outputs:\n");
+    for (size_t i = 0; i < onnx_num_outputs(m); i++)
+        printf("  %s\n", onnx_output_name(m, i));
+    print_op_counts(m);
+    if (onnx_num_metadata(m))
+        printf("metadata:\n");
+    for (size_t i = 0; i < onnx_num_metadata(m); i++)
+        printf("  %s: %s\n", onnx_metadata_key(m, i), onnx_metadata(m, onnx_metadata_key(m, i)));
+    onnx_close(m);
+    return EXIT_OK;
+}
