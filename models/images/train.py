@@ -7,7 +7,8 @@ small EfficientNet-style CNN (MBConv blocks, SiLU/HardSwish, squeeze-excitation)
 for a couple of minutes on the CPU, and exports ONNX (opset 13) with two
 outputs: `logits` [N,5] and `features` [N,C,7,7] (the last conv feature map,
 for class-activation maps). metadata_props carry cam_weight (the final Linear
-weight initializer), input_size, mean, std, model_name, model_version.
+weight initializer), input_size, mean, std, model_name, model_version and
+referable_threshold (P(grade >= 2) cut-off with held-out sensitivity >= 0.95).
 
 Deterministic (fixed seeds). Writes into --out (default models/images):
   fundus_cnn.onnx, metrics.json (held-out QWK), samples/*.png|jpg (demo
@@ -34,6 +35,7 @@ INPUT = 112        # model input size (stride 16 -> 7x7 feature map)
 NCLASS = 5
 MODEL_NAME = "fundus-cnn"
 MODEL_VERSION = "1"
+SENSITIVITY = 0.95  # target sensitivity of the referable flag on held-out images
 
 
 # ---- synthetic fundus images ----
@@ -190,7 +192,22 @@ def train(model, x, y, seconds):
     return epoch
 
 
-def export(model, path, mean, std):
+def referable_threshold(model, x, y, target):
+    """Largest threshold on P(grade >= 2) whose held-out sensitivity for
+    referable cases (grade >= 2) is at least target: screening favours
+    sensitivity over specificity."""
+    with torch.no_grad():
+        p = torch.softmax(model(x)[0], 1)[:, 2:].sum(1).numpy()
+    ref = y >= 2
+    best = 0.0
+    for t in np.unique(np.concatenate([[0.0], p])):
+        if (p[ref] > t).mean() >= target:
+            best = max(best, float(t))
+    best = float(np.floor(best * 1e4) / 1e4)  # rounded down: sensitivity kept
+    return best, float((p[ref] > best).mean()), float((p[~ref] <= best).mean())
+
+
+def export(model, path, mean, std, threshold):
     import onnx
     model.eval()
     dummy = torch.zeros(1, 3, INPUT, INPUT)
@@ -209,7 +226,7 @@ def export(model, path, mean, std):
             "cam_weight_layout": "out_in" if trans and trans[0] else "in_out",
             "input_size": str(INPUT), "mean": ",".join(f"{v:.4f}" for v in mean),
             "std": ",".join(f"{v:.4f}" for v in std), "model_name": MODEL_NAME,
-            "model_version": MODEL_VERSION,
+            "model_version": MODEL_VERSION, "referable_threshold": f"{threshold:.4f}",
             "grades": "0 none,1 mild,2 moderate,3 severe,4 proliferative"}
     for k, v in meta.items():
         p = m.metadata_props.add()
@@ -248,13 +265,17 @@ def main():
         pred = model(xte)[0].argmax(1).numpy()
     qwk = cohen_kappa_score(te_y, pred, weights="quadratic")
     acc = float((pred == te_y).mean())
-    print(f"held-out: QWK {qwk:.4f}, accuracy {acc:.4f}")
+    thr, sens, spec = referable_threshold(model, xte, te_y, SENSITIVITY)
+    print(f"held-out: QWK {qwk:.4f}, accuracy {acc:.4f}; referable threshold {thr:.4f} "
+          f"(sensitivity {sens:.3f}, specificity {spec:.3f})")
 
     onnx_path = os.path.join(a.out, "fundus_cnn.onnx")
-    meta = export(model, onnx_path, mean, std)
+    meta = export(model, onnx_path, mean, std, thr)
     with open(os.path.join(a.out, "metrics.json"), "w") as f:
         json.dump({"model": MODEL_NAME, "version": MODEL_VERSION, "held_out_images": a.test,
-                   "qwk": round(float(qwk), 4), "accuracy": round(acc, 4), "epochs": epochs,
+                   "qwk": round(float(qwk), 4), "accuracy": round(acc, 4),
+                   "referable_threshold": round(thr, 4), "referable_sensitivity": round(sens, 4),
+                   "referable_specificity": round(spec, 4), "epochs": epochs,
                    "train_images": a.train, "input_size": INPUT}, f, indent=2)
         f.write("\n")
 
