@@ -401,10 +401,40 @@ static void test_demo_model_probabilities_match_torch(void **st)
     json_decref(ref);
 }
 
+static void expect_config_error(const char *model, const char *needle)
+{
+    char log[] = "/tmp/streamml-imgcfg-XXXXXX", x[300], cmd[400];
+    int fd = mkstemp(log), status;
+    char *argv[] = {(char *)test_bin("streamml-images"), "-b", "127.0.0.1:1", "-X", x,
+                    "--log-level", "error", NULL};
+    pid_t pid;
+
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(x, sizeof(x), "images.model=%s", model);
+    pid = test_spawn(argv, log);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
+    snprintf(cmd, sizeof(cmd), "grep -q '%s' %s", needle, log);
+    if (system(cmd) != 0)
+        fail_msg("%s: the error does not mention \"%s\"", model, needle);
+    unlink(log);
+}
+
+static void test_unusable_models_are_refused_at_start_naming_the_problem(void **st)
+{
+    (void)st;
+    expect_config_error("/nonexistent/model.onnx", "/nonexistent/model.onnx");
+    expect_config_error("tests/fixtures/onnx/conv_net.onnx", "logits");
+    expect_config_error("tests/fixtures/onnx/unsupported_op.onnx", "unsupported_op.onnx");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demo_model_probabilities_match_torch),
+        cmocka_unit_test(test_unusable_models_are_refused_at_start_naming_the_problem),
         cmocka_unit_test_setup_teardown(test_every_event_gets_one_prediction_bad_ones_ungradable,
                                         setup, teardown),
     };

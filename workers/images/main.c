@@ -216,8 +216,13 @@ static int open_model(struct worker *w, struct err *e)
     const char *path = cfg_str(w->cf, "images.model");
     const char *name = NULL, *version = NULL, *thr;
 
-    if (onnx_open(&md->m, path, e))
-        return e->code == ERR_NOMEM ? e->code : err_set(e, ERR_CONFIG, "%s", e->msg);
+    if (onnx_open(&md->m, path, e)) {
+        char msg[sizeof(e->msg)];
+        if (e->code == ERR_NOMEM)
+            return e->code;
+        memcpy(msg, e->msg, sizeof(msg)); /* a bad model file is a configuration error */
+        return err_set(e, ERR_CONFIG, "%s", msg);
+    }
     if (model_geometry(md, path, e) || probe_outputs(md, path, e) ||
         load_cam_weights(md, path, e))
         return e->code;
