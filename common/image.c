@@ -647,6 +647,7 @@ struct pctx {
     size_t len, pos;
     int truncated;
     char msg[200];
+    char warning[200];  /* the first: libpng reports a user-limit hit as one */
     jmp_buf jb;
 };
 
@@ -658,9 +659,19 @@ static void png_on_error(png_structp png, png_const_charp msg)
     longjmp(c->jb, 1);
 }
 
+/* Benign (e.g. an odd iCCP profile): the pixels are fine; kept for the
+ * error message in case an error follows. */
 static void png_on_warning(png_structp png, png_const_charp msg)
 {
-    (void)png; /* benign (e.g. an odd iCCP profile): the pixels are fine */
+    struct pctx *c = png_get_error_ptr(png);
+
+    if (!c->warning[0])
+        snprintf(c->warning, sizeof(c->warning), "%s", msg);
+}
+
+static void png_w_warning(png_structp png, png_const_charp msg)
+{
+    (void)png;
     (void)msg;
 }
 
@@ -727,6 +738,7 @@ static int decode_png(struct img_loader *l, const uint8_t *p, size_t len, struct
     struct pctx c = {.p = p, .len = len};
     png_structp png;
     png_infop info = NULL;
+    png_uint_32 side;
     volatile int rc = ERR_OK;
 
     png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &c, png_on_error, png_on_warning);
@@ -736,11 +748,18 @@ static int decode_png(struct img_loader *l, const uint8_t *p, size_t len, struct
     }
     if (setjmp(c.jb)) {
         png_destroy_read_struct(&png, &info, NULL);
+        if (strstr(c.warning, "user limit") || strstr(c.msg, "user limit") ||
+            strstr(c.msg, "memory"))
+            return fail(why, IMG_TOO_LARGE, e, ERR_INVALID, "PNG: %s (%s)", c.msg,
+                        c.warning[0] ? c.warning : "limit");
         return fail(why, c.truncated ? IMG_TRUNCATED : IMG_CORRUPT, e, ERR_DECODE, "PNG: %s",
                     c.msg);
     }
     png_set_read_fn(png, &c, png_read_mem);
-    png_set_user_limits(png, 0x7fffffff, 0x7fffffff); /* pixel count checked by us */
+    /* No side can be longer than the pixel cap allows; the product is
+     * checked after the header. */
+    side = l->o.max_pixels < 0x7fffffff ? (png_uint_32)l->o.max_pixels : 0x7fffffff;
+    png_set_user_limits(png, side, side);
     png_set_chunk_malloc_max(png, PNG_CHUNK_MAX);
     png_read_info(png, info);
     if (png_rows(l, png, info, im, why, e) == ERR_OK) {
@@ -1021,7 +1040,7 @@ static void png_w_error(png_structp png, png_const_charp msg)
 static int write_rows(FILE *f, const uint8_t *rgb, int w, int h, struct wctx *c)
 {
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, c, png_w_error,
-                                              png_on_warning);
+                                              png_w_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
 
     if (!info) {

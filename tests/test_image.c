@@ -177,6 +177,12 @@ static void test_pixel_cap_refuses_before_decoding(void **st)
     assert_reason(l, "rgb.png", IMG_TOO_LARGE);
     assert_reason(l, "rgb.jpg", IMG_TOO_LARGE);
     img_loader_close(l);
+    /* a side longer than the whole cap: libpng's own user limit trips first */
+    o.max_pixels = 20;
+    l = open_loader(&o);
+    assert_reason(l, "rgb.png", IMG_TOO_LARGE);
+    assert_reason(l, "rgb.jpg", IMG_TOO_LARGE);
+    img_loader_close(l);
 }
 
 static void test_byte_limit_refuses_large_files(void **st)
