@@ -126,3 +126,21 @@ models-images:
 	$(PY) models/images/train.py --out models/images --fixtures tests/fixtures
 fixtures-images:
 	$(PY) tests/fixtures/make_image_fixtures.py
+
+# Large ONNX models (torchvision, random init) into $(BUILD)/onnx-models, and
+# their parity check against torch (tools/onnx_parity.py).
+onnx-models:
+	$(PY) tools/onnx_parity.py export --out $(BUILD)/onnx-models
+
+onnx-parity: all onnx-models
+	$(PY) tools/onnx_parity.py check --dir $(BUILD)/onnx-models --streamml $(BUILD)/streamml
+
+onnx-fixtures:
+	$(PY) tests/fixtures/make_onnx_fixtures.py
+
+# The ONNX kernels are written to auto-vectorise (-O3); see ONNX_CLONES.
+$(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3
+
+# EfficientNet-B0 speed, streamml vs PyTorch (bench/onnx.sh); figures only.
+bench-onnx: all
+	BUILD=$(BUILD) bench/onnx.sh

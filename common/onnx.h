@@ -42,7 +42,18 @@ struct onnx_model;
  * the graph once on zeros (dynamic dims taken as 1) so that shape errors
  * surface at load. 0 and *out set, or an ERR_* code with the reason in *e. */
 int onnx_open(struct onnx_model **out, const char *path, struct err *e);
+/* Same, and keeps the named intermediate values (e.g. the last conv
+ * activations, for class-activation maps) readable with onnx_value after
+ * each run: they are not fused away nor their buffers reused. A name that
+ * is not a value of the graph is ERR_CONFIG. */
+int onnx_open_keep(struct onnx_model **out, const char *path, const char *const *keep,
+                   size_t n_keep, struct err *e);
 void onnx_close(struct onnx_model *m); /* NULL-safe */
+
+/* After a successful onnx_run: a kept value, an initializer or a graph
+ * input/output by name (owned by m, valid until the next run); NULL if
+ * unknown or not kept. */
+const struct onnx_tensor *onnx_value(const struct onnx_model *m, const char *name);
 
 /* Graph inputs that are not initializers, and graph outputs, in file order.
  * Names are owned by m. */
@@ -53,6 +64,11 @@ const char *onnx_output_name(const struct onnx_model *m, size_t i);
 /* Declared shape of input i (-1 = dynamic dim); ERR_NOTFOUND past the end. */
 int onnx_input_shape(const struct onnx_model *m, size_t i, int *ndim, int64_t dims[8]);
 enum onnx_dtype onnx_input_dtype(const struct onnx_model *m, size_t i);
+
+/* Threads for the runtime's own kernels (depthwise convolutions, fused
+ * activations), 1..16, default 1; also sets OpenBLAS's thread count, which
+ * is process-wide. Call before onnx_run, from the thread that runs m. */
+void onnx_set_threads(struct onnx_model *m, int n);
 
 /* Runs the graph. inputs are in model input order, their dtype and rank
  * must match the declaration and static dims must be equal (ERR_INVALID

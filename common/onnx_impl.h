@@ -10,8 +10,8 @@
 #include "onnx.h"
 #include "onnx.pb-c.h" /* generated in $(BUILD)/gen */
 
-#define ONNX_MAX_IO 8            /* inputs or outputs of one node */
-#define ONNX_MAX_ELEMS (INT64_C(1) << 31) /* elements of one tensor */
+#define ONNX_MAX_IO 64                    /* inputs or outputs of one node */
+#define ONNX_MAX_ELEMS (INT64_C(1) << 28) /* elements of one tensor (1 GiB of float32) */
 
 /* A named value of the graph. Initializers and folded constants own their
  * data for the model's life; activations borrow a buffer from the pool
@@ -23,7 +23,8 @@ struct onnx_value {
     size_t cap;  /* bytes of buf */
     int is_const;
     int is_input;
-    int is_output;
+    int is_output; /* a graph output or a kept value: never pooled, never fused away */
+    int is_kept;
     int defined;  /* has a tensor in the current run */
     int uses;     /* nodes reading it */
     int last_use; /* index of the last node reading it; -1 if none */
@@ -101,6 +102,7 @@ struct onnx_model {
         size_t cap;
     } *pool;
     size_t n_pool, cap_pool;
+    int threads;    /* for onnx_parallel */
     float *scratch; /* im2col and kernel temporaries */
     size_t scratch_cap;
 };
@@ -116,6 +118,11 @@ void *onnx_out(struct onnx_model *m, struct onnx_node *n, int k, enum onnx_dtype
 float *onnx_scratch(struct onnx_model *m, size_t n, struct err *e);
 /* Product of dims, or -1 when it exceeds ONNX_MAX_ELEMS or a dim is < 0. */
 int64_t onnx_count(int ndim, const int64_t *dims);
+/* Runs fn over [0, n) split into m->threads contiguous chunks, one per
+ * thread (the caller's included); returns when all are done. fn must only
+ * write data owned by its chunk. */
+void onnx_parallel(const struct onnx_model *m, void (*fn)(void *arg, int64_t b, int64_t e),
+                   void *arg, int64_t n);
 size_t onnx_dtype_size(enum onnx_dtype dt);
 /* Checks tp (dtype f32/i64, dims, data length) into t and points *src at
  * its data (owned by tp). what names the tensor's role in messages. */

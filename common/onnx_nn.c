@@ -12,6 +12,8 @@
 
 /* ---- Conv ---- */
 
+#define LIM 65536 /* bound on kernel, stride, dilation, pad: no overflow below */
+
 /* Spatial attributes shared by Conv and the pools. */
 static int spatial_attrs(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
 {
@@ -38,8 +40,11 @@ static int spatial_attrs(struct onnx_node *n, const Onnx__NodeProto *p, struct e
         return err_set(e, ERR_CONFIG, "strides, dilations, pads must be 2-D");
     for (int i = 0; i < 2; i++)
         if (n->a.strides[i] < 1 || n->a.dilations[i] < 1 || n->a.pads[i] < 0 ||
-            n->a.pads[i + 2] < 0 || (n->a.has_kernel && n->a.kernel[i] < 1))
-            return err_set(e, ERR_CONFIG, "kernel, strides, dilations must be >= 1, pads >= 0");
+            n->a.pads[i + 2] < 0 || (n->a.has_kernel && n->a.kernel[i] < 1) ||
+            n->a.strides[i] > LIM || n->a.dilations[i] > LIM || n->a.pads[i] > LIM ||
+            n->a.pads[i + 2] > LIM || n->a.kernel[i] > LIM)
+            return err_set(e, ERR_CONFIG,
+                           "kernel, strides, dilations must be 1..%d, pads 0..%d", LIM, LIM);
     return ERR_OK;
 }
 
@@ -136,49 +141,100 @@ static void im2col(const float *x, int64_t c, const struct geo *g, float *col)
             }
 }
 
-static void bias_act(const struct onnx_node *n, float *y, const float *bias, int64_t m, int64_t hw)
+struct act_job {
+    const struct onnx_node *n;
+    float *y;
+    const float *bias;
+    int64_t m, hw;
+};
+
+/* Bias and fused activation over output planes [pb, pe). */
+static void act_planes(void *arg, int64_t pb, int64_t pe)
 {
-    for (int64_t j = 0; j < m; j++) {
-        float *r = y + j * hw;
-        if (bias)
-            for (int64_t i = 0; i < hw; i++)
-                r[i] += bias[j];
-        onnx_activate(n->a.act, r, (size_t)hw, n->a.act_a, n->a.act_b);
+    const struct act_job *j = arg;
+
+    for (int64_t p = pb; p < pe; p++) {
+        float *r = j->y + p * j->hw;
+        if (j->bias)
+            for (int64_t i = 0; i < j->hw; i++)
+                r[i] += j->bias[p % j->m];
+        onnx_activate(j->n->a.act, r, (size_t)j->hw, j->n->a.act_a, j->n->a.act_b);
     }
 }
 
-/* One image of a depthwise conv (group == channels == outputs). */
-static void depthwise(const struct onnx_node *n, const float *x, const float *w, const float *b,
-                      const struct geo *g, float *y)
+static void bias_act_all(const struct onnx_model *m, const struct onnx_node *n, float *y,
+                         const float *bias, const struct geo *g)
 {
+    struct act_job j = {n, y, bias, g->m, g->oh * g->ow};
+
+    if (bias || n->a.act != ACT_NONE)
+        onnx_parallel(m, act_planes, &j, g->n * g->m);
+}
+
+/* One output row of a depthwise channel: r[ox] = b + sum w * x. The row
+ * stays in L1 while every tap is added. */
+ONNX_CLONES static void dw_row(const struct geo *g, const float *xc, const float *wc, float b,
+                               int64_t oy, const int64_t *lo, const int64_t *hi, float *r)
+{
+    for (int64_t ox = 0; ox < g->ow; ox++)
+        r[ox] = b;
+    for (int64_t ky = 0; ky < g->kh; ky++) {
+        int64_t iy = oy * g->sh - g->pt + ky * g->dh;
+        if (iy < 0 || iy >= g->h)
+            continue;
+        for (int64_t kx = 0; kx < g->kw; kx++) {
+            const float *src = xc + iy * g->w - g->pl + kx * g->dw;
+            float wv = wc[ky * g->kw + kx];
+            if (g->sw == 1)
+                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
+                    r[ox] += wv * src[ox];
+            else if (g->sw == 2)
+                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
+                    r[ox] += wv * src[2 * ox];
+            else
+                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
+                    r[ox] += wv * src[ox * g->sw];
+        }
+    }
+}
+
+struct dw_job {
+    const struct onnx_node *n;
+    const struct geo *g;
+    const float *x, *w, *b;
+    float *y;
+    int64_t lo[64], hi[64];
+};
+
+/* Planes [pb, pe) of a depthwise conv (plane = image * channels + c). */
+static void dw_planes(void *arg, int64_t pb, int64_t pe)
+{
+    const struct dw_job *j = arg;
+    const struct geo *g = j->g;
     int64_t hw = g->oh * g->ow;
 
-    for (int64_t c = 0; c < g->c; c++) {
-        const float *xc = x + c * g->h * g->w, *wc = w + c * g->kh * g->kw;
-        float *yc = y + c * hw;
-        for (int64_t i = 0; i < hw; i++)
-            yc[i] = b ? b[c] : 0.0f;
-        for (int64_t kx = 0; kx < g->kw; kx++) {
-            int64_t lo, hi;
-            valid_range(g->w, g->ow, g->sw, g->pl, kx * g->dw, &lo, &hi);
-            for (int64_t oy = 0; oy < g->oh; oy++)
-                for (int64_t ky = 0; ky < g->kh; ky++) {
-                    int64_t iy = oy * g->sh - g->pt + ky * g->dh;
-                    float wv = wc[ky * g->kw + kx], *r = yc + oy * g->ow;
-                    const float *src;
-                    if (iy < 0 || iy >= g->h)
-                        continue;
-                    src = xc + iy * g->w - g->pl + kx * g->dw;
-                    if (g->sw == 1)
-                        for (int64_t ox = lo; ox < hi; ox++)
-                            r[ox] += wv * src[ox];
-                    else
-                        for (int64_t ox = lo; ox < hi; ox++)
-                            r[ox] += wv * src[ox * g->sw];
-                }
+    for (int64_t p = pb; p < pe; p++) {
+        int64_t c = p % g->c;
+        const float *xc = j->x + p * g->h * g->w, *wc = j->w + c * g->kh * g->kw;
+        float *yc = j->y + p * hw;
+        for (int64_t oy = 0; oy < g->oh; oy++) {
+            dw_row(g, xc, wc, j->b ? j->b[c] : 0.0f, oy, j->lo, j->hi, yc + oy * g->ow);
+            onnx_activate(j->n->a.act, yc + oy * g->ow, (size_t)g->ow, j->n->a.act_a,
+                          j->n->a.act_b);
         }
-        onnx_activate(n->a.act, yc, (size_t)hw, n->a.act_a, n->a.act_b);
     }
+}
+
+/* A depthwise conv (group == channels == outputs) over the whole batch,
+ * planes split among the threads. */
+static void depthwise(const struct onnx_model *m, const struct onnx_node *n, const float *x,
+                      const float *w, const float *b, const struct geo *g, float *y)
+{
+    struct dw_job j = {n, g, x, w, b, y, {0}, {0}};
+
+    for (int64_t kx = 0; kx < g->kw; kx++)
+        valid_range(g->w, g->ow, g->sw, g->pl, kx * g->dw, &j.lo[kx], &j.hi[kx]);
+    onnx_parallel(m, dw_planes, &j, g->n * g->c);
 }
 
 static int conv_check(const struct onnx_node *n, const struct onnx_tensor *x,
@@ -200,8 +256,7 @@ static int conv_check(const struct onnx_node *n, const struct onnx_tensor *x,
 
 /* Groups of one image through sgemm: Y_g[M/g, OH*OW] = W_g[M/g, K] col_g[K, OH*OW]. */
 static int conv_gemm(struct onnx_model *m, const struct onnx_node *n, const float *x,
-                     const float *w, const float *b, const struct geo *g, float *y,
-                     struct err *e)
+                     const float *w, const struct geo *g, float *y, struct err *e)
 {
     int64_t grp = n->a.group, cg = g->c / grp, mg = g->m / grp, k = cg * g->kh * g->kw;
     int64_t hw = g->oh * g->ow;
@@ -220,7 +275,6 @@ static int conv_gemm(struct onnx_model *m, const struct onnx_node *n, const floa
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)hw, (int)k, 1.0f,
                     w + gi * mg * k, (int)k, direct ? xg : col, (int)hw, 0.0f,
                     y + gi * mg * hw, (int)hw);
-        bias_act(n, y + gi * mg * hw, b ? b + gi * mg : NULL, mg, hw);
     }
     return ERR_OK;
 }
@@ -228,7 +282,7 @@ static int conv_gemm(struct onnx_model *m, const struct onnx_node *n, const floa
 int onnx_k_conv(struct onnx_model *m, struct onnx_node *n, struct err *e)
 {
     const struct onnx_tensor *x = onnx_in(m, n, 0), *w = onnx_in(m, n, 1), *b = onnx_in(m, n, 2);
-    struct geo g;
+    struct geo g = {0};
     int64_t dims[4];
     float *y;
 
@@ -242,14 +296,17 @@ int onnx_k_conv(struct onnx_model *m, struct onnx_node *n, struct err *e)
     y = onnx_out(m, n, 0, ONNX_F32, 4, dims, e);
     if (!y)
         return e->code;
+    if (n->a.group == g.c && g.m == g.c && g.kw <= 64) {
+        depthwise(m, n, x->data, w->data, b ? b->data : NULL, &g, y);
+        return ERR_OK;
+    }
     for (int64_t i = 0; i < g.n; i++) {
         const float *xi = (const float *)x->data + i * g.c * g.h * g.w;
         float *yi = y + i * g.m * g.oh * g.ow;
-        if (n->a.group == g.c && g.m == g.c)
-            depthwise(n, xi, w->data, b ? b->data : NULL, &g, yi);
-        else if (conv_gemm(m, n, xi, w->data, b ? b->data : NULL, &g, yi, e))
+        if (conv_gemm(m, n, xi, w->data, &g, yi, e))
             return e->code;
     }
+    bias_act_all(m, n, y, b ? b->data : NULL, &g);
     return ERR_OK;
 }
 
@@ -325,7 +382,7 @@ int onnx_p_pool(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
 static int run_pool(struct onnx_model *m, struct onnx_node *n, int max, struct err *e)
 {
     const struct onnx_tensor *x = onnx_in(m, n, 0);
-    struct geo g;
+    struct geo g = {0};
     int64_t dims[4];
     float *y;
 

@@ -302,12 +302,57 @@ static int k_pow(struct onnx_model *m, struct onnx_node *n, struct err *e)
 enum unop { U_RELU, U_SIGMOID, U_TANH, U_ERF, U_SQRT, U_EXP, U_LOG, U_NEG, U_ABS, U_RECIP,
             U_LEAKY, U_CLIP, U_HSIG, U_HSWISH };
 
-float onnx_sigmoid(float x)
+/* min(max(x, lo), hi) as selects (fminf/fmaxf are calls that stop
+ * vectorisation; NaN passes through). */
+static inline float clampf(float x, float lo, float hi)
 {
-    return 1.0f / (1.0f + expf(-x));
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
 }
 
-static void apply_unary(enum unop op, float *o, const float *x, size_t n, float p, float q)
+/* expf without calls or branches, so that loops over it vectorise: Cephes'
+ * reduction x = n ln2 + r and degree-5 polynomial (about 1 ulp on the
+ * clamped range; below -87 the result is ~1e-38 instead of smaller). */
+static inline float vexpf(float x)
+{
+    float n, r, y;
+    int32_t bits;
+
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    /* round to nearest by the 1.5 * 2^23 trick: no libm call, vectorises */
+    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    y = 1.9875691500E-4f;
+    y = y * r + 1.3981999507E-3f;
+    y = y * r + 8.3334519073E-3f;
+    y = y * r + 4.1665795894E-2f;
+    y = y * r + 1.6666665459E-1f;
+    y = y * r + 5.0000001201E-1f;
+    y = y * r * r + r + 1.0f;
+    bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    return y * scale;
+}
+
+float onnx_sigmoid(float x)
+{
+    return 1.0f / (1.0f + vexpf(-x));
+}
+
+ONNX_CLONES static void sigmoid_loop(float *o, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        o[i] = 1.0f / (1.0f + vexpf(-x[i]));
+}
+
+ONNX_CLONES static void silu_loop(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] / (1.0f + vexpf(-x[i]));
+}
+
+ONNX_CLONES static void apply_unary(enum unop op, float *o, const float *x, size_t n, float p, float q)
 {
     switch (op) {
     case U_RELU:
@@ -315,8 +360,7 @@ static void apply_unary(enum unop op, float *o, const float *x, size_t n, float 
             o[i] = x[i] > 0.0f ? x[i] : 0.0f;
         break;
     case U_SIGMOID:
-        for (size_t i = 0; i < n; i++)
-            o[i] = onnx_sigmoid(x[i]);
+        sigmoid_loop(o, x, n);
         break;
     case U_TANH:
         for (size_t i = 0; i < n; i++)
@@ -356,15 +400,15 @@ static void apply_unary(enum unop op, float *o, const float *x, size_t n, float 
         break;
     case U_CLIP:
         for (size_t i = 0; i < n; i++)
-            o[i] = fminf(fmaxf(x[i], p), q);
+            o[i] = clampf(x[i], p, q);
         break;
     case U_HSIG:
         for (size_t i = 0; i < n; i++)
-            o[i] = fminf(fmaxf(p * x[i] + q, 0.0f), 1.0f);
+            o[i] = clampf(p * x[i] + q, 0.0f, 1.0f);
         break;
     case U_HSWISH:
         for (size_t i = 0; i < n; i++)
-            o[i] = x[i] * fminf(fmaxf(x[i] / 6.0f + 0.5f, 0.0f), 1.0f);
+            o[i] = x[i] * clampf(x[i] / 6.0f + 0.5f, 0.0f, 1.0f);
         break;
     }
 }
@@ -389,8 +433,7 @@ void onnx_activate(int act, float *x, size_t n, float p, float q)
         apply_unary(U_SIGMOID, x, x, n, 0, 0);
         break;
     case ACT_SILU:
-        for (size_t i = 0; i < n; i++)
-            x[i] = x[i] * onnx_sigmoid(x[i]);
+        silu_loop(x, n);
         break;
     default:
         break;
@@ -569,7 +612,7 @@ static int k_reshape(struct onnx_model *m, struct onnx_node *n, struct err *e)
         }
         if (dims[i] == -1 && infer < 0)
             infer = i;
-        else if (dims[i] < 0)
+        else if (dims[i] < 0 || dims[i] > ONNX_MAX_ELEMS || known > ONNX_MAX_ELEMS)
             return err_set(e, ERR_INVALID, "shape[%d] = %lld", i, (long long)s[i]);
         else
             known *= dims[i];
@@ -826,24 +869,30 @@ static int k_transpose(struct onnx_model *m, struct onnx_node *n, struct err *e)
     return ERR_OK;
 }
 
-/* One axis of Slice: clamps start/end as the ONNX spec says. */
-static int slice_axis(int64_t dim, int64_t start, int64_t end, int64_t step, int64_t *first,
+/* One axis of Slice: clamps start/end as the ONNX spec says. A step past
+ * the dim selects at most one element; it is clamped (in *step too) so that
+ * no arithmetic here or in the copy overflows. */
+static int slice_axis(int64_t dim, int64_t start, int64_t end, int64_t *step, int64_t *first,
                       int64_t *count)
 {
-    if (step == 0)
+    int64_t s = *step;
+
+    if (s == 0)
         return -1;
+    s = s > dim ? dim + 1 : s < -dim ? -dim - 1 : s;
+    *step = s;
     if (start < 0)
         start += dim;
     if (end < 0)
         end += dim;
-    if (step > 0) {
+    if (s > 0) {
         start = clamp64(start, 0, dim);
         end = clamp64(end, 0, dim);
-        *count = end > start ? (end - start + step - 1) / step : 0;
+        *count = end > start ? (end - start - 1) / s + 1 : 0;
     } else {
         start = clamp64(start, 0, dim - 1);
         end = clamp64(end, -1, dim - 1);
-        *count = start > end ? (start - end - step - 1) / -step : 0;
+        *count = start > end ? (start - end - 1) / -s + 1 : 0;
     }
     *first = start;
     return 0;
@@ -876,7 +925,7 @@ static int k_slice(struct onnx_model *m, struct onnx_node *n, struct err *e)
     for (int i = 0; i < ns; i++) {
         int a = onnx_axis(ax ? ax[i] : i, x->ndim);
         int64_t first, cnt, s = sp ? sp[i] : 1;
-        if (a < 0 || flags[a]++ || slice_axis(x->dims[a], st[i], en[i], s, &first, &cnt))
+        if (a < 0 || flags[a]++ || slice_axis(x->dims[a], st[i], en[i], &s, &first, &cnt))
             return err_set(e, ERR_INVALID, "slice %d: bad axis or zero step", i);
         dims[a] = cnt;
         step[a] = xs[a] * s;
@@ -941,6 +990,8 @@ static int k_pad(struct onnx_model *m, struct onnx_node *n, struct err *e)
     if (cv && (cv->dtype != x->dtype || onnx_numel(cv) != 1))
         return err_set(e, ERR_INVALID, "constant_value must be one value of the data's type");
     for (int i = 0; i < x->ndim; i++) {
+        if (pads[i] > ONNX_MAX_ELEMS || pads[i + x->ndim] > ONNX_MAX_ELEMS)
+            return err_set(e, ERR_INVALID, "pads over %lld", (long long)ONNX_MAX_ELEMS);
         dims[i] = x->dims[i] + pads[i] + pads[i + x->ndim];
         if (pads[i] < 0 || pads[i + x->ndim] < 0 || dims[i] < 0)
             return err_set(e, ERR_INVALID, "negative pads are not supported");

@@ -14,6 +14,14 @@ int onnx_attr_ints(const Onnx__NodeProto *p, const char *name, int64_t *out, int
                    struct err *e);
 int onnx_attr_s_is(const Onnx__NodeProto *p, const char *name, const char *want);
 
+/* Hot loops are compiled for AVX-512, AVX2+FMA and baseline x86-64, the
+ * best chosen at load time (GCC function multi-versioning). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ONNX_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define ONNX_CLONES
+#endif
+
 int onnx_axis(int64_t axis, int rank);
 int onnx_broadcast(const struct onnx_tensor *a, const struct onnx_tensor *b, int *nd,
                    int64_t *out, struct err *e);

@@ -66,7 +66,7 @@ static double rel_err(const struct onnx_tensor *got, const struct onnx_tensor *w
 }
 
 /* Runs fixture name on its inputs and compares every output with torch's. */
-static void check_parity(const char *name, size_t n_in, size_t n_out)
+static void check_parity_threads(const char *name, size_t n_in, size_t n_out, int threads)
 {
     struct onnx_model *m;
     struct onnx_tensor in[4], out[4], want;
@@ -74,6 +74,7 @@ static void check_parity(const char *name, size_t n_in, size_t n_out)
     char part[16];
 
     load_ok(&m, name);
+    onnx_set_threads(m, threads);
     assert_int_equal(onnx_num_inputs(m), n_in);
     assert_int_equal(onnx_num_outputs(m), n_out);
     for (size_t i = 0; i < n_in; i++) {
@@ -95,6 +96,21 @@ static void check_parity(const char *name, size_t n_in, size_t n_out)
     for (size_t i = 0; i < n_in; i++)
         npy_free(&in[i]);
     onnx_close(m);
+}
+
+static void expect_refused(const char *path, int code, const char *w1, const char *w2);
+
+static void check_parity(const char *name, size_t n_in, size_t n_out)
+{
+    check_parity_threads(name, n_in, n_out, 1);
+}
+
+/* Depthwise planes and activations split over 3 threads: same answers. */
+static void test_threaded_runs_match_torch(void **state)
+{
+    (void)state;
+    check_parity_threads("effnet_tiny", 1, 1, 3);
+    check_parity_threads("conv_net", 1, 2, 3);
 }
 
 static void test_conv_net_matches_torch(void **state)
@@ -121,6 +137,14 @@ static void test_gru_bidirectional_two_layers_matches_torch(void **state)
     check_parity("gru_bidir2", 2, 2);
 }
 
+/* Slice with INT64_MAX steps and reversed, Concat of 10, Reshape 0/-1. */
+static void test_shape_op_edges_match_numpy(void **state)
+{
+    (void)state;
+    check_parity("edge_ops", 1, 3);
+    expect_refused(FIX "bad_reshape.onnx", ERR_INVALID, "bad_reshape", "shape[0]");
+}
+
 /* Batch 1 (a dynamic dim other than the export's) gives row 0 of batch 2. */
 static void test_dynamic_batch_gives_same_rows(void **state)
 {
@@ -142,6 +166,48 @@ static void test_dynamic_batch_gives_same_rows(void **state)
     npy_free(&in);
     npy_free(&want);
     onnx_close(m);
+}
+
+/* The last conv activations kept for class-activation maps: averaging them
+ * and applying fc.weight/fc.bias gives the logits back. */
+static void test_kept_value_gives_cam_inputs(void **state)
+{
+    static const char *const keep[] = {"/head/head.2/Mul_output_0"};
+    const struct onnx_tensor *feat, *w, *b;
+    struct onnx_model *m;
+    struct onnx_tensor in, out;
+    struct err e = {0};
+    (void)state;
+
+    assert_int_equal(onnx_open_keep(&m, FIX "effnet_tiny.onnx", keep, 1, &e), 0);
+    read_npy(&in, "effnet_tiny", "in0");
+    assert_int_equal(onnx_run(m, &in, 1, &out, 1, &e), 0);
+    feat = onnx_value(m, keep[0]);
+    w = onnx_initializer(m, "fc.weight");
+    b = onnx_initializer(m, "fc.bias");
+    assert_non_null(feat);
+    assert_int_equal(feat->ndim, 4);
+    assert_int_equal(feat->dims[0], 2);
+    assert_int_equal(feat->dims[1], 64);
+    assert_int_equal(feat->dims[2], 8);
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 5; k++) {
+            double z = ((const float *)b->data)[k];
+            for (int c = 0; c < 64; c++) {
+                double mean = 0;
+                for (int p = 0; p < 64; p++)
+                    mean += ((const float *)feat->data)[(i * 64 + c) * 64 + p] / 64.0;
+                z += mean * ((const float *)w->data)[k * 64 + c];
+            }
+            assert_true(fabs(z - ((const float *)out.data)[i * 5 + k]) < 1e-5);
+        }
+    assert_null(onnx_value(m, "/head/head.0/Conv_output_0")); /* not kept: fused away */
+    onnx_close(m);
+    assert_int_equal(onnx_open_keep(&m, FIX "effnet_tiny.onnx", (const char *const[]){"nope"}, 1,
+                                    &e),
+                     ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "nope"));
+    npy_free(&in);
 }
 
 static void test_accessors_report_the_graph(void **state)
@@ -442,8 +508,11 @@ int main(void)
         cmocka_unit_test(test_effnet_tiny_matches_torch),
         cmocka_unit_test(test_gru_session_matches_torch),
         cmocka_unit_test(test_gru_bidirectional_two_layers_matches_torch),
+        cmocka_unit_test(test_threaded_runs_match_torch),
+        cmocka_unit_test(test_shape_op_edges_match_numpy),
         cmocka_unit_test(test_dynamic_batch_gives_same_rows),
         cmocka_unit_test(test_accessors_report_the_graph),
+        cmocka_unit_test(test_kept_value_gives_cam_inputs),
         cmocka_unit_test(test_unsupported_op_refused_with_its_name),
         cmocka_unit_test(test_gru_linear_before_reset_0_refused),
         cmocka_unit_test(test_bad_graphs_refused),

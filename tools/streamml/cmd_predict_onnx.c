@@ -14,8 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-
 #include "cli.h"
 #include "cmds.h"
 #include "npy.h"
@@ -57,7 +55,8 @@ static void usage(FILE *out)
             "  -o, --output FILE     where to write outputs, in model order; or NAME=FILE.\n"
             "                        Outputs without a file are summarised on stdout\n"
             "                        (shape, min, max, mean)\n"
-            "  -t, --threads N       BLAS threads (default: OpenBLAS's own choice)\n"
+            "  -t, --threads N       threads for the runtime and OpenBLAS (default: 1 for\n"
+            "                        the runtime, OpenBLAS's own choice for BLAS)\n"
             "  -h, --help            this text\n"
             "  -V, --version         versions\n\n"
             "`streamml model inspect FILE.onnx` lists inputs, outputs and ops.\n\n"
@@ -259,12 +258,12 @@ int cmd_predict_onnx(int argc, char **argv)
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
-    if (a.threads)
-        openblas_set_num_threads(a.threads);
     if (onnx_open(&m, a.model, &e)) {
         fprintf(stderr, "error: %s\n", e.msg);
         return EXIT_USAGE;
     }
+    if (a.threads)
+        onnx_set_threads(m, a.threads);
     rc = predict(m, &a);
     if (fflush(stdout) != 0)
         rc = rc ? rc : EXIT_RUNTIME;
