@@ -120,6 +120,14 @@ $(ONNX_OBJ): $(ONNX_GEN)
 $(filter $(BUILD)/obj/common/onnx%.o,$(COMMON_OBJ)): | $(BUILD)/gen/onnx.pb-c.h
 $(LIB): $(ONNX_OBJ)
 
+# images worker: retrain the demo CNN (about two minutes; rewrites models/images/ and
+# tests/fixtures/images_model_ref.json) and regenerate the image-module fixtures
+.PHONY: models-images fixtures-images
+models-images:
+	$(PY) models/images/train.py --out models/images --fixtures tests/fixtures
+fixtures-images:
+	$(PY) tests/fixtures/make_image_fixtures.py
+
 # Large ONNX models (torchvision, random init) into $(BUILD)/onnx-models, and
 # their parity check against torch (tools/onnx_parity.py).
 onnx-models:

@@ -17,6 +17,7 @@
 
 #include "err.h"
 #include "event.h"
+#include "image_event.h"
 
 #define CODEC_MAX_MESSAGE (1024 * 1024)  /* larger messages are refused */
 
@@ -38,6 +39,8 @@ enum codec_schema {
     CODEC_TXN_PREDICTION,      /* transaction_prediction.avsc */
     CODEC_DEAD_LETTER,         /* dead_letter.avsc */
     CODEC_ALERT,               /* alert_event.avsc */
+    CODEC_IMAGE_EVENT,         /* image_event.avsc */
+    CODEC_IMAGE_PREDICTION,    /* image_prediction.avsc */
     CODEC_NSCHEMAS
 };
 
@@ -61,6 +64,18 @@ int codec_encode_prediction(struct codec *c, const struct txn_prediction *p, str
                             struct err *e);
 int codec_encode_dlq(struct codec *c, const struct dlq_record *r, struct buf *out,
                      struct err *e);
+
+/* Images (schemas/image_event.avsc, image_prediction.avsc). Decoding refuses
+ * strings longer than the struct's fields and an empty uri (ERR_DECODE
+ * naming the field); encoding refuses out-of-range counts. */
+int codec_decode_image_event(struct codec *c, const void *msg, size_t len,
+                             struct image_event *ev, struct err *e);
+int codec_encode_image_event(struct codec *c, const struct image_event *ev, struct buf *out,
+                             struct err *e);
+int codec_encode_image_prediction(struct codec *c, const struct image_prediction *p,
+                                  struct buf *out, struct err *e);
+int codec_decode_image_prediction(struct codec *c, const void *msg, size_t len,
+                                  struct image_prediction *p, struct err *e);
 
 /* One JSON object (a line of `streamml produce` input) -> event. Unknown
  * keys are an error; null or absent optional fields are missing. */

@@ -25,7 +25,8 @@ static void on_signal(int sig)
 }
 
 static const char *const schema_names[CODEC_NSCHEMAS] = {
-    "transaction_event", "transaction_prediction", "dead_letter", "alert_event"};
+    "transaction_event", "transaction_prediction", "dead_letter", "alert_event",
+    "image_event", "image_prediction"};
 
 static int schema_by_name(const char *name)
 {
@@ -76,7 +77,8 @@ static void produce_usage(FILE *out)
             "so one user's events stay in one partition.\n\n"
             "  -t, --topic T        destination topic (default: input.topic)\n"
             "  -s, --schema NAME    transaction_event (default) | transaction_prediction |\n"
-            "                       dead_letter | alert_event\n"
+            "                       dead_letter | alert_event | image_event |\n"
+            "                       image_prediction (image events are keyed by patient_id)\n"
             "  -i, --input FILE     read FILE instead of stdin\n"
             "  -r, --registry URL   Schema Registry (= -X schema.registry.url=URL)\n"
             "  --schema-id N        encode with the writer schema of id N as it is (from\n"
@@ -156,6 +158,14 @@ static int encode_line(struct codec *cd, const struct produce_args *a, const cha
         return buf_append(out, line, len) ? err_set(e, ERR_NOMEM, "line too long") : ERR_OK;
     if (a->schema_id)
         return codec_from_json_id(cd, a->schema_id, line, len, "user_id", key, EV_ID_MAX, out, e);
+    if (a->schema == CODEC_IMAGE_EVENT) { /* keyed by patient: one writer per patient */
+        struct image_event iev;
+        if (codec_from_json(cd, CODEC_IMAGE_EVENT, line, len, out, e) ||
+            codec_decode_image_event(cd, out->data, out->len, &iev, e))
+            return e->code;
+        memcpy(key, iev.patient_id, EV_ID_MAX);
+        return ERR_OK;
+    }
     if (a->schema != CODEC_TXN_EVENT)
         return codec_from_json(cd, (enum codec_schema)a->schema, line, len, out, e);
     if (codec_txn_from_json(line, len, &ev, e))

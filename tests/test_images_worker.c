@@ -1,0 +1,442 @@
+/* The images worker end to end on the embedded stack (`streamml broker`,
+ * `streamml produce --schema image_event`, streamml-images, `streamml
+ * consume`, all separate processes), and the demo model against torch.
+ *
+ * N decodable image events (good PNG/JPEG, too small, corrupt, truncated,
+ * missing, not an image, "..", a symlink escape) + 1 undecodable message ->
+ * exactly N predictions (the bad ones ungradable with the right reason) and
+ * 1 dead letter. The PNG samples' probabilities equal torch's (the
+ * references models/images/train.py wrote) within 1e-4.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "image.h"
+#include "kafka.h"
+#include "onnx.h"
+#include "stack.h"
+
+#define TOPICS "images:2,predictions.images:2,images.dlq:1"
+#define SAMPLES "models/images/samples"
+#define MODEL "models/images/fundus_cnn.onnx"
+#define REF "tests/fixtures/images_model_ref.json"
+#define FIX "tests/fixtures/images"
+#define TORCH_TOL 1e-4
+
+struct env {
+    struct test_broker broker;
+    char dir[64], root[128], cam[128];
+};
+
+/* What each event's prediction must say: "ok" or the ungradable reason. */
+static const char *const cases[][3] = {
+    /* image id, uri (relative to the root), expected */
+    {"g0", "fundus_00_g0.png", "ok"},   {"g1", "fundus_01_g1.png", "ok"},
+    {"g2", "fundus_02_g2.png", "ok"},   {"g3", "fundus_03_g3.png", "ok"},
+    {"g4", "fundus_04_g4.png", "ok"},   {"j0", "fundus_05_g0.jpg", "ok"},
+    {"j2", "fundus_07_g2.jpg", "ok"},   {"j4", "fundus_09_g4.jpg", "ok"},
+    {"tiny", "tiny.png", "too_small"},  {"corrupt", "corrupt.png", "corrupt"},
+    {"trunc", "truncated.jpg", "truncated"}, {"gone", "gone.png", "missing"},
+    {"gif", "not_image.gif", "unsupported_type"}, {"up", "../outside.png", "forbidden"},
+    {"link", "escape.png", "forbidden"}, {"etc", "/etc/passwd", "forbidden"},
+    {"ftp", "ftp://example.com/x.png", "forbidden"},
+};
+#define N_CASES (sizeof(cases) / sizeof(cases[0]))
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+static int run_wait(char *const argv[], const char *log)
+{
+    int status;
+    pid_t pid = test_spawn(argv, log);
+
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int setup(void **st)
+{
+    struct env *v = calloc(1, sizeof(*v));
+
+    snprintf(v->dir, sizeof(v->dir), "/tmp/streamml-imgit-XXXXXX");
+    if (!v || !mkdtemp(v->dir))
+        return -1;
+    snprintf(v->root, sizeof(v->root), "%s/root", v->dir);
+    snprintf(v->cam, sizeof(v->cam), "%s/cam", v->dir);
+    if (sh("mkdir -p %s %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ && cp " FIX
+           "/tiny.png " FIX "/corrupt.png " FIX "/truncated.jpg " FIX "/not_image.gif %s/ && "
+           "cp " FIX "/rgb.png %s/outside.png && ln -s ../outside.png %s/escape.png",
+           v->root, v->cam, v->root, v->root, v->dir, v->root) ||
+        test_broker_start(&v->broker, TOPICS))
+        return -1;
+    *st = v;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    struct env *v = *st;
+
+    test_broker_stop(&v->broker);
+    if (sh("rm -rf '%s'", v->dir))
+        fprintf(stderr, "could not remove %s\n", v->dir);
+    free(v);
+    return 0;
+}
+
+static void produce_events(struct env *v)
+{
+    char path[200], garbage[200];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/events.jsonl", v->dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    for (size_t i = 0; i < N_CASES; i++)
+        fprintf(f, "{\"image_id\":\"%s\",\"patient_id\":\"p%zu\",\"uri\":\"%s\","
+                "\"event_time\":%lld}\n", cases[i][0], i % 5, cases[i][1],
+                1767225600000LL + (long long)i);
+    fclose(f);
+    snprintf(garbage, sizeof(garbage), "%s/garbage.txt", v->dir);
+    f = fopen(garbage, "w");
+    assert_non_null(f);
+    fprintf(f, "this is not avro\n");
+    fclose(f);
+    char *a1[] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
+                  "images", "--schema", "image_event", "-i", path, "--log-level", "warn", NULL};
+    char *a2[] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
+                  "images", "--raw", "-i", garbage, "--log-level", "warn", NULL};
+    assert_int_equal(run_wait(a1, NULL), 0);
+    assert_int_equal(run_wait(a2, NULL), 0);
+}
+
+static pid_t start_worker(struct env *v, char *log)
+{
+    static char root[200], cam[200];
+    char *argv[] = {(char *)test_bin("streamml-images"), "-b", v->broker.bootstrap, "-X",
+                    root, "-X", cam, "-X", "images.min_side=16", "-X", "images.batch=4", "-X",
+                    "worker.poll_ms=20", "-X", "group.id=it-images", "-X",
+                    "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500",
+                    "--log-level", "info", NULL};
+
+    snprintf(root, sizeof(root), "images.root=%s", v->root);
+    snprintf(cam, sizeof(cam), "images.cam_dir=%s", v->cam);
+    return test_spawn(argv, log);
+}
+
+static int64_t topic_size(struct env *v, const char *topic)
+{
+    struct err e = {0};
+    struct cfg_kv kv = {"bootstrap.servers", v->broker.bootstrap, "test"};
+    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
+    struct kq *q = kq_open(&o, &e);
+    int64_t n;
+
+    assert_non_null(q);
+    n = kq_topic_size(q, topic, 5000, &e);
+    kq_close(q, 0, NULL);
+    return n;
+}
+
+static int wait_topic(struct env *v, const char *topic, int64_t want, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 200) {
+        if (topic_size(v, topic) >= want)
+            return 0;
+        sleep_ms(200);
+    }
+    return -1;
+}
+
+/* torch's probabilities for a sample file, from the reference JSON. */
+static json_t *ref_cases(void)
+{
+    json_error_t je;
+    json_t *root = json_load_file(REF, 0, &je);
+
+    if (!root)
+        fail_msg("%s:%d: %s", REF, je.line, je.text);
+    return root;
+}
+
+static double max_diff_to_torch(json_t *ref, const char *file, const double *p)
+{
+    json_t *c;
+    size_t i;
+
+    json_array_foreach(json_object_get(ref, "cases"), i, c) {
+        double worst = 0;
+        if (strcmp(json_string_value(json_object_get(c, "file")), file) != 0)
+            continue;
+        for (int k = 0; k < 5; k++)
+            worst = fmax(worst, fabs(p[k] - json_number_value(
+                                                json_array_get(json_object_get(c, "probabilities"),
+                                                               (size_t)k))));
+        return worst;
+    }
+    return -1;
+}
+
+static void check_ok_prediction(json_t *pr, const char *uri, json_t *ref, double *worst)
+{
+    json_t *probs = json_object_get(pr, "probabilities"), *grid = json_object_get(pr, "cam_grid");
+    double p[5], sum = 0, expected = 0;
+    int grade = 0;
+    const char *cam = json_string_value(json_object_get(pr, "cam_path"));
+    struct img_loader *l = NULL;
+    struct img im;
+    enum img_reason why;
+    struct err e = {0};
+
+    assert_int_equal(json_array_size(probs), 5);
+    for (int k = 0; k < 5; k++) {
+        p[k] = json_number_value(json_array_get(probs, (size_t)k));
+        sum += p[k];
+        expected += k * p[k];
+        grade = p[k] > p[grade] ? k : grade;
+    }
+    assert_float_equal(sum, 1.0, 1e-9);
+    assert_int_equal(json_integer_value(json_object_get(pr, "grade")), grade);
+    assert_float_equal(json_number_value(json_object_get(pr, "expected_grade")), expected, 1e-9);
+    assert_int_equal(json_is_true(json_object_get(pr, "referable")),
+                     p[2] + p[3] + p[4] >
+                         json_number_value(json_object_get(pr, "referable_threshold")));
+    assert_int_equal(json_array_size(grid), 49); /* 7 x 7 */
+    /* the overlay exists and is a 112 x 112 PNG */
+    assert_int_equal(img_loader_open(&l, &(struct img_opts){.root = "/tmp"}, &e), ERR_OK);
+    img_init(&im);
+    assert_int_equal(img_load(l, cam, &im, &why, &e), ERR_OK);
+    assert_int_equal(im.width, 112);
+    img_free(&im);
+    img_loader_close(l);
+    if (strstr(uri, ".png")) {
+        double d = max_diff_to_torch(ref, uri, p);
+        assert_true(d >= 0);
+        *worst = fmax(*worst, d);
+    }
+}
+
+static size_t case_index(const char *id)
+{
+    for (size_t i = 0; i < N_CASES; i++)
+        if (strcmp(cases[i][0], id) == 0)
+            return i;
+    fail_msg("unexpected image id %s", id);
+    return N_CASES;
+}
+
+static void check_predictions(struct env *v, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    int seen[N_CASES] = {0};
+    double worst = 0;
+    json_t *ref = ref_cases();
+
+    (void)v;
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        json_error_t je;
+        if (line[0] != '{')
+            continue; /* consume's own summary line on stderr */
+        json_t *pr = json_loads(line, 0, &je);
+        size_t i;
+        const char *status, *reason;
+        assert_non_null(pr);
+        i = case_index(json_string_value(json_object_get(pr, "image_id")));
+        seen[i]++;
+        status = json_string_value(json_object_get(pr, "status"));
+        reason = json_string_value(json_object_get(pr, "reason"));
+        if (strcmp(cases[i][2], "ok") == 0) {
+            if (strcmp(status, "ok") != 0)
+                fail_msg("%s: %s %s", cases[i][0], reason,
+                         json_string_value(json_object_get(pr, "detail")));
+            check_ok_prediction(pr, cases[i][1], ref, &worst);
+        } else {
+            assert_string_equal(status, "ungradable");
+            if (strcmp(reason, cases[i][2]) != 0)
+                fail_msg("%s: reason %s, expected %s", cases[i][0], reason, cases[i][2]);
+            assert_int_equal(json_integer_value(json_object_get(pr, "grade")), -1);
+            assert_int_equal(json_array_size(json_object_get(pr, "probabilities")), 0);
+        }
+        json_decref(pr);
+    }
+    fclose(f);
+    json_decref(ref);
+    for (size_t i = 0; i < N_CASES; i++)
+        if (seen[i] != 1)
+            fail_msg("%s: %d predictions", cases[i][0], seen[i]);
+    printf("# worker vs torch, PNG samples: max |dp| = %.2e\n", worst);
+    assert_true(worst <= TORCH_TOL);
+}
+
+/* "forward passes (x images each)" from the worker's summary line. */
+static double images_per_pass(const char *log)
+{
+    FILE *f = fopen(log, "r");
+    char line[4096];
+    double x = 0;
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        const char *p = strstr(line, "forward passes (");
+        if (p)
+            x = strtod(p + strlen("forward passes ("), NULL);
+    }
+    fclose(f);
+    return x;
+}
+
+static void test_every_event_gets_one_prediction_bad_ones_ungradable(void **st)
+{
+    struct env *v = *st;
+    char log[200], out[200];
+    pid_t w;
+
+    snprintf(log, sizeof(log), "%s/worker.log", v->dir);
+    snprintf(out, sizeof(out), "%s/predictions.jsonl", v->dir);
+    produce_events(v); /* all waiting before the worker starts: batches fill up */
+    w = start_worker(v, log);
+    assert_true(w > 0);
+    if (wait_topic(v, "predictions.images", (int64_t)N_CASES, 60000)) {
+        sh("tail -5 %s >&2", log);
+        fail_msg("no %zu predictions within 60 s", N_CASES);
+    }
+    assert_int_equal(wait_topic(v, "images.dlq", 1, 10000), 0);
+    assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
+    assert_int_equal(topic_size(v, "predictions.images"), (int64_t)N_CASES);
+    assert_int_equal(topic_size(v, "images.dlq"), 1);
+    char *consume[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap,
+                       "-t", "predictions.images", "-f", "-e", "--log-level", "error", NULL};
+    assert_int_equal(run_wait(consume, out), 0); /* test_bin's buffer is static: built here */
+    check_predictions(v, out);
+    printf("# micro-batching: %.2f images per forward pass (images.batch=4)\n",
+           images_per_pass(log));
+    assert_true(images_per_pass(log) > 1.3); /* 1.0 without batching */
+}
+
+/* In process: decode, preprocess per the model's metadata, run, softmax. */
+static void test_demo_model_probabilities_match_torch(void **st)
+{
+    json_t *ref = ref_cases(), *c;
+    struct onnx_model *m = NULL;
+    struct img_loader *l = NULL;
+    struct img_norm n;
+    struct img im;
+    struct err e = {0};
+    enum img_reason why;
+    size_t i;
+    double worst = 0;
+    float *x, *scratch = NULL;
+
+    (void)st;
+    assert_int_equal(onnx_open(&m, MODEL, &e), ERR_OK);
+    assert_int_equal(img_loader_open(&l, &(struct img_opts){.root = SAMPLES}, &e), ERR_OK);
+    img_norm_default(&n, 224);
+    assert_int_equal(img_norm_parse(&n, onnx_metadata(m, "input_size"), onnx_metadata(m, "mean"),
+                                    onnx_metadata(m, "std"), &e), ERR_OK);
+    x = calloc((size_t)3 * n.width * n.height, sizeof(float));
+    img_init(&im);
+    json_array_foreach(json_object_get(ref, "cases"), i, c) {
+        struct onnx_tensor in = {ONNX_F32, 4, {1, 3, n.height, n.width}, x}, out[2];
+        const float *lg;
+        double top = -INFINITY, sum = 0, p[5];
+        assert_int_equal(img_load(l, json_string_value(json_object_get(c, "file")), &im, &why,
+                                  &e), ERR_OK);
+        scratch = realloc(scratch, img_preprocess_scratch(&im, &n) * sizeof(float));
+        assert_int_equal(img_preprocess(&im, &n, x, scratch, &e), ERR_OK);
+        assert_int_equal(onnx_run(m, &in, 1, out, 2, &e), ERR_OK);
+        lg = out[0].data;
+        for (int k = 0; k < 5; k++)
+            top = fmax(top, lg[k]);
+        for (int k = 0; k < 5; k++)
+            sum += p[k] = exp(lg[k] - top);
+        for (int k = 0; k < 5; k++) {
+            double want = json_number_value(
+                json_array_get(json_object_get(c, "probabilities"), (size_t)k));
+            worst = fmax(worst, fabs(p[k] / sum - want));
+        }
+    }
+    printf("# streamml vs torch on %zu samples: max |dp| = %.2e\n",
+           json_array_size(json_object_get(ref, "cases")), worst);
+    assert_true(json_array_size(json_object_get(ref, "cases")) >= 5);
+    assert_true(worst <= TORCH_TOL);
+    free(x);
+    free(scratch);
+    img_free(&im);
+    img_loader_close(l);
+    onnx_close(m);
+    json_decref(ref);
+}
+
+static void expect_config_error(const char *model, const char *needle)
+{
+    char log[] = "/tmp/streamml-imgcfg-XXXXXX", x[300], cmd[400];
+    int fd = mkstemp(log), status;
+    char *argv[] = {(char *)test_bin("streamml-images"), "-b", "127.0.0.1:1", "-X", x,
+                    "--log-level", "error", NULL};
+    pid_t pid;
+
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(x, sizeof(x), "images.model=%s", model);
+    pid = test_spawn(argv, log);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
+    snprintf(cmd, sizeof(cmd), "grep -q '%s' %s", needle, log);
+    if (system(cmd) != 0)
+        fail_msg("%s: the error does not mention \"%s\"", model, needle);
+    unlink(log);
+}
+
+static void test_unusable_models_are_refused_at_start_naming_the_problem(void **st)
+{
+    (void)st;
+    expect_config_error("/nonexistent/model.onnx", "/nonexistent/model.onnx");
+    expect_config_error("tests/fixtures/onnx/conv_net.onnx", "logits");
+    expect_config_error("tests/fixtures/onnx/unsupported_op.onnx", "unsupported_op.onnx");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_demo_model_probabilities_match_torch),
+        cmocka_unit_test(test_unusable_models_are_refused_at_start_naming_the_problem),
+        cmocka_unit_test_setup_teardown(test_every_event_gets_one_prediction_bad_ones_ungradable,
+                                        setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

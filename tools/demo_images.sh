@@ -1,0 +1,83 @@
+#!/bin/bash
+# The images worker end to end on the embedded stack, self-contained (run it
+# alone, or from tools/demo.sh): `streamml broker` (librdkafka mock cluster)
+# on a free port in a temporary directory, streamml-images grading the sample
+# fundus images of models/images/samples (+ three bad references: a missing
+# file, a ".." escape, a truncated copy), then a table of the graded results
+# with the CAM overlays' paths. Everything is stopped on exit, even on error.
+#   KEEP=1 tools/demo_images.sh   keeps the temporary directory (CAM PNGs)
+set -euo pipefail
+BUILD=${BUILD:-build}
+SAMPLES=${SAMPLES:-models/images/samples}
+PY=/usr/bin/python3
+SM="$BUILD/streamml"
+
+tmp=$(mktemp -d /tmp/streamml-demo-images-XXXXXX)
+pids=()
+cleanup() {
+    for ((i=${#pids[@]}-1; i>=0; i--)); do
+        kill -TERM "${pids[i]}" 2>/dev/null || true
+        wait "${pids[i]}" 2>/dev/null || true
+    done
+    if [ "${KEEP:-0}" = 1 ]; then echo "   kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT INT TERM
+
+[ -f "$SAMPLES/events.jsonl" ] || { echo "demo_images: $SAMPLES/events.jsonl missing"; exit 1; }
+[ -x "$BUILD/streamml-images" ] || { echo "demo_images: $BUILD/streamml-images missing (make)"; exit 1; }
+
+echo "== images: starting the embedded broker in $tmp"
+"$SM" broker --bootstrap-file "$tmp/bootstrap" --topics images:2,predictions.images:2,images.dlq:1 \
+    >"$tmp/broker.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$tmp/bootstrap" ] && break; sleep 0.1; done
+bs=$(cat "$tmp/bootstrap")
+mkdir -p "$tmp/root" "$tmp/cam"
+cp "$SAMPLES"/*.png "$SAMPLES"/*.jpg "$tmp/root/"
+head -c 3000 "$SAMPLES/fundus_05_g0.jpg" > "$tmp/root/cut_off.jpg"
+cp "$SAMPLES/events.jsonl" "$tmp/events.jsonl"
+cat >>"$tmp/events.jsonl" <<'JSON'
+{"image_id":"img-missing","patient_id":"p-90","uri":"not_here.png","event_time":1767225700000}
+{"image_id":"img-escape","patient_id":"p-91","uri":"../../etc/passwd","event_time":1767225701000}
+{"image_id":"img-cut","patient_id":"p-92","uri":"cut_off.jpg","event_time":1767225702000}
+JSON
+n=$(wc -l < "$tmp/events.jsonl")
+
+echo "== starting streamml-images (model models/images/fundus_cnn.onnx, batches of up to 8)"
+"$BUILD/streamml-images" -b "$bs" -X images.root="$tmp/root" -X images.cam_dir="$tmp/cam" \
+    --log-level info >"$tmp/worker.log" 2>&1 &
+wpid=$!
+pids+=($wpid)
+
+echo "== producing $n image events (+1 undecodable record)"
+"$SM" produce -b "$bs" -t images --schema image_event -i "$tmp/events.jsonl" --log-level warn
+echo 'not avro' | "$SM" produce -b "$bs" -t images --raw --log-level warn
+"$SM" consume -b "$bs" -t predictions.images -f -n "$n" --log-level error \
+    >"$tmp/predictions.jsonl" 2>/dev/null
+kill -TERM "$wpid"; wait "$wpid" || true
+
+$PY - "$tmp/predictions.jsonl" "$tmp/events.jsonl" <<'PYEOF'
+import json, re, sys
+preds = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+uri = {e["image_id"]: e["uri"] for e in map(json.loads, open(sys.argv[2]))}
+print("\n== graded images (predictions.images); true grade from the synthetic file name")
+print(f"{'image':<12} {'file':<18} {'true':>4} {'status':<10} {'grade':>5} {'E[grade]':>8} "
+      f"{'P(>=2)':>7} {'refer':<5} CAM overlay / reason")
+ok = agree = 0
+for p in sorted(preds, key=lambda p: p["image_id"]):
+    m = re.search(r"_g(\d)\.", uri[p["image_id"]])
+    true = m.group(1) if m else "-"
+    if p["status"] == "ok":
+        ok += 1
+        agree += true == str(p["grade"])
+        print(f"{p['image_id']:<12} {uri[p['image_id']]:<18} {true:>4} {'ok':<10} {p['grade']:>5} "
+              f"{p['expected_grade']:8.2f} {p['referable_probability']:7.3f} "
+              f"{'yes' if p['referable'] else 'no':<5} {p['cam_path'].split('/')[-1]}")
+    else:
+        print(f"{p['image_id']:<12} {uri[p['image_id']][:18]:<18} {true:>4} {'ungradable':<10} "
+              f"{'':>5} {'':>8} {'':>7} {'':<5} {p['reason']}: {p['detail'][:60]}")
+lat = sorted(p["latency_us"] for p in preds)
+print(f"\n== {len(preds)} predictions: {ok} graded ({agree} match the true grade), "
+      f"{len(preds) - ok} ungradable; in-worker latency p50 {lat[len(lat)//2] / 1000:.1f} ms")
+PYEOF
+echo "   worker: $(grep -o 'summary: [^"]*' "$tmp/worker.log" | head -1)"
