@@ -98,3 +98,4 @@ clean:
 
 fixtures:
 	$(PY) tests/fixtures/make_xgb_fixtures.py
+	$(PY) tests/fixtures/make_registry_fixtures.py
