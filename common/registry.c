@@ -231,6 +231,24 @@ static void set_common(struct reg *r, const char *url, struct curl_slist *hdr)
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, r->verify ? 2L : 0L);
 }
 
+/* Failures that another attempt will not cure: a certificate that does not
+ * verify, TLS files that cannot be used, a URL curl cannot use. */
+static bool definite(CURLcode cc)
+{
+    switch (cc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_NOT_BUILT_IN:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* One request to one URL. 1 = transient failure (retry), 0 = an answer in
  * *status (any status), <0 = a definite local error. */
 static int attempt(struct reg *r, int u, const char *path, const char *body, long *status,
@@ -253,6 +271,8 @@ static int attempt(struct reg *r, int u, const char *path, const char *body, lon
     if (r->resp_over)
         return err_set(e, ERR_DECODE, "registry %s: answer larger than %d bytes", url,
                        REG_MAX_RESPONSE);
+    if (cc != CURLE_OK && definite(cc))
+        return err_set(e, ERR_CONFIG, "registry %s: %s", url, curl_easy_strerror(cc));
     if (cc != CURLE_OK) {
         err_set(e, ERR_RETRY, "registry %s: %s", url, curl_easy_strerror(cc));
         return 1;

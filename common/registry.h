@@ -12,7 +12,8 @@
  * HTTP 5xx or 429) is retried `retries` times with doubling back-off over
  * every URL given; after that the call returns ERR_RETRY: the caller decides
  * whether to wait (the worker does) or to give up. A definite answer
- * (404, 401, 409, 422) is never retried.
+ * (404, 401, 409, 422) or a certificate that does not verify (ERR_CONFIG) is
+ * never retried.
  *
  * The password is handed to libcurl only (CURLOPT_PASSWORD), never put in a
  * URL, an error message or a log line; URLs carrying user:password@ are

@@ -325,6 +325,43 @@ static void test_bad_urls_are_config_errors(void **state)
     }
 }
 
+/* TLS: the registry's certificate verifies against the configured CA; with
+ * the system's CAs it does not, which is a definite error, not retried. */
+static void test_tls_verifies_against_the_configured_ca(void **state)
+{
+    struct fx *f = *state;
+    struct test_registry *srv = test_registry_start_tls(0, "tests/fixtures/tls/server.pem",
+                                                        "tests/fixtures/tls/server.key");
+    char *text = fixture("transaction_event.avsc");
+    int id;
+    const char *got;
+    struct reg_opts o = {.ca_file = "tests/fixtures/tls/ca.pem",
+                         .verify = 1,
+                         .timeout_ms = 2000,
+                         .retries = 3,
+                         .backoff_ms = 10};
+
+    assert_non_null(srv);
+    id = test_registry_add(srv, "transactions-value", text);
+    o.urls = test_registry_url(srv);
+    assert_int_equal(strncmp(o.urls, "https://", 8), 0);
+    f->reg = reg_open(&o, &f->e);
+    assert_non_null(f->reg);
+    assert_int_equal(reg_schema_by_id(f->reg, id, &got, &f->e), ERR_OK);
+    assert_string_equal(got, text);
+    reg_close(f->reg);
+    o.ca_file = NULL;
+    f->reg = reg_open(&o, &f->e);
+    assert_int_equal(reg_schema_by_id(f->reg, id, &got, &f->e), ERR_CONFIG);
+    assert_null(strstr(f->e.msg, "attempt"));
+    reg_close(f->reg);
+    o.verify = 0;
+    f->reg = reg_open(&o, &f->e);
+    assert_int_equal(reg_schema_by_id(f->reg, id, &got, &f->e), ERR_OK);
+    test_registry_free(srv);
+    free(text);
+}
+
 /* Configuration: the password only from the environment or a file, never
  * -X; it reaches the registry (basic auth) and never `config show`. */
 static void test_config_password_file_reaches_the_registry(void **state)
@@ -620,6 +657,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_next_url_is_tried_when_one_is_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_urls_are_config_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_password_file_reaches_the_registry, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls_verifies_against_the_configured_ca, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_old_and_new_writers_decode_as_python_resolves, setup,
                                         teardown),

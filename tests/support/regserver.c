@@ -27,6 +27,7 @@ struct test_registry {
     int port;
     char url[64];
     char *user, *password;
+    char *tls_cert, *tls_key; /* PEM; NULL: plain HTTP */
     pthread_mutex_t mu;
     struct entry e[MAX_ENTRIES];
     int n, next_id;
@@ -255,15 +256,56 @@ int test_registry_restart(struct test_registry *r)
     a.sin_family = AF_INET;
     a.sin_port = htons((unsigned short)r->port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    r->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)r->port,
-                            NULL, NULL, on_request, r, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_NOTIFY_COMPLETED,
-                            on_done, r, MHD_OPTION_END);
+    if (r->tls_cert)
+        r->d =
+            MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS, (uint16_t)r->port, NULL,
+                             NULL, on_request, r, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a,
+                             MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_HTTPS_MEM_KEY,
+                             r->tls_key, MHD_OPTION_HTTPS_MEM_CERT, r->tls_cert,
+                             MHD_OPTION_NOTIFY_COMPLETED, on_done, r, MHD_OPTION_END);
+    else
+        r->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+                                (uint16_t)r->port, NULL, NULL, on_request, r, MHD_OPTION_SOCK_ADDR,
+                                (struct sockaddr *)&a, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_done, r, MHD_OPTION_END);
     if (!r->d) {
         fprintf(stderr, "test registry: cannot listen on 127.0.0.1:%d\n", r->port);
         return -1;
     }
     return 0;
+}
+
+static char *read_pem(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *p = calloc(1, 65536);
+
+    if (!f || !p || fread(p, 1, 65535, f) == 0) {
+        fprintf(stderr, "test registry: cannot read %s\n", path);
+        free(p);
+        p = NULL;
+    }
+    if (f)
+        fclose(f);
+    return p;
+}
+
+struct test_registry *test_registry_start_tls(int port, const char *cert_pem, const char *key_pem)
+{
+    struct test_registry *r = calloc(1, sizeof(*r));
+
+    if (!r)
+        return NULL;
+    pthread_mutex_init(&r->mu, NULL);
+    r->next_id = 1;
+    r->port = port > 0 ? port : test_free_port();
+    snprintf(r->url, sizeof(r->url), "https://127.0.0.1:%d", r->port);
+    if (!(r->tls_cert = read_pem(cert_pem)) || !(r->tls_key = read_pem(key_pem)) ||
+        test_registry_restart(r)) {
+        test_registry_free(r);
+        return NULL;
+    }
+    return r;
 }
 
 struct test_registry *test_registry_start(int port, const char *user, const char *password)
@@ -304,6 +346,8 @@ void test_registry_free(struct test_registry *r)
         free(r->e[i].text);
     }
     pthread_mutex_destroy(&r->mu);
+    free(r->tls_cert);
+    free(r->tls_key);
     free(r->user);
     free(r->password);
     free(r);

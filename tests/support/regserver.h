@@ -20,6 +20,8 @@ struct test_registry;
 /* port 0 = a free one (a given port lets a test restart it where clients
  * expect it); user NULL = no authentication. NULL on failure (stderr). */
 struct test_registry *test_registry_start(int port, const char *user, const char *password);
+/* The same over HTTPS with the given PEM certificate and key (no auth). */
+struct test_registry *test_registry_start_tls(int port, const char *cert_pem, const char *key_pem);
 /* Stops serving (clients then get "connection refused"); the schemas are
  * kept for test_registry_restart. */
 void test_registry_stop_serving(struct test_registry *r);
