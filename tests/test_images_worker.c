@@ -3,7 +3,8 @@
  * consume`, all separate processes), and the demo model against torch.
  *
  * N decodable image events (good PNG/JPEG, too small, corrupt, truncated,
- * missing, not an image, "..", a symlink escape) + 1 undecodable message ->
+ * missing, not an image, "..", a symlink escape, http to an allow-listed
+ * host with nothing listening, a metadata address) + 1 undecodable message ->
  * exactly N predictions (the bad ones ungradable with the right reason) and
  * 1 dead letter. The PNG samples' probabilities equal torch's (the
  * references models/images/train.py wrote) within 1e-4.
@@ -55,6 +56,8 @@ static const char *const cases[][3] = {
     {"gif", "not_image.gif", "unsupported_type"}, {"up", "../outside.png", "forbidden"},
     {"link", "escape.png", "forbidden"}, {"etc", "/etc/passwd", "forbidden"},
     {"ftp", "ftp://example.com/x.png", "forbidden"},
+    {"http", "http://127.0.0.1:%d/x.png", "fetch_failed"}, /* allow-listed, nobody listening */
+    {"meta", "http://169.254.169.254/latest/meta-data/", "forbidden"},
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
@@ -124,10 +127,13 @@ static void produce_events(struct env *v)
     snprintf(path, sizeof(path), "%s/events.jsonl", v->dir);
     f = fopen(path, "w");
     assert_non_null(f);
-    for (size_t i = 0; i < N_CASES; i++)
+    for (size_t i = 0; i < N_CASES; i++) {
+        char uri[200];
+        snprintf(uri, sizeof(uri), cases[i][1], test_free_port()); /* %d: a closed port */
         fprintf(f, "{\"image_id\":\"%s\",\"patient_id\":\"p%zu\",\"uri\":\"%s\","
-                "\"event_time\":%lld}\n", cases[i][0], i % 5, cases[i][1],
+                "\"event_time\":%lld}\n", cases[i][0], i % 5, uri,
                 1767225600000LL + (long long)i);
+    }
     fclose(f);
     snprintf(garbage, sizeof(garbage), "%s/garbage.txt", v->dir);
     f = fopen(garbage, "w");
@@ -147,7 +153,8 @@ static pid_t start_worker(struct env *v, char *log, const char *model)
     static char root[200], cam[200], mod[200];
     char *argv[] = {(char *)test_bin("streamml-images"), "-b", v->broker.bootstrap, "-X",
                     root, "-X", cam, "-X", mod, "-X", "images.min_side=16", "-X",
-                    "images.batch=4", "-X",
+                    "images.batch=4", "-X", "images.allow_hosts=127.0.0.1", "-X",
+                    "images.http_timeout_ms=2000", "-X",
                     "worker.poll_ms=20", "-X", "group.id=it-images", "-X",
                     "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500",
                     "--log-level", "info", NULL};
