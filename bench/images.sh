@@ -32,8 +32,8 @@ for i in range(n):
 PYEOF
 
 echo
-echo "| end to end, $N preloaded events, one worker | images/s | worker CPU s |"
-echo "|---|---:|---:|"
+echo "| end to end, $N preloaded events, one worker | images/s | graded | images per pass | worker CPU s (incl. start-up) |"
+echo "|---|---:|---:|---:|---:|"
 for cam in "$tmp/cam" ""; do
     mkdir -p "$tmp/cam"
     "$SM" broker --topics images:4,predictions.images:4,images.dlq:1 \
@@ -43,7 +43,7 @@ for cam in "$tmp/cam" ""; do
     bs=$(cat "$tmp/bs")
     "$SM" produce -b "$bs" -t images --schema image_event -i "$tmp/events.jsonl" --log-level error 2>/dev/null
     "$BUILD/streamml-images" -b "$bs" -X images.root="$SAMPLES" -X images.cam_dir="$cam" \
-        --log-level warn 2>"$tmp/worker.log" &
+        --log-level info 2>"$tmp/worker.log" &
     wpid=$!; pids+=($wpid)
     # From the first prediction: excludes the group's initial rebalance.
     "$SM" consume -b "$bs" -t predictions.images -f -n 1 --log-level error >/dev/null 2>&1
@@ -53,5 +53,7 @@ for cam in "$tmp/cam" ""; do
     cpu=$(awk '{print ($14+$15)/100}' /proc/$wpid/stat)
     kill "$wpid" "$bpid"; wait "$wpid" "$bpid" 2>/dev/null || true
     rm -f "$tmp/bs"
-    echo "| $([ -n "$cam" ] && echo "with CAM overlay PNGs" || echo "CAM grid only, no PNGs") | $($PY -c "print(round($N/($t1-$t0)))") | $cpu |"
+    graded=$(grep -o '[0-9]* graded' "$tmp/worker.log" | cut -d' ' -f1)
+    passes=$(grep -o '([0-9.]* images each)' "$tmp/worker.log" | tr -d '()' | cut -d' ' -f1)
+    echo "| $([ -n "$cam" ] && echo "with CAM overlay PNGs" || echo "CAM grid only, no PNGs") | $($PY -c "print(round($N/($t1-$t0)))") | $graded | $passes | $cpu |"
 done
