@@ -146,3 +146,8 @@ $(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3
 # EfficientNet-B0 speed, streamml vs PyTorch (bench/onnx.sh); figures only.
 bench-onnx: all
 	BUILD=$(BUILD) bench/onnx.sh
+
+# images pipeline figures (bench/images.sh): per-stage ms/image and images/s end to end
+.PHONY: bench-images
+bench-images: all
+	BUILD=$(BUILD) bench/images.sh

@@ -112,6 +112,8 @@ static const struct key_def keys[] = {
     {"images.referable_threshold", K_DBL, -1, 1, "-1",
      "P(grade >= 2) above which an image is referable; -1: the model's metadata"},
     {"images.cam_dir", K_STR, 0, 0, "", "directory of CAM overlay PNGs (empty: none written)"},
+    {"images.cam_features", K_STR, 0, 0, "",
+     "one-output models: the value holding the last feature map (default: metadata)"},
     {"log.level", K_STR, 0, 0, "info", "debug | info | warn | error"},
     {"log.format", K_STR, 0, 0, "auto", "auto | json | text"},
 };

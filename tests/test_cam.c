@@ -1,5 +1,8 @@
 /* Class-activation maps (common/cam.c): the weighted sum of the feature
- * map, ReLU, normalisation, refusal of bad input, and the overlay. */
+ * map, ReLU, normalisation, refusal of bad input, the overlay; and against
+ * torch on tests/fixtures/images/cam_net.onnx (a one-output export whose
+ * feature map is kept by the ONNX runtime): every class's grid and its
+ * bilinear upsampling equal torch's (einsum + relu, F.interpolate). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,11 +10,17 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cam.h"
+#include "onnx.h"
+
+#define FIX "tests/fixtures/images"
+#define TORCH_TOL 1e-5
 
 /* 2 classes x 3 channels; features 3 x (2 x 2). */
 static const float W[6] = {1.0f, -1.0f, 0.5f, /* class 0 */
@@ -82,12 +91,96 @@ static void test_overlay_colours_hot_cells_and_keeps_cold_ones(void **st)
     free(scratch);
 }
 
+static double max_diff(const float *got, json_t *want, size_t n)
+{
+    double worst = 0;
+
+    assert_int_equal(json_array_size(want), n);
+    for (size_t i = 0; i < n; i++)
+        worst = fmax(worst, fabs((double)got[i] - json_number_value(json_array_get(want, i))));
+    return worst;
+}
+
+/* Runs cam_net on rgb.png as the worker would; features via onnx_value. */
+static const struct onnx_tensor *run_cam_net(struct onnx_model *m, json_t *ref, float *x,
+                                             const float **logits)
+{
+    struct img_loader *l = NULL;
+    struct img im;
+    struct img_norm n;
+    struct err e = {0};
+    enum img_reason why;
+    struct onnx_tensor in = {ONNX_F32, 4, {1, 3, 32, 32}, x}, out[1];
+    float *scratch;
+
+    assert_int_equal(img_loader_open(&l, &(struct img_opts){.root = FIX}, &e), ERR_OK);
+    img_init(&im);
+    assert_int_equal(img_load(l, json_string_value(json_object_get(ref, "image")), &im, &why,
+                              &e), ERR_OK);
+    img_norm_default(&n, 32);
+    scratch = malloc(img_preprocess_scratch(&im, &n) * sizeof(float));
+    assert_int_equal(img_preprocess(&im, &n, x, scratch, &e), ERR_OK);
+    assert_int_equal(onnx_run(m, &in, 1, out, 1, &e), ERR_OK);
+    *logits = out[0].data;
+    free(scratch);
+    img_free(&im);
+    img_loader_close(l);
+    return onnx_value(m, json_string_value(json_object_get(json_object_get(ref, "meta"),
+                                                           "cam_features")));
+}
+
+static void test_grids_and_upsampling_match_torch(void **st)
+{
+    json_error_t je;
+    json_t *ref = json_load_file(FIX "/cam_net_ref.json", 0, &je), *meta;
+    struct onnx_model *m = NULL;
+    struct err e = {0};
+    const char *keep[1];
+    const struct onnx_tensor *f, *wt;
+    const float *logits;
+    float x[3 * 32 * 32], grid[64], up[32 * 32], *scratch;
+    double worst_grid = 0, worst_up = 0, worst_logit;
+    int gh, gw;
+
+    (void)st;
+    assert_non_null(ref);
+    meta = json_object_get(ref, "meta");
+    keep[0] = json_string_value(json_object_get(meta, "cam_features"));
+    assert_int_equal(onnx_open_keep(&m, FIX "/cam_net.onnx", keep, 1, &e), ERR_OK);
+    f = run_cam_net(m, ref, x, &logits);
+    assert_non_null(f);
+    wt = onnx_initializer(m, json_string_value(json_object_get(meta, "cam_weight")));
+    assert_non_null(wt);
+    gh = (int)json_integer_value(json_object_get(ref, "grid_h"));
+    gw = (int)json_integer_value(json_object_get(ref, "grid_w"));
+    assert_int_equal(f->dims[2], gh);
+    assert_int_equal(f->dims[3], gw);
+    worst_logit = max_diff(logits, json_object_get(ref, "logits"), 5);
+    scratch = malloc(img_resize_scratch(gw, gh, 1, 32, 32) * sizeof(float));
+    for (int k = 0; k < 5; k++) {
+        assert_int_equal(cam_grid(wt->data, 5, (int)f->dims[1], f->data, gh, gw, k, grid, &e),
+                         ERR_OK);
+        worst_grid = fmax(worst_grid, max_diff(grid, json_array_get(json_object_get(ref, "grids"),
+                                                                    (size_t)k), (size_t)gh * gw));
+        img_resize_planes(grid, gw, gh, 1, up, 32, 32, scratch);
+        worst_up = fmax(worst_up, max_diff(up, json_array_get(json_object_get(ref, "upsampled"),
+                                                              (size_t)k), 32 * 32));
+    }
+    printf("# vs torch: logits %.1e, CAM grids %.1e, upsampled %.1e\n", worst_logit,
+           worst_grid, worst_up);
+    assert_true(worst_logit <= TORCH_TOL && worst_grid <= TORCH_TOL && worst_up <= TORCH_TOL);
+    free(scratch);
+    onnx_close(m);
+    json_decref(ref);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grid_is_relu_of_weighted_sum_scaled_by_its_max),
         cmocka_unit_test(test_bad_class_or_non_finite_features_are_refused),
         cmocka_unit_test(test_overlay_colours_hot_cells_and_keeps_cold_ones),
+        cmocka_unit_test(test_grids_and_upsampling_match_torch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,8 @@
  * consume`, all separate processes), and the demo model against torch.
  *
  * N decodable image events (good PNG/JPEG, too small, corrupt, truncated,
- * missing, not an image, "..", a symlink escape) + 1 undecodable message ->
+ * missing, not an image, "..", a symlink escape, http to an allow-listed
+ * host with nothing listening, a metadata address) + 1 undecodable message ->
  * exactly N predictions (the bad ones ungradable with the right reason) and
  * 1 dead letter. The PNG samples' probabilities equal torch's (the
  * references models/images/train.py wrote) within 1e-4.
@@ -55,6 +56,8 @@ static const char *const cases[][3] = {
     {"gif", "not_image.gif", "unsupported_type"}, {"up", "../outside.png", "forbidden"},
     {"link", "escape.png", "forbidden"}, {"etc", "/etc/passwd", "forbidden"},
     {"ftp", "ftp://example.com/x.png", "forbidden"},
+    {"http", "http://127.0.0.1:%d/x.png", "fetch_failed"}, /* allow-listed, nobody listening */
+    {"meta", "http://169.254.169.254/latest/meta-data/", "forbidden"},
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
@@ -124,10 +127,13 @@ static void produce_events(struct env *v)
     snprintf(path, sizeof(path), "%s/events.jsonl", v->dir);
     f = fopen(path, "w");
     assert_non_null(f);
-    for (size_t i = 0; i < N_CASES; i++)
+    for (size_t i = 0; i < N_CASES; i++) {
+        char uri[200];
+        snprintf(uri, sizeof(uri), cases[i][1], test_free_port()); /* %d: a closed port */
         fprintf(f, "{\"image_id\":\"%s\",\"patient_id\":\"p%zu\",\"uri\":\"%s\","
-                "\"event_time\":%lld}\n", cases[i][0], i % 5, cases[i][1],
+                "\"event_time\":%lld}\n", cases[i][0], i % 5, uri,
                 1767225600000LL + (long long)i);
+    }
     fclose(f);
     snprintf(garbage, sizeof(garbage), "%s/garbage.txt", v->dir);
     f = fopen(garbage, "w");
@@ -142,17 +148,20 @@ static void produce_events(struct env *v)
     assert_int_equal(run_wait(a2, NULL), 0);
 }
 
-static pid_t start_worker(struct env *v, char *log)
+static pid_t start_worker(struct env *v, char *log, const char *model)
 {
-    static char root[200], cam[200];
+    static char root[200], cam[200], mod[200];
     char *argv[] = {(char *)test_bin("streamml-images"), "-b", v->broker.bootstrap, "-X",
-                    root, "-X", cam, "-X", "images.min_side=16", "-X", "images.batch=4", "-X",
+                    root, "-X", cam, "-X", mod, "-X", "images.min_side=16", "-X",
+                    "images.batch=4", "-X", "images.allow_hosts=127.0.0.1", "-X",
+                    "images.http_timeout_ms=2000", "-X",
                     "worker.poll_ms=20", "-X", "group.id=it-images", "-X",
                     "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500",
                     "--log-level", "info", NULL};
 
     snprintf(root, sizeof(root), "images.root=%s", v->root);
     snprintf(cam, sizeof(cam), "images.cam_dir=%s", v->cam);
+    snprintf(mod, sizeof(mod), "images.model=%s", model);
     return test_spawn(argv, log);
 }
 
@@ -209,7 +218,15 @@ static double max_diff_to_torch(json_t *ref, const char *file, const double *p)
     return -1;
 }
 
-static void check_ok_prediction(json_t *pr, const char *uri, json_t *ref, double *worst)
+/* What a graded prediction of the model in use must carry. */
+struct expect {
+    size_t grid_cells;  /* CAM grid */
+    int png_side;       /* CAM overlay = the model input */
+    int torch;          /* compare with the demo model's torch references */
+};
+
+static void check_ok_prediction(json_t *pr, const char *uri, json_t *ref, double *worst,
+                                const struct expect *x)
 {
     json_t *probs = json_object_get(pr, "probabilities"), *grid = json_object_get(pr, "cam_grid");
     double p[5], sum = 0, expected = 0;
@@ -233,15 +250,16 @@ static void check_ok_prediction(json_t *pr, const char *uri, json_t *ref, double
     assert_int_equal(json_is_true(json_object_get(pr, "referable")),
                      p[2] + p[3] + p[4] >
                          json_number_value(json_object_get(pr, "referable_threshold")));
-    assert_int_equal(json_array_size(grid), 49); /* 7 x 7 */
-    /* the overlay exists and is a 112 x 112 PNG */
+    assert_int_equal(json_array_size(grid), x->grid_cells);
+    /* the overlay exists and is a PNG of the model input's size */
     assert_int_equal(img_loader_open(&l, &(struct img_opts){.root = "/tmp"}, &e), ERR_OK);
     img_init(&im);
     assert_int_equal(img_load(l, cam, &im, &why, &e), ERR_OK);
-    assert_int_equal(im.width, 112);
+    assert_int_equal(im.width, x->png_side);
+    assert_int_equal(im.height, x->png_side);
     img_free(&im);
     img_loader_close(l);
-    if (strstr(uri, ".png")) {
+    if (x->torch && strstr(uri, ".png")) {
         double d = max_diff_to_torch(ref, uri, p);
         assert_true(d >= 0);
         *worst = fmax(*worst, d);
@@ -257,7 +275,7 @@ static size_t case_index(const char *id)
     return N_CASES;
 }
 
-static void check_predictions(struct env *v, const char *path)
+static void check_predictions(struct env *v, const char *path, const struct expect *x)
 {
     FILE *f = fopen(path, "r");
     char line[8192];
@@ -283,7 +301,7 @@ static void check_predictions(struct env *v, const char *path)
             if (strcmp(status, "ok") != 0)
                 fail_msg("%s: %s %s", cases[i][0], reason,
                          json_string_value(json_object_get(pr, "detail")));
-            check_ok_prediction(pr, cases[i][1], ref, &worst);
+            check_ok_prediction(pr, cases[i][1], ref, &worst, x);
         } else {
             assert_string_equal(status, "ungradable");
             if (strcmp(reason, cases[i][2]) != 0)
@@ -298,7 +316,8 @@ static void check_predictions(struct env *v, const char *path)
     for (size_t i = 0; i < N_CASES; i++)
         if (seen[i] != 1)
             fail_msg("%s: %d predictions", cases[i][0], seen[i]);
-    printf("# worker vs torch, PNG samples: max |dp| = %.2e\n", worst);
+    if (x->torch)
+        printf("# worker vs torch, PNG samples: max |dp| = %.2e\n", worst);
     assert_true(worst <= TORCH_TOL);
 }
 
@@ -319,16 +338,17 @@ static double images_per_pass(const char *log)
     return x;
 }
 
-static void test_every_event_gets_one_prediction_bad_ones_ungradable(void **st)
+/* Produces the cases, runs the worker on model until every prediction is
+ * out, checks them; returns the worker's images per forward pass. */
+static double run_cases(struct env *v, const char *model, const struct expect *x)
 {
-    struct env *v = *st;
     char log[200], out[200];
     pid_t w;
 
     snprintf(log, sizeof(log), "%s/worker.log", v->dir);
     snprintf(out, sizeof(out), "%s/predictions.jsonl", v->dir);
     produce_events(v); /* all waiting before the worker starts: batches fill up */
-    w = start_worker(v, log);
+    w = start_worker(v, log, model);
     assert_true(w > 0);
     if (wait_topic(v, "predictions.images", (int64_t)N_CASES, 60000)) {
         sh("tail -5 %s >&2", log);
@@ -341,10 +361,26 @@ static void test_every_event_gets_one_prediction_bad_ones_ungradable(void **st)
     char *consume[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap,
                        "-t", "predictions.images", "-f", "-e", "--log-level", "error", NULL};
     assert_int_equal(run_wait(consume, out), 0); /* test_bin's buffer is static: built here */
-    check_predictions(v, out);
-    printf("# micro-batching: %.2f images per forward pass (images.batch=4)\n",
-           images_per_pass(log));
-    assert_true(images_per_pass(log) > 1.3); /* 1.0 without batching */
+    check_predictions(v, out, x);
+    return images_per_pass(log);
+}
+
+static void test_every_event_gets_one_prediction_bad_ones_ungradable(void **st)
+{
+    const struct expect x = {.grid_cells = 49, .png_side = 112, .torch = 1}; /* 7 x 7 */
+    double per_pass = run_cases(*st, MODEL, &x);
+
+    printf("# micro-batching: %.2f images per forward pass (images.batch=4)\n", per_pass);
+    assert_true(per_pass > 1.3); /* 1.0 without batching */
+}
+
+/* A plain export with only the logits as output: the CAM comes from the
+ * intermediate value the metadata's cam_features names. */
+static void test_one_output_model_gets_cams_from_a_kept_value(void **st)
+{
+    const struct expect x = {.grid_cells = 16, .png_side = 32, .torch = 0}; /* 4 x 4 */
+
+    run_cases(*st, FIX "/cam_net.onnx", &x);
 }
 
 /* In process: decode, preprocess per the model's metadata, run, softmax. */
@@ -437,6 +473,8 @@ int main(void)
         cmocka_unit_test(test_unusable_models_are_refused_at_start_naming_the_problem),
         cmocka_unit_test_setup_teardown(test_every_event_gets_one_prediction_bad_ones_ungradable,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_output_model_gets_cams_from_a_kept_value, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

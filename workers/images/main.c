@@ -55,6 +55,7 @@ struct model {
     struct onnx_model *m;
     struct img_norm norm;
     size_t n_out;                  /* 1 (logits) or 2 (+ feature map) */
+    char kept[256];                /* one-output model: the kept feature-map value, or "" */
     float *cam_w;                  /* IMGEV_GRADES x channels, NULL: no CAM */
     int channels, fh, fw;          /* feature map geometry */
     double threshold;
@@ -151,6 +152,41 @@ static int model_geometry(struct model *md, const char *path, struct err *e)
     return ERR_OK;
 }
 
+/* The last feature map: the second output, or for a one-output model (a
+ * plain torchvision export) the intermediate value named by
+ * images.cam_features or the metadata's cam_features, kept by the runtime. */
+static const struct onnx_tensor *features_of(const struct model *md,
+                                             const struct onnx_tensor *out)
+{
+    if (md->n_out == 2)
+        return &out[1];
+    return md->kept[0] ? onnx_value(md->m, md->kept) : NULL;
+}
+
+static int keep_features(struct model *md, const struct cfg *cf, const char *path,
+                         struct err *e)
+{
+    const char *name = cfg_str(cf, "images.cam_features");
+    const char *keep[1];
+
+    if (!*name)
+        name = onnx_metadata(md->m, "cam_features");
+    if (md->n_out == 2 || !name || !*name)
+        return ERR_OK;
+    if (strlen(name) >= sizeof(md->kept))
+        return err_set(e, ERR_CONFIG, "%s: cam_features name too long", path);
+    snprintf(md->kept, sizeof(md->kept), "%s", name); /* the handle owning name goes */
+    keep[0] = md->kept;
+    onnx_close(md->m);
+    md->m = NULL;
+    if (onnx_open_keep(&md->m, path, keep, 1, e)) {
+        char msg[sizeof(e->msg)];
+        memcpy(msg, e->msg, sizeof(msg));
+        return err_set(e, ERR_CONFIG, "%s: cam_features %s: %.150s", path, md->kept, msg);
+    }
+    return ERR_OK;
+}
+
 /* cam_weight names the final Linear weight: IMGEV_GRADES x C (torch
  * layout, Gemm transB=1) or C x IMGEV_GRADES ("cam_weight_layout": in_out). */
 static int load_cam_weights(struct model *md, const char *path, struct err *e)
@@ -161,7 +197,7 @@ static int load_cam_weights(struct model *md, const char *path, struct err *e)
     int in_out = layout && strcmp(layout, "in_out") == 0, c = md->channels;
     const float *src;
 
-    if (md->n_out < 2 || !name) {
+    if ((md->n_out < 2 && !md->kept[0]) || !name) {
         log_warn("%s: no feature-map output or no cam_weight metadata: no CAMs", path);
         return ERR_OK;
     }
@@ -197,15 +233,16 @@ static int probe_outputs(struct model *md, const char *path, struct err *e)
     if (out[0].dtype != ONNX_F32 || out[0].ndim != 2 || out[0].dims[1] != IMGEV_GRADES)
         return err_set(e, ERR_CONFIG, "%s: output %s must be float [N, %d] logits", path,
                        onnx_output_name(md->m, 0), IMGEV_GRADES);
-    if (md->n_out == 2) {
-        if (out[1].dtype != ONNX_F32 || out[1].ndim != 4 ||
-            out[1].dims[2] * out[1].dims[3] > IMGEV_CAM_MAX)
-            return err_set(e, ERR_CONFIG, "%s: output %s must be a float [N, C, h, w] feature "
-                           "map with h x w <= %d", path, onnx_output_name(md->m, 1),
-                           IMGEV_CAM_MAX);
-        md->channels = (int)out[1].dims[1];
-        md->fh = (int)out[1].dims[2];
-        md->fw = (int)out[1].dims[3];
+    if (md->n_out == 2 || md->kept[0]) {
+        const struct onnx_tensor *f = features_of(md, out);
+        if (!f || f->dtype != ONNX_F32 || f->ndim != 4 || f->dims[0] != 1 ||
+            f->dims[2] * f->dims[3] > IMGEV_CAM_MAX)
+            return err_set(e, ERR_CONFIG, "%s: %s must be a float [N, C, h, w] feature map "
+                           "with h x w <= %d", path,
+                           md->kept[0] ? md->kept : onnx_output_name(md->m, 1), IMGEV_CAM_MAX);
+        md->channels = (int)f->dims[1];
+        md->fh = (int)f->dims[2];
+        md->fw = (int)f->dims[3];
     }
     return ERR_OK;
 }
@@ -223,8 +260,8 @@ static int open_model(struct worker *w, struct err *e)
         memcpy(msg, e->msg, sizeof(msg)); /* a bad model file is a configuration error */
         return err_set(e, ERR_CONFIG, "%s", msg);
     }
-    if (model_geometry(md, path, e) || probe_outputs(md, path, e) ||
-        load_cam_weights(md, path, e))
+    if (model_geometry(md, path, e) || keep_features(md, w->cf, path, e) ||
+        probe_outputs(md, path, e) || load_cam_weights(md, path, e))
         return e->code;
     md->threshold = cfg_double(w->cf, "images.referable_threshold");
     thr = onnx_metadata(md->m, "referable_threshold");
@@ -511,6 +548,7 @@ static void infer(struct worker *w, size_t n, int rows)
     size_t fcells = (size_t)md->channels * md->fh * md->fw;
     struct onnx_tensor in = {ONNX_F32, 4, {rows, 3, md->norm.height, md->norm.width}, w->input};
     struct onnx_tensor out[2];
+    const struct onnx_tensor *feat = NULL;
     struct err e = {0};
 
     w->n.batches++;
@@ -520,6 +558,8 @@ static void infer(struct worker *w, size_t n, int rows)
                 rows);
     if (e.code)
         log_error("forward pass of %d image(s) failed: %s", rows, e.msg);
+    else if ((feat = features_of(md, out)) && feat->dims[0] != rows)
+        feat = NULL; /* checked at start-up; never index past the map */
     for (size_t i = 0; i < n; i++) {
         int r = w->row[i];
         if (r < 0)
@@ -529,8 +569,8 @@ static void infer(struct worker *w, size_t n, int rows)
         } else if (score(&w->preds[i], (const float *)out[0].data + r * IMGEV_GRADES,
                          md->threshold)) {
             ungradable(w, i, MODEL_ERROR, "non-finite logits");
-        } else if (md->n_out == 2) {
-            add_cam(w, &w->preds[i], (const float *)out[1].data + (size_t)r * fcells,
+        } else if (feat) {
+            add_cam(w, &w->preds[i], (const float *)feat->data + (size_t)r * fcells,
                     w->input + (size_t)r * plane3);
         }
     }

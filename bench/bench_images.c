@@ -1,0 +1,155 @@
+/* Per-stage cost of the images pipeline, ms/image, median of REPS runs.
+ * A figure, not a test.  usage: bench_images MODEL.onnx SAMPLES_DIR [threads] */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cam.h"
+#include "image.h"
+#include "onnx.h"
+
+#define REPS 21
+#define BATCH 8
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void report(const char *stage, double *ms, int per)
+{
+    qsort(ms, REPS, sizeof(double), cmp);
+    printf("| %-44s | %8.3f | %8.3f | %8.3f |\n", stage, ms[REPS / 2] / per, ms[0] / per,
+           ms[REPS - 1] / per);
+}
+
+static void die(const char *what, const struct err *e)
+{
+    fprintf(stderr, "bench_images: %s: %s\n", what, e->msg);
+    exit(1);
+}
+
+struct ctx {
+    struct onnx_model *m;
+    struct img_loader *l;
+    struct img_norm n;
+    struct img im;
+    float *x, *scratch, *cam_scratch;
+    uint8_t *overlay;
+};
+
+static void bench_load(struct ctx *c, const char *file, const char *label)
+{
+    double ms[REPS];
+    enum img_reason why;
+    struct err e = {0};
+
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now_ms();
+        if (img_load(c->l, file, &c->im, &why, &e))
+            die(file, &e);
+        ms[r] = now_ms() - t0;
+    }
+    report(label, ms, 1);
+}
+
+static void bench_forward(struct ctx *c, int batch)
+{
+    double ms[REPS];
+    char label[64];
+    size_t plane3 = (size_t)3 * c->n.width * c->n.height;
+    struct onnx_tensor in = {ONNX_F32, 4, {batch, 3, c->n.height, c->n.width}, c->x}, out[2];
+    struct err e = {0};
+
+    for (int b = 1; b < batch; b++)
+        memcpy(c->x + b * plane3, c->x, plane3 * sizeof(float));
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now_ms();
+        if (onnx_run(c->m, &in, 1, out, 2, &e))
+            die("onnx_run", &e);
+        ms[r] = now_ms() - t0;
+    }
+    snprintf(label, sizeof(label), "forward pass, batch %d (per image)", batch);
+    report(label, ms, batch);
+}
+
+static void bench_cam(struct ctx *c)
+{
+    double ms[REPS];
+    struct onnx_tensor in = {ONNX_F32, 4, {1, 3, c->n.height, c->n.width}, c->x}, out[2];
+    const struct onnx_tensor *w = onnx_initializer(c->m, onnx_metadata(c->m, "cam_weight"));
+    struct err e = {0};
+    float grid[256];
+    int ch, fh, fw;
+
+    if (!w || onnx_run(c->m, &in, 1, out, 2, &e))
+        die("cam set-up", &e);
+    ch = (int)out[1].dims[1], fh = (int)out[1].dims[2], fw = (int)out[1].dims[3];
+    c->cam_scratch = malloc(cam_overlay_scratch(&c->n, fh, fw) * sizeof(float));
+    c->overlay = malloc((size_t)3 * c->n.width * c->n.height);
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now_ms();
+        if (cam_grid(w->data, 5, ch, out[1].data, fh, fw, 4, grid, &e))
+            die("cam_grid", &e);
+        cam_overlay(c->x, &c->n, grid, fh, fw, 0.5f, c->overlay, c->cam_scratch);
+        if (img_write_png("/tmp/streamml-bench-cam.png", c->overlay, c->n.width, c->n.height, &e))
+            die("png", &e);
+        ms[r] = now_ms() - t0;
+    }
+    report("CAM grid + overlay + PNG write", ms, 1);
+}
+
+int main(int argc, char **argv)
+{
+    struct ctx c = {0};
+    struct err e = {0};
+    double ms[REPS];
+
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_images MODEL.onnx SAMPLES_DIR\n");
+        return 2;
+    }
+    if (onnx_open(&c.m, argv[1], &e))
+        die(argv[1], &e);
+    if (img_loader_open(&c.l, &(struct img_opts){.root = argv[2]}, &e))
+        die(argv[2], &e);
+    img_norm_default(&c.n, 224);
+    if (img_norm_parse(&c.n, onnx_metadata(c.m, "input_size"), onnx_metadata(c.m, "mean"),
+                       onnx_metadata(c.m, "std"), &e))
+        die("metadata", &e);
+    img_init(&c.im);
+    bench_load(&c, "fundus_04_g4.png", "load + decode PNG 224x224");
+    bench_load(&c, "fundus_09_g4.jpg", "load + decode JPEG 224x224");
+    c.x = calloc((size_t)BATCH * 3 * c.n.width * c.n.height, sizeof(float));
+    c.scratch = malloc(img_preprocess_scratch(&c.im, &c.n) * sizeof(float));
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now_ms();
+        if (img_preprocess(&c.im, &c.n, c.x, c.scratch, &e))
+            die("preprocess", &e);
+        ms[r] = now_ms() - t0;
+    }
+    report("resize 224 -> 112 (antialiased) + normalise", ms, 1);
+    bench_forward(&c, 1);
+    bench_forward(&c, BATCH);
+    bench_cam(&c);
+    unlink("/tmp/streamml-bench-cam.png");
+    free(c.x);
+    free(c.scratch);
+    free(c.cam_scratch);
+    free(c.overlay);
+    img_free(&c.im);
+    img_loader_close(c.l);
+    onnx_close(c.m);
+    return 0;
+}

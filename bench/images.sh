@@ -1,0 +1,59 @@
+#!/bin/bash
+# make bench-images: figures, never pass/fail. Per-stage ms/image of the
+# images pipeline (demo model, median of 21), then one streamml-images
+# process end to end on the embedded broker: N preloaded image events (the
+# ten samples, repeated), images/s from the first prediction to the N-th,
+# with and without CAM overlay PNGs.
+set -euo pipefail
+BUILD=${BUILD:-build}
+N=${N:-400}
+PY=/usr/bin/python3
+SM="$BUILD/streamml"
+MODEL=models/images/fundus_cnn.onnx
+SAMPLES=models/images/samples
+tmp=$(mktemp -d /tmp/streamml-bench-images-XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT INT TERM
+
+echo "$(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
+echo
+echo "| stage (demo model, 112x112 input) | median ms/image | min | max |"
+echo "|---|---:|---:|---:|"
+"$BUILD/bench/bench_images" "$MODEL" "$SAMPLES"
+
+$PY - "$N" "$SAMPLES" > "$tmp/events.jsonl" <<'PYEOF'
+import json, os, sys
+n, d = int(sys.argv[1]), sys.argv[2]
+files = sorted(f for f in os.listdir(d) if f.endswith((".png", ".jpg")))
+for i in range(n):
+    print(json.dumps({"image_id": f"b{i}", "patient_id": f"p{i % 50}",
+                      "uri": files[i % len(files)], "event_time": 1767225600000 + i}))
+PYEOF
+
+echo
+echo "| end to end, $N preloaded events, one worker | images/s | graded | images per pass | worker CPU s (incl. start-up) |"
+echo "|---|---:|---:|---:|---:|"
+for cam in "$tmp/cam" ""; do
+    mkdir -p "$tmp/cam"
+    "$SM" broker --topics images:4,predictions.images:4,images.dlq:1 \
+        --bootstrap-file "$tmp/bs" >"$tmp/broker.log" 2>&1 &
+    bpid=$!; pids+=($bpid)
+    for _ in $(seq 100); do [ -s "$tmp/bs" ] && break; sleep 0.1; done
+    bs=$(cat "$tmp/bs")
+    "$SM" produce -b "$bs" -t images --schema image_event -i "$tmp/events.jsonl" --log-level error 2>/dev/null
+    "$BUILD/streamml-images" -b "$bs" -X images.root="$SAMPLES" -X images.cam_dir="$cam" \
+        --log-level info 2>"$tmp/worker.log" &
+    wpid=$!; pids+=($wpid)
+    # From the first prediction: excludes the group's initial rebalance.
+    "$SM" consume -b "$bs" -t predictions.images -f -n 1 --log-level error >/dev/null 2>&1
+    t0=$(date +%s.%N)
+    "$SM" consume -b "$bs" -t predictions.images -f -n "$N" --log-level error >/dev/null 2>&1
+    t1=$(date +%s.%N)
+    cpu=$(awk '{print ($14+$15)/100}' /proc/$wpid/stat)
+    kill "$wpid" "$bpid"; wait "$wpid" "$bpid" 2>/dev/null || true
+    rm -f "$tmp/bs"
+    graded=$(grep -o '[0-9]* graded' "$tmp/worker.log" | cut -d' ' -f1)
+    passes=$(grep -o '([0-9.]* images each)' "$tmp/worker.log" | tr -d '()' | cut -d' ' -f1)
+    echo "| $([ -n "$cam" ] && echo "with CAM overlay PNGs" || echo "CAM grid only, no PNGs") | $($PY -c "print(round($N/($t1-$t0)))") | $graded | $passes | $cpu |"
+done
