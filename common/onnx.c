@@ -56,23 +56,23 @@ size_t onnx_numel(const struct onnx_tensor *t)
 #define MAX_THREADS 16
 
 struct par_job {
-    void (*fn)(void *arg, int64_t b, int64_t e);
+    onnx_chunk_fn fn;
     void *arg;
     int64_t b, e;
+    int tid;
 };
 
 static void *par_main(void *p)
 {
     struct par_job *j = p;
 
-    j->fn(j->arg, j->b, j->e);
+    j->fn(j->arg, j->b, j->e, j->tid);
     return NULL;
 }
 
 /* Threads are started per call: a layer is ~0.1-10 ms, a start ~20 us. A
  * thread that cannot be started runs its chunk on the caller. */
-void onnx_parallel(const struct onnx_model *m, void (*fn)(void *arg, int64_t b, int64_t e),
-                   void *arg, int64_t n)
+void onnx_parallel(const struct onnx_model *m, onnx_chunk_fn fn, void *arg, int64_t n)
 {
     struct par_job jobs[MAX_THREADS];
     pthread_t th[MAX_THREADS];
@@ -80,11 +80,11 @@ void onnx_parallel(const struct onnx_model *m, void (*fn)(void *arg, int64_t b, 
     int t = m->threads < n ? m->threads : (int)n;
 
     if (t <= 1) {
-        fn(arg, 0, n);
+        fn(arg, 0, n, 0);
         return;
     }
     for (int i = 0; i < t; i++)
-        jobs[i] = (struct par_job){fn, arg, n * i / t, n * (i + 1) / t};
+        jobs[i] = (struct par_job){fn, arg, n * i / t, n * (i + 1) / t, i};
     for (int i = 1; i < t; i++)
         started[i] = pthread_create(&th[i], NULL, par_main, &jobs[i]) == 0;
     for (int i = 0; i < t; i++)

@@ -118,11 +118,11 @@ void *onnx_out(struct onnx_model *m, struct onnx_node *n, int k, enum onnx_dtype
 float *onnx_scratch(struct onnx_model *m, size_t n, struct err *e);
 /* Product of dims, or -1 when it exceeds ONNX_MAX_ELEMS or a dim is < 0. */
 int64_t onnx_count(int ndim, const int64_t *dims);
-/* Runs fn over [0, n) split into m->threads contiguous chunks, one per
- * thread (the caller's included); returns when all are done. fn must only
- * write data owned by its chunk. */
-void onnx_parallel(const struct onnx_model *m, void (*fn)(void *arg, int64_t b, int64_t e),
-                   void *arg, int64_t n);
+/* Runs fn over [0, n) split into at most m->threads contiguous chunks, one
+ * per thread (the caller's included; tid 0..threads-1); returns when all
+ * are done. fn must only write data owned by its chunk or its tid. */
+typedef void (*onnx_chunk_fn)(void *arg, int64_t b, int64_t e, int tid);
+void onnx_parallel(const struct onnx_model *m, onnx_chunk_fn fn, void *arg, int64_t n);
 size_t onnx_dtype_size(enum onnx_dtype dt);
 /* Checks tp (dtype f32/i64, dims, data length) into t and points *src at
  * its data (owned by tp). what names the tensor's role in messages. */

@@ -149,10 +149,11 @@ struct act_job {
 };
 
 /* Bias and fused activation over output planes [pb, pe). */
-static void act_planes(void *arg, int64_t pb, int64_t pe)
+static void act_planes(void *arg, int64_t pb, int64_t pe, int tid)
 {
     const struct act_job *j = arg;
 
+    (void)tid;
     for (int64_t p = pb; p < pe; p++) {
         float *r = j->y + p * j->hw;
         if (j->bias)
@@ -171,30 +172,50 @@ static void bias_act_all(const struct onnx_model *m, const struct onnx_node *n, 
         onnx_parallel(m, act_planes, &j, g->n * g->m);
 }
 
-/* One output row of a depthwise channel: r[ox] = b + sum w * x. The row
- * stays in L1 while every tap is added. */
-ONNX_CLONES static void dw_row(const struct geo *g, const float *xc, const float *wc, float b,
-                               int64_t oy, const int64_t *lo, const int64_t *hi, float *r)
+#define DW_LANES 16 /* output columns per register block */
+
+/* 16 floats as one value: a zmm register with AVX-512, two ymm or four xmm
+ * otherwise (GCC/clang vector extension; memcpy makes unaligned loads). */
+typedef float v16f __attribute__((vector_size(DW_LANES * sizeof(float))));
+
+static inline __attribute__((always_inline)) void load_taps(v16f *out, const float *s,
+                                                            int64_t stride)
 {
-    for (int64_t ox = 0; ox < g->ow; ox++)
-        r[ox] = b;
-    for (int64_t ky = 0; ky < g->kh; ky++) {
-        int64_t iy = oy * g->sh - g->pt + ky * g->dh;
-        if (iy < 0 || iy >= g->h)
-            continue;
-        for (int64_t kx = 0; kx < g->kw; kx++) {
-            const float *src = xc + iy * g->w - g->pl + kx * g->dw;
-            float wv = wc[ky * g->kw + kx];
-            if (g->sw == 1)
-                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
-                    r[ox] += wv * src[ox];
-            else if (g->sw == 2)
-                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
-                    r[ox] += wv * src[2 * ox];
-            else
-                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
-                    r[ox] += wv * src[ox * g->sw];
+    v16f v, hi;
+
+    if (stride == 1) {
+        memcpy(&v, s, sizeof(v));
+    } else if (stride == 2) {
+        memcpy(&v, s, sizeof(v));
+        memcpy(&hi, s + DW_LANES, sizeof(hi));
+        v = __builtin_shufflevector(v, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                    30);
+    } else {
+        for (int i = 0; i < DW_LANES; i++)
+            v[i] = s[i * stride];
+    }
+    *out = v;
+}
+
+/* One output row of a depthwise channel from its zero-padded plane P (row
+ * stride wp): blocks of DW_LANES columns accumulate every tap in a register.
+ * Columns past ow are computed and dropped (the plane has slack after it
+ * for their reads). */
+ONNX_CLONES static void dw_row(const struct geo *g, const float *P, int64_t wp, const float *wc,
+                               float b, int64_t oy, float *r)
+{
+    for (int64_t ox0 = 0; ox0 < g->ow; ox0 += DW_LANES) {
+        v16f acc = (v16f){0} + b;
+        int64_t len = g->ow - ox0 < DW_LANES ? g->ow - ox0 : DW_LANES;
+        for (int64_t ky = 0; ky < g->kh; ky++) {
+            const float *row = P + (oy * g->sh + ky * g->dh) * wp + ox0 * g->sw;
+            for (int64_t kx = 0; kx < g->kw; kx++) {
+                v16f taps;
+                load_taps(&taps, row + kx * g->dw, g->sw);
+                acc += wc[ky * g->kw + kx] * taps;
+            }
         }
+        memcpy(r + ox0, &acc, (size_t)len * sizeof(float));
     }
 }
 
@@ -203,22 +224,38 @@ struct dw_job {
     const struct geo *g;
     const float *x, *w, *b;
     float *y;
-    int64_t lo[64], hi[64];
+    float *pad;           /* one padded plane (+ slack) per thread */
+    int64_t hp, wp, plane; /* padded height, width; floats per thread */
 };
 
+/* The zero-padded copy of one input plane. */
+static void pad_plane(const struct geo *g, const float *xc, int64_t hp, int64_t wp, float *P)
+{
+    memset(P, 0, (size_t)(g->pt * wp) * sizeof(float));
+    for (int64_t iy = 0; iy < g->h; iy++) {
+        float *d = P + (g->pt + iy) * wp;
+        memset(d, 0, (size_t)g->pl * sizeof(float));
+        memcpy(d + g->pl, xc + iy * g->w, (size_t)g->w * sizeof(float));
+        memset(d + g->pl + g->w, 0, (size_t)(wp - g->pl - g->w) * sizeof(float));
+    }
+    memset(P + (g->pt + g->h) * wp, 0, (size_t)((hp - g->pt - g->h) * wp) * sizeof(float));
+}
+
 /* Planes [pb, pe) of a depthwise conv (plane = image * channels + c). */
-static void dw_planes(void *arg, int64_t pb, int64_t pe)
+static void dw_planes(void *arg, int64_t pb, int64_t pe, int tid)
 {
     const struct dw_job *j = arg;
     const struct geo *g = j->g;
     int64_t hw = g->oh * g->ow;
+    float *P = j->pad + tid * j->plane;
 
     for (int64_t p = pb; p < pe; p++) {
         int64_t c = p % g->c;
-        const float *xc = j->x + p * g->h * g->w, *wc = j->w + c * g->kh * g->kw;
+        const float *wc = j->w + c * g->kh * g->kw;
         float *yc = j->y + p * hw;
+        pad_plane(g, j->x + p * g->h * g->w, j->hp, j->wp, P);
         for (int64_t oy = 0; oy < g->oh; oy++) {
-            dw_row(g, xc, wc, j->b ? j->b[c] : 0.0f, oy, j->lo, j->hi, yc + oy * g->ow);
+            dw_row(g, P, j->wp, wc, j->b ? j->b[c] : 0.0f, oy, yc + oy * g->ow);
             onnx_activate(j->n->a.act, yc + oy * g->ow, (size_t)g->ow, j->n->a.act_a,
                           j->n->a.act_b);
         }
@@ -226,15 +263,24 @@ static void dw_planes(void *arg, int64_t pb, int64_t pe)
 }
 
 /* A depthwise conv (group == channels == outputs) over the whole batch,
- * planes split among the threads. */
-static void depthwise(const struct onnx_model *m, const struct onnx_node *n, const float *x,
-                      const float *w, const float *b, const struct geo *g, float *y)
+ * planes split among the threads. The padded plane makes the taps branch-
+ * free; its bottom rows cover every window (hp >= (oh-1)*sh + (kh-1)*dh + 1). */
+static int depthwise(struct onnx_model *m, const struct onnx_node *n, const float *x,
+                     const float *w, const float *b, const struct geo *g, float *y,
+                     struct err *e)
 {
-    struct dw_job j = {n, g, x, w, b, y, {0}, {0}};
+    struct dw_job j = {n, g, x, w, b, y, NULL, 0, 0, 0};
+    int64_t hneed = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    int64_t wneed = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
 
-    for (int64_t kx = 0; kx < g->kw; kx++)
-        valid_range(g->w, g->ow, g->sw, g->pl, kx * g->dw, &j.lo[kx], &j.hi[kx]);
+    j.hp = g->pt + g->h > hneed ? g->pt + g->h : hneed;
+    j.wp = g->pl + g->w > wneed ? g->pl + g->w : wneed;
+    j.plane = j.hp * j.wp + 2 * DW_LANES * (g->sw > 2 ? g->sw : 2); /* load_taps overreach */
+    j.pad = onnx_scratch(m, (size_t)(j.plane * (m->threads > 0 ? m->threads : 1)), e);
+    if (!j.pad)
+        return e->code;
     onnx_parallel(m, dw_planes, &j, g->n * g->c);
+    return ERR_OK;
 }
 
 static int conv_check(const struct onnx_node *n, const struct onnx_tensor *x,
@@ -296,10 +342,8 @@ int onnx_k_conv(struct onnx_model *m, struct onnx_node *n, struct err *e)
     y = onnx_out(m, n, 0, ONNX_F32, 4, dims, e);
     if (!y)
         return e->code;
-    if (n->a.group == g.c && g.m == g.c && g.kw <= 64) {
-        depthwise(m, n, x->data, w->data, b ? b->data : NULL, &g, y);
-        return ERR_OK;
-    }
+    if (n->a.group == g.c && g.m == g.c)
+        return depthwise(m, n, x->data, w->data, b ? b->data : NULL, &g, y, e);
     for (int64_t i = 0; i < g.n; i++) {
         const float *xi = (const float *)x->data + i * g.c * g.h * g.w;
         float *yi = y + i * g.m * g.oh * g.ow;
