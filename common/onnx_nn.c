@@ -172,11 +172,8 @@ static void bias_act_all(const struct onnx_model *m, const struct onnx_node *n, 
         onnx_parallel(m, act_planes, &j, g->n * g->m);
 }
 
-#define DW_LANES 16 /* output columns per register block */
-
-/* 16 floats as one value: a zmm register with AVX-512, two ymm or four xmm
- * otherwise (GCC/clang vector extension; memcpy makes unaligned loads). */
-typedef float v16f __attribute__((vector_size(DW_LANES * sizeof(float))));
+#define DW_LANES ONNX_LANES /* output columns per register block */
+typedef onnx_v16f v16f;
 
 static inline __attribute__((always_inline)) void load_taps(v16f *out, const float *s,
                                                             int64_t stride)

@@ -340,15 +340,57 @@ float onnx_sigmoid(float x)
     return 1.0f / (1.0f + vexpf(-x));
 }
 
+/* vexpf on 16 lanes; the clamp is a bitwise select so that the compiler
+ * cannot split the polynomial into per-branch copies. */
+static inline __attribute__((always_inline)) void vexp16(onnx_v16f *px)
+{
+    onnx_v16f x = *px, n, r, y, scale;
+    onnx_v16i lo = x < -87.0f, hi = x > 88.0f, bits;
+
+    x = (onnx_v16f)(((onnx_v16i)x & ~lo) | ((onnx_v16i)((onnx_v16f){0} - 87.0f) & lo));
+    x = (onnx_v16f)(((onnx_v16i)x & ~hi) | ((onnx_v16i)((onnx_v16f){0} + 88.0f) & hi));
+    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    y = r * 1.9875691500E-4f + 1.3981999507E-3f;
+    y = y * r + 8.3334519073E-3f;
+    y = y * r + 4.1665795894E-2f;
+    y = y * r + 1.6666665459E-1f;
+    y = y * r + 5.0000001201E-1f;
+    y = y * r * r + r + 1.0f;
+    bits = (__builtin_convertvector(n, onnx_v16i) + 127) << 23;
+    memcpy(&scale, &bits, sizeof(scale));
+    *px = y * scale;
+}
+
 ONNX_CLONES static void sigmoid_loop(float *o, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+
+    for (; i + ONNX_LANES <= n; i += ONNX_LANES) {
+        onnx_v16f v, t;
+        memcpy(&v, x + i, sizeof(v));
+        t = -v;
+        vexp16(&t);
+        v = 1.0f / (1.0f + t);
+        memcpy(o + i, &v, sizeof(v));
+    }
+    for (; i < n; i++)
         o[i] = 1.0f / (1.0f + vexpf(-x[i]));
 }
 
 ONNX_CLONES static void silu_loop(float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+
+    for (; i + ONNX_LANES <= n; i += ONNX_LANES) {
+        onnx_v16f v, t;
+        memcpy(&v, x + i, sizeof(v));
+        t = -v;
+        vexp16(&t);
+        v = v / (1.0f + t);
+        memcpy(x + i, &v, sizeof(v));
+    }
+    for (; i < n; i++)
         x[i] = x[i] / (1.0f + vexpf(-x[i]));
 }
 
