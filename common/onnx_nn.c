@@ -471,6 +471,25 @@ int onnx_k_avgpool(struct onnx_model *m, struct onnx_node *n, struct err *e)
     return run_pool(m, n, 0, e);
 }
 
+/* Sum of n floats: 16 lanes of float partial sums (each adds at most
+ * n/16 terms), then the lanes and the tail in double. */
+ONNX_CLONES static double plane_sum(const float *x, int64_t n)
+{
+    v16f acc = {0}, v;
+    double s = 0;
+    int64_t i = 0;
+
+    for (; i + DW_LANES <= n; i += DW_LANES) {
+        memcpy(&v, x + i, sizeof(v));
+        acc += v;
+    }
+    for (int k = 0; k < DW_LANES; k++)
+        s += acc[k];
+    for (; i < n; i++)
+        s += x[i];
+    return s;
+}
+
 int onnx_k_gap(struct onnx_model *m, struct onnx_node *n, struct err *e)
 {
     const struct onnx_tensor *x = onnx_in(m, n, 0);
@@ -487,13 +506,10 @@ int onnx_k_gap(struct onnx_model *m, struct onnx_node *n, struct err *e)
     if (!y)
         return e->code;
     planes = x->dims[0] * x->dims[1];
-    for (int64_t p = 0; p < planes; p++) {
-        const float *src = (const float *)x->data + p * inner;
-        double s = 0;
-        for (int64_t i = 0; i < inner; i++)
-            s += src[i];
-        y[p] = inner ? (float)(s / (double)inner) : 0.0f;
-    }
+    for (int64_t p = 0; p < planes; p++)
+        y[p] = inner ? (float)(plane_sum((const float *)x->data + p * inner, inner) /
+                               (double)inner)
+                     : 0.0f;
     return ERR_OK;
 }
 
