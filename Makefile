@@ -136,3 +136,4 @@ $(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3 -ffp
 # EfficientNet-B0 speed, streamml vs PyTorch (bench/onnx.sh); figures only.
 bench-onnx: all
 	BUILD=$(BUILD) bench/onnx.sh
+.PHONY: onnx-models onnx-parity onnx-fixtures bench-onnx

@@ -77,3 +77,11 @@ echo "| events/s (median of 3: ${rates[*]}) | $med |"
 echo "| worker CPU, last run (incl. start-up) | ${last_cpu} s = $($PY -c "print(round($last_cpu/$N*1e6, 1))") us/event |"
 echo "| worker peak RSS, last run | ${last_rss} MB |"
 } | tee -a "$out"
+
+# ONNX runtime: EfficientNet-B0, streamml vs PyTorch (bench/onnx.sh), its own section.
+{
+echo
+echo "## ONNX: EfficientNet-B0, streamml vs PyTorch"
+echo
+BUILD="$BUILD" bench/onnx.sh
+} | tee -a "$out"

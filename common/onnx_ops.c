@@ -1300,7 +1300,7 @@ static const struct onnx_opdef ops[] = {
     {"ConstantOfShape", 1, 1, 1, 1, p_const_of_shape, k_const_of_shape},
     {"Conv", 2, 3, 1, 1, onnx_p_conv, onnx_k_conv},
     {"Div", 2, 2, 1, 1, p_none, k_div},
-    {"Dropout", 1, 3, 1, 1, p_none, k_identity}, /* inference: identity; no mask output */
+    {"Dropout", 1, 2, 1, 1, p_none, k_identity}, /* inference: no training_mode, no mask */
     {"Erf", 1, 1, 1, 1, p_none, k_erf},
     {"Exp", 1, 1, 1, 1, p_none, k_exp},
     {"Expand", 2, 2, 1, 1, p_none, k_expand},
