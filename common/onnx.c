@@ -299,6 +299,11 @@ static int tensor_from_proto(struct onnx_value *v, const Onnx__TensorProto *tp, 
     if (bytes)
         memcpy(v->buf, src, bytes);
     v->cap = bytes;
+    /* A NaN weight is never meant: it would turn outputs to NaN silently.
+     * (Infinities are kept: masks use -inf.) */
+    for (size_t i = 0; v->t.dtype == ONNX_F32 && i < bytes / sizeof(float); i++)
+        if (isnan(((const float *)v->buf)[i]))
+            return err_set(e, ERR_CONFIG, "onnx: %s '%s' element %zu is NaN", what, tp->name, i);
     v->t.data = v->buf;
     v->is_const = 1;
     v->defined = 1;

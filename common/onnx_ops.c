@@ -318,6 +318,8 @@ static inline float vexpf(float x)
     float n, r, y;
     int32_t bits;
 
+    if (x != x) /* NaN in, NaN out (and no float-to-int conversion of it) */
+        return x;
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
     /* round to nearest by the 1.5 * 2^23 trick: no libm call, vectorises */
     n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -329,7 +331,7 @@ static inline float vexpf(float x)
     y = y * r + 1.6666665459E-1f;
     y = y * r + 5.0000001201E-1f;
     y = y * r * r + r + 1.0f;
-    bits = ((int32_t)n + 127) << 23;
+    bits = (int32_t)((uint32_t)((int32_t)n + 127) << 23);
     float scale;
     memcpy(&scale, &bits, sizeof(scale));
     return y * scale;
@@ -345,8 +347,10 @@ float onnx_sigmoid(float x)
 static inline __attribute__((always_inline)) void vexp16(onnx_v16f *px)
 {
     onnx_v16f x = *px, n, r, y, scale;
-    onnx_v16i lo = x < -87.0f, hi = x > 88.0f, bits;
+    onnx_v16i lo = x < -87.0f, hi = x > 88.0f, nan = x != x, bits;
 
+    /* NaN lanes compute exp(0) and get their NaN back at the end */
+    x = (onnx_v16f)((onnx_v16i)x & ~nan);
     x = (onnx_v16f)(((onnx_v16i)x & ~lo) | ((onnx_v16i)((onnx_v16f){0} - 87.0f) & lo));
     x = (onnx_v16f)(((onnx_v16i)x & ~hi) | ((onnx_v16i)((onnx_v16f){0} + 88.0f) & hi));
     n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -357,9 +361,10 @@ static inline __attribute__((always_inline)) void vexp16(onnx_v16f *px)
     y = y * r + 1.6666665459E-1f;
     y = y * r + 5.0000001201E-1f;
     y = y * r * r + r + 1.0f;
-    bits = (__builtin_convertvector(n, onnx_v16i) + 127) << 23;
+    bits = (onnx_v16i)((onnx_v16u)(__builtin_convertvector(n, onnx_v16i) + 127) << 23);
     memcpy(&scale, &bits, sizeof(scale));
-    *px = y * scale;
+    y = y * scale;
+    *px = (onnx_v16f)(((onnx_v16i)y & ~nan) | ((onnx_v16i)*px & nan));
 }
 
 ONNX_CLONES static void sigmoid_loop(float *o, const float *x, size_t n)

@@ -329,6 +329,86 @@ static void test_truncated_files_refused(void **state)
     free(buf);
 }
 
+/* Random byte changes anywhere in a valid model: every load either fails
+ * with a message or gives a model that runs (or refuses its input) cleanly;
+ * under ASan/UBSan this is a small fuzzer. */
+static void test_mutated_models_never_crash(void **state)
+{
+    size_t len;
+    unsigned char *orig = slurp(FIX "conv_net.onnx", &len), *buf = malloc(len);
+    struct onnx_tensor in, out[2];
+    unsigned s = 7;
+    char path[64];
+    int loaded = 0;
+    (void)state;
+
+    read_npy(&in, "conv_net", "in0");
+    for (int iter = 0; iter < 150; iter++) {
+        struct onnx_model *m = NULL;
+        struct err e = {0};
+        memcpy(buf, orig, len);
+        for (int k = 0; k < 1 + iter % 4; k++) {
+            s = s * 1103515245u + 12345u;
+            buf[(s >> 8) % len] = (unsigned char)(s >> 24);
+        }
+        write_tmp(path, buf, len);
+        if (onnx_open(&m, path, &e) == 0) {
+            loaded++;
+            if (onnx_run(m, &in, 1, out, 2, &e) != 0)
+                assert_true(e.msg[0] != '\0');
+            onnx_close(m);
+        } else {
+            assert_true(e.msg[0] != '\0');
+            assert_null(m);
+        }
+        unlink(path);
+    }
+    print_message("mutated models: %d of 150 loaded\n", loaded);
+    npy_free(&in);
+    free(buf);
+    free(orig);
+}
+
+/* The clickstream worker runs the session GRU one event at a time with the
+ * hidden state carried between events: stepping T=1 with hn fed back as h0
+ * gives the same logits and final state as the whole sequence at once. */
+static void test_gru_stepwise_equals_whole_sequence(void **state)
+{
+    struct onnx_model *m;
+    struct onnx_tensor items, h0, out[2], want_y, want_h, step[2];
+    struct err e = {0};
+    float h[3 * 32];
+    int64_t it[3];
+    (void)state;
+
+    load_ok(&m, "gru_session");
+    read_npy(&items, "gru_session", "in0"); /* [3, 7] */
+    read_npy(&h0, "gru_session", "in1");    /* [1, 3, 32] */
+    read_npy(&want_y, "gru_session", "out0");
+    read_npy(&want_h, "gru_session", "out1");
+    memcpy(h, h0.data, sizeof(h));
+    step[0] = (struct onnx_tensor){ONNX_I64, 2, {3, 1}, it};
+    step[1] = (struct onnx_tensor){ONNX_F32, 3, {1, 3, 32}, h};
+    for (int t = 0; t < 7; t++) {
+        for (int b = 0; b < 3; b++)
+            it[b] = ((int64_t *)items.data)[b * 7 + t];
+        assert_int_equal(onnx_run(m, step, 2, out, 2, &e), 0);
+        assert_int_equal(out[0].dims[1], 1);
+        for (int b = 0; b < 3; b++)
+            for (int k = 0; k < 100; k++)
+                assert_true(fabs(((float *)out[0].data)[b * 100 + k] -
+                                 ((float *)want_y.data)[(b * 7 + t) * 100 + k]) <= TOL);
+        memcpy(h, out[1].data, sizeof(h)); /* the state a worker would store */
+    }
+    for (int k = 0; k < 3 * 32; k++)
+        assert_true(fabs(h[k] - ((float *)want_h.data)[k]) <= TOL);
+    npy_free(&items);
+    npy_free(&h0);
+    npy_free(&want_y);
+    npy_free(&want_h);
+    onnx_close(m);
+}
+
 static void test_garbage_and_missing_files_refused(void **state)
 {
     char garbage[4096], path[64];
@@ -518,6 +598,8 @@ int main(void)
         cmocka_unit_test(test_bad_graphs_refused),
         cmocka_unit_test(test_truncated_files_refused),
         cmocka_unit_test(test_garbage_and_missing_files_refused),
+        cmocka_unit_test(test_mutated_models_never_crash),
+        cmocka_unit_test(test_gru_stepwise_equals_whole_sequence),
         cmocka_unit_test(test_bad_inputs_refused_at_run),
         cmocka_unit_test(test_npy_roundtrip),
         cmocka_unit_test(test_npy_bad_files_refused),
