@@ -577,25 +577,49 @@ int onnx_k_gemm(struct onnx_model *m, struct onnx_node *n, struct err *e)
     return ERR_OK;
 }
 
+/* Matrix index of batch i in t (batch dims of rank t->ndim, aligned right
+ * to the broadcast batch shape bd of rank nd; broadcast dims repeat). */
+static int64_t batch_offset(const struct onnx_tensor *t, int nd, const int64_t *bd, int64_t i)
+{
+    int64_t off = 0, stride = 1;
+
+    for (int d = nd - 1; d >= 0; d--) {
+        int64_t idx = i % bd[d];
+        int dt = d - (nd - t->ndim);
+        i /= bd[d];
+        if (dt >= 0) {
+            off += (t->dims[dt] == 1 ? 0 : idx) * stride;
+            stride *= t->dims[dt];
+        }
+    }
+    return off;
+}
+
+/* 1-D operands promoted as NumPy does: a [K] -> [1, K], b [K] -> [K, 1]. */
+static void promote_1d(struct onnx_tensor *a, struct onnx_tensor *b)
+{
+    if (a->ndim == 1) {
+        a->dims[1] = a->dims[0];
+        a->dims[0] = 1;
+        a->ndim = 2;
+    }
+    if (b->ndim == 1) {
+        b->dims[1] = 1;
+        b->ndim = 2;
+    }
+}
+
 /* MatMul with NumPy semantics: 1-D operands promoted, batch dims broadcast. */
 int onnx_k_matmul(struct onnx_model *m, struct onnx_node *n, struct err *e)
 {
     struct onnx_tensor a = *onnx_in(m, n, 0), b = *onnx_in(m, n, 1), ab, bb;
-    int a1 = a.ndim == 1, b1 = b.ndim == 1, nd, od = 0;
-    int64_t bd[ONNX_MAX_DIMS], dims[ONNX_MAX_DIMS], mm, kk, nn, batch;
+    int a1 = a.ndim == 1, b1 = b.ndim == 1, nd, od;
+    int64_t bd[ONNX_MAX_DIMS], dims[ONNX_MAX_DIMS], mm, kk, nn;
     float *y;
 
     if (a.dtype != ONNX_F32 || b.dtype != ONNX_F32 || a.ndim < 1 || b.ndim < 1)
         return err_set(e, ERR_INVALID, "float32 operands of rank >= 1 expected");
-    if (a1) {
-        a.dims[1] = a.dims[0];
-        a.dims[0] = 1;
-        a.ndim = 2;
-    }
-    if (b1) {
-        b.dims[1] = 1;
-        b.ndim = 2;
-    }
+    promote_1d(&a, &b);
     mm = a.dims[a.ndim - 2];
     kk = a.dims[a.ndim - 1];
     nn = b.dims[b.ndim - 1];
@@ -608,8 +632,8 @@ int onnx_k_matmul(struct onnx_model *m, struct onnx_node *n, struct err *e)
     bb.ndim -= 2;
     if (onnx_broadcast(&ab, &bb, &nd, bd, e))
         return e->code;
-    for (int i = 0; i < nd; i++)
-        dims[od++] = bd[i];
+    memcpy(dims, bd, (size_t)nd * sizeof(int64_t));
+    od = nd;
     if (!a1)
         dims[od++] = mm;
     if (!b1)
@@ -617,30 +641,16 @@ int onnx_k_matmul(struct onnx_model *m, struct onnx_node *n, struct err *e)
     y = onnx_out(m, n, 0, ONNX_F32, od, dims, e);
     if (!y)
         return e->code;
-    batch = onnx_count(nd, bd);
-    for (int64_t i = 0; i < batch; i++) {
-        /* Offsets of batch i in a and b (broadcast dims repeat). */
-        int64_t ia = 0, ib = 0, rem = i, sa = 1, sb = 1;
-        for (int d = nd - 1; d >= 0; d--) {
-            int64_t idx = rem % bd[d];
-            int da = d - (nd - ab.ndim), db = d - (nd - bb.ndim);
-            rem /= bd[d];
-            if (da >= 0) {
-                ia += (ab.dims[da] == 1 ? 0 : idx) * sa;
-                sa *= ab.dims[da];
-            }
-            if (db >= 0) {
-                ib += (bb.dims[db] == 1 ? 0 : idx) * sb;
-                sb *= bb.dims[db];
-            }
+    for (int64_t i = 0, batch = onnx_count(nd, bd); i < batch; i++) {
+        float *yi = y + i * mm * nn;
+        if (!mm || !nn || !kk) {
+            memset(yi, 0, (size_t)(mm * nn) * sizeof(float));
+            continue;
         }
-        if (mm && nn && kk)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mm, (int)nn, (int)kk,
-                        1.0f, (const float *)a.data + ia * mm * kk, (int)kk,
-                        (const float *)b.data + ib * kk * nn, (int)nn, 0.0f, y + i * mm * nn,
-                        (int)nn);
-        else
-            memset(y + i * mm * nn, 0, (size_t)(mm * nn) * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mm, (int)nn, (int)kk, 1.0f,
+                    (const float *)a.data + batch_offset(&ab, nd, bd, i) * mm * kk, (int)kk,
+                    (const float *)b.data + batch_offset(&bb, nd, bd, i) * kk * nn, (int)nn,
+                    0.0f, yi, (int)nn);
     }
     return ERR_OK;
 }

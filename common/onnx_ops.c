@@ -216,35 +216,16 @@ static int binop_i64(enum binop op, int64_t *o, int64_t x, int64_t y, struct err
     }
 }
 
-static int run_binary(struct onnx_model *m, struct onnx_node *n, enum binop op, struct err *e)
+/* Broadcast operands over nd coalesced dims cd with element strides sa, sb:
+ * one call of the row kernel per step of an odometer over all dims but the
+ * last. */
+static int binary_rows(enum binop op, const struct onnx_tensor *a, const struct onnx_tensor *b,
+                       void *out, int cn, const int64_t *cd, const int64_t *sa, const int64_t *sb,
+                       struct err *e)
 {
-    const struct onnx_tensor *a = onnx_in(m, n, 0), *b = onnx_in(m, n, 1);
-    int64_t dims[ONNX_MAX_DIMS], cd[ONNX_MAX_DIMS], sa[ONNX_MAX_DIMS], sb[ONNX_MAX_DIMS];
-    int64_t idx[ONNX_MAX_DIMS] = {0};
-    int nd, cn;
-    void *out;
+    int64_t idx[ONNX_MAX_DIMS] = {0}, len = cd[cn - 1];
 
-    if (a->dtype != b->dtype)
-        return err_set(e, ERR_INVALID, "operands have different data types");
-    if (onnx_broadcast(a, b, &nd, dims, e))
-        return e->code;
-    out = onnx_out(m, n, 0, a->dtype, nd, dims, e);
-    if (!out)
-        return e->code;
-    if (onnx_count(nd, dims) == 0)
-        return ERR_OK;
-    bstrides(a, nd, dims, sa);
-    bstrides(b, nd, dims, sb);
-    memcpy(cd, dims, sizeof(dims));
-    cn = coalesce(nd, cd, sa, sb);
-    if (cn == 0) { /* scalars */
-        cn = 1;
-        cd[0] = 1;
-        sa[0] = sb[0] = 1;
-    }
-    /* Odometer over all but the last dim; a row per step. */
     for (int64_t oi = 0, ai = 0, bi = 0;;) {
-        int64_t len = cd[cn - 1];
         if (a->dtype == ONNX_F32) {
             row_f32(op, (float *)out + oi, (const float *)a->data + ai, sa[cn - 1],
                     (const float *)b->data + bi, sb[cn - 1], len);
@@ -267,9 +248,36 @@ static int run_binary(struct onnx_model *m, struct onnx_node *n, enum binop op, 
             idx[d] = 0;
         }
         if (d < 0)
-            break;
+            return ERR_OK;
     }
-    return ERR_OK;
+}
+
+static int run_binary(struct onnx_model *m, struct onnx_node *n, enum binop op, struct err *e)
+{
+    const struct onnx_tensor *a = onnx_in(m, n, 0), *b = onnx_in(m, n, 1);
+    int64_t dims[ONNX_MAX_DIMS], cd[ONNX_MAX_DIMS], sa[ONNX_MAX_DIMS], sb[ONNX_MAX_DIMS];
+    int nd, cn;
+    void *out;
+
+    if (a->dtype != b->dtype)
+        return err_set(e, ERR_INVALID, "operands have different data types");
+    if (onnx_broadcast(a, b, &nd, dims, e))
+        return e->code;
+    out = onnx_out(m, n, 0, a->dtype, nd, dims, e);
+    if (!out)
+        return e->code;
+    if (onnx_count(nd, dims) == 0)
+        return ERR_OK;
+    bstrides(a, nd, dims, sa);
+    bstrides(b, nd, dims, sb);
+    memcpy(cd, dims, sizeof(dims));
+    cn = coalesce(nd, cd, sa, sb);
+    if (cn == 0) { /* scalars */
+        cn = 1;
+        cd[0] = 1;
+        sa[0] = sb[0] = 1;
+    }
+    return binary_rows(op, a, b, out, cn, cd, sa, sb, e);
 }
 
 static int k_add(struct onnx_model *m, struct onnx_node *n, struct err *e)
@@ -1020,6 +1028,25 @@ static int p_pad(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
     return ERR_OK;
 }
 
+/* Copies x into o at element offset base with o's strides os (the
+ * interior of a padded tensor). */
+static void scatter(char *o, const struct onnx_tensor *x, const int64_t *os, int64_t base)
+{
+    int64_t idx[ONNX_MAX_DIMS] = {0}, off = base, nx = (int64_t)onnx_numel(x);
+    size_t es = onnx_dtype_size(x->dtype);
+
+    for (int64_t i = 0; i < nx; i++) {
+        memcpy(o + (size_t)off * es, (const char *)x->data + (size_t)i * es, es);
+        for (int d = x->ndim - 1; d >= 0; d--) {
+            off += os[d];
+            if (++idx[d] < x->dims[d])
+                break;
+            off -= os[d] * x->dims[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 static int k_pad(struct onnx_model *m, struct onnx_node *n, struct err *e)
 {
     const struct onnx_tensor *x = onnx_in(m, n, 0), *cv = onnx_in(m, n, 2);
@@ -1052,20 +1079,7 @@ static int k_pad(struct onnx_model *m, struct onnx_node *n, struct err *e)
     contiguous_strides(x->ndim, dims, os);
     for (int i = 0; i < x->ndim; i++)
         base += pads[i] * os[i];
-    /* Scatter x into the interior: copy with the output's strides. */
-    {
-        int64_t idx[ONNX_MAX_DIMS] = {0}, off = base, nx = (int64_t)onnx_numel(x);
-        for (int64_t i = 0; i < nx; i++) {
-            memcpy(o + (size_t)off * es, (const char *)x->data + (size_t)i * es, es);
-            for (int d = x->ndim - 1; d >= 0; d--) {
-                off += os[d];
-                if (++idx[d] < x->dims[d])
-                    break;
-                off -= os[d] * x->dims[d];
-                idx[d] = 0;
-            }
-        }
-    }
+    scatter(o, x, os, base);
     return ERR_OK;
 }
 
