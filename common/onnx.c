@@ -331,8 +331,7 @@ static int load_initializers(struct onnx_model *m, const Onnx__GraphProto *g, st
 
 /* ---- graph inputs and outputs ---- */
 
-static int input_type(struct onnx_model *m, size_t i, const Onnx__ValueInfoProto *vi,
-                      struct err *e)
+static int input_type(struct onnx_model *m, size_t i, const Onnx__ValueInfoProto *vi, struct err *e)
 {
     const Onnx__TypeProto *tp = vi->type;
     const Onnx__TensorShapeProto *sh;
@@ -341,8 +340,9 @@ static int input_type(struct onnx_model *m, size_t i, const Onnx__ValueInfoProto
     if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
         return err_set(e, ERR_CONFIG, "onnx: input '%s' is not a tensor", vi->name);
     if (tp->tensor_type->elem_type != ONNX_F32 && tp->tensor_type->elem_type != ONNX_I64)
-        return err_set(e, ERR_CONFIG, "onnx: input '%s' has element type %d (float32 or int64 only)",
-                       vi->name, tp->tensor_type->elem_type);
+        return err_set(e, ERR_CONFIG,
+                       "onnx: input '%s' has element type %d (float32 or int64 only)", vi->name,
+                       tp->tensor_type->elem_type);
     sh = tp->tensor_type->shape;
     if (!sh || sh->n_dim > ONNX_MAX_DIMS)
         return err_set(e, ERR_CONFIG, "onnx: input '%s' has no shape or more than %d dims",
@@ -460,7 +460,8 @@ static int load_node(struct onnx_model *m, size_t i, const Onnx__NodeProto *p, s
         return err_set(e, ERR_CONFIG, "onnx: unsupported op %s (node %s)", n->op, n->name);
     if ((int)p->n_input < def->min_in || (int)p->n_input > def->max_in ||
         (int)p->n_output < def->min_out || (int)p->n_output > def->max_out)
-        return err_set(e, ERR_CONFIG, "onnx: node %s (%s): %zu inputs, %zu outputs (expected %d..%d, %d..%d)",
+        return err_set(e, ERR_CONFIG,
+                       "onnx: node %s (%s): %zu inputs, %zu outputs (expected %d..%d, %d..%d)",
                        n->name, n->op, p->n_input, p->n_output, def->min_in, def->max_in,
                        def->min_out, def->max_out);
     n->run = def->run;
@@ -542,8 +543,10 @@ static int parse_model(struct onnx_model *m, const char *path, struct err *e)
     m->proto = onnx__model_proto__unpack(NULL, len, buf);
     free(buf);
     if (!m->proto)
-        return err_set(e, ERR_DECODE, "onnx: %s: not an ONNX model (protobuf decoding failed: "
-                       "truncated or not a ModelProto)", path);
+        return err_set(e, ERR_DECODE,
+                       "onnx: %s: not an ONNX model (protobuf decoding failed: "
+                       "truncated or not a ModelProto)",
+                       path);
     if (!m->proto->graph)
         return err_set(e, ERR_DECODE, "onnx: %s: no graph in the file (not an ONNX model?)", path);
     snprintf(m->producer, sizeof(m->producer), "%s%s%s",

@@ -19,8 +19,8 @@
 struct onnx_value {
     const char *name; /* owned by the proto */
     struct onnx_tensor t;
-    void *buf;   /* owned buffer (NULL for a borrowed input) */
-    size_t cap;  /* bytes of buf */
+    void *buf;  /* owned buffer (NULL for a borrowed input) */
+    size_t cap; /* bytes of buf */
     int is_const;
     int is_input;
     int is_output; /* a graph output or a kept value: never pooled, never fused away */
@@ -49,12 +49,12 @@ struct onnx_attrs {
     int trans_a, trans_b;
     float alpha, beta, epsilon;
     int64_t hidden_size;
-    int direction; /* GRU: 0 forward, 1 reverse, 2 bidirectional */
+    int direction;      /* GRU: 0 forward, 1 reverse, 2 bidirectional */
     int64_t start, end; /* Shape */
     int has_end;
     int allowzero;
-    int to; /* Cast target dtype */
-    int act; /* enum onnx_act: fused activation */
+    int to;             /* Cast target dtype */
+    int act;            /* enum onnx_act: fused activation */
     float act_a, act_b; /* its parameters (Clip min/max, HardSigmoid alpha/beta) */
     int64_t fill_i64;
     float fill_f32;
@@ -69,7 +69,7 @@ struct onnx_node {
     const char *name; /* node name or "#index" */
     char label[24];   /* "#index" when the node is unnamed */
     onnx_kernel run;
-    const Onnx__NodeProto *p; /* attributes (Constant reads its value at load) */
+    const Onnx__NodeProto *p;              /* attributes (Constant reads its value at load) */
     int in[ONNX_MAX_IO], out[ONNX_MAX_IO]; /* value indices; -1 = absent */
     int n_in, n_out;
     struct onnx_attrs a;
@@ -100,7 +100,7 @@ struct onnx_model {
     struct onnx_buf {
         void *p;
         size_t cap;
-    } *pool;
+    } * pool;
     size_t n_pool, cap_pool;
     int threads;    /* for onnx_parallel */
     float *scratch; /* im2col and kernel temporaries */

@@ -43,8 +43,8 @@ static int spatial_attrs(struct onnx_node *n, const Onnx__NodeProto *p, struct e
             n->a.pads[i + 2] < 0 || (n->a.has_kernel && n->a.kernel[i] < 1) ||
             n->a.strides[i] > LIM || n->a.dilations[i] > LIM || n->a.pads[i] > LIM ||
             n->a.pads[i + 2] > LIM || n->a.kernel[i] > LIM)
-            return err_set(e, ERR_CONFIG,
-                           "kernel, strides, dilations must be 1..%d, pads 0..%d", LIM, LIM);
+            return err_set(e, ERR_CONFIG, "kernel, strides, dilations must be 1..%d, pads 0..%d",
+                           LIM, LIM);
     return ERR_OK;
 }
 
@@ -60,8 +60,8 @@ int onnx_p_conv(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
 
 /* Geometry of one 2-D window op. */
 struct geo {
-    int64_t n, c, h, w;     /* input */
-    int64_t m, oh, ow;      /* output channels, size */
+    int64_t n, c, h, w; /* input */
+    int64_t m, oh, ow;  /* output channels, size */
     int64_t kh, kw, sh, sw, dh, dw, pt, pl;
 };
 
@@ -85,9 +85,21 @@ static int window_geo(const struct onnx_node *n, const struct onnx_tensor *x, in
 {
     if (x->ndim != 4 || x->dtype != ONNX_F32)
         return err_set(e, ERR_INVALID, "input must be float32 NCHW (got %d dims)", x->ndim);
-    *g = (struct geo){x->dims[0], x->dims[1], x->dims[2], x->dims[3], x->dims[1], 0, 0, kh, kw,
-                      n->a.strides[0], n->a.strides[1], n->a.dilations[0], n->a.dilations[1],
-                      n->a.pads[0], n->a.pads[1]};
+    *g = (struct geo){x->dims[0],
+                      x->dims[1],
+                      x->dims[2],
+                      x->dims[3],
+                      x->dims[1],
+                      0,
+                      0,
+                      kh,
+                      kw,
+                      n->a.strides[0],
+                      n->a.strides[1],
+                      n->a.dilations[0],
+                      n->a.dilations[1],
+                      n->a.pads[0],
+                      n->a.pads[1]};
     if (out_size(g->h, n->a.pads[0], n->a.pads[2], kh, g->sh, g->dh, ceil_mode, &g->oh) ||
         out_size(g->w, n->a.pads[1], n->a.pads[3], kw, g->sw, g->dw, ceil_mode, &g->ow))
         return err_set(e, ERR_INVALID, "kernel %lldx%lld larger than the padded %lldx%lld input",
@@ -99,7 +111,7 @@ static int window_geo(const struct onnx_node *n, const struct onnx_tensor *x, in
 static void valid_range(int64_t w, int64_t ow, int64_t s, int64_t pad, int64_t off, int64_t *lo,
                         int64_t *hi)
 {
-    int64_t a = pad - off; /* ox*s >= a */
+    int64_t a = pad - off;         /* ox*s >= a */
     int64_t b = w - 1 + pad - off; /* ox*s <= b */
 
     *lo = a <= 0 ? 0 : (a + s - 1) / s;
@@ -221,7 +233,7 @@ struct dw_job {
     const struct geo *g;
     const float *x, *w, *b;
     float *y;
-    float *pad;           /* one padded plane (+ slack) per thread */
+    float *pad;            /* one padded plane (+ slack) per thread */
     int64_t hp, wp, plane; /* padded height, width; floats per thread */
 };
 
@@ -263,8 +275,7 @@ static void dw_planes(void *arg, int64_t pb, int64_t pe, int tid)
  * planes split among the threads. The padded plane makes the taps branch-
  * free; its bottom rows cover every window (hp >= (oh-1)*sh + (kh-1)*dh + 1). */
 static int depthwise(struct onnx_model *m, const struct onnx_node *n, const float *x,
-                     const float *w, const float *b, const struct geo *g, float *y,
-                     struct err *e)
+                     const float *w, const float *b, const struct geo *g, float *y, struct err *e)
 {
     struct dw_job j = {n, g, x, w, b, y, NULL, 0, 0, 0};
     int64_t hneed = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
@@ -303,8 +314,8 @@ static int conv_gemm(struct onnx_model *m, const struct onnx_node *n, const floa
 {
     int64_t grp = n->a.group, cg = g->c / grp, mg = g->m / grp, k = cg * g->kh * g->kw;
     int64_t hw = g->oh * g->ow;
-    int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 &&
-                 g->pl == 0 && n->a.pads[2] == 0 && n->a.pads[3] == 0;
+    int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 &&
+                 n->a.pads[2] == 0 && n->a.pads[3] == 0;
     float *col = direct ? NULL : onnx_scratch(m, (size_t)(k * hw), e);
 
     if (!direct && !col)
@@ -316,8 +327,8 @@ static int conv_gemm(struct onnx_model *m, const struct onnx_node *n, const floa
         if (!direct)
             im2col(xg, cg, g, col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)hw, (int)k, 1.0f,
-                    w + gi * mg * k, (int)k, direct ? xg : col, (int)hw, 0.0f,
-                    y + gi * mg * hw, (int)hw);
+                    w + gi * mg * k, (int)k, direct ? xg : col, (int)hw, 0.0f, y + gi * mg * hw,
+                    (int)hw);
     }
     return ERR_OK;
 }
@@ -507,8 +518,7 @@ int onnx_k_gap(struct onnx_model *m, struct onnx_node *n, struct err *e)
         return e->code;
     planes = x->dims[0] * x->dims[1];
     for (int64_t p = 0; p < planes; p++)
-        y[p] = inner ? (float)(plane_sum((const float *)x->data + p * inner, inner) /
-                               (double)inner)
+        y[p] = inner ? (float)(plane_sum((const float *)x->data + p * inner, inner) / (double)inner)
                      : 0.0f;
     return ERR_OK;
 }
@@ -543,8 +553,8 @@ static int gemm_c(const struct onnx_tensor *c, float beta, int64_t mm, int64_t n
                        (long long)nn);
     for (int64_t i = 0; i < mm; i++)
         for (int64_t j = 0; j < nn; j++)
-            out[i * nn + j] = beta * ((const float *)c->data)[(cm == 1 ? 0 : i) * cn +
-                                                               (cn == 1 ? 0 : j)];
+            out[i * nn + j] =
+                beta * ((const float *)c->data)[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
     return ERR_OK;
 }
 
@@ -570,9 +580,8 @@ int onnx_k_gemm(struct onnx_model *m, struct onnx_node *n, struct err *e)
         return e->code;
     if (mm && nn && kk)
         cblas_sgemm(CblasRowMajor, n->a.trans_a ? CblasTrans : CblasNoTrans,
-                    n->a.trans_b ? CblasTrans : CblasNoTrans, (int)mm, (int)nn, (int)kk,
-                    n->a.alpha, a->data, (int)a->dims[1], b->data, (int)b->dims[1], 1.0f, y,
-                    (int)nn);
+                    n->a.trans_b ? CblasTrans : CblasNoTrans, (int)mm, (int)nn, (int)kk, n->a.alpha,
+                    a->data, (int)a->dims[1], b->data, (int)b->dims[1], 1.0f, y, (int)nn);
     onnx_activate(n->a.act, y, (size_t)(mm * nn), n->a.act_a, n->a.act_b);
     return ERR_OK;
 }
@@ -649,8 +658,8 @@ int onnx_k_matmul(struct onnx_model *m, struct onnx_node *n, struct err *e)
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mm, (int)nn, (int)kk, 1.0f,
                     (const float *)a.data + batch_offset(&ab, nd, bd, i) * mm * kk, (int)kk,
-                    (const float *)b.data + batch_offset(&bb, nd, bd, i) * kk * nn, (int)nn,
-                    0.0f, yi, (int)nn);
+                    (const float *)b.data + batch_offset(&bb, nd, bd, i) * kk * nn, (int)nn, 0.0f,
+                    yi, (int)nn);
     }
     return ERR_OK;
 }
@@ -661,8 +670,7 @@ int onnx_p_gru(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
 {
     const Onnx__AttributeProto *acts = onnx_attr(p, "activations");
 
-    if (onnx_attr_known(p, "activations\0direction\0hidden_size\0layout\0linear_before_reset\0",
-                        e))
+    if (onnx_attr_known(p, "activations\0direction\0hidden_size\0layout\0linear_before_reset\0", e))
         return e->code;
     if (onnx_attr_i(p, "linear_before_reset", 0) != 1)
         return err_set(e, ERR_CONFIG,
@@ -676,7 +684,7 @@ int onnx_p_gru(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
         return err_set(e, ERR_CONFIG, "hidden_size %lld", (long long)n->a.hidden_size);
     n->a.direction = onnx_attr_s_is(p, "direction", "reverse") == 1         ? 1
                      : onnx_attr_s_is(p, "direction", "bidirectional") == 1 ? 2
-                                                                             : 0;
+                                                                            : 0;
     if (onnx_attr_s_is(p, "direction", "forward") == 0 && n->a.direction == 0)
         return err_set(e, ERR_CONFIG, "unknown direction");
     for (size_t i = 0; acts && i < acts->n_strings; i++) {
@@ -715,7 +723,8 @@ static int gru_check(struct onnx_model *m, struct onnx_node *n, struct gru_dims 
         r->dtype != ONNX_F32)
         return err_set(e, ERR_INVALID, "R must be float32 [%lld, %lld, %lld]", (long long)d->nd,
                        (long long)(3 * d->h), (long long)d->h);
-    if (b && (b->ndim != 2 || b->dims[0] != d->nd || b->dims[1] != 6 * d->h || b->dtype != ONNX_F32))
+    if (b &&
+        (b->ndim != 2 || b->dims[0] != d->nd || b->dims[1] != 6 * d->h || b->dtype != ONNX_F32))
         return err_set(e, ERR_INVALID, "B must be float32 [%lld, %lld]", (long long)d->nd,
                        (long long)(6 * d->h));
     if (h0 && (h0->ndim != 3 || h0->dims[0] != d->nd || h0->dims[1] != d->b ||
@@ -767,13 +776,12 @@ static void gru_dir(struct onnx_model *m, struct onnx_node *n, const struct gru_
             else
                 memset(rh + i * g3, 0, (size_t)g3 * sizeof(float));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d->b, (int)g3, (int)d->h, 1.0f,
-                    h, (int)d->h, r, (int)d->h, 1.0f, rh, (int)g3);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d->b, (int)g3, (int)d->h, 1.0f, h,
+                    (int)d->h, r, (int)d->h, 1.0f, rh, (int)g3);
         for (int64_t i = 0; i < d->b; i++)
             gru_step(xw + (t * d->b + i) * g3, rh + i * g3, h + i * d->h, d->h);
         if (y)
-            memcpy(y + ((t * d->nd + dir) * d->b) * d->h, h,
-                   (size_t)(d->b * d->h) * sizeof(float));
+            memcpy(y + ((t * d->nd + dir) * d->b) * d->h, h, (size_t)(d->b * d->h) * sizeof(float));
     }
 }
 

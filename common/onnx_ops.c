@@ -51,8 +51,7 @@ float onnx_attr_f(const Onnx__NodeProto *p, const char *name, float def)
 }
 
 /* Up to max ints into out; -1 if absent, ERR_CONFIG if longer. */
-int onnx_attr_ints(const Onnx__NodeProto *p, const char *name, int64_t *out, int max,
-                   struct err *e)
+int onnx_attr_ints(const Onnx__NodeProto *p, const char *name, int64_t *out, int max, struct err *e)
 {
     const Onnx__AttributeProto *a = attr(p, name);
 
@@ -92,8 +91,8 @@ int onnx_axis(int64_t axis, int rank)
 }
 
 /* NumPy broadcast of two shapes into out; ERR_INVALID if incompatible. */
-int onnx_broadcast(const struct onnx_tensor *a, const struct onnx_tensor *b, int *nd,
-                   int64_t *out, struct err *e)
+int onnx_broadcast(const struct onnx_tensor *a, const struct onnx_tensor *b, int *nd, int64_t *out,
+                   struct err *e)
 {
     int n = a->ndim > b->ndim ? a->ndim : b->ndim;
 
@@ -172,8 +171,8 @@ enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW };
             }                                                                                      \
     } while (0)
 
-static void row_f32(enum binop op, float *o, const float *a, int64_t sa, const float *b,
-                    int64_t sb, int64_t n)
+static void row_f32(enum binop op, float *o, const float *a, int64_t sa, const float *b, int64_t sb,
+                    int64_t n)
 {
     switch (op) {
     case B_ADD:
@@ -307,8 +306,22 @@ static int k_pow(struct onnx_model *m, struct onnx_node *n, struct err *e)
 
 /* ---- elementwise unary (float32) ---- */
 
-enum unop { U_RELU, U_SIGMOID, U_TANH, U_ERF, U_SQRT, U_EXP, U_LOG, U_NEG, U_ABS, U_RECIP,
-            U_LEAKY, U_CLIP, U_HSIG, U_HSWISH };
+enum unop {
+    U_RELU,
+    U_SIGMOID,
+    U_TANH,
+    U_ERF,
+    U_SQRT,
+    U_EXP,
+    U_LOG,
+    U_NEG,
+    U_ABS,
+    U_RECIP,
+    U_LEAKY,
+    U_CLIP,
+    U_HSIG,
+    U_HSWISH
+};
 
 /* min(max(x, lo), hi) as selects (fminf/fmaxf are calls that stop
  * vectorisation; NaN passes through). */
@@ -355,7 +368,7 @@ float onnx_sigmoid(float x)
 static inline __attribute__((always_inline)) void vexp16(onnx_v16f *px)
 {
     onnx_v16f x = *px, n, r, y, scale;
-    onnx_v16i lo = x < -87.0f, hi = x > 88.0f, nan = x != x, bits;
+    onnx_v16i lo = x<-87.0f, hi = x> 88.0f, nan = x != x, bits;
 
     /* NaN lanes compute exp(0) and get their NaN back at the end */
     x = (onnx_v16f)((onnx_v16i)x & ~nan);
@@ -407,7 +420,8 @@ ONNX_CLONES static void silu_loop(float *x, size_t n)
         x[i] = x[i] / (1.0f + vexpf(-x[i]));
 }
 
-ONNX_CLONES static void apply_unary(enum unop op, float *o, const float *x, size_t n, float p, float q)
+ONNX_CLONES static void apply_unary(enum unop op, float *o, const float *x, size_t n, float p,
+                                    float q)
 {
     switch (op) {
     case U_RELU:
@@ -841,8 +855,8 @@ static int k_concat(struct onnx_model *m, struct onnx_node *n, struct err *e)
             return err_set(e, ERR_INVALID, "input %d: type or rank differs from input 0", k);
         for (int i = 0; i < x->ndim; i++)
             if (i != axis && x->dims[i] != x0->dims[i])
-                return err_set(e, ERR_INVALID, "input %d: dim %d is %lld, input 0 has %lld", k,
-                               i, (long long)x->dims[i], (long long)x0->dims[i]);
+                return err_set(e, ERR_INVALID, "input %d: dim %d is %lld, input 0 has %lld", k, i,
+                               (long long)x->dims[i], (long long)x0->dims[i]);
         total += x->dims[axis];
     }
     memcpy(dims, x0->dims, sizeof(dims));
@@ -1089,8 +1103,7 @@ static int p_cast(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
         return e->code;
     n->a.to = (int)onnx_attr_i(p, "to", 0);
     if (n->a.to != ONNX_F32 && n->a.to != ONNX_I64)
-        return err_set(e, ERR_CONFIG, "cast to data type %d (float32=1 and int64=7 only)",
-                       n->a.to);
+        return err_set(e, ERR_CONFIG, "cast to data type %d (float32=1 and int64=7 only)", n->a.to);
     return ERR_OK;
 }
 

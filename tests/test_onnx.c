@@ -203,9 +203,9 @@ static void test_kept_value_gives_cam_inputs(void **state)
         }
     assert_null(onnx_value(m, "/head/head.0/Conv_output_0")); /* not kept: fused away */
     onnx_close(m);
-    assert_int_equal(onnx_open_keep(&m, FIX "effnet_tiny.onnx", (const char *const[]){"nope"}, 1,
-                                    &e),
-                     ERR_CONFIG);
+    assert_int_equal(
+        onnx_open_keep(&m, FIX "effnet_tiny.onnx", (const char *const[]){"nope"}, 1, &e),
+        ERR_CONFIG);
     assert_non_null(strstr(e.msg, "nope"));
     npy_free(&in);
 }
@@ -514,11 +514,14 @@ static void expect_npy_refused(const char *text, size_t len, int code, const cha
 #define H(s) "\x93NUMPY\x01\x00" s
 static void test_npy_bad_files_refused(void **state)
 {
-    static const char f64[] = H("\x39\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }");
+    static const char f64[] =
+        H("\x39\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }");
     static const char be[] = H("\x39\x00{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }");
     static const char fo[] = H("\x38\x00{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }");
-    static const char shp[] = H("\x3b\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,-1), }");
-    static const char shortdata[] = H("\x39\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\1\2\3\4");
+    static const char shp[] =
+        H("\x3b\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,-1), }");
+    static const char shortdata[] =
+        H("\x39\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\1\2\3\4");
     static const char hugehdr[] = H("\xff\xff{");
     (void)state;
 
@@ -559,7 +562,8 @@ static void test_predict_command_writes_npy(void **state)
     assert_non_null(mkdtemp(dir));
     assert_int_equal(sh("%s predict -m " FIX "gru_session.onnx -i " FIX "gru_session_in0.npy "
                         "--input h0=" FIX "gru_session_in1.npy -o %s/y.npy -o hn=%s/h.npy",
-                        test_bin("streamml"), dir, dir), 0);
+                        test_bin("streamml"), dir, dir),
+                     0);
     for (int k = 0; k < 2; k++) {
         snprintf(path, sizeof(path), "%s/%s.npy", dir, k ? "h" : "y");
         assert_int_equal(npy_read(path, &got, &e), 0);
@@ -570,14 +574,20 @@ static void test_predict_command_writes_npy(void **state)
         unlink(path);
     }
     /* unsupported model: 2; wrong input type: 1; unknown input name: 2 */
-    assert_int_equal(sh("%s predict -m " FIX "unsupported_op.onnx -i x.npy 2>/dev/null",
-                        test_bin("streamml")), 2);
+    assert_int_equal(
+        sh("%s predict -m " FIX "unsupported_op.onnx -i x.npy 2>/dev/null", test_bin("streamml")),
+        2);
     assert_int_equal(sh("%s predict -m " FIX "conv_net.onnx -i " FIX "gru_session_in0.npy "
-                        "2>/dev/null", test_bin("streamml")), 1);
+                        "2>/dev/null",
+                        test_bin("streamml")),
+                     1);
     assert_int_equal(sh("%s predict -m " FIX "conv_net.onnx -i nope=" FIX "conv_net_in0.npy "
-                        "2>/dev/null", test_bin("streamml")), 2);
-    assert_int_equal(sh("%s model inspect " FIX "effnet_tiny.onnx | grep -q 'Conv  *22'",
-                        test_bin("streamml")), 0);
+                        "2>/dev/null",
+                        test_bin("streamml")),
+                     2);
+    assert_int_equal(
+        sh("%s model inspect " FIX "effnet_tiny.onnx | grep -q 'Conv  *22'", test_bin("streamml")),
+        0);
     rmdir(dir);
 }
 

@@ -15,8 +15,8 @@ int cmd_model(int argc, char **argv);     /* cmd_predict.c: `model inspect FILE`
 int cmd_config(int argc, char **argv);    /* cmd_config.c: `config show|check` */
 
 /* cmd_predict_onnx.c: predict and model inspect for .onnx files */
-int cmd_is_onnx(const char *path);                 /* path ends in .onnx */
-const char *cmd_model_arg(int argc, char **argv);  /* --model value, before getopt */
+int cmd_is_onnx(const char *path);                /* path ends in .onnx */
+const char *cmd_model_arg(int argc, char **argv); /* --model value, before getopt */
 int cmd_predict_onnx(int argc, char **argv);
 int cmd_model_inspect_onnx(const char *path);
 
