@@ -38,3 +38,5 @@ for batch in 1 8; do
         $PY -c "b=$batch; s=$s/b; t=$t/b; print(f'| {b} | $threads | {s:.1f} | {1000/s:.1f} | {t:.1f} | {1000/t:.1f} | {t/s:.2f}x |')"
     done
 done
+echo
+"$BUILD/bench/bench_gru_step" tests/fixtures/onnx/gru_session.onnx
