@@ -141,7 +141,7 @@ onnx-fixtures:
 	$(PY) tests/fixtures/make_onnx_fixtures.py
 
 # The ONNX kernels are written to auto-vectorise (-O3); see ONNX_CLONES.
-$(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3
+$(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3 -ffp-contract=fast
 
 # EfficientNet-B0 speed, streamml vs PyTorch (bench/onnx.sh); figures only.
 bench-onnx: all
@@ -151,3 +151,5 @@ bench-onnx: all
 .PHONY: bench-images
 bench-images: all
 	BUILD=$(BUILD) bench/images.sh
+
+.PHONY: onnx-models onnx-parity onnx-fixtures bench-onnx

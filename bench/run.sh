@@ -139,3 +139,11 @@ echo "| load average when measured | $(cut -d' ' -f1-3 /proc/loadavg) |"
 
 # Monitoring cost (issue 4): monitor + metrics per event, worker off vs on.
 { echo; BUILD="$BUILD" N="$N" bench/monitoring.sh; } | tee -a "$out"
+
+# ONNX runtime: EfficientNet-B0, streamml vs PyTorch (bench/onnx.sh), its own section.
+{
+echo
+echo "## ONNX: EfficientNet-B0, streamml vs PyTorch"
+echo
+BUILD="$BUILD" bench/onnx.sh
+} | tee -a "$out"

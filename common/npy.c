@@ -96,8 +96,10 @@ static int parse_header(const char *h, const char *path, struct onnx_tensor *t, 
     const char *fo = dict_value(h, "fortran_order");
 
     if (!fo || strncmp(fo, "False", 5) != 0)
-        return err_set(e, ERR_CONFIG, "npy: %s: fortran_order must be False (use "
-                       "np.ascontiguousarray)", path);
+        return err_set(e, ERR_CONFIG,
+                       "npy: %s: fortran_order must be False (use "
+                       "np.ascontiguousarray)",
+                       path);
     if (parse_descr(h, path, &t->dtype, e) || parse_shape(h, path, t, e))
         return e->code;
     return ERR_OK;

@@ -56,23 +56,23 @@ size_t onnx_numel(const struct onnx_tensor *t)
 #define MAX_THREADS 16
 
 struct par_job {
-    void (*fn)(void *arg, int64_t b, int64_t e);
+    onnx_chunk_fn fn;
     void *arg;
     int64_t b, e;
+    int tid;
 };
 
 static void *par_main(void *p)
 {
     struct par_job *j = p;
 
-    j->fn(j->arg, j->b, j->e);
+    j->fn(j->arg, j->b, j->e, j->tid);
     return NULL;
 }
 
 /* Threads are started per call: a layer is ~0.1-10 ms, a start ~20 us. A
  * thread that cannot be started runs its chunk on the caller. */
-void onnx_parallel(const struct onnx_model *m, void (*fn)(void *arg, int64_t b, int64_t e),
-                   void *arg, int64_t n)
+void onnx_parallel(const struct onnx_model *m, onnx_chunk_fn fn, void *arg, int64_t n)
 {
     struct par_job jobs[MAX_THREADS];
     pthread_t th[MAX_THREADS];
@@ -80,11 +80,11 @@ void onnx_parallel(const struct onnx_model *m, void (*fn)(void *arg, int64_t b, 
     int t = m->threads < n ? m->threads : (int)n;
 
     if (t <= 1) {
-        fn(arg, 0, n);
+        fn(arg, 0, n, 0);
         return;
     }
     for (int i = 0; i < t; i++)
-        jobs[i] = (struct par_job){fn, arg, n * i / t, n * (i + 1) / t};
+        jobs[i] = (struct par_job){fn, arg, n * i / t, n * (i + 1) / t, i};
     for (int i = 1; i < t; i++)
         started[i] = pthread_create(&th[i], NULL, par_main, &jobs[i]) == 0;
     for (int i = 0; i < t; i++)
@@ -299,6 +299,11 @@ static int tensor_from_proto(struct onnx_value *v, const Onnx__TensorProto *tp, 
     if (bytes)
         memcpy(v->buf, src, bytes);
     v->cap = bytes;
+    /* A NaN weight is never meant: it would turn outputs to NaN silently.
+     * (Infinities are kept: masks use -inf.) */
+    for (size_t i = 0; v->t.dtype == ONNX_F32 && i < bytes / sizeof(float); i++)
+        if (isnan(((const float *)v->buf)[i]))
+            return err_set(e, ERR_CONFIG, "onnx: %s '%s' element %zu is NaN", what, tp->name, i);
     v->t.data = v->buf;
     v->is_const = 1;
     v->defined = 1;
@@ -326,8 +331,7 @@ static int load_initializers(struct onnx_model *m, const Onnx__GraphProto *g, st
 
 /* ---- graph inputs and outputs ---- */
 
-static int input_type(struct onnx_model *m, size_t i, const Onnx__ValueInfoProto *vi,
-                      struct err *e)
+static int input_type(struct onnx_model *m, size_t i, const Onnx__ValueInfoProto *vi, struct err *e)
 {
     const Onnx__TypeProto *tp = vi->type;
     const Onnx__TensorShapeProto *sh;
@@ -336,8 +340,9 @@ static int input_type(struct onnx_model *m, size_t i, const Onnx__ValueInfoProto
     if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
         return err_set(e, ERR_CONFIG, "onnx: input '%s' is not a tensor", vi->name);
     if (tp->tensor_type->elem_type != ONNX_F32 && tp->tensor_type->elem_type != ONNX_I64)
-        return err_set(e, ERR_CONFIG, "onnx: input '%s' has element type %d (float32 or int64 only)",
-                       vi->name, tp->tensor_type->elem_type);
+        return err_set(e, ERR_CONFIG,
+                       "onnx: input '%s' has element type %d (float32 or int64 only)", vi->name,
+                       tp->tensor_type->elem_type);
     sh = tp->tensor_type->shape;
     if (!sh || sh->n_dim > ONNX_MAX_DIMS)
         return err_set(e, ERR_CONFIG, "onnx: input '%s' has no shape or more than %d dims",
@@ -455,7 +460,8 @@ static int load_node(struct onnx_model *m, size_t i, const Onnx__NodeProto *p, s
         return err_set(e, ERR_CONFIG, "onnx: unsupported op %s (node %s)", n->op, n->name);
     if ((int)p->n_input < def->min_in || (int)p->n_input > def->max_in ||
         (int)p->n_output < def->min_out || (int)p->n_output > def->max_out)
-        return err_set(e, ERR_CONFIG, "onnx: node %s (%s): %zu inputs, %zu outputs (expected %d..%d, %d..%d)",
+        return err_set(e, ERR_CONFIG,
+                       "onnx: node %s (%s): %zu inputs, %zu outputs (expected %d..%d, %d..%d)",
                        n->name, n->op, p->n_input, p->n_output, def->min_in, def->max_in,
                        def->min_out, def->max_out);
     n->run = def->run;
@@ -537,8 +543,10 @@ static int parse_model(struct onnx_model *m, const char *path, struct err *e)
     m->proto = onnx__model_proto__unpack(NULL, len, buf);
     free(buf);
     if (!m->proto)
-        return err_set(e, ERR_DECODE, "onnx: %s: not an ONNX model (protobuf decoding failed: "
-                       "truncated or not a ModelProto)", path);
+        return err_set(e, ERR_DECODE,
+                       "onnx: %s: not an ONNX model (protobuf decoding failed: "
+                       "truncated or not a ModelProto)",
+                       path);
     if (!m->proto->graph)
         return err_set(e, ERR_DECODE, "onnx: %s: no graph in the file (not an ONNX model?)", path);
     snprintf(m->producer, sizeof(m->producer), "%s%s%s",

@@ -19,8 +19,8 @@
 struct onnx_value {
     const char *name; /* owned by the proto */
     struct onnx_tensor t;
-    void *buf;   /* owned buffer (NULL for a borrowed input) */
-    size_t cap;  /* bytes of buf */
+    void *buf;  /* owned buffer (NULL for a borrowed input) */
+    size_t cap; /* bytes of buf */
     int is_const;
     int is_input;
     int is_output; /* a graph output or a kept value: never pooled, never fused away */
@@ -49,12 +49,12 @@ struct onnx_attrs {
     int trans_a, trans_b;
     float alpha, beta, epsilon;
     int64_t hidden_size;
-    int direction; /* GRU: 0 forward, 1 reverse, 2 bidirectional */
+    int direction;      /* GRU: 0 forward, 1 reverse, 2 bidirectional */
     int64_t start, end; /* Shape */
     int has_end;
     int allowzero;
-    int to; /* Cast target dtype */
-    int act; /* enum onnx_act: fused activation */
+    int to;             /* Cast target dtype */
+    int act;            /* enum onnx_act: fused activation */
     float act_a, act_b; /* its parameters (Clip min/max, HardSigmoid alpha/beta) */
     int64_t fill_i64;
     float fill_f32;
@@ -69,7 +69,7 @@ struct onnx_node {
     const char *name; /* node name or "#index" */
     char label[24];   /* "#index" when the node is unnamed */
     onnx_kernel run;
-    const Onnx__NodeProto *p; /* attributes (Constant reads its value at load) */
+    const Onnx__NodeProto *p;              /* attributes (Constant reads its value at load) */
     int in[ONNX_MAX_IO], out[ONNX_MAX_IO]; /* value indices; -1 = absent */
     int n_in, n_out;
     struct onnx_attrs a;
@@ -100,7 +100,7 @@ struct onnx_model {
     struct onnx_buf {
         void *p;
         size_t cap;
-    } *pool;
+    } * pool;
     size_t n_pool, cap_pool;
     int threads;    /* for onnx_parallel */
     float *scratch; /* im2col and kernel temporaries */
@@ -118,11 +118,11 @@ void *onnx_out(struct onnx_model *m, struct onnx_node *n, int k, enum onnx_dtype
 float *onnx_scratch(struct onnx_model *m, size_t n, struct err *e);
 /* Product of dims, or -1 when it exceeds ONNX_MAX_ELEMS or a dim is < 0. */
 int64_t onnx_count(int ndim, const int64_t *dims);
-/* Runs fn over [0, n) split into m->threads contiguous chunks, one per
- * thread (the caller's included); returns when all are done. fn must only
- * write data owned by its chunk. */
-void onnx_parallel(const struct onnx_model *m, void (*fn)(void *arg, int64_t b, int64_t e),
-                   void *arg, int64_t n);
+/* Runs fn over [0, n) split into at most m->threads contiguous chunks, one
+ * per thread (the caller's included; tid 0..threads-1); returns when all
+ * are done. fn must only write data owned by its chunk or its tid. */
+typedef void (*onnx_chunk_fn)(void *arg, int64_t b, int64_t e, int tid);
+void onnx_parallel(const struct onnx_model *m, onnx_chunk_fn fn, void *arg, int64_t n);
 size_t onnx_dtype_size(enum onnx_dtype dt);
 /* Checks tp (dtype f32/i64, dims, data length) into t and points *src at
  * its data (owned by tp). what names the tensor's role in messages. */

@@ -43,8 +43,8 @@ static int spatial_attrs(struct onnx_node *n, const Onnx__NodeProto *p, struct e
             n->a.pads[i + 2] < 0 || (n->a.has_kernel && n->a.kernel[i] < 1) ||
             n->a.strides[i] > LIM || n->a.dilations[i] > LIM || n->a.pads[i] > LIM ||
             n->a.pads[i + 2] > LIM || n->a.kernel[i] > LIM)
-            return err_set(e, ERR_CONFIG,
-                           "kernel, strides, dilations must be 1..%d, pads 0..%d", LIM, LIM);
+            return err_set(e, ERR_CONFIG, "kernel, strides, dilations must be 1..%d, pads 0..%d",
+                           LIM, LIM);
     return ERR_OK;
 }
 
@@ -60,8 +60,8 @@ int onnx_p_conv(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
 
 /* Geometry of one 2-D window op. */
 struct geo {
-    int64_t n, c, h, w;     /* input */
-    int64_t m, oh, ow;      /* output channels, size */
+    int64_t n, c, h, w; /* input */
+    int64_t m, oh, ow;  /* output channels, size */
     int64_t kh, kw, sh, sw, dh, dw, pt, pl;
 };
 
@@ -85,9 +85,21 @@ static int window_geo(const struct onnx_node *n, const struct onnx_tensor *x, in
 {
     if (x->ndim != 4 || x->dtype != ONNX_F32)
         return err_set(e, ERR_INVALID, "input must be float32 NCHW (got %d dims)", x->ndim);
-    *g = (struct geo){x->dims[0], x->dims[1], x->dims[2], x->dims[3], x->dims[1], 0, 0, kh, kw,
-                      n->a.strides[0], n->a.strides[1], n->a.dilations[0], n->a.dilations[1],
-                      n->a.pads[0], n->a.pads[1]};
+    *g = (struct geo){x->dims[0],
+                      x->dims[1],
+                      x->dims[2],
+                      x->dims[3],
+                      x->dims[1],
+                      0,
+                      0,
+                      kh,
+                      kw,
+                      n->a.strides[0],
+                      n->a.strides[1],
+                      n->a.dilations[0],
+                      n->a.dilations[1],
+                      n->a.pads[0],
+                      n->a.pads[1]};
     if (out_size(g->h, n->a.pads[0], n->a.pads[2], kh, g->sh, g->dh, ceil_mode, &g->oh) ||
         out_size(g->w, n->a.pads[1], n->a.pads[3], kw, g->sw, g->dw, ceil_mode, &g->ow))
         return err_set(e, ERR_INVALID, "kernel %lldx%lld larger than the padded %lldx%lld input",
@@ -99,7 +111,7 @@ static int window_geo(const struct onnx_node *n, const struct onnx_tensor *x, in
 static void valid_range(int64_t w, int64_t ow, int64_t s, int64_t pad, int64_t off, int64_t *lo,
                         int64_t *hi)
 {
-    int64_t a = pad - off; /* ox*s >= a */
+    int64_t a = pad - off;         /* ox*s >= a */
     int64_t b = w - 1 + pad - off; /* ox*s <= b */
 
     *lo = a <= 0 ? 0 : (a + s - 1) / s;
@@ -149,10 +161,11 @@ struct act_job {
 };
 
 /* Bias and fused activation over output planes [pb, pe). */
-static void act_planes(void *arg, int64_t pb, int64_t pe)
+static void act_planes(void *arg, int64_t pb, int64_t pe, int tid)
 {
     const struct act_job *j = arg;
 
+    (void)tid;
     for (int64_t p = pb; p < pe; p++) {
         float *r = j->y + p * j->hw;
         if (j->bias)
@@ -171,30 +184,47 @@ static void bias_act_all(const struct onnx_model *m, const struct onnx_node *n, 
         onnx_parallel(m, act_planes, &j, g->n * g->m);
 }
 
-/* One output row of a depthwise channel: r[ox] = b + sum w * x. The row
- * stays in L1 while every tap is added. */
-ONNX_CLONES static void dw_row(const struct geo *g, const float *xc, const float *wc, float b,
-                               int64_t oy, const int64_t *lo, const int64_t *hi, float *r)
+#define DW_LANES ONNX_LANES /* output columns per register block */
+typedef onnx_v16f v16f;
+
+static inline __attribute__((always_inline)) void load_taps(v16f *out, const float *s,
+                                                            int64_t stride)
 {
-    for (int64_t ox = 0; ox < g->ow; ox++)
-        r[ox] = b;
-    for (int64_t ky = 0; ky < g->kh; ky++) {
-        int64_t iy = oy * g->sh - g->pt + ky * g->dh;
-        if (iy < 0 || iy >= g->h)
-            continue;
-        for (int64_t kx = 0; kx < g->kw; kx++) {
-            const float *src = xc + iy * g->w - g->pl + kx * g->dw;
-            float wv = wc[ky * g->kw + kx];
-            if (g->sw == 1)
-                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
-                    r[ox] += wv * src[ox];
-            else if (g->sw == 2)
-                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
-                    r[ox] += wv * src[2 * ox];
-            else
-                for (int64_t ox = lo[kx]; ox < hi[kx]; ox++)
-                    r[ox] += wv * src[ox * g->sw];
+    v16f v, hi;
+
+    if (stride == 1) {
+        memcpy(&v, s, sizeof(v));
+    } else if (stride == 2) {
+        memcpy(&v, s, sizeof(v));
+        memcpy(&hi, s + DW_LANES, sizeof(hi));
+        v = __builtin_shufflevector(v, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                    30);
+    } else {
+        for (int i = 0; i < DW_LANES; i++)
+            v[i] = s[i * stride];
+    }
+    *out = v;
+}
+
+/* One output row of a depthwise channel from its zero-padded plane P (row
+ * stride wp): blocks of DW_LANES columns accumulate every tap in a register.
+ * Columns past ow are computed and dropped (the plane has slack after it
+ * for their reads). */
+ONNX_CLONES static void dw_row(const struct geo *g, const float *P, int64_t wp, const float *wc,
+                               float b, int64_t oy, float *r)
+{
+    for (int64_t ox0 = 0; ox0 < g->ow; ox0 += DW_LANES) {
+        v16f acc = (v16f){0} + b;
+        int64_t len = g->ow - ox0 < DW_LANES ? g->ow - ox0 : DW_LANES;
+        for (int64_t ky = 0; ky < g->kh; ky++) {
+            const float *row = P + (oy * g->sh + ky * g->dh) * wp + ox0 * g->sw;
+            for (int64_t kx = 0; kx < g->kw; kx++) {
+                v16f taps;
+                load_taps(&taps, row + kx * g->dw, g->sw);
+                acc += wc[ky * g->kw + kx] * taps;
+            }
         }
+        memcpy(r + ox0, &acc, (size_t)len * sizeof(float));
     }
 }
 
@@ -203,22 +233,38 @@ struct dw_job {
     const struct geo *g;
     const float *x, *w, *b;
     float *y;
-    int64_t lo[64], hi[64];
+    float *pad;            /* one padded plane (+ slack) per thread */
+    int64_t hp, wp, plane; /* padded height, width; floats per thread */
 };
 
+/* The zero-padded copy of one input plane. */
+static void pad_plane(const struct geo *g, const float *xc, int64_t hp, int64_t wp, float *P)
+{
+    memset(P, 0, (size_t)(g->pt * wp) * sizeof(float));
+    for (int64_t iy = 0; iy < g->h; iy++) {
+        float *d = P + (g->pt + iy) * wp;
+        memset(d, 0, (size_t)g->pl * sizeof(float));
+        memcpy(d + g->pl, xc + iy * g->w, (size_t)g->w * sizeof(float));
+        memset(d + g->pl + g->w, 0, (size_t)(wp - g->pl - g->w) * sizeof(float));
+    }
+    memset(P + (g->pt + g->h) * wp, 0, (size_t)((hp - g->pt - g->h) * wp) * sizeof(float));
+}
+
 /* Planes [pb, pe) of a depthwise conv (plane = image * channels + c). */
-static void dw_planes(void *arg, int64_t pb, int64_t pe)
+static void dw_planes(void *arg, int64_t pb, int64_t pe, int tid)
 {
     const struct dw_job *j = arg;
     const struct geo *g = j->g;
     int64_t hw = g->oh * g->ow;
+    float *P = j->pad + tid * j->plane;
 
     for (int64_t p = pb; p < pe; p++) {
         int64_t c = p % g->c;
-        const float *xc = j->x + p * g->h * g->w, *wc = j->w + c * g->kh * g->kw;
+        const float *wc = j->w + c * g->kh * g->kw;
         float *yc = j->y + p * hw;
+        pad_plane(g, j->x + p * g->h * g->w, j->hp, j->wp, P);
         for (int64_t oy = 0; oy < g->oh; oy++) {
-            dw_row(g, xc, wc, j->b ? j->b[c] : 0.0f, oy, j->lo, j->hi, yc + oy * g->ow);
+            dw_row(g, P, j->wp, wc, j->b ? j->b[c] : 0.0f, oy, yc + oy * g->ow);
             onnx_activate(j->n->a.act, yc + oy * g->ow, (size_t)g->ow, j->n->a.act_a,
                           j->n->a.act_b);
         }
@@ -226,15 +272,23 @@ static void dw_planes(void *arg, int64_t pb, int64_t pe)
 }
 
 /* A depthwise conv (group == channels == outputs) over the whole batch,
- * planes split among the threads. */
-static void depthwise(const struct onnx_model *m, const struct onnx_node *n, const float *x,
-                      const float *w, const float *b, const struct geo *g, float *y)
+ * planes split among the threads. The padded plane makes the taps branch-
+ * free; its bottom rows cover every window (hp >= (oh-1)*sh + (kh-1)*dh + 1). */
+static int depthwise(struct onnx_model *m, const struct onnx_node *n, const float *x,
+                     const float *w, const float *b, const struct geo *g, float *y, struct err *e)
 {
-    struct dw_job j = {n, g, x, w, b, y, {0}, {0}};
+    struct dw_job j = {n, g, x, w, b, y, NULL, 0, 0, 0};
+    int64_t hneed = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    int64_t wneed = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
 
-    for (int64_t kx = 0; kx < g->kw; kx++)
-        valid_range(g->w, g->ow, g->sw, g->pl, kx * g->dw, &j.lo[kx], &j.hi[kx]);
+    j.hp = g->pt + g->h > hneed ? g->pt + g->h : hneed;
+    j.wp = g->pl + g->w > wneed ? g->pl + g->w : wneed;
+    j.plane = j.hp * j.wp + 2 * DW_LANES * (g->sw > 2 ? g->sw : 2); /* load_taps overreach */
+    j.pad = onnx_scratch(m, (size_t)(j.plane * (m->threads > 0 ? m->threads : 1)), e);
+    if (!j.pad)
+        return e->code;
     onnx_parallel(m, dw_planes, &j, g->n * g->c);
+    return ERR_OK;
 }
 
 static int conv_check(const struct onnx_node *n, const struct onnx_tensor *x,
@@ -260,8 +314,8 @@ static int conv_gemm(struct onnx_model *m, const struct onnx_node *n, const floa
 {
     int64_t grp = n->a.group, cg = g->c / grp, mg = g->m / grp, k = cg * g->kh * g->kw;
     int64_t hw = g->oh * g->ow;
-    int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 &&
-                 g->pl == 0 && n->a.pads[2] == 0 && n->a.pads[3] == 0;
+    int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 &&
+                 n->a.pads[2] == 0 && n->a.pads[3] == 0;
     float *col = direct ? NULL : onnx_scratch(m, (size_t)(k * hw), e);
 
     if (!direct && !col)
@@ -273,8 +327,8 @@ static int conv_gemm(struct onnx_model *m, const struct onnx_node *n, const floa
         if (!direct)
             im2col(xg, cg, g, col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)hw, (int)k, 1.0f,
-                    w + gi * mg * k, (int)k, direct ? xg : col, (int)hw, 0.0f,
-                    y + gi * mg * hw, (int)hw);
+                    w + gi * mg * k, (int)k, direct ? xg : col, (int)hw, 0.0f, y + gi * mg * hw,
+                    (int)hw);
     }
     return ERR_OK;
 }
@@ -296,10 +350,8 @@ int onnx_k_conv(struct onnx_model *m, struct onnx_node *n, struct err *e)
     y = onnx_out(m, n, 0, ONNX_F32, 4, dims, e);
     if (!y)
         return e->code;
-    if (n->a.group == g.c && g.m == g.c && g.kw <= 64) {
-        depthwise(m, n, x->data, w->data, b ? b->data : NULL, &g, y);
-        return ERR_OK;
-    }
+    if (n->a.group == g.c && g.m == g.c)
+        return depthwise(m, n, x->data, w->data, b ? b->data : NULL, &g, y, e);
     for (int64_t i = 0; i < g.n; i++) {
         const float *xi = (const float *)x->data + i * g.c * g.h * g.w;
         float *yi = y + i * g.m * g.oh * g.ow;
@@ -430,6 +482,25 @@ int onnx_k_avgpool(struct onnx_model *m, struct onnx_node *n, struct err *e)
     return run_pool(m, n, 0, e);
 }
 
+/* Sum of n floats: 16 lanes of float partial sums (each adds at most
+ * n/16 terms), then the lanes and the tail in double. */
+ONNX_CLONES static double plane_sum(const float *x, int64_t n)
+{
+    v16f acc = {0}, v;
+    double s = 0;
+    int64_t i = 0;
+
+    for (; i + DW_LANES <= n; i += DW_LANES) {
+        memcpy(&v, x + i, sizeof(v));
+        acc += v;
+    }
+    for (int k = 0; k < DW_LANES; k++)
+        s += acc[k];
+    for (; i < n; i++)
+        s += x[i];
+    return s;
+}
+
 int onnx_k_gap(struct onnx_model *m, struct onnx_node *n, struct err *e)
 {
     const struct onnx_tensor *x = onnx_in(m, n, 0);
@@ -446,13 +517,9 @@ int onnx_k_gap(struct onnx_model *m, struct onnx_node *n, struct err *e)
     if (!y)
         return e->code;
     planes = x->dims[0] * x->dims[1];
-    for (int64_t p = 0; p < planes; p++) {
-        const float *src = (const float *)x->data + p * inner;
-        double s = 0;
-        for (int64_t i = 0; i < inner; i++)
-            s += src[i];
-        y[p] = inner ? (float)(s / (double)inner) : 0.0f;
-    }
+    for (int64_t p = 0; p < planes; p++)
+        y[p] = inner ? (float)(plane_sum((const float *)x->data + p * inner, inner) / (double)inner)
+                     : 0.0f;
     return ERR_OK;
 }
 
@@ -486,8 +553,8 @@ static int gemm_c(const struct onnx_tensor *c, float beta, int64_t mm, int64_t n
                        (long long)nn);
     for (int64_t i = 0; i < mm; i++)
         for (int64_t j = 0; j < nn; j++)
-            out[i * nn + j] = beta * ((const float *)c->data)[(cm == 1 ? 0 : i) * cn +
-                                                               (cn == 1 ? 0 : j)];
+            out[i * nn + j] =
+                beta * ((const float *)c->data)[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
     return ERR_OK;
 }
 
@@ -513,32 +580,55 @@ int onnx_k_gemm(struct onnx_model *m, struct onnx_node *n, struct err *e)
         return e->code;
     if (mm && nn && kk)
         cblas_sgemm(CblasRowMajor, n->a.trans_a ? CblasTrans : CblasNoTrans,
-                    n->a.trans_b ? CblasTrans : CblasNoTrans, (int)mm, (int)nn, (int)kk,
-                    n->a.alpha, a->data, (int)a->dims[1], b->data, (int)b->dims[1], 1.0f, y,
-                    (int)nn);
+                    n->a.trans_b ? CblasTrans : CblasNoTrans, (int)mm, (int)nn, (int)kk, n->a.alpha,
+                    a->data, (int)a->dims[1], b->data, (int)b->dims[1], 1.0f, y, (int)nn);
     onnx_activate(n->a.act, y, (size_t)(mm * nn), n->a.act_a, n->a.act_b);
     return ERR_OK;
+}
+
+/* Matrix index of batch i in t (batch dims of rank t->ndim, aligned right
+ * to the broadcast batch shape bd of rank nd; broadcast dims repeat). */
+static int64_t batch_offset(const struct onnx_tensor *t, int nd, const int64_t *bd, int64_t i)
+{
+    int64_t off = 0, stride = 1;
+
+    for (int d = nd - 1; d >= 0; d--) {
+        int64_t idx = i % bd[d];
+        int dt = d - (nd - t->ndim);
+        i /= bd[d];
+        if (dt >= 0) {
+            off += (t->dims[dt] == 1 ? 0 : idx) * stride;
+            stride *= t->dims[dt];
+        }
+    }
+    return off;
+}
+
+/* 1-D operands promoted as NumPy does: a [K] -> [1, K], b [K] -> [K, 1]. */
+static void promote_1d(struct onnx_tensor *a, struct onnx_tensor *b)
+{
+    if (a->ndim == 1) {
+        a->dims[1] = a->dims[0];
+        a->dims[0] = 1;
+        a->ndim = 2;
+    }
+    if (b->ndim == 1) {
+        b->dims[1] = 1;
+        b->ndim = 2;
+    }
 }
 
 /* MatMul with NumPy semantics: 1-D operands promoted, batch dims broadcast. */
 int onnx_k_matmul(struct onnx_model *m, struct onnx_node *n, struct err *e)
 {
     struct onnx_tensor a = *onnx_in(m, n, 0), b = *onnx_in(m, n, 1), ab, bb;
-    int a1 = a.ndim == 1, b1 = b.ndim == 1, nd, od = 0;
-    int64_t bd[ONNX_MAX_DIMS], dims[ONNX_MAX_DIMS], mm, kk, nn, batch;
+    int a1 = a.ndim == 1, b1 = b.ndim == 1, nd, od;
+    int64_t bd[ONNX_MAX_DIMS], dims[ONNX_MAX_DIMS], mm, kk, nn;
     float *y;
 
     if (a.dtype != ONNX_F32 || b.dtype != ONNX_F32 || a.ndim < 1 || b.ndim < 1)
         return err_set(e, ERR_INVALID, "float32 operands of rank >= 1 expected");
-    if (a1) {
-        a.dims[1] = a.dims[0];
-        a.dims[0] = 1;
-        a.ndim = 2;
-    }
-    if (b1) {
-        b.dims[1] = 1;
-        b.ndim = 2;
-    }
+    promote_1d(&a, &b);
     mm = a.dims[a.ndim - 2];
     kk = a.dims[a.ndim - 1];
     nn = b.dims[b.ndim - 1];
@@ -551,8 +641,8 @@ int onnx_k_matmul(struct onnx_model *m, struct onnx_node *n, struct err *e)
     bb.ndim -= 2;
     if (onnx_broadcast(&ab, &bb, &nd, bd, e))
         return e->code;
-    for (int i = 0; i < nd; i++)
-        dims[od++] = bd[i];
+    memcpy(dims, bd, (size_t)nd * sizeof(int64_t));
+    od = nd;
     if (!a1)
         dims[od++] = mm;
     if (!b1)
@@ -560,30 +650,16 @@ int onnx_k_matmul(struct onnx_model *m, struct onnx_node *n, struct err *e)
     y = onnx_out(m, n, 0, ONNX_F32, od, dims, e);
     if (!y)
         return e->code;
-    batch = onnx_count(nd, bd);
-    for (int64_t i = 0; i < batch; i++) {
-        /* Offsets of batch i in a and b (broadcast dims repeat). */
-        int64_t ia = 0, ib = 0, rem = i, sa = 1, sb = 1;
-        for (int d = nd - 1; d >= 0; d--) {
-            int64_t idx = rem % bd[d];
-            int da = d - (nd - ab.ndim), db = d - (nd - bb.ndim);
-            rem /= bd[d];
-            if (da >= 0) {
-                ia += (ab.dims[da] == 1 ? 0 : idx) * sa;
-                sa *= ab.dims[da];
-            }
-            if (db >= 0) {
-                ib += (bb.dims[db] == 1 ? 0 : idx) * sb;
-                sb *= bb.dims[db];
-            }
+    for (int64_t i = 0, batch = onnx_count(nd, bd); i < batch; i++) {
+        float *yi = y + i * mm * nn;
+        if (!mm || !nn || !kk) {
+            memset(yi, 0, (size_t)(mm * nn) * sizeof(float));
+            continue;
         }
-        if (mm && nn && kk)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mm, (int)nn, (int)kk,
-                        1.0f, (const float *)a.data + ia * mm * kk, (int)kk,
-                        (const float *)b.data + ib * kk * nn, (int)nn, 0.0f, y + i * mm * nn,
-                        (int)nn);
-        else
-            memset(y + i * mm * nn, 0, (size_t)(mm * nn) * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mm, (int)nn, (int)kk, 1.0f,
+                    (const float *)a.data + batch_offset(&ab, nd, bd, i) * mm * kk, (int)kk,
+                    (const float *)b.data + batch_offset(&bb, nd, bd, i) * kk * nn, (int)nn, 0.0f,
+                    yi, (int)nn);
     }
     return ERR_OK;
 }
@@ -594,8 +670,7 @@ int onnx_p_gru(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
 {
     const Onnx__AttributeProto *acts = onnx_attr(p, "activations");
 
-    if (onnx_attr_known(p, "activations\0direction\0hidden_size\0layout\0linear_before_reset\0",
-                        e))
+    if (onnx_attr_known(p, "activations\0direction\0hidden_size\0layout\0linear_before_reset\0", e))
         return e->code;
     if (onnx_attr_i(p, "linear_before_reset", 0) != 1)
         return err_set(e, ERR_CONFIG,
@@ -609,7 +684,7 @@ int onnx_p_gru(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
         return err_set(e, ERR_CONFIG, "hidden_size %lld", (long long)n->a.hidden_size);
     n->a.direction = onnx_attr_s_is(p, "direction", "reverse") == 1         ? 1
                      : onnx_attr_s_is(p, "direction", "bidirectional") == 1 ? 2
-                                                                             : 0;
+                                                                            : 0;
     if (onnx_attr_s_is(p, "direction", "forward") == 0 && n->a.direction == 0)
         return err_set(e, ERR_CONFIG, "unknown direction");
     for (size_t i = 0; acts && i < acts->n_strings; i++) {
@@ -648,7 +723,8 @@ static int gru_check(struct onnx_model *m, struct onnx_node *n, struct gru_dims 
         r->dtype != ONNX_F32)
         return err_set(e, ERR_INVALID, "R must be float32 [%lld, %lld, %lld]", (long long)d->nd,
                        (long long)(3 * d->h), (long long)d->h);
-    if (b && (b->ndim != 2 || b->dims[0] != d->nd || b->dims[1] != 6 * d->h || b->dtype != ONNX_F32))
+    if (b &&
+        (b->ndim != 2 || b->dims[0] != d->nd || b->dims[1] != 6 * d->h || b->dtype != ONNX_F32))
         return err_set(e, ERR_INVALID, "B must be float32 [%lld, %lld]", (long long)d->nd,
                        (long long)(6 * d->h));
     if (h0 && (h0->ndim != 3 || h0->dims[0] != d->nd || h0->dims[1] != d->b ||
@@ -700,13 +776,12 @@ static void gru_dir(struct onnx_model *m, struct onnx_node *n, const struct gru_
             else
                 memset(rh + i * g3, 0, (size_t)g3 * sizeof(float));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d->b, (int)g3, (int)d->h, 1.0f,
-                    h, (int)d->h, r, (int)d->h, 1.0f, rh, (int)g3);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d->b, (int)g3, (int)d->h, 1.0f, h,
+                    (int)d->h, r, (int)d->h, 1.0f, rh, (int)g3);
         for (int64_t i = 0; i < d->b; i++)
             gru_step(xw + (t * d->b + i) * g3, rh + i * g3, h + i * d->h, d->h);
         if (y)
-            memcpy(y + ((t * d->nd + dir) * d->b) * d->h, h,
-                   (size_t)(d->b * d->h) * sizeof(float));
+            memcpy(y + ((t * d->nd + dir) * d->b) * d->h, h, (size_t)(d->b * d->h) * sizeof(float));
     }
 }
 

@@ -51,8 +51,7 @@ float onnx_attr_f(const Onnx__NodeProto *p, const char *name, float def)
 }
 
 /* Up to max ints into out; -1 if absent, ERR_CONFIG if longer. */
-int onnx_attr_ints(const Onnx__NodeProto *p, const char *name, int64_t *out, int max,
-                   struct err *e)
+int onnx_attr_ints(const Onnx__NodeProto *p, const char *name, int64_t *out, int max, struct err *e)
 {
     const Onnx__AttributeProto *a = attr(p, name);
 
@@ -92,8 +91,8 @@ int onnx_axis(int64_t axis, int rank)
 }
 
 /* NumPy broadcast of two shapes into out; ERR_INVALID if incompatible. */
-int onnx_broadcast(const struct onnx_tensor *a, const struct onnx_tensor *b, int *nd,
-                   int64_t *out, struct err *e)
+int onnx_broadcast(const struct onnx_tensor *a, const struct onnx_tensor *b, int *nd, int64_t *out,
+                   struct err *e)
 {
     int n = a->ndim > b->ndim ? a->ndim : b->ndim;
 
@@ -172,8 +171,8 @@ enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW };
             }                                                                                      \
     } while (0)
 
-static void row_f32(enum binop op, float *o, const float *a, int64_t sa, const float *b,
-                    int64_t sb, int64_t n)
+static void row_f32(enum binop op, float *o, const float *a, int64_t sa, const float *b, int64_t sb,
+                    int64_t n)
 {
     switch (op) {
     case B_ADD:
@@ -216,35 +215,16 @@ static int binop_i64(enum binop op, int64_t *o, int64_t x, int64_t y, struct err
     }
 }
 
-static int run_binary(struct onnx_model *m, struct onnx_node *n, enum binop op, struct err *e)
+/* Broadcast operands over nd coalesced dims cd with element strides sa, sb:
+ * one call of the row kernel per step of an odometer over all dims but the
+ * last. */
+static int binary_rows(enum binop op, const struct onnx_tensor *a, const struct onnx_tensor *b,
+                       void *out, int cn, const int64_t *cd, const int64_t *sa, const int64_t *sb,
+                       struct err *e)
 {
-    const struct onnx_tensor *a = onnx_in(m, n, 0), *b = onnx_in(m, n, 1);
-    int64_t dims[ONNX_MAX_DIMS], cd[ONNX_MAX_DIMS], sa[ONNX_MAX_DIMS], sb[ONNX_MAX_DIMS];
-    int64_t idx[ONNX_MAX_DIMS] = {0};
-    int nd, cn;
-    void *out;
+    int64_t idx[ONNX_MAX_DIMS] = {0}, len = cd[cn - 1];
 
-    if (a->dtype != b->dtype)
-        return err_set(e, ERR_INVALID, "operands have different data types");
-    if (onnx_broadcast(a, b, &nd, dims, e))
-        return e->code;
-    out = onnx_out(m, n, 0, a->dtype, nd, dims, e);
-    if (!out)
-        return e->code;
-    if (onnx_count(nd, dims) == 0)
-        return ERR_OK;
-    bstrides(a, nd, dims, sa);
-    bstrides(b, nd, dims, sb);
-    memcpy(cd, dims, sizeof(dims));
-    cn = coalesce(nd, cd, sa, sb);
-    if (cn == 0) { /* scalars */
-        cn = 1;
-        cd[0] = 1;
-        sa[0] = sb[0] = 1;
-    }
-    /* Odometer over all but the last dim; a row per step. */
     for (int64_t oi = 0, ai = 0, bi = 0;;) {
-        int64_t len = cd[cn - 1];
         if (a->dtype == ONNX_F32) {
             row_f32(op, (float *)out + oi, (const float *)a->data + ai, sa[cn - 1],
                     (const float *)b->data + bi, sb[cn - 1], len);
@@ -267,9 +247,36 @@ static int run_binary(struct onnx_model *m, struct onnx_node *n, enum binop op, 
             idx[d] = 0;
         }
         if (d < 0)
-            break;
+            return ERR_OK;
     }
-    return ERR_OK;
+}
+
+static int run_binary(struct onnx_model *m, struct onnx_node *n, enum binop op, struct err *e)
+{
+    const struct onnx_tensor *a = onnx_in(m, n, 0), *b = onnx_in(m, n, 1);
+    int64_t dims[ONNX_MAX_DIMS], cd[ONNX_MAX_DIMS], sa[ONNX_MAX_DIMS], sb[ONNX_MAX_DIMS];
+    int nd, cn;
+    void *out;
+
+    if (a->dtype != b->dtype)
+        return err_set(e, ERR_INVALID, "operands have different data types");
+    if (onnx_broadcast(a, b, &nd, dims, e))
+        return e->code;
+    out = onnx_out(m, n, 0, a->dtype, nd, dims, e);
+    if (!out)
+        return e->code;
+    if (onnx_count(nd, dims) == 0)
+        return ERR_OK;
+    bstrides(a, nd, dims, sa);
+    bstrides(b, nd, dims, sb);
+    memcpy(cd, dims, sizeof(dims));
+    cn = coalesce(nd, cd, sa, sb);
+    if (cn == 0) { /* scalars */
+        cn = 1;
+        cd[0] = 1;
+        sa[0] = sb[0] = 1;
+    }
+    return binary_rows(op, a, b, out, cn, cd, sa, sb, e);
 }
 
 static int k_add(struct onnx_model *m, struct onnx_node *n, struct err *e)
@@ -299,8 +306,22 @@ static int k_pow(struct onnx_model *m, struct onnx_node *n, struct err *e)
 
 /* ---- elementwise unary (float32) ---- */
 
-enum unop { U_RELU, U_SIGMOID, U_TANH, U_ERF, U_SQRT, U_EXP, U_LOG, U_NEG, U_ABS, U_RECIP,
-            U_LEAKY, U_CLIP, U_HSIG, U_HSWISH };
+enum unop {
+    U_RELU,
+    U_SIGMOID,
+    U_TANH,
+    U_ERF,
+    U_SQRT,
+    U_EXP,
+    U_LOG,
+    U_NEG,
+    U_ABS,
+    U_RECIP,
+    U_LEAKY,
+    U_CLIP,
+    U_HSIG,
+    U_HSWISH
+};
 
 /* min(max(x, lo), hi) as selects (fminf/fmaxf are calls that stop
  * vectorisation; NaN passes through). */
@@ -318,6 +339,8 @@ static inline float vexpf(float x)
     float n, r, y;
     int32_t bits;
 
+    if (x != x) /* NaN in, NaN out (and no float-to-int conversion of it) */
+        return x;
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
     /* round to nearest by the 1.5 * 2^23 trick: no libm call, vectorises */
     n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -329,7 +352,7 @@ static inline float vexpf(float x)
     y = y * r + 1.6666665459E-1f;
     y = y * r + 5.0000001201E-1f;
     y = y * r * r + r + 1.0f;
-    bits = ((int32_t)n + 127) << 23;
+    bits = (int32_t)((uint32_t)((int32_t)n + 127) << 23);
     float scale;
     memcpy(&scale, &bits, sizeof(scale));
     return y * scale;
@@ -340,19 +363,65 @@ float onnx_sigmoid(float x)
     return 1.0f / (1.0f + vexpf(-x));
 }
 
+/* vexpf on 16 lanes; the clamp is a bitwise select so that the compiler
+ * cannot split the polynomial into per-branch copies. */
+static inline __attribute__((always_inline)) void vexp16(onnx_v16f *px)
+{
+    onnx_v16f x = *px, n, r, y, scale;
+    onnx_v16i lo = x<-87.0f, hi = x> 88.0f, nan = x != x, bits;
+
+    /* NaN lanes compute exp(0) and get their NaN back at the end */
+    x = (onnx_v16f)((onnx_v16i)x & ~nan);
+    x = (onnx_v16f)(((onnx_v16i)x & ~lo) | ((onnx_v16i)((onnx_v16f){0} - 87.0f) & lo));
+    x = (onnx_v16f)(((onnx_v16i)x & ~hi) | ((onnx_v16i)((onnx_v16f){0} + 88.0f) & hi));
+    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    y = r * 1.9875691500E-4f + 1.3981999507E-3f;
+    y = y * r + 8.3334519073E-3f;
+    y = y * r + 4.1665795894E-2f;
+    y = y * r + 1.6666665459E-1f;
+    y = y * r + 5.0000001201E-1f;
+    y = y * r * r + r + 1.0f;
+    bits = (onnx_v16i)((onnx_v16u)(__builtin_convertvector(n, onnx_v16i) + 127) << 23);
+    memcpy(&scale, &bits, sizeof(scale));
+    y = y * scale;
+    *px = (onnx_v16f)(((onnx_v16i)y & ~nan) | ((onnx_v16i)*px & nan));
+}
+
 ONNX_CLONES static void sigmoid_loop(float *o, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+
+    for (; i + ONNX_LANES <= n; i += ONNX_LANES) {
+        onnx_v16f v, t;
+        memcpy(&v, x + i, sizeof(v));
+        t = -v;
+        vexp16(&t);
+        v = 1.0f / (1.0f + t);
+        memcpy(o + i, &v, sizeof(v));
+    }
+    for (; i < n; i++)
         o[i] = 1.0f / (1.0f + vexpf(-x[i]));
 }
 
 ONNX_CLONES static void silu_loop(float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+
+    for (; i + ONNX_LANES <= n; i += ONNX_LANES) {
+        onnx_v16f v, t;
+        memcpy(&v, x + i, sizeof(v));
+        t = -v;
+        vexp16(&t);
+        v = v / (1.0f + t);
+        memcpy(x + i, &v, sizeof(v));
+    }
+    for (; i < n; i++)
         x[i] = x[i] / (1.0f + vexpf(-x[i]));
 }
 
-ONNX_CLONES static void apply_unary(enum unop op, float *o, const float *x, size_t n, float p, float q)
+ONNX_CLONES static void apply_unary(enum unop op, float *o, const float *x, size_t n, float p,
+                                    float q)
 {
     switch (op) {
     case U_RELU:
@@ -786,8 +855,8 @@ static int k_concat(struct onnx_model *m, struct onnx_node *n, struct err *e)
             return err_set(e, ERR_INVALID, "input %d: type or rank differs from input 0", k);
         for (int i = 0; i < x->ndim; i++)
             if (i != axis && x->dims[i] != x0->dims[i])
-                return err_set(e, ERR_INVALID, "input %d: dim %d is %lld, input 0 has %lld", k,
-                               i, (long long)x->dims[i], (long long)x0->dims[i]);
+                return err_set(e, ERR_INVALID, "input %d: dim %d is %lld, input 0 has %lld", k, i,
+                               (long long)x->dims[i], (long long)x0->dims[i]);
         total += x->dims[axis];
     }
     memcpy(dims, x0->dims, sizeof(dims));
@@ -973,6 +1042,25 @@ static int p_pad(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
     return ERR_OK;
 }
 
+/* Copies x into o at element offset base with o's strides os (the
+ * interior of a padded tensor). */
+static void scatter(char *o, const struct onnx_tensor *x, const int64_t *os, int64_t base)
+{
+    int64_t idx[ONNX_MAX_DIMS] = {0}, off = base, nx = (int64_t)onnx_numel(x);
+    size_t es = onnx_dtype_size(x->dtype);
+
+    for (int64_t i = 0; i < nx; i++) {
+        memcpy(o + (size_t)off * es, (const char *)x->data + (size_t)i * es, es);
+        for (int d = x->ndim - 1; d >= 0; d--) {
+            off += os[d];
+            if (++idx[d] < x->dims[d])
+                break;
+            off -= os[d] * x->dims[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 static int k_pad(struct onnx_model *m, struct onnx_node *n, struct err *e)
 {
     const struct onnx_tensor *x = onnx_in(m, n, 0), *cv = onnx_in(m, n, 2);
@@ -1005,20 +1093,7 @@ static int k_pad(struct onnx_model *m, struct onnx_node *n, struct err *e)
     contiguous_strides(x->ndim, dims, os);
     for (int i = 0; i < x->ndim; i++)
         base += pads[i] * os[i];
-    /* Scatter x into the interior: copy with the output's strides. */
-    {
-        int64_t idx[ONNX_MAX_DIMS] = {0}, off = base, nx = (int64_t)onnx_numel(x);
-        for (int64_t i = 0; i < nx; i++) {
-            memcpy(o + (size_t)off * es, (const char *)x->data + (size_t)i * es, es);
-            for (int d = x->ndim - 1; d >= 0; d--) {
-                off += os[d];
-                if (++idx[d] < x->dims[d])
-                    break;
-                off -= os[d] * x->dims[d];
-                idx[d] = 0;
-            }
-        }
-    }
+    scatter(o, x, os, base);
     return ERR_OK;
 }
 
@@ -1028,8 +1103,7 @@ static int p_cast(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
         return e->code;
     n->a.to = (int)onnx_attr_i(p, "to", 0);
     if (n->a.to != ONNX_F32 && n->a.to != ONNX_I64)
-        return err_set(e, ERR_CONFIG, "cast to data type %d (float32=1 and int64=7 only)",
-                       n->a.to);
+        return err_set(e, ERR_CONFIG, "cast to data type %d (float32=1 and int64=7 only)", n->a.to);
     return ERR_OK;
 }
 
@@ -1258,7 +1332,7 @@ static const struct onnx_opdef ops[] = {
     {"ConstantOfShape", 1, 1, 1, 1, p_const_of_shape, k_const_of_shape},
     {"Conv", 2, 3, 1, 1, onnx_p_conv, onnx_k_conv},
     {"Div", 2, 2, 1, 1, p_none, k_div},
-    {"Dropout", 1, 3, 1, 1, p_none, k_identity}, /* inference: identity; no mask output */
+    {"Dropout", 1, 2, 1, 1, p_none, k_identity}, /* inference: no training_mode, no mask */
     {"Erf", 1, 1, 1, 1, p_none, k_erf},
     {"Exp", 1, 1, 1, 1, p_none, k_exp},
     {"Expand", 2, 2, 1, 1, p_none, k_expand},

@@ -22,9 +22,16 @@ int onnx_attr_s_is(const Onnx__NodeProto *p, const char *name, const char *want)
 #define ONNX_CLONES
 #endif
 
+/* 16 floats as one value: a zmm register with AVX-512, two ymm or four xmm
+ * otherwise (GCC/clang vector extensions; memcpy gives unaligned loads). */
+#define ONNX_LANES 16
+typedef float onnx_v16f __attribute__((vector_size(ONNX_LANES * sizeof(float))));
+typedef int32_t onnx_v16i __attribute__((vector_size(ONNX_LANES * sizeof(int32_t))));
+typedef uint32_t onnx_v16u __attribute__((vector_size(ONNX_LANES * sizeof(uint32_t))));
+
 int onnx_axis(int64_t axis, int rank);
-int onnx_broadcast(const struct onnx_tensor *a, const struct onnx_tensor *b, int *nd,
-                   int64_t *out, struct err *e);
+int onnx_broadcast(const struct onnx_tensor *a, const struct onnx_tensor *b, int *nd, int64_t *out,
+                   struct err *e);
 float onnx_sigmoid(float x);
 void onnx_activate(int act, float *x, size_t n, float p, float q);
 

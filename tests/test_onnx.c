@@ -203,9 +203,9 @@ static void test_kept_value_gives_cam_inputs(void **state)
         }
     assert_null(onnx_value(m, "/head/head.0/Conv_output_0")); /* not kept: fused away */
     onnx_close(m);
-    assert_int_equal(onnx_open_keep(&m, FIX "effnet_tiny.onnx", (const char *const[]){"nope"}, 1,
-                                    &e),
-                     ERR_CONFIG);
+    assert_int_equal(
+        onnx_open_keep(&m, FIX "effnet_tiny.onnx", (const char *const[]){"nope"}, 1, &e),
+        ERR_CONFIG);
     assert_non_null(strstr(e.msg, "nope"));
     npy_free(&in);
 }
@@ -329,6 +329,86 @@ static void test_truncated_files_refused(void **state)
     free(buf);
 }
 
+/* Random byte changes anywhere in a valid model: every load either fails
+ * with a message or gives a model that runs (or refuses its input) cleanly;
+ * under ASan/UBSan this is a small fuzzer. */
+static void test_mutated_models_never_crash(void **state)
+{
+    size_t len;
+    unsigned char *orig = slurp(FIX "conv_net.onnx", &len), *buf = malloc(len);
+    struct onnx_tensor in, out[2];
+    unsigned s = 7;
+    char path[64];
+    int loaded = 0;
+    (void)state;
+
+    read_npy(&in, "conv_net", "in0");
+    for (int iter = 0; iter < 150; iter++) {
+        struct onnx_model *m = NULL;
+        struct err e = {0};
+        memcpy(buf, orig, len);
+        for (int k = 0; k < 1 + iter % 4; k++) {
+            s = s * 1103515245u + 12345u;
+            buf[(s >> 8) % len] = (unsigned char)(s >> 24);
+        }
+        write_tmp(path, buf, len);
+        if (onnx_open(&m, path, &e) == 0) {
+            loaded++;
+            if (onnx_run(m, &in, 1, out, 2, &e) != 0)
+                assert_true(e.msg[0] != '\0');
+            onnx_close(m);
+        } else {
+            assert_true(e.msg[0] != '\0');
+            assert_null(m);
+        }
+        unlink(path);
+    }
+    print_message("mutated models: %d of 150 loaded\n", loaded);
+    npy_free(&in);
+    free(buf);
+    free(orig);
+}
+
+/* The clickstream worker runs the session GRU one event at a time with the
+ * hidden state carried between events: stepping T=1 with hn fed back as h0
+ * gives the same logits and final state as the whole sequence at once. */
+static void test_gru_stepwise_equals_whole_sequence(void **state)
+{
+    struct onnx_model *m;
+    struct onnx_tensor items, h0, out[2], want_y, want_h, step[2];
+    struct err e = {0};
+    float h[3 * 32];
+    int64_t it[3];
+    (void)state;
+
+    load_ok(&m, "gru_session");
+    read_npy(&items, "gru_session", "in0"); /* [3, 7] */
+    read_npy(&h0, "gru_session", "in1");    /* [1, 3, 32] */
+    read_npy(&want_y, "gru_session", "out0");
+    read_npy(&want_h, "gru_session", "out1");
+    memcpy(h, h0.data, sizeof(h));
+    step[0] = (struct onnx_tensor){ONNX_I64, 2, {3, 1}, it};
+    step[1] = (struct onnx_tensor){ONNX_F32, 3, {1, 3, 32}, h};
+    for (int t = 0; t < 7; t++) {
+        for (int b = 0; b < 3; b++)
+            it[b] = ((int64_t *)items.data)[b * 7 + t];
+        assert_int_equal(onnx_run(m, step, 2, out, 2, &e), 0);
+        assert_int_equal(out[0].dims[1], 1);
+        for (int b = 0; b < 3; b++)
+            for (int k = 0; k < 100; k++)
+                assert_true(fabs(((float *)out[0].data)[b * 100 + k] -
+                                 ((float *)want_y.data)[(b * 7 + t) * 100 + k]) <= TOL);
+        memcpy(h, out[1].data, sizeof(h)); /* the state a worker would store */
+    }
+    for (int k = 0; k < 3 * 32; k++)
+        assert_true(fabs(h[k] - ((float *)want_h.data)[k]) <= TOL);
+    npy_free(&items);
+    npy_free(&h0);
+    npy_free(&want_y);
+    npy_free(&want_h);
+    onnx_close(m);
+}
+
 static void test_garbage_and_missing_files_refused(void **state)
 {
     char garbage[4096], path[64];
@@ -434,11 +514,14 @@ static void expect_npy_refused(const char *text, size_t len, int code, const cha
 #define H(s) "\x93NUMPY\x01\x00" s
 static void test_npy_bad_files_refused(void **state)
 {
-    static const char f64[] = H("\x39\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }");
+    static const char f64[] =
+        H("\x39\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }");
     static const char be[] = H("\x39\x00{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }");
     static const char fo[] = H("\x38\x00{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }");
-    static const char shp[] = H("\x3b\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,-1), }");
-    static const char shortdata[] = H("\x39\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\1\2\3\4");
+    static const char shp[] =
+        H("\x3b\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,-1), }");
+    static const char shortdata[] =
+        H("\x39\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\1\2\3\4");
     static const char hugehdr[] = H("\xff\xff{");
     (void)state;
 
@@ -479,7 +562,8 @@ static void test_predict_command_writes_npy(void **state)
     assert_non_null(mkdtemp(dir));
     assert_int_equal(sh("%s predict -m " FIX "gru_session.onnx -i " FIX "gru_session_in0.npy "
                         "--input h0=" FIX "gru_session_in1.npy -o %s/y.npy -o hn=%s/h.npy",
-                        test_bin("streamml"), dir, dir), 0);
+                        test_bin("streamml"), dir, dir),
+                     0);
     for (int k = 0; k < 2; k++) {
         snprintf(path, sizeof(path), "%s/%s.npy", dir, k ? "h" : "y");
         assert_int_equal(npy_read(path, &got, &e), 0);
@@ -490,14 +574,20 @@ static void test_predict_command_writes_npy(void **state)
         unlink(path);
     }
     /* unsupported model: 2; wrong input type: 1; unknown input name: 2 */
-    assert_int_equal(sh("%s predict -m " FIX "unsupported_op.onnx -i x.npy 2>/dev/null",
-                        test_bin("streamml")), 2);
+    assert_int_equal(
+        sh("%s predict -m " FIX "unsupported_op.onnx -i x.npy 2>/dev/null", test_bin("streamml")),
+        2);
     assert_int_equal(sh("%s predict -m " FIX "conv_net.onnx -i " FIX "gru_session_in0.npy "
-                        "2>/dev/null", test_bin("streamml")), 1);
+                        "2>/dev/null",
+                        test_bin("streamml")),
+                     1);
     assert_int_equal(sh("%s predict -m " FIX "conv_net.onnx -i nope=" FIX "conv_net_in0.npy "
-                        "2>/dev/null", test_bin("streamml")), 2);
-    assert_int_equal(sh("%s model inspect " FIX "effnet_tiny.onnx | grep -q 'Conv  *22'",
-                        test_bin("streamml")), 0);
+                        "2>/dev/null",
+                        test_bin("streamml")),
+                     2);
+    assert_int_equal(
+        sh("%s model inspect " FIX "effnet_tiny.onnx | grep -q 'Conv  *22'", test_bin("streamml")),
+        0);
     rmdir(dir);
 }
 
@@ -518,6 +608,8 @@ int main(void)
         cmocka_unit_test(test_bad_graphs_refused),
         cmocka_unit_test(test_truncated_files_refused),
         cmocka_unit_test(test_garbage_and_missing_files_refused),
+        cmocka_unit_test(test_mutated_models_never_crash),
+        cmocka_unit_test(test_gru_stepwise_equals_whole_sequence),
         cmocka_unit_test(test_bad_inputs_refused_at_run),
         cmocka_unit_test(test_npy_roundtrip),
         cmocka_unit_test(test_npy_bad_files_refused),

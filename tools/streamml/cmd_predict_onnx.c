@@ -44,24 +44,23 @@ const char *cmd_model_arg(int argc, char **argv)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: streamml predict --model FILE.onnx --input X.npy [--input ...]\n"
-            "                        [--output Y.npy ...] [--threads N]\n\n"
-            "Runs an ONNX model (opset 13..17, as torch.onnx.export writes it) on NumPy\n"
-            "arrays with the workers' runtime. Arrays are .npy files (np.save) of\n"
-            "float32 or int64 in C order.\n\n"
-            "  -m, --model FILE      the .onnx model (required)\n"
-            "  -i, --input FILE      one per model input, in model order; or NAME=FILE\n"
-            "  -o, --output FILE     where to write outputs, in model order; or NAME=FILE.\n"
-            "                        Outputs without a file are summarised on stdout\n"
-            "                        (shape, min, max, mean)\n"
-            "  -t, --threads N       threads for the runtime and OpenBLAS (default: 1 for\n"
-            "                        the runtime, OpenBLAS's own choice for BLAS)\n"
-            "  -h, --help            this text\n"
-            "  -V, --version         versions\n\n"
-            "`streamml model inspect FILE.onnx` lists inputs, outputs and ops.\n\n"
-            "Exit codes: 0 ok; 1 the model failed on these inputs or a write failed;\n"
-            "2 usage, unreadable or unsupported model, bad .npy file.\n");
+    fprintf(out, "usage: streamml predict --model FILE.onnx --input X.npy [--input ...]\n"
+                 "                        [--output Y.npy ...] [--threads N]\n\n"
+                 "Runs an ONNX model (opset 13..17, as torch.onnx.export writes it) on NumPy\n"
+                 "arrays with the workers' runtime. Arrays are .npy files (np.save) of\n"
+                 "float32 or int64 in C order.\n\n"
+                 "  -m, --model FILE      the .onnx model (required)\n"
+                 "  -i, --input FILE      one per model input, in model order; or NAME=FILE\n"
+                 "  -o, --output FILE     where to write outputs, in model order; or NAME=FILE.\n"
+                 "                        Outputs without a file are summarised on stdout\n"
+                 "                        (shape, min, max, mean)\n"
+                 "  -t, --threads N       threads for the runtime and OpenBLAS (default: 1 for\n"
+                 "                        the runtime, OpenBLAS's own choice for BLAS)\n"
+                 "  -h, --help            this text\n"
+                 "  -V, --version         versions\n\n"
+                 "`streamml model inspect FILE.onnx` lists inputs, outputs and ops.\n\n"
+                 "Exit codes: 0 ok; 1 the model failed on these inputs or a write failed;\n"
+                 "2 usage, unreadable or unsupported model, bad .npy file.\n");
 }
 
 struct bind {
@@ -173,8 +172,7 @@ static int resolve(const struct onnx_model *m, const struct bind *b, int nb, int
     return 0;
 }
 
-static int read_inputs(const struct onnx_model *m, const struct bind **slot,
-                       struct onnx_tensor *in)
+static int read_inputs(const struct onnx_model *m, const struct bind **slot, struct onnx_tensor *in)
 {
     for (size_t i = 0; i < onnx_num_inputs(m); i++) {
         struct err e = {0};
@@ -205,7 +203,8 @@ static void summarise(const char *name, const struct onnx_tensor *t)
         hi = fmax(hi, v);
         sum += v;
     }
-    printf("] min %.9g max %.9g mean %.9g\n", n ? lo : 0.0, n ? hi : 0.0, n ? sum / (double)n : 0.0);
+    printf("] min %.9g max %.9g mean %.9g\n", n ? lo : 0.0, n ? hi : 0.0,
+           n ? sum / (double)n : 0.0);
 }
 
 static int write_outputs(const struct onnx_model *m, const struct bind **slot,
@@ -303,8 +302,8 @@ int cmd_model_inspect_onnx(const char *path)
         fprintf(stderr, "error: %s\n", e.msg);
         return EXIT_USAGE;
     }
-    printf("file: %s\nformat: onnx\nproducer: %s\nopset: %lld\ninputs:\n", path,
-           onnx_producer(m), (long long)onnx_opset(m));
+    printf("file: %s\nformat: onnx\nproducer: %s\nopset: %lld\ninputs:\n", path, onnx_producer(m),
+           (long long)onnx_opset(m));
     for (size_t i = 0; i < onnx_num_inputs(m); i++) {
         onnx_input_shape(m, i, &nd, dims);
         printf("  %s: %s [", onnx_input_name(m, i),

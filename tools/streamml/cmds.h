@@ -19,8 +19,8 @@ int cmd_profile(int argc, char **argv);   /* cmd_profile.c: monitoring baseline 
 int cmd_alerts(int argc, char **argv);    /* cmd_alerts.c: follow the monitoring topic */
 
 /* cmd_predict_onnx.c: predict and model inspect for .onnx files */
-int cmd_is_onnx(const char *path);                 /* path ends in .onnx */
-const char *cmd_model_arg(int argc, char **argv);  /* --model value, before getopt */
+int cmd_is_onnx(const char *path);                /* path ends in .onnx */
+const char *cmd_model_arg(int argc, char **argv); /* --model value, before getopt */
 int cmd_predict_onnx(int argc, char **argv);
 int cmd_model_inspect_onnx(const char *path);
 
