@@ -1922,6 +1922,18 @@ struct codec_file *codec_file_open_read(struct codec *c, const char *path, struc
         err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
         goto fail;
     }
+    /* The container magic checked first: avro-c leaks on its own failure
+     * path for non-Avro input (stdin cannot be rewound: left to avro-c). */
+    if (!std) {
+        unsigned char magic[4] = {0};
+        size_t got = fread(magic, 1, sizeof(magic), fp);
+        if (got != 4 || memcmp(magic, "Obj\x01", 4) != 0 || fseek(fp, 0, SEEK_SET) != 0) {
+            fclose(fp);
+            err_set(e, ERR_CONFIG, "%s: not an Avro container file (no \"Obj\\1\" magic)",
+                    f->path);
+            goto fail;
+        }
+    }
     if (avro_file_reader_fp(fp, f->path, !std, &f->rd)) {
         f->rd = NULL;
         err_set(e, ERR_CONFIG, "%s: not an Avro container file: %s", f->path, avro_strerror());
