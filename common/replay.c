@@ -726,6 +726,22 @@ int rp_input_next(struct rp_input *in, const struct rp_rec **out, struct err *e)
     return 1;
 }
 
+double rp_input_fraction(const struct rp_input *in)
+{
+    int64_t done = 0, total = 0;
+
+    if (!in || in->topic)
+        return -1;
+    for (size_t i = 0; i < in->n; i++) {
+        int64_t d, t;
+        if (codec_file_progress(in->s[i].file, &d, &t))
+            return -1;
+        done += d;
+        total += t;
+    }
+    return total > 0 ? (double)done / (double)total : -1;
+}
+
 void rp_input_close(struct rp_input *in)
 {
     if (!in)

@@ -89,6 +89,9 @@ struct rp_input *rp_input_files(struct codec *cd, const char *const *paths, size
  * at the head of their partition. */
 int rp_input_next(struct rp_input *in, const struct rp_rec **out, struct err *e);
 void rp_input_close(struct rp_input *in); /* NULL-safe */
+/* Files: the share of their bytes read so far (0..1), or -1 when unknown
+ * (a topic: count events against rp_topic_total instead; stdin). */
+double rp_input_fraction(const struct rp_input *in);
 
 struct rp_engine;
 

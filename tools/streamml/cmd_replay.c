@@ -476,19 +476,23 @@ static void show_progress(struct run *r, int final)
 {
     double secs = (double)(pipe_now_us() - r->t0_us) / 1e6;
     double rate = secs > 0 ? (double)r->n / secs : 0;
+    double frac = r->total > 0 ? (double)r->n / (double)r->total : rp_input_fraction(r->in);
 
     if (!r->progress)
         return;
     if (!final && pipe_now_us() - r->last_show_us < 250000)
         return;
     r->last_show_us = pipe_now_us();
-    if (r->total >= 0 && rate > 0)
-        fprintf(stderr, "\rreplay: %llu/%lld events  %.0f events/s  ETA %.0f s   ",
-                (unsigned long long)r->n, (long long)r->total, rate,
-                (double)(r->total - (int64_t)r->n) / rate);
+    if (r->total >= 0)
+        fprintf(stderr, "\rreplay: %llu/%lld events  %.0f events/s", (unsigned long long)r->n,
+                (long long)r->total, rate);
     else
-        fprintf(stderr, "\rreplay: %llu events  %.0f events/s   ", (unsigned long long)r->n,
-                rate);
+        fprintf(stderr, "\rreplay: %llu events  %.0f events/s", (unsigned long long)r->n, rate);
+    /* ETA from events (topics) or bytes read (files). */
+    if (frac > 0 && frac <= 1)
+        fprintf(stderr, "  ETA %.0f s   ", secs * (1 - frac) / frac);
+    else
+        fputs("   ", stderr);
     if (final)
         fputc('\n', stderr);
 }
@@ -785,6 +789,7 @@ static int run_close(struct run *r, int rc, struct err *e)
     long dropped = 0;
 
     rp_input_close(r->in);
+    r->in = NULL;
     if (r->q && kq_close(r->q, 30000, &ce) && rc == ERR_OK)
         rc = err_set(e, ce.code, "--output-topic: %s", ce.msg);
     if (r->out && r->out != stdout && fclose(r->out) && rc == ERR_OK)
