@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define HDR 5          /* magic byte + 4-byte schema id */
 #define MAX_SLOTS 16   /* schemas listed in ids */
@@ -2443,6 +2444,8 @@ int codec_from_json(struct codec *c, enum codec_schema which, const char *json, 
 
 struct codec_file {
     struct codec *c;
+    FILE *fp;        /* reader: owned by avro-c, kept for progress */
+    int64_t size;    /* reader: bytes, -1 unknown (stdin) */
     avro_file_reader_t rd;
     avro_file_writer_t wr;
     avro_value_iface_t *iface; /* reader: values of the writer schema */
@@ -2479,6 +2482,25 @@ struct codec_file *codec_file_open_read(struct codec *c, const char *path, struc
     if (!(fp = std ? stdin : fopen(path, "rb"))) {
         err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
         goto fail;
+    }
+    /* The container magic checked first: avro-c leaks on its own failure
+     * path for non-Avro input (stdin cannot be rewound: left to avro-c). */
+    if (!std) {
+        unsigned char magic[4] = {0};
+        size_t got = fread(magic, 1, sizeof(magic), fp);
+        if (got != 4 || memcmp(magic, "Obj\x01", 4) != 0 || fseek(fp, 0, SEEK_SET) != 0) {
+            fclose(fp);
+            err_set(e, ERR_CONFIG, "%s: not an Avro container file (no \"Obj\\1\" magic)",
+                    f->path);
+            goto fail;
+        }
+    }
+    f->fp = fp;
+    f->size = -1;
+    if (!std) {
+        struct stat sb;
+        if (fstat(fileno(fp), &sb) == 0 && S_ISREG(sb.st_mode))
+            f->size = (int64_t)sb.st_size;
     }
     if (avro_file_reader_fp(fp, f->path, !std, &f->rd)) {
         f->rd = NULL;
@@ -2576,6 +2598,17 @@ int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struc
 long codec_file_records(const struct codec_file *f)
 {
     return f ? f->n : 0;
+}
+
+int codec_file_progress(const struct codec_file *f, int64_t *done, int64_t *total)
+{
+    long pos = f && f->rd && f->size >= 0 ? ftell(f->fp) : -1;
+
+    if (pos < 0)
+        return -1;
+    *done = pos;
+    *total = f->size;
+    return 0;
 }
 
 int codec_file_close(struct codec_file *f, struct err *e)

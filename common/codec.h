@@ -109,6 +109,9 @@ struct codec_file *codec_file_open_write(struct codec *c, const char *path, stru
 int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struct err *e);
 /* Records read or written so far. */
 long codec_file_records(const struct codec_file *f);
+/* Reader: bytes consumed so far (read ahead by avro-c's blocks) and the
+ * file's size, for progress; -1 when unknown (stdin, pipes). */
+int codec_file_progress(const struct codec_file *f, int64_t *done, int64_t *total);
 /* Flushes (writer) and closes; NULL-safe. A write error at flush is
  * returned with the path named. */
 int codec_file_close(struct codec_file *f, struct err *e);

@@ -726,6 +726,22 @@ int rp_input_next(struct rp_input *in, const struct rp_rec **out, struct err *e)
     return 1;
 }
 
+double rp_input_fraction(const struct rp_input *in)
+{
+    int64_t done = 0, total = 0;
+
+    if (!in || in->topic)
+        return -1;
+    for (size_t i = 0; i < in->n; i++) {
+        int64_t d, t;
+        if (codec_file_progress(in->s[i].file, &d, &t))
+            return -1;
+        done += d;
+        total += t;
+    }
+    return total > 0 ? (double)done / (double)total : -1;
+}
+
 void rp_input_close(struct rp_input *in)
 {
     if (!in)
@@ -742,19 +758,97 @@ void rp_input_close(struct rp_input *in)
 
 /* ---- the step ---- */
 
+/* Engine-owned state (st == NULL): users' states kept decoded, so a step
+ * is one hash lookup and no encode/decode (which is lossless: a state read
+ * back from a backend equals the one written). About 1.7 KB per user. */
+struct ustate {
+    char id[EV_ID_MAX];
+    struct feat_state s;
+    int32_t partition;
+    int64_t offset;
+};
+
 struct rp_engine {
     struct state *st;
     struct txn_scorer *sc;
     struct state_blob blob;
     struct feat_state fs;
     unsigned char enc[FEAT_STATE_MAX];
+    struct ustate *u; /* st == NULL */
+    size_t nu, capu;
+    long *slot;       /* open addressing into u, -1 empty */
+    size_t nslots;
 };
+
+static uint64_t hash_id(const char *p)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
+static size_t user_slot(const struct rp_engine *g, const char *id)
+{
+    size_t mask = g->nslots - 1, i = hash_id(id) & mask;
+
+    while (g->slot[i] >= 0 && strcmp(g->u[g->slot[i]].id, id) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static int users_grow(struct rp_engine *g)
+{
+    size_t cap = g->capu ? g->capu * 2 : 4096;
+    struct ustate *u = realloc(g->u, cap * sizeof(*u));
+    long *slot = malloc(cap * 2 * sizeof(*slot));
+
+    if (u)
+        g->u = u;
+    if (!u || !slot) {
+        free(slot);
+        return ERR_NOMEM;
+    }
+    free(g->slot);
+    g->slot = slot;
+    g->nslots = cap * 2;
+    g->capu = cap;
+    memset(g->slot, 0xff, g->nslots * sizeof(*g->slot));
+    for (size_t i = 0; i < g->nu; i++)
+        g->slot[user_slot(g, g->u[i].id)] = (long)i;
+    return ERR_OK;
+}
+
+/* The user's entry, created (empty state, position -1/-1) if new. */
+static struct ustate *user_get(struct rp_engine *g, const char *id, struct err *e)
+{
+    size_t i;
+    struct ustate *u;
+
+    if (g->nu == g->capu && users_grow(g)) {
+        err_set(e, ERR_NOMEM, "out of memory holding the state of %zu users", g->nu);
+        return NULL;
+    }
+    i = user_slot(g, id);
+    if (g->slot[i] >= 0)
+        return &g->u[g->slot[i]];
+    u = &g->u[g->nu];
+    memset(u->id, 0, sizeof(u->id));
+    memcpy(u->id, id, strnlen(id, EV_ID_MAX - 1));
+    feat_state_init(&u->s);
+    u->partition = -1;
+    u->offset = -1;
+    g->slot[i] = (long)g->nu++;
+    return u;
+}
 
 struct rp_engine *rp_engine_open(struct state *st, struct txn_scorer *sc, struct err *e)
 {
     struct rp_engine *g = calloc(1, sizeof(*g));
 
-    if (!g) {
+    if (!g || (!st && users_grow(g))) {
+        rp_engine_close(g);
         err_set(e, ERR_NOMEM, "out of memory");
         return NULL;
     }
@@ -765,17 +859,21 @@ struct rp_engine *rp_engine_open(struct state *st, struct txn_scorer *sc, struct
 
 void rp_engine_close(struct rp_engine *g)
 {
+    if (!g)
+        return;
+    free(g->u);
+    free(g->slot);
     free(g);
 }
 
-int rp_engine_step(struct rp_engine *g, const struct rp_rec *r, float *x,
-                   struct txn_prediction *p, struct err *e)
+/* The step against a state backend: read, step, write back. */
+static int step_backend(struct rp_engine *g, const struct rp_rec *r, float *x, struct err *e)
 {
     const char *user = r->ev.user_id;
     struct state_put put = {.entity = user, .data = g->enc};
     int32_t part;
     int64_t off;
-    int applied = 0, written, n;
+    int written, n;
 
     if (state_get_many(g->st, 1, &user, &g->blob, e))
         return err_wrap(e, "state of %s", user);
@@ -783,17 +881,34 @@ int rp_engine_step(struct rp_engine *g, const struct rp_rec *r, float *x,
     txn_state_load(&g->fs, &part, &off, g->blob.data, g->blob.len, g->blob.partition,
                    g->blob.offset, e);
     err_clear(e);
-    if (txn_step(&r->ev, r->partition, r->offset, &g->fs, &part, &off, x)) {
-        applied = 1;
-        if ((n = feat_state_encode(&g->fs, g->enc, sizeof(g->enc))) < 0)
-            return err_set(e, ERR_NOMEM, "feature state of %s does not fit %d bytes", user,
-                           FEAT_STATE_MAX);
-        put.len = (size_t)n;
-        put.partition = part;
-        put.offset = off;
-        if (state_put_many(g->st, 1, &put, &written, e))
-            return err_wrap(e, "state of %s", user);
+    if (!txn_step(&r->ev, r->partition, r->offset, &g->fs, &part, &off, x))
+        return 0;
+    if ((n = feat_state_encode(&g->fs, g->enc, sizeof(g->enc))) < 0)
+        return err_set(e, ERR_NOMEM, "feature state of %s does not fit %d bytes", user,
+                       FEAT_STATE_MAX);
+    put.len = (size_t)n;
+    put.partition = part;
+    put.offset = off;
+    if (state_put_many(g->st, 1, &put, &written, e))
+        return err_wrap(e, "state of %s", user);
+    return 1;
+}
+
+int rp_engine_step(struct rp_engine *g, const struct rp_rec *r, float *x,
+                   struct txn_prediction *p, struct err *e)
+{
+    int applied;
+
+    if (g->st) {
+        applied = step_backend(g, r, x, e);
+    } else {
+        struct ustate *u = user_get(g, r->ev.user_id, e);
+        applied = u ? txn_step(&r->ev, r->partition, r->offset, &u->s, &u->partition,
+                               &u->offset, x)
+                    : e->code;
     }
+    if (applied < 0)
+        return applied;
     if (g->sc && p) {
         txn_prediction_init(p, &r->ev, r->source, r->partition, r->offset);
         txn_score(g->sc, x, p);

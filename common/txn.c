@@ -12,6 +12,9 @@ struct txn_scorer {
     struct card *card;
     int *gmap, *cmap; /* model feature i -> txn-v1 vector index */
     float *xg, *xc;   /* scratch rows in each model's order */
+    float *xgb;       /* txn_score_batch: rows in the gbdt's order */
+    double *prob;
+    size_t batch_cap;
     double review, decline;
     char name[64], version[32];
 };
@@ -136,6 +139,8 @@ void txn_scorer_close(struct txn_scorer *s)
     free(s->cmap);
     free(s->xg);
     free(s->xc);
+    free(s->xgb);
+    free(s->prob);
     free(s);
 }
 
@@ -163,19 +168,19 @@ static void hex64(char out[17], uint64_t h)
     out[16] = '\0';
 }
 
-int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p)
+/* Everything but the trees: p from x and the gbdt's probability. */
+static int fill(struct txn_scorer *s, const float *x, double probability,
+                struct txn_prediction *p)
 {
     struct card_result r;
     int d;
 
-    for (size_t j = 0; j < gbdt_num_features(s->gb); j++)
-        s->xg[j] = x[s->gmap[j]];
     for (size_t j = 0; j < card_num_features(s->card); j++)
         s->xc[j] = x[s->cmap[j]];
     copy(p->model_name, sizeof(p->model_name), s->name);
     copy(p->model_version, sizeof(p->model_version), s->version);
     copy(p->feature_version, sizeof(p->feature_version), FEAT_TXN_VERSION);
-    p->probability = gbdt_predict(s->gb, s->xg);
+    p->probability = probability;
     card_score(s->card, s->xc, &r);
     p->score = r.score;
     p->score_probability = r.probability;
@@ -187,6 +192,38 @@ int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p)
         copy(p->reasons[k], sizeof(p->reasons[k]), r.reasons[k]);
     hex64(p->feature_hash, feat_hash(x, FEAT_TXN_DIM));
     return d;
+}
+
+int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p)
+{
+    for (size_t j = 0; j < gbdt_num_features(s->gb); j++)
+        s->xg[j] = x[s->gmap[j]];
+    return fill(s, x, gbdt_predict(s->gb, s->xg), p);
+}
+
+int txn_score_batch(struct txn_scorer *s, const float *x, size_t n, struct txn_prediction *p,
+                    uint64_t decisions_out[3])
+{
+    size_t nf = gbdt_num_features(s->gb);
+
+    if (n > s->batch_cap) {
+        float *xgb = realloc(s->xgb, n * (nf ? nf : 1) * sizeof(float));
+        double *prob = xgb ? realloc(s->prob, n * sizeof(double)) : NULL;
+        if (xgb)
+            s->xgb = xgb;
+        if (prob)
+            s->prob = prob;
+        if (!xgb || !prob)
+            return ERR_NOMEM;
+        s->batch_cap = n;
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < nf; j++)
+            s->xgb[i * nf + j] = x[i * FEAT_TXN_DIM + (size_t)s->gmap[j]];
+    gbdt_predict_batch(s->gb, s->xgb, n, s->prob);
+    for (size_t i = 0; i < n; i++)
+        decisions_out[fill(s, x + i * FEAT_TXN_DIM, s->prob[i], &p[i])]++;
+    return ERR_OK;
 }
 
 void txn_prediction_init(struct txn_prediction *p, const struct txn_event *ev,

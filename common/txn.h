@@ -54,6 +54,13 @@ size_t txn_scorer_num_trees(const struct txn_scorer *s);
  * (0 approve, 1 review, 2 decline). Not thread-safe (scratch rows). */
 int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p);
 
+/* The same for n vectors x[n][FEAT_TXN_DIM] into p[0..n) (ids already
+ * set), the trees walked a block of rows at a time (gbdt_predict_batch,
+ * which equals gbdt_predict bit for bit); decisions_out[d] += 1 per
+ * decision. ERR_NOMEM if the scratch rows cannot grow. */
+int txn_score_batch(struct txn_scorer *s, const float *x, size_t n, struct txn_prediction *p,
+                    uint64_t decisions_out[3]);
+
 /* p zeroed, then the event's ids, time and source position. */
 void txn_prediction_init(struct txn_prediction *p, const struct txn_event *ev,
                          const char *src_topic, int32_t src_partition, int64_t src_offset);

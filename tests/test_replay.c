@@ -247,33 +247,39 @@ static void test_bad_files_fail_with_the_path_named(void **st)
     assert_non_null(strstr(e.msg, "another schema"));
 }
 
+/* Several blocks, the last one cut short: the records of the intact blocks
+ * come out, then an I/O error naming the file. (A file cut inside its first
+ * block already fails to open; avro-c leaks a little on that path, so it is
+ * not exercised under the leak checker.) */
 static void test_truncated_file_is_an_io_error_not_a_crash(void **st)
 {
     struct fx *f = *st;
-    struct txn_event a[200];
+    enum { N = 20000 };
+    struct txn_event *a = calloc(N, sizeof(*a));
     char p[128], cmd[300];
     const char *paths[1] = {p};
     struct err e = {0};
     const struct rp_rec *r;
     struct rp_input *in;
-    int rc;
+    int rc, n = 0;
 
-    for (int i = 0; i < 200; i++) {
+    assert_non_null(a);
+    for (int i = 0; i < N; i++) {
         char id[16];
         snprintf(id, sizeof(id), "t%d", i);
-        ev_make(&a[i], id, "x", 1700000000000LL + i, i);
+        ev_make(&a[i], id, "x", 1700000000000LL + i, (i * 7919) % 10007);
     }
-    write_file(f, "trunc.avro", a, 200, p);
+    write_file(f, "trunc.avro", a, N, p);
+    free(a);
     snprintf(cmd, sizeof(cmd), "truncate -s -40 '%s'", p);
     assert_int_equal(system(cmd), 0);
     in = rp_input_files(f->cd, paths, 1, &e);
-    if (!in) { /* the single block is gone: the open already says so */
-        assert_int_not_equal(e.code, ERR_OK);
-        return;
-    }
+    if (!in)
+        fail_msg("%s", e.msg);
     while ((rc = rp_input_next(in, &r, &e)) == 1)
-        ;
+        n++;
     assert_int_equal(rc, ERR_IO);
+    assert_true(n > 0 && n < N);
     assert_non_null(strstr(e.msg, "trunc.avro"));
     rp_input_close(in);
 }
@@ -285,10 +291,10 @@ static void test_step_equals_the_feature_module_and_skips_duplicates(void **st)
     struct fx *f = *st;
     struct state *s = state_open_memory();
     struct err e = {0};
-    struct rp_engine *g = rp_engine_open(s, NULL, &e);
+    struct rp_engine *g = rp_engine_open(s, NULL, &e), *own = rp_engine_open(NULL, NULL, &e);
     struct feat_state ref;
     struct rp_rec rec;
-    float x[FEAT_TXN_DIM], want[FEAT_TXN_DIM];
+    float x[FEAT_TXN_DIM], want[FEAT_TXN_DIM], x2[FEAT_TXN_DIM];
     static const int64_t t[] = {0, 60000, 30000, 7200000, 86400000LL * 31};
 
     (void)f;
@@ -303,15 +309,35 @@ static void test_step_equals_the_feature_module_and_skips_duplicates(void **st)
         rec.partition = 0;
         rec.offset = i;
         assert_int_equal(rp_engine_step(g, &rec, x, NULL, &e), 1);
+        assert_int_equal(rp_engine_step(own, &rec, x2, NULL, &e), 1);
         feat_txn_build(&rec.ev, &ref, want);
         feat_state_update(&ref, &rec.ev, &ref);
         assert_int_equal(feat_hash(x, FEAT_TXN_DIM), feat_hash(want, FEAT_TXN_DIM));
+        assert_int_equal(feat_hash(x2, FEAT_TXN_DIM), feat_hash(want, FEAT_TXN_DIM));
     }
     /* The same (partition, offset) again: features from the state that
      * already holds it, and the state is not advanced a second time. */
     assert_int_equal(rp_engine_step(g, &rec, x, NULL, &e), 0);
+    assert_int_equal(rp_engine_step(own, &rec, x2, NULL, &e), 0);
     feat_txn_build(&rec.ev, &ref, want);
     assert_int_equal(feat_hash(x, FEAT_TXN_DIM), feat_hash(want, FEAT_TXN_DIM));
+    assert_int_equal(feat_hash(x2, FEAT_TXN_DIM), feat_hash(want, FEAT_TXN_DIM));
+    /* Many users: the engine's table grows and keeps every state apart. */
+    for (int i = 0; i < 10000; i++) {
+        char user[16];
+        snprintf(user, sizeof(user), "m%d", i);
+        ev_make(&rec.ev, "m", user, 1700000000000LL + i, 1);
+        rec.offset = 100 + i;
+        assert_int_equal(rp_engine_step(own, &rec, x2, NULL, &e), 1);
+    }
+    for (int i = 0; i < 10000; i += 997) {
+        char user[16];
+        snprintf(user, sizeof(user), "m%d", i);
+        ev_make(&rec.ev, "m", user, 1700000000000LL + i + 60000, 1);
+        rec.offset = 100 + i; /* same position again: a duplicate */
+        assert_int_equal(rp_engine_step(own, &rec, x2, NULL, &e), 0);
+    }
+    rp_engine_close(own);
     rp_engine_close(g);
     state_close(s);
 }

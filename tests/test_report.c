@@ -16,7 +16,16 @@
 #include <unistd.h>
 
 #include "backtest.h"
+#include "features.h"
 #include "stack.h"
+
+/* PSI needs the monitoring module (common/monitor.h): tested where built. */
+#if defined(__has_include)
+#if __has_include("monitor.h")
+#include "monitor.h"
+#define HAVE_MONITOR 1
+#endif
+#endif
 
 #define FIXTURE "tests/fixtures/report_cases.json"
 #define TOL 1e-9
@@ -326,6 +335,104 @@ static void test_report_refuses_bad_rows_naming_the_line(void **st)
     free(text);
 }
 
+#ifdef HAVE_MONITOR
+static double *doubles(json_t *a, size_t *n)
+{
+    double *v;
+
+    *n = json_array_size(a);
+    v = calloc(*n + 1, sizeof(double));
+    for (size_t i = 0; i < *n; i++)
+        v[i] = json_number_value(json_array_get(a, i));
+    return v;
+}
+
+/* A baseline made with the monitoring module from the fixture's training
+ * sample; the report's PSI of a drifted and a stable feature and of the
+ * score equal numpy's (make_report_fixtures.py) to 1e-9. */
+static void test_report_psi_against_a_baseline_matches_numpy(void **st)
+{
+    struct fx *f = *st;
+    json_t *ps = json_object_get(f->j, "psi"), *tr = json_object_get(ps, "train"),
+           *te = json_object_get(ps, "test");
+    static const char *const names[] = {"amount", "age"};
+    struct mon_baseline *b = mon_baseline_new(FEAT_TXN_VERSION, "test");
+    struct mon_dist d;
+    struct err e = {0};
+    char base[128], preds[128], labels[128], html[128], log[128], args[1024];
+    double *amount, *age, *score, got_score, got_max;
+    int *label;
+    size_t n, m;
+    FILE *p, *l;
+    char *text, *at, name[64];
+
+    assert_non_null(b);
+    for (int k = 0; k < 2; k++) {
+        double *v = doubles(json_object_get(tr, names[k]), &n);
+        assert_int_equal(mon_dist_compute(v, n, &d, &e), ERR_OK);
+        assert_int_equal(mon_baseline_add(b, names[k], &d, &e), ERR_OK);
+        free(v);
+    }
+    score = doubles(json_object_get(tr, "score"), &n);
+    assert_int_equal(mon_dist_compute(score, n, &d, &e), ERR_OK);
+    mon_baseline_set_score(b, &d);
+    free(score);
+    snprintf(base, sizeof(base), "%s/baseline.json", f->dir);
+    assert_int_equal(mon_baseline_save(b, base, &e), ERR_OK);
+    mon_baseline_free(b);
+
+    amount = doubles(json_object_get(te, "amount"), &m);
+    age = doubles(json_object_get(te, "age"), &n);
+    score = doubles(json_object_get(te, "score"), &n);
+    ints(json_object_get(te, "label"), &label, &n);
+    snprintf(preds, sizeof(preds), "%s/psi.jsonl", f->dir);
+    snprintf(labels, sizeof(labels), "%s/psi.csv", f->dir);
+    p = fopen(preds, "w");
+    l = fopen(labels, "w");
+    fprintf(l, "event_id,label\n");
+    for (size_t i = 0; i < m; i++) {
+        fprintf(p, "{\"event_id\":\"s%zu\",\"probability\":%.17g,\"features\":[", i, score[i]);
+        for (int k = 0; k < FEAT_TXN_DIM; k++) {
+            const char *nm = feat_txn_names()[k];
+            if (k)
+                fputc(',', p);
+            if (strcmp(nm, "amount") == 0)
+                fprintf(p, "%.17g", amount[i]);
+            else if (strcmp(nm, "age") == 0)
+                fprintf(p, "%.17g", age[i]);
+            else
+                fputs("null", p);
+        }
+        fputs("]}\n", p);
+        fprintf(l, "s%zu,%d\n", i, label[i]);
+    }
+    fclose(p);
+    fclose(l);
+    snprintf(html, sizeof(html), "%s/psi.html", f->dir);
+    snprintf(log, sizeof(log), "%s/psi.log", f->dir);
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s --baseline %s --gate 'psi_max<0.2'", preds,
+             labels, html, base);
+    assert_int_equal(run(args, log), 3); /* amount drifted: the gate fails */
+    text = slurp(log);
+    at = strstr(text, "psi score ");
+    assert_non_null(at);
+    assert_int_equal(sscanf(at, "psi score %lf max feature %lf (%63[^)])", &got_score, &got_max,
+                            name),
+                     3);
+    near(got_score, num(ps, "score"));
+    near(got_max, num(ps, "amount"));
+    assert_string_equal(name, "amount");
+    free(text);
+    text = slurp(html);
+    assert_non_null(strstr(text, "PSI per feature"));
+    free(text);
+    free(amount);
+    free(age);
+    free(score);
+    free(label);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +444,9 @@ int main(void)
         cmocka_unit_test(test_undefined_metrics_are_nan_not_garbage),
         cmocka_unit_test(test_report_command_summary_html_and_gates),
         cmocka_unit_test(test_report_refuses_bad_rows_naming_the_line),
+#ifdef HAVE_MONITOR
+        cmocka_unit_test(test_report_psi_against_a_baseline_matches_numpy),
+#endif
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

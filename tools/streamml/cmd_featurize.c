@@ -410,18 +410,16 @@ static int run_topic(struct fz_args *a, FILE *out)
     struct cfg *cf = cli_load(&a->cli, "featurize");
     struct codec *cd = NULL;
     struct rp_input *in = NULL;
-    struct state *st = state_open_memory();
     struct rp_engine *g = NULL;
     size_t rows = 0;
     long invalid = 0;
     int rc;
 
-    if (!cf) {
-        state_close(st);
+    if (!cf)
         return EXIT_USAGE;
-    }
-    if (!st || !(cd = codec_open(a->schemas, &e)) || open_topic(a, cf, cd, &in, &e) ||
-        !(g = rp_engine_open(st, NULL, &e))) {
+    /* State in the engine (kept decoded), as `streamml replay` does. */
+    if (!(cd = codec_open(a->schemas, &e)) || open_topic(a, cf, cd, &in, &e) ||
+        !(g = rp_engine_open(NULL, NULL, &e))) {
         rc = e.code ? e.code : err_set(&e, ERR_NOMEM, "out of memory");
     } else {
         if (a->header)
@@ -432,7 +430,6 @@ static int run_topic(struct fz_args *a, FILE *out)
         rc = err_set(&e, ERR_IO, "%s: %s", a->output ? a->output : "stdout", strerror(errno));
     rp_engine_close(g);
     rp_input_close(in);
-    state_close(st);
     codec_close(cd);
     cfg_free(cf);
     if (rc) {

@@ -18,7 +18,21 @@
 #include "cli.h"
 #include "cmds.h"
 #include "codec.h"
+#include "features.h"
 #include "replay.h"
+
+/* PSI uses the monitoring module's baseline format and functions
+ * (mon_baseline_load, mon_bin, mon_psi in common/monitor.h, written by
+ * `streamml profile`): compiled in wherever that module is present. */
+#if defined(__has_include)
+#if __has_include("monitor.h")
+#include "monitor.h"
+#define REPORT_PSI 1
+#endif
+#endif
+#ifndef REPORT_PSI
+#define REPORT_PSI 0
+#endif
 
 #define MAX_GATES 16
 #define LINE_MAX_BYTES (1024 * 1024)
@@ -32,7 +46,7 @@ struct gate {
 
 struct rep_args {
     struct cli cli;
-    const char *preds, *labels, *labels_topic, *output;
+    const char *preds, *labels, *labels_topic, *output, *baseline;
     struct gate gates[MAX_GATES];
     int ngates, referable;
 };
@@ -47,6 +61,21 @@ struct labels {
     size_t nslots;
 };
 
+/* PSI of the joined rows against the baseline (REPORT_PSI builds). */
+struct psi {
+#if REPORT_PSI
+    struct mon_baseline *b;
+    size_t nf;
+    int idx[MON_MAX_FEATURES];           /* baseline feature -> txn-v1 index */
+    uint64_t (*bins)[MON_BINS];          /* per baseline feature */
+    uint64_t sbins[MON_BINS];
+#endif
+    double *value;                       /* PSI per baseline feature */
+    double score, max;
+    const char *max_name;
+    size_t rows;                         /* joined rows that carried features */
+};
+
 /* The joined rows. */
 struct joined {
     double *p;
@@ -54,6 +83,7 @@ struct joined {
     size_t n, cap;
     int graded;
     long dup, unlabelled;
+    struct psi *psi; /* NULL: no --baseline */
 };
 
 static void usage(FILE *out)
@@ -77,19 +107,24 @@ static void usage(FILE *out)
             "                       Repeatable. A failed gate (or an undefined metric)\n"
             "                       exits 3\n"
             "      --referable N    graded outputs: grade >= N is referable (default 2)\n"
+            "      --baseline F     PSI of every feature (predictions written with\n"
+            "                       `replay --features`) and of the score against the\n"
+            "                       model's training baseline (`streamml profile`); gates\n"
+            "                       psi_score and psi_max (largest feature PSI)\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
             "Metrics: AUC, Gini (2 AUC - 1), KS, Brier score, precision / recall /\n"
             "approval rate at decision.review_threshold and decision.decline_threshold;\n"
             "graded: quadratic weighted kappa, confusion matrix, sensitivity and\n"
-            "specificity of the referable flag. PSI against a training baseline needs\n"
-            "the monitoring baseline format (common/monitor.h), not part of this build.\n"
+            "specificity of the referable flag; PSI with --baseline (the monitoring\n"
+            "baseline format, common/monitor.h, in builds that have it).\n"
             "Exit codes: 0 ok, 1 bad input or I/O, 2 usage, 3 a gate failed.\n");
 }
 
 static int parse_gate(const char *s, struct gate *g)
 {
-    static const char *const metrics[] = {"auc", "gini", "ks", "brier", "qwk",
-                                          "sensitivity", "specificity"};
+    static const char *const metrics[] = {"auc",         "gini",        "ks",
+                                          "brier",       "qwk",         "sensitivity",
+                                          "specificity", "psi_score",   "psi_max"};
     size_t n = strcspn(s, "<>=");
     const char *op = s + n;
     char *end;
@@ -128,6 +163,7 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
                                        {"labels-topic", required_argument, NULL, 1001},
                                        {"gate", required_argument, NULL, 1002},
                                        {"referable", required_argument, NULL, 1003},
+                                       {"baseline", required_argument, NULL, 1004},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -147,7 +183,8 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
         case 1002:
             if (a->ngates == MAX_GATES || parse_gate(optarg, &a->gates[a->ngates])) {
                 fprintf(stderr, "error: --gate %s: expected METRIC>=X with METRIC one of auc, "
-                                "gini, ks, brier, qwk, sensitivity, specificity (at most %d)\n",
+                                "gini, ks, brier, qwk, sensitivity, specificity, psi_score, "
+                                "psi_max (at most %d)\n",
                         optarg, MAX_GATES);
                 return EXIT_USAGE;
             }
@@ -159,6 +196,14 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
                 fprintf(stderr, "error: --referable %s: expected an integer grade\n", optarg);
                 return EXIT_USAGE;
             }
+            break;
+        case 1004:
+            if (!REPORT_PSI) {
+                fprintf(stderr, "error: --baseline: this build has no monitoring module "
+                                "(common/monitor.h), which defines the baseline format\n");
+                return EXIT_USAGE;
+            }
+            a->baseline = optarg;
             break;
         case 'h': usage(stdout); return -1;
         case 'V': cli_version(stdout); return -1;
@@ -411,6 +456,122 @@ static int read_label_topic(struct labels *l, const struct rep_args *a, const st
     return rc;
 }
 
+/* ---- PSI against the training baseline ---- */
+
+#if REPORT_PSI
+static int psi_open(struct psi *ps, const char *path, struct err *e)
+{
+    if (!(ps->b = mon_baseline_load(path, e)))
+        return e->code;
+    ps->nf = mon_baseline_num_features(ps->b);
+    for (size_t f = 0; f < ps->nf; f++) {
+        const char *name = mon_baseline_feature(ps->b, f);
+        if ((ps->idx[f] = feat_txn_index(name)) < 0)
+            return err_set(e, ERR_CONFIG, "%s: feature \"%s\" is not in %s", path, name,
+                           FEAT_TXN_VERSION);
+    }
+    ps->bins = calloc(ps->nf + 1, sizeof(*ps->bins));
+    ps->value = calloc(ps->nf + 1, sizeof(double));
+    if (!ps->bins || !ps->value)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    return ERR_OK;
+}
+
+/* One joined row: its score, and its features when the line has them.
+ * Missing values are left out, as the monitor does. */
+static int psi_observe(struct psi *ps, json_t *o, double p, long no, const char *path,
+                       struct err *e)
+{
+    const struct mon_dist *sd = mon_baseline_score(ps->b);
+    json_t *xs = json_object_get(o, "features");
+
+    if (sd)
+        ps->sbins[mon_bin(sd->edges, sd->nedges, p)]++;
+    if (!xs)
+        return ERR_OK;
+    if (!json_is_array(xs) || json_array_size(xs) != FEAT_TXN_DIM)
+        return err_set(e, ERR_DECODE, "%s: line %ld: features must be an array of %d", path, no,
+                       FEAT_TXN_DIM);
+    for (size_t f = 0; f < ps->nf; f++) {
+        json_t *v = json_array_get(xs, (size_t)ps->idx[f]);
+        const struct mon_dist *d = mon_baseline_dist(ps->b, f);
+        if (json_is_number(v))
+            ps->bins[f][mon_bin(d->edges, d->nedges, json_number_value(v))]++;
+        else if (!json_is_null(v))
+            return err_set(e, ERR_DECODE, "%s: line %ld: feature %s is not a number", path, no,
+                           mon_baseline_feature(ps->b, f));
+    }
+    ps->rows++;
+    return ERR_OK;
+}
+
+/* The monitor's window PSI, over the whole backtest. */
+static double psi_of(const uint64_t *bins, const struct mon_dist *d)
+{
+    double a[MON_BINS];
+    uint64_t tot = 0;
+
+    for (int k = 0; k <= d->nedges; k++)
+        tot += bins[k];
+    if (tot == 0 || d->count == 0)
+        return NAN;
+    for (int k = 0; k <= d->nedges; k++)
+        a[k] = (double)bins[k] / (double)tot;
+    return mon_psi(d->prop, a, (size_t)d->nedges + 1);
+}
+
+static void psi_finish(struct psi *ps)
+{
+    const struct mon_dist *sd = mon_baseline_score(ps->b);
+
+    ps->score = sd ? psi_of(ps->sbins, sd) : NAN;
+    ps->max = NAN;
+    for (size_t f = 0; f < ps->nf; f++) {
+        ps->value[f] = ps->rows ? psi_of(ps->bins[f], mon_baseline_dist(ps->b, f)) : NAN;
+        if (!isnan(ps->value[f]) && (isnan(ps->max) || ps->value[f] > ps->max)) {
+            ps->max = ps->value[f];
+            ps->max_name = mon_baseline_feature(ps->b, f);
+        }
+    }
+}
+
+static void psi_close(struct psi *ps)
+{
+    mon_baseline_free(ps->b);
+    free(ps->bins);
+    free(ps->value);
+}
+
+static size_t psi_count(const struct psi *ps)
+{
+    return ps->nf;
+}
+
+static const char *psi_name(const struct psi *ps, size_t f)
+{
+    return mon_baseline_feature(ps->b, f);
+}
+#else
+static int psi_observe(struct psi *ps, json_t *o, double p, long no, const char *path,
+                       struct err *e)
+{
+    (void)ps, (void)o, (void)p, (void)no, (void)path, (void)e;
+    return ERR_OK;
+}
+
+static size_t psi_count(const struct psi *ps)
+{
+    (void)ps;
+    return 0;
+}
+
+static const char *psi_name(const struct psi *ps, size_t f)
+{
+    (void)ps, (void)f;
+    return "";
+}
+#endif
+
 /* ---- predictions ---- */
 
 static int joined_push(struct joined *j, double p, int y, int grade)
@@ -474,6 +635,8 @@ static int pred_line(struct labels *l, struct joined *j, const char *line, size_
         rc = joined_push(j, p, l->label[k], gr ? (int)json_integer_value(gr) : -1);
         if (rc)
             err_set(e, ERR_NOMEM, "out of memory");
+        else if (j->psi)
+            rc = psi_observe(j->psi, o, p, no, path, e);
     }
     json_decref(o);
     return rc;
@@ -572,8 +735,10 @@ static int compute(struct joined *j, const struct cfg *cf, int referable, struct
     return ERR_OK;
 }
 
-static double metric(const struct results *r, const char *name)
+static double metric(const struct results *r, const struct psi *ps, const char *name)
 {
+    if (strncmp(name, "psi_", 4) == 0)
+        return !ps ? NAN : strcmp(name, "psi_score") == 0 ? ps->score : ps->max;
     return strcmp(name, "auc") == 0           ? r->auc
            : strcmp(name, "gini") == 0        ? r->gini
            : strcmp(name, "ks") == 0          ? r->ks
@@ -734,14 +899,27 @@ static void html_tables(FILE *o, const struct results *r, const struct joined *j
         snprintf(name, sizeof(name), "approval rate at %.3g", r->at[k].threshold);
         html_row(o, name, r->at[k].approval);
     }
-    fputs("<tr><td>PSI (features, score)</td><td>not computed: needs the monitoring "
-          "baseline (common/monitor.h)</td></tr>\n", o);
+    if (!j->psi) {
+        fputs("<tr><td>PSI (features, score)</td><td>not computed: no --baseline</td></tr>\n",
+              o);
+    } else {
+        html_row(o, "PSI of the score", j->psi->score);
+        html_row(o, "largest feature PSI", j->psi->max);
+    }
     if (j->graded) {
         html_row(o, "quadratic weighted kappa", r->qwk);
         html_row(o, "sensitivity (referable)", r->sens);
         html_row(o, "specificity (referable)", r->spec);
     }
     fputs("</table>\n", o);
+    if (j->psi) {
+        fprintf(o, "<h2>PSI per feature against the training baseline (%zu rows with "
+                   "features)</h2><table><tr><th>feature</th><th>PSI</th></tr>\n",
+                j->psi->rows);
+        for (size_t f = 0; f < psi_count(j->psi); f++)
+            html_row(o, psi_name(j->psi, f), j->psi->value[f]);
+        fputs("</table>\n", o);
+    }
     if (!j->graded)
         return;
     fputs("<h2>Confusion matrix (rows: truth, columns: predicted grade)</h2><table><tr><th></th>",
@@ -802,9 +980,13 @@ static int summary(const struct rep_args *a, const struct results *r, const stru
     if (j->graded)
         printf("qwk %.6f  sensitivity %.6f  specificity %.6f (referable: grade >= %d)\n", r->qwk,
                r->sens, r->spec, a->referable);
-    printf("psi: not computed (needs the monitoring baseline, common/monitor.h)\n");
+    if (j->psi)
+        printf("psi score %.12f  max feature %.12f (%s), %zu rows with features\n", j->psi->score,
+               j->psi->max, j->psi->max_name ? j->psi->max_name : "-", j->psi->rows);
+    else
+        printf("psi: not computed (no --baseline)\n");
     for (int g = 0; g < a->ngates; g++) {
-        double v = metric(r, a->gates[g].metric);
+        double v = metric(r, j->psi, a->gates[g].metric);
         int ok = gate_passes(&a->gates[g], v);
         printf("gate %s: %s (%.6f)\n", a->gates[g].text, ok ? "pass" : "FAIL", v);
         failed |= !ok;
@@ -818,6 +1000,9 @@ int cmd_report(int argc, char **argv)
     struct labels l = {0};
     struct joined j = {0};
     struct results r = {0};
+#if REPORT_PSI
+    struct psi ps = {0};
+#endif
     struct err e = {0};
     struct cfg *cf = NULL;
     size_t label_only = 0;
@@ -828,8 +1013,16 @@ int cmd_report(int argc, char **argv)
     if (!(cf = cli_load(&a.cli, "report")))
         return EXIT_USAGE;
     rc = a.labels ? read_label_file(&l, a.labels, &e) : read_label_topic(&l, &a, cf, &e);
+#if REPORT_PSI
+    if (rc == ERR_OK && a.baseline && (rc = psi_open(&ps, a.baseline, &e)) == ERR_OK)
+        j.psi = &ps;
+#endif
     if (rc == ERR_OK)
         rc = read_predictions(&l, &j, a.preds, &e);
+#if REPORT_PSI
+    if (rc == ERR_OK && j.psi)
+        psi_finish(&ps);
+#endif
     if (rc == ERR_OK)
         rc = compute(&j, cf, a.referable, &r, &e);
     if (rc == ERR_OK)
@@ -840,6 +1033,9 @@ int cmd_report(int argc, char **argv)
         failed = summary(&a, &r, &j, l.n, label_only);
         printf("wrote %s\n", a.output);
     }
+#if REPORT_PSI
+    psi_close(&ps);
+#endif
     free(r.fpr);
     free(r.tpr);
     free(j.p);

@@ -1,0 +1,155 @@
+/* tests/test_txn.c: common/txn.c, the step and scoring shared by the
+ * worker, replay and featurize. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg.h"
+#include "features.h"
+#include "txn.h"
+
+static struct cfg *demo_cfg(void)
+{
+    struct cfg *c = cfg_new();
+
+    assert_non_null(c);
+    return c; /* defaults: models/credit_gbdt.json, models/credit_scorecard.json */
+}
+
+static void make_event(struct txn_event *ev, int i)
+{
+    event_txn_init(ev);
+    snprintf(ev->event_id, sizeof(ev->event_id), "e%d", i);
+    snprintf(ev->user_id, sizeof(ev->user_id), "u%d", i % 17);
+    ev->event_time_ms = 1700000000000LL + (int64_t)i * 3600000;
+    ev->amount = i % 9 ? 100 + 37 * (i % 50) : NAN;
+    ev->income = 50 + i % 300;
+    ev->expenses = i % 5 ? 35 + i % 40 : NAN;
+    ev->term_months = 12 * (1 + i % 5);
+    ev->age = 20 + i % 50;
+    ev->debt = i % 3 ? NAN : 10 * i % 2000;
+    snprintf(ev->home, sizeof(ev->home), "%s", i % 2 ? "rent" : "owner");
+}
+
+static void test_batch_scoring_equals_one_by_one(void **st)
+{
+    enum { N = 300 };
+    struct cfg *c = demo_cfg();
+    struct err e = {0};
+    struct txn_scorer *s = txn_scorer_open(c, &e);
+    static float x[N][FEAT_TXN_DIM];
+    static struct txn_prediction one[N], many[N];
+    struct feat_state fs[17];
+    uint64_t dec[3] = {0}, dec1[3] = {0};
+    struct txn_event ev;
+
+    (void)st;
+    assert_non_null(s);
+    for (int u = 0; u < 17; u++)
+        feat_state_init(&fs[u]);
+    for (int i = 0; i < N; i++) {
+        make_event(&ev, i);
+        feat_txn_build(&ev, &fs[i % 17], x[i]);
+        feat_state_update(&fs[i % 17], &ev, &fs[i % 17]);
+        txn_prediction_init(&one[i], &ev, "t", 0, i);
+        many[i] = one[i];
+        dec1[txn_score(s, x[i], &one[i])]++;
+    }
+    /* 300 rows: whole blocks, whole lanes and a ragged tail. */
+    assert_int_equal(txn_score_batch(s, &x[0][0], N, many, dec), ERR_OK);
+    for (int i = 0; i < N; i++) {
+        assert_true(many[i].probability == one[i].probability);
+        assert_true(many[i].score_probability == one[i].score_probability);
+        assert_int_equal(many[i].score, one[i].score);
+        assert_string_equal(many[i].decision, one[i].decision);
+        assert_string_equal(many[i].feature_hash, one[i].feature_hash);
+        assert_int_equal(many[i].n_reasons, one[i].n_reasons);
+        for (int k = 0; k < one[i].n_reasons; k++)
+            assert_string_equal(many[i].reasons[k], one[i].reasons[k]);
+        assert_int_equal(txn_decision_index(one[i].decision) == 0, one[i].n_reasons == 0);
+    }
+    for (int d = 0; d < 3; d++)
+        assert_true(dec[d] == dec1[d]);
+    assert_true(dec[0] > 0 && dec[0] < N);
+    txn_scorer_close(s);
+    cfg_free(c);
+}
+
+static void test_step_skips_only_what_the_state_already_holds(void **st)
+{
+    struct feat_state s;
+    struct txn_event ev;
+    float x[FEAT_TXN_DIM];
+    int32_t part = -1;
+    int64_t off = -1;
+
+    (void)st;
+    feat_state_init(&s);
+    make_event(&ev, 1);
+    assert_int_equal(txn_step(&ev, 2, 10, &s, &part, &off, x), 1);
+    assert_true(part == 2 && off == 10);
+    assert_int_equal(txn_step(&ev, 2, 10, &s, &part, &off, x), 0); /* redelivered */
+    assert_int_equal(txn_step(&ev, 2, 9, &s, &part, &off, x), 0);  /* older */
+    assert_true(part == 2 && off == 10);
+    assert_int_equal(s.n_amounts, 1);
+    assert_int_equal(txn_step(&ev, 3, 0, &s, &part, &off, x), 1); /* another partition */
+    assert_true(part == 3 && off == 0);
+}
+
+static void test_state_load_replaces_a_corrupt_blob(void **st)
+{
+    struct feat_state s;
+    unsigned char blob[FEAT_STATE_MAX];
+    int32_t part;
+    int64_t off;
+    struct err e = {0};
+    int n;
+
+    (void)st;
+    feat_state_init(&s);
+    s.last_event_ms = 1700000000000LL;
+    n = feat_state_encode(&s, blob, sizeof(blob));
+    assert_true(n > 0);
+    assert_int_equal(txn_state_load(&s, &part, &off, blob, (size_t)n, 4, 77, &e), ERR_OK);
+    assert_true(part == 4 && off == 77 && s.last_event_ms == 1700000000000LL);
+    assert_int_equal(txn_state_load(&s, &part, &off, blob, 0, 4, 77, &e), ERR_OK);
+    assert_true(part == -1 && off == -1 && s.last_event_ms == 0);
+    blob[0] = 99; /* a version nobody wrote */
+    assert_int_equal(txn_state_load(&s, &part, &off, blob, (size_t)n, 4, 77, &e), ERR_DECODE);
+    assert_true(part == -1 && off == -1 && s.last_event_ms == 0);
+}
+
+static void test_model_with_unknown_feature_is_a_config_error(void **st)
+{
+    struct cfg *c = demo_cfg();
+    struct err e = {0};
+
+    (void)st;
+    assert_int_equal(cfg_set(c, "model.gbdt", "tests/fixtures/xgb_named.json", "test", &e), 0);
+    assert_null(txn_scorer_open(c, &e));
+    assert_int_equal(e.code, ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "f_0"));
+    err_clear(&e);
+    assert_int_equal(cfg_set(c, "model.gbdt", "/nonexistent/model.json", "test", &e), 0);
+    assert_null(txn_scorer_open(c, &e));
+    assert_non_null(strstr(e.msg, "/nonexistent/model.json"));
+    cfg_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batch_scoring_equals_one_by_one),
+        cmocka_unit_test(test_step_skips_only_what_the_state_already_holds),
+        cmocka_unit_test(test_state_load_replaces_a_corrupt_blob),
+        cmocka_unit_test(test_model_with_unknown_feature_is_a_config_error),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
