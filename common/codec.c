@@ -155,7 +155,8 @@ struct codec {
 
 static const char *const known_files[CODEC_NSCHEMAS] = {"transaction_event.avsc",
                                                         "transaction_prediction.avsc",
-                                                        "dead_letter.avsc", "alert_event.avsc"};
+                                                        "dead_letter.avsc", "alert_event.avsc",
+                                                        "label_event.avsc"};
 
 static int avro_fail(struct err *e, int code, const char *what)
 {

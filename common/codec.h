@@ -37,6 +37,7 @@ enum codec_schema {
     CODEC_TXN_PREDICTION,      /* transaction_prediction.avsc */
     CODEC_DEAD_LETTER,         /* dead_letter.avsc */
     CODEC_ALERT,               /* alert_event.avsc */
+    CODEC_LABEL,               /* label_event.avsc (monitoring: labels topic) */
     CODEC_NSCHEMAS
 };
 

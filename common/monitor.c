@@ -286,6 +286,8 @@ struct mon {
     size_t nlab, lab_next, lab_cap;
     int64_t windows, win_start, win_end, win_events;
     int status_logged;              /* last overall status logged (1 DEGRADED) */
+    size_t labels_new;              /* labels observed since the last evaluation */
+    int64_t last_eval_ms;
 };
 
 static int slice_alloc(struct slice *s, size_t nf)
@@ -481,6 +483,7 @@ void mon_observe_label(struct mon *m, double score, int label)
 {
     if (!isfinite(score) || (label != 0 && label != 1))
         return;
+    m->labels_new++;
     m->labels[m->lab_next] = (struct scored){score, label};
     m->lab_next = (m->lab_next + 1) % m->lab_cap;
     if (m->nlab < m->lab_cap)
@@ -657,8 +660,10 @@ static void eval_auc(struct mon *m)
     apply(m, &m->chk[MON_AUC], MON_AUC, NULL, &r);
 }
 
-static void evaluate(struct mon *m)
+static void evaluate(struct mon *m, int64_t now_ms)
 {
+    m->labels_new = 0;
+    m->last_eval_ms = now_ms;
     aggregate(m);
     if (m->agg.n == 0 || (int64_t)m->agg.n < m->o.min_events)
         return;
@@ -677,14 +682,23 @@ size_t mon_tick(struct mon *m, int64_t now_ms)
     struct slice *s = open_slice(m, now_ms);
 
     if (s->n == 0) {
-        /* An idle slice does not age: the window keeps its last data. */
+        /* An idle slice does not age: the window keeps its last data. But
+         * labels arrive after their predictions: they are evaluated on
+         * their own, at most once per slice time. */
         s->start_ms = s->end_ms = now_ms;
+        if (m->labels_new && now_ms - m->last_eval_ms >= m->slice_ms) {
+            m->labels_new = 0;
+            m->last_eval_ms = now_ms;
+            m->win_start = m->win_end;
+            m->win_end = now_ms;
+            eval_auc(m);
+        }
         return m->nalerts;
     }
     if ((int64_t)s->n < m->slice_events && now_ms - s->start_ms < m->slice_ms)
         return m->nalerts;
     s->end_ms = now_ms > s->end_ms ? now_ms : s->end_ms;
-    evaluate(m);
+    evaluate(m, now_ms);
     m->cur = (m->cur + 1) % m->nslices;
     slice_reset(&m->ring[m->cur], m->nf, now_ms);
     return m->nalerts;

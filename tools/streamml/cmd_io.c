@@ -23,7 +23,8 @@ static void on_signal(int sig)
 }
 
 static const char *const schema_names[CODEC_NSCHEMAS] = {
-    "transaction_event", "transaction_prediction", "dead_letter", "alert_event"};
+    "transaction_event", "transaction_prediction", "dead_letter", "alert_event",
+    "label_event"};
 
 static int schema_by_name(const char *name)
 {
@@ -57,7 +58,7 @@ static void produce_usage(FILE *out)
             "by user_id so one user's events stay in one partition.\n\n"
             "  -t, --topic T        destination topic (default: input.topic)\n"
             "  -s, --schema NAME    transaction_event (default) | transaction_prediction |\n"
-            "                       dead_letter | alert_event\n"
+            "                       dead_letter | alert_event | label_event\n"
             "  -i, --input FILE     read FILE instead of stdin\n"
             "  --raw                send each line's bytes as they are (to test dead letters)\n"
             "  --rate N             at most N records per second\n"
