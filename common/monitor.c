@@ -363,10 +363,21 @@ static int check_opts(const struct mon_opts *o, struct err *e)
     if (o->slices < 1 || o->window_events < o->slices || o->window_ms < o->slices)
         return err_set(e, ERR_CONFIG, "monitor.window: %lld events / %lld ms in %d slices",
                        (long long)o->window_events, (long long)o->window_ms, o->slices);
-    if (o->psi_warn > o->psi_crit || o->score_psi_warn > o->score_psi_crit ||
-        o->score_mean_warn > o->score_mean_crit || o->latency_warn_s > o->latency_crit_s ||
-        o->error_warn > o->error_crit || o->auc_warn > o->auc_crit)
-        return err_set(e, ERR_CONFIG, "monitor: a warning threshold is above its critical one");
+    const struct {
+        const char *key, *unit;
+        double warn, crit;
+    } pairs[] = {{"psi", "", o->psi_warn, o->psi_crit},
+                 {"score_psi", "", o->score_psi_warn, o->score_psi_crit},
+                 {"score_mean", "", o->score_mean_warn, o->score_mean_crit},
+                 {"latency_p99", "_ms", o->latency_warn_s * 1e3, o->latency_crit_s * 1e3},
+                 {"error_rate", "", o->error_warn, o->error_crit},
+                 {"auc", "", o->auc_warn, o->auc_crit}};
+
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
+        if (pairs[i].warn > pairs[i].crit)
+            return err_set(e, ERR_CONFIG, "config: monitor.%s.warning%s=%g is above "
+                           "monitor.%s.critical%s=%g", pairs[i].key, pairs[i].unit,
+                           pairs[i].warn, pairs[i].key, pairs[i].unit, pairs[i].crit);
     if (o->auc_window < 1)
         return err_set(e, ERR_CONFIG, "monitor.auc.window must be >= 1");
     return ERR_OK;
@@ -839,11 +850,13 @@ struct mon *mon_open_cfg(const struct cfg *c, const char *const *names, size_t n
     err_clear(e);
     if (!*path)
         return NULL;
+    mon_opts_from_cfg(c, &o);
+    if (check_opts(&o, e))
+        return NULL;
     if (!(b = mon_baseline_load(path, e))) {
         err_wrap(e, "monitor.baseline");
         return NULL;
     }
-    mon_opts_from_cfg(c, &o);
     if (!(m = mon_open(&o, b, names, n, e))) {
         err_wrap(e, "monitor.baseline %s", path);
         return NULL;
