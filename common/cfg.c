@@ -76,6 +76,9 @@ static const struct key_def keys[] = {
     {"monitor.auc.window", K_INT, 1, 10000000, "5000", "labelled predictions in the rolling AUC"},
     {"monitor.auc.min_labels", K_INT, 1, 10000000, "500", "labels needed before AUC is checked"},
     {"monitor.hysteresis", K_DBL, 0, 0.99, "0.1", "a level is left only below threshold x (1 - this)"},
+    {"monitor.labels.topic", K_STR, 0, 0, "", "labels topic joined for the rolling AUC (empty = off)"},
+    {"monitor.labels.group", K_STR, 0, 0, "", "consumer group of the labels (default <group.id>-labels)"},
+    {"monitor.labels.ttl_s", K_INT, 1, 31536000, "604800", "label horizon: a prediction waits this long in Redis"},
     {"metrics.port", K_INT, 0, 65535, "0", "Prometheus /metrics, /healthz, /readyz port (0 = off)"},
     /* Confluent-compatible Schema Registry (common/registry.h); empty url =
      * schema ids from the local schemas/ids file. */

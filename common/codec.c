@@ -182,7 +182,8 @@ static const char *const known_files[CODEC_NSCHEMAS] = {"transaction_event.avsc"
                                                         "transaction_prediction.avsc",
                                                         "dead_letter.avsc", "alert_event.avsc",
                                                         "image_event.avsc",
-                                                        "image_prediction.avsc"};
+                                                        "image_prediction.avsc",
+                                                        "label_event.avsc"};
 
 static int avro_fail(struct err *e, int code, const char *what)
 {

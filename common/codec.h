@@ -41,6 +41,7 @@ enum codec_schema {
     CODEC_ALERT,               /* alert_event.avsc */
     CODEC_IMAGE_EVENT,         /* image_event.avsc */
     CODEC_IMAGE_PREDICTION,    /* image_prediction.avsc */
+    CODEC_LABEL,               /* label_event.avsc (monitoring: labels topic) */
     CODEC_NSCHEMAS
 };
 

@@ -286,6 +286,8 @@ struct mon {
     size_t nlab, lab_next, lab_cap;
     int64_t windows, win_start, win_end, win_events;
     int status_logged;              /* last overall status logged (1 DEGRADED) */
+    size_t labels_new;              /* labels observed since the last evaluation */
+    int64_t last_eval_ms;
 };
 
 static int slice_alloc(struct slice *s, size_t nf)
@@ -361,10 +363,21 @@ static int check_opts(const struct mon_opts *o, struct err *e)
     if (o->slices < 1 || o->window_events < o->slices || o->window_ms < o->slices)
         return err_set(e, ERR_CONFIG, "monitor.window: %lld events / %lld ms in %d slices",
                        (long long)o->window_events, (long long)o->window_ms, o->slices);
-    if (o->psi_warn > o->psi_crit || o->score_psi_warn > o->score_psi_crit ||
-        o->score_mean_warn > o->score_mean_crit || o->latency_warn_s > o->latency_crit_s ||
-        o->error_warn > o->error_crit || o->auc_warn > o->auc_crit)
-        return err_set(e, ERR_CONFIG, "monitor: a warning threshold is above its critical one");
+    const struct {
+        const char *key, *unit;
+        double warn, crit;
+    } pairs[] = {{"psi", "", o->psi_warn, o->psi_crit},
+                 {"score_psi", "", o->score_psi_warn, o->score_psi_crit},
+                 {"score_mean", "", o->score_mean_warn, o->score_mean_crit},
+                 {"latency_p99", "_ms", o->latency_warn_s * 1e3, o->latency_crit_s * 1e3},
+                 {"error_rate", "", o->error_warn, o->error_crit},
+                 {"auc", "", o->auc_warn, o->auc_crit}};
+
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
+        if (pairs[i].warn > pairs[i].crit)
+            return err_set(e, ERR_CONFIG, "config: monitor.%s.warning%s=%g is above "
+                           "monitor.%s.critical%s=%g", pairs[i].key, pairs[i].unit,
+                           pairs[i].warn, pairs[i].key, pairs[i].unit, pairs[i].crit);
     if (o->auc_window < 1)
         return err_set(e, ERR_CONFIG, "monitor.auc.window must be >= 1");
     return ERR_OK;
@@ -481,6 +494,7 @@ void mon_observe_label(struct mon *m, double score, int label)
 {
     if (!isfinite(score) || (label != 0 && label != 1))
         return;
+    m->labels_new++;
     m->labels[m->lab_next] = (struct scored){score, label};
     m->lab_next = (m->lab_next + 1) % m->lab_cap;
     if (m->nlab < m->lab_cap)
@@ -657,8 +671,10 @@ static void eval_auc(struct mon *m)
     apply(m, &m->chk[MON_AUC], MON_AUC, NULL, &r);
 }
 
-static void evaluate(struct mon *m)
+static void evaluate(struct mon *m, int64_t now_ms)
 {
+    m->labels_new = 0;
+    m->last_eval_ms = now_ms;
     aggregate(m);
     if (m->agg.n == 0 || (int64_t)m->agg.n < m->o.min_events)
         return;
@@ -677,14 +693,23 @@ size_t mon_tick(struct mon *m, int64_t now_ms)
     struct slice *s = open_slice(m, now_ms);
 
     if (s->n == 0) {
-        /* An idle slice does not age: the window keeps its last data. */
+        /* An idle slice does not age: the window keeps its last data. But
+         * labels arrive after their predictions: they are evaluated on
+         * their own, at most once per slice time. */
         s->start_ms = s->end_ms = now_ms;
+        if (m->labels_new && now_ms - m->last_eval_ms >= m->slice_ms) {
+            m->labels_new = 0;
+            m->last_eval_ms = now_ms;
+            m->win_start = m->win_end;
+            m->win_end = now_ms;
+            eval_auc(m);
+        }
         return m->nalerts;
     }
     if ((int64_t)s->n < m->slice_events && now_ms - s->start_ms < m->slice_ms)
         return m->nalerts;
     s->end_ms = now_ms > s->end_ms ? now_ms : s->end_ms;
-    evaluate(m);
+    evaluate(m, now_ms);
     m->cur = (m->cur + 1) % m->nslices;
     slice_reset(&m->ring[m->cur], m->nf, now_ms);
     return m->nalerts;
@@ -825,11 +850,13 @@ struct mon *mon_open_cfg(const struct cfg *c, const char *const *names, size_t n
     err_clear(e);
     if (!*path)
         return NULL;
+    mon_opts_from_cfg(c, &o);
+    if (check_opts(&o, e))
+        return NULL;
     if (!(b = mon_baseline_load(path, e))) {
         err_wrap(e, "monitor.baseline");
         return NULL;
     }
-    mon_opts_from_cfg(c, &o);
     if (!(m = mon_open(&o, b, names, n, e))) {
         err_wrap(e, "monitor.baseline %s", path);
         return NULL;

@@ -486,6 +486,30 @@ static void test_auc_drop_raises_alert(void **state)
     mon_close(m);
 }
 
+static void test_labels_after_the_stream_stops_are_evaluated(void **state)
+{
+    struct mon_opts o;
+    struct mon *m;
+
+    (void)state;
+    default_opts(&o);
+    o.window_events = 200;
+    o.window_ms = 10000;
+    m = score_monitor(&o, 0.80);
+    for (int k = 0; k < 200; k++)
+        mon_observe(m, NULL, 0.1, 10, 0, k);
+    mon_tick(m, 200);
+    assert_int_equal(mon_level_of(m, MON_AUC, 0), MON_OK);
+    /* Input stopped; labels keep arriving. */
+    for (int k = 0; k < 400; k++)
+        mon_observe_label(m, (k * 37 % 100) / 100.0, k % 3 == 0);
+    mon_tick(m, 5000);
+    assert_int_equal(mon_level_of(m, MON_AUC, 0), MON_OK); /* not a slice time yet */
+    mon_tick(m, 10300);
+    assert_int_equal(mon_level_of(m, MON_AUC, 0), MON_CRITICAL);
+    mon_close(m);
+}
+
 static void test_time_closes_a_slice(void **state)
 {
     double *train = normal_sample(2000, 0, 1), *shifted = normal_sample(600, 3, 2);
@@ -673,6 +697,7 @@ int main(void)
         cmocka_unit_test(test_latency_p99_and_error_rate),
         cmocka_unit_test(test_latency_histogram_bounds),
         cmocka_unit_test(test_auc_drop_raises_alert),
+        cmocka_unit_test(test_labels_after_the_stream_stops_are_evaluated),
         cmocka_unit_test(test_time_closes_a_slice),
         cmocka_unit_test(test_unknown_feature_is_config_error),
         cmocka_unit_test(test_baseline_round_trip),

@@ -182,14 +182,17 @@ static void print_line(const struct alerts_args *a, json_t *o)
                                   : strcmp(sev, "CRITICAL") == 0 ? "\033[1;31m"
                                                                  : "\033[33m";
     json_t *base = json_object_get(o, "baseline");
+    double obs = json_real_value(json_object_get(o, "observed"));
+    double thr = json_real_value(json_object_get(o, "threshold"));
+    /* The relation as it stands (AUC and a falling mean alert downwards). */
+    const char *rel = obs > thr ? ">" : obs < thr ? "<" : "=";
 
     gmtime_r(&t, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     printf("%s %s%-8s%s %s %s v%s %s%s%s: %.4g %s %.4g", when, col, sev, a->color ? "\033[0m" : "",
            str(o, "worker"), str(o, "model"), str(o, "model_version"), str(o, "alert_type"),
            json_is_string(json_object_get(o, "feature")) ? " " : "", str(o, "feature"),
-           json_real_value(json_object_get(o, "observed")), resolved ? "<=" : ">",
-           json_real_value(json_object_get(o, "threshold")));
+           obs, rel, thr);
     if (json_is_number(base))
         printf(" (baseline %.4g)", json_number_value(base));
     printf(" [%s -> %s]\n", str(o, "status_from"), str(o, "status_to"));

@@ -26,7 +26,7 @@ static void on_signal(int sig)
 
 static const char *const schema_names[CODEC_NSCHEMAS] = {
     "transaction_event", "transaction_prediction", "dead_letter", "alert_event",
-    "image_event", "image_prediction"};
+    "image_event", "image_prediction", "label_event"};
 
 static int schema_by_name(const char *name)
 {
@@ -78,7 +78,8 @@ static void produce_usage(FILE *out)
             "  -t, --topic T        destination topic (default: input.topic)\n"
             "  -s, --schema NAME    transaction_event (default) | transaction_prediction |\n"
             "                       dead_letter | alert_event | image_event |\n"
-            "                       image_prediction (image events are keyed by patient_id)\n"
+            "                       image_prediction | label_event (image events are\n"
+            "                       keyed by patient_id)\n"
             "  -i, --input FILE     read FILE instead of stdin\n"
             "  -r, --registry URL   Schema Registry (= -X schema.registry.url=URL)\n"
             "  --schema-id N        encode with the writer schema of id N as it is (from\n"

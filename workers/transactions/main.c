@@ -25,6 +25,7 @@
 #include "codec.h"
 #include "features.h"
 #include "kafka.h"
+#include "labels.h"
 #include "log.h"
 #include "metrics.h"
 #include "monitor.h"
@@ -87,6 +88,7 @@ struct worker {
     struct mon_ident mid;
     int64_t batch_ms;              /* wall clock of the batch, for the monitor */
     struct metrics *mx;            /* NULL: metrics.port = 0 */
+    struct labels *lab;            /* NULL: no monitor.labels.topic (or monitoring off) */
 };
 
 /* ---- set-up ---- */
@@ -224,7 +226,10 @@ static int worker_open(struct worker *w, struct err *e)
     w->mid = (struct mon_ident){WORKER, cfg_str(w->cf, "model.name"),
                                 cfg_str(w->cf, "model.version"), cfg_str(w->cf, "monitor.topic")};
     w->mon = mon_open_cfg(w->cf, feat_txn_names(), FEAT_TXN_DIM, e);
-    return w->mon || !e->code ? ERR_OK : e->code;
+    if (!w->mon)
+        return e->code;
+    w->lab = labels_open_cfg(w->cf, group_id(w->cf), e);
+    return w->lab || !e->code ? ERR_OK : e->code;
 }
 
 static void worker_close(struct worker *w)
@@ -240,6 +245,7 @@ static void worker_close(struct worker *w)
     txn_scorer_close(w->sc);
     state_close(w->st);
     codec_close(w->cd);
+    labels_close(w->lab);
     mon_close(w->mon);
     metrics_close(w->mx);
     reg_close(w->reg);
@@ -446,6 +452,8 @@ static void emit(struct worker *w, size_t i, int degraded, int state_done)
     w->n.predictions++;
     if (w->mon)
         mon_observe(w->mon, x, p.probability, p.latency_us, degraded, w->batch_ms);
+    if (w->lab)
+        labels_remember(w->lab, p.event_id, p.probability);
     metrics_add(w->mx, METRICS_PREDICTIONS, 1);
     metrics_add(w->mx, METRICS_DEGRADED, (uint64_t)degraded);
     metrics_observe_latency(w->mx, p.latency_us);
@@ -538,6 +546,8 @@ static int run(struct worker *w)
             w->n.messages += n;
             last_input = pipe_now_us();
         }
+        if (w->lab && labels_flush(w->lab, NULL) == ERR_OK)
+            labels_poll(w->lab, w->mon, 0, 1000);
         if (w->mon)
             metrics_add(w->mx, METRICS_ALERTS,
                         mon_tick_publish(w->mon, w->q, w->cd, &w->mid, pipe_wall_ms()));
