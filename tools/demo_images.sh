@@ -56,28 +56,5 @@ echo 'not avro' | "$SM" produce -b "$bs" -t images --raw --log-level warn
     >"$tmp/predictions.jsonl" 2>/dev/null
 kill -TERM "$wpid"; wait "$wpid" || true
 
-$PY - "$tmp/predictions.jsonl" "$tmp/events.jsonl" <<'PYEOF'
-import json, re, sys
-preds = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-uri = {e["image_id"]: e["uri"] for e in map(json.loads, open(sys.argv[2]))}
-print("\n== graded images (predictions.images); true grade from the synthetic file name")
-print(f"{'image':<12} {'file':<18} {'true':>4} {'status':<10} {'grade':>5} {'E[grade]':>8} "
-      f"{'P(>=2)':>7} {'refer':<5} CAM overlay / reason")
-ok = agree = 0
-for p in sorted(preds, key=lambda p: p["image_id"]):
-    m = re.search(r"_g(\d)\.", uri[p["image_id"]])
-    true = m.group(1) if m else "-"
-    if p["status"] == "ok":
-        ok += 1
-        agree += true == str(p["grade"])
-        print(f"{p['image_id']:<12} {uri[p['image_id']]:<18} {true:>4} {'ok':<10} {p['grade']:>5} "
-              f"{p['expected_grade']:8.2f} {p['referable_probability']:7.3f} "
-              f"{'yes' if p['referable'] else 'no':<5} {p['cam_path'].split('/')[-1]}")
-    else:
-        print(f"{p['image_id']:<12} {uri[p['image_id']][:18]:<18} {true:>4} {'ungradable':<10} "
-              f"{'':>5} {'':>8} {'':>7} {'':<5} {p['reason']}: {p['detail'][:60]}")
-lat = sorted(p["latency_us"] for p in preds)
-print(f"\n== {len(preds)} predictions: {ok} graded ({agree} match the true grade), "
-      f"{len(preds) - ok} ungradable; in-worker latency p50 {lat[len(lat)//2] / 1000:.1f} ms")
-PYEOF
+$PY tools/demo_show.py images "$tmp/predictions.jsonl" "$tmp/events.jsonl"
 echo "   worker: $(grep -o 'summary: [^"]*' "$tmp/worker.log" | head -1)"
