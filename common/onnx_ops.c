@@ -404,6 +404,11 @@ ONNX_CLONES static void sigmoid_loop(float *o, const float *x, size_t n)
         o[i] = 1.0f / (1.0f + vexpf(-x[i]));
 }
 
+void onnx_sigmoid_vec(float *o, const float *x, size_t n)
+{
+    sigmoid_loop(o, x, n);
+}
+
 ONNX_CLONES static void silu_loop(float *x, size_t n)
 {
     size_t i = 0;
