@@ -53,9 +53,12 @@ static int parse_descr(const char *h, const char *path, enum onnx_dtype *dt, str
         *dt = ONNX_F32;
     else if (strncmp(v + 1, "<i8", 3) == 0 && v[4] == v[0])
         *dt = ONNX_I64;
+    else if (strncmp(v + 1, "|b1", 3) == 0 && v[4] == v[0])
+        *dt = ONNX_BOOL;
     else
         return err_set(e, ERR_CONFIG,
-                       "npy: %s: dtype %.8s is not supported (float32 '<f4' or int64 '<i8'; "
+                       "npy: %s: dtype %.8s is not supported (float32 '<f4', int64 '<i8', bool "
+                       "'|b1'; "
                        "use a.astype(np.float32))",
                        path, v);
     return ERR_OK;
@@ -157,7 +160,7 @@ int npy_read(const char *path, struct onnx_tensor *t, struct err *e)
         return e->code ? e->code : err_set(e, ERR_IO, "npy: %s: stat failed", path);
     }
     n = count(t);
-    bytes = (size_t)n * (t->dtype == ONNX_I64 ? 8 : 4);
+    bytes = (size_t)n * onnx_dtype_size(t->dtype);
     if (n < 0 || (uint64_t)st.st_size != (uint64_t)off + bytes) {
         fclose(f);
         return err_set(e, ERR_DECODE, "npy: %s: %lld data bytes, the shape needs %zu", path,
@@ -177,8 +180,10 @@ int npy_write(const char *path, const struct onnx_tensor *t, struct err *e)
 {
     char h[512];
     int len = snprintf(h, sizeof(h), "{'descr': '%s', 'fortran_order': False, 'shape': (",
-                       t->dtype == ONNX_I64 ? "<i8" : "<f4");
-    size_t bytes = onnx_numel(t) * (t->dtype == ONNX_I64 ? 8 : 4);
+                       t->dtype == ONNX_I64    ? "<i8"
+                       : t->dtype == ONNX_BOOL ? "|b1"
+                                               : "<f4");
+    size_t bytes = onnx_numel(t) * onnx_dtype_size(t->dtype);
     unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0, 0};
     FILE *f;
     int ok;

@@ -29,7 +29,7 @@
 
 size_t onnx_dtype_size(enum onnx_dtype dt)
 {
-    return dt == ONNX_I64 ? sizeof(int64_t) : sizeof(float);
+    return dt == ONNX_I64 ? sizeof(int64_t) : dt == ONNX_BOOL ? 1 : sizeof(float);
 }
 
 int64_t onnx_count(int ndim, const int64_t *dims)
@@ -255,9 +255,9 @@ int onnx_proto_tensor(const Onnx__TensorProto *tp, struct onnx_tensor *t, const 
     const char *name = tp->name ? tp->name : "";
     size_t n, es, have;
 
-    if (dt != ONNX_F32 && dt != ONNX_I64)
+    if (dt != ONNX_F32 && dt != ONNX_I64 && dt != ONNX_BOOL)
         return err_set(e, ERR_CONFIG,
-                       "onnx: %s '%s' has data type %d (only float32=1 and int64=7 are supported)",
+                       "onnx: %s '%s' has data type %d (float32=1, int64=7, bool=9 supported)",
                        what, name, dt);
     t->dtype = (enum onnx_dtype)dt;
     if (tensor_dims(t, tp, what, e))
@@ -273,6 +273,12 @@ int onnx_proto_tensor(const Onnx__TensorProto *tp, struct onnx_tensor *t, const 
     } else if (t->dtype == ONNX_F32) {
         *src = tp->float_data;
         have = tp->n_float_data * es;
+    } else if (t->dtype == ONNX_BOOL) {
+        if (tp->n_int32_data) /* legal ONNX, but not what torch or onnx.helper write */
+            return err_set(e, ERR_CONFIG, "onnx: %s '%s': bools in int32_data (raw_data only)",
+                           what, name);
+        *src = NULL;
+        have = 0;
     } else {
         *src = tp->int64_data;
         have = tp->n_int64_data * es;

@@ -23,8 +23,10 @@
 #define ONNX_MAX_DIMS 8
 #define ONNX_MAX_FILE_BYTES ((size_t)1 << 30) /* larger files are refused */
 
-/* Values are TensorProto.DataType codes. */
-enum onnx_dtype { ONNX_F32 = 1, ONNX_I64 = 7 };
+/* Values are TensorProto.DataType codes. Graph inputs are float32 or int64;
+ * bool (one byte, 0 or 1) appears as the result of comparisons and may be a
+ * graph output. */
+enum onnx_dtype { ONNX_F32 = 1, ONNX_I64 = 7, ONNX_BOOL = 9 };
 
 /* A dense row-major tensor. The data is borrowed: see each function. */
 struct onnx_tensor {
@@ -99,6 +101,8 @@ const char *onnx_metadata_key(const struct onnx_model *m, size_t i);
 size_t onnx_op_count(void);
 const char *onnx_op_name(size_t i);
 
+/* Bytes per element: 4, 8, 1. */
+size_t onnx_dtype_size(enum onnx_dtype dt);
 /* Elements of t (product of dims; 1 for a scalar). */
 size_t onnx_numel(const struct onnx_tensor *t);
 

@@ -123,7 +123,6 @@ int64_t onnx_count(int ndim, const int64_t *dims);
  * are done. fn must only write data owned by its chunk or its tid. */
 typedef void (*onnx_chunk_fn)(void *arg, int64_t b, int64_t e, int tid);
 void onnx_parallel(const struct onnx_model *m, onnx_chunk_fn fn, void *arg, int64_t n);
-size_t onnx_dtype_size(enum onnx_dtype dt);
 /* Checks tp (dtype f32/i64, dims, data length) into t and points *src at
  * its data (owned by tp). what names the tensor's role in messages. */
 int onnx_proto_tensor(const Onnx__TensorProto *tp, struct onnx_tensor *t, const void **src,

@@ -736,15 +736,21 @@ static int gru_check(struct onnx_model *m, struct onnx_node *n, struct gru_dims 
     return ERR_OK;
 }
 
-/* One step: xw = X_t W^T + Wb (precomputed), rh = H R^T + Rb; gates z, r, h. */
-static void gru_step(const float *xw, const float *rh, float *h, int64_t hs)
+/* One step: xw = X_t W^T + Wb (precomputed), rh = H R^T + Rb; gates z, r
+ * and the candidate in tmp (3 * hs floats), each gate over a whole vector
+ * at once; tanh(x) = 2 sigmoid(2x) - 1 (abs error ~1e-7). */
+static void gru_step(const float *xw, const float *rh, float *h, int64_t hs, float *tmp)
 {
-    for (int64_t j = 0; j < hs; j++) {
-        float z = onnx_sigmoid(xw[j] + rh[j]);
-        float r = onnx_sigmoid(xw[hs + j] + rh[hs + j]);
-        float c = tanhf(xw[2 * hs + j] + r * rh[2 * hs + j]);
-        h[j] = (1.0f - z) * c + z * h[j];
-    }
+    float *z = tmp, *r = tmp + hs, *c = tmp + 2 * hs;
+
+    for (int64_t j = 0; j < 2 * hs; j++)
+        tmp[j] = xw[j] + rh[j];
+    onnx_sigmoid_vec(tmp, tmp, (size_t)(2 * hs));
+    for (int64_t j = 0; j < hs; j++)
+        c[j] = 2.0f * (xw[2 * hs + j] + r[j] * rh[2 * hs + j]);
+    onnx_sigmoid_vec(c, c, (size_t)hs);
+    for (int64_t j = 0; j < hs; j++)
+        h[j] = (1.0f - z[j]) * (2.0f * c[j] - 1.0f) + z[j] * h[j];
 }
 
 /* Direction dir over the whole sequence; writes Y (if any) and leaves H. */
@@ -779,7 +785,7 @@ static void gru_dir(struct onnx_model *m, struct onnx_node *n, const struct gru_
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d->b, (int)g3, (int)d->h, 1.0f, h,
                     (int)d->h, r, (int)d->h, 1.0f, rh, (int)g3);
         for (int64_t i = 0; i < d->b; i++)
-            gru_step(xw + (t * d->b + i) * g3, rh + i * g3, h + i * d->h, d->h);
+            gru_step(xw + (t * d->b + i) * g3, rh + i * g3, h + i * d->h, d->h, h + d->b * d->h);
         if (y)
             memcpy(y + ((t * d->nd + dir) * d->b) * d->h, h, (size_t)(d->b * d->h) * sizeof(float));
     }
@@ -799,7 +805,8 @@ int onnx_k_gru(struct onnx_model *m, struct onnx_node *n, struct err *e)
         return e->code;
     if (n->n_out > 1 && n->out[1] >= 0 && !(yh = onnx_out(m, n, 1, ONNX_F32, 3, hdims, e)))
         return e->code;
-    xw = onnx_scratch(m, (size_t)(d.t * d.b * 3 * d.h + d.b * 3 * d.h + d.b * d.h), e);
+    /* xw [T*B, 3H], rh [B, 3H], h [B, H], gate temporaries [3H] */
+    xw = onnx_scratch(m, (size_t)(d.t * d.b * 3 * d.h + d.b * 3 * d.h + d.b * d.h + 3 * d.h), e);
     if (!xw)
         return e->code;
     rh = xw + d.t * d.b * 3 * d.h;

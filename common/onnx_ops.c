@@ -258,8 +258,8 @@ static int run_binary(struct onnx_model *m, struct onnx_node *n, enum binop op, 
     int nd, cn;
     void *out;
 
-    if (a->dtype != b->dtype)
-        return err_set(e, ERR_INVALID, "operands have different data types");
+    if (a->dtype != b->dtype || a->dtype == ONNX_BOOL)
+        return err_set(e, ERR_INVALID, "operands must be both float32 or both int64");
     if (onnx_broadcast(a, b, &nd, dims, e))
         return e->code;
     out = onnx_out(m, n, 0, a->dtype, nd, dims, e);
@@ -402,6 +402,11 @@ ONNX_CLONES static void sigmoid_loop(float *o, const float *x, size_t n)
     }
     for (; i < n; i++)
         o[i] = 1.0f / (1.0f + vexpf(-x[i]));
+}
+
+void onnx_sigmoid_vec(float *o, const float *x, size_t n)
+{
+    sigmoid_loop(o, x, n);
 }
 
 ONNX_CLONES static void silu_loop(float *x, size_t n)
@@ -1102,8 +1107,38 @@ static int p_cast(struct onnx_node *n, const Onnx__NodeProto *p, struct err *e)
     if (onnx_attr_known(p, "to\0saturate\0", e))
         return e->code;
     n->a.to = (int)onnx_attr_i(p, "to", 0);
-    if (n->a.to != ONNX_F32 && n->a.to != ONNX_I64)
-        return err_set(e, ERR_CONFIG, "cast to data type %d (float32=1 and int64=7 only)", n->a.to);
+    if (n->a.to != ONNX_F32 && n->a.to != ONNX_I64 && n->a.to != ONNX_BOOL)
+        return err_set(e, ERR_CONFIG, "cast to data type %d (float32=1, int64=7, bool=9 only)",
+                       n->a.to);
+    return ERR_OK;
+}
+
+/* Element i of t as a double (exact for float32, bool, int64 below 2^53). */
+static double elem_f64(const struct onnx_tensor *t, size_t i)
+{
+    if (t->dtype == ONNX_F32)
+        return ((const float *)t->data)[i];
+    if (t->dtype == ONNX_BOOL)
+        return ((const uint8_t *)t->data)[i] != 0;
+    return (double)((const int64_t *)t->data)[i];
+}
+
+static int cast_elem(const struct onnx_tensor *x, size_t i, enum onnx_dtype to, void *o,
+                     struct err *e)
+{
+    double v = elem_f64(x, i);
+
+    if (to == ONNX_F32) {
+        ((float *)o)[i] = (float)v;
+    } else if (to == ONNX_BOOL) {
+        ((uint8_t *)o)[i] = x->dtype == ONNX_I64 ? ((const int64_t *)x->data)[i] != 0 : v != 0;
+    } else if (x->dtype == ONNX_I64) {
+        ((int64_t *)o)[i] = ((const int64_t *)x->data)[i];
+    } else {
+        if (!(fabs(v) < 9.2e18))
+            return err_set(e, ERR_INVALID, "cannot cast %g to int64", v);
+        ((int64_t *)o)[i] = (int64_t)v;
+    }
     return ERR_OK;
 }
 
@@ -1117,17 +1152,11 @@ static int k_cast(struct onnx_model *m, struct onnx_node *n, struct err *e)
         return e->code;
     if ((int)x->dtype == n->a.to) {
         memcpy(o, x->data, cnt * onnx_dtype_size(x->dtype));
-    } else if (n->a.to == ONNX_F32) {
-        for (size_t i = 0; i < cnt; i++)
-            ((float *)o)[i] = (float)((const int64_t *)x->data)[i];
-    } else {
-        for (size_t i = 0; i < cnt; i++) {
-            float v = ((const float *)x->data)[i];
-            if (!(fabsf(v) < 9.2e18f))
-                return err_set(e, ERR_INVALID, "cannot cast %g to int64", (double)v);
-            ((int64_t *)o)[i] = (int64_t)v;
-        }
+        return ERR_OK;
     }
+    for (size_t i = 0; i < cnt; i++)
+        if (cast_elem(x, i, (enum onnx_dtype)n->a.to, o, e))
+            return e->code;
     return ERR_OK;
 }
 
@@ -1190,8 +1219,10 @@ static int p_const_of_shape(struct onnx_node *n, const Onnx__NodeProto *p, struc
     n->a.to = t.dtype;
     if (t.dtype == ONNX_F32)
         memcpy(&n->a.fill_f32, src, sizeof(float));
-    else
+    else if (t.dtype == ONNX_I64)
         memcpy(&n->a.fill_i64, src, sizeof(int64_t));
+    else
+        n->a.fill_i64 = *(const uint8_t *)src != 0;
     return ERR_OK;
 }
 
@@ -1209,8 +1240,10 @@ static int k_const_of_shape(struct onnx_model *m, struct onnx_node *n, struct er
     for (int64_t i = 0, cnt = onnx_count(len, s); i < cnt; i++) {
         if (n->a.to == ONNX_F32)
             ((float *)o)[i] = n->a.fill_f32;
-        else
+        else if (n->a.to == ONNX_I64)
             ((int64_t *)o)[i] = n->a.fill_i64;
+        else
+            ((uint8_t *)o)[i] = (uint8_t)n->a.fill_i64;
     }
     return ERR_OK;
 }
@@ -1317,6 +1350,132 @@ static int k_reduce_mean(struct onnx_model *m, struct onnx_node *n, struct err *
     return ERR_OK;
 }
 
+/* ---- comparisons, Not, Where (bool results) ---- */
+
+/* Odometer over an output shape carrying the element offsets of up to three
+ * broadcast operands. */
+struct walk {
+    int nd, k;
+    int64_t dims[ONNX_MAX_DIMS], st[3][ONNX_MAX_DIMS], idx[ONNX_MAX_DIMS], off[3];
+};
+
+static void walk_init(struct walk *w, int nd, const int64_t *dims,
+                      const struct onnx_tensor *const *ops, int k)
+{
+    memset(w, 0, sizeof(*w));
+    w->nd = nd;
+    w->k = k;
+    memcpy(w->dims, dims, (size_t)nd * sizeof(int64_t));
+    for (int j = 0; j < k; j++)
+        bstrides(ops[j], nd, dims, w->st[j]);
+}
+
+static void walk_next(struct walk *w)
+{
+    for (int d = w->nd - 1; d >= 0; d--) {
+        for (int j = 0; j < w->k; j++)
+            w->off[j] += w->st[j][d];
+        if (++w->idx[d] < w->dims[d])
+            return;
+        for (int j = 0; j < w->k; j++)
+            w->off[j] -= w->st[j][d] * w->dims[d];
+        w->idx[d] = 0;
+    }
+}
+
+enum cmpop { C_EQ, C_LT, C_GT };
+
+static int cmp_elem(enum cmpop op, const struct onnx_tensor *a, int64_t i,
+                    const struct onnx_tensor *b, int64_t j)
+{
+    if (a->dtype == ONNX_I64) {
+        int64_t x = ((const int64_t *)a->data)[i], y = ((const int64_t *)b->data)[j];
+        return op == C_EQ ? x == y : op == C_LT ? x < y : x > y;
+    }
+    double x = elem_f64(a, (size_t)i), y = elem_f64(b, (size_t)j);
+    return op == C_EQ ? x == y : op == C_LT ? x < y : x > y;
+}
+
+static int run_compare(struct onnx_model *m, struct onnx_node *n, enum cmpop op, struct err *e)
+{
+    const struct onnx_tensor *ops[2] = {onnx_in(m, n, 0), onnx_in(m, n, 1)};
+    int64_t dims[ONNX_MAX_DIMS];
+    struct walk w;
+    uint8_t *o;
+    int nd;
+
+    if (ops[0]->dtype != ops[1]->dtype || (op != C_EQ && ops[0]->dtype == ONNX_BOOL))
+        return err_set(e, ERR_INVALID, "operands of different (or bool) data types");
+    if (onnx_broadcast(ops[0], ops[1], &nd, dims, e))
+        return e->code;
+    o = onnx_out(m, n, 0, ONNX_BOOL, nd, dims, e);
+    if (!o)
+        return e->code;
+    walk_init(&w, nd, dims, ops, 2);
+    for (int64_t i = 0, total = onnx_count(nd, dims); i < total; i++, walk_next(&w))
+        o[i] = (uint8_t)cmp_elem(op, ops[0], w.off[0], ops[1], w.off[1]);
+    return ERR_OK;
+}
+
+static int k_equal(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    return run_compare(m, n, C_EQ, e);
+}
+
+static int k_less(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    return run_compare(m, n, C_LT, e);
+}
+
+static int k_greater(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    return run_compare(m, n, C_GT, e);
+}
+
+static int k_not(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *x = onnx_in(m, n, 0);
+    uint8_t *o;
+
+    if (x->dtype != ONNX_BOOL)
+        return err_set(e, ERR_INVALID, "bool input expected");
+    o = onnx_out(m, n, 0, ONNX_BOOL, x->ndim, x->dims, e);
+    if (!o)
+        return e->code;
+    for (size_t i = 0, cnt = onnx_numel(x); i < cnt; i++)
+        o[i] = !((const uint8_t *)x->data)[i];
+    return ERR_OK;
+}
+
+static int k_where(struct onnx_model *m, struct onnx_node *n, struct err *e)
+{
+    const struct onnx_tensor *ops[3] = {onnx_in(m, n, 0), onnx_in(m, n, 1), onnx_in(m, n, 2)};
+    int64_t d1[ONNX_MAX_DIMS], dims[ONNX_MAX_DIMS];
+    struct onnx_tensor t1 = {.dtype = ONNX_BOOL};
+    size_t es = onnx_dtype_size(ops[1]->dtype);
+    struct walk w;
+    char *o;
+    int n1, nd;
+
+    if (ops[0]->dtype != ONNX_BOOL || ops[1]->dtype != ops[2]->dtype)
+        return err_set(e, ERR_INVALID, "condition must be bool, X and Y of one data type");
+    if (onnx_broadcast(ops[0], ops[1], &n1, d1, e))
+        return e->code;
+    t1.ndim = n1;
+    memcpy(t1.dims, d1, sizeof(d1));
+    if (onnx_broadcast(&t1, ops[2], &nd, dims, e))
+        return e->code;
+    o = onnx_out(m, n, 0, ops[1]->dtype, nd, dims, e);
+    if (!o)
+        return e->code;
+    walk_init(&w, nd, dims, ops, 3);
+    for (int64_t i = 0, total = onnx_count(nd, dims); i < total; i++, walk_next(&w)) {
+        int k = ((const uint8_t *)ops[0]->data)[w.off[0]] ? 1 : 2;
+        memcpy(o + (size_t)i * es, (const char *)ops[k]->data + (size_t)w.off[k] * es, es);
+    }
+    return ERR_OK;
+}
+
 /* ---- the table ---- */
 
 #define MANY ONNX_MAX_IO
@@ -1333,6 +1492,7 @@ static const struct onnx_opdef ops[] = {
     {"Conv", 2, 3, 1, 1, onnx_p_conv, onnx_k_conv},
     {"Div", 2, 2, 1, 1, p_none, k_div},
     {"Dropout", 1, 2, 1, 1, p_none, k_identity}, /* inference: no training_mode, no mask */
+    {"Equal", 2, 2, 1, 1, p_none, k_equal},
     {"Erf", 1, 1, 1, 1, p_none, k_erf},
     {"Exp", 1, 1, 1, 1, p_none, k_exp},
     {"Expand", 2, 2, 1, 1, p_none, k_expand},
@@ -1341,16 +1501,19 @@ static const struct onnx_opdef ops[] = {
     {"Gather", 2, 2, 1, 1, p_axis, k_gather},
     {"Gemm", 2, 3, 1, 1, onnx_p_gemm, onnx_k_gemm},
     {"GlobalAveragePool", 1, 1, 1, 1, p_none, onnx_k_gap},
+    {"Greater", 2, 2, 1, 1, p_none, k_greater},
     {"HardSigmoid", 1, 1, 1, 1, p_alpha_beta, k_hsig},
     {"HardSwish", 1, 1, 1, 1, p_none, k_hswish},
     {"Identity", 1, 1, 1, 1, p_none, k_identity},
     {"LeakyRelu", 1, 1, 1, 1, p_alpha_beta, k_leaky},
+    {"Less", 2, 2, 1, 1, p_none, k_less},
     {"Log", 1, 1, 1, 1, p_none, k_log},
     {"LogSoftmax", 1, 1, 1, 1, p_axis, k_logsoftmax},
     {"MatMul", 2, 2, 1, 1, p_none, onnx_k_matmul},
     {"MaxPool", 1, 1, 1, 1, onnx_p_pool, onnx_k_maxpool},
     {"Mul", 2, 2, 1, 1, p_none, k_mul},
     {"Neg", 1, 1, 1, 1, p_none, k_neg},
+    {"Not", 1, 1, 1, 1, p_none, k_not},
     {"Pad", 2, 3, 1, 1, p_pad, k_pad},
     {"Pow", 2, 2, 1, 1, p_none, k_pow},
     {"Reciprocal", 1, 1, 1, 1, p_none, k_recip},
@@ -1367,6 +1530,7 @@ static const struct onnx_opdef ops[] = {
     {"Tanh", 1, 1, 1, 1, p_none, k_tanh},
     {"Transpose", 1, 1, 1, 1, p_transpose, k_transpose},
     {"Unsqueeze", 2, 2, 1, 1, p_none, k_unsqueeze},
+    {"Where", 3, 3, 1, 1, p_none, k_where},
 };
 
 const struct onnx_opdef *onnx_op_find(const char *name)

@@ -33,6 +33,7 @@ int onnx_axis(int64_t axis, int rank);
 int onnx_broadcast(const struct onnx_tensor *a, const struct onnx_tensor *b, int *nd, int64_t *out,
                    struct err *e);
 float onnx_sigmoid(float x);
+void onnx_sigmoid_vec(float *o, const float *x, size_t n); /* o may be x */
 void onnx_activate(int act, float *x, size_t n, float p, float q);
 
 /* onnx_nn.c */

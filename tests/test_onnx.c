@@ -137,6 +137,15 @@ static void test_gru_bidirectional_two_layers_matches_torch(void **state)
     check_parity("gru_bidir2", 2, 2);
 }
 
+/* Greater, Less, Equal (on shapes), Not, Where, bool casts: torch's
+ * expand(n, -1), torch.where, masked_fill and a mask from a bool. */
+static void test_comparisons_and_where_match_torch(void **state)
+{
+    (void)state;
+    check_parity("masked", 1, 1);
+    expect_refused(FIX "bool_add.onnx", ERR_INVALID, "add_bools", "float32 or both int64");
+}
+
 /* Slice with INT64_MAX steps and reversed, Concat of 10, Reshape 0/-1. */
 static void test_shape_op_edges_match_numpy(void **state)
 {
@@ -488,6 +497,15 @@ static void test_npy_roundtrip(void **state)
     assert_int_equal(got.ndim, 0);
     assert_true(((float *)got.data)[0] == 1.5f);
     npy_free(&got);
+    {
+        uint8_t bits[4] = {1, 0, 0, 1};
+        struct onnx_tensor bt = {ONNX_BOOL, 2, {2, 2}, bits};
+        assert_int_equal(npy_write(path, &bt, &e), 0);
+        assert_int_equal(npy_read(path, &got, &e), 0);
+        assert_int_equal(got.dtype, ONNX_BOOL);
+        assert_memory_equal(got.data, bits, 4);
+        npy_free(&got);
+    }
     c.dtype = ONNX_F32;
     c.ndim = 2; /* shape (0, 0): empty */
     assert_int_equal(npy_write(path, &c, &e), 0);
@@ -600,6 +618,7 @@ int main(void)
         cmocka_unit_test(test_gru_bidirectional_two_layers_matches_torch),
         cmocka_unit_test(test_threaded_runs_match_torch),
         cmocka_unit_test(test_shape_op_edges_match_numpy),
+        cmocka_unit_test(test_comparisons_and_where_match_torch),
         cmocka_unit_test(test_dynamic_batch_gives_same_rows),
         cmocka_unit_test(test_accessors_report_the_graph),
         cmocka_unit_test(test_kept_value_gives_cam_inputs),

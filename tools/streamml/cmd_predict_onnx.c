@@ -188,17 +188,23 @@ static int read_inputs(const struct onnx_model *m, const struct bind **slot, str
     return 0;
 }
 
+static const char *dtype_name(enum onnx_dtype dt)
+{
+    return dt == ONNX_F32 ? "float32" : dt == ONNX_I64 ? "int64" : "bool";
+}
+
 static void summarise(const char *name, const struct onnx_tensor *t)
 {
     size_t n = onnx_numel(t);
     double lo = INFINITY, hi = -INFINITY, sum = 0;
 
-    printf("%s: %s [", name, t->dtype == ONNX_F32 ? "float32" : "int64");
+    printf("%s: %s [", name, dtype_name(t->dtype));
     for (int d = 0; d < t->ndim; d++)
         printf("%s%lld", d ? ", " : "", (long long)t->dims[d]);
     for (size_t i = 0; i < n; i++) {
-        double v = t->dtype == ONNX_F32 ? ((const float *)t->data)[i]
-                                        : (double)((const int64_t *)t->data)[i];
+        double v = t->dtype == ONNX_F32    ? ((const float *)t->data)[i]
+                   : t->dtype == ONNX_BOOL ? ((const uint8_t *)t->data)[i]
+                                           : (double)((const int64_t *)t->data)[i];
         lo = fmin(lo, v);
         hi = fmax(hi, v);
         sum += v;
@@ -306,8 +312,7 @@ int cmd_model_inspect_onnx(const char *path)
            (long long)onnx_opset(m));
     for (size_t i = 0; i < onnx_num_inputs(m); i++) {
         onnx_input_shape(m, i, &nd, dims);
-        printf("  %s: %s [", onnx_input_name(m, i),
-               onnx_input_dtype(m, i) == ONNX_F32 ? "float32" : "int64");
+        printf("  %s: %s [", onnx_input_name(m, i), dtype_name(onnx_input_dtype(m, i)));
         for (int d = 0; d < nd; d++) {
             if (dims[d] < 0)
                 printf("%s?", d ? ", " : "");
