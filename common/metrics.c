@@ -30,7 +30,7 @@ struct gauges {                     /* copied from the monitor, under lock */
     size_t nfeat;
     char (*names)[MON_NAME_MAX];
     double *psi, *missing;
-    double score_psi, score_mean, p99, error_rate, auc;
+    double score_psi, score_mean, p99, error_rate, auc, di;
     int64_t windows;
     int degraded;
     int level[MON_NCHECKS];
@@ -103,6 +103,7 @@ static void copy_snapshot(struct gauges *g, const struct mon_snapshot *s)
     g->p99 = s->latency_p99_s;
     g->error_rate = s->error_rate;
     g->auc = s->auc;
+    g->di = s->disparate_impact;
     g->windows = s->windows;
     g->degraded = s->degraded;
     memcpy(g->level, s->level, sizeof(g->level));
@@ -244,6 +245,8 @@ static void render_monitor(const struct gauges *g, FILE *f)
           g->error_rate);
     gauge(f, "streamml_rolling_auc", "AUC of labelled predictions (NaN: not enough labels)",
           g->auc);
+    gauge(f, "streamml_disparate_impact", "Lowest over highest approval rate of the fairness "
+          "groups (NaN: no fairness check)", g->di);
     gauge(f, "streamml_monitor_windows", "Windows evaluated", (double)g->windows);
     head(f, "streamml_monitor_check_level", "gauge", "Worst level per check: 0 OK, 1 WARNING, "
                                                      "2 CRITICAL");

@@ -20,7 +20,7 @@ const char *mon_check_name(enum mon_check c)
 {
     static const char *const n[MON_NCHECKS] = {"data_drift",  "missing_rate", "score_psi",
                                                "score_mean",  "latency_p99",  "error_rate",
-                                               "auc"};
+                                               "auc",         "fairness"};
     return (unsigned)c < MON_NCHECKS ? n[c] : "?";
 }
 
@@ -244,6 +244,9 @@ void mon_opts_from_cfg(const struct cfg *c, struct mon_opts *o)
     o->auc_window = cfg_int(c, "monitor.auc.window");
     o->auc_min_labels = cfg_int(c, "monitor.auc.min_labels");
     o->hysteresis = cfg_double(c, "monitor.hysteresis");
+    o->fair_feature = cfg_str(c, "monitor.fairness.feature");
+    o->fair_warn = cfg_double(c, "monitor.fairness.warning");
+    o->fair_min_group = cfg_int(c, "monitor.fairness.min_group");
 }
 
 struct slice {
@@ -254,6 +257,7 @@ struct slice {
     uint32_t *miss;                 /* nf */
     uint32_t sbins[MON_BINS];
     uint32_t lat[MON_LAT_BUCKETS];
+    uint32_t grp_n[MON_GROUPS], grp_ok[MON_GROUPS];
 };
 
 struct check {
@@ -277,6 +281,7 @@ struct mon {
     int *nedges;
     struct slice *ring, agg;
     int nslices, cur;
+    int fair_idx;                   /* vector index of the group feature, -1 off */
     int64_t slice_events, slice_ms;
     struct check *psi, *miss;       /* per feature */
     struct check chk[MON_NCHECKS];  /* model-wide checks */
@@ -330,6 +335,20 @@ static int map_names(struct mon *m, const char *const *names, size_t n, struct e
         memcpy(m->edges + f * (MON_BINS - 1), d->edges, sizeof(d->edges));
         m->b->names[f] = m->b->feat[f].name;
     }
+    return ERR_OK;
+}
+
+static int map_group(struct mon *m, const char *const *names, size_t n, struct err *e)
+{
+    m->fair_idx = -1;
+    if (!m->o.fair_feature || !*m->o.fair_feature)
+        return ERR_OK;
+    for (size_t j = 0; j < n; j++)
+        if (strcmp(names[j], m->o.fair_feature) == 0)
+            m->fair_idx = (int)j;
+    if (m->fair_idx < 0)
+        return err_set(e, ERR_CONFIG, "config: monitor.fairness.feature=%s is not a feature of "
+                       "this worker", m->o.fair_feature);
     return ERR_OK;
 }
 
@@ -407,7 +426,7 @@ struct mon *mon_open(const struct mon_opts *o, struct mon_baseline *b,
         err_set(e, ERR_NOMEM, "out of memory for a monitor of %zu features", m->nf);
         goto fail;
     }
-    if (map_names(m, names, n, e))
+    if (map_names(m, names, n, e) || map_group(m, names, n, e))
         goto fail;
     for (size_t f = 0; f < m->nf; f++)
         m->psi[f].observed = m->miss[f].observed = NAN;
@@ -490,6 +509,21 @@ void mon_observe_dead(struct mon *m, int64_t now_ms)
     s->end_ms = now_ms;
 }
 
+void mon_observe_decision(struct mon *m, const float *x, int approved)
+{
+    struct slice *s;
+    float g;
+
+    if (m->fair_idx < 0 || m->cur < 0)
+        return;
+    g = x[m->fair_idx];
+    if (!(g >= 0 && g < MON_GROUPS) || g != floorf(g))
+        return;
+    s = &m->ring[m->cur];
+    s->grp_n[(int)g]++;
+    s->grp_ok[(int)g] += approved != 0;
+}
+
 void mon_observe_label(struct mon *m, double score, int label)
 {
     if (!isfinite(score) || (label != 0 && label != 1))
@@ -529,6 +563,10 @@ static void aggregate(struct mon *m)
             a->sbins[k] += s->sbins[k];
         for (int k = 0; k < MON_LAT_BUCKETS; k++)
             a->lat[k] += s->lat[k];
+        for (int k = 0; k < MON_GROUPS; k++) {
+            a->grp_n[k] += s->grp_n[k];
+            a->grp_ok[k] += s->grp_ok[k];
+        }
     }
 }
 
@@ -671,6 +709,33 @@ static void eval_auc(struct mon *m)
     apply(m, &m->chk[MON_AUC], MON_AUC, NULL, &r);
 }
 
+/* Disparate impact: lowest approval rate over the highest, among groups
+ * with enough events; lower is worse, so the check runs on 1 - ratio. */
+static void eval_fairness(struct mon *m)
+{
+    double lo = INFINITY, hi = 0, ratio;
+    int groups = 0;
+    struct reading r;
+
+    if (m->fair_idx < 0)
+        return;
+    for (int k = 0; k < MON_GROUPS; k++) {
+        double rate;
+        if (m->agg.grp_n[k] == 0 || (int64_t)m->agg.grp_n[k] < m->o.fair_min_group)
+            continue;
+        rate = (double)m->agg.grp_ok[k] / m->agg.grp_n[k];
+        lo = rate < lo ? rate : lo;
+        hi = rate > hi ? rate : hi;
+        groups++;
+    }
+    if (groups < 2 || hi <= 0)
+        return;
+    ratio = lo / hi;
+    r = (struct reading){1 - ratio, 1 - m->o.fair_warn, INFINITY, ratio, m->o.fair_warn,
+                         INFINITY, NAN};
+    apply(m, &m->chk[MON_FAIRNESS], MON_FAIRNESS, NULL, &r);
+}
+
 static void evaluate(struct mon *m, int64_t now_ms)
 {
     m->labels_new = 0;
@@ -686,6 +751,7 @@ static void evaluate(struct mon *m, int64_t now_ms)
     eval_score(m);
     eval_health(m);
     eval_auc(m);
+    eval_fairness(m);
 }
 
 size_t mon_tick(struct mon *m, int64_t now_ms)
@@ -766,6 +832,7 @@ void mon_snapshot(const struct mon *m, struct mon_snapshot *s)
     s->latency_p99_s = m->chk[MON_LATENCY].observed;
     s->error_rate = m->chk[MON_ERROR_RATE].observed;
     s->auc = m->chk[MON_AUC].observed;
+    s->disparate_impact = m->chk[MON_FAIRNESS].observed;
     s->windows = m->windows;
     s->window_events = m->win_events;
     s->degraded = mon_degraded(m);
@@ -786,7 +853,8 @@ static json_t *finite_real(double x)
 
 static void alert_message(const struct mon_alert *a, char *out, size_t cap)
 {
-    const char *what = mon_check_name(a->check);
+    const char *what = a->check == MON_FAIRNESS ? "fairness (disparate impact)"
+                                                : mon_check_name(a->check);
 
     if (a->to == MON_OK)
         snprintf(out, cap, "%s%s%s resolved: %.4g (threshold %.4g)", what,

@@ -14,6 +14,8 @@
  *   latency_p99   from a fixed-memory log-linear histogram
  *   error_rate    (dead-lettered + degraded) / all events
  *   auc           rolling AUC of labelled predictions, drop vs baseline AUC
+ *   fairness      with a group feature configured (a category code): approval
+ *                 rate per group and the disparate impact ratio min/max
  * Each check has a level (OK, WARNING, CRITICAL); an alert is produced only
  * when a level changes (no storm of repeated alerts), RESOLVED when it goes
  * back to OK. Leaving a level needs the value to fall below its threshold
@@ -120,15 +122,18 @@ struct mon_opts {
     double auc_warn, auc_crit;                 /* relative drop below baseline */
     int64_t auc_window, auc_min_labels;
     double hysteresis;
+    const char *fair_feature;                  /* NULL or "": no fairness check */
+    double fair_warn;                          /* disparate impact below: WARNING */
+    int64_t fair_min_group;                    /* events a group needs to count */
 };
 void mon_opts_from_cfg(const struct cfg *c, struct mon_opts *o);
 
 enum mon_check {
     MON_DATA_DRIFT = 0, MON_MISSING, MON_SCORE_PSI, MON_SCORE_MEAN, MON_LATENCY,
-    MON_ERROR_RATE, MON_AUC, MON_NCHECKS
+    MON_ERROR_RATE, MON_AUC, MON_FAIRNESS, MON_NCHECKS
 };
 /* "data_drift", "missing_rate", "score_psi", "score_mean", "latency_p99",
- * "error_rate", "auc". */
+ * "error_rate", "auc", "fairness". */
 const char *mon_check_name(enum mon_check c);
 
 /* One level change. feature is NULL for model-wide checks. */
@@ -155,6 +160,11 @@ void mon_observe(struct mon *m, const float *x, double score, int64_t latency_us
                  int64_t now_ms);
 /* One dead-lettered input. */
 void mon_observe_dead(struct mon *m, int64_t now_ms);
+/* The decision made for x (the fairness check; a no-op without one):
+ * approved or not, in the group given by x's fair_feature, a category code
+ * 0..MON_GROUPS-1 (other values are not counted). */
+#define MON_GROUPS 16
+void mon_observe_decision(struct mon *m, const float *x, int approved);
 /* A label joined to its prediction's score (label 0/1). */
 void mon_observe_label(struct mon *m, double score, int label);
 /* Closes the current slice when it is full or old and evaluates the
@@ -176,6 +186,7 @@ struct mon_snapshot {
     const char *const *names;       /* the baseline's names, live as the monitor */
     double *psi, *missing;          /* caller-owned, nfeat each */
     double score_psi, score_mean, latency_p99_s, error_rate, auc;
+    double disparate_impact;        /* min/max approval rate over groups; NaN if none */
     int64_t windows, window_events;
     int degraded;
     int level[MON_NCHECKS];         /* worst level per check */

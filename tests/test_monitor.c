@@ -510,6 +510,53 @@ static void test_labels_after_the_stream_stops_are_evaluated(void **state)
     mon_close(m);
 }
 
+/* Groups from a category code; approval rates 60% vs 40%: disparate impact
+ * 0.67 < 0.8 is WARNING; equal rates resolve it. Codes out of range and
+ * small groups are not counted. */
+static void test_fairness_disparate_impact(void **state)
+{
+    struct mon_opts o;
+    struct mon_baseline *b = mon_baseline_new("t", "m");
+    struct err e = {0};
+    const char *names[] = {"amount", "marital_code"};
+    double di[1], miss[1];
+    struct mon_snapshot s = {.nfeat = 0, .psi = di, .missing = miss};
+    struct mon *m;
+    int64_t t = 0;
+
+    (void)state;
+    default_opts(&o);
+    o.window_events = 1000;
+    o.fair_feature = "marital_code";
+    o.fair_warn = 0.8;
+    o.fair_min_group = 30;
+    m = mon_open(&o, b, names, 2, &e);
+    assert_non_null(m);
+    for (int rep = 0; rep < 2; rep++) {
+        for (int i = 0; i < 1000; i++, t++) {
+            int g = i % 2 ? 1 : 2;
+            int ok = rep == 0 ? (i % 10) < (g == 1 ? 6 : 4) : (i / 2) % 2 == 0;
+            float x[2] = {1, (float)g};
+            if (i < 10) /* a code beyond the groups and a tiny group: ignored */
+                x[1] = i < 5 ? 99.0f : 7.0f;
+            mon_observe(m, x, NAN, 10, 0, t);
+            mon_observe_decision(m, x, i < 5 ? 0 : ok);
+        }
+        mon_tick(m, t);
+        mon_snapshot(m, &s);
+        if (rep == 0) {
+            assert_int_equal(mon_level_of(m, MON_FAIRNESS, 0), MON_WARNING);
+            assert_true(s.disparate_impact > 0.6 && s.disparate_impact < 0.7);
+        }
+    }
+    assert_int_equal(mon_level_of(m, MON_FAIRNESS, 0), MON_OK);
+    assert_true(s.disparate_impact > 0.95);
+    mon_close(m);
+    o.fair_feature = "religion";
+    assert_null(mon_open(&o, mon_baseline_new("t", "m"), names, 2, &e));
+    assert_non_null(strstr(e.msg, "monitor.fairness.feature=religion"));
+}
+
 static void test_time_closes_a_slice(void **state)
 {
     double *train = normal_sample(2000, 0, 1), *shifted = normal_sample(600, 3, 2);
@@ -698,6 +745,7 @@ int main(void)
         cmocka_unit_test(test_latency_histogram_bounds),
         cmocka_unit_test(test_auc_drop_raises_alert),
         cmocka_unit_test(test_labels_after_the_stream_stops_are_evaluated),
+        cmocka_unit_test(test_fairness_disparate_impact),
         cmocka_unit_test(test_time_closes_a_slice),
         cmocka_unit_test(test_unknown_feature_is_config_error),
         cmocka_unit_test(test_baseline_round_trip),

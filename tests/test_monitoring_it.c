@@ -290,6 +290,44 @@ static void settle(void)
     sleep_ms(2500);
 }
 
+/* `streamml alerts --severity CRITICAL --type data_drift --exec CMD`: CMD
+ * gets each matching alert's JSON on stdin, once; the readable lines (not a
+ * terminal: no colour) name the transition. Returns the alerts CMD saw. */
+static int exec_alerts(struct env *v)
+{
+    char out[200], lines[200], cmd[300], buf[4096];
+    char *argv[] = {(char *)test_bin("streamml"), "alerts", "-b", v->bootstrap, "-f", "-e",
+                    "--severity", "CRITICAL", "--type", "data_drift", "--exec", cmd,
+                    "--log-level", "error", NULL};
+    FILE *f;
+    int n = 0, shown = 0;
+
+    path_in(v, "exec.jsonl", out, sizeof(out));
+    path_in(v, "lines.txt", lines, sizeof(lines));
+    snprintf(cmd, sizeof(cmd), "cat >> '%s'", out);
+    assert_int_equal(run_wait(argv, lines), 0);
+    f = fopen(out, "r");
+    assert_non_null(f);
+    while (fgets(buf, sizeof(buf), f)) {
+        json_t *j = json_loads(buf, 0, NULL);
+        assert_non_null(j);
+        assert_string_equal(field(j, "severity"), "CRITICAL");
+        assert_string_equal(field(j, "alert_type"), "data_drift");
+        json_decref(j);
+        n++;
+    }
+    fclose(f);
+    f = fopen(lines, "r");
+    assert_non_null(f);
+    while (fgets(buf, sizeof(buf), f)) {
+        assert_null(strchr(buf, '\033'));
+        shown += strstr(buf, " CRITICAL ") && strstr(buf, " -> CRITICAL]") ? 1 : 0;
+    }
+    fclose(f);
+    assert_int_equal(shown, n);
+    return n;
+}
+
 static void check_metrics(struct env *v, double events)
 {
     char cmd[300], path[200], why[256];
@@ -353,6 +391,14 @@ static void test_drift_raises_critical_then_resolved(void **st)
     assert_int_equal(count(&a, "data_drift", "income", "CRITICAL"), 1);
     assert_int_equal(count(&a, "data_drift", "income", "OK"), 1);
     assert_int_equal(count(&a, "data_drift", "amount", "OK"), 1);
+    {
+        int crit = 0;
+        for (int i = 0; i < a.n; i++)
+            crit += strcmp(field(a.a[i], "alert_type"), "data_drift") == 0 &&
+                    strcmp(field(a.a[i], "severity"), "CRITICAL") == 0;
+        assert_true(crit >= 2);
+        assert_int_equal(exec_alerts(v), crit);
+    }
     for (int i = 0; i < a.n; i++) {
         assert_string_equal(field(a.a[i], "worker"), "transactions");
         assert_string_equal(field(a.a[i], "model"), "credit-risk");

@@ -49,7 +49,8 @@ static void alerts_usage(FILE *out)
             "                         CRITICAL, comma-separated\n"
             "      --worker LIST      only alerts from these workers\n"
             "      --type LIST        only these checks: data_drift, missing_rate,\n"
-            "                         score_psi, score_mean, latency_p99, error_rate, auc\n"
+            "                         score_psi, score_mean, latency_p99, error_rate, auc,\n"
+            "                         fairness\n"
             "      --json             print each alert as one JSON object per line\n"
             "      --exec CMD         run CMD (with /bin/sh) for each alert, its JSON on\n"
             "                         stdin, e.g. --exec 'curl -s -d @- http://hook'\n"
@@ -84,7 +85,8 @@ static int alerts_opt(struct alerts_args *a, int opt, const char *arg)
 {
     static const char *const sev[] = {"INFO", "WARNING", "CRITICAL", NULL};
     static const char *const types[] = {"data_drift", "missing_rate", "score_psi", "score_mean",
-                                        "latency_p99", "error_rate", "auc", NULL};
+                                        "latency_p99", "error_rate", "auc", "fairness",
+                                        NULL};
     char *end;
 
     switch (opt) {

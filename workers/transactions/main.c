@@ -450,8 +450,10 @@ static void emit(struct worker *w, size_t i, int degraded, int state_done)
         return;
     }
     w->n.predictions++;
-    if (w->mon)
+    if (w->mon) {
         mon_observe(w->mon, x, p.probability, p.latency_us, degraded, w->batch_ms);
+        mon_observe_decision(w->mon, x, strcmp(p.decision, "approve") == 0);
+    }
     if (w->lab)
         labels_remember(w->lab, p.event_id, p.probability);
     metrics_add(w->mx, METRICS_PREDICTIONS, 1);
