@@ -426,6 +426,63 @@ static void check_backtest_topic_and_no_commit(struct fx *f, const char *bootstr
     rd_kafka_destroy(rk);
 }
 
+/* Bytes that are not a framed event, between two events: reported with the
+ * decoder's reason, the events around it flow. */
+static void check_garbage_is_reported_not_fatal(struct fx *f, const char *bootstrap)
+{
+    char es[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    struct cfg_kv kv = {"bootstrap.servers", bootstrap, "test"};
+    struct rp_bound edge = {RP_EDGE, 0};
+    struct txn_event ev;
+    struct buf out;
+    struct err e = {0};
+    const struct rp_rec *r;
+    struct rp_topic *t;
+    struct rp_input *in;
+    rd_kafka_t *rk;
+    int n = 0, bad = 0;
+
+    buf_init(&out, 0);
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, es, sizeof(es));
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof(es));
+    assert_non_null(rk);
+    for (int i = 0; i < 3; i++) {
+        static char garbage[] = "garbage";
+        void *val = garbage;
+        size_t len = 7;
+        ev_make(&ev, i == 0 ? "g0" : "g2", "u", 1700000000000LL + i, 5);
+        assert_int_equal(codec_encode_txn(f->cd, &ev, &out, &e), ERR_OK);
+        if (i != 1) {
+            val = out.data;
+            len = out.len;
+        }
+        assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("junk"), RD_KAFKA_V_PARTITION(0),
+                                           RD_KAFKA_V_VALUE(val, len),
+                                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                           RD_KAFKA_V_END),
+                         0);
+    }
+    assert_int_equal(rd_kafka_flush(rk, 10000), 0);
+    rd_kafka_destroy(rk);
+    buf_free(&out);
+    t = rp_topic_open(&kv, 1, "junk", &edge, &edge, NULL, 0, 0, &e);
+    assert_non_null(t);
+    in = rp_input_topic(f->cd, t, &e);
+    assert_non_null(in);
+    while (rp_input_next(in, &r, &e) == 1) {
+        n++;
+        if (r->rc != ERR_OK) {
+            bad++;
+            assert_int_equal(r->offset, 1);
+            assert_non_null(strstr(r->err.msg, "magic byte"));
+        }
+    }
+    assert_int_equal(n, 3);
+    assert_int_equal(bad, 1);
+    rp_input_close(in);
+}
+
 static void test_topic_ranges_by_offset_and_time_stop_at_the_end(void **st)
 {
     struct fx *f = *st;
@@ -441,7 +498,7 @@ static void test_topic_ranges_by_offset_and_time_stop_at_the_end(void **st)
     int64_t last_time = 0;
     int n = 0;
 
-    assert_int_equal(test_broker_start(&b, "hist:3,bt:2"), 0);
+    assert_int_equal(test_broker_start(&b, "hist:3,bt:2,junk:1"), 0);
     kv.value = b.bootstrap;
     produce_timed(b.bootstrap, "hist", 3, 20, 1700000000000LL);
 
@@ -491,6 +548,7 @@ static void test_topic_ranges_by_offset_and_time_stop_at_the_end(void **st)
     assert_non_null(strstr(e.msg, "no partition 7"));
 
     check_backtest_topic_and_no_commit(f, b.bootstrap);
+    check_garbage_is_reported_not_fatal(f, b.bootstrap);
     test_broker_stop(&b);
 }
 
