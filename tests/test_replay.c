@@ -646,6 +646,30 @@ static void test_command_usage_csv_and_identical_reruns(void **st)
     assert_int_equal(system(cmd), 0);
     assert_true(grep_file(o1, "\"q\"\"b\\s\x01,x\","));
 
+    /* A run that fails half way (a corrupt last block) leaves no output. */
+    {
+        enum { N = 20000 };
+        struct txn_event *big = calloc(N, sizeof(*big));
+        char pb[128], o3[160];
+        assert_non_null(big);
+        for (int i = 0; i < N; i++) {
+            char id[16];
+            snprintf(id, sizeof(id), "b%d", i);
+            ev_make(&big[i], id, "u", 1700000000000LL + i, (i * 7919) % 10007);
+        }
+        write_file(f, "cut.avro", big, N, pb);
+        free(big);
+        snprintf(cmd, sizeof(cmd), "truncate -s -40 '%s'", pb);
+        assert_int_equal(system(cmd), 0);
+        snprintf(o3, sizeof(o3), "%s/cut.jsonl", f->dir);
+        snprintf(args, sizeof(args), "--avro-file %s -o %s", pb, o3);
+        assert_int_equal(run_cmd(args, log), 1);
+        assert_true(grep_file(log, "incomplete output removed"));
+        assert_int_equal(access(o3, F_OK), -1);
+        strcat(o3, ".partial");
+        assert_int_equal(access(o3, F_OK), -1);
+    }
+
     /* JSON lines: every line parses and the odd id comes back intact. */
     snprintf(o2, sizeof(o2), "%s/o.jsonl", f->dir);
     snprintf(args, sizeof(args), "--avro-file %s -o %s", pa, o2);

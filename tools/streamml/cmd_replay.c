@@ -83,7 +83,8 @@ static void usage(FILE *out)
             "and late events follow the worker's late policy (common/FEATURES.md).\n\n"
             "Output:\n"
             "  -o, --output FILE    predictions file; - = stdout (default, unless only\n"
-            "                       --output-topic is given)\n"
+            "                       --output-topic is given). Written as FILE.partial and\n"
+            "                       renamed when the replay completes; removed if it fails\n"
             "      --format F       jsonl (default; csv when FILE ends in .csv) or csv\n"
             "      --features       add the %d %s features (%%.9g: exact for float32;\n"
             "                       null / empty when missing)\n"
@@ -463,6 +464,7 @@ struct run {
     struct kq *q; /* --output-topic */
     struct buf enc;
     FILE *out;
+    char partial[4200]; /* the output is written here, renamed when complete */
     struct line line;
     struct state_redis_opts ro;
     char prefix[512];
@@ -569,8 +571,12 @@ static int open_output(struct run *r, struct err *e)
     size_t np;
 
     if (a->output && strcmp(a->output, "-") != 0) {
-        if (!(r->out = fopen(a->output, "w")))
-            return err_set(e, ERR_CONFIG, "%s: %s", a->output, strerror(errno));
+        /* A failed or interrupted run never leaves a file that looks whole. */
+        if ((size_t)snprintf(r->partial, sizeof(r->partial), "%s.partial", a->output) >=
+            sizeof(r->partial))
+            return err_set(e, ERR_CONFIG, "%s: path too long", a->output);
+        if (!(r->out = fopen(r->partial, "w")))
+            return err_set(e, ERR_CONFIG, "%s: %s", r->partial, strerror(errno));
     } else if (a->output || !a->out_topic) {
         r->out = stdout;
     }
@@ -792,10 +798,16 @@ static int run_close(struct run *r, int rc, struct err *e)
     r->in = NULL;
     if (r->q && kq_close(r->q, 30000, &ce) && rc == ERR_OK)
         rc = err_set(e, ce.code, "--output-topic: %s", ce.msg);
-    if (r->out && r->out != stdout && fclose(r->out) && rc == ERR_OK)
-        rc = err_set(e, ERR_IO, "%s: %s", r->a->output, strerror(errno));
-    else if (r->out == stdout && fflush(stdout) && rc == ERR_OK)
+    if (r->out && r->out != stdout) {
+        if (fclose(r->out) && rc == ERR_OK)
+            rc = err_set(e, ERR_IO, "%s: %s", r->partial, strerror(errno));
+        if (rc == ERR_OK && rename(r->partial, r->a->output))
+            rc = err_set(e, ERR_IO, "%s: %s", r->a->output, strerror(errno));
+        if (rc != ERR_OK && unlink(r->partial) == 0)
+            fprintf(stderr, "replay: incomplete output removed (%s)\n", r->partial);
+    } else if (r->out == stdout && fflush(stdout) && rc == ERR_OK) {
         rc = err_set(e, ERR_IO, "stdout: %s", strerror(errno));
+    }
     rp_engine_close(r->eng);
     state_close(r->st);
     if (r->a->redis && r->st) { /* the run's keys only: the prefix is its own */
