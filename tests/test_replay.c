@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <avro.h>
@@ -104,9 +105,14 @@ static void test_bounds_parse_iso_ms_and_offsets(void **st)
 
 static void test_bad_bounds_are_config_errors_naming_the_value(void **st)
 {
-    static const char *const bad[] = {"2024-13-01",          "2024-02-30x", "yesterday",
-                                      "2024-03-01T25:00:00Z", "offset:-1",   "offset:",
-                                      "-5",                  "2024-03-01T12:00:00+2",
+    static const char *const bad[] = {"2024-13-01",
+                                      "2024-02-30x",
+                                      "yesterday",
+                                      "2024-03-01T25:00:00Z",
+                                      "offset:-1",
+                                      "offset:",
+                                      "-5",
+                                      "2024-03-01T12:00:00+2",
                                       "2024-03-01T12:00:00.Z"};
     struct rp_bound b;
 
@@ -345,8 +351,7 @@ static void test_step_equals_the_feature_module_and_skips_duplicates(void **st)
 /* ---- topic ranges ---- */
 
 /* n messages per partition of topic with timestamps base + 1000 * i. */
-static void produce_timed(const char *bootstrap, const char *topic, int parts, int n,
-                          int64_t base)
+static void produce_timed(const char *bootstrap, const char *topic, int parts, int n, int64_t base)
 {
     char es[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -630,7 +635,7 @@ static void test_command_usage_csv_and_identical_reruns(void **st)
         snprintf(user, sizeof(user), "u%d", i % 7);
         ev_make(&a[i], id, user, 1700000000000LL + 60000LL * (i % 13) * i, 50 + i);
     }
-    a[20].amount = NAN; /* missing: a NaN feature */
+    a[20].amount = NAN;                                              /* missing: a NaN feature */
     snprintf(a[3].event_id, sizeof(a[3].event_id), "q\"b\\s\x01,x"); /* JSON and CSV escapes */
     write_file(f, "cmd.avro", a, 50, pa);
     snprintf(o1, sizeof(o1), "%s/o1.csv", f->dir);

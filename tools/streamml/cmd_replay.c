@@ -124,16 +124,36 @@ static int parse_parts(const char *s, struct rp_args *a)
 static int parse_opt(int opt, const char *arg, struct rp_args *a)
 {
     switch (opt) {
-    case 't': a->topic = arg; break;
-    case 'o': a->output = arg; break;
-    case 'q': a->quiet = 1; break;
-    case 1001: a->from = arg; break;
-    case 1002: a->to = arg; break;
-    case 1004: a->features = 1; break;
-    case 1005: a->out_topic = arg; break;
-    case 1007: a->run_id = arg; break;
-    case 1008: a->dry_run = 1; break;
-    case 1009: a->skip_invalid = 1; break;
+    case 't':
+        a->topic = arg;
+        break;
+    case 'o':
+        a->output = arg;
+        break;
+    case 'q':
+        a->quiet = 1;
+        break;
+    case 1001:
+        a->from = arg;
+        break;
+    case 1002:
+        a->to = arg;
+        break;
+    case 1004:
+        a->features = 1;
+        break;
+    case 1005:
+        a->out_topic = arg;
+        break;
+    case 1007:
+        a->run_id = arg;
+        break;
+    case 1008:
+        a->dry_run = 1;
+        break;
+    case 1009:
+        a->skip_invalid = 1;
+        break;
     case 1010:
         if (a->nfiles == MAX_FILES) {
             fprintf(stderr, "error: more than %d --avro-file\n", MAX_FILES);
@@ -161,7 +181,9 @@ static int parse_opt(int opt, const char *arg, struct rp_args *a)
         }
         a->csv = strcmp(arg, "csv") == 0 ? 1 : -1;
         break;
-    default: usage(stderr); return EXIT_USAGE;
+    default:
+        usage(stderr);
+        return EXIT_USAGE;
     }
     return EXIT_OK;
 }
@@ -448,7 +470,7 @@ struct scorer {
     pthread_cond_t cv;
     struct batch *b[2];
     int full[2], stop, started;
-    int rc;         /* first error of the scoring thread */
+    int rc; /* first error of the scoring thread */
     struct err err;
 };
 
@@ -526,9 +548,11 @@ static int open_state(struct run *r, struct err *e)
         snprintf(run_id, sizeof(run_id), "%ld-%lld", (long)getpid(), (long long)pipe_wall_ms());
     snprintf(r->prefix, sizeof(r->prefix), "%sreplay:%s:", cfg_str(cf, "redis.prefix"), run_id);
     r->ro = (struct state_redis_opts){
-        .host = cfg_str(cf, "redis.host"), .port = (int)cfg_int(cf, "redis.port"),
+        .host = cfg_str(cf, "redis.host"),
+        .port = (int)cfg_int(cf, "redis.port"),
         .password = *cfg_str(cf, "redis.password") ? cfg_str(cf, "redis.password") : NULL,
-        .prefix = r->prefix, .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
+        .prefix = r->prefix,
+        .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
         .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms")};
     r->st = state_open_redis(&r->ro, e);
     return r->st ? ERR_OK : e->code;
