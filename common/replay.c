@@ -68,8 +68,8 @@ static int parse_iso(const char *s, int64_t *out)
             p += 1 + n;
         }
     }
-    if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 ||
-        tzh > 23 || tzm > 59 || y < 1970)
+    if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || tzh > 23 ||
+        tzm > 59 || y < 1970)
         return -1;
     tm.tm_year = y - 1900;
     tm.tm_mon = mo - 1;
@@ -164,16 +164,16 @@ static int list_partitions(rd_kafka_t *rk, const char *topic, int32_t **ids, siz
     int rc = ERR_OK;
 
     if (!rkt)
-        return err_set(e, ERR_NOMEM, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+        return err_set(e, ERR_NOMEM, "topic %s: %s", topic,
+                       rd_kafka_err2str(rd_kafka_last_error()));
     err = rd_kafka_metadata(rk, 0, rkt, &md, META_TIMEOUT_MS);
     rd_kafka_topic_destroy(rkt);
     if (err)
         return err_set(e, ERR_IO, "topic %s: metadata: %s", topic, rd_kafka_err2str(err));
     if (md->topic_cnt != 1 || md->topics[0].err || md->topics[0].partition_cnt == 0) {
         rc = err_set(e, ERR_CONFIG, "topic %s: %s", topic,
-                     md->topic_cnt == 1 && md->topics[0].err
-                         ? rd_kafka_err2str(md->topics[0].err)
-                         : "no partitions");
+                     md->topic_cnt == 1 && md->topics[0].err ? rd_kafka_err2str(md->topics[0].err)
+                                                             : "no partitions");
     } else {
         *n = (size_t)md->topics[0].partition_cnt;
         *ids = calloc(*n, sizeof(**ids));
@@ -233,8 +233,7 @@ static int read_ts(struct rp_topic *t, rd_kafka_t *rk, rd_kafka_topic_t *rkt, si
  * high watermark, nothing scanned); librdkafka's mock cluster, the
  * embedded broker, answers -1 to every time query, and then the partition
  * is scanned from its start for the first timestamp >= ms. */
-static int check_none_after(struct rp_topic *t, size_t i, int64_t ms, int64_t *out,
-                            struct err *e)
+static int check_none_after(struct rp_topic *t, size_t i, int64_t ms, int64_t *out, struct err *e)
 {
     const struct rp_part *p = &t->parts[i];
     rd_kafka_t *rk;
@@ -253,8 +252,7 @@ static int check_none_after(struct rp_topic *t, size_t i, int64_t ms, int64_t *o
     }
     off = p->high - 1;
     rc = rd_kafka_consume_start(rkt, p->partition, off) ? ERR_IO : ERR_OK;
-    if (rc == ERR_OK && (rc = read_ts(t, rk, rkt, i, off, &ts, &got, e)) == ERR_OK &&
-        ts >= ms) {
+    if (rc == ERR_OK && (rc = read_ts(t, rk, rkt, i, off, &ts, &got, e)) == ERR_OK && ts >= ms) {
         rd_kafka_consume_stop(rkt, p->partition);
         rc = rd_kafka_consume_start(rkt, p->partition, p->low) ? ERR_IO : ERR_OK;
         for (off = p->low; rc == ERR_OK && off < p->high; off = got + 1)
@@ -492,8 +490,8 @@ static int topic_next(struct rp_topic *t, size_t i, rd_kafka_message_t **out, st
                 return err_set(e, ERR_TIMEOUT,
                                "topic %s [%d]: nothing past offset %lld within %d s (range "
                                "end %lld)",
-                               t->name, (int)p->partition, (long long)t->next[i],
-                               STALL_MS / 1000, (long long)p->end);
+                               t->name, (int)p->partition, (long long)t->next[i], STALL_MS / 1000,
+                               (long long)p->end);
             continue;
         }
         if (m->err) {
@@ -535,7 +533,7 @@ struct rp_input {
     size_t n;
     size_t *heap; /* stream indices with a head, min-heap */
     size_t nheap;
-    size_t last;  /* the stream handed out last: refilled on the next call */
+    size_t last; /* the stream handed out last: refilled on the next call */
     int pending;
 };
 
@@ -683,8 +681,7 @@ struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err
     return in;
 }
 
-struct rp_input *rp_input_files(struct codec *cd, const char *const *paths, size_t n,
-                                struct err *e)
+struct rp_input *rp_input_files(struct codec *cd, const char *const *paths, size_t n, struct err *e)
 {
     struct rp_input *in = input_new(cd, n, e);
 
@@ -776,7 +773,7 @@ struct rp_engine {
     unsigned char enc[FEAT_STATE_MAX];
     struct ustate *u; /* st == NULL */
     size_t nu, capu;
-    long *slot;       /* open addressing into u, -1 empty */
+    long *slot; /* open addressing into u, -1 empty */
     size_t nslots;
 };
 
@@ -894,8 +891,8 @@ static int step_backend(struct rp_engine *g, const struct rp_rec *r, float *x, s
     return 1;
 }
 
-int rp_engine_step(struct rp_engine *g, const struct rp_rec *r, float *x,
-                   struct txn_prediction *p, struct err *e)
+int rp_engine_step(struct rp_engine *g, const struct rp_rec *r, float *x, struct txn_prediction *p,
+                   struct err *e)
 {
     int applied;
 
@@ -903,8 +900,7 @@ int rp_engine_step(struct rp_engine *g, const struct rp_rec *r, float *x,
         applied = step_backend(g, r, x, e);
     } else {
         struct ustate *u = user_get(g, r->ev.user_id, e);
-        applied = u ? txn_step(&r->ev, r->partition, r->offset, &u->s, &u->partition,
-                               &u->offset, x)
+        applied = u ? txn_step(&r->ev, r->partition, r->offset, &u->s, &u->partition, &u->offset, x)
                     : e->code;
     }
     if (applied < 0)
@@ -922,8 +918,8 @@ int rp_engine_step(struct rp_engine *g, const struct rp_rec *r, float *x,
 static redisContext *redis_connect(const struct state_redis_opts *o, struct err *e)
 {
     struct timeval tv = {o->timeout_ms / 1000, (o->timeout_ms % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(o->host ? o->host : "127.0.0.1",
-                                              o->port ? o->port : 6379, tv);
+    redisContext *c =
+        redisConnectWithTimeout(o->host ? o->host : "127.0.0.1", o->port ? o->port : 6379, tv);
     redisReply *r;
 
     if (!c || c->err) {
@@ -974,7 +970,8 @@ int rp_redis_drop_prefix(const struct state_redis_opts *o, long *deleted, struct
     do {
         redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-            rc = err_set(e, ERR_IO, "redis SCAN: %s", r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+            rc = err_set(e, ERR_IO, "redis SCAN: %s",
+                         r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
             freeReplyObject(r);
             break;
         }

@@ -105,8 +105,8 @@ void rp_engine_close(struct rp_engine *g); /* NULL-safe */
  * offset), written back; then, with models, p scored (txn_prediction_init
  * + txn_score). Returns 1 applied, 0 already in the state (a duplicate),
  * or an error (state backend). */
-int rp_engine_step(struct rp_engine *g, const struct rp_rec *r, float *x,
-                   struct txn_prediction *p, struct err *e);
+int rp_engine_step(struct rp_engine *g, const struct rp_rec *r, float *x, struct txn_prediction *p,
+                   struct err *e);
 
 /* Deletes every Redis key under prefix (SCAN + UNLINK); the count in
  * *deleted. For Redis-backed runs under a run-specific prefix. */

@@ -34,8 +34,8 @@ int txn_decision_index(const char *name)
     return 0;
 }
 
-int txn_step(const struct txn_event *ev, int32_t partition, int64_t offset,
-             struct feat_state *s, int32_t *s_partition, int64_t *s_offset, float *x)
+int txn_step(const struct txn_event *ev, int32_t partition, int64_t offset, struct feat_state *s,
+             int32_t *s_partition, int64_t *s_offset, float *x)
 {
     feat_txn_build(ev, s, x);
     if (*s_partition == partition && *s_offset >= offset)
@@ -72,8 +72,8 @@ static int map_features(const char *what, size_t n, const char *(*name)(const vo
         const char *nm = name(model, i);
         int idx = nm ? feat_txn_index(nm) : (int)i;
         if (!nm && n != FEAT_TXN_DIM)
-            return err_set(e, ERR_CONFIG, "%s: model has %zu unnamed features, %s has %d", what,
-                           n, FEAT_TXN_VERSION, FEAT_TXN_DIM);
+            return err_set(e, ERR_CONFIG, "%s: model has %zu unnamed features, %s has %d", what, n,
+                           FEAT_TXN_VERSION, FEAT_TXN_DIM);
         if (idx < 0)
             return err_set(e, ERR_CONFIG, "%s: model feature \"%s\" is not in %s", what, nm,
                            FEAT_TXN_VERSION);
@@ -104,8 +104,8 @@ static int open_models(struct txn_scorer *s, const struct cfg *cf, struct err *e
     if (!s->gmap || !s->cmap || !s->xg || !s->xc)
         return err_set(e, ERR_NOMEM, "out of memory");
     if (map_features("model.gbdt", gbdt_num_features(s->gb), gb_name, s->gb, s->gmap, e) ||
-        map_features("model.scorecard", card_num_features(s->card), card_fname, s->card,
-                     s->cmap, e))
+        map_features("model.scorecard", card_num_features(s->card), card_fname, s->card, s->cmap,
+                     e))
         return e->code;
     return ERR_OK;
 }
@@ -169,8 +169,7 @@ static void hex64(char out[17], uint64_t h)
 }
 
 /* Everything but the trees: p from x and the gbdt's probability. */
-static int fill(struct txn_scorer *s, const float *x, double probability,
-                struct txn_prediction *p)
+static int fill(struct txn_scorer *s, const float *x, double probability, struct txn_prediction *p)
 {
     struct card_result r;
     int d;

@@ -28,8 +28,8 @@
  * already holds (partition, offset) (a redelivery: same partition, offset
  * not newer), the state advances and its position moves there. Returns 1
  * when applied, 0 for a redelivery. Pure. */
-int txn_step(const struct txn_event *ev, int32_t partition, int64_t offset,
-             struct feat_state *s, int32_t *s_partition, int64_t *s_offset, float *x);
+int txn_step(const struct txn_event *ev, int32_t partition, int64_t offset, struct feat_state *s,
+             int32_t *s_partition, int64_t *s_offset, float *x);
 
 /* A user's state and the position of the last event applied to it from
  * its stored blob (len 0: none, position -1/-1). A corrupt blob gives a

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <hiredis.h>
@@ -59,8 +60,8 @@ static void sleep_ms(int ms)
 }
 
 /* Gaps between a user's events, chosen to cross every window boundary. */
-static const int64_t gaps_s[] = {20,    180,    3300,  3700,   5 * 3600, 23 * 3600,
-                                 25 * 3600, 2 * 86400, 29 * 86400, 31 * 86400, 420, 86400};
+static const int64_t gaps_s[] = {20,        180,       3300,       3700,       5 * 3600, 23 * 3600,
+                                 25 * 3600, 2 * 86400, 29 * 86400, 31 * 86400, 420,      86400};
 /* How late an out-of-order event is: inside and outside each ring. */
 static const int64_t late_s[] = {600, 5400, 26 * 3600, 3 * 86400, 40 * 86400};
 
@@ -88,10 +89,11 @@ static void write_events(struct env *v)
                     (long long)when);
             if (i % 7 != 3)
                 fprintf(f, ",\"amount\":%d", 300 + (i * 37) % 4000);
-            fprintf(f, ",\"income\":%d,\"expenses\":%d,\"term_months\":%d,\"age\":%d",
-                    60 + i % 250, 30 + i % 70, 12 + 12 * (i % 5), 19 + i % 60);
+            fprintf(f, ",\"income\":%d,\"expenses\":%d,\"term_months\":%d,\"age\":%d", 60 + i % 250,
+                    30 + i % 70, 12 + 12 * (i % 5), 19 + i % 60);
             if (i % 3 == 0)
-                fprintf(f, ",\"debt\":%d,\"home\":\"owner\",\"job\":\"freelance\"", (i * 13) % 3000);
+                fprintf(f, ",\"debt\":%d,\"home\":\"owner\",\"job\":\"freelance\"",
+                        (i * 13) % 3000);
             if (i % 4 == 0)
                 fprintf(f, ",\"credit_limit\":6000,\"credit_used\":%d,\"inquiries_6m\":%d",
                         (i * 31) % 6000, i % 5);
@@ -99,8 +101,10 @@ static void write_events(struct env *v)
         }
     }
     /* Refused online (dead letter) and offline (reported, left out). */
-    fprintf(f, "{\"event_id\":\"e%05d\",\"user_id\":\"u000\",\"event_time\":%lld,"
-               "\"amount\":-5}\n", BAD_ID, (long long)t[0]);
+    fprintf(f,
+            "{\"event_id\":\"e%05d\",\"user_id\":\"u000\",\"event_time\":%lld,"
+            "\"amount\":-5}\n",
+            BAD_ID, (long long)t[0]);
     fclose(f);
 }
 
@@ -280,18 +284,27 @@ static int same_bits(const float *a, const float *b)
 static void run_worker(struct env *v)
 {
     char bin[300];
-    char *argv[] = {bin, "-b", v->broker.bootstrap, "-X",
-                    v->redis_port, "-X", "group.id=parity", "-X", "worker.poll_ms=20",
-                    "--log-level", "warn", NULL};
+    char *argv[] = {bin,
+                    "-b",
+                    v->broker.bootstrap,
+                    "-X",
+                    v->redis_port,
+                    "-X",
+                    "group.id=parity",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "--log-level",
+                    "warn",
+                    NULL};
     pid_t pid;
     int waited = 0;
 
     snprintf(bin, sizeof(bin), "%s", test_bin("streamml-transactions")); /* static buffer */
-    assert_int_equal(run_wait((char *[]){(char *)test_bin("streamml"), "produce", "-b",
-                                         v->broker.bootstrap, "-t", "transactions", "-i",
-                                         v->events, "--log-level", "error", NULL},
-                              "/dev/null"),
-                     0); /* the invalid event encodes: the worker refuses it */
+    assert_int_equal(
+        run_wait((char *[]){(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap,
+                            "-t", "transactions", "-i", v->events, "--log-level", "error", NULL},
+                 "/dev/null"),
+        0); /* the invalid event encodes: the worker refuses it */
     pid = test_spawn(argv, path(v, "worker.log"));
     assert_true(pid > 0);
     while (topic_size(v, "predictions.transactions") < N_EVENTS && waited < 40000) {
@@ -309,9 +322,19 @@ static void run_worker(struct env *v)
 
 static void replay(struct env *v, const char *out, const char *const *extra)
 {
-    char *argv[32] = {(char *)test_bin("streamml"), "replay", "-b", v->broker.bootstrap,
-                      "-X", v->redis_port, "--features", "--skip-invalid", "-q", "-o",
-                      (char *)out, "--log-level", "error"};
+    char *argv[32] = {(char *)test_bin("streamml"),
+                      "replay",
+                      "-b",
+                      v->broker.bootstrap,
+                      "-X",
+                      v->redis_port,
+                      "--features",
+                      "--skip-invalid",
+                      "-q",
+                      "-o",
+                      (char *)out,
+                      "--log-level",
+                      "error"};
     int n = 13;
 
     for (; extra && *extra; extra++)
@@ -352,15 +375,42 @@ static void test_worker_and_replay_agree_bit_for_bit(void **st)
     struct env *v = *st;
     char avro[300], csv[300];
     static const char *const redis_args[] = {"--state", "redis", "--run-id", "parity", NULL};
-    char *consume[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap,
-                       "-t", "predictions.transactions", "-f", "-e", "--log-level", "error",
+    char *consume[] = {(char *)test_bin("streamml"),
+                       "consume",
+                       "-b",
+                       v->broker.bootstrap,
+                       "-t",
+                       "predictions.transactions",
+                       "-f",
+                       "-e",
+                       "--log-level",
+                       "error",
                        NULL};
-    char *archive[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap,
-                       "-t", "transactions", "-f", "-e", "--avro-file", avro,
-                       "--log-level", "error", NULL};
-    char *featurize[] = {(char *)test_bin("streamml"), "featurize", "-b", v->broker.bootstrap,
-                         "-t", "transactions", "-o", csv, "--skip-invalid",
-                         "--log-level", "error", NULL};
+    char *archive[] = {(char *)test_bin("streamml"),
+                       "consume",
+                       "-b",
+                       v->broker.bootstrap,
+                       "-t",
+                       "transactions",
+                       "-f",
+                       "-e",
+                       "--avro-file",
+                       avro,
+                       "--log-level",
+                       "error",
+                       NULL};
+    char *featurize[] = {(char *)test_bin("streamml"),
+                         "featurize",
+                         "-b",
+                         v->broker.bootstrap,
+                         "-t",
+                         "transactions",
+                         "-o",
+                         csv,
+                         "--skip-invalid",
+                         "--log-level",
+                         "error",
+                         NULL};
     const char *file_args[] = {"--avro-file", avro, NULL};
     long users_before, checked = 0;
 
@@ -399,8 +449,7 @@ static void test_worker_and_replay_agree_bit_for_bit(void **st)
         assert_true(r->has_x);
         /* The worker publishes the vector's hash; the replay's vector hashes
          * to it, and equals featurize's and the file replay's bit for bit. */
-        snprintf(hash, sizeof(hash), "%016llx",
-                 (unsigned long long)feat_hash(r->x, FEAT_TXN_DIM));
+        snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)feat_hash(r->x, FEAT_TXN_DIM));
         assert_string_equal(hash, w->hash);
         assert_string_equal(r->hash, w->hash);
         assert_true(same_bits(r->x, v->featurize[i].x));

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <avro.h>
@@ -104,9 +105,14 @@ static void test_bounds_parse_iso_ms_and_offsets(void **st)
 
 static void test_bad_bounds_are_config_errors_naming_the_value(void **st)
 {
-    static const char *const bad[] = {"2024-13-01",          "2024-02-30x", "yesterday",
-                                      "2024-03-01T25:00:00Z", "offset:-1",   "offset:",
-                                      "-5",                  "2024-03-01T12:00:00+2",
+    static const char *const bad[] = {"2024-13-01",
+                                      "2024-02-30x",
+                                      "yesterday",
+                                      "2024-03-01T25:00:00Z",
+                                      "offset:-1",
+                                      "offset:",
+                                      "-5",
+                                      "2024-03-01T12:00:00+2",
                                       "2024-03-01T12:00:00.Z"};
     struct rp_bound b;
 
@@ -345,8 +351,7 @@ static void test_step_equals_the_feature_module_and_skips_duplicates(void **st)
 /* ---- topic ranges ---- */
 
 /* n messages per partition of topic with timestamps base + 1000 * i. */
-static void produce_timed(const char *bootstrap, const char *topic, int parts, int n,
-                          int64_t base)
+static void produce_timed(const char *bootstrap, const char *topic, int parts, int n, int64_t base)
 {
     char es[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -426,6 +431,63 @@ static void check_backtest_topic_and_no_commit(struct fx *f, const char *bootstr
     rd_kafka_destroy(rk);
 }
 
+/* Bytes that are not a framed event, between two events: reported with the
+ * decoder's reason, the events around it flow. */
+static void check_garbage_is_reported_not_fatal(struct fx *f, const char *bootstrap)
+{
+    char es[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    struct cfg_kv kv = {"bootstrap.servers", bootstrap, "test"};
+    struct rp_bound edge = {RP_EDGE, 0};
+    struct txn_event ev;
+    struct buf out;
+    struct err e = {0};
+    const struct rp_rec *r;
+    struct rp_topic *t;
+    struct rp_input *in;
+    rd_kafka_t *rk;
+    int n = 0, bad = 0;
+
+    buf_init(&out, 0);
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, es, sizeof(es));
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof(es));
+    assert_non_null(rk);
+    for (int i = 0; i < 3; i++) {
+        static char garbage[] = "garbage";
+        void *val = garbage;
+        size_t len = 7;
+        ev_make(&ev, i == 0 ? "g0" : "g2", "u", 1700000000000LL + i, 5);
+        assert_int_equal(codec_encode_txn(f->cd, &ev, &out, &e), ERR_OK);
+        if (i != 1) {
+            val = out.data;
+            len = out.len;
+        }
+        assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("junk"), RD_KAFKA_V_PARTITION(0),
+                                           RD_KAFKA_V_VALUE(val, len),
+                                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                           RD_KAFKA_V_END),
+                         0);
+    }
+    assert_int_equal(rd_kafka_flush(rk, 10000), 0);
+    rd_kafka_destroy(rk);
+    buf_free(&out);
+    t = rp_topic_open(&kv, 1, "junk", &edge, &edge, NULL, 0, 0, &e);
+    assert_non_null(t);
+    in = rp_input_topic(f->cd, t, &e);
+    assert_non_null(in);
+    while (rp_input_next(in, &r, &e) == 1) {
+        n++;
+        if (r->rc != ERR_OK) {
+            bad++;
+            assert_int_equal(r->offset, 1);
+            assert_non_null(strstr(r->err.msg, "magic byte"));
+        }
+    }
+    assert_int_equal(n, 3);
+    assert_int_equal(bad, 1);
+    rp_input_close(in);
+}
+
 static void test_topic_ranges_by_offset_and_time_stop_at_the_end(void **st)
 {
     struct fx *f = *st;
@@ -441,7 +503,7 @@ static void test_topic_ranges_by_offset_and_time_stop_at_the_end(void **st)
     int64_t last_time = 0;
     int n = 0;
 
-    assert_int_equal(test_broker_start(&b, "hist:3,bt:2"), 0);
+    assert_int_equal(test_broker_start(&b, "hist:3,bt:2,junk:1"), 0);
     kv.value = b.bootstrap;
     produce_timed(b.bootstrap, "hist", 3, 20, 1700000000000LL);
 
@@ -491,6 +553,7 @@ static void test_topic_ranges_by_offset_and_time_stop_at_the_end(void **st)
     assert_non_null(strstr(e.msg, "no partition 7"));
 
     check_backtest_topic_and_no_commit(f, b.bootstrap);
+    check_garbage_is_reported_not_fatal(f, b.bootstrap);
     test_broker_stop(&b);
 }
 
@@ -572,7 +635,7 @@ static void test_command_usage_csv_and_identical_reruns(void **st)
         snprintf(user, sizeof(user), "u%d", i % 7);
         ev_make(&a[i], id, user, 1700000000000LL + 60000LL * (i % 13) * i, 50 + i);
     }
-    a[20].amount = NAN; /* missing: a NaN feature */
+    a[20].amount = NAN;                                              /* missing: a NaN feature */
     snprintf(a[3].event_id, sizeof(a[3].event_id), "q\"b\\s\x01,x"); /* JSON and CSV escapes */
     write_file(f, "cmd.avro", a, 50, pa);
     snprintf(o1, sizeof(o1), "%s/o1.csv", f->dir);
@@ -587,6 +650,30 @@ static void test_command_usage_csv_and_identical_reruns(void **st)
     snprintf(cmd, sizeof(cmd), "cmp -s %s %s", o1, o2);
     assert_int_equal(system(cmd), 0);
     assert_true(grep_file(o1, "\"q\"\"b\\s\x01,x\","));
+
+    /* A run that fails half way (a corrupt last block) leaves no output. */
+    {
+        enum { N = 20000 };
+        struct txn_event *big = calloc(N, sizeof(*big));
+        char pb[128], o3[160];
+        assert_non_null(big);
+        for (int i = 0; i < N; i++) {
+            char id[16];
+            snprintf(id, sizeof(id), "b%d", i);
+            ev_make(&big[i], id, "u", 1700000000000LL + i, (i * 7919) % 10007);
+        }
+        write_file(f, "cut.avro", big, N, pb);
+        free(big);
+        snprintf(cmd, sizeof(cmd), "truncate -s -40 '%s'", pb);
+        assert_int_equal(system(cmd), 0);
+        snprintf(o3, sizeof(o3), "%s/cut.jsonl", f->dir);
+        snprintf(args, sizeof(args), "--avro-file %s -o %s", pb, o3);
+        assert_int_equal(run_cmd(args, log), 1);
+        assert_true(grep_file(log, "incomplete output removed"));
+        assert_int_equal(access(o3, F_OK), -1);
+        strcat(o3, ".partial");
+        assert_int_equal(access(o3, F_OK), -1);
+    }
 
     /* JSON lines: every line parses and the odd id comes back intact. */
     snprintf(o2, sizeof(o2), "%s/o.jsonl", f->dir);

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <jansson.h>
@@ -205,7 +206,7 @@ static void test_undefined_metrics_are_nan_not_garbage(void **st)
     assert_true(isnan(bt_ks(p, y, 3)));
     assert_int_equal(bt_roc(p, y, 3, fpr, tpr, &k, &e), ERR_INVALID);
     bt_at(p, y, 3, 0.95, &o);
-    assert_true(isnan(o.precision)); /* nothing flagged */
+    assert_true(isnan(o.precision));               /* nothing flagged */
     assert_true(isnan(bt_qwk(same, same, 3, &e))); /* one grade: no expected disagreement */
     assert_true(isnan(bt_brier(p, y, 0)));
 }
@@ -249,8 +250,9 @@ static void write_inputs(struct fx *f, const char *preds, const char *labels)
     assert_non_null(l);
     fprintf(l, "event_id,label\n");
     for (size_t i = 0; i < f->n; i++) {
-        fprintf(p, "{\"event_id\":\"r%zu\",\"user_id\":\"u\",\"probability\":%.17g,"
-                   "\"score\":600,\"decision\":\"approve\",\"features\":[1,null]}\n",
+        fprintf(p,
+                "{\"event_id\":\"r%zu\",\"user_id\":\"u\",\"probability\":%.17g,"
+                "\"score\":600,\"decision\":\"approve\",\"features\":[1,null]}\n",
                 i, f->p[i]);
         fprintf(l, "r%zu,%d\n", i, f->y[i]);
     }
@@ -416,9 +418,8 @@ static void test_report_psi_against_a_baseline_matches_numpy(void **st)
     text = slurp(log);
     at = strstr(text, "psi score ");
     assert_non_null(at);
-    assert_int_equal(sscanf(at, "psi score %lf max feature %lf (%63[^)])", &got_score, &got_max,
-                            name),
-                     3);
+    assert_int_equal(
+        sscanf(at, "psi score %lf max feature %lf (%63[^)])", &got_score, &got_max, name), 3);
     near(got_score, num(ps, "score"));
     near(got_max, num(ps, "amount"));
     assert_string_equal(name, "amount");

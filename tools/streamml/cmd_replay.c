@@ -83,7 +83,8 @@ static void usage(FILE *out)
             "and late events follow the worker's late policy (common/FEATURES.md).\n\n"
             "Output:\n"
             "  -o, --output FILE    predictions file; - = stdout (default, unless only\n"
-            "                       --output-topic is given)\n"
+            "                       --output-topic is given). Written as FILE.partial and\n"
+            "                       renamed when the replay completes; removed if it fails\n"
             "      --format F       jsonl (default; csv when FILE ends in .csv) or csv\n"
             "      --features       add the %d %s features (%%.9g: exact for float32;\n"
             "                       null / empty when missing)\n"
@@ -123,16 +124,36 @@ static int parse_parts(const char *s, struct rp_args *a)
 static int parse_opt(int opt, const char *arg, struct rp_args *a)
 {
     switch (opt) {
-    case 't': a->topic = arg; break;
-    case 'o': a->output = arg; break;
-    case 'q': a->quiet = 1; break;
-    case 1001: a->from = arg; break;
-    case 1002: a->to = arg; break;
-    case 1004: a->features = 1; break;
-    case 1005: a->out_topic = arg; break;
-    case 1007: a->run_id = arg; break;
-    case 1008: a->dry_run = 1; break;
-    case 1009: a->skip_invalid = 1; break;
+    case 't':
+        a->topic = arg;
+        break;
+    case 'o':
+        a->output = arg;
+        break;
+    case 'q':
+        a->quiet = 1;
+        break;
+    case 1001:
+        a->from = arg;
+        break;
+    case 1002:
+        a->to = arg;
+        break;
+    case 1004:
+        a->features = 1;
+        break;
+    case 1005:
+        a->out_topic = arg;
+        break;
+    case 1007:
+        a->run_id = arg;
+        break;
+    case 1008:
+        a->dry_run = 1;
+        break;
+    case 1009:
+        a->skip_invalid = 1;
+        break;
     case 1010:
         if (a->nfiles == MAX_FILES) {
             fprintf(stderr, "error: more than %d --avro-file\n", MAX_FILES);
@@ -160,7 +181,9 @@ static int parse_opt(int opt, const char *arg, struct rp_args *a)
         }
         a->csv = strcmp(arg, "csv") == 0 ? 1 : -1;
         break;
-    default: usage(stderr); return EXIT_USAGE;
+    default:
+        usage(stderr);
+        return EXIT_USAGE;
     }
     return EXIT_OK;
 }
@@ -447,7 +470,7 @@ struct scorer {
     pthread_cond_t cv;
     struct batch *b[2];
     int full[2], stop, started;
-    int rc;         /* first error of the scoring thread */
+    int rc; /* first error of the scoring thread */
     struct err err;
 };
 
@@ -463,6 +486,7 @@ struct run {
     struct kq *q; /* --output-topic */
     struct buf enc;
     FILE *out;
+    char partial[4200]; /* the output is written here, renamed when complete */
     struct line line;
     struct state_redis_opts ro;
     char prefix[512];
@@ -524,9 +548,11 @@ static int open_state(struct run *r, struct err *e)
         snprintf(run_id, sizeof(run_id), "%ld-%lld", (long)getpid(), (long long)pipe_wall_ms());
     snprintf(r->prefix, sizeof(r->prefix), "%sreplay:%s:", cfg_str(cf, "redis.prefix"), run_id);
     r->ro = (struct state_redis_opts){
-        .host = cfg_str(cf, "redis.host"), .port = (int)cfg_int(cf, "redis.port"),
+        .host = cfg_str(cf, "redis.host"),
+        .port = (int)cfg_int(cf, "redis.port"),
         .password = *cfg_str(cf, "redis.password") ? cfg_str(cf, "redis.password") : NULL,
-        .prefix = r->prefix, .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
+        .prefix = r->prefix,
+        .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
         .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms")};
     r->st = state_open_redis(&r->ro, e);
     return r->st ? ERR_OK : e->code;
@@ -569,8 +595,12 @@ static int open_output(struct run *r, struct err *e)
     size_t np;
 
     if (a->output && strcmp(a->output, "-") != 0) {
-        if (!(r->out = fopen(a->output, "w")))
-            return err_set(e, ERR_CONFIG, "%s: %s", a->output, strerror(errno));
+        /* A failed or interrupted run never leaves a file that looks whole. */
+        if ((size_t)snprintf(r->partial, sizeof(r->partial), "%s.partial", a->output) >=
+            sizeof(r->partial))
+            return err_set(e, ERR_CONFIG, "%s: path too long", a->output);
+        if (!(r->out = fopen(r->partial, "w")))
+            return err_set(e, ERR_CONFIG, "%s: %s", r->partial, strerror(errno));
     } else if (a->output || !a->out_topic) {
         r->out = stdout;
     }
@@ -792,10 +822,16 @@ static int run_close(struct run *r, int rc, struct err *e)
     r->in = NULL;
     if (r->q && kq_close(r->q, 30000, &ce) && rc == ERR_OK)
         rc = err_set(e, ce.code, "--output-topic: %s", ce.msg);
-    if (r->out && r->out != stdout && fclose(r->out) && rc == ERR_OK)
-        rc = err_set(e, ERR_IO, "%s: %s", r->a->output, strerror(errno));
-    else if (r->out == stdout && fflush(stdout) && rc == ERR_OK)
+    if (r->out && r->out != stdout) {
+        if (fclose(r->out) && rc == ERR_OK)
+            rc = err_set(e, ERR_IO, "%s: %s", r->partial, strerror(errno));
+        if (rc == ERR_OK && rename(r->partial, r->a->output))
+            rc = err_set(e, ERR_IO, "%s: %s", r->a->output, strerror(errno));
+        if (rc != ERR_OK && unlink(r->partial) == 0)
+            fprintf(stderr, "replay: incomplete output removed (%s)\n", r->partial);
+    } else if (r->out == stdout && fflush(stdout) && rc == ERR_OK) {
         rc = err_set(e, ERR_IO, "stdout: %s", strerror(errno));
+    }
     rp_engine_close(r->eng);
     state_close(r->st);
     if (r->a->redis && r->st) { /* the run's keys only: the prefix is its own */

@@ -66,14 +66,14 @@ struct psi {
 #if REPORT_PSI
     struct mon_baseline *b;
     size_t nf;
-    int idx[MON_MAX_FEATURES];           /* baseline feature -> txn-v1 index */
-    uint64_t (*bins)[MON_BINS];          /* per baseline feature */
+    int idx[MON_MAX_FEATURES];  /* baseline feature -> txn-v1 index */
+    uint64_t (*bins)[MON_BINS]; /* per baseline feature */
     uint64_t sbins[MON_BINS];
 #endif
-    double *value;                       /* PSI per baseline feature */
+    double *value; /* PSI per baseline feature */
     double score, max;
     const char *max_name;
-    size_t rows;                         /* joined rows that carried features */
+    size_t rows; /* joined rows that carried features */
 };
 
 /* The joined rows. */
@@ -122,9 +122,8 @@ static void usage(FILE *out)
 
 static int parse_gate(const char *s, struct gate *g)
 {
-    static const char *const metrics[] = {"auc",         "gini",        "ks",
-                                          "brier",       "qwk",         "sensitivity",
-                                          "specificity", "psi_score",   "psi_max"};
+    static const char *const metrics[] = {
+        "auc", "gini", "ks", "brier", "qwk", "sensitivity", "specificity", "psi_score", "psi_max"};
     size_t n = strcspn(s, "<>=");
     const char *op = s + n;
     char *end;
@@ -176,15 +175,24 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
             continue;
         }
         switch (opt) {
-        case 'p': a->preds = optarg; break;
-        case 'l': a->labels = optarg; break;
-        case 'o': a->output = optarg; break;
-        case 1001: a->labels_topic = optarg; break;
+        case 'p':
+            a->preds = optarg;
+            break;
+        case 'l':
+            a->labels = optarg;
+            break;
+        case 'o':
+            a->output = optarg;
+            break;
+        case 1001:
+            a->labels_topic = optarg;
+            break;
         case 1002:
             if (a->ngates == MAX_GATES || parse_gate(optarg, &a->gates[a->ngates])) {
-                fprintf(stderr, "error: --gate %s: expected METRIC>=X with METRIC one of auc, "
-                                "gini, ks, brier, qwk, sensitivity, specificity, psi_score, "
-                                "psi_max (at most %d)\n",
+                fprintf(stderr,
+                        "error: --gate %s: expected METRIC>=X with METRIC one of auc, "
+                        "gini, ks, brier, qwk, sensitivity, specificity, psi_score, "
+                        "psi_max (at most %d)\n",
                         optarg, MAX_GATES);
                 return EXIT_USAGE;
             }
@@ -205,9 +213,15 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
             }
             a->baseline = optarg;
             break;
-        case 'h': usage(stdout); return -1;
-        case 'V': cli_version(stdout); return -1;
-        default: usage(stderr); return EXIT_USAGE;
+        case 'h':
+            usage(stdout);
+            return -1;
+        case 'V':
+            cli_version(stdout);
+            return -1;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
         }
     }
     if (!a->preds || (!a->labels == !a->labels_topic)) {
@@ -378,8 +392,8 @@ static int label_line_csv(struct labels *l, char *line, int cid, int clab, long 
         return err_set(e, ERR_DECODE, "%s: line %ld: quoted CSV fields are not supported", path,
                        no);
     if (!id || !lab || ni == 0 || ni >= sizeof(key))
-        return err_set(e, ERR_DECODE, "%s: line %ld: missing or over-long event_id or label",
-                       path, no);
+        return err_set(e, ERR_DECODE, "%s: line %ld: missing or over-long event_id or label", path,
+                       no);
     if ((r = parse_label(lab, nl, &v)) < 0)
         return err_set(e, ERR_DECODE, "%s: line %ld: label \"%.*s\" is not an integer", path, no,
                        (int)nl, lab);
@@ -416,8 +430,10 @@ static int read_label_file(struct labels *l, const char *path, struct err *e)
                 cid = csv_column(line, "event_id");
                 clab = csv_column(line, "label");
                 if (cid < 0 || clab < 0)
-                    rc = err_set(e, ERR_CONFIG, "%s: the CSV header needs event_id and label "
-                                                "columns", path);
+                    rc = err_set(e, ERR_CONFIG,
+                                 "%s: the CSV header needs event_id and label "
+                                 "columns",
+                                 path);
                 continue;
             }
         }
@@ -442,8 +458,7 @@ static int read_label_topic(struct labels *l, const struct rep_args *a, const st
     int rc = ERR_OK;
 
     if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), e)) ||
-        !(t = rp_topic_open(kv, np, a->labels_topic, &edge, &edge, NULL, 0, 0,
-                            e)) ||
+        !(t = rp_topic_open(kv, np, a->labels_topic, &edge, &edge, NULL, 0, 0, e)) ||
         !(in = rp_input_topic(cd, t, e)))
         rc = e->code;
     while (rc == ERR_OK && (rc = rp_input_next(in, &r, e)) == 1) {
@@ -617,8 +632,8 @@ static int pred_line(struct labels *l, struct joined *j, const char *line, size_
     if (!json_is_string(id))
         rc = err_set(e, ERR_DECODE, "%s: line %ld: no event_id string", path, no);
     else if (!json_is_number(pr) || !(p >= 0 && p <= 1))
-        rc = err_set(e, ERR_DECODE, "%s: line %ld: probability must be a number in [0, 1]",
-                     path, no);
+        rc = err_set(e, ERR_DECODE, "%s: line %ld: probability must be a number in [0, 1]", path,
+                     no);
     else if (gr && !json_is_integer(gr))
         rc = err_set(e, ERR_DECODE, "%s: line %ld: grade must be an integer", path, no);
     else if ((k = labels_find(l, json_string_value(id))) < 0)
@@ -626,8 +641,9 @@ static int pred_line(struct labels *l, struct joined *j, const char *line, size_
     else if (l->used[k])
         j->dup++; /* a redelivered duplicate: the first one counts */
     else if (!gr && l->label[k] != 0 && l->label[k] != 1)
-        rc = err_set(e, ERR_DECODE, "label of %s is %d: binary labels are 0 or 1 (a graded "
-                                    "prediction carries a grade)",
+        rc = err_set(e, ERR_DECODE,
+                     "label of %s is %d: binary labels are 0 or 1 (a graded "
+                     "prediction carries a grade)",
                      json_string_value(id), l->label[k]);
     else {
         l->used[k] = 1;
@@ -752,8 +768,8 @@ static int gate_passes(const struct gate *g, double v)
 {
     if (isnan(v))
         return 0; /* an undefined metric never passes */
-    return strcmp(g->op, ">=") == 0  ? v >= g->value
-           : strcmp(g->op, ">") == 0 ? v > g->value
+    return strcmp(g->op, ">=") == 0   ? v >= g->value
+           : strcmp(g->op, ">") == 0  ? v > g->value
            : strcmp(g->op, "<=") == 0 ? v <= g->value
                                       : v < g->value;
 }
@@ -776,31 +792,36 @@ static double sy(double v)
 
 static void svg_axes(FILE *o, const char *title, const char *xl, const char *yl)
 {
-    fprintf(o, "<svg width=\"%.0f\" height=\"%.0f\" "
-               "viewBox=\"0 0 %.0f %.0f\" role=\"img\"><title>%s</title>\n",
+    fprintf(o,
+            "<svg width=\"%.0f\" height=\"%.0f\" "
+            "viewBox=\"0 0 %.0f %.0f\" role=\"img\"><title>%s</title>\n",
             W, H, W, H, title);
-    fprintf(o, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
-               "stroke=\"#999\"/>\n",
+    fprintf(o,
+            "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+            "stroke=\"#999\"/>\n",
             PAD, PAD, W - 2 * PAD, H - 2 * PAD);
     fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\">%s</text>\n",
             W / 2, PAD - 12, title);
     fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n",
             W / 2, H - 8, xl);
-    fprintf(o, "<text x=\"12\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" "
-               "transform=\"rotate(-90 12 %.1f)\">%s</text>\n",
+    fprintf(o,
+            "<text x=\"12\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" "
+            "transform=\"rotate(-90 12 %.1f)\">%s</text>\n",
             H / 2, H / 2, yl);
     for (int k = 0; k <= 4; k++) {
         double v = k / 4.0;
-        fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"middle\">%.2g</text>"
-                   "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"end\">%.2g</text>\n",
+        fprintf(o,
+                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"middle\">%.2g</text>"
+                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"end\">%.2g</text>\n",
                 sx(v), H - PAD + 12, v, PAD - 3, sy(v) + 3, v);
     }
 }
 
 static void svg_diagonal(FILE *o)
 {
-    fprintf(o, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#bbb\" "
-               "stroke-dasharray=\"4 3\"/>\n",
+    fprintf(o,
+            "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#bbb\" "
+            "stroke-dasharray=\"4 3\"/>\n",
             sx(0), sy(0), sx(1), sy(1));
 }
 
@@ -832,12 +853,14 @@ static void svg_hist(FILE *o, const struct results *r)
     for (int c = 0; c < 2; c++)
         for (int b = 0; b < HIST_BINS && tot[c] && top > 0; b++) {
             double h = (double)r->hist[c][b] / (double)tot[c] / top;
-            fprintf(o, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\" "
-                       "fill-opacity=\"0.45\"/>\n",
+            fprintf(o,
+                    "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\" "
+                    "fill-opacity=\"0.45\"/>\n",
                     sx(0) + b * bw, sy(h), bw, sy(0) - sy(h), colour[c]);
         }
-    fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">good (%zu)</text>"
-               "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">bad (%zu)</text></svg>\n",
+    fprintf(o,
+            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">good (%zu)</text>"
+            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">bad (%zu)</text></svg>\n",
             sx(0.62), sy(0.92), colour[0], tot[0], sx(0.62), sy(0.84), colour[1], tot[1]);
 }
 
@@ -850,8 +873,9 @@ static void svg_calibration(FILE *o, const struct results *r)
         fprintf(o, "%.1f,%.1f ", sx(r->mean[i]), sy(r->frac[i]));
     fprintf(o, "\"/>\n");
     for (size_t i = 0; i < r->ncal; i++)
-        fprintf(o, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#27ae60\"><title>%zu events"
-                   "</title></circle>\n",
+        fprintf(o,
+                "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#27ae60\"><title>%zu events"
+                "</title></circle>\n",
                 sx(r->mean[i]), sy(r->frac[i]), r->cnt[i]);
     fprintf(o, "</svg>\n");
 }
@@ -900,8 +924,7 @@ static void html_tables(FILE *o, const struct results *r, const struct joined *j
         html_row(o, name, r->at[k].approval);
     }
     if (!j->psi) {
-        fputs("<tr><td>PSI (features, score)</td><td>not computed: no --baseline</td></tr>\n",
-              o);
+        fputs("<tr><td>PSI (features, score)</td><td>not computed: no --baseline</td></tr>\n", o);
     } else {
         html_row(o, "PSI of the score", j->psi->score);
         html_row(o, "largest feature PSI", j->psi->max);
@@ -913,8 +936,9 @@ static void html_tables(FILE *o, const struct results *r, const struct joined *j
     }
     fputs("</table>\n", o);
     if (j->psi) {
-        fprintf(o, "<h2>PSI per feature against the training baseline (%zu rows with "
-                   "features)</h2><table><tr><th>feature</th><th>PSI</th></tr>\n",
+        fprintf(o,
+                "<h2>PSI per feature against the training baseline (%zu rows with "
+                "features)</h2><table><tr><th>feature</th><th>PSI</th></tr>\n",
                 j->psi->rows);
         for (size_t f = 0; f < psi_count(j->psi); f++)
             html_row(o, psi_name(j->psi, f), j->psi->value[f]);
@@ -947,7 +971,8 @@ static int write_html(const char *path, const struct rep_args *a, const struct r
           "</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
           "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
           "svg{margin:0 1em 1em 0}</style></head><body>\n<h1>Backtest report</h1>\n<p>"
-          "Predictions: ", o);
+          "Predictions: ",
+          o);
     html_escape(o, a->preds);
     fputs("<br>Labels: ", o);
     html_escape(o, a->labels ? a->labels : a->labels_topic);
