@@ -337,6 +337,49 @@ static void test_report_refuses_bad_rows_naming_the_line(void **st)
     free(text);
 }
 
+/* Graded outputs end to end: grades in the predictions, true grades as
+ * labels; QWK and the referable flag's figures equal sklearn's. */
+static void test_report_graded_outputs(void **st)
+{
+    struct fx *f = *st;
+    json_t *g = json_object_get(f->j, "graded");
+    char preds[128], labels[128], html[128], log[128], args[1024];
+    double qwk, sens, spec;
+    FILE *p, *l;
+    char *text, *at;
+
+    snprintf(preds, sizeof(preds), "%s/g.jsonl", f->dir);
+    snprintf(labels, sizeof(labels), "%s/g.jsonl.labels", f->dir);
+    snprintf(html, sizeof(html), "%s/g.html", f->dir);
+    snprintf(log, sizeof(log), "%s/g.log", f->dir);
+    p = fopen(preds, "w");
+    l = fopen(labels, "w");
+    for (size_t i = 0; i < f->ng; i++) {
+        /* P(referable) rises with the predicted grade. */
+        fprintf(p, "{\"event_id\":\"g%zu\",\"probability\":%.3f,\"grade\":%d}\n", i,
+                0.1 + 0.2 * f->gp[i], f->gp[i]);
+        fprintf(l, "{\"event_id\":\"g%zu\",\"label\":%d}\n", i, f->gt[i]);
+    }
+    fclose(p);
+    fclose(l);
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s --gate 'qwk>=0.7' --gate 'sensitivity>=0.99'",
+             preds, labels, html);
+    assert_int_equal(run(args, log), 3); /* sensitivity is below 0.99 */
+    text = slurp(log);
+    at = strstr(text, "qwk ");
+    assert_non_null(at);
+    assert_int_equal(sscanf(at, "qwk %lf sensitivity %lf specificity %lf", &qwk, &sens, &spec), 3);
+    assert_true(fabs(qwk - num(g, "qwk")) < 1e-6); /* printed with 6 decimals */
+    assert_true(fabs(sens - num(g, "sensitivity")) < 1e-6);
+    assert_true(fabs(spec - num(g, "specificity")) < 1e-6);
+    assert_non_null(strstr(text, "gate qwk>=0.7: pass"));
+    assert_non_null(strstr(text, "gate sensitivity>=0.99: FAIL"));
+    free(text);
+    text = slurp(html);
+    assert_non_null(strstr(text, "Confusion matrix"));
+    free(text);
+}
+
 #ifdef HAVE_MONITOR
 static double *doubles(json_t *a, size_t *n)
 {
@@ -445,6 +488,7 @@ int main(void)
         cmocka_unit_test(test_undefined_metrics_are_nan_not_garbage),
         cmocka_unit_test(test_report_command_summary_html_and_gates),
         cmocka_unit_test(test_report_refuses_bad_rows_naming_the_line),
+        cmocka_unit_test(test_report_graded_outputs),
 #ifdef HAVE_MONITOR
         cmocka_unit_test(test_report_psi_against_a_baseline_matches_numpy),
 #endif
