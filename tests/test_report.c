@@ -20,13 +20,7 @@
 #include "features.h"
 #include "stack.h"
 
-/* PSI needs the monitoring module (common/monitor.h): tested where built. */
-#if defined(__has_include)
-#if __has_include("monitor.h")
 #include "monitor.h"
-#define HAVE_MONITOR 1
-#endif
-#endif
 
 #define FIXTURE "tests/fixtures/report_cases.json"
 #define TOL 1e-9
@@ -380,7 +374,6 @@ static void test_report_graded_outputs(void **st)
     free(text);
 }
 
-#ifdef HAVE_MONITOR
 static double *doubles(json_t *a, size_t *n)
 {
     double *v;
@@ -475,7 +468,6 @@ static void test_report_psi_against_a_baseline_matches_numpy(void **st)
     free(score);
     free(label);
 }
-#endif
 
 int main(void)
 {
@@ -489,9 +481,7 @@ int main(void)
         cmocka_unit_test(test_report_command_summary_html_and_gates),
         cmocka_unit_test(test_report_refuses_bad_rows_naming_the_line),
         cmocka_unit_test(test_report_graded_outputs),
-#ifdef HAVE_MONITOR
         cmocka_unit_test(test_report_psi_against_a_baseline_matches_numpy),
-#endif
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

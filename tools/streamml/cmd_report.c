@@ -22,17 +22,8 @@
 #include "replay.h"
 
 /* PSI uses the monitoring module's baseline format and functions
- * (mon_baseline_load, mon_bin, mon_psi in common/monitor.h, written by
- * `streamml profile`): compiled in wherever that module is present. */
-#if defined(__has_include)
-#if __has_include("monitor.h")
+ * (mon_baseline_load, mon_bin, mon_psi, written by `streamml profile`). */
 #include "monitor.h"
-#define REPORT_PSI 1
-#endif
-#endif
-#ifndef REPORT_PSI
-#define REPORT_PSI 0
-#endif
 
 #define MAX_GATES 16
 #define LINE_MAX_BYTES (1024 * 1024)
@@ -61,15 +52,13 @@ struct labels {
     size_t nslots;
 };
 
-/* PSI of the joined rows against the baseline (REPORT_PSI builds). */
+/* PSI of the joined rows against the baseline. */
 struct psi {
-#if REPORT_PSI
     struct mon_baseline *b;
     size_t nf;
     int idx[MON_MAX_FEATURES];  /* baseline feature -> txn-v1 index */
     uint64_t (*bins)[MON_BINS]; /* per baseline feature */
     uint64_t sbins[MON_BINS];
-#endif
     double *value; /* PSI per baseline feature */
     double score, max;
     const char *max_name;
@@ -206,11 +195,6 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
             }
             break;
         case 1004:
-            if (!REPORT_PSI) {
-                fprintf(stderr, "error: --baseline: this build has no monitoring module "
-                                "(common/monitor.h), which defines the baseline format\n");
-                return EXIT_USAGE;
-            }
             a->baseline = optarg;
             break;
         case 'h':
@@ -473,7 +457,6 @@ static int read_label_topic(struct labels *l, const struct rep_args *a, const st
 
 /* ---- PSI against the training baseline ---- */
 
-#if REPORT_PSI
 static int psi_open(struct psi *ps, const char *path, struct err *e)
 {
     if (!(ps->b = mon_baseline_load(path, e)))
@@ -566,26 +549,6 @@ static const char *psi_name(const struct psi *ps, size_t f)
 {
     return mon_baseline_feature(ps->b, f);
 }
-#else
-static int psi_observe(struct psi *ps, json_t *o, double p, long no, const char *path,
-                       struct err *e)
-{
-    (void)ps, (void)o, (void)p, (void)no, (void)path, (void)e;
-    return ERR_OK;
-}
-
-static size_t psi_count(const struct psi *ps)
-{
-    (void)ps;
-    return 0;
-}
-
-static const char *psi_name(const struct psi *ps, size_t f)
-{
-    (void)ps, (void)f;
-    return "";
-}
-#endif
 
 /* ---- predictions ---- */
 
@@ -1025,9 +988,7 @@ int cmd_report(int argc, char **argv)
     struct labels l = {0};
     struct joined j = {0};
     struct results r = {0};
-#if REPORT_PSI
     struct psi ps = {0};
-#endif
     struct err e = {0};
     struct cfg *cf = NULL;
     size_t label_only = 0;
@@ -1038,16 +999,12 @@ int cmd_report(int argc, char **argv)
     if (!(cf = cli_load(&a.cli, "report")))
         return EXIT_USAGE;
     rc = a.labels ? read_label_file(&l, a.labels, &e) : read_label_topic(&l, &a, cf, &e);
-#if REPORT_PSI
     if (rc == ERR_OK && a.baseline && (rc = psi_open(&ps, a.baseline, &e)) == ERR_OK)
         j.psi = &ps;
-#endif
     if (rc == ERR_OK)
         rc = read_predictions(&l, &j, a.preds, &e);
-#if REPORT_PSI
     if (rc == ERR_OK && j.psi)
         psi_finish(&ps);
-#endif
     if (rc == ERR_OK)
         rc = compute(&j, cf, a.referable, &r, &e);
     if (rc == ERR_OK)
@@ -1058,9 +1015,7 @@ int cmd_report(int argc, char **argv)
         failed = summary(&a, &r, &j, l.n, label_only);
         printf("wrote %s\n", a.output);
     }
-#if REPORT_PSI
     psi_close(&ps);
-#endif
     free(r.fpr);
     free(r.tpr);
     free(j.p);
