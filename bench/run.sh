@@ -139,3 +139,7 @@ echo "| load average when measured | $(cut -d' ' -f1-3 /proc/loadavg) |"
 
 # Monitoring cost (issue 4): monitor + metrics per event, worker off vs on.
 { echo; BUILD="$BUILD" N="$N" bench/monitoring.sh; } | tee -a "$out"
+
+# Clickstream (issue 6): stages in process and one worker end to end,
+# 100,000 items, hidden 128 (make models-clickstream-bench, random init).
+{ echo; BUILD="$BUILD" bench/clickstream.sh; } | tee -a "$out"

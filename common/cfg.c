@@ -121,11 +121,12 @@ static const struct key_def keys[] = {
     {"clickstream.epsilon", K_DBL, 0, 1, "0.05", "exploration probability per shown slot"},
     {"clickstream.history", K_INT, 1, 64, "20", "last items kept per session (excluded from results)"},
     {"clickstream.session_ttl_s", K_INT, 1, 31536000, "1800", "session state expiry after inactivity"},
-    {"clickstream.score_batch", K_INT, 1, 1024, "64", "sessions scored per sgemm"},
+    {"clickstream.score_batch", K_INT, 1, 1024, "256", "sessions scored per blocked sgemm pass"},
     {"clickstream.covisit", K_INT, 0, 1, "1", "1: co-visitation and trending counts in Redis"},
     {"clickstream.covisit_ttl_s", K_INT, 0, 31536000, "604800", "expiry of an item's co-visitation set"},
     {"clickstream.trending_half_life_s", K_DBL, 1, 1e9, "3600", "half life of trending counts"},
     {"clickstream.seed", K_INT, 0, 1e15, "0", "exploration seed (0: from the clock)"},
+    {"clickstream.blas_threads", K_INT, 1, 16, "1", "OpenBLAS threads of the worker's sgemm"},
     {"log.level", K_STR, 0, 0, "info", "debug | info | warn | error"},
     {"log.format", K_STR, 0, 0, "auto", "auto | json | text"},
 };

@@ -149,32 +149,46 @@ static void top_scores(struct rec_ctx *c, const float *scores, int want)
         add(c, heap[i], scores[heap[i]], scores[heap[i]], REC_GRU);
 }
 
+static int warm(const struct rec_input *in) { return in->scores || (in->top && in->h); }
+
+/* The GRU score of any item: from the full scores, or one dot product. */
+static float score_of(const struct rec_ctx *c, const struct rec_input *in, int64_t it)
+{
+    return in->scores ? in->scores[it] : sess_score_one(c->m, in->h, it);
+}
+
 static void candidates(struct rec_ctx *c, const struct rec_input *in)
 {
-    int k = c->o.k;
+    int k = c->o.k, w = warm(in);
     size_t cap = REC_MAX_CANDIDATES + 2 * (size_t)REC_MAX_K;
     int64_t items = sess_model_items(c->m);
 
-    if (in->scores)
+    if (in->scores) {
         top_scores(c, in->scores, c->o.candidates);
+    } else if (w) { /* best first: the session's items are skipped here */
+        for (size_t i = 0; i < in->n_top && c->n < (size_t)c->o.candidates; i++)
+            if (usable(c, in->top[i].item))
+                add(c, in->top[i].item, in->top[i].score, in->top[i].score, REC_GRU);
+    }
     /* up to k usable items from each list, best first */
     for (size_t i = 0, j = 0; i < in->n_covisit && c->n < cap && (int)j < k; i++)
         if (usable(c, in->covisit[i])) {
             float rel = 1.0f - (float)j++ / (float)k;
-            float s = in->scores ? in->scores[in->covisit[i]] : rel;
-            add(c, in->covisit[i], in->scores ? s : rel, s, REC_COVISIT);
+            float s = w ? score_of(c, in, in->covisit[i]) : rel;
+            add(c, in->covisit[i], s, s, REC_COVISIT);
         }
     for (size_t i = 0, j = 0; i < in->n_popular && c->n < cap && (int)j < k; i++)
         if (usable(c, in->popular[i])) {
             float rel = 1.0f - (float)j++ / (float)k;
-            float s = in->scores ? in->scores[in->popular[i]] : rel;
-            add(c, in->popular[i], in->scores ? s : rel, s, REC_POPULAR);
+            float s = w ? score_of(c, in, in->popular[i]) : rel;
+            add(c, in->popular[i], s, s, REC_POPULAR);
         }
     /* A tiny catalog or no popular list: any item not in the session. */
     for (int64_t it = 0; it < items && c->n < (size_t)k; it++)
-        if (usable(c, it))
-            add(c, it, in->scores ? in->scores[it] : 0.0f, in->scores ? in->scores[it] : 0.0f,
-                REC_POPULAR);
+        if (usable(c, it)) {
+            float s = w ? score_of(c, in, it) : 0.0f;
+            add(c, it, s, s, REC_POPULAR);
+        }
 }
 
 /* Relevance to [0, 1] so lambda weighs it against cosine similarity. */
@@ -298,6 +312,6 @@ void rec_rank(struct rec_ctx *c, const struct rec_input *in, struct rec_item *ou
     *n = mmr(c, out);
     explore(c, out, *n, n_excluded);
     for (size_t i = 0; i < *n; i++)
-        if (out[i].source == REC_EXPLORE && in->scores)
-            out[i].score = in->scores[out[i].item];
+        if (out[i].source == REC_EXPLORE && warm(in))
+            out[i].score = score_of(c, in, out[i].item);
 }

@@ -240,6 +240,96 @@ void sess_scores(const struct sess_model *m, size_t n, const float *h, float *sc
                 H, 1.0f, h, H, m->out_w, m->out_in ? H : N, 1.0f, scores, N);
 }
 
+float sess_score_one(const struct sess_model *m, const float *h, int64_t item)
+{
+    int H = m->hidden;
+    float s = m->out_b[item];
+
+    if (m->out_in)
+        return s + cblas_sdot(H, h, 1, m->out_w + item * H, 1);
+    return s + cblas_sdot(H, h, 1, m->out_w + item, (int)m->items);
+}
+
+/* Min-heap of the k best (item, score) so far, root = the worst kept.
+ * a is worse than b: a lower score, or the same score and a higher id. */
+static int worse(struct sess_top a, struct sess_top b)
+{
+    return a.score < b.score || (a.score == b.score && a.item > b.item);
+}
+
+static void heap_offer(struct sess_top *hp, int *hn, int k, struct sess_top x)
+{
+    int i;
+
+    if (*hn < k) {
+        for (i = (*hn)++; i > 0 && worse(x, hp[(i - 1) / 2]); i = (i - 1) / 2)
+            hp[i] = hp[(i - 1) / 2];
+        hp[i] = x;
+        return;
+    }
+    if (!worse(hp[0], x))
+        return;
+    for (i = 0;;) { /* replace the root, sift down */
+        int c = 2 * i + 1;
+        if (c >= k)
+            break;
+        if (c + 1 < k && worse(hp[c + 1], hp[c]))
+            c++;
+        if (!worse(hp[c], x))
+            break;
+        hp[i] = hp[c];
+        i = c;
+    }
+    hp[i] = x;
+}
+
+static int by_score_desc(const void *a, const void *b)
+{
+    const struct sess_top *x = a, *y = b;
+    return worse(*x, *y) ? 1 : worse(*y, *x) ? -1 : 0;
+}
+
+#define TOPK_CHUNK 256 /* sessions per pass over the catalog */
+
+static void topk_chunk(const struct sess_model *m, size_t nb, const float *h, int k,
+                       struct sess_top *o, float *block)
+{
+    int N = (int)m->items, H = m->hidden, cnt[TOPK_CHUNK] = {0};
+
+    for (int b0 = 0; b0 < N; b0 += SESS_BLOCK) {
+        int bw = N - b0 < SESS_BLOCK ? N - b0 : SESS_BLOCK;
+        for (size_t i = 0; i < nb; i++)
+            memcpy(block + i * (size_t)bw, m->out_b + b0, (size_t)bw * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, m->out_in ? CblasTrans : CblasNoTrans, (int)nb,
+                    bw, H, 1.0f, h, H, m->out_in ? m->out_w + (size_t)b0 * H : m->out_w + b0,
+                    m->out_in ? H : N, 1.0f, block, bw);
+        for (size_t i = 0; i < nb; i++) {
+            const float *sc = block + i * (size_t)bw;
+            struct sess_top *hp = o + i * (size_t)k;
+            for (int j = 0; j < bw; j++) {
+                float s = sc[j];
+                if (s != s || (cnt[i] == k && s < hp[0].score))
+                    continue; /* NaN, or below the worst kept: most items */
+                heap_offer(hp, &cnt[i], k, (struct sess_top){b0 + j, s});
+            }
+        }
+    }
+    for (size_t i = 0; i < nb; i++) {
+        qsort(o + i * (size_t)k, (size_t)cnt[i], sizeof(struct sess_top), by_score_desc);
+        for (int j = cnt[i]; j < k; j++)
+            o[i * (size_t)k + j] = (struct sess_top){-1, 0.0f}; /* fewer items than k */
+    }
+}
+
+void sess_topk(const struct sess_model *m, size_t n, const float *h, int k,
+               struct sess_top *out, float *block)
+{
+    for (size_t d = 0; d < n; d += TOPK_CHUNK) {
+        size_t nb = n - d < TOPK_CHUNK ? n - d : TOPK_CHUNK;
+        topk_chunk(m, nb, h + d * (size_t)m->hidden, k, out + d * (size_t)k, block);
+    }
+}
+
 /* ---- state blob ---- */
 
 #define STATE_MAGIC 0x31534343u /* "CCS1" little-endian */

@@ -62,6 +62,21 @@ int sess_step(const struct sess_model *m, int64_t item, float *h, float *scratch
  * one sgemm for the n sessions. */
 void sess_scores(const struct sess_model *m, size_t n, const float *h, float *scores);
 
+/* The best k items of each of n sessions by score, best first, into
+ * out[i * k ...]: blocked over the catalog (SESS_BLOCK items at a time, one
+ * sgemm per block for the n sessions) with the top-k kept on the fly, so
+ * the n x items score matrix is never written out. block needs
+ * min(n, 256) * SESS_BLOCK floats. Ties go to the lower item id; NaN never ranks. */
+#define SESS_BLOCK 2048
+struct sess_top {
+    int64_t item;
+    float score;
+};
+void sess_topk(const struct sess_model *m, size_t n, const float *h, int k,
+               struct sess_top *out, float *block);
+/* One item's score for one hidden state (h . out.weight[item] + bias). */
+float sess_score_one(const struct sess_model *m, const float *h, int64_t item);
+
 /* ---- ranking ---- */
 
 enum rec_source { REC_GRU = 0, REC_COVISIT, REC_POPULAR, REC_EXPLORE, REC_NSOURCES };
@@ -82,7 +97,11 @@ struct rec_item {
 };
 
 struct rec_input {
-    const float *scores;        /* the session's catalog scores; NULL: cold start */
+    const float *scores;        /* the session's catalog scores; NULL: see top */
+    const struct sess_top *top; /* or its best items (sess_topk), best first ... */
+    size_t n_top;
+    const float *h;             /* ... and its hidden state (other items' scores);
+                                   scores, top and h all NULL: cold start */
     const int64_t *exclude;     /* items already in the session */
     size_t n_exclude;
     const int64_t *covisit;     /* co-visited with the last item, best first (may be 0) */

@@ -156,6 +156,66 @@ static void test_batched_scores_equal_single(void **st)
     free(one);
 }
 
+/* Blocked top-k equals sorting the full scores; ranking from it equals
+ * ranking from the full scores (exclusion, co-visited and popular items
+ * scored by one dot product). */
+static void test_blocked_topk_equals_full_scores(void **st)
+{
+    int H = sess_model_hidden(g_m), k = 70;
+    int64_t N = sess_model_items(g_m);
+    float *h = calloc(5 * (size_t)H, sizeof(float)), scratch[6 * 1024];
+    float *full = malloc(5 * (size_t)N * sizeof(float));
+    float *block = malloc(5 * (size_t)SESS_BLOCK * sizeof(float));
+    struct sess_top *top = malloc(5 * (size_t)k * sizeof(*top));
+    struct rec_opts o = {.k = 10, .candidates = 50, .mmr_lambda = 0.5, .epsilon = 0.0};
+    struct rec_ctx *c = NULL;
+    struct err e = {0};
+    int64_t ex[3] = {0, 0, 0}, cov[2] = {17, 4000}, pop[3] = {1, 2, 3};
+
+    (void)st;
+    for (int s = 0; s < 5; s++)
+        for (int t = 0; t <= s; t++)
+            assert_int_equal(sess_step(g_m, 37 * s + 11 * t, h + s * H, scratch, &e), ERR_OK);
+    sess_scores(g_m, 5, h, full);
+    sess_topk(g_m, 5, h, k, top, block);
+    assert_int_equal(rec_ctx_open(&c, g_m, &o, 1, &e), ERR_OK);
+    for (int s = 0; s < 5; s++) {
+        const float *sc = full + s * N;
+        struct rec_item a[REC_MAX_K], b[REC_MAX_K];
+        size_t na, nb;
+        for (int j = 0; j < k; j++) {
+            int64_t it = top[s * k + j].item, better = 0;
+            assert_true(it >= 0 && it < N);
+            assert_float_equal(top[s * k + j].score, sc[it], 1e-4);
+            for (int64_t q = 0; q < N; q++)
+                better += sc[q] > sc[it] + 1e-4f;
+            assert_true(better <= j); /* at most j items clearly better than the j-th */
+        }
+        for (int j = 0; j < 3; j++)
+            ex[j] = top[s * k + 2 * j].item; /* the session "has" some of its best items */
+        struct rec_input fi = {.scores = sc, .exclude = ex, .n_exclude = 3, .covisit = cov,
+                               .n_covisit = 2, .popular = pop, .n_popular = 3};
+        struct rec_input ti = {.top = top + s * k, .n_top = (size_t)k, .h = h + s * H,
+                               .exclude = ex, .n_exclude = 3, .covisit = cov, .n_covisit = 2,
+                               .popular = pop, .n_popular = 3};
+        rec_rank(c, &fi, a, &na);
+        rec_rank(c, &ti, b, &nb);
+        assert_int_equal(na, nb);
+        for (size_t j = 0; j < na; j++) {
+            assert_int_equal(a[j].item, b[j].item);
+            assert_int_equal(a[j].source, b[j].source);
+            assert_float_equal(a[j].score, b[j].score, 1e-4);
+            for (int q = 0; q < 3; q++)
+                assert_true(b[j].item != ex[q]);
+        }
+    }
+    rec_ctx_close(c);
+    free(h);
+    free(full);
+    free(block);
+    free(top);
+}
+
 static void test_unknown_item_is_refused_and_state_unchanged(void **st)
 {
     float h[1024], scratch[6 * 1024];
@@ -425,6 +485,62 @@ static void test_state_round_trip_and_bad_blobs(void **st)
     assert_int_equal(b.n_hist, 0);
 }
 
+/* Offline quality through the C path: every next click of the held-out
+ * sessions (models/clickstream/sessions_heldout.jsonl, written by train.py)
+ * ranked by the incremental GRU vs the model's popularity list. The GRU
+ * must beat popularity on Recall@20 and MRR@20. */
+static void test_gru_beats_popularity_on_held_out_sessions(void **st)
+{
+    FILE *f = fopen("models/clickstream/sessions_heldout.jsonl", "r");
+    char line[4096];
+    int H = sess_model_hidden(g_m);
+    int64_t N = sess_model_items(g_m);
+    float *h = calloc((size_t)H, sizeof(float)), scratch[6 * 1024];
+    float *scores = malloc((size_t)N * sizeof(float));
+    size_t np;
+    const int64_t *pop = sess_model_popular(g_m, &np);
+    double hits = 0, rr = 0, phits = 0, prr = 0;
+    long n = 0;
+    struct err e = {0};
+
+    (void)st;
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        json_error_t je;
+        json_t *sess = json_loads(line, 0, &je);
+        assert_non_null(sess);
+        memset(h, 0, (size_t)H * sizeof(float));
+        for (size_t t = 0; t + 1 < json_array_size(sess); t++) {
+            int64_t next = json_integer_value(json_array_get(sess, t + 1));
+            int rank = 0;
+            assert_int_equal(sess_step(g_m, json_integer_value(json_array_get(sess, t)), h,
+                                       scratch, &e), ERR_OK);
+            sess_scores(g_m, 1, h, scores);
+            for (int64_t k = 0; k < N; k++) /* rank of the next item: items scoring higher */
+                rank += scores[k] > scores[next];
+            if (rank < 20) {
+                hits++;
+                rr += 1.0 / (rank + 1);
+            }
+            for (size_t k = 0; k < 20 && k < np; k++)
+                if (pop[k] == next) {
+                    phits++;
+                    prr += 1.0 / (double)(k + 1);
+                }
+            n++;
+        }
+        json_decref(sess);
+    }
+    fclose(f);
+    printf("# held-out next clicks: %ld; GRU Recall@20 %.4f MRR@20 %.4f; popularity Recall@20 "
+           "%.4f MRR@20 %.4f\n", n, hits / n, rr / n, phits / n, prr / n);
+    assert_true(n > 500);
+    assert_true(hits / n > phits / n + 0.1);
+    assert_true(rr / n > prr / n + 0.05);
+    free(h);
+    free(scores);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -432,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_incremental_state_equals_torch_whole_session),
         cmocka_unit_test(test_incremental_state_equals_the_onnx_graph),
         cmocka_unit_test(test_batched_scores_equal_single),
+        cmocka_unit_test(test_blocked_topk_equals_full_scores),
         cmocka_unit_test(test_unknown_item_is_refused_and_state_unchanged),
         cmocka_unit_test(test_bad_model_files_are_config_errors),
         cmocka_unit_test(test_relevance_only_is_top_k_without_session_items),
@@ -441,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_covisited_items_join_the_candidates),
         cmocka_unit_test(test_bad_options_are_named),
         cmocka_unit_test(test_state_round_trip_and_bad_blobs),
+        cmocka_unit_test(test_gru_beats_popularity_on_held_out_sessions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

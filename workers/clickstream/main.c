@@ -23,6 +23,7 @@
  * state is not kept (a session recommender tolerates the gap; the
  * partition never stalls).
  */
+#include <cblas.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,7 +86,9 @@ struct worker {
     unsigned char (*enc)[STATE_BLOB_MAX];
     struct state_put *puts;
     int *applied, *put_sess;
-    float *h, *scores, scratch[6 * SESS_MAX_HIDDEN];
+    float *h, *block, scratch[6 * SESS_MAX_HIDDEN];
+    struct sess_top *top;            /* score_batch x ktop */
+    int ktop;                        /* candidates + history: enough after exclusion */
     int64_t *cov_items, *cov_out;
     int *cov_n;
     struct cov_click *clicks;
@@ -140,6 +143,8 @@ static int open_model(struct worker *w, struct err *e)
 
     if (sess_model_open(&w->m, path, e))
         return e->code;
+    /* process-wide; one thread by default: scale out with workers (partitions) */
+    openblas_set_num_threads((int)cfg_int(cf, "clickstream.blas_threads"));
     if (!seed)
         seed = (uint64_t)pipe_wall_ms() ^ ((uint64_t)getpid() << 32);
     if (rec_ctx_open(&w->rc, w->m, &o, seed, e))
@@ -179,8 +184,6 @@ static int open_state(struct worker *w, struct err *e)
 static int alloc_batch(struct worker *w, struct err *e)
 {
     size_t c = w->cap, sb = w->score_batch, hid = (size_t)sess_model_hidden(w->m);
-    size_t items = (size_t)sess_model_items(w->m);
-
     w->msgs = calloc(c, sizeof(*w->msgs));
     w->sl = calloc(c, sizeof(*w->sl));
     w->preds = calloc(c, sizeof(*w->preds));
@@ -192,7 +195,9 @@ static int alloc_batch(struct worker *w, struct err *e)
     w->applied = calloc(c, sizeof(int));
     w->put_sess = calloc(c, sizeof(int));
     w->h = calloc(c * hid, sizeof(float));
-    w->scores = calloc(sb * items, sizeof(float));
+    w->ktop = (int)cfg_int(w->cf, "clickstream.candidates") + w->history;
+    w->block = calloc((sb < 256 ? sb : 256) * SESS_BLOCK, sizeof(float));
+    w->top = calloc(sb * (size_t)w->ktop, sizeof(*w->top));
     w->cov_items = calloc(c, sizeof(int64_t));
     w->cov_out = calloc(c * (size_t)w->k, sizeof(int64_t));
     w->cov_n = calloc(c, sizeof(int));
@@ -200,7 +205,7 @@ static int alloc_batch(struct worker *w, struct err *e)
     buf_init(&w->out, 0);
     buf_init(&w->dlq, 2 * CODEC_MAX_MESSAGE); /* the original message plus metadata */
     if (!w->msgs || !w->sl || !w->preds || !w->blobs || !w->states || !w->last_ev || !w->enc ||
-        !w->puts || !w->applied || !w->put_sess || !w->h || !w->scores || !w->cov_items ||
+        !w->puts || !w->applied || !w->put_sess || !w->h || !w->block || !w->top || !w->cov_items ||
         !w->cov_out || !w->cov_n || !w->clicks || pipe_entset_init(&w->sessions, c))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     return ERR_OK;
@@ -252,8 +257,8 @@ static void worker_close(struct worker *w)
 {
     void *arrays[] = {w->msgs,    w->sl,     w->preds,     w->blobs,   w->states,
                       w->last_ev, w->enc,    w->puts,      w->applied, w->put_sess,
-                      w->h,       w->scores, w->cov_items, w->cov_out, w->cov_n,
-                      w->clicks};
+                      w->h,       w->block,  w->top,       w->cov_items, w->cov_out,
+                      w->cov_n,   w->clicks};
 
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
@@ -397,12 +402,14 @@ static void fetch_covisited(struct worker *w, size_t n)
 
 /* ---- ranking ---- */
 
-static void rank(struct worker *w, size_t i, const float *scores)
+/* top: the session's best items (NULL: cold start), h its hidden state. */
+static void rank(struct worker *w, size_t i, const struct sess_top *top, const float *h)
 {
     struct slot *s = &w->sl[i];
     struct click_prediction *p = &w->preds[i];
     struct rec_item out[REC_MAX_K];
-    struct rec_input in = {.scores = scores, .exclude = s->hist, .n_exclude = (size_t)s->n_hist,
+    struct rec_input in = {.top = top, .n_top = top ? (size_t)w->ktop : 0, .h = top ? h : NULL,
+                           .exclude = s->hist, .n_exclude = (size_t)s->n_hist,
                            .covisit = w->cov_out + i * (size_t)w->k,
                            .n_covisit = (size_t)w->cov_n[i], .popular = w->popular,
                            .n_popular = w->n_popular};
@@ -421,11 +428,28 @@ static void rank(struct worker *w, size_t i, const float *scores)
     w->n.shown += n;
 }
 
-/* Sessions with a hidden state are scored score_batch at a time (one sgemm
- * each); cold ones rank popular items. */
+/* Ranks the events [from, to) whose rows are in the current micro-batch. */
+static void rank_rows(struct worker *w, size_t from, size_t to, size_t rows)
+{
+    size_t hid = (size_t)sess_model_hidden(w->m), nb = (rows - 1) % w->score_batch + 1;
+
+    sess_topk(w->m, nb, w->h, w->ktop, w->top, w->block);
+    w->n.batches++;
+    for (size_t j = from; j < to; j++) {
+        const struct slot *s = &w->sl[j];
+        size_t r;
+        if (s->dead || s->row < 0)
+            continue;
+        r = (size_t)s->row % w->score_batch;
+        rank(w, j, w->top + r * (size_t)w->ktop, w->h + r * hid);
+    }
+}
+
+/* Sessions with a hidden state are scored score_batch at a time (blocked
+ * sgemm + top-k over the catalog); cold ones rank popular items. */
 static void rank_all(struct worker *w, size_t n)
 {
-    size_t hid = (size_t)sess_model_hidden(w->m), items = (size_t)sess_model_items(w->m);
+    size_t hid = (size_t)sess_model_hidden(w->m);
     size_t rows = 0, i, start = 0;
 
     for (i = 0; i < n; i++) {
@@ -435,28 +459,19 @@ static void rank_all(struct worker *w, size_t n)
         w->preds[i].cold_start = !w->states[s->sess].has_h;
         if (w->preds[i].cold_start) {
             w->n.cold++;
-            rank(w, i, NULL);
+            rank(w, i, NULL, NULL);
             continue;
         }
         /* the state as of this click (a later click of the session moves it on) */
         memcpy(w->h + (rows % w->score_batch) * hid, w->states[s->sess].h, hid * sizeof(float));
         s->row = (int)rows++;
         if (rows % w->score_batch == 0) {
-            sess_scores(w->m, w->score_batch, w->h, w->scores);
-            w->n.batches++;
-            for (size_t j = start; j <= i; j++)
-                if (!w->sl[j].dead && w->sl[j].row >= 0)
-                    rank(w, j, w->scores + (size_t)(w->sl[j].row % w->score_batch) * items);
+            rank_rows(w, start, i + 1, rows);
             start = i + 1;
         }
     }
-    if (rows % w->score_batch) {
-        sess_scores(w->m, rows % w->score_batch, w->h, w->scores);
-        w->n.batches++;
-        for (size_t j = start; j < n; j++)
-            if (!w->sl[j].dead && w->sl[j].row >= 0)
-                rank(w, j, w->scores + (size_t)(w->sl[j].row % w->score_batch) * items);
-    }
+    if (rows % w->score_batch)
+        rank_rows(w, start, n, rows);
     w->n.rows += rows;
 }
 
