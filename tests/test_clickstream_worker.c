@@ -203,12 +203,19 @@ static int history(int s, int j, int64_t *out, int64_t items)
     return n;
 }
 
-static void check_items(json_t *pr, int s, int j, int64_t items, int *explored)
+/* Every shown item's score is the GRU score of the session's state right
+ * after this click (not of a later click of the same batch). */
+static void check_items(json_t *pr, int s, int j, const struct sess_model *m, int *explored)
 {
     json_t *arr = json_object_get(pr, "items"), *it;
-    int64_t hist[MAX_CLICKS];
+    int64_t hist[MAX_CLICKS], items = sess_model_items(m);
     int nh = history(s, j, hist, items);
+    float h[SESS_MAX_HIDDEN] = {0}, scratch[6 * SESS_MAX_HIDDEN];
+    struct err e = {0};
     size_t i;
+
+    for (int t = 0; t < nh; t++)
+        assert_int_equal(sess_step(m, hist[t], h, scratch, &e), ERR_OK);
 
     assert_int_equal(json_array_size(arr), 10);
     assert_int_equal(json_is_true(json_object_get(pr, "cold_start")), nh == 0);
@@ -222,8 +229,11 @@ static void check_items(json_t *pr, int s, int j, int64_t items, int *explored)
         const char *src = json_string_value(json_object_get(it, "source"));
         double prop = json_number_value(json_object_get(it, "propensity"));
         assert_true(item >= 0 && item < items);
-        for (int h = 0; h < nh; h++)
-            if (hist[h] == item)
+        if (nh > 0)
+            assert_float_equal(json_number_value(json_object_get(it, "score")),
+                               sess_score_one(m, h, item), 1e-4);
+        for (int q = 0; q < nh; q++)
+            if (hist[q] == item)
                 fail_msg("s%d click %d: item %lld shown again", s, j, (long long)item);
         if (strcmp(src, "explore") == 0) {
             (*explored)++;
@@ -239,7 +249,7 @@ static void check_items(json_t *pr, int s, int j, int64_t items, int *explored)
     }
 }
 
-static void check_predictions(const char *path, int64_t items)
+static void check_predictions(const char *path, const struct sess_model *m)
 {
     FILE *f = fopen(path, "r");
     char line[16384];
@@ -262,7 +272,7 @@ static void check_predictions(const char *path, int64_t items)
         assert_string_equal(json_string_value(json_object_get(pr, "src_topic")), "clickstream");
         assert_string_equal(json_string_value(json_object_get(pr, "model_name")), "gru4rec");
         assert_true(json_integer_value(json_object_get(pr, "latency_us")) > 0);
-        check_items(pr, s, j, items, &explored);
+        check_items(pr, s, j, m, &explored);
         json_decref(pr);
     }
     fclose(f);
@@ -378,7 +388,7 @@ static void test_every_click_gets_one_recommendation(void **st)
                        "-t", "predictions.clickstream", "-f", "-e", "--log-level", "error",
                        NULL};
     assert_int_equal(run_wait(consume, out), 0);
-    check_predictions(out, sess_model_items(m));
+    check_predictions(out, m);
     check_state(v, m);
     check_redis_keys(v);
     sess_model_close(m);

@@ -85,4 +85,6 @@ print(f"   in-worker latency p50 {lat[len(lat)//2]} us, p99 {lat[int(len(lat)*0.
 print(f"   dead-lettered: {len(dlq)}; degraded: {sum(p['degraded'] for p in preds)}")
 PYEOF
 echo "   worker: $(grep -o 'summary: .*' "$tmp/worker.log" | head -1 | cut -c1-200)"
+# Clickstream worker (issue 6): self-contained, its own broker and Redis.
+BUILD="$BUILD" tools/demo_clickstream.sh
 echo "== stopping"

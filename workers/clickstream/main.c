@@ -60,6 +60,7 @@ struct counters {
 struct slot {
     struct click_event ev;
     int dead, fresh, sess, row;      /* row of the hidden-state matrix, -1: cold */
+    int has_h;                       /* the session had a known item by this click */
     int n_hist;
     int64_t hist[SESS_MAX_HISTORY];  /* the session's items after this click */
     int64_t t_in;
@@ -87,6 +88,7 @@ struct worker {
     struct state_put *puts;
     int *applied, *put_sess;
     float *h, *block, scratch[6 * SESS_MAX_HIDDEN];
+    float *h_ev;                     /* per message: its session's state after it */
     struct sess_top *top;            /* score_batch x ktop */
     int ktop;                        /* candidates + history: enough after exclusion */
     int64_t *cov_items, *cov_out;
@@ -195,6 +197,7 @@ static int alloc_batch(struct worker *w, struct err *e)
     w->applied = calloc(c, sizeof(int));
     w->put_sess = calloc(c, sizeof(int));
     w->h = calloc(c * hid, sizeof(float));
+    w->h_ev = calloc(c * hid, sizeof(float));
     w->ktop = (int)cfg_int(w->cf, "clickstream.candidates") + w->history;
     w->block = calloc((sb < 256 ? sb : 256) * SESS_BLOCK, sizeof(float));
     w->top = calloc(sb * (size_t)w->ktop, sizeof(*w->top));
@@ -205,7 +208,7 @@ static int alloc_batch(struct worker *w, struct err *e)
     buf_init(&w->out, 0);
     buf_init(&w->dlq, 2 * CODEC_MAX_MESSAGE); /* the original message plus metadata */
     if (!w->msgs || !w->sl || !w->preds || !w->blobs || !w->states || !w->last_ev || !w->enc ||
-        !w->puts || !w->applied || !w->put_sess || !w->h || !w->block || !w->top || !w->cov_items ||
+        !w->puts || !w->applied || !w->put_sess || !w->h || !w->h_ev || !w->block || !w->top || !w->cov_items ||
         !w->cov_out || !w->cov_n || !w->clicks || pipe_entset_init(&w->sessions, c))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     return ERR_OK;
@@ -258,7 +261,7 @@ static void worker_close(struct worker *w)
     void *arrays[] = {w->msgs,    w->sl,     w->preds,     w->blobs,   w->states,
                       w->last_ev, w->enc,    w->puts,      w->applied, w->put_sess,
                       w->h,       w->block,  w->top,       w->cov_items, w->cov_out,
-                      w->cov_n,   w->clicks};
+                      w->cov_n,   w->clicks, w->h_ev};
 
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
@@ -359,6 +362,10 @@ static void advance(struct worker *w, size_t i)
                                           s->ev.event_time_ms};
     }
     w->n.unknown += (uint64_t)w->preds[i].unknown_item;
+    /* a snapshot: later clicks of the session in this batch move st on */
+    s->has_h = st->has_h;
+    if (st->has_h)
+        memcpy(w->h_ev + i * (size_t)st->hidden, st->h, (size_t)st->hidden * sizeof(float));
     s->n_hist = st->n_hist;
     memcpy(s->hist, st->hist, (size_t)st->n_hist * sizeof(int64_t));
     w->preds[i].session_clicks = st->clicks;
@@ -456,14 +463,13 @@ static void rank_all(struct worker *w, size_t n)
         struct slot *s = &w->sl[i];
         if (s->dead)
             continue;
-        w->preds[i].cold_start = !w->states[s->sess].has_h;
+        w->preds[i].cold_start = !s->has_h;
         if (w->preds[i].cold_start) {
             w->n.cold++;
             rank(w, i, NULL, NULL);
             continue;
         }
-        /* the state as of this click (a later click of the session moves it on) */
-        memcpy(w->h + (rows % w->score_batch) * hid, w->states[s->sess].h, hid * sizeof(float));
+        memcpy(w->h + (rows % w->score_batch) * hid, w->h_ev + i * hid, hid * sizeof(float));
         s->row = (int)rows++;
         if (rows % w->score_batch == 0) {
             rank_rows(w, start, i + 1, rows);
