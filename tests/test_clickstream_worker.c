@@ -30,6 +30,7 @@
 
 #include "cfg.h"
 #include "kafka.h"
+#include "promtext.h"
 #include "session.h"
 #include "stack.h"
 #include "state.h"
@@ -44,6 +45,7 @@ struct env {
     struct test_broker broker;
     struct test_redis redis;
     char dir[64];
+    int metrics_port;
 };
 
 /* Session s's clicks; -1 ends it. s3 starts with unknown items (cold),
@@ -157,15 +159,17 @@ static void produce_events(struct env *v)
 
 static pid_t start_worker(struct env *v, const char *log)
 {
-    static char port[64];
+    static char port[64], mport[64];
     char *argv[] = {(char *)test_bin("streamml-clickstream"), "-b", v->broker.bootstrap, "-X",
                     port, "-X", "clickstream.epsilon=0.1", "-X", "clickstream.seed=7", "-X",
                     "clickstream.session_ttl_s=600", "-X", "worker.poll_ms=20", "-X",
                     "worker.batch_size=8", "-X", "group.id=it-clickstream", "-X",
-                    "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500",
-                    "--log-level", "info", NULL};
+                    "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500", "-X",
+                    mport, "--log-level", "info", NULL};
 
+    v->metrics_port = test_free_port();
     snprintf(port, sizeof(port), "redis.port=%d", v->redis.port);
+    snprintf(mport, sizeof(mport), "metrics.port=%d", v->metrics_port);
     return test_spawn(argv, log);
 }
 
@@ -356,6 +360,35 @@ static void check_redis_keys(struct env *v)
     redisFree(c);
 }
 
+/* /metrics of the running worker: valid exposition, the counts of the run. */
+static void check_metrics(struct env *v, int n)
+{
+    char path[200], why[256], *text;
+    double x;
+    FILE *f;
+    long len;
+
+    snprintf(path, sizeof(path), "%s/metrics.txt", v->dir);
+    assert_int_equal(sh("curl -sf http://127.0.0.1:%d/metrics > %s", v->metrics_port, path), 0);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    len = ftell(f);
+    rewind(f);
+    text = calloc((size_t)len + 1, 1);
+    assert_int_equal(fread(text, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    if (prom_check(text, why, sizeof(why)))
+        fail_msg("/metrics: %s", why);
+    assert_int_equal(prom_value(text, "streamml_predictions_total", &x), 0);
+    assert_int_equal((int)x, n);
+    assert_int_equal(prom_value(text, "streamml_dead_letters_total", &x), 0);
+    assert_int_equal((int)x, 1);
+    assert_int_equal(prom_value(text, "streamml_events_total", &x), 0);
+    assert_int_equal((int)x, n + 1);
+    free(text);
+}
+
 static void test_every_click_gets_one_recommendation(void **st)
 {
     struct env *v = *st;
@@ -377,6 +410,7 @@ static void test_every_click_gets_one_recommendation(void **st)
         fail_msg("no %d predictions within 40 s", n);
     }
     assert_int_equal(wait_topic(v, "clickstream.dlq", 1, 10000), 0);
+    check_metrics(v, n);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
     /* the same group again: every offset was committed, nothing is redone */
     w = start_worker(v, log2);

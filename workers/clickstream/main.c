@@ -36,6 +36,7 @@
 #include "covis.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "pipeline.h"
 #include "session.h"
 #include "state.h"
@@ -72,6 +73,8 @@ struct worker {
     struct codec *cd;
     struct state *st;
     struct cov *cov;
+    struct metrics *mx;              /* NULL: metrics.port 0 */
+    int redis_ok;
     struct sess_model *m;
     struct rec_ctx *rc;
     const char *out_topic, *dlq_topic;
@@ -234,6 +237,8 @@ static int open_kafka(struct worker *w, struct err *e)
 
     ko.props = cfg_kafka(w->cf, &np);
     ko.n_props = np;
+    ko.stats_cb = w->mx ? metrics_kafka_stats : NULL; /* consumer lag */
+    ko.stats_opaque = w->mx;
     w->q = kq_open(&ko, e);
     if (!w->q)
         return e->code;
@@ -250,10 +255,15 @@ static int worker_open(struct worker *w, struct err *e)
     w->budget_ms = (int)cfg_int(w->cf, "state.retry_budget_ms");
     w->out_topic = cfg_str(w->cf, "output.topic");
     w->dlq_topic = cfg_str(w->cf, "dlq.topic");
+    w->redis_ok = 1;
     w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
-    if (!w->cd || open_model(w, e) || open_state(w, e) || alloc_batch(w, e) || open_kafka(w, e))
+    if (!w->cd || open_model(w, e) || open_state(w, e) || alloc_batch(w, e))
         return e->code;
-    return ERR_OK;
+    struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER,
+                              sess_model_name(w->m), sess_model_version(w->m), 0};
+    if (!(w->mx = metrics_open(&mo, e)) && e->code)
+        return e->code;
+    return open_kafka(w, e);
 }
 
 static void worker_close(struct worker *w)
@@ -268,6 +278,7 @@ static void worker_close(struct worker *w)
     pipe_entset_free(&w->sessions);
     buf_free(&w->out);
     buf_free(&w->dlq);
+    metrics_close(w->mx);
     rec_ctx_close(w->rc);
     sess_model_close(w->m);
     cov_close(w->cov);
@@ -283,6 +294,7 @@ static void dead_letter(struct worker *w, size_t i, const struct err *why)
 
     w->sl[i].dead = 1;
     w->n.dead++;
+    metrics_add(w->mx, METRICS_DEAD_LETTERS, 1);
     if (pipe_dead_letter(w->q, w->cd, &w->dlq, w->dlq_topic, WORKER, w->msgs[i], why, &e))
         log_error("dead letter not sent (offset will not be committed): %s", e.msg);
 }
@@ -515,6 +527,9 @@ static void emit(struct worker *w, size_t i)
     }
     w->n.predictions++;
     w->n.degraded += (uint64_t)p->degraded;
+    metrics_add(w->mx, METRICS_PREDICTIONS, 1);
+    metrics_add(w->mx, METRICS_DEGRADED, (uint64_t)p->degraded);
+    metrics_observe_latency(w->mx, p->latency_us);
 }
 
 /* One put per session that moved, at its last click's offset; then the
@@ -558,6 +573,7 @@ static void process_batch(struct worker *w, size_t n)
 
     decode(w, n);
     degraded = read_states(w);
+    w->redis_ok = !degraded;
     for (size_t i = 0; i < n; i++)
         if (!w->sl[i].dead) {
             memset(&w->preds[i], 0, sizeof(w->preds[i]));
@@ -629,8 +645,10 @@ static int run(struct worker *w)
             for (size_t i = 0; i < n; i++)
                 kq_msg_release(w->msgs[i]);
             w->n.messages += n;
+            metrics_add(w->mx, METRICS_EVENTS, n);
             last_input = pipe_now_us();
         }
+        metrics_worker_tick(w->mx, NULL, kq_assigned(w->q), w->redis_ok, 1);
         if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
             break;
         if ((max_msgs && w->n.messages >= max_msgs) ||
