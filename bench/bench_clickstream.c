@@ -103,8 +103,10 @@ int main(int argc, char **argv)
         for (int r = 0; r < 5; r++) {
             double t0 = now_us();
             for (long i = 0; i < clicks; i++) {
-                struct rec_input in = {.top = top + (i % 256) * 70, .n_top = 70,
-                                       .h = h + (size_t)(i % 256) * hid, .exclude = hist,
+                struct rec_input in = {.top = top + (i % 256) * 70,
+                                       .n_top = 70,
+                                       .h = h + (size_t)(i % 256) * hid,
+                                       .exclude = hist,
                                        .n_exclude = 20};
                 rec_rank(rc, &in, out, &n);
             }
@@ -119,8 +121,8 @@ int main(int argc, char **argv)
     for (int r = 0; r < 5; r++) {
         double t0 = now_us();
         for (long i = 0; i < clicks; i++) {
-            struct rec_input in = {.scores = scores + (size_t)(i % 256) * items, .exclude = hist,
-                                   .n_exclude = 20};
+            struct rec_input in = {
+                .scores = scores + (size_t)(i % 256) * items, .exclude = hist, .n_exclude = 20};
             rec_rank(rc, &in, out, &n);
         }
         runs[r] = (now_us() - t0) / (double)clicks;

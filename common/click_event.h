@@ -10,8 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define CLICK_ID_MAX 128    /* event/session/user ids */
-#define CLICK_SHOWN_MAX 64  /* items per prediction */
+#define CLICK_ID_MAX 128   /* event/session/user ids */
+#define CLICK_SHOWN_MAX 64 /* items per prediction */
 
 enum click_type { CLICK_VIEW = 0, CLICK_CART, CLICK_PURCHASE };
 
@@ -19,7 +19,7 @@ enum click_type { CLICK_VIEW = 0, CLICK_CART, CLICK_PURCHASE };
 struct click_event {
     char event_id[CLICK_ID_MAX];
     char session_id[CLICK_ID_MAX];
-    char user_id[CLICK_ID_MAX];       /* "" when has_user is false */
+    char user_id[CLICK_ID_MAX]; /* "" when has_user is false */
     bool has_user;
     int64_t item_id;
     enum click_type type;
@@ -29,7 +29,7 @@ struct click_event {
 struct click_shown {
     int64_t item_id;
     double score;
-    char source[16];                  /* rec_source_name() */
+    char source[16]; /* rec_source_name() */
     double propensity;
 };
 

@@ -25,7 +25,8 @@ static const char update_script[] =
     "  local x = (t - t0) / hl\n"
     "  if x > 512 then\n"
     "    local shift = math.floor(x) - 1\n"
-    "    redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', string.format('%.17g', 2 ^ -shift))\n"
+    "    redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', string.format('%.17g', 2 ^ "
+    "-shift))\n"
     "    t0 = t0 + shift * hl\n"
     "    redis.call('SET', KEYS[2], string.format('%.17g', t0))\n"
     "    x = (t - t0) / hl\n"
@@ -67,8 +68,8 @@ int cov_open(struct cov **out, const struct cov_opts *o, struct err *e)
 
     *out = NULL;
     if (!(o->half_life_s > 0))
-        return free(c), err_set(e, ERR_CONFIG, "trending half life %g s: must be > 0",
-                                o->half_life_s);
+        return free(c),
+               err_set(e, ERR_CONFIG, "trending half life %g s: must be > 0", o->half_life_s);
     if (!c || !(c->host = dup_or(o->host, "127.0.0.1")) || !(c->prefix = dup_or(o->prefix, "")) ||
         (o->password && !(c->password = strdup(o->password)))) {
         cov_close(c);
@@ -236,8 +237,8 @@ static int members(const redisReply *r, int64_t *out, int k)
     return n;
 }
 
-int cov_covisited(struct cov *c, size_t n, const int64_t *items, int k, int64_t *out,
-                  int *counts, struct err *e)
+int cov_covisited(struct cov *c, size_t n, const int64_t *items, int k, int64_t *out, int *counts,
+                  struct err *e)
 {
     char key[KEY_MAX];
     int rc;

@@ -24,18 +24,18 @@
 
 #include "err.h"
 
-#define COV_KEEP 200        /* members kept per co-visitation set */
+#define COV_KEEP 200 /* members kept per co-visitation set */
 #define COV_TRENDING_KEEP 10000
 
 struct cov;
 
 struct cov_opts {
-    const char *host;       /* default 127.0.0.1 */
-    int port;               /* default 6379 */
-    const char *password;   /* NULL = no AUTH */
-    const char *prefix;     /* key prefix */
-    int ttl_s;              /* expiry of a co-visitation set; 0 = none */
-    double half_life_s;     /* trending decay, > 0 */
+    const char *host;     /* default 127.0.0.1 */
+    int port;             /* default 6379 */
+    const char *password; /* NULL = no AUTH */
+    const char *prefix;   /* key prefix */
+    int ttl_s;            /* expiry of a co-visitation set; 0 = none */
+    double half_life_s;   /* trending decay, > 0 */
     int timeout_ms;
 };
 
@@ -44,9 +44,9 @@ int cov_open(struct cov **out, const struct cov_opts *o, struct err *e);
 void cov_close(struct cov *c); /* NULL-safe */
 
 struct cov_click {
-    int64_t prev;           /* previous known item of the session, -1 none */
+    int64_t prev; /* previous known item of the session, -1 none */
     int64_t item;
-    int64_t time_ms;        /* event time */
+    int64_t time_ms; /* event time */
 };
 
 /* Adds n clicks (co-visitation pairs and trending weight). */
@@ -54,8 +54,8 @@ int cov_update(struct cov *c, size_t n, const struct cov_click *clicks, struct e
 
 /* For each of n items, up to k co-visited items, best first, into
  * out[i * k ...] with counts[i]; items < 0 are skipped (count 0). */
-int cov_covisited(struct cov *c, size_t n, const int64_t *items, int k, int64_t *out,
-                  int *counts, struct err *e);
+int cov_covisited(struct cov *c, size_t n, const int64_t *items, int k, int64_t *out, int *counts,
+                  struct err *e);
 
 /* Up to k trending items, best first. */
 int cov_trending(struct cov *c, int k, int64_t *out, int *n, struct err *e);

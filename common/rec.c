@@ -10,9 +10,9 @@ struct rec_ctx {
     const struct sess_model *m;
     struct rec_opts o;
     uint64_t rng;
-    uint32_t gen;            /* marks below equal to gen are current */
-    uint32_t *excluded;      /* per catalog item: in the session */
-    uint32_t *taken;         /* per catalog item: a candidate, or shown */
+    uint32_t gen;       /* marks below equal to gen are current */
+    uint32_t *excluded; /* per catalog item: in the session */
+    uint32_t *taken;    /* per catalog item: a candidate, or shown */
     int64_t cand[REC_MAX_CANDIDATES + 2 * REC_MAX_K];
     float rel[REC_MAX_CANDIDATES + 2 * REC_MAX_K];
     float score[REC_MAX_CANDIDATES + 2 * REC_MAX_K];
@@ -38,8 +38,8 @@ int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct 
     if (o->k < 1 || o->k > REC_MAX_K)
         return err_set(e, ERR_CONFIG, "clickstream.k %d: must be 1..%d", o->k, REC_MAX_K);
     if (o->candidates < 1 || o->candidates > REC_MAX_CANDIDATES)
-        return err_set(e, ERR_CONFIG, "clickstream.candidates %d: must be 1..%d",
-                       o->candidates, REC_MAX_CANDIDATES);
+        return err_set(e, ERR_CONFIG, "clickstream.candidates %d: must be 1..%d", o->candidates,
+                       REC_MAX_CANDIDATES);
     if (!(o->mmr_lambda >= 0 && o->mmr_lambda <= 1))
         return err_set(e, ERR_CONFIG, "clickstream.mmr_lambda %g: must be in [0, 1]",
                        o->mmr_lambda);
@@ -76,7 +76,10 @@ static uint64_t next_u64(struct rec_ctx *c)
     return c->rng * 0x2545f4914f6cdd1dull;
 }
 
-static double next_unit(struct rec_ctx *c) { return (double)(next_u64(c) >> 11) / 9007199254740992.0; }
+static double next_unit(struct rec_ctx *c)
+{
+    return (double)(next_u64(c) >> 11) / 9007199254740992.0;
+}
 
 /* A new generation clears every mark at once; on wrap-around, really clear. */
 static void new_generation(struct rec_ctx *c)
@@ -149,7 +152,10 @@ static void top_scores(struct rec_ctx *c, const float *scores, int want)
         add(c, heap[i], scores[heap[i]], scores[heap[i]], REC_GRU);
 }
 
-static int warm(const struct rec_input *in) { return in->scores || (in->top && in->h); }
+static int warm(const struct rec_input *in)
+{
+    return in->scores || (in->top && in->h);
+}
 
 /* The GRU score of any item: from the full scores, or one dot product. */
 static float score_of(const struct rec_ctx *c, const struct rec_input *in, int64_t it)

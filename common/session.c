@@ -13,14 +13,14 @@
 struct sess_model {
     int64_t items;
     int emb, hidden;
-    float *emb_w;        /* items x E */
-    float *unit;         /* items x E, rows scaled to unit length (zero rows stay 0) */
-    float *w;            /* 3H x E, gates z, r, h */
-    float *r;            /* 3H x H */
-    float *b;            /* 6H: Wb (z, r, h), Rb (z, r, h) */
-    float *out_w;        /* H x items ("in_out") or items x H ("out_in") */
+    float *emb_w; /* items x E */
+    float *unit;  /* items x E, rows scaled to unit length (zero rows stay 0) */
+    float *w;     /* 3H x E, gates z, r, h */
+    float *r;     /* 3H x H */
+    float *b;     /* 6H: Wb (z, r, h), Rb (z, r, h) */
+    float *out_w; /* H x items ("in_out") or items x H ("out_in") */
     int out_in;
-    float *out_b;        /* items */
+    float *out_b; /* items */
     int64_t popular[POPULAR_MAX];
     size_t n_popular;
     char name[64], version[32];
@@ -39,18 +39,18 @@ static int get_init(struct onnx_model *om, const char *path, const char *name, i
         return err_set(e, ERR_CONFIG, "%s: no initializer %s (not a train.py GRU4Rec export?)",
                        path, name);
     if (t->dtype != ONNX_F32 || t->ndim != ndim)
-        return err_set(e, ERR_CONFIG, "%s: initializer %s must be float with %d dims", path,
-                       name, ndim);
+        return err_set(e, ERR_CONFIG, "%s: initializer %s must be float with %d dims", path, name,
+                       ndim);
     for (int i = 0; i < ndim; i++)
         if (t->dims[i] != dims[i])
-            return err_set(e, ERR_CONFIG, "%s: initializer %s dim %d is %lld, expected %lld",
-                           path, name, i, (long long)t->dims[i], (long long)dims[i]);
+            return err_set(e, ERR_CONFIG, "%s: initializer %s dim %d is %lld, expected %lld", path,
+                           name, i, (long long)t->dims[i], (long long)dims[i]);
     n = onnx_numel(t);
     src = t->data;
     for (size_t i = 0; i < n; i++)
         if (!isfinite(src[i]))
-            return err_set(e, ERR_CONFIG, "%s: initializer %s has a non-finite value at %zu",
-                           path, name, i);
+            return err_set(e, ERR_CONFIG, "%s: initializer %s has a non-finite value at %zu", path,
+                           name, i);
     *dst = malloc(n * sizeof(float));
     if (!*dst)
         return err_set(e, ERR_NOMEM, "out of memory for %s", name);
@@ -59,23 +59,26 @@ static int get_init(struct onnx_model *om, const char *path, const char *name, i
 }
 
 /* Shapes come from emb.weight and gru.R; everything else must agree. */
-static int read_shapes(struct sess_model *m, struct onnx_model *om, const char *path,
-                       struct err *e)
+static int read_shapes(struct sess_model *m, struct onnx_model *om, const char *path, struct err *e)
 {
     const struct onnx_tensor *emb = onnx_initializer(om, "emb.weight");
     const struct onnx_tensor *r = onnx_initializer(om, "gru.R");
 
     if (!emb || emb->ndim != 2 || !r || r->ndim != 3)
-        return err_set(e, ERR_CONFIG, "%s: initializers emb.weight [items, E] and gru.R "
-                       "[1, 3H, H] are required (not a train.py GRU4Rec export?)", path);
+        return err_set(e, ERR_CONFIG,
+                       "%s: initializers emb.weight [items, E] and gru.R "
+                       "[1, 3H, H] are required (not a train.py GRU4Rec export?)",
+                       path);
     m->items = emb->dims[0];
     m->emb = (int)emb->dims[1];
     m->hidden = (int)r->dims[2];
     if (m->items < 2 || m->emb < 1 || emb->dims[1] > 65536 || m->hidden < 1 ||
         m->hidden > SESS_MAX_HIDDEN || r->dims[1] != 3 * (int64_t)m->hidden)
-        return err_set(e, ERR_CONFIG, "%s: %lld items, embedding %lld, hidden %lld: out of "
-                       "range (hidden at most %d)", path, (long long)m->items,
-                       (long long)emb->dims[1], (long long)r->dims[2], SESS_MAX_HIDDEN);
+        return err_set(e, ERR_CONFIG,
+                       "%s: %lld items, embedding %lld, hidden %lld: out of "
+                       "range (hidden at most %d)",
+                       path, (long long)m->items, (long long)emb->dims[1], (long long)r->dims[2],
+                       SESS_MAX_HIDDEN);
     return ERR_OK;
 }
 
@@ -87,8 +90,8 @@ static int read_popular(struct sess_model *m, const char *s, const char *path, s
         errno = 0;
         v = strtoll(s, &end, 10);
         if (end == s || errno || v < 0 || v >= m->items || (*end && *end != ','))
-            return err_set(e, ERR_CONFIG, "%s: metadata popular: bad item id at \"%.20s\"",
-                           path, s);
+            return err_set(e, ERR_CONFIG, "%s: metadata popular: bad item id at \"%.20s\"", path,
+                           s);
         m->popular[m->n_popular++] = v;
         s = *end ? end + 1 : end;
     }
@@ -124,8 +127,8 @@ static int load(struct sess_model *m, struct onnx_model *om, const char *path, s
     m->out_in = strcmp(layout, "out_in") == 0;
     {
         int64_t d_emb[2] = {m->items, m->emb}, d_w[3] = {1, g3, m->emb}, d_r[3] = {1, g3, h},
-                d_b[2] = {1, 2 * g3}, d_out[2] = {m->out_in ? m->items : h,
-                                                  m->out_in ? h : m->items},
+                d_b[2] = {1, 2 * g3},
+                d_out[2] = {m->out_in ? m->items : h, m->out_in ? h : m->items},
                 d_ob[1] = {m->items};
         if (get_init(om, path, "emb.weight", 2, d_emb, &m->emb_w, e) ||
             get_init(om, path, "gru.W", 3, d_w, &m->w, e) ||
@@ -184,10 +187,22 @@ void sess_model_close(struct sess_model *m)
     free(m);
 }
 
-int64_t sess_model_items(const struct sess_model *m) { return m->items; }
-int sess_model_hidden(const struct sess_model *m) { return m->hidden; }
-const char *sess_model_name(const struct sess_model *m) { return m->name; }
-const char *sess_model_version(const struct sess_model *m) { return m->version; }
+int64_t sess_model_items(const struct sess_model *m)
+{
+    return m->items;
+}
+int sess_model_hidden(const struct sess_model *m)
+{
+    return m->hidden;
+}
+const char *sess_model_name(const struct sess_model *m)
+{
+    return m->name;
+}
+const char *sess_model_version(const struct sess_model *m)
+{
+    return m->version;
+}
 
 const float *sess_model_unit_embedding(const struct sess_model *m, int64_t i)
 {
@@ -202,20 +217,22 @@ const int64_t *sess_model_popular(const struct sess_model *m, size_t *n)
 
 /* ---- the GRU step and the scores ---- */
 
-static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static float sigmoid(float x)
+{
+    return 1.0f / (1.0f + expf(-x));
+}
 
 /* ONNX GRU, linear_before_reset=1 (torch):
  *   z = s(Wz x + Wbz + Rz h + Rbz)    r = s(Wr x + Wbr + Rr h + Rbr)
  *   n = tanh(Wh x + Wbh + r * (Rh h + Rbh))    h' = (1 - z) * n + z * h */
-int sess_step(const struct sess_model *m, int64_t item, float *h, float *scratch,
-              struct err *e)
+int sess_step(const struct sess_model *m, int64_t item, float *h, float *scratch, struct err *e)
 {
     int H = m->hidden;
     float *gx = scratch, *gh = scratch + 3 * H;
 
     if (item < 0 || item >= m->items)
-        return err_set(e, ERR_INVALID, "item %lld is not in the catalog (0..%lld)",
-                       (long long)item, (long long)m->items - 1);
+        return err_set(e, ERR_INVALID, "item %lld is not in the catalog (0..%lld)", (long long)item,
+                       (long long)m->items - 1);
     memcpy(gx, m->b, 3 * H * sizeof(float));
     memcpy(gh, m->b + 3 * H, 3 * H * sizeof(float));
     cblas_sgemv(CblasRowMajor, CblasNoTrans, 3 * H, m->emb, 1.0f, m->w, m->emb,
@@ -236,8 +253,8 @@ void sess_scores(const struct sess_model *m, size_t n, const float *h, float *sc
 
     for (size_t i = 0; i < n; i++)
         memcpy(scores + i * (size_t)N, m->out_b, (size_t)N * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, m->out_in ? CblasTrans : CblasNoTrans, (int)n, N,
-                H, 1.0f, h, H, m->out_w, m->out_in ? H : N, 1.0f, scores, N);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, m->out_in ? CblasTrans : CblasNoTrans, (int)n, N, H,
+                1.0f, h, H, m->out_w, m->out_in ? H : N, 1.0f, scores, N);
 }
 
 float sess_score_one(const struct sess_model *m, const float *h, int64_t item)
@@ -300,8 +317,8 @@ static void topk_chunk(const struct sess_model *m, size_t nb, const float *h, in
         int bw = N - b0 < SESS_BLOCK ? N - b0 : SESS_BLOCK;
         for (size_t i = 0; i < nb; i++)
             memcpy(block + i * (size_t)bw, m->out_b + b0, (size_t)bw * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, m->out_in ? CblasTrans : CblasNoTrans, (int)nb,
-                    bw, H, 1.0f, h, H, m->out_in ? m->out_w + (size_t)b0 * H : m->out_w + b0,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, m->out_in ? CblasTrans : CblasNoTrans, (int)nb, bw,
+                    H, 1.0f, h, H, m->out_in ? m->out_w + (size_t)b0 * H : m->out_w + b0,
                     m->out_in ? H : N, 1.0f, block, bw);
         for (size_t i = 0; i < nb; i++) {
             const float *sc = block + i * (size_t)bw;
@@ -321,8 +338,8 @@ static void topk_chunk(const struct sess_model *m, size_t nb, const float *h, in
     }
 }
 
-void sess_topk(const struct sess_model *m, size_t n, const float *h, int k,
-               struct sess_top *out, float *block)
+void sess_topk(const struct sess_model *m, size_t n, const float *h, int k, struct sess_top *out,
+               float *block)
 {
     for (size_t d = 0; d < n; d += TOPK_CHUNK) {
         size_t nb = n - d < TOPK_CHUNK ? n - d : TOPK_CHUNK;

@@ -30,8 +30,8 @@
 #include "err.h"
 
 #define SESS_MAX_HIDDEN 1024
-#define SESS_MAX_HISTORY 64   /* items kept per session (state and exclusion) */
-#define REC_MAX_K 64          /* items shown per recommendation */
+#define SESS_MAX_HISTORY 64 /* items kept per session (state and exclusion) */
+#define REC_MAX_K 64        /* items shown per recommendation */
 #define REC_MAX_CANDIDATES 512
 
 struct sess_model;
@@ -55,8 +55,7 @@ const int64_t *sess_model_popular(const struct sess_model *m, size_t *n);
 /* One GRU step: h (hidden floats) <- GRU(embedding[item], h). Scratch
  * needs 6 * hidden floats. ERR_INVALID if item is outside the catalog (h
  * unchanged). */
-int sess_step(const struct sess_model *m, int64_t item, float *h, float *scratch,
-              struct err *e);
+int sess_step(const struct sess_model *m, int64_t item, float *h, float *scratch, struct err *e);
 
 /* scores (n x items, row-major) = h (n x hidden) . out.weight + out.bias,
  * one sgemm for the n sessions. */
@@ -72,8 +71,8 @@ struct sess_top {
     int64_t item;
     float score;
 };
-void sess_topk(const struct sess_model *m, size_t n, const float *h, int k,
-               struct sess_top *out, float *block);
+void sess_topk(const struct sess_model *m, size_t n, const float *h, int k, struct sess_top *out,
+               float *block);
 /* One item's score for one hidden state (h . out.weight[item] + bias). */
 float sess_score_one(const struct sess_model *m, const float *h, int64_t item);
 
@@ -83,15 +82,15 @@ enum rec_source { REC_GRU = 0, REC_COVISIT, REC_POPULAR, REC_EXPLORE, REC_NSOURC
 const char *rec_source_name(enum rec_source s); /* "gru", "covisit", ... */
 
 struct rec_opts {
-    int k;              /* items shown, 1..REC_MAX_K (default 10) */
-    int candidates;     /* top GRU scores considered, 1..REC_MAX_CANDIDATES (default 50) */
-    double mmr_lambda;  /* 1 = relevance only, 0 = diversity only (default 0.5) */
-    double epsilon;     /* exploration probability per slot, 0..1 (default 0.05) */
+    int k;             /* items shown, 1..REC_MAX_K (default 10) */
+    int candidates;    /* top GRU scores considered, 1..REC_MAX_CANDIDATES (default 50) */
+    double mmr_lambda; /* 1 = relevance only, 0 = diversity only (default 0.5) */
+    double epsilon;    /* exploration probability per slot, 0..1 (default 0.05) */
 };
 
 struct rec_item {
     int64_t item;
-    float score;        /* the GRU score (logit); popularity relevance 0..1 when cold */
+    float score; /* the GRU score (logit); popularity relevance 0..1 when cold */
     enum rec_source source;
     double propensity;
 };
@@ -100,13 +99,13 @@ struct rec_input {
     const float *scores;        /* the session's catalog scores; NULL: see top */
     const struct sess_top *top; /* or its best items (sess_topk), best first ... */
     size_t n_top;
-    const float *h;             /* ... and its hidden state (other items' scores);
-                                   scores, top and h all NULL: cold start */
-    const int64_t *exclude;     /* items already in the session */
+    const float *h;         /* ... and its hidden state (other items' scores);
+                               scores, top and h all NULL: cold start */
+    const int64_t *exclude; /* items already in the session */
     size_t n_exclude;
-    const int64_t *covisit;     /* co-visited with the last item, best first (may be 0) */
+    const int64_t *covisit; /* co-visited with the last item, best first (may be 0) */
     size_t n_covisit;
-    const int64_t *popular;     /* popular/trending items, best first */
+    const int64_t *popular; /* popular/trending items, best first */
     size_t n_popular;
 };
 
@@ -124,13 +123,13 @@ void rec_rank(struct rec_ctx *c, const struct rec_input *in, struct rec_item *ou
 /* ---- session state (the Redis blob) ---- */
 
 struct sess_state {
-    int n_hist;                          /* items in hist, oldest first */
+    int n_hist; /* items in hist, oldest first */
     int64_t hist[SESS_MAX_HISTORY];
-    int has_h;                           /* 0: no known item yet (cold) */
+    int has_h; /* 0: no known item yet (cold) */
     int hidden;
     float h[SESS_MAX_HIDDEN];
-    int64_t last_ms;                     /* event time of the last click */
-    int64_t clicks, unknown;             /* clicks seen, of which unknown items */
+    int64_t last_ms;         /* event time of the last click */
+    int64_t clicks, unknown; /* clicks seen, of which unknown items */
 };
 
 void sess_state_init(struct sess_state *s, int hidden);

@@ -51,12 +51,8 @@ struct env {
 /* Session s's clicks; -1 ends it. s3 starts with unknown items (cold),
  * s4 has a negative id in the middle. */
 static const int64_t sessions[N_SESS][MAX_CLICKS] = {
-    {10, 20, 30, 40, 50, -1},
-    {7, 7, 3, 4999, 0, 1, 2, -1},
-    {100, 200, -1},
-    {999999, 5000, 42, 43, -1},
-    {12, -5, 13, 14, -1},
-    {1, -1},
+    {10, 20, 30, 40, 50, -1},   {7, 7, 3, 4999, 0, 1, 2, -1}, {100, 200, -1},
+    {999999, 5000, 42, 43, -1}, {12, -5, 13, 14, -1},         {1, -1},
 };
 
 static int n_clicks(void)
@@ -137,8 +133,9 @@ static void produce_events(struct env *v)
                 ended |= sessions[s][k] == -1;
             if (ended)
                 continue;
-            fprintf(f, "{\"event_id\":\"e%d-%d\",\"session_id\":\"s%d\",\"user_id\":%s,"
-                       "\"item_id\":%lld,\"event_type\":\"%s\",\"event_time\":%lld}\n",
+            fprintf(f,
+                    "{\"event_id\":\"e%d-%d\",\"session_id\":\"s%d\",\"user_id\":%s,"
+                    "\"item_id\":%lld,\"event_type\":\"%s\",\"event_time\":%lld}\n",
                     s, j, s, s == 0 ? "\"u0\"" : "null", (long long)sessions[s][j],
                     j % 3 == 2 ? "cart" : "view", 1767225600000LL + 1000LL * t++);
         }
@@ -148,24 +145,64 @@ static void produce_events(struct env *v)
     assert_non_null(f);
     fprintf(f, "this is not avro\n");
     fclose(f);
-    char *a1[] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
-                  "clickstream", "--schema", "click_event", "-i", path, "--log-level", "warn",
+    char *a1[] = {(char *)test_bin("streamml"),
+                  "produce",
+                  "-b",
+                  v->broker.bootstrap,
+                  "-t",
+                  "clickstream",
+                  "--schema",
+                  "click_event",
+                  "-i",
+                  path,
+                  "--log-level",
+                  "warn",
                   NULL};
     assert_int_equal(run_wait(a1, NULL), 0);
-    char *a2[] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
-                  "clickstream", "--raw", "-i", garbage, "--log-level", "warn", NULL};
+    char *a2[] = {(char *)test_bin("streamml"),
+                  "produce",
+                  "-b",
+                  v->broker.bootstrap,
+                  "-t",
+                  "clickstream",
+                  "--raw",
+                  "-i",
+                  garbage,
+                  "--log-level",
+                  "warn",
+                  NULL};
     assert_int_equal(run_wait(a2, NULL), 0);
 }
 
 static pid_t start_worker(struct env *v, const char *log)
 {
     static char port[64], mport[64];
-    char *argv[] = {(char *)test_bin("streamml-clickstream"), "-b", v->broker.bootstrap, "-X",
-                    port, "-X", "clickstream.epsilon=0.1", "-X", "clickstream.seed=7", "-X",
-                    "clickstream.session_ttl_s=600", "-X", "worker.poll_ms=20", "-X",
-                    "worker.batch_size=8", "-X", "group.id=it-clickstream", "-X",
-                    "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500", "-X",
-                    mport, "--log-level", "info", NULL};
+    char *argv[] = {(char *)test_bin("streamml-clickstream"),
+                    "-b",
+                    v->broker.bootstrap,
+                    "-X",
+                    port,
+                    "-X",
+                    "clickstream.epsilon=0.1",
+                    "-X",
+                    "clickstream.seed=7",
+                    "-X",
+                    "clickstream.session_ttl_s=600",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "-X",
+                    "worker.batch_size=8",
+                    "-X",
+                    "group.id=it-clickstream",
+                    "-X",
+                    "session.timeout.ms=6000",
+                    "-X",
+                    "heartbeat.interval.ms=500",
+                    "-X",
+                    mport,
+                    "--log-level",
+                    "info",
+                    NULL};
 
     v->metrics_port = test_free_port();
     snprintf(port, sizeof(port), "redis.port=%d", v->redis.port);
@@ -268,8 +305,8 @@ static void check_predictions(const char *path, const struct sess_model *m)
             continue;
         pr = json_loads(line, 0, &je);
         assert_non_null(pr);
-        assert_int_equal(sscanf(json_string_value(json_object_get(pr, "event_id")), "e%d-%d", &s,
-                                &j), 2);
+        assert_int_equal(
+            sscanf(json_string_value(json_object_get(pr, "event_id")), "e%d-%d", &s, &j), 2);
         assert_true(s >= 0 && s < N_SESS && j >= 0 && j < MAX_CLICKS);
         seen[s][j]++;
         total++;
@@ -418,8 +455,16 @@ static void test_every_click_gets_one_recommendation(void **st)
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
     assert_int_equal(topic_size(v, "predictions.clickstream"), n);
     assert_int_equal(topic_size(v, "clickstream.dlq"), 1);
-    char *consume[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap,
-                       "-t", "predictions.clickstream", "-f", "-e", "--log-level", "error",
+    char *consume[] = {(char *)test_bin("streamml"),
+                       "consume",
+                       "-b",
+                       v->broker.bootstrap,
+                       "-t",
+                       "predictions.clickstream",
+                       "-f",
+                       "-e",
+                       "--log-level",
+                       "error",
                        NULL};
     assert_int_equal(run_wait(consume, out), 0);
     check_predictions(out, m);

@@ -35,8 +35,11 @@ static int teardown(void **st)
 
 static struct cov *open_cov(const char *prefix, double half_life)
 {
-    struct cov_opts o = {.port = g_redis.port, .prefix = prefix, .ttl_s = 100,
-                         .half_life_s = half_life, .timeout_ms = 2000};
+    struct cov_opts o = {.port = g_redis.port,
+                         .prefix = prefix,
+                         .ttl_s = 100,
+                         .half_life_s = half_life,
+                         .timeout_ms = 2000};
     struct cov *c = NULL;
     struct err e = {0};
 
@@ -56,11 +59,11 @@ static void test_pairs_are_counted_both_ways_best_first(void **st)
     (void)st;
     assert_int_equal(cov_update(c, 6, clicks, &e), ERR_OK);
     assert_int_equal(cov_covisited(c, 3, items, 4, out, counts, &e), ERR_OK);
-    assert_int_equal(counts[0], 2);   /* 5: 6 twice, 7 once; 5->5 is no pair */
+    assert_int_equal(counts[0], 2); /* 5: 6 twice, 7 once; 5->5 is no pair */
     assert_int_equal(out[0], 6);
     assert_int_equal(out[1], 7);
-    assert_int_equal(counts[1], 0);   /* -1: skipped */
-    assert_int_equal(counts[2], 0);   /* 9: never after another item */
+    assert_int_equal(counts[1], 0); /* -1: skipped */
+    assert_int_equal(counts[2], 0); /* 9: never after another item */
     cov_close(c);
 }
 
@@ -86,8 +89,8 @@ static void test_trending_is_forward_decayed(void **st)
     struct err e = {0};
     /* item 1: three clicks at t=0; item 2: one click at t=20 s (2 half
      * lives: weight 4 > 3); item 3: one at t=10 s (weight 2) */
-    struct cov_click clicks[] = {{-1, 1, 0}, {-1, 1, 0}, {-1, 1, 0}, {-1, 2, 20000},
-                                 {-1, 3, 10000}};
+    struct cov_click clicks[] = {
+        {-1, 1, 0}, {-1, 1, 0}, {-1, 1, 0}, {-1, 2, 20000}, {-1, 3, 10000}};
     int64_t top[5];
     int n;
 

@@ -78,8 +78,9 @@ static void test_incremental_state_equals_torch_whole_session(void **st)
         memset(h, 0, (size_t)H * sizeof(float));
         for (t = 0; t < json_array_size(items); t++) {
             json_t *row = json_array_get(hs, t);
-            assert_int_equal(sess_step(g_m, json_integer_value(json_array_get(items, t)), h,
-                                       scratch, &e), ERR_OK);
+            assert_int_equal(
+                sess_step(g_m, json_integer_value(json_array_get(items, t)), h, scratch, &e),
+                ERR_OK);
             for (int j = 0; j < H; j++) {
                 double d = fabs(h[j] - json_real_value(json_array_get(row, (size_t)j)));
                 worst = d > worst ? d : worst;
@@ -193,11 +194,22 @@ static void test_blocked_topk_equals_full_scores(void **st)
         }
         for (int j = 0; j < 3; j++)
             ex[j] = top[s * k + 2 * j].item; /* the session "has" some of its best items */
-        struct rec_input fi = {.scores = sc, .exclude = ex, .n_exclude = 3, .covisit = cov,
-                               .n_covisit = 2, .popular = pop, .n_popular = 3};
-        struct rec_input ti = {.top = top + s * k, .n_top = (size_t)k, .h = h + s * H,
-                               .exclude = ex, .n_exclude = 3, .covisit = cov, .n_covisit = 2,
-                               .popular = pop, .n_popular = 3};
+        struct rec_input fi = {.scores = sc,
+                               .exclude = ex,
+                               .n_exclude = 3,
+                               .covisit = cov,
+                               .n_covisit = 2,
+                               .popular = pop,
+                               .n_popular = 3};
+        struct rec_input ti = {.top = top + s * k,
+                               .n_top = (size_t)k,
+                               .h = h + s * H,
+                               .exclude = ex,
+                               .n_exclude = 3,
+                               .covisit = cov,
+                               .n_covisit = 2,
+                               .popular = pop,
+                               .n_popular = 3};
         rec_rank(c, &fi, a, &na);
         rec_rank(c, &ti, b, &nb);
         assert_int_equal(na, nb);
@@ -513,8 +525,9 @@ static void test_gru_beats_popularity_on_held_out_sessions(void **st)
         for (size_t t = 0; t + 1 < json_array_size(sess); t++) {
             int64_t next = json_integer_value(json_array_get(sess, t + 1));
             int rank = 0;
-            assert_int_equal(sess_step(g_m, json_integer_value(json_array_get(sess, t)), h,
-                                       scratch, &e), ERR_OK);
+            assert_int_equal(
+                sess_step(g_m, json_integer_value(json_array_get(sess, t)), h, scratch, &e),
+                ERR_OK);
             sess_scores(g_m, 1, h, scores);
             for (int64_t k = 0; k < N; k++) /* rank of the next item: items scoring higher */
                 rank += scores[k] > scores[next];
@@ -533,7 +546,8 @@ static void test_gru_beats_popularity_on_held_out_sessions(void **st)
     }
     fclose(f);
     printf("# held-out next clicks: %ld; GRU Recall@20 %.4f MRR@20 %.4f; popularity Recall@20 "
-           "%.4f MRR@20 %.4f\n", n, hits / n, rr / n, phits / n, prr / n);
+           "%.4f MRR@20 %.4f\n",
+           n, hits / n, rr / n, phits / n, prr / n);
     assert_true(n > 500);
     assert_true(hits / n > phits / n + 0.1);
     assert_true(rr / n > prr / n + 0.05);

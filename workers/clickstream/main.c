@@ -53,17 +53,17 @@ static void on_signal(int sig)
 }
 
 struct counters {
-    uint64_t messages, predictions, dead, degraded, cold, unknown, redelivered, bad_state,
-        explored, shown, batches, rows, cov_errors, state_errors;
+    uint64_t messages, predictions, dead, degraded, cold, unknown, redelivered, bad_state, explored,
+        shown, batches, rows, cov_errors, state_errors;
 };
 
 /* Per message of a batch. */
 struct slot {
     struct click_event ev;
-    int dead, fresh, sess, row;      /* row of the hidden-state matrix, -1: cold */
-    int has_h;                       /* the session had a known item by this click */
+    int dead, fresh, sess, row; /* row of the hidden-state matrix, -1: cold */
+    int has_h;                  /* the session had a known item by this click */
     int n_hist;
-    int64_t hist[SESS_MAX_HISTORY];  /* the session's items after this click */
+    int64_t hist[SESS_MAX_HISTORY]; /* the session's items after this click */
     int64_t t_in;
 };
 
@@ -73,7 +73,7 @@ struct worker {
     struct codec *cd;
     struct state *st;
     struct cov *cov;
-    struct metrics *mx;              /* NULL: metrics.port 0 */
+    struct metrics *mx; /* NULL: metrics.port 0 */
     int redis_ok;
     struct sess_model *m;
     struct rec_ctx *rc;
@@ -86,14 +86,14 @@ struct worker {
     struct entset sessions;
     struct state_blob *blobs;
     struct sess_state *states;
-    int *last_ev;                    /* per session: its last fresh click, -1 none */
+    int *last_ev; /* per session: its last fresh click, -1 none */
     unsigned char (*enc)[STATE_BLOB_MAX];
     struct state_put *puts;
     int *applied, *put_sess;
     float *h, *block, scratch[6 * SESS_MAX_HIDDEN];
-    float *h_ev;                     /* per message: its session's state after it */
-    struct sess_top *top;            /* score_batch x ktop */
-    int ktop;                        /* candidates + history: enough after exclusion */
+    float *h_ev;          /* per message: its session's state after it */
+    struct sess_top *top; /* score_batch x ktop */
+    int ktop;             /* candidates + history: enough after exclusion */
     int64_t *cov_items, *cov_out;
     int *cov_n;
     struct cov_click *clicks;
@@ -156,7 +156,8 @@ static int open_model(struct worker *w, struct err *e)
         return e->code;
     w->k = o.k;
     log_info("model %s (%s %s): %lld items, hidden %d; top %d of %d candidates, MMR lambda "
-             "%.2f, epsilon %.3f", path, sess_model_name(w->m), sess_model_version(w->m),
+             "%.2f, epsilon %.3f",
+             path, sess_model_name(w->m), sess_model_version(w->m),
              (long long)sess_model_items(w->m), sess_model_hidden(w->m), o.k, o.candidates,
              o.mmr_lambda, o.epsilon);
     return ERR_OK;
@@ -166,13 +167,17 @@ static int open_state(struct worker *w, struct err *e)
 {
     const struct cfg *cf = w->cf;
     const char *pw = *cfg_str(cf, "redis.password") ? cfg_str(cf, "redis.password") : NULL;
-    struct state_redis_opts ro = {
-        .host = cfg_str(cf, "redis.host"), .port = (int)cfg_int(cf, "redis.port"),
-        .password = pw, .prefix = cfg_str(cf, "redis.prefix"),
-        .ttl_s = (int)cfg_int(cf, "clickstream.session_ttl_s"),
-        .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms"),
-        .lazy = !cfg_int(cf, "redis.require_at_start")};
-    struct cov_opts co = {.host = ro.host, .port = ro.port, .password = pw, .prefix = ro.prefix,
+    struct state_redis_opts ro = {.host = cfg_str(cf, "redis.host"),
+                                  .port = (int)cfg_int(cf, "redis.port"),
+                                  .password = pw,
+                                  .prefix = cfg_str(cf, "redis.prefix"),
+                                  .ttl_s = (int)cfg_int(cf, "clickstream.session_ttl_s"),
+                                  .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms"),
+                                  .lazy = !cfg_int(cf, "redis.require_at_start")};
+    struct cov_opts co = {.host = ro.host,
+                          .port = ro.port,
+                          .password = pw,
+                          .prefix = ro.prefix,
                           .ttl_s = (int)cfg_int(cf, "clickstream.covisit_ttl_s"),
                           .half_life_s = cfg_double(cf, "clickstream.trending_half_life_s"),
                           .timeout_ms = ro.timeout_ms};
@@ -211,8 +216,9 @@ static int alloc_batch(struct worker *w, struct err *e)
     buf_init(&w->out, 0);
     buf_init(&w->dlq, 2 * CODEC_MAX_MESSAGE); /* the original message plus metadata */
     if (!w->msgs || !w->sl || !w->preds || !w->blobs || !w->states || !w->last_ev || !w->enc ||
-        !w->puts || !w->applied || !w->put_sess || !w->h || !w->h_ev || !w->block || !w->top || !w->cov_items ||
-        !w->cov_out || !w->cov_n || !w->clicks || pipe_entset_init(&w->sessions, c))
+        !w->puts || !w->applied || !w->put_sess || !w->h || !w->h_ev || !w->block || !w->top ||
+        !w->cov_items || !w->cov_out || !w->cov_n || !w->clicks ||
+        pipe_entset_init(&w->sessions, c))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     return ERR_OK;
 }
@@ -232,7 +238,9 @@ static int open_kafka(struct worker *w, struct err *e)
 {
     const char *topic = cfg_str(w->cf, "input.topic");
     size_t np;
-    struct kq_opts ko = {.group_id = group_id(w->cf), .topics = &topic, .n_topics = 1,
+    struct kq_opts ko = {.group_id = group_id(w->cf),
+                         .topics = &topic,
+                         .n_topics = 1,
                          .client_id = "streamml-clickstream"};
 
     ko.props = cfg_kafka(w->cf, &np);
@@ -259,8 +267,8 @@ static int worker_open(struct worker *w, struct err *e)
     w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
     if (!w->cd || open_model(w, e) || open_state(w, e) || alloc_batch(w, e))
         return e->code;
-    struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER,
-                              sess_model_name(w->m), sess_model_version(w->m), 0};
+    struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER, sess_model_name(w->m),
+                              sess_model_version(w->m), 0};
     if (!(w->mx = metrics_open(&mo, e)) && e->code)
         return e->code;
     return open_kafka(w, e);
@@ -268,10 +276,9 @@ static int worker_open(struct worker *w, struct err *e)
 
 static void worker_close(struct worker *w)
 {
-    void *arrays[] = {w->msgs,    w->sl,     w->preds,     w->blobs,   w->states,
-                      w->last_ev, w->enc,    w->puts,      w->applied, w->put_sess,
-                      w->h,       w->block,  w->top,       w->cov_items, w->cov_out,
-                      w->cov_n,   w->clicks, w->h_ev};
+    void *arrays[] = {w->msgs, w->sl,        w->preds,   w->blobs,    w->states, w->last_ev,
+                      w->enc,  w->puts,      w->applied, w->put_sess, w->h,      w->block,
+                      w->top,  w->cov_items, w->cov_out, w->cov_n,    w->clicks, w->h_ev};
 
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
@@ -369,9 +376,9 @@ static void advance(struct worker *w, size_t i)
             sess_state_push(st, s->ev.item_id, w->history);
         }
         w->last_ev[s->sess] = (int)i;
-        w->clicks[i] = (struct cov_click){w->preds[i].unknown_item ? -1 : prev,
-                                          w->preds[i].unknown_item ? -1 : s->ev.item_id,
-                                          s->ev.event_time_ms};
+        w->clicks[i] =
+            (struct cov_click){w->preds[i].unknown_item ? -1 : prev,
+                               w->preds[i].unknown_item ? -1 : s->ev.item_id, s->ev.event_time_ms};
     }
     w->n.unknown += (uint64_t)w->preds[i].unknown_item;
     /* a snapshot: later clicks of the session in this batch move st on */
@@ -427,10 +434,14 @@ static void rank(struct worker *w, size_t i, const struct sess_top *top, const f
     struct slot *s = &w->sl[i];
     struct click_prediction *p = &w->preds[i];
     struct rec_item out[REC_MAX_K];
-    struct rec_input in = {.top = top, .n_top = top ? (size_t)w->ktop : 0, .h = top ? h : NULL,
-                           .exclude = s->hist, .n_exclude = (size_t)s->n_hist,
+    struct rec_input in = {.top = top,
+                           .n_top = top ? (size_t)w->ktop : 0,
+                           .h = top ? h : NULL,
+                           .exclude = s->hist,
+                           .n_exclude = (size_t)s->n_hist,
                            .covisit = w->cov_out + i * (size_t)w->k,
-                           .n_covisit = (size_t)w->cov_n[i], .popular = w->popular,
+                           .n_covisit = (size_t)w->cov_n[i],
+                           .popular = w->popular,
                            .n_popular = w->n_popular};
     size_t n;
 
@@ -545,8 +556,8 @@ static void store(struct worker *w, size_t n)
         if (i < 0)
             continue;
         len = sess_state_encode(&w->states[s], w->enc[np], STATE_BLOB_MAX);
-        w->puts[np] = (struct state_put){w->sessions.ids[s], w->enc[np], len,
-                                         w->msgs[i]->partition, w->msgs[i]->offset};
+        w->puts[np] = (struct state_put){w->sessions.ids[s], w->enc[np], len, w->msgs[i]->partition,
+                                         w->msgs[i]->offset};
         w->put_sess[np++] = (int)s;
     }
     memset(w->applied, 0, np * sizeof(int));
