@@ -473,10 +473,84 @@ static void test_every_click_gets_one_recommendation(void **st)
     sess_model_close(m);
 }
 
+/* Redis unreachable: a new group re-reads the same clicks; every click is
+ * still answered once, flagged degraded, from its own batch alone. */
+static void test_redis_down_answers_degraded(void **st)
+{
+    struct env *v = *st;
+    char log[200], out[200], port[64];
+    int n = n_clicks(), degraded = 0, total = 0;
+    char line[16384];
+    FILE *f;
+    pid_t w;
+
+    snprintf(log, sizeof(log), "%s/worker-degraded.log", v->dir);
+    snprintf(out, sizeof(out), "%s/predictions-all.jsonl", v->dir);
+    snprintf(port, sizeof(port), "redis.port=%d", test_free_port()); /* nobody listens */
+    char *argv[] = {(char *)test_bin("streamml-clickstream"),
+                    "-b",
+                    v->broker.bootstrap,
+                    "-X",
+                    port,
+                    "-X",
+                    "state.retry_budget_ms=50",
+                    "-X",
+                    "redis.timeout_ms=100",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "-X",
+                    "group.id=it-clickstream-degraded",
+                    "-X",
+                    "session.timeout.ms=6000",
+                    "--log-level",
+                    "info",
+                    NULL};
+    w = test_spawn(argv, log);
+    assert_true(w > 0);
+    if (wait_topic(v, "predictions.clickstream", 2 * n, 40000)) {
+        sh("tail -5 %s >&2", log);
+        fail_msg("no %d more predictions within 40 s", n);
+    }
+    assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
+    char *consume[] = {(char *)test_bin("streamml"),
+                       "consume",
+                       "-b",
+                       v->broker.bootstrap,
+                       "-t",
+                       "predictions.clickstream",
+                       "-f",
+                       "-e",
+                       "--log-level",
+                       "error",
+                       NULL};
+    assert_int_equal(run_wait(consume, out), 0);
+    f = fopen(out, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        json_error_t je;
+        json_t *pr;
+        if (line[0] != '{')
+            continue;
+        pr = json_loads(line, 0, &je);
+        assert_non_null(pr);
+        total++;
+        if (json_is_true(json_object_get(pr, "degraded"))) {
+            degraded++;
+            assert_int_equal(json_array_size(json_object_get(pr, "items")), 10);
+        }
+        json_decref(pr);
+    }
+    fclose(f);
+    assert_int_equal(total, 2 * n);
+    assert_int_equal(degraded, n);
+    assert_int_equal(sh("grep -q 'recommending degraded' %s", log), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_click_gets_one_recommendation),
+        cmocka_unit_test(test_redis_down_answers_degraded),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -265,7 +265,15 @@ static int worker_open(struct worker *w, struct err *e)
     w->dlq_topic = cfg_str(w->cf, "dlq.topic");
     w->redis_ok = 1;
     w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
-    if (!w->cd || open_model(w, e) || open_state(w, e) || alloc_batch(w, e))
+    if (!w->cd || open_model(w, e))
+        return e->code;
+    /* a session's state must fit one blob: header, history, hidden state */
+    if (36 + 8 * (size_t)w->history + 4 * (size_t)sess_model_hidden(w->m) > STATE_BLOB_MAX)
+        return err_set(e, ERR_CONFIG,
+                       "clickstream.history %d with hidden size %d: the session "
+                       "state exceeds %d bytes",
+                       w->history, sess_model_hidden(w->m), STATE_BLOB_MAX);
+    if (open_state(w, e) || alloc_batch(w, e))
         return e->code;
     struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER, sess_model_name(w->m),
                               sess_model_version(w->m), 0};
@@ -556,6 +564,8 @@ static void store(struct worker *w, size_t n)
         if (i < 0)
             continue;
         len = sess_state_encode(&w->states[s], w->enc[np], STATE_BLOB_MAX);
+        if (!len)
+            continue; /* cannot happen: the size is checked at start-up */
         w->puts[np] = (struct state_put){w->sessions.ids[s], w->enc[np], len, w->msgs[i]->partition,
                                          w->msgs[i]->offset};
         w->put_sess[np++] = (int)s;
