@@ -93,6 +93,8 @@ static void test_incremental_state_equals_torch_whole_session(void **st)
             worst_score = d / (1 + fabs(ref)) > worst_score ? d / (1 + fabs(ref)) : worst_score;
         }
     }
+    printf("# incremental GRU vs torch, 5 sessions of 1..20 clicks: max |dh| = %.2e, max "
+           "relative |dscore| = %.2e\n", worst, worst_score);
     assert_true(i == 5);
     assert_true(worst <= 1e-5);
     assert_true(worst_score <= 1e-5);
