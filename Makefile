@@ -148,8 +148,9 @@ bench-onnx: all
 	BUILD=$(BUILD) bench/onnx.sh
 
 # clickstream worker: retrain the committed GRU4Rec (5,000 items, hidden 64; about three
-# minutes; rewrites models/clickstream/) and its torch fixtures; the bench model
-# (100,000 items, hidden 128, random init: speed does not depend on the weights) goes to $(BUILD)/clickstream-bench/.
+# minutes; rewrites models/clickstream/) and its torch fixtures; the bench model (100,000
+# items, hidden 128, random init: speed does not depend on the weights) goes to
+# $(BUILD)/clickstream-bench/.
 .PHONY: models-clickstream fixtures-clickstream models-clickstream-bench
 models-clickstream:
 	$(PY) models/clickstream/train.py --out models/clickstream
