@@ -34,6 +34,7 @@ RUN apt-get update \
 COPY --from=build /out/ /usr/local/bin/
 COPY schemas /usr/share/streamml/schemas
 COPY models/*.json /usr/share/streamml/models/
+COPY models/clickstream/gru4rec.onnx /usr/share/streamml/models/clickstream/gru4rec.onnx
 COPY deploy/config/streamml.conf /etc/streamml/streamml.conf
 WORKDIR /usr/share/streamml
 USER 10001:10001

@@ -147,3 +147,7 @@ echo "## ONNX: EfficientNet-B0, streamml vs PyTorch"
 echo
 BUILD="$BUILD" bench/onnx.sh
 } | tee -a "$out"
+
+# Clickstream (issue 6): stages in process and one worker end to end,
+# 100,000 items, hidden 128 (make models-clickstream-bench, random init).
+{ echo; BUILD="$BUILD" bench/clickstream.sh; } | tee -a "$out"

@@ -18,6 +18,7 @@
 #include "err.h"
 #include "event.h"
 #include "image_event.h"
+#include "click_event.h"
 
 #define CODEC_MAX_MESSAGE (1024 * 1024)  /* larger messages are refused */
 
@@ -42,6 +43,8 @@ enum codec_schema {
     CODEC_IMAGE_EVENT,         /* image_event.avsc */
     CODEC_IMAGE_PREDICTION,    /* image_prediction.avsc */
     CODEC_LABEL,               /* label_event.avsc (monitoring: labels topic) */
+    CODEC_CLICK_EVENT,         /* click_event.avsc */
+    CODEC_CLICK_PREDICTION,    /* click_prediction.avsc */
     CODEC_NSCHEMAS
 };
 
@@ -77,6 +80,19 @@ int codec_encode_image_prediction(struct codec *c, const struct image_prediction
                                   struct buf *out, struct err *e);
 int codec_decode_image_prediction(struct codec *c, const void *msg, size_t len,
                                   struct image_prediction *p, struct err *e);
+
+/* Clickstream (schemas/click_event.avsc, click_prediction.avsc). Decoding
+ * refuses over-long strings, empty event/session ids and an unknown
+ * event_type (ERR_DECODE naming the field); encoding refuses n_items out of
+ * [0, CLICK_SHOWN_MAX]. */
+int codec_decode_click_event(struct codec *c, const void *msg, size_t len,
+                             struct click_event *ev, struct err *e);
+int codec_encode_click_event(struct codec *c, const struct click_event *ev, struct buf *out,
+                             struct err *e);
+int codec_encode_click_prediction(struct codec *c, const struct click_prediction *p,
+                                  struct buf *out, struct err *e);
+int codec_decode_click_prediction(struct codec *c, const void *msg, size_t len,
+                                  struct click_prediction *p, struct err *e);
 
 /* One JSON object (a line of `streamml produce` input) -> event. Unknown
  * keys are an error; null or absent optional fields are missing. */

@@ -123,4 +123,7 @@ echo
 echo "== /metrics of the transactions worker (excerpt)"
 grep -E '^streamml_(events|predictions|dead_letters|degraded)_total|^streamml_monitor_status|^streamml_build_info' \
     "$tmp/metrics.txt" | head -12 | sed 's/^/   /'
+
+# Clickstream worker (issue 6): self-contained, its own broker and Redis.
+BUILD="$BUILD" tools/demo_clickstream.sh
 echo "== stopping"

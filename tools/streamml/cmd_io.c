@@ -26,7 +26,8 @@ static void on_signal(int sig)
 
 static const char *const schema_names[CODEC_NSCHEMAS] = {
     "transaction_event", "transaction_prediction", "dead_letter", "alert_event",
-    "image_event", "image_prediction", "label_event"};
+    "image_event", "image_prediction", "label_event",
+    "click_event", "click_prediction"};
 
 static int schema_by_name(const char *name)
 {
@@ -78,7 +79,8 @@ static void produce_usage(FILE *out)
             "  -t, --topic T        destination topic (default: input.topic)\n"
             "  -s, --schema NAME    transaction_event (default) | transaction_prediction |\n"
             "                       dead_letter | alert_event | image_event |\n"
-            "                       image_prediction | label_event (image events are\n"
+            "                       image_prediction | label_event | click_event (keyed\n"
+            "                       by session_id) | click_prediction (image events are\n"
             "                       keyed by patient_id)\n"
             "  -i, --input FILE     read FILE instead of stdin\n"
             "  -r, --registry URL   Schema Registry (= -X schema.registry.url=URL)\n"
@@ -165,6 +167,16 @@ static int encode_line(struct codec *cd, const struct produce_args *a, const cha
             codec_decode_image_event(cd, out->data, out->len, &iev, e))
             return e->code;
         memcpy(key, iev.patient_id, EV_ID_MAX);
+        return ERR_OK;
+    }
+    if (a->schema == CODEC_CLICK_EVENT) { /* keyed by session: one writer per session */
+        struct click_event cev;
+        if (codec_from_json(cd, CODEC_CLICK_EVENT, line, len, out, e) ||
+            codec_decode_click_event(cd, out->data, out->len, &cev, e))
+            return e->code;
+        if (strlen(cev.session_id) >= EV_ID_MAX)
+            return err_set(e, ERR_DECODE, "session_id longer than %d bytes", EV_ID_MAX - 1);
+        memcpy(key, cev.session_id, strlen(cev.session_id) + 1);
         return ERR_OK;
     }
     if (a->schema != CODEC_TXN_EVENT)

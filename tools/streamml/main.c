@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"report", cmd_report, "backtest predictions + labels -> HTML report, metrics, gates"},
     {"profile", cmd_profile, "feature CSV + model -> monitoring baseline JSON"},
     {"alerts", cmd_alerts, "follow the monitoring topic: one line per alert"},
+    {"click-eval", cmd_click_eval, "replay clicks: Recall@K/MRR@K of the GRU vs popularity"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -1,0 +1,74 @@
+#!/bin/bash
+# Clickstream worker: stage costs in process (bench_clickstream) and one
+# worker end to end on the embedded stack (broker + Redis) with the
+# 100,000-item, hidden-128 model (make models-clickstream-bench). Events/s
+# from the first to the N-th recommendation consumed, one run (the machine
+# is shared). Figures, never pass/fail. Prints markdown.
+set -euo pipefail
+BUILD=${BUILD:-build}
+N=${N:-20000}
+SESSIONS=${SESSIONS:-2000}
+PY=/usr/bin/python3
+SM="$BUILD/streamml"
+MODEL="$BUILD/clickstream-bench/gru4rec.onnx"
+tmp=$(mktemp -d /tmp/streamml-benchclick-XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT INT TERM
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+[ -s "$MODEL" ] || make -s models-clickstream-bench BUILD="$BUILD" >/dev/null 2>&1
+echo "### Clickstream: stages in process"
+echo
+"$BUILD/bench/bench_clickstream" "$MODEL" 1024
+echo
+
+# N clicks over SESSIONS interleaved sessions, Zipf-ish items of the 100k catalog
+$PY - "$N" "$SESSIONS" > "$tmp/clicks.jsonl" <<'PYEOF'
+import json, sys
+import numpy as np
+n, s = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(1)
+items = np.minimum(rng.zipf(1.2, n) - 1, 99999)
+t = 1_767_225_600_000
+for i in range(n):
+    t += 100
+    print(json.dumps({"event_id": f"c{i}", "session_id": f"s{(i * 7919) % s}", "user_id": None,
+                      "item_id": int(items[i]), "event_type": "view", "event_time": t}))
+PYEOF
+
+"$SM" broker --topics clickstream:8,predictions.clickstream:8,clickstream.dlq:1 \
+    --bootstrap-file "$tmp/bs" >"$tmp/broker.log" 2>&1 &
+pids+=($!)
+rport=$(free_port)
+redis-server --port "$rport" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no >/dev/null 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$tmp/bs" ] && redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+bs=$(cat "$tmp/bs")
+"$SM" produce -b "$bs" -t clickstream --schema click_event -i "$tmp/clicks.jsonl" --log-level error 2>/dev/null
+"$BUILD/streamml-clickstream" -b "$bs" -X redis.port="$rport" -X clickstream.model="$MODEL" \
+    -X worker.max_messages="$N" --log-level info 2>"$tmp/worker.log" &
+wpid=$!; pids+=($wpid)
+"$SM" consume -b "$bs" -t predictions.clickstream -f -n 1 --log-level error >/dev/null 2>&1
+t0=$(date +%s.%N)
+"$SM" consume -b "$bs" -t predictions.clickstream -f -n "$N" --log-level error >"$tmp/preds.jsonl" 2>/dev/null
+t1=$(date +%s.%N)
+wait "$wpid" || true
+rate=$($PY -c "print(round($N/($t1-$t0)))")
+lat=$($PY - "$tmp/preds.jsonl" <<'PYEOF'
+import json, sys
+import numpy as np
+l = np.array([json.loads(x)["latency_us"] for x in open(sys.argv[1]) if x.startswith("{")])
+print(f"{np.median(l)/1000:.1f} ms median, {np.percentile(l, 99)/1000:.1f} ms p99")
+PYEOF
+)
+echo "### Clickstream: one worker end to end"
+echo
+echo "$N clicks, $SESSIONS sessions, 100,000 items, hidden 128, worker.batch_size 1000,"
+echo "clickstream.score_batch 256, one BLAS thread, Redis state + co-visitation + trending:"
+echo
+echo "| recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
+echo "|---:|---|"
+echo "| $rate | $lat |"
+echo
+grep -o 'summary: .*' "$tmp/worker.log" | sed 's/"}$//; s/^/    /'

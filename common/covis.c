@@ -1,0 +1,292 @@
+#include "covis.h"
+
+#include <errno.h>
+#include <hiredis.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MAX 256
+
+/* KEYS: trending, trending:t0, then per click cv:<prev>, cv:<item>.
+ * ARGV: half life (s), ttl, keep, trending keep, then per click prev, item,
+ * time (s). Weights 2^((t - t0) / half life); past 2^512 the set is scaled
+ * down and t0 moved, so no weight overflows a double. */
+static const char update_script[] =
+    "local hl, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local keep, tkeep = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "local n = (#ARGV - 4) / 3\n"
+    "local t0 = tonumber(redis.call('GET', KEYS[2]))\n"
+    "if not t0 then t0 = tonumber(ARGV[7]); redis.call('SET', KEYS[2], ARGV[7]) end\n"
+    "for j = 0, n - 1 do\n"
+    "  local prev, item, t = ARGV[5 + 3 * j], ARGV[6 + 3 * j], tonumber(ARGV[7 + 3 * j])\n"
+    "  local x = (t - t0) / hl\n"
+    "  if x > 512 then\n"
+    "    local shift = math.floor(x) - 1\n"
+    "    redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', string.format('%.17g', 2 ^ "
+    "-shift))\n"
+    "    t0 = t0 + shift * hl\n"
+    "    redis.call('SET', KEYS[2], string.format('%.17g', t0))\n"
+    "    x = (t - t0) / hl\n"
+    "  end\n"
+    "  redis.call('ZINCRBY', KEYS[1], string.format('%.17g', 2 ^ x), item)\n"
+    "  if prev ~= '-1' and prev ~= item then\n"
+    "    local ka, kb = KEYS[3 + 2 * j], KEYS[4 + 2 * j]\n"
+    "    redis.call('ZINCRBY', ka, 1, item)\n"
+    "    redis.call('ZINCRBY', kb, 1, prev)\n"
+    "    redis.call('ZREMRANGEBYRANK', ka, 0, -keep - 1)\n"
+    "    redis.call('ZREMRANGEBYRANK', kb, 0, -keep - 1)\n"
+    "    if ttl > 0 then redis.call('EXPIRE', ka, ttl); redis.call('EXPIRE', kb, ttl) end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tkeep - 1)\n"
+    "return n\n";
+
+struct cov {
+    redisContext *c;
+    char *host, *password, *prefix;
+    int port, ttl_s, timeout_ms;
+    double half_life_s;
+    /* argv scratch, grown to the largest batch */
+    const char **argv;
+    size_t *argvlen;
+    char (*keys)[KEY_MAX];
+    char (*nums)[32];
+    size_t cap;
+};
+
+static char *dup_or(const char *s, const char *def)
+{
+    return strdup(s && *s ? s : def);
+}
+
+int cov_open(struct cov **out, const struct cov_opts *o, struct err *e)
+{
+    struct cov *c = calloc(1, sizeof(*c));
+
+    *out = NULL;
+    if (!(o->half_life_s > 0))
+        return free(c),
+               err_set(e, ERR_CONFIG, "trending half life %g s: must be > 0", o->half_life_s);
+    if (!c || !(c->host = dup_or(o->host, "127.0.0.1")) || !(c->prefix = dup_or(o->prefix, "")) ||
+        (o->password && !(c->password = strdup(o->password)))) {
+        cov_close(c);
+        return err_set(e, ERR_NOMEM, "out of memory");
+    }
+    c->port = o->port ? o->port : 6379;
+    c->ttl_s = o->ttl_s;
+    c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 1000;
+    c->half_life_s = o->half_life_s;
+    *out = c;
+    return ERR_OK;
+}
+
+void cov_close(struct cov *c)
+{
+    if (!c)
+        return;
+    if (c->c)
+        redisFree(c->c);
+    free(c->host);
+    free(c->password);
+    free(c->prefix);
+    free(c->argv);
+    free(c->argvlen);
+    free(c->keys);
+    free(c->nums);
+    free(c);
+}
+
+static int lost(struct cov *c, const char *what, struct err *e)
+{
+    err_set(e, ERR_RETRY, "redis %s (%s:%d): %s", what, c->host, c->port,
+            c->c && c->c->errstr[0] ? c->c->errstr : "connection lost");
+    if (c->c)
+        redisFree(c->c);
+    c->c = NULL;
+    return ERR_RETRY;
+}
+
+static int connect_once(struct cov *c, struct err *e)
+{
+    struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
+    redisReply *r;
+
+    if (c->c)
+        return ERR_OK;
+    c->c = redisConnectWithTimeout(c->host, c->port, tv);
+    if (!c->c || c->c->err || redisSetTimeout(c->c, tv) != REDIS_OK)
+        return lost(c, "connect", e);
+    if (!c->password)
+        return ERR_OK;
+    r = redisCommand(c->c, "AUTH %s", c->password);
+    if (!r)
+        return lost(c, "AUTH", e);
+    if (r->type == REDIS_REPLY_ERROR) {
+        err_set(e, ERR_CONFIG, "redis AUTH (%s:%d): %s", c->host, c->port, r->str);
+        freeReplyObject(r);
+        redisFree(c->c);
+        c->c = NULL;
+        return ERR_CONFIG;
+    }
+    freeReplyObject(r);
+    return ERR_OK;
+}
+
+static int grow(struct cov *c, size_t n, struct err *e)
+{
+    size_t need = 2 + 3 * n + 2 * n + 8;
+
+    if (need <= c->cap)
+        return ERR_OK;
+    free(c->argv);
+    free(c->argvlen);
+    free(c->keys);
+    free(c->nums);
+    c->argv = malloc(need * sizeof(*c->argv));
+    c->argvlen = malloc(need * sizeof(*c->argvlen));
+    c->keys = malloc(need * sizeof(*c->keys));
+    c->nums = malloc(need * sizeof(*c->nums));
+    c->cap = c->argv && c->argvlen && c->keys && c->nums ? need : 0;
+    return c->cap ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory for %zu clicks", n);
+}
+
+static void arg(struct cov *c, size_t *k, const char *s)
+{
+    c->argv[*k] = s;
+    c->argvlen[*k] = strlen(s);
+    (*k)++;
+}
+
+/* A reply that is an error: ERR_CONFIG (the script or a key type is wrong,
+ * retrying will not help), naming the command. */
+static int reply_error(struct cov *c, redisReply *r, const char *what, struct err *e)
+{
+    err_set(e, ERR_CONFIG, "redis %s (%s:%d): %s", what, c->host, c->port, r->str);
+    freeReplyObject(r);
+    return ERR_CONFIG;
+}
+
+int cov_update(struct cov *c, size_t n, const struct cov_click *clicks, struct err *e)
+{
+    size_t k = 0, nk = 0, nn = 0;
+    redisReply *r;
+    int rc;
+
+    if (!n)
+        return ERR_OK;
+    if ((rc = grow(c, n, e)) || (rc = connect_once(c, e)))
+        return rc;
+    arg(c, &k, "EVAL");
+    arg(c, &k, update_script);
+    snprintf(c->nums[nn], 32, "%zu", 2 + 2 * n);
+    arg(c, &k, c->nums[nn++]);
+    snprintf(c->keys[nk], KEY_MAX, "%strending", c->prefix);
+    arg(c, &k, c->keys[nk++]);
+    snprintf(c->keys[nk], KEY_MAX, "%strending:t0", c->prefix);
+    arg(c, &k, c->keys[nk++]);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(c->keys[nk], KEY_MAX, "%scv:%" PRId64, c->prefix, clicks[i].prev);
+        arg(c, &k, c->keys[nk++]);
+        snprintf(c->keys[nk], KEY_MAX, "%scv:%" PRId64, c->prefix, clicks[i].item);
+        arg(c, &k, c->keys[nk++]);
+    }
+    snprintf(c->nums[nn], 32, "%.17g", c->half_life_s);
+    arg(c, &k, c->nums[nn++]);
+    snprintf(c->nums[nn], 32, "%d", c->ttl_s);
+    arg(c, &k, c->nums[nn++]);
+    snprintf(c->nums[nn], 32, "%d", COV_KEEP);
+    arg(c, &k, c->nums[nn++]);
+    snprintf(c->nums[nn], 32, "%d", COV_TRENDING_KEEP);
+    arg(c, &k, c->nums[nn++]);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(c->nums[nn], 32, "%" PRId64, clicks[i].prev < 0 ? -1 : clicks[i].prev);
+        arg(c, &k, c->nums[nn++]);
+        snprintf(c->nums[nn], 32, "%" PRId64, clicks[i].item);
+        arg(c, &k, c->nums[nn++]);
+        snprintf(c->nums[nn], 32, "%.3f", (double)clicks[i].time_ms / 1000.0);
+        arg(c, &k, c->nums[nn++]);
+    }
+    r = redisCommandArgv(c->c, (int)k, c->argv, c->argvlen);
+    if (!r)
+        return lost(c, "EVAL (co-visitation update)", e);
+    if (r->type == REDIS_REPLY_ERROR)
+        return reply_error(c, r, "EVAL (co-visitation update)", e);
+    freeReplyObject(r);
+    return ERR_OK;
+}
+
+/* Members of a ZREVRANGE reply as item ids; non-numeric members skipped. */
+static int members(const redisReply *r, int64_t *out, int k)
+{
+    int n = 0;
+
+    for (size_t j = 0; r->type == REDIS_REPLY_ARRAY && j < r->elements && n < k; j++) {
+        const redisReply *m = r->element[j];
+        char *end;
+        long long v;
+        if (m->type != REDIS_REPLY_STRING)
+            continue;
+        errno = 0;
+        v = strtoll(m->str, &end, 10);
+        if (end != m->str && !*end && !errno && v >= 0)
+            out[n++] = v;
+    }
+    return n;
+}
+
+int cov_covisited(struct cov *c, size_t n, const int64_t *items, int k, int64_t *out, int *counts,
+                  struct err *e)
+{
+    char key[KEY_MAX];
+    int rc;
+
+    if ((rc = connect_once(c, e)))
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        counts[i] = 0;
+        if (items[i] < 0)
+            continue;
+        snprintf(key, sizeof(key), "%scv:%" PRId64, c->prefix, items[i]);
+        if (redisAppendCommand(c->c, "ZREVRANGE %s 0 %d", key, k - 1) != REDIS_OK)
+            return lost(c, "ZREVRANGE", e);
+    }
+    for (size_t i = 0; i < n; i++) {
+        redisReply *r = NULL;
+        if (items[i] < 0)
+            continue;
+        if (redisGetReply(c->c, (void **)&r) != REDIS_OK || !r)
+            return lost(c, "ZREVRANGE", e);
+        if (r->type == REDIS_REPLY_ERROR) {
+            rc = reply_error(c, r, "ZREVRANGE", e);
+            redisFree(c->c); /* replies of the rest are still queued */
+            c->c = NULL;
+            return rc;
+        }
+        counts[i] = members(r, out + i * (size_t)k, k);
+        freeReplyObject(r);
+    }
+    return ERR_OK;
+}
+
+int cov_trending(struct cov *c, int k, int64_t *out, int *n, struct err *e)
+{
+    char key[KEY_MAX];
+    redisReply *r;
+    int rc;
+
+    *n = 0;
+    if ((rc = connect_once(c, e)))
+        return rc;
+    snprintf(key, sizeof(key), "%strending", c->prefix);
+    r = redisCommand(c->c, "ZREVRANGE %s 0 %d", key, k - 1);
+    if (!r)
+        return lost(c, "ZREVRANGE trending", e);
+    if (r->type == REDIS_REPLY_ERROR)
+        return reply_error(c, r, "ZREVRANGE trending", e);
+    *n = members(r, out, k);
+    freeReplyObject(r);
+    return ERR_OK;
+}

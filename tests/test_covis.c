@@ -1,0 +1,165 @@
+/* Co-visitation and trending counts (common/covis.c) against a real
+ * redis-server: pair counts both ways, best first; forward-decayed trending
+ * (a recent click outweighs older ones by 2^(dt / half life)); the rescale
+ * past 2^512 keeps the ranking and finite scores; an unreachable server is
+ * ERR_RETRY. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <hiredis.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "covis.h"
+#include "stack.h"
+
+static struct test_redis g_redis;
+
+static int setup(void **st)
+{
+    (void)st;
+    return test_redis_start(&g_redis);
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    test_redis_stop(&g_redis);
+    return 0;
+}
+
+static struct cov *open_cov(const char *prefix, double half_life)
+{
+    struct cov_opts o = {.port = g_redis.port,
+                         .prefix = prefix,
+                         .ttl_s = 100,
+                         .half_life_s = half_life,
+                         .timeout_ms = 2000};
+    struct cov *c = NULL;
+    struct err e = {0};
+
+    assert_int_equal(cov_open(&c, &o, &e), ERR_OK);
+    return c;
+}
+
+static void test_pairs_are_counted_both_ways_best_first(void **st)
+{
+    struct cov *c = open_cov("t1:", 3600);
+    struct err e = {0};
+    struct cov_click clicks[] = {{-1, 5, 1000}, {5, 6, 2000}, {6, 5, 3000},
+                                 {5, 7, 4000},  {5, 5, 5000}, {-1, 9, 6000}};
+    int64_t items[3] = {5, -1, 9}, out[3 * 4];
+    int counts[3];
+
+    (void)st;
+    assert_int_equal(cov_update(c, 6, clicks, &e), ERR_OK);
+    assert_int_equal(cov_covisited(c, 3, items, 4, out, counts, &e), ERR_OK);
+    assert_int_equal(counts[0], 2); /* 5: 6 twice, 7 once; 5->5 is no pair */
+    assert_int_equal(out[0], 6);
+    assert_int_equal(out[1], 7);
+    assert_int_equal(counts[1], 0); /* -1: skipped */
+    assert_int_equal(counts[2], 0); /* 9: never after another item */
+    cov_close(c);
+}
+
+static double zscore(const char *key, const char *member)
+{
+    redisContext *r = redisConnect("127.0.0.1", g_redis.port);
+    redisReply *x;
+    double v;
+
+    assert_non_null(r);
+    x = redisCommand(r, "ZSCORE %s %s", key, member);
+    assert_non_null(x);
+    assert_int_equal(x->type, REDIS_REPLY_STRING);
+    v = strtod(x->str, NULL);
+    freeReplyObject(x);
+    redisFree(r);
+    return v;
+}
+
+static void test_trending_is_forward_decayed(void **st)
+{
+    struct cov *c = open_cov("t2:", 10); /* half life 10 s */
+    struct err e = {0};
+    /* item 1: three clicks at t=0; item 2: one click at t=20 s (2 half
+     * lives: weight 4 > 3); item 3: one at t=10 s (weight 2) */
+    struct cov_click clicks[] = {
+        {-1, 1, 0}, {-1, 1, 0}, {-1, 1, 0}, {-1, 2, 20000}, {-1, 3, 10000}};
+    int64_t top[5];
+    int n;
+
+    (void)st;
+    assert_int_equal(cov_update(c, 5, clicks, &e), ERR_OK);
+    assert_int_equal(cov_trending(c, 5, top, &n, &e), ERR_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(top[0], 2);
+    assert_int_equal(top[1], 1);
+    assert_int_equal(top[2], 3);
+    assert_float_equal(zscore("t2:trending", "2"), 4.0, 1e-12);
+    assert_float_equal(zscore("t2:trending", "1"), 3.0, 1e-12);
+    cov_close(c);
+}
+
+/* 10,000 half lives later: without the rescale 2^10000 would be inf. */
+static void test_trending_rescales_before_overflow(void **st)
+{
+    struct cov *c = open_cov("t3:", 1);
+    struct err e = {0};
+    struct cov_click a[] = {{-1, 1, 0}, {-1, 1, 0}, {-1, 2, 1000}};
+    struct cov_click b[] = {{-1, 3, 10000LL * 1000}};
+    struct cov_click d[] = {{-1, 4, 10000LL * 1000 - 1000}};
+    int64_t top[5];
+    int n;
+    double s3, s4;
+
+    (void)st;
+    assert_int_equal(cov_update(c, 3, a, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 1, b, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 1, d, &e), ERR_OK);
+    assert_int_equal(cov_trending(c, 5, top, &n, &e), ERR_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(top[0], 3);
+    assert_int_equal(top[1], 4);
+    s3 = zscore("t3:trending", "3");
+    s4 = zscore("t3:trending", "4");
+    assert_true(isfinite(s3) && s3 > 0);
+    assert_float_equal(s3 / s4, 2.0, 1e-9); /* one half life apart */
+    cov_close(c);
+}
+
+static void test_unreachable_server_is_retry(void **st)
+{
+    struct cov_opts o = {.port = test_free_port(), .half_life_s = 1, .timeout_ms = 200};
+    struct cov *c = NULL;
+    struct err e = {0};
+    struct cov_click k = {-1, 1, 0};
+    int64_t top[1];
+    int n;
+
+    (void)st;
+    assert_int_equal(cov_open(&c, &o, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 1, &k, &e), ERR_RETRY);
+    assert_non_null(strstr(e.msg, "127.0.0.1"));
+    assert_int_equal(cov_trending(c, 1, top, &n, &e), ERR_RETRY);
+    cov_close(c);
+    o.half_life_s = 0;
+    assert_int_equal(cov_open(&c, &o, &e), ERR_CONFIG);
+    assert_null(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pairs_are_counted_both_ways_best_first),
+        cmocka_unit_test(test_trending_is_forward_decayed),
+        cmocka_unit_test(test_trending_rescales_before_overflow),
+        cmocka_unit_test(test_unreachable_server_is_retry),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
