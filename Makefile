@@ -10,6 +10,8 @@
 BUILD   ?= build
 CC      ?= cc
 PKGS    := rdkafka avro-c hiredis jansson openblas libmicrohttpd libcurl libprotobuf-c libpng libjpeg
+# abtest: SHA-256 of the sticky assignment (libssl-dev, already there for libcurl)
+PKGS    += libcrypto
 PY      ?= /usr/bin/python3
 VERSION := 0.1.0
 

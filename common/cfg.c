@@ -112,6 +112,15 @@ static const struct key_def keys[] = {
     {"images.referable_threshold", K_DBL, -1, 1, "-1",
      "P(grade >= 2) above which an image is referable; -1: the model's metadata"},
     {"images.cam_dir", K_STR, 0, 0, "", "directory of CAM overlay PNGs (empty: none written)"},
+    /* champion/challenger (common/abtest.h) */
+    {"experiment.id", K_STR, 0, 0, "", "experiment name on predictions (empty = no experiment)"},
+    {"experiment.salt", K_STR, 0, 0, "", "assignment hash salt (empty = experiment.id)"},
+    {"experiment.mode", K_STR, 0, 0, "split", "split | shadow (first variant served, others logged)"},
+    {"experiment.variants", K_STR, 0, 0, "", "name:model_file:share,... (first = champion)"},
+    {"experiment.shadow_topic", K_STR, 0, 0, "predictions.transactions.shadow",
+     "topic the challengers' predictions go to in shadow mode"},
+    {"model.watch_ms", K_INT, 0, 86400000, "0",
+     "poll the config and model files' mtime this often and reload on change (0 = SIGHUP only)"},
     {"log.level", K_STR, 0, 0, "info", "debug | info | warn | error"},
     {"log.format", K_STR, 0, 0, "auto", "auto | json | text"},
 };

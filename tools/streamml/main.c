@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"report", cmd_report, "backtest predictions + labels -> HTML report, metrics, gates"},
     {"profile", cmd_profile, "feature CSV + model -> monitoring baseline JSON"},
     {"alerts", cmd_alerts, "follow the monitoring topic: one line per alert"},
+    {"abtest", cmd_abtest, "experiment predictions + outcomes -> per-variant lift, Welch test, AUC"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
