@@ -471,9 +471,9 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
-/* A model that loads but answers NaN (base_score "nan") fails the smoke
- * check; one that does not parse, or uses a feature outside txn-v1, fails
- * to load; each error names the variant. */
+/* A model with base_score "nan", one that does not parse, one with a
+ * feature outside txn-v1, a missing file: each refused, the error naming
+ * the variant and the culprit. */
 static void test_bad_models_are_refused(void **st)
 {
     char cmd[400];
@@ -492,15 +492,28 @@ static void test_bad_models_are_refused(void **st)
     c = serving_cfg("champion:models/credit_gbdt.json:0.5,challenger:/tmp/abtest-nan-model.json:0.5",
                     NULL);
     assert_null(ab_serving_open(c, &e));
-    if (!strstr(e.msg, "variant challenger: smoke check"))
-        fprintf(stderr, "%s\n", e.msg);
     assert_non_null(strstr(e.msg, "variant challenger"));
+    assert_non_null(strstr(e.msg, "base_score"));
     cfg_free(c);
 
     err_clear(&e);
     c = serving_cfg(NULL, garbage);
     assert_null(ab_serving_open(c, &e));
     assert_non_null(strstr(e.msg, "model.gbdt"));
+    cfg_free(c);
+
+    /* A feature the feature set does not have. */
+    snprintf(cmd, sizeof(cmd),
+             "sed 's/\"debt_to_income\"/\"debt_to_incomeX\"/' models/credit_gbdt.json > %s",
+             nan_model);
+    assert_int_equal(system(cmd), 0);
+    err_clear(&e);
+    c = serving_cfg("champion:models/credit_gbdt.json:0.5,challenger:/tmp/abtest-nan-model.json:0.5",
+                    NULL);
+    assert_null(ab_serving_open(c, &e));
+    assert_int_equal(e.code, ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "variant challenger"));
+    assert_non_null(strstr(e.msg, "debt_to_incomeX"));
     cfg_free(c);
 
     err_clear(&e);

@@ -1,7 +1,7 @@
 /* Champion/challenger end to end on the embedded stack (`streamml broker`,
  * a real redis-server, the transactions worker as a separate process):
  *
- *   reload under load: events stream in at a fixed rate while the worker
+ *   reload under load: events stream in at 1,500/s while the worker
  *   gets SIGHUP three times: a new version (2), a set with an unparsable
  *   challenger model (3: refused, an alert says so, 2 keeps serving), and
  *   a good one again (4). Events in == predictions out, every event once;
@@ -13,6 +13,9 @@
  *
  *   file watch (model.watch_ms): a challenger model file overwritten with
  *   garbage is refused (alert), put back it is loaded (alert).
+ *
+ *   shadow mode: the champion serves every event, the challenger's answer
+ *   to each is on the shadow topic.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -87,11 +90,17 @@ static void write_events(const char *path, long first, long n)
     fclose(f);
 }
 
-/* The worker's configuration file: experiment and model version. */
+/* The worker's configuration file: experiment and model version. Written
+ * aside and renamed into place, as a deployment does, so that a reload
+ * never reads it half-written. */
 static void write_conf(const struct env *v, const char *challenger, const char *version,
-                       int watch_ms)
+                       int watch_ms, const char *extra)
 {
-    FILE *f = fopen(v->conf, "w");
+    char tmp[220];
+    FILE *f;
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp", v->conf);
+    f = fopen(tmp, "w");
 
     assert_non_null(f);
     fprintf(f,
@@ -101,7 +110,9 @@ static void write_conf(const struct env *v, const char *challenger, const char *
             "group.id=it-abtest\nworker.poll_ms=20\nsession.timeout.ms=6000\n"
             "heartbeat.interval.ms=500\n",
             v->champion, challenger, version, watch_ms, v->redis.port);
+    fputs(extra, f);
     fclose(f);
+    assert_int_equal(rename(tmp, v->conf), 0);
 }
 
 static int setup(void **st)
@@ -134,7 +145,7 @@ static int teardown(void **st)
         test_stop_pid(v->worker, SIGKILL, 1000);
     test_broker_stop(&v->broker);
     test_redis_stop(&v->redis);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", v->dir);
+    snprintf(cmd, sizeof(cmd), "grep -h 'reload' '%s/worker.log' >&2; rm -rf '%s'", v->dir, v->dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", v->dir);
     free(v);
@@ -306,17 +317,21 @@ static void test_reload_under_load_loses_nothing_and_variants_stick(void **st)
     json_t *alerts;
     pid_t prod;
 
-    write_conf(v, v->challenger, "1", 0);
+    write_conf(v, v->challenger, "1", 0, "");
     start_worker(v);
-    prod = produce(v, 0, 9000, "1500");
-    hup_after(v, 1000);
-    write_conf(v, v->challenger, "2", 0); /* a reload reading it half-written is refused */
-    kill(v->worker, SIGHUP);
-    hup_after(v, 3000);
-    write_conf(v, v->garbage, "3", 0);
-    kill(v->worker, SIGHUP);
+    /* Warm-up: the worker is in its group and caught up before the stream
+     * starts, so the reloads below land while it is consuming live. */
+    wait_pid_ok(produce(v, 0, 500, "100000"));
+    assert_int_equal(wait_topic(v, "predictions.transactions", 500, 45000), 0);
+    prod = produce(v, 500, 8000, "1500");
+    assert_int_equal(wait_topic(v, "predictions.transactions", 1500, 30000), 0);
+    write_conf(v, v->challenger, "2", 0, "");
+    hup_after(v, 1500);
+    assert_int_equal(wait_topic(v, "predictions.transactions", 3500, 30000), 0);
+    write_conf(v, v->garbage, "3", 0, "");
+    hup_after(v, 3500);
     sleep_ms(300);
-    write_conf(v, v->challenger, "4", 0);
+    write_conf(v, v->challenger, "4", 0, "");
     hup_after(v, 5500);
     wait_pid_ok(prod);
     assert_int_equal(wait_topic(v, "predictions.transactions", v->produced, 45000), 0);
@@ -324,7 +339,7 @@ static void test_reload_under_load_loses_nothing_and_variants_stick(void **st)
 
     /* Restart: the same users keep their variants. */
     start_worker(v);
-    wait_pid_ok(produce(v, 9000, 1500, "100000"));
+    wait_pid_ok(produce(v, 8500, 1500, "100000"));
     assert_int_equal(wait_topic(v, "predictions.transactions", v->produced, 45000), 0);
     sleep_ms(500); /* nothing more may come */
     check_predictions(v, versions, 3);
@@ -345,7 +360,7 @@ static void test_file_watch_refuses_a_broken_model_and_loads_a_good_one(void **s
     json_t *alerts;
     int refused = 0, loaded = 0;
 
-    write_conf(v, v->challenger, "7", 200);
+    write_conf(v, v->challenger, "7", 200, "");
     start_worker(v);
     wait_pid_ok(produce(v, 0, 300, "100000"));
     assert_int_equal(wait_topic(v, "predictions.transactions", v->produced, 45000), 0);
@@ -375,6 +390,40 @@ static void test_file_watch_refuses_a_broken_model_and_loads_a_good_one(void **s
     stop_worker(v);
 }
 
+/* Shadow mode: the champion answers every event on the predictions topic;
+ * the challenger's answer to each goes to the shadow topic. */
+static void test_shadow_mode_serves_champion_and_logs_challenger(void **st)
+{
+    struct env *v = *st;
+    json_t *served, *shadow, *p;
+    size_t i;
+    long sum_served = 0, sum_shadow = 0;
+
+    write_conf(v, v->challenger, "5", 0, "experiment.mode=shadow\n");
+    start_worker(v);
+    wait_pid_ok(produce(v, 0, 400, "100000"));
+    assert_int_equal(wait_topic(v, "predictions.transactions", 400, 45000), 0);
+    assert_int_equal(wait_topic(v, "predictions.transactions.shadow", 400, 45000), 0);
+    stop_worker(v);
+    served = read_topic(v, "consume", "predictions.transactions");
+    shadow = read_topic(v, "consume", "predictions.transactions.shadow");
+    assert_int_equal(json_array_size(served), 400);
+    assert_int_equal(json_array_size(shadow), 400);
+    json_array_foreach(served, i, p) {
+        assert_string_equal(str(p, "variant"), "champion");
+        sum_served += strtol(str(p, "event_id") + 1, NULL, 10);
+    }
+    json_array_foreach(shadow, i, p) {
+        assert_string_equal(str(p, "variant"), "challenger");
+        assert_string_equal(str(p, "experiment_id"), "exp-it");
+        sum_shadow += strtol(str(p, "event_id") + 1, NULL, 10);
+    }
+    assert_int_equal(sum_served, 399 * 400 / 2); /* each event once in each */
+    assert_int_equal(sum_shadow, 399 * 400 / 2);
+    json_decref(served);
+    json_decref(shadow);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +431,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_file_watch_refuses_a_broken_model_and_loads_a_good_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shadow_mode_serves_champion_and_logs_challenger,
+                                        setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
