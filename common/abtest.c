@@ -14,7 +14,8 @@
 struct ab_variant {
     char name[AB_NAME_MAX];
     char model[AB_PATH_MAX];
-    double share, cum; /* cum: share_0 + ... + share_i, the last one 1 */
+    char baseline[AB_PATH_MAX]; /* "" = monitor.baseline */
+    double share, cum;          /* cum: share_0 + ... + share_i, the last one 1 */
 };
 
 struct ab {
@@ -155,13 +156,58 @@ struct ab *ab_open_spec(const char *id, const char *salt, const char *mode, cons
     return NULL;
 }
 
+/* One "name:baseline_file" item of experiment.baselines. */
+static int parse_baseline(struct ab *a, const char *item, size_t len, struct err *e)
+{
+    const char *colon = memchr(item, ':', len);
+    size_t nl = colon ? (size_t)(colon - item) : 0;
+
+    if (!colon || colon + 1 == item + len)
+        return err_set(e, ERR_CONFIG, "experiment.baselines: \"%.*s\" is not name:baseline_file",
+                       (int)len, item);
+    for (size_t i = 0; i < a->n; i++) {
+        if (strlen(a->v[i].name) != nl || memcmp(a->v[i].name, item, nl) != 0)
+            continue;
+        if (len - nl - 1 >= AB_PATH_MAX)
+            return err_set(e, ERR_CONFIG, "experiment.baselines: %s: path too long", a->v[i].name);
+        snprintf(a->v[i].baseline, AB_PATH_MAX, "%.*s", (int)(len - nl - 1), colon + 1);
+        return ERR_OK;
+    }
+    return err_set(e, ERR_CONFIG,
+                   "experiment.baselines: \"%.*s\" is no variant of "
+                   "experiment.variants",
+                   (int)nl, item);
+}
+
+int ab_set_baselines(struct ab *a, const char *spec, struct err *e)
+{
+    for (const char *p = spec; *p;) {
+        size_t len = strcspn(p, ",");
+        while (len && (*p == ' ' || *p == '\t'))
+            p++, len--;
+        if (parse_baseline(a, p, len, e))
+            return e->code;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return ERR_OK;
+}
+
 struct ab *ab_open_cfg(const struct cfg *c, struct err *e)
 {
+    struct ab *a;
+
     err_clear(e);
     if (!*cfg_str(c, "experiment.id"))
         return NULL;
-    return ab_open_spec(cfg_str(c, "experiment.id"), cfg_str(c, "experiment.salt"),
-                        cfg_str(c, "experiment.mode"), cfg_str(c, "experiment.variants"), e);
+    a = ab_open_spec(cfg_str(c, "experiment.id"), cfg_str(c, "experiment.salt"),
+                     cfg_str(c, "experiment.mode"), cfg_str(c, "experiment.variants"), e);
+    if (a && ab_set_baselines(a, cfg_str(c, "experiment.baselines"), e)) {
+        ab_close(a);
+        return NULL;
+    }
+    return a;
 }
 
 void ab_close(struct ab *a)
@@ -202,6 +248,11 @@ const char *ab_variant_model(const struct ab *a, size_t i)
 double ab_variant_share(const struct ab *a, size_t i)
 {
     return a->v[i].share;
+}
+
+const char *ab_variant_baseline(const struct ab *a, size_t i)
+{
+    return a->v[i].baseline;
 }
 
 size_t ab_assign_split(const struct ab *a, const char *id)
@@ -337,8 +388,7 @@ int ab_welch_test(const double *a, size_t na, const double *b, size_t nb, double
     out->diff = out->mean_b - out->mean_a;
     out->se = sqrt(qa + qb);
     out->t = out->diff / out->se;
-    out->df = (qa + qb) * (qa + qb) /
-              (qa * qa / (double)(na - 1) + qb * qb / (double)(nb - 1));
+    out->df = (qa + qb) * (qa + qb) / (qa * qa / (double)(na - 1) + qb * qb / (double)(nb - 1));
     out->p = 2 * ab_t_cdf(-fabs(out->t), out->df);
     q = ab_t_ppf((1 + conf) / 2, out->df);
     out->lo = out->diff - q * out->se;
@@ -429,7 +479,7 @@ int ab_smoke(struct txn_scorer *sc, const char *what, struct err *e)
 /* ---- serving ---- */
 
 struct ab_serving {
-    struct ab *ab;                       /* NULL: no experiment */
+    struct ab *ab; /* NULL: no experiment */
     size_t n;
     struct txn_scorer *sc[AB_MAX_VARIANTS];
     char version[32];
@@ -501,6 +551,11 @@ size_t ab_serving_num_variants(const struct ab_serving *s)
 const char *ab_serving_variant(const struct ab_serving *s, size_t i)
 {
     return s->ab ? ab_variant_name(s->ab, i) : "";
+}
+
+const char *ab_serving_baseline(const struct ab_serving *s, size_t i)
+{
+    return s->ab ? ab_variant_baseline(s->ab, i) : "";
 }
 
 const char *ab_serving_version(const struct ab_serving *s)

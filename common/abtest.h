@@ -11,6 +11,8 @@
  *                        logged to experiment.shadow_topic)
  *   experiment.variants  name:model_file:share,... (first = champion/control);
  *                        shares are fractions summing to 1 (+-1e-6)
+ *   experiment.baselines name:baseline_file,... monitoring baselines of
+ *                        variants (the others: monitor.baseline)
  *
  * Sticky assignment, the same on every machine, restart and language:
  *
@@ -41,8 +43,8 @@
 #include "event.h"
 
 #define AB_MAX_VARIANTS 8
-#define AB_NAME_MAX 32     /* a variant name, with its NUL */
-#define AB_ID_MAX 64       /* experiment id, with its NUL */
+#define AB_NAME_MAX 32 /* a variant name, with its NUL */
+#define AB_ID_MAX 64   /* experiment id, with its NUL */
 #define AB_SALT_MAX 256
 #define AB_PATH_MAX 512
 
@@ -74,6 +76,11 @@ size_t ab_num_variants(const struct ab *a);
 const char *ab_variant_name(const struct ab *a, size_t i);
 const char *ab_variant_model(const struct ab *a, size_t i);
 double ab_variant_share(const struct ab *a, size_t i);
+/* Variant i's monitoring baseline file, "" for monitor.baseline. */
+const char *ab_variant_baseline(const struct ab *a, size_t i);
+/* experiment.baselines ("name:file,...") into a; ERR_CONFIG naming an
+ * unknown variant or a malformed item. */
+int ab_set_baselines(struct ab *a, const char *spec, struct err *e);
 /* Index of the variant that serves id (split: by the hash; shadow: 0). */
 size_t ab_assign(const struct ab *a, const char *id);
 /* Index of the split assignment whatever the mode. */
@@ -120,6 +127,8 @@ const struct ab *ab_serving_experiment(const struct ab_serving *s);
 size_t ab_serving_num_variants(const struct ab_serving *s);
 const char *ab_serving_variant(const struct ab_serving *s, size_t i);
 const char *ab_serving_version(const struct ab_serving *s);
+/* Variant i's baseline file ("" = monitor.baseline). */
+const char *ab_serving_baseline(const struct ab_serving *s, size_t i);
 /* Files the serving set was loaded from (for a file watch): n <= cap
  * paths written, returns how many there are. */
 size_t ab_serving_files(const struct ab_serving *s, const char **paths, size_t cap);

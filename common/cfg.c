@@ -117,6 +117,8 @@ static const struct key_def keys[] = {
     {"experiment.salt", K_STR, 0, 0, "", "assignment hash salt (empty = experiment.id)"},
     {"experiment.mode", K_STR, 0, 0, "split", "split | shadow (first variant served, others logged)"},
     {"experiment.variants", K_STR, 0, 0, "", "name:model_file:share,... (first = champion)"},
+    {"experiment.baselines", K_STR, 0, 0, "",
+     "name:baseline_file,... per-variant monitoring baselines (others: monitor.baseline)"},
     {"experiment.shadow_topic", K_STR, 0, 0, "predictions.transactions.shadow",
      "topic the challengers' predictions go to in shadow mode"},
     {"model.watch_ms", K_INT, 0, 86400000, "0",

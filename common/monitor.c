@@ -817,7 +817,12 @@ int mon_alert_json(const struct mon_alert *a, const char *worker, const char *mo
 struct mon *mon_open_cfg(const struct cfg *c, const char *const *names, size_t n,
                          struct err *e)
 {
-    const char *path = cfg_str(c, "monitor.baseline");
+    return mon_open_path(c, cfg_str(c, "monitor.baseline"), names, n, e);
+}
+
+struct mon *mon_open_path(const struct cfg *c, const char *path, const char *const *names,
+                          size_t n, struct err *e)
+{
     struct mon_baseline *b;
     struct mon_opts o;
     struct mon *m;

@@ -213,6 +213,10 @@ struct mon_ident {
  * e->code == ERR_OK. Otherwise NULL with the reason on failure. */
 struct mon *mon_open_cfg(const struct cfg *c, const char *const *names, size_t n,
                          struct err *e);
+/* The same with the baseline file path instead of monitor.baseline (a
+ * variant's own baseline, common/abtest.h). */
+struct mon *mon_open_path(const struct cfg *c, const char *path, const char *const *names,
+                          size_t n, struct err *e);
 /* mon_tick, then each pending alert is logged and produced to id->topic as
  * an Avro AlertEvent (schemas/alert_event.avsc), keyed by the worker name;
  * the alerts are cleared. A change of overall status (HEALTHY/DEGRADED) is

@@ -63,14 +63,16 @@ static void test_hash_matches_python_hashlib(void **st)
     json_t *j = load(FIX "assign.json"), *rows = json_object_get(j, "rows"), *r;
     size_t i;
     struct err e = {0};
-    struct ab *a1 = ab_open_spec("x", "exp-2026-11", "split", "a:m.json:0.5,b:m.json:0.3,c:m.json:0.2", &e);
+    struct ab *a1 =
+        ab_open_spec("x", "exp-2026-11", "split", "a:m.json:0.5,b:m.json:0.3,c:m.json:0.2", &e);
     struct ab *a2 = ab_open_spec("x", "s", "split", "a:m.json:0.5,b:m.json:0.3,c:m.json:0.2", &e);
 
     (void)st;
     assert_non_null(a1);
     assert_non_null(a2);
     assert_true(json_array_size(rows) > 400);
-    json_array_foreach(rows, i, r) {
+    json_array_foreach(rows, i, r)
+    {
         const char *salt = json_string_value(json_object_get(r, "salt"));
         const char *id = json_string_value(json_object_get(r, "id"));
         char hex[17];
@@ -101,8 +103,8 @@ static void check_shares(const char *spec, const double *want, size_t n)
     for (size_t v = 0; v < n; v++) {
         double got = (double)count[v] / 100000;
         if (fabs(got - want[v]) > 0.01) {
-            fprintf(stderr, "%s: variant %zu has %.4f of the ids, wanted %.4f +- 0.01\n", spec,
-                    v, got, want[v]);
+            fprintf(stderr, "%s: variant %zu has %.4f of the ids, wanted %.4f +- 0.01\n", spec, v,
+                    got, want[v]);
             fail();
         }
     }
@@ -254,6 +256,34 @@ static void test_model_path_may_hold_colons(void **st)
     ab_close(a);
 }
 
+static void test_variant_baselines_from_config(void **st)
+{
+    struct cfg *c = cfg_new();
+    struct err e = {0};
+    struct ab *a;
+
+    (void)st;
+    assert_non_null(c);
+    assert_null(ab_open_cfg(c, &e)); /* no experiment.id: none, and no error */
+    assert_int_equal(e.code, 0);
+    assert_int_equal(cfg_set(c, "experiment.id", "b", "test", &e), 0);
+    assert_int_equal(cfg_set(c, "experiment.variants", "ch:m:0.5,cl:m:0.5", "test", &e), 0);
+    assert_int_equal(cfg_set(c, "experiment.baselines", "cl:/b/cl.json", "test", &e), 0);
+    a = ab_open_cfg(c, &e);
+    assert_non_null(a);
+    assert_string_equal(ab_variant_baseline(a, 0), "");
+    assert_string_equal(ab_variant_baseline(a, 1), "/b/cl.json");
+    assert_int_equal(ab_set_baselines(a, "nope:/x.json", &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "\"nope\" is no variant"));
+    assert_int_equal(ab_set_baselines(a, "cl", &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "not name:baseline_file"));
+    ab_close(a);
+    assert_int_equal(cfg_set(c, "experiment.baselines", "x:/b.json", "test", &e), 0);
+    assert_null(ab_open_cfg(c, &e));
+    assert_int_equal(e.code, ERR_CONFIG);
+    cfg_free(c);
+}
+
 /* ---- statistics ---- */
 
 static void test_betainc_and_t_distribution_match_scipy(void **st)
@@ -262,14 +292,14 @@ static void test_betainc_and_t_distribution_match_scipy(void **st)
     size_t i;
 
     (void)st;
-    json_array_foreach(json_object_get(j, "betainc"), i, r)
-        assert_close(ab_betainc(num(r, "a"), num(r, "b"), num(r, "x")), num(r, "v"), 1e-9,
-                     "betainc");
-    json_array_foreach(json_object_get(j, "cdf"), i, r) {
+    json_array_foreach(json_object_get(j, "betainc"), i, r) assert_close(
+        ab_betainc(num(r, "a"), num(r, "b"), num(r, "x")), num(r, "v"), 1e-9, "betainc");
+    json_array_foreach(json_object_get(j, "cdf"), i, r)
+    {
         double v = ab_t_cdf(num(r, "t"), num(r, "df"));
         if (!(fabs(v - num(r, "v")) <= 1e-9)) {
-            fprintf(stderr, "t.cdf(%g, %g) = %.17g, scipy %.17g\n", num(r, "t"), num(r, "df"),
-                    v, num(r, "v"));
+            fprintf(stderr, "t.cdf(%g, %g) = %.17g, scipy %.17g\n", num(r, "t"), num(r, "df"), v,
+                    num(r, "v"));
             fail();
         }
     }
@@ -303,7 +333,8 @@ static void test_welch_matches_scipy_ttest_ind(void **st)
     size_t i;
 
     (void)st;
-    json_array_foreach(json_object_get(j, "cases"), i, c) {
+    json_array_foreach(json_object_get(j, "cases"), i, c)
+    {
         size_t na, nb;
         double *a = array(json_object_get(c, "a"), &na), *b = array(json_object_get(c, "b"), &nb);
         struct ab_welch w;
@@ -372,7 +403,8 @@ static void test_command_report_matches_scipy_and_sklearn(void **st)
     assert_int_equal(num(got, "duplicates"), 1);
     assert_int_equal(num(got, "other_experiments"), 1);
     assert_int_equal(json_array_size(json_object_get(got, "variants")), 3);
-    json_array_foreach(json_object_get(want, "variants"), i, w) {
+    json_array_foreach(json_object_get(want, "variants"), i, w)
+    {
         g = json_array_get(json_object_get(got, "variants"), i);
         assert_string_equal(json_string_value(json_object_get(g, "variant")),
                             json_string_value(json_object_get(w, "variant")));
@@ -404,12 +436,13 @@ static void test_command_refuses_bad_input(void **st)
     j = run_abtest("--experiment exp-404", &rc);
     assert_int_equal(rc, 1);
     json_decref(j);
-    snprintf(cmd, sizeof(cmd),
-             "printf 'event_id,outcome\\ne1,abc\\n' > /tmp/abtest-bad-$$.csv && "
-             "%s abtest -p " FIX "predictions.jsonl -l /tmp/abtest-bad-$$.csv 2>&1 | "
-             "grep -q 'line 2: outcome \"abc\" is not a number'; r=$?; rm -f /tmp/abtest-bad-$$.csv;"
-             " exit $r",
-             test_bin("streamml"));
+    snprintf(
+        cmd, sizeof(cmd),
+        "printf 'event_id,outcome\\ne1,abc\\n' > /tmp/abtest-bad-$$.csv && "
+        "%s abtest -p " FIX "predictions.jsonl -l /tmp/abtest-bad-$$.csv 2>&1 | "
+        "grep -q 'line 2: outcome \"abc\" is not a number'; r=$?; rm -f /tmp/abtest-bad-$$.csv;"
+        " exit $r",
+        test_bin("streamml"));
     assert_int_equal(system(cmd), 0);
 }
 
@@ -433,7 +466,8 @@ static struct cfg *serving_cfg(const char *variants, const char *gbdt)
 static void test_serving_scores_with_the_assigned_variant(void **st)
 {
     struct cfg *c = serving_cfg("champion:models/credit_gbdt.json:0.5,"
-                                "challenger:models/credit_gbdt.json:0.5", NULL);
+                                "challenger:models/credit_gbdt.json:0.5",
+                                NULL);
     struct err e = {0};
     struct ab_serving *s = ab_serving_open(c, &e);
     float x[FEAT_TXN_DIM];
@@ -489,8 +523,8 @@ static void test_bad_models_are_refused(void **st)
     assert_int_equal(system(cmd), 0);
     write_file(garbage, "{\"learner\": tr");
 
-    c = serving_cfg("champion:models/credit_gbdt.json:0.5,challenger:/tmp/abtest-nan-model.json:0.5",
-                    NULL);
+    c = serving_cfg(
+        "champion:models/credit_gbdt.json:0.5,challenger:/tmp/abtest-nan-model.json:0.5", NULL);
     assert_null(ab_serving_open(c, &e));
     assert_non_null(strstr(e.msg, "variant challenger"));
     assert_non_null(strstr(e.msg, "base_score"));
@@ -508,8 +542,8 @@ static void test_bad_models_are_refused(void **st)
              nan_model);
     assert_int_equal(system(cmd), 0);
     err_clear(&e);
-    c = serving_cfg("champion:models/credit_gbdt.json:0.5,challenger:/tmp/abtest-nan-model.json:0.5",
-                    NULL);
+    c = serving_cfg(
+        "champion:models/credit_gbdt.json:0.5,challenger:/tmp/abtest-nan-model.json:0.5", NULL);
     assert_null(ab_serving_open(c, &e));
     assert_int_equal(e.code, ERR_CONFIG);
     assert_non_null(strstr(e.msg, "variant challenger"));
@@ -551,6 +585,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_salt_changes_assignment_and_shadow_serves_champion),
         cmocka_unit_test(test_bad_experiments_are_refused_naming_the_culprit),
         cmocka_unit_test(test_model_path_may_hold_colons),
+        cmocka_unit_test(test_variant_baselines_from_config),
         cmocka_unit_test(test_betainc_and_t_distribution_match_scipy),
         cmocka_unit_test(test_welch_matches_scipy_ttest_ind),
         cmocka_unit_test(test_welch_refuses_degenerate_groups),

@@ -38,8 +38,8 @@
 #include "kafka.h"
 #include "stack.h"
 
-#define TOPICS                                                                             \
-    "transactions:4,predictions.transactions:4,transactions.dlq:1,monitoring:1,"          \
+#define TOPICS                                                                                     \
+    "transactions:4,predictions.transactions:4,transactions.dlq:1,monitoring:1,"                   \
     "predictions.transactions.shadow:4"
 #define USERS 300
 #define SALT "salt-it"
@@ -155,8 +155,14 @@ static int teardown(void **st)
 static void start_worker(struct env *v)
 {
     char log[200];
-    char *argv[] = {(char *)test_bin("streamml-transactions"), "-c", v->conf, "-b", v->bootstrap,
-                    "--log-level", "info", NULL};
+    char *argv[] = {(char *)test_bin("streamml-transactions"),
+                    "-c",
+                    v->conf,
+                    "-b",
+                    v->bootstrap,
+                    "--log-level",
+                    "info",
+                    NULL};
 
     path_in(v, "worker.log", log, sizeof(log));
     v->worker = test_spawn(argv, log);
@@ -202,8 +208,18 @@ static int wait_topic(struct env *v, const char *topic, int64_t want, int timeou
 static pid_t produce(struct env *v, long first, long n, const char *rate)
 {
     char ev[200];
-    char *argv[] = {(char *)test_bin("streamml"), "produce", "-b", v->bootstrap, "-t",
-                    "transactions", "-i", ev, "--rate", (char *)rate, "--log-level", "error",
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "produce",
+                    "-b",
+                    v->bootstrap,
+                    "-t",
+                    "transactions",
+                    "-i",
+                    ev,
+                    "--rate",
+                    (char *)rate,
+                    "--log-level",
+                    "error",
                     NULL};
     pid_t pid;
 
@@ -227,8 +243,17 @@ static void wait_pid_ok(pid_t pid)
 static json_t *read_topic(struct env *v, const char *cmd, const char *topic)
 {
     char path[200], line[8192];
-    char *argv[] = {(char *)test_bin("streamml"), (char *)cmd, "-b", v->bootstrap, "-t",
-                    (char *)topic, "-f", "-e", "--log-level", "error", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    (char *)cmd,
+                    "-b",
+                    v->bootstrap,
+                    "-t",
+                    (char *)topic,
+                    "-f",
+                    "-e",
+                    "--log-level",
+                    "error",
+                    NULL};
     json_t *all = json_array();
     FILE *f;
 
@@ -258,15 +283,15 @@ static void check_predictions(struct env *v, const char *const *versions, size_t
 {
     json_t *all = read_topic(v, "consume", "predictions.transactions"), *p;
     struct err e = {0};
-    struct ab *a = ab_open_spec("exp-it", SALT, "split",
-                                "champion:x:0.7,challenger:x:0.3", &e);
+    struct ab *a = ab_open_spec("exp-it", SALT, "split", "champion:x:0.7,challenger:x:0.3", &e);
     unsigned char *seen = calloc((size_t)v->produced, 1);
     long per_version[8] = {0}, per_variant[2] = {0};
     size_t i;
 
     assert_non_null(a);
     assert_int_equal(json_array_size(all), (size_t)v->produced);
-    json_array_foreach(all, i, p) {
+    json_array_foreach(all, i, p)
+    {
         long id = strtol(str(p, "event_id") + 1, NULL, 10);
         size_t k, want = ab_assign(a, str(p, "user_id"));
         assert_true(id >= 0 && id < v->produced);
@@ -298,9 +323,9 @@ static int count_alerts(json_t *alerts, const char *severity, const char *text)
     size_t i;
     int n = 0;
 
-    json_array_foreach(alerts, i, a)
-        n += strcmp(str(a, "alert_type"), "model_reload") == 0 &&
-             strcmp(str(a, "severity"), severity) == 0 && strstr(str(a, "message"), text);
+    json_array_foreach(alerts, i, a) n += strcmp(str(a, "alert_type"), "model_reload") == 0 &&
+                                          strcmp(str(a, "severity"), severity) == 0 &&
+                                          strstr(str(a, "message"), text);
     return n;
 }
 
@@ -365,8 +390,8 @@ static void test_file_watch_refuses_a_broken_model_and_loads_a_good_one(void **s
     wait_pid_ok(produce(v, 0, 300, "100000"));
     assert_int_equal(wait_topic(v, "predictions.transactions", v->produced, 45000), 0);
     /* A broken file in place (rename: the way deployments swap files). */
-    snprintf(cmd, sizeof(cmd), "cp '%s' '%s.new' && mv '%s.new' '%s'", v->garbage,
-             v->challenger, v->challenger, v->challenger);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s.new' && mv '%s.new' '%s'", v->garbage, v->challenger,
+             v->challenger, v->challenger);
     assert_int_equal(system(cmd), 0);
     for (int t = 0; t < 100 && !refused; t++) {
         sleep_ms(100);
@@ -409,11 +434,13 @@ static void test_shadow_mode_serves_champion_and_logs_challenger(void **st)
     shadow = read_topic(v, "consume", "predictions.transactions.shadow");
     assert_int_equal(json_array_size(served), 400);
     assert_int_equal(json_array_size(shadow), 400);
-    json_array_foreach(served, i, p) {
+    json_array_foreach(served, i, p)
+    {
         assert_string_equal(str(p, "variant"), "champion");
         sum_served += strtol(str(p, "event_id") + 1, NULL, 10);
     }
-    json_array_foreach(shadow, i, p) {
+    json_array_foreach(shadow, i, p)
+    {
         assert_string_equal(str(p, "variant"), "challenger");
         assert_string_equal(str(p, "experiment_id"), "exp-it");
         sum_shadow += strtol(str(p, "event_id") + 1, NULL, 10);
@@ -429,10 +456,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_reload_under_load_loses_nothing_and_variants_stick,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(
-            test_file_watch_refuses_a_broken_model_and_loads_a_good_one, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shadow_mode_serves_champion_and_logs_challenger,
+        cmocka_unit_test_setup_teardown(test_file_watch_refuses_a_broken_model_and_loads_a_good_one,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shadow_mode_serves_champion_and_logs_challenger, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -102,12 +102,24 @@ static int parse_args(int argc, char **argv, struct ab_args *a)
             continue;
         }
         switch (opt) {
-        case 'p': a->preds = optarg; break;
-        case 'l': a->outcomes = optarg; break;
-        case 1001: a->labels_topic = optarg; break;
-        case 1002: a->experiment = optarg; break;
-        case 1003: a->control = optarg; break;
-        case 1005: a->json = 1; break;
+        case 'p':
+            a->preds = optarg;
+            break;
+        case 'l':
+            a->outcomes = optarg;
+            break;
+        case 1001:
+            a->labels_topic = optarg;
+            break;
+        case 1002:
+            a->experiment = optarg;
+            break;
+        case 1003:
+            a->control = optarg;
+            break;
+        case 1005:
+            a->json = 1;
+            break;
         case 1004:
             errno = 0;
             a->conf = strtod(optarg, &end);
@@ -116,9 +128,15 @@ static int parse_args(int argc, char **argv, struct ab_args *a)
                 return EXIT_USAGE;
             }
             break;
-        case 'h': usage(stdout); return -1;
-        case 'V': cli_version(stdout); return -1;
-        default: usage(stderr); return EXIT_USAGE;
+        case 'h':
+            usage(stdout);
+            return -1;
+        case 'V':
+            cli_version(stdout);
+            return -1;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
         }
     }
     if (!a->preds || !a->outcomes == !a->labels_topic) {
@@ -305,8 +323,10 @@ static int read_outcome_file(struct outcomes *o, const char *path, struct err *e
             if (col[1] < 0)
                 col[1] = csv_column(line, "label");
             if (col[0] < 0 || col[1] < 0)
-                rc = err_set(e, ERR_CONFIG, "%s: the CSV header needs event_id and outcome (or "
-                                            "label) columns", path);
+                rc = err_set(e, ERR_CONFIG,
+                             "%s: the CSV header needs event_id and outcome (or "
+                             "label) columns",
+                             path);
             continue;
         }
         rc = csv ? outcome_csv(o, line, col, where, e)
@@ -363,8 +383,7 @@ static int group_push(struct group *g, double y, double p)
     return ERR_OK;
 }
 
-static struct group *group_of(struct groups *gs, const char *name, const char *where,
-                              struct err *e)
+static struct group *group_of(struct groups *gs, const char *name, const char *where, struct err *e)
 {
     for (size_t i = 0; i < gs->n; i++)
         if (strcmp(gs->g[i].name, name) == 0)
@@ -388,10 +407,12 @@ static int pred_line(struct outcomes *o, struct groups *gs, json_t *j, char *exp
     struct group *g;
     long k;
 
-    if (!json_is_string(id) || !json_is_string(ex) || !json_is_string(va) ||
-        !json_is_number(pr) || !(p >= 0 && p <= 1))
-        return err_set(e, ERR_DECODE, "%s: needs event_id, experiment_id, variant (strings) "
-                                      "and probability (a number in [0, 1])", where);
+    if (!json_is_string(id) || !json_is_string(ex) || !json_is_string(va) || !json_is_number(pr) ||
+        !(p >= 0 && p <= 1))
+        return err_set(e, ERR_DECODE,
+                       "%s: needs event_id, experiment_id, variant (strings) "
+                       "and probability (a number in [0, 1])",
+                       where);
     if (!*experiment)
         snprintf(experiment, AB_ID_MAX, "%s", json_string_value(ex));
     if (strcmp(experiment, json_string_value(ex)) != 0) {
@@ -511,8 +532,8 @@ static json_t *num(double v)
     return isfinite(v) ? json_real(v) : json_null();
 }
 
-static void print_json(const char *experiment, const char *control, const struct row *r,
-                       size_t n, const struct groups *gs)
+static void print_json(const char *experiment, const char *control, const struct row *r, size_t n,
+                       const struct groups *gs)
 {
     json_t *o = json_object(), *arr = json_array();
 
@@ -547,14 +568,14 @@ static void print_json(const char *experiment, const char *control, const struct
     json_decref(o);
 }
 
-static void print_table(const char *experiment, const char *control, const struct row *r,
-                        size_t n, const struct groups *gs, double conf)
+static void print_table(const char *experiment, const char *control, const struct row *r, size_t n,
+                        const struct groups *gs, double conf)
 {
     printf("experiment %s, control %s (%ld duplicate(s), %ld prediction(s) without outcome, "
            "%ld of other experiments skipped)\n",
            experiment, control, gs->dup, gs->unjoined, gs->other);
-    printf("%-16s %9s %9s %9s %9s %9s %10s  %-23s %s\n", "variant", "preds", "outcomes",
-           "mean", "lift", "auc", "p", "CI", "status");
+    printf("%-16s %9s %9s %9s %9s %9s %10s  %-23s %s\n", "variant", "preds", "outcomes", "mean",
+           "lift", "auc", "p", "CI", "status");
     for (size_t i = 0; i < n; i++) {
         const struct row *x = &r[i];
         char ci[64] = "-", p[32] = "-";
@@ -563,10 +584,12 @@ static void print_table(const char *experiment, const char *control, const struc
             snprintf(p, sizeof(p), "%.4g", x->w.p);
         }
         printf("%-16s %9zu %9zu %9.4f %+8.2f%% %9.4f %10s  %-23s %s\n", x->g->name, x->g->preds,
-               x->g->n, x->mean, strcmp(x->status, "CONTROL") == 0 ? 0.0 : 100 * x->lift, x->auc, p, ci, x->status);
+               x->g->n, x->mean, strcmp(x->status, "CONTROL") == 0 ? 0.0 : 100 * x->lift, x->auc, p,
+               ci, x->status);
     }
     printf("CI: %.0f%% interval of mean(variant) - mean(control); p: Welch's t-test, "
-           "two-sided\n", 100 * conf);
+           "two-sided\n",
+           100 * conf);
 }
 
 static int report(const struct ab_args *a, struct groups *gs, const char *experiment)

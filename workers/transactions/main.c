@@ -131,27 +131,36 @@ static int open_models(struct worker *w, struct err *e)
 
     if (!(w->ab = ab_serving_open(w->cf, e)))
         return e->code;
-    log_info("models: gbdt %s, scorecard %s, version %s", cfg_str(w->cf, "model.gbdt"),
+    if (!(x = ab_serving_experiment(w->ab))) {
+        log_info("models: gbdt %s, scorecard %s, version %s", cfg_str(w->cf, "model.gbdt"),
+                 cfg_str(w->cf, "model.scorecard"), ab_serving_version(w->ab));
+        return ERR_OK;
+    }
+    log_info("experiment %s (%s, salt \"%s\"), scorecard %s, version %s", ab_id(x),
+             ab_mode(x) == AB_SHADOW ? "shadow" : "split", ab_salt(x),
              cfg_str(w->cf, "model.scorecard"), ab_serving_version(w->ab));
-    if ((x = ab_serving_experiment(w->ab)))
-        log_info("experiment %s (%s, salt \"%s\"): %zu variants, %s = champion", ab_id(x),
-                 ab_mode(x) == AB_SHADOW ? "shadow" : "split", ab_salt(x), ab_num_variants(x),
-                 ab_variant_name(x, 0));
+    for (size_t v = 0; v < ab_num_variants(x); v++)
+        log_info("variant %s%s: gbdt %s, share %g", ab_variant_name(x, v), v ? "" : " (champion)",
+                 ab_variant_model(x, v), ab_variant_share(x, v));
     return ERR_OK;
 }
 
-/* A monitor per variant, its alerts labelled "<model.name>/<variant>". */
+/* A monitor per variant (its own baseline from experiment.baselines, or
+ * monitor.baseline), its alerts labelled "<model.name>/<variant>". */
 static int open_monitors(struct worker *w, struct err *e)
 {
     for (size_t v = 0; v < ab_serving_num_variants(w->ab); v++) {
         const char *var = ab_serving_variant(w->ab, v);
         snprintf(w->mid_model[v], sizeof(w->mid_model[v]), "%s%s%s",
                  cfg_str(w->cf, "model.name"), *var ? "/" : "", var);
-        w->mid[v] = (struct mon_ident){WORKER, w->mid_model[v], cfg_str(w->cf, "model.version"),
+        w->mid[v] = (struct mon_ident){WORKER, w->mid_model[v], ab_serving_version(w->ab),
                                        cfg_str(w->cf, "monitor.topic")};
-        w->mon[v] = mon_open_cfg(w->cf, feat_txn_names(), FEAT_TXN_DIM, e);
+        w->mon[v] = *ab_serving_baseline(w->ab, v)
+                        ? mon_open_path(w->cf, ab_serving_baseline(w->ab, v), feat_txn_names(),
+                                        FEAT_TXN_DIM, e)
+                        : mon_open_cfg(w->cf, feat_txn_names(), FEAT_TXN_DIM, e);
         if (!w->mon[v] && e->code)
-            return e->code;
+            return *var ? err_wrap(e, "variant %s", var) : e->code;
     }
     return ERR_OK;
 }
@@ -592,6 +601,8 @@ static void reload(struct worker *w, const char *why)
              ab_serving_version(w->ab), ab_serving_version(ns));
     ab_serving_close(w->ab);
     w->ab = ns;
+    for (size_t v = 0; v < ab_serving_num_variants(ns); v++)
+        w->mid[v].model_version = ab_serving_version(ns); /* alerts name the new one */
     log_info("%s", msg);
     reload_alert(w, "INFO", msg);
 }
