@@ -15,7 +15,8 @@
  *   garbage is refused (alert), put back it is loaded (alert).
  *
  *   shadow mode: the champion serves every event, the challenger's answer
- *   to each is on the shadow topic.
+ *   to each is on the shadow topic; `streamml abtest` reads both topics
+ *   and the labels of the input topic.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -73,7 +74,8 @@ static int run_wait(char *const argv[], const char *log)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* n events of USERS users (each user many times), ids from first. */
+/* n events of USERS users (each user many times), ids from first; every
+ * fourth one labelled bad (the outcome `streamml abtest` reads). */
 static void write_events(const char *path, long first, long n)
 {
     FILE *f = fopen(path, "w");
@@ -84,9 +86,10 @@ static void write_events(const char *path, long first, long n)
                 "{\"event_id\":\"e%07ld\",\"user_id\":\"user-%ld\",\"event_time\":%lld,"
                 "\"income\":%ld,\"amount\":%ld,\"price\":%ld,\"expenses\":50,"
                 "\"term_months\":36,\"age\":%ld,\"seniority_years\":3,\"home\":\"rent\","
-                "\"job\":\"fixed\",\"marital\":\"married\",\"past_records\":false}\n",
+                "\"job\":\"fixed\",\"marital\":\"married\",\"past_records\":false,"
+                "\"label\":%d}\n",
                 i, i % USERS, 1700000000000LL + i * 1000, 80 + i % 200, 500 + i % 1500,
-                700 + i % 1700, 20 + i % 50);
+                700 + i % 1700, 20 + i % 50, i % 4 == 0);
     fclose(f);
 }
 
@@ -415,6 +418,30 @@ static void test_file_watch_refuses_a_broken_model_and_loads_a_good_one(void **s
     stop_worker(v);
 }
 
+static void check_abtest_topic(struct env *v, const char *topic, const char *variant)
+{
+    char path[200];
+    char *argv[] = {(char *)test_bin("streamml"), "abtest", "-b", v->bootstrap,
+                    "--predictions-topic", (char *)topic, "--labels-topic", "transactions",
+                    "--json", "--log-level", "error", NULL};
+    json_t *j, *g;
+
+    path_in(v, "abtest.json", path, sizeof(path));
+    unlink(path);
+    assert_int_equal(run_wait(argv, path), 0);
+    j = json_load_file(path, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(str(j, "experiment"), "exp-it");
+    assert_int_equal(json_array_size(json_object_get(j, "variants")), 1);
+    g = json_array_get(json_object_get(j, "variants"), 0);
+    assert_string_equal(str(g, "variant"), variant);
+    assert_int_equal(json_integer_value(json_object_get(g, "predictions")), 400);
+    assert_int_equal(json_integer_value(json_object_get(g, "outcomes")), 400);
+    assert_true(json_real_value(json_object_get(g, "mean")) == 0.25);
+    assert_true(json_is_real(json_object_get(g, "auc")));
+    json_decref(j);
+}
+
 /* Shadow mode: the champion answers every event on the predictions topic;
  * the challenger's answer to each goes to the shadow topic. */
 static void test_shadow_mode_serves_champion_and_logs_challenger(void **st)
@@ -449,6 +476,11 @@ static void test_shadow_mode_serves_champion_and_logs_challenger(void **st)
     assert_int_equal(sum_shadow, 399 * 400 / 2);
     json_decref(served);
     json_decref(shadow);
+
+    /* streamml abtest straight from the topics: the champion's and the
+     * challenger's (same model) predictions of the same labelled events. */
+    check_abtest_topic(v, "predictions.transactions", "champion");
+    check_abtest_topic(v, "predictions.transactions.shadow", "challenger");
 }
 
 int main(void)

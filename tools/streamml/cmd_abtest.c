@@ -21,6 +21,9 @@
 #include "cli.h"
 #include "cmds.h"
 #include "codec.h"
+#include "kafka.h"
+#include "pipeline.h"
+#include "registry.h"
 #include "replay.h"
 
 #define LINE_MAX_BYTES (1024 * 1024)
@@ -28,7 +31,7 @@
 
 struct ab_args {
     struct cli cli;
-    const char *preds, *outcomes, *labels_topic, *experiment, *control;
+    const char *preds, *preds_topic, *outcomes, *labels_topic, *experiment, *control;
     double conf;
     int json;
 };
@@ -58,7 +61,8 @@ struct groups {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: streamml abtest -p PREDICTIONS (-l OUTCOMES | --labels-topic T)\n"
+            "usage: streamml abtest (-p PREDICTIONS | --predictions-topic T)\n"
+            "                       (-l OUTCOMES | --labels-topic T)\n"
             "                       [--experiment ID] [--control NAME] [--confidence C]\n"
             "                       [--json] [common options]\n\n"
             "Per variant of a champion/challenger experiment: predictions, outcomes,\n"
@@ -67,6 +71,8 @@ static void usage(FILE *out)
             "probabilities against the outcomes (0/1 outcomes only). A variant (or a\n"
             "control) with fewer than %d outcomes is INSUFFICIENT_DATA: no test.\n\n"
             "  -p, --predictions F  JSON lines of predictions (streamml consume output)\n"
+            "      --predictions-topic T  the prediction records on T (whole topic,\n"
+            "                       assign() only, never commits)\n"
             "  -l, --outcomes F     CSV with event_id and outcome (or label) columns, or\n"
             "                       JSON lines {\"event_id\":..,\"outcome\":..}\n"
             "      --labels-topic T the label field of the transaction events on T\n"
@@ -89,6 +95,7 @@ static int parse_args(int argc, char **argv, struct ab_args *a)
                                        {"control", required_argument, NULL, 1003},
                                        {"confidence", required_argument, NULL, 1004},
                                        {"json", no_argument, NULL, 1005},
+                                       {"predictions-topic", required_argument, NULL, 1006},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -120,6 +127,9 @@ static int parse_args(int argc, char **argv, struct ab_args *a)
         case 1005:
             a->json = 1;
             break;
+        case 1006:
+            a->preds_topic = optarg;
+            break;
         case 1004:
             errno = 0;
             a->conf = strtod(optarg, &end);
@@ -139,8 +149,9 @@ static int parse_args(int argc, char **argv, struct ab_args *a)
             return EXIT_USAGE;
         }
     }
-    if (!a->preds || !a->outcomes == !a->labels_topic) {
-        fprintf(stderr, "error: needs -p and exactly one of -l or --labels-topic\n");
+    if (!a->preds == !a->preds_topic || !a->outcomes == !a->labels_topic) {
+        fprintf(stderr, "error: needs one of -p or --predictions-topic and one of -l or "
+                        "--labels-topic\n");
         usage(stderr);
         return EXIT_USAGE;
     }
@@ -472,6 +483,51 @@ static int read_predictions(struct outcomes *o, struct groups *gs, const char *p
     return rc;
 }
 
+/* Every record of topic, decoded with its writer schema into JSON. */
+static int read_prediction_topic(struct outcomes *o, struct groups *gs, const char *topic,
+                                 const struct cfg *cf, char *experiment, struct err *e)
+{
+    struct kq_opts ko = {.topics = &topic, .n_topics = 1, .assign_all = 1, .from_beginning = 1,
+                         .client_id = "streamml-abtest"};
+    struct codec *cd = NULL;
+    struct reg *reg = NULL;
+    struct kq *q = NULL;
+    struct buf json;
+    char where[300];
+    size_t np;
+    int rc = ERR_OK;
+
+    ko.props = cfg_kafka(cf, &np);
+    ko.n_props = np;
+    buf_init(&json, LINE_MAX_BYTES);
+    if (!(o->used = calloc(o->n + 1, 1)))
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+    else if (!(cd = pipe_codec_open(cf, &reg, NULL, NULL, 0, e)) || !(q = kq_open(&ko, e)))
+        rc = e->code;
+    while (rc == ERR_OK && !kq_at_end(q)) {
+        struct kq_msg *m;
+        json_t *j;
+        if ((rc = kq_poll(q, 200, &m, e)) || !m)
+            continue;
+        snprintf(where, sizeof(where), "%s [%d] @ %lld", m->topic, (int)m->partition,
+                 (long long)m->offset);
+        if (codec_to_json(cd, m->payload, m->len, &json, e))
+            rc = err_wrap(e, "%s", where);
+        else if (!(j = json_loads((const char *)json.data, 0, NULL)))
+            rc = err_set(e, ERR_DECODE, "%s: not a JSON record", where);
+        else {
+            rc = pred_line(o, gs, j, experiment, where, e);
+            json_decref(j);
+        }
+        kq_msg_release(m);
+    }
+    kq_close(q, 0, NULL);
+    codec_close(cd);
+    reg_close(reg);
+    buf_free(&json);
+    return rc;
+}
+
 /* ---- results ---- */
 
 struct row {
@@ -598,8 +654,8 @@ static int report(const struct ab_args *a, struct groups *gs, const char *experi
     const struct group *ctl = NULL;
 
     if (gs->n == 0) {
-        fprintf(stderr, "error: %s: no predictions of experiment %s\n", a->preds,
-                *experiment ? experiment : "(any)");
+        fprintf(stderr, "error: %s: no predictions of experiment %s\n",
+                a->preds ? a->preds : a->preds_topic, *experiment ? experiment : "(any)");
         return EXIT_RUNTIME;
     }
     for (size_t i = 0; i < gs->n; i++)
@@ -608,7 +664,8 @@ static int report(const struct ab_args *a, struct groups *gs, const char *experi
             break;
         }
     if (!ctl) {
-        fprintf(stderr, "error: --control %s: no such variant in %s\n", a->control, a->preds);
+        fprintf(stderr, "error: --control %s: no such variant in %s\n", a->control,
+                a->preds ? a->preds : a->preds_topic);
         return EXIT_USAGE;
     }
     for (size_t i = 0; i < gs->n; i++)
@@ -638,7 +695,8 @@ int cmd_abtest(int argc, char **argv)
         snprintf(experiment, sizeof(experiment), "%s", a.experiment);
     if ((a.outcomes ? read_outcome_file(&o, a.outcomes, &e)
                     : read_outcome_topic(&o, a.labels_topic, cf, &e)) ||
-        read_predictions(&o, &gs, a.preds, experiment, &e)) {
+        (a.preds ? read_predictions(&o, &gs, a.preds, experiment, &e)
+                 : read_prediction_topic(&o, &gs, a.preds_topic, cf, experiment, &e))) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     } else {
