@@ -148,3 +148,9 @@ $(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3
 # EfficientNet-B0 speed, streamml vs PyTorch (bench/onnx.sh); figures only.
 bench-onnx: all
 	BUILD=$(BUILD) bench/onnx.sh
+
+# champion/challenger: reference values of tests/test_abtest.c (hashlib, scipy, sklearn;
+# deterministic)
+.PHONY: fixtures-abtest
+fixtures-abtest:
+	$(PY) tests/fixtures/make_abtest_fixtures.py
