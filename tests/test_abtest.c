@@ -21,6 +21,7 @@
 
 #include "abtest.h"
 #include "cfg.h"
+#include "codec.h"
 #include "features.h"
 #include "stack.h"
 #include "txn.h"
@@ -576,6 +577,56 @@ static void test_smoke_passes_the_demo_models(void **st)
     cfg_free(c);
 }
 
+/* A prediction encodes with the current schema (both fields written) and
+ * with the schema from before them (a registry still holding the old one:
+ * the fields are left out, nothing fails). */
+static void test_prediction_fields_old_and_new_schema(void **st)
+{
+    char dir[] = "/tmp/abtest-schemas-XXXXXX", cmd[600];
+    struct txn_prediction p;
+    struct err e = {0};
+    struct buf out, json;
+    struct codec *cd;
+
+    (void)st;
+    assert_non_null(mkdtemp(dir));
+    memset(&p, 0, sizeof(p));
+    snprintf(p.event_id, sizeof(p.event_id), "e1");
+    snprintf(p.experiment_id, sizeof(p.experiment_id), "exp-7");
+    snprintf(p.variant, sizeof(p.variant), "challenger");
+    snprintf(p.decision, sizeof(p.decision), "approve");
+    buf_init(&out, 0);
+    buf_init(&json, 0);
+    cd = codec_open("schemas", &e);
+    assert_non_null(cd);
+    assert_int_equal(codec_encode_prediction(cd, &p, &out, &e), 0);
+    assert_int_equal(codec_to_json(cd, out.data, out.len, &json, &e), 0);
+    assert_non_null(
+        strstr((const char *)json.data, "\"experiment_id\":\"exp-7\",\"variant\":\"challenger\"}"));
+    codec_close(cd);
+    snprintf(cmd, sizeof(cmd),
+             "cp schemas/* %s/ && grep -v '\"experiment_id\"\\|\"variant\"' "
+             "schemas/transaction_prediction.avsc | sed 's/\"src_offset\", \"type\": "
+             "\"long\"},/\"src_offset\", \"type\": \"long\"}/' > "
+             "%s/transaction_prediction.avsc",
+             dir, dir);
+    assert_int_equal(system(cmd), 0);
+    cd = codec_open(dir, &e);
+    if (!cd)
+        fprintf(stderr, "%s\n", e.msg);
+    assert_non_null(cd);
+    buf_reset(&out);
+    assert_int_equal(codec_encode_prediction(cd, &p, &out, &e), 0);
+    assert_int_equal(codec_to_json(cd, out.data, out.len, &json, &e), 0);
+    assert_null(strstr((const char *)json.data, "experiment_id"));
+    assert_non_null(strstr((const char *)json.data, "\"src_offset\":0}"));
+    codec_close(cd);
+    buf_free(&out);
+    buf_free(&json);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -594,6 +645,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_serving_scores_with_the_assigned_variant),
         cmocka_unit_test(test_bad_models_are_refused),
         cmocka_unit_test(test_smoke_passes_the_demo_models),
+        cmocka_unit_test(test_prediction_fields_old_and_new_schema),
     };
 
     if (argc == 2 && strcmp(argv[1], "--assign-child") == 0)
