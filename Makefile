@@ -10,6 +10,8 @@
 BUILD   ?= build
 CC      ?= cc
 PKGS    := rdkafka avro-c hiredis jansson openblas libmicrohttpd libcurl libprotobuf-c libpng libjpeg
+# abtest: SHA-256 of the sticky assignment (libssl-dev, already there for libcurl)
+PKGS    += libcrypto
 PY      ?= /usr/bin/python3
 VERSION := 0.1.0
 
@@ -167,3 +169,9 @@ fixtures-clickstream:
 models-clickstream-bench:
 	$(PY) models/clickstream/train.py --out $(BUILD)/clickstream-bench --items 100000 \
 	    --emb 128 --hidden 128 --sessions 2000 --epochs 0
+
+# champion/challenger: reference values of tests/test_abtest.c (hashlib, scipy, sklearn;
+# deterministic)
+.PHONY: fixtures-abtest
+fixtures-abtest:
+	$(PY) tests/fixtures/make_abtest_fixtures.py

@@ -135,6 +135,17 @@ static const struct key_def keys[] = {
     {"clickstream.trending_half_life_s", K_DBL, 1, 1e9, "3600", "half life of trending counts"},
     {"clickstream.seed", K_INT, 0, 1e15, "0", "exploration seed (0: from the clock)"},
     {"clickstream.blas_threads", K_INT, 1, 16, "1", "OpenBLAS threads of the worker's sgemm"},
+    /* champion/challenger (common/abtest.h) */
+    {"experiment.id", K_STR, 0, 0, "", "experiment name on predictions (empty = no experiment)"},
+    {"experiment.salt", K_STR, 0, 0, "", "assignment hash salt (empty = experiment.id)"},
+    {"experiment.mode", K_STR, 0, 0, "split", "split | shadow (first variant served, others logged)"},
+    {"experiment.variants", K_STR, 0, 0, "", "name:model_file:share,... (first = champion)"},
+    {"experiment.baselines", K_STR, 0, 0, "",
+     "name:baseline_file,... per-variant monitoring baselines (others: monitor.baseline)"},
+    {"experiment.shadow_topic", K_STR, 0, 0, "predictions.transactions.shadow",
+     "topic the challengers' predictions go to in shadow mode"},
+    {"model.watch_ms", K_INT, 0, 86400000, "0",
+     "poll the config and model files' mtime this often and reload on change (0 = SIGHUP only)"},
     {"log.level", K_STR, 0, 0, "info", "debug | info | warn | error"},
     {"log.format", K_STR, 0, 0, "auto", "auto | json | text"},
 };

@@ -1508,6 +1508,8 @@ static int put_reasons(avro_value_t *rec, const struct txn_prediction *p, struct
 
 static int put_prediction(avro_value_t *r, const struct txn_prediction *p, struct err *e)
 {
+    avro_value_t v;
+
     if (PUT_STR(r, p, event_id, e) || PUT_STR(r, p, user_id, e) ||
         put_long(r, "event_time", p->event_time_ms, e) || PUT_STR(r, p, model_name, e) ||
         PUT_STR(r, p, model_version, e) || PUT_STR(r, p, feature_version, e) ||
@@ -1518,6 +1520,14 @@ static int put_prediction(avro_value_t *r, const struct txn_prediction *p, struc
         put_long(r, "latency_us", p->latency_us, e) || PUT_STR(r, p, src_topic, e) ||
         put_int(r, "src_partition", p->src_partition, e) ||
         put_long(r, "src_offset", p->src_offset, e))
+        return e->code;
+    /* Added by the champion/challenger issue: a registered schema from
+     * before it (lookup only) lacks them, and then they are left out. */
+    if (avro_value_get_by_name(r, "experiment_id", &v, NULL) == 0 &&
+        set_fixed_str(&v, p->experiment_id, sizeof(p->experiment_id), "experiment_id", e))
+        return e->code;
+    if (avro_value_get_by_name(r, "variant", &v, NULL) == 0 &&
+        set_fixed_str(&v, p->variant, sizeof(p->variant), "variant", e))
         return e->code;
     return ERR_OK;
 }

@@ -77,6 +77,8 @@ struct txn_prediction {
     char src_topic[128];
     int32_t src_partition;
     int64_t src_offset;
+    char experiment_id[64];     /* "" outside an experiment (common/abtest.h) */
+    char variant[32];           /* the variant that scored it, "" outside one */
 };
 
 /* A message the worker could not process (schemas/dead_letter.avsc). */

@@ -910,7 +910,12 @@ int mon_alert_json(const struct mon_alert *a, const char *worker, const char *mo
 struct mon *mon_open_cfg(const struct cfg *c, const char *const *names, size_t n,
                          struct err *e)
 {
-    const char *path = cfg_str(c, "monitor.baseline");
+    return mon_open_path(c, cfg_str(c, "monitor.baseline"), names, n, e);
+}
+
+struct mon *mon_open_path(const struct cfg *c, const char *path, const char *const *names,
+                          size_t n, struct err *e)
+{
     struct mon_baseline *b;
     struct mon_opts o;
     struct mon *m;
@@ -949,6 +954,48 @@ static int publish_one(const struct mon_alert *a, struct kq *q, struct codec *cd
     if (rc == ERR_OK)
         rc = kq_produce(q, id->topic, id->worker, strlen(id->worker), out.data, out.len, NULL, e);
     buf_free(&out);
+    return rc;
+}
+
+int mon_publish_event(struct kq *q, struct codec *cd, const struct mon_ident *id,
+                      const char *type, const char *severity, const char *message,
+                      int64_t now_ms, struct err *e)
+{
+    const char *to = strcmp(severity, "INFO") == 0 ? "OK" : severity;
+    json_t *o = json_object();
+    struct buf out;
+    char *json;
+    int rc;
+
+    if (!o)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    json_object_set_new(o, "alert_type", json_string(type));
+    json_object_set_new(o, "severity", json_string(severity));
+    json_object_set_new(o, "status_from", json_string("OK"));
+    json_object_set_new(o, "status_to", json_string(to));
+    json_object_set_new(o, "transition", json_string(to));
+    json_object_set_new(o, "worker", json_string(id->worker));
+    json_object_set_new(o, "model", json_string(id->model));
+    json_object_set_new(o, "model_version", json_string(id->model_version));
+    json_object_set_new(o, "feature", json_null());
+    json_object_set_new(o, "observed", json_real(0));
+    json_object_set_new(o, "threshold", json_real(0));
+    json_object_set_new(o, "baseline", json_null());
+    json_object_set_new(o, "window_start", json_integer(now_ms));
+    json_object_set_new(o, "window_end", json_integer(now_ms));
+    json_object_set_new(o, "window_events", json_null());
+    json_object_set_new(o, "emitted_at", json_integer(now_ms));
+    json_object_set_new(o, "message", json_string(message));
+    json = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!json)
+        return err_set(e, ERR_NOMEM, "alert JSON: out of memory (or invalid UTF-8 in message)");
+    buf_init(&out, 0);
+    rc = codec_from_json(cd, CODEC_ALERT, json, strlen(json), &out, e);
+    if (rc == ERR_OK)
+        rc = kq_produce(q, id->topic, id->worker, strlen(id->worker), out.data, out.len, NULL, e);
+    buf_free(&out);
+    free(json);
     return rc;
 }
 

@@ -224,11 +224,22 @@ struct mon_ident {
  * e->code == ERR_OK. Otherwise NULL with the reason on failure. */
 struct mon *mon_open_cfg(const struct cfg *c, const char *const *names, size_t n,
                          struct err *e);
+/* The same with the baseline file path instead of monitor.baseline (a
+ * variant's own baseline, common/abtest.h). */
+struct mon *mon_open_path(const struct cfg *c, const char *path, const char *const *names,
+                          size_t n, struct err *e);
 /* mon_tick, then each pending alert is logged and produced to id->topic as
  * an Avro AlertEvent (schemas/alert_event.avsc), keyed by the worker name;
  * the alerts are cleared. A change of overall status (HEALTHY/DEGRADED) is
  * logged. Returns the number of alerts handed to Kafka (a failure is logged). */
 size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
                         const struct mon_ident *id, int64_t now_ms);
+/* An alert that is no window check (e.g. "model_reload": a new model
+ * refused or loaded) to id->topic: alert_type type, severity INFO, WARNING
+ * or CRITICAL, status_to = severity (OK for INFO), message as given. Not
+ * through a monitor: also when monitoring is off. */
+int mon_publish_event(struct kq *q, struct codec *cd, const struct mon_ident *id,
+                      const char *type, const char *severity, const char *message,
+                      int64_t now_ms, struct err *e);
 
 #endif

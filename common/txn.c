@@ -92,9 +92,10 @@ static const char *card_fname(const void *m, size_t i)
     return card_feature_name(m, i);
 }
 
-static int open_models(struct txn_scorer *s, const struct cfg *cf, struct err *e)
+static int open_models(struct txn_scorer *s, const struct cfg *cf, const char *gbdt,
+                       struct err *e)
 {
-    if (!(s->gb = gbdt_open(cfg_str(cf, "model.gbdt"), e)) ||
+    if (!(s->gb = gbdt_open(gbdt, e)) ||
         !(s->card = card_open(cfg_str(cf, "model.scorecard"), e)))
         return e->code;
     s->gmap = calloc(gbdt_num_features(s->gb) + 1, sizeof(int));
@@ -112,13 +113,18 @@ static int open_models(struct txn_scorer *s, const struct cfg *cf, struct err *e
 
 struct txn_scorer *txn_scorer_open(const struct cfg *cf, struct err *e)
 {
+    return txn_scorer_open_gbdt(cf, cfg_str(cf, "model.gbdt"), e);
+}
+
+struct txn_scorer *txn_scorer_open_gbdt(const struct cfg *cf, const char *gbdt, struct err *e)
+{
     struct txn_scorer *s = calloc(1, sizeof(*s));
 
     if (!s) {
         err_set(e, ERR_NOMEM, "out of memory");
         return NULL;
     }
-    if (open_models(s, cf, e)) {
+    if (open_models(s, cf, gbdt, e)) {
         txn_scorer_close(s);
         return NULL;
     }

@@ -45,6 +45,9 @@ struct txn_scorer;
  * reads model.name, model.version and the decision.* thresholds. NULL with
  * the culprit in *e (ERR_CONFIG for an unknown feature name). */
 struct txn_scorer *txn_scorer_open(const struct cfg *cf, struct err *e);
+/* The same with the gbdt model from gbdt instead of model.gbdt (a variant
+ * of an experiment, common/abtest.h). */
+struct txn_scorer *txn_scorer_open_gbdt(const struct cfg *cf, const char *gbdt, struct err *e);
 void txn_scorer_close(struct txn_scorer *s); /* NULL-safe */
 size_t txn_scorer_num_trees(const struct txn_scorer *s);
 

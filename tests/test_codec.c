@@ -277,7 +277,8 @@ static void test_prediction_round_trip_through_json(void **state)
     assert_non_null(strstr(j, "\"probability\":0.731,\"score\":512,"));
     assert_non_null(strstr(j, "\"reasons\":[\"debt_to_income\",\"has_records\"]"));
     assert_non_null(strstr(j, "\"degraded\":true,\"redelivered\":false,\"latency_us\":1234,"));
-    assert_non_null(strstr(j, "\"src_partition\":3,\"src_offset\":99}"));
+    assert_non_null(strstr(j, "\"src_partition\":3,\"src_offset\":99,\"experiment_id\":\"\","
+                              "\"variant\":\"\"}"));
     buf_init(&again, 0);
     assert_int_equal(codec_from_json(f->c, CODEC_TXN_PREDICTION, j, f->json.len, &again, &f->e), 0);
     assert_memory_equal(again.data, f->out.data, f->out.len);

@@ -4,7 +4,7 @@
 #   tools/deps.sh --check  exit 1 if anything is missing, install nothing
 set -eu
 PKGS="build-essential pkg-config librdkafka-dev libavro-dev libhiredis-dev libcmocka-dev
-libjansson-dev libopenblas-dev redis-server libmicrohttpd-dev libcurl4-openssl-dev
+libjansson-dev libopenblas-dev redis-server libmicrohttpd-dev libcurl4-openssl-dev libssl-dev
 libjpeg62-turbo-dev libpng-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev
 python3 python3-numpy python3-xgboost python3-sklearn python3-scipy python3-torch
 python3-torchvision python3-onnx python3-confluent-kafka python3-redis python3-yaml"

@@ -25,6 +25,7 @@ static const struct command commands[] = {
     {"profile", cmd_profile, "feature CSV + model -> monitoring baseline JSON"},
     {"alerts", cmd_alerts, "follow the monitoring topic: one line per alert"},
     {"click-eval", cmd_click_eval, "replay clicks: Recall@K/MRR@K of the GRU vs popularity"},
+    {"abtest", cmd_abtest, "experiment predictions + outcomes -> per-variant lift, Welch test, AUC"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -14,6 +14,14 @@
  * delivered. When Redis stays unreachable past state.retry_budget_ms, events
  * are scored on empty state and flagged degraded; their state updates wait
  * in a bounded queue and are applied (idempotently) when Redis is back.
+ *
+ * Champion/challenger (common/abtest.h): each user is scored by its sticky
+ * variant (or, in shadow mode, by the champion, the challengers' answers
+ * going to experiment.shadow_topic); monitoring windows are per variant.
+ * SIGHUP (or a changed file under model.watch_ms) re-reads the
+ * configuration and loads the models between two batches: nothing in
+ * flight is dropped, and a set that fails to load or its smoke check is
+ * refused (the old one keeps serving) with an alert on monitor.topic.
  */
 #include <math.h>
 #include <signal.h>
@@ -21,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "abtest.h"
 #include "cli.h"
 #include "codec.h"
 #include "features.h"
@@ -37,11 +46,18 @@
 #define WORKER "transactions"
 
 static volatile sig_atomic_t g_run = 1;
+static volatile sig_atomic_t g_reload = 0;
 
 static void on_signal(int sig)
 {
     (void)sig;
     g_run = 0;
+}
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    g_reload = 1;
 }
 
 enum ev_status { EV_DEAD = 0, EV_APPLY, EV_REDELIVERED, EV_HELD };
@@ -61,7 +77,10 @@ struct worker {
     struct codec *cd;
     struct reg *reg;               /* schema registry, NULL: schemas/ids */
     struct state *st;
-    struct txn_scorer *sc;         /* models: common/txn.c, shared with replay */
+    struct ab_serving *ab;         /* variants' models (common/abtest.c -> txn.c) */
+    struct cli *cl;                /* how the configuration was loaded (reloads) */
+    uint64_t watch_stamp;          /* model.watch_ms: files' mtimes and sizes */
+    int64_t next_watch_us;
     size_t cap;                    /* batch capacity */
     struct kq_msg **msgs;
     struct txn_event *evs;
@@ -84,8 +103,9 @@ struct worker {
     int64_t next_retry_us;
     int budget_ms;
     struct counters n;
-    struct mon *mon;               /* NULL: monitoring off (no monitor.baseline) */
-    struct mon_ident mid;
+    struct mon *mon[AB_MAX_VARIANTS]; /* per variant; NULL: monitoring off */
+    struct mon_ident mid[AB_MAX_VARIANTS];
+    char mid_model[AB_MAX_VARIANTS][128];
     int64_t batch_ms;              /* wall clock of the batch, for the monitor */
     struct metrics *mx;            /* NULL: metrics.port = 0 */
     struct labels *lab;            /* NULL: no monitor.labels.topic (or monitoring off) */
@@ -109,10 +129,41 @@ static void usage(FILE *out)
 
 static int open_models(struct worker *w, struct err *e)
 {
-    if (!(w->sc = txn_scorer_open(w->cf, e)))
+    const struct ab *x;
+
+    if (!(w->ab = ab_serving_open(w->cf, e)))
         return e->code;
-    log_info("models: gbdt %s (%zu trees), scorecard %s", cfg_str(w->cf, "model.gbdt"),
-             txn_scorer_num_trees(w->sc), cfg_str(w->cf, "model.scorecard"));
+    if (!(x = ab_serving_experiment(w->ab))) {
+        log_info("models: gbdt %s, scorecard %s, version %s", cfg_str(w->cf, "model.gbdt"),
+                 cfg_str(w->cf, "model.scorecard"), ab_serving_version(w->ab));
+        return ERR_OK;
+    }
+    log_info("experiment %s (%s, salt \"%s\"), scorecard %s, version %s", ab_id(x),
+             ab_mode(x) == AB_SHADOW ? "shadow" : "split", ab_salt(x),
+             cfg_str(w->cf, "model.scorecard"), ab_serving_version(w->ab));
+    for (size_t v = 0; v < ab_num_variants(x); v++)
+        log_info("variant %s%s: gbdt %s, share %g", ab_variant_name(x, v), v ? "" : " (champion)",
+                 ab_variant_model(x, v), ab_variant_share(x, v));
+    return ERR_OK;
+}
+
+/* A monitor per variant (its own baseline from experiment.baselines, or
+ * monitor.baseline), its alerts labelled "<model.name>/<variant>". */
+static int open_monitors(struct worker *w, struct err *e)
+{
+    for (size_t v = 0; v < ab_serving_num_variants(w->ab); v++) {
+        const char *var = ab_serving_variant(w->ab, v);
+        snprintf(w->mid_model[v], sizeof(w->mid_model[v]), "%s%s%s",
+                 cfg_str(w->cf, "model.name"), *var ? "/" : "", var);
+        w->mid[v] = (struct mon_ident){WORKER, w->mid_model[v], ab_serving_version(w->ab),
+                                       cfg_str(w->cf, "monitor.topic")};
+        w->mon[v] = *ab_serving_baseline(w->ab, v)
+                        ? mon_open_path(w->cf, ab_serving_baseline(w->ab, v), feat_txn_names(),
+                                        FEAT_TXN_DIM, e)
+                        : mon_open_cfg(w->cf, feat_txn_names(), FEAT_TXN_DIM, e);
+        if (!w->mon[v] && e->code)
+            return *var ? err_wrap(e, "variant %s", var) : e->code;
+    }
     return ERR_OK;
 }
 
@@ -223,10 +274,7 @@ static int worker_open(struct worker *w, struct err *e)
         return e->code;
     if (open_kafka(w, e))
         return e->code;
-    w->mid = (struct mon_ident){WORKER, cfg_str(w->cf, "model.name"),
-                                cfg_str(w->cf, "model.version"), cfg_str(w->cf, "monitor.topic")};
-    w->mon = mon_open_cfg(w->cf, feat_txn_names(), FEAT_TXN_DIM, e);
-    if (!w->mon)
+    if (open_monitors(w, e))
         return e->code;
     w->lab = labels_open_cfg(w->cf, group_id(w->cf), e);
     return w->lab || !e->code ? ERR_OK : e->code;
@@ -242,11 +290,12 @@ static void worker_close(struct worker *w)
     pipe_entset_free(&w->users);
     buf_free(&w->out);
     buf_free(&w->scratch);
-    txn_scorer_close(w->sc);
+    ab_serving_close(w->ab);
     state_close(w->st);
     codec_close(w->cd);
     labels_close(w->lab);
-    mon_close(w->mon);
+    for (size_t v = 0; v < AB_MAX_VARIANTS; v++)
+        mon_close(w->mon[v]);
     metrics_close(w->mx);
     reg_close(w->reg);
 }
@@ -371,8 +420,8 @@ static void dead_letter(struct worker *w, size_t i, const struct err *why)
 
     w->status[i] = EV_DEAD;
     w->n.dead++;
-    if (w->mon)
-        mon_observe_dead(w->mon, w->batch_ms);
+    if (w->mon[0]) /* no variant yet: the champion's window */
+        mon_observe_dead(w->mon[0], w->batch_ms);
     metrics_add(w->mx, METRICS_DEAD_LETTERS, 1);
     if (pipe_dead_letter(w->q, w->cd, &w->scratch, cfg_str(w->cf, "dlq.topic"), WORKER,
                          w->msgs[i], why, &e))
@@ -429,15 +478,39 @@ static void featurize_batch(struct worker *w, size_t n)
     }
 }
 
+/* Shadow mode: each challenger's prediction of the event, logged to
+ * experiment.shadow_topic (not tied to the offset: the champion's answer
+ * is what is served) and watched by the challenger's monitor. */
+static void emit_shadows(struct worker *w, const struct txn_prediction *served, const float *x)
+{
+    struct txn_prediction p;
+    struct err e = {0};
+
+    for (size_t k = 1; k <= ab_serving_shadows(w->ab); k++) {
+        p = *served;
+        ab_serving_score_shadow(w->ab, k, x, &p);
+        buf_reset(&w->out);
+        if (codec_encode_prediction(w->cd, &p, &w->out, &e) ||
+            kq_produce(w->q, cfg_str(w->cf, "experiment.shadow_topic"), p.user_id,
+                       strlen(p.user_id), w->out.data, w->out.len, NULL, &e)) {
+            log_error("shadow prediction of %s (%s) not sent: %s", p.event_id, p.variant, e.msg);
+            continue;
+        }
+        if (w->mon[k])
+            mon_observe(w->mon[k], x, p.probability, p.latency_us, p.degraded, w->batch_ms);
+    }
+}
+
 static void emit(struct worker *w, size_t i, int degraded, int state_done)
 {
     const struct kq_msg *m = w->msgs[i];
     const float *x = w->xs + i * FEAT_TXN_DIM;
     struct txn_prediction p;
     struct err e = {0};
+    size_t v;
 
     txn_prediction_init(&p, &w->evs[i], m->topic, m->partition, m->offset);
-    w->n.decisions[txn_score(w->sc, x, &p)]++;
+    w->n.decisions[ab_serving_score(w->ab, p.user_id, x, &p, &v)]++;
     p.degraded = degraded;
     p.redelivered = w->status[i] == EV_REDELIVERED;
     p.latency_us = pipe_now_us() - w->t_in[i];
@@ -450,12 +523,15 @@ static void emit(struct worker *w, size_t i, int degraded, int state_done)
         return;
     }
     w->n.predictions++;
-    if (w->mon) {
-        mon_observe(w->mon, x, p.probability, p.latency_us, degraded, w->batch_ms);
-        mon_observe_decision(w->mon, x, strcmp(p.decision, "approve") == 0);
+    if (w->mon[v]) {
+        mon_observe(w->mon[v], x, p.probability, p.latency_us, degraded, w->batch_ms);
+        mon_observe_decision(w->mon[v], x, strcmp(p.decision, "approve") == 0);
     }
-    if (w->lab)
+    /* The rolling AUC is the champion's (variant 0): per-variant AUC comes
+     * from `streamml abtest`, which joins outcomes by variant. */
+    if (w->lab && v == 0)
         labels_remember(w->lab, p.event_id, p.probability);
+    emit_shadows(w, &p, x);
     metrics_add(w->mx, METRICS_PREDICTIONS, 1);
     metrics_add(w->mx, METRICS_DEGRADED, (uint64_t)degraded);
     metrics_observe_latency(w->mx, p.latency_us);
@@ -481,6 +557,100 @@ static void process_batch(struct worker *w, size_t n)
         if (!state_ok && w->status[i] == EV_APPLY)
             queue_pending(w, i);
         emit(w, i, degraded, state_ok || w->status[i] == EV_REDELIVERED);
+    }
+}
+
+/* ---- model reload ---- */
+
+/* The variant names must stay: the monitors are per variant. */
+static int same_variants(const struct ab_serving *a, const struct ab_serving *b)
+{
+    if (ab_serving_num_variants(a) != ab_serving_num_variants(b))
+        return 0;
+    for (size_t v = 0; v < ab_serving_num_variants(a); v++)
+        if (strcmp(ab_serving_variant(a, v), ab_serving_variant(b, v)) != 0)
+            return 0;
+    return 1;
+}
+
+static void reload_alert(struct worker *w, const char *severity, const char *msg)
+{
+    struct mon_ident id = w->mid[0];
+    struct err e = {0};
+
+    id.model = cfg_str(w->cf, "model.name");
+    id.model_version = ab_serving_version(w->ab);
+    if (mon_publish_event(w->q, w->cd, &id, "model_reload", severity, msg, pipe_wall_ms(), &e))
+        log_error("model reload alert not sent to %s: %s", id.topic, e.msg);
+}
+
+/* Runs between batches: the batch before was scored by the old set, the
+ * next one is by the new set, whole (never a mix, never a gap). */
+static void reload(struct worker *w, const char *why)
+{
+    struct cfg *cf = cli_load(w->cl, WORKER);
+    struct ab_serving *ns = NULL;
+    struct err e = {0};
+    char msg[600];
+
+    if (!cf)
+        err_set(&e, ERR_CONFIG, "the configuration does not load (see the log)");
+    else if ((ns = ab_serving_open(cf, &e)) && !same_variants(ns, w->ab)) {
+        ab_serving_close(ns);
+        ns = NULL;
+        err_set(&e, ERR_CONFIG, "experiment variants added, removed or renamed: that needs a "
+                                "restart (monitors are per variant)");
+    }
+    cfg_free(cf);
+    if (!ns) {
+        snprintf(msg, sizeof(msg), "model reload (%s) refused: %s; still serving version %s",
+                 why, e.msg, ab_serving_version(w->ab));
+        log_error("%s", msg);
+        reload_alert(w, "WARNING", msg);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "model reloaded (%s): version %s -> %s", why,
+             ab_serving_version(w->ab), ab_serving_version(ns));
+    ab_serving_close(w->ab);
+    w->ab = ns;
+    for (size_t v = 0; v < ab_serving_num_variants(ns); v++)
+        w->mid[v].model_version = ab_serving_version(ns); /* alerts name the new one */
+    log_info("%s", msg);
+    reload_alert(w, "INFO", msg);
+}
+
+/* model.watch_ms: a stamp of the configuration file's and the model
+ * files' mtimes and sizes; returns 1 when it changed since the last call. */
+static int watch_files(struct worker *w, int init)
+{
+    const char *paths[AB_MAX_VARIANTS + 3];
+    size_t n = ab_serving_files(w->ab, paths, AB_MAX_VARIANTS + 2);
+    const char *conf = w->cl->config_path ? w->cl->config_path : getenv("STREAMML_CONFIG");
+    uint64_t stamp;
+
+    if (conf && *conf)
+        paths[n++] = conf;
+    stamp = ab_files_stamp(paths, n);
+    if (init || stamp == w->watch_stamp) {
+        w->watch_stamp = stamp;
+        return 0;
+    }
+    w->watch_stamp = stamp;
+    return 1;
+}
+
+static void maybe_reload(struct worker *w)
+{
+    int64_t every = cfg_int(w->cf, "model.watch_ms") * 1000, now = pipe_now_us();
+
+    if (g_reload) {
+        g_reload = 0;
+        reload(w, "SIGHUP");
+        watch_files(w, 1);
+    } else if (every && now >= w->next_watch_us) {
+        w->next_watch_us = now + every;
+        if (watch_files(w, 0))
+            reload(w, "file change");
     }
 }
 
@@ -528,6 +698,7 @@ static int run(struct worker *w)
     int64_t idle_us = cfg_int(w->cf, "worker.idle_exit_ms") * 1000;
     uint64_t max_msgs = (uint64_t)cfg_int(w->cf, "worker.max_messages");
 
+    watch_files(w, 1);
     while (g_run) {
         size_t n = 0;
         int room;
@@ -549,12 +720,14 @@ static int run(struct worker *w)
             last_input = pipe_now_us();
         }
         if (w->lab && labels_flush(w->lab, NULL) == ERR_OK)
-            labels_poll(w->lab, w->mon, 0, 1000);
-        if (w->mon)
-            metrics_add(w->mx, METRICS_ALERTS,
-                        mon_tick_publish(w->mon, w->q, w->cd, &w->mid, pipe_wall_ms()));
+            labels_poll(w->lab, w->mon[0], 0, 1000);
+        for (size_t v = 0; v < AB_MAX_VARIANTS; v++)
+            if (w->mon[v])
+                metrics_add(w->mx, METRICS_ALERTS,
+                            mon_tick_publish(w->mon[v], w->q, w->cd, &w->mid[v], pipe_wall_ms()));
         metrics_add(w->mx, METRICS_EVENTS, n);
-        metrics_worker_tick(w->mx, w->mon, kq_assigned(w->q), !w->redis_down, 1);
+        metrics_worker_tick(w->mx, w->mon[0], kq_assigned(w->q), !w->redis_down, 1);
+        maybe_reload(w);
         if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
             break;
         if ((max_msgs && w->n.messages >= max_msgs) ||
@@ -591,8 +764,10 @@ int main(int argc, char **argv)
     }
     if (!(w.cf = cli_load(&cl, WORKER)))
         return 2;
+    w.cl = &cl;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_hup);
     if (worker_open(&w, &e)) {
         log_error("%s", e.msg);
         fprintf(stderr, "error: %s\n", e.msg);

@@ -1,0 +1,712 @@
+/* streamml abtest: an experiment's predictions joined with outcomes by
+ * event id -> per variant: predictions, outcomes, mean outcome, lift and
+ * Welch's t-test (p-value, confidence interval of the difference) against
+ * the control variant, and the AUC of the variant's probabilities.
+ *
+ * Predictions are JSON lines as `streamml consume -t predictions.transactions`
+ * prints them (event_id, probability, experiment_id, variant); outcomes
+ * are CSV (event_id and an outcome or label column) or JSON lines, or the
+ * label field of the transaction events on a topic. The statistics are
+ * common/abtest.c's (checked against scipy in tests/test_abtest.c).
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "abtest.h"
+#include "backtest.h"
+#include "cli.h"
+#include "cmds.h"
+#include "codec.h"
+#include "kafka.h"
+#include "pipeline.h"
+#include "registry.h"
+#include "replay.h"
+
+#define LINE_MAX_BYTES (1024 * 1024)
+#define MIN_OUTCOMES 30
+
+struct ab_args {
+    struct cli cli;
+    const char *preds, *preds_topic, *outcomes, *labels_topic, *experiment, *control;
+    double conf;
+    int json;
+};
+
+/* Outcomes by event id (open addressing, owned ids). */
+struct outcomes {
+    char **id;
+    double *y;
+    unsigned char *used; /* joined already: a second prediction is a duplicate */
+    size_t n, nslots;
+    long *slot;
+};
+
+/* One variant's joined rows. */
+struct group {
+    char name[AB_NAME_MAX];
+    size_t preds, n, cap;
+    double *y, *p;
+};
+
+struct groups {
+    struct group g[AB_MAX_VARIANTS];
+    size_t n;
+    long dup, other, unjoined;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: streamml abtest (-p PREDICTIONS | --predictions-topic T)\n"
+            "                       (-l OUTCOMES | --labels-topic T)\n"
+            "                       [--experiment ID] [--control NAME] [--confidence C]\n"
+            "                       [--json] [common options]\n\n"
+            "Per variant of a champion/challenger experiment: predictions, outcomes,\n"
+            "mean outcome, lift over the control, Welch's t-test p-value and the\n"
+            "confidence interval of the difference of means, AUC of the variant's\n"
+            "probabilities against the outcomes (0/1 outcomes only). A variant (or a\n"
+            "control) with fewer than %d outcomes is INSUFFICIENT_DATA: no test.\n\n"
+            "  -p, --predictions F  JSON lines of predictions (streamml consume output)\n"
+            "      --predictions-topic T  the prediction records on T (whole topic,\n"
+            "                       assign() only, never commits)\n"
+            "  -l, --outcomes F     CSV with event_id and outcome (or label) columns, or\n"
+            "                       JSON lines {\"event_id\":..,\"outcome\":..}\n"
+            "      --labels-topic T the label field of the transaction events on T\n"
+            "      --experiment ID  only this experiment's predictions (default: the\n"
+            "                       first experiment_id seen)\n"
+            "      --control NAME   control variant (default: the first variant seen)\n"
+            "      --confidence C   level of the interval (default 0.95)\n"
+            "      --json           one JSON object instead of the table\n"
+            "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
+            "Exit codes: 0 ok, 1 unreadable input, 2 usage.\n",
+            MIN_OUTCOMES);
+}
+
+static int parse_args(int argc, char **argv, struct ab_args *a)
+{
+    static const struct option lo[] = {{"predictions", required_argument, NULL, 'p'},
+                                       {"outcomes", required_argument, NULL, 'l'},
+                                       {"labels-topic", required_argument, NULL, 1001},
+                                       {"experiment", required_argument, NULL, 1002},
+                                       {"control", required_argument, NULL, 1003},
+                                       {"confidence", required_argument, NULL, 1004},
+                                       {"json", no_argument, NULL, 1005},
+                                       {"predictions-topic", required_argument, NULL, 1006},
+                                       CLI_LONGOPTS,
+                                       {NULL, 0, NULL, 0}};
+    int opt, r;
+    char *end;
+
+    a->conf = 0.95;
+    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS "p:l:", lo, NULL)) != -1) {
+        if ((r = cli_opt(&a->cli, opt, optarg)) != 0) {
+            if (r < 0)
+                return EXIT_USAGE;
+            continue;
+        }
+        switch (opt) {
+        case 'p':
+            a->preds = optarg;
+            break;
+        case 'l':
+            a->outcomes = optarg;
+            break;
+        case 1001:
+            a->labels_topic = optarg;
+            break;
+        case 1002:
+            a->experiment = optarg;
+            break;
+        case 1003:
+            a->control = optarg;
+            break;
+        case 1005:
+            a->json = 1;
+            break;
+        case 1006:
+            a->preds_topic = optarg;
+            break;
+        case 1004:
+            errno = 0;
+            a->conf = strtod(optarg, &end);
+            if (*end || errno || !(a->conf > 0 && a->conf < 1)) {
+                fprintf(stderr, "error: --confidence %s: expected a number in (0, 1)\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        case 'V':
+            cli_version(stdout);
+            return -1;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (!a->preds == !a->preds_topic || !a->outcomes == !a->labels_topic) {
+        fprintf(stderr, "error: needs one of -p or --predictions-topic and one of -l or "
+                        "--labels-topic\n");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+/* ---- outcomes ---- */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static long find_slot(const struct outcomes *o, const char *id)
+{
+    size_t i = hash_str(id) & (o->nslots - 1);
+
+    while (o->slot[i] >= 0 && strcmp(o->id[o->slot[i]], id) != 0)
+        i = (i + 1) & (o->nslots - 1);
+    return (long)i;
+}
+
+static int grow(struct outcomes *o)
+{
+    size_t ns = o->nslots ? o->nslots * 2 : 1024;
+    long *slot = malloc(ns * sizeof(*slot));
+    char **id = realloc(o->id, ns / 2 * sizeof(*id));
+    double *y = id ? realloc(o->y, ns / 2 * sizeof(*y)) : NULL;
+
+    if (id)
+        o->id = id;
+    if (y)
+        o->y = y;
+    if (!slot || !y) {
+        free(slot);
+        return ERR_NOMEM;
+    }
+    for (size_t i = 0; i < ns; i++)
+        slot[i] = -1;
+    free(o->slot);
+    o->slot = slot;
+    o->nslots = ns;
+    for (size_t k = 0; k < o->n; k++)
+        o->slot[find_slot(o, o->id[k])] = (long)k;
+    return ERR_OK;
+}
+
+static int outcome_put(struct outcomes *o, const char *id, double y, const char *where,
+                       struct err *e)
+{
+    long s;
+
+    if (!isfinite(y))
+        return err_set(e, ERR_DECODE, "%s: outcome of %s is not a finite number", where, id);
+    if ((o->n + 1) * 2 > o->nslots && grow(o))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    s = find_slot(o, id);
+    if (o->slot[s] >= 0)
+        return err_set(e, ERR_DECODE, "%s: event %s has two outcomes", where, id);
+    if (!(o->id[o->n] = strdup(id)))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    o->y[o->n] = y;
+    o->slot[s] = (long)o->n++;
+    return ERR_OK;
+}
+
+static long outcome_find(const struct outcomes *o, const char *id)
+{
+    return o->nslots ? o->slot[find_slot(o, id)] : -1;
+}
+
+static void outcomes_free(struct outcomes *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        free(o->id[i]);
+    free(o->id);
+    free(o->y);
+    free(o->slot);
+    free(o->used);
+}
+
+/* Field col of a CSV line (no quoting), its length in *len; NULL if absent. */
+static const char *csv_field(const char *line, int col, size_t *len)
+{
+    const char *p = line;
+
+    for (int i = 0; i < col; i++) {
+        p = strchr(p, ',');
+        if (!p)
+            return NULL;
+        p++;
+    }
+    *len = strcspn(p, ",\r\n");
+    return p;
+}
+
+static int csv_column(const char *line, const char *name)
+{
+    size_t len, n = strlen(name);
+    const char *f;
+
+    for (int c = 0; (f = csv_field(line, c, &len)); c++)
+        if (len == n && memcmp(f, name, n) == 0)
+            return c;
+    return -1;
+}
+
+static int outcome_csv(struct outcomes *o, const char *line, const int *col, const char *where,
+                       struct err *e)
+{
+    size_t ni = 0, ny = 0;
+    const char *id = csv_field(line, col[0], &ni), *ys = csv_field(line, col[1], &ny);
+    char key[EV_ID_MAX], num[64], *end;
+    double y;
+
+    if (strchr(line, '"'))
+        return err_set(e, ERR_DECODE, "%s: quoted CSV fields are not supported", where);
+    if (!id || !ys || ni == 0 || ni >= sizeof(key) || ny >= sizeof(num))
+        return err_set(e, ERR_DECODE, "%s: missing or over-long event_id or outcome", where);
+    if (ny == 0)
+        return ERR_OK; /* no outcome yet */
+    memcpy(key, id, ni);
+    key[ni] = '\0';
+    memcpy(num, ys, ny);
+    num[ny] = '\0';
+    errno = 0;
+    y = strtod(num, &end);
+    if (*end || errno)
+        return err_set(e, ERR_DECODE, "%s: outcome \"%s\" is not a number", where, num);
+    return outcome_put(o, key, y, where, e);
+}
+
+static int outcome_json(struct outcomes *o, const char *line, size_t len, const char *where,
+                        struct err *e)
+{
+    json_error_t je;
+    json_t *j = json_loadb(line, len, 0, &je), *id, *y;
+    int rc = ERR_OK;
+
+    if (!j)
+        return err_set(e, ERR_DECODE, "%s: %s", where, je.text);
+    id = json_object_get(j, "event_id");
+    y = json_object_get(j, "outcome");
+    if (!y)
+        y = json_object_get(j, "label");
+    if (!json_is_string(id) || !(json_is_number(y) || json_is_null(y)))
+        rc = err_set(e, ERR_DECODE, "%s: needs event_id (string) and outcome (number)", where);
+    else if (json_is_number(y))
+        rc = outcome_put(o, json_string_value(id), json_number_value(y), where, e);
+    json_decref(j);
+    return rc;
+}
+
+static int read_outcome_file(struct outcomes *o, const char *path, struct err *e)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL, where[300];
+    size_t cap = 0;
+    ssize_t len;
+    long no = 0;
+    int rc = ERR_OK, csv = -1, col[2] = {-1, -1};
+
+    if (!f)
+        return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
+    while (rc == ERR_OK && (len = getline(&line, &cap, f)) >= 0) {
+        snprintf(where, sizeof(where), "%s: line %ld", path, ++no);
+        if (len > LINE_MAX_BYTES) {
+            rc = err_set(e, ERR_DECODE, "%s longer than %d bytes", where, LINE_MAX_BYTES);
+            break;
+        }
+        if (len == 0 || line[0] == '\n' || line[0] == '\r')
+            continue;
+        if (csv < 0 && (csv = line[0] != '{')) {
+            col[0] = csv_column(line, "event_id");
+            col[1] = csv_column(line, "outcome");
+            if (col[1] < 0)
+                col[1] = csv_column(line, "label");
+            if (col[0] < 0 || col[1] < 0)
+                rc = err_set(e, ERR_CONFIG,
+                             "%s: the CSV header needs event_id and outcome (or "
+                             "label) columns",
+                             path);
+            continue;
+        }
+        rc = csv ? outcome_csv(o, line, col, where, e)
+                 : outcome_json(o, line, (size_t)len, where, e);
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+static int read_outcome_topic(struct outcomes *o, const char *topic, const struct cfg *cf,
+                              struct err *e)
+{
+    struct rp_bound edge = {RP_EDGE, 0};
+    struct codec *cd = NULL;
+    struct rp_topic *t;
+    struct rp_input *in = NULL;
+    const struct rp_rec *r;
+    size_t np;
+    const struct cfg_kv *kv = cfg_kafka(cf, &np);
+    int rc = ERR_OK;
+
+    if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), e)) ||
+        !(t = rp_topic_open(kv, np, topic, &edge, &edge, NULL, 0, 0, e)) ||
+        !(in = rp_input_topic(cd, t, e)))
+        rc = e->code;
+    while (rc == ERR_OK && (rc = rp_input_next(in, &r, e)) == 1) {
+        rc = ERR_OK;
+        if (r->rc == ERR_OK && r->ev.label >= 0)
+            rc = outcome_put(o, r->ev.event_id, r->ev.label, topic, e);
+    }
+    rp_input_close(in);
+    codec_close(cd);
+    return rc;
+}
+
+/* ---- predictions ---- */
+
+static int group_push(struct group *g, double y, double p)
+{
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 1024;
+        double *ny = realloc(g->y, cap * sizeof(*ny));
+        double *np = ny ? realloc(g->p, cap * sizeof(*np)) : NULL;
+        if (ny)
+            g->y = ny;
+        if (!np)
+            return ERR_NOMEM;
+        g->p = np;
+        g->cap = cap;
+    }
+    g->y[g->n] = y;
+    g->p[g->n++] = p;
+    return ERR_OK;
+}
+
+static struct group *group_of(struct groups *gs, const char *name, const char *where, struct err *e)
+{
+    for (size_t i = 0; i < gs->n; i++)
+        if (strcmp(gs->g[i].name, name) == 0)
+            return &gs->g[i];
+    if (gs->n == AB_MAX_VARIANTS || strlen(name) >= AB_NAME_MAX) {
+        err_set(e, ERR_DECODE, "%s: variant \"%.40s\": more than %d variants or name too long",
+                where, name, AB_MAX_VARIANTS);
+        return NULL;
+    }
+    snprintf(gs->g[gs->n].name, AB_NAME_MAX, "%s", name);
+    return &gs->g[gs->n++];
+}
+
+/* *experiment: the filter, set from the first prediction when NULL. */
+static int pred_line(struct outcomes *o, struct groups *gs, json_t *j, char *experiment,
+                     const char *where, struct err *e)
+{
+    json_t *id = json_object_get(j, "event_id"), *pr = json_object_get(j, "probability");
+    json_t *ex = json_object_get(j, "experiment_id"), *va = json_object_get(j, "variant");
+    double p = json_number_value(pr);
+    struct group *g;
+    long k;
+
+    if (!json_is_string(id) || !json_is_string(ex) || !json_is_string(va) || !json_is_number(pr) ||
+        !(p >= 0 && p <= 1))
+        return err_set(e, ERR_DECODE,
+                       "%s: needs event_id, experiment_id, variant (strings) "
+                       "and probability (a number in [0, 1])",
+                       where);
+    if (!*experiment)
+        snprintf(experiment, AB_ID_MAX, "%s", json_string_value(ex));
+    if (strcmp(experiment, json_string_value(ex)) != 0) {
+        gs->other++;
+        return ERR_OK;
+    }
+    if (!(g = group_of(gs, json_string_value(va), where, e)))
+        return e->code;
+    k = outcome_find(o, json_string_value(id));
+    if (k >= 0 && o->used[k]) {
+        gs->dup++; /* a redelivered duplicate: the first one counts */
+        return ERR_OK;
+    }
+    g->preds++;
+    if (k < 0) {
+        gs->unjoined++;
+        return ERR_OK;
+    }
+    o->used[k] = 1;
+    return group_push(g, o->y[k], p) ? err_set(e, ERR_NOMEM, "out of memory") : ERR_OK;
+}
+
+static int read_predictions(struct outcomes *o, struct groups *gs, const char *path,
+                            char *experiment, struct err *e)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    char *line = NULL, where[300];
+    size_t cap = 0;
+    ssize_t len;
+    long no = 0;
+    int rc = ERR_OK;
+
+    if (!f)
+        return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
+    if (!(o->used = calloc(o->n + 1, 1)))
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+    while (rc == ERR_OK && (len = getline(&line, &cap, f)) >= 0) {
+        json_error_t je;
+        json_t *j;
+        snprintf(where, sizeof(where), "%s: line %ld", path, ++no);
+        if (len > LINE_MAX_BYTES) {
+            rc = err_set(e, ERR_DECODE, "%s longer than %d bytes", where, LINE_MAX_BYTES);
+            break;
+        }
+        if (len <= 1)
+            continue;
+        if (!(j = json_loadb(line, (size_t)len, 0, &je))) {
+            rc = err_set(e, ERR_DECODE, "%s: %s", where, je.text);
+            break;
+        }
+        rc = pred_line(o, gs, j, experiment, where, e);
+        json_decref(j);
+    }
+    free(line);
+    if (f != stdin)
+        fclose(f);
+    return rc;
+}
+
+/* Every record of topic, decoded with its writer schema into JSON. */
+static int read_prediction_topic(struct outcomes *o, struct groups *gs, const char *topic,
+                                 const struct cfg *cf, char *experiment, struct err *e)
+{
+    struct kq_opts ko = {.topics = &topic, .n_topics = 1, .assign_all = 1, .from_beginning = 1,
+                         .client_id = "streamml-abtest"};
+    struct codec *cd = NULL;
+    struct reg *reg = NULL;
+    struct kq *q = NULL;
+    struct buf json;
+    char where[300];
+    size_t np;
+    int rc = ERR_OK;
+
+    ko.props = cfg_kafka(cf, &np);
+    ko.n_props = np;
+    buf_init(&json, LINE_MAX_BYTES);
+    if (!(o->used = calloc(o->n + 1, 1)))
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+    else if (!(cd = pipe_codec_open(cf, &reg, NULL, NULL, 0, e)) || !(q = kq_open(&ko, e)))
+        rc = e->code;
+    while (rc == ERR_OK && !kq_at_end(q)) {
+        struct kq_msg *m;
+        json_t *j;
+        if ((rc = kq_poll(q, 200, &m, e)) || !m)
+            continue;
+        snprintf(where, sizeof(where), "%s [%d] @ %lld", m->topic, (int)m->partition,
+                 (long long)m->offset);
+        if (codec_to_json(cd, m->payload, m->len, &json, e))
+            rc = err_wrap(e, "%s", where);
+        else if (!(j = json_loads((const char *)json.data, 0, NULL)))
+            rc = err_set(e, ERR_DECODE, "%s: not a JSON record", where);
+        else {
+            rc = pred_line(o, gs, j, experiment, where, e);
+            json_decref(j);
+        }
+        kq_msg_release(m);
+    }
+    kq_close(q, 0, NULL);
+    codec_close(cd);
+    reg_close(reg);
+    buf_free(&json);
+    return rc;
+}
+
+/* ---- results ---- */
+
+struct row {
+    const struct group *g;
+    double mean, auc, lift;
+    const char *status;
+    struct ab_welch w;
+};
+
+static double mean_of(const double *y, size_t n)
+{
+    double s = 0;
+
+    for (size_t i = 0; i < n; i++)
+        s += y[i];
+    return n ? s / (double)n : NAN;
+}
+
+/* AUC of the probabilities against 0/1 outcomes; NaN for other outcomes. */
+static double auc_of(const struct group *g)
+{
+    int *lab = malloc((g->n + 1) * sizeof(*lab));
+    double a = NAN;
+
+    if (!lab)
+        return NAN;
+    for (size_t i = 0; i < g->n; i++) {
+        if (g->y[i] != 0 && g->y[i] != 1)
+            goto out;
+        lab[i] = (int)g->y[i];
+    }
+    a = bt_auc(g->p, lab, g->n);
+out:
+    free(lab);
+    return a;
+}
+
+static void compute(const struct group *ctl, const struct group *g, double conf, struct row *r)
+{
+    struct err e = {0};
+
+    r->g = g;
+    r->mean = mean_of(g->y, g->n);
+    r->auc = auc_of(g);
+    r->lift = (r->mean - mean_of(ctl->y, ctl->n)) / mean_of(ctl->y, ctl->n);
+    if (g == ctl)
+        r->status = "CONTROL";
+    else if (g->n < MIN_OUTCOMES || ctl->n < MIN_OUTCOMES)
+        r->status = "INSUFFICIENT_DATA";
+    else if (ab_welch_test(ctl->y, ctl->n, g->y, g->n, conf, &r->w, &e))
+        r->status = "NO_VARIANCE"; /* every outcome equal in both groups */
+    else
+        r->status = "OK";
+}
+
+static json_t *num(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+static void print_json(const char *experiment, const char *control, const struct row *r, size_t n,
+                       const struct groups *gs)
+{
+    json_t *o = json_object(), *arr = json_array();
+
+    json_object_set_new(o, "experiment", json_string(experiment));
+    json_object_set_new(o, "control", json_string(control));
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_object();
+        json_object_set_new(v, "variant", json_string(r[i].g->name));
+        json_object_set_new(v, "predictions", json_integer((json_int_t)r[i].g->preds));
+        json_object_set_new(v, "outcomes", json_integer((json_int_t)r[i].g->n));
+        json_object_set_new(v, "mean", num(r[i].mean));
+        json_object_set_new(v, "auc", num(r[i].auc));
+        json_object_set_new(v, "status", json_string(r[i].status));
+        if (strcmp(r[i].status, "CONTROL") != 0)
+            json_object_set_new(v, "lift", num(r[i].lift));
+        if (strcmp(r[i].status, "OK") == 0) {
+            json_object_set_new(v, "diff", num(r[i].w.diff));
+            json_object_set_new(v, "t", num(r[i].w.t));
+            json_object_set_new(v, "df", num(r[i].w.df));
+            json_object_set_new(v, "p", num(r[i].w.p));
+            json_object_set_new(v, "lo", num(r[i].w.lo));
+            json_object_set_new(v, "hi", num(r[i].w.hi));
+        }
+        json_array_append_new(arr, v);
+    }
+    json_object_set_new(o, "variants", arr);
+    json_object_set_new(o, "duplicates", json_integer(gs->dup));
+    json_object_set_new(o, "without_outcome", json_integer(gs->unjoined));
+    json_object_set_new(o, "other_experiments", json_integer(gs->other));
+    json_dumpf(o, stdout, JSON_REAL_PRECISION(17));
+    printf("\n");
+    json_decref(o);
+}
+
+static void print_table(const char *experiment, const char *control, const struct row *r, size_t n,
+                        const struct groups *gs, double conf)
+{
+    printf("experiment %s, control %s (%ld duplicate(s), %ld prediction(s) without outcome, "
+           "%ld of other experiments skipped)\n",
+           experiment, control, gs->dup, gs->unjoined, gs->other);
+    printf("%-16s %9s %9s %9s %9s %9s %10s  %-23s %s\n", "variant", "preds", "outcomes", "mean",
+           "lift", "auc", "p", "CI", "status");
+    for (size_t i = 0; i < n; i++) {
+        const struct row *x = &r[i];
+        char ci[64] = "-", p[32] = "-";
+        if (strcmp(x->status, "OK") == 0) {
+            snprintf(ci, sizeof(ci), "[%+.4f, %+.4f]", x->w.lo, x->w.hi);
+            snprintf(p, sizeof(p), "%.4g", x->w.p);
+        }
+        printf("%-16s %9zu %9zu %9.4f %+8.2f%% %9.4f %10s  %-23s %s\n", x->g->name, x->g->preds,
+               x->g->n, x->mean, strcmp(x->status, "CONTROL") == 0 ? 0.0 : 100 * x->lift, x->auc, p,
+               ci, x->status);
+    }
+    printf("CI: %.0f%% interval of mean(variant) - mean(control); p: Welch's t-test, "
+           "two-sided\n",
+           100 * conf);
+}
+
+static int report(const struct ab_args *a, struct groups *gs, const char *experiment)
+{
+    struct row r[AB_MAX_VARIANTS];
+    const struct group *ctl = NULL;
+
+    if (gs->n == 0) {
+        fprintf(stderr, "error: %s: no predictions of experiment %s\n",
+                a->preds ? a->preds : a->preds_topic, *experiment ? experiment : "(any)");
+        return EXIT_RUNTIME;
+    }
+    for (size_t i = 0; i < gs->n; i++)
+        if (!a->control || strcmp(gs->g[i].name, a->control) == 0) {
+            ctl = &gs->g[i];
+            break;
+        }
+    if (!ctl) {
+        fprintf(stderr, "error: --control %s: no such variant in %s\n", a->control,
+                a->preds ? a->preds : a->preds_topic);
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < gs->n; i++)
+        compute(ctl, &gs->g[i], a->conf, &r[i]);
+    if (a->json)
+        print_json(experiment, ctl->name, r, gs->n, gs);
+    else
+        print_table(experiment, ctl->name, r, gs->n, gs, a->conf);
+    return EXIT_OK;
+}
+
+int cmd_abtest(int argc, char **argv)
+{
+    struct ab_args a = {0};
+    struct outcomes o = {0};
+    struct groups gs = {0};
+    struct err e = {0};
+    struct cfg *cf;
+    char experiment[AB_ID_MAX] = "";
+    int rc = parse_args(argc, argv, &a);
+
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if (!(cf = cli_load(&a.cli, "abtest")))
+        return EXIT_USAGE;
+    if (a.experiment)
+        snprintf(experiment, sizeof(experiment), "%s", a.experiment);
+    if ((a.outcomes ? read_outcome_file(&o, a.outcomes, &e)
+                    : read_outcome_topic(&o, a.labels_topic, cf, &e)) ||
+        (a.preds ? read_predictions(&o, &gs, a.preds, experiment, &e)
+                 : read_prediction_topic(&o, &gs, a.preds_topic, cf, experiment, &e))) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
+    } else {
+        rc = report(&a, &gs, experiment);
+    }
+    for (size_t i = 0; i < gs.n; i++) {
+        free(gs.g[i].y);
+        free(gs.g[i].p);
+    }
+    outcomes_free(&o);
+    cfg_free(cf);
+    return rc;
+}
