@@ -63,7 +63,7 @@ int main(int argc, char **argv)
                          .latency_crit_s = 0.5, .error_warn = 0.01, .error_crit = 0.05,
                          .auc_warn = 0.05, .auc_crit = 0.1, .auc_window = 5000,
                          .auc_min_labels = 500, .hysteresis = 0.1};
-    struct metrics_opts mo = {argc > 2 ? atoi(argv[2]) : 0, "bench", "m", "1", 0};
+    struct metrics_opts mo = {argc > 2 ? atoi(argv[2]) : 0, "bench", "m", "1", 0, NULL};
     struct mon_baseline *b;
     struct metrics *mx;
     struct mon *m;

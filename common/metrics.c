@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include <openssl/evp.h>
+
 #include <jansson.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -39,6 +41,7 @@ struct gauges {                     /* copied from the monitor, under lock */
 struct metrics {
     struct MHD_Daemon *d;
     char *worker, *model, *model_version;
+    char model_sha[2 * 32 + 1]; /* hex SHA-256 of the model file, as sha256sum prints */
     int64_t stale_ms;
     _Atomic uint64_t counter[METRICS_NCOUNTERS];
     _Atomic uint64_t lat[NLAT + 1];
@@ -266,6 +269,8 @@ static void render(struct metrics *m, FILE *f)
     put_label(f, m->model);
     fputs("\",model_version=\"", f);
     put_label(f, m->model_version);
+    fputs("\",model_sha=\"", f);
+    put_label(f, m->model_sha);
     fputs("\"} 1\n", f);
     render_counters(m, f);
     gauge(f, "streamml_consumer_lag", "Messages behind the partition ends (librdkafka "
@@ -362,6 +367,28 @@ static char *dup_or_empty(const char *s)
     return strdup(s ? s : "");
 }
 
+/* Hex SHA-256 of a file (streamed, any size), "" when it cannot be read:
+ * the label says which bytes are serving, never stops a worker. */
+static void file_sha256(const char *path, char hex[2 * 32 + 1])
+{
+    unsigned char buf[65536], md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    FILE *f = fopen(path, "rb");
+    size_t got;
+    int ok = ctx && f && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+
+    while (ok && (got = fread(buf, 1, sizeof(buf), f)) > 0)
+        ok = EVP_DigestUpdate(ctx, buf, got);
+    ok = ok && !ferror(f) && EVP_DigestFinal_ex(ctx, md, &n) && n == 32;
+    hex[0] = '\0';
+    for (unsigned int i = 0; ok && i < n; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    if (f)
+        fclose(f);
+    EVP_MD_CTX_free(ctx);
+}
+
 struct metrics *metrics_open(const struct metrics_opts *o, struct err *e)
 {
     struct metrics *m;
@@ -380,6 +407,8 @@ struct metrics *metrics_open(const struct metrics_opts *o, struct err *e)
     m->worker = dup_or_empty(o->worker);
     m->model = dup_or_empty(o->model);
     m->model_version = dup_or_empty(o->model_version);
+    if (o->model_file)
+        file_sha256(o->model_file, m->model_sha);
     if (!m->worker || !m->model || !m->model_version) {
         err_set(e, ERR_NOMEM, "metrics: out of memory");
         goto fail;

@@ -37,6 +37,7 @@ struct metrics_opts {
     int port;                  /* 0: no server (metrics_open returns NULL, no error) */
     const char *worker, *model, *model_version;   /* streamml_build_info labels */
     int64_t stale_ms;          /* /healthz fails past this without a heartbeat */
+    const char *model_file;    /* its SHA-256 is the model_sha label (NULL: "") */
 };
 
 struct metrics;

@@ -72,7 +72,7 @@ static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
     struct err e = {0};
-    struct metrics_opts o = {0, "transactions", "credit-risk", "7", 200};
+    struct metrics_opts o = {0, "transactions", "credit-risk", "7", 200, "models/credit_gbdt.json"};
 
     f->port = o.port = test_free_port();
     f->m = metrics_open(&o, &e);
@@ -173,9 +173,20 @@ static void test_metrics_parse_as_prometheus_text(void **state)
     assert_true(v == 2);
     assert_int_equal(prom_value(text, "streamml_consumer_lag", &v), 0);
     assert_true(isnan(v)); /* no statistics yet */
-    assert_non_null(strstr(text, "streamml_build_info{version=\"" STREAMML_VERSION
-                                 "\",worker=\"transactions\",model=\"credit-risk\","
-                                 "model_version=\"7\"} 1\n"));
+    {
+        /* model_sha is what sha256sum says of the model file. */
+        char want[512], sum[65] = "";
+        FILE *p = popen("sha256sum models/credit_gbdt.json", "r");
+        assert_non_null(p);
+        assert_int_equal(fscanf(p, "%64s", sum), 1);
+        pclose(p);
+        snprintf(want, sizeof(want),
+                 "streamml_build_info{version=\"" STREAMML_VERSION "\",worker=\"transactions\","
+                 "model=\"credit-risk\",model_version=\"7\",model_sha=\"%s\"} 1\n",
+                 sum);
+        assert_int_equal(strlen(sum), 64);
+        assert_non_null(strstr(text, want));
+    }
     free(text);
     mon_close(mon);
 }
@@ -230,7 +241,7 @@ static void test_health_and_readiness(void **state)
 static void test_port_zero_is_off_and_busy_port_named(void **state)
 {
     struct fx *f = *state;
-    struct metrics_opts o = {0, "w", "m", "1", 0};
+    struct metrics_opts o = {0, "w", "m", "1", 0, NULL};
     struct err e = {0};
 
     assert_null(metrics_open(&o, &e));

@@ -276,7 +276,7 @@ static int worker_open(struct worker *w, struct err *e)
     if (open_state(w, e) || alloc_batch(w, e))
         return e->code;
     struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER, sess_model_name(w->m),
-                              sess_model_version(w->m), 0};
+                              sess_model_version(w->m), 0, cfg_str(w->cf, "clickstream.model")};
     if (!(w->mx = metrics_open(&mo, e)) && e->code)
         return e->code;
     return open_kafka(w, e);

@@ -267,7 +267,8 @@ static int worker_open(struct worker *w, struct err *e)
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", w->cap);
     w->cd = open_codec(w, e);
     struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER,
-                              cfg_str(w->cf, "model.name"), cfg_str(w->cf, "model.version"), 0};
+                              cfg_str(w->cf, "model.name"), cfg_str(w->cf, "model.version"), 0,
+                              cfg_str(w->cf, "model.gbdt")};
     if (!w->cd || open_models(w, e) || open_state(w, e))
         return e->code;
     if (!(w->mx = metrics_open(&mo, e)) && e->code)
