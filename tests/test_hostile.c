@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "cfg.h"
 #include "codec.h"
 #include "event.h"
@@ -331,6 +333,128 @@ static void test_each_poison_is_refused_cheaply(void **st)
     assert_true(worst <= CPU_BUDGET_MS);
 }
 
+/* ---- avro-c's array-of-null bomb ----
+ *
+ * Items of an array of null take no bytes, so a few bytes can declare 1e8
+ * of them (avro-c 1.11 then spends seconds and GBs). Our own schemas have
+ * no such array, but a writer schema may (a registry, an extra version in
+ * schemas/ids): a writer version of the transaction event with such a
+ * field first is added to a copy of schemas/. */
+
+static size_t put_varint(unsigned char *d, int64_t v)
+{
+    uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    size_t n = 0;
+
+    do {
+        unsigned char c = u & 0x7f;
+        u >>= 7;
+        d[n++] = (unsigned char)(c | (u ? 0x80 : 0));
+    } while (u);
+    return n;
+}
+
+static struct codec *bomb_codec(const char *dir)
+{
+    char cmd[300], path[200];
+    json_error_t je;
+    json_t *s, *fields, *junk;
+    struct err e = {0};
+    FILE *f;
+
+    snprintf(cmd, sizeof(cmd), "cp schemas/*.avsc schemas/ids '%s'/", dir);
+    assert_int_equal(system(cmd), 0);
+    s = json_load_file("schemas/transaction_event.avsc", 0, &je);
+    assert_non_null(s);
+    fields = json_object_get(s, "fields");
+    junk = json_pack("{s:s, s:{s:s, s:s}}", "name", "junk", "type", "type", "array", "items",
+                     "null");
+    assert_int_equal(json_array_insert_new(fields, 0, junk), 0);
+    assert_int_equal(
+        json_array_insert_new(fields, 1, json_pack("{s:s, s:s}", "name", "pad", "type", "string")),
+        0);
+    snprintf(path, sizeof(path), "%s/bomb_event.avsc", dir);
+    assert_int_equal(json_dump_file(s, path, 0), 0);
+    json_decref(s);
+    snprintf(path, sizeof(path), "%s/ids", dir);
+    f = fopen(path, "a");
+    assert_non_null(f);
+    fprintf(f, "77 bomb_event.avsc\n");
+    fclose(f);
+    struct codec *c = codec_open(dir, &e);
+    if (!c)
+        fail_msg("codec_open %s: %s", dir, e.msg);
+    return c;
+}
+
+/* Framing (id 77), junk declaring n items, a pad string of pad bytes (the
+ * writer-only fields), then a minimal event. */
+static size_t bomb(unsigned char *m, int64_t n, size_t pad)
+{
+    size_t at = 5;
+
+    memset(m, 0, 5);
+    m[4] = 77;
+    at += put_varint(m + at, n);
+    if (n)
+        at += put_varint(m + at, 0); /* end of the array */
+    at += put_varint(m + at, (int64_t)pad);
+    memset(m + at, 'p', pad);
+    at += pad;
+    at += put_varint(m + at, 1);
+    m[at++] = 'e';
+    at += put_varint(m + at, 1);
+    m[at++] = 'u';
+    at += put_varint(m + at, 1700000000000LL);
+    memset(m + at, 0, 25); /* every optional field null */
+    return at + 25;
+}
+
+static void test_array_of_null_bomb_is_bounded(void **st)
+{
+    char dir[64] = "/tmp/streamml-bomb-XXXXXX", cmd[100];
+    static unsigned char m[CODEC_MAX_MESSAGE];
+    struct txn_event ev;
+    struct err e = {0};
+    struct codec *c;
+    struct rusage ru0, ru1;
+    double t0, ms_bomb, ms_legal;
+    size_t n;
+    int rc;
+
+    (void)st;
+    assert_non_null(mkdtemp(dir));
+    c = bomb_codec(dir);
+    getrusage(RUSAGE_SELF, &ru0);
+    /* 1e8 items declared in a 14-byte body: refused before avro-c sees it. */
+    n = bomb(m, 100000000, 0);
+    t0 = thread_cpu_ms();
+    rc = codec_decode_txn(c, m, n, &ev, &e);
+    ms_bomb = thread_cpu_ms() - t0;
+    assert_int_equal(rc, ERR_DECODE);
+    assert_non_null(strstr(e.msg, "array block count 100000000 exceeds remaining"));
+    assert_non_null(strstr(e.msg, "junk"));
+    printf("# array-of-null bomb (%zu bytes, 1e8 items): %.3f ms CPU: %s\n", n, ms_bomb, e.msg);
+    /* The most a message within the size limit can declare is legal Avro:
+     * it must still cost little (avro-c skips a writer-only field). */
+    n = bomb(m, 1000000, 1000000);
+    assert_true(n <= CODEC_MAX_MESSAGE);
+    t0 = thread_cpu_ms();
+    rc = codec_decode_txn(c, m, n, &ev, &e);
+    ms_legal = thread_cpu_ms() - t0;
+    getrusage(RUSAGE_SELF, &ru1);
+    printf("# 1e6 null items in a %zu-byte message (legal Avro): %s, %.3f ms CPU, max RSS %ld -> "
+           "%ld KiB\n",
+           n, rc ? e.msg : "decoded", ms_legal, ru0.ru_maxrss, ru1.ru_maxrss);
+    assert_int_equal(rc, ERR_OK);
+    assert_true(ms_bomb <= CPU_BUDGET_MS);
+    assert_true(ms_legal <= CPU_BUDGET_MS);
+    assert_true(ru1.ru_maxrss - ru0.ru_maxrss < 64 * 1024);
+    codec_close(c);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---- part 2: through a real worker ---- */
 
 static int run_wait(char *const argv[], const char *log)
@@ -478,6 +602,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_poison_is_refused_cheaply),
+        cmocka_unit_test(test_array_of_null_bomb_is_bounded),
         cmocka_unit_test(test_worker_dead_letters_each_and_carries_on),
     };
     return cmocka_run_group_tests_name("hostile", tests, group_setup, group_teardown);
