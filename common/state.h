@@ -25,6 +25,7 @@ struct state_redis_opts {
     const char *host;          /* default 127.0.0.1 */
     int port;                  /* default 6379 */
     const char *password;      /* NULL = no AUTH */
+    const char *username;      /* ACL user (AUTH user password); NULL = default */
     const char *prefix;        /* key prefix, e.g. "" or "bt:run42:" */
     int ttl_s;                 /* expiry of an entity's key; 0 = none */
     int timeout_ms;            /* connect and command timeout */

@@ -66,6 +66,7 @@ struct state_redis {
     char host[HOST_MAX + 1];
     int port;
     char *password; /* owned; NULL = no AUTH */
+    char *username; /* owned; NULL = the default user */
     char prefix[PREFIX_MAX + 1];
     long long ttl_ms;
     int timeout_ms;
@@ -196,16 +197,18 @@ static int load_script(struct state_redis *r, struct err *e)
     return ERR_OK;
 }
 
-/* hiredis 0.14 does not re-authenticate: AUTH after every connect. */
+/* hiredis 0.14 does not re-authenticate: AUTH after every connect (with
+ * the ACL user when one is configured, Redis 6+). */
 static int auth(struct state_redis *r, struct err *e)
 {
-    const char *argv[] = {"AUTH", r->password};
+    const char *argv[] = {"AUTH", r->username ? r->username : r->password, r->password};
     redisReply *rep = NULL;
     int rc;
 
     if (!r->password)
         return ERR_OK;
-    rc = simple_cmd(r, "AUTH", 2, argv, &rep, e);
+    rc = simple_cmd(r, r->username ? "AUTH (ACL user)" : "AUTH", r->username ? 3 : 2, argv, &rep,
+                    e);
     if (rc)
         return rc;
     freeReplyObject(rep);
@@ -569,6 +572,7 @@ static void redis_close(struct state *s)
 
     drop(r);
     free(r->password);
+    free(r->username);
     free(r->epochs);
     free(r->claim);
     free(r);
@@ -607,6 +611,11 @@ static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, st
         if (!r->password)
             return err_set(e, ERR_NOMEM, "redis: out of memory");
     }
+    if (o->username && *o->username && !o->password)
+        return err_set(e, ERR_CONFIG, "redis: username %s given without a password",
+                       o->username);
+    if (o->username && *o->username && !(r->username = strdup(o->username)))
+        return err_set(e, ERR_NOMEM, "redis: out of memory");
     return ERR_OK;
 }
 

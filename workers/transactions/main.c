@@ -124,6 +124,8 @@ static int open_state(struct worker *w, struct err *e)
         .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms"),
         .lazy = !cfg_int(cf, "redis.require_at_start")};
 
+    ro.username = cfg_str(cf, "redis.username"); /* reliability: Redis ACL user */
+
     if (strcmp(cfg_str(cf, "state.backend"), "memory") == 0)
         w->st = state_open_memory();
     else
