@@ -325,7 +325,7 @@ static void test_zombie_writes_are_fenced(void **st)
     log_path(v, "zombie", zlog, sizeof(zlog));
     log_path(v, "heir", blog, sizeof(blog));
     /* Input trickles in (2,000/s for 10 s), so the zombie always has a
-     * next batch to read state for. */
+     * next batch to write state for. */
     prod = produce(v, "2000");
     zombie = start_worker(v, "zombie", "500");
     assert_int_equal(wait_log(zlog, "rebalance: assigned", 1, 30000), 0);
@@ -333,21 +333,31 @@ static void test_zombie_writes_are_fenced(void **st)
         assert_true(waited < 30000);
         sleep_ms(50);
     }
-    /* Freeze it mid-batch: a 1.5 s CLIENT PAUSE holds its next batch's
-     * state read; SIGSTOP lands while it waits, and the pause ends by
-     * itself. On SIGCONT the zombie finishes that batch: its state write
-     * comes after the heir's claim. */
-    redis_cli(v, "CLIENT PAUSE 1500 ALL", out, sizeof(out));
+    /* Freeze it mid-write, deterministically: CLIENT PAUSE WRITE holds its
+     * next batch's EVALSHA (reads go on), SIGSTOP lands while it waits, its
+     * connection is killed (the held write is dropped), the pause lifted.
+     * On SIGCONT the zombie finds its write failed and re-applies it (1 s
+     * later) with its old epoch, after the heir's claim: it must be
+     * refused. */
+    redis_cli(v, "CLIENT PAUSE 20000 WRITE", out, sizeof(out));
     assert_string_equal(out, "OK");
     sleep_ms(500);
     kill(zombie, SIGSTOP);
+    redis_cli(v, "CLIENT KILL TYPE normal", out, sizeof(out));
+    assert_true(atoi(out) >= 1);
+    redis_cli(v, "CLIENT UNPAUSE", out, sizeof(out));
+    assert_string_equal(out, "OK");
 
     /* The heir joins; the stopped member's session expires (6 s) and the
-     * heir gets every partition. The zombie wakes as soon as the heir is
-     * assigned, so the heir is still far behind the zombie's position. */
+     * heir gets every partition and claims their epochs. */
     heir = start_worker(v, "heir", "500");
     assert_int_equal(wait_log(blog, "rebalance: assigned 6 partition", 1, 30000), 0);
     assert_int_equal(wait_epochs(v, 2, 10000), 0);
+    /* Hold the heir's writes for 3 s, so that it has not yet moved past
+     * the zombie's events when the zombie re-applies them: the zombie then
+     * has something to write (and not just "already applied"). */
+    redis_cli(v, "CLIENT PAUSE 3000 WRITE", out, sizeof(out));
+    assert_string_equal(out, "OK");
     kill(zombie, SIGCONT);
     assert_int_equal(waitpid(prod, NULL, 0), prod);
 
@@ -364,7 +374,7 @@ static void test_zombie_writes_are_fenced(void **st)
     /* Each membership change (zombie joins, heir joins, zombie dropped,
      * zombie rejoins) can re-deliver what was not committed: the mock
      * cluster refuses the commit on revoke (REBALANCE_IN_PROGRESS). */
-    assert_true(t.worst <= 5);
+    assert_true(t.worst <= 10);
     assert_true(fenced > 0); /* the zombie did write late, and was refused */
     assert_int_equal(users_wrong(v), 0);
 }
@@ -400,11 +410,12 @@ static void test_three_workers_one_killed(void **st)
            "missing, %ld duplicates (max %ld copies); users with wrong state: %ld\n",
            N_EVENTS, t.records, t.missing, t.duplicates, t.worst, users_wrong(v));
     assert_int_equal(t.missing, 0);
-    /* Re-delivered: what was not committed at each of the four membership
-     * changes (the mock cluster refuses the commit on revoke with
-     * REBALANCE_IN_PROGRESS, so a rebalance can replay back to the last
-     * auto-commit): at most one copy per change. */
-    assert_true(t.worst <= 5);
+    /* Re-delivered: what was not committed at each rebalance (the mock
+     * cluster refuses the commit on revoke with REBALANCE_IN_PROGRESS, so a
+     * rebalance replays back to the last auto-commit): one copy per
+     * rebalance at most. Four membership changes, more when a slow member
+     * (sanitizer builds) misses its session timeout: bounded by 10. */
+    assert_true(t.worst <= 10);
     assert_int_equal(users_wrong(v), 0);
 }
 
