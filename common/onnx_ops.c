@@ -62,7 +62,8 @@ int onnx_attr_ints(const Onnx__NodeProto *p, const char *name, int64_t *out, int
         err_set(e, ERR_CONFIG, "attribute %s has %zu values (at most %d)", name, a->n_ints, max);
         return -2;
     }
-    memcpy(out, a->ints, a->n_ints * sizeof(int64_t));
+    if (a->n_ints) /* an empty list may have a NULL array (fuzzing: UBSan) */
+        memcpy(out, a->ints, a->n_ints * sizeof(int64_t));
     return (int)a->n_ints;
 }
 
@@ -318,6 +319,8 @@ static inline float vexpf(float x)
     float n, r, y;
     int32_t bits;
 
+    if (x != x) /* NaN (fuzzing: a NaN weight): converting it to int is undefined */
+        return x;
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
     /* round to nearest by the 1.5 * 2^23 trick: no libm call, vectorises */
     n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
