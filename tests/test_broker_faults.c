@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <fcntl.h>
@@ -85,9 +86,19 @@ static int run_wait(char *const argv[], const char *log)
 
 static pid_t produce(struct env *v, const char *rate)
 {
-    char *argv[] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
-                    "transactions", "-i", v->events, "--log-level", "error",
-                    rate ? "--rate" : NULL, (char *)rate, NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "produce",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    "transactions",
+                    "-i",
+                    v->events,
+                    "--log-level",
+                    "error",
+                    rate ? "--rate" : NULL,
+                    (char *)rate,
+                    NULL};
 
     return test_spawn(argv, "/dev/null");
 }
@@ -104,11 +115,30 @@ static pid_t start_worker(struct env *v, const char *name, const char *batch)
     char log[200], bs[64];
     /* Redis is not the fault here; a generous timeout keeps it out of the way. */
     static char timeout[] = "redis.timeout_ms=30000";
-    char *argv[] = {(char *)test_bin("streamml-transactions"), "-b", v->broker.bootstrap,
-                    "-X", v->redis_port, "-X", "group.id=rel", "-X", "worker.poll_ms=20",
-                    "-X", bs, "-X", "session.timeout.ms=6000",
-                    "-X", "max.poll.interval.ms=6000", "-X", "heartbeat.interval.ms=500", "-X", timeout, "-X", "auto.commit.interval.ms=1000",
-                    "--log-level", "info", NULL};
+    char *argv[] = {(char *)test_bin("streamml-transactions"),
+                    "-b",
+                    v->broker.bootstrap,
+                    "-X",
+                    v->redis_port,
+                    "-X",
+                    "group.id=rel",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "-X",
+                    bs,
+                    "-X",
+                    "session.timeout.ms=6000",
+                    "-X",
+                    "max.poll.interval.ms=6000",
+                    "-X",
+                    "heartbeat.interval.ms=500",
+                    "-X",
+                    timeout,
+                    "-X",
+                    "auto.commit.interval.ms=1000",
+                    "--log-level",
+                    "info",
+                    NULL};
 
     snprintf(bs, sizeof(bs), "worker.batch_size=%s", batch);
     log_path(v, name, log, sizeof(log));
@@ -159,8 +189,17 @@ static struct tally read_predictions(struct env *v)
     char out[200], line[4096];
     struct tally t = {0};
     FILE *f;
-    char *argv[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap, "-t",
-                    "predictions.transactions", "-f", "-e", "--log-level", "error", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "consume",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    "predictions.transactions",
+                    "-f",
+                    "-e",
+                    "--log-level",
+                    "error",
+                    NULL};
 
     snprintf(out, sizeof(out), "%s/predictions.jsonl", v->dir);
     unlink(out);
@@ -237,8 +276,9 @@ static int broker_start(struct env *v)
     snprintf(file, sizeof(file), "%s/bootstrap", v->dir);
     snprintf(log, sizeof(log), "%s/broker.log", v->dir);
     snprintf(v->control, sizeof(v->control), "%s/control", v->dir);
-    char *argv[] = {(char *)test_bin("streamml"), "broker", "--topics", TOPICS, "--brokers",
-                    "3", "--bootstrap-file", file, "--control", v->control, NULL};
+    char *argv[] = {
+        (char *)test_bin("streamml"), "broker", "--topics",  TOPICS,     "--brokers", "3",
+        "--bootstrap-file",           file,     "--control", v->control, NULL};
     v->broker.pid = test_spawn(argv, log);
     for (int waited = 0; waited < 10000; waited += 50) {
         if ((f = fopen(file, "r"))) {
@@ -304,11 +344,13 @@ static void inject(struct env *v, const char *cmd)
 
 static void test_broker_faults_lose_nothing(void **st)
 {
-    static const char *const errors[] = {
-        "errors Produce 8 NOT_LEADER_FOR_PARTITION", "errors Produce 4 REQUEST_TIMED_OUT",
-        "errors Fetch 8 NOT_LEADER_FOR_PARTITION",   "errors OffsetCommit 4 COORDINATOR_NOT_AVAILABLE",
-        "errors OffsetCommit 2 NOT_COORDINATOR",     "errors Heartbeat 3 COORDINATOR_NOT_AVAILABLE",
-        "errors JoinGroup 2 COORDINATOR_LOAD_IN_PROGRESS"};
+    static const char *const errors[] = {"errors Produce 8 NOT_LEADER_FOR_PARTITION",
+                                         "errors Produce 4 REQUEST_TIMED_OUT",
+                                         "errors Fetch 8 NOT_LEADER_FOR_PARTITION",
+                                         "errors OffsetCommit 4 COORDINATOR_NOT_AVAILABLE",
+                                         "errors OffsetCommit 2 NOT_COORDINATOR",
+                                         "errors Heartbeat 3 COORDINATOR_NOT_AVAILABLE",
+                                         "errors JoinGroup 2 COORDINATOR_LOAD_IN_PROGRESS"};
     struct env *v = *st;
     struct tally t;
     pid_t w, prod;
@@ -341,8 +383,7 @@ static void test_broker_faults_lose_nothing(void **st)
     printf("# broker faults: %d events, %d injected request errors (Produce, Fetch, "
            "OffsetCommit, Heartbeat, JoinGroup), %d broker down/up cycles -> %ld predictions: "
            "%ld missing, %ld duplicates (max %ld copies); users with wrong state: %ld\n",
-           N_EVENTS, n_errors, n_down, t.records, t.missing, t.duplicates, t.worst,
-           users_wrong(v));
+           N_EVENTS, n_errors, n_down, t.records, t.missing, t.duplicates, t.worst, users_wrong(v));
     assert_int_equal(t.missing, 0);
     assert_int_equal(users_wrong(v), 0);
 }

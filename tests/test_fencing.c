@@ -29,8 +29,8 @@ struct fx {
 
 static struct state *open_handle(int port, const char *prefix, int lazy)
 {
-    struct state_redis_opts o = {.host = "127.0.0.1", .port = port, .prefix = prefix,
-                                 .timeout_ms = 2000, .lazy = lazy};
+    struct state_redis_opts o = {
+        .host = "127.0.0.1", .port = port, .prefix = prefix, .timeout_ms = 2000, .lazy = lazy};
     struct err e = {0};
     struct state *s = state_open_redis(&o, &e);
 
@@ -152,8 +152,7 @@ static void test_stale_owner_is_refused_after_new_claim(void **st)
     assert_int_equal(state_fenced(f->new_owner), 0);
     assert_blob(f->old_owner, "u1", "new@20", 20);
     printf("# former owner: epoch %lld, %llu write(s) refused; new owner: epoch %lld\n",
-           (long long)state_epoch(f->old_owner, 3),
-           (unsigned long long)state_fenced(f->old_owner),
+           (long long)state_epoch(f->old_owner, 3), (unsigned long long)state_fenced(f->old_owner),
            (long long)state_epoch(f->new_owner, 3));
 }
 

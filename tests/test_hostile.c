@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <math.h>
@@ -367,8 +368,8 @@ static struct codec *bomb_codec(const char *dir)
     s = json_load_file("schemas/transaction_event.avsc", 0, &je);
     assert_non_null(s);
     fields = json_object_get(s, "fields");
-    junk = json_pack("{s:s, s:{s:s, s:s}}", "name", "junk", "type", "type", "array", "items",
-                     "null");
+    junk =
+        json_pack("{s:s, s:{s:s, s:s}}", "name", "junk", "type", "type", "array", "items", "null");
     assert_int_equal(json_array_insert_new(fields, 0, junk), 0);
     assert_int_equal(
         json_array_insert_new(fields, 1, json_pack("{s:s, s:s}", "name", "pad", "type", "string")),
@@ -491,8 +492,17 @@ static struct kq *producer(const char *bootstrap)
 /* Reads a topic to JSON lines in path with `streamml consume`. */
 static void consume(const char *bootstrap, const char *topic, const char *path)
 {
-    char *argv[] = {(char *)test_bin("streamml"), "consume", "-b", (char *)bootstrap, "-t",
-                    (char *)topic, "-f", "-e", "--log-level", "error", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "consume",
+                    "-b",
+                    (char *)bootstrap,
+                    "-t",
+                    (char *)topic,
+                    "-f",
+                    "-e",
+                    "--log-level",
+                    "error",
+                    NULL};
 
     unlink(path);
     assert_int_equal(run_wait(argv, path), 0);
@@ -543,9 +553,9 @@ static void test_worker_dead_letters_each_and_carries_on(void **st)
         struct msg m;
         good_event(&ev, i);
         m = encode(&ev);
-        assert_int_equal(kq_produce(q, "transactions", ev.user_id, strlen(ev.user_id), m.d, m.n,
-                                    NULL, &e),
-                         ERR_OK);
+        assert_int_equal(
+            kq_produce(q, "transactions", ev.user_id, strlen(ev.user_id), m.d, m.n, NULL, &e),
+            ERR_OK);
         free(m.d);
         while (i % 10 == 5 && r < (int)N_ROWS) {
             if (!rows[r].wire) {
@@ -564,9 +574,18 @@ static void test_worker_dead_letters_each_and_carries_on(void **st)
     snprintf(rport, sizeof(rport), "redis.port=%d", redis.port);
     snprintf(path, sizeof(path), "%s/worker.log", dir);
     {
-        char *argv[] = {(char *)test_bin("streamml-transactions"), "-b", broker.bootstrap, "-X",
-                        rport, "-X", "group.id=hostile", "-X", "worker.poll_ms=20",
-                        "--log-level", "warn", NULL};
+        char *argv[] = {(char *)test_bin("streamml-transactions"),
+                        "-b",
+                        broker.bootstrap,
+                        "-X",
+                        rport,
+                        "-X",
+                        "group.id=hostile",
+                        "-X",
+                        "worker.poll_ms=20",
+                        "--log-level",
+                        "warn",
+                        NULL};
         w = test_spawn(argv, path);
     }
     q = producer(broker.bootstrap);

@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <signal.h>
@@ -119,9 +120,19 @@ static int run_wait(char *const argv[], const char *log)
 
 static pid_t produce(struct env *v, const char *rate)
 {
-    char *argv[] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
-                    "transactions", "-i", v->events, "--log-level", "error",
-                    rate ? "--rate" : NULL, (char *)rate, NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "produce",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    "transactions",
+                    "-i",
+                    v->events,
+                    "--log-level",
+                    "error",
+                    rate ? "--rate" : NULL,
+                    (char *)rate,
+                    NULL};
 
     return test_spawn(argv, "/dev/null");
 }
@@ -138,11 +149,30 @@ static pid_t start_worker(struct env *v, const char *name, const char *batch)
     char log[200], bs[64];
     /* Long enough to sit out the CLIENT PAUSE the zombie test uses. */
     static char timeout[] = "redis.timeout_ms=30000";
-    char *argv[] = {(char *)test_bin("streamml-transactions"), "-b", v->broker.bootstrap,
-                    "-X", v->redis_port, "-X", "group.id=rel", "-X", "worker.poll_ms=20",
-                    "-X", bs, "-X", "session.timeout.ms=6000",
-                    "-X", "max.poll.interval.ms=6000", "-X", "heartbeat.interval.ms=500", "-X", timeout, "-X", "auto.commit.interval.ms=1000",
-                    "--log-level", "info", NULL};
+    char *argv[] = {(char *)test_bin("streamml-transactions"),
+                    "-b",
+                    v->broker.bootstrap,
+                    "-X",
+                    v->redis_port,
+                    "-X",
+                    "group.id=rel",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "-X",
+                    bs,
+                    "-X",
+                    "session.timeout.ms=6000",
+                    "-X",
+                    "max.poll.interval.ms=6000",
+                    "-X",
+                    "heartbeat.interval.ms=500",
+                    "-X",
+                    timeout,
+                    "-X",
+                    "auto.commit.interval.ms=1000",
+                    "--log-level",
+                    "info",
+                    NULL};
 
     snprintf(bs, sizeof(bs), "worker.batch_size=%s", batch);
     log_path(v, name, log, sizeof(log));
@@ -245,8 +275,17 @@ static struct tally read_predictions(struct env *v)
     char out[200], line[4096];
     struct tally t = {0};
     FILE *f;
-    char *argv[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap, "-t",
-                    "predictions.transactions", "-f", "-e", "--log-level", "error", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "consume",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    "predictions.transactions",
+                    "-f",
+                    "-e",
+                    "--log-level",
+                    "error",
+                    NULL};
 
     snprintf(out, sizeof(out), "%s/predictions.jsonl", v->dir);
     unlink(out);

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <signal.h>
@@ -33,8 +34,8 @@
 #define PASSWORD "pw-7f3c9e1d-s3cret"
 #define KAFKA_SECRET "kafka-sasl-5b2e-s3cret"
 
-static const char *const acl_args[] = {"--user", "default", "off", "--user", USER, "on",
-                                       ">" PASSWORD, "~*", "&*", "+@all", NULL};
+static const char *const acl_args[] = {"--user",     "default", "off", "--user", USER, "on",
+                                       ">" PASSWORD, "~*",      "&*",  "+@all",  NULL};
 
 static void sleep_ms(int ms)
 {
@@ -44,8 +45,8 @@ static void sleep_ms(int ms)
 
 static struct state *open_as(int port, const char *user, const char *pw, struct err *e)
 {
-    struct state_redis_opts o = {.host = "127.0.0.1", .port = port, .username = user,
-                                 .password = pw, .timeout_ms = 2000};
+    struct state_redis_opts o = {
+        .host = "127.0.0.1", .port = port, .username = user, .password = pw, .timeout_ms = 2000};
 
     return state_open_redis(&o, e);
 }
@@ -185,10 +186,24 @@ static void test_worker_keeps_secrets_out_of_argv_and_logs(void **st)
     setenv("STREAMML_REDIS_PASSWORD", PASSWORD, 1);
     setenv("STREAMML_KAFKA__SASL_PASSWORD", KAFKA_SECRET, 1);
     {
-        char *argv[] = {(char *)test_bin("streamml-transactions"), "-b", b.bootstrap, "-X",
-                        rport, "-X", "redis.username=" USER, "-X", "group.id=secrets",
-                        "-X", "worker.poll_ms=20", "-X", "worker.max_messages=50",
-                        "-X", "debug=broker,conf,security", "--log-level", "debug", NULL};
+        char *argv[] = {(char *)test_bin("streamml-transactions"),
+                        "-b",
+                        b.bootstrap,
+                        "-X",
+                        rport,
+                        "-X",
+                        "redis.username=" USER,
+                        "-X",
+                        "group.id=secrets",
+                        "-X",
+                        "worker.poll_ms=20",
+                        "-X",
+                        "worker.max_messages=50",
+                        "-X",
+                        "debug=broker,conf,security",
+                        "--log-level",
+                        "debug",
+                        NULL};
         w = test_spawn(argv, log);
     }
     unsetenv("STREAMML_REDIS_PASSWORD");
