@@ -175,3 +175,15 @@ models-clickstream-bench:
 .PHONY: fixtures-abtest
 fixtures-abtest:
 	$(PY) tests/fixtures/make_abtest_fixtures.py
+
+# ---- reliability: libFuzzer targets (tests/fuzz/fuzz_*.c), clang installed on demand ----
+#   make fuzz [FUZZ_SECONDS=30]   each target runs FUZZ_SECONDS under ASan+UBSan
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := $(notdir $(basename $(wildcard tests/fuzz/fuzz_*.c)))
+.PHONY: fuzz
+fuzz: deps-check
+	@command -v clang >/dev/null 2>&1 || tools/deps.sh --fuzz
+	$(MAKE) BUILD=build/fuzz CC=clang WARN="-Wall -Wextra" \
+	  OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
+	  build/fuzz/libstreamml.a
+	tools/fuzz.sh build/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)

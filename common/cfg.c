@@ -33,6 +33,7 @@ static const struct key_def keys[] = {
     {"redis.port", K_INT, 1, 65535, "6379", "Redis port"},
     {"redis.password", K_SECRET, 0, 0, "", "Redis AUTH password (env or file only)"},
     {"redis.password_file", K_STR, 0, 0, "", "file holding the Redis password"},
+    {"redis.username", K_STR, 0, 0, "", "Redis ACL user (AUTH user password); empty: default"},
     {"redis.prefix", K_STR, 0, 0, "", "prefix of every Redis key"},
     {"redis.ttl_s", K_INT, 0, 31536000, "3024000", "expiry of a user's state (35 days)"},
     {"redis.timeout_ms", K_INT, 1, 600000, "1000", "Redis connect/command timeout"},

@@ -1273,6 +1273,12 @@ static int get_txn_field(const struct txn_field *f, avro_value_t *v, struct txn_
         break;
     case TK_DOUBLE:
         rc = avro_value_get_double(v, (double *)(void *)p);
+        /* reliability: NaN is how a missing value is held in memory; on the
+         * wire missing is the null branch, so a NaN there is refused rather
+         * than silently read as missing. */
+        if (!rc && isnan(*(double *)(void *)p))
+            return err_set(e, ERR_INVALID, "field %s: NaN (a missing value is sent as null)",
+                           f->name);
         break;
     case TK_BOOL:
         if (!(rc = avro_value_get_boolean(v, &b)))

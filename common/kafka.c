@@ -39,6 +39,8 @@ struct kq {
     struct kq_stats st;
     void (*stats_cb)(const char *json, size_t len, void *opaque);
     void *stats_opaque;
+    int (*on_assign)(const char *topic, int32_t partition, void *opaque);
+    void *assign_opaque;
 };
 
 const char *kq_version(void)
@@ -286,6 +288,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         log_info("rebalance: assigned %d partition(s)%s", parts->cnt,
                  q->paused ? ", paused" : "");
+        for (int i = 0; q->on_assign && i < parts->cnt; i++)
+            if (q->on_assign(parts->elems[i].topic, parts->elems[i].partition, q->assign_opaque))
+                set_fatal(q, "assignment hook failed for", parts->elems[i].topic);
         rd_kafka_assign(rk, parts);
         q->n_assigned = (size_t)parts->cnt;
         if (q->paused)
@@ -471,6 +476,8 @@ struct kq *kq_open(const struct kq_opts *o, struct err *e)
     q->from_beginning = o->from_beginning;
     q->stats_cb = o->stats_cb;
     q->stats_opaque = o->stats_opaque;
+    q->on_assign = o->on_assign;
+    q->assign_opaque = o->assign_opaque;
     for (size_t i = 0; i < o->n_topics; i++)
         if (!(q->topics[q->n_topics++] = strdup(o->topics[i])))
             goto fail;

@@ -39,6 +39,12 @@ struct kq_opts {
      * statistics.interval.ms (default 5000 when set), on the polling thread. */
     void (*stats_cb)(const char *json, size_t len, void *opaque);
     void *stats_opaque;
+    /* Optional: called for each partition a rebalance assigns, before any
+     * of its messages is returned (zombie fencing: state_fence). A non-zero
+     * return makes the handle fatal: processing the partition unfenced
+     * could let a stalled former owner overwrite its state. */
+    int (*on_assign)(const char *topic, int32_t partition, void *opaque);
+    void *assign_opaque;
 };
 
 /* Position of an input message, enough to acknowledge it after release. */

@@ -90,6 +90,81 @@ int mockbroker_create_topics(struct mockbroker *b, const char *spec, struct err 
     return rc;
 }
 
+/* The Kafka API keys a test may want to fail (protocol numbers). */
+static const struct {
+    const char *name;
+    int16_t key;
+} apis[] = {{"Produce", 0},       {"Fetch", 1},           {"ListOffsets", 2},
+            {"Metadata", 3},      {"OffsetCommit", 8},    {"OffsetFetch", 9},
+            {"FindCoordinator", 10}, {"JoinGroup", 11},   {"Heartbeat", 12},
+            {"LeaveGroup", 13},   {"SyncGroup", 14},      {"InitProducerId", 22},
+            {"AddPartitionsToTxn", 24}, {"AddOffsetsToTxn", 25}, {"EndTxn", 26},
+            {"TxnOffsetCommit", 28}};
+
+static int api_key(const char *name, int16_t *key)
+{
+    for (size_t i = 0; i < sizeof(apis) / sizeof(apis[0]); i++)
+        if (strcmp(apis[i].name, name) == 0) {
+            *key = apis[i].key;
+            return 0;
+        }
+    return -1;
+}
+
+/* A Kafka error by name, from librdkafka's own table. */
+static int error_code(const char *name, rd_kafka_resp_err_t *code)
+{
+    const struct rd_kafka_err_desc *d;
+    size_t n;
+
+    rd_kafka_get_err_descs(&d, &n);
+    for (size_t i = 0; i < n; i++)
+        if (d[i].name && d[i].code > 0 && strcmp(d[i].name, name) == 0) {
+            *code = d[i].code;
+            return 0;
+        }
+    return -1;
+}
+
+int mockbroker_push_errors(struct mockbroker *b, const char *api, int count, const char *error,
+                           struct err *e)
+{
+    rd_kafka_resp_err_t errs[64], code;
+    int16_t key;
+
+    if (api_key(api, &key))
+        return err_set(e, ERR_CONFIG, "broker: unknown API \"%s\" (e.g. Produce, Fetch, "
+                                      "OffsetCommit)", api);
+    if (error_code(error, &code))
+        return err_set(e, ERR_CONFIG, "broker: unknown Kafka error \"%s\" (e.g. "
+                                      "NOT_LEADER_FOR_PARTITION)", error);
+    if (count < 1 || count > 64)
+        return err_set(e, ERR_CONFIG, "broker: error count %d not in 1..64", count);
+    for (int i = 0; i < count; i++)
+        errs[i] = code;
+    rd_kafka_mock_push_request_errors_array(b->mc, key, (size_t)count, errs);
+    return ERR_OK;
+}
+
+int mockbroker_command(struct mockbroker *b, const char *line, struct err *e)
+{
+    char verb[16], api[32], error[64];
+    int id, count, n = 0;
+
+    if (sscanf(line, "%15s %n", verb, &n) != 1)
+        return err_set(e, ERR_CONFIG, "broker control: empty command");
+    if ((strcmp(verb, "down") == 0 || strcmp(verb, "up") == 0) &&
+        sscanf(line + n, "%d", &id) == 1)
+        return mockbroker_set_down(b, id, verb[0] == 'd', e);
+    if (strcmp(verb, "errors") == 0 &&
+        sscanf(line + n, "%31s %d %63s", api, &count, error) == 3)
+        return mockbroker_push_errors(b, api, count, error, e);
+    return err_set(e, ERR_CONFIG,
+                   "broker control: \"%.64s\": expected \"down ID\", \"up ID\" or "
+                   "\"errors API COUNT ERROR\"",
+                   line);
+}
+
 int mockbroker_set_down(struct mockbroker *b, int broker_id, int down, struct err *e)
 {
     rd_kafka_resp_err_t err = down ? rd_kafka_mock_broker_set_down(b->mc, broker_id)

@@ -27,4 +27,17 @@ int mockbroker_create_topics(struct mockbroker *b, const char *spec, struct err 
 /* Fault injection: take broker id (1..n) down or up. */
 int mockbroker_set_down(struct mockbroker *b, int broker_id, int down, struct err *e);
 
+/* Fault injection: the next count requests of api (a Kafka API name:
+ * "Produce", "Fetch", "OffsetCommit", "JoinGroup", "InitProducerId", ...)
+ * from any client fail with error (a Kafka error name such as
+ * "NOT_LEADER_FOR_PARTITION", without the RD_KAFKA_RESP_ERR_ prefix).
+ * ERR_CONFIG naming an unknown API or error. */
+int mockbroker_push_errors(struct mockbroker *b, const char *api, int count, const char *error,
+                           struct err *e);
+
+/* One control command, as `streamml broker --control FIFO` reads them:
+ * "down ID", "up ID", "errors API COUNT ERROR". ERR_CONFIG naming what is
+ * wrong with the line. */
+int mockbroker_command(struct mockbroker *b, const char *line, struct err *e);
+
 #endif

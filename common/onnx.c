@@ -218,6 +218,13 @@ void *onnx_out(struct onnx_model *m, struct onnx_node *n, int k, enum onnx_dtype
 
 float *onnx_scratch(struct onnx_model *m, size_t n, struct err *e)
 {
+    /* The tensor limit holds for scratch too (fuzzing: a Conv whose im2col
+     * buffer wanted 1.3 GB at load time). */
+    if (n > (size_t)ONNX_MAX_ELEMS) {
+        err_set(e, ERR_CONFIG, "onnx: scratch of %zu floats exceeds the %lld-element limit", n,
+                (long long)ONNX_MAX_ELEMS);
+        return NULL;
+    }
     if (n > m->scratch_cap) {
         float *p = realloc(m->scratch, n * sizeof(float));
         if (!p) {
@@ -474,6 +481,12 @@ static int load_node(struct onnx_model *m, size_t i, const Onnx__NodeProto *p, s
     n->p = p;
     if (bind_inputs(m, n, p, e) || bind_outputs(m, n, p, e))
         return e->code;
+    /* An empty name ("") omits an optional input; a required one cannot be
+     * omitted (fuzzing: a Conv without W reached its kernel). */
+    for (int k = 0; k < def->min_in; k++)
+        if (n->in[k] < 0)
+            return err_set(e, ERR_CONFIG, "onnx: node %s (%s): required input %d is empty",
+                           n->name, n->op, k);
     if (def->prep && def->prep(n, p, e))
         return err_wrap(e, "onnx: node %s (%s)", n->name, n->op);
     return ERR_OK;

@@ -61,7 +61,8 @@ int onnx_attr_ints(const Onnx__NodeProto *p, const char *name, int64_t *out, int
         err_set(e, ERR_CONFIG, "attribute %s has %zu values (at most %d)", name, a->n_ints, max);
         return -2;
     }
-    memcpy(out, a->ints, a->n_ints * sizeof(int64_t));
+    if (a->n_ints) /* an empty list may have a NULL array (fuzzing: UBSan) */
+        memcpy(out, a->ints, a->n_ints * sizeof(int64_t));
     return (int)a->n_ints;
 }
 

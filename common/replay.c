@@ -929,7 +929,8 @@ static redisContext *redis_connect(const struct state_redis_opts *o, struct err 
     }
     redisSetTimeout(c, tv);
     if (o->password && *o->password) {
-        r = redisCommand(c, "AUTH %s", o->password);
+        r = o->username && *o->username ? redisCommand(c, "AUTH %s %s", o->username, o->password)
+                                        : redisCommand(c, "AUTH %s", o->password);
         if (!r || r->type == REDIS_REPLY_ERROR) {
             err_set(e, ERR_CONFIG, "redis %s:%d: AUTH refused", o->host, o->port);
             freeReplyObject(r);

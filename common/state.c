@@ -62,3 +62,21 @@ int state_ping(struct state *s, struct err *e)
 {
     return s->ops->ping(s, e);
 }
+
+int state_fence(struct state *s, int32_t partition, struct err *e)
+{
+    if (partition < 0)
+        return err_set(e, ERR_INVALID, "state %s: cannot fence partition %d", s->ops->name,
+                       (int)partition);
+    return s->ops->fence ? s->ops->fence(s, partition, e) : ERR_OK;
+}
+
+uint64_t state_fenced(const struct state *s)
+{
+    return s->fenced;
+}
+
+int64_t state_epoch(const struct state *s, int32_t partition)
+{
+    return s->ops->epoch ? s->ops->epoch(s, partition) : 0;
+}

@@ -25,6 +25,7 @@ struct state_redis_opts {
     const char *host;          /* default 127.0.0.1 */
     int port;                  /* default 6379 */
     const char *password;      /* NULL = no AUTH */
+    const char *username;      /* ACL user (AUTH user password); NULL = default */
     const char *prefix;        /* key prefix, e.g. "" or "bt:run42:" */
     int ttl_s;                 /* expiry of an entity's key; 0 = none */
     int timeout_ms;            /* connect and command timeout */
@@ -67,6 +68,27 @@ int state_get_many(struct state *s, size_t n, const char *const *entities,
  * and the caller retries the whole batch (safe: idempotent). */
 int state_put_many(struct state *s, size_t n, const struct state_put *puts, int *applied,
                    struct err *e) __attribute__((warn_unused_result));
+
+/* Zombie fencing. A consumer that is assigned a partition calls
+ * state_fence(s, partition) (from its rebalance hook, before any message of
+ * the partition is processed): the next read or write takes a new epoch for
+ * the partition (Redis INCR of <prefix>epoch:{partition}); from then on each
+ * put of that partition carries the epoch, and the Lua script refuses a put
+ * whose epoch is older than the stored one. A worker that was stopped
+ * (SIGSTOP, a long GC-like stall) past max.poll.interval.ms and lost the
+ * partition to another member therefore cannot overwrite the new owner's
+ * state when it wakes up. A refused put is reported as skipped (applied[i]
+ * = 0: the new owner applies that event from its committed offset) and
+ * counted in state_fenced(). Puts of a partition never fenced by this
+ * handle are not checked (replays, featurize, tools). The memory backend is
+ * per-process and needs no fence (no-op). The claim needs no connection:
+ * it is retried with the next call if Redis is away. */
+int state_fence(struct state *s, int32_t partition, struct err *e)
+    __attribute__((warn_unused_result));
+/* Puts refused since open because a newer owner fenced their partition. */
+uint64_t state_fenced(const struct state *s);
+/* The epoch this handle holds for partition (0: none claimed yet). */
+int64_t state_epoch(const struct state *s, int32_t partition);
 
 /* Checks the backend answers (PING on Redis). */
 int state_ping(struct state *s, struct err *e);

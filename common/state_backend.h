@@ -22,10 +22,14 @@ struct state_ops {
     int (*put_many)(struct state *s, size_t n, const struct state_put *puts, int *applied,
                     struct err *e);
     int (*ping)(struct state *s, struct err *e);
+    /* NULL: no fencing needed (memory). */
+    int (*fence)(struct state *s, int32_t partition, struct err *e);
+    int64_t (*epoch)(const struct state *s, int32_t partition);
 };
 
 struct state {
     const struct state_ops *ops;
+    uint64_t fenced; /* puts refused by a newer owner's epoch */
 };
 
 /* The idempotence rule shared by every backend: a put is skipped when the

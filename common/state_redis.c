@@ -6,6 +6,13 @@
  * zombie fencing). Reads pipeline HMGET; writes pipeline EVALSHA of one Lua
  * script, so the offset check and the write are atomic per key.
  *
+ * Fencing (state.h): <prefix>epoch:{<partition>} holds the newest owner's
+ * epoch. Claims are INCRs sent ahead of the next read or write; the script
+ * refuses a put whose epoch is below the stored one. A stored epoch below
+ * the put's (or none) means Redis lost its data (restart without
+ * persistence): the put re-establishes its epoch rather than being refused
+ * for ever, which is the best a store without the old value can do.
+ *
  * hiredis 0.14 neither reconnects nor re-authenticates: on any I/O error the
  * context is freed and the next call connects again (once), sends AUTH and
  * reloads the script. Lua numbers are doubles: offsets are compared exactly
@@ -23,11 +30,24 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "log.h"
+
 #define PREFIX_MAX 128
 #define HOST_MAX 255
 #define KEY_MAX (PREFIX_MAX + STATE_ENTITY_MAX + 32)
+/* Kafka positions are packed with 16 bits of partition (kafka.c). */
+#define PARTITION_MAX 65535
+
+/* Script results: 0 skipped (already applied), 1 written, 2 fenced. */
+enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2 };
 
 static const char put_script[] =
+    "local ep = tonumber(ARGV[5])\n"
+    "if ep > 0 then\n"
+    "  local held = tonumber(redis.call('GET', KEYS[3]))\n"
+    "  if held and held > ep then return 2 end\n"
+    "  if not held or held < ep then redis.call('SET', KEYS[3], ARGV[5]) end\n"
+    "end\n"
     "local cur = redis.call('HMGET', KEYS[1], 'p', 'o')\n"
     "local p, o = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "if cur[1] and cur[2] and tonumber(cur[1]) == p and tonumber(cur[2]) >= o then\n"
@@ -46,10 +66,17 @@ struct state_redis {
     char host[HOST_MAX + 1];
     int port;
     char *password; /* owned; NULL = no AUTH */
+    char *username; /* owned; NULL = the default user */
     char prefix[PREFIX_MAX + 1];
     long long ttl_ms;
     int timeout_ms;
     char sha[41]; /* of put_script, from SCRIPT LOAD */
+    /* Fencing, indexed by partition: the epoch held (0 = none) and whether
+     * a new one is to be claimed before the next read or write. */
+    int64_t *epochs;
+    unsigned char *claim;
+    size_t n_epochs;
+    size_t n_claims;
 };
 
 /* ---- SIGPIPE: a write to a server that went away must fail, not kill ----
@@ -170,16 +197,18 @@ static int load_script(struct state_redis *r, struct err *e)
     return ERR_OK;
 }
 
-/* hiredis 0.14 does not re-authenticate: AUTH after every connect. */
+/* hiredis 0.14 does not re-authenticate: AUTH after every connect (with
+ * the ACL user when one is configured, Redis 6+). */
 static int auth(struct state_redis *r, struct err *e)
 {
-    const char *argv[] = {"AUTH", r->password};
+    const char *argv[] = {"AUTH", r->username ? r->username : r->password, r->password};
     redisReply *rep = NULL;
     int rc;
 
     if (!r->password)
         return ERR_OK;
-    rc = simple_cmd(r, "AUTH", 2, argv, &rep, e);
+    rc = simple_cmd(r, r->username ? "AUTH (ACL user)" : "AUTH", r->username ? 3 : 2, argv, &rep,
+                    e);
     if (rc)
         return rc;
     freeReplyObject(rep);
@@ -227,6 +256,16 @@ static size_t applied_key(const struct state_redis *r, int32_t partition, char *
     return (size_t)snprintf(buf, KEY_MAX, "%sapplied:{%d}", r->prefix, (int)partition);
 }
 
+static size_t epoch_key(const struct state_redis *r, int32_t partition, char *buf)
+{
+    return (size_t)snprintf(buf, KEY_MAX, "%sepoch:{%d}", r->prefix, (int)partition);
+}
+
+static int64_t held_epoch(const struct state_redis *r, int32_t partition)
+{
+    return partition >= 0 && (size_t)partition < r->n_epochs ? r->epochs[partition] : 0;
+}
+
 /* A decimal integer field of an HMGET reply, checked for range. */
 static int reply_ll(const redisReply *x, long long lo, long long hi, long long *v)
 {
@@ -270,6 +309,94 @@ static int parse_get(const redisReply *rep, struct state_blob *b, const char *ke
     return ERR_OK;
 }
 
+/* ---- fencing ---- */
+
+static int grow_epochs(struct state_redis *r, size_t want, struct err *e)
+{
+    size_t n = r->n_epochs ? r->n_epochs : 16;
+    int64_t *ep;
+    unsigned char *cl;
+
+    while (n < want)
+        n *= 2;
+    ep = realloc(r->epochs, n * sizeof(*ep));
+    if (ep)
+        r->epochs = ep;
+    cl = ep ? realloc(r->claim, n) : NULL;
+    if (!cl)
+        return err_set(e, ERR_NOMEM, "redis: out of memory for %zu partition epochs", n);
+    r->claim = cl;
+    memset(r->epochs + r->n_epochs, 0, (n - r->n_epochs) * sizeof(*ep));
+    memset(r->claim + r->n_epochs, 0, n - r->n_epochs);
+    r->n_epochs = n;
+    return ERR_OK;
+}
+
+static int redis_fence(struct state *s, int32_t partition, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+
+    if (partition > PARTITION_MAX)
+        return err_set(e, ERR_INVALID, "redis: cannot fence partition %d (max %d)",
+                       (int)partition, PARTITION_MAX);
+    if ((size_t)partition >= r->n_epochs && grow_epochs(r, (size_t)partition + 1, e))
+        return ERR_NOMEM;
+    if (!r->claim[partition])
+        r->n_claims++;
+    r->claim[partition] = 1;
+    return ERR_OK;
+}
+
+static int64_t redis_epoch(const struct state *s, int32_t partition)
+{
+    return held_epoch((const struct state_redis *)s, partition);
+}
+
+/* Sends the pending claims (pipelined INCRs) on a connected handle. A claim
+ * whose reply was not read stays pending: claiming twice only skips an
+ * epoch. */
+static int send_claims(struct state_redis *r, struct err *e)
+{
+    char key[KEY_MAX];
+
+    for (size_t p = 0; p < r->n_epochs && r->n_claims; p++) {
+        if (r->claim[p] && redisAppendCommand(r->c, "INCR %b", key,
+                                              epoch_key(r, (int32_t)p, key)) != REDIS_OK)
+            return lost(r, "INCR", key, e);
+    }
+    for (size_t p = 0; p < r->n_epochs && r->n_claims; p++) {
+        redisReply *rep = NULL;
+        if (!r->claim[p])
+            continue;
+        epoch_key(r, (int32_t)p, key);
+        if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep)
+            return lost(r, "INCR", key, e);
+        if (rep->type != REDIS_REPLY_INTEGER || rep->integer <= 0) {
+            int code = rep->type == REDIS_REPLY_ERROR ? reply_error_code(rep->str) : ERR_DECODE;
+            err_set(e, code, "redis INCR %s: %s", key,
+                    rep->type == REDIS_REPLY_ERROR ? rep->str : "not a positive integer");
+            freeReplyObject(rep);
+            drop(r); /* replies of later claims are still unread */
+            return code;
+        }
+        r->epochs[p] = rep->integer;
+        r->claim[p] = 0;
+        r->n_claims--;
+        freeReplyObject(rep);
+    }
+    return ERR_OK;
+}
+
+/* Connects if needed, then claims what state_fence asked for. */
+static int ready(struct state_redis *r, struct err *e)
+{
+    int rc = ensure_connected(r, e);
+
+    if (rc == ERR_OK && r->n_claims)
+        rc = send_claims(r, e);
+    return rc;
+}
+
 /* ---- operations ---- */
 
 static int get_pipelined(struct state_redis *r, size_t n, const char *const *entities,
@@ -308,7 +435,7 @@ static int redis_get_many(struct state *s, size_t n, const char *const *entities
     int rc;
 
     sigpipe_block(&g);
-    rc = ensure_connected(r, e);
+    rc = ready(r, e);
     if (rc == ERR_OK)
         rc = get_pipelined(r, n, entities, out, e);
     sigpipe_restore(&g);
@@ -317,18 +444,21 @@ static int redis_get_many(struct state *s, size_t n, const char *const *entities
 
 static int append_put(struct state_redis *r, const struct state_put *p, struct err *e)
 {
-    char key[KEY_MAX], akey[KEY_MAX];
+    char key[KEY_MAX], akey[KEY_MAX], ekey[KEY_MAX];
     size_t klen = entity_key(r, p->entity, key), alen = applied_key(r, p->partition, akey);
+    size_t elen = epoch_key(r, p->partition, ekey);
 
-    if (redisAppendCommand(r->c, "EVALSHA %s 2 %b %b %b %d %lld %lld", r->sha, key, klen, akey,
-                           alen, p->data, p->len, (int)p->partition, (long long)p->offset,
-                           r->ttl_ms) != REDIS_OK)
+    if (redisAppendCommand(r->c, "EVALSHA %s 3 %b %b %b %b %d %lld %lld %lld", r->sha, key, klen,
+                           akey, alen, ekey, elen, p->data, p->len, (int)p->partition,
+                           (long long)p->offset, r->ttl_ms,
+                           (long long)held_epoch(r, p->partition)) != REDIS_OK)
         return lost(r, "EVALSHA", key, e);
     return ERR_OK;
 }
 
-/* applied[i] = 0/1 from the script, or -1 when the server had lost the
- * script (NOSCRIPT: nothing was done for that put). */
+/* applied[i] = 0/1 from the script (0 also when fenced: counted), or -1
+ * when the server had lost the script (NOSCRIPT: nothing was done for that
+ * put). */
 static int read_put(struct state_redis *r, const struct state_put *p, int *applied, struct err *e)
 {
     redisReply *rep = NULL;
@@ -339,8 +469,11 @@ static int read_put(struct state_redis *r, const struct state_put *p, int *appli
     if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep)
         return lost(r, "EVALSHA", key, e);
     *applied = 0;
-    if (rep->type == REDIS_REPLY_INTEGER && (rep->integer == 0 || rep->integer == 1))
+    if (rep->type == REDIS_REPLY_INTEGER &&
+        (rep->integer == PUT_SKIPPED || rep->integer == PUT_WRITTEN))
         *applied = (int)rep->integer;
+    else if (rep->type == REDIS_REPLY_INTEGER && rep->integer == PUT_FENCED)
+        r->base.fenced++;
     else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0)
         *applied = -1;
     else if (rep->type == REDIS_REPLY_ERROR)
@@ -390,8 +523,10 @@ static int redis_put_many(struct state *s, size_t n, const struct state_put *put
     size_t nosc = 0;
     int rc;
 
+    uint64_t fenced0 = r->base.fenced;
+
     sigpipe_block(&g);
-    rc = ensure_connected(r, e);
+    rc = ready(r, e);
     if (rc == ERR_OK)
         rc = put_pass(r, n, puts, applied, 0, &nosc, e);
     if (rc == ERR_OK && nosc) {
@@ -404,6 +539,10 @@ static int redis_put_many(struct state *s, size_t n, const struct state_put *put
             rc = err_set(e, ERR_IO, "redis EVALSHA: script missing again after SCRIPT LOAD");
     }
     sigpipe_restore(&g);
+    if (r->base.fenced > fenced0)
+        log_warn("state: %llu write(s) fenced: a newer consumer owns their partition (this "
+                 "handle was stalled past a rebalance); not applied",
+                 (unsigned long long)(r->base.fenced - fenced0));
     return rc;
 }
 
@@ -433,6 +572,9 @@ static void redis_close(struct state *s)
 
     drop(r);
     free(r->password);
+    free(r->username);
+    free(r->epochs);
+    free(r->claim);
     free(r);
 }
 
@@ -442,6 +584,8 @@ static const struct state_ops redis_ops = {
     .get_many = redis_get_many,
     .put_many = redis_put_many,
     .ping = redis_ping,
+    .fence = redis_fence,
+    .epoch = redis_epoch,
 };
 
 static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, struct err *e)
@@ -467,6 +611,11 @@ static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, st
         if (!r->password)
             return err_set(e, ERR_NOMEM, "redis: out of memory");
     }
+    if (o->username && *o->username && !o->password)
+        return err_set(e, ERR_CONFIG, "redis: username %s given without a password",
+                       o->username);
+    if (o->username && *o->username && !(r->username = strdup(o->username)))
+        return err_set(e, ERR_NOMEM, "redis: out of memory");
     return ERR_OK;
 }
 

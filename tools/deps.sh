@@ -13,6 +13,12 @@ PKGS="$PKGS python3-avro"
 # Deployment issue: Debian's docker-compose 1.29 validates docker-compose.yml without an
 # engine (`docker-compose config -q`); with --no-install-recommends it is Python only.
 PKGS="$PKGS docker-compose"
+# Reliability issue: clang (libFuzzer) only for `make fuzz`, which runs
+# `tools/deps.sh --fuzz` when clang is missing.
+if [ "${1:-}" = "--fuzz" ]; then
+    PKGS="clang"
+    shift
+fi
 
 missing=""
 for p in $PKGS; do

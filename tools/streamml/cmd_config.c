@@ -49,7 +49,8 @@ static int check_redis(const struct cfg *cf)
         .host = cfg_str(cf, "redis.host"), .port = (int)cfg_int(cf, "redis.port"),
         .password = *cfg_str(cf, "redis.password") ? cfg_str(cf, "redis.password") : NULL,
         .prefix = cfg_str(cf, "redis.prefix"), .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
-        .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms")};
+        .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms"),
+        .username = cfg_str(cf, "redis.username")};
     struct state *s;
     int bad;
 

@@ -551,9 +551,9 @@ static int open_state(struct run *r, struct err *e)
         .host = cfg_str(cf, "redis.host"),
         .port = (int)cfg_int(cf, "redis.port"),
         .password = *cfg_str(cf, "redis.password") ? cfg_str(cf, "redis.password") : NULL,
-        .prefix = r->prefix,
-        .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
-        .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms")};
+        .prefix = r->prefix, .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
+        .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms"),
+        .username = cfg_str(cf, "redis.username")};
     r->st = state_open_redis(&r->ro, e);
     return r->st ? ERR_OK : e->code;
 }

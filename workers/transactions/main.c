@@ -177,6 +177,8 @@ static int open_state(struct worker *w, struct err *e)
         .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms"),
         .lazy = !cfg_int(cf, "redis.require_at_start")};
 
+    ro.username = cfg_str(cf, "redis.username"); /* reliability: Redis ACL user */
+
     if (strcmp(cfg_str(cf, "state.backend"), "memory") == 0)
         w->st = state_open_memory();
     else
@@ -225,6 +227,20 @@ static const char *group_id(const struct cfg *cf)
     return "streamml-transactions";
 }
 
+/* reliability: zombie fencing. A newly assigned partition takes a new
+ * epoch in the state store, so a former owner that was stalled past
+ * max.poll.interval.ms cannot overwrite state when it wakes up. */
+static int fence_partition(const char *topic, int32_t partition, void *opaque)
+{
+    struct err e = {0};
+
+    if (state_fence(opaque, partition, &e)) {
+        log_error("fencing %s [%d]: %s", topic, (int)partition, e.msg);
+        return e.code;
+    }
+    return ERR_OK;
+}
+
 static int open_kafka(struct worker *w, struct err *e)
 {
     const char *topic = cfg_str(w->cf, "input.topic");
@@ -236,6 +252,8 @@ static int open_kafka(struct worker *w, struct err *e)
     ko.n_props = np;
     ko.stats_cb = w->mx ? metrics_kafka_stats : NULL; /* consumer lag */
     ko.stats_opaque = w->mx;
+    ko.on_assign = fence_partition; /* reliability: zombie fencing */
+    ko.assign_opaque = w->st;
     w->q = kq_open(&ko, e);
     if (!w->q)
         return e->code;

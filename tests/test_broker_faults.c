@@ -1,0 +1,397 @@
+/* tests/test_broker_faults.c: broker faults on the embedded stack.
+ *
+ * `streamml broker --brokers 3 --control FIFO` (librdkafka's mock cluster)
+ * takes fault-injection commands while 20,000 events flow through a real
+ * transactions worker and a real redis-server: injected errors on Produce,
+ * Fetch, OffsetCommit, JoinGroup and Heartbeat requests, and brokers taken
+ * down and up again (rd_kafka_mock_broker_set_down/up). Criterion: every
+ * event has a prediction (duplicates counted and printed), every user's
+ * Welford count in Redis equals its events with an amount.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "features.h"
+#include "kafka.h"
+#include "stack.h"
+#include "state.h"
+
+#define N_EVENTS 20000
+#define N_USERS 1000
+#define TOPICS "transactions:6,predictions.transactions:6,transactions.dlq:2"
+
+struct env {
+    struct test_redis redis;
+    struct test_broker broker; /* pid, bootstrap and dir: started here, with --control */
+    char control[300];
+    char dir[128];
+    char events[200];
+    char redis_port[32];
+    int want_amounts[N_USERS]; /* per user: events with an amount */
+};
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Deterministic synthetic events over N_USERS users; every tenth has no
+ * amount (so the Welford count differs from the event count). */
+static void write_events(struct env *v)
+{
+    FILE *f = fopen(v->events, "w");
+    int64_t t = 1700000000000LL;
+
+    assert_non_null(f);
+    for (int i = 0; i < N_EVENTS; i++) {
+        int u = (int)((i * 7919L) % N_USERS);
+        t += 1000 + (i % 13) * 1000;
+        fprintf(f, "{\"event_id\":\"e%06d\",\"user_id\":\"u%04d\",\"event_time\":%lld", i, u,
+                (long long)t);
+        if (i % 10 != 7) {
+            fprintf(f, ",\"amount\":%d", 300 + (i * 41) % 2500);
+            v->want_amounts[u]++;
+        }
+        fprintf(f, ",\"income\":%d,\"expenses\":%d,\"term_months\":%d,\"age\":%d", 90 + i % 150,
+                40 + i % 50, 12 + 12 * (i % 5), 21 + i % 45);
+        fprintf(f, ",\"past_records\":%s}\n", i % 7 == 0 ? "true" : "false");
+    }
+    fclose(f);
+}
+
+static int run_wait(char *const argv[], const char *log)
+{
+    int status;
+    pid_t pid = test_spawn(argv, log);
+
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static pid_t produce(struct env *v, const char *rate)
+{
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "produce",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    "transactions",
+                    "-i",
+                    v->events,
+                    "--log-level",
+                    "error",
+                    rate ? "--rate" : NULL,
+                    (char *)rate,
+                    NULL};
+
+    return test_spawn(argv, "/dev/null");
+}
+
+static void log_path(const struct env *v, const char *name, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/%s.log", v->dir, name);
+}
+
+/* A worker of group "rel", logging to <dir>/<name>.log. The group timeouts
+ * are short so that a stalled member is noticed within seconds. */
+static pid_t start_worker(struct env *v, const char *name, const char *batch)
+{
+    char log[200], bs[64];
+    /* Redis is not the fault here; a generous timeout keeps it out of the way. */
+    static char timeout[] = "redis.timeout_ms=30000";
+    char *argv[] = {(char *)test_bin("streamml-transactions"),
+                    "-b",
+                    v->broker.bootstrap,
+                    "-X",
+                    v->redis_port,
+                    "-X",
+                    "group.id=rel",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "-X",
+                    bs,
+                    "-X",
+                    "session.timeout.ms=6000",
+                    "-X",
+                    "max.poll.interval.ms=6000",
+                    "-X",
+                    "heartbeat.interval.ms=500",
+                    "-X",
+                    timeout,
+                    "-X",
+                    "auto.commit.interval.ms=1000",
+                    "--log-level",
+                    "info",
+                    NULL};
+
+    snprintf(bs, sizeof(bs), "worker.batch_size=%s", batch);
+    log_path(v, name, log, sizeof(log));
+    return test_spawn(argv, log);
+}
+
+/* Waits until the file contains needle (count times); 0 or -1 on timeout. */
+static int wait_log(const char *path, const char *needle, int count, int timeout_ms)
+{
+    char line[2048];
+
+    for (int waited = 0; waited < timeout_ms; waited += 20) {
+        FILE *f = fopen(path, "r");
+        int n = 0;
+        while (f && fgets(line, sizeof(line), f))
+            n += strstr(line, needle) != NULL;
+        if (f)
+            fclose(f);
+        if (n >= count)
+            return 0;
+        sleep_ms(20);
+    }
+    return -1;
+}
+
+static int64_t topic_size(struct env *v, const char *topic)
+{
+    struct err e = {0};
+    struct cfg_kv kv = {"bootstrap.servers", v->broker.bootstrap, "test"};
+    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
+    struct kq *q = kq_open(&o, &e);
+    int64_t n;
+
+    assert_non_null(q);
+    n = kq_topic_size(q, topic, 5000, &e);
+    kq_close(q, 0, NULL);
+    return n;
+}
+
+struct tally {
+    long records, missing, duplicates, worst; /* worst: most copies of one event */
+};
+
+/* Reads every prediction and counts copies per event id. */
+static struct tally read_predictions(struct env *v)
+{
+    static int seen[N_EVENTS];
+    char out[200], line[4096];
+    struct tally t = {0};
+    FILE *f;
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "consume",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    "predictions.transactions",
+                    "-f",
+                    "-e",
+                    "--log-level",
+                    "error",
+                    NULL};
+
+    snprintf(out, sizeof(out), "%s/predictions.jsonl", v->dir);
+    unlink(out);
+    assert_int_equal(run_wait(argv, out), 0);
+    memset(seen, 0, sizeof(seen));
+    f = fopen(out, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        const char *p = strstr(line, "\"event_id\"");
+        long id;
+        if (!p || !(p = strchr(p + 10, 'e')))
+            continue;
+        id = strtol(p + 1, NULL, 10);
+        if (id >= 0 && id < N_EVENTS)
+            seen[id]++;
+        t.records++;
+    }
+    fclose(f);
+    for (int i = 0; i < N_EVENTS; i++) {
+        t.missing += seen[i] == 0;
+        t.duplicates += seen[i] > 1 ? seen[i] - 1 : 0;
+        t.worst = seen[i] > t.worst ? seen[i] : t.worst;
+    }
+    return t;
+}
+
+/* Users whose stored Welford count differs from their events with an
+ * amount (0 = every event applied exactly once). */
+/* Waits until every event has a prediction (a member's partitions are
+ * idle until its session expires, so output can pause for seconds). */
+static struct tally wait_all_predicted(struct env *v, int timeout_ms)
+{
+    struct tally t = read_predictions(v);
+
+    for (int waited = 0; t.missing && waited < timeout_ms; waited += 1000) {
+        sleep_ms(1000);
+        t = read_predictions(v);
+    }
+    return t;
+}
+
+static long users_wrong(struct env *v)
+{
+    struct err e = {0};
+    struct state_redis_opts ro = {.host = "127.0.0.1", .port = v->redis.port, .timeout_ms = 2000};
+    struct state *s = state_open_redis(&ro, &e);
+    static struct state_blob blobs[N_USERS];
+    static char ids[N_USERS][16];
+    const char *ents[N_USERS];
+    long wrong = 0;
+
+    assert_non_null(s);
+    for (int u = 0; u < N_USERS; u++) {
+        snprintf(ids[u], sizeof(ids[u]), "u%04d", u);
+        ents[u] = ids[u];
+    }
+    assert_int_equal(state_get_many(s, N_USERS, ents, blobs, &e), ERR_OK);
+    for (int u = 0; u < N_USERS; u++) {
+        struct feat_state fs;
+        if (feat_state_decode(&fs, blobs[u].data, blobs[u].len, &e) ||
+            (int)fs.n_amounts != v->want_amounts[u])
+            wrong++;
+    }
+    state_close(s);
+    return wrong;
+}
+
+static int broker_start(struct env *v)
+{
+    char file[300], log[300], line[300];
+    FILE *f;
+
+    snprintf(v->broker.dir, sizeof(v->broker.dir), "%s", v->dir);
+    snprintf(file, sizeof(file), "%s/bootstrap", v->dir);
+    snprintf(log, sizeof(log), "%s/broker.log", v->dir);
+    snprintf(v->control, sizeof(v->control), "%s/control", v->dir);
+    char *argv[] = {
+        (char *)test_bin("streamml"), "broker", "--topics",  TOPICS,     "--brokers", "3",
+        "--bootstrap-file",           file,     "--control", v->control, NULL};
+    v->broker.pid = test_spawn(argv, log);
+    for (int waited = 0; waited < 10000; waited += 50) {
+        if ((f = fopen(file, "r"))) {
+            int ok = fgets(line, sizeof(line), f) != NULL;
+            fclose(f);
+            if (ok) {
+                line[strcspn(line, "\n")] = '\0';
+                snprintf(v->broker.bootstrap, sizeof(v->broker.bootstrap), "%s", line);
+                return 0;
+            }
+        }
+        sleep_ms(50);
+    }
+    return -1;
+}
+
+static int setup(void **st)
+{
+    struct env *v = calloc(1, sizeof(*v));
+
+    if (!v)
+        return -1;
+    snprintf(v->dir, sizeof(v->dir), "/tmp/streamml-bf-XXXXXX");
+    if (!mkdtemp(v->dir) || test_redis_start(&v->redis) || broker_start(v))
+        return -1;
+    snprintf(v->events, sizeof(v->events), "%s/events.jsonl", v->dir);
+    snprintf(v->redis_port, sizeof(v->redis_port), "redis.port=%d", v->redis.port);
+    write_events(v);
+    *st = v;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    struct env *v = *st;
+    char cmd[200];
+
+    test_stop_pid(v->broker.pid, SIGTERM, 10000);
+    test_redis_stop(&v->redis);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", v->dir);
+    if (getenv("STREAMML_KEEP_TEST_DIR"))
+        fprintf(stderr, "kept %s\n", v->dir);
+    else if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", v->dir);
+    free(v);
+    return 0;
+}
+
+/* Sends one command to the broker and waits for its "ok" in the log. */
+static void inject(struct env *v, const char *cmd)
+{
+    char log[300], want[200];
+    int fd = open(v->control, O_WRONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
+    assert_int_equal(write(fd, "\n", 1), 1);
+    close(fd);
+    snprintf(log, sizeof(log), "%s/broker.log", v->dir);
+    snprintf(want, sizeof(want), "control: %s: ok", cmd);
+    assert_int_equal(wait_log(log, want, 1, 10000), 0);
+}
+
+static void test_broker_faults_lose_nothing(void **st)
+{
+    static const char *const errors[] = {"errors Produce 8 NOT_LEADER_FOR_PARTITION",
+                                         "errors Produce 4 REQUEST_TIMED_OUT",
+                                         "errors Fetch 8 NOT_LEADER_FOR_PARTITION",
+                                         "errors OffsetCommit 4 COORDINATOR_NOT_AVAILABLE",
+                                         "errors OffsetCommit 2 NOT_COORDINATOR",
+                                         "errors Heartbeat 3 COORDINATOR_NOT_AVAILABLE",
+                                         "errors JoinGroup 2 COORDINATOR_LOAD_IN_PROGRESS"};
+    struct env *v = *st;
+    struct tally t;
+    pid_t w, prod;
+    int n_errors = 0, n_down = 0;
+
+    prod = produce(v, "4000");
+    w = start_worker(v, "worker", "500");
+    for (int waited = 0; topic_size(v, "predictions.transactions") < 2000; waited += 100) {
+        assert_true(waited < 60000);
+        sleep_ms(100);
+    }
+    for (size_t i = 0; i < sizeof(errors) / sizeof(errors[0]); i++) {
+        inject(v, errors[i]);
+        n_errors += atoi(strchr(strchr(errors[i], ' ') + 1, ' ') + 1);
+    }
+    for (int id = 1; id <= 3; id++) {
+        char cmd[16];
+        snprintf(cmd, sizeof(cmd), "down %d", id);
+        inject(v, cmd);
+        sleep_ms(1500);
+        snprintf(cmd, sizeof(cmd), "up %d", id);
+        inject(v, cmd);
+        n_down++;
+        sleep_ms(500);
+    }
+    assert_int_equal(waitpid(prod, NULL, 0), prod);
+    t = wait_all_predicted(v, 90000);
+    assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
+    t = read_predictions(v);
+    printf("# broker faults: %d events, %d injected request errors (Produce, Fetch, "
+           "OffsetCommit, Heartbeat, JoinGroup), %d broker down/up cycles -> %ld predictions: "
+           "%ld missing, %ld duplicates (max %ld copies); users with wrong state: %ld\n",
+           N_EVENTS, n_errors, n_down, t.records, t.missing, t.duplicates, t.worst, users_wrong(v));
+    assert_int_equal(t.missing, 0);
+    assert_int_equal(users_wrong(v), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_broker_faults_lose_nothing, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("broker_faults", tests, NULL, NULL);
+}
