@@ -2,7 +2,8 @@
 # make demo: the embedded stack end to end on the sample data.
 #   One `streamml broker` (librdkafka mock cluster) and one redis-server on
 #   free loopback ports in a temporary directory; every worker (transactions
-#   with monitoring and /metrics, images) started at once; the sample data
+#   with monitoring and /metrics, images; then clickstream, by
+#   tools/demo_clickstream.sh on the same broker and Redis); the sample data
 #   streamed: credit events built from credit_data.csv, then a segment whose
 #   income and amount drift (so monitoring raises alerts on `monitoring`),
 #   then normal traffic again (so they resolve), and graded image references;
@@ -55,7 +56,7 @@ n_txn=$(( $(wc -l < "$EVENTS") + 6000 ))
 
 echo "== starting the embedded stack in $tmp"
 "$SM" broker --bootstrap-file "$tmp/bootstrap" --topics \
-    transactions:8,predictions.transactions:8,transactions.dlq:2,images:2,predictions.images:2,images.dlq:1,monitoring:1,labels:2 \
+    transactions:8,predictions.transactions:8,transactions.dlq:2,images:2,predictions.images:2,images.dlq:1,clickstream:2,predictions.clickstream:2,clickstream.dlq:1,monitoring:1,labels:2 \
     >"$tmp/broker.log" 2>&1 &
 pids+=($!)
 rport=$(free_port)
@@ -124,6 +125,7 @@ echo "== /metrics of the transactions worker (excerpt)"
 grep -E '^streamml_(events|predictions|dead_letters|degraded)_total|^streamml_monitor_status|^streamml_build_info' \
     "$tmp/metrics.txt" | head -12 | sed 's/^/   /'
 
-# Clickstream worker (issue 6): self-contained, its own broker and Redis.
-BUILD="$BUILD" tools/demo_clickstream.sh
+echo
+# The clickstream worker on the same broker and Redis (session recommendations).
+BUILD="$BUILD" BOOTSTRAP="$bs" REDIS_PORT="$rport" tools/demo_clickstream.sh
 echo "== stopping"

@@ -25,15 +25,21 @@ trap cleanup EXIT INT TERM
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 [ -x "$BUILD/streamml-clickstream" ] || { echo "demo_clickstream: $BUILD/streamml-clickstream missing (make)"; exit 1; }
-echo "== clickstream: starting the embedded broker and Redis in $tmp"
-"$SM" broker --bootstrap-file "$tmp/bootstrap" \
-    --topics clickstream:2,predictions.clickstream:2,clickstream.dlq:1 >"$tmp/broker.log" 2>&1 &
-pids+=($!)
-rport=$(free_port)
-redis-server --port "$rport" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no >/dev/null 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$tmp/bootstrap" ] && redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
-bs=$(cat "$tmp/bootstrap")
+if [ -n "${BOOTSTRAP:-}" ] && [ -n "${REDIS_PORT:-}" ]; then
+    # Called by tools/demo.sh: its broker (with the clickstream topics) and Redis.
+    bs=$BOOTSTRAP; rport=$REDIS_PORT
+    echo "== clickstream: on the demo's stack (kafka $bs, redis 127.0.0.1:$rport)"
+else
+    echo "== clickstream: starting the embedded broker and Redis in $tmp"
+    "$SM" broker --bootstrap-file "$tmp/bootstrap" \
+        --topics clickstream:2,predictions.clickstream:2,clickstream.dlq:1 >"$tmp/broker.log" 2>&1 &
+    pids+=($!)
+    rport=$(free_port)
+    redis-server --port "$rport" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no >/dev/null 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do [ -s "$tmp/bootstrap" ] && redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    bs=$(cat "$tmp/bootstrap")
+fi
 
 $PY - "$SESS" > "$tmp/clicks.jsonl" <<'PYEOF'
 import json, sys
