@@ -53,26 +53,12 @@ struct env {
     long produced;
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static void path_in(const struct env *v, const char *name, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/%s", v->dir, name);
 }
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 /* n events of USERS users (each user many times), ids from first; every
  * fourth one labelled bad (the outcome `streamml abtest` reads). */
@@ -180,30 +166,10 @@ static void stop_worker(struct env *v)
     v->worker = 0;
 }
 
-static int64_t topic_size(struct env *v, const char *topic)
-{
-    struct err e = {0};
-    struct cfg_kv kv = {"bootstrap.servers", v->bootstrap, "test"};
-    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
-    struct kq *q = kq_open(&o, &e);
-    int64_t n;
-
-    assert_non_null(q);
-    n = kq_topic_size(q, topic, 5000, &e);
-    kq_close(q, 0, NULL);
-    return n;
-}
 
 static int wait_topic(struct env *v, const char *topic, int64_t want, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 100) {
-        if (topic_size(v, topic) >= want)
-            return 0;
-        sleep_ms(100);
-    }
-    fprintf(stderr, "%s: %lld records, wanted %lld\n", topic, (long long)topic_size(v, topic),
-            (long long)want);
-    return -1;
+    return test_wait_topic(v->bootstrap, topic, want, timeout_ms);
 }
 
 /* `streamml produce` of n events from first, at most rate/s, in the
@@ -262,7 +228,7 @@ static json_t *read_topic(struct env *v, const char *cmd, const char *topic)
 
     path_in(v, "read.jsonl", path, sizeof(path));
     unlink(path);
-    assert_int_equal(run_wait(argv, path), 0);
+    assert_int_equal(test_run_wait(argv, path), 0);
     f = fopen(path, "r");
     assert_non_null(f);
     while (fgets(line, sizeof(line), f)) {
@@ -358,7 +324,7 @@ static void test_reload_under_load_loses_nothing_and_variants_stick(void **st)
     assert_int_equal(wait_topic(v, "predictions.transactions", 3500, 30000), 0);
     write_conf(v, v->garbage, "3", 0, "");
     hup_after(v, 3500);
-    sleep_ms(300);
+    test_sleep_ms(300);
     write_conf(v, v->challenger, "4", 0, "");
     hup_after(v, 5500);
     wait_pid_ok(prod);
@@ -369,7 +335,7 @@ static void test_reload_under_load_loses_nothing_and_variants_stick(void **st)
     start_worker(v);
     wait_pid_ok(produce(v, 8500, 1500, "100000"));
     assert_int_equal(wait_topic(v, "predictions.transactions", v->produced, 45000), 0);
-    sleep_ms(500); /* nothing more may come */
+    test_sleep_ms(500); /* nothing more may come */
     check_predictions(v, versions, 3);
     stop_worker(v);
 
@@ -397,7 +363,7 @@ static void test_file_watch_refuses_a_broken_model_and_loads_a_good_one(void **s
              v->challenger, v->challenger);
     assert_int_equal(system(cmd), 0);
     for (int t = 0; t < 100 && !refused; t++) {
-        sleep_ms(100);
+        test_sleep_ms(100);
         alerts = read_topic(v, "consume", "monitoring");
         refused = count_alerts(alerts, "WARNING", "(file change) refused");
         json_decref(alerts);
@@ -409,7 +375,7 @@ static void test_file_watch_refuses_a_broken_model_and_loads_a_good_one(void **s
              v->challenger, v->challenger, v->challenger);
     assert_int_equal(system(cmd), 0);
     for (int t = 0; t < 100 && !loaded; t++) {
-        sleep_ms(100);
+        test_sleep_ms(100);
         alerts = read_topic(v, "consume", "monitoring");
         loaded = count_alerts(alerts, "INFO", "(file change): version 7 -> 7");
         json_decref(alerts);
@@ -428,7 +394,7 @@ static void check_abtest_topic(struct env *v, const char *topic, const char *var
 
     path_in(v, "abtest.json", path, sizeof(path));
     unlink(path);
-    assert_int_equal(run_wait(argv, path), 0);
+    assert_int_equal(test_run_wait(argv, path), 0);
     j = json_load_file(path, 0, NULL);
     assert_non_null(j);
     assert_string_equal(str(j, "experiment"), "exp-it");

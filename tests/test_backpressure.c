@@ -50,11 +50,6 @@ struct env {
     int want_amounts[N_USERS]; /* per user: events with an amount */
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* Deterministic synthetic events over N_USERS users; every tenth has no
  * amount (so the Welford count differs from the event count). */
@@ -112,15 +107,6 @@ static int teardown(void **st)
     return 0;
 }
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static pid_t produce(struct env *v, const char *rate)
 {
@@ -181,23 +167,14 @@ static int wait_log(const char *path, const char *needle, int count, int timeout
             fclose(f);
         if (n >= count)
             return 0;
-        sleep_ms(20);
+        test_sleep_ms(20);
     }
     return -1;
 }
 
 static int64_t topic_size(struct env *v, const char *topic)
 {
-    struct err e = {0};
-    struct cfg_kv kv = {"bootstrap.servers", v->broker.bootstrap, "test"};
-    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
-    struct kq *q = kq_open(&o, &e);
-    int64_t n;
-
-    assert_non_null(q);
-    n = kq_topic_size(q, topic, 5000, &e);
-    kq_close(q, 0, NULL);
-    return n;
+    return test_topic_size(v->broker.bootstrap, topic);
 }
 
 struct tally {
@@ -225,7 +202,7 @@ static struct tally read_predictions(struct env *v)
 
     snprintf(out, sizeof(out), "%s/predictions.jsonl", v->dir);
     unlink(out);
-    assert_int_equal(run_wait(argv, out), 0);
+    assert_int_equal(test_run_wait(argv, out), 0);
     memset(seen, 0, sizeof(seen));
     f = fopen(out, "r");
     assert_non_null(f);
@@ -257,7 +234,7 @@ static struct tally wait_all_predicted(struct env *v, int timeout_ms)
     struct tally t = read_predictions(v);
 
     for (int waited = 0; t.missing && waited < timeout_ms; waited += 1000) {
-        sleep_ms(1000);
+        test_sleep_ms(1000);
         t = read_predictions(v);
     }
     return t;
@@ -338,7 +315,7 @@ static void test_slow_redis_backlog_is_bounded_and_lossless(void **st)
         assert_non_null(r);
         freeReplyObject(r);
         pauses++;
-        sleep_ms(400);
+        test_sleep_ms(400);
         if (pauses % 3 == 0) {
             produced = topic_size(v, "transactions");
             predicted = topic_size(v, "predictions.transactions");

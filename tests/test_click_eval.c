@@ -35,15 +35,6 @@ struct figures {
 static int64_t g_sess[MAX_SESS][MAX_LEN];
 static int g_len[MAX_SESS], g_n;
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static void load_sessions(void)
 {
@@ -143,7 +134,7 @@ static void produce(const char *bootstrap, const char *dir)
                   "--log-level",
                   "warn",
                   NULL};
-    assert_int_equal(run_wait(a1, NULL), 0);
+    assert_int_equal(test_run_wait(a1, NULL), 0);
     char *a2[] = {(char *)test_bin("streamml"),
                   "produce",
                   "-b",
@@ -156,7 +147,7 @@ static void produce(const char *bootstrap, const char *dir)
                   "--log-level",
                   "warn",
                   NULL};
-    assert_int_equal(run_wait(a2, NULL), 0);
+    assert_int_equal(test_run_wait(a2, NULL), 0);
 }
 
 static double num(json_t *o, const char *a, const char *b)
@@ -209,7 +200,7 @@ static void test_replayed_quality_equals_in_process(void **st)
                  "--log-level",
                  "warn",
                  NULL};
-    assert_int_equal(run_wait(a, out), 0);
+    assert_int_equal(test_run_wait(a, out), 0);
     got = result_line(out, &je);
     printf("# click-eval over %ld next clicks: GRU Recall@20 %.4f MRR@20 %.4f, popularity "
            "%.4f / %.4f\n",

@@ -64,11 +64,6 @@ static int n_clicks(void)
     return n;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
@@ -82,15 +77,6 @@ static int sh(const char *fmt, ...)
     return system(cmd);
 }
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static int setup(void **st)
 {
@@ -158,7 +144,7 @@ static void produce_events(struct env *v)
                   "--log-level",
                   "warn",
                   NULL};
-    assert_int_equal(run_wait(a1, NULL), 0);
+    assert_int_equal(test_run_wait(a1, NULL), 0);
     char *a2[] = {(char *)test_bin("streamml"),
                   "produce",
                   "-b",
@@ -171,7 +157,7 @@ static void produce_events(struct env *v)
                   "--log-level",
                   "warn",
                   NULL};
-    assert_int_equal(run_wait(a2, NULL), 0);
+    assert_int_equal(test_run_wait(a2, NULL), 0);
 }
 
 static pid_t start_worker(struct env *v, const char *log)
@@ -212,26 +198,12 @@ static pid_t start_worker(struct env *v, const char *log)
 
 static int64_t topic_size(struct env *v, const char *topic)
 {
-    struct err e = {0};
-    struct cfg_kv kv = {"bootstrap.servers", v->broker.bootstrap, "test"};
-    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
-    struct kq *q = kq_open(&o, &e);
-    int64_t n;
-
-    assert_non_null(q);
-    n = kq_topic_size(q, topic, 5000, &e);
-    kq_close(q, 0, NULL);
-    return n;
+    return test_topic_size(v->broker.bootstrap, topic);
 }
 
 static int wait_topic(struct env *v, const char *topic, int64_t want, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 200) {
-        if (topic_size(v, topic) >= want)
-            return 0;
-        sleep_ms(200);
-    }
-    return -1;
+    return test_wait_topic(v->broker.bootstrap, topic, want, timeout_ms);
 }
 
 /* Known items of session s up to and including click j. */
@@ -451,7 +423,7 @@ static void test_every_click_gets_one_recommendation(void **st)
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
     /* the same group again: every offset was committed, nothing is redone */
     w = start_worker(v, log2);
-    sleep_ms(3000);
+    test_sleep_ms(3000);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
     assert_int_equal(topic_size(v, "predictions.clickstream"), n);
     assert_int_equal(topic_size(v, "clickstream.dlq"), 1);
@@ -466,7 +438,7 @@ static void test_every_click_gets_one_recommendation(void **st)
                        "--log-level",
                        "error",
                        NULL};
-    assert_int_equal(run_wait(consume, out), 0);
+    assert_int_equal(test_run_wait(consume, out), 0);
     check_predictions(out, m);
     check_state(v, m);
     check_redis_keys(v);
@@ -523,7 +495,7 @@ static void test_redis_down_answers_degraded(void **st)
                        "--log-level",
                        "error",
                        NULL};
-    assert_int_equal(run_wait(consume, out), 0);
+    assert_int_equal(test_run_wait(consume, out), 0);
     f = fopen(out, "r");
     assert_non_null(f);
     while (fgets(line, sizeof(line), f)) {

@@ -26,15 +26,6 @@
 #define PY "/usr/bin/python3"
 #define SKIPPED 77
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 /* Runs one check of tools/check_deploy.py; its output is shown on failure. */
 static void check(const char *what)
@@ -45,7 +36,7 @@ static void check(const char *what)
 
     assert_true(fd >= 0);
     close(fd);
-    rc = run_wait(argv, log);
+    rc = test_run_wait(argv, log);
     if (rc != 0) {
         snprintf(cmd, sizeof(cmd), "cat '%s' >&2", log);
         if (system(cmd) != 0)
@@ -104,13 +95,13 @@ static void test_config_files_load(void **state)
     (void)state;
     assert_non_null(mkdtemp(dir));
     char *gen[] = {PY, "tools/check_deploy.py", "conf-files", dir, NULL};
-    assert_int_equal(run_wait(gen, "/dev/null"), 0);
+    assert_int_equal(test_run_wait(gen, "/dev/null"), 0);
     setenv("STREAMML_REDIS_PASSWORD_FILE", "", 1);
     setenv("STREAMML_SCHEMA_REGISTRY_PASSWORD_FILE", "", 1);
     for (size_t i = 0; i < 2; i++) {
         snprintf(file, sizeof(file), "%s/%s", dir, which[i]);
         char *argv[] = {(char *)test_bin("streamml"), "config", "show", "-c", file, NULL};
-        if (run_wait(argv, "/dev/null") != 0)
+        if (test_run_wait(argv, "/dev/null") != 0)
             fail_msg("streamml config show -c %s (%s) failed", which[i], file);
     }
     unsetenv("STREAMML_REDIS_PASSWORD_FILE");
@@ -150,19 +141,6 @@ static int command_line(const char *service, char *buf, size_t cap, char **argv,
     return argc;
 }
 
-static int64_t topic_size(const char *bootstrap, const char *topic)
-{
-    struct err e = {0};
-    struct cfg_kv kv = {"bootstrap.servers", bootstrap, "test"};
-    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
-    struct kq *q = kq_open(&o, &e);
-    int64_t n;
-
-    assert_non_null(q);
-    n = kq_topic_size(q, topic, 5000, &e);
-    kq_close(q, 0, NULL);
-    return n;
-}
 
 static void test_transactions_command_line_runs(void **state)
 {
@@ -196,7 +174,7 @@ static void test_transactions_command_line_runs(void **state)
                        "--log-level",
                        "warn",
                        NULL};
-    assert_int_equal(run_wait(produce, NULL), 0);
+    assert_int_equal(test_run_wait(produce, NULL), 0);
 
     /* What compose and the pod do, with addresses from the environment. */
     snprintf(port, sizeof(port), "%d", redis.port);
@@ -222,7 +200,7 @@ static void test_transactions_command_line_runs(void **state)
         fail_msg("the transactions command line exited with status %d", status);
     }
     unlink(log);
-    assert_int_equal(topic_size(broker.bootstrap, "predictions.transactions"), 200);
+    assert_int_equal(test_topic_size(broker.bootstrap, "predictions.transactions"), 200);
     free(argv[0]);
     unlink(events);
     test_registry_free(srv);
@@ -249,7 +227,7 @@ static void test_other_command_lines_parse(void **state)
         }
         argv[argc] = "--help";
         argv[argc + 1] = NULL;
-        int rc = run_wait(argv, "/dev/null");
+        int rc = test_run_wait(argv, "/dev/null");
         if (rc == 2 && argc > 1 && strcmp(argv[1], "--config") != 0)
             printf("note: %s: `%s %s` is not a command on this branch\n", services[i], argv[0],
                    argv[1]);

@@ -458,21 +458,7 @@ static void test_array_of_null_bomb_is_bounded(void **st)
 
 /* ---- part 2: through a real worker ---- */
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
 
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static struct kq *producer(const char *bootstrap)
 {
@@ -505,7 +491,7 @@ static void consume(const char *bootstrap, const char *topic, const char *path)
                     NULL};
 
     unlink(path);
-    assert_int_equal(run_wait(argv, path), 0);
+    assert_int_equal(test_run_wait(argv, path), 0);
 }
 
 static long count_lines_with(const char *path, const char *needle)
@@ -593,7 +579,7 @@ static void test_worker_dead_letters_each_and_carries_on(void **st)
                          topic_size(q, "transactions.dlq") < n_bad;
          waited += 200) {
         assert_true(waited < 30000);
-        sleep_ms(200);
+        test_sleep_ms(200);
     }
     assert_int_equal(topic_size(q, "predictions.transactions"), N_GOOD);
     assert_int_equal(topic_size(q, "transactions.dlq"), n_bad);

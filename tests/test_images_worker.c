@@ -61,11 +61,6 @@ static const char *const cases[][3] = {
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
@@ -79,15 +74,6 @@ static int sh(const char *fmt, ...)
     return system(cmd);
 }
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static int setup(void **st)
 {
@@ -144,8 +130,8 @@ static void produce_events(struct env *v)
                   "images", "--schema", "image_event", "-i", path, "--log-level", "warn", NULL};
     char *a2[] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
                   "images", "--raw", "-i", garbage, "--log-level", "warn", NULL};
-    assert_int_equal(run_wait(a1, NULL), 0);
-    assert_int_equal(run_wait(a2, NULL), 0);
+    assert_int_equal(test_run_wait(a1, NULL), 0);
+    assert_int_equal(test_run_wait(a2, NULL), 0);
 }
 
 static pid_t start_worker(struct env *v, char *log, const char *model)
@@ -167,26 +153,12 @@ static pid_t start_worker(struct env *v, char *log, const char *model)
 
 static int64_t topic_size(struct env *v, const char *topic)
 {
-    struct err e = {0};
-    struct cfg_kv kv = {"bootstrap.servers", v->broker.bootstrap, "test"};
-    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
-    struct kq *q = kq_open(&o, &e);
-    int64_t n;
-
-    assert_non_null(q);
-    n = kq_topic_size(q, topic, 5000, &e);
-    kq_close(q, 0, NULL);
-    return n;
+    return test_topic_size(v->broker.bootstrap, topic);
 }
 
 static int wait_topic(struct env *v, const char *topic, int64_t want, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 200) {
-        if (topic_size(v, topic) >= want)
-            return 0;
-        sleep_ms(200);
-    }
-    return -1;
+    return test_wait_topic(v->broker.bootstrap, topic, want, timeout_ms);
 }
 
 /* torch's probabilities for a sample file, from the reference JSON. */
@@ -360,7 +332,7 @@ static double run_cases(struct env *v, const char *model, const struct expect *x
     assert_int_equal(topic_size(v, "images.dlq"), 1);
     char *consume[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap,
                        "-t", "predictions.images", "-f", "-e", "--log-level", "error", NULL};
-    assert_int_equal(run_wait(consume, out), 0); /* test_bin's buffer is static: built here */
+    assert_int_equal(test_run_wait(consume, out), 0); /* test_bin's buffer is static: built here */
     check_predictions(v, out, x);
     return images_per_pass(log);
 }

@@ -36,11 +36,6 @@ struct env {
     int n_with_amount[N_USERS];
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* Deterministic synthetic events: N_USERS users, increasing event times,
  * some fields missing as in real application data. */
@@ -71,15 +66,6 @@ static void write_events(struct env *v)
     fclose(f);
 }
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static int setup(void **st)
 {
@@ -117,7 +103,7 @@ static int produce_file(struct env *v, const char *file, int raw)
                     "transactions", "-i", (char *)file, raw ? "--raw" : NULL, NULL};
 
     snprintf(log, sizeof(log), "%s/produce.log", v->dir);
-    int rc = run_wait(argv, NULL);
+    int rc = test_run_wait(argv, NULL);
     if (rc != 0) {
         char cmd[300];
         snprintf(cmd, sizeof(cmd), "tail -5 '%s' >&2", log);
@@ -179,7 +165,7 @@ static long read_predictions(struct env *v, int *seen, int *degraded)
 
     snprintf(out, sizeof(out), "%s/predictions.jsonl", v->dir);
     unlink(out);
-    assert_int_equal(run_wait(argv, out), 0);
+    assert_int_equal(test_run_wait(argv, out), 0);
     memset(seen, 0, sizeof(int) * N_EVENTS);
     *degraded = 0;
     f = fopen(out, "r");
@@ -202,26 +188,12 @@ static long read_predictions(struct env *v, int *seen, int *degraded)
 
 static int64_t topic_size(struct env *v, const char *topic)
 {
-    struct err e = {0};
-    struct cfg_kv kv = {"bootstrap.servers", v->bootstrap, "test"};
-    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
-    struct kq *q = kq_open(&o, &e);
-    int64_t n;
-
-    assert_non_null(q);
-    n = kq_topic_size(q, topic, 5000, &e);
-    kq_close(q, 0, NULL);
-    return n;
+    return test_topic_size(v->bootstrap, topic);
 }
 
 static int wait_topic(struct env *v, const char *topic, int64_t want, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 200) {
-        if (topic_size(v, topic) >= want)
-            return 0;
-        sleep_ms(200);
-    }
-    return -1;
+    return test_wait_topic(v->bootstrap, topic, want, timeout_ms);
 }
 
 /* Every user's stored state must hold each of its events exactly once: the
@@ -331,7 +303,7 @@ static void test_garbage_goes_to_dead_letter_and_worker_carries_on(void **st)
         char *argv[] = {(char *)test_bin("streamml"), "consume", "-b", v->bootstrap, "-t",
                         "transactions.dlq", "-f", "-e", "--log-level", "error", NULL};
         snprintf(out, sizeof(out), "%s/dlq.jsonl", v->dir);
-        assert_int_equal(run_wait(argv, out), 0);
+        assert_int_equal(test_run_wait(argv, out), 0);
         snprintf(cmd, sizeof(cmd), "grep -c '\"payload_size\": *990000' %s", out);
         assert_int_equal(system(cmd), 0); /* the truncated one says its real size */
     }
@@ -352,7 +324,7 @@ static long wait_all_predicted(struct env *v, int n, int *seen, int timeout_ms)
             missing += seen[i] == 0;
         if (missing == 0)
             return total;
-        sleep_ms(1000);
+        test_sleep_ms(1000);
     }
     return -1;
 }
@@ -419,7 +391,7 @@ static void test_redis_down_degrades_then_recovers(void **st)
     assert_int_equal(produce_file(v, part2, 0), 0);
     assert_int_equal(wait_topic(v, "predictions.transactions", 4000, 60000), 0);
     assert_int_equal(test_redis_start_opts(&v->redis, port, NULL), 0);
-    sleep_ms(3000); /* the worker retries the queued updates every second */
+    test_sleep_ms(3000); /* the worker retries the queued updates every second */
     status = test_stop_pid(w, SIGTERM, 15000);
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(read_predictions(v, seen, &degraded), 4000);
@@ -456,7 +428,7 @@ static void test_worker_starts_while_redis_is_down(void **st)
     assert_int_equal(wait_topic(v, "predictions.transactions", 2000, 60000), 0);
     assert_int_equal(waitpid(w, &status, WNOHANG), 0); /* still running */
     assert_int_equal(test_redis_start_opts(&v->redis, port, NULL), 0);
-    sleep_ms(3000); /* the worker retries the queued updates every second */
+    test_sleep_ms(3000); /* the worker retries the queued updates every second */
     status = test_stop_pid(w, SIGTERM, 15000);
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(read_predictions(v, seen, &degraded), 2000);
@@ -493,12 +465,12 @@ static void test_long_outage_pauses_without_leaving_the_group(void **st)
                        "state.retry_budget_ms=100\nworker.batch_size=200\n"
                        "state.pending_max=600\nmax.poll.interval.ms=6000");
     assert_int_equal(produce_file(v, part, 0), 0);
-    sleep_ms(9000); /* paused for longer than max.poll.interval.ms */
+    test_sleep_ms(9000); /* paused for longer than max.poll.interval.ms */
     assert_int_equal(waitpid(w, &status, WNOHANG), 0);
     assert_true(topic_size(v, "predictions.transactions") < 3000);
     assert_int_equal(test_redis_start_opts(&v->redis, port, NULL), 0);
     assert_int_equal(wait_topic(v, "predictions.transactions", 3000, 60000), 0);
-    sleep_ms(2000);
+    test_sleep_ms(2000);
     status = test_stop_pid(w, SIGTERM, 15000);
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(read_predictions(v, seen, &degraded), 3000);

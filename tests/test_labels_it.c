@@ -37,21 +37,7 @@ struct env {
     int label[MAXEV], n;
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static void read_events(struct env *v)
 {
@@ -97,28 +83,10 @@ static int teardown(void **st)
     return 0;
 }
 
-static int64_t topic_size(struct env *v, const char *topic)
-{
-    struct err e = {0};
-    struct cfg_kv kv = {"bootstrap.servers", v->broker.bootstrap, "test"};
-    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
-    struct kq *q = kq_open(&o, &e);
-    int64_t n;
-
-    assert_non_null(q);
-    n = kq_topic_size(q, topic, 5000, &e);
-    kq_close(q, 0, NULL);
-    return n;
-}
 
 static int wait_topic(struct env *v, const char *topic, int64_t want, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 100) {
-        if (topic_size(v, topic) >= want)
-            return 0;
-        sleep_ms(100);
-    }
-    return -1;
+    return test_wait_topic(v->broker.bootstrap, topic, want, timeout_ms);
 }
 
 static void produce(struct env *v, const char *topic, const char *schema, const char *file)
@@ -127,7 +95,7 @@ static void produce(struct env *v, const char *topic, const char *schema, const 
                     (char *)topic, "-s", (char *)schema, "-i", (char *)file, "--log-level",
                     "error", NULL};
 
-    assert_int_equal(run_wait(argv, "/dev/null"), 0);
+    assert_int_equal(test_run_wait(argv, "/dev/null"), 0);
 }
 
 /* Labels of events [from, to) into a file; shuffled: a permutation of
@@ -167,7 +135,7 @@ static int auc_alerts(struct env *v, const char *to)
     snprintf(path, sizeof(path), "%s/alerts.jsonl", v->dir);
     snprintf(want, sizeof(want), "\"status_to\":\"%s\"", to);
     unlink(path);
-    assert_int_equal(run_wait(argv, path), 0);
+    assert_int_equal(test_run_wait(argv, path), 0);
     f = fopen(path, "r");
     assert_non_null(f);
     while (fgets(line, sizeof(line), f))
@@ -200,10 +168,10 @@ static void test_decayed_labels_raise_the_auc_alert(void **st)
     produce(v, "transactions", "transaction_event", EVENTS);
     assert_int_equal(wait_topic(v, "predictions.transactions", v->n, 45000), 0);
     produce(v, "labels", "label_event", good);
-    sleep_ms(4000); /* joined, then evaluated once the slice time (1.5 s) has passed */
+    test_sleep_ms(4000); /* joined, then evaluated once the slice time (1.5 s) has passed */
     assert_int_equal(auc_alerts(v, "CRITICAL") + auc_alerts(v, "WARNING"), 0);
     produce(v, "labels", "label_event", bad);
-    sleep_ms(4000);
+    test_sleep_ms(4000);
     assert_int_equal(auc_alerts(v, "CRITICAL"), 1);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
 }

@@ -50,11 +50,6 @@ struct env {
     pid_t worker;
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* ---- events ---- */
 
@@ -105,15 +100,6 @@ static void write_events(const char *path, const char *tag, int n, int drift, ui
 
 /* ---- processes ---- */
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static void path_in(const struct env *v, const char *name, char *out, size_t cap)
 {
@@ -132,7 +118,7 @@ static int make_baseline(struct env *v)
     path_in(v, "train.csv", csv, sizeof(csv));
     path_in(v, "profile.log", log, sizeof(log));
     write_events(ev, "t", TRAIN_EVENTS, 0, 1);
-    return run_wait(fz, log) || run_wait(pf, log) ? -1 : 0;
+    return test_run_wait(fz, log) || test_run_wait(pf, log) ? -1 : 0;
 }
 
 static int setup(void **st)
@@ -193,28 +179,12 @@ static void start_worker(struct env *v)
 
 static int64_t topic_size(struct env *v, const char *topic)
 {
-    struct err e = {0};
-    struct cfg_kv kv = {"bootstrap.servers", v->bootstrap, "test"};
-    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
-    struct kq *q = kq_open(&o, &e);
-    int64_t n;
-
-    assert_non_null(q);
-    n = kq_topic_size(q, topic, 5000, &e);
-    kq_close(q, 0, NULL);
-    return n;
+    return test_topic_size(v->bootstrap, topic);
 }
 
 static int wait_topic(struct env *v, const char *topic, int64_t want, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 100) {
-        if (topic_size(v, topic) >= want)
-            return 0;
-        sleep_ms(100);
-    }
-    fprintf(stderr, "%s: %lld records, wanted %lld\n", topic, (long long)topic_size(v, topic),
-            (long long)want);
-    return -1;
+    return test_wait_topic(v->bootstrap, topic, want, timeout_ms);
 }
 
 /* Produces a phase and waits until the worker has predicted all of it. */
@@ -226,7 +196,7 @@ static void phase(struct env *v, const char *tag, int n, int drift, uint64_t see
 
     snprintf(ev, sizeof(ev), "%s/%s.jsonl", v->dir, tag);
     write_events(ev, tag, n, drift, seed);
-    assert_int_equal(run_wait(argv, "/dev/null"), 0);
+    assert_int_equal(test_run_wait(argv, "/dev/null"), 0);
     v->produced += n;
     assert_int_equal(wait_topic(v, "predictions.transactions", v->produced, 45000), 0);
 }
@@ -248,7 +218,7 @@ static void read_alerts(struct env *v, struct alerts *out)
 
     path_in(v, "alerts.jsonl", path, sizeof(path));
     unlink(path);
-    assert_int_equal(run_wait(argv, path), 0);
+    assert_int_equal(test_run_wait(argv, path), 0);
     f = fopen(path, "r");
     assert_non_null(f);
     out->n = 0;
@@ -287,7 +257,7 @@ static int count(const struct alerts *a, const char *type, const char *feature, 
 /* Alerts are published when a slice closes; the last one by time (1 s). */
 static void settle(void)
 {
-    sleep_ms(2500);
+    test_sleep_ms(2500);
 }
 
 /* `streamml alerts --severity CRITICAL --type data_drift --exec CMD`: CMD
@@ -305,7 +275,7 @@ static int exec_alerts(struct env *v)
     path_in(v, "exec.jsonl", out, sizeof(out));
     path_in(v, "lines.txt", lines, sizeof(lines));
     snprintf(cmd, sizeof(cmd), "cat >> '%s'", out);
-    assert_int_equal(run_wait(argv, lines), 0);
+    assert_int_equal(test_run_wait(argv, lines), 0);
     f = fopen(out, "r");
     assert_non_null(f);
     while (fgets(buf, sizeof(buf), f)) {

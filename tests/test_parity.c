@@ -53,11 +53,6 @@ struct env {
         file_replay[N_EVENTS + 1], featurize[N_EVENTS + 1];
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* Gaps between a user's events, chosen to cross every window boundary. */
 static const int64_t gaps_s[] = {20,        180,       3300,       3700,       5 * 3600, 23 * 3600,
@@ -108,15 +103,6 @@ static void write_events(struct env *v)
     fclose(f);
 }
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static int setup(void **st)
 {
@@ -158,16 +144,7 @@ static char *path(struct env *v, const char *name)
 
 static int64_t topic_size(struct env *v, const char *topic)
 {
-    struct err e = {0};
-    struct cfg_kv kv = {"bootstrap.servers", v->broker.bootstrap, "test"};
-    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
-    struct kq *q = kq_open(&o, &e);
-    int64_t n;
-
-    assert_non_null(q);
-    n = kq_topic_size(q, topic, 5000, &e);
-    kq_close(q, 0, NULL);
-    return n;
+    return test_topic_size(v->broker.bootstrap, topic);
 }
 
 static int event_no(const char *id)
@@ -301,14 +278,14 @@ static void run_worker(struct env *v)
 
     snprintf(bin, sizeof(bin), "%s", test_bin("streamml-transactions")); /* static buffer */
     assert_int_equal(
-        run_wait((char *[]){(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap,
+        test_run_wait((char *[]){(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap,
                             "-t", "transactions", "-i", v->events, "--log-level", "error", NULL},
                  "/dev/null"),
         0); /* the invalid event encodes: the worker refuses it */
     pid = test_spawn(argv, path(v, "worker.log"));
     assert_true(pid > 0);
     while (topic_size(v, "predictions.transactions") < N_EVENTS && waited < 40000) {
-        sleep_ms(200);
+        test_sleep_ms(200);
         waited += 200;
     }
     if (test_stop_pid(pid, SIGTERM, 10000) != 0 || waited >= 40000) {
@@ -340,7 +317,7 @@ static void replay(struct env *v, const char *out, const char *const *extra)
     for (; extra && *extra; extra++)
         argv[n++] = (char *)*extra;
     argv[n] = NULL;
-    assert_int_equal(run_wait(argv, path(v, "replay.log")), 0);
+    assert_int_equal(test_run_wait(argv, path(v, "replay.log")), 0);
 }
 
 static int files_equal(const char *a, const char *b)
@@ -419,7 +396,7 @@ static void test_worker_and_replay_agree_bit_for_bit(void **st)
 
     assert_true(v->n_late >= 100);
     run_worker(v);
-    assert_int_equal(run_wait(consume, path(v, "worker.jsonl")), 0);
+    assert_int_equal(test_run_wait(consume, path(v, "worker.jsonl")), 0);
     assert_int_equal(read_preds(path(v, "worker.jsonl"), v->worker), N_EVENTS);
     users_before = redis_count(v, "u:*");
     assert_int_equal(users_before, N_USERS);
@@ -434,9 +411,9 @@ static void test_worker_and_replay_agree_bit_for_bit(void **st)
     assert_int_equal(redis_count(v, "replay:*"), 0);
     assert_int_equal(redis_count(v, "u:*"), users_before);
 
-    assert_int_equal(run_wait(archive, "/dev/null"), 0); /* archived as it is, invalid one too */
+    assert_int_equal(test_run_wait(archive, "/dev/null"), 0); /* archived as it is, invalid one too */
     replay(v, path(v, "replay_file.jsonl"), file_args);
-    assert_int_equal(run_wait(featurize, "/dev/null"), 0);
+    assert_int_equal(test_run_wait(featurize, "/dev/null"), 0);
 
     assert_int_equal(read_preds(path(v, "replay1.jsonl"), v->replay), N_EVENTS);
     assert_int_equal(read_preds(path(v, "replay_file.jsonl"), v->file_replay), N_EVENTS);

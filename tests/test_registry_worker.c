@@ -39,11 +39,6 @@ struct env {
     int id_v0, id_v2, id_bad;
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static char *slurp(const char *path)
 {
@@ -101,15 +96,6 @@ static int teardown(void **st)
     return 0;
 }
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 /* One event as JSON in the v0 (int term/age, no job) or v2 (merchant_id,
  * channel) writer's shape. */
@@ -157,7 +143,7 @@ static void produce_old_and_bad(struct env *v)
                     "--log-level",
                     "warn",
                     NULL};
-    assert_int_equal(run_wait(argv, NULL), 0);
+    assert_int_equal(test_run_wait(argv, NULL), 0);
 
     snprintf(path, sizeof(path), "%s/bad.jsonl", v->dir);
     assert_non_null(f = fopen(path, "w"));
@@ -165,7 +151,7 @@ static void produce_old_and_bad(struct env *v)
     fclose(f);
     snprintf(bad_id, sizeof(bad_id), "%d", v->id_bad);
     argv[9] = bad_id;
-    assert_int_equal(run_wait(argv, NULL), 0);
+    assert_int_equal(test_run_wait(argv, NULL), 0);
 
     /* Schema id 4242 (0x1092), which the registry does not have. */
     snprintf(path, sizeof(path), "%s/unknown.bin", v->dir);
@@ -184,7 +170,7 @@ static void produce_old_and_bad(struct env *v)
                    "--log-level",
                    "warn",
                    NULL};
-    assert_int_equal(run_wait(raw, NULL), 0);
+    assert_int_equal(test_run_wait(raw, NULL), 0);
 }
 
 static struct kq *producer(struct env *v)
@@ -201,22 +187,12 @@ static struct kq *producer(struct env *v)
 
 static int64_t topic_size(struct env *v, const char *topic)
 {
-    struct err e = {0};
-    struct kq *q = producer(v);
-    int64_t n = kq_topic_size(q, topic, 5000, &e);
-
-    kq_close(q, 0, NULL);
-    return n;
+    return test_topic_size(v->bootstrap, topic);
 }
 
 static int wait_topic(struct env *v, const char *topic, int64_t want, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 200) {
-        if (topic_size(v, topic) >= want)
-            return 0;
-        sleep_ms(200);
-    }
-    return -1;
+    return test_wait_topic(v->bootstrap, topic, want, timeout_ms);
 }
 
 /* The newer producer's events, encoded while the registry is up (the
@@ -262,7 +238,7 @@ static long count_lines(struct env *v, const char *topic, const char *needle, ch
 
     snprintf(out, sizeof(out), "%s/%s.jsonl", v->dir, topic);
     unlink(out);
-    assert_int_equal(run_wait(argv, out), 0);
+    assert_int_equal(test_run_wait(argv, out), 0);
     assert_non_null(f = fopen(out, "r"));
     while (fgets(line, sizeof(line), f)) {
         if (!strstr(line, needle))
@@ -321,7 +297,7 @@ static void test_worker_reads_old_and_new_writers_and_waits_out_the_registry(voi
     /* ...then the registry goes away; the worker has not cached that id. */
     test_registry_stop_serving(v->srv);
     produce_new(v, cd);
-    sleep_ms(3000);
+    test_sleep_ms(3000);
     assert_int_equal(topic_size(v, "predictions.transactions"), N_OLD);
     assert_int_equal(topic_size(v, "transactions.dlq"), 2);
     assert_int_equal(waitpid(w, &status, WNOHANG), 0); /* still running, holding */

@@ -46,11 +46,6 @@ struct env {
     int want_amounts[N_USERS]; /* per user: events with an amount */
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* Deterministic synthetic events over N_USERS users; every tenth has no
  * amount (so the Welford count differs from the event count). */
@@ -108,15 +103,6 @@ static int teardown(void **st)
     return 0;
 }
 
-static int run_wait(char *const argv[], const char *log)
-{
-    int status;
-    pid_t pid = test_spawn(argv, log);
-
-    if (pid < 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static pid_t produce(struct env *v, const char *rate)
 {
@@ -193,7 +179,7 @@ static int wait_log(const char *path, const char *needle, int count, int timeout
             fclose(f);
         if (n >= count)
             return 0;
-        sleep_ms(20);
+        test_sleep_ms(20);
     }
     return -1;
 }
@@ -245,23 +231,14 @@ static int wait_epochs(const struct env *v, long want, int timeout_ms)
         }
         if (ok)
             return 0;
-        sleep_ms(20);
+        test_sleep_ms(20);
     }
     return -1;
 }
 
 static int64_t topic_size(struct env *v, const char *topic)
 {
-    struct err e = {0};
-    struct cfg_kv kv = {"bootstrap.servers", v->broker.bootstrap, "test"};
-    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
-    struct kq *q = kq_open(&o, &e);
-    int64_t n;
-
-    assert_non_null(q);
-    n = kq_topic_size(q, topic, 5000, &e);
-    kq_close(q, 0, NULL);
-    return n;
+    return test_topic_size(v->broker.bootstrap, topic);
 }
 
 struct tally {
@@ -289,7 +266,7 @@ static struct tally read_predictions(struct env *v)
 
     snprintf(out, sizeof(out), "%s/predictions.jsonl", v->dir);
     unlink(out);
-    assert_int_equal(run_wait(argv, out), 0);
+    assert_int_equal(test_run_wait(argv, out), 0);
     memset(seen, 0, sizeof(seen));
     f = fopen(out, "r");
     assert_non_null(f);
@@ -321,7 +298,7 @@ static struct tally wait_all_predicted(struct env *v, int timeout_ms)
     struct tally t = read_predictions(v);
 
     for (int waited = 0; t.missing && waited < timeout_ms; waited += 1000) {
-        sleep_ms(1000);
+        test_sleep_ms(1000);
         t = read_predictions(v);
     }
     return t;
@@ -370,7 +347,7 @@ static void test_zombie_writes_are_fenced(void **st)
     assert_int_equal(wait_log(zlog, "rebalance: assigned", 1, 30000), 0);
     for (int waited = 0; topic_size(v, "predictions.transactions") < 1; waited += 50) {
         assert_true(waited < 30000);
-        sleep_ms(50);
+        test_sleep_ms(50);
     }
     /* Freeze it mid-write, deterministically: CLIENT PAUSE WRITE holds its
      * next batch's EVALSHA (reads go on), SIGSTOP lands while it waits, its
@@ -380,7 +357,7 @@ static void test_zombie_writes_are_fenced(void **st)
      * refused. */
     redis_cli(v, "CLIENT PAUSE 20000 WRITE", out, sizeof(out));
     assert_string_equal(out, "OK");
-    sleep_ms(500);
+    test_sleep_ms(500);
     kill(zombie, SIGSTOP);
     redis_cli(v, "CLIENT KILL TYPE normal", out, sizeof(out));
     assert_true(atoi(out) >= 1);
@@ -436,7 +413,7 @@ static void test_three_workers_one_killed(void **st)
     }
     for (int waited = 0; topic_size(v, "predictions.transactions") < N_EVENTS / 3; waited += 100) {
         assert_true(waited < 60000);
-        sleep_ms(100);
+        test_sleep_ms(100);
     }
     kill(w[1], SIGKILL);
     waitpid(w[1], NULL, 0);

@@ -37,11 +37,6 @@
 static const char *const acl_args[] = {"--user",     "default", "off", "--user", USER, "on",
                                        ">" PASSWORD, "~*",      "&*",  "+@all",  NULL};
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static struct state *open_as(int port, const char *user, const char *pw, struct err *e)
 {
@@ -208,7 +203,7 @@ static void test_worker_keeps_secrets_out_of_argv_and_logs(void **st)
     }
     unsetenv("STREAMML_REDIS_PASSWORD");
     unsetenv("STREAMML_KAFKA__SASL_PASSWORD");
-    sleep_ms(300);
+    test_sleep_ms(300);
     in_argv = cmdline_has(w, PASSWORD) + cmdline_has(w, KAFKA_SECRET);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, 0, 60000)), 0); /* max_messages: exits */
 

@@ -1,5 +1,7 @@
 #include "stack.h"
 
+#include "kafka.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -198,4 +200,52 @@ void test_broker_stop(struct test_broker *b)
         test_stop_pid(b->pid, SIGTERM, 5000);
     b->pid = 0;
     remove_dir(b->dir);
+}
+
+void test_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int test_run_wait(char *const argv[], const char *log)
+{
+    int status;
+    pid_t pid = test_spawn(argv, log);
+
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int64_t test_topic_size(const char *bootstrap, const char *topic)
+{
+    struct err e = {0};
+    struct cfg_kv kv = {"bootstrap.servers", bootstrap, "test"};
+    struct kq_opts o = {.props = &kv, .n_props = 1, .client_id = "test"};
+    struct kq *q = kq_open(&o, &e);
+    int64_t n;
+
+    if (!q) {
+        fprintf(stderr, "test_topic_size: %s\n", e.msg);
+        return -1;
+    }
+    n = kq_topic_size(q, topic, 5000, &e);
+    if (n < 0)
+        fprintf(stderr, "test_topic_size %s: %s\n", topic, e.msg);
+    kq_close(q, 0, NULL);
+    return n;
+}
+
+int test_wait_topic(const char *bootstrap, const char *topic, int64_t want, int timeout_ms)
+{
+    int64_t n = -1;
+
+    for (int waited = 0; waited < timeout_ms; waited += 100) {
+        if ((n = test_topic_size(bootstrap, topic)) >= want)
+            return 0;
+        test_sleep_ms(100);
+    }
+    fprintf(stderr, "%s: %lld records, wanted %lld\n", topic, (long long)n, (long long)want);
+    return -1;
 }

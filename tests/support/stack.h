@@ -8,6 +8,7 @@
 #ifndef STREAMML_TEST_STACK_H
 #define STREAMML_TEST_STACK_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 struct test_redis {
@@ -41,6 +42,17 @@ void test_broker_stop(struct test_broker *b);
 const char *test_bin(const char *name);
 /* A free TCP port on 127.0.0.1 (bind to port 0, read it back, close). */
 int test_free_port(void);
+/* Sleeps ms milliseconds. */
+void test_sleep_ms(int ms);
+/* Spawns argv (output appended to log, NULL = inherit) and waits for it:
+ * its exit code, 128 + signal when killed, -1 when it could not run. */
+int test_run_wait(char *const argv[], const char *log);
+/* Sum of the end offsets of topic's partitions on the broker at bootstrap;
+ * -1 (with a message on stderr) when the broker cannot be asked. */
+int64_t test_topic_size(const char *bootstrap, const char *topic);
+/* Polls test_topic_size every 100 ms until it reaches want: 0, or -1 at
+ * timeout_ms (the count reached is printed on stderr). */
+int test_wait_topic(const char *bootstrap, const char *topic, int64_t want, int timeout_ms);
 /* Spawns argv with stdout/stderr appended to log_path (NULL = inherit). */
 pid_t test_spawn(char *const argv[], const char *log_path);
 /* Sends sig and waits up to timeout_ms; SIGKILL after that. Returns exit
