@@ -15,13 +15,15 @@ and throughput can be compared; its outputs are not checked against the C
 worker's (late events, for one, are handled more simply here).
 
 usage: peer_transactions.py BOOTSTRAP REDIS_PORT MODEL.json SCORECARD.json N
-Stops after N input events, prints events processed, seconds and CPU seconds.
+Runs until SIGTERM, like the worker (the harness samples its CPU from /proc
+while it runs); after N input events it prints seconds and CPU seconds.
 """
 import hashlib
 import io
 import json
 import math
 import resource
+import signal
 import struct
 import sys
 import time
@@ -276,22 +278,24 @@ class Peer:
         return len(evs)
 
     def run(self):
-        seen, t0 = 0, None
-        while seen < self.limit:
-            msgs = self.cons.consume(num_messages=min(BATCH, self.limit - seen), timeout=1.0)
+        seen, t0, run = 0, None, [True]
+        signal.signal(signal.SIGTERM, lambda *_: run.__setitem__(0, False))
+        while run[0]:
+            msgs = self.cons.consume(num_messages=BATCH, timeout=0.1)
             if not msgs:
                 continue
             t0 = t0 or time.time()
             self.batch(msgs)
-            seen += len(msgs)
             # At least once: offsets are committed only once the batch's
             # predictions are delivered.
             self.prod.flush()
             self.cons.commit(asynchronous=True)
+            if seen < self.limit <= seen + len(msgs):
+                ru = resource.getrusage(resource.RUSAGE_SELF)
+                print(f"peer: {self.limit} events in {time.time() - t0:.2f} s, "
+                      f"CPU {ru.ru_utime + ru.ru_stime:.2f} s since start", flush=True)
+            seen += len(msgs)
         self.cons.close()
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        print(f"peer: {seen} events in {time.time() - t0:.2f} s, "
-              f"CPU {ru.ru_utime + ru.ru_stime:.2f} s", flush=True)
 
 
 def main():
