@@ -104,13 +104,55 @@ sample() { # pids: starts the sampler (measure starts it when not yet started)
 measure() { # $1 = n, then pids
     local n=$1; shift
     [ -n "${spid:-}" ] || sample "$@"
-    "$SM" consume -b "$bs" -t predictions.transactions -f -n "$n" --meta --log-level error \
-        >"$tmp/meta" 2>/dev/null
+    # A worker or peer that dies must not hang make bench: 10 minutes at most.
+    timeout 600 "$SM" consume -b "$bs" -t predictions.transactions -f -n "$n" --meta \
+        --log-level error >"$tmp/meta" 2>/dev/null || true
+    if [ "$(wc -l <"$tmp/meta")" -lt "$n" ]; then
+        echo "limits.sh: only $(wc -l <"$tmp/meta") of $n predictions (pids $*); logs:" >&2
+        tail -5 "$tmp"/*.log >&2
+        exit 1
+    fi
     cp "$tmp/meta" "$tmp/meta.$#"
     kill "$spid"; wait "$spid" || true; spid=
     local -a v; read -r -a v < <($PY bench/span.py report "$n" "$tmp/meta" "$tmp/samples")
     rate=${v[0]}; cpu_b=${v[-2]}; cpu_r=${v[-1]}
     cpu_w=$(calc "round($(IFS=+; echo "${v[*]:1:$#}"), 2)")
+}
+
+# The peer does the same work: on 3,000 events over 300 users (windows and
+# moments populated), its predictions are compared with the C worker's,
+# event by event (probability, score, decision). Printed with the figures.
+peer_check() {
+    $PY -c "
+import json
+t = 1_700_000_000_000
+for i in range(3000):
+    t += 37000
+    print(json.dumps({'event_id': f'k{i}', 'user_id': f'u{(i * 7919) % 300}', 'event_time': t,
+                      'amount': 500 + i % 2000, 'income': 80 + i % 200, 'expenses': 40 + i % 50,
+                      'term_months': 12 + 12 * (i % 5), 'age': 20 + i % 50, 'home': 'rent',
+                      'debt': i % 3000 if i % 3 else None, 'credit_limit': 5000,
+                      'credit_used': i % 5000}))" >"$tmp/check.jsonl"
+    for who in c py; do
+        stack_up
+        "$SM" produce -b "$bs" -i "$tmp/check.jsonl" --log-level error >/dev/null 2>&1
+        if [ "$who" = c ]; then wpids=(); worker; p=${wpids[0]}
+        else $PY bench/peer_transactions.py "$bs" "$rport" "$MODEL" "$CARD" 3000 >>"$tmp/peer.log" 2>&1 &
+             p=$!; pids+=($p); fi
+        timeout 300 "$SM" consume -b "$bs" -t predictions.transactions -f -n 3000 --log-level error \
+            >"$tmp/check_$who.jsonl" 2>/dev/null || true
+        stack_down "$p"
+    done
+    $PY - "$tmp/check_c.jsonl" "$tmp/check_py.jsonl" <<'PYEOF'
+import json, sys
+c, p = ({json.loads(l)["event_id"]: json.loads(l) for l in open(f)} for f in sys.argv[1:])
+k = [e for e in c if e in p]
+dp = max((abs(c[e]["probability"] - p[e]["probability"]) for e in k), default=float("nan"))
+ds = sum(c[e]["score"] != p[e]["score"] for e in k)
+dd = sum(c[e]["decision"] != p[e]["decision"] for e in k)
+print(f"Peer check: {len(k)} of 3000 events scored by both; max |probability difference| {dp:.2g},"
+      f" scores differing {ds}, decisions differing {dd}.")
+PYEOF
 }
 
 declare -a d_brk r_brk c_brk r_red c_red c_rsrv r_c c_c c_cb c_cr rss_c r_py c_py rss_py r_c2 c_c2
@@ -151,10 +193,15 @@ for rep in $(seq "$REPS"); do
     stack_up
     wpids=(); : >"$tmp/w2a.log"; : >"$tmp/w2b.log"
     worker_log "$tmp/w2a.log"; worker_log "$tmp/w2b.log"
+    # Settled: each worker's latest rebalance line is an assignment, and the
+    # two assignments cover the 32 partitions.
+    held() { grep -o 'rebalance: [a-z]* [0-9]*' "$1" | awk '{v = $2 == "assigned" ? $3 : 0} END {print v + 0}'; }
     for _ in $(seq 600); do
-        grep -q 'rebalance: assigned' "$tmp/w2a.log" && grep -q 'rebalance: assigned' "$tmp/w2b.log" && break
+        [ "$(( $(held "$tmp/w2a.log") + $(held "$tmp/w2b.log") ))" = 32 ] && \
+            [ "$(held "$tmp/w2a.log")" != 32 ] && [ "$(held "$tmp/w2b.log")" != 32 ] && break
         sleep 0.1
     done
+    echo "2 workers: partitions held $(held "$tmp/w2a.log") + $(held "$tmp/w2b.log")" >&2
     sample "${wpids[@]}"; sleep 0.5
     "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error >/dev/null 2>&1 &
     pids+=($!)
@@ -168,6 +215,8 @@ done
 mr_brk=$(med "${r_brk[@]}"); mr_red=$(med "${r_red[@]}"); mr_c=$(med "${r_c[@]}")
 mc_c=$(med "${c_c[@]}"); mr_py=$(med "${r_py[@]}"); mc_py=$(med "${c_py[@]}")
 mr_c2=$(med "${r_c2[@]}"); mc_cb=$(med "${c_cb[@]}"); mc_cr=$(med "${c_cr[@]}")
+peer_check
+echo
 echo "Worker against its limits and its Python peer: $N preloaded events (peer: $PEER_N), 20,000 users,"
 echo "500-tree depth-6 model + scorecard, Redis state. Median of $REPS runs (all runs in brackets)."
 echo "CPU per event = user+sys of the process (all threads) from the first to the N-th prediction."
