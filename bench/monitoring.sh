@@ -51,7 +51,11 @@ run_once() { # $1 = off|on; prints events/s and CPU us/event
     "$SM" consume -b "$bs" -t predictions.transactions -f -n "$N" --log-level error >/dev/null 2>&1
     local t1; t1=$(date +%s.%N)
     local cpu; cpu=$(awk '{print ($14+$15)/100}' /proc/$wpid/stat)
-    kill "$wpid" "$bpid" "$rpid"; wait "$wpid" "$bpid" "$rpid" 2>/dev/null || true
+    # The worker first, while the broker is up: a consumer closing against a
+    # broker already gone waits for its coordinator (librdkafka), past the
+    # worker's shutdown deadline.
+    kill "$wpid"; wait "$wpid" 2>/dev/null || true
+    kill "$bpid" "$rpid"; wait "$bpid" "$rpid" 2>/dev/null || true
     rm -f "$tmp/bs"
     echo "$($PY -c "print(round($N/($t1-$t0)))") $($PY -c "print(round($cpu/$N*1e6, 1))")"
 }
