@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -55,6 +56,9 @@ pid_t test_spawn(char *const argv[], const char *log_path)
 
     if (pid != 0)
         return pid;
+    /* Whatever a test spawns dies with the test binary, even when a failed
+     * assertion skips the test's own clean-up (no orphaned workers). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (log_path) {
         int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {

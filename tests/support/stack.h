@@ -53,7 +53,8 @@ int64_t test_topic_size(const char *bootstrap, const char *topic);
 /* Polls test_topic_size every 100 ms until it reaches want: 0, or -1 at
  * timeout_ms (the count reached is printed on stderr). */
 int test_wait_topic(const char *bootstrap, const char *topic, int64_t want, int timeout_ms);
-/* Spawns argv with stdout/stderr appended to log_path (NULL = inherit). */
+/* Spawns argv with stdout/stderr appended to log_path (NULL = inherit); the
+ * child is killed if the test process dies first (PR_SET_PDEATHSIG). */
 pid_t test_spawn(char *const argv[], const char *log_path);
 /* Sends sig and waits up to timeout_ms; SIGKILL after that. Returns exit
  * status as from waitpid, or -1. */
