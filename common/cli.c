@@ -67,3 +67,34 @@ void cli_version(FILE *out)
     fprintf(out, "streamml %s (librdkafka %s, avro-c 1.11, xgboost JSON 1.x-3.x, "
                  "feature set txn-v1)\n", STREAMML_VERSION, kq_version());
 }
+
+int cli_parse(struct cli *c, int argc, char **argv, void (*usage)(FILE *out))
+{
+    static const struct option lo[] = {CLI_LONGOPTS, {NULL, 0, NULL, 0}};
+    int opt, r;
+
+    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS, lo, NULL)) != -1) {
+        if ((r = cli_opt(c, opt, optarg)) < 0)
+            return 2;
+        if (r == 0 && opt == 'V') {
+            cli_version(stdout);
+            return 0;
+        }
+        if (r == 0) {
+            usage(opt == 'h' ? stdout : stderr);
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    return -1;
+}
+
+const char *cli_group_id(const struct cfg *cf, const char *dflt)
+{
+    size_t n;
+    const struct cfg_kv *kv = cfg_kafka(cf, &n);
+
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(kv[i].key, "group.id") == 0)
+            return kv[i].value;
+    return dflt;
+}

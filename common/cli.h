@@ -37,6 +37,12 @@ int cli_opt(struct cli *c, int opt, const char *arg);
 /* Loads the configuration (defaults < file < env < -X) and sets up logging.
  * NULL after printing a one-line error (exit code 2 is the caller's). */
 struct cfg *cli_load(struct cli *c, const char *component);
+/* The whole command line of a command that takes only the shared options
+ * (the workers): -1 to go on, else the exit code (0 after --help or
+ * --version, 2 on bad usage); usage(out) prints the command's help. */
+int cli_parse(struct cli *c, int argc, char **argv, void (*usage)(FILE *out));
+/* The consumer group: the configured librdkafka group.id, else dflt. */
+const char *cli_group_id(const struct cfg *cf, const char *dflt);
 /* Prints the version line: streamml, librdkafka, avro-c, formats. */
 void cli_version(FILE *out);
 

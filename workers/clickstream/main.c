@@ -225,13 +225,7 @@ static int alloc_batch(struct worker *w, struct err *e)
 
 static const char *group_id(const struct cfg *cf)
 {
-    size_t n;
-    const struct cfg_kv *kv = cfg_kafka(cf, &n);
-
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(kv[i].key, "group.id") == 0)
-            return kv[i].value;
-    return "streamml-clickstream";
+    return cli_group_id(cf, "streamml-clickstream");
 }
 
 static int open_kafka(struct worker *w, struct err *e)
@@ -684,32 +678,12 @@ static int run(struct worker *w)
     return 0;
 }
 
-static int parse_args(int argc, char **argv, struct cli *cl)
-{
-    static const struct option lo[] = {CLI_LONGOPTS, {NULL, 0, NULL, 0}};
-    int opt, r;
-
-    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS, lo, NULL)) != -1) {
-        if ((r = cli_opt(cl, opt, optarg)) < 0)
-            return 2;
-        if (r == 0 && opt == 'V') {
-            cli_version(stdout);
-            return 0;
-        }
-        if (r == 0) {
-            usage(opt == 'h' ? stdout : stderr);
-            return opt == 'h' ? 0 : 2;
-        }
-    }
-    return -1;
-}
-
 int main(int argc, char **argv)
 {
     struct cli cl = {0};
     struct worker w = {0};
     struct err e = {0};
-    int rc = parse_args(argc, argv, &cl);
+    int rc = cli_parse(&cl, argc, argv, usage);
 
     if (rc >= 0)
         return rc;

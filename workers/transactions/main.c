@@ -218,13 +218,7 @@ static int alloc_batch(struct worker *w)
 
 static const char *group_id(const struct cfg *cf)
 {
-    size_t n;
-    const struct cfg_kv *kv = cfg_kafka(cf, &n);
-
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(kv[i].key, "group.id") == 0)
-            return kv[i].value;
-    return "streamml-transactions";
+    return cli_group_id(cf, "streamml-transactions");
 }
 
 /* reliability: zombie fencing. A newly assigned partition takes a new
@@ -763,24 +757,13 @@ static int run(struct worker *w)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {CLI_LONGOPTS, {NULL, 0, NULL, 0}};
     struct cli cl = {0};
     struct worker w = {0};
     struct err e = {0};
-    int opt, r, rc;
+    int rc = cli_parse(&cl, argc, argv, usage);
 
-    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS, lo, NULL)) != -1) {
-        if ((r = cli_opt(&cl, opt, optarg)) < 0)
-            return 2;
-        if (r == 0 && opt == 'V') {
-            cli_version(stdout);
-            return 0;
-        }
-        if (r == 0) {
-            usage(opt == 'h' ? stdout : stderr);
-            return opt == 'h' ? 0 : 2;
-        }
-    }
+    if (rc >= 0)
+        return rc;
     if (!(w.cf = cli_load(&cl, WORKER)))
         return 2;
     w.cl = &cl;
