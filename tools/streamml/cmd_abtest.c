@@ -22,9 +22,9 @@
 #include "cmds.h"
 #include "codec.h"
 #include "kafka.h"
+#include "outcomes.h"
 #include "pipeline.h"
 #include "registry.h"
-#include "replay.h"
 
 #define LINE_MAX_BYTES (1024 * 1024)
 #define MIN_OUTCOMES 30
@@ -34,15 +34,6 @@ struct ab_args {
     const char *preds, *preds_topic, *outcomes, *labels_topic, *experiment, *control;
     double conf;
     int json;
-};
-
-/* Outcomes by event id (open addressing, owned ids). */
-struct outcomes {
-    char **id;
-    double *y;
-    unsigned char *used; /* joined already: a second prediction is a duplicate */
-    size_t n, nslots;
-    long *slot;
 };
 
 /* One variant's joined rows. */
@@ -158,222 +149,6 @@ static int parse_args(int argc, char **argv, struct ab_args *a)
     return EXIT_OK;
 }
 
-/* ---- outcomes ---- */
-
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static long find_slot(const struct outcomes *o, const char *id)
-{
-    size_t i = hash_str(id) & (o->nslots - 1);
-
-    while (o->slot[i] >= 0 && strcmp(o->id[o->slot[i]], id) != 0)
-        i = (i + 1) & (o->nslots - 1);
-    return (long)i;
-}
-
-static int grow(struct outcomes *o)
-{
-    size_t ns = o->nslots ? o->nslots * 2 : 1024;
-    long *slot = malloc(ns * sizeof(*slot));
-    char **id = realloc(o->id, ns / 2 * sizeof(*id));
-    double *y = id ? realloc(o->y, ns / 2 * sizeof(*y)) : NULL;
-
-    if (id)
-        o->id = id;
-    if (y)
-        o->y = y;
-    if (!slot || !y) {
-        free(slot);
-        return ERR_NOMEM;
-    }
-    for (size_t i = 0; i < ns; i++)
-        slot[i] = -1;
-    free(o->slot);
-    o->slot = slot;
-    o->nslots = ns;
-    for (size_t k = 0; k < o->n; k++)
-        o->slot[find_slot(o, o->id[k])] = (long)k;
-    return ERR_OK;
-}
-
-static int outcome_put(struct outcomes *o, const char *id, double y, const char *where,
-                       struct err *e)
-{
-    long s;
-
-    if (!isfinite(y))
-        return err_set(e, ERR_DECODE, "%s: outcome of %s is not a finite number", where, id);
-    if ((o->n + 1) * 2 > o->nslots && grow(o))
-        return err_set(e, ERR_NOMEM, "out of memory");
-    s = find_slot(o, id);
-    if (o->slot[s] >= 0)
-        return err_set(e, ERR_DECODE, "%s: event %s has two outcomes", where, id);
-    if (!(o->id[o->n] = strdup(id)))
-        return err_set(e, ERR_NOMEM, "out of memory");
-    o->y[o->n] = y;
-    o->slot[s] = (long)o->n++;
-    return ERR_OK;
-}
-
-static long outcome_find(const struct outcomes *o, const char *id)
-{
-    return o->nslots ? o->slot[find_slot(o, id)] : -1;
-}
-
-static void outcomes_free(struct outcomes *o)
-{
-    for (size_t i = 0; i < o->n; i++)
-        free(o->id[i]);
-    free(o->id);
-    free(o->y);
-    free(o->slot);
-    free(o->used);
-}
-
-/* Field col of a CSV line (no quoting), its length in *len; NULL if absent. */
-static const char *csv_field(const char *line, int col, size_t *len)
-{
-    const char *p = line;
-
-    for (int i = 0; i < col; i++) {
-        p = strchr(p, ',');
-        if (!p)
-            return NULL;
-        p++;
-    }
-    *len = strcspn(p, ",\r\n");
-    return p;
-}
-
-static int csv_column(const char *line, const char *name)
-{
-    size_t len, n = strlen(name);
-    const char *f;
-
-    for (int c = 0; (f = csv_field(line, c, &len)); c++)
-        if (len == n && memcmp(f, name, n) == 0)
-            return c;
-    return -1;
-}
-
-static int outcome_csv(struct outcomes *o, const char *line, const int *col, const char *where,
-                       struct err *e)
-{
-    size_t ni = 0, ny = 0;
-    const char *id = csv_field(line, col[0], &ni), *ys = csv_field(line, col[1], &ny);
-    char key[EV_ID_MAX], num[64], *end;
-    double y;
-
-    if (strchr(line, '"'))
-        return err_set(e, ERR_DECODE, "%s: quoted CSV fields are not supported", where);
-    if (!id || !ys || ni == 0 || ni >= sizeof(key) || ny >= sizeof(num))
-        return err_set(e, ERR_DECODE, "%s: missing or over-long event_id or outcome", where);
-    if (ny == 0)
-        return ERR_OK; /* no outcome yet */
-    memcpy(key, id, ni);
-    key[ni] = '\0';
-    memcpy(num, ys, ny);
-    num[ny] = '\0';
-    errno = 0;
-    y = strtod(num, &end);
-    if (*end || errno)
-        return err_set(e, ERR_DECODE, "%s: outcome \"%s\" is not a number", where, num);
-    return outcome_put(o, key, y, where, e);
-}
-
-static int outcome_json(struct outcomes *o, const char *line, size_t len, const char *where,
-                        struct err *e)
-{
-    json_error_t je;
-    json_t *j = json_loadb(line, len, 0, &je), *id, *y;
-    int rc = ERR_OK;
-
-    if (!j)
-        return err_set(e, ERR_DECODE, "%s: %s", where, je.text);
-    id = json_object_get(j, "event_id");
-    y = json_object_get(j, "outcome");
-    if (!y)
-        y = json_object_get(j, "label");
-    if (!json_is_string(id) || !(json_is_number(y) || json_is_null(y)))
-        rc = err_set(e, ERR_DECODE, "%s: needs event_id (string) and outcome (number)", where);
-    else if (json_is_number(y))
-        rc = outcome_put(o, json_string_value(id), json_number_value(y), where, e);
-    json_decref(j);
-    return rc;
-}
-
-static int read_outcome_file(struct outcomes *o, const char *path, struct err *e)
-{
-    FILE *f = fopen(path, "r");
-    char *line = NULL, where[300];
-    size_t cap = 0;
-    ssize_t len;
-    long no = 0;
-    int rc = ERR_OK, csv = -1, col[2] = {-1, -1};
-
-    if (!f)
-        return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
-    while (rc == ERR_OK && (len = getline(&line, &cap, f)) >= 0) {
-        snprintf(where, sizeof(where), "%s: line %ld", path, ++no);
-        if (len > LINE_MAX_BYTES) {
-            rc = err_set(e, ERR_DECODE, "%s longer than %d bytes", where, LINE_MAX_BYTES);
-            break;
-        }
-        if (len == 0 || line[0] == '\n' || line[0] == '\r')
-            continue;
-        if (csv < 0 && (csv = line[0] != '{')) {
-            col[0] = csv_column(line, "event_id");
-            col[1] = csv_column(line, "outcome");
-            if (col[1] < 0)
-                col[1] = csv_column(line, "label");
-            if (col[0] < 0 || col[1] < 0)
-                rc = err_set(e, ERR_CONFIG,
-                             "%s: the CSV header needs event_id and outcome (or "
-                             "label) columns",
-                             path);
-            continue;
-        }
-        rc = csv ? outcome_csv(o, line, col, where, e)
-                 : outcome_json(o, line, (size_t)len, where, e);
-    }
-    free(line);
-    fclose(f);
-    return rc;
-}
-
-static int read_outcome_topic(struct outcomes *o, const char *topic, const struct cfg *cf,
-                              struct err *e)
-{
-    struct rp_bound edge = {RP_EDGE, 0};
-    struct codec *cd = NULL;
-    struct rp_topic *t;
-    struct rp_input *in = NULL;
-    const struct rp_rec *r;
-    size_t np;
-    const struct cfg_kv *kv = cfg_kafka(cf, &np);
-    int rc = ERR_OK;
-
-    if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), e)) ||
-        !(t = rp_topic_open(kv, np, topic, &edge, &edge, NULL, 0, 0, e)) ||
-        !(in = rp_input_topic(cd, t, e)))
-        rc = e->code;
-    while (rc == ERR_OK && (rc = rp_input_next(in, &r, e)) == 1) {
-        rc = ERR_OK;
-        if (r->rc == ERR_OK && r->ev.label >= 0)
-            rc = outcome_put(o, r->ev.event_id, r->ev.label, topic, e);
-    }
-    rp_input_close(in);
-    codec_close(cd);
-    return rc;
-}
-
 /* ---- predictions ---- */
 
 static int group_push(struct group *g, double y, double p)
@@ -409,7 +184,7 @@ static struct group *group_of(struct groups *gs, const char *name, const char *w
 }
 
 /* *experiment: the filter, set from the first prediction when NULL. */
-static int pred_line(struct outcomes *o, struct groups *gs, json_t *j, char *experiment,
+static int pred_line(struct oc_table *o, struct groups *gs, json_t *j, char *experiment,
                      const char *where, struct err *e)
 {
     json_t *id = json_object_get(j, "event_id"), *pr = json_object_get(j, "probability");
@@ -432,8 +207,8 @@ static int pred_line(struct outcomes *o, struct groups *gs, json_t *j, char *exp
     }
     if (!(g = group_of(gs, json_string_value(va), where, e)))
         return e->code;
-    k = outcome_find(o, json_string_value(id));
-    if (k >= 0 && o->used[k]) {
+    k = oc_find(o, json_string_value(id));
+    if (k >= 0 && oc_join(o, k)) {
         gs->dup++; /* a redelivered duplicate: the first one counts */
         return ERR_OK;
     }
@@ -442,11 +217,10 @@ static int pred_line(struct outcomes *o, struct groups *gs, json_t *j, char *exp
         gs->unjoined++;
         return ERR_OK;
     }
-    o->used[k] = 1;
-    return group_push(g, o->y[k], p) ? err_set(e, ERR_NOMEM, "out of memory") : ERR_OK;
+    return group_push(g, oc_value(o, k), p) ? err_set(e, ERR_NOMEM, "out of memory") : ERR_OK;
 }
 
-static int read_predictions(struct outcomes *o, struct groups *gs, const char *path,
+static int read_predictions(struct oc_table *o, struct groups *gs, const char *path,
                             char *experiment, struct err *e)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
@@ -458,8 +232,6 @@ static int read_predictions(struct outcomes *o, struct groups *gs, const char *p
 
     if (!f)
         return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
-    if (!(o->used = calloc(o->n + 1, 1)))
-        rc = err_set(e, ERR_NOMEM, "out of memory");
     while (rc == ERR_OK && (len = getline(&line, &cap, f)) >= 0) {
         json_error_t je;
         json_t *j;
@@ -484,10 +256,13 @@ static int read_predictions(struct outcomes *o, struct groups *gs, const char *p
 }
 
 /* Every record of topic, decoded with its writer schema into JSON. */
-static int read_prediction_topic(struct outcomes *o, struct groups *gs, const char *topic,
+static int read_prediction_topic(struct oc_table *o, struct groups *gs, const char *topic,
                                  const struct cfg *cf, char *experiment, struct err *e)
 {
-    struct kq_opts ko = {.topics = &topic, .n_topics = 1, .assign_all = 1, .from_beginning = 1,
+    struct kq_opts ko = {.topics = &topic,
+                         .n_topics = 1,
+                         .assign_all = 1,
+                         .from_beginning = 1,
                          .client_id = "streamml-abtest"};
     struct codec *cd = NULL;
     struct reg *reg = NULL;
@@ -500,9 +275,7 @@ static int read_prediction_topic(struct outcomes *o, struct groups *gs, const ch
     ko.props = cfg_kafka(cf, &np);
     ko.n_props = np;
     buf_init(&json, LINE_MAX_BYTES);
-    if (!(o->used = calloc(o->n + 1, 1)))
-        rc = err_set(e, ERR_NOMEM, "out of memory");
-    else if (!(cd = pipe_codec_open(cf, &reg, NULL, NULL, 0, e)) || !(q = kq_open(&ko, e)))
+    if (!(cd = pipe_codec_open(cf, &reg, NULL, NULL, 0, e)) || !(q = kq_open(&ko, e)))
         rc = e->code;
     while (rc == ERR_OK && !kq_at_end(q)) {
         struct kq_msg *m;
@@ -680,7 +453,7 @@ static int report(const struct ab_args *a, struct groups *gs, const char *experi
 int cmd_abtest(int argc, char **argv)
 {
     struct ab_args a = {0};
-    struct outcomes o = {0};
+    struct oc_table *o = NULL;
     struct groups gs = {0};
     struct err e = {0};
     struct cfg *cf;
@@ -693,10 +466,10 @@ int cmd_abtest(int argc, char **argv)
         return EXIT_USAGE;
     if (a.experiment)
         snprintf(experiment, sizeof(experiment), "%s", a.experiment);
-    if ((a.outcomes ? read_outcome_file(&o, a.outcomes, &e)
-                    : read_outcome_topic(&o, a.labels_topic, cf, &e)) ||
-        (a.preds ? read_predictions(&o, &gs, a.preds, experiment, &e)
-                 : read_prediction_topic(&o, &gs, a.preds_topic, cf, experiment, &e))) {
+    if (oc_open(&o, OC_OUTCOME, &e) ||
+        (a.outcomes ? oc_read_file(o, a.outcomes, &e) : oc_read_topic(o, a.labels_topic, cf, &e)) ||
+        (a.preds ? read_predictions(o, &gs, a.preds, experiment, &e)
+                 : read_prediction_topic(o, &gs, a.preds_topic, cf, experiment, &e))) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     } else {
@@ -706,7 +479,7 @@ int cmd_abtest(int argc, char **argv)
         free(gs.g[i].y);
         free(gs.g[i].p);
     }
-    outcomes_free(&o);
+    oc_close(o);
     cfg_free(cf);
     return rc;
 }

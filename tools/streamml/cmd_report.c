@@ -19,11 +19,11 @@
 #include "cmds.h"
 #include "codec.h"
 #include "features.h"
-#include "replay.h"
 
 /* PSI uses the monitoring module's baseline format and functions
  * (mon_baseline_load, mon_bin, mon_psi, written by `streamml profile`). */
 #include "monitor.h"
+#include "outcomes.h"
 
 #define MAX_GATES 16
 #define LINE_MAX_BYTES (1024 * 1024)
@@ -40,16 +40,6 @@ struct rep_args {
     const char *preds, *labels, *labels_topic, *output, *baseline;
     struct gate gates[MAX_GATES];
     int ngates, referable;
-};
-
-/* Labels by event id: open addressing over the ids (owned). */
-struct labels {
-    char **id;
-    int *label;
-    unsigned char *used; /* a prediction was joined to it */
-    size_t n, cap;
-    long *slot; /* -1 empty */
-    size_t nslots;
 };
 
 /* PSI of the joined rows against the baseline. */
@@ -215,246 +205,6 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
     return EXIT_OK;
 }
 
-/* ---- labels ---- */
-
-static uint64_t hash_str(const char *p)
-{
-    uint64_t h = 1469598103934665603ULL;
-
-    for (; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    return h;
-}
-
-static long find_slot(const struct labels *l, const char *id)
-{
-    size_t mask = l->nslots - 1, i = hash_str(id) & mask;
-
-    while (l->slot[i] >= 0 && strcmp(l->id[l->slot[i]], id) != 0)
-        i = (i + 1) & mask;
-    return (long)i;
-}
-
-static int labels_grow(struct labels *l)
-{
-    size_t ncap = l->cap ? l->cap * 2 : 1024, nslots = ncap * 2;
-    char **id = realloc(l->id, ncap * sizeof(*id));
-    int *lab = id ? realloc(l->label, ncap * sizeof(*lab)) : NULL;
-    long *slot = malloc(nslots * sizeof(*slot));
-
-    if (id)
-        l->id = id;
-    if (lab)
-        l->label = lab;
-    if (!id || !lab || !slot) {
-        free(slot);
-        return ERR_NOMEM;
-    }
-    free(l->slot);
-    l->slot = slot;
-    l->nslots = nslots;
-    l->cap = ncap;
-    memset(l->slot, 0xff, nslots * sizeof(*slot));
-    for (size_t i = 0; i < l->n; i++)
-        l->slot[find_slot(l, l->id[i])] = (long)i;
-    return ERR_OK;
-}
-
-/* A later label for the same event id replaces the earlier one. */
-static int labels_put(struct labels *l, const char *id, int label, struct err *e)
-{
-    long s;
-
-    if (l->n == l->cap && labels_grow(l))
-        return err_set(e, ERR_NOMEM, "out of memory holding %zu labels", l->n);
-    s = find_slot(l, id);
-    if (l->slot[s] >= 0) {
-        l->label[l->slot[s]] = label;
-        return ERR_OK;
-    }
-    if (!(l->id[l->n] = strdup(id)))
-        return err_set(e, ERR_NOMEM, "out of memory");
-    l->label[l->n] = label;
-    l->slot[s] = (long)l->n++;
-    return ERR_OK;
-}
-
-static long labels_find(const struct labels *l, const char *id)
-{
-    return l->n ? l->slot[find_slot(l, id)] : -1;
-}
-
-static void labels_free(struct labels *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->id[i]);
-    free(l->id);
-    free(l->label);
-    free(l->used);
-    free(l->slot);
-}
-
-/* "" or -1: unknown (skipped); else an integer. */
-static int parse_label(const char *s, size_t n, int *out)
-{
-    char tmp[32], *end;
-    long v;
-
-    if (n == 0)
-        return 1;
-    if (n >= sizeof(tmp))
-        return -1;
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
-    v = strtol(tmp, &end, 10);
-    if (*end || v < -1 || v > 1000)
-        return -1;
-    *out = (int)v;
-    return v == -1;
-}
-
-/* Column index of name in a CSV header line, or -1. */
-static int csv_column(const char *line, const char *name)
-{
-    int col = 0;
-    size_t n = strlen(name);
-
-    for (const char *p = line;; col++) {
-        size_t len = strcspn(p, ",\r\n");
-        if (len == n && strncmp(p, name, n) == 0)
-            return col;
-        if (p[len] != ',')
-            return -1;
-        p += len + 1;
-    }
-}
-
-/* Field col of a CSV line (unquoted fields only). */
-static const char *csv_field(const char *line, int col, size_t *len)
-{
-    const char *p = line;
-
-    for (int c = 0; c < col; c++) {
-        p += strcspn(p, ",\r\n");
-        if (*p != ',')
-            return NULL;
-        p++;
-    }
-    *len = strcspn(p, ",\r\n");
-    return p;
-}
-
-static int label_line_json(struct labels *l, const char *line, size_t len, long no,
-                           const char *path, struct err *e)
-{
-    json_error_t je;
-    json_t *j = json_loadb(line, len, 0, &je), *id, *lab;
-    int rc = ERR_OK;
-
-    if (!j)
-        return err_set(e, ERR_DECODE, "%s: line %ld: %s", path, no, je.text);
-    id = json_object_get(j, "event_id");
-    lab = json_object_get(j, "label");
-    if (!json_is_string(id) || !(json_is_integer(lab) || json_is_null(lab) || !lab))
-        rc = err_set(e, ERR_DECODE, "%s: line %ld: needs event_id (string) and label (integer)",
-                     path, no);
-    else if (json_is_integer(lab) && json_integer_value(lab) != -1)
-        rc = labels_put(l, json_string_value(id), (int)json_integer_value(lab), e);
-    json_decref(j);
-    return rc;
-}
-
-static int label_line_csv(struct labels *l, char *line, int cid, int clab, long no,
-                          const char *path, struct err *e)
-{
-    size_t ni = 0, nl = 0;
-    const char *id = csv_field(line, cid, &ni), *lab = csv_field(line, clab, &nl);
-    int v, r;
-    char key[EV_ID_MAX];
-
-    if (strchr(line, '"'))
-        return err_set(e, ERR_DECODE, "%s: line %ld: quoted CSV fields are not supported", path,
-                       no);
-    if (!id || !lab || ni == 0 || ni >= sizeof(key))
-        return err_set(e, ERR_DECODE, "%s: line %ld: missing or over-long event_id or label", path,
-                       no);
-    if ((r = parse_label(lab, nl, &v)) < 0)
-        return err_set(e, ERR_DECODE, "%s: line %ld: label \"%.*s\" is not an integer", path, no,
-                       (int)nl, lab);
-    if (r == 1)
-        return ERR_OK;
-    memcpy(key, id, ni);
-    key[ni] = '\0';
-    return labels_put(l, key, v, e);
-}
-
-static int read_label_file(struct labels *l, const char *path, struct err *e)
-{
-    FILE *f = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    long no = 0;
-    int rc = ERR_OK, csv = -1, cid = -1, clab = -1;
-
-    if (!f)
-        return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
-    while (rc == ERR_OK && (len = getline(&line, &cap, f)) >= 0) {
-        no++;
-        if (len > LINE_MAX_BYTES) {
-            rc = err_set(e, ERR_DECODE, "%s: line %ld longer than %d bytes", path, no,
-                         LINE_MAX_BYTES);
-            break;
-        }
-        if (len == 0 || line[0] == '\n' || line[0] == '\r')
-            continue;
-        if (csv < 0) {
-            csv = line[0] != '{';
-            if (csv) {
-                cid = csv_column(line, "event_id");
-                clab = csv_column(line, "label");
-                if (cid < 0 || clab < 0)
-                    rc = err_set(e, ERR_CONFIG,
-                                 "%s: the CSV header needs event_id and label "
-                                 "columns",
-                                 path);
-                continue;
-            }
-        }
-        rc = csv ? label_line_csv(l, line, cid, clab, no, path, e)
-                 : label_line_json(l, line, (size_t)len, no, path, e);
-    }
-    free(line);
-    fclose(f);
-    return rc;
-}
-
-static int read_label_topic(struct labels *l, const struct rep_args *a, const struct cfg *cf,
-                            struct err *e)
-{
-    struct rp_bound edge = {RP_EDGE, 0};
-    struct codec *cd = NULL;
-    struct rp_topic *t;
-    struct rp_input *in = NULL;
-    const struct rp_rec *r;
-    size_t np;
-    const struct cfg_kv *kv = cfg_kafka(cf, &np);
-    int rc = ERR_OK;
-
-    if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), e)) ||
-        !(t = rp_topic_open(kv, np, a->labels_topic, &edge, &edge, NULL, 0, 0, e)) ||
-        !(in = rp_input_topic(cd, t, e)))
-        rc = e->code;
-    while (rc == ERR_OK && (rc = rp_input_next(in, &r, e)) == 1) {
-        rc = ERR_OK;
-        if (r->rc == ERR_OK && r->ev.label >= 0)
-            rc = labels_put(l, r->ev.event_id, r->ev.label, e);
-    }
-    rp_input_close(in);
-    codec_close(cd);
-    return rc;
-}
-
 /* ---- PSI against the training baseline ---- */
 
 static int psi_open(struct psi *ps, const char *path, struct err *e)
@@ -576,7 +326,7 @@ static int joined_push(struct joined *j, double p, int y, int grade)
     return ERR_OK;
 }
 
-static int pred_line(struct labels *l, struct joined *j, const char *line, size_t len, long no,
+static int pred_line(struct oc_table *l, struct joined *j, const char *line, size_t len, long no,
                      const char *path, struct err *e)
 {
     json_error_t je;
@@ -599,19 +349,18 @@ static int pred_line(struct labels *l, struct joined *j, const char *line, size_
                      no);
     else if (gr && !json_is_integer(gr))
         rc = err_set(e, ERR_DECODE, "%s: line %ld: grade must be an integer", path, no);
-    else if ((k = labels_find(l, json_string_value(id))) < 0)
+    else if ((k = oc_find(l, json_string_value(id))) < 0)
         j->unlabelled++;
-    else if (l->used[k])
+    else if (oc_join(l, k))
         j->dup++; /* a redelivered duplicate: the first one counts */
-    else if (!gr && l->label[k] != 0 && l->label[k] != 1)
+    else if (!gr && oc_value(l, k) != 0 && oc_value(l, k) != 1)
         rc = err_set(e, ERR_DECODE,
                      "label of %s is %d: binary labels are 0 or 1 (a graded "
                      "prediction carries a grade)",
-                     json_string_value(id), l->label[k]);
+                     json_string_value(id), (int)oc_value(l, k));
     else {
-        l->used[k] = 1;
         j->graded |= gr != NULL;
-        rc = joined_push(j, p, l->label[k], gr ? (int)json_integer_value(gr) : -1);
+        rc = joined_push(j, p, (int)oc_value(l, k), gr ? (int)json_integer_value(gr) : -1);
         if (rc)
             err_set(e, ERR_NOMEM, "out of memory");
         else if (j->psi)
@@ -621,7 +370,7 @@ static int pred_line(struct labels *l, struct joined *j, const char *line, size_
     return rc;
 }
 
-static int read_predictions(struct labels *l, struct joined *j, const char *path, struct err *e)
+static int read_predictions(struct oc_table *l, struct joined *j, const char *path, struct err *e)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     char *line = NULL;
@@ -632,8 +381,6 @@ static int read_predictions(struct labels *l, struct joined *j, const char *path
 
     if (!f)
         return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
-    if (!(l->used = calloc(l->n + 1, 1)))
-        rc = err_set(e, ERR_NOMEM, "out of memory");
     while (rc == ERR_OK && (len = getline(&line, &cap, f)) >= 0) {
         no++;
         if (len > LINE_MAX_BYTES)
@@ -985,7 +732,7 @@ static int summary(const struct rep_args *a, const struct results *r, const stru
 int cmd_report(int argc, char **argv)
 {
     struct rep_args a = {.output = "backtest.html", .referable = 2};
-    struct labels l = {0};
+    struct oc_table *l = NULL;
     struct joined j = {0};
     struct results r = {0};
     struct psi ps = {0};
@@ -998,11 +745,13 @@ int cmd_report(int argc, char **argv)
         return rc < 0 ? EXIT_OK : rc;
     if (!(cf = cli_load(&a.cli, "report")))
         return EXIT_USAGE;
-    rc = a.labels ? read_label_file(&l, a.labels, &e) : read_label_topic(&l, &a, cf, &e);
+    rc = oc_open(&l, OC_LABEL, &e);
+    if (rc == ERR_OK)
+        rc = a.labels ? oc_read_file(l, a.labels, &e) : oc_read_topic(l, a.labels_topic, cf, &e);
     if (rc == ERR_OK && a.baseline && (rc = psi_open(&ps, a.baseline, &e)) == ERR_OK)
         j.psi = &ps;
     if (rc == ERR_OK)
-        rc = read_predictions(&l, &j, a.preds, &e);
+        rc = read_predictions(l, &j, a.preds, &e);
     if (rc == ERR_OK && j.psi)
         psi_finish(&ps);
     if (rc == ERR_OK)
@@ -1010,9 +759,8 @@ int cmd_report(int argc, char **argv)
     if (rc == ERR_OK)
         rc = write_html(a.output, &a, &r, &j, &e);
     if (rc == ERR_OK) {
-        for (size_t i = 0; i < l.n; i++)
-            label_only += !l.used[i];
-        failed = summary(&a, &r, &j, l.n, label_only);
+        label_only = oc_unjoined(l);
+        failed = summary(&a, &r, &j, oc_count(l), label_only);
         printf("wrote %s\n", a.output);
     }
     psi_close(&ps);
@@ -1021,7 +769,7 @@ int cmd_report(int argc, char **argv)
     free(j.p);
     free(j.y);
     free(j.grade);
-    labels_free(&l);
+    oc_close(l);
     cfg_free(cf);
     if (rc) {
         fprintf(stderr, "error: %s\n", e.msg);
