@@ -39,7 +39,9 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "monitor.h"
 #include "pipeline.h"
+#include "predmon.h"
 #include "session.h"
 #include "state.h"
 
@@ -105,6 +107,8 @@ struct worker {
     struct buf out, dlq;
     struct counters n;
     int64_t kill_after, stores; /* clickstream.test_kill_between_writes */
+    struct mon *mon;            /* NULL: monitor.baseline empty (monitoring off) */
+    struct mon_ident mid;
 };
 
 /* ---- set-up ---- */
@@ -294,6 +298,12 @@ static int worker_open(struct worker *w, struct err *e)
                               sess_model_version(w->m), 0, cfg_str(w->cf, "clickstream.model")};
     if (!(w->mx = metrics_open(&mo, e)) && e->code)
         return e->code;
+    /* monitoring: the values of common/predmon.h against monitor.baseline */
+    w->mid = (struct mon_ident){WORKER, sess_model_name(w->m), sess_model_version(w->m),
+                                cfg_str(w->cf, "monitor.topic")};
+    w->mon = mon_open_cfg(w->cf, pmon_names(PMON_CLICKSTREAM, &(size_t){0}), PMON_CLICK_DIM, e);
+    if (!w->mon && e->code)
+        return e->code;
     return open_kafka(w, e);
 }
 
@@ -309,6 +319,7 @@ static void worker_close(struct worker *w)
     buf_free(&w->out);
     buf_free(&w->dlq);
     metrics_close(w->mx);
+    mon_close(w->mon);
     rec_ctx_close(w->rc);
     sess_model_close(w->m);
     cov_close(w->cov);
@@ -325,6 +336,8 @@ static void dead_letter(struct worker *w, size_t i, const struct err *why)
     w->sl[i].dead = 1;
     w->n.dead++;
     metrics_add(w->mx, METRICS_DEAD_LETTERS, 1);
+    if (w->mon)
+        mon_observe_dead(w->mon, pipe_wall_ms());
     if (pipe_dead_letter(w->q, w->cd, &w->dlq, w->dlq_topic, WORKER, w->msgs[i], why, &e))
         log_error("dead letter not sent (offset will not be committed): %s", e.msg);
 }
@@ -546,6 +559,18 @@ static void init_prediction(struct worker *w, size_t i, int degraded)
     p->src_offset = m->offset;
 }
 
+/* The monitor's view of one prediction (common/predmon.h). */
+static void observe(struct worker *w, const struct click_prediction *p)
+{
+    float x[PMON_CLICK_DIM];
+    double score;
+
+    if (!w->mon)
+        return;
+    pmon_click_vector(p, x, &score);
+    mon_observe(w->mon, x, score, p->latency_us, p->degraded, pipe_wall_ms());
+}
+
 static void emit(struct worker *w, size_t i)
 {
     struct click_prediction *p = &w->preds[i];
@@ -564,6 +589,7 @@ static void emit(struct worker *w, size_t i)
     metrics_add(w->mx, METRICS_PREDICTIONS, 1);
     metrics_add(w->mx, METRICS_DEGRADED, (uint64_t)p->degraded);
     metrics_observe_latency(w->mx, p->latency_us);
+    observe(w, p);
 }
 
 /* Co-visitation and trending counts of the batch's fresh clicks of known
@@ -717,7 +743,10 @@ static int run(struct worker *w)
             metrics_add(w->mx, METRICS_EVENTS, n);
             last_input = pipe_now_us();
         }
-        metrics_worker_tick(w->mx, NULL, kq_assigned(w->q), w->redis_ok, 1);
+        if (w->mon)
+            metrics_add(w->mx, METRICS_ALERTS,
+                        mon_tick_publish(w->mon, w->q, w->cd, &w->mid, pipe_wall_ms()));
+        metrics_worker_tick(w->mx, w->mon, kq_assigned(w->q), w->redis_ok, 1);
         if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
             break;
         if ((max_msgs && w->n.messages >= max_msgs) ||
