@@ -18,6 +18,7 @@
 
 #include "covis.h"
 #include "stack.h"
+#include "state.h"
 
 static struct test_redis g_redis;
 
@@ -247,6 +248,40 @@ static void test_stale_epoch_is_fenced(void **st)
     cov_close(c);
 }
 
+/* The counts and the session state share one epoch per partition: a
+ * worker whose state handle was fenced by a newer owner (state_fence) has
+ * its counts refused too. */
+static void test_state_fence_fences_counts(void **st)
+{
+    struct state_redis_opts so = {.port = g_redis.port, .prefix = "x4:", .timeout_ms = 2000};
+    struct err e = {0};
+    struct state *old = state_open_redis(&so, &e), *owner = state_open_redis(&so, &e);
+    const char *ids[1] = {"s"};
+    static struct state_blob b[1];
+    struct cov *c = open_cov("x4:", 3600);
+    struct cov_click zombie[] = {AT(1, 2, 3, 7, 0)}, own[] = {AT(1, 2, 3, 7, 0)};
+    struct cov_result r;
+
+    (void)st;
+    assert_non_null(old);
+    assert_non_null(owner);
+    assert_int_equal(state_fence(old, 3, &e), ERR_OK);
+    assert_int_equal(state_get_many(old, 1, ids, b, &e), ERR_OK); /* claims */
+    assert_int_equal(state_fence(owner, 3, &e), ERR_OK);          /* a rebalance */
+    assert_int_equal(state_get_many(owner, 1, ids, b, &e), ERR_OK);
+    assert_true(state_epoch(owner, 3) > state_epoch(old, 3));
+    zombie[0].epoch = state_epoch(old, 3);
+    own[0].epoch = state_epoch(owner, 3);
+    assert_int_equal(cov_update(c, 1, zombie, &r, &e), ERR_OK);
+    assert_int_equal(r.fenced, 1);
+    assert_int_equal(cov_update(c, 1, own, &r, &e), ERR_OK);
+    assert_int_equal(r.counted, 1);
+    assert_int_equal(zcount("x4:cv:1", "2"), 1);
+    cov_close(c);
+    state_close(old);
+    state_close(owner);
+}
+
 static void test_unreachable_server_is_retry(void **st)
 {
     struct cov_opts o = {.port = test_free_port(), .half_life_s = 1, .timeout_ms = 200};
@@ -276,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_replayed_batch_is_counted_once),
         cmocka_unit_test(test_overlapping_batch_counts_only_new_offsets),
         cmocka_unit_test(test_stale_epoch_is_fenced),
+        cmocka_unit_test(test_state_fence_fences_counts),
         cmocka_unit_test(test_unreachable_server_is_retry),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
