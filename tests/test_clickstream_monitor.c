@@ -290,10 +290,31 @@ static void test_error_and_unknown_item_alerts_raise_then_resolve(void **st)
         json_decref(a.a[i]);
 }
 
+/* `streamml replay` over a click topic says where clicks are evaluated. */
+static void test_replay_of_clicks_points_to_click_eval(void **st)
+{
+    struct env *v = *st;
+    char log[200], cmd[300];
+    char *argv[] = {(char *)test_bin("streamml"), "replay", "-b", v->broker.bootstrap, "-t",
+                    "reference", "-o", "/dev/null", "-q", "--log-level", "error", NULL};
+
+    path_in(v, "replay.log", log, sizeof(log));
+    assert_int_equal(test_run_wait(argv, log), 1); /* every record invalid */
+    snprintf(cmd, sizeof(cmd), "grep -c 'holds click events.*streamml click-eval' %s | grep -qx 1",
+             log);
+    if (system(cmd)) {
+        snprintf(cmd, sizeof(cmd), "head -n 5 %s >&2", log);
+        if (system(cmd))
+            fprintf(stderr, "no log\n");
+        fail_msg("replay did not point to click-eval once");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_and_unknown_item_alerts_raise_then_resolve),
+        cmocka_unit_test(test_replay_of_clicks_points_to_click_eval),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
