@@ -209,13 +209,17 @@ static int reply_error(struct cov *c, redisReply *r, const char *what, struct er
     return ERR_CONFIG;
 }
 
-/* Maps each click to its partition's slot (pidx, 1-based; 0 for a click
- * without an offset); the first click of a partition gives its epoch. */
-static int index_partitions(struct cov *c, size_t n, const struct cov_click *clicks, size_t *np,
-                            struct err *e)
+/* Maps clicks to their partition's slot (pidx, 1-based; 0 for a click
+ * without an offset), the first click of a partition giving its epoch;
+ * stops before the click that would make COV_MAX_PARTITIONS + 1 partitions.
+ * *taken: the clicks mapped (>= 1). */
+static void index_partitions(struct cov *c, size_t n, const struct cov_click *clicks, size_t *np,
+                             size_t *taken)
 {
+    size_t i;
+
     *np = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (i = 0; i < n; i++) {
         size_t j = 0;
         c->pidx[i] = 0;
         if (clicks[i].offset < 0)
@@ -224,15 +228,14 @@ static int index_partitions(struct cov *c, size_t n, const struct cov_click *cli
             j++;
         if (j == *np) {
             if (*np == COV_MAX_PARTITIONS)
-                return err_set(e, ERR_INVALID, "co-visitation update: more than %d partitions "
-                               "in one call", COV_MAX_PARTITIONS);
+                break;
             c->part[j] = clicks[i].partition;
             c->part_epoch[j] = clicks[i].epoch;
             (*np)++;
         }
         c->pidx[i] = (int)j + 1;
     }
-    return ERR_OK;
+    *taken = i;
 }
 
 static void build_keys(struct cov *c, size_t n, const struct cov_click *clicks, size_t np,
@@ -286,30 +289,25 @@ static void build_args(struct cov *c, size_t n, const struct cov_click *clicks, 
 #undef NUM
 }
 
-static void read_result(const redisReply *r, struct cov_result *res)
+static void add_result(const redisReply *r, struct cov_result *res)
 {
     size_t *f[3] = {&res->counted, &res->redelivered, &res->fenced};
 
     for (size_t j = 0; j < 3 && r->type == REDIS_REPLY_ARRAY && j < r->elements; j++)
         if (r->element[j]->type == REDIS_REPLY_INTEGER && r->element[j]->integer >= 0)
-            *f[j] = (size_t)r->element[j]->integer;
+            *f[j] += (size_t)r->element[j]->integer;
 }
 
-int cov_update(struct cov *c, size_t n, const struct cov_click *clicks, struct cov_result *res,
-               struct err *e)
+/* One script call for the first *taken clicks (as many as fit
+ * COV_MAX_PARTITIONS partitions). */
+static int update_chunk(struct cov *c, size_t n, const struct cov_click *clicks, size_t *taken,
+                        struct cov_result *res, struct err *e)
 {
-    struct cov_result dummy;
     size_t k = 0, np = 0;
     redisReply *r;
-    int rc;
 
-    res = res ? res : &dummy;
-    *res = (struct cov_result){0};
-    if (!n)
-        return ERR_OK;
-    if ((rc = grow(c, n, e)) || (rc = index_partitions(c, n, clicks, &np, e)) ||
-        (rc = connect_once(c, e)))
-        return rc;
+    index_partitions(c, n, clicks, &np, taken);
+    n = *taken;
     arg(c, &k, "EVAL");
     arg(c, &k, update_script);
     snprintf(c->nums[0], 32, "%zu", 2 + 2 * np + 2 * n);
@@ -321,8 +319,34 @@ int cov_update(struct cov *c, size_t n, const struct cov_click *clicks, struct c
         return lost(c, "EVAL (co-visitation update)", e);
     if (r->type == REDIS_REPLY_ERROR)
         return reply_error(c, r, "EVAL (co-visitation update)", e);
-    read_result(r, res);
+    add_result(r, res);
     freeReplyObject(r);
+    return ERR_OK;
+}
+
+/* A batch over more than COV_MAX_PARTITIONS partitions takes several
+ * calls, in click order: a partition's clicks split over two calls keep
+ * their offset order, so the applied offsets stay exact even if a crash
+ * falls between the calls. */
+int cov_update(struct cov *c, size_t n, const struct cov_click *clicks, struct cov_result *res,
+               struct err *e)
+{
+    struct cov_result dummy;
+    size_t done = 0;
+    int rc;
+
+    res = res ? res : &dummy;
+    *res = (struct cov_result){0};
+    if (!n)
+        return ERR_OK;
+    if ((rc = grow(c, n, e)) || (rc = connect_once(c, e)))
+        return rc;
+    while (done < n) {
+        size_t taken;
+        if ((rc = update_chunk(c, n - done, clicks + done, &taken, res, e)))
+            return rc;
+        done += taken;
+    }
     return ERR_OK;
 }
 

@@ -68,11 +68,11 @@ struct cov_result {
     size_t fenced;      /* refused: a newer owner holds their partition's epoch */
 };
 
-/* Adds n clicks (co-visitation pairs and trending weight), each at most
- * once per (partition, offset), atomically (one script). At most
- * COV_MAX_PARTITIONS distinct partitions per call (ERR_INVALID). res may be
- * NULL. ERR_RETRY when Redis is unreachable: nothing is known to be
- * applied and the call may be repeated as it is (idempotent). */
+/* Adds n clicks (co-visitation pairs and trending weight), each with an
+ * offset at most once per (partition, offset), atomically per call of the
+ * script (one per COV_MAX_PARTITIONS distinct partitions, in click order).
+ * res may be NULL. ERR_RETRY when Redis is unreachable: the call may be
+ * repeated as it is (idempotent for the clicks with an offset). */
 #define COV_MAX_PARTITIONS 256
 int cov_update(struct cov *c, size_t n, const struct cov_click *clicks, struct cov_result *res,
                struct err *e);

@@ -282,6 +282,28 @@ static void test_state_fence_fences_counts(void **st)
     state_close(owner);
 }
 
+/* More partitions in one batch than one script call takes: several calls,
+ * the same result; replayed, nothing counts again. */
+static void test_batch_over_many_partitions_is_counted_once(void **st)
+{
+    enum { N = 2 * COV_MAX_PARTITIONS + 10 };
+    struct cov *c = open_cov("x5:", 3600);
+    static struct cov_click b[N];
+    struct cov_result r;
+    struct err e = {0};
+
+    (void)st;
+    for (int i = 0; i < N; i++) /* partition i % 300, two clicks in most */
+        b[i] = (struct cov_click)AT(1, 2, i % 300, i, 0);
+    assert_int_equal(cov_update(c, N, b, &r, &e), ERR_OK);
+    assert_int_equal(r.counted, N);
+    assert_int_equal(zcount("x5:cv:1", "2"), N);
+    assert_int_equal(cov_update(c, N, b, &r, &e), ERR_OK);
+    assert_int_equal(r.redelivered, N);
+    assert_int_equal(zcount("x5:cv:1", "2"), N);
+    cov_close(c);
+}
+
 static void test_unreachable_server_is_retry(void **st)
 {
     struct cov_opts o = {.port = test_free_port(), .half_life_s = 1, .timeout_ms = 200};
@@ -312,6 +334,7 @@ int main(void)
         cmocka_unit_test(test_overlapping_batch_counts_only_new_offsets),
         cmocka_unit_test(test_stale_epoch_is_fenced),
         cmocka_unit_test(test_state_fence_fences_counts),
+        cmocka_unit_test(test_batch_over_many_partitions_is_counted_once),
         cmocka_unit_test(test_unreachable_server_is_retry),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
