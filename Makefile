@@ -102,6 +102,7 @@ clean:
 fixtures:
 	$(PY) tests/fixtures/make_xgb_fixtures.py
 	$(PY) tests/fixtures/make_registry_fixtures.py
+	$(PY) tests/fixtures/make_predmon_fixtures.py
 
 # ONNX: protobuf-c code for Debian's onnx.proto (libonnx-dev), generated at build time
 # into $(BUILD)/gen/ and archived into libstreamml.a. Only common/onnx*.c include it.

@@ -136,6 +136,8 @@ static const struct key_def keys[] = {
     {"clickstream.trending_half_life_s", K_DBL, 1, 1e9, "3600", "half life of trending counts"},
     {"clickstream.seed", K_INT, 0, 1e15, "0", "exploration seed (0: from the clock)"},
     {"clickstream.blas_threads", K_INT, 1, 16, "1", "OpenBLAS threads of the worker's sgemm"},
+    {"clickstream.test_kill_between_writes", K_INT, 0, 1e15, "0",
+     "tests only: SIGKILL itself after the counts of this many batches, before their states (0 = off)"},
     /* champion/challenger (common/abtest.h) */
     {"experiment.id", K_STR, 0, 0, "", "experiment name on predictions (empty = no experiment)"},
     {"experiment.salt", K_STR, 0, 0, "", "assignment hash salt (empty = experiment.id)"},

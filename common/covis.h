@@ -9,9 +9,18 @@
  * and moves forward (the set rescaled) before weights could overflow. Both
  * updates run in one Lua script per batch, so they are atomic.
  *
- * Counts are updated after the session state of those clicks is stored, so
- * a click redelivered after a crash is never counted twice (one lost
- * between the two writes is not counted: counts are at most once).
+ * Exactly once per (partition, offset): the script keeps, per input
+ * partition, the highest offset whose click it counted
+ * (<prefix>cvapplied:{<partition>}) and skips a click at or below it, in
+ * the same atomic call as the increments; so a click redelivered after a
+ * crash or a rebalance is not counted twice. The worker counts a batch
+ * BEFORE it stores the session states of those clicks: a crash between the
+ * two writes redelivers clicks whose counts are skipped here and whose
+ * session state (not yet written) advances once, so neither is lost.
+ * Fencing: a click carries the epoch its writer holds for its partition
+ * (state_epoch; the same <prefix>epoch:{<partition>} key as the session
+ * state, common/state.h); the clicks of a partition whose stored epoch is
+ * newer are refused (a zombie's counts), epoch 0 is not checked.
  *
  * Every call is pipelined (one round trip for a batch). ERR_RETRY when
  * Redis is unreachable (the next call reconnects). Not thread-safe.
@@ -46,11 +55,27 @@ void cov_close(struct cov *c); /* NULL-safe */
 struct cov_click {
     int64_t prev; /* previous known item of the session, -1 none */
     int64_t item;
-    int64_t time_ms; /* event time */
+    int64_t time_ms;   /* event time */
+    int32_t partition; /* input position: counted once per (partition, */
+    int64_t offset;    /* offset); offset < 0: not deduplicated (tools) */
+    int64_t epoch;     /* the writer's epoch of partition; 0: unfenced */
 };
 
-/* Adds n clicks (co-visitation pairs and trending weight). */
-int cov_update(struct cov *c, size_t n, const struct cov_click *clicks, struct err *e);
+/* What one cov_update did with its clicks. */
+struct cov_result {
+    size_t counted;     /* clicks whose counts were added */
+    size_t redelivered; /* skipped: at or below their partition's applied offset */
+    size_t fenced;      /* refused: a newer owner holds their partition's epoch */
+};
+
+/* Adds n clicks (co-visitation pairs and trending weight), each with an
+ * offset at most once per (partition, offset), atomically per call of the
+ * script (one per COV_MAX_PARTITIONS distinct partitions, in click order).
+ * res may be NULL. ERR_RETRY when Redis is unreachable: the call may be
+ * repeated as it is (idempotent for the clicks with an offset). */
+#define COV_MAX_PARTITIONS 256
+int cov_update(struct cov *c, size_t n, const struct cov_click *clicks, struct cov_result *res,
+               struct err *e);
 
 /* For each of n items, up to k co-visited items, best first, into
  * out[i * k ...] with counts[i]; items < 0 are skipped (count 0). */

@@ -25,6 +25,7 @@ static const char *const counter_names[METRICS_NCOUNTERS][2] = {
     {"streamml_dead_letters_total", "Inputs sent to the dead-letter topic"},
     {"streamml_degraded_total", "Predictions scored degraded (state store unreachable)"},
     {"streamml_alerts_total", "Monitoring alert events published"},
+    {"streamml_ungradable_total", "Images that could not be graded (images worker; reason on the prediction)"},
 };
 
 struct gauges {                     /* copied from the monitor, under lock */

@@ -30,6 +30,7 @@ enum metrics_counter {
     METRICS_DEAD_LETTERS,      /* streamml_dead_letters_total */
     METRICS_DEGRADED,          /* streamml_degraded_total: predictions scored degraded */
     METRICS_ALERTS,            /* streamml_alerts_total: alert events published */
+    METRICS_UNGRADABLE,        /* streamml_ungradable_total: images not gradable (images worker) */
     METRICS_NCOUNTERS
 };
 

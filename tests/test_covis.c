@@ -2,7 +2,8 @@
  * redis-server: pair counts both ways, best first; forward-decayed trending
  * (a recent click outweighs older ones by 2^(dt / half life)); the rescale
  * past 2^512 keeps the ranking and finite scores; an unreachable server is
- * ERR_RETRY. */
+ * ERR_RETRY. Exactly once: a replayed batch, a partially overlapping one
+ * and a writer with a stale epoch add nothing twice. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,8 +18,12 @@
 
 #include "covis.h"
 #include "stack.h"
+#include "state.h"
 
 static struct test_redis g_redis;
+
+/* A click without an input position (never deduplicated). */
+#define CK(prev, item, ms) {prev, item, ms, 0, -1, 0}
 
 static int setup(void **st)
 {
@@ -51,13 +56,13 @@ static void test_pairs_are_counted_both_ways_best_first(void **st)
 {
     struct cov *c = open_cov("t1:", 3600);
     struct err e = {0};
-    struct cov_click clicks[] = {{-1, 5, 1000}, {5, 6, 2000}, {6, 5, 3000},
-                                 {5, 7, 4000},  {5, 5, 5000}, {-1, 9, 6000}};
+    struct cov_click clicks[] = {CK(-1, 5, 1000), CK(5, 6, 2000), CK(6, 5, 3000),
+                                 CK(5, 7, 4000),  CK(5, 5, 5000), CK(-1, 9, 6000)};
     int64_t items[3] = {5, -1, 9}, out[3 * 4];
     int counts[3];
 
     (void)st;
-    assert_int_equal(cov_update(c, 6, clicks, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 6, clicks, NULL, &e), ERR_OK);
     assert_int_equal(cov_covisited(c, 3, items, 4, out, counts, &e), ERR_OK);
     assert_int_equal(counts[0], 2); /* 5: 6 twice, 7 once; 5->5 is no pair */
     assert_int_equal(out[0], 6);
@@ -90,12 +95,12 @@ static void test_trending_is_forward_decayed(void **st)
     /* item 1: three clicks at t=0; item 2: one click at t=20 s (2 half
      * lives: weight 4 > 3); item 3: one at t=10 s (weight 2) */
     struct cov_click clicks[] = {
-        {-1, 1, 0}, {-1, 1, 0}, {-1, 1, 0}, {-1, 2, 20000}, {-1, 3, 10000}};
+        CK(-1, 1, 0), CK(-1, 1, 0), CK(-1, 1, 0), CK(-1, 2, 20000), CK(-1, 3, 10000)};
     int64_t top[5];
     int n;
 
     (void)st;
-    assert_int_equal(cov_update(c, 5, clicks, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 5, clicks, NULL, &e), ERR_OK);
     assert_int_equal(cov_trending(c, 5, top, &n, &e), ERR_OK);
     assert_int_equal(n, 3);
     assert_int_equal(top[0], 2);
@@ -111,17 +116,17 @@ static void test_trending_rescales_before_overflow(void **st)
 {
     struct cov *c = open_cov("t3:", 1);
     struct err e = {0};
-    struct cov_click a[] = {{-1, 1, 0}, {-1, 1, 0}, {-1, 2, 1000}};
-    struct cov_click b[] = {{-1, 3, 10000LL * 1000}};
-    struct cov_click d[] = {{-1, 4, 10000LL * 1000 - 1000}};
+    struct cov_click a[] = {CK(-1, 1, 0), CK(-1, 1, 0), CK(-1, 2, 1000)};
+    struct cov_click b[] = {CK(-1, 3, 10000LL * 1000)};
+    struct cov_click d[] = {CK(-1, 4, 10000LL * 1000 - 1000)};
     int64_t top[5];
     int n;
     double s3, s4;
 
     (void)st;
-    assert_int_equal(cov_update(c, 3, a, &e), ERR_OK);
-    assert_int_equal(cov_update(c, 1, b, &e), ERR_OK);
-    assert_int_equal(cov_update(c, 1, d, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 3, a, NULL, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 1, b, NULL, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 1, d, NULL, &e), ERR_OK);
     assert_int_equal(cov_trending(c, 5, top, &n, &e), ERR_OK);
     assert_int_equal(n, 4);
     assert_int_equal(top[0], 3);
@@ -133,18 +138,184 @@ static void test_trending_rescales_before_overflow(void **st)
     cov_close(c);
 }
 
+/* ---- exactly once per (partition, offset), fenced by epoch ---- */
+
+/* Click at partition p, offset o, written under epoch ep. */
+#define AT(prev, item, p, o, ep) {prev, item, 1000 * (o), p, o, ep}
+
+static long long zcount(const char *key, const char *member)
+{
+    redisContext *r = redisConnect("127.0.0.1", g_redis.port);
+    redisReply *x;
+    long long v = 0;
+
+    assert_non_null(r);
+    x = redisCommand(r, "ZSCORE %s %s", key, member);
+    assert_non_null(x);
+    if (x->type == REDIS_REPLY_STRING)
+        v = strtoll(x->str, NULL, 10);
+    freeReplyObject(x);
+    redisFree(r);
+    return v;
+}
+
+static void redis_set(const char *key, const char *value)
+{
+    redisContext *r = redisConnect("127.0.0.1", g_redis.port);
+    redisReply *x;
+
+    assert_non_null(r);
+    x = redisCommand(r, "SET %s %s", key, value);
+    assert_non_null(x);
+    freeReplyObject(x);
+    redisFree(r);
+}
+
+/* The same batch twice (a crash after the counts, before the commit): the
+ * second call counts nothing, and the pair counts are those of one call. */
+static void test_replayed_batch_is_counted_once(void **st)
+{
+    struct cov *c = open_cov("x1:", 3600);
+    struct err e = {0};
+    struct cov_click b[] = {AT(-1, 1, 0, 10, 0), AT(1, 2, 0, 11, 0), AT(2, 1, 0, 12, 0),
+                            AT(-1, 7, 1, 3, 0)};
+    struct cov_result r;
+
+    (void)st;
+    assert_int_equal(cov_update(c, 4, b, &r, &e), ERR_OK);
+    assert_int_equal(r.counted, 4);
+    assert_int_equal(r.redelivered, 0);
+    assert_int_equal(cov_update(c, 4, b, &r, &e), ERR_OK);
+    assert_int_equal(r.counted, 0);
+    assert_int_equal(r.redelivered, 4);
+    assert_int_equal(zcount("x1:cv:1", "2"), 2); /* 1->2 and 2->1 once each */
+    assert_int_equal(zcount("x1:cv:2", "1"), 2);
+    assert_float_equal(zscore("x1:trending", "1"), 1.0 + pow(2, 2.0 / 3600), 1e-9);
+    cov_close(c);
+}
+
+/* A redelivery that overlaps the counted part and goes on past it: only
+ * the new offsets count; another partition's offsets are independent. */
+static void test_overlapping_batch_counts_only_new_offsets(void **st)
+{
+    struct cov *c = open_cov("x2:", 3600);
+    struct err e = {0};
+    struct cov_click a[] = {AT(-1, 1, 0, 0, 0), AT(1, 2, 0, 1, 0), AT(2, 3, 0, 2, 0)};
+    struct cov_click b[] = {AT(1, 2, 0, 1, 0), AT(2, 3, 0, 2, 0), AT(3, 4, 0, 3, 0),
+                            AT(4, 5, 0, 4, 0), AT(9, 8, 1, 0, 0)};
+    struct cov_result r;
+
+    (void)st;
+    assert_int_equal(cov_update(c, 3, a, &r, &e), ERR_OK);
+    assert_int_equal(r.counted, 3);
+    assert_int_equal(cov_update(c, 5, b, &r, &e), ERR_OK);
+    assert_int_equal(r.counted, 3); /* offsets 3, 4 of partition 0; 0 of partition 1 */
+    assert_int_equal(r.redelivered, 2);
+    assert_int_equal(zcount("x2:cv:2", "3"), 1);
+    assert_int_equal(zcount("x2:cv:3", "4"), 1);
+    assert_int_equal(zcount("x2:cv:4", "5"), 1);
+    assert_int_equal(zcount("x2:cv:9", "8"), 1);
+    assert_int_equal(zcount("x2:cv:1", "2"), 1);
+    cov_close(c);
+}
+
+/* A writer whose epoch is older than the stored one (a zombie that lost its
+ * partition) is refused for that partition only; the owner's epoch, or a
+ * newer one, is accepted and becomes the stored one. */
+static void test_stale_epoch_is_fenced(void **st)
+{
+    struct cov *c = open_cov("x3:", 3600);
+    struct err e = {0};
+    struct cov_click old[] = {AT(1, 2, 0, 5, 3), AT(4, 5, 1, 5, 3)};
+    struct cov_click own[] = {AT(1, 2, 0, 5, 4)};
+    struct cov_click newer[] = {AT(2, 3, 0, 6, 6)};
+    struct cov_result r;
+
+    (void)st;
+    redis_set("x3:epoch:{0}", "4"); /* the new owner of partition 0 claimed epoch 4 */
+    assert_int_equal(cov_update(c, 2, old, &r, &e), ERR_OK);
+    assert_int_equal(r.fenced, 1);
+    assert_int_equal(r.counted, 1); /* partition 1 is not fenced */
+    assert_int_equal(zcount("x3:cv:1", "2"), 0);
+    assert_int_equal(zcount("x3:cv:4", "5"), 1);
+    assert_int_equal(cov_update(c, 1, own, &r, &e), ERR_OK);
+    assert_int_equal(r.counted, 1); /* the fenced offset is still free for the owner */
+    assert_int_equal(zcount("x3:cv:1", "2"), 1);
+    assert_int_equal(cov_update(c, 1, newer, &r, &e), ERR_OK);
+    assert_int_equal(r.counted, 1);
+    assert_int_equal(cov_update(c, 1, own, &r, &e), ERR_OK);
+    assert_int_equal(r.fenced, 1); /* epoch 4 < 6 now */
+    cov_close(c);
+}
+
+/* The counts and the session state share one epoch per partition: a
+ * worker whose state handle was fenced by a newer owner (state_fence) has
+ * its counts refused too. */
+static void test_state_fence_fences_counts(void **st)
+{
+    struct state_redis_opts so = {.port = g_redis.port, .prefix = "x4:", .timeout_ms = 2000};
+    struct err e = {0};
+    struct state *old = state_open_redis(&so, &e), *owner = state_open_redis(&so, &e);
+    const char *ids[1] = {"s"};
+    static struct state_blob b[1];
+    struct cov *c = open_cov("x4:", 3600);
+    struct cov_click zombie[] = {AT(1, 2, 3, 7, 0)}, own[] = {AT(1, 2, 3, 7, 0)};
+    struct cov_result r;
+
+    (void)st;
+    assert_non_null(old);
+    assert_non_null(owner);
+    assert_int_equal(state_fence(old, 3, &e), ERR_OK);
+    assert_int_equal(state_get_many(old, 1, ids, b, &e), ERR_OK); /* claims */
+    assert_int_equal(state_fence(owner, 3, &e), ERR_OK);          /* a rebalance */
+    assert_int_equal(state_get_many(owner, 1, ids, b, &e), ERR_OK);
+    assert_true(state_epoch(owner, 3) > state_epoch(old, 3));
+    zombie[0].epoch = state_epoch(old, 3);
+    own[0].epoch = state_epoch(owner, 3);
+    assert_int_equal(cov_update(c, 1, zombie, &r, &e), ERR_OK);
+    assert_int_equal(r.fenced, 1);
+    assert_int_equal(cov_update(c, 1, own, &r, &e), ERR_OK);
+    assert_int_equal(r.counted, 1);
+    assert_int_equal(zcount("x4:cv:1", "2"), 1);
+    cov_close(c);
+    state_close(old);
+    state_close(owner);
+}
+
+/* More partitions in one batch than one script call takes: several calls,
+ * the same result; replayed, nothing counts again. */
+static void test_batch_over_many_partitions_is_counted_once(void **st)
+{
+    enum { N = 2 * COV_MAX_PARTITIONS + 10 };
+    struct cov *c = open_cov("x5:", 3600);
+    static struct cov_click b[N];
+    struct cov_result r;
+    struct err e = {0};
+
+    (void)st;
+    for (int i = 0; i < N; i++) /* partition i % 300, two clicks in most */
+        b[i] = (struct cov_click)AT(1, 2, i % 300, i, 0);
+    assert_int_equal(cov_update(c, N, b, &r, &e), ERR_OK);
+    assert_int_equal(r.counted, N);
+    assert_int_equal(zcount("x5:cv:1", "2"), N);
+    assert_int_equal(cov_update(c, N, b, &r, &e), ERR_OK);
+    assert_int_equal(r.redelivered, N);
+    assert_int_equal(zcount("x5:cv:1", "2"), N);
+    cov_close(c);
+}
+
 static void test_unreachable_server_is_retry(void **st)
 {
     struct cov_opts o = {.port = test_free_port(), .half_life_s = 1, .timeout_ms = 200};
     struct cov *c = NULL;
     struct err e = {0};
-    struct cov_click k = {-1, 1, 0};
+    struct cov_click k = CK(-1, 1, 0);
     int64_t top[1];
     int n;
 
     (void)st;
     assert_int_equal(cov_open(&c, &o, &e), ERR_OK);
-    assert_int_equal(cov_update(c, 1, &k, &e), ERR_RETRY);
+    assert_int_equal(cov_update(c, 1, &k, NULL, &e), ERR_RETRY);
     assert_non_null(strstr(e.msg, "127.0.0.1"));
     assert_int_equal(cov_trending(c, 1, top, &n, &e), ERR_RETRY);
     cov_close(c);
@@ -159,6 +330,11 @@ int main(void)
         cmocka_unit_test(test_pairs_are_counted_both_ways_best_first),
         cmocka_unit_test(test_trending_is_forward_decayed),
         cmocka_unit_test(test_trending_rescales_before_overflow),
+        cmocka_unit_test(test_replayed_batch_is_counted_once),
+        cmocka_unit_test(test_overlapping_batch_counts_only_new_offsets),
+        cmocka_unit_test(test_stale_epoch_is_fenced),
+        cmocka_unit_test(test_state_fence_fences_counts),
+        cmocka_unit_test(test_batch_over_many_partitions_is_counted_once),
         cmocka_unit_test(test_unreachable_server_is_retry),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

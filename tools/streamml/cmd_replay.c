@@ -63,7 +63,9 @@ static void usage(FILE *out)
             "                       [--features] [--output-topic T] [--state memory|redis]\n"
             "                       [--dry-run] [--skip-invalid] [-q] [common options]\n\n"
             "Replays history through the transactions worker's own step (features with\n"
-            "per-user state, gbdt + scorecard, decision) and writes the predictions.\n\n"
+            "per-user state, gbdt + scorecard, decision) and writes the predictions.\n"
+            "Click topics are not replayed (the clickstream worker's answers depend on\n"
+            "live co-visitation counts and random exploration): use streamml click-eval.\n\n"
             "Input (one of):\n"
             "  -t, --topic T        a topic range (default input.topic), read with assign()\n"
             "                       only: never joins a consumer group, never commits\n"
@@ -618,8 +620,26 @@ static int open_output(struct run *r, struct err *e)
     return ERR_OK;
 }
 
+/* Click events are not a replay input: the clickstream worker's answers
+ * depend on live co-visitation/trending counts and on random exploration,
+ * so a backtest of them would not be the worker's answers; the model's
+ * offline quality over a click topic is `streamml click-eval` (README
+ * "Clickstream worker"). Said once, at the first click event. */
+static void hint_clicks(const struct rp_rec *rec)
+{
+    static int said;
+
+    if (said || !strstr(rec->err.msg, "(click_event.avsc)"))
+        return;
+    said = 1;
+    fprintf(stderr, "replay: %s holds click events; replay backtests the transactions worker. "
+                    "For clicks use `streamml click-eval` (Recall@K/MRR@K of the model)\n",
+            rec->source);
+}
+
 static void report_invalid(struct run *r, const struct rp_rec *rec)
 {
+    hint_clicks(rec);
     if (++r->invalid <= SHOW_INVALID) {
         if (r->progress)
             fputc('\n', stderr);

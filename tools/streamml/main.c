@@ -26,6 +26,7 @@ static const struct command commands[] = {
     {"alerts", cmd_alerts, "follow the monitoring topic: one line per alert"},
     {"click-eval", cmd_click_eval, "replay clicks: Recall@K/MRR@K of the GRU vs popularity"},
     {"abtest", cmd_abtest, "experiment predictions + outcomes -> per-variant lift, Welch test, AUC"},
+    {"baseline", cmd_baseline, "clickstream/images reference predictions -> monitoring baseline JSON"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -17,8 +17,10 @@
  * the dead-letter topic. State writes are idempotent per (partition,
  * offset) (common/state.h): a click redelivered after a crash does not
  * advance its session twice; it is answered from the stored state.
- * Co-visitation and trending counts (common/covis.h) are updated after the
- * state, for the clicks whose state write applied. While Redis is down the
+ * Co-visitation and trending counts (common/covis.h) are updated before the
+ * state, idempotent per (partition, offset) too, so both are exactly once
+ * across a crash; a newly assigned partition is fenced (state_fence) for
+ * both. While Redis is down the
  * clicks are answered from this batch alone, flagged degraded, and their
  * state is not kept (a session recommender tolerates the gap; the
  * partition never stalls).
@@ -37,7 +39,9 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "monitor.h"
 #include "pipeline.h"
+#include "predmon.h"
 #include "session.h"
 #include "state.h"
 
@@ -55,6 +59,7 @@ static void on_signal(int sig)
 struct counters {
     uint64_t messages, predictions, dead, degraded, cold, unknown, redelivered, bad_state, explored,
         shown, batches, rows, cov_errors, state_errors;
+    uint64_t cov_redelivered, cov_fenced; /* clicks the counts skipped or refused */
 };
 
 /* Per message of a batch. */
@@ -101,6 +106,9 @@ struct worker {
     size_t n_popular;
     struct buf out, dlq;
     struct counters n;
+    int64_t kill_after, stores; /* clickstream.test_kill_between_writes */
+    struct mon *mon;            /* NULL: monitor.baseline empty (monitoring off) */
+    struct mon_ident mid;
 };
 
 /* ---- set-up ---- */
@@ -228,6 +236,20 @@ static const char *group_id(const struct cfg *cf)
     return cli_group_id(cf, "streamml-clickstream");
 }
 
+/* Zombie fencing (as the transactions worker): a newly assigned partition
+ * takes a new epoch, so a former owner stalled past a rebalance can write
+ * neither session states nor counts of it. */
+static int fence_partition(const char *topic, int32_t partition, void *opaque)
+{
+    struct err e = {0};
+
+    if (state_fence(opaque, partition, &e)) {
+        log_error("fencing %s [%d]: %s", topic, (int)partition, e.msg);
+        return e.code;
+    }
+    return ERR_OK;
+}
+
 static int open_kafka(struct worker *w, struct err *e)
 {
     const char *topic = cfg_str(w->cf, "input.topic");
@@ -241,6 +263,8 @@ static int open_kafka(struct worker *w, struct err *e)
     ko.n_props = np;
     ko.stats_cb = w->mx ? metrics_kafka_stats : NULL; /* consumer lag */
     ko.stats_opaque = w->mx;
+    ko.on_assign = fence_partition;
+    ko.assign_opaque = w->st;
     w->q = kq_open(&ko, e);
     if (!w->q)
         return e->code;
@@ -258,6 +282,7 @@ static int worker_open(struct worker *w, struct err *e)
     w->out_topic = cfg_str(w->cf, "output.topic");
     w->dlq_topic = cfg_str(w->cf, "dlq.topic");
     w->redis_ok = 1;
+    w->kill_after = cfg_int(w->cf, "clickstream.test_kill_between_writes");
     w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
     if (!w->cd || open_model(w, e))
         return e->code;
@@ -272,6 +297,12 @@ static int worker_open(struct worker *w, struct err *e)
     struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER, sess_model_name(w->m),
                               sess_model_version(w->m), 0, cfg_str(w->cf, "clickstream.model")};
     if (!(w->mx = metrics_open(&mo, e)) && e->code)
+        return e->code;
+    /* monitoring: the values of common/predmon.h against monitor.baseline */
+    w->mid = (struct mon_ident){WORKER, sess_model_name(w->m), sess_model_version(w->m),
+                                cfg_str(w->cf, "monitor.topic")};
+    w->mon = mon_open_cfg(w->cf, pmon_names(PMON_CLICKSTREAM, &(size_t){0}), PMON_CLICK_DIM, e);
+    if (!w->mon && e->code)
         return e->code;
     return open_kafka(w, e);
 }
@@ -288,6 +319,7 @@ static void worker_close(struct worker *w)
     buf_free(&w->out);
     buf_free(&w->dlq);
     metrics_close(w->mx);
+    mon_close(w->mon);
     rec_ctx_close(w->rc);
     sess_model_close(w->m);
     cov_close(w->cov);
@@ -304,6 +336,8 @@ static void dead_letter(struct worker *w, size_t i, const struct err *why)
     w->sl[i].dead = 1;
     w->n.dead++;
     metrics_add(w->mx, METRICS_DEAD_LETTERS, 1);
+    if (w->mon)
+        mon_observe_dead(w->mon, pipe_wall_ms());
     if (pipe_dead_letter(w->q, w->cd, &w->dlq, w->dlq_topic, WORKER, w->msgs[i], why, &e))
         log_error("dead letter not sent (offset will not be committed): %s", e.msg);
 }
@@ -378,9 +412,9 @@ static void advance(struct worker *w, size_t i)
             sess_state_push(st, s->ev.item_id, w->history);
         }
         w->last_ev[s->sess] = (int)i;
-        w->clicks[i] =
-            (struct cov_click){w->preds[i].unknown_item ? -1 : prev,
-                               w->preds[i].unknown_item ? -1 : s->ev.item_id, s->ev.event_time_ms};
+        w->clicks[i] = (struct cov_click){w->preds[i].unknown_item ? -1 : prev,
+                                          w->preds[i].unknown_item ? -1 : s->ev.item_id,
+                                          s->ev.event_time_ms, m->partition, m->offset, 0};
     }
     w->n.unknown += (uint64_t)w->preds[i].unknown_item;
     /* a snapshot: later clicks of the session in this batch move st on */
@@ -525,6 +559,18 @@ static void init_prediction(struct worker *w, size_t i, int degraded)
     p->src_offset = m->offset;
 }
 
+/* The monitor's view of one prediction (common/predmon.h). */
+static void observe(struct worker *w, const struct click_prediction *p)
+{
+    float x[PMON_CLICK_DIM];
+    double score;
+
+    if (!w->mon)
+        return;
+    pmon_click_vector(p, x, &score);
+    mon_observe(w->mon, x, score, p->latency_us, p->degraded, pipe_wall_ms());
+}
+
 static void emit(struct worker *w, size_t i)
 {
     struct click_prediction *p = &w->preds[i];
@@ -543,15 +589,58 @@ static void emit(struct worker *w, size_t i)
     metrics_add(w->mx, METRICS_PREDICTIONS, 1);
     metrics_add(w->mx, METRICS_DEGRADED, (uint64_t)p->degraded);
     metrics_observe_latency(w->mx, p->latency_us);
+    observe(w, p);
 }
 
-/* One put per session that moved, at its last click's offset; then the
- * counts of the clicks whose session write applied. */
+/* Co-visitation and trending counts of the batch's fresh clicks of known
+ * items, idempotent per (partition, offset) and fenced by the state's
+ * epochs (common/covis.h). 0 when counted (or nothing to count). */
+static int count_clicks(struct worker *w, size_t n)
+{
+    size_t nc = 0;
+    struct cov_result r = {0};
+    struct err e = {0};
+    int rc;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct slot *s = &w->sl[i];
+        if (s->dead || !s->fresh || w->clicks[i].item < 0)
+            continue;
+        w->clicks[nc] = w->clicks[i];
+        w->clicks[nc++].epoch = state_epoch(w->st, w->clicks[i].partition);
+    }
+    if (!w->cov || !nc)
+        return ERR_OK;
+    rc = cov_update(w->cov, nc, w->clicks, &r, &e);
+    if (rc == ERR_RETRY) /* the handle reconnects once; the call is idempotent */
+        rc = cov_update(w->cov, nc, w->clicks, &r, &e);
+    if (rc) {
+        w->n.cov_errors++;
+        log_error("co-visitation/trending counts of %zu click(s) not updated, their session "
+                  "states not stored either: %s", nc, e.msg);
+        return rc;
+    }
+    w->n.cov_redelivered += r.redelivered;
+    w->n.cov_fenced += r.fenced;
+    if (r.redelivered || r.fenced) /* rare: after a crash or a rebalance */
+        log_info("counts: %zu redelivered click(s) already counted, skipped; %zu fenced",
+                 r.redelivered, r.fenced);
+    return ERR_OK;
+}
+
+/* Counts first, then one put per session that moved, at its last click's
+ * offset. In that order a crash between the two writes redelivers clicks
+ * whose counts are skipped (applied offset) and whose states advance once;
+ * the other order would lose their counts. */
 static void store(struct worker *w, size_t n)
 {
-    size_t np = 0, nc = 0;
+    size_t np = 0;
     struct err e = {0};
 
+    if (count_clicks(w, n))
+        return; /* not half-applied: the batch keeps neither (as when Redis is down) */
+    if (w->kill_after && ++w->stores == w->kill_after)
+        raise(SIGKILL); /* test hook: a crash between the two writes */
     for (size_t s = 0; s < w->sessions.n; s++) {
         int i = w->last_ev[s];
         size_t len;
@@ -568,17 +657,6 @@ static void store(struct worker *w, size_t n)
     if (np && pipe_state_put(w->st, w->budget_ms, np, w->puts, w->applied, &e)) {
         w->n.state_errors++;
         log_error("session state of %zu session(s) not stored: %s", np, e.msg);
-    }
-    for (size_t j = 0; j < np; j++)
-        w->last_ev[w->put_sess[j]] = w->applied[j] ? w->last_ev[w->put_sess[j]] : -2;
-    for (size_t i = 0; i < n; i++) {
-        const struct slot *s = &w->sl[i];
-        if (!s->dead && s->fresh && w->last_ev[s->sess] >= 0 && w->clicks[i].item >= 0)
-            w->clicks[nc++] = w->clicks[i];
-    }
-    if (w->cov && nc && cov_update(w->cov, nc, w->clicks, &e)) {
-        w->n.cov_errors++;
-        log_warn("co-visitation/trending counts of %zu click(s) not updated: %s", nc, e.msg);
     }
 }
 
@@ -639,6 +717,8 @@ static void log_summary(struct worker *w, double secs)
              (unsigned long long)c->explored, (unsigned long long)c->rows,
              (unsigned long long)c->batches, (unsigned long long)c->bad_state,
              (unsigned long long)c->state_errors, (unsigned long long)c->cov_errors);
+    log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced",
+             (unsigned long long)c->cov_redelivered, (unsigned long long)c->cov_fenced);
 }
 
 static int run(struct worker *w)
@@ -663,7 +743,10 @@ static int run(struct worker *w)
             metrics_add(w->mx, METRICS_EVENTS, n);
             last_input = pipe_now_us();
         }
-        metrics_worker_tick(w->mx, NULL, kq_assigned(w->q), w->redis_ok, 1);
+        if (w->mon)
+            metrics_add(w->mx, METRICS_ALERTS,
+                        mon_tick_publish(w->mon, w->q, w->cd, &w->mid, pipe_wall_ms()));
+        metrics_worker_tick(w->mx, w->mon, kq_assigned(w->q), w->redis_ok, 1);
         if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
             break;
         if ((max_msgs && w->n.messages >= max_msgs) ||

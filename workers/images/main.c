@@ -16,7 +16,10 @@
  * ungradable with the reason (counted as an error), so a bad image never
  * stalls its partition. Undecodable messages go to the dead-letter topic.
  * There is no per-entity state: an offset is stored once the message's
- * prediction (or dead letter) is delivered.
+ * prediction (or dead letter) is delivered. metrics.port serves /metrics,
+ * /healthz and /readyz; with monitor.baseline set, the grade distribution,
+ * P(referable), latency and the error rate (dead letters + ungradable) are
+ * watched and alerts go to monitor.topic (common/predmon.h).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -32,8 +35,11 @@
 #include "image.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
+#include "monitor.h"
 #include "onnx.h"
 #include "pipeline.h"
+#include "predmon.h"
 
 #define WORKER "images"
 #define MODEL_ERROR IMG_NREASONS /* counter slot past the image reasons */
@@ -83,6 +89,9 @@ struct worker {
     uint8_t *overlay;
     struct buf out, dlq;
     struct counters n;
+    struct metrics *mx; /* NULL: metrics.port 0 */
+    struct mon *mon;    /* NULL: monitor.baseline empty (monitoring off) */
+    struct mon_ident mid;
 };
 
 /* ---- set-up ---- */
@@ -332,12 +341,29 @@ static int open_kafka(struct worker *w, struct err *e)
 
     ko.props = cfg_kafka(w->cf, &np);
     ko.n_props = np;
+    ko.stats_cb = w->mx ? metrics_kafka_stats : NULL; /* consumer lag */
+    ko.stats_opaque = w->mx;
     w->q = kq_open(&ko, e);
     if (!w->q)
         return e->code;
     log_info("consuming %s as group %s -> %s (dead letters: %s), up to %zu images per pass",
              topic, ko.group_id, w->out_topic, w->dlq_topic, w->cap);
     return ERR_OK;
+}
+
+/* /metrics, /healthz, /readyz on metrics.port; the monitor's values
+ * (common/predmon.h: grade, expected grade, P(referable)) against
+ * monitor.baseline, alerts to monitor.topic. */
+static int open_observability(struct worker *w, struct err *e)
+{
+    struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER, w->md.name,
+                              w->md.version, 0, cfg_str(w->cf, "images.model")};
+
+    if (!(w->mx = metrics_open(&mo, e)) && e->code)
+        return e->code;
+    w->mid = (struct mon_ident){WORKER, w->md.name, w->md.version, cfg_str(w->cf, "monitor.topic")};
+    w->mon = mon_open_cfg(w->cf, pmon_names(PMON_IMAGES, &(size_t){0}), PMON_IMAGE_DIM, e);
+    return !w->mon && e->code ? e->code : ERR_OK;
 }
 
 static int worker_open(struct worker *w, struct err *e)
@@ -348,7 +374,7 @@ static int worker_open(struct worker *w, struct err *e)
     w->dlq_topic = cfg_str(w->cf, "dlq.topic");
     w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
     if (!w->cd || open_model(w, e) || open_loader(w, e) || alloc_batch(w, e) ||
-        open_kafka(w, e))
+        open_observability(w, e) || open_kafka(w, e))
         return e->code;
     return ERR_OK;
 }
@@ -364,6 +390,8 @@ static void worker_close(struct worker *w)
     buf_free(&w->out);
     buf_free(&w->dlq);
     img_loader_close(w->ld);
+    mon_close(w->mon);
+    metrics_close(w->mx);
     onnx_close(w->md.m);
     codec_close(w->cd);
 }
@@ -390,6 +418,9 @@ static void dead_letter(struct worker *w, size_t i, const struct err *why)
 
     w->dead[i] = 1;
     w->n.dead++;
+    metrics_add(w->mx, METRICS_DEAD_LETTERS, 1);
+    if (w->mon)
+        mon_observe_dead(w->mon, pipe_wall_ms());
     if (pipe_dead_letter(w->q, w->cd, &w->dlq, w->dlq_topic, WORKER, w->msgs[i], why, &e))
         log_error("dead letter not sent (offset will not be committed): %s", e.msg);
 }
@@ -586,6 +617,22 @@ static void count(struct worker *w, const struct image_prediction *p)
     w->n.reasons[r]++; /* r == IMG_NREASONS: model_error */
 }
 
+/* Metrics and the monitor's view of one prediction; an ungradable image
+ * counts as an error (mon_observe's degraded flag). */
+static void observe(struct worker *w, const struct image_prediction *p)
+{
+    float x[PMON_IMAGE_DIM];
+    double score;
+
+    metrics_add(w->mx, METRICS_PREDICTIONS, 1);
+    metrics_add(w->mx, METRICS_UNGRADABLE, !p->ok);
+    metrics_observe_latency(w->mx, p->latency_us);
+    if (!w->mon)
+        return;
+    pmon_image_vector(p, x, &score);
+    mon_observe(w->mon, x, score, p->latency_us, !p->ok, pipe_wall_ms());
+}
+
 static void emit(struct worker *w, size_t i)
 {
     const struct kq_msg *m = w->msgs[i];
@@ -601,6 +648,7 @@ static void emit(struct worker *w, size_t i)
         return;
     }
     count(w, p);
+    observe(w, p);
     kq_ack(w->q, &m->pos, KQ_ACK_STATE); /* no state to apply */
 }
 
@@ -678,8 +726,13 @@ static int run(struct worker *w)
             for (size_t i = 0; i < n; i++)
                 kq_msg_release(w->msgs[i]);
             w->n.messages += n;
+            metrics_add(w->mx, METRICS_EVENTS, n);
             last_input = pipe_now_us();
         }
+        if (w->mon)
+            metrics_add(w->mx, METRICS_ALERTS,
+                        mon_tick_publish(w->mon, w->q, w->cd, &w->mid, pipe_wall_ms()));
+        metrics_worker_tick(w->mx, w->mon, kq_assigned(w->q), 1, 1); /* no Redis */
         if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
             break;
         if ((max_msgs && w->n.messages >= max_msgs) ||
