@@ -307,9 +307,19 @@ static void copy_err(struct err *e, const struct err *tmp)
         *e = *tmp;
 }
 
+/* <prefix>u:{<entity>}: lengths are bounded (PREFIX_MAX, STATE_ENTITY_MAX,
+ * checked before any call), so KEY_MAX always holds it; copied rather than
+ * formatted, as it is built for every entity of every batch. */
 static size_t entity_key(const struct state_redis *r, const char *entity, char *buf)
 {
-    return (size_t)snprintf(buf, KEY_MAX, "%su:{%s}", r->prefix, entity);
+    size_t pl = strlen(r->prefix), el = strnlen(entity, STATE_ENTITY_MAX);
+
+    memcpy(buf, r->prefix, pl);
+    memcpy(buf + pl, "u:{", 3);
+    memcpy(buf + pl + 3, entity, el);
+    buf[pl + 3 + el] = '}';
+    buf[pl + 4 + el] = '\0';
+    return pl + 4 + el;
 }
 
 static size_t epoch_key(const struct state_redis *r, int32_t partition, char *buf)
@@ -338,31 +348,40 @@ static int reply_ll(const redisReply *x, long long lo, long long hi, long long *
     return 0;
 }
 
-static int parse_get(const redisReply *rep, struct state_blob *b, const char *key, struct err *e)
+/* The common cases first; the key is formatted only for an error message. */
+static int parse_get(const redisReply *rep, struct state_blob *b, const struct state_redis *r,
+                     const char *entity, struct err *e)
 {
+    const redisReply *blob = NULL;
+    char key[KEY_MAX];
     long long p, o;
 
     b->len = 0;
     b->partition = -1;
     b->offset = -1;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3) {
+        blob = rep->element[0];
+        if (blob->type == REDIS_REPLY_NIL)
+            return ERR_OK; /* nothing stored */
+        if (blob->type == REDIS_REPLY_STRING && blob->len > 0 && blob->len <= STATE_BLOB_MAX &&
+            !reply_ll(rep->element[1], INT32_MIN, INT32_MAX, &p) &&
+            !reply_ll(rep->element[2], LLONG_MIN, LLONG_MAX, &o)) {
+            memcpy(b->data, blob->str, blob->len);
+            b->len = blob->len;
+            b->partition = (int32_t)p;
+            b->offset = o;
+            return ERR_OK;
+        }
+    }
+    entity_key(r, entity, key);
     if (rep->type == REDIS_REPLY_ERROR)
         return err_set(e, reply_error_code(rep->str), "redis HMGET %s: %s", key, rep->str);
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
+    if (!blob)
         return err_set(e, ERR_DECODE, "redis HMGET %s: unexpected reply type %d", key, rep->type);
-    if (rep->element[0]->type == REDIS_REPLY_NIL)
-        return ERR_OK; /* nothing stored */
-    if (rep->element[0]->type != REDIS_REPLY_STRING || rep->element[0]->len == 0 ||
-        rep->element[0]->len > STATE_BLOB_MAX)
+    if (blob->type != REDIS_REPLY_STRING || blob->len == 0 || blob->len > STATE_BLOB_MAX)
         return err_set(e, ERR_DECODE, "redis HMGET %s: field s is not a blob of 1..%d bytes", key,
                        STATE_BLOB_MAX);
-    if (reply_ll(rep->element[1], INT32_MIN, INT32_MAX, &p) ||
-        reply_ll(rep->element[2], LLONG_MIN, LLONG_MAX, &o))
-        return err_set(e, ERR_DECODE, "redis HMGET %s: fields p/o are not integers", key);
-    memcpy(b->data, rep->element[0]->str, rep->element[0]->len);
-    b->len = rep->element[0]->len;
-    b->partition = (int32_t)p;
-    b->offset = o;
-    return ERR_OK;
+    return err_set(e, ERR_DECODE, "redis HMGET %s: fields p/o are not integers", key);
 }
 
 /* ---- fencing ---- */
@@ -458,12 +477,16 @@ static int ready(struct state_redis *r, struct err *e)
 static int get_pipelined(struct state_redis *r, size_t n, const char *const *entities,
                          struct state_blob *out, struct err *e)
 {
+    static const char *const fields[] = {"s", "p", "o"};
+    const char *argv[5] = {"HMGET", NULL, fields[0], fields[1], fields[2]};
+    size_t argvlen[5] = {5, 0, 1, 1, 1};
     char key[KEY_MAX];
     int first = ERR_OK;
 
     for (size_t i = 0; i < n; i++) {
-        size_t klen = entity_key(r, entities[i], key);
-        if (redisAppendCommand(r->c, "HMGET %b s p o", key, klen) != REDIS_OK)
+        argv[1] = key;
+        argvlen[1] = entity_key(r, entities[i], key);
+        if (redisAppendCommandArgv(r->c, 5, argv, argvlen) != REDIS_OK)
             return lost(r, "HMGET", key, e);
     }
     /* Every reply is read even after a bad one, to keep the pipeline in
@@ -471,10 +494,11 @@ static int get_pipelined(struct state_redis *r, size_t n, const char *const *ent
     for (size_t i = 0; i < n; i++) {
         redisReply *rep = NULL;
         struct err tmp;
-        entity_key(r, entities[i], key);
-        if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep)
+        if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep) {
+            entity_key(r, entities[i], key);
             return lost(r, "HMGET", key, e);
-        if (parse_get(rep, &out[i], key, &tmp) && first == ERR_OK) {
+        }
+        if (parse_get(rep, &out[i], r, entities[i], &tmp) && first == ERR_OK) {
             first = tmp.code;
             copy_err(e, &tmp);
         }
