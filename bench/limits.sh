@@ -101,17 +101,41 @@ sample() { # pids: starts the sampler (measure starts it when not yet started)
     $PY bench/span.py sample "$tmp/samples" "$@" "$bpid" "$rpid" &
     spid=$!; pids+=($spid)
 }
-measure() { # $1 = n, then pids
-    local n=$1; shift
-    [ -n "${spid:-}" ] || sample "$@"
-    # A worker or peer that dies must not hang make bench: 10 minutes at most.
-    timeout 600 "$SM" consume -b "$bs" -t predictions.transactions -f -n "$n" --meta \
-        --log-level error >"$tmp/meta" 2>/dev/null || true
-    if [ "$(wc -l <"$tmp/meta")" -lt "$n" ]; then
-        echo "limits.sh: only $(wc -l <"$tmp/meta") of $n predictions (pids $*); logs:" >&2
+# Consumes n predictions (extra consume args after --) into $out while the
+# given pids run; fails fast, with their logs, when one of them dies before
+# the n-th prediction (a dead peer must not leave the consumer waiting out
+# its 10-minute timeout). MLOG names the log to show (default: every log).
+alive() { [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+await() { # $1 = n, $2 = out file, $3 = "consume args", then pids
+    local n=$1 out=$2 args=$3; shift 3
+    # shellcheck disable=SC2086
+    timeout 600 "$SM" consume -b "$bs" -t predictions.transactions -f -n "$n" $args \
+        --log-level error >"$out" 2>/dev/null &
+    local cpid=$!; pids+=($cpid)
+    while alive "$cpid"; do
+        for p in "$@"; do
+            alive "$p" && continue
+            sleep 1 # its last predictions may still be in flight
+            alive "$cpid" || break 2
+            kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null || true
+            echo "limits.sh: pid $p exited after $(wc -l <"$out") of $n predictions; its log:" >&2
+            # shellcheck disable=SC2086 # MLOG may name two logs
+            tail -20 ${MLOG:-$tmp/worker.log} >&2
+            exit 1
+        done
+        sleep 0.2
+    done
+    wait "$cpid" 2>/dev/null || true
+    if [ "$(wc -l <"$out")" -lt "$n" ]; then
+        echo "limits.sh: only $(wc -l <"$out") of $n predictions (pids $*); logs:" >&2
         tail -5 "$tmp"/*.log >&2
         exit 1
     fi
+}
+measure() { # $1 = n, then pids
+    local n=$1; shift
+    [ -n "${spid:-}" ] || sample "$@"
+    await "$n" "$tmp/meta" "--meta" "$@"
     cp "$tmp/meta" "$tmp/meta.$#"
     kill "$spid"; wait "$spid" || true; spid=
     local -a v; read -r -a v < <($PY bench/span.py report "$n" "$tmp/meta" "$tmp/samples")
@@ -136,11 +160,10 @@ for i in range(3000):
     for who in c py; do
         stack_up
         "$SM" produce -b "$bs" -i "$tmp/check.jsonl" --log-level error >/dev/null 2>&1
-        if [ "$who" = c ]; then wpids=(); worker; p=${wpids[0]}
+        if [ "$who" = c ]; then wpids=(); worker; p=${wpids[0]}; MLOG=$tmp/worker.log
         else $PY bench/peer_transactions.py "$bs" "$rport" "$MODEL" "$CARD" 3000 >>"$tmp/peer.log" 2>&1 &
-             p=$!; pids+=($p); fi
-        timeout 300 "$SM" consume -b "$bs" -t predictions.transactions -f -n 3000 --log-level error \
-            >"$tmp/check_$who.jsonl" 2>/dev/null || true
+             p=$!; pids+=($p); MLOG=$tmp/peer.log; fi
+        await 3000 "$tmp/check_$who.jsonl" "" "$p"
         stack_down "$p"
     done
     $PY - "$tmp/check_c.jsonl" "$tmp/check_py.jsonl" <<'PYEOF'
@@ -170,7 +193,7 @@ for rep in $(seq "$REPS"); do
     c_red+=("$(echo "$out" | sed -E 's/.*CPU ([0-9.]+) us.*/\1/')")
     c_rsrv+=("$(calc "round(($(ticks "$rpid")-$r0)/$TCK/$N*1e6, 2)")")
     wpids=(); worker
-    measure "$N" "${wpids[0]}"
+    MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
     r_c+=("$rate"); c_c+=("$cpu_w"); c_cb+=("$cpu_b"); c_cr+=("$cpu_r")
     rss_c+=("$(awk '/VmHWM/ {print int($2/1024)}' "/proc/${wpids[0]}/status")")
     stack_down "${wpids[0]}"
@@ -180,7 +203,7 @@ for rep in $(seq "$REPS"); do
     "$SM" produce -b "$bs" -i "$tmp/peer.jsonl" --log-level error >/dev/null 2>&1
     $PY bench/peer_transactions.py "$bs" "$rport" "$MODEL" "$CARD" "$PEER_N" >>"$tmp/peer.log" 2>&1 &
     ppid=$!; pids+=($ppid)
-    measure "$PEER_N" "$ppid"
+    MLOG=$tmp/peer.log measure "$PEER_N" "$ppid"
     r_py+=("$rate"); c_py+=("$cpu_w")
     rss_py+=("$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$ppid/status")")
     stack_down "$ppid"
@@ -205,7 +228,7 @@ for rep in $(seq "$REPS"); do
     sample "${wpids[@]}"; sleep 0.5
     "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error >/dev/null 2>&1 &
     pids+=($!)
-    measure "$N" "${wpids[@]}"
+    MLOG="$tmp/w2a.log $tmp/w2b.log" measure "$N" "${wpids[@]}"
     r_c2+=("$rate"); c_c2+=("$cpu_w")
     stack_down "${wpids[@]}"
     echo "rep $rep: broker alone ${r_brk[-1]}/s, redis alone ${r_red[-1]}/s, C ${r_c[-1]}/s ${c_c[-1]} us," \
@@ -291,4 +314,4 @@ echo "| worker CPU <= 1.5 us/event | $mc_c | $(yn "$mc_c <= 1.5") | tree scoring
 echo "| >= 20x less CPU than the Python peer | $(calc "round($mc_py/max($mc_c, 0.01), 1)")x | $(yn "$mc_py/max($mc_c, 0.01) >= 20") | the C worker's own CPU (row above) |"
 echo "| end to end >= min(150,000, 80% of broker alone = $e2e_target) events/s | $mr_c | $(yn "$mr_c >= $e2e_target") | $bound; overlap the Redis round trips with the next batch's work, fewer Redis commands per user |"
 echo "| p99 < 5 ms at 50% load (1 worker) | ${p99_50} ms | $(yn "'${p99_50}' != '-' and float('${p99_50}') < 5") | fetch.wait.max.ms=5 floor on the mock broker, batch of 1000 per turn, CPU shared with the load generator |"
-[ -n "${GBDT_NS:-}" ] && echo "| tree scoring <= 1 us/event batched | $(calc "round(${GBDT_NS}/1000, 2)") us | $(yn "${GBDT_NS} <= 1000") | 500 trees x 6 dependent loads per row; SIMD lanes (AVX2 gathers) or QuickScorer-style bitvectors |"
+if [ -n "${GBDT_NS:-}" ]; then echo "| tree scoring <= 1 us/event batched | $(calc "round(${GBDT_NS}/1000, 2)") us | $(yn "${GBDT_NS} <= 1000") | 500 trees x 6 dependent loads per row; SIMD lanes (AVX2 gathers) or QuickScorer-style bitvectors |"; fi

@@ -60,9 +60,13 @@ enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2 };
  * the partition's stored epoch is newer than the one held; skipped (0) when
  * the entity already holds this partition at this offset or later; else
  * written (1). An error on one key (WRONGTYPE) is that put's reply and the
- * others still apply. applied:{p} keeps the highest offset written. */
+ * others still apply. applied:{p} keeps the highest offset written.
+ * Numbers go to Redis as the strings they came in (a Lua number would be
+ * formatted with snprintf per call), and the stored partition is compared
+ * as the decimal string both sides write. */
 static const char put_script[] =
-    "local n, m, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local n, m, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]\n"
+    "local expire = tonumber(ttl) > 0\n"
     "local fenced, top, topstr, res = {}, {}, {}, {}\n"
     "for j = 1, m do\n"
     "  local ep = tonumber(ARGV[3 + 2 * j])\n"
@@ -81,15 +85,15 @@ static const char put_script[] =
     "    res[i] = 2\n"
     "  else\n"
     "    local k, ps, os = KEYS[i], ARGV[2 + 2 * j], ARGV[a + 3]\n"
-    "    local p, o = tonumber(ps), tonumber(os)\n"
+    "    local o = tonumber(os)\n"
     "    local cur = redis.pcall('HMGET', k, 'p', 'o')\n"
     "    if cur.err then\n"
     "      res[i] = cur\n"
-    "    elseif cur[1] and cur[2] and tonumber(cur[1]) == p and tonumber(cur[2]) >= o then\n"
+    "    elseif cur[1] == ps and cur[2] and tonumber(cur[2]) >= o then\n"
     "      res[i] = 0\n"
     "    else\n"
     "      redis.call('HSET', k, 's', ARGV[a + 1], 'p', ps, 'o', os)\n"
-    "      if ttl > 0 then redis.call('PEXPIRE', k, ttl) end\n"
+    "      if expire then redis.call('PEXPIRE', k, ttl) end\n"
     "      if not top[j] or o > top[j] then top[j], topstr[j] = o, os end\n"
     "      res[i] = 1\n"
     "    end\n"
