@@ -586,6 +586,38 @@ static const char *args_str(struct put_args *a, size_t *len, const char *fmt, ..
     return at;
 }
 
+/* Appends the decimal form of v (the per-put numbers: snprintf costs more
+ * than the rest of a put's arguments together). */
+static const char *args_int(struct put_args *a, size_t *len, long long v)
+{
+    char tmp[24], *at = a->strs + a->used;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    size_t n = 0;
+
+    do
+        tmp[n++] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        tmp[n++] = '-';
+    for (size_t i = 0; i < n; i++)
+        at[i] = tmp[n - 1 - i];
+    at[n] = '\0';
+    *len = n;
+    a->used += n + 1;
+    return at;
+}
+
+/* Appends <prefix>u:{<entity>} (entity_key). */
+static const char *args_key(struct put_args *a, size_t *len, const struct state_redis *r,
+                            const char *entity)
+{
+    char *at = a->strs + a->used;
+
+    *len = entity_key(r, entity, at);
+    a->used += *len + 1;
+    return at;
+}
+
 /* Slot of partition p among the chunk's first *m slots, adding it. Chunks
  * hold few partitions (one consumer's share), so a scan is enough. */
 static int slot_of(struct put_args *a, size_t *m, int32_t p)
@@ -617,7 +649,7 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
     a->argvlen[1] = 40;
     a->argv[2] = args_str(a, &a->argvlen[2], "%zu", nkeys);
     for (size_t i = 0; i < k; i++)
-        a->argv[3 + i] = args_str(a, &a->argvlen[3 + i], "%su:{%s}", r->prefix, puts[i].entity);
+        a->argv[3 + i] = args_key(a, &a->argvlen[3 + i], r, puts[i].entity);
     at = 3 + k;
     for (size_t j = 0; j < m; j++, at += 2) {
         a->argv[at] = args_str(a, &a->argvlen[at], "%sapplied:{%d}", r->prefix,
@@ -637,8 +669,8 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
     for (size_t i = 0; i < k; i++, at += 3) {
         a->argv[at] = (const char *)puts[i].data;
         a->argvlen[at] = puts[i].len;
-        a->argv[at + 1] = args_str(a, &a->argvlen[at + 1], "%d", a->slot[i] + 1);
-        a->argv[at + 2] = args_str(a, &a->argvlen[at + 2], "%lld", (long long)puts[i].offset);
+        a->argv[at + 1] = args_int(a, &a->argvlen[at + 1], a->slot[i] + 1);
+        a->argv[at + 2] = args_int(a, &a->argvlen[at + 2], (long long)puts[i].offset);
     }
     if (redisAppendCommandArgv(r->c, (int)at, a->argv, a->argvlen) != REDIS_OK)
         return lost(r, "EVALSHA", puts[0].entity, e);
