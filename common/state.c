@@ -48,8 +48,7 @@ int state_get_many(struct state *s, size_t n, const char *const *entities, struc
     return s->ops->get_many(s, n, entities, out, e);
 }
 
-static int check_puts(const struct state *s, size_t n, const struct state_put *puts,
-                      struct err *e)
+static int check_puts(const struct state *s, size_t n, const struct state_put *puts, struct err *e)
 {
     for (size_t i = 0; i < n; i++) {
         int rc = check_entity(s, puts[i].entity, i, e);

@@ -80,8 +80,7 @@ int state_put_many(struct state *s, size_t n, const struct state_put *puts, int 
  * (idempotent). */
 int state_put_begin(struct state *s, size_t n, const struct state_put *puts, struct err *e)
     __attribute__((warn_unused_result));
-int state_put_end(struct state *s, int *applied, struct err *e)
-    __attribute__((warn_unused_result));
+int state_put_end(struct state *s, int *applied, struct err *e) __attribute__((warn_unused_result));
 /* 1 between a successful state_put_begin and its state_put_end. */
 int state_busy(const struct state *s);
 

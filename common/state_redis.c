@@ -114,10 +114,10 @@ struct put_args {
     const char **argv;
     size_t *argvlen;
     size_t cap_argv;
-    char *strs;               /* keys and numbers the argv points into */
+    char *strs; /* keys and numbers the argv points into */
     size_t cap_strs, used;
-    int32_t *slot_part;       /* partition of each slot */
-    int *slot;                /* slot of each put */
+    int32_t *slot_part; /* partition of each slot */
+    int *slot;          /* slot of each put */
     size_t cap_puts;
 };
 
@@ -652,10 +652,10 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
         a->argv[3 + i] = args_key(a, &a->argvlen[3 + i], r, puts[i].entity);
     at = 3 + k;
     for (size_t j = 0; j < m; j++, at += 2) {
-        a->argv[at] = args_str(a, &a->argvlen[at], "%sapplied:{%d}", r->prefix,
-                               (int)a->slot_part[j]);
-        a->argv[at + 1] = args_str(a, &a->argvlen[at + 1], "%sepoch:{%d}", r->prefix,
-                                   (int)a->slot_part[j]);
+        a->argv[at] =
+            args_str(a, &a->argvlen[at], "%sapplied:{%d}", r->prefix, (int)a->slot_part[j]);
+        a->argv[at + 1] =
+            args_str(a, &a->argvlen[at + 1], "%sepoch:{%d}", r->prefix, (int)a->slot_part[j]);
     }
     a->argv[at] = args_str(a, &a->argvlen[at], "%zu", k);
     a->argv[at + 1] = args_str(a, &a->argvlen[at + 1], "%zu", m);
@@ -663,8 +663,8 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
     at += 3;
     for (size_t j = 0; j < m; j++, at += 2) {
         a->argv[at] = args_str(a, &a->argvlen[at], "%d", (int)a->slot_part[j]);
-        a->argv[at + 1] = args_str(a, &a->argvlen[at + 1], "%lld",
-                                   (long long)held_epoch(r, a->slot_part[j]));
+        a->argv[at + 1] =
+            args_str(a, &a->argvlen[at + 1], "%lld", (long long)held_epoch(r, a->slot_part[j]));
     }
     for (size_t i = 0; i < k; i++, at += 3) {
         a->argv[at] = (const char *)puts[i].data;
@@ -692,9 +692,8 @@ static int read_chunk(struct state_redis *r, const struct state_put *puts, size_
         return lost(r, "EVALSHA", key, e);
     }
     for (size_t i = 0; i < k; i++)
-        applied[i] = rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0
-                         ? -1
-                         : 0;
+        applied[i] =
+            rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 ? -1 : 0;
     if (rep->type == REDIS_REPLY_ERROR && applied[0] != -1) {
         entity_key(r, puts[0].entity, key);
         rc = err_set(e, reply_error_code(rep->str), "redis EVALSHA %s (+%zu): %s", key, k - 1,
@@ -702,23 +701,22 @@ static int read_chunk(struct state_redis *r, const struct state_put *puts, size_
     } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == k) {
         for (size_t i = 0; i < k; i++) {
             const redisReply *x = rep->element[i];
-            if (x->type == REDIS_REPLY_INTEGER && (x->integer == PUT_SKIPPED ||
-                                                  x->integer == PUT_WRITTEN))
+            if (x->type == REDIS_REPLY_INTEGER &&
+                (x->integer == PUT_SKIPPED || x->integer == PUT_WRITTEN))
                 applied[i] = (int)x->integer;
             else if (x->type == REDIS_REPLY_INTEGER && x->integer == PUT_FENCED)
                 r->base.fenced++;
             else if (rc == ERR_OK) {
                 entity_key(r, puts[i].entity, key);
                 rc = x->type == REDIS_REPLY_ERROR
-                         ? err_set(e, reply_error_code(x->str), "redis EVALSHA %s: %s", key,
-                                   x->str)
-                         : err_set(e, ERR_DECODE, "redis EVALSHA %s: unexpected reply type %d",
-                                   key, x->type);
+                         ? err_set(e, reply_error_code(x->str), "redis EVALSHA %s: %s", key, x->str)
+                         : err_set(e, ERR_DECODE, "redis EVALSHA %s: unexpected reply type %d", key,
+                                   x->type);
             }
         }
     } else if (rep->type != REDIS_REPLY_ERROR) {
-        rc = err_set(e, ERR_DECODE, "redis EVALSHA: reply of type %d with %zu elements for %zu "
-                     "puts", rep->type, rep->elements, k);
+        rc = err_set(e, ERR_DECODE, "redis EVALSHA: reply of type %d, %zu elements, %zu puts",
+                     rep->type, rep->elements, k);
     }
     freeReplyObject(rep);
     return rc;
@@ -777,8 +775,7 @@ static int flush_out(struct state_redis *r, const char *what, struct err *e)
     return ERR_OK;
 }
 
-static int redis_put_begin(struct state *s, size_t n, const struct state_put *puts,
-                           struct err *e)
+static int redis_put_begin(struct state *s, size_t n, const struct state_put *puts, struct err *e)
 {
     struct state_redis *r = (struct state_redis *)s;
     struct sigpipe_guard g;

@@ -338,8 +338,7 @@ static void test_batch_mixes_partitions(void **state)
 {
     struct fx *f = *state;
     struct state_put puts[5] = {
-        {"a", (const unsigned char *)"A", 1, 0, 7},
-        {"b", (const unsigned char *)"B", 1, 3, 2},
+        {"a", (const unsigned char *)"A", 1, 0, 7},  {"b", (const unsigned char *)"B", 1, 3, 2},
         {"c", (const unsigned char *)"C", 1, 1, 40}, /* c holds 2@40: other partition */
         {"d", (const unsigned char *)"D", 1, 3, 9},  /* d holds 3@9: replay */
         {"a", (const unsigned char *)"A2", 2, 2, 1}, /* moved to partition 2 */
@@ -547,8 +546,8 @@ static void test_batch_of_2500_over_chunks_survives_script_flush(void **state)
 
     for (int i = 0; i < N; i++) {
         snprintf(ids[i], sizeof(ids[i]), "k%d", i);
-        puts[i] = (struct state_put){ids[i], (const unsigned char *)ids[i], strlen(ids[i]),
-                                     i % 3, 1000 + i};
+        puts[i] = (struct state_put){ids[i], (const unsigned char *)ids[i], strlen(ids[i]), i % 3,
+                                     1000 + i};
     }
     cli(g_redis.port, "SCRIPT FLUSH", out, sizeof(out));
     assert_int_equal(state_put_many(f->s, N, puts, applied, &e), ERR_OK);
