@@ -13,8 +13,10 @@
 # per event = user+sys of the process over that same span, from
 # /proc/PID/stat (all its threads), so start-up and the group join are left
 # out. Then end-to-end latency (bench_latency) at 25/50/75/100% of the
-# measured 1-worker and 2-worker maxima. Knobs: N, REPS, PEER_N (events for
-# the peer, default N), LAT_S (seconds per load, default 5).
+# measured 1-worker and 2-worker maxima, after a floor row at FLOOR_RATE.
+# Knobs: N, REPS, PEER_N (events for the peer, default N), LAT_S (seconds per
+# load, default 5), LAT_X (the worker's -X settings for the latency runs),
+# FLOOR_RATE (default 500 events/s).
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-100000}
