@@ -673,9 +673,10 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
         a->argv[at + 2] = args_int(a, &a->argvlen[at + 2], (long long)puts[i].offset);
     }
     if (redisAppendCommandArgv(r->c, (int)at, a->argv, a->argvlen) != REDIS_OK)
-        return lost(r, "EVALSHA", puts[0].entity, e);
+        return lost(r, "EVALSHA", a->argv[3], e); /* the chunk's first key */
     return ERR_OK;
 }
+
 /* Reads the reply of one chunk into applied[0..k): 0/1 from the script (0
  * also when fenced: counted), or -1 for every put when the server had lost
  * the script (NOSCRIPT: nothing was done). Returns the first error, named
