@@ -1,8 +1,9 @@
 #!/bin/bash
 # Monitoring cost: per-event cost of the monitor and metrics (bench_monitor),
 # then one worker end to end with monitoring off and on (monitor.baseline +
-# metrics.port), alternating, 3 runs each; events/s as in run.sh (first to
-# N-th prediction). Figures, never pass/fail. Prints markdown.
+# metrics.port), alternating, 3 runs each; events/s as in limits.sh (first
+# to N-th prediction, by their Kafka timestamps) and the worker's CPU per
+# event over that span. Figures, never pass/fail. Prints markdown.
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-100000}
@@ -46,18 +47,24 @@ run_once() { # $1 = off|on; prints events/s and CPU us/event
     "$BUILD/streamml-transactions" -b "$bs" -X redis.port="$rport" -X model.gbdt="$BUILD/bench/xgb500.json" \
         "${mon[@]}" --log-level error 2>"$tmp/worker.log" &
     local wpid=$!; pids+=($wpid)
-    "$SM" consume -b "$bs" -t predictions.transactions -f -n 1 --log-level error >/dev/null 2>&1
-    local t0; t0=$(date +%s.%N)
-    "$SM" consume -b "$bs" -t predictions.transactions -f -n "$N" --log-level error >/dev/null 2>&1
-    local t1; t1=$(date +%s.%N)
-    local cpu; cpu=$(awk '{print ($14+$15)/100}' /proc/$wpid/stat)
+    # Events/s over the span from the first prediction's Kafka timestamp to
+    # the N-th's, CPU over the same span (bench/span.py, as limits.sh): a
+    # consumer started to catch the first prediction would start the clock
+    # late, after the worker had already run, and overstate events/s.
+    $PY bench/span.py sample "$tmp/samples" "$wpid" &
+    local spid=$!; pids+=($spid)
+    "$SM" consume -b "$bs" -t predictions.transactions -f -n "$N" --meta --log-level error \
+        >"$tmp/meta" 2>/dev/null
+    kill "$spid"; wait "$spid" 2>/dev/null || true
+    local r c
+    read -r r c < <($PY bench/span.py report "$N" "$tmp/meta" "$tmp/samples")
     # The worker first, while the broker is up: a consumer closing against a
     # broker already gone waits for its coordinator (librdkafka), past the
     # worker's shutdown deadline.
     kill "$wpid"; wait "$wpid" 2>/dev/null || true
     kill "$bpid" "$rpid"; wait "$bpid" "$rpid" 2>/dev/null || true
     rm -f "$tmp/bs"
-    echo "$($PY -c "print(round($N/($t1-$t0)))") $($PY -c "print(round($cpu/$N*1e6, 1))")"
+    echo "$r $c"
 }
 
 off=(); on=(); coff=(); con=()

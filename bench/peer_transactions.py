@@ -269,7 +269,8 @@ class Peer:
                    "feature_hash": hashlib.blake2b(X[i].tobytes(), digest_size=8).hexdigest(),
                    "degraded": False, "redelivered": False,
                    "latency_us": int((time.time() - t_in) * 1e6), "src_topic": m.topic(),
-                   "src_partition": m.partition(), "src_offset": m.offset()}
+                   "src_partition": m.partition(), "src_offset": m.offset(),
+                   "experiment_id": "", "variant": ""}
             out = io.BytesIO()
             out.write(b"\0" + struct.pack(">I", PRED_ID))
             self.writer.write(rec, avro.io.BinaryEncoder(out))

@@ -596,6 +596,23 @@ int ab_serving_score(struct ab_serving *s, const char *user_id, const float *x,
     return d;
 }
 
+void ab_serving_score_batch(struct ab_serving *s, const float *x, size_t n,
+                            struct txn_prediction *p, size_t *variant)
+{
+    uint64_t decisions[3] = {0, 0, 0};
+
+    if (!s->ab && txn_score_batch(s->sc[0], x, n, p, decisions) == ERR_OK) {
+        for (size_t i = 0; i < n; i++) {
+            label(s, 0, &p[i]);
+            variant[i] = 0;
+        }
+        return;
+    }
+    /* An experiment, or no memory for the batch's scratch rows. */
+    for (size_t i = 0; i < n; i++)
+        ab_serving_score(s, p[i].user_id, x + i * FEAT_TXN_DIM, &p[i], &variant[i]);
+}
+
 size_t ab_serving_shadows(const struct ab_serving *s)
 {
     return s->ab && ab_mode(s->ab) == AB_SHADOW ? s->n - 1 : 0;

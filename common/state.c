@@ -25,9 +25,19 @@ void state_close(struct state *s)
         s->ops->close(s);
 }
 
+static int check_idle(const struct state *s, struct err *e)
+{
+    if (s->busy)
+        return err_set(e, ERR_INVALID, "state %s: a write is in flight (state_put_end first)",
+                       s->ops->name);
+    return ERR_OK;
+}
+
 int state_get_many(struct state *s, size_t n, const char *const *entities, struct state_blob *out,
                    struct err *e)
 {
+    if (check_idle(s, e))
+        return ERR_INVALID;
     for (size_t i = 0; i < n; i++) {
         int rc = check_entity(s, entities[i], i, e);
         if (rc)
@@ -38,8 +48,7 @@ int state_get_many(struct state *s, size_t n, const char *const *entities, struc
     return s->ops->get_many(s, n, entities, out, e);
 }
 
-int state_put_many(struct state *s, size_t n, const struct state_put *puts, int *applied,
-                   struct err *e)
+static int check_puts(const struct state *s, size_t n, const struct state_put *puts, struct err *e)
 {
     for (size_t i = 0; i < n; i++) {
         int rc = check_entity(s, puts[i].entity, i, e);
@@ -53,13 +62,52 @@ int state_put_many(struct state *s, size_t n, const struct state_put *puts, int 
             return err_set(e, ERR_INVALID, "state %s: blob of %s is %zu bytes (max %d)",
                            s->ops->name, puts[i].entity, puts[i].len, STATE_BLOB_MAX);
     }
-    if (n == 0)
+    return ERR_OK;
+}
+
+int state_put_begin(struct state *s, size_t n, const struct state_put *puts, struct err *e)
+{
+    int rc = check_idle(s, e);
+
+    if (rc || (rc = check_puts(s, n, puts, e)))
+        return rc;
+    if (n && s->ops->put_begin && (rc = s->ops->put_begin(s, n, puts, e)))
+        return rc;
+    s->pend = puts;
+    s->n_pend = n;
+    s->busy = 1;
+    return ERR_OK;
+}
+
+int state_put_end(struct state *s, int *applied, struct err *e)
+{
+    if (!s->busy)
+        return err_set(e, ERR_INVALID, "state %s: no write in flight", s->ops->name);
+    s->busy = 0;
+    if (s->n_pend == 0)
         return ERR_OK;
-    return s->ops->put_many(s, n, puts, applied, e);
+    if (s->ops->put_end)
+        return s->ops->put_end(s, applied, e);
+    return s->ops->put_many(s, s->n_pend, s->pend, applied, e);
+}
+
+int state_put_many(struct state *s, size_t n, const struct state_put *puts, int *applied,
+                   struct err *e)
+{
+    int rc = state_put_begin(s, n, puts, e);
+
+    return rc ? rc : state_put_end(s, applied, e);
+}
+
+int state_busy(const struct state *s)
+{
+    return s->busy;
 }
 
 int state_ping(struct state *s, struct err *e)
 {
+    if (check_idle(s, e))
+        return ERR_INVALID;
     return s->ops->ping(s, e);
 }
 

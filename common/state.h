@@ -69,6 +69,21 @@ int state_get_many(struct state *s, size_t n, const char *const *entities,
 int state_put_many(struct state *s, size_t n, const struct state_put *puts, int *applied,
                    struct err *e) __attribute__((warn_unused_result));
 
+/* state_put_many in two halves, so that the caller works while the store
+ * applies the puts: begin sends them (Redis: the EVALSHAs are written to
+ * the socket) and returns; end waits for and reads the outcome into
+ * applied[0..n) with state_put_many's meaning and errors. Between the two
+ * the caller keeps puts (and the blobs they point to) alive and makes no
+ * other call on the handle but state_put_end (state_get_many refuses with
+ * ERR_INVALID). A failed begin leaves nothing in flight (end is not called);
+ * an ERR_RETRY from end means the outcome is unknown: retry the whole batch
+ * (idempotent). */
+int state_put_begin(struct state *s, size_t n, const struct state_put *puts, struct err *e)
+    __attribute__((warn_unused_result));
+int state_put_end(struct state *s, int *applied, struct err *e) __attribute__((warn_unused_result));
+/* 1 between a successful state_put_begin and its state_put_end. */
+int state_busy(const struct state *s);
+
 /* Zombie fencing. A consumer that is assigned a partition calls
  * state_fence(s, partition) (from its rebalance hook, before any message of
  * the partition is processed): the next read or write takes a new epoch for

@@ -21,6 +21,10 @@ struct state_ops {
                     struct err *e);
     int (*put_many)(struct state *s, size_t n, const struct state_put *puts, int *applied,
                     struct err *e);
+    /* Optional split of put_many (NULL: put_many runs at put_end): begin
+     * sends, end reads the outcome. */
+    int (*put_begin)(struct state *s, size_t n, const struct state_put *puts, struct err *e);
+    int (*put_end)(struct state *s, int *applied, struct err *e);
     int (*ping)(struct state *s, struct err *e);
     /* NULL: no fencing needed (memory). */
     int (*fence)(struct state *s, int32_t partition, struct err *e);
@@ -30,6 +34,10 @@ struct state_ops {
 struct state {
     const struct state_ops *ops;
     uint64_t fenced; /* puts refused by a newer owner's epoch */
+    /* state_put_begin .. state_put_end */
+    const struct state_put *pend;
+    size_t n_pend;
+    int busy;
 };
 
 /* The idempotence rule shared by every backend: a put is skipped when the

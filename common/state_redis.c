@@ -3,8 +3,10 @@
  * Layout: key <prefix>u:{<entity>} is a hash with fields s (blob), p
  * (partition) and o (offset) of the last applied event; <prefix>applied:
  * {<partition>} holds the highest offset applied for that partition (read by
- * zombie fencing). Reads pipeline HMGET; writes pipeline EVALSHA of one Lua
- * script, so the offset check and the write are atomic per key.
+ * zombie fencing). Reads pipeline HMGET; writes are one EVALSHA of a Lua
+ * script per chunk of up to PUT_CHUNK entities, so the offset check and
+ * the write are atomic per key, and the per-call cost of a script (and the
+ * fencing and applied-offset keys) is paid per chunk, not per entity.
  *
  * Fencing (state.h): <prefix>epoch:{<partition>} holds the newest owner's
  * epoch. Claims are INCRs sent ahead of the next read or write; the script
@@ -25,6 +27,8 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -38,27 +42,84 @@
 /* Kafka positions are packed with 16 bits of partition (kafka.c). */
 #define PARTITION_MAX 65535
 
-/* Script results: 0 skipped (already applied), 1 written, 2 fenced. */
+/* Results per put: 0 skipped (already applied), 1 written, 2 fenced. */
 enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2 };
 
+/* Puts per EVALSHA: bounds the time one script call holds Redis (about
+ * 3 ms for 1,000 users) and the size of one command. */
+#define PUT_CHUNK 1000
+
+/* One call applies a chunk of puts, in order, so that the per-call cost of
+ * EVALSHA (argument tables, the Lua call) and the fencing and applied-offset
+ * bookkeeping are paid once per partition and chunk instead of per user.
+ *   KEYS: the n entity keys, then per partition slot j = 1..m its applied
+ *         key and its epoch key.
+ *   ARGV: n, m, ttl_ms; per slot j its partition and the epoch held; per put
+ *         its blob, slot and offset.
+ * Per put, the same rule as a script per put would apply: refused (2) when
+ * the partition's stored epoch is newer than the one held; skipped (0) when
+ * the entity already holds this partition at this offset or later; else
+ * written (1). An error on one key (WRONGTYPE) is that put's reply and the
+ * others still apply. applied:{p} keeps the highest offset written.
+ * Numbers go to Redis as the strings they came in (a Lua number would be
+ * formatted with snprintf per call), and the stored partition is compared
+ * as the decimal string both sides write. */
 static const char put_script[] =
-    "local ep = tonumber(ARGV[5])\n"
-    "if ep > 0 then\n"
-    "  local held = tonumber(redis.call('GET', KEYS[3]))\n"
-    "  if held and held > ep then return 2 end\n"
-    "  if not held or held < ep then redis.call('SET', KEYS[3], ARGV[5]) end\n"
+    "local n, m, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]\n"
+    "local expire = tonumber(ttl) > 0\n"
+    "local fenced, top, topstr, res = {}, {}, {}, {}\n"
+    "for j = 1, m do\n"
+    "  local ep = tonumber(ARGV[3 + 2 * j])\n"
+    "  if ep > 0 then\n"
+    "    local ek = KEYS[n + 2 * j]\n"
+    "    local held = tonumber(redis.call('GET', ek))\n"
+    "    if held and held > ep then fenced[j] = true\n"
+    "    elseif not held or held < ep then redis.call('SET', ek, ARGV[3 + 2 * j]) end\n"
+    "  end\n"
     "end\n"
-    "local cur = redis.call('HMGET', KEYS[1], 'p', 'o')\n"
-    "local p, o = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "if cur[1] and cur[2] and tonumber(cur[1]) == p and tonumber(cur[2]) >= o then\n"
-    "  return 0\n"
+    "local base = 3 + 2 * m\n"
+    "for i = 1, n do\n"
+    "  local a = base + 3 * (i - 1)\n"
+    "  local j = tonumber(ARGV[a + 2])\n"
+    "  if fenced[j] then\n"
+    "    res[i] = 2\n"
+    "  else\n"
+    "    local k, ps, os = KEYS[i], ARGV[2 + 2 * j], ARGV[a + 3]\n"
+    "    local o = tonumber(os)\n"
+    "    local cur = redis.pcall('HMGET', k, 'p', 'o')\n"
+    "    if cur.err then\n"
+    "      res[i] = cur\n"
+    "    elseif cur[1] == ps and cur[2] and tonumber(cur[2]) >= o then\n"
+    "      res[i] = 0\n"
+    "    else\n"
+    "      redis.call('HSET', k, 's', ARGV[a + 1], 'p', ps, 'o', os)\n"
+    "      if expire then redis.call('PEXPIRE', k, ttl) end\n"
+    "      if not top[j] or o > top[j] then top[j], topstr[j] = o, os end\n"
+    "      res[i] = 1\n"
+    "    end\n"
+    "  end\n"
     "end\n"
-    "redis.call('HSET', KEYS[1], 's', ARGV[1], 'p', ARGV[2], 'o', ARGV[3])\n"
-    "local ttl = tonumber(ARGV[4])\n"
-    "if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end\n"
-    "local a = tonumber(redis.call('GET', KEYS[2]))\n"
-    "if not a or o > a then redis.call('SET', KEYS[2], ARGV[3]) end\n"
-    "return 1\n";
+    "for j = 1, m do\n"
+    "  if top[j] then\n"
+    "    local ak = KEYS[n + 2 * j - 1]\n"
+    "    local a = tonumber(redis.call('GET', ak))\n"
+    "    if not a or top[j] > a then redis.call('SET', ak, topstr[j]) end\n"
+    "  end\n"
+    "end\n"
+    "return res\n";
+
+/* The argument vector of one chunk, reused across calls (no allocation per
+ * batch once grown). */
+struct put_args {
+    const char **argv;
+    size_t *argvlen;
+    size_t cap_argv;
+    char *strs; /* keys and numbers the argv points into */
+    size_t cap_strs, used;
+    int32_t *slot_part; /* partition of each slot */
+    int *slot;          /* slot of each put */
+    size_t cap_puts;
+};
 
 struct state_redis {
     struct state base; /* first: state.c casts */
@@ -77,6 +138,10 @@ struct state_redis {
     unsigned char *claim;
     size_t n_epochs;
     size_t n_claims;
+    struct put_args pa;
+    /* state_put_begin .. state_put_end: the puts sent, replies unread. */
+    const struct state_put *inflight;
+    size_t n_inflight;
 };
 
 /* ---- SIGPIPE: a write to a server that went away must fail, not kill ----
@@ -246,14 +311,19 @@ static void copy_err(struct err *e, const struct err *tmp)
         *e = *tmp;
 }
 
+/* <prefix>u:{<entity>}: lengths are bounded (PREFIX_MAX, STATE_ENTITY_MAX,
+ * checked before any call), so KEY_MAX always holds it; copied rather than
+ * formatted, as it is built for every entity of every batch. */
 static size_t entity_key(const struct state_redis *r, const char *entity, char *buf)
 {
-    return (size_t)snprintf(buf, KEY_MAX, "%su:{%s}", r->prefix, entity);
-}
+    size_t pl = strlen(r->prefix), el = strnlen(entity, STATE_ENTITY_MAX);
 
-static size_t applied_key(const struct state_redis *r, int32_t partition, char *buf)
-{
-    return (size_t)snprintf(buf, KEY_MAX, "%sapplied:{%d}", r->prefix, (int)partition);
+    memcpy(buf, r->prefix, pl);
+    memcpy(buf + pl, "u:{", 3);
+    memcpy(buf + pl + 3, entity, el);
+    buf[pl + 3 + el] = '}';
+    buf[pl + 4 + el] = '\0';
+    return pl + 4 + el;
 }
 
 static size_t epoch_key(const struct state_redis *r, int32_t partition, char *buf)
@@ -282,31 +352,40 @@ static int reply_ll(const redisReply *x, long long lo, long long hi, long long *
     return 0;
 }
 
-static int parse_get(const redisReply *rep, struct state_blob *b, const char *key, struct err *e)
+/* The common cases first; the key is formatted only for an error message. */
+static int parse_get(const redisReply *rep, struct state_blob *b, const struct state_redis *r,
+                     const char *entity, struct err *e)
 {
+    const redisReply *blob = NULL;
+    char key[KEY_MAX];
     long long p, o;
 
     b->len = 0;
     b->partition = -1;
     b->offset = -1;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3) {
+        blob = rep->element[0];
+        if (blob->type == REDIS_REPLY_NIL)
+            return ERR_OK; /* nothing stored */
+        if (blob->type == REDIS_REPLY_STRING && blob->len > 0 && blob->len <= STATE_BLOB_MAX &&
+            !reply_ll(rep->element[1], INT32_MIN, INT32_MAX, &p) &&
+            !reply_ll(rep->element[2], LLONG_MIN, LLONG_MAX, &o)) {
+            memcpy(b->data, blob->str, blob->len);
+            b->len = blob->len;
+            b->partition = (int32_t)p;
+            b->offset = o;
+            return ERR_OK;
+        }
+    }
+    entity_key(r, entity, key);
     if (rep->type == REDIS_REPLY_ERROR)
         return err_set(e, reply_error_code(rep->str), "redis HMGET %s: %s", key, rep->str);
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
+    if (!blob)
         return err_set(e, ERR_DECODE, "redis HMGET %s: unexpected reply type %d", key, rep->type);
-    if (rep->element[0]->type == REDIS_REPLY_NIL)
-        return ERR_OK; /* nothing stored */
-    if (rep->element[0]->type != REDIS_REPLY_STRING || rep->element[0]->len == 0 ||
-        rep->element[0]->len > STATE_BLOB_MAX)
+    if (blob->type != REDIS_REPLY_STRING || blob->len == 0 || blob->len > STATE_BLOB_MAX)
         return err_set(e, ERR_DECODE, "redis HMGET %s: field s is not a blob of 1..%d bytes", key,
                        STATE_BLOB_MAX);
-    if (reply_ll(rep->element[1], INT32_MIN, INT32_MAX, &p) ||
-        reply_ll(rep->element[2], LLONG_MIN, LLONG_MAX, &o))
-        return err_set(e, ERR_DECODE, "redis HMGET %s: fields p/o are not integers", key);
-    memcpy(b->data, rep->element[0]->str, rep->element[0]->len);
-    b->len = rep->element[0]->len;
-    b->partition = (int32_t)p;
-    b->offset = o;
-    return ERR_OK;
+    return err_set(e, ERR_DECODE, "redis HMGET %s: fields p/o are not integers", key);
 }
 
 /* ---- fencing ---- */
@@ -402,12 +481,16 @@ static int ready(struct state_redis *r, struct err *e)
 static int get_pipelined(struct state_redis *r, size_t n, const char *const *entities,
                          struct state_blob *out, struct err *e)
 {
+    static const char *const fields[] = {"s", "p", "o"};
+    const char *argv[5] = {"HMGET", NULL, fields[0], fields[1], fields[2]};
+    size_t argvlen[5] = {5, 0, 1, 1, 1};
     char key[KEY_MAX];
     int first = ERR_OK;
 
     for (size_t i = 0; i < n; i++) {
-        size_t klen = entity_key(r, entities[i], key);
-        if (redisAppendCommand(r->c, "HMGET %b s p o", key, klen) != REDIS_OK)
+        argv[1] = key;
+        argvlen[1] = entity_key(r, entities[i], key);
+        if (redisAppendCommandArgv(r->c, 5, argv, argvlen) != REDIS_OK)
             return lost(r, "HMGET", key, e);
     }
     /* Every reply is read even after a bad one, to keep the pipeline in
@@ -415,10 +498,11 @@ static int get_pipelined(struct state_redis *r, size_t n, const char *const *ent
     for (size_t i = 0; i < n; i++) {
         redisReply *rep = NULL;
         struct err tmp;
-        entity_key(r, entities[i], key);
-        if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep)
+        if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep) {
+            entity_key(r, entities[i], key);
             return lost(r, "HMGET", key, e);
-        if (parse_get(rep, &out[i], key, &tmp) && first == ERR_OK) {
+        }
+        if (parse_get(rep, &out[i], r, entities[i], &tmp) && first == ERR_OK) {
             first = tmp.code;
             copy_err(e, &tmp);
         }
@@ -442,66 +526,231 @@ static int redis_get_many(struct state *s, size_t n, const char *const *entities
     return rc;
 }
 
-static int append_put(struct state_redis *r, const struct state_put *p, struct err *e)
-{
-    char key[KEY_MAX], akey[KEY_MAX], ekey[KEY_MAX];
-    size_t klen = entity_key(r, p->entity, key), alen = applied_key(r, p->partition, akey);
-    size_t elen = epoch_key(r, p->partition, ekey);
+/* ---- writes: one EVALSHA per chunk of puts ---- */
 
-    if (redisAppendCommand(r->c, "EVALSHA %s 3 %b %b %b %b %d %lld %lld %lld", r->sha, key, klen,
-                           akey, alen, ekey, elen, p->data, p->len, (int)p->partition,
-                           (long long)p->offset, r->ttl_ms,
-                           (long long)held_epoch(r, p->partition)) != REDIS_OK)
-        return lost(r, "EVALSHA", key, e);
+static int args_reserve(struct put_args *a, size_t nargv, size_t nstrs, size_t nputs)
+{
+    if (nargv > a->cap_argv) {
+        const char **v = realloc(a->argv, nargv * sizeof(*v));
+        size_t *l = v ? realloc(a->argvlen, nargv * sizeof(*l)) : NULL;
+        if (v)
+            a->argv = v;
+        if (!l)
+            return ERR_NOMEM;
+        a->argvlen = l;
+        a->cap_argv = nargv;
+    }
+    if (nstrs > a->cap_strs) {
+        char *p = realloc(a->strs, nstrs);
+        if (!p)
+            return ERR_NOMEM;
+        a->strs = p;
+        a->cap_strs = nstrs;
+    }
+    if (nputs > a->cap_puts) {
+        int32_t *sp = realloc(a->slot_part, nputs * sizeof(*sp));
+        int *sl = sp ? realloc(a->slot, nputs * sizeof(*sl)) : NULL;
+        if (sp)
+            a->slot_part = sp;
+        if (!sl)
+            return ERR_NOMEM;
+        a->slot = sl;
+        a->cap_puts = nputs;
+    }
     return ERR_OK;
 }
 
-/* applied[i] = 0/1 from the script (0 also when fenced: counted), or -1
- * when the server had lost the script (NOSCRIPT: nothing was done for that
- * put). */
-static int read_put(struct state_redis *r, const struct state_put *p, int *applied, struct err *e)
+static void args_free(struct put_args *a)
+{
+    free(a->argv);
+    free(a->argvlen);
+    free(a->strs);
+    free(a->slot_part);
+    free(a->slot);
+}
+
+/* Appends a string the argument vector points to (room was reserved). */
+static const char *args_str(struct put_args *a, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static const char *args_str(struct put_args *a, size_t *len, const char *fmt, ...)
+{
+    char *at = a->strs + a->used;
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(at, a->cap_strs - a->used, fmt, ap);
+    va_end(ap);
+    *len = (size_t)n;
+    a->used += (size_t)n + 1;
+    return at;
+}
+
+/* Appends the decimal form of v (the per-put numbers: snprintf costs more
+ * than the rest of a put's arguments together). */
+static const char *args_int(struct put_args *a, size_t *len, long long v)
+{
+    char tmp[24], *at = a->strs + a->used;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    size_t n = 0;
+
+    do
+        tmp[n++] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        tmp[n++] = '-';
+    for (size_t i = 0; i < n; i++)
+        at[i] = tmp[n - 1 - i];
+    at[n] = '\0';
+    *len = n;
+    a->used += n + 1;
+    return at;
+}
+
+/* Appends <prefix>u:{<entity>} (entity_key). */
+static const char *args_key(struct put_args *a, size_t *len, const struct state_redis *r,
+                            const char *entity)
+{
+    char *at = a->strs + a->used;
+
+    *len = entity_key(r, entity, at);
+    a->used += *len + 1;
+    return at;
+}
+
+/* Slot of partition p among the chunk's first *m slots, adding it. Chunks
+ * hold few partitions (one consumer's share), so a scan is enough. */
+static int slot_of(struct put_args *a, size_t *m, int32_t p)
+{
+    for (size_t j = 0; j < *m; j++)
+        if (a->slot_part[j] == p)
+            return (int)j;
+    a->slot_part[*m] = p;
+    return (int)(*m)++;
+}
+
+/* Appends EVALSHA for puts[0..k) (see put_script for the layout). */
+static int append_chunk(struct state_redis *r, const struct state_put *puts, size_t k,
+                        struct err *e)
+{
+    struct put_args *a = &r->pa;
+    size_t m = 0, at, nkeys, nargv = 3 + 3 * k + 3 + 5 * k; /* m <= k */
+
+    /* Room for the worst case: every put on its own partition. */
+    if (args_reserve(a, nargv, k * (3 * KEY_MAX + 96) + 128, k))
+        return err_set(e, ERR_NOMEM, "redis: out of memory for a batch of %zu puts", k);
+    a->used = 0;
+    for (size_t i = 0; i < k; i++)
+        a->slot[i] = slot_of(a, &m, puts[i].partition);
+    nkeys = k + 2 * m;
+    a->argv[0] = "EVALSHA";
+    a->argvlen[0] = 7;
+    a->argv[1] = r->sha;
+    a->argvlen[1] = 40;
+    a->argv[2] = args_str(a, &a->argvlen[2], "%zu", nkeys);
+    for (size_t i = 0; i < k; i++)
+        a->argv[3 + i] = args_key(a, &a->argvlen[3 + i], r, puts[i].entity);
+    at = 3 + k;
+    for (size_t j = 0; j < m; j++, at += 2) {
+        a->argv[at] =
+            args_str(a, &a->argvlen[at], "%sapplied:{%d}", r->prefix, (int)a->slot_part[j]);
+        a->argv[at + 1] =
+            args_str(a, &a->argvlen[at + 1], "%sepoch:{%d}", r->prefix, (int)a->slot_part[j]);
+    }
+    a->argv[at] = args_str(a, &a->argvlen[at], "%zu", k);
+    a->argv[at + 1] = args_str(a, &a->argvlen[at + 1], "%zu", m);
+    a->argv[at + 2] = args_str(a, &a->argvlen[at + 2], "%lld", r->ttl_ms);
+    at += 3;
+    for (size_t j = 0; j < m; j++, at += 2) {
+        a->argv[at] = args_str(a, &a->argvlen[at], "%d", (int)a->slot_part[j]);
+        a->argv[at + 1] =
+            args_str(a, &a->argvlen[at + 1], "%lld", (long long)held_epoch(r, a->slot_part[j]));
+    }
+    for (size_t i = 0; i < k; i++, at += 3) {
+        a->argv[at] = (const char *)puts[i].data;
+        a->argvlen[at] = puts[i].len;
+        a->argv[at + 1] = args_int(a, &a->argvlen[at + 1], a->slot[i] + 1);
+        a->argv[at + 2] = args_int(a, &a->argvlen[at + 2], (long long)puts[i].offset);
+    }
+    if (redisAppendCommandArgv(r->c, (int)at, a->argv, a->argvlen) != REDIS_OK)
+        return lost(r, "EVALSHA", a->argv[3], e); /* the chunk's first key */
+    return ERR_OK;
+}
+
+/* Reads the reply of one chunk into applied[0..k): 0/1 from the script (0
+ * also when fenced: counted), or -1 for every put when the server had lost
+ * the script (NOSCRIPT: nothing was done). Returns the first error, named
+ * by its entity's key. */
+static int read_chunk(struct state_redis *r, const struct state_put *puts, size_t k, int *applied,
+                      struct err *e)
 {
     redisReply *rep = NULL;
     char key[KEY_MAX];
     int rc = ERR_OK;
 
-    entity_key(r, p->entity, key);
-    if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep)
+    if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep) {
+        entity_key(r, puts[0].entity, key);
         return lost(r, "EVALSHA", key, e);
-    *applied = 0;
-    if (rep->type == REDIS_REPLY_INTEGER &&
-        (rep->integer == PUT_SKIPPED || rep->integer == PUT_WRITTEN))
-        *applied = (int)rep->integer;
-    else if (rep->type == REDIS_REPLY_INTEGER && rep->integer == PUT_FENCED)
-        r->base.fenced++;
-    else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0)
-        *applied = -1;
-    else if (rep->type == REDIS_REPLY_ERROR)
-        rc = err_set(e, reply_error_code(rep->str), "redis EVALSHA %s: %s", key, rep->str);
-    else
-        rc = err_set(e, ERR_DECODE, "redis EVALSHA %s: unexpected reply type %d", key, rep->type);
+    }
+    for (size_t i = 0; i < k; i++)
+        applied[i] =
+            rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 ? -1 : 0;
+    if (rep->type == REDIS_REPLY_ERROR && applied[0] != -1) {
+        entity_key(r, puts[0].entity, key);
+        rc = err_set(e, reply_error_code(rep->str), "redis EVALSHA %s (+%zu): %s", key, k - 1,
+                     rep->str);
+    } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == k) {
+        for (size_t i = 0; i < k; i++) {
+            const redisReply *x = rep->element[i];
+            if (x->type == REDIS_REPLY_INTEGER &&
+                (x->integer == PUT_SKIPPED || x->integer == PUT_WRITTEN))
+                applied[i] = (int)x->integer;
+            else if (x->type == REDIS_REPLY_INTEGER && x->integer == PUT_FENCED)
+                r->base.fenced++;
+            else if (rc == ERR_OK) {
+                entity_key(r, puts[i].entity, key);
+                rc = x->type == REDIS_REPLY_ERROR
+                         ? err_set(e, reply_error_code(x->str), "redis EVALSHA %s: %s", key, x->str)
+                         : err_set(e, ERR_DECODE, "redis EVALSHA %s: unexpected reply type %d", key,
+                                   x->type);
+            }
+        }
+    } else if (rep->type != REDIS_REPLY_ERROR) {
+        rc = err_set(e, ERR_DECODE, "redis EVALSHA: reply of type %d, %zu elements, %zu puts",
+                     rep->type, rep->elements, k);
+    }
     freeReplyObject(rep);
     return rc;
 }
 
-/* One pipelined pass over the puts (only those marked -1 when retry is
- * set). Returns the first error; *nosc counts NOSCRIPT replies. */
-static int put_pass(struct state_redis *r, size_t n, const struct state_put *puts, int *applied,
-                    int retry, size_t *nosc, struct err *e)
+/* Appends the chunks of puts[0..n) (with retry: only those refused with
+ * NOSCRIPT, whose applied[] are all -1). */
+static int send_pass(struct state_redis *r, size_t n, const struct state_put *puts,
+                     const int *applied, int retry, struct err *e)
+{
+    for (size_t c = 0; c < n; c += PUT_CHUNK) {
+        size_t k = n - c < PUT_CHUNK ? n - c : PUT_CHUNK;
+        if ((!retry || applied[c] == -1) && append_chunk(r, puts + c, k, e))
+            return e ? e->code : ERR_RETRY;
+    }
+    return ERR_OK;
+}
+
+/* Reads the replies of what send_pass sent. Returns the first error; *nosc
+ * counts the puts refused with NOSCRIPT. */
+static int recv_pass(struct state_redis *r, size_t n, const struct state_put *puts, int *applied,
+                     int retry, size_t *nosc, struct err *e)
 {
     int first = ERR_OK;
 
     *nosc = 0;
-    for (size_t i = 0; i < n; i++) {
-        if ((!retry || applied[i] == -1) && append_put(r, &puts[i], e))
-            return ERR_RETRY;
-    }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t c = 0; c < n; c += PUT_CHUNK) {
+        size_t k = n - c < PUT_CHUNK ? n - c : PUT_CHUNK;
         struct err tmp;
         int rc;
-        if (retry && applied[i] != -1)
+        if (retry && applied[c] != -1)
             continue;
-        rc = read_put(r, &puts[i], &applied[i], &tmp);
+        rc = read_chunk(r, puts + c, k, applied + c, &tmp);
         if (rc && !r->c) { /* connection gone: nothing more to read */
             copy_err(e, &tmp);
             return rc;
@@ -510,31 +759,66 @@ static int put_pass(struct state_redis *r, size_t n, const struct state_put *put
             first = rc;
             copy_err(e, &tmp);
         }
-        *nosc += applied[i] == -1;
+        *nosc += applied[c] == -1 ? k : 0;
     }
     return first;
 }
 
-static int redis_put_many(struct state *s, size_t n, const struct state_put *puts, int *applied,
-                          struct err *e)
+/* Writes the output buffer out, so Redis works on the puts while the
+ * caller does something else. */
+static int flush_out(struct state_redis *r, const char *what, struct err *e)
+{
+    int done = 0;
+
+    while (!done)
+        if (redisBufferWrite(r->c, &done) != REDIS_OK)
+            return lost(r, what, "", e);
+    return ERR_OK;
+}
+
+static int redis_put_begin(struct state *s, size_t n, const struct state_put *puts, struct err *e)
 {
     struct state_redis *r = (struct state_redis *)s;
     struct sigpipe_guard g;
-    size_t nosc = 0;
     int rc;
-
-    uint64_t fenced0 = r->base.fenced;
 
     sigpipe_block(&g);
     rc = ready(r, e);
     if (rc == ERR_OK)
-        rc = put_pass(r, n, puts, applied, 0, &nosc, e);
+        rc = send_pass(r, n, puts, NULL, 0, e);
+    if (rc == ERR_OK)
+        rc = flush_out(r, "EVALSHA", e);
+    if (rc && rc != ERR_RETRY && r->c)
+        drop(r); /* e.g. out of memory half-way: commands may be buffered */
+    sigpipe_restore(&g);
+    r->inflight = rc ? NULL : puts;
+    r->n_inflight = rc ? 0 : n;
+    return rc;
+}
+
+static int redis_put_end(struct state *s, int *applied, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    const struct state_put *puts = r->inflight;
+    size_t n = r->n_inflight, nosc = 0;
+    uint64_t fenced0 = r->base.fenced;
+    struct sigpipe_guard g;
+    int rc;
+
+    r->inflight = NULL;
+    r->n_inflight = 0;
+    if (!r->c) /* lost since begin */
+        return err_set(e, ERR_RETRY, "redis EVALSHA (%s:%d): connection lost", r->host, r->port);
+    sigpipe_block(&g);
+    rc = recv_pass(r, n, puts, applied, 0, &nosc, e);
     if (rc == ERR_OK && nosc) {
         /* The script cache was emptied (SCRIPT FLUSH, a failover): load the
-         * script again and resend only the puts it refused, once. */
+         * script again and resend only the chunks it refused, once. */
         rc = load_script(r, e);
         if (rc == ERR_OK)
-            rc = put_pass(r, n, puts, applied, 1, &nosc, e);
+            rc = send_pass(r, n, puts, applied, 1, e);
+        if (rc == ERR_OK)
+            rc = recv_pass(r, n, puts, applied, 1, &nosc, e);
         if (rc == ERR_OK && nosc)
             rc = err_set(e, ERR_IO, "redis EVALSHA: script missing again after SCRIPT LOAD");
     }
@@ -575,6 +859,7 @@ static void redis_close(struct state *s)
     free(r->username);
     free(r->epochs);
     free(r->claim);
+    args_free(&r->pa);
     free(r);
 }
 
@@ -582,7 +867,8 @@ static const struct state_ops redis_ops = {
     .name = "redis",
     .close = redis_close,
     .get_many = redis_get_many,
-    .put_many = redis_put_many,
+    .put_begin = redis_put_begin,
+    .put_end = redis_put_end,
     .ping = redis_ping,
     .fence = redis_fence,
     .epoch = redis_epoch,

@@ -252,6 +252,52 @@ static void test_lost_epoch_key_is_reestablished(void **st)
     assert_int_equal(put1(f->old_owner, "u", "d", 2, 4), 0);
 }
 
+/* One batch (one script call) of the former owner spanning a partition it
+ * lost, one it kept and one it never fenced: only the lost partition's
+ * puts are refused, wherever they sit in the batch. */
+static void test_stale_epoch_inside_a_batch_refuses_only_its_partition(void **st)
+{
+    struct fx *f = *st;
+    struct err e = {0};
+    struct state_put puts[6] = {
+        {"a", (const unsigned char *)"a@5", 3, 1, 5}, /* kept */
+        {"b", (const unsigned char *)"b@6", 3, 2, 6}, /* lost */
+        {"c", (const unsigned char *)"c@7", 3, 4, 7}, /* never fenced */
+        {"d", (const unsigned char *)"d@8", 3, 2, 8}, /* lost */
+        {"a", (const unsigned char *)"a@9", 3, 1, 9}, /* kept, same entity again */
+        {"b", (const unsigned char *)"b@9", 3, 1, 9}, /* b on a kept partition */
+    };
+    int applied[6];
+    char out[64], args[96];
+
+    assert_int_equal(state_fence(f->old_owner, 1, &e), ERR_OK);
+    assert_int_equal(state_fence(f->old_owner, 2, &e), ERR_OK);
+    assert_int_equal(put1(f->old_owner, "b", "b@1", 2, 1), 1);
+    assert_int_equal(state_fence(f->new_owner, 2, &e), ERR_OK);
+    ping(f->new_owner);
+    assert_int_equal(state_put_many(f->old_owner, 6, puts, applied, &e), ERR_OK);
+    assert_int_equal(applied[0], 1);
+    assert_int_equal(applied[1], 0);
+    assert_int_equal(applied[2], 1);
+    assert_int_equal(applied[3], 0);
+    assert_int_equal(applied[4], 1);
+    assert_int_equal(applied[5], 1);
+    assert_int_equal(state_fenced(f->old_owner), 2);
+    assert_blob(f->new_owner, "a", "a@9", 9);
+    assert_blob(f->new_owner, "b", "b@9", 9);
+    assert_blob(f->new_owner, "c", "c@7", 7);
+    /* d was never written; the lost partition's applied offset stays. */
+    snprintf(args, sizeof(args), "EXISTS '%su:{d}'", f->prefix);
+    redis_cli(g_redis.port, args, out, sizeof(out));
+    assert_string_equal(out, "0");
+    snprintf(args, sizeof(args), "GET '%sapplied:{2}'", f->prefix);
+    redis_cli(g_redis.port, args, out, sizeof(out));
+    assert_string_equal(out, "1");
+    snprintf(args, sizeof(args), "GET '%sapplied:{1}'", f->prefix);
+    redis_cli(g_redis.port, args, out, sizeof(out));
+    assert_string_equal(out, "9");
+}
+
 static void test_bad_partitions_refused(void **st)
 {
     struct fx *f = *st;
@@ -280,6 +326,7 @@ int main(void)
         cmocka_unit_test(test_claim_waits_for_redis),
         T(test_lost_epoch_key_is_reestablished),
         T(test_bad_partitions_refused),
+        T(test_stale_epoch_inside_a_batch_refuses_only_its_partition),
     };
 #undef T
     return cmocka_run_group_tests_name("fencing", tests, group_setup, group_teardown);

@@ -309,6 +309,84 @@ static void test_batch_mixes_applied_and_skipped(void **state)
     assert_blob(f->s, "b", "B2", 0, 11);
 }
 
+/* One entity three times in one batch: the replayed offset and the older
+ * one are skipped, as if they had come in later batches. */
+static void test_replayed_offset_inside_a_batch_is_skipped(void **state)
+{
+    struct fx *f = *state;
+    struct state_put puts[4] = {
+        {"u", (const unsigned char *)"U5", 2, 1, 5},
+        {"u", (const unsigned char *)"U5again", 7, 1, 5}, /* replay */
+        {"u", (const unsigned char *)"U4", 2, 1, 4},      /* older */
+        {"u", (const unsigned char *)"U6", 2, 1, 6},
+    };
+    int applied[4];
+    struct err e = {0};
+
+    assert_int_equal(state_put_many(f->s, 4, puts, applied, &e), ERR_OK);
+    assert_int_equal(applied[0], 1);
+    assert_int_equal(applied[1], 0);
+    assert_int_equal(applied[2], 0);
+    assert_int_equal(applied[3], 1);
+    assert_blob(f->s, "u", "U6", 1, 6);
+}
+
+/* Entities of several partitions in one batch, in the order a consumer of
+ * several partitions takes them: each put is judged against its own
+ * entity's (partition, offset). */
+static void test_batch_mixes_partitions(void **state)
+{
+    struct fx *f = *state;
+    struct state_put puts[5] = {
+        {"a", (const unsigned char *)"A", 1, 0, 7},  {"b", (const unsigned char *)"B", 1, 3, 2},
+        {"c", (const unsigned char *)"C", 1, 1, 40}, /* c holds 2@40: other partition */
+        {"d", (const unsigned char *)"D", 1, 3, 9},  /* d holds 3@9: replay */
+        {"a", (const unsigned char *)"A2", 2, 2, 1}, /* moved to partition 2 */
+    };
+    int applied[5];
+    struct err e = {0};
+
+    assert_int_equal(put1(f->s, "c", "C0", 2, 40, &e), 1);
+    assert_int_equal(put1(f->s, "d", "D0", 3, 9, &e), 1);
+    assert_int_equal(state_put_many(f->s, 5, puts, applied, &e), ERR_OK);
+    assert_int_equal(applied[0], 1);
+    assert_int_equal(applied[1], 1);
+    assert_int_equal(applied[2], 1);
+    assert_int_equal(applied[3], 0);
+    assert_int_equal(applied[4], 1);
+    assert_blob(f->s, "a", "A2", 2, 1);
+    assert_blob(f->s, "b", "B", 3, 2);
+    assert_blob(f->s, "c", "C", 1, 40);
+    assert_blob(f->s, "d", "D0", 3, 9);
+}
+
+/* state_put_begin / state_put_end: the outcome arrives at end; meanwhile
+ * the handle refuses a read (it would overtake the writes' replies). */
+static void test_put_begin_end_and_read_refused_meanwhile(void **state)
+{
+    struct fx *f = *state;
+    struct state_put puts[2] = {
+        {"x", (const unsigned char *)"X1", 2, 0, 3},
+        {"y", (const unsigned char *)"Y1", 2, 0, 4},
+    };
+    const char *ent = "x";
+    int applied[2] = {-1, -1};
+    struct err e = {0};
+
+    assert_int_equal(state_put_begin(f->s, 2, puts, &e), ERR_OK);
+    assert_true(state_busy(f->s));
+    assert_int_equal(state_get_many(f->s, 1, &ent, f->blobs, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "in flight"));
+    assert_int_equal(state_put_begin(f->s, 2, puts, &e), ERR_INVALID);
+    assert_int_equal(state_put_end(f->s, applied, &e), ERR_OK);
+    assert_false(state_busy(f->s));
+    assert_int_equal(applied[0], 1);
+    assert_int_equal(applied[1], 1);
+    assert_int_equal(state_put_end(f->s, applied, &e), ERR_INVALID); /* nothing in flight */
+    assert_blob(f->s, "x", "X1", 0, 3);
+    assert_blob(f->s, "y", "Y1", 0, 4);
+}
+
 static void test_binary_blob_of_max_size_round_trips(void **state)
 {
     struct fx *f = *state;
@@ -452,6 +530,63 @@ static void test_wrong_type_key_is_named_and_batch_stays_in_step(void **state)
     assert_non_null(strstr(e.msg, "u:{str}"));
     assert_non_null(strstr(e.msg, "WRONGTYPE"));
     assert_blob(f->s, "ok", "fine", 0, 1); /* the connection is still usable */
+}
+
+/* More puts than one script call takes (PUT_CHUNK, 1,000): 2,500 in one
+ * call, after SCRIPT FLUSH so that every chunk is refused once and resent. */
+static void test_batch_of_2500_over_chunks_survives_script_flush(void **state)
+{
+    enum { N = 2500 };
+    struct fx *f = *state;
+    static char ids[N][16];
+    static struct state_put puts[N];
+    static int applied[N];
+    struct err e = {0};
+    char out[64];
+
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "k%d", i);
+        puts[i] = (struct state_put){ids[i], (const unsigned char *)ids[i], strlen(ids[i]), i % 3,
+                                     1000 + i};
+    }
+    cli(g_redis.port, "SCRIPT FLUSH", out, sizeof(out));
+    assert_int_equal(state_put_many(f->s, N, puts, applied, &e), ERR_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(applied[i], 1);
+    assert_blob(f->s, "k0", "k0", 0, 1000);
+    assert_blob(f->s, "k1234", "k1234", 1234 % 3, 2234);
+    assert_blob(f->s, "k2499", "k2499", 2499 % 3, 3499);
+    snprintf(out, sizeof(out), "GET '%sapplied:{0}'", f->prefix);
+    cli(g_redis.port, out, out, sizeof(out));
+    assert_string_equal(out, "3499"); /* the last of partition 0: i = 2499 */
+    assert_int_equal(state_put_many(f->s, N, puts, applied, &e), ERR_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(applied[i], 0);
+}
+
+/* A key of the wrong type fails its own put, named; the rest of the batch
+ * (one script call) is applied. */
+static void test_wrong_type_key_in_a_write_fails_only_its_put(void **state)
+{
+    struct fx *f = *state;
+    struct state_put puts[3] = {
+        {"p", (const unsigned char *)"P", 1, 0, 1},
+        {"str2", (const unsigned char *)"S", 1, 0, 2},
+        {"q", (const unsigned char *)"Q", 1, 0, 3},
+    };
+    int applied[3];
+    struct err e = {0};
+    char q[64], out[64];
+
+    snprintf(q, sizeof(q), "SET '%su:{str2}' plain", f->prefix);
+    cli(g_redis.port, q, out, sizeof(out));
+    assert_int_equal(state_put_many(f->s, 3, puts, applied, &e), ERR_IO);
+    assert_non_null(strstr(e.msg, "u:{str2}"));
+    assert_non_null(strstr(e.msg, "WRONGTYPE"));
+    assert_int_equal(applied[0], 1);
+    assert_int_equal(applied[2], 1);
+    assert_blob(f->s, "p", "P", 0, 1);
+    assert_blob(f->s, "q", "Q", 0, 3);
 }
 
 static void test_unreachable_server_is_retry_at_open(void **state)
@@ -601,6 +736,9 @@ int main(void)
         BOTH(test_apply_twice_changes_state_once),
         BOTH(test_batch_of_1000_entities_round_trips),
         BOTH(test_batch_mixes_applied_and_skipped),
+        BOTH(test_replayed_offset_inside_a_batch_is_skipped),
+        BOTH(test_batch_mixes_partitions),
+        BOTH(test_put_begin_end_and_read_refused_meanwhile),
         BOTH(test_binary_blob_of_max_size_round_trips),
         BOTH(test_oversized_blob_is_refused),
         BOTH(test_entity_id_longer_than_256_bytes_is_refused),
@@ -618,6 +756,9 @@ int main(void)
         BOTH(test_apply_twice_changes_state_once),
         BOTH(test_batch_of_1000_entities_round_trips),
         BOTH(test_batch_mixes_applied_and_skipped),
+        BOTH(test_replayed_offset_inside_a_batch_is_skipped),
+        BOTH(test_batch_mixes_partitions),
+        BOTH(test_put_begin_end_and_read_refused_meanwhile),
         BOTH(test_binary_blob_of_max_size_round_trips),
         BOTH(test_oversized_blob_is_refused),
         BOTH(test_entity_id_longer_than_256_bytes_is_refused),
@@ -627,6 +768,8 @@ int main(void)
         BOTH(test_applied_offset_per_partition_is_the_max),
         BOTH(test_script_flush_is_survived),
         BOTH(test_wrong_type_key_is_named_and_batch_stays_in_step),
+        BOTH(test_batch_of_2500_over_chunks_survives_script_flush),
+        BOTH(test_wrong_type_key_in_a_write_fails_only_its_put),
         cmocka_unit_test(test_unreachable_server_is_retry_at_open),
         cmocka_unit_test(test_wrong_password_fails_with_clear_error),
         cmocka_unit_test(test_lazy_open_connects_when_server_comes_up),

@@ -94,8 +94,12 @@ struct worker {
     int64_t *uoff;
     int32_t *upart;
     struct state_put *puts;
+    size_t np;                     /* puts of the batch (write_users_begin) */
+    int put_sent;                  /* ... sent, outcome not read yet */
     int *applied;
     float *xs;                     /* the batch's feature vectors */
+    struct txn_prediction *preds;  /* ... and their predictions */
+    size_t *pvar;                  /* ... and the variant that scored each */
     struct buf out, scratch;
     struct pending_ev *pending;
     size_t npending, pending_max;
@@ -205,12 +209,15 @@ static int alloc_batch(struct worker *w)
     w->puts = calloc(c, sizeof(*w->puts));
     w->applied = calloc(c, sizeof(int));
     w->xs = calloc(c * FEAT_TXN_DIM, sizeof(float));
+    w->preds = calloc(c, sizeof(*w->preds));
+    w->pvar = calloc(c, sizeof(*w->pvar));
     w->pending = calloc(w->pending_max, sizeof(*w->pending));
     buf_init(&w->out, 0);
     /* A dead letter carries the original message plus metadata. */
     buf_init(&w->scratch, 2 * CODEC_MAX_MESSAGE);
     return !w->msgs || !w->evs || !w->status || !w->user_of || !w->t_in || !w->blobs ||
                    !w->ust || !w->udirty || !w->uoff || !w->upart || !w->puts || !w->applied || !w->xs ||
+                   !w->preds || !w->pvar ||
                    !w->pending || pipe_entset_init(&w->users, c)
                ? ERR_NOMEM
                : ERR_OK;
@@ -296,7 +303,8 @@ static int worker_open(struct worker *w, struct err *e)
 static void worker_close(struct worker *w)
 {
     void *arrays[] = {w->msgs, w->evs, w->status, w->user_of, w->t_in, w->blobs, w->ust,
-                      w->udirty, w->uoff, w->upart, w->puts, w->applied, w->pending, w->xs};
+                      w->udirty, w->uoff, w->upart, w->puts, w->applied, w->pending, w->xs,
+                      w->preds, w->pvar};
 
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
@@ -355,12 +363,17 @@ static int read_users(struct worker *w)
     return rc != ERR_OK;
 }
 
-static int write_users(struct worker *w)
+/* Encodes the dirty users' states and sends them (state_put_begin): Redis
+ * applies them while the worker scores and produces the batch, and
+ * write_users_end reads the outcome. Sets w->np (0: nothing to write). */
+static int write_users_begin(struct worker *w)
 {
     unsigned char enc[FEAT_STATE_MAX];
     struct err e = {0};
     size_t np = 0;
 
+    w->np = 0;
+    w->put_sent = 0;
     for (size_t u = 0; u < w->users.n; u++) {
         if (!w->udirty[u])
             continue;
@@ -371,15 +384,41 @@ static int write_users(struct worker *w)
         w->puts[np++] = (struct state_put){w->users.ids[u], w->blobs[u].data, (size_t)len,
                                            w->upart[u], w->uoff[u]};
     }
-    if (np == 0)
+    w->np = np;
+    /* A send that fails is retried, under the budget, by write_users_end. */
+    w->put_sent = np && state_put_begin(w->st, np, w->puts, &e) == ERR_OK;
+    return ERR_OK;
+}
+
+/* The outcome of write_users_begin; when the connection was lost (on send
+ * or since), the whole batch is sent again under state.retry_budget_ms
+ * (idempotent). */
+static int write_users_end(struct worker *w)
+{
+    struct err e = {0};
+    int rc = ERR_OK;
+
+    if (w->np == 0)
         return ERR_OK;
-    if (pipe_state_put(w->st, w->budget_ms, np, w->puts, w->applied, &e)) {
+    if (w->put_sent)
+        rc = state_put_end(w->st, w->applied, &e);
+    if (!w->put_sent || rc == ERR_RETRY)
+        rc = pipe_state_put(w->st, w->budget_ms, w->np, w->puts, w->applied, &e);
+    w->np = 0;
+    w->put_sent = 0;
+    if (rc) {
         log_error("state write failed, updates queued for re-apply: %s", e.msg);
         w->redis_down = 1;
         w->next_retry_us = pipe_now_us() + 1000000;
-        return e.code;
     }
-    return ERR_OK;
+    return rc;
+}
+
+static int write_users(struct worker *w)
+{
+    int rc = write_users_begin(w);
+
+    return rc ? rc : write_users_end(w);
 }
 
 static void queue_pending(struct worker *w, size_t i)
@@ -514,62 +553,84 @@ static void emit_shadows(struct worker *w, const struct txn_prediction *served, 
     }
 }
 
+/* Every row of the batch scored in one call (the trees walked a block of
+ * rows at a time); rows of dead or held messages are scored too and
+ * ignored (cheaper than compacting the rare batch that has some). */
+static void score_batch(struct worker *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        txn_prediction_init(&w->preds[i], &w->evs[i], w->msgs[i]->topic, w->msgs[i]->partition,
+                            w->msgs[i]->offset);
+    ab_serving_score_batch(w->ab, w->xs, n, w->preds, w->pvar);
+}
+
 static void emit(struct worker *w, size_t i, int degraded, int state_done)
 {
     const struct kq_msg *m = w->msgs[i];
     const float *x = w->xs + i * FEAT_TXN_DIM;
-    struct txn_prediction p;
+    struct txn_prediction *p = &w->preds[i];
     struct err e = {0};
-    size_t v;
+    size_t v = w->pvar[i];
 
-    txn_prediction_init(&p, &w->evs[i], m->topic, m->partition, m->offset);
-    w->n.decisions[ab_serving_score(w->ab, p.user_id, x, &p, &v)]++;
-    p.degraded = degraded;
-    p.redelivered = w->status[i] == EV_REDELIVERED;
-    p.latency_us = pipe_now_us() - w->t_in[i];
+    w->n.decisions[txn_decision_index(p->decision)]++;
+    p->degraded = degraded;
+    p->redelivered = w->status[i] == EV_REDELIVERED;
+    p->latency_us = pipe_now_us() - w->t_in[i];
     buf_reset(&w->out);
-    if (codec_encode_prediction(w->cd, &p, &w->out, &e) ||
-        kq_produce(w->q, cfg_str(w->cf, "output.topic"), p.user_id, strlen(p.user_id),
+    if (codec_encode_prediction(w->cd, p, &w->out, &e) ||
+        kq_produce(w->q, cfg_str(w->cf, "output.topic"), p->user_id, strlen(p->user_id),
                    w->out.data, w->out.len, &m->pos, &e)) {
-        log_error("prediction for %s not sent (offset will not be committed): %s", p.event_id,
+        log_error("prediction for %s not sent (offset will not be committed): %s", p->event_id,
                   e.msg);
         return;
     }
     w->n.predictions++;
     if (w->mon[v]) {
-        mon_observe(w->mon[v], x, p.probability, p.latency_us, degraded, w->batch_ms);
-        mon_observe_decision(w->mon[v], x, strcmp(p.decision, "approve") == 0);
+        mon_observe(w->mon[v], x, p->probability, p->latency_us, degraded, w->batch_ms);
+        mon_observe_decision(w->mon[v], x, strcmp(p->decision, "approve") == 0);
     }
     /* The rolling AUC is the champion's (variant 0): per-variant AUC comes
      * from `streamml abtest`, which joins outcomes by variant. */
     if (w->lab && v == 0)
-        labels_remember(w->lab, p.event_id, p.probability);
-    emit_shadows(w, &p, x);
+        labels_remember(w->lab, p->event_id, p->probability);
+    emit_shadows(w, p, x);
     metrics_add(w->mx, METRICS_PREDICTIONS, 1);
     metrics_add(w->mx, METRICS_DEGRADED, (uint64_t)degraded);
-    metrics_observe_latency(w->mx, p.latency_us);
+    metrics_observe_latency(w->mx, p->latency_us);
     w->n.degraded += (uint64_t)degraded;
-    w->n.redelivered += (uint64_t)p.redelivered;
+    w->n.redelivered += (uint64_t)p->redelivered;
     if (state_done)
         kq_ack(w->q, &m->pos, KQ_ACK_STATE);
 }
 
+/* The batch's state write is sent before scoring and its outcome read
+ * after: Redis applies it while the worker scores and produces. An offset
+ * is still stored only once both its state (acknowledged here) and its
+ * delivery report have arrived. */
 static void process_batch(struct worker *w, size_t n)
 {
-    int degraded, state_ok;
+    int degraded, sent, state_ok;
 
     w->batch_ms = pipe_wall_ms();
     decode_batch(w, n);
     degraded = w->users.n ? read_users(w) : 0;
     featurize_batch(w, n);
-    state_ok = !degraded && write_users(w) == ERR_OK;
+    sent = !degraded && write_users_begin(w) == ERR_OK;
+    score_batch(w, n);
     for (size_t i = 0; i < n; i++) {
         if (w->status[i] == EV_DEAD || w->status[i] == EV_HELD)
             continue;
+        emit(w, i, degraded, w->status[i] == EV_REDELIVERED);
+    }
+    state_ok = sent && write_users_end(w) == ERR_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (w->status[i] != EV_APPLY)
+            continue;
         /* Not applied yet: re-applied from the queue, acknowledged then. */
-        if (!state_ok && w->status[i] == EV_APPLY)
+        if (state_ok)
+            kq_ack(w->q, &w->msgs[i]->pos, KQ_ACK_STATE);
+        else
             queue_pending(w, i);
-        emit(w, i, degraded, state_ok || w->status[i] == EV_REDELIVERED);
     }
 }
 
