@@ -30,7 +30,33 @@ static int cmp(const void *a, const void *b)
 static void report(const char *stage, double *ns)
 {
     qsort(ns, REPS, sizeof(double), cmp);
-    printf("| %-34s | %9.0f | %9.0f | %9.0f |\n", stage, ns[REPS / 2], ns[0], ns[REPS - 1]);
+    printf("| %-42s | %9.0f | %9.0f | %9.0f |\n", stage, ns[REPS / 2], ns[0], ns[REPS - 1]);
+}
+
+/* Tree scoring with the handle's kernel level, per row then batched. */
+static double bench_gbdt(const struct gbdt *g, const float *x, int n, double *probs)
+{
+    char stage[64];
+    double ns[REPS], sink = 0;
+    const char *isa = gbdt_isa_name(gbdt_isa(g));
+
+    for (int k = 0; k < REPS; k++) {
+        double t = now_ns();
+        for (int i = 0; i < n; i++)
+            sink += gbdt_predict(g, x + (size_t)i * FEAT_TXN_DIM);
+        ns[k] = (now_ns() - t) / n;
+    }
+    snprintf(stage, sizeof(stage), "gbdt, 500 trees depth 6, per row, %s", isa);
+    report(stage, ns);
+    for (int k = 0; k < REPS; k++) {
+        double t = now_ns();
+        gbdt_predict_batch(g, x, (size_t)n, probs);
+        ns[k] = (now_ns() - t) / n;
+        sink += probs[n / 2];
+    }
+    snprintf(stage, sizeof(stage), "gbdt, 500 trees depth 6, batched, %s", isa);
+    report(stage, ns);
+    return sink;
 }
 
 static void make_event(struct txn_event *ev, int i)
@@ -105,20 +131,14 @@ int main(int argc, char **argv)
         ns[k] = (now_ns() - t) / n;
     }
     report("features (validate+build+update)", ns);
-    for (int k = 0; k < REPS; k++) {
-        double t = now_ns();
-        for (int i = 0; i < n; i++)
-            sink += gbdt_predict(g, x + (size_t)i * FEAT_TXN_DIM);
-        ns[k] = (now_ns() - t) / n;
+    for (int isa = GBDT_ISA_SCALAR; isa <= (int)gbdt_isa_best(g); isa++) {
+        if (gbdt_set_isa(g, (enum gbdt_isa)isa, &e)) {
+            fprintf(stderr, "bench_stages: %s\n", e.msg);
+            return 1;
+        }
+        sink += bench_gbdt(g, x, n, probs);
     }
-    report("gbdt, 500 trees depth 6, per row", ns);
-    for (int k = 0; k < REPS; k++) {
-        double t = now_ns();
-        gbdt_predict_batch(g, x, (size_t)n, probs);
-        ns[k] = (now_ns() - t) / n;
-        sink += probs[n / 2];
-    }
-    report("gbdt, 500 trees depth 6, batched", ns);
+    gbdt_set_isa(g, gbdt_isa_best(g), &e);
     for (int k = 0; k < REPS; k++) {
         float xc[64];
         double t = now_ns();

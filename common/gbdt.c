@@ -12,6 +12,18 @@
  * Arithmetic is xgboost's (cpu_predictor): float feature < float threshold,
  * leaves added in tree order to a float that starts at the base margin.
  * Every model content problem is ERR_CONFIG: the file is what is wrong.
+ *
+ * SIMD kernels (AVX2, AVX-512F; chosen at run time, compiled with target
+ * attributes so the default build needs no -march): every tree is also
+ * copied into a complete heap of the forest's depth D, shallower leaves
+ * pushed down (copied into every slot below them), so each walk is exactly
+ * D steps and a node's place is known without reading the node:
+ * level-local position p goes to 2p + (go right). Batched, one vector holds
+ * 16 (8) rows walking the same tree: a level's thresholds and features sit
+ * in registers and are picked per lane with a permute, the row's value is a
+ * gather. One row alone: one vector holds 16 (8) trees, nodes gathered.
+ * Same comparison as the scalar step, leaves added in the same tree order,
+ * so every kernel returns the scalar walk's float margin bit for bit.
  */
 #include "gbdt.h"
 
@@ -25,12 +37,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define GBDT_X86 1
+#define A2 __attribute__((target("avx2")))
+#define A512 __attribute__((target("avx512f")))
+#endif
+
 #define NODE_FEAT_MASK 0x7fffffffu
 #define NODE_DEFAULT_RIGHT 0x80000000u /* a missing value goes right */
 #define MAX_FEATURES 1000000           /* far below NODE_FEAT_MASK */
 #define LANES 8                        /* walks advanced together */
 #define BLOCK_ROWS 64                  /* rows scored against one tree while it is in L1 */
 #define UBJ_HINT "re-save with save_model('model.json')"
+#define HEAP_MAX_SLOTS (1u << 24) /* trees x 2^D: above it (200 MB), scalar only */
+#define HEAP_PAD 64               /* slack after each heap array: whole-register loads */
+#define NV512 8                   /* 16-row vectors of one block (AVX-512) */
+#define NV256 8                   /* 8-row vectors of one block (AVX2) */
 
 /* A leaf has threshold NaN (every comparison false), feature 0, default
  * left and kids = itself: a step from a leaf stays on it. Its value is in
@@ -39,6 +62,16 @@ struct node {
     float thr;
     uint32_t meta; /* feature index | NODE_DEFAULT_RIGHT */
     uint32_t kids; /* left child (right = kids + 1); a leaf: its own index */
+};
+
+/* The forest as complete heaps of depth D for the SIMD kernels: tree t's
+ * inner slots at t * n_inner (level d from 2^d - 1 on, 2^d slots), its
+ * leaves at t * n_leaves. A pushed-down leaf's inner slots compare feature
+ * 0 against 0: either way ends on a copy of the leaf. */
+struct heap {
+    float *thr, *leaf;
+    uint32_t *meta; /* as struct node's */
+    uint32_t depth, n_inner, n_leaves;
 };
 
 struct gbdt {
@@ -50,6 +83,8 @@ struct gbdt {
     char **names; /* NULL when the model has no feature_names */
     double base_score;
     float base_margin;
+    struct heap heap; /* thr NULL: scalar only */
+    enum gbdt_isa isa, best;
 };
 
 /* Per-tree scratch of the loader, grown to the largest tree. */
@@ -426,6 +461,65 @@ static int load_forest(struct loader *L, json_t *learner)
     return ERR_OK;
 }
 
+/* Copies source node src into heap slot pos (level-local) of tree t at
+ * `level`; a leaf above the last level fills both subtrees with itself. */
+static void heap_fill(struct gbdt *g, size_t t, uint32_t level, uint32_t pos, uint32_t src)
+{
+    struct heap *h = &g->heap;
+    const struct node *n = &g->nodes[src];
+    size_t at = t * h->n_inner + (1u << level) - 1 + pos;
+    int leaf = n->kids == src;
+
+    if (level == h->depth) {
+        h->leaf[t * h->n_leaves + pos] = g->leaf[src]; /* src is a leaf: depth <= D */
+        return;
+    }
+    h->thr[at] = leaf ? 0.0f : n->thr;
+    h->meta[at] = leaf ? 0 : n->meta;
+    heap_fill(g, t, level + 1, 2 * pos, leaf ? src : n->kids);
+    heap_fill(g, t, level + 1, 2 * pos + 1, leaf ? src : n->kids + 1);
+}
+
+static enum gbdt_isa cpu_isa(void)
+{
+#ifdef GBDT_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return GBDT_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2"))
+        return GBDT_ISA_AVX2;
+#endif
+    return GBDT_ISA_SCALAR;
+}
+
+/* Builds the heaps when the CPU has a SIMD kernel and the forest is shallow
+ * and small enough; otherwise the handle stays on the scalar walk. */
+static int build_heap(struct loader *L)
+{
+    struct gbdt *g = L->g;
+    struct heap *h = &g->heap;
+    size_t slots;
+
+    g->best = g->isa = GBDT_ISA_SCALAR;
+    if (cpu_isa() == GBDT_ISA_SCALAR || g->max_depth > GBDT_HEAP_MAX_DEPTH)
+        return ERR_OK;
+    h->depth = (uint32_t)g->max_depth;
+    h->n_leaves = 1u << h->depth;
+    h->n_inner = h->n_leaves - 1;
+    slots = g->n_trees * h->n_leaves;
+    if (slots > HEAP_MAX_SLOTS)
+        return ERR_OK;
+    h->thr = calloc(slots + HEAP_PAD, sizeof(*h->thr)); /* all-zero bits: 0.0f */
+    h->meta = calloc(slots + HEAP_PAD, sizeof(*h->meta));
+    h->leaf = calloc(slots + HEAP_PAD, sizeof(*h->leaf));
+    if (!h->thr || !h->meta || !h->leaf)
+        return err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src);
+    for (size_t t = 0; t < g->n_trees; t++)
+        heap_fill(g, t, 0, 0, g->roots[t]);
+    g->best = g->isa = cpu_isa();
+    return ERR_OK;
+}
+
 static struct gbdt *load(json_t *root, const char *src, struct err *e)
 {
     struct loader L = {.src = src, .e = e};
@@ -441,7 +535,7 @@ static struct gbdt *load(json_t *root, const char *src, struct err *e)
         rc = bad(&L, "no \"learner\" object: not an XGBoost JSON model");
     else
         rc = check_kind(&L, learner) || load_params(&L, learner) || load_names(&L, learner) ||
-             load_forest(&L, learner);
+             load_forest(&L, learner) || build_heap(&L);
     free(L.queue);
     free(L.level);
     free(L.seen);
@@ -548,6 +642,9 @@ void gbdt_close(struct gbdt *g)
     free(g->leaf);
     free(g->roots);
     free(g->depth);
+    free(g->heap.thr);
+    free(g->heap.meta);
+    free(g->heap.leaf);
     free(g);
 }
 
@@ -607,7 +704,7 @@ static float leaf_of(const struct gbdt *g, size_t t, const float *x)
 }
 
 /* One row: LANES trees at a time, leaves then added in tree order. */
-static float margin_row(const struct gbdt *g, const float *x)
+static float margin_scalar(const struct gbdt *g, const float *x)
 {
     const float *xs[LANES];
     uint32_t at[LANES], steps;
@@ -629,6 +726,254 @@ static float margin_row(const struct gbdt *g, const float *x)
     for (; t < g->n_trees; t++)
         sum += leaf_of(g, t, x);
     return sum;
+}
+
+#ifdef GBDT_X86
+/* ---- AVX-512F: 16 lanes ---- */
+
+/* One step of 16 walks at level-local positions pos whose nodes are
+ * (thr, meta): right when x >= thr, or x is NaN and the default is right
+ * (the threshold is never NaN); then pos = 2 pos + right. Row i's features
+ * start at x + off[i]. */
+A512 static inline __m512i step512(const float *x, __m512i off, __m512 thr, __m512i meta,
+                                   __m512i pos)
+{
+    __m512i f = _mm512_add_epi32(off, _mm512_and_epi32(meta, _mm512_set1_epi32(NODE_FEAT_MASK)));
+    __m512 v = _mm512_i32gather_ps(f, x, 4);
+    __mmask16 dr = _mm512_test_epi32_mask(meta, _mm512_set1_epi32((int)NODE_DEFAULT_RIGHT));
+    __mmask16 right =
+        _mm512_cmp_ps_mask(v, thr, _CMP_GE_OQ) | _mm512_mask_cmp_ps_mask(dr, v, thr, _CMP_UNORD_Q);
+
+    pos = _mm512_add_epi32(pos, pos);
+    return _mm512_mask_add_epi32(pos, right, pos, _mm512_set1_epi32(1));
+}
+
+/* A table of n 32-bit entries (one heap level) for lookups by position:
+ * up to 64 entries in registers, more gathered from p. */
+struct tab512 {
+    const void *p;
+    uint32_t n;
+    __m512i r[4];
+};
+
+A512 static inline void tab512_load(struct tab512 *t, const void *p, uint32_t n)
+{
+    t->p = p;
+    t->n = n;
+    for (uint32_t i = 0; i < 4 && 16 * i < n; i++)
+        t->r[i] = _mm512_loadu_si512((const char *)p + 64 * i); /* HEAP_PAD covers it */
+}
+
+A512 static inline __m512i tab512_get(const struct tab512 *t, __m512i pos)
+{
+    __m512i lo, hi;
+
+    if (t->n <= 16)
+        return _mm512_permutexvar_epi32(pos, t->r[0]);
+    if (t->n <= 32)
+        return _mm512_permutex2var_epi32(t->r[0], pos, t->r[1]);
+    if (t->n > 64)
+        return _mm512_i32gather_epi32(pos, t->p, 4);
+    lo = _mm512_permutex2var_epi32(t->r[0], pos, t->r[1]);
+    hi = _mm512_permutex2var_epi32(t->r[2], pos, t->r[3]);
+    return _mm512_mask_blend_epi32(_mm512_test_epi32_mask(pos, _mm512_set1_epi32(32)), lo, hi);
+}
+
+/* nv vectors of 16 rows (rows of nf floats from x) walk tree t; their sums
+ * in acc get its leaves. Level by level, so a level's nodes are loaded once
+ * and the nv walks' gathers overlap. */
+A512 static void tree512(const struct gbdt *g, size_t t, const float *x, size_t nv, __m512 *acc)
+{
+    const struct heap *h = &g->heap;
+    __m512i off =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32((int)g->n_features));
+    __m512i pos[NV512];
+    struct tab512 thr, meta;
+
+    for (size_t v = 0; v < nv; v++)
+        pos[v] = _mm512_setzero_si512();
+    for (uint32_t d = 0; d < h->depth; d++) {
+        size_t at = t * h->n_inner + (1u << d) - 1;
+        tab512_load(&thr, h->thr + at, 1u << d);
+        tab512_load(&meta, h->meta + at, 1u << d);
+        for (size_t v = 0; v < nv; v++)
+            pos[v] = step512(x + v * 16 * g->n_features, off,
+                             _mm512_castsi512_ps(tab512_get(&thr, pos[v])),
+                             tab512_get(&meta, pos[v]), pos[v]);
+    }
+    tab512_load(&thr, h->leaf + t * h->n_leaves, h->n_leaves);
+    for (size_t v = 0; v < nv; v++)
+        acc[v] = _mm512_add_ps(acc[v], _mm512_castsi512_ps(tab512_get(&thr, pos[v])));
+}
+
+/* Margins of nv * 16 rows (nv <= NV512): the block stays in L1 while the
+ * forest streams past it tree by tree, each row's sum in tree order. */
+A512 static void block512(const struct gbdt *g, const float *x, size_t nv, float *sum)
+{
+    __m512 acc[NV512];
+
+    for (size_t v = 0; v < nv; v++)
+        acc[v] = _mm512_set1_ps(g->base_margin);
+    for (size_t t = 0; t < g->n_trees; t++)
+        tree512(g, t, x, nv, acc);
+    for (size_t v = 0; v < nv; v++)
+        _mm512_storeu_ps(sum + 16 * v, acc[v]);
+}
+
+/* One row, 16 trees per vector: nodes gathered (each lane reads its own
+ * tree), leaves then added one by one in tree order. */
+A512 static float row512(const struct gbdt *g, const float *x)
+{
+    const struct heap *h = &g->heap;
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i zero = _mm512_setzero_si512();
+    float sum = g->base_margin, leaf[16];
+
+    for (size_t t = 0; t < g->n_trees; t += 16) {
+        size_t k = g->n_trees - t < 16 ? g->n_trees - t : 16;
+        __mmask16 live = (__mmask16)((1u << k) - 1);
+        __m512i tree = _mm512_add_epi32(_mm512_set1_epi32((int)t), iota), pos = zero;
+        __m512i inner = _mm512_mullo_epi32(tree, _mm512_set1_epi32((int)h->n_inner));
+
+        for (uint32_t d = 0; d < h->depth; d++) {
+            __m512i at = _mm512_add_epi32(_mm512_add_epi32(inner, pos),
+                                          _mm512_set1_epi32((int)(1u << d) - 1));
+            __m512 thr = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, at, h->thr, 4);
+            __m512i meta = _mm512_mask_i32gather_epi32(zero, live, at, h->meta, 4);
+            pos = step512(x, zero, thr, meta, pos);
+        }
+        pos = _mm512_add_epi32(pos, _mm512_mullo_epi32(tree, _mm512_set1_epi32((int)h->n_leaves)));
+        _mm512_storeu_ps(leaf,
+                         _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, pos, h->leaf, 4));
+        for (size_t i = 0; i < k; i++)
+            sum += leaf[i];
+    }
+    return sum;
+}
+
+/* ---- AVX2: 8 lanes ---- */
+
+/* step512's step: blendv picks the NaN-aware compare where the sign bit of
+ * meta (NODE_DEFAULT_RIGHT) is set; right is then -1, and pos - right. */
+A2 static inline __m256i step256(const float *x, __m256i off, __m256 thr, __m256i meta, __m256i pos)
+{
+    __m256i f = _mm256_add_epi32(off, _mm256_and_si256(meta, _mm256_set1_epi32(NODE_FEAT_MASK)));
+    __m256 v = _mm256_i32gather_ps(x, f, 4);
+    __m256 ge = _mm256_cmp_ps(v, thr, _CMP_GE_OQ), nlt = _mm256_cmp_ps(v, thr, _CMP_NLT_UQ);
+    __m256i right = _mm256_castps_si256(_mm256_blendv_ps(ge, nlt, _mm256_castsi256_ps(meta)));
+
+    return _mm256_sub_epi32(_mm256_add_epi32(pos, pos), right);
+}
+
+/* tab512 with 8 lanes: up to 16 entries in registers, more gathered. */
+struct tab256 {
+    const void *p;
+    uint32_t n;
+    __m256i r[2];
+};
+
+A2 static inline void tab256_load(struct tab256 *t, const void *p, uint32_t n)
+{
+    t->p = p;
+    t->n = n;
+    t->r[0] = _mm256_loadu_si256((const __m256i *)p); /* HEAP_PAD covers it */
+    if (n > 8)
+        t->r[1] = _mm256_loadu_si256((const __m256i *)p + 1);
+}
+
+A2 static inline __m256i tab256_get(const struct tab256 *t, __m256i pos)
+{
+    __m256i lo, hi, upper;
+
+    if (t->n <= 8)
+        return _mm256_permutevar8x32_epi32(t->r[0], pos);
+    if (t->n > 16)
+        return _mm256_i32gather_epi32(t->p, pos, 4);
+    lo = _mm256_permutevar8x32_epi32(t->r[0], pos); /* uses the low 3 bits */
+    hi = _mm256_permutevar8x32_epi32(t->r[1], pos);
+    upper = _mm256_slli_epi32(pos, 28); /* bit 3 to the sign bit */
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi),
+                                                _mm256_castsi256_ps(upper)));
+}
+
+/* tree512 with 8 rows per vector. */
+A2 static void tree256(const struct gbdt *g, size_t t, const float *x, size_t nv, __m256 *acc)
+{
+    const struct heap *h = &g->heap;
+    __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                     _mm256_set1_epi32((int)g->n_features));
+    __m256i pos[NV256];
+    struct tab256 thr, meta;
+
+    for (size_t v = 0; v < nv; v++)
+        pos[v] = _mm256_setzero_si256();
+    for (uint32_t d = 0; d < h->depth; d++) {
+        size_t at = t * h->n_inner + (1u << d) - 1;
+        tab256_load(&thr, h->thr + at, 1u << d);
+        tab256_load(&meta, h->meta + at, 1u << d);
+        for (size_t v = 0; v < nv; v++)
+            pos[v] = step256(x + v * 8 * g->n_features, off,
+                             _mm256_castsi256_ps(tab256_get(&thr, pos[v])),
+                             tab256_get(&meta, pos[v]), pos[v]);
+    }
+    tab256_load(&thr, h->leaf + t * h->n_leaves, h->n_leaves);
+    for (size_t v = 0; v < nv; v++)
+        acc[v] = _mm256_add_ps(acc[v], _mm256_castsi256_ps(tab256_get(&thr, pos[v])));
+}
+
+A2 static void block256(const struct gbdt *g, const float *x, size_t nv, float *sum)
+{
+    __m256 acc[NV256];
+
+    for (size_t v = 0; v < nv; v++)
+        acc[v] = _mm256_set1_ps(g->base_margin);
+    for (size_t t = 0; t < g->n_trees; t++)
+        tree256(g, t, x, nv, acc);
+    for (size_t v = 0; v < nv; v++)
+        _mm256_storeu_ps(sum + 8 * v, acc[v]);
+}
+
+/* row512 with 8 trees per vector; masked gathers leave dead lanes at 0. */
+A2 static float row256(const struct gbdt *g, const float *x)
+{
+    const struct heap *h = &g->heap;
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), zero = _mm256_setzero_si256();
+    float sum = g->base_margin, leaf[8];
+
+    for (size_t t = 0; t < g->n_trees; t += 8) {
+        size_t k = g->n_trees - t < 8 ? g->n_trees - t : 8;
+        __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k), iota);
+        __m256i tree = _mm256_add_epi32(_mm256_set1_epi32((int)t), iota), pos = zero;
+        __m256i inner = _mm256_mullo_epi32(tree, _mm256_set1_epi32((int)h->n_inner));
+
+        for (uint32_t d = 0; d < h->depth; d++) {
+            __m256i at = _mm256_add_epi32(_mm256_add_epi32(inner, pos),
+                                          _mm256_set1_epi32((int)(1u << d) - 1));
+            __m256 thr = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), h->thr, at,
+                                                  _mm256_castsi256_ps(live), 4);
+            __m256i meta = _mm256_mask_i32gather_epi32(zero, (const int *)h->meta, at, live, 4);
+            pos = step256(x, zero, thr, meta, pos);
+        }
+        pos = _mm256_add_epi32(pos, _mm256_mullo_epi32(tree, _mm256_set1_epi32((int)h->n_leaves)));
+        _mm256_storeu_ps(leaf, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), h->leaf, pos,
+                                                        _mm256_castsi256_ps(live), 4));
+        for (size_t i = 0; i < k; i++)
+            sum += leaf[i];
+    }
+    return sum;
+}
+#endif /* GBDT_X86 */
+
+static float margin_row(const struct gbdt *g, const float *x)
+{
+#ifdef GBDT_X86
+    if (g->isa == GBDT_ISA_AVX512)
+        return row512(g, x);
+    if (g->isa == GBDT_ISA_AVX2)
+        return row256(g, x);
+#endif
+    return margin_scalar(g, x);
 }
 
 double gbdt_margin(const struct gbdt *g, const float *x)
@@ -669,18 +1014,82 @@ static void margin_block(const struct gbdt *g, const float *x, size_t n, float *
     }
 }
 
+static void block_scalar(const struct gbdt *g, const float *x, size_t nv, float *sum)
+{
+    margin_block(g, x, nv * LANES, sum);
+}
+
+/* Margins of nv vectors of rows, nv <= the kernel's block. */
+typedef void block_fn(const struct gbdt *g, const float *x, size_t nv, float *sum);
+
+struct batch_kernel {
+    block_fn *block;
+    size_t lanes, max_nv; /* rows per vector, vectors per block */
+};
+
+static struct batch_kernel batch_kernel(const struct gbdt *g)
+{
+#ifdef GBDT_X86
+    if (g->isa == GBDT_ISA_AVX512)
+        return (struct batch_kernel){block512, 16, NV512};
+    if (g->isa == GBDT_ISA_AVX2)
+        return (struct batch_kernel){block256, 8, NV256};
+#endif
+    return (struct batch_kernel){block_scalar, LANES, BLOCK_ROWS / LANES};
+}
+
+/* Whole vectors in blocks, the last rows (fewer than a vector) one by one. */
 void gbdt_predict_batch(const struct gbdt *g, const float *x, size_t nrows, double *out)
 {
-    float sum[BLOCK_ROWS];
+    struct batch_kernel k = batch_kernel(g);
+    float sum[16 * NV512 > BLOCK_ROWS ? 16 * NV512 : BLOCK_ROWS];
     size_t r = 0;
 
-    while (nrows - r >= LANES) {
-        size_t n = nrows - r < BLOCK_ROWS ? (nrows - r) / LANES * LANES : BLOCK_ROWS;
-        margin_block(g, x + r * g->n_features, n, sum);
-        for (size_t i = 0; i < n; i++)
+    while (nrows - r >= k.lanes) {
+        size_t nv = (nrows - r) / k.lanes < k.max_nv ? (nrows - r) / k.lanes : k.max_nv;
+        k.block(g, x + r * g->n_features, nv, sum);
+        for (size_t i = 0; i < nv * k.lanes; i++)
             out[r + i] = sigmoid(sum[i]);
-        r += n;
+        r += nv * k.lanes;
     }
     for (; r < nrows; r++)
         out[r] = gbdt_predict(g, x + r * g->n_features);
+}
+
+enum gbdt_isa gbdt_isa(const struct gbdt *g)
+{
+    return g->isa;
+}
+
+enum gbdt_isa gbdt_isa_best(const struct gbdt *g)
+{
+    return g->best;
+}
+
+const char *gbdt_isa_name(enum gbdt_isa isa)
+{
+    switch (isa) {
+    case GBDT_ISA_SCALAR:
+        return "scalar";
+    case GBDT_ISA_AVX2:
+        return "avx2";
+    case GBDT_ISA_AVX512:
+        return "avx512";
+    }
+    return "?";
+}
+
+int gbdt_set_isa(struct gbdt *g, enum gbdt_isa isa, struct err *e)
+{
+    const char *why = cpu_isa() < isa ? "this CPU lacks it"
+                      : !g->heap.thr  ? "the model is too deep or too large for the heap layout"
+                                      : NULL;
+
+    if (isa != GBDT_ISA_SCALAR && isa != GBDT_ISA_AVX2 && isa != GBDT_ISA_AVX512)
+        return err_set(e, ERR_CONFIG, "gbdt: kernel level %d does not exist", (int)isa);
+    if (isa > g->best)
+        return err_set(e, ERR_CONFIG, "gbdt: %s kernel not available: %s", gbdt_isa_name(isa),
+                       why ? why : "not built");
+    g->isa = isa;
+    return ERR_OK;
 }

@@ -3,8 +3,13 @@
  * Loads `booster.save_model("model.json")` files (gbtree, binary:logistic),
  * compiles the forest into a flat array of nodes, and scores float vectors
  * (NaN = missing, which takes the node's default direction). Split test is
- * `x < threshold` as in XGBoost. Read-only after load: one handle may be
- * shared by threads.
+ * `x < threshold` as in XGBoost. Read-only after load (gbdt_set_isa aside):
+ * one handle may be shared by threads.
+ *
+ * Scoring kernels: the portable scalar walk, and AVX2 / AVX-512F ones over
+ * the same trees padded to complete heaps, picked at load time from what
+ * the CPU supports (no -march needed). Every kernel returns the scalar
+ * walk's margin bit for bit: same comparisons, leaves added in tree order.
  */
 #ifndef STREAMML_GBDT_H
 #define STREAMML_GBDT_H
@@ -37,5 +42,23 @@ double gbdt_margin(const struct gbdt *g, const float *x);
 double gbdt_predict(const struct gbdt *g, const float *x);
 /* Batched: rows are contiguous, stride = gbdt_num_features(). */
 void gbdt_predict_batch(const struct gbdt *g, const float *x, size_t nrows, double *out);
+
+/* Kernel levels, lowest first. */
+enum gbdt_isa { GBDT_ISA_SCALAR, GBDT_ISA_AVX2, GBDT_ISA_AVX512 };
+
+/* Trees deeper than this are scored by the scalar walk only. */
+#define GBDT_HEAP_MAX_DEPTH 8
+
+/* The level in use: gbdt_isa_best() unless gbdt_set_isa() chose another. */
+enum gbdt_isa gbdt_isa(const struct gbdt *g);
+/* The highest level this CPU runs and this model allows (the SIMD kernels
+ * need gbdt_max_depth() <= GBDT_HEAP_MAX_DEPTH). */
+enum gbdt_isa gbdt_isa_best(const struct gbdt *g);
+/* Pins a level at or below gbdt_isa_best() (tests, benchmarks, a user who
+ * wants the scalar walk). Call before the handle is shared with other
+ * threads. ERR_CONFIG naming the level and why when it is not available. */
+int gbdt_set_isa(struct gbdt *g, enum gbdt_isa isa, struct err *e);
+/* "scalar", "avx2", "avx512"; "?" for a value outside the enum. */
+const char *gbdt_isa_name(enum gbdt_isa isa);
 
 #endif
