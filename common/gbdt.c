@@ -54,6 +54,11 @@
 #define HEAP_PAD 64               /* slack after each heap array: whole-register loads */
 #define NV512 8                   /* 16-row vectors of one block (AVX-512) */
 #define NV256 8                   /* 8-row vectors of one block (AVX2) */
+#define QROWS 64                  /* rows of one quantised block: one bit each in a uint64_t */
+#define QMAX_FEATURES 128         /* quantised block: 2 x 128 x 64 bins on the stack (32 KB) */
+#define QMAX_TREE_NODES 4096      /* rows-at-node bitsets on the stack (32 KB) */
+#define QMAX_CUTS 65534           /* distinct thresholds per feature: bins fit uint16 */
+#define QNAN_HIGH 0xffffu         /* bin of NaN where the default is right */
 
 /* A leaf has threshold NaN (every comparison false), feature 0, default
  * left and kids = itself: a step from a leaf stays on it. Its value is in
@@ -74,6 +79,25 @@ struct heap {
     uint32_t depth, n_inner, n_leaves;
 };
 
+/* The forest over quantised features for the AVX-512BW kernel. A row's
+ * feature f becomes bin(x) = number of feature-f thresholds <= x, so
+ * x >= cut[k] iff bin(x) >= k + 1: an exact integer compare. NaN becomes 0
+ * (below every node: left) in column f, QNAN_HIGH (right) in column
+ * nf + f, and each node reads the column of its default direction. */
+struct qnode {
+    uint32_t col;  /* column * QROWS | own local index << 16 */
+    uint32_t thr2; /* k + 1 in both 16-bit halves: broadcast by a 32-bit load */
+};
+
+struct quant {
+    float *cuts;         /* feature f's sorted distinct thresholds from cut_off[f] */
+    uint32_t *cut_off;   /* n_features + 1 */
+    struct qnode *inner; /* per tree, breadth-first: the k-th has children 2k + 1, 2k + 2 */
+    uint32_t *leaf_self; /* per tree: each leaf's local index */
+    float *leaf_val;     /* and its value; HEAP_PAD slack for whole-register loads */
+    uint32_t *inner_off, *leaf_off; /* n_trees + 1 */
+};
+
 struct gbdt {
     struct node *nodes;
     float *leaf; /* leaf[i]: value of node i when it is a leaf */
@@ -83,7 +107,8 @@ struct gbdt {
     char **names; /* NULL when the model has no feature_names */
     double base_score;
     float base_margin;
-    struct heap heap; /* thr NULL: scalar only */
+    struct heap heap;   /* thr NULL: scalar only */
+    struct quant quant; /* inner NULL: not quantised */
     enum gbdt_isa isa, best;
 };
 
@@ -500,7 +525,6 @@ static int build_heap(struct loader *L)
     struct heap *h = &g->heap;
     size_t slots;
 
-    g->best = g->isa = GBDT_ISA_SCALAR;
     if (cpu_isa() == GBDT_ISA_SCALAR || g->max_depth > GBDT_HEAP_MAX_DEPTH)
         return ERR_OK;
     h->depth = (uint32_t)g->max_depth;
@@ -516,8 +540,193 @@ static int build_heap(struct loader *L)
         return err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src);
     for (size_t t = 0; t < g->n_trees; t++)
         heap_fill(g, t, 0, 0, g->roots[t]);
-    g->best = g->isa = cpu_isa();
     return ERR_OK;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+
+    return (x > y) - (x < y);
+}
+
+static size_t tree_size(const struct gbdt *g, size_t t)
+{
+    return (t + 1 < g->n_trees ? g->roots[t + 1] : g->n_nodes) - g->roots[t];
+}
+
+/* Sorted distinct thresholds per feature; 1 when one feature has more than
+ * QMAX_CUTS (not quantised), ERR_NOMEM. Equal floats (0 and -0) are one cut: they compare alike. */
+static int quant_cuts(struct gbdt *g)
+{
+    struct quant *q = &g->quant;
+    uint32_t *fill;
+
+    for (size_t i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].kids != i)
+            q->cut_off[(g->nodes[i].meta & NODE_FEAT_MASK) + 1]++;
+    for (size_t f = 0; f < g->n_features; f++)
+        q->cut_off[f + 1] += q->cut_off[f];
+    fill = calloc(g->n_features, sizeof(*fill));
+    if (!fill)
+        return ERR_NOMEM;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        uint32_t f = g->nodes[i].meta & NODE_FEAT_MASK;
+        if (g->nodes[i].kids != i)
+            q->cuts[q->cut_off[f] + fill[f]++] = g->nodes[i].thr;
+    }
+    for (size_t f = 0; f < g->n_features; f++) {
+        float *c = q->cuts + q->cut_off[f];
+        size_t m = 0;
+        qsort(c, fill[f], sizeof(*c), cmp_float);
+        for (size_t i = 0; i < fill[f]; i++)
+            if (m == 0 || c[m - 1] < c[i])
+                c[m++] = c[i];
+        fill[f] = (uint32_t)m;
+    }
+    /* Compact: feature f's distinct cuts from cut_off[f] to cut_off[f + 1]. */
+    for (size_t f = 0, at = 0, start = 0; f < g->n_features; f++) {
+        size_t next = q->cut_off[f + 1];
+        memmove(q->cuts + at, q->cuts + start, fill[f] * sizeof(float));
+        q->cut_off[f] = (uint32_t)at;
+        at += fill[f];
+        q->cut_off[f + 1] = (uint32_t)at;
+        start = next;
+        if (fill[f] > QMAX_CUTS) {
+            free(fill);
+            return 1;
+        }
+    }
+    free(fill);
+    return ERR_OK;
+}
+
+/* Number of the m sorted cuts c[] that are <= x, without a branch to
+ * mispredict (meaningless for NaN: the caller replaces it). */
+static inline uint32_t bin_of(const float *c, uint32_t m, float x)
+{
+    const float *b = c;
+
+    if (m == 0)
+        return 0;
+    while (m > 1) {
+        uint32_t half = m / 2;
+        b = b[half] <= x ? b + half : b;
+        m -= half;
+    }
+    return (uint32_t)(b - c) + (*b <= x);
+}
+
+/* Tree t's nodes as qnode / qleaf; -1 if the breadth-first layout is not
+ * the one the kernel assumes (it always is: load_tree builds it). */
+static int quant_tree(struct gbdt *g, size_t t, size_t *ni, size_t *nl)
+{
+    struct quant *q = &g->quant;
+    uint32_t root = g->roots[t], k = 0, n = (uint32_t)tree_size(g, t);
+
+    q->inner_off[t] = (uint32_t)*ni;
+    q->leaf_off[t] = (uint32_t)*nl;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct node *nd = &g->nodes[root + i];
+        uint32_t f = nd->meta & NODE_FEAT_MASK, b;
+        size_t col = f + (nd->meta & NODE_DEFAULT_RIGHT ? g->n_features : 0);
+        if (nd->kids == root + i) {
+            q->leaf_self[*nl] = i;
+            q->leaf_val[(*nl)++] = g->leaf[root + i];
+            continue;
+        }
+        if (nd->kids != root + 1 + 2 * k++)
+            return -1;
+        /* the node's own cut: bin = its index + 1 */
+        b = bin_of(q->cuts + q->cut_off[f], q->cut_off[f + 1] - q->cut_off[f], nd->thr);
+        q->inner[(*ni)++] = (struct qnode){(uint32_t)(col * QROWS) | i << 16, b | b << 16};
+    }
+    q->inner_off[t + 1] = (uint32_t)*ni;
+    q->leaf_off[t + 1] = (uint32_t)*nl;
+    return 0;
+}
+
+static void quant_free(struct quant *q)
+{
+    free(q->cuts);
+    free(q->cut_off);
+    free(q->inner);
+    free(q->leaf_self);
+    free(q->leaf_val);
+    free(q->inner_off);
+    free(q->leaf_off);
+    memset(q, 0, sizeof(*q));
+}
+
+static int cpu_avx512bw(void)
+{
+#ifdef GBDT_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+#else
+    return 0;
+#endif
+}
+
+/* Builds the quantised forest when the CPU has AVX-512BW and the model is
+ * within the kernel's limits; otherwise that kernel is not used. */
+static int build_quant(struct loader *L)
+{
+    struct gbdt *g = L->g;
+    struct quant *q = &g->quant;
+    size_t n_inner = 0, ni = 0, nl = 0;
+    int rc;
+
+    if (!cpu_avx512bw() || g->n_features > QMAX_FEATURES)
+        return ERR_OK;
+    for (size_t t = 0; t < g->n_trees; t++)
+        if (tree_size(g, t) > QMAX_TREE_NODES)
+            return ERR_OK;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        n_inner += g->nodes[i].kids != i;
+    q->cuts = malloc((n_inner + 1) * sizeof(*q->cuts));
+    q->cut_off = calloc(g->n_features + 1, sizeof(*q->cut_off));
+    q->inner = malloc((n_inner + 1) * sizeof(*q->inner));
+    q->leaf_self = malloc((g->n_nodes - n_inner + 1) * sizeof(*q->leaf_self));
+    q->leaf_val = calloc(g->n_nodes - n_inner + HEAP_PAD, sizeof(*q->leaf_val));
+    q->inner_off = calloc(g->n_trees + 1, sizeof(*q->inner_off));
+    q->leaf_off = calloc(g->n_trees + 1, sizeof(*q->leaf_off));
+    rc = q->cuts && q->cut_off && q->inner && q->leaf_self && q->leaf_val && q->inner_off &&
+                 q->leaf_off
+             ? quant_cuts(g)
+             : ERR_NOMEM;
+    for (size_t t = 0; rc == ERR_OK && t < g->n_trees; t++)
+        rc = quant_tree(g, t, &ni, &nl);
+    if (rc != ERR_OK)
+        quant_free(q);
+    return rc == ERR_NOMEM ? err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src) : ERR_OK;
+}
+
+/* Why level isa cannot score this model on this CPU, or NULL. AVX-512
+ * batched needs the quantised forest (AVX-512BW) or the heaps, AVX2 the
+ * heaps. */
+static const char *isa_missing(const struct gbdt *g, enum gbdt_isa isa)
+{
+    if (isa == GBDT_ISA_SCALAR)
+        return NULL;
+    if (cpu_isa() < isa)
+        return "this CPU lacks it";
+    if (g->heap.thr || (isa == GBDT_ISA_AVX512 && g->quant.inner))
+        return NULL;
+    return "the model is deeper than GBDT_HEAP_MAX_DEPTH or too large for its layouts";
+}
+
+/* The highest level with a kernel for this model: AVX-512 batched needs the
+ * quantised forest or the heaps, AVX2 the heaps. */
+static void pick_isa(struct gbdt *g)
+{
+    enum gbdt_isa cpu = cpu_isa();
+
+    g->best = GBDT_ISA_SCALAR;
+    for (int isa = GBDT_ISA_AVX2; isa <= (int)cpu; isa++)
+        if (!isa_missing(g, (enum gbdt_isa)isa))
+            g->best = (enum gbdt_isa)isa;
+    g->isa = g->best;
 }
 
 static struct gbdt *load(json_t *root, const char *src, struct err *e)
@@ -535,7 +744,7 @@ static struct gbdt *load(json_t *root, const char *src, struct err *e)
         rc = bad(&L, "no \"learner\" object: not an XGBoost JSON model");
     else
         rc = check_kind(&L, learner) || load_params(&L, learner) || load_names(&L, learner) ||
-             load_forest(&L, learner) || build_heap(&L);
+             load_forest(&L, learner) || build_heap(&L) || build_quant(&L);
     free(L.queue);
     free(L.level);
     free(L.seen);
@@ -543,6 +752,7 @@ static struct gbdt *load(json_t *root, const char *src, struct err *e)
         gbdt_close(L.g);
         return NULL;
     }
+    pick_isa(L.g);
     return L.g;
 }
 
@@ -645,6 +855,7 @@ void gbdt_close(struct gbdt *g)
     free(g->heap.thr);
     free(g->heap.meta);
     free(g->heap.leaf);
+    quant_free(&g->quant);
     free(g);
 }
 
@@ -821,37 +1032,6 @@ A512 static void block512(const struct gbdt *g, const float *x, size_t nv, float
         _mm512_storeu_ps(sum + 16 * v, acc[v]);
 }
 
-/* One row, 16 trees per vector: nodes gathered (each lane reads its own
- * tree), leaves then added one by one in tree order. */
-A512 static float row512(const struct gbdt *g, const float *x)
-{
-    const struct heap *h = &g->heap;
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i zero = _mm512_setzero_si512();
-    float sum = g->base_margin, leaf[16];
-
-    for (size_t t = 0; t < g->n_trees; t += 16) {
-        size_t k = g->n_trees - t < 16 ? g->n_trees - t : 16;
-        __mmask16 live = (__mmask16)((1u << k) - 1);
-        __m512i tree = _mm512_add_epi32(_mm512_set1_epi32((int)t), iota), pos = zero;
-        __m512i inner = _mm512_mullo_epi32(tree, _mm512_set1_epi32((int)h->n_inner));
-
-        for (uint32_t d = 0; d < h->depth; d++) {
-            __m512i at = _mm512_add_epi32(_mm512_add_epi32(inner, pos),
-                                          _mm512_set1_epi32((int)(1u << d) - 1));
-            __m512 thr = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, at, h->thr, 4);
-            __m512i meta = _mm512_mask_i32gather_epi32(zero, live, at, h->meta, 4);
-            pos = step512(x, zero, thr, meta, pos);
-        }
-        pos = _mm512_add_epi32(pos, _mm512_mullo_epi32(tree, _mm512_set1_epi32((int)h->n_leaves)));
-        _mm512_storeu_ps(leaf,
-                         _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, pos, h->leaf, 4));
-        for (size_t i = 0; i < k; i++)
-            sum += leaf[i];
-    }
-    return sum;
-}
-
 /* ---- AVX2: 8 lanes ---- */
 
 /* step512's step: blendv picks the NaN-aware compare where the sign bit of
@@ -934,45 +1114,166 @@ A2 static void block256(const struct gbdt *g, const float *x, size_t nv, float *
         _mm256_storeu_ps(sum + 8 * v, acc[v]);
 }
 
-/* row512 with 8 trees per vector; masked gathers leave dead lanes at 0. */
-A2 static float row256(const struct gbdt *g, const float *x)
+/* ---- AVX-512BW over quantised features: 64 rows, one bit each ---- */
+
+/* Bins of n rows (n <= QROWS) of x, column-major: column f (NaN -> 0) and
+ * column nf + f (NaN -> QNAN_HIGH), QROWS bins each; rows past n are 0. */
+static void quantise(const struct gbdt *g, const float *x, size_t n, uint16_t *qb)
 {
-    const struct heap *h = &g->heap;
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), zero = _mm256_setzero_si256();
-    float sum = g->base_margin, leaf[8];
+    const struct quant *q = &g->quant;
+    size_t nf = g->n_features;
 
-    for (size_t t = 0; t < g->n_trees; t += 8) {
-        size_t k = g->n_trees - t < 8 ? g->n_trees - t : 8;
-        __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k), iota);
-        __m256i tree = _mm256_add_epi32(_mm256_set1_epi32((int)t), iota), pos = zero;
-        __m256i inner = _mm256_mullo_epi32(tree, _mm256_set1_epi32((int)h->n_inner));
-
-        for (uint32_t d = 0; d < h->depth; d++) {
-            __m256i at = _mm256_add_epi32(_mm256_add_epi32(inner, pos),
-                                          _mm256_set1_epi32((int)(1u << d) - 1));
-            __m256 thr = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), h->thr, at,
-                                                  _mm256_castsi256_ps(live), 4);
-            __m256i meta = _mm256_mask_i32gather_epi32(zero, (const int *)h->meta, at, live, 4);
-            pos = step256(x, zero, thr, meta, pos);
+    for (size_t f = 0; f < nf; f++) {
+        const float *c = q->cuts + q->cut_off[f];
+        uint32_t m = q->cut_off[f + 1] - q->cut_off[f];
+        uint16_t *lo = qb + f * QROWS, *hi = qb + (nf + f) * QROWS;
+        for (size_t r = 0; r < n; r++) {
+            float v = x[r * nf + f];
+            uint16_t b = (uint16_t)bin_of(c, m, v);
+            lo[r] = v != v ? 0 : b;
+            hi[r] = v != v ? QNAN_HIGH : b;
         }
-        pos = _mm256_add_epi32(pos, _mm256_mullo_epi32(tree, _mm256_set1_epi32((int)h->n_leaves)));
-        _mm256_storeu_ps(leaf, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), h->leaf, pos,
-                                                        _mm256_castsi256_ps(live), 4));
-        for (size_t i = 0; i < k; i++)
-            sum += leaf[i];
+        for (size_t r = n; r < QROWS; r++)
+            lo[r] = hi[r] = 0;
     }
-    return sum;
+}
+
+#define AQ __attribute__((target("avx512f,avx512bw")))
+
+/* Splits the rows that reach each inner node of tree t between its
+ * children: at[i] = the rows (bits) at local node i. Parents come first. */
+AQ static inline void splitq(const struct quant *q, size_t t, const uint16_t *qb, uint64_t *at)
+{
+    const struct qnode *in = q->inner + q->inner_off[t];
+    uint32_t n_in = q->inner_off[t + 1] - q->inner_off[t];
+
+    for (uint32_t k = 0; k < n_in; k++) {
+        const uint16_t *col = qb + (in[k].col & 0xffff);
+        __m512i thr = _mm512_set1_epi32((int)in[k].thr2);
+        uint64_t right = (uint64_t)_mm512_cmpge_epu16_mask(_mm512_load_si512(col), thr) |
+                         (uint64_t)_mm512_cmpge_epu16_mask(_mm512_load_si512(col + 32), thr) << 32;
+        uint64_t a = at[in[k].col >> 16];
+        at[2 * k + 1] = a & ~right;
+        at[2 * k + 2] = a & right;
+    }
+}
+
+/* Writes `val` into the lanes of the rows in bitset a. */
+AQ static inline void fill_rows(__m512 *v, uint64_t a, __m512 val)
+{
+#pragma GCC unroll 4
+    for (int j = 0; j < QROWS / 16; j++)
+        v[j] = _mm512_mask_mov_ps(v[j], (__mmask16)(a >> 16 * j), val);
+}
+
+/* Value lookup in a table of n <= 64 floats (4 registers) by index. */
+AQ static inline __m512 lookup64(const __m512 *tab, uint32_t n, __m512i i)
+{
+    __m512 lo, hi;
+
+    if (n <= 16)
+        return _mm512_permutexvar_ps(i, tab[0]);
+    lo = _mm512_permutex2var_ps(tab[0], i, tab[1]);
+    if (n <= 32)
+        return lo;
+    hi = _mm512_permutex2var_ps(tab[2], i, tab[3]);
+    return _mm512_mask_blend_ps(_mm512_test_epi32_mask(i, _mm512_set1_epi32(32)), lo, hi);
+}
+
+/* Up to 64 leaves: each row's leaf number as a byte (two chains, alternate
+ * leaves, OR-ed: the leaves' rows are disjoint), then the values picked
+ * from registers and added, one add per row. */
+AQ static inline void leaves64(const struct quant *q, size_t t, const uint64_t *at, __m512 *acc)
+{
+    const uint32_t *self = q->leaf_self + q->leaf_off[t];
+    const float *val = q->leaf_val + q->leaf_off[t];
+    uint32_t n = q->leaf_off[t + 1] - q->leaf_off[t], k = 0;
+    __m512i even = _mm512_setzero_si512(), odd = even, slot;
+    __m512 tab[4];
+
+    for (; k + 2 <= n; k += 2) {
+        even = _mm512_mask_set1_epi8(even, _cvtu64_mask64(at[self[k]]), (char)k);
+        odd = _mm512_mask_set1_epi8(odd, _cvtu64_mask64(at[self[k + 1]]), (char)(k + 1));
+    }
+    if (k < n)
+        even = _mm512_mask_set1_epi8(even, _cvtu64_mask64(at[self[k]]), (char)k);
+    slot = _mm512_or_si512(even, odd);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
+        tab[j] = _mm512_loadu_ps(val + 16 * j); /* HEAP_PAD covers it */
+    acc[0] =
+        _mm512_add_ps(acc[0], lookup64(tab, n, _mm512_cvtepu8_epi32(_mm512_castsi512_si128(slot))));
+    acc[1] = _mm512_add_ps(
+        acc[1], lookup64(tab, n, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(slot, 1))));
+    acc[2] = _mm512_add_ps(
+        acc[2], lookup64(tab, n, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(slot, 2))));
+    acc[3] = _mm512_add_ps(
+        acc[3], lookup64(tab, n, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(slot, 3))));
+}
+
+/* More leaves: each row's leaf value written lane by lane, same two chains. */
+AQ static inline void leaves_any(const struct quant *q, size_t t, const uint64_t *at, __m512 *acc)
+{
+    const uint32_t *self = q->leaf_self + q->leaf_off[t];
+    const float *val = q->leaf_val + q->leaf_off[t];
+    uint32_t n = q->leaf_off[t + 1] - q->leaf_off[t], k = 0;
+    __m512 even[QROWS / 16], odd[QROWS / 16];
+
+#pragma GCC unroll 4
+    for (int j = 0; j < QROWS / 16; j++)
+        even[j] = odd[j] = _mm512_setzero_ps();
+    for (; k + 2 <= n; k += 2) {
+        fill_rows(even, at[self[k]], _mm512_set1_ps(val[k]));
+        fill_rows(odd, at[self[k + 1]], _mm512_set1_ps(val[k + 1]));
+    }
+    if (k < n)
+        fill_rows(even, at[self[k]], _mm512_set1_ps(val[k]));
+#pragma GCC unroll 4
+    for (int j = 0; j < QROWS / 16; j++)
+        acc[j] =
+            _mm512_add_ps(acc[j], _mm512_castsi512_ps(_mm512_or_si512(
+                                      _mm512_castps_si512(even[j]), _mm512_castps_si512(odd[j]))));
+}
+
+/* Tree t over one block: the rows split down to the leaves, then each row
+ * gets its leaf's value added to its sum. */
+AQ static inline void treeq(const struct quant *q, size_t t, const uint16_t *qb, uint64_t *at,
+                            uint64_t live, __m512 *acc)
+{
+    at[0] = live;
+    splitq(q, t, qb, at);
+    if (q->leaf_off[t + 1] - q->leaf_off[t] <= 64)
+        leaves64(q, t, at, acc);
+    else
+        leaves_any(q, t, at, acc);
+}
+
+/* Margins of n <= QROWS rows: quantised once, then the forest tree by tree,
+ * each row getting one leaf per tree in tree order. */
+AQ static void blockq(const struct gbdt *g, const float *x, size_t n, float *sum)
+{
+    _Alignas(64) uint16_t qb[2 * QMAX_FEATURES * QROWS];
+    uint64_t at[QMAX_TREE_NODES];
+    uint64_t live = n >= QROWS ? ~0ull : (1ull << n) - 1;
+    __m512 acc[QROWS / 16];
+
+    quantise(g, x, n, qb);
+#pragma GCC unroll 4
+    for (int j = 0; j < QROWS / 16; j++)
+        acc[j] = _mm512_set1_ps(g->base_margin);
+    for (size_t t = 0; t < g->n_trees; t++)
+        treeq(&g->quant, t, qb, at, live, acc);
+#pragma GCC unroll 4
+    for (int j = 0; j < QROWS / 16; j++)
+        _mm512_storeu_ps(sum + 16 * j, acc[j]);
 }
 #endif /* GBDT_X86 */
 
+/* One row: the scalar walk at every level. Its SIMD forms (one vector of
+ * trees, nodes gathered) measured slower than it on AMD Zen 4, and the
+ * quantised kernel pays for a whole block; see README "Performance". */
 static float margin_row(const struct gbdt *g, const float *x)
 {
-#ifdef GBDT_X86
-    if (g->isa == GBDT_ISA_AVX512)
-        return row512(g, x);
-    if (g->isa == GBDT_ISA_AVX2)
-        return row256(g, x);
-#endif
     return margin_scalar(g, x);
 }
 
@@ -1014,43 +1315,55 @@ static void margin_block(const struct gbdt *g, const float *x, size_t n, float *
     }
 }
 
-static void block_scalar(const struct gbdt *g, const float *x, size_t nv, float *sum)
-{
-    margin_block(g, x, nv * LANES, sum);
-}
-
-/* Margins of nv vectors of rows, nv <= the kernel's block. */
-typedef void block_fn(const struct gbdt *g, const float *x, size_t nv, float *sum);
+/* Margins of n rows, n as the kernel's struct batch_kernel allows. */
+typedef void block_fn(const struct gbdt *g, const float *x, size_t n, float *sum);
 
 struct batch_kernel {
     block_fn *block;
-    size_t lanes, max_nv; /* rows per vector, vectors per block */
+    size_t min, max, multiple; /* rows per call; fewer than min: one by one */
 };
+
+#ifdef GBDT_X86
+static void block512_rows(const struct gbdt *g, const float *x, size_t n, float *sum)
+{
+    block512(g, x, n / 16, sum);
+}
+
+static void block256_rows(const struct gbdt *g, const float *x, size_t n, float *sum)
+{
+    block256(g, x, n / 8, sum);
+}
+#endif
 
 static struct batch_kernel batch_kernel(const struct gbdt *g)
 {
 #ifdef GBDT_X86
-    if (g->isa == GBDT_ISA_AVX512)
-        return (struct batch_kernel){block512, 16, NV512};
-    if (g->isa == GBDT_ISA_AVX2)
-        return (struct batch_kernel){block256, 8, NV256};
+    if (g->isa == GBDT_ISA_AVX512 && g->quant.inner)
+        return (struct batch_kernel){blockq, 16, QROWS, 1};
+    if (g->isa == GBDT_ISA_AVX512 && g->heap.thr)
+        return (struct batch_kernel){block512_rows, 16, 16 * NV512, 16};
+    if (g->isa >= GBDT_ISA_AVX2 && g->heap.thr)
+        return (struct batch_kernel){block256_rows, 8, 8 * NV256, 8};
 #endif
-    return (struct batch_kernel){block_scalar, LANES, BLOCK_ROWS / LANES};
+    return (struct batch_kernel){margin_block, LANES, BLOCK_ROWS, LANES};
 }
 
-/* Whole vectors in blocks, the last rows (fewer than a vector) one by one. */
+#define SUM_MAX (16 * NV512 > BLOCK_ROWS ? 16 * NV512 : BLOCK_ROWS)
+
+/* Blocks as the kernel takes them, the last few rows one by one. */
 void gbdt_predict_batch(const struct gbdt *g, const float *x, size_t nrows, double *out)
 {
     struct batch_kernel k = batch_kernel(g);
-    float sum[16 * NV512 > BLOCK_ROWS ? 16 * NV512 : BLOCK_ROWS];
+    float sum[SUM_MAX > QROWS ? SUM_MAX : QROWS];
     size_t r = 0;
 
-    while (nrows - r >= k.lanes) {
-        size_t nv = (nrows - r) / k.lanes < k.max_nv ? (nrows - r) / k.lanes : k.max_nv;
-        k.block(g, x + r * g->n_features, nv, sum);
-        for (size_t i = 0; i < nv * k.lanes; i++)
+    while (nrows - r >= k.min) {
+        size_t n = nrows - r < k.max ? nrows - r : k.max;
+        n -= n % k.multiple;
+        k.block(g, x + r * g->n_features, n, sum);
+        for (size_t i = 0; i < n; i++)
             out[r + i] = sigmoid(sum[i]);
-        r += nv * k.lanes;
+        r += n;
     }
     for (; r < nrows; r++)
         out[r] = gbdt_predict(g, x + r * g->n_features);
@@ -1081,15 +1394,14 @@ const char *gbdt_isa_name(enum gbdt_isa isa)
 
 int gbdt_set_isa(struct gbdt *g, enum gbdt_isa isa, struct err *e)
 {
-    const char *why = cpu_isa() < isa ? "this CPU lacks it"
-                      : !g->heap.thr  ? "the model is too deep or too large for the heap layout"
-                                      : NULL;
+    const char *why;
 
     if (isa != GBDT_ISA_SCALAR && isa != GBDT_ISA_AVX2 && isa != GBDT_ISA_AVX512)
         return err_set(e, ERR_CONFIG, "gbdt: kernel level %d does not exist", (int)isa);
-    if (isa > g->best)
+    why = isa_missing(g, isa);
+    if (why)
         return err_set(e, ERR_CONFIG, "gbdt: %s kernel not available: %s", gbdt_isa_name(isa),
-                       why ? why : "not built");
+                       why);
     g->isa = isa;
     return ERR_OK;
 }
