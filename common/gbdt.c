@@ -59,6 +59,7 @@
 #define QMAX_TREE_NODES 4096      /* rows-at-node bitsets on the stack (32 KB) */
 #define QMAX_CUTS 65534           /* distinct thresholds per feature: bins fit uint16 */
 #define QNAN_HIGH 0xffffu         /* bin of NaN where the default is right */
+#define QLEVELS 4                 /* 16^4 > QMAX_CUTS */
 
 /* A leaf has threshold NaN (every comparison false), feature 0, default
  * left and kids = itself: a step from a leaf stays on it. Its value is in
@@ -89,6 +90,11 @@ struct qnode {
     uint32_t thr2; /* k + 1 in both 16-bit halves: broadcast by a 32-bit load */
 };
 
+struct qfeat {
+    uint32_t level[QLEVELS]; /* start of each level in stree */
+    uint32_t n_levels;       /* 0: no cuts, every value is bin 0 */
+};
+
 struct quant {
     float *cuts;         /* feature f's sorted distinct thresholds from cut_off[f] */
     uint32_t *cut_off;   /* n_features + 1 */
@@ -96,6 +102,11 @@ struct quant {
     uint32_t *leaf_self; /* per tree: each leaf's local index */
     float *leaf_val;     /* and its value; HEAP_PAD slack for whole-register loads */
     uint32_t *inner_off, *leaf_off; /* n_trees + 1 */
+    /* Search trees over the cuts, 16 keys a node (one register compare):
+     * level 0 = the cuts, level l + 1 = every 16th key of level l, each
+     * padded with NaN (never <= x) to whole nodes, up to a single node. */
+    float *stree;
+    struct qfeat *feat; /* n_features */
 };
 
 struct gbdt {
@@ -646,6 +657,50 @@ static int quant_tree(struct gbdt *g, size_t t, size_t *ni, size_t *nl)
     return 0;
 }
 
+/* Size of one level over n keys: whole nodes of 16. */
+static size_t st_size(size_t n)
+{
+    return (n + 15) / 16 * 16;
+}
+
+/* Lays out feature f's search tree at *at (see struct quant). */
+static void stree_feature(struct quant *q, size_t f, size_t *at)
+{
+    const float *c = q->cuts + q->cut_off[f];
+    size_t n = q->cut_off[f + 1] - q->cut_off[f], stride = 1;
+    struct qfeat *qf = &q->feat[f];
+
+    qf->n_levels = 0;
+    while (n > 0) {
+        float *lv = q->stree + *at;
+        qf->level[qf->n_levels++] = (uint32_t)*at;
+        for (size_t i = 0; i < st_size(n); i++)
+            lv[i] = i < n ? c[i * stride] : NAN;
+        *at += st_size(n);
+        if (n <= 16)
+            break;
+        n = (n + 15) / 16;
+        stride *= 16;
+    }
+}
+
+static int quant_stree(struct gbdt *g)
+{
+    struct quant *q = &g->quant;
+    size_t total = 0, at = 0;
+
+    for (size_t f = 0; f < g->n_features; f++)
+        for (size_t n = q->cut_off[f + 1] - q->cut_off[f]; n > 0; n = n > 16 ? (n + 15) / 16 : 0)
+            total += st_size(n);
+    q->stree = malloc((total + 1) * sizeof(*q->stree));
+    q->feat = calloc(g->n_features, sizeof(*q->feat));
+    if (!q->stree || !q->feat)
+        return ERR_NOMEM;
+    for (size_t f = 0; f < g->n_features; f++)
+        stree_feature(q, f, &at);
+    return ERR_OK;
+}
+
 static void quant_free(struct quant *q)
 {
     free(q->cuts);
@@ -655,6 +710,8 @@ static void quant_free(struct quant *q)
     free(q->leaf_val);
     free(q->inner_off);
     free(q->leaf_off);
+    free(q->stree);
+    free(q->feat);
     memset(q, 0, sizeof(*q));
 }
 
@@ -697,6 +754,8 @@ static int build_quant(struct loader *L)
              : ERR_NOMEM;
     for (size_t t = 0; rc == ERR_OK && t < g->n_trees; t++)
         rc = quant_tree(g, t, &ni, &nl);
+    if (rc == ERR_OK)
+        rc = quant_stree(g);
     if (rc != ERR_OK)
         quant_free(q);
     return rc == ERR_NOMEM ? err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src) : ERR_OK;
@@ -1116,20 +1175,36 @@ A2 static void block256(const struct gbdt *g, const float *x, size_t nv, float *
 
 /* ---- AVX-512BW over quantised features: 64 rows, one bit each ---- */
 
+#define AQ __attribute__((target("avx512f,avx512bw,popcnt")))
+
+/* bin_of by the search tree: per level, one compare of x against a node of
+ * 16 keys counts the keys <= x; that count picks the node below. Keys
+ * before the node are <= x, keys after it > x, so counts add up. */
+AQ static inline uint32_t bin_tree(const float *st, const struct qfeat *qf, float x)
+{
+    __m512 v = _mm512_set1_ps(x);
+    uint32_t c = 0;
+
+    for (uint32_t l = qf->n_levels; l-- > 0;) {
+        uint32_t node = c ? c - 1 : 0;
+        __m512 keys = _mm512_loadu_ps(st + qf->level[l] + 16 * node);
+        c = 16 * node + (uint32_t)__builtin_popcount(_mm512_cmp_ps_mask(keys, v, _CMP_LE_OQ));
+    }
+    return c;
+}
+
 /* Bins of n rows (n <= QROWS) of x, column-major: column f (NaN -> 0) and
  * column nf + f (NaN -> QNAN_HIGH), QROWS bins each; rows past n are 0. */
-static void quantise(const struct gbdt *g, const float *x, size_t n, uint16_t *qb)
+AQ static void quantise(const struct gbdt *g, const float *x, size_t n, uint16_t *qb)
 {
     const struct quant *q = &g->quant;
     size_t nf = g->n_features;
 
     for (size_t f = 0; f < nf; f++) {
-        const float *c = q->cuts + q->cut_off[f];
-        uint32_t m = q->cut_off[f + 1] - q->cut_off[f];
         uint16_t *lo = qb + f * QROWS, *hi = qb + (nf + f) * QROWS;
         for (size_t r = 0; r < n; r++) {
             float v = x[r * nf + f];
-            uint16_t b = (uint16_t)bin_of(c, m, v);
+            uint16_t b = (uint16_t)bin_tree(q->stree, &q->feat[f], v);
             lo[r] = v != v ? 0 : b;
             hi[r] = v != v ? QNAN_HIGH : b;
         }
@@ -1137,8 +1212,6 @@ static void quantise(const struct gbdt *g, const float *x, size_t n, uint16_t *q
             lo[r] = hi[r] = 0;
     }
 }
-
-#define AQ __attribute__((target("avx512f,avx512bw")))
 
 /* Splits the rows that reach each inner node of tree t between its
  * children: at[i] = the rows (bits) at local node i. Parents come first. */
@@ -1400,8 +1473,7 @@ int gbdt_set_isa(struct gbdt *g, enum gbdt_isa isa, struct err *e)
         return err_set(e, ERR_CONFIG, "gbdt: kernel level %d does not exist", (int)isa);
     why = isa_missing(g, isa);
     if (why)
-        return err_set(e, ERR_CONFIG, "gbdt: %s kernel not available: %s", gbdt_isa_name(isa),
-                       why);
+        return err_set(e, ERR_CONFIG, "gbdt: %s kernel not available: %s", gbdt_isa_name(isa), why);
     g->isa = isa;
     return ERR_OK;
 }
