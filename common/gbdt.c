@@ -13,17 +13,25 @@
  * leaves added in tree order to a float that starts at the base margin.
  * Every model content problem is ERR_CONFIG: the file is what is wrong.
  *
- * SIMD kernels (AVX2, AVX-512F; chosen at run time, compiled with target
- * attributes so the default build needs no -march): every tree is also
- * copied into a complete heap of the forest's depth D, shallower leaves
- * pushed down (copied into every slot below them), so each walk is exactly
- * D steps and a node's place is known without reading the node:
- * level-local position p goes to 2p + (go right). Batched, one vector holds
- * 16 (8) rows walking the same tree: a level's thresholds and features sit
- * in registers and are picked per lane with a permute, the row's value is a
- * gather. One row alone: one vector holds 16 (8) trees, nodes gathered.
- * Same comparison as the scalar step, leaves added in the same tree order,
- * so every kernel returns the scalar walk's float margin bit for bit.
+ * SIMD kernels, chosen at run time (gbdt_set_isa) and compiled with target
+ * attributes, so the default build needs no -march. All compare as the
+ * scalar step does and add leaves in tree order, so each returns the
+ * scalar walk's float margin bit for bit.
+ *
+ * Heaps (AVX2 batched; AVX-512F batched when the quantised forest is
+ * missing): every tree copied into a complete heap of the forest's depth D,
+ * shallower leaves pushed down (copied into every slot below), so a walk is
+ * exactly D steps and level-local position p goes to 2p + (go right). One
+ * vector holds 8 (16) rows walking one tree; a level's nodes sit in
+ * registers, picked per lane by a permute; the row's value is a gather.
+ *
+ * Quantised (AVX-512BW, the fast path): a feature value becomes its bin,
+ * the number of the feature's thresholds <= x, so nodes compare 16-bit
+ * integers exactly. Batched, 64 rows go down each tree together as bitsets
+ * (rows at a node, split by one 32-lane compare per half); leaves are then
+ * one add per row. One row, its bins sit in two registers, each tree's 63
+ * heap slots are decided by two compares, and 8 trees walk their 64-bit
+ * decision words together.
  */
 #include "gbdt.h"
 
@@ -60,6 +68,10 @@
 #define QMAX_CUTS 65534           /* distinct thresholds per feature: bins fit uint16 */
 #define QNAN_HIGH 0xffffu         /* bin of NaN where the default is right */
 #define QLEVELS 4                 /* 16^4 > QMAX_CUTS */
+#define RQ_MAX_DEPTH 6            /* one-row kernel: 63 inner slots, one bit each */
+#define RQ_MAX_FEATURES 64        /* the row's bins in two registers of 32 */
+#define QNAN 0xffffu              /* one-row kernel: bin of NaN */
+#define RQ_CHUNK 64               /* one-row kernel: trees decided before walking */
 
 /* A leaf has threshold NaN (every comparison false), feature 0, default
  * left and kids = itself: a step from a leaf stays on it. Its value is in
@@ -109,6 +121,15 @@ struct quant {
     struct qfeat *feat; /* n_features */
 };
 
+/* One row over quantised features, trees as heaps of depth <= 6 (inner
+ * slots fit a 64-bit word): the row's bins sit in two registers, a tree's
+ * 63 slots are decided 32 at a time (feature bin by permute, compare), and
+ * 8 trees walk their words together. */
+struct rowq {
+    uint16_t *feat, *thr; /* per tree 64 slots: feature, cut index + 1 (0: unused) */
+    uint64_t *dl;         /* per tree: bit i set when slot i sends NaN left */
+};
+
 struct gbdt {
     struct node *nodes;
     float *leaf; /* leaf[i]: value of node i when it is a leaf */
@@ -120,6 +141,7 @@ struct gbdt {
     float base_margin;
     struct heap heap;   /* thr NULL: scalar only */
     struct quant quant; /* inner NULL: not quantised */
+    struct rowq rowq;   /* feat NULL: no quantised one-row kernel */
     enum gbdt_isa isa, best;
 };
 
@@ -701,6 +723,45 @@ static int quant_stree(struct gbdt *g)
     return ERR_OK;
 }
 
+static void rowq_free(struct rowq *rq)
+{
+    free(rq->feat);
+    free(rq->thr);
+    free(rq->dl);
+    memset(rq, 0, sizeof(*rq));
+}
+
+/* The one-row kernel's slots from the heaps and the cuts (needs both). A
+ * pushed-down leaf's slot gets any decision: both ways lead to it. */
+static int build_rowq(struct gbdt *g)
+{
+    const struct heap *h = &g->heap;
+    const struct quant *q = &g->quant;
+    struct rowq *rq = &g->rowq;
+
+    if (!h->thr || h->depth > RQ_MAX_DEPTH || g->n_features > RQ_MAX_FEATURES)
+        return ERR_OK;
+    rq->feat = calloc(g->n_trees * 64 + 1, sizeof(*rq->feat));
+    rq->thr = calloc(g->n_trees * 64 + 1, sizeof(*rq->thr));
+    rq->dl = calloc(g->n_trees + 1, sizeof(*rq->dl));
+    if (!rq->feat || !rq->thr || !rq->dl) {
+        rowq_free(rq);
+        return ERR_NOMEM;
+    }
+    for (size_t t = 0; t < g->n_trees; t++) {
+        for (uint32_t i = 0; i < h->n_inner; i++) {
+            size_t at = t * h->n_inner + i;
+            uint32_t f = h->meta[at] & NODE_FEAT_MASK;
+            rq->feat[t * 64 + i] = (uint16_t)f;
+            rq->thr[t * 64 + i] = (uint16_t)bin_of(q->cuts + q->cut_off[f],
+                                                   q->cut_off[f + 1] - q->cut_off[f], h->thr[at]);
+            if (!(h->meta[at] & NODE_DEFAULT_RIGHT))
+                rq->dl[t] |= 1ull << i;
+        }
+    }
+    return ERR_OK;
+}
+
 static void quant_free(struct quant *q)
 {
     free(q->cuts);
@@ -756,6 +817,8 @@ static int build_quant(struct loader *L)
         rc = quant_tree(g, t, &ni, &nl);
     if (rc == ERR_OK)
         rc = quant_stree(g);
+    if (rc == ERR_OK)
+        rc = build_rowq(g);
     if (rc != ERR_OK)
         quant_free(q);
     return rc == ERR_NOMEM ? err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src) : ERR_OK;
@@ -915,6 +978,7 @@ void gbdt_close(struct gbdt *g)
     free(g->heap.meta);
     free(g->heap.leaf);
     quant_free(&g->quant);
+    rowq_free(&g->rowq);
     free(g);
 }
 
@@ -1340,13 +1404,80 @@ AQ static void blockq(const struct gbdt *g, const float *x, size_t n, float *sum
     for (int j = 0; j < QROWS / 16; j++)
         _mm512_storeu_ps(sum + 16 * j, acc[j]);
 }
+/* Tree t's 64 decisions for the row whose bins are (b0, b1): bit i set
+ * when slot i sends the row right. */
+AQ static inline uint64_t decide(const struct rowq *rq, size_t t, __m512i b0, __m512i b1)
+{
+    uint64_t d = 0;
+
+    for (int half = 0; half < 2; half++) {
+        size_t at = t * 64 + 32 * (size_t)half;
+        __m512i v = _mm512_permutex2var_epi16(b0, _mm512_loadu_si512(rq->feat + at), b1);
+        __mmask32 ge = _mm512_cmpge_epu16_mask(v, _mm512_loadu_si512(rq->thr + at));
+        __mmask32 nan = _mm512_cmpeq_epi16_mask(v, _mm512_set1_epi16((short)QNAN));
+        uint32_t left = (uint32_t)(rq->dl[t] >> (32 * half));
+        d |= (uint64_t)(_cvtmask32_u32(ge) & ~(_cvtmask32_u32(nan) & left)) << (32 * half);
+    }
+    return d;
+}
+
+/* The leaf values of trees [t, t + n), n <= RQ_CHUNK, for one row: all
+ * decided first, then walked 8 at a time (independent walks, no chain
+ * through the loop), slot i -> 2i + 1 + decision. */
+AQ static void leaves_rowq(const struct gbdt *g, size_t t, size_t n, __m512i b0, __m512i b1,
+                           float *out)
+{
+    const struct heap *h = &g->heap;
+    _Alignas(64) uint64_t w[RQ_CHUNK], slot[RQ_CHUNK];
+    const __m512i one = _mm512_set1_epi64(1);
+
+    for (size_t i = 0; i < n; i++)
+        w[i] = decide(&g->rowq, t + i, b0, b1);
+    for (size_t i = n; i < (n + 7) / 8 * 8; i++)
+        w[i] = 0;
+    for (size_t i = 0; i < n; i += 8) {
+        __m512i wv = _mm512_load_si512(w + i), at = _mm512_setzero_si512();
+        for (uint32_t d = 0; d < h->depth; d++) {
+            __m512i right = _mm512_and_si512(_mm512_srlv_epi64(wv, at), one);
+            at = _mm512_add_epi64(_mm512_add_epi64(at, at), _mm512_add_epi64(one, right));
+        }
+        _mm512_store_si512(slot + i, at);
+    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = h->leaf[(t + i) * h->n_leaves + slot[i] - h->n_inner];
+}
+
+/* One row: bins once (two registers), leaves a chunk of trees at a time,
+ * added in tree order. */
+AQ static float rowq(const struct gbdt *g, const float *x)
+{
+    _Alignas(64) uint16_t bins[64] = {0};
+    float sum = g->base_margin, leaf[RQ_CHUNK];
+    __m512i b0, b1;
+
+    for (size_t f = 0; f < g->n_features; f++)
+        bins[f] = x[f] != x[f] ? QNAN : (uint16_t)bin_tree(g->quant.stree, &g->quant.feat[f], x[f]);
+    b0 = _mm512_load_si512(bins);
+    b1 = _mm512_load_si512(bins + 32);
+    for (size_t t = 0; t < g->n_trees; t += RQ_CHUNK) {
+        size_t n = g->n_trees - t < RQ_CHUNK ? g->n_trees - t : RQ_CHUNK;
+        leaves_rowq(g, t, n, b0, b1, leaf);
+        for (size_t i = 0; i < n; i++)
+            sum += leaf[i];
+    }
+    return sum;
+}
 #endif /* GBDT_X86 */
 
-/* One row: the scalar walk at every level. Its SIMD forms (one vector of
- * trees, nodes gathered) measured slower than it on AMD Zen 4, and the
- * quantised kernel pays for a whole block; see README "Performance". */
+/* One row: the quantised one-row kernel at AVX-512, else the scalar walk
+ * (one vector of trees with gathered nodes measured slower than the scalar
+ * walk on AMD Zen 4 at both AVX2 and AVX-512: gathers cost too much). */
 static float margin_row(const struct gbdt *g, const float *x)
 {
+#ifdef GBDT_X86
+    if (g->isa == GBDT_ISA_AVX512 && g->rowq.feat)
+        return rowq(g, x);
+#endif
     return margin_scalar(g, x);
 }
 

@@ -215,8 +215,8 @@ static int level_ok(struct gbdt *g, enum gbdt_isa isa)
     return gbdt_set_isa(g, isa, &e) == ERR_OK;
 }
 
-/* Batched probabilities of n rows at every level this machine and model
- * allow, bit for bit those of the scalar walk (batched and row by row). */
+/* Probabilities of n rows, batched and one by one, at every level this
+ * machine and model allow: bit for bit those of the scalar walk. */
 static int check_levels(struct gbdt *g, const float *x, size_t n)
 {
     size_t nf = gbdt_num_features(g);
@@ -239,6 +239,12 @@ static int check_levels(struct gbdt *g, const float *x, size_t n)
             if (memcmp(&got[r], &want[r], sizeof(double)) != 0)
                 fail_msg("%s: row %zu of %zu: %.17g, scalar %.17g", gbdt_isa_name(levels[l]), r, n,
                          got[r], want[r]);
+        for (size_t r = 0; r < n; r++) {
+            double one = gbdt_predict(g, x + r * nf);
+            if (memcmp(&one, &want[r], sizeof(double)) != 0)
+                fail_msg("%s, one row: row %zu: %.17g, scalar %.17g", gbdt_isa_name(levels[l]), r,
+                         one, want[r]);
+        }
         tested |= 1 << l;
     }
     gbdt_set_isa(g, gbdt_isa_best(g), &(struct err){0});
