@@ -68,10 +68,11 @@
 #define QMAX_CUTS 65534           /* distinct thresholds per feature: bins fit uint16 */
 #define QNAN_HIGH 0xffffu         /* bin of NaN where the default is right */
 #define QLEVELS 4                 /* 16^4 > QMAX_CUTS */
-#define RQ_MAX_DEPTH 6            /* one-row kernel: 63 inner slots, one bit each */
-#define RQ_MAX_FEATURES 64        /* the row's bins in two registers of 32 */
-#define QNAN 0xffffu              /* one-row kernel: bin of NaN */
-#define RQ_CHUNK 64               /* one-row kernel: trees decided before walking */
+#define QLSTARTS (GBDT_HEAP_MAX_DEPTH + 2)
+#define RQ_MAX_DEPTH 6     /* one-row kernel: 63 inner slots, one bit each */
+#define RQ_MAX_FEATURES 64 /* the row's bins in two registers of 32 */
+#define QNAN 0xffffu       /* one-row kernel: bin of NaN */
+#define RQ_CHUNK 64        /* one-row kernel: trees decided before walking */
 
 /* A leaf has threshold NaN (every comparison false), feature 0, default
  * left and kids = itself: a step from a leaf stays on it. Its value is in
@@ -119,6 +120,10 @@ struct quant {
      * padded with NaN (never <= x) to whole nodes, up to a single node. */
     float *stree;
     struct qfeat *feat; /* n_features */
+    /* Per tree, QLSTARTS entries: local index where level d starts (the
+     * AVX2 kernel; trees of depth <= GBDT_HEAP_MAX_DEPTH). */
+    uint16_t *lstart;
+    int bw; /* the CPU has AVX-512BW: blockq; else blockq2 (AVX2) */
 };
 
 /* One row over quantised features, trees as heaps of depth <= 6 (inner
@@ -656,9 +661,11 @@ static int quant_tree(struct gbdt *g, size_t t, size_t *ni, size_t *nl)
 {
     struct quant *q = &g->quant;
     uint32_t root = g->roots[t], k = 0, n = (uint32_t)tree_size(g, t);
+    uint8_t level[QMAX_TREE_NODES];
 
     q->inner_off[t] = (uint32_t)*ni;
     q->leaf_off[t] = (uint32_t)*nl;
+    level[0] = 0; /* children get their parent's + 1; deeper than 255: lstart is unused */
     for (uint32_t i = 0; i < n; i++) {
         const struct node *nd = &g->nodes[root + i];
         uint32_t f = nd->meta & NODE_FEAT_MASK, b;
@@ -670,12 +677,18 @@ static int quant_tree(struct gbdt *g, size_t t, size_t *ni, size_t *nl)
         }
         if (nd->kids != root + 1 + 2 * k++)
             return -1;
+        level[2 * k - 1] = level[2 * k] = (uint8_t)(level[i] + 1);
         /* the node's own cut: bin = its index + 1 */
         b = bin_of(q->cuts + q->cut_off[f], q->cut_off[f + 1] - q->cut_off[f], nd->thr);
         q->inner[(*ni)++] = (struct qnode){(uint32_t)(col * QROWS) | i << 16, b | b << 16};
     }
     q->inner_off[t + 1] = (uint32_t)*ni;
     q->leaf_off[t + 1] = (uint32_t)*nl;
+    for (uint32_t d = 0, i = 0; d < QLSTARTS; d++) {
+        while (i < n && level[i] < d)
+            i++;
+        q->lstart[t * QLSTARTS + d] = (uint16_t)i;
+    }
     return 0;
 }
 
@@ -773,6 +786,7 @@ static void quant_free(struct quant *q)
     free(q->leaf_off);
     free(q->stree);
     free(q->feat);
+    free(q->lstart);
     memset(q, 0, sizeof(*q));
 }
 
@@ -786,8 +800,8 @@ static int cpu_avx512bw(void)
 #endif
 }
 
-/* Builds the quantised forest when the CPU has AVX-512BW and the model is
- * within the kernel's limits; otherwise that kernel is not used. */
+/* Builds the quantised forest when the CPU has AVX2 and the model is within
+ * the kernels' limits; otherwise those kernels are not used. */
 static int build_quant(struct loader *L)
 {
     struct gbdt *g = L->g;
@@ -795,8 +809,9 @@ static int build_quant(struct loader *L)
     size_t n_inner = 0, ni = 0, nl = 0;
     int rc;
 
-    if (!cpu_avx512bw() || g->n_features > QMAX_FEATURES)
+    if (cpu_isa() < GBDT_ISA_AVX2 || g->n_features > QMAX_FEATURES)
         return ERR_OK;
+    q->bw = cpu_avx512bw();
     for (size_t t = 0; t < g->n_trees; t++)
         if (tree_size(g, t) > QMAX_TREE_NODES)
             return ERR_OK;
@@ -809,15 +824,16 @@ static int build_quant(struct loader *L)
     q->leaf_val = calloc(g->n_nodes - n_inner + HEAP_PAD, sizeof(*q->leaf_val));
     q->inner_off = calloc(g->n_trees + 1, sizeof(*q->inner_off));
     q->leaf_off = calloc(g->n_trees + 1, sizeof(*q->leaf_off));
+    q->lstart = calloc(g->n_trees * QLSTARTS + 1, sizeof(*q->lstart));
     rc = q->cuts && q->cut_off && q->inner && q->leaf_self && q->leaf_val && q->inner_off &&
-                 q->leaf_off
+                 q->leaf_off && q->lstart
              ? quant_cuts(g)
              : ERR_NOMEM;
     for (size_t t = 0; rc == ERR_OK && t < g->n_trees; t++)
         rc = quant_tree(g, t, &ni, &nl);
     if (rc == ERR_OK)
         rc = quant_stree(g);
-    if (rc == ERR_OK)
+    if (rc == ERR_OK && q->bw)
         rc = build_rowq(g);
     if (rc != ERR_OK)
         quant_free(q);
@@ -825,15 +841,15 @@ static int build_quant(struct loader *L)
 }
 
 /* Why level isa cannot score this model on this CPU, or NULL. AVX-512
- * batched needs the quantised forest (AVX-512BW) or the heaps, AVX2 the
- * heaps. */
+ * needs the quantised forest with AVX-512BW or the heaps, AVX2 the heaps
+ * (and uses the quantised forest when there is one). */
 static const char *isa_missing(const struct gbdt *g, enum gbdt_isa isa)
 {
     if (isa == GBDT_ISA_SCALAR)
         return NULL;
     if (cpu_isa() < isa)
         return "this CPU lacks it";
-    if (g->heap.thr || (isa == GBDT_ISA_AVX512 && g->quant.inner))
+    if (g->heap.thr || (isa == GBDT_ISA_AVX512 && g->quant.inner && g->quant.bw))
         return NULL;
     return "the model is deeper than GBDT_HEAP_MAX_DEPTH or too large for its layouts";
 }
@@ -1467,6 +1483,141 @@ AQ static float rowq(const struct gbdt *g, const float *x)
     }
     return sum;
 }
+/* ---- AVX2 over quantised features: 64 rows, one bit each ---- */
+
+/* bin_tree with two 8-key compares per node. */
+A2 static inline uint32_t bin_tree2(const float *st, const struct qfeat *qf, float x)
+{
+    __m256 v = _mm256_set1_ps(x);
+    uint32_t c = 0;
+
+    for (uint32_t l = qf->n_levels; l-- > 0;) {
+        uint32_t node = c ? c - 1 : 0;
+        const float *k = st + qf->level[l] + 16 * node;
+        int lo = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(k), v, _CMP_LE_OQ));
+        int hi = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(k + 8), v, _CMP_LE_OQ));
+        c = 16 * node + (uint32_t)__builtin_popcount((unsigned)(lo | hi << 8));
+    }
+    return c;
+}
+
+/* Where row r of a 32-row half goes in a column so that packs + movemask
+ * (which interleave 8-word groups of two registers) give bit r for row r. */
+static inline size_t q2pos(size_t r)
+{
+    size_t j = r % 32, p = j < 8 ? j : j < 16 ? j + 8 : j < 24 ? j - 8 : j;
+
+    return r - j + p;
+}
+
+/* quantise() for blockq2: bins biased by 0x8000 (signed compares order
+ * them as unsigned), rows placed by q2pos. */
+#define AQ2 __attribute__((target("avx2,popcnt")))
+AQ2 static void quantise2(const struct gbdt *g, const float *x, size_t n, uint16_t *qb)
+{
+    const struct quant *q = &g->quant;
+    size_t nf = g->n_features;
+
+    for (size_t f = 0; f < nf; f++) {
+        uint16_t *lo = qb + f * QROWS, *hi = qb + (nf + f) * QROWS;
+        for (size_t r = 0; r < QROWS; r++) {
+            float v = r < n ? x[r * nf + f] : 0.0f;
+            uint16_t b = (uint16_t)(bin_tree2(q->stree, &q->feat[f], v) ^ 0x8000u);
+            lo[q2pos(r)] = v != v ? 0x8000u : b;
+            hi[q2pos(r)] = v != v ? (uint16_t)(QNAN_HIGH ^ 0x8000u) : b;
+        }
+    }
+}
+
+/* 32 rows (two registers of a column) below the biased cut: bit r set. */
+A2 static inline uint32_t below2(const uint16_t *col, __m256i thr)
+{
+    __m256i a = _mm256_cmpgt_epi16(thr, _mm256_load_si256((const __m256i *)col));
+    __m256i b = _mm256_cmpgt_epi16(thr, _mm256_load_si256((const __m256i *)col + 1));
+
+    return (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(a, b));
+}
+
+/* splitq with AVX2: rows below the cut go left. */
+A2 static inline void splitq2(const struct quant *q, size_t t, const uint16_t *qb, uint64_t *at)
+{
+    const struct qnode *in = q->inner + q->inner_off[t];
+    uint32_t n_in = q->inner_off[t + 1] - q->inner_off[t];
+
+    for (uint32_t k = 0; k < n_in; k++) {
+        const uint16_t *col = qb + (in[k].col & 0xffff);
+        __m256i thr = _mm256_set1_epi32((int)(in[k].thr2 ^ 0x80008000u));
+        uint64_t left = below2(col, thr) | (uint64_t)below2(col + 32, thr) << 32;
+        uint64_t a = at[in[k].col >> 16];
+        at[2 * k + 1] = a & left;
+        at[2 * k + 2] = a & ~left;
+    }
+}
+
+/* 32 bits to 32 bytes: 0xff where the bit is set. */
+A2 static inline __m256i bytes_of(uint32_t m)
+{
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                          2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)m), pick);
+
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+/* Tree t over one block: rows split as in treeq; then each row's heap leaf
+ * from the rows that went right at each level (the right children, even
+ * local indices, of the level below): their bits, MSB first, are the row's
+ * path, padded with lefts below a shallow leaf (whose copies fill that
+ * part of the heap). The leaf values are gathered from the heap. */
+A2 static inline void treeq2(const struct gbdt *g, size_t t, const uint16_t *qb, uint64_t *at,
+                             uint64_t live, __m256 *acc)
+{
+    const struct quant *q = &g->quant;
+    const uint16_t *ls = q->lstart + t * QLSTARTS;
+    uint32_t depth = g->heap.depth;
+    _Alignas(32) uint8_t slot[QROWS];
+    __m256i lo = _mm256_setzero_si256(), hi = lo;
+
+    at[0] = live;
+    splitq2(q, t, qb, at);
+    for (uint32_t d = 0; d < depth; d++) {
+        uint64_t right = 0;
+        __m256i b = _mm256_set1_epi8((char)(1u << (depth - 1 - d)));
+        for (uint32_t i = (ls[d + 1] + 1u) & ~1u; i < ls[d + 2]; i += 2)
+            right |= at[i];
+        lo = _mm256_or_si256(lo, _mm256_and_si256(bytes_of((uint32_t)right), b));
+        hi = _mm256_or_si256(hi, _mm256_and_si256(bytes_of((uint32_t)(right >> 32)), b));
+    }
+    _mm256_store_si256((__m256i *)slot, lo);
+    _mm256_store_si256((__m256i *)slot + 1, hi);
+#pragma GCC unroll 8
+    for (int j = 0; j < QROWS / 8; j++) {
+        __m256i i = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(slot + 8 * j)));
+        acc[j] =
+            _mm256_add_ps(acc[j], _mm256_i32gather_ps(g->heap.leaf + t * g->heap.n_leaves, i, 4));
+    }
+}
+
+/* blockq with AVX2 (any depth up to GBDT_HEAP_MAX_DEPTH: leaves from the
+ * heap, by byte index). */
+AQ2 static void blockq2(const struct gbdt *g, const float *x, size_t n, float *sum)
+{
+    _Alignas(64) uint16_t qb[2 * QMAX_FEATURES * QROWS];
+    uint64_t at[QMAX_TREE_NODES];
+    uint64_t live = n >= QROWS ? ~0ull : (1ull << n) - 1;
+    __m256 acc[QROWS / 8];
+
+    quantise2(g, x, n, qb);
+#pragma GCC unroll 8
+    for (int j = 0; j < QROWS / 8; j++)
+        acc[j] = _mm256_set1_ps(g->base_margin);
+    for (size_t t = 0; t < g->n_trees; t++)
+        treeq2(g, t, qb, at, live, acc);
+#pragma GCC unroll 8
+    for (int j = 0; j < QROWS / 8; j++)
+        _mm256_storeu_ps(sum + 8 * j, acc[j]);
+}
 #endif /* GBDT_X86 */
 
 /* One row: the quantised one-row kernel at AVX-512, else the scalar walk
@@ -1542,8 +1693,12 @@ static void block256_rows(const struct gbdt *g, const float *x, size_t n, float 
 static struct batch_kernel batch_kernel(const struct gbdt *g)
 {
 #ifdef GBDT_X86
-    if (g->isa == GBDT_ISA_AVX512 && g->quant.inner)
+    const struct quant *q = &g->quant;
+
+    if (g->isa == GBDT_ISA_AVX512 && q->inner && q->bw)
         return (struct batch_kernel){blockq, 16, QROWS, 1};
+    if (g->isa >= GBDT_ISA_AVX2 && q->inner && g->heap.thr)
+        return (struct batch_kernel){blockq2, 16, QROWS, 1};
     if (g->isa == GBDT_ISA_AVX512 && g->heap.thr)
         return (struct batch_kernel){block512_rows, 16, 16 * NV512, 16};
     if (g->isa >= GBDT_ISA_AVX2 && g->heap.thr)
