@@ -120,9 +120,9 @@ struct quant {
      * padded with NaN (never <= x) to whole nodes, up to a single node. */
     float *stree;
     struct qfeat *feat; /* n_features */
-    /* Per tree, QLSTARTS entries: local index where level d starts (the
-     * AVX2 kernel; trees of depth <= GBDT_HEAP_MAX_DEPTH). */
-    uint16_t *lstart;
+    /* Per tree, QLSTARTS entries: the inner node (k) where level d starts
+     * (the AVX2 kernel; trees of depth <= GBDT_HEAP_MAX_DEPTH). */
+    uint16_t *kstart;
     int bw; /* the CPU has AVX-512BW: blockq; else blockq2 (AVX2) */
 };
 
@@ -661,7 +661,7 @@ static int quant_tree(struct gbdt *g, size_t t, size_t *ni, size_t *nl)
 {
     struct quant *q = &g->quant;
     uint32_t root = g->roots[t], k = 0, n = (uint32_t)tree_size(g, t);
-    uint8_t level[QMAX_TREE_NODES];
+    uint8_t level[QMAX_TREE_NODES], inner_level[QMAX_TREE_NODES];
 
     q->inner_off[t] = (uint32_t)*ni;
     q->leaf_off[t] = (uint32_t)*nl;
@@ -678,16 +678,17 @@ static int quant_tree(struct gbdt *g, size_t t, size_t *ni, size_t *nl)
         if (nd->kids != root + 1 + 2 * k++)
             return -1;
         level[2 * k - 1] = level[2 * k] = (uint8_t)(level[i] + 1);
+        inner_level[k - 1] = level[i];
         /* the node's own cut: bin = its index + 1 */
         b = bin_of(q->cuts + q->cut_off[f], q->cut_off[f + 1] - q->cut_off[f], nd->thr);
         q->inner[(*ni)++] = (struct qnode){(uint32_t)(col * QROWS) | i << 16, b | b << 16};
     }
     q->inner_off[t + 1] = (uint32_t)*ni;
     q->leaf_off[t + 1] = (uint32_t)*nl;
-    for (uint32_t d = 0, i = 0; d < QLSTARTS; d++) {
-        while (i < n && level[i] < d)
-            i++;
-        q->lstart[t * QLSTARTS + d] = (uint16_t)i;
+    for (uint32_t d = 0, j = 0; d < QLSTARTS; d++) {
+        while (j < k && inner_level[j] < d)
+            j++;
+        q->kstart[t * QLSTARTS + d] = (uint16_t)j;
     }
     return 0;
 }
@@ -786,7 +787,7 @@ static void quant_free(struct quant *q)
     free(q->leaf_off);
     free(q->stree);
     free(q->feat);
-    free(q->lstart);
+    free(q->kstart);
     memset(q, 0, sizeof(*q));
 }
 
@@ -824,9 +825,9 @@ static int build_quant(struct loader *L)
     q->leaf_val = calloc(g->n_nodes - n_inner + HEAP_PAD, sizeof(*q->leaf_val));
     q->inner_off = calloc(g->n_trees + 1, sizeof(*q->inner_off));
     q->leaf_off = calloc(g->n_trees + 1, sizeof(*q->leaf_off));
-    q->lstart = calloc(g->n_trees * QLSTARTS + 1, sizeof(*q->lstart));
+    q->kstart = calloc(g->n_trees * QLSTARTS + 1, sizeof(*q->kstart));
     rc = q->cuts && q->cut_off && q->inner && q->leaf_self && q->leaf_val && q->inner_off &&
-                 q->leaf_off && q->lstart
+                 q->leaf_off && q->kstart
              ? quant_cuts(g)
              : ERR_NOMEM;
     for (size_t t = 0; rc == ERR_OK && t < g->n_trees; t++)
@@ -1538,20 +1539,23 @@ A2 static inline uint32_t below2(const uint16_t *col, __m256i thr)
     return (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(a, b));
 }
 
-/* splitq with AVX2: rows below the cut go left. */
-A2 static inline void splitq2(const struct quant *q, size_t t, const uint16_t *qb, uint64_t *at)
+/* splitq with AVX2 for inner nodes [k, end): rows below the cut go left.
+ * Returns the rows that went right. */
+A2 static inline uint64_t splitq2(const struct qnode *in, uint32_t k, uint32_t end,
+                                  const uint16_t *qb, uint64_t *at)
 {
-    const struct qnode *in = q->inner + q->inner_off[t];
-    uint32_t n_in = q->inner_off[t + 1] - q->inner_off[t];
+    uint64_t right = 0;
 
-    for (uint32_t k = 0; k < n_in; k++) {
+    for (; k < end; k++) {
         const uint16_t *col = qb + (in[k].col & 0xffff);
         __m256i thr = _mm256_set1_epi32((int)(in[k].thr2 ^ 0x80008000u));
         uint64_t left = below2(col, thr) | (uint64_t)below2(col + 32, thr) << 32;
         uint64_t a = at[in[k].col >> 16];
         at[2 * k + 1] = a & left;
         at[2 * k + 2] = a & ~left;
+        right |= a & ~left;
     }
+    return right;
 }
 
 /* 32 bits to 32 bytes: 0xff where the bit is set. */
@@ -1565,37 +1569,37 @@ A2 static inline __m256i bytes_of(uint32_t m)
     return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
 }
 
-/* Tree t over one block: rows split as in treeq; then each row's heap leaf
- * from the rows that went right at each level (the right children, even
- * local indices, of the level below): their bits, MSB first, are the row's
- * path, padded with lefts below a shallow leaf (whose copies fill that
- * part of the heap). The leaf values are gathered from the heap. */
+/* Tree t over one block: rows split level by level as in treeq; the rows
+ * that went right at each level are the bits, MSB first, of each row's
+ * leaf in the heap (padded with lefts below a shallow leaf, whose copies
+ * fill that part of the heap). The leaf values are gathered from it. */
 A2 static inline void treeq2(const struct gbdt *g, size_t t, const uint16_t *qb, uint64_t *at,
                              uint64_t live, __m256 *acc)
 {
     const struct quant *q = &g->quant;
-    const uint16_t *ls = q->lstart + t * QLSTARTS;
+    const struct qnode *in = q->inner + q->inner_off[t];
+    const uint16_t *ks = q->kstart + t * QLSTARTS;
+    const float *leaf = g->heap.leaf + t * g->heap.n_leaves;
     uint32_t depth = g->heap.depth;
-    _Alignas(32) uint8_t slot[QROWS];
     __m256i lo = _mm256_setzero_si256(), hi = lo;
+    __m128i s[4];
 
     at[0] = live;
-    splitq2(q, t, qb, at);
     for (uint32_t d = 0; d < depth; d++) {
-        uint64_t right = 0;
+        uint64_t right = splitq2(in, ks[d], ks[d + 1], qb, at);
         __m256i b = _mm256_set1_epi8((char)(1u << (depth - 1 - d)));
-        for (uint32_t i = (ls[d + 1] + 1u) & ~1u; i < ls[d + 2]; i += 2)
-            right |= at[i];
         lo = _mm256_or_si256(lo, _mm256_and_si256(bytes_of((uint32_t)right), b));
         hi = _mm256_or_si256(hi, _mm256_and_si256(bytes_of((uint32_t)(right >> 32)), b));
     }
-    _mm256_store_si256((__m256i *)slot, lo);
-    _mm256_store_si256((__m256i *)slot + 1, hi);
-#pragma GCC unroll 8
-    for (int j = 0; j < QROWS / 8; j++) {
-        __m256i i = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(slot + 8 * j)));
-        acc[j] =
-            _mm256_add_ps(acc[j], _mm256_i32gather_ps(g->heap.leaf + t * g->heap.n_leaves, i, 4));
+    s[0] = _mm256_castsi256_si128(lo);
+    s[1] = _mm256_extracti128_si256(lo, 1);
+    s[2] = _mm256_castsi256_si128(hi);
+    s[3] = _mm256_extracti128_si256(hi, 1);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m256i i0 = _mm256_cvtepu8_epi32(s[j]), i1 = _mm256_cvtepu8_epi32(_mm_srli_si128(s[j], 8));
+        acc[2 * j] = _mm256_add_ps(acc[2 * j], _mm256_i32gather_ps(leaf, i0, 4));
+        acc[2 * j + 1] = _mm256_add_ps(acc[2 * j + 1], _mm256_i32gather_ps(leaf, i1, 4));
     }
 }
 
