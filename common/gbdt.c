@@ -28,8 +28,9 @@
  * Quantised (AVX-512BW, the fast path): a feature value becomes its bin,
  * the number of the feature's thresholds <= x, so nodes compare 16-bit
  * integers exactly. Batched, 64 rows go down each tree together as bitsets
- * (rows at a node, split by one 32-lane compare per half); leaves are then
- * one add per row. One row, its bins sit in two registers, each tree's 63
+ * (rows at a node, split by one 32-lane compare per half); the rows that
+ * went right at each level spell each row's leaf in the heap, and its value
+ * is one add per row. One row, its bins sit in two registers, each tree's 63
  * heap slots are decided by two compares, and 8 trees walk their 64-bit
  * decision words together.
  */
@@ -1294,14 +1295,15 @@ AQ static void quantise(const struct gbdt *g, const float *x, size_t n, uint16_t
     }
 }
 
-/* Splits the rows that reach each inner node of tree t between its
- * children: at[i] = the rows (bits) at local node i. Parents come first. */
-AQ static inline void splitq(const struct quant *q, size_t t, const uint16_t *qb, uint64_t *at)
+/* Splits the rows that reach inner nodes [k, end) of a tree between their
+ * children: at[i] = the rows (bits) at local node i; parents come first.
+ * Returns the rows that went right. */
+AQ static inline uint64_t splitq(const struct qnode *in, uint32_t k, uint32_t end,
+                                 const uint16_t *qb, uint64_t *at)
 {
-    const struct qnode *in = q->inner + q->inner_off[t];
-    uint32_t n_in = q->inner_off[t + 1] - q->inner_off[t];
+    uint64_t all = 0;
 
-    for (uint32_t k = 0; k < n_in; k++) {
+    for (; k < end; k++) {
         const uint16_t *col = qb + (in[k].col & 0xffff);
         __m512i thr = _mm512_set1_epi32((int)in[k].thr2);
         uint64_t right = (uint64_t)_mm512_cmpge_epu16_mask(_mm512_load_si512(col), thr) |
@@ -1309,7 +1311,9 @@ AQ static inline void splitq(const struct quant *q, size_t t, const uint16_t *qb
         uint64_t a = at[in[k].col >> 16];
         at[2 * k + 1] = a & ~right;
         at[2 * k + 2] = a & right;
+        all |= a & right;
     }
+    return all;
 }
 
 /* Writes `val` into the lanes of the rows in bitset a. */
@@ -1334,27 +1338,15 @@ AQ static inline __m512 lookup64(const __m512 *tab, uint32_t n, __m512i i)
     return _mm512_mask_blend_ps(_mm512_test_epi32_mask(i, _mm512_set1_epi32(32)), lo, hi);
 }
 
-/* Up to 64 leaves: each row's leaf number as a byte (two chains, alternate
- * leaves, OR-ed: the leaves' rows are disjoint), then the values picked
- * from registers and added, one add per row. */
-AQ static inline void leaves64(const struct quant *q, size_t t, const uint64_t *at, __m512 *acc)
+/* Adds to each row's sum the value at its byte in slot, from the table of
+ * n <= 64 floats at val (HEAP_PAD covers whole-register loads). */
+AQ static inline void add_slots(__m512 *acc, __m512i slot, const float *val, uint32_t n)
 {
-    const uint32_t *self = q->leaf_self + q->leaf_off[t];
-    const float *val = q->leaf_val + q->leaf_off[t];
-    uint32_t n = q->leaf_off[t + 1] - q->leaf_off[t], k = 0;
-    __m512i even = _mm512_setzero_si512(), odd = even, slot;
     __m512 tab[4];
 
-    for (; k + 2 <= n; k += 2) {
-        even = _mm512_mask_set1_epi8(even, _cvtu64_mask64(at[self[k]]), (char)k);
-        odd = _mm512_mask_set1_epi8(odd, _cvtu64_mask64(at[self[k + 1]]), (char)(k + 1));
-    }
-    if (k < n)
-        even = _mm512_mask_set1_epi8(even, _cvtu64_mask64(at[self[k]]), (char)k);
-    slot = _mm512_or_si512(even, odd);
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++)
-        tab[j] = _mm512_loadu_ps(val + 16 * j); /* HEAP_PAD covers it */
+        tab[j] = _mm512_loadu_ps(val + 16 * j);
     acc[0] =
         _mm512_add_ps(acc[0], lookup64(tab, n, _mm512_cvtepu8_epi32(_mm512_castsi512_si128(slot))));
     acc[1] = _mm512_add_ps(
@@ -1363,6 +1355,23 @@ AQ static inline void leaves64(const struct quant *q, size_t t, const uint64_t *
         acc[2], lookup64(tab, n, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(slot, 2))));
     acc[3] = _mm512_add_ps(
         acc[3], lookup64(tab, n, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(slot, 3))));
+}
+
+/* Up to 64 leaves: each row's leaf number as a byte (two chains, alternate
+ * leaves, OR-ed: the leaves' rows are disjoint), then its value added. */
+AQ static inline void leaves64(const struct quant *q, size_t t, const uint64_t *at, __m512 *acc)
+{
+    const uint32_t *self = q->leaf_self + q->leaf_off[t];
+    uint32_t n = q->leaf_off[t + 1] - q->leaf_off[t], k = 0;
+    __m512i even = _mm512_setzero_si512(), odd = even;
+
+    for (; k + 2 <= n; k += 2) {
+        even = _mm512_mask_set1_epi8(even, _cvtu64_mask64(at[self[k]]), (char)k);
+        odd = _mm512_mask_set1_epi8(odd, _cvtu64_mask64(at[self[k + 1]]), (char)(k + 1));
+    }
+    if (k < n)
+        even = _mm512_mask_set1_epi8(even, _cvtu64_mask64(at[self[k]]), (char)k);
+    add_slots(acc, _mm512_or_si512(even, odd), q->leaf_val + q->leaf_off[t], n);
 }
 
 /* More leaves: each row's leaf value written lane by lane, same two chains. */
@@ -1391,15 +1400,31 @@ AQ static inline void leaves_any(const struct quant *q, size_t t, const uint64_t
 
 /* Tree t over one block: the rows split down to the leaves, then each row
  * gets its leaf's value added to its sum. */
-AQ static inline void treeq(const struct quant *q, size_t t, const uint16_t *qb, uint64_t *at,
+AQ static inline void treeq(const struct gbdt *g, size_t t, const uint16_t *qb, uint64_t *at,
                             uint64_t live, __m512 *acc)
 {
+    const struct quant *q = &g->quant;
+    const struct qnode *in = q->inner + q->inner_off[t];
+    uint32_t depth = g->heap.depth;
+    __m512i slot = _mm512_setzero_si512();
+
     at[0] = live;
-    splitq(q, t, qb, at);
-    if (q->leaf_off[t + 1] - q->leaf_off[t] <= 64)
-        leaves64(q, t, at, acc);
-    else
-        leaves_any(q, t, at, acc);
+    if (!g->heap.thr || g->heap.n_leaves > 64) {
+        splitq(in, 0, q->inner_off[t + 1] - q->inner_off[t], qb, at);
+        if (q->leaf_off[t + 1] - q->leaf_off[t] <= 64)
+            leaves64(q, t, at, acc);
+        else
+            leaves_any(q, t, at, acc);
+        return;
+    }
+    /* As treeq2: the rows going right per level spell each row's heap leaf. */
+    for (uint32_t d = 0; d < depth; d++) {
+        const uint16_t *ks = q->kstart + t * QLSTARTS;
+        uint64_t right = splitq(in, ks[d], ks[d + 1], qb, at);
+        slot = _mm512_or_si512(
+            slot, _mm512_maskz_set1_epi8(_cvtu64_mask64(right), (char)(1u << (depth - 1 - d))));
+    }
+    add_slots(acc, slot, g->heap.leaf + t * g->heap.n_leaves, g->heap.n_leaves);
 }
 
 /* Margins of n <= QROWS rows: quantised once, then the forest tree by tree,
@@ -1416,7 +1441,7 @@ AQ static void blockq(const struct gbdt *g, const float *x, size_t n, float *sum
     for (int j = 0; j < QROWS / 16; j++)
         acc[j] = _mm512_set1_ps(g->base_margin);
     for (size_t t = 0; t < g->n_trees; t++)
-        treeq(&g->quant, t, qb, at, live, acc);
+        treeq(g, t, qb, at, live, acc);
 #pragma GCC unroll 4
     for (int j = 0; j < QROWS / 16; j++)
         _mm512_storeu_ps(sum + 16 * j, acc[j]);
