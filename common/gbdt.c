@@ -1446,6 +1446,7 @@ AQ static void blockq(const struct gbdt *g, const float *x, size_t n, float *sum
     for (int j = 0; j < QROWS / 16; j++)
         _mm512_storeu_ps(sum + 16 * j, acc[j]);
 }
+
 /* Tree t's 64 decisions for the row whose bins are (b0, b1): bit i set
  * when slot i sends the row right. */
 AQ static inline uint64_t decide(const struct rowq *rq, size_t t, __m512i b0, __m512i b1)
@@ -1509,6 +1510,7 @@ AQ static float rowq(const struct gbdt *g, const float *x)
     }
     return sum;
 }
+
 /* ---- AVX2 over quantised features: 64 rows, one bit each ---- */
 
 /* bin_tree with two 8-key compares per node. */
