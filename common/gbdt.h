@@ -3,8 +3,14 @@
  * Loads `booster.save_model("model.json")` files (gbtree, binary:logistic),
  * compiles the forest into a flat array of nodes, and scores float vectors
  * (NaN = missing, which takes the node's default direction). Split test is
- * `x < threshold` as in XGBoost. Read-only after load: one handle may be
- * shared by threads.
+ * `x < threshold` as in XGBoost. Read-only after load (gbdt_set_isa aside):
+ * one handle may be shared by threads.
+ *
+ * Scoring kernels: the portable scalar walk, and AVX2 / AVX-512 ones (over
+ * quantised features, or trees padded to complete heaps), picked at load
+ * time from what the CPU supports (no -march needed). Every kernel returns
+ * the scalar walk's margin bit for bit: same comparisons, leaves added in
+ * tree order. README "Tree scoring kernels" has the layouts and figures.
  */
 #ifndef STREAMML_GBDT_H
 #define STREAMML_GBDT_H
@@ -35,7 +41,27 @@ double gbdt_base_score(const struct gbdt *g); /* as a probability */
 double gbdt_margin(const struct gbdt *g, const float *x);
 /* sigmoid(margin): equals xgboost's predict_proba[:, 1]. */
 double gbdt_predict(const struct gbdt *g, const float *x);
-/* Batched: rows are contiguous, stride = gbdt_num_features(). */
+/* Batched: rows are contiguous, stride = gbdt_num_features(). Any nrows;
+ * the SIMD kernels take 64 rows at a time and use about 64 KB of stack. */
 void gbdt_predict_batch(const struct gbdt *g, const float *x, size_t nrows, double *out);
+
+/* Kernel levels, lowest first. */
+enum gbdt_isa { GBDT_ISA_SCALAR, GBDT_ISA_AVX2, GBDT_ISA_AVX512 };
+
+/* Deepest forest copied into complete heaps (the AVX2 kernels and the
+ * one-row AVX-512 kernel need them; deeper: the scalar walk there). */
+#define GBDT_HEAP_MAX_DEPTH 8
+
+/* The level in use: gbdt_isa_best() unless gbdt_set_isa() chose another. */
+enum gbdt_isa gbdt_isa(const struct gbdt *g);
+/* The highest level this CPU runs and this model allows: AVX2 needs the
+ * heaps, AVX-512 the heaps or the quantised forest with AVX-512BW. */
+enum gbdt_isa gbdt_isa_best(const struct gbdt *g);
+/* Pins a level at or below gbdt_isa_best() (tests, benchmarks, a user who
+ * wants the scalar walk). Call before the handle is shared with other
+ * threads. ERR_CONFIG naming the level and why when it is not available. */
+int gbdt_set_isa(struct gbdt *g, enum gbdt_isa isa, struct err *e);
+/* "scalar", "avx2", "avx512"; "?" for a value outside the enum. */
+const char *gbdt_isa_name(enum gbdt_isa isa);
 
 #endif
