@@ -18,10 +18,12 @@ trap cleanup EXIT INT TERM
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 [ -s "$MODEL" ] || make -s models-clickstream-bench BUILD="$BUILD" >/dev/null 2>&1
-echo "### Clickstream: stages in process"
-echo
-"$BUILD/bench/bench_clickstream" "$MODEL" 1024
-echo
+if [ "${STAGES:-1}" = 1 ]; then
+    echo "### Clickstream: stages in process"
+    echo
+    "$BUILD/bench/bench_clickstream" "$MODEL" 1024 "${PROBE:-16}"
+    echo
+fi
 
 # N clicks over SESSIONS interleaved sessions, Zipf-ish items of the 100k catalog
 $PY - "$N" "$SESSIONS" > "$tmp/clicks.jsonl" <<'PYEOF'
@@ -37,7 +39,7 @@ for i in range(n):
                       "item_id": int(items[i]), "event_type": "view", "event_time": t}))
 PYEOF
 
-"$SM" broker --topics clickstream:8,predictions.clickstream:8,clickstream.dlq:1 \
+"$SM" broker --topics clickstream:8,predictions.exact:8,predictions.ivf:8,clickstream.dlq:1 \
     --bootstrap-file "$tmp/bs" >"$tmp/broker.log" 2>&1 &
 pids+=($!)
 rport=$(free_port)
@@ -46,29 +48,45 @@ pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/bs" ] && redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 bs=$(cat "$tmp/bs")
 "$SM" produce -b "$bs" -t clickstream --schema click_event -i "$tmp/clicks.jsonl" --log-level error 2>/dev/null
-"$BUILD/streamml-clickstream" -b "$bs" -X redis.port="$rport" -X clickstream.model="$MODEL" \
-    -X worker.max_messages="$N" --log-level info 2>"$tmp/worker.log" &
-wpid=$!; pids+=($wpid)
-"$SM" consume -b "$bs" -t predictions.clickstream -f -n 1 --log-level error >/dev/null 2>&1
-t0=$(date +%s.%N)
-"$SM" consume -b "$bs" -t predictions.clickstream -f -n "$N" --log-level error >"$tmp/preds.jsonl" 2>/dev/null
-t1=$(date +%s.%N)
-wait "$wpid" || true
-rate=$($PY -c "print(round($N/($t1-$t0)))")
-lat=$($PY - "$tmp/preds.jsonl" <<'PYEOF'
+# One worker run on the preloaded topic under its own group: recs/s from the
+# first to the N-th prediction, the in-worker latency, the worker's summary.
+run_worker() { # name, extra -X args...
+    local name=$1; shift
+    "$BUILD/streamml-clickstream" -b "$bs" -X redis.port="$rport" -X clickstream.model="$MODEL" \
+        -X kafka.group.id="bench-$name" -X output.topic="predictions.$name" \
+        -X worker.max_messages="$N" "$@" --log-level info 2>"$tmp/worker-$name.log" &
+    local wpid=$!; pids+=($wpid)
+    "$SM" consume -b "$bs" -t "predictions.$name" -f -n 1 --log-level error >/dev/null 2>&1
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$SM" consume -b "$bs" -t "predictions.$name" -f -n "$N" --log-level error >"$tmp/preds-$name.jsonl" 2>/dev/null
+    t1=$(date +%s.%N)
+    wait "$wpid" || true
+    rate=$($PY -c "print(round($N/($t1-$t0)))")
+    lat=$($PY - "$tmp/preds-$name.jsonl" <<'PYEOF'
 import json, sys
 import numpy as np
 l = np.array([json.loads(x)["latency_us"] for x in open(sys.argv[1]) if x.startswith("{")])
 print(f"{np.median(l)/1000:.1f} ms median, {np.percentile(l, 99)/1000:.1f} ms p99")
 PYEOF
 )
+    echo "| $name | $rate | $lat |"
+}
+
 echo "### Clickstream: one worker end to end"
 echo
-echo "$N clicks, $SESSIONS sessions, 100,000 items, hidden 128, worker.batch_size 1000,"
-echo "clickstream.score_batch 256, one BLAS thread, Redis state + co-visitation + trending:"
+echo "$N clicks, $SESSIONS sessions, 100,000 items, hidden 128, worker.batch_size 1000, one BLAS"
+echo "thread, Redis state + co-visitation + trending; each run its own group, output topic and"
+echo "Redis key prefix on the same preloaded topic. Exact: clickstream.score_batch 256; IVF:"
+echo "clickstream.search=ivf, score_batch 1024, ivf_lists 0 (316), ivf_probe ${PROBE:-16}:"
 echo
-echo "| recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
-echo "|---:|---|"
-echo "| $rate | $lat |"
+echo "| search | recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
+echo "|---|---:|---|"
+run_worker exact -X redis.prefix=exact:
+run_worker ivf -X redis.prefix=ivf: -X clickstream.search=ivf -X clickstream.score_batch=1024 \
+    -X clickstream.ivf_probe="${PROBE:-16}"
 echo
-grep -o 'summary: .*' "$tmp/worker.log" | sed 's/"}$//; s/^/    /'
+for name in exact ivf; do
+    grep -o 'summary: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'
+    grep -o 'IVF search: [^"]*' "$tmp/worker-$name.log" | sed 's/^/    /' || true
+done
