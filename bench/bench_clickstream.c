@@ -66,7 +66,7 @@ static void ivf_rows(const struct ann *a, struct ann_query *q, const float *h, s
     double runs[4][5];
     long reps = clicks / b > 0 ? clicks / b : 1;
     const char *what[] = {"total", "centroid scores + probe choice",
-                          "probed items scored (grouped sgemm, gather)", "top 70 heaps + sort"};
+                          "probed items scored (grouped sgemm, gather)", "top 70 selection (threshold, buffer, quickselect) + sort"};
     char name[128];
 
     for (int r = 0; r < 5; r++) {
@@ -97,7 +97,7 @@ static int ivf_bench(const struct sess_model *m, long clicks, int probe, int lis
     struct sess_top *x = malloc(1024 * 70 * sizeof(*x)), *y = malloc(1024 * 70 * sizeof(*y));
     int64_t lo, hi;
 
-    if (!h || !block || !x || !y || ann_open(&a, m, &o, &e) || ann_query_open(&q, a, &e)) {
+    if (!h || !block || !x || !y || ann_open(&a, m, &o, &e) || ann_query_open(&q, a, 70, &e)) {
         fprintf(stderr, "IVF: %s\n", e.msg);
         return 1;
     }

@@ -30,7 +30,11 @@ struct ann_query {
     int *members;            /* ANN_CHUNK x probe: sessions grouped by cluster */
     float *hq;               /* ANN_CHUNK x hidden: the states of one cluster's sessions */
     float *block;            /* ANN_CHUNK x ANN_BLOCK: their scores */
-    int hn[ANN_CHUNK];       /* items kept per session heap */
+    struct sess_top *buf;    /* chunk x 2k: per session, the items above its threshold */
+    size_t buf_cap;          /* entries of buf (ANN_CHUNK x 2 kmax) */
+    int bn[ANN_CHUNK];       /* entries in each session's buffer */
+    float thr[ANN_CHUNK];    /* each session's k-th best score so far: nothing below enters */
+    int k;                   /* of the current call */
     struct ann_stats st;
 };
 
@@ -326,13 +330,15 @@ void ann_list_sizes(const struct ann *a, int64_t *smallest, int64_t *largest)
 
 /* ---- queries ---- */
 
-int ann_query_open(struct ann_query **out, const struct ann *a, struct err *e)
+int ann_query_open(struct ann_query **out, const struct ann *a, int kmax, struct err *e)
 {
     struct ann_query *q = calloc(1, sizeof(*q));
 
     *out = NULL;
     if (!q)
         return err_set(e, ERR_NOMEM, "out of memory for IVF query scratch");
+    q->buf_cap = (size_t)ANN_CHUNK * 2 * (size_t)(kmax > 0 ? kmax : 1);
+    q->buf = malloc(q->buf_cap * sizeof(*q->buf));
     q->a = a;
     q->cs = malloc((size_t)ANN_CHUNK * a->lists * sizeof(float));
     q->probes = malloc((size_t)ANN_CHUNK * a->probe * sizeof(*q->probes));
@@ -341,7 +347,8 @@ int ann_query_open(struct ann_query **out, const struct ann *a, struct err *e)
     q->members = malloc((size_t)ANN_CHUNK * a->probe * sizeof(int));
     q->hq = malloc((size_t)ANN_CHUNK * a->hidden * sizeof(float));
     q->block = malloc((size_t)ANN_CHUNK * ANN_BLOCK * sizeof(float));
-    if (!q->cs || !q->probes || !q->nprobe || !q->end || !q->members || !q->hq || !q->block) {
+    if (!q->cs || !q->probes || !q->nprobe || !q->end || !q->members || !q->hq || !q->block ||
+        !q->buf) {
         ann_query_close(q);
         return err_set(e, ERR_NOMEM, "out of memory for IVF query scratch");
     }
@@ -360,6 +367,7 @@ void ann_query_close(struct ann_query *q)
     free(q->members);
     free(q->hq);
     free(q->block);
+    free(q->buf);
     free(q);
 }
 
@@ -417,9 +425,52 @@ static void group_sessions(struct ann_query *q, size_t nb)
             q->members[q->end[q->probes[i * (size_t)P + p].item]++] = (int)i;
 }
 
+/* a is worse than b: a lower score, or the same score and a higher id
+ * (sess_topk's order). */
+static int worse(struct sess_top a, struct sess_top b)
+{
+    return a.score < b.score || (a.score == b.score && a.item > b.item);
+}
+
+/* Keeps the k best of buf[0..*bn) in buf[0..k) (quickselect, Hoare
+ * partition) and returns the k-th best score: nothing below it can enter
+ * the top k any more. Cheaper than a heap: most items that pass the
+ * threshold are only appended. */
+static float compact(struct sess_top *buf, int *bn, int k)
+{
+    int lo = 0, hi = *bn - 1;
+    float t;
+
+    while (lo < hi) {
+        struct sess_top piv = buf[lo + (hi - lo) / 2], x;
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (worse(piv, buf[i]))
+                i++;
+            while (worse(buf[j], piv))
+                j--;
+            if (i <= j) {
+                x = buf[i];
+                buf[i++] = buf[j];
+                buf[j--] = x;
+            }
+        }
+        if (k - 1 <= j)
+            hi = j;
+        else if (k - 1 >= i)
+            lo = i;
+        else
+            break;
+    }
+    *bn = k;
+    t = buf[0].score;
+    for (int i = 1; i < k; i++)
+        t = buf[i].score < t ? buf[i].score : t;
+    return t;
+}
+
 /* The ms sessions of members[] against rows [r0, r0 + bw) of the index. */
-static void score_rows(struct ann_query *q, const int *members, int ms, int64_t r0, int bw, int k,
-                       struct sess_top *out)
+static void score_rows(struct ann_query *q, const int *members, int ms, int64_t r0, int bw, int k)
 {
     const struct ann *a = q->a;
     double t0 = now_us(), t1;
@@ -431,21 +482,26 @@ static void score_rows(struct ann_query *q, const int *members, int ms, int64_t 
     t1 = now_us();
     for (int j = 0; j < ms; j++) {
         const float *sc = q->block + (size_t)j * bw;
-        int i = members[j];
-        struct sess_top *hp = out + (size_t)i * k;
+        int i = members[j], n = q->bn[i];
+        struct sess_top *buf = q->buf + (size_t)i * 2 * k;
+        float thr = q->thr[i];
         for (int c = 0; c < bw; c++) {
             float s = sc[c];
-            if (s != s || (q->hn[i] == k && s < hp[0].score))
-                continue;
-            sess_top_offer(hp, &q->hn[i], k, (struct sess_top){a->id[r0 + c], s});
+            if (s != s || s < thr)
+                continue; /* NaN, or below the k-th best so far: most items */
+            buf[n++] = (struct sess_top){a->id[r0 + c], s};
+            if (n == 2 * k)
+                thr = compact(buf, &n, k);
         }
+        q->bn[i] = n;
+        q->thr[i] = thr;
     }
     q->st.score_us += t1 - t0;
     q->st.select_us += now_us() - t1;
     q->st.scored += (uint64_t)ms * (uint64_t)bw;
 }
 
-static void scan_clusters(struct ann_query *q, const float *h, int k, struct sess_top *out)
+static void scan_clusters(struct ann_query *q, const float *h, int k)
 {
     const struct ann *a = q->a;
     int H = a->hidden, from = 0;
@@ -460,7 +516,7 @@ static void scan_clusters(struct ann_query *q, const float *h, int k, struct ses
             memcpy(q->hq + (size_t)j * H, h + (size_t)mem[j] * H, (size_t)H * sizeof(float));
         for (int64_t r0 = a->off[l]; r0 < a->off[l + 1]; r0 += ANN_BLOCK) {
             int64_t left = a->off[l + 1] - r0;
-            score_rows(q, mem, ms, r0, (int)(left < ANN_BLOCK ? left : ANN_BLOCK), k, out);
+            score_rows(q, mem, ms, r0, (int)(left < ANN_BLOCK ? left : ANN_BLOCK), k);
         }
     }
 }
@@ -472,15 +528,23 @@ static void topk_chunk(struct ann_query *q, size_t nb, const float *h, int k, st
     choose_probes(q, nb, h);
     t1 = now_us();
     group_sessions(q, nb);
-    memset(q->hn, 0, sizeof(q->hn));
-    scan_clusters(q, h, k, out);
+    for (size_t i = 0; i < nb; i++) {
+        q->bn[i] = 0;
+        q->thr[i] = -INFINITY;
+    }
+    scan_clusters(q, h, k);
     t2 = now_us();
     /* score_rows timed its sgemm and heap offers; grouping and gathering
      * (the rest of t1..t2) count as scoring */
     inner = q->st.score_us + q->st.select_us - inner;
     q->st.score_us += (t2 - t1) - inner;
-    for (size_t i = 0; i < nb; i++)
-        sess_top_finish(out + i * (size_t)k, q->hn[i], k);
+    for (size_t i = 0; i < nb; i++) {
+        struct sess_top *buf = q->buf + i * 2 * (size_t)k;
+        if (q->bn[i] > k)
+            compact(buf, &q->bn[i], k);
+        memcpy(out + i * (size_t)k, buf, (size_t)q->bn[i] * sizeof(*buf));
+        sess_top_finish(out + i * (size_t)k, q->bn[i], k);
+    }
     q->st.centroid_us += t1 - t0;
     q->st.select_us += now_us() - t2;
     q->st.queries += nb;
@@ -489,8 +553,11 @@ static void topk_chunk(struct ann_query *q, size_t nb, const float *h, int k, st
 void ann_topk(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
               struct sess_top *out)
 {
-    for (size_t d = 0; d < n; d += ANN_CHUNK) {
-        size_t nb = n - d < ANN_CHUNK ? n - d : ANN_CHUNK;
+    size_t chunk = q->buf_cap / (2 * (size_t)k); /* sessions whose buffers fit */
+
+    chunk = chunk < ANN_CHUNK ? chunk : ANN_CHUNK;
+    for (size_t d = 0; d < n; d += chunk) {
+        size_t nb = n - d < chunk ? n - d : chunk;
         topk_chunk(q, nb, h + d * (size_t)a->hidden, k, out + d * (size_t)k);
     }
 }

@@ -62,19 +62,22 @@ void ann_list_sizes(const struct ann *a, int64_t *smallest, int64_t *largest);
 struct ann_stats {
     double centroid_us; /* centroid sgemm + choosing the probed clusters */
     double score_us;    /* grouping sessions, gathering, the per-cluster sgemm */
-    double select_us;   /* heap offers and the final sort */
+    double select_us;   /* threshold checks, candidate buffers, the final sort */
     uint64_t queries, scored; /* sessions, item scores computed */
 };
 struct ann_query;
-int ann_query_open(struct ann_query **out, const struct ann *a, struct err *e);
+/* Scratch for queries of up to kmax items (about ANN_CHUNK x 2 kmax x 16
+ * bytes); a larger k (at most ANN_CHUNK x kmax) works on fewer sessions at
+ * a time. ERR_NOMEM. */
+int ann_query_open(struct ann_query **out, const struct ann *a, int kmax, struct err *e);
 void ann_query_close(struct ann_query *q); /* NULL-safe */
 const struct ann_stats *ann_query_stats(const struct ann_query *q);
 void ann_query_reset_stats(struct ann_query *q);
 
-/* The best k (1..REC_MAX_CANDIDATES + SESS_MAX_HISTORY) probed items of each
- * of n sessions (h: n x hidden), best first, into out[i * k ...], as
- * sess_topk does (ties to the lower id, NaN never ranks, item -1 pads when
- * the probed clusters hold fewer than k items). */
+/* The best k (1..ANN_CHUNK x the scratch's kmax) probed items of each of n
+ * sessions (h: n x hidden), best first, into out[i * k ...], as sess_topk
+ * does (ties to the lower id, NaN never ranks, item -1 pads when the probed
+ * clusters hold fewer than k items). q must be a scratch of a. */
 void ann_topk(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
               struct sess_top *out);
 

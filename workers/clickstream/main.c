@@ -174,10 +174,11 @@ static int open_search(struct worker *w, struct err *e)
     struct ann_opts o = {.lists = (int)cfg_int(w->cf, "clickstream.ivf_lists"),
                          .probe = (int)cfg_int(w->cf, "clickstream.ivf_probe")};
     int64_t lo, hi;
+    int ktop = (int)cfg_int(w->cf, "clickstream.candidates") + w->history;
 
     if (strcmp(cfg_str(w->cf, "clickstream.search"), "ivf") != 0)
         return ERR_OK;
-    if (ann_open(&w->ann, w->m, &o, e) || ann_query_open(&w->annq, w->ann, e))
+    if (ann_open(&w->ann, w->m, &o, e) || ann_query_open(&w->annq, w->ann, ktop, e))
         return e->code;
     ann_list_sizes(w->ann, &lo, &hi);
     log_info("IVF search: %d lists (%lld..%lld items), probe %d, built in %.0f ms",
