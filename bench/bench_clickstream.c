@@ -111,7 +111,8 @@ static int ivf_bench(const struct sess_model *m, long clicks, int probe, int lis
     ann_list_sizes(a, &lo, &hi);
     printf("\nIVF index: %d lists (%lld..%lld items), probe %d, built in %.0f ms; %.1f%% of the "
            "catalog scored per click; mean overlap of the IVF top 70 with the exact top 70 over "
-           "256 session states: %.3f\n",
+           "256 synthetic states (5 arbitrary clicks each; bench_ivf_recall measures real "
+           "sessions): %.3f\n",
            ann_lists(a), (long long)lo, (long long)hi, ann_probe(a), ann_build_ms(a),
            100.0 * (double)ann_query_stats(q)->scored / (256.0 * (double)sess_model_items(m)),
            overlap(y, x, 256, 70));

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Clickstream worker: stage costs in process (bench_clickstream) and one
-# worker end to end on the embedded stack (broker + Redis) with the
-# 100,000-item, hidden-128 model (make models-clickstream-bench). Events/s
+# Clickstream worker: stage costs in process (bench_clickstream, exact and
+# IVF) and one worker end to end on the embedded stack (broker + Redis)
+# with the 100,000-item, hidden-128 model (make models-clickstream-bench-trained),
+# once with clickstream.search=exact and once with IVF (the default). Events/s
 # from the first to the N-th recommendation consumed, one run (the machine
 # is shared). Figures, never pass/fail. Prints markdown.
 set -euo pipefail
@@ -10,18 +11,23 @@ N=${N:-20000}
 SESSIONS=${SESSIONS:-2000}
 PY=/usr/bin/python3
 SM="$BUILD/streamml"
-MODEL="$BUILD/clickstream-bench/gru4rec.onnx"
+MODEL="$BUILD/clickstream-bench-trained/gru4rec.onnx"
+HELDOUT="$BUILD/clickstream-bench-trained/sessions_heldout.jsonl"
 tmp=$(mktemp -d /tmp/streamml-benchclick-XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT INT TERM
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-[ -s "$MODEL" ] || make -s models-clickstream-bench BUILD="$BUILD" >/dev/null 2>&1
+[ -s "$MODEL" ] || make -s models-clickstream-bench-trained BUILD="$BUILD" >/dev/null 2>&1
 if [ "${STAGES:-1}" = 1 ]; then
     echo "### Clickstream: stages in process"
     echo
-    "$BUILD/bench/bench_clickstream" "$MODEL" 1024 "${PROBE:-16}"
+    "$BUILD/bench/bench_clickstream" "$MODEL" 1024 "${PROBE:-32}"
+    echo
+    echo "### Clickstream: IVF quality against speed (held-out sessions of the trained model)"
+    echo
+    "$BUILD/bench/bench_ivf_recall" "$MODEL" "$HELDOUT" 0 8,16,32,64
     echo
 fi
 
@@ -75,16 +81,16 @@ PYEOF
 
 echo "### Clickstream: one worker end to end"
 echo
-echo "$N clicks, $SESSIONS sessions, 100,000 items, hidden 128, worker.batch_size 1000, one BLAS"
+echo "$N clicks, $SESSIONS sessions, 100,000 items, hidden 128 (make models-clickstream-bench-trained),"
+echo "worker.batch_size 1000, one BLAS"
 echo "thread, Redis state + co-visitation + trending; each run its own group, output topic and"
-echo "Redis key prefix on the same preloaded topic. Exact: clickstream.score_batch 256; IVF:"
-echo "clickstream.search=ivf, score_batch 1024, ivf_lists 0 (316), ivf_probe ${PROBE:-16}:"
+echo "Redis key prefix on the same preloaded topic; clickstream.score_batch 1024 (the default)."
+echo "exact: clickstream.search=exact; ivf: the default search (ivf_lists 0 = 316, ivf_probe ${PROBE:-32}):"
 echo
 echo "| search | recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
 echo "|---|---:|---|"
-run_worker exact -X redis.prefix=exact:
-run_worker ivf -X redis.prefix=ivf: -X clickstream.search=ivf -X clickstream.score_batch=1024 \
-    -X clickstream.ivf_probe="${PROBE:-16}"
+run_worker exact -X redis.prefix=exact: -X clickstream.search=exact
+run_worker ivf -X redis.prefix=ivf: -X clickstream.ivf_probe="${PROBE:-32}"
 echo
 for name in exact ivf; do
     grep -o 'summary: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'
