@@ -45,7 +45,7 @@ for i in range(n):
                       "item_id": int(items[i]), "event_type": "view", "event_time": t}))
 PYEOF
 
-"$SM" broker --topics clickstream:8,predictions.exact:8,predictions.ivf:8,clickstream.dlq:1 \
+"$SM" broker --topics clickstream:8,predictions.exact:8,predictions.ivf:8,clickstream.dlq:1,heldout:3 \
     --bootstrap-file "$tmp/bs" >"$tmp/broker.log" 2>&1 &
 pids+=($!)
 rport=$(free_port)
@@ -85,14 +85,43 @@ echo "$N clicks, $SESSIONS sessions, 100,000 items, hidden 128 (make models-clic
 echo "worker.batch_size 1000, one BLAS"
 echo "thread, Redis state + co-visitation + trending; each run its own group, output topic and"
 echo "Redis key prefix on the same preloaded topic; clickstream.score_batch 1024 (the default)."
-echo "exact: clickstream.search=exact; ivf: the default search (ivf_lists 0 = 316, ivf_probe ${PROBE:-32}):"
+echo "exact: the default search; ivf: clickstream.search=ivf (ivf_lists 0 = 316, ivf_probe ${PROBE:-32}):"
 echo
 echo "| search | recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
 echo "|---|---:|---|"
 run_worker exact -X redis.prefix=exact: -X clickstream.search=exact
-run_worker ivf -X redis.prefix=ivf: -X clickstream.ivf_probe="${PROBE:-32}"
+run_worker ivf -X redis.prefix=ivf: -X clickstream.search=ivf -X clickstream.ivf_probe="${PROBE:-32}"
 echo
 for name in exact ivf; do
     grep -o 'summary: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'
     grep -o 'IVF search: [^"]*' "$tmp/worker-$name.log" | sed 's/^/    /' || true
 done
+
+if [ "${QUALITY:-1}" = 1 ]; then
+    # The trained model's held-out sessions replayed by click-eval: Recall@20 / MRR@20 of the
+    # GRU exact and through IVF at several probes, against popularity.
+    $PY - "$HELDOUT" > "$tmp/heldout.jsonl" <<'PYEOF'
+import json, sys
+t, i = 1_767_225_600_000, 0
+for s, line in enumerate(open(sys.argv[1])):
+    for it in json.loads(line):
+        t += 100
+        i += 1
+        print(json.dumps({"event_id": f"h{i}", "session_id": f"h{s}", "user_id": None,
+                          "item_id": it, "event_type": "view", "event_time": t}))
+PYEOF
+    "$SM" produce -b "$bs" -t heldout --schema click_event -i "$tmp/heldout.jsonl" --log-level error 2>/dev/null
+    echo
+    echo "### Clickstream: quality through IVF (click-eval, held-out sessions of the trained model)"
+    echo
+    echo "| probe | IVF / exact top-20 overlap | GRU exact Recall@20 / MRR@20 | GRU IVF Recall@20 / MRR@20 | popularity Recall@20 / MRR@20 |"
+    echo "|---:|---:|---|---|---|"
+    for p in 16 32 64; do
+        "$SM" click-eval -b "$bs" -t heldout -m "$MODEL" --search ivf -X clickstream.ivf_probe=$p \
+            --log-level warn 2>/dev/null | $PY -c '
+import json, sys
+r = json.loads(sys.stdin.readline())
+f = lambda o: "%.3f / %.3f" % (o["recall"], o["mrr"])
+print("| %d | %.3f | %s | %s | %s |" % (r["ivf"]["probe"], r["ivf"]["overlap"], f(r["gru"]), f(r["gru_ivf"]), f(r["popularity"])))'
+    done
+fi

@@ -13,7 +13,8 @@ MRR@20 against popularity are in metrics.json), trained enough that item
 vectors cluster by what sessions do, which is what IVF recall depends on.
 
 Writes --out/gru4rec.onnx, metrics.json and sessions_heldout.jsonl (300
-held-out sessions). Deterministic given the time budget (fixed seeds).
+held-out sessions). Fixed seeds, but training stops at a time budget, so the
+number of steps (in metrics.json) depends on the machine.
 """
 import argparse
 import json
