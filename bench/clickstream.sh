@@ -85,7 +85,7 @@ echo "$N clicks, $SESSIONS sessions, 100,000 items, hidden 128 (make models-clic
 echo "worker.batch_size 1000, one BLAS"
 echo "thread, Redis state + co-visitation + trending; each run its own group, output topic and"
 echo "Redis key prefix on the same preloaded topic; clickstream.score_batch 1024 (the default)."
-echo "exact: the default search; ivf: clickstream.search=ivf (ivf_lists 0 = 316, ivf_probe ${PROBE:-32}):"
+echo "exact: clickstream.search=exact; ivf: the default search (ivf_lists 0 = 316, ivf_probe ${PROBE:-32}):"
 echo
 echo "| search | recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
 echo "|---|---:|---|"

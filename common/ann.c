@@ -18,6 +18,11 @@ struct ann {
     float *b;     /* items, same order */
     int64_t *id;  /* items, same order: the catalog id */
     int64_t *off; /* lists + 1: cluster l is rows off[l] .. off[l + 1] */
+    int *nlead;   /* lists: the cluster's first nlead[l] rows are its leaders */
+    int64_t nl;   /* leaders in all, copied contiguous: */
+    float *lw, *lb;
+    int64_t *lid;
+    int *lcl; /* a leader's cluster */
     double build_ms;
 };
 
@@ -217,6 +222,71 @@ static int group(struct ann *a, const struct kmeans *k, const int *asg)
     return ERR_OK;
 }
 
+static double row_norm2(const struct ann *a, int64_t r)
+{
+    double n = (double)a->b[r] * a->b[r];
+
+    for (int j = 0; j < a->hidden; j++)
+        n += (double)a->w[r * a->hidden + j] * a->w[r * a->hidden + j];
+    return n;
+}
+
+static void swap_rows(struct ann *a, int64_t x, int64_t y, float *tmp)
+{
+    size_t hb = (size_t)a->hidden * sizeof(float);
+    float b = a->b[x];
+    int64_t id = a->id[x];
+
+    memcpy(tmp, a->w + x * a->hidden, hb);
+    memcpy(a->w + x * a->hidden, a->w + y * a->hidden, hb);
+    memcpy(a->w + y * a->hidden, tmp, hb);
+    a->b[x] = a->b[y];
+    a->b[y] = b;
+    a->id[x] = a->id[y];
+    a->id[y] = id;
+}
+
+/* Each cluster's ANN_LEADERS longest rows ([W_i, b_i] norm) move to its
+ * front and are copied contiguous: a mean centroid hides a cluster's
+ * outliers, the items with the highest scores for the queries that point
+ * their way; leaders are scored for every query. */
+static int pick_leaders(struct ann *a)
+{
+    float tmp[SESS_MAX_HIDDEN];
+
+    for (int l = 0; l < a->lists; l++) {
+        int64_t o = a->off[l], sz = a->off[l + 1] - o;
+        a->nlead[l] = (int)(sz < ANN_LEADERS ? sz : ANN_LEADERS);
+        for (int j = 0; j < a->nlead[l]; j++) { /* selection: the j-th longest to o + j */
+            int64_t best = o + j;
+            double bn = row_norm2(a, best);
+            for (int64_t r = o + j + 1; r < o + sz; r++)
+                if (row_norm2(a, r) > bn) {
+                    bn = row_norm2(a, r);
+                    best = r;
+                }
+            swap_rows(a, o + j, best, tmp);
+        }
+        a->nl += a->nlead[l];
+    }
+    a->lw = malloc((size_t)a->nl * a->hidden * sizeof(float));
+    a->lb = malloc((size_t)a->nl * sizeof(float));
+    a->lid = malloc((size_t)a->nl * sizeof(int64_t));
+    a->lcl = malloc((size_t)a->nl * sizeof(int));
+    if (!a->lw || !a->lb || !a->lid || !a->lcl)
+        return ERR_NOMEM;
+    for (int l = 0, n = 0; l < a->lists; l++)
+        for (int j = 0; j < a->nlead[l]; j++, n++) {
+            int64_t r = a->off[l] + j;
+            memcpy(a->lw + (size_t)n * a->hidden, a->w + r * a->hidden,
+                   (size_t)a->hidden * sizeof(float));
+            a->lb[n] = a->b[r];
+            a->lid[n] = a->id[r];
+            a->lcl[n] = l;
+        }
+    return ERR_OK;
+}
+
 static int check_opts(const struct ann_opts *o, int64_t items, int *lists, struct err *e)
 {
     *lists = o->lists ? o->lists : (int)lround(sqrt((double)items));
@@ -247,8 +317,9 @@ static int build(struct ann *a, const struct sess_model *m, const struct ann_opt
     k.sum = malloc((size_t)k.lists * k.d * sizeof(double));
     k.cnt = malloc((size_t)k.lists * sizeof(int64_t));
     if (asg && k.x && k.c && k.cn && k.g && k.sum && k.cnt &&
-        kmeans_run(&k, o->iters ? o->iters : DEFAULT_ITERS, asg) == ERR_OK)
-        rc = group(a, &k, asg);
+        kmeans_run(&k, o->iters ? o->iters : DEFAULT_ITERS, asg) == ERR_OK &&
+        group(a, &k, asg) == ERR_OK)
+        rc = pick_leaders(a);
     free((void *)k.x);
     free(k.c);
     free(k.cn);
@@ -282,7 +353,8 @@ int ann_open(struct ann **out, const struct sess_model *m, const struct ann_opts
     a->b = malloc((size_t)a->items * sizeof(float));
     a->id = malloc((size_t)a->items * sizeof(int64_t));
     a->off = malloc(((size_t)lists + 1) * sizeof(int64_t));
-    if (!a->cw || !a->cb || !a->w || !a->b || !a->id || !a->off || build(a, m, o)) {
+    a->nlead = calloc((size_t)lists, sizeof(int));
+    if (!a->cw || !a->cb || !a->w || !a->b || !a->id || !a->off || !a->nlead || build(a, m, o)) {
         ann_close(a);
         return err_set(e, ERR_NOMEM, "out of memory for the IVF index (%d lists)", lists);
     }
@@ -301,6 +373,11 @@ void ann_close(struct ann *a)
     free(a->b);
     free(a->id);
     free(a->off);
+    free(a->nlead);
+    free(a->lw);
+    free(a->lb);
+    free(a->lid);
+    free(a->lcl);
     free(a);
 }
 
@@ -381,7 +458,49 @@ void ann_query_reset_stats(struct ann_query *q)
     memset(&q->st, 0, sizeof(q->st));
 }
 
-/* Every session's best `probe` clusters by centroid score (NaN: none). */
+static float compact(struct sess_top *buf, int *bn, int k);
+
+/* Offers session i the item with score s (NaN never ranks). */
+static void offer(struct ann_query *q, size_t i, int64_t item, float s)
+{
+    int k = q->k;
+    struct sess_top *buf = q->buf + i * 2 * (size_t)k;
+
+    if (s != s || s < q->thr[i])
+        return; /* NaN, or below the k-th best so far: most items */
+    buf[q->bn[i]++] = (struct sess_top){item, s};
+    if (q->bn[i] == 2 * k)
+        q->thr[i] = compact(buf, &q->bn[i], k);
+}
+
+/* Every leader for every session: a candidate, and its cluster's probe
+ * score is at least the leader's score. */
+static void score_leaders(struct ann_query *q, size_t nb, const float *h)
+{
+    const struct ann *a = q->a;
+    int L = a->lists;
+
+    for (int64_t c0 = 0; c0 < a->nl; c0 += ANN_BLOCK) {
+        int bw = (int)(a->nl - c0 < ANN_BLOCK ? a->nl - c0 : ANN_BLOCK);
+        for (size_t i = 0; i < nb; i++)
+            memcpy(q->block + i * bw, a->lb + c0, (size_t)bw * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, bw, a->hidden, 1.0f, h,
+                    a->hidden, a->lw + c0 * a->hidden, a->hidden, 1.0f, q->block, bw);
+        for (size_t i = 0; i < nb; i++) {
+            const float *sc = q->block + i * bw;
+            float *cs = q->cs + i * (size_t)L;
+            for (int j = 0; j < bw; j++) {
+                if (sc[j] > cs[a->lcl[c0 + j]])
+                    cs[a->lcl[c0 + j]] = sc[j];
+                offer(q, i, a->lid[c0 + j], sc[j]);
+            }
+        }
+        q->st.scored += (uint64_t)nb * (uint64_t)bw;
+    }
+}
+
+/* Every session's best `probe` clusters by centroid score, raised to the
+ * best leader's (NaN: none). */
 static void choose_probes(struct ann_query *q, size_t nb, const float *h)
 {
     const struct ann *a = q->a;
@@ -391,6 +510,7 @@ static void choose_probes(struct ann_query *q, size_t nb, const float *h)
         memcpy(q->cs + i * (size_t)L, a->cb, (size_t)L * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, L, a->hidden, 1.0f, h,
                 a->hidden, a->cw, a->hidden, 1.0f, q->cs, L);
+    score_leaders(q, nb, h);
     for (size_t i = 0; i < nb; i++) {
         const float *cs = q->cs + i * (size_t)L;
         struct sess_top *hp = q->probes + i * (size_t)P;
@@ -470,7 +590,7 @@ static float compact(struct sess_top *buf, int *bn, int k)
 }
 
 /* The ms sessions of members[] against rows [r0, r0 + bw) of the index. */
-static void score_rows(struct ann_query *q, const int *members, int ms, int64_t r0, int bw, int k)
+static void score_rows(struct ann_query *q, const int *members, int ms, int64_t r0, int bw)
 {
     const struct ann *a = q->a;
     double t0 = now_us(), t1;
@@ -482,26 +602,20 @@ static void score_rows(struct ann_query *q, const int *members, int ms, int64_t 
     t1 = now_us();
     for (int j = 0; j < ms; j++) {
         const float *sc = q->block + (size_t)j * bw;
-        int i = members[j], n = q->bn[i];
-        struct sess_top *buf = q->buf + (size_t)i * 2 * k;
+        int i = members[j];
         float thr = q->thr[i];
-        for (int c = 0; c < bw; c++) {
-            float s = sc[c];
-            if (s != s || s < thr)
-                continue; /* NaN, or below the k-th best so far: most items */
-            buf[n++] = (struct sess_top){a->id[r0 + c], s};
-            if (n == 2 * k)
-                thr = compact(buf, &n, k);
-        }
-        q->bn[i] = n;
-        q->thr[i] = thr;
+        for (int c = 0; c < bw; c++)
+            if (sc[c] >= thr) { /* the common case, most items, stays in this loop */
+                offer(q, (size_t)i, a->id[r0 + c], sc[c]);
+                thr = q->thr[i];
+            }
     }
     q->st.score_us += t1 - t0;
     q->st.select_us += now_us() - t1;
     q->st.scored += (uint64_t)ms * (uint64_t)bw;
 }
 
-static void scan_clusters(struct ann_query *q, const float *h, int k)
+static void scan_clusters(struct ann_query *q, const float *h)
 {
     const struct ann *a = q->a;
     int H = a->hidden, from = 0;
@@ -510,29 +624,31 @@ static void scan_clusters(struct ann_query *q, const float *h, int k)
         const int *mem = q->members + from;
         int ms = q->end[l] - from;
         from = q->end[l];
-        if (!ms || a->off[l] == a->off[l + 1])
-            continue;
+        if (!ms || a->off[l] + a->nlead[l] == a->off[l + 1])
+            continue; /* no session probes it, or only its leaders (scored already) */
         for (int j = 0; j < ms; j++) /* gathered: one sgemm for the cluster's sessions */
             memcpy(q->hq + (size_t)j * H, h + (size_t)mem[j] * H, (size_t)H * sizeof(float));
-        for (int64_t r0 = a->off[l]; r0 < a->off[l + 1]; r0 += ANN_BLOCK) {
+        for (int64_t r0 = a->off[l] + a->nlead[l]; r0 < a->off[l + 1]; r0 += ANN_BLOCK) {
             int64_t left = a->off[l + 1] - r0;
-            score_rows(q, mem, ms, r0, (int)(left < ANN_BLOCK ? left : ANN_BLOCK), k);
+            score_rows(q, mem, ms, r0, (int)(left < ANN_BLOCK ? left : ANN_BLOCK));
         }
     }
 }
 
 static void topk_chunk(struct ann_query *q, size_t nb, const float *h, int k, struct sess_top *out)
 {
-    double t0 = now_us(), t1, t2, inner = q->st.score_us + q->st.select_us;
+    double t0 = now_us(), t1, t2, inner;
 
-    choose_probes(q, nb, h);
-    t1 = now_us();
-    group_sessions(q, nb);
+    q->k = k;
     for (size_t i = 0; i < nb; i++) {
         q->bn[i] = 0;
         q->thr[i] = -INFINITY;
     }
-    scan_clusters(q, h, k);
+    choose_probes(q, nb, h);
+    t1 = now_us();
+    inner = q->st.score_us + q->st.select_us;
+    group_sessions(q, nb);
+    scan_clusters(q, h);
     t2 = now_us();
     /* score_rows timed its sgemm and heap offers; grouping and gathering
      * (the rest of t1..t2) count as scoring */

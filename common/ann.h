@@ -9,11 +9,15 @@
  * for the iterations, then every item) cuts the catalog into `lists`
  * clusters, whose centroids are the mean of their items: q . centroid is the
  * mean score of the cluster. The items are stored again, grouped by
- * cluster, so a cluster's rows are contiguous.
+ * cluster, so a cluster's rows are contiguous. A mean hides a cluster's
+ * outliers (on a trained catalog, the session-specific items a query
+ * points at directly): each cluster's ANN_LEADERS longest [W_i, b_i] are its
+ * leaders, scored for every query, and a cluster's probe score is the
+ * larger of its centroid's and its best leader's.
  *
  * A query of n sessions (micro-batched, ANN_CHUNK at a time): one sgemm
- * scores every centroid for every session; each session probes its best
- * `probe` clusters; the sessions are grouped by probed cluster, and each
+ * scores every centroid and one every leader for every session (the leaders
+ * are candidates too); each session probes its best `probe` clusters; the sessions are grouped by probed cluster, and each
  * cluster's items are scored by one sgemm over the sessions that probe it,
  * exactly (the same score as sess_topk), into each session's k-best heap.
  * The result is exact over the probed items; the items of unprobed clusters
@@ -36,6 +40,7 @@
 #define ANN_CHUNK 1024           /* sessions per call's centroid sgemm and grouping */
 #define ANN_BLOCK 512            /* a cluster's items scored per sgemm */
 #define ANN_SAMPLE_PER_LIST 64   /* k-means iterations run on at most this many points per list */
+#define ANN_LEADERS 8            /* longest items per cluster, scored for every query */
 
 struct ann_opts {
     int lists;     /* clusters, 1..ANN_MAX_LISTS and <= items; 0: round(sqrt(items)) */
@@ -60,7 +65,7 @@ void ann_list_sizes(const struct ann *a, int64_t *smallest, int64_t *largest);
 
 /* Per-caller scratch of ann_topk, with the time spent in each stage. */
 struct ann_stats {
-    double centroid_us; /* centroid sgemm + choosing the probed clusters */
+    double centroid_us; /* centroid and leader sgemm + choosing the probed clusters */
     double score_us;    /* grouping sessions, gathering, the per-cluster sgemm */
     double select_us;   /* threshold checks, candidate buffers, the final sort */
     uint64_t queries, scored; /* sessions, item scores computed */

@@ -136,7 +136,7 @@ static const struct key_def keys[] = {
     {"clickstream.trending_half_life_s", K_DBL, 1, 1e9, "3600", "half life of trending counts"},
     {"clickstream.seed", K_INT, 0, 1e15, "0", "exploration seed (0: from the clock)"},
     {"clickstream.blas_threads", K_INT, 1, 16, "1", "OpenBLAS threads of the worker's sgemm"},
-    {"clickstream.search", K_STR, 0, 0, "exact",
+    {"clickstream.search", K_STR, 0, 0, "ivf",
      "candidate search: exact (every item scored) | ivf (IVF index, common/ann.h)"},
     {"clickstream.ivf_lists", K_INT, 0, 65536, "0", "IVF clusters (0: sqrt of the catalog's items)"},
     {"clickstream.ivf_probe", K_INT, 1, 65536, "32", "IVF clusters probed per click"},

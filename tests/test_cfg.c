@@ -202,8 +202,8 @@ static void test_clickstream_search_values(void **st)
     struct err e = {0};
     struct cfg *c = cfg_new();
 
-    assert_string_equal(cfg_str(c, "clickstream.search"), "exact");
-    assert_int_equal(cfg_set(c, "clickstream.search", "ivf", "-X", &e), ERR_OK);
+    assert_string_equal(cfg_str(c, "clickstream.search"), "ivf");
+    assert_int_equal(cfg_set(c, "clickstream.search", "exact", "-X", &e), ERR_OK);
     assert_int_equal(cfg_finish(c, &e), ERR_OK);
     assert_int_equal(cfg_set(c, "clickstream.search", "annoy", "-X", &e), ERR_OK);
     assert_int_equal(cfg_finish(c, &e), ERR_CONFIG);
