@@ -65,7 +65,7 @@ static void ivf_rows(const struct ann *a, struct ann_query *q, const float *h, s
 {
     double runs[4][5];
     long reps = clicks / b > 0 ? clicks / b : 1;
-    const char *what[] = {"total", "centroid scores + probe choice",
+    const char *what[] = {"total", "centroid and leader scores + probe choice",
                           "probed items scored (grouped sgemm, gather)", "top 70 selection (threshold, buffer, quickselect) + sort"};
     char name[128];
 
@@ -74,7 +74,8 @@ static void ivf_rows(const struct ann *a, struct ann_query *q, const float *h, s
         const struct ann_stats *st = ann_query_stats(q);
         ann_query_reset_stats(q);
         for (long i = 0; i < reps; i++)
-            ann_topk(a, q, (size_t)b, h + (size_t)((i % (1024 / b)) * b) * hid, 70, top);
+            if (ann_topk(a, q, (size_t)b, h + (size_t)((i % (1024 / b)) * b) * hid, 70, top, NULL))
+                return;
         runs[0][r] = (now_us() - t0) / (double)(reps * b);
         runs[1][r] = st->centroid_us / (double)st->queries;
         runs[2][r] = st->score_us / (double)st->queries;
@@ -107,7 +108,10 @@ static int ivf_bench(const struct sess_model *m, long clicks, int probe, int lis
     ivf_rows(a, q, h, hid, 1024, clicks, y);
     sess_topk(m, 256, h, 70, x, block);
     ann_query_reset_stats(q);
-    ann_topk(a, q, 256, h, 70, y);
+    if (ann_topk(a, q, 256, h, 70, y, &e)) {
+        fprintf(stderr, "IVF: %s\n", e.msg);
+        return 1;
+    }
     ann_list_sizes(a, &lo, &hi);
     printf("\nIVF index: %d lists (%lld..%lld items), probe %d, built in %.0f ms; %.1f%% of the "
            "catalog scored per click; mean overlap of the IVF top 70 with the exact top 70 over "

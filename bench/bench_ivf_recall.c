@@ -76,7 +76,12 @@ static int one_probe(const struct sess_model *m, int lists, int probe, const flo
         return 1;
     }
     t0 = now_us();
-    ann_topk(a, q, n, h, K, top);
+    if (ann_topk(a, q, n, h, K, top, &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        ann_query_close(q);
+        ann_close(a);
+        return 1;
+    }
     printf("| %d | %d | %.1f%% | %.3f | %.3f | %.1f |\n", ann_lists(a), ann_probe(a),
            100.0 * (double)ann_query_stats(q)->scored / ((double)n * sess_model_items(m)),
            overlap(top, exact, n, K), overlap(top, exact, n, 20), (now_us() - t0) / (double)n);

@@ -253,22 +253,28 @@ static void swap_rows(struct ann *a, int64_t x, int64_t y, float *tmp)
 static int pick_leaders(struct ann *a)
 {
     float tmp[SESS_MAX_HIDDEN];
+    double *n2 = malloc((size_t)a->items * sizeof(double));
 
+    if (!n2)
+        return ERR_NOMEM;
+    for (int64_t r = 0; r < a->items; r++)
+        n2[r] = row_norm2(a, r);
     for (int l = 0; l < a->lists; l++) {
         int64_t o = a->off[l], sz = a->off[l + 1] - o;
         a->nlead[l] = (int)(sz < ANN_LEADERS ? sz : ANN_LEADERS);
         for (int j = 0; j < a->nlead[l]; j++) { /* selection: the j-th longest to o + j */
             int64_t best = o + j;
-            double bn = row_norm2(a, best);
+            double t;
             for (int64_t r = o + j + 1; r < o + sz; r++)
-                if (row_norm2(a, r) > bn) {
-                    bn = row_norm2(a, r);
-                    best = r;
-                }
+                best = n2[r] > n2[best] ? r : best;
             swap_rows(a, o + j, best, tmp);
+            t = n2[o + j];
+            n2[o + j] = n2[best];
+            n2[best] = t;
         }
         a->nl += a->nlead[l];
     }
+    free(n2);
     a->lw = malloc((size_t)a->nl * a->hidden * sizeof(float));
     a->lb = malloc((size_t)a->nl * sizeof(float));
     a->lid = malloc((size_t)a->nl * sizeof(int64_t));
@@ -666,14 +672,18 @@ static void topk_chunk(struct ann_query *q, size_t nb, const float *h, int k, st
     q->st.queries += nb;
 }
 
-void ann_topk(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
-              struct sess_top *out)
+int ann_topk(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
+             struct sess_top *out, struct err *e)
 {
-    size_t chunk = q->buf_cap / (2 * (size_t)k); /* sessions whose buffers fit */
+    size_t chunk = k > 0 ? q->buf_cap / (2 * (size_t)k) : 0; /* sessions whose buffers fit */
 
+    if (q->a != a || chunk == 0)
+        return err_set(e, ERR_INVALID, "IVF top %d: the query scratch is for another index or "
+                       "for at most %zu items", k, q->buf_cap / 2);
     chunk = chunk < ANN_CHUNK ? chunk : ANN_CHUNK;
     for (size_t d = 0; d < n; d += chunk) {
         size_t nb = n - d < chunk ? n - d : chunk;
         topk_chunk(q, nb, h + d * (size_t)a->hidden, k, out + d * (size_t)k);
     }
+    return ERR_OK;
 }

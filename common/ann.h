@@ -82,8 +82,9 @@ void ann_query_reset_stats(struct ann_query *q);
 /* The best k (1..ANN_CHUNK x the scratch's kmax) probed items of each of n
  * sessions (h: n x hidden), best first, into out[i * k ...], as sess_topk
  * does (ties to the lower id, NaN never ranks, item -1 pads when the probed
- * clusters hold fewer than k items). q must be a scratch of a. */
-void ann_topk(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
-              struct sess_top *out);
+ * clusters hold fewer than k items). ERR_INVALID (out untouched) for a k
+ * out of range or a scratch of another index. */
+int ann_topk(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
+             struct sess_top *out, struct err *e);
 
 #endif

@@ -2,7 +2,8 @@
  * the exact blocked top-k (common/session.c) on the hidden states of the
  * held-out sessions of the committed model: probing every cluster is exact,
  * the default probe keeps a recall floor, every item is in one cluster,
- * seeded builds are identical, bad options are named, NaN never ranks. */
+ * seeded builds are identical, bad options are named, NaN never ranks, a k
+ * the scratch cannot hold is refused. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -96,7 +97,7 @@ static struct sess_top *ivf_topk(const struct ann *a, size_t n, const float *h, 
 
     assert_non_null(t);
     assert_int_equal(ann_query_open(&q, a, K, &e), ERR_OK);
-    ann_topk(a, q, n, h, k, t);
+    assert_int_equal(ann_topk(a, q, n, h, k, t, &e), ERR_OK);
     assert_int_equal(ann_query_stats(q)->queries, n);
     ann_query_close(q);
     return t;
@@ -194,7 +195,7 @@ static void test_recall_grows_with_probe(void **st)
         struct sess_top *y = malloc(g_n * K * sizeof(*y));
         double r;
         assert_int_equal(ann_query_open(&q, a, K, &e), ERR_OK);
-        ann_topk(a, q, g_n, g_h, K, y);
+        assert_int_equal(ann_topk(a, q, g_n, g_h, K, y, &e), ERR_OK);
         r = overlap(y, x, g_n, K);
         printf("# probe %d of 71: overlap %.4f, %.1f%% of the catalog scored\n", probes[p], r,
                100.0 * (double)ann_query_stats(q)->scored / ((double)g_n * 5000));
@@ -298,6 +299,29 @@ static void test_nan_state_never_ranks(void **st)
     ann_close(a);
 }
 
+/* A k the scratch cannot hold, or another index's scratch: refused, out
+ * untouched. */
+static void test_query_limits_are_checked(void **st)
+{
+    struct ann *a = open_ann(0, 4, 1), *b = open_ann(0, 4, 2);
+    struct ann_query *q = NULL;
+    struct err e = {0};
+    struct sess_top out[4] = {{7, 1.0f}};
+
+    (void)st;
+    assert_int_equal(ann_query_open(&q, a, 1, &e), ERR_OK); /* room for 2 x 1024 entries */
+    assert_int_equal(ann_topk(a, q, 1, g_h, 2000, out, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "IVF top 2000"));
+    assert_int_equal(ann_topk(a, q, 1, g_h, 0, out, &e), ERR_INVALID);
+    assert_int_equal(ann_topk(b, q, 1, g_h, 1, out, &e), ERR_INVALID);
+    assert_int_equal(out[0].item, 7);
+    assert_int_equal(ann_topk(a, q, 1, g_h, 4, out, &e), ERR_OK);
+    assert_true(out[0].item >= 0 && out[3].item >= 0);
+    ann_query_close(q);
+    ann_close(a);
+    ann_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_seeded_builds_are_identical),
         cmocka_unit_test(test_bad_options_are_named),
         cmocka_unit_test(test_nan_state_never_ranks),
+        cmocka_unit_test(test_query_limits_are_checked),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -92,7 +92,7 @@ static void in_process(const struct sess_model *m, struct ann *ann, struct figur
             f->evaluated++;
             if (has_h) {
                 if (ann)
-                    ann_topk(ann, q, 1, h, 20, top);
+                    assert_int_equal(ann_topk(ann, q, 1, h, 20, top, &e), ERR_OK);
                 else
                     sess_topk(m, 1, h, 20, top, block);
                 for (int r = 0; r < 20; r++)

@@ -264,7 +264,8 @@ static void rank_session(const struct eval *c, struct sess *s, struct totals *n)
         s->top[r] = c->top[r].item;
     if (!c->ann)
         return;
-    ann_topk(c->ann, c->q, 1, s->h, k, c->top);
+    if (ann_topk(c->ann, c->q, 1, s->h, k, c->top, NULL))
+        return; /* cannot happen: the scratch is sized for K_MAX */
     for (int r = 0; r < k; r++) {
         s->top_ivf[r] = c->top[r].item;
         for (int j = 0; j < k; j++)

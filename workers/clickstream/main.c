@@ -491,9 +491,8 @@ static void rank_rows(struct worker *w, size_t from, size_t to, size_t rows)
 {
     size_t hid = (size_t)sess_model_hidden(w->m), nb = (rows - 1) % w->score_batch + 1;
 
-    if (w->ann)
-        ann_topk(w->ann, w->annq, nb, w->h, w->ktop, w->top);
-    else
+    /* IVF, or exact (also if the IVF scratch refused: cannot happen, it is sized for ktop) */
+    if (!w->ann || ann_topk(w->ann, w->annq, nb, w->h, w->ktop, w->top, NULL))
         sess_topk(w->m, nb, w->h, w->ktop, w->top, w->block);
     w->n.batches++;
     for (size_t j = from; j < to; j++) {
