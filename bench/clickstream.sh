@@ -5,6 +5,8 @@
 # once with clickstream.search=exact and once with IVF (the default). Events/s
 # from the first to the N-th recommendation consumed, one run (the machine
 # is shared). Figures, never pass/fail. Prints markdown.
+# Environment: PROBE (ivf_probe, default 32), STAGES=0 / QUALITY=0 skip the in-process and
+# click-eval parts, ONLY=ivf skips the exact end-to-end run.
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-20000}
@@ -89,10 +91,10 @@ echo "exact: clickstream.search=exact; ivf: the default search (ivf_lists 0 = 31
 echo
 echo "| search | recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
 echo "|---|---:|---|"
-run_worker exact -X redis.prefix=exact: -X clickstream.search=exact
+[ "${ONLY:-}" = ivf ] || run_worker exact -X redis.prefix=exact: -X clickstream.search=exact
 run_worker ivf -X redis.prefix=ivf: -X clickstream.search=ivf -X clickstream.ivf_probe="${PROBE:-32}"
 echo
-for name in exact ivf; do
+for name in $([ "${ONLY:-}" = ivf ] || echo exact) ivf; do
     grep -o 'summary: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'
     grep -o 'IVF search: [^"]*' "$tmp/worker-$name.log" | sed 's/^/    /' || true
 done
