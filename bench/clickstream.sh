@@ -1,27 +1,37 @@
 #!/bin/bash
-# Clickstream worker: stage costs in process (bench_clickstream) and one
-# worker end to end on the embedded stack (broker + Redis) with the
-# 100,000-item, hidden-128 model (make models-clickstream-bench). Events/s
+# Clickstream worker: stage costs in process (bench_clickstream, exact and
+# IVF) and one worker end to end on the embedded stack (broker + Redis)
+# with the 100,000-item, hidden-128 model (make models-clickstream-bench-trained),
+# once with clickstream.search=exact and once with IVF (the default). Events/s
 # from the first to the N-th recommendation consumed, one run (the machine
 # is shared). Figures, never pass/fail. Prints markdown.
+# Environment: PROBE (ivf_probe, default 32), STAGES=0 / QUALITY=0 skip the in-process and
+# click-eval parts, ONLY=ivf skips the exact end-to-end run.
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-20000}
 SESSIONS=${SESSIONS:-2000}
 PY=/usr/bin/python3
 SM="$BUILD/streamml"
-MODEL="$BUILD/clickstream-bench/gru4rec.onnx"
+MODEL="$BUILD/clickstream-bench-trained/gru4rec.onnx"
+HELDOUT="$BUILD/clickstream-bench-trained/sessions_heldout.jsonl"
 tmp=$(mktemp -d /tmp/streamml-benchclick-XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT INT TERM
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-[ -s "$MODEL" ] || make -s models-clickstream-bench BUILD="$BUILD" >/dev/null 2>&1
-echo "### Clickstream: stages in process"
-echo
-"$BUILD/bench/bench_clickstream" "$MODEL" 1024
-echo
+[ -s "$MODEL" ] || make -s models-clickstream-bench-trained BUILD="$BUILD" >/dev/null 2>&1
+if [ "${STAGES:-1}" = 1 ]; then
+    echo "### Clickstream: stages in process"
+    echo
+    "$BUILD/bench/bench_clickstream" "$MODEL" 1024 "${PROBE:-32}"
+    echo
+    echo "### Clickstream: IVF quality against speed (held-out sessions of the trained model)"
+    echo
+    "$BUILD/bench/bench_ivf_recall" "$MODEL" "$HELDOUT" 0 8,16,32,64
+    echo
+fi
 
 # N clicks over SESSIONS interleaved sessions, Zipf-ish items of the 100k catalog
 $PY - "$N" "$SESSIONS" > "$tmp/clicks.jsonl" <<'PYEOF'
@@ -37,7 +47,7 @@ for i in range(n):
                       "item_id": int(items[i]), "event_type": "view", "event_time": t}))
 PYEOF
 
-"$SM" broker --topics clickstream:8,predictions.clickstream:8,clickstream.dlq:1 \
+"$SM" broker --topics clickstream:8,predictions.exact:8,predictions.ivf:8,clickstream.dlq:1,heldout:3 \
     --bootstrap-file "$tmp/bs" >"$tmp/broker.log" 2>&1 &
 pids+=($!)
 rport=$(free_port)
@@ -46,29 +56,74 @@ pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/bs" ] && redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 bs=$(cat "$tmp/bs")
 "$SM" produce -b "$bs" -t clickstream --schema click_event -i "$tmp/clicks.jsonl" --log-level error 2>/dev/null
-"$BUILD/streamml-clickstream" -b "$bs" -X redis.port="$rport" -X clickstream.model="$MODEL" \
-    -X worker.max_messages="$N" --log-level info 2>"$tmp/worker.log" &
-wpid=$!; pids+=($wpid)
-"$SM" consume -b "$bs" -t predictions.clickstream -f -n 1 --log-level error >/dev/null 2>&1
-t0=$(date +%s.%N)
-"$SM" consume -b "$bs" -t predictions.clickstream -f -n "$N" --log-level error >"$tmp/preds.jsonl" 2>/dev/null
-t1=$(date +%s.%N)
-wait "$wpid" || true
-rate=$($PY -c "print(round($N/($t1-$t0)))")
-lat=$($PY - "$tmp/preds.jsonl" <<'PYEOF'
+# One worker run on the preloaded topic under its own group: recs/s from the
+# first to the N-th prediction, the in-worker latency, the worker's summary.
+run_worker() { # name, extra -X args...
+    local name=$1; shift
+    "$BUILD/streamml-clickstream" -b "$bs" -X redis.port="$rport" -X clickstream.model="$MODEL" \
+        -X kafka.group.id="bench-$name" -X output.topic="predictions.$name" \
+        -X worker.max_messages="$N" "$@" --log-level info 2>"$tmp/worker-$name.log" &
+    local wpid=$!; pids+=($wpid)
+    "$SM" consume -b "$bs" -t "predictions.$name" -f -n 1 --log-level error >/dev/null 2>&1
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$SM" consume -b "$bs" -t "predictions.$name" -f -n "$N" --log-level error >"$tmp/preds-$name.jsonl" 2>/dev/null
+    t1=$(date +%s.%N)
+    wait "$wpid" || true
+    rate=$($PY -c "print(round($N/($t1-$t0)))")
+    lat=$($PY - "$tmp/preds-$name.jsonl" <<'PYEOF'
 import json, sys
 import numpy as np
 l = np.array([json.loads(x)["latency_us"] for x in open(sys.argv[1]) if x.startswith("{")])
 print(f"{np.median(l)/1000:.1f} ms median, {np.percentile(l, 99)/1000:.1f} ms p99")
 PYEOF
 )
+    echo "| $name | $rate | $lat |"
+}
+
 echo "### Clickstream: one worker end to end"
 echo
-echo "$N clicks, $SESSIONS sessions, 100,000 items, hidden 128, worker.batch_size 1000,"
-echo "clickstream.score_batch 256, one BLAS thread, Redis state + co-visitation + trending:"
+echo "$N clicks, $SESSIONS sessions, 100,000 items, hidden 128 (make models-clickstream-bench-trained),"
+echo "worker.batch_size 1000, one BLAS"
+echo "thread, Redis state + co-visitation + trending; each run its own group, output topic and"
+echo "Redis key prefix on the same preloaded topic; clickstream.score_batch 1024 (the default)."
+echo "exact: clickstream.search=exact; ivf: the default search (ivf_lists 0 = 316, ivf_probe ${PROBE:-32}):"
 echo
-echo "| recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
-echo "|---:|---|"
-echo "| $rate | $lat |"
+echo "| search | recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
+echo "|---|---:|---|"
+[ "${ONLY:-}" = ivf ] || run_worker exact -X redis.prefix=exact: -X clickstream.search=exact
+run_worker ivf -X redis.prefix=ivf: -X clickstream.search=ivf -X clickstream.ivf_probe="${PROBE:-32}"
 echo
-grep -o 'summary: .*' "$tmp/worker.log" | sed 's/"}$//; s/^/    /'
+for name in $([ "${ONLY:-}" = ivf ] || echo exact) ivf; do
+    grep -o 'summary: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'
+    grep -o 'IVF search: [^"]*' "$tmp/worker-$name.log" | sed 's/^/    /' || true
+done
+
+if [ "${QUALITY:-1}" = 1 ]; then
+    # The trained model's held-out sessions replayed by click-eval: Recall@20 / MRR@20 of the
+    # GRU exact and through IVF at several probes, against popularity.
+    $PY - "$HELDOUT" > "$tmp/heldout.jsonl" <<'PYEOF'
+import json, sys
+t, i = 1_767_225_600_000, 0
+for s, line in enumerate(open(sys.argv[1])):
+    for it in json.loads(line):
+        t += 100
+        i += 1
+        print(json.dumps({"event_id": f"h{i}", "session_id": f"h{s}", "user_id": None,
+                          "item_id": it, "event_type": "view", "event_time": t}))
+PYEOF
+    "$SM" produce -b "$bs" -t heldout --schema click_event -i "$tmp/heldout.jsonl" --log-level error 2>/dev/null
+    echo
+    echo "### Clickstream: quality through IVF (click-eval, held-out sessions of the trained model)"
+    echo
+    echo "| probe | IVF / exact top-20 overlap | GRU exact Recall@20 / MRR@20 | GRU IVF Recall@20 / MRR@20 | popularity Recall@20 / MRR@20 |"
+    echo "|---:|---:|---|---|---|"
+    for p in 16 32 64; do
+        "$SM" click-eval -b "$bs" -t heldout -m "$MODEL" --search ivf -X clickstream.ivf_probe=$p \
+            --log-level warn 2>/dev/null | $PY -c '
+import json, sys
+r = json.loads(sys.stdin.readline())
+f = lambda o: "%.3f / %.3f" % (o["recall"], o["mrr"])
+print("| %d | %.3f | %s | %s | %s |" % (r["ivf"]["probe"], r["ivf"]["overlap"], f(r["gru"]), f(r["gru_ivf"]), f(r["popularity"])))'
+    done
+fi

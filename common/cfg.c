@@ -130,7 +130,7 @@ static const struct key_def keys[] = {
     {"clickstream.epsilon", K_DBL, 0, 1, "0.05", "exploration probability per shown slot"},
     {"clickstream.history", K_INT, 1, 64, "20", "last items kept per session (excluded from results)"},
     {"clickstream.session_ttl_s", K_INT, 1, 31536000, "1800", "session state expiry after inactivity"},
-    {"clickstream.score_batch", K_INT, 1, 1024, "256", "sessions scored per blocked sgemm pass"},
+    {"clickstream.score_batch", K_INT, 1, 1024, "1024", "sessions scored together (one exact or IVF pass)"},
     {"clickstream.covisit", K_INT, 0, 1, "1", "1: co-visitation and trending counts in Redis"},
     {"clickstream.covisit_ttl_s", K_INT, 0, 31536000, "604800", "expiry of an item's co-visitation set"},
     {"clickstream.trending_half_life_s", K_DBL, 1, 1e9, "3600", "half life of trending counts"},
@@ -138,6 +138,10 @@ static const struct key_def keys[] = {
     {"clickstream.blas_threads", K_INT, 1, 16, "1", "OpenBLAS threads of the worker's sgemm"},
     {"clickstream.test_kill_between_writes", K_INT, 0, 1e15, "0",
      "tests only: SIGKILL itself after the counts of this many batches, before their states (0 = off)"},
+    {"clickstream.search", K_STR, 0, 0, "ivf",
+     "candidate search: exact (every item scored) | ivf (IVF index, common/ann.h)"},
+    {"clickstream.ivf_lists", K_INT, 0, 65536, "0", "IVF clusters (0: sqrt of the catalog's items)"},
+    {"clickstream.ivf_probe", K_INT, 1, 65536, "32", "IVF clusters probed per click"},
     /* champion/challenger (common/abtest.h) */
     {"experiment.id", K_STR, 0, 0, "", "experiment name on predictions (empty = no experiment)"},
     {"experiment.salt", K_STR, 0, 0, "", "assignment hash salt (empty = experiment.id)"},
@@ -452,6 +456,10 @@ int cfg_finish(struct cfg *c, struct err *e)
     if (strcmp(be, "redis") != 0 && strcmp(be, "memory") != 0)
         return err_set(e, ERR_CONFIG, "config: state.backend=\"%s\" must be redis or memory (%s)",
                        be, cfg_origin(c, "state.backend"));
+    if (strcmp(cfg_str(c, "clickstream.search"), "exact") != 0 &&
+        strcmp(cfg_str(c, "clickstream.search"), "ivf") != 0)
+        return err_set(e, ERR_CONFIG, "config: clickstream.search=\"%s\" must be exact or ivf (%s)",
+                       cfg_str(c, "clickstream.search"), cfg_origin(c, "clickstream.search"));
     if (log_level_parse(cfg_str(c, "log.level")) < 0)
         return err_set(e, ERR_CONFIG, "config: log.level=\"%s\" is not debug|info|warn|error (%s)",
                        cfg_str(c, "log.level"), cfg_origin(c, "log.level"));

@@ -1,5 +1,6 @@
 /* rec_: candidates, MMR re-ranking and epsilon-greedy exploration
  * (declared in session.h, with the model they rank for). */
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,13 +211,12 @@ static void normalise_rel(struct rec_ctx *c)
         c->rel[i] = hi > lo ? (c->rel[i] - lo) / (hi - lo) : 1.0f;
 }
 
+/* BLAS: the plain loop is one serial chain of adds, and MMR's cosines were
+ * the largest cost of ranking (bench/results.md). */
 static float cosine(const struct rec_ctx *c, int64_t a, int64_t b, int dim)
 {
-    const float *x = sess_model_unit_embedding(c->m, a), *y = sess_model_unit_embedding(c->m, b);
-    float s = 0;
-    for (int j = 0; j < dim; j++)
-        s += x[j] * y[j];
-    return s;
+    return cblas_sdot(dim, sess_model_unit_embedding(c->m, a), 1,
+                      sess_model_unit_embedding(c->m, b), 1);
 }
 
 static int emb_dim(const struct rec_ctx *c)

@@ -257,6 +257,13 @@ void sess_scores(const struct sess_model *m, size_t n, const float *h, float *sc
                 1.0f, h, H, m->out_w, m->out_in ? H : N, 1.0f, scores, N);
 }
 
+void sess_model_output(const struct sess_model *m, const float **w, const float **b, int *out_in)
+{
+    *w = m->out_w;
+    *b = m->out_b;
+    *out_in = m->out_in;
+}
+
 float sess_score_one(const struct sess_model *m, const float *h, int64_t item)
 {
     int H = m->hidden;
@@ -274,7 +281,7 @@ static int worse(struct sess_top a, struct sess_top b)
     return a.score < b.score || (a.score == b.score && a.item > b.item);
 }
 
-static void heap_offer(struct sess_top *hp, int *hn, int k, struct sess_top x)
+void sess_top_offer(struct sess_top *hp, int *hn, int k, struct sess_top x)
 {
     int i;
 
@@ -306,6 +313,13 @@ static int by_score_desc(const void *a, const void *b)
     return worse(*x, *y) ? 1 : worse(*y, *x) ? -1 : 0;
 }
 
+void sess_top_finish(struct sess_top *hp, int hn, int k)
+{
+    qsort(hp, (size_t)hn, sizeof(struct sess_top), by_score_desc);
+    for (int j = hn; j < k; j++)
+        hp[j] = (struct sess_top){-1, 0.0f}; /* fewer items than k */
+}
+
 #define TOPK_CHUNK 256 /* sessions per pass over the catalog */
 
 static void topk_chunk(const struct sess_model *m, size_t nb, const float *h, int k,
@@ -327,15 +341,12 @@ static void topk_chunk(const struct sess_model *m, size_t nb, const float *h, in
                 float s = sc[j];
                 if (s != s || (cnt[i] == k && s < hp[0].score))
                     continue; /* NaN, or below the worst kept: most items */
-                heap_offer(hp, &cnt[i], k, (struct sess_top){b0 + j, s});
+                sess_top_offer(hp, &cnt[i], k, (struct sess_top){b0 + j, s});
             }
         }
     }
-    for (size_t i = 0; i < nb; i++) {
-        qsort(o + i * (size_t)k, (size_t)cnt[i], sizeof(struct sess_top), by_score_desc);
-        for (int j = cnt[i]; j < k; j++)
-            o[i * (size_t)k + j] = (struct sess_top){-1, 0.0f}; /* fewer items than k */
-    }
+    for (size_t i = 0; i < nb; i++)
+        sess_top_finish(o + i * (size_t)k, cnt[i], k);
 }
 
 void sess_topk(const struct sess_model *m, size_t n, const float *h, int k, struct sess_top *out,

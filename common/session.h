@@ -73,6 +73,17 @@ struct sess_top {
 };
 void sess_topk(const struct sess_model *m, size_t n, const float *h, int k, struct sess_top *out,
                float *block);
+/* The k-best heap behind sess_topk, for other searches over the same
+ * scores (common/ann.c): hp holds *hn <= k entries, its root the worst kept
+ * (lower score, or equal score and higher id). Callers may skip x when *hn
+ * == k and x.score < hp[0].score (most items): it would not be kept. */
+void sess_top_offer(struct sess_top *hp, int *hn, int k, struct sess_top x);
+/* Sorts the hn kept entries best first and pads hp[hn..k) with item -1. */
+void sess_top_finish(struct sess_top *hp, int hn, int k);
+/* The output layer, read-only, for searches over it (common/ann.c):
+ * out.weight (*out_in 1: items rows of hidden floats; 0: hidden rows of
+ * items floats) and out.bias [items]; they live as long as m. */
+void sess_model_output(const struct sess_model *m, const float **w, const float **b, int *out_in);
 /* One item's score for one hidden state (h . out.weight[item] + bias). */
 float sess_score_one(const struct sess_model *m, const float *h, int64_t item);
 

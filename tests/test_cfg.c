@@ -195,6 +195,26 @@ static void test_cross_key_checks(void **st)
     cfg_free(c);
 }
 
+/* clickstream.search is exact or ivf; the IVF sizes are ranged ints. */
+static void test_clickstream_search_values(void **st)
+{
+    (void)st;
+    struct err e = {0};
+    struct cfg *c = cfg_new();
+
+    assert_string_equal(cfg_str(c, "clickstream.search"), "ivf");
+    assert_int_equal(cfg_set(c, "clickstream.search", "exact", "-X", &e), ERR_OK);
+    assert_int_equal(cfg_finish(c, &e), ERR_OK);
+    assert_int_equal(cfg_set(c, "clickstream.search", "annoy", "-X", &e), ERR_OK);
+    assert_int_equal(cfg_finish(c, &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "clickstream.search"));
+    assert_int_equal(cfg_set(c, "clickstream.ivf_probe", "0", "-X", &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "clickstream.ivf_probe"));
+    assert_int_equal(cfg_set(c, "clickstream.ivf_lists", "-3", "-X", &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "clickstream.ivf_lists"));
+    cfg_free(c);
+}
+
 static void test_missing_file_is_config_error(void **st)
 {
     (void)st;
@@ -220,6 +240,7 @@ int main(void)
                                   teardown),
         cmocka_unit_test_teardown(test_secrets_refused_on_command_line_and_masked, teardown),
         cmocka_unit_test_teardown(test_cross_key_checks, teardown),
+        cmocka_unit_test_teardown(test_clickstream_search_values, teardown),
         cmocka_unit_test_teardown(test_missing_file_is_config_error, teardown),
     };
     return cmocka_run_group_tests_name("cfg", tests, NULL, NULL);

@@ -3,7 +3,10 @@
  * by train.py) are produced interleaved across sessions and partitions, plus
  * one undecodable record and one unknown item; the command's Recall@20 and
  * MRR@20 (GRU and popularity) must equal the same figures computed session
- * by session in process, and the GRU must beat popularity. */
+ * by session in process, and the GRU must beat popularity. With --search
+ * ivf the IVF figures (common/ann.h, the worker's index and defaults) must
+ * equal the same computed in process through ann_topk, and the GRU through
+ * IVF must still beat popularity clearly. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +22,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ann.h"
+#include "cfg.h"
 #include "session.h"
 #include "stack.h"
 
@@ -42,6 +47,7 @@ static void load_sessions(void)
     char line[4096];
 
     assert_non_null(f);
+    g_n = 0;
     while (g_n < MAX_SESS && fgets(line, sizeof(line), f)) {
         json_error_t je;
         json_t *a = json_loads(line, 0, &je);
@@ -62,8 +68,10 @@ static void load_sessions(void)
 
 /* The same definition, session by session: after each click, the next click's
  * position in the best 20 (sess_topk) and in the popularity list. */
-static void in_process(const struct sess_model *m, struct figures *f)
+/* ann: rank through the IVF index instead of sess_topk. */
+static void in_process(const struct sess_model *m, struct ann *ann, struct figures *f)
 {
+    struct ann_query *q = NULL;
     int H = sess_model_hidden(m);
     size_t np;
     const int64_t *pop = sess_model_popular(m, &np);
@@ -73,6 +81,7 @@ static void in_process(const struct sess_model *m, struct figures *f)
     struct err e = {0};
 
     memset(f, 0, sizeof(*f));
+    assert_true(!ann || ann_query_open(&q, ann, 20, &e) == ERR_OK);
     for (int s = 0; s < g_n; s++) {
         int has_h = 0;
         memset(h, 0, (size_t)H * sizeof(float));
@@ -82,7 +91,10 @@ static void in_process(const struct sess_model *m, struct figures *f)
                 has_h = 1;
             f->evaluated++;
             if (has_h) {
-                sess_topk(m, 1, h, 20, top, block);
+                if (ann)
+                    assert_int_equal(ann_topk(ann, q, 1, h, 20, top, &e), ERR_OK);
+                else
+                    sess_topk(m, 1, h, 20, top, block);
                 for (int r = 0; r < 20; r++)
                     if (top[r].item == next) {
                         f->hits++;
@@ -97,6 +109,7 @@ static void in_process(const struct sess_model *m, struct figures *f)
         }
     }
     free(block);
+    ann_query_close(q);
 }
 
 static void produce(const char *bootstrap, const char *dir)
@@ -187,7 +200,7 @@ static void test_replayed_quality_equals_in_process(void **st)
     assert_non_null(mkdtemp(dir));
     load_sessions();
     assert_int_equal(sess_model_open(&m, MODEL, &e), ERR_OK);
-    in_process(m, &want);
+    in_process(m, NULL, &want);
     assert_int_equal(test_broker_start(&broker, "clickstream:3"), 0);
     produce(broker.bootstrap, dir);
     snprintf(out, sizeof(out), "%s/eval.json", dir);
@@ -222,10 +235,92 @@ static void test_replayed_quality_equals_in_process(void **st)
     assert_int_equal(system(out), 0);
 }
 
+/* The index the worker builds with its defaults (clickstream.ivf_*). */
+static struct ann *default_index(const struct sess_model *m)
+{
+    struct cfg *cf = cfg_new();
+    struct ann_opts o = {.lists = (int)cfg_int(cf, "clickstream.ivf_lists"),
+                         .probe = (int)cfg_int(cf, "clickstream.ivf_probe")};
+    struct ann *a = NULL;
+    struct err e = {0};
+
+    assert_int_equal(ann_open(&a, m, &o, &e), ERR_OK);
+    cfg_free(cf);
+    return a;
+}
+
+static void test_replayed_ivf_quality_equals_in_process(void **st)
+{
+    struct test_broker broker;
+    struct sess_model *m = NULL;
+    struct ann *ann;
+    struct err e = {0};
+    struct figures ex, iv;
+    char dir[] = "/tmp/streamml-clickeval-XXXXXX", out[256];
+    json_t *got;
+    json_error_t je;
+
+    (void)st;
+    assert_non_null(mkdtemp(dir));
+    load_sessions();
+    assert_int_equal(sess_model_open(&m, MODEL, &e), ERR_OK);
+    ann = default_index(m);
+    in_process(m, NULL, &ex);
+    in_process(m, ann, &iv);
+    assert_int_equal(test_broker_start(&broker, "clickstream:3"), 0);
+    produce(broker.bootstrap, dir);
+    snprintf(out, sizeof(out), "%s/eval.json", dir);
+    char *a[] = {(char *)test_bin("streamml"), "click-eval", "-b", broker.bootstrap, "-t",
+                 "clickstream", "--search", "ivf", "--log-level", "warn", NULL};
+    assert_int_equal(test_run_wait(a, out), 0);
+    got = result_line(out, &je);
+    printf("# click-eval --search ivf (%d lists, probe %d) over %ld next clicks: GRU exact "
+           "Recall@20 %.4f MRR@20 %.4f, GRU IVF %.4f / %.4f, popularity %.4f / %.4f; top-20 "
+           "overlap %.4f\n",
+           ann_lists(ann), ann_probe(ann), iv.evaluated, ex.hits / ex.evaluated,
+           ex.rr / ex.evaluated, iv.hits / iv.evaluated, iv.rr / iv.evaluated,
+           iv.phits / iv.evaluated, iv.prr / iv.evaluated, num(got, "ivf", "overlap"));
+    assert_string_equal(json_string_value(json_object_get(got, "search")), "ivf");
+    assert_int_equal(json_integer_value(json_object_get(got, "evaluated")), iv.evaluated);
+    assert_float_equal(num(got, "gru", "recall"), ex.hits / ex.evaluated, 1e-9);
+    assert_float_equal(num(got, "gru", "mrr"), ex.rr / ex.evaluated, 1e-9);
+    assert_float_equal(num(got, "gru_ivf", "recall"), iv.hits / iv.evaluated, 1e-9);
+    assert_float_equal(num(got, "gru_ivf", "mrr"), iv.rr / iv.evaluated, 1e-9);
+    assert_int_equal((int)num(got, "ivf", "lists"), ann_lists(ann));
+    assert_int_equal((int)num(got, "ivf", "probe"), ann_probe(ann));
+    assert_true(num(got, "ivf", "overlap") >= 0.9);
+    assert_true(num(got, "gru_ivf", "recall") > num(got, "popularity", "recall") + 0.1);
+    assert_true(num(got, "gru_ivf", "mrr") > num(got, "popularity", "mrr") + 0.05);
+    json_decref(got);
+    /* bad values are usage errors naming the option */
+    char *bad1[] = {(char *)test_bin("streamml"), "click-eval", "-b", broker.bootstrap,
+                    "--search", "hnsw", NULL};
+    char *bad2[] = {(char *)test_bin("streamml"), "click-eval", "-b", broker.bootstrap,
+                    "--search", "ivf", "-X", "clickstream.ivf_lists=6000", NULL};
+    snprintf(out, sizeof(out), "%s/bad.log", dir);
+    assert_int_equal(test_run_wait(bad1, out), 2);
+    assert_int_equal(test_run_wait(bad2, out), 2);
+    {
+        char log[4096] = {0};
+        FILE *f = fopen(out, "r");
+        assert_non_null(f);
+        assert_true(fread(log, 1, sizeof(log) - 1, f) > 0);
+        fclose(f);
+        assert_non_null(strstr(log, "--search hnsw"));
+        assert_non_null(strstr(log, "clickstream.ivf_lists"));
+    }
+    test_broker_stop(&broker);
+    ann_close(ann);
+    sess_model_close(m);
+    snprintf(out, sizeof(out), "rm -rf '%s'", dir);
+    assert_int_equal(system(out), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replayed_quality_equals_in_process),
+        cmocka_unit_test(test_replayed_ivf_quality_equals_in_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,8 @@
  * session state in Redis equals the GRU run over the session's known items
  * and expires after clickstream.session_ttl_s; co-visitation and trending
  * counts are in Redis. A second run of the same group finds nothing to do.
+ * The same with clickstream.search=ivf (candidates from the IVF index,
+ * common/ann.h), on a fresh stack.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -160,6 +162,8 @@ static void produce_events(struct env *v)
     assert_int_equal(test_run_wait(a2, NULL), 0);
 }
 
+static const char *g_search = "clickstream.search=exact";
+
 static pid_t start_worker(struct env *v, const char *log)
 {
     static char port[64], mport[64];
@@ -186,6 +190,8 @@ static pid_t start_worker(struct env *v, const char *log)
                     "heartbeat.interval.ms=500",
                     "-X",
                     mport,
+                    "-X",
+                    (char *)g_search,
                     "--log-level",
                     "info",
                     NULL};
@@ -518,11 +524,58 @@ static void test_redis_down_answers_degraded(void **st)
     assert_int_equal(sh("grep -q 'recommending degraded' %s", log), 0);
 }
 
+/* Candidates from the IVF index: the same guarantees (one recommendation
+ * per click, session items excluded, scores = the GRU's for the state,
+ * propensities, state in Redis). */
+static void test_ivf_search_keeps_the_guarantees(void **st)
+{
+    struct env *v = *st;
+    char log[200], out[200];
+    struct sess_model *m = NULL;
+    struct err e = {0};
+    int n = n_clicks();
+    pid_t w;
+
+    g_search = "clickstream.search=ivf";
+    assert_int_equal(sess_model_open(&m, MODEL, &e), ERR_OK);
+    snprintf(log, sizeof(log), "%s/worker-ivf.log", v->dir);
+    snprintf(out, sizeof(out), "%s/predictions-ivf.jsonl", v->dir);
+    produce_events(v);
+    w = start_worker(v, log);
+    assert_true(w > 0);
+    if (wait_topic(v, "predictions.clickstream", n, 40000)) {
+        sh("tail -5 %s >&2", log);
+        fail_msg("no %d predictions within 40 s", n);
+    }
+    assert_int_equal(wait_topic(v, "clickstream.dlq", 1, 10000), 0);
+    assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
+    assert_int_equal(topic_size(v, "predictions.clickstream"), n);
+    assert_int_equal(sh("grep -q 'IVF search: 71 lists' %s", log), 0);
+    assert_int_equal(sh("grep -q 'in [0-9]* IVF batches' %s", log), 0);
+    char *consume[] = {(char *)test_bin("streamml"),
+                       "consume",
+                       "-b",
+                       v->broker.bootstrap,
+                       "-t",
+                       "predictions.clickstream",
+                       "-f",
+                       "-e",
+                       "--log-level",
+                       "error",
+                       NULL};
+    assert_int_equal(test_run_wait(consume, out), 0);
+    check_predictions(out, m);
+    check_state(v, m);
+    sess_model_close(m);
+    g_search = "clickstream.search=exact";
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_click_gets_one_recommendation),
         cmocka_unit_test(test_redis_down_answers_degraded),
+        cmocka_unit_test_setup_teardown(test_ivf_search_keeps_the_guarantees, setup, teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

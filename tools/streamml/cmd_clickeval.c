@@ -13,12 +13,18 @@
  * exclusion, no MMR, no exploration): the model's quality, not the policy's.
  * Unknown items do not advance the state; a next click on an unknown item
  * is a miss for both.
+ *
+ * --search ivf (or clickstream.search=ivf) also ranks through the worker's
+ * IVF index (common/ann.h, built from clickstream.ivf_lists/ivf_probe) and
+ * reports its figures ("gru_ivf") next to the exact ones, with the mean
+ * overlap of the two top-K lists: what approximate search costs in quality.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ann.h"
 #include "cli.h"
 #include "cmds.h"
 #include "codec.h"
@@ -40,7 +46,7 @@ static void on_signal(int sig)
 
 struct args {
     struct cli cli;
-    const char *topic, *model;
+    const char *topic, *model, *search;
     int k;
     long max_sessions;
 };
@@ -51,6 +57,7 @@ struct sess {
     int has_h, has_top;
     float *h;
     int64_t top[K_MAX];
+    int64_t top_ivf[K_MAX]; /* --search ivf */
 };
 
 /* Open addressing over session ids; grows by doubling. */
@@ -60,8 +67,20 @@ struct table {
 };
 
 struct totals {
-    long clicks, evaluated, undecodable, unknown;
-    double hits, rr, phits, prr;
+    long clicks, evaluated, undecodable, unknown, lists;
+    double hits, rr, phits, prr, ihits, irr, overlap;
+};
+
+/* What one click is ranked with. */
+struct eval {
+    const struct sess_model *m;
+    struct ann *ann; /* NULL: exact only */
+    struct ann_query *q;
+    const int64_t *pop;
+    size_t npop;
+    int k;
+    float *scratch, *block;
+    struct sess_top *top;
 };
 
 static void usage(FILE *out)
@@ -76,6 +95,9 @@ static void usage(FILE *out)
             "  -t, --topic T          topic of click events (default: input.topic)\n"
             "  -m, --model FILE       GRU4Rec ONNX model (default: clickstream.model)\n"
             "  -k N                   cut-off K (default 20, at most %d)\n"
+            "  --search exact|ivf     ivf: also rank through the worker's IVF index\n"
+            "                         (clickstream.ivf_lists, ivf_probe) and report both\n"
+            "                         (default: clickstream.search)\n"
             "  --max-sessions N       refuse more distinct sessions (default 1000000)\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
             "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n",
@@ -87,6 +109,7 @@ static int parse(int argc, char **argv, struct args *a)
     static const struct option lo[] = {{"topic", required_argument, NULL, 't'},
                                        {"model", required_argument, NULL, 'm'},
                                        {"max-sessions", required_argument, NULL, 1001},
+                                       {"search", required_argument, NULL, 1002},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -120,6 +143,13 @@ static int parse(int argc, char **argv, struct args *a)
                 fprintf(stderr, "error: --max-sessions %s: expected a positive integer\n", optarg);
                 return EXIT_USAGE;
             }
+            break;
+        case 1002:
+            if (strcmp(optarg, "exact") && strcmp(optarg, "ivf")) {
+                fprintf(stderr, "error: --search %s: expected exact or ivf\n", optarg);
+                return EXIT_USAGE;
+            }
+            a->search = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -191,58 +221,90 @@ static void table_free(struct table *t)
     free(t->s);
 }
 
-/* Scores the previous list of s against item, then advances s by item. */
-static void click(const struct sess_model *m, struct sess *s, int64_t item, int k,
-                  const int64_t *pop, size_t npop, struct totals *n, float *scratch, float *block,
-                  struct sess_top *top)
+/* 1 / (rank + 1) of item in list[0..k), 0 if absent. */
+static double reciprocal_rank(const int64_t *list, int k, int64_t item)
 {
-    int known = item >= 0 && item < sess_model_items(m);
+    for (int r = 0; r < k; r++)
+        if (list[r] == item)
+            return 1.0 / (r + 1);
+    return 0;
+}
+
+static void score_lists(const struct eval *c, const struct sess *s, int64_t item, int known,
+                        struct totals *n)
+{
+    double rr = known ? reciprocal_rank(s->top, c->k, item) : 0;
+
+    n->evaluated++;
+    n->hits += rr > 0;
+    n->rr += rr;
+    rr = known && c->ann ? reciprocal_rank(s->top_ivf, c->k, item) : 0;
+    n->ihits += rr > 0;
+    n->irr += rr;
+    for (size_t r = 0; known && r < (size_t)c->k && r < c->npop; r++)
+        if (c->pop[r] == item) {
+            n->phits++;
+            n->prr += 1.0 / (double)(r + 1);
+            break;
+        }
+}
+
+/* The session's best K items: exact, and through the IVF index. */
+static void rank_session(const struct eval *c, struct sess *s, struct totals *n)
+{
+    int k = c->k, same = 0;
+
+    if (!s->has_h) { /* no known item yet: the cold-start list */
+        for (int r = 0; r < k; r++)
+            s->top[r] = s->top_ivf[r] = (size_t)r < c->npop ? c->pop[r] : -1;
+        return;
+    }
+    sess_topk(c->m, 1, s->h, k, c->top, c->block);
+    for (int r = 0; r < k; r++)
+        s->top[r] = c->top[r].item;
+    if (!c->ann)
+        return;
+    if (ann_topk(c->ann, c->q, 1, s->h, k, c->top, NULL))
+        return; /* cannot happen: the scratch is sized for K_MAX */
+    for (int r = 0; r < k; r++) {
+        s->top_ivf[r] = c->top[r].item;
+        for (int j = 0; j < k; j++)
+            same += s->top_ivf[r] >= 0 && s->top_ivf[r] == s->top[j];
+    }
+    n->overlap += (double)same / k;
+    n->lists++;
+}
+
+/* Scores the previous lists of s against item, then advances s by item. */
+static void click(const struct eval *c, struct sess *s, int64_t item, struct totals *n)
+{
+    int known = item >= 0 && item < sess_model_items(c->m);
     struct err e = {0};
 
-    if (s->has_top) {
-        n->evaluated++;
-        for (int r = 0; known && r < k; r++)
-            if (s->top[r] == item) {
-                n->hits++;
-                n->rr += 1.0 / (r + 1);
-                break;
-            }
-        for (size_t r = 0; known && r < (size_t)k && r < npop; r++)
-            if (pop[r] == item) {
-                n->phits++;
-                n->prr += 1.0 / (double)(r + 1);
-                break;
-            }
-    }
+    if (s->has_top)
+        score_lists(c, s, item, known, n);
     if (!known) {
         n->unknown++;
-    } else if (sess_step(m, item, s->h, scratch, &e) == ERR_OK) {
+    } else if (sess_step(c->m, item, s->h, c->scratch, &e) == ERR_OK) {
         s->has_h = 1;
     }
-    if (s->has_h) {
-        sess_topk(m, 1, s->h, k, top, block);
-        for (int r = 0; r < k; r++)
-            s->top[r] = top[r].item;
-    } else { /* no known item yet: the cold-start list */
-        for (int r = 0; r < k; r++)
-            s->top[r] = (size_t)r < npop ? pop[r] : -1;
-    }
+    rank_session(c, s, n);
     s->has_top = 1;
 }
 
-static int replay(struct kq *q, struct codec *cd, const struct sess_model *m, const struct args *a,
+static int replay(struct kq *q, struct codec *cd, struct eval *c, const struct args *a,
                   struct totals *n)
 {
     struct table t = {0};
     struct err e = {0};
-    int hid = sess_model_hidden(m), rc = EXIT_OK;
-    size_t npop;
-    const int64_t *pop = sess_model_popular(m, &npop);
-    float *scratch = malloc(6 * (size_t)hid * sizeof(float));
-    float *block = malloc(SESS_BLOCK * sizeof(float));
-    struct sess_top *top = malloc(K_MAX * sizeof(*top));
+    int hid = sess_model_hidden(c->m), rc = EXIT_OK;
 
-    if (!scratch || !block || !top)
+    c->k = a->k;
+    c->pop = sess_model_popular(c->m, &c->npop);
+    c->scratch = malloc(6 * (size_t)hid * sizeof(float));
+    c->block = malloc(SESS_BLOCK * sizeof(float));
+    c->top = malloc(K_MAX * sizeof(*c->top));
+    if (!c->scratch || !c->block || !c->top)
         rc = EXIT_RUNTIME;
     while (rc == EXIT_OK && g_run && !kq_at_end(q)) {
         struct kq_msg *msg;
@@ -267,29 +329,51 @@ static int replay(struct kq *q, struct codec *cd, const struct sess_model *m, co
             rc = EXIT_USAGE;
         } else {
             n->clicks++;
-            click(m, s, ev.item_id, a->k, pop, npop, n, scratch, block, top);
+            click(c, s, ev.item_id, n);
         }
         kq_msg_release(msg);
     }
     if (!g_run)
         rc = EXIT_RUNTIME; /* interrupted: the figures would be partial */
     table_free(&t);
-    free(scratch);
-    free(block);
-    free(top);
+    free(c->scratch);
+    free(c->block);
+    free(c->top);
     return rc;
 }
 
-static void print_totals(const struct args *a, const struct sess_model *m, const struct totals *n)
+static void print_totals(const struct args *a, const struct eval *c, const struct totals *n)
 {
     double d = n->evaluated ? (double)n->evaluated : 1.0;
 
     printf("{\"model\":\"%s\",\"model_version\":\"%s\",\"k\":%d,\"clicks\":%ld,"
            "\"evaluated\":%ld,\"unknown_items\":%ld,\"undecodable\":%ld,"
            "\"gru\":{\"recall\":%.10f,\"mrr\":%.10f},"
-           "\"popularity\":{\"recall\":%.10f,\"mrr\":%.10f}}\n",
-           sess_model_name(m), sess_model_version(m), a->k, n->clicks, n->evaluated, n->unknown,
-           n->undecodable, n->hits / d, n->rr / d, n->phits / d, n->prr / d);
+           "\"popularity\":{\"recall\":%.10f,\"mrr\":%.10f},\"search\":\"%s\"",
+           sess_model_name(c->m), sess_model_version(c->m), a->k, n->clicks, n->evaluated,
+           n->unknown, n->undecodable, n->hits / d, n->rr / d, n->phits / d, n->prr / d,
+           c->ann ? "ivf" : "exact");
+    if (c->ann)
+        printf(",\"gru_ivf\":{\"recall\":%.10f,\"mrr\":%.10f},"
+               "\"ivf\":{\"lists\":%d,\"probe\":%d,\"build_ms\":%.1f,\"overlap\":%.10f}",
+               n->ihits / d, n->irr / d, ann_lists(c->ann), ann_probe(c->ann),
+               ann_build_ms(c->ann), n->lists ? n->overlap / (double)n->lists : 0.0);
+    printf("}\n");
+}
+
+/* --search ivf / clickstream.search=ivf: the worker's index. */
+static int open_search(struct eval *c, const struct sess_model *m, const struct cfg *cf,
+                       const char *search, struct err *e)
+{
+    struct ann_opts o = {.lists = (int)cfg_int(cf, "clickstream.ivf_lists"),
+                         .probe = (int)cfg_int(cf, "clickstream.ivf_probe")};
+
+    c->m = m;
+    if (strcmp(search ? search : cfg_str(cf, "clickstream.search"), "ivf") != 0)
+        return ERR_OK;
+    if (ann_open(&c->ann, c->m, &o, e) || ann_query_open(&c->q, c->ann, K_MAX, e))
+        return e->code;
+    return ERR_OK;
 }
 
 int cmd_click_eval(int argc, char **argv)
@@ -300,6 +384,7 @@ int cmd_click_eval(int argc, char **argv)
     struct reg *reg = NULL;
     struct kq *q = NULL;
     struct sess_model *m = NULL;
+    struct eval c = {0};
     struct totals n = {0};
     struct cfg *cf;
     size_t np;
@@ -320,17 +405,20 @@ int cmd_click_eval(int argc, char **argv)
     ko.props = cfg_kafka(cf, &np);
     ko.n_props = np;
     if (sess_model_open(&m, a.model ? a.model : cfg_str(cf, "clickstream.model"), &e) ||
+        open_search(&c, m, cf, a.search, &e) ||
         !(cd = pipe_codec_open(cf, &reg, NULL, NULL, 0, &e)) || !(q = kq_open(&ko, &e))) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
-    } else if ((rc = replay(q, cd, m, &a, &n)) == EXIT_OK) {
-        print_totals(&a, m, &n);
+    } else if ((rc = replay(q, cd, &c, &a, &n)) == EXIT_OK) {
+        print_totals(&a, &c, &n);
         fprintf(stderr, "replayed %ld click(s) of %s, %ld next clicks scored\n", n.clicks, topic,
                 n.evaluated);
     }
     kq_close(q, 0, NULL);
     codec_close(cd);
     reg_close(reg);
+    ann_query_close(c.q);
+    ann_close(c.ann);
     sess_model_close(m);
     cfg_free(cf);
     return rc;

@@ -8,6 +8,7 @@
  *        |        (unknown item: counted, state kept, no step)
  *        |                   |
  *        |        scores over the catalog: one sgemm per score_batch sessions
+ *        |        (clickstream.search=ivf: over the probed clusters, common/ann.h)
  *        |        candidates (GRU top, co-visited, trending/popular), items of
  *        |        the session excluded, MMR, epsilon-greedy (source, propensity)
  *        |                   |
@@ -33,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ann.h"
 #include "cli.h"
 #include "codec.h"
 #include "covis.h"
@@ -81,6 +83,8 @@ struct worker {
     struct metrics *mx; /* NULL: metrics.port 0 */
     int redis_ok;
     struct sess_model *m;
+    struct ann *ann; /* clickstream.search=ivf; NULL: exact */
+    struct ann_query *annq;
     struct rec_ctx *rc;
     const char *out_topic, *dlq_topic;
     size_t cap, score_batch;
@@ -168,6 +172,26 @@ static int open_model(struct worker *w, struct err *e)
              path, sess_model_name(w->m), sess_model_version(w->m),
              (long long)sess_model_items(w->m), sess_model_hidden(w->m), o.k, o.candidates,
              o.mmr_lambda, o.epsilon);
+    return ERR_OK;
+}
+
+/* clickstream.search=ivf: the IVF index over the model's output layer,
+ * built at start (seeded: the same clusters every start). */
+static int open_search(struct worker *w, struct err *e)
+{
+    struct ann_opts o = {.lists = (int)cfg_int(w->cf, "clickstream.ivf_lists"),
+                         .probe = (int)cfg_int(w->cf, "clickstream.ivf_probe")};
+    int64_t lo, hi;
+    int ktop = (int)cfg_int(w->cf, "clickstream.candidates") + w->history;
+
+    if (strcmp(cfg_str(w->cf, "clickstream.search"), "ivf") != 0)
+        return ERR_OK;
+    if (ann_open(&w->ann, w->m, &o, e) || ann_query_open(&w->annq, w->ann, ktop, e))
+        return e->code;
+    ann_list_sizes(w->ann, &lo, &hi);
+    log_info("IVF search: %d lists (%lld..%lld items), probe %d, built in %.0f ms",
+             ann_lists(w->ann), (long long)lo, (long long)hi, ann_probe(w->ann),
+             ann_build_ms(w->ann));
     return ERR_OK;
 }
 
@@ -284,7 +308,7 @@ static int worker_open(struct worker *w, struct err *e)
     w->redis_ok = 1;
     w->kill_after = cfg_int(w->cf, "clickstream.test_kill_between_writes");
     w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
-    if (!w->cd || open_model(w, e))
+    if (!w->cd || open_model(w, e) || open_search(w, e))
         return e->code;
     /* a session's state must fit one blob: header, history, hidden state */
     if (36 + 8 * (size_t)w->history + 4 * (size_t)sess_model_hidden(w->m) > STATE_BLOB_MAX)
@@ -321,6 +345,8 @@ static void worker_close(struct worker *w)
     metrics_close(w->mx);
     mon_close(w->mon);
     rec_ctx_close(w->rc);
+    ann_query_close(w->annq);
+    ann_close(w->ann);
     sess_model_close(w->m);
     cov_close(w->cov);
     state_close(w->st);
@@ -499,7 +525,9 @@ static void rank_rows(struct worker *w, size_t from, size_t to, size_t rows)
 {
     size_t hid = (size_t)sess_model_hidden(w->m), nb = (rows - 1) % w->score_batch + 1;
 
-    sess_topk(w->m, nb, w->h, w->ktop, w->top, w->block);
+    /* IVF, or exact (also if the IVF scratch refused: cannot happen, it is sized for ktop) */
+    if (!w->ann || ann_topk(w->ann, w->annq, nb, w->h, w->ktop, w->top, NULL))
+        sess_topk(w->m, nb, w->h, w->ktop, w->top, w->block);
     w->n.batches++;
     for (size_t j = from; j < to; j++) {
         const struct slot *s = &w->sl[j];
@@ -708,14 +736,15 @@ static void log_summary(struct worker *w, double secs)
 
     log_info("summary: %llu messages in %.1f s: %llu predictions (%llu cold start, %llu unknown "
              "item, %llu redelivered, %llu degraded), %llu dead-lettered; %llu items shown, %llu "
-             "explored; %llu sessions scored in %llu sgemm batches; %llu stored states ignored, "
+             "explored; %llu sessions scored in %llu %s batches; %llu stored states ignored, "
              "%llu state write failures, %llu co-visitation errors",
              (unsigned long long)c->messages, secs, (unsigned long long)c->predictions,
              (unsigned long long)c->cold, (unsigned long long)c->unknown,
              (unsigned long long)c->redelivered, (unsigned long long)c->degraded,
              (unsigned long long)c->dead, (unsigned long long)c->shown,
              (unsigned long long)c->explored, (unsigned long long)c->rows,
-             (unsigned long long)c->batches, (unsigned long long)c->bad_state,
+             (unsigned long long)c->batches, w->ann ? "IVF" : "sgemm",
+             (unsigned long long)c->bad_state,
              (unsigned long long)c->state_errors, (unsigned long long)c->cov_errors);
     log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced",
              (unsigned long long)c->cov_redelivered, (unsigned long long)c->cov_fenced);
