@@ -98,7 +98,7 @@ struct worker {
     int *last_ev; /* per session: its last fresh click, -1 none */
     unsigned char (*enc)[STATE_BLOB_MAX];
     struct state_put *puts;
-    int *applied, *put_sess;
+    int *applied;
     float *h, *block, scratch[6 * SESS_MAX_HIDDEN];
     float *h_ev;          /* per message: its session's state after it */
     struct sess_top *top; /* score_batch x ktop */
@@ -235,7 +235,6 @@ static int alloc_batch(struct worker *w, struct err *e)
     w->enc = calloc(c, sizeof(*w->enc));
     w->puts = calloc(c, sizeof(*w->puts));
     w->applied = calloc(c, sizeof(int));
-    w->put_sess = calloc(c, sizeof(int));
     w->h = calloc(c * hid, sizeof(float));
     w->h_ev = calloc(c * hid, sizeof(float));
     w->ktop = (int)cfg_int(w->cf, "clickstream.candidates") + w->history;
@@ -248,9 +247,8 @@ static int alloc_batch(struct worker *w, struct err *e)
     buf_init(&w->out, 0);
     buf_init(&w->dlq, 2 * CODEC_MAX_MESSAGE); /* the original message plus metadata */
     if (!w->msgs || !w->sl || !w->preds || !w->blobs || !w->states || !w->last_ev || !w->enc ||
-        !w->puts || !w->applied || !w->put_sess || !w->h || !w->h_ev || !w->block || !w->top ||
-        !w->cov_items || !w->cov_out || !w->cov_n || !w->clicks ||
-        pipe_entset_init(&w->sessions, c))
+        !w->puts || !w->applied || !w->h || !w->h_ev || !w->block || !w->top || !w->cov_items ||
+        !w->cov_out || !w->cov_n || !w->clicks || pipe_entset_init(&w->sessions, c))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     return ERR_OK;
 }
@@ -318,8 +316,12 @@ static int worker_open(struct worker *w, struct err *e)
                        w->history, sess_model_hidden(w->m), STATE_BLOB_MAX);
     if (open_state(w, e) || alloc_batch(w, e))
         return e->code;
-    struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"), WORKER, sess_model_name(w->m),
-                              sess_model_version(w->m), 0, cfg_str(w->cf, "clickstream.model")};
+    struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"),
+                              WORKER,
+                              sess_model_name(w->m),
+                              sess_model_version(w->m),
+                              0,
+                              cfg_str(w->cf, "clickstream.model")};
     if (!(w->mx = metrics_open(&mo, e)) && e->code)
         return e->code;
     /* monitoring: the values of common/predmon.h against monitor.baseline */
@@ -333,9 +335,9 @@ static int worker_open(struct worker *w, struct err *e)
 
 static void worker_close(struct worker *w)
 {
-    void *arrays[] = {w->msgs, w->sl,        w->preds,   w->blobs,    w->states, w->last_ev,
-                      w->enc,  w->puts,      w->applied, w->put_sess, w->h,      w->block,
-                      w->top,  w->cov_items, w->cov_out, w->cov_n,    w->clicks, w->h_ev};
+    void *arrays[] = {w->msgs,      w->sl,      w->preds,   w->blobs,  w->states, w->last_ev,
+                      w->enc,       w->puts,    w->applied, w->h,      w->block,  w->top,
+                      w->cov_items, w->cov_out, w->cov_n,   w->clicks, w->h_ev};
 
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
@@ -440,7 +442,10 @@ static void advance(struct worker *w, size_t i)
         w->last_ev[s->sess] = (int)i;
         w->clicks[i] = (struct cov_click){w->preds[i].unknown_item ? -1 : prev,
                                           w->preds[i].unknown_item ? -1 : s->ev.item_id,
-                                          s->ev.event_time_ms, m->partition, m->offset, 0};
+                                          s->ev.event_time_ms,
+                                          m->partition,
+                                          m->offset,
+                                          0};
     }
     w->n.unknown += (uint64_t)w->preds[i].unknown_item;
     /* a snapshot: later clicks of the session in this batch move st on */
@@ -645,7 +650,8 @@ static int count_clicks(struct worker *w, size_t n)
     if (rc) {
         w->n.cov_errors++;
         log_error("co-visitation/trending counts of %zu click(s) not updated, their session "
-                  "states not stored either: %s", nc, e.msg);
+                  "states not stored either: %s",
+                  nc, e.msg);
         return rc;
     }
     w->n.cov_redelivered += r.redelivered;
@@ -679,7 +685,7 @@ static void store(struct worker *w, size_t n)
             continue; /* cannot happen: the size is checked at start-up */
         w->puts[np] = (struct state_put){w->sessions.ids[s], w->enc[np], len, w->msgs[i]->partition,
                                          w->msgs[i]->offset};
-        w->put_sess[np++] = (int)s;
+        np++;
     }
     memset(w->applied, 0, np * sizeof(int));
     if (np && pipe_state_put(w->st, w->budget_ms, np, w->puts, w->applied, &e)) {
@@ -744,8 +750,8 @@ static void log_summary(struct worker *w, double secs)
              (unsigned long long)c->dead, (unsigned long long)c->shown,
              (unsigned long long)c->explored, (unsigned long long)c->rows,
              (unsigned long long)c->batches, w->ann ? "IVF" : "sgemm",
-             (unsigned long long)c->bad_state,
-             (unsigned long long)c->state_errors, (unsigned long long)c->cov_errors);
+             (unsigned long long)c->bad_state, (unsigned long long)c->state_errors,
+             (unsigned long long)c->cov_errors);
     log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced",
              (unsigned long long)c->cov_redelivered, (unsigned long long)c->cov_fenced);
 }
