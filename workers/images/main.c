@@ -331,6 +331,7 @@ static int open_kafka(struct worker *w, struct err *e)
                          .client_id = "streamml-images"};
 
     ko.props = cfg_kafka(w->cf, &np);
+    ko.commit_interval_ms = (int)cfg_int(w->cf, "worker.commit_interval_ms");
     ko.n_props = np;
     w->q = kq_open(&ko, e);
     if (!w->q)
