@@ -36,6 +36,18 @@
 #define N_EVENTS 20000
 #define N_USERS 1000
 #define TOPICS "transactions:6,predictions.transactions:6,transactions.dlq:2"
+/* librdkafka 2.0.2's mock cluster checks the sequence numbers of a
+ * transactional producer only (rd_kafka_mock_validate_records returns at
+ * once without a TransactionalId): after a batch refused with an injected
+ * error, the next batch in flight on that partition is written anyway, where
+ * a real broker answers OUT_OF_ORDER_SEQUENCE_NUMBER. librdkafka's idempotent
+ * producer, rightly for a real broker, takes a later batch's success as proof
+ * that the earlier ones were written and reports them delivered: 2-8 records
+ * of 20,000 were lost that way (seen with the producer's debug log: batch
+ * MsgId 599 refused twice, 603 written, 599-602 reported delivered). One
+ * request in flight per connection leaves no later batch to overtake: the
+ * producers of this test use it; nothing else changes. */
+#define MOCK_INFLIGHT "max.in.flight.requests.per.connection=1"
 
 struct env {
     struct test_redis redis;
@@ -86,6 +98,9 @@ static pid_t produce(struct env *v, const char *rate)
                     v->events,
                     "--log-level",
                     "error",
+                    /* See MOCK_INFLIGHT. */
+                    "-X",
+                    MOCK_INFLIGHT,
                     rate ? "--rate" : NULL,
                     (char *)rate,
                     NULL};
@@ -126,6 +141,8 @@ static pid_t start_worker(struct env *v, const char *name, const char *batch, co
                     timeout,
                     "-X",
                     "auto.commit.interval.ms=1000",
+                    "-X",
+                    MOCK_INFLIGHT,
                     "--log-level",
                     "info",
                     extra ? "-X" : NULL,
@@ -413,14 +430,11 @@ static void test_broker_faults_lose_nothing(void **st)
         long in;
         assert_int_equal(waitpid(prod, &status, 0), prod);
         in = read_inputs(v);
-        /* Under injected Produce errors the mock cluster (librdkafka 2.0.2)
-         * has been seen to keep 19,998 of 20,000 records whose delivery the
-         * idempotent producer saw succeed: reported, not counted against the
-         * worker (known issue, to check against a real broker). */
+        /* With MOCK_INFLIGHT, every record reported delivered is there. */
         printf("# producer exit %d, %ld of %d events on the input topic\n",
                WIFEXITED(status) ? WEXITSTATUS(status) : -1, in, N_EVENTS);
         assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        assert_true(in >= N_EVENTS - 100);
+        assert_int_equal(in, N_EVENTS);
     }
     t = wait_all_predicted(v, 90000);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
