@@ -195,3 +195,18 @@ fuzz: deps-check
 	  OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
 	  build/fuzz/libstreamml.a
 	tools/fuzz.sh build/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# ---- reliability: objects depend on the compiler and its flags ----
+# $(BUILD)/flags holds "$(CC) $(CFLAGS)"; it is rewritten only when that text changes
+# (make fuzz/sanitize with other OPT or WARN, a new pkg-config path), and every object
+# depends on it, so no object built with stale flags survives in a build directory.
+# Listing the objects as targets also keeps make from deleting them as intermediates.
+FLAGS_STAMP := $(BUILD)/flags
+ALL_OBJ     := $(COMMON_OBJ) $(ONNX_OBJ) $(CLI_OBJ) $(SUPPORT_OBJ) \
+               $(TEST_SRC:%.c=$(BUILD)/obj/%.o) $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) \
+               $(WORKERS:%=$(BUILD)/obj/workers/%/main.o)
+.PHONY: flags-stamp-force
+$(FLAGS_STAMP): flags-stamp-force
+	@mkdir -p $(dir $@)
+	@printf '%s\n' '$(CC) $(CFLAGS)' | cmp -s - $@ || printf '%s\n' '$(CC) $(CFLAGS)' > $@
+$(ALL_OBJ): $(FLAGS_STAMP)

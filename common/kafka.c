@@ -1,10 +1,12 @@
 #include "kafka.h"
 
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -41,7 +43,18 @@ struct kq {
     void *stats_opaque;
     int (*on_assign)(const char *topic, int32_t partition, void *opaque);
     void *assign_opaque;
+    int commit_interval_ms;    /* kq_opts.commit_interval_ms */
+    int64_t last_commit_ms;
+    int stored_uncommitted;    /* offsets stored since the last commit */
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 const char *kq_version(void)
 {
@@ -223,13 +236,35 @@ static void store_offsets(struct kq *q)
                      (int)l->elems[i].partition, (long long)l->elems[i].offset,
                      rd_kafka_err2str(l->elems[i].err));
         else
-            q->st.stored++;
+            q->st.stored++, q->stored_uncommitted = 1;
     }
     if (err && err != RD_KAFKA_RESP_ERR__STATE)
         log_warn("offsets_store: %s", rd_kafka_err2str(err));
 out:
     if (l)
         rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Commits the stored offsets (async) when they advanced and the interval
+ * has passed. Only offsets stored after their acknowledgements exist, so
+ * this never commits past unfinished work; librdkafka commits the current
+ * assignment only, with the current generation (a member that lost its
+ * partitions is refused by the broker). */
+static void maybe_commit(struct kq *q)
+{
+    rd_kafka_resp_err_t err;
+    int64_t now;
+
+    if (!q->commit_interval_ms || !q->cons || q->assign_all || !q->stored_uncommitted)
+        return;
+    now = mono_ms();
+    if (now - q->last_commit_ms < q->commit_interval_ms)
+        return;
+    q->last_commit_ms = now;
+    q->stored_uncommitted = 0;
+    err = rd_kafka_commit(q->cons, NULL, 1);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        log_debug("commit (async): %s", rd_kafka_err2str(err));
 }
 
 static void track_drop(struct kq *q, const char *topic, int32_t part)
@@ -266,6 +301,25 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     kq_ack(q, &p, KQ_ACK_DELIVERED);
 }
 
+/* Every commit's outcome (auto, async, sync): counted; a refusal is
+ * normal during a rebalance (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION):
+ * those offsets are re-delivered, never skipped. */
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    struct kq *q = opaque;
+
+    (void)rk;
+    (void)offsets;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return;
+    q->st.commits++;
+    if (err) {
+        q->st.commits_failed++;
+        log_debug("offset commit refused: %s", rd_kafka_err2str(err));
+    }
+}
+
 static void flush_and_commit(struct kq *q, int timeout_ms)
 {
     rd_kafka_resp_err_t err;
@@ -279,35 +333,69 @@ static void flush_and_commit(struct kq *q, int timeout_ms)
         log_warn("commit: %s", rd_kafka_err2str(err));
 }
 
+static int is_cooperative(rd_kafka_t *rk)
+{
+    return strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+}
+
+/* Takes the partitions: the whole new assignment (EAGER) or the added
+ * ones (COOPERATIVE). Their fences are claimed before any message. */
+static void rebalance_assign(struct kq *q, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
+{
+    int coop = is_cooperative(rk);
+
+    log_info("rebalance: assigned %d partition(s)%s%s", parts->cnt, coop ? " more" : "",
+             q->paused ? ", paused" : "");
+    for (int i = 0; q->on_assign && i < parts->cnt; i++)
+        if (q->on_assign(parts->elems[i].topic, parts->elems[i].partition, q->assign_opaque))
+            set_fatal(q, "assignment hook failed for", parts->elems[i].topic);
+    if (coop) {
+        rd_kafka_error_t *er = rd_kafka_incremental_assign(rk, parts);
+        if (er) {
+            set_fatal(q, "incremental assign", rd_kafka_error_string(er));
+            rd_kafka_error_destroy(er);
+        }
+        q->n_assigned += (size_t)parts->cnt;
+    } else {
+        rd_kafka_assign(rk, parts);
+        q->n_assigned = (size_t)parts->cnt;
+    }
+    if (q->paused)
+        rd_kafka_pause_partitions(rk, parts);
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     struct kq *q = opaque;
+    int coop = is_cooperative(rk);
 
     q->st.rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        log_info("rebalance: assigned %d partition(s)%s", parts->cnt,
-                 q->paused ? ", paused" : "");
-        for (int i = 0; q->on_assign && i < parts->cnt; i++)
-            if (q->on_assign(parts->elems[i].topic, parts->elems[i].partition, q->assign_opaque))
-                set_fatal(q, "assignment hook failed for", parts->elems[i].topic);
-        rd_kafka_assign(rk, parts);
-        q->n_assigned = (size_t)parts->cnt;
-        if (q->paused)
-            rd_kafka_pause_partitions(rk, parts);
+        rebalance_assign(q, rk, parts);
         return;
     }
     if (rd_kafka_assignment_lost(rk)) {
         /* Another member may own these already: committing would be wrong. */
         log_warn("rebalance: assignment lost (%d partitions), not committing", parts->cnt);
     } else {
+        /* Before the partitions are released: commit needs them assigned. */
         log_info("rebalance: revoking %d partition(s), committing", parts->cnt);
         flush_and_commit(q, 10000);
     }
     for (int i = 0; i < parts->cnt; i++)
         track_drop(q, parts->elems[i].topic, parts->elems[i].partition);
-    rd_kafka_assign(rk, NULL);
-    q->n_assigned = 0;
+    if (coop) {
+        rd_kafka_error_t *er = rd_kafka_incremental_unassign(rk, parts);
+        if (er) {
+            log_warn("rebalance: incremental unassign: %s", rd_kafka_error_string(er));
+            rd_kafka_error_destroy(er);
+        }
+        q->n_assigned -= (size_t)parts->cnt <= q->n_assigned ? (size_t)parts->cnt : q->n_assigned;
+    } else {
+        rd_kafka_assign(rk, NULL);
+        q->n_assigned = 0;
+    }
 }
 
 /* librdkafka statistics (statistics.interval.ms), served on the polling
@@ -369,13 +457,41 @@ static rd_kafka_conf_t *make_conf(struct kq *q, const struct kq_opts *o, int con
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, q);
-    if (consumer && !o->assign_all)
+    if (consumer && !o->assign_all) {
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+        rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
+    }
     if (!consumer)
         rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     if (consumer && o->stats_cb)
         rd_kafka_conf_set_stats_cb(conf, stats_cb);
     return conf;
+}
+
+/* Secret values are never compared (nor printed): only their keys. */
+static int is_secret_key(const char *k)
+{
+    return strstr(k, "password") || strstr(k, "secret") || strstr(k, ".key") ||
+           strstr(k, "token");
+}
+
+/* librdkafka refuses some settings only when the handle is created (an SSL
+ * file that cannot be read, an unknown SASL mechanism), and its text may
+ * name the value but not the key ("Unsupported SASL mechanism: FOO"): names
+ * the property (and where it was set) whose key or value the text quotes.
+ * Returns "" when none does. */
+static const char *culprit(const struct kq_opts *o, const char *why, char *buf, size_t cap)
+{
+    for (int by_value = 0; by_value < 2; by_value++) /* a quoted key first */
+        for (size_t i = 0; i < o->n_props; i++) {
+            const char *k = o->props[i].key, *v = o->props[i].value;
+            if (by_value ? !is_secret_key(k) && v && strlen(v) >= 3 && strstr(why, v)
+                         : strstr(why, k) != NULL) {
+                snprintf(buf, cap, " (kafka.%s, %s)", k, o->props[i].origin);
+                return buf;
+            }
+        }
+    return "";
 }
 
 static rd_kafka_t *make_handle(struct kq *q, const struct kq_opts *o, int consumer,
@@ -389,8 +505,9 @@ static rd_kafka_t *make_handle(struct kq *q, const struct kq_opts *o, int consum
         return NULL;
     rk = rd_kafka_new(consumer ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, conf, es, sizeof(es));
     if (!rk) {
+        char who[300];
         rd_kafka_conf_destroy(conf);
-        err_set(e, ERR_CONFIG, "kafka: %s", es);
+        err_set(e, ERR_CONFIG, "kafka: %s%s", es, culprit(o, es, who, sizeof(who)));
         return NULL;
     }
     /* conf is now owned by rk */
@@ -478,6 +595,7 @@ struct kq *kq_open(const struct kq_opts *o, struct err *e)
     q->stats_opaque = o->stats_opaque;
     q->on_assign = o->on_assign;
     q->assign_opaque = o->assign_opaque;
+    q->commit_interval_ms = o->commit_interval_ms > 0 ? o->commit_interval_ms : 0;
     for (size_t i = 0; i < o->n_topics; i++)
         if (!(q->topics[q->n_topics++] = strdup(o->topics[i])))
             goto fail;
@@ -552,6 +670,7 @@ int kq_poll(struct kq *q, int timeout_ms, struct kq_msg **out, struct err *e)
     if (q->fatal)
         return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
     store_offsets(q);
+    maybe_commit(q);
     rm = rd_kafka_consumer_poll(q->cons, timeout_ms);
     if (!rm)
         return ERR_OK;
@@ -615,6 +734,7 @@ int kq_serve(struct kq *q, int timeout_ms, struct err *e)
 {
     rd_kafka_poll(q->prod, timeout_ms);
     store_offsets(q);
+    maybe_commit(q);
     if (q->fatal)
         return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
     return ERR_OK;
@@ -708,28 +828,104 @@ static int drain(struct kq *q, int timeout_ms)
     return ERR_TIMEOUT;
 }
 
-int kq_close(struct kq *q, int timeout_ms, struct err *e)
-{
-    int rc = ERR_OK;
+/* The blocking end of a close (commit, leave the group, destroy), run on
+ * its own thread so that kq_close can give up on it at its deadline:
+ * rd_kafka_consumer_close waits for the coordinator however long it takes
+ * when the broker died at the same moment. */
+struct closer {
+    struct kq *q;
+    int commit, flush_ms;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const char *stage; /* what it is doing; NULL once done */
+};
 
-    if (!q)
-        return ERR_OK;
-    if (q->prod && timeout_ms > 0 && drain(q, timeout_ms))
-        rc = err_set(e, ERR_TIMEOUT, "kafka: %zu message(s) unacknowledged at close: "
-                     "they will be re-delivered", q->inflight);
+static void closer_stage(struct closer *c, const char *stage)
+{
+    pthread_mutex_lock(&c->mu);
+    c->stage = stage;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void close_handles(struct closer *c)
+{
+    struct kq *q = c->q;
+
     if (q->cons) {
+        closer_stage(c, "offset commit");
         store_offsets(q);
-        if (!q->assign_all && timeout_ms > 0)
+        if (c->commit)
             rd_kafka_commit(q->cons, NULL, 0);
+        closer_stage(c, "consumer close (leaving the group)");
         rd_kafka_consumer_close(q->cons);
         rd_kafka_destroy(q->cons);
+        q->cons = NULL;
     }
     if (q->prod) {
-        rd_kafka_flush(q->prod, timeout_ms > 0 ? timeout_ms : 0);
+        closer_stage(c, "producer flush");
+        rd_kafka_flush(q->prod, c->flush_ms);
         rd_kafka_destroy(q->prod);
+        q->prod = NULL;
     }
-    if (q->fatal && rc == ERR_OK)
-        rc = err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
+}
+
+static void *closer_main(void *arg)
+{
+    struct closer *c = arg;
+
+    close_handles(c);
+    closer_stage(c, NULL);
+    return NULL;
+}
+
+/* What was given up on at a deadline: kept reachable (the thread still
+ * uses it until the process exits), never freed. */
+static struct closer *abandoned;
+
+/* Runs close_handles with a deadline. ERR_TIMEOUT naming the stage that
+ * did not finish; the thread and the handles are then left to the exit. */
+static int close_bounded(struct closer *c, int64_t deadline_ms, struct err *e)
+{
+    pthread_t th;
+    struct timespec ts;
+    const char *stuck;
+
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->stage = "starting";
+    if (pthread_create(&th, NULL, closer_main, c) != 0) {
+        close_handles(c); /* no thread: unbounded, as before */
+        return ERR_OK;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)((deadline_ms - mono_ms()) / 1000);
+    ts.tv_nsec += (long)((deadline_ms - mono_ms()) % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (c->stage && pthread_cond_timedwait(&c->cv, &c->mu, &ts) == 0)
+        ;
+    stuck = c->stage;
+    pthread_mutex_unlock(&c->mu);
+    if (!stuck) {
+        pthread_join(th, NULL);
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        return ERR_OK;
+    }
+    pthread_detach(th);
+    abandoned = c;
+    return err_set(e, ERR_TIMEOUT,
+                   "kafka: shutdown deadline passed during %s (broker unreachable?): "
+                   "offsets not committed will be re-delivered",
+                   stuck);
+}
+
+static void kq_free(struct kq *q)
+{
     for (size_t i = 0; i < q->n_tracks; i++) {
         free(q->tracks[i].offs);
         free(q->tracks[i].flags);
@@ -738,5 +934,43 @@ int kq_close(struct kq *q, int timeout_ms, struct err *e)
     for (size_t i = 0; i < q->n_topics; i++)
         free(q->topics[i]);
     free(q);
+}
+
+int kq_close(struct kq *q, int timeout_ms, struct err *e)
+{
+    struct closer *c;
+    int64_t deadline;
+    int rc = ERR_OK, crc;
+
+    if (!q)
+        return ERR_OK;
+    deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    if (q->prod && timeout_ms > 0 && drain(q, timeout_ms))
+        rc = err_set(e, ERR_TIMEOUT, "kafka: %zu message(s) unacknowledged at close: "
+                     "they will be re-delivered", q->inflight);
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        kq_free(q); /* leaks the handles rather than block unbounded */
+        return err_set(e, ERR_NOMEM, "kafka: out of memory at close");
+    }
+    c->q = q;
+    c->commit = !q->assign_all && timeout_ms > 0;
+    c->flush_ms = timeout_ms > 0 ? timeout_ms : 0;
+    if (timeout_ms <= 0) {
+        close_handles(c); /* immediate close: no commit, nothing to wait for */
+        crc = ERR_OK;
+    } else {
+        /* A drain that used the whole deadline still leaves the group a
+         * moment to be left cleanly. */
+        struct err ce = {0};
+        crc = close_bounded(c, deadline > mono_ms() + 500 ? deadline : mono_ms() + 500, &ce);
+        if (crc) /* q and c stay with the stuck thread */
+            return err_set(e, crc, "%s%s", ce.msg,
+                           rc ? " (after a drain that timed out: unacknowledged input too)" : "");
+    }
+    free(c);
+    if (q->fatal && rc == ERR_OK)
+        rc = err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
+    kq_free(q);
     return rc;
 }

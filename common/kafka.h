@@ -9,9 +9,18 @@
  * A permanently failed delivery makes the handle fatal (kq_serve returns
  * ERR_FATAL): the worker must stop without committing past it.
  *
+ * Commits: besides librdkafka's auto-commit (auto.commit.interval.ms),
+ * stored offsets are committed asynchronously at most every
+ * commit_interval_ms as they advance, so that what a crash or a refused
+ * rebalance commit re-delivers is a fraction of a second of input, not a
+ * whole auto-commit interval.
+ *
  * Rebalance: on revoke, in-flight work is flushed, stored offsets are
  * committed synchronously, then the partitions are released; when the
- * assignment was lost, nothing is committed.
+ * assignment was lost, nothing is committed. Both rebalance protocols are
+ * served: EAGER (range, roundrobin: everything is revoked, then assigned)
+ * and COOPERATIVE (partition.assignment.strategy=cooperative-sticky: only
+ * the partitions that move are revoked; incremental assign/unassign).
  *
  * One thread uses a handle.
  */
@@ -45,6 +54,9 @@ struct kq_opts {
      * could let a stalled former owner overwrite its state. */
     int (*on_assign)(const char *topic, int32_t partition, void *opaque);
     void *assign_opaque;
+    /* Group consumers: commit stored offsets (async) at most this often as
+     * they advance; 0 = leave it to librdkafka's auto-commit. */
+    int commit_interval_ms;
 };
 
 /* Position of an input message, enough to acknowledge it after release. */
@@ -109,13 +121,21 @@ int64_t kq_topic_size(struct kq *q, const char *topic, int timeout_ms, struct er
 
 struct kq_stats {
     uint64_t polled, produced, delivered, delivery_failed, stored, rebalances, consumer_errors;
+    uint64_t commits, commits_failed; /* offset commits answered (any kind), refused */
 };
 void kq_get_stats(const struct kq *q, struct kq_stats *s);
 
 /* Drains: serves delivery reports until nothing is in flight or timeout,
  * stores and commits offsets, leaves the group, destroys. NULL-safe.
  * Returns ERR_TIMEOUT if work was still in flight at the deadline (its
- * offsets are not committed: it will be re-delivered). */
+ * offsets are not committed: it will be re-delivered).
+ * With timeout_ms > 0 the whole close is bounded: the commit, leaving the
+ * group and destroying the handles run on a thread, and if they have not
+ * finished by the deadline (at least 0.5 s after the drain) kq_close returns
+ * ERR_TIMEOUT naming the stage that hung (e.g. "consumer close (leaving the
+ * group)" when the broker died at the same moment), leaving that thread and
+ * the handles to the process exit: the caller must then exit. Nothing
+ * acknowledged is lost: uncommitted offsets are re-delivered. */
 int kq_close(struct kq *q, int timeout_ms, struct err *e);
 
 /* Checks that librdkafka accepts every passthrough property (name and value)

@@ -16,6 +16,7 @@ struct mockbroker *mockbroker_open(int n_brokers, struct err *e)
     char es[256];
     struct mockbroker *b = calloc(1, sizeof(*b));
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *dbg = getenv("STREAMML_BROKER_DEBUG");
 
     if (!b) {
         rd_kafka_conf_destroy(conf);
@@ -23,6 +24,16 @@ struct mockbroker *mockbroker_open(int n_brokers, struct err *e)
         return NULL;
     }
     rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
+    /* Diagnosing the mock's group coordinator (when it answers what):
+     * STREAMML_BROKER_DEBUG=mock,protocol logs its decisions on stderr. */
+    if (dbg && *dbg &&
+        (rd_kafka_conf_set(conf, "log_level", "7", NULL, 0) != RD_KAFKA_CONF_OK ||
+         rd_kafka_conf_set(conf, "debug", dbg, es, sizeof(es)) != RD_KAFKA_CONF_OK)) {
+        rd_kafka_conf_destroy(conf);
+        free(b);
+        err_set(e, ERR_CONFIG, "broker: STREAMML_BROKER_DEBUG: %s", es);
+        return NULL;
+    }
     b->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof(es));
     if (!b->rk) {
         rd_kafka_conf_destroy(conf);

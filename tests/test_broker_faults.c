@@ -2,11 +2,14 @@
  *
  * `streamml broker --brokers 3 --control FIFO` (librdkafka's mock cluster)
  * takes fault-injection commands while 20,000 events flow through a real
- * transactions worker and a real redis-server: injected errors on Produce,
- * Fetch, OffsetCommit, JoinGroup and Heartbeat requests, and brokers taken
- * down and up again (rd_kafka_mock_broker_set_down/up). Criterion: every
- * event has a prediction (duplicates counted and printed), every user's
- * Welford count in Redis equals its events with an amount.
+ * transactions worker and a real redis-server: injected errors on
+ * InitProducerId (the idempotent producer's), Produce, Fetch, OffsetCommit,
+ * JoinGroup and Heartbeat requests, and brokers taken down and up again
+ * (rd_kafka_mock_broker_set_down/up). Criterion: every event has a
+ * prediction (duplicates counted and printed), every user's Welford count
+ * in Redis equals its events with an amount. A second test takes every
+ * broker down as the worker is told to stop: its shutdown must stay within
+ * worker.shutdown_timeout_ms, and nothing may be lost.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,6 +36,18 @@
 #define N_EVENTS 20000
 #define N_USERS 1000
 #define TOPICS "transactions:6,predictions.transactions:6,transactions.dlq:2"
+/* librdkafka 2.0.2's mock cluster checks the sequence numbers of a
+ * transactional producer only (rd_kafka_mock_validate_records returns at
+ * once without a TransactionalId): after a batch refused with an injected
+ * error, the next batch in flight on that partition is written anyway, where
+ * a real broker answers OUT_OF_ORDER_SEQUENCE_NUMBER. librdkafka's idempotent
+ * producer, rightly for a real broker, takes a later batch's success as proof
+ * that the earlier ones were written and reports them delivered: 2-8 records
+ * of 20,000 were lost that way (seen with the producer's debug log: batch
+ * MsgId 599 refused twice, 603 written, 599-602 reported delivered). One
+ * request in flight per connection leaves no later batch to overtake: the
+ * producers of this test use it; nothing else changes. */
+#define MOCK_INFLIGHT "max.in.flight.requests.per.connection=1"
 
 struct env {
     struct test_redis redis;
@@ -83,6 +98,9 @@ static pid_t produce(struct env *v, const char *rate)
                     v->events,
                     "--log-level",
                     "error",
+                    /* See MOCK_INFLIGHT. */
+                    "-X",
+                    MOCK_INFLIGHT,
                     rate ? "--rate" : NULL,
                     (char *)rate,
                     NULL};
@@ -97,7 +115,7 @@ static void log_path(const struct env *v, const char *name, char *buf, size_t ca
 
 /* A worker of group "rel", logging to <dir>/<name>.log. The group timeouts
  * are short so that a stalled member is noticed within seconds. */
-static pid_t start_worker(struct env *v, const char *name, const char *batch)
+static pid_t start_worker(struct env *v, const char *name, const char *batch, const char *extra)
 {
     char log[200], bs[64];
     /* Redis is not the fault here; a generous timeout keeps it out of the way. */
@@ -123,8 +141,12 @@ static pid_t start_worker(struct env *v, const char *name, const char *batch)
                     timeout,
                     "-X",
                     "auto.commit.interval.ms=1000",
+                    "-X",
+                    MOCK_INFLIGHT,
                     "--log-level",
                     "info",
+                    extra ? "-X" : NULL,
+                    (char *)extra,
                     NULL};
 
     snprintf(bs, sizeof(bs), "worker.batch_size=%s", batch);
@@ -361,13 +383,27 @@ static void test_broker_faults_lose_nothing(void **st)
                                          "errors OffsetCommit 2 NOT_COORDINATOR",
                                          "errors Heartbeat 3 COORDINATOR_NOT_AVAILABLE",
                                          "errors JoinGroup 2 COORDINATOR_LOAD_IN_PROGRESS"};
+    static const char *const pid_errors[] = {"errors InitProducerId 2 COORDINATOR_NOT_AVAILABLE",
+                                             "errors InitProducerId 1 NOT_COORDINATOR"};
+    char wlog[300];
     struct env *v = *st;
     struct tally t;
     pid_t w, prod;
     int n_errors = 0, n_down = 0;
 
+    /* The idempotent producer's InitProducerId (the transactional-family
+     * request the workers make) fails first: injected before the worker
+     * starts, so that its producer, the first client to ask, gets them. */
+    for (size_t i = 0; i < sizeof(pid_errors) / sizeof(pid_errors[0]); i++) {
+        inject(v, pid_errors[i]);
+        n_errors += atoi(strchr(strchr(pid_errors[i], ' ') + 1, ' ') + 1);
+    }
+    w = start_worker(v, "worker", "500", NULL);
+    log_path(v, "worker", wlog, sizeof(wlog));
+    assert_int_equal(wait_log(wlog, "rebalance: assigned", 1, 30000), 0);
+    /* Each refusal is librdkafka's "retrying" warning in the worker's log. */
+    assert_int_equal(wait_log(wlog, "Failed to acquire idempotence PID", 3, 10000), 0);
     prod = produce(v, "4000");
-    w = start_worker(v, "worker", "500");
     for (int waited = 0; topic_size(v, "predictions.transactions") < 2000; waited += 100) {
         assert_true(waited < 60000);
         test_sleep_ms(100);
@@ -394,22 +430,89 @@ static void test_broker_faults_lose_nothing(void **st)
         long in;
         assert_int_equal(waitpid(prod, &status, 0), prod);
         in = read_inputs(v);
-        /* Under injected Produce errors the mock cluster (librdkafka 2.0.2)
-         * has been seen to keep 19,998 of 20,000 records whose delivery the
-         * idempotent producer saw succeed: reported, not counted against the
-         * worker (known issue, to check against a real broker). */
+        /* With MOCK_INFLIGHT, every record reported delivered is there. */
         printf("# producer exit %d, %ld of %d events on the input topic\n",
                WIFEXITED(status) ? WEXITSTATUS(status) : -1, in, N_EVENTS);
         assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        assert_true(in >= N_EVENTS - 100);
+        assert_int_equal(in, N_EVENTS);
     }
     t = wait_all_predicted(v, 90000);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
     t = read_predictions(v);
-    printf("# broker faults: %d events, %d injected request errors (Produce, Fetch, "
-           "OffsetCommit, Heartbeat, JoinGroup), %d broker down/up cycles -> %ld predictions: "
+    printf("# broker faults: %d events, %d injected request errors (InitProducerId, Produce, "
+           "Fetch, OffsetCommit, Heartbeat, JoinGroup), %d broker down/up cycles -> %ld predictions: "
            "%ld missing, %ld duplicates (max %ld copies); users with wrong state: %ld\n",
            N_EVENTS, n_errors, n_down, t.records, t.missing, t.duplicates, t.worst, users_wrong(v));
+    assert_int_equal(t.missing, 0);
+    assert_int_equal(users_wrong(v), 0);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Every broker goes down at the moment the worker is told to stop: its
+ * deliveries cannot be acknowledged and the group cannot be left. The
+ * worker must still exit within worker.shutdown_timeout_ms (+0.5 s for
+ * leaving the group), non-zero, with a line naming what did not finish;
+ * nothing it acknowledged is lost: once the brokers are back, a new worker
+ * gets the uncommitted input again, and every event ends up predicted and
+ * applied exactly once. */
+static void test_shutdown_bounded_when_brokers_die(void **st)
+{
+    struct env *v = *st;
+    char wlog[300];
+    int status = 0, exited = 0;
+    int64_t t0, took;
+    pid_t w, prod;
+    struct tally t;
+
+    prod = produce(v, "4000");
+    w = start_worker(v, "first", "500", "worker.shutdown_timeout_ms=2000");
+    log_path(v, "first", wlog, sizeof(wlog));
+    for (int waited = 0; topic_size(v, "predictions.transactions") < 4000; waited += 100) {
+        assert_true(waited < 60000);
+        test_sleep_ms(100);
+    }
+    inject(v, "down 1");
+    inject(v, "down 2");
+    inject(v, "down 3");
+    t0 = now_ms();
+    kill(w, SIGTERM);
+    for (int waited = 0; waited < 30000 && !exited; waited += 20) {
+        exited = waitpid(w, &status, WNOHANG) == w;
+        if (!exited)
+            test_sleep_ms(20);
+    }
+    took = now_ms() - t0;
+    if (!exited)
+        test_stop_pid(w, SIGKILL, 5000);
+    printf("# brokers down at SIGTERM: worker exited %s after %lld ms (shutdown_timeout_ms "
+           "2000), exit code %d\n",
+           exited ? "by itself" : "NOT (killed)", (long long)took,
+           exited && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    assert_true(exited);
+    assert_true(took < 2000 + 500 + 2500); /* deadline + grace + a loaded machine */
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+    assert_int_equal(wait_log(wlog, "shutdown deadline passed during", 1, 1000), 0);
+
+    inject(v, "up 1");
+    inject(v, "up 2");
+    inject(v, "up 3");
+    assert_int_equal(waitpid(prod, &status, 0), prod);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    (void)read_inputs(v);
+    w = start_worker(v, "second", "500", NULL);
+    t = wait_all_predicted(v, 90000);
+    assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
+    t = read_predictions(v);
+    printf("# after the restart: %ld predictions: %ld missing, %ld duplicates (max %ld "
+           "copies); users with wrong state: %ld\n",
+           t.records, t.missing, t.duplicates, t.worst, users_wrong(v));
     assert_int_equal(t.missing, 0);
     assert_int_equal(users_wrong(v), 0);
 }
@@ -418,6 +521,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_broker_faults_lose_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_bounded_when_brokers_die, setup, teardown),
     };
     return cmocka_run_group_tests_name("broker_faults", tests, NULL, NULL);
 }

@@ -139,6 +139,50 @@ static void test_offset_committed_only_after_state_and_delivery(void **st)
     assert_int_equal(first[1], 5);
 }
 
+/* worker.commit_interval_ms: with librdkafka's auto-commit off and a close
+ * that commits nothing (a crash, as far as offsets go), the acknowledged
+ * prefix was committed anyway by the periodic commit, and not one offset
+ * past it: a new member starts at the first unacknowledged message. */
+static void test_periodic_commit_covers_acked_prefix_only(void **st)
+{
+    static const char *topic = "in";
+    struct fx *f = *st;
+    struct kq_pos pos[N_MSGS];
+    struct err e = {0};
+    struct cfg_kv props[4] = {f->props[0], f->props[1], f->props[2],
+                              {"enable.auto.commit", "false", "test"}};
+    struct kq_opts o = {.group_id = "g-periodic", .topics = &topic, .n_topics = 1,
+                        .props = props, .n_props = 4, .commit_interval_ms = 100};
+    struct kq_stats ks;
+    struct kq *q;
+    int64_t first[2];
+    int seen[2] = {0, 0};
+
+    produce_inputs(f);
+    q = kq_open(&o, &e);
+    assert_non_null(q);
+    assert_int_equal(poll_n(q, pos, N_MSGS), N_MSGS);
+    /* Per partition: the first 7 fully acknowledged, the rest only delivered. */
+    for (int i = 0; i < N_MSGS; i++) {
+        assert_int_equal(kq_produce(q, "out", "k", 1, "v", 1, &pos[i], &e), ERR_OK);
+        if (seen[pos[i].partition]++ < 7)
+            kq_ack(q, &pos[i], KQ_ACK_STATE);
+    }
+    for (int i = 0; i < 20; i++) { /* 2 s: deliveries, stores, periodic commits */
+        struct kq_msg *m = NULL;
+        assert_int_equal(kq_serve(q, 50, &e), ERR_OK);
+        assert_int_equal(kq_poll(q, 50, &m, &e), ERR_OK);
+        assert_null(m);
+    }
+    kq_get_stats(q, &ks);
+    assert_true(ks.commits >= 1);
+    assert_int_equal(kq_inflight(q), N_MSGS - 14);
+    kq_close(q, 0, NULL); /* no commit at close */
+    first_offsets(f, "g-periodic", first, N_MSGS - 14);
+    assert_int_equal(first[0], 7);
+    assert_int_equal(first[1], 7);
+}
+
 static void test_nothing_acked_means_everything_redelivered(void **st)
 {
     struct fx *f = *st;
@@ -218,6 +262,8 @@ static void test_bad_kafka_property_names_its_origin(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_periodic_commit_covers_acked_prefix_only, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_offset_committed_only_after_state_and_delivery,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_acked_means_everything_redelivered, setup,

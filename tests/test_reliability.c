@@ -115,30 +115,33 @@ static void test_zombie_writes_are_fenced(void **st)
     }
     /* Freeze it mid-write, deterministically: CLIENT PAUSE WRITE holds its
      * next batch's EVALSHA (reads go on), SIGSTOP lands while it waits, its
-     * connection is killed (the held write is dropped), the pause lifted.
-     * On SIGCONT the zombie finds its write failed and re-applies it (1 s
-     * later) with its old epoch, after the heir's claim: it must be
-     * refused. */
-    redis_cli(v, "CLIENT PAUSE 20000 WRITE", out, sizeof(out));
+     * connection is killed (the held write is dropped). The pause stays on
+     * until both late writers are queued behind it, in this order: the
+     * heir's epoch claim (INCR, a write), then the zombie's re-applied
+     * write. Redis releases paused clients in the order they were paused,
+     * so the claim lands first and the zombie's write must be refused. (With
+     * the pause lifted earlier, the heir applied the zombie's events in its
+     * first batch, right after its claim, and the zombie's late write was
+     * then skipped as already applied: no fencing to see.) */
+    redis_cli(v, "CLIENT PAUSE 60000 WRITE", out, sizeof(out));
     assert_string_equal(out, "OK");
     test_sleep_ms(500);
     kill(zombie, SIGSTOP);
     redis_cli(v, "CLIENT KILL TYPE normal", out, sizeof(out));
     assert_true(atoi(out) >= 1);
-    redis_cli(v, "CLIENT UNPAUSE", out, sizeof(out));
-    assert_string_equal(out, "OK");
 
     /* The heir joins; the stopped member's session expires (6 s) and the
-     * heir gets every partition and claims their epochs. */
+     * heir gets every partition; its claim waits in the pause. */
     heir = tg_start_worker(v, "heir", "500");
     assert_int_equal(tg_wait_log(blog, "rebalance: assigned 6 partition", 1, 30000), 0);
-    assert_int_equal(wait_epochs(v, 2, 10000), 0);
-    /* Hold the heir's writes for 3 s, so that it has not yet moved past
-     * the zombie's events when the zombie re-applies them: the zombie then
-     * has something to write (and not just "already applied"). */
-    redis_cli(v, "CLIENT PAUSE 3000 WRITE", out, sizeof(out));
-    assert_string_equal(out, "OK");
+    test_sleep_ms(300);
+    /* The zombie wakes, finds its write failed, re-reads (reads are not
+     * paused) and re-applies 1 s later with its old epoch: held too. */
     kill(zombie, SIGCONT);
+    test_sleep_ms(2500);
+    redis_cli(v, "CLIENT UNPAUSE", out, sizeof(out));
+    assert_string_equal(out, "OK");
+    assert_int_equal(wait_epochs(v, 2, 10000), 0);
     assert_int_equal(waitpid(prod, NULL, 0), prod);
 
     assert_int_equal(tg_wait_all_predicted(v, 60000).missing, 0);

@@ -24,7 +24,7 @@ static void tg_write_events(struct tg_env *v)
     int64_t t = 1700000000000LL;
 
     assert_non_null(f);
-    for (int i = 0; i < TG_EVENTS; i++) {
+    for (int i = 0; i < v->n_events; i++) {
         int u = (int)((i * 7919L) % TG_USERS);
         t += 1000 + (i % 13) * 1000;
         fprintf(f, "{\"event_id\":\"e%06d\",\"user_id\":\"u%04d\",\"event_time\":%lld", i, u,
@@ -42,12 +42,18 @@ static void tg_write_events(struct tg_env *v)
 
 int tg_setup(void **st)
 {
+    return tg_setup_n(st, TG_EVENTS, TG_TOPICS);
+}
+
+int tg_setup_n(void **st, int n_events, const char *topics)
+{
     struct tg_env *v = calloc(1, sizeof(*v));
 
-    if (!v)
+    if (!v || n_events <= 0 || n_events > 1000000)
         return -1;
+    v->n_events = n_events;
     snprintf(v->dir, sizeof(v->dir), "/tmp/streamml-rel-XXXXXX");
-    if (!mkdtemp(v->dir) || test_redis_start(&v->redis) || test_broker_start(&v->broker, TG_TOPICS))
+    if (!mkdtemp(v->dir) || test_redis_start(&v->redis) || test_broker_start(&v->broker, topics))
         return -1;
     snprintf(v->events, sizeof(v->events), "%s/events.jsonl", v->dir);
     snprintf(v->redis_port, sizeof(v->redis_port), "redis.port=%d", v->redis.port);
@@ -100,6 +106,12 @@ void tg_log_path(const struct tg_env *v, const char *name, char *buf, size_t cap
  * are short so that a stalled member is noticed within seconds. */
 pid_t tg_start_worker(struct tg_env *v, const char *name, const char *batch)
 {
+    return tg_start_worker_x(v, name, batch, NULL);
+}
+
+pid_t tg_start_worker_x(struct tg_env *v, const char *name, const char *batch,
+                        const char *const *extra)
+{
     char log[200], bs[64];
     /* Long enough to sit out a CLIENT PAUSE (zombie and backpressure tests). */
     char timeout[] = "redis.timeout_ms=30000";
@@ -126,8 +138,16 @@ pid_t tg_start_worker(struct tg_env *v, const char *name, const char *batch)
                     "auto.commit.interval.ms=1000",
                     "--log-level",
                     "info",
-                    NULL};
+                    /* room for extra: 8 "-X", value pairs, then the terminator */
+                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                    NULL, NULL, NULL, NULL, NULL};
+    size_t n = sizeof(argv) / sizeof(argv[0]) - 17; /* the first NULL */
 
+    for (size_t i = 0; extra && extra[i]; i++) {
+        assert_true(i < 8);
+        argv[n++] = "-X";
+        argv[n++] = (char *)extra[i];
+    }
     snprintf(bs, sizeof(bs), "worker.batch_size=%s", batch);
     tg_log_path(v, name, log, sizeof(log));
     return test_spawn(argv, log);
@@ -155,7 +175,7 @@ int tg_wait_log(const char *path, const char *needle, int count, int timeout_ms)
 /* Reads every prediction and counts copies per event id. */
 struct tg_tally tg_read_predictions(struct tg_env *v)
 {
-    int seen[TG_EVENTS];
+    int *seen = calloc((size_t)v->n_events, sizeof(*seen));
     char out[200], line[4096];
     struct tg_tally t = {0};
     FILE *f;
@@ -173,8 +193,8 @@ struct tg_tally tg_read_predictions(struct tg_env *v)
 
     snprintf(out, sizeof(out), "%s/predictions.jsonl", v->dir);
     unlink(out);
+    assert_non_null(seen);
     assert_int_equal(test_run_wait(argv, out), 0);
-    memset(seen, 0, sizeof(seen));
     f = fopen(out, "r");
     assert_non_null(f);
     while (fgets(line, sizeof(line), f)) {
@@ -183,16 +203,17 @@ struct tg_tally tg_read_predictions(struct tg_env *v)
         if (!p || !(p = strchr(p + 10, 'e')))
             continue;
         id = strtol(p + 1, NULL, 10);
-        if (id >= 0 && id < TG_EVENTS)
+        if (id >= 0 && id < v->n_events)
             seen[id]++;
         t.records++;
     }
     fclose(f);
-    for (int i = 0; i < TG_EVENTS; i++) {
+    for (int i = 0; i < v->n_events; i++) {
         t.missing += seen[i] == 0;
         t.duplicates += seen[i] > 1 ? seen[i] - 1 : 0;
         t.worst = seen[i] > t.worst ? seen[i] : t.worst;
     }
+    free(seen);
     return t;
 }
 

@@ -26,6 +26,7 @@ struct tg_env {
     char events[200];
     char redis_port[32];
     int want_amounts[TG_USERS]; /* per user: events with an amount */
+    int n_events;               /* TG_EVENTS, or tg_setup_n's */
 };
 
 struct tg_tally {
@@ -35,11 +36,19 @@ struct tg_tally {
 /* cmocka group setup/teardown: the stack, the events file. */
 int tg_setup(void **st);
 int tg_teardown(void **st);
+/* The same with n_events events (ids e000000..; at most 1,000,000) and the
+ * given topics ("name:partitions,..."; the soak test needs more partitions
+ * than TG_TOPICS: the mock cluster keeps about 5 MB per partition). */
+int tg_setup_n(void **st, int n_events, const char *topics);
 /* `streamml produce` of the events (rate: events/s, NULL = as fast as it can). */
 pid_t tg_produce(struct tg_env *v, const char *rate);
 void tg_log_path(const struct tg_env *v, const char *name, char *buf, size_t cap);
 /* A worker of group "rel" (batch = worker.batch_size), logging to <dir>/<name>.log. */
 pid_t tg_start_worker(struct tg_env *v, const char *name, const char *batch);
+/* The same with extra -X key=value settings after the defaults (NULL-terminated,
+ * at most 8; a later -X wins, e.g. "session.timeout.ms=1500"). */
+pid_t tg_start_worker_x(struct tg_env *v, const char *name, const char *batch,
+                        const char *const *extra);
 /* Waits until the file holds needle count times: 0, or -1 at timeout_ms. */
 int tg_wait_log(const char *path, const char *needle, int count, int timeout_ms);
 /* Reads every prediction and counts copies per event id. */

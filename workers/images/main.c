@@ -340,6 +340,7 @@ static int open_kafka(struct worker *w, struct err *e)
                          .client_id = "streamml-images"};
 
     ko.props = cfg_kafka(w->cf, &np);
+    ko.commit_interval_ms = (int)cfg_int(w->cf, "worker.commit_interval_ms");
     ko.n_props = np;
     ko.stats_cb = w->mx ? metrics_kafka_stats : NULL; /* consumer lag */
     ko.stats_opaque = w->mx;
