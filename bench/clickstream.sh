@@ -5,7 +5,7 @@
 # once with clickstream.search=exact and once with IVF (the default). Events/s
 # from the first to the N-th recommendation consumed, one run (the machine
 # is shared). Figures, never pass/fail. Prints markdown.
-# Environment: PROBE (ivf_probe, default 32), STAGES=0 / QUALITY=0 skip the in-process and
+# Environment: PROBE (ivf_probe, default 64), STAGES=0 / QUALITY=0 skip the in-process and
 # click-eval parts, ONLY=ivf skips the exact end-to-end run.
 set -euo pipefail
 BUILD=${BUILD:-build}
@@ -87,12 +87,12 @@ echo "$N clicks, $SESSIONS sessions, 100,000 items, hidden 128 (make models-clic
 echo "worker.batch_size 1000, one BLAS"
 echo "thread, Redis state + co-visitation + trending; each run its own group, output topic and"
 echo "Redis key prefix on the same preloaded topic; clickstream.score_batch 1024 (the default)."
-echo "exact: clickstream.search=exact; ivf: the default search (ivf_lists 0 = 316, ivf_probe ${PROBE:-32}):"
+echo "exact: clickstream.search=exact; ivf: the default search (ivf_lists 0 = 316, ivf_probe ${PROBE:-64}):"
 echo
 echo "| search | recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
 echo "|---|---:|---|"
 [ "${ONLY:-}" = ivf ] || run_worker exact -X redis.prefix=exact: -X clickstream.search=exact
-run_worker ivf -X redis.prefix=ivf: -X clickstream.search=ivf -X clickstream.ivf_probe="${PROBE:-32}"
+run_worker ivf -X redis.prefix=ivf: -X clickstream.search=ivf -X clickstream.ivf_probe="${PROBE:-64}"
 echo
 for name in $([ "${ONLY:-}" = ivf ] || echo exact) ivf; do
     grep -o 'summary: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'

@@ -143,7 +143,7 @@ static const struct key_def keys[] = {
     {"clickstream.search", K_STR, 0, 0, "ivf",
      "candidate search: exact (every item scored) | ivf (IVF index, common/ann.h)"},
     {"clickstream.ivf_lists", K_INT, 0, 65536, "0", "IVF clusters (0: sqrt of the catalog's items)"},
-    {"clickstream.ivf_probe", K_INT, 1, 65536, "32", "IVF clusters probed per click"},
+    {"clickstream.ivf_probe", K_INT, 1, 65536, "64", "IVF clusters probed per click"},
     /* champion/challenger (common/abtest.h) */
     {"experiment.id", K_STR, 0, 0, "", "experiment name on predictions (empty = no experiment)"},
     {"experiment.salt", K_STR, 0, 0, "", "assignment hash salt (empty = experiment.id)"},
