@@ -22,11 +22,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "alerts.h"
 #include "promtext.h"
 #include "stack.h"
 
-#define TOPICS                                                                                    \
-    "clickstream:1,reference:1,predictions.clickstream:1,predictions.reference:1,"               \
+#define TOPICS                                                                                     \
+    "clickstream:1,reference:1,predictions.clickstream:1,predictions.reference:1,"                 \
     "clickstream.dlq:1,reference.dlq:1,monitoring:1"
 #define N_REF 120    /* reference clicks: 20 sessions x 6 known items */
 #define N_GARBAGE 10 /* undecodable */
@@ -73,8 +74,7 @@ static void path_in(const struct env *v, const char *name, char *out, size_t cap
 
 /* n clicks of sessions "<tag><s>" (6 clicks each, items from a walk over
  * 0..99), or of unknown items when unknown is set; appended to topic. */
-static void produce(struct env *v, const char *topic, const char *tag, int n, int unknown,
-                    int raw)
+static void produce(struct env *v, const char *topic, const char *tag, int n, int unknown, int raw)
 {
     char path[200];
     FILE *f;
@@ -93,8 +93,16 @@ static void produce(struct env *v, const char *topic, const char *tag, int n, in
                     1767225600000LL + 1000LL * i);
     }
     fclose(f);
-    char *argv[16] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
-                      (char *)topic, "-i", path, "--log-level", "warn"};
+    char *argv[16] = {(char *)test_bin("streamml"),
+                      "produce",
+                      "-b",
+                      v->broker.bootstrap,
+                      "-t",
+                      (char *)topic,
+                      "-i",
+                      path,
+                      "--log-level",
+                      "warn"};
     size_t k = 10;
     if (raw) {
         argv[k++] = "--raw";
@@ -110,14 +118,22 @@ static pid_t start_worker(struct env *v, const char *log, const char *const *ext
 {
     static char port[64], mport[64];
     char *argv[64] = {(char *)test_bin("streamml-clickstream"),
-                      "-b", v->broker.bootstrap,
-                      "-X", port,
-                      "-X", mport,
-                      "-X", "clickstream.seed=7",
-                      "-X", "worker.poll_ms=20",
-                      "-X", "worker.batch_size=5",
-                      "-X", "session.timeout.ms=6000",
-                      "--log-level", "info"};
+                      "-b",
+                      v->broker.bootstrap,
+                      "-X",
+                      port,
+                      "-X",
+                      mport,
+                      "-X",
+                      "clickstream.seed=7",
+                      "-X",
+                      "worker.poll_ms=20",
+                      "-X",
+                      "worker.batch_size=5",
+                      "-X",
+                      "session.timeout.ms=6000",
+                      "--log-level",
+                      "info"};
     size_t k = 17;
 
     v->port = test_free_port();
@@ -133,8 +149,17 @@ static pid_t start_worker(struct env *v, const char *log, const char *const *ext
 
 static void consume(struct env *v, const char *topic, const char *out)
 {
-    char *argv[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap, "-t",
-                    (char *)topic, "-f", "-e", "--log-level", "error", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "consume",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    (char *)topic,
+                    "-f",
+                    "-e",
+                    "--log-level",
+                    "error",
+                    NULL};
 
     unlink(out);
     assert_int_equal(test_run_wait(argv, out), 0);
@@ -158,57 +183,25 @@ static void make_baseline(struct env *v, char *baseline, size_t cap)
                      0);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
     consume(v, "predictions.reference", preds);
-    char *argv[] = {(char *)test_bin("streamml"), "baseline", "--kind", "clickstream", "-i", preds,
-                    "-o", baseline, NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "baseline",
+                    "--kind",
+                    "clickstream",
+                    "-i",
+                    preds,
+                    "-o",
+                    baseline,
+                    NULL};
     assert_int_equal(test_run_wait(argv, NULL), 0);
 }
 
-struct alerts {
-    json_t *a[256];
-    int n;
-};
-
-static const char *field(json_t *j, const char *k)
+/* Every alert on the monitoring topic (tests/support/alerts.h). */
+static void read_alerts(struct env *v, struct test_alerts *out)
 {
-    const char *s = json_string_value(json_object_get(j, k));
-    return s ? s : "";
-}
-
-static void read_alerts(struct env *v, struct alerts *out)
-{
-    char path[200], line[4096];
-    char *argv[] = {(char *)test_bin("streamml"), "alerts", "-b", v->broker.bootstrap, "--json",
-                    "-f", "-e", "--log-level", "error", NULL};
-    FILE *f;
+    char path[200];
 
     path_in(v, "alerts.jsonl", path, sizeof(path));
-    unlink(path);
-    assert_int_equal(test_run_wait(argv, path), 0);
-    f = fopen(path, "r");
-    assert_non_null(f);
-    out->n = 0;
-    while (out->n < 256 && fgets(line, sizeof(line), f)) {
-        json_t *j = line[0] == '{' ? json_loads(line, 0, NULL) : NULL;
-        if (j) {
-            printf("# alert %s %s %s -> %s\n", field(j, "alert_type"), field(j, "feature"),
-                   field(j, "status_from"), field(j, "status_to"));
-            out->a[out->n++] = j;
-        }
-    }
-    fclose(f);
-}
-
-/* Index of the first alert of type (feature) moving to `to` at or after
- * from; -1 none. */
-static int find(const struct alerts *a, int from, const char *type, const char *feature,
-                const char *to)
-{
-    for (int i = from < 0 ? 0 : from; i < a->n; i++)
-        if (strcmp(field(a->a[i], "alert_type"), type) == 0 &&
-            (!feature || strcmp(field(a->a[i], "feature"), feature) == 0) &&
-            strcmp(field(a->a[i], "status_to"), to) == 0)
-            return i;
-    return -1;
+    test_alerts_read(v->broker.bootstrap, path, out);
 }
 
 static void check_metrics(struct env *v)
@@ -235,8 +228,8 @@ static void check_metrics(struct env *v)
     assert_true(x == N_GARBAGE);
     assert_int_equal(prom_value(text, "streamml_alerts_total", &x), 0);
     assert_true(x >= 4);
-    assert_int_equal(prom_value(text, "streamml_feature_missing_rate{feature=\"known_item\"}",
-                                &x), 0);
+    assert_int_equal(prom_value(text, "streamml_feature_missing_rate{feature=\"known_item\"}", &x),
+                     0);
     assert_true(x == 0); /* the last window: known items only */
     assert_int_equal(prom_value(text, "streamml_feature_psi{feature=\"share_gru\"}", &x), 0);
     free(text);
@@ -252,7 +245,7 @@ static void test_error_and_unknown_item_alerts_raise_then_resolve(void **st)
                            "monitor.window.slices=2",
                            "monitor.window.min_events=10",
                            "monitor.window.ms=3600000"};
-    struct alerts a;
+    struct test_alerts a;
     int err_up, err_down, unk_up, unk_down, cold_up, cold_down;
     pid_t w;
 
@@ -275,19 +268,18 @@ static void test_error_and_unknown_item_alerts_raise_then_resolve(void **st)
     check_metrics(v);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
     read_alerts(v, &a);
-    err_up = find(&a, 0, "error_rate", NULL, "CRITICAL");
-    err_down = find(&a, err_up, "error_rate", NULL, "OK");
-    unk_up = find(&a, 0, "missing_rate", "known_item", "WARNING");
-    unk_down = find(&a, unk_up, "missing_rate", "known_item", "OK");
-    cold_up = find(&a, 0, "missing_rate", "warm_session", "WARNING");
-    cold_down = find(&a, cold_up, "missing_rate", "warm_session", "OK");
+    err_up = test_alert_find(&a, 0, "error_rate", NULL, "CRITICAL");
+    err_down = test_alert_find(&a, err_up, "error_rate", NULL, "OK");
+    unk_up = test_alert_find(&a, 0, "missing_rate", "known_item", "WARNING");
+    unk_down = test_alert_find(&a, unk_up, "missing_rate", "known_item", "OK");
+    cold_up = test_alert_find(&a, 0, "missing_rate", "warm_session", "WARNING");
+    cold_down = test_alert_find(&a, cold_up, "missing_rate", "warm_session", "OK");
     assert_true(err_up >= 0 && err_down > err_up);
     assert_true(unk_up >= 0 && unk_down > unk_up);
     assert_true(cold_up >= 0 && cold_down > cold_up);
-    assert_string_equal(field(a.a[err_up], "worker"), "clickstream");
-    assert_string_equal(field(a.a[err_up], "model"), "gru4rec");
-    for (int i = 0; i < a.n; i++)
-        json_decref(a.a[i]);
+    assert_string_equal(test_alert_field(a.a[err_up], "worker"), "clickstream");
+    assert_string_equal(test_alert_field(a.a[err_up], "model"), "gru4rec");
+    test_alerts_free(&a);
 }
 
 /* `streamml replay` over a click topic says where clicks are evaluated. */
@@ -295,8 +287,18 @@ static void test_replay_of_clicks_points_to_click_eval(void **st)
 {
     struct env *v = *st;
     char log[200], cmd[300];
-    char *argv[] = {(char *)test_bin("streamml"), "replay", "-b", v->broker.bootstrap, "-t",
-                    "reference", "-o", "/dev/null", "-q", "--log-level", "error", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "replay",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    "reference",
+                    "-o",
+                    "/dev/null",
+                    "-q",
+                    "--log-level",
+                    "error",
+                    NULL};
 
     path_in(v, "replay.log", log, sizeof(log));
     assert_int_equal(test_run_wait(argv, log), 1); /* every record invalid */

@@ -22,11 +22,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "alerts.h"
 #include "promtext.h"
 #include "stack.h"
 
-#define TOPICS                                                                                    \
-    "images:1,reference:1,predictions.images:1,predictions.reference:1,images.dlq:1,"            \
+#define TOPICS                                                                                     \
+    "images:1,reference:1,predictions.images:1,predictions.reference:1,images.dlq:1,"              \
     "reference.dlq:1,monitoring:1"
 #define SAMPLES "models/images/samples"
 #define N_REF 30     /* the 10 samples, three times */
@@ -49,8 +50,8 @@ static int setup(void **st)
     if (!v || !mkdtemp(v->dir))
         return -1;
     snprintf(v->root, sizeof(v->root), "%s/root", v->dir);
-    snprintf(cmd, sizeof(cmd), "mkdir -p %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/",
-             v->root, v->root);
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/", v->root,
+             v->root);
     if (system(cmd) || test_broker_start(&v->broker, TOPICS))
         return -1;
     *st = v;
@@ -77,8 +78,7 @@ static void path_in(const struct env *v, const char *name, char *out, size_t cap
 
 /* n events "<tag><i>": the samples in turn, or files that do not exist
  * (missing), or undecodable lines (raw). */
-static void produce(struct env *v, const char *topic, const char *tag, int n, int missing,
-                    int raw)
+static void produce(struct env *v, const char *topic, const char *tag, int n, int missing, int raw)
 {
     static const char *const samples[] = {
         "fundus_00_g0.png", "fundus_01_g1.png", "fundus_02_g2.png", "fundus_03_g3.png",
@@ -94,16 +94,27 @@ static void produce(struct env *v, const char *topic, const char *tag, int n, in
         if (raw)
             fprintf(f, "not avro %d\n", i);
         else if (missing)
-            fprintf(f, "{\"image_id\":\"%s%d\",\"patient_id\":\"p%d\",\"uri\":\"gone%d.png\","
-                    "\"event_time\":%lld}\n", tag, i, i % 7, i, 1767225600000LL + i);
+            fprintf(f,
+                    "{\"image_id\":\"%s%d\",\"patient_id\":\"p%d\",\"uri\":\"gone%d.png\","
+                    "\"event_time\":%lld}\n",
+                    tag, i, i % 7, i, 1767225600000LL + i);
         else
-            fprintf(f, "{\"image_id\":\"%s%d\",\"patient_id\":\"p%d\",\"uri\":\"%s\","
-                    "\"event_time\":%lld}\n", tag, i, i % 7, samples[i % 10],
-                    1767225600000LL + i);
+            fprintf(f,
+                    "{\"image_id\":\"%s%d\",\"patient_id\":\"p%d\",\"uri\":\"%s\","
+                    "\"event_time\":%lld}\n",
+                    tag, i, i % 7, samples[i % 10], 1767225600000LL + i);
     }
     fclose(f);
-    char *argv[16] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
-                      (char *)topic, "-i", path, "--log-level", "warn"};
+    char *argv[16] = {(char *)test_bin("streamml"),
+                      "produce",
+                      "-b",
+                      v->broker.bootstrap,
+                      "-t",
+                      (char *)topic,
+                      "-i",
+                      path,
+                      "--log-level",
+                      "warn"};
     size_t k = 10;
     if (raw) {
         argv[k++] = "--raw";
@@ -119,14 +130,22 @@ static pid_t start_worker(struct env *v, const char *log, const char *const *ext
 {
     static char root[200], mport[64];
     char *argv[64] = {(char *)test_bin("streamml-images"),
-                      "-b", v->broker.bootstrap,
-                      "-X", root,
-                      "-X", mport,
-                      "-X", "images.min_side=16",
-                      "-X", "images.batch=5",
-                      "-X", "worker.poll_ms=20",
-                      "-X", "session.timeout.ms=6000",
-                      "--log-level", "info"};
+                      "-b",
+                      v->broker.bootstrap,
+                      "-X",
+                      root,
+                      "-X",
+                      mport,
+                      "-X",
+                      "images.min_side=16",
+                      "-X",
+                      "images.batch=5",
+                      "-X",
+                      "worker.poll_ms=20",
+                      "-X",
+                      "session.timeout.ms=6000",
+                      "--log-level",
+                      "info"};
     size_t k = 17;
 
     v->port = test_free_port();
@@ -142,8 +161,17 @@ static pid_t start_worker(struct env *v, const char *log, const char *const *ext
 
 static void consume(struct env *v, const char *topic, const char *out)
 {
-    char *argv[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap, "-t",
-                    (char *)topic, "-f", "-e", "--log-level", "error", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "consume",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    (char *)topic,
+                    "-f",
+                    "-e",
+                    "--log-level",
+                    "error",
+                    NULL};
 
     unlink(out);
     assert_int_equal(test_run_wait(argv, out), 0);
@@ -166,55 +194,25 @@ static void make_baseline(struct env *v, char *baseline, size_t cap)
                      0);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
     consume(v, "predictions.reference", preds);
-    char *argv[] = {(char *)test_bin("streamml"), "baseline", "--kind", "images", "-i", preds,
-                    "-o", baseline, NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "baseline",
+                    "--kind",
+                    "images",
+                    "-i",
+                    preds,
+                    "-o",
+                    baseline,
+                    NULL};
     assert_int_equal(test_run_wait(argv, NULL), 0);
 }
 
-struct alerts {
-    json_t *a[256];
-    int n;
-};
-
-static const char *field(json_t *j, const char *k)
+/* Every alert on the monitoring topic (tests/support/alerts.h). */
+static void read_alerts(struct env *v, struct test_alerts *out)
 {
-    const char *s = json_string_value(json_object_get(j, k));
-    return s ? s : "";
-}
-
-static void read_alerts(struct env *v, struct alerts *out)
-{
-    char path[200], line[4096];
-    char *argv[] = {(char *)test_bin("streamml"), "alerts", "-b", v->broker.bootstrap, "--json",
-                    "-f", "-e", "--log-level", "error", NULL};
-    FILE *f;
+    char path[200];
 
     path_in(v, "alerts.jsonl", path, sizeof(path));
-    unlink(path);
-    assert_int_equal(test_run_wait(argv, path), 0);
-    f = fopen(path, "r");
-    assert_non_null(f);
-    out->n = 0;
-    while (out->n < 256 && fgets(line, sizeof(line), f)) {
-        json_t *j = line[0] == '{' ? json_loads(line, 0, NULL) : NULL;
-        if (j) {
-            printf("# alert %s %s %s -> %s\n", field(j, "alert_type"), field(j, "feature"),
-                   field(j, "status_from"), field(j, "status_to"));
-            out->a[out->n++] = j;
-        }
-    }
-    fclose(f);
-}
-
-static int find(const struct alerts *a, int from, const char *type, const char *feature,
-                const char *to)
-{
-    for (int i = from < 0 ? 0 : from; i < a->n; i++)
-        if (strcmp(field(a->a[i], "alert_type"), type) == 0 &&
-            (!feature || strcmp(field(a->a[i], "feature"), feature) == 0) &&
-            strcmp(field(a->a[i], "status_to"), to) == 0)
-            return i;
-    return -1;
+    test_alerts_read(v->broker.bootstrap, path, out);
 }
 
 static int http_ok(const struct env *v, const char *what)
@@ -277,7 +275,7 @@ static void test_ungradable_images_raise_then_resolve_alerts_with_metrics(void *
                            "monitor.window.slices=2",
                            "monitor.window.min_events=10",
                            "monitor.window.ms=3600000"};
-    struct alerts a;
+    struct test_alerts a;
     int err_up, err_down, miss_up, miss_down;
     pid_t w;
 
@@ -299,15 +297,14 @@ static void test_ungradable_images_raise_then_resolve_alerts_with_metrics(void *
     check_metrics(v);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
     read_alerts(v, &a);
-    err_up = find(&a, 0, "error_rate", NULL, "CRITICAL");
-    err_down = find(&a, err_up, "error_rate", NULL, "OK");
-    miss_up = find(&a, 0, "missing_rate", "grade", "WARNING");
-    miss_down = find(&a, miss_up, "missing_rate", "grade", "OK");
+    err_up = test_alert_find(&a, 0, "error_rate", NULL, "CRITICAL");
+    err_down = test_alert_find(&a, err_up, "error_rate", NULL, "OK");
+    miss_up = test_alert_find(&a, 0, "missing_rate", "grade", "WARNING");
+    miss_down = test_alert_find(&a, miss_up, "missing_rate", "grade", "OK");
     assert_true(err_up >= 0 && err_down > err_up);
     assert_true(miss_up >= 0 && miss_down > miss_up);
-    assert_string_equal(field(a.a[err_up], "worker"), "images");
-    for (int i = 0; i < a.n; i++)
-        json_decref(a.a[i]);
+    assert_string_equal(test_alert_field(a.a[err_up], "worker"), "images");
+    test_alerts_free(&a);
 }
 
 int main(void)
