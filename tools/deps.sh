@@ -13,6 +13,8 @@ PKGS="$PKGS python3-avro"
 # Deployment issue: Debian's docker-compose 1.29 validates docker-compose.yml without an
 # engine (`docker-compose config -q`); with --no-install-recommends it is Python only.
 PKGS="$PKGS docker-compose"
+# Feature specs issue: libyaml reads the YAML specs (errors name file and line).
+PKGS="$PKGS libyaml-dev"
 # Reliability issue: clang (libFuzzer) only for `make fuzz`, which runs
 # `tools/deps.sh --fuzz` when clang is missing.
 if [ "${1:-}" = "--fuzz" ]; then
