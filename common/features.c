@@ -107,25 +107,28 @@ const struct fspec *feat_txn_spec(void)
     return builtin;
 }
 
+/* A replaced plan is never freed: a thread may still be reading it (a
+ * model reload opens scorers while events are scored). One per change. */
 int feat_txn_use(const char *path, struct err *e)
 {
+    static char active_path[1024];
     struct fspec *p;
 
     if (!path || !*path) {
-        if (active != builtin)
-            fspec_close(active);
         active = NULL;
+        active_path[0] = '\0';
         return ERR_OK;
     }
+    if (active && strcmp(path, active_path) == 0)
+        return ERR_OK; /* already compiled: scorers of one worker share it */
     if (!(p = fspec_open(path, e)))
         return e->code;
     if (bind_txn(p, e)) {
         fspec_close(p);
         return e->code;
     }
-    if (active)
-        fspec_close(active);
     active = p;
+    snprintf(active_path, sizeof(active_path), "%s", path);
     return ERR_OK;
 }
 
