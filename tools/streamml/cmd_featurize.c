@@ -20,6 +20,7 @@
 #include "cmds.h"
 #include "codec.h"
 #include "features.h"
+#include "featurize_spec.h"
 #include "replay.h"
 #include "state.h"
 
@@ -63,7 +64,9 @@ static void usage(FILE *out)
             "                       (default $STREAMML_SCHEMAS_DIR, else schemas)\n"
             "      --spec SPEC      the feature spec (YAML, common/FEATURES.md) instead of\n"
             "                       the built-in models/txn-v1.yaml; the worker takes the\n"
-            "                       same file with -X features.spec=SPEC\n"
+            "                       same file with -X features.spec=SPEC. A spec on\n"
+            "                       another schema reads JSON lines keyed by its field\n"
+            "                       names and writes KEY,TIME,<its outputs>[,label]\n"
             "      --no-header      omit the header line\n"
             "      --skip-invalid   exit 0 even if some events were invalid\n"
             "  -t, --topic T        read a topic range instead of a file, exactly as\n"
@@ -477,6 +480,30 @@ static FILE *open_or_std(const char *path, const char *mode, FILE *std)
     return fopen(path, mode);
 }
 
+static int run_generic(const struct fz_args *a)
+{
+    FILE *in = open_or_std(a->input, "r", stdin), *out;
+    long invalid = 0;
+    int rc;
+
+    if (a->topic || a->avro) {
+        fprintf(stderr, "error: --spec on a schema other than TransactionEvent reads JSON lines\n");
+        return EXIT_USAGE;
+    }
+    if (!in || !(out = open_or_std(a->output, "w", stdout))) {
+        fprintf(stderr, "error: %s: %s\n", in ? a->output : a->input, strerror(errno));
+        if (in && in != stdin)
+            fclose(in);
+        return EXIT_USAGE;
+    }
+    rc = featurize_spec(a->spec, in, out, NULL, a->header, &invalid);
+    if (in != stdin)
+        fclose(in);
+    if (out != stdout && fclose(out) && rc == 0)
+        rc = EXIT_RUNTIME;
+    return rc ? rc : invalid && !a->skip_invalid ? EXIT_RUNTIME : EXIT_OK;
+}
+
 int cmd_featurize(int argc, char **argv)
 {
     const char *env = getenv("STREAMML_SCHEMAS_DIR");
@@ -488,10 +515,15 @@ int cmd_featurize(int argc, char **argv)
         return rc < 0 ? EXIT_OK : rc;
     if (a.spec) {
         struct err e = {0};
-        if (feat_txn_use(a.spec, &e)) {
+        struct fspec *p = fspec_open(a.spec, &e);
+        if (!p) {
             fprintf(stderr, "error: --spec: %s\n", e.msg);
             return EXIT_USAGE;
         }
+        fspec_close(p);
+        /* A spec on another schema than TransactionEvent: the generic path. */
+        if (feat_txn_use(a.spec, &e))
+            return run_generic(&a);
     }
     if (!a.topic && !a.avro && !(in = open_or_std(a.input, "r", stdin))) {
         fprintf(stderr, "error: %s: %s\n", a.input, strerror(errno));
