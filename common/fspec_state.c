@@ -358,7 +358,7 @@ static void ring_add(const struct ring *g, struct fspec_state *s, int64_t t, con
 
     if (s->last_event_ms != 0 && id <= newest - g->n)
         return;
-    if (b[0].i > id)
+    if (b[0].i != 0 && b[0].i > id)
         return; /* only in a corrupt state: never overwrite newer data */
     if (b[0].i != id) {
         b[0].i = id;
@@ -425,12 +425,14 @@ void fspec_update(const struct fspec *p, const void *rec, const struct fspec_sta
     for (int i = 0; i < p->nlast; i++) {
         union fspec_word *m = next->w + p->lasts[i].word0;
         double v = r[p->lasts[i].reg_v];
-        if (!isnan(v) && t >= next->last_event_ms) { /* a late event is not the last */
+        if (!isnan(v) && (t >= next->last_event_ms || next->last_event_ms == 0)) {
+            /* a late event is not the last */
             m[0].u = 1;
             m[1].d = v;
         }
     }
-    if (t > next->last_event_ms)
+    /* 0 means "no event yet": the first event sets it even before 1970 */
+    if (t > next->last_event_ms || next->last_event_ms == 0)
         next->last_event_ms = t;
 }
 
@@ -578,7 +580,8 @@ static int get_ring(const struct fspec *p, int g, struct fspec_state *s, struct 
     for (int i = 0; i < k; i++) {
         uint64_t d = get_varint(r), c = get_varint(r);
         int64_t id = d < (1ULL << 62) ? newest - (int64_t)d : 0;
-        union fspec_word *b = id > 0 ? s->w + rg->word0 + (id % rg->n) * rg->stride : NULL;
+        union fspec_word *b =
+            id != 0 ? s->w + rg->word0 + ((id % rg->n) + rg->n) % rg->n * rg->stride : NULL;
         if (r->bad || !b || b[0].i != 0 || c > UINT32_MAX)
             return err_set(e, ERR_DECODE, "feature state: bad bucket %d of ring %d", i, g);
         b[0].i = id;
@@ -636,7 +639,7 @@ int fspec_state_decode(const struct fspec *p, struct fspec_state *s, const unsig
         if ((m[0].u = r.b[r.pos++]) && !isfinite(m[1].d = get_f64(&r)))
             r.bad = 1;
     }
-    if (r.bad || s->last_event_ms < 0)
+    if (r.bad) /* last_event_ms may be negative: events before 1970 */
         return err_set(e, ERR_DECODE, "feature state: impossible header values");
     for (int g = 0; g < p->nring; g++)
         if (get_ring(p, g, s, &r, e))

@@ -212,6 +212,35 @@ static void test_window_aggregates_on_hand_computed_values(void **state)
     rows_close(&t);
 }
 
+/* Event times before 1970 (yearly panels start in the 1930s): the first
+ * event is "the previous one" for the second, and windows count right. */
+static void test_event_times_before_1970(void **state)
+{
+    const int64_t y1935 = -1104537600000LL, year = 365LL * 86400000;
+    struct rows t;
+    unsigned char buf[FSPEC_STATE_MAX];
+    struct fspec_state back;
+    struct err e = {0};
+    int n;
+
+    (void)state;
+    rows_open(&t, HEAD "  - {name: gap, agg: since_prev}\n"
+                       "  - {name: n3, agg: count, window: 1095d, bucket: 365d}\n"
+                       "  - {name: prev, agg: last, of: balance}\n");
+    step(&t, y1935, 1, "");
+    assert_true(isnan(out(&t, "gap")) && out(&t, "n3") == 1);
+    step(&t, y1935 + year, 2, "");
+    assert_true(out(&t, "gap") == (float)(year / 1000) && out(&t, "prev") == 1);
+    assert_true(out(&t, "n3") == 2);
+    step(&t, y1935 + 3 * year, 3, "");
+    assert_true(out(&t, "n3") == 2 && out(&t, "prev") == 2); /* 1935 has left the window */
+    n = fspec_state_encode(t.p, &t.s, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_int_equal(fspec_state_decode(t.p, &back, buf, (size_t)n, &e), ERR_OK);
+    assert_memory_equal(&back, &t.s, 8 + fspec_state_words(t.p) * 8);
+    rows_close(&t);
+}
+
 /* Stored state and a changed spec: other aggregates -> refused (the entity
  * starts afresh), only row features changed -> read as before. */
 static void test_changed_spec_never_misreads_old_state(void **state)
@@ -289,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_bad_specs_are_refused_naming_the_line),
         cmocka_unit_test(test_row_operators_and_missing_values),
         cmocka_unit_test(test_window_aggregates_on_hand_computed_values),
+        cmocka_unit_test(test_event_times_before_1970),
         cmocka_unit_test(test_changed_spec_never_misreads_old_state),
         cmocka_unit_test(test_feat_txn_use_binds_to_the_transaction_event),
     };
