@@ -125,6 +125,13 @@ $(ONNX_OBJ): $(ONNX_GEN)
 
 $(filter $(BUILD)/obj/common/onnx%.o,$(COMMON_OBJ)): | $(BUILD)/gen/onnx.pb-c.h
 
+# "Bring your own data" (docs/features.md): the Grunfeld panel (python3-statsmodels) through
+# models/grunfeld/grunfeld-v1.yaml, featurize, python3-xgboost and streamml predict, with the
+# spec's features checked against a Python reference; outputs in $(BUILD)/grunfeld/.
+.PHONY: example-grunfeld
+example-grunfeld: all
+	$(PY) models/grunfeld/train.py --streamml $(BUILD)/streamml --out $(BUILD)/grunfeld
+
 # The built-in feature spec (issue 17): models/txn-v1.yaml and its schema as C strings.
 FSPEC_BUILTIN := $(BUILD)/gen/fspec_builtin.h
 $(FSPEC_BUILTIN): models/txn-v1.yaml schemas/transaction_event.avsc tools/embed_c.sh
