@@ -1,4 +1,5 @@
 #include "cfg.h"
+#include "evtime.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -518,6 +519,8 @@ int cfg_finish(struct cfg *c, struct err *e)
     if (cfg_double(c, "decision.review_threshold") > cfg_double(c, "decision.decline_threshold"))
         return err_set(e, ERR_CONFIG,
                        "config: decision.review_threshold > decision.decline_threshold");
+    /* Process-wide: every stream's event-time check reads it (evtime.h). */
+    evt_set_max_future_skew_ms(cfg_int(c, "worker.max_future_skew_ms"));
     return ERR_OK;
 }
 

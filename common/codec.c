@@ -7,6 +7,7 @@
  * only bytes that passed it reach avro-c.
  */
 #include "codec.h"
+#include "evtime.h"
 #include "registry.h"
 
 #include <avro.h>
@@ -1678,6 +1679,8 @@ int codec_decode_image_event(struct codec *c, const void *msg, size_t len,
         err_set(e, ERR_DECODE, "field %s is empty", ev->uri[0] ? "image_id" : "uri");
         goto out_clear;
     }
+    if (evt_image_validate(ev, e))
+        goto out_clear;
     return ERR_OK;
 out_clear:
     memset(ev, 0, sizeof(*ev)); /* never hand out half an event */
@@ -1933,6 +1936,8 @@ int codec_decode_click_event(struct codec *c, const void *msg, size_t len,
         err_set(e, ERR_DECODE, "field %s is empty", ev->event_id[0] ? "session_id" : "event_id");
         goto out_clear;
     }
+    if (evt_click_validate(ev, e)) /* dead-lettered, never counted */
+        goto out_clear;
     return ERR_OK;
 out_clear:
     memset(ev, 0, sizeof(*ev)); /* never hand out half an event */

@@ -1,4 +1,5 @@
 #include "covis.h"
+#include "evtime.h"
 
 #include <errno.h>
 #include <hiredis.h>
@@ -18,8 +19,11 @@
  * clicks refused); a click at or below its partition's applied offset is
  * skipped; the applied offsets move up to the highest counted click.
  * Weights 2^((t - t0) / half life); past 2^512 the set is scaled down and
- * t0 moved, so no weight overflows a double. Returns {counted, skipped,
- * fenced}. */
+ * t0 moved, so no weight overflows a double. t0 never moves past the
+ * server's clock (TIME) and the exponent is capped at 1000: one event dated
+ * far ahead cannot move t0 beyond the clicks that follow it (issue 23 case
+ * 3; cov_update also clamps each time to the wall clock + the maximum
+ * future skew, common/evtime.h). Returns {counted, skipped, fenced}. */
 static const char update_script[] =
     "local hl, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local keep, tkeep = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
@@ -38,6 +42,7 @@ static const char update_script[] =
     "  from[j] = tonumber(redis.call('GET', KEYS[1 + 2 * j])) or -1\n"
     "end\n"
     "local t0 = tonumber(redis.call('GET', KEYS[2]))\n"
+    "local now = tonumber(redis.call('TIME')[1])\n"
     "local counted, dup, fenced = 0, 0, 0\n"
     "for i = 0, n - 1 do\n"
     "  local a = base + 5 * i\n"
@@ -52,12 +57,14 @@ static const char update_script[] =
     "    if not t0 then t0 = t; redis.call('SET', KEYS[2], ARGV[a + 3]) end\n"
     "    local x = (t - t0) / hl\n"
     "    if x > 512 then\n"
-    "      local shift = math.floor(x) - 1\n"
-    "      redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', string.format('%.17g', 2 ^ "
+    "      local shift = math.min(math.floor(x), math.floor((now - t0) / hl)) - 1\n"
+    "      if shift > 0 then\n"
+    "        redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', string.format('%.17g', 2 ^ "
     "-shift))\n"
-    "      t0 = t0 + shift * hl\n"
-    "      redis.call('SET', KEYS[2], string.format('%.17g', t0))\n"
-    "      x = (t - t0) / hl\n"
+    "        t0 = t0 + shift * hl\n"
+    "        redis.call('SET', KEYS[2], string.format('%.17g', t0))\n"
+    "      end\n"
+    "      x = math.min((t - t0) / hl, 1000)\n"
     "    end\n"
     "    redis.call('ZINCRBY', KEYS[1], string.format('%.17g', 2 ^ x), item)\n"
     "    if prev ~= '-1' and prev ~= item then\n"
@@ -266,6 +273,9 @@ static void build_args(struct cov *c, size_t n, const struct cov_click *clicks, 
                        size_t *k)
 {
     size_t nn = 1; /* nums[0] is the key count */
+    /* No click weighs as if later than the admissible future (the decoders
+     * refuse such clicks; this protects the set from other callers too). */
+    int64_t tmax = evt_now_ms() + evt_max_future_skew_ms();
 
 #define NUM(...)                                                                                  \
     do {                                                                                          \
@@ -282,7 +292,7 @@ static void build_args(struct cov *c, size_t n, const struct cov_click *clicks, 
     for (size_t i = 0; i < n; i++) {
         NUM("%" PRId64, clicks[i].prev < 0 ? -1 : clicks[i].prev);
         NUM("%" PRId64, clicks[i].item);
-        NUM("%.3f", (double)clicks[i].time_ms / 1000.0);
+        NUM("%.3f", (double)(clicks[i].time_ms < tmax ? clicks[i].time_ms : tmax) / 1000.0);
         NUM("%d", c->pidx[i]);
         NUM("%" PRId64, clicks[i].offset);
     }

@@ -5,6 +5,7 @@
  * missing-value rules are listed in common/FEATURES.md.
  */
 #include "features.h"
+#include "evtime.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -235,6 +236,9 @@ int feat_txn_validate(const struct txn_event *ev, struct err *e)
     if (ev->event_time_ms < TIME_MIN_MS || ev->event_time_ms >= TIME_MAX_MS)
         return err_set(e, ERR_INVALID, "event_time: outside [2000-01-01, 2100-01-01) (%lld ms)",
                        (long long)ev->event_time_ms);
+    /* A date far ahead would freeze the user's velocity windows. */
+    if ((rc = evt_check(ev->event_time_ms, e)))
+        return rc;
     for (size_t i = 0; i < sizeof(num_rules) / sizeof(num_rules[0]); i++) {
         rc = check_num(ev, &num_rules[i], e);
         if (rc)
