@@ -1,5 +1,7 @@
 #include "cfg.h"
 #include "evtime.h"
+#include "features.h"
+#include "redis_conn.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -28,6 +30,9 @@ static const struct key_def keys[] = {
     {"state.backend", K_STR, 0, 0, "redis", "redis | memory"},
     {"state.retry_budget_ms", K_INT, 0, 600000, "2000",
      "time spent retrying Redis before scoring degraded"},
+    {"state.dedup_horizon_ms", K_INT, 1, 31536000000, "2592000000",
+     "an event id already applied to the user within this much event time is a duplicate "
+     "(default: the longest window, 30 d; at most 32 ids per user)"},
     {"state.pending_max", K_INT, 1, 10000000, "100000",
      "events kept for state re-apply while Redis is down (then consumption pauses)"},
     {"redis.host", K_STR, 0, 0, "127.0.0.1", "Redis host"},
@@ -521,6 +526,9 @@ int cfg_finish(struct cfg *c, struct err *e)
                        "config: decision.review_threshold > decision.decline_threshold");
     /* Process-wide: every stream's event-time check reads it (evtime.h). */
     evt_set_max_future_skew_ms(cfg_int(c, "worker.max_future_skew_ms"));
+    /* Every Redis user logs in as the configured ACL user (redis_conn.h). */
+    rc_set_default_username(cfg_str(c, "redis.username"));
+    feat_set_dedup_horizon_ms(cfg_int(c, "state.dedup_horizon_ms"));
     return ERR_OK;
 }
 

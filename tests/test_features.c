@@ -842,7 +842,7 @@ static void test_state_round_trips(void **state)
     assert_state_equal(&s, &back);
     full_state(&s);
     n = feat_state_encode(&s, buf, sizeof(buf));
-    assert_int_equal(n, 33 + 3 + 66 * 20); /* every slot of every ring in use */
+    assert_int_equal(n, 33 + 3 + 66 * 20 + 2); /* every slot of every ring in use */
     assert_int_equal(feat_state_decode(&back, buf, (size_t)n, &e), ERR_OK);
     assert_state_equal(&s, &back);
 }
@@ -855,11 +855,11 @@ static void test_state_encoding_is_versioned_little_endian(void **state)
     (void)state;
     feat_state_init(&s);
     s.last_event_ms = 0x0102030405060708LL;
-    assert_int_equal(feat_state_encode(&s, buf, sizeof(buf)), 33 + 3); /* empty rings */
-    assert_int_equal(buf[0], 1);
+    assert_int_equal(feat_state_encode(&s, buf, sizeof(buf)), 33 + 3 + 2); /* empty rings */
+    assert_int_equal(buf[0], 2);
     assert_int_equal(buf[1], 0x08);
     assert_int_equal(buf[8], 0x01);
-    assert_int_equal(feat_state_encode(&s, buf, 35), ERR_NOMEM);
+    assert_int_equal(feat_state_encode(&s, buf, 37), ERR_NOMEM);
 }
 
 static void test_corrupt_state_is_refused(void **state)
@@ -874,11 +874,11 @@ static void test_corrupt_state_is_refused(void **state)
     n = feat_state_encode(&s, buf, sizeof(buf));
     assert_true(n > 40);
     memcpy(bad, buf, (size_t)n);
-    bad[0] = 2; /* unknown version */
+    bad[0] = 3; /* unknown version */
     assert_int_equal(feat_state_decode(&back, bad, (size_t)n, &e), ERR_DECODE);
-    assert_non_null(strstr(e.msg, "version 2"));
+    assert_non_null(strstr(e.msg, "version 3"));
     assert_int_equal(feat_state_decode(&back, buf, (size_t)n - 1, &e), ERR_DECODE);
-    bad[0] = 1;
+    bad[0] = 2;
     bad[n] = 0; /* one trailing byte */
     assert_int_equal(feat_state_decode(&back, bad, (size_t)n + 1, &e), ERR_DECODE);
     assert_int_equal(feat_state_decode(&back, buf, 0, &e), ERR_DECODE);
