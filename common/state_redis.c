@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "redis_conn.h"
 
 #define PREFIX_MAX 128
@@ -127,7 +128,11 @@ struct state_redis {
     int port;
     char prefix[PREFIX_MAX + 1];
     long long ttl_ms;
+    long long lost_flag_ms;
     int timeout_ms;
+    int marker_seen;    /* this handle has seen or written <prefix>marker */
+    int expect_pending; /* the next connect's check expects data */
+    int lost_pending;   /* a loss found by a connect, not yet reported */
     char sha[41]; /* of put_script, from SCRIPT LOAD */
     /* Fencing, indexed by partition: the epoch held (0 = none) and whether
      * a new one is to be claimed before the next read or write. */
@@ -207,16 +212,74 @@ static int load_script(struct state_redis *r, struct err *e)
     return ERR_OK;
 }
 
+/* ---- a store that lost its data (state.h) ---- */
+
+/* GET marker: seen or not; then the loss recorded when it is missing after
+ * it was seen (or data is expected), the marker written again, and the flag
+ * read back. A store without the marker that nobody expects data in is a
+ * first start: the marker is written with the first put (put_end). Plain
+ * commands on the connection (nothing else in flight). */
+static int marker_check(struct state_redis *r, int expect_data, int *lost_now, struct err *e)
+{
+    char mk[PREFIX_MAX + 16], lk[PREFIX_MAX + 16], now[32], px[32];
+    const char *get[] = {"GET", mk}, *ex[] = {"EXISTS", lk};
+    redisReply *rep = NULL;
+    int rc, missing;
+
+    snprintf(mk, sizeof(mk), "%smarker", r->prefix);
+    snprintf(lk, sizeof(lk), "%sstate_lost", r->prefix);
+    snprintf(now, sizeof(now), "%lld", (long long)time(NULL) * 1000);
+    snprintf(px, sizeof(px), "%lld", r->lost_flag_ms);
+    if ((rc = simple_cmd(r, "GET marker", 2, get, &rep, e)))
+        return rc;
+    missing = rep->type == REDIS_REPLY_NIL;
+    freeReplyObject(rep);
+    if (missing && (r->marker_seen || expect_data)) {
+        const char *set_lost[] = {"SET", lk, now, "PX", px};
+        if ((rc = simple_cmd(r, "SET state_lost", r->lost_flag_ms > 0 ? 5 : 3, set_lost, &rep,
+                             e)))
+            return rc;
+        freeReplyObject(rep);
+        r->base.losses++;
+        *lost_now = 1;
+        metrics_note_state_lost();
+        log_error("state store %s:%d lost its data (%smarker missing%s): every aggregate "
+                  "restarted empty; predictions are flagged until acknowledged "
+                  "(streamml config ack-state-loss, or DEL %s)",
+                  r->host, r->port, r->prefix,
+                  r->marker_seen ? " since this worker saw it" : ", committed offsets exist", lk);
+    }
+    if (missing && (r->marker_seen || expect_data)) {
+        const char *set_mk[] = {"SET", mk, now, "NX"};
+        if ((rc = simple_cmd(r, "SET marker", 4, set_mk, &rep, e)))
+            return rc;
+        freeReplyObject(rep);
+    }
+    if (!missing || expect_data)
+        r->marker_seen = 1;
+    if ((rc = simple_cmd(r, "EXISTS state_lost", 2, ex, &rep, e)))
+        return rc;
+    r->base.lost_flag = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0;
+    freeReplyObject(rep);
+    metrics_set_state_lost_flag(r->base.lost_flag);
+    return ERR_OK;
+}
+
 /* rc_connect authenticates after every connect; the script is reloaded
  * too (a restarted server has lost it). */
 static int ensure_connected(struct state_redis *r, struct err *e)
 {
-    int rc;
+    int rc, lost_now = 0;
 
     if (rc_ctx(r->rc))
         return ERR_OK;
     if ((rc = rc_connect(r->rc, e)))
         return rc;
+    /* A restarted server always means a reconnect: the marker is checked
+     * here, whatever the caller does. */
+    if ((rc = marker_check(r, r->expect_pending, &lost_now, e)))
+        return rc;
+    r->lost_pending |= lost_now;
     return load_script(r, e);
 }
 
@@ -714,6 +777,8 @@ static int redis_put_begin(struct state *s, size_t n, const struct state_put *pu
     return rc;
 }
 
+static void write_marker(struct state_redis *r);
+
 static int redis_put_end(struct state *s, int *applied, struct err *e)
 {
     struct state_redis *r = (struct state_redis *)s;
@@ -740,6 +805,8 @@ static int redis_put_end(struct state *s, int *applied, struct err *e)
         if (rc == ERR_OK && nosc)
             rc = err_set(e, ERR_IO, "redis EVALSHA: script missing again after SCRIPT LOAD");
     }
+    if (rc == ERR_OK && !r->marker_seen && n)
+        write_marker(r);
     sigpipe_restore(&g);
     if (r->base.fenced > fenced0)
         log_warn("state: %llu write(s) fenced: a newer consumer owns their partition (this "
@@ -768,6 +835,66 @@ static int redis_ping(struct state *s, struct err *e)
     return rc;
 }
 
+/* The store holds data from now on: a later empty store is a loss. A
+ * failure is left for the next put (the puts themselves were applied). */
+static void write_marker(struct state_redis *r)
+{
+    char mk[PREFIX_MAX + 16], now[32];
+    const char *argv[] = {"SET", mk, now, "NX"};
+    struct err tmp = {0};
+    redisReply *rep = NULL;
+
+    snprintf(mk, sizeof(mk), "%smarker", r->prefix);
+    snprintf(now, sizeof(now), "%lld", (long long)time(NULL) * 1000);
+    if (simple_cmd(r, "SET marker", 4, argv, &rep, &tmp) == ERR_OK) {
+        freeReplyObject(rep);
+        r->marker_seen = 1;
+    }
+}
+
+static int redis_check_lost(struct state *s, int expect_data, int *lost_now, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    struct sigpipe_guard g;
+    int rc, was = rc_ctx(r->rc) != NULL;
+
+    sigpipe_block(&g);
+    r->expect_pending = expect_data;
+    rc = ensure_connected(r, e);
+    r->expect_pending = 0;
+    if (rc == ERR_OK && was)
+        rc = marker_check(r, expect_data, lost_now, e);
+    *lost_now |= r->lost_pending;
+    r->lost_pending = 0;
+    sigpipe_restore(&g);
+    return rc;
+}
+
+static int redis_ack_lost(struct state *s, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    char lk[PREFIX_MAX + 16];
+    const char *argv[] = {"DEL", lk};
+    struct sigpipe_guard g;
+    redisReply *rep = NULL;
+    int rc;
+
+    snprintf(lk, sizeof(lk), "%sstate_lost", r->prefix);
+    sigpipe_block(&g);
+    rc = ensure_connected(r, e);
+    if (rc == ERR_OK)
+        rc = simple_cmd(r, "DEL state_lost", 2, argv, &rep, e);
+    if (rep)
+        freeReplyObject(rep);
+    if (rc == ERR_OK) {
+        r->base.lost_flag = 0;
+        metrics_set_state_lost_flag(0);
+        log_info("state store loss acknowledged (%s removed)", lk);
+    }
+    sigpipe_restore(&g);
+    return rc;
+}
+
 static void redis_close(struct state *s)
 {
     struct state_redis *r = (struct state_redis *)s;
@@ -788,6 +915,8 @@ static const struct state_ops redis_ops = {
     .ping = redis_ping,
     .fence = redis_fence,
     .epoch = redis_epoch,
+    .check_lost = redis_check_lost,
+    .ack_lost = redis_ack_lost,
 };
 
 static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, struct err *e)
@@ -808,6 +937,7 @@ static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, st
     r->port = o->port ? o->port : 6379;
     r->ttl_ms = (long long)o->ttl_s * 1000;
     r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 1000;
+    r->lost_flag_ms = o->lost_flag_ms > 0 ? o->lost_flag_ms : 0;
     {
         struct rc_opts ro = {.host = r->host, .port = r->port, .username = o->username,
                              .password = o->password, .timeout_ms = r->timeout_ms};
