@@ -33,6 +33,9 @@ static const struct key_def keys[] = {
     {"state.dedup_horizon_ms", K_INT, 1, 31536000000, "2592000000",
      "an event id already applied to the user within this much event time is a duplicate "
      "(default: the longest window, 30 d; at most 32 ids per user)"},
+    {"state.lost_flag_ms", K_INT, 0, 31536000000, "0",
+     "after a state store loss is detected, predictions are flagged this long "
+     "(0: until `streamml config ack-state-loss`)"},
     {"state.pending_max", K_INT, 1, 10000000, "100000",
      "events kept for state re-apply while Redis is down (then consumption pauses)"},
     {"redis.host", K_STR, 0, 0, "127.0.0.1", "Redis host"},

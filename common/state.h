@@ -29,8 +29,9 @@ struct state_redis_opts {
     const char *prefix;        /* key prefix, e.g. "" or "bt:run42:" */
     int ttl_s;                 /* expiry of an entity's key; 0 = none */
     int timeout_ms;            /* connect and command timeout */
-    int64_t lost_flag_ms;      /* a detected loss flags predictions this long;
-                                  0: until acknowledged (state_ack_lost) */
+    int64_t lost_flag_ms;      /* state.lost_flag_ms: a detected loss flags
+                                  predictions this long; 0: until acknowledged
+                                  (state_ack_lost) */
     int lazy;                  /* an unreachable server is not an error at open:
                                   the first call connects (a wrong password or
                                   a refused script still is) */
