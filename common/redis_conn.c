@@ -104,6 +104,16 @@ int rc_port(const struct rc *c)
     return c->port;
 }
 
+void rc_set_timeout(struct rc *c, int timeout_ms)
+{
+    struct timeval tv;
+
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+    tv = (struct timeval){c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
+    if (c->c && redisSetTimeout(c->c, tv) != REDIS_OK)
+        rc_drop(c);
+}
+
 void rc_drop(struct rc *c)
 {
     if (c->c)

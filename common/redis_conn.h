@@ -57,6 +57,9 @@ void rc_close(struct rc *c); /* NULL-safe */
 /* Connected and authenticated (no-op when already). ERR_RETRY when the
  * server cannot be reached, ERR_CONFIG when it refuses the credentials. */
 int rc_connect(struct rc *c, struct err *e);
+/* The connect and command timeout from now on (the live connection's too;
+ * it is dropped if that fails): a shutdown deadline bounds each wait. */
+void rc_set_timeout(struct rc *c, int timeout_ms);
 /* The live connection, NULL when disconnected. */
 struct redisContext *rc_ctx(const struct rc *c);
 /* Closes the connection (the next rc_connect reconnects). */

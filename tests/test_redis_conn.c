@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "redis_conn.h"
@@ -154,12 +155,42 @@ static void test_write_to_closed_socket_is_not_fatal(void **st)
     rc_close(c);
 }
 
+/* A shortened timeout bounds the next wait (the runtime's shutdown deadline). */
+static void test_set_timeout_bounds_a_wait(void **st)
+{
+    struct rc_opts o = {.port = g_redis.port, .username = "alice", .password = "s3cret",
+                        .timeout_ms = 5000};
+    struct rc *c = NULL;
+    struct err e = {0};
+    struct timespec a, b;
+    redisReply *r;
+    long ms;
+
+    (void)st;
+    assert_int_equal(rc_open(&c, &o, &e), ERR_OK);
+    assert_int_equal(rc_connect(c, &e), ERR_OK);
+    r = redisCommand(rc_ctx(c), "CLIENT PAUSE 1500");
+    freeReplyObject(r);
+    rc_set_timeout(c, 200);
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    r = redisCommand(rc_ctx(c), "SET k v");
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+    assert_null(r);
+    assert_int_equal(rc_lost(c, "SET", &e), ERR_RETRY);
+    assert_non_null(strstr(e.msg, "timed out"));
+    assert_true(ms < 1000);
+    test_sleep_ms(1500);
+    rc_close(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_acl_user_and_password_file),
         cmocka_unit_test(test_default_user_refused_and_unreachable_is_retry),
         cmocka_unit_test(test_write_to_closed_socket_is_not_fatal),
+        cmocka_unit_test(test_set_timeout_bounds_a_wait),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
