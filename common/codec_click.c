@@ -1,5 +1,6 @@
 /* common/codec_click.c: struct click_event / click_prediction <-> their schemas.
  * Split out of codec.c; codec_int.h holds what the codec*.c files share. */
+#include "evtime.h"
 #include "codec_int.h"
 
 #include <string.h>
@@ -90,6 +91,8 @@ int codec_decode_click_event(struct codec *c, const void *msg, size_t len,
         err_set(e, ERR_DECODE, "field %s is empty", ev->event_id[0] ? "session_id" : "event_id");
         goto out_clear;
     }
+    if (evt_click_validate(ev, e)) /* dead-lettered, never counted */
+        goto out_clear;
     return ERR_OK;
 out_clear:
     memset(ev, 0, sizeof(*ev)); /* never hand out half an event */

@@ -1,5 +1,6 @@
 /* common/codec_image.c: struct image_event / image_prediction <-> their schemas.
  * Split out of codec.c; codec_int.h holds what the codec*.c files share. */
+#include "evtime.h"
 #include "codec_int.h"
 
 #include <string.h>
@@ -74,6 +75,8 @@ int codec_decode_image_event(struct codec *c, const void *msg, size_t len,
         err_set(e, ERR_DECODE, "field %s is empty", ev->uri[0] ? "image_id" : "uri");
         goto out_clear;
     }
+    if (evt_image_validate(ev, e))
+        goto out_clear;
     return ERR_OK;
 out_clear:
     memset(ev, 0, sizeof(*ev)); /* never hand out half an event */

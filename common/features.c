@@ -5,6 +5,7 @@
  * missing-value rules are listed in common/FEATURES.md.
  */
 #include "features.h"
+#include "evtime.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -23,7 +24,7 @@
 #define COUNT_MAX 1e6
 #define MONTHS_MAX 1560.0 /* 130 years */
 
-#define STATE_VERSION 1
+#define STATE_VERSION 2 /* 1: without the idempotence trailer */
 
 enum {
     F_DEBT_TO_INCOME,
@@ -235,6 +236,9 @@ int feat_txn_validate(const struct txn_event *ev, struct err *e)
     if (ev->event_time_ms < TIME_MIN_MS || ev->event_time_ms >= TIME_MAX_MS)
         return err_set(e, ERR_INVALID, "event_time: outside [2000-01-01, 2100-01-01) (%lld ms)",
                        (long long)ev->event_time_ms);
+    /* A date far ahead would freeze the user's velocity windows. */
+    if ((rc = evt_check(ev->event_time_ms, e)))
+        return rc;
     for (size_t i = 0; i < sizeof(num_rules) / sizeof(num_rules[0]); i++) {
         rc = check_num(ev, &num_rules[i], e);
         if (rc)
@@ -418,10 +422,81 @@ void feat_state_update(const struct feat_state *prior, const struct txn_event *e
     *next = s;
 }
 
+/* ---- idempotence: per-partition offsets and recent event ids ---- */
+
+static int64_t g_horizon_ms = FEAT_DEDUP_HORIZON_MS;
+
+void feat_set_dedup_horizon_ms(int64_t ms)
+{
+    g_horizon_ms = ms > 0 ? ms : FEAT_DEDUP_HORIZON_MS;
+}
+
+static uint64_t id_hash(const struct txn_event *ev)
+{
+    uint64_t h = 14695981039346656037ULL;
+    size_t n = strnlen(ev->event_id, EV_ID_MAX);
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)ev->event_id[i];
+        h *= 1099511628211ULL;
+    }
+    return h ? h : 1;
+}
+
+int feat_state_seen(const struct feat_state *s, int32_t partition, int64_t offset,
+                    const struct txn_event *ev)
+{
+    uint64_t h = id_hash(ev);
+
+    for (int i = 0; i < s->n_parts; i++)
+        if (s->parts[i].partition == partition && s->parts[i].offset >= offset)
+            return 1;
+    for (int i = 0; i < s->n_ids; i++)
+        if (s->ids[i].id_hash == h &&
+            s->ids[i].time_ms >= s->last_event_ms - g_horizon_ms)
+            return 1;
+    return 0;
+}
+
+void feat_state_mark(struct feat_state *s, int32_t partition, int64_t offset,
+                     const struct txn_event *ev)
+{
+    int i, keep = 0;
+    int64_t oldest = s->last_event_ms - g_horizon_ms;
+    struct feat_pos pos = {partition, offset};
+
+    /* the partition moves to the end (most recently applied) */
+    for (i = 0; i < s->n_parts && s->parts[i].partition != partition; i++)
+        ;
+    if (i < s->n_parts) {
+        if (s->parts[i].offset > offset)
+            pos.offset = s->parts[i].offset;
+        memmove(&s->parts[i], &s->parts[i + 1], (size_t)(s->n_parts - i - 1) * sizeof(pos));
+        s->n_parts--;
+    } else if (s->n_parts == FEAT_PARTS_MAX) {
+        memmove(&s->parts[0], &s->parts[1], (size_t)(FEAT_PARTS_MAX - 1) * sizeof(pos));
+        s->n_parts--;
+    }
+    s->parts[s->n_parts++] = pos;
+    /* ids past the horizon leave; then the oldest when full */
+    for (i = 0; i < s->n_ids; i++)
+        if (s->ids[i].time_ms >= oldest)
+            s->ids[keep++] = s->ids[i];
+    s->n_ids = keep;
+    if (s->n_ids == FEAT_IDS_MAX) {
+        memmove(&s->ids[0], &s->ids[1], (size_t)(FEAT_IDS_MAX - 1) * sizeof(s->ids[0]));
+        s->n_ids--;
+    }
+    s->ids[s->n_ids++] = (struct feat_seen){id_hash(ev), ev->event_time_ms};
+}
+
 /* ---- encoding: version byte, then little-endian fields ----
  *
- *   u8 version (1) | i64 last_event_ms | u64 n_amounts | f64 mean | f64 m2 |
- *   per ring (1 h, 24 h, 30 d): u8 k, then k x (i64 id | u32 count | f64 sum)
+ *   u8 version (2) | i64 last_event_ms | u64 n_amounts | f64 mean | f64 m2 |
+ *   per ring (1 h, 24 h, 30 d): u8 k, then k x (i64 id | u32 count | f64 sum) |
+ *   u8 np, np x (i32 partition | i64 offset) | u8 ni, ni x (u64 hash | i64 time)
+ *
+ * Version 1 (no trailer) is still read: its users start with no ids.
  *
  * Only non-empty buckets are written; a bucket's slot is id % N, so it is
  * not stored. Written byte by byte: the same blob on any host.
@@ -429,8 +504,11 @@ void feat_state_update(const struct feat_state *prior, const struct txn_event *e
 
 #define HEAD_LEN (1 + 8 + 8 + 8 + 8)
 #define BUCKET_LEN (8 + 4 + 8)
+#define POS_LEN (4 + 8)
+#define SEEN_LEN (8 + 8)
 _Static_assert(HEAD_LEN + 3 +
-                       (FEAT_W1H_BUCKETS + FEAT_W24H_BUCKETS + FEAT_W30D_BUCKETS) * BUCKET_LEN <=
+                       (FEAT_W1H_BUCKETS + FEAT_W24H_BUCKETS + FEAT_W30D_BUCKETS) * BUCKET_LEN +
+                       2 + FEAT_PARTS_MAX * POS_LEN + FEAT_IDS_MAX * SEEN_LEN <=
                    FEAT_STATE_MAX,
                "FEAT_STATE_MAX too small for a full state");
 
@@ -499,6 +577,7 @@ int feat_state_encode(const struct feat_state *s, unsigned char *buf, size_t cap
 
     for (int r = 0; r < 3; r++)
         need += 1 + (size_t)ring_used(s, r) * BUCKET_LEN;
+    need += 2 + (size_t)s->n_parts * POS_LEN + (size_t)s->n_ids * SEEN_LEN;
     if (need > cap)
         return ERR_NOMEM;
     *p++ = STATE_VERSION;
@@ -508,6 +587,17 @@ int feat_state_encode(const struct feat_state *s, unsigned char *buf, size_t cap
     p = put_f64(p, s->m2_amount);
     for (int r = 0; r < 3; r++)
         p = put_ring(p, s, r);
+    *p++ = (unsigned char)s->n_parts;
+    for (int i = 0; i < s->n_parts; i++) {
+        for (int j = 0; j < 4; j++)
+            *p++ = (unsigned char)((uint32_t)s->parts[i].partition >> (8 * j));
+        p = put_u64(p, (uint64_t)s->parts[i].offset);
+    }
+    *p++ = (unsigned char)s->n_ids;
+    for (int i = 0; i < s->n_ids; i++) {
+        p = put_u64(p, s->ids[i].id_hash);
+        p = put_u64(p, (uint64_t)s->ids[i].time_ms);
+    }
     return (int)(p - buf);
 }
 
@@ -538,6 +628,33 @@ static int get_ring(struct feat_state *s, int r, const unsigned char *buf, size_
     return ERR_OK;
 }
 
+static int get_trailer(struct feat_state *s, const unsigned char *buf, size_t len, size_t *pos,
+                       struct err *e)
+{
+    int k;
+
+    if (*pos + 1 > len || (k = buf[*pos]) > FEAT_PARTS_MAX ||
+        *pos + 1 + (size_t)k * POS_LEN + 1 > len)
+        return err_set(e, ERR_DECODE, "feature state: bad partition offsets at byte %zu", *pos);
+    (*pos)++;
+    for (int i = 0; i < k; i++, *pos += POS_LEN) {
+        const unsigned char *q = buf + *pos;
+        s->parts[i].partition = (int32_t)((uint32_t)q[0] | (uint32_t)q[1] << 8 |
+                                          (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24);
+        s->parts[i].offset = (int64_t)get_u64(q + 4);
+    }
+    s->n_parts = k;
+    k = buf[(*pos)++];
+    if (k > FEAT_IDS_MAX || *pos + (size_t)k * SEEN_LEN > len)
+        return err_set(e, ERR_DECODE, "feature state: bad event ids at byte %zu", *pos);
+    for (int i = 0; i < k; i++, *pos += SEEN_LEN) {
+        s->ids[i].id_hash = get_u64(buf + *pos);
+        s->ids[i].time_ms = (int64_t)get_u64(buf + *pos + 8);
+    }
+    s->n_ids = k;
+    return ERR_OK;
+}
+
 int feat_state_decode(struct feat_state *s, const unsigned char *buf, size_t len, struct err *e)
 {
     size_t pos = HEAD_LEN;
@@ -545,8 +662,8 @@ int feat_state_decode(struct feat_state *s, const unsigned char *buf, size_t len
     feat_state_init(s);
     if (len < HEAD_LEN)
         return err_set(e, ERR_DECODE, "feature state: %zu bytes, need at least %d", len, HEAD_LEN);
-    if (buf[0] != STATE_VERSION)
-        return err_set(e, ERR_DECODE, "feature state: version %u, expected %d", buf[0],
+    if (buf[0] != STATE_VERSION && buf[0] != 1)
+        return err_set(e, ERR_DECODE, "feature state: version %u, expected 1 or %d", buf[0],
                        STATE_VERSION);
     s->last_event_ms = (int64_t)get_u64(buf + 1);
     s->n_amounts = get_u64(buf + 9);
@@ -559,6 +676,8 @@ int feat_state_decode(struct feat_state *s, const unsigned char *buf, size_t len
         if (get_ring(s, r, buf, len, &pos, e))
             return ERR_DECODE;
     }
+    if (buf[0] != 1 && get_trailer(s, buf, len, &pos, e))
+        return ERR_DECODE;
     if (pos != len)
         return err_set(e, ERR_DECODE, "feature state: %zu trailing bytes", len - pos);
     return ERR_OK;

@@ -47,6 +47,28 @@ struct feat_bucket {
     double sum; /* sum of amounts (missing amounts count, add 0) */
 };
 
+/* Idempotence (issue 23 case 5), kept in the state itself so that the
+ * decision and the update are one atomic write: the highest offset applied
+ * per input partition the user's events came from (FEAT_PARTS_MAX, the
+ * least recently used one replaced), and the event ids applied within the
+ * dedup horizon (default the longest window, 30 d; at most FEAT_IDS_MAX,
+ * oldest dropped first) as 64-bit FNV-1a hashes with their event times.
+ * Cost: at most 1 + 12 x 8 + 1 + 16 x 32 = 610 bytes more per user blob
+ * (a user with k recent events: 14 + 16 k bytes). */
+#define FEAT_PARTS_MAX 8
+#define FEAT_IDS_MAX 32
+#define FEAT_DEDUP_HORIZON_MS 2592000000LL
+
+struct feat_pos {
+    int32_t partition;
+    int64_t offset;
+};
+
+struct feat_seen {
+    uint64_t id_hash;
+    int64_t time_ms;
+};
+
 /* Per-user streaming state. Plain data; serialised with feat_state_encode. */
 struct feat_state {
     int64_t last_event_ms; /* 0 = no previous event */
@@ -56,10 +78,24 @@ struct feat_state {
     struct feat_bucket w1h[FEAT_W1H_BUCKETS];
     struct feat_bucket w24h[FEAT_W24H_BUCKETS];
     struct feat_bucket w30d[FEAT_W30D_BUCKETS];
+    int n_parts;                        /* least recently applied first */
+    struct feat_pos parts[FEAT_PARTS_MAX];
+    int n_ids;                          /* oldest first */
+    struct feat_seen ids[FEAT_IDS_MAX];
 };
 
 /* Upper bound of an encoded state, for caller-owned buffers. */
 #define FEAT_STATE_MAX 2048
+
+/* 1 when the state already holds the event: its partition's applied offset
+ * is >= offset, or its event id was applied within the dedup horizon. */
+int feat_state_seen(const struct feat_state *s, int32_t partition, int64_t offset,
+                    const struct txn_event *ev);
+/* Records the event as applied (after feat_state_update). */
+void feat_state_mark(struct feat_state *s, int32_t partition, int64_t offset,
+                     const struct txn_event *ev);
+/* The dedup horizon, process-wide (cfg_finish sets state.dedup_horizon_ms). */
+void feat_set_dedup_horizon_ms(int64_t ms);
 
 /* Names of the FEAT_TXN_DIM features, in vector order (static storage). */
 const char *const *feat_txn_names(void);

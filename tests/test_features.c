@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "features.h"
+#include "evtime.h"
 
 #define D0 1699920000000LL       /* 2023-11-14T00:00:00Z, a day boundary */
 #define T0 (D0 + 12 * 3600000LL) /* noon: on a 5-min, hour and day boundary */
@@ -743,10 +744,41 @@ static void test_time_bounds_are_half_open(void **state)
     full_event(&ev);
     ev.event_time_ms = 946684800000LL; /* 2000-01-01T00:00:00Z */
     assert_int_equal(feat_txn_validate(&ev, &e), ERR_OK);
+    evt_set_max_future_skew_ms(INT64_MAX / 2); /* the range alone */
     ev.event_time_ms = 4102444800000LL - 1;
     assert_int_equal(feat_txn_validate(&ev, &e), ERR_OK);
+    evt_set_max_future_skew_ms(-1);
     ev.event_time_ms = 946684800000LL - 1;
     assert_int_equal(feat_txn_validate(&ev, &e), ERR_INVALID);
+}
+
+/* Issue 23 case 4: an event dated 2099 was accepted, and every later event
+ * of its user then scored txn_count_1h = 1, secs_since_prev = 0. Now it is
+ * refused (dead-lettered) past the maximum future skew (default 1 h). */
+static void test_future_event_refused_past_the_skew(void **state)
+{
+    struct txn_event ev;
+    struct err e = {0};
+    int64_t now = evt_now_ms();
+
+    (void)state;
+    assert_int_equal(evt_max_future_skew_ms(), 3600000);
+    full_event(&ev);
+    ev.event_time_ms = 4102444800000LL - 1; /* 2099-12-31T23:59:59.999Z */
+    assert_int_equal(feat_txn_validate(&ev, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "event_in_future"));
+    assert_non_null(strstr(e.msg, "worker.max_future_skew_ms=3600000"));
+    ev.event_time_ms = now + 3500000; /* inside the skew */
+    assert_int_equal(feat_txn_validate(&ev, &e), ERR_OK);
+    ev.event_time_ms = now + 3700000;
+    assert_int_equal(feat_txn_validate(&ev, &e), ERR_INVALID);
+    evt_set_max_future_skew_ms(7200000);
+    assert_int_equal(feat_txn_validate(&ev, &e), ERR_OK);
+    evt_set_max_future_skew_ms(-1);
+    assert_int_equal(evt_check_at(1000, 0, 1000, &e), ERR_OK);
+    assert_int_equal(evt_check_at(1001, 0, 1000, &e), ERR_INVALID);
+    assert_int_equal(evt_check_at(-1, 0, 1000, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "negative"));
 }
 
 /* ---- state codec ---- */
@@ -810,7 +842,7 @@ static void test_state_round_trips(void **state)
     assert_state_equal(&s, &back);
     full_state(&s);
     n = feat_state_encode(&s, buf, sizeof(buf));
-    assert_int_equal(n, 33 + 3 + 66 * 20); /* every slot of every ring in use */
+    assert_int_equal(n, 33 + 3 + 66 * 20 + 2); /* every slot of every ring in use */
     assert_int_equal(feat_state_decode(&back, buf, (size_t)n, &e), ERR_OK);
     assert_state_equal(&s, &back);
 }
@@ -823,11 +855,11 @@ static void test_state_encoding_is_versioned_little_endian(void **state)
     (void)state;
     feat_state_init(&s);
     s.last_event_ms = 0x0102030405060708LL;
-    assert_int_equal(feat_state_encode(&s, buf, sizeof(buf)), 33 + 3); /* empty rings */
-    assert_int_equal(buf[0], 1);
+    assert_int_equal(feat_state_encode(&s, buf, sizeof(buf)), 33 + 3 + 2); /* empty rings */
+    assert_int_equal(buf[0], 2);
     assert_int_equal(buf[1], 0x08);
     assert_int_equal(buf[8], 0x01);
-    assert_int_equal(feat_state_encode(&s, buf, 35), ERR_NOMEM);
+    assert_int_equal(feat_state_encode(&s, buf, 37), ERR_NOMEM);
 }
 
 static void test_corrupt_state_is_refused(void **state)
@@ -842,11 +874,11 @@ static void test_corrupt_state_is_refused(void **state)
     n = feat_state_encode(&s, buf, sizeof(buf));
     assert_true(n > 40);
     memcpy(bad, buf, (size_t)n);
-    bad[0] = 2; /* unknown version */
+    bad[0] = 3; /* unknown version */
     assert_int_equal(feat_state_decode(&back, bad, (size_t)n, &e), ERR_DECODE);
-    assert_non_null(strstr(e.msg, "version 2"));
+    assert_non_null(strstr(e.msg, "version 3"));
     assert_int_equal(feat_state_decode(&back, buf, (size_t)n - 1, &e), ERR_DECODE);
-    bad[0] = 1;
+    bad[0] = 2;
     bad[n] = 0; /* one trailing byte */
     assert_int_equal(feat_state_decode(&back, bad, (size_t)n + 1, &e), ERR_DECODE);
     assert_int_equal(feat_state_decode(&back, buf, 0, &e), ERR_DECODE);
@@ -926,6 +958,7 @@ int main(void)
         cmocka_unit_test(test_bad_numbers_are_refused_naming_the_field),
         cmocka_unit_test(test_bad_ids_time_and_codes_are_refused),
         cmocka_unit_test(test_time_bounds_are_half_open),
+        cmocka_unit_test(test_future_event_refused_past_the_skew),
         cmocka_unit_test(test_state_round_trips),
         cmocka_unit_test(test_state_encoding_is_versioned_little_endian),
         cmocka_unit_test(test_corrupt_state_is_refused),
