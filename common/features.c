@@ -7,6 +7,7 @@
  * `streamml featurize` and replays get bit-identical vectors.
  */
 #include "features.h"
+#include "evtime.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -267,6 +268,9 @@ int feat_txn_validate(const struct txn_event *ev, struct err *e)
     if (ev->event_time_ms < TIME_MIN_MS || ev->event_time_ms >= TIME_MAX_MS)
         return err_set(e, ERR_INVALID, "event_time: outside [2000-01-01, 2100-01-01) (%lld ms)",
                        (long long)ev->event_time_ms);
+    /* A date far ahead would freeze the user's velocity windows. */
+    if ((rc = evt_check(ev->event_time_ms, e)))
+        return rc;
     for (size_t i = 0; i < sizeof(num_rules) / sizeof(num_rules[0]); i++) {
         rc = check_num(ev, &num_rules[i], e);
         if (rc)
@@ -277,6 +281,74 @@ int feat_txn_validate(const struct txn_event *ev, struct err *e)
     if (ev->label < -1 || ev->label > 1)
         return err_set(e, ERR_INVALID, "label: not -1, 0 or 1 (%d)", ev->label);
     return ERR_OK;
+}
+
+/* ---- idempotence: per-partition offsets and recent event ids ---- */
+
+static int64_t g_horizon_ms = FEAT_DEDUP_HORIZON_MS;
+
+void feat_set_dedup_horizon_ms(int64_t ms)
+{
+    g_horizon_ms = ms > 0 ? ms : FEAT_DEDUP_HORIZON_MS;
+}
+
+static uint64_t id_hash(const struct txn_event *ev)
+{
+    uint64_t h = 14695981039346656037ULL;
+    size_t n = strnlen(ev->event_id, EV_ID_MAX);
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)ev->event_id[i];
+        h *= 1099511628211ULL;
+    }
+    return h ? h : 1;
+}
+
+int feat_state_seen(const struct feat_state *s, int32_t partition, int64_t offset,
+                    const struct txn_event *ev)
+{
+    uint64_t h = id_hash(ev);
+
+    for (int i = 0; i < s->n_parts; i++)
+        if (s->parts[i].partition == partition && s->parts[i].offset >= offset)
+            return 1;
+    for (int i = 0; i < s->n_ids; i++)
+        if (s->ids[i].id_hash == h &&
+            s->ids[i].time_ms >= s->last_event_ms - g_horizon_ms)
+            return 1;
+    return 0;
+}
+
+void feat_state_mark(struct feat_state *s, int32_t partition, int64_t offset,
+                     const struct txn_event *ev)
+{
+    int i, keep = 0;
+    int64_t oldest = s->last_event_ms - g_horizon_ms;
+    struct feat_pos pos = {partition, offset};
+
+    /* the partition moves to the end (most recently applied) */
+    for (i = 0; i < s->n_parts && s->parts[i].partition != partition; i++)
+        ;
+    if (i < s->n_parts) {
+        if (s->parts[i].offset > offset)
+            pos.offset = s->parts[i].offset;
+        memmove(&s->parts[i], &s->parts[i + 1], (size_t)(s->n_parts - i - 1) * sizeof(pos));
+        s->n_parts--;
+    } else if (s->n_parts == FEAT_PARTS_MAX) {
+        memmove(&s->parts[0], &s->parts[1], (size_t)(FEAT_PARTS_MAX - 1) * sizeof(pos));
+        s->n_parts--;
+    }
+    s->parts[s->n_parts++] = pos;
+    /* ids past the horizon leave; then the oldest when full */
+    for (i = 0; i < s->n_ids; i++)
+        if (s->ids[i].time_ms >= oldest)
+            s->ids[keep++] = s->ids[i];
+    s->n_ids = keep;
+    if (s->n_ids == FEAT_IDS_MAX) {
+        memmove(&s->ids[0], &s->ids[1], (size_t)(FEAT_IDS_MAX - 1) * sizeof(s->ids[0]));
+        s->n_ids--;
+    }
+    s->ids[s->n_ids++] = (struct feat_seen){id_hash(ev), ev->event_time_ms};
 }
 
 /* ---- hash ---- */

@@ -29,6 +29,29 @@
 /* Upper bound of an encoded state, for caller-owned buffers. */
 #define FEAT_STATE_MAX FSPEC_STATE_MAX
 
+/* Idempotence (issue 23 case 5), kept in the state itself so that the
+ * decision and the update are one atomic write: the highest offset applied
+ * per input partition (FSPEC_PARTS_MAX, the least recently used one
+ * replaced) and the event ids applied within the dedup horizon (default the
+ * longest window, 30 d; at most FSPEC_IDS_MAX, oldest dropped first) as
+ * 64-bit FNV-1a hashes with their event times: the fields n_parts, parts,
+ * n_ids and ids of struct fspec_state, encoded after the aggregates. */
+#define FEAT_PARTS_MAX FSPEC_PARTS_MAX
+#define FEAT_IDS_MAX FSPEC_IDS_MAX
+#define FEAT_DEDUP_HORIZON_MS 2592000000LL
+#define feat_pos fspec_pos
+#define feat_seen fspec_seen
+
+/* 1 when the state already holds the event: its partition's applied offset
+ * is >= offset, or its event id was applied within the dedup horizon. */
+int feat_state_seen(const struct feat_state *s, int32_t partition, int64_t offset,
+                    const struct txn_event *ev);
+/* Records the event as applied (after feat_state_update). */
+void feat_state_mark(struct feat_state *s, int32_t partition, int64_t offset,
+                     const struct txn_event *ev);
+/* The dedup horizon, process-wide (cfg_finish sets state.dedup_horizon_ms). */
+void feat_set_dedup_horizon_ms(int64_t ms);
+
 /* Loads the spec at path, binds it to struct txn_event and makes it the
  * plan every feat_ and txn_ function below uses (process-wide: call it at
  * start-up, before threads). NULL or "" selects the built-in txn-v1.

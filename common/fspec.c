@@ -380,7 +380,7 @@ static void lay_out(struct fspec *p)
         p->moms[i].word0 = w;
     for (int i = 0; i < p->nlast; i++, w += 2)
         p->lasts[i].word0 = w;
-    p->max_bytes = 1 + 4 + 10 + (size_t)p->nmom * 26 + (size_t)p->nlast * 9;
+    p->max_bytes = 1 + 4 + 10 + (size_t)p->nmom * 26 + (size_t)p->nlast * 9 + FS_TRAILER_MAX;
     for (int r = 0; r < p->nring; r++) {
         struct ring *g = &p->rings[r];
         int s = 2;

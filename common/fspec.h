@@ -28,7 +28,7 @@
 /* State words per entity (8 bytes each) and encoded bytes: a spec whose
  * aggregates need more is refused at load. */
 #define FSPEC_STATE_WORDS 256
-#define FSPEC_STATE_MAX 2048
+#define FSPEC_STATE_MAX 4096
 #define FSPEC_OUT_MAX 512    /* output features */
 #define FSPEC_NAME_MAX 64    /* feature and field names, bytes with the NUL */
 #define FSPEC_FILE_MAX (1 << 20)
@@ -39,10 +39,31 @@ union fspec_word {
     double d;
 };
 
+/* Delivery bookkeeping kept with the entity's state (written with it in one
+ * atomic write): per input partition the highest offset applied, and the
+ * hashes of the event ids applied recently. common/features.c fills them;
+ * the plan never reads them. */
+#define FSPEC_PARTS_MAX 8
+#define FSPEC_IDS_MAX 32
+
+struct fspec_pos {
+    int32_t partition;
+    int64_t offset;
+};
+
+struct fspec_seen {
+    uint64_t id_hash;
+    int64_t time_ms;
+};
+
 /* One entity's state. Plain data: copy it, keep arrays of it. */
 struct fspec_state {
     int64_t last_event_ms; /* newest event time applied; 0 = none (it never moves back) */
     union fspec_word w[FSPEC_STATE_WORDS];
+    int n_parts; /* least recently applied first */
+    struct fspec_pos parts[FSPEC_PARTS_MAX];
+    int n_ids; /* oldest first */
+    struct fspec_seen ids[FSPEC_IDS_MAX];
 };
 
 /* How one input field is read from the caller's record (by byte offset). */
@@ -115,8 +136,8 @@ void fspec_update(const struct fspec *p, const void *rec, const struct fspec_sta
                   struct fspec_state *next);
 void fspec_state_init(struct fspec_state *s);
 
-/* Versioned little-endian encoding carrying the layout hash; bytes written
- * or ERR_NOMEM when cap is too small. */
+/* Versioned little-endian encoding carrying the layout hash, then the
+ * delivery bookkeeping; bytes written or ERR_NOMEM when cap is too small. */
 int fspec_state_encode(const struct fspec *p, const struct fspec_state *s, unsigned char *buf,
                        size_t cap);
 /* ERR_DECODE with the reason: another version or layout hash, a wrong

@@ -102,7 +102,8 @@ void fs_ast_free(struct fs_ast *a);
 #define REG_MAX 1024
 #define RING_MAX 16
 #define COL_MAX 16
-#define FS_STATE_VERSION 2
+#define FS_STATE_VERSION 3 /* 1, 2: the hard-coded txn-v1 module */
+#define FS_TRAILER_MAX (2 + FSPEC_PARTS_MAX * 12 + FSPEC_IDS_MAX * 16)
 
 /* Row operations beyond the expression operators. */
 enum { OP_CODES = OP_COUNT_, OP_MEAN2, OP_STD3, OP_SINCE, OP_ZSCORE, OP_LAST };

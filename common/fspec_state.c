@@ -458,19 +458,24 @@ static unsigned char *put_varint(unsigned char *q, uint64_t v)
     return q;
 }
 
-static unsigned char *put_f64(unsigned char *q, double d)
+static unsigned char *put_u64(unsigned char *q, uint64_t v)
 {
-    uint64_t v;
-
-    memcpy(&v, &d, sizeof(v));
     for (int i = 0; i < 8; i++)
         *q++ = (unsigned char)(v >> (8 * i));
     return q;
 }
 
+static unsigned char *put_f64(unsigned char *q, double d)
+{
+    uint64_t v;
+
+    memcpy(&v, &d, sizeof(v));
+    return put_u64(q, v);
+}
+
 static size_t encoded_size(const struct fspec *p, const struct fspec_state *s)
 {
-    size_t n = 1 + 4 + 10 + (size_t)p->nmom * 26 + (size_t)p->nlast * 9;
+    size_t n = 1 + 4 + 10 + (size_t)p->nmom * 26 + (size_t)p->nlast * 9 + FS_TRAILER_MAX;
 
     for (int g = 0; g < p->nring; g++) {
         const struct ring *r = &p->rings[g];
@@ -519,6 +524,18 @@ int fspec_state_encode(const struct fspec *p, const struct fspec_state *s, unsig
             for (int j = 2; j < r->stride; j++)
                 q = put_f64(q, b[j].d);
         }
+    }
+    /* delivery trailer: u8 np, np x (i32 partition | i64 offset), u8 ni, ni x (u64 | i64) */
+    *q++ = (unsigned char)s->n_parts;
+    for (int i = 0; i < s->n_parts; i++) {
+        for (int j = 0; j < 4; j++)
+            *q++ = (unsigned char)((uint32_t)s->parts[i].partition >> (8 * j));
+        q = put_u64(q, (uint64_t)s->parts[i].offset);
+    }
+    *q++ = (unsigned char)s->n_ids;
+    for (int i = 0; i < s->n_ids; i++) {
+        q = put_u64(q, s->ids[i].id_hash);
+        q = put_u64(q, (uint64_t)s->ids[i].time_ms);
     }
     if ((size_t)(q - tmp) > cap)
         return ERR_NOMEM;
@@ -602,6 +619,47 @@ static int get_ring(const struct fspec *p, int g, struct fspec_state *s, struct 
     return ERR_OK;
 }
 
+static uint64_t get_u64(struct rd *r)
+{
+    uint64_t v = 0;
+
+    if (r->pos + 8 > r->len) {
+        r->bad = 1;
+        return 0;
+    }
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)r->b[r->pos + (size_t)i] << (8 * i);
+    r->pos += 8;
+    return v;
+}
+
+/* The delivery bookkeeping after the aggregates (fspec_state_encode). */
+static int get_trailer(struct fspec_state *s, struct rd *r, struct err *e)
+{
+    int k;
+
+    if (r->pos >= r->len || (k = r->b[r->pos++]) > FSPEC_PARTS_MAX)
+        return err_set(e, ERR_DECODE, "feature state: bad partition offsets at byte %zu", r->pos);
+    for (int i = 0; i < k; i++) {
+        uint32_t part = 0;
+        for (int j = 0; j < 4 && r->pos < r->len; j++)
+            part |= (uint32_t)r->b[r->pos++] << (8 * j);
+        s->parts[i].partition = (int32_t)part;
+        s->parts[i].offset = (int64_t)get_u64(r);
+    }
+    s->n_parts = k;
+    if (r->bad || r->pos >= r->len || (k = r->b[r->pos++]) > FSPEC_IDS_MAX)
+        return err_set(e, ERR_DECODE, "feature state: bad event ids at byte %zu", r->pos);
+    for (int i = 0; i < k; i++) {
+        s->ids[i].id_hash = get_u64(r);
+        s->ids[i].time_ms = (int64_t)get_u64(r);
+    }
+    s->n_ids = k;
+    if (r->bad)
+        return err_set(e, ERR_DECODE, "feature state: truncated event ids");
+    return ERR_OK;
+}
+
 int fspec_state_decode(const struct fspec *p, struct fspec_state *s, const unsigned char *buf,
                        size_t len, struct err *e)
 {
@@ -644,6 +702,8 @@ int fspec_state_decode(const struct fspec *p, struct fspec_state *s, const unsig
     for (int g = 0; g < p->nring; g++)
         if (get_ring(p, g, s, &r, e))
             return ERR_DECODE;
+    if (get_trailer(s, &r, e))
+        return ERR_DECODE;
     if (r.pos != len)
         return err_set(e, ERR_DECODE, "feature state: %zu trailing bytes", len - r.pos);
     return ERR_OK;

@@ -40,7 +40,12 @@ int txn_step(const struct txn_event *ev, int32_t partition, int64_t offset, stru
     feat_txn_build(ev, s, x);
     if (*s_partition == partition && *s_offset >= offset)
         return 0; /* already in the stored state */
+    /* Per partition and per event id (issue 23 case 5): a user whose events
+     * come from several partitions, or an event produced twice. */
+    if (feat_state_seen(s, partition, offset, ev))
+        return 0;
     feat_state_update(s, ev, s);
+    feat_state_mark(s, partition, offset, ev);
     *s_partition = partition;
     *s_offset = offset;
     return 1;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "features.h"
+#include "evtime.h"
 
 #define D0 1699920000000LL       /* 2023-11-14T00:00:00Z, a day boundary */
 #define T0 (D0 + 12 * 3600000LL) /* noon: on a 5-min, hour and day boundary */
@@ -748,10 +749,41 @@ static void test_time_bounds_are_half_open(void **state)
     full_event(&ev);
     ev.event_time_ms = 946684800000LL; /* 2000-01-01T00:00:00Z */
     assert_int_equal(feat_txn_validate(&ev, &e), ERR_OK);
+    evt_set_max_future_skew_ms(INT64_MAX / 2); /* the range alone */
     ev.event_time_ms = 4102444800000LL - 1;
     assert_int_equal(feat_txn_validate(&ev, &e), ERR_OK);
+    evt_set_max_future_skew_ms(-1);
     ev.event_time_ms = 946684800000LL - 1;
     assert_int_equal(feat_txn_validate(&ev, &e), ERR_INVALID);
+}
+
+/* Issue 23 case 4: an event dated 2099 was accepted, and every later event
+ * of its user then scored txn_count_1h = 1, secs_since_prev = 0. Now it is
+ * refused (dead-lettered) past the maximum future skew (default 1 h). */
+static void test_future_event_refused_past_the_skew(void **state)
+{
+    struct txn_event ev;
+    struct err e = {0};
+    int64_t now = evt_now_ms();
+
+    (void)state;
+    assert_int_equal(evt_max_future_skew_ms(), 3600000);
+    full_event(&ev);
+    ev.event_time_ms = 4102444800000LL - 1; /* 2099-12-31T23:59:59.999Z */
+    assert_int_equal(feat_txn_validate(&ev, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "event_in_future"));
+    assert_non_null(strstr(e.msg, "worker.max_future_skew_ms=3600000"));
+    ev.event_time_ms = now + 3500000; /* inside the skew */
+    assert_int_equal(feat_txn_validate(&ev, &e), ERR_OK);
+    ev.event_time_ms = now + 3700000;
+    assert_int_equal(feat_txn_validate(&ev, &e), ERR_INVALID);
+    evt_set_max_future_skew_ms(7200000);
+    assert_int_equal(feat_txn_validate(&ev, &e), ERR_OK);
+    evt_set_max_future_skew_ms(-1);
+    assert_int_equal(evt_check_at(1000, 0, 1000, &e), ERR_OK);
+    assert_int_equal(evt_check_at(1001, 0, 1000, &e), ERR_INVALID);
+    assert_int_equal(evt_check_at(-1, 0, 1000, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "negative"));
 }
 
 /* ---- state codec ---- */
@@ -802,7 +834,7 @@ static void test_state_round_trips(void **state)
      * (varint), moments 1 + 16, then per ring a count byte and per bucket its
      * distance from the newest (1), its count (1) and its sum (8); the
      * hard-coded module wrote 33 + 3 + 66 * 20 = 1356 bytes */
-    assert_int_equal(n, 1 + 4 + 6 + 17 + 3 + 66 * 10);
+    assert_int_equal(n, 1 + 4 + 6 + 17 + 3 + 66 * 10 + 2); /* + empty trailer */
     assert_int_equal(feat_state_decode(&back, buf, (size_t)n, &e), ERR_OK);
     assert_state_equal(&s, &back);
 }
@@ -815,13 +847,14 @@ static void test_state_encoding_is_versioned_little_endian(void **state)
     (void)state;
     feat_state_init(&s);
     s.last_event_ms = 0x0102030405060708LL;
-    /* version, layout hash, last_event_ms as a 9-byte varint, moments, empty rings */
-    assert_int_equal(feat_state_encode(&s, buf, sizeof(buf)), 1 + 4 + 9 + 17 + 3);
-    assert_int_equal(buf[0], 2);
+    /* version, layout hash, last_event_ms as a 9-byte varint, moments, empty rings,
+     * empty delivery trailer (2) */
+    assert_int_equal(feat_state_encode(&s, buf, sizeof(buf)), 1 + 4 + 9 + 17 + 3 + 2);
+    assert_int_equal(buf[0], 3);
     assert_int_equal(buf[1] | buf[2] << 8 | buf[3] << 16 | (uint32_t)buf[4] << 24,
                      fspec_layout_hash(feat_txn_spec()));
     assert_int_equal(buf[5], 0x08 | 0x80); /* low 7 bits first */
-    assert_int_equal(feat_state_encode(&s, buf, 33), ERR_NOMEM);
+    assert_int_equal(feat_state_encode(&s, buf, 35), ERR_NOMEM);
 }
 
 static void test_corrupt_state_is_refused(void **state)
@@ -836,10 +869,10 @@ static void test_corrupt_state_is_refused(void **state)
     n = feat_state_encode(&s, buf, sizeof(buf));
     assert_true(n > 40);
     memcpy(bad, buf, (size_t)n);
-    bad[0] = 3; /* unknown version (1 was the hard-coded module's) */
+    bad[0] = 4; /* unknown version (1 and 2: the hard-coded module) */
     assert_int_equal(feat_state_decode(&back, bad, (size_t)n, &e), ERR_DECODE);
-    assert_non_null(strstr(e.msg, "version 3"));
-    bad[0] = 2;
+    assert_non_null(strstr(e.msg, "version 4"));
+    bad[0] = 3;
     bad[1] ^= 1; /* written under another state layout: refused, never misread */
     assert_int_equal(feat_state_decode(&back, bad, (size_t)n, &e), ERR_DECODE);
     assert_non_null(strstr(e.msg, "state layout"));
@@ -927,6 +960,7 @@ int main(void)
         cmocka_unit_test(test_bad_numbers_are_refused_naming_the_field),
         cmocka_unit_test(test_bad_ids_time_and_codes_are_refused),
         cmocka_unit_test(test_time_bounds_are_half_open),
+        cmocka_unit_test(test_future_event_refused_past_the_skew),
         cmocka_unit_test(test_state_round_trips),
         cmocka_unit_test(test_state_encoding_is_versioned_little_endian),
         cmocka_unit_test(test_corrupt_state_is_refused),
