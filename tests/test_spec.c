@@ -16,6 +16,8 @@
 
 #include "features.h"
 #include "fspec.h"
+#include "cfg.h"
+#include "txn.h"
 
 #define T0 1699963200000LL /* 2023-11-14T12:00:00Z: on a 5-min, hour and day boundary */
 #define MIN_MS 60000LL
@@ -312,6 +314,63 @@ static void test_feat_txn_use_binds_to_the_transaction_event(void **state)
     rmdir(dir);
 }
 
+/* features.spec in the worker's configuration: the models' names are
+ * matched to the spec's outputs (a mismatch names what is missing and what
+ * is left over); an empty model.scorecard is a plain probability model. */
+static void test_scorer_matches_model_names_to_the_spec(void **state)
+{
+    char dir[] = "/tmp/test_spec_XXXXXX", path[256], line[512], cwd[200];
+    struct cfg *c = cfg_new();
+    struct err e = {0};
+    struct txn_scorer *sc;
+    struct txn_prediction pr;
+    float x[FEAT_TXN_DIM] = {0};
+    FILE *in, *out;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/renamed.yaml", dir);
+    in = fopen("models/txn-v1.yaml", "r");
+    out = fopen(path, "w");
+    assert_non_null(in);
+    assert_non_null(out);
+    /* the schema path inside is relative to the spec: point it at ours */
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    while (fgets(line, sizeof(line), in)) {
+        if (strstr(line, "schema: ../schemas/"))
+            fprintf(out, "  schema: %s/schemas/transaction_event.avsc\n", cwd);
+        else if (strstr(line, "{name: debt_to_income,"))
+            fputs("  - {name: dti, expr: debt / income}\n", out);
+        else
+            fputs(line, out);
+    }
+    fclose(in);
+    fclose(out);
+    assert_int_equal(cfg_set(c, "features.spec", path, "test", &e), ERR_OK);
+    assert_null(txn_scorer_open(c, &e));
+    assert_int_equal(e.code, ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "missing from the spec: \"debt_to_income\""));
+    assert_non_null(strstr(e.msg, "in the spec, not the model: \"dti\""));
+    feat_txn_use(NULL, &e);
+    /* the built-in spec, no scorecard: a plain probability model */
+    assert_int_equal(cfg_set(c, "features.spec", "", "test", &e), ERR_OK);
+    assert_int_equal(cfg_set(c, "model.scorecard", "", "test", &e), ERR_OK);
+    assert_non_null(sc = txn_scorer_open(c, &e));
+    memset(&pr, 0, sizeof(pr));
+    for (int i = 0; i < FEAT_TXN_DIM; i++)
+        x[i] = NAN;
+    txn_score(sc, x, &pr);
+    assert_true(pr.probability > 0 && pr.probability < 1);
+    assert_int_equal(pr.score, 0);
+    assert_int_equal(pr.n_reasons, 0);
+    assert_string_equal(pr.feature_version, "txn-v1");
+    txn_scorer_close(sc);
+    cfg_free(c);
+    remove(path);
+    path[strlen(path) - strlen("/renamed.yaml")] = '\0';
+    rmdir(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -321,6 +380,7 @@ int main(void)
         cmocka_unit_test(test_event_times_before_1970),
         cmocka_unit_test(test_changed_spec_never_misreads_old_state),
         cmocka_unit_test(test_feat_txn_use_binds_to_the_transaction_event),
+        cmocka_unit_test(test_scorer_matches_model_names_to_the_spec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
