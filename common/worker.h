@@ -101,36 +101,36 @@ struct wk_batch {
 
 /* What emit() hands back for one message. */
 struct wk_record {
-    int64_t latency_us;         /* in: taken -> now; put it in the prediction */
-    struct buf *val;            /* in: empty buffer; out: the encoded record */
-    const void *key;            /* out: the record's key (e.g. the entity id) */
+    int64_t latency_us; /* in: taken -> now; put it in the prediction */
+    struct buf *val;    /* in: empty buffer; out: the encoded record */
+    const void *key;    /* out: the record's key (e.g. the entity id) */
     size_t key_len;
-    int degraded;               /* out: scored without its state (metrics) */
+    int degraded; /* out: scored without its state (metrics) */
 };
 
 /* The model a stream serves: build_info, alert idents, reload messages. */
 struct wk_model_info {
     const char *name, *version;
-    const char *file;           /* its SHA-256 is /metrics' model_sha; may be NULL */
+    const char *file; /* its SHA-256 is /metrics' model_sha; may be NULL */
 };
 
 struct wk_stream {
-    const char *name;           /* "transactions": logs, metrics, dead letters,
-                                   the default group and client id streamml-<name> */
-    const char *usage;          /* --help text before the keys */
+    const char *name;                 /* "transactions": logs, metrics, dead letters,
+                                         the default group and client id streamml-<name> */
+    const char *usage;                /* --help text before the keys */
     const char *const (*defaults)[2]; /* {key, value} overriding cfg defaults */
     size_t n_defaults;
     enum codec_schema out_schema; /* the prediction record's schema */
-    const char *batch_key;      /* batch capacity key; NULL: worker.batch_size */
-    const char *state_ttl_key;  /* keeps state: TTL key of its entities (e.g.
-                                   "redis.ttl_s"); NULL: no state store, no
-                                   fencing, the runtime acks KQ_ACK_STATE */
+    const char *batch_key;        /* batch capacity key; NULL: worker.batch_size */
+    const char *state_ttl_key;    /* keeps state: TTL key of its entities (e.g.
+                                     "redis.ttl_s"); NULL: no state store, no
+                                     fencing, the runtime acks KQ_ACK_STATE */
 
     /* Models, stream state and settings (typed, read once). Called after
      * the codec and the state store are open, before Kafka. NULL with the
      * reason in *e (ERR_CONFIG: exit 2). */
     void *(*open)(struct wk *w, struct err *e);
-    void (*close)(void *self);  /* NULL-safe self */
+    void (*close)(void *self); /* NULL-safe self */
     void (*model)(void *self, struct wk_model_info *mi);
 
     /* msgs[i] -> the stream's event slot i, validated. ERR_OK: live;
@@ -143,14 +143,13 @@ struct wk_stream {
     /* One WK_LIVE message's record into r (produced by the runtime to
      * output.topic, tied to the message). Non-zero: not sent (logged; its
      * offset is not committed). The stream observes its monitors here. */
-    int (*emit)(void *self, const struct wk_batch *b, size_t i, struct wk_record *r,
-                struct err *e);
+    int (*emit)(void *self, const struct wk_batch *b, size_t i, struct wk_record *r, struct err *e);
     /* After the emits: state write; wk_ack_state for each message whose
      * state update is applied (now or later). NULL for stateless streams. */
     void (*store)(void *self, struct wk_batch *b);
 
     /* Optional (NULL: never refuses / no-op). */
-    int (*room)(void *self);    /* 0: no room for a batch (fetching paused) */
+    int (*room)(void *self); /* 0: no room for a batch (fetching paused) */
     void (*tick)(void *self, int64_t now_us);
     /* New models from cf (already loaded, defaults applied), smoke-checked,
      * swapped in only if all is well; else the old ones keep serving and
@@ -168,8 +167,8 @@ int wk_main(int argc, char **argv, const struct wk_stream *s);
 
 const struct cfg *wk_cfg(const struct wk *w);
 struct codec *wk_codec(struct wk *w);
-struct state *wk_state(struct wk *w);       /* NULL: stateless stream */
-struct metrics *wk_metrics(struct wk *w);   /* NULL: metrics.port 0 (metrics_* are NULL-safe) */
+struct state *wk_state(struct wk *w);     /* NULL: stateless stream */
+struct metrics *wk_metrics(struct wk *w); /* NULL: metrics.port 0 (metrics_* are NULL-safe) */
 size_t wk_batch_cap(const struct wk *w);
 const char *wk_group_id(const struct wk *w);
 const char *wk_name(const struct wk *w);
@@ -197,8 +196,8 @@ void wk_ack_state(struct wk *w, const struct kq_pos *pos);
 /* Dead-letters b->msgs[i] with why (during process) and marks it WK_DEAD. */
 void wk_dead_letter(struct wk *w, struct wk_batch *b, size_t i, const struct err *why);
 /* An extra, untracked record (e.g. shadow predictions). */
-int wk_produce(struct wk *w, const char *topic, const void *key, size_t key_len,
-               const void *val, size_t val_len, struct err *e);
+int wk_produce(struct wk *w, const char *topic, const void *key, size_t key_len, const void *val,
+               size_t val_len, struct err *e);
 /* Whether the state store answered the last time (/readyz, degraded). */
 void wk_set_state_ok(struct wk *w, int ok);
 
