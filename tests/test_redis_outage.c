@@ -13,6 +13,11 @@
  * writes and retries around the outage (issue 23, case 1: the queued
  * updates used to be skipped as "already applied" when a newer batch was
  * written first).
+ *
+ * And the shutdown deadline with Redis hung (issue 23, case 7): SIGTERM
+ * while the worker waits on a stopped Redis with redis.timeout_ms=20000;
+ * the worker must be gone within worker.shutdown_timeout_ms (3 s) plus a
+ * second, not after the Redis timeout.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "stack.h"
@@ -149,6 +155,51 @@ static void run_outage(struct tg_env *v, enum fault f, const char *what)
     assert_int_equal(wrong, 0);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_sigterm_deadline_bounds_a_hung_redis(void **st)
+{
+    static const char *const extra[] = {"redis.timeout_ms=20000", "worker.shutdown_timeout_ms=3000",
+                                        NULL};
+    struct tg_env *v = *st;
+    pid_t w, p;
+    int64_t t0, took = -1;
+    int status = 0;
+
+    w = tg_start_worker_x(v, "deadline", "100", extra);
+    p = tg_produce(v, RATE);
+    assert_true(w > 0 && p > 0);
+    /* scoring (so reading and writing Redis) before Redis stops */
+    assert_int_equal(test_wait_topic(v->broker.bootstrap, "predictions.transactions", 200, 20000),
+                     0);
+    assert_int_equal(kill(v->redis.pid, SIGSTOP), 0);
+    test_sleep_ms(1000); /* the worker is now waiting on Redis */
+    t0 = now_ms();
+    assert_int_equal(kill(w, SIGTERM), 0);
+    for (int i = 0; i < 3000 && took < 0; i++) {
+        if (waitpid(w, &status, WNOHANG) == w)
+            took = now_ms() - t0;
+        else
+            test_sleep_ms(10);
+    }
+    assert_int_equal(kill(v->redis.pid, SIGCONT), 0);
+    if (took < 0) {
+        test_stop_pid(w, SIGKILL, 1000);
+        took = now_ms() - t0;
+    }
+    test_stop_pid(p, SIGTERM, 5000);
+    printf("# SIGTERM with Redis stopped (redis.timeout_ms 20000, shutdown_timeout_ms 3000): "
+           "worker gone after %lld ms, exit code %d\n",
+           (long long)took, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    assert_true(took <= 4000);
+}
+
 static void test_redis_killed_and_restarted_with_its_data(void **st)
 {
     run_outage(*st, KILL_RESTART, "redis killed -9, restarted with its data");
@@ -171,6 +222,8 @@ int main(void)
                                         tg_teardown),
         cmocka_unit_test_setup_teardown(test_redis_stopped_then_continued, setup, tg_teardown),
         cmocka_unit_test_setup_teardown(test_redis_out_of_memory, setup, tg_teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_deadline_bounds_a_hung_redis, setup,
+                                        tg_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
