@@ -253,8 +253,11 @@ void txs_tick(struct txs *t, int64_t now_us)
                          &t->uoff[u], x))
                 t->udirty[u] = 1;
         }
-        if (write_users(t, 0))
+        if (write_users(t, 0)) { /* as a failed read: the next try in a second */
+            t->redis_down = 1;
+            t->next_retry_us = pipe_now_us() + RETRY_US;
             break;
+        }
         t->redis_down = 0;
         for (size_t i = 0; i < n; i++)
             t->o.ack(t->o.opaque, &t->pending[i].pos);

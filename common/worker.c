@@ -140,16 +140,14 @@ static void model_info(const struct wk *w, struct wk_model_info *mi)
 
 int wk_monitor_add(struct wk *w, struct mon *m, const char *model_label)
 {
-    struct wk_model_info mi;
-
     if (!m)
         return -1;
     if (w->nmon == WK_MAX_MONITORS) {
         mon_close(m);
         return -1;
     }
-    model_info(w, &mi);
-    snprintf(w->mlabel[w->nmon], sizeof(w->mlabel[0]), "%s", model_label ? model_label : mi.name);
+    /* "": the model's name, looked up at each tick (the stream may still be opening) */
+    snprintf(w->mlabel[w->nmon], sizeof(w->mlabel[0]), "%s", model_label ? model_label : "");
     w->mon[w->nmon] = m;
     w->mid[w->nmon] =
         (struct mon_ident){w->s->name, w->mlabel[w->nmon], NULL, cfg_str(w->cf, "monitor.topic")};
@@ -540,6 +538,7 @@ static void tick_monitors(struct wk *w, size_t n)
     model_info(w, &mi);
     for (int i = 0; i < w->nmon; i++) {
         w->mid[i].model_version = mi.version; /* alerts name the model serving now */
+        w->mid[i].model = *w->mlabel[i] ? w->mlabel[i] : mi.name;
         metrics_add(w->mx, METRICS_ALERTS,
                     mon_tick_alerts(w->mon[i], &w->mid[i], pipe_wall_ms(), publish_alert, w));
     }

@@ -218,6 +218,7 @@ static void txn_tick(void *self, int64_t now_us)
     struct txn *t = self;
 
     txs_tick(t->ts, now_us);
+    wk_set_state_ok(t->w, txs_state_ok(t->ts));
     if (t->lab && labels_flush(t->lab, NULL) == ERR_OK)
         labels_poll(t->lab, t->mon[0], 0, 1000);
 }
