@@ -83,6 +83,23 @@ int cstep_search_open(const struct cfg *cf, const char *search, const struct ses
     return ERR_OK;
 }
 
+int cstep_cov_open(const struct cfg *cf, const struct state_redis_opts *ro, struct cov **out,
+                   struct err *e)
+{
+    struct cov_opts co = {.host = ro->host,
+                          .port = ro->port,
+                          .password = ro->password,
+                          .prefix = ro->prefix,
+                          .ttl_s = (int)cfg_int(cf, "clickstream.covisit_ttl_s"),
+                          .half_life_s = cfg_double(cf, "clickstream.trending_half_life_s"),
+                          .timeout_ms = ro->timeout_ms};
+
+    *out = NULL;
+    if (!cfg_int(cf, "clickstream.covisit"))
+        return ERR_OK;
+    return cov_open(out, &co, e);
+}
+
 /* ---- set-up ---- */
 
 static int open_model(struct cstep *c, const struct cfg *cf, struct err *e)

@@ -133,19 +133,12 @@ static int open_state(struct worker *w, struct err *e)
                                   .ttl_s = (int)cfg_int(cf, "clickstream.session_ttl_s"),
                                   .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms"),
                                   .lazy = !cfg_int(cf, "redis.require_at_start")};
-    struct cov_opts co = {.host = ro.host,
-                          .port = ro.port,
-                          .password = pw,
-                          .prefix = ro.prefix,
-                          .ttl_s = (int)cfg_int(cf, "clickstream.covisit_ttl_s"),
-                          .half_life_s = cfg_double(cf, "clickstream.trending_half_life_s"),
-                          .timeout_ms = ro.timeout_ms};
     int memory = strcmp(cfg_str(cf, "state.backend"), "memory") == 0;
 
     w->st = memory ? state_open_memory() : state_open_redis(&ro, e);
     if (!w->st)
         return memory ? err_set(e, ERR_NOMEM, "out of memory") : e->code;
-    if (!memory && cfg_int(cf, "clickstream.covisit") && cov_open(&w->cov, &co, e))
+    if (!memory && cstep_cov_open(cf, &ro, &w->cov, e))
         return e->code;
     return ERR_OK;
 }
