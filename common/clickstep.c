@@ -1,5 +1,6 @@
 /* cstep_: the clickstream step of one batch (common/clickstep.h). */
 #include <cblas.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +204,34 @@ void cstep_close(struct cstep *c)
     ann_close(c->ann);
     sess_model_close(c->m);
     free(c);
+}
+
+int cstep_smoke(struct cstep *c, struct err *e)
+{
+    size_t np, hid = (size_t)sess_model_hidden(c->m);
+    const int64_t *pop = sess_model_popular(c->m, &np);
+    int64_t item = np ? pop[0] : 0;
+    int has_h = 0;
+
+    memset(c->h, 0, hid * sizeof(float));
+    if (!cstep_advance(c->m, item, c->h, &has_h, c->scratch))
+        return err_set(e, ERR_CONFIG, "model %s: its popular item %lld is not in its catalog",
+                       sess_model_name(c->m), (long long)item);
+    for (size_t j = 0; j < hid; j++)
+        if (!isfinite(c->h[j]))
+            return err_set(e, ERR_CONFIG, "model %s: one GRU step gives a non-finite state",
+                           sess_model_name(c->m));
+    sess_topk(c->m, 1, c->h, c->ktop, c->top, c->block);
+    if (c->top[0].item < 0 || !isfinite(c->top[0].score))
+        return err_set(e, ERR_CONFIG, "model %s: no item with a finite score after one click",
+                       sess_model_name(c->m));
+    return ERR_OK;
+}
+
+void cstep_carry(struct cstep *to, const struct cstep *from)
+{
+    to->cnt = from->cnt;
+    to->stores = from->stores;
 }
 
 const struct sess_model *cstep_model(const struct cstep *c)

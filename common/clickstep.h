@@ -74,6 +74,14 @@ int cstep_open(struct cstep **out, const struct cfg *cf, size_t cap, struct stat
                struct cov *cov, struct err *e);
 void cstep_close(struct cstep *c); /* NULL-safe */
 
+/* Before a newly opened step serves (a model reload): one session of the
+ * model's most popular item (item 0 without a popular list) stepped from a
+ * zero state and ranked over the catalog. ERR_CONFIG naming the model when
+ * the state or a score is not finite, or no item comes out. */
+int cstep_smoke(struct cstep *c, struct err *e);
+/* to's counts continue from's (a reloaded step keeps the totals). */
+void cstep_carry(struct cstep *to, const struct cstep *from);
+
 const struct sess_model *cstep_model(const struct cstep *c);
 const struct cstep_counts *cstep_counts(const struct cstep *c);
 int cstep_ivf(const struct cstep *c); /* 1: candidates from the IVF index */
