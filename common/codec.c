@@ -1916,18 +1916,14 @@ static int get_click_type(avro_value_t *rec, enum click_type *t, struct err *e)
     return err_set(e, ERR_DECODE, "field event_type: unknown symbol %s", name ? name : "?");
 }
 
-int codec_decode_click_event(struct codec *c, const void *msg, size_t len,
-                             struct click_event *ev, struct err *e)
+/* A click_event value (a message's or a container file's) into ev. */
+static int get_click(avro_value_t *v, struct click_event *ev, struct err *e)
 {
-    struct slot *s;
-
     memset(ev, 0, sizeof(*ev));
-    if (decode_as(c, msg, len, &c->slot[c->known[CODEC_CLICK_EVENT]], &s, e))
-        return e->code;
-    if (GET_STR(&s->value, ev, event_id, e) || GET_STR(&s->value, ev, session_id, e) ||
-        get_opt_str(&s->value, "user_id", ev->user_id, sizeof(ev->user_id), &ev->has_user, e) ||
-        get_long(&s->value, "item_id", &ev->item_id, e) || get_click_type(&s->value, &ev->type, e) ||
-        get_long(&s->value, "event_time", &ev->event_time_ms, e))
+    if (GET_STR(v, ev, event_id, e) || GET_STR(v, ev, session_id, e) ||
+        get_opt_str(v, "user_id", ev->user_id, sizeof(ev->user_id), &ev->has_user, e) ||
+        get_long(v, "item_id", &ev->item_id, e) || get_click_type(v, &ev->type, e) ||
+        get_long(v, "event_time", &ev->event_time_ms, e))
         goto out_clear;
     if (!ev->event_id[0] || !ev->session_id[0]) {
         err_set(e, ERR_DECODE, "field %s is empty", ev->event_id[0] ? "session_id" : "event_id");
@@ -1939,8 +1935,19 @@ out_clear:
     return e->code;
 }
 
-int codec_encode_click_event(struct codec *c, const struct click_event *ev, struct buf *out,
-                             struct err *e)
+int codec_decode_click_event(struct codec *c, const void *msg, size_t len,
+                             struct click_event *ev, struct err *e)
+{
+    struct slot *s;
+
+    memset(ev, 0, sizeof(*ev));
+    if (decode_as(c, msg, len, &c->slot[c->known[CODEC_CLICK_EVENT]], &s, e))
+        return e->code;
+    return get_click(&s->value, ev, e);
+}
+
+/* Fills the click_event slot's value from ev (a message or a file record). */
+static int fill_click(struct codec *c, const struct click_event *ev, struct err *e)
 {
     struct slot *s = &c->slot[c->known[CODEC_CLICK_EVENT]];
     avro_value_t *r = &s->value, v;
@@ -1959,7 +1966,15 @@ int codec_encode_click_event(struct codec *c, const struct click_event *ev, stru
         (avro_value_set_enum(&v, sym) && avro_fail(e, ERR_DECODE, "event_type")) ||
         put_long(r, "event_time", ev->event_time_ms, e))
         return err_wrap(e, "encode click %s", ev->event_id);
-    return encode(c, s, out, e);
+    return ERR_OK;
+}
+
+int codec_encode_click_event(struct codec *c, const struct click_event *ev, struct buf *out,
+                             struct err *e)
+{
+    if (fill_click(c, ev, e))
+        return e->code;
+    return encode(c, &c->slot[c->known[CODEC_CLICK_EVENT]], out, e);
 }
 
 static int put_shown(avro_value_t *rec, const struct click_prediction *p, struct err *e)
@@ -2676,6 +2691,7 @@ struct codec_file {
     avro_value_t value;
     bool has_value;
     long n;
+    enum codec_schema which; /* CODEC_TXN_EVENT or CODEC_CLICK_EVENT */
     char path[256];
 };
 
@@ -2692,17 +2708,34 @@ static struct codec_file *file_new(struct codec *c, const char *path, struct err
     return f;
 }
 
+/* The event schemas a container file may hold. */
+static int file_schema_ok(enum codec_schema which, const char *path, struct err *e)
+{
+    if (which == CODEC_TXN_EVENT || which == CODEC_CLICK_EVENT)
+        return ERR_OK;
+    return err_set(e, ERR_CONFIG, "%s: container files hold transaction or click events only",
+                   path);
+}
+
 struct codec_file *codec_file_open_read(struct codec *c, const char *path, struct err *e)
 {
-    struct slot *s = &c->slot[c->known[CODEC_TXN_EVENT]];
+    return codec_file_open_read_as(c, path, CODEC_TXN_EVENT, e);
+}
+
+struct codec_file *codec_file_open_read_as(struct codec *c, const char *path,
+                                           enum codec_schema which, struct err *e)
+{
+    struct slot *s = &c->slot[c->known[which]];
     bool std = strcmp(path, "-") == 0;
-    struct codec_file *f = file_new(c, std ? "stdin" : path, e);
+    struct codec_file *f =
+        file_schema_ok(which, path, e) ? NULL : file_new(c, std ? "stdin" : path, e);
     FILE *fp;
     avro_schema_t ws;
     int same;
 
     if (!f)
         return NULL;
+    f->which = which;
     if (!(fp = std ? stdin : fopen(path, "rb"))) {
         err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
         goto fail;
@@ -2755,8 +2788,8 @@ int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *
     int rc;
 
     event_txn_init(ev);
-    if (!f->rd)
-        return err_set(e, ERR_CONFIG, "%s: not open for reading", f->path);
+    if (!f->rd || f->which != CODEC_TXN_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for reading transactions", f->path);
     rc = avro_file_reader_read_value(f->rd, &f->value);
     if (rc == EOF)
         return 0;
@@ -2772,13 +2805,38 @@ int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *
     return 1;
 }
 
+int codec_file_read_click(struct codec_file *f, struct click_event *ev, struct err *e)
+{
+    int rc;
+
+    memset(ev, 0, sizeof(*ev));
+    if (!f->rd || f->which != CODEC_CLICK_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for reading clicks", f->path);
+    rc = avro_file_reader_read_value(f->rd, &f->value);
+    if (rc == EOF)
+        return 0;
+    f->n++;
+    if (rc)
+        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n, avro_strerror());
+    if (get_click(&f->value, ev, e))
+        return err_wrap(e, "%s: record %ld", f->path, f->n);
+    return 1;
+}
+
 struct codec_file *codec_file_open_write(struct codec *c, const char *path, struct err *e)
 {
-    struct slot *s = &c->slot[c->known[CODEC_TXN_EVENT]];
-    struct codec_file *f = file_new(c, path, e);
+    return codec_file_open_write_as(c, path, CODEC_TXN_EVENT, e);
+}
+
+struct codec_file *codec_file_open_write_as(struct codec *c, const char *path,
+                                            enum codec_schema which, struct err *e)
+{
+    struct slot *s = &c->slot[c->known[which]];
+    struct codec_file *f = file_schema_ok(which, path, e) ? NULL : file_new(c, path, e);
 
     if (!f)
         return NULL;
+    f->which = which;
     remove(path); /* avro-c refuses to create over an existing file */
     if (avro_file_writer_create_with_codec(path, s->schema, &f->wr, "deflate", 0)) {
         f->wr = NULL;
@@ -2809,9 +2867,23 @@ int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struc
 {
     struct slot *s = &f->c->slot[f->c->known[CODEC_TXN_EVENT]];
 
-    if (!f->wr)
-        return err_set(e, ERR_CONFIG, "%s: not open for writing", f->path);
+    if (!f->wr || f->which != CODEC_TXN_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for writing transactions", f->path);
     if (fill_txn(f->c, ev, e))
+        return e->code;
+    if (avro_file_writer_append_value(f->wr, &s->value))
+        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n + 1, avro_strerror());
+    f->n++;
+    return ERR_OK;
+}
+
+int codec_file_write_click(struct codec_file *f, const struct click_event *ev, struct err *e)
+{
+    struct slot *s = &f->c->slot[f->c->known[CODEC_CLICK_EVENT]];
+
+    if (!f->wr || f->which != CODEC_CLICK_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for writing clicks", f->path);
+    if (fill_click(f->c, ev, e))
         return e->code;
     if (avro_file_writer_append_value(f->wr, &s->value))
         return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n + 1, avro_strerror());

@@ -627,7 +627,8 @@ static int refill(struct rp_input *in, size_t si, struct err *e)
         else
             check_rec(r, codec_decode_txn(in->cd, m->payload, m->len, &r->ev, &r->err));
     } else {
-        rc = codec_file_read_txn(s->file, &r->ev, &r->err);
+        rc = in->kind == RP_CLICKSTREAM ? codec_file_read_click(s->file, &r->click, &r->err)
+                                        : codec_file_read_txn(s->file, &r->ev, &r->err);
         if (rc == 0) {
             s->done = 1;
             return ERR_OK;
@@ -638,7 +639,10 @@ static int refill(struct rp_input *in, size_t si, struct err *e)
         r->partition = (int32_t)si;
         r->offset = s->nread++;
         r->timestamp_ms = -1;
-        check_rec(r, rc < 0 ? rc : ERR_OK);
+        if (in->kind == RP_CLICKSTREAM)
+            r->rc = rc < 0 ? rc : ERR_OK;
+        else
+            check_rec(r, rc < 0 ? rc : ERR_OK);
     }
     s->has_head = 1;
     heap_push(in, si);
@@ -704,20 +708,16 @@ struct rp_input *rp_input_files_of(struct codec *cd, const char *const *paths, s
 {
     struct rp_input *in;
 
-    if (kind == RP_CLICKSTREAM) {
-        err_set(e, ERR_CONFIG,
-                "Avro files of click events are not replayed yet: replay a "
-                "topic range");
-        return NULL;
-    }
     if (!(in = input_new(cd, n, e)))
         return NULL;
+    in->kind = kind;
     for (size_t i = 0; i < n; i++) {
         if (!(in->s[i].path = strdup(paths[i]))) {
             err_set(e, ERR_NOMEM, "out of memory");
             goto fail;
         }
-        if (!(in->s[i].file = codec_file_open_read(cd, paths[i], e)))
+        if (!(in->s[i].file = codec_file_open_read_as(
+                  cd, paths[i], kind == RP_CLICKSTREAM ? CODEC_CLICK_EVENT : CODEC_TXN_EVENT, e)))
             goto fail;
     }
     if (prime(in, e))

@@ -88,8 +88,8 @@ struct rp_input;
 struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err *e);
 struct rp_input *rp_input_files(struct codec *cd, const char *const *paths, size_t n,
                                 struct err *e);
-/* The same for either stream (the two above are RP_TRANSACTIONS). Avro
- * files of click events: ERR_CONFIG (topics only for now). Click events
+/* The same for either stream (the two above are RP_TRANSACTIONS); files
+ * of click events are written with schemas/click_event.avsc. Click events
  * merge by their event time like transactions. */
 struct rp_input *rp_input_topic_of(struct codec *cd, struct rp_topic *t, enum rp_stream s,
                                    struct err *e);

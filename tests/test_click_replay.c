@@ -9,7 +9,8 @@
  * must get exactly the worker's recommendation: same items in the same
  * order, same sources and propensities, same flags and session counts, and
  * scores equal to float precision. The replay's Redis keys are gone after
- * it; the worker's are untouched.
+ * it; the worker's are untouched. The same clicks from two Avro container
+ * files (each session in one) give the same answers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "stack.h"
 
 #define TOPICS "clickstream:3,predictions.clickstream:2,clickstream.dlq:1"
@@ -67,32 +69,44 @@ static int teardown(void **st)
     return 0;
 }
 
+static struct click_event g_clicks[N_CLICKS];
+
 /* Clicks of N_SESS sessions, interleaved; items drawn from a small range
  * (so sessions repeat items and share them), some unknown (>= the catalog)
  * and one negative. Deterministic. */
+static void make_clicks(void)
+{
+    uint64_t x = 42;
+
+    for (int i = 0; i < N_CLICKS; i++) {
+        struct click_event *c = &g_clicks[i];
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        snprintf(c->event_id, sizeof(c->event_id), "c%d", i);
+        snprintf(c->session_id, sizeof(c->session_id), "s%d", (int)((x >> 33) % N_SESS));
+        c->item_id = (int64_t)((x >> 17) % 300);
+        if (i % 37 == 5)
+            c->item_id = 1000000 + i; /* unknown */
+        if (i == 77)
+            c->item_id = -3;
+        c->type = CLICK_VIEW;
+        c->event_time_ms = 1767225600000LL + 500LL * i;
+    }
+}
+
 static void produce_clicks(struct env *v)
 {
     char path[128], garbage[128];
     FILE *f;
-    uint64_t x = 42;
 
+    make_clicks();
     snprintf(path, sizeof(path), "%s/clicks.jsonl", v->dir);
     assert_non_null(f = fopen(path, "w"));
-    for (int i = 0; i < N_CLICKS; i++) {
-        int s;
-        long long item;
-        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-        s = (int)((x >> 33) % N_SESS);
-        item = (long long)((x >> 17) % 300);
-        if (i % 37 == 5)
-            item = 1000000 + i; /* unknown */
-        if (i == 77)
-            item = -3;
+    for (int i = 0; i < N_CLICKS; i++)
         fprintf(f,
-                "{\"event_id\":\"c%d\",\"session_id\":\"s%d\",\"user_id\":null,"
+                "{\"event_id\":\"%s\",\"session_id\":\"%s\",\"user_id\":null,"
                 "\"item_id\":%lld,\"event_type\":\"view\",\"event_time\":%lld}\n",
-                i, s, item, 1767225600000LL + 500LL * i);
-    }
+                g_clicks[i].event_id, g_clicks[i].session_id, (long long)g_clicks[i].item_id,
+                (long long)g_clicks[i].event_time_ms);
     fclose(f);
     snprintf(garbage, sizeof(garbage), "%s/garbage.txt", v->dir);
     assert_non_null(f = fopen(garbage, "w"));
@@ -206,8 +220,31 @@ static void same_field(json_t *a, json_t *b, const char *id, const char *k)
         fail_msg("%s: %s differs", id, k);
 }
 
-/* Every click: the replay's answer is the worker's. */
-static void check_parity(const char *live_path, const char *replay_path)
+/* The clicks into two container files, each session's in one of them (in
+ * order): the partitions of the files' replay. */
+static void write_files(struct env *v, char paths[2][128])
+{
+    struct err e = {0};
+    struct codec *cd = codec_open("schemas", &e);
+    struct codec_file *f[2];
+
+    assert_non_null(cd);
+    for (int k = 0; k < 2; k++) {
+        snprintf(paths[k], 128, "%s/clicks-%d.avro", v->dir, k);
+        assert_non_null(f[k] = codec_file_open_write_as(cd, paths[k], CODEC_CLICK_EVENT, &e));
+    }
+    for (int i = 0; i < N_CLICKS; i++)
+        assert_int_equal(
+            codec_file_write_click(f[atoi(g_clicks[i].session_id + 1) % 2], &g_clicks[i], &e),
+            ERR_OK);
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(codec_file_close(f[k], &e), ERR_OK);
+    codec_close(cd);
+}
+
+/* Every click: the replay's answer is the worker's (files: but for the
+ * source position). */
+static void check_parity(const char *live_path, const char *replay_path, int files)
 {
     json_t *live = load(live_path), *rp = load(replay_path), *a;
     const char *id;
@@ -218,13 +255,13 @@ static void check_parity(const char *live_path, const char *replay_path)
     json_object_foreach(live, id, a)
     {
         json_t *b = json_object_get(rp, id), *ia, *ib;
-        static const char *const same[] = {"session_id",    "event_time",   "src_topic",
-                                           "src_partition", "src_offset",   "cold_start",
-                                           "unknown_item",  "degraded",     "session_clicks",
-                                           "model_name",    "model_version"};
+        static const char *const same[] = {"src_topic",    "src_partition", "src_offset",
+                                           "session_id",   "event_time",    "cold_start",
+                                           "unknown_item", "degraded",      "session_clicks",
+                                           "model_name",   "model_version"};
         if (!b)
             fail_msg("%s: not replayed", id);
-        for (size_t k = 0; k < sizeof(same) / sizeof(same[0]); k++)
+        for (size_t k = files ? 3 : 0; k < sizeof(same) / sizeof(same[0]); k++)
             same_field(a, b, id, same[k]);
         ia = json_object_get(a, "items");
         ib = json_object_get(b, "items");
@@ -265,7 +302,9 @@ static long redis_keys(struct env *v, const char *pattern)
     return n;
 }
 
-static int replay(struct env *v, const char *state, const char *out, const char *log)
+/* The topic, or files[0..1] when files is not NULL. */
+static int replay(struct env *v, const char *state, const char *out, const char *log,
+                  char files[2][128])
 {
     char port[64];
 
@@ -282,6 +321,10 @@ static int replay(struct env *v, const char *state, const char *out, const char 
                     "clickstream.epsilon=0",
                     "-X",
                     "clickstream.covisit=0",
+                    files ? "--avro-file" : "-X",
+                    files ? files[0] : "clickstream.k=10",
+                    files ? "--avro-file" : "-X",
+                    files ? files[1] : "clickstream.k=10",
                     "--state",
                     (char *)state,
                     "--skip-invalid",
@@ -308,15 +351,20 @@ static void test_replay_gives_the_workers_recommendations(void **st)
 
     snprintf(log, sizeof(log), "%s/replay.log", v->dir);
     snprintf(mem, sizeof(mem), "%s/replay-memory.jsonl", v->dir);
-    assert_int_equal(replay(v, "memory", mem, log), 0);
-    check_parity(live, mem);
+    assert_int_equal(replay(v, "memory", mem, log, NULL), 0);
+    check_parity(live, mem, 0);
 
     snprintf(red, sizeof(red), "%s/replay-redis.jsonl", v->dir);
-    assert_int_equal(replay(v, "redis", red, log), 0);
-    check_parity(live, red);
+    assert_int_equal(replay(v, "redis", red, log, NULL), 0);
+    check_parity(live, red, 0);
     /* the run's keys were dropped; the worker's are as they were */
     assert_int_equal(redis_keys(v, "*replay:*"), 0);
     assert_int_equal(redis_keys(v, "*"), worker_keys);
+
+    char files[2][128];
+    write_files(v, files);
+    assert_int_equal(replay(v, "memory", mem, log, files), 0);
+    check_parity(live, mem, 1);
 
     /* the undecodable message is reported, and fails the run without --skip-invalid */
     char *strict[] = {(char *)test_bin("streamml"),

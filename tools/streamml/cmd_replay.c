@@ -76,8 +76,9 @@ static void usage(FILE *out)
             "                       co-visitation (--state memory, or clickstream.covisit=0)\n"
             "                       the items, order and scores are the worker's; with\n"
             "                       --state redis the co-visitation/trending counts are\n"
-            "                       the run's own (under its prefix). Topics only; no CSV,\n"
-            "                       no --features. The model's offline quality (Recall@K,\n"
+            "                       the run's own (under its prefix). --avro-file: files of\n"
+            "                       click events (schemas/click_event.avsc). No CSV, no\n"
+            "                       --features. The model's offline quality (Recall@K,\n"
             "                       MRR@K) is `streamml click-eval`.\n\n"
             "Input (one of):\n"
             "  -t, --topic T        a topic range (default input.topic), read with assign()\n"
@@ -89,7 +90,7 @@ static void usage(FILE *out)
             "      --to T           end, exclusive, same forms. Default: each partition's\n"
             "                       end when the replay starts (it stops there by itself)\n"
             "      --partitions L   only these partitions (0,3,5)\n"
-            "      --avro-file F    an Avro object container file of transaction events\n"
+            "      --avro-file F    an Avro object container file of the stream's events\n"
             "                       (`streamml consume --avro-file`, Kafka Connect sinks);\n"
             "                       repeat for several files (merged like partitions)\n\n"
             "Order: partitions (files) are merged by event time, ties by partition (file\n"
@@ -262,9 +263,9 @@ static int parse_args(int argc, char **argv, struct rp_args *a)
         a->csv = n > 4 && strcmp(a->output + n - 4, ".csv") == 0;
     }
     a->csv = a->csv == 1;
-    if (a->stream == RP_CLICKSTREAM && (a->csv || a->features || a->nfiles)) {
-        fprintf(stderr, "error: --stream clickstream writes JSON lines from a topic range: "
-                        "--format csv, --features and --avro-file apply to transactions\n");
+    if (a->stream == RP_CLICKSTREAM && (a->csv || a->features)) {
+        fprintf(stderr, "error: --stream clickstream writes JSON lines: --format csv and "
+                        "--features apply to transactions\n");
         return EXIT_USAGE;
     }
     return EXIT_OK;
@@ -617,7 +618,7 @@ static int open_input(struct run *r, struct err *e)
         topic = "clickstream";
     if (a->nfiles) {
         r->total = -1;
-        r->in = rp_input_files(r->cd, a->files, a->nfiles, e);
+        r->in = rp_input_files_of(r->cd, a->files, a->nfiles, a->stream, e);
         return r->in ? ERR_OK : e->code;
     }
     if (rp_parse_bound(a->from, &from, e))
