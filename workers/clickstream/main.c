@@ -1,433 +1,248 @@
 /* streamml-clickstream: next items to show after each click of a session.
  *
- *   clickstream --poll--> decode (Avro) --bad--> clickstream.dlq
- *        |                   |
- *        |        session states of the batch (Redis, one round trip)
- *        |                   |
- *        |        per click: one GRU step of the session's hidden state
- *        |        (unknown item: counted, state kept, no step)
- *        |                   |
- *        |        scores over the catalog: one sgemm per score_batch sessions
- *        |        (clickstream.search=ivf: over the probed clusters, common/ann.h)
- *        |        candidates (GRU top, co-visited, trending/popular), items of
- *        |        the session excluded, MMR, epsilon-greedy (source, propensity)
- *        |                   |
- *        +-- offset stored <-- delivered + state stored <-- predictions.clickstream
+ *   clickstream --> decode (Avro) --bad--> clickstream.dlq
+ *     --> session states of the batch (one read), a GRU step per fresh click
+ *         (unknown item: counted, state kept, no step)
+ *     --> candidates: GRU top (one sgemm per score_batch sessions, or the
+ *         IVF index), co-visited and trending items; the session's items
+ *         excluded, MMR, epsilon-greedy (source, propensity per item)
+ *     --> predictions.clickstream
+ *     --> co-visitation/trending counts, then session states (both
+ *         idempotent per partition and offset, fenced per partition)
  *
- * Each decodable click gets exactly one prediction; undecodable ones go to
- * the dead-letter topic. State writes are idempotent per (partition,
- * offset) (common/state.h): a click redelivered after a crash does not
- * advance its session twice; it is answered from the stored state.
- * Co-visitation and trending counts (common/covis.h) are updated before the
- * state, idempotent per (partition, offset) too, so both are exactly once
- * across a crash; a newly assigned partition is fenced (state_fence) for
- * both. While Redis is down the
- * clicks are answered from this batch alone, flagged degraded, and their
- * state is not kept (a session recommender tolerates the gap; the
- * partition never stalls).
+ * The step is common/clickstep.h (the same code `streamml replay --stream
+ * clickstream` runs); the program around it (Kafka, back-pressure, dead
+ * letters, metrics, alerts, reload, drain) is the worker runtime
+ * (common/worker.h). While Redis is down the clicks are answered from
+ * their batch alone, flagged degraded, and their state is not kept (a
+ * session recommender tolerates the gap; the partition never stalls).
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "cli.h"
 #include "clickstep.h"
-#include "codec.h"
-#include "covis.h"
-#include "kafka.h"
 #include "log.h"
-#include "metrics.h"
 #include "monitor.h"
-#include "pipeline.h"
 #include "predmon.h"
-#include "session.h"
 #include "state.h"
+#include "worker.h"
 
-#define WORKER "clickstream"
-
-static volatile sig_atomic_t g_run = 1;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_run = 0;
-}
-
-struct counters {
-    uint64_t messages, predictions, dead, degraded;
-};
-
-/* Per message of a batch. */
-struct slot {
-    struct click_event ev;
-    int dead;
-    int64_t t_in;
-};
-
-struct worker {
-    struct cfg *cf;
-    struct kq *q;
-    struct codec *cd;
-    struct state *st;
-    struct cov *cov;
-    struct metrics *mx; /* NULL: metrics.port 0 */
-    int redis_ok;
-    struct cstep *cs; /* the step: common/clickstep.h */
-    const struct sess_model *m;
-    const char *out_topic, *dlq_topic;
-    size_t cap;
-    struct kq_msg **msgs;
-    struct slot *sl;
+struct click {
+    struct wk *w;
+    struct cstep *cs;
+    struct cov *cov; /* NULL: clickstream.covisit=0 or state.backend=memory */
+    struct mon *mon; /* NULL: monitoring off */
+    struct click_event *evs;
     struct cstep_click *in;
     struct click_prediction *preds;
-    struct buf out, dlq;
-    struct counters n;
-    struct mon *mon; /* NULL: monitor.baseline empty (monitoring off) */
-    struct mon_ident mid;
+    struct kq_pos *pos;
+    int degraded;
+    uint64_t predictions, degraded_n;
 };
 
-/* ---- set-up ---- */
-
-static void usage(FILE *out)
+static void click_close(void *self)
 {
-    fprintf(out,
-            "usage: streamml-clickstream [-c FILE] [-X key=value ...] [-b HOSTS]\n\n"
-            "Consumes input.topic (default clickstream; click events keyed by session id)\n"
-            "in the consumer group kafka.group.id (default streamml-clickstream). Each click\n"
-            "advances its session's GRU state (Redis, expiring after clickstream.session_ttl_s\n"
-            "of inactivity) by one step; the next clickstream.k items (GRU scores, co-visited\n"
-            "and trending items; the session's items excluded; MMR re-ranked; epsilon-greedy\n"
-            "exploration with source and propensity per item) go to output.topic (default\n"
-            "predictions.clickstream). Undecodable messages go to dlq.topic (default\n"
-            "clickstream.dlq).\n"
-            "SIGTERM/SIGINT: finish in-flight work, commit, leave the group, exit 0.\n"
-            "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n\n");
-    cfg_help(out);
+    struct click *c = self;
+
+    if (!c)
+        return;
+    cstep_close(c->cs);
+    cov_close(c->cov);
+    free(c->evs);
+    free(c->in);
+    free(c->preds);
+    free(c->pos);
+    free(c);
 }
 
-/* The shared keys' defaults are the transactions worker's. */
-static int click_defaults(struct cfg *cf, struct err *e)
+static void *click_open(struct wk *w, struct err *e)
 {
-    static const char *const kv[][2] = {{"input.topic", "clickstream"},
-                                        {"output.topic", "predictions.clickstream"},
-                                        {"dlq.topic", "clickstream.dlq"}};
+    struct click *c = calloc(1, sizeof(*c));
+    const struct cfg *cf = wk_cfg(w);
+    size_t n = wk_batch_cap(w), dim;
+    struct state_redis_opts ro;
 
-    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-        if (strcmp(cfg_origin(cf, kv[i][0]), "default") == 0 &&
-            cfg_set(cf, kv[i][0], kv[i][1], "default", e))
-            return e->code;
-    return ERR_OK;
-}
-
-static int open_state(struct worker *w, struct err *e)
-{
-    const struct cfg *cf = w->cf;
-    const char *pw = *cfg_str(cf, "redis.password") ? cfg_str(cf, "redis.password") : NULL;
-    struct state_redis_opts ro = {.host = cfg_str(cf, "redis.host"),
-                                  .port = (int)cfg_int(cf, "redis.port"),
-                                  .password = pw,
-                                  .prefix = cfg_str(cf, "redis.prefix"),
-                                  .ttl_s = (int)cfg_int(cf, "clickstream.session_ttl_s"),
-                                  .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms"),
-                                  .lazy = !cfg_int(cf, "redis.require_at_start")};
-    int memory = strcmp(cfg_str(cf, "state.backend"), "memory") == 0;
-
-    w->st = memory ? state_open_memory() : state_open_redis(&ro, e);
-    if (!w->st)
-        return memory ? err_set(e, ERR_NOMEM, "out of memory") : e->code;
-    if (!memory && cstep_cov_open(cf, &ro, &w->cov, e))
-        return e->code;
-    return ERR_OK;
-}
-
-static int alloc_batch(struct worker *w, struct err *e)
-{
-    size_t c = w->cap;
-
-    w->msgs = calloc(c, sizeof(*w->msgs));
-    w->sl = calloc(c, sizeof(*w->sl));
-    w->in = calloc(c, sizeof(*w->in));
-    w->preds = calloc(c, sizeof(*w->preds));
-    buf_init(&w->out, 0);
-    buf_init(&w->dlq, 2 * CODEC_MAX_MESSAGE); /* the original message plus metadata */
-    if (!w->msgs || !w->sl || !w->in || !w->preds)
-        return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
-    return ERR_OK;
-}
-
-static const char *group_id(const struct cfg *cf)
-{
-    return cli_group_id(cf, "streamml-clickstream");
-}
-
-/* Zombie fencing (as the transactions worker): a newly assigned partition
- * takes a new epoch, so a former owner stalled past a rebalance can write
- * neither session states nor counts of it. */
-static int fence_partition(const char *topic, int32_t partition, void *opaque)
-{
-    struct err e = {0};
-
-    if (state_fence(opaque, partition, &e)) {
-        log_error("fencing %s [%d]: %s", topic, (int)partition, e.msg);
-        return e.code;
+    if (!c) {
+        err_set(e, ERR_NOMEM, "out of memory");
+        return NULL;
     }
-    return ERR_OK;
-}
-
-static int open_kafka(struct worker *w, struct err *e)
-{
-    const char *topic = cfg_str(w->cf, "input.topic");
-    size_t np;
-    struct kq_opts ko = {.group_id = group_id(w->cf),
-                         .topics = &topic,
-                         .n_topics = 1,
-                         .client_id = "streamml-clickstream"};
-
-    ko.props = cfg_kafka(w->cf, &np);
-    ko.commit_interval_ms = (int)cfg_int(w->cf, "worker.commit_interval_ms");
-    ko.n_props = np;
-    ko.stats_cb = w->mx ? metrics_kafka_stats : NULL; /* consumer lag */
-    ko.stats_opaque = w->mx;
-    ko.on_assign = fence_partition;
-    ko.assign_opaque = w->st;
-    w->q = kq_open(&ko, e);
-    if (!w->q)
-        return e->code;
-    log_info("consuming %s as group %s -> %s (dead letters: %s), batches of %zu", topic,
-             ko.group_id, w->out_topic, w->dlq_topic, w->cap);
-    return ERR_OK;
-}
-
-static int worker_open(struct worker *w, struct err *e)
-{
-    w->cap = (size_t)cfg_int(w->cf, "worker.batch_size");
-    w->out_topic = cfg_str(w->cf, "output.topic");
-    w->dlq_topic = cfg_str(w->cf, "dlq.topic");
-    w->redis_ok = 1;
-    w->cd = codec_open(cfg_str(w->cf, "schemas.dir"), e);
-    if (!w->cd || open_state(w, e) || cstep_open(&w->cs, w->cf, w->cap, w->st, w->cov, e) ||
-        alloc_batch(w, e))
-        return e->code;
-    w->m = cstep_model(w->cs);
-    struct metrics_opts mo = {(int)cfg_int(w->cf, "metrics.port"),
-                              WORKER,
-                              sess_model_name(w->m),
-                              sess_model_version(w->m),
-                              0,
-                              cfg_str(w->cf, "clickstream.model")};
-    if (!(w->mx = metrics_open(&mo, e)) && e->code)
-        return e->code;
-    /* monitoring: the values of common/predmon.h against monitor.baseline */
-    w->mid = (struct mon_ident){WORKER, sess_model_name(w->m), sess_model_version(w->m),
-                                cfg_str(w->cf, "monitor.topic")};
-    w->mon = mon_open_cfg(w->cf, pmon_names(PMON_CLICKSTREAM, &(size_t){0}), PMON_CLICK_DIM, e);
-    if (!w->mon && e->code)
-        return e->code;
-    return open_kafka(w, e);
-}
-
-static void worker_close(struct worker *w)
-{
-    free(w->msgs);
-    free(w->sl);
-    free(w->in);
-    free(w->preds);
-    buf_free(&w->out);
-    buf_free(&w->dlq);
-    metrics_close(w->mx);
-    mon_close(w->mon);
-    cstep_close(w->cs);
-    cov_close(w->cov);
-    state_close(w->st);
-    codec_close(w->cd);
-}
-
-/* ---- one batch: decode, read state, advance sessions ---- */
-
-static void dead_letter(struct worker *w, size_t i, const struct err *why)
-{
-    struct err e = {0};
-
-    w->sl[i].dead = 1;
-    w->n.dead++;
-    metrics_add(w->mx, METRICS_DEAD_LETTERS, 1);
-    if (w->mon)
-        mon_observe_dead(w->mon, pipe_wall_ms());
-    if (pipe_dead_letter(w->q, w->cd, &w->dlq, w->dlq_topic, WORKER, w->msgs[i], why, &e))
-        log_error("dead letter not sent (offset will not be committed): %s", e.msg);
-}
-
-static void decode(struct worker *w, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        struct slot *s = &w->sl[i];
-        const struct kq_msg *m = w->msgs[i];
-        struct err e = {0};
-        s->t_in = pipe_now_us();
-        s->dead = 0;
-        w->in[i] = (struct cstep_click){&s->ev, m->topic, m->partition, m->offset};
-        if (codec_decode_click_event(w->cd, m->payload, m->len, &s->ev, &e)) {
-            w->in[i].ev = NULL;
-            dead_letter(w, i, &e);
-        }
+    c->w = w;
+    wk_redis_opts(w, &ro);
+    c->evs = calloc(n, sizeof(*c->evs));
+    c->in = calloc(n, sizeof(*c->in));
+    c->preds = calloc(n, sizeof(*c->preds));
+    c->pos = calloc(n, sizeof(*c->pos));
+    if (!c->evs || !c->in || !c->preds || !c->pos)
+        err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", n);
+    else if ((strcmp(cfg_str(cf, "state.backend"), "memory") == 0 ||
+              cstep_cov_open(cf, &ro, &c->cov, e) == ERR_OK) &&
+             cstep_open(&c->cs, cf, n, wk_state(w), c->cov, e) == ERR_OK)
+        /* monitoring: the values of common/predmon.h against monitor.baseline */
+        c->mon = mon_open_cfg(cf, pmon_names(PMON_CLICKSTREAM, &dim), PMON_CLICK_DIM, e);
+    if (!c->cs || (!c->mon && e->code)) {
+        click_close(c);
+        return NULL;
     }
+    if (c->mon && wk_monitor_add(w, c->mon, sess_model_name(cstep_model(c->cs))) < 0)
+        c->mon = NULL;
+    return c;
 }
 
-/* The monitor's view of one prediction (common/predmon.h). */
-static void observe(struct worker *w, const struct click_prediction *p)
+static void click_model(void *self, struct wk_model_info *mi)
 {
+    const struct click *c = self;
+    const struct sess_model *m = cstep_model(c->cs);
+
+    *mi = (struct wk_model_info){sess_model_name(m), sess_model_version(m),
+                                 cfg_str(wk_cfg(c->w), "clickstream.model")};
+}
+
+static int click_decode(void *self, const struct wk_batch *b, size_t i, struct err *e)
+{
+    struct click *c = self;
+    const struct kq_msg *m = b->msgs[i];
+
+    return codec_decode_click_event(wk_codec(c->w), m->payload, m->len, &c->evs[i], e);
+}
+
+/* States read and advanced, candidates fetched and ranked: one call. */
+static void click_process(void *self, struct wk_batch *b)
+{
+    struct click *c = self;
+
+    for (size_t i = 0; i < b->n; i++) {
+        const struct kq_msg *m = b->msgs[i];
+        c->in[i] = (struct cstep_click){b->status[i] == WK_LIVE ? &c->evs[i] : NULL, m->topic,
+                                        m->partition, m->offset};
+        c->pos[i] = m->pos;
+    }
+    c->degraded = cstep_batch(c->cs, b->n, c->in, c->preds);
+    wk_set_state_ok(c->w, !c->degraded);
+}
+
+static int click_emit(void *self, const struct wk_batch *b, size_t i, struct wk_record *r,
+                      struct err *e)
+{
+    struct click *c = self;
+    struct click_prediction *p = &c->preds[i];
     float x[PMON_CLICK_DIM];
     double score;
 
-    if (!w->mon)
-        return;
-    pmon_click_vector(p, x, &score);
-    mon_observe(w->mon, x, score, p->latency_us, p->degraded, pipe_wall_ms());
-}
-
-static void emit(struct worker *w, size_t i)
-{
-    struct click_prediction *p = &w->preds[i];
-    struct err e = {0};
-
-    p->latency_us = pipe_now_us() - w->sl[i].t_in;
-    if (codec_encode_click_prediction(w->cd, p, &w->out, &e) ||
-        kq_produce(w->q, w->out_topic, p->session_id, strlen(p->session_id), w->out.data,
-                   w->out.len, &w->msgs[i]->pos, &e)) {
-        log_error("prediction for %s not sent (offset will not be committed): %s", p->event_id,
-                  e.msg);
-        return;
+    p->latency_us = r->latency_us;
+    r->key = p->session_id;
+    r->key_len = strlen(p->session_id);
+    r->degraded = p->degraded;
+    if (codec_encode_click_prediction(wk_codec(c->w), p, r->val, e))
+        return e->code;
+    c->predictions++;
+    c->degraded_n += (uint64_t)p->degraded;
+    if (c->mon) {
+        pmon_click_vector(p, x, &score);
+        mon_observe(c->mon, x, score, p->latency_us, p->degraded, b->wall_ms);
     }
-    w->n.predictions++;
-    w->n.degraded += (uint64_t)p->degraded;
-    metrics_add(w->mx, METRICS_PREDICTIONS, 1);
-    metrics_add(w->mx, METRICS_DEGRADED, (uint64_t)p->degraded);
-    metrics_observe_latency(w->mx, p->latency_us);
-    observe(w, p);
+    return ERR_OK;
 }
 
-static void process_batch(struct worker *w, size_t n)
+/* Counts, then states (cstep_store: the order that survives a crash
+ * between the two); a failed write is logged, and the clicks' offsets are
+ * stored anyway: the sessions lose a step, the partition never stalls. */
+static void click_store(void *self, struct wk_batch *b)
 {
-    decode(w, n);
-    w->redis_ok = !cstep_batch(w->cs, n, w->in, w->preds);
-    for (size_t i = 0; i < n; i++)
-        if (!w->sl[i].dead)
-            emit(w, i);
-    cstep_store(w->cs);
-    for (size_t i = 0; i < n; i++)
-        if (!w->sl[i].dead)
-            kq_ack(w->q, &w->msgs[i]->pos, KQ_ACK_STATE);
+    struct click *c = self;
+
+    cstep_store(c->cs);
+    for (size_t i = 0; i < b->n; i++)
+        if (b->status[i] == WK_LIVE)
+            wk_ack_state(c->w, &c->pos[i]);
 }
 
-/* ---- the loop ---- */
-
-static size_t take_batch(struct worker *w, struct err *e)
+/* A new GRU model (and ranking settings) from the re-read configuration,
+ * smoke-checked before it serves; the old one serves on if anything fails.
+ * Stored states of another hidden size are ignored (sessions restart). */
+static int click_reload(void *self, const struct cfg *cf, struct err *e)
 {
-    size_t n = 0;
-    struct kq_msg *m;
-    int timeout = (int)cfg_int(w->cf, "worker.poll_ms");
+    struct click *c = self;
+    struct cstep *ns;
 
-    while (n < w->cap) {
-        if (kq_poll(w->q, n ? 0 : timeout, &m, e) || !m)
-            break;
-        w->msgs[n++] = m;
+    if (cstep_open(&ns, cf, wk_batch_cap(c->w), wk_state(c->w), c->cov, e))
+        return e->code;
+    if (cstep_smoke(ns, e)) {
+        cstep_close(ns);
+        return e->code;
     }
-    return n;
+    cstep_carry(ns, c->cs);
+    cstep_close(c->cs);
+    c->cs = ns;
+    return ERR_OK;
 }
 
-static void log_summary(struct worker *w, double secs)
+static size_t click_files(void *self, const char **paths, size_t cap)
 {
-    const struct counters *c = &w->n;
-    const struct cstep_counts *k = cstep_counts(w->cs);
+    const struct click *c = self;
+
+    if (!cap)
+        return 0;
+    paths[0] = cfg_str(wk_cfg(c->w), "clickstream.model");
+    return 1;
+}
+
+static void click_summary(void *self, double secs, uint64_t messages)
+{
+    const struct click *c = self;
+    const struct cstep_counts *k = cstep_counts(c->cs);
 
     log_info("summary: %llu messages in %.1f s: %llu predictions (%llu cold start, %llu unknown "
-             "item, %llu redelivered, %llu degraded), %llu dead-lettered; %llu items shown, %llu "
-             "explored; %llu sessions scored in %llu %s batches; %llu stored states ignored, "
-             "%llu state write failures, %llu co-visitation errors",
-             (unsigned long long)c->messages, secs, (unsigned long long)c->predictions,
+             "item, %llu redelivered, %llu degraded); %llu items shown, %llu explored; %llu "
+             "sessions scored in %llu %s batches; %llu stored states ignored, %llu state write "
+             "failures, %llu co-visitation errors",
+             (unsigned long long)messages, secs, (unsigned long long)c->predictions,
              (unsigned long long)k->cold, (unsigned long long)k->unknown,
-             (unsigned long long)k->redelivered, (unsigned long long)c->degraded,
-             (unsigned long long)c->dead, (unsigned long long)k->shown,
-             (unsigned long long)k->explored, (unsigned long long)k->rows,
-             (unsigned long long)k->batches, cstep_ivf(w->cs) ? "IVF" : "sgemm",
-             (unsigned long long)k->bad_state, (unsigned long long)k->state_errors,
-             (unsigned long long)k->cov_errors);
+             (unsigned long long)k->redelivered, (unsigned long long)c->degraded_n,
+             (unsigned long long)k->shown, (unsigned long long)k->explored,
+             (unsigned long long)k->rows, (unsigned long long)k->batches,
+             cstep_ivf(c->cs) ? "IVF" : "sgemm", (unsigned long long)k->bad_state,
+             (unsigned long long)k->state_errors, (unsigned long long)k->cov_errors);
     log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced",
              (unsigned long long)k->cov_redelivered, (unsigned long long)k->cov_fenced);
 }
 
-static int run(struct worker *w)
-{
-    struct err e = {0};
-    int64_t t0 = pipe_now_us(), last_input = t0;
-    int64_t idle_us = cfg_int(w->cf, "worker.idle_exit_ms") * 1000;
-    uint64_t max_msgs = (uint64_t)cfg_int(w->cf, "worker.max_messages");
-    size_t max_inflight = (size_t)cfg_int(w->cf, "worker.max_inflight");
+static const char *const click_defaults[][2] = {{"input.topic", "clickstream"},
+                                                {"output.topic", "predictions.clickstream"},
+                                                {"dlq.topic", "clickstream.dlq"}};
 
-    while (g_run) {
-        size_t n = 0;
-        if (kq_inflight(w->q) < max_inflight)
-            n = take_batch(w, &e);
-        if (e.code == ERR_FATAL)
-            break;
-        if (n) {
-            process_batch(w, n);
-            for (size_t i = 0; i < n; i++)
-                kq_msg_release(w->msgs[i]);
-            w->n.messages += n;
-            metrics_add(w->mx, METRICS_EVENTS, n);
-            last_input = pipe_now_us();
-        }
-        if (w->mon)
-            metrics_add(w->mx, METRICS_ALERTS,
-                        mon_tick_publish(w->mon, w->q, w->cd, &w->mid, pipe_wall_ms()));
-        metrics_worker_tick(w->mx, w->mon, kq_assigned(w->q), w->redis_ok, 1);
-        if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
-            break;
-        if ((max_msgs && w->n.messages >= max_msgs) ||
-            (idle_us && pipe_now_us() - last_input > idle_us))
-            break;
-    }
-    log_summary(w, (double)(pipe_now_us() - t0) / 1e6);
-    if (e.code == ERR_FATAL) {
-        log_error("stopping: %s", e.msg);
-        return 1;
-    }
-    return 0;
-}
+static const struct wk_stream click_stream = {
+    .name = "clickstream",
+    .usage = "usage: streamml-clickstream [-c FILE] [-X key=value ...] [-b HOSTS]\n\n"
+             "Consumes input.topic (default clickstream; click events keyed by session id)\n"
+             "in the consumer group kafka.group.id (default streamml-clickstream). Each click\n"
+             "advances its session's GRU state (Redis, expiring after clickstream.session_ttl_s\n"
+             "of inactivity) by one step; the next clickstream.k items (GRU scores, co-visited\n"
+             "and trending items; the session's items excluded; MMR re-ranked; epsilon-greedy\n"
+             "exploration with source and propensity per item) go to output.topic (default\n"
+             "predictions.clickstream). Undecodable messages go to dlq.topic (default\n"
+             "clickstream.dlq).\n"
+             "SIGTERM/SIGINT: finish in-flight work, commit, leave the group, exit 0.\n"
+             "SIGHUP (or a changed clickstream.model under model.watch_ms): reload the\n"
+             "model, smoke-checked; a refused one keeps the old serving.\n"
+             "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n\n",
+    .defaults = click_defaults,
+    .n_defaults = sizeof(click_defaults) / sizeof(click_defaults[0]),
+    .out_schema = CODEC_CLICK_PREDICTION,
+    .state_ttl_key = "clickstream.session_ttl_s",
+    .open = click_open,
+    .close = click_close,
+    .model = click_model,
+    .decode = click_decode,
+    .process = click_process,
+    .emit = click_emit,
+    .store = click_store,
+    .reload = click_reload,
+    .files = click_files,
+    .summary = click_summary,
+};
 
 int main(int argc, char **argv)
 {
-    struct cli cl = {0};
-    struct worker w = {0};
-    struct err e = {0};
-    int rc = cli_parse(&cl, argc, argv, usage);
-
-    if (rc >= 0)
-        return rc;
-    if (!(w.cf = cli_load(&cl, WORKER)))
-        return 2;
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGPIPE, SIG_IGN); /* a dropped Redis connection is an error return, not a kill */
-    if (click_defaults(w.cf, &e) || worker_open(&w, &e)) {
-        log_error("%s", e.msg);
-        fprintf(stderr, "error: %s\n", e.msg);
-        rc = e.code == ERR_CONFIG ? 2 : 1;
-    } else {
-        rc = run(&w);
-        /* Drain: deliveries, then commit, leave the group. */
-        if (kq_close(w.q, (int)cfg_int(w.cf, "worker.shutdown_timeout_ms"), &e)) {
-            log_error("close: %s", e.msg);
-            rc = rc ? rc : 1;
-        }
-        w.q = NULL;
-    }
-    kq_close(w.q, 0, NULL);
-    worker_close(&w);
-    cfg_free(w.cf);
-    return rc;
+    return wk_main(argc, argv, &click_stream);
 }
