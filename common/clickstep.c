@@ -28,6 +28,7 @@ struct cstep {
     struct state *st;
     struct cov *cov;
     struct sess_model *m;
+    char *path;      /* of m */
     struct ann *ann; /* clickstream.search=ivf; NULL: exact */
     struct ann_query *annq;
     struct rec_ctx *rc;
@@ -112,6 +113,8 @@ static int open_model(struct cstep *c, const struct cfg *cf, struct err *e)
     uint64_t seed = (uint64_t)cfg_int(cf, "clickstream.seed");
     const char *path = cfg_str(cf, "clickstream.model");
 
+    if (!(c->path = strdup(path)))
+        return err_set(e, ERR_NOMEM, "out of memory");
     if (sess_model_open(&c->m, path, e))
         return e->code;
     /* process-wide; one thread by default: scale out with workers (partitions) */
@@ -203,6 +206,7 @@ void cstep_close(struct cstep *c)
     ann_query_close(c->annq);
     ann_close(c->ann);
     sess_model_close(c->m);
+    free(c->path);
     free(c);
 }
 
@@ -237,6 +241,11 @@ void cstep_carry(struct cstep *to, const struct cstep *from)
 const struct sess_model *cstep_model(const struct cstep *c)
 {
     return c->m;
+}
+
+const char *cstep_model_path(const struct cstep *c)
+{
+    return c->path;
 }
 
 const struct cstep_counts *cstep_counts(const struct cstep *c)

@@ -83,6 +83,7 @@ int cstep_smoke(struct cstep *c, struct err *e);
 void cstep_carry(struct cstep *to, const struct cstep *from);
 
 const struct sess_model *cstep_model(const struct cstep *c);
+const char *cstep_model_path(const struct cstep *c); /* the file it was opened from */
 const struct cstep_counts *cstep_counts(const struct cstep *c);
 int cstep_ivf(const struct cstep *c); /* 1: candidates from the IVF index */
 

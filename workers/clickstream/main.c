@@ -94,8 +94,8 @@ static void click_model(void *self, struct wk_model_info *mi)
     const struct click *c = self;
     const struct sess_model *m = cstep_model(c->cs);
 
-    *mi = (struct wk_model_info){sess_model_name(m), sess_model_version(m),
-                                 cfg_str(wk_cfg(c->w), "clickstream.model")};
+    *mi =
+        (struct wk_model_info){sess_model_name(m), sess_model_version(m), cstep_model_path(c->cs)};
 }
 
 static int click_decode(void *self, const struct wk_batch *b, size_t i, struct err *e)
@@ -183,7 +183,7 @@ static size_t click_files(void *self, const char **paths, size_t cap)
 
     if (!cap)
         return 0;
-    paths[0] = cfg_str(wk_cfg(c->w), "clickstream.model");
+    paths[0] = cstep_model_path(c->cs); /* a reload may have moved it */
     return 1;
 }
 
