@@ -2865,32 +2865,27 @@ static int fill_txn(struct codec *c, const struct txn_event *ev, struct err *e)
     return ERR_OK;
 }
 
-int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struct err *e)
+/* Appends the value of f's schema slot, filled by the caller. */
+static int file_append(struct codec_file *f, struct err *e)
 {
-    struct slot *s = &f->c->slot[f->c->known[CODEC_TXN_EVENT]];
-
-    if (!f->wr || f->which != CODEC_TXN_EVENT)
-        return err_set(e, ERR_CONFIG, "%s: not open for writing transactions", f->path);
-    if (fill_txn(f->c, ev, e))
-        return e->code;
-    if (avro_file_writer_append_value(f->wr, &s->value))
+    if (avro_file_writer_append_value(f->wr, &f->c->slot[f->c->known[f->which]].value))
         return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n + 1, avro_strerror());
     f->n++;
     return ERR_OK;
 }
 
+int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struct err *e)
+{
+    if (!f->wr || f->which != CODEC_TXN_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for writing transactions", f->path);
+    return fill_txn(f->c, ev, e) ? e->code : file_append(f, e);
+}
+
 int codec_file_write_click(struct codec_file *f, const struct click_event *ev, struct err *e)
 {
-    struct slot *s = &f->c->slot[f->c->known[CODEC_CLICK_EVENT]];
-
     if (!f->wr || f->which != CODEC_CLICK_EVENT)
         return err_set(e, ERR_CONFIG, "%s: not open for writing clicks", f->path);
-    if (fill_click(f->c, ev, e))
-        return e->code;
-    if (avro_file_writer_append_value(f->wr, &s->value))
-        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n + 1, avro_strerror());
-    f->n++;
-    return ERR_OK;
+    return fill_click(f->c, ev, e) ? e->code : file_append(f, e);
 }
 
 long codec_file_records(const struct codec_file *f)

@@ -226,20 +226,20 @@ static const struct wk_stream click_stream = {
              "SIGHUP (or a changed clickstream.model under model.watch_ms): reload the\n"
              "model, smoke-checked; a refused one keeps the old serving.\n"
              "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n\n",
-    .defaults = click_defaults,
-    .n_defaults = sizeof(click_defaults) / sizeof(click_defaults[0]),
-    .out_schema = CODEC_CLICK_PREDICTION,
-    .state_ttl_key = "clickstream.session_ttl_s",
     .open = click_open,
-    .close = click_close,
-    .model = click_model,
     .decode = click_decode,
     .process = click_process,
     .emit = click_emit,
     .store = click_store,
+    .state_ttl_key = "clickstream.session_ttl_s", /* keeps session states, fenced */
     .reload = click_reload,
     .files = click_files,
+    .model = click_model,
     .summary = click_summary,
+    .close = click_close,
+    .n_defaults = sizeof(click_defaults) / sizeof(click_defaults[0]),
+    .defaults = click_defaults,
+    .out_schema = CODEC_CLICK_PREDICTION,
 };
 
 int main(int argc, char **argv)
