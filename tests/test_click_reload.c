@@ -1,21 +1,10 @@
-/* The clickstream worker's defects of issue 16, each a row run against
- * streamml-clickstream on the embedded stack (`streamml broker`, the test
- * Schema Registry; state in memory, so no Redis):
- *
- *   back-pressure   worker.max_inflight reached while deliveries stall (the
- *                   producer holds records for linger.ms, longer than
- *                   max.poll.interval.ms): the worker must keep polling, so
- *                   it is never dropped from its group (one assignment, no
- *                   "maximum poll interval" warning) and answers every click;
- *   schema registry clicks framed with the registry's id of click_event are
- *                   read through schema.registry.url (not dead-lettered as
- *                   local id 1, transaction_event), and the predictions are
- *                   framed with the id registered under
- *                   <output.topic>-value;
- *   hot reload      SIGHUP swaps in a new GRU model file (version 1 -> 2,
- *                   the next clicks carry it, INFO model_reload alert); a
- *                   corrupt file is refused (WARNING model_reload alert),
- *                   version 2 serves on and the worker keeps running.
+/* The clickstream worker's model reload beyond what tests/test_runtime.c
+ * checks for every stream (SIGHUP reloads, the worker lives on): on the
+ * embedded stack (`streamml broker`, state in memory), SIGHUP swaps in a
+ * new GRU model file (version 1 -> 2: the next clicks carry it; an INFO
+ * model_reload alert on monitor.topic); a corrupt file is refused (a
+ * WARNING model_reload alert naming the refusal), version 2 serves on and
+ * the worker keeps running. Before the runtime, SIGHUP killed the worker.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,13 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "regserver.h"
 #include "stack.h"
 
-/* each row its own input and output topics: one broker for the three */
-#define TOPICS                                                                                     \
-    "bp.in:2,bp.out:2,reg.in:2,reg.out:2,reload.in:2,reload.out:2,clickstream.dlq:1,"              \
-    "monitoring:1"
+#define TOPICS "reload.in:2,reload.out:2,clickstream.dlq:1,monitoring:1"
 #define MODEL "models/clickstream/gru4rec.onnx"
 
 struct env {
@@ -84,11 +69,10 @@ static int sh(const char *fmt, ...)
     return system(cmd);
 }
 
-/* n more clicks of 3 sessions; with a registry, framed with its schema_id
- * (keyed by user_id, which is the session id here). */
-static void produce(struct env *v, const char *topic, int n, const char *registry, int schema_id)
+/* n more clicks of 3 sessions. */
+static void produce(struct env *v, const char *topic, int n)
 {
-    char path[128], id[16];
+    char path[128];
     FILE *f;
 
     snprintf(path, sizeof(path), "%s/clicks-%d.jsonl", v->dir, v->next);
@@ -100,7 +84,6 @@ static void produce(struct env *v, const char *topic, int n, const char *registr
                 i, i % 3, i % 3, 10 + i, 1767225600000LL + 1000LL * i);
     fclose(f);
     v->next += n;
-    snprintf(id, sizeof(id), "%d", schema_id);
     char *argv[] = {(char *)test_bin("streamml"),
                     "produce",
                     "-b",
@@ -111,10 +94,8 @@ static void produce(struct env *v, const char *topic, int n, const char *registr
                     path,
                     "--log-level",
                     "warn",
-                    registry ? "-r" : "--schema",
-                    registry ? (char *)registry : "click_event",
-                    registry ? "--schema-id" : NULL,
-                    id,
+                    "--schema",
+                    "click_event",
                     NULL};
     assert_int_equal(test_run_wait(argv, NULL), 0);
 }
@@ -189,8 +170,8 @@ static int count(const char *path, ...)
     return n;
 }
 
-/* topic as JSON lines into path (-r: read through the registry). */
-static void consume(struct env *v, const char *topic, const char *registry, const char *path)
+/* topic as JSON lines into path. */
+static void consume(struct env *v, const char *topic, const char *path)
 {
     char *argv[] = {(char *)test_bin("streamml"),
                     "consume",
@@ -202,82 +183,8 @@ static void consume(struct env *v, const char *topic, const char *registry, cons
                     "-e",
                     "--log-level",
                     "error",
-                    registry ? "-r" : NULL,
-                    (char *)registry,
                     NULL};
     assert_int_equal(test_run_wait(argv, path), 0);
-}
-
-static void test_back_pressure_keeps_polling(void **st)
-{
-    struct env *v = *st;
-    char log[128];
-    static const char *const xs[] = {"state.backend=memory", "worker.max_inflight=4",
-                                     "worker.batch_size=4", "worker.poll_ms=20",
-                                     "group.id=rt-click-backpressure", "session.timeout.ms=6000",
-                                     "heartbeat.interval.ms=500", "max.poll.interval.ms=6000",
-                                     /* each delivery waits 9 s: a stall past the poll interval */
-                                     "linger.ms=9000", NULL};
-    pid_t w;
-
-    snprintf(log, sizeof(log), "%s/backpressure.log", v->dir);
-    produce(v, "bp.in", 8, NULL, 7);
-    w = start_worker(v, "bp", log, xs);
-    assert_true(w > 0);
-    wait_or_fail(v, "bp.out", 8, w, log);
-    stop_ok(w, log);
-    printf("# assignments: %d, poll-interval warnings: %d\n",
-           count(log, "rebalance: assigned", NULL), count(log, "maximum poll interval", NULL));
-    assert_int_equal(count(log, "maximum poll interval", NULL), 0);
-    assert_int_equal(count(log, "rebalance: assigned", NULL), 1);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    static char buf[64 * 1024];
-    size_t n;
-
-    assert_non_null(f);
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return buf;
-}
-
-static void test_schema_registry_is_used(void **st)
-{
-    struct env *v = *st;
-    struct test_registry *r = test_registry_start(0, NULL, NULL);
-    char log[128], out[128], url[160], dlq[128];
-    const char *xs[] = {"state.backend=memory", "worker.poll_ms=20", "group.id=rt-click-registry",
-                        url, NULL};
-    int id;
-    pid_t w;
-
-    assert_non_null(r);
-    /* the registry's first id is 1: locally, 1 is transaction_event */
-    id = test_registry_add(r, "clickstream-value", slurp("schemas/click_event.avsc"));
-    assert_int_equal(id, 1);
-    snprintf(url, sizeof(url), "schema.registry.url=%s", test_registry_url(r));
-    snprintf(log, sizeof(log), "%s/registry.log", v->dir);
-    snprintf(out, sizeof(out), "%s/registry-predictions.jsonl", v->dir);
-    snprintf(dlq, sizeof(dlq), "%s/registry-dlq.jsonl", v->dir);
-    produce(v, "reg.in", 6, test_registry_url(r), id);
-    w = start_worker(v, "reg", log, xs);
-    assert_true(w > 0);
-    if (test_wait_topic(v->broker.bootstrap, "reg.out", 6, 20000)) {
-        consume(v, "clickstream.dlq", NULL, dlq);
-        if (sh("head -c 600 '%s' >&2", dlq))
-            fprintf(stderr, "no dead letters\n");
-    }
-    wait_or_fail(v, "reg.out", 6, w, log);
-    stop_ok(w, log);
-    assert_int_equal(test_topic_size(v->broker.bootstrap, "clickstream.dlq"), 0);
-    /* framed with the registered id: read through the registry */
-    consume(v, "reg.out", test_registry_url(r), out);
-    assert_int_equal(count(out, "\"event_id\":\"c", "\"items\":[{", NULL), 6);
-    test_registry_free(r);
 }
 
 /* src with its "model_version" metadata value ("1") set to version. */
@@ -323,13 +230,13 @@ static void test_sighup_reloads_the_model_or_refuses(void **st)
     write_model(MODEL, model, '1');
     w = start_worker(v, "reload", log, xs);
     assert_true(w > 0);
-    produce(v, "reload.in", 4, NULL, 7);
+    produce(v, "reload.in", 4);
     wait_or_fail(v, "reload.out", 4, w, log);
 
     write_model(MODEL, model, '2');
     assert_int_equal(kill(w, SIGHUP), 0);
     test_sleep_ms(1500);
-    produce(v, "reload.in", 4, NULL, 7);
+    produce(v, "reload.in", 4);
     wait_or_fail(v, "reload.out", 8, w, log);
 
     assert_non_null(f = fopen(model, "w")); /* not a model any more */
@@ -337,11 +244,11 @@ static void test_sighup_reloads_the_model_or_refuses(void **st)
     assert_int_equal(fclose(f), 0);
     assert_int_equal(kill(w, SIGHUP), 0);
     test_sleep_ms(1500);
-    produce(v, "reload.in", 4, NULL, 7);
+    produce(v, "reload.in", 4);
     wait_or_fail(v, "reload.out", 12, w, log);
     stop_ok(w, log);
 
-    consume(v, "reload.out", NULL, out);
+    consume(v, "reload.out", out);
     for (int i = base; i < v->next; i++) {
         char id[32];
         snprintf(id, sizeof(id), "\"event_id\":\"c%d\"", i);
@@ -350,7 +257,7 @@ static void test_sighup_reloads_the_model_or_refuses(void **st)
                                NULL),
                          1);
     }
-    consume(v, "monitoring", NULL, alerts);
+    consume(v, "monitoring", alerts);
     assert_int_equal(count(alerts, "model_reload", "INFO", "version 1 -> 2", NULL), 1);
     assert_int_equal(count(alerts, "model_reload", "WARNING", "refused", NULL), 1);
 }
@@ -358,8 +265,6 @@ static void test_sighup_reloads_the_model_or_refuses(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_back_pressure_keeps_polling),
-        cmocka_unit_test(test_schema_registry_is_used),
         cmocka_unit_test(test_sighup_reloads_the_model_or_refuses),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
