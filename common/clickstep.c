@@ -91,6 +91,7 @@ int cstep_cov_open(const struct cfg *cf, const struct state_redis_opts *ro, stru
     struct cov_opts co = {.host = ro->host,
                           .port = ro->port,
                           .password = ro->password,
+                          .username = ro->username,
                           .prefix = ro->prefix,
                           .ttl_s = (int)cfg_int(cf, "clickstream.covisit_ttl_s"),
                           .half_life_s = cfg_double(cf, "clickstream.trending_half_life_s"),

@@ -50,7 +50,7 @@ int cstep_search_open(const struct cfg *cf, const char *search, const struct ses
                       int ktop, struct ann **ann, struct ann_query **q, struct err *e);
 
 /* The co-visitation store (common/covis.h) on the Redis of ro (host,
- * port, password, prefix, timeout) with clickstream.covisit_ttl_s and
+ * port, ACL user, password, prefix, timeout) with clickstream.covisit_ttl_s and
  * trending_half_life_s; *out NULL when clickstream.covisit is 0. */
 int cstep_cov_open(const struct cfg *cf, const struct state_redis_opts *ro, struct cov **out,
                    struct err *e);

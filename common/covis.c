@@ -77,7 +77,7 @@ static const char update_script[] =
 
 struct cov {
     redisContext *c;
-    char *host, *password, *prefix;
+    char *host, *password, *prefix, *username; /* username NULL: the default user */
     int port, ttl_s, timeout_ms;
     double half_life_s;
     /* argv scratch, grown to the largest batch */
@@ -106,7 +106,8 @@ int cov_open(struct cov **out, const struct cov_opts *o, struct err *e)
         return free(c),
                err_set(e, ERR_CONFIG, "trending half life %g s: must be > 0", o->half_life_s);
     if (!c || !(c->host = dup_or(o->host, "127.0.0.1")) || !(c->prefix = dup_or(o->prefix, "")) ||
-        (o->password && !(c->password = strdup(o->password)))) {
+        (o->password && !(c->password = strdup(o->password))) ||
+        (o->username && *o->username && !(c->username = strdup(o->username)))) {
         cov_close(c);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
@@ -126,6 +127,7 @@ void cov_close(struct cov *c)
         redisFree(c->c);
     free(c->host);
     free(c->password);
+    free(c->username);
     free(c->prefix);
     free(c->argv);
     free(c->argvlen);
@@ -157,7 +159,8 @@ static int connect_once(struct cov *c, struct err *e)
         return lost(c, "connect", e);
     if (!c->password)
         return ERR_OK;
-    r = redisCommand(c->c, "AUTH %s", c->password);
+    r = c->username ? redisCommand(c->c, "AUTH %s %s", c->username, c->password)
+                    : redisCommand(c->c, "AUTH %s", c->password);
     if (!r)
         return lost(c, "AUTH", e);
     if (r->type == REDIS_REPLY_ERROR) {

@@ -30,8 +30,8 @@
 #include "codec.h"
 #include "kafka.h"
 #include "log.h"
-#include "pipeline.h"
 #include "out.h"
+#include "pipeline.h"
 #include "replay.h"
 
 #define MAX_FILES 256
