@@ -13,8 +13,10 @@
  *     asks the registry decodes every one;
  *   - hot reload: SIGHUP reloads the stream's models (the worker lives on,
  *     logs "model reloaded (SIGHUP)") and events after it are answered.
- * The clickstream and images rows are added as those streams move onto the
- * runtime.
+ * The images row is added as that stream moves onto the runtime. Each
+ * check failed on the clickstream worker before it moved (it stopped
+ * polling at max_inflight, opened its codec without the registry, and had
+ * no SIGHUP handler: the signal killed it).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -55,10 +57,22 @@ static void txn_events(FILE *f, int n)
                 i, i % 17, 1700000000000LL + i * 1000LL, 100 + i);
 }
 
+/* Sessions of known items (the GRU model's catalog), keyed by session. */
+static void click_events(FILE *f, int n)
+{
+    for (int i = 0; i < n; i++)
+        fprintf(f,
+                "{\"event_id\":\"rc%04d\",\"session_id\":\"s%02d\",\"user_id\":null,"
+                "\"item_id\":%d,\"event_type\":\"view\",\"event_time\":%lld}\n",
+                i, i % 7, 10 + i, 1700000000000LL + i * 1000LL);
+}
+
 static const struct row rows[] = {
     {"transactions", "transactions:4,predictions.transactions:4,transactions.dlq:1,monitoring:1",
      "transactions", "predictions.transactions", "transaction_event", "\"event_id\"", txn_events,
      NULL},
+    {"clickstream", "clickstream:4,predictions.clickstream:4,clickstream.dlq:1,monitoring:1",
+     "clickstream", "predictions.clickstream", "click_event", "\"event_id\"", click_events, NULL},
 };
 
 struct env {
@@ -304,7 +318,7 @@ static void test_sighup_reloads_the_models(void **st)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {ROW(0)};
+    const struct CMUnitTest tests[] = {ROW(0), ROW(1)};
 
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
