@@ -13,7 +13,7 @@
  * TreeShap, Yu et al. 2022). Everything per edge that depends only on the
  * model (cover ratios, their quadrature factors) is computed at open, so a
  * row costs one pass down and one pass up each tree with a few vector
- * operations per node, and no division. README "Explanations" has figures.
+ * operations per node, and no division. docs/performance.md "Exact TreeSHAP" has figures.
  *
  * The handle is read-only after open and may be shared by threads; each
  * thread explains with its own workspace.
