@@ -132,6 +132,7 @@ models-images:
 	$(PY) models/images/train.py --out models/images --fixtures tests/fixtures
 fixtures-images:
 	$(PY) tests/fixtures/make_image_fixtures.py
+	$(PY) tests/fixtures/make_gradcam_fixtures.py
 
 # Large ONNX models (torchvision, random init) into $(BUILD)/onnx-models, and
 # their parity check against torch (tools/onnx_parity.py).

@@ -174,6 +174,86 @@ static void test_grids_and_upsampling_match_torch(void **st)
     json_decref(ref);
 }
 
+/* A JSON array of numbers into a new float array of exactly n. */
+static float *jfloats(json_t *root, const char *key, size_t n)
+{
+    json_t *a = json_object_get(root, key);
+    float *v = malloc(n * sizeof(float));
+
+    assert_non_null(v);
+    assert_int_equal(json_array_size(a), n);
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)json_number_value(json_array_get(a, i));
+    return v;
+}
+
+/* Grad-CAM through the seed's head (Dropout - Linear - ReLU - Dropout -
+ * Linear; dropout is the identity) equals torch autograd's for every class
+ * (tests/fixtures/make_gradcam_fixtures.py; some hidden units are cut by
+ * the ReLU, so its mask matters); the same head written as MatMul + Add
+ * (transposed weights, separate bias) gives the same maps. */
+static void test_gradcam_through_a_deep_head_matches_torch(void **st)
+{
+    json_error_t je;
+    json_t *r = json_load_file(FIX "/gradcam_head.json", 0, &je);
+    int C, H, W_, HID, K;
+    float *f, *w1, *b1, *w2, *b2, *w1t, grid[64], grid2[64], *scratch;
+    struct err e = {0};
+
+    (void)st;
+    assert_non_null(r);
+    C = (int)json_integer_value(json_object_get(r, "channels"));
+    H = (int)json_integer_value(json_object_get(r, "h"));
+    W_ = (int)json_integer_value(json_object_get(r, "w"));
+    HID = (int)json_integer_value(json_object_get(r, "hidden"));
+    K = (int)json_integer_value(json_object_get(r, "classes"));
+    assert_true(H * W_ <= 64 && json_integer_value(json_object_get(r, "hidden_negative")) > 0);
+    f = jfloats(r, "features", (size_t)C * H * W_);
+    w1 = jfloats(r, "w1", (size_t)HID * C);
+    b1 = jfloats(r, "b1", (size_t)HID);
+    w2 = jfloats(r, "w2", (size_t)K * HID);
+    b2 = jfloats(r, "b2", (size_t)K);
+    w1t = malloc((size_t)HID * C * sizeof(float));
+    assert_non_null(w1t);
+    for (int o = 0; o < HID; o++)
+        for (int j = 0; j < C; j++)
+            w1t[(size_t)j * HID + o] = w1[(size_t)o * C + j];
+    {
+        const struct cam_layer seed[] = {{CAM_DENSE, w1, b1, C, HID, 0},
+                                         {CAM_RELU, NULL, NULL, HID, HID, 0},
+                                         {CAM_DENSE, w2, b2, HID, K, 0}};
+        const struct cam_layer matmul[] = {{CAM_DENSE, w1t, NULL, C, HID, 1},
+                                           {CAM_ADD, NULL, b1, HID, HID, 0},
+                                           {CAM_RELU, NULL, NULL, HID, HID, 0},
+                                           {CAM_DENSE, w2, b2, HID, K, 0}};
+        scratch = malloc(cam_gradcam_scratch(matmul, 4, C) * sizeof(float));
+        assert_non_null(scratch);
+        for (int k = 0; k < K; k++) {
+            json_t *m = json_array_get(json_object_get(r, "maps"), (size_t)k);
+            assert_int_equal(cam_gradcam(seed, 3, C, f, H, W_, k, grid, scratch, &e), ERR_OK);
+            assert_int_equal(cam_gradcam(matmul, 4, C, f, H, W_, k, grid2, scratch, &e), ERR_OK);
+            for (int i = 0; i < H * W_; i++) {
+                assert_float_equal(grid[i], json_number_value(json_array_get(m, (size_t)i)),
+                                   1e-5);
+                assert_float_equal(grid2[i], grid[i], 1e-6);
+            }
+        }
+        /* a head whose sizes do not chain, and a class past the end */
+        assert_int_equal(cam_gradcam(seed + 1, 2, C, f, H, W_, 0, grid, scratch, &e),
+                         ERR_INVALID);
+        assert_non_null(strstr(e.msg, "head layer 0"));
+        assert_int_equal(cam_gradcam(seed, 3, C, f, H, W_, K, grid, scratch, &e), ERR_INVALID);
+    }
+    free(scratch);
+    free(f);
+    free(w1);
+    free(b1);
+    free(w2);
+    free(b2);
+    free(w1t);
+    json_decref(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -181,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_bad_class_or_non_finite_features_are_refused),
         cmocka_unit_test(test_overlay_colours_hot_cells_and_keeps_cold_ones),
         cmocka_unit_test(test_grids_and_upsampling_match_torch),
+        cmocka_unit_test(test_gradcam_through_a_deep_head_matches_torch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
