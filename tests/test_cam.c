@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "cam.h"
+#include "npy.h"
 #include "onnx.h"
+#include "stack.h"
 
 #define FIX "tests/fixtures/images"
 #define TORCH_TOL 1e-5
@@ -254,6 +256,50 @@ static void test_gradcam_through_a_deep_head_matches_torch(void **st)
     json_decref(r);
 }
 
+/* streamml predict --gradcam on a torchvision EfficientNet-B0 with the
+ * seed's head (tests/fixtures/make_gradcam_effnet.py, made here: ~19 MB):
+ * the (N, h, w) maps equal torch autograd's Grad-CAM to 1e-3. */
+static void test_gradcam_efficientnet_b0_matches_torch_autograd(void **st)
+{
+    char dir[] = "/tmp/gradcam.XXXXXX", cmd[1024], path[300];
+    struct onnx_tensor got = {0}, want = {0};
+    struct err e = {0};
+    int k = -1;
+    FILE *f;
+    double worst = 0;
+
+    (void)st;
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof(cmd),
+             "timeout 120 /usr/bin/python3 tests/fixtures/make_gradcam_effnet.py %s 3", dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof(path), "%s/k.txt", dir);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%d", &k), 1);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd),
+             "%s predict --model %s/effnet_b0.onnx --input %s/x.npy --gradcam %d --output "
+             "%s/cam.npy",
+             test_bin("streamml"), dir, dir, k, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof(path), "%s/cam.npy", dir);
+    assert_int_equal(npy_read(path, &got, &e), ERR_OK);
+    snprintf(path, sizeof(path), "%s/cam_ref.npy", dir);
+    assert_int_equal(npy_read(path, &want, &e), ERR_OK);
+    assert_int_equal(got.ndim, 3);
+    assert_memory_equal(got.dims, want.dims, sizeof(got.dims[0]) * 3);
+    for (size_t i = 0; i < onnx_numel(&got); i++)
+        worst = fmax(worst, fabs((double)((float *)got.data)[i] - ((float *)want.data)[i]));
+    printf("gradcam EfficientNet-B0 class %d, maps %lldx%lld: max |ours - torch| = %.3g\n", k,
+           (long long)got.dims[1], (long long)got.dims[2], worst);
+    assert_true(worst < 1e-3);
+    npy_free(&got);
+    npy_free(&want);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_overlay_colours_hot_cells_and_keeps_cold_ones),
         cmocka_unit_test(test_grids_and_upsampling_match_torch),
         cmocka_unit_test(test_gradcam_through_a_deep_head_matches_torch),
+        cmocka_unit_test(test_gradcam_efficientnet_b0_matches_torch_autograd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
