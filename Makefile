@@ -102,6 +102,7 @@ clean:
 fixtures:
 	$(PY) tests/fixtures/make_xgb_fixtures.py
 	$(PY) tests/fixtures/make_shap_fixtures.py
+	$(PY) tests/fixtures/make_advval_fixtures.py
 	$(PY) tests/fixtures/make_registry_fixtures.py
 	$(PY) tests/fixtures/make_predmon_fixtures.py
 
