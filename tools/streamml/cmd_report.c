@@ -17,6 +17,7 @@
 #include "backtest.h"
 #include "cli.h"
 #include "cmds.h"
+#include "report_adv.h"
 #include "codec.h"
 #include "features.h"
 
@@ -39,6 +40,7 @@ struct gate {
 struct rep_args {
     struct cli cli;
     const char *preds, *labels, *labels_topic, *output, *baseline;
+    const char *adv_train, *adv_live; /* adversarial validation (report_adv.c) */
     struct gate gates[MAX_GATES];
     int ngates, referable;
 };
@@ -91,6 +93,12 @@ static void usage(FILE *out)
             "                       `replay --features`) and of the score against the\n"
             "                       model's training baseline (`streamml profile`); gates\n"
             "                       psi_score and psi_max (largest feature PSI)\n"
+            "      --train-features F --live-features F\n"
+            "                       adversarial validation: `streamml featurize` CSVs of\n"
+            "                       the training rows and of the replayed or live-captured\n"
+            "                       ones; a classifier separating them (stratified 5-fold)\n"
+            "                       and its AUC, WARNING above 0.6, and the features that\n"
+            "                       separate them most (tools/streamml/report_adv.c)\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
             "Metrics: AUC, Gini (2 AUC - 1), KS, Brier score, precision / recall /\n"
             "approval rate at decision.review_threshold and decision.decline_threshold;\n"
@@ -143,6 +151,8 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
                                        {"gate", required_argument, NULL, 1002},
                                        {"referable", required_argument, NULL, 1003},
                                        {"baseline", required_argument, NULL, 1004},
+                                       {"train-features", required_argument, NULL, 1010},
+                                       {"live-features", required_argument, NULL, 1011},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -187,6 +197,12 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
             break;
         case 1004:
             a->baseline = optarg;
+            break;
+        case 1010:
+            a->adv_train = optarg;
+            break;
+        case 1011:
+            a->adv_live = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -672,7 +688,7 @@ static void html_tables(FILE *o, const struct results *r, const struct joined *j
 }
 
 static int write_html(const char *path, const struct rep_args *a, const struct results *r,
-                      const struct joined *j, struct err *e)
+                      const struct joined *j, const struct report_adv *adv, struct err *e)
 {
     struct out *ou;
     FILE *o;
@@ -695,6 +711,8 @@ static int write_html(const char *path, const struct rep_args *a, const struct r
     svg_roc(o, r);
     svg_hist(o, r);
     svg_calibration(o, r);
+    if (adv)
+        report_adv_html(o, adv);
     fputs("</body></html>\n", o);
     return out_commit(ou, e);
 }
@@ -739,11 +757,17 @@ int cmd_report(int argc, char **argv)
     struct psi ps = {0};
     struct err e = {0};
     struct cfg *cf = NULL;
+    struct report_adv adv = {0};
     size_t label_only = 0;
-    int rc = parse_args(argc, argv, &a), failed = 0;
+    int rc = parse_args(argc, argv, &a), failed = 0, with_adv;
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
+    with_adv = a.adv_train || a.adv_live;
+    if (with_adv && !(a.adv_train && a.adv_live)) {
+        fprintf(stderr, "error: --train-features and --live-features go together\n");
+        return EXIT_USAGE;
+    }
     if (!(cf = cli_load(&a.cli, "report")))
         return EXIT_USAGE;
     rc = oc_open(&l, OC_LABEL, &e);
@@ -757,15 +781,20 @@ int cmd_report(int argc, char **argv)
         psi_finish(&ps);
     if (rc == ERR_OK)
         rc = compute(&j, cf, a.referable, &r, &e);
+    if (rc == ERR_OK && with_adv)
+        rc = report_adv_run(a.adv_train, a.adv_live, &adv, &e);
     if (rc == ERR_OK)
-        rc = write_html(a.output, &a, &r, &j, &e);
+        rc = write_html(a.output, &a, &r, &j, with_adv ? &adv : NULL, &e);
     if (rc == ERR_OK) {
         label_only = oc_unjoined(l);
         failed = summary(&a, &r, &j, oc_count(l), label_only);
+        if (with_adv)
+            report_adv_summary(&adv);
         printf("wrote %s\n", a.output);
         rc = out_stdout_check(&e); /* the summary is an output too */
     }
     psi_close(&ps);
+    report_adv_free(&adv);
     free(r.fpr);
     free(r.tpr);
     free(j.p);
