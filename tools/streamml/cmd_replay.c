@@ -383,6 +383,12 @@ static void write_jsonl(struct line *l, const struct txn_prediction *p, const fl
             putc_(l, ',');
         json_str(l, p->reasons[k]);
     }
+    puts_(l, "],\"reason_features\":[");
+    for (int k = 0; k < p->n_reasons; k++) {
+        if (k)
+            putc_(l, ',');
+        json_str(l, p->reason_features[k]);
+    }
     puts_(l, "],\"reason_values\":[");
     for (int k = 0; k < p->n_reasons; k++) {
         if (k)
