@@ -51,8 +51,8 @@ int main(int argc, char **argv)
     nf = gbdt_num_features(g);
     n = (size_t)x.dims[0];
     m = (size_t)ref.dims[0];
-    if (x.ndim != 2 || (size_t)x.dims[1] != nf || ref.ndim != 2 ||
-        (size_t)ref.dims[1] != nf + 1 || m > n) {
+    if (x.ndim != 2 || (size_t)x.dims[1] != nf || ref.ndim != 2 || (size_t)ref.dims[1] != nf + 1 ||
+        m > n) {
         fprintf(stderr, "error: shapes do not match the model's %zu features\n", nf);
         return 1;
     }

@@ -244,7 +244,8 @@ int advval_run(const float *train, size_t n_train, const float *live, size_t n_l
     }
     for (size_t i = 0; i < n * nf; i++)
         if (isinf(x[i])) {
-            rc = err_set(e, ERR_INVALID, "adversarial validation: %s row %zu feature %zu is infinite",
+            rc = err_set(e, ERR_INVALID,
+                         "adversarial validation: %s row %zu feature %zu is infinite",
                          i / nf < n_train ? "training" : "live",
                          i / nf < n_train ? i / nf : i / nf - n_train, i % nf);
             goto out;

@@ -27,10 +27,10 @@
 #define ADVVAL_TOP 5
 
 struct advval_result {
-    double auc;                       /* mean of the folds' AUCs */
+    double auc; /* mean of the folds' AUCs */
     double fold_auc[ADVVAL_FOLDS];
-    int top[ADVVAL_TOP];              /* features separating most, most first */
-    double separation[ADVVAL_TOP];    /* their |2 AUC - 1| */
+    int top[ADVVAL_TOP];           /* features separating most, most first */
+    double separation[ADVVAL_TOP]; /* their |2 AUC - 1| */
     int n_top;
 };
 

@@ -76,7 +76,6 @@ void onnx_parallel(const struct onnx_model *m, onnx_chunk_fn fn, void *arg, int6
             pthread_join(th[i], NULL);
 }
 
-
 /* ---- values and buffers ---- */
 
 /* Best fit from the pool, else a fresh buffer; v->buf must be NULL. */

@@ -33,8 +33,7 @@ static const struct onnx_tensor *const_in(const struct onnx_model *m, const stru
 {
     int v = k < n->n_in ? n->in[k] : -1;
 
-    return v >= 0 && m->vals[v].is_const && m->vals[v].t.dtype == ONNX_F32 ? &m->vals[v].t
-                                                                             : NULL;
+    return v >= 0 && m->vals[v].is_const && m->vals[v].t.dtype == ONNX_F32 ? &m->vals[v].t : NULL;
 }
 
 /* Gemm or MatMul of the chain value by a constant matrix. */
@@ -72,8 +71,8 @@ static int head_node(const struct onnx_model *m, const struct onnx_node *n, int 
 
     for (size_t i = 0; i < sizeof(pass) / sizeof(pass[0]); i++)
         if (strcmp(n->op, pass[i]) == 0)
-            return n->in[0] == cur ? 0 : err_set(e, ERR_CONFIG, "gradcam: %s node %s", n->op,
-                                                 n->name);
+            return n->in[0] == cur ? 0
+                                   : err_set(e, ERR_CONFIG, "gradcam: %s node %s", n->op, n->name);
     memset(l, 0, sizeof(*l));
     if (strcmp(n->op, "Gemm") == 0 || strcmp(n->op, "MatMul") == 0)
         return dense(m, n, cur, l, e) ? e->code : 1;

@@ -44,8 +44,7 @@ static int load(struct reasons *r, const char *path, const struct gbdt *g, struc
         int i = find(g, key);
         const char *t = json_string_value(v);
         if (i < 0)
-            rc = err_set(e, ERR_CONFIG, "%s: reasons.%s: the model has no such feature", path,
-                         key);
+            rc = err_set(e, ERR_CONFIG, "%s: reasons.%s: the model has no such feature", path, key);
         else if (!t || !*t || strlen(t) >= REASONS_MAX_TEXT)
             rc = err_set(e, ERR_CONFIG, "%s: reasons.%s: not a text of 1..%d bytes", path, key,
                          REASONS_MAX_TEXT - 1);

@@ -35,15 +35,15 @@ typedef double v4 __attribute__((vector_size(LANES * sizeof(double))));
 
 /* One node as loaded (open only). */
 struct tsnode {
-    float thr;       /* inner: goes right when x >= thr */
-    uint32_t feat;   /* inner: split feature */
-    uint32_t left;   /* inner: left child (local index), right = left + 1 */
-    uint32_t parent; /* below the root */
-    uint32_t pfeat;  /* below the root: the parent's split feature (credited) */
-    int32_t prev;    /* below the root: the nearest edge above on pfeat, or -1 */
+    float thr;                      /* inner: goes right when x >= thr */
+    uint32_t feat;                  /* inner: split feature */
+    uint32_t left;                  /* inner: left child (local index), right = left + 1 */
+    uint32_t parent;                /* below the root */
+    uint32_t pfeat;                 /* below the root: the parent's split feature (credited) */
+    int32_t prev;                   /* below the root: the nearest edge above on pfeat, or -1 */
     uint8_t leaf, dright, reoccurs; /* reoccurs: pfeat split again below */
-    double value;    /* leaf output */
-    double z;        /* cover / parent's cover */
+    double value;                   /* leaf output */
+    double z;                       /* cover / parent's cover */
 };
 
 /* A split as explained (16 bytes). */
@@ -196,8 +196,8 @@ static void edge_vectors(struct treeshap *ts, size_t at, const struct tsnode *nd
     }
 }
 
-static void compile_tree(struct treeshap *ts, size_t t, const struct tsnode *nd,
-                         const double *zc, const double *tq, const double *wq)
+static void compile_tree(struct treeshap *ts, size_t t, const struct tsnode *nd, const double *zc,
+                         const double *tq, const double *wq)
 {
     size_t n = ts->off[t + 1] - ts->off[t];
     struct inner *in = ts->inner + ts->ioff[t];
@@ -256,7 +256,8 @@ static void set_points(struct treeshap *ts, double *tq, double *wq)
 struct treeshap *treeshap_open(const struct gbdt *g, struct err *e)
 {
     /* rb is read with aligned vector loads */
-    struct treeshap *ts = aligned_alloc(sizeof(v4), (sizeof(*ts) + sizeof(v4) - 1) / sizeof(v4) * sizeof(v4));
+    struct treeshap *ts =
+        aligned_alloc(sizeof(v4), (sizeof(*ts) + sizeof(v4) - 1) / sizeof(v4) * sizeof(v4));
     double tq[MAX_DEPTH / 2], wq[MAX_DEPTH / 2], *zc = NULL, *mean = NULL;
     struct tsnode *nd = NULL;
     size_t depth = gbdt_max_depth(g);
@@ -352,8 +353,8 @@ size_t treeshap_num_values(const struct treeshap *t)
 /* One tree, C vectors per node (a constant once inlined). Splits come
  * breadth-first: going down a parent is done before its children; going
  * back up every child before its parent. */
-INLINE void explain_tree(const struct treeshap *ts, struct treeshap_ws *w, size_t t,
-                         const float *x, const int C)
+INLINE void explain_tree(const struct treeshap *ts, struct treeshap_ws *w, size_t t, const float *x,
+                         const int C)
 {
     const struct inner *in = ts->inner + ts->ioff[t], *end = ts->inner + ts->ioff[t + 1];
     const struct edge *ed = ts->edge + ts->off[t];
@@ -397,19 +398,18 @@ INLINE void explain_tree(const struct treeshap *ts, struct treeshap_ws *w, size_
     }
 }
 
-#define FOREST(name, C)                                                                           \
-    __attribute__((target_clones("avx2", "default"))) static void name(                           \
-        const struct treeshap *ts, struct treeshap_ws *w, const float *x)                         \
-    {                                                                                             \
-        for (size_t t = 0; t < ts->n_trees; t++)                                                  \
-            explain_tree(ts, w, t, x, C);                                                         \
+#define FOREST(name, C)                                                                            \
+    __attribute__((target_clones("avx2", "default"))) static void name(                            \
+        const struct treeshap *ts, struct treeshap_ws *w, const float *x)                          \
+    {                                                                                              \
+        for (size_t t = 0; t < ts->n_trees; t++)                                                   \
+            explain_tree(ts, w, t, x, C);                                                          \
     }
 FOREST(forest1, 1)
 FOREST(forest2, 2)
 FOREST(forest4, 4)
 
-void treeshap_explain(const struct treeshap *t, struct treeshap_ws *w, const float *x,
-                      double *phi)
+void treeshap_explain(const struct treeshap *t, struct treeshap_ws *w, const float *x, double *phi)
 {
     memset(w->phiv, 0, t->nf * (size_t)t->C * sizeof(v4));
     if (t->C == 1)

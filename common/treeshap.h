@@ -45,7 +45,6 @@ size_t treeshap_num_values(const struct treeshap *t);
 
 /* Explains one row of gbdt_num_features() floats (NaN = missing) into phi;
  * no allocation. */
-void treeshap_explain(const struct treeshap *t, struct treeshap_ws *w, const float *x,
-                      double *phi);
+void treeshap_explain(const struct treeshap *t, struct treeshap_ws *w, const float *x, double *phi);
 
 #endif

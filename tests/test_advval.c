@@ -63,8 +63,8 @@ static void test_auc_equals_sklearn_on_the_same_folds(void **st)
     assert_int_equal(res.top[0], 1);
     assert_int_equal(res.top[1], 2);
     for (int k = 0; k < res.n_top; k++) {
-        double want = json_number_value(
-            json_array_get(json_object_get(r, "separation"), (size_t)res.top[k]));
+        double want =
+            json_number_value(json_array_get(json_object_get(r, "separation"), (size_t)res.top[k]));
         assert_true(fabs(res.separation[k] - want) < 1e-9);
     }
     free(train);

@@ -109,8 +109,8 @@ static double max_diff(const char *name, size_t min_depth)
             if (d > worst)
                 worst = d;
             if (d > TOL)
-                fprintf(stderr, "%s row %d value %d: ours %.9g xgboost %.9g\n", name, r, i,
-                        phi[i], c->phi[r][i]);
+                fprintf(stderr, "%s row %d value %d: ours %.9g xgboost %.9g\n", name, r, i, phi[i],
+                        c->phi[r][i]);
             sum += phi[i];
         }
         assert_true(fabs(sum - gbdt_margin(g, c->x[r])) < TOL);
@@ -190,11 +190,17 @@ static void test_predict_contribs_cli(void **state)
     fclose(src);
     fclose(f);
     {
-        char *const argv[] = {(char *)test_bin("streamml"), "predict", "--model",
-                              FIX "xgb_shap_d6.json", "-i", in, "--contribs", NULL};
+        char *const argv[] = {(char *)test_bin("streamml"),
+                              "predict",
+                              "--model",
+                              FIX "xgb_shap_d6.json",
+                              "-i",
+                              in,
+                              "--contribs",
+                              NULL};
         char cmd[1024];
-        snprintf(cmd, sizeof(cmd), "%s predict --model %s -i %s --contribs > %s", argv[0],
-                 argv[3], in, out);
+        snprintf(cmd, sizeof(cmd), "%s predict --model %s -i %s --contribs > %s", argv[0], argv[3],
+                 in, out);
         assert_int_equal(system(cmd), 0);
     }
     f = fopen(out, "r");

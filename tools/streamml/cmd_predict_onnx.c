@@ -106,14 +106,11 @@ static int add_bind(struct bind *b, int *n, char *arg, const char *what)
 
 static int parse_args(int argc, char **argv, struct args *a)
 {
-    static const struct option lo[] = {{"model", required_argument, NULL, 'm'},
-                                       {"input", required_argument, NULL, 'i'},
-                                       {"output", required_argument, NULL, 'o'},
-                                       {"threads", required_argument, NULL, 't'},
-                                       {"gradcam", required_argument, NULL, 1000},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {"version", no_argument, NULL, 'V'},
-                                       {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {
+        {"model", required_argument, NULL, 'm'},    {"input", required_argument, NULL, 'i'},
+        {"output", required_argument, NULL, 'o'},   {"threads", required_argument, NULL, 't'},
+        {"gradcam", required_argument, NULL, 1000}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0}};
     int opt;
     char *end;
 

@@ -17,10 +17,10 @@
 #include "backtest.h"
 #include "cli.h"
 #include "cmds.h"
-#include "report_adv.h"
-#include "report_fair.h"
 #include "codec.h"
 #include "features.h"
+#include "report_adv.h"
+#include "report_fair.h"
 
 /* PSI uses the monitoring module's baseline format and functions
  * (mon_baseline_load, mon_bin, mon_psi, written by `streamml profile`). */
@@ -801,8 +801,8 @@ int cmd_report(int argc, char **argv)
     if (rc == ERR_OK && a.fair_field)
         rc = report_fair_run(a.preds, a.labels, a.fair_field, &fair, &e);
     if (rc == ERR_OK)
-        rc = write_html(a.output, &a, &r, &j, with_adv ? &adv : NULL,
-                        a.fair_field ? &fair : NULL, &e);
+        rc = write_html(a.output, &a, &r, &j, with_adv ? &adv : NULL, a.fair_field ? &fair : NULL,
+                        &e);
     if (rc == ERR_OK) {
         label_only = oc_unjoined(l);
         failed = summary(&a, &r, &j, oc_count(l), label_only);

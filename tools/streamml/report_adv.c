@@ -134,7 +134,9 @@ static int common_features(struct report_adv *a, const struct table *tr, const s
         if (!a->names[a->n - 1])
             return err_set(e, ERR_NOMEM, "out of memory");
     }
-    return a->n ? ERR_OK : err_set(e, ERR_INVALID, "adversarial validation: no feature column in both files");
+    return a->n
+               ? ERR_OK
+               : err_set(e, ERR_INVALID, "adversarial validation: no feature column in both files");
 }
 
 static float *dense(const struct table *t, const int *cols, size_t n)
@@ -147,8 +149,7 @@ static float *dense(const struct table *t, const int *cols, size_t n)
     return x;
 }
 
-int report_adv_run(const char *train_csv, const char *live_csv, struct report_adv *a,
-                   struct err *e)
+int report_adv_run(const char *train_csv, const char *live_csv, struct report_adv *a, struct err *e)
 {
     static struct table tr, lv;
     static int ct[MAX_COLS], cl[MAX_COLS];
@@ -203,16 +204,16 @@ void report_adv_html(FILE *o, const struct report_adv *a)
 {
     int warn = a->r.auc > REPORT_ADV_WARN;
 
-    fprintf(o, "<h2>Adversarial validation</h2>\n<p>Can a classifier tell the %zu training rows "
-               "from the %zu live rows? Out-of-fold AUC <b%s>%.3f</b>%s (stratified 5-fold; "
-               "folds %.3f %.3f %.3f %.3f %.3f). About 0.5: live data looks like training "
-               "data.</p>\n",
+    fprintf(o,
+            "<h2>Adversarial validation</h2>\n<p>Can a classifier tell the %zu training rows "
+            "from the %zu live rows? Out-of-fold AUC <b%s>%.3f</b>%s (stratified 5-fold; "
+            "folds %.3f %.3f %.3f %.3f %.3f). About 0.5: live data looks like training "
+            "data.</p>\n",
             a->n_train, a->n_live, warn ? " style=\"color:#c0392b\"" : "", a->r.auc,
             warn ? " &mdash; WARNING: above 0.6, live data differs from training data" : "",
             a->r.fold_auc[0], a->r.fold_auc[1], a->r.fold_auc[2], a->r.fold_auc[3],
             a->r.fold_auc[4]);
-    fputs("<table><tr><th>feature separating them most</th><th>|2 AUC - 1| alone</th></tr>\n",
-          o);
+    fputs("<table><tr><th>feature separating them most</th><th>|2 AUC - 1| alone</th></tr>\n", o);
     for (int k = 0; k < a->r.n_top; k++) {
         fputs("<tr><td>", o);
         escape(o, a->names[a->r.top[k]]);

@@ -114,11 +114,12 @@ void report_fair_html(FILE *o, const char *field, const struct fair *f)
     fputs("<h2>Fairness by outcome</h2>\n<p>Groups by ", o);
     for (const char *s = field; *s; s++)
         fputs(*s == '<' ? "&lt;" : *s == '&' ? "&amp;" : (char[2]){*s, 0}, o);
-    fprintf(o, ". Adverse decision (review or decline) as the positive: TPR = P(not approved | "
-               "bad), FPR = P(not approved | good). Disparate impact = approval rate / the "
-               "highest; the 80%% rule fails below %.1f.</p>\n<table><tr><th>group</th>"
-               "<th>n</th><th>approval</th><th>TPR</th><th>FPR</th><th>disparate impact</th>"
-               "</tr>\n",
+    fprintf(o,
+            ". Adverse decision (review or decline) as the positive: TPR = P(not approved | "
+            "bad), FPR = P(not approved | good). Disparate impact = approval rate / the "
+            "highest; the 80%% rule fails below %.1f.</p>\n<table><tr><th>group</th>"
+            "<th>n</th><th>approval</th><th>TPR</th><th>FPR</th><th>disparate impact</th>"
+            "</tr>\n",
             FAIR_RULE);
     for (size_t i = 0; i < f->n_groups; i++) {
         const struct fair_group *g = &f->g[i];
@@ -130,7 +131,8 @@ void report_fair_html(FILE *o, const char *field, const struct fair *f)
         cell(o, g->approval);
         cell(o, g->tpr);
         cell(o, g->fpr);
-        fprintf(o, bad ? "<td style=\"color:#c0392b\">%.3f FAIL</td></tr>\n" : "<td>%.3f</td></tr>\n",
+        fprintf(o,
+                bad ? "<td style=\"color:#c0392b\">%.3f FAIL</td></tr>\n" : "<td>%.3f</td></tr>\n",
                 g->disparate_impact);
     }
     fputs("</table>\n", o);
