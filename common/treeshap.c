@@ -141,7 +141,7 @@ static int load_tree(struct treeshap *ts, const struct gbdt *g, size_t t, struct
         nd[i].z = gn.cover; /* the cover for now: ratio below */
         if (!(gn.cover >= 0 && gn.cover <= 3e38f) || (!gn.leaf && !(gn.cover > 0)))
             return err_set(e, ERR_CONFIG,
-                           "tree %zu node %zu: sum_hessian %g missing or unusable (TreeSHAP "
+                           "tree %zu node %zu: sum_hessian missing or unusable (%g; TreeSHAP "
                            "needs the covers xgboost saves with save_model)",
                            t, i, (double)gn.cover);
         if (gn.feature > M_FEAT)

@@ -175,8 +175,12 @@ static int open_explainer(struct txn_scorer *s, const struct cfg *cf, const char
     if (!s->explain)
         return ERR_OK;
     s->shap = treeshap_open(s->gb, e);
-    if (!s->shap)
-        return e->code;
+    if (!s->shap) {
+        char why[sizeof(e->msg)];
+        snprintf(why, sizeof(why), "%s", e->msg);
+        return err_set(e, e->code, "%s: %s; explain.decisions=none serves it without reason codes",
+                       gbdt, why);
+    }
     s->ws = treeshap_ws_open(s->shap);
     s->phi = calloc(treeshap_num_values(s->shap), sizeof(double));
     if (!s->ws || !s->phi)
