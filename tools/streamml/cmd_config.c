@@ -13,10 +13,14 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: streamml config show|check [-c FILE] [-X key=value ...]\n\n"
+    fprintf(out, "usage: streamml config show|check|ack-state-loss [-c FILE] [-X key=value ...]\n\n"
                  "  show    print every key, its value (secrets masked) and where it came from\n"
                  "  check   validate, then connect to Kafka, Redis and the schema registry\n"
-                 "          (if schema.registry.url is set) and load the models\n\n");
+                 "          (if schema.registry.url is set) and load the models; reports a\n"
+                 "          state store loss not yet acknowledged\n"
+                 "  ack-state-loss  acknowledge a detected state store loss (Redis restarted\n"
+                 "          empty): removes <redis.prefix>state_lost, so predictions stop\n"
+                 "          being flagged\n\n");
     cfg_help(out);
 }
 
@@ -42,7 +46,7 @@ static int check_kafka(const struct cfg *cf)
     return n < 0;
 }
 
-static int check_redis(const struct cfg *cf)
+static int check_redis(const struct cfg *cf, int ack)
 {
     struct err e = {0};
     struct state_redis_opts ro = {
@@ -61,6 +65,17 @@ static int check_redis(const struct cfg *cf)
     s = state_open_redis(&ro, &e);
     bad = !s || state_ping(s, &e);
     printf(bad ? "redis: FAIL %s\n" : "redis: ok%s\n", bad ? e.msg : "");
+    if (!bad) {
+        int lost = 0;
+        bad = state_check_lost(s, 0, &lost, &e) || (ack && state_ack_lost(s, &e));
+        if (bad)
+            printf("redis: FAIL %s\n", e.msg);
+        else if (ack)
+            printf("redis: state loss acknowledged\n");
+        else if (state_lost_flag(s))
+            printf("redis: WARNING the state store lost its data and this is not acknowledged "
+                   "(streamml config ack-state-loss)\n");
+    }
     state_close(s);
     return bad;
 }
@@ -139,7 +154,8 @@ int cmd_config(int argc, char **argv)
             return opt == 'h' ? EXIT_OK : EXIT_USAGE;
         }
     }
-    if (optind >= argc || (strcmp(argv[optind], "show") && strcmp(argv[optind], "check"))) {
+    if (optind >= argc || (strcmp(argv[optind], "show") && strcmp(argv[optind], "check") &&
+                           strcmp(argv[optind], "ack-state-loss"))) {
         usage(stderr);
         return EXIT_USAGE;
     }
@@ -160,8 +176,13 @@ int cmd_config(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
+    if (strcmp(argv[optind], "ack-state-loss") == 0) {
+        bad = check_redis(cf, 1);
+        cfg_free(cf);
+        return bad ? EXIT_RUNTIME : EXIT_OK;
+    }
     printf("configuration: ok\n");
-    bad = check_kafka(cf) | check_redis(cf) | check_registry(cf) | check_models(cf);
+    bad = check_kafka(cf) | check_redis(cf, 0) | check_registry(cf) | check_models(cf);
     cfg_free(cf);
     return bad ? EXIT_RUNTIME : EXIT_OK;
 }
