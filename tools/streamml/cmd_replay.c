@@ -410,6 +410,24 @@ static void write_jsonl(struct line *l, const struct txn_prediction *p, const fl
             putc_(l, ',');
         json_str(l, p->reasons[k]);
     }
+    puts_(l, "],\"reason_features\":[");
+    for (int k = 0; k < p->n_reasons; k++) {
+        if (k)
+            putc_(l, ',');
+        json_str(l, p->reason_features[k]);
+    }
+    puts_(l, "],\"reason_values\":[");
+    for (int k = 0; k < p->n_reasons; k++) {
+        if (k)
+            putc_(l, ',');
+        put_double(l, p->reason_values[k]);
+    }
+    puts_(l, "],\"scorecard_reasons\":[");
+    for (int k = 0; k < p->n_card_reasons; k++) {
+        if (k)
+            putc_(l, ',');
+        json_str(l, p->card_reasons[k]);
+    }
     puts_(l, "],\"feature_hash\":");
     json_str(l, p->feature_hash);
     puts_(l, p->redelivered ? ",\"redelivered\":true" : ",\"redelivered\":false");
@@ -445,7 +463,7 @@ static void write_csv_header(FILE *out, int features)
 
 static void write_csv(struct line *l, const struct txn_prediction *p, const float *x)
 {
-    char reasons[PRED_REASONS * 49 + 1] = "";
+    char reasons[PRED_REASONS * (sizeof(p->reasons[0]) + 1) + 1] = "";
 
     for (int k = 0; k < p->n_reasons; k++) {
         if (k)
