@@ -20,6 +20,7 @@
 #include "cmds.h"
 #include "codec.h"
 #include "kafka.h"
+#include "metrics.h"
 
 static volatile sig_atomic_t g_run = 1;
 
@@ -62,6 +63,8 @@ static void alerts_usage(FILE *out)
             "  -e, --exit             exit when the topic is read to its end (not with -g)\n"
             "  -n, --count N          exit after N alerts shown\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
+            "With metrics.port set (-X metrics.port=9464) it serves /healthz, /readyz\n"
+            "and /metrics (streamml_alerts_total, process_*) as the workers do.\n\n"
             "Exit codes: 0 ok; 1 Kafka failed, or a --exec command failed (each failure\n"
             "is reported on stderr; later alerts are still handled); 2 usage.\n");
 }
@@ -248,7 +251,8 @@ static int handle(const struct alerts_args *a, const char *text)
     return rc;
 }
 
-static int alerts_loop(struct kq *q, struct codec *cd, const struct alerts_args *a)
+static int alerts_loop(struct kq *q, struct codec *cd, const struct alerts_args *a,
+                       struct metrics *mx)
 {
     struct buf json;
     struct err e = {0};
@@ -259,6 +263,9 @@ static int alerts_loop(struct kq *q, struct codec *cd, const struct alerts_args 
     while (g_run && (!a->count || n < a->count) && !(a->exit_at_end && kq_at_end(q))) {
         struct kq_msg *m;
         int h;
+        /* /healthz beats with this loop; ready once the topic is being read
+         * (no Redis, no model: those count as present). */
+        metrics_worker_tick(mx, NULL, 1, 1, 1);
         if (kq_poll(q, 200, &m, &e) || kq_serve(q, 0, &e)) {
             fprintf(stderr, "error: %s\n", e.msg);
             rc = EXIT_RUNTIME;
@@ -272,6 +279,8 @@ static int alerts_loop(struct kq *q, struct codec *cd, const struct alerts_args 
             fprintf(stderr, "%s [%d] @ %lld: not an alert event, skipped\n", m->topic,
                     (int)m->partition, (long long)m->offset);
         n += h == 1 || h == -2;
+        if (h == 1 || h == -2)
+            metrics_add(mx, METRICS_ALERTS, 1);
         rc = h == -2 ? EXIT_RUNTIME : rc;
         if (a->group)
             kq_ack(q, &m->pos, KQ_ACK_ALL);
@@ -287,6 +296,7 @@ int cmd_alerts(int argc, char **argv)
     struct err e = {0};
     struct codec *cd = NULL;
     struct kq *q = NULL;
+    struct metrics *mx = NULL;
     struct cfg *cf;
     int rc = alerts_parse(argc, argv, &a);
     size_t np;
@@ -306,12 +316,18 @@ int cmd_alerts(int argc, char **argv)
                          .client_id = "streamml-alerts"};
     ko.props = cfg_kafka(cf, &np);
     ko.n_props = np;
-    if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), &e)) || !(q = kq_open(&ko, &e))) {
+    /* metrics.port: /healthz, /readyz and /metrics, as the workers serve them,
+     * so a Deployment can probe it and Prometheus can scrape it. */
+    struct metrics_opts mo = {.port = (int)cfg_int(cf, "metrics.port"), .worker = "alerts",
+                              .model = "", .model_version = "", .stale_ms = 30000};
+    if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), &e)) || !(q = kq_open(&ko, &e)) ||
+        (!(mx = metrics_open(&mo, &e)) && e.code)) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     } else {
-        rc = alerts_loop(q, cd, &a);
+        rc = alerts_loop(q, cd, &a, mx);
     }
+    metrics_close(mx);
     kq_close(q, a.group ? 5000 : 0, NULL);
     codec_close(cd);
     cfg_free(cf);
