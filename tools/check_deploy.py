@@ -145,11 +145,15 @@ def check_compose_config():
     if not tool:
         print("skip: docker-compose not installed (Debian package docker-compose)")
         sys.exit(77)
-    r = subprocess.run([tool, "--env-file", ENV_EXAMPLE, "-f", COMPOSE, "--profile", "monitoring",
-                        "--profile", "clickstream", "--profile", "images", "config", "-q"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        fail("docker-compose config -q: %s" % (r.stderr.strip() or r.stdout.strip()))
+    # Without profiles (the default services) and with every profile.
+    for profiles in ([], ["monitoring", "clickstream", "images"]):
+        args = [tool, "--env-file", ENV_EXAMPLE, "-f", COMPOSE]
+        for p in profiles:
+            args += ["--profile", p]
+        r = subprocess.run(args + ["config", "-q"], capture_output=True, text=True)
+        if r.returncode != 0:
+            fail("docker-compose config -q (profiles: %s): %s"
+                 % (",".join(profiles) or "none", r.stderr.strip() or r.stdout.strip()))
 
 
 def k8s_docs():
@@ -440,6 +444,18 @@ def check_dockerfile():
     for w in run:
         if w[0] == "RUN" and any(x.endswith("-dev") or x == "build-essential" for x in w):
             fail("Dockerfile: the run stage installs build packages: %s" % " ".join(w))
+    # One package list for the image and tools/deps.sh (deploy/packages/).
+    for i, name in ((0, "build"), (1, "run")):
+        src = "deploy/packages/%s.txt" % name
+        if not any(w[0] == "COPY" and src in w for w in stages[i]["lines"]):
+            fail("Dockerfile: the %s stage does not install from %s" % (name, src))
+    with open("deploy/packages/run.txt") as f:
+        for pkg in re.sub(r"#.*", "", f.read()).split():
+            if pkg.endswith("-dev") or pkg == "build-essential":
+                fail("deploy/packages/run.txt: build package %s at run time" % pkg)
+    with open("tools/deps.sh") as f:
+        if "deploy/packages/build.txt" not in f.read():
+            fail("tools/deps.sh does not read deploy/packages/build.txt")
     for st in stages:
         for w in st["lines"]:
             if w[0] == "COPY" and not any(x.startswith("--from") for x in w):
