@@ -123,6 +123,8 @@ nimg=$(wc -l <models/images/samples/events.jsonl)
     --log-level warn >/dev/null
 run_worker images streamml-images predictions.images "$nimg" \
     -v "$PWD/models/images/samples:/data/images:ro" -- -X images.root=/data/images
-"$SM" consume -b "$bs" -t predictions.images -f -e --log-level error 2>/dev/null |
-    grep -q '"grade":' || die "images: no graded prediction"
+graded=$("$SM" consume -b "$bs" -t predictions.images -f -e --log-level error 2>/dev/null |
+    $PY -c 'import json,sys; print(sum(json.loads(l).get("status") == "ok" for l in sys.stdin))')
+[ "$graded" -gt 0 ] || die "images: no image graded (status ok)"
+say "images: $graded of $nimg graded"
 say "ok: transactions, clickstream and images workers from $IMAGE"

@@ -21,6 +21,8 @@
 #include "codec.h"
 #include "kafka.h"
 #include "metrics.h"
+#include "monitor.h"
+#include "suggest.h"
 
 static volatile sig_atomic_t g_run = 1;
 
@@ -51,7 +53,7 @@ static void alerts_usage(FILE *out)
             "      --worker LIST      only alerts from these workers\n"
             "      --type LIST        only these checks: data_drift, missing_rate,\n"
             "                         score_psi, score_mean, latency_p99, error_rate, auc,\n"
-            "                         fairness\n"
+            "                         fairness, model_reload\n"
             "      --json             print each alert as one JSON object per line\n"
             "      --exec CMD         run CMD (with /bin/sh) for each alert, its JSON on\n"
             "                         stdin, e.g. --exec 'curl -s -d @- http://hook'\n"
@@ -76,7 +78,12 @@ static int check_list(const char *opt, const char *list, const char *const *know
         while (known[i] && !(strlen(known[i]) == k && strncmp(known[i], p, k) == 0))
             i++;
         if (!known[i]) {
-            fprintf(stderr, "error: %s: unknown value \"%.*s\"\n", opt, (int)k, p);
+            char word[64];
+            const char *best;
+            snprintf(word, sizeof(word), "%.*s", (int)k, p);
+            best = sug_closest(word, known, i);
+            fprintf(stderr, "error: %s: unknown value \"%s\"%s%s%s\n", opt, word,
+                    best ? "; did you mean " : "", best ? best : "", best ? "?" : "");
             return EXIT_USAGE;
         }
         p += k + (p[k] == ',');
@@ -87,10 +94,14 @@ static int check_list(const char *opt, const char *list, const char *const *know
 static int alerts_opt(struct alerts_args *a, int opt, const char *arg)
 {
     static const char *const sev[] = {"INFO", "WARNING", "CRITICAL", NULL};
-    static const char *const types[] = {"data_drift", "missing_rate", "score_psi", "score_mean",
-                                        "latency_p99", "error_rate", "auc", "fairness",
-                                        NULL};
+    /* Every window check the monitor names, and the events outside a window
+     * (mon_publish_event: a model reloaded or refused). */
+    static const char *types[MON_NCHECKS + 2];
     char *end;
+
+    for (int c = 0; c < MON_NCHECKS; c++)
+        types[c] = mon_check_name((enum mon_check)c);
+    types[MON_NCHECKS] = "model_reload";
 
     switch (opt) {
     case 't': a->topic = arg; return EXIT_OK;
@@ -111,7 +122,7 @@ static int alerts_opt(struct alerts_args *a, int opt, const char *arg)
         return EXIT_OK;
     case 'h': alerts_usage(stdout); return -1;
     case 'V': cli_version(stdout); return -1;
-    default: alerts_usage(stderr); return EXIT_USAGE;
+    default: cli_usage_error("streamml alerts", NULL, NULL); return EXIT_USAGE;
     }
 }
 
@@ -131,6 +142,10 @@ static int alerts_parse(int argc, char **argv, struct alerts_args *a)
             if (r < 0)
                 return EXIT_USAGE;
             continue;
+        }
+        if (opt == '?') {
+            cli_usage_error("streamml alerts", lo, argv);
+            return EXIT_USAGE;
         }
         if ((r = alerts_opt(a, opt, optarg)) != EXIT_OK)
             return r;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "suggest.h"
 #include "cmds.h"
 #include "gbdt.h"
 #include "kafka.h"
@@ -135,12 +136,24 @@ int cmd_config(int argc, char **argv)
         if ((r = cli_opt(&cl, opt, optarg)) < 0)
             return EXIT_USAGE;
         if (r == 0) {
-            usage(opt == 'h' ? stdout : stderr);
+            if (opt == 'h')
+                usage(stdout);
+            else
+                cli_usage_error("streamml config", lo, argv);
             return opt == 'h' ? EXIT_OK : EXIT_USAGE;
         }
     }
     if (optind >= argc || (strcmp(argv[optind], "show") && strcmp(argv[optind], "check"))) {
-        usage(stderr);
+        static const char *const subs[] = {"show", "check"};
+        const char *best = optind < argc ? sug_closest(argv[optind], subs, 2) : NULL;
+        if (optind >= argc)
+            cli_usage_msg("streamml config", "config needs show or check");
+        else if (best)
+            cli_usage_msg("streamml config", "unknown config command \"%s\"; did you mean %s?",
+                          argv[optind], best);
+        else
+            cli_usage_msg("streamml config", "unknown config command \"%s\": show or check",
+                          argv[optind]);
         return EXIT_USAGE;
     }
     if (!(cf = cli_load(&cl, "config")))

@@ -144,7 +144,7 @@ static int parse_args(int argc, char **argv, struct fz_args *a)
             cli_version(stdout);
             return -1;
         default:
-            usage(stderr);
+            cli_usage_error("streamml featurize", lo, argv);
             return EXIT_USAGE;
         }
     }

@@ -144,7 +144,7 @@ static int produce_parse(int argc, char **argv, struct produce_args *a)
             break;
         case 'h': produce_usage(stdout); return -1;
         case 'V': cli_version(stdout); return -1;
-        default: produce_usage(stderr); return EXIT_USAGE;
+        default: cli_usage_error("streamml produce", lo, argv); return EXIT_USAGE;
         }
     }
     return EXIT_OK;
@@ -354,7 +354,7 @@ static int consume_parse(int argc, char **argv, struct consume_args *a)
             break;
         case 'h': consume_usage(stdout); return -1;
         case 'V': cli_version(stdout); return -1;
-        default: consume_usage(stderr); return EXIT_USAGE;
+        default: cli_usage_error("streamml consume", lo, argv); return EXIT_USAGE;
         }
     }
     return EXIT_OK;
