@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum ktype { K_STR, K_INT, K_DBL, K_SECRET };
 
@@ -571,11 +572,55 @@ static int read_secret_file(struct cfg *c, const char *path, const char *key, st
     return cfg_set(c, key, buf, origin, e);
 }
 
+/* Default data paths (schemas/, models/...) are relative to the repository
+ * or the image's working directory. Run from anywhere else, a default that is
+ * not found there is looked for beside the program (the repository when it is
+ * build/streamml, PREFIX/share/streamml when installed) and in the installed
+ * data directory /usr/share/streamml. A path the user gave is left as given. */
+static int find_data_paths(struct cfg *c, struct err *e)
+{
+    static const char *const data_keys[] = {"schemas.dir", "model.gbdt", "model.scorecard",
+                                            "images.model", "clickstream.model"};
+    char exe[4096], dirs[3][4200], cand[8400], origin[4300];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    int nd = 0;
+
+    if (n > 0) {
+        exe[n] = '\0';
+        *strrchr(exe, '/') = '\0';
+        snprintf(dirs[nd++], sizeof(dirs[0]), "%s/..", exe);
+        snprintf(dirs[nd++], sizeof(dirs[0]), "%s/../share/streamml", exe);
+    }
+    snprintf(dirs[nd++], sizeof(dirs[0]), "/usr/share/streamml");
+    for (size_t k = 0; k < sizeof(data_keys) / sizeof(data_keys[0]); k++) {
+        int i = key_index(data_keys[k]);
+        const char *v = c->val[i];
+        if (strcmp(c->origin[i], "default") != 0 || !*v || *v == '/' || access(v, F_OK) == 0)
+            continue;
+        for (int d = 0; d < nd; d++) {
+            char *real;
+            snprintf(cand, sizeof(cand), "%s/%s", dirs[d], v);
+            if (access(cand, F_OK) != 0 || !(real = realpath(cand, NULL)))
+                continue;
+            snprintf(origin, sizeof(origin), "default, found under %.4000s", dirs[d]);
+            if (replace(&c->val[i], real) || replace(&c->origin[i], origin)) {
+                free(real);
+                return err_set(e, ERR_NOMEM, "config: out of memory");
+            }
+            free(real);
+            break;
+        }
+    }
+    return ERR_OK;
+}
+
 int cfg_finish(struct cfg *c, struct err *e)
 {
     const char *pf = cfg_str(c, "redis.password_file");
     const char *be = cfg_str(c, "state.backend");
 
+    if (find_data_paths(c, e))
+        return e->code;
     if (*pf && read_secret_file(c, pf, "redis.password", e))
         return e->code;
     if (*cfg_str(c, "schema.registry.password_file") &&
