@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -79,7 +80,9 @@ static int setup(void **st)
     if (!mkdtemp(dir))
         return -1;
     snprintf(logp, sizeof(logp), "%s/log", dir);
-    snprintf(sm, sizeof(sm), "%s", test_bin("streamml"));
+    /* absolute: some runs start from another directory */
+    if (!realpath(test_bin("streamml"), sm))
+        return -1;
     return 0;
 }
 
@@ -180,7 +183,7 @@ static void test_usage_errors_are_short_and_suggest(void **st)
 static void test_wrong_inputs_are_not_success(void **st)
 {
     struct test_broker b;
-    char *out;
+    char *out, cwd[512];
 
     (void)st;
     /* --type model_reload is accepted (an unreachable broker then fails: not 2) */
@@ -195,6 +198,13 @@ static void test_wrong_inputs_are_not_success(void **st)
     assert_non_null(strstr(slurp(), "-t TOPIC"));
     /* replay of a misspelt or empty topic */
     assert_int_equal(test_broker_start(&b, "transactions:2,empty:1"), 0);
+    /* produce says what the broker acknowledged; run from outside the
+     * repository, the schemas are found beside the program */
+    assert_int_equal(sh("cd %s && head -n 5 %s/tests/fixtures/featurize_events.jsonl > ev.jsonl"
+                        " && %s produce -b %s -i ev.jsonl",
+                        dir, getcwd(cwd, sizeof(cwd)), sm, b.bootstrap),
+                     0);
+    assert_non_null(strstr(slurp(), "produced 5 of 5 record(s)"));
     assert_int_equal(sh("%s replay -b %s -t transactoins -o %s/r.jsonl", sm, b.bootstrap, dir), 1);
     out = slurp();
     assert_non_null(strstr(out, "no events read from topic \"transactoins\""));
@@ -221,6 +231,22 @@ static void test_unreachable_broker_lines_collapse(void **st)
     printf("# consume against an unreachable broker: %d connect-failure line(s), %d line(s)\n", n,
            lines(out));
     assert_true(n >= 1 && n <= 3);
+    /* produce to an unreachable broker: bounded, one error line naming it */
+    {
+        int64_t t0, t1;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        t0 = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+        assert_int_equal(sh("%s produce -b 127.0.0.1:1 --timeout 2000 -i "
+                            "tests/fixtures/featurize_events.jsonl", sm), 1);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        t1 = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+        out = slurp();
+        printf("# produce to an unreachable broker: exit 1 after %lld ms\n", (long long)(t1 - t0));
+        assert_non_null(strstr(out, "not delivered to 127.0.0.1:1 within 2000 ms"));
+        assert_non_null(strstr(out, "produced 0 of "));
+        assert_true(t1 - t0 < 10000);
+    }
     /* -X group.id: no producer CONFWARN */
     sh("timeout 4 %s-transactions -b 127.0.0.1:1 -X group.id=g1 -X redis.port=1", sm);
     assert_null(strstr(slurp(), "CONFWARN"));
