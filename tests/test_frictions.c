@@ -217,6 +217,20 @@ static void test_wrong_inputs_are_not_success(void **st)
     test_broker_stop(&b);
 }
 
+/* featurize showed nothing for seconds on a terminal; a pipe gets no
+ * progress lines. script(1) gives the command a terminal. */
+static void test_featurize_progress_on_a_terminal(void **st)
+{
+    (void)st;
+    assert_int_equal(sh("for i in 1 2 3 4 5; do cat models/demo_events.jsonl; done > %s/big.jsonl"
+                        " && script -qec '%s featurize -i %s/big.jsonl -o %s/big.csv' %s/tty.out",
+                        dir, sm, dir, dir, dir),
+                     0);
+    assert_int_equal(sh("grep -a -q 'rows/s' %s/tty.out", dir), 0);
+    assert_int_equal(sh("%s featurize -i %s/big.jsonl -o %s/big.csv", sm, dir, dir), 0);
+    assert_null(strstr(slurp(), "rows/s"));
+}
+
 static void test_unreachable_broker_lines_collapse(void **st)
 {
     char *out;
@@ -259,6 +273,7 @@ int main(void)
         cmocka_unit_test(test_java_client_properties_file),
         cmocka_unit_test(test_usage_errors_are_short_and_suggest),
         cmocka_unit_test(test_wrong_inputs_are_not_success),
+        cmocka_unit_test(test_featurize_progress_on_a_terminal),
         cmocka_unit_test(test_unreachable_broker_lines_collapse),
     };
 

@@ -96,7 +96,10 @@ run_worker() { # name program topic n extra-docker-args... -- extra-worker-args.
     local code
     code=$(docker wait "$cname")
     [ "$code" = 0 ] || { docker logs "$cname" 2>&1 | tail -20; die "$name exited $code after SIGTERM"; }
-    docker logs "$cname" 2>&1 | grep -q "summary" || { docker logs "$cname" 2>&1 | tail -5; die "$name logged no summary on SIGTERM"; }
+    # (captured first: grep -q closing the pipe early would fail it under pipefail)
+    local logs
+    logs=$(docker logs "$cname" 2>&1)
+    grep -q "summary" <<<"$logs" || { tail -5 <<<"$logs"; die "$name logged no summary on SIGTERM"; }
     say "$name: $n predictions, uid 10001, SIGTERM drained, exit 0"
 }
 
