@@ -345,7 +345,8 @@ static char *trim(char *s)
 
 /* Java client keys librdkafka does not know: serializer classes (streamml
  * encodes Avro itself) are skipped; sasl.jaas.config's PLAIN/SCRAM login
- * module becomes sasl.username / sasl.password. */
+ * module becomes sasl.username / sasl.password. Returns 0 (not such a key),
+ * 1 (handled) or -1 (refused, e set). */
 static int java_key(struct cfg *c, const char *k, const char *v, const char *origin,
                     struct err *e)
 {
@@ -364,23 +365,26 @@ static int java_key(struct cfg *c, const char *k, const char *v, const char *ori
     {
         const char *u = strstr(v, "username=\""), *p = strstr(v, "password=\"");
         size_t un, pn;
-        if (!u || !p || (!strstr(v, "PlainLoginModule") && !strstr(v, "ScramLoginModule")))
-            return err_set(e, ERR_CONFIG,
-                           "config: sasl.jaas.config (%s): only the PLAIN and SCRAM login modules "
-                           "with username=\"...\" password=\"...\" can be read; give "
-                           "sasl.username and sasl.password instead", origin) - 1;
+        if (!u || !p || (!strstr(v, "PlainLoginModule") && !strstr(v, "ScramLoginModule"))) {
+            err_set(e, ERR_CONFIG,
+                    "config: sasl.jaas.config (%s): only the PLAIN and SCRAM login modules "
+                    "with username=\"...\" password=\"...\" can be read; give "
+                    "sasl.username and sasl.password instead", origin);
+            return -1;
+        }
         u += 10;
         p += 10;
         un = strcspn(u, "\"");
         pn = strcspn(p, "\"");
-        if (un >= sizeof(user) || pn >= sizeof(pass) || !u[un] || !p[pn])
-            return err_set(e, ERR_CONFIG, "config: sasl.jaas.config (%s): unterminated value",
-                           origin) - 1;
+        if (un >= sizeof(user) || pn >= sizeof(pass) || !u[un] || !p[pn]) {
+            err_set(e, ERR_CONFIG, "config: sasl.jaas.config (%s): unterminated value", origin);
+            return -1;
+        }
         snprintf(user, sizeof(user), "%.*s", (int)un, u);
         snprintf(pass, sizeof(pass), "%.*s", (int)pn, p);
         if (set_kafka(c, "sasl.username", user, origin, e) ||
             set_kafka(c, "sasl.password", pass, origin, e))
-            return e->code - 1;
+            return -1;
         return 1;
     }
 }
