@@ -35,6 +35,9 @@ COPY models/*.json /usr/share/streamml/models/
 COPY models/clickstream/gru4rec.onnx /usr/share/streamml/models/clickstream/gru4rec.onnx
 COPY models/images/fundus_cnn.onnx /usr/share/streamml/models/images/fundus_cnn.onnx
 COPY deploy/config/streamml.conf /etc/streamml/streamml.conf
+# /run/streamml: the embedded profile's shared volume (the bootstrap address of
+# `streamml broker`); a named volume takes this owner on first use.
+RUN mkdir -p /run/streamml && chown 10001:10001 /run/streamml
 WORKDIR /usr/share/streamml
 USER 10001:10001
 # metrics.port: /metrics, /healthz, /readyz.

@@ -133,7 +133,7 @@ def main():
                     if not re.search(r'(?<![\w-])' + re.escape(opt) + r'(?![\w-])', h):
                         problems.append('%s: `streamml %s %s`: no such option in its --help'
                                         % (where, cmd, opt))
-            for m in re.finditer(r'(?<![\w/.-])streamml-([a-z]+)\b(?!-)', code):
+            for m in re.finditer(r'(?<![\w/.-])streamml-([a-z]+)\b(?![-:])', code):
                 if not os.access(os.path.join(BUILD, 'streamml-' + m.group(1)), os.X_OK):
                     problems.append('%s: no program streamml-%s' % (where, m.group(1)))
             for m in re.finditer(r'(?<![\w/.$<{-])((?:%s)\.[a-z0-9_.*<>{}-]*[a-z0-9_*>}])'

@@ -146,7 +146,7 @@ def check_compose_config():
         print("skip: docker-compose not installed (Debian package docker-compose)")
         sys.exit(77)
     # Without profiles (the default services) and with every profile.
-    for profiles in ([], ["monitoring", "clickstream", "images"]):
+    for profiles in ([], ["monitoring", "clickstream", "images", "embedded"]):
         args = [tool, "--env-file", ENV_EXAMPLE, "-f", COMPOSE]
         for p in profiles:
             args += ["--profile", p]

@@ -12,6 +12,8 @@
 #    workers (images: the sample images mounted read-only as images.root). Checked: every
 #    input gets a prediction, the container runs as uid 10001 (non-root), SIGTERM
 #    (`docker stop`) drains and exits 0, a configuration error exits 2.
+# 4. The compose profile "embedded" (broker, Redis and the transactions worker as
+#    containers) brought up with docker-compose, checked the same way, taken down.
 # Everything started here is stopped on exit; the engine is left running for later runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +46,9 @@ say "built in $(( $(date +%s) - start )) s: $(docker image inspect -f '{{.Size}}
 tmp=$(mktemp -d /tmp/streamml-image-XXXXXX)
 pids=()
 names=()
+composed=0
 cleanup() {
+    [ "$composed" = 1 ] && "${dc[@]}" down -v >/dev/null 2>&1
     for n in "${names[@]}"; do docker rm -f "$n" >/dev/null 2>&1 || true; done
     for ((i=${#pids[@]}-1; i>=0; i--)); do
         kill -TERM "${pids[i]}" 2>/dev/null || true
@@ -130,4 +134,27 @@ graded=$("$SM" consume -b "$bs" -t predictions.images -f -e --log-level error 2>
     $PY -c 'import json,sys; print(sum(json.loads(l).get("status") == "ok" for l in sys.stdin))')
 [ "$graded" -gt 0 ] || die "images: no image graded (status ok)"
 say "images: $graded of $nimg graded"
+
+# The compose profile "embedded": broker and Redis as containers too (Redis built from the
+# same Debian base by deploy/redis.Dockerfile), the transactions worker reading the broker's
+# address from the shared volume.
+if command -v docker-compose >/dev/null; then
+    docker build -q -t streamml-redis:0.1.0 -f deploy/redis.Dockerfile . >/dev/null
+    proj=smimage$$
+    dc=(docker-compose -p "$proj" --env-file .env.example -f docker-compose.yml --profile embedded)
+    composed=1
+    STREAMML_IMAGE=$IMAGE "${dc[@]}" up -d --no-build embedded-broker embedded-redis \
+        embedded-transactions >"$tmp/compose.log" 2>&1 || { cat "$tmp/compose.log"; die "compose up"; }
+    bs2=$(docker exec "${proj}_embedded-broker_1" cat /run/streamml/bootstrap)
+    "$SM" produce -b "$bs2" -i "$tmp/txn.jsonl" --log-level warn >/dev/null 2>&1
+    got=$(timeout 120 "$SM" consume -b "$bs2" -t predictions.transactions -f -n 300 \
+          --log-level error 2>/dev/null | grep -c . || true)
+    [ "$got" = 300 ] || die "compose embedded: $got of 300 predictions"
+    docker stop --time 30 "${proj}_embedded-transactions_1" >/dev/null
+    code=$(docker wait "${proj}_embedded-transactions_1")
+    [ "$code" = 0 ] || die "compose embedded: the worker exited $code after SIGTERM"
+    "${dc[@]}" down -v >/dev/null 2>&1
+    composed=0
+    say "compose profile embedded: 300 predictions, SIGTERM exit 0"
+fi
 say "ok: transactions, clickstream and images workers from $IMAGE"
