@@ -1,4 +1,7 @@
 #include "cfg.h"
+#include "evtime.h"
+#include "features.h"
+#include "redis_conn.h"
 #include "log.h"
 #include "suggest.h"
 
@@ -29,6 +32,12 @@ static const struct key_def keys[] = {
     {"state.backend", K_STR, 0, 0, "redis", "redis | memory"},
     {"state.retry_budget_ms", K_INT, 0, 600000, "2000",
      "time spent retrying Redis before scoring degraded"},
+    {"state.dedup_horizon_ms", K_INT, 1, 31536000000, "2592000000",
+     "an event id already applied to the user within this much event time is a duplicate "
+     "(default: the longest window, 30 d; at most 32 ids per user)"},
+    {"state.lost_flag_ms", K_INT, 0, 31536000000, "0",
+     "after a state store loss is detected, predictions are flagged this long "
+     "(0: until `streamml config ack-state-loss`)"},
     {"state.pending_max", K_INT, 1, 10000000, "100000",
      "events kept for state re-apply while Redis is down (then consumption pauses)"},
     {"redis.host", K_STR, 0, 0, "127.0.0.1", "Redis host"},
@@ -41,14 +50,21 @@ static const struct key_def keys[] = {
     {"redis.timeout_ms", K_INT, 1, 600000, "1000", "Redis connect/command timeout"},
     {"redis.require_at_start", K_INT, 0, 1, "0",
      "1: exit (code 1) when Redis is unreachable at start; 0: start degraded"},
+    {"features.spec", K_STR, 0, 0, "",
+     "feature spec YAML (common/FEATURES.md); empty: the built-in models/txn-v1.yaml"},
     {"model.gbdt", K_STR, 0, 0, "models/credit_gbdt.json", "XGBoost JSON model"},
-    {"model.scorecard", K_STR, 0, 0, "models/credit_scorecard.json", "scorecard JSON"},
+    {"model.scorecard", K_STR, 0, 0, "models/credit_scorecard.json",
+     "scorecard JSON; empty: none (a plain probability model: no points, no reason codes)"},
     {"model.name", K_STR, 0, 0, "credit-risk", "model name on predictions"},
     {"model.version", K_STR, 0, 0, "1", "model version on predictions"},
     {"decision.review_threshold", K_DBL, 0, 1, "0.3",
      "P(bad) at or above which a case is sent to review"},
     {"decision.decline_threshold", K_DBL, 0, 1, "0.6", "P(bad) at or above which it is declined"},
-    {"worker.batch_size", K_INT, 1, 100000, "1000", "messages taken per loop turn"},
+    /* 10,000 at most: the batch arrays scale with it (about 3.3 kB a message
+     * with distinct users, 330 MB at 100,000); larger batches gain nothing. */
+    {"worker.batch_size", K_INT, 1, 10000, "1000", "messages taken per loop turn (<= 10000)"},
+    {"worker.max_future_skew_ms", K_INT, 0, 31536000000, "3600000",
+     "events dated more than this ahead of the wall clock are dead-lettered (event_in_future)"},
     {"worker.poll_ms", K_INT, 1, 60000, "100", "consumer poll timeout"},
     {"worker.max_inflight", K_INT, 1, 10000000, "100000",
      "unacknowledged messages before polling pauses"},
@@ -253,6 +269,44 @@ void cfg_free(struct cfg *c)
     free(c);
 }
 
+/* Plain decimal only: strtod alone would take "0x10", "1e3" for an integer,
+ * "010", "inf" and leading blanks, each a likely typo that silently means
+ * something else. Integers: -?[0-9]+ without a leading zero; doubles: the
+ * same with an optional fraction and exponent. */
+static int plain_decimal(const char *v, int integer)
+{
+    const char *p = v, *digits;
+
+    if (*p == '-')
+        p++;
+    if (p[0] == '0' && isdigit((unsigned char)p[1]))
+        return 0;
+    digits = p;
+    while (isdigit((unsigned char)*p))
+        p++;
+    if (integer)
+        return p > digits && *p == '\0';
+    if (*p == '.') {
+        p++;
+        if (!isdigit((unsigned char)*p) && p - 1 == digits)
+            return 0;
+        while (isdigit((unsigned char)*p))
+            p++;
+    }
+    if (p == digits)
+        return 0;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        if (!isdigit((unsigned char)*p))
+            return 0;
+        while (isdigit((unsigned char)*p))
+            p++;
+    }
+    return *p == '\0';
+}
+
 /* Bounded numeric check: the whole string must be a number within range. */
 static int check_number(const struct key_def *k, const char *v, const char *origin,
                         struct err *e)
@@ -260,13 +314,13 @@ static int check_number(const struct key_def *k, const char *v, const char *orig
     char *end;
     double d;
 
+    if (!plain_decimal(v, k->type == K_INT))
+        return err_set(e, ERR_CONFIG, "config: %s=\"%s\" is not a number (plain decimal %s expected) (%s)",
+                       k->name, v, k->type == K_INT ? "integer" : "number", origin);
     errno = 0;
     d = strtod(v, &end);
     if (end == v || *end || errno || !isfinite(d))
         return err_set(e, ERR_CONFIG, "config: %s=\"%s\" is not a number (%s)", k->name, v,
-                       origin);
-    if (k->type == K_INT && d != floor(d))
-        return err_set(e, ERR_CONFIG, "config: %s=\"%s\" must be an integer (%s)", k->name, v,
                        origin);
     if (d < k->min || d > k->max)
         return err_set(e, ERR_CONFIG, "config: %s=%s out of range [%g, %g] (%s)", k->name, v,
@@ -416,20 +470,28 @@ static int load_line(struct cfg *c, char *line, const char *origin, struct err *
 
 int cfg_load_file(struct cfg *c, const char *path, struct err *e)
 {
-    char line[CFG_VAL_MAX + 256], origin[300];
+    char origin[300];
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
     FILE *f = fopen(path, "r");
     int lineno = 0, rc = ERR_OK;
 
     if (!f)
         return err_set(e, ERR_CONFIG, "config: cannot open %s: %s", path, strerror(errno));
-    while (rc == ERR_OK && fgets(line, sizeof(line), f)) {
+    /* getline gives the true length, so a NUL byte is told apart from a
+     * long line (fgets could not: the line would look unterminated). */
+    while (rc == ERR_OK && (n = getline(&line, &cap, f)) >= 0) {
         lineno++;
         snprintf(origin, sizeof(origin), "%s:%d", path, lineno);
-        if (!strchr(line, '\n') && !feof(f))
+        if (memchr(line, '\0', (size_t)n))
+            rc = err_set(e, ERR_CONFIG, "config: NUL byte in line (%s)", origin);
+        else if ((size_t)n >= CFG_VAL_MAX + 256)
             rc = err_set(e, ERR_CONFIG, "config: line too long (%s)", origin);
         else
             rc = load_line(c, line, origin, e);
     }
+    free(line);
     fclose(f);
     return rc;
 }
@@ -470,9 +532,11 @@ static int load_env_kafka(struct cfg *c, struct err *e)
     return ERR_OK;
 }
 
-/* STREAMML_* variables that are not configuration keys. */
+/* STREAMML_* variables that are not configuration keys: the config file, the
+ * tests' and the compose file's own (STREAMML_TEST_* as a prefix). */
 static const char *const env_other[] = {"STREAMML_CONFIG", "STREAMML_BUILD",
-                                        "STREAMML_BROKER_DEBUG", "STREAMML_KEEP_TEST_DIR"};
+                                        "STREAMML_BROKER_DEBUG", "STREAMML_KEEP_TEST_DIR",
+                                        "STREAMML_IMAGE"};
 
 /* A STREAMML_ variable that names no key is a typo, refused as on the command
  * line (STREAMML_REDIS_PROT would otherwise be silently ignored). */
@@ -492,7 +556,7 @@ static int check_env_names(struct err *e)
         int known = 0;
 
         if (strncmp(*ep, "STREAMML_", 9) != 0 || strncmp(*ep, "STREAMML_KAFKA__", 16) == 0 ||
-            n >= sizeof(var))
+            strncmp(*ep, "STREAMML_TEST_", 14) == 0 || n >= sizeof(var))
             continue;
         memcpy(var, *ep, n);
         var[n] = '\0';
@@ -644,6 +708,11 @@ int cfg_finish(struct cfg *c, struct err *e)
     if (cfg_double(c, "decision.review_threshold") > cfg_double(c, "decision.decline_threshold"))
         return err_set(e, ERR_CONFIG,
                        "config: decision.review_threshold > decision.decline_threshold");
+    /* Process-wide: every stream's event-time check reads it (evtime.h). */
+    evt_set_max_future_skew_ms(cfg_int(c, "worker.max_future_skew_ms"));
+    /* Every Redis user logs in as the configured ACL user (redis_conn.h). */
+    rc_set_default_username(cfg_str(c, "redis.username"));
+    feat_set_dedup_horizon_ms(cfg_int(c, "state.dedup_horizon_ms"));
     return ERR_OK;
 }
 
@@ -672,7 +741,7 @@ const char *cfg_str(const struct cfg *c, const char *key)
 /* Values of numeric keys were range-checked when set. */
 long long cfg_int(const struct cfg *c, const char *key)
 {
-    return (long long)strtod(cfg_str(c, key), NULL);
+    return strtoll(cfg_str(c, key), NULL, 10);
 }
 
 double cfg_double(const struct cfg *c, const char *key)
@@ -693,19 +762,50 @@ const struct cfg_kv *cfg_kafka(const struct cfg *c, size_t *n)
     return c->kafka;
 }
 
+/* Copies v to out with the password of every scheme://user:pass@ masked,
+ * so URLs with credentials (schema.registry.url) never reach a dump. */
+static void mask_userinfo(const char *v, char *out, size_t cap)
+{
+    size_t o = 0;
+
+    while (*v && o + 1 < cap) {
+        const char *s = strstr(v, "://"), *at, *colon, *end;
+
+        if (!s) {
+            o += (size_t)snprintf(out + o, cap - o, "%s", v);
+            break;
+        }
+        s += 3;
+        end = s + strcspn(s, "/,? ");
+        at = memchr(s, '@', (size_t)(end - s));
+        colon = at ? memchr(s, ':', (size_t)(at - s)) : NULL;
+        if (colon)
+            o += (size_t)snprintf(out + o, cap - o, "%.*s********", (int)(colon + 1 - v), v);
+        else
+            o += (size_t)snprintf(out + o, cap - o, "%.*s", (int)(end - v), v);
+        if (o >= cap)
+            break;
+        v = colon ? at : end;
+    }
+    out[o < cap ? o : cap - 1] = '\0';
+}
+
 void cfg_dump(const struct cfg *c, FILE *out)
 {
+    char shown[CFG_VAL_MAX + 16];
+
     for (size_t i = 0; i < NKEYS; i++) {
         int mask = keys[i].type == K_SECRET && c->val[i][0];
-        fprintf(out, "%-28s = %-28s # %s\n", keys[i].name, mask ? "********" : c->val[i],
+        mask_userinfo(c->val[i], shown, sizeof(shown));
+        fprintf(out, "%-28s = %-28s # %s\n", keys[i].name, mask ? "********" : shown,
                 c->origin[i]);
     }
     for (size_t i = 0; i < c->nkafka; i++) {
         char name[300];
         snprintf(name, sizeof(name), "kafka.%s", c->kafka[i].key);
+        mask_userinfo(c->kafka[i].value, shown, sizeof(shown));
         fprintf(out, "%-28s = %-28s # %s\n", name,
-                is_secret_kafka(c->kafka[i].key) ? "********" : c->kafka[i].value,
-                c->kafka[i].origin);
+                is_secret_kafka(c->kafka[i].key) ? "********" : shown, c->kafka[i].origin);
     }
 }
 

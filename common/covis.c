@@ -1,9 +1,10 @@
 #include "covis.h"
+#include "evtime.h"
+#include "redis_conn.h"
 
 #include <errno.h>
 #include <hiredis.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,11 @@
  * clicks refused); a click at or below its partition's applied offset is
  * skipped; the applied offsets move up to the highest counted click.
  * Weights 2^((t - t0) / half life); past 2^512 the set is scaled down and
- * t0 moved, so no weight overflows a double. Returns {counted, skipped,
- * fenced}. */
+ * t0 moved, so no weight overflows a double. t0 never moves past the
+ * server's clock (TIME) and the exponent is capped at 1000: one event dated
+ * far ahead cannot move t0 beyond the clicks that follow it (issue 23 case
+ * 3; cov_update also clamps each time to the wall clock + the maximum
+ * future skew, common/evtime.h). Returns {counted, skipped, fenced}. */
 static const char update_script[] =
     "local hl, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local keep, tkeep = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
@@ -38,6 +42,7 @@ static const char update_script[] =
     "  from[j] = tonumber(redis.call('GET', KEYS[1 + 2 * j])) or -1\n"
     "end\n"
     "local t0 = tonumber(redis.call('GET', KEYS[2]))\n"
+    "local now = tonumber(redis.call('TIME')[1])\n"
     "local counted, dup, fenced = 0, 0, 0\n"
     "for i = 0, n - 1 do\n"
     "  local a = base + 5 * i\n"
@@ -52,12 +57,14 @@ static const char update_script[] =
     "    if not t0 then t0 = t; redis.call('SET', KEYS[2], ARGV[a + 3]) end\n"
     "    local x = (t - t0) / hl\n"
     "    if x > 512 then\n"
-    "      local shift = math.floor(x) - 1\n"
-    "      redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', string.format('%.17g', 2 ^ "
+    "      local shift = math.min(math.floor(x), math.floor((now - t0) / hl)) - 1\n"
+    "      if shift > 0 then\n"
+    "        redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', string.format('%.17g', 2 ^ "
     "-shift))\n"
-    "      t0 = t0 + shift * hl\n"
-    "      redis.call('SET', KEYS[2], string.format('%.17g', t0))\n"
-    "      x = (t - t0) / hl\n"
+    "        t0 = t0 + shift * hl\n"
+    "        redis.call('SET', KEYS[2], string.format('%.17g', t0))\n"
+    "      end\n"
+    "      x = math.min((t - t0) / hl, 1000)\n"
     "    end\n"
     "    redis.call('ZINCRBY', KEYS[1], string.format('%.17g', 2 ^ x), item)\n"
     "    if prev ~= '-1' and prev ~= item then\n"
@@ -76,9 +83,9 @@ static const char update_script[] =
     "return {counted, dup, fenced}\n";
 
 struct cov {
-    redisContext *c;
-    char *host, *password, *prefix;
-    int port, ttl_s, timeout_ms;
+    struct rc *rc;
+    char *prefix;
+    int ttl_s;
     double half_life_s;
     /* argv scratch, grown to the largest batch */
     const char **argv;
@@ -105,14 +112,18 @@ int cov_open(struct cov **out, const struct cov_opts *o, struct err *e)
     if (!(o->half_life_s > 0))
         return free(c),
                err_set(e, ERR_CONFIG, "trending half life %g s: must be > 0", o->half_life_s);
-    if (!c || !(c->host = dup_or(o->host, "127.0.0.1")) || !(c->prefix = dup_or(o->prefix, "")) ||
-        (o->password && !(c->password = strdup(o->password)))) {
+    struct rc_opts ro = {.host = o->host, .port = o->port, .username = o->username,
+                         .password = o->password, .timeout_ms = o->timeout_ms};
+
+    if (!c || !(c->prefix = dup_or(o->prefix, ""))) {
         cov_close(c);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
-    c->port = o->port ? o->port : 6379;
+    if (rc_open(&c->rc, &ro, e)) {
+        cov_close(c);
+        return e ? e->code : ERR_CONFIG;
+    }
     c->ttl_s = o->ttl_s;
-    c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 1000;
     c->half_life_s = o->half_life_s;
     *out = c;
     return ERR_OK;
@@ -122,10 +133,7 @@ void cov_close(struct cov *c)
 {
     if (!c)
         return;
-    if (c->c)
-        redisFree(c->c);
-    free(c->host);
-    free(c->password);
+    rc_close(c->rc);
     free(c->prefix);
     free(c->argv);
     free(c->argvlen);
@@ -135,40 +143,16 @@ void cov_close(struct cov *c)
     free(c);
 }
 
+/* ---- connection: common/redis_conn.h (connect, ACL user, SIGPIPE) ---- */
+
 static int lost(struct cov *c, const char *what, struct err *e)
 {
-    err_set(e, ERR_RETRY, "redis %s (%s:%d): %s", what, c->host, c->port,
-            c->c && c->c->errstr[0] ? c->c->errstr : "connection lost");
-    if (c->c)
-        redisFree(c->c);
-    c->c = NULL;
-    return ERR_RETRY;
+    return rc_lost(c->rc, what, e);
 }
 
 static int connect_once(struct cov *c, struct err *e)
 {
-    struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
-    redisReply *r;
-
-    if (c->c)
-        return ERR_OK;
-    c->c = redisConnectWithTimeout(c->host, c->port, tv);
-    if (!c->c || c->c->err || redisSetTimeout(c->c, tv) != REDIS_OK)
-        return lost(c, "connect", e);
-    if (!c->password)
-        return ERR_OK;
-    r = redisCommand(c->c, "AUTH %s", c->password);
-    if (!r)
-        return lost(c, "AUTH", e);
-    if (r->type == REDIS_REPLY_ERROR) {
-        err_set(e, ERR_CONFIG, "redis AUTH (%s:%d): %s", c->host, c->port, r->str);
-        freeReplyObject(r);
-        redisFree(c->c);
-        c->c = NULL;
-        return ERR_CONFIG;
-    }
-    freeReplyObject(r);
-    return ERR_OK;
+    return rc_connect(c->rc, e);
 }
 
 /* Room for the arguments of n clicks over up to COV_MAX_PARTITIONS
@@ -204,7 +188,7 @@ static void arg(struct cov *c, size_t *k, const char *s)
  * retrying will not help), naming the command. */
 static int reply_error(struct cov *c, redisReply *r, const char *what, struct err *e)
 {
-    err_set(e, ERR_CONFIG, "redis %s (%s:%d): %s", what, c->host, c->port, r->str);
+    err_set(e, ERR_CONFIG, "redis %s (%s:%d): %s", what, rc_host(c->rc), rc_port(c->rc), r->str);
     freeReplyObject(r);
     return ERR_CONFIG;
 }
@@ -266,6 +250,9 @@ static void build_args(struct cov *c, size_t n, const struct cov_click *clicks, 
                        size_t *k)
 {
     size_t nn = 1; /* nums[0] is the key count */
+    /* No click weighs as if later than the admissible future (the decoders
+     * refuse such clicks; this protects the set from other callers too). */
+    int64_t tmax = evt_now_ms() + evt_max_future_skew_ms();
 
 #define NUM(...)                                                                                  \
     do {                                                                                          \
@@ -282,7 +269,7 @@ static void build_args(struct cov *c, size_t n, const struct cov_click *clicks, 
     for (size_t i = 0; i < n; i++) {
         NUM("%" PRId64, clicks[i].prev < 0 ? -1 : clicks[i].prev);
         NUM("%" PRId64, clicks[i].item);
-        NUM("%.3f", (double)clicks[i].time_ms / 1000.0);
+        NUM("%.3f", (double)(clicks[i].time_ms < tmax ? clicks[i].time_ms : tmax) / 1000.0);
         NUM("%d", c->pidx[i]);
         NUM("%" PRId64, clicks[i].offset);
     }
@@ -314,7 +301,7 @@ static int update_chunk(struct cov *c, size_t n, const struct cov_click *clicks,
     arg(c, &k, c->nums[0]);
     build_keys(c, n, clicks, np, &k);
     build_args(c, n, clicks, np, &k);
-    r = redisCommandArgv(c->c, (int)k, c->argv, c->argvlen);
+    r = redisCommandArgv(rc_ctx(c->rc), (int)k, c->argv, c->argvlen);
     if (!r)
         return lost(c, "EVAL (co-visitation update)", e);
     if (r->type == REDIS_REPLY_ERROR)
@@ -328,8 +315,8 @@ static int update_chunk(struct cov *c, size_t n, const struct cov_click *clicks,
  * calls, in click order: a partition's clicks split over two calls keep
  * their offset order, so the applied offsets stay exact even if a crash
  * falls between the calls. */
-int cov_update(struct cov *c, size_t n, const struct cov_click *clicks, struct cov_result *res,
-               struct err *e)
+static int update_unguarded(struct cov *c, size_t n, const struct cov_click *clicks,
+                            struct cov_result *res, struct err *e)
 {
     struct cov_result dummy;
     size_t done = 0;
@@ -369,8 +356,8 @@ static int members(const redisReply *r, int64_t *out, int k)
     return n;
 }
 
-int cov_covisited(struct cov *c, size_t n, const int64_t *items, int k, int64_t *out, int *counts,
-                  struct err *e)
+static int covisited_unguarded(struct cov *c, size_t n, const int64_t *items, int k,
+                               int64_t *out, int *counts, struct err *e)
 {
     char key[KEY_MAX];
     int rc;
@@ -382,19 +369,18 @@ int cov_covisited(struct cov *c, size_t n, const int64_t *items, int k, int64_t 
         if (items[i] < 0)
             continue;
         snprintf(key, sizeof(key), "%scv:%" PRId64, c->prefix, items[i]);
-        if (redisAppendCommand(c->c, "ZREVRANGE %s 0 %d", key, k - 1) != REDIS_OK)
+        if (redisAppendCommand(rc_ctx(c->rc), "ZREVRANGE %s 0 %d", key, k - 1) != REDIS_OK)
             return lost(c, "ZREVRANGE", e);
     }
     for (size_t i = 0; i < n; i++) {
         redisReply *r = NULL;
         if (items[i] < 0)
             continue;
-        if (redisGetReply(c->c, (void **)&r) != REDIS_OK || !r)
+        if (redisGetReply(rc_ctx(c->rc), (void **)&r) != REDIS_OK || !r)
             return lost(c, "ZREVRANGE", e);
         if (r->type == REDIS_REPLY_ERROR) {
             rc = reply_error(c, r, "ZREVRANGE", e);
-            redisFree(c->c); /* replies of the rest are still queued */
-            c->c = NULL;
+            rc_drop(c->rc); /* replies of the rest are still queued */
             return rc;
         }
         counts[i] = members(r, out + i * (size_t)k, k);
@@ -403,7 +389,7 @@ int cov_covisited(struct cov *c, size_t n, const int64_t *items, int k, int64_t 
     return ERR_OK;
 }
 
-int cov_trending(struct cov *c, int k, int64_t *out, int *n, struct err *e)
+static int trending_unguarded(struct cov *c, int k, int64_t *out, int *n, struct err *e)
 {
     char key[KEY_MAX];
     redisReply *r;
@@ -413,7 +399,7 @@ int cov_trending(struct cov *c, int k, int64_t *out, int *n, struct err *e)
     if ((rc = connect_once(c, e)))
         return rc;
     snprintf(key, sizeof(key), "%strending", c->prefix);
-    r = redisCommand(c->c, "ZREVRANGE %s 0 %d", key, k - 1);
+    r = redisCommand(rc_ctx(c->rc), "ZREVRANGE %s 0 %d", key, k - 1);
     if (!r)
         return lost(c, "ZREVRANGE trending", e);
     if (r->type == REDIS_REPLY_ERROR)
@@ -421,4 +407,41 @@ int cov_trending(struct cov *c, int k, int64_t *out, int *n, struct err *e)
     *n = members(r, out, k);
     freeReplyObject(r);
     return ERR_OK;
+}
+
+/* ---- public calls: SIGPIPE blocked around each (redis_conn.h) ---- */
+
+int cov_update(struct cov *c, size_t n, const struct cov_click *clicks, struct cov_result *res,
+               struct err *e)
+{
+    struct rc_sigpipe g;
+    int rc;
+
+    rc_sigpipe_block(&g);
+    rc = update_unguarded(c, n, clicks, res, e);
+    rc_sigpipe_restore(&g);
+    return rc;
+}
+
+int cov_covisited(struct cov *c, size_t n, const int64_t *items, int k, int64_t *out, int *counts,
+                  struct err *e)
+{
+    struct rc_sigpipe g;
+    int rc;
+
+    rc_sigpipe_block(&g);
+    rc = covisited_unguarded(c, n, items, k, out, counts, e);
+    rc_sigpipe_restore(&g);
+    return rc;
+}
+
+int cov_trending(struct cov *c, int k, int64_t *out, int *n, struct err *e)
+{
+    struct rc_sigpipe g;
+    int rc;
+
+    rc_sigpipe_block(&g);
+    rc = trending_unguarded(c, k, out, n, e);
+    rc_sigpipe_restore(&g);
+    return rc;
 }

@@ -42,6 +42,7 @@ struct cov_opts {
     const char *host;     /* default 127.0.0.1 */
     int port;             /* default 6379 */
     const char *password; /* NULL = no AUTH */
+    const char *username; /* ACL user; NULL: redis.username of the configuration */
     const char *prefix;   /* key prefix */
     int ttl_s;            /* expiry of a co-visitation set; 0 = none */
     double half_life_s;   /* trending decay, > 0 */

@@ -287,7 +287,10 @@ static int load_file(struct img_loader *l, const char *path, const char *ref,
     /* After realpath: a symlink pointing out of the root is caught here. */
     if (!under_root(l, real))
         return fail(why, IMG_FORBIDDEN, e, ERR_INVALID, "%s: resolves outside images.root", ref);
-    fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: open(2) of a FIFO without a writer blocks forever (a
+     * poison pill for the partition); read_fd refuses anything but a regular
+     * file by fstat before the first read. Regular files ignore O_NONBLOCK. */
+    fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return fail(why, errno_reason(errno), e, ERR_IO, "%s: %s", ref, strerror(errno));
     rc = read_fd(l, fd, ref, why, e);

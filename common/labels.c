@@ -1,5 +1,5 @@
-/* Labels joined to predictions: a second, small hiredis user beside
- * state_redis.c (plain SET/GETDEL keys, none of the state's Lua), plus a
+/* Labels joined to predictions: a second, small Redis user beside
+ * state_redis.c (its connection from redis_conn.c) (plain SET/GETDEL keys, none of the state's Lua), plus a
  * consumer of the labels topic through kq_ and codec_. */
 #include "labels.h"
 
@@ -18,6 +18,7 @@
 #include "event.h"
 #include "kafka.h"
 #include "log.h"
+#include "redis_conn.h"
 
 #define QUEUE_MAX 1000000   /* predictions waiting for labels_flush */
 #define KEY_MAX 512
@@ -30,9 +31,9 @@ struct queued {
 struct labels {
     struct kq *q;
     struct codec *cd;
-    redisContext *c;
-    char *host, *password, *prefix, *model;
-    int port, timeout_ms, ttl_s;
+    struct rc *rc;
+    char *prefix, *model;
+    int ttl_s;
     struct queued *queue;
     size_t nq, capq;
     struct buf json;
@@ -40,64 +41,16 @@ struct labels {
     int down_logged;
 };
 
-/* ---- SIGPIPE: blocked during a call, as state_redis.c does ---- */
-
-static void sigpipe_block(sigset_t *old)
-{
-    sigset_t set;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, old);
-}
-
-static void sigpipe_restore(const sigset_t *old)
-{
-    sigset_t set;
-    struct timespec zero = {0, 0};
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    sigtimedwait(&set, NULL, &zero); /* consume one raised by this call */
-    pthread_sigmask(SIG_SETMASK, old, NULL);
-}
-
-static void drop(struct labels *l)
-{
-    redisFree(l->c);
-    l->c = NULL;
-}
+/* ---- connection: common/redis_conn.h (connect, ACL user, SIGPIPE) ---- */
 
 static int lost(struct labels *l, const char *what, struct err *e)
 {
-    err_set(e, ERR_RETRY, "redis %s (%s:%d): %s", what, l->host, l->port,
-            l->c && l->c->errstr[0] ? l->c->errstr : "connection lost");
-    drop(l);
-    return ERR_RETRY;
+    return rc_lost(l->rc, what, e);
 }
 
 static int connect_redis(struct labels *l, struct err *e)
 {
-    struct timeval tv = {l->timeout_ms / 1000, (l->timeout_ms % 1000) * 1000};
-    redisReply *r;
-
-    if (l->c)
-        return ERR_OK;
-    l->c = redisConnectWithTimeout(l->host, l->port, tv);
-    if (!l->c || l->c->err || redisSetTimeout(l->c, tv) != REDIS_OK)
-        return lost(l, "connect", e);
-    if (!l->password)
-        return ERR_OK;
-    r = redisCommand(l->c, "AUTH %s", l->password);
-    if (!r || r->type == REDIS_REPLY_ERROR) {
-        err_set(e, ERR_CONFIG, "redis AUTH (%s:%d): %s", l->host, l->port,
-                r ? r->str : "connection lost");
-        freeReplyObject(r);
-        drop(l);
-        return ERR_CONFIG;
-    }
-    freeReplyObject(r);
-    return ERR_OK;
+    return rc_connect(l->rc, e);
 }
 
 static size_t key_of(const struct labels *l, const char *id, char *key)
@@ -133,16 +86,18 @@ static int pipeline_sets(struct labels *l, struct err *e)
     for (size_t i = 0; i < l->nq; i++) {
         size_t kl = key_of(l, l->queue[i].id, key);
         snprintf(val, sizeof(val), "%.17g", l->queue[i].score);
-        if (redisAppendCommand(l->c, "SET %b %s EX %d", key, kl, val, l->ttl_s) != REDIS_OK)
+        if (redisAppendCommand(rc_ctx(l->rc), "SET %b %s EX %d", key, kl, val, l->ttl_s) !=
+            REDIS_OK)
             return lost(l, "SET", e);
     }
     for (size_t i = 0; i < l->nq; i++) {
-        if (redisGetReply(l->c, (void **)&r) != REDIS_OK)
+        if (redisGetReply(rc_ctx(l->rc), (void **)&r) != REDIS_OK)
             return lost(l, "SET", e);
         if (r->type == REDIS_REPLY_ERROR) {
-            err_set(e, ERR_IO, "redis SET pending (%s:%d): %s", l->host, l->port, r->str);
+            err_set(e, ERR_IO, "redis SET pending (%s:%d): %s", rc_host(l->rc), rc_port(l->rc),
+                    r->str);
             freeReplyObject(r);
-            drop(l);
+            rc_drop(l->rc);
             return ERR_IO;
         }
         freeReplyObject(r);
@@ -153,18 +108,18 @@ static int pipeline_sets(struct labels *l, struct err *e)
 int labels_flush(struct labels *l, struct err *e)
 {
     struct err tmp = {0};
-    sigset_t old;
+    struct rc_sigpipe old;
     int rc;
 
     if (!e)
         e = &tmp;
     if (!l || l->nq == 0)
         return ERR_OK;
-    sigpipe_block(&old);
+    rc_sigpipe_block(&old);
     rc = connect_redis(l, e);
     if (rc == ERR_OK)
         rc = pipeline_sets(l, e);
-    sigpipe_restore(&old);
+    rc_sigpipe_restore(&old);
     if (rc) {
         l->st.lost += l->nq;
         if (!l->down_logged)
@@ -218,18 +173,18 @@ static size_t join(struct labels *l, const struct got *g, size_t n, struct mon *
 {
     char key[KEY_MAX];
     struct err e = {0};
-    sigset_t old;
+    struct rc_sigpipe old;
     size_t joined = 0, i, got = 0;
     redisReply *r;
 
-    sigpipe_block(&old);
+    rc_sigpipe_block(&old);
     if (connect_redis(l, &e) == ERR_OK) {
         for (i = 0; i < n; i++) {
             size_t kl = key_of(l, g[i].id, key);
-            if (redisAppendCommand(l->c, "GETDEL %b", key, kl) != REDIS_OK)
+            if (redisAppendCommand(rc_ctx(l->rc), "GETDEL %b", key, kl) != REDIS_OK)
                 break;
         }
-        for (; got < i && redisGetReply(l->c, (void **)&r) == REDIS_OK; got++) {
+        for (; got < i && redisGetReply(rc_ctx(l->rc), (void **)&r) == REDIS_OK; got++) {
             if (r->type == REDIS_REPLY_STRING) {
                 mon_observe_label(m, strtod(r->str, NULL), g[got].label);
                 joined++;
@@ -241,7 +196,7 @@ static size_t join(struct labels *l, const struct got *g, size_t n, struct mon *
         if (got < n)
             lost(l, "GETDEL", &e);
     }
-    sigpipe_restore(&old);
+    rc_sigpipe_restore(&old);
     l->st.lost += n - got;
     l->st.joined += joined;
     return joined;
@@ -280,11 +235,6 @@ void labels_get_stats(const struct labels *l, struct labels_stats *s)
 
 /* ---- open / close ---- */
 
-static char *dup_opt(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 struct labels *labels_open(const struct labels_opts *o, struct err *e)
 {
     struct labels *l = calloc(1, sizeof(*l));
@@ -296,18 +246,20 @@ struct labels *labels_open(const struct labels_opts *o, struct err *e)
         err_set(e, ERR_NOMEM, "labels: out of memory");
         return NULL;
     }
-    l->host = strdup(o->redis.host ? o->redis.host : "127.0.0.1");
-    l->password = dup_opt(o->redis.password);
+    struct rc_opts ro = {.host = o->redis.host, .port = o->redis.port,
+                         .username = o->redis.username, .password = o->redis.password,
+                         .timeout_ms = o->redis.timeout_ms};
+
     l->prefix = strdup(o->redis.prefix ? o->redis.prefix : "");
     l->model = strdup(o->model);
-    l->port = o->redis.port ? o->redis.port : 6379;
-    l->timeout_ms = o->redis.timeout_ms > 0 ? o->redis.timeout_ms : 1000;
     l->ttl_s = o->ttl_s;
     buf_init(&l->json, 64 * 1024);
-    if (!l->host || !l->prefix || !l->model || (o->redis.password && !l->password)) {
+    if (!l->prefix || !l->model) {
         err_set(e, ERR_NOMEM, "labels: out of memory");
         goto fail;
     }
+    if (rc_open(&l->rc, &ro, e))
+        goto fail;
     if (!(l->cd = codec_open(o->schemas_dir, e)) || !(l->q = kq_open(&ko, e)))
         goto fail;
     log_info("labels: joining %s (group %s) to predictions kept %d s in Redis", o->topic,
@@ -328,6 +280,7 @@ struct labels *labels_open_cfg(const struct cfg *c, const char *group_id, struct
         .model = cfg_str(c, "model.name"), .ttl_s = (int)cfg_int(c, "monitor.labels.ttl_s"),
         .redis = {.host = cfg_str(c, "redis.host"), .port = (int)cfg_int(c, "redis.port"),
                   .password = *cfg_str(c, "redis.password") ? cfg_str(c, "redis.password") : NULL,
+                  .username = cfg_str(c, "redis.username"),
                   .prefix = cfg_str(c, "redis.prefix"),
                   .timeout_ms = (int)cfg_int(c, "redis.timeout_ms")}};
 
@@ -354,11 +307,9 @@ void labels_close(struct labels *l)
              (unsigned long long)l->st.lost, (unsigned long long)l->st.remembered);
     kq_close(l->q, 2000, NULL);
     codec_close(l->cd);
-    redisFree(l->c);
+    rc_close(l->rc);
     buf_free(&l->json);
     free(l->queue);
-    free(l->host);
-    free(l->password);
     free(l->prefix);
     free(l->model);
     free(l);

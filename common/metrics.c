@@ -191,9 +191,29 @@ static void put_label(FILE *f, const char *s)
     }
 }
 
+static _Atomic uint64_t g_state_lost;
+static _Atomic int g_state_lost_flag;
+
+void metrics_note_state_lost(void)
+{
+    atomic_fetch_add(&g_state_lost, 1);
+}
+
+void metrics_set_state_lost_flag(int on)
+{
+    atomic_store(&g_state_lost_flag, on ? 1 : 0);
+}
+
 static void render_counters(struct metrics *m, FILE *f)
 {
     uint64_t cum = 0;
+
+    head(f, "streamml_state_lost_total", "counter",
+         "Times the state store was found empty after holding data (restart without persistence)");
+    fprintf(f, "streamml_state_lost_total %llu\n", (unsigned long long)atomic_load(&g_state_lost));
+    head(f, "streamml_state_lost_unacknowledged", "gauge",
+         "1 while a state loss is not acknowledged (predictions flagged)");
+    fprintf(f, "streamml_state_lost_unacknowledged %d\n", atomic_load(&g_state_lost_flag));
 
     for (int c = 0; c < METRICS_NCOUNTERS; c++) {
         head(f, counter_names[c][0], "counter", counter_names[c][1]);

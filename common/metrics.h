@@ -60,6 +60,14 @@ void metrics_worker_tick(struct metrics *m, const struct mon *mon, size_t assign
  * Has the signature of kq_opts.stats_cb (opaque = the struct metrics). */
 void metrics_kafka_stats(const char *json, size_t len, void *metrics);
 
+/* Process-wide figures that modules below the worker record themselves
+ * (no handle to pass), rendered by every metrics server of the process:
+ * streamml_state_lost_total (state store found empty after holding data,
+ * common/state.h) and the gauge streamml_state_lost_unacknowledged (1 while
+ * predictions are to be flagged). Any thread. */
+void metrics_note_state_lost(void);
+void metrics_set_state_lost_flag(int on);
+
 /* The /metrics text, malloc'd into *out (caller frees). Any thread. */
 int metrics_render(struct metrics *m, char **out, size_t *len, struct err *e);
 

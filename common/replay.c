@@ -1,4 +1,5 @@
 #include "replay.h"
+#include "redis_conn.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -915,29 +916,18 @@ int rp_engine_step(struct rp_engine *g, const struct rp_rec *r, float *x, struct
 
 /* ---- Redis clean-up ---- */
 
-static redisContext *redis_connect(const struct state_redis_opts *o, struct err *e)
+/* The connection of redis_conn.h (ACL user, password, timeouts, SIGPIPE). */
+static struct rc *redis_connect(const struct state_redis_opts *o, struct err *e)
 {
-    struct timeval tv = {o->timeout_ms / 1000, (o->timeout_ms % 1000) * 1000};
-    redisContext *c =
-        redisConnectWithTimeout(o->host ? o->host : "127.0.0.1", o->port ? o->port : 6379, tv);
-    redisReply *r;
+    struct rc_opts ro = {.host = o->host, .port = o->port, .username = o->username,
+                         .password = o->password, .timeout_ms = o->timeout_ms};
+    struct rc *c = NULL;
 
-    if (!c || c->err) {
-        err_set(e, ERR_IO, "redis %s:%d: %s", o->host, o->port, c ? c->errstr : "out of memory");
-        redisFree(c);
+    if (rc_open(&c, &ro, e))
         return NULL;
-    }
-    redisSetTimeout(c, tv);
-    if (o->password && *o->password) {
-        r = o->username && *o->username ? redisCommand(c, "AUTH %s %s", o->username, o->password)
-                                        : redisCommand(c, "AUTH %s", o->password);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            err_set(e, ERR_CONFIG, "redis %s:%d: AUTH refused", o->host, o->port);
-            freeReplyObject(r);
-            redisFree(c);
-            return NULL;
-        }
-        freeReplyObject(r);
+    if (rc_connect(c, e)) {
+        rc_close(c);
+        return NULL;
     }
     return c;
 }
@@ -959,14 +949,18 @@ static void glob_escape(const char *s, char *out, size_t cap)
 int rp_redis_drop_prefix(const struct state_redis_opts *o, long *deleted, struct err *e)
 {
     char pattern[600], cursor[32] = "0";
+    struct rc_sigpipe g;
+    struct rc *conn;
     redisContext *c;
     int rc = ERR_OK;
 
     *deleted = 0;
     if (!o->prefix || !*o->prefix)
         return err_set(e, ERR_CONFIG, "refusing to drop an empty Redis prefix");
-    if (!(c = redis_connect(o, e)))
+    if (!(conn = redis_connect(o, e)))
         return e->code;
+    c = rc_ctx(conn);
+    rc_sigpipe_block(&g);
     glob_escape(o->prefix, pattern, sizeof(pattern));
     do {
         redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
@@ -986,6 +980,7 @@ int rp_redis_drop_prefix(const struct state_redis_opts *o, long *deleted, struct
         }
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0);
-    redisFree(c);
+    rc_sigpipe_restore(&g);
+    rc_close(conn);
     return rc;
 }

@@ -128,3 +128,24 @@ int64_t state_epoch(const struct state *s, int32_t partition)
 {
     return s->ops->epoch ? s->ops->epoch(s, partition) : 0;
 }
+
+int state_check_lost(struct state *s, int expect_data, int *lost_now, struct err *e)
+{
+    *lost_now = 0;
+    return s->ops->check_lost ? s->ops->check_lost(s, expect_data, lost_now, e) : ERR_OK;
+}
+
+int state_lost_flag(const struct state *s)
+{
+    return s->lost_flag;
+}
+
+uint64_t state_losses(const struct state *s)
+{
+    return s->losses;
+}
+
+int state_ack_lost(struct state *s, struct err *e)
+{
+    return s->ops->ack_lost ? s->ops->ack_lost(s, e) : ERR_OK;
+}

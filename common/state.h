@@ -29,6 +29,9 @@ struct state_redis_opts {
     const char *prefix;        /* key prefix, e.g. "" or "bt:run42:" */
     int ttl_s;                 /* expiry of an entity's key; 0 = none */
     int timeout_ms;            /* connect and command timeout */
+    int64_t lost_flag_ms;      /* state.lost_flag_ms: a detected loss flags
+                                  predictions this long; 0: until acknowledged
+                                  (state_ack_lost) */
     int lazy;                  /* an unreachable server is not an error at open:
                                   the first call connects (a wrong password or
                                   a refused script still is) */
@@ -107,5 +110,33 @@ int64_t state_epoch(const struct state *s, int32_t partition);
 
 /* Checks the backend answers (PING on Redis). */
 int state_ping(struct state *s, struct err *e);
+
+/* ---- a store that lost its data (issue 23 case 6) ----
+ *
+ * Redis keeps <prefix>marker, written at the first start on an empty store.
+ * The marker missing when this handle saw it before (checked at every
+ * reconnect by itself: a restarted server always means one), or when the
+ * caller expects data (expect_data: its group has committed offsets for
+ * the partitions it owns) means the store restarted empty (no
+ * persistence) or was flushed: every aggregate was reset. The loss is then
+ * recorded in <prefix>state_lost (its detection time in ms; it expires after
+ * lost_flag_ms when that is set in state_redis_opts, else it stays until
+ * an operator acknowledges it with `streamml config ack-state-loss` or
+ * DEL), counted
+ * (state_losses, and streamml_state_lost_total on /metrics), logged as an
+ * error, and the marker is written again.
+ *
+ * The runtime calls state_check_lost at open and after each fence (with
+ * expect_data) and once per batch (expect_data 0; one round trip: catches a
+ * FLUSHALL on a live connection), flags its predictions while
+ * state_lost_flag() is 1, and publishes an alert when *lost_now is 1.
+ * The memory backend never reports a loss. ERR_RETRY when unreachable. */
+int state_check_lost(struct state *s, int expect_data, int *lost_now, struct err *e);
+/* 1 while an unacknowledged loss is recorded (as of the last check). */
+int state_lost_flag(const struct state *s);
+/* Losses detected by this handle since open. */
+uint64_t state_losses(const struct state *s);
+/* The operator's acknowledgement: removes <prefix>state_lost. */
+int state_ack_lost(struct state *s, struct err *e);
 
 #endif

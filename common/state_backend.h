@@ -29,11 +29,16 @@ struct state_ops {
     /* NULL: no fencing needed (memory). */
     int (*fence)(struct state *s, int32_t partition, struct err *e);
     int64_t (*epoch)(const struct state *s, int32_t partition);
+    /* NULL: the store cannot lose data behind the process's back (memory). */
+    int (*check_lost)(struct state *s, int expect_data, int *lost_now, struct err *e);
+    int (*ack_lost)(struct state *s, struct err *e);
 };
 
 struct state {
     const struct state_ops *ops;
     uint64_t fenced; /* puts refused by a newer owner's epoch */
+    uint64_t losses; /* store found empty after holding data */
+    int lost_flag;   /* an unacknowledged loss is recorded */
     /* state_put_begin .. state_put_end */
     const struct state_put *pend;
     size_t n_pend;

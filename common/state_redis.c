@@ -25,8 +25,6 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <limits.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +33,8 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
+#include "redis_conn.h"
 
 #define PREFIX_MAX 128
 #define HOST_MAX 255
@@ -123,14 +123,16 @@ struct put_args {
 
 struct state_redis {
     struct state base; /* first: state.c casts */
-    redisContext *c;   /* NULL = disconnected: the next call reconnects */
+    struct rc *rc;     /* disconnected: the next call reconnects */
     char host[HOST_MAX + 1];
     int port;
-    char *password; /* owned; NULL = no AUTH */
-    char *username; /* owned; NULL = the default user */
     char prefix[PREFIX_MAX + 1];
     long long ttl_ms;
+    long long lost_flag_ms;
     int timeout_ms;
+    int marker_seen;    /* this handle has seen or written <prefix>marker */
+    int expect_pending; /* the next connect's check expects data */
+    int lost_pending;   /* a loss found by a connect, not yet reported */
     char sha[41]; /* of put_script, from SCRIPT LOAD */
     /* Fencing, indexed by partition: the epoch held (0 = none) and whether
      * a new one is to be claimed before the next read or write. */
@@ -144,82 +146,30 @@ struct state_redis {
     size_t n_inflight;
 };
 
-/* ---- SIGPIPE: a write to a server that went away must fail, not kill ----
- *
- * hiredis writes with write(2), which raises SIGPIPE on a closed socket. A
- * library must not change the process's handlers, so (as libpq does) the
- * signal is blocked in this thread during a call and a SIGPIPE raised by
- * the call is consumed before the mask is restored. */
+/* ---- connection (common/redis_conn.h: connect, AUTH, SIGPIPE) ---- */
 
-struct sigpipe_guard {
-    sigset_t old;
-    int was_pending;
-};
-
-static int sigpipe_pending(void)
-{
-    sigset_t pend;
-
-    return sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE) == 1;
-}
-
-static void sigpipe_block(struct sigpipe_guard *g)
-{
-    sigset_t set;
-
-    g->was_pending = sigpipe_pending();
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, &g->old);
-}
-
-static void sigpipe_restore(struct sigpipe_guard *g)
-{
-    sigset_t set;
-    struct timespec zero = {0, 0};
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    if (!g->was_pending && sigpipe_pending())
-        sigtimedwait(&set, NULL, &zero);
-    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-}
-
-/* ---- connection ---- */
+#define sigpipe_guard rc_sigpipe
+#define sigpipe_block rc_sigpipe_block
+#define sigpipe_restore rc_sigpipe_restore
 
 static void drop(struct state_redis *r)
 {
-    redisFree(r->c);
-    r->c = NULL;
+    rc_drop(r->rc);
 }
 
 /* The connection is unusable (I/O error, timeout, pipeline out of step):
  * free it and report ERR_RETRY; the next call reconnects. */
 static int lost(struct state_redis *r, const char *cmd, const char *key, struct err *e)
 {
-    const char *why = r->c && r->c->errstr[0] ? r->c->errstr : "connection lost";
+    char what[160];
 
-    if (r->c && r->c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
-        why = "timed out";
-    err_set(e, ERR_RETRY, "redis %s%s%s (%s:%d): %s", cmd, *key ? " " : "", key, r->host, r->port,
-            why);
-    drop(r);
-    return ERR_RETRY;
+    snprintf(what, sizeof(what), "%s%s%.100s", cmd, *key ? " " : "", key);
+    return rc_lost(r->rc, what, e);
 }
 
-/* Error replies the server gives while it is starting or busy are worth
- * retrying; the rest (WRONGTYPE, NOAUTH, ...) are not. */
 static int reply_error_code(const char *msg)
 {
-    static const char *const transient[] = {"LOADING",    "BUSY",        "TRYAGAIN",
-                                            "MASTERDOWN", "CLUSTERDOWN", NULL};
-
-    for (int i = 0; transient[i]; i++)
-        if (strncmp(msg, transient[i], strlen(transient[i])) == 0)
-            return ERR_RETRY;
-    if (strncmp(msg, "NOAUTH", 6) == 0 || strncmp(msg, "WRONGPASS", 9) == 0)
-        return ERR_CONFIG;
-    return ERR_IO;
+    return rc_reply_code(msg);
 }
 
 /* One command outside a pipeline (argv: NUL-terminated strings); *out gets
@@ -228,7 +178,7 @@ static int reply_error_code(const char *msg)
 static int simple_cmd(struct state_redis *r, const char *what, int argc, const char **argv,
                       redisReply **out, struct err *e)
 {
-    redisReply *rep = redisCommandArgv(r->c, argc, argv, NULL);
+    redisReply *rep = redisCommandArgv(rc_ctx(r->rc), argc, argv, NULL);
 
     if (!rep)
         return lost(r, what, "", e);
@@ -262,43 +212,74 @@ static int load_script(struct state_redis *r, struct err *e)
     return ERR_OK;
 }
 
-/* hiredis 0.14 does not re-authenticate: AUTH after every connect (with
- * the ACL user when one is configured, Redis 6+). */
-static int auth(struct state_redis *r, struct err *e)
-{
-    const char *argv[] = {"AUTH", r->username ? r->username : r->password, r->password};
-    redisReply *rep = NULL;
-    int rc;
+/* ---- a store that lost its data (state.h) ---- */
 
-    if (!r->password)
-        return ERR_OK;
-    rc = simple_cmd(r, r->username ? "AUTH (ACL user)" : "AUTH", r->username ? 3 : 2, argv, &rep,
-                    e);
-    if (rc)
+/* GET marker: seen or not; then the loss recorded when it is missing after
+ * it was seen (or data is expected), the marker written again, and the flag
+ * read back. A store without the marker that nobody expects data in is a
+ * first start: the marker is written with the first put (put_end). Plain
+ * commands on the connection (nothing else in flight). */
+static int marker_check(struct state_redis *r, int expect_data, int *lost_now, struct err *e)
+{
+    char mk[PREFIX_MAX + 16], lk[PREFIX_MAX + 16], now[32], px[32];
+    const char *get[] = {"GET", mk}, *ex[] = {"EXISTS", lk};
+    redisReply *rep = NULL;
+    int rc, missing;
+
+    snprintf(mk, sizeof(mk), "%smarker", r->prefix);
+    snprintf(lk, sizeof(lk), "%sstate_lost", r->prefix);
+    snprintf(now, sizeof(now), "%lld", (long long)time(NULL) * 1000);
+    snprintf(px, sizeof(px), "%lld", r->lost_flag_ms);
+    if ((rc = simple_cmd(r, "GET marker", 2, get, &rep, e)))
         return rc;
+    missing = rep->type == REDIS_REPLY_NIL;
     freeReplyObject(rep);
+    if (missing && (r->marker_seen || expect_data)) {
+        const char *set_lost[] = {"SET", lk, now, "PX", px};
+        if ((rc = simple_cmd(r, "SET state_lost", r->lost_flag_ms > 0 ? 5 : 3, set_lost, &rep,
+                             e)))
+            return rc;
+        freeReplyObject(rep);
+        r->base.losses++;
+        *lost_now = 1;
+        metrics_note_state_lost();
+        log_error("state store %s:%d lost its data (%smarker missing%s): every aggregate "
+                  "restarted empty; predictions are flagged until acknowledged "
+                  "(streamml config ack-state-loss, or DEL %s)",
+                  r->host, r->port, r->prefix,
+                  r->marker_seen ? " since this worker saw it" : ", committed offsets exist", lk);
+    }
+    if (missing && (r->marker_seen || expect_data)) {
+        const char *set_mk[] = {"SET", mk, now, "NX"};
+        if ((rc = simple_cmd(r, "SET marker", 4, set_mk, &rep, e)))
+            return rc;
+        freeReplyObject(rep);
+    }
+    if (!missing || expect_data)
+        r->marker_seen = 1;
+    if ((rc = simple_cmd(r, "EXISTS state_lost", 2, ex, &rep, e)))
+        return rc;
+    r->base.lost_flag = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0;
+    freeReplyObject(rep);
+    metrics_set_state_lost_flag(r->base.lost_flag);
     return ERR_OK;
 }
 
+/* rc_connect authenticates after every connect; the script is reloaded
+ * too (a restarted server has lost it). */
 static int ensure_connected(struct state_redis *r, struct err *e)
 {
-    struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
-    int rc;
+    int rc, lost_now = 0;
 
-    if (r->c)
+    if (rc_ctx(r->rc))
         return ERR_OK;
-    r->c = redisConnectWithTimeout(r->host, r->port, tv);
-    if (!r->c || r->c->err) {
-        err_set(e, ERR_RETRY, "redis connect %s:%d: %s", r->host, r->port,
-                r->c ? r->c->errstr : "out of memory");
-        drop(r);
-        return ERR_RETRY;
-    }
-    if (redisSetTimeout(r->c, tv) != REDIS_OK)
-        return lost(r, "SETTIMEOUT", "", e);
-    rc = auth(r, e);
-    if (rc)
+    if ((rc = rc_connect(r->rc, e)))
         return rc;
+    /* A restarted server always means a reconnect: the marker is checked
+     * here, whatever the caller does. */
+    if ((rc = marker_check(r, r->expect_pending, &lost_now, e)))
+        return rc;
+    r->lost_pending |= lost_now;
     return load_script(r, e);
 }
 
@@ -439,7 +420,7 @@ static int send_claims(struct state_redis *r, struct err *e)
     char key[KEY_MAX];
 
     for (size_t p = 0; p < r->n_epochs && r->n_claims; p++) {
-        if (r->claim[p] && redisAppendCommand(r->c, "INCR %b", key,
+        if (r->claim[p] && redisAppendCommand(rc_ctx(r->rc), "INCR %b", key,
                                               epoch_key(r, (int32_t)p, key)) != REDIS_OK)
             return lost(r, "INCR", key, e);
     }
@@ -448,7 +429,7 @@ static int send_claims(struct state_redis *r, struct err *e)
         if (!r->claim[p])
             continue;
         epoch_key(r, (int32_t)p, key);
-        if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep)
+        if (redisGetReply(rc_ctx(r->rc), (void **)&rep) != REDIS_OK || !rep)
             return lost(r, "INCR", key, e);
         if (rep->type != REDIS_REPLY_INTEGER || rep->integer <= 0) {
             int code = rep->type == REDIS_REPLY_ERROR ? reply_error_code(rep->str) : ERR_DECODE;
@@ -490,7 +471,7 @@ static int get_pipelined(struct state_redis *r, size_t n, const char *const *ent
     for (size_t i = 0; i < n; i++) {
         argv[1] = key;
         argvlen[1] = entity_key(r, entities[i], key);
-        if (redisAppendCommandArgv(r->c, 5, argv, argvlen) != REDIS_OK)
+        if (redisAppendCommandArgv(rc_ctx(r->rc), 5, argv, argvlen) != REDIS_OK)
             return lost(r, "HMGET", key, e);
     }
     /* Every reply is read even after a bad one, to keep the pipeline in
@@ -498,7 +479,7 @@ static int get_pipelined(struct state_redis *r, size_t n, const char *const *ent
     for (size_t i = 0; i < n; i++) {
         redisReply *rep = NULL;
         struct err tmp;
-        if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep) {
+        if (redisGetReply(rc_ctx(r->rc), (void **)&rep) != REDIS_OK || !rep) {
             entity_key(r, entities[i], key);
             return lost(r, "HMGET", key, e);
         }
@@ -672,7 +653,7 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
         a->argv[at + 1] = args_int(a, &a->argvlen[at + 1], a->slot[i] + 1);
         a->argv[at + 2] = args_int(a, &a->argvlen[at + 2], (long long)puts[i].offset);
     }
-    if (redisAppendCommandArgv(r->c, (int)at, a->argv, a->argvlen) != REDIS_OK)
+    if (redisAppendCommandArgv(rc_ctx(r->rc), (int)at, a->argv, a->argvlen) != REDIS_OK)
         return lost(r, "EVALSHA", a->argv[3], e); /* the chunk's first key */
     return ERR_OK;
 }
@@ -688,7 +669,7 @@ static int read_chunk(struct state_redis *r, const struct state_put *puts, size_
     char key[KEY_MAX];
     int rc = ERR_OK;
 
-    if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep) {
+    if (redisGetReply(rc_ctx(r->rc), (void **)&rep) != REDIS_OK || !rep) {
         entity_key(r, puts[0].entity, key);
         return lost(r, "EVALSHA", key, e);
     }
@@ -751,7 +732,7 @@ static int recv_pass(struct state_redis *r, size_t n, const struct state_put *pu
         if (retry && applied[c] != -1)
             continue;
         rc = read_chunk(r, puts + c, k, applied + c, &tmp);
-        if (rc && !r->c) { /* connection gone: nothing more to read */
+        if (rc && !rc_ctx(r->rc)) { /* connection gone: nothing more to read */
             copy_err(e, &tmp);
             return rc;
         }
@@ -771,7 +752,7 @@ static int flush_out(struct state_redis *r, const char *what, struct err *e)
     int done = 0;
 
     while (!done)
-        if (redisBufferWrite(r->c, &done) != REDIS_OK)
+        if (redisBufferWrite(rc_ctx(r->rc), &done) != REDIS_OK)
             return lost(r, what, "", e);
     return ERR_OK;
 }
@@ -788,13 +769,15 @@ static int redis_put_begin(struct state *s, size_t n, const struct state_put *pu
         rc = send_pass(r, n, puts, NULL, 0, e);
     if (rc == ERR_OK)
         rc = flush_out(r, "EVALSHA", e);
-    if (rc && rc != ERR_RETRY && r->c)
+    if (rc && rc != ERR_RETRY && rc_ctx(r->rc))
         drop(r); /* e.g. out of memory half-way: commands may be buffered */
     sigpipe_restore(&g);
     r->inflight = rc ? NULL : puts;
     r->n_inflight = rc ? 0 : n;
     return rc;
 }
+
+static void write_marker(struct state_redis *r);
 
 static int redis_put_end(struct state *s, int *applied, struct err *e)
 {
@@ -807,7 +790,7 @@ static int redis_put_end(struct state *s, int *applied, struct err *e)
 
     r->inflight = NULL;
     r->n_inflight = 0;
-    if (!r->c) /* lost since begin */
+    if (!rc_ctx(r->rc)) /* lost since begin */
         return err_set(e, ERR_RETRY, "redis EVALSHA (%s:%d): connection lost", r->host, r->port);
     sigpipe_block(&g);
     rc = recv_pass(r, n, puts, applied, 0, &nosc, e);
@@ -822,6 +805,8 @@ static int redis_put_end(struct state *s, int *applied, struct err *e)
         if (rc == ERR_OK && nosc)
             rc = err_set(e, ERR_IO, "redis EVALSHA: script missing again after SCRIPT LOAD");
     }
+    if (rc == ERR_OK && !r->marker_seen && n)
+        write_marker(r);
     sigpipe_restore(&g);
     if (r->base.fenced > fenced0)
         log_warn("state: %llu write(s) fenced: a newer consumer owns their partition (this "
@@ -850,13 +835,71 @@ static int redis_ping(struct state *s, struct err *e)
     return rc;
 }
 
+/* The store holds data from now on: a later empty store is a loss. A
+ * failure is left for the next put (the puts themselves were applied). */
+static void write_marker(struct state_redis *r)
+{
+    char mk[PREFIX_MAX + 16], now[32];
+    const char *argv[] = {"SET", mk, now, "NX"};
+    struct err tmp = {0};
+    redisReply *rep = NULL;
+
+    snprintf(mk, sizeof(mk), "%smarker", r->prefix);
+    snprintf(now, sizeof(now), "%lld", (long long)time(NULL) * 1000);
+    if (simple_cmd(r, "SET marker", 4, argv, &rep, &tmp) == ERR_OK) {
+        freeReplyObject(rep);
+        r->marker_seen = 1;
+    }
+}
+
+static int redis_check_lost(struct state *s, int expect_data, int *lost_now, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    struct sigpipe_guard g;
+    int rc, was = rc_ctx(r->rc) != NULL;
+
+    sigpipe_block(&g);
+    r->expect_pending = expect_data;
+    rc = ensure_connected(r, e);
+    r->expect_pending = 0;
+    if (rc == ERR_OK && was)
+        rc = marker_check(r, expect_data, lost_now, e);
+    *lost_now |= r->lost_pending;
+    r->lost_pending = 0;
+    sigpipe_restore(&g);
+    return rc;
+}
+
+static int redis_ack_lost(struct state *s, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    char lk[PREFIX_MAX + 16];
+    const char *argv[] = {"DEL", lk};
+    struct sigpipe_guard g;
+    redisReply *rep = NULL;
+    int rc;
+
+    snprintf(lk, sizeof(lk), "%sstate_lost", r->prefix);
+    sigpipe_block(&g);
+    rc = ensure_connected(r, e);
+    if (rc == ERR_OK)
+        rc = simple_cmd(r, "DEL state_lost", 2, argv, &rep, e);
+    if (rep)
+        freeReplyObject(rep);
+    if (rc == ERR_OK) {
+        r->base.lost_flag = 0;
+        metrics_set_state_lost_flag(0);
+        log_info("state store loss acknowledged (%s removed)", lk);
+    }
+    sigpipe_restore(&g);
+    return rc;
+}
+
 static void redis_close(struct state *s)
 {
     struct state_redis *r = (struct state_redis *)s;
 
-    drop(r);
-    free(r->password);
-    free(r->username);
+    rc_close(r->rc);
     free(r->epochs);
     free(r->claim);
     args_free(&r->pa);
@@ -872,6 +915,8 @@ static const struct state_ops redis_ops = {
     .ping = redis_ping,
     .fence = redis_fence,
     .epoch = redis_epoch,
+    .check_lost = redis_check_lost,
+    .ack_lost = redis_ack_lost,
 };
 
 static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, struct err *e)
@@ -892,17 +937,12 @@ static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, st
     r->port = o->port ? o->port : 6379;
     r->ttl_ms = (long long)o->ttl_s * 1000;
     r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 1000;
-    if (o->password) {
-        r->password = strdup(o->password);
-        if (!r->password)
-            return err_set(e, ERR_NOMEM, "redis: out of memory");
+    r->lost_flag_ms = o->lost_flag_ms > 0 ? o->lost_flag_ms : 0;
+    {
+        struct rc_opts ro = {.host = r->host, .port = r->port, .username = o->username,
+                             .password = o->password, .timeout_ms = r->timeout_ms};
+        return rc_open(&r->rc, &ro, e);
     }
-    if (o->username && *o->username && !o->password)
-        return err_set(e, ERR_CONFIG, "redis: username %s given without a password",
-                       o->username);
-    if (o->username && *o->username && !(r->username = strdup(o->username)))
-        return err_set(e, ERR_NOMEM, "redis: out of memory");
-    return ERR_OK;
 }
 
 struct state *state_open_redis(const struct state_redis_opts *o, struct err *e)

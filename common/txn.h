@@ -25,9 +25,11 @@
 #include "features.h"
 
 /* x = features of ev from the state before it. Then, unless the state
- * already holds (partition, offset) (a redelivery: same partition, offset
- * not newer), the state advances and its position moves there. Returns 1
- * when applied, 0 for a redelivery. Pure. */
+ * already holds the event (a redelivery: same partition, offset not newer
+ * than the last one applied from that partition, or the same event_id
+ * within the dedup horizon: feat_state_seen), the state advances and its
+ * position moves there. Returns 1 when applied, 0 for a redelivery or a
+ * duplicate. Pure but for the process-wide dedup horizon. */
 int txn_step(const struct txn_event *ev, int32_t partition, int64_t offset, struct feat_state *s,
              int32_t *s_partition, int64_t *s_offset, float *x);
 

@@ -104,6 +104,65 @@ static void test_non_numeric_and_fractional_ints_refused(void **st)
     cfg_free(c);
 }
 
+/* Issue 23 case 8: strtod took hex, exponents and octal-looking values. */
+static void test_numbers_must_be_plain_decimal(void **st)
+{
+    (void)st;
+    struct err e = {0};
+    struct cfg *c = cfg_new();
+    const char *bad_int[] = {"0x10", "1e3", "010", " 16", "+16", "16 ", "-", "", "1.0"};
+    const char *bad_dbl[] = {"0x0.1p0", "inf", ".", "1e", "0.5x", "00.5"};
+
+    for (size_t i = 0; i < sizeof(bad_int) / sizeof(bad_int[0]); i++) {
+        assert_int_equal(cfg_set(c, "redis.port", bad_int[i], "-X", &e), ERR_CONFIG);
+        assert_non_null(strstr(e.msg, "redis.port"));
+    }
+    for (size_t i = 0; i < sizeof(bad_dbl) / sizeof(bad_dbl[0]); i++)
+        assert_int_equal(cfg_set(c, "decision.review_threshold", bad_dbl[i], "-X", &e),
+                         ERR_CONFIG);
+    assert_int_equal(cfg_set(c, "redis.port", "16", "-X", &e), ERR_OK);
+    assert_int_equal(cfg_int(c, "redis.port"), 16);
+    assert_int_equal(cfg_set(c, "worker.max_messages", "999999999999999", "-X", &e), ERR_OK);
+    assert_true(cfg_int(c, "worker.max_messages") == 999999999999999LL);
+    assert_int_equal(cfg_set(c, "decision.review_threshold", "0.25", "-X", &e), ERR_OK);
+    assert_int_equal(cfg_set(c, "decision.review_threshold", ".25", "-X", &e), ERR_OK);
+    assert_int_equal(cfg_set(c, "decision.review_threshold", "2.5e-1", "-X", &e), ERR_OK);
+    assert_int_equal(cfg_set(c, "monitor.hysteresis", "0", "-X", &e), ERR_OK);
+    cfg_free(c);
+}
+
+/* Issue 23 case 8: a NUL byte was reported as "line too long". */
+static void test_nul_byte_is_named(void **st)
+{
+    (void)st;
+    struct err e = {0};
+    struct cfg *c = cfg_new();
+    FILE *f;
+
+    write_conf("");
+    f = fopen(g_path, "w");
+    fwrite("redis.host=a\0b\nredis.port=7000\n", 1, 31, f);
+    fclose(f);
+    assert_int_equal(cfg_load_file(c, g_path, &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "NUL"));
+    assert_non_null(strstr(e.msg, ":1)"));
+    assert_null(strstr(e.msg, "too long"));
+    cfg_free(c);
+}
+
+/* Issue 23 case 8: the maximum batch size is bounded (memory: 3.3 kB a slot). */
+static void test_batch_size_bounded(void **st)
+{
+    (void)st;
+    struct err e = {0};
+    struct cfg *c = cfg_new();
+
+    assert_int_equal(cfg_set(c, "worker.batch_size", "100000", "-X", &e), ERR_CONFIG);
+    assert_int_equal(cfg_set(c, "worker.batch_size", "10000", "-X", &e), ERR_OK);
+    assert_int_equal(cfg_int(c, "worker.max_future_skew_ms"), 3600000);
+    cfg_free(c);
+}
+
 static void test_line_without_separator_is_an_error(void **st)
 {
     (void)st;
@@ -163,7 +222,7 @@ static void test_secrets_refused_on_command_line_and_masked(void **st)
     (void)st;
     struct err e = {0};
     struct cfg *c = cfg_new();
-    char buf[4096] = {0};
+    static char buf[32768];
     FILE *f;
 
     assert_int_equal(cfg_set_arg(c, "redis.password=hunter2", &e), ERR_CONFIG);
@@ -177,6 +236,21 @@ static void test_secrets_refused_on_command_line_and_masked(void **st)
     fclose(f);
     assert_null(strstr(buf, "hunter2"));
     assert_non_null(strstr(buf, "********"));
+    cfg_free(c);
+
+    /* Issue 23 case 8: credentials inside a URL were printed as they are. */
+    c = cfg_new();
+    assert_int_equal(cfg_set(c, "schema.registry.url",
+                             "http://alice:s3cret@reg1:8081,https://bob:pw2@reg2/x,http://reg3",
+                             "test", &e), ERR_OK);
+    memset(buf, 0, sizeof(buf));
+    f = fmemopen(buf, sizeof(buf) - 1, "w");
+    cfg_dump(c, f);
+    fclose(f);
+    assert_null(strstr(buf, "s3cret"));
+    assert_null(strstr(buf, "pw2"));
+    assert_non_null(strstr(buf, "http://alice:********@reg1:8081,https://bob:********@reg2/x,"
+                                "http://reg3"));
     cfg_free(c);
 }
 
@@ -233,6 +307,9 @@ int main(void)
         cmocka_unit_test_teardown(test_file_env_and_args_in_precedence_order, teardown),
         cmocka_unit_test_teardown(test_bad_value_names_key_file_and_line, teardown),
         cmocka_unit_test_teardown(test_non_numeric_and_fractional_ints_refused, teardown),
+        cmocka_unit_test_teardown(test_numbers_must_be_plain_decimal, teardown),
+        cmocka_unit_test_teardown(test_nul_byte_is_named, teardown),
+        cmocka_unit_test_teardown(test_batch_size_bounded, teardown),
         cmocka_unit_test_teardown(test_line_without_separator_is_an_error, teardown),
         cmocka_unit_test_teardown(test_unknown_file_keys_pass_to_kafka, teardown),
         cmocka_unit_test_teardown(test_env_kafka_property, teardown),

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "covis.h"
 #include "stack.h"
@@ -135,6 +136,36 @@ static void test_trending_rescales_before_overflow(void **st)
     s4 = zscore("t3:trending", "4");
     assert_true(isfinite(s3) && s3 > 0);
     assert_float_equal(s3 / s4, 2.0, 1e-9); /* one half life apart */
+    cov_close(c);
+}
+
+/* Issue 23 case 3: one click dated 9999-12-31 rescaled the set by 2^-shift
+ * and moved t0 to year 9999: 200 positive scores became 1, and every later
+ * click added 0. Now the time is clamped and t0 never passes the clock. */
+static void test_click_far_in_the_future_does_not_wipe_trending(void **st)
+{
+    struct cov *c = open_cov("t9:", 3600);
+    struct err e = {0};
+    struct cov_click many[200], attack[] = {CK(-1, 9999, 253402214400000LL)}, later[20];
+    int64_t now = (int64_t)time(NULL) * 1000;
+    redisContext *r = redisConnect("127.0.0.1", g_redis.port);
+    redisReply *rep;
+
+    (void)st;
+    for (int i = 0; i < 200; i++)
+        many[i] = (struct cov_click)CK(-1, 1000 + i, now);
+    for (int i = 0; i < 20; i++)
+        later[i] = (struct cov_click)CK(-1, 5000, now + 1000);
+    assert_int_equal(cov_update(c, 200, many, NULL, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 1, attack, NULL, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 20, later, NULL, &e), ERR_OK);
+    rep = redisCommand(r, "ZCOUNT t9:trending (0 +inf");
+    assert_non_null(rep);
+    if (rep->integer < 201)
+        fail_msg("%lld positive trending scores after the attack, want >= 201", rep->integer);
+    freeReplyObject(rep);
+    assert_true(zscore("t9:trending", "5000") > 10 * zscore("t9:trending", "1000"));
+    redisFree(r);
     cov_close(c);
 }
 
@@ -330,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_pairs_are_counted_both_ways_best_first),
         cmocka_unit_test(test_trending_is_forward_decayed),
         cmocka_unit_test(test_trending_rescales_before_overflow),
+        cmocka_unit_test(test_click_far_in_the_future_does_not_wipe_trending),
         cmocka_unit_test(test_replayed_batch_is_counted_once),
         cmocka_unit_test(test_overlapping_batch_counts_only_new_offsets),
         cmocka_unit_test(test_stale_epoch_is_fenced),

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -273,6 +274,47 @@ static void test_paths_are_confined_to_the_root(void **st)
     assert_reason(l, ref, IMG_OK);                  /* absolute, inside */
     img_loader_close(l);
     remove_tree(&t);
+}
+
+/* Issue 23 case 2: open(2) of a FIFO blocked forever before the type check.
+ * The load runs in a child so that a regression fails instead of hanging. */
+static void test_fifo_is_refused_without_blocking(void **st)
+{
+    struct tree t;
+    char path[400];
+    pid_t pid;
+    int status = 0, waited_ms = 0;
+
+    (void)st;
+    make_tree(&t);
+    snprintf(path, sizeof(path), "%s/pipe.png", t.root);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct img_loader *l = open_loader(&(struct img_opts){.root = t.root});
+        struct img im;
+        struct err e = {0};
+        enum img_reason why = IMG_OK;
+
+        alarm(20);
+        img_init(&im);
+        img_load(l, "pipe.png", &im, &why, &e);
+        _exit(why == IMG_UNSUPPORTED_TYPE && strstr(e.msg, "not a regular file") ? 0 : 1);
+    }
+    while (waitpid(pid, &status, WNOHANG) == 0 && waited_ms < 3000) {
+        usleep(10000);
+        waited_ms += 10;
+    }
+    if (waited_ms >= 3000) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        remove_tree(&t);
+        fail_msg("loading a FIFO under images.root blocked for 3 s");
+    }
+    remove_tree(&t);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static void test_file_uris_and_other_schemes(void **st)
@@ -663,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_byte_limit_refuses_large_files),
         cmocka_unit_test(test_same_buffers_reused_across_sizes),
         cmocka_unit_test(test_paths_are_confined_to_the_root),
+        cmocka_unit_test(test_fifo_is_refused_without_blocking),
         cmocka_unit_test(test_file_uris_and_other_schemes),
         cmocka_unit_test(test_without_a_root_files_are_refused),
         cmocka_unit_test(test_bad_options_name_the_key),

@@ -1,4 +1,4 @@
-/* Avro codec of the images pipeline (common/codec.c, images block):
+/* Avro codec of the images pipeline (common/codec_image.c):
  * image_event (id 5) and image_prediction (id 6), round trips, limits,
  * and the generic JSON paths `streamml produce --schema` / `consume` use.
  * Run from the repository root (schemas/). */
@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "click_event.h"
 #include "codec.h"
 
 struct fx {
@@ -97,6 +99,48 @@ static void test_image_event_with_empty_uri_or_long_id_is_refused(void **st)
     assert_int_equal(codec_decode_image_event(f->cd, f->out.data, f->out.len, &back, &e),
                      ERR_DECODE);
     assert_non_null(strstr(e.msg, "image_id"));
+}
+
+/* Issue 23 cases 3 and 4: click and image times past the maximum future
+ * skew (default 1 h) or negative are refused by the decoders, so every
+ * worker dead-letters them with the reason. */
+static void test_event_times_in_the_future_or_negative_are_refused(void **st)
+{
+    struct fx *f = *st;
+    struct image_event iev;
+    struct click_event cev;
+    struct err e = {0};
+    char json[400];
+    static const char *const times[] = {"253402214400000", "-1", "4102444799999"};
+
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        const char *why = times[i][0] == '-' ? "negative" : "event_in_future";
+        snprintf(json, sizeof(json),
+                 "{\"image_id\":\"a\",\"patient_id\":\"p\",\"uri\":\"x.png\",\"event_time\":%s}",
+                 times[i]);
+        assert_int_equal(codec_from_json(f->cd, CODEC_IMAGE_EVENT, json, strlen(json), &f->out,
+                                         &e), ERR_OK);
+        assert_int_not_equal(codec_decode_image_event(f->cd, f->out.data, f->out.len, &iev, &e),
+                             ERR_OK);
+        assert_non_null(strstr(e.msg, why));
+        assert_string_equal(iev.image_id, "");
+        snprintf(json, sizeof(json),
+                 "{\"event_id\":\"c1\",\"session_id\":\"s1\",\"user_id\":null,\"item_id\":7,"
+                 "\"event_type\":\"view\",\"event_time\":%s}", times[i]);
+        assert_int_equal(codec_from_json(f->cd, CODEC_CLICK_EVENT, json, strlen(json), &f->out,
+                                         &e), ERR_OK);
+        assert_int_not_equal(codec_decode_click_event(f->cd, f->out.data, f->out.len, &cev, &e),
+                             ERR_OK);
+        assert_non_null(strstr(e.msg, why));
+        assert_string_equal(cev.event_id, "");
+    }
+    /* a time of now is accepted by both */
+    snprintf(json, sizeof(json),
+             "{\"event_id\":\"c1\",\"session_id\":\"s1\",\"user_id\":null,\"item_id\":7,"
+             "\"event_type\":\"view\",\"event_time\":%lld}", (long long)time(NULL) * 1000);
+    assert_int_equal(codec_from_json(f->cd, CODEC_CLICK_EVENT, json, strlen(json), &f->out, &e),
+                     ERR_OK);
+    assert_int_equal(codec_decode_click_event(f->cd, f->out.data, f->out.len, &cev, &e), ERR_OK);
 }
 
 static void test_transaction_message_is_not_an_image_event(void **st)
@@ -229,6 +273,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_image_event_round_trips_under_id_5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_event_with_empty_uri_or_long_id_is_refused,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_times_in_the_future_or_negative_are_refused,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_transaction_message_is_not_an_image_event, setup,
                                         teardown),

@@ -99,9 +99,70 @@ static void test_step_skips_only_what_the_state_already_holds(void **st)
     assert_int_equal(txn_step(&ev, 2, 10, &s, &part, &off, x), 0); /* redelivered */
     assert_int_equal(txn_step(&ev, 2, 9, &s, &part, &off, x), 0);  /* older */
     assert_true(part == 2 && off == 10);
-    assert_int_equal(s.n_amounts, 1);
+    assert_int_equal(feat_state_count(&s, "amount"), 1);
+    make_event(&ev, 2);
     assert_int_equal(txn_step(&ev, 3, 0, &s, &part, &off, x), 1); /* another partition */
     assert_true(part == 3 && off == 0);
+}
+
+/* Issue 23 case 5: the same event_id produced twice (a producer retry, an
+ * upstream replay) was applied twice: every user 40 events instead of 20. */
+static void test_same_event_id_is_applied_once(void **st)
+{
+    struct feat_state s;
+    struct txn_event ev;
+    float x[FEAT_TXN_DIM];
+    int32_t part = -1;
+    int64_t off = -1;
+    int applied = 0;
+
+    (void)st;
+    feat_state_init(&s);
+    for (int i = 0; i < 20; i++) {
+        make_event(&ev, i);
+        applied += txn_step(&ev, 0, 2 * i, &s, &part, &off, x);
+        applied += txn_step(&ev, 0, 2 * i + 1, &s, &part, &off, x); /* produced again */
+    }
+    assert_int_equal(applied, 20);
+    assert_int_equal(feat_state_count(&s, "amount"), 20 - 3); /* events 0, 9, 18 have no amount */
+    /* past the horizon the id is forgotten (bounded memory) */
+    feat_set_dedup_horizon_ms(1000);
+    make_event(&ev, 0);
+    assert_int_equal(txn_step(&ev, 0, 100, &s, &part, &off, x), 1);
+    feat_set_dedup_horizon_ms(-1);
+    assert_true(s.n_ids <= FEAT_IDS_MAX);
+}
+
+/* Issue 23 case 5: a user whose events sit in two partitions was applied
+ * again on redelivery (the state held only the last partition's offset). The
+ * per-partition offsets travel in the stored blob. */
+static void test_user_on_two_partitions_is_not_double_applied(void **st)
+{
+    struct feat_state s;
+    struct txn_event ev;
+    float x[FEAT_TXN_DIM];
+    unsigned char blob[FEAT_STATE_MAX];
+    int32_t part = -1;
+    int64_t off = -1;
+    struct err e = {0};
+    int applied = 0, n;
+
+    (void)st;
+    feat_state_init(&s);
+    for (int i = 0; i < 10; i++) { /* alternately from partitions 0 and 1 */
+        make_event(&ev, i);
+        applied += txn_step(&ev, i % 2, 100 + i, &s, &part, &off, x);
+    }
+    assert_int_equal(applied, 10);
+    n = feat_state_encode(&s, blob, sizeof(blob));
+    assert_true(n > 0);
+    assert_int_equal(txn_state_load(&s, &part, &off, blob, (size_t)n, part, off, &e), ERR_OK);
+    for (int i = 0; i < 10; i++) { /* both partitions redelivered */
+        make_event(&ev, i);
+        snprintf(ev.event_id, sizeof(ev.event_id), "other-id-%d", i); /* ids do not help */
+        applied += txn_step(&ev, i % 2, 100 + i, &s, &part, &off, x);
+    }
+    assert_int_equal(applied, 10);
 }
 
 static void test_state_load_replaces_a_corrupt_blob(void **st)
@@ -149,6 +210,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_scoring_equals_one_by_one),
         cmocka_unit_test(test_step_skips_only_what_the_state_already_holds),
+        cmocka_unit_test(test_same_event_id_is_applied_once),
+        cmocka_unit_test(test_user_on_two_partitions_is_not_double_applied),
         cmocka_unit_test(test_state_load_replaces_a_corrupt_blob),
         cmocka_unit_test(test_model_with_unknown_feature_is_a_config_error),
     };

@@ -14,10 +14,14 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: streamml config show|check [-c FILE] [-X key=value ...]\n\n"
+    fprintf(out, "usage: streamml config show|check|ack-state-loss [-c FILE] [-X key=value ...]\n\n"
                  "  show    print every key, its value (secrets masked) and where it came from\n"
                  "  check   validate, then connect to Kafka, Redis and the schema registry\n"
-                 "          (if schema.registry.url is set) and load the models\n\n");
+                 "          (if schema.registry.url is set) and load the models; reports a\n"
+                 "          state store loss not yet acknowledged\n"
+                 "  ack-state-loss  acknowledge a detected state store loss (Redis restarted\n"
+                 "          empty): removes <redis.prefix>state_lost, so predictions stop\n"
+                 "          being flagged\n\n");
     cfg_help(out);
 }
 
@@ -43,7 +47,7 @@ static int check_kafka(const struct cfg *cf)
     return n < 0;
 }
 
-static int check_redis(const struct cfg *cf)
+static int check_redis(const struct cfg *cf, int ack)
 {
     struct err e = {0};
     struct state_redis_opts ro = {
@@ -62,6 +66,17 @@ static int check_redis(const struct cfg *cf)
     s = state_open_redis(&ro, &e);
     bad = !s || state_ping(s, &e);
     printf(bad ? "redis: FAIL %s\n" : "redis: ok%s\n", bad ? e.msg : "");
+    if (!bad) {
+        int lost = 0;
+        bad = state_check_lost(s, 0, &lost, &e) || (ack && state_ack_lost(s, &e));
+        if (bad)
+            printf("redis: FAIL %s\n", e.msg);
+        else if (ack)
+            printf("redis: state loss acknowledged\n");
+        else if (state_lost_flag(s))
+            printf("redis: WARNING the state store lost its data and this is not acknowledged "
+                   "(streamml config ack-state-loss)\n");
+    }
     state_close(s);
     return bad;
 }
@@ -143,16 +158,18 @@ int cmd_config(int argc, char **argv)
             return opt == 'h' ? EXIT_OK : EXIT_USAGE;
         }
     }
-    if (optind >= argc || (strcmp(argv[optind], "show") && strcmp(argv[optind], "check"))) {
-        static const char *const subs[] = {"show", "check"};
-        const char *best = optind < argc ? sug_closest(argv[optind], subs, 2) : NULL;
+    if (optind >= argc || (strcmp(argv[optind], "show") && strcmp(argv[optind], "check") &&
+                           strcmp(argv[optind], "ack-state-loss"))) {
+        static const char *const subs[] = {"show", "check", "ack-state-loss"};
+        const char *best = optind < argc ? sug_closest(argv[optind], subs, 3) : NULL;
         if (optind >= argc)
-            cli_usage_msg("streamml config", "config needs show or check");
+            cli_usage_msg("streamml config", "config needs show, check or ack-state-loss");
         else if (best)
             cli_usage_msg("streamml config", "unknown config command \"%s\"; did you mean %s?",
                           argv[optind], best);
         else
-            cli_usage_msg("streamml config", "unknown config command \"%s\": show or check",
+            cli_usage_msg("streamml config",
+                          "unknown config command \"%s\": show, check or ack-state-loss",
                           argv[optind]);
         return EXIT_USAGE;
     }
@@ -173,8 +190,13 @@ int cmd_config(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
+    if (strcmp(argv[optind], "ack-state-loss") == 0) {
+        bad = check_redis(cf, 1);
+        cfg_free(cf);
+        return bad ? EXIT_RUNTIME : EXIT_OK;
+    }
     printf("configuration: ok\n");
-    bad = check_kafka(cf) | check_redis(cf) | check_registry(cf) | check_models(cf);
+    bad = check_kafka(cf) | check_redis(cf, 0) | check_registry(cf) | check_models(cf);
     cfg_free(cf);
     return bad ? EXIT_RUNTIME : EXIT_OK;
 }

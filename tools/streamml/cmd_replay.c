@@ -109,7 +109,7 @@ static void usage(FILE *out)
             "(the first %d) with partition and offset, counted and left out.\n"
             "Exit codes: 0 ok; 1 invalid records (unless --skip-invalid) or a read,\n"
             "write or state failure; 2 usage or configuration.\n",
-            FEAT_TXN_DIM, FEAT_TXN_VERSION, SHOW_INVALID);
+            FEAT_TXN_DIM, feat_txn_version(), SHOW_INVALID);
 }
 
 static int parse_parts(const char *s, struct rp_args *a)
