@@ -17,6 +17,9 @@ COPY Makefile ./
 COPY common common
 COPY tools tools
 COPY workers workers
+# The built-in feature spec is compiled in from these (Makefile: fspec_builtin.h).
+COPY models/txn-v1.yaml models/txn-v1.yaml
+COPY schemas/transaction_event.avsc schemas/transaction_event.avsc
 # Only the programs: tests and benchmarks stay out of the image.
 RUN bins="build/streamml"; for w in workers/*/; do bins="$bins build/streamml-$(basename "$w")"; done; \
     make -j"$(nproc)" $bins && strip $bins && mkdir -p /out && cp $bins /out/
@@ -31,7 +34,7 @@ RUN apt-get update \
       --shell /usr/sbin/nologin streamml
 COPY --from=build /out/ /usr/local/bin/
 COPY schemas /usr/share/streamml/schemas
-COPY models/*.json /usr/share/streamml/models/
+COPY models/*.json models/*.yaml /usr/share/streamml/models/
 COPY models/clickstream/gru4rec.onnx /usr/share/streamml/models/clickstream/gru4rec.onnx
 COPY models/images/fundus_cnn.onnx /usr/share/streamml/models/images/fundus_cnn.onnx
 COPY deploy/config/streamml.conf /etc/streamml/streamml.conf
