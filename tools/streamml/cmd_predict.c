@@ -557,7 +557,7 @@ static int predict_args(int argc, char **argv, struct predict_args *a)
             cli_version(stdout);
             return -1;
         default:
-            predict_usage(stderr);
+            cli_usage_error("streamml predict", lo, argv);
             return EXIT_USAGE;
         }
     }
@@ -699,11 +699,11 @@ int cmd_model(int argc, char **argv)
             cli_version(stdout);
             return EXIT_OK;
         }
-        model_usage(stderr);
+        cli_usage_error("streamml model", lo, argv);
         return EXIT_USAGE;
     }
     if (argc - optind != 2 || strcmp(argv[optind], "inspect") != 0) {
-        model_usage(stderr);
+        cli_usage_msg("streamml model", "expected: streamml model inspect FILE");
         return EXIT_USAGE;
     }
     if (cmd_is_onnx(argv[optind + 1]))

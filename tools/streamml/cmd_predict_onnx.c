@@ -140,7 +140,7 @@ static int parse_args(int argc, char **argv, struct args *a)
                 cli_version(stdout);
             return -1;
         } else {
-            usage(stderr);
+            cli_usage_error("streamml predict", lo, argv);
             return EXIT_USAGE;
         }
     }

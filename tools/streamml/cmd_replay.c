@@ -208,7 +208,7 @@ static int parse_opt(int opt, const char *arg, struct rp_args *a)
         a->csv = strcmp(arg, "csv") == 0 ? 1 : -1;
         break;
     default:
-        usage(stderr);
+        cli_usage_error("streamml replay", NULL, NULL);
         return EXIT_USAGE;
     }
     return EXIT_OK;
@@ -248,6 +248,10 @@ static int parse_args(int argc, char **argv, struct rp_args *a)
         if (opt == 'V') {
             cli_version(stdout);
             return -1;
+        }
+        if (opt == '?') {
+            cli_usage_error("streamml replay", lo, argv);
+            return EXIT_USAGE;
         }
         if ((r = parse_opt(opt, optarg, a)))
             return r;
@@ -1060,6 +1064,14 @@ int cmd_replay(int argc, char **argv)
     rc = run_open(&r, &e);
     if (rc == ERR_OK && !a.dry_run)
         rc = a.stream == RP_CLICKSTREAM ? click_loop(&r, &e) : replay_loop(&r, &e);
+    /* Nothing read from a topic is a misspelt name, an empty topic or an
+     * empty range: no backtest, so no success (and no empty output file). */
+    if (rc == ERR_OK && !a.dry_run && !a.nfiles && g_run && r.n + r.invalid == 0)
+        rc = err_set(&e, ERR_NOTFOUND,
+                     "no events read from topic \"%s\"%s: a misspelt topic name, an empty "
+                     "topic or an empty range (see streamml replay --dry-run)",
+                     a.topic ? a.topic : cfg_str(r.cf, "input.topic"),
+                     a.from || a.to ? " in the range given" : "");
     if (!a.dry_run && r.cs)
         summary(&r); /* before run_close frees the step's counts */
     rc = run_close(&r, rc, &e);

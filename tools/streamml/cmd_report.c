@@ -222,7 +222,7 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
             cli_version(stdout);
             return -1;
         default:
-            usage(stderr);
+            cli_usage_error("streamml report", lo, argv);
             return EXIT_USAGE;
         }
     }
