@@ -1,0 +1,269 @@
+/* tests/test_redis_cluster.c: the Redis Cluster routing layer (common/
+ * redis_cluster.h) and the state store on a real cluster (3 masters, one
+ * replica each; tests/support/rcluster.h).
+ *   - hash slots: CRC16 and {hash tags} against CLUSTER KEYSLOT;
+ *   - slot tags: every slot reached, as the server computes it;
+ *   - the state store: users spread over every master, exact round trip;
+ *   - fencing per slot: a stale owner refused where a newer one wrote;
+ *   - a slot migrated mid-use (ASK, TRYAGAIN, then MOVED): nothing lost.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rcluster.h"
+#include "redis_cluster.h"
+#include "state.h"
+
+static int setup(void **st)
+{
+    struct test_rcluster *c = calloc(1, sizeof(*c));
+
+    if (!c || test_rcluster_start(c))
+        return -1;
+    *st = c;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    struct test_rcluster *c = *st;
+
+    test_rcluster_stop(c);
+    free(c);
+    return 0;
+}
+
+static void test_crc16_vector(void **st)
+{
+    (void)st;
+    /* CRC16/XMODEM("123456789") = 0x31C3, the check value Redis documents */
+    assert_int_equal(rcl_keyslot("123456789", 9), 0x31C3 & 16383);
+    /* the tag alone is hashed; "{}" is no tag; the first '{' counts */
+    assert_int_equal(rcl_keyslot("{user1000}.following", 20), rcl_keyslot("user1000", 8));
+    assert_int_equal(rcl_keyslot("foo{}{bar}", 10), rcl_keyslot("foo{}{bar}", 10));
+    assert_int_not_equal(rcl_keyslot("foo{}{bar}", 10), rcl_keyslot("bar", 3));
+    assert_int_equal(rcl_keyslot("foo{{bar}}zap", 13), rcl_keyslot("{bar", 4));
+}
+
+static void test_keyslot_matches_server(void **st)
+{
+    struct test_rcluster *c = *st;
+    static const char *const keys[] = {
+        "a", "foo", "123456789", "{user1000}.following", "foo{}{bar}", "foo{{bar}}zap",
+        "foo{bar}{zap}", "u:{u0001}", "u:{}", "}{", "{", "}", "x{y", "epoch:3:{a1}",
+        "applied:0:{zz}", "trending", "cv:{item42}", "lbl:{e000123}", "héllo{wörld}", NULL};
+    char args[200], out[64];
+
+    for (int i = 0; keys[i]; i++) {
+        snprintf(args, sizeof(args), "CLUSTER KEYSLOT '%s'", keys[i]);
+        test_rcluster_cli(c->node[0].port, args, out, sizeof(out));
+        assert_int_equal(rcl_keyslot(keys[i], strlen(keys[i])), atoi(out));
+    }
+    for (int i = 0; i < 300; i++) { /* generated: u:{uNNNN} and plain keys */
+        char key[32];
+        snprintf(key, sizeof(key), i % 2 ? "u:{u%04d}" : "k%d", i * 37);
+        snprintf(args, sizeof(args), "CLUSTER KEYSLOT '%s'", key);
+        test_rcluster_cli(c->node[0].port, args, out, sizeof(out));
+        assert_int_equal(rcl_keyslot(key, strlen(key)), atoi(out));
+    }
+}
+
+static void test_slot_tags(void **st)
+{
+    struct test_rcluster *c = *st;
+    char key[32], args[64], out[64];
+
+    for (unsigned s = 0; s < RCL_SLOTS; s++) {
+        size_t n = (size_t)snprintf(key, sizeof(key), "x:{%s}", rcl_slot_tag(s));
+        assert_true(strlen(rcl_slot_tag(s)) > 0);
+        assert_int_equal(rcl_keyslot(key, n), s);
+    }
+    for (unsigned s = 0; s < RCL_SLOTS; s += 997) {
+        snprintf(args, sizeof(args), "CLUSTER KEYSLOT 'x:{%s}'", rcl_slot_tag(s));
+        test_rcluster_cli(c->node[0].port, args, out, sizeof(out));
+        assert_int_equal(atoi(out), s);
+    }
+}
+
+#define USERS 600
+
+static struct state *open_state(const struct test_rcluster *c)
+{
+    struct err e = {0};
+    struct state_redis_opts o = {.nodes = c->nodes, .timeout_ms = 3000, .prefix = "t:"};
+    struct state *s = state_open_redis(&o, &e);
+
+    if (!s)
+        fprintf(stderr, "open: %s\n", e.msg);
+    assert_non_null(s);
+    return s;
+}
+
+/* Puts value v for users [0, n) of partition p at offset off (one batch). */
+static int put_all(struct state *s, int n, int32_t p, int64_t off, int v, int *applied)
+{
+    static char ids[USERS][16];
+    static unsigned char data[USERS][8];
+    struct state_put puts[USERS];
+    struct err e = {0};
+    int rc;
+
+    for (int i = 0; i < n; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "u%04d", i);
+        memcpy(data[i], &v, sizeof(v));
+        memcpy(data[i] + 4, &i, sizeof(i));
+        puts[i] = (struct state_put){ids[i], data[i], 8, p, off};
+    }
+    rc = state_put_many(s, (size_t)n, puts, applied, &e);
+    if (rc)
+        fprintf(stderr, "put: %s\n", e.msg);
+    return rc;
+}
+
+/* Users whose stored value is not v. */
+static int count_wrong(struct state *s, int n, int v)
+{
+    static char ids[USERS][16];
+    static struct state_blob b[USERS];
+    const char *ents[USERS];
+    struct err e = {0};
+    int wrong = 0;
+
+    for (int i = 0; i < n; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "u%04d", i);
+        ents[i] = ids[i];
+    }
+    assert_int_equal(state_get_many(s, (size_t)n, ents, b, &e), ERR_OK);
+    for (int i = 0; i < n; i++) {
+        int got = -1;
+        if (b[i].len == 8)
+            memcpy(&got, b[i].data, sizeof(got));
+        wrong += got != v;
+    }
+    return wrong;
+}
+
+static void test_state_spread_over_masters(void **st)
+{
+    struct test_rcluster *c = *st;
+    struct state *s = open_state(c);
+    int applied[USERS], masters = 0, n_applied = 0;
+    char out[64];
+    struct err e = {0};
+
+    assert_int_equal(put_all(s, USERS, 0, 10, 7, applied), ERR_OK);
+    for (int i = 0; i < USERS; i++)
+        n_applied += applied[i];
+    assert_int_equal(n_applied, USERS);
+    assert_int_equal(count_wrong(s, USERS, 7), 0);
+    /* the same offset again: skipped everywhere (per-offset idempotence) */
+    assert_int_equal(put_all(s, USERS, 0, 10, 8, applied), ERR_OK);
+    for (int i = 0; i < USERS; i++)
+        assert_int_equal(applied[i], 0);
+    assert_int_equal(count_wrong(s, USERS, 7), 0);
+    for (int i = 0; i < RCLUSTER_NODES; i++) {
+        test_rcluster_cli(c->node[i].port, "ROLE", out, sizeof(out));
+        if (strcmp(out, "master") == 0) {
+            test_rcluster_cli(c->node[i].port, "DBSIZE", out, sizeof(out));
+            masters += atoi(out) > USERS / 6;
+        }
+    }
+    assert_int_equal(masters, 3); /* one partition's users on every master */
+    assert_int_equal(state_ping(s, &e), ERR_OK);
+    state_close(s);
+}
+
+static void test_fencing_per_slot(void **st)
+{
+    struct test_rcluster *c = *st;
+    struct state *a = open_state(c), *b = open_state(c);
+    int applied[USERS], n = 0;
+    struct err e = {0};
+
+    assert_int_equal(state_fence(a, 3, &e), ERR_OK);
+    assert_int_equal(put_all(a, USERS, 3, 100, 1, applied), ERR_OK);
+    /* b takes partition 3 over and writes every user */
+    assert_int_equal(state_fence(b, 3, &e), ERR_OK);
+    assert_int_equal(put_all(b, USERS, 3, 200, 2, applied), ERR_OK);
+    assert_true(state_epoch(b, 3) > state_epoch(a, 3));
+    /* a, stalled, writes a later offset with its old epoch: refused on
+     * every slot b wrote, on every node */
+    assert_int_equal(put_all(a, USERS, 3, 300, 3, applied), ERR_OK);
+    for (int i = 0; i < USERS; i++)
+        n += applied[i];
+    assert_int_equal(n, 0);
+    assert_int_equal(state_fenced(a), USERS);
+    assert_int_equal(count_wrong(b, USERS, 2), 0);
+    state_close(a);
+    state_close(b);
+}
+
+static void test_slot_migration_mid_use(void **st)
+{
+    struct test_rcluster *c = *st;
+    struct state *s = open_state(c);
+    int applied[USERS];
+    unsigned slot = rcl_keyslot("t:u:{u0000}", 11);
+    int from = test_rcluster_master_of(c, slot), to = 0;
+
+    assert_int_equal(put_all(s, USERS, 1, 1, 11, applied), ERR_OK);
+    for (int i = 0; i < RCLUSTER_NODES && !to; i++) {
+        char out[32];
+        test_rcluster_cli(c->node[i].port, "ROLE", out, sizeof(out));
+        if (strcmp(out, "master") == 0 && c->node[i].port != from)
+            to = c->node[i].port;
+    }
+    assert_true(from && to);
+    /* half-way: the slot MIGRATING/IMPORTING, its keys split over two
+     * nodes; the store must still read and write every user exactly */
+    {
+        char args[200], out[64], from_id[64], to_id[64];
+        test_rcluster_cli(from, "CLUSTER MYID", from_id, sizeof(from_id));
+        test_rcluster_cli(to, "CLUSTER MYID", to_id, sizeof(to_id));
+        snprintf(args, sizeof(args), "CLUSTER SETSLOT %u IMPORTING %s", slot, from_id);
+        test_rcluster_cli(to, args, out, sizeof(out));
+        assert_string_equal(out, "OK");
+        snprintf(args, sizeof(args), "CLUSTER SETSLOT %u MIGRATING %s", slot, to_id);
+        test_rcluster_cli(from, args, out, sizeof(out));
+        assert_string_equal(out, "OK");
+        snprintf(args, sizeof(args), "MIGRATE 127.0.0.1 %d 't:u:{u0000}' 0 5000", to);
+        test_rcluster_cli(from, args, out, sizeof(out));
+        assert_string_equal(out, "OK");
+    }
+    assert_int_equal(count_wrong(s, USERS, 11), 0); /* u0000 read through ASK */
+    /* A script's keys split over two nodes: Redis answers TRYAGAIN until the
+     * slot is moved; the batch is ERR_RETRY (the worker retries it), the
+     * other slots' puts applied, that slot's left whole at its old value. */
+    assert_int_equal(put_all(s, USERS, 1, 2, 12, applied), ERR_RETRY);
+    assert_int_equal(applied[0], 0);
+    assert_int_equal(count_wrong(s, 1, 11), 0);
+    /* the rest of the slot moves; the handle's map is now stale: MOVED */
+    assert_int_equal(test_rcluster_move_slot(c, slot, to, 100, 0), 0);
+    assert_int_equal(test_rcluster_master_of(c, slot), to);
+    assert_int_equal(put_all(s, USERS, 1, 3, 13, applied), ERR_OK);
+    for (int i = 0; i < USERS; i++)
+        assert_int_equal(applied[i], 1);
+    assert_int_equal(count_wrong(s, USERS, 13), 0);
+    state_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc16_vector),
+        cmocka_unit_test(test_keyslot_matches_server),
+        cmocka_unit_test(test_slot_tags),
+        cmocka_unit_test(test_state_spread_over_masters),
+        cmocka_unit_test(test_fencing_per_slot),
+        cmocka_unit_test(test_slot_migration_mid_use),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
