@@ -458,3 +458,68 @@ int rcl_command(struct rcl *c, const char *key, size_t keylen, int argc, const c
 {
     return rcl_command_slot(c, rcl_keyslot(key, keylen), argc, argv, argvlen, out, e);
 }
+
+static void drop_all(struct rcl *c)
+{
+    for (size_t i = 0; i < c->n_nodes; i++)
+        rc_drop(c->nodes[i].rc);
+    c->stale = 1;
+}
+
+int rcl_pipeline(struct rcl *c, size_t n, rcl_cmd_fn cmd, rcl_reply_fn reply, void *ctx,
+                 size_t *done, struct err *e)
+{
+    int *node = malloc((n ? n : 1) * sizeof(*node));
+    const char *argv[RCL_ARGS_MAX];
+    size_t argvlen[RCL_ARGS_MAX];
+    struct rc_sigpipe g;
+    int code = ERR_OK;
+
+    *done = 0;
+    if (!node)
+        return err_set(e, ERR_NOMEM, "redis cluster: out of memory for %zu commands", n);
+    rc_sigpipe_block(&g);
+    for (size_t i = 0; i < n && !code; i++) {
+        int argc = cmd(ctx, i, argv, argvlen);
+        unsigned slot = rcl_keyslot(argv[1], argvlen[1]);
+        struct rc *rc;
+        if ((code = rcl_node(c, slot, &rc, e)) == ERR_OK &&
+            redisAppendCommandArgv(rc_ctx(rc), argc, argv, argvlen) != REDIS_OK)
+            code = err_set(e, ERR_RETRY, "redis %s: connection lost", argv[0]);
+        node[i] = rcl_node_index(c, slot);
+    }
+    for (size_t i = 0; i < n && !code; i++) {
+        redisReply *r = NULL;
+        char host[HOST_MAX + 1];
+        int port;
+        if (redisGetReply(rc_ctx(c->nodes[node[i]].rc), (void **)&r) != REDIS_OK || !r) {
+            code = rc_lost(c->nodes[node[i]].rc, "pipeline", e);
+            break;
+        }
+        if (r->type == REDIS_REPLY_ERROR && (rcl_redirect(c, r->str, host, sizeof(host), &port) ||
+                                             strncmp(r->str, "TRYAGAIN", 8) == 0)) {
+            node[i] = -1; /* again, on its own, below */
+        } else {
+            reply(ctx, i, r);
+            ++*done;
+        }
+        freeReplyObject(r);
+    }
+    if (code)
+        drop_all(c);
+    for (size_t i = 0; i < n && !code; i++) {
+        redisReply *r = NULL;
+        int argc;
+        if (node[i] != -1)
+            continue;
+        argc = cmd(ctx, i, argv, argvlen);
+        if ((code = rcl_command(c, argv[1], argvlen[1], argc, argv, argvlen, &r, e)))
+            break;
+        reply(ctx, i, r);
+        ++*done;
+        freeReplyObject(r);
+    }
+    rc_sigpipe_restore(&g);
+    free(node);
+    return code;
+}

@@ -78,4 +78,17 @@ int rcl_command(struct rcl *c, const char *key, size_t keylen, int argc, const c
 int rcl_command_slot(struct rcl *c, unsigned slot, int argc, const char **argv,
                      const size_t *argvlen, struct redisReply **out, struct err *e);
 
+/* n single-key commands pipelined per master: cmd fills argv (at most
+ * RCL_ARGS_MAX; argv[1] is the key) for command i and returns argc; reply
+ * gets each command's reply, an error reply included, in the order i. A
+ * command redirected (MOVED, ASK) or refused with TRYAGAIN is sent again on
+ * its own once every pipeline is read. *done: the replies delivered. On a
+ * lost connection every master's connection is closed (none is left out of
+ * step) and ERR_RETRY returned. */
+#define RCL_ARGS_MAX 8
+typedef int (*rcl_cmd_fn)(void *ctx, size_t i, const char **argv, size_t *argvlen);
+typedef void (*rcl_reply_fn)(void *ctx, size_t i, const struct redisReply *r);
+int rcl_pipeline(struct rcl *c, size_t n, rcl_cmd_fn cmd, rcl_reply_fn reply, void *ctx,
+                 size_t *done, struct err *e);
+
 #endif

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "covis.h"
 #include "rcluster.h"
 #include "redis_cluster.h"
 #include "state.h"
@@ -255,6 +256,47 @@ static void test_slot_migration_mid_use(void **st)
     state_close(s);
 }
 
+/* Co-visitation and trending: every key under the {cv} tag, one master;
+ * the same answers as on one server, the idempotence per offset kept. */
+static void test_covis_on_cluster(void **st)
+{
+    struct test_rcluster *c = *st;
+    struct cov_opts o = {.prefix = "cvt:", .half_life_s = 3600, .timeout_ms = 3000};
+    struct cov_click clicks[4] = {{-1, 10, 1000000, 0, 1, 0}, {10, 11, 1000001, 0, 2, 0},
+                                  {11, 12, 1000002, 1, 1, 0}, {10, 11, 1000003, 1, 2, 0}};
+    struct cov_result res = {0};
+    struct err e = {0};
+    int64_t out[8];
+    int n = 0, counts[1];
+    struct cov *cv;
+    int64_t item = 10;
+    char key[64], args[128], port_s[16];
+    int port;
+
+    rcl_set_default_nodes(c->nodes);
+    assert_int_equal(cov_open(&cv, &o, &e), ERR_OK);
+    assert_int_equal(cov_update(cv, 4, clicks, &res, &e), ERR_OK);
+    assert_int_equal(res.counted, 4);
+    memset(&res, 0, sizeof(res));
+    assert_int_equal(cov_update(cv, 4, clicks, &res, &e), ERR_OK); /* redelivered */
+    assert_int_equal(res.counted, 0);
+    assert_int_equal(res.redelivered, 4);
+    assert_int_equal(cov_trending(cv, 8, out, &n, &e), ERR_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(out[0], 11); /* clicked twice */
+    assert_int_equal(cov_covisited(cv, 1, &item, 8, out, counts, &e), ERR_OK);
+    assert_int_equal(counts[0], 1);
+    assert_int_equal(out[0], 11);
+    /* the trending key lives where its {cv} tag says */
+    snprintf(key, sizeof(key), "cvt:{cv}trending");
+    port = test_rcluster_master_of(c, rcl_keyslot(key, strlen(key)));
+    snprintf(args, sizeof(args), "ZCARD '%s'", key);
+    test_rcluster_cli(port, args, port_s, sizeof(port_s));
+    assert_int_equal(atoi(port_s), 3);
+    cov_close(cv);
+    rcl_set_default_nodes(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_state_spread_over_masters),
         cmocka_unit_test(test_fencing_per_slot),
         cmocka_unit_test(test_slot_migration_mid_use),
+        cmocka_unit_test(test_covis_on_cluster),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
