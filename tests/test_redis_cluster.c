@@ -17,8 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
 
 #include "covis.h"
+#include "redis_conn.h"
 #include "rcluster.h"
 #include "redis_cluster.h"
 #include "state.h"
@@ -54,43 +58,66 @@ static void test_crc16_vector(void **st)
     assert_int_equal(rcl_keyslot("foo{{bar}}zap", 13), rcl_keyslot("{bar", 4));
 }
 
+/* CLUSTER KEYSLOT of each key, from one redis-cli fed a file of commands
+ * (one process, not one per key; no key holds '"' or '\'). */
+static void server_slots(const struct test_rcluster *c, size_t n, char keys[][40], int *slots)
+{
+    char path[] = "/tmp/streamml-keyslot-XXXXXX", cmd[200], line[64];
+    int fd = mkstemp(path);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL, *p;
+    size_t i = 0;
+
+    assert_non_null(f);
+    for (size_t k = 0; k < n; k++)
+        fprintf(f, "CLUSTER KEYSLOT \"%s\"\n", keys[k]);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "redis-cli -p %d < %s", c->node[0].port, path);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    while (i < n && fgets(line, sizeof(line), p))
+        slots[i++] = atoi(line[0] == '(' ? strchr(line, ')') + 2 : line);
+    pclose(p);
+    unlink(path);
+    assert_int_equal(i, n);
+}
+
 static void test_keyslot_matches_server(void **st)
 {
     struct test_rcluster *c = *st;
-    static const char *const keys[] = {
+    static const char *const fixed[] = {
         "a", "foo", "123456789", "{user1000}.following", "foo{}{bar}", "foo{{bar}}zap",
         "foo{bar}{zap}", "u:{u0001}", "u:{}", "}{", "{", "}", "x{y", "epoch:3:{a1}",
-        "applied:0:{zz}", "trending", "cv:{item42}", "lbl:{e000123}", "héllo{wörld}", NULL};
-    char args[200], out[64];
+        "applied:0:{zz}", "trending", "cv:{item42}", "lbl:{e000123}", "h\xc3\xa9llo{w\xc3\xb6rld}",
+        NULL};
+    static char keys[400][40];
+    static int slots[400];
+    size_t n = 0;
 
-    for (int i = 0; keys[i]; i++) {
-        snprintf(args, sizeof(args), "CLUSTER KEYSLOT '%s'", keys[i]);
-        test_rcluster_cli(c->node[0].port, args, out, sizeof(out));
-        assert_int_equal(rcl_keyslot(keys[i], strlen(keys[i])), atoi(out));
-    }
-    for (int i = 0; i < 300; i++) { /* generated: u:{uNNNN} and plain keys */
-        char key[32];
-        snprintf(key, sizeof(key), i % 2 ? "u:{u%04d}" : "k%d", i * 37);
-        snprintf(args, sizeof(args), "CLUSTER KEYSLOT '%s'", key);
-        test_rcluster_cli(c->node[0].port, args, out, sizeof(out));
-        assert_int_equal(rcl_keyslot(key, strlen(key)), atoi(out));
-    }
+    for (; fixed[n]; n++)
+        snprintf(keys[n], sizeof(keys[n]), "%s", fixed[n]);
+    for (int i = 0; i < 300; i++, n++) /* generated: u:{uNNNN}, plain keys, tags */
+        snprintf(keys[n], sizeof(keys[n]), i % 3 == 0 ? "u:{u%04d}" : i % 3 == 1 ? "k%d" : "x{%d}y",
+                 i * 37);
+    for (unsigned s = 0; s < RCL_SLOTS; s += 997, n++)
+        snprintf(keys[n], sizeof(keys[n]), "x:{%s}", rcl_slot_tag(s));
+    server_slots(c, n, keys, slots);
+    for (size_t k = 0; k < n; k++)
+        if ((int)rcl_keyslot(keys[k], strlen(keys[k])) != slots[k]) {
+            fprintf(stderr, "key %s: ours %u, server %d\n", keys[k],
+                    rcl_keyslot(keys[k], strlen(keys[k])), slots[k]);
+            fail();
+        }
 }
 
 static void test_slot_tags(void **st)
 {
-    struct test_rcluster *c = *st;
-    char key[32], args[64], out[64];
+    char key[32];
 
-    for (unsigned s = 0; s < RCL_SLOTS; s++) {
+    (void)st;
+    for (unsigned s = 0; s < RCL_SLOTS; s++) { /* the server agrees: above */
         size_t n = (size_t)snprintf(key, sizeof(key), "x:{%s}", rcl_slot_tag(s));
         assert_true(strlen(rcl_slot_tag(s)) > 0);
         assert_int_equal(rcl_keyslot(key, n), s);
-    }
-    for (unsigned s = 0; s < RCL_SLOTS; s += 997) {
-        snprintf(args, sizeof(args), "CLUSTER KEYSLOT 'x:{%s}'", rcl_slot_tag(s));
-        test_rcluster_cli(c->node[0].port, args, out, sizeof(out));
-        assert_int_equal(atoi(out), s);
     }
 }
 
@@ -256,6 +283,77 @@ static void test_slot_migration_mid_use(void **st)
     state_close(s);
 }
 
+/* rcl_pipeline (labels): SET then GET of 300 keys over every master, one
+ * of them in a slot half migrated (ASK), one in a slot whose map is stale
+ * (MOVED); every reply in the order of the commands. */
+struct pctx {
+    char key[32], val[32];
+    int get, got[300];
+};
+
+static int pcmd(void *ctx, size_t i, const char **argv, size_t *argvlen)
+{
+    struct pctx *x = ctx;
+
+    snprintf(x->key, sizeof(x->key), "pl:%zu", i);
+    snprintf(x->val, sizeof(x->val), "%zu", i * 3);
+    argv[0] = x->get ? "GET" : "SET";
+    argv[1] = x->key;
+    argv[2] = x->val;
+    for (int k = 0; k < 3; k++)
+        argvlen[k] = strlen(argv[k]);
+    return x->get ? 2 : 3;
+}
+
+static void preply(void *ctx, size_t i, const struct redisReply *r)
+{
+    struct pctx *x = ctx;
+
+    x->got[i] = r->type == REDIS_REPLY_STRING ? atoi(r->str) : r->type == REDIS_REPLY_STATUS ? 0
+                                                                                            : -1;
+}
+
+static void test_pipeline_per_master(void **st)
+{
+    struct test_rcluster *c = *st;
+    struct rc_opts o = {.timeout_ms = 3000};
+    struct pctx x = {0};
+    struct err e = {0};
+    struct rcl *cl;
+    size_t done;
+    unsigned slot = rcl_keyslot("pl:7", 4);
+    int from = test_rcluster_master_of(c, slot), to = test_rcluster_master_of(c, (slot + 8192) % 16384);
+    char args[200], out[64], from_id[64], to_id[64];
+
+    if (to == from)
+        to = test_rcluster_master_of(c, (slot + 5461) % 16384);
+    assert_int_equal(rcl_open(&cl, c->nodes, &o, &e), ERR_OK);
+    assert_int_equal(rcl_pipeline(cl, 300, pcmd, preply, &x, &done, &e), ERR_OK);
+    assert_int_equal(done, 300);
+    /* pl:7's slot half-way to another master: pl:7 moved, the rest not */
+    test_rcluster_cli(from, "CLUSTER MYID", from_id, sizeof(from_id));
+    test_rcluster_cli(to, "CLUSTER MYID", to_id, sizeof(to_id));
+    snprintf(args, sizeof(args), "CLUSTER SETSLOT %u IMPORTING %s", slot, from_id);
+    test_rcluster_cli(to, args, out, sizeof(out));
+    snprintf(args, sizeof(args), "CLUSTER SETSLOT %u MIGRATING %s", slot, to_id);
+    test_rcluster_cli(from, args, out, sizeof(out));
+    snprintf(args, sizeof(args), "MIGRATE 127.0.0.1 %d pl:7 0 5000", to);
+    test_rcluster_cli(from, args, out, sizeof(out));
+    assert_string_equal(out, "OK");
+    x.get = 1;
+    assert_int_equal(rcl_pipeline(cl, 300, pcmd, preply, &x, &done, &e), ERR_OK);
+    assert_int_equal(done, 300);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(x.got[i], i * 3);
+    /* the slot finished moving: the handle's map is stale, MOVED follows */
+    assert_int_equal(test_rcluster_move_slot(c, slot, to, 100, 0), 0);
+    memset(x.got, 0, sizeof(x.got));
+    assert_int_equal(rcl_pipeline(cl, 300, pcmd, preply, &x, &done, &e), ERR_OK);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(x.got[i], i * 3);
+    rcl_close(cl);
+}
+
 /* Co-visitation and trending: every key under the {cv} tag, one master;
  * the same answers as on one server, the idempotence per offset kept. */
 static void test_covis_on_cluster(void **st)
@@ -306,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_state_spread_over_masters),
         cmocka_unit_test(test_fencing_per_slot),
         cmocka_unit_test(test_slot_migration_mid_use),
+        cmocka_unit_test(test_pipeline_per_master),
         cmocka_unit_test(test_covis_on_cluster),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
