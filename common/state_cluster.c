@@ -144,7 +144,11 @@ static int64_t cl_epoch(const struct state *s, int32_t partition)
     return partition >= 0 && (size_t)partition < r->n_epochs ? r->epochs[partition] : 0;
 }
 
-/* The claims (INCR of each partition's counter), one by one: rare. */
+static int wait_replica(struct state_cluster *r, struct rc *rc, struct err *e);
+
+/* The claims (INCR of each partition's counter), one by one: rare. Each is
+ * on a replica before it is used (WAIT): a counter lost in a failover
+ * could hand the same epoch to two owners. */
 static int ready(struct state_cluster *r, struct err *e)
 {
     char key[KEY_MAX];
@@ -162,10 +166,17 @@ static int ready(struct state_cluster *r, struct err *e)
             freeReplyObject(rep);
             return err_set(e, ERR_DECODE, "redis INCR %s: not a positive integer", key);
         }
-        r->epochs[p] = rep->integer;
+        {
+            struct rc *rc;
+            unsigned slot = rcl_keyslot(key, strlen(key));
+            int64_t got = rep->integer;
+            freeReplyObject(rep);
+            if ((code = rcl_node(r->cl, slot, &rc, e)) || (code = wait_replica(r, rc, e)))
+                return code; /* claimed again next time: an epoch skipped */
+            r->epochs[p] = got;
+        }
         r->claim[p] = 0;
         r->n_claims--;
-        freeReplyObject(rep);
     }
     return ERR_OK;
 }
@@ -305,8 +316,7 @@ static int load_script(struct state_cluster *r, unsigned slot, struct err *e)
     return code;
 }
 
-static const struct state_put *g_sort_puts;
-static const unsigned *g_sort_slot;
+static const unsigned *g_sort_slot; /* qsort has no context argument */
 
 static int by_slot(const void *a, const void *b)
 {
@@ -442,8 +452,9 @@ static int redo_chunk(struct state_cluster *r, const struct state_put *puts, con
     return ERR_IO;
 }
 
-/* WAIT 1 on a master written to: ERR_OK once a replica holds the writes,
- * or when it has no replica connected (ROLE). */
+/* A master written to: ERR_OK once a replica holds the writes (WAIT 1), or
+ * at once when it has no replica connected (ROLE first: a WAIT there would
+ * block for its whole timeout, e.g. on a replica just promoted). */
 static int wait_replica(struct state_cluster *r, struct rc *rc, struct err *e)
 {
     char ms[24];
@@ -451,16 +462,6 @@ static int wait_replica(struct state_cluster *r, struct rc *rc, struct err *e)
     long long got;
     struct rc_sigpipe g;
 
-    snprintf(ms, sizeof(ms), "%d", r->timeout_ms);
-    rc_sigpipe_block(&g);
-    rep = redisCommand(rc_ctx(rc), "WAIT 1 %s", ms);
-    rc_sigpipe_restore(&g);
-    if (!rep)
-        return rc_lost(rc, "WAIT", e);
-    got = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
-    freeReplyObject(rep);
-    if (got >= 1)
-        return ERR_OK;
     rc_sigpipe_block(&g);
     rep = redisCommand(rc_ctx(rc), "ROLE");
     rc_sigpipe_restore(&g);
@@ -473,6 +474,16 @@ static int wait_replica(struct state_cluster *r, struct rc *rc, struct err *e)
     freeReplyObject(rep);
     if (got == 0)
         return ERR_OK;
+    snprintf(ms, sizeof(ms), "%d", r->timeout_ms);
+    rc_sigpipe_block(&g);
+    rep = redisCommand(rc_ctx(rc), "WAIT 1 %s", ms);
+    rc_sigpipe_restore(&g);
+    if (!rep)
+        return rc_lost(rc, "WAIT", e);
+    got = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    freeReplyObject(rep);
+    if (got >= 1)
+        return ERR_OK;
     rcl_invalidate(r->cl);
     return err_set(e, ERR_RETRY, "redis WAIT (%s:%d): no replica acknowledged the batch in %d ms",
                    rc_host(rc), rc_port(rc), r->timeout_ms);
@@ -483,6 +494,7 @@ static int cl_put_many(struct state *s, size_t n, const struct state_put *puts, 
 {
     struct state_cluster *r = (struct state_cluster *)s;
     unsigned char touched[RCL_NODES_MAX] = {0};
+    uint64_t fenced0 = r->base.fenced;
     struct rc_sigpipe g;
     size_t nchunks = 0;
     int code, first = ERR_OK;
@@ -497,7 +509,6 @@ static int cl_put_many(struct state *s, size_t n, const struct state_put *puts, 
         r->slot[i] = rcl_keyslot(key, entity_key(r, puts[i].entity, key));
         applied[i] = 0;
     }
-    g_sort_puts = puts;
     g_sort_slot = r->slot;
     qsort(r->order, n, sizeof(*r->order), by_slot);
     /* Chunks: runs of one slot, at most PUT_CHUNK; node[c] the node chunk
@@ -576,8 +587,15 @@ static int cl_put_many(struct state *s, size_t n, const struct state_put *puts, 
     }
     for (size_t i = 0; i < RCL_NODES_MAX && !code && !first; i++) {
         struct rc *rc = rcl_rc(r->cl, i);
-        if (touched[i] && rc && rc_ctx(rc))
+        if (!touched[i] || !rc)
+            continue;
+        if (!rc_ctx(rc)) { /* written, but not known to be on a replica */
+            rcl_invalidate(r->cl);
+            first = err_set(e, ERR_RETRY, "redis WAIT (%s:%d): connection lost", rc_host(rc),
+                            rc_port(rc));
+        } else {
             first = wait_replica(r, rc, e);
+        }
     }
     if (!code && !first && n && !r->marker_seen) {
         char mk[PREFIX_MAX + 16], now[32];
@@ -594,8 +612,10 @@ static int cl_put_many(struct state *s, size_t n, const struct state_put *puts, 
     if (code)
         lost_all(r, "EVALSHA", NULL);
     rc_sigpipe_restore(&g);
-    if (r->base.fenced && first == ERR_OK && code == ERR_OK)
-        log_debug("state: %llu write(s) fenced so far", (unsigned long long)r->base.fenced);
+    if (r->base.fenced > fenced0)
+        log_warn("state: %llu write(s) fenced: a newer consumer owns their partition (this "
+                 "handle was stalled past a rebalance); not applied",
+                 (unsigned long long)(r->base.fenced - fenced0));
     return code ? code : first;
 }
 
