@@ -429,27 +429,26 @@ static int read_result(struct state_cluster *r, const redisReply *rep, const str
 }
 
 /* A chunk refused by its node (moved, migrating, script missing): sent
- * again on its own, redirections followed, the script loaded if needed. */
+ * again on its own, redirections followed, as EVAL (the script's text: the
+ * node it lands on, an importing one included, may not have it cached). */
 static int redo_chunk(struct state_cluster *r, const struct state_put *puts, const size_t *ord,
                       size_t k, unsigned slot, int *applied, struct err *e)
 {
-    for (int attempt = 0; attempt < 2; attempt++) {
-        redisReply *rep = NULL;
-        int argc = build_chunk(r, puts, ord, k, slot, e), code;
-        if (argc < 0)
-            return ERR_NOMEM;
-        code = rcl_command_slot(r->cl, slot, argc, r->argv, r->argvlen, &rep, e);
-        if (code == ERR_OK) {
-            code = read_result(r, rep, puts, ord, k, applied, e);
-            freeReplyObject(rep);
-            return code;
-        }
-        if (!e || strstr(e->msg, "NOSCRIPT") == NULL || attempt)
-            return code;
-        if ((code = load_script(r, slot, e)))
-            return code;
+    redisReply *rep = NULL;
+    int argc = build_chunk(r, puts, ord, k, slot, e), code;
+
+    if (argc < 0)
+        return ERR_NOMEM;
+    r->argv[0] = "EVAL";
+    r->argvlen[0] = 4;
+    r->argv[1] = state_redis_put_script;
+    r->argvlen[1] = strlen(state_redis_put_script);
+    code = rcl_command_slot(r->cl, slot, argc, r->argv, r->argvlen, &rep, e);
+    if (code == ERR_OK) {
+        code = read_result(r, rep, puts, ord, k, applied, e);
+        freeReplyObject(rep);
     }
-    return ERR_IO;
+    return code;
 }
 
 /* A master written to: ERR_OK once a replica holds the writes (WAIT 1), or
