@@ -1,6 +1,8 @@
 /* Labels joined to predictions: a second, small Redis user beside
- * state_redis.c (its connection from redis_conn.c) (plain SET/GETDEL keys, none of the state's Lua), plus a
- * consumer of the labels topic through kq_ and codec_. */
+ * state_redis.c (its connection from redis_conn.c; on a Redis Cluster,
+ * redis.nodes, its keys routed and pipelined per master by redis_cluster.c):
+ * plain SET/GETDEL keys, none of the state's Lua, plus a consumer of the
+ * labels topic through kq_ and codec_. */
 #include "labels.h"
 
 #include <errno.h>
@@ -117,8 +119,6 @@ static void cl_set_reply(void *ctx, size_t i, const redisReply *r)
     ((struct cl_ctx *)ctx)->failed += r->type == REDIS_REPLY_ERROR;
 }
 
-static int pipeline_sets(struct labels *l, struct err *e);
-
 static int cluster_sets(struct labels *l, struct err *e)
 {
     struct cl_ctx x = {.l = l};
@@ -132,12 +132,11 @@ static int cluster_sets(struct labels *l, struct err *e)
 
 static int pipeline_sets(struct labels *l, struct err *e)
 {
-    if (l->cl)
-        return cluster_sets(l, e);
-    {
     char key[KEY_MAX], val[32];
     redisReply *r;
 
+    if (l->cl)
+        return cluster_sets(l, e);
     for (size_t i = 0; i < l->nq; i++) {
         size_t kl = key_of(l, l->queue[i].id, key);
         snprintf(val, sizeof(val), "%.17g", l->queue[i].score);
@@ -158,7 +157,6 @@ static int pipeline_sets(struct labels *l, struct err *e)
         freeReplyObject(r);
     }
     return ERR_OK;
-    }
 }
 
 int labels_flush(struct labels *l, struct err *e)
