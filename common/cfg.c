@@ -1,6 +1,7 @@
 #include "cfg.h"
 #include "evtime.h"
 #include "features.h"
+#include "redis_cluster.h"
 #include "redis_conn.h"
 #include "log.h"
 #include "suggest.h"
@@ -42,6 +43,8 @@ static const struct key_def keys[] = {
      "events kept for state re-apply while Redis is down (then consumption pauses)"},
     {"redis.host", K_STR, 0, 0, "127.0.0.1", "Redis host"},
     {"redis.port", K_INT, 1, 65535, "6379", "Redis port"},
+    {"redis.nodes", K_STR, 0, 0, "",
+     "Redis Cluster seeds host:port,...; set: cluster mode (redis.host/port unused)"},
     {"redis.password", K_SECRET, 0, 0, "", "Redis AUTH password (env or file only)"},
     {"redis.password_file", K_STR, 0, 0, "", "file holding the Redis password"},
     {"redis.username", K_STR, 0, 0, "", "Redis ACL user (AUTH user password); empty: default"},
@@ -718,6 +721,8 @@ int cfg_finish(struct cfg *c, struct err *e)
     evt_set_max_future_skew_ms(cfg_int(c, "worker.max_future_skew_ms"));
     /* Every Redis user logs in as the configured ACL user (redis_conn.h). */
     rc_set_default_username(cfg_str(c, "redis.username"));
+    /* Every state store opened from this configuration uses the cluster. */
+    rcl_set_default_nodes(cfg_str(c, "redis.nodes"));
     feat_set_dedup_horizon_ms(cfg_int(c, "state.dedup_horizon_ms"));
     return ERR_OK;
 }
