@@ -944,7 +944,7 @@ static void click_close(struct run *r)
 static int click_loop(struct run *r, struct err *e)
 {
     const struct rp_rec *rec;
-    int rc;
+    int rc = 0; /* g_run may already be 0 */
 
     while (g_run && (rc = rp_input_next(r->in, &rec, e)) == 1) {
         if (rec->rc != ERR_OK) {
