@@ -231,6 +231,44 @@ enum imgq_check imgq_judge(const struct imgq_limits *l, const struct imgq_values
     return IMGQ_OK;
 }
 
+void imgq_detail(const struct imgq_limits *l, const struct imgq_values *v, enum imgq_check c,
+                 char *buf, size_t cap)
+{
+    int n = 0;
+
+    if (cap == 0)
+        return;
+    switch (c) {
+    case IMGQ_UNDEREXPOSED:
+        n = !(v->mean >= l->min_mean)
+                ? snprintf(buf, cap, "mean %.1f < %.1f; ", v->mean, l->min_mean)
+                : snprintf(buf, cap, "dark %.3f > %.3f; ", v->dark_frac, l->max_dark_frac);
+        break;
+    case IMGQ_OVEREXPOSED:
+        n = !(v->mean <= l->max_mean)
+                ? snprintf(buf, cap, "mean %.1f > %.1f; ", v->mean, l->max_mean)
+                : snprintf(buf, cap, "bright %.3f > %.3f; ", v->bright_frac, l->max_bright_frac);
+        break;
+    case IMGQ_FIELD:
+        n = snprintf(buf, cap, "field %.3f < %.3f; ", v->field, l->min_field);
+        break;
+    case IMGQ_CONTRAST:
+        n = snprintf(buf, cap, "contrast %.2f < %.2f; ", v->contrast, l->min_contrast);
+        break;
+    case IMGQ_SHARPNESS:
+        n = snprintf(buf, cap, "sharpness %.2f < %.2f; ", v->sharpness, l->min_sharpness);
+        break;
+    default:
+        buf[0] = 0;
+        break;
+    }
+    if (n < 0 || (size_t)n >= cap)
+        return;
+    snprintf(buf + n, cap - (size_t)n,
+             "sharpness=%.2f mean=%.1f dark=%.3f bright=%.3f contrast=%.2f field=%.3f",
+             v->sharpness, v->mean, v->dark_frac, v->bright_frac, v->contrast, v->field);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;

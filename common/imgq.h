@@ -102,5 +102,11 @@ void imgq_close(struct imgq *q); /* NULL-safe */
 int imgq_measure(struct imgq *q, const struct img *im, struct imgq_values *v, struct err *e);
 /* The first failing check, or IMGQ_OK. A non-finite value fails its check. */
 enum imgq_check imgq_judge(const struct imgq_limits *l, const struct imgq_values *v);
+/* The detail of a verdict for the ungradable prediction and logs: the
+ * failing value against its limit, then all the values, e.g.
+ * "sharpness 2.67 < 75.86; sharpness=2.67 mean=100.9 dark=0.000 bright=0.000
+ * contrast=12.80 field=1.000". Always NUL-terminated (truncated to cap). */
+void imgq_detail(const struct imgq_limits *l, const struct imgq_values *v, enum imgq_check c,
+                 char *buf, size_t cap);
 
 #endif

@@ -264,6 +264,16 @@ static void test_black_image_is_underexposed_and_bad_values_fail(void **st)
     assert_int_equal(imgq_measure(q, &im, &v, &e), ERR_OK);
     v.sharpness = NAN; /* a non-finite value never passes */
     assert_int_equal(imgq_judge(&none, &v), IMGQ_SHARPNESS);
+    {
+        char d[256];
+        none.min_sharpness = 80;
+        v.sharpness = 2.5;
+        imgq_detail(&none, &v, IMGQ_SHARPNESS, d, sizeof(d));
+        assert_non_null(strstr(d, "sharpness 2.50 < 80.00; sharpness=2.50 mean="));
+        imgq_detail(&none, &v, IMGQ_SHARPNESS, d, 8); /* truncated, terminated */
+        assert_true(strlen(d) < 8);
+        imgq_limits_none(&none);
+    }
     im.width = 0;
     assert_int_equal(imgq_measure(q, &im, &v, &e), ERR_INVALID);
     assert_int_equal(imgq_limits_from(&v, 3, &none, &e), ERR_INVALID);

@@ -8,6 +8,8 @@ alternately PNG and JPEG (quality 92, as the demo samples), so that the
 limits see both codecs. Deterministic (its own seed).
 
 usage: quality_images.py OUT_DIR [--count N]
+       quality_images.py --damaged SAMPLES_DIR   (the demo's refused images:
+           SAMPLES_DIR/lowq/blurred.png and dark.png from fundus_01_g1.png)
 """
 import argparse
 import os
@@ -21,9 +23,20 @@ import train  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out")
+    ap.add_argument("out", nargs="?")
     ap.add_argument("--count", type=int, default=200)
+    ap.add_argument("--damaged", metavar="SAMPLES_DIR")
     a = ap.parse_args()
+    if a.damaged:
+        from PIL import Image, ImageEnhance, ImageFilter
+        src = Image.open(os.path.join(a.damaged, "fundus_01_g1.png")).convert("RGB")
+        os.makedirs(os.path.join(a.damaged, "lowq"), exist_ok=True)
+        src.filter(ImageFilter.GaussianBlur(3)).save(os.path.join(a.damaged, "lowq", "blurred.png"))
+        ImageEnhance.Brightness(src).enhance(0.12).save(os.path.join(a.damaged, "lowq", "dark.png"))
+        print(f"blurred.png and dark.png written to {a.damaged}/lowq")
+        return 0
+    if not a.out:
+        ap.error("OUT_DIR is required")
     os.makedirs(a.out, exist_ok=True)
     rng = np.random.default_rng(13)
     grades = train.draw_grades(rng, a.count) if hasattr(train, "draw_grades") \

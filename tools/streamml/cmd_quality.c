@@ -9,6 +9,7 @@
  */
 #include <dirent.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,15 +24,18 @@
 #define MAX_IMAGES 100000
 
 struct q_args {
-    const char *images, *output, *monitor, *model;
+    const char *images, *output, *monitor, *model, *limits;
     int values;
+    char **check; /* --limits: the images to check */
+    int ncheck;
 };
 
 static void quality_usage(FILE *out)
 {
     fprintf(out,
             "usage: streamml quality --images DIR --output LIMITS.json [--monitor BASELINE.json]\n"
-            "                        [--model NAME] [--values]\n\n"
+            "                        [--model NAME] [--values]\n"
+            "       streamml quality --limits LIMITS.json IMAGE...\n\n"
             "Measures every .png/.jpg/.jpeg in DIR (good training photographs, at least 10)\n"
             "with the images worker's quality checks and writes the limits below which it\n"
             "publishes a prediction as ungradable with reason low_quality:<check>:\n"
@@ -41,14 +45,17 @@ static void quality_usage(FILE *out)
             "               <= their 99th percentile + 0.2 (underexposed, overexposed)\n"
             "  contrast     standard deviation of luma       >= 0.5 x 1st percentile\n"
             "  field        visible part of the circular field >= 0.85 x 1st percentile\n"
-            "Point the worker's images.quality at the file.\n\n"
+            "With --limits, checks each IMAGE (a path) against the limits instead: one line\n"
+            "per image, 'ok' or 'ungradable low_quality:<check>' with the failing value and\n"
+            "all the values; exit 1 if any image is refused or does not decode.\n\n"
             "  -d, --images DIR      training images (required)\n"
             "  -o, --output FILE     limits JSON to write (required)\n"
             "  -m, --monitor FILE    also write the values' distributions as a monitoring\n"
             "                        baseline (features q_sharpness, q_mean, q_dark_frac,\n"
             "                        q_bright_frac, q_contrast, q_field)\n"
             "      --model NAME      model named in that baseline (default: images-quality)\n"
-            "      --values          print each image's values (one line each)\n\n"
+            "      --values          print each image's values (one line each)\n"
+            "  -l, --limits FILE     check the IMAGE arguments against these limits\n\n"
             "Exit codes: 0 ok; 1 a read or write error; 2 usage, an image that does not\n"
             "decode (named), or too few images.\n");
 }
@@ -59,20 +66,32 @@ static int quality_args(int argc, char **argv, struct q_args *a)
         {"images", required_argument, NULL, 'd'},  {"output", required_argument, NULL, 'o'},
         {"monitor", required_argument, NULL, 'm'}, {"model", required_argument, NULL, 1000},
         {"values", no_argument, NULL, 1001},       {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+        {"version", no_argument, NULL, 'V'},       {"limits", required_argument, NULL, 'l'},
+        {NULL, 0, NULL, 0}};
     int opt;
 
-    while ((opt = getopt_long(argc, argv, "d:o:m:hV", lo, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "d:o:m:l:hV", lo, NULL)) != -1) {
         switch (opt) {
         case 'd': a->images = optarg; break;
         case 'o': a->output = optarg; break;
         case 'm': a->monitor = optarg; break;
         case 1000: a->model = optarg; break;
         case 1001: a->values = 1; break;
+        case 'l': a->limits = optarg; break;
         case 'h': quality_usage(stdout); return -1;
         case 'V': cli_version(stdout); return -1;
         default: quality_usage(stderr); return EXIT_USAGE;
         }
+    }
+    if (a->limits) {
+        if (optind == argc || a->images || a->output || a->monitor) {
+            fprintf(stderr, "error: --limits takes IMAGE arguments and no --images, --output "
+                            "or --monitor (see streamml quality --help)\n");
+            return EXIT_USAGE;
+        }
+        a->check = argv + optind;
+        a->ncheck = argc - optind;
+        return EXIT_OK;
     }
     if (optind < argc || !a->images || !a->output) {
         fprintf(stderr, "error: %s (see streamml quality --help)\n",
@@ -156,6 +175,57 @@ out:
     return rc;
 }
 
+/* --limits: each image judged, one line each. */
+static int check_images(const struct q_args *a)
+{
+    struct img_opts o = {.root = "/"};
+    struct img_loader *l = NULL;
+    struct imgq *q = NULL;
+    struct imgq_limits lim;
+    struct img im;
+    struct err e = {0};
+    int rc = EXIT_OK;
+
+    if (imgq_limits_load(&lim, a->limits, &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        return EXIT_USAGE;
+    }
+    if (img_loader_open(&l, &o, &e) || imgq_open(&q, &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        img_loader_close(l);
+        return EXIT_RUNTIME;
+    }
+    img_init(&im);
+    for (int i = 0; i < a->ncheck; i++) {
+        char abs[4096], detail[512];
+        struct imgq_values v;
+        enum img_reason why;
+        enum imgq_check c;
+
+        if (!realpath(a->check[i], abs) || img_load(l, abs, &im, &why, &e) ||
+            imgq_measure(q, &im, &v, &e)) {
+            printf("%s: ungradable %s\n", a->check[i],
+                   e.msg[0] ? e.msg : "missing");
+            err_clear(&e);
+            rc = EXIT_RUNTIME;
+            continue;
+        }
+        c = imgq_judge(&lim, &v);
+        imgq_detail(&lim, &v, c, detail, sizeof(detail));
+        if (c == IMGQ_OK) {
+            printf("%s: ok (%s)\n", a->check[i], detail);
+        } else {
+            printf("%s: ungradable low_quality:%s (%s)\n", a->check[i], imgq_check_name(c),
+                   detail);
+            rc = EXIT_RUNTIME;
+        }
+    }
+    img_free(&im);
+    imgq_close(q);
+    img_loader_close(l);
+    return rc;
+}
+
 int cmd_quality(int argc, char **argv)
 {
     struct q_args a = {0};
@@ -172,6 +242,8 @@ int cmd_quality(int argc, char **argv)
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
+    if (a.limits)
+        return check_images(&a);
     if (!(names = list_images(a.images, &n)) || n == 0) {
         fprintf(stderr, "error: %s: no readable directory with .png/.jpg images\n", a.images);
         free(names);
