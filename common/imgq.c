@@ -26,7 +26,7 @@ struct imgq {
 };
 
 static const char *const CHECK_NAMES[IMGQ_NCHECKS] = {
-    "ok", "underexposed", "overexposed", "field", "contrast", "sharpness",
+    "ok", "dark", "bright", "field", "contrast", "sharpness",
 };
 
 static const char *const VALUE_NAMES[IMGQ_NVALUES + 1] = {

@@ -26,8 +26,8 @@
  *
  * Limits come from a baseline over training images (imgq_limits_from,
  * `streamml quality`), saved as JSON. imgq_judge names the first check
- * that fails, in the order underexposed, overexposed, field, contrast,
- * sharpness: the broad faults first, since a dark image also looks flat
+ * that fails, in the order dark (under-exposed), bright (over-exposed),
+ * field, contrast, sharpness: the broad faults first, since a dark image also looks flat
  * and soft, and reporting "sharpness" for it would mislead.
  *
  * An imgq handle holds the scratch buffers (grown, never per message) and
@@ -58,7 +58,8 @@ enum imgq_check {
     IMGQ_NCHECKS
 };
 
-/* "ok", "underexposed", "overexposed", "field", "contrast", "sharpness". */
+/* "ok", "dark", "bright", "field", "contrast", "sharpness": short, so that
+ * "low_quality:<name>" fits a prediction's reason (23 characters). */
 const char *imgq_check_name(enum imgq_check c);
 
 #define IMGQ_NVALUES 6

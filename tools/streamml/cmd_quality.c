@@ -42,7 +42,7 @@ static void quality_usage(FILE *out)
             "  sharpness    variance of the Laplacian        >= 0.5 x 1st percentile\n"
             "  exposure     mean luma of the field            0.5 x 1st pct .. halfway from\n"
             "               the 99th pct to 255; dark (< 25) and clipped (> 250) fractions\n"
-            "               <= their 99th percentile + 0.2 (underexposed, overexposed)\n"
+            "               <= their 99th percentile + 0.2 (checks dark and bright)\n"
             "  contrast     standard deviation of luma       >= 0.5 x 1st percentile\n"
             "  field        visible part of the circular field >= 0.85 x 1st percentile\n"
             "With --limits, checks each IMAGE (a path) against the limits instead: one line\n"
