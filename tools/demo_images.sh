@@ -58,3 +58,10 @@ kill -TERM "$wpid"; wait "$wpid" || true
 
 $PY tools/demo_show.py images "$tmp/predictions.jsonl" "$tmp/events.jsonl"
 echo "   worker: $(grep -o 'summary: [^"]*' "$tmp/worker.log" | head -1)"
+
+# Image quality (issue 21): the limits of models/images/quality.json (from
+# training images, `streamml quality`) refuse a blurred and a dark copy of a
+# sample, and pass the sample itself.
+echo "== image quality: a sample, and its blurred and dark copies, against models/images/quality.json"
+"$SM" quality --limits models/images/quality.json "$SAMPLES/fundus_01_g1.png" \
+    "$SAMPLES/lowq/blurred.png" "$SAMPLES/lowq/dark.png" | sed 's/^/   /' || true
