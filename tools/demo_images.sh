@@ -65,3 +65,10 @@ echo "   worker: $(grep -o 'summary: [^"]*' "$tmp/worker.log" | head -1)"
 echo "== image quality: a sample, and its blurred and dark copies, against models/images/quality.json"
 "$SM" quality --limits models/images/quality.json "$SAMPLES/fundus_01_g1.png" \
     "$SAMPLES/lowq/blurred.png" "$SAMPLES/lowq/dark.png" | sed 's/^/   /' || true
+
+# A model set (issue 21): the demo CNN (weight 2) with the CAM test net
+# (32 px, ImageNet normalisation; not trained on fundus images, so it shows
+# the mechanics: its own geometry, the weighted mean, the agreement).
+echo "== ensemble: fundus_cnn.onnx:2 + tests/fixtures/images/cam_net.onnx (members' own grades last)"
+"$SM" ensemble --models models/images/fundus_cnn.onnx:2,tests/fixtures/images/cam_net.onnx \
+    "$SAMPLES"/fundus_0[0-4]_*.png | sed 's/^/   /' || true
