@@ -13,6 +13,8 @@ CC      ?= cc
 PKGS    := rdkafka avro-c hiredis jansson openblas libmicrohttpd libcurl libprotobuf-c libpng libjpeg
 # abtest: SHA-256 of the sticky assignment (libssl-dev, already there for libcurl)
 PKGS    += libcrypto
+# feature specs (issue 17): YAML with line numbers in every error (libyaml-dev)
+PKGS    += yaml-0.1
 PY      ?= /usr/bin/python3
 VERSION := 0.1.0
 
@@ -136,6 +138,21 @@ $(ONNX_OBJ): $(ONNX_GEN)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(filter $(BUILD)/obj/common/onnx%.o,$(COMMON_OBJ)): | $(BUILD)/gen/onnx.pb-c.h
+
+# "Bring your own data" (docs/features.md): the Grunfeld panel (python3-statsmodels) through
+# models/grunfeld/grunfeld-v1.yaml, featurize, python3-xgboost and streamml predict, with the
+# spec's features checked against a Python reference; outputs in $(BUILD)/grunfeld/.
+.PHONY: example-grunfeld
+example-grunfeld: all
+	$(PY) models/grunfeld/train.py --streamml $(BUILD)/streamml --out $(BUILD)/grunfeld
+
+# The built-in feature spec (issue 17): models/txn-v1.yaml and its schema as C strings.
+FSPEC_BUILTIN := $(BUILD)/gen/fspec_builtin.h
+$(FSPEC_BUILTIN): models/txn-v1.yaml schemas/transaction_event.avsc tools/embed_c.sh
+	@mkdir -p $(dir $@)
+	tools/embed_c.sh txn_v1_yaml models/txn-v1.yaml txn_v1_avsc schemas/transaction_event.avsc > $@.tmp
+	mv $@.tmp $@
+$(BUILD)/obj/common/features.o: $(FSPEC_BUILTIN)
 $(LIB): $(ONNX_OBJ)
 
 # images worker: retrain the demo CNN (about two minutes; rewrites models/images/ and

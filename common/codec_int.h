@@ -162,4 +162,8 @@ int get_int(avro_value_t *rec, const char *name, int32_t *x, struct err *e);
 int get_double(avro_value_t *rec, const char *name, double *x, struct err *e);
 int get_bool(avro_value_t *rec, const char *name, bool *x, struct err *e);
 
+/* codec_click.c: a click_event value <-> struct click_event (messages and files) */
+int get_click(avro_value_t *v, struct click_event *ev, struct err *e);
+int fill_click(struct codec *c, const struct click_event *ev, struct err *e);
+
 #endif

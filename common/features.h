@@ -13,79 +13,34 @@
 
 #include "err.h"
 #include "event.h"
+#include "fspec.h"
 
-#define FEAT_TXN_VERSION "txn-v1"
-#define FEAT_TXN_DIM 37
+/* The feature set is data: models/txn-v1.yaml (built into the binary) or
+ * the spec named by features.spec (feat_txn_use), compiled once by
+ * common/fspec.h. These entry points evaluate that plan on a struct
+ * txn_event; vectors are bit-identical to the hard-coded txn-v1 module they
+ * replace (tests/test_spec_parity.c). */
+#define FEAT_TXN_VERSION "txn-v1" /* the built-in spec's name */
+#define FEAT_TXN_DIM 37           /* vector width of the transactions worker */
 
-/* Categorical codes (home_code, marital_code, job_code): the categories of
- * event.h numbered from 1 in their listed order (home: rent 1, owner 2,
- * parents 3, priv 4, ignore 5, other 6; marital: single 1, married 2,
- * widow 3, separated 4, divorced 5; job: fixed 1, freelance 2, partime 3,
- * others 4), compared case-insensitively. A value outside the list gets
- * FEAT_CAT_UNKNOWN; an empty (missing) one gives NaN. */
-#define FEAT_CAT_UNKNOWN 0
+/* Per-entity state: its layout is the active spec's (fspec.h). */
+#define feat_state fspec_state
 
-/* Windowed aggregates are bucketed in event time: 1 h = 12 x 5 min,
- * 24 h = 24 x 1 h, 30 d = 30 x 1 d (bucket-aligned windows, UTC days). A
- * window holds the event's own bucket and the N-1 before it, and always
- * includes the event itself (count >= 1).
- *
- * Late events (event time < last_event_ms), per ring: the event is added to
- * its bucket when that bucket is still inside the ring's span, i.e. newer
- * than (bucket of last_event_ms) - N; older ones are left out of that ring's
- * windows (they still count in the amount moments). Its own features are
- * computed from the buckets at or before its time, so a late event never
- * sees events from its future. secs_since_prev is clamped at 0 for it, and
- * last_event_ms never moves back. See common/FEATURES.md. */
-#define FEAT_W1H_BUCKETS 12
-#define FEAT_W24H_BUCKETS 24
-#define FEAT_W30D_BUCKETS 30
-
-struct feat_bucket {
-    int64_t id; /* floor(event_time_ms / bucket width); 0 = empty slot */
-    uint32_t count;
-    double sum; /* sum of amounts (missing amounts count, add 0) */
-};
+/* Upper bound of an encoded state, for caller-owned buffers. */
+#define FEAT_STATE_MAX FSPEC_STATE_MAX
 
 /* Idempotence (issue 23 case 5), kept in the state itself so that the
  * decision and the update are one atomic write: the highest offset applied
- * per input partition the user's events came from (FEAT_PARTS_MAX, the
- * least recently used one replaced), and the event ids applied within the
- * dedup horizon (default the longest window, 30 d; at most FEAT_IDS_MAX,
- * oldest dropped first) as 64-bit FNV-1a hashes with their event times.
- * Cost: at most 1 + 12 x 8 + 1 + 16 x 32 = 610 bytes more per user blob
- * (a user with k recent events: 14 + 16 k bytes). */
-#define FEAT_PARTS_MAX 8
-#define FEAT_IDS_MAX 32
+ * per input partition (FSPEC_PARTS_MAX, the least recently used one
+ * replaced) and the event ids applied within the dedup horizon (default the
+ * longest window, 30 d; at most FSPEC_IDS_MAX, oldest dropped first) as
+ * 64-bit FNV-1a hashes with their event times: the fields n_parts, parts,
+ * n_ids and ids of struct fspec_state, encoded after the aggregates. */
+#define FEAT_PARTS_MAX FSPEC_PARTS_MAX
+#define FEAT_IDS_MAX FSPEC_IDS_MAX
 #define FEAT_DEDUP_HORIZON_MS 2592000000LL
-
-struct feat_pos {
-    int32_t partition;
-    int64_t offset;
-};
-
-struct feat_seen {
-    uint64_t id_hash;
-    int64_t time_ms;
-};
-
-/* Per-user streaming state. Plain data; serialised with feat_state_encode. */
-struct feat_state {
-    int64_t last_event_ms; /* 0 = no previous event */
-    uint64_t n_amounts;    /* Welford moments of past amounts */
-    double mean_amount;
-    double m2_amount;
-    struct feat_bucket w1h[FEAT_W1H_BUCKETS];
-    struct feat_bucket w24h[FEAT_W24H_BUCKETS];
-    struct feat_bucket w30d[FEAT_W30D_BUCKETS];
-    int n_parts;                        /* least recently applied first */
-    struct feat_pos parts[FEAT_PARTS_MAX];
-    int n_ids;                          /* oldest first */
-    struct feat_seen ids[FEAT_IDS_MAX];
-};
-
-/* Upper bound of an encoded state, for caller-owned buffers. */
-#define FEAT_STATE_MAX 2048
+#define feat_pos fspec_pos
+#define feat_seen fspec_seen
 
 /* 1 when the state already holds the event: its partition's applied offset
  * is >= offset, or its event id was applied within the dedup horizon. */
@@ -96,6 +51,17 @@ void feat_state_mark(struct feat_state *s, int32_t partition, int64_t offset,
                      const struct txn_event *ev);
 /* The dedup horizon, process-wide (cfg_finish sets state.dedup_horizon_ms). */
 void feat_set_dedup_horizon_ms(int64_t ms);
+
+/* Loads the spec at path, binds it to struct txn_event and makes it the
+ * plan every feat_ and txn_ function below uses (process-wide: call it at
+ * start-up, before threads). NULL or "" selects the built-in txn-v1.
+ * ERR_CONFIG naming file:line, a field missing from TransactionEvent, or an
+ * output width other than FEAT_TXN_DIM. */
+int feat_txn_use(const char *path, struct err *e);
+/* The active plan (the built-in one is compiled on first use). */
+const struct fspec *feat_txn_spec(void);
+/* Its name and version, e.g. "txn-v1", for predictions and baselines. */
+const char *feat_txn_version(void);
 
 /* Names of the FEAT_TXN_DIM features, in vector order (static storage). */
 const char *const *feat_txn_names(void);
@@ -109,18 +75,23 @@ int feat_txn_validate(const struct txn_event *ev, struct err *e);
 
 void feat_state_init(struct feat_state *s);
 /* Computes the vector x[FEAT_TXN_DIM] for ev given the user's prior state
- * (the state before ev). Missing inputs give NaN. Pure. */
+ * (the state before ev). Missing inputs give NaN. Pure (given the plan). */
 void feat_txn_build(const struct txn_event *ev, const struct feat_state *prior, float *x);
 /* next = prior with ev applied (prior and next may alias). Late events
- * (older than the last one) go to their bucket if it is still in the ring. */
+ * (older than the last one) go to their bucket if it is still in the ring
+ * (the late-event policy, common/FEATURES.md). */
 void feat_state_update(const struct feat_state *prior, const struct txn_event *ev,
                        struct feat_state *next);
 
-/* Versioned little-endian binary encoding; returns bytes written or
- * ERR_NOMEM if cap is too small. */
+/* fspec_state_encode with the active plan: versioned, carries the plan's
+ * state-layout hash; bytes written or ERR_NOMEM if cap is too small. */
 int feat_state_encode(const struct feat_state *s, unsigned char *buf, size_t cap);
-/* ERR_DECODE (with the reason) on a wrong version or length. */
+/* ERR_DECODE (with the reason) on a wrong version, length or layout hash
+ * (a state written under other aggregates is refused, never misread). */
 int feat_state_decode(struct feat_state *s, const unsigned char *buf, size_t len, struct err *e);
+
+/* Values the state holds for the z-scores of field (0 if none): for tests. */
+uint64_t feat_state_count(const struct feat_state *s, const char *field);
 
 /* 64-bit FNV-1a over the vector's bytes (every NaN and -0 canonicalised), for the
  * prediction's feature_hash: equal vectors give equal hashes. */

@@ -68,23 +68,41 @@ int txn_state_load(struct feat_state *s, int32_t *s_partition, int64_t *s_offset
     return ERR_OK;
 }
 
-/* Model feature names -> indices into the txn-v1 vector; by position when
- * the model has no names (then its width must equal the vector's). */
+/* Model feature names -> indices into the spec's vector; by position when
+ * the model has no names (then its width must equal the vector's). Every
+ * name the spec lacks is listed, with the outputs the model leaves out. */
 static int map_features(const char *what, size_t n, const char *(*name)(const void *, size_t),
                         const void *model, int *map, struct err *e)
 {
+    const struct fspec *p = feat_txn_spec();
+    char missing[400] = "", unused[400] = "";
+    size_t nm_at = 0, un_at = 0;
+
     for (size_t i = 0; i < n; i++) {
         const char *nm = name(model, i);
-        int idx = nm ? feat_txn_index(nm) : (int)i;
-        if (!nm && n != FEAT_TXN_DIM)
-            return err_set(e, ERR_CONFIG, "%s: model has %zu unnamed features, %s has %d", what, n,
-                           FEAT_TXN_VERSION, FEAT_TXN_DIM);
-        if (idx < 0)
-            return err_set(e, ERR_CONFIG, "%s: model feature \"%s\" is not in %s", what, nm,
-                           FEAT_TXN_VERSION);
+        int idx = nm ? fspec_index(p, nm) : (int)i;
+        if (!nm && n != fspec_dim(p))
+            return err_set(e, ERR_CONFIG, "%s: model has %zu unnamed features, %s has %zu", what,
+                           n, fspec_name(p), fspec_dim(p));
+        if (idx < 0 && nm_at < sizeof(missing))
+            nm_at += (size_t)snprintf(missing + nm_at, sizeof(missing) - nm_at, "%s\"%s\"",
+                                      nm_at ? ", " : "", nm);
         map[i] = idx;
     }
-    return ERR_OK;
+    if (!missing[0])
+        return ERR_OK;
+    for (size_t k = 0; k < fspec_dim(p); k++) {
+        int used = 0;
+        for (size_t i = 0; i < n && !used; i++)
+            used = map[i] == (int)k;
+        if (!used && un_at < sizeof(unused))
+            un_at += (size_t)snprintf(unused + un_at, sizeof(unused) - un_at, "%s\"%s\"",
+                                      un_at ? ", " : "", fspec_names(p)[k]);
+    }
+    return err_set(e, ERR_CONFIG,
+                   "%s: feature names do not match spec %s: missing from the spec: %s; in the "
+                   "spec, not the model: %s",
+                   what, fspec_name(p), missing, unused[0] ? unused : "none");
 }
 
 static const char *gb_name(const void *m, size_t i)
@@ -100,18 +118,23 @@ static const char *card_fname(const void *m, size_t i)
 static int open_models(struct txn_scorer *s, const struct cfg *cf, const char *gbdt,
                        struct err *e)
 {
-    if (!(s->gb = gbdt_open(gbdt, e)) ||
-        !(s->card = card_open(cfg_str(cf, "model.scorecard"), e)))
+    const char *card = cfg_str(cf, "model.scorecard");
+    size_t nc;
+
+    /* The spec first: the models' names are matched to its outputs. */
+    if (feat_txn_use(cfg_str(cf, "features.spec"), e) || !(s->gb = gbdt_open(gbdt, e)) ||
+        (card && *card && !(s->card = card_open(card, e))))
         return e->code;
+    nc = s->card ? card_num_features(s->card) : 0;
     s->gmap = calloc(gbdt_num_features(s->gb) + 1, sizeof(int));
-    s->cmap = calloc(card_num_features(s->card) + 1, sizeof(int));
+    s->cmap = calloc(nc + 1, sizeof(int));
     s->xg = calloc(gbdt_num_features(s->gb) + 1, sizeof(float));
-    s->xc = calloc(card_num_features(s->card) + 1, sizeof(float));
+    s->xc = calloc(nc + 1, sizeof(float));
     if (!s->gmap || !s->cmap || !s->xg || !s->xc)
         return err_set(e, ERR_NOMEM, "out of memory");
     if (map_features("model.gbdt", gbdt_num_features(s->gb), gb_name, s->gb, s->gmap, e) ||
-        map_features("model.scorecard", card_num_features(s->card), card_fname, s->card, s->cmap,
-                     e))
+        (s->card &&
+         map_features("model.scorecard", nc, card_fname, s->card, s->cmap, e)))
         return e->code;
     return ERR_OK;
 }
@@ -185,13 +208,18 @@ static int fill(struct txn_scorer *s, const float *x, double probability, struct
     struct card_result r;
     int d;
 
-    for (size_t j = 0; j < card_num_features(s->card); j++)
-        s->xc[j] = x[s->cmap[j]];
     copy(p->model_name, sizeof(p->model_name), s->name);
     copy(p->model_version, sizeof(p->model_version), s->version);
-    copy(p->feature_version, sizeof(p->feature_version), FEAT_TXN_VERSION);
+    copy(p->feature_version, sizeof(p->feature_version), feat_txn_version());
     p->probability = probability;
-    card_score(s->card, s->xc, &r);
+    if (s->card) {
+        for (size_t j = 0; j < card_num_features(s->card); j++)
+            s->xc[j] = x[s->cmap[j]];
+        card_score(s->card, s->xc, &r);
+    } else { /* a plain probability model: no points, no reason codes */
+        memset(&r, 0, sizeof(r));
+        r.probability = probability;
+    }
     p->score = r.score;
     p->score_probability = r.probability;
     d = p->probability >= s->decline ? 2 : p->probability >= s->review ? 1 : 0;

@@ -300,7 +300,7 @@ static long users_wrong(struct env *v)
     for (int u = 0; u < N_USERS; u++) {
         struct feat_state fs;
         if (feat_state_decode(&fs, blobs[u].data, blobs[u].len, &e) ||
-            (int)fs.n_amounts != v->want_amounts[u])
+            (int)feat_state_count(&fs, "amount") != v->want_amounts[u])
             wrong++;
     }
     state_close(s);

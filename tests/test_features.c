@@ -426,7 +426,6 @@ static void test_category_codes_are_fixed(void **state)
     float x[FEAT_TXN_DIM];
 
     (void)state;
-    assert_int_equal(FEAT_CAT_UNKNOWN, 0);
     feat_state_init(&s);
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         full_event(&ev);
@@ -496,7 +495,7 @@ static void test_missing_amount_counts_but_adds_nothing(void **state)
     feat_txn_build(&ev, &s, x);
     assert_close(feat(x, "txn_count_1h"), 2, "count");
     assert_close(feat(x, "txn_sum_1h"), 50, "sum");
-    assert_int_equal(s.n_amounts, 0);
+    assert_int_equal(feat_state_count(&s, "amount"), 0);
 }
 
 /* A late event inside the ring is scored on its own past only, and then
@@ -535,7 +534,7 @@ static void test_late_event_beyond_ring_is_left_out_of_that_ring(void **state)
     /* 90 min before the newest: out of the 1 h ring, inside the 24 h one */
     small_event(&ev, T0 + 30 * MIN_MS, 100);
     feat_state_update(&s, &ev, &s);
-    assert_int_equal(s.n_amounts, 3); /* moments still take it */
+    assert_int_equal(feat_state_count(&s, "amount"), 3); /* moments still take it */
     small_event(&ev, T0 + 2 * HOUR_MS + MIN_MS, 100);
     feat_txn_build(&ev, &s, x);
     assert_close(feat(x, "txn_count_1h"), 2, "1 h ring");
@@ -594,8 +593,14 @@ static void test_amount_zscore_uses_prior_sample_std(void **state)
     small_event(&ev, T0, 2000);
     feat_txn_build(&ev, &s, x);
     assert_close(feat(x, "amount_zscore"), 1000 / sqrt(500000.0), "zscore");
-    assert_close(s.mean_amount, 1000, "mean");
-    assert_close(s.m2_amount, 500000, "m2");
+    {
+        uint64_t n;
+        double mean, m2;
+        assert_int_equal(fspec_state_moments(feat_txn_spec(), &s, "amount", &n, &mean, &m2),
+                         ERR_OK);
+        assert_close(mean, 1000, "mean");
+        assert_close(m2, 500000, "m2");
+    }
 }
 
 static void test_amount_zscore_is_nan_without_spread(void **state)
@@ -636,7 +641,7 @@ static void test_build_and_update_leave_prior_untouched(void **state)
     assert_memory_equal(&s, &copy, sizeof(s));
     feat_txn_build(&ev, &s, y);
     assert_memory_equal(x, y, sizeof(x)); /* same inputs, same bits */
-    assert_int_equal(next.n_amounts, 3);
+    assert_int_equal(feat_state_count(&next, "amount"), 3);
 }
 
 /* ---- validation ---- */
@@ -783,27 +788,10 @@ static void test_future_event_refused_past_the_skew(void **state)
 
 /* ---- state codec ---- */
 
+/* Equal in every word the plan uses (last_event_ms, then its words). */
 static void assert_state_equal(const struct feat_state *a, const struct feat_state *b)
 {
-    assert_int_equal(a->last_event_ms, b->last_event_ms);
-    assert_int_equal(a->n_amounts, b->n_amounts);
-    assert_memory_equal(&a->mean_amount, &b->mean_amount, sizeof(double));
-    assert_memory_equal(&a->m2_amount, &b->m2_amount, sizeof(double));
-    for (int i = 0; i < FEAT_W1H_BUCKETS; i++) {
-        assert_int_equal(a->w1h[i].id, b->w1h[i].id);
-        assert_int_equal(a->w1h[i].count, b->w1h[i].count);
-        assert_memory_equal(&a->w1h[i].sum, &b->w1h[i].sum, sizeof(double));
-    }
-    for (int i = 0; i < FEAT_W24H_BUCKETS; i++) {
-        assert_int_equal(a->w24h[i].id, b->w24h[i].id);
-        assert_int_equal(a->w24h[i].count, b->w24h[i].count);
-        assert_memory_equal(&a->w24h[i].sum, &b->w24h[i].sum, sizeof(double));
-    }
-    for (int i = 0; i < FEAT_W30D_BUCKETS; i++) {
-        assert_int_equal(a->w30d[i].id, b->w30d[i].id);
-        assert_int_equal(a->w30d[i].count, b->w30d[i].count);
-        assert_memory_equal(&a->w30d[i].sum, &b->w30d[i].sum, sizeof(double));
-    }
+    assert_memory_equal(a, b, sizeof(int64_t) + fspec_state_words(feat_txn_spec()) * 8);
 }
 
 /* One event per 5-min bucket for 30 days' worth of hours and days: every
@@ -842,7 +830,11 @@ static void test_state_round_trips(void **state)
     assert_state_equal(&s, &back);
     full_state(&s);
     n = feat_state_encode(&s, buf, sizeof(buf));
-    assert_int_equal(n, 33 + 3 + 66 * 20 + 2); /* every slot of every ring in use */
+    /* every slot of every ring in use: version 1, layout hash 4, last_event_ms 6
+     * (varint), moments 1 + 16, then per ring a count byte and per bucket its
+     * distance from the newest (1), its count (1) and its sum (8); the
+     * hard-coded module wrote 33 + 3 + 66 * 20 = 1356 bytes */
+    assert_int_equal(n, 1 + 4 + 6 + 17 + 3 + 66 * 10 + 2); /* + empty trailer */
     assert_int_equal(feat_state_decode(&back, buf, (size_t)n, &e), ERR_OK);
     assert_state_equal(&s, &back);
 }
@@ -855,11 +847,14 @@ static void test_state_encoding_is_versioned_little_endian(void **state)
     (void)state;
     feat_state_init(&s);
     s.last_event_ms = 0x0102030405060708LL;
-    assert_int_equal(feat_state_encode(&s, buf, sizeof(buf)), 33 + 3 + 2); /* empty rings */
-    assert_int_equal(buf[0], 2);
-    assert_int_equal(buf[1], 0x08);
-    assert_int_equal(buf[8], 0x01);
-    assert_int_equal(feat_state_encode(&s, buf, 37), ERR_NOMEM);
+    /* version, layout hash, last_event_ms as a 9-byte varint, moments, empty rings,
+     * empty delivery trailer (2) */
+    assert_int_equal(feat_state_encode(&s, buf, sizeof(buf)), 1 + 4 + 9 + 17 + 3 + 2);
+    assert_int_equal(buf[0], 3);
+    assert_int_equal(buf[1] | buf[2] << 8 | buf[3] << 16 | (uint32_t)buf[4] << 24,
+                     fspec_layout_hash(feat_txn_spec()));
+    assert_int_equal(buf[5], 0x08 | 0x80); /* low 7 bits first */
+    assert_int_equal(feat_state_encode(&s, buf, 35), ERR_NOMEM);
 }
 
 static void test_corrupt_state_is_refused(void **state)
@@ -874,16 +869,22 @@ static void test_corrupt_state_is_refused(void **state)
     n = feat_state_encode(&s, buf, sizeof(buf));
     assert_true(n > 40);
     memcpy(bad, buf, (size_t)n);
-    bad[0] = 3; /* unknown version */
+    bad[0] = 4; /* unknown version (1 and 2: the hard-coded module) */
     assert_int_equal(feat_state_decode(&back, bad, (size_t)n, &e), ERR_DECODE);
-    assert_non_null(strstr(e.msg, "version 3"));
+    assert_non_null(strstr(e.msg, "version 4"));
+    bad[0] = 3;
+    bad[1] ^= 1; /* written under another state layout: refused, never misread */
+    assert_int_equal(feat_state_decode(&back, bad, (size_t)n, &e), ERR_DECODE);
+    assert_non_null(strstr(e.msg, "state layout"));
+    bad[1] ^= 1;
     assert_int_equal(feat_state_decode(&back, buf, (size_t)n - 1, &e), ERR_DECODE);
-    bad[0] = 2;
     bad[n] = 0; /* one trailing byte */
     assert_int_equal(feat_state_decode(&back, bad, (size_t)n + 1, &e), ERR_DECODE);
     assert_int_equal(feat_state_decode(&back, buf, 0, &e), ERR_DECODE);
     assert_int_equal(feat_state_decode(&back, buf, 10, &e), ERR_DECODE);
-    bad[33] = 200; /* the 1 h ring claims more buckets than it has */
+    /* the 1 h ring's count byte: after version, hash, last_event_ms (6), moments (17) */
+    assert_int_equal(bad[28], 1); /* both events in one 5-min bucket */
+    bad[28] = 200; /* the 1 h ring claims more buckets than it has */
     assert_int_equal(feat_state_decode(&back, bad, (size_t)n, &e), ERR_DECODE);
 }
 
@@ -897,8 +898,9 @@ static void test_state_with_two_buckets_in_one_slot_is_refused(void **state)
     (void)state;
     feat_state_init(&s);
     s.last_event_ms = T0;
-    s.w1h[0] = (struct feat_bucket){.id = 12, .count = 1, .sum = 1};
-    s.w1h[1] = (struct feat_bucket){.id = 24, .count = 1, .sum = 1}; /* 24 % 12 == 0 too */
+    /* words 3.. hold the 1 h ring, 3 words a bucket (`streamml features check`) */
+    s.w[3].i = 12, s.w[4].u = 1, s.w[5].d = 1;
+    s.w[6].i = 24, s.w[7].u = 1, s.w[8].d = 1; /* 24 % 12 == 0 too */
     n = feat_state_encode(&s, buf, sizeof(buf));
     assert_true(n > 0);
     assert_int_equal(feat_state_decode(&back, buf, (size_t)n, &e), ERR_DECODE);

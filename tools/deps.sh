@@ -13,6 +13,10 @@ PKGS="$PKGS python3-avro"
 # Deployment issue: Debian's docker-compose 1.29 validates docker-compose.yml without an
 # engine (`docker-compose config -q`); with --no-install-recommends it is Python only.
 PKGS="$PKGS docker-compose"
+# Feature specs issue: libyaml reads the YAML specs (errors name file and line).
+PKGS="$PKGS libyaml-dev"
+# ... and its "bring your own data" example: the Grunfeld panel of python3-statsmodels.
+PKGS="$PKGS python3-statsmodels"
 # Reliability issue: clang (libFuzzer) only for `make fuzz`, which runs
 # `tools/deps.sh --fuzz` when clang is missing.
 if [ "${1:-}" = "--fuzz" ]; then

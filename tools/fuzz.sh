@@ -9,7 +9,7 @@
 set -u
 BUILD=$1; SECS=$2; shift 2
 SAN="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
-LIBS="$(pkg-config --libs rdkafka avro-c hiredis jansson openblas libmicrohttpd libcurl \
+LIBS="$(pkg-config --libs rdkafka avro-c hiredis jansson openblas libmicrohttpd libcurl yaml-0.1 \
         libprotobuf-c libpng libjpeg) -lm -lpthread"
 CFLAGS="$(pkg-config --cflags rdkafka avro-c hiredis jansson openblas libmicrohttpd libcurl \
         libprotobuf-c libpng libjpeg) -O1 -g -std=c11 -D_GNU_SOURCE -iquote common -I$BUILD/gen"

@@ -157,7 +157,7 @@ static void read_counts(int port, long *out)
     for (int u = 0; u < USERS; u++) {
         struct feat_state fs;
         out[u] = blobs[u].len && feat_state_decode(&fs, blobs[u].data, blobs[u].len, &e) == 0
-                     ? (long)fs.n_amounts
+                     ? (long)feat_state_count(&fs, "amount")
                      : 0;
     }
     state_close(s);

@@ -249,7 +249,7 @@ long tg_users_wrong(struct tg_env *v)
     for (int u = 0; u < TG_USERS; u++) {
         struct feat_state fs;
         if (feat_state_decode(&fs, blobs[u].data, blobs[u].len, &e) ||
-            (int)fs.n_amounts != v->want_amounts[u])
+            (int)feat_state_count(&fs, "amount") != v->want_amounts[u])
             wrong++;
     }
     state_close(s);

@@ -20,6 +20,7 @@
 #include "cmds.h"
 #include "codec.h"
 #include "features.h"
+#include "featurize_spec.h"
 #include "out.h"
 #include "replay.h"
 #include "state.h"
@@ -28,7 +29,7 @@
 
 struct fz_args {
     struct cli cli;
-    const char *input, *output, *schemas;
+    const char *input, *output, *schemas, *spec;
     const char *topic, *from, *to; /* --topic: a topic range (common/replay.c) */
     int avro, header, skip_invalid;
 };
@@ -49,7 +50,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: streamml featurize [-i FILE|-] [-f jsonl|avro] [-o FILE|-] [--no-header]\n"
-            "                          [--skip-invalid] [--schemas DIR]\n\n"
+            "                          [--skip-invalid] [--schemas DIR] [--spec SPEC]\n\n"
             "Turns transaction events into the feature CSV used for training, with the\n"
             "code the worker runs: feat_txn_validate, feat_txn_build and feat_state_update\n"
             "(common/features.c), per-user state in the memory state backend. Events are\n"
@@ -62,6 +63,11 @@ static void usage(FILE *out)
             "  -o, --output FILE    CSV destination; - or absent = stdout\n"
             "      --schemas DIR    schema directory for --format avro\n"
             "                       (default $STREAMML_SCHEMAS_DIR, else schemas)\n"
+            "      --spec SPEC      the feature spec (YAML, common/FEATURES.md) instead of\n"
+            "                       the built-in models/txn-v1.yaml; the worker takes the\n"
+            "                       same file with -X features.spec=SPEC. A spec on\n"
+            "                       another schema reads JSON lines keyed by its field\n"
+            "                       names and writes KEY,TIME,<its outputs>[,label]\n"
             "      --no-header      omit the header line\n"
             "      --skip-invalid   exit 0 even if some events were invalid\n"
             "  -t, --topic T        read a topic range instead of a file, exactly as\n"
@@ -81,7 +87,7 @@ static void usage(FILE *out)
             "The whole input is held in memory for the sort.\n\n"
             "Exit codes: 0 ok; 1 some events were invalid (unless --skip-invalid), or\n"
             "a read/write failure; 2 usage.\n",
-            FEAT_TXN_DIM, FEAT_TXN_VERSION);
+            FEAT_TXN_DIM, feat_txn_version());
 }
 
 static int parse_args(int argc, char **argv, struct fz_args *a)
@@ -95,6 +101,7 @@ static int parse_args(int argc, char **argv, struct fz_args *a)
                                        {"topic", required_argument, NULL, 't'},
                                        {"from", required_argument, NULL, 1003},
                                        {"to", required_argument, NULL, 1004},
+                                       {"spec", required_argument, NULL, 1005},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -114,6 +121,9 @@ static int parse_args(int argc, char **argv, struct fz_args *a)
             break;
         case 1004:
             a->to = optarg;
+            break;
+        case 1005:
+            a->spec = optarg;
             break;
         case 'i':
             a->input = optarg;
@@ -473,6 +483,36 @@ static FILE *open_or_std(const char *path, const char *mode, FILE *std)
     return fopen(path, mode);
 }
 
+static int run_generic(const struct fz_args *a)
+{
+    FILE *in;
+    struct out *out = NULL;
+    struct err e = {0};
+    long invalid = 0;
+    int rc;
+
+    if (a->topic || a->avro) {
+        fprintf(stderr, "error: --spec on a schema other than TransactionEvent reads JSON lines\n");
+        return EXIT_USAGE;
+    }
+    if (!(in = open_or_std(a->input, "r", stdin))) {
+        fprintf(stderr, "error: %s: %s\n", a->input, strerror(errno));
+        return EXIT_USAGE;
+    }
+    if (out_open(&out, a->output ? a->output : "-", &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
+    } else if ((rc = featurize_spec(a->spec, in, out_file(out), NULL, a->header, &invalid))) {
+        out_abort(out);
+    } else if (out_commit(out, &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        rc = EXIT_RUNTIME;
+    }
+    if (in != stdin)
+        fclose(in);
+    return rc ? rc : invalid && !a->skip_invalid ? EXIT_RUNTIME : EXIT_OK;
+}
+
 int cmd_featurize(int argc, char **argv)
 {
     const char *env = getenv("STREAMML_SCHEMAS_DIR");
@@ -484,6 +524,17 @@ int cmd_featurize(int argc, char **argv)
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
+    if (a.spec) {
+        struct fspec *p = fspec_open(a.spec, &e);
+        if (!p) {
+            fprintf(stderr, "error: --spec: %s\n", e.msg);
+            return EXIT_USAGE;
+        }
+        fspec_close(p);
+        /* A spec on another schema than TransactionEvent: the generic path. */
+        if (feat_txn_use(a.spec, &e))
+            return run_generic(&a);
+    }
     if (!a.topic && !a.avro && !(in = open_or_std(a.input, "r", stdin))) {
         fprintf(stderr, "error: %s: %s\n", a.input, strerror(errno));
         return EXIT_USAGE;

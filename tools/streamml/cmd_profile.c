@@ -457,7 +457,7 @@ int cmd_profile(int argc, char **argv)
     rc = EXIT_USAGE;
     if (!(g = gbdt_open(a.model, &e)) || read_table(&t, a.input, &a, &e))
         goto out;
-    if (!(b = mon_baseline_new(FEAT_TXN_VERSION, a.model))) {
+    if (!(b = mon_baseline_new(feat_txn_version(), a.model))) {
         err_set(&e, ERR_NOMEM, "out of memory");
         goto out;
     }

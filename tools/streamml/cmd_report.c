@@ -217,7 +217,7 @@ static int psi_open(struct psi *ps, const char *path, struct err *e)
         const char *name = mon_baseline_feature(ps->b, f);
         if ((ps->idx[f] = feat_txn_index(name)) < 0)
             return err_set(e, ERR_CONFIG, "%s: feature \"%s\" is not in %s", path, name,
-                           FEAT_TXN_VERSION);
+                           feat_txn_version());
     }
     ps->bins = calloc(ps->nf + 1, sizeof(*ps->bins));
     ps->value = calloc(ps->nf + 1, sizeof(double));

@@ -10,6 +10,7 @@ int cmd_broker(int argc, char **argv);    /* cmd_broker.c */
 int cmd_produce(int argc, char **argv);   /* cmd_io.c */
 int cmd_consume(int argc, char **argv);   /* cmd_io.c */
 int cmd_featurize(int argc, char **argv); /* cmd_featurize.c */
+int cmd_features(int argc, char **argv);  /* cmd_features.c: `features check SPEC` */
 int cmd_predict(int argc, char **argv);   /* cmd_predict.c */
 int cmd_model(int argc, char **argv);     /* cmd_predict.c: `model inspect FILE` */
 int cmd_config(int argc, char **argv);    /* cmd_config.c: `config show|check` */

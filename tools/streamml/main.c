@@ -17,6 +17,7 @@ static const struct command commands[] = {
     {"produce", cmd_produce, "JSON lines on stdin -> Avro records on a topic"},
     {"consume", cmd_consume, "a topic's Avro records -> JSON lines on stdout"},
     {"featurize", cmd_featurize, "events -> CSV of feature vectors (training data)"},
+    {"features", cmd_features, "features check SPEC: validate a feature spec, print its plan"},
     {"predict", cmd_predict, "score a CSV (XGBoost JSON, scorecard) or .npy tensors (ONNX)"},
     {"model", cmd_model, "model inspect FILE: what a model file holds"},
     {"config", cmd_config, "config show|check: the merged configuration"},
