@@ -248,8 +248,10 @@ def augment(x, gen):
     return (g + factor() * (x - g)).clamp(0, 1)                     # saturation
 
 
-def train(model, x, y, seconds, mean, std):
-    """x: resized images in [0, 1] (augmented, then normalised per batch)."""
+def train(model, x, y, seconds, mean, std, epochs=0):
+    """x: resized images in [0, 1] (augmented, then normalised per batch).
+    Whole epochs until `seconds` have passed, or exactly `epochs` if > 0
+    (a loaded machine may fit a single epoch in the time budget)."""
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(1)
     weights = class_weights(y.numpy())
@@ -257,7 +259,7 @@ def train(model, x, y, seconds, mean, std):
     std_t = torch.tensor(std)[None, :, None, None]
     print("class weights " + " ".join(f"{float(w):.3f}" for w in weights), flush=True)
     t0, epoch = time.time(), 0
-    while time.time() - t0 < seconds:
+    while (epoch < epochs) if epochs > 0 else (time.time() - t0 < seconds):
         model.train()
         perm = torch.randperm(len(x), generator=gen)
         tot = 0.0
@@ -369,6 +371,8 @@ def main():
     ap.add_argument("--test", type=int, default=600,
                     help="held-out images: half choose the referable threshold, half measure")
     ap.add_argument("--seconds", type=float, default=180)
+    ap.add_argument("--epochs", type=int, default=0,
+                    help="train exactly this many epochs instead of for --seconds")
     ap.add_argument("--compare", metavar="ONNX",
                     help="also measure this (current) model on the same held-out images")
     ap.add_argument("--streamml", default="build/streamml", help="binary running --compare")
@@ -395,7 +399,7 @@ def main():
           f"{' '.join(f'{v:.3f}' for v in share)}; mean {mean} std {std}")
 
     model = FundusNet()
-    epochs = train(model, xtr, torch.from_numpy(tr_y).long(), a.seconds, mean, std)
+    epochs = train(model, xtr, torch.from_numpy(tr_y).long(), a.seconds, mean, std, a.epochs)
     thr = referable_threshold(referable_p(model, xva), va_y, SENSITIVITY)
     with torch.no_grad():
         probs = torch.softmax(model(xte)[0], 1).numpy()
