@@ -186,9 +186,14 @@ $(LIB): $(ONNX_OBJ)
 
 # images worker: retrain the demo CNN (about two minutes; rewrites models/images/ and
 # tests/fixtures/images_model_ref.json) and regenerate the image-module fixtures
-.PHONY: models-images fixtures-images
+.PHONY: models-images fixtures-images models-images-quality
 models-images:
 	$(PY) models/images/train.py --out models/images --fixtures tests/fixtures
+# image quality limits and their monitoring baseline from 200 training-distribution images
+models-images-quality: $(BUILD)/streamml
+	d=$$(mktemp -d) && $(PY) models/images/quality_images.py $$d/img && \
+	$(BUILD)/streamml quality --images $$d/img --output models/images/quality.json \
+	    --monitor models/images/quality_baseline.json; rc=$$?; rm -r $$d; exit $$rc
 fixtures-images:
 	$(PY) tests/fixtures/make_image_fixtures.py
 	$(PY) tests/fixtures/make_gradcam_fixtures.py

@@ -29,6 +29,8 @@ static const struct command commands[] = {
     {"click-eval", cmd_click_eval, "replay clicks: Recall@K/MRR@K of the GRU vs popularity"},
     {"abtest", cmd_abtest, "experiment predictions + outcomes -> per-variant lift, Welch test, AUC"},
     {"baseline", cmd_baseline, "clickstream/images reference predictions -> monitoring baseline JSON"},
+    {"ensemble", cmd_ensemble, "image files graded by a model set: averaged probabilities, agreement"},
+    {"quality", cmd_quality, "training images -> image quality limits (+ their monitoring baseline)"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
