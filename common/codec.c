@@ -1663,16 +1663,12 @@ static int get_bool(avro_value_t *rec, const char *name, bool *x, struct err *e)
 
 #define GET_STR(rec, p, m, e) get_str(rec, #m, (p)->m, sizeof((p)->m), e)
 
-int codec_decode_image_event(struct codec *c, const void *msg, size_t len,
-                             struct image_event *ev, struct err *e)
+/* A decoded image_event record -> ev (messages and container files). */
+static int extract_image_event(avro_value_t *r, struct image_event *ev, struct err *e)
 {
-    struct slot *s;
-
     memset(ev, 0, sizeof(*ev));
-    if (decode_as(c, msg, len, &c->slot[c->known[CODEC_IMAGE_EVENT]], &s, e))
-        return e->code;
-    if (GET_STR(&s->value, ev, image_id, e) || GET_STR(&s->value, ev, patient_id, e) ||
-        GET_STR(&s->value, ev, uri, e) || get_long(&s->value, "event_time", &ev->event_time_ms, e))
+    if (GET_STR(r, ev, image_id, e) || GET_STR(r, ev, patient_id, e) || GET_STR(r, ev, uri, e) ||
+        get_long(r, "event_time", &ev->event_time_ms, e))
         goto out_clear;
     if (!ev->uri[0] || !ev->image_id[0]) {
         err_set(e, ERR_DECODE, "field %s is empty", ev->uri[0] ? "image_id" : "uri");
@@ -1682,6 +1678,17 @@ int codec_decode_image_event(struct codec *c, const void *msg, size_t len,
 out_clear:
     memset(ev, 0, sizeof(*ev)); /* never hand out half an event */
     return e->code;
+}
+
+int codec_decode_image_event(struct codec *c, const void *msg, size_t len, struct image_event *ev,
+                             struct err *e)
+{
+    struct slot *s;
+
+    memset(ev, 0, sizeof(*ev));
+    if (decode_as(c, msg, len, &c->slot[c->known[CODEC_IMAGE_EVENT]], &s, e))
+        return e->code;
+    return extract_image_event(&s->value, ev, e);
 }
 
 int codec_encode_image_event(struct codec *c, const struct image_event *ev, struct buf *out,
@@ -2668,6 +2675,7 @@ int codec_from_json(struct codec *c, enum codec_schema which, const char *json, 
 
 struct codec_file {
     struct codec *c;
+    enum codec_schema which; /* CODEC_TXN_EVENT or CODEC_IMAGE_EVENT */
     FILE *fp;        /* reader: owned by avro-c, kept for progress */
     int64_t size;    /* reader: bytes, -1 unknown (stdin) */
     avro_file_reader_t rd;
@@ -2694,7 +2702,18 @@ static struct codec_file *file_new(struct codec *c, const char *path, struct err
 
 struct codec_file *codec_file_open_read(struct codec *c, const char *path, struct err *e)
 {
-    struct slot *s = &c->slot[c->known[CODEC_TXN_EVENT]];
+    return codec_file_open_read_as(c, path, CODEC_TXN_EVENT, e);
+}
+
+static bool file_schema_ok(enum codec_schema which)
+{
+    return which == CODEC_TXN_EVENT || which == CODEC_IMAGE_EVENT;
+}
+
+struct codec_file *codec_file_open_read_as(struct codec *c, const char *path,
+                                           enum codec_schema which, struct err *e)
+{
+    struct slot *s = &c->slot[c->known[which]];
     bool std = strcmp(path, "-") == 0;
     struct codec_file *f = file_new(c, std ? "stdin" : path, e);
     FILE *fp;
@@ -2703,6 +2722,11 @@ struct codec_file *codec_file_open_read(struct codec *c, const char *path, struc
 
     if (!f)
         return NULL;
+    f->which = which;
+    if (!file_schema_ok(which)) {
+        err_set(e, ERR_CONFIG, "%s: container files hold transaction or image events", f->path);
+        goto fail;
+    }
     if (!(fp = std ? stdin : fopen(path, "rb"))) {
         err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
         goto fail;
@@ -2755,8 +2779,8 @@ int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *
     int rc;
 
     event_txn_init(ev);
-    if (!f->rd)
-        return err_set(e, ERR_CONFIG, "%s: not open for reading", f->path);
+    if (!f->rd || f->which != CODEC_TXN_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for reading transaction events", f->path);
     rc = avro_file_reader_read_value(f->rd, &f->value);
     if (rc == EOF)
         return 0;
@@ -2772,13 +2796,43 @@ int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *
     return 1;
 }
 
+int codec_file_read_image_event(struct codec_file *f, struct image_event *ev, struct err *e)
+{
+    int rc;
+
+    memset(ev, 0, sizeof(*ev));
+    if (!f->rd || f->which != CODEC_IMAGE_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for reading image events", f->path);
+    rc = avro_file_reader_read_value(f->rd, &f->value);
+    if (rc == EOF)
+        return 0;
+    f->n++;
+    if (rc)
+        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n, avro_strerror());
+    if (extract_image_event(&f->value, ev, e))
+        return err_wrap(e, "%s: record %ld", f->path, f->n);
+    return 1;
+}
+
 struct codec_file *codec_file_open_write(struct codec *c, const char *path, struct err *e)
 {
-    struct slot *s = &c->slot[c->known[CODEC_TXN_EVENT]];
+    return codec_file_open_write_as(c, path, CODEC_TXN_EVENT, e);
+}
+
+struct codec_file *codec_file_open_write_as(struct codec *c, const char *path,
+                                            enum codec_schema which, struct err *e)
+{
+    struct slot *s = &c->slot[c->known[which]];
     struct codec_file *f = file_new(c, path, e);
 
     if (!f)
         return NULL;
+    f->which = which;
+    if (!file_schema_ok(which)) {
+        err_set(e, ERR_CONFIG, "%s: container files hold transaction or image events", path);
+        codec_file_close(f, NULL);
+        return NULL;
+    }
     remove(path); /* avro-c refuses to create over an existing file */
     if (avro_file_writer_create_with_codec(path, s->schema, &f->wr, "deflate", 0)) {
         f->wr = NULL;
@@ -2809,11 +2863,28 @@ int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struc
 {
     struct slot *s = &f->c->slot[f->c->known[CODEC_TXN_EVENT]];
 
-    if (!f->wr)
-        return err_set(e, ERR_CONFIG, "%s: not open for writing", f->path);
+    if (!f->wr || f->which != CODEC_TXN_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for writing transaction events", f->path);
     if (fill_txn(f->c, ev, e))
         return e->code;
     if (avro_file_writer_append_value(f->wr, &s->value))
+        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n + 1, avro_strerror());
+    f->n++;
+    return ERR_OK;
+}
+
+int codec_file_write_image_event(struct codec_file *f, const struct image_event *ev, struct err *e)
+{
+    struct slot *s = &f->c->slot[f->c->known[CODEC_IMAGE_EVENT]];
+    avro_value_t *r = &s->value;
+
+    if (!f->wr || f->which != CODEC_IMAGE_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for writing image events", f->path);
+    avro_value_reset(r);
+    if (PUT_STR(r, ev, image_id, e) || PUT_STR(r, ev, patient_id, e) || PUT_STR(r, ev, uri, e) ||
+        put_long(r, "event_time", ev->event_time_ms, e))
+        return err_wrap(e, "%s: image event %s", f->path, ev->image_id);
+    if (avro_file_writer_append_value(f->wr, r))
         return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n + 1, avro_strerror());
     f->n++;
     return ERR_OK;

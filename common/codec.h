@@ -121,9 +121,19 @@ struct codec_file *codec_file_open_read(struct codec *c, const char *path, struc
  * number when its values do not map (the next call goes on), ERR_IO when a
  * block is corrupt or truncated (stop: nothing after it is trusted). */
 int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *e);
+/* The same for files of image events (schemas/image_event.avsc exactly):
+ * open with codec_file_open_read_as(c, path, CODEC_IMAGE_EVENT, e), read
+ * with codec_file_read_image_event (same return values); the _as forms take
+ * CODEC_TXN_EVENT or CODEC_IMAGE_EVENT (ERR_CONFIG otherwise). */
+struct codec_file *codec_file_open_read_as(struct codec *c, const char *path,
+                                           enum codec_schema which, struct err *e);
+int codec_file_read_image_event(struct codec_file *f, struct image_event *ev, struct err *e);
 /* A new file (truncated), deflate-compressed blocks. */
 struct codec_file *codec_file_open_write(struct codec *c, const char *path, struct err *e);
 int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struct err *e);
+struct codec_file *codec_file_open_write_as(struct codec *c, const char *path,
+                                            enum codec_schema which, struct err *e);
+int codec_file_write_image_event(struct codec_file *f, const struct image_event *ev, struct err *e);
 /* Records read or written so far. */
 long codec_file_records(const struct codec_file *f);
 /* Reader: bytes consumed so far (read ahead by avro-c's blocks) and the

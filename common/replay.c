@@ -528,6 +528,7 @@ struct stream {
 
 struct rp_input {
     struct codec *cd;
+    enum rp_stream kind;
     struct rp_topic *topic;
     struct stream *s;
     size_t n;
@@ -539,7 +540,9 @@ struct rp_input {
 
 static int64_t key_time(const struct rp_rec *r)
 {
-    return r->rc == ERR_OK ? r->ev.event_time_ms : INT64_MIN;
+    if (r->rc != ERR_OK)
+        return INT64_MIN;
+    return r->kind == RP_IMAGES ? r->img.event_time_ms : r->ev.event_time_ms;
 }
 
 static int rec_less(const struct rp_input *in, size_t a, size_t b)
@@ -591,9 +594,23 @@ static size_t heap_pop(struct rp_input *in)
 /* Decodes and validates; a bad record keeps its reason, never stops the run. */
 static void check_rec(struct rp_rec *r, int rc)
 {
-    if (rc == ERR_OK)
+    if (rc == ERR_OK && r->kind == RP_TXN)
         rc = feat_txn_validate(&r->ev, &r->err);
     r->rc = rc;
+}
+
+static int decode_msg(struct rp_input *in, struct rp_rec *r, const void *msg, size_t len)
+{
+    if (in->kind == RP_IMAGES)
+        return codec_decode_image_event(in->cd, msg, len, &r->img, &r->err);
+    return codec_decode_txn(in->cd, msg, len, &r->ev, &r->err);
+}
+
+static int read_file(struct rp_input *in, struct stream *s, struct rp_rec *r)
+{
+    if (in->kind == RP_IMAGES)
+        return codec_file_read_image_event(s->file, &r->img, &r->err);
+    return codec_file_read_txn(s->file, &r->ev, &r->err);
 }
 
 /* Reads stream si's next record into its head; done at its end. */
@@ -607,6 +624,7 @@ static int refill(struct rp_input *in, size_t si, struct err *e)
     if (s->done)
         return ERR_OK;
     err_clear(&r->err);
+    r->kind = in->kind;
     if (in->topic) {
         rd_kafka_message_t *m;
         if ((rc = topic_next(in->topic, si, &m, e)))
@@ -619,9 +637,9 @@ static int refill(struct rp_input *in, size_t si, struct err *e)
         r->partition = m->partition;
         r->offset = m->offset;
         r->timestamp_ms = rd_kafka_message_timestamp(m, NULL);
-        check_rec(r, codec_decode_txn(in->cd, m->payload, m->len, &r->ev, &r->err));
+        check_rec(r, decode_msg(in, r, m->payload, m->len));
     } else {
-        rc = codec_file_read_txn(s->file, &r->ev, &r->err);
+        rc = read_file(in, s, r);
         if (rc == 0) {
             s->done = 1;
             return ERR_OK;
@@ -639,12 +657,13 @@ static int refill(struct rp_input *in, size_t si, struct err *e)
     return ERR_OK;
 }
 
-static struct rp_input *input_new(struct codec *cd, size_t n, struct err *e)
+static struct rp_input *input_new(struct codec *cd, enum rp_stream kind, size_t n, struct err *e)
 {
     struct rp_input *in = calloc(1, sizeof(*in));
 
     if (in) {
         in->cd = cd;
+        in->kind = kind;
         in->n = n;
         in->s = calloc(n + 1, sizeof(*in->s));
         in->heap = calloc(n + 1, sizeof(*in->heap));
@@ -667,7 +686,13 @@ static int prime(struct rp_input *in, struct err *e)
 
 struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err *e)
 {
-    struct rp_input *in = input_new(cd, t->n, e);
+    return rp_input_topic_as(cd, t, RP_TXN, e);
+}
+
+struct rp_input *rp_input_topic_as(struct codec *cd, struct rp_topic *t, enum rp_stream kind,
+                                   struct err *e)
+{
+    struct rp_input *in = input_new(cd, kind, t->n, e);
 
     if (!in) {
         rp_topic_close(t);
@@ -683,7 +708,14 @@ struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err
 
 struct rp_input *rp_input_files(struct codec *cd, const char *const *paths, size_t n, struct err *e)
 {
-    struct rp_input *in = input_new(cd, n, e);
+    return rp_input_files_as(cd, paths, n, RP_TXN, e);
+}
+
+struct rp_input *rp_input_files_as(struct codec *cd, const char *const *paths, size_t n,
+                                   enum rp_stream kind, struct err *e)
+{
+    struct rp_input *in = input_new(cd, kind, n, e);
+    enum codec_schema which = kind == RP_IMAGES ? CODEC_IMAGE_EVENT : CODEC_TXN_EVENT;
 
     if (!in)
         return NULL;
@@ -692,7 +724,7 @@ struct rp_input *rp_input_files(struct codec *cd, const char *const *paths, size
             err_set(e, ERR_NOMEM, "out of memory");
             goto fail;
         }
-        if (!(in->s[i].file = codec_file_open_read(cd, paths[i], e)))
+        if (!(in->s[i].file = codec_file_open_read_as(cd, paths[i], which, e)))
             goto fail;
     }
     if (prime(in, e))

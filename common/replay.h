@@ -28,6 +28,7 @@
 #include "err.h"
 #include "event.h"
 #include "features.h"
+#include "image_event.h"
 #include "state.h"
 #include "txn.h"
 
@@ -63,10 +64,15 @@ size_t rp_topic_parts(const struct rp_topic *t, const struct rp_part **parts);
 /* Events in the range (sum of end - start). */
 int64_t rp_topic_total(const struct rp_topic *t);
 
+/* Which stream's events an input holds. */
+enum rp_stream { RP_TXN = 0, RP_IMAGES };
+
 /* A record of the merged input. rc != ERR_OK: it did not decode or
  * validate (why in err); ev is then all-missing but for what decoded. */
 struct rp_rec {
-    struct txn_event ev;
+    enum rp_stream kind;
+    struct txn_event ev;    /* RP_TXN */
+    struct image_event img; /* RP_IMAGES (all zero when it did not decode) */
     int rc;
     struct err err;
     const char *source; /* topic name or file path */
@@ -82,6 +88,13 @@ struct rp_input;
 struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err *e);
 struct rp_input *rp_input_files(struct codec *cd, const char *const *paths, size_t n,
                                 struct err *e);
+/* The same for another stream's events (rp_input_topic/_files are RP_TXN):
+ * RP_IMAGES decodes image events (schemas/image_event.avsc), the merge key
+ * being their event time. */
+struct rp_input *rp_input_topic_as(struct codec *cd, struct rp_topic *t, enum rp_stream kind,
+                                   struct err *e);
+struct rp_input *rp_input_files_as(struct codec *cd, const char *const *paths, size_t n,
+                                   enum rp_stream kind, struct err *e);
 /* Next record in (event time, partition/file, offset) order: 1 with *out
  * valid until the next call, 0 at the end of every partition (file), or an
  * error (a broker or file failure: the run cannot be complete). Records

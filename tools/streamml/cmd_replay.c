@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "cmds.h"
 #include "codec.h"
+#include "grader.h"
 #include "kafka.h"
 #include "log.h"
 #include "pipeline.h"
@@ -47,12 +48,12 @@ static void on_signal(int sig)
 
 struct rp_args {
     struct cli cli;
-    const char *topic, *from, *to, *output, *out_topic, *run_id;
+    const char *topic, *from, *to, *output, *out_topic, *run_id, *cam_dir;
     const char *files[MAX_FILES];
     size_t nfiles;
     int32_t parts[MAX_PARTS];
     size_t nparts;
-    int csv, features, dry_run, skip_invalid, redis, quiet;
+    int csv, features, dry_run, skip_invalid, redis, quiet, images;
 };
 
 static void usage(FILE *out)
@@ -61,9 +62,17 @@ static void usage(FILE *out)
             "usage: streamml replay [-t TOPIC [--from T] [--to T] [--partitions LIST]]\n"
             "                       [--avro-file FILE ...] [-o FILE] [--format jsonl|csv]\n"
             "                       [--features] [--output-topic T] [--state memory|redis]\n"
-            "                       [--dry-run] [--skip-invalid] [-q] [common options]\n\n"
+            "                       [--dry-run] [--skip-invalid] [-q] [common options]\n"
+            "       streamml replay --stream images [-t TOPIC ... | --avro-file FILE ...]\n"
+            "                       [-o FILE] [--output-topic T] [--cam-dir DIR] ...\n\n"
             "Replays history through the transactions worker's own step (features with\n"
             "per-user state, gbdt + scorecard, decision) and writes the predictions.\n"
+            "With --stream images, image events go through the images worker's own\n"
+            "step (common/grader.h: load, preprocess, images.model, softmax, grade,\n"
+            "referable flag, CAM grid) in batches of images.batch; the output is the\n"
+            "worker's prediction record (as JSON lines, the fields `streamml consume`\n"
+            "shows for predictions.images), with latency_us 0 and no CAM overlay\n"
+            "unless --cam-dir is given. Default topic: images.\n"
             "Click topics are not replayed (the clickstream worker's answers depend on\n"
             "live co-visitation counts and random exploration): use streamml click-eval.\n\n"
             "Input (one of):\n"
@@ -90,7 +99,9 @@ static void usage(FILE *out)
             "      --format F       jsonl (default; csv when FILE ends in .csv) or csv\n"
             "      --features       add the %d %s features (%%.9g: exact for float32;\n"
             "                       null / empty when missing)\n"
-            "      --output-topic T also produce the predictions (Avro) to topic T\n\n"
+            "      --output-topic T also produce the predictions (Avro) to topic T\n"
+            "      --stream S       transactions (default) or images\n"
+            "      --cam-dir DIR    images: write CAM overlay PNGs there (default: none)\n\n"
             "State:\n"
             "      --state memory   (default) in-process, gone at exit (about 1.7 KB per\n"
             "                       user)\n"
@@ -176,6 +187,16 @@ static int parse_opt(int opt, const char *arg, struct rp_args *a)
         }
         a->redis = strcmp(arg, "redis") == 0;
         break;
+    case 1012:
+        if (strcmp(arg, "transactions") != 0 && strcmp(arg, "images") != 0) {
+            fprintf(stderr, "error: --stream %s: expected transactions or images\n", arg);
+            return EXIT_USAGE;
+        }
+        a->images = strcmp(arg, "images") == 0;
+        break;
+    case 1013:
+        a->cam_dir = arg;
+        break;
     case 1011:
         if (strcmp(arg, "jsonl") != 0 && strcmp(arg, "csv") != 0) {
             fprintf(stderr, "error: --format %s: expected jsonl or csv\n", arg);
@@ -206,6 +227,8 @@ static int parse_args(int argc, char **argv, struct rp_args *a)
                                        {"skip-invalid", no_argument, NULL, 1009},
                                        {"avro-file", required_argument, NULL, 1010},
                                        {"format", required_argument, NULL, 1011},
+                                       {"stream", required_argument, NULL, 1012},
+                                       {"cam-dir", required_argument, NULL, 1013},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -236,7 +259,17 @@ static int parse_args(int argc, char **argv, struct rp_args *a)
                         "--partitions and --dry-run apply to topics\n");
         return EXIT_USAGE;
     }
-    if (!a->csv) {
+    if (a->images && (a->csv == 1 || a->features || a->redis || a->run_id)) {
+        fprintf(stderr, "error: --stream images writes JSON lines of the images worker's "
+                        "predictions and keeps no state: --format csv, --features, --state "
+                        "and --run-id apply to transactions\n");
+        return EXIT_USAGE;
+    }
+    if (a->cam_dir && !a->images) {
+        fprintf(stderr, "error: --cam-dir applies to --stream images\n");
+        return EXIT_USAGE;
+    }
+    if (!a->csv && !a->images) {
         size_t n = a->output ? strlen(a->output) : 0;
         a->csv = n > 4 && strcmp(a->output + n - 4, ".csv") == 0;
     }
@@ -484,6 +517,10 @@ struct run {
     struct state *st;
     struct txn_scorer *sc;
     struct rp_engine *eng;
+    struct grader *gr;              /* --stream images */
+    struct image_prediction *preds; /* a batch of grader_batch() */
+    struct buf json;
+    uint64_t graded, referable, ungradable;
     struct rp_input *in;
     struct kq *q; /* --output-topic */
     struct buf enc;
@@ -568,17 +605,21 @@ static int open_input(struct run *r, struct err *e)
     size_t np;
     const struct cfg_kv *kv = cfg_kafka(r->cf, &np);
 
+    enum rp_stream kind = a->images ? RP_IMAGES : RP_TXN;
+    const char *topic = a->topic    ? a->topic
+                        : a->images ? "images" /* the images worker's input.topic */
+                                    : cfg_str(r->cf, "input.topic");
+
     if (a->nfiles) {
         r->total = -1;
-        r->in = rp_input_files(r->cd, a->files, a->nfiles, e);
+        r->in = rp_input_files_as(r->cd, a->files, a->nfiles, kind, e);
         return r->in ? ERR_OK : e->code;
     }
     if (rp_parse_bound(a->from, &from, e))
         return err_wrap(e, "--from");
     if (rp_parse_bound(a->to, &to, e))
         return err_wrap(e, "--to");
-    t = rp_topic_open(kv, np, a->topic ? a->topic : cfg_str(r->cf, "input.topic"), &from, &to,
-                      a->parts, a->nparts, a->dry_run, e);
+    t = rp_topic_open(kv, np, topic, &from, &to, a->parts, a->nparts, a->dry_run, e);
     if (!t)
         return e->code;
     if (a->dry_run) {
@@ -587,7 +628,7 @@ static int open_input(struct run *r, struct err *e)
         return ERR_OK;
     }
     r->total = rp_topic_total(t);
-    r->in = rp_input_topic(r->cd, t, e);
+    r->in = rp_input_topic_as(r->cd, t, kind, e);
     return r->in ? ERR_OK : e->code;
 }
 
@@ -806,6 +847,102 @@ static int replay_loop(struct run *r, struct err *e)
     return ERR_OK;
 }
 
+/* ---- images: the images worker's step (common/grader.h) in batches ---- */
+
+/* The prediction record as the worker publishes it, then as JSON (the
+ * fields `streamml consume` shows for predictions.images) and/or Avro on
+ * --output-topic. */
+static int emit_image(struct run *r, const struct image_prediction *p, struct err *e)
+{
+    buf_reset(&r->enc);
+    if (codec_encode_image_prediction(r->cd, p, &r->enc, e))
+        return e->code;
+    if (r->out) {
+        buf_reset(&r->json);
+        if (codec_to_json(r->cd, r->enc.data, r->enc.len, &r->json, e))
+            return e->code;
+        fwrite(r->json.data, 1, strlen((const char *)r->json.data), r->out);
+        fputc('\n', r->out);
+    }
+    if (r->q && (kq_produce(r->q, r->a->out_topic, p->patient_id, strlen(p->patient_id),
+                            r->enc.data, r->enc.len, NULL, e) ||
+                 kq_serve(r->q, 0, e) == ERR_FATAL))
+        return e->code;
+    return ERR_OK;
+}
+
+static int grade_batch(struct run *r, size_t n, struct err *e)
+{
+    grader_run(r->gr, r->preds, n);
+    for (size_t i = 0; i < n; i++) {
+        const struct image_prediction *p = &r->preds[i];
+        r->graded += p->ok;
+        r->referable += p->ok && p->referable;
+        r->ungradable += !p->ok;
+        if (emit_image(r, p, e))
+            return e->code;
+    }
+    grader_begin(r->gr);
+    return ERR_OK;
+}
+
+static int replay_images(struct run *r, struct err *e)
+{
+    const struct rp_rec *rec;
+    size_t n = 0, cap = grader_batch(r->gr);
+    int rc = 0;
+
+    grader_begin(r->gr);
+    while (g_run && (rc = rp_input_next(r->in, &rec, e)) == 1) {
+        if (rec->rc != ERR_OK) {
+            report_invalid(r, rec);
+            continue;
+        }
+        grader_add(r->gr, n, &rec->img, rec->source, rec->partition, rec->offset, &r->preds[n]);
+        r->n++;
+        if (++n == cap) {
+            if (grade_batch(r, n, e))
+                return e->code;
+            n = 0;
+        }
+        show_progress(r, 0);
+    }
+    if (rc < 0)
+        return rc;
+    if (n && grade_batch(r, n, e))
+        return e->code;
+    if (!g_run)
+        return err_set(e, ERR_IO, "interrupted after %llu events: output incomplete",
+                       (unsigned long long)r->n);
+    return ERR_OK;
+}
+
+static int open_grader(struct run *r, struct err *e)
+{
+    struct grader_opts o;
+
+    grader_opts_from_cfg(r->cf, &o);
+    o.cam_dir = r->a->cam_dir; /* a replay writes no overlay unless asked */
+    if (!(r->gr = grader_open(&o, e)))
+        return e->code;
+    if (!(r->preds = calloc(grader_batch(r->gr), sizeof(*r->preds))))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    return ERR_OK;
+}
+
+static void summary_images(struct run *r)
+{
+    double secs = (double)(pipe_now_us() - r->t0_us) / 1e6;
+
+    show_progress(r, 1);
+    fprintf(stderr,
+            "replay: %llu image predictions in %.2f s (%.1f images/s): graded %llu (referable "
+            "%llu), ungradable %llu; %llu invalid\n",
+            (unsigned long long)r->n, secs, secs > 0 ? (double)r->n / secs : 0,
+            (unsigned long long)r->graded, (unsigned long long)r->referable,
+            (unsigned long long)r->ungradable, (unsigned long long)r->invalid);
+}
+
 static void summary(struct run *r)
 {
     double secs = (double)(pipe_now_us() - r->t0_us) / 1e6;
@@ -827,6 +964,8 @@ static int run_open(struct run *r, struct err *e)
         return e->code;
     if (r->a->dry_run)
         return ERR_OK;
+    if (r->a->images)
+        return open_grader(r, e) || open_output(r, e) ? e->code : ERR_OK;
     if (!(r->sc = txn_scorer_open(r->cf, e)) || open_state(r, e) ||
         !(r->eng = rp_engine_open(r->st, NULL, e)) || open_output(r, e))
         return e->code;
@@ -861,8 +1000,11 @@ static int run_close(struct run *r, int rc, struct err *e)
             log_info("deleted %ld Redis key(s) under %s", dropped, r->prefix);
     }
     txn_scorer_close(r->sc);
+    grader_close(r->gr);
+    free(r->preds);
     codec_close(r->cd);
     buf_free(&r->enc);
+    buf_free(&r->json);
     return rc;
 }
 
@@ -881,14 +1023,17 @@ int cmd_replay(int argc, char **argv)
     signal(SIGTERM, on_signal);
     r.a = &a;
     buf_init(&r.enc, 0);
+    buf_init(&r.json, 0);
     r.progress = !a.quiet && isatty(STDERR_FILENO);
     r.t0_us = pipe_now_us();
     rc = run_open(&r, &e);
     if (rc == ERR_OK && !a.dry_run)
-        rc = replay_loop(&r, &e);
+        rc = a.images ? replay_images(&r, &e) : replay_loop(&r, &e);
     rc = run_close(&r, rc, &e);
     if (!a.dry_run && r.eng)
         summary(&r);
+    else if (!a.dry_run && r.gr)
+        summary_images(&r);
     cfg_free(r.cf);
     if (rc) {
         fprintf(stderr, "error: %s\n", e.msg);
