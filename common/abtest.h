@@ -129,6 +129,8 @@ const char *ab_serving_variant(const struct ab_serving *s, size_t i);
 const char *ab_serving_version(const struct ab_serving *s);
 /* Variant i's baseline file ("" = monitor.baseline). */
 const char *ab_serving_baseline(const struct ab_serving *s, size_t i);
+/* Logs the models served (the experiment and its variants, if any). */
+void ab_serving_log(const struct ab_serving *s, const struct cfg *c);
 /* Files the serving set was loaded from (for a file watch): n <= cap
  * paths written, returns how many there are. */
 size_t ab_serving_files(const struct ab_serving *s, const char **paths, size_t cap);

@@ -29,6 +29,9 @@ struct state_ops {
     /* NULL: no fencing needed (memory). */
     int (*fence)(struct state *s, int32_t partition, struct err *e);
     int64_t (*epoch)(const struct state *s, int32_t partition);
+    /* Optional: bound each wait of the next calls to timeout_ms (the
+     * configured timeout when larger); <= 0: drop the connection. */
+    void (*clamp)(struct state *s, int timeout_ms);
 };
 
 struct state {
@@ -38,6 +41,7 @@ struct state {
     const struct state_put *pend;
     size_t n_pend;
     int busy;
+    int64_t deadline_us; /* state_set_deadline; 0: none */
 };
 
 /* The idempotence rule shared by every backend: a put is skipped when the

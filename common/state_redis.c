@@ -130,8 +130,9 @@ struct state_redis {
     char *username; /* owned; NULL = the default user */
     char prefix[PREFIX_MAX + 1];
     long long ttl_ms;
-    int timeout_ms;
-    char sha[41]; /* of put_script, from SCRIPT LOAD */
+    int timeout_ms;  /* of the next connect and waits */
+    int timeout_cfg; /* as configured (state_set_deadline clamps below it) */
+    char sha[41];    /* of put_script, from SCRIPT LOAD */
     /* Fencing, indexed by partition: the epoch held (0 = none) and whether
      * a new one is to be claimed before the next read or write. */
     int64_t *epochs;
@@ -863,6 +864,21 @@ static void redis_close(struct state *s)
     free(r);
 }
 
+static void redis_clamp(struct state *s, int timeout_ms)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    struct timeval tv;
+
+    if (timeout_ms <= 0) {
+        drop(r); /* a reply may still be on its way: the pipeline is out of step */
+        return;
+    }
+    r->timeout_ms = timeout_ms < r->timeout_cfg ? timeout_ms : r->timeout_cfg;
+    tv = (struct timeval){r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
+    if (r->c && redisSetTimeout(r->c, tv) != REDIS_OK)
+        drop(r);
+}
+
 static const struct state_ops redis_ops = {
     .name = "redis",
     .close = redis_close,
@@ -872,6 +888,7 @@ static const struct state_ops redis_ops = {
     .ping = redis_ping,
     .fence = redis_fence,
     .epoch = redis_epoch,
+    .clamp = redis_clamp,
 };
 
 static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, struct err *e)
@@ -892,6 +909,7 @@ static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, st
     r->port = o->port ? o->port : 6379;
     r->ttl_ms = (long long)o->ttl_s * 1000;
     r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 1000;
+    r->timeout_cfg = r->timeout_ms;
     if (o->password) {
         r->password = strdup(o->password);
         if (!r->password)
