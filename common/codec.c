@@ -7,6 +7,7 @@
  * only bytes that passed it reach avro-c.
  */
 #include "codec.h"
+#include "out.h"
 #include "registry.h"
 
 #include <avro.h>
@@ -2682,6 +2683,7 @@ struct codec_file {
     int64_t size;    /* reader: bytes, -1 unknown (stdin) */
     avro_file_reader_t rd;
     avro_file_writer_t wr;
+    struct out *out; /* writer: common/out.h (renamed into place on close) */
     avro_value_iface_t *iface; /* reader: values of the writer schema */
     avro_value_t value;
     bool has_value;
@@ -2835,8 +2837,15 @@ struct codec_file *codec_file_open_write_as(struct codec *c, const char *path,
         codec_file_close(f, NULL);
         return NULL;
     }
-    remove(path); /* avro-c refuses to create over an existing file */
-    if (avro_file_writer_create_with_codec(path, s->schema, &f->wr, "deflate", 0)) {
+    /* Never remove the path first (it may be /dev/null): common/out.h writes a
+     * file as PATH.partial renamed on close, and a device or FIFO directly;
+     * avro-c writes to that stream. */
+    if (out_open(&f->out, path, e)) {
+        codec_file_close(f, NULL);
+        return NULL;
+    }
+    if (avro_file_writer_create_with_codec_fp(out_file(f->out), path, 0, s->schema, &f->wr,
+                                              "deflate", 0)) {
         f->wr = NULL;
         err_set(e, ERR_CONFIG, "%s: cannot create: %s", path, avro_strerror());
         codec_file_close(f, NULL);
@@ -2861,6 +2870,14 @@ static int fill_txn(struct codec *c, const struct txn_event *ev, struct err *e)
     return ERR_OK;
 }
 
+/* avro-c says "Cannot write file block"; the stream's errno says why. */
+static const char *write_cause(const struct codec_file *f)
+{
+    if (f->out && ferror(out_file(f->out)) && errno)
+        return strerror(errno);
+    return avro_strerror();
+}
+
 int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struct err *e)
 {
     struct slot *s = &f->c->slot[f->c->known[CODEC_TXN_EVENT]];
@@ -2870,7 +2887,7 @@ int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struc
     if (fill_txn(f->c, ev, e))
         return e->code;
     if (avro_file_writer_append_value(f->wr, &s->value))
-        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n + 1, avro_strerror());
+        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n + 1, write_cause(f));
     f->n++;
     return ERR_OK;
 }
@@ -2915,7 +2932,11 @@ int codec_file_close(struct codec_file *f, struct err *e)
     if (!f)
         return ERR_OK;
     if (f->wr && avro_file_writer_close(f->wr))
-        rc = err_set(e, ERR_IO, "%s: %s", f->path, avro_strerror());
+        rc = err_set(e, ERR_IO, "%s: %s", f->path, write_cause(f));
+    if (f->out && (rc != ERR_OK || !f->wr))
+        out_abort(f->out);
+    else if (f->out)
+        rc = out_commit(f->out, e);
     if (f->rd)
         avro_file_reader_close(f->rd);
     if (f->has_value)

@@ -22,6 +22,8 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#include "out.h"
+
 #define REF_MAX 2048
 #define HOST_MAX 256
 #define PNG_CHUNK_MAX (8u << 20) /* ancillary chunks (iCCP, zTXt) cannot grow past this */
@@ -1066,30 +1068,18 @@ static int write_rows(FILE *f, const uint8_t *rgb, int w, int h, struct wctx *c)
 
 int img_write_png(const char *path, const uint8_t *rgb, int width, int height, struct err *e)
 {
-    char tmp[PATH_MAX];
     struct wctx c = {.msg = ""};
-    FILE *f;
-    int bad;
+    struct out *o;
 
     if (width <= 0 || height <= 0)
         return err_set(e, ERR_INVALID, "%s: empty image", path);
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp%ld", path, (long)getpid()) >= (int)sizeof(tmp))
-        return err_set(e, ERR_INVALID, "%s: path too long", path);
-    f = fopen(tmp, "wb");
-    if (!f)
-        return err_set(e, ERR_IO, "%s: %s", tmp, strerror(errno));
-    bad = write_rows(f, rgb, width, height, &c);
-    if (fclose(f) && !bad) {
-        bad = 1;
-        snprintf(c.msg, sizeof(c.msg), "%s", strerror(errno));
-    }
-    if (!bad && rename(tmp, path)) {
-        bad = 1;
-        snprintf(c.msg, sizeof(c.msg), "rename: %s", strerror(errno));
-    }
-    if (bad) {
-        unlink(tmp);
+    /* common/out.h: a file appears whole, a device or FIFO is written as it is,
+     * a symlink to a file is refused. */
+    if (out_open(&o, path, e))
+        return e->code;
+    if (write_rows(out_file(o), rgb, width, height, &c)) {
+        out_abort(o);
         return err_set(e, ERR_IO, "%s: %s", path, c.msg);
     }
-    return ERR_OK;
+    return out_commit(o, e);
 }

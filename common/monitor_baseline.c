@@ -8,7 +8,9 @@
  * mean/std/min/max are null for a feature with no value in training.
  */
 #include "monitor_int.h"
+#include "out.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -164,13 +166,26 @@ static json_t *baseline_json(const struct mon_baseline *b)
 int mon_baseline_save(const struct mon_baseline *b, const char *path, struct err *e)
 {
     json_t *root = baseline_json(b);
+    struct out *o;
     int rc;
 
     if (!root)
         return err_set(e, ERR_NOMEM, "out of memory");
-    rc = json_dump_file(root, path, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    /* common/out.h: a file appears whole, a device or FIFO is written as it is. */
+    if (out_open(&o, path, e)) {
+        json_decref(root);
+        return e->code;
+    }
+    errno = 0;
+    rc = json_dumpf(root, out_file(o), JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(root);
-    return rc ? err_set(e, ERR_IO, "%s: cannot write", path) : ERR_OK;
+    if (rc) { /* name the cause (ENOSPC ...) when it was the stream */
+        int saved = errno ? errno : fflush(out_file(o)) ? errno : 0;
+        out_abort(o);
+        return err_set(e, ERR_IO, "%s: write failed: %s", path,
+                       saved ? strerror(saved) : "cannot write");
+    }
+    return out_commit(o, e);
 }
 
 /* ---- load ---- */

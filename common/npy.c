@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "npy.h"
+#include "out.h"
 
 /* Elements of t, or -1 past 2^40 (no .npy we accept is that large). */
 static int64_t count(const struct onnx_tensor *t)
@@ -185,6 +186,7 @@ int npy_write(const char *path, const struct onnx_tensor *t, struct err *e)
                                                : "<f4");
     size_t bytes = onnx_numel(t) * onnx_dtype_size(t->dtype);
     unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0, 0};
+    struct out *o;
     FILE *f;
     int ok;
 
@@ -198,12 +200,15 @@ int npy_write(const char *path, const struct onnx_tensor *t, struct err *e)
     h[len++] = '\n';
     pre[8] = (unsigned char)(len & 0xff);
     pre[9] = (unsigned char)(len >> 8);
-    f = fopen(path, "wb");
-    if (!f)
-        return err_set(e, ERR_IO, "npy: %s: %s", path, strerror(errno));
+    /* common/out.h: a file appears whole, a device or FIFO is written as it is. */
+    if (out_open(&o, path, e))
+        return err_wrap(e, "npy");
+    f = out_file(o);
     ok = fwrite(pre, 1, 10, f) == 10 && fwrite(h, 1, (size_t)len, f) == (size_t)len &&
          (!bytes || fwrite(t->data, 1, bytes, f) == bytes);
-    if (fclose(f) != 0 || !ok)
+    if (out_commit(o, e))
+        return err_wrap(e, "npy");
+    if (!ok)
         return err_set(e, ERR_IO, "npy: %s: write failed", path);
     return ERR_OK;
 }

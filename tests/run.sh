@@ -20,6 +20,19 @@ for t in "$BUILD"/tests/test_*; do
     fi
     rm -f "$log"
 done
+# The docs name only commands, options, keys and links that exist.
+if /usr/bin/python3 tests/check_docs.py . "$BUILD"; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); crashed="$crashed check_docs.py"
+fi
 [ -n "$crashed" ] && echo "crashed or failed outside a test:$crashed"
+# No test may replace a device it was pointed at (issue 22: a rename over
+# /dev/null as root broke every later run on the machine).
+if [ ! -c /dev/null ]; then
+    echo "FATAL: /dev/null is no longer a character device: a test replaced it" \
+         "(restore: rm -f /dev/null && mknod -m 666 /dev/null c 1 3)"
+    fail=$((fail + 1))
+fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

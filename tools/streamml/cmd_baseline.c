@@ -102,7 +102,7 @@ int cmd_baseline(int argc, char **argv)
     mon_baseline_free(b);
     if (rc) {
         fprintf(stderr, "error: %s\n", e.msg);
-        return EXIT_RUNTIME;
+        return rc == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     }
     printf("baseline of %zu %s prediction(s) written to %s\n", rows, a.kind, a.output);
     return EXIT_OK;

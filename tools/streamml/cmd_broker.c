@@ -12,6 +12,7 @@
 #include "cmds.h"
 #include "log.h"
 #include "mockbroker.h"
+#include "out.h"
 
 #define DEFAULT_TOPICS                                                                   \
     "transactions:8,predictions.transactions:8,transactions.dlq:2,monitoring:1,labels:4"
@@ -41,20 +42,23 @@ static void usage(FILE *out)
             "dropped: give topics enough partitions), no transaction markers.\n");
 }
 
-/* Written to a temporary name then renamed, so readers never see half. */
+/* common/out.h: a file is renamed into place, so readers never see half;
+ * a device or FIFO is written as it is. */
 static int write_file(const char *path, const char *text)
 {
-    char tmp[1024];
-    FILE *f;
+    struct err e = {0};
+    struct out *o;
 
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    f = fopen(tmp, "w");
-    if (!f)
+    if (out_open(&o, path, &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
         return -1;
-    fprintf(f, "%s\n", text);
-    if (fclose(f) != 0)
+    }
+    fprintf(out_file(o), "%s\n", text);
+    if (out_commit(o, &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
         return -1;
-    return rename(tmp, path);
+    }
+    return 0;
 }
 
 /* ---- --control: fault injection for the reliability tests ----

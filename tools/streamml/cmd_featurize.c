@@ -20,6 +20,7 @@
 #include "cmds.h"
 #include "codec.h"
 #include "features.h"
+#include "out.h"
 #include "replay.h"
 #include "state.h"
 
@@ -404,7 +405,7 @@ static int topic_rows(struct rp_input *in, struct rp_engine *g, FILE *out, size_
     return rc;
 }
 
-static int run_topic(struct fz_args *a, FILE *out)
+static int run_topic(struct fz_args *a, FILE *out, int *complete)
 {
     struct err e = {0};
     struct cfg *cf = cli_load(&a->cli, "featurize");
@@ -427,7 +428,7 @@ static int run_topic(struct fz_args *a, FILE *out)
         rc = topic_rows(in, g, out, &rows, &invalid, &e);
     }
     if (rc == ERR_OK && (fflush(out) || ferror(out)))
-        rc = err_set(&e, ERR_IO, "%s: %s", a->output ? a->output : "stdout", strerror(errno));
+        rc = err_set(&e, ERR_IO, "%s: %s", a->output && strcmp(a->output, "-") ? a->output : "stdout", strerror(errno));
     rp_engine_close(g);
     rp_input_close(in);
     codec_close(cd);
@@ -437,10 +438,11 @@ static int run_topic(struct fz_args *a, FILE *out)
         return rc == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     }
     fprintf(stderr, "featurize: %zu row(s), %ld invalid event(s) skipped\n", rows, invalid);
+    *complete = 1;
     return invalid && !a->skip_invalid ? EXIT_RUNTIME : EXIT_OK;
 }
 
-static int run(const struct fz_args *a, FILE *in, FILE *out)
+static int run(const struct fz_args *a, FILE *in, FILE *out, int *complete)
 {
     struct rows r = {0};
     struct err e = {0};
@@ -453,13 +455,14 @@ static int run(const struct fz_args *a, FILE *in, FILE *out)
     if (rc == ERR_OK)
         rc = write_csv(&r, a, out, &e);
     if (rc == ERR_OK && (fflush(out) || ferror(out)))
-        rc = err_set(&e, ERR_IO, "%s: %s", a->output ? a->output : "stdout", strerror(errno));
+        rc = err_set(&e, ERR_IO, "%s: %s", a->output && strcmp(a->output, "-") ? a->output : "stdout", strerror(errno));
     free(r.v);
     if (rc) {
         fprintf(stderr, "error: %s\n", e.msg);
         return rc == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     }
     fprintf(stderr, "featurize: %zu row(s), %ld invalid event(s) skipped\n", r.n, r.invalid);
+    *complete = 1;
     return r.invalid && !a->skip_invalid ? EXIT_RUNTIME : EXIT_OK;
 }
 
@@ -474,8 +477,10 @@ int cmd_featurize(int argc, char **argv)
 {
     const char *env = getenv("STREAMML_SCHEMAS_DIR");
     struct fz_args a = {.header = 1, .schemas = env && *env ? env : "schemas"};
-    FILE *in = NULL, *out = NULL;
-    int rc = parse_args(argc, argv, &a);
+    FILE *in = NULL;
+    struct out *out = NULL;
+    struct err e = {0};
+    int complete = 0, rc = parse_args(argc, argv, &a);
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
@@ -483,17 +488,23 @@ int cmd_featurize(int argc, char **argv)
         fprintf(stderr, "error: %s: %s\n", a.input, strerror(errno));
         return EXIT_USAGE;
     }
-    if (!(out = open_or_std(a.output, "w", stdout))) {
-        fprintf(stderr, "error: %s: %s\n", a.output, strerror(errno));
-        rc = EXIT_USAGE;
+    /* A file appears whole or not at all; a device or FIFO is written as it
+     * is (common/out.h). A run that read all its input keeps its rows even
+     * when it exits 1 for invalid events, as before. */
+    if (out_open(&out, a.output ? a.output : "-", &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     } else {
-        rc = a.topic ? run_topic(&a, out) : run(&a, in, out);
+        rc = a.topic ? run_topic(&a, out_file(out), &complete)
+                     : run(&a, in, out_file(out), &complete);
+        if (!complete) {
+            out_abort(out);
+        } else if (out_commit(out, &e)) {
+            fprintf(stderr, "error: %s\n", e.msg);
+            rc = EXIT_RUNTIME;
+        }
     }
     if (in && in != stdin)
         fclose(in);
-    if (out && out != stdout && fclose(out) && rc == EXIT_OK) {
-        fprintf(stderr, "error: %s: %s\n", a.output, strerror(errno));
-        rc = EXIT_RUNTIME;
-    }
     return rc;
 }

@@ -11,6 +11,7 @@
 #include "codec.h"
 #include "kafka.h"
 #include "log.h"
+#include "out.h"
 #include "pipeline.h"
 #include "registry.h"
 
@@ -409,6 +410,12 @@ static int consume_loop(struct kq *q, struct codec *cd, const struct consume_arg
         if (!m)
             continue;
         if (f ? archive_record(cd, f, m, &e) : codec_to_json(cd, m->payload, m->len, &json, &e)) {
+            if (e.code == ERR_IO) { /* the archive cannot be written: stop, exit 1 */
+                fprintf(stderr, "error: %s\n", e.msg);
+                kq_msg_release(m);
+                rc = EXIT_RUNTIME;
+                break;
+            }
             fprintf(stderr, "%s [%d] @ %lld: %s\n", m->topic, (int)m->partition,
                     (long long)m->offset, e.msg);
             bad++;
@@ -419,8 +426,11 @@ static int consume_loop(struct kq *q, struct codec *cd, const struct consume_arg
         }
         kq_msg_release(m);
     }
-    fflush(stdout);
     buf_free(&json);
+    if (out_stdout_check(&e)) { /* a full disk or closed pipe is not a success */
+        fprintf(stderr, "error: %s\n", e.msg);
+        rc = EXIT_RUNTIME;
+    }
     fprintf(stderr, "consumed %ld record(s), %ld undecodable\n", n, bad);
     return rc;
 }

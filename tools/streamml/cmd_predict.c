@@ -444,6 +444,9 @@ static void predict_usage(FILE *out)
             "      --ignore-extra   skip every column that is not a model feature\n"
             "  -h, --help           this text\n"
             "  -V, --version        versions of streamml and its libraries\n\n"
+            "For an ONNX model (FILE.onnx): NumPy tensors in and out,\n"
+            "  streamml predict --model M.onnx --input X.npy --output Y.npy\n"
+            "(its options: streamml predict --model M.onnx --help).\n\n"
             "Exit codes: 0 ok; 1 a bad row (line and column named; the rows before it\n"
             "are printed) or a write error; 2 usage, unreadable or invalid model or\n"
             "input, header not matching the model.\n",

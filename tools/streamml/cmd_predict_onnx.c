@@ -18,6 +18,7 @@
 #include "cmds.h"
 #include "npy.h"
 #include "onnx.h"
+#include "out.h"
 
 #define MAX_IO 16
 
@@ -222,7 +223,7 @@ static int write_outputs(const struct onnx_model *m, const struct bind **slot,
             summarise(onnx_output_name(m, i), &out[i]);
         } else if (npy_write(slot[i]->file, &out[i], &e)) {
             fprintf(stderr, "error: output '%s': %s\n", onnx_output_name(m, i), e.msg);
-            return EXIT_RUNTIME;
+            return e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
         }
     }
     return EXIT_OK;
@@ -270,8 +271,10 @@ int cmd_predict_onnx(int argc, char **argv)
     if (a.threads)
         onnx_set_threads(m, a.threads);
     rc = predict(m, &a);
-    if (fflush(stdout) != 0)
+    if (out_stdout_check(&e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
         rc = rc ? rc : EXIT_RUNTIME;
+    }
     onnx_close(m);
     return rc;
 }

@@ -464,8 +464,11 @@ int cmd_profile(int argc, char **argv)
     if (build(&a, g, &t, b, &e))
         goto out;
     rc = EXIT_RUNTIME;
-    if (mon_baseline_save(b, a.output, &e))
+    if (mon_baseline_save(b, a.output, &e)) {
+        if (e.code == ERR_CONFIG) /* an output path that cannot be one */
+            rc = EXIT_USAGE;
         goto out;
+    }
     rc = EXIT_OK;
 out:
     if (rc != EXIT_OK)

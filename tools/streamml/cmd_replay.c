@@ -31,6 +31,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "pipeline.h"
+#include "out.h"
 #include "replay.h"
 
 #define MAX_FILES 256
@@ -96,6 +97,8 @@ static void usage(FILE *out)
             "  -o, --output FILE    predictions file; - = stdout (default, unless only\n"
             "                       --output-topic is given). Written as FILE.partial and\n"
             "                       renamed when the replay completes; removed if it fails\n"
+            "                       (a device or FIFO is written directly; a symlink to a\n"
+            "                       regular file is refused; any write error: exit 1)\n"
             "      --format F       jsonl (default; csv when FILE ends in .csv) or csv\n"
             "      --features       add the %d %s features (%%.9g: exact for float32;\n"
             "                       null / empty when missing)\n"
@@ -525,7 +528,7 @@ struct run {
     struct kq *q; /* --output-topic */
     struct buf enc;
     FILE *out;
-    char partial[4200]; /* the output is written here, renamed when complete */
+    struct out *o; /* common/out.h: PATH.partial renamed when complete, or direct */
     struct line line;
     struct state_redis_opts ro;
     char prefix[512];
@@ -637,15 +640,12 @@ static int open_output(struct run *r, struct err *e)
     const struct rp_args *a = r->a;
     size_t np;
 
-    if (a->output && strcmp(a->output, "-") != 0) {
-        /* A failed or interrupted run never leaves a file that looks whole. */
-        if ((size_t)snprintf(r->partial, sizeof(r->partial), "%s.partial", a->output) >=
-            sizeof(r->partial))
-            return err_set(e, ERR_CONFIG, "%s: path too long", a->output);
-        if (!(r->out = fopen(r->partial, "w")))
-            return err_set(e, ERR_CONFIG, "%s: %s", r->partial, strerror(errno));
-    } else if (a->output || !a->out_topic) {
-        r->out = stdout;
+    /* A failed or interrupted run never leaves a file that looks whole; a
+     * device or FIFO is written as it is (common/out.h). */
+    if (a->output || !a->out_topic) {
+        if (out_open(&r->o, a->output ? a->output : "-", e))
+            return e->code;
+        r->out = out_file(r->o);
     }
     if (a->out_topic) {
         struct kq_opts ko = {.props = cfg_kafka(r->cf, &np), .client_id = "streamml-replay"};
@@ -981,16 +981,14 @@ static int run_close(struct run *r, int rc, struct err *e)
     r->in = NULL;
     if (r->q && kq_close(r->q, 30000, &ce) && rc == ERR_OK)
         rc = err_set(e, ce.code, "--output-topic: %s", ce.msg);
-    if (r->out && r->out != stdout) {
-        if (fclose(r->out) && rc == ERR_OK)
-            rc = err_set(e, ERR_IO, "%s: %s", r->partial, strerror(errno));
-        if (rc == ERR_OK && rename(r->partial, r->a->output))
-            rc = err_set(e, ERR_IO, "%s: %s", r->a->output, strerror(errno));
-        if (rc != ERR_OK && unlink(r->partial) == 0)
-            fprintf(stderr, "replay: incomplete output removed (%s)\n", r->partial);
-    } else if (r->out == stdout && fflush(stdout) && rc == ERR_OK) {
-        rc = err_set(e, ERR_IO, "stdout: %s", strerror(errno));
+    if (r->o && rc != ERR_OK) {
+        if (out_abort(r->o))
+            fprintf(stderr, "replay: incomplete output removed (%s.partial)\n", r->a->output);
+    } else if (r->o) {
+        rc = out_commit(r->o, e);
     }
+    r->o = NULL;
+    r->out = NULL;
     rp_engine_close(r->eng);
     state_close(r->st);
     if (r->a->redis && r->st) { /* the run's keys only: the prefix is its own */

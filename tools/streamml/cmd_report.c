@@ -31,6 +31,7 @@
 /* PSI uses the monitoring module's baseline format and functions
  * (mon_baseline_load, mon_bin, mon_psi, written by `streamml profile`). */
 #include "monitor.h"
+#include "out.h"
 #include "outcomes.h"
 
 #define MAX_GATES 16
@@ -832,11 +833,13 @@ static void html_tables(FILE *o, const struct results *r, const struct joined *j
 static int write_html(const char *path, const struct rep_args *a, const struct results *r,
                       const struct joined *j, struct err *e)
 {
-    FILE *o = fopen(path, "w");
     const struct words *w = words_of(j);
+    struct out *ou;
+    FILE *o;
 
-    if (!o)
-        return err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
+    if (out_open(&ou, path, e))
+        return e->code;
+    o = out_file(ou);
     fprintf(o,
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>streamml %s"
             "</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
@@ -857,9 +860,7 @@ static int write_html(const char *path, const struct rep_args *a, const struct r
     svg_hist(o, r, w);
     svg_calibration(o, r, w);
     fputs("</body></html>\n", o);
-    if (ferror(o) | fclose(o))
-        return err_set(e, ERR_IO, "%s: write error", path);
-    return ERR_OK;
+    return out_commit(ou, e);
 }
 
 /* ---- summary and gates ---- */
@@ -958,6 +959,7 @@ int cmd_report(int argc, char **argv)
         label_only = oc_unjoined(l);
         failed = summary(&a, &r, &j, oc_count(l), label_only);
         printf("wrote %s\n", a.output);
+        rc = out_stdout_check(&e); /* the summary is an output too */
     }
     psi_close(&ps);
     free(r.fpr);
