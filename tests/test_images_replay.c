@@ -486,10 +486,73 @@ static void test_report_reads_image_predictions_as_published(void **st)
     sh("rm -rf '%s'", dir);
 }
 
+/* `streamml predict --image` runs the same step on files: the PNG samples'
+ * probabilities equal torch's (the references models/images/train.py
+ * wrote) within 1e-4, as the worker's do; a missing file is ungradable. */
+static void test_predict_image_grades_files_like_the_worker(void **st)
+{
+    char dir[] = "/tmp/streamml-imgpred-XXXXXX", out[128], line[8192];
+    json_error_t je;
+    json_t *ref = json_load_file("tests/fixtures/images_model_ref.json", 0, &je), *c;
+    char *argv[40] = {(char *)test_bin("streamml"), "predict", "--model", MODEL};
+    char paths[16][128];
+    int n = 4, nimg = 0, seen = 0;
+    size_t i;
+    FILE *f;
+    (void)st;
+
+    assert_non_null(ref);
+    assert_non_null(mkdtemp(dir));
+    snprintf(out, sizeof(out), "%s/out.jsonl", dir);
+    json_array_foreach(json_object_get(ref, "cases"), i, c)
+    {
+        const char *file = json_string_value(json_object_get(c, "file"));
+        if (!strstr(file, ".png") || nimg == 15)
+            continue;
+        snprintf(paths[nimg], sizeof(paths[nimg]), SAMPLES "/%s", file);
+        argv[n++] = "--image";
+        argv[n++] = paths[nimg++];
+    }
+    argv[n++] = "--image";
+    argv[n++] = "/nonexistent/x.png";
+    argv[n] = NULL;
+    assert_true(nimg >= 3);
+    assert_int_equal(test_run_wait(argv, out), 1); /* one ungradable */
+    assert_non_null(f = fopen(out, "r"));
+    while (fgets(line, sizeof(line), f)) {
+        json_t *p = json_loads(line, 0, &je);
+        const char *img;
+        if (!p)
+            continue; /* the log line */
+        img = json_string_value(json_object_get(p, "image"));
+        if (strcmp(img, "/nonexistent/x.png") == 0) {
+            assert_string_equal(json_string_value(json_object_get(p, "reason")), "missing");
+        } else {
+            json_array_foreach(json_object_get(ref, "cases"), i, c)
+            {
+                if (!strstr(img, json_string_value(json_object_get(c, "file"))))
+                    continue;
+                for (size_t k = 0; k < 5; k++)
+                    assert_float_equal(
+                        json_number_value(json_array_get(json_object_get(p, "probabilities"), k)),
+                        json_number_value(json_array_get(json_object_get(c, "probabilities"), k)),
+                        1e-4);
+                seen++;
+            }
+        }
+        json_decref(p);
+    }
+    fclose(f);
+    assert_int_equal(seen, nimg);
+    json_decref(ref);
+    sh("rm -rf '%s'", dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_report_reads_image_predictions_as_published),
+        cmocka_unit_test(test_predict_image_grades_files_like_the_worker),
         cmocka_unit_test_setup_teardown(test_replaying_the_topic_gives_the_live_workers_grades,
                                         setup, teardown),
     };
