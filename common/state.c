@@ -7,20 +7,20 @@
 
 void state_set_deadline(struct state *s, int64_t deadline_us)
 {
-    s->deadline_us = deadline_us;
+    atomic_store(&s->deadline_us, deadline_us);
 }
 
 /* With a deadline: the backend's waits clamped to what is left of it, and
  * nothing started once it has passed. */
 static int within_deadline(struct state *s, struct err *e)
 {
+    int64_t deadline = atomic_load(&s->deadline_us), left_ms;
     struct timespec ts;
-    int64_t left_ms;
 
-    if (!s->deadline_us)
+    if (!deadline)
         return ERR_OK;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    left_ms = (s->deadline_us - ((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000)) / 1000;
+    left_ms = (deadline - ((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000)) / 1000;
     if (s->ops->clamp)
         s->ops->clamp(s, left_ms > 0 ? (int)(left_ms < 600000 ? left_ms : 600000) : 0);
     if (left_ms <= 0)

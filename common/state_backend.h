@@ -9,6 +9,8 @@
 #ifndef STREAMML_STATE_BACKEND_H
 #define STREAMML_STATE_BACKEND_H
 
+#include <stdatomic.h>
+
 #include "state.h"
 
 /* Longest entity id accepted (bytes, without the terminating NUL). */
@@ -41,7 +43,7 @@ struct state {
     const struct state_put *pend;
     size_t n_pend;
     int busy;
-    int64_t deadline_us; /* state_set_deadline; 0: none */
+    _Atomic int64_t deadline_us; /* state_set_deadline (any thread); 0: none */
 };
 
 /* The idempotence rule shared by every backend: a put is skipped when the

@@ -10,7 +10,23 @@
 #include "pipeline.h"
 #include "txn.h"
 
-enum { EV_SKIP = 0, EV_APPLY, EV_REDELIVERED };
+/* The invariant: an event is acknowledged (its offset may be committed)
+ * only once a Redis write that contains its state update has succeeded,
+ * or the state read from Redis already held it (a redelivery). What makes
+ * "already held" trustworthy is the order of writes: per partition, a
+ * user's state is only ever written with every earlier event of that user
+ * applied. So once anything is queued (a read or a write failed), every
+ * later event goes through the same FIFO queue too, whatever the store
+ * answers meanwhile: no newer batch is read, scored on full state and
+ * written ahead of the queue (which would make the queued events look
+ * applied when their offsets are older than the stored one). Events queued
+ * are scored on empty state and flagged degraded; the queue is re-applied
+ * in arrival order from the tick, on a timer (never a sleep in the step),
+ * and its events acknowledged chunk by chunk as their writes succeed. */
+enum { EV_SKIP = 0, EV_APPLY, EV_REDELIVERED, EV_QUEUED };
+
+#define RETRY_US 1000000 /* the next try after a failed read or write */
+#define DRAIN_US 200000  /* re-applying in one tick at most (polling goes on) */
 
 struct pending_ev {
     struct txn_event ev;
@@ -124,27 +140,17 @@ static void load_user_states(struct txs *t, size_t nusers, int ok)
     }
 }
 
-/* Reads the batch's users. Returns 1 when Redis could not be read and the
- * batch is to be scored degraded (on empty state). */
+/* Reads the batch's users under the retry budget. Returns 1 when the
+ * store could not be read (the batch is then queued, see txs_features). */
 static int read_users(struct txs *t)
 {
     struct err e = {0};
-    int rc;
+    int rc = pipe_state_get(t->st, t->o.budget_ms, t->users.n, t->users.ids, t->blobs, &e);
 
-    if (t->redis_down && pipe_now_us() < t->next_retry_us) {
-        load_user_states(t, t->users.n, 0);
-        return 1;
-    }
-    rc = pipe_state_get(t->st, t->redis_down ? 0 : t->o.budget_ms, t->users.n, t->users.ids,
-                        t->blobs, &e);
     if (rc) {
-        if (!t->redis_down)
-            log_error("state read failed, scoring degraded: %s", e.msg);
+        log_error("state read failed, scoring degraded, updates queued: %s", e.msg);
         t->redis_down = 1;
-        t->next_retry_us = pipe_now_us() + 1000000;
-    } else if (t->redis_down) {
-        log_info("state store reachable again");
-        t->redis_down = 0;
+        t->next_retry_us = pipe_now_us() + RETRY_US;
     }
     load_user_states(t, t->users.n, rc == ERR_OK);
     return rc != ERR_OK;
@@ -180,7 +186,7 @@ static int write_users_begin(struct txs *t)
 /* The outcome of write_users_begin; when the connection was lost (on send
  * or since), the whole batch is sent again under state.retry_budget_ms
  * (idempotent). */
-static int write_users_end(struct txs *t)
+static int write_users_end(struct txs *t, int budget_ms)
 {
     struct err e = {0};
     int rc = ERR_OK;
@@ -190,22 +196,22 @@ static int write_users_end(struct txs *t)
     if (t->put_sent)
         rc = state_put_end(t->st, t->applied, &e);
     if (!t->put_sent || rc == ERR_RETRY)
-        rc = pipe_state_put(t->st, t->o.budget_ms, t->np, t->puts, t->applied, &e);
+        rc = pipe_state_put(t->st, budget_ms, t->np, t->puts, t->applied, &e);
     t->np = 0;
     t->put_sent = 0;
     if (rc) {
         log_error("state write failed, updates queued for re-apply: %s", e.msg);
         t->redis_down = 1;
-        t->next_retry_us = pipe_now_us() + 1000000;
+        t->next_retry_us = pipe_now_us() + RETRY_US;
     }
     return rc;
 }
 
-static int write_users(struct txs *t)
+static int write_users(struct txs *t, int budget_ms)
 {
     int rc = write_users_begin(t);
 
-    return rc ? rc : write_users_end(t);
+    return rc ? rc : write_users_end(t, budget_ms);
 }
 
 static void queue_pending(struct txs *t, size_t i)
@@ -216,20 +222,27 @@ static void queue_pending(struct txs *t, size_t i)
     t->npending++;
 }
 
-/* Re-applies queued updates in arrival order, a chunk at a time, once Redis
- * answers; the offset check makes a second application a no-op. */
+/* Re-applies queued updates in arrival order, a chunk at a time, once the
+ * retry is due; each chunk's events are acknowledged when its write
+ * succeeded. The offset check (txn_step) skips an event whose update a
+ * write of unknown outcome did apply. */
 void txs_tick(struct txs *t, int64_t now_us)
 {
+    int64_t until = now_us + DRAIN_US;
     struct err e = {0};
+    size_t done = 0;
 
-    while (t->npending && !(t->redis_down && now_us < t->next_retry_us)) {
+    if (!t->npending || now_us < t->next_retry_us)
+        return;
+    while (t->npending && pipe_now_us() < until) {
         size_t n = t->npending < t->o.cap ? t->npending : t->o.cap;
         pipe_entset_clear(&t->users);
         for (size_t i = 0; i < n; i++)
             t->user_of[i] = pipe_entset_add(&t->users, t->pending[i].ev.user_id);
         if (pipe_state_get(t->st, 0, t->users.n, t->users.ids, t->blobs, &e)) {
-            t->next_retry_us = pipe_now_us() + 1000000;
-            return;
+            t->redis_down = 1;
+            t->next_retry_us = pipe_now_us() + RETRY_US;
+            break;
         }
         load_user_states(t, t->users.n, 1);
         for (size_t i = 0; i < n; i++) {
@@ -240,16 +253,17 @@ void txs_tick(struct txs *t, int64_t now_us)
                          &t->uoff[u], x))
                 t->udirty[u] = 1;
         }
-        if (write_users(t))
-            return;
+        if (write_users(t, 0))
+            break;
         t->redis_down = 0;
         for (size_t i = 0; i < n; i++)
             t->o.ack(t->o.opaque, &t->pending[i].pos);
         memmove(t->pending, t->pending + n, (t->npending - n) * sizeof(*t->pending));
         t->npending -= n;
-        log_info("re-applied %zu queued state update(s), %zu left", n, t->npending);
-        now_us = pipe_now_us();
+        done += n;
     }
+    if (done)
+        log_info("re-applied %zu queued state update(s), %zu left", done, t->npending);
 }
 
 /* ---- one batch ---- */
@@ -266,18 +280,26 @@ int txs_features(struct txs *t, size_t n, const struct txn_event *evs, const str
         if (live[i])
             t->user_of[i] = pipe_entset_add(&t->users, evs[i].user_id);
     }
-    t->degraded = t->users.n ? read_users(t) : 0;
+    /* Something queued: this batch queues behind it, unread (see the
+     * invariant above). Else the store is read, and a failure queues. */
+    if (t->npending)
+        load_user_states(t, t->users.n, 0);
+    t->degraded = t->npending || (t->users.n && read_users(t));
     /* Features from each user's state as it stood before the event. */
     for (size_t i = 0; i < n; i++) {
         int u = t->user_of[i];
         if (t->status[i] == EV_SKIP)
             continue;
-        /* Degraded: empty state at position -1, so never a redelivery. */
-        if (txn_step(&evs[i], pos[i].partition, pos[i].offset, &t->ust[u], &t->upart[u],
-                     &t->uoff[u], xs + i * FEAT_TXN_DIM))
+        if (t->degraded) { /* empty state at position -1: never a redelivery */
+            txn_step(&evs[i], pos[i].partition, pos[i].offset, &t->ust[u], &t->upart[u],
+                     &t->uoff[u], xs + i * FEAT_TXN_DIM);
+            t->status[i] = EV_QUEUED;
+        } else if (txn_step(&evs[i], pos[i].partition, pos[i].offset, &t->ust[u], &t->upart[u],
+                            &t->uoff[u], xs + i * FEAT_TXN_DIM)) {
             t->udirty[u] = 1;
-        else
+        } else {
             t->status[i] = EV_REDELIVERED; /* already in the stored state */
+        }
     }
     t->put_sent = 0;
     t->np = 0;
@@ -285,19 +307,19 @@ int txs_features(struct txs *t, size_t n, const struct txn_event *evs, const str
     return t->degraded;
 }
 
+/* Acknowledged: redeliveries (the read state holds them) and, when the
+ * batch's write succeeded, its updates. Queued: the rest, in order. */
 void txs_store(struct txs *t)
 {
-    int state_ok = t->sent && write_users_end(t) == ERR_OK;
+    int written = t->sent && write_users_end(t, t->o.budget_ms) == ERR_OK;
 
+    if (written)
+        t->redis_down = 0;
     for (size_t i = 0; i < t->n; i++) {
-        if (t->status[i] == EV_REDELIVERED)
+        int st = t->status[i];
+        if (st == EV_REDELIVERED || (st == EV_APPLY && written))
             t->o.ack(t->o.opaque, &t->pos[i]);
-        else if (t->status[i] != EV_APPLY)
-            continue;
-        /* Not applied yet: re-applied from the queue, acknowledged then. */
-        else if (state_ok)
-            t->o.ack(t->o.opaque, &t->pos[i]);
-        else
+        else if (st == EV_APPLY || st == EV_QUEUED)
             queue_pending(t, i);
     }
 }

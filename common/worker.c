@@ -1,10 +1,15 @@
 /* common/worker.c: the worker runtime (see worker.h). */
 #include "worker.h"
 
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "abtest.h"
 #include "cli.h"
@@ -16,15 +21,21 @@
 #include "state.h"
 
 #define WK_MAX_MONITORS 8
+#define WK_GRACE_US 500000 /* past the deadline, the watchdog ends the process */
 
 static volatile sig_atomic_t g_run = 1;
 static volatile sig_atomic_t g_reload = 0;
+static sem_t g_stop;                  /* posted on SIGTERM/SIGINT and at the loop's end */
+static _Atomic int64_t g_deadline_us; /* the shutdown deadline, once known */
+static atomic_int g_done;             /* wk_main is returning */
 
-/* Flag-only handlers: the loop acts on them between two steps. */
+/* Flag-only handlers: the loop acts on them between two steps (sem_post
+ * is async-signal-safe: it wakes the shutdown watchdog). */
 static void on_stop(int sig)
 {
     (void)sig;
     g_run = 0;
+    sem_post(&g_stop);
 }
 
 static void on_hup(int sig)
@@ -96,7 +107,8 @@ int wk_running(const struct wk *w)
 }
 int64_t wk_deadline_us(const struct wk *w)
 {
-    return w->deadline_us;
+    (void)w;
+    return atomic_load(&g_deadline_us);
 }
 void wk_set_state_ok(struct wk *w, int ok)
 {
@@ -517,6 +529,48 @@ static void tick_monitors(struct wk *w, size_t n)
     metrics_worker_tick(w->mx, w->mon[0], kq_assigned(w->q), !w->st || w->state_ok, 1);
 }
 
+/* The shutdown deadline: SIGTERM (or the loop's end) + shutdown_timeout_ms,
+ * set once by whichever thread gets there first; the state store's calls
+ * are clamped to it from then on. */
+static int64_t arm_deadline(struct wk *w)
+{
+    int64_t want = pipe_now_us() + cfg_int(w->cf, "worker.shutdown_timeout_ms") * 1000, none = 0;
+
+    if (!atomic_compare_exchange_strong(&g_deadline_us, &none, want))
+        want = none;
+    if (w->st)
+        state_set_deadline(w->st, want);
+    return want;
+}
+
+/* The shutdown watchdog: a call in flight when SIGTERM arrives (a Redis
+ * read waiting out redis.timeout_ms on a hung server, a produce blocked on
+ * a full queue) cannot be cut short from the worker thread, so past the
+ * deadline (and a grace for the close) the process ends here, exit code 1.
+ * Nothing is lost: what was not committed is re-delivered, and state
+ * updates are idempotent. */
+static void *watchdog(void *arg)
+{
+    struct wk *w = arg;
+    int64_t deadline, left;
+
+    while (sem_wait(&g_stop) != 0)
+        ;
+    if (atomic_load(&g_done))
+        return NULL;
+    deadline = arm_deadline(w);
+    while ((left = deadline + WK_GRACE_US - pipe_now_us()) > 0 && !atomic_load(&g_done)) {
+        struct timespec ts = {0, (left < 50000 ? left : 50000) * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&g_done))
+        return NULL;
+    log_error("shutdown: still busy %lld ms past worker.shutdown_timeout_ms: exiting now "
+              "(what is not committed is re-delivered)",
+              (long long)((pipe_now_us() - deadline) / 1000));
+    _exit(1);
+}
+
 static int run(struct wk *w)
 {
     struct err e = {0};
@@ -551,10 +605,10 @@ static int run(struct wk *w)
             (idle_us && pipe_now_us() - last_input > idle_us))
             break;
     }
-    /* From here every call is bounded by the shutdown deadline. */
-    w->deadline_us = pipe_now_us() + cfg_int(w->cf, "worker.shutdown_timeout_ms") * 1000;
-    if (w->st)
-        state_set_deadline(w->st, w->deadline_us);
+    /* From here every call is bounded by the shutdown deadline (counted
+     * from SIGTERM when that is what stopped the loop). */
+    w->deadline_us = arm_deadline(w);
+    sem_post(&g_stop);
     log_info("%s: %llu messages, %llu dead-lettered, %llu records not sent", w->s->name,
              (unsigned long long)w->messages, (unsigned long long)w->dead,
              (unsigned long long)w->unsent);
@@ -584,6 +638,7 @@ int wk_main(int argc, char **argv, const struct wk_stream *s)
 {
     struct wk w = {0};
     struct err e = {0};
+    pthread_t dog;
     int rc, left_ms;
 
     g_stream = s;
@@ -596,6 +651,7 @@ int wk_main(int argc, char **argv, const struct wk_stream *s)
             fprintf(stderr, "error: %s\n", e.msg);
         return 2;
     }
+    sem_init(&g_stop, 0, 0);
     signal(SIGINT, on_stop);
     signal(SIGTERM, on_stop);
     signal(SIGHUP, on_hup);
@@ -604,6 +660,9 @@ int wk_main(int argc, char **argv, const struct wk_stream *s)
         log_error("%s", e.msg);
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? 2 : 1;
+    } else if (pthread_create(&dog, NULL, watchdog, &w)) {
+        log_error("cannot start the shutdown watchdog");
+        rc = 1;
     } else {
         rc = run(&w);
         /* Drain: deliveries, then commit, leave the group, within what is
@@ -614,6 +673,9 @@ int wk_main(int argc, char **argv, const struct wk_stream *s)
             rc = rc ? rc : 1;
         }
         w.q = NULL;
+        atomic_store(&g_done, 1);
+        sem_post(&g_stop);
+        pthread_join(dog, NULL);
     }
     kq_close(w.q, 0, NULL);
     close_all(&w);
