@@ -35,7 +35,7 @@
 #include "codec.h"
 #include "stack.h"
 
-#define TOPICS "images:2,predictions.images:2,images.dlq:1"
+#define TOPICS "images:2,predictions.images:2,images.dlq:1,replayed.images:1"
 #define SAMPLES "models/images/samples"
 #define MODEL "models/images/fundus_cnn.onnx"
 #define FIX "tests/fixtures/images"
@@ -318,8 +318,10 @@ static void check_parity(const char *live, const char *replay, int from_topic)
     json_decref(b);
 }
 
+/* `streamml replay --stream images` of input (-t TOPIC or --avro-file FILE)
+ * to out, batches of 3; out_topic: also the Avro records there. */
 static int replay(struct env *v, const char *input_opt, const char *input, const char *out,
-                  const char *log)
+                  const char *log, const char *out_topic)
 {
     char root[200];
     char *argv[] = {(char *)test_bin("streamml"),
@@ -344,6 +346,8 @@ static int replay(struct env *v, const char *input_opt, const char *input, const
                     "--skip-invalid",
                     "--log-level",
                     "warn",
+                    out_topic ? "--output-topic" : NULL,
+                    (char *)out_topic,
                     NULL};
 
     snprintf(root, sizeof(root), "images.root=%s", v->root);
@@ -359,13 +363,29 @@ static void test_replaying_the_topic_gives_the_live_workers_grades(void **st)
     run_worker(v);
     snprintf(out, sizeof(out), "%s/replay.jsonl", v->dir);
     snprintf(log, sizeof(log), "%s/replay.log", v->dir);
-    if (replay(v, "-t", "images", out, log) != 0) {
+    if (replay(v, "-t", "images", out, log, "replayed.images") != 0) {
         sh("cat %s >&2", log);
         fail_msg("replay failed");
     }
     /* the undecodable message is reported, not graded */
     assert_int_equal(sh("grep -q 'image predictions in' %s && grep -q '1 invalid' %s", log, log),
                      0);
+    check_parity(v->live, out, 1);
+    /* --output-topic: the same records, as Avro, which consume decodes */
+    assert_int_equal(test_topic_size(v->broker.bootstrap, "replayed.images"), (int64_t)N_CASES);
+    char *consume[] = {(char *)test_bin("streamml"),
+                       "consume",
+                       "-b",
+                       v->broker.bootstrap,
+                       "-t",
+                       "replayed.images",
+                       "-f",
+                       "-e",
+                       "--log-level",
+                       "error",
+                       NULL};
+    snprintf(out, sizeof(out), "%s/replayed_topic.jsonl", v->dir);
+    assert_int_equal(test_run_wait(consume, out), 0);
     check_parity(v->live, out, 1);
 
     /* The same events from an Avro container file. */
@@ -388,7 +408,7 @@ static void test_replaying_the_topic_gives_the_live_workers_grades(void **st)
     assert_non_null(strstr(e.msg, "another schema"));
     codec_close(cd);
     snprintf(out, sizeof(out), "%s/replay_file.jsonl", v->dir);
-    if (replay(v, "--avro-file", file, out, log) != 0) {
+    if (replay(v, "--avro-file", file, out, log, NULL) != 0) {
         sh("cat %s >&2", log);
         fail_msg("replay of the file failed");
     }
