@@ -16,6 +16,10 @@
  *   - the worker's step (txn_step, txn_score) per record, with state in any
  *     state backend (memory by default; Redis under a run-specific prefix,
  *     dropped afterwards with rp_redis_drop_prefix).
+ *
+ * The input also merges image events (RP_IMAGES, rp_input_*_as); their step
+ * is the images worker's, common/grader.h, run by `streamml replay --stream
+ * images` (no state).
  */
 #ifndef STREAMML_REPLAY_H
 #define STREAMML_REPLAY_H
