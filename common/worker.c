@@ -62,7 +62,7 @@ struct wk {
     struct kq_msg **msgs;
     unsigned char *status;
     int64_t *t_in;
-    struct buf out, dlq;
+    struct buf out, dlq, alert;
     int state_ok;
     uint64_t messages, dead, unsent;
     uint64_t watch_stamp;
@@ -288,6 +288,7 @@ static int open_all(struct wk *w, struct err *e)
     w->t_in = calloc(w->cap, sizeof(*w->t_in));
     buf_init(&w->out, 0);
     buf_init(&w->dlq, 2 * CODEC_MAX_MESSAGE); /* the original message plus metadata */
+    buf_init(&w->alert, 0);
     if (!w->msgs || !w->status || !w->t_in)
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", w->cap);
     if (!(w->cd = pipe_codec_open(w->cf, &w->reg, outs, topics, 2, e)) || open_state(w, e))
@@ -317,19 +318,36 @@ static void close_all(struct wk *w)
     free(w->t_in);
     buf_free(&w->out);
     buf_free(&w->dlq);
+    buf_free(&w->alert);
 }
 
 /* ---- reload ---- */
+
+/* An alert event (JSON from the monitor) encoded by the codec and
+ * produced to monitor.topic, keyed by the worker's name. */
+static int publish_alert(void *opaque, const char *json, struct err *e)
+{
+    struct wk *w = opaque;
+
+    buf_reset(&w->alert);
+    if (codec_from_json(w->cd, CODEC_ALERT, json, strlen(json), &w->alert, e))
+        return e->code;
+    return kq_produce(w->q, cfg_str(w->cf, "monitor.topic"), w->s->name, strlen(w->s->name),
+                      w->alert.data, w->alert.len, NULL, e);
+}
 
 static void reload_alert(struct wk *w, const char *severity, const char *msg)
 {
     struct wk_model_info mi;
     struct mon_ident id;
     struct err e = {0};
+    char json[2048];
 
     model_info(w, &mi);
     id = (struct mon_ident){w->s->name, mi.name, mi.version, cfg_str(w->cf, "monitor.topic")};
-    if (mon_publish_event(w->q, w->cd, &id, "model_reload", severity, msg, pipe_wall_ms(), &e))
+    if (mon_event_json(&id, "model_reload", severity, msg, pipe_wall_ms(), json, sizeof(json),
+                       &e) ||
+        publish_alert(w, json, &e))
         log_error("model reload alert not sent to %s: %s", id.topic, e.msg);
 }
 
@@ -523,7 +541,7 @@ static void tick_monitors(struct wk *w, size_t n)
     for (int i = 0; i < w->nmon; i++) {
         w->mid[i].model_version = mi.version; /* alerts name the model serving now */
         metrics_add(w->mx, METRICS_ALERTS,
-                    mon_tick_publish(w->mon[i], w->q, w->cd, &w->mid[i], pipe_wall_ms()));
+                    mon_tick_alerts(w->mon[i], &w->mid[i], pipe_wall_ms(), publish_alert, w));
     }
     metrics_add(w->mx, METRICS_EVENTS, n);
     metrics_worker_tick(w->mx, w->mon[0], kq_assigned(w->q), !w->st || w->state_ok, 1);
