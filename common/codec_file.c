@@ -23,7 +23,7 @@ struct codec_file {
     avro_value_t value;
     bool has_value;
     long n;
-    enum codec_schema which; /* CODEC_TXN_EVENT or CODEC_CLICK_EVENT */
+    enum codec_schema which; /* CODEC_TXN_EVENT, CODEC_CLICK_EVENT or CODEC_IMAGE_EVENT */
     char path[256];
 };
 
@@ -43,10 +43,10 @@ static struct codec_file *file_new(struct codec *c, const char *path, struct err
 /* The event schemas a container file may hold. */
 static int file_schema_ok(enum codec_schema which, const char *path, struct err *e)
 {
-    if (which == CODEC_TXN_EVENT || which == CODEC_CLICK_EVENT)
+    if (which == CODEC_TXN_EVENT || which == CODEC_CLICK_EVENT || which == CODEC_IMAGE_EVENT)
         return ERR_OK;
-    return err_set(e, ERR_CONFIG, "%s: container files hold transaction or click events only",
-                   path);
+    return err_set(e, ERR_CONFIG,
+                   "%s: container files hold transaction, click or image events only", path);
 }
 
 struct codec_file *codec_file_open_read(struct codec *c, const char *path, struct err *e)
@@ -155,6 +155,24 @@ int codec_file_read_click(struct codec_file *f, struct click_event *ev, struct e
     return 1;
 }
 
+int codec_file_read_image_event(struct codec_file *f, struct image_event *ev, struct err *e)
+{
+    int rc;
+
+    memset(ev, 0, sizeof(*ev));
+    if (!f->rd || f->which != CODEC_IMAGE_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for reading image events", f->path);
+    rc = avro_file_reader_read_value(f->rd, &f->value);
+    if (rc == EOF)
+        return 0;
+    f->n++;
+    if (rc)
+        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n, avro_strerror());
+    if (get_image(&f->value, ev, e))
+        return err_wrap(e, "%s: record %ld", f->path, f->n);
+    return 1;
+}
+
 struct codec_file *codec_file_open_write(struct codec *c, const char *path, struct err *e)
 {
     return codec_file_open_write_as(c, path, CODEC_TXN_EVENT, e);
@@ -214,6 +232,13 @@ int codec_file_write_click(struct codec_file *f, const struct click_event *ev, s
     if (!f->wr || f->which != CODEC_CLICK_EVENT)
         return err_set(e, ERR_CONFIG, "%s: not open for writing clicks", f->path);
     return fill_click(f->c, ev, e) ? e->code : file_append(f, e);
+}
+
+int codec_file_write_image_event(struct codec_file *f, const struct image_event *ev, struct err *e)
+{
+    if (!f->wr || f->which != CODEC_IMAGE_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for writing image events", f->path);
+    return fill_image(f->c, ev, e) ? e->code : file_append(f, e);
 }
 
 long codec_file_records(const struct codec_file *f)

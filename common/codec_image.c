@@ -60,16 +60,11 @@ int get_bool(avro_value_t *rec, const char *name, bool *x, struct err *e)
     return ERR_OK;
 }
 
-int codec_decode_image_event(struct codec *c, const void *msg, size_t len,
-                             struct image_event *ev, struct err *e)
+int get_image(avro_value_t *v, struct image_event *ev, struct err *e)
 {
-    struct slot *s;
-
     memset(ev, 0, sizeof(*ev));
-    if (decode_as(c, msg, len, &c->slot[c->known[CODEC_IMAGE_EVENT]], &s, e))
-        return e->code;
-    if (GET_STR(&s->value, ev, image_id, e) || GET_STR(&s->value, ev, patient_id, e) ||
-        GET_STR(&s->value, ev, uri, e) || get_long(&s->value, "event_time", &ev->event_time_ms, e))
+    if (GET_STR(v, ev, image_id, e) || GET_STR(v, ev, patient_id, e) || GET_STR(v, ev, uri, e) ||
+        get_long(v, "event_time", &ev->event_time_ms, e))
         goto out_clear;
     if (!ev->uri[0] || !ev->image_id[0]) {
         err_set(e, ERR_DECODE, "field %s is empty", ev->uri[0] ? "image_id" : "uri");
@@ -83,17 +78,34 @@ out_clear:
     return e->code;
 }
 
-int codec_encode_image_event(struct codec *c, const struct image_event *ev, struct buf *out,
-                             struct err *e)
+int codec_decode_image_event(struct codec *c, const void *msg, size_t len,
+                             struct image_event *ev, struct err *e)
 {
-    struct slot *s = &c->slot[c->known[CODEC_IMAGE_EVENT]];
-    avro_value_t *r = &s->value;
+    struct slot *s;
+
+    memset(ev, 0, sizeof(*ev));
+    if (decode_as(c, msg, len, &c->slot[c->known[CODEC_IMAGE_EVENT]], &s, e))
+        return e->code;
+    return get_image(&s->value, ev, e);
+}
+
+int fill_image(struct codec *c, const struct image_event *ev, struct err *e)
+{
+    avro_value_t *r = &c->slot[c->known[CODEC_IMAGE_EVENT]].value;
 
     avro_value_reset(r);
     if (PUT_STR(r, ev, image_id, e) || PUT_STR(r, ev, patient_id, e) || PUT_STR(r, ev, uri, e) ||
         put_long(r, "event_time", ev->event_time_ms, e))
         return err_wrap(e, "encode image event %s", ev->image_id);
-    return encode(c, s, out, e);
+    return ERR_OK;
+}
+
+int codec_encode_image_event(struct codec *c, const struct image_event *ev, struct buf *out,
+                             struct err *e)
+{
+    if (fill_image(c, ev, e))
+        return e->code;
+    return encode(c, &c->slot[c->known[CODEC_IMAGE_EVENT]], out, e);
 }
 
 static int put_doubles(avro_value_t *rec, const char *name, const double *x, int n,

@@ -166,4 +166,8 @@ int get_bool(avro_value_t *rec, const char *name, bool *x, struct err *e);
 int get_click(avro_value_t *v, struct click_event *ev, struct err *e);
 int fill_click(struct codec *c, const struct click_event *ev, struct err *e);
 
+/* codec_image.c: an image_event value <-> struct image_event (messages and files) */
+int get_image(avro_value_t *v, struct image_event *ev, struct err *e);
+int fill_image(struct codec *c, const struct image_event *ev, struct err *e);
+
 #endif

@@ -207,6 +207,8 @@ static int line_json(struct oc_table *t, const char *line, size_t len, const cha
     if (!j)
         return err_set(e, ERR_DECODE, "%s: %s", where, je.text);
     id = json_object_get(j, "event_id");
+    if (!id) /* the images stream's events are keyed by image id */
+        id = json_object_get(j, "image_id");
     y = json_object_get(j, word(t));
     if (!y && !label)
         y = json_object_get(j, "label");
@@ -227,12 +229,15 @@ static int header(const struct oc_table *t, const char *line, int *col, const ch
                   struct err *e)
 {
     col[0] = csv_column(line, "event_id");
+    if (col[0] < 0) /* the images stream's events are keyed by image id */
+        col[0] = csv_column(line, "image_id");
     col[1] = csv_column(line, word(t));
     if (col[1] < 0 && t->kind == OC_OUTCOME)
         col[1] = csv_column(line, "label");
     if (col[0] < 0 || col[1] < 0)
-        return err_set(e, ERR_CONFIG, "%s: the CSV header needs event_id and %s columns", path,
-                       t->kind == OC_LABEL ? "label" : "outcome (or label)");
+        return err_set(e, ERR_CONFIG,
+                       "%s: the CSV header needs event_id and %s columns (image_id for images)",
+                       path, t->kind == OC_LABEL ? "label" : "outcome (or label)");
     return ERR_OK;
 }
 

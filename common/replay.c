@@ -544,7 +544,14 @@ static int64_t key_time(const struct rp_input *in, const struct rp_rec *r)
 {
     if (r->rc != ERR_OK)
         return INT64_MIN;
-    return in->kind == RP_CLICKSTREAM ? r->click.event_time_ms : r->ev.event_time_ms;
+    switch (in->kind) {
+    case RP_CLICKSTREAM:
+        return r->click.event_time_ms;
+    case RP_IMAGES:
+        return r->img.event_time_ms;
+    default:
+        return r->ev.event_time_ms;
+    }
 }
 
 static int rec_less(const struct rp_input *in, size_t a, size_t b)
@@ -594,11 +601,48 @@ static size_t heap_pop(struct rp_input *in)
 }
 
 /* Decodes and validates; a bad record keeps its reason, never stops the run. */
-static void check_rec(struct rp_rec *r, int rc)
+static void check_rec(const struct rp_input *in, struct rp_rec *r, int rc)
 {
-    if (rc == ERR_OK)
+    if (rc == ERR_OK && in->kind == RP_TRANSACTIONS)
         rc = feat_txn_validate(&r->ev, &r->err);
     r->rc = rc;
+}
+
+static int decode_msg(struct rp_input *in, struct rp_rec *r, const void *msg, size_t len)
+{
+    switch (in->kind) {
+    case RP_CLICKSTREAM:
+        return codec_decode_click_event(in->cd, msg, len, &r->click, &r->err);
+    case RP_IMAGES:
+        return codec_decode_image_event(in->cd, msg, len, &r->img, &r->err);
+    default:
+        return codec_decode_txn(in->cd, msg, len, &r->ev, &r->err);
+    }
+}
+
+static int read_file(struct rp_input *in, struct stream *s, struct rp_rec *r)
+{
+    switch (in->kind) {
+    case RP_CLICKSTREAM:
+        return codec_file_read_click(s->file, &r->click, &r->err);
+    case RP_IMAGES:
+        return codec_file_read_image_event(s->file, &r->img, &r->err);
+    default:
+        return codec_file_read_txn(s->file, &r->ev, &r->err);
+    }
+}
+
+/* The container schema of a stream's files. */
+static enum codec_schema file_schema(enum rp_stream kind)
+{
+    switch (kind) {
+    case RP_CLICKSTREAM:
+        return CODEC_CLICK_EVENT;
+    case RP_IMAGES:
+        return CODEC_IMAGE_EVENT;
+    default:
+        return CODEC_TXN_EVENT;
+    }
 }
 
 /* Reads stream si's next record into its head; done at its end. */
@@ -624,13 +668,9 @@ static int refill(struct rp_input *in, size_t si, struct err *e)
         r->partition = m->partition;
         r->offset = m->offset;
         r->timestamp_ms = rd_kafka_message_timestamp(m, NULL);
-        if (in->kind == RP_CLICKSTREAM)
-            r->rc = codec_decode_click_event(in->cd, m->payload, m->len, &r->click, &r->err);
-        else
-            check_rec(r, codec_decode_txn(in->cd, m->payload, m->len, &r->ev, &r->err));
+        check_rec(in, r, decode_msg(in, r, m->payload, m->len));
     } else {
-        rc = in->kind == RP_CLICKSTREAM ? codec_file_read_click(s->file, &r->click, &r->err)
-                                        : codec_file_read_txn(s->file, &r->ev, &r->err);
+        rc = read_file(in, s, r);
         if (rc == 0) {
             s->done = 1;
             return ERR_OK;
@@ -641,22 +681,20 @@ static int refill(struct rp_input *in, size_t si, struct err *e)
         r->partition = (int32_t)si;
         r->offset = s->nread++;
         r->timestamp_ms = -1;
-        if (in->kind == RP_CLICKSTREAM)
-            r->rc = rc < 0 ? rc : ERR_OK;
-        else
-            check_rec(r, rc < 0 ? rc : ERR_OK);
+        check_rec(in, r, rc < 0 ? rc : ERR_OK);
     }
     s->has_head = 1;
     heap_push(in, si);
     return ERR_OK;
 }
 
-static struct rp_input *input_new(struct codec *cd, size_t n, struct err *e)
+static struct rp_input *input_new(struct codec *cd, enum rp_stream kind, size_t n, struct err *e)
 {
     struct rp_input *in = calloc(1, sizeof(*in));
 
     if (in) {
         in->cd = cd;
+        in->kind = kind;
         in->n = n;
         in->s = calloc(n + 1, sizeof(*in->s));
         in->heap = calloc(n + 1, sizeof(*in->heap));
@@ -685,14 +723,13 @@ struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err
 struct rp_input *rp_input_topic_of(struct codec *cd, struct rp_topic *t, enum rp_stream kind,
                                    struct err *e)
 {
-    struct rp_input *in = input_new(cd, t->n, e);
+    struct rp_input *in = input_new(cd, kind, t->n, e);
 
     if (!in) {
         rp_topic_close(t);
         return NULL;
     }
     in->topic = t;
-    in->kind = kind;
     if (prime(in, e)) {
         rp_input_close(in);
         return NULL;
@@ -710,16 +747,14 @@ struct rp_input *rp_input_files_of(struct codec *cd, const char *const *paths, s
 {
     struct rp_input *in;
 
-    if (!(in = input_new(cd, n, e)))
+    if (!(in = input_new(cd, kind, n, e)))
         return NULL;
-    in->kind = kind;
     for (size_t i = 0; i < n; i++) {
         if (!(in->s[i].path = strdup(paths[i]))) {
             err_set(e, ERR_NOMEM, "out of memory");
             goto fail;
         }
-        if (!(in->s[i].file = codec_file_open_read_as(
-                  cd, paths[i], kind == RP_CLICKSTREAM ? CODEC_CLICK_EVENT : CODEC_TXN_EVENT, e)))
+        if (!(in->s[i].file = codec_file_open_read_as(cd, paths[i], file_schema(kind), e)))
             goto fail;
     }
     if (prime(in, e))

@@ -16,6 +16,10 @@
  *   - the worker's step (txn_step, txn_score) per record, with state in any
  *     state backend (memory by default; Redis under a run-specific prefix,
  *     dropped afterwards with rp_redis_drop_prefix).
+ *
+ * The input also merges image events (RP_IMAGES, rp_input_*_of); their step
+ * is the images worker's, common/grader.h, run by `streamml replay --stream
+ * images` (no state).
  */
 #ifndef STREAMML_REPLAY_H
 #define STREAMML_REPLAY_H
@@ -29,6 +33,7 @@
 #include "err.h"
 #include "event.h"
 #include "features.h"
+#include "image_event.h"
 #include "state.h"
 #include "txn.h"
 
@@ -65,14 +70,16 @@ size_t rp_topic_parts(const struct rp_topic *t, const struct rp_part **parts);
 int64_t rp_topic_total(const struct rp_topic *t);
 
 /* What the input's records are: transaction events (decoded and
- * validated into ev) or click events (decoded into click). */
-enum rp_stream { RP_TRANSACTIONS = 0, RP_CLICKSTREAM };
+ * validated into ev), click events (decoded into click) or image events
+ * (decoded into img). */
+enum rp_stream { RP_TRANSACTIONS = 0, RP_CLICKSTREAM, RP_IMAGES };
 
 /* A record of the merged input. rc != ERR_OK: it did not decode or
  * validate (why in err); ev is then all-missing but for what decoded. */
 struct rp_rec {
     struct txn_event ev;
     struct click_event click; /* RP_CLICKSTREAM */
+    struct image_event img;   /* RP_IMAGES (all zero when it did not decode) */
     int rc;
     struct err err;
     const char *source; /* topic name or file path */
@@ -88,9 +95,9 @@ struct rp_input;
 struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err *e);
 struct rp_input *rp_input_files(struct codec *cd, const char *const *paths, size_t n,
                                 struct err *e);
-/* The same for either stream (the two above are RP_TRANSACTIONS); files
- * of click events are written with schemas/click_event.avsc. Click events
- * merge by their event time like transactions. */
+/* The same for any stream (the two above are RP_TRANSACTIONS); files of
+ * click events are written with schemas/click_event.avsc, of image events
+ * with schemas/image_event.avsc. Every stream merges by its event time. */
 struct rp_input *rp_input_topic_of(struct codec *cd, struct rp_topic *t, enum rp_stream s,
                                    struct err *e);
 struct rp_input *rp_input_files_of(struct codec *cd, const char *const *paths, size_t n,

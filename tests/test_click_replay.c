@@ -388,8 +388,11 @@ static void test_click_replay_usage(void **st)
     struct env *v = *st;
 
     snprintf(log, sizeof(log), "%s/usage.log", v->dir);
-    char *a1[] = {(char *)test_bin("streamml"), "replay", "--stream", "images", NULL};
+    char *a1[] = {(char *)test_bin("streamml"), "replay", "--stream", "ads", NULL};
     assert_int_equal(test_run_wait(a1, log), 2);
+    char *a4[] = {
+        (char *)test_bin("streamml"), "replay", "--stream", "clickstream", "--cam-dir", "x", NULL};
+    assert_int_equal(test_run_wait(a4, log), 2);
     char *a2[] = {
         (char *)test_bin("streamml"), "replay", "--stream", "clickstream", "--format", "csv", NULL};
     assert_int_equal(test_run_wait(a2, log), 2);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "click_event.h"
 #include "codec.h"
@@ -268,6 +269,48 @@ static void test_json_line_produces_a_decodable_event(void **st)
                          ERR_OK);
 }
 
+/* Container files: one open pair for every event kind; an image file is
+ * read back whole, and is refused as any other kind's file. */
+static void test_image_event_file_round_trips_and_is_no_other_kind(void **st)
+{
+    struct fx *f = *st;
+    struct image_event ev, back;
+    struct click_event ck = {0};
+    struct err e = {0};
+    char dir[] = "/tmp/test_image_codec.XXXXXX", path[64];
+    struct codec_file *cf;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/img.avro", dir);
+    sample_event(&ev);
+    assert_non_null(cf = codec_file_open_write_as(f->cd, path, CODEC_IMAGE_EVENT, &e));
+    assert_int_equal(codec_file_write_click(cf, &ck, &e), ERR_CONFIG);
+    for (int i = 0; i < 3; i++) {
+        ev.event_time_ms = 1767225600000LL + i;
+        assert_int_equal(codec_file_write_image_event(cf, &ev, &e), ERR_OK);
+    }
+    assert_int_equal(codec_file_close(cf, &e), ERR_OK);
+
+    assert_non_null(cf = codec_file_open_read_as(f->cd, path, CODEC_IMAGE_EVENT, &e));
+    assert_int_equal(codec_file_read_click(cf, &ck, &e), ERR_CONFIG);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(codec_file_read_image_event(cf, &back, &e), 1);
+        assert_string_equal(back.uri, ev.uri);
+        assert_int_equal(back.event_time_ms, 1767225600000LL + i);
+    }
+    assert_int_equal(codec_file_read_image_event(cf, &back, &e), 0);
+    assert_int_equal(codec_file_records(cf), 3);
+    codec_file_close(cf, NULL);
+
+    assert_null(codec_file_open_read_as(f->cd, path, CODEC_CLICK_EVENT, &e));
+    assert_non_null(strstr(e.msg, "another schema"));
+    assert_null(codec_file_open_read(f->cd, path, &e));
+    assert_null(codec_file_open_read_as(f->cd, path, CODEC_IMAGE_PREDICTION, &e));
+    assert_non_null(strstr(e.msg, "transaction, click or image events only"));
+    remove(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +328,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_out_of_range_counts_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_line_produces_a_decodable_event, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_image_event_file_round_trips_and_is_no_other_kind,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

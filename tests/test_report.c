@@ -469,6 +469,44 @@ static void test_report_psi_against_a_baseline_matches_numpy(void **st)
     free(label);
 }
 
+/* Fairness compares credit decisions by group: on the images stream's
+ * predictions (grades, no decision) --fairness-field is one usage line
+ * naming the option, not a decode error; without it the same file reports. */
+static void test_report_fairness_refused_on_image_predictions(void **st)
+{
+    struct fx *f = *st;
+    char preds[128], labels[128], html[128], log[128], args[1024];
+    FILE *p, *l;
+    char *text;
+
+    snprintf(preds, sizeof(preds), "%s/img.jsonl", f->dir);
+    snprintf(labels, sizeof(labels), "%s/img.csv", f->dir);
+    snprintf(html, sizeof(html), "%s/img.html", f->dir);
+    snprintf(log, sizeof(log), "%s/logimg", f->dir);
+    p = fopen(preds, "w");
+    l = fopen(labels, "w");
+    assert_non_null(p);
+    assert_non_null(l);
+    fprintf(l, "image_id,label\n");
+    for (int i = 0; i < 4; i++) {
+        fprintf(p,
+                "{\"image_id\":\"i%d\",\"status\":\"ok\",\"grade\":%d,\"referable\":%s,"
+                "\"referable_probability\":%.2f}\n",
+                i, i, i >= 2 ? "true" : "false", 0.1 + 0.25 * i);
+        fprintf(l, "i%d,%d\n", i, i);
+    }
+    fclose(p);
+    fclose(l);
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s --fairness-field sex", preds, labels, html);
+    assert_int_equal(run(args, log), 2);
+    text = slurp(log);
+    assert_non_null(strstr(text, "--fairness-field sex"));
+    assert_non_null(strstr(text, "image predictions"));
+    free(text);
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s", preds, labels, html);
+    assert_int_equal(run(args, log), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -482,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_report_refuses_bad_rows_naming_the_line),
         cmocka_unit_test(test_report_graded_outputs),
         cmocka_unit_test(test_report_psi_against_a_baseline_matches_numpy),
+        cmocka_unit_test(test_report_fairness_refused_on_image_predictions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -13,10 +13,11 @@
  *     asks the registry decodes every one;
  *   - hot reload: SIGHUP reloads the stream's models (the worker lives on,
  *     logs "model reloaded (SIGHUP)") and events after it are answered.
- * The images row is added as that stream moves onto the runtime. Each
- * check failed on the clickstream worker before it moved (it stopped
- * polling at max_inflight, opened its codec without the registry, and had
- * no SIGHUP handler: the signal killed it).
+ * The clickstream and images rows were added as those streams moved onto
+ * the runtime. Each check failed on the clickstream worker before it moved
+ * (it stopped polling at max_inflight, opened its codec without the
+ * registry, and had no SIGHUP handler: the signal killed it); the images
+ * row's reload refusal and model switch are in test_runtime_images.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -67,12 +68,27 @@ static void click_events(FILE *f, int n)
                 i, i % 7, 10 + i, 1700000000000LL + i * 1000LL);
 }
 
+/* Image events: the PNG samples in turn, under images.root. */
+static void image_events(FILE *f, int n)
+{
+    for (int i = 0; i < n; i++)
+        fprintf(f,
+                "{\"image_id\":\"rt%04d\",\"patient_id\":\"p%02d\",\"uri\":\"fundus_0%d_g%d.png\","
+                "\"event_time\":%lld}\n",
+                i, i % 7, i % 5, i % 5, 1767225600000LL + i * 1000LL);
+}
+
+static const char *const image_settings[] = {"images.root=models/images/samples",
+                                             "images.model=models/images/fundus_cnn.onnx", NULL};
+
 static const struct row rows[] = {
     {"transactions", "transactions:4,predictions.transactions:4,transactions.dlq:1,monitoring:1",
      "transactions", "predictions.transactions", "transaction_event", "\"event_id\"", txn_events,
      NULL},
     {"clickstream", "clickstream:4,predictions.clickstream:4,clickstream.dlq:1,monitoring:1",
      "clickstream", "predictions.clickstream", "click_event", "\"event_id\"", click_events, NULL},
+    {"images", "images:2,predictions.images:2,images.dlq:1,monitoring:1", "images",
+     "predictions.images", "image_event", "\"image_id\"", image_events, image_settings},
 };
 
 struct env {

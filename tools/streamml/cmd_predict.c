@@ -508,6 +508,8 @@ static void predict_usage(FILE *out)
             "For an ONNX model (FILE.onnx): NumPy tensors in and out,\n"
             "  streamml predict --model M.onnx --input X.npy --output Y.npy\n"
             "  streamml predict --model M.onnx --input X.npy --gradcam K --output CAM.npy\n"
+            "or image files graded as the images worker does (one JSON line each),\n"
+            "  streamml predict --model fundus.onnx --image A.png [--cam-dir DIR]\n"
             "(its options: streamml predict --model M.onnx --help).\n\n"
             "Exit codes: 0 ok; 1 a bad row (line and column named; the rows before it\n"
             "are printed) or a write error; 2 usage, unreadable or invalid model or\n"

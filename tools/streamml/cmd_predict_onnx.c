@@ -7,8 +7,16 @@
  *
  * --input/--output are taken in model order, or bound by name with
  * NAME=FILE. An output without a file is summarised on stdout.
+ *
+ *   streamml predict --model fundus.onnx --image a.png [--image b.jpg]
+ *
+ * grades image files with the images worker's own step (common/grader.h:
+ * model checks, load, preprocess, softmax, grade, referable, CAM) and
+ * prints one JSON line per image.
  */
 #include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,11 +25,13 @@
 #include "cam.h"
 #include "cli.h"
 #include "cmds.h"
+#include "grader.h"
 #include "npy.h"
 #include "onnx.h"
 #include "out.h"
 
 #define MAX_IO 16
+#define MAX_IMAGES 64
 
 int cmd_is_onnx(const char *path)
 {
@@ -46,30 +56,42 @@ const char *cmd_model_arg(int argc, char **argv)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: streamml predict --model FILE.onnx --input X.npy [--input ...]\n"
-                 "                        [--output Y.npy ...] [--threads N]\n"
-                 "       streamml predict --model FILE.onnx --input X.npy --gradcam K\n"
-                 "                        --output CAM.npy\n\n"
-                 "Runs an ONNX model (opset 13..17, as torch.onnx.export writes it) on NumPy\n"
-                 "arrays with the workers' runtime. Arrays are .npy files (np.save) of\n"
-                 "float32 or int64 in C order.\n\n"
-                 "  -m, --model FILE      the .onnx model (required)\n"
-                 "  -i, --input FILE      one per model input, in model order; or NAME=FILE\n"
-                 "  -o, --output FILE     where to write outputs, in model order; or NAME=FILE.\n"
-                 "                        Outputs without a file are summarised on stdout\n"
-                 "                        (shape, min, max, mean)\n"
-                 "  -t, --threads N       threads for the runtime and OpenBLAS (default: 1 for\n"
-                 "                        the runtime, OpenBLAS's own choice for BLAS)\n"
-                 "      --gradcam K       Grad-CAM maps of class K instead of the outputs, for a\n"
-                 "                        CNN whose head after its last feature map is\n"
-                 "                        GlobalAveragePool then Gemm/MatMul/Add/Relu/Dropout:\n"
-                 "                        float32 (N, h, w) at feature-map resolution into the\n"
-                 "                        one --output; relu, minus min, / (max + 1e-8)\n"
-                 "  -h, --help            this text\n"
-                 "  -V, --version         versions\n\n"
-                 "`streamml model inspect FILE.onnx` lists inputs, outputs and ops.\n\n"
-                 "Exit codes: 0 ok; 1 the model failed on these inputs or a write failed;\n"
-                 "2 usage, unreadable or unsupported model, bad .npy file.\n");
+    fprintf(out,
+            "usage: streamml predict --model FILE.onnx --input X.npy [--input ...]\n"
+            "                        [--output Y.npy ...] [--threads N]\n"
+            "       streamml predict --model FILE.onnx --input X.npy --gradcam K\n"
+            "                        --output CAM.npy\n"
+            "       streamml predict --model FILE.onnx --image IMG [--image ...]\n"
+            "                        [--cam-dir DIR]\n\n"
+            "Runs an ONNX model (opset 13..17, as torch.onnx.export writes it) on NumPy\n"
+            "arrays with the workers' runtime. Arrays are .npy files (np.save) of\n"
+            "float32 or int64 in C order.\n\n"
+            "  -m, --model FILE      the .onnx model (required)\n"
+            "  -i, --input FILE      one per model input, in model order; or NAME=FILE\n"
+            "  -o, --output FILE     where to write outputs, in model order; or NAME=FILE.\n"
+            "                        Outputs without a file are summarised on stdout\n"
+            "                        (shape, min, max, mean)\n"
+            "      --image IMG       grade a JPEG or PNG file with the images worker's\n"
+            "                        step (the model's geometry, normalisation, CAM and\n"
+            "                        referable_threshold metadata); one JSON line per\n"
+            "                        image: status, reason, grade, probabilities,\n"
+            "                        expected_grade, referable, referable_probability\n"
+            "                        (up to %d images, one forward pass)\n"
+            "      --cam-dir DIR     with --image: write the CAM overlay PNGs there\n"
+            "  -t, --threads N       threads for the runtime and OpenBLAS (default: 1 for\n"
+            "                        the runtime, OpenBLAS's own choice for BLAS)\n"
+            "      --gradcam K       Grad-CAM maps of class K instead of the outputs, for a\n"
+            "                        CNN whose head after its last feature map is\n"
+            "                        GlobalAveragePool then Gemm/MatMul/Add/Relu/Dropout:\n"
+            "                        float32 (N, h, w) at feature-map resolution into the\n"
+            "                        one --output; relu, minus min, / (max + 1e-8)\n"
+            "  -h, --help            this text\n"
+            "  -V, --version         versions\n\n"
+            "`streamml model inspect FILE.onnx` lists inputs, outputs and ops.\n\n"
+            "Exit codes: 0 ok; 1 the model failed on these inputs or a write failed,\n"
+            "or an image was ungradable; 2 usage, unreadable or unsupported model, bad\n"
+            ".npy file.\n",
+            MAX_IMAGES);
 }
 
 struct bind {
@@ -78,10 +100,12 @@ struct bind {
 };
 
 struct args {
-    const char *model;
+    const char *model, *cam_dir;
     struct bind in[MAX_IO], out[MAX_IO];
     int n_in, n_out, threads;
     int gradcam; /* class, or -1 */
+    const char *images[MAX_IMAGES];
+    int n_images;
 };
 
 static int add_bind(struct bind *b, int *n, char *arg, const char *what)
@@ -106,17 +130,30 @@ static int add_bind(struct bind *b, int *n, char *arg, const char *what)
 
 static int parse_args(int argc, char **argv, struct args *a)
 {
-    static const struct option lo[] = {
-        {"model", required_argument, NULL, 'm'},    {"input", required_argument, NULL, 'i'},
-        {"output", required_argument, NULL, 'o'},   {"threads", required_argument, NULL, 't'},
-        {"gradcam", required_argument, NULL, 1000}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {{"model", required_argument, NULL, 'm'},
+                                       {"input", required_argument, NULL, 'i'},
+                                       {"output", required_argument, NULL, 'o'},
+                                       {"threads", required_argument, NULL, 't'},
+                                       {"gradcam", required_argument, NULL, 1000},
+                                       {"image", required_argument, NULL, 1001},
+                                       {"cam-dir", required_argument, NULL, 1002},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {NULL, 0, NULL, 0}};
     int opt;
     char *end;
 
     while ((opt = getopt_long(argc, argv, "m:i:o:t:hV", lo, NULL)) != -1) {
         if (opt == 'm') {
             a->model = optarg;
+        } else if (opt == 1001) {
+            if (a->n_images == MAX_IMAGES) {
+                fprintf(stderr, "error: more than %d --image\n", MAX_IMAGES);
+                return EXIT_USAGE;
+            }
+            a->images[a->n_images++] = optarg;
+        } else if (opt == 1002) {
+            a->cam_dir = optarg;
         } else if (opt == 'i' || opt == 'o') {
             if (opt == 'i' ? add_bind(a->in, &a->n_in, optarg, "input")
                            : add_bind(a->out, &a->n_out, optarg, "output"))
@@ -143,6 +180,19 @@ static int parse_args(int argc, char **argv, struct args *a)
             cli_usage_error("streamml predict", lo, argv);
             return EXIT_USAGE;
         }
+    }
+    if (a->n_images && (a->n_in || a->n_out)) {
+        fprintf(stderr, "error: --image grades image files: --input/--output are for arrays\n");
+        return EXIT_USAGE;
+    }
+    if (a->n_images && a->gradcam >= 0) {
+        fprintf(stderr, "error: --gradcam maps arrays (--input): with --image, --cam-dir "
+                        "writes the CAM overlays\n");
+        return EXIT_USAGE;
+    }
+    if (a->cam_dir && !a->n_images) {
+        fprintf(stderr, "error: --cam-dir goes with --image\n");
+        return EXIT_USAGE;
     }
     if (optind < argc || !a->model) {
         fprintf(stderr, "error: %s (see streamml predict --help)\n",
@@ -370,6 +420,83 @@ static int cmd_gradcam(const struct args *a)
     return rc;
 }
 
+/* ---- --image: the images worker's step on files ---- */
+
+static void print_image(const struct image_prediction *p)
+{
+    json_t *o = json_object(), *pr = json_array();
+    char *line;
+
+    for (int k = 0; k < p->n_probabilities; k++)
+        json_array_append_new(pr, json_real(p->probabilities[k]));
+    json_object_set_new(o, "image", json_string(p->src_topic));
+    json_object_set_new(o, "status", json_string(p->ok ? "ok" : "ungradable"));
+    json_object_set_new(o, "reason", json_string(p->reason));
+    json_object_set_new(o, "detail", json_string(p->detail));
+    json_object_set_new(o, "grade", json_integer(p->grade));
+    json_object_set_new(o, "probabilities", pr);
+    json_object_set_new(o, "expected_grade", json_real(p->expected_grade));
+    json_object_set_new(o, "referable", json_boolean(p->referable));
+    json_object_set_new(o, "referable_probability", json_real(p->referable_probability));
+    json_object_set_new(o, "referable_threshold", json_real(p->referable_threshold));
+    json_object_set_new(o, "model_name", json_string(p->model_name));
+    json_object_set_new(o, "model_version", json_string(p->model_version));
+    json_object_set_new(o, "cam_path", json_string(p->cam_path));
+    line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    if (line)
+        printf("%s\n", line);
+    free(line);
+    json_decref(o);
+}
+
+/* The images.* defaults of the worker (limits, threshold from the model's
+ * metadata). Files are named on the command line: no root to confine them
+ * to, so each is made absolute and read under "/". */
+static int grade_images(const struct args *a)
+{
+    struct cfg *cf = cfg_new();
+    struct grader_opts o;
+    struct image_prediction p[MAX_IMAGES];
+    char abs[MAX_IMAGES][PATH_MAX];
+    struct grader *g = NULL;
+    struct err e = {0};
+    int bad = 0;
+
+    if (!cf) {
+        fprintf(stderr, "error: out of memory\n");
+        return EXIT_RUNTIME;
+    }
+    grader_opts_from_cfg(cf, &o);
+    o.model = a->model;
+    o.cam_dir = a->cam_dir;
+    o.batch = (size_t)a->n_images;
+    o.load.root = "/";
+    o.load.allow_hosts = "";
+    g = grader_open(&o, &e);
+    cfg_free(cf); /* o's strings are no longer read after the open */
+    if (!g) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        return EXIT_USAGE;
+    }
+    grader_begin(g);
+    for (int i = 0; i < a->n_images; i++) {
+        struct image_event ev;
+        memset(&ev, 0, sizeof(ev));
+        if (!realpath(a->images[i], abs[i]))
+            snprintf(abs[i], sizeof(abs[i]), "%s", a->images[i]); /* missing: said below */
+        snprintf(ev.image_id, sizeof(ev.image_id), "image%d", i);
+        snprintf(ev.uri, sizeof(ev.uri), "%s", abs[i]);
+        grader_add(g, (size_t)i, &ev, a->images[i], 0, i, &p[i]);
+    }
+    grader_run(g, p, (size_t)a->n_images);
+    for (int i = 0; i < a->n_images; i++) {
+        print_image(&p[i]);
+        bad += !p[i].ok;
+    }
+    grader_close(g);
+    return bad ? EXIT_RUNTIME : EXIT_OK;
+}
+
 int cmd_predict_onnx(int argc, char **argv)
 {
     struct args a = {.gradcam = -1};
@@ -381,6 +508,10 @@ int cmd_predict_onnx(int argc, char **argv)
         return rc < 0 ? EXIT_OK : rc;
     if (a.gradcam >= 0)
         return cmd_gradcam(&a);
+    if (a.n_images) {
+        rc = grade_images(&a);
+        return fflush(stdout) != 0 && !rc ? EXIT_RUNTIME : rc;
+    }
     if (onnx_open(&m, a.model, &e)) {
         fprintf(stderr, "error: %s\n", e.msg);
         return EXIT_USAGE;

@@ -28,6 +28,7 @@
 #include "clickstep.h"
 #include "cmds.h"
 #include "codec.h"
+#include "grader.h"
 #include "kafka.h"
 #include "log.h"
 #include "out.h"
@@ -49,7 +50,7 @@ static void on_signal(int sig)
 
 struct rp_args {
     struct cli cli;
-    const char *topic, *from, *to, *output, *out_topic, *run_id;
+    const char *topic, *from, *to, *output, *out_topic, *run_id, *cam_dir;
     const char *files[MAX_FILES];
     size_t nfiles;
     int32_t parts[MAX_PARTS];
@@ -65,7 +66,7 @@ static void usage(FILE *out)
             "                       [--avro-file FILE ...] [-o FILE] [--format jsonl|csv]\n"
             "                       [--features] [--output-topic T] [--state memory|redis]\n"
             "                       [--dry-run] [--skip-invalid] [-q] [--stream S]\n"
-            "                       [common options]\n\n"
+            "                       [--cam-dir DIR] [common options]\n\n"
             "Replays history through a worker's own step and writes its predictions.\n"
             "  --stream transactions  (default) features with per-user state, gbdt +\n"
             "                       scorecard, decision\n"
@@ -80,7 +81,15 @@ static void usage(FILE *out)
             "                       the run's own (under its prefix). --avro-file: files of\n"
             "                       click events (schemas/click_event.avsc). No CSV, no\n"
             "                       --features. The model's offline quality (Recall@K,\n"
-            "                       MRR@K) is `streamml click-eval`.\n\n"
+            "                       MRR@K) is `streamml click-eval`.\n"
+            "  --stream images        the images worker's step (common/grader.h: load,\n"
+            "                       preprocess, images.model, softmax, grade, referable\n"
+            "                       flag, CAM grid) in batches of images.batch; JSON lines\n"
+            "                       of the worker's prediction record (the fields\n"
+            "                       `streamml consume` shows for predictions.images), with\n"
+            "                       latency_us 0 and no CAM overlay unless --cam-dir DIR is\n"
+            "                       given. --avro-file: files of image events\n"
+            "                       (schemas/image_event.avsc). Default topic: images.\n\n"
             "Input (one of):\n"
             "  -t, --topic T        a topic range (default input.topic), read with assign()\n"
             "                       only: never joins a consumer group, never commits\n"
@@ -107,7 +116,9 @@ static void usage(FILE *out)
             "      --format F       jsonl (default; csv when FILE ends in .csv) or csv\n"
             "      --features       add the %d %s features (%%.9g: exact for float32;\n"
             "                       null / empty when missing)\n"
-            "      --output-topic T also produce the predictions (Avro) to topic T\n\n"
+            "      --output-topic T also produce the predictions (Avro) to topic T\n"
+            "      --stream S       transactions (default), clickstream or images\n"
+            "      --cam-dir DIR    images: write CAM overlay PNGs there (default: none)\n\n"
             "State:\n"
             "      --state memory   (default) in-process, gone at exit (about 1.7 KB per\n"
             "                       user)\n"
@@ -194,11 +205,18 @@ static int parse_opt(int opt, const char *arg, struct rp_args *a)
         a->redis = strcmp(arg, "redis") == 0;
         break;
     case 1012:
-        if (strcmp(arg, "transactions") != 0 && strcmp(arg, "clickstream") != 0) {
-            fprintf(stderr, "error: --stream %s: expected transactions or clickstream\n", arg);
+        if (strcmp(arg, "transactions") != 0 && strcmp(arg, "clickstream") != 0 &&
+            strcmp(arg, "images") != 0) {
+            fprintf(stderr, "error: --stream %s: expected transactions, clickstream or images\n",
+                    arg);
             return EXIT_USAGE;
         }
-        a->stream = strcmp(arg, "clickstream") == 0 ? RP_CLICKSTREAM : RP_TRANSACTIONS;
+        a->stream = strcmp(arg, "clickstream") == 0 ? RP_CLICKSTREAM
+                    : strcmp(arg, "images") == 0    ? RP_IMAGES
+                                                    : RP_TRANSACTIONS;
+        break;
+    case 1013:
+        a->cam_dir = arg;
         break;
     case 1011:
         if (strcmp(arg, "jsonl") != 0 && strcmp(arg, "csv") != 0) {
@@ -231,6 +249,7 @@ static int parse_args(int argc, char **argv, struct rp_args *a)
                                        {"avro-file", required_argument, NULL, 1010},
                                        {"format", required_argument, NULL, 1011},
                                        {"stream", required_argument, NULL, 1012},
+                                       {"cam-dir", required_argument, NULL, 1013},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -265,7 +284,17 @@ static int parse_args(int argc, char **argv, struct rp_args *a)
                         "--partitions and --dry-run apply to topics\n");
         return EXIT_USAGE;
     }
-    if (!a->csv) {
+    if (a->stream == RP_IMAGES && (a->csv == 1 || a->features || a->redis || a->run_id)) {
+        fprintf(stderr, "error: --stream images writes JSON lines of the images worker's "
+                        "predictions and keeps no state: --format csv, --features, --state "
+                        "and --run-id apply to transactions\n");
+        return EXIT_USAGE;
+    }
+    if (a->cam_dir && a->stream != RP_IMAGES) {
+        fprintf(stderr, "error: --cam-dir applies to --stream images\n");
+        return EXIT_USAGE;
+    }
+    if (!a->csv && a->stream != RP_IMAGES) {
         size_t n = a->output ? strlen(a->output) : 0;
         a->csv = n > 4 && strcmp(a->output + n - 4, ".csv") == 0;
     }
@@ -536,7 +565,11 @@ struct run {
     struct state *st;
     struct txn_scorer *sc;
     struct rp_engine *eng;
+    struct grader *gr;              /* --stream images */
+    struct image_prediction *preds; /* a batch of grader_batch() */
+    uint64_t graded, referable, ungradable;
     struct rp_input *in;
+    const char *topic; /* the topic read (a stream's own default included) */
     struct kq *q; /* --output-topic */
     struct buf enc;
     FILE *out;
@@ -555,7 +588,7 @@ struct run {
     struct cstep_click *cin;
     struct click_prediction *cp;
     size_t ccap, cn;
-    struct buf json;
+    struct buf json; /* a prediction as JSON (clickstream, images) */
 };
 
 static void show_progress(struct run *r, int final)
@@ -637,10 +670,11 @@ static int open_input(struct run *r, struct err *e)
     const struct cfg_kv *kv = cfg_kafka(r->cf, &np);
     const char *topic = a->topic ? a->topic : cfg_str(r->cf, "input.topic");
 
-    /* the clickstream worker's default input topic */
-    if (!a->topic && a->stream == RP_CLICKSTREAM &&
+    /* the clickstream and images workers' default input topics */
+    if (!a->topic && a->stream != RP_TRANSACTIONS &&
         strcmp(cfg_origin(r->cf, "input.topic"), "default") == 0)
-        topic = "clickstream";
+        topic = a->stream == RP_CLICKSTREAM ? "clickstream" : "images";
+    r->topic = topic;
     if (a->nfiles) {
         r->total = -1;
         r->in = rp_input_files_of(r->cd, a->files, a->nfiles, a->stream, e);
@@ -689,25 +723,31 @@ static int open_output(struct run *r, struct err *e)
     return ERR_OK;
 }
 
-/* Click events read as transactions: the run wants --stream clickstream
- * (or click-eval for the model's quality). Said once, at the first one. */
-static void hint_clicks(const struct rp_rec *rec)
+/* Another stream's events read as this one's: the run wants its --stream
+ * (or click-eval for the click model's quality). Said once, at the first. */
+static void hint_stream(const struct rp_rec *rec)
 {
     static int said;
 
-    if (said || !strstr(rec->err.msg, "(click_event.avsc)"))
+    if (said)
         return;
-    said = 1;
-    fprintf(stderr,
-            "replay: %s holds click events: replay them with --stream clickstream "
-            "(the worker's recommendations), or `streamml click-eval` for the model's "
-            "Recall@K/MRR@K\n",
-            rec->source);
+    if (strstr(rec->err.msg, "(click_event.avsc)")) {
+        said = 1;
+        fprintf(stderr,
+                "replay: %s holds click events: replay them with --stream clickstream "
+                "(the worker's recommendations), or `streamml click-eval` for the model's "
+                "Recall@K/MRR@K\n",
+                rec->source);
+    } else if (strstr(rec->err.msg, "(image_event.avsc)")) {
+        said = 1;
+        fprintf(stderr, "replay: %s holds image events: replay them with --stream images\n",
+                rec->source);
+    }
 }
 
 static void report_invalid(struct run *r, const struct rp_rec *rec)
 {
-    hint_clicks(rec);
+    hint_stream(rec);
     if (++r->invalid <= SHOW_INVALID) {
         if (r->progress)
             fputc('\n', stderr);
@@ -925,7 +965,6 @@ static int click_open(struct run *r, struct err *e)
     r->cev = calloc(r->ccap, sizeof(*r->cev));
     r->cin = calloc(r->ccap, sizeof(*r->cin));
     r->cp = calloc(r->ccap, sizeof(*r->cp));
-    buf_init(&r->json, 0);
     if (!r->cev || !r->cin || !r->cp)
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", r->ccap);
     return cstep_open(&r->cs, r->cf, r->ccap, r->st, r->cov, e);
@@ -938,7 +977,6 @@ static void click_close(struct run *r)
     free(r->cev);
     free(r->cin);
     free(r->cp);
-    buf_free(&r->json);
 }
 
 static int click_loop(struct run *r, struct err *e)
@@ -969,6 +1007,102 @@ static int click_loop(struct run *r, struct err *e)
         return err_set(e, ERR_IO, "interrupted after %llu events: output incomplete",
                        (unsigned long long)r->n);
     return ERR_OK;
+}
+
+/* ---- images: the images worker's step (common/grader.h) in batches ---- */
+
+/* The prediction record as the worker publishes it, then as JSON (the
+ * fields `streamml consume` shows for predictions.images) and/or Avro on
+ * --output-topic. */
+static int emit_image(struct run *r, const struct image_prediction *p, struct err *e)
+{
+    buf_reset(&r->enc);
+    if (codec_encode_image_prediction(r->cd, p, &r->enc, e))
+        return e->code;
+    if (r->out) {
+        buf_reset(&r->json);
+        if (codec_to_json(r->cd, r->enc.data, r->enc.len, &r->json, e))
+            return e->code;
+        fwrite(r->json.data, 1, strlen((const char *)r->json.data), r->out);
+        fputc('\n', r->out);
+    }
+    if (r->q && (kq_produce(r->q, r->a->out_topic, p->patient_id, strlen(p->patient_id),
+                            r->enc.data, r->enc.len, NULL, e) ||
+                 kq_serve(r->q, 0, e) == ERR_FATAL))
+        return e->code;
+    return ERR_OK;
+}
+
+static int grade_batch(struct run *r, size_t n, struct err *e)
+{
+    grader_run(r->gr, r->preds, n);
+    for (size_t i = 0; i < n; i++) {
+        const struct image_prediction *p = &r->preds[i];
+        r->graded += p->ok;
+        r->referable += p->ok && p->referable;
+        r->ungradable += !p->ok;
+        if (emit_image(r, p, e))
+            return e->code;
+    }
+    grader_begin(r->gr);
+    return ERR_OK;
+}
+
+static int replay_images(struct run *r, struct err *e)
+{
+    const struct rp_rec *rec;
+    size_t n = 0, cap = grader_batch(r->gr);
+    int rc = 0;
+
+    grader_begin(r->gr);
+    while (g_run && (rc = rp_input_next(r->in, &rec, e)) == 1) {
+        if (rec->rc != ERR_OK) {
+            report_invalid(r, rec);
+            continue;
+        }
+        grader_add(r->gr, n, &rec->img, rec->source, rec->partition, rec->offset, &r->preds[n]);
+        r->n++;
+        if (++n == cap) {
+            if (grade_batch(r, n, e))
+                return e->code;
+            n = 0;
+        }
+        show_progress(r, 0);
+    }
+    if (rc < 0)
+        return rc;
+    if (n && grade_batch(r, n, e))
+        return e->code;
+    if (!g_run)
+        return err_set(e, ERR_IO, "interrupted after %llu events: output incomplete",
+                       (unsigned long long)r->n);
+    return ERR_OK;
+}
+
+static int open_grader(struct run *r, struct err *e)
+{
+    struct grader_opts o;
+
+    grader_opts_from_cfg(r->cf, &o);
+    o.cam_dir = r->a->cam_dir; /* a replay writes no overlay unless asked */
+    if (!(r->gr = grader_open(&o, e)))
+        return e->code;
+    if (!(r->preds = calloc(grader_batch(r->gr), sizeof(*r->preds))))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    return ERR_OK;
+}
+
+static void summary_images(struct run *r)
+{
+    double secs = (double)(pipe_now_us() - r->t0_us) / 1e6;
+
+    show_progress(r, 1);
+    fprintf(stderr,
+            "replay: %llu image predictions in %.2f s (%.1f images/s): graded %llu (referable "
+            "%llu), ungradable %llu; %llu invalid\n",
+            (unsigned long long)r->n, secs, secs > 0 ? (double)r->n / secs : 0,
+            (unsigned long long)r->graded, (unsigned long long)r->referable,
+            (unsigned long long)r->ungradable, (unsigned long long)r->invalid);
 }
 
 static void summary(struct run *r)
@@ -1006,6 +1140,8 @@ static int run_open(struct run *r, struct err *e)
         return ERR_OK;
     if (r->a->stream == RP_CLICKSTREAM)
         return open_state(r, e) || click_open(r, e) || open_output(r, e) ? e->code : ERR_OK;
+    if (r->a->stream == RP_IMAGES)
+        return open_grader(r, e) || open_output(r, e) ? e->code : ERR_OK;
     if (!(r->sc = txn_scorer_open(r->cf, e)) || open_state(r, e) ||
         !(r->eng = rp_engine_open(r->st, NULL, e)) || open_output(r, e))
         return e->code;
@@ -1039,8 +1175,11 @@ static int run_close(struct run *r, int rc, struct err *e)
             log_info("deleted %ld Redis key(s) under %s", dropped, r->prefix);
     }
     txn_scorer_close(r->sc);
+    grader_close(r->gr);
+    free(r->preds);
     codec_close(r->cd);
     buf_free(&r->enc);
+    buf_free(&r->json);
     return rc;
 }
 
@@ -1059,24 +1198,29 @@ int cmd_replay(int argc, char **argv)
     signal(SIGTERM, on_signal);
     r.a = &a;
     buf_init(&r.enc, 0);
+    buf_init(&r.json, 0);
     r.progress = !a.quiet && isatty(STDERR_FILENO);
     r.t0_us = pipe_now_us();
     rc = run_open(&r, &e);
     if (rc == ERR_OK && !a.dry_run)
-        rc = a.stream == RP_CLICKSTREAM ? click_loop(&r, &e) : replay_loop(&r, &e);
+        rc = a.stream == RP_CLICKSTREAM ? click_loop(&r, &e)
+             : a.stream == RP_IMAGES    ? replay_images(&r, &e)
+                                        : replay_loop(&r, &e);
     /* Nothing read from a topic is a misspelt name, an empty topic or an
      * empty range: no backtest, so no success (and no empty output file). */
     if (rc == ERR_OK && !a.dry_run && !a.nfiles && g_run && r.n + r.invalid == 0)
         rc = err_set(&e, ERR_NOTFOUND,
                      "no events read from topic \"%s\"%s: a misspelt topic name, an empty "
                      "topic or an empty range (see streamml replay --dry-run)",
-                     a.topic ? a.topic : cfg_str(r.cf, "input.topic"),
+                     r.topic ? r.topic : "?",
                      a.from || a.to ? " in the range given" : "");
     if (!a.dry_run && r.cs)
         summary(&r); /* before run_close frees the step's counts */
     rc = run_close(&r, rc, &e);
     if (!a.dry_run && r.eng)
         summary(&r);
+    else if (!a.dry_run && r.gr)
+        summary_images(&r);
     cfg_free(r.cf);
     if (rc) {
         fprintf(stderr, "error: %s\n", e.msg);

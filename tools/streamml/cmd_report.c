@@ -6,6 +6,14 @@
  * and scipy in tests/test_report.c). Predictions are JSON lines as
  * `streamml replay` writes them; labels are CSV or JSON lines keyed by
  * event id, or the label field of transaction events on a topic.
+ *
+ * The images stream's predictions (`streamml consume` of
+ * predictions.images, `streamml replay --stream images`) are read as they
+ * are: keyed by image_id, graded ones scored by grade (QWK, confusion
+ * matrix), their published referable flag (sensitivity, specificity) and
+ * referable_probability (AUC, Brier, calibration); ungradable ones counted
+ * by reason. Image reports carry no credit wording (no approval rates, no
+ * good/bad).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -60,59 +68,75 @@ struct psi {
     size_t rows; /* joined rows that carried features */
 };
 
+#define MAX_REASONS 16
+
 /* The joined rows. */
 struct joined {
     double *p;
-    int *y, *grade;
+    int *y, *grade, *flag; /* flag: images, the published referable flag */
     size_t n, cap;
     int graded;
+    int kind; /* 0 not known yet (no line read), 1 event predictions, 2 image predictions */
     long dup, unlabelled;
+    long ungradable; /* images: labelled but ungradable, left out of the metrics */
+    char reason[MAX_REASONS][24];
+    long nreason[MAX_REASONS];
+    size_t nreasons;
     struct psi *psi; /* NULL: no --baseline */
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: streamml report -p PREDICTIONS (-l LABELS | --labels-topic T) [-o FILE]\n"
-            "                       [--gate METRIC>=X ...] [--referable N] [common options]\n\n"
-            "Joins a backtest's predictions with labels by event id and writes one\n"
-            "self-contained HTML report (inline SVG: ROC curve, score distribution by\n"
-            "label, calibration plot; metrics table) and a summary on stdout.\n\n"
-            "  -p, --predictions F  JSON lines from `streamml replay` (event_id,\n"
-            "                       probability; grade for graded outputs)\n"
-            "  -l, --labels F       CSV with event_id and label columns, or JSON lines\n"
-            "                       {\"event_id\":..,\"label\":..}; label 1 bad, 0 good\n"
-            "                       (a grade for graded outputs); empty or -1: unknown\n"
-            "      --labels-topic T the label field of the transaction events on T\n"
-            "                       (whole topic, assign() only)\n"
-            "  -o, --output F       HTML file (default backtest.html)\n"
-            "      --gate EXPR      auc, gini, ks, brier, qwk, sensitivity or specificity,\n"
-            "                       then >=, >, <= or <, then a number: \"auc>=0.8\".\n"
-            "                       Repeatable. A failed gate (or an undefined metric)\n"
-            "                       exits 3\n"
-            "      --referable N    graded outputs: grade >= N is referable (default 2)\n"
-            "      --baseline F     PSI of every feature (predictions written with\n"
-            "                       `replay --features`) and of the score against the\n"
-            "                       model's training baseline (`streamml profile`); gates\n"
-            "                       psi_score and psi_max (largest feature PSI)\n"
-            "      --train-features F --live-features F\n"
-            "                       adversarial validation: `streamml featurize` CSVs of\n"
-            "                       the training rows and of the replayed or live-captured\n"
-            "                       ones; a classifier separating them (stratified 5-fold)\n"
-            "                       and its AUC, WARNING above 0.6, and the features that\n"
-            "                       separate them most (tools/streamml/report_adv.c)\n"
-            "      --fairness-field NAME\n"
-            "                       fairness by outcome per group of NAME (a field of the\n"
-            "                       predictions, or a txn-v1 feature of `replay --features`\n"
-            "                       output): approval rate, TPR/FPR, disparate impact and\n"
-            "                       the 80%% rule (tools/streamml/report_fair.c)\n"
-            "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
-            "Metrics: AUC, Gini (2 AUC - 1), KS, Brier score, precision / recall /\n"
-            "approval rate at decision.review_threshold and decision.decline_threshold;\n"
-            "graded: quadratic weighted kappa, confusion matrix, sensitivity and\n"
-            "specificity of the referable flag; PSI with --baseline (the monitoring\n"
-            "baseline format, common/monitor.h, in builds that have it).\n"
-            "Exit codes: 0 ok, 1 bad input or I/O, 2 usage, 3 a gate failed.\n");
+    fprintf(
+        out,
+        "usage: streamml report -p PREDICTIONS (-l LABELS | --labels-topic T) [-o FILE]\n"
+        "                       [--gate METRIC>=X ...] [--referable N] [common options]\n\n"
+        "Joins a backtest's predictions with labels by event id and writes one\n"
+        "self-contained HTML report (inline SVG: ROC curve, score distribution by\n"
+        "label, calibration plot; metrics table) and a summary on stdout.\n\n"
+        "  -p, --predictions F  JSON lines from `streamml replay` (event_id,\n"
+        "                       probability; grade for graded outputs), or the images\n"
+        "                       stream's predictions as they are (image_id, status,\n"
+        "                       grade, referable, referable_probability: `streamml\n"
+        "                       consume -t predictions.images`, `replay --stream\n"
+        "                       images`); labels then give each image_id's true grade\n"
+        "  -l, --labels F       CSV with event_id (or image_id) and label columns, or\n"
+        "                       JSON lines {\"event_id\":..,\"label\":..}; label 1 bad, 0 good\n"
+        "                       (a grade for graded outputs); empty or -1: unknown\n"
+        "      --labels-topic T the label field of the transaction events on T\n"
+        "                       (whole topic, assign() only)\n"
+        "  -o, --output F       HTML file (default backtest.html)\n"
+        "      --gate EXPR      auc, gini, ks, brier, qwk, sensitivity or specificity,\n"
+        "                       then >=, >, <= or <, then a number: \"auc>=0.8\".\n"
+        "                       Repeatable. A failed gate (or an undefined metric)\n"
+        "                       exits 3\n"
+        "      --referable N    graded outputs: grade >= N is referable (default 2)\n"
+        "      --baseline F     PSI of every feature (predictions written with\n"
+        "                       `replay --features`) and of the score against the\n"
+        "                       model's training baseline (`streamml profile`); gates\n"
+        "                       psi_score and psi_max (largest feature PSI)\n"
+        "      --train-features F --live-features F\n"
+        "                       adversarial validation: `streamml featurize` CSVs of\n"
+        "                       the training rows and of the replayed or live-captured\n"
+        "                       ones; a classifier separating them (stratified 5-fold)\n"
+        "                       and its AUC, WARNING above 0.6, and the features that\n"
+        "                       separate them most (tools/streamml/report_adv.c)\n"
+        "      --fairness-field NAME\n"
+        "                       fairness by outcome per group of NAME (a field of the\n"
+        "                       predictions, or a txn-v1 feature of `replay --features`\n"
+        "                       output): approval rate, TPR/FPR, disparate impact and\n"
+        "                       the 80%% rule (tools/streamml/report_fair.c)\n"
+        "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
+        "Metrics: AUC, Gini (2 AUC - 1), KS, Brier score, precision / recall /\n"
+        "approval rate at decision.review_threshold and decision.decline_threshold;\n"
+        "graded: quadratic weighted kappa, confusion matrix, sensitivity and\n"
+        "specificity of the referable flag; PSI with --baseline (the monitoring\n"
+        "baseline format, common/monitor.h, in builds that have it).\n"
+        "Image predictions: QWK and confusion matrix of the grade, sensitivity and\n"
+        "specificity of the published referable flag (truth: grade >= --referable),\n"
+        "AUC and Brier score of referable_probability, ungradable images counted by\n"
+        "reason and left out.\n"
+        "Exit codes: 0 ok, 1 bad input or I/O, 2 usage, 3 a gate failed.\n");
 }
 
 static int parse_gate(const char *s, struct gate *g)
@@ -330,27 +354,91 @@ static const char *psi_name(const struct psi *ps, size_t f)
 
 /* ---- predictions ---- */
 
-static int joined_push(struct joined *j, double p, int y, int grade)
+static int joined_push(struct joined *j, double p, int y, int grade, int flag)
 {
     if (j->n == j->cap) {
         size_t cap = j->cap ? j->cap * 2 : 4096;
         double *np = realloc(j->p, cap * sizeof(*np));
         int *ny = np ? realloc(j->y, cap * sizeof(*ny)) : NULL;
         int *ng = ny ? realloc(j->grade, cap * sizeof(*ng)) : NULL;
+        int *nf = ng ? realloc(j->flag, cap * sizeof(*nf)) : NULL;
         if (np)
             j->p = np;
         if (ny)
             j->y = ny;
         if (ng)
             j->grade = ng;
-        if (!ng)
+        if (nf)
+            j->flag = nf;
+        if (!nf)
             return ERR_NOMEM;
         j->cap = cap;
     }
     j->p[j->n] = p;
     j->y[j->n] = y;
     j->grade[j->n] = grade;
+    j->flag[j->n] = flag;
     j->n++;
+    return ERR_OK;
+}
+
+static void count_reason(struct joined *j, const char *reason)
+{
+    size_t k = 0;
+
+    j->ungradable++;
+    while (k < j->nreasons && strcmp(j->reason[k], reason) != 0)
+        k++;
+    if (k == j->nreasons) {
+        if (k == MAX_REASONS - 1)
+            reason = "other"; /* the last slot takes the rest */
+        else
+            j->nreasons++;
+        snprintf(j->reason[k], sizeof(j->reason[k]), "%s", reason);
+    }
+    j->nreason[k]++;
+}
+
+/* One image prediction as the images stream publishes it. Graded: the
+ * grade, the published referable flag and P(referable); ungradable:
+ * counted by reason (they have no grade to score). */
+static int image_line(struct oc_table *l, struct joined *j, json_t *o, long no, const char *path,
+                      struct err *e)
+{
+    json_t *id = json_object_get(o, "image_id"), *st = json_object_get(o, "status");
+    json_t *gr = json_object_get(o, "grade"), *fl = json_object_get(o, "referable");
+    json_t *rp = json_object_get(o, "referable_probability");
+    int ok = json_is_string(st) && strcmp(json_string_value(st), "ok") == 0;
+    double p = json_number_value(rp);
+    long k;
+
+    if (!json_is_string(id) || !json_is_string(st))
+        return err_set(e, ERR_DECODE,
+                       "%s: line %ld: an image prediction needs image_id and "
+                       "status strings",
+                       path, no);
+    if (ok && (!json_is_integer(gr) || !json_is_boolean(fl) || !json_is_number(rp) ||
+               !(p >= 0 && p <= 1)))
+        return err_set(e, ERR_DECODE,
+                       "%s: line %ld: a graded image needs an integer grade, "
+                       "a boolean referable and referable_probability in [0, 1]",
+                       path, no);
+    if ((k = oc_find(l, json_string_value(id))) < 0) {
+        j->unlabelled++;
+        return ERR_OK;
+    }
+    if (oc_join(l, k)) {
+        j->dup++; /* a redelivered duplicate: the first one counts */
+        return ERR_OK;
+    }
+    if (!ok) {
+        json_t *why = json_object_get(o, "reason");
+        count_reason(j, json_is_string(why) ? json_string_value(why) : "unknown");
+        return ERR_OK;
+    }
+    j->graded = 1;
+    if (joined_push(j, p, (int)oc_value(l, k), (int)json_integer_value(gr), json_is_true(fl)))
+        return err_set(e, ERR_NOMEM, "out of memory");
     return ERR_OK;
 }
 
@@ -365,6 +453,23 @@ static int pred_line(struct oc_table *l, struct joined *j, const char *line, siz
 
     if (!o)
         return err_set(e, ERR_DECODE, "%s: line %ld: %s", path, no, je.text);
+    k = json_object_get(o, "image_id") && !json_object_get(o, "event_id") ? 2 : 1;
+    if (j->kind && j->kind != k) {
+        json_decref(o);
+        return err_set(e, ERR_DECODE, "%s: line %ld: an %s prediction among %s ones", path, no,
+                       k == 2 ? "image" : "event", k == 2 ? "event" : "image");
+    }
+    j->kind = (int)k;
+    if (k == 2) {
+        if (j->psi)
+            rc = err_set(e, ERR_CONFIG,
+                         "--baseline: PSI of transaction features; image "
+                         "predictions carry none");
+        else
+            rc = image_line(l, j, o, no, path, e);
+        json_decref(o);
+        return rc;
+    }
     id = json_object_get(o, "event_id");
     pr = json_object_get(o, "probability");
     gr = json_object_get(o, "grade");
@@ -388,7 +493,7 @@ static int pred_line(struct oc_table *l, struct joined *j, const char *line, siz
                      json_string_value(id), (int)oc_value(l, k));
     else {
         j->graded |= gr != NULL;
-        rc = joined_push(j, p, (int)oc_value(l, k), gr ? (int)json_integer_value(gr) : -1);
+        rc = joined_push(j, p, (int)oc_value(l, k), gr ? (int)json_integer_value(gr) : -1, -1);
         if (rc)
             err_set(e, ERR_NOMEM, "out of memory");
         else if (j->psi)
@@ -461,7 +566,10 @@ static int compute(struct joined *j, const struct cfg *cf, int referable, struct
             free(y);
             return e->code;
         }
-        bt_referable(j->y, j->grade, j->n, referable, &r->sens, &r->spec);
+        if (j->kind == 2) /* the flag the stream published, not a grade cut */
+            bt_referable(y, j->flag, j->n, 1, &r->sens, &r->spec);
+        else
+            bt_referable(j->y, j->grade, j->n, referable, &r->sens, &r->spec);
     }
     for (size_t i = 0; i < j->n; i++) {
         int b = (int)(j->p[i] * HIST_BINS);
@@ -472,8 +580,10 @@ static int compute(struct joined *j, const struct cfg *cf, int referable, struct
     r->gini = 2 * r->auc - 1;
     r->ks = bt_ks(j->p, y, j->n);
     r->brier = bt_brier(j->p, y, j->n);
-    bt_at(j->p, y, j->n, cfg_double(cf, "decision.review_threshold"), &r->at[0]);
-    bt_at(j->p, y, j->n, cfg_double(cf, "decision.decline_threshold"), &r->at[1]);
+    if (j->kind != 2) { /* decision thresholds: the transactions stream's */
+        bt_at(j->p, y, j->n, cfg_double(cf, "decision.review_threshold"), &r->at[0]);
+        bt_at(j->p, y, j->n, cfg_double(cf, "decision.decline_threshold"), &r->at[1]);
+    }
     r->fpr = calloc(j->n + 1, sizeof(double));
     r->tpr = calloc(j->n + 1, sizeof(double));
     if (!r->fpr || !r->tpr) {
@@ -577,7 +687,22 @@ static void svg_roc(FILE *o, const struct results *r)
     fprintf(o, "\"/></svg>\n");
 }
 
-static void svg_hist(FILE *o, const struct results *r)
+/* What a report calls its score and classes: transactions (P(bad), good
+ * and bad) or images (P(referable), referable or not). */
+struct words {
+    const char *score, *neg, *pos, *title;
+};
+
+static const struct words txn_words = {"P(bad)", "good", "bad", "Backtest report"};
+static const struct words img_words = {"P(referable)", "not referable", "referable",
+                                       "Image grading report"};
+
+static const struct words *words_of(const struct joined *j)
+{
+    return j->kind == 2 ? &img_words : &txn_words;
+}
+
+static void svg_hist(FILE *o, const struct results *r, const struct words *w)
 {
     size_t tot[2] = {r->n - r->pos, r->pos};
     double top = 0, bw = (W - 2 * PAD) / HIST_BINS;
@@ -587,7 +712,7 @@ static void svg_hist(FILE *o, const struct results *r)
         for (int b = 0; b < HIST_BINS; b++)
             if (tot[c] && (double)r->hist[c][b] / (double)tot[c] > top)
                 top = (double)r->hist[c][b] / (double)tot[c];
-    svg_axes(o, "Score distribution by label", "P(bad)", "share of class (scaled)");
+    svg_axes(o, "Score distribution by label", w->score, "share of class (scaled)");
     for (int c = 0; c < 2; c++)
         for (int b = 0; b < HIST_BINS && tot[c] && top > 0; b++) {
             double h = (double)r->hist[c][b] / (double)tot[c] / top;
@@ -597,14 +722,19 @@ static void svg_hist(FILE *o, const struct results *r)
                     sx(0) + b * bw, sy(h), bw, sy(0) - sy(h), colour[c]);
         }
     fprintf(o,
-            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">good (%zu)</text>"
-            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">bad (%zu)</text></svg>\n",
-            sx(0.62), sy(0.92), colour[0], tot[0], sx(0.62), sy(0.84), colour[1], tot[1]);
+            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">%s (%zu)</text>"
+            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">%s (%zu)</text></svg>\n",
+            sx(0.56), sy(0.92), colour[0], w->neg, tot[0], sx(0.56), sy(0.84), colour[1], w->pos,
+            tot[1]);
 }
 
-static void svg_calibration(FILE *o, const struct results *r)
+static void svg_calibration(FILE *o, const struct results *r, const struct words *w)
 {
-    svg_axes(o, "Calibration", "mean predicted P(bad)", "observed share bad");
+    char xl[64], yl[64];
+
+    snprintf(xl, sizeof(xl), "mean predicted %s", w->score);
+    snprintf(yl, sizeof(yl), "observed share %s", w->pos);
+    svg_axes(o, "Calibration", xl, yl);
     svg_diagonal(o);
     fprintf(o, "<polyline fill=\"none\" stroke=\"#27ae60\" stroke-width=\"2\" points=\"");
     for (size_t i = 0; i < r->ncal; i++)
@@ -612,7 +742,7 @@ static void svg_calibration(FILE *o, const struct results *r)
     fprintf(o, "\"/>\n");
     for (size_t i = 0; i < r->ncal; i++)
         fprintf(o,
-                "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#27ae60\"><title>%zu events"
+                "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#27ae60\"><title>%zu rows"
                 "</title></circle>\n",
                 sx(r->mean[i]), sy(r->frac[i]), r->cnt[i]);
     fprintf(o, "</svg>\n");
@@ -642,6 +772,47 @@ static void html_row(FILE *o, const char *name, double v)
     else
         fprintf(o, "%.6f", v);
     fputs("</td></tr>\n", o);
+}
+
+static void html_confusion(FILE *o, const struct results *r)
+{
+    fputs("<h2>Confusion matrix (rows: truth, columns: predicted grade)</h2><table><tr><th></th>",
+          o);
+    for (size_t c = 0; c < r->ngrades; c++)
+        fprintf(o, "<th>%d</th>", r->labels[c]);
+    fputs("</tr>\n", o);
+    for (size_t a = 0; a < r->ngrades; a++) {
+        fprintf(o, "<tr><th>%d</th>", r->labels[a]);
+        for (size_t c = 0; c < r->ngrades; c++)
+            fprintf(o, "<td>%zu</td>", r->confusion[a * r->ngrades + c]);
+        fputs("</tr>\n", o);
+    }
+    fputs("</table>\n", o);
+}
+
+/* Images: grading metrics only, with the ungradable images by reason. */
+static void html_image_tables(FILE *o, const struct results *r, const struct joined *j,
+                              int referable)
+{
+    fputs("<table><tr><th>metric</th><th>value</th></tr>\n", o);
+    fprintf(o,
+            "<tr><td>graded images joined</td><td>%zu (%zu referable: grade &gt;= %d)</td>"
+            "</tr>\n",
+            r->n, r->pos, referable);
+    fprintf(o, "<tr><td>ungradable images (left out)</td><td>%ld", j->ungradable);
+    for (size_t k = 0; k < j->nreasons; k++) {
+        fprintf(o, "%s", k ? ", " : ": ");
+        html_escape(o, j->reason[k]);
+        fprintf(o, " %ld", j->nreason[k]);
+    }
+    fputs("</td></tr>\n", o);
+    html_row(o, "quadratic weighted kappa", r->qwk);
+    html_row(o, "sensitivity (published referable flag)", r->sens);
+    html_row(o, "specificity (published referable flag)", r->spec);
+    html_row(o, "AUC of P(referable)", r->auc);
+    html_row(o, "Brier score of P(referable)", r->brier);
+    fputs("</table>\n", o);
+    html_confusion(o, r);
 }
 
 static void html_tables(FILE *o, const struct results *r, const struct joined *j)
@@ -682,47 +853,40 @@ static void html_tables(FILE *o, const struct results *r, const struct joined *j
             html_row(o, psi_name(j->psi, f), j->psi->value[f]);
         fputs("</table>\n", o);
     }
-    if (!j->graded)
-        return;
-    fputs("<h2>Confusion matrix (rows: truth, columns: predicted grade)</h2><table><tr><th></th>",
-          o);
-    for (size_t c = 0; c < r->ngrades; c++)
-        fprintf(o, "<th>%d</th>", r->labels[c]);
-    fputs("</tr>\n", o);
-    for (size_t a = 0; a < r->ngrades; a++) {
-        fprintf(o, "<tr><th>%d</th>", r->labels[a]);
-        for (size_t c = 0; c < r->ngrades; c++)
-            fprintf(o, "<td>%zu</td>", r->confusion[a * r->ngrades + c]);
-        fputs("</tr>\n", o);
-    }
-    fputs("</table>\n", o);
+    if (j->graded)
+        html_confusion(o, r);
 }
 
 static int write_html(const char *path, const struct rep_args *a, const struct results *r,
                       const struct joined *j, const struct report_adv *adv, const struct fair *fair,
                       struct err *e)
 {
+    const struct words *w = words_of(j);
     struct out *ou;
     FILE *o;
 
     if (out_open(&ou, path, e))
         return e->code;
     o = out_file(ou);
-    fputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>streamml backtest"
-          "</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
-          "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-          "svg{margin:0 1em 1em 0}</style></head><body>\n<h1>Backtest report</h1>\n<p>"
-          "Predictions: ",
-          o);
+    fprintf(o,
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>streamml %s"
+            "</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
+            "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "svg{margin:0 1em 1em 0}</style></head><body>\n<h1>%s</h1>\n<p>"
+            "Predictions: ",
+            w->title, w->title);
     html_escape(o, a->preds);
     fputs("<br>Labels: ", o);
     html_escape(o, a->labels ? a->labels : a->labels_topic);
     fprintf(o, "<br>%zu joined, %ld duplicate prediction(s) ignored, %ld unlabelled</p>\n", r->n,
             j->dup, j->unlabelled);
-    html_tables(o, r, j);
+    if (j->kind == 2)
+        html_image_tables(o, r, j, a->referable);
+    else
+        html_tables(o, r, j);
     svg_roc(o, r);
-    svg_hist(o, r);
-    svg_calibration(o, r);
+    svg_hist(o, r, w);
+    svg_calibration(o, r, w);
     if (adv)
         report_adv_html(o, adv);
     if (fair)
@@ -733,11 +897,49 @@ static int write_html(const char *path, const struct rep_args *a, const struct r
 
 /* ---- summary and gates ---- */
 
-static int summary(const struct rep_args *a, const struct results *r, const struct joined *j,
-                   size_t nlabels, size_t label_only)
+static int gates(const struct rep_args *a, const struct results *r, const struct joined *j)
 {
     int failed = 0;
 
+    for (int g = 0; g < a->ngates; g++) {
+        double v = metric(r, j->psi, a->gates[g].metric);
+        int ok = gate_passes(&a->gates[g], v);
+        printf("gate %s: %s (%.6f)\n", a->gates[g].text, ok ? "pass" : "FAIL", v);
+        failed |= !ok;
+    }
+    return failed;
+}
+
+static int summary_images(const struct rep_args *a, const struct results *r, const struct joined *j,
+                          size_t nlabels, size_t label_only)
+{
+    printf("report: joined %zu graded image predictions with labels (%zu referable: grade >= "
+           "%d); %ld ungradable",
+           r->n, r->pos, a->referable, j->ungradable);
+    for (size_t k = 0; k < j->nreasons; k++)
+        printf("%s%s %ld", k ? ", " : " (", j->reason[k], j->nreason[k]);
+    printf("%s; %ld duplicate, %ld unlabelled, %zu of %zu labels without prediction\n",
+           j->nreasons ? ")" : "", j->dup, j->unlabelled, label_only, nlabels);
+    printf("qwk %.6f  sensitivity %.6f  specificity %.6f (published referable flag)\n", r->qwk,
+           r->sens, r->spec);
+    printf("auc %.6f  brier %.6f (referable_probability)\n", r->auc, r->brier);
+    printf("confusion (rows: truth, columns: predicted grade):\n");
+    for (size_t c = 0; c < r->ngrades; c++)
+        printf("%s%d", c ? " " : "    ", r->labels[c]);
+    for (size_t t = 0; t < r->ngrades; t++) {
+        printf("\n%d:", r->labels[t]);
+        for (size_t c = 0; c < r->ngrades; c++)
+            printf(" %zu", r->confusion[t * r->ngrades + c]);
+    }
+    printf("\n");
+    return gates(a, r, j);
+}
+
+static int summary(const struct rep_args *a, const struct results *r, const struct joined *j,
+                   size_t nlabels, size_t label_only)
+{
+    if (j->kind == 2)
+        return summary_images(a, r, j, nlabels, label_only);
     printf("report: joined %zu predictions with labels (%zu bad); %ld duplicate, %ld "
            "unlabelled, %zu of %zu labels without prediction\n",
            r->n, r->pos, j->dup, j->unlabelled, label_only, nlabels);
@@ -753,13 +955,7 @@ static int summary(const struct rep_args *a, const struct results *r, const stru
                j->psi->max, j->psi->max_name ? j->psi->max_name : "-", j->psi->rows);
     else
         printf("psi: not computed (no --baseline)\n");
-    for (int g = 0; g < a->ngates; g++) {
-        double v = metric(r, j->psi, a->gates[g].metric);
-        int ok = gate_passes(&a->gates[g], v);
-        printf("gate %s: %s (%.6f)\n", a->gates[g].text, ok ? "pass" : "FAIL", v);
-        failed |= !ok;
-    }
-    return failed;
+    return gates(a, r, j);
 }
 
 int cmd_report(int argc, char **argv)
@@ -794,6 +990,13 @@ int cmd_report(int argc, char **argv)
         rc = read_predictions(l, &j, a.preds, &e);
     if (rc == ERR_OK && j.psi)
         psi_finish(&ps);
+    /* fairness compares credit decisions (approve/review/decline) by group;
+     * the images stream publishes grades, so say so rather than a decode error */
+    if (rc == ERR_OK && a.fair_field && j.kind == 2)
+        rc = err_set(&e, ERR_CONFIG,
+                     "--fairness-field %s: fairness by outcome needs credit decisions "
+                     "(approve/review/decline); %s holds image predictions",
+                     a.fair_field, a.preds);
     if (rc == ERR_OK)
         rc = compute(&j, cf, a.referable, &r, &e);
     if (rc == ERR_OK && with_adv)
@@ -820,6 +1023,7 @@ int cmd_report(int argc, char **argv)
     free(j.p);
     free(j.y);
     free(j.grade);
+    free(j.flag);
     oc_close(l);
     cfg_free(cf);
     if (rc) {
