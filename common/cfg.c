@@ -148,6 +148,9 @@ static const struct key_def keys[] = {
     {"images.referable_threshold", K_DBL, -1, 1, "-1",
      "P(grade >= 2) above which an image is referable; -1: the model's metadata"},
     {"images.cam_dir", K_STR, 0, 0, "", "directory of CAM overlay PNGs (empty: none written)"},
+    {"images.quality", K_STR, 0, 0, "models/images/quality.json",
+     "image quality limits (streamml quality); failing images are ungradable: "
+     "low_quality:<check> (empty: no checks)"},
     {"images.cam_features", K_STR, 0, 0, "",
      "one-output models: the value holding the last feature map (default: metadata)"},
     /* clickstream worker (workers/clickstream) */

@@ -8,10 +8,12 @@
 
 #include "cam.h"
 #include "grader.h"
+#include "imgq.h"
 #include "log.h"
 #include "onnx.h"
 
 #define MODEL_ERROR "model_error"
+#define LOW_QUALITY "low_quality:" /* + imgq_check_name */
 
 struct grader {
     struct onnx_model *m;
@@ -24,6 +26,8 @@ struct grader {
     char name[64], version[32];
     char cam_dir[512];
     struct img_loader *ld;
+    struct imgq *q; /* NULL: no quality checks */
+    struct imgq_limits qlim;
     size_t cap; /* images per forward pass */
     int *row;   /* slot -> row of the batch tensor, -1 none */
     int rows;
@@ -52,6 +56,7 @@ void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o)
                                 .min_side = (int)cfg_int(cf, "images.min_side"),
                                 .max_scans = (int)cfg_int(cf, "images.max_scans"),
                                 .jpeg_max_memory = (long)cfg_int(cf, "images.jpeg_max_memory")};
+    o->quality = cfg_str(cf, "images.quality");
 }
 
 /* ---- the model ---- */
@@ -253,6 +258,14 @@ struct grader *grader_open(const struct grader_opts *o, struct err *e)
     }
     if (open_model(g, o, e) || img_loader_open(&g->ld, &o->load, e) || alloc_batch(g, e))
         goto fail;
+    if (o->quality && *o->quality) {
+        if (imgq_limits_load(&g->qlim, o->quality, e)) {
+            err_wrap(e, "images.quality (empty: no quality checks)");
+            goto fail;
+        }
+        if (imgq_open(&g->q, e))
+            goto fail;
+    }
     return g;
 fail:
     grader_close(g);
@@ -271,6 +284,7 @@ void grader_close(struct grader *g)
     free(g->cam_w);
     img_free(&g->im);
     img_loader_close(g->ld);
+    imgq_close(g->q);
     onnx_close(g->m);
     free(g);
 }
@@ -331,7 +345,9 @@ int grader_reason_index(const struct image_prediction *p)
     for (int r = 0; r < IMG_NREASONS; r++)
         if (strcmp(p->reason, img_reason_name((enum img_reason)r)) == 0)
             return r;
-    return IMG_NREASONS; /* model_error */
+    if (strncmp(p->reason, LOW_QUALITY, strlen(LOW_QUALITY)) == 0)
+        return GRADER_LOW_QUALITY;
+    return GRADER_MODEL_ERROR;
 }
 
 void grader_begin(struct grader *g)
@@ -372,6 +388,30 @@ static void init_prediction(const struct grader *g, struct image_prediction *p,
     p->src_offset = offset;
 }
 
+/* The quality checks on the decoded image, before preprocessing: a blurred
+ * or badly exposed photograph is refused rather than given a grade that
+ * would pass for a real one. 0 with p ungradable when it fails. */
+static int quality_ok(struct grader *g, struct image_prediction *p)
+{
+    struct imgq_values v;
+    enum imgq_check c;
+    char reason[sizeof(p->reason)], detail[sizeof(p->detail)];
+    struct err e = {0};
+
+    if (imgq_measure(g->q, &g->im, &v, &e)) {
+        grader_ungradable(p, img_reason_name(e.code == ERR_NOMEM ? IMG_TOO_LARGE : IMG_CORRUPT),
+                          e.msg);
+        return 0;
+    }
+    c = imgq_judge(&g->qlim, &v);
+    if (c == IMGQ_OK)
+        return 1;
+    snprintf(reason, sizeof(reason), LOW_QUALITY "%s", imgq_check_name(c));
+    imgq_detail(&g->qlim, &v, c, detail, sizeof(detail));
+    grader_ungradable(p, reason, detail);
+    return 0;
+}
+
 void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
                 int32_t partition, int64_t offset, struct image_prediction *p)
 {
@@ -386,6 +426,8 @@ void grader_add(struct grader *g, size_t i, const struct image_event *ev, const 
         grader_ungradable(p, img_reason_name(why), e.msg);
         return;
     }
+    if (g->q && !quality_ok(g, p))
+        return;
     if (ensure_scratch(g, img_preprocess_scratch(&g->im, nm))) {
         grader_ungradable(p, img_reason_name(IMG_TOO_LARGE), "out of memory for preprocessing");
         return;

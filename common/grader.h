@@ -37,11 +37,12 @@ struct grader_opts {
     const char *cam_dir;      /* CAM overlay PNGs written here; ""/NULL: none */
     size_t batch;             /* images per forward pass, >= 1 */
     struct img_opts load;     /* image loading limits */
+    const char *quality;      /* imgq limits JSON; ""/NULL: no quality checks */
 };
 
 /* The images.* keys of cf (images.model, images.cam_features,
- * images.referable_threshold, images.cam_dir, images.batch, the loader's
- * limits). The strings are cf's: it must outlive the options. */
+ * images.referable_threshold, images.cam_dir, images.batch, images.quality,
+ * the loader's limits). The strings are cf's: it must outlive the options. */
 void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o);
 
 /* Counters since open. */
@@ -68,8 +69,10 @@ const struct grader_counts *grader_counts(const struct grader *g);
 void grader_begin(struct grader *g);
 /* Slot i (< grader_batch) of the batch: p is initialised from ev and its
  * source (ids, event time, model, threshold, topic/partition/offset), then
- * the image is loaded and preprocessed into the batch tensor's next row, or
- * p is left ungradable with the reason (img_reason_name) and the detail. */
+ * the image is loaded, checked (imgq, when the options name quality limits)
+ * and preprocessed into the batch tensor's next row, or p is left
+ * ungradable with the reason (img_reason_name, or "low_quality:<check>"
+ * with imgq_detail's text) and the detail. */
 void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
                 int32_t partition, int64_t offset, struct image_prediction *p);
 /* One forward pass over the rows added since grader_begin; p[0..n) are the
@@ -81,10 +84,15 @@ void grader_run(struct grader *g, struct image_prediction *p, size_t n);
  * probabilities, grade, expected grade, P(grade >= 2) and the referable
  * flag. -1 (p untouched but for the count) if a logit is not finite. */
 int grader_score(struct image_prediction *p, const float *logits, double threshold);
-/* p ungradable: reason (an img_reason_name or "model_error"), detail. */
+/* p ungradable: reason (an img_reason_name, "low_quality:<check>" or
+ * "model_error"), detail. */
 void grader_ungradable(struct image_prediction *p, const char *reason, const char *detail);
-/* Index of p's ungradable reason: an enum img_reason, or IMG_NREASONS for
- * model_error; -1 when p is graded. */
+/* Counter slots of the ungradable reasons: the enum img_reason values, then
+ * these two. */
+#define GRADER_LOW_QUALITY IMG_NREASONS       /* "low_quality:<check>", any check */
+#define GRADER_MODEL_ERROR (IMG_NREASONS + 1) /* "model_error" */
+#define GRADER_NREASONS (IMG_NREASONS + 2)
+/* Index of p's ungradable reason (< GRADER_NREASONS); -1 when p is graded. */
 int grader_reason_index(const struct image_prediction *p);
 
 #endif

@@ -55,6 +55,9 @@ static const char *const cases[][3] = {
     {"tiny", "tiny.png", "too_small"},       {"corrupt", "corrupt.png", "corrupt"},
     {"trunc", "truncated.jpg", "truncated"}, {"gone", "gone.png", "missing"},
     {"up", "../outside.png", "forbidden"},
+    /* the quality checks (images.quality's default limits) */
+    {"blur", "lowq/blurred.png", "low_quality:sharpness"},
+    {"dark", "lowq/dark.png", "low_quality:dark"},
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
@@ -190,9 +193,10 @@ static int setup(void **st)
     if (!v || !mkdtemp(v->dir))
         return -1;
     snprintf(v->root, sizeof(v->root), "%s/root", v->dir);
-    if (sh("mkdir -p %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ && cp " FIX "/tiny.png " FIX
-           "/corrupt.png " FIX "/truncated.jpg %s/ && cp " FIX "/rgb.png %s/outside.png",
-           v->root, v->root, v->root, v->dir) ||
+    if (sh("mkdir -p %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ && cp -r " SAMPLES
+           "/lowq %s/ && cp " FIX "/tiny.png " FIX "/corrupt.png " FIX
+           "/truncated.jpg %s/ && cp " FIX "/rgb.png %s/outside.png",
+           v->root, v->root, v->root, v->root, v->dir) ||
         test_broker_start(&v->broker, TOPICS))
         return -1;
     *st = v;

@@ -30,7 +30,6 @@
 #include "predmon.h"
 #include "worker.h"
 
-#define MODEL_ERROR IMG_NREASONS /* counter slot past the image reasons */
 
 struct images {
     struct wk *w;
@@ -39,7 +38,7 @@ struct images {
     struct image_event *evs;
     struct image_prediction *preds;
     char model_file[512]; /* the file serving now (reload may change images.model) */
-    uint64_t ok, ungradable, referable, reasons[IMG_NREASONS + 1];
+    uint64_t ok, ungradable, referable, reasons[GRADER_NREASONS];
     struct grader_counts done; /* of the graders replaced by reloads */
 };
 
@@ -136,7 +135,7 @@ static void count(struct images *s, const struct image_prediction *p)
         return;
     }
     s->ungradable++;
-    s->reasons[grader_reason_index(p)]++; /* MODEL_ERROR: model_error */
+    s->reasons[grader_reason_index(p)]++;
 }
 
 /* An ungradable image counts as an error (mon_observe's degraded flag). */
@@ -203,7 +202,8 @@ static void images_summary(void *self, double secs, uint64_t messages)
 
     log_info("summary: %llu messages in %.1f s: %llu graded (%llu referable), %llu ungradable "
              "(too_small %llu, corrupt %llu, truncated %llu, missing %llu, unsupported_type "
-             "%llu, too_large %llu, forbidden %llu, fetch_failed %llu, model_error %llu); %llu "
+             "%llu, too_large %llu, forbidden %llu, fetch_failed %llu, low_quality %llu, model_error %llu); "
+             "%llu "
              "forward passes (%.2f images each), %llu CAM overlays written, %llu failed",
              (unsigned long long)messages, secs, (unsigned long long)s->ok,
              (unsigned long long)s->referable, (unsigned long long)s->ungradable,
@@ -211,7 +211,8 @@ static void images_summary(void *self, double secs, uint64_t messages)
              (unsigned long long)n[IMG_TRUNCATED], (unsigned long long)n[IMG_MISSING],
              (unsigned long long)n[IMG_UNSUPPORTED_TYPE], (unsigned long long)n[IMG_TOO_LARGE],
              (unsigned long long)n[IMG_FORBIDDEN], (unsigned long long)n[IMG_FETCH_FAILED],
-             (unsigned long long)n[MODEL_ERROR], (unsigned long long)batches,
+             (unsigned long long)n[GRADER_LOW_QUALITY], (unsigned long long)n[GRADER_MODEL_ERROR],
+             (unsigned long long)batches,
              batches ? (double)rows / (double)batches : 0.0,
              (unsigned long long)(s->done.cams_written + g->cams_written),
              (unsigned long long)(s->done.cam_errors + g->cam_errors));
