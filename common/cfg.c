@@ -145,6 +145,8 @@ static const struct key_def keys[] = {
     {"clickstream.k", K_INT, 1, 64, "10", "items shown per click"},
     {"clickstream.candidates", K_INT, 1, 512, "50", "top GRU scores re-ranked by MMR"},
     {"clickstream.mmr_lambda", K_DBL, 0, 1, "0.5", "MMR: 1 = relevance only, 0 = diversity only"},
+    {"clickstream.ctr_horizon_s", K_INT, 1, 31536000, "1800",
+     "a later click of the session on a shown item within this is a click-through"},
     {"clickstream.epsilon", K_DBL, 0, 1, "0.05", "exploration probability per shown slot"},
     {"clickstream.history", K_INT, 1, 64, "20", "last items kept per session (excluded from results)"},
     {"clickstream.session_ttl_s", K_INT, 1, 31536000, "1800", "session state expiry after inactivity"},
