@@ -26,6 +26,13 @@ if /usr/bin/python3 tests/check_docs.py . "$BUILD"; then
 else
     fail=$((fail + 1)); crashed="$crashed check_docs.py"
 fi
+# The images training recipe: its loss equals a direct computation (issue 21).
+if /usr/bin/python3 tests/check_train_loss.py >/dev/null; then
+    pass=$((pass + 1))
+else
+    /usr/bin/python3 tests/check_train_loss.py | grep -v '^ok'
+    fail=$((fail + 1)); crashed="$crashed check_train_loss.py"
+fi
 # No file in common/ over 1,200 lines (issue 16: codec.c had grown to 2,900
 # lines doing nine jobs); a file that grows past it is split by job.
 long=$(wc -l common/*.c common/*.h | awk '$2 != "total" && $1 > 1200 {printf " %s(%d lines)", $2, $1}')

@@ -58,3 +58,17 @@ kill -TERM "$wpid"; wait "$wpid" || true
 
 $PY tools/demo_show.py images "$tmp/predictions.jsonl" "$tmp/events.jsonl"
 echo "   worker: $(grep -o 'summary: [^"]*' "$tmp/worker.log" | head -1)"
+
+# Image quality (issue 21): the limits of models/images/quality.json (from
+# training images, `streamml quality`) refuse a blurred and a dark copy of a
+# sample, and pass the sample itself.
+echo "== image quality: a sample, and its blurred and dark copies, against models/images/quality.json"
+"$SM" quality --limits models/images/quality.json "$SAMPLES/fundus_01_g1.png" \
+    "$SAMPLES/lowq/blurred.png" "$SAMPLES/lowq/dark.png" | sed 's/^/   /' || true
+
+# A model set (issue 21): the demo CNN (weight 2) with the CAM test net
+# (32 px, ImageNet normalisation; not trained on fundus images, so it shows
+# the mechanics: its own geometry, the weighted mean, the agreement).
+echo "== ensemble: fundus_cnn.onnx:2 + tests/fixtures/images/cam_net.onnx (members' own grades last)"
+"$SM" ensemble --models models/images/fundus_cnn.onnx:2,tests/fixtures/images/cam_net.onnx \
+    "$SAMPLES"/fundus_0[0-4]_*.png | sed 's/^/   /' || true

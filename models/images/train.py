@@ -10,6 +10,15 @@ for class-activation maps). metadata_props carry cam_weight (the final Linear
 weight initializer), input_size, mean, std, model_name, model_version and
 referable_threshold (P(grade >= 2) cut-off with held-out sensitivity >= 0.95).
 
+Training follows the seed's recipe: an imbalanced set (CLASS_SHARE, about
+70% grade 0), inverse-frequency class weights with square-root dampening,
+the ordinal loss (weighted cross entropy + 0.5 * |E[grade] - y|), and
+augmentations (flips, rotation 15 degrees, colour jitter 0.2, translation
+0.1). Half of the held-out images choose the referable threshold, the other
+half measure QWK, sensitivity and specificity (metrics.json; --compare
+measures another model, e.g. the previous one, on the same images).
+tests/check_train_loss.py checks the loss against a direct computation.
+
 Deterministic (fixed seeds). Writes into --out (default models/images):
   fundus_cnn.onnx, metrics.json (held-out QWK), samples/*.png|jpg (demo
   images), samples/events.jsonl (image events for the demo), and
@@ -34,8 +43,18 @@ RAW = 224          # generated image size
 INPUT = 112        # model input size (stride 16 -> 7x7 feature map)
 NCLASS = 5
 MODEL_NAME = "fundus-cnn"
-MODEL_VERSION = "1"
+MODEL_VERSION = "2"
 SENSITIVITY = 0.95  # target sensitivity of the referable flag on held-out images
+# The seed's recipe: screening data are imbalanced ("~70% level 0"); class
+# weights are the inverse frequency, dampened by a square root; the loss adds
+# an ordinal term, 0.5 * |E[grade] - y|, so that confusing 0 with 4 costs
+# more than 0 with 1; augmentations: flips, rotation 15 degrees, colour
+# jitter 0.2, translation 0.1.
+CLASS_SHARE = (0.70, 0.08, 0.12, 0.05, 0.05)
+ORDINAL_WEIGHT = 0.5
+ROTATION_DEG = 15.0
+TRANSLATE = 0.1
+JITTER = 0.2
 
 
 # ---- synthetic fundus images ----
@@ -163,26 +182,92 @@ def preprocess(imgs, mean, std):
     return torch.stack([tf(to_tensor(i)) for i in imgs])
 
 
+def draw_grades(rng, n):
+    """Grades in screening proportions (CLASS_SHARE: about 70% grade 0)."""
+    return rng.choice(NCLASS, size=n, p=CLASS_SHARE)
+
+
 def make_set(rng, n):
-    grades = rng.integers(0, NCLASS, n)
+    grades = draw_grades(rng, n)
     return [fundus(rng, int(g)) for g in grades], grades
 
 
-def train(model, x, y, seconds):
+# ---- the recipe: class weights, ordinal loss, augmentations ----
+
+def class_weights(y, ncls=NCLASS):
+    """Inverse class frequency with square-root dampening:
+    w_c = sqrt(N / (K * n_c)); a class absent from y gets the weight of a
+    class seen once."""
+    counts = np.bincount(np.asarray(y), minlength=ncls).astype(np.float64)
+    return torch.tensor(np.sqrt(len(y) / (ncls * np.maximum(counts, 1))), dtype=torch.float32)
+
+
+def ordinal_loss(logits, y, weights):
+    """Class-weighted cross entropy (torch's weighted mean: sum w_y * CE /
+    sum w_y) + ORDINAL_WEIGHT * mean |E[grade] - y|, E[grade] = sum_k k p_k."""
+    ce = F.cross_entropy(logits, y, weight=weights)
+    grades = torch.arange(logits.shape[1], dtype=logits.dtype)
+    expected = (torch.softmax(logits, 1) * grades).sum(1)
+    return ce + ORDINAL_WEIGHT * (expected - y.to(logits.dtype)).abs().mean()
+
+
+def augment(x, gen):
+    """Per image: horizontal and vertical flips (p 0.5 each), rotation by
+    U(-15, 15) degrees and translation by U(-0.1, 0.1) of the side (one
+    affine resampling, black outside as the fundus background), then
+    brightness, contrast and saturation factors in U(0.8, 1.2). x: [N,3,H,W]
+    in [0, 1], before normalisation."""
+    n = x.shape[0]
+
+    def u(*shape):
+        return torch.rand(*shape, generator=gen)
+
+    def col(v):
+        return v[:, None, None, None]
+
+    x = torch.where(col(u(n) < 0.5), x.flip(3), x)
+    x = torch.where(col(u(n) < 0.5), x.flip(2), x)
+    ang = (u(n) * 2 - 1) * math.radians(ROTATION_DEG)
+    t = (u(n, 2) * 2 - 1) * TRANSLATE * 2  # affine_grid's coordinates span 2
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1),
+                         torch.stack([sin, cos, t[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+    def factor():
+        return col(1 + (u(n) * 2 - 1) * JITTER)
+
+    def gray(v):
+        return (0.299 * v[:, 0] + 0.587 * v[:, 1] + 0.114 * v[:, 2])[:, None]
+
+    x = (x * factor()).clamp(0, 1)                                  # brightness
+    m = gray(x).mean((2, 3), keepdim=True)
+    x = (m + factor() * (x - m)).clamp(0, 1)                        # contrast
+    g = gray(x)
+    return (g + factor() * (x - g)).clamp(0, 1)                     # saturation
+
+
+def train(model, x, y, seconds, mean, std, epochs=0):
+    """x: resized images in [0, 1] (augmented, then normalised per batch).
+    Whole epochs until `seconds` have passed, or exactly `epochs` if > 0
+    (a loaded machine may fit a single epoch in the time budget)."""
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(1)
+    weights = class_weights(y.numpy())
+    mean_t = torch.tensor(mean)[None, :, None, None]
+    std_t = torch.tensor(std)[None, :, None, None]
+    print("class weights " + " ".join(f"{float(w):.3f}" for w in weights), flush=True)
     t0, epoch = time.time(), 0
-    while time.time() - t0 < seconds:
+    while (epoch < epochs) if epochs > 0 else (time.time() - t0 < seconds):
         model.train()
         perm = torch.randperm(len(x), generator=gen)
         tot = 0.0
         for i in range(0, len(x), 64):
             idx = perm[i:i + 64]
-            xb = x[idx]
-            if epoch % 2:  # cheap augmentation: horizontal flip
-                xb = torch.flip(xb, [3])
+            xb = (augment(x[idx], gen) - mean_t) / std_t
             logits, _ = model(xb)
-            loss = F.cross_entropy(logits, y[idx])
+            loss = ordinal_loss(logits, y[idx], weights)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -192,19 +277,57 @@ def train(model, x, y, seconds):
     return epoch
 
 
-def referable_threshold(model, x, y, target):
-    """Largest threshold on P(grade >= 2) whose held-out sensitivity for
-    referable cases (grade >= 2) is at least target: screening favours
-    sensitivity over specificity."""
+def referable_p(model, x):
+    """P(grade >= 2) of each image (the referable probability)."""
+    model.eval()
     with torch.no_grad():
-        p = torch.softmax(model(x)[0], 1)[:, 2:].sum(1).numpy()
+        return torch.softmax(model(x)[0], 1)[:, 2:].sum(1).numpy()
+
+
+def referable_threshold(p, y, target):
+    """Largest threshold on P(grade >= 2) whose sensitivity for referable
+    cases (grade >= 2) on these held-out images is at least target:
+    screening favours sensitivity over specificity."""
     ref = y >= 2
     best = 0.0
     for t in np.unique(np.concatenate([[0.0], p])):
         if (p[ref] > t).mean() >= target:
             best = max(best, float(t))
-    best = float(np.floor(best * 1e4) / 1e4)  # rounded down: sensitivity kept
-    return best, float((p[ref] > best).mean()), float((p[~ref] <= best).mean())
+    return float(np.floor(best * 1e4) / 1e4)  # rounded down: sensitivity kept
+
+
+def screening_metrics(probs, y, thr):
+    """QWK and accuracy of the argmax grade; sensitivity and specificity of
+    the referable flag P(grade >= 2) > thr."""
+    pred = probs.argmax(1)
+    p = probs[:, 2:].sum(1)
+    ref = y >= 2
+    return {"qwk": round(float(cohen_kappa_score(y, pred, weights="quadratic")), 4),
+            "accuracy": round(float((pred == y).mean()), 4),
+            "referable_sensitivity": round(float((p[ref] > thr).mean()), 4),
+            "referable_specificity": round(float((p[~ref] <= thr).mean()), 4)}
+
+
+def onnx_probs(streamml, path, imgs):
+    """Probabilities of an ONNX model on imgs, run by our runtime
+    (`streamml predict`), with the model's own input size, mean and std."""
+    import subprocess
+    import tempfile
+    import onnx
+    import torchvision.transforms as T
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+    size = int(meta.get("input_size", INPUT))
+    mean = [float(v) for v in meta["mean"].split(",")]
+    std = [float(v) for v in meta["std"].split(",")]
+    tf = T.Compose([T.Resize((size, size), antialias=True), T.Normalize(mean, std)])
+    x = torch.stack([tf(to_tensor(i)) for i in imgs]).numpy()
+    with tempfile.TemporaryDirectory() as d:
+        np.save(os.path.join(d, "x.npy"), x)
+        subprocess.run([streamml, "predict", "--model", path, "--input", os.path.join(d, "x.npy"),
+                        "--output", "logits=" + os.path.join(d, "y.npy")], check=True,
+                       stdout=subprocess.DEVNULL)
+        logits = torch.from_numpy(np.load(os.path.join(d, "y.npy")))
+    return torch.softmax(logits, 1).numpy(), float(meta.get("referable_threshold", "0.5"))
 
 
 def export(model, path, mean, std, threshold):
@@ -240,44 +363,77 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="models/images")
     ap.add_argument("--fixtures", default="tests/fixtures")
+    ap.add_argument("--name", default="fundus_cnn",
+                    help="model file stem: NAME.onnx and its metrics (metrics.json for "
+                         "fundus_cnn, NAME.metrics.json otherwise)")
+    ap.add_argument("--seed", type=int, default=0, help="torch seed (ensemble members differ)")
     ap.add_argument("--train", type=int, default=2500)
-    ap.add_argument("--test", type=int, default=500)
-    ap.add_argument("--seconds", type=float, default=100)
+    ap.add_argument("--test", type=int, default=600,
+                    help="held-out images: half choose the referable threshold, half measure")
+    ap.add_argument("--seconds", type=float, default=180)
+    ap.add_argument("--epochs", type=int, default=0,
+                    help="train exactly this many epochs instead of for --seconds")
+    ap.add_argument("--compare", metavar="ONNX",
+                    help="also measure this (current) model on the same held-out images")
+    ap.add_argument("--streamml", default="build/streamml", help="binary running --compare")
+    ap.add_argument("--no-samples", action="store_true",
+                    help="skip the demo samples and the parity fixture (ensemble members)")
     a = ap.parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(a.seed)
     torch.set_num_threads(2)
     rng = np.random.default_rng(7)
     os.makedirs(os.path.join(a.out, "samples"), exist_ok=True)
 
     t0 = time.time()
     tr_img, tr_y = make_set(rng, a.train)
-    te_img, te_y = make_set(rng, a.test)
+    ho_img, ho_y = make_set(rng, a.test)
+    nval = a.test // 2
+    va_img, va_y, te_img, te_y = ho_img[:nval], ho_y[:nval], ho_img[nval:], ho_y[nval:]
     px = np.stack([np.asarray(i, dtype=np.float32) / 255.0 for i in tr_img[:500]])
     mean = [float(round(v, 4)) for v in px.mean(axis=(0, 1, 2))]
     std = [float(round(v, 4)) for v in px.std(axis=(0, 1, 2))]
-    xtr, xte = preprocess(tr_img, mean, std), preprocess(te_img, mean, std)
-    print(f"data: {a.train}+{a.test} images in {time.time() - t0:.0f} s; mean {mean} std {std}")
+    xtr = preprocess(tr_img, [0.0] * 3, [1.0] * 3)  # augmented before normalisation
+    xva, xte = preprocess(va_img, mean, std), preprocess(te_img, mean, std)
+    share = np.bincount(tr_y, minlength=NCLASS) / len(tr_y)
+    print(f"data: {a.train}+{a.test} images in {time.time() - t0:.0f} s; grade shares "
+          f"{' '.join(f'{v:.3f}' for v in share)}; mean {mean} std {std}")
 
     model = FundusNet()
-    epochs = train(model, xtr, torch.from_numpy(tr_y).long(), a.seconds)
-    model.eval()
+    epochs = train(model, xtr, torch.from_numpy(tr_y).long(), a.seconds, mean, std, a.epochs)
+    thr = referable_threshold(referable_p(model, xva), va_y, SENSITIVITY)
     with torch.no_grad():
-        pred = model(xte)[0].argmax(1).numpy()
-    qwk = cohen_kappa_score(te_y, pred, weights="quadratic")
-    acc = float((pred == te_y).mean())
-    thr, sens, spec = referable_threshold(model, xte, te_y, SENSITIVITY)
-    print(f"held-out: QWK {qwk:.4f}, accuracy {acc:.4f}; referable threshold {thr:.4f} "
-          f"(sensitivity {sens:.3f}, specificity {spec:.3f})")
+        probs = torch.softmax(model(xte)[0], 1).numpy()
+    m = screening_metrics(probs, te_y, thr)
+    print(f"held-out: QWK {m['qwk']:.4f}, accuracy {m['accuracy']:.4f}; referable threshold "
+          f"{thr:.4f} (sensitivity {m['referable_sensitivity']:.3f}, specificity "
+          f"{m['referable_specificity']:.3f})")
+    metrics = {"model": MODEL_NAME, "version": MODEL_VERSION, "file": a.name + ".onnx",
+               "seed": a.seed, "recipe": {
+                   "class_share": list(CLASS_SHARE), "class_weights": "sqrt(N / (K n_c))",
+                   "loss": f"weighted cross entropy + {ORDINAL_WEIGHT} |E[grade] - y|",
+                   "augment": f"flips, rotation {ROTATION_DEG:g}, colour jitter {JITTER:g}, "
+                              f"translation {TRANSLATE:g}"},
+               "threshold_images": nval, "held_out_images": len(te_y),
+               "held_out_referable": int((te_y >= 2).sum()), **m,
+               "referable_threshold": round(thr, 4), "target_sensitivity": SENSITIVITY,
+               "epochs": epochs, "train_images": a.train, "input_size": INPUT}
+    if a.compare:
+        cprobs, cthr = onnx_probs(a.streamml, a.compare, te_img)
+        metrics["compared"] = {"file": os.path.basename(a.compare),
+                               "referable_threshold": cthr,
+                               **screening_metrics(cprobs, te_y, cthr)}
+        print(f"compared {a.compare}: {metrics['compared']}")
 
-    onnx_path = os.path.join(a.out, "fundus_cnn.onnx")
+    onnx_path = os.path.join(a.out, a.name + ".onnx")
     meta = export(model, onnx_path, mean, std, thr)
-    with open(os.path.join(a.out, "metrics.json"), "w") as f:
-        json.dump({"model": MODEL_NAME, "version": MODEL_VERSION, "held_out_images": a.test,
-                   "qwk": round(float(qwk), 4), "accuracy": round(acc, 4),
-                   "referable_threshold": round(thr, 4), "referable_sensitivity": round(sens, 4),
-                   "referable_specificity": round(spec, 4), "epochs": epochs,
-                   "train_images": a.train, "input_size": INPUT}, f, indent=2)
+    mpath = "metrics.json" if a.name == "fundus_cnn" else a.name + ".metrics.json"
+    with open(os.path.join(a.out, mpath), "w") as f:
+        json.dump(metrics, f, indent=2)
         f.write("\n")
+    if a.no_samples:
+        print(f"wrote {onnx_path} ({os.path.getsize(onnx_path)} bytes) in "
+              f"{time.time() - t0:.0f} s")
+        return 0
 
     # demo samples: two per grade, alternately PNG and JPEG, plus their events
     srng = np.random.default_rng(11)

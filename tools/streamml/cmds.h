@@ -21,6 +21,8 @@ int cmd_alerts(int argc, char **argv);    /* cmd_alerts.c: follow the monitoring
 int cmd_click_eval(int argc, char **argv); /* cmd_clickeval.c: clickstream offline quality */
 int cmd_abtest(int argc, char **argv);    /* cmd_abtest.c: champion/challenger analysis */
 int cmd_baseline(int argc, char **argv);  /* cmd_baseline.c: clickstream/images baselines */
+int cmd_quality(int argc, char **argv);   /* cmd_quality.c: image quality limits */
+int cmd_ensemble(int argc, char **argv);  /* cmd_ensemble.c: images graded by a model set */
 
 /* cmd_predict_onnx.c: predict and model inspect for .onnx files */
 int cmd_is_onnx(const char *path);                /* path ends in .onnx */
