@@ -107,7 +107,10 @@ int codec_encode_prediction(struct codec *c, const struct txn_prediction *p, str
                             struct err *e)
 {
     struct slot *s = &c->slot[c->known[CODEC_TXN_PREDICTION]];
+    int rc;
 
+    if (plan_encode_prediction(c, s, p, out, e, &rc))
+        return rc;
     avro_value_reset(&s->value);
     if (put_prediction(&s->value, p, e))
         return err_wrap(e, "encode prediction %s", p->event_id);
