@@ -487,7 +487,8 @@ int fill_txn(struct codec *c, const struct txn_event *ev, struct err *e)
         if (avro_value_get_by_index(&s->value, (size_t)c->txn[i].index, &v, NULL))
             return avro_fail(e, ERR_DECODE, txn_fields[i].name);
         if (put_txn_field(&txn_fields[i], &c->txn[i], &v, ev, e))
-            return err_wrap(e, "encode %s", ev->event_id);
+            return err_wrap(e, "encode %.*s", (int)strnlen(ev->event_id, sizeof(ev->event_id)),
+                            ev->event_id);
     }
     return ERR_OK;
 }

@@ -269,6 +269,31 @@ static void test_predictions_encode_byte_for_byte(void **state)
         fail_msg("only %ld of 2000 predictions encoded", d->encoded - before);
 }
 
+/* Found by fuzz_avro_plan: a prediction whose event_id fills its array
+ * (no NUL) was refused, but the error message read the id with %s, past
+ * the array (ASan: stack-buffer-overflow in err_wrap); here, into user_id. */
+static void test_unterminated_id_is_not_read_past_its_array(void **state)
+{
+    struct plan_diff *d = *state;
+    struct txn_prediction p;
+    struct txn_event ev;
+    struct err e = {0};
+
+    (void)d;
+    memset(&p, 0, sizeof(p));
+    memset(p.event_id, 'a', sizeof(p.event_id));
+    snprintf(p.user_id, sizeof(p.user_id), "zz-user");
+    assert_int_equal(codec_encode_prediction(d->ref, &p, &d->b, &e), ERR_DECODE);
+    assert_non_null(strstr(e.msg, "event_id is not NUL-terminated"));
+    assert_null(strstr(e.msg, "zz-user"));
+    assert_int_equal(codec_encode_prediction(d->plan, &p, &d->a, &e), ERR_DECODE);
+    event_txn_init(&ev);
+    memset(ev.event_id, 'a', sizeof(ev.event_id));
+    snprintf(ev.user_id, sizeof(ev.user_id), "zz-user");
+    assert_int_equal(codec_encode_txn(d->ref, &ev, &d->b, &e), ERR_DECODE);
+    assert_null(strstr(e.msg, "zz-user"));
+}
+
 /* Every input the fuzzers kept, through both decoders and encoders. */
 static void replay(struct plan_diff *d, const char *dir)
 {
@@ -315,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_writers_resolved_into_the_reader),
         cmocka_unit_test(test_default_mode_names_the_culprit),
         cmocka_unit_test(test_predictions_encode_byte_for_byte),
+        cmocka_unit_test(test_unterminated_id_is_not_read_past_its_array),
         cmocka_unit_test(test_fuzz_corpora_replay),
     };
     return cmocka_run_group_tests_name("avro_plan", tests, setup, teardown);
