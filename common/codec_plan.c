@@ -48,6 +48,12 @@ static int rd_varint(struct rd *r, int max_bytes, int64_t *out)
 {
     uint64_t u = 0;
 
+    /* Most varints of an event are one byte: null branches, small lengths. */
+    if (r->pos < r->end && r->p[r->pos] < 0x80) {
+        u = r->p[r->pos++];
+        *out = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+        return ERR_OK;
+    }
     for (int i = 0;; i++) {
         unsigned b;
         if (r->pos >= r->end)
@@ -80,7 +86,6 @@ static int rd_value(struct rd *r, const struct txn_field *f, int txn, struct txn
 {
     char *p = (char *)ev + f->off;
     int64_t v;
-    size_t at = r->pos;
 
     switch (f->kind) {
     case TK_ID:
@@ -107,8 +112,12 @@ static int rd_value(struct rd *r, const struct txn_field *f, int txn, struct txn
         double d;
         if (r->end - r->pos < 8)
             return ERR_DECODE;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(&u, r->p + r->pos, sizeof(u)); /* Avro doubles are little-endian */
+#else
         for (int i = 7; i >= 0; i--)
             u = u << 8 | r->p[r->pos + (size_t)i];
+#endif
         r->pos += 8;
         memcpy(&d, &u, sizeof(d));
         if (isnan(d))
@@ -128,7 +137,6 @@ static int rd_value(struct rd *r, const struct txn_field *f, int txn, struct txn
         *(int *)(void *)p = (int)v;
         return ERR_OK;
     }
-    (void)at;
     return ERR_DECODE;
 }
 
@@ -421,8 +429,13 @@ static int run_enc_plan(const struct enc_plan *pl, int32_t id, const struct txn_
             break;
         case EK_DOUBLE:
             memcpy(&u, v, sizeof(u));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(o, &u, sizeof(u));
+            o += sizeof(u);
+#else
             for (int b = 0; b < 8; b++, u >>= 8)
                 *o++ = (unsigned char)u;
+#endif
             break;
         case EK_BOOL:
             *o++ = *(const bool *)(const void *)v ? 1 : 0;
