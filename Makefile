@@ -117,6 +117,8 @@ clean:
 
 fixtures:
 	$(PY) tests/fixtures/make_xgb_fixtures.py
+	$(PY) tests/fixtures/make_shap_fixtures.py
+	$(PY) tests/fixtures/make_advval_fixtures.py
 	$(PY) tests/fixtures/make_registry_fixtures.py
 	$(PY) tests/fixtures/make_predmon_fixtures.py
 
@@ -162,6 +164,7 @@ models-images:
 	$(PY) models/images/train.py --out models/images --fixtures tests/fixtures
 fixtures-images:
 	$(PY) tests/fixtures/make_image_fixtures.py
+	$(PY) tests/fixtures/make_gradcam_fixtures.py
 
 # Large ONNX models (torchvision, random init) into $(BUILD)/onnx-models, and
 # their parity check against torch (tools/onnx_parity.py).
@@ -178,6 +181,8 @@ onnx-fixtures:
 # onnx_ops_*.c were split out of onnx_ops.c and keep its flags.
 $(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3 -ffp-contract=fast
 $(BUILD)/obj/common/onnx_ops_data.o $(BUILD)/obj/common/onnx_ops_reduce.o: CFLAGS += -O3 -ffp-contract=fast
+# TreeSHAP's passes: -O3 unrolls the per-node vector work (about 15% here)
+$(BUILD)/obj/common/treeshap.o: CFLAGS += -O3 -ffp-contract=fast
 
 # EfficientNet-B0 speed, streamml vs PyTorch (bench/onnx.sh); figures only.
 bench-onnx: all

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "features.h"
+#include "log.h"
 #include "txn.h"
 
 struct ab_variant {
@@ -496,6 +497,12 @@ void ab_serving_close(struct ab_serving *s)
     free(s);
 }
 
+void ab_serving_set_metrics(struct ab_serving *s, struct metrics *m)
+{
+    for (size_t i = 0; i < s->n; i++)
+        txn_scorer_set_metrics(s->sc[i], m);
+}
+
 static int open_scorer(struct ab_serving *s, const struct cfg *c, const char *gbdt,
                        const char *what, struct err *e)
 {
@@ -623,4 +630,22 @@ void ab_serving_score_shadow(struct ab_serving *s, size_t k, const float *x,
 {
     txn_score(s->sc[k], x, p);
     label(s, k, p);
+}
+
+/* The models served, for the log at start. */
+void ab_serving_log(const struct ab_serving *s, const struct cfg *c)
+{
+    const struct ab *x = ab_serving_experiment(s);
+
+    if (!x) {
+        log_info("models: gbdt %s, scorecard %s, version %s", cfg_str(c, "model.gbdt"),
+                 cfg_str(c, "model.scorecard"), ab_serving_version(s));
+        return;
+    }
+    log_info("experiment %s (%s, salt \"%s\"), scorecard %s, version %s", ab_id(x),
+             ab_mode(x) == AB_SHADOW ? "shadow" : "split", ab_salt(x),
+             cfg_str(c, "model.scorecard"), ab_serving_version(s));
+    for (size_t v = 0; v < ab_num_variants(x); v++)
+        log_info("variant %s%s: gbdt %s, share %g", ab_variant_name(x, v), v ? "" : " (champion)",
+                 ab_variant_model(x, v), ab_variant_share(x, v));
 }

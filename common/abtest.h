@@ -120,6 +120,10 @@ struct ab_serving;
  * kept: c may be freed after. */
 struct ab_serving *ab_serving_open(const struct cfg *c, struct err *e);
 void ab_serving_close(struct ab_serving *s); /* NULL-safe */
+struct metrics;
+/* Every variant's explanations count in m (txn_scorer_set_metrics); the
+ * worker calls it once after metrics_open. m NULL: not counted. */
+void ab_serving_set_metrics(struct ab_serving *s, struct metrics *m);
 
 /* The experiment (NULL: none). */
 const struct ab *ab_serving_experiment(const struct ab_serving *s);
@@ -129,6 +133,8 @@ const char *ab_serving_variant(const struct ab_serving *s, size_t i);
 const char *ab_serving_version(const struct ab_serving *s);
 /* Variant i's baseline file ("" = monitor.baseline). */
 const char *ab_serving_baseline(const struct ab_serving *s, size_t i);
+/* Logs the models served (the experiment and its variants, if any). */
+void ab_serving_log(const struct ab_serving *s, const struct cfg *c);
 /* Files the serving set was loaded from (for a file watch): n <= cap
  * paths written, returns how many there are. */
 size_t ab_serving_files(const struct ab_serving *s, const char **paths, size_t cap);

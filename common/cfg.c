@@ -55,6 +55,12 @@ static const struct key_def keys[] = {
      "scorecard JSON; empty: none (a plain probability model: no points, no reason codes)"},
     {"model.name", K_STR, 0, 0, "credit-risk", "model name on predictions"},
     {"model.version", K_STR, 0, 0, "1", "model version on predictions"},
+    {"model.reasons", K_STR, 0, 0, "auto",
+     "reason texts of the gbdt's features (auto: <model>.reasons.json next to the gbdt model "
+     "when there is one; empty: feature names)"},
+    {"explain.decisions", K_STR, 0, 0, "review,decline",
+     "decisions explained by the deciding gbdt (TreeSHAP reason codes): comma-separated "
+     "approve/review/decline, or none"},
     {"decision.review_threshold", K_DBL, 0, 1, "0.3",
      "P(bad) at or above which a case is sent to review"},
     {"decision.decline_threshold", K_DBL, 0, 1, "0.6", "P(bad) at or above which it is declined"},

@@ -219,14 +219,16 @@ int decode(struct codec *c, const void *msg, size_t len, struct slot **out, stru
     return ERR_OK;
 }
 
-/* The same, accepting only the schema `want` (no writer->reader resolution:
- * records other than transaction events must be written with our schema). */
+/* The same, accepting only the schema `want`, under its local or any
+ * registry id (no writer->reader resolution: records other than
+ * transaction events must be written with our schema). */
 int decode_as(struct codec *c, const void *msg, size_t len, const struct slot *want,
                      struct slot **out, struct err *e)
 {
     if (frame_walk(c, msg, len, out, e))
         return e->code;
-    if (*out != want)
+    /* our schema under a registry's id (another producer registered it) */
+    if (*out != want && !avro_schema_equal((*out)->schema, want->schema))
         return err_set(e, ERR_DECODE, "schema id %" PRId32 " is %s, expected %s", (*out)->id,
                        (*out)->file, want->file);
     if (avro_value_read(c->reader, &(*out)->value))

@@ -132,6 +132,16 @@ int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *
 /* A new file (truncated), deflate-compressed blocks. */
 struct codec_file *codec_file_open_write(struct codec *c, const char *path, struct err *e);
 int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struct err *e);
+/* The same for a file of which's records: CODEC_TXN_EVENT (the three
+ * above) or CODEC_CLICK_EVENT (schemas/click_event.avsc, read and written
+ * with the two below); ERR_CONFIG for any other schema, and for a read or
+ * write of the other kind of event. */
+struct codec_file *codec_file_open_read_as(struct codec *c, const char *path,
+                                           enum codec_schema which, struct err *e);
+struct codec_file *codec_file_open_write_as(struct codec *c, const char *path,
+                                            enum codec_schema which, struct err *e);
+int codec_file_read_click(struct codec_file *f, struct click_event *ev, struct err *e);
+int codec_file_write_click(struct codec_file *f, const struct click_event *ev, struct err *e);
 /* Records read or written so far. */
 long codec_file_records(const struct codec_file *f);
 /* Reader: bytes consumed so far (read ahead by avro-c's blocks) and the

@@ -74,18 +74,14 @@ static int get_click_type(avro_value_t *rec, enum click_type *t, struct err *e)
     return err_set(e, ERR_DECODE, "field event_type: unknown symbol %s", name ? name : "?");
 }
 
-int codec_decode_click_event(struct codec *c, const void *msg, size_t len,
-                             struct click_event *ev, struct err *e)
+/* A click_event value (a message's or a container file's) into ev. */
+int get_click(avro_value_t *v, struct click_event *ev, struct err *e)
 {
-    struct slot *s;
-
     memset(ev, 0, sizeof(*ev));
-    if (decode_as(c, msg, len, &c->slot[c->known[CODEC_CLICK_EVENT]], &s, e))
-        return e->code;
-    if (GET_STR(&s->value, ev, event_id, e) || GET_STR(&s->value, ev, session_id, e) ||
-        get_opt_str(&s->value, "user_id", ev->user_id, sizeof(ev->user_id), &ev->has_user, e) ||
-        get_long(&s->value, "item_id", &ev->item_id, e) || get_click_type(&s->value, &ev->type, e) ||
-        get_long(&s->value, "event_time", &ev->event_time_ms, e))
+    if (GET_STR(v, ev, event_id, e) || GET_STR(v, ev, session_id, e) ||
+        get_opt_str(v, "user_id", ev->user_id, sizeof(ev->user_id), &ev->has_user, e) ||
+        get_long(v, "item_id", &ev->item_id, e) || get_click_type(v, &ev->type, e) ||
+        get_long(v, "event_time", &ev->event_time_ms, e))
         goto out_clear;
     if (!ev->event_id[0] || !ev->session_id[0]) {
         err_set(e, ERR_DECODE, "field %s is empty", ev->event_id[0] ? "session_id" : "event_id");
@@ -99,8 +95,19 @@ out_clear:
     return e->code;
 }
 
-int codec_encode_click_event(struct codec *c, const struct click_event *ev, struct buf *out,
-                             struct err *e)
+int codec_decode_click_event(struct codec *c, const void *msg, size_t len,
+                             struct click_event *ev, struct err *e)
+{
+    struct slot *s;
+
+    memset(ev, 0, sizeof(*ev));
+    if (decode_as(c, msg, len, &c->slot[c->known[CODEC_CLICK_EVENT]], &s, e))
+        return e->code;
+    return get_click(&s->value, ev, e);
+}
+
+/* Fills the click_event slot's value from ev (a message or a file record). */
+int fill_click(struct codec *c, const struct click_event *ev, struct err *e)
 {
     struct slot *s = &c->slot[c->known[CODEC_CLICK_EVENT]];
     avro_value_t *r = &s->value, v;
@@ -120,7 +127,15 @@ int codec_encode_click_event(struct codec *c, const struct click_event *ev, stru
         put_long(r, "event_time", ev->event_time_ms, e))
         return err_wrap(e, "encode click %.*s", (int)strnlen(ev->event_id, sizeof(ev->event_id)),
                         ev->event_id);
-    return encode(c, s, out, e);
+    return ERR_OK;
+}
+
+int codec_encode_click_event(struct codec *c, const struct click_event *ev, struct buf *out,
+                             struct err *e)
+{
+    if (fill_click(c, ev, e))
+        return e->code;
+    return encode(c, &c->slot[c->known[CODEC_CLICK_EVENT]], out, e);
 }
 
 static int put_shown(avro_value_t *rec, const struct click_prediction *p, struct err *e)

@@ -23,6 +23,7 @@ struct codec_file {
     avro_value_t value;
     bool has_value;
     long n;
+    enum codec_schema which; /* CODEC_TXN_EVENT or CODEC_CLICK_EVENT */
     char path[256];
 };
 
@@ -39,17 +40,34 @@ static struct codec_file *file_new(struct codec *c, const char *path, struct err
     return f;
 }
 
+/* The event schemas a container file may hold. */
+static int file_schema_ok(enum codec_schema which, const char *path, struct err *e)
+{
+    if (which == CODEC_TXN_EVENT || which == CODEC_CLICK_EVENT)
+        return ERR_OK;
+    return err_set(e, ERR_CONFIG, "%s: container files hold transaction or click events only",
+                   path);
+}
+
 struct codec_file *codec_file_open_read(struct codec *c, const char *path, struct err *e)
 {
-    struct slot *s = &c->slot[c->known[CODEC_TXN_EVENT]];
+    return codec_file_open_read_as(c, path, CODEC_TXN_EVENT, e);
+}
+
+struct codec_file *codec_file_open_read_as(struct codec *c, const char *path,
+                                           enum codec_schema which, struct err *e)
+{
+    struct slot *s = &c->slot[c->known[which]];
     bool std = strcmp(path, "-") == 0;
-    struct codec_file *f = file_new(c, std ? "stdin" : path, e);
+    struct codec_file *f =
+        file_schema_ok(which, path, e) ? NULL : file_new(c, std ? "stdin" : path, e);
     FILE *fp;
     avro_schema_t ws;
     int same;
 
     if (!f)
         return NULL;
+    f->which = which;
     if (!(fp = std ? stdin : fopen(path, "rb"))) {
         err_set(e, ERR_CONFIG, "%s: %s", path, strerror(errno));
         goto fail;
@@ -102,8 +120,8 @@ int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *
     int rc;
 
     event_txn_init(ev);
-    if (!f->rd)
-        return err_set(e, ERR_CONFIG, "%s: not open for reading", f->path);
+    if (!f->rd || f->which != CODEC_TXN_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for reading transactions", f->path);
     rc = avro_file_reader_read_value(f->rd, &f->value);
     if (rc == EOF)
         return 0;
@@ -119,13 +137,38 @@ int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *
     return 1;
 }
 
+int codec_file_read_click(struct codec_file *f, struct click_event *ev, struct err *e)
+{
+    int rc;
+
+    memset(ev, 0, sizeof(*ev));
+    if (!f->rd || f->which != CODEC_CLICK_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for reading clicks", f->path);
+    rc = avro_file_reader_read_value(f->rd, &f->value);
+    if (rc == EOF)
+        return 0;
+    f->n++;
+    if (rc)
+        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n, avro_strerror());
+    if (get_click(&f->value, ev, e))
+        return err_wrap(e, "%s: record %ld", f->path, f->n);
+    return 1;
+}
+
 struct codec_file *codec_file_open_write(struct codec *c, const char *path, struct err *e)
 {
-    struct slot *s = &c->slot[c->known[CODEC_TXN_EVENT]];
-    struct codec_file *f = file_new(c, path, e);
+    return codec_file_open_write_as(c, path, CODEC_TXN_EVENT, e);
+}
+
+struct codec_file *codec_file_open_write_as(struct codec *c, const char *path,
+                                            enum codec_schema which, struct err *e)
+{
+    struct slot *s = &c->slot[c->known[which]];
+    struct codec_file *f = file_schema_ok(which, path, e) ? NULL : file_new(c, path, e);
 
     if (!f)
         return NULL;
+    f->which = which;
     /* Never remove the path first (it may be /dev/null): common/out.h writes a
      * file as PATH.partial renamed on close, and a device or FIFO directly;
      * avro-c writes to that stream. */
@@ -150,18 +193,27 @@ static const char *write_cause(const struct codec_file *f)
     return avro_strerror();
 }
 
-int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struct err *e)
+/* Appends the value of f's schema slot, filled by the caller. */
+static int file_append(struct codec_file *f, struct err *e)
 {
-    struct slot *s = &f->c->slot[f->c->known[CODEC_TXN_EVENT]];
-
-    if (!f->wr)
-        return err_set(e, ERR_CONFIG, "%s: not open for writing", f->path);
-    if (fill_txn(f->c, ev, e))
-        return e->code;
-    if (avro_file_writer_append_value(f->wr, &s->value))
+    if (avro_file_writer_append_value(f->wr, &f->c->slot[f->c->known[f->which]].value))
         return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n + 1, write_cause(f));
     f->n++;
     return ERR_OK;
+}
+
+int codec_file_write_txn(struct codec_file *f, const struct txn_event *ev, struct err *e)
+{
+    if (!f->wr || f->which != CODEC_TXN_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for writing transactions", f->path);
+    return fill_txn(f->c, ev, e) ? e->code : file_append(f, e);
+}
+
+int codec_file_write_click(struct codec_file *f, const struct click_event *ev, struct err *e)
+{
+    if (!f->wr || f->which != CODEC_CLICK_EVENT)
+        return err_set(e, ERR_CONFIG, "%s: not open for writing clicks", f->path);
+    return fill_click(f->c, ev, e) ? e->code : file_append(f, e);
 }
 
 long codec_file_records(const struct codec_file *f)

@@ -179,4 +179,8 @@ int plan_decode_txn(struct codec *c, struct slot *w, const void *msg, size_t len
 int plan_encode_prediction(struct codec *c, struct slot *s, const struct txn_prediction *p,
                            struct buf *out, struct err *e, int *rc);
 
+/* codec_click.c: a click_event value <-> struct click_event (messages and files) */
+int get_click(avro_value_t *v, struct click_event *ev, struct err *e);
+int fill_click(struct codec *c, const struct click_event *ev, struct err *e);
+
 #endif

@@ -274,19 +274,28 @@ int plan_decode_txn(struct codec *c, struct slot *w, const void *msg, size_t len
 
 /* ---- encoding transaction predictions ---- */
 
-enum ekind { EK_STR, EK_LONG, EK_INT, EK_DOUBLE, EK_BOOL, EK_REASONS };
+/* EK_STRS, EK_DOUBLES: arrays of [PRED_REASONS][size] strings or of
+ * doubles, as many as the int at count (checked in [0, PRED_REASONS]). */
+enum ekind { EK_STR, EK_LONG, EK_INT, EK_DOUBLE, EK_BOOL, EK_STRS, EK_DOUBLES };
 
 struct pred_field {
     const char *name;
     enum ekind kind;
     size_t off, size;
     bool optional; /* left out of older registered schemas */
+    size_t count;  /* EK_STRS, EK_DOUBLES: offset of the int count */
 };
 
 #define PF(name, kind, member, opt)                                                               \
     {                                                                                              \
         name, kind, offsetof(struct txn_prediction, member),                                       \
-            sizeof(((struct txn_prediction *)0)->member), opt                                      \
+            sizeof(((struct txn_prediction *)0)->member), opt, 0                                   \
+    }
+#define PA(name, kind, member, n)                                                                  \
+    {                                                                                              \
+        name, kind, offsetof(struct txn_prediction, member),                                       \
+            sizeof(((struct txn_prediction *)0)->member[0]), true,                                 \
+            offsetof(struct txn_prediction, n)                                                     \
     }
 
 static const struct pred_field pred_fields[] = {
@@ -300,7 +309,9 @@ static const struct pred_field pred_fields[] = {
     PF("score", EK_INT, score, false),
     PF("score_probability", EK_DOUBLE, score_probability, false),
     PF("decision", EK_STR, decision, false),
-    PF("reasons", EK_REASONS, reasons, false),
+    {"reasons", EK_STRS, offsetof(struct txn_prediction, reasons),
+     sizeof(((struct txn_prediction *)0)->reasons[0]), false,
+     offsetof(struct txn_prediction, n_reasons)},
     PF("feature_hash", EK_STR, feature_hash, false),
     PF("degraded", EK_BOOL, degraded, false),
     PF("redelivered", EK_BOOL, redelivered, false),
@@ -310,6 +321,9 @@ static const struct pred_field pred_fields[] = {
     PF("src_offset", EK_LONG, src_offset, false),
     PF("experiment_id", EK_STR, experiment_id, true),
     PF("variant", EK_STR, variant, true),
+    PA("reason_features", EK_STRS, reason_features, n_reasons),
+    PA("reason_values", EK_DOUBLES, reason_values, n_reasons),
+    PA("scorecard_reasons", EK_STRS, card_reasons, n_card_reasons),
 };
 enum { PRED_NFIELDS = sizeof(pred_fields) / sizeof(pred_fields[0]) };
 
@@ -332,7 +346,8 @@ static enum vkind ekind_value(enum ekind k)
         return VK_DOUBLE;
     case EK_BOOL:
         return VK_BOOLEAN;
-    case EK_REASONS:
+    case EK_STRS:
+    case EK_DOUBLES:
         return VK_ARRAY;
     }
     return VK_NULL;
@@ -356,12 +371,15 @@ static int compile_enc_plan(const struct vprog *g, struct enc_plan *pl, char *wh
                 seen[j] = true;
             }
         if (!f || nd->kind != ekind_value(f->kind) ||
-            (f->kind == EK_REASONS && g->node[nd->first].kind != VK_STRING)) {
+            (f->kind == EK_STRS && g->node[nd->first].kind != VK_STRING) ||
+            (f->kind == EK_DOUBLES && g->node[nd->first].kind != VK_DOUBLE)) {
             snprintf(why, cap, "field %s is not one the plan writes", g->fname[kid]);
             return -1;
         }
         pl->op[pl->nops++] = f;
-        pl->bound += f->kind == EK_REASONS ? 10 + PRED_REASONS * (10 + 48) + 1 : 10 + f->size;
+        pl->bound += f->kind == EK_STRS      ? 10 + PRED_REASONS * (10 + f->size) + 1
+                     : f->kind == EK_DOUBLES ? 10 + PRED_REASONS * 8 + 1
+                                             : 10 + f->size;
     }
     for (int j = 0; j < PRED_NFIELDS; j++)
         if (!seen[j] && !pred_fields[j].optional) {
@@ -402,8 +420,6 @@ static int run_enc_plan(const struct enc_plan *pl, int32_t id, const struct txn_
 
     if (id == 0)
         return ERR_CONFIG;
-    if (p->n_reasons < 0 || p->n_reasons > PRED_REASONS)
-        return ERR_DECODE;
     buf_reset(out);
     if (buf_reserve(out, pl->bound))
         return ERR_NOMEM;
@@ -416,6 +432,7 @@ static int run_enc_plan(const struct enc_plan *pl, int32_t id, const struct txn_
     for (int i = 0; i < pl->nops && o; i++) {
         const struct pred_field *f = pl->op[i];
         const char *v = (const char *)p + f->off;
+        int n = f->count ? *(const int *)(const void *)((const char *)p + f->count) : 0;
         uint64_t u;
         switch (f->kind) {
         case EK_STR:
@@ -440,11 +457,22 @@ static int run_enc_plan(const struct enc_plan *pl, int32_t id, const struct txn_
         case EK_BOOL:
             *o++ = *(const bool *)(const void *)v ? 1 : 0;
             break;
-        case EK_REASONS:
-            if (p->n_reasons > 0)
-                o = put_varint(o, p->n_reasons);
-            for (int r = 0; r < p->n_reasons && o; r++)
-                o = put_string(o, p->reasons[r], sizeof(p->reasons[r]));
+        case EK_STRS:
+        case EK_DOUBLES:
+            if (n < 0 || n > PRED_REASONS)
+                return ERR_DECODE;
+            if (n > 0)
+                o = put_varint(o, n);
+            for (int r = 0; r < n && o; r++) {
+                const char *item = v + (size_t)r * f->size;
+                if (f->kind == EK_STRS) {
+                    o = put_string(o, item, f->size);
+                } else {
+                    memcpy(&u, item, sizeof(u));
+                    for (int b = 0; b < 8; b++, u >>= 8)
+                        *o++ = (unsigned char)u;
+                }
+            }
             if (o)
                 *o++ = 0;
             break;

@@ -46,6 +46,15 @@ struct kq {
     int commit_interval_ms;    /* kq_opts.commit_interval_ms */
     int64_t last_commit_ms;
     int stored_uncommitted;    /* offsets stored since the last commit */
+    struct kq_box *boxes;      /* released message wrappers, reused by kq_poll */
+};
+
+/* A message wrapper, recycled through its handle's free list so that
+ * kq_poll allocates only while the number of messages held grows. */
+struct kq_box {
+    struct kq_msg m; /* first: kq_msg_release casts back */
+    struct kq *q;
+    struct kq_box *next;
 };
 
 static int64_t mono_ms(void)
@@ -640,12 +649,17 @@ static int handle_event(struct kq *q, rd_kafka_message_t *rm, struct err *e)
     return rc;
 }
 
-static struct kq_msg *wrap(rd_kafka_message_t *rm, int tidx)
+static struct kq_msg *wrap(struct kq *q, rd_kafka_message_t *rm, int tidx)
 {
-    struct kq_msg *m = malloc(sizeof(*m));
+    struct kq_box *b = q->boxes;
+    struct kq_msg *m;
 
-    if (!m)
+    if (b)
+        q->boxes = b->next;
+    else if (!(b = malloc(sizeof(*b))))
         return NULL;
+    b->q = q;
+    m = &b->m;
     m->topic = rd_kafka_topic_name(rm->rkt);
     m->partition = rm->partition;
     m->offset = rm->offset;
@@ -685,7 +699,7 @@ int kq_poll(struct kq *q, int timeout_ms, struct kq_msg **out, struct err *e)
         return ERR_OK;
     }
     tidx = topic_index(q, rd_kafka_topic_name(rm->rkt));
-    *out = wrap(rm, tidx < 0 ? 0 : tidx);
+    *out = wrap(q, rm, tidx < 0 ? 0 : tidx);
     if (!*out) {
         rd_kafka_message_destroy(rm);
         return err_set(e, ERR_NOMEM, "kafka: out of memory");
@@ -701,10 +715,13 @@ int kq_poll(struct kq *q, int timeout_ms, struct kq_msg **out, struct err *e)
 
 void kq_msg_release(struct kq_msg *m)
 {
+    struct kq_box *b = (struct kq_box *)m;
+
     if (!m)
         return;
     rd_kafka_message_destroy(m->priv);
-    free(m);
+    b->next = b->q->boxes;
+    b->q->boxes = b;
 }
 
 int kq_produce(struct kq *q, const char *topic, const void *key, size_t key_len,
@@ -926,6 +943,10 @@ static int close_bounded(struct closer *c, int64_t deadline_ms, struct err *e)
 
 static void kq_free(struct kq *q)
 {
+    for (struct kq_box *b = q->boxes, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
     for (size_t i = 0; i < q->n_tracks; i++) {
         free(q->tracks[i].offs);
         free(q->tracks[i].flags);

@@ -88,7 +88,9 @@ struct kq *kq_open(const struct kq_opts *o, struct err *e);
 /* Next message, or *out = NULL on timeout. Consumer errors that are not
  * fatal are logged and counted; a fatal one returns ERR_FATAL. A returned
  * message is tracked: it must be acknowledged (kq_ack) unless dropped by a
- * rebalance. Release it with kq_msg_release once its bytes are not needed. */
+ * rebalance. Release it with kq_msg_release once its bytes are not needed,
+ * and before kq_close (its wrapper goes back to the handle, for the next
+ * kq_poll: no allocation per message). */
 int kq_poll(struct kq *q, int timeout_ms, struct kq_msg **out, struct err *e);
 void kq_msg_release(struct kq_msg *m); /* NULL-safe */
 

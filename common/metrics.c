@@ -26,6 +26,8 @@ static const char *const counter_names[METRICS_NCOUNTERS][2] = {
     {"streamml_degraded_total", "Predictions scored degraded (state store unreachable)"},
     {"streamml_alerts_total", "Monitoring alert events published"},
     {"streamml_ungradable_total", "Images that could not be graded (images worker; reason on the prediction)"},
+    {"streamml_explanations_total", "Predictions explained by the deciding model (TreeSHAP reason codes)"},
+    {"streamml_explain_seconds_total", "Time spent explaining them"},
 };
 
 struct gauges {                     /* copied from the monitor, under lock */
@@ -214,8 +216,12 @@ static void render_counters(struct metrics *m, FILE *f)
 
     for (int c = 0; c < METRICS_NCOUNTERS; c++) {
         head(f, counter_names[c][0], "counter", counter_names[c][1]);
-        fprintf(f, "%s %llu\n", counter_names[c][0],
-                (unsigned long long)atomic_load(&m->counter[c]));
+        if (c == METRICS_EXPLAIN_NS) /* added in ns, shown in the base unit */
+            fprintf(f, "%s %.9f\n", counter_names[c][0],
+                    (double)atomic_load(&m->counter[c]) / 1e9);
+        else
+            fprintf(f, "%s %llu\n", counter_names[c][0],
+                    (unsigned long long)atomic_load(&m->counter[c]));
     }
     head(f, "streamml_processing_latency_seconds", "histogram",
          "Poll to produce, inside the worker");

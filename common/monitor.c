@@ -939,33 +939,13 @@ struct mon *mon_open_path(const struct cfg *c, const char *path, const char *con
     return m;
 }
 
-static int publish_one(const struct mon_alert *a, struct kq *q, struct codec *cd,
-                       const struct mon_ident *id, int64_t now_ms, struct err *e)
-{
-    char json[2048];
-    struct buf out;
-    int rc;
-
-    if (mon_alert_json(a, id->worker, id->model, id->model_version, now_ms, json, sizeof(json),
-                       e))
-        return e->code;
-    buf_init(&out, 0);
-    rc = codec_from_json(cd, CODEC_ALERT, json, strlen(json), &out, e);
-    if (rc == ERR_OK)
-        rc = kq_produce(q, id->topic, id->worker, strlen(id->worker), out.data, out.len, NULL, e);
-    buf_free(&out);
-    return rc;
-}
-
-int mon_publish_event(struct kq *q, struct codec *cd, const struct mon_ident *id,
-                      const char *type, const char *severity, const char *message,
-                      int64_t now_ms, struct err *e)
+int mon_event_json(const struct mon_ident *id, const char *type, const char *severity,
+                   const char *message, int64_t now_ms, char *out, size_t cap, struct err *e)
 {
     const char *to = strcmp(severity, "INFO") == 0 ? "OK" : severity;
     json_t *o = json_object();
-    struct buf out;
     char *json;
-    int rc;
+    size_t len;
 
     if (!o)
         return err_set(e, ERR_NOMEM, "out of memory");
@@ -990,17 +970,18 @@ int mon_publish_event(struct kq *q, struct codec *cd, const struct mon_ident *id
     json_decref(o);
     if (!json)
         return err_set(e, ERR_NOMEM, "alert JSON: out of memory (or invalid UTF-8 in message)");
-    buf_init(&out, 0);
-    rc = codec_from_json(cd, CODEC_ALERT, json, strlen(json), &out, e);
-    if (rc == ERR_OK)
-        rc = kq_produce(q, id->topic, id->worker, strlen(id->worker), out.data, out.len, NULL, e);
-    buf_free(&out);
+    len = strlen(json);
+    if (len >= cap) {
+        free(json);
+        return err_set(e, ERR_NOMEM, "alert JSON: %zu bytes do not fit %zu", len, cap);
+    }
+    memcpy(out, json, len + 1);
     free(json);
-    return rc;
+    return ERR_OK;
 }
 
-size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
-                        const struct mon_ident *id, int64_t now_ms)
+size_t mon_tick_alerts(struct mon *m, const struct mon_ident *id, int64_t now_ms,
+                       int (*emit)(void *opaque, const char *json, struct err *e), void *opaque)
 {
     size_t n, sent = 0;
     const struct mon_alert *a;
@@ -1010,13 +991,15 @@ size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
         return 0;
     a = mon_alerts(m, &n);
     for (size_t i = 0; i < n; i++) {
-        char msg[256];
+        char msg[256], json[2048];
         alert_message(&a[i], msg, sizeof(msg));
         if (a[i].to == MON_OK)
             log_info("alert: %s", msg);
         else
             log_warn("alert: %s", msg);
-        if (publish_one(&a[i], q, cd, id, now_ms, &e))
+        if (mon_alert_json(&a[i], id->worker, id->model, id->model_version, now_ms, json,
+                           sizeof(json), &e) ||
+            emit(opaque, json, &e))
             log_error("alert not sent to %s: %s", id->topic, e.msg);
         else
             sent++;
@@ -1027,4 +1010,47 @@ size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
         log_warn("worker status: %s", m->status_logged ? "DEGRADED" : "HEALTHY");
     }
     return sent;
+}
+
+/* ---- producing them (workers not on the runtime yet) ---- */
+
+struct publish_ctx {
+    struct kq *q;
+    struct codec *cd;
+    const struct mon_ident *id;
+};
+
+static int publish_json(void *opaque, const char *json, struct err *e)
+{
+    const struct publish_ctx *c = opaque;
+    struct buf out;
+    int rc;
+
+    buf_init(&out, 0);
+    rc = codec_from_json(c->cd, CODEC_ALERT, json, strlen(json), &out, e);
+    if (rc == ERR_OK)
+        rc = kq_produce(c->q, c->id->topic, c->id->worker, strlen(c->id->worker), out.data,
+                        out.len, NULL, e);
+    buf_free(&out);
+    return rc;
+}
+
+int mon_publish_event(struct kq *q, struct codec *cd, const struct mon_ident *id,
+                      const char *type, const char *severity, const char *message,
+                      int64_t now_ms, struct err *e)
+{
+    struct publish_ctx c = {q, cd, id};
+    char json[2048];
+
+    if (mon_event_json(id, type, severity, message, now_ms, json, sizeof(json), e))
+        return e->code;
+    return publish_json(&c, json, e);
+}
+
+size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
+                        const struct mon_ident *id, int64_t now_ms)
+{
+    struct publish_ctx c = {q, cd, id};
+
+    return mon_tick_alerts(m, id, now_ms, publish_json, &c);
 }

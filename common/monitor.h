@@ -228,7 +228,24 @@ struct mon *mon_open_cfg(const struct cfg *c, const char *const *names, size_t n
  * variant's own baseline, common/abtest.h). */
 struct mon *mon_open_path(const struct cfg *c, const char *path, const char *const *names,
                           size_t n, struct err *e);
-/* mon_tick, then each pending alert is logged and produced to id->topic as
+/* mon_tick, then each pending alert is logged and handed to emit as an
+ * AlertEvent JSON object (the fields of schemas/alert_event.avsc), for the
+ * caller to encode (codec_from_json, CODEC_ALERT) and produce; the alerts
+ * are cleared. A change of overall status (HEALTHY/DEGRADED) is logged.
+ * Returns the number of alerts emit accepted (returned ERR_OK). The monitor
+ * computes; the worker runtime publishes. */
+size_t mon_tick_alerts(struct mon *m, const struct mon_ident *id, int64_t now_ms,
+                       int (*emit)(void *opaque, const char *json, struct err *e), void *opaque);
+/* An alert that is no window check (e.g. "model_reload": a new model
+ * refused or loaded) as AlertEvent JSON in out[0..cap): alert_type type,
+ * severity INFO, WARNING or CRITICAL, status_to = severity (OK for INFO),
+ * message as given. ERR_NOMEM if it does not fit. */
+int mon_event_json(const struct mon_ident *id, const char *type, const char *severity,
+                   const char *message, int64_t now_ms, char *out, size_t cap, struct err *e);
+
+/* The two above, encoded and produced to id->topic (for the workers not on
+ * the runtime yet; to go once they are).
+ * mon_tick, then each pending alert is logged and produced to id->topic as
  * an Avro AlertEvent (schemas/alert_event.avsc), keyed by the worker name;
  * the alerts are cleared. A change of overall status (HEALTHY/DEGRADED) is
  * logged. Returns the number of alerts handed to Kafka (a failure is logged). */

@@ -529,6 +529,7 @@ struct stream {
 
 struct rp_input {
     struct codec *cd;
+    enum rp_stream kind;
     struct rp_topic *topic;
     struct stream *s;
     size_t n;
@@ -538,15 +539,17 @@ struct rp_input {
     int pending;
 };
 
-static int64_t key_time(const struct rp_rec *r)
+static int64_t key_time(const struct rp_input *in, const struct rp_rec *r)
 {
-    return r->rc == ERR_OK ? r->ev.event_time_ms : INT64_MIN;
+    if (r->rc != ERR_OK)
+        return INT64_MIN;
+    return in->kind == RP_CLICKSTREAM ? r->click.event_time_ms : r->ev.event_time_ms;
 }
 
 static int rec_less(const struct rp_input *in, size_t a, size_t b)
 {
     const struct rp_rec *x = &in->s[a].rec, *y = &in->s[b].rec;
-    int64_t tx = key_time(x), ty = key_time(y);
+    int64_t tx = key_time(in, x), ty = key_time(in, y);
 
     if (tx != ty)
         return tx < ty;
@@ -620,9 +623,13 @@ static int refill(struct rp_input *in, size_t si, struct err *e)
         r->partition = m->partition;
         r->offset = m->offset;
         r->timestamp_ms = rd_kafka_message_timestamp(m, NULL);
-        check_rec(r, codec_decode_txn(in->cd, m->payload, m->len, &r->ev, &r->err));
+        if (in->kind == RP_CLICKSTREAM)
+            r->rc = codec_decode_click_event(in->cd, m->payload, m->len, &r->click, &r->err);
+        else
+            check_rec(r, codec_decode_txn(in->cd, m->payload, m->len, &r->ev, &r->err));
     } else {
-        rc = codec_file_read_txn(s->file, &r->ev, &r->err);
+        rc = in->kind == RP_CLICKSTREAM ? codec_file_read_click(s->file, &r->click, &r->err)
+                                        : codec_file_read_txn(s->file, &r->ev, &r->err);
         if (rc == 0) {
             s->done = 1;
             return ERR_OK;
@@ -633,7 +640,10 @@ static int refill(struct rp_input *in, size_t si, struct err *e)
         r->partition = (int32_t)si;
         r->offset = s->nread++;
         r->timestamp_ms = -1;
-        check_rec(r, rc < 0 ? rc : ERR_OK);
+        if (in->kind == RP_CLICKSTREAM)
+            r->rc = rc < 0 ? rc : ERR_OK;
+        else
+            check_rec(r, rc < 0 ? rc : ERR_OK);
     }
     s->has_head = 1;
     heap_push(in, si);
@@ -668,6 +678,12 @@ static int prime(struct rp_input *in, struct err *e)
 
 struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err *e)
 {
+    return rp_input_topic_of(cd, t, RP_TRANSACTIONS, e);
+}
+
+struct rp_input *rp_input_topic_of(struct codec *cd, struct rp_topic *t, enum rp_stream kind,
+                                   struct err *e)
+{
     struct rp_input *in = input_new(cd, t->n, e);
 
     if (!in) {
@@ -675,6 +691,7 @@ struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err
         return NULL;
     }
     in->topic = t;
+    in->kind = kind;
     if (prime(in, e)) {
         rp_input_close(in);
         return NULL;
@@ -684,16 +701,24 @@ struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err
 
 struct rp_input *rp_input_files(struct codec *cd, const char *const *paths, size_t n, struct err *e)
 {
-    struct rp_input *in = input_new(cd, n, e);
+    return rp_input_files_of(cd, paths, n, RP_TRANSACTIONS, e);
+}
 
-    if (!in)
+struct rp_input *rp_input_files_of(struct codec *cd, const char *const *paths, size_t n,
+                                   enum rp_stream kind, struct err *e)
+{
+    struct rp_input *in;
+
+    if (!(in = input_new(cd, n, e)))
         return NULL;
+    in->kind = kind;
     for (size_t i = 0; i < n; i++) {
         if (!(in->s[i].path = strdup(paths[i]))) {
             err_set(e, ERR_NOMEM, "out of memory");
             goto fail;
         }
-        if (!(in->s[i].file = codec_file_open_read(cd, paths[i], e)))
+        if (!(in->s[i].file = codec_file_open_read_as(
+                  cd, paths[i], kind == RP_CLICKSTREAM ? CODEC_CLICK_EVENT : CODEC_TXN_EVENT, e)))
             goto fail;
     }
     if (prime(in, e))

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "click_event.h"
 #include "codec.h"
 #include "err.h"
 #include "event.h"
@@ -63,10 +64,15 @@ size_t rp_topic_parts(const struct rp_topic *t, const struct rp_part **parts);
 /* Events in the range (sum of end - start). */
 int64_t rp_topic_total(const struct rp_topic *t);
 
+/* What the input's records are: transaction events (decoded and
+ * validated into ev) or click events (decoded into click). */
+enum rp_stream { RP_TRANSACTIONS = 0, RP_CLICKSTREAM };
+
 /* A record of the merged input. rc != ERR_OK: it did not decode or
  * validate (why in err); ev is then all-missing but for what decoded. */
 struct rp_rec {
     struct txn_event ev;
+    struct click_event click; /* RP_CLICKSTREAM */
     int rc;
     struct err err;
     const char *source; /* topic name or file path */
@@ -82,6 +88,13 @@ struct rp_input;
 struct rp_input *rp_input_topic(struct codec *cd, struct rp_topic *t, struct err *e);
 struct rp_input *rp_input_files(struct codec *cd, const char *const *paths, size_t n,
                                 struct err *e);
+/* The same for either stream (the two above are RP_TRANSACTIONS); files
+ * of click events are written with schemas/click_event.avsc. Click events
+ * merge by their event time like transactions. */
+struct rp_input *rp_input_topic_of(struct codec *cd, struct rp_topic *t, enum rp_stream s,
+                                   struct err *e);
+struct rp_input *rp_input_files_of(struct codec *cd, const char *const *paths, size_t n,
+                                   enum rp_stream s, struct err *e);
 /* Next record in (event time, partition/file, offset) order: 1 with *out
  * valid until the next call, 0 at the end of every partition (file), or an
  * error (a broker or file failure: the run cannot be complete). Records

@@ -3,6 +3,30 @@
 #include "state_backend.h"
 
 #include <string.h>
+#include <time.h>
+
+void state_set_deadline(struct state *s, int64_t deadline_us)
+{
+    atomic_store(&s->deadline_us, deadline_us);
+}
+
+/* With a deadline: the backend's waits clamped to what is left of it, and
+ * nothing started once it has passed. */
+static int within_deadline(struct state *s, struct err *e)
+{
+    int64_t deadline = atomic_load(&s->deadline_us), left_ms;
+    struct timespec ts;
+
+    if (!deadline)
+        return ERR_OK;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    left_ms = (deadline - ((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000)) / 1000;
+    if (s->ops->clamp)
+        s->ops->clamp(s, left_ms > 0 ? (int)(left_ms < 600000 ? left_ms : 600000) : 0);
+    if (left_ms <= 0)
+        return err_set(e, ERR_TIMEOUT, "state %s: shutdown deadline passed", s->ops->name);
+    return ERR_OK;
+}
 
 static int check_entity(const struct state *s, const char *entity, size_t i, struct err *e)
 {
@@ -45,6 +69,8 @@ int state_get_many(struct state *s, size_t n, const char *const *entities, struc
     }
     if (n == 0)
         return ERR_OK;
+    if (within_deadline(s, e))
+        return ERR_TIMEOUT;
     return s->ops->get_many(s, n, entities, out, e);
 }
 
@@ -71,6 +97,8 @@ int state_put_begin(struct state *s, size_t n, const struct state_put *puts, str
 
     if (rc || (rc = check_puts(s, n, puts, e)))
         return rc;
+    if (n && within_deadline(s, e))
+        return ERR_TIMEOUT;
     if (n && s->ops->put_begin && (rc = s->ops->put_begin(s, n, puts, e)))
         return rc;
     s->pend = puts;
@@ -86,6 +114,8 @@ int state_put_end(struct state *s, int *applied, struct err *e)
     s->busy = 0;
     if (s->n_pend == 0)
         return ERR_OK;
+    if (within_deadline(s, e)) /* the replies are not read: the connection goes */
+        return ERR_TIMEOUT;
     if (s->ops->put_end)
         return s->ops->put_end(s, applied, e);
     return s->ops->put_many(s, s->n_pend, s->pend, applied, e);
@@ -108,6 +138,8 @@ int state_ping(struct state *s, struct err *e)
 {
     if (check_idle(s, e))
         return ERR_INVALID;
+    if (within_deadline(s, e))
+        return ERR_TIMEOUT;
     return s->ops->ping(s, e);
 }
 

@@ -108,6 +108,13 @@ uint64_t state_fenced(const struct state *s);
 /* The epoch this handle holds for partition (0: none claimed yet). */
 int64_t state_epoch(const struct state *s, int32_t partition);
 
+/* From now on every call ends by deadline_us (CLOCK_MONOTONIC, us): each
+ * wait is clamped to the time left, and a call made past it fails at once
+ * with ERR_TIMEOUT (a write in flight is abandoned: its outcome is unknown,
+ * as after ERR_RETRY). Used after SIGTERM (worker.shutdown_timeout_ms).
+ * The one call that may come from another thread than the handle's. */
+void state_set_deadline(struct state *s, int64_t deadline_us);
+
 /* Checks the backend answers (PING on Redis). */
 int state_ping(struct state *s, struct err *e);
 

@@ -9,6 +9,8 @@
 #ifndef STREAMML_STATE_BACKEND_H
 #define STREAMML_STATE_BACKEND_H
 
+#include <stdatomic.h>
+
 #include "state.h"
 
 /* Longest entity id accepted (bytes, without the terminating NUL). */
@@ -32,6 +34,9 @@ struct state_ops {
     /* NULL: the store cannot lose data behind the process's back (memory). */
     int (*check_lost)(struct state *s, int expect_data, int *lost_now, struct err *e);
     int (*ack_lost)(struct state *s, struct err *e);
+    /* Optional: bound each wait of the next calls to timeout_ms (the
+     * configured timeout when larger); <= 0: drop the connection. */
+    void (*clamp)(struct state *s, int timeout_ms);
 };
 
 struct state {
@@ -43,6 +48,7 @@ struct state {
     const struct state_put *pend;
     size_t n_pend;
     int busy;
+    _Atomic int64_t deadline_us; /* state_set_deadline (any thread); 0: none */
 };
 
 /* The idempotence rule shared by every backend: a put is skipped when the

@@ -129,7 +129,8 @@ struct state_redis {
     char prefix[PREFIX_MAX + 1];
     long long ttl_ms;
     long long lost_flag_ms;
-    int timeout_ms;
+    int timeout_ms;  /* of the next connect and waits */
+    int timeout_cfg; /* as configured (state_set_deadline clamps below it) */
     int marker_seen;    /* this handle has seen or written <prefix>marker */
     int expect_pending; /* the next connect's check expects data */
     int lost_pending;   /* a loss found by a connect, not yet reported */
@@ -906,6 +907,18 @@ static void redis_close(struct state *s)
     free(r);
 }
 
+static void redis_clamp(struct state *s, int timeout_ms)
+{
+    struct state_redis *r = (struct state_redis *)s;
+
+    if (timeout_ms <= 0) {
+        drop(r); /* a reply may still be on its way: the pipeline is out of step */
+        return;
+    }
+    r->timeout_ms = timeout_ms < r->timeout_cfg ? timeout_ms : r->timeout_cfg;
+    rc_set_timeout(r->rc, r->timeout_ms);
+}
+
 static const struct state_ops redis_ops = {
     .name = "redis",
     .close = redis_close,
@@ -917,6 +930,7 @@ static const struct state_ops redis_ops = {
     .epoch = redis_epoch,
     .check_lost = redis_check_lost,
     .ack_lost = redis_ack_lost,
+    .clamp = redis_clamp,
 };
 
 static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, struct err *e)
@@ -938,6 +952,7 @@ static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, st
     r->ttl_ms = (long long)o->ttl_s * 1000;
     r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 1000;
     r->lost_flag_ms = o->lost_flag_ms > 0 ? o->lost_flag_ms : 0;
+    r->timeout_cfg = r->timeout_ms;
     {
         struct rc_opts ro = {.host = r->host, .port = r->port, .username = o->username,
                              .password = o->password, .timeout_ms = r->timeout_ms};

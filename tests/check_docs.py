@@ -28,7 +28,7 @@ if not os.path.isabs(BUILD):
 # a dot is read as a configuration key.
 KEY_PREFIXES = ('input', 'output', 'dlq', 'schemas', 'state', 'redis', 'model', 'decision',
                 'worker', 'monitor', 'metrics', 'schema.registry', 'images', 'clickstream',
-                'experiment', 'log')
+                'experiment', 'log', 'explain')
 # Tokens that look like keys but are file names.
 FILE_EXT = re.compile(r'\.(json|jsonl|onnx|avsc|c|h|py|md|csv|npy|html|yml|yaml|txt|png|jpg|'
                       r'conf|avro|sh|ubj|pt|gz|tsv|log|so|a|o)$')

@@ -282,7 +282,8 @@ static void test_error_and_unknown_item_alerts_raise_then_resolve(void **st)
     test_alerts_free(&a);
 }
 
-/* `streamml replay` over a click topic says where clicks are evaluated. */
+/* `streamml replay` of a click topic as transactions says how clicks are
+ * replayed (--stream clickstream) and evaluated (click-eval). */
 static void test_replay_of_clicks_points_to_click_eval(void **st)
 {
     struct env *v = *st;
@@ -302,8 +303,10 @@ static void test_replay_of_clicks_points_to_click_eval(void **st)
 
     path_in(v, "replay.log", log, sizeof(log));
     assert_int_equal(test_run_wait(argv, log), 1); /* every record invalid */
-    snprintf(cmd, sizeof(cmd), "grep -c 'holds click events.*streamml click-eval' %s | grep -qx 1",
-             log);
+    snprintf(
+        cmd, sizeof(cmd),
+        "grep -c 'holds click events.*--stream clickstream.*streamml click-eval' %s | grep -qx 1",
+        log);
     if (system(cmd)) {
         snprintf(cmd, sizeof(cmd), "head -n 5 %s >&2", log);
         if (system(cmd))

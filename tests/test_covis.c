@@ -355,6 +355,39 @@ static void test_unreachable_server_is_retry(void **st)
     assert_null(c);
 }
 
+/* An ACL-only server (default user off): the counts authenticate as the
+ * configured user; the password alone is refused as a configuration error. */
+static void test_acl_user_authenticates(void **st)
+{
+    static const char *const acl[] = {"--user",    "default", "off", "--user", "clicks", "on",
+                                      ">pw-c0v1s", "~*",      "&*",  "+@all",  NULL};
+    struct test_redis r;
+    struct cov_opts o = {.password = "pw-c0v1s",
+                         .username = "clicks",
+                         .half_life_s = 60,
+                         .timeout_ms = 2000};
+    struct cov *c = NULL;
+    struct err e = {0};
+    struct cov_click k[2] = {CK(-1, 1, 0), CK(1, 2, 1)};
+    int64_t top[2];
+    int n;
+
+    (void)st;
+    assert_int_equal(test_redis_start_opts(&r, 0, acl), 0);
+    o.port = r.port;
+    assert_int_equal(cov_open(&c, &o, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 2, k, NULL, &e), ERR_OK);
+    assert_int_equal(cov_trending(c, 2, top, &n, &e), ERR_OK);
+    assert_int_equal(n, 2);
+    cov_close(c);
+    o.username = NULL;
+    assert_int_equal(cov_open(&c, &o, &e), ERR_OK);
+    assert_int_equal(cov_update(c, 2, k, NULL, &e), ERR_CONFIG);
+    assert_null(strstr(e.msg, "pw-c0v1s"));
+    cov_close(c);
+    test_redis_stop(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -368,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_state_fence_fences_counts),
         cmocka_unit_test(test_batch_over_many_partitions_is_counted_once),
         cmocka_unit_test(test_unreachable_server_is_retry),
+        cmocka_unit_test(test_acl_user_authenticates),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -7,6 +7,9 @@
  * that does not echo the password. Then a real worker given its secrets
  * through the environment: they appear neither in its argv nor in its log
  * (at debug level, librdkafka's included), and it does authenticate.
+ * The clickstream worker authenticates as the ACL user too, for its session
+ * states and for its co-visitation counts (before: the counts used the
+ * password alone, were refused, and no session state was stored).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -226,11 +229,100 @@ static void test_worker_keeps_secrets_out_of_argv_and_logs(void **st)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Clicks of 2 sessions as JSON lines, produced to topic clickstream. */
+static void produce_clicks(const char *bootstrap, const char *dir, int n)
+{
+    char path[128];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/clicks.jsonl", dir);
+    assert_non_null(f = fopen(path, "w"));
+    for (int i = 0; i < n; i++)
+        fprintf(f,
+                "{\"event_id\":\"c%d\",\"session_id\":\"s%d\",\"user_id\":null,"
+                "\"item_id\":%d,\"event_type\":\"view\",\"event_time\":%lld}\n",
+                i, i % 2, 10 + i, 1767225600000LL + 1000LL * i);
+    fclose(f);
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "produce",
+                    "-b",
+                    (char *)bootstrap,
+                    "-t",
+                    "clickstream",
+                    "--schema",
+                    "click_event",
+                    "-i",
+                    path,
+                    "--log-level",
+                    "warn",
+                    NULL};
+    assert_int_equal(test_run_wait(argv, NULL), 0);
+}
+
+static void test_clickstream_worker_authenticates_as_the_acl_user(void **st)
+{
+    struct test_redis r;
+    struct test_broker b;
+    char dir[64] = "/tmp/streamml-secretsc-XXXXXX", log[128], rport[32], cmd[160];
+    struct err e = {0};
+    struct state *s;
+    static struct state_blob blob[2];
+    const char *ents[2] = {"s0", "s1"};
+    pid_t w;
+
+    (void)st;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(test_redis_start_opts(&r, 0, acl_args), 0);
+    assert_int_equal(test_broker_start(&b, "clickstream:2,predictions.clickstream:2,"
+                                           "clickstream.dlq:1"),
+                     0);
+    produce_clicks(b.bootstrap, dir, 10);
+    snprintf(rport, sizeof(rport), "redis.port=%d", r.port);
+    snprintf(log, sizeof(log), "%s/clickstream.log", dir);
+    char *argv[] = {(char *)test_bin("streamml-clickstream"),
+                    "-b",
+                    b.bootstrap,
+                    "-X",
+                    rport,
+                    "-X",
+                    "redis.username=" USER,
+                    "-X",
+                    "group.id=secrets-clicks",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "-X",
+                    "worker.max_messages=10",
+                    "--log-level",
+                    "info",
+                    NULL};
+    setenv("STREAMML_REDIS_PASSWORD", PASSWORD, 1); /* the child inherits it */
+    w = test_spawn(argv, log);
+    unsetenv("STREAMML_REDIS_PASSWORD");
+    assert_int_equal(WEXITSTATUS(test_stop_pid(w, 0, 60000)), 0); /* max_messages: exits */
+
+    /* both sessions' states were stored, and the counts were written */
+    s = open_as(r.port, USER, PASSWORD, &e);
+    assert_non_null(s);
+    assert_int_equal(state_get_many(s, 2, ents, blob, &e), ERR_OK);
+    state_close(s);
+    printf("# clickstream worker as ACL user: states %zu + %zu bytes, %ld co-visitation "
+           "error line(s)\n",
+           blob[0].len, blob[1].len, grep_count(log, "co-visitation/trending counts"));
+    assert_true(blob[0].len > 0 && blob[1].len > 0);
+    assert_int_equal(grep_count(log, "co-visitation/trending counts"), 0);
+    assert_int_equal(grep_count(log, PASSWORD), 0);
+    test_broker_stop(&b);
+    test_redis_stop(&r);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_acl_user_reauthenticates_after_restart),
         cmocka_unit_test(test_worker_keeps_secrets_out_of_argv_and_logs),
+        cmocka_unit_test(test_clickstream_worker_authenticates_as_the_acl_user),
     };
     return cmocka_run_group_tests_name("secrets", tests, NULL, NULL);
 }

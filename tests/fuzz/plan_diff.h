@@ -138,14 +138,25 @@ static int plan_diff_decode(struct plan_diff *d, const uint8_t *data, size_t siz
 static void plan_diff_prediction(const uint8_t *data, size_t size, struct txn_prediction *p)
 {
     unsigned char *q = (unsigned char *)p;
-    char *strs[] = {p->event_id,      p->user_id,     p->model_name,    p->model_version,
-                    p->feature_version, p->decision,  p->reasons[0],    p->reasons[1],
-                    p->reasons[2],    p->reasons[3],  p->feature_hash,  p->src_topic,
-                    p->experiment_id, p->variant};
-    size_t caps[] = {sizeof(p->event_id),      sizeof(p->user_id),       sizeof(p->model_name),
-                     sizeof(p->model_version), sizeof(p->feature_version), sizeof(p->decision),
-                     48, 48, 48, 48, sizeof(p->feature_hash), sizeof(p->src_topic),
-                     sizeof(p->experiment_id), sizeof(p->variant)};
+    char *strs[] = {p->event_id,         p->user_id,          p->model_name,
+                    p->model_version,    p->feature_version,  p->decision,
+                    p->reasons[0],       p->reasons[1],       p->reasons[2],
+                    p->reasons[3],       p->feature_hash,     p->src_topic,
+                    p->experiment_id,    p->variant,          p->reason_features[0],
+                    p->reason_features[1], p->reason_features[2], p->reason_features[3],
+                    p->card_reasons[0],  p->card_reasons[1],  p->card_reasons[2],
+                    p->card_reasons[3]};
+    size_t caps[] = {sizeof(p->event_id),      sizeof(p->user_id),
+                     sizeof(p->model_name),    sizeof(p->model_version),
+                     sizeof(p->feature_version), sizeof(p->decision),
+                     sizeof(p->reasons[0]),    sizeof(p->reasons[0]),
+                     sizeof(p->reasons[0]),    sizeof(p->reasons[0]),
+                     sizeof(p->feature_hash),  sizeof(p->src_topic),
+                     sizeof(p->experiment_id), sizeof(p->variant),
+                     sizeof(p->reason_features[0]), sizeof(p->reason_features[0]),
+                     sizeof(p->reason_features[0]), sizeof(p->reason_features[0]),
+                     sizeof(p->card_reasons[0]), sizeof(p->card_reasons[0]),
+                     sizeof(p->card_reasons[0]), sizeof(p->card_reasons[0])};
 
     memset(p, 0, sizeof(*p));
     for (size_t i = 0; i < sizeof(*p) && size; i++)
@@ -158,6 +169,7 @@ static void plan_diff_prediction(const uint8_t *data, size_t size, struct txn_pr
     p->degraded = size ? data[0] & 1 : 0;
     p->redelivered = size ? (data[0] >> 1) & 1 : 0;
     p->n_reasons = size ? (int)(data[size - 1] % 7) - 1 : 0; /* -1 .. 5: out of range too */
+    p->n_card_reasons = size ? (int)(data[size / 2] % 7) - 1 : 0;
 }
 
 static int plan_diff_encode(struct plan_diff *d, const uint8_t *data, size_t size)

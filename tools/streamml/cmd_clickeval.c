@@ -6,7 +6,7 @@
  * the end (never a consumer group, never a commit), in arrival order within
  * a partition, so each session (keyed by session id: one partition) is seen
  * in order. Per click, the session's hidden state advances by one GRU step
- * (common/session.h, the worker's code) and its best K items are kept; when
+ * (cstep_advance, common/clickstep.h: the worker's code) and its best K items are kept; when
  * the session's next click arrives, its rank in that list is scored. The
  * baseline is the model's popularity list (metadata "popular"). Ranking is
  * over the whole catalog, as models/clickstream/train.py measures it (no
@@ -26,6 +26,7 @@
 
 #include "ann.h"
 #include "cli.h"
+#include "clickstep.h"
 #include "cmds.h"
 #include "codec.h"
 #include "kafka.h"
@@ -279,15 +280,11 @@ static void rank_session(const struct eval *c, struct sess *s, struct totals *n)
 static void click(const struct eval *c, struct sess *s, int64_t item, struct totals *n)
 {
     int known = item >= 0 && item < sess_model_items(c->m);
-    struct err e = {0};
 
     if (s->has_top)
         score_lists(c, s, item, known, n);
-    if (!known) {
+    if (!cstep_advance(c->m, item, s->h, &s->has_h, c->scratch))
         n->unknown++;
-    } else if (sess_step(c->m, item, s->h, c->scratch, &e) == ERR_OK) {
-        s->has_h = 1;
-    }
     rank_session(c, s, n);
     s->has_top = 1;
 }
@@ -356,24 +353,9 @@ static void print_totals(const struct args *a, const struct eval *c, const struc
     if (c->ann)
         printf(",\"gru_ivf\":{\"recall\":%.10f,\"mrr\":%.10f},"
                "\"ivf\":{\"lists\":%d,\"probe\":%d,\"build_ms\":%.1f,\"overlap\":%.10f}",
-               n->ihits / d, n->irr / d, ann_lists(c->ann), ann_probe(c->ann),
-               ann_build_ms(c->ann), n->lists ? n->overlap / (double)n->lists : 0.0);
+               n->ihits / d, n->irr / d, ann_lists(c->ann), ann_probe(c->ann), ann_build_ms(c->ann),
+               n->lists ? n->overlap / (double)n->lists : 0.0);
     printf("}\n");
-}
-
-/* --search ivf / clickstream.search=ivf: the worker's index. */
-static int open_search(struct eval *c, const struct sess_model *m, const struct cfg *cf,
-                       const char *search, struct err *e)
-{
-    struct ann_opts o = {.lists = (int)cfg_int(cf, "clickstream.ivf_lists"),
-                         .probe = (int)cfg_int(cf, "clickstream.ivf_probe")};
-
-    c->m = m;
-    if (strcmp(search ? search : cfg_str(cf, "clickstream.search"), "ivf") != 0)
-        return ERR_OK;
-    if (ann_open(&c->ann, c->m, &o, e) || ann_query_open(&c->q, c->ann, K_MAX, e))
-        return e->code;
-    return ERR_OK;
 }
 
 int cmd_click_eval(int argc, char **argv)
@@ -405,14 +387,17 @@ int cmd_click_eval(int argc, char **argv)
     ko.props = cfg_kafka(cf, &np);
     ko.n_props = np;
     if (sess_model_open(&m, a.model ? a.model : cfg_str(cf, "clickstream.model"), &e) ||
-        open_search(&c, m, cf, a.search, &e) ||
+        cstep_search_open(cf, a.search, m, K_MAX, &c.ann, &c.q, &e) ||
         !(cd = pipe_codec_open(cf, &reg, NULL, NULL, 0, &e)) || !(q = kq_open(&ko, &e))) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
-    } else if ((rc = replay(q, cd, &c, &a, &n)) == EXIT_OK) {
-        print_totals(&a, &c, &n);
-        fprintf(stderr, "replayed %ld click(s) of %s, %ld next clicks scored\n", n.clicks, topic,
-                n.evaluated);
+    } else {
+        c.m = m;
+        if ((rc = replay(q, cd, &c, &a, &n)) == EXIT_OK) {
+            print_totals(&a, &c, &n);
+            fprintf(stderr, "replayed %ld click(s) of %s, %ld next clicks scored\n", n.clicks,
+                    topic, n.evaluated);
+        }
     }
     kq_close(q, 0, NULL);
     codec_close(cd);

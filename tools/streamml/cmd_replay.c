@@ -25,12 +25,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "clickstep.h"
 #include "cmds.h"
 #include "codec.h"
 #include "kafka.h"
 #include "log.h"
-#include "pipeline.h"
 #include "out.h"
+#include "pipeline.h"
 #include "replay.h"
 
 #define MAX_FILES 256
@@ -54,6 +55,7 @@ struct rp_args {
     int32_t parts[MAX_PARTS];
     size_t nparts;
     int csv, features, dry_run, skip_invalid, redis, quiet;
+    enum rp_stream stream; /* --stream */
 };
 
 static void usage(FILE *out)
@@ -62,11 +64,23 @@ static void usage(FILE *out)
             "usage: streamml replay [-t TOPIC [--from T] [--to T] [--partitions LIST]]\n"
             "                       [--avro-file FILE ...] [-o FILE] [--format jsonl|csv]\n"
             "                       [--features] [--output-topic T] [--state memory|redis]\n"
-            "                       [--dry-run] [--skip-invalid] [-q] [common options]\n\n"
-            "Replays history through the transactions worker's own step (features with\n"
-            "per-user state, gbdt + scorecard, decision) and writes the predictions.\n"
-            "Click topics are not replayed (the clickstream worker's answers depend on\n"
-            "live co-visitation counts and random exploration): use streamml click-eval.\n\n"
+            "                       [--dry-run] [--skip-invalid] [-q] [--stream S]\n"
+            "                       [common options]\n\n"
+            "Replays history through a worker's own step and writes its predictions.\n"
+            "  --stream transactions  (default) features with per-user state, gbdt +\n"
+            "                       scorecard, decision\n"
+            "  --stream clickstream   the clickstream worker's step (common/clickstep.h):\n"
+            "                       session states, GRU candidates, exclusion, MMR,\n"
+            "                       exploration, in batches of worker.batch_size; JSON\n"
+            "                       lines as `streamml consume` prints the worker's\n"
+            "                       (latency_us 0). With clickstream.epsilon=0 and no\n"
+            "                       co-visitation (--state memory, or clickstream.covisit=0)\n"
+            "                       the items, order and scores are the worker's; with\n"
+            "                       --state redis the co-visitation/trending counts are\n"
+            "                       the run's own (under its prefix). --avro-file: files of\n"
+            "                       click events (schemas/click_event.avsc). No CSV, no\n"
+            "                       --features. The model's offline quality (Recall@K,\n"
+            "                       MRR@K) is `streamml click-eval`.\n\n"
             "Input (one of):\n"
             "  -t, --topic T        a topic range (default input.topic), read with assign()\n"
             "                       only: never joins a consumer group, never commits\n"
@@ -77,7 +91,7 @@ static void usage(FILE *out)
             "      --to T           end, exclusive, same forms. Default: each partition's\n"
             "                       end when the replay starts (it stops there by itself)\n"
             "      --partitions L   only these partitions (0,3,5)\n"
-            "      --avro-file F    an Avro object container file of transaction events\n"
+            "      --avro-file F    an Avro object container file of the stream's events\n"
             "                       (`streamml consume --avro-file`, Kafka Connect sinks);\n"
             "                       repeat for several files (merged like partitions)\n\n"
             "Order: partitions (files) are merged by event time, ties by partition (file\n"
@@ -179,6 +193,13 @@ static int parse_opt(int opt, const char *arg, struct rp_args *a)
         }
         a->redis = strcmp(arg, "redis") == 0;
         break;
+    case 1012:
+        if (strcmp(arg, "transactions") != 0 && strcmp(arg, "clickstream") != 0) {
+            fprintf(stderr, "error: --stream %s: expected transactions or clickstream\n", arg);
+            return EXIT_USAGE;
+        }
+        a->stream = strcmp(arg, "clickstream") == 0 ? RP_CLICKSTREAM : RP_TRANSACTIONS;
+        break;
     case 1011:
         if (strcmp(arg, "jsonl") != 0 && strcmp(arg, "csv") != 0) {
             fprintf(stderr, "error: --format %s: expected jsonl or csv\n", arg);
@@ -209,6 +230,7 @@ static int parse_args(int argc, char **argv, struct rp_args *a)
                                        {"skip-invalid", no_argument, NULL, 1009},
                                        {"avro-file", required_argument, NULL, 1010},
                                        {"format", required_argument, NULL, 1011},
+                                       {"stream", required_argument, NULL, 1012},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -244,6 +266,11 @@ static int parse_args(int argc, char **argv, struct rp_args *a)
         a->csv = n > 4 && strcmp(a->output + n - 4, ".csv") == 0;
     }
     a->csv = a->csv == 1;
+    if (a->stream == RP_CLICKSTREAM && (a->csv || a->features)) {
+        fprintf(stderr, "error: --stream clickstream writes JSON lines: --format csv and "
+                        "--features apply to transactions\n");
+        return EXIT_USAGE;
+    }
     return EXIT_OK;
 }
 
@@ -383,6 +410,24 @@ static void write_jsonl(struct line *l, const struct txn_prediction *p, const fl
             putc_(l, ',');
         json_str(l, p->reasons[k]);
     }
+    puts_(l, "],\"reason_features\":[");
+    for (int k = 0; k < p->n_reasons; k++) {
+        if (k)
+            putc_(l, ',');
+        json_str(l, p->reason_features[k]);
+    }
+    puts_(l, "],\"reason_values\":[");
+    for (int k = 0; k < p->n_reasons; k++) {
+        if (k)
+            putc_(l, ',');
+        put_double(l, p->reason_values[k]);
+    }
+    puts_(l, "],\"scorecard_reasons\":[");
+    for (int k = 0; k < p->n_card_reasons; k++) {
+        if (k)
+            putc_(l, ',');
+        json_str(l, p->card_reasons[k]);
+    }
     puts_(l, "],\"feature_hash\":");
     json_str(l, p->feature_hash);
     puts_(l, p->redelivered ? ",\"redelivered\":true" : ",\"redelivered\":false");
@@ -418,7 +463,7 @@ static void write_csv_header(FILE *out, int features)
 
 static void write_csv(struct line *l, const struct txn_prediction *p, const float *x)
 {
-    char reasons[PRED_REASONS * 49 + 1] = "";
+    char reasons[PRED_REASONS * (sizeof(p->reasons[0]) + 1) + 1] = "";
 
     for (int k = 0; k < p->n_reasons; k++) {
         if (k)
@@ -499,6 +544,14 @@ struct run {
     uint64_t n, invalid, dup, decisions[3];
     int64_t t0_us, last_show_us;
     int progress;
+    /* --stream clickstream: the worker's step over batches of cap clicks */
+    struct cstep *cs;
+    struct cov *cov;
+    struct click_event *cev;
+    struct cstep_click *cin;
+    struct click_prediction *cp;
+    size_t ccap, cn;
+    struct buf json;
 };
 
 static void show_progress(struct run *r, int final)
@@ -545,8 +598,14 @@ static int open_state(struct run *r, struct err *e)
     const struct cfg *cf = r->cf;
     char run_id[64];
 
-    if (!r->a->redis)
-        return ERR_OK; /* in memory: the engine's own, kept decoded (rp_engine_open) */
+    int clicks = r->a->stream == RP_CLICKSTREAM;
+
+    if (!r->a->redis) {
+        if (!clicks)
+            return ERR_OK; /* in memory: the engine's own, kept decoded (rp_engine_open) */
+        r->st = state_open_memory(); /* the worker's state.backend=memory */
+        return r->st ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
+    }
     if (r->a->run_id)
         snprintf(run_id, sizeof(run_id), "%s", r->a->run_id);
     else
@@ -556,11 +615,13 @@ static int open_state(struct run *r, struct err *e)
         .host = cfg_str(cf, "redis.host"),
         .port = (int)cfg_int(cf, "redis.port"),
         .password = *cfg_str(cf, "redis.password") ? cfg_str(cf, "redis.password") : NULL,
-        .prefix = r->prefix, .ttl_s = (int)cfg_int(cf, "redis.ttl_s"),
+        .prefix = r->prefix,
+        .ttl_s = (int)cfg_int(cf, clicks ? "clickstream.session_ttl_s" : "redis.ttl_s"),
         .timeout_ms = (int)cfg_int(cf, "redis.timeout_ms"),
         .username = cfg_str(cf, "redis.username")};
-    r->st = state_open_redis(&r->ro, e);
-    return r->st ? ERR_OK : e->code;
+    if (!(r->st = state_open_redis(&r->ro, e)))
+        return e->code;
+    return clicks ? cstep_cov_open(cf, &r->ro, &r->cov, e) : ERR_OK;
 }
 
 static int open_input(struct run *r, struct err *e)
@@ -570,18 +631,22 @@ static int open_input(struct run *r, struct err *e)
     struct rp_topic *t;
     size_t np;
     const struct cfg_kv *kv = cfg_kafka(r->cf, &np);
+    const char *topic = a->topic ? a->topic : cfg_str(r->cf, "input.topic");
 
+    /* the clickstream worker's default input topic */
+    if (!a->topic && a->stream == RP_CLICKSTREAM &&
+        strcmp(cfg_origin(r->cf, "input.topic"), "default") == 0)
+        topic = "clickstream";
     if (a->nfiles) {
         r->total = -1;
-        r->in = rp_input_files(r->cd, a->files, a->nfiles, e);
+        r->in = rp_input_files_of(r->cd, a->files, a->nfiles, a->stream, e);
         return r->in ? ERR_OK : e->code;
     }
     if (rp_parse_bound(a->from, &from, e))
         return err_wrap(e, "--from");
     if (rp_parse_bound(a->to, &to, e))
         return err_wrap(e, "--to");
-    t = rp_topic_open(kv, np, a->topic ? a->topic : cfg_str(r->cf, "input.topic"), &from, &to,
-                      a->parts, a->nparts, a->dry_run, e);
+    t = rp_topic_open(kv, np, topic, &from, &to, a->parts, a->nparts, a->dry_run, e);
     if (!t)
         return e->code;
     if (a->dry_run) {
@@ -590,7 +655,7 @@ static int open_input(struct run *r, struct err *e)
         return ERR_OK;
     }
     r->total = rp_topic_total(t);
-    r->in = rp_input_topic(r->cd, t, e);
+    r->in = rp_input_topic_of(r->cd, t, a->stream, e);
     return r->in ? ERR_OK : e->code;
 }
 
@@ -620,11 +685,8 @@ static int open_output(struct run *r, struct err *e)
     return ERR_OK;
 }
 
-/* Click events are not a replay input: the clickstream worker's answers
- * depend on live co-visitation/trending counts and on random exploration,
- * so a backtest of them would not be the worker's answers; the model's
- * offline quality over a click topic is `streamml click-eval` (README
- * "Clickstream worker"). Said once, at the first click event. */
+/* Click events read as transactions: the run wants --stream clickstream
+ * (or click-eval for the model's quality). Said once, at the first one. */
 static void hint_clicks(const struct rp_rec *rec)
 {
     static int said;
@@ -632,8 +694,10 @@ static void hint_clicks(const struct rp_rec *rec)
     if (said || !strstr(rec->err.msg, "(click_event.avsc)"))
         return;
     said = 1;
-    fprintf(stderr, "replay: %s holds click events; replay backtests the transactions worker. "
-                    "For clicks use `streamml click-eval` (Recall@K/MRR@K of the model)\n",
+    fprintf(stderr,
+            "replay: %s holds click events: replay them with --stream clickstream "
+            "(the worker's recommendations), or `streamml click-eval` for the model's "
+            "Recall@K/MRR@K\n",
             rec->source);
 }
 
@@ -806,11 +870,120 @@ static int replay_loop(struct run *r, struct err *e)
     return ERR_OK;
 }
 
+/* ---- --stream clickstream ---- */
+
+/* One prediction as the worker's record: Avro to --output-topic, and the
+ * same bytes as JSON (codec_to_json, what `streamml consume` prints). */
+static int emit_click(struct run *r, const struct click_prediction *p, struct err *e)
+{
+    buf_reset(&r->enc);
+    if (codec_encode_click_prediction(r->cd, p, &r->enc, e))
+        return e->code;
+    if (r->out) {
+        if (codec_to_json(r->cd, r->enc.data, r->enc.len, &r->json, e))
+            return e->code;
+        fwrite(r->json.data, 1, r->json.len, r->out);
+        fputc('\n', r->out);
+    }
+    if (r->q && (kq_produce(r->q, r->a->out_topic, p->session_id, strlen(p->session_id),
+                            r->enc.data, r->enc.len, NULL, e) ||
+                 kq_serve(r->q, 0, e) == ERR_FATAL))
+        return e->code;
+    return ERR_OK;
+}
+
+/* The batch of clicks through the worker's step. A state or count store
+ * that fails makes the run incomplete: an error, not a degraded answer. */
+static int click_batch(struct run *r, struct err *e)
+{
+    const struct cstep_counts *k = cstep_counts(r->cs);
+    uint64_t fails = k->state_errors + k->cov_errors;
+
+    if (!r->cn)
+        return ERR_OK;
+    if (cstep_batch(r->cs, r->cn, r->cin, r->cp))
+        return err_set(e, ERR_IO, "session states not read (state backend): run incomplete");
+    for (size_t i = 0; i < r->cn; i++)
+        if (emit_click(r, &r->cp[i], e))
+            return e->code;
+    cstep_store(r->cs);
+    if (k->state_errors + k->cov_errors != fails)
+        return err_set(e, ERR_IO,
+                       "session states or co-visitation counts not written: run "
+                       "incomplete");
+    r->cn = 0;
+    return ERR_OK;
+}
+
+static int click_open(struct run *r, struct err *e)
+{
+    r->ccap = (size_t)cfg_int(r->cf, "worker.batch_size");
+    r->cev = calloc(r->ccap, sizeof(*r->cev));
+    r->cin = calloc(r->ccap, sizeof(*r->cin));
+    r->cp = calloc(r->ccap, sizeof(*r->cp));
+    buf_init(&r->json, 0);
+    if (!r->cev || !r->cin || !r->cp)
+        return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", r->ccap);
+    return cstep_open(&r->cs, r->cf, r->ccap, r->st, r->cov, e);
+}
+
+static void click_close(struct run *r)
+{
+    cstep_close(r->cs);
+    cov_close(r->cov);
+    free(r->cev);
+    free(r->cin);
+    free(r->cp);
+    buf_free(&r->json);
+}
+
+static int click_loop(struct run *r, struct err *e)
+{
+    const struct rp_rec *rec;
+    int rc;
+
+    while (g_run && (rc = rp_input_next(r->in, &rec, e)) == 1) {
+        if (rec->rc != ERR_OK) {
+            report_invalid(r, rec);
+            continue;
+        }
+        /* the record is valid until the next call: the batch keeps a copy */
+        r->cev[r->cn] = rec->click;
+        r->cin[r->cn] =
+            (struct cstep_click){&r->cev[r->cn], rec->source, rec->partition, rec->offset};
+        r->n++;
+        if (++r->cn == r->ccap && click_batch(r, e))
+            return e->code;
+        if ((r->n & 1023) == 0)
+            show_progress(r, 0);
+    }
+    if (rc < 0)
+        return rc;
+    if (click_batch(r, e))
+        return e->code;
+    if (!g_run)
+        return err_set(e, ERR_IO, "interrupted after %llu events: output incomplete",
+                       (unsigned long long)r->n);
+    return ERR_OK;
+}
+
 static void summary(struct run *r)
 {
     double secs = (double)(pipe_now_us() - r->t0_us) / 1e6;
 
     show_progress(r, 1);
+    if (r->cs) {
+        const struct cstep_counts *k = cstep_counts(r->cs);
+        fprintf(stderr,
+                "replay: %llu click predictions in %.2f s (%.0f events/s): %llu cold start, "
+                "%llu unknown item, %llu redelivered, %llu explored; %llu invalid%s%s\n",
+                (unsigned long long)r->n, secs, secs > 0 ? (double)r->n / secs : 0,
+                (unsigned long long)k->cold, (unsigned long long)k->unknown,
+                (unsigned long long)k->redelivered, (unsigned long long)k->explored,
+                (unsigned long long)r->invalid, r->a->redis ? "; state prefix " : "",
+                r->a->redis ? r->prefix : "");
+        return;
+    }
     fprintf(stderr,
             "replay: %llu predictions in %.2f s (%.0f events/s): approve %llu, review %llu, "
             "decline %llu; %llu invalid, %llu duplicates%s%s\n",
@@ -827,6 +1000,8 @@ static int run_open(struct run *r, struct err *e)
         return e->code;
     if (r->a->dry_run)
         return ERR_OK;
+    if (r->a->stream == RP_CLICKSTREAM)
+        return open_state(r, e) || click_open(r, e) || open_output(r, e) ? e->code : ERR_OK;
     if (!(r->sc = txn_scorer_open(r->cf, e)) || open_state(r, e) ||
         !(r->eng = rp_engine_open(r->st, NULL, e)) || open_output(r, e))
         return e->code;
@@ -851,6 +1026,7 @@ static int run_close(struct run *r, int rc, struct err *e)
     r->o = NULL;
     r->out = NULL;
     rp_engine_close(r->eng);
+    click_close(r);
     state_close(r->st);
     if (r->a->redis && r->st) { /* the run's keys only: the prefix is its own */
         if (rp_redis_drop_prefix(&r->ro, &dropped, &ce))
@@ -883,7 +1059,9 @@ int cmd_replay(int argc, char **argv)
     r.t0_us = pipe_now_us();
     rc = run_open(&r, &e);
     if (rc == ERR_OK && !a.dry_run)
-        rc = replay_loop(&r, &e);
+        rc = a.stream == RP_CLICKSTREAM ? click_loop(&r, &e) : replay_loop(&r, &e);
+    if (!a.dry_run && r.cs)
+        summary(&r); /* before run_close frees the step's counts */
     rc = run_close(&r, rc, &e);
     if (!a.dry_run && r.eng)
         summary(&r);

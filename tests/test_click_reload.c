@@ -1,0 +1,271 @@
+/* The clickstream worker's model reload beyond what tests/test_runtime.c
+ * checks for every stream (SIGHUP reloads, the worker lives on): on the
+ * embedded stack (`streamml broker`, state in memory), SIGHUP swaps in a
+ * new GRU model file (version 1 -> 2: the next clicks carry it; an INFO
+ * model_reload alert on monitor.topic); a corrupt file is refused (a
+ * WARNING model_reload alert naming the refusal), version 2 serves on and
+ * the worker keeps running. Before the runtime, SIGHUP killed the worker.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "stack.h"
+
+#define TOPICS "reload.in:2,reload.out:2,clickstream.dlq:1,monitoring:1"
+#define MODEL "models/clickstream/gru4rec.onnx"
+
+struct env {
+    struct test_broker broker;
+    char dir[64];
+    int next; /* clicks produced so far */
+};
+
+static int setup(void **st)
+{
+    struct env *v = calloc(1, sizeof(*v));
+
+    if (!v)
+        return -1;
+    snprintf(v->dir, sizeof(v->dir), "/tmp/streamml-clickrt-XXXXXX");
+    if (!mkdtemp(v->dir) || test_broker_start(&v->broker, TOPICS))
+        return -1;
+    *st = v;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    struct env *v = *st;
+    char cmd[128];
+
+    test_broker_stop(&v->broker);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", v->dir);
+    if (system(cmd))
+        fprintf(stderr, "could not remove %s\n", v->dir);
+    free(v);
+    return 0;
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+/* n more clicks of 3 sessions. */
+static void produce(struct env *v, const char *topic, int n)
+{
+    char path[128];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/clicks-%d.jsonl", v->dir, v->next);
+    assert_non_null(f = fopen(path, "w"));
+    for (int i = v->next; i < v->next + n; i++)
+        fprintf(f,
+                "{\"event_id\":\"c%d\",\"session_id\":\"s%d\",\"user_id\":\"s%d\","
+                "\"item_id\":%d,\"event_type\":\"view\",\"event_time\":%lld}\n",
+                i, i % 3, i % 3, 10 + i, 1767225600000LL + 1000LL * i);
+    fclose(f);
+    v->next += n;
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "produce",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    (char *)topic,
+                    "-i",
+                    path,
+                    "--log-level",
+                    "warn",
+                    "--schema",
+                    "click_event",
+                    NULL};
+    assert_int_equal(test_run_wait(argv, NULL), 0);
+}
+
+/* The worker on <row>.in -> <row>.out with the given -X settings
+ * (NULL-terminated). */
+static pid_t start_worker(struct env *v, const char *row, const char *log, const char *const *xs)
+{
+    static char in[64], out[64];
+    char *argv[64];
+    int n = 0;
+
+    snprintf(in, sizeof(in), "input.topic=%s.in", row);
+    snprintf(out, sizeof(out), "output.topic=%s.out", row);
+    argv[n++] = (char *)test_bin("streamml-clickstream");
+    argv[n++] = "-b";
+    argv[n++] = v->broker.bootstrap;
+    argv[n++] = "-X";
+    argv[n++] = in;
+    argv[n++] = "-X";
+    argv[n++] = out;
+    for (const char *const *x = xs; *x && n < 58; x++) {
+        argv[n++] = "-X";
+        argv[n++] = (char *)*x;
+    }
+    argv[n++] = "--log-level";
+    argv[n++] = "info";
+    argv[n] = NULL;
+    return test_spawn(argv, log);
+}
+
+static void wait_or_fail(struct env *v, const char *topic, int64_t want, pid_t w, const char *log)
+{
+    if (test_wait_topic(v->broker.bootstrap, topic, want, 30000) == 0)
+        return;
+    test_stop_pid(w, SIGKILL, 1000);
+    if (sh("tail -n 15 '%s' >&2", log))
+        fprintf(stderr, "no log %s\n", log);
+    fail_msg("%s: not %lld records within 30 s", topic, (long long)want);
+}
+
+static void stop_ok(pid_t w, const char *log)
+{
+    int st = test_stop_pid(w, SIGTERM, 20000);
+
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        if (sh("tail -n 15 '%s' >&2", log))
+            fprintf(stderr, "no log %s\n", log);
+        fail_msg("worker status %d (log %s)", st, log);
+    }
+}
+
+/* Lines of path that contain every one of the needles (NULL-terminated). */
+static int count(const char *path, ...)
+{
+    FILE *f = fopen(path, "r");
+    char line[16384];
+    int n = 0;
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        va_list ap;
+        const char *s;
+        int all = 1;
+        va_start(ap, path);
+        while ((s = va_arg(ap, const char *)))
+            all &= strstr(line, s) != NULL;
+        va_end(ap);
+        n += all;
+    }
+    fclose(f);
+    return n;
+}
+
+/* topic as JSON lines into path. */
+static void consume(struct env *v, const char *topic, const char *path)
+{
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "consume",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    (char *)topic,
+                    "-f",
+                    "-e",
+                    "--log-level",
+                    "error",
+                    NULL};
+    assert_int_equal(test_run_wait(argv, path), 0);
+}
+
+/* src with its "model_version" metadata value ("1") set to version. */
+static void write_model(const char *src, const char *dst, char version)
+{
+    static const char key[] = "model_version\x12\x01";
+    FILE *f = fopen(src, "rb");
+    char tmp[200], *buf, *p;
+    long n;
+
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    n = ftell(f);
+    rewind(f);
+    assert_non_null(buf = malloc((size_t)n));
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    assert_non_null(p = memmem(buf, (size_t)n, key, sizeof(key) - 1));
+    p[sizeof(key) - 1] = version;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
+    assert_non_null(f = fopen(tmp, "wb"));
+    assert_int_equal(fwrite(buf, 1, (size_t)n, f), (size_t)n);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, dst), 0); /* the worker never sees half a file */
+    free(buf);
+}
+
+static void test_sighup_reloads_the_model_or_refuses(void **st)
+{
+    struct env *v = *st;
+    char log[128], out[128], alerts[128], model[128], mx[180];
+    const char *xs[] = {"state.backend=memory", "worker.poll_ms=20", "group.id=rt-click-reload", mx,
+                        NULL};
+    int base = v->next;
+    pid_t w;
+    FILE *f;
+
+    snprintf(model, sizeof(model), "%s/model.onnx", v->dir);
+    snprintf(mx, sizeof(mx), "clickstream.model=%s", model);
+    snprintf(log, sizeof(log), "%s/reload.log", v->dir);
+    snprintf(out, sizeof(out), "%s/reload-predictions.jsonl", v->dir);
+    snprintf(alerts, sizeof(alerts), "%s/reload-alerts.jsonl", v->dir);
+    write_model(MODEL, model, '1');
+    w = start_worker(v, "reload", log, xs);
+    assert_true(w > 0);
+    produce(v, "reload.in", 4);
+    wait_or_fail(v, "reload.out", 4, w, log);
+
+    write_model(MODEL, model, '2');
+    assert_int_equal(kill(w, SIGHUP), 0);
+    test_sleep_ms(1500);
+    produce(v, "reload.in", 4);
+    wait_or_fail(v, "reload.out", 8, w, log);
+
+    assert_non_null(f = fopen(model, "w")); /* not a model any more */
+    fputs("garbage\n", f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(kill(w, SIGHUP), 0);
+    test_sleep_ms(1500);
+    produce(v, "reload.in", 4);
+    wait_or_fail(v, "reload.out", 12, w, log);
+    stop_ok(w, log);
+
+    consume(v, "reload.out", out);
+    for (int i = base; i < v->next; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "\"event_id\":\"c%d\"", i);
+        assert_int_equal(count(out, id,
+                               i < base + 4 ? "\"model_version\":\"1\"" : "\"model_version\":\"2\"",
+                               NULL),
+                         1);
+    }
+    consume(v, "monitoring", alerts);
+    assert_int_equal(count(alerts, "model_reload", "INFO", "version 1 -> 2", NULL), 1);
+    assert_int_equal(count(alerts, "model_reload", "WARNING", "refused", NULL), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sighup_reloads_the_model_or_refuses),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
