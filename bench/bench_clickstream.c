@@ -134,7 +134,7 @@ int main(int argc, char **argv)
     struct sess_model *m = NULL;
     struct rec_ctx *rc = NULL;
     struct err e = {0};
-    struct rec_opts o = {.k = 10, .candidates = 50, .mmr_lambda = 0.5, .epsilon = 0.05};
+    struct rec_opts o = {.k = 10, .candidates = 50, .lambda_diversity = 0.5, .epsilon = 0.05};
     long clicks = argc > 2 ? strtol(argv[2], NULL, 10) : 2048;
     int batches[] = {1, 16, 64, 256};
     /* full-score rows: the last path of the table, the plain alternative */

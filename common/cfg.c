@@ -158,7 +158,12 @@ static const struct key_def keys[] = {
      "GRU4Rec ONNX model (models/clickstream/train.py)"},
     {"clickstream.k", K_INT, 1, 64, "10", "items shown per click"},
     {"clickstream.candidates", K_INT, 1, 512, "50", "top GRU scores re-ranked by MMR"},
-    {"clickstream.mmr_lambda", K_DBL, 0, 1, "0.5", "MMR: 1 = relevance only, 0 = diversity only"},
+    {"clickstream.lambda_diversity", K_DBL, 0, 1, "0.5",
+     "MMR's weight of the diversity term: 0 = relevance only, 1 = diversity only"},
+    {"clickstream.mmr_similarity", K_STR, 0, 0, "cosine",
+     "MMR's item similarity: cosine | dot (product of the item embeddings)"},
+    {"clickstream.ctr_horizon_s", K_INT, 1, 31536000, "1800",
+     "a later click of the session on a shown item within this is a click-through"},
     {"clickstream.epsilon", K_DBL, 0, 1, "0.05", "exploration probability per shown slot"},
     {"clickstream.history", K_INT, 1, 64, "20", "last items kept per session (excluded from results)"},
     {"clickstream.session_ttl_s", K_INT, 1, 31536000, "1800", "session state expiry after inactivity"},
@@ -370,6 +375,28 @@ static int set_kafka(struct cfg *c, const char *prop, const char *v, const char 
     return ERR_OK;
 }
 
+/* A key that was renamed with its meaning changed: refused with the new
+ * spelling, never guessed (an old file would silently flip its weight). */
+static int renamed_key(const char *key, const char *value, const char *origin, struct err *e)
+{
+    char *end;
+    double v;
+
+    if (strcmp(key, "clickstream.mmr_lambda"))
+        return ERR_OK;
+    v = strtod(value, &end);
+    if (*value && !*end && v >= 0 && v <= 1)
+        return err_set(e, ERR_CONFIG,
+                       "config: clickstream.mmr_lambda (relevance weight) was replaced by "
+                       "clickstream.lambda_diversity, the diversity weight: write "
+                       "clickstream.lambda_diversity=%g for mmr_lambda=%s (%s)",
+                       1.0 - v, value, origin);
+    return err_set(e, ERR_CONFIG,
+                   "config: clickstream.mmr_lambda was replaced by "
+                   "clickstream.lambda_diversity = 1 - mmr_lambda (%s)",
+                   origin);
+}
+
 int cfg_set(struct cfg *c, const char *key, const char *value, const char *origin,
             struct err *e)
 {
@@ -383,6 +410,8 @@ int cfg_set(struct cfg *c, const char *key, const char *value, const char *origi
             return err_set(e, ERR_CONFIG, "config: empty kafka property name (%s)", origin);
         return set_kafka(c, key + 6, value, origin, e);
     }
+    if (renamed_key(key, value, origin, e))
+        return e->code;
     i = key_index(key);
     if (i < 0) {
         char hint[160];
@@ -471,6 +500,8 @@ static int load_line(struct cfg *c, char *line, const char *origin, struct err *
     k = trim(k);
     if (!*k)
         return err_set(e, ERR_CONFIG, "config: empty key (%s)", origin);
+    if (renamed_key(k, v, origin, e))
+        return e->code;
     if (key_index(k) < 0 && strncmp(k, "kafka.", 6) != 0 && !looks_like_ours(k)) {
         int j = java_key(c, k, v, origin, e);
         if (j)
@@ -592,6 +623,9 @@ static int check_env_names(struct err *e)
 
 int cfg_load_env(struct cfg *c, struct err *e)
 {
+    if (getenv("STREAMML_CLICKSTREAM_MMR_LAMBDA")) /* renamed: the conversion, not "unknown" */
+        return renamed_key("clickstream.mmr_lambda", getenv("STREAMML_CLICKSTREAM_MMR_LAMBDA"),
+                           "env STREAMML_CLICKSTREAM_MMR_LAMBDA", e);
     if (check_env_names(e))
         return e->code;
     for (size_t i = 0; i < NKEYS; i++) {

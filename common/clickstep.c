@@ -109,11 +109,16 @@ static int open_model(struct cstep *c, const struct cfg *cf, struct err *e)
 {
     struct rec_opts o = {.k = (int)cfg_int(cf, "clickstream.k"),
                          .candidates = (int)cfg_int(cf, "clickstream.candidates"),
-                         .mmr_lambda = cfg_double(cf, "clickstream.mmr_lambda"),
+                         .lambda_diversity = cfg_double(cf, "clickstream.lambda_diversity"),
                          .epsilon = cfg_double(cf, "clickstream.epsilon")};
     uint64_t seed = (uint64_t)cfg_int(cf, "clickstream.seed");
     const char *path = cfg_str(cf, "clickstream.model");
+    const char *sim = cfg_str(cf, "clickstream.mmr_similarity");
 
+    if (strcmp(sim, "cosine") && strcmp(sim, "dot"))
+        return err_set(e, ERR_CONFIG, "clickstream.mmr_similarity \"%s\": expected cosine or dot",
+                       sim);
+    o.mmr_dot = strcmp(sim, "dot") == 0;
     if (!(c->path = strdup(path)))
         return err_set(e, ERR_NOMEM, "out of memory");
     if (sess_model_open(&c->m, path, e))
@@ -125,11 +130,11 @@ static int open_model(struct cstep *c, const struct cfg *cf, struct err *e)
     if (rec_ctx_open(&c->rc, c->m, &o, seed, e))
         return e->code;
     c->k = o.k;
-    log_info("model %s (%s %s): %lld items, hidden %d; top %d of %d candidates, MMR lambda "
-             "%.2f, epsilon %.3f",
+    log_info("model %s (%s %s): %lld items, hidden %d; top %d of %d candidates, MMR "
+             "lambda_diversity %.2f (%s), epsilon %.3f",
              path, sess_model_name(c->m), sess_model_version(c->m),
              (long long)sess_model_items(c->m), sess_model_hidden(c->m), o.k, o.candidates,
-             o.mmr_lambda, o.epsilon);
+             o.lambda_diversity, sim, o.epsilon);
     return ERR_OK;
 }
 

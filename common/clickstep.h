@@ -65,7 +65,7 @@ struct cstep_counts {
 };
 
 /* The model (clickstream.model), ranking (clickstream.k, candidates,
- * mmr_lambda, epsilon, seed: 0 draws one), search and batch scratch for up
+ * lambda_diversity, mmr_similarity, epsilon, seed: 0 draws one), search and batch scratch for up
  * to cap clicks; st (required) and cov (NULL: no co-visitation, trending
  * from the model's popular list only) are borrowed. Reads
  * clickstream.history, score_batch, blas_threads, state.retry_budget_ms.

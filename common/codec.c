@@ -52,7 +52,7 @@ void buf_reset(struct buf *b)
 }
 
 /* Room for n more bytes plus a NUL, so data is always a C string too. */
-static int buf_reserve(struct buf *b, size_t n)
+int buf_reserve(struct buf *b, size_t n)
 {
     size_t max = b->max ? b->max : CODEC_MAX_MESSAGE;
     size_t need, cap;
@@ -164,8 +164,7 @@ int find_writer(struct codec *c, int32_t id, struct slot **out, struct err *e)
 
 /* ---- framing ---- */
 
-static int unframe(struct codec *c, const unsigned char *m, size_t len, struct slot **out,
-                   struct err *e)
+int unframe(struct codec *c, const unsigned char *m, size_t len, struct slot **out, struct err *e)
 {
     int32_t id;
 
@@ -450,6 +449,7 @@ static void resolved_free(struct resolved *r)
 static void slot_free(struct slot *s)
 {
     resolved_free(s->res);
+    plan_free(s);
     if (s->has_value)
         avro_value_decref(&s->value);
     if (s->iface)

@@ -50,6 +50,14 @@ enum codec_schema {
 
 struct codec;
 
+/* How transaction events are decoded and predictions encoded: by a plan
+ * compiled from the schema (common/codec_plan.c; the default), avro-c for
+ * what a plan does not compile and for every error message; OFF: avro-c
+ * only; ONLY (tests): a message the plan refuses is an error ("plan refused
+ * the message") of the class avro-c would give, not retried by avro-c. */
+enum codec_plan_mode { CODEC_PLAN_ON = 0, CODEC_PLAN_OFF, CODEC_PLAN_ONLY };
+void codec_set_plan(struct codec *c, enum codec_plan_mode mode);
+
 /* Loads every schema listed in <schema_dir>/ids. NULL with the file named
  * in *e on failure. */
 struct codec *codec_open(const char *schema_dir, struct err *e);

@@ -125,7 +125,8 @@ int fill_click(struct codec *c, const struct click_event *ev, struct err *e)
         put_long(r, "item_id", ev->item_id, e) ||
         (avro_value_set_enum(&v, sym) && avro_fail(e, ERR_DECODE, "event_type")) ||
         put_long(r, "event_time", ev->event_time_ms, e))
-        return err_wrap(e, "encode click %s", ev->event_id);
+        return err_wrap(e, "encode click %.*s", (int)strnlen(ev->event_id, sizeof(ev->event_id)),
+                        ev->event_id);
     return ERR_OK;
 }
 
@@ -172,7 +173,8 @@ int codec_encode_click_prediction(struct codec *c, const struct click_prediction
         PUT_STR(r, p, model_version, e) || put_long(r, "latency_us", p->latency_us, e) ||
         PUT_STR(r, p, src_topic, e) || put_int(r, "src_partition", p->src_partition, e) ||
         put_long(r, "src_offset", p->src_offset, e))
-        return err_wrap(e, "encode click prediction %s", p->event_id);
+        return err_wrap(e, "encode click prediction %.*s",
+                        (int)strnlen(p->event_id, sizeof(p->event_id)), p->event_id);
     return encode(c, s, out, e);
 }
 

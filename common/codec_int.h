@@ -89,6 +89,11 @@ struct slot {
     bool has_value;
     struct vprog *prog;
     struct resolved *res; /* into the txn reader, made on first use */
+    /* codec_plan.c: plans compiled on first use; state 0 not yet, 1 the
+     * plan runs, -1 avro-c does (said once in a log line). */
+    struct txn_plan *tplan;
+    struct enc_plan *eplan;
+    int tplan_state, eplan_state;
 };
 
 struct codec {
@@ -102,6 +107,7 @@ struct codec {
     avro_writer_t writer;
     struct txn_slot txn[TXN_NFIELDS];
     struct buf scratch; /* bytes decoded from JSON strings */
+    enum codec_plan_mode plan_mode;
 };
 
 struct walk {
@@ -126,6 +132,8 @@ struct txn_field {
 /* Helpers shared by the codec*.c files (were static in one codec.c). */
 
 /* codec.c */
+int buf_reserve(struct buf *b, size_t n);
+int unframe(struct codec *c, const unsigned char *m, size_t len, struct slot **out, struct err *e);
 int avro_fail(struct err *e, int code, const char *what);
 int find_writer(struct codec *c, int32_t id, struct slot **out, struct err *e);
 int frame_walk(struct codec *c, const void *msg, size_t len, struct slot **out, struct err *e);
@@ -137,10 +145,12 @@ int encode(struct codec *c, struct slot *s, struct buf *out, struct err *e);
 /* codec_schema.c */
 int compile(struct vprog *g, json_t *doc, avro_schema_t s, int depth, struct err *e);
 int walk_node(struct walk *w, int node);
+size_t codec_utf8_check(const unsigned char *s, size_t n);
 
 /* codec_txn.c */
 extern const struct txn_field txn_fields[TXN_NFIELDS];
 const struct txn_field *txn_field_by_name(const char *name);
+enum vkind txn_value_kind(enum tkind k);
 int map_txn_schema(struct codec *c, struct err *e);
 int copy_str(char *dst, size_t cap, const char *s, size_t len, const char *name, struct err *e);
 int extract_txn(const struct txn_slot *txn, avro_value_t *rec, struct txn_event *ev, struct err *e);
@@ -161,6 +171,13 @@ int get_long(avro_value_t *rec, const char *name, int64_t *x, struct err *e);
 int get_int(avro_value_t *rec, const char *name, int32_t *x, struct err *e);
 int get_double(avro_value_t *rec, const char *name, double *x, struct err *e);
 int get_bool(avro_value_t *rec, const char *name, bool *x, struct err *e);
+
+/* codec_plan.c */
+void plan_free(struct slot *s);
+int plan_decode_txn(struct codec *c, struct slot *w, const void *msg, size_t len,
+                    struct txn_event *ev, struct err *e, int *rc);
+int plan_encode_prediction(struct codec *c, struct slot *s, const struct txn_prediction *p,
+                           struct buf *out, struct err *e, int *rc);
 
 /* codec_click.c: a click_event value <-> struct click_event (messages and files) */
 int get_click(avro_value_t *v, struct click_event *ev, struct err *e);

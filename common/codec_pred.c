@@ -3,6 +3,8 @@
  * Split out of codec.c; codec_int.h holds what the codec*.c files share. */
 #include "codec_int.h"
 
+#include <string.h>
+
 /* ---- predictions and dead letters ---- */
 
 /* Field setters by name: a schema that lacks the field or types it
@@ -147,10 +149,14 @@ int codec_encode_prediction(struct codec *c, const struct txn_prediction *p, str
                             struct err *e)
 {
     struct slot *s = &c->slot[c->known[CODEC_TXN_PREDICTION]];
+    int rc;
 
+    if (plan_encode_prediction(c, s, p, out, e, &rc))
+        return rc;
     avro_value_reset(&s->value);
     if (put_prediction(&s->value, p, e))
-        return err_wrap(e, "encode prediction %s", p->event_id);
+        return err_wrap(e, "encode prediction %.*s",
+                        (int)strnlen(p->event_id, sizeof(p->event_id)), p->event_id);
     return encode(c, s, out, e);
 }
 

@@ -218,7 +218,7 @@ static int walk_len(struct walk *w, const char *what, int64_t *len)
 }
 
 /* Offset of the first byte that is not valid UTF-8, or n. */
-static size_t utf8_check(const unsigned char *s, size_t n)
+size_t codec_utf8_check(const unsigned char *s, size_t n)
 {
     size_t i = 0;
 
@@ -253,7 +253,7 @@ static int walk_string(struct walk *w)
 
     if (walk_len(w, "string", &len))
         return ERR_DECODE;
-    bad = utf8_check(w->p + w->pos, (size_t)len);
+    bad = codec_utf8_check(w->p + w->pos, (size_t)len);
     if (bad < (size_t)len)
         return wfail(w, "invalid UTF-8 at byte %zu", w->pos + bad);
     w->pos += (size_t)len;

@@ -57,7 +57,7 @@ const struct txn_field *txn_field_by_name(const char *name)
     return NULL;
 }
 
-static enum vkind tkind_value(enum tkind k)
+enum vkind txn_value_kind(enum tkind k)
 {
     switch (k) {
     case TK_ID:
@@ -81,7 +81,7 @@ static int map_txn_field(const struct vprog *g, int kid, const struct txn_field 
                          struct txn_slot *ts, struct err *e)
 {
     const struct vnode *nd = &g->node[g->kid[kid]];
-    enum vkind want = tkind_value(f->kind);
+    enum vkind want = txn_value_kind(f->kind);
     bool required = f->kind == TK_ID || f->kind == TK_TIME;
 
     ts->index = kid - g->node[0].first;
@@ -383,6 +383,17 @@ int codec_decode_txn(struct codec *c, const void *msg, size_t len, struct txn_ev
     struct slot *s;
 
     event_txn_init(ev);
+    if (c->plan_mode != CODEC_PLAN_OFF) {
+        /* The plan follows avro-c's resolution of this writer: it runs only
+         * once resolve() accepted the writer; else avro-c says why. */
+        struct err ignored = {0};
+        int rc;
+        if (unframe(c, msg, len, &s, e))
+            return e->code;
+        if ((s == &c->slot[c->known[CODEC_TXN_EVENT]] || resolve(c, s, &ignored) == ERR_OK) &&
+            plan_decode_txn(c, s, msg, len, ev, e, &rc))
+            return rc;
+    }
     if (frame_walk(c, msg, len, &s, e) || read_txn(c, s, &rec, &map, e))
         return e->code;
     if (extract_txn(map, rec, ev, e)) {
@@ -476,7 +487,8 @@ int fill_txn(struct codec *c, const struct txn_event *ev, struct err *e)
         if (avro_value_get_by_index(&s->value, (size_t)c->txn[i].index, &v, NULL))
             return avro_fail(e, ERR_DECODE, txn_fields[i].name);
         if (put_txn_field(&txn_fields[i], &c->txn[i], &v, ev, e))
-            return err_wrap(e, "encode %s", ev->event_id);
+            return err_wrap(e, "encode %.*s", (int)strnlen(ev->event_id, sizeof(ev->event_id)),
+                            ev->event_id);
     }
     return ERR_OK;
 }

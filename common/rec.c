@@ -41,9 +41,9 @@ int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct 
     if (o->candidates < 1 || o->candidates > REC_MAX_CANDIDATES)
         return err_set(e, ERR_CONFIG, "clickstream.candidates %d: must be 1..%d", o->candidates,
                        REC_MAX_CANDIDATES);
-    if (!(o->mmr_lambda >= 0 && o->mmr_lambda <= 1))
-        return err_set(e, ERR_CONFIG, "clickstream.mmr_lambda %g: must be in [0, 1]",
-                       o->mmr_lambda);
+    if (!(o->lambda_diversity >= 0 && o->lambda_diversity <= 1))
+        return err_set(e, ERR_CONFIG, "clickstream.lambda_diversity %g: must be in [0, 1]",
+                       o->lambda_diversity);
     if (!(o->epsilon >= 0 && o->epsilon <= 1))
         return err_set(e, ERR_CONFIG, "clickstream.epsilon %g: must be in [0, 1]", o->epsilon);
     c = calloc(1, sizeof(*c));
@@ -198,7 +198,7 @@ static void candidates(struct rec_ctx *c, const struct rec_input *in)
         }
 }
 
-/* Relevance to [0, 1] so lambda weighs it against cosine similarity. */
+/* Relevance to [0, 1] so lambda weighs it against the similarity. */
 static void normalise_rel(struct rec_ctx *c)
 {
     float lo = INFINITY, hi = -INFINITY;
@@ -212,9 +212,13 @@ static void normalise_rel(struct rec_ctx *c)
 }
 
 /* BLAS: the plain loop is one serial chain of adds, and MMR's cosines were
- * the largest cost of ranking (bench/results.md). */
-static float cosine(const struct rec_ctx *c, int64_t a, int64_t b, int dim)
+ * the largest cost of ranking (bench/results.md). Cosine: the unit rows;
+ * dot: the rows as trained (unbounded: a long embedding weighs more). */
+static float similarity(const struct rec_ctx *c, int64_t a, int64_t b, int dim)
 {
+    if (c->o.mmr_dot)
+        return cblas_sdot(dim, sess_model_embedding(c->m, a), 1, sess_model_embedding(c->m, b),
+                          1);
     return cblas_sdot(dim, sess_model_unit_embedding(c->m, a), 1,
                       sess_model_unit_embedding(c->m, b), 1);
 }
@@ -225,10 +229,13 @@ static int emb_dim(const struct rec_ctx *c)
     return (int)(sess_model_unit_embedding(c->m, 1) - sess_model_unit_embedding(c->m, 0));
 }
 
-/* Greedy MMR: argmax lambda * rel - (1 - lambda) * max cos(selected). */
+/* Greedy MMR (Carbonell and Goldstein), with the seed's lambda_diversity as
+ * the weight of the diversity term: argmax (1 - lambda) * rel - lambda *
+ * max sim(selected). Ties go to the more relevant item, so lambda 1 (pure
+ * diversity) still starts from the most relevant one. */
 static size_t mmr(struct rec_ctx *c, struct rec_item *out)
 {
-    double lam = c->o.mmr_lambda;
+    double lam = c->o.lambda_diversity;
     int dim = emb_dim(c);
     size_t n = 0;
 
@@ -239,15 +246,15 @@ static size_t mmr(struct rec_ctx *c, struct rec_item *out)
         size_t best = c->n;
         double bv = -INFINITY;
         for (size_t i = 0; i < c->n; i++) {
-            double v = lam * c->rel[i] - (n ? (1.0 - lam) * c->maxsim[i] : 0.0);
-            if (!c->used[i] && v > bv)
+            double v = (1.0 - lam) * c->rel[i] - (n ? lam * c->maxsim[i] : 0.0);
+            if (!c->used[i] && (v > bv || (v == bv && best < c->n && c->rel[i] > c->rel[best])))
                 bv = v, best = i;
         }
         c->used[best] = 1;
         out[n++] = (struct rec_item){c->cand[best], c->score[best], c->src[best], 1.0};
         for (size_t i = 0; i < c->n; i++)
             if (!c->used[i]) {
-                float s = cosine(c, c->cand[i], c->cand[best], dim);
+                float s = similarity(c, c->cand[i], c->cand[best], dim);
                 c->maxsim[i] = n == 1 || s > c->maxsim[i] ? s : c->maxsim[i];
             }
     }

@@ -204,6 +204,11 @@ const char *sess_model_version(const struct sess_model *m)
     return m->version;
 }
 
+const float *sess_model_embedding(const struct sess_model *m, int64_t i)
+{
+    return m->emb_w + i * m->emb;
+}
+
 const float *sess_model_unit_embedding(const struct sess_model *m, int64_t i)
 {
     return m->unit + i * m->emb;

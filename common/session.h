@@ -14,7 +14,8 @@
  *
  * rec_rank turns scores into the items shown: candidates (top GRU scores,
  * co-visited and popular items; items already in the session excluded),
- * MMR re-ranking over cosine similarity of item embeddings, then
+ * MMR re-ranking over the similarity (cosine or dot product) of item
+ * embeddings, then
  * epsilon-greedy exploration, each shown item with its source and its
  * propensity (the probability the policy shows that item in that slot,
  * given the earlier slots), for counterfactual evaluation.
@@ -48,6 +49,8 @@ const char *sess_model_name(const struct sess_model *m);
 const char *sess_model_version(const struct sess_model *m);
 /* Row i of the unit-normalised embedding (for MMR); i must be in range. */
 const float *sess_model_unit_embedding(const struct sess_model *m, int64_t i);
+/* Row i of the embedding as trained (MMR's dot-product similarity). */
+const float *sess_model_embedding(const struct sess_model *m, int64_t i);
 /* Most clicked training items (metadata "popular"), the cold-start list of
  * last resort; *n = 0 if the model has none. */
 const int64_t *sess_model_popular(const struct sess_model *m, size_t *n);
@@ -95,7 +98,9 @@ const char *rec_source_name(enum rec_source s); /* "gru", "covisit", ... */
 struct rec_opts {
     int k;             /* items shown, 1..REC_MAX_K (default 10) */
     int candidates;    /* top GRU scores considered, 1..REC_MAX_CANDIDATES (default 50) */
-    double mmr_lambda; /* 1 = relevance only, 0 = diversity only (default 0.5) */
+    double lambda_diversity; /* MMR's weight of the diversity term: 0 = relevance
+                                only, 1 = diversity only (default 0.5) */
+    int mmr_dot;             /* MMR similarity: 0 cosine (default), 1 dot product */
     double epsilon;    /* exploration probability per slot, 0..1 (default 0.05) */
 };
 

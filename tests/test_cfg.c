@@ -61,6 +61,39 @@ static void test_defaults_are_loaded(void **st)
     cfg_free(c);
 }
 
+/* clickstream.mmr_lambda weighed relevance; its successor lambda_diversity
+ * weighs diversity. The old key is refused with the converted value, from
+ * -X, a file and the environment alike, and nothing is set. */
+static void test_renamed_mmr_key_refused_with_its_conversion(void **st)
+{
+    struct cfg *c = cfg_new();
+    struct err e = {0};
+    char dir[] = "/tmp/streamml-cfg-XXXXXX", path[256];
+    FILE *f;
+
+    (void)st;
+    assert_int_equal(cfg_set(c, "clickstream.mmr_lambda", "0.8", "-X", &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "clickstream.lambda_diversity=0.2 for mmr_lambda=0.8"));
+    assert_int_equal(cfg_set(c, "clickstream.mmr_lambda", "x", "-X", &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "lambda_diversity = 1 - mmr_lambda"));
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/a.properties", dir);
+    assert_non_null(f = fopen(path, "w"));
+    fprintf(f, "clickstream.mmr_lambda=1\n");
+    fclose(f);
+    assert_int_equal(cfg_load_file(c, path, &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "clickstream.lambda_diversity=0 for mmr_lambda=1"));
+    setenv("STREAMML_CLICKSTREAM_MMR_LAMBDA", "0.25", 1);
+    assert_int_equal(cfg_load_env(c, &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "lambda_diversity=0.75 for mmr_lambda=0.25"));
+    unsetenv("STREAMML_CLICKSTREAM_MMR_LAMBDA");
+    assert_float_equal(cfg_double(c, "clickstream.lambda_diversity"), 0.5, 0);
+    assert_string_equal(cfg_str(c, "clickstream.mmr_similarity"), "cosine");
+    unlink(path);
+    rmdir(dir);
+    cfg_free(c);
+}
+
 static void test_file_env_and_args_in_precedence_order(void **st)
 {
     (void)st;
@@ -304,6 +337,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_defaults_are_loaded, teardown),
+        cmocka_unit_test_teardown(test_renamed_mmr_key_refused_with_its_conversion, teardown),
         cmocka_unit_test_teardown(test_file_env_and_args_in_precedence_order, teardown),
         cmocka_unit_test_teardown(test_bad_value_names_key_file_and_line, teardown),
         cmocka_unit_test_teardown(test_non_numeric_and_fractional_ints_refused, teardown),

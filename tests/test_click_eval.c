@@ -317,11 +317,192 @@ static void test_replayed_ivf_quality_equals_in_process(void **st)
     assert_int_equal(system(out), 0);
 }
 
+/* ---- counterfactual estimates (--predictions) ---- */
+
+#define OPE_SESS 6
+#define OPE_CLICKS 5
+#define OPE_SHOWN 4
+#define OPE_K 20
+
+/* One hand-made impression: its weights per policy and its outcome. */
+struct imp {
+    double w[3]; /* logged, gru, popularity */
+    int y;
+};
+
+static int listed(const int64_t *l, size_t k, int64_t it)
+{
+    for (size_t r = 0; r < k; r++)
+        if (l[r] == it)
+            return 1;
+    return 0;
+}
+
+static void check_ope(json_t *o, const struct imp *im, int n, int pol)
+{
+    double sw = 0, swy = 0, ips, var = 0, snips, v2 = 0;
+
+    for (int i = 0; i < n; i++) {
+        sw += im[i].w[pol];
+        swy += im[i].w[pol] * im[i].y;
+    }
+    ips = swy / n;
+    for (int i = 0; i < n; i++)
+        var += (im[i].w[pol] * im[i].y - ips) * (im[i].w[pol] * im[i].y - ips);
+    double se = sqrt(var / (n - 1) / n);
+    assert_float_equal(json_number_value(json_object_get(o, "ips")), ips, 1e-9);
+    assert_float_equal(json_number_value(json_array_get(json_object_get(o, "ips_ci"), 0)),
+                       ips - 1.96 * se, 1e-9);
+    assert_float_equal(json_number_value(json_array_get(json_object_get(o, "ips_ci"), 1)),
+                       ips + 1.96 * se, 1e-9);
+    snips = swy / sw;
+    for (int i = 0; i < n; i++)
+        v2 += im[i].w[pol] * im[i].w[pol] * (im[i].y - snips) * (im[i].y - snips);
+    se = sqrt(v2) / sw;
+    assert_float_equal(json_number_value(json_object_get(o, "snips")), snips, 1e-9);
+    assert_float_equal(json_number_value(json_array_get(json_object_get(o, "snips_ci"), 0)),
+                       snips - 1.96 * se, 1e-9);
+    assert_float_equal(json_number_value(json_array_get(json_object_get(o, "snips_ci"), 1)),
+                       snips + 1.96 * se, 1e-9);
+}
+
+/* A small hand-made log: 6 sessions of 5 clicks 60 s apart; after the
+ * first three clicks of each, a prediction of 4 items: the model's best
+ * item after that click (propensity 0.95), the session's next click (0.9,
+ * clicked 60 s later: a click-through within the 90 s horizon), the click
+ * after that (0.5, 120 s later: outside it) and an explored item (0.002).
+ * Plus one prediction of an unknown click and one with propensity 0. The
+ * command's IPS/SNIPS and intervals for the logged policy, the GRU top 20
+ * and popularity must equal the same computed here, impression by
+ * impression. */
+static void test_counterfactual_estimates_equal_direct(void **st)
+{
+    struct test_broker broker;
+    struct sess_model *m = NULL;
+    struct err e = {0};
+    char dir[] = "/tmp/streamml-clickeval-XXXXXX", out[256], cpath[256], ppath[256];
+    static struct imp im[OPE_SESS * 3 * OPE_SHOWN];
+    int ni = 0, clicked = 0, H, first = -1;
+    size_t np;
+    const int64_t *pop;
+    float h[SESS_MAX_HIDDEN], scratch[6 * SESS_MAX_HIDDEN];
+    float *block = malloc(SESS_BLOCK * sizeof(float));
+    struct sess_top top[OPE_K];
+    FILE *fc, *fp;
+    json_t *got, *cf;
+    json_error_t je;
+
+    (void)st;
+    assert_non_null(mkdtemp(dir));
+    load_sessions();
+    assert_int_equal(sess_model_open(&m, MODEL, &e), ERR_OK);
+    H = sess_model_hidden(m);
+    pop = sess_model_popular(m, &np);
+    snprintf(cpath, sizeof(cpath), "%s/clicks.jsonl", dir);
+    snprintf(ppath, sizeof(ppath), "%s/preds.jsonl", dir);
+    assert_non_null(fc = fopen(cpath, "w"));
+    assert_non_null(fp = fopen(ppath, "w"));
+    for (int s = 0, used = 0; used < OPE_SESS; s++) {
+        assert_true(s < g_n);
+        if (g_len[s] < OPE_CLICKS)
+            continue;
+        used++;
+        first = first < 0 ? s : first;
+        memset(h, 0, (size_t)H * sizeof(float));
+        for (int j = 0; j < OPE_CLICKS; j++) {
+            long t = 1767225600000L + 60000L * j;
+            fprintf(fc,
+                    "{\"event_id\":\"o%d-%d\",\"session_id\":\"o%d\",\"user_id\":null,"
+                    "\"item_id\":%lld,\"event_type\":\"view\",\"event_time\":%ld}\n",
+                    s, j, s, (long long)g_sess[s][j], t);
+            assert_int_equal(sess_step(m, g_sess[s][j], h, scratch, &e), ERR_OK);
+            if (j >= 3)
+                continue;
+            sess_topk(m, 1, h, OPE_K, top, block);
+            int64_t items[OPE_SHOWN] = {top[0].item, g_sess[s][j + 1], g_sess[s][j + 2],
+                                        4000 + s};
+            double prop[OPE_SHOWN] = {0.95, 0.9, 0.5, 0.002};
+            int64_t tl[OPE_K];
+            for (int r = 0; r < OPE_K; r++)
+                tl[r] = top[r].item;
+            fprintf(fp, "{\"session_id\":\"o%d\",\"event_id\":\"o%d-%d\",\"event_time\":%ld,"
+                        "\"items\":[", s, s, j, t);
+            for (int i = 0; i < OPE_SHOWN; i++) {
+                int y = 0;
+                for (int l = j + 1; l < OPE_CLICKS && l <= j + 1; l++) /* 90 s: one click */
+                    y |= g_sess[s][l] == items[i];
+                fprintf(fp, "%s{\"item_id\":%lld,\"score\":1.0,\"source\":\"gru\","
+                            "\"propensity\":%.17g}", i ? "," : "", (long long)items[i], prop[i]);
+                im[ni].w[0] = 1.0;
+                im[ni].w[1] = listed(tl, OPE_K, items[i]) / prop[i];
+                im[ni].w[2] = listed(pop, OPE_K < np ? OPE_K : np, items[i]) / prop[i];
+                im[ni++].y = y;
+                clicked += y;
+            }
+            fprintf(fp, "],\"cold_start\":false,\"unknown_item\":false,\"degraded\":false,"
+                        "\"session_clicks\":%d,\"model_name\":\"m\",\"model_version\":\"1\","
+                        "\"latency_us\":1,\"src_topic\":\"clickstream\",\"src_partition\":0,"
+                        "\"src_offset\":0}\n", j + 1);
+        }
+    }
+    /* no such click; a propensity of 0 */
+    fprintf(fp, "{\"session_id\":\"nobody\",\"event_id\":\"x\",\"event_time\":0,\"items\":[],"
+                "\"cold_start\":false,\"unknown_item\":false,\"degraded\":false,"
+                "\"session_clicks\":1,\"model_name\":\"m\",\"model_version\":\"1\","
+                "\"latency_us\":1,\"src_topic\":\"clickstream\",\"src_partition\":0,"
+                "\"src_offset\":0}\n");
+    fprintf(fp, "{\"session_id\":\"o%d\",\"event_id\":\"o%d-4\",\"event_time\":0,\"items\":["
+                "{\"item_id\":1,\"score\":1.0,\"source\":\"gru\",\"propensity\":0.0}],"
+                "\"cold_start\":false,\"unknown_item\":false,\"degraded\":false,"
+                "\"session_clicks\":1,\"model_name\":\"m\",\"model_version\":\"1\","
+                "\"latency_us\":1,\"src_topic\":\"clickstream\",\"src_partition\":0,"
+                "\"src_offset\":0}\n",
+            first, first);
+    fclose(fc);
+    fclose(fp);
+    assert_true(clicked > 0);
+    assert_int_equal(test_broker_start(&broker, "clickstream:3,predictions:2"), 0);
+    char *a1[] = {(char *)test_bin("streamml"), "produce", "-b", broker.bootstrap, "-t",
+                  "clickstream", "--schema", "click_event", "-i", cpath, "--log-level", "warn",
+                  NULL};
+    assert_int_equal(test_run_wait(a1, NULL), 0);
+    char *a2[] = {(char *)test_bin("streamml"), "produce", "-b", broker.bootstrap, "-t",
+                  "predictions", "--schema", "click_prediction", "-i", ppath, "--log-level",
+                  "warn", NULL};
+    assert_int_equal(test_run_wait(a2, NULL), 0);
+    snprintf(out, sizeof(out), "%s/eval.json", dir);
+    char *a[] = {(char *)test_bin("streamml"), "click-eval", "-b", broker.bootstrap, "-t",
+                 "clickstream", "--predictions", "predictions", "--horizon", "90",
+                 "--search", "exact", "--log-level", "warn", NULL};
+    assert_int_equal(test_run_wait(a, out), 0);
+    got = result_line(out, &je);
+    cf = json_object_get(got, "counterfactual");
+    assert_non_null(cf);
+    assert_int_equal(json_integer_value(json_object_get(cf, "predictions")), OPE_SESS * 3 + 2);
+    assert_int_equal(json_integer_value(json_object_get(cf, "unmatched")), 1);
+    assert_int_equal(json_integer_value(json_object_get(cf, "bad_propensity")), 1);
+    assert_int_equal(json_integer_value(json_object_get(cf, "impressions")), ni);
+    assert_int_equal(json_integer_value(json_object_get(cf, "clicked_through")), clicked);
+    check_ope(json_object_get(cf, "logged"), im, ni, 0);
+    check_ope(json_object_get(cf, "gru"), im, ni, 1);
+    check_ope(json_object_get(cf, "popularity"), im, ni, 2);
+    printf("# click-eval counterfactual over %d impressions: logged CTR %.4f, GRU IPS %.4f "
+           "SNIPS %.4f\n",
+           ni, (double)clicked / ni, num(cf, "gru", "ips"), num(cf, "gru", "snips"));
+    json_decref(got);
+    test_broker_stop(&broker);
+    sess_model_close(m);
+    free(block);
+    snprintf(out, sizeof(out), "rm -rf '%s'", dir);
+    assert_int_equal(system(out), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replayed_quality_equals_in_process),
         cmocka_unit_test(test_replayed_ivf_quality_equals_in_process),
+        cmocka_unit_test(test_counterfactual_estimates_equal_direct),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -161,7 +161,7 @@ static int count_wrong(struct state *s, int n, int v)
 {
     static char ids[USERS][16];
     static struct state_blob b[USERS];
-    const char *ents[USERS];
+    const char *ents[USERS] = {0}; /* gcc -O1: maybe-uninitialized */
     struct err e = {0};
     int wrong = 0;
 

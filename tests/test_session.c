@@ -170,7 +170,7 @@ static void test_blocked_topk_equals_full_scores(void **st)
     float *full = malloc(5 * (size_t)N * sizeof(float));
     float *block = malloc(5 * (size_t)SESS_BLOCK * sizeof(float));
     struct sess_top *top = malloc(5 * (size_t)k * sizeof(*top));
-    struct rec_opts o = {.k = 10, .candidates = 50, .mmr_lambda = 0.5, .epsilon = 0.0};
+    struct rec_opts o = {.k = 10, .candidates = 50, .lambda_diversity = 0.5, .epsilon = 0.0};
     struct rec_ctx *c = NULL;
     struct err e = {0};
     int64_t ex[3] = {0, 0, 0}, cov[2] = {17, 4000}, pop[3] = {1, 2, 3};
@@ -270,7 +270,7 @@ static float *ramp_scores(void)
 
 static void test_relevance_only_is_top_k_without_session_items(void **st)
 {
-    struct rec_opts o = {.k = 10, .candidates = 50, .mmr_lambda = 1.0, .epsilon = 0.0};
+    struct rec_opts o = {.k = 10, .candidates = 50, .lambda_diversity = 0.0, .epsilon = 0.0};
     struct rec_ctx *c = NULL;
     struct err e = {0};
     float *s = ramp_scores();
@@ -315,7 +315,7 @@ static double max_pair_cosine(const struct rec_item *it, size_t n)
  * item first. */
 static void test_mmr_diversifies(void **st)
 {
-    struct rec_opts o = {.k = 10, .candidates = 50, .mmr_lambda = 1.0, .epsilon = 0.0};
+    struct rec_opts o = {.k = 10, .candidates = 50, .lambda_diversity = 0.0, .epsilon = 0.0};
     struct rec_ctx *c1 = NULL, *c0 = NULL;
     struct err e = {0};
     float *s = ramp_scores();
@@ -325,7 +325,7 @@ static void test_mmr_diversifies(void **st)
 
     (void)st;
     assert_int_equal(rec_ctx_open(&c1, g_m, &o, 1, &e), ERR_OK);
-    o.mmr_lambda = 0.3;
+    o.lambda_diversity = 0.7;
     assert_int_equal(rec_ctx_open(&c0, g_m, &o, 1, &e), ERR_OK);
     rec_rank(c1, &in, a, &na);
     rec_rank(c0, &in, b, &nb);
@@ -340,11 +340,86 @@ static void test_mmr_diversifies(void **st)
     free(s);
 }
 
+/* The seed's MMR, computed here item by item: candidates 0..49 (ramp
+ * scores), relevance (49 - i) / 49 as the code scales it, then greedily
+ * argmax (1 - ld) * rel - ld * max sim(picked), ties to the more relevant
+ * item; sim the cosine (unit rows) or the dot product (raw rows). */
+static void mmr_reference(double ld, int dot, int64_t *want, int k)
+{
+    int used[50] = {0};
+    float maxsim[50] = {0}, rel[50];
+    int dim = (int)(sess_model_unit_embedding(g_m, 1) - sess_model_unit_embedding(g_m, 0));
+
+    for (int i = 0; i < 50; i++)
+        rel[i] = ((float)-i - -49.0f) / (0.0f - -49.0f);
+    for (int n = 0; n < k; n++) {
+        int best = -1;
+        double bv = -INFINITY;
+        for (int i = 0; i < 50; i++) {
+            double v = (1.0 - ld) * rel[i] - (n ? ld * maxsim[i] : 0.0);
+            if (!used[i] && (v > bv || (v == bv && rel[i] > rel[best])))
+                bv = v, best = i;
+        }
+        used[best] = 1;
+        want[n] = best;
+        for (int i = 0; i < 50; i++) {
+            const float *x = dot ? sess_model_embedding(g_m, i) : sess_model_unit_embedding(g_m, i);
+            const float *y =
+                dot ? sess_model_embedding(g_m, best) : sess_model_unit_embedding(g_m, best);
+            double s = 0;
+            for (int j = 0; j < dim; j++)
+                s += (double)x[j] * y[j];
+            maxsim[i] = n == 0 || (float)s > maxsim[i] ? (float)s : maxsim[i];
+        }
+    }
+}
+
+/* lambda_diversity has the seed's meaning: 0 = relevance only (the top
+ * scores in order), 1 = diversity only (after the most relevant item, each
+ * pick is the least similar to those picked, whatever its relevance), and
+ * in between the weighted sum; for cosine and dot product alike. */
+static void test_lambda_diversity_has_the_seeds_meaning(void **st)
+{
+    const double lds[] = {0.0, 0.5, 1.0};
+    float *s = ramp_scores();
+    struct rec_input in = {.scores = s};
+    struct err e = {0};
+
+    (void)st;
+    for (int dot = 0; dot < 2; dot++)
+        for (size_t l = 0; l < sizeof(lds) / sizeof(lds[0]); l++) {
+            struct rec_opts o = {.k = 10, .candidates = 50, .lambda_diversity = lds[l],
+                                 .mmr_dot = dot, .epsilon = 0.0};
+            struct rec_ctx *c = NULL;
+            struct rec_item out[REC_MAX_K];
+            int64_t want[10];
+            size_t n;
+            assert_int_equal(rec_ctx_open(&c, g_m, &o, 1, &e), ERR_OK);
+            rec_rank(c, &in, out, &n);
+            mmr_reference(lds[l], dot, want, 10);
+            assert_int_equal(n, 10);
+            for (int i = 0; i < 10; i++) {
+                if (out[i].item != want[i])
+                    fail_msg("%s, lambda_diversity %.1f: slot %d is %lld, want %lld",
+                             dot ? "dot" : "cosine", lds[l], i, (long long)out[i].item,
+                             (long long)want[i]);
+                if (lds[l] == 0.0)
+                    assert_int_equal(out[i].item, i); /* pure relevance: the ramp's top */
+            }
+            if (lds[l] == 1.0) { /* pure diversity: not the top ten by relevance */
+                assert_int_equal(out[0].item, 0);
+                assert_true(out[9].item > 9);
+            }
+            rec_ctx_close(c);
+        }
+    free(s);
+}
+
 /* epsilon 1: every slot explores; propensity eps / |pool|, the pool
  * shrinking by the shown items; nothing from the session, no duplicates. */
 static void test_exploration_propensities(void **st)
 {
-    struct rec_opts o = {.k = 10, .candidates = 50, .mmr_lambda = 0.5, .epsilon = 1.0};
+    struct rec_opts o = {.k = 10, .candidates = 50, .lambda_diversity = 0.5, .epsilon = 1.0};
     struct rec_ctx *c = NULL;
     struct err e = {0};
     float *s = ramp_scores();
@@ -385,7 +460,7 @@ static void test_exploration_propensities(void **st)
  * the popular list are skipped. */
 static void test_cold_start_is_popular_items(void **st)
 {
-    struct rec_opts o = {.k = 5, .candidates = 50, .mmr_lambda = 1.0, .epsilon = 0.0};
+    struct rec_opts o = {.k = 5, .candidates = 50, .lambda_diversity = 0.0, .epsilon = 0.0};
     struct rec_ctx *c = NULL;
     struct err e = {0};
     int64_t pop[8] = {40, -3, 41, 99999999, 42, 43, 44, 45}, ex[1] = {42};
@@ -407,7 +482,7 @@ static void test_cold_start_is_popular_items(void **st)
 
 static void test_covisited_items_join_the_candidates(void **st)
 {
-    struct rec_opts o = {.k = 10, .candidates = 10, .mmr_lambda = 1.0, .epsilon = 0.0};
+    struct rec_opts o = {.k = 10, .candidates = 10, .lambda_diversity = 0.0, .epsilon = 0.0};
     struct rec_ctx *c = NULL;
     struct err e = {0};
     float *s = ramp_scores();
@@ -442,7 +517,7 @@ static void test_covisited_items_join_the_candidates(void **st)
 
 static void test_bad_options_are_named(void **st)
 {
-    struct rec_opts o = {.k = 10, .candidates = 0, .mmr_lambda = 0.5, .epsilon = 0.1};
+    struct rec_opts o = {.k = 10, .candidates = 0, .lambda_diversity = 0.5, .epsilon = 0.1};
     struct rec_ctx *c = NULL;
     struct err e = {0};
 
@@ -450,10 +525,10 @@ static void test_bad_options_are_named(void **st)
     assert_int_equal(rec_ctx_open(&c, g_m, &o, 1, &e), ERR_CONFIG);
     assert_non_null(strstr(e.msg, "clickstream.candidates"));
     o.candidates = 50;
-    o.mmr_lambda = NAN;
+    o.lambda_diversity = NAN;
     assert_int_equal(rec_ctx_open(&c, g_m, &o, 1, &e), ERR_CONFIG);
-    assert_non_null(strstr(e.msg, "clickstream.mmr_lambda"));
-    o.mmr_lambda = 0.5;
+    assert_non_null(strstr(e.msg, "clickstream.lambda_diversity"));
+    o.lambda_diversity = 0.5;
     o.epsilon = 1.5;
     assert_int_equal(rec_ctx_open(&c, g_m, &o, 1, &e), ERR_CONFIG);
     assert_null(c);
@@ -569,6 +644,7 @@ int main(void)
         cmocka_unit_test(test_bad_model_files_are_config_errors),
         cmocka_unit_test(test_relevance_only_is_top_k_without_session_items),
         cmocka_unit_test(test_mmr_diversifies),
+        cmocka_unit_test(test_lambda_diversity_has_the_seeds_meaning),
         cmocka_unit_test(test_exploration_propensities),
         cmocka_unit_test(test_cold_start_is_popular_items),
         cmocka_unit_test(test_covisited_items_join_the_candidates),

@@ -18,7 +18,23 @@
  * IVF index (common/ann.h, built from clickstream.ivf_lists/ivf_probe) and
  * reports its figures ("gru_ivf") next to the exact ones, with the mean
  * overlap of the two top-K lists: what approximate search costs in quality.
+ *
+ * --predictions P (the worker's output topic) adds counterfactual estimates
+ * of candidate policies' click-through rate from the logged propensities:
+ * each shown item of a prediction is an impression, with the propensity the
+ * worker logged for it; it is clicked through when its session clicks it
+ * later (after the prediction's click, in topic order) within
+ * clickstream.ctr_horizon_s of the prediction's click. The candidate
+ * policies are the model's top K after that click (the list Recall is
+ * scored on) and the popularity list; their propensity for an item is 1 if
+ * their list holds it, else 0 (item level, position-agnostic). IPS: the
+ * mean over impressions of w * y, w = target / logged propensity; SNIPS:
+ * sum(w * y) / sum(w). 95% intervals by the normal approximation: for IPS
+ * the sample standard error of w * y, for SNIPS the delta method
+ * sqrt(sum(w^2 (y - snips)^2)) / sum(w). The "logged" row (w = 1) is the
+ * logged policy's own click-through rate, a check of the join.
  */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,9 +63,17 @@ static void on_signal(int sig)
 
 struct args {
     struct cli cli;
-    const char *topic, *model, *search;
+    const char *topic, *model, *search, *predictions;
     int k;
     long max_sessions;
+    long long horizon_s; /* -1: clickstream.ctr_horizon_s */
+};
+
+/* One click of a session, kept with --predictions: its time and item, and
+ * the model's top K after it (the candidate policy at that click). */
+struct hclick {
+    int64_t t, item;
+    char *eid;
 };
 
 /* One session: its state and its best K items after its last click. */
@@ -59,6 +83,9 @@ struct sess {
     float *h;
     int64_t top[K_MAX];
     int64_t top_ivf[K_MAX]; /* --search ivf */
+    struct hclick *cl;      /* --predictions: every click, in order */
+    int64_t *tops;          /* k per click */
+    size_t ncl, capcl;
 };
 
 /* Open addressing over session ids; grows by doubling. */
@@ -67,9 +94,18 @@ struct table {
     size_t n, cap;
 };
 
+/* Sums over impressions of one candidate policy (y is 0 or 1). */
+struct ope {
+    double n, sw, swy, sw2, sw2y;
+};
+
+enum { OPE_LOGGED, OPE_GRU, OPE_POPULAR, OPE_N };
+
 struct totals {
     long clicks, evaluated, undecodable, unknown, lists;
     double hits, rr, phits, prr, ihits, irr, overlap;
+    long preds, pred_undecodable, unmatched, bad_propensity, impressions, clicked;
+    struct ope ope[OPE_N];
 };
 
 /* What one click is ranked with. */
@@ -82,6 +118,8 @@ struct eval {
     int k;
     float *scratch, *block;
     struct sess_top *top;
+    int keep; /* --predictions: keep each session's clicks and lists */
+    long long horizon_s;
 };
 
 static void usage(FILE *out)
@@ -100,6 +138,14 @@ static void usage(FILE *out)
             "                         (clickstream.ivf_lists, ivf_probe) and report both\n"
             "                         (default: clickstream.search)\n"
             "  --max-sessions N       refuse more distinct sessions (default 1000000)\n"
+            "  --predictions P        also estimate the click-through rate of the model's\n"
+            "                         top K and of the popularity list from the logged\n"
+            "                         propensities of topic P (the worker's output): IPS\n"
+            "                         and self-normalised IPS with normal 95%% intervals\n"
+            "                         (keeps every click: about 8*K bytes each)\n"
+            "  --horizon S            a click-through is a later click of the session on a\n"
+            "                         shown item within S seconds (default:\n"
+            "                         clickstream.ctr_horizon_s)\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
             "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n",
             K_MAX);
@@ -111,6 +157,8 @@ static int parse(int argc, char **argv, struct args *a)
                                        {"model", required_argument, NULL, 'm'},
                                        {"max-sessions", required_argument, NULL, 1001},
                                        {"search", required_argument, NULL, 1002},
+                                       {"predictions", required_argument, NULL, 1003},
+                                       {"horizon", required_argument, NULL, 1004},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -118,6 +166,7 @@ static int parse(int argc, char **argv, struct args *a)
 
     a->k = 20;
     a->max_sessions = 1000000;
+    a->horizon_s = -1;
     while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS "t:m:k:", lo, NULL)) != -1) {
         if ((r = cli_opt(&a->cli, opt, optarg)) != 0) {
             if (r < 0)
@@ -151,6 +200,16 @@ static int parse(int argc, char **argv, struct args *a)
                 return EXIT_USAGE;
             }
             a->search = optarg;
+            break;
+        case 1003:
+            a->predictions = optarg;
+            break;
+        case 1004:
+            a->horizon_s = strtoll(optarg, &end, 10);
+            if (*end || !*optarg || a->horizon_s < 1 || a->horizon_s > 31536000) {
+                fprintf(stderr, "error: --horizon %s: expected 1..31536000 seconds\n", optarg);
+                return EXIT_USAGE;
+            }
             break;
         case 'h':
             usage(stdout);
@@ -224,6 +283,10 @@ static void table_free(struct table *t)
     for (size_t i = 0; i < t->cap; i++) {
         free(t->s[i].id);
         free(t->s[i].h);
+        for (size_t j = 0; j < t->s[i].ncl; j++)
+            free(t->s[i].cl[j].eid);
+        free(t->s[i].cl);
+        free(t->s[i].tops);
     }
     free(t->s);
 }
@@ -282,6 +345,29 @@ static void rank_session(const struct eval *c, struct sess *s, struct totals *n)
     n->lists++;
 }
 
+/* --predictions: the click and the model's list after it; -1: no memory. */
+static int keep_click(const struct eval *c, struct sess *s, const struct click_event *ev)
+{
+    if (s->ncl == s->capcl) {
+        size_t cap = s->capcl ? 2 * s->capcl : 8;
+        struct hclick *cl = realloc(s->cl, cap * sizeof(*cl));
+        if (cl)
+            s->cl = cl;
+        int64_t *tops = realloc(s->tops, cap * (size_t)c->k * sizeof(*tops));
+        if (tops)
+            s->tops = tops;
+        if (!cl || !tops)
+            return -1;
+        s->capcl = cap;
+    }
+    s->cl[s->ncl] = (struct hclick){ev->event_time_ms, ev->item_id, strdup(ev->event_id)};
+    if (!s->cl[s->ncl].eid)
+        return -1;
+    memcpy(s->tops + s->ncl * (size_t)c->k, s->top, (size_t)c->k * sizeof(int64_t));
+    s->ncl++;
+    return 0;
+}
+
 /* Scores the previous lists of s against item, then advances s by item. */
 static void click(const struct eval *c, struct sess *s, int64_t item, struct totals *n)
 {
@@ -296,9 +382,9 @@ static void click(const struct eval *c, struct sess *s, int64_t item, struct tot
 }
 
 static int replay(struct kq *q, struct codec *cd, struct eval *c, const struct args *a,
-                  struct totals *n)
+                  struct totals *n, struct table *tp)
 {
-    struct table t = {0};
+    struct table t = *tp;
     struct err e = {0};
     int hid = sess_model_hidden(c->m), rc = EXIT_OK;
 
@@ -333,16 +419,144 @@ static int replay(struct kq *q, struct codec *cd, struct eval *c, const struct a
         } else {
             n->clicks++;
             click(c, s, ev.item_id, n);
+            if (c->keep && keep_click(c, s, &ev)) {
+                fprintf(stderr, "error: out of memory at %ld clicks (--predictions)\n", n->clicks);
+                rc = EXIT_RUNTIME;
+            }
         }
         kq_msg_release(msg);
     }
     if (!g_run)
         rc = EXIT_RUNTIME; /* interrupted: the figures would be partial */
-    table_free(&t);
+    *tp = t;
     free(c->scratch);
     free(c->block);
     free(c->top);
     return rc;
+}
+
+static struct sess *find(const struct table *t, const char *id)
+{
+    if (!t->cap)
+        return NULL;
+    for (size_t j = hash(id) & (t->cap - 1); t->s[j].id; j = (j + 1) & (t->cap - 1))
+        if (strcmp(t->s[j].id, id) == 0)
+            return &t->s[j];
+    return NULL;
+}
+
+static int in_list(const int64_t *list, size_t k, int64_t item)
+{
+    for (size_t r = 0; r < k; r++)
+        if (list[r] == item)
+            return 1;
+    return 0;
+}
+
+static void ope_add(struct ope *o, double w, int y)
+{
+    o->n++;
+    o->sw += w;
+    o->sw2 += w * w;
+    if (y) {
+        o->swy += w;
+        o->sw2y += w * w;
+    }
+}
+
+/* One logged prediction: each shown item an impression of each policy. */
+static void score_prediction(const struct eval *c, const struct table *t,
+                             const struct click_prediction *p, int64_t horizon_ms,
+                             struct totals *n)
+{
+    struct sess *s = find(t, p->session_id);
+    size_t at = 0, k = (size_t)c->k;
+
+    while (s && at < s->ncl && strcmp(s->cl[at].eid, p->event_id))
+        at++;
+    if (!s || at == s->ncl) {
+        n->unmatched++; /* its click is not in the click topic */
+        return;
+    }
+    for (int j = 0; j < p->n_items; j++)
+        if (!(p->items[j].propensity > 0 && p->items[j].propensity <= 1)) {
+            fprintf(stderr, "prediction of %s/%s: item %lld has propensity %g (expected 0..1]: "
+                            "skipped\n",
+                    p->session_id, p->event_id, (long long)p->items[j].item_id,
+                    p->items[j].propensity);
+            n->bad_propensity++;
+            return;
+        }
+    for (int j = 0; j < p->n_items; j++) {
+        int64_t item = p->items[j].item_id, t0 = s->cl[at].t;
+        double prop = p->items[j].propensity;
+        int y = 0;
+        for (size_t i = at + 1; i < s->ncl && !y; i++)
+            y = s->cl[i].item == item && s->cl[i].t > t0 && s->cl[i].t - t0 <= horizon_ms;
+        n->impressions++;
+        n->clicked += y;
+        ope_add(&n->ope[OPE_LOGGED], 1.0, y);
+        ope_add(&n->ope[OPE_GRU], in_list(s->tops + at * k, k, item) / prop, y);
+        ope_add(&n->ope[OPE_POPULAR], in_list(c->pop, k < c->npop ? k : c->npop, item) / prop, y);
+    }
+}
+
+static int read_predictions(struct kq *q, struct codec *cd, const struct eval *c,
+                            const struct table *t, int64_t horizon_ms, struct totals *n)
+{
+    struct click_prediction *p = malloc(sizeof(*p));
+    struct err e = {0};
+    int rc = p ? EXIT_OK : EXIT_RUNTIME;
+
+    while (rc == EXIT_OK && g_run && !kq_at_end(q)) {
+        struct kq_msg *msg;
+        if (kq_poll(q, 200, &msg, &e)) {
+            fprintf(stderr, "error: %s\n", e.msg);
+            rc = EXIT_RUNTIME;
+            break;
+        }
+        if (!msg)
+            continue;
+        if (codec_decode_click_prediction(cd, msg->payload, msg->len, p, &e)) {
+            fprintf(stderr, "%s [%d] @ %lld: %s\n", msg->topic, (int)msg->partition,
+                    (long long)msg->offset, e.msg);
+            n->pred_undecodable++;
+        } else {
+            n->preds++;
+            score_prediction(c, t, p, horizon_ms, n);
+        }
+        kq_msg_release(msg);
+    }
+    if (!g_run)
+        rc = EXIT_RUNTIME;
+    free(p);
+    return rc;
+}
+
+/* IPS and SNIPS of one policy with normal-approximation 95% intervals;
+ * null where undefined (no impression, or no weight for SNIPS). */
+static void print_ope(const char *name, const struct ope *o)
+{
+    double ips, se, snips, var;
+
+    printf("\"%s\":{", name);
+    if (o->n < 1) {
+        printf("\"ips\":null,\"ips_ci\":null,\"snips\":null,\"snips_ci\":null}");
+        return;
+    }
+    ips = o->swy / o->n;
+    var = o->n > 1 ? (o->sw2y - o->n * ips * ips) / (o->n - 1) : 0.0;
+    se = sqrt(var > 0 ? var / o->n : 0.0);
+    printf("\"ips\":%.10f,\"ips_ci\":[%.10f,%.10f],", ips, ips - 1.96 * se, ips + 1.96 * se);
+    if (!(o->sw > 0)) {
+        printf("\"snips\":null,\"snips_ci\":null,\"weight\":0}");
+        return;
+    }
+    snips = o->swy / o->sw;
+    var = o->sw2y * (1 - 2 * snips) + snips * snips * o->sw2; /* sum w^2 (y - snips)^2 */
+    se = sqrt(var > 0 ? var : 0.0) / o->sw;
+    printf("\"snips\":%.10f,\"snips_ci\":[%.10f,%.10f],\"weight\":%.10f}", snips,
+           snips - 1.96 * se, snips + 1.96 * se, o->sw / o->n);
 }
 
 static void print_totals(const struct args *a, const struct eval *c, const struct totals *n)
@@ -361,6 +575,19 @@ static void print_totals(const struct args *a, const struct eval *c, const struc
                "\"ivf\":{\"lists\":%d,\"probe\":%d,\"build_ms\":%.1f,\"overlap\":%.10f}",
                n->ihits / d, n->irr / d, ann_lists(c->ann), ann_probe(c->ann), ann_build_ms(c->ann),
                n->lists ? n->overlap / (double)n->lists : 0.0);
+    if (c->keep) {
+        printf(",\"counterfactual\":{\"predictions\":%ld,\"undecodable\":%ld,\"unmatched\":%ld,"
+               "\"bad_propensity\":%ld,\"horizon_s\":%lld,\"impressions\":%ld,"
+               "\"clicked_through\":%ld,\"interval\":\"normal 95%%\",",
+               n->preds, n->pred_undecodable, n->unmatched, n->bad_propensity, c->horizon_s,
+               n->impressions, n->clicked);
+        print_ope("logged", &n->ope[OPE_LOGGED]);
+        printf(",");
+        print_ope("gru", &n->ope[OPE_GRU]);
+        printf(",");
+        print_ope("popularity", &n->ope[OPE_POPULAR]);
+        printf("}");
+    }
     printf("}\n");
 }
 
@@ -370,7 +597,8 @@ int cmd_click_eval(int argc, char **argv)
     struct err e = {0};
     struct codec *cd = NULL;
     struct reg *reg = NULL;
-    struct kq *q = NULL;
+    struct kq *q = NULL, *pq = NULL;
+    struct table t = {0};
     struct sess_model *m = NULL;
     struct eval c = {0};
     struct totals n = {0};
@@ -399,13 +627,28 @@ int cmd_click_eval(int argc, char **argv)
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     } else {
         c.m = m;
-        if ((rc = replay(q, cd, &c, &a, &n)) == EXIT_OK) {
+        c.keep = a.predictions != NULL;
+        c.horizon_s = a.horizon_s > 0 ? a.horizon_s : cfg_int(cf, "clickstream.ctr_horizon_s");
+        rc = replay(q, cd, &c, &a, &n, &t);
+        if (rc == EXIT_OK && c.keep) {
+            ko.topics = &a.predictions;
+            ko.client_id = "streamml-click-eval-predictions";
+            if (!(pq = kq_open(&ko, &e))) {
+                fprintf(stderr, "error: %s\n", e.msg);
+                rc = EXIT_RUNTIME;
+            } else {
+                rc = read_predictions(pq, cd, &c, &t, (int64_t)c.horizon_s * 1000, &n);
+            }
+        }
+        if (rc == EXIT_OK) {
             print_totals(&a, &c, &n);
             fprintf(stderr, "replayed %ld click(s) of %s, %ld next clicks scored\n", n.clicks,
                     topic, n.evaluated);
         }
     }
+    kq_close(pq, 0, NULL);
     kq_close(q, 0, NULL);
+    table_free(&t);
     codec_close(cd);
     reg_close(reg);
     ann_query_close(c.q);
