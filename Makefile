@@ -20,6 +20,10 @@ PKGS    += yaml-0.1
 PY      ?= /usr/bin/python3
 VERSION := 0.1.0
 
+# common/ is laid out by layer (base, io, codec, state, models, monitor, streams,
+# worker, offline); every folder is on the quote include path.
+COMMON_IQUOTE := $(patsubst %,-iquote %,$(sort $(wildcard common/*/)))
+
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
            -Wno-format-nonliteral -Wno-format-truncation -Werror
 OPT     ?= -O2 -g
@@ -37,13 +41,13 @@ $(error missing: $(PKG_MISSING) $(if $(wildcard $(ONNX_PROTO)),,$(ONNX_PROTO) (l
 endif
 endif
 CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -DSTREAMML_VERSION=\"$(VERSION)\" $(WARN) -MMD -MP \
-           -iquote common -iquote tests/support $(shell pkg-config --cflags $(PKGS))
+           $(COMMON_IQUOTE) -iquote tests/support $(shell pkg-config --cflags $(PKGS))
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
 # cmocka only for the tests (the image builds the programs without it): checked when
 # a test is linked.
 TESTLIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
-COMMON_SRC  := $(sort $(wildcard common/*.c))
+COMMON_SRC  := $(sort $(wildcard common/*/*.c))
 COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 LIB         := $(BUILD)/libstreamml.a
 CLI_SRC     := $(sort $(wildcard tools/streamml/*.c))
@@ -76,7 +80,11 @@ $(BUILD)/streamml: $(CLI_OBJ) $(LIB)
 $(BUILD)/streamml-%: $(BUILD)/obj/workers/%/main.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(SUPPORT_OBJ) $(LIB)
+# The mock broker wrapper (streamml broker) is not in the library the workers link:
+# the CLI has it, and the tests link its object.
+MOCKBROKER_OBJ := $(BUILD)/obj/tools/streamml/mockbroker.o
+$(BUILD)/obj/tests/%.o: CFLAGS += -iquote tools/streamml
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(SUPPORT_OBJ) $(MOCKBROKER_OBJ) $(LIB)
 	$(if $(TESTLIBS),,$(error missing: cmocka -- pkg-config cannot find it; install libcmocka-dev: make deps))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TESTLIBS)
@@ -136,7 +144,7 @@ models: all
 	$(PY) models/baseline.py --streamml $(BUILD)/streamml --events models/demo_events.jsonl --out models
 
 lint:
-	clang-format --dry-run --Werror common/*.[ch] workers/*/*.c tools/streamml/*.[ch] tests/*.c
+	clang-format --dry-run --Werror common/*/*.[ch] workers/*/*.c tools/streamml/*.[ch] tests/*.c
 
 clean:
 	rm -rf build
@@ -166,7 +174,7 @@ $(ONNX_OBJ): $(ONNX_GEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(filter $(BUILD)/obj/common/onnx%.o,$(COMMON_OBJ)): | $(BUILD)/gen/onnx.pb-c.h
+$(filter $(BUILD)/obj/common/models/onnx%.o,$(COMMON_OBJ)): | $(BUILD)/gen/onnx.pb-c.h
 
 # "Bring your own data" (docs/features.md): the Grunfeld panel (python3-statsmodels) through
 # models/grunfeld/grunfeld-v1.yaml, featurize, python3-xgboost and streamml predict, with the
@@ -181,7 +189,7 @@ $(FSPEC_BUILTIN): models/txn-v1.yaml schemas/transaction_event.avsc tools/embed_
 	@mkdir -p $(dir $@)
 	tools/embed_c.sh txn_v1_yaml models/txn-v1.yaml txn_v1_avsc schemas/transaction_event.avsc > $@.tmp
 	mv $@.tmp $@
-$(BUILD)/obj/common/features.o: $(FSPEC_BUILTIN)
+$(BUILD)/obj/common/streams/features.o: $(FSPEC_BUILTIN)
 $(LIB): $(ONNX_OBJ)
 
 # images worker: retrain the demo CNN (about two minutes; rewrites models/images/ and
@@ -211,10 +219,10 @@ onnx-fixtures:
 
 # The ONNX kernels are written to auto-vectorise (-O3); see ONNX_CLONES.
 # onnx_ops_*.c were split out of onnx_ops.c and keep its flags.
-$(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3 -ffp-contract=fast
-$(BUILD)/obj/common/onnx_ops_data.o $(BUILD)/obj/common/onnx_ops_reduce.o: CFLAGS += -O3 -ffp-contract=fast
+$(BUILD)/obj/common/models/onnx_ops.o $(BUILD)/obj/common/models/onnx_nn.o: CFLAGS += -O3 -ffp-contract=fast
+$(BUILD)/obj/common/models/onnx_ops_data.o $(BUILD)/obj/common/models/onnx_ops_reduce.o: CFLAGS += -O3 -ffp-contract=fast
 # TreeSHAP's passes: -O3 unrolls the per-node vector work (about 15% here)
-$(BUILD)/obj/common/treeshap.o: CFLAGS += -O3 -ffp-contract=fast
+$(BUILD)/obj/common/models/treeshap.o: CFLAGS += -O3 -ffp-contract=fast
 
 # EfficientNet-B0 speed, streamml vs PyTorch (bench/onnx.sh); figures only.
 bench-onnx: all

@@ -1,7 +1,7 @@
 /* Clickstream stages in process: what one click costs in the GRU step, the
  * catalog scores (one sgemm per micro-batch of sessions) and the ranking
  * (top candidates over the catalog, MMR, exploration). Figures, not tests.
- * The IVF rows (common/ann.h): the index build, then its stages at the
+ * The IVF rows (common/models/ann.h): the index build, then its stages at the
  * worker's micro-batch sizes over the states of 256 sessions of 5 clicks
  * each, and the mean overlap of its top 70 with the exact top 70.
  *   usage: bench_clickstream MODEL.onnx [CLICKS [IVF_PROBE [IVF_LISTS]]]

@@ -139,7 +139,7 @@ int main(int argc, char **argv)
         codec_encode_txn(cd, &evs[i], &msgs[i], &e);
     }
     memset(&p, 0, sizeof(p));
-    /* The plan (common/codec_plan.c, the default), then avro-c alone: the
+    /* The plan (common/codec/codec_plan.c, the default), then avro-c alone: the
      * reference it replaced, measured in the same run. */
     for (int plan = 1; plan >= 0; plan--) {
         codec_set_plan(cd, plan ? CODEC_PLAN_ON : CODEC_PLAN_OFF);

@@ -10,7 +10,7 @@ bucketed windows, vectorised xgboost inplace_predict on the same model file,
 the scorecard vectorised with numpy, Avro encode, produce, then commit.
 
 It is NOT a second implementation of the features for production: the one
-implementation is common/features.c. It does the same work so that its CPU
+implementation is common/streams/features.c. It does the same work so that its CPU
 and throughput can be compared; its outputs are not checked against the C
 worker's (late events, for one, are handled more simply here).
 

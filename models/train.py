@@ -34,7 +34,7 @@ import xgboost as xgb
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-# credit_data column -> txn_event field (common/event.h)
+# credit_data column -> txn_event field (common/codec/event.h)
 COLS = {"Seniority": "seniority_years", "Home": "home", "Time": "term_months", "Age": "age",
         "Marital": "marital", "Job": "job", "Expenses": "expenses", "Income": "income",
         "Assets": "assets", "Debt": "debt", "Amount": "amount", "Price": "price"}
@@ -99,7 +99,7 @@ def holdout_mask(users, share=0.25, seed=0):
 # ---- scorecard ----
 
 def bin_index(x, edges):
-    """Bin of each value under `x < upper` (-1 = missing), as common/scorecard.c does."""
+    """Bin of each value under `x < upper` (-1 = missing), as common/models/scorecard.c does."""
     return np.where(np.isnan(x), -1, np.searchsorted(np.array(edges), x, side="right"))
 
 

@@ -7,7 +7,7 @@ For README.md and docs/*.md:
     it on that line is in that help text;
   - every streamml-<worker> named is a program that was built;
   - every configuration key named in code is in the config table
-    (`streamml-transactions --help`, the table in common/cfg.c); `prefix.*`
+    (`streamml-transactions --help`, the table in common/base/cfg.c); `prefix.*`
     and `prefix.<x>` must match at least one key;
   - every relative link resolves to a file, and a #anchor to a heading there.
 Prints one line per problem and exits 1 if there is any.

@@ -35,7 +35,7 @@ else
 fi
 # No file in common/ over 1,200 lines (issue 16: codec.c had grown to 2,900
 # lines doing nine jobs); a file that grows past it is split by job.
-long=$(wc -l common/*.c common/*.h | awk '$2 != "total" && $1 > 1200 {printf " %s(%d lines)", $2, $1}')
+long=$(wc -l common/*/*.c common/*/*.h | awk '$2 != "total" && $1 > 1200 {printf " %s(%d lines)", $2, $1}')
 if [ -z "$long" ]; then
     pass=$((pass + 1))
 else

@@ -1,4 +1,4 @@
-/* common/abtest.c and `streamml abtest`: assignment against Python's
+/* common/streams/abtest.c and `streamml abtest`: assignment against Python's
  * hashlib (the README one-liner), shares over 100,000 ids, bad experiment
  * configurations, the t distribution and Welch's test against scipy, the
  * command's report against scipy/sklearn values, and the serving set's

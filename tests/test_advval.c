@@ -1,4 +1,4 @@
-/* Adversarial validation (common/advval.c): the cross-validated AUC of the
+/* Adversarial validation (common/offline/advval.c): the cross-validated AUC of the
  * training-vs-live classifier equals sklearn's LogisticRegression on the
  * same one-hot decile design and the same folds, fold by fold
  * (tests/fixtures/make_advval_fixtures.py); the shifted feature and the one

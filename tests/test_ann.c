@@ -1,5 +1,5 @@
-/* IVF top-k over the session model's output layer (common/ann.c): against
- * the exact blocked top-k (common/session.c) on the hidden states of the
+/* IVF top-k over the session model's output layer (common/models/ann.c): against
+ * the exact blocked top-k (common/models/session.c) on the hidden states of the
  * held-out sessions of the committed model: probing every cluster is exact,
  * the default probe keeps a recall floor, every item is in one cluster,
  * seeded builds are identical, bad options are named, NaN never ranks, a k
@@ -22,7 +22,7 @@
 #define MODEL "models/clickstream/gru4rec.onnx"
 #define HELDOUT "models/clickstream/sessions_heldout.jsonl"
 #define K 70 /* the worker's default: candidates 50 + history 20 */
-#define DEFAULT_LISTS 0 /* the worker's defaults (common/cfg.c) */
+#define DEFAULT_LISTS 0 /* the worker's defaults (common/base/cfg.c) */
 #define DEFAULT_PROBE 32
 
 static struct sess_model *g_m;

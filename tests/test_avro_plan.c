@@ -1,4 +1,4 @@
-/* tests/test_avro_plan.c: the Avro plans (common/codec_plan.c) against
+/* tests/test_avro_plan.c: the Avro plans (common/codec/codec_plan.c) against
  * avro-c: the fuzz corpora replayed (tests/fuzz/corpus/avro_plan and
  * avro), hand-made edge cases, writer schemas resolved into the reader, and
  * the plan path in its default mode (refused messages named by avro-c). */

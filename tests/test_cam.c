@@ -1,4 +1,4 @@
-/* Class-activation maps (common/cam.c): the weighted sum of the feature
+/* Class-activation maps (common/models/cam.c): the weighted sum of the feature
  * map, ReLU, normalisation, refusal of bad input, the overlay; and against
  * torch on tests/fixtures/images/cam_net.onnx (a one-output export whose
  * feature map is kept by the ONNX runtime): every class's grid and its

@@ -4,7 +4,7 @@
  * one undecodable record and one unknown item; the command's Recall@20 and
  * MRR@20 (GRU and popularity) must equal the same figures computed session
  * by session in process, and the GRU must beat popularity. With --search
- * ivf the IVF figures (common/ann.h, the worker's index and defaults) must
+ * ivf the IVF figures (common/models/ann.h, the worker's index and defaults) must
  * equal the same computed in process through ann_topk, and the GRU through
  * IVF must still beat popularity clearly. */
 #include <setjmp.h>

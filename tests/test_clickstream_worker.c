@@ -10,7 +10,7 @@
  * and expires after clickstream.session_ttl_s; co-visitation and trending
  * counts are in Redis. A second run of the same group finds nothing to do.
  * The same with clickstream.search=ivf (candidates from the IVF index,
- * common/ann.h), on a fresh stack.
+ * common/models/ann.h), on a fresh stack.
  */
 #include <setjmp.h>
 #include <stdarg.h>

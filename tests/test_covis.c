@@ -1,4 +1,4 @@
-/* Co-visitation and trending counts (common/covis.c) against a real
+/* Co-visitation and trending counts (common/streams/covis.c) against a real
  * redis-server: pair counts both ways, best first; forward-decayed trending
  * (a recent click outweighs older ones by 2^(dt / half life)); the rescale
  * past 2^512 keeps the ranking and finite scores; an unreachable server is

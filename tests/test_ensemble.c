@@ -1,4 +1,4 @@
-/* Model sets (common/ensemble.c): the ensemble's probabilities equal the
+/* Model sets (common/models/ensemble.c): the ensemble's probabilities equal the
  * weighted average of its members run alone (each opened with onnx_open,
  * preprocessed with its own geometry and normalisation, softmax here), on
  * the demo samples; the agreement is the weight of the members that pick

@@ -1,4 +1,4 @@
-/* Fairness by outcome (common/fairness.c): per-group approval rate, TPR and
+/* Fairness by outcome (common/monitor/fairness.c): per-group approval rate, TPR and
  * FPR of the adverse decision, disparate impact against the best-approved
  * group and the 80% rule, on a hand-counted table; unknown labels count for
  * approval only; too many groups are refused by name. */

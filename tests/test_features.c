@@ -1,4 +1,4 @@
-/* tests/test_features.c: the txn-v1 feature module (common/features.c).
+/* tests/test_features.c: the txn-v1 feature module (common/streams/features.c).
  *
  * Pure code, so table-driven: every formula on a hand-computed event, the
  * missing-value and division-by-zero rules, windows, state codec, hash and

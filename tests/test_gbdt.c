@@ -1,4 +1,4 @@
-/* XGBoost JSON runtime (common/gbdt.c).
+/* XGBoost JSON runtime (common/models/gbdt.c).
  *
  * Parity: predictions and margins equal xgboost's own on the fixtures made
  * by tests/fixtures/make_xgb_fixtures.py (xgboost 1.7.4, NaNs in the input).

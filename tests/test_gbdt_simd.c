@@ -1,4 +1,4 @@
-/* SIMD scoring kernels of common/gbdt_simd.c against its scalar walk.
+/* SIMD scoring kernels of common/models/gbdt_simd.c against its scalar walk.
  *
  * Every kernel level this machine runs (gbdt_set_isa) must give the scalar
  * walk's probabilities bit for bit: on the xgboost fixture models, on random

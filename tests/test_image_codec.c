@@ -1,4 +1,4 @@
-/* Avro codec of the images pipeline (common/codec_image.c):
+/* Avro codec of the images pipeline (common/codec/codec_image.c):
  * image_event (id 5) and image_prediction (id 6), round trips, limits,
  * and the generic JSON paths `streamml produce --schema` / `consume` use.
  * Run from the repository root (schemas/). */

@@ -1,4 +1,4 @@
-/* Image quality checks (common/imgq.c).
+/* Image quality checks (common/streams/imgq.c).
  *
  * Synthetic fundus photographs drawn here (a bright disc on black, an optic
  * disc, vessels, lesions, sensor noise, a slight blur, as the demo model's

@@ -1,4 +1,4 @@
-/* The delivery contract of common/kafka.c on the in-process mock cluster:
+/* The delivery contract of common/io/kafka.c on the in-process mock cluster:
  * an offset is committed only past messages that have every ack. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* Labels joined to predictions (common/labels.c) against a real redis-server
+/* Labels joined to predictions (common/monitor/labels.c) against a real redis-server
  * and the embedded broker: predictions kept under pending:{model}:{id} with
  * a TTL, LabelEvents produced as Avro on the labels topic, joined by event
  * id into the monitor's rolling AUC. Labels that show decay (unrelated to

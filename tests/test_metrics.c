@@ -1,4 +1,4 @@
-/* Metrics endpoint (common/metrics.c), over real HTTP (libcurl) on a free
+/* Metrics endpoint (common/monitor/metrics.c), over real HTTP (libcurl) on a free
  * port: /metrics parses as Prometheus text with the right names and types,
  * counters and the histogram add up, monitor gauges come from the monitor's
  * snapshot, consumer lag from a librdkafka statistics document, /healthz and

@@ -1,4 +1,4 @@
-/* Monitoring (common/monitor.c, common/monitor_baseline.c).
+/* Monitoring (common/monitor/monitor.c, common/monitor/monitor_baseline.c).
  *
  * Reference values: decile edges, proportions, moments and PSI from numpy,
  * AUC from sklearn (tests/fixtures/make_monitor_fixtures.py ->

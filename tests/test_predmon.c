@@ -1,5 +1,5 @@
 /* What the monitor sees of clickstream and images predictions
- * (common/predmon.c): the values of one prediction; baselines from
+ * (common/monitor/predmon.c): the values of one prediction; baselines from
  * predictions as JSON lines equal numpy's deciles, proportions, missing
  * rates and moments (tests/fixtures/make_predmon_fixtures.py); a shifted
  * grade distribution raises data drift on grade, which resolves when the

@@ -3,7 +3,7 @@
  * transactions worker's state store; the clickstream worker's session state
  * and co-visitation counts authenticated with the password alone (as the
  * disabled default user) and could not start. Now every Redis user goes
- * through common/redis_conn.c and logs in as the configured user.
+ * through common/io/redis_conn.c and logs in as the configured user.
  *
  * The server: `--user alice on >s3cret ~* &* +@all --user default off`.
  */

@@ -1,4 +1,4 @@
-/* common/redis_conn.c against a real redis-server with an ACL user and the
+/* common/io/redis_conn.c against a real redis-server with an ACL user and the
  * default user off: AUTH as the user, the password file re-read at every
  * connect (rotation), refused credentials are ERR_CONFIG, an unreachable
  * server ERR_RETRY, reconnect after the server closed the connection, and

@@ -1,4 +1,4 @@
-/* Schema Registry client (common/registry.c) against the test registry
+/* Schema Registry client (common/io/registry.c) against the test registry
  * (tests/support/regserver.c, a real HTTP server on 127.0.0.1), and schema
  * evolution in the codec: messages written with an older and a newer
  * producer schema decode to what Apache Avro's Python reader resolves them

@@ -1,4 +1,4 @@
-/* tests/test_replay.c: common/replay.c and `streamml replay`.
+/* tests/test_replay.c: common/offline/replay.c and `streamml replay`.
  *
  * Bounds parsing; the k-way merge over container files (event-time order,
  * ties by file then record, nothing re-ordered inside a file); invalid

@@ -1,4 +1,4 @@
-/* tests/test_report.c: common/backtest.c against scikit-learn / scipy
+/* tests/test_report.c: common/offline/backtest.c against scikit-learn / scipy
  * (tests/fixtures/report_cases.json, from make_report_fixtures.py), and
  * `streamml report` end to end: join, HTML, summary, gates. */
 #include <setjmp.h>

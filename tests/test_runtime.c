@@ -1,4 +1,4 @@
-/* tests/test_runtime.c: what the worker runtime (common/worker.h) gives
+/* tests/test_runtime.c: what the worker runtime (common/worker/worker.h) gives
  * every stream, checked per stream on the embedded stack (streamml broker,
  * redis-server, the test Schema Registry). One row per stream; each row
  * runs the same three checks (issue 16):

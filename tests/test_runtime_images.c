@@ -1,9 +1,9 @@
-/* The images worker's hot reload on the worker runtime (common/worker.h),
+/* The images worker's hot reload on the worker runtime (common/worker/worker.h),
  * beyond tests/test_runtime.c's images row (back-pressure, schema registry,
  * SIGHUP alive): against the real worker binary on the embedded broker,
  *
  *   - a broken model file under model.watch_ms is refused (the start-up
- *     checks and trial run of common/grader.h) with a model_reload WARNING
+ *     checks and trial run of common/streams/grader.h) with a model_reload WARNING
  *     on the monitoring topic, while the old model keeps grading;
  *   - another model is taken on the file change (INFO), and SIGHUP reloads
  *     too; the predictions after it carry the new model's name.

@@ -1,4 +1,4 @@
-/* Points scorecard (common/scorecard.c): scaling (PDO 20, 600 at 50:1),
+/* Points scorecard (common/models/scorecard.c): scaling (PDO 20, 600 at 50:1),
  * binning, missing bins, rounding and clipping, reason codes, refusal of
  * bad files. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* Session GRU and ranking (common/session.c, common/rec.c): the one-click
+/* Session GRU and ranking (common/models/session.c, common/streams/rec.c): the one-click
  * GRU step against torch's GRU over whole sessions (fixtures from
  * tests/fixtures/make_click_fixtures.py) and against the ONNX graph run by
  * the shared runtime; candidates, exclusion, MMR, exploration propensities,

@@ -1,4 +1,4 @@
-/* tests/test_spec.c: feature specs (common/fspec.h): the refusals a user
+/* tests/test_spec.c: feature specs (common/streams/fspec.h): the refusals a user
  * meets (each one line naming file:line), the operators and aggregates on
  * hand-computed values through the generic row binding, and what happens to
  * stored state when a spec changes.

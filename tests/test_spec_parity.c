@@ -1,5 +1,5 @@
 /* tests/test_spec_parity.c: the spec-driven txn-v1 (models/txn-v1.yaml,
- * compiled by common/fspec.c) against the hard-coded module it replaced
+ * compiled by common/streams/fspec.c) against the hard-coded module it replaced
  * (tests/support/txn_v1_ref.c), bit for bit.
  *
  * Random streams over a few hundred users with late events (inside and

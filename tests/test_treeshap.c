@@ -1,4 +1,4 @@
-/* Exact TreeSHAP (common/treeshap.c) and `streamml predict --contribs`.
+/* Exact TreeSHAP (common/models/treeshap.c) and `streamml predict --contribs`.
  *
  * Parity: contributions equal xgboost's pred_contribs to 1e-5 on the models
  * made by tests/fixtures/make_shap_fixtures.py (xgboost 1.7.4, trained and

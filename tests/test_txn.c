@@ -1,4 +1,4 @@
-/* tests/test_txn.c: common/txn.c, the step and scoring shared by the
+/* tests/test_txn.c: common/streams/txn.c, the step and scoring shared by the
  * worker, replay and featurize. */
 #include <setjmp.h>
 #include <stdarg.h>

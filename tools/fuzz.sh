@@ -12,7 +12,7 @@ SAN="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 LIBS="$(pkg-config --libs rdkafka avro-c hiredis jansson openblas libmicrohttpd libcurl yaml-0.1 \
         libprotobuf-c libpng libjpeg) -lm -lpthread"
 CFLAGS="$(pkg-config --cflags rdkafka avro-c hiredis jansson openblas libmicrohttpd libcurl \
-        libprotobuf-c libpng libjpeg) -O1 -g -std=c11 -D_GNU_SOURCE -iquote common -I$BUILD/gen"
+        libprotobuf-c libpng libjpeg) -O1 -g -std=c11 -D_GNU_SOURCE $(for d in common/*/; do printf -- "-iquote %s " "$d"; done)-I$BUILD/gen"
 status=0; summary=""
 for t in "$@"; do
     name=${t#fuzz_}

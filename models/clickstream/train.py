@@ -12,7 +12,7 @@ Model: item embedding -> GRU (batch_first, one layer) -> Linear over the
 catalog; trained with cross-entropy on every next click. Exported to ONNX
 (opset 13) with inputs `items` int64 [N, T] and `h0` float [1, N, H], outputs
 `scores` [N, T, items] and `h` [1, N, H]. The initializers are renamed to
-stable names the C runtime reads (common/session.h): emb.weight [items, E],
+stable names the C runtime reads (common/models/session.h): emb.weight [items, E],
 gru.W [1, 3H, E], gru.R [1, 3H, H], gru.B [1, 6H] (ONNX gate order z, r, h;
 linear_before_reset=1), out.weight (layout in metadata out_weight_layout:
 "in_out" = [H, items] for a MatMul, "out_in" = [items, H] for a Gemm) and

@@ -1,4 +1,4 @@
-/* libFuzzer target: the Avro plans (common/codec_plan.c) against avro-c.
+/* libFuzzer target: the Avro plans (common/codec/codec_plan.c) against avro-c.
  * Every input is decoded as a framed transaction event by both (the plan
  * must accept, reject and decode exactly as avro-c), and read as a
  * transaction prediction that both encode (byte for byte the same).

@@ -1,5 +1,5 @@
 /* tests/fuzz/plan_diff.h: the differential check of the Avro plans
- * (common/codec_plan.c) against avro-c, shared by the libFuzzer target
+ * (common/codec/codec_plan.c) against avro-c, shared by the libFuzzer target
  * fuzz_avro_plan.c and the corpus replay in tests/test_avro_plan.c.
  *
  * Two codecs over the same schemas: one decodes/encodes by plan only

@@ -1,11 +1,11 @@
 /* tests/support/txn_v1_ref.c: the hard-coded txn-v1 module as it was before
- * features became a spec (common/features.c at the commit before issue 17),
+ * features became a spec (common/streams/features.c at the commit before issue 17),
  * kept only as the reference of tests/test_spec_parity.c. Do not change it.
  *
  *
  * Pure functions only (see features.h): the worker, `streamml featurize` and
  * replays must get bit-identical vectors from the same events. Formulas and
- * missing-value rules are listed in common/FEATURES.md.
+ * missing-value rules are listed in common/streams/FEATURES.md.
  */
 #include "txn_v1_ref.h"
 

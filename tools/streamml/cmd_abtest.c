@@ -7,7 +7,7 @@
  * prints them (event_id, probability, experiment_id, variant); outcomes
  * are CSV (event_id and an outcome or label column) or JSON lines, or the
  * label field of the transaction events on a topic. The statistics are
- * common/abtest.c's (checked against scipy in tests/test_abtest.c).
+ * common/streams/abtest.c's (checked against scipy in tests/test_abtest.c).
  */
 #include <errno.h>
 #include <jansson.h>

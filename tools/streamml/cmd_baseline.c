@@ -2,7 +2,7 @@
  * worker (JSON lines) -> monitoring baseline JSON.
  *
  * Those workers have no feature table to profile: their monitor watches a
- * few values of each prediction (common/predmon.h: unknown-item and
+ * few values of each prediction (common/monitor/predmon.h: unknown-item and
  * cold-start rates, the share of each source, the top score; the grade and
  * P(referable)). The baseline holds their distributions over a reference
  * run, computed by the same code the worker's monitor uses

@@ -42,7 +42,7 @@ static void usage(FILE *out)
             "dropped: give topics enough partitions), no transaction markers.\n");
 }
 
-/* common/out.h: a file is renamed into place, so readers never see half;
+/* common/base/out.h: a file is renamed into place, so readers never see half;
  * a device or FIFO is written as it is. */
 static int write_file(const char *path, const char *text)
 {

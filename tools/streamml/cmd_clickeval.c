@@ -6,7 +6,7 @@
  * the end (never a consumer group, never a commit), in arrival order within
  * a partition, so each session (keyed by session id: one partition) is seen
  * in order. Per click, the session's hidden state advances by one GRU step
- * (cstep_advance, common/clickstep.h: the worker's code) and its best K items are kept; when
+ * (cstep_advance, common/streams/clickstep.h: the worker's code) and its best K items are kept; when
  * the session's next click arrives, its rank in that list is scored. The
  * baseline is the model's popularity list (metadata "popular"). Ranking is
  * over the whole catalog, as models/clickstream/train.py measures it (no
@@ -15,7 +15,7 @@
  * is a miss for both.
  *
  * --search ivf (or clickstream.search=ivf) also ranks through the worker's
- * IVF index (common/ann.h, built from clickstream.ivf_lists/ivf_probe) and
+ * IVF index (common/models/ann.h, built from clickstream.ivf_lists/ivf_probe) and
  * reports its figures ("gru_ivf") next to the exact ones, with the mean
  * overlap of the two top-K lists: what approximate search costs in quality.
  *

@@ -1,4 +1,4 @@
-/* streamml ensemble: image files graded by a model set (common/ensemble.h),
+/* streamml ensemble: image files graded by a model set (common/models/ensemble.h),
  * one line each with the ensemble's probabilities, grade and agreement and
  * each member's own grade: a way to see what a set does before a worker
  * serves it. */

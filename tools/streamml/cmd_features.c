@@ -1,4 +1,4 @@
-/* streamml features: feature specs (common/fspec.h).
+/* streamml features: feature specs (common/streams/fspec.h).
  *
  *   streamml features check SPEC [--model FILE]
  *
@@ -19,7 +19,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: streamml features check SPEC [--model FILE] [--quiet]\n\n"
-            "Checks a feature spec (YAML, see common/FEATURES.md) and prints its compiled\n"
+            "Checks a feature spec (YAML, see common/streams/FEATURES.md) and prints its compiled\n"
             "plan: the input fields it reads, one line per operation, the per-entity\n"
             "state layout with its bytes (in memory and at most encoded) and the ordered\n"
             "output names. The worker takes a spec with -X features.spec=SPEC (or the\n"

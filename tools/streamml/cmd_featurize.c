@@ -32,7 +32,7 @@
 struct fz_args {
     struct cli cli;
     const char *input, *output, *schemas, *spec;
-    const char *topic, *from, *to; /* --topic: a topic range (common/replay.c) */
+    const char *topic, *from, *to; /* --topic: a topic range (common/offline/replay.c) */
     int avro, header, skip_invalid;
 };
 
@@ -55,7 +55,7 @@ static void usage(FILE *out)
             "                          [--skip-invalid] [--schemas DIR] [--spec SPEC]\n\n"
             "Turns transaction events into the feature CSV used for training, with the\n"
             "code the worker runs: feat_txn_validate, feat_txn_build and feat_state_update\n"
-            "(common/features.c), per-user state in the memory state backend. Events are\n"
+            "(common/streams/features.c), per-user state in the memory state backend. Events are\n"
             "sorted by event time (ties keep input order, a stable sort) and each row's\n"
             "features come from its user's state as it stood before that event.\n\n"
             "  -i, --input FILE     events; - or absent = stdin\n"
@@ -65,7 +65,7 @@ static void usage(FILE *out)
             "  -o, --output FILE    CSV destination; - or absent = stdout\n"
             "      --schemas DIR    schema directory for --format avro\n"
             "                       (default $STREAMML_SCHEMAS_DIR, else schemas)\n"
-            "      --spec SPEC      the feature spec (YAML, common/FEATURES.md) instead of\n"
+            "      --spec SPEC      the feature spec (YAML, common/streams/FEATURES.md) instead of\n"
             "                       the built-in models/txn-v1.yaml; the worker takes the\n"
             "                       same file with -X features.spec=SPEC. A spec on\n"
             "                       another schema reads JSON lines keyed by its field\n"
@@ -554,7 +554,7 @@ int cmd_featurize(int argc, char **argv)
         return EXIT_USAGE;
     }
     /* A file appears whole or not at all; a device or FIFO is written as it
-     * is (common/out.h). A run that read all its input keeps its rows even
+     * is (common/base/out.h). A run that read all its input keeps its rows even
      * when it exits 1 for invalid events, as before. */
     if (out_open(&out, a.output ? a.output : "-", &e)) {
         fprintf(stderr, "error: %s\n", e.msg);

@@ -1,5 +1,5 @@
 /* streamml predict / model inspect: offline scoring with the workers' own
- * runtime (common/gbdt.c, common/scorecard.c), so a model can be checked on
+ * runtime (common/models/gbdt.c, common/models/scorecard.c), so a model can be checked on
  * a CSV before it is deployed.
  *
  * Input is a CSV with a header (RFC 4180 quoting, as `streamml featurize`

@@ -1,4 +1,4 @@
-/* streamml predict / model inspect for ONNX models (common/onnx.h): NumPy
+/* streamml predict / model inspect for ONNX models (common/models/onnx.h): NumPy
  * .npy files in and out, so anyone can check a model against PyTorch with
  * the runtime the workers use.
  *
@@ -10,7 +10,7 @@
  *
  *   streamml predict --model fundus.onnx --image a.png [--image b.jpg]
  *
- * grades image files with the images worker's own step (common/grader.h:
+ * grades image files with the images worker's own step (common/streams/grader.h:
  * model checks, load, preprocess, softmax, grade, referable, CAM) and
  * prints one JSON line per image.
  */

@@ -1,11 +1,11 @@
 /* streamml profile: training feature CSV + model -> baseline JSON.
  *
  * The baseline is what the workers' monitor compares live windows with
- * (common/monitor.h): per feature, decile edges and proportions, moments and
+ * (common/monitor/monitor.h): per feature, decile edges and proportions, moments and
  * missing rate; the model's score distribution over the same rows; and the
  * AUC of the score against the label column when there is one. Every
- * number comes from common/monitor.c (mon_dist_compute, mon_auc), the same
- * code the worker's checks use, and the score from common/gbdt.c, the
+ * number comes from common/monitor/monitor.c (mon_dist_compute, mon_auc), the same
+ * code the worker's checks use, and the score from common/models/gbdt.c, the
  * worker's runtime.
  */
 #include <errno.h>

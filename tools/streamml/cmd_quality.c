@@ -1,7 +1,7 @@
 /* streamml quality: training images -> image quality limits (and the
  * quality values' monitoring baseline).
  *
- * The limits are what the images step refuses below (common/imgq.h):
+ * The limits are what the images step refuses below (common/streams/imgq.h):
  * computed from the values of good training photographs with margins, by
  * the same code the worker measures live images with. --monitor writes the
  * distributions of the values (q_sharpness, q_mean, ...) in the monitoring

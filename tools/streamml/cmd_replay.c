@@ -2,8 +2,8 @@
  *
  * Input: a topic range (assign() only, bounds by time or offset, stops at
  * the range end) or Avro object container files; k-way merge by event time
- * (common/replay.c). Each record goes through the worker's step (txn_step,
- * txn_score in common/txn.c) with isolated state: the memory backend, or
+ * (common/offline/replay.c). Each record goes through the worker's step (txn_step,
+ * txn_score in common/streams/txn.c) with isolated state: the memory backend, or
  * Redis under a run-specific prefix that is deleted afterwards. Output:
  * predictions as JSON lines or CSV, and/or Avro on a backtest topic. The
  * output holds nothing that depends on the clock or the run, so the same
@@ -70,7 +70,7 @@ static void usage(FILE *out)
             "Replays history through a worker's own step and writes its predictions.\n"
             "  --stream transactions  (default) features with per-user state, gbdt +\n"
             "                       scorecard, decision\n"
-            "  --stream clickstream   the clickstream worker's step (common/clickstep.h):\n"
+            "  --stream clickstream   the clickstream worker's step (common/streams/clickstep.h):\n"
             "                       session states, GRU candidates, exclusion, MMR,\n"
             "                       exploration, in batches of worker.batch_size; JSON\n"
             "                       lines as `streamml consume` prints the worker's\n"
@@ -82,7 +82,7 @@ static void usage(FILE *out)
             "                       click events (schemas/click_event.avsc). No CSV, no\n"
             "                       --features. The model's offline quality (Recall@K,\n"
             "                       MRR@K) is `streamml click-eval`.\n"
-            "  --stream images        the images worker's step (common/grader.h: load,\n"
+            "  --stream images        the images worker's step (common/streams/grader.h: load,\n"
             "                       preprocess, images.model, softmax, grade, referable\n"
             "                       flag, CAM grid) in batches of images.batch; JSON lines\n"
             "                       of the worker's prediction record (the fields\n"
@@ -106,7 +106,7 @@ static void usage(FILE *out)
             "Order: partitions (files) are merged by event time, ties by partition (file\n"
             "index) then offset (record index); inside a partition nothing is re-ordered,\n"
             "so each user's state advances in arrival order exactly as in the live worker\n"
-            "and late events follow the worker's late policy (common/FEATURES.md).\n\n"
+            "and late events follow the worker's late policy (common/streams/FEATURES.md).\n\n"
             "Output:\n"
             "  -o, --output FILE    predictions file; - = stdout (default, unless only\n"
             "                       --output-topic is given). Written as FILE.partial and\n"
@@ -573,7 +573,7 @@ struct run {
     struct kq *q; /* --output-topic */
     struct buf enc;
     FILE *out;
-    struct out *o; /* common/out.h: PATH.partial renamed when complete, or direct */
+    struct out *o; /* common/base/out.h: PATH.partial renamed when complete, or direct */
     struct line line;
     struct state_redis_opts ro;
     char prefix[512];
@@ -703,7 +703,7 @@ static int open_output(struct run *r, struct err *e)
     size_t np;
 
     /* A failed or interrupted run never leaves a file that looks whole; a
-     * device or FIFO is written as it is (common/out.h). */
+     * device or FIFO is written as it is (common/base/out.h). */
     if (a->output || !a->out_topic) {
         if (out_open(&r->o, a->output ? a->output : "-", e))
             return e->code;
@@ -1009,7 +1009,7 @@ static int click_loop(struct run *r, struct err *e)
     return ERR_OK;
 }
 
-/* ---- images: the images worker's step (common/grader.h) in batches ---- */
+/* ---- images: the images worker's step (common/streams/grader.h) in batches ---- */
 
 /* The prediction record as the worker publishes it, then as JSON (the
  * fields `streamml consume` shows for predictions.images) and/or Avro on

@@ -2,7 +2,7 @@
  * self-contained HTML file (inline SVG: ROC, score distribution by label,
  * calibration) and a text summary; gates make CI fail a model.
  *
- * Every number comes from common/backtest.c (checked against scikit-learn
+ * Every number comes from common/offline/backtest.c (checked against scikit-learn
  * and scipy in tests/test_report.c). Predictions are JSON lines as
  * `streamml replay` writes them; labels are CSV or JSON lines keyed by
  * event id, or the label field of transaction events on a topic.
@@ -131,7 +131,7 @@ static void usage(FILE *out)
         "approval rate at decision.review_threshold and decision.decline_threshold;\n"
         "graded: quadratic weighted kappa, confusion matrix, sensitivity and\n"
         "specificity of the referable flag; PSI with --baseline (the monitoring\n"
-        "baseline format, common/monitor.h, in builds that have it).\n"
+        "baseline format, common/monitor/monitor.h, in builds that have it).\n"
         "Image predictions: QWK and confusion matrix of the grade, sensitivity and\n"
         "specificity of the published referable flag (truth: grade >= --referable),\n"
         "AUC and Brier score of referable_probability, ungradable images counted by\n"

@@ -3,7 +3,7 @@
  * keys are the schema's field names -> the feature CSV.
  *
  * No feature is computed here: each record goes through fspec_build and
- * fspec_update (common/fspec.h) with its entity's state, exactly as a
+ * fspec_update (common/streams/fspec.h) with its entity's state, exactly as a
  * replay of the worker would; records are sorted by event time (stable).
  */
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* tools/streamml/report_adv.h: the adversarial-validation section of
- * `streamml report` (common/advval.h does the work): the training feature
+ * `streamml report` (common/offline/advval.h does the work): the training feature
  * CSV against the replayed or live-captured one (`streamml featurize` CSVs,
  * columns matched by name; event_id, user_id, event_time and label are not
  * features). */

@@ -1,5 +1,5 @@
 /* tools/streamml/report_fair.h: the fairness-by-outcome section of
- * `streamml report` (common/fairness.h does the arithmetic). The group of a
+ * `streamml report` (common/monitor/fairness.h does the arithmetic). The group of a
  * prediction is its field NAME (a top-level field of the JSON line, e.g.
  * variant) or, for predictions written with `replay --features`, the txn-v1
  * feature NAME (e.g. home_code); approved = decision "approve"; labels from

@@ -10,10 +10,10 @@
  *     --> co-visitation/trending counts, then session states (both
  *         idempotent per partition and offset, fenced per partition)
  *
- * The step is common/clickstep.h (the same code `streamml replay --stream
+ * The step is common/streams/clickstep.h (the same code `streamml replay --stream
  * clickstream` runs); the program around it (Kafka, back-pressure, dead
  * letters, metrics, alerts, reload, drain) is the worker runtime
- * (common/worker.h). While Redis is down the clicks are answered from
+ * (common/worker/worker.h). While Redis is down the clicks are answered from
  * their batch alone, flagged degraded, and their state is not kept (a
  * session recommender tolerates the gap; the partition never stalls).
  */
@@ -78,7 +78,7 @@ static void *click_open(struct wk *w, struct err *e)
     else if ((strcmp(cfg_str(cf, "state.backend"), "memory") == 0 ||
               cstep_cov_open(cf, &ro, &c->cov, e) == ERR_OK) &&
              cstep_open(&c->cs, cf, n, wk_state(w), c->cov, e) == ERR_OK)
-        /* monitoring: the values of common/predmon.h against monitor.baseline */
+        /* monitoring: the values of common/monitor/predmon.h against monitor.baseline */
         c->mon = mon_open_cfg(cf, pmon_names(PMON_CLICKSTREAM, &dim), PMON_CLICK_DIM, e);
     if (!c->cs || (!c->mon && e->code)) {
         click_close(c);

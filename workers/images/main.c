@@ -8,16 +8,16 @@
  *     --> softmax, grade, expected grade, referable, CAM (+ PNG)
  *     --> predictions.images
  *
- * The step (model set-up, loading, grading, CAM) is common/grader.h, which
+ * The step (model set-up, loading, grading, CAM) is common/streams/grader.h, which
  * `streamml replay --stream images` runs too. Every decodable event gets
  * exactly one prediction: status ok, or ungradable with the reason
  * (counted as an error), so a bad image never stalls its partition. There
  * is no per-entity state. With monitor.baseline set, the grade
  * distribution, P(referable), latency and the error rate (dead letters +
- * ungradable) are watched (common/predmon.h).
+ * ungradable) are watched (common/monitor/predmon.h).
  *
  * The program around it (Kafka, back-pressure, dead letters, metrics,
- * alerts, reload, drain) is the worker runtime (common/worker.h).
+ * alerts, reload, drain) is the worker runtime (common/worker/worker.h).
  */
 #include <stdio.h>
 #include <stdlib.h>

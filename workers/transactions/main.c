@@ -1,13 +1,13 @@
 /* streamml-transactions: credit-risk scoring of transaction events.
  *
  *   transactions --> decode (Avro) + validate --bad--> transactions.dlq
- *     --> Redis state <-> features (common/txn_stream.h: users read once and
+ *     --> Redis state <-> features (common/streams/txn_stream.h: users read once and
  *         written once per batch; a queue while Redis is away)
- *     --> score: gbdt + scorecard, by the user's variant (common/abtest.h)
+ *     --> score: gbdt + scorecard, by the user's variant (common/streams/abtest.h)
  *     --> predictions.transactions (+ shadows to experiment.shadow_topic)
  *
  * The program around it (Kafka, back-pressure, dead letters, metrics,
- * alerts, reload, drain) is the worker runtime (common/worker.h).
+ * alerts, reload, drain) is the worker runtime (common/worker/worker.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +26,7 @@
 struct txn {
     struct wk *w;
     const struct cfg *cf;
-    struct ab_serving *ab;            /* variants' models (common/abtest.c -> txn.c) */
+    struct ab_serving *ab;            /* variants' models (common/streams/abtest.c -> txn.c) */
     struct txs *ts;                   /* users' state, the queue */
     struct labels *lab;               /* NULL: no monitor.labels.topic (or monitoring off) */
     struct mon *mon[AB_MAX_VARIANTS]; /* per variant; NULL: monitoring off */

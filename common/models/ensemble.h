@@ -1,0 +1,72 @@
+/* common/models/ensemble.h: a set of image-grading ONNX models run as one
+ * (prefix ens_).
+ *
+ * images.models = "a.onnx,b.onnx:2": members separated by commas, each with
+ * an optional ":weight" (> 0; default 1; normalised to sum 1). Every member
+ * is a CNN with one float input [N, 3, H, W] and logits [N, 5] first; each
+ * has its own geometry and normalisation (shape and metadata input_size,
+ * mean, std), so the decoded image is preprocessed for each member from the
+ * same pixels.
+ *
+ * Per image: each member's softmax (double, max-shifted), then the weighted
+ * mean of the probabilities; the grade is its argmax, and the agreement is
+ * the weight of the members whose own argmax is that grade (1 = unanimous).
+ * A one-member set is the plain model.
+ *
+ * Opening is all or nothing: every member parsed, opened and smoke-run on
+ * zeros (output [1, 5], finite) before the set exists, so a reload that
+ * fails on any member leaves the caller's current set untouched.
+ *
+ * The CAM member: images.cam_member names one member (its path as written,
+ * or its file name); its outputs of the last run are readable with
+ * ens_member_output.
+ *
+ * A set is used by one thread at a time.
+ */
+#ifndef STREAMML_ENSEMBLE_H
+#define STREAMML_ENSEMBLE_H
+
+#include <stddef.h>
+
+#include "err.h"
+#include "image.h"
+#include "onnx.h"
+
+#define ENS_MAX_MEMBERS 8
+#define ENS_GRADES 5
+
+struct ens_opts {
+    const char *models;     /* "a.onnx,b.onnx:2" */
+    const char *cam_member; /* a member's path or file name; NULL/"": the first */
+    size_t batch;           /* images per run, >= 1 */
+};
+
+struct ens_result {
+    double probs[ENS_GRADES]; /* weighted mean of the members' probabilities */
+    int grade;                /* argmax of probs */
+    double agreement;         /* weight of the members whose argmax is grade */
+};
+
+struct ens;
+
+/* ERR_CONFIG naming the entry or the member file and the problem. */
+int ens_open(struct ens **out, const struct ens_opts *o, struct err *e);
+void ens_close(struct ens *s); /* NULL-safe */
+
+size_t ens_size(const struct ens *s);
+size_t ens_batch(const struct ens *s);
+const char *ens_member_path(const struct ens *s, size_t i);
+double ens_member_weight(const struct ens *s, size_t i); /* normalised */
+const struct img_norm *ens_member_norm(const struct ens *s, size_t i);
+struct onnx_model *ens_member_model(const struct ens *s, size_t i);
+size_t ens_cam_member(const struct ens *s);
+/* Output k of member i's last run (NULL before a run or past its outputs). */
+const struct onnx_tensor *ens_member_output(const struct ens *s, size_t i, size_t k);
+
+/* Grades n (1..batch) decoded images. member_probs, if not NULL, gets each
+ * member's probabilities: member_probs[(img * ens_size + member) * 5 + k].
+ * ERR_INVALID for non-finite logits (naming the member), or a run error. */
+int ens_run(struct ens *s, const struct img *const *ims, size_t n, struct ens_result *out,
+            double *member_probs, struct err *e);
+
+#endif

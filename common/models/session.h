@@ -1,0 +1,162 @@
+/* common/models/session.h: session-based recommendations with a GRU (prefixes sess_, rec_).
+ *
+ * The model is a GRU4Rec-style ONNX file written by models/clickstream/train.py
+ * (item embedding -> one GRU layer -> Linear over the catalog). It is opened
+ * with the shared ONNX runtime (onnx_open: ops, opset and shapes checked),
+ * then its weights are read BY NAME from the initializers: emb.weight
+ * [items, E], gru.W [1, 3H, E], gru.R [1, 3H, H], gru.B [1, 6H] (ONNX gate
+ * order z, r, h; the runtime refuses a GRU without linear_before_reset=1, so
+ * these are torch's semantics), out.weight ([H, items] or [items, H] per the
+ * out_weight_layout metadata) and out.bias [items]. The graph itself is not
+ * run per click: a click advances a session's hidden state by one GRU step
+ * (sess_step, O(E*H + H*H), independent of the session's length), and the
+ * scores of many sessions' states are one OpenBLAS sgemm (sess_scores).
+ *
+ * rec_rank turns scores into the items shown: candidates (top GRU scores,
+ * co-visited and popular items; items already in the session excluded),
+ * MMR re-ranking over the similarity (cosine or dot product) of item
+ * embeddings, then
+ * epsilon-greedy exploration, each shown item with its source and its
+ * propensity (the probability the policy shows that item in that slot,
+ * given the earlier slots), for counterfactual evaluation.
+ *
+ * A model is read-only after open: one may be shared by threads.
+ */
+#ifndef STREAMML_SESSION_H
+#define STREAMML_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define SESS_MAX_HIDDEN 1024
+#define SESS_MAX_HISTORY 64 /* items kept per session (state and exclusion) */
+#define REC_MAX_K 64        /* items shown per recommendation */
+#define REC_MAX_CANDIDATES 512
+
+struct sess_model;
+
+/* Opens and checks path: the initializers above with consistent shapes,
+ * finite weights, items >= 2, hidden <= SESS_MAX_HIDDEN. ERR_CONFIG naming
+ * the file and the initializer on a mismatch. */
+int sess_model_open(struct sess_model **out, const char *path, struct err *e);
+void sess_model_close(struct sess_model *m); /* NULL-safe */
+
+int64_t sess_model_items(const struct sess_model *m);
+int sess_model_hidden(const struct sess_model *m);
+const char *sess_model_name(const struct sess_model *m);
+const char *sess_model_version(const struct sess_model *m);
+/* Row i of the unit-normalised embedding (for MMR); i must be in range. */
+const float *sess_model_unit_embedding(const struct sess_model *m, int64_t i);
+/* Row i of the embedding as trained (MMR's dot-product similarity). */
+const float *sess_model_embedding(const struct sess_model *m, int64_t i);
+/* Most clicked training items (metadata "popular"), the cold-start list of
+ * last resort; *n = 0 if the model has none. */
+const int64_t *sess_model_popular(const struct sess_model *m, size_t *n);
+
+/* One GRU step: h (hidden floats) <- GRU(embedding[item], h). Scratch
+ * needs 6 * hidden floats. ERR_INVALID if item is outside the catalog (h
+ * unchanged). */
+int sess_step(const struct sess_model *m, int64_t item, float *h, float *scratch, struct err *e);
+
+/* scores (n x items, row-major) = h (n x hidden) . out.weight + out.bias,
+ * one sgemm for the n sessions. */
+void sess_scores(const struct sess_model *m, size_t n, const float *h, float *scores);
+
+/* The best k items of each of n sessions by score, best first, into
+ * out[i * k ...]: blocked over the catalog (SESS_BLOCK items at a time, one
+ * sgemm per block for the n sessions) with the top-k kept on the fly, so
+ * the n x items score matrix is never written out. block needs
+ * min(n, 256) * SESS_BLOCK floats. Ties go to the lower item id; NaN never ranks. */
+#define SESS_BLOCK 2048
+struct sess_top {
+    int64_t item;
+    float score;
+};
+void sess_topk(const struct sess_model *m, size_t n, const float *h, int k, struct sess_top *out,
+               float *block);
+/* The k-best heap behind sess_topk, for other searches over the same
+ * scores (common/models/ann.c): hp holds *hn <= k entries, its root the worst kept
+ * (lower score, or equal score and higher id). Callers may skip x when *hn
+ * == k and x.score < hp[0].score (most items): it would not be kept. */
+void sess_top_offer(struct sess_top *hp, int *hn, int k, struct sess_top x);
+/* Sorts the hn kept entries best first and pads hp[hn..k) with item -1. */
+void sess_top_finish(struct sess_top *hp, int hn, int k);
+/* The output layer, read-only, for searches over it (common/models/ann.c):
+ * out.weight (*out_in 1: items rows of hidden floats; 0: hidden rows of
+ * items floats) and out.bias [items]; they live as long as m. */
+void sess_model_output(const struct sess_model *m, const float **w, const float **b, int *out_in);
+/* One item's score for one hidden state (h . out.weight[item] + bias). */
+float sess_score_one(const struct sess_model *m, const float *h, int64_t item);
+
+/* ---- ranking ---- */
+
+enum rec_source { REC_GRU = 0, REC_COVISIT, REC_POPULAR, REC_EXPLORE, REC_NSOURCES };
+const char *rec_source_name(enum rec_source s); /* "gru", "covisit", ... */
+
+struct rec_opts {
+    int k;             /* items shown, 1..REC_MAX_K (default 10) */
+    int candidates;    /* top GRU scores considered, 1..REC_MAX_CANDIDATES (default 50) */
+    double lambda_diversity; /* MMR's weight of the diversity term: 0 = relevance
+                                only, 1 = diversity only (default 0.5) */
+    int mmr_dot;             /* MMR similarity: 0 cosine (default), 1 dot product */
+    double epsilon;    /* exploration probability per slot, 0..1 (default 0.05) */
+};
+
+struct rec_item {
+    int64_t item;
+    float score; /* the GRU score (logit); popularity relevance 0..1 when cold */
+    enum rec_source source;
+    double propensity;
+};
+
+struct rec_input {
+    const float *scores;        /* the session's catalog scores; NULL: see top */
+    const struct sess_top *top; /* or its best items (sess_topk), best first ... */
+    size_t n_top;
+    const float *h;         /* ... and its hidden state (other items' scores);
+                               scores, top and h all NULL: cold start */
+    const int64_t *exclude; /* items already in the session */
+    size_t n_exclude;
+    const int64_t *covisit; /* co-visited with the last item, best first (may be 0) */
+    size_t n_covisit;
+    const int64_t *popular; /* popular/trending items, best first */
+    size_t n_popular;
+};
+
+struct rec_ctx;
+/* Scratch for rec_rank, sized for m and o (checked: ERR_CONFIG naming the
+ * option). seed makes exploration reproducible. */
+int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct rec_opts *o,
+                 uint64_t seed, struct err *e);
+void rec_ctx_close(struct rec_ctx *c); /* NULL-safe */
+
+/* Fills out[0..*n) (*n <= k; fewer only when the catalog minus the session
+ * has fewer items). Ids in covisit/popular outside the catalog are skipped. */
+void rec_rank(struct rec_ctx *c, const struct rec_input *in, struct rec_item *out, size_t *n);
+
+/* ---- session state (the Redis blob) ---- */
+
+struct sess_state {
+    int n_hist; /* items in hist, oldest first */
+    int64_t hist[SESS_MAX_HISTORY];
+    int has_h; /* 0: no known item yet (cold) */
+    int hidden;
+    float h[SESS_MAX_HIDDEN];
+    int64_t last_ms;         /* event time of the last click */
+    int64_t clicks, unknown; /* clicks seen, of which unknown items */
+};
+
+void sess_state_init(struct sess_state *s, int hidden);
+/* Appends item to the history (the oldest falls out past max_hist). */
+void sess_state_push(struct sess_state *s, int64_t item, int max_hist);
+/* Compact little-endian encoding; returns the length, or 0 if cap is too
+ * small. */
+size_t sess_state_encode(const struct sess_state *s, unsigned char *buf, size_t cap);
+/* ERR_DECODE naming the problem for a blob that is truncated, from another
+ * format, or whose hidden size differs from `hidden` (a new model). */
+int sess_state_decode(struct sess_state *s, const unsigned char *buf, size_t len, int hidden,
+                      struct err *e);
+
+#endif

@@ -1,0 +1,998 @@
+/* common/state/state_redis.c: the Redis state backend (hiredis 0.14, blocking).
+ *
+ * Layout: key <prefix>u:{<entity>} is a hash with fields s (blob), p
+ * (partition) and o (offset) of the last applied event; <prefix>applied:
+ * {<partition>} holds the highest offset applied for that partition (read by
+ * zombie fencing). Reads pipeline HMGET; writes are one EVALSHA of a Lua
+ * script per chunk of up to PUT_CHUNK entities, so the offset check and
+ * the write are atomic per key, and the per-call cost of a script (and the
+ * fencing and applied-offset keys) is paid per chunk, not per entity.
+ *
+ * Fencing (state.h): <prefix>epoch:{<partition>} holds the newest owner's
+ * epoch. Claims are INCRs sent ahead of the next read or write; the script
+ * refuses a put whose epoch is below the stored one. A stored epoch below
+ * the put's (or none) means Redis lost its data (restart without
+ * persistence): the put re-establishes its epoch rather than being refused
+ * for ever, which is the best a store without the old value can do.
+ *
+ * hiredis 0.14 neither reconnects nor re-authenticates: on any I/O error the
+ * context is freed and the next call connects again (once), sends AUTH and
+ * reloads the script. Lua numbers are doubles: offsets are compared exactly
+ * up to 2^53, far beyond any Kafka offset.
+ */
+#include "state_backend.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "redis_cluster.h"
+#include "redis_conn.h"
+
+#define PREFIX_MAX 128
+#define HOST_MAX 255
+#define KEY_MAX (PREFIX_MAX + STATE_ENTITY_MAX + 32)
+/* Kafka positions are packed with 16 bits of partition (kafka.c). */
+#define PARTITION_MAX 65535
+
+/* Results per put: 0 skipped (already applied), 1 written, 2 fenced. */
+enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2 };
+
+/* Puts per EVALSHA: bounds the time one script call holds Redis (about
+ * 3 ms for 1,000 users) and the size of one command. */
+#define PUT_CHUNK 1000
+
+/* One call applies a chunk of puts, in order, so that the per-call cost of
+ * EVALSHA (argument tables, the Lua call) and the fencing and applied-offset
+ * bookkeeping are paid once per partition and chunk instead of per user.
+ *   KEYS: the n entity keys, then per partition slot j = 1..m its applied
+ *         key and its epoch key.
+ *   ARGV: n, m, ttl_ms; per slot j its partition and the epoch held; per put
+ *         its blob, slot and offset.
+ * Per put, the same rule as a script per put would apply: refused (2) when
+ * the partition's stored epoch is newer than the one held; skipped (0) when
+ * the entity already holds this partition at this offset or later; else
+ * written (1). An error on one key (WRONGTYPE) is that put's reply and the
+ * others still apply. applied:{p} keeps the highest offset written.
+ * Numbers go to Redis as the strings they came in (a Lua number would be
+ * formatted with snprintf per call), and the stored partition is compared
+ * as the decimal string both sides write. */
+const char state_redis_put_script[] =
+    "local n, m, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]\n"
+    "local expire = tonumber(ttl) > 0\n"
+    "local fenced, top, topstr, res = {}, {}, {}, {}\n"
+    "for j = 1, m do\n"
+    "  local ep = tonumber(ARGV[3 + 2 * j])\n"
+    "  if ep > 0 then\n"
+    "    local ek = KEYS[n + 2 * j]\n"
+    "    local held = tonumber(redis.call('GET', ek))\n"
+    "    if held and held > ep then fenced[j] = true\n"
+    "    elseif not held or held < ep then redis.call('SET', ek, ARGV[3 + 2 * j]) end\n"
+    "  end\n"
+    "end\n"
+    "local base = 3 + 2 * m\n"
+    "for i = 1, n do\n"
+    "  local a = base + 3 * (i - 1)\n"
+    "  local j = tonumber(ARGV[a + 2])\n"
+    "  if fenced[j] then\n"
+    "    res[i] = 2\n"
+    "  else\n"
+    "    local k, ps, os = KEYS[i], ARGV[2 + 2 * j], ARGV[a + 3]\n"
+    "    local o = tonumber(os)\n"
+    "    local cur = redis.pcall('HMGET', k, 'p', 'o')\n"
+    "    if cur.err then\n"
+    "      res[i] = cur\n"
+    "    elseif cur[1] == ps and cur[2] and tonumber(cur[2]) >= o then\n"
+    "      res[i] = 0\n"
+    "    else\n"
+    "      redis.call('HSET', k, 's', ARGV[a + 1], 'p', ps, 'o', os)\n"
+    "      if expire then redis.call('PEXPIRE', k, ttl) end\n"
+    "      if not top[j] or o > top[j] then top[j], topstr[j] = o, os end\n"
+    "      res[i] = 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "for j = 1, m do\n"
+    "  if top[j] then\n"
+    "    local ak = KEYS[n + 2 * j - 1]\n"
+    "    local a = tonumber(redis.call('GET', ak))\n"
+    "    if not a or top[j] > a then redis.call('SET', ak, topstr[j]) end\n"
+    "  end\n"
+    "end\n"
+    "return res\n";
+
+/* The argument vector of one chunk, reused across calls (no allocation per
+ * batch once grown). */
+struct put_args {
+    const char **argv;
+    size_t *argvlen;
+    size_t cap_argv;
+    char *strs; /* keys and numbers the argv points into */
+    size_t cap_strs, used;
+    int32_t *slot_part; /* partition of each slot */
+    int *slot;          /* slot of each put */
+    size_t cap_puts;
+};
+
+struct state_redis {
+    struct state base; /* first: state.c casts */
+    struct rc *rc;     /* disconnected: the next call reconnects */
+    char host[HOST_MAX + 1];
+    int port;
+    char prefix[PREFIX_MAX + 1];
+    long long ttl_ms;
+    long long lost_flag_ms;
+    int timeout_ms;  /* of the next connect and waits */
+    int timeout_cfg; /* as configured (state_set_deadline clamps below it) */
+    int marker_seen;    /* this handle has seen or written <prefix>marker */
+    int expect_pending; /* the next connect's check expects data */
+    int lost_pending;   /* a loss found by a connect, not yet reported */
+    char sha[41]; /* of put_script, from SCRIPT LOAD */
+    /* Fencing, indexed by partition: the epoch held (0 = none) and whether
+     * a new one is to be claimed before the next read or write. */
+    int64_t *epochs;
+    unsigned char *claim;
+    size_t n_epochs;
+    size_t n_claims;
+    struct put_args pa;
+    /* state_put_begin .. state_put_end: the puts sent, replies unread. */
+    const struct state_put *inflight;
+    size_t n_inflight;
+};
+
+/* ---- connection (common/io/redis_conn.h: connect, AUTH, SIGPIPE) ---- */
+
+#define sigpipe_guard rc_sigpipe
+#define sigpipe_block rc_sigpipe_block
+#define sigpipe_restore rc_sigpipe_restore
+
+static void drop(struct state_redis *r)
+{
+    rc_drop(r->rc);
+}
+
+/* The connection is unusable (I/O error, timeout, pipeline out of step):
+ * free it and report ERR_RETRY; the next call reconnects. */
+static int lost(struct state_redis *r, const char *cmd, const char *key, struct err *e)
+{
+    char what[160];
+
+    snprintf(what, sizeof(what), "%s%s%.100s", cmd, *key ? " " : "", key);
+    return rc_lost(r->rc, what, e);
+}
+
+static int reply_error_code(const char *msg)
+{
+    return rc_reply_code(msg);
+}
+
+/* One command outside a pipeline (argv: NUL-terminated strings); *out gets
+ * a reply that is not an error reply. On an error reply the connection is
+ * dropped too: the next call starts from a clean, authenticated one. */
+static int simple_cmd(struct state_redis *r, const char *what, int argc, const char **argv,
+                      redisReply **out, struct err *e)
+{
+    redisReply *rep = redisCommandArgv(rc_ctx(r->rc), argc, argv, NULL);
+
+    if (!rep)
+        return lost(r, what, "", e);
+    if (rep->type == REDIS_REPLY_ERROR) {
+        int code = reply_error_code(rep->str);
+        err_set(e, code, "redis %s (%s:%d): %s", what, r->host, r->port, rep->str);
+        freeReplyObject(rep);
+        drop(r);
+        return code;
+    }
+    *out = rep;
+    return ERR_OK;
+}
+
+static int load_script(struct state_redis *r, struct err *e)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", state_redis_put_script};
+    redisReply *rep = NULL;
+    int rc = simple_cmd(r, "SCRIPT LOAD", 3, argv, &rep, e);
+
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
+        freeReplyObject(rep);
+        drop(r);
+        return err_set(e, ERR_IO, "redis SCRIPT LOAD (%s:%d): unexpected reply", r->host, r->port);
+    }
+    memcpy(r->sha, rep->str, 40);
+    r->sha[40] = '\0';
+    freeReplyObject(rep);
+    return ERR_OK;
+}
+
+/* ---- a store that lost its data (state.h) ---- */
+
+/* GET marker: seen or not; then the loss recorded when it is missing after
+ * it was seen (or data is expected), the marker written again, and the flag
+ * read back. A store without the marker that nobody expects data in is a
+ * first start: the marker is written with the first put (put_end). Plain
+ * commands on the connection (nothing else in flight). */
+static int marker_check(struct state_redis *r, int expect_data, int *lost_now, struct err *e)
+{
+    char mk[PREFIX_MAX + 16], lk[PREFIX_MAX + 16], now[32], px[32];
+    const char *get[] = {"GET", mk}, *ex[] = {"EXISTS", lk};
+    redisReply *rep = NULL;
+    int rc, missing;
+
+    snprintf(mk, sizeof(mk), "%smarker", r->prefix);
+    snprintf(lk, sizeof(lk), "%sstate_lost", r->prefix);
+    snprintf(now, sizeof(now), "%lld", (long long)time(NULL) * 1000);
+    snprintf(px, sizeof(px), "%lld", r->lost_flag_ms);
+    if ((rc = simple_cmd(r, "GET marker", 2, get, &rep, e)))
+        return rc;
+    missing = rep->type == REDIS_REPLY_NIL;
+    freeReplyObject(rep);
+    if (missing && (r->marker_seen || expect_data)) {
+        const char *set_lost[] = {"SET", lk, now, "PX", px};
+        if ((rc = simple_cmd(r, "SET state_lost", r->lost_flag_ms > 0 ? 5 : 3, set_lost, &rep,
+                             e)))
+            return rc;
+        freeReplyObject(rep);
+        r->base.losses++;
+        *lost_now = 1;
+        metrics_note_state_lost();
+        log_error("state store %s:%d lost its data (%smarker missing%s): every aggregate "
+                  "restarted empty; predictions are flagged until acknowledged "
+                  "(streamml config ack-state-loss, or DEL %s)",
+                  r->host, r->port, r->prefix,
+                  r->marker_seen ? " since this worker saw it" : ", committed offsets exist", lk);
+    }
+    if (missing && (r->marker_seen || expect_data)) {
+        const char *set_mk[] = {"SET", mk, now, "NX"};
+        if ((rc = simple_cmd(r, "SET marker", 4, set_mk, &rep, e)))
+            return rc;
+        freeReplyObject(rep);
+    }
+    if (!missing || expect_data)
+        r->marker_seen = 1;
+    if ((rc = simple_cmd(r, "EXISTS state_lost", 2, ex, &rep, e)))
+        return rc;
+    r->base.lost_flag = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0;
+    freeReplyObject(rep);
+    metrics_set_state_lost_flag(r->base.lost_flag);
+    return ERR_OK;
+}
+
+/* rc_connect authenticates after every connect; the script is reloaded
+ * too (a restarted server has lost it). */
+static int ensure_connected(struct state_redis *r, struct err *e)
+{
+    int rc, lost_now = 0;
+
+    if (rc_ctx(r->rc))
+        return ERR_OK;
+    if ((rc = rc_connect(r->rc, e)))
+        return rc;
+    /* A restarted server always means a reconnect: the marker is checked
+     * here, whatever the caller does. */
+    if ((rc = marker_check(r, r->expect_pending, &lost_now, e)))
+        return rc;
+    r->lost_pending |= lost_now;
+    return load_script(r, e);
+}
+
+/* ---- keys and replies ---- */
+
+/* e may be NULL, as for every err_set. */
+static void copy_err(struct err *e, const struct err *tmp)
+{
+    if (e)
+        *e = *tmp;
+}
+
+/* <prefix>u:{<entity>}: lengths are bounded (PREFIX_MAX, STATE_ENTITY_MAX,
+ * checked before any call), so KEY_MAX always holds it; copied rather than
+ * formatted, as it is built for every entity of every batch. */
+static size_t entity_key(const struct state_redis *r, const char *entity, char *buf)
+{
+    size_t pl = strlen(r->prefix), el = strnlen(entity, STATE_ENTITY_MAX);
+
+    memcpy(buf, r->prefix, pl);
+    memcpy(buf + pl, "u:{", 3);
+    memcpy(buf + pl + 3, entity, el);
+    buf[pl + 3 + el] = '}';
+    buf[pl + 4 + el] = '\0';
+    return pl + 4 + el;
+}
+
+static size_t epoch_key(const struct state_redis *r, int32_t partition, char *buf)
+{
+    return (size_t)snprintf(buf, KEY_MAX, "%sepoch:{%d}", r->prefix, (int)partition);
+}
+
+static int64_t held_epoch(const struct state_redis *r, int32_t partition)
+{
+    return partition >= 0 && (size_t)partition < r->n_epochs ? r->epochs[partition] : 0;
+}
+
+/* A decimal integer field of an HMGET reply, checked for range. */
+static int reply_ll(const redisReply *x, long long lo, long long hi, long long *v)
+{
+    char buf[32], *end;
+
+    if (x->type != REDIS_REPLY_STRING || x->len == 0 || x->len >= sizeof(buf))
+        return -1;
+    memcpy(buf, x->str, x->len);
+    buf[x->len] = '\0';
+    errno = 0;
+    *v = strtoll(buf, &end, 10);
+    if (errno || *end || *v < lo || *v > hi)
+        return -1;
+    return 0;
+}
+
+/* The common cases first; the key is formatted only for an error message. */
+static int parse_get(const redisReply *rep, struct state_blob *b, const struct state_redis *r,
+                     const char *entity, struct err *e)
+{
+    const redisReply *blob = NULL;
+    char key[KEY_MAX];
+    long long p, o;
+
+    b->len = 0;
+    b->partition = -1;
+    b->offset = -1;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3) {
+        blob = rep->element[0];
+        if (blob->type == REDIS_REPLY_NIL)
+            return ERR_OK; /* nothing stored */
+        if (blob->type == REDIS_REPLY_STRING && blob->len > 0 && blob->len <= STATE_BLOB_MAX &&
+            !reply_ll(rep->element[1], INT32_MIN, INT32_MAX, &p) &&
+            !reply_ll(rep->element[2], LLONG_MIN, LLONG_MAX, &o)) {
+            memcpy(b->data, blob->str, blob->len);
+            b->len = blob->len;
+            b->partition = (int32_t)p;
+            b->offset = o;
+            return ERR_OK;
+        }
+    }
+    entity_key(r, entity, key);
+    if (rep->type == REDIS_REPLY_ERROR)
+        return err_set(e, reply_error_code(rep->str), "redis HMGET %s: %s", key, rep->str);
+    if (!blob)
+        return err_set(e, ERR_DECODE, "redis HMGET %s: unexpected reply type %d", key, rep->type);
+    if (blob->type != REDIS_REPLY_STRING || blob->len == 0 || blob->len > STATE_BLOB_MAX)
+        return err_set(e, ERR_DECODE, "redis HMGET %s: field s is not a blob of 1..%d bytes", key,
+                       STATE_BLOB_MAX);
+    return err_set(e, ERR_DECODE, "redis HMGET %s: fields p/o are not integers", key);
+}
+
+/* ---- fencing ---- */
+
+static int grow_epochs(struct state_redis *r, size_t want, struct err *e)
+{
+    size_t n = r->n_epochs ? r->n_epochs : 16;
+    int64_t *ep;
+    unsigned char *cl;
+
+    while (n < want)
+        n *= 2;
+    ep = realloc(r->epochs, n * sizeof(*ep));
+    if (ep)
+        r->epochs = ep;
+    cl = ep ? realloc(r->claim, n) : NULL;
+    if (!cl)
+        return err_set(e, ERR_NOMEM, "redis: out of memory for %zu partition epochs", n);
+    r->claim = cl;
+    memset(r->epochs + r->n_epochs, 0, (n - r->n_epochs) * sizeof(*ep));
+    memset(r->claim + r->n_epochs, 0, n - r->n_epochs);
+    r->n_epochs = n;
+    return ERR_OK;
+}
+
+static int redis_fence(struct state *s, int32_t partition, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+
+    if (partition > PARTITION_MAX)
+        return err_set(e, ERR_INVALID, "redis: cannot fence partition %d (max %d)",
+                       (int)partition, PARTITION_MAX);
+    if ((size_t)partition >= r->n_epochs && grow_epochs(r, (size_t)partition + 1, e))
+        return ERR_NOMEM;
+    if (!r->claim[partition])
+        r->n_claims++;
+    r->claim[partition] = 1;
+    return ERR_OK;
+}
+
+static int64_t redis_epoch(const struct state *s, int32_t partition)
+{
+    return held_epoch((const struct state_redis *)s, partition);
+}
+
+/* Sends the pending claims (pipelined INCRs) on a connected handle. A claim
+ * whose reply was not read stays pending: claiming twice only skips an
+ * epoch. */
+static int send_claims(struct state_redis *r, struct err *e)
+{
+    char key[KEY_MAX];
+
+    for (size_t p = 0; p < r->n_epochs && r->n_claims; p++) {
+        if (r->claim[p] && redisAppendCommand(rc_ctx(r->rc), "INCR %b", key,
+                                              epoch_key(r, (int32_t)p, key)) != REDIS_OK)
+            return lost(r, "INCR", key, e);
+    }
+    for (size_t p = 0; p < r->n_epochs && r->n_claims; p++) {
+        redisReply *rep = NULL;
+        if (!r->claim[p])
+            continue;
+        epoch_key(r, (int32_t)p, key);
+        if (redisGetReply(rc_ctx(r->rc), (void **)&rep) != REDIS_OK || !rep)
+            return lost(r, "INCR", key, e);
+        if (rep->type != REDIS_REPLY_INTEGER || rep->integer <= 0) {
+            int code = rep->type == REDIS_REPLY_ERROR ? reply_error_code(rep->str) : ERR_DECODE;
+            err_set(e, code, "redis INCR %s: %s", key,
+                    rep->type == REDIS_REPLY_ERROR ? rep->str : "not a positive integer");
+            freeReplyObject(rep);
+            drop(r); /* replies of later claims are still unread */
+            return code;
+        }
+        r->epochs[p] = rep->integer;
+        r->claim[p] = 0;
+        r->n_claims--;
+        freeReplyObject(rep);
+    }
+    return ERR_OK;
+}
+
+/* Connects if needed, then claims what state_fence asked for. */
+static int ready(struct state_redis *r, struct err *e)
+{
+    int rc = ensure_connected(r, e);
+
+    if (rc == ERR_OK && r->n_claims)
+        rc = send_claims(r, e);
+    return rc;
+}
+
+/* ---- operations ---- */
+
+static int get_pipelined(struct state_redis *r, size_t n, const char *const *entities,
+                         struct state_blob *out, struct err *e)
+{
+    static const char *const fields[] = {"s", "p", "o"};
+    const char *argv[5] = {"HMGET", NULL, fields[0], fields[1], fields[2]};
+    size_t argvlen[5] = {5, 0, 1, 1, 1};
+    char key[KEY_MAX];
+    int first = ERR_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        argv[1] = key;
+        argvlen[1] = entity_key(r, entities[i], key);
+        if (redisAppendCommandArgv(rc_ctx(r->rc), 5, argv, argvlen) != REDIS_OK)
+            return lost(r, "HMGET", key, e);
+    }
+    /* Every reply is read even after a bad one, to keep the pipeline in
+     * step; the first error is the one reported. */
+    for (size_t i = 0; i < n; i++) {
+        redisReply *rep = NULL;
+        struct err tmp;
+        if (redisGetReply(rc_ctx(r->rc), (void **)&rep) != REDIS_OK || !rep) {
+            entity_key(r, entities[i], key);
+            return lost(r, "HMGET", key, e);
+        }
+        if (parse_get(rep, &out[i], r, entities[i], &tmp) && first == ERR_OK) {
+            first = tmp.code;
+            copy_err(e, &tmp);
+        }
+        freeReplyObject(rep);
+    }
+    return first;
+}
+
+static int redis_get_many(struct state *s, size_t n, const char *const *entities,
+                          struct state_blob *out, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    struct sigpipe_guard g;
+    int rc;
+
+    sigpipe_block(&g);
+    rc = ready(r, e);
+    if (rc == ERR_OK)
+        rc = get_pipelined(r, n, entities, out, e);
+    sigpipe_restore(&g);
+    return rc;
+}
+
+/* ---- writes: one EVALSHA per chunk of puts ---- */
+
+static int args_reserve(struct put_args *a, size_t nargv, size_t nstrs, size_t nputs)
+{
+    if (nargv > a->cap_argv) {
+        const char **v = realloc(a->argv, nargv * sizeof(*v));
+        size_t *l = v ? realloc(a->argvlen, nargv * sizeof(*l)) : NULL;
+        if (v)
+            a->argv = v;
+        if (!l)
+            return ERR_NOMEM;
+        a->argvlen = l;
+        a->cap_argv = nargv;
+    }
+    if (nstrs > a->cap_strs) {
+        char *p = realloc(a->strs, nstrs);
+        if (!p)
+            return ERR_NOMEM;
+        a->strs = p;
+        a->cap_strs = nstrs;
+    }
+    if (nputs > a->cap_puts) {
+        int32_t *sp = realloc(a->slot_part, nputs * sizeof(*sp));
+        int *sl = sp ? realloc(a->slot, nputs * sizeof(*sl)) : NULL;
+        if (sp)
+            a->slot_part = sp;
+        if (!sl)
+            return ERR_NOMEM;
+        a->slot = sl;
+        a->cap_puts = nputs;
+    }
+    return ERR_OK;
+}
+
+static void args_free(struct put_args *a)
+{
+    free(a->argv);
+    free(a->argvlen);
+    free(a->strs);
+    free(a->slot_part);
+    free(a->slot);
+}
+
+/* Appends a string the argument vector points to (room was reserved). */
+static const char *args_str(struct put_args *a, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static const char *args_str(struct put_args *a, size_t *len, const char *fmt, ...)
+{
+    char *at = a->strs + a->used;
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(at, a->cap_strs - a->used, fmt, ap);
+    va_end(ap);
+    *len = (size_t)n;
+    a->used += (size_t)n + 1;
+    return at;
+}
+
+/* Appends the decimal form of v (the per-put numbers: snprintf costs more
+ * than the rest of a put's arguments together). */
+static const char *args_int(struct put_args *a, size_t *len, long long v)
+{
+    char tmp[24], *at = a->strs + a->used;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    size_t n = 0;
+
+    do
+        tmp[n++] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        tmp[n++] = '-';
+    for (size_t i = 0; i < n; i++)
+        at[i] = tmp[n - 1 - i];
+    at[n] = '\0';
+    *len = n;
+    a->used += n + 1;
+    return at;
+}
+
+/* Appends <prefix>u:{<entity>} (entity_key). */
+static const char *args_key(struct put_args *a, size_t *len, const struct state_redis *r,
+                            const char *entity)
+{
+    char *at = a->strs + a->used;
+
+    *len = entity_key(r, entity, at);
+    a->used += *len + 1;
+    return at;
+}
+
+/* Slot of partition p among the chunk's first *m slots, adding it. Chunks
+ * hold few partitions (one consumer's share), so a scan is enough. */
+static int slot_of(struct put_args *a, size_t *m, int32_t p)
+{
+    for (size_t j = 0; j < *m; j++)
+        if (a->slot_part[j] == p)
+            return (int)j;
+    a->slot_part[*m] = p;
+    return (int)(*m)++;
+}
+
+/* Appends EVALSHA for puts[0..k) (see put_script for the layout). */
+static int append_chunk(struct state_redis *r, const struct state_put *puts, size_t k,
+                        struct err *e)
+{
+    struct put_args *a = &r->pa;
+    size_t m = 0, at, nkeys, nargv = 3 + 3 * k + 3 + 5 * k; /* m <= k */
+
+    /* Room for the worst case: every put on its own partition. */
+    if (args_reserve(a, nargv, k * (3 * KEY_MAX + 96) + 128, k))
+        return err_set(e, ERR_NOMEM, "redis: out of memory for a batch of %zu puts", k);
+    a->used = 0;
+    for (size_t i = 0; i < k; i++)
+        a->slot[i] = slot_of(a, &m, puts[i].partition);
+    nkeys = k + 2 * m;
+    a->argv[0] = "EVALSHA";
+    a->argvlen[0] = 7;
+    a->argv[1] = r->sha;
+    a->argvlen[1] = 40;
+    a->argv[2] = args_str(a, &a->argvlen[2], "%zu", nkeys);
+    for (size_t i = 0; i < k; i++)
+        a->argv[3 + i] = args_key(a, &a->argvlen[3 + i], r, puts[i].entity);
+    at = 3 + k;
+    for (size_t j = 0; j < m; j++, at += 2) {
+        a->argv[at] =
+            args_str(a, &a->argvlen[at], "%sapplied:{%d}", r->prefix, (int)a->slot_part[j]);
+        a->argv[at + 1] =
+            args_str(a, &a->argvlen[at + 1], "%sepoch:{%d}", r->prefix, (int)a->slot_part[j]);
+    }
+    a->argv[at] = args_str(a, &a->argvlen[at], "%zu", k);
+    a->argv[at + 1] = args_str(a, &a->argvlen[at + 1], "%zu", m);
+    a->argv[at + 2] = args_str(a, &a->argvlen[at + 2], "%lld", r->ttl_ms);
+    at += 3;
+    for (size_t j = 0; j < m; j++, at += 2) {
+        a->argv[at] = args_str(a, &a->argvlen[at], "%d", (int)a->slot_part[j]);
+        a->argv[at + 1] =
+            args_str(a, &a->argvlen[at + 1], "%lld", (long long)held_epoch(r, a->slot_part[j]));
+    }
+    for (size_t i = 0; i < k; i++, at += 3) {
+        a->argv[at] = (const char *)puts[i].data;
+        a->argvlen[at] = puts[i].len;
+        a->argv[at + 1] = args_int(a, &a->argvlen[at + 1], a->slot[i] + 1);
+        a->argv[at + 2] = args_int(a, &a->argvlen[at + 2], (long long)puts[i].offset);
+    }
+    if (redisAppendCommandArgv(rc_ctx(r->rc), (int)at, a->argv, a->argvlen) != REDIS_OK)
+        return lost(r, "EVALSHA", a->argv[3], e); /* the chunk's first key */
+    return ERR_OK;
+}
+
+/* Reads the reply of one chunk into applied[0..k): 0/1 from the script (0
+ * also when fenced: counted), or -1 for every put when the server had lost
+ * the script (NOSCRIPT: nothing was done). Returns the first error, named
+ * by its entity's key. */
+static int read_chunk(struct state_redis *r, const struct state_put *puts, size_t k, int *applied,
+                      struct err *e)
+{
+    redisReply *rep = NULL;
+    char key[KEY_MAX];
+    int rc = ERR_OK;
+
+    if (redisGetReply(rc_ctx(r->rc), (void **)&rep) != REDIS_OK || !rep) {
+        entity_key(r, puts[0].entity, key);
+        return lost(r, "EVALSHA", key, e);
+    }
+    for (size_t i = 0; i < k; i++)
+        applied[i] =
+            rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 ? -1 : 0;
+    if (rep->type == REDIS_REPLY_ERROR && applied[0] != -1) {
+        entity_key(r, puts[0].entity, key);
+        rc = err_set(e, reply_error_code(rep->str), "redis EVALSHA %s (+%zu): %s", key, k - 1,
+                     rep->str);
+    } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == k) {
+        for (size_t i = 0; i < k; i++) {
+            const redisReply *x = rep->element[i];
+            if (x->type == REDIS_REPLY_INTEGER &&
+                (x->integer == PUT_SKIPPED || x->integer == PUT_WRITTEN))
+                applied[i] = (int)x->integer;
+            else if (x->type == REDIS_REPLY_INTEGER && x->integer == PUT_FENCED)
+                r->base.fenced++;
+            else if (rc == ERR_OK) {
+                entity_key(r, puts[i].entity, key);
+                rc = x->type == REDIS_REPLY_ERROR
+                         ? err_set(e, reply_error_code(x->str), "redis EVALSHA %s: %s", key, x->str)
+                         : err_set(e, ERR_DECODE, "redis EVALSHA %s: unexpected reply type %d", key,
+                                   x->type);
+            }
+        }
+    } else if (rep->type != REDIS_REPLY_ERROR) {
+        rc = err_set(e, ERR_DECODE, "redis EVALSHA: reply of type %d, %zu elements, %zu puts",
+                     rep->type, rep->elements, k);
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+/* Appends the chunks of puts[0..n) (with retry: only those refused with
+ * NOSCRIPT, whose applied[] are all -1). */
+static int send_pass(struct state_redis *r, size_t n, const struct state_put *puts,
+                     const int *applied, int retry, struct err *e)
+{
+    for (size_t c = 0; c < n; c += PUT_CHUNK) {
+        size_t k = n - c < PUT_CHUNK ? n - c : PUT_CHUNK;
+        if ((!retry || applied[c] == -1) && append_chunk(r, puts + c, k, e))
+            return e ? e->code : ERR_RETRY;
+    }
+    return ERR_OK;
+}
+
+/* Reads the replies of what send_pass sent. Returns the first error; *nosc
+ * counts the puts refused with NOSCRIPT. */
+static int recv_pass(struct state_redis *r, size_t n, const struct state_put *puts, int *applied,
+                     int retry, size_t *nosc, struct err *e)
+{
+    int first = ERR_OK;
+
+    *nosc = 0;
+    for (size_t c = 0; c < n; c += PUT_CHUNK) {
+        size_t k = n - c < PUT_CHUNK ? n - c : PUT_CHUNK;
+        struct err tmp;
+        int rc;
+        if (retry && applied[c] != -1)
+            continue;
+        rc = read_chunk(r, puts + c, k, applied + c, &tmp);
+        if (rc && !rc_ctx(r->rc)) { /* connection gone: nothing more to read */
+            copy_err(e, &tmp);
+            return rc;
+        }
+        if (rc && first == ERR_OK) {
+            first = rc;
+            copy_err(e, &tmp);
+        }
+        *nosc += applied[c] == -1 ? k : 0;
+    }
+    return first;
+}
+
+/* Writes the output buffer out, so Redis works on the puts while the
+ * caller does something else. */
+static int flush_out(struct state_redis *r, const char *what, struct err *e)
+{
+    int done = 0;
+
+    while (!done)
+        if (redisBufferWrite(rc_ctx(r->rc), &done) != REDIS_OK)
+            return lost(r, what, "", e);
+    return ERR_OK;
+}
+
+static int redis_put_begin(struct state *s, size_t n, const struct state_put *puts, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    struct sigpipe_guard g;
+    int rc;
+
+    sigpipe_block(&g);
+    rc = ready(r, e);
+    if (rc == ERR_OK)
+        rc = send_pass(r, n, puts, NULL, 0, e);
+    if (rc == ERR_OK)
+        rc = flush_out(r, "EVALSHA", e);
+    if (rc && rc != ERR_RETRY && rc_ctx(r->rc))
+        drop(r); /* e.g. out of memory half-way: commands may be buffered */
+    sigpipe_restore(&g);
+    r->inflight = rc ? NULL : puts;
+    r->n_inflight = rc ? 0 : n;
+    return rc;
+}
+
+static void write_marker(struct state_redis *r);
+
+static int redis_put_end(struct state *s, int *applied, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    const struct state_put *puts = r->inflight;
+    size_t n = r->n_inflight, nosc = 0;
+    uint64_t fenced0 = r->base.fenced;
+    struct sigpipe_guard g;
+    int rc;
+
+    r->inflight = NULL;
+    r->n_inflight = 0;
+    if (!rc_ctx(r->rc)) /* lost since begin */
+        return err_set(e, ERR_RETRY, "redis EVALSHA (%s:%d): connection lost", r->host, r->port);
+    sigpipe_block(&g);
+    rc = recv_pass(r, n, puts, applied, 0, &nosc, e);
+    if (rc == ERR_OK && nosc) {
+        /* The script cache was emptied (SCRIPT FLUSH, a failover): load the
+         * script again and resend only the chunks it refused, once. */
+        rc = load_script(r, e);
+        if (rc == ERR_OK)
+            rc = send_pass(r, n, puts, applied, 1, e);
+        if (rc == ERR_OK)
+            rc = recv_pass(r, n, puts, applied, 1, &nosc, e);
+        if (rc == ERR_OK && nosc)
+            rc = err_set(e, ERR_IO, "redis EVALSHA: script missing again after SCRIPT LOAD");
+    }
+    if (rc == ERR_OK && !r->marker_seen && n)
+        write_marker(r);
+    sigpipe_restore(&g);
+    if (r->base.fenced > fenced0)
+        log_warn("state: %llu write(s) fenced: a newer consumer owns their partition (this "
+                 "handle was stalled past a rebalance); not applied",
+                 (unsigned long long)(r->base.fenced - fenced0));
+    return rc;
+}
+
+static int redis_ping(struct state *s, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    const char *argv[] = {"PING"};
+    struct sigpipe_guard g;
+    redisReply *rep = NULL;
+    int rc;
+
+    sigpipe_block(&g);
+    rc = ensure_connected(r, e);
+    if (rc == ERR_OK)
+        rc = simple_cmd(r, "PING", 1, argv, &rep, e);
+    if (rc == ERR_OK && (rep->type != REDIS_REPLY_STATUS || strcmp(rep->str, "PONG") != 0))
+        rc = err_set(e, ERR_IO, "redis PING (%s:%d): unexpected reply", r->host, r->port);
+    if (rep)
+        freeReplyObject(rep);
+    sigpipe_restore(&g);
+    return rc;
+}
+
+/* The store holds data from now on: a later empty store is a loss. A
+ * failure is left for the next put (the puts themselves were applied). */
+static void write_marker(struct state_redis *r)
+{
+    char mk[PREFIX_MAX + 16], now[32];
+    const char *argv[] = {"SET", mk, now, "NX"};
+    struct err tmp = {0};
+    redisReply *rep = NULL;
+
+    snprintf(mk, sizeof(mk), "%smarker", r->prefix);
+    snprintf(now, sizeof(now), "%lld", (long long)time(NULL) * 1000);
+    if (simple_cmd(r, "SET marker", 4, argv, &rep, &tmp) == ERR_OK) {
+        freeReplyObject(rep);
+        r->marker_seen = 1;
+    }
+}
+
+static int redis_check_lost(struct state *s, int expect_data, int *lost_now, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    struct sigpipe_guard g;
+    int rc, was = rc_ctx(r->rc) != NULL;
+
+    sigpipe_block(&g);
+    r->expect_pending = expect_data;
+    rc = ensure_connected(r, e);
+    r->expect_pending = 0;
+    if (rc == ERR_OK && was)
+        rc = marker_check(r, expect_data, lost_now, e);
+    *lost_now |= r->lost_pending;
+    r->lost_pending = 0;
+    sigpipe_restore(&g);
+    return rc;
+}
+
+static int redis_ack_lost(struct state *s, struct err *e)
+{
+    struct state_redis *r = (struct state_redis *)s;
+    char lk[PREFIX_MAX + 16];
+    const char *argv[] = {"DEL", lk};
+    struct sigpipe_guard g;
+    redisReply *rep = NULL;
+    int rc;
+
+    snprintf(lk, sizeof(lk), "%sstate_lost", r->prefix);
+    sigpipe_block(&g);
+    rc = ensure_connected(r, e);
+    if (rc == ERR_OK)
+        rc = simple_cmd(r, "DEL state_lost", 2, argv, &rep, e);
+    if (rep)
+        freeReplyObject(rep);
+    if (rc == ERR_OK) {
+        r->base.lost_flag = 0;
+        metrics_set_state_lost_flag(0);
+        log_info("state store loss acknowledged (%s removed)", lk);
+    }
+    sigpipe_restore(&g);
+    return rc;
+}
+
+static void redis_close(struct state *s)
+{
+    struct state_redis *r = (struct state_redis *)s;
+
+    rc_close(r->rc);
+    free(r->epochs);
+    free(r->claim);
+    args_free(&r->pa);
+    free(r);
+}
+
+static void redis_clamp(struct state *s, int timeout_ms)
+{
+    struct state_redis *r = (struct state_redis *)s;
+
+    if (timeout_ms <= 0) {
+        drop(r); /* a reply may still be on its way: the pipeline is out of step */
+        return;
+    }
+    r->timeout_ms = timeout_ms < r->timeout_cfg ? timeout_ms : r->timeout_cfg;
+    rc_set_timeout(r->rc, r->timeout_ms);
+}
+
+static const struct state_ops redis_ops = {
+    .name = "redis",
+    .close = redis_close,
+    .get_many = redis_get_many,
+    .put_begin = redis_put_begin,
+    .put_end = redis_put_end,
+    .ping = redis_ping,
+    .fence = redis_fence,
+    .epoch = redis_epoch,
+    .check_lost = redis_check_lost,
+    .ack_lost = redis_ack_lost,
+    .clamp = redis_clamp,
+};
+
+static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, struct err *e)
+{
+    const char *host = o->host && *o->host ? o->host : "127.0.0.1";
+    const char *prefix = o->prefix ? o->prefix : "";
+
+    if (strlen(host) > HOST_MAX)
+        return err_set(e, ERR_CONFIG, "redis: host longer than %d bytes", HOST_MAX);
+    if (strlen(prefix) > PREFIX_MAX)
+        return err_set(e, ERR_CONFIG, "redis: prefix longer than %d bytes", PREFIX_MAX);
+    if (o->port < 0 || o->port > 65535)
+        return err_set(e, ERR_CONFIG, "redis: port %d out of range", o->port);
+    if (o->ttl_s < 0)
+        return err_set(e, ERR_CONFIG, "redis: ttl_s %d is negative", o->ttl_s);
+    strcpy(r->host, host);
+    strcpy(r->prefix, prefix);
+    r->port = o->port ? o->port : 6379;
+    r->ttl_ms = (long long)o->ttl_s * 1000;
+    r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 1000;
+    r->lost_flag_ms = o->lost_flag_ms > 0 ? o->lost_flag_ms : 0;
+    r->timeout_cfg = r->timeout_ms;
+    {
+        struct rc_opts ro = {.host = r->host, .port = r->port, .username = o->username,
+                             .password = o->password, .timeout_ms = r->timeout_ms};
+        return rc_open(&r->rc, &ro, e);
+    }
+}
+
+struct state *state_open_redis(const struct state_redis_opts *o, struct err *e)
+{
+    static const struct state_redis_opts defaults = {0};
+    struct state_redis *r;
+    struct sigpipe_guard g;
+    int rc;
+    const char *nodes = o && o->nodes ? o->nodes : rcl_default_nodes();
+
+    if (nodes && *nodes) /* redis.nodes: Redis Cluster (state_cluster.c) */
+        return state_open_redis_cluster(o ? o : &defaults, nodes, e);
+    r = calloc(1, sizeof(*r));
+
+    if (!r) {
+        err_set(e, ERR_NOMEM, "redis: out of memory");
+        return NULL;
+    }
+    r->base.ops = &redis_ops;
+    if (copy_opts(r, o ? o : &defaults, e)) {
+        redis_close(&r->base);
+        return NULL;
+    }
+    /* Connect now, so a wrong host or password shows at start-up; a lazy
+     * handle accepts a server that is not up yet (workers start before
+     * Redis in a compose stack, and must then score degraded, not exit). */
+    sigpipe_block(&g);
+    rc = ensure_connected(r, e);
+    sigpipe_restore(&g);
+    if (rc == ERR_RETRY && o && o->lazy)
+        rc = ERR_OK;
+    if (rc) {
+        redis_close(&r->base);
+        return NULL;
+    }
+    return &r->base;
+}

@@ -1,0 +1,565 @@
+/* cstep_: the clickstream step of one batch (common/streams/clickstep.h). */
+#include <cblas.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clickstep.h"
+#include "log.h"
+#include "pipeline.h"
+
+#define POPULAR_MAX 200
+
+/* Per click of a batch. */
+struct slot {
+    const struct click_event *ev; /* NULL: skipped */
+    int32_t partition;
+    int64_t offset;
+    int fresh, sess, row; /* row of the hidden-state matrix, -1: cold */
+    int has_h;            /* the session had a known item by this click */
+    int n_hist;
+    int64_t hist[SESS_MAX_HISTORY]; /* the session's items after this click */
+};
+
+struct cstep {
+    struct state *st;
+    struct cov *cov;
+    struct sess_model *m;
+    char *path;      /* of m */
+    struct ann *ann; /* clickstream.search=ivf; NULL: exact */
+    struct ann_query *annq;
+    struct rec_ctx *rc;
+    size_t cap, score_batch, n;
+    int k, history, budget_ms, degraded;
+    struct slot *sl;
+    struct click_prediction *preds; /* the current batch's, borrowed */
+    struct entset sessions;
+    struct state_blob *blobs;
+    struct sess_state *states;
+    int *last_ev; /* per session: its last fresh click, -1 none */
+    unsigned char (*enc)[STATE_BLOB_MAX];
+    struct state_put *puts;
+    int *applied;
+    float *h, *block, scratch[6 * SESS_MAX_HIDDEN];
+    float *h_ev;          /* per click: its session's state after it */
+    struct sess_top *top; /* score_batch x ktop */
+    int ktop;             /* candidates + history: enough after exclusion */
+    int64_t *cov_items, *cov_out;
+    int *cov_n;
+    struct cov_click *clicks;
+    int64_t popular[POPULAR_MAX];
+    size_t n_popular;
+    struct cstep_counts cnt;
+    int64_t kill_after, stores; /* clickstream.test_kill_between_writes */
+};
+
+int cstep_advance(const struct sess_model *m, int64_t item, float *h, int *has_h, float *scratch)
+{
+    struct err e = {0};
+
+    if (item < 0 || item >= sess_model_items(m) || sess_step(m, item, h, scratch, &e))
+        return 0;
+    *has_h = 1;
+    return 1;
+}
+
+int cstep_search_open(const struct cfg *cf, const char *search, const struct sess_model *m,
+                      int ktop, struct ann **ann, struct ann_query **q, struct err *e)
+{
+    struct ann_opts o = {.lists = (int)cfg_int(cf, "clickstream.ivf_lists"),
+                         .probe = (int)cfg_int(cf, "clickstream.ivf_probe")};
+    int64_t lo, hi;
+
+    *ann = NULL;
+    *q = NULL;
+    if (strcmp(search ? search : cfg_str(cf, "clickstream.search"), "ivf") != 0)
+        return ERR_OK;
+    if (ann_open(ann, m, &o, e) || ann_query_open(q, *ann, ktop, e))
+        return e->code;
+    ann_list_sizes(*ann, &lo, &hi);
+    log_info("IVF search: %d lists (%lld..%lld items), probe %d, built in %.0f ms", ann_lists(*ann),
+             (long long)lo, (long long)hi, ann_probe(*ann), ann_build_ms(*ann));
+    return ERR_OK;
+}
+
+int cstep_cov_open(const struct cfg *cf, const struct state_redis_opts *ro, struct cov **out,
+                   struct err *e)
+{
+    struct cov_opts co = {.host = ro->host,
+                          .port = ro->port,
+                          .password = ro->password,
+                          .username = ro->username,
+                          .prefix = ro->prefix,
+                          .ttl_s = (int)cfg_int(cf, "clickstream.covisit_ttl_s"),
+                          .half_life_s = cfg_double(cf, "clickstream.trending_half_life_s"),
+                          .timeout_ms = ro->timeout_ms};
+
+    *out = NULL;
+    if (!cfg_int(cf, "clickstream.covisit"))
+        return ERR_OK;
+    return cov_open(out, &co, e);
+}
+
+/* ---- set-up ---- */
+
+static int open_model(struct cstep *c, const struct cfg *cf, struct err *e)
+{
+    struct rec_opts o = {.k = (int)cfg_int(cf, "clickstream.k"),
+                         .candidates = (int)cfg_int(cf, "clickstream.candidates"),
+                         .lambda_diversity = cfg_double(cf, "clickstream.lambda_diversity"),
+                         .epsilon = cfg_double(cf, "clickstream.epsilon")};
+    uint64_t seed = (uint64_t)cfg_int(cf, "clickstream.seed");
+    const char *path = cfg_str(cf, "clickstream.model");
+    const char *sim = cfg_str(cf, "clickstream.mmr_similarity");
+
+    if (strcmp(sim, "cosine") && strcmp(sim, "dot"))
+        return err_set(e, ERR_CONFIG, "clickstream.mmr_similarity \"%s\": expected cosine or dot",
+                       sim);
+    o.mmr_dot = strcmp(sim, "dot") == 0;
+    if (!(c->path = strdup(path)))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    if (sess_model_open(&c->m, path, e))
+        return e->code;
+    /* process-wide; one thread by default: scale out with workers (partitions) */
+    openblas_set_num_threads((int)cfg_int(cf, "clickstream.blas_threads"));
+    if (!seed)
+        seed = (uint64_t)pipe_wall_ms() ^ ((uint64_t)getpid() << 32);
+    if (rec_ctx_open(&c->rc, c->m, &o, seed, e))
+        return e->code;
+    c->k = o.k;
+    log_info("model %s (%s %s): %lld items, hidden %d; top %d of %d candidates, MMR "
+             "lambda_diversity %.2f (%s), epsilon %.3f",
+             path, sess_model_name(c->m), sess_model_version(c->m),
+             (long long)sess_model_items(c->m), sess_model_hidden(c->m), o.k, o.candidates,
+             o.lambda_diversity, sim, o.epsilon);
+    return ERR_OK;
+}
+
+static int alloc_batch(struct cstep *c, struct err *e)
+{
+    size_t n = c->cap, sb = c->score_batch, hid = (size_t)sess_model_hidden(c->m);
+
+    c->sl = calloc(n, sizeof(*c->sl));
+    c->blobs = calloc(n, sizeof(*c->blobs));
+    c->states = calloc(n, sizeof(*c->states));
+    c->last_ev = calloc(n, sizeof(int));
+    c->enc = calloc(n, sizeof(*c->enc));
+    c->puts = calloc(n, sizeof(*c->puts));
+    c->applied = calloc(n, sizeof(int));
+    c->h = calloc(n * hid, sizeof(float));
+    c->h_ev = calloc(n * hid, sizeof(float));
+    c->block = calloc((sb < 256 ? sb : 256) * SESS_BLOCK, sizeof(float));
+    c->top = calloc(sb * (size_t)c->ktop, sizeof(*c->top));
+    c->cov_items = calloc(n, sizeof(int64_t));
+    c->cov_out = calloc(n * (size_t)c->k, sizeof(int64_t));
+    c->cov_n = calloc(n, sizeof(int));
+    c->clicks = calloc(n, sizeof(*c->clicks));
+    if (!c->sl || !c->blobs || !c->states || !c->last_ev || !c->enc || !c->puts || !c->applied ||
+        !c->h || !c->h_ev || !c->block || !c->top || !c->cov_items || !c->cov_out || !c->cov_n ||
+        !c->clicks || pipe_entset_init(&c->sessions, n))
+        return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", n);
+    return ERR_OK;
+}
+
+int cstep_open(struct cstep **out, const struct cfg *cf, size_t cap, struct state *st,
+               struct cov *cov, struct err *e)
+{
+    struct cstep *c = calloc(1, sizeof(*c));
+
+    *out = NULL;
+    if (!c)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    c->st = st;
+    c->cov = cov;
+    c->cap = cap ? cap : 1;
+    c->score_batch = (size_t)cfg_int(cf, "clickstream.score_batch");
+    c->history = (int)cfg_int(cf, "clickstream.history");
+    c->budget_ms = (int)cfg_int(cf, "state.retry_budget_ms");
+    c->kill_after = cfg_int(cf, "clickstream.test_kill_between_writes");
+    c->ktop = (int)cfg_int(cf, "clickstream.candidates") + c->history;
+    if (open_model(c, cf, e) || cstep_search_open(cf, NULL, c->m, c->ktop, &c->ann, &c->annq, e))
+        goto fail;
+    /* a session's state must fit one blob: header, history, hidden state */
+    if (36 + 8 * (size_t)c->history + 4 * (size_t)sess_model_hidden(c->m) > STATE_BLOB_MAX) {
+        err_set(e, ERR_CONFIG,
+                "clickstream.history %d with hidden size %d: the session state exceeds %d bytes",
+                c->history, sess_model_hidden(c->m), STATE_BLOB_MAX);
+        goto fail;
+    }
+    if (alloc_batch(c, e))
+        goto fail;
+    *out = c;
+    return ERR_OK;
+fail:
+    cstep_close(c);
+    return e->code;
+}
+
+void cstep_close(struct cstep *c)
+{
+    if (!c)
+        return;
+    void *arrays[] = {c->sl,   c->blobs,     c->states,  c->last_ev, c->enc,
+                      c->puts, c->applied,   c->h,       c->h_ev,    c->block,
+                      c->top,  c->cov_items, c->cov_out, c->cov_n,   c->clicks};
+    for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
+        free(arrays[i]);
+    pipe_entset_free(&c->sessions);
+    rec_ctx_close(c->rc);
+    ann_query_close(c->annq);
+    ann_close(c->ann);
+    sess_model_close(c->m);
+    free(c->path);
+    free(c);
+}
+
+int cstep_smoke(struct cstep *c, struct err *e)
+{
+    size_t np, hid = (size_t)sess_model_hidden(c->m);
+    const int64_t *pop = sess_model_popular(c->m, &np);
+    int64_t item = np ? pop[0] : 0;
+    int has_h = 0;
+
+    memset(c->h, 0, hid * sizeof(float));
+    if (!cstep_advance(c->m, item, c->h, &has_h, c->scratch))
+        return err_set(e, ERR_CONFIG, "model %s: its popular item %lld is not in its catalog",
+                       sess_model_name(c->m), (long long)item);
+    for (size_t j = 0; j < hid; j++)
+        if (!isfinite(c->h[j]))
+            return err_set(e, ERR_CONFIG, "model %s: one GRU step gives a non-finite state",
+                           sess_model_name(c->m));
+    sess_topk(c->m, 1, c->h, c->ktop, c->top, c->block);
+    if (c->top[0].item < 0 || !isfinite(c->top[0].score))
+        return err_set(e, ERR_CONFIG, "model %s: no item with a finite score after one click",
+                       sess_model_name(c->m));
+    return ERR_OK;
+}
+
+void cstep_carry(struct cstep *to, const struct cstep *from)
+{
+    to->cnt = from->cnt;
+    to->stores = from->stores;
+}
+
+const struct sess_model *cstep_model(const struct cstep *c)
+{
+    return c->m;
+}
+
+const char *cstep_model_path(const struct cstep *c)
+{
+    return c->path;
+}
+
+const struct cstep_counts *cstep_counts(const struct cstep *c)
+{
+    return &c->cnt;
+}
+
+int cstep_ivf(const struct cstep *c)
+{
+    return c->ann != NULL;
+}
+
+/* ---- state: read, advance ---- */
+
+/* Reads the batch's sessions; 1 if the store could not be read (degraded). */
+static int read_states(struct cstep *c)
+{
+    int hid = sess_model_hidden(c->m);
+    struct err e = {0};
+    int degraded = 0;
+
+    if (c->sessions.n && pipe_state_get(c->st, c->budget_ms, c->sessions.n,
+                                        (const char *const *)c->sessions.ids, c->blobs, &e)) {
+        log_error("session state read failed, recommending degraded: %s", e.msg);
+        degraded = 1;
+    }
+    for (size_t s = 0; s < c->sessions.n; s++) {
+        c->last_ev[s] = -1;
+        if (degraded) {
+            c->blobs[s].len = 0;
+            c->blobs[s].partition = -1;
+        }
+        if (!c->blobs[s].len) {
+            sess_state_init(&c->states[s], hid);
+        } else if (sess_state_decode(&c->states[s], c->blobs[s].data, c->blobs[s].len, hid, &e)) {
+            /* another model's or a corrupt state: the session restarts */
+            c->cnt.bad_state++;
+            log_warn("session %s: stored state ignored: %s", c->sessions.ids[s], e.msg);
+        }
+    }
+    return degraded;
+}
+
+/* A click newer than the session's stored state advances it by one step. */
+static void advance(struct cstep *c, size_t i)
+{
+    struct slot *s = &c->sl[i];
+    struct sess_state *st = &c->states[s->sess];
+    const struct state_blob *b = &c->blobs[s->sess];
+    struct click_prediction *p = &c->preds[i];
+    int64_t prev = st->n_hist ? st->hist[st->n_hist - 1] : -1, item = s->ev->item_id;
+
+    s->fresh = !(b->partition == s->partition && s->offset <= b->offset);
+    p->unknown_item = item < 0 || item >= sess_model_items(c->m);
+    if (!s->fresh) {
+        c->cnt.redelivered++;
+    } else {
+        st->clicks++;
+        st->last_ms = s->ev->event_time_ms;
+        if (cstep_advance(c->m, item, st->h, &st->has_h, c->scratch))
+            sess_state_push(st, item, c->history);
+        else
+            st->unknown++;
+        c->last_ev[s->sess] = (int)i;
+        c->clicks[i] = (struct cov_click){p->unknown_item ? -1 : prev,
+                                          p->unknown_item ? -1 : item,
+                                          s->ev->event_time_ms,
+                                          s->partition,
+                                          s->offset,
+                                          0};
+    }
+    c->cnt.unknown += (uint64_t)p->unknown_item;
+    /* a snapshot: later clicks of the session in this batch move st on */
+    s->has_h = st->has_h;
+    if (st->has_h)
+        memcpy(c->h_ev + i * (size_t)st->hidden, st->h, (size_t)st->hidden * sizeof(float));
+    s->n_hist = st->n_hist;
+    memcpy(s->hist, st->hist, (size_t)st->n_hist * sizeof(int64_t));
+    p->session_clicks = st->clicks;
+}
+
+/* ---- candidates from the co-visitation store ---- */
+
+static void fetch_popular(struct cstep *c)
+{
+    size_t np;
+    const int64_t *mp = sess_model_popular(c->m, &np);
+    int nt = 0;
+    struct err e = {0};
+
+    c->n_popular = 0;
+    if (c->cov && cov_trending(c->cov, c->k * 2, c->popular, &nt, &e)) {
+        c->cnt.cov_errors++;
+        log_warn("trending items not read (the model's popular items are used): %s", e.msg);
+        nt = 0;
+    }
+    c->n_popular = (size_t)nt;
+    for (size_t j = 0; j < np && c->n_popular < POPULAR_MAX; j++)
+        c->popular[c->n_popular++] = mp[j]; /* duplicates are skipped by rec_rank */
+}
+
+static void fetch_covisited(struct cstep *c)
+{
+    struct err e = {0};
+
+    for (size_t i = 0; i < c->n; i++) {
+        const struct slot *s = &c->sl[i];
+        c->cov_items[i] = s->ev && s->n_hist ? s->hist[s->n_hist - 1] : -1;
+        c->cov_n[i] = 0;
+    }
+    if (c->cov && cov_covisited(c->cov, c->n, c->cov_items, c->k, c->cov_out, c->cov_n, &e)) {
+        c->cnt.cov_errors++;
+        memset(c->cov_n, 0, c->n * sizeof(int));
+        log_warn("co-visited items not read: %s", e.msg);
+    }
+}
+
+/* ---- ranking ---- */
+
+/* top: the session's best items (NULL: cold start), h its hidden state. */
+static void rank(struct cstep *c, size_t i, const struct sess_top *top, const float *h)
+{
+    struct slot *s = &c->sl[i];
+    struct click_prediction *p = &c->preds[i];
+    struct rec_item out[REC_MAX_K];
+    struct rec_input in = {.top = top,
+                           .n_top = top ? (size_t)c->ktop : 0,
+                           .h = top ? h : NULL,
+                           .exclude = s->hist,
+                           .n_exclude = (size_t)s->n_hist,
+                           .covisit = c->cov_out + i * (size_t)c->k,
+                           .n_covisit = (size_t)c->cov_n[i],
+                           .popular = c->popular,
+                           .n_popular = c->n_popular};
+    size_t n;
+
+    rec_rank(c->rc, &in, out, &n);
+    p->n_items = (int)n;
+    for (size_t j = 0; j < n; j++) {
+        p->items[j].item_id = out[j].item;
+        p->items[j].score = out[j].score;
+        p->items[j].propensity = out[j].propensity;
+        snprintf(p->items[j].source, sizeof(p->items[j].source), "%s",
+                 rec_source_name(out[j].source));
+        c->cnt.explored += out[j].source == REC_EXPLORE;
+    }
+    c->cnt.shown += n;
+}
+
+/* Ranks the clicks [from, to) whose rows are in the current micro-batch. */
+static void rank_rows(struct cstep *c, size_t from, size_t to, size_t rows)
+{
+    size_t hid = (size_t)sess_model_hidden(c->m), nb = (rows - 1) % c->score_batch + 1;
+
+    /* IVF, or exact (also if the IVF scratch refused: cannot happen, it is sized for ktop) */
+    if (!c->ann || ann_topk(c->ann, c->annq, nb, c->h, c->ktop, c->top, NULL))
+        sess_topk(c->m, nb, c->h, c->ktop, c->top, c->block);
+    c->cnt.batches++;
+    for (size_t j = from; j < to; j++) {
+        const struct slot *s = &c->sl[j];
+        size_t r;
+        if (!s->ev || s->row < 0)
+            continue;
+        r = (size_t)s->row % c->score_batch;
+        rank(c, j, c->top + r * (size_t)c->ktop, c->h + r * hid);
+    }
+}
+
+/* Sessions with a hidden state are scored score_batch at a time (blocked
+ * sgemm + top-k over the catalog); cold ones rank popular items. */
+static void rank_all(struct cstep *c)
+{
+    size_t hid = (size_t)sess_model_hidden(c->m);
+    size_t rows = 0, i, start = 0;
+
+    for (i = 0; i < c->n; i++) {
+        struct slot *s = &c->sl[i];
+        if (!s->ev)
+            continue;
+        c->preds[i].cold_start = !s->has_h;
+        if (c->preds[i].cold_start) {
+            c->cnt.cold++;
+            rank(c, i, NULL, NULL);
+            continue;
+        }
+        memcpy(c->h + (rows % c->score_batch) * hid, c->h_ev + i * hid, hid * sizeof(float));
+        s->row = (int)rows++;
+        if (rows % c->score_batch == 0) {
+            rank_rows(c, start, i + 1, rows);
+            start = i + 1;
+        }
+    }
+    if (rows % c->score_batch)
+        rank_rows(c, start, c->n, rows);
+    c->cnt.rows += rows;
+}
+
+static void init_prediction(struct cstep *c, size_t i, const struct cstep_click *in)
+{
+    struct click_prediction *p = &c->preds[i];
+    const struct click_event *ev = in->ev;
+
+    memset(p, 0, sizeof(*p));
+    memcpy(p->session_id, ev->session_id, sizeof(p->session_id));
+    memcpy(p->event_id, ev->event_id, sizeof(p->event_id));
+    p->event_time_ms = ev->event_time_ms;
+    p->degraded = c->degraded;
+    snprintf(p->model_name, sizeof(p->model_name), "%s", sess_model_name(c->m));
+    snprintf(p->model_version, sizeof(p->model_version), "%s", sess_model_version(c->m));
+    snprintf(p->src_topic, sizeof(p->src_topic), "%s", in->topic);
+    p->src_partition = in->partition;
+    p->src_offset = in->offset;
+}
+
+int cstep_batch(struct cstep *c, size_t n, const struct cstep_click *in,
+                struct click_prediction *out)
+{
+    c->n = n < c->cap ? n : c->cap;
+    c->preds = out;
+    pipe_entset_clear(&c->sessions);
+    for (size_t i = 0; i < c->n; i++) {
+        struct slot *s = &c->sl[i];
+        s->ev = in[i].ev;
+        s->partition = in[i].partition;
+        s->offset = in[i].offset;
+        s->row = -1;
+        if (s->ev)
+            s->sess = pipe_entset_add(&c->sessions, s->ev->session_id);
+    }
+    c->degraded = read_states(c);
+    for (size_t i = 0; i < c->n; i++)
+        if (c->sl[i].ev) {
+            init_prediction(c, i, &in[i]);
+            advance(c, i);
+        }
+    fetch_popular(c);
+    fetch_covisited(c);
+    rank_all(c);
+    return c->degraded;
+}
+
+/* ---- counts and states ---- */
+
+/* Co-visitation and trending counts of the batch's fresh clicks of known
+ * items, idempotent per (partition, offset) and fenced by the state's
+ * epochs (common/streams/covis.h). 0 when counted (or nothing to count). */
+static int count_clicks(struct cstep *c)
+{
+    size_t nc = 0;
+    struct cov_result r = {0};
+    struct err e = {0};
+    int rc;
+
+    for (size_t i = 0; i < c->n; i++) {
+        const struct slot *s = &c->sl[i];
+        if (!s->ev || !s->fresh || c->clicks[i].item < 0)
+            continue;
+        c->clicks[nc] = c->clicks[i];
+        c->clicks[nc++].epoch = state_epoch(c->st, c->clicks[i].partition);
+    }
+    if (!c->cov || !nc)
+        return ERR_OK;
+    rc = cov_update(c->cov, nc, c->clicks, &r, &e);
+    if (rc == ERR_RETRY) /* the handle reconnects once; the call is idempotent */
+        rc = cov_update(c->cov, nc, c->clicks, &r, &e);
+    if (rc) {
+        c->cnt.cov_errors++;
+        log_error("co-visitation/trending counts of %zu click(s) not updated, their session "
+                  "states not stored either: %s",
+                  nc, e.msg);
+        return rc;
+    }
+    c->cnt.cov_redelivered += r.redelivered;
+    c->cnt.cov_fenced += r.fenced;
+    if (r.redelivered || r.fenced) /* rare: after a crash or a rebalance */
+        log_info("counts: %zu redelivered click(s) already counted, skipped; %zu fenced",
+                 r.redelivered, r.fenced);
+    return ERR_OK;
+}
+
+/* Counts first, then one put per session that moved, at its last click's
+ * offset. In that order a crash between the two writes redelivers clicks
+ * whose counts are skipped (applied offset) and whose states advance once;
+ * the other order would lose their counts. */
+void cstep_store(struct cstep *c)
+{
+    size_t np = 0;
+    struct err e = {0};
+
+    if (c->degraded || count_clicks(c))
+        return; /* not half-applied: the batch keeps neither (as when Redis is down) */
+    if (c->kill_after && ++c->stores == c->kill_after)
+        raise(SIGKILL); /* test hook: a crash between the two writes */
+    for (size_t s = 0; s < c->sessions.n; s++) {
+        int i = c->last_ev[s];
+        size_t len;
+        if (i < 0)
+            continue;
+        len = sess_state_encode(&c->states[s], c->enc[np], STATE_BLOB_MAX);
+        if (!len)
+            continue; /* cannot happen: the size is checked at open */
+        c->puts[np] = (struct state_put){c->sessions.ids[s], c->enc[np], len, c->sl[i].partition,
+                                         c->sl[i].offset};
+        np++;
+    }
+    memset(c->applied, 0, np * sizeof(int));
+    if (np && pipe_state_put(c->st, c->budget_ms, np, c->puts, c->applied, &e)) {
+        c->cnt.state_errors++;
+        log_error("session state of %zu session(s) not stored: %s", np, e.msg);
+    }
+}

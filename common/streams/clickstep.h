@@ -1,0 +1,111 @@
+/* common/streams/clickstep.h: the clickstream step of one batch (prefix cstep_).
+ *
+ * What the live worker (workers/clickstream), `streamml replay` and
+ * `streamml click-eval` share: a click advancing its session (one GRU step
+ * of the hidden state; an unknown item is counted and keeps the state), and
+ * for the worker and replay the whole decision for a batch of clicks:
+ *
+ *   session states of the batch (one state_get_many, pipelined)
+ *     -> per click, unless the state already holds it (a redelivery, same
+ *        partition and offset not newer): the session advances
+ *     -> candidates: trending (co-visitation store) then the model's popular
+ *        items, the co-visited items of each session's last item
+ *     -> scores over the catalog, score_batch sessions per sgemm (or the IVF
+ *        index, clickstream.search=ivf), the session's items excluded, MMR,
+ *        epsilon-greedy exploration (source and propensity per item)
+ *   then, apart (after the caller has sent the predictions):
+ *     co-visitation and trending counts of the fresh clicks, then one state
+ *     put per session that moved, at its last click's position.
+ *
+ * There is no other implementation of this step. Each click's answer
+ * depends on its session's clicks before it, the candidate lists read for
+ * its batch and (epsilon > 0) the random draws, not on which other
+ * sessions share its batch: with clickstream.epsilon 0 and no co-visitation
+ * store, a replay gives the worker's items in the worker's order.
+ */
+#ifndef STREAMML_CLICKSTEP_H
+#define STREAMML_CLICKSTEP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ann.h"
+#include "cfg.h"
+#include "click_event.h"
+#include "covis.h"
+#include "err.h"
+#include "session.h"
+#include "state.h"
+
+/* A fresh click on item: a known item takes one GRU step of h, sets
+ * *has_h and returns 1; an item outside the catalog leaves h as it is and
+ * returns 0 (the caller counts it). scratch: 6 * hidden floats. */
+int cstep_advance(const struct sess_model *m, int64_t item, float *h, int *has_h, float *scratch);
+
+/* clickstream.search=ivf (or search, when not NULL: "exact" or "ivf"): the
+ * IVF index over m's output layer from clickstream.ivf_lists/ivf_probe
+ * (seeded: the same clusters every time) with a query scratch for ktop
+ * items, logged once; *ann and *q stay NULL for exact search. */
+int cstep_search_open(const struct cfg *cf, const char *search, const struct sess_model *m,
+                      int ktop, struct ann **ann, struct ann_query **q, struct err *e);
+
+/* The co-visitation store (common/streams/covis.h) on the Redis of ro (host,
+ * port, ACL user, password, prefix, timeout) with clickstream.covisit_ttl_s and
+ * trending_half_life_s; *out NULL when clickstream.covisit is 0. */
+int cstep_cov_open(const struct cfg *cf, const struct state_redis_opts *ro, struct cov **out,
+                   struct err *e);
+
+struct cstep;
+
+/* What the steps did since open, for the caller's summary. */
+struct cstep_counts {
+    uint64_t cold, unknown, redelivered, bad_state, explored, shown, batches, rows, cov_errors,
+        state_errors;
+    uint64_t cov_redelivered, cov_fenced; /* clicks the counts skipped or refused */
+};
+
+/* The model (clickstream.model), ranking (clickstream.k, candidates,
+ * lambda_diversity, mmr_similarity, epsilon, seed: 0 draws one), search and batch scratch for up
+ * to cap clicks; st (required) and cov (NULL: no co-visitation, trending
+ * from the model's popular list only) are borrowed. Reads
+ * clickstream.history, score_batch, blas_threads, state.retry_budget_ms.
+ * ERR_CONFIG naming the option. */
+int cstep_open(struct cstep **out, const struct cfg *cf, size_t cap, struct state *st,
+               struct cov *cov, struct err *e);
+void cstep_close(struct cstep *c); /* NULL-safe */
+
+/* Before a newly opened step serves (a model reload): one session of the
+ * model's most popular item (item 0 without a popular list) stepped from a
+ * zero state and ranked over the catalog. ERR_CONFIG naming the model when
+ * the state or a score is not finite, or no item comes out. */
+int cstep_smoke(struct cstep *c, struct err *e);
+/* to's counts continue from's (a reloaded step keeps the totals). */
+void cstep_carry(struct cstep *to, const struct cstep *from);
+
+const struct sess_model *cstep_model(const struct cstep *c);
+const char *cstep_model_path(const struct cstep *c); /* the file it was opened from */
+const struct cstep_counts *cstep_counts(const struct cstep *c);
+int cstep_ivf(const struct cstep *c); /* 1: candidates from the IVF index */
+
+/* One click of a batch; ev NULL: not a click (dead-lettered), skipped. */
+struct cstep_click {
+    const struct click_event *ev;
+    const char *topic; /* the source, for the prediction */
+    int32_t partition;
+    int64_t offset;
+};
+
+/* Decides the batch's n clicks (n <= cap): out[i] filled for each click
+ * with ev (ids, source, model, items, flags; latency_us left 0). Returns 1
+ * when the states could not be read (the batch is answered from itself
+ * alone, flagged degraded, and cstep_store keeps nothing), else 0. */
+int cstep_batch(struct cstep *c, size_t n, const struct cstep_click *in,
+                struct click_prediction *out);
+
+/* Stores what the last cstep_batch moved: the counts of its fresh clicks
+ * of known items, then (only if they were counted) one put per session at
+ * its last click's position. Failures are logged and counted: the clicks
+ * are then answered again from the old state after a restart. */
+void cstep_store(struct cstep *c);
+
+#endif

@@ -1,0 +1,549 @@
+/* common/streams/grader.c: the images stream's step (see grader.h). */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cam.h"
+#include "grader.h"
+#include "imgq.h"
+#include "log.h"
+#include "onnx.h"
+
+#define MODEL_ERROR "model_error"
+#define LOW_QUALITY "low_quality:" /* + imgq_check_name */
+
+struct grader {
+    struct onnx_model *m;
+    struct img_norm norm;
+    size_t n_out;         /* 1 (logits) or 2 (+ feature map) */
+    char kept[256];       /* one-output model: the kept feature-map value, or "" */
+    float *cam_w;         /* IMGEV_GRADES x channels, NULL: no CAM */
+    int channels, fh, fw; /* feature map geometry */
+    double threshold;
+    char name[64], version[32];
+    char cam_dir[512];
+    struct img_loader *ld;
+    struct imgq *q; /* NULL: no quality checks */
+    struct imgq_limits qlim;
+    size_t cap; /* images per forward pass */
+    int *row;   /* slot -> row of the batch tensor, -1 none */
+    int rows;
+    struct img im;
+    float *input;   /* cap x 3 x H x W */
+    float *scratch; /* preprocessing; grows with the largest image */
+    size_t scratch_n;
+    float *cam_scratch;
+    uint8_t *overlay;
+    struct grader_counts n;
+};
+
+void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->model = cfg_str(cf, "images.model");
+    o->cam_features = cfg_str(cf, "images.cam_features");
+    o->threshold = cfg_double(cf, "images.referable_threshold");
+    o->cam_dir = cfg_str(cf, "images.cam_dir");
+    o->batch = (size_t)cfg_int(cf, "images.batch");
+    o->load = (struct img_opts){.root = cfg_str(cf, "images.root"),
+                                .allow_hosts = cfg_str(cf, "images.allow_hosts"),
+                                .timeout_ms = cfg_int(cf, "images.http_timeout_ms"),
+                                .max_bytes = (size_t)cfg_int(cf, "images.max_bytes"),
+                                .max_pixels = (uint64_t)cfg_int(cf, "images.max_pixels"),
+                                .min_side = (int)cfg_int(cf, "images.min_side"),
+                                .max_scans = (int)cfg_int(cf, "images.max_scans"),
+                                .jpeg_max_memory = (long)cfg_int(cf, "images.jpeg_max_memory")};
+    o->quality = cfg_str(cf, "images.quality");
+}
+
+/* ---- the model ---- */
+
+static int parse_threshold(const char *s, double *out)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (end == s || *end || errno || !(v >= 0.0 && v <= 1.0))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int model_geometry(struct grader *g, const char *path, struct err *e)
+{
+    int ndim;
+    int64_t d[8];
+    const char *size = onnx_metadata(g->m, "input_size");
+
+    if (onnx_num_inputs(g->m) != 1 || onnx_input_dtype(g->m, 0) != ONNX_F32 ||
+        onnx_input_shape(g->m, 0, &ndim, d) || ndim != 4 || d[1] != 3)
+        return err_set(e, ERR_CONFIG, "%s: expected one float input [N, 3, H, W]", path);
+    img_norm_default(&g->norm, d[2] > 0 ? (int)d[2] : 224);
+    if (d[3] > 0)
+        g->norm.width = (int)d[3];
+    if (img_norm_parse(&g->norm, size, onnx_metadata(g->m, "mean"), onnx_metadata(g->m, "std"), e))
+        return err_wrap(e, "%s: metadata", path);
+    if ((d[2] > 0 && d[2] != g->norm.height) || (d[3] > 0 && d[3] != g->norm.width))
+        return err_set(e, ERR_CONFIG,
+                       "%s: metadata input_size %s disagrees with the input "
+                       "shape",
+                       path, size);
+    g->n_out = onnx_num_outputs(g->m) >= 2 ? 2 : 1;
+    return ERR_OK;
+}
+
+/* The last feature map: the second output, or for a one-output model (a
+ * plain torchvision export) the intermediate value named by
+ * images.cam_features or the metadata's cam_features, kept by the runtime. */
+static const struct onnx_tensor *features_of(const struct grader *g, const struct onnx_tensor *out)
+{
+    if (g->n_out == 2)
+        return &out[1];
+    return g->kept[0] ? onnx_value(g->m, g->kept) : NULL;
+}
+
+static int keep_features(struct grader *g, const char *name, const char *path, struct err *e)
+{
+    const char *keep[1];
+
+    if (!name || !*name)
+        name = onnx_metadata(g->m, "cam_features");
+    if (g->n_out == 2 || !name || !*name)
+        return ERR_OK;
+    if (strlen(name) >= sizeof(g->kept))
+        return err_set(e, ERR_CONFIG, "%s: cam_features name too long", path);
+    snprintf(g->kept, sizeof(g->kept), "%s", name); /* the handle owning name goes */
+    keep[0] = g->kept;
+    onnx_close(g->m);
+    g->m = NULL;
+    if (onnx_open_keep(&g->m, path, keep, 1, e)) {
+        char msg[sizeof(e->msg)];
+        memcpy(msg, e->msg, sizeof(msg));
+        return err_set(e, ERR_CONFIG, "%s: cam_features %s: %.150s", path, g->kept, msg);
+    }
+    return ERR_OK;
+}
+
+/* cam_weight names the final Linear weight: IMGEV_GRADES x C (torch
+ * layout, Gemm transB=1) or C x IMGEV_GRADES ("cam_weight_layout": in_out). */
+static int load_cam_weights(struct grader *g, const char *path, struct err *e)
+{
+    const char *name = onnx_metadata(g->m, "cam_weight");
+    const char *layout = onnx_metadata(g->m, "cam_weight_layout");
+    const struct onnx_tensor *t = name ? onnx_initializer(g->m, name) : NULL;
+    int in_out = layout && strcmp(layout, "in_out") == 0, c = g->channels;
+    const float *src;
+
+    if ((g->n_out < 2 && !g->kept[0]) || !name) {
+        log_warn("%s: no feature-map output or no cam_weight metadata: no CAMs", path);
+        return ERR_OK;
+    }
+    if (!t || t->dtype != ONNX_F32 || t->ndim != 2 || t->dims[in_out ? 1 : 0] != IMGEV_GRADES ||
+        t->dims[in_out ? 0 : 1] != c)
+        return err_set(e, ERR_CONFIG,
+                       "%s: cam_weight %s must be a float %dx%d initializer "
+                       "matching the %d-channel feature map",
+                       path, name, IMGEV_GRADES, c, c);
+    g->cam_w = malloc(sizeof(float) * IMGEV_GRADES * (size_t)c);
+    if (!g->cam_w)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    src = t->data;
+    for (int k = 0; k < IMGEV_GRADES; k++)
+        for (int j = 0; j < c; j++)
+            g->cam_w[k * c + j] = in_out ? src[j * IMGEV_GRADES + k] : src[k * c + j];
+    return ERR_OK;
+}
+
+/* One forward pass on zeros: output shapes are checked before any input. */
+static int probe_outputs(struct grader *g, const char *path, struct err *e)
+{
+    size_t n = (size_t)3 * g->norm.width * g->norm.height;
+    float *zero = calloc(n, sizeof(float));
+    struct onnx_tensor in = {ONNX_F32, 4, {1, 3, g->norm.height, g->norm.width}, zero};
+    struct onnx_tensor out[2];
+    int rc;
+
+    if (!zero)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    rc = onnx_run(g->m, &in, 1, out, g->n_out, e);
+    free(zero);
+    if (rc)
+        return err_wrap(e, "%s: trial run", path);
+    if (out[0].dtype != ONNX_F32 || out[0].ndim != 2 || out[0].dims[1] != IMGEV_GRADES)
+        return err_set(e, ERR_CONFIG, "%s: output %s must be float [N, %d] logits", path,
+                       onnx_output_name(g->m, 0), IMGEV_GRADES);
+    if (g->n_out == 2 || g->kept[0]) {
+        const struct onnx_tensor *f = features_of(g, out);
+        if (!f || f->dtype != ONNX_F32 || f->ndim != 4 || f->dims[0] != 1 ||
+            f->dims[2] * f->dims[3] > IMGEV_CAM_MAX)
+            return err_set(e, ERR_CONFIG,
+                           "%s: %s must be a float [N, C, h, w] feature map "
+                           "with h x w <= %d",
+                           path, g->kept[0] ? g->kept : onnx_output_name(g->m, 1), IMGEV_CAM_MAX);
+        g->channels = (int)f->dims[1];
+        g->fh = (int)f->dims[2];
+        g->fw = (int)f->dims[3];
+    }
+    return ERR_OK;
+}
+
+static int open_model(struct grader *g, const struct grader_opts *o, struct err *e)
+{
+    const char *path = o->model, *name, *version, *thr;
+
+    if (onnx_open(&g->m, path, e)) {
+        char msg[sizeof(e->msg)];
+        if (e->code == ERR_NOMEM)
+            return e->code;
+        memcpy(msg, e->msg, sizeof(msg)); /* a bad model file is a configuration error */
+        return err_set(e, ERR_CONFIG, "%s", msg);
+    }
+    if (model_geometry(g, path, e) || keep_features(g, o->cam_features, path, e) ||
+        probe_outputs(g, path, e) || load_cam_weights(g, path, e))
+        return e->code;
+    g->threshold = o->threshold;
+    thr = onnx_metadata(g->m, "referable_threshold");
+    if (g->threshold < 0 && thr && parse_threshold(thr, &g->threshold))
+        return err_set(e, ERR_CONFIG,
+                       "%s: metadata referable_threshold \"%s\" is not in "
+                       "[0, 1]",
+                       path, thr);
+    if (g->threshold < 0)
+        g->threshold = 0.5;
+    name = onnx_metadata(g->m, "model_name");
+    version = onnx_metadata(g->m, "model_version");
+    snprintf(g->name, sizeof(g->name), "%s", name ? name : "onnx");
+    snprintf(g->version, sizeof(g->version), "%s", version ? version : "unknown");
+    log_info("model %s (%s %s): input %dx%d, %s, referable above P(grade >= 2) = %.4f", path,
+             g->name, g->version, g->norm.width, g->norm.height,
+             g->cam_w ? "CAM from the feature map" : "no CAM", g->threshold);
+    return ERR_OK;
+}
+
+static int alloc_batch(struct grader *g, struct err *e)
+{
+    const struct img_norm *nm = &g->norm;
+    size_t c = g->cap, plane = (size_t)nm->width * nm->height;
+
+    g->row = calloc(c, sizeof(int));
+    g->input = calloc(c * 3 * plane, sizeof(float));
+    g->cam_scratch =
+        calloc(cam_overlay_scratch(nm, g->fh ? g->fh : 1, g->fw ? g->fw : 1), sizeof(float));
+    g->overlay = malloc(3 * plane);
+    if (!g->row || !g->input || !g->cam_scratch || !g->overlay)
+        return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
+    grader_begin(g);
+    return ERR_OK;
+}
+
+struct grader *grader_open(const struct grader_opts *o, struct err *e)
+{
+    struct grader *g = calloc(1, sizeof(*g));
+
+    if (!g) {
+        err_set(e, ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    img_init(&g->im);
+    g->cap = o->batch ? o->batch : 1;
+    if ((size_t)snprintf(g->cam_dir, sizeof(g->cam_dir), "%s", o->cam_dir ? o->cam_dir : "") >=
+        sizeof(g->cam_dir)) {
+        err_set(e, ERR_CONFIG, "images.cam_dir: longer than %zu bytes", sizeof(g->cam_dir) - 1);
+        goto fail;
+    }
+    if (open_model(g, o, e) || img_loader_open(&g->ld, &o->load, e) || alloc_batch(g, e))
+        goto fail;
+    if (o->quality && *o->quality) {
+        if (imgq_limits_load(&g->qlim, o->quality, e)) {
+            err_wrap(e, "images.quality (empty: no quality checks)");
+            goto fail;
+        }
+        if (imgq_open(&g->q, e))
+            goto fail;
+    }
+    return g;
+fail:
+    grader_close(g);
+    return NULL;
+}
+
+void grader_close(struct grader *g)
+{
+    if (!g)
+        return;
+    free(g->row);
+    free(g->input);
+    free(g->scratch);
+    free(g->cam_scratch);
+    free(g->overlay);
+    free(g->cam_w);
+    img_free(&g->im);
+    img_loader_close(g->ld);
+    imgq_close(g->q);
+    onnx_close(g->m);
+    free(g);
+}
+
+const char *grader_model_name(const struct grader *g)
+{
+    return g->name;
+}
+
+const char *grader_model_version(const struct grader *g)
+{
+    return g->version;
+}
+
+double grader_threshold(const struct grader *g)
+{
+    return g->threshold;
+}
+
+size_t grader_batch(const struct grader *g)
+{
+    return g->cap;
+}
+
+int grader_has_cam(const struct grader *g)
+{
+    return g->cam_w != NULL;
+}
+
+const struct img_norm *grader_norm(const struct grader *g)
+{
+    return &g->norm;
+}
+
+const struct grader_counts *grader_counts(const struct grader *g)
+{
+    return &g->n;
+}
+
+/* ---- per image ---- */
+
+void grader_ungradable(struct image_prediction *p, const char *reason, const char *detail)
+{
+    p->ok = false;
+    snprintf(p->reason, sizeof(p->reason), "%s", reason);
+    snprintf(p->detail, sizeof(p->detail), "%s", detail);
+    p->n_probabilities = 0;
+    p->grade = -1;
+    p->expected_grade = -1;
+    p->referable = false;
+    p->referable_probability = -1;
+}
+
+int grader_reason_index(const struct image_prediction *p)
+{
+    if (p->ok)
+        return -1;
+    for (int r = 0; r < IMG_NREASONS; r++)
+        if (strcmp(p->reason, img_reason_name((enum img_reason)r)) == 0)
+            return r;
+    if (strncmp(p->reason, LOW_QUALITY, strlen(LOW_QUALITY)) == 0)
+        return GRADER_LOW_QUALITY;
+    return GRADER_MODEL_ERROR;
+}
+
+void grader_begin(struct grader *g)
+{
+    for (size_t i = 0; i < g->cap; i++)
+        g->row[i] = -1;
+    g->rows = 0;
+}
+
+static int ensure_scratch(struct grader *g, size_t n)
+{
+    float *p;
+
+    if (n <= g->scratch_n)
+        return ERR_OK;
+    p = realloc(g->scratch, n * sizeof(float));
+    if (!p)
+        return ERR_NOMEM;
+    g->scratch = p;
+    g->scratch_n = n;
+    return ERR_OK;
+}
+
+static void init_prediction(const struct grader *g, struct image_prediction *p,
+                            const struct image_event *ev, const char *topic, int32_t partition,
+                            int64_t offset)
+{
+    memset(p, 0, sizeof(*p));
+    memcpy(p->image_id, ev->image_id, sizeof(p->image_id));
+    memcpy(p->patient_id, ev->patient_id, sizeof(p->patient_id));
+    p->event_time_ms = ev->event_time_ms;
+    p->ok = true;
+    p->referable_threshold = g->threshold;
+    snprintf(p->model_name, sizeof(p->model_name), "%s", g->name);
+    snprintf(p->model_version, sizeof(p->model_version), "%s", g->version);
+    snprintf(p->src_topic, sizeof(p->src_topic), "%s", topic);
+    p->src_partition = partition;
+    p->src_offset = offset;
+}
+
+/* The quality checks on the decoded image, before preprocessing: a blurred
+ * or badly exposed photograph is refused rather than given a grade that
+ * would pass for a real one. 0 with p ungradable when it fails. */
+static int quality_ok(struct grader *g, struct image_prediction *p)
+{
+    struct imgq_values v;
+    enum imgq_check c;
+    char reason[sizeof(p->reason)], detail[sizeof(p->detail)];
+    struct err e = {0};
+
+    if (imgq_measure(g->q, &g->im, &v, &e)) {
+        grader_ungradable(p, img_reason_name(e.code == ERR_NOMEM ? IMG_TOO_LARGE : IMG_CORRUPT),
+                          e.msg);
+        return 0;
+    }
+    c = imgq_judge(&g->qlim, &v);
+    if (c == IMGQ_OK)
+        return 1;
+    snprintf(reason, sizeof(reason), LOW_QUALITY "%s", imgq_check_name(c));
+    imgq_detail(&g->qlim, &v, c, detail, sizeof(detail));
+    grader_ungradable(p, reason, detail);
+    return 0;
+}
+
+void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
+                int32_t partition, int64_t offset, struct image_prediction *p)
+{
+    const struct img_norm *nm = &g->norm;
+    float *x = g->input + (size_t)g->rows * 3 * nm->width * nm->height;
+    enum img_reason why;
+    struct err e = {0};
+
+    init_prediction(g, p, ev, topic, partition, offset);
+    g->row[i] = -1;
+    if (img_load(g->ld, ev->uri, &g->im, &why, &e)) {
+        grader_ungradable(p, img_reason_name(why), e.msg);
+        return;
+    }
+    if (g->q && !quality_ok(g, p))
+        return;
+    if (ensure_scratch(g, img_preprocess_scratch(&g->im, nm))) {
+        grader_ungradable(p, img_reason_name(IMG_TOO_LARGE), "out of memory for preprocessing");
+        return;
+    }
+    if (img_preprocess(&g->im, nm, x, g->scratch, &e)) {
+        grader_ungradable(p, img_reason_name(IMG_CORRUPT), e.msg);
+        return;
+    }
+    g->row[i] = g->rows++;
+}
+
+/* ---- per batch ---- */
+
+int grader_score(struct image_prediction *p, const float *logits, double threshold)
+{
+    double top = -INFINITY, sum = 0.0, pr[IMGEV_GRADES];
+
+    for (int k = 0; k < IMGEV_GRADES; k++) {
+        if (!isfinite(logits[k]))
+            return -1;
+        top = logits[k] > top ? logits[k] : top;
+    }
+    for (int k = 0; k < IMGEV_GRADES; k++)
+        sum += pr[k] = exp((double)logits[k] - top);
+    p->n_probabilities = IMGEV_GRADES;
+    p->grade = 0;
+    p->expected_grade = 0.0;
+    p->referable_probability = 0.0;
+    for (int k = 0; k < IMGEV_GRADES; k++) {
+        p->probabilities[k] = pr[k] / sum;
+        p->expected_grade += k * p->probabilities[k];
+        if (k >= 2)
+            p->referable_probability += p->probabilities[k];
+        if (pr[k] > pr[p->grade])
+            p->grade = k;
+    }
+    p->referable = p->referable_probability > threshold;
+    return 0;
+}
+
+/* File name from the image id: [A-Za-z0-9._-] kept, the rest '_', plus
+ * partition and offset (unique, and stable across a redelivery). */
+static void cam_file(const struct grader *g, const struct image_prediction *p, char *out,
+                     size_t cap)
+{
+    char id[IMGEV_ID_MAX];
+    size_t j = 0;
+
+    for (const char *s = p->image_id; *s && j + 1 < sizeof(id); s++, j++) {
+        int keep = isalnum((unsigned char)*s) || *s == '-' || *s == '_' || (*s == '.' && j > 0);
+        id[j] = keep ? *s : '_'; /* never a leading '.': no "..", no hidden file */
+    }
+    id[j] = '\0';
+    snprintf(out, cap, "%s/%s-%d-%lld.png", g->cam_dir, id, (int)p->src_partition,
+             (long long)p->src_offset);
+}
+
+static void add_cam(struct grader *g, struct image_prediction *p, const float *features,
+                    const float *x)
+{
+    struct err e = {0};
+    char path[sizeof(p->cam_path)];
+
+    if (!g->cam_w)
+        return;
+    if (cam_grid(g->cam_w, IMGEV_GRADES, g->channels, features, g->fh, g->fw, p->grade, p->cam_grid,
+                 &e)) {
+        log_warn("image %s: no CAM: %s", p->image_id, e.msg);
+        return;
+    }
+    p->cam_height = g->fh;
+    p->cam_width = g->fw;
+    if (!g->cam_dir[0])
+        return;
+    cam_overlay(x, &g->norm, p->cam_grid, g->fh, g->fw, 0.5f, g->overlay, g->cam_scratch);
+    cam_file(g, p, path, sizeof(path));
+    if (img_write_png(path, g->overlay, g->norm.width, g->norm.height, &e)) {
+        g->n.cam_errors++;
+        log_warn("image %s: CAM overlay not written: %s", p->image_id, e.msg);
+        return;
+    }
+    g->n.cams_written++;
+    snprintf(p->cam_path, sizeof(p->cam_path), "%s", path);
+}
+
+void grader_run(struct grader *g, struct image_prediction *p, size_t n)
+{
+    int rows = g->rows;
+    size_t plane3 = (size_t)3 * g->norm.width * g->norm.height;
+    size_t fcells = (size_t)g->channels * g->fh * g->fw;
+    struct onnx_tensor in = {ONNX_F32, 4, {rows, 3, g->norm.height, g->norm.width}, g->input};
+    struct onnx_tensor out[2];
+    const struct onnx_tensor *feat = NULL;
+    struct err e = {0};
+
+    if (!rows)
+        return;
+    g->n.batches++;
+    g->n.rows += (uint64_t)rows;
+    if (onnx_run(g->m, &in, 1, out, g->n_out, &e) == ERR_OK && out[0].dims[0] != rows)
+        err_set(&e, ERR_INVALID, "model returned %lld rows for %d", (long long)out[0].dims[0],
+                rows);
+    if (e.code)
+        log_error("forward pass of %d image(s) failed: %s", rows, e.msg);
+    else if ((feat = features_of(g, out)) && feat->dims[0] != rows)
+        feat = NULL; /* checked at start-up; never index past the map */
+    for (size_t i = 0; i < n && i < g->cap; i++) {
+        int r = g->row[i];
+        if (r < 0)
+            continue;
+        if (e.code)
+            grader_ungradable(&p[i], MODEL_ERROR, e.msg);
+        else if (grader_score(&p[i], (const float *)out[0].data + r * IMGEV_GRADES, g->threshold))
+            grader_ungradable(&p[i], MODEL_ERROR, "non-finite logits");
+        else if (feat)
+            add_cam(g, &p[i], (const float *)feat->data + (size_t)r * fcells,
+                    g->input + (size_t)r * plane3);
+    }
+}

@@ -1,0 +1,98 @@
+/* common/streams/grader.h: the images stream's step, image event -> graded
+ * prediction (prefix grader_).
+ *
+ * What the images worker, `streamml replay --stream images` and `streamml
+ * predict --image` run, so that they grade alike:
+ *
+ *   - the model set-up: an ONNX CNN with one float input [N, 3, H, W]
+ *     (geometry and normalisation from the shape and the metadata
+ *     input_size/mean/std), logits [N, 5], and for class-activation maps
+ *     the last feature map (a second output, or an intermediate value named
+ *     by cam_features and kept by the runtime) with the final Linear weight
+ *     named by the metadata's cam_weight; one trial run on zeros checks the
+ *     output shapes before any input;
+ *   - per image: load (root / allow-listed http), decode, preprocess into a
+ *     row of the batch tensor, or ungradable with the reason;
+ *   - per batch: one forward pass, softmax in double, grade, expected
+ *     grade, P(grade >= 2) against the referable threshold, the CAM grid
+ *     and optionally its overlay PNG.
+ *
+ * A grader is used by one thread at a time.
+ */
+#ifndef STREAMML_GRADER_H
+#define STREAMML_GRADER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "err.h"
+#include "image.h"
+#include "image_event.h"
+
+struct grader_opts {
+    const char *model;        /* the .onnx file */
+    const char *cam_features; /* a one-output model's feature map; ""/NULL: metadata's */
+    double threshold;         /* referable above P(grade >= 2); < 0: metadata's, else 0.5 */
+    const char *cam_dir;      /* CAM overlay PNGs written here; ""/NULL: none */
+    size_t batch;             /* images per forward pass, >= 1 */
+    struct img_opts load;     /* image loading limits */
+    const char *quality;      /* imgq limits JSON; ""/NULL: no quality checks */
+};
+
+/* The images.* keys of cf (images.model, images.cam_features,
+ * images.referable_threshold, images.cam_dir, images.batch, images.quality,
+ * the loader's limits). The strings are cf's: it must outlive the options. */
+void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o);
+
+/* Counters since open. */
+struct grader_counts {
+    uint64_t batches, rows, cams_written, cam_errors;
+};
+
+struct grader;
+
+/* Opens the model and the loader and checks the model (ERR_CONFIG naming
+ * the file and the problem). NULL with the reason in *e. */
+struct grader *grader_open(const struct grader_opts *o, struct err *e);
+void grader_close(struct grader *g); /* NULL-safe */
+
+const char *grader_model_name(const struct grader *g);    /* metadata model_name or "onnx" */
+const char *grader_model_version(const struct grader *g); /* model_version or "unknown" */
+double grader_threshold(const struct grader *g);
+size_t grader_batch(const struct grader *g);
+int grader_has_cam(const struct grader *g);
+const struct img_norm *grader_norm(const struct grader *g);
+const struct grader_counts *grader_counts(const struct grader *g);
+
+/* A new batch: no slot has a row. */
+void grader_begin(struct grader *g);
+/* Slot i (< grader_batch) of the batch: p is initialised from ev and its
+ * source (ids, event time, model, threshold, topic/partition/offset), then
+ * the image is loaded, checked (imgq, when the options name quality limits)
+ * and preprocessed into the batch tensor's next row, or p is left
+ * ungradable with the reason (img_reason_name, or "low_quality:<check>"
+ * with imgq_detail's text) and the detail. */
+void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
+                int32_t partition, int64_t offset, struct image_prediction *p);
+/* One forward pass over the rows added since grader_begin; p[0..n) are the
+ * batch's slots (those never added are left alone). A failed pass or
+ * non-finite logits leave the rows' predictions ungradable (model_error). */
+void grader_run(struct grader *g, struct image_prediction *p, size_t n);
+
+/* Softmax (double, max-shifted) of IMGEV_GRADES logits into p: the
+ * probabilities, grade, expected grade, P(grade >= 2) and the referable
+ * flag. -1 (p untouched but for the count) if a logit is not finite. */
+int grader_score(struct image_prediction *p, const float *logits, double threshold);
+/* p ungradable: reason (an img_reason_name, "low_quality:<check>" or
+ * "model_error"), detail. */
+void grader_ungradable(struct image_prediction *p, const char *reason, const char *detail);
+/* Counter slots of the ungradable reasons: the enum img_reason values, then
+ * these two. */
+#define GRADER_LOW_QUALITY IMG_NREASONS       /* "low_quality:<check>", any check */
+#define GRADER_MODEL_ERROR (IMG_NREASONS + 1) /* "model_error" */
+#define GRADER_NREASONS (IMG_NREASONS + 2)
+/* Index of p's ungradable reason (< GRADER_NREASONS); -1 when p is graded. */
+int grader_reason_index(const struct image_prediction *p);
+
+#endif

@@ -1,0 +1,328 @@
+/* common/streams/txn_stream.c: the transactions batch step against users' state
+ * (see txn_stream.h). */
+#include "txn_stream.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "features.h"
+#include "log.h"
+#include "pipeline.h"
+#include "txn.h"
+
+/* The invariant: an event is acknowledged (its offset may be committed)
+ * only once a Redis write that contains its state update has succeeded,
+ * or the state read from Redis already held it (a redelivery). What makes
+ * "already held" trustworthy is the order of writes: per partition, a
+ * user's state is only ever written with every earlier event of that user
+ * applied. So once anything is queued (a read or a write failed), every
+ * later event goes through the same FIFO queue too, whatever the store
+ * answers meanwhile: no newer batch is read, scored on full state and
+ * written ahead of the queue (which would make the queued events look
+ * applied when their offsets are older than the stored one). Events queued
+ * are scored on empty state and flagged degraded; the queue is re-applied
+ * in arrival order from the tick, on a timer (never a sleep in the step),
+ * and its events acknowledged chunk by chunk as their writes succeed. */
+enum { EV_SKIP = 0, EV_APPLY, EV_REDELIVERED, EV_QUEUED };
+
+#define RETRY_US 1000000 /* the next try after a failed read or write */
+#define DRAIN_US 200000  /* re-applying in one tick at most (polling goes on) */
+
+struct pending_ev {
+    struct txn_event ev;
+    struct kq_pos pos;
+};
+
+struct txs {
+    struct txs_opts o;
+    struct state *st;
+    /* the batch */
+    size_t n;
+    const struct txn_event *evs;
+    const struct kq_pos *pos;
+    unsigned char *status;
+    int *user_of;
+    struct entset users;
+    struct state_blob *blobs;
+    struct feat_state *ust;
+    unsigned char *udirty;
+    int64_t *uoff;
+    int32_t *upart;
+    struct state_put *puts;
+    size_t np;    /* puts of the batch (write_users_begin) */
+    int put_sent; /* ... sent, outcome not read yet */
+    int *applied;
+    int degraded, sent;
+    /* updates waiting for the store */
+    struct pending_ev *pending;
+    size_t npending;
+    int redis_down;
+    int64_t next_retry_us;
+};
+
+int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struct err *e)
+{
+    struct txs *t;
+    size_t c = o->cap;
+
+    *out = NULL;
+    if (o->pending_max < o->cap)
+        return err_set(e, ERR_CONFIG,
+                       "config: state.pending_max=%zu must be >= worker.batch_size=%zu",
+                       o->pending_max, o->cap);
+    if (!(t = calloc(1, sizeof(*t))))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    t->o = *o;
+    t->st = st;
+    t->status = calloc(c, 1);
+    t->user_of = calloc(c, sizeof(int));
+    t->blobs = calloc(c, sizeof(*t->blobs));
+    t->ust = calloc(c, sizeof(*t->ust));
+    t->udirty = calloc(c, 1);
+    t->uoff = calloc(c, sizeof(int64_t));
+    t->upart = calloc(c, sizeof(int32_t));
+    t->puts = calloc(c, sizeof(*t->puts));
+    t->applied = calloc(c, sizeof(int));
+    t->pending = calloc(o->pending_max, sizeof(*t->pending));
+    if (!t->status || !t->user_of || !t->blobs || !t->ust || !t->udirty || !t->uoff || !t->upart ||
+        !t->puts || !t->applied || !t->pending || pipe_entset_init(&t->users, c)) {
+        txs_close(t);
+        return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
+    }
+    *out = t;
+    return ERR_OK;
+}
+
+void txs_close(struct txs *t)
+{
+    if (!t)
+        return;
+    void *arrays[] = {t->status, t->user_of, t->blobs, t->ust,     t->udirty,
+                      t->uoff,   t->upart,   t->puts,  t->applied, t->pending};
+    for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
+        free(arrays[i]);
+    pipe_entset_free(&t->users);
+    free(t);
+}
+
+int txs_redelivered(const struct txs *t, size_t i)
+{
+    return t->status[i] == EV_REDELIVERED;
+}
+
+int txs_room(const struct txs *t)
+{
+    return t->npending + t->o.cap <= t->o.pending_max;
+}
+
+int txs_state_ok(const struct txs *t)
+{
+    return !t->redis_down;
+}
+
+size_t txs_queued(const struct txs *t)
+{
+    return t->npending;
+}
+
+/* ---- state: read once per batch, write once per batch ---- */
+
+static void load_user_states(struct txs *t, size_t nusers, int ok)
+{
+    struct err e = {0};
+
+    for (size_t u = 0; u < nusers; u++) {
+        t->udirty[u] = 0;
+        if (txn_state_load(&t->ust[u], &t->upart[u], &t->uoff[u], t->blobs[u].data,
+                           ok ? t->blobs[u].len : 0, t->blobs[u].partition, t->blobs[u].offset, &e))
+            log_error("state of user %s unreadable (%s): starting it afresh", t->users.ids[u],
+                      e.msg);
+    }
+}
+
+/* Reads the batch's users under the retry budget. Returns 1 when the
+ * store could not be read (the batch is then queued, see txs_features). */
+static int read_users(struct txs *t)
+{
+    struct err e = {0};
+    int rc = pipe_state_get(t->st, t->o.budget_ms, t->users.n, t->users.ids, t->blobs, &e);
+
+    if (rc) {
+        log_error("state read failed, scoring degraded, updates queued: %s", e.msg);
+        t->redis_down = 1;
+        t->next_retry_us = pipe_now_us() + RETRY_US;
+    }
+    load_user_states(t, t->users.n, rc == ERR_OK);
+    return rc != ERR_OK;
+}
+
+/* Encodes the dirty users' states and sends them (state_put_begin): Redis
+ * applies them while the worker scores and produces the batch, and
+ * write_users_end reads the outcome. Sets t->np (0: nothing to write). */
+static int write_users_begin(struct txs *t)
+{
+    unsigned char enc[FEAT_STATE_MAX];
+    struct err e = {0};
+    size_t np = 0;
+
+    t->np = 0;
+    t->put_sent = 0;
+    for (size_t u = 0; u < t->users.n; u++) {
+        if (!t->udirty[u])
+            continue;
+        int len = feat_state_encode(&t->ust[u], enc, sizeof(enc));
+        if (len < 0 || (size_t)len > STATE_BLOB_MAX)
+            return ERR_NOMEM;
+        memcpy(t->blobs[u].data, enc, (size_t)len);
+        t->puts[np++] = (struct state_put){t->users.ids[u], t->blobs[u].data, (size_t)len,
+                                           t->upart[u], t->uoff[u]};
+    }
+    t->np = np;
+    /* A send that fails is retried, under the budget, by write_users_end. */
+    t->put_sent = np && state_put_begin(t->st, np, t->puts, &e) == ERR_OK;
+    return ERR_OK;
+}
+
+/* The outcome of write_users_begin; when the connection was lost (on send
+ * or since), the whole batch is sent again under state.retry_budget_ms
+ * (idempotent). */
+static int write_users_end(struct txs *t, int budget_ms)
+{
+    struct err e = {0};
+    int rc = ERR_OK;
+
+    if (t->np == 0)
+        return ERR_OK;
+    if (t->put_sent)
+        rc = state_put_end(t->st, t->applied, &e);
+    if (!t->put_sent || rc == ERR_RETRY)
+        rc = pipe_state_put(t->st, budget_ms, t->np, t->puts, t->applied, &e);
+    t->np = 0;
+    t->put_sent = 0;
+    if (rc) {
+        log_error("state write failed, updates queued for re-apply: %s", e.msg);
+        t->redis_down = 1;
+        t->next_retry_us = pipe_now_us() + RETRY_US;
+    }
+    return rc;
+}
+
+static int write_users(struct txs *t, int budget_ms)
+{
+    int rc = write_users_begin(t);
+
+    return rc ? rc : write_users_end(t, budget_ms);
+}
+
+static void queue_pending(struct txs *t, size_t i)
+{
+    /* Room was checked before the batch was taken (see txs_room). */
+    t->pending[t->npending].ev = t->evs[i];
+    t->pending[t->npending].pos = t->pos[i];
+    t->npending++;
+}
+
+/* Re-applies queued updates in arrival order, a chunk at a time, once the
+ * retry is due; each chunk's events are acknowledged when its write
+ * succeeded. The offset check (txn_step) skips an event whose update a
+ * write of unknown outcome did apply. */
+void txs_tick(struct txs *t, int64_t now_us)
+{
+    int64_t until = now_us + DRAIN_US;
+    struct err e = {0};
+    size_t done = 0;
+
+    if (!t->npending || now_us < t->next_retry_us)
+        return;
+    while (t->npending && pipe_now_us() < until) {
+        size_t n = t->npending < t->o.cap ? t->npending : t->o.cap;
+        pipe_entset_clear(&t->users);
+        for (size_t i = 0; i < n; i++)
+            t->user_of[i] = pipe_entset_add(&t->users, t->pending[i].ev.user_id);
+        if (pipe_state_get(t->st, 0, t->users.n, t->users.ids, t->blobs, &e)) {
+            t->redis_down = 1;
+            t->next_retry_us = pipe_now_us() + RETRY_US;
+            break;
+        }
+        load_user_states(t, t->users.n, 1);
+        for (size_t i = 0; i < n; i++) {
+            const struct pending_ev *p = &t->pending[i];
+            int u = t->user_of[i];
+            float x[FEAT_TXN_DIM];
+            if (txn_step(&p->ev, p->pos.partition, p->pos.offset, &t->ust[u], &t->upart[u],
+                         &t->uoff[u], x))
+                t->udirty[u] = 1;
+        }
+        if (write_users(t, 0)) { /* as a failed read: the next try in a second */
+            t->redis_down = 1;
+            t->next_retry_us = pipe_now_us() + RETRY_US;
+            break;
+        }
+        t->redis_down = 0;
+        for (size_t i = 0; i < n; i++)
+            t->o.ack(t->o.opaque, &t->pending[i].pos);
+        memmove(t->pending, t->pending + n, (t->npending - n) * sizeof(*t->pending));
+        t->npending -= n;
+        done += n;
+    }
+    if (done)
+        log_info("re-applied %zu queued state update(s), %zu left", done, t->npending);
+}
+
+/* ---- one batch ---- */
+
+int txs_features(struct txs *t, size_t n, const struct txn_event *evs, const struct kq_pos *pos,
+                 const unsigned char *live, float *xs)
+{
+    t->n = n;
+    t->evs = evs;
+    t->pos = pos;
+    pipe_entset_clear(&t->users);
+    for (size_t i = 0; i < n; i++) {
+        t->status[i] = live[i] ? EV_APPLY : EV_SKIP;
+        if (live[i])
+            t->user_of[i] = pipe_entset_add(&t->users, evs[i].user_id);
+    }
+    /* Something queued: this batch queues behind it, unread (see the
+     * invariant above). Else the store is read, and a failure queues. */
+    if (t->npending)
+        load_user_states(t, t->users.n, 0);
+    t->degraded = t->npending || (t->users.n && read_users(t));
+    /* Features from each user's state as it stood before the event. */
+    for (size_t i = 0; i < n; i++) {
+        int u = t->user_of[i];
+        if (t->status[i] == EV_SKIP)
+            continue;
+        if (t->degraded) { /* empty state at position -1: never a redelivery */
+            txn_step(&evs[i], pos[i].partition, pos[i].offset, &t->ust[u], &t->upart[u],
+                     &t->uoff[u], xs + i * FEAT_TXN_DIM);
+            t->status[i] = EV_QUEUED;
+        } else if (txn_step(&evs[i], pos[i].partition, pos[i].offset, &t->ust[u], &t->upart[u],
+                            &t->uoff[u], xs + i * FEAT_TXN_DIM)) {
+            t->udirty[u] = 1;
+        } else {
+            t->status[i] = EV_REDELIVERED; /* already in the stored state */
+        }
+    }
+    t->put_sent = 0;
+    t->np = 0;
+    t->sent = !t->degraded && write_users_begin(t) == ERR_OK;
+    return t->degraded;
+}
+
+/* Acknowledged: redeliveries (the read state holds them) and, when the
+ * batch's write succeeded, its updates. Queued: the rest, in order. */
+void txs_store(struct txs *t)
+{
+    int written = t->sent && write_users_end(t, t->o.budget_ms) == ERR_OK;
+
+    if (written)
+        t->redis_down = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        int st = t->status[i];
+        if (st == EV_REDELIVERED || (st == EV_APPLY && written))
+            t->o.ack(t->o.opaque, &t->pos[i]);
+        else if (st == EV_APPLY || st == EV_QUEUED)
+            queue_pending(t, i);
+    }
+}

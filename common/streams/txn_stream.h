@@ -1,0 +1,63 @@
+/* common/streams/txn_stream.h: the transactions stream's batch step against its
+ * users' state (prefix txs_).
+ *
+ * Per batch: each user is read once and written once (pipelined); features
+ * come from the user's state as it stood before the event (common/streams/txn.h,
+ * txn_step) and the state advances in the batch's (= partition) order.
+ * The write is sent before scoring and its outcome read after
+ * (txs_features .. txs_store), so Redis applies it while the worker scores
+ * and produces. When the store cannot be read or written, the events'
+ * updates wait in a bounded queue, re-applied in arrival order when it
+ * answers; their predictions are flagged degraded.
+ *
+ * Acknowledgement: the caller's ack(opaque, pos) is called for an event
+ * only once the Redis write that contains its update has succeeded (or the
+ * stored state already held it: a redelivery).
+ */
+#ifndef STREAMML_TXN_STREAM_H
+#define STREAMML_TXN_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "event.h"
+#include "kafka.h"
+#include "state.h"
+
+struct wk; /* the worker runtime, opaque here */
+
+struct txs_opts {
+    size_t cap;         /* events per batch */
+    size_t pending_max; /* queued updates at most (>= cap) */
+    int budget_ms;      /* state.retry_budget_ms: a read's or write's retries */
+    void (*ack)(struct wk *opaque, const struct kq_pos *pos); /* e.g. wk_ack_state */
+    struct wk *opaque;
+};
+
+struct txs;
+
+/* NULL st is refused. ERR_CONFIG when pending_max < cap. */
+int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struct err *e);
+void txs_close(struct txs *t); /* NULL-safe */
+
+/* The batch's live events (live[i] != 0; evs[i] and pos[i] of each):
+ * reads their users, fills xs[i * FEAT_TXN_DIM] and sends the write.
+ * Returns 1 when the batch is scored degraded (not on its users' full
+ * state), else 0. */
+int txs_features(struct txs *t, size_t n, const struct txn_event *evs, const struct kq_pos *pos,
+                 const unsigned char *live, float *xs);
+/* 1 when event i of the batch was already in the stored state. */
+int txs_redelivered(const struct txs *t, size_t i);
+/* After the emits: the write's outcome; each event acknowledged or queued. */
+void txs_store(struct txs *t);
+
+/* Between batches: re-applies queued updates when their retry is due. */
+void txs_tick(struct txs *t, int64_t now_us);
+/* 1 while the queue has room for a whole batch. */
+int txs_room(const struct txs *t);
+/* 1 while the state store answered the last call. */
+int txs_state_ok(const struct txs *t);
+size_t txs_queued(const struct txs *t);
+
+#endif
