@@ -6,38 +6,43 @@
 # models in /usr/share/streamml (the working directory), configuration in /etc/streamml.
 ARG DEBIAN_RELEASE=12
 
+# Package lists: deploy/packages/{build,run}.txt, the same files tools/deps.sh reads.
 FROM debian:${DEBIAN_RELEASE} AS build
+COPY deploy/packages/build.txt /tmp/packages.txt
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential pkg-config \
-      librdkafka-dev libavro-dev libhiredis-dev libjansson-dev libopenblas-dev \
-      libmicrohttpd-dev libcurl4-openssl-dev libjpeg62-turbo-dev libpng-dev \
-      libprotobuf-c-dev protobuf-c-compiler \
+ && apt-get install -y --no-install-recommends $(sed 's/#.*//' /tmp/packages.txt) \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
 COPY common common
 COPY tools tools
 COPY workers workers
+# The built-in feature spec is compiled in from these (Makefile: fspec_builtin.h).
+COPY models/txn-v1.yaml models/txn-v1.yaml
+COPY schemas/transaction_event.avsc schemas/transaction_event.avsc
 # Only the programs: tests and benchmarks stay out of the image.
 RUN bins="build/streamml"; for w in workers/*/; do bins="$bins build/streamml-$(basename "$w")"; done; \
     make -j"$(nproc)" $bins && strip $bins && mkdir -p /out && cp $bins /out/
 
 FROM debian:${DEBIAN_RELEASE}-slim
+COPY deploy/packages/run.txt /tmp/packages.txt
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
-      librdkafka1 libsasl2-modules libavro23 libhiredis0.14 libjansson4 libcurl4 \
-      libmicrohttpd12 libopenblas0-pthread libprotobuf-c1 libpng16-16 libjpeg62-turbo \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get install -y --no-install-recommends $(sed 's/#.*//' /tmp/packages.txt) \
+ && rm -rf /var/lib/apt/lists/* /tmp/packages.txt \
  && groupadd --system --gid 10001 streamml \
  && useradd --system --uid 10001 --gid streamml --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin streamml
 COPY --from=build /out/ /usr/local/bin/
 COPY schemas /usr/share/streamml/schemas
-COPY models/*.json /usr/share/streamml/models/
+COPY models/*.json models/*.yaml /usr/share/streamml/models/
 COPY models/clickstream/gru4rec.onnx /usr/share/streamml/models/clickstream/gru4rec.onnx
+COPY models/images/fundus_cnn.onnx /usr/share/streamml/models/images/fundus_cnn.onnx
 COPY deploy/config/streamml.conf /etc/streamml/streamml.conf
+# /run/streamml: the embedded profile's shared volume (the bootstrap address of
+# `streamml broker`); a named volume takes this owner on first use.
+RUN mkdir -p /run/streamml && chown 10001:10001 /run/streamml
 WORKDIR /usr/share/streamml
 USER 10001:10001
-# metrics.port: /metrics, /healthz, /readyz (the metrics issue).
+# metrics.port: /metrics, /healthz, /readyz.
 EXPOSE 9464
 CMD ["streamml", "--help"]

@@ -7,6 +7,8 @@
 #   make bench      benchmarks (figures, never pass/fail)
 #   make models     retrain the demo models and regenerate the xgboost fixtures
 #   make deps       install the Debian 12 packages (idempotent)
+#   make image      build the container image (starts a container engine if none runs)
+#   make image-test the image's workers against the embedded broker and a host Redis
 
 BUILD   ?= build
 CC      ?= cc
@@ -21,9 +23,24 @@ VERSION := 0.1.0
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
            -Wno-format-nonliteral -Wno-format-truncation -Werror
 OPT     ?= -O2 -g
+# A missing library is an error naming it, never silently empty flags. Goals that
+# install the packages (deps, and test/demo/... which run deps-check first and then
+# a sub-make that checks again) or need none (clean) are let through.
+PKG_MISSING := $(shell for p in $(PKGS); do pkg-config --exists $$p || echo $$p; done)
+ONNX_PROTO  := /usr/include/onnx/onnx.proto
+NO_PKG_GOALS := deps deps-check clean test sanitize demo bench image image-test
+ifneq ($(PKG_MISSING)$(if $(wildcard $(ONNX_PROTO)),,onnx.proto),)
+ifeq ($(filter $(NO_PKG_GOALS),$(MAKECMDGOALS)),)
+$(error missing: $(PKG_MISSING) $(if $(wildcard $(ONNX_PROTO)),,$(ONNX_PROTO) (libonnx-dev)) \
+  -- pkg-config cannot find these; install the packages of deploy/packages/build.txt \
+  and dev.txt: make deps (tools/deps.sh))
+endif
+endif
 CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -DSTREAMML_VERSION=\"$(VERSION)\" $(WARN) -MMD -MP \
-           -iquote common -iquote tests/support $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
+           -iquote common -iquote tests/support $(shell pkg-config --cflags $(PKGS))
+LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
+# cmocka only for the tests (the image builds the programs without it): checked when
+# a test is linked.
 TESTLIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 COMMON_SRC  := $(sort $(wildcard common/*.c))
@@ -41,7 +58,8 @@ FAULT_BIN   := $(BUILD)/faults/fault_run
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 BENCH_BINS  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test sanitize demo bench models deps deps-check clean lint fixtures faults
+.PHONY: all test sanitize demo bench models deps deps-check clean lint fixtures faults image \
+        image-test
 all: $(LIB) $(BUILD)/streamml $(WORKER_BINS) $(TEST_BINS) $(BENCH_BINS) $(FAULT_BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -59,6 +77,7 @@ $(BUILD)/streamml-%: $(BUILD)/obj/workers/%/main.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(SUPPORT_OBJ) $(LIB)
+	$(if $(TESTLIBS),,$(error missing: cmocka -- pkg-config cannot find it; install libcmocka-dev: make deps))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TESTLIBS)
 
@@ -99,6 +118,15 @@ demo: deps-check
 	$(MAKE) all
 	BUILD=$(BUILD) tools/demo.sh
 
+# The container image (Dockerfile); a container engine is started when none answers.
+image:
+	tools/image_test.sh --build-only
+
+# The image test: build it, run the three workers from it against the embedded broker
+# and a host Redis (tools/image_test.sh; .ci/run runs it after make test).
+image-test: all
+	BUILD=$(BUILD) tools/image_test.sh
+
 bench: deps-check
 	$(MAKE) all
 	BUILD=$(BUILD) bench/run.sh
@@ -117,12 +145,13 @@ clean:
 
 fixtures:
 	$(PY) tests/fixtures/make_xgb_fixtures.py
+	$(PY) tests/fixtures/make_shap_fixtures.py
+	$(PY) tests/fixtures/make_advval_fixtures.py
 	$(PY) tests/fixtures/make_registry_fixtures.py
 	$(PY) tests/fixtures/make_predmon_fixtures.py
 
 # ONNX: protobuf-c code for Debian's onnx.proto (libonnx-dev), generated at build time
 # into $(BUILD)/gen/ and archived into libstreamml.a. Only common/onnx*.c include it.
-ONNX_PROTO := /usr/include/onnx/onnx.proto
 ONNX_GEN   := $(BUILD)/gen/onnx.pb-c.c
 ONNX_OBJ   := $(BUILD)/obj/gen/onnx.pb-c.o
 CFLAGS     += -I$(BUILD)/gen
@@ -162,6 +191,7 @@ models-images:
 	$(PY) models/images/train.py --out models/images --fixtures tests/fixtures
 fixtures-images:
 	$(PY) tests/fixtures/make_image_fixtures.py
+	$(PY) tests/fixtures/make_gradcam_fixtures.py
 
 # Large ONNX models (torchvision, random init) into $(BUILD)/onnx-models, and
 # their parity check against torch (tools/onnx_parity.py).
@@ -178,6 +208,8 @@ onnx-fixtures:
 # onnx_ops_*.c were split out of onnx_ops.c and keep its flags.
 $(BUILD)/obj/common/onnx_ops.o $(BUILD)/obj/common/onnx_nn.o: CFLAGS += -O3 -ffp-contract=fast
 $(BUILD)/obj/common/onnx_ops_data.o $(BUILD)/obj/common/onnx_ops_reduce.o: CFLAGS += -O3 -ffp-contract=fast
+# TreeSHAP's passes: -O3 unrolls the per-node vector work (about 15% here)
+$(BUILD)/obj/common/treeshap.o: CFLAGS += -O3 -ffp-contract=fast
 
 # EfficientNet-B0 speed, streamml vs PyTorch (bench/onnx.sh); figures only.
 bench-onnx: all

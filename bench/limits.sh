@@ -84,6 +84,31 @@ stack_down() {
     wait "$@" 2>/dev/null || true
     kill "$bpid" "$rpid" 2>/dev/null || true; wait "$bpid" "$rpid" 2>/dev/null || true
 }
+# A Redis Cluster of 3 masters with one replica each on free ports (bus ports
+# too); sets cnodes ("127.0.0.1:p,..."), cpids.
+cluster_up() {
+    local ports=() d
+    cpids=(); cnodes=
+    for i in 1 2 3 4 5 6; do
+        local p; p=$(free_port); d="$tmp/rc$i"; mkdir -p "$d"
+        redis-server --port "$p" --bind 127.0.0.1 --dir "$d" --save '' --appendonly no \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
+            --cluster-port "$(free_port)" >/dev/null 2>&1 &
+        cpids+=($!); pids+=($!); ports+=("127.0.0.1:$p"); cnodes="$cnodes${cnodes:+,}127.0.0.1:$p"
+    done
+    for a in "${ports[@]}"; do
+        for _ in $(seq 100); do redis-cli -p "${a#*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    done
+    redis-cli --cluster create "${ports[@]}" --cluster-replicas 1 --cluster-yes >>"$tmp/cluster.log" 2>&1
+    for _ in $(seq 300); do
+        local ok=1
+        for a in "${ports[@]}"; do
+            redis-cli -p "${a#*:}" cluster info 2>/dev/null | grep -q cluster_state:ok || ok=0
+        done
+        [ "$ok" = 1 ] && break; sleep 0.1
+    done
+}
+cluster_down() { kill "${cpids[@]}" 2>/dev/null || true; wait "${cpids[@]}" 2>/dev/null || true; }
 worker_log() { # $1 = log file (info level: rebalances); appends the pid to wpids
     "$BUILD/streamml-transactions" -b "$bs" -X redis.port="$rport" -X model.gbdt="$MODEL" \
         --log-level info 2>>"$1" &
@@ -141,7 +166,7 @@ measure() { # $1 = n, then pids
     cp "$tmp/meta" "$tmp/meta.$#"
     kill "$spid"; wait "$spid" || true; spid=
     local -a v; read -r -a v < <($PY bench/span.py report "$n" "$tmp/meta" "$tmp/samples")
-    rate=${v[0]}; cpu_b=${v[-2]}; cpu_r=${v[-1]}
+    rate=${v[0]}; cpu_b=${v[-2]}; cpu_r=${v[-1]}; vals=("${v[@]}")
     cpu_w=$(calc "round($(IFS=+; echo "${v[*]:1:$#}"), 2)")
 }
 
@@ -181,6 +206,7 @@ PYEOF
 }
 
 declare -a d_brk r_brk c_brk r_red c_red c_rsrv r_c c_c c_cb c_cr rss_c r_py c_py rss_py r_c2 c_c2
+declare -a r_cl c_cl c_clsrv
 for rep in $(seq "$REPS"); do
     # Limits and the C worker share one stack and one preload.
     stack_up
@@ -199,6 +225,17 @@ for rep in $(seq "$REPS"); do
     r_c+=("$rate"); c_c+=("$cpu_w"); c_cb+=("$cpu_b"); c_cr+=("$cpu_r")
     rss_c+=("$(awk '/VmHWM/ {print int($2/1024)}' "/proc/${wpids[0]}/status")")
     stack_down "${wpids[0]}"
+
+    # The same worker, the same events, its state on a Redis Cluster of 3
+    # masters with one replica each (redis.nodes): the servers' CPU summed.
+    stack_up; cluster_up
+    "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error >/dev/null 2>&1
+    wpids=(); worker -X redis.nodes="$cnodes"
+    sample "${wpids[0]}" "${cpids[@]}"
+    MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
+    r_cl+=("$rate"); c_cl+=("$cpu_w")
+    c_clsrv+=("$(calc "round($(IFS=+; echo "${vals[*]:2:6}"), 2)")")
+    stack_down "${wpids[0]}"; cluster_down
 
     # The Python peer: fresh stack, the same events.
     stack_up
@@ -253,6 +290,8 @@ echo "| broker alone, to the N-th delivery (includes a fixed ~1 s before the fir
 echo "| Redis alone, one connection (HMGET + EVALSHA, batches of 1000) [${r_red[*]}] | $mr_red | client $(med "${c_red[@]}"), redis-server $(med "${c_rsrv[@]}") | |"
 echo "| C worker, 1 process [${r_c[*]}] | $mr_c | $mc_c [${c_c[*]}] | $(med "${rss_c[@]}") |"
 echo "| (during it: broker, redis-server) | | $mc_cb, $mc_cr | |"
+echo "| C worker, 1 process, state on a Redis Cluster (3 masters + 3 replicas, WAIT 1 per batch) [${r_cl[*]}] | $(med "${r_cl[@]}") | $(med "${c_cl[@]}") [${c_cl[*]}] | |"
+echo "| (during it: the 6 redis-servers together) | | $(med "${c_clsrv[@]}") | |"
 echo "| Python peer, 1 process [${r_py[*]}] | $mr_py | $mc_py [${c_py[*]}] | $(med "${rss_py[@]}") |"
 echo "| C worker, 2 processes in one group (joined first, events produced live) [${r_c2[*]}] | $mr_c2 | $(med "${c_c2[@]}") (both) | |"
 echo "| **ratio C / Python** | **$(calc "round($mr_c/$mr_py, 1)")x** throughput | **$(calc "round($mc_py/max($mc_c, 0.01), 1)")x** less CPU | |"

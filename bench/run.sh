@@ -67,6 +67,10 @@ echo "| load average when measured | $(cut -d' ' -f1-3 /proc/loadavg) |"
 # Monitoring cost (issue 4): monitor + metrics per event, worker off vs on.
 { echo; BUILD="$BUILD" N="$N" bench/monitoring.sh; } | tee -a "$out"
 
+# Exact TreeSHAP next to xgboost's exact and approximate contributions
+# (issue 18): bench/treeshap.sh, same model and rows, one run.
+{ echo; BUILD="$BUILD" bench/treeshap.sh; } | tee -a "$out"
+
 # ONNX runtime: EfficientNet-B0, streamml vs PyTorch (bench/onnx.sh), its own section.
 {
 echo

@@ -497,6 +497,12 @@ void ab_serving_close(struct ab_serving *s)
     free(s);
 }
 
+void ab_serving_set_metrics(struct ab_serving *s, struct metrics *m)
+{
+    for (size_t i = 0; i < s->n; i++)
+        txn_scorer_set_metrics(s->sc[i], m);
+}
+
 static int open_scorer(struct ab_serving *s, const struct cfg *c, const char *gbdt,
                        const char *what, struct err *e)
 {

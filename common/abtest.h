@@ -120,6 +120,10 @@ struct ab_serving;
  * kept: c may be freed after. */
 struct ab_serving *ab_serving_open(const struct cfg *c, struct err *e);
 void ab_serving_close(struct ab_serving *s); /* NULL-safe */
+struct metrics;
+/* Every variant's explanations count in m (txn_scorer_set_metrics); the
+ * worker calls it once after metrics_open. m NULL: not counted. */
+void ab_serving_set_metrics(struct ab_serving *s, struct metrics *m);
 
 /* The experiment (NULL: none). */
 const struct ab *ab_serving_experiment(const struct ab_serving *s);

@@ -1,14 +1,17 @@
 #include "cfg.h"
 #include "evtime.h"
 #include "features.h"
+#include "redis_cluster.h"
 #include "redis_conn.h"
 #include "log.h"
+#include "suggest.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum ktype { K_STR, K_INT, K_DBL, K_SECRET };
 
@@ -40,6 +43,8 @@ static const struct key_def keys[] = {
      "events kept for state re-apply while Redis is down (then consumption pauses)"},
     {"redis.host", K_STR, 0, 0, "127.0.0.1", "Redis host"},
     {"redis.port", K_INT, 1, 65535, "6379", "Redis port"},
+    {"redis.nodes", K_STR, 0, 0, "",
+     "Redis Cluster seeds host:port,...; set: cluster mode (redis.host/port unused)"},
     {"redis.password", K_SECRET, 0, 0, "", "Redis AUTH password (env or file only)"},
     {"redis.password_file", K_STR, 0, 0, "", "file holding the Redis password"},
     {"redis.username", K_STR, 0, 0, "", "Redis ACL user (AUTH user password); empty: default"},
@@ -55,6 +60,12 @@ static const struct key_def keys[] = {
      "scorecard JSON; empty: none (a plain probability model: no points, no reason codes)"},
     {"model.name", K_STR, 0, 0, "credit-risk", "model name on predictions"},
     {"model.version", K_STR, 0, 0, "1", "model version on predictions"},
+    {"model.reasons", K_STR, 0, 0, "auto",
+     "reason texts of the gbdt's features (auto: <model>.reasons.json next to the gbdt model "
+     "when there is one; empty: feature names)"},
+    {"explain.decisions", K_STR, 0, 0, "review,decline",
+     "decisions explained by the deciding gbdt (TreeSHAP reason codes): comma-separated "
+     "approve/review/decline, or none"},
     {"decision.review_threshold", K_DBL, 0, 1, "0.3",
      "P(bad) at or above which a case is sent to review"},
     {"decision.decline_threshold", K_DBL, 0, 1, "0.6", "P(bad) at or above which it is declined"},
@@ -192,6 +203,37 @@ static int key_index(const char *name)
         if (strcmp(keys[i].name, name) == 0)
             return (int)i;
     return -1;
+}
+
+/* "; did you mean KEY?" for a name close to one of ours, else "". */
+static const char *key_hint(const char *name, char *buf, size_t cap)
+{
+    static const char *names[NKEYS];
+    const char *best;
+
+    for (size_t i = 0; i < NKEYS; i++)
+        names[i] = keys[i].name;
+    best = sug_closest(name, names, NKEYS);
+    if (!best)
+        return "";
+    snprintf(buf, cap, "; did you mean %s?", best);
+    return buf;
+}
+
+/* A bare name in a file or after -X is a librdkafka property unless it is in
+ * one of our namespaces (redis., model., ...) and close to one of our keys:
+ * then it is our key mistyped (-X redis.prot=1), not kafka.redis.prot. */
+static int looks_like_ours(const char *name)
+{
+    char hint[160];
+    size_t ns = strcspn(name, ".");
+
+    if (!name[ns])
+        return 0;
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strncmp(keys[i].name, name, ns) == 0 && keys[i].name[ns] == '.')
+            return *key_hint(name, hint, sizeof(hint)) != '\0';
+    return 0;
 }
 
 static int replace(char **slot, const char *s)
@@ -339,8 +381,11 @@ int cfg_set(struct cfg *c, const char *key, const char *value, const char *origi
         return set_kafka(c, key + 6, value, origin, e);
     }
     i = key_index(key);
-    if (i < 0)
-        return err_set(e, ERR_CONFIG, "config: unknown key \"%s\" (%s)", key, origin);
+    if (i < 0) {
+        char hint[160];
+        return err_set(e, ERR_CONFIG, "config: unknown key \"%s\" (%s)%s", key, origin,
+                       key_hint(key, hint, sizeof(hint)));
+    }
     if ((keys[i].type == K_INT || keys[i].type == K_DBL) &&
         check_number(&keys[i], value, origin, e))
         return e->code;
@@ -361,6 +406,52 @@ static char *trim(char *s)
     return s;
 }
 
+/* Java client keys librdkafka does not know: serializer classes (streamml
+ * encodes Avro itself) are skipped; sasl.jaas.config's PLAIN/SCRAM login
+ * module becomes sasl.username / sasl.password. Returns 0 (not such a key),
+ * 1 (handled) or -1 (refused, e set). */
+static int java_key(struct cfg *c, const char *k, const char *v, const char *origin,
+                    struct err *e)
+{
+    static const char *const skipped[] = {"key.serializer", "value.serializer",
+                                          "key.deserializer", "value.deserializer",
+                                          "client.dns.lookup"};
+    char user[256], pass[CFG_VAL_MAX];
+
+    for (size_t i = 0; i < sizeof(skipped) / sizeof(skipped[0]); i++)
+        if (strcmp(k, skipped[i]) == 0) {
+            log_debug("config: %s (%s) is a Java client setting: not used", k, origin);
+            return 1;
+        }
+    if (strcmp(k, "sasl.jaas.config") != 0)
+        return 0;
+    {
+        const char *u = strstr(v, "username=\""), *p = strstr(v, "password=\"");
+        size_t un, pn;
+        if (!u || !p || (!strstr(v, "PlainLoginModule") && !strstr(v, "ScramLoginModule"))) {
+            err_set(e, ERR_CONFIG,
+                    "config: sasl.jaas.config (%s): only the PLAIN and SCRAM login modules "
+                    "with username=\"...\" password=\"...\" can be read; give "
+                    "sasl.username and sasl.password instead", origin);
+            return -1;
+        }
+        u += 10;
+        p += 10;
+        un = strcspn(u, "\"");
+        pn = strcspn(p, "\"");
+        if (un >= sizeof(user) || pn >= sizeof(pass) || !u[un] || !p[pn]) {
+            err_set(e, ERR_CONFIG, "config: sasl.jaas.config (%s): unterminated value", origin);
+            return -1;
+        }
+        snprintf(user, sizeof(user), "%.*s", (int)un, u);
+        snprintf(pass, sizeof(pass), "%.*s", (int)pn, p);
+        if (set_kafka(c, "sasl.username", user, origin, e) ||
+            set_kafka(c, "sasl.password", pass, origin, e))
+            return -1;
+        return 1;
+    }
+}
+
 /* One properties line; unknown non-kafka keys in a file are librdkafka
  * properties (Java client files carry bootstrap.servers etc. bare). */
 static int load_line(struct cfg *c, char *line, const char *origin, struct err *e)
@@ -377,8 +468,12 @@ static int load_line(struct cfg *c, char *line, const char *origin, struct err *
     k = trim(k);
     if (!*k)
         return err_set(e, ERR_CONFIG, "config: empty key (%s)", origin);
-    if (key_index(k) < 0 && strncmp(k, "kafka.", 6) != 0)
+    if (key_index(k) < 0 && strncmp(k, "kafka.", 6) != 0 && !looks_like_ours(k)) {
+        int j = java_key(c, k, v, origin, e);
+        if (j)
+            return j > 0 ? ERR_OK : e->code;
         return set_kafka(c, k, v, origin, e);
+    }
     return cfg_set(c, k, v, origin, e);
 }
 
@@ -446,8 +541,56 @@ static int load_env_kafka(struct cfg *c, struct err *e)
     return ERR_OK;
 }
 
+/* STREAMML_* variables that are not configuration keys: the config file, the
+ * tests' and the compose file's own (STREAMML_TEST_* as a prefix). */
+static const char *const env_other[] = {"STREAMML_CONFIG", "STREAMML_BUILD",
+                                        "STREAMML_BROKER_DEBUG", "STREAMML_KEEP_TEST_DIR",
+                                        "STREAMML_IMAGE"};
+
+/* A STREAMML_ variable that names no key is a typo, refused as on the command
+ * line (STREAMML_REDIS_PROT would otherwise be silently ignored). */
+static int check_env_names(struct err *e)
+{
+    extern char **environ;
+    static char names[NKEYS][128];
+    static const char *cands[NKEYS];
+
+    for (size_t i = 0; i < NKEYS; i++) {
+        env_name(keys[i].name, names[i], sizeof(names[i]));
+        cands[i] = names[i];
+    }
+    for (char **ep = environ; *ep; ep++) {
+        char var[128];
+        size_t n = strcspn(*ep, "="), i;
+        int known = 0;
+
+        if (strncmp(*ep, "STREAMML_", 9) != 0 || strncmp(*ep, "STREAMML_KAFKA__", 16) == 0 ||
+            strncmp(*ep, "STREAMML_TEST_", 14) == 0 || n >= sizeof(var))
+            continue;
+        memcpy(var, *ep, n);
+        var[n] = '\0';
+        for (i = 0; i < NKEYS && !known; i++)
+            known = strcmp(var, names[i]) == 0;
+        for (i = 0; i < sizeof(env_other) / sizeof(env_other[0]) && !known; i++)
+            known = strcmp(var, env_other[i]) == 0;
+        if (!known) {
+            const char *best = sug_closest(var, cands, NKEYS);
+            char hint[200] = "";
+            for (i = 0; best && i < NKEYS; i++)
+                if (cands[i] == best)
+                    snprintf(hint, sizeof(hint), "; did you mean %s (%s)?", best, keys[i].name);
+            return err_set(e, ERR_CONFIG,
+                           "config: environment variable %s names no configuration key%s "
+                           "(librdkafka properties: STREAMML_KAFKA__<PROP>)", var, hint);
+        }
+    }
+    return ERR_OK;
+}
+
 int cfg_load_env(struct cfg *c, struct err *e)
 {
+    if (check_env_names(e))
+        return e->code;
     for (size_t i = 0; i < NKEYS; i++) {
         char name[128], origin[160];
         const char *v;
@@ -484,7 +627,7 @@ int cfg_set_arg(struct cfg *c, const char *kv, struct err *e)
                        "config: -X %s: secrets are not accepted on the command line "
                        "(use the environment or a *_file key)", key);
     /* As in kcat, a bare -X property is a librdkafka property. */
-    if (i < 0 && strncmp(key, "kafka.", 6) != 0)
+    if (i < 0 && strncmp(key, "kafka.", 6) != 0 && !looks_like_ours(key))
         return set_kafka(c, key, eq + 1, "-X", e);
     return cfg_set(c, key, eq + 1, "-X", e);
 }
@@ -506,11 +649,55 @@ static int read_secret_file(struct cfg *c, const char *path, const char *key, st
     return cfg_set(c, key, buf, origin, e);
 }
 
+/* Default data paths (schemas/, models/...) are relative to the repository
+ * or the image's working directory. Run from anywhere else, a default that is
+ * not found there is looked for beside the program (the repository when it is
+ * build/streamml, PREFIX/share/streamml when installed) and in the installed
+ * data directory /usr/share/streamml. A path the user gave is left as given. */
+static int find_data_paths(struct cfg *c, struct err *e)
+{
+    static const char *const data_keys[] = {"schemas.dir", "model.gbdt", "model.scorecard",
+                                            "images.model", "clickstream.model"};
+    char exe[4096], dirs[3][4200], cand[8400], origin[4300];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    int nd = 0;
+
+    if (n > 0) {
+        exe[n] = '\0';
+        *strrchr(exe, '/') = '\0';
+        snprintf(dirs[nd++], sizeof(dirs[0]), "%s/..", exe);
+        snprintf(dirs[nd++], sizeof(dirs[0]), "%s/../share/streamml", exe);
+    }
+    snprintf(dirs[nd++], sizeof(dirs[0]), "/usr/share/streamml");
+    for (size_t k = 0; k < sizeof(data_keys) / sizeof(data_keys[0]); k++) {
+        int i = key_index(data_keys[k]);
+        const char *v = c->val[i];
+        if (strcmp(c->origin[i], "default") != 0 || !*v || *v == '/' || access(v, F_OK) == 0)
+            continue;
+        for (int d = 0; d < nd; d++) {
+            char *real;
+            snprintf(cand, sizeof(cand), "%s/%s", dirs[d], v);
+            if (access(cand, F_OK) != 0 || !(real = realpath(cand, NULL)))
+                continue;
+            snprintf(origin, sizeof(origin), "default, found under %.4000s", dirs[d]);
+            if (replace(&c->val[i], real) || replace(&c->origin[i], origin)) {
+                free(real);
+                return err_set(e, ERR_NOMEM, "config: out of memory");
+            }
+            free(real);
+            break;
+        }
+    }
+    return ERR_OK;
+}
+
 int cfg_finish(struct cfg *c, struct err *e)
 {
     const char *pf = cfg_str(c, "redis.password_file");
     const char *be = cfg_str(c, "state.backend");
 
+    if (find_data_paths(c, e))
+        return e->code;
     if (*pf && read_secret_file(c, pf, "redis.password", e))
         return e->code;
     if (*cfg_str(c, "schema.registry.password_file") &&
@@ -534,6 +721,8 @@ int cfg_finish(struct cfg *c, struct err *e)
     evt_set_max_future_skew_ms(cfg_int(c, "worker.max_future_skew_ms"));
     /* Every Redis user logs in as the configured ACL user (redis_conn.h). */
     rc_set_default_username(cfg_str(c, "redis.username"));
+    /* Every state store opened from this configuration uses the cluster. */
+    rcl_set_default_nodes(cfg_str(c, "redis.nodes"));
     feat_set_dedup_horizon_ms(cfg_int(c, "state.dedup_horizon_ms"));
     return ERR_OK;
 }

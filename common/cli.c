@@ -1,9 +1,11 @@
 #include "cli.h"
 
+#include <stdarg.h>
 #include <string.h>
 
 #include "kafka.h"
 #include "log.h"
+#include "suggest.h"
 
 int cli_opt(struct cli *c, int opt, const char *arg)
 {
@@ -62,6 +64,35 @@ struct cfg *cli_load(struct cli *c, const char *component)
     return cf;
 }
 
+void cli_usage_error(const char *cmd, const struct option *lo, char **argv)
+{
+    const char *names[128], *bad = argv && optind > 0 ? argv[optind - 1] : NULL, *best = NULL;
+    char word[128];
+    size_t n = 0;
+
+    if (bad && strncmp(bad, "--", 2) == 0 && !optopt) {
+        snprintf(word, sizeof(word), "%.*s", (int)strcspn(bad + 2, "="), bad + 2);
+        for (; lo && lo[n].name && n < 128; n++)
+            names[n] = lo[n].name;
+        best = sug_closest(word, names, n);
+    }
+    if (best)
+        fprintf(stderr, "did you mean --%s? see %s --help\n", best, cmd);
+    else
+        fprintf(stderr, "see %s --help\n", cmd);
+}
+
+void cli_usage_msg(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nsee %s --help\n", cmd);
+}
+
 void cli_version(FILE *out)
 {
     fprintf(out, "streamml %s (librdkafka %s, avro-c 1.11, xgboost JSON 1.x-3.x, "
@@ -80,9 +111,13 @@ int cli_parse(struct cli *c, int argc, char **argv, void (*usage)(FILE *out))
             cli_version(stdout);
             return 0;
         }
-        if (r == 0) {
-            usage(opt == 'h' ? stdout : stderr);
-            return opt == 'h' ? 0 : 2;
+        if (r == 0 && opt == 'h') {
+            usage(stdout);
+            return 0;
+        }
+        if (r == 0) { /* one line, not the whole help */
+            cli_usage_error(argv[0], lo, argv);
+            return 2;
         }
     }
     return -1;

@@ -41,6 +41,14 @@ struct cfg *cli_load(struct cli *c, const char *component);
  * (the workers): -1 to go on, else the exit code (0 after --help or
  * --version, 2 on bad usage); usage(out) prints the command's help. */
 int cli_parse(struct cli *c, int argc, char **argv, void (*usage)(FILE *out));
+/* After getopt_long returned '?' (it printed what was wrong): one more line,
+ * a did-you-mean among lo's long options and where the help is, instead of
+ * the whole help text. cmd: "streamml replay", "streamml-transactions". */
+void cli_usage_error(const char *cmd, const struct option *lo, char **argv);
+/* A usage error of a command's own: "error: <msg>" and the same pointer to
+ * --help, one line each. */
+void cli_usage_msg(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* The consumer group: the configured librdkafka group.id, else dflt. */
 const char *cli_group_id(const struct cfg *cf, const char *dflt);
 /* Prints the version line: streamml, librdkafka, avro-c, formats. */

@@ -77,6 +77,46 @@ static int put_reasons(avro_value_t *rec, const struct txn_prediction *p, struct
     return ERR_OK;
 }
 
+/* An optional array of n strings (fields added by issue 18: a registered
+ * schema from before it lacks them, and then they are left out). */
+static int put_opt_strs(avro_value_t *rec, const char *name, const char *base, size_t stride,
+                        int n, struct err *e)
+{
+    avro_value_t arr, item;
+
+    if (avro_value_get_by_name(rec, name, &arr, NULL) != 0)
+        return ERR_OK;
+    if (n < 0 || n > PRED_REASONS)
+        return err_set(e, ERR_DECODE, "field %s: %d items out of range [0, %d]", name, n,
+                       PRED_REASONS);
+    for (int i = 0; i < n; i++) {
+        if (avro_value_append(&arr, &item, NULL))
+            return avro_fail(e, ERR_DECODE, name);
+        if (set_fixed_str(&item, base + (size_t)i * stride, stride, name, e))
+            return e->code;
+    }
+    return ERR_OK;
+}
+
+/* The deciding model's reasons (features, values) and the scorecard's own. */
+static int put_explanation(avro_value_t *rec, const struct txn_prediction *p, struct err *e)
+{
+    avro_value_t arr, item;
+
+    if (put_opt_strs(rec, "reason_features", p->reason_features[0], sizeof(p->reason_features[0]),
+                     p->n_reasons, e) ||
+        put_opt_strs(rec, "scorecard_reasons", p->card_reasons[0], sizeof(p->card_reasons[0]),
+                     p->n_card_reasons, e))
+        return e->code;
+    if (avro_value_get_by_name(rec, "reason_values", &arr, NULL) != 0)
+        return ERR_OK;
+    for (int i = 0; i < p->n_reasons; i++)
+        if (avro_value_append(&arr, &item, NULL) ||
+            avro_value_set_double(&item, p->reason_values[i]))
+            return avro_fail(e, ERR_DECODE, "reason_values");
+    return ERR_OK;
+}
+
 static int put_prediction(avro_value_t *r, const struct txn_prediction *p, struct err *e)
 {
     avro_value_t v;
@@ -100,7 +140,7 @@ static int put_prediction(avro_value_t *r, const struct txn_prediction *p, struc
     if (avro_value_get_by_name(r, "variant", &v, NULL) == 0 &&
         set_fixed_str(&v, p->variant, sizeof(p->variant), "variant", e))
         return e->code;
-    return ERR_OK;
+    return put_explanation(r, p, e);
 }
 
 int codec_encode_prediction(struct codec *c, const struct txn_prediction *p, struct buf *out,

@@ -1,5 +1,6 @@
 #include "covis.h"
 #include "evtime.h"
+#include "redis_cluster.h"
 #include "redis_conn.h"
 
 #include <errno.h>
@@ -83,7 +84,9 @@ static const char update_script[] =
     "return {counted, dup, fenced}\n";
 
 struct cov {
-    struct rc *rc;
+    struct rc *rc;  /* one server */
+    struct rcl *cl; /* or a cluster (redis.nodes) */
+    struct rc *cur; /* the connection in use */
     char *prefix;
     int ttl_s;
     double half_life_s;
@@ -114,12 +117,19 @@ int cov_open(struct cov **out, const struct cov_opts *o, struct err *e)
                err_set(e, ERR_CONFIG, "trending half life %g s: must be > 0", o->half_life_s);
     struct rc_opts ro = {.host = o->host, .port = o->port, .username = o->username,
                          .password = o->password, .timeout_ms = o->timeout_ms};
+    const char *nodes = rcl_default_nodes();
+    char tagged[KEY_MAX];
 
-    if (!c || !(c->prefix = dup_or(o->prefix, ""))) {
+    /* Redis Cluster: one update is one script over the global trending set,
+     * the items' sets and the partitions' applied offsets, so every key
+     * shares the hash tag {cv} (after the prefix): all live on one master,
+     * and the epoch key there is that slot's copy (docs/delivery.md). */
+    snprintf(tagged, sizeof(tagged), "%.200s{cv}", o->prefix ? o->prefix : "");
+    if (!c || !(c->prefix = dup_or(nodes ? tagged : o->prefix, ""))) {
         cov_close(c);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
-    if (rc_open(&c->rc, &ro, e)) {
+    if (nodes ? rcl_open(&c->cl, nodes, &ro, e) : rc_open(&c->rc, &ro, e)) {
         cov_close(c);
         return e ? e->code : ERR_CONFIG;
     }
@@ -134,6 +144,7 @@ void cov_close(struct cov *c)
     if (!c)
         return;
     rc_close(c->rc);
+    rcl_close(c->cl);
     free(c->prefix);
     free(c->argv);
     free(c->argvlen);
@@ -147,11 +158,20 @@ void cov_close(struct cov *c)
 
 static int lost(struct cov *c, const char *what, struct err *e)
 {
-    return rc_lost(c->rc, what, e);
+    if (c->cl)
+        rcl_invalidate(c->cl);
+    return rc_lost(c->cur, what, e);
 }
 
+/* The connection: the server's, or the master of the {cv} slot. */
 static int connect_once(struct cov *c, struct err *e)
 {
+    if (c->cl) {
+        char key[KEY_MAX];
+        int n = snprintf(key, sizeof(key), "%strending", c->prefix);
+        return rcl_node(c->cl, rcl_keyslot(key, (size_t)n), &c->cur, e);
+    }
+    c->cur = c->rc;
     return rc_connect(c->rc, e);
 }
 
@@ -188,9 +208,18 @@ static void arg(struct cov *c, size_t *k, const char *s)
  * retrying will not help), naming the command. */
 static int reply_error(struct cov *c, redisReply *r, const char *what, struct err *e)
 {
-    err_set(e, ERR_CONFIG, "redis %s (%s:%d): %s", what, rc_host(c->rc), rc_port(c->rc), r->str);
+    char host[256];
+    int port, code = ERR_CONFIG;
+
+    /* a cluster's slot moved or migrating, a failover under way: retry */
+    if (c->cl && (rcl_redirect(c->cl, r->str, host, sizeof(host), &port) ||
+                  rc_reply_code(r->str) == ERR_RETRY)) {
+        code = ERR_RETRY;
+        rcl_invalidate(c->cl);
+    }
+    err_set(e, code, "redis %s (%s:%d): %s", what, rc_host(c->cur), rc_port(c->cur), r->str);
     freeReplyObject(r);
-    return ERR_CONFIG;
+    return code;
 }
 
 /* Maps clicks to their partition's slot (pidx, 1-based; 0 for a click
@@ -301,7 +330,7 @@ static int update_chunk(struct cov *c, size_t n, const struct cov_click *clicks,
     arg(c, &k, c->nums[0]);
     build_keys(c, n, clicks, np, &k);
     build_args(c, n, clicks, np, &k);
-    r = redisCommandArgv(rc_ctx(c->rc), (int)k, c->argv, c->argvlen);
+    r = redisCommandArgv(rc_ctx(c->cur), (int)k, c->argv, c->argvlen);
     if (!r)
         return lost(c, "EVAL (co-visitation update)", e);
     if (r->type == REDIS_REPLY_ERROR)
@@ -369,18 +398,18 @@ static int covisited_unguarded(struct cov *c, size_t n, const int64_t *items, in
         if (items[i] < 0)
             continue;
         snprintf(key, sizeof(key), "%scv:%" PRId64, c->prefix, items[i]);
-        if (redisAppendCommand(rc_ctx(c->rc), "ZREVRANGE %s 0 %d", key, k - 1) != REDIS_OK)
+        if (redisAppendCommand(rc_ctx(c->cur), "ZREVRANGE %s 0 %d", key, k - 1) != REDIS_OK)
             return lost(c, "ZREVRANGE", e);
     }
     for (size_t i = 0; i < n; i++) {
         redisReply *r = NULL;
         if (items[i] < 0)
             continue;
-        if (redisGetReply(rc_ctx(c->rc), (void **)&r) != REDIS_OK || !r)
+        if (redisGetReply(rc_ctx(c->cur), (void **)&r) != REDIS_OK || !r)
             return lost(c, "ZREVRANGE", e);
         if (r->type == REDIS_REPLY_ERROR) {
             rc = reply_error(c, r, "ZREVRANGE", e);
-            rc_drop(c->rc); /* replies of the rest are still queued */
+            rc_drop(c->cur); /* replies of the rest are still queued */
             return rc;
         }
         counts[i] = members(r, out + i * (size_t)k, k);
@@ -399,7 +428,7 @@ static int trending_unguarded(struct cov *c, int k, int64_t *out, int *n, struct
     if ((rc = connect_once(c, e)))
         return rc;
     snprintf(key, sizeof(key), "%strending", c->prefix);
-    r = redisCommand(rc_ctx(c->rc), "ZREVRANGE %s 0 %d", key, k - 1);
+    r = redisCommand(rc_ctx(c->cur), "ZREVRANGE %s 0 %d", key, k - 1);
     if (!r)
         return lost(c, "ZREVRANGE trending", e);
     if (r->type == REDIS_REPLY_ERROR)

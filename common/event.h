@@ -69,7 +69,11 @@ struct txn_prediction {
     double score_probability;   /* scorecard P(bad) */
     char decision[16];          /* approve|review|decline */
     int n_reasons;
-    char reasons[PRED_REASONS][48];
+    char reasons[PRED_REASONS][96];     /* the deciding gbdt's reason texts, worst first */
+    char reason_features[PRED_REASONS][48]; /* their features */
+    double reason_values[PRED_REASONS]; /* their TreeSHAP values (log-odds towards bad) */
+    int n_card_reasons;                 /* the scorecard's reason codes, labelled as its own */
+    char card_reasons[PRED_REASONS][48];
     char feature_hash[17];      /* 16 hex digits of a 64-bit hash of the vector */
     bool degraded;              /* state could not be read: scored on partial state */
     bool redelivered;           /* the state already held this event (at-least-once) */

@@ -49,7 +49,7 @@
 
 /* The JSON arrays of one tree, all of length n. */
 struct tree_src {
-    json_t *left, *right, *feat, *cond, *dflt, *type;
+    json_t *left, *right, *feat, *cond, *dflt, *type, *hess;
     size_t n, index;
 };
 
@@ -143,7 +143,7 @@ static int grow_nodes(struct loader *L, size_t extra)
     struct gbdt *g = L->g;
     size_t cap = g->cap_nodes ? g->cap_nodes : 1024;
     struct node *nn;
-    float *lv;
+    float *lv, *cv;
 
     if (g->n_nodes + extra > UINT32_MAX / 2)
         return bad(L, "more than %u nodes", UINT32_MAX / 2);
@@ -155,9 +155,12 @@ static int grow_nodes(struct loader *L, size_t extra)
     if (nn)
         g->nodes = nn;
     lv = nn ? realloc(g->leaf, cap * sizeof(*lv)) : NULL;
-    if (!lv)
+    if (lv)
+        g->leaf = lv;
+    cv = lv ? realloc(g->cover, cap * sizeof(*cv)) : NULL;
+    if (!cv)
         return err_set(L->e, ERR_NOMEM, "%s: out of memory", L->src);
-    g->leaf = lv;
+    g->cover = cv;
     g->cap_nodes = cap;
     return ERR_OK;
 }
@@ -184,6 +187,9 @@ static int tree_arrays(struct loader *L, json_t *t, size_t ti, struct tree_src *
         return bad(L, "trees[%zu].split_type: not %zu long like left_children", ti, ts->n);
     if (bw && json_array_size(bw) != ts->n)
         return bad(L, "trees[%zu].base_weights: not %zu long like left_children", ti, ts->n);
+    ts->hess = json_object_get(t, "sum_hessian");
+    if (ts->hess && json_array_size(ts->hess) != ts->n)
+        return bad(L, "trees[%zu].sum_hessian: not %zu long like left_children", ti, ts->n);
     if (ts->n > UINT32_MAX / 4)
         return bad(L, "trees[%zu]: too many nodes", ti);
     return grow_scratch(L, ts->n);
@@ -224,6 +230,9 @@ static int build_node(struct loader *L, const struct tree_src *ts, size_t s, uin
                    v);
     out->thr = (float)v;
     L->g->leaf[L->g->n_nodes + at] = (float)v;
+    L->g->cover[L->g->n_nodes + at] = NAN;
+    if (ts->hess && num_value(json_array_get(ts->hess, s), &v) == 0 && v >= 0 && v <= FLT_MAX)
+        L->g->cover[L->g->n_nodes + at] = (float)v;
     if (l == -1 && r == -1) {
         out->thr = NAN;
         out->meta = 0;
@@ -616,6 +625,7 @@ void gbdt_close(struct gbdt *g)
     free(g->names);
     free(g->nodes);
     free(g->leaf);
+    free(g->cover);
     free(g->roots);
     free(g->depth);
     free(g->heap.thr);
@@ -649,6 +659,33 @@ const char *gbdt_feature_name(const struct gbdt *g, size_t i)
 double gbdt_base_score(const struct gbdt *g)
 {
     return g->base_score;
+}
+
+double gbdt_base_margin(const struct gbdt *g)
+{
+    return g->base_margin;
+}
+
+size_t gbdt_tree_size(const struct gbdt *g, size_t t)
+{
+    if (t >= g->n_trees)
+        return 0;
+    return (t + 1 < g->n_trees ? g->roots[t + 1] : g->n_nodes) - g->roots[t];
+}
+
+void gbdt_tree_node(const struct gbdt *g, size_t t, size_t i, struct gbdt_node *out)
+{
+    uint32_t root = g->roots[t], at = root + (uint32_t)i;
+    const struct node *n = &g->nodes[at];
+    int leaf = n->kids == at;
+
+    out->leaf = leaf;
+    out->feature = leaf ? 0 : n->meta & NODE_FEAT_MASK;
+    out->default_left = !(n->meta & NODE_DEFAULT_RIGHT);
+    out->thr = n->thr;
+    out->left = leaf ? 0 : n->kids - root;
+    out->value = g->leaf[at];
+    out->cover = g->cover[at];
 }
 
 enum gbdt_isa gbdt_isa(const struct gbdt *g)

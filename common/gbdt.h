@@ -36,6 +36,26 @@ size_t gbdt_max_depth(const struct gbdt *g);
 /* Model feature name i, or NULL when the model has no feature_names. */
 const char *gbdt_feature_name(const struct gbdt *g, size_t i);
 double gbdt_base_score(const struct gbdt *g); /* as a probability */
+/* The base margin every row starts from (log-odds of the base score, in
+ * float as the kernels add it). */
+double gbdt_base_margin(const struct gbdt *g);
+
+/* Read-only view of one tree for explainers (common/treeshap.c). Nodes are
+ * numbered 0 (the root) to gbdt_tree_size() - 1 breadth-first; an inner
+ * node's children are adjacent, left then right, and come after it. */
+struct gbdt_node {
+    int leaf;            /* 1: a leaf, value holds its output */
+    int default_left;    /* a missing value goes left */
+    unsigned feature;    /* split feature (inner nodes) */
+    unsigned left;       /* index of the left child; right is left + 1 */
+    float thr;           /* goes right when x >= thr */
+    float value;         /* leaf output */
+    float cover;         /* the file's sum_hessian; NaN when it has none */
+};
+/* Nodes of tree t (t < gbdt_num_trees()); 0 for t out of range. */
+size_t gbdt_tree_size(const struct gbdt *g, size_t t);
+/* Fills *out with node i of tree t; both must be in range. */
+void gbdt_tree_node(const struct gbdt *g, size_t t, size_t i, struct gbdt_node *out);
 
 /* Sum of leaves + base margin for one row of gbdt_num_features() floats. */
 double gbdt_margin(const struct gbdt *g, const float *x);

@@ -102,6 +102,7 @@ struct rowq {
 struct gbdt {
     struct node *nodes;
     float *leaf; /* leaf[i]: value of node i when it is a leaf */
+    float *cover; /* cover[i]: node i's sum_hessian (NaN when the file has none): explainers */
     size_t n_nodes, cap_nodes;
     uint32_t *roots, *depth; /* per tree */
     size_t n_trees, n_features, max_depth;

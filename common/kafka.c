@@ -90,13 +90,74 @@ static struct kq_pos pos_unpack(void *opaque)
     return p;
 }
 
+/* librdkafka repeats a failing connection's lines every retry (9+ lines for
+ * an unreachable broker, the log line and the error callback alternating):
+ * a line already printed in the last 60 s (compared up to its "(after Nms
+ * ..." detail; the last 8 kept) is counted, not printed; the count comes
+ * with the line when it is printed again. Any thread (mutex). */
+#define REP_SLOTS 8
+static pthread_mutex_t rep_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char key[256];
+    unsigned long count;
+    int64_t since_ms;
+} rep[REP_SLOTS];
+static unsigned rep_next;
+
+/* 1: suppress; else *repeated = how many were suppressed since it was shown. */
+static int log_repeated(const char *fac, const char *buf, unsigned long *repeated)
+{
+    char key[256];
+    struct timespec ts;
+    int64_t now;
+    int dup = 0;
+    unsigned i;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    snprintf(key, sizeof(key), "%s: %.*s", fac, (int)strcspn(buf, "("), buf);
+    *repeated = 0;
+    pthread_mutex_lock(&rep_lock);
+    for (i = 0; i < REP_SLOTS && strcmp(rep[i].key, key) != 0; i++)
+        ;
+    if (i < REP_SLOTS && now - rep[i].since_ms < 60000) {
+        rep[i].count++;
+        dup = 1;
+    } else {
+        if (i == REP_SLOTS)
+            i = rep_next++ % REP_SLOTS;
+        else
+            *repeated = rep[i].count;
+        snprintf(rep[i].key, sizeof(rep[i].key), "%s", key);
+        rep[i].count = 0;
+        rep[i].since_ms = now;
+    }
+    pthread_mutex_unlock(&rep_lock);
+    return dup;
+}
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
+    unsigned long n = 0;
+    char more[64] = "";
+
     (void)rk;
+    /* One property set serves the consumer and the producer of a worker, so
+     * -X group.id is meant for the consumer: librdkafka's note that the
+     * producer ignores it (and the reverse) is no warning for the user. */
+    if (strcmp(fac, "CONFWARN") == 0 && (strstr(buf, "ignored by this producer instance") ||
+                                         strstr(buf, "ignored by this consumer instance"))) {
+        log_debug("rdkafka %s: %s", fac, buf);
+        return;
+    }
+    if (level <= LOG_INFO && log_repeated(fac, buf, &n))
+        return;
+    if (n)
+        snprintf(more, sizeof(more), " (and %lu times more in the last minute)", n);
     if (level <= LOG_ERR)
-        log_error("rdkafka %s: %s", fac, buf);
+        log_error("rdkafka %s: %s%s", fac, buf, more);
     else if (level <= LOG_WARNING)
-        log_warn("rdkafka %s: %s", fac, buf);
+        log_warn("rdkafka %s: %s%s", fac, buf, more);
     else if (level <= LOG_INFO)
         log_info("rdkafka %s: %s", fac, buf);
     else
@@ -123,7 +184,12 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         return;
     }
     q->st.consumer_errors++;
-    log_warn("kafka %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+    {
+        unsigned long n = 0;
+        const char *name = rd_kafka_err2name((rd_kafka_resp_err_t)err);
+        if (!log_repeated(name, reason, &n))
+            log_warn("kafka %s: %s%s", name, reason, n ? " (repeated in the last minute)" : "");
+    }
 }
 
 /* ---- offset tracking ---- */

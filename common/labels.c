@@ -1,6 +1,8 @@
 /* Labels joined to predictions: a second, small Redis user beside
- * state_redis.c (its connection from redis_conn.c) (plain SET/GETDEL keys, none of the state's Lua), plus a
- * consumer of the labels topic through kq_ and codec_. */
+ * state_redis.c (its connection from redis_conn.c; on a Redis Cluster,
+ * redis.nodes, its keys routed and pipelined per master by redis_cluster.c):
+ * plain SET/GETDEL keys, none of the state's Lua, plus a consumer of the
+ * labels topic through kq_ and codec_. */
 #include "labels.h"
 
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include "event.h"
 #include "kafka.h"
 #include "log.h"
+#include "redis_cluster.h"
 #include "redis_conn.h"
 
 #define QUEUE_MAX 1000000   /* predictions waiting for labels_flush */
@@ -31,7 +34,8 @@ struct queued {
 struct labels {
     struct kq *q;
     struct codec *cd;
-    struct rc *rc;
+    struct rc *rc;  /* one server */
+    struct rcl *cl; /* or a cluster (redis.nodes): keys routed one by one */
     char *prefix, *model;
     int ttl_s;
     struct queued *queue;
@@ -48,9 +52,10 @@ static int lost(struct labels *l, const char *what, struct err *e)
     return rc_lost(l->rc, what, e);
 }
 
+/* On a cluster the connections are rcl_pipeline's. */
 static int connect_redis(struct labels *l, struct err *e)
 {
-    return rc_connect(l->rc, e);
+    return l->cl ? ERR_OK : rc_connect(l->rc, e);
 }
 
 static size_t key_of(const struct labels *l, const char *id, char *key)
@@ -78,11 +83,60 @@ void labels_remember(struct labels *l, const char *event_id, double score)
     l->st.remembered++;
 }
 
+/* ---- Redis Cluster: the same commands, pipelined per master ---- */
+
+struct cl_ctx {
+    struct labels *l;
+    const struct got *g;
+    struct mon *m;
+    char key[KEY_MAX], val[32], ttl[16];
+    size_t joined, failed;
+};
+
+static size_t key_of(const struct labels *l, const char *id, char *key);
+
+static int cl_set_cmd(void *ctx, size_t i, const char **argv, size_t *argvlen)
+{
+    struct cl_ctx *x = ctx;
+
+    argv[0] = "SET";
+    argv[1] = x->key;
+    argvlen[1] = key_of(x->l, x->l->queue[i].id, x->key);
+    snprintf(x->val, sizeof(x->val), "%.17g", x->l->queue[i].score);
+    snprintf(x->ttl, sizeof(x->ttl), "%d", x->l->ttl_s);
+    argv[2] = x->val;
+    argv[3] = "EX";
+    argv[4] = x->ttl;
+    for (int k = 0; k < 5; k++)
+        if (k != 1)
+            argvlen[k] = strlen(argv[k]);
+    return 5;
+}
+
+static void cl_set_reply(void *ctx, size_t i, const redisReply *r)
+{
+    (void)i;
+    ((struct cl_ctx *)ctx)->failed += r->type == REDIS_REPLY_ERROR;
+}
+
+static int cluster_sets(struct labels *l, struct err *e)
+{
+    struct cl_ctx x = {.l = l};
+    size_t done;
+    int rc = rcl_pipeline(l->cl, l->nq, cl_set_cmd, cl_set_reply, &x, &done, e);
+
+    if (rc == ERR_OK && x.failed)
+        rc = err_set(e, ERR_IO, "redis SET pending: %zu refused", x.failed);
+    return rc;
+}
+
 static int pipeline_sets(struct labels *l, struct err *e)
 {
     char key[KEY_MAX], val[32];
     redisReply *r;
 
+    if (l->cl)
+        return cluster_sets(l, e);
     for (size_t i = 0; i < l->nq; i++) {
         size_t kl = key_of(l, l->queue[i].id, key);
         snprintf(val, sizeof(val), "%.17g", l->queue[i].score);
@@ -168,6 +222,29 @@ static int read_label(struct labels *l, const struct kq_msg *m, struct got *g)
     return rc;
 }
 
+static int cl_getdel_cmd(void *ctx, size_t i, const char **argv, size_t *argvlen)
+{
+    struct cl_ctx *x = ctx;
+
+    argv[0] = "GETDEL";
+    argvlen[0] = 6;
+    argv[1] = x->key;
+    argvlen[1] = key_of(x->l, x->g[i].id, x->key);
+    return 2;
+}
+
+static void cl_getdel_reply(void *ctx, size_t i, const redisReply *r)
+{
+    struct cl_ctx *x = ctx;
+
+    if (r->type == REDIS_REPLY_STRING) {
+        mon_observe_label(x->m, strtod(r->str, NULL), x->g[i].label);
+        x->joined++;
+    } else {
+        x->l->st.unmatched++;
+    }
+}
+
 /* GETDEL of each label's pending prediction, pipelined; feeds m. */
 static size_t join(struct labels *l, const struct got *g, size_t n, struct mon *m)
 {
@@ -178,7 +255,11 @@ static size_t join(struct labels *l, const struct got *g, size_t n, struct mon *
     redisReply *r;
 
     rc_sigpipe_block(&old);
-    if (connect_redis(l, &e) == ERR_OK) {
+    if (l->cl) {
+        struct cl_ctx x = {.l = l, .g = g, .m = m};
+        (void)rcl_pipeline(l->cl, n, cl_getdel_cmd, cl_getdel_reply, &x, &got, &e);
+        joined = x.joined;
+    } else if (connect_redis(l, &e) == ERR_OK) {
         for (i = 0; i < n; i++) {
             size_t kl = key_of(l, g[i].id, key);
             if (redisAppendCommand(rc_ctx(l->rc), "GETDEL %b", key, kl) != REDIS_OK)
@@ -258,7 +339,8 @@ struct labels *labels_open(const struct labels_opts *o, struct err *e)
         err_set(e, ERR_NOMEM, "labels: out of memory");
         goto fail;
     }
-    if (rc_open(&l->rc, &ro, e))
+    if (rcl_default_nodes() ? rcl_open(&l->cl, rcl_default_nodes(), &ro, e)
+                            : rc_open(&l->rc, &ro, e))
         goto fail;
     if (!(l->cd = codec_open(o->schemas_dir, e)) || !(l->q = kq_open(&ko, e)))
         goto fail;
@@ -308,6 +390,7 @@ void labels_close(struct labels *l)
     kq_close(l->q, 2000, NULL);
     codec_close(l->cd);
     rc_close(l->rc);
+    rcl_close(l->cl);
     buf_free(&l->json);
     free(l->queue);
     free(l->prefix);

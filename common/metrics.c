@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <jansson.h>
+#include <dirent.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <pthread.h>
@@ -10,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -26,6 +29,8 @@ static const char *const counter_names[METRICS_NCOUNTERS][2] = {
     {"streamml_degraded_total", "Predictions scored degraded (state store unreachable)"},
     {"streamml_alerts_total", "Monitoring alert events published"},
     {"streamml_ungradable_total", "Images that could not be graded (images worker; reason on the prediction)"},
+    {"streamml_explanations_total", "Predictions explained by the deciding model (TreeSHAP reason codes)"},
+    {"streamml_explain_seconds_total", "Time spent explaining them"},
 };
 
 struct gauges {                     /* copied from the monitor, under lock */
@@ -214,8 +219,12 @@ static void render_counters(struct metrics *m, FILE *f)
 
     for (int c = 0; c < METRICS_NCOUNTERS; c++) {
         head(f, counter_names[c][0], "counter", counter_names[c][1]);
-        fprintf(f, "%s %llu\n", counter_names[c][0],
-                (unsigned long long)atomic_load(&m->counter[c]));
+        if (c == METRICS_EXPLAIN_NS) /* added in ns, shown in the base unit */
+            fprintf(f, "%s %.9f\n", counter_names[c][0],
+                    (double)atomic_load(&m->counter[c]) / 1e9);
+        else
+            fprintf(f, "%s %llu\n", counter_names[c][0],
+                    (unsigned long long)atomic_load(&m->counter[c]));
     }
     head(f, "streamml_processing_latency_seconds", "histogram",
          "Poll to produce, inside the worker");
@@ -271,12 +280,66 @@ static void render_monitor(const struct gauges *g, FILE *f)
           g->auc);
     gauge(f, "streamml_disparate_impact", "Lowest over highest approval rate of the fairness "
           "groups (NaN: no fairness check)", g->di);
-    gauge(f, "streamml_monitor_windows", "Windows evaluated", (double)g->windows);
+    head(f, "streamml_monitor_windows_total", "counter", "Monitoring windows evaluated");
+    fprintf(f, "streamml_monitor_windows_total %.17g\n", (double)g->windows);
     head(f, "streamml_monitor_check_level", "gauge", "Worst level per check: 0 OK, 1 WARNING, "
                                                      "2 CRITICAL");
     for (int c = 0; c < MON_NCHECKS; c++)
         fprintf(f, "streamml_monitor_check_level{check=\"%s\"} %d\n",
                 mon_check_name((enum mon_check)c), g->level[c]);
+}
+
+/* The process_* metrics every Prometheus client library exports, from
+ * /proc/self as the Go and Python clients read them. A file that cannot be
+ * read leaves its metric out rather than reporting a made-up value. */
+static void render_process(FILE *f)
+{
+    long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    unsigned long long ut = 0, st = 0, start = 0, vsize = 0;
+    long long rss = 0;
+    char buf[1024], *p;
+    struct rlimit rl;
+    FILE *in = fopen("/proc/self/stat", "r");
+    size_t n = in ? fread(buf, 1, sizeof(buf) - 1, in) : 0;
+    long fds = 0;
+    DIR *d;
+
+    if (in)
+        fclose(in);
+    buf[n] = '\0';
+    /* Fields after the command name, which may hold spaces: from the last ')'. */
+    if (n && (p = strrchr(buf, ')')) &&
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                      "%*d %*d %llu %llu %lld", &ut, &st, &start, &vsize, &rss) == 5 && tck > 0) {
+        struct timespec now, up;
+        head(f, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in "
+                                                        "seconds.");
+        fprintf(f, "process_cpu_seconds_total %.17g\n", (double)(ut + st) / (double)tck);
+        head(f, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+        fprintf(f, "process_virtual_memory_bytes %llu\n", vsize);
+        head(f, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        fprintf(f, "process_resident_memory_bytes %lld\n", rss * page);
+        /* start is in ticks since boot: now - uptime + start = wall time. */
+        if (clock_gettime(CLOCK_REALTIME, &now) == 0 && clock_gettime(CLOCK_BOOTTIME, &up) == 0) {
+            double boot = (double)now.tv_sec + now.tv_nsec / 1e9 - (double)up.tv_sec -
+                          up.tv_nsec / 1e9;
+            head(f, "process_start_time_seconds", "gauge", "Start time of the process since unix "
+                                                           "epoch in seconds.");
+            fprintf(f, "process_start_time_seconds %.3f\n", boot + (double)start / (double)tck);
+        }
+    }
+    if ((d = opendir("/proc/self/fd"))) {
+        struct dirent *de;
+        while ((de = readdir(d)))
+            fds += de->d_name[0] != '.';
+        closedir(d);
+        head(f, "process_open_fds", "gauge", "Number of open file descriptors.");
+        fprintf(f, "process_open_fds %ld\n", fds - 1); /* less the one reading the dir */
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        head(f, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        fprintf(f, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
 }
 
 static void render(struct metrics *m, FILE *f)
@@ -304,6 +367,7 @@ static void render(struct metrics *m, FILE *f)
     if (m->g.have)
         render_monitor(&m->g, f);
     pthread_mutex_unlock(&m->lock);
+    render_process(f);
 }
 
 int metrics_render(struct metrics *m, char **out, size_t *len, struct err *e)

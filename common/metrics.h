@@ -31,6 +31,8 @@ enum metrics_counter {
     METRICS_DEGRADED,          /* streamml_degraded_total: predictions scored degraded */
     METRICS_ALERTS,            /* streamml_alerts_total: alert events published */
     METRICS_UNGRADABLE,        /* streamml_ungradable_total: images not gradable (images worker) */
+    METRICS_EXPLANATIONS,      /* streamml_explanations_total: predictions explained (TreeSHAP) */
+    METRICS_EXPLAIN_NS,        /* streamml_explain_seconds_total: their CPU cost, added in ns */
     METRICS_NCOUNTERS
 };
 

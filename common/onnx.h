@@ -83,6 +83,16 @@ int onnx_run(struct onnx_model *m, const struct onnx_tensor *inputs, size_t n_in
 /* A named initializer (e.g. the final Linear weight, for class-activation
  * maps), owned by m; NULL if absent. */
 const struct onnx_tensor *onnx_initializer(const struct onnx_model *m, const char *name);
+/* Grad-CAM: the head after the last GlobalAveragePool, when it is a chain
+ * of Gemm/MatMul/Add (constants), Relu, and Dropout/Flatten/Reshape
+ * (identities at inference) up to a graph output. *feature = the pooled
+ * value's name (owned by m: keep it with onnx_open_keep to read the maps),
+ * layers[0..*n_layers) point into m's constants, *channels = the maps' C.
+ * ERR_CONFIG naming the node that does not fit. */
+struct cam_layer;
+int onnx_gradcam_head(const struct onnx_model *m, const char **feature, struct cam_layer *layers,
+                      size_t cap, size_t *n_layers, int *channels, struct err *e);
+
 /* metadata_props value for key, owned by m; NULL if absent. */
 const char *onnx_metadata(const struct onnx_model *m, const char *key);
 

@@ -10,6 +10,7 @@
 #include "onnx.h"
 #include "onnx.pb-c.h" /* generated in $(BUILD)/gen */
 
+#define ONNX_MAX_THREADS 16 /* onnx_set_threads' bound, onnx_parallel's jobs */
 #define ONNX_MAX_IO 64                    /* inputs or outputs of one node */
 #define ONNX_MAX_ELEMS (INT64_C(1) << 28) /* elements of one tensor (1 GiB of float32) */
 
@@ -109,6 +110,8 @@ struct onnx_model {
 
 const struct onnx_opdef *onnx_op_find(const char *name);
 
+/* Returns v's buffer to m's pool (freed when the pool cannot grow). */
+int onnx_buf_give(struct onnx_model *m, struct onnx_value *v);
 /* Input k of n (NULL when absent), output k's value. */
 const struct onnx_tensor *onnx_in(struct onnx_model *m, const struct onnx_node *n, int k);
 /* Gives output k a buffer for dtype/shape; NULL on ERR_NOMEM/ERR_INVALID. */

@@ -1,4 +1,5 @@
 #include "replay.h"
+#include "redis_cluster.h"
 #include "redis_conn.h"
 
 #include <ctype.h>
@@ -971,22 +972,12 @@ static void glob_escape(const char *s, char *out, size_t cap)
     out[j] = '\0';
 }
 
-int rp_redis_drop_prefix(const struct state_redis_opts *o, long *deleted, struct err *e)
+/* SCAN MATCH + UNLINK on one server. */
+static int drop_on(redisContext *c, const char *pattern, long *deleted, struct err *e)
 {
-    char pattern[600], cursor[32] = "0";
-    struct rc_sigpipe g;
-    struct rc *conn;
-    redisContext *c;
+    char cursor[32] = "0";
     int rc = ERR_OK;
 
-    *deleted = 0;
-    if (!o->prefix || !*o->prefix)
-        return err_set(e, ERR_CONFIG, "refusing to drop an empty Redis prefix");
-    if (!(conn = redis_connect(o, e)))
-        return e->code;
-    c = rc_ctx(conn);
-    rc_sigpipe_block(&g);
-    glob_escape(o->prefix, pattern, sizeof(pattern));
     do {
         redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
@@ -1005,6 +996,55 @@ int rp_redis_drop_prefix(const struct state_redis_opts *o, long *deleted, struct
         }
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0);
+    return rc;
+}
+
+/* Redis Cluster: every master scanned (a key lives on its slot's master). */
+static int drop_on_cluster(const struct state_redis_opts *o, const char *nodes,
+                           const char *pattern, long *deleted, struct err *e)
+{
+    struct rc_opts ro = {.username = o->username, .password = o->password,
+                         .timeout_ms = o->timeout_ms};
+    struct rcl *cl = NULL;
+    int rc = rcl_open(&cl, nodes, &ro, e);
+
+    if (rc == ERR_OK)
+        rc = rcl_refresh(cl, e);
+    for (size_t i = 0; rc == ERR_OK && i < rcl_n_nodes(cl); i++) {
+        int serves = 0;
+        for (unsigned s = 0; s < RCL_SLOTS && !serves; s++)
+            serves = rcl_node_index(cl, s) == (int)i;
+        if (!serves) /* a master of the past */
+            continue;
+        if ((rc = rc_connect(rcl_rc(cl, i), e)) == ERR_OK)
+            rc = drop_on(rc_ctx(rcl_rc(cl, i)), pattern, deleted, e);
+    }
+    rcl_close(cl);
+    return rc;
+}
+
+int rp_redis_drop_prefix(const struct state_redis_opts *o, long *deleted, struct err *e)
+{
+    char pattern[600];
+    struct rc_sigpipe g;
+    struct rc *conn;
+    const char *nodes = o->nodes ? o->nodes : rcl_default_nodes();
+    int rc;
+
+    *deleted = 0;
+    if (!o->prefix || !*o->prefix)
+        return err_set(e, ERR_CONFIG, "refusing to drop an empty Redis prefix");
+    glob_escape(o->prefix, pattern, sizeof(pattern));
+    if (nodes && *nodes) {
+        rc_sigpipe_block(&g);
+        rc = drop_on_cluster(o, nodes, pattern, deleted, e);
+        rc_sigpipe_restore(&g);
+        return rc;
+    }
+    if (!(conn = redis_connect(o, e)))
+        return e->code;
+    rc_sigpipe_block(&g);
+    rc = drop_on(rc_ctx(conn), pattern, deleted, e);
     rc_sigpipe_restore(&g);
     rc_close(conn);
     return rc;

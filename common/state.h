@@ -32,6 +32,8 @@ struct state_redis_opts {
     int64_t lost_flag_ms;      /* state.lost_flag_ms: a detected loss flags
                                   predictions this long; 0: until acknowledged
                                   (state_ack_lost) */
+    const char *nodes;         /* Redis Cluster seeds "host:port,..."; NULL: the
+                                  configured redis.nodes; "": single server */
     int lazy;                  /* an unreachable server is not an error at open:
                                   the first call connects (a wrong password or
                                   a refused script still is) */

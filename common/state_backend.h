@@ -51,6 +51,13 @@ struct state {
     _Atomic int64_t deadline_us; /* state_set_deadline (any thread); 0: none */
 };
 
+/* The Lua script of a chunk of puts (state_redis.c documents its layout);
+ * the cluster backend runs it per hash slot. */
+extern const char state_redis_put_script[];
+/* Redis Cluster (state_cluster.c): state_open_redis with redis.nodes. */
+struct state *state_open_redis_cluster(const struct state_redis_opts *o, const char *nodes,
+                                       struct err *e);
+
 /* The idempotence rule shared by every backend: a put is skipped when the
  * stored state already holds this partition at this offset or later. */
 static inline int state_put_is_stale(int32_t stored_p, int64_t stored_o, int32_t p, int64_t o)

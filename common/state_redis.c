@@ -34,6 +34,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "redis_cluster.h"
 #include "redis_conn.h"
 
 #define PREFIX_MAX 128
@@ -64,7 +65,7 @@ enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2 };
  * Numbers go to Redis as the strings they came in (a Lua number would be
  * formatted with snprintf per call), and the stored partition is compared
  * as the decimal string both sides write. */
-static const char put_script[] =
+const char state_redis_put_script[] =
     "local n, m, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]\n"
     "local expire = tonumber(ttl) > 0\n"
     "local fenced, top, topstr, res = {}, {}, {}, {}\n"
@@ -196,7 +197,7 @@ static int simple_cmd(struct state_redis *r, const char *what, int argc, const c
 
 static int load_script(struct state_redis *r, struct err *e)
 {
-    const char *argv[] = {"SCRIPT", "LOAD", put_script};
+    const char *argv[] = {"SCRIPT", "LOAD", state_redis_put_script};
     redisReply *rep = NULL;
     int rc = simple_cmd(r, "SCRIPT LOAD", 3, argv, &rep, e);
 
@@ -963,9 +964,14 @@ static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, st
 struct state *state_open_redis(const struct state_redis_opts *o, struct err *e)
 {
     static const struct state_redis_opts defaults = {0};
-    struct state_redis *r = calloc(1, sizeof(*r));
+    struct state_redis *r;
     struct sigpipe_guard g;
     int rc;
+    const char *nodes = o && o->nodes ? o->nodes : rcl_default_nodes();
+
+    if (nodes && *nodes) /* redis.nodes: Redis Cluster (state_cluster.c) */
+        return state_open_redis_cluster(o ? o : &defaults, nodes, e);
+    r = calloc(1, sizeof(*r));
 
     if (!r) {
         err_set(e, ERR_NOMEM, "redis: out of memory");

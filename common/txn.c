@@ -3,9 +3,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "gbdt.h"
+#include "metrics.h"
+#include "reasons.h"
 #include "scorecard.h"
+#include "treeshap.h"
 
 struct txn_scorer {
     struct gbdt *gb;
@@ -17,6 +22,14 @@ struct txn_scorer {
     size_t batch_cap;
     double review, decline;
     char name[64], version[32];
+    /* Explanations from the deciding gbdt for the decisions in explain */
+    struct treeshap *shap;
+    struct treeshap_ws *ws;
+    struct reasons *texts;
+    double *phi;
+    unsigned explain; /* bit d: explain decision d */
+    uint64_t explained, explain_ns;
+    struct metrics *metrics;
 };
 
 static const char *const decisions[3] = {"approve", "review", "decline"};
@@ -139,6 +152,71 @@ static int open_models(struct txn_scorer *s, const struct cfg *cf, const char *g
     return ERR_OK;
 }
 
+/* explain.decisions -> bit mask; ERR_CONFIG naming the bad word. */
+static int parse_explain(const char *list, unsigned *mask, struct err *e)
+{
+    char word[16];
+
+    *mask = 0;
+    if (strcmp(list, "none") == 0)
+        return ERR_OK;
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        int d = -1;
+        snprintf(word, sizeof(word), "%.*s", (int)(n < sizeof(word) ? n : sizeof(word) - 1), p);
+        for (int k = 0; k < 3; k++)
+            if (n == strlen(decisions[k]) && strcmp(word, decisions[k]) == 0)
+                d = k;
+        if (d < 0)
+            return err_set(e, ERR_CONFIG,
+                           "config: explain.decisions: \"%.*s\" is not approve, review, decline "
+                           "or none",
+                           (int)n, p);
+        *mask |= 1u << d;
+        p += n + (p[n] == ',');
+    }
+    return ERR_OK;
+}
+
+/* model.reasons: "auto" = <gbdt without .json>.reasons.json when it exists. */
+static const char *reasons_path(const struct cfg *cf, const char *gbdt, char *buf, size_t cap)
+{
+    const char *v = cfg_str(cf, "model.reasons");
+    size_t n = strlen(gbdt);
+    struct stat st;
+
+    if (strcmp(v, "auto") != 0)
+        return v;
+    if (n > 5 && strcmp(gbdt + n - 5, ".json") == 0)
+        n -= 5;
+    snprintf(buf, cap, "%.*s.reasons.json", (int)n, gbdt);
+    return stat(buf, &st) == 0 ? buf : "";
+}
+
+static int open_explainer(struct txn_scorer *s, const struct cfg *cf, const char *gbdt,
+                          struct err *e)
+{
+    char buf[4096];
+
+    if (parse_explain(cfg_str(cf, "explain.decisions"), &s->explain, e))
+        return e->code;
+    if (!s->explain)
+        return ERR_OK;
+    s->shap = treeshap_open(s->gb, e);
+    if (!s->shap) {
+        char why[sizeof(e->msg)];
+        snprintf(why, sizeof(why), "%s", e->msg);
+        return err_set(e, e->code, "%s: %s; explain.decisions=none serves it without reason codes",
+                       gbdt, why);
+    }
+    s->ws = treeshap_ws_open(s->shap);
+    s->phi = calloc(treeshap_num_values(s->shap), sizeof(double));
+    if (!s->ws || !s->phi)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    s->texts = reasons_open(reasons_path(cf, gbdt, buf, sizeof(buf)), s->gb, e);
+    return s->texts ? ERR_OK : e->code;
+}
+
 struct txn_scorer *txn_scorer_open(const struct cfg *cf, struct err *e)
 {
     return txn_scorer_open_gbdt(cf, cfg_str(cf, "model.gbdt"), e);
@@ -152,7 +230,7 @@ struct txn_scorer *txn_scorer_open_gbdt(const struct cfg *cf, const char *gbdt, 
         err_set(e, ERR_NOMEM, "out of memory");
         return NULL;
     }
-    if (open_models(s, cf, gbdt, e)) {
+    if (open_models(s, cf, gbdt, e) || open_explainer(s, cf, gbdt, e)) {
         txn_scorer_close(s);
         return NULL;
     }
@@ -175,6 +253,10 @@ void txn_scorer_close(struct txn_scorer *s)
     free(s->xc);
     free(s->xgb);
     free(s->prob);
+    treeshap_ws_close(s->ws);
+    treeshap_close(s->shap);
+    reasons_close(s->texts);
+    free(s->phi);
     free(s);
 }
 
@@ -202,8 +284,65 @@ static void hex64(char out[17], uint64_t h)
     out[16] = '\0';
 }
 
-/* Everything but the trees: p from x and the gbdt's probability. */
-static int fill(struct txn_scorer *s, const float *x, double probability, struct txn_prediction *p)
+void txn_scorer_set_metrics(struct txn_scorer *s, struct metrics *m)
+{
+    s->metrics = m;
+}
+
+void txn_scorer_explain_stats(const struct txn_scorer *s, uint64_t *explained, uint64_t *ns)
+{
+    *explained = s->explained;
+    *ns = s->explain_ns;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The PRED_REASONS largest positive TreeSHAP values of xg (the gbdt's
+ * row), largest first: the features pushing this case towards bad. */
+static void explain(struct txn_scorer *s, const float *xg, struct txn_prediction *p)
+{
+    size_t nf = gbdt_num_features(s->gb);
+    uint64_t t0 = mono_ns(), dt;
+    int top[PRED_REASONS], n = 0;
+
+    treeshap_explain(s->shap, s->ws, xg, s->phi);
+    for (size_t i = 0; i < nf; i++) {
+        int at;
+        if (!(s->phi[i] > 0))
+            continue;
+        for (at = n; at > 0 && s->phi[top[at - 1]] < s->phi[i]; at--)
+            if (at < PRED_REASONS)
+                top[at] = top[at - 1];
+        if (at < PRED_REASONS)
+            top[at] = (int)i;
+        n += n < PRED_REASONS;
+    }
+    p->n_reasons = n;
+    for (int k = 0; k < n; k++) {
+        const char *nm = gbdt_feature_name(s->gb, (size_t)top[k]);
+        copy(p->reasons[k], sizeof(p->reasons[k]), reasons_text(s->texts, (size_t)top[k]));
+        copy(p->reason_features[k], sizeof(p->reason_features[k]), nm ? nm : p->reasons[k]);
+        p->reason_values[k] = s->phi[top[k]];
+    }
+    dt = mono_ns() - t0;
+    s->explained++;
+    s->explain_ns += dt;
+    if (s->metrics) {
+        metrics_add(s->metrics, METRICS_EXPLANATIONS, 1);
+        metrics_add(s->metrics, METRICS_EXPLAIN_NS, dt);
+    }
+}
+
+/* Everything but the trees: p from x, the gbdt's row xg and its
+ * probability. */
+static int fill(struct txn_scorer *s, const float *x, const float *xg, double probability,
+                struct txn_prediction *p)
 {
     struct card_result r;
     int d;
@@ -224,10 +363,14 @@ static int fill(struct txn_scorer *s, const float *x, double probability, struct
     p->score_probability = r.probability;
     d = p->probability >= s->decline ? 2 : p->probability >= s->review ? 1 : 0;
     copy(p->decision, sizeof(p->decision), decisions[d]);
-    /* Reason codes explain adverse decisions only. */
-    p->n_reasons = d ? r.n_reasons : 0;
-    for (int k = 0; k < p->n_reasons; k++)
-        copy(p->reasons[k], sizeof(p->reasons[k]), r.reasons[k]);
+    /* The scorecard's reason codes, for adverse decisions, published as
+     * its own; the reasons proper come from the gbdt, which decided. */
+    p->n_card_reasons = d ? r.n_reasons : 0;
+    for (int k = 0; k < p->n_card_reasons; k++)
+        copy(p->card_reasons[k], sizeof(p->card_reasons[k]), r.reasons[k]);
+    p->n_reasons = 0;
+    if (s->explain & (1u << d))
+        explain(s, xg, p);
     hex64(p->feature_hash, feat_hash(x, FEAT_TXN_DIM));
     return d;
 }
@@ -236,7 +379,7 @@ int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p)
 {
     for (size_t j = 0; j < gbdt_num_features(s->gb); j++)
         s->xg[j] = x[s->gmap[j]];
-    return fill(s, x, gbdt_predict(s->gb, s->xg), p);
+    return fill(s, x, s->xg, gbdt_predict(s->gb, s->xg), p);
 }
 
 int txn_score_batch(struct txn_scorer *s, const float *x, size_t n, struct txn_prediction *p,
@@ -260,7 +403,7 @@ int txn_score_batch(struct txn_scorer *s, const float *x, size_t n, struct txn_p
             s->xgb[i * nf + j] = x[i * FEAT_TXN_DIM + (size_t)s->gmap[j]];
     gbdt_predict_batch(s->gb, s->xgb, n, s->prob);
     for (size_t i = 0; i < n; i++)
-        decisions_out[fill(s, x + i * FEAT_TXN_DIM, s->prob[i], &p[i])]++;
+        decisions_out[fill(s, x + i * FEAT_TXN_DIM, s->xgb + i * nf, s->prob[i], &p[i])]++;
     return ERR_OK;
 }
 

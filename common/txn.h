@@ -51,11 +51,22 @@ struct txn_scorer *txn_scorer_open(const struct cfg *cf, struct err *e);
  * of an experiment, common/abtest.h). */
 struct txn_scorer *txn_scorer_open_gbdt(const struct cfg *cf, const char *gbdt, struct err *e);
 void txn_scorer_close(struct txn_scorer *s); /* NULL-safe */
+struct metrics;
+/* Explanations then count in m (streamml_explanations_total and
+ * streamml_explain_seconds_total); m NULL: not counted. Before scoring. */
+void txn_scorer_set_metrics(struct txn_scorer *s, struct metrics *m);
+/* Explanations made so far and their total cost in ns (any thread may read
+ * these approximately; the scorer's thread writes them). */
+void txn_scorer_explain_stats(const struct txn_scorer *s, uint64_t *explained, uint64_t *ns);
 size_t txn_scorer_num_trees(const struct txn_scorer *s);
 
 /* Fills p's model part from x[FEAT_TXN_DIM]: model name and version,
- * feature version, probability, score, score_probability, decision, reason
- * codes (review/decline only) and feature_hash. Returns the decision index
+ * feature version, probability, score, score_probability, decision,
+ * feature_hash; for the decisions in explain.decisions (review, decline by
+ * default) the reasons of the gbdt that decided: its PRED_REASONS largest
+ * positive TreeSHAP values (features pushing towards bad), their texts from
+ * model.reasons and values; for review/decline the scorecard's own reason
+ * codes in card_reasons. Returns the decision index
  * (0 approve, 1 review, 2 decline). Not thread-safe (scratch rows). */
 int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p);
 

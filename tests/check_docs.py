@@ -28,7 +28,7 @@ if not os.path.isabs(BUILD):
 # a dot is read as a configuration key.
 KEY_PREFIXES = ('input', 'output', 'dlq', 'schemas', 'state', 'redis', 'model', 'decision',
                 'worker', 'monitor', 'metrics', 'schema.registry', 'images', 'clickstream',
-                'experiment', 'log')
+                'experiment', 'log', 'explain')
 # Tokens that look like keys but are file names.
 FILE_EXT = re.compile(r'\.(json|jsonl|onnx|avsc|c|h|py|md|csv|npy|html|yml|yaml|txt|png|jpg|'
                       r'conf|avro|sh|ubj|pt|gz|tsv|log|so|a|o)$')
@@ -113,10 +113,17 @@ def main():
     for path in doc_files():
         rel = os.path.relpath(path, ROOT)
         text = open(path, encoding='utf-8').read()
+        # Deliberate typos a page shows (did-you-mean examples) are declared:
+        # <!-- check_docs typos: redis.prot consme -->
+        typos = set()
+        for m in re.finditer(r'<!-- check_docs typos: ([^>]*)-->', text):
+            typos.update(m.group(1).split())
         for n, code in code_pieces(text):
             where = '%s:%d' % (rel, n)
             for m in re.finditer(r'(?:^|[\s/(])streamml ([a-z][a-z-]*)((?:[^|;&)]*)?)', code):
                 cmd, rest = m.group(1), m.group(2)
+                if cmd in typos:
+                    continue
                 n_cmd += 1
                 h = cmd_help(cmd)
                 if h is None:
@@ -126,7 +133,7 @@ def main():
                     if not re.search(r'(?<![\w-])' + re.escape(opt) + r'(?![\w-])', h):
                         problems.append('%s: `streamml %s %s`: no such option in its --help'
                                         % (where, cmd, opt))
-            for m in re.finditer(r'(?<![\w/.-])streamml-([a-z]+)\b(?!-)', code):
+            for m in re.finditer(r'(?<![\w/.-])streamml-([a-z]+)\b(?![-:])', code):
                 if not os.access(os.path.join(BUILD, 'streamml-' + m.group(1)), os.X_OK):
                     problems.append('%s: no program streamml-%s' % (where, m.group(1)))
             for m in re.finditer(r'(?<![\w/.$<{-])((?:%s)\.[a-z0-9_.*<>{}-]*[a-z0-9_*>}])'
@@ -134,7 +141,7 @@ def main():
                 k = m.group(1)
                 if FILE_EXT.search(k) or k in topics or code[m.end():m.end() + 1] in ('(', '/'):
                     continue
-                if code[:m.start()].rstrip().endswith('kafka.'):
+                if code[:m.start()].rstrip().endswith('kafka.') or k in typos:
                     continue
                 n_key += 1
                 stem = re.split(r'[*<{]', k)[0]

@@ -602,10 +602,10 @@ static void test_prediction_fields_old_and_new_schema(void **st)
     assert_int_equal(codec_encode_prediction(cd, &p, &out, &e), 0);
     assert_int_equal(codec_to_json(cd, out.data, out.len, &json, &e), 0);
     assert_non_null(
-        strstr((const char *)json.data, "\"experiment_id\":\"exp-7\",\"variant\":\"challenger\"}"));
+        strstr((const char *)json.data, "\"experiment_id\":\"exp-7\",\"variant\":\"challenger\","));
     codec_close(cd);
     snprintf(cmd, sizeof(cmd),
-             "cp schemas/* %s/ && grep -v '\"experiment_id\"\\|\"variant\"' "
+             "cp schemas/* %s/ && grep -v '\"experiment_id\"\\|\"variant\"\\|\"reason_\\|\"scorecard_reasons' "
              "schemas/transaction_prediction.avsc | sed 's/\"src_offset\", \"type\": "
              "\"long\"},/\"src_offset\", \"type\": \"long\"}/' > "
              "%s/transaction_prediction.avsc",

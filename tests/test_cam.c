@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "cam.h"
+#include "npy.h"
 #include "onnx.h"
+#include "stack.h"
 
 #define FIX "tests/fixtures/images"
 #define TORCH_TOL 1e-5
@@ -174,6 +176,130 @@ static void test_grids_and_upsampling_match_torch(void **st)
     json_decref(ref);
 }
 
+/* A JSON array of numbers into a new float array of exactly n. */
+static float *jfloats(json_t *root, const char *key, size_t n)
+{
+    json_t *a = json_object_get(root, key);
+    float *v = malloc(n * sizeof(float));
+
+    assert_non_null(v);
+    assert_int_equal(json_array_size(a), n);
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)json_number_value(json_array_get(a, i));
+    return v;
+}
+
+/* Grad-CAM through the seed's head (Dropout - Linear - ReLU - Dropout -
+ * Linear; dropout is the identity) equals torch autograd's for every class
+ * (tests/fixtures/make_gradcam_fixtures.py; some hidden units are cut by
+ * the ReLU, so its mask matters); the same head written as MatMul + Add
+ * (transposed weights, separate bias) gives the same maps. */
+static void test_gradcam_through_a_deep_head_matches_torch(void **st)
+{
+    json_error_t je;
+    json_t *r = json_load_file(FIX "/gradcam_head.json", 0, &je);
+    int C, H, W_, HID, K;
+    float *f, *w1, *b1, *w2, *b2, *w1t, grid[64], grid2[64], *scratch;
+    struct err e = {0};
+
+    (void)st;
+    assert_non_null(r);
+    C = (int)json_integer_value(json_object_get(r, "channels"));
+    H = (int)json_integer_value(json_object_get(r, "h"));
+    W_ = (int)json_integer_value(json_object_get(r, "w"));
+    HID = (int)json_integer_value(json_object_get(r, "hidden"));
+    K = (int)json_integer_value(json_object_get(r, "classes"));
+    assert_true(H * W_ <= 64 && json_integer_value(json_object_get(r, "hidden_negative")) > 0);
+    f = jfloats(r, "features", (size_t)C * H * W_);
+    w1 = jfloats(r, "w1", (size_t)HID * C);
+    b1 = jfloats(r, "b1", (size_t)HID);
+    w2 = jfloats(r, "w2", (size_t)K * HID);
+    b2 = jfloats(r, "b2", (size_t)K);
+    w1t = malloc((size_t)HID * C * sizeof(float));
+    assert_non_null(w1t);
+    for (int o = 0; o < HID; o++)
+        for (int j = 0; j < C; j++)
+            w1t[(size_t)j * HID + o] = w1[(size_t)o * C + j];
+    {
+        const struct cam_layer seed[] = {{CAM_DENSE, w1, b1, C, HID, 0},
+                                         {CAM_RELU, NULL, NULL, HID, HID, 0},
+                                         {CAM_DENSE, w2, b2, HID, K, 0}};
+        const struct cam_layer matmul[] = {{CAM_DENSE, w1t, NULL, C, HID, 1},
+                                           {CAM_ADD, NULL, b1, HID, HID, 0},
+                                           {CAM_RELU, NULL, NULL, HID, HID, 0},
+                                           {CAM_DENSE, w2, b2, HID, K, 0}};
+        scratch = malloc(cam_gradcam_scratch(matmul, 4, C) * sizeof(float));
+        assert_non_null(scratch);
+        for (int k = 0; k < K; k++) {
+            json_t *m = json_array_get(json_object_get(r, "maps"), (size_t)k);
+            assert_int_equal(cam_gradcam(seed, 3, C, f, H, W_, k, grid, scratch, &e), ERR_OK);
+            assert_int_equal(cam_gradcam(matmul, 4, C, f, H, W_, k, grid2, scratch, &e), ERR_OK);
+            for (int i = 0; i < H * W_; i++) {
+                assert_float_equal(grid[i], json_number_value(json_array_get(m, (size_t)i)),
+                                   1e-5);
+                assert_float_equal(grid2[i], grid[i], 1e-6);
+            }
+        }
+        /* a head whose sizes do not chain, and a class past the end */
+        assert_int_equal(cam_gradcam(seed + 1, 2, C, f, H, W_, 0, grid, scratch, &e),
+                         ERR_INVALID);
+        assert_non_null(strstr(e.msg, "head layer 0"));
+        assert_int_equal(cam_gradcam(seed, 3, C, f, H, W_, K, grid, scratch, &e), ERR_INVALID);
+    }
+    free(scratch);
+    free(f);
+    free(w1);
+    free(b1);
+    free(w2);
+    free(b2);
+    free(w1t);
+    json_decref(r);
+}
+
+/* streamml predict --gradcam on a torchvision EfficientNet-B0 with the
+ * seed's head (tests/fixtures/make_gradcam_effnet.py, made here: ~19 MB):
+ * the (N, h, w) maps equal torch autograd's Grad-CAM to 1e-3. */
+static void test_gradcam_efficientnet_b0_matches_torch_autograd(void **st)
+{
+    char dir[] = "/tmp/gradcam.XXXXXX", cmd[1024], path[300];
+    struct onnx_tensor got = {0}, want = {0};
+    struct err e = {0};
+    int k = -1;
+    FILE *f;
+    double worst = 0;
+
+    (void)st;
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof(cmd),
+             "timeout 120 /usr/bin/python3 tests/fixtures/make_gradcam_effnet.py %s 3", dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof(path), "%s/k.txt", dir);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%d", &k), 1);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd),
+             "%s predict --model %s/effnet_b0.onnx --input %s/x.npy --gradcam %d --output "
+             "%s/cam.npy",
+             test_bin("streamml"), dir, dir, k, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof(path), "%s/cam.npy", dir);
+    assert_int_equal(npy_read(path, &got, &e), ERR_OK);
+    snprintf(path, sizeof(path), "%s/cam_ref.npy", dir);
+    assert_int_equal(npy_read(path, &want, &e), ERR_OK);
+    assert_int_equal(got.ndim, 3);
+    assert_memory_equal(got.dims, want.dims, sizeof(got.dims[0]) * 3);
+    for (size_t i = 0; i < onnx_numel(&got); i++)
+        worst = fmax(worst, fabs((double)((float *)got.data)[i] - ((float *)want.data)[i]));
+    printf("gradcam EfficientNet-B0 class %d, maps %lldx%lld: max |ours - torch| = %.3g\n", k,
+           (long long)got.dims[1], (long long)got.dims[2], worst);
+    assert_true(worst < 1e-3);
+    npy_free(&got);
+    npy_free(&want);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -181,6 +307,8 @@ int main(void)
         cmocka_unit_test(test_bad_class_or_non_finite_features_are_refused),
         cmocka_unit_test(test_overlay_colours_hot_cells_and_keeps_cold_ones),
         cmocka_unit_test(test_grids_and_upsampling_match_torch),
+        cmocka_unit_test(test_gradcam_through_a_deep_head_matches_torch),
+        cmocka_unit_test(test_gradcam_efficientnet_b0_matches_torch_autograd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

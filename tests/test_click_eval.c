@@ -294,9 +294,10 @@ static void test_replayed_ivf_quality_equals_in_process(void **st)
     json_decref(got);
     /* bad values are usage errors naming the option */
     char *bad1[] = {(char *)test_bin("streamml"), "click-eval", "-b", broker.bootstrap,
-                    "--search", "hnsw", NULL};
+                    "-t", "clickstream", "--search", "hnsw", NULL};
     char *bad2[] = {(char *)test_bin("streamml"), "click-eval", "-b", broker.bootstrap,
-                    "--search", "ivf", "-X", "clickstream.ivf_lists=6000", NULL};
+                    "-t", "clickstream", "--search", "ivf", "-X", "clickstream.ivf_lists=6000",
+                    NULL};
     snprintf(out, sizeof(out), "%s/bad.log", dir);
     assert_int_equal(test_run_wait(bad1, out), 2);
     assert_int_equal(test_run_wait(bad2, out), 2);

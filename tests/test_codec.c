@@ -253,6 +253,8 @@ static void test_prediction_round_trip_through_json(void **state)
                                .score = 512,
                                .score_probability = 0.64,
                                .n_reasons = 2,
+                               .reason_values = {0.5, 0.25},
+                               .n_card_reasons = 1,
                                .degraded = true,
                                .latency_us = 1234,
                                .src_partition = 3,
@@ -268,6 +270,9 @@ static void test_prediction_round_trip_through_json(void **state)
     snprintf(p.decision, sizeof(p.decision), "decline");
     snprintf(p.reasons[0], sizeof(p.reasons[0]), "debt_to_income");
     snprintf(p.reasons[1], sizeof(p.reasons[1]), "has_records");
+    snprintf(p.reason_features[0], sizeof(p.reason_features[0]), "debt_to_income");
+    snprintf(p.reason_features[1], sizeof(p.reason_features[1]), "has_records");
+    snprintf(p.card_reasons[0], sizeof(p.card_reasons[0]), "job_code");
     snprintf(p.feature_hash, sizeof(p.feature_hash), "0123456789abcdef");
     snprintf(p.src_topic, sizeof(p.src_topic), "transactions");
     assert_int_equal(codec_encode_prediction(f->c, &p, &f->out, &f->e), 0);
@@ -278,7 +283,10 @@ static void test_prediction_round_trip_through_json(void **state)
     assert_non_null(strstr(j, "\"reasons\":[\"debt_to_income\",\"has_records\"]"));
     assert_non_null(strstr(j, "\"degraded\":true,\"redelivered\":false,\"latency_us\":1234,"));
     assert_non_null(strstr(j, "\"src_partition\":3,\"src_offset\":99,\"experiment_id\":\"\","
-                              "\"variant\":\"\"}"));
+                              "\"variant\":\"\","));
+    /* the deciding model's reasons with their values; the scorecard's apart */
+    assert_non_null(strstr(j, "\"reason_features\":[\"debt_to_income\",\"has_records\"],"
+                              "\"reason_values\":[0.5,0.25],\"scorecard_reasons\":[\"job_code\"]}"));
     buf_init(&again, 0);
     assert_int_equal(codec_from_json(f->c, CODEC_TXN_PREDICTION, j, f->json.len, &again, &f->e), 0);
     assert_memory_equal(again.data, f->out.data, f->out.len);

@@ -112,18 +112,24 @@ static void test_bad_value_is_one_line_and_exit_2(void **st)
     assert_null(strchr(strchr(v->text, '\n') + 1, '\n')); /* one line */
 }
 
-/* An unknown key is a librdkafka property (kcat-style passthrough), so a
- * typo is caught by librdkafka's own check, with its origin, before any
- * connection. */
+/* A typo of one of our keys (our namespace, close to a key) is named as ours
+ * with a suggestion (issue 22: it used to be librdkafka's "kafka.redis.prot");
+ * any other unknown key is a librdkafka property (kcat-style passthrough),
+ * caught by librdkafka's own check, with its origin, before any connection. */
 static void test_unknown_key_is_refused(void **st)
 {
     struct env *v = *st;
     const char *xs[] = {"redis.prot=6379", NULL};
+    const char *ks[] = {"queue.buffering.max.mss=5", NULL};
 
     assert_int_equal(run_config(v, "check", xs), 2);
     assert_non_null(strstr(v->text, "redis.prot"));
-    assert_non_null(strstr(v->text, "No such configuration property"));
+    assert_non_null(strstr(v->text, "did you mean redis.port?"));
+    assert_null(strstr(v->text, "kafka.redis.prot"));
     assert_non_null(strstr(v->text, "-X"));
+    assert_null(strstr(v->text, "configuration: ok"));
+    assert_int_equal(run_config(v, "check", ks), 2);
+    assert_non_null(strstr(v->text, "No such configuration property"));
     assert_null(strstr(v->text, "configuration: ok"));
 }
 

@@ -362,7 +362,10 @@ static void test_scorer_matches_model_names_to_the_spec(void **state)
     txn_score(sc, x, &pr);
     assert_true(pr.probability > 0 && pr.probability < 1);
     assert_int_equal(pr.score, 0);
-    assert_int_equal(pr.n_reasons, 0);
+    /* no scorecard, no scorecard reasons; reasons, for review/decline, come
+     * from the gbdt that decided (issue 18) */
+    assert_int_equal(pr.n_card_reasons, 0);
+    assert_int_equal(pr.n_reasons > 0, strcmp(pr.decision, "approve") != 0);
     assert_string_equal(pr.feature_version, "txn-v1");
     txn_scorer_close(sc);
     cfg_free(c);

@@ -11,9 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cfg.h"
 #include "features.h"
+#include "gbdt.h"
+#include "reasons.h"
+#include "treeshap.h"
 #include "txn.h"
 
 static struct cfg *demo_cfg(void)
@@ -205,6 +209,139 @@ static void test_model_with_unknown_feature_is_a_config_error(void **st)
     cfg_free(c);
 }
 
+/* Scores N demo events; decisions counted in dec. */
+enum { NX = 300 };
+static void score_demo(struct txn_scorer *s, float (*x)[FEAT_TXN_DIM], struct txn_prediction *p,
+                       int dec[3])
+{
+    struct feat_state fs[17];
+    struct txn_event ev;
+
+    for (int u = 0; u < 17; u++)
+        feat_state_init(&fs[u]);
+    for (int i = 0; i < NX; i++) {
+        make_event(&ev, i);
+        feat_txn_build(&ev, &fs[i % 17], x[i]);
+        feat_state_update(&fs[i % 17], &ev, &fs[i % 17]);
+        txn_prediction_init(&p[i], &ev, "t", 0, i);
+        dec[txn_score(s, x[i], &p[i])]++;
+    }
+}
+
+/* Issue 18: a review or decline carries the reasons of the model that
+ * decided (the gbdt): its largest positive TreeSHAP values, computed here
+ * apart, worst first, with the texts shipped next to the model; the
+ * scorecard's own codes come apart, in card_reasons. */
+static void test_adverse_decisions_carry_the_deciding_models_reasons(void **st)
+{
+    struct cfg *c = demo_cfg();
+    struct err e = {0};
+    struct txn_scorer *s = txn_scorer_open(c, &e);
+    static float x[NX][FEAT_TXN_DIM];
+    static struct txn_prediction p[NX];
+    struct gbdt *g = gbdt_open("models/credit_gbdt.json", &e);
+    struct treeshap *ts = g ? treeshap_open(g, &e) : NULL;
+    struct treeshap_ws *w = ts ? treeshap_ws_open(ts) : NULL;
+    struct reasons *texts = g ? reasons_open("models/credit_gbdt.reasons.json", g, &e) : NULL;
+    int dec[3] = {0}, adverse = 0;
+    uint64_t explained, ns;
+    float xg[256];
+    double phi[257];
+
+    (void)st;
+    assert_non_null(s);
+    assert_non_null(w);
+    assert_non_null(texts);
+    assert_true(gbdt_num_features(g) < 256);
+    score_demo(s, x, p, dec);
+    for (int i = 0; i < NX; i++) {
+        int d = txn_decision_index(p[i].decision), top = -1;
+        if (d == 0) {
+            assert_int_equal(p[i].n_reasons, 0);
+            assert_int_equal(p[i].n_card_reasons, 0);
+            continue;
+        }
+        adverse++;
+        for (size_t j = 0; j < gbdt_num_features(g); j++)
+            xg[j] = x[i][feat_txn_index(gbdt_feature_name(g, j))];
+        treeshap_explain(ts, w, xg, phi);
+        for (size_t j = 0; j < gbdt_num_features(g); j++)
+            if (top < 0 || phi[j] > phi[top])
+                top = (int)j;
+        assert_true(p[i].n_reasons >= 1);
+        assert_string_equal(p[i].reason_features[0], gbdt_feature_name(g, (size_t)top));
+        assert_string_equal(p[i].reasons[0], reasons_text(texts, (size_t)top));
+        assert_true(p[i].reason_values[0] == phi[top]);
+        for (int k = 1; k < p[i].n_reasons; k++)
+            assert_true(p[i].reason_values[k] > 0 &&
+                        p[i].reason_values[k] <= p[i].reason_values[k - 1]);
+        assert_true(p[i].n_card_reasons >= 1);
+    }
+    assert_true(adverse > 0);
+    txn_scorer_explain_stats(s, &explained, &ns);
+    assert_true(explained == (uint64_t)adverse);
+    assert_true(ns > 0);
+    reasons_close(texts);
+    treeshap_ws_close(w);
+    treeshap_close(ts);
+    gbdt_close(g);
+    txn_scorer_close(s);
+    cfg_free(c);
+}
+
+/* explain.decisions picks what is explained; a bad word is named. */
+static void test_explained_decisions_are_configurable(void **st)
+{
+    struct cfg *c = demo_cfg();
+    struct err e = {0};
+    struct txn_scorer *s;
+    static float x[NX][FEAT_TXN_DIM];
+    static struct txn_prediction p[NX];
+    int dec[3] = {0};
+    uint64_t explained, ns;
+
+    (void)st;
+    assert_int_equal(cfg_set(c, "explain.decisions", "decline", "test", &e), 0);
+    s = txn_scorer_open(c, &e);
+    assert_non_null(s);
+    score_demo(s, x, p, dec);
+    assert_true(dec[1] > 0 && dec[2] > 0);
+    for (int i = 0; i < NX; i++)
+        assert_int_equal(p[i].n_reasons > 0, txn_decision_index(p[i].decision) == 2);
+    txn_scorer_explain_stats(s, &explained, &ns);
+    assert_true(explained == (uint64_t)dec[2]);
+    txn_scorer_close(s);
+    assert_int_equal(cfg_set(c, "explain.decisions", "decline,sometimes", "test", &e), 0);
+    assert_null(txn_scorer_open(c, &e));
+    assert_int_equal(e.code, ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "\"sometimes\""));
+    cfg_free(c);
+}
+
+/* A reason table for another model is refused, naming the feature. */
+static void test_reason_table_for_another_model_is_refused(void **st)
+{
+    struct cfg *c = demo_cfg();
+    struct err e = {0};
+    char dir[] = "/tmp/txnreasons.XXXXXX", path[300];
+    FILE *f;
+
+    (void)st;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/r.json", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"format\": \"streamml-reasons\", \"reasons\": {\"shoe_size\": \"Feet\"}}", f);
+    fclose(f);
+    assert_int_equal(cfg_set(c, "model.reasons", path, "test", &e), 0);
+    assert_null(txn_scorer_open(c, &e));
+    assert_int_equal(e.code, ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "reasons.shoe_size"));
+    unlink(path);
+    rmdir(dir);
+    cfg_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +351,9 @@ int main(void)
         cmocka_unit_test(test_user_on_two_partitions_is_not_double_applied),
         cmocka_unit_test(test_state_load_replaces_a_corrupt_blob),
         cmocka_unit_test(test_model_with_unknown_feature_is_a_config_error),
+        cmocka_unit_test(test_adverse_decisions_carry_the_deciding_models_reasons),
+        cmocka_unit_test(test_explained_decisions_are_configurable),
+        cmocka_unit_test(test_reason_table_for_another_model_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

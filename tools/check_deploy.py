@@ -6,6 +6,9 @@
   tools/check_deploy.py k8s              deploy/k8s: kubeconform-style structural checks
   tools/check_deploy.py commands         worker command lines = deploy/commands.txt everywhere
   tools/check_deploy.py dashboard        Grafana dashboard + Prometheus scrape configuration
+  tools/check_deploy.py dashboard-metrics URL...
+                                         the dashboard queries only metrics and labels that
+                                         these running /metrics endpoints export
   tools/check_deploy.py dockerfile       stages, non-root user, runtime packages, COPY sources
   tools/check_deploy.py conf-files DIR   writes the configuration files to validate with the
                                          real loader (tests/test_deploy.c runs `streamml config`)
@@ -142,11 +145,15 @@ def check_compose_config():
     if not tool:
         print("skip: docker-compose not installed (Debian package docker-compose)")
         sys.exit(77)
-    r = subprocess.run([tool, "--env-file", ENV_EXAMPLE, "-f", COMPOSE, "--profile", "monitoring",
-                        "--profile", "clickstream", "--profile", "images", "config", "-q"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        fail("docker-compose config -q: %s" % (r.stderr.strip() or r.stdout.strip()))
+    # Without profiles (the default services) and with every profile.
+    for profiles in ([], ["monitoring", "clickstream", "images", "embedded"]):
+        args = [tool, "--env-file", ENV_EXAMPLE, "-f", COMPOSE]
+        for p in profiles:
+            args += ["--profile", p]
+        r = subprocess.run(args + ["config", "-q"], capture_output=True, text=True)
+        if r.returncode != 0:
+            fail("docker-compose config -q (profiles: %s): %s"
+                 % (",".join(profiles) or "none", r.stderr.strip() or r.stdout.strip()))
 
 
 def k8s_docs():
@@ -351,6 +358,64 @@ def check_dashboard():
             yaml.safe_load(f)
 
 
+def scraped(urls):
+    """metric name -> label names, from running processes' /metrics (text format)."""
+    import urllib.request
+    out = {}
+    for url in urls:
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s", line)
+            if not m:
+                fail("metrics %s: unparsable line %r" % (url, line))
+                continue
+            labels = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(2) or ""))
+            out.setdefault(m.group(1), set()).update(labels)
+    return out
+
+
+def check_dashboard_metrics(urls):
+    """Every metric and label the dashboard queries is exported by a running process
+    (tests/test_dashboard.c passes a worker's and `streamml alerts`' /metrics URLs);
+    labels may also come from the Prometheus job (relabel target labels, instance, job)."""
+    have = scraped(urls)
+    with open("deploy/prometheus/prometheus.yml") as f:
+        prom = yaml.safe_load(f)
+    target = {"instance", "job"}
+    for job in prom.get("scrape_configs", []):
+        for r in job.get("relabel_configs", []):
+            if r.get("target_label"):
+                target.add(r["target_label"])
+    with open("deploy/grafana/dashboards/streamml.json") as f:
+        dash = json.load(f)
+    n = 0
+    for p in dash.get("panels", []):
+        for t in p.get("targets", []):
+            expr, title = t.get("expr", ""), p.get("title")
+            names = set(re.findall(r"\b((?:streamml|process)_[a-zA-Z0-9_]+)", expr))
+            if not names:
+                fail("dashboard: panel %s: %r queries no streamml_ or process_ metric"
+                     % (title, expr))
+            labels = set()
+            for grp in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
+                labels.update(x.strip() for x in grp.split(",") if x.strip())
+            for sel in re.findall(r"\{([^}]*)\}", expr):
+                labels.update(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=|!=|=~|!~)", sel))
+            labels.update(re.findall(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}",
+                                     t.get("legendFormat", "")))
+            for name in sorted(names):
+                n += 1
+                if name not in have:
+                    fail("dashboard: panel %s queries %s, which no process exports" % (title, name))
+            own = set().union(*(have.get(x, set()) for x in names)) if names else set()
+            for lb in sorted(labels - target - own):
+                fail("dashboard: panel %s uses label %s, which neither %s nor the scrape job "
+                     "carries" % (title, lb, ", ".join(sorted(names))))
+    print("dashboard: %d metric uses checked against %d exported names" % (n, len(have)))
+
+
 def check_dockerfile():
     """Multi-stage debian:12 -> debian:12-slim, non-root, runtime stage without -dev
     packages, every COPY source present, the worker command lines' programs built."""
@@ -379,6 +444,18 @@ def check_dockerfile():
     for w in run:
         if w[0] == "RUN" and any(x.endswith("-dev") or x == "build-essential" for x in w):
             fail("Dockerfile: the run stage installs build packages: %s" % " ".join(w))
+    # One package list for the image and tools/deps.sh (deploy/packages/).
+    for i, name in ((0, "build"), (1, "run")):
+        src = "deploy/packages/%s.txt" % name
+        if not any(w[0] == "COPY" and src in w for w in stages[i]["lines"]):
+            fail("Dockerfile: the %s stage does not install from %s" % (name, src))
+    with open("deploy/packages/run.txt") as f:
+        for pkg in re.sub(r"#.*", "", f.read()).split():
+            if pkg.endswith("-dev") or pkg == "build-essential":
+                fail("deploy/packages/run.txt: build package %s at run time" % pkg)
+    with open("tools/deps.sh") as f:
+        if "deploy/packages/build.txt" not in f.read():
+            fail("tools/deps.sh does not read deploy/packages/build.txt")
     for st in stages:
         for w in st["lines"]:
             if w[0] == "COPY" and not any(x.startswith("--from") for x in w):
@@ -412,6 +489,8 @@ def main():
               "dockerfile": check_dockerfile}
     if what == "conf-files" and len(sys.argv) == 3:
         conf_files(sys.argv[2])
+    elif what == "dashboard-metrics" and len(sys.argv) >= 3:
+        check_dashboard_metrics(sys.argv[2:])
     elif what in checks:
         checks[what]()
     else:

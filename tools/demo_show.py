@@ -63,9 +63,11 @@ def images(pred_path, events_path):
                   f"{p['grade']:>5} {p['expected_grade']:8.2f} {p['referable_probability']:7.3f} "
                   f"{'yes' if p['referable'] else 'no':<5} {p['cam_path'].split('/')[-1]}")
         else:
+            # The detail already starts with the reason ("forbidden: ..."): once.
+            why = p["detail"] if p["detail"].startswith(p["reason"] + ":") \
+                else f"{p['reason']}: {p['detail']}"
             print(f"{p['image_id']:<12} {uri[p['image_id']][:18]:<18} {true:>4} "
-                  f"{'ungradable':<10} {'':>5} {'':>8} {'':>7} {'':<5} "
-                  f"{p['reason']}: {p['detail'][:60]}")
+                  f"{'ungradable':<10} {'':>5} {'':>8} {'':>7} {'':<5} {why[:70]}")
     lat = sorted(p["latency_us"] for p in preds)
     print(f"\n== {len(preds)} image predictions: {ok} graded ({agree} match the true grade), "
           f"{len(preds) - ok} ungradable; in-worker latency p50 "

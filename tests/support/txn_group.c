@@ -62,13 +62,36 @@ int tg_setup_n(void **st, int n_events, const char *topics)
     return 0;
 }
 
+int tg_setup_cluster(void **st)
+{
+    struct tg_env *v = calloc(1, sizeof(*v));
+
+    if (!v)
+        return -1;
+    v->n_events = TG_EVENTS;
+    v->cluster = calloc(1, sizeof(*v->cluster));
+    snprintf(v->dir, sizeof(v->dir), "/tmp/streamml-rel-XXXXXX");
+    if (!v->cluster || !mkdtemp(v->dir) || test_rcluster_start(v->cluster) ||
+        test_broker_start(&v->broker, TG_TOPICS))
+        return -1;
+    snprintf(v->events, sizeof(v->events), "%s/events.jsonl", v->dir);
+    snprintf(v->redis_port, sizeof(v->redis_port), "redis.nodes=%s", v->cluster->nodes);
+    tg_write_events(v);
+    *st = v;
+    return 0;
+}
+
 int tg_teardown(void **st)
 {
     struct tg_env *v = *st;
     char cmd[200];
 
     test_broker_stop(&v->broker);
-    test_redis_stop(&v->redis);
+    if (v->cluster)
+        test_rcluster_stop(v->cluster);
+    else
+        test_redis_stop(&v->redis);
+    free(v->cluster);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", v->dir);
     if (getenv("STREAMML_KEEP_TEST_DIR")) /* debugging: keep the workers' logs */
         fprintf(stderr, "kept %s\n", v->dir);
@@ -233,7 +256,8 @@ struct tg_tally tg_wait_all_predicted(struct tg_env *v, int timeout_ms)
 long tg_users_wrong(struct tg_env *v)
 {
     struct err e = {0};
-    struct state_redis_opts ro = {.host = "127.0.0.1", .port = v->redis.port, .timeout_ms = 2000};
+    struct state_redis_opts ro = {.host = "127.0.0.1", .port = v->redis.port, .timeout_ms = 2000,
+                                  .nodes = v->cluster ? v->cluster->nodes : ""};
     struct state *s = state_open_redis(&ro, &e);
     struct state_blob blobs[TG_USERS];
     char ids[TG_USERS][16];

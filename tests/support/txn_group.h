@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "rcluster.h"
 #include "stack.h"
 
 #define TG_EVENTS 20000
@@ -24,7 +25,8 @@ struct tg_env {
     struct test_broker broker;
     char dir[128];
     char events[200];
-    char redis_port[32];
+    char redis_port[32 + sizeof(((struct test_rcluster *)0)->nodes)];
+    struct test_rcluster *cluster; /* tg_setup_cluster: state on Redis Cluster */
     int want_amounts[TG_USERS]; /* per user: events with an amount */
     int n_events;               /* TG_EVENTS, or tg_setup_n's */
 };
@@ -41,6 +43,9 @@ int tg_teardown(void **st);
  * than TG_TOPICS: the mock cluster keeps about 5 MB per partition). */
 int tg_setup_n(void **st, int n_events, const char *topics);
 /* `streamml produce` of the events (rate: events/s, NULL = as fast as it can). */
+/* The same stack with a Redis Cluster (3 masters, 3 replicas) for state:
+ * workers get redis.nodes. */
+int tg_setup_cluster(void **st);
 pid_t tg_produce(struct tg_env *v, const char *rate);
 void tg_log_path(const struct tg_env *v, const char *name, char *buf, size_t cap);
 /* A worker of group "rel" (batch = worker.batch_size), logging to <dir>/<name>.log. */

@@ -136,14 +136,14 @@ static int parse_args(int argc, char **argv, struct ab_args *a)
             cli_version(stdout);
             return -1;
         default:
-            usage(stderr);
+            cli_usage_error("streamml abtest", lo, argv);
             return EXIT_USAGE;
         }
     }
     if (!a->preds == !a->preds_topic || !a->outcomes == !a->labels_topic) {
         fprintf(stderr, "error: needs one of -p or --predictions-topic and one of -l or "
                         "--labels-topic\n");
-        usage(stderr);
+        fprintf(stderr, "see streamml abtest --help\n");
         return EXIT_USAGE;
     }
     return EXIT_OK;

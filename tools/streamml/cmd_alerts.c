@@ -20,6 +20,9 @@
 #include "cmds.h"
 #include "codec.h"
 #include "kafka.h"
+#include "metrics.h"
+#include "monitor.h"
+#include "suggest.h"
 
 static volatile sig_atomic_t g_run = 1;
 
@@ -50,7 +53,7 @@ static void alerts_usage(FILE *out)
             "      --worker LIST      only alerts from these workers\n"
             "      --type LIST        only these checks: data_drift, missing_rate,\n"
             "                         score_psi, score_mean, latency_p99, error_rate, auc,\n"
-            "                         fairness\n"
+            "                         fairness, model_reload\n"
             "      --json             print each alert as one JSON object per line\n"
             "      --exec CMD         run CMD (with /bin/sh) for each alert, its JSON on\n"
             "                         stdin, e.g. --exec 'curl -s -d @- http://hook'\n"
@@ -62,6 +65,8 @@ static void alerts_usage(FILE *out)
             "  -e, --exit             exit when the topic is read to its end (not with -g)\n"
             "  -n, --count N          exit after N alerts shown\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
+            "With metrics.port set (-X metrics.port=9464) it serves /healthz, /readyz\n"
+            "and /metrics (streamml_alerts_total, process_*) as the workers do.\n\n"
             "Exit codes: 0 ok; 1 Kafka failed, or a --exec command failed (each failure\n"
             "is reported on stderr; later alerts are still handled); 2 usage.\n");
 }
@@ -73,7 +78,12 @@ static int check_list(const char *opt, const char *list, const char *const *know
         while (known[i] && !(strlen(known[i]) == k && strncmp(known[i], p, k) == 0))
             i++;
         if (!known[i]) {
-            fprintf(stderr, "error: %s: unknown value \"%.*s\"\n", opt, (int)k, p);
+            char word[64];
+            const char *best;
+            snprintf(word, sizeof(word), "%.*s", (int)k, p);
+            best = sug_closest(word, known, i);
+            fprintf(stderr, "error: %s: unknown value \"%s\"%s%s%s\n", opt, word,
+                    best ? "; did you mean " : "", best ? best : "", best ? "?" : "");
             return EXIT_USAGE;
         }
         p += k + (p[k] == ',');
@@ -84,10 +94,14 @@ static int check_list(const char *opt, const char *list, const char *const *know
 static int alerts_opt(struct alerts_args *a, int opt, const char *arg)
 {
     static const char *const sev[] = {"INFO", "WARNING", "CRITICAL", NULL};
-    static const char *const types[] = {"data_drift", "missing_rate", "score_psi", "score_mean",
-                                        "latency_p99", "error_rate", "auc", "fairness",
-                                        NULL};
+    /* Every window check the monitor names, and the events outside a window
+     * (mon_publish_event: a model reloaded or refused). */
+    static const char *types[MON_NCHECKS + 2];
     char *end;
+
+    for (int c = 0; c < MON_NCHECKS; c++)
+        types[c] = mon_check_name((enum mon_check)c);
+    types[MON_NCHECKS] = "model_reload";
 
     switch (opt) {
     case 't': a->topic = arg; return EXIT_OK;
@@ -108,7 +122,7 @@ static int alerts_opt(struct alerts_args *a, int opt, const char *arg)
         return EXIT_OK;
     case 'h': alerts_usage(stdout); return -1;
     case 'V': cli_version(stdout); return -1;
-    default: alerts_usage(stderr); return EXIT_USAGE;
+    default: cli_usage_error("streamml alerts", NULL, NULL); return EXIT_USAGE;
     }
 }
 
@@ -128,6 +142,10 @@ static int alerts_parse(int argc, char **argv, struct alerts_args *a)
             if (r < 0)
                 return EXIT_USAGE;
             continue;
+        }
+        if (opt == '?') {
+            cli_usage_error("streamml alerts", lo, argv);
+            return EXIT_USAGE;
         }
         if ((r = alerts_opt(a, opt, optarg)) != EXIT_OK)
             return r;
@@ -248,7 +266,8 @@ static int handle(const struct alerts_args *a, const char *text)
     return rc;
 }
 
-static int alerts_loop(struct kq *q, struct codec *cd, const struct alerts_args *a)
+static int alerts_loop(struct kq *q, struct codec *cd, const struct alerts_args *a,
+                       struct metrics *mx)
 {
     struct buf json;
     struct err e = {0};
@@ -259,6 +278,9 @@ static int alerts_loop(struct kq *q, struct codec *cd, const struct alerts_args 
     while (g_run && (!a->count || n < a->count) && !(a->exit_at_end && kq_at_end(q))) {
         struct kq_msg *m;
         int h;
+        /* /healthz beats with this loop; ready once the topic is being read
+         * (no Redis, no model: those count as present). */
+        metrics_worker_tick(mx, NULL, 1, 1, 1);
         if (kq_poll(q, 200, &m, &e) || kq_serve(q, 0, &e)) {
             fprintf(stderr, "error: %s\n", e.msg);
             rc = EXIT_RUNTIME;
@@ -272,6 +294,8 @@ static int alerts_loop(struct kq *q, struct codec *cd, const struct alerts_args 
             fprintf(stderr, "%s [%d] @ %lld: not an alert event, skipped\n", m->topic,
                     (int)m->partition, (long long)m->offset);
         n += h == 1 || h == -2;
+        if (h == 1 || h == -2)
+            metrics_add(mx, METRICS_ALERTS, 1);
         rc = h == -2 ? EXIT_RUNTIME : rc;
         if (a->group)
             kq_ack(q, &m->pos, KQ_ACK_ALL);
@@ -287,6 +311,7 @@ int cmd_alerts(int argc, char **argv)
     struct err e = {0};
     struct codec *cd = NULL;
     struct kq *q = NULL;
+    struct metrics *mx = NULL;
     struct cfg *cf;
     int rc = alerts_parse(argc, argv, &a);
     size_t np;
@@ -306,12 +331,18 @@ int cmd_alerts(int argc, char **argv)
                          .client_id = "streamml-alerts"};
     ko.props = cfg_kafka(cf, &np);
     ko.n_props = np;
-    if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), &e)) || !(q = kq_open(&ko, &e))) {
+    /* metrics.port: /healthz, /readyz and /metrics, as the workers serve them,
+     * so a Deployment can probe it and Prometheus can scrape it. */
+    struct metrics_opts mo = {.port = (int)cfg_int(cf, "metrics.port"), .worker = "alerts",
+                              .model = "", .model_version = "", .stale_ms = 30000};
+    if (!(cd = codec_open(cfg_str(cf, "schemas.dir"), &e)) || !(q = kq_open(&ko, &e)) ||
+        (!(mx = metrics_open(&mo, &e)) && e.code)) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     } else {
-        rc = alerts_loop(q, cd, &a);
+        rc = alerts_loop(q, cd, &a, mx);
     }
+    metrics_close(mx);
     kq_close(q, a.group ? 5000 : 0, NULL);
     codec_close(cd);
     cfg_free(cf);

@@ -57,7 +57,7 @@ static int baseline_args(int argc, char **argv, struct bl_args *a)
         case 1000: a->model = optarg; break;
         case 'h': baseline_usage(stdout); return -1;
         case 'V': cli_version(stdout); return -1;
-        default: baseline_usage(stderr); return EXIT_USAGE;
+        default: cli_usage_error("streamml baseline", lo, argv); return EXIT_USAGE;
         }
     }
     if (optind < argc || !a->kind || !a->input || !a->output) {

@@ -166,7 +166,7 @@ static int parse_args(int argc, char **argv, const char **topics, int *nb, const
             usage(stdout);
             return -1;
         } else {
-            usage(stderr);
+            cli_usage_error("streamml broker", lo, argv);
             return EXIT_USAGE;
         }
     }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "suggest.h"
 #include "cmds.h"
 #include "gbdt.h"
 #include "kafka.h"
@@ -150,13 +151,26 @@ int cmd_config(int argc, char **argv)
         if ((r = cli_opt(&cl, opt, optarg)) < 0)
             return EXIT_USAGE;
         if (r == 0) {
-            usage(opt == 'h' ? stdout : stderr);
+            if (opt == 'h')
+                usage(stdout);
+            else
+                cli_usage_error("streamml config", lo, argv);
             return opt == 'h' ? EXIT_OK : EXIT_USAGE;
         }
     }
     if (optind >= argc || (strcmp(argv[optind], "show") && strcmp(argv[optind], "check") &&
                            strcmp(argv[optind], "ack-state-loss"))) {
-        usage(stderr);
+        static const char *const subs[] = {"show", "check", "ack-state-loss"};
+        const char *best = optind < argc ? sug_closest(argv[optind], subs, 3) : NULL;
+        if (optind >= argc)
+            cli_usage_msg("streamml config", "config needs show, check or ack-state-loss");
+        else if (best)
+            cli_usage_msg("streamml config", "unknown config command \"%s\"; did you mean %s?",
+                          argv[optind], best);
+        else
+            cli_usage_msg("streamml config",
+                          "unknown config command \"%s\": show, check or ack-state-loss",
+                          argv[optind]);
         return EXIT_USAGE;
     }
     if (!(cf = cli_load(&cl, "config")))

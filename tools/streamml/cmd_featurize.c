@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cmds.h"
@@ -154,7 +156,7 @@ static int parse_args(int argc, char **argv, struct fz_args *a)
             cli_version(stdout);
             return -1;
         default:
-            usage(stderr);
+            cli_usage_error("streamml featurize", lo, argv);
             return EXIT_USAGE;
         }
     }
@@ -360,13 +362,25 @@ static int write_csv(struct rows *r, const struct fz_args *a, FILE *out, struct 
     qsort(r->v, r->n, sizeof(r->v[0]), by_event_time);
     if (a->header)
         write_header(out);
+    /* On a terminal, progress on stderr (311k rows took 4 s in silence). */
+    int tty = isatty(STDERR_FILENO);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (size_t i = 0; i < r->n && rc == ERR_OK; i++) {
+        if (tty && (i & 16383) == 0 && i) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double s = (double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9;
+            fprintf(stderr, "\rfeaturize: %zu of %zu rows (%.0f%%), %.0f rows/s ", i, r->n,
+                    100.0 * (double)i / (double)r->n, s > 0 ? (double)i / s : 0.0);
+        }
         rc = featurize_one(st, blob, &r->v[i].ev, (int64_t)i, x, e);
         if (rc == ERR_OK)
             write_row(out, &r->v[i].ev, x);
         else
             err_wrap(e, "event %s", r->v[i].ev.event_id);
     }
+    if (tty && r->n > 16384)
+        fputs("\r\033[K", stderr); /* clear the progress line before the summary */
     state_close(st);
     free(blob);
     return rc;

@@ -52,6 +52,8 @@ struct produce_args {
     int schema, raw;
     int32_t schema_id;  /* --schema-id: encode with this writer schema */
     double rate;
+    long timeout_ms;    /* --timeout: delivery deadline (message.timeout.ms) */
+    long sent, bad;     /* filled by produce_stream */
 };
 
 /* -r URL is -X schema.registry.url=URL (kcat's -r). */
@@ -89,10 +91,13 @@ static void produce_usage(FILE *out)
             "                       the registry or schemas/ids), keyed by user_id if any\n"
             "  --raw                send each line's bytes as they are (to test dead letters)\n"
             "  --rate N             at most N records per second\n"
+            "  --timeout MS         give up on records not delivered after MS (default\n"
+            "                       10000; sets message.timeout.ms unless -X sets it)\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
             "A line that does not encode is reported with its number and skipped;\n"
-            "the exit code is then 1. Exit codes: 0 ok, 1 bad lines or delivery failure,\n"
-            "2 usage/config.\n");
+            "the exit code is then 1. The summary counts what the broker acknowledged;\n"
+            "an unreachable broker is one line naming it. Exit codes: 0 ok, 1 bad lines\n"
+            "or delivery failure, 2 usage/config.\n");
 }
 
 static int produce_parse(int argc, char **argv, struct produce_args *a)
@@ -104,6 +109,7 @@ static int produce_parse(int argc, char **argv, struct produce_args *a)
                                        {"rate", required_argument, NULL, 1002},
                                        {"registry", required_argument, NULL, 'r'},
                                        {"schema-id", required_argument, NULL, 1003},
+                                       {"timeout", required_argument, NULL, 1004},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -135,6 +141,13 @@ static int produce_parse(int argc, char **argv, struct produce_args *a)
                 return EXIT_USAGE;
             }
             break;
+        case 1004:
+            a->timeout_ms = strtol(optarg, &end, 10);
+            if (*end || end == optarg || a->timeout_ms < 1 || a->timeout_ms > 86400000) {
+                fprintf(stderr, "error: --timeout %s: expected milliseconds >= 1\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
         case 1002:
             a->rate = strtod(optarg, &end);
             if (*end || a->rate <= 0) {
@@ -144,7 +157,7 @@ static int produce_parse(int argc, char **argv, struct produce_args *a)
             break;
         case 'h': produce_usage(stdout); return -1;
         case 'V': cli_version(stdout); return -1;
-        default: produce_usage(stderr); return EXIT_USAGE;
+        default: cli_usage_error("streamml produce", lo, argv); return EXIT_USAGE;
         }
     }
     return EXIT_OK;
@@ -199,7 +212,7 @@ static void pace(const struct produce_args *a, double t0, long n)
     }
 }
 
-static int produce_stream(struct kq *q, struct codec *cd, const struct produce_args *a,
+static int produce_stream(struct kq *q, struct codec *cd, struct produce_args *a,
                           const char *topic, FILE *in)
 {
     char *line = NULL, key[EV_ID_MAX];
@@ -231,13 +244,26 @@ static int produce_stream(struct kq *q, struct codec *cd, const struct produce_a
     }
     free(line);
     buf_free(&out);
-    fprintf(stderr, "produced %ld record(s) to %s, %ld bad line(s)\n", sent, topic, bad);
+    a->sent = sent;
+    a->bad = bad;
     return bad ? EXIT_RUNTIME : EXIT_OK;
+}
+
+/* bootstrap.servers as configured, for messages. */
+static const char *bootstrap(const struct cfg *cf)
+{
+    size_t n;
+    const struct cfg_kv *kv = cfg_kafka(cf, &n);
+
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(kv[i].key, "bootstrap.servers") == 0)
+            return kv[i].value;
+    return "the broker (bootstrap.servers unset)";
 }
 
 int cmd_produce(int argc, char **argv)
 {
-    struct produce_args a = {.schema = CODEC_TXN_EVENT};
+    struct produce_args a = {.schema = CODEC_TXN_EVENT, .timeout_ms = 10000};
     struct err e = {0};
     struct kq *q = NULL;
     struct codec *cd = NULL;
@@ -257,6 +283,22 @@ int cmd_produce(int argc, char **argv)
         cfg_free(cf);
         return EXIT_USAGE;
     }
+    {
+        /* An unreachable broker: the records fail after --timeout, not after
+         * librdkafka's default of 5 minutes (unless -X message.timeout.ms). */
+        size_t nk;
+        const struct cfg_kv *kv = cfg_kafka(cf, &nk);
+        char ms[32];
+        int given = 0;
+        for (size_t i = 0; i < nk; i++)
+            given |= strcmp(kv[i].key, "message.timeout.ms") == 0;
+        snprintf(ms, sizeof(ms), "%ld", a.timeout_ms);
+        if (!given && cfg_set(cf, "kafka.message.timeout.ms", ms, "--timeout", &e)) {
+            fprintf(stderr, "error: %s\n", e.msg);
+            cfg_free(cf);
+            return EXIT_USAGE;
+        }
+    }
     topic = a.topic ? a.topic : cfg_str(cf, "input.topic");
     which = (enum codec_schema)a.schema;
     signal(SIGINT, on_signal);
@@ -272,9 +314,29 @@ int cmd_produce(int argc, char **argv)
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     } else {
+        struct kq_stats ks;
         rc = produce_stream(q, cd, &a, topic, in);
+        /* Count what the broker acknowledged, not what was handed to the
+         * client: wait for every delivery report (message.timeout.ms bounds
+         * it), then one summary line. */
+        for (;;) {
+            kq_get_stats(q, &ks);
+            if (ks.delivered + ks.delivery_failed >= ks.produced || !g_run)
+                break;
+            kq_serve(q, 100, &e);
+        }
+        fprintf(stderr, "produced %llu of %ld record(s) to %s (acknowledged by the broker), "
+                        "%ld bad line(s)\n",
+                (unsigned long long)ks.delivered, a.sent, topic, a.bad);
+        if (ks.delivered < ks.produced) {
+            fprintf(stderr, "error: %llu record(s) not delivered to %s within %ld ms: is the "
+                            "broker reachable? (--timeout)\n",
+                    (unsigned long long)(ks.produced - ks.delivered), bootstrap(cf),
+                    a.timeout_ms);
+            rc = EXIT_RUNTIME;
+        }
         err_clear(&e);
-        if (kq_close(q, 30000, &e)) {
+        if (kq_close(q, ks.delivered < ks.produced ? 2000 : 30000, &e) && rc == EXIT_OK) {
             fprintf(stderr, "error: %s\n", e.msg);
             rc = EXIT_RUNTIME;
         }
@@ -354,7 +416,7 @@ static int consume_parse(int argc, char **argv, struct consume_args *a)
             break;
         case 'h': consume_usage(stdout); return -1;
         case 'V': cli_version(stdout); return -1;
-        default: consume_usage(stderr); return EXIT_USAGE;
+        default: cli_usage_error("streamml consume", lo, argv); return EXIT_USAGE;
         }
     }
     return EXIT_OK;

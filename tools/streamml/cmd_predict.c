@@ -20,6 +20,7 @@
 #include "cmds.h"
 #include "gbdt.h"
 #include "scorecard.h"
+#include "treeshap.h"
 
 #define MAX_COLS 4096
 #define MAX_RECORD (1024 * 1024) /* bytes in one CSV record */
@@ -383,6 +384,61 @@ static void print_card_row(const struct card *card, const float *x)
     putchar('\n');
 }
 
+/* --contribs: header of the model's feature names (f0, f1, ... without
+ * names), then bias. */
+static void print_contrib_header(const struct gbdt *g)
+{
+    char pos[32];
+
+    for (size_t i = 0; i < gbdt_num_features(g); i++) {
+        const char *nm = gbdt_feature_name(g, i);
+        snprintf(pos, sizeof(pos), "f%zu", i);
+        put_field(nm ? nm : pos, stdout);
+        putchar(',');
+    }
+    printf("bias\n");
+}
+
+static void print_contribs(const struct treeshap *ts, struct treeshap_ws *w, const float *x,
+                           double *phi)
+{
+    size_t n = treeshap_num_values(ts);
+
+    treeshap_explain(ts, w, x, phi);
+    for (size_t i = 0; i < n; i++)
+        printf("%.9g%c", phi[i], i + 1 < n ? ',' : '\n');
+}
+
+/* --contribs: one row of TreeSHAP values per record. */
+static int explain_rows(const struct model *m, struct csv *c, const struct plan *p)
+{
+    struct err e = {0};
+    struct treeshap *ts = treeshap_open(m->g, &e);
+    struct treeshap_ws *w = ts ? treeshap_ws_open(ts) : NULL;
+    size_t nf = gbdt_num_features(m->g);
+    float *x = malloc(nf * sizeof(float));
+    double *phi = malloc((nf + 1) * sizeof(double));
+    int rc = EXIT_RUNTIME;
+
+    if (!ts)
+        fprintf(stderr, "error: %s\n", e.msg);
+    else if (!w || !x || !phi)
+        fprintf(stderr, "error: out of memory\n");
+    if (ts && w && x && phi) {
+        print_contrib_header(m->g);
+        while ((rc = next_record(c)) > 0 && (rc = parse_row(c, p, x)) == 0)
+            print_contribs(ts, w, x, phi);
+        rc = rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+    } else if (!ts) {
+        rc = EXIT_USAGE;
+    }
+    free(x);
+    free(phi);
+    treeshap_ws_close(w);
+    treeshap_close(ts);
+    return rc;
+}
+
 static void flush_batch(const struct gbdt *g, const float *x, size_t n, double *p)
 {
     gbdt_predict_batch(g, x, n, p);
@@ -422,7 +478,8 @@ static int score_rows(const struct model *m, struct csv *c, const struct plan *p
 static void predict_usage(FILE *out)
 {
     fprintf(out,
-            "usage: streamml predict --model FILE [--input FILE.csv|-] [--ignore COLS]\n\n"
+            "usage: streamml predict --model FILE [--input FILE.csv|-] [--ignore COLS]\n"
+            "                        [--contribs]\n\n"
             "Scores a CSV offline with the workers' own runtime. For an XGBoost\n"
             "binary:logistic JSON model: one P(bad) per row on stdout (%%.9g), no header.\n"
             "For a streamml scorecard (\"format\": \"streamml-scorecard\"): a header, then\n"
@@ -442,10 +499,15 @@ static void predict_usage(FILE *out)
             "                       the non-feature columns of `streamml featurize`;\n"
             "                       --ignore '' skips none)\n"
             "      --ignore-extra   skip every column that is not a model feature\n"
+            "      --contribs       XGBoost models: exact TreeSHAP values instead of P(bad),\n"
+            "                       those of xgboost's predict(pred_contribs=True): a header\n"
+            "                       of the feature names then bias, one row per input row,\n"
+            "                       in margin (log-odds) units; a row sums to the margin\n"
             "  -h, --help           this text\n"
             "  -V, --version        versions of streamml and its libraries\n\n"
             "For an ONNX model (FILE.onnx): NumPy tensors in and out,\n"
             "  streamml predict --model M.onnx --input X.npy --output Y.npy\n"
+            "  streamml predict --model M.onnx --input X.npy --gradcam K --output CAM.npy\n"
             "(its options: streamml predict --model M.onnx --help).\n\n"
             "Exit codes: 0 ok; 1 a bad row (line and column named; the rows before it\n"
             "are printed) or a write error; 2 usage, unreadable or invalid model or\n"
@@ -455,7 +517,7 @@ static void predict_usage(FILE *out)
 
 struct predict_args {
     const char *model, *input, *ignore;
-    int ignore_extra;
+    int ignore_extra, contribs;
 };
 
 /* EXIT_OK to go on, -1 when --help/--version were served, else EXIT_USAGE. */
@@ -465,6 +527,7 @@ static int predict_args(int argc, char **argv, struct predict_args *a)
                                        {"input", required_argument, NULL, 'i'},
                                        {"ignore", required_argument, NULL, 1000},
                                        {"ignore-extra", no_argument, NULL, 1001},
+                                       {"contribs", no_argument, NULL, 1002},
                                        {"help", no_argument, NULL, 'h'},
                                        {"version", no_argument, NULL, 'V'},
                                        {NULL, 0, NULL, 0}};
@@ -484,6 +547,9 @@ static int predict_args(int argc, char **argv, struct predict_args *a)
         case 1001:
             a->ignore_extra = 1;
             break;
+        case 1002:
+            a->contribs = 1;
+            break;
         case 'h':
             predict_usage(stdout);
             return -1;
@@ -491,7 +557,7 @@ static int predict_args(int argc, char **argv, struct predict_args *a)
             cli_version(stdout);
             return -1;
         default:
-            predict_usage(stderr);
+            cli_usage_error("streamml predict", lo, argv);
             return EXIT_USAGE;
         }
     }
@@ -516,7 +582,7 @@ static void csv_close(struct csv *c, struct plan *p)
 
 int cmd_predict(int argc, char **argv)
 {
-    struct predict_args a = {NULL, NULL, default_ignore, 0};
+    struct predict_args a = {NULL, NULL, default_ignore, 0, 0};
     struct model m = {0};
     struct csv c = {.in = stdin, .name = "stdin", .next_line = 1};
     struct plan *p = calloc(1, sizeof(*p));
@@ -537,6 +603,13 @@ int cmd_predict(int argc, char **argv)
         free(p);
         return EXIT_USAGE;
     }
+    if (a.contribs && m.c) {
+        fprintf(stderr, "error: --contribs explains XGBoost models; %s is a scorecard (its "
+                        "points are its explanation)\n", a.model);
+        model_close(&m);
+        free(p);
+        return EXIT_USAGE;
+    }
     /* A scorecard uses a few of the features by design. */
     p->ignore_extra = a.ignore_extra || m.c != NULL;
     if (a.input && strcmp(a.input, "-") != 0) {
@@ -548,7 +621,7 @@ int cmd_predict(int argc, char **argv)
     if (!c.in || read_header(&m, &c, a.ignore, p))
         rc = EXIT_USAGE;
     else
-        rc = score_rows(&m, &c, p);
+        rc = a.contribs ? explain_rows(&m, &c, p) : score_rows(&m, &c, p);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "error: writing stdout: %s\n", strerror(errno));
         rc = rc ? rc : EXIT_RUNTIME;
@@ -626,11 +699,11 @@ int cmd_model(int argc, char **argv)
             cli_version(stdout);
             return EXIT_OK;
         }
-        model_usage(stderr);
+        cli_usage_error("streamml model", lo, argv);
         return EXIT_USAGE;
     }
     if (argc - optind != 2 || strcmp(argv[optind], "inspect") != 0) {
-        model_usage(stderr);
+        cli_usage_msg("streamml model", "expected: streamml model inspect FILE");
         return EXIT_USAGE;
     }
     if (cmd_is_onnx(argv[optind + 1]))

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cam.h"
 #include "cli.h"
 #include "cmds.h"
 #include "npy.h"
@@ -46,7 +47,9 @@ const char *cmd_model_arg(int argc, char **argv)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: streamml predict --model FILE.onnx --input X.npy [--input ...]\n"
-                 "                        [--output Y.npy ...] [--threads N]\n\n"
+                 "                        [--output Y.npy ...] [--threads N]\n"
+                 "       streamml predict --model FILE.onnx --input X.npy --gradcam K\n"
+                 "                        --output CAM.npy\n\n"
                  "Runs an ONNX model (opset 13..17, as torch.onnx.export writes it) on NumPy\n"
                  "arrays with the workers' runtime. Arrays are .npy files (np.save) of\n"
                  "float32 or int64 in C order.\n\n"
@@ -57,6 +60,11 @@ static void usage(FILE *out)
                  "                        (shape, min, max, mean)\n"
                  "  -t, --threads N       threads for the runtime and OpenBLAS (default: 1 for\n"
                  "                        the runtime, OpenBLAS's own choice for BLAS)\n"
+                 "      --gradcam K       Grad-CAM maps of class K instead of the outputs, for a\n"
+                 "                        CNN whose head after its last feature map is\n"
+                 "                        GlobalAveragePool then Gemm/MatMul/Add/Relu/Dropout:\n"
+                 "                        float32 (N, h, w) at feature-map resolution into the\n"
+                 "                        one --output; relu, minus min, / (max + 1e-8)\n"
                  "  -h, --help            this text\n"
                  "  -V, --version         versions\n\n"
                  "`streamml model inspect FILE.onnx` lists inputs, outputs and ops.\n\n"
@@ -73,6 +81,7 @@ struct args {
     const char *model;
     struct bind in[MAX_IO], out[MAX_IO];
     int n_in, n_out, threads;
+    int gradcam; /* class, or -1 */
 };
 
 static int add_bind(struct bind *b, int *n, char *arg, const char *what)
@@ -97,13 +106,11 @@ static int add_bind(struct bind *b, int *n, char *arg, const char *what)
 
 static int parse_args(int argc, char **argv, struct args *a)
 {
-    static const struct option lo[] = {{"model", required_argument, NULL, 'm'},
-                                       {"input", required_argument, NULL, 'i'},
-                                       {"output", required_argument, NULL, 'o'},
-                                       {"threads", required_argument, NULL, 't'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {"version", no_argument, NULL, 'V'},
-                                       {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {
+        {"model", required_argument, NULL, 'm'},    {"input", required_argument, NULL, 'i'},
+        {"output", required_argument, NULL, 'o'},   {"threads", required_argument, NULL, 't'},
+        {"gradcam", required_argument, NULL, 1000}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0}};
     int opt;
     char *end;
 
@@ -114,6 +121,12 @@ static int parse_args(int argc, char **argv, struct args *a)
             if (opt == 'i' ? add_bind(a->in, &a->n_in, optarg, "input")
                            : add_bind(a->out, &a->n_out, optarg, "output"))
                 return EXIT_USAGE;
+        } else if (opt == 1000) {
+            a->gradcam = (int)strtol(optarg, &end, 10);
+            if (*end || !*optarg || a->gradcam < 0 || a->gradcam > 100000) {
+                fprintf(stderr, "error: --gradcam %s: a class index expected\n", optarg);
+                return EXIT_USAGE;
+            }
         } else if (opt == 't') {
             a->threads = (int)strtol(optarg, &end, 10);
             if (*end || a->threads < 1 || a->threads > 256) {
@@ -127,7 +140,7 @@ static int parse_args(int argc, char **argv, struct args *a)
                 cli_version(stdout);
             return -1;
         } else {
-            usage(stderr);
+            cli_usage_error("streamml predict", lo, argv);
             return EXIT_USAGE;
         }
     }
@@ -255,15 +268,119 @@ out:
     return rc;
 }
 
+/* Opens the model with its last feature map kept; the head in layers. */
+static int open_gradcam(struct onnx_model **m, const char *path, struct cam_layer *layers,
+                        size_t *n_layers, int *channels, struct err *e)
+{
+    char feature[256];
+    const char *f, *keep[1] = {feature};
+
+    if (onnx_open(m, path, e))
+        return e->code;
+    if (onnx_gradcam_head(*m, &f, layers, CAM_MAX_LAYERS, n_layers, channels, e)) {
+        onnx_close(*m);
+        *m = NULL;
+        return e->code;
+    }
+    snprintf(feature, sizeof(feature), "%s", f);
+    onnx_close(*m);
+    if (onnx_open_keep(m, path, keep, 1, e))
+        return e->code;
+    /* reopened: the layers must point into this model's constants */
+    return onnx_gradcam_head(*m, &f, layers, CAM_MAX_LAYERS, n_layers, channels, e);
+}
+
+/* Runs m on the inputs and writes the (N, h, w) maps of class a->gradcam. */
+static int gradcam(struct onnx_model *m, const struct args *a, const struct cam_layer *layers,
+                   size_t n_layers, int channels, const char *feature)
+{
+    const struct bind *islot[MAX_IO] = {0};
+    struct onnx_tensor in[MAX_IO] = {{0}}, out[1], maps = {.dtype = ONNX_F32, .ndim = 3};
+    const struct onnx_tensor *fm;
+    struct err e = {0};
+    float *scratch = NULL;
+    int rc = EXIT_USAGE;
+
+    if (resolve(m, a->in, a->n_in, 0, islot) || read_inputs(m, islot, in))
+        goto out;
+    rc = EXIT_RUNTIME;
+    if (onnx_run(m, in, onnx_num_inputs(m), out, 1, &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        goto out;
+    }
+    fm = onnx_value(m, feature);
+    if (!fm || fm->ndim != 4 || fm->dims[1] != channels) {
+        fprintf(stderr, "error: gradcam: feature map %s is not (N, %d, h, w)\n", feature, channels);
+        goto out;
+    }
+    maps.dims[0] = fm->dims[0];
+    maps.dims[1] = fm->dims[2];
+    maps.dims[2] = fm->dims[3];
+    maps.data = malloc(onnx_numel(&maps) * sizeof(float) + 1);
+    scratch = malloc(cam_gradcam_scratch(layers, n_layers, channels) * sizeof(float));
+    if (!maps.data || !scratch) {
+        fprintf(stderr, "error: out of memory\n");
+        goto out;
+    }
+    for (int64_t i = 0; i < fm->dims[0]; i++) {
+        size_t cells = (size_t)(fm->dims[2] * fm->dims[3]);
+        if (cam_gradcam(layers, n_layers, channels, (const float *)fm->data + i * channels * cells,
+                        (int)fm->dims[2], (int)fm->dims[3], a->gradcam,
+                        (float *)maps.data + i * cells, scratch, &e)) {
+            fprintf(stderr, "error: sample %lld: %s\n", (long long)i, e.msg);
+            goto out;
+        }
+    }
+    if (npy_write(a->out[0].file, &maps, &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        goto out;
+    }
+    rc = EXIT_OK;
+out:
+    free(scratch);
+    free(maps.data);
+    for (size_t i = 0; i < MAX_IO; i++)
+        npy_free(&in[i]);
+    return rc;
+}
+
+static int cmd_gradcam(const struct args *a)
+{
+    struct cam_layer layers[CAM_MAX_LAYERS];
+    struct onnx_model *m = NULL;
+    struct err e = {0};
+    size_t n_layers;
+    int channels, rc;
+    const char *feature;
+
+    if (a->n_out != 1) {
+        fprintf(stderr, "error: --gradcam writes one --output FILE.npy\n");
+        return EXIT_USAGE;
+    }
+    if (open_gradcam(&m, a->model, layers, &n_layers, &channels, &e) ||
+        onnx_gradcam_head(m, &feature, layers, CAM_MAX_LAYERS, &n_layers, &channels, &e)) {
+        fprintf(stderr, "error: %s: %s\n", a->model, e.msg);
+        onnx_close(m);
+        return EXIT_USAGE;
+    }
+    if (a->threads)
+        onnx_set_threads(m, a->threads);
+    rc = gradcam(m, a, layers, n_layers, channels, feature);
+    onnx_close(m);
+    return rc;
+}
+
 int cmd_predict_onnx(int argc, char **argv)
 {
-    struct args a = {0};
+    struct args a = {.gradcam = -1};
     struct onnx_model *m;
     struct err e = {0};
     int rc = parse_args(argc, argv, &a);
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
+    if (a.gradcam >= 0)
+        return cmd_gradcam(&a);
     if (onnx_open(&m, a.model, &e)) {
         fprintf(stderr, "error: %s\n", e.msg);
         return EXIT_USAGE;

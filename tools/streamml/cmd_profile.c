@@ -97,7 +97,7 @@ static int profile_args(int argc, char **argv, struct prof_args *a)
             break;
         case 'h': profile_usage(stdout); return -1;
         case 'V': cli_version(stdout); return -1;
-        default: profile_usage(stderr); return EXIT_USAGE;
+        default: cli_usage_error("streamml profile", lo, argv); return EXIT_USAGE;
         }
     }
     if (optind < argc || !a->model || !a->input || !a->output) {

@@ -208,7 +208,7 @@ static int parse_opt(int opt, const char *arg, struct rp_args *a)
         a->csv = strcmp(arg, "csv") == 0 ? 1 : -1;
         break;
     default:
-        usage(stderr);
+        cli_usage_error("streamml replay", NULL, NULL);
         return EXIT_USAGE;
     }
     return EXIT_OK;
@@ -248,6 +248,10 @@ static int parse_args(int argc, char **argv, struct rp_args *a)
         if (opt == 'V') {
             cli_version(stdout);
             return -1;
+        }
+        if (opt == '?') {
+            cli_usage_error("streamml replay", lo, argv);
+            return EXIT_USAGE;
         }
         if ((r = parse_opt(opt, optarg, a)))
             return r;
@@ -410,6 +414,24 @@ static void write_jsonl(struct line *l, const struct txn_prediction *p, const fl
             putc_(l, ',');
         json_str(l, p->reasons[k]);
     }
+    puts_(l, "],\"reason_features\":[");
+    for (int k = 0; k < p->n_reasons; k++) {
+        if (k)
+            putc_(l, ',');
+        json_str(l, p->reason_features[k]);
+    }
+    puts_(l, "],\"reason_values\":[");
+    for (int k = 0; k < p->n_reasons; k++) {
+        if (k)
+            putc_(l, ',');
+        put_double(l, p->reason_values[k]);
+    }
+    puts_(l, "],\"scorecard_reasons\":[");
+    for (int k = 0; k < p->n_card_reasons; k++) {
+        if (k)
+            putc_(l, ',');
+        json_str(l, p->card_reasons[k]);
+    }
     puts_(l, "],\"feature_hash\":");
     json_str(l, p->feature_hash);
     puts_(l, p->redelivered ? ",\"redelivered\":true" : ",\"redelivered\":false");
@@ -445,7 +467,7 @@ static void write_csv_header(FILE *out, int features)
 
 static void write_csv(struct line *l, const struct txn_prediction *p, const float *x)
 {
-    char reasons[PRED_REASONS * 49 + 1] = "";
+    char reasons[PRED_REASONS * (sizeof(p->reasons[0]) + 1) + 1] = "";
 
     for (int k = 0; k < p->n_reasons; k++) {
         if (k)
@@ -1042,6 +1064,14 @@ int cmd_replay(int argc, char **argv)
     rc = run_open(&r, &e);
     if (rc == ERR_OK && !a.dry_run)
         rc = a.stream == RP_CLICKSTREAM ? click_loop(&r, &e) : replay_loop(&r, &e);
+    /* Nothing read from a topic is a misspelt name, an empty topic or an
+     * empty range: no backtest, so no success (and no empty output file). */
+    if (rc == ERR_OK && !a.dry_run && !a.nfiles && g_run && r.n + r.invalid == 0)
+        rc = err_set(&e, ERR_NOTFOUND,
+                     "no events read from topic \"%s\"%s: a misspelt topic name, an empty "
+                     "topic or an empty range (see streamml replay --dry-run)",
+                     a.topic ? a.topic : cfg_str(r.cf, "input.topic"),
+                     a.from || a.to ? " in the range given" : "");
     if (!a.dry_run && r.cs)
         summary(&r); /* before run_close frees the step's counts */
     rc = run_close(&r, rc, &e);

@@ -19,6 +19,8 @@
 #include "cmds.h"
 #include "codec.h"
 #include "features.h"
+#include "report_adv.h"
+#include "report_fair.h"
 
 /* PSI uses the monitoring module's baseline format and functions
  * (mon_baseline_load, mon_bin, mon_psi, written by `streamml profile`). */
@@ -39,6 +41,8 @@ struct gate {
 struct rep_args {
     struct cli cli;
     const char *preds, *labels, *labels_topic, *output, *baseline;
+    const char *adv_train, *adv_live; /* adversarial validation (report_adv.c) */
+    const char *fair_field;           /* fairness by outcome (report_fair.c) */
     struct gate gates[MAX_GATES];
     int ngates, referable;
 };
@@ -91,6 +95,17 @@ static void usage(FILE *out)
             "                       `replay --features`) and of the score against the\n"
             "                       model's training baseline (`streamml profile`); gates\n"
             "                       psi_score and psi_max (largest feature PSI)\n"
+            "      --train-features F --live-features F\n"
+            "                       adversarial validation: `streamml featurize` CSVs of\n"
+            "                       the training rows and of the replayed or live-captured\n"
+            "                       ones; a classifier separating them (stratified 5-fold)\n"
+            "                       and its AUC, WARNING above 0.6, and the features that\n"
+            "                       separate them most (tools/streamml/report_adv.c)\n"
+            "      --fairness-field NAME\n"
+            "                       fairness by outcome per group of NAME (a field of the\n"
+            "                       predictions, or a txn-v1 feature of `replay --features`\n"
+            "                       output): approval rate, TPR/FPR, disparate impact and\n"
+            "                       the 80%% rule (tools/streamml/report_fair.c)\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
             "Metrics: AUC, Gini (2 AUC - 1), KS, Brier score, precision / recall /\n"
             "approval rate at decision.review_threshold and decision.decline_threshold;\n"
@@ -143,6 +158,9 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
                                        {"gate", required_argument, NULL, 1002},
                                        {"referable", required_argument, NULL, 1003},
                                        {"baseline", required_argument, NULL, 1004},
+                                       {"train-features", required_argument, NULL, 1010},
+                                       {"live-features", required_argument, NULL, 1011},
+                                       {"fairness-field", required_argument, NULL, 1012},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -188,6 +206,15 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
         case 1004:
             a->baseline = optarg;
             break;
+        case 1010:
+            a->adv_train = optarg;
+            break;
+        case 1011:
+            a->adv_live = optarg;
+            break;
+        case 1012:
+            a->fair_field = optarg;
+            break;
         case 'h':
             usage(stdout);
             return -1;
@@ -195,7 +222,7 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
             cli_version(stdout);
             return -1;
         default:
-            usage(stderr);
+            cli_usage_error("streamml report", lo, argv);
             return EXIT_USAGE;
         }
     }
@@ -672,7 +699,8 @@ static void html_tables(FILE *o, const struct results *r, const struct joined *j
 }
 
 static int write_html(const char *path, const struct rep_args *a, const struct results *r,
-                      const struct joined *j, struct err *e)
+                      const struct joined *j, const struct report_adv *adv, const struct fair *fair,
+                      struct err *e)
 {
     struct out *ou;
     FILE *o;
@@ -695,6 +723,10 @@ static int write_html(const char *path, const struct rep_args *a, const struct r
     svg_roc(o, r);
     svg_hist(o, r);
     svg_calibration(o, r);
+    if (adv)
+        report_adv_html(o, adv);
+    if (fair)
+        report_fair_html(o, a->fair_field, fair);
     fputs("</body></html>\n", o);
     return out_commit(ou, e);
 }
@@ -739,11 +771,18 @@ int cmd_report(int argc, char **argv)
     struct psi ps = {0};
     struct err e = {0};
     struct cfg *cf = NULL;
+    struct report_adv adv = {0};
+    static struct fair fair;
     size_t label_only = 0;
-    int rc = parse_args(argc, argv, &a), failed = 0;
+    int rc = parse_args(argc, argv, &a), failed = 0, with_adv;
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
+    with_adv = a.adv_train || a.adv_live;
+    if (with_adv && !(a.adv_train && a.adv_live)) {
+        fprintf(stderr, "error: --train-features and --live-features go together\n");
+        return EXIT_USAGE;
+    }
     if (!(cf = cli_load(&a.cli, "report")))
         return EXIT_USAGE;
     rc = oc_open(&l, OC_LABEL, &e);
@@ -757,15 +796,25 @@ int cmd_report(int argc, char **argv)
         psi_finish(&ps);
     if (rc == ERR_OK)
         rc = compute(&j, cf, a.referable, &r, &e);
+    if (rc == ERR_OK && with_adv)
+        rc = report_adv_run(a.adv_train, a.adv_live, &adv, &e);
+    if (rc == ERR_OK && a.fair_field)
+        rc = report_fair_run(a.preds, a.labels, a.fair_field, &fair, &e);
     if (rc == ERR_OK)
-        rc = write_html(a.output, &a, &r, &j, &e);
+        rc = write_html(a.output, &a, &r, &j, with_adv ? &adv : NULL, a.fair_field ? &fair : NULL,
+                        &e);
     if (rc == ERR_OK) {
         label_only = oc_unjoined(l);
         failed = summary(&a, &r, &j, oc_count(l), label_only);
+        if (with_adv)
+            report_adv_summary(&adv);
+        if (a.fair_field)
+            report_fair_summary(a.fair_field, &fair);
         printf("wrote %s\n", a.output);
         rc = out_stdout_check(&e); /* the summary is an output too */
     }
     psi_close(&ps);
+    report_adv_free(&adv);
     free(r.fpr);
     free(r.tpr);
     free(j.p);

@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "cmds.h"
+#include "suggest.h"
 
 struct command {
     const char *name;
@@ -36,14 +37,15 @@ static void usage(FILE *out)
     fprintf(out, "usage: streamml <command> [options]   (streamml <command> --help)\n\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\nWorkers are separate binaries: streamml-transactions.\n"
+    fprintf(out, "\nWorkers are separate binaries (each with --help): streamml-transactions,\n"
+                 "streamml-clickstream, streamml-images.\n"
                  "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n");
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        usage(stderr);
+        fprintf(stderr, "streamml: a command is needed\nsee streamml --help\n");
         return EXIT_USAGE;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -57,7 +59,16 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < NCOMMANDS; i++)
         if (strcmp(argv[1], commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "streamml: unknown command \"%s\"\n", argv[1]);
-    usage(stderr);
+    {
+        const char *names[NCOMMANDS], *best;
+        for (size_t i = 0; i < NCOMMANDS; i++)
+            names[i] = commands[i].name;
+        best = sug_closest(argv[1], names, NCOMMANDS);
+        if (best)
+            fprintf(stderr, "streamml: unknown command \"%s\"; did you mean %s?\n", argv[1], best);
+        else
+            fprintf(stderr, "streamml: unknown command \"%s\"\n", argv[1]);
+        fprintf(stderr, "see streamml --help\n");
+    }
     return EXIT_USAGE;
 }

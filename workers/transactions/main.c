@@ -131,6 +131,7 @@ static void txn_process(void *self, struct wk_batch *b)
 {
     struct txn *t = self;
 
+    ab_serving_set_metrics(t->ab, wk_metrics(t->w)); /* explanations' cost (open, reload) */
     for (size_t i = 0; i < b->n; i++) {
         t->live[i] = b->status[i] == WK_LIVE;
         t->pos[i] = b->msgs[i]->pos;

@@ -1,0 +1,153 @@
+/* Fairness by outcome (common/fairness.c): per-group approval rate, TPR and
+ * FPR of the adverse decision, disparate impact against the best-approved
+ * group and the 80% rule, on a hand-counted table; unknown labels count for
+ * approval only; too many groups are refused by name. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fairness.h"
+#include "stack.h"
+
+static void test_rates_disparate_impact_and_the_80_percent_rule(void **st)
+{
+    /* group, approved, label */
+    static const struct {
+        const char *g;
+        int a, y;
+    } rows[] = {
+        {"owner", 1, 0}, {"owner", 1, 0}, {"owner", 1, 1}, {"owner", 0, 1}, {"owner", 1, -1},
+        {"rent", 1, 0},  {"rent", 0, 0},  {"rent", 0, 1},  {"rent", 0, 1},  {"rent", 1, -1},
+    };
+    struct fair f;
+    struct err e = {0};
+
+    (void)st;
+    fair_init(&f);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        assert_int_equal(fair_add(&f, rows[i].g, rows[i].a, rows[i].y, &e), ERR_OK);
+    fair_finish(&f);
+    assert_int_equal(f.n_groups, 2);
+    /* owner: 4 of 5 approved; bad 2, 1 flagged; good 2, 0 flagged */
+    assert_string_equal(f.g[0].name, "owner");
+    assert_float_equal(f.g[0].approval, 0.8, 1e-12);
+    assert_float_equal(f.g[0].tpr, 0.5, 1e-12);
+    assert_float_equal(f.g[0].fpr, 0.0, 1e-12);
+    assert_float_equal(f.g[0].disparate_impact, 1.0, 1e-12);
+    /* rent: 2 of 5 approved; bad 2, 2 flagged; good 2, 1 flagged */
+    assert_float_equal(f.g[1].approval, 0.4, 1e-12);
+    assert_float_equal(f.g[1].tpr, 1.0, 1e-12);
+    assert_float_equal(f.g[1].fpr, 0.5, 1e-12);
+    assert_float_equal(f.g[1].disparate_impact, 0.5, 1e-12);
+    assert_int_equal(f.worst, 1);
+    assert_true(fair_violates(&f));
+}
+
+static void test_unlabelled_group_has_undefined_rates_and_passes_when_equal(void **st)
+{
+    struct fair f;
+    struct err e = {0};
+
+    (void)st;
+    fair_init(&f);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(fair_add(&f, "a", i % 2, -1, &e), ERR_OK);
+        assert_int_equal(fair_add(&f, "b", i % 2, -1, &e), ERR_OK);
+    }
+    fair_finish(&f);
+    assert_true(isnan(f.g[0].tpr) && isnan(f.g[0].fpr));
+    assert_float_equal(f.g[1].disparate_impact, 1.0, 1e-12);
+    assert_false(fair_violates(&f));
+}
+
+static void test_too_many_groups_are_refused_by_name(void **st)
+{
+    struct fair f;
+    struct err e = {0};
+    char name[16];
+
+    (void)st;
+    fair_init(&f);
+    for (int i = 0; i < FAIR_MAX_GROUPS; i++) {
+        snprintf(name, sizeof(name), "g%d", i);
+        assert_int_equal(fair_add(&f, name, 1, 0, &e), ERR_OK);
+    }
+    assert_int_equal(fair_add(&f, "one-too-many", 1, 0, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "one-too-many"));
+}
+
+/* streamml report --fairness-field: groups from a field of the predictions,
+ * labels joined by event id, a redelivered duplicate counted once, the
+ * failing group flagged in the summary and the HTML. */
+static void test_report_fairness_section(void **st)
+{
+    char dir[] = "/tmp/fair.XXXXXX", p[3][300], out[300], cmd[2048];
+    static char buf[1 << 20];
+    FILE *f;
+    size_t n;
+
+    (void)st;
+    assert_non_null(mkdtemp(dir));
+    snprintf(p[0], sizeof(p[0]), "%s/p.jsonl", dir);
+    snprintf(p[1], sizeof(p[1]), "%s/l.csv", dir);
+    snprintf(p[2], sizeof(p[2]), "%s/o.html", dir);
+    snprintf(out, sizeof(out), "%s/summary.txt", dir);
+    f = fopen(p[0], "w");
+    assert_non_null(f);
+    fputs("{\"event_id\":\"a\",\"probability\":0.1,\"decision\":\"approve\",\"home\":\"own\"}\n"
+          "{\"event_id\":\"b\",\"probability\":0.7,\"decision\":\"decline\",\"home\":\"rent\"}\n"
+          "{\"event_id\":\"b\",\"probability\":0.7,\"decision\":\"decline\",\"home\":\"rent\"}\n"
+          "{\"event_id\":\"c\",\"probability\":0.2,\"decision\":\"approve\",\"home\":\"rent\"}\n"
+          "{\"event_id\":\"d\",\"probability\":0.5,\"decision\":\"review\",\"home\":\"own\"}\n"
+          "{\"event_id\":\"e\",\"probability\":0.1,\"decision\":\"approve\",\"home\":\"own\"}\n"
+          "{\"event_id\":\"f\",\"probability\":0.9,\"decision\":\"decline\",\"home\":\"rent\"}\n",
+          f);
+    fclose(f);
+    f = fopen(p[1], "w");
+    assert_non_null(f);
+    fputs("event_id,label\na,0\nb,1\nc,0\nd,1\ne,0\nf,0\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "%s report -p %s -l %s --fairness-field home -o %s > %s 2>&1",
+             test_bin("streamml"), p[0], p[1], p[2], out);
+    assert_int_equal(system(cmd), 0);
+    f = fopen(out, "r");
+    assert_non_null(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(buf, "fairness home=own: n 3  approval 0.666667  tpr 1.000000  fpr "
+                                "0.000000  disparate_impact 1.000000\n"));
+    assert_non_null(strstr(buf, "fairness home=rent: n 3  approval 0.333333  tpr 1.000000  fpr "
+                                "0.500000  disparate_impact 0.500000  FAIL (80% rule)\n"));
+    f = fopen(p[2], "r");
+    assert_non_null(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(buf, "<h2>Fairness by outcome</h2>"));
+    assert_non_null(strstr(buf, "0.500 FAIL"));
+    for (int i = 0; i < 3; i++)
+        unlink(p[i]);
+    unlink(out);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rates_disparate_impact_and_the_80_percent_rule),
+        cmocka_unit_test(test_unlabelled_group_has_undefined_rates_and_passes_when_equal),
+        cmocka_unit_test(test_too_many_groups_are_refused_by_name),
+        cmocka_unit_test(test_report_fairness_section),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
