@@ -43,6 +43,9 @@ struct kq {
     void *stats_opaque;
     int (*on_assign)(const char *topic, int32_t partition, void *opaque);
     void *assign_opaque;
+    /* during on_assign: the group's committed offsets of the partitions
+     * being assigned (NULL: unknown) */
+    rd_kafka_topic_partition_list_t *assign_committed;
     int commit_interval_ms;    /* kq_opts.commit_interval_ms */
     int64_t last_commit_ms;
     int stored_uncommitted;    /* offsets stored since the last commit */
@@ -421,9 +424,23 @@ static void rebalance_assign(struct kq *q, rd_kafka_t *rk, rd_kafka_topic_partit
 
     log_info("rebalance: assigned %d partition(s)%s%s", parts->cnt, coop ? " more" : "",
              q->paused ? ", paused" : "");
+    /* The hook may ask whether the group committed offsets for a partition
+     * (kq_assign_committed: a state store found empty then lost its data).
+     * One bounded round trip to the coordinator per rebalance. */
+    if (q->on_assign && parts->cnt > 0) {
+        q->assign_committed = rd_kafka_topic_partition_list_copy(parts);
+        if (rd_kafka_committed(rk, q->assign_committed, KQ_COMMITTED_TIMEOUT_MS)) {
+            rd_kafka_topic_partition_list_destroy(q->assign_committed);
+            q->assign_committed = NULL;
+        }
+    }
     for (int i = 0; q->on_assign && i < parts->cnt; i++)
         if (q->on_assign(parts->elems[i].topic, parts->elems[i].partition, q->assign_opaque))
             set_fatal(q, "assignment hook failed for", parts->elems[i].topic);
+    if (q->assign_committed) {
+        rd_kafka_topic_partition_list_destroy(q->assign_committed);
+        q->assign_committed = NULL;
+    }
     if (coop) {
         rd_kafka_error_t *er = rd_kafka_incremental_assign(rk, parts);
         if (er) {
@@ -848,6 +865,18 @@ int kq_pause(struct kq *q, int paused, struct err *e)
 int kq_paused(const struct kq *q)
 {
     return q->paused;
+}
+
+int kq_assign_committed(const struct kq *q, const char *topic, int32_t partition)
+{
+    const rd_kafka_topic_partition_t *tp;
+
+    if (!q->assign_committed)
+        return -1;
+    tp = rd_kafka_topic_partition_list_find(q->assign_committed, topic, partition);
+    if (!tp || tp->err)
+        return -1;
+    return tp->offset >= 0;
 }
 
 size_t kq_assigned(const struct kq *q)

@@ -113,6 +113,11 @@ int kq_pause(struct kq *q, int paused, struct err *e);
 int kq_paused(const struct kq *q);
 /* Partitions currently assigned to the consumer. */
 size_t kq_assigned(const struct kq *q);
+/* Only inside on_assign: 1 if the group has a committed offset for that
+ * partition, 0 if it has none, -1 when unknown (the coordinator did not
+ * answer within KQ_COMMITTED_TIMEOUT_MS, or outside the hook). */
+#define KQ_COMMITTED_TIMEOUT_MS 5000
+int kq_assign_committed(const struct kq *q, const char *topic, int32_t partition);
 /* Input messages polled but not fully acknowledged yet. */
 size_t kq_inflight(const struct kq *q);
 /* With assign_all: 1 once every partition has reached its end. */

@@ -64,6 +64,8 @@ struct wk {
     int64_t *t_in;
     struct buf out, dlq, alert;
     int state_ok;
+    int expect_data;    /* the group has committed offsets the store has not been checked against */
+    uint64_t lost_alerts; /* losses detected, alerts still to publish */
     uint64_t messages, dead, unsent;
     uint64_t watch_stamp;
     int64_t next_watch_us;
@@ -226,6 +228,7 @@ static int open_state(struct wk *w, struct err *e)
         return ERR_OK;
     wk_redis_opts(w, &ro);
     ro.ttl_s = (int)cfg_int(w->cf, w->s->state_ttl_key);
+    ro.lost_flag_ms = cfg_int(w->cf, "state.lost_flag_ms");
     if (strcmp(cfg_str(w->cf, "state.backend"), "memory") == 0)
         w->st = state_open_memory();
     else
@@ -236,17 +239,36 @@ static int open_state(struct wk *w, struct err *e)
     return ERR_OK;
 }
 
+/* A state store that lost its data (state_check_lost): the loss is
+ * counted for an alert, published from the loop (the check also runs
+ * inside the rebalance callback). expect_data is remembered until a check
+ * gets through: an unreachable store is checked again with the next
+ * batch. The error itself is left to the state read that follows. */
+static void check_lost(struct wk *w, int expect_data)
+{
+    struct err e = {0};
+    int lost_now = 0;
+
+    w->expect_data |= expect_data;
+    if (state_check_lost(w->st, w->expect_data, &lost_now, &e) == ERR_OK)
+        w->expect_data = 0;
+    w->lost_alerts += (uint64_t)(lost_now != 0);
+}
+
 /* Zombie fencing: a newly assigned partition takes a new epoch in the
  * state store, so a former owner that was stalled past
  * max.poll.interval.ms cannot overwrite state when it wakes up. */
 static int fence_partition(const char *topic, int32_t partition, void *opaque)
 {
+    struct wk *w = opaque;
     struct err e = {0};
 
-    if (state_fence(opaque, partition, &e)) {
+    if (state_fence(w->st, partition, &e)) {
         log_error("fencing %s [%d]: %s", topic, (int)partition, e.msg);
         return e.code;
     }
+    /* Committed offsets for the partition: the store must hold data. */
+    check_lost(w, w->q && kq_assign_committed(w->q, topic, partition) == 1);
     return ERR_OK;
 }
 
@@ -264,7 +286,7 @@ static int open_kafka(struct wk *w, struct err *e)
     ko.stats_opaque = w->mx;
     if (w->st) {
         ko.on_assign = fence_partition;
-        ko.assign_opaque = w->st;
+        ko.assign_opaque = w;
     }
     if (!(w->q = kq_open(&ko, e)))
         return e->code;
@@ -291,6 +313,8 @@ static int open_all(struct wk *w, struct err *e)
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", w->cap);
     if (!(w->cd = pipe_codec_open(w->cf, &w->reg, outs, topics, 2, e)) || open_state(w, e))
         return e->code;
+    if (w->st) /* an unacknowledged loss recorded before this start flags at once */
+        check_lost(w, 0);
     if (!(w->self = w->s->open(w, e)))
         return e->code ? e->code : err_set(e, ERR_NOMEM, "%s: out of memory", w->s->name);
     model_info(w, &mi);
@@ -347,6 +371,32 @@ static void reload_alert(struct wk *w, const char *severity, const char *msg)
                        &e) ||
         publish_alert(w, json, &e))
         log_error("model reload alert not sent to %s: %s", id.topic, e.msg);
+}
+
+static void publish_lost_alerts(struct wk *w)
+{
+    struct wk_model_info mi;
+    struct mon_ident id;
+    struct err e = {0};
+    char json[2048], msg[600];
+
+    if (!w->lost_alerts)
+        return;
+    w->lost_alerts = 0;
+    model_info(w, &mi);
+    id = (struct mon_ident){w->s->name, mi.name, mi.version, cfg_str(w->cf, "monitor.topic")};
+    snprintf(msg, sizeof(msg),
+             "state store %s:%lld lost its data (restarted empty or flushed): every aggregate "
+             "restarted empty; predictions are flagged degraded until acknowledged "
+             "(streamml config ack-state-loss)%s",
+             cfg_str(w->cf, "redis.host"), (long long)cfg_int(w->cf, "redis.port"),
+             cfg_int(w->cf, "state.lost_flag_ms") ? " or state.lost_flag_ms passes" : "");
+    if (mon_event_json(&id, "state_lost", "CRITICAL", msg, pipe_wall_ms(), json, sizeof(json),
+                       &e) ||
+        publish_alert(w, json, &e))
+        log_error("state loss alert not sent to %s: %s", id.topic, e.msg);
+    else
+        metrics_add(w->mx, METRICS_ALERTS, 1);
 }
 
 /* Between two batches: the batch before was scored by the old set, the
@@ -511,8 +561,14 @@ static void emit_batch(struct wk *w, struct wk_batch *b)
 
 static void process_batch(struct wk *w, size_t n)
 {
-    struct wk_batch b = {n, w->msgs, w->status, w->t_in, pipe_wall_ms()};
+    struct wk_batch b = {n, w->msgs, w->status, w->t_in, pipe_wall_ms(), 0};
 
+    /* Once a batch (one round trip): a FLUSHALL on a live connection is
+     * seen by nothing else. While the store is away the reconnect checks. */
+    if (w->st && w->state_ok && wk_running(w))
+        check_lost(w, 0);
+    publish_lost_alerts(w);
+    b.state_lost = w->st && state_lost_flag(w->st);
     decode_batch(w, &b);
     w->s->process(w->self, &b);
     emit_batch(w, &b);

@@ -18,7 +18,11 @@
  *   - the state store (common/state/state.h) when the stream keeps state
  *     (state_ttl_key set): Redis with redis.* (ACL user, password, timeout)
  *     or state.backend=memory, and zombie fencing of each assigned partition
- *     (state_fence) before any of its messages is handed out;
+ *     (state_fence) before any of its messages is handed out; a store that
+ *     lost its data (state_check_lost: after each fence, with the group's
+ *     committed offsets as the evidence data should be there, and once a
+ *     batch) is alerted on monitor.topic ("state_lost", CRITICAL) and the
+ *     predictions are flagged (wk_batch.state_lost) until acknowledged;
  *   - the codec through pipe_codec_open for every stream, so
  *     schema.registry.url works everywhere (the stream's prediction schema
  *     and the dead-letter schema registered under "<topic>-value"); a
@@ -97,6 +101,9 @@ struct wk_batch {
     unsigned char *status;      /* enum wk_status per message */
     const int64_t *t_in_us;     /* monotonic time each message was taken */
     int64_t wall_ms;            /* wall clock of the batch (for monitors) */
+    int state_lost;             /* the state store lost its data and no operator
+                                   acknowledged it yet (state_lost_flag): a stateful
+                                   stream flags the batch's predictions degraded */
 };
 
 /* What emit() hands back for one message. */

@@ -119,6 +119,8 @@ static void click_process(void *self, struct wk_batch *b)
     }
     c->degraded = cstep_batch(c->cs, b->n, c->in, c->preds);
     wk_set_state_ok(c->w, !c->degraded);
+    for (size_t i = 0; b->state_lost && i < b->n; i++)
+        c->preds[i].degraded = 1; /* sessions that restarted empty */
 }
 
 static int click_emit(void *self, const struct wk_batch *b, size_t i, struct wk_record *r,

@@ -138,6 +138,7 @@ static void txn_process(void *self, struct wk_batch *b)
     }
     t->degraded = txs_features(t->ts, b->n, t->evs, t->pos, t->live, t->xs);
     wk_set_state_ok(t->w, txs_state_ok(t->ts));
+    t->degraded |= b->state_lost; /* scored on aggregates that restarted empty */
     for (size_t i = 0; i < b->n; i++)
         txn_prediction_init(&t->preds[i], &t->evs[i], b->msgs[i]->topic, b->msgs[i]->partition,
                             b->msgs[i]->offset);
