@@ -30,14 +30,14 @@ struct txn {
     struct txs *ts;                   /* users' state, the queue */
     struct labels *lab;               /* NULL: no monitor.labels.topic (or monitoring off) */
     struct mon *mon[AB_MAX_VARIANTS]; /* per variant; NULL: monitoring off */
-    struct txn_event *evs;
+    struct txn_event *evs; /* the batch's events, positions and live flags */
     struct kq_pos *pos;
     unsigned char *live;
     float *xs;                    /* the batch's feature vectors */
     struct txn_prediction *preds; /* ... their predictions */
     size_t *pvar;                 /* ... and the variant that scored each */
     int degraded;
-    struct buf shadow;
+    struct buf shadow; /* a challenger's prediction, encoded */
     uint64_t predictions, degraded_n, redelivered, decisions[3];
 };
 
@@ -136,9 +136,9 @@ static void txn_process(void *self, struct wk_batch *b)
         t->live[i] = b->status[i] == WK_LIVE;
         t->pos[i] = b->msgs[i]->pos;
     }
-    t->degraded = txs_features(t->ts, b->n, t->evs, t->pos, t->live, t->xs);
+    /* degraded: scored without its state, or on aggregates that restarted empty */
+    t->degraded = txs_features(t->ts, b->n, t->evs, t->pos, t->live, t->xs) | b->state_lost;
     wk_set_state_ok(t->w, txs_state_ok(t->ts));
-    t->degraded |= b->state_lost; /* scored on aggregates that restarted empty */
     for (size_t i = 0; i < b->n; i++)
         txn_prediction_init(&t->preds[i], &t->evs[i], b->msgs[i]->topic, b->msgs[i]->partition,
                             b->msgs[i]->offset);
@@ -258,9 +258,8 @@ static void txn_summary(void *self, double secs, uint64_t messages)
 {
     const struct txn *t = self;
 
-    log_info("summary: %llu messages in %.1f s (%.0f/s): %llu predictions (approve %llu, "
-             "review %llu, decline %llu), %llu degraded, %llu redelivered, %zu state updates "
-             "still queued",
+    log_info("summary: %llu messages in %.1f s (%.0f/s): %llu predictions (approve %llu, review "
+             "%llu, decline %llu), %llu degraded, %llu redelivered, %zu state updates queued",
              (unsigned long long)messages, secs, secs > 0 ? (double)messages / secs : 0,
              (unsigned long long)t->predictions, (unsigned long long)t->decisions[0],
              (unsigned long long)t->decisions[1], (unsigned long long)t->decisions[2],
