@@ -13,6 +13,8 @@ enum out_kind { OUT_STDOUT, OUT_DIRECT, OUT_ATOMIC };
 struct out {
     enum out_kind kind;
     FILE *f;
+    int fd;        /* under f (not stdout) */
+    int werr;      /* errno of the first failed write, 0: none */
     char *path;    /* as given */
     char *partial; /* OUT_ATOMIC: PATH.partial, renamed on commit */
 };
@@ -22,6 +24,42 @@ static void out_free(struct out *o)
     free(o->path);
     free(o->partial);
     free(o);
+}
+
+/* f writes through these so that the errno of a failed write is kept:
+ * stdio only keeps a flag, and a later fflush with an empty buffer
+ * succeeds, which turned "No space left on device" into "I/O error". */
+static ssize_t ck_write(void *cookie, const char *buf, size_t n)
+{
+    struct out *o = cookie;
+    size_t done = 0;
+
+    while (done < n) {
+        ssize_t w = write(o->fd, buf + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (!o->werr)
+                o->werr = w < 0 ? errno : EIO;
+            return done ? (ssize_t)done : -1;
+        }
+        done += (size_t)w;
+    }
+    return (ssize_t)done;
+}
+
+static int ck_close(void *cookie)
+{
+    return close(((struct out *)cookie)->fd);
+}
+
+/* The stream over fd (owned from now on, closed with the stream). */
+static FILE *stream_of(struct out *o, int fd)
+{
+    static const cookie_io_functions_t fns = {.write = ck_write, .close = ck_close};
+
+    o->fd = fd;
+    return fopencookie(o, "w", fns);
 }
 
 static const char *kind_word(mode_t m)
@@ -46,7 +84,7 @@ static int open_direct(struct out *o, struct err *e)
         close(fd);
         return err_set(e, ERR_CONFIG, "%s: changed while being opened", o->path);
     }
-    if (!(o->f = fdopen(fd, "w"))) {
+    if (!(o->f = stream_of(o, fd))) {
         close(fd);
         return err_set(e, ERR_NOMEM, "%s: %s", o->path, strerror(errno));
     }
@@ -76,7 +114,7 @@ static int open_atomic(struct out *o, struct err *e)
         close(fd);
         return err_set(e, ERR_CONFIG, "%s: not a regular file", o->partial);
     }
-    if (!(o->f = fdopen(fd, "w"))) {
+    if (!(o->f = stream_of(o, fd))) {
         close(fd);
         unlink(o->partial);
         return err_set(e, ERR_NOMEM, "%s: %s", o->partial, strerror(errno));
@@ -164,14 +202,15 @@ int out_is_atomic(const struct out *o)
     return o->kind == OUT_ATOMIC;
 }
 
-/* fflush + ferror, keeping the errno of the failed write. */
-static int flush_check(FILE *f, const char *name, struct err *e)
+/* fflush + ferror, keeping the errno of the failed write (werr: that of
+ * an earlier one, 0 unknown). */
+static int flush_check(FILE *f, const char *name, int werr, struct err *e)
 {
     int bad, saved;
 
     errno = 0;
     bad = fflush(f) != 0;
-    saved = errno;
+    saved = werr ? werr : errno;
     if (bad || ferror(f))
         return err_set(e, ERR_IO, "%s: write failed: %s", name,
                        saved ? strerror(saved) : "I/O error");
@@ -180,7 +219,7 @@ static int flush_check(FILE *f, const char *name, struct err *e)
 
 int out_stdout_check(struct err *e)
 {
-    return flush_check(stdout, "stdout", e);
+    return flush_check(stdout, "stdout", 0, e);
 }
 
 int out_commit(struct out *o, struct err *e)
@@ -190,7 +229,7 @@ int out_commit(struct out *o, struct err *e)
 
     if (!o)
         return ERR_OK;
-    rc = flush_check(o->f, out_name(o), e);
+    rc = flush_check(o->f, out_name(o), o->kind == OUT_STDOUT ? 0 : o->werr, e);
     if (o->kind == OUT_STDOUT) {
         out_free(o);
         return rc;
