@@ -89,6 +89,10 @@ static pid_t produce(struct env *v, const char *rate)
 {
     char *argv[] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
                     "transactions", "-i", v->events, "--log-level", "error",
+                    /* The brokers go down for seconds: records wait for them, as
+                     * with librdkafka's default message.timeout.ms (produce's own
+                     * default of 10 s is for a user facing a wrong address). */
+                    "--timeout", "300000",
                     /* See MOCK_INFLIGHT. */
                     "-X", MOCK_INFLIGHT, rate ? "--rate" : NULL, (char *)rate, NULL};
 
