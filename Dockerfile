@@ -36,7 +36,7 @@ COPY --from=build /out/ /usr/local/bin/
 COPY schemas /usr/share/streamml/schemas
 COPY models/*.json models/*.yaml /usr/share/streamml/models/
 COPY models/clickstream/gru4rec.onnx /usr/share/streamml/models/clickstream/gru4rec.onnx
-COPY models/images/fundus_cnn.onnx /usr/share/streamml/models/images/fundus_cnn.onnx
+COPY models/images/fundus_cnn.onnx models/images/quality.json /usr/share/streamml/models/images/
 COPY deploy/config/streamml.conf /etc/streamml/streamml.conf
 # /run/streamml: the embedded profile's shared volume (the bootstrap address of
 # `streamml broker`); a named volume takes this owner on first use.

@@ -462,11 +462,52 @@ def check_dockerfile():
                 for src in w[1:-1]:
                     if not glob.glob(src):
                         fail("Dockerfile: COPY source %s does not exist" % src)
+    check_shipped_defaults(stages[1]["lines"])
     progs = {argv[0] for argv in commands().values()}
     if "streamml" in progs and "build/streamml" not in text:
         fail("Dockerfile: does not build streamml")
     if "workers/*/" not in text:
         fail("Dockerfile: does not build every worker (workers/*/)")
+
+
+def check_shipped_defaults(run):
+    """Every file the configuration table names by default (models/...), or the image's
+    configuration names instead, is copied into the image's working directory: a worker
+    started with the image's configuration must find it (the images worker once exited
+    with 'unable to open models/images/quality.json')."""
+    workdir = [w[1] for w in run if w[0] == "WORKDIR"][-1]
+    shipped = set()
+    for w in run:
+        if w[0] != "COPY" or any(x.startswith("--from") for x in w):
+            continue
+        dest = w[-1]
+        for src in w[1:-1]:
+            for fn in glob.glob(src):
+                if os.path.isdir(fn):
+                    for root, _, files in os.walk(fn):
+                        for f in files:
+                            rel = os.path.relpath(os.path.join(root, f), fn)
+                            shipped.add(os.path.normpath(os.path.join(dest, rel)))
+                elif dest.endswith("/"):
+                    shipped.add(os.path.normpath(dest + os.path.basename(fn)))
+                else:
+                    shipped.add(os.path.normpath(dest))
+    with open("common/base/cfg.c") as f:
+        table = f.read()
+    with open("deploy/config/streamml.conf") as f:
+        conf = f.read()
+    n = 0
+    for key, default in re.findall(r'\{"([\w.]+)",\s*K_STR,[^"]*"(models/[^"]+)"', table):
+        path = conf_value(conf, key) or default
+        if not path or path.startswith("/"):
+            continue
+        n += 1
+        if os.path.normpath(os.path.join(workdir, path)) not in shipped:
+            fail("Dockerfile: %s = %s (the %s) is not copied into %s"
+                 % (key, path, "image's configuration" if conf_value(conf, key) else
+                    "configuration table's default", workdir))
+    print("dockerfile: %d default model file(s) checked against %d shipped file(s)"
+          % (n, len(shipped)))
 
 
 def conf_files(out):
