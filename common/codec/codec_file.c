@@ -115,19 +115,31 @@ fail:
     return NULL;
 }
 
-int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *e)
+/* Reads the next record of a file opened for `which` into f->value: 1 when
+ * one was read, 0 at the end, -1 with `e` filled. */
+static int read_next(struct codec_file *f, enum codec_schema which, const char *what,
+                     struct err *e)
 {
     int rc;
 
-    event_txn_init(ev);
-    if (!f->rd || f->which != CODEC_TXN_EVENT)
-        return err_set(e, ERR_CONFIG, "%s: not open for reading transactions", f->path);
+    if (!f->rd || f->which != which)
+        return err_set(e, ERR_CONFIG, "%s: not open for reading %s", f->path, what);
     rc = avro_file_reader_read_value(f->rd, &f->value);
     if (rc == EOF)
         return 0;
     f->n++;
     if (rc)
         return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n, avro_strerror());
+    return 1;
+}
+
+int codec_file_read_txn(struct codec_file *f, struct txn_event *ev, struct err *e)
+{
+    int rc;
+
+    event_txn_init(ev);
+    if ((rc = read_next(f, CODEC_TXN_EVENT, "transactions", e)) <= 0)
+        return rc;
     /* Files are written with exactly our schema (checked at open): the
      * reader's own field map applies. */
     if (extract_txn(f->c->txn, &f->value, ev, e)) {
@@ -142,14 +154,8 @@ int codec_file_read_click(struct codec_file *f, struct click_event *ev, struct e
     int rc;
 
     memset(ev, 0, sizeof(*ev));
-    if (!f->rd || f->which != CODEC_CLICK_EVENT)
-        return err_set(e, ERR_CONFIG, "%s: not open for reading clicks", f->path);
-    rc = avro_file_reader_read_value(f->rd, &f->value);
-    if (rc == EOF)
-        return 0;
-    f->n++;
-    if (rc)
-        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n, avro_strerror());
+    if ((rc = read_next(f, CODEC_CLICK_EVENT, "clicks", e)) <= 0)
+        return rc;
     if (get_click(&f->value, ev, e))
         return err_wrap(e, "%s: record %ld", f->path, f->n);
     return 1;
@@ -160,14 +166,8 @@ int codec_file_read_image_event(struct codec_file *f, struct image_event *ev, st
     int rc;
 
     memset(ev, 0, sizeof(*ev));
-    if (!f->rd || f->which != CODEC_IMAGE_EVENT)
-        return err_set(e, ERR_CONFIG, "%s: not open for reading image events", f->path);
-    rc = avro_file_reader_read_value(f->rd, &f->value);
-    if (rc == EOF)
-        return 0;
-    f->n++;
-    if (rc)
-        return err_set(e, ERR_IO, "%s: record %ld: %s", f->path, f->n, avro_strerror());
+    if ((rc = read_next(f, CODEC_IMAGE_EVENT, "image events", e)) <= 0)
+        return rc;
     if (get_image(&f->value, ev, e))
         return err_wrap(e, "%s: record %ld", f->path, f->n);
     return 1;
