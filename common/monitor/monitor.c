@@ -1,7 +1,5 @@
 #include "monitor_int.h"
 
-#include "codec.h"
-#include "kafka.h"
 #include "log.h"
 
 #include <jansson.h>
@@ -1010,47 +1008,4 @@ size_t mon_tick_alerts(struct mon *m, const struct mon_ident *id, int64_t now_ms
         log_warn("worker status: %s", m->status_logged ? "DEGRADED" : "HEALTHY");
     }
     return sent;
-}
-
-/* ---- producing them (workers not on the runtime yet) ---- */
-
-struct publish_ctx {
-    struct kq *q;
-    struct codec *cd;
-    const struct mon_ident *id;
-};
-
-static int publish_json(void *opaque, const char *json, struct err *e)
-{
-    const struct publish_ctx *c = opaque;
-    struct buf out;
-    int rc;
-
-    buf_init(&out, 0);
-    rc = codec_from_json(c->cd, CODEC_ALERT, json, strlen(json), &out, e);
-    if (rc == ERR_OK)
-        rc = kq_produce(c->q, c->id->topic, c->id->worker, strlen(c->id->worker), out.data,
-                        out.len, NULL, e);
-    buf_free(&out);
-    return rc;
-}
-
-int mon_publish_event(struct kq *q, struct codec *cd, const struct mon_ident *id,
-                      const char *type, const char *severity, const char *message,
-                      int64_t now_ms, struct err *e)
-{
-    struct publish_ctx c = {q, cd, id};
-    char json[2048];
-
-    if (mon_event_json(id, type, severity, message, now_ms, json, sizeof(json), e))
-        return e->code;
-    return publish_json(&c, json, e);
-}
-
-size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
-                        const struct mon_ident *id, int64_t now_ms)
-{
-    struct publish_ctx c = {q, cd, id};
-
-    return mon_tick_alerts(m, id, now_ms, publish_json, &c);
 }

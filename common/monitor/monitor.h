@@ -211,9 +211,6 @@ int mon_alert_json(const struct mon_alert *a, const char *worker, const char *mo
 
 /* ---- worker glue ---- */
 
-struct kq;
-struct codec;
-
 /* Who alerts are from, and where they go. */
 struct mon_ident {
     const char *worker, *model, *model_version, *topic;
@@ -243,20 +240,5 @@ size_t mon_tick_alerts(struct mon *m, const struct mon_ident *id, int64_t now_ms
 int mon_event_json(const struct mon_ident *id, const char *type, const char *severity,
                    const char *message, int64_t now_ms, char *out, size_t cap, struct err *e);
 
-/* The two above, encoded and produced to id->topic (for the workers not on
- * the runtime yet; to go once they are).
- * mon_tick, then each pending alert is logged and produced to id->topic as
- * an Avro AlertEvent (schemas/alert_event.avsc), keyed by the worker name;
- * the alerts are cleared. A change of overall status (HEALTHY/DEGRADED) is
- * logged. Returns the number of alerts handed to Kafka (a failure is logged). */
-size_t mon_tick_publish(struct mon *m, struct kq *q, struct codec *cd,
-                        const struct mon_ident *id, int64_t now_ms);
-/* An alert that is no window check (e.g. "model_reload": a new model
- * refused or loaded) to id->topic: alert_type type, severity INFO, WARNING
- * or CRITICAL, status_to = severity (OK for INFO), message as given. Not
- * through a monitor: also when monitoring is off. */
-int mon_publish_event(struct kq *q, struct codec *cd, const struct mon_ident *id,
-                      const char *type, const char *severity, const char *message,
-                      int64_t now_ms, struct err *e);
 
 #endif

@@ -164,24 +164,3 @@ out_close:
     *reg = NULL;
     return NULL;
 }
-
-int pipe_decode_txn_held(struct codec *cd, struct kq *q, const struct kq_msg *m,
-                         volatile sig_atomic_t *run, struct txn_event *ev, struct err *e)
-{
-    int backoff = 100, rc;
-    int64_t next_log = 0;
-    struct err se = {0};
-
-    while ((rc = codec_decode_txn(cd, m->payload, m->len, ev, e)) == ERR_RETRY && *run) {
-        if (pipe_now_us() >= next_log) {
-            log_warn("holding %s [%d] @ %lld until the schema registry answers: %s", m->topic,
-                     (int)m->partition, (long long)m->offset, e->msg);
-            next_log = pipe_now_us() + 30 * 1000000LL;
-        }
-        for (int64_t end = pipe_now_us() + backoff * 1000LL, left; (left = end - pipe_now_us()) > 0;)
-            if (kq_serve(q, (int)((left + 999) / 1000), &se) == ERR_FATAL)
-                return err_set(e, ERR_FATAL, "%s", se.msg);
-        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-    }
-    return rc;
-}

@@ -54,14 +54,6 @@ struct codec *pipe_codec_open(const struct cfg *cf, struct reg **reg,
                               const enum codec_schema *outs, const char *const *topics, size_t n,
                               struct err *e);
 
-/* Decodes a transaction event; while the registry cannot be asked
- * (ERR_RETRY) the message is held: retried with back-off (100 ms doubling
- * to 5 s) while serving q's deliveries, until it decodes, fails for good
- * (ERR_DECODE: dead-letter it) or *run drops to 0 (then ERR_RETRY: leave it
- * unacknowledged, it is re-delivered). */
-int pipe_decode_txn_held(struct codec *cd, struct kq *q, const struct kq_msg *m,
-                         volatile sig_atomic_t *run, struct txn_event *ev, struct err *e);
-
 /* Distinct entity ids of one batch, in first-seen order. Fixed capacity. */
 struct entset {
     const char **ids;     /* borrowed from the caller's events */
