@@ -1,4 +1,4 @@
-/* Image loading, decoding and preprocessing (common/streams/image.c).
+/* Image loading, decoding and preprocessing (common/codec/image.c).
  *
  * Decoding: every fixture made by tests/fixtures/make_image_fixtures.py
  * decodes to exactly the pixels PIL's convert("RGB") gives (16-bit: the high

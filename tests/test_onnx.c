@@ -1,4 +1,4 @@
-/* ONNX runtime (common/onnx*.c) and .npy files (common/base/npy.c).
+/* ONNX runtime (common/onnx*.c) and .npy files (common/models/npy.c).
  *
  * Parity: models exported from torch by tests/fixtures/make_onnx_fixtures.py
  * (a conv net covering every Conv variant and the shape ops, an

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "cli.h"
 #include "covis.h"
 #include "stack.h"
 
@@ -106,6 +107,7 @@ static void test_covis_logs_in_as_the_configured_user(void **st)
     assert_int_equal(cfg_set_arg(cf, port, &e), ERR_OK);
     assert_int_equal(cfg_set_arg(cf, "redis.username=alice", &e), ERR_OK);
     assert_int_equal(cfg_finish(cf, &e), ERR_OK);
+    cli_apply(cf); /* as every command's cli_load */
     assert_int_equal(cov_open(&c, &o, &e), ERR_OK);
     if (cov_update(c, 1, k, NULL, &e))
         fail_msg("cov_update as the configured ACL user: %s", e.msg);

@@ -1,8 +1,4 @@
 #include "cfg.h"
-#include "evtime.h"
-#include "features.h"
-#include "redis_cluster.h"
-#include "redis_conn.h"
 #include "log.h"
 #include "suggest.h"
 
@@ -754,13 +750,6 @@ int cfg_finish(struct cfg *c, struct err *e)
     if (cfg_double(c, "decision.review_threshold") > cfg_double(c, "decision.decline_threshold"))
         return err_set(e, ERR_CONFIG,
                        "config: decision.review_threshold > decision.decline_threshold");
-    /* Process-wide: every stream's event-time check reads it (evtime.h). */
-    evt_set_max_future_skew_ms(cfg_int(c, "worker.max_future_skew_ms"));
-    /* Every Redis user logs in as the configured ACL user (redis_conn.h). */
-    rc_set_default_username(cfg_str(c, "redis.username"));
-    /* Every state store opened from this configuration uses the cluster. */
-    rcl_set_default_nodes(cfg_str(c, "redis.nodes"));
-    feat_set_dedup_horizon_ms(cfg_int(c, "state.dedup_horizon_ms"));
     return ERR_OK;
 }
 

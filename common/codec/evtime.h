@@ -7,7 +7,7 @@
  * windows of its user (last_event_ms never moves back) and moves the
  * trending origin past every later click (issue 23, cases 3 and 4).
  *
- * The skew is one process-wide setting: cfg_finish applies the loaded
+ * The skew is one process-wide setting: cli_apply applies the loaded
  * configuration (evt_set_max_future_skew_ms), so every check in the process
  * (feat_txn_validate, the click and image event checks below, which the
  * codec's decoders of those events also run, and covis's trending clamp)

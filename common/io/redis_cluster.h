@@ -39,7 +39,7 @@ unsigned rcl_keyslot(const char *key, size_t len);
  * puts the key on s. Built once, on first use (about 2 ms). */
 const char *rcl_slot_tag(unsigned slot);
 
-/* The process's configured redis.nodes (cfg_finish records it), NULL when
+/* The process's configured redis.nodes (cli_apply records it), NULL when
  * none: users whose options name no nodes take it. */
 void rcl_set_default_nodes(const char *nodes);
 const char *rcl_default_nodes(void);

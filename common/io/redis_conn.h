@@ -16,7 +16,7 @@
  * consumed before the mask is restored. rc_connect does it by itself.
  *
  * Credentials: a user that is given no username (rc_opts.username NULL)
- * takes the process's configured redis.username, which cfg_finish records
+ * takes the process's configured redis.username, which cli_apply records
  * (rc_set_default_username), so that every Redis user of a worker logs in
  * as the configured ACL user whoever filled its options. Not thread-safe:
  * one rc per thread.
@@ -47,7 +47,7 @@ struct rc_opts {
 
 /* The options from the configuration's redis.* keys (strings live as long as c). */
 void rc_opts_from_cfg(struct rc_opts *o, const struct cfg *c);
-/* The ACL user for options without one (cfg_finish calls it). */
+/* The ACL user for options without one (cli_apply calls it). */
 void rc_set_default_username(const char *username);
 
 /* Copies the options; does not connect. ERR_CONFIG on a bad option. */

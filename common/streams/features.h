@@ -49,7 +49,7 @@ int feat_state_seen(const struct feat_state *s, int32_t partition, int64_t offse
 /* Records the event as applied (after feat_state_update). */
 void feat_state_mark(struct feat_state *s, int32_t partition, int64_t offset,
                      const struct txn_event *ev);
-/* The dedup horizon, process-wide (cfg_finish sets state.dedup_horizon_ms). */
+/* The dedup horizon, process-wide (cli_apply sets state.dedup_horizon_ms). */
 void feat_set_dedup_horizon_ms(int64_t ms);
 
 /* Loads the spec at path, binds it to struct txn_event and makes it the

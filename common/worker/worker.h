@@ -6,7 +6,7 @@
  *     int main(int argc, char **argv) { return wk_main(argc, argv, &txn_stream); }
  *
  * The runtime owns, the same for every stream:
- *   - the command line and configuration (common/base/cli.h: -c, -X, -b, --help
+ *   - the command line and configuration (common/worker/cli.h: -c, -X, -b, --help
  *     printing the stream's usage and the keys), the stream's defaults of
  *     the shared keys (input.topic, ...), exit codes: 0 ok (SIGTERM, idle
  *     exit, max_messages), 1 runtime failure (a delivery failed for good,

@@ -3,8 +3,12 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "evtime.h"
+#include "features.h"
 #include "kafka.h"
 #include "log.h"
+#include "redis_cluster.h"
+#include "redis_conn.h"
 #include "suggest.h"
 
 int cli_opt(struct cli *c, int opt, const char *arg)
@@ -41,6 +45,14 @@ static void setup_log(const struct cfg *cf, const char *override, const char *co
     log_init(lvl < 0 ? LOG_LVL_INFO : (enum log_level)lvl, mode, component);
 }
 
+void cli_apply(const struct cfg *cf)
+{
+    evt_set_max_future_skew_ms(cfg_int(cf, "worker.max_future_skew_ms"));
+    rc_set_default_username(cfg_str(cf, "redis.username"));
+    rcl_set_default_nodes(cfg_str(cf, "redis.nodes"));
+    feat_set_dedup_horizon_ms(cfg_int(cf, "state.dedup_horizon_ms"));
+}
+
 struct cfg *cli_load(struct cli *c, const char *component)
 {
     struct err e = {0};
@@ -60,6 +72,7 @@ struct cfg *cli_load(struct cli *c, const char *component)
         cfg_free(cf);
         return NULL;
     }
+    cli_apply(cf);
     setup_log(cf, c->log_level, component);
     return cf;
 }

@@ -1,4 +1,4 @@
-/* common/streams/image.h: image references -> decoded pixels -> model input (prefix img_).
+/* common/codec/image.h: image references -> decoded pixels -> model input (prefix img_).
  *
  * Loading: a plain path or a file:// URI is confined to a configured root
  * (no "..", symlinks resolved with realpath and the result must stay under

@@ -1,4 +1,4 @@
-/* NumPy .npy reader and writer (common/base/npy.h). The header is a Python dict
+/* NumPy .npy reader and writer (common/models/npy.h). The header is a Python dict
  * literal, e.g. {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), };
  * only the three keys numpy writes are read, each with a bounded scan. */
 #include <errno.h>

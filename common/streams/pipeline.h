@@ -1,4 +1,4 @@
-/* common/worker/pipeline.h: the pieces every worker's loop shares (prefix pipe_).
+/* common/streams/pipeline.h: the pieces every worker's loop shares (prefix pipe_).
  *
  * Dead-lettering (the original bytes with the reason, never lost), Redis
  * calls under a retry budget with back-off, and a per-batch set of entities

@@ -1,4 +1,6 @@
-/* common/base/cli.h: options every command shares (prefix cli_).
+/* common/worker/cli.h: options every command shares (prefix cli_); at the top
+ * layer because loading a command's configuration also sets the process-wide
+ * settings the lower layers read (cli_apply).
  *
  *   -c, --config FILE       properties file (else $STREAMML_CONFIG)
  *   -X key=value            config key or librdkafka property (repeatable)
@@ -34,9 +36,14 @@ struct cli {
 /* Handles a shared option: 1 handled, 0 not a shared option, -1 bad usage
  * (message printed). 'h' and 'V' are left to the command (return 0). */
 int cli_opt(struct cli *c, int opt, const char *arg);
-/* Loads the configuration (defaults < file < env < -X) and sets up logging.
- * NULL after printing a one-line error (exit code 2 is the caller's). */
+/* Loads the configuration (defaults < file < env < -X), applies its
+ * process-wide settings (cli_apply) and sets up logging. NULL after printing
+ * a one-line error (exit code 2 is the caller's). */
 struct cfg *cli_load(struct cli *c, const char *component);
+/* The settings every module of the process reads rather than being handed:
+ * the event-time skew (evtime.h), the Redis ACL user (redis_conn.h), the
+ * cluster seeds (redis_cluster.h), the dedup horizon (features.h). */
+void cli_apply(const struct cfg *cf);
 /* The whole command line of a command that takes only the shared options
  * (the workers): -1 to go on, else the exit code (0 after --help or
  * --version, 2 on bad usage); usage(out) prints the command's help. */

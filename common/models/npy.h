@@ -1,4 +1,4 @@
-/* common/base/npy.h: NumPy .npy files (format 1.0, 2.0, 3.0) of float32, int64 or bool,
+/* common/models/npy.h: NumPy .npy files (format 1.0, 2.0, 3.0) of float32, int64 or bool,
  * little-endian, C order, so that model inputs and outputs can be exchanged
  * with numpy/torch (`np.save`, `np.load`).
  *
