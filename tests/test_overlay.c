@@ -184,9 +184,10 @@ static void test_label_changes_pixels_only_in_its_box(void **st)
     ovl_layout(W, H, "grade 3  P=0.91\nGrad-CAM", &legend, &label);
     ovl_layout(W, H, "grade 4  P=0.91\nGrad-CAM", &legend, &l2);
     assert_memory_equal(&label, &l2, sizeof(label));
-    /* two lines of 15 characters at scale 1: 89 px wide text, 2 x 8 - 1 high */
+    /* two lines at scale 1: the longer one's width, 2 x 9 - 1 high, a
+     * margin of 2 all round */
     assert_int_equal(label.w, font_text_width("grade 3  P=0.91", 1) + 4);
-    assert_int_equal(label.h, 15 + 4);
+    assert_int_equal(label.h, 2 * FONT_CELL_H - 1 + 4);
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
             const uint8_t *p = px(a->out, x, y);
@@ -213,15 +214,18 @@ static void test_font_glyphs_and_sizes(void **st)
     int dots = 0;
 
     (void)st;
-    /* '1': a full vertical stroke in its middle column */
-    for (int y = 0; y < FONT_H; y++)
+    /* '1': a vertical stroke down its middle column, to the baseline */
+    for (int y = 0; y < 7; y++)
         assert_int_equal(font_dot('1', 2, y), 1);
+    assert_int_equal(font_dot('1', 2, 7), 0);
     assert_int_equal(font_dot(' ', 2, 3), 0);
     assert_int_equal(font_dot(200, 0, 1), font_dot('?', 0, 1)); /* unknown byte: '?' */
     assert_int_equal(font_dot('A', 5, 0), 0);                   /* outside the glyph */
     assert_int_equal(font_text_width("ab", 2), (2 * 6 - 1) * 2);
     assert_int_equal(font_text_width("", 3), 0);
-    assert_int_equal(font_text_height(3), 21);
+    assert_int_equal(font_text_height(3), 24);
+    assert_int_equal(font_dot('g', 2, 7), 1); /* the descender */
+    assert_int_equal(font_dot('a', 2, 7), 0);
     /* drawn and clipped at the image's edge: no write past the buffer */
     font_draw(rgb, 20, 10, 15, 5, "HH", 2, white);
     for (size_t i = 0; i < sizeof(rgb); i += 3)

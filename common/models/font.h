@@ -1,7 +1,8 @@
 /* common/models/font.h: a 5x7 bitmap font for text drawn on images (prefix font_).
  *
- * Printable ASCII (32..126) in the classic 5x7 dot-matrix shapes, one cell
- * 6 x 8 dots (a blank column and row between glyphs), scaled by an integer
+ * Printable ASCII (32..126) in the classic 5x7 dot-matrix shapes plus a
+ * descender row (g, p, q, y), one cell 6 x 9 dots (a blank column and row
+ * between glyphs), scaled by an integer
  * factor. Other bytes draw as '?'. No library, no allocation: what the CAM
  * overlays (overlay.h) write their grade and legend with.
  */
@@ -10,12 +11,12 @@
 
 #include <stdint.h>
 
-#define FONT_W 5 /* glyph dots */
-#define FONT_H 7
+#define FONT_W 5      /* glyph dots */
+#define FONT_H 8      /* 7 above the baseline, 1 descender row */
 #define FONT_CELL_W 6 /* advance per character, in dots */
-#define FONT_CELL_H 8 /* line height, in dots */
+#define FONT_CELL_H 9 /* line height, in dots */
 
-/* 1 if the glyph of ch has its dot at column x (0..4), row y (0..6, top
+/* 1 if the glyph of ch has its dot at column x (0..4), row y (0..7, top
  * down); 0 outside the glyph. */
 int font_dot(unsigned char ch, int x, int y);
 
