@@ -571,18 +571,18 @@ static int cam_class(const struct image_prediction *p)
     return k;
 }
 
-static int grow(void **buf, size_t *have, size_t need, size_t size)
+/* buf with room for need elements (itself when it has); NULL when out of
+ * memory, buf then still the caller's. */
+static void *grow(void *buf, size_t *have, size_t need, size_t size)
 {
     void *q;
 
     if (need <= *have)
-        return ERR_OK;
-    q = realloc(*buf, need * size);
-    if (!q)
-        return ERR_NOMEM;
-    *buf = q;
-    *have = need;
-    return ERR_OK;
+        return buf;
+    q = realloc(buf, need * size);
+    if (q)
+        *have = need;
+    return q;
 }
 
 /* The overlay PNG at the photograph's own size (overlay.h): the map, the
@@ -592,14 +592,18 @@ static void write_overlay(struct grader *g, struct image_prediction *p, int k,
 {
     char path[sizeof(p->cam_path)], label[160];
     size_t px = (size_t)photo->width * photo->height;
+    uint8_t *rgb = grow(g->overlay, &g->overlay_n, 3 * px, 1);
+    float *scratch = rgb ? grow(g->cam_scratch, &g->cam_scratch_n, ovl_scratch(photo->width, g->fw),
+                                sizeof(float))
+                         : NULL;
     struct err e = {0};
 
     snprintf(label, sizeof(label), "grade %d  P=%.2f\nreferable  P(>=2)=%.2f\n%s of grade %d",
              p->grade, p->probabilities[p->grade], p->referable_probability,
              g->n_head ? "Grad-CAM" : "CAM", k);
-    if (grow((void **)&g->overlay, &g->overlay_n, 3 * px, 1) ||
-        grow((void **)&g->cam_scratch, &g->cam_scratch_n, ovl_scratch(photo->width, g->fw),
-             sizeof(float)))
+    g->overlay = rgb ? rgb : g->overlay;
+    g->cam_scratch = scratch ? scratch : g->cam_scratch;
+    if (!rgb || !scratch)
         err_set(&e, ERR_NOMEM, "out of memory for a %dx%d overlay", photo->width, photo->height);
     else if (ovl_render(photo->rgb, photo->width, photo->height, p->cam_grid, g->fh, g->fw, label,
                         g->overlay, g->cam_scratch, &e) == ERR_OK) {
