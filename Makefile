@@ -205,6 +205,7 @@ models-images-quality: $(BUILD)/streamml
 fixtures-images:
 	$(PY) tests/fixtures/make_image_fixtures.py
 	$(PY) tests/fixtures/make_gradcam_fixtures.py
+	$(PY) tests/fixtures/make_gradcam_net.py
 
 # Large ONNX models (torchvision, random init) into $(BUILD)/onnx-models, and
 # their parity check against torch (tools/onnx_parity.py).

@@ -193,21 +193,89 @@ static double max_diff_to_torch(json_t *ref, const char *file, const double *p)
 /* What a graded prediction of the model in use must carry. */
 struct expect {
     size_t grid_cells;  /* CAM grid */
-    int png_side;       /* CAM overlay = the model input */
     int torch;          /* compare with the demo model's torch references */
+    int mixed;          /* some predictions referable, some not */
+    const char *cam_ref; /* torch's Grad-CAM per sample file (gradcam_net_ref.json) */
 };
+
+/* What check_ok_prediction saw. */
+struct seen_cams {
+    int referable, other;
+    double worst_cam; /* max |grid - torch's Grad-CAM| */
+};
+
+static void load_rgb(const char *path, struct img *im)
+{
+    struct img_loader *l = NULL;
+    enum img_reason why;
+    struct err e = {0};
+
+    assert_int_equal(img_loader_open(&l, &(struct img_opts){.root = "/tmp"}, &e), ERR_OK);
+    img_init(im);
+    if (img_load(l, path, im, &why, &e))
+        fail_msg("%s: %s", path, e.msg);
+    img_loader_close(l);
+}
+
+/* A referable prediction: its grid, and its overlay PNG at the size of the
+ * photograph (not the model's input) showing the photograph where the map
+ * is cold; against torch's Grad-CAM when x names references. Any other: no
+ * grid, no overlay. */
+static void check_cam(struct env *v, json_t *pr, const char *uri, const struct expect *x,
+                      struct seen_cams *s)
+{
+    json_t *grid = json_object_get(pr, "cam_grid"), *c;
+    const char *cam = json_string_value(json_object_get(pr, "cam_path"));
+    char src[300];
+    struct img im, photo;
+    size_t i;
+
+    if (!json_is_true(json_object_get(pr, "referable"))) {
+        s->other++;
+        assert_int_equal(json_array_size(grid), 0);
+        assert_string_equal(cam, "");
+        return;
+    }
+    s->referable++;
+    assert_int_equal(json_array_size(grid), x->grid_cells);
+    assert_non_null(strstr(cam, v->cam));
+    snprintf(src, sizeof(src), "%s/%s", v->root, uri);
+    load_rgb(cam, &im);
+    load_rgb(src, &photo);
+    assert_int_equal(im.width, photo.width);
+    assert_int_equal(im.height, photo.height);
+    assert_true(im.width > 112); /* the samples are 224 px, the models' inputs 112 or 32 */
+    img_free(&im);
+    img_free(&photo);
+    if (x->cam_ref) {
+        json_error_t je;
+        json_t *ref = json_load_file(x->cam_ref, 0, &je);
+        int found = 0;
+        assert_non_null(ref);
+        json_array_foreach(json_object_get(ref, "cases"), i, c) {
+            json_t *want = json_object_get(c, "cam");
+            if (strcmp(json_string_value(json_object_get(c, "file")), uri) != 0)
+                continue;
+            found = 1;
+            assert_true(json_is_true(json_object_get(c, "referable")));
+            assert_int_equal(json_array_size(want), x->grid_cells);
+            for (size_t k = 0; k < x->grid_cells; k++)
+                s->worst_cam = fmax(s->worst_cam,
+                                    fabs(json_number_value(json_array_get(grid, k)) -
+                                         json_number_value(json_array_get(want, k))));
+        }
+        assert_true(found);
+        json_decref(ref);
+    }
+}
 
 static void check_ok_prediction(json_t *pr, const char *uri, json_t *ref, double *worst,
                                 const struct expect *x)
 {
-    json_t *probs = json_object_get(pr, "probabilities"), *grid = json_object_get(pr, "cam_grid");
+    (void)x;
+    json_t *probs = json_object_get(pr, "probabilities");
     double p[5], sum = 0, expected = 0;
     int grade = 0;
-    const char *cam = json_string_value(json_object_get(pr, "cam_path"));
-    struct img_loader *l = NULL;
-    struct img im;
-    enum img_reason why;
-    struct err e = {0};
 
     assert_int_equal(json_array_size(probs), 5);
     for (int k = 0; k < 5; k++) {
@@ -222,15 +290,6 @@ static void check_ok_prediction(json_t *pr, const char *uri, json_t *ref, double
     assert_int_equal(json_is_true(json_object_get(pr, "referable")),
                      p[2] + p[3] + p[4] >
                          json_number_value(json_object_get(pr, "referable_threshold")));
-    assert_int_equal(json_array_size(grid), x->grid_cells);
-    /* the overlay exists and is a PNG of the model input's size */
-    assert_int_equal(img_loader_open(&l, &(struct img_opts){.root = "/tmp"}, &e), ERR_OK);
-    img_init(&im);
-    assert_int_equal(img_load(l, cam, &im, &why, &e), ERR_OK);
-    assert_int_equal(im.width, x->png_side);
-    assert_int_equal(im.height, x->png_side);
-    img_free(&im);
-    img_loader_close(l);
     if (x->torch && strstr(uri, ".png")) {
         double d = max_diff_to_torch(ref, uri, p);
         assert_true(d >= 0);
@@ -254,8 +313,9 @@ static void check_predictions(struct env *v, const char *path, const struct expe
     int seen[N_CASES] = {0};
     double worst = 0;
     json_t *ref = ref_cases();
+    struct seen_cams cams = {0};
+    char cmd[300];
 
-    (void)v;
     assert_non_null(f);
     while (fgets(line, sizeof(line), f)) {
         json_error_t je;
@@ -274,12 +334,14 @@ static void check_predictions(struct env *v, const char *path, const struct expe
                 fail_msg("%s: %s %s", cases[i][0], reason,
                          json_string_value(json_object_get(pr, "detail")));
             check_ok_prediction(pr, cases[i][1], ref, &worst, x);
+            check_cam(v, pr, cases[i][1], x, &cams);
         } else {
             assert_string_equal(status, "ungradable");
             if (strcmp(reason, cases[i][2]) != 0)
                 fail_msg("%s: reason %s, expected %s", cases[i][0], reason, cases[i][2]);
             assert_int_equal(json_integer_value(json_object_get(pr, "grade")), -1);
             assert_int_equal(json_array_size(json_object_get(pr, "probabilities")), 0);
+            assert_string_equal(json_string_value(json_object_get(pr, "cam_path")), "");
         }
         json_decref(pr);
     }
@@ -291,6 +353,18 @@ static void check_predictions(struct env *v, const char *path, const struct expe
     if (x->torch)
         printf("# worker vs torch, PNG samples: max |dp| = %.2e\n", worst);
     assert_true(worst <= TORCH_TOL);
+    /* one overlay per referable prediction, none for the others */
+    snprintf(cmd, sizeof(cmd), "test $(ls %s | wc -l) -eq %d", v->cam, cams.referable);
+    if (sh("%s", cmd))
+        fail_msg("%d referable predictions, the overlay directory differs", cams.referable);
+    printf("# %d referable predictions with overlays, %d graded without\n", cams.referable,
+           cams.other);
+    if (x->mixed)
+        assert_true(cams.referable > 0 && cams.other > 0);
+    if (x->cam_ref) {
+        printf("# worker Grad-CAM vs torch autograd: max |d| = %.2e\n", cams.worst_cam);
+        assert_true(cams.worst_cam <= 1e-3);
+    }
 }
 
 /* "forward passes (x images each)" from the worker's summary line. */
@@ -339,7 +413,7 @@ static double run_cases(struct env *v, const char *model, const struct expect *x
 
 static void test_every_event_gets_one_prediction_bad_ones_ungradable(void **st)
 {
-    const struct expect x = {.grid_cells = 49, .png_side = 112, .torch = 1}; /* 7 x 7 */
+    const struct expect x = {.grid_cells = 49, .torch = 1, .mixed = 1}; /* 7 x 7 */
     double per_pass = run_cases(*st, MODEL, &x);
 
     printf("# micro-batching: %.2f images per forward pass (images.batch=4)\n", per_pass);
@@ -350,9 +424,21 @@ static void test_every_event_gets_one_prediction_bad_ones_ungradable(void **st)
  * intermediate value the metadata's cam_features names. */
 static void test_one_output_model_gets_cams_from_a_kept_value(void **st)
 {
-    const struct expect x = {.grid_cells = 16, .png_side = 32, .torch = 0}; /* 4 x 4 */
+    const struct expect x = {.grid_cells = 16, .torch = 0}; /* 4 x 4 */
 
     run_cases(*st, FIX "/cam_net.onnx", &x);
+}
+
+/* The seed's head (Dropout - Linear - ReLU - Dropout - Linear) after the
+ * pooling, no CAM metadata: the worker reads the head from the graph and
+ * draws Grad-CAM for each referable prediction, equal to torch autograd's
+ * (tests/fixtures/make_gradcam_net.py; its threshold makes half of the
+ * samples referable, each with grade 0 and the map of grade 4). */
+static void test_seed_head_gets_gradcam_for_referable_predictions(void **st)
+{
+    const struct expect x = {.grid_cells = 16, .mixed = 1, .cam_ref = FIX "/gradcam_net_ref.json"};
+
+    run_cases(*st, FIX "/gradcam_net.onnx", &x);
 }
 
 /* In process: decode, preprocess per the model's metadata, run, softmax. */
@@ -447,6 +533,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_output_model_gets_cams_from_a_kept_value, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_seed_head_gets_gradcam_for_referable_predictions,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

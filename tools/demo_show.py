@@ -61,7 +61,7 @@ def images(pred_path, events_path):
             agree += true == str(p["grade"])
             print(f"{p['image_id']:<12} {uri[p['image_id']]:<18} {true:>4} {'ok':<10} "
                   f"{p['grade']:>5} {p['expected_grade']:8.2f} {p['referable_probability']:7.3f} "
-                  f"{'yes' if p['referable'] else 'no':<5} {p['cam_path'].split('/')[-1]}")
+                  f"{'yes' if p['referable'] else 'no':<5} {p['cam_path'].split('/')[-1] or '-'}")
         else:
             # The detail already starts with the reason ("forbidden: ..."): once.
             why = p["detail"] if p["detail"].startswith(p["reason"] + ":") \

@@ -143,7 +143,9 @@ static const struct key_def keys[] = {
     {"images.batch", K_INT, 1, 256, "8", "images per forward pass (when messages are waiting)"},
     {"images.referable_threshold", K_DBL, -1, 1, "-1",
      "P(grade >= 2) above which an image is referable; -1: the model's metadata"},
-    {"images.cam_dir", K_STR, 0, 0, "", "directory of CAM overlay PNGs (empty: none written)"},
+    {"images.cam_dir", K_STR, 0, 0, "",
+     "directory of the CAM overlay PNGs of referable images, at the photograph's size "
+     "(empty: none written)"},
     {"images.quality", K_STR, 0, 0, "models/images/quality.json",
      "image quality limits (streamml quality); failing images are ungradable: "
      "low_quality:<check> (empty: no checks)"},

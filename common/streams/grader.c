@@ -11,6 +11,7 @@
 #include "imgq.h"
 #include "log.h"
 #include "onnx.h"
+#include "overlay.h"
 
 #define MODEL_ERROR "model_error"
 #define LOW_QUALITY "low_quality:" /* + imgq_check_name */
@@ -20,8 +21,13 @@ struct grader {
     struct img_norm norm;
     size_t n_out;         /* 1 (logits) or 2 (+ feature map) */
     char kept[256];       /* one-output model: the kept feature-map value, or "" */
-    float *cam_w;         /* IMGEV_GRADES x channels, NULL: no CAM */
+    float *cam_w;         /* IMGEV_GRADES x channels: plain CAM; NULL: none */
     int channels, fh, fw; /* feature map geometry */
+
+    struct cam_layer head[CAM_MAX_LAYERS]; /* Grad-CAM's head (into m's constants) */
+    size_t n_head;                         /* 0: no Grad-CAM */
+    float *head_scratch;
+
     double threshold;
     char name[64], version[32];
     char cam_dir[512];
@@ -35,8 +41,10 @@ struct grader {
     float *input;   /* cap x 3 x H x W */
     float *scratch; /* preprocessing; grows with the largest image */
     size_t scratch_n;
+    struct img *photos; /* per row, the decoded image for its overlay; NULL: none */
     float *cam_scratch;
     uint8_t *overlay;
+    size_t cam_scratch_n, overlay_n;
     struct grader_counts n;
 };
 
@@ -102,9 +110,9 @@ static int model_geometry(struct grader *g, const char *path, struct err *e)
  * images.cam_features or the metadata's cam_features, kept by the runtime. */
 static const struct onnx_tensor *features_of(const struct grader *g, const struct onnx_tensor *out)
 {
-    if (g->n_out == 2)
-        return &out[1];
-    return g->kept[0] ? onnx_value(g->m, g->kept) : NULL;
+    if (g->kept[0])
+        return onnx_value(g->m, g->kept);
+    return g->n_out == 2 ? &out[1] : NULL;
 }
 
 static int keep_features(struct grader *g, const char *name, const char *path, struct err *e)
@@ -113,7 +121,18 @@ static int keep_features(struct grader *g, const char *name, const char *path, s
 
     if (!name || !*name)
         name = onnx_metadata(g->m, "cam_features");
-    if (g->n_out == 2 || !name || !*name)
+    if (g->n_out == 2 && name && *name)
+        return ERR_OK;
+    if ((!name || !*name) && !onnx_metadata(g->m, "cam_weight")) {
+        /* Grad-CAM: the value the head pools, unless the second output is it */
+        struct err ignored = {0};
+        size_t n;
+        int c;
+        if (onnx_gradcam_head(g->m, &name, g->head, CAM_MAX_LAYERS, &n, &c, &ignored) ||
+            (g->n_out == 2 && strcmp(onnx_output_name(g->m, 1), name) == 0))
+            return ERR_OK;
+    }
+    if (!name || !*name)
         return ERR_OK;
     if (strlen(name) >= sizeof(g->kept))
         return err_set(e, ERR_CONFIG, "%s: cam_features name too long", path);
@@ -129,6 +148,40 @@ static int keep_features(struct grader *g, const char *name, const char *path, s
     return ERR_OK;
 }
 
+/* Without cam_weight: the head read from the graph (onnx_gradcam_head). One
+ * Linear layer is plain CAM (the fast path), a deeper head Grad-CAM. A
+ * graph without such a head is served without CAMs. */
+static int load_head(struct grader *g, const char *path, struct err *e)
+{
+    const char *f;
+    int c;
+    struct cam_layer *l = g->head;
+
+    if (onnx_gradcam_head(g->m, &f, g->head, CAM_MAX_LAYERS, &g->n_head, &c, e)) {
+        log_warn("%s: no CAMs: %s", path, e->msg);
+        g->n_head = 0;
+        err_clear(e);
+        return ERR_OK;
+    }
+    if (c != g->channels || l[g->n_head - 1].out != IMGEV_GRADES)
+        return err_set(e, ERR_CONFIG,
+                       "%s: the head takes %d channels to %d classes, the feature "
+                       "map has %d channels and the logits %d",
+                       path, c, l[g->n_head - 1].out, g->channels, IMGEV_GRADES);
+    if (g->n_head == 1) { /* plain CAM: the weights as IMGEV_GRADES x C */
+        g->cam_w = malloc(sizeof(float) * IMGEV_GRADES * (size_t)c);
+        if (!g->cam_w)
+            return err_set(e, ERR_NOMEM, "out of memory");
+        for (int k = 0; k < IMGEV_GRADES; k++)
+            for (int j = 0; j < c; j++)
+                g->cam_w[k * c + j] = l->transposed ? l->w[j * IMGEV_GRADES + k] : l->w[k * c + j];
+        g->n_head = 0;
+        return ERR_OK;
+    }
+    g->head_scratch = malloc(cam_gradcam_scratch(l, g->n_head, c) * sizeof(float));
+    return g->head_scratch ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
+}
+
 /* cam_weight names the final Linear weight: IMGEV_GRADES x C (torch
  * layout, Gemm transB=1) or C x IMGEV_GRADES ("cam_weight_layout": in_out). */
 static int load_cam_weights(struct grader *g, const char *path, struct err *e)
@@ -139,6 +192,8 @@ static int load_cam_weights(struct grader *g, const char *path, struct err *e)
     int in_out = layout && strcmp(layout, "in_out") == 0, c = g->channels;
     const float *src;
 
+    if (!name && (g->n_out == 2 || g->kept[0]))
+        return load_head(g, path, e);
     if ((g->n_out < 2 && !g->kept[0]) || !name) {
         log_warn("%s: no feature-map output or no cam_weight metadata: no CAMs", path);
         return ERR_OK;
@@ -221,7 +276,10 @@ static int open_model(struct grader *g, const struct grader_opts *o, struct err 
     snprintf(g->version, sizeof(g->version), "%s", version ? version : "unknown");
     log_info("model %s (%s %s): input %dx%d, %s, referable above P(grade >= 2) = %.4f", path,
              g->name, g->version, g->norm.width, g->norm.height,
-             g->cam_w ? "CAM from the feature map" : "no CAM", g->threshold);
+             g->n_head  ? "Grad-CAM of referable grades"
+             : g->cam_w ? "CAM of referable grades"
+                        : "no CAM",
+             g->threshold);
     return ERR_OK;
 }
 
@@ -232,10 +290,12 @@ static int alloc_batch(struct grader *g, struct err *e)
 
     g->row = calloc(c, sizeof(int));
     g->input = calloc(c * 3 * plane, sizeof(float));
-    g->cam_scratch =
-        calloc(cam_overlay_scratch(nm, g->fh ? g->fh : 1, g->fw ? g->fw : 1), sizeof(float));
-    g->overlay = malloc(3 * plane);
-    if (!g->row || !g->input || !g->cam_scratch || !g->overlay)
+    if (g->cam_dir[0] && grader_has_cam(g)) { /* overlays at the photographs' size */
+        g->photos = calloc(c, sizeof(*g->photos));
+        for (size_t i = 0; g->photos && i < c; i++)
+            img_init(&g->photos[i]);
+    }
+    if (!g->row || !g->input || (g->cam_dir[0] && grader_has_cam(g) && !g->photos))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     grader_begin(g);
     return ERR_OK;
@@ -282,6 +342,10 @@ void grader_close(struct grader *g)
     free(g->cam_scratch);
     free(g->overlay);
     free(g->cam_w);
+    free(g->head_scratch);
+    for (size_t i = 0; g->photos && i < g->cap; i++)
+        img_free(&g->photos[i]);
+    free(g->photos);
     img_free(&g->im);
     img_loader_close(g->ld);
     imgq_close(g->q);
@@ -311,7 +375,7 @@ size_t grader_batch(const struct grader *g)
 
 int grader_has_cam(const struct grader *g)
 {
-    return g->cam_w != NULL;
+    return g->cam_w != NULL || g->n_head > 0;
 }
 
 const struct img_norm *grader_norm(const struct grader *g)
@@ -436,6 +500,11 @@ void grader_add(struct grader *g, size_t i, const struct image_event *ev, const 
         grader_ungradable(p, img_reason_name(IMG_CORRUPT), e.msg);
         return;
     }
+    if (g->photos) { /* kept for the overlay; the buffers trade places */
+        struct img t = g->photos[g->rows];
+        g->photos[g->rows] = g->im;
+        g->im = t;
+    }
     g->row[i] = g->rows++;
 }
 
@@ -485,38 +554,97 @@ static void cam_file(const struct grader *g, const struct image_prediction *p, c
              (long long)p->src_offset);
 }
 
+/* The grade a referable prediction's map explains: its grade when that is
+ * referable (>= 2), else the likeliest referable grade (the referral comes
+ * from P(grade >= 2) while grade 1 has the top probability); -1 when the
+ * prediction is not referable: no map. */
+static int cam_class(const struct image_prediction *p)
+{
+    int k = 2;
+
+    if (!p->referable || p->n_probabilities != IMGEV_GRADES)
+        return -1;
+    if (p->grade >= 2)
+        return p->grade;
+    for (int j = 3; j < IMGEV_GRADES; j++)
+        k = p->probabilities[j] > p->probabilities[k] ? j : k;
+    return k;
+}
+
+/* buf with room for need elements (itself when it has); NULL when out of
+ * memory, buf then still the caller's. */
+static void *grow(void *buf, size_t *have, size_t need, size_t size)
+{
+    void *q;
+
+    if (need <= *have)
+        return buf;
+    q = realloc(buf, need * size);
+    if (q)
+        *have = need;
+    return q;
+}
+
+/* The overlay PNG at the photograph's own size (overlay.h): the map, the
+ * colour scale, the grade and its probability on the picture. */
+static void write_overlay(struct grader *g, struct image_prediction *p, int k,
+                          const struct img *photo)
+{
+    char path[sizeof(p->cam_path)], label[160];
+    size_t px = (size_t)photo->width * photo->height;
+    uint8_t *rgb = grow(g->overlay, &g->overlay_n, 3 * px, 1);
+    float *scratch = rgb ? grow(g->cam_scratch, &g->cam_scratch_n, ovl_scratch(photo->width, g->fw),
+                                sizeof(float))
+                         : NULL;
+    struct err e = {0};
+
+    snprintf(label, sizeof(label), "grade %d  P=%.2f\nreferable  P(>=2)=%.2f\n%s of grade %d",
+             p->grade, p->probabilities[p->grade], p->referable_probability,
+             g->n_head ? "Grad-CAM" : "CAM", k);
+    g->overlay = rgb ? rgb : g->overlay;
+    g->cam_scratch = scratch ? scratch : g->cam_scratch;
+    if (!rgb || !scratch)
+        err_set(&e, ERR_NOMEM, "out of memory for a %dx%d overlay", photo->width, photo->height);
+    else if (ovl_render(photo->rgb, photo->width, photo->height, p->cam_grid, g->fh, g->fw, label,
+                        g->overlay, g->cam_scratch, &e) == ERR_OK) {
+        cam_file(g, p, path, sizeof(path));
+        if (img_write_png(path, g->overlay, photo->width, photo->height, &e) == ERR_OK) {
+            g->n.cams_written++;
+            snprintf(p->cam_path, sizeof(p->cam_path), "%s", path);
+            return;
+        }
+    }
+    g->n.cam_errors++;
+    log_warn("image %s: CAM overlay not written: %s", p->image_id, e.msg);
+}
+
+/* Referable predictions only: the map of cam_class, plain CAM for a
+ * one-Linear head, Grad-CAM for a deeper one; its overlay with cam_dir. */
 static void add_cam(struct grader *g, struct image_prediction *p, const float *features,
-                    const float *x)
+                    const struct img *photo)
 {
     struct err e = {0};
-    char path[sizeof(p->cam_path)];
+    int k = cam_class(p), rc;
 
-    if (!g->cam_w)
+    if (!grader_has_cam(g) || k < 0)
         return;
-    if (cam_grid(g->cam_w, IMGEV_GRADES, g->channels, features, g->fh, g->fw, p->grade, p->cam_grid,
-                 &e)) {
+    rc = g->n_head ? cam_gradcam(g->head, g->n_head, g->channels, features, g->fh, g->fw, k,
+                                 p->cam_grid, g->head_scratch, &e)
+                   : cam_grid(g->cam_w, IMGEV_GRADES, g->channels, features, g->fh, g->fw, k,
+                              p->cam_grid, &e);
+    if (rc) {
         log_warn("image %s: no CAM: %s", p->image_id, e.msg);
         return;
     }
     p->cam_height = g->fh;
     p->cam_width = g->fw;
-    if (!g->cam_dir[0])
-        return;
-    cam_overlay(x, &g->norm, p->cam_grid, g->fh, g->fw, 0.5f, g->overlay, g->cam_scratch);
-    cam_file(g, p, path, sizeof(path));
-    if (img_write_png(path, g->overlay, g->norm.width, g->norm.height, &e)) {
-        g->n.cam_errors++;
-        log_warn("image %s: CAM overlay not written: %s", p->image_id, e.msg);
-        return;
-    }
-    g->n.cams_written++;
-    snprintf(p->cam_path, sizeof(p->cam_path), "%s", path);
+    if (g->cam_dir[0] && photo)
+        write_overlay(g, p, k, photo);
 }
 
 void grader_run(struct grader *g, struct image_prediction *p, size_t n)
 {
     int rows = g->rows;
-    size_t plane3 = (size_t)3 * g->norm.width * g->norm.height;
     size_t fcells = (size_t)g->channels * g->fh * g->fw;
     struct onnx_tensor in = {ONNX_F32, 4, {rows, 3, g->norm.height, g->norm.width}, g->input};
     struct onnx_tensor out[2];
@@ -544,6 +672,6 @@ void grader_run(struct grader *g, struct image_prediction *p, size_t n)
             grader_ungradable(&p[i], MODEL_ERROR, "non-finite logits");
         else if (feat)
             add_cam(g, &p[i], (const float *)feat->data + (size_t)r * fcells,
-                    g->input + (size_t)r * plane3);
+                    g->photos ? &g->photos[r] : NULL);
     }
 }

@@ -9,13 +9,17 @@
  *     input_size/mean/std), logits [N, 5], and for class-activation maps
  *     the last feature map (a second output, or an intermediate value named
  *     by cam_features and kept by the runtime) with the final Linear weight
- *     named by the metadata's cam_weight; one trial run on zeros checks the
- *     output shapes before any input;
+ *     named by the metadata's cam_weight, or else the head after the last
+ *     GlobalAveragePool read from the graph (one Linear: plain CAM; a deeper
+ *     chain such as the seed's: Grad-CAM); one trial run on zeros checks
+ *     the output shapes before any input;
  *   - per image: load (root / allow-listed http), decode, preprocess into a
  *     row of the batch tensor, or ungradable with the reason;
  *   - per batch: one forward pass, softmax in double, grade, expected
- *     grade, P(grade >= 2) against the referable threshold, the CAM grid
- *     and optionally its overlay PNG.
+ *     grade, P(grade >= 2) against the referable threshold, and for a
+ *     referable image the CAM or Grad-CAM grid and optionally its overlay
+ *     PNG at the decoded photograph's size (overlay.h; the batch's decoded
+ *     images are kept until the pass is done).
  *
  * A grader is used by one thread at a time.
  */
