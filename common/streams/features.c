@@ -66,6 +66,7 @@ static const struct fspec_binding txn_binding[] = {
 
 static struct fspec *builtin, *active;
 static int active_rec; /* the active plan reads its own record (ev->rec) */
+static int frozen;     /* a worker serves the active plan (feat_txn_freeze) */
 static pthread_once_t builtin_once = PTHREAD_ONCE_INIT;
 
 static int bind_txn(struct fspec *p, struct err *e)
@@ -113,20 +114,49 @@ const struct fspec *feat_txn_spec(void)
 
 /* A replaced plan is never freed: a thread may still be reading it (a
  * model reload opens scorers while events are scored). One per change. */
+void feat_txn_freeze(int on)
+{
+    frozen = on;
+}
+
+/* A serving worker's plan stays until a restart: its batch rows, stored
+ * states and the scorers' feature maps were made for it. A reload naming
+ * the same spec unchanged goes on; a changed one is refused naming what
+ * changed and what a restart does to stored state. The plan compiled to
+ * compare is freed here. */
+static int refuse_change(const char *path, struct fspec *p, struct err *e)
+{
+    const struct fspec *cur = feat_txn_spec();
+    int same_plan = p && fspec_hash(p) == fspec_hash(cur);
+    int same_layout = p && fspec_layout_hash(p) == fspec_layout_hash(cur);
+
+    fspec_close(p);
+    if (same_plan)
+        return ERR_OK;
+    return err_set(e, ERR_CONFIG,
+                   "features.spec %s: not the spec being served (%s): a worker serves one spec "
+                   "until restarted; after a restart stored state %s",
+                   *path ? path : "(built-in txn-v1)", fspec_name(cur),
+                   same_layout ? "is read as before (same state layout)"
+                               : "of another state layout is refused and those entities start "
+                                 "afresh");
+}
+
 int feat_txn_use(const char *path, struct err *e)
 {
     static char active_path[1024];
     struct fspec *p;
-
     int rec;
 
+    if (frozen && (!path || !*path))
+        return active ? refuse_change("", NULL, e) : ERR_OK;
     if (!path || !*path) {
         active = NULL;
         active_rec = 0;
         active_path[0] = '\0';
         return ERR_OK;
     }
-    if (active && strcmp(path, active_path) == 0)
+    if (active && !frozen && strcmp(path, active_path) == 0)
         return ERR_OK; /* already compiled: scorers of one worker share it */
     if (!(p = fspec_open(path, e)))
         return e->code;
@@ -135,6 +165,8 @@ int feat_txn_use(const char *path, struct err *e)
         fspec_close(p);
         return e->code;
     }
+    if (frozen)
+        return refuse_change(path, p, e);
     active = p;
     active_rec = rec;
     snprintf(active_path, sizeof(active_path), "%s", path);

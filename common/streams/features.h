@@ -60,6 +60,12 @@ void feat_set_dedup_horizon_ms(int64_t ms);
  * (common/streams/txn_input.h decodes it). Any output width.
  * ERR_CONFIG naming file:line, or a field missing from TransactionEvent. */
 int feat_txn_use(const char *path, struct err *e);
+/* From on = 1 (txi_open: a worker serves the plan), feat_txn_use keeps the
+ * active plan: the same spec again (a reload) is ERR_OK; another or a
+ * changed one is ERR_CONFIG naming it and what a restart does to stored
+ * state (read as before, or refused when its state layout changed), and
+ * the plan compiled to compare is freed. on = 0: tests. */
+void feat_txn_freeze(int on);
 /* 1 when the active spec reads its own record (events carry ev->rec). */
 int feat_txn_reads_rec(void);
 /* A copy of an event's row (ev->rec) that outlives its batch, freed with

@@ -106,6 +106,7 @@ struct txi *txi_open(struct codec *c, size_t cap, struct err *e)
     }
     t->c = c;
     t->cap = cap ? cap : 1;
+    feat_txn_freeze(1); /* rows, states and scorers are made for this plan */
     if (feat_txn_reads_rec()) {
         t->p = feat_txn_spec();
         if (open_rec(t, e)) {
