@@ -178,10 +178,12 @@ $(filter $(BUILD)/obj/common/models/onnx%.o,$(COMMON_OBJ)): | $(BUILD)/gen/onnx.
 
 # "Bring your own data" (docs/features.md): the Grunfeld panel (python3-statsmodels) through
 # models/grunfeld/grunfeld-v1.yaml, featurize, python3-xgboost and streamml predict, with the
-# spec's features checked against a Python reference; outputs in $(BUILD)/grunfeld/.
+# spec's features checked against a Python reference, then served live by the transactions
+# worker (models/grunfeld/serve.sh: local broker and redis-server); outputs in $(BUILD)/grunfeld/.
 .PHONY: example-grunfeld
 example-grunfeld: all
 	$(PY) models/grunfeld/train.py --streamml $(BUILD)/streamml --out $(BUILD)/grunfeld
+	models/grunfeld/serve.sh $(BUILD)
 
 # The built-in feature spec (issue 17): models/txn-v1.yaml and its schema as C strings.
 FSPEC_BUILTIN := $(BUILD)/gen/fspec_builtin.h

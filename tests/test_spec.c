@@ -283,8 +283,8 @@ static void test_changed_spec_never_misreads_old_state(void **state)
     rows_close(&t);
 }
 
-/* The transactions entry points take another spec on the same schema;
- * one on another schema, or of another width, is refused naming why. */
+/* The transactions entry points take another spec on the same schema
+ * (struct txn_event), and one on another record (its rows), any width. */
 static void test_feat_txn_use_binds_to_the_transaction_event(void **state)
 {
     char dir[] = "/tmp/test_spec_XXXXXX", path[256];
@@ -303,10 +303,15 @@ static void test_feat_txn_use_binds_to_the_transaction_event(void **state)
     f = fopen(path, "w");
     fputs(HEAD "  - {name: a, expr: balance}\n", f);
     fclose(f);
-    assert_int_equal(feat_txn_use(path, &e), ERR_CONFIG);
-    assert_non_null(strstr(e.msg, "input.time \"ts\" is not an int64 of this record"));
-    assert_string_equal(feat_txn_version(), "txn-v1"); /* the previous plan stays */
+    /* Another record: served from its own rows (txn_input.h), any width. */
+    assert_int_equal(feat_txn_use(path, &e), ERR_OK);
+    assert_int_equal(feat_txn_reads_rec(), 1);
+    assert_int_equal(feat_txn_dim(), 1);
+    assert_int_equal(feat_txn_use("models/txn-v1.yaml", &e), ERR_OK);
+    assert_int_equal(feat_txn_reads_rec(), 0);
+    assert_int_equal(feat_txn_dim(), FEAT_TXN_DIM);
     assert_int_equal(feat_txn_use("models/no-such.yaml", &e), ERR_IO);
+    assert_string_equal(feat_txn_version(), "txn-v1"); /* the previous plan stays */
     assert_int_equal(feat_txn_use(NULL, &e), ERR_OK); /* back to the built-in */
     remove(path);
     snprintf(path, sizeof(path), "%s/acct.avsc", dir);
@@ -374,6 +379,57 @@ static void test_scorer_matches_model_names_to_the_spec(void **state)
     rmdir(path);
 }
 
+/* A serving worker's spec stays until restart (feat_txn_freeze): a reload
+ * naming it unchanged goes on; a changed one is refused naming what a
+ * restart does to stored state, and the running plan stays. */
+static void write_spec(const char *path, const char *feats)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    fputs(HEAD, f);
+    fputs(feats, f);
+    fclose(f);
+}
+
+static void test_reload_of_a_changed_spec_is_refused(void **state)
+{
+    char dir[] = "/tmp/test_spec_XXXXXX", avsc[256], path[256];
+    struct err e = {0};
+    FILE *f;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(avsc, sizeof(avsc), "%s/acct.avsc", dir);
+    f = fopen(avsc, "w");
+    fputs(schema, f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/acct.yaml", dir);
+    write_spec(path, "  - {name: a, expr: balance}\n"
+                     "  - {name: s, agg: sum, of: balance, window: 1d, bucket: 1h}\n");
+    assert_int_equal(feat_txn_use(path, &e), ERR_OK);
+    feat_txn_freeze(1);
+    assert_int_equal(feat_txn_use(path, &e), ERR_OK); /* a reload, unchanged */
+    write_spec(path, "  - {name: a, expr: balance * 2}\n"
+                     "  - {name: s, agg: sum, of: balance, window: 1d, bucket: 1h}\n");
+    assert_int_equal(feat_txn_use(path, &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "until restarted"));
+    assert_non_null(strstr(e.msg, "read as before (same state layout)"));
+    write_spec(path, "  - {name: a, expr: balance}\n"
+                     "  - {name: s, agg: sum, of: balance, window: 2d, bucket: 1h}\n");
+    assert_int_equal(feat_txn_use(path, &e), ERR_CONFIG);
+    assert_non_null(strstr(e.msg, "those entities start afresh"));
+    assert_int_equal(feat_txn_use(NULL, &e), ERR_CONFIG); /* nor back to txn-v1 */
+    assert_int_equal(feat_txn_use("models/txn-v1.yaml", &e), ERR_CONFIG);
+    assert_string_equal(feat_txn_version(), "acct-v1"); /* still serving */
+    assert_int_equal(feat_txn_dim(), 2);
+    feat_txn_freeze(0);
+    assert_int_equal(feat_txn_use(NULL, &e), ERR_OK);
+    remove(path);
+    remove(avsc);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -384,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_changed_spec_never_misreads_old_state),
         cmocka_unit_test(test_feat_txn_use_binds_to_the_transaction_event),
         cmocka_unit_test(test_scorer_matches_model_names_to_the_spec),
+        cmocka_unit_test(test_reload_of_a_changed_spec_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,7 +50,8 @@ static const struct key_def keys[] = {
     {"redis.require_at_start", K_INT, 0, 1, "0",
      "1: exit (code 1) when Redis is unreachable at start; 0: start degraded"},
     {"features.spec", K_STR, 0, 0, "",
-     "feature spec YAML (common/streams/FEATURES.md); empty: the built-in models/txn-v1.yaml"},
+     "feature spec YAML (docs/features.md), on TransactionEvent or its own record schema "
+     "(the worker then reads that record); empty: the built-in models/txn-v1.yaml"},
     {"model.gbdt", K_STR, 0, 0, "models/credit_gbdt.json", "XGBoost JSON model"},
     {"model.scorecard", K_STR, 0, 0, "models/credit_scorecard.json",
      "scorecard JSON; empty: none (a plain probability model: no points, no reason codes)"},

@@ -517,3 +517,78 @@ int codec_register(struct codec *c, enum codec_schema which, const char *topic, 
     s->id = id;
     return ERR_OK;
 }
+
+/* ---- a caller's record schema (a feature spec's input) ---- */
+
+/* FNV-1a 32 of the schema as compact JSON with sorted keys: the same id
+ * in every process that loads the same schema, whatever its layout. */
+static int32_t derived_id(const json_t *doc)
+{
+    char *s = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+    uint32_t h = 2166136261u;
+
+    for (const char *p = s ? s : ""; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    free(s);
+    return (int32_t)(CODEC_USER_ID_BASE | (h & 0x3fffffffu));
+}
+
+int codec_add_schema(struct codec *c, const char *text, size_t len, const char *name,
+                     int32_t *id, struct err *e)
+{
+    struct slot tmp = {0}, *s;
+    char *copy = malloc(len + 1);
+
+    if (!copy)
+        return err_set(e, ERR_NOMEM, "%s: out of memory", name);
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    snprintf(tmp.file, sizeof(tmp.file), "%s", name);
+    if (load_schema_text(&tmp, copy, len, name, e)) {
+        slot_free(&tmp);
+        return e->code;
+    }
+    for (int i = 0; i < c->nslots; i++) {
+        if (avro_schema_equal(c->slot[i].schema, tmp.schema) && c->slot[i].id) {
+            *id = c->slot[i].id; /* already loaded (a reload, or one of ours) */
+            slot_free(&tmp);
+            return ERR_OK;
+        }
+    }
+    if (c->nslots == MAX_SLOTS) {
+        slot_free(&tmp);
+        return err_set(e, ERR_CONFIG, "%s: more than %d schemas", name, MAX_SLOTS);
+    }
+    tmp.id = derived_id(tmp.doc);
+    for (int i = 0; i < c->nslots; i++)
+        if (c->slot[i].id == tmp.id) {
+            slot_free(&tmp);
+            return err_set(e, ERR_CONFIG, "%s: derived schema id %" PRId32 " is taken", name,
+                           c->slot[i].id);
+        }
+    s = &c->slot[c->nslots++];
+    *s = tmp;
+    *id = s->id;
+    return ERR_OK;
+}
+
+int codec_register_id(struct codec *c, int32_t local_id, const char *subject, int register_new,
+                      int32_t *id, struct err *e)
+{
+    struct slot *s = NULL;
+
+    for (int i = 0; i < c->nslots && !s; i++)
+        if (c->slot[i].id == local_id)
+            s = &c->slot[i];
+    if (!s)
+        return err_set(e, ERR_CONFIG, "schema id %" PRId32 ": not loaded", local_id);
+    if (!c->reg)
+        return err_set(e, ERR_CONFIG, "no schema registry configured");
+    if (reg_schema_id(c->reg, subject, s->text, register_new, id, e))
+        return err_wrap(e, "%s (subject %s)", s->file, subject);
+    for (int i = 0; i < c->nslots; i++)
+        if (&c->slot[i] != s && c->slot[i].id == *id)
+            c->slot[i].id = 0;
+    s->id = *id;
+    return ERR_OK;
+}

@@ -183,4 +183,45 @@ int codec_from_json_id(struct codec *c, int32_t id, const char *json, size_t len
                        const char *key_field, char *key, size_t key_cap, struct buf *out,
                        struct err *e);
 
+
+/* ---- a caller's record schema (a feature spec's input) ----
+ *
+ * Loaded as one more local schema. Without a registry its id is derived
+ * from the schema itself (CODEC_USER_ID_BASE | 30 bits of a hash of its
+ * compact JSON), so `streamml produce --schema-file` and the worker frame
+ * and read it alike with nothing to configure; an equal schema already
+ * loaded keeps its id. ERR_CONFIG naming name when it is not an Avro
+ * record, or past MAX_SLOTS. */
+#define CODEC_USER_ID_BASE 0x40000000
+int codec_add_schema(struct codec *c, const char *text, size_t len, const char *name,
+                     int32_t *id, struct err *e);
+/* With a registry: the schema loaded under local_id registered (or only
+ * looked up) under subject; *id is the registry's id, framed from now on. */
+int codec_register_id(struct codec *c, int32_t local_id, const char *subject, int register_new,
+                      int32_t *id, struct err *e);
+
+/* Reading fields of such a record by position: the names are matched to
+ * the schema's fields once, at open; a decode then reads each by index
+ * (no name lookups per message). A writer must have the same schema (under
+ * its local id or any registry id). */
+enum codec_val_kind { CODEC_VAL_NUM, CODEC_VAL_LONG, CODEC_VAL_STR };
+struct codec_val {
+    int present;      /* 0: null (or absent) */
+    double num;       /* numbers and booleans (1/0); NaN/Inf as written */
+    int64_t i;        /* int and long fields, exactly */
+    const char *str;  /* strings and enum symbols: borrowed until the next decode */
+    size_t len;
+};
+struct codec_rec;
+/* ERR_CONFIG naming the field: not in the schema, or of a type other than
+ * a number, boolean, string or enum (or a [null, T] union of one). */
+struct codec_rec *codec_rec_open(struct codec *c, int32_t id, const char *const *fields, size_t n,
+                                 struct err *e);
+void codec_rec_close(struct codec_rec *r); /* NULL-safe */
+enum codec_val_kind codec_rec_kind(const struct codec_rec *r, size_t i);
+/* out[n], in the order of fields. ERR_DECODE (bad bytes, another schema),
+ * ERR_RETRY (registry unreachable), as codec_decode_txn. */
+int codec_rec_decode(struct codec_rec *r, const void *msg, size_t len, struct codec_val *out,
+                     struct err *e);
+
 #endif

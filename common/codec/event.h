@@ -49,6 +49,12 @@ struct txn_event {
     double avg_account_age_months;
 
     int label;                  /* 1 bad, 0 good, -1 unknown (training data only) */
+
+    /* A feature spec on another record schema (common/streams/txn_input.h):
+     * the record the plan reads (its struct fspec_row); NULL: this struct.
+     * Then only event_id, user_id (the entity key) and event_time_ms above
+     * are set. */
+    const void *rec;
 };
 
 /* Sets every field to "missing" (NaN, "", -1) and zeroes the ids. */

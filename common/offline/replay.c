@@ -1,6 +1,7 @@
 #include "replay.h"
 #include "redis_cluster.h"
 #include "redis_conn.h"
+#include "txn_input.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -538,6 +539,7 @@ struct rp_input {
     size_t nheap;
     size_t last; /* the stream handed out last: refilled on the next call */
     int pending;
+    struct txi *txi; /* a spec on its own record: slot = stream (its head's row) */
 };
 
 static int64_t key_time(const struct rp_input *in, const struct rp_rec *r)
@@ -603,13 +605,16 @@ static size_t heap_pop(struct rp_input *in)
 /* Decodes and validates; a bad record keeps its reason, never stops the run. */
 static void check_rec(const struct rp_input *in, struct rp_rec *r, int rc)
 {
-    if (rc == ERR_OK && in->kind == RP_TRANSACTIONS)
+    if (rc == ERR_OK && in->kind == RP_TRANSACTIONS && !in->txi) /* txi_decode validates */
         rc = feat_txn_validate(&r->ev, &r->err);
     r->rc = rc;
 }
 
-static int decode_msg(struct rp_input *in, struct rp_rec *r, const void *msg, size_t len)
+static int decode_msg(struct rp_input *in, size_t si, struct rp_rec *r, const void *msg,
+                      size_t len)
 {
+    if (in->txi)
+        return txi_decode(in->txi, si, msg, len, &r->ev, &r->err);
     switch (in->kind) {
     case RP_CLICKSTREAM:
         return codec_decode_click_event(in->cd, msg, len, &r->click, &r->err);
@@ -668,7 +673,7 @@ static int refill(struct rp_input *in, size_t si, struct err *e)
         r->partition = m->partition;
         r->offset = m->offset;
         r->timestamp_ms = rd_kafka_message_timestamp(m, NULL);
-        check_rec(in, r, decode_msg(in, r, m->payload, m->len));
+        check_rec(in, r, decode_msg(in, si, r, m->payload, m->len));
     } else {
         rc = read_file(in, s, r);
         if (rc == 0) {
@@ -702,6 +707,10 @@ static struct rp_input *input_new(struct codec *cd, enum rp_stream kind, size_t 
     if (!in || !in->s || !in->heap) {
         rp_input_close(in);
         err_set(e, ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (kind == RP_TRANSACTIONS && feat_txn_reads_rec() && !(in->txi = txi_open(cd, n + 1, e))) {
+        rp_input_close(in);
         return NULL;
     }
     return in;
@@ -810,6 +819,7 @@ void rp_input_close(struct rp_input *in)
         free(in->s[i].path);
     }
     rp_topic_close(in->topic);
+    txi_close(in->txi);
     free(in->s);
     free(in->heap);
     free(in);

@@ -451,13 +451,15 @@ int ab_smoke(struct txn_scorer *sc, const char *what, struct err *e)
 {
     static const char *const rows[SMOKE_ROWS] = {"all-missing", "all-zero", "applicant-1",
                                                  "applicant-2", "extreme"};
-    float x[FEAT_TXN_DIM];
+    float x[FSPEC_OUT_MAX];
     struct txn_prediction p;
 
     for (int r = 0; r < SMOKE_ROWS; r++) {
         if (r < 2) {
-            for (int j = 0; j < FEAT_TXN_DIM; j++)
+            for (size_t j = 0; j < feat_txn_dim(); j++)
                 x[j] = r == 0 ? NAN : 0.0f;
+        } else if (feat_txn_reads_rec()) {
+            break; /* the applicants are TransactionEvents: another spec has none */
         } else {
             struct txn_event ev;
             struct feat_state st;
@@ -617,7 +619,7 @@ void ab_serving_score_batch(struct ab_serving *s, const float *x, size_t n,
     }
     /* An experiment, or no memory for the batch's scratch rows. */
     for (size_t i = 0; i < n; i++)
-        ab_serving_score(s, p[i].user_id, x + i * FEAT_TXN_DIM, &p[i], &variant[i]);
+        ab_serving_score(s, p[i].user_id, x + i * feat_txn_dim(), &p[i], &variant[i]);
 }
 
 size_t ab_serving_shadows(const struct ab_serving *s)

@@ -144,7 +144,7 @@ size_t ab_serving_files(const struct ab_serving *s, const char **paths, size_t c
  * the variant index (for per-variant monitoring). */
 int ab_serving_score(struct ab_serving *s, const char *user_id, const float *x,
                      struct txn_prediction *p, size_t *variant);
-/* ab_serving_score for n rows x[n][FEAT_TXN_DIM] into p[0..n) (ids already
+/* ab_serving_score for n rows x[n][feat_txn_dim()] into p[0..n) (ids already
  * set: p[i].user_id picks the variant), variant[i] for each. Without an
  * experiment the trees are walked a block of rows at a time
  * (txn_score_batch, equal to txn_score bit for bit); with one, row by row.

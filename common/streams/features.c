@@ -65,18 +65,22 @@ static const struct fspec_binding txn_binding[] = {
 #undef STR
 
 static struct fspec *builtin, *active;
+static int active_rec; /* the active plan reads its own record (ev->rec) */
+static int frozen;     /* a worker serves the active plan (feat_txn_freeze) */
 static pthread_once_t builtin_once = PTHREAD_ONCE_INIT;
 
 static int bind_txn(struct fspec *p, struct err *e)
 {
     if (fspec_bind(p, txn_binding, sizeof(txn_binding) / sizeof(txn_binding[0]), e))
         return e->code;
-    if (fspec_dim(p) != FEAT_TXN_DIM)
-        return err_set(e, ERR_CONFIG,
-                       "feature spec %s: %zu outputs; the transactions worker takes %d "
-                       "(FEAT_TXN_DIM)",
-                       fspec_name(p), fspec_dim(p), FEAT_TXN_DIM);
     return ERR_OK;
+}
+
+/* A spec on TransactionEvent reads struct txn_event by offset; one on any
+ * other record reads the row its events carry (ev->rec). */
+static int is_txn_schema(const struct fspec *p)
+{
+    return strcmp(fspec_record_name(p), "TransactionEvent") == 0;
 }
 
 /* The built-in spec is part of the binary: failing to compile it is a build
@@ -110,27 +114,90 @@ const struct fspec *feat_txn_spec(void)
 
 /* A replaced plan is never freed: a thread may still be reading it (a
  * model reload opens scorers while events are scored). One per change. */
+void feat_txn_freeze(int on)
+{
+    frozen = on;
+}
+
+/* A serving worker's plan stays until a restart: its batch rows, stored
+ * states and the scorers' feature maps were made for it. A reload naming
+ * the same spec unchanged goes on; a changed one is refused naming what
+ * changed and what a restart does to stored state. The plan compiled to
+ * compare is freed here. */
+static int refuse_change(const char *path, struct fspec *p, struct err *e)
+{
+    const struct fspec *cur = feat_txn_spec();
+    int same_plan = p && fspec_hash(p) == fspec_hash(cur);
+    int same_layout = p && fspec_layout_hash(p) == fspec_layout_hash(cur);
+
+    fspec_close(p);
+    if (same_plan)
+        return ERR_OK;
+    return err_set(e, ERR_CONFIG,
+                   "features.spec %s: not the spec being served (%s): a worker serves one spec "
+                   "until restarted; after a restart stored state %s",
+                   *path ? path : "(built-in txn-v1)", fspec_name(cur),
+                   same_layout ? "is read as before (same state layout)"
+                               : "of another state layout is refused and those entities start "
+                                 "afresh");
+}
+
 int feat_txn_use(const char *path, struct err *e)
 {
     static char active_path[1024];
     struct fspec *p;
+    int rec;
 
+    if (frozen && (!path || !*path))
+        return active ? refuse_change("", NULL, e) : ERR_OK;
     if (!path || !*path) {
         active = NULL;
+        active_rec = 0;
         active_path[0] = '\0';
         return ERR_OK;
     }
-    if (active && strcmp(path, active_path) == 0)
+    if (active && !frozen && strcmp(path, active_path) == 0)
         return ERR_OK; /* already compiled: scorers of one worker share it */
     if (!(p = fspec_open(path, e)))
         return e->code;
-    if (bind_txn(p, e)) {
+    rec = !is_txn_schema(p);
+    if (rec ? fspec_bind_row(p, e) : bind_txn(p, e)) {
         fspec_close(p);
         return e->code;
     }
+    if (frozen)
+        return refuse_change(path, p, e);
     active = p;
+    active_rec = rec;
     snprintf(active_path, sizeof(active_path), "%s", path);
     return ERR_OK;
+}
+
+int feat_txn_reads_rec(void)
+{
+    return active && active_rec;
+}
+
+size_t feat_txn_dim(void)
+{
+    return fspec_dim(feat_txn_spec());
+}
+
+/* One block: the row, then its numbers, then its strings. */
+void *feat_rec_dup(const void *rec)
+{
+    const struct fspec_row *r = rec;
+    size_t nf = fspec_num_fields(feat_txn_spec()), n = nf ? nf : 1;
+    struct fspec_row *c = malloc(sizeof(*c) + n * sizeof(double) + n * FSPEC_NAME_MAX);
+
+    if (!c)
+        return NULL;
+    c->time_ms = r->time_ms;
+    c->num = (double *)(c + 1);
+    c->str = (char *)(c->num + n);
+    memcpy(c->num, r->num, nf * sizeof(double));
+    memcpy(c->str, r->str, nf * FSPEC_NAME_MAX);
+    return c;
 }
 
 const char *feat_txn_version(void)
@@ -155,13 +222,13 @@ void feat_state_init(struct feat_state *s)
 
 void feat_txn_build(const struct txn_event *ev, const struct feat_state *prior, float *x)
 {
-    fspec_build(feat_txn_spec(), ev, prior, x);
+    fspec_build(feat_txn_spec(), ev->rec ? ev->rec : (const void *)ev, prior, x);
 }
 
 void feat_state_update(const struct feat_state *prior, const struct txn_event *ev,
                        struct feat_state *next)
 {
-    fspec_update(feat_txn_spec(), ev, prior, next);
+    fspec_update(feat_txn_spec(), ev->rec ? ev->rec : (const void *)ev, prior, next);
 }
 
 int feat_state_encode(const struct feat_state *s, unsigned char *buf, size_t cap)

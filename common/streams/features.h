@@ -21,7 +21,7 @@
  * txn_event; vectors are bit-identical to the hard-coded txn-v1 module they
  * replace (tests/test_spec_parity.c). */
 #define FEAT_TXN_VERSION "txn-v1" /* the built-in spec's name */
-#define FEAT_TXN_DIM 37           /* vector width of the transactions worker */
+#define FEAT_TXN_DIM 37           /* vector width of the built-in txn-v1 */
 
 /* Per-entity state: its layout is the active spec's (fspec.h). */
 #define feat_state fspec_state
@@ -55,15 +55,30 @@ void feat_set_dedup_horizon_ms(int64_t ms);
 /* Loads the spec at path, binds it to struct txn_event and makes it the
  * plan every feat_ and txn_ function below uses (process-wide: call it at
  * start-up, before threads). NULL or "" selects the built-in txn-v1.
- * ERR_CONFIG naming file:line, a field missing from TransactionEvent, or an
- * output width other than FEAT_TXN_DIM. */
+ * A spec whose input record is TransactionEvent reads struct txn_event;
+ * one on any other record reads the row each event carries in ev->rec
+ * (common/streams/txn_input.h decodes it). Any output width.
+ * ERR_CONFIG naming file:line, or a field missing from TransactionEvent. */
 int feat_txn_use(const char *path, struct err *e);
+/* From on = 1 (txi_open: a worker serves the plan), feat_txn_use keeps the
+ * active plan: the same spec again (a reload) is ERR_OK; another or a
+ * changed one is ERR_CONFIG naming it and what a restart does to stored
+ * state (read as before, or refused when its state layout changed), and
+ * the plan compiled to compare is freed. on = 0: tests. */
+void feat_txn_freeze(int on);
+/* 1 when the active spec reads its own record (events carry ev->rec). */
+int feat_txn_reads_rec(void);
+/* A copy of an event's row (ev->rec) that outlives its batch, freed with
+ * free(); NULL when out of memory. */
+void *feat_rec_dup(const void *rec);
+/* The active spec's vector width (FEAT_TXN_DIM for txn-v1). */
+size_t feat_txn_dim(void);
 /* The active plan (the built-in one is compiled on first use). */
 const struct fspec *feat_txn_spec(void);
 /* Its name and version, e.g. "txn-v1", for predictions and baselines. */
 const char *feat_txn_version(void);
 
-/* Names of the FEAT_TXN_DIM features, in vector order (static storage). */
+/* Names of the feat_txn_dim() features, in vector order (static storage). */
 const char *const *feat_txn_names(void);
 /* Index of a feature by name, or -1. */
 int feat_txn_index(const char *name);
@@ -74,7 +89,7 @@ int feat_txn_index(const char *name);
 int feat_txn_validate(const struct txn_event *ev, struct err *e);
 
 void feat_state_init(struct feat_state *s);
-/* Computes the vector x[FEAT_TXN_DIM] for ev given the user's prior state
+/* Computes the vector x[feat_txn_dim()] for ev given the user's prior state
  * (the state before ev). Missing inputs give NaN. Pure (given the plan). */
 void feat_txn_build(const struct txn_event *ev, const struct feat_state *prior, float *x);
 /* next = prior with ev applied (prior and next may alias). Late events

@@ -829,6 +829,16 @@ const char *fspec_key_field(const struct fspec *p)
     return p->a.key;
 }
 
+const char *fspec_schema_path(const struct fspec *p)
+{
+    return p->a.schema_path;
+}
+
+const char *fspec_record_name(const struct fspec *p)
+{
+    return p->a.record;
+}
+
 const char *fspec_time_field(const struct fspec *p)
 {
     return p->a.time;

@@ -116,6 +116,10 @@ const char *fspec_field_name(const struct fspec *p, size_t i);
 int fspec_field_is_string(const struct fspec *p, size_t i);
 int fspec_field_index(const struct fspec *p, const char *name);
 const char *fspec_key_field(const struct fspec *p);
+/* The input schema's file as opened ("" for the built-in spec's) and its
+ * record name (e.g. "TransactionEvent"). */
+const char *fspec_schema_path(const struct fspec *p);
+const char *fspec_record_name(const struct fspec *p);
 const char *fspec_time_field(const struct fspec *p);
 
 const char *fspec_name(const struct fspec *p); /* the vector's name/version, e.g. txn-v1 */

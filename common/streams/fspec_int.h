@@ -77,6 +77,8 @@ struct fs_ast {
     char name[FSPEC_NAME_MAX];
     char schema[FS_PATH_MAX];
     int schema_line;
+    char schema_path[FS_PATH_MAX * 2]; /* as opened ("" for a built-in schema text) */
+    char record[FSPEC_NAME_MAX];       /* the record's name, e.g. TransactionEvent */
     char key[FSPEC_NAME_MAX], time[FSPEC_NAME_MAX];
     int key_line, time_line;
     struct fs_feat *feats;

@@ -667,12 +667,17 @@ static int read_schema(struct ps *p, const char *dir, const char *schema_json)
         snprintf(path, sizeof(path), "%s", a->schema);
     else
         snprintf(path, sizeof(path), "%s/%s", dir, a->schema);
-    if (schema_json)
+    if (schema_json) {
         root = json_loads(schema_json, JSON_REJECT_DUPLICATES, &je);
-    else
+    } else {
         root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+        snprintf(a->schema_path, sizeof(a->schema_path), "%s", path);
+    }
     if (!root)
         return fail(p, a->schema_line, "input.schema: %s: %s", path, je.text);
+    if (json_is_string(json_object_get(root, "name")))
+        snprintf(a->record, sizeof(a->record), "%s",
+                 json_string_value(json_object_get(root, "name")));
     fields = json_object_get(root, "fields");
     if (!json_is_array(fields) || json_array_size(fields) > FS_FIELD_MAX) {
         rc = fail(p, a->schema_line, "input.schema: %s: not a record with at most %d fields",

@@ -371,7 +371,7 @@ static int fill(struct txn_scorer *s, const float *x, const float *xg, double pr
     p->n_reasons = 0;
     if (s->explain & (1u << d))
         explain(s, xg, p);
-    hex64(p->feature_hash, feat_hash(x, FEAT_TXN_DIM));
+    hex64(p->feature_hash, feat_hash(x, feat_txn_dim()));
     return d;
 }
 
@@ -385,7 +385,7 @@ int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p)
 int txn_score_batch(struct txn_scorer *s, const float *x, size_t n, struct txn_prediction *p,
                     uint64_t decisions_out[3])
 {
-    size_t nf = gbdt_num_features(s->gb);
+    size_t nf = gbdt_num_features(s->gb), dim = feat_txn_dim();
 
     if (n > s->batch_cap) {
         float *xgb = realloc(s->xgb, n * (nf ? nf : 1) * sizeof(float));
@@ -400,10 +400,10 @@ int txn_score_batch(struct txn_scorer *s, const float *x, size_t n, struct txn_p
     }
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < nf; j++)
-            s->xgb[i * nf + j] = x[i * FEAT_TXN_DIM + (size_t)s->gmap[j]];
+            s->xgb[i * nf + j] = x[i * dim + (size_t)s->gmap[j]];
     gbdt_predict_batch(s->gb, s->xgb, n, s->prob);
     for (size_t i = 0; i < n; i++)
-        decisions_out[fill(s, x + i * FEAT_TXN_DIM, s->xgb + i * nf, s->prob[i], &p[i])]++;
+        decisions_out[fill(s, x + i * dim, s->xgb + i * nf, s->prob[i], &p[i])]++;
     return ERR_OK;
 }
 

@@ -43,7 +43,7 @@ int txn_state_load(struct feat_state *s, int32_t *s_partition, int64_t *s_offset
 struct txn_scorer;
 
 /* Loads model.gbdt and model.scorecard, maps their features to txn-v1 by
- * name (by position when unnamed: then the width must be FEAT_TXN_DIM) and
+ *  name (by position when unnamed: then the width must be the spec's) and
  * reads model.name, model.version and the decision.* thresholds. NULL with
  * the culprit in *e (ERR_CONFIG for an unknown feature name). */
 struct txn_scorer *txn_scorer_open(const struct cfg *cf, struct err *e);
@@ -60,7 +60,7 @@ void txn_scorer_set_metrics(struct txn_scorer *s, struct metrics *m);
 void txn_scorer_explain_stats(const struct txn_scorer *s, uint64_t *explained, uint64_t *ns);
 size_t txn_scorer_num_trees(const struct txn_scorer *s);
 
-/* Fills p's model part from x[FEAT_TXN_DIM]: model name and version,
+/* Fills p's model part from x[feat_txn_dim()]: model name and version,
  * feature version, probability, score, score_probability, decision,
  * feature_hash; for the decisions in explain.decisions (review, decline by
  * default) the reasons of the gbdt that decided: its PRED_REASONS largest
@@ -70,7 +70,7 @@ size_t txn_scorer_num_trees(const struct txn_scorer *s);
  * (0 approve, 1 review, 2 decline). Not thread-safe (scratch rows). */
 int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p);
 
-/* The same for n vectors x[n][FEAT_TXN_DIM] into p[0..n) (ids already
+/* The same for n vectors x[n][feat_txn_dim()] into p[0..n) (ids already
  * set), the trees walked a block of rows at a time (gbdt_predict_batch,
  * which equals gbdt_predict bit for bit); decisions_out[d] += 1 per
  * decision. ERR_NOMEM if the scratch rows cannot grow. */

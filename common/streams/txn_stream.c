@@ -97,6 +97,8 @@ void txs_close(struct txs *t)
 {
     if (!t)
         return;
+    for (size_t i = 0; i < t->npending; i++) /* copies of spec records */
+        free((void *)t->pending[i].ev.rec);
     void *arrays[] = {t->status, t->user_of, t->blobs, t->ust,     t->udirty,
                       t->uoff,   t->upart,   t->puts,  t->applied, t->pending};
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
@@ -216,8 +218,15 @@ static int write_users(struct txs *t, int budget_ms)
 
 static void queue_pending(struct txs *t, size_t i)
 {
+    struct txn_event *ev = &t->pending[t->npending].ev;
+
     /* Room was checked before the batch was taken (see txs_room). */
-    t->pending[t->npending].ev = t->evs[i];
+    *ev = t->evs[i];
+    /* A spec's own record lives in the batch: the queue keeps a copy. */
+    if (ev->rec && !(ev->rec = feat_rec_dup(ev->rec))) {
+        log_error("out of memory queueing the update of %s: not applied", ev->user_id);
+        return;
+    }
     t->pending[t->npending].pos = t->pos[i];
     t->npending++;
 }
@@ -248,7 +257,7 @@ void txs_tick(struct txs *t, int64_t now_us)
         for (size_t i = 0; i < n; i++) {
             const struct pending_ev *p = &t->pending[i];
             int u = t->user_of[i];
-            float x[FEAT_TXN_DIM];
+            float x[FSPEC_OUT_MAX];
             if (txn_step(&p->ev, p->pos.partition, p->pos.offset, &t->ust[u], &t->upart[u],
                          &t->uoff[u], x))
                 t->udirty[u] = 1;
@@ -259,8 +268,10 @@ void txs_tick(struct txs *t, int64_t now_us)
             break;
         }
         t->redis_down = 0;
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             t->o.ack(t->o.opaque, &t->pending[i].pos);
+            free((void *)t->pending[i].ev.rec);
+        }
         memmove(t->pending, t->pending + n, (t->npending - n) * sizeof(*t->pending));
         t->npending -= n;
         done += n;
@@ -274,6 +285,8 @@ void txs_tick(struct txs *t, int64_t now_us)
 int txs_features(struct txs *t, size_t n, const struct txn_event *evs, const struct kq_pos *pos,
                  const unsigned char *live, float *xs)
 {
+    size_t dim = feat_txn_dim();
+
     t->n = n;
     t->evs = evs;
     t->pos = pos;
@@ -295,10 +308,10 @@ int txs_features(struct txs *t, size_t n, const struct txn_event *evs, const str
             continue;
         if (t->degraded) { /* empty state at position -1: never a redelivery */
             txn_step(&evs[i], pos[i].partition, pos[i].offset, &t->ust[u], &t->upart[u],
-                     &t->uoff[u], xs + i * FEAT_TXN_DIM);
+                     &t->uoff[u], xs + i * dim);
             t->status[i] = EV_QUEUED;
         } else if (txn_step(&evs[i], pos[i].partition, pos[i].offset, &t->ust[u], &t->upart[u],
-                            &t->uoff[u], xs + i * FEAT_TXN_DIM)) {
+                            &t->uoff[u], xs + i * dim)) {
             t->udirty[u] = 1;
         } else {
             t->status[i] = EV_REDELIVERED; /* already in the stored state */

@@ -42,7 +42,7 @@ int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struc
 void txs_close(struct txs *t); /* NULL-safe */
 
 /* The batch's live events (live[i] != 0; evs[i] and pos[i] of each):
- * reads their users, fills xs[i * FEAT_TXN_DIM] and sends the write.
+ * reads their users, fills xs[i * feat_txn_dim()] and sends the write.
  * Returns 1 when the batch is scored degraded (not on its users' full
  * state), else 0. */
 int txs_features(struct txs *t, size_t n, const struct txn_event *evs, const struct kq_pos *pos,

@@ -101,6 +101,9 @@ def main():
     bst = xgb.train(params, dtrain, num_boost_round=60)
     bst.save_model(model)
     p_all = bst.predict(xgb.DMatrix(X, feature_names=names, missing=np.nan))
+    # xgboost's own probabilities, in features.csv's row order (tests compare
+    # the worker's published scores with them).
+    np.savetxt(os.path.join(a.out, "xgb_probabilities.txt"), p_all, fmt="%.17g")
     print("grunfeld: %d firm-years, %d train, %d test; test AUC %.3f (base rate %.2f)"
           % (len(rows), train.sum(), test.sum(), auc(y[test], p_all[test]), np.nanmean(y[test])))
     # The C runtime on the same CSV: the probabilities a worker would publish.

@@ -546,7 +546,7 @@ int cmd_featurize(int argc, char **argv)
         }
         fspec_close(p);
         /* A spec on another schema than TransactionEvent: the generic path. */
-        if (feat_txn_use(a.spec, &e))
+        if (feat_txn_use(a.spec, &e) || feat_txn_reads_rec())
             return run_generic(&a);
     }
     if (!a.topic && !a.avro && !(in = open_or_std(a.input, "r", stdin))) {

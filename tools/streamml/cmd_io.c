@@ -51,6 +51,7 @@ struct produce_args {
     const char *topic, *input, *registry;
     int schema, raw;
     int32_t schema_id;  /* --schema-id: encode with this writer schema */
+    const char *schema_file, *key; /* --schema-file, --key */
     double rate;
     long timeout_ms;    /* --timeout: delivery deadline (message.timeout.ms) */
     long sent, bad;     /* filled by produce_stream */
@@ -89,6 +90,11 @@ static void produce_usage(FILE *out)
             "  -r, --registry URL   Schema Registry (= -X schema.registry.url=URL)\n"
             "  --schema-id N        encode with the writer schema of id N as it is (from\n"
             "                       the registry or schemas/ids), keyed by user_id if any\n"
+            "  --schema-file FILE   encode with this .avsc (e.g. a feature spec's input:\n"
+            "                       its id is derived from the schema, or registered\n"
+            "                       under <topic>-value with a registry)\n"
+            "  --key FIELD          with --schema-id/--schema-file: key records by this\n"
+            "                       string field (default user_id; a spec's entity key)\n"
             "  --raw                send each line's bytes as they are (to test dead letters)\n"
             "  --rate N             at most N records per second\n"
             "  --timeout MS         give up on records not delivered after MS (default\n"
@@ -110,6 +116,8 @@ static int produce_parse(int argc, char **argv, struct produce_args *a)
                                        {"registry", required_argument, NULL, 'r'},
                                        {"schema-id", required_argument, NULL, 1003},
                                        {"timeout", required_argument, NULL, 1004},
+                                       {"schema-file", required_argument, NULL, 1005},
+                                       {"key", required_argument, NULL, 1006},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -126,6 +134,8 @@ static int produce_parse(int argc, char **argv, struct produce_args *a)
         case 'i': a->input = optarg; break;
         case 'r': a->registry = optarg; break;
         case 1001: a->raw = 1; break;
+        case 1005: a->schema_file = optarg; break;
+        case 1006: a->key = optarg; break;
         case 1003: {
             long id = strtol(optarg, &end, 10);
             if (*end || end == optarg || id < 1 || id > INT32_MAX) {
@@ -174,7 +184,8 @@ static int encode_line(struct codec *cd, const struct produce_args *a, const cha
     if (a->raw)
         return buf_append(out, line, len) ? err_set(e, ERR_NOMEM, "line too long") : ERR_OK;
     if (a->schema_id)
-        return codec_from_json_id(cd, a->schema_id, line, len, "user_id", key, EV_ID_MAX, out, e);
+        return codec_from_json_id(cd, a->schema_id, line, len, a->key ? a->key : "user_id", key,
+                                  EV_ID_MAX, out, e);
     if (a->schema == CODEC_IMAGE_EVENT) { /* keyed by patient: one writer per patient */
         struct image_event iev;
         if (codec_from_json(cd, CODEC_IMAGE_EVENT, line, len, out, e) ||
@@ -261,6 +272,32 @@ static const char *bootstrap(const struct cfg *cf)
     return "the broker (bootstrap.servers unset)";
 }
 
+/* --schema-file: the schema loaded (and registered under <topic>-value
+ * with a registry); records are then framed with its id. */
+static int add_schema_file(struct codec *cd, const struct cfg *cf, struct produce_args *a,
+                           const char *topic, struct err *e)
+{
+    char *text = NULL, subject[512];
+    size_t cap = 0, len;
+    FILE *f = fopen(a->schema_file, "r");
+    int rc;
+
+    if (!f)
+        return err_set(e, ERR_CONFIG, "--schema-file %s: %s", a->schema_file, strerror(errno));
+    len = (size_t)getdelim(&text, &cap, '\0', f);
+    fclose(f);
+    if (len == (size_t)-1) {
+        free(text);
+        return err_set(e, ERR_CONFIG, "--schema-file %s: empty", a->schema_file);
+    }
+    rc = codec_add_schema(cd, text, len, a->schema_file, &a->schema_id, e);
+    free(text);
+    if (rc || !*cfg_str(cf, "schema.registry.url"))
+        return rc;
+    snprintf(subject, sizeof(subject), "%s-value", topic);
+    return codec_register_id(cd, a->schema_id, subject, 1, &a->schema_id, e);
+}
+
 int cmd_produce(int argc, char **argv)
 {
     struct produce_args a = {.schema = CODEC_TXN_EVENT, .timeout_ms = 10000};
@@ -308,9 +345,9 @@ int cmd_produce(int argc, char **argv)
     if (a.input && !(in = fopen(a.input, "r"))) {
         fprintf(stderr, "error: %s: %s\n", a.input, strerror(errno));
         rc = EXIT_USAGE;
-    } else if (!(cd = pipe_codec_open(cf, &reg, &which, &topic, a.schema_id || a.raw ? 0 : 1,
-                                      &e)) ||
-               !(q = kq_open(&ko, &e))) {
+    } else if (!(cd = pipe_codec_open(cf, &reg, &which, &topic,
+                                      a.schema_id || a.raw || a.schema_file ? 0 : 1, &e)) ||
+               (a.schema_file && add_schema_file(cd, cf, &a, topic, &e)) || !(q = kq_open(&ko, &e))) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     } else {

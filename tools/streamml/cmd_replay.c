@@ -468,7 +468,7 @@ static void write_jsonl(struct line *l, const struct txn_prediction *p, const fl
     puts_(l, p->redelivered ? ",\"redelivered\":true" : ",\"redelivered\":false");
     if (x) {
         puts_(l, ",\"features\":[");
-        for (int i = 0; i < FEAT_TXN_DIM; i++) {
+        for (size_t i = 0; i < feat_txn_dim(); i++) {
             if (i)
                 putc_(l, ',');
             if (isnan(x[i]))
@@ -488,7 +488,7 @@ static void write_csv_header(FILE *out, int features)
 
     puts_(&l, "event_id,user_id,event_time,src_topic,src_partition,src_offset,model_name,"
               "model_version,probability,score,score_probability,decision,reasons,feature_hash");
-    for (int i = 0; features && i < FEAT_TXN_DIM; i++) {
+    for (size_t i = 0; features && i < feat_txn_dim(); i++) {
         putc_(&l, ',');
         csv_str(&l, names[i]);
     }
@@ -532,7 +532,7 @@ static void write_csv(struct line *l, const struct txn_prediction *p, const floa
     csv_str(l, reasons);
     putc_(l, ',');
     puts_(l, p->feature_hash);
-    for (int i = 0; x && i < FEAT_TXN_DIM; i++) {
+    for (size_t i = 0; x && i < feat_txn_dim(); i++) {
         putc_(l, ',');
         if (!isnan(x[i]))
             put_float(l, x[i]);
@@ -546,7 +546,7 @@ static void write_csv(struct line *l, const struct txn_prediction *p, const floa
 struct batch {
     size_t n;
     struct txn_prediction p[BATCH]; /* ids and source filled, scores not */
-    float x[BATCH][FEAT_TXN_DIM];
+    float x[BATCH * FSPEC_OUT_MAX]; /* rows of feat_txn_dim(): any spec's width */
 };
 
 struct scorer {
@@ -785,10 +785,10 @@ static int emit(struct run *r, const struct txn_prediction *p, const float *x, s
 
 static int score_batch(struct run *r, struct batch *b, struct err *e)
 {
-    if (txn_score_batch(r->sc, &b->x[0][0], b->n, b->p, r->decisions))
+    if (txn_score_batch(r->sc, b->x, b->n, b->p, r->decisions))
         return err_set(e, ERR_NOMEM, "out of memory scoring a batch of %zu", b->n);
     for (size_t i = 0; i < b->n; i++)
-        if (emit(r, &b->p[i], b->x[i], e))
+        if (emit(r, &b->p[i], b->x + i * feat_txn_dim(), e))
             return e->code;
     return ERR_OK;
 }
@@ -888,7 +888,7 @@ static int replay_loop(struct run *r, struct err *e)
             report_invalid(r, rec);
             continue;
         }
-        if ((rc = rp_engine_step(r->eng, rec, b->x[b->n], NULL, e)) < 0)
+        if ((rc = rp_engine_step(r->eng, rec, b->x + b->n * feat_txn_dim(), NULL, e)) < 0)
             break;
         txn_prediction_init(&b->p[b->n], &rec->ev, rec->source, rec->partition, rec->offset);
         b->p[b->n].redelivered = rc == 0;
@@ -1136,7 +1136,9 @@ static void summary(struct run *r)
 
 static int run_open(struct run *r, struct err *e)
 {
-    if (!(r->cd = codec_open(cfg_str(r->cf, "schemas.dir"), e)) || open_input(r, e))
+    /* The spec first: one on its own record decides how the input decodes. */
+    if ((r->a->stream == RP_TRANSACTIONS && feat_txn_use(cfg_str(r->cf, "features.spec"), e)) ||
+        !(r->cd = codec_open(cfg_str(r->cf, "schemas.dir"), e)) || open_input(r, e))
         return e->code;
     if (r->a->dry_run)
         return ERR_OK;

@@ -71,12 +71,13 @@ static int read_record(const struct fspec *p, json_t *o, struct grow *g, const c
     size_t nf = fspec_num_fields(p);
     json_t *k = json_object_get(o, fspec_key_field(p)), *t = json_object_get(o, fspec_time_field(p));
 
-    if (json_is_string(k) && strlen(json_string_value(k)) < sizeof(g->key))
+    if (json_is_string(k) && *json_string_value(k) &&
+        strlen(json_string_value(k)) < sizeof(g->key))
         snprintf(g->key, sizeof(g->key), "%s", json_string_value(k));
     else if (json_is_integer(k))
         snprintf(g->key, sizeof(g->key), "%lld", (long long)json_integer_value(k));
     else
-        return snprintf(why, cap, "%s: missing, or not a string of at most %d bytes",
+        return snprintf(why, cap, "%s: missing, empty, or not a string of at most %d bytes",
                         fspec_key_field(p), FSPEC_NAME_MAX - 1);
     if (!json_is_integer(t))
         return snprintf(why, cap, "%s: missing or not an integer (ms)", fspec_time_field(p));

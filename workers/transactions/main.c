@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "monitor.h"
 #include "txn.h"
+#include "txn_input.h"
 #include "txn_stream.h"
 #include "worker.h"
 
@@ -28,12 +29,13 @@ struct txn {
     const struct cfg *cf;
     struct ab_serving *ab;            /* variants' models (common/streams/abtest.c -> txn.c) */
     struct txs *ts;                   /* users' state, the queue */
+    struct txi *in;                   /* TransactionEvent, or the spec's own record */
     struct labels *lab;               /* NULL: no monitor.labels.topic (or monitoring off) */
     struct mon *mon[AB_MAX_VARIANTS]; /* per variant; NULL: monitoring off */
-    struct txn_event *evs; /* the batch's events, positions and live flags */
+    struct txn_event *evs; /* the batch's events, positions, live flags, vectors */
     struct kq_pos *pos;
     unsigned char *live;
-    float *xs;                    /* the batch's feature vectors */
+    float *xs;
     struct txn_prediction *preds; /* ... their predictions */
     size_t *pvar;                 /* ... and the variant that scored each */
     int degraded;
@@ -50,8 +52,8 @@ static int open_monitors(struct txn *t, struct err *e)
         char label[160];
         snprintf(label, sizeof(label), "%s%s%s", cfg_str(t->cf, "model.name"), *var ? "/" : "",
                  var);
-        t->mon[v] = *base ? mon_open_path(t->cf, base, feat_txn_names(), FEAT_TXN_DIM, e)
-                          : mon_open_cfg(t->cf, feat_txn_names(), FEAT_TXN_DIM, e);
+        t->mon[v] = *base ? mon_open_path(t->cf, base, feat_txn_names(), feat_txn_dim(), e)
+                          : mon_open_cfg(t->cf, feat_txn_names(), feat_txn_dim(), e);
         if (!t->mon[v] && e->code)
             return *var ? err_wrap(e, "variant %s", var) : e->code;
         if (t->mon[v] && wk_monitor_add(t->w, t->mon[v], label) < 0)
@@ -63,13 +65,13 @@ static int open_monitors(struct txn *t, struct err *e)
 static void txn_close(void *self)
 {
     struct txn *t = self;
-
     void *arrays[] = {t->evs, t->pos, t->live, t->xs, t->preds, t->pvar};
 
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
     ab_serving_close(t->ab);
     txs_close(t->ts);
+    txi_close(t->in);
     labels_close(t->lab);
     buf_free(&t->shadow);
     free(t);
@@ -90,7 +92,7 @@ static void *txn_open(struct wk *w, struct err *e)
     t->evs = calloc(c, sizeof(*t->evs));
     t->pos = calloc(c, sizeof(*t->pos));
     t->live = calloc(c, 1);
-    t->xs = calloc(c * FEAT_TXN_DIM, sizeof(float));
+    t->xs = calloc(c * FSPEC_OUT_MAX, sizeof(float)); /* any spec's width */
     t->preds = calloc(c, sizeof(*t->preds));
     t->pvar = calloc(c, sizeof(*t->pvar));
     buf_init(&t->shadow, 0);
@@ -98,7 +100,7 @@ static void *txn_open(struct wk *w, struct err *e)
         err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     else if (txs_open(&t->ts, wk_state(w), &o, e) == ERR_OK && (t->ab = ab_serving_open(t->cf, e)))
         ab_serving_log(t->ab, t->cf);
-    if (!t->ab || open_monitors(t, e) ||
+    if (!t->ab || !(t->in = txi_open(wk_codec(w), c, e)) || open_monitors(t, e) ||
         (!(t->lab = labels_open_cfg(t->cf, wk_group_id(w), e)) && e->code)) {
         txn_close(t);
         return NULL;
@@ -119,9 +121,8 @@ static int txn_decode(void *self, const struct wk_batch *b, size_t i, struct err
 {
     struct txn *t = self;
     const struct kq_msg *m = b->msgs[i];
-    int rc = codec_decode_txn(wk_codec(t->w), m->payload, m->len, &t->evs[i], e);
 
-    return rc ? rc : feat_txn_validate(&t->evs[i], e);
+    return txi_decode(t->in, i, m->payload, m->len, &t->evs[i], e);
 }
 
 /* State, features, then every row of the batch scored in one call (rows
@@ -145,9 +146,8 @@ static void txn_process(void *self, struct wk_batch *b)
     ab_serving_score_batch(t->ab, t->xs, b->n, t->preds, t->pvar);
 }
 
-/* Shadow mode: each challenger's prediction of the event, logged to
- * experiment.shadow_topic (not tied to the offset: the champion's answer
- * is what is served) and watched by the challenger's monitor. */
+/* Shadow mode: each challenger's prediction, to experiment.shadow_topic (not
+ * tied to the offset: the champion's is served), watched by its monitor. */
 static void emit_shadows(struct txn *t, const struct txn_prediction *served, const float *x,
                          int64_t now_ms)
 {
@@ -174,7 +174,7 @@ static int txn_emit(void *self, const struct wk_batch *b, size_t i, struct wk_re
 {
     struct txn *t = self;
     struct txn_prediction *p = &t->preds[i];
-    const float *x = t->xs + i * FEAT_TXN_DIM;
+    const float *x = t->xs + i * feat_txn_dim();
     size_t v = t->pvar[i];
 
     r->degraded = t->degraded;
@@ -193,8 +193,7 @@ static int txn_emit(void *self, const struct wk_batch *b, size_t i, struct wk_re
         mon_observe(t->mon[v], x, p->probability, p->latency_us, p->degraded, b->wall_ms);
         mon_observe_decision(t->mon[v], x, strcmp(p->decision, "approve") == 0);
     }
-    /* The rolling AUC is the champion's (variant 0): per-variant AUC comes
-     * from `streamml abtest`, which joins outcomes by variant. */
+    /* The rolling AUC is the champion's (per variant: `streamml abtest`). */
     if (t->lab && v == 0)
         labels_remember(t->lab, p->event_id, p->probability);
     emit_shadows(t, p, x, b->wall_ms);
@@ -271,9 +270,10 @@ static const struct wk_stream txn_stream = {
     .name = "transactions",
     .usage = "usage: streamml-transactions [-c FILE] [-X key=value ...] [-b HOSTS]\n\n"
              "Consumes input.topic in the consumer group kafka.group.id (default\n"
-             "streamml-transactions), computes txn-v1 features with per-user state in\n"
-             "Redis, scores model.gbdt and model.scorecard, produces predictions to\n"
-             "output.topic and undecodable or invalid input to dlq.topic.\n"
+             "streamml-transactions), computes txn-v1 features (or features.spec's, on\n"
+             "its own record schema) with per-entity state in Redis, scores model.gbdt\n"
+             "and model.scorecard (optional), produces predictions to output.topic\n"
+             "and undecodable or invalid input (naming the field) to dlq.topic.\n"
              "SIGTERM/SIGINT: finish in-flight work, commit, leave the group, exit 0.\n"
              "SIGHUP (or a changed file under model.watch_ms): reload the models.\n"
              "Exit codes: 0 ok, 1 runtime failure (e.g. a delivery failed for good:\n"
