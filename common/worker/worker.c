@@ -272,6 +272,16 @@ static int fence_partition(const char *topic, int32_t partition, void *opaque)
     return ERR_OK;
 }
 
+/* A partition revoked or lost: what the stream kept in memory for it goes
+ * (state_owner_changes). */
+static void release_partition(const char *topic, int32_t partition, void *opaque)
+{
+    struct wk *w = opaque;
+
+    (void)topic;
+    state_release(w->st, partition);
+}
+
 static int open_kafka(struct wk *w, struct err *e)
 {
     const char *topic = cfg_str(w->cf, "input.topic");
@@ -286,6 +296,7 @@ static int open_kafka(struct wk *w, struct err *e)
     ko.stats_opaque = w->mx;
     if (w->st) {
         ko.on_assign = fence_partition;
+        ko.on_revoke = release_partition;
         ko.assign_opaque = w;
     }
     if (!(w->q = kq_open(&ko, e)))

@@ -63,7 +63,6 @@ static int open_monitors(struct txn *t, struct err *e)
 static void txn_close(void *self)
 {
     struct txn *t = self;
-
     void *arrays[] = {t->evs, t->pos, t->live, t->xs, t->preds, t->pvar};
 
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
@@ -79,7 +78,7 @@ static void *txn_open(struct wk *w, struct err *e)
 {
     struct txn *t = calloc(1, sizeof(*t));
     size_t c = wk_batch_cap(w);
-    struct txs_opts o = {c, 0, 0, wk_ack_state, w};
+    struct txs_opts o = {c, 0, 0, wk_ack_state, w, 0};
 
     if (!t)
         return NULL;
@@ -87,6 +86,7 @@ static void *txn_open(struct wk *w, struct err *e)
     t->cf = wk_cfg(w);
     o.pending_max = (size_t)cfg_int(t->cf, "state.pending_max");
     o.budget_ms = (int)cfg_int(t->cf, "state.retry_budget_ms");
+    o.cache_entries = (size_t)cfg_int(t->cf, "state.cache_entries");
     t->evs = calloc(c, sizeof(*t->evs));
     t->pos = calloc(c, sizeof(*t->pos));
     t->live = calloc(c, 1);
