@@ -139,6 +139,11 @@ int state_busy(const struct state *s)
     return s->busy;
 }
 
+const char *state_backend(const struct state *s)
+{
+    return s->ops->name;
+}
+
 int state_ping(struct state *s, struct err *e)
 {
     if (check_idle(s, e))

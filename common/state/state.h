@@ -147,6 +147,9 @@ int64_t state_epoch(const struct state *s, int32_t partition);
  * The one call that may come from another thread than the handle's. */
 void state_set_deadline(struct state *s, int64_t deadline_us);
 
+/* "redis", "redis-cluster" or "memory". */
+const char *state_backend(const struct state *s);
+
 /* Checks the backend answers (PING on Redis). */
 int state_ping(struct state *s, struct err *e);
 

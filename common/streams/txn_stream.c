@@ -110,7 +110,8 @@ int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struc
         txs_close(t);
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     }
-    if (o->cache_entries) {
+    /* The memory backend is in this process already: nothing to save. */
+    if (o->cache_entries && strcmp(state_backend(st), "memory") != 0) {
         if (!(t->cache = ucache_open(o->cache_entries, sizeof(struct feat_state)))) {
             txs_close(t);
             return err_set(e, ERR_NOMEM,
