@@ -532,7 +532,9 @@ static rd_kafka_conf_t *make_conf(struct kq *q, const struct kq_opts *o, int con
             rc |= conf_set(conf, "statistics.interval.ms", "5000", "default", e);
     } else {
         rc |= conf_set(conf, "enable.idempotence", "true", "default", e);
-        rc |= conf_set(conf, "linger.ms", "5", "default", e);
+        /* A worker produces a whole batch of records at once: waiting longer
+         * for more only delays them (issue 19: latency). */
+        rc |= conf_set(conf, "linger.ms", "1", "default", e);
     }
     for (size_t i = 0; !rc && i < o->n_props; i++)
         rc |= conf_set(conf, o->props[i].key, o->props[i].value, o->props[i].origin, e);

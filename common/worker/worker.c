@@ -683,7 +683,10 @@ static int run(struct wk *w)
         }
         tick_monitors(w, n);
         maybe_reload(w);
-        if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
+        /* No wait here: take_batch already waited (worker.poll_ms) in the
+         * consumer's poll, which returns as soon as input arrives; a wait
+         * on the producer's queue would hold that input back. */
+        if (kq_serve(w->q, 0, &e) == ERR_FATAL)
             break;
         if ((max_msgs && w->messages >= max_msgs) ||
             (idle_us && pipe_now_us() - last_input > idle_us))
