@@ -138,8 +138,16 @@ void txs_close(struct txs *t)
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
     pipe_entset_free(&t->users);
-    if (t->cache)
+    if (t->cache) {
+        struct ucache_stats cs;
+        ucache_stats(t->cache, &cs);
+        log_info("state cache: %llu hits, %llu misses, %llu evicted, %llu dropped, emptied %llu "
+                 "time(s), %zu of %zu users held",
+                 (unsigned long long)cs.hits, (unsigned long long)cs.misses,
+                 (unsigned long long)cs.evictions, (unsigned long long)cs.drops,
+                 (unsigned long long)cs.clears, cs.entries, cs.capacity);
         state_set_put_bases(t->st, NULL);
+    }
     ucache_close(t->cache);
     free(t);
 }
