@@ -104,15 +104,21 @@ cluster_up() {
     local ports=() d
     cpids=(); cnodes=
     for i in 1 2 3 4 5 6; do
-        local p; p=$(free_port); d="$tmp/rc$i"; mkdir -p "$d"
-        rm -f "$d/nodes.conf" # a cluster of the run before: the servers would rejoin it
-        redis-server --port "$p" --bind 127.0.0.1 --dir "$d" --save '' --appendonly no \
-            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
-            --cluster-port "$(free_port)" >/dev/null 2>&1 &
-        cpids+=($!); pids+=($!); ports+=("127.0.0.1:$p"); cnodes="$cnodes${cnodes:+,}127.0.0.1:$p"
-    done
-    for a in "${ports[@]}"; do
-        for _ in $(seq 100); do redis-cli -p "${a#*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+        local p pid try; d="$tmp/rc$i"; mkdir -p "$d"
+        # A port free when asked may be taken by another user's server before
+        # ours binds it: ours must be the one answering (its process_id).
+        for try in 1 2 3 4 5; do
+            p=$(free_port)
+            rm -f "$d/nodes.conf" # a cluster of the run before: the server would rejoin it
+            redis-server --port "$p" --bind 127.0.0.1 --dir "$d" --save '' --appendonly no \
+                --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
+                --cluster-port "$(free_port)" >/dev/null 2>&1 &
+            pid=$!
+            for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+            redis-cli -p "$p" info server 2>/dev/null | grep -q "^process_id:$pid" && break
+            kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+        done
+        cpids+=("$pid"); pids+=("$pid"); ports+=("127.0.0.1:$p"); cnodes="$cnodes${cnodes:+,}127.0.0.1:$p"
     done
     redis-cli --cluster create "${ports[@]}" --cluster-replicas 1 --cluster-yes >>"$tmp/cluster.log" 2>&1
     for _ in $(seq 300); do
