@@ -16,13 +16,27 @@
 # measured 1-worker and 2-worker maxima, after a floor row at FLOOR_RATE.
 # Knobs: N, REPS, PEER_N (events for the peer, default N), LAT_S (seconds per
 # load, default 5), LAT_X (the worker's -X settings for the latency runs),
-# FLOOR_RATE (default 500 events/s).
+# FLOOR_RATE (default 500 events/s), USERS (distinct users, default 20,000),
+# PEER=0 / TWO=0 (leave out the Python peer / the two-worker rows),
+# LAT_PCTS (loads in % of each max, default "25 50 75 100").
+# Issue 19's table comes last: broker alone, one worker on one Redis (state
+# cache on, the default, and off: state.cache_entries=0), one worker on a
+# Redis Cluster of 3 masters, side by side, with p50/p99 at 25% and 50% of
+# each one's own maximum and the issue's targets next to the figures.
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-100000}
 REPS=${REPS:-3}
 PEER_N=${PEER_N:-$N}
 LAT_S=${LAT_S:-5}
+USERS=${USERS:-20000}
+PEER=${PEER:-1}
+TWO=${TWO:-1}
+LAT_PCTS=${LAT_PCTS:-25 50 75 100}
+# The workers' own settings. Explanations are off: the bench model declines
+# nearly every event, and a TreeSHAP explanation of each (issue 18) would be
+# most of the worker's CPU; WORKER_X= measures with them.
+read -r -a WX <<<"${WORKER_X--X explain.decisions=none}"
 PY=/usr/bin/python3
 SM="$BUILD/streamml"
 MODEL="$BUILD/bench/xgb500.json"
@@ -47,12 +61,12 @@ med() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2
 
 [ -s "$MODEL" ] || $PY bench/make_model.py "$SM" "$MODEL" >/dev/null
 gen_events() { # $1 = count, $2 = file
-    $PY - "$1" > "$2" <<'PYEOF'
+    $PY - "$1" "$USERS" > "$2" <<'PYEOF'
 import json, sys
-n = int(sys.argv[1]); t = 1_700_000_000_000
+n, users = int(sys.argv[1]), int(sys.argv[2]); t = 1_700_000_000_000
 for i in range(n):
     t += 1000
-    print(json.dumps({"event_id": f"b{i}", "user_id": f"u{(i * 7919) % 20000}", "event_time": t,
+    print(json.dumps({"event_id": f"b{i}", "user_id": f"u{(i * 7919) % users}", "event_time": t,
                       "amount": 500 + i % 2000, "income": 80 + i % 200, "expenses": 40 + i % 50,
                       "term_months": 12 + 12 * (i % 5), "age": 20 + i % 50, "home": "rent"}))
 PYEOF
@@ -90,14 +104,21 @@ cluster_up() {
     local ports=() d
     cpids=(); cnodes=
     for i in 1 2 3 4 5 6; do
-        local p; p=$(free_port); d="$tmp/rc$i"; mkdir -p "$d"
-        redis-server --port "$p" --bind 127.0.0.1 --dir "$d" --save '' --appendonly no \
-            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
-            --cluster-port "$(free_port)" >/dev/null 2>&1 &
-        cpids+=($!); pids+=($!); ports+=("127.0.0.1:$p"); cnodes="$cnodes${cnodes:+,}127.0.0.1:$p"
-    done
-    for a in "${ports[@]}"; do
-        for _ in $(seq 100); do redis-cli -p "${a#*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+        local p pid try; d="$tmp/rc$i"; mkdir -p "$d"
+        # A port free when asked may be taken by another user's server before
+        # ours binds it: ours must be the one answering (its process_id).
+        for try in 1 2 3 4 5; do
+            p=$(free_port)
+            rm -f "$d/nodes.conf" # a cluster of the run before: the server would rejoin it
+            redis-server --port "$p" --bind 127.0.0.1 --dir "$d" --save '' --appendonly no \
+                --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
+                --cluster-port "$(free_port)" >/dev/null 2>&1 &
+            pid=$!
+            for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+            redis-cli -p "$p" info server 2>/dev/null | grep -q "^process_id:$pid" && break
+            kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+        done
+        cpids+=("$pid"); pids+=("$pid"); ports+=("127.0.0.1:$p"); cnodes="$cnodes${cnodes:+,}127.0.0.1:$p"
     done
     redis-cli --cluster create "${ports[@]}" --cluster-replicas 1 --cluster-yes >>"$tmp/cluster.log" 2>&1
     for _ in $(seq 300); do
@@ -111,12 +132,12 @@ cluster_up() {
 cluster_down() { kill "${cpids[@]}" 2>/dev/null || true; wait "${cpids[@]}" 2>/dev/null || true; }
 worker_log() { # $1 = log file (info level: rebalances); appends the pid to wpids
     "$BUILD/streamml-transactions" -b "$bs" -X redis.port="$rport" -X model.gbdt="$MODEL" \
-        --log-level info 2>>"$1" &
+        "${WX[@]}" --log-level info 2>>"$1" &
     wpids+=($!); pids+=($!)
 }
 worker() { # extra -X args; echoes nothing, appends the pid to wpids
     "$BUILD/streamml-transactions" -b "$bs" -X redis.port="$rport" -X model.gbdt="$MODEL" \
-        "$@" --log-level warn 2>>"$tmp/worker.log" &
+        "${WX[@]}" "$@" --log-level warn 2>>"$tmp/worker.log" &
     wpids+=($!); pids+=($!)
 }
 
@@ -206,7 +227,9 @@ PYEOF
 }
 
 declare -a d_brk r_brk c_brk r_red c_red c_rsrv r_c c_c c_cb c_cr rss_c r_py c_py rss_py r_c2 c_c2
-declare -a r_cl c_cl c_clsrv
+declare -a r_cl c_cl c_clsrv c_clb r_nc c_nc c_ncb c_ncr
+r_py=(); c_py=(); rss_py=(); r_c2=(); c_c2=() # may stay empty (PEER=0, TWO=0)
+lastv() { local n; eval "n=\${#$1[@]}"; if [ "$n" -gt 0 ]; then eval "echo \${$1[-1]}"; else echo -; fi; }
 for rep in $(seq "$REPS"); do
     # Limits and the C worker share one stack and one preload.
     stack_up
@@ -226,6 +249,15 @@ for rep in $(seq "$REPS"); do
     rss_c+=("$(awk '/VmHWM/ {print int($2/1024)}' "/proc/${wpids[0]}/status")")
     stack_down "${wpids[0]}"
 
+    # The same without the users' cache (state.cache_entries=0): every
+    # batch reads its users from Redis, as before issue 19.
+    stack_up
+    "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error >/dev/null 2>&1
+    wpids=(); worker -X state.cache_entries=0
+    MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
+    r_nc+=("$rate"); c_nc+=("$cpu_w"); c_ncb+=("$cpu_b"); c_ncr+=("$cpu_r")
+    stack_down "${wpids[0]}"
+
     # The same worker, the same events, its state on a Redis Cluster of 3
     # masters with one replica each (redis.nodes): the servers' CPU summed.
     stack_up; cluster_up
@@ -233,11 +265,12 @@ for rep in $(seq "$REPS"); do
     wpids=(); worker -X redis.nodes="$cnodes"
     sample "${wpids[0]}" "${cpids[@]}"
     MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
-    r_cl+=("$rate"); c_cl+=("$cpu_w")
+    r_cl+=("$rate"); c_cl+=("$cpu_w"); c_clb+=("$cpu_b")
     c_clsrv+=("$(calc "round($(IFS=+; echo "${vals[*]:2:6}"), 2)")")
     stack_down "${wpids[0]}"; cluster_down
 
     # The Python peer: fresh stack, the same events.
+    if [ "$PEER" = 1 ]; then
     stack_up
     "$SM" produce -b "$bs" -i "$tmp/peer.jsonl" --log-level error >/dev/null 2>&1
     $PY bench/peer_transactions.py "$bs" "$rport" "$MODEL" "$CARD" "$PEER_N" >>"$tmp/peer.log" 2>&1 &
@@ -246,12 +279,14 @@ for rep in $(seq "$REPS"); do
     r_py+=("$rate"); c_py+=("$cpu_w")
     rss_py+=("$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$ppid/status")")
     stack_down "$ppid"
+    fi
 
     # Two C workers in one group. Both must hold their partitions before the
     # events arrive: on a loaded machine one may start after the group's
     # initial rebalance, and a second rebalance mid-run would be measured.
     # So they join on an empty topic (up to 60 s), then the N events are
     # produced while they run (streamml produce is faster than the workers).
+    if [ "$TWO" = 1 ]; then
     stack_up
     wpids=(); : >"$tmp/w2a.log"; : >"$tmp/w2b.log"
     worker_log "$tmp/w2a.log"; worker_log "$tmp/w2b.log"
@@ -270,16 +305,21 @@ for rep in $(seq "$REPS"); do
     MLOG="$tmp/w2a.log $tmp/w2b.log" measure "$N" "${wpids[@]}"
     r_c2+=("$rate"); c_c2+=("$cpu_w")
     stack_down "${wpids[@]}"
+    fi
     echo "rep $rep: broker alone ${r_brk[-1]}/s, redis alone ${r_red[-1]}/s, C ${r_c[-1]}/s ${c_c[-1]} us," \
-         "peer ${r_py[-1]}/s ${c_py[-1]} us, 2 C workers ${r_c2[-1]}/s (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+         "no cache ${r_nc[-1]}/s, cluster ${r_cl[-1]}/s, peer $(lastv r_py)/s, 2 C workers $(lastv r_c2)/s" \
+         "(load $(cut -d' ' -f1 /proc/loadavg))" >&2
 done
 
+[ "$PEER" = 1 ] || { r_py=(0); c_py=(0); rss_py=(0); }
+[ "$TWO" = 1 ] || { r_c2=(0); c_c2=(0); }
 mr_brk=$(med "${r_brk[@]}"); mr_red=$(med "${r_red[@]}"); mr_c=$(med "${r_c[@]}")
 mc_c=$(med "${c_c[@]}"); mr_py=$(med "${r_py[@]}"); mc_py=$(med "${c_py[@]}")
 mr_c2=$(med "${r_c2[@]}"); mc_cb=$(med "${c_cb[@]}"); mc_cr=$(med "${c_cr[@]}")
-peer_check
+mr_cl=$(med "${r_cl[@]}")
+if [ "$PEER" = 1 ]; then peer_check; fi
 echo
-echo "Worker against its limits and its Python peer: $N preloaded events (peer: $PEER_N), 20,000 users,"
+echo "Worker against its limits and its Python peer: $N preloaded events (peer: $PEER_N), $USERS users,"
 echo "500-tree depth-6 model + scorecard, Redis state. Median of $REPS runs (all runs in brackets)."
 echo "CPU per event = user+sys of the process (all threads) from the first to the N-th prediction."
 echo
@@ -290,11 +330,13 @@ echo "| broker alone, to the N-th delivery (includes a fixed ~1 s before the fir
 echo "| Redis alone, one connection (HMGET + EVALSHA, batches of 1000) [${r_red[*]}] | $mr_red | client $(med "${c_red[@]}"), redis-server $(med "${c_rsrv[@]}") | |"
 echo "| C worker, 1 process [${r_c[*]}] | $mr_c | $mc_c [${c_c[*]}] | $(med "${rss_c[@]}") |"
 echo "| (during it: broker, redis-server) | | $mc_cb, $mc_cr | |"
-echo "| C worker, 1 process, state on a Redis Cluster (3 masters + 3 replicas, WAIT 1 per batch) [${r_cl[*]}] | $(med "${r_cl[@]}") | $(med "${c_cl[@]}") [${c_cl[*]}] | |"
+echo "| C worker, 1 process, users' cache off (state.cache_entries=0) [${r_nc[*]}] | $(med "${r_nc[@]}") | $(med "${c_nc[@]}") [${c_nc[*]}] | |"
+echo "| (during it: broker, redis-server) | | $(med "${c_ncb[@]}"), $(med "${c_ncr[@]}") | |"
+echo "| C worker, 1 process, state on a Redis Cluster (3 masters + 3 replicas, WAIT 1 per batch) [${r_cl[*]}] | $mr_cl | $(med "${c_cl[@]}") [${c_cl[*]}] | |"
 echo "| (during it: the 6 redis-servers together) | | $(med "${c_clsrv[@]}") | |"
 echo "| Python peer, 1 process [${r_py[*]}] | $mr_py | $mc_py [${c_py[*]}] | $(med "${rss_py[@]}") |"
 echo "| C worker, 2 processes in one group (joined first, events produced live) [${r_c2[*]}] | $mr_c2 | $(med "${c_c2[@]}") (both) | |"
-echo "| **ratio C / Python** | **$(calc "round($mr_c/$mr_py, 1)")x** throughput | **$(calc "round($mc_py/max($mc_c, 0.01), 1)")x** less CPU | |"
+[ "$PEER" = 1 ] && echo "| **ratio C / Python** | **$(calc "round($mr_c/$mr_py, 1)")x** throughput | **$(calc "round($mc_py/max($mc_c, 0.01), 1)")x** less CPU | |"
 echo "| load average at the end | $(cut -d' ' -f1-3 /proc/loadavg) | | |"
 
 p99_50=-
@@ -315,20 +357,30 @@ echo "settings: ${LAT_X}):"
 echo
 echo "| workers | % of max | offered events/s | achieved | p50 ms | p99 ms | p99.9 ms | max ms | missing |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-for nw in 1 2; do
-    max=$([ "$nw" = 1 ] && echo "$mr_c" || echo "$mr_c2")
+declare -A p50 p99
+lat_configs="1"; [ "$TWO" = 1 ] && lat_configs="$lat_configs 2"; lat_configs="$lat_configs cluster"
+for cfgn in $lat_configs; do
+    case $cfgn in 1) max=$mr_c; nw=1 ;; 2) max=$mr_c2; nw=2 ;; cluster) max=$mr_cl; nw=1 ;; esac
     stack_up
     wpids=()
+    xcl=()
+    if [ "$cfgn" = cluster ]; then cluster_up; xcl=(-X redis.nodes="$cnodes"); fi
     # shellcheck disable=SC2086 # LAT_X is a list of -X options
-    for _ in $(seq "$nw"); do worker $LAT_X; done
-    [ "$nw" = 1 ] && "$BUILD/bench/bench_latency" "$bs" "$FLOOR_RATE" "$LAT_S" | sed "s/^|/| 1 | floor |/"
-    for pct in 25 50 75 100; do
-        line=$("$BUILD/bench/bench_latency" "$bs" "$(calc "round($max*$pct/100)")" "$LAT_S" | sed "s/^|/| $nw | $pct |/")
+    for _ in $(seq "$nw"); do worker $LAT_X "${xcl[@]}"; done
+    label=$([ "$cfgn" = cluster ] && echo "1 (cluster)" || echo "$nw")
+    if [ "$cfgn" = 1 ]; then
+        "$BUILD/bench/bench_latency" "$bs" "$FLOOR_RATE" "$LAT_S" "$USERS" | sed "s/^|/| 1 | floor |/"
+    fi
+    for pct in $LAT_PCTS; do
+        line=$("$BUILD/bench/bench_latency" "$bs" "$(calc "round($max*$pct/100)")" "$LAT_S" "$USERS" | sed "s/^|/| $label | $pct |/")
         echo "$line"
-        [ "$nw$pct" = 150 ] && p99_50=$(echo "$line" | awk -F'|' '{gsub(/ /, "", $7); print $7}')
+        p50[$cfgn$pct]=$(echo "$line" | awk -F'|' '{gsub(/ /, "", $6); print $6}')
+        p99[$cfgn$pct]=$(echo "$line" | awk -F'|' '{gsub(/ /, "", $7); print $7}')
     done
     stack_down "${wpids[@]}"
+    if [ "$cfgn" = cluster ]; then cluster_down; fi
 done
+p99_50=${p99[150]:--}
 echo
 echo "Load average after the latency runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -369,3 +421,32 @@ echo "| >= 20x less CPU than the Python peer | $(calc "round($mc_py/max($mc_c, 0
 echo "| end to end >= min(150,000, 80% of broker alone = $e2e_target) events/s | $mr_c | $(yn "$mr_c >= $e2e_target") | $bound |"
 echo "| p99 < 5 ms at 50% load (1 worker) | ${p99_50} ms | $(yn "'${p99_50}' != '-' and float('${p99_50}') < 5") | the floor row (fetch waits on the mock + linger), then queueing behind a batch when the 2 cores are shared by the load generator, the broker, Redis and the worker |"
 if [ -n "${GBDT_NS:-}" ]; then echo "| tree scoring <= 1 us/event batched | $(calc "round(${GBDT_NS}/1000, 2)") us | $(yn "${GBDT_NS} <= 1000") | the kernel level this CPU runs (README \"Tree scoring kernels\"): splitting 64 rows at each inner node plus quantising the features; one row at a time stays 2.7 us (500 adds in tree order) |"; fi
+
+# Issue 19: the rows side by side, and its targets next to the figures.
+mc_brk=$(med "${c_brk[@]}"); mr_nc=$(med "${r_nc[@]}"); mc_nc=$(med "${c_nc[@]}")
+mc_ncb=$(med "${c_ncb[@]}"); mc_ncr=$(med "${c_ncr[@]}"); mc_cl=$(med "${c_cl[@]}")
+mc_clb=$(med "${c_clb[@]}"); mc_clsrv=$(med "${c_clsrv[@]}")
+pb() { calc "round(100*$1/max($mr_brk, 1))"; }
+lat() { echo "${p50[$1]:--} / ${p99[$1]:--}"; }
+echo
+echo "Issue 19, one run: $N preloaded events, $USERS users, medians of $REPS; latency at 25% and"
+echo "50% of each row's own maximum (${LAT_S} s per load, worker settings: ${WX[*]} ${LAT_X})."
+echo
+echo "| row | events/s | % of broker alone | worker CPU us/event | broker | redis-server(s) | p50 / p99 ms at 25% | p50 / p99 ms at 50% |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| broker alone (consume + produce, to the N-th produce) | $mr_brk | 100 | | $mc_brk | | | |"
+echo "| 1 worker, 1 Redis (users' cache on, the default) | $mr_c | $(pb "$mr_c") | $mc_c | $mc_cb | $mc_cr | $(lat 125) | $(lat 150) |"
+echo "| 1 worker, 1 Redis, cache off (state.cache_entries=0) | $mr_nc | $(pb "$mr_nc") | $mc_nc | $mc_ncb | $mc_ncr | | |"
+echo "| 1 worker, Redis Cluster 3 masters + 3 replicas (cache on) | $mr_cl | $(pb "$mr_cl") | $mc_cl | $mc_clb | $mc_clsrv (6 servers) | $(lat cluster25) | $(lat cluster50) |"
+ok() { $PY -c "print('yes' if $1 else '**no**')"; }
+okv() { [ "$1" = - ] && echo "-" || ok "$1 <= $2"; }
+echo
+echo "| target (issue 19) | 1 Redis | met | cluster | met |"
+echo "|---|---:|:---:|---:|:---:|"
+echo "| redis-server CPU <= 1.5 us/event | $mc_cr | $(ok "$mc_cr <= 1.5") | $mc_clsrv | $(ok "$mc_clsrv <= 1.5") |"
+echo "| worker CPU <= 2x broker alone (2 x $mc_brk us) | $mc_c | $(ok "$mc_c <= 2 * $mc_brk") | $mc_cl | $(ok "$mc_cl <= 2 * $mc_brk") |"
+echo "| one worker >= 60% of broker alone's events/s | $(pb "$mr_c")% | $(ok "$mr_c >= 0.6 * $mr_brk") | $(pb "$mr_cl")% | $(ok "$mr_cl >= 0.6 * $mr_brk") |"
+echo "| p99 <= 20 ms at 25% of max | ${p99[125]:--} | $(okv "${p99[125]:--}" 20) | ${p99[cluster25]:--} | $(okv "${p99[cluster25]:--}" 20) |"
+echo "| p99 <= 50 ms at 50% of max | ${p99[150]:--} | $(okv "${p99[150]:--}" 50) | ${p99[cluster50]:--} | $(okv "${p99[cluster50]:--}" 50) |"
+echo
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -35,6 +35,10 @@ static const struct key_def keys[] = {
     {"state.lost_flag_ms", K_INT, 0, 31536000000, "0",
      "after a state store loss is detected, predictions are flagged this long "
      "(0: until `streamml config ack-state-loss`)"},
+    {"state.cache_entries", K_INT, 0, 10000000, "20000",
+     "users whose state the owner of their partition keeps in memory between batches, "
+     "about 2.8 KB each "
+     "(docs/delivery.md, partition-owned state; Redis only); 0: read every batch's users from Redis"},
     {"state.pending_max", K_INT, 1, 10000000, "100000",
      "events kept for state re-apply while Redis is down (then consumption pauses)"},
     {"redis.host", K_STR, 0, 0, "127.0.0.1", "Redis host"},

@@ -42,6 +42,7 @@ struct kq {
     void (*stats_cb)(const char *json, size_t len, void *opaque);
     void *stats_opaque;
     int (*on_assign)(const char *topic, int32_t partition, void *opaque);
+    void (*on_revoke)(const char *topic, int32_t partition, void *opaque);
     void *assign_opaque;
     /* during on_assign: the group's committed offsets of the partitions
      * being assigned (NULL: unknown) */
@@ -475,8 +476,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         log_info("rebalance: revoking %d partition(s), committing", parts->cnt);
         flush_and_commit(q, 10000);
     }
-    for (int i = 0; i < parts->cnt; i++)
+    for (int i = 0; i < parts->cnt; i++) {
         track_drop(q, parts->elems[i].topic, parts->elems[i].partition);
+        if (q->on_revoke)
+            q->on_revoke(parts->elems[i].topic, parts->elems[i].partition, q->assign_opaque);
+    }
     if (coop) {
         rd_kafka_error_t *er = rd_kafka_incremental_unassign(rk, parts);
         if (er) {
@@ -528,7 +532,9 @@ static rd_kafka_conf_t *make_conf(struct kq *q, const struct kq_opts *o, int con
             rc |= conf_set(conf, "statistics.interval.ms", "5000", "default", e);
     } else {
         rc |= conf_set(conf, "enable.idempotence", "true", "default", e);
-        rc |= conf_set(conf, "linger.ms", "5", "default", e);
+        /* A worker produces a whole batch of records at once: waiting longer
+         * for more only delays them (issue 19: latency). */
+        rc |= conf_set(conf, "linger.ms", "1", "default", e);
     }
     for (size_t i = 0; !rc && i < o->n_props; i++)
         rc |= conf_set(conf, o->props[i].key, o->props[i].value, o->props[i].origin, e);
@@ -686,6 +692,7 @@ struct kq *kq_open(const struct kq_opts *o, struct err *e)
     q->stats_cb = o->stats_cb;
     q->stats_opaque = o->stats_opaque;
     q->on_assign = o->on_assign;
+    q->on_revoke = o->on_revoke;
     q->assign_opaque = o->assign_opaque;
     q->commit_interval_ms = o->commit_interval_ms > 0 ? o->commit_interval_ms : 0;
     for (size_t i = 0; i < o->n_topics; i++)

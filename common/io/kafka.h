@@ -53,6 +53,9 @@ struct kq_opts {
      * return makes the handle fatal: processing the partition unfenced
      * could let a stalled former owner overwrite its state. */
     int (*on_assign)(const char *topic, int32_t partition, void *opaque);
+    /* Optional: called for each partition revoked or lost, before it is
+     * released (state kept for it in memory is dropped). Same opaque. */
+    void (*on_revoke)(const char *topic, int32_t partition, void *opaque);
     void *assign_opaque;
     /* Group consumers: commit stored offsets (async) at most this often as
      * they advance; 0 = leave it to librdkafka's auto-commit. */

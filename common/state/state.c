@@ -129,9 +129,19 @@ int state_put_many(struct state *s, size_t n, const struct state_put *puts, int 
     return rc ? rc : state_put_end(s, applied, e);
 }
 
+void state_set_put_bases(struct state *s, const struct state_base *bases)
+{
+    s->put_bases = bases;
+}
+
 int state_busy(const struct state *s)
 {
     return s->busy;
+}
+
+const char *state_backend(const struct state *s)
+{
+    return s->ops->name;
 }
 
 int state_ping(struct state *s, struct err *e)
@@ -148,7 +158,19 @@ int state_fence(struct state *s, int32_t partition, struct err *e)
     if (partition < 0)
         return err_set(e, ERR_INVALID, "state %s: cannot fence partition %d", s->ops->name,
                        (int)partition);
+    s->owner_changes++;
     return s->ops->fence ? s->ops->fence(s, partition, e) : ERR_OK;
+}
+
+void state_release(struct state *s, int32_t partition)
+{
+    (void)partition; /* the epoch stays held: a stale write is refused by the new owner's */
+    s->owner_changes++;
+}
+
+uint64_t state_owner_changes(const struct state *s)
+{
+    return s->owner_changes;
 }
 
 uint64_t state_fenced(const struct state *s)

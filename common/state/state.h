@@ -55,6 +55,20 @@ struct state_put {
     int64_t offset;
 };
 
+/* applied[i] of state_put_many: */
+enum {
+    STATE_PUT_SKIPPED = 0, /* the store already holds this offset (or fenced) */
+    STATE_PUT_WRITTEN = 1,
+    STATE_PUT_CONFLICT = 3 /* with bases: the stored position is not the put's base */
+};
+
+/* The store position a put's blob was derived from (partition -1: nothing
+ * was stored). */
+struct state_base {
+    int32_t partition;
+    int64_t offset;
+};
+
 /* New handle, or NULL with the reason in *e. Free with state_close(). */
 struct state *state_open_redis(const struct state_redis_opts *o, struct err *e);
 struct state *state_open_memory(void);
@@ -69,7 +83,8 @@ int state_get_many(struct state *s, size_t n, const char *const *entities,
 /* Applies n puts in one round trip, atomically per entity (Lua on Redis):
  * a put is skipped when the stored (partition, offset) has the same
  * partition and an offset >= the put's. applied[i] = 1 if written, 0 if
- * skipped. ERR_RETRY when unreachable: then nothing is known to be applied
+ * skipped, STATE_PUT_CONFLICT (only with state_set_put_bases) if refused
+ * because the stored position is not its base. ERR_RETRY when unreachable: then nothing is known to be applied
  * and the caller retries the whole batch (safe: idempotent). */
 int state_put_many(struct state *s, size_t n, const struct state_put *puts, int *applied,
                    struct err *e) __attribute__((warn_unused_result));
@@ -86,6 +101,16 @@ int state_put_many(struct state *s, size_t n, const struct state_put *puts, int 
 int state_put_begin(struct state *s, size_t n, const struct state_put *puts, struct err *e)
     __attribute__((warn_unused_result));
 int state_put_end(struct state *s, int *applied, struct err *e) __attribute__((warn_unused_result));
+/* Compare-and-set (state.cache_entries: a worker that keeps its users'
+ * state in memory). From now on put i of every state_put_many and
+ * state_put_begin on this handle is refused with STATE_PUT_CONFLICT unless
+ * the store still holds the position bases[i] (or nothing, partition -1):
+ * someone else wrote the entity since its state was read (another worker
+ * owning another partition of the user, an expired key, a flush). The
+ * caller keeps bases alive, indexed like its puts; NULL: no check (the
+ * default). */
+void state_set_put_bases(struct state *s, const struct state_base *bases);
+
 /* 1 between a successful state_put_begin and its state_put_end. */
 int state_busy(const struct state *s);
 
@@ -105,6 +130,11 @@ int state_busy(const struct state *s);
  * it is retried with the next call if Redis is away. */
 int state_fence(struct state *s, int32_t partition, struct err *e)
     __attribute__((warn_unused_result));
+/* The partition was revoked or lost: this handle no longer owns it. */
+void state_release(struct state *s, int32_t partition);
+/* Fences and releases since open: a change of what this handle owns (a
+ * cache of its users' state is emptied when it moves). */
+uint64_t state_owner_changes(const struct state *s);
 /* Puts refused since open because a newer owner fenced their partition. */
 uint64_t state_fenced(const struct state *s);
 /* The epoch this handle holds for partition (0: none claimed yet). */
@@ -116,6 +146,9 @@ int64_t state_epoch(const struct state *s, int32_t partition);
  * as after ERR_RETRY). Used after SIGTERM (worker.shutdown_timeout_ms).
  * The one call that may come from another thread than the handle's. */
 void state_set_deadline(struct state *s, int64_t deadline_us);
+
+/* "redis", "redis-cluster" or "memory". */
+const char *state_backend(const struct state *s);
 
 /* Checks the backend answers (PING on Redis). */
 int state_ping(struct state *s, struct err *e);

@@ -43,12 +43,14 @@ struct state {
     const struct state_ops *ops;
     uint64_t fenced; /* puts refused by a newer owner's epoch */
     uint64_t losses; /* store found empty after holding data */
+    uint64_t owner_changes; /* state_fence and state_release calls */
     int lost_flag;   /* an unacknowledged loss is recorded */
     /* state_put_begin .. state_put_end */
     const struct state_put *pend;
     size_t n_pend;
     int busy;
     _Atomic int64_t deadline_us; /* state_set_deadline (any thread); 0: none */
+    const struct state_base *put_bases; /* state_set_put_bases; NULL: no check */
 };
 
 /* The Lua script of a chunk of puts (state_redis.c documents its layout);
@@ -63,6 +65,20 @@ struct state *state_open_redis_cluster(const struct state_redis_opts *o, const c
 static inline int state_put_is_stale(int32_t stored_p, int64_t stored_o, int32_t p, int64_t o)
 {
     return stored_p == p && stored_o >= o;
+}
+
+/* The compare-and-set of put i (state_set_put_bases): 1 when the stored
+ * position (stored 0: nothing stored) is not its base. */
+static inline int state_put_conflicts(const struct state *s, size_t i, int stored,
+                                      int32_t stored_p, int64_t stored_o)
+{
+    const struct state_base *b = s->put_bases ? &s->put_bases[i] : NULL;
+
+    if (!b)
+        return 0;
+    if (b->partition < 0)
+        return stored;
+    return !stored || stored_p != b->partition || stored_o != b->offset;
 }
 
 #endif

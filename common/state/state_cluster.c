@@ -357,10 +357,10 @@ static int build_chunk(struct state_cluster *r, const struct state_put *puts, co
 {
     int32_t part[PUT_CHUNK];
     int pslot[PUT_CHUNK];
-    size_t m = 0, at, used = 0, nargv = 3 + 3 * k + 3 + 5 * k;
+    size_t m = 0, at, used = 0, nargv = 3 + 3 * k + 3 + 6 * k;
     const char *tag = rcl_slot_tag(slot);
 
-    if (reserve_args(r, nargv, k * (2 * KEY_MAX + 64) + 128, e))
+    if (reserve_args(r, nargv, k * (2 * KEY_MAX + 96) + 128, e))
         return -1;
 #define STR(...)                                                                                  \
     (r->argvlen[at] = (size_t)snprintf(r->strs + used, r->cap_strs - used, __VA_ARGS__),        \
@@ -398,6 +398,13 @@ static int build_chunk(struct state_cluster *r, const struct state_put *puts, co
         r->argvlen[at++] = puts[ord[i]].len;
         STR("%d", pslot[i] + 1);
         STR("%lld", (long long)puts[ord[i]].offset);
+        const struct state_base *b = r->base.put_bases ? &r->base.put_bases[ord[i]] : NULL;
+        if (!b)
+            STR("%s", "");
+        else if (b->partition < 0)
+            STR("%s", "-");
+        else
+            STR("%d:%lld", (int)b->partition, (long long)b->offset);
     }
 #undef STR
     return (int)at;
@@ -416,7 +423,8 @@ static int read_result(struct state_cluster *r, const redisReply *rep, const str
     for (size_t i = 0; i < k; i++) {
         const redisReply *x = rep->element[i];
         applied[ord[i]] = 0;
-        if (x->type == REDIS_REPLY_INTEGER && (x->integer == 0 || x->integer == 1))
+        if (x->type == REDIS_REPLY_INTEGER &&
+            (x->integer == 0 || x->integer == 1 || x->integer == STATE_PUT_CONFLICT))
             applied[ord[i]] = (int)x->integer;
         else if (x->type == REDIS_REPLY_INTEGER && x->integer == 2)
             r->base.fenced++;

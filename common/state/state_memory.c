@@ -135,6 +135,10 @@ static int mem_put_many(struct state *s, size_t n, const struct state_put *puts,
         applied[i] = 0;
         if (x->entity && state_put_is_stale(x->partition, x->offset, p->partition, p->offset))
             continue;
+        if (state_put_conflicts(s, i, x->entity != NULL, x->partition, x->offset)) {
+            applied[i] = STATE_PUT_CONFLICT;
+            continue;
+        }
         if (!x->entity)
             x = insert(m, p->entity, e);
         if (!x || store(x, p, e))

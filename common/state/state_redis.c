@@ -44,7 +44,7 @@
 #define PARTITION_MAX 65535
 
 /* Results per put: 0 skipped (already applied), 1 written, 2 fenced. */
-enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2 };
+enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2, PUT_CONFLICT = 3 };
 
 /* Puts per EVALSHA: bounds the time one script call holds Redis (about
  * 3 ms for 1,000 users) and the size of one command. */
@@ -56,11 +56,13 @@ enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2 };
  *   KEYS: the n entity keys, then per partition slot j = 1..m its applied
  *         key and its epoch key.
  *   ARGV: n, m, ttl_ms; per slot j its partition and the epoch held; per put
- *         its blob, slot and offset.
+ *         its blob, slot, offset and base: "" (no check), "-" (nothing
+ *         stored) or "<partition>:<offset>" (state.h, has_base).
  * Per put, the same rule as a script per put would apply: refused (2) when
  * the partition's stored epoch is newer than the one held; skipped (0) when
  * the entity already holds this partition at this offset or later; else
- * written (1). An error on one key (WRONGTYPE) is that put's reply and the
+ * refused as a conflict (3) when it has a base and the stored position is
+ * not that base; else written (1). An error on one key (WRONGTYPE) is that put's reply and the
  * others still apply. applied:{p} keeps the highest offset written.
  * Numbers go to Redis as the strings they came in (a Lua number would be
  * formatted with snprintf per call), and the stored partition is compared
@@ -80,7 +82,7 @@ const char state_redis_put_script[] =
     "end\n"
     "local base = 3 + 2 * m\n"
     "for i = 1, n do\n"
-    "  local a = base + 3 * (i - 1)\n"
+    "  local a = base + 4 * (i - 1)\n"
     "  local j = tonumber(ARGV[a + 2])\n"
     "  if fenced[j] then\n"
     "    res[i] = 2\n"
@@ -92,6 +94,9 @@ const char state_redis_put_script[] =
     "      res[i] = cur\n"
     "    elseif cur[1] == ps and cur[2] and tonumber(cur[2]) >= o then\n"
     "      res[i] = 0\n"
+    "    elseif ARGV[a + 4] ~= '' and ARGV[a + 4] ~=\n"
+    "        (cur[1] and (cur[1] .. ':' .. (cur[2] or '')) or '-') then\n"
+    "      res[i] = 3\n"
     "    else\n"
     "      redis.call('HSET', k, 's', ARGV[a + 1], 'p', ps, 'o', os)\n"
     "      if expire then redis.call('PEXPIRE', k, ttl) end\n"
@@ -612,15 +617,16 @@ static int slot_of(struct put_args *a, size_t *m, int32_t p)
     return (int)(*m)++;
 }
 
-/* Appends EVALSHA for puts[0..k) (see put_script for the layout). */
-static int append_chunk(struct state_redis *r, const struct state_put *puts, size_t k,
-                        struct err *e)
+/* Appends EVALSHA for puts[0..k), the batch's puts first.. (see put_script
+ * for the layout; their bases are put_bases[first..]). */
+static int append_chunk(struct state_redis *r, const struct state_put *puts, size_t first,
+                        size_t k, struct err *e)
 {
     struct put_args *a = &r->pa;
-    size_t m = 0, at, nkeys, nargv = 3 + 3 * k + 3 + 5 * k; /* m <= k */
+    size_t m = 0, at, nkeys, nargv = 3 + 3 * k + 3 + 6 * k; /* m <= k */
 
     /* Room for the worst case: every put on its own partition. */
-    if (args_reserve(a, nargv, k * (3 * KEY_MAX + 96) + 128, k))
+    if (args_reserve(a, nargv, k * (3 * KEY_MAX + 128) + 128, k))
         return err_set(e, ERR_NOMEM, "redis: out of memory for a batch of %zu puts", k);
     a->used = 0;
     for (size_t i = 0; i < k; i++)
@@ -649,11 +655,19 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
         a->argv[at + 1] =
             args_str(a, &a->argvlen[at + 1], "%lld", (long long)held_epoch(r, a->slot_part[j]));
     }
-    for (size_t i = 0; i < k; i++, at += 3) {
+    for (size_t i = 0; i < k; i++, at += 4) {
         a->argv[at] = (const char *)puts[i].data;
         a->argvlen[at] = puts[i].len;
         a->argv[at + 1] = args_int(a, &a->argvlen[at + 1], a->slot[i] + 1);
         a->argv[at + 2] = args_int(a, &a->argvlen[at + 2], (long long)puts[i].offset);
+        const struct state_base *b = r->base.put_bases ? &r->base.put_bases[first + i] : NULL;
+        if (!b || b->partition < 0) { /* no check / nothing stored */
+            a->argv[at + 3] = b ? "-" : "";
+            a->argvlen[at + 3] = b ? 1 : 0;
+        } else {
+            a->argv[at + 3] = args_str(a, &a->argvlen[at + 3], "%d:%lld", (int)b->partition,
+                                       (long long)b->offset);
+        }
     }
     if (redisAppendCommandArgv(rc_ctx(r->rc), (int)at, a->argv, a->argvlen) != REDIS_OK)
         return lost(r, "EVALSHA", a->argv[3], e); /* the chunk's first key */
@@ -686,7 +700,8 @@ static int read_chunk(struct state_redis *r, const struct state_put *puts, size_
         for (size_t i = 0; i < k; i++) {
             const redisReply *x = rep->element[i];
             if (x->type == REDIS_REPLY_INTEGER &&
-                (x->integer == PUT_SKIPPED || x->integer == PUT_WRITTEN))
+                (x->integer == PUT_SKIPPED || x->integer == PUT_WRITTEN ||
+                 x->integer == PUT_CONFLICT))
                 applied[i] = (int)x->integer;
             else if (x->type == REDIS_REPLY_INTEGER && x->integer == PUT_FENCED)
                 r->base.fenced++;
@@ -713,7 +728,7 @@ static int send_pass(struct state_redis *r, size_t n, const struct state_put *pu
 {
     for (size_t c = 0; c < n; c += PUT_CHUNK) {
         size_t k = n - c < PUT_CHUNK ? n - c : PUT_CHUNK;
-        if ((!retry || applied[c] == -1) && append_chunk(r, puts + c, k, e))
+        if ((!retry || applied[c] == -1) && append_chunk(r, puts + c, c, k, e))
             return e ? e->code : ERR_RETRY;
     }
     return ERR_OK;

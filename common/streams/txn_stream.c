@@ -9,6 +9,7 @@
 #include "log.h"
 #include "pipeline.h"
 #include "txn.h"
+#include "ucache.h"
 
 /* The invariant: an event is acknowledged (its offset may be committed)
  * only once a Redis write that contains its state update has succeeded,
@@ -27,6 +28,7 @@ enum { EV_SKIP = 0, EV_APPLY, EV_REDELIVERED, EV_QUEUED };
 
 #define RETRY_US 1000000 /* the next try after a failed read or write */
 #define DRAIN_US 200000  /* re-applying in one tick at most (polling goes on) */
+#define CONFLICT_US 10000 /* the next try after a compare-and-set conflict */
 
 struct pending_ev {
     struct txn_event ev;
@@ -58,7 +60,25 @@ struct txs {
     size_t npending;
     int redis_down;
     int64_t next_retry_us;
+    /* partition-owned state (cache_entries > 0) */
+    struct ucache *cache;
+    uint64_t owner_seen, losses_seen, fenced_seen;
+    struct state_base *bases; /* per put: the position its state came from */
+    int32_t *bpart;           /* per user: that position */
+    int64_t *boff;
+    int *uput;                /* per user: its put, -1 none */
+    unsigned char *uconf;     /* per user: its put met a conflict */
+    size_t nconflicts;
+    const char **miss_ids;    /* users not in the cache, read from the store */
+    int *miss_u;
 };
+
+void txs_opts_cfg(struct txs_opts *o, const struct cfg *cf)
+{
+    o->pending_max = (size_t)cfg_int(cf, "state.pending_max");
+    o->budget_ms = (int)cfg_int(cf, "state.retry_budget_ms");
+    o->cache_entries = (size_t)cfg_int(cf, "state.cache_entries");
+}
 
 int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struct err *e)
 {
@@ -84,10 +104,32 @@ int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struc
     t->puts = calloc(c, sizeof(*t->puts));
     t->applied = calloc(c, sizeof(int));
     t->pending = calloc(o->pending_max, sizeof(*t->pending));
+    t->bases = calloc(c, sizeof(*t->bases));
+    t->bpart = calloc(c, sizeof(*t->bpart));
+    t->boff = calloc(c, sizeof(*t->boff));
+    t->uput = calloc(c, sizeof(*t->uput));
+    t->uconf = calloc(c, 1);
+    t->miss_ids = calloc(c, sizeof(*t->miss_ids));
+    t->miss_u = calloc(c, sizeof(*t->miss_u));
     if (!t->status || !t->user_of || !t->blobs || !t->ust || !t->udirty || !t->uoff || !t->upart ||
-        !t->puts || !t->applied || !t->pending || pipe_entset_init(&t->users, c)) {
+        !t->puts || !t->applied || !t->pending || !t->bases || !t->bpart || !t->boff || !t->uput ||
+        !t->uconf || !t->miss_ids || !t->miss_u || pipe_entset_init(&t->users, c)) {
         txs_close(t);
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
+    }
+    /* The memory backend is in this process already: nothing to save. */
+    if (o->cache_entries && strcmp(state_backend(st), "memory") != 0) {
+        if (!(t->cache = ucache_open(o->cache_entries, sizeof(struct feat_state)))) {
+            txs_close(t);
+            return err_set(e, ERR_NOMEM,
+                           "out of memory for state.cache_entries=%zu (%zu bytes each)",
+                           o->cache_entries, sizeof(struct feat_state));
+        }
+        /* Every write becomes a compare-and-set against its state's origin. */
+        state_set_put_bases(st, t->bases);
+        t->owner_seen = state_owner_changes(st);
+        t->losses_seen = state_losses(st);
+        t->fenced_seen = state_fenced(st);
     }
     *out = t;
     return ERR_OK;
@@ -99,12 +141,29 @@ void txs_close(struct txs *t)
         return;
     for (size_t i = 0; i < t->npending; i++) /* copies of spec records */
         free((void *)t->pending[i].ev.rec);
-    void *arrays[] = {t->status, t->user_of, t->blobs, t->ust,     t->udirty,
-                      t->uoff,   t->upart,   t->puts,  t->applied, t->pending};
+    void *arrays[] = {t->status, t->user_of, t->blobs, t->ust,      t->udirty, t->uoff,
+                      t->upart,  t->puts,    t->applied, t->pending, t->bases,  t->bpart,
+                      t->boff,   t->uput,    t->uconf, (void *)t->miss_ids, t->miss_u};
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
     pipe_entset_free(&t->users);
+    if (t->cache) {
+        struct ucache_stats cs;
+        ucache_stats(t->cache, &cs);
+        log_info("state cache: %llu hits, %llu misses, %llu evicted, %llu dropped, emptied %llu "
+                 "time(s), %zu of %zu users held",
+                 (unsigned long long)cs.hits, (unsigned long long)cs.misses,
+                 (unsigned long long)cs.evictions, (unsigned long long)cs.drops,
+                 (unsigned long long)cs.clears, cs.entries, cs.capacity);
+        state_set_put_bases(t->st, NULL);
+    }
+    ucache_close(t->cache);
     free(t);
+}
+
+void txs_cache_stats(const struct txs *t, struct ucache_stats *s)
+{
+    ucache_stats(t->cache, s);
 }
 
 int txs_redelivered(const struct txs *t, size_t i)
@@ -129,33 +188,79 @@ size_t txs_queued(const struct txs *t)
 
 /* ---- state: read once per batch, write once per batch ---- */
 
-static void load_user_states(struct txs *t, size_t nusers, int ok)
+/* User u's state from the blob read for it (NULL: empty), and the store
+ * position it came from (the base of its next write). */
+static void load_user(struct txs *t, size_t u, const struct state_blob *b)
 {
     struct err e = {0};
+    size_t len = b ? b->len : 0;
 
-    for (size_t u = 0; u < nusers; u++) {
-        t->udirty[u] = 0;
-        if (txn_state_load(&t->ust[u], &t->upart[u], &t->uoff[u], t->blobs[u].data,
-                           ok ? t->blobs[u].len : 0, t->blobs[u].partition, t->blobs[u].offset, &e))
-            log_error("state of user %s unreadable (%s): starting it afresh", t->users.ids[u],
-                      e.msg);
-    }
+    t->udirty[u] = 0;
+    t->bpart[u] = len ? b->partition : -1;
+    t->boff[u] = len ? b->offset : -1;
+    if (txn_state_load(&t->ust[u], &t->upart[u], &t->uoff[u], len ? b->data : NULL, len,
+                       t->bpart[u], t->boff[u], &e))
+        log_error("state of user %s unreadable (%s): starting it afresh", t->users.ids[u], e.msg);
 }
 
-/* Reads the batch's users under the retry budget. Returns 1 when the
- * store could not be read (the batch is then queued, see txs_features). */
+static void load_user_states(struct txs *t, size_t nusers, int ok)
+{
+    for (size_t u = 0; u < nusers; u++)
+        load_user(t, u, ok ? &t->blobs[u] : NULL);
+}
+
+/* The cache holds what the store acknowledged to this owner: emptied when
+ * that may no longer be so (a partition assigned, revoked or lost, a put
+ * fenced, the store found empty). */
+static void check_cache(struct txs *t)
+{
+    uint64_t own = state_owner_changes(t->st), lost = state_losses(t->st);
+    uint64_t fenced = state_fenced(t->st);
+
+    if (!t->cache || (own == t->owner_seen && lost == t->losses_seen && fenced == t->fenced_seen))
+        return;
+    ucache_clear(t->cache);
+    t->owner_seen = own;
+    t->losses_seen = lost;
+    t->fenced_seen = fenced;
+}
+
+/* Reads the batch's users: from the cache, the others from the store under
+ * the retry budget. Returns 1 when the store could not be read (the batch
+ * is then queued, see txs_features). */
 static int read_users(struct txs *t)
 {
     struct err e = {0};
-    int rc = pipe_state_get(t->st, t->o.budget_ms, t->users.n, t->users.ids, t->blobs, &e);
+    size_t nmiss = 0;
+    int rc = ERR_OK;
 
+    check_cache(t);
+    for (size_t u = 0; u < t->users.n; u++) {
+        const struct feat_state *c = ucache_get(t->cache, t->users.ids[u], &t->bpart[u],
+                                                &t->boff[u]);
+        t->udirty[u] = 0;
+        if (c) {
+            t->ust[u] = *c;
+            t->upart[u] = t->bpart[u];
+            t->uoff[u] = t->boff[u];
+        } else {
+            t->miss_ids[nmiss] = t->users.ids[u];
+            t->miss_u[nmiss++] = (int)u;
+        }
+    }
+    if (nmiss)
+        rc = pipe_state_get(t->st, t->o.budget_ms, nmiss, t->miss_ids, t->blobs, &e);
     if (rc) {
         log_error("state read failed, scoring degraded, updates queued: %s", e.msg);
         t->redis_down = 1;
         t->next_retry_us = pipe_now_us() + RETRY_US;
+        ucache_clear(t->cache);
+        load_user_states(t, t->users.n, 0);
+        return 1;
     }
-    load_user_states(t, t->users.n, rc == ERR_OK);
-    return rc != ERR_OK;
+    for (size_t k = 0; k < nmiss; k++) /* miss k was read into blobs[k] */
+        load_user(t, (size_t)t->miss_u[k], &t->blobs[k]);
+    return 0;
 }
 
 /* Encodes the dirty users' states and sends them (state_put_begin): Redis
@@ -169,13 +274,18 @@ static int write_users_begin(struct txs *t)
 
     t->np = 0;
     t->put_sent = 0;
+    t->nconflicts = 0;
     for (size_t u = 0; u < t->users.n; u++) {
+        t->uput[u] = -1;
+        t->uconf[u] = 0;
         if (!t->udirty[u])
             continue;
         int len = feat_state_encode(&t->ust[u], enc, sizeof(enc));
         if (len < 0 || (size_t)len > STATE_BLOB_MAX)
             return ERR_NOMEM;
         memcpy(t->blobs[u].data, enc, (size_t)len);
+        t->bases[np] = (struct state_base){t->bpart[u], t->boff[u]};
+        t->uput[u] = (int)np;
         t->puts[np++] = (struct state_put){t->users.ids[u], t->blobs[u].data, (size_t)len,
                                            t->upart[u], t->uoff[u]};
     }
@@ -205,8 +315,31 @@ static int write_users_end(struct txs *t, int budget_ms)
         log_error("state write failed, updates queued for re-apply: %s", e.msg);
         t->redis_down = 1;
         t->next_retry_us = pipe_now_us() + RETRY_US;
+        return rc;
     }
+    for (size_t u = 0; t->cache && u < t->users.n; u++)
+        if (t->uput[u] >= 0 && t->applied[t->uput[u]] == STATE_PUT_CONFLICT) {
+            t->uconf[u] = 1;
+            t->nconflicts++;
+        }
     return rc;
+}
+
+/* After the batch's write succeeded: the cache takes each user's state as
+ * the store now holds it; a user whose put was not written (skipped,
+ * fenced, conflict) is dropped, read again next time. */
+static void cache_batch(struct txs *t)
+{
+    check_cache(t); /* a put fenced: everything goes */
+    for (size_t u = 0; t->cache && u < t->users.n; u++) {
+        int k = t->uput[u];
+        if (k < 0) /* unchanged: still the state read */
+            ucache_put(t->cache, t->users.ids[u], &t->ust[u], t->bpart[u], t->boff[u]);
+        else if (t->applied[k] == STATE_PUT_WRITTEN)
+            ucache_put(t->cache, t->users.ids[u], &t->ust[u], t->upart[u], t->uoff[u]);
+        else
+            ucache_drop(t->cache, t->users.ids[u]);
+    }
 }
 
 static int write_users(struct txs *t, int budget_ms)
@@ -262,9 +395,17 @@ void txs_tick(struct txs *t, int64_t now_us)
                          &t->uoff[u], x))
                 t->udirty[u] = 1;
         }
-        if (write_users(t, 0)) { /* as a failed read: the next try in a second */
+        int rc = write_users(t, 0);
+        /* Written behind the cache's back: those users are read again. */
+        for (size_t u = 0; t->cache && u < t->users.n; u++)
+            ucache_drop(t->cache, t->users.ids[u]);
+        if (rc) { /* as a failed read: the next try in a second */
             t->redis_down = 1;
             t->next_retry_us = pipe_now_us() + RETRY_US;
+            break;
+        }
+        if (t->nconflicts) { /* another writer in between: read and apply again */
+            t->next_retry_us = pipe_now_us() + CONFLICT_US;
             break;
         }
         t->redis_down = 0;
@@ -331,11 +472,23 @@ void txs_store(struct txs *t)
 
     if (written)
         t->redis_down = 0;
+    /* A conflict (another writer since the cached state): the user's events
+     * of the batch are applied again on the state the store holds. */
     for (size_t i = 0; i < t->n; i++) {
         int st = t->status[i];
-        if (st == EV_REDELIVERED || (st == EV_APPLY && written))
+        if (st == EV_REDELIVERED || (st == EV_APPLY && written && !t->uconf[t->user_of[i]]))
             t->o.ack(t->o.opaque, &t->pos[i]);
         else if (st == EV_APPLY || st == EV_QUEUED)
             queue_pending(t, i);
+    }
+    if (written)
+        cache_batch(t);
+    else if (!t->degraded) /* the write's outcome is unknown */
+        ucache_clear(t->cache);
+    if (written && t->nconflicts) {
+        log_warn("state of %zu user(s) written by another owner since it was cached: their "
+                 "events are applied again on the stored state",
+                 t->nconflicts);
+        t->next_retry_us = pipe_now_us();
     }
 }

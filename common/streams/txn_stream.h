@@ -13,6 +13,15 @@
  * Acknowledgement: the caller's ack(opaque, pos) is called for an event
  * only once the Redis write that contains its update has succeeded (or the
  * stored state already held it: a redelivery).
+ *
+ * Partition-owned state (cache_entries > 0): the users' states that Redis
+ * acknowledged stay in memory (common/streams/ucache.h), so a user seen
+ * again is not read; each write is a compare-and-set against the position
+ * the cached state came from (state_set_put_bases), and a conflict sends
+ * the user's events of the batch to the queue, re-applied on the state
+ * read from Redis. The cache is emptied when the handle's ownership moves
+ * (state_owner_changes), a loss is detected, a put is fenced, or a read or
+ * write fails (docs/delivery.md: partition-owned state).
  */
 #ifndef STREAMML_TXN_STREAM_H
 #define STREAMML_TXN_STREAM_H
@@ -20,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cfg.h"
 #include "err.h"
 #include "event.h"
 #include "kafka.h"
@@ -33,7 +43,11 @@ struct txs_opts {
     int budget_ms;      /* state.retry_budget_ms: a read's or write's retries */
     void (*ack)(struct wk *opaque, const struct kq_pos *pos); /* e.g. wk_ack_state */
     struct wk *opaque;
+    size_t cache_entries; /* state.cache_entries: users kept in memory; 0: none */
 };
+
+/* The state.* settings of cf: pending_max, retry_budget_ms, cache_entries. */
+void txs_opts_cfg(struct txs_opts *o, const struct cfg *cf);
 
 struct txs;
 
@@ -59,5 +73,8 @@ int txs_room(const struct txs *t);
 /* 1 while the state store answered the last call. */
 int txs_state_ok(const struct txs *t);
 size_t txs_queued(const struct txs *t);
+/* The cache's counters (all 0 without one). */
+struct ucache_stats;
+void txs_cache_stats(const struct txs *t, struct ucache_stats *s);
 
 #endif

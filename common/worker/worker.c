@@ -272,6 +272,16 @@ static int fence_partition(const char *topic, int32_t partition, void *opaque)
     return ERR_OK;
 }
 
+/* A partition revoked or lost: what the stream kept in memory for it goes
+ * (state_owner_changes). */
+static void release_partition(const char *topic, int32_t partition, void *opaque)
+{
+    struct wk *w = opaque;
+
+    (void)topic;
+    state_release(w->st, partition);
+}
+
 static int open_kafka(struct wk *w, struct err *e)
 {
     const char *topic = cfg_str(w->cf, "input.topic");
@@ -286,6 +296,7 @@ static int open_kafka(struct wk *w, struct err *e)
     ko.stats_opaque = w->mx;
     if (w->st) {
         ko.on_assign = fence_partition;
+        ko.on_revoke = release_partition;
         ko.assign_opaque = w;
     }
     if (!(w->q = kq_open(&ko, e)))
@@ -672,7 +683,10 @@ static int run(struct wk *w)
         }
         tick_monitors(w, n);
         maybe_reload(w);
-        if (kq_serve(w->q, n ? 0 : 10, &e) == ERR_FATAL)
+        /* No wait here: take_batch already waited (worker.poll_ms) in the
+         * consumer's poll, which returns as soon as input arrives; a wait
+         * on the producer's queue would hold that input back. */
+        if (kq_serve(w->q, 0, &e) == ERR_FATAL)
             break;
         if ((max_msgs && w->messages >= max_msgs) ||
             (idle_us && pipe_now_us() - last_input > idle_us))

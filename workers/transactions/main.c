@@ -81,14 +81,13 @@ static void *txn_open(struct wk *w, struct err *e)
 {
     struct txn *t = calloc(1, sizeof(*t));
     size_t c = wk_batch_cap(w);
-    struct txs_opts o = {c, 0, 0, wk_ack_state, w};
+    struct txs_opts o = {c, 0, 0, wk_ack_state, w, 0};
 
     if (!t)
         return NULL;
     t->w = w;
     t->cf = wk_cfg(w);
-    o.pending_max = (size_t)cfg_int(t->cf, "state.pending_max");
-    o.budget_ms = (int)cfg_int(t->cf, "state.retry_budget_ms");
+    txs_opts_cfg(&o, t->cf);
     t->evs = calloc(c, sizeof(*t->evs));
     t->pos = calloc(c, sizeof(*t->pos));
     t->live = calloc(c, 1);

@@ -1,0 +1,48 @@
+/* common/streams/ucache.h: a bounded in-memory cache of users' state (prefix
+ * ucache_).
+ *
+ * The owner of a partition keeps its users' decoded state here between
+ * batches (state.cache_entries), so a user seen again is neither read from
+ * Redis nor decoded. Every entry is a copy of what the store acknowledged:
+ * the caller puts a state only after the write that holds it succeeded (or
+ * after reading it), so an entry is always clean and eviction never loses
+ * anything. Each entry remembers the store position (partition, offset) of
+ * the state it holds: the base of the compare-and-set of the next write
+ * (state.h, struct state_put.has_base).
+ *
+ * Fixed capacity, allocated at open: no allocation per event. Keys are ids
+ * shorter than UCACHE_KEY_MAX. Eviction: CLOCK (second chance). Not
+ * thread-safe.
+ */
+#ifndef STREAMML_UCACHE_H
+#define STREAMML_UCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define UCACHE_KEY_MAX 64 /* bytes with the terminating NUL (EV_ID_MAX) */
+
+struct ucache;
+
+struct ucache_stats {
+    uint64_t hits, misses, evictions, drops, clears;
+    size_t entries, capacity;
+};
+
+/* entries slots of value_size bytes each; NULL when out of memory or
+ * entries is 0 (no cache). */
+struct ucache *ucache_open(size_t entries, size_t value_size);
+void ucache_close(struct ucache *c); /* NULL-safe */
+
+/* The value stored for key (valid until the next put, drop or clear) and
+ * its store position, or NULL (counted as a miss). NULL-safe c: a miss. */
+const void *ucache_get(struct ucache *c, const char *key, int32_t *partition, int64_t *offset);
+/* Stores a copy of value for key (replacing it, or taking a free slot, or
+ * evicting the least recently used one). A key too long is not cached. */
+void ucache_put(struct ucache *c, const char *key, const void *value, int32_t partition,
+                int64_t offset);
+void ucache_drop(struct ucache *c, const char *key); /* absent: nothing */
+void ucache_clear(struct ucache *c);                 /* NULL-safe */
+void ucache_stats(const struct ucache *c, struct ucache_stats *s);
+
+#endif

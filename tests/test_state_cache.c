@@ -1,0 +1,281 @@
+/* tests/test_state_cache.c: partition-owned state (issue 19): the bounded
+ * users' cache (common/streams/ucache.h), the compare-and-set of writes
+ * (state_set_put_bases) on every backend, and the transactions batch step
+ * with the cache on when a user's events arrive on two partitions owned by
+ * two workers: every event applied exactly once.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "event.h"
+#include "features.h"
+#include "kafka.h"
+#include "rcluster.h"
+#include "stack.h"
+#include "state.h"
+#include "txn.h"
+#include "txn_stream.h"
+#include "ucache.h"
+
+static struct test_redis g_redis;
+
+struct val {
+    int64_t v;
+    char pad[40];
+};
+
+/* Without eviction every key put and not dropped is found with its last
+ * value (the backward-shift deletion keeps every probe run intact); with
+ * eviction a hit still returns the last value and the size stays bounded. */
+static void test_ucache_against_a_reference(void **st)
+{
+    enum { KEYS = 300 };
+    int64_t ref[KEYS];
+    char key[32];
+    struct ucache_stats s;
+    struct val v = {0};
+    int32_t p;
+    int64_t o;
+    unsigned seed = 7;
+
+    (void)st;
+    for (int round = 0; round < 2; round++) {
+        size_t cap = round == 0 ? KEYS : 64; /* round 1 evicts */
+        struct ucache *c = ucache_open(cap, sizeof(struct val));
+        assert_non_null(c);
+        for (int k = 0; k < KEYS; k++)
+            ref[k] = -1;
+        for (int i = 0; i < 20000; i++) {
+            int k = (int)((seed = seed * 1103515245u + 12345u) >> 16) % KEYS, op = i % 5;
+            const struct val *got;
+            snprintf(key, sizeof(key), "user-%d", k);
+            if (op < 2) {
+                v.v = i;
+                ucache_put(c, key, &v, k % 7, i);
+                ref[k] = i;
+            } else if (op == 2) {
+                ucache_drop(c, key);
+                ref[k] = -1;
+            } else {
+                got = ucache_get(c, key, &p, &o);
+                if (ref[k] < 0)
+                    assert_null(got);
+                else if (got || round == 0) {
+                    assert_non_null(got);
+                    assert_int_equal(got->v, ref[k]);
+                    assert_int_equal(o, ref[k]);
+                    assert_int_equal(p, k % 7);
+                }
+            }
+        }
+        ucache_stats(c, &s);
+        assert_true(s.entries <= cap);
+        if (round == 0)
+            assert_int_equal(s.evictions, 0);
+        else
+            assert_true(s.evictions > 0);
+        ucache_clear(c);
+        snprintf(key, sizeof(key), "user-%d", 1);
+        assert_null(ucache_get(c, key, &p, &o));
+        ucache_close(c);
+    }
+    assert_null(ucache_open(0, 8)); /* 0 entries: no cache */
+}
+
+/* The compare-and-set of a write: refused (STATE_PUT_CONFLICT) unless the
+ * store holds the base position; "nothing stored" is a base too. */
+static void check_cas(struct state *s, const char *ent)
+{
+    struct state_base b[1];
+    struct state_put put = {ent, (const unsigned char *)"x", 1, 0, 5};
+    struct err e = {0};
+    int applied[1];
+
+    assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK); /* no bases: written */
+    assert_int_equal(applied[0], STATE_PUT_WRITTEN);
+    state_set_put_bases(s, b);
+    b[0] = (struct state_base){0, 5};
+    put.offset = 6;
+    assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
+    assert_int_equal(applied[0], STATE_PUT_WRITTEN);
+    put.offset = 7; /* base (0, 5), the store holds (0, 6): someone wrote */
+    assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
+    assert_int_equal(applied[0], STATE_PUT_CONFLICT);
+    b[0] = (struct state_base){-1, -1}; /* "nothing stored", but there is */
+    assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
+    assert_int_equal(applied[0], STATE_PUT_CONFLICT);
+    put.offset = 6; /* the idempotence check comes first: skipped */
+    assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
+    assert_int_equal(applied[0], STATE_PUT_SKIPPED);
+    put.entity = "fresh-user"; /* nothing stored, base "nothing": written */
+    assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
+    assert_int_equal(applied[0], STATE_PUT_WRITTEN);
+    state_set_put_bases(s, NULL);
+}
+
+static void test_cas_memory(void **st)
+{
+    struct state *s = state_open_memory();
+
+    (void)st;
+    check_cas(s, "u1");
+    state_close(s);
+}
+
+static struct state *open_redis(int port, const char *prefix, const char *nodes)
+{
+    struct state_redis_opts o = {.host = "127.0.0.1", .port = port, .prefix = prefix,
+                                 .timeout_ms = 5000, .nodes = nodes};
+    struct err e = {0};
+    struct state *s = state_open_redis(&o, &e);
+
+    if (!s)
+        fprintf(stderr, "state_open_redis: %s\n", e.msg);
+    assert_non_null(s);
+    return s;
+}
+
+static void test_cas_redis(void **st)
+{
+    struct state *s = open_redis(g_redis.port, "cas:", "");
+
+    (void)st;
+    check_cas(s, "u1");
+    state_close(s);
+}
+
+/* The same on a Redis Cluster (its own argument building, per slot). */
+static void test_cas_redis_cluster(void **st)
+{
+    struct test_rcluster c;
+    struct state *s;
+
+    (void)st;
+    assert_int_equal(test_rcluster_start(&c), 0);
+    s = open_redis(0, "cas:", c.nodes);
+    check_cas(s, "u1");
+    state_close(s);
+    test_rcluster_stop(&c);
+}
+
+/* ---- two owners, one user on both of their partitions ---- */
+
+static int g_acks[2][64];
+
+static void ack(struct wk *opaque, const struct kq_pos *pos)
+{
+    int *acks = (int *)(void *)opaque;
+
+    acks[pos->offset]++;
+}
+
+static void make_event(struct txn_event *ev, int i)
+{
+    event_txn_init(ev);
+    snprintf(ev->event_id, sizeof(ev->event_id), "e%d", i);
+    snprintf(ev->user_id, sizeof(ev->user_id), "shared-user");
+    ev->event_time_ms = 1700000000000LL + (int64_t)i * 60000;
+    ev->amount = 100 + i;
+    ev->income = 50;
+    ev->expenses = 30;
+    ev->term_months = 12;
+    ev->age = 30;
+    snprintf(ev->home, sizeof(ev->home), "rent");
+}
+
+/* One batch of one event of partition p (offset off) through owner t. */
+static void one_batch(struct txs *t, int p, int64_t off, int i)
+{
+    struct txn_event ev;
+    struct kq_pos pos = {0, p, off};
+    unsigned char live = 1;
+    float x[FEAT_TXN_DIM];
+
+    make_event(&ev, i);
+    txs_features(t, 1, &ev, &pos, &live, x);
+    txs_store(t);
+}
+
+/* Worker A owns partition 0, worker B partition 1; the user's events
+ * alternate between them. With the cache each keeps the user's state; the
+ * write's compare-and-set sees the other's writes, so the user ends with
+ * every event applied once (without it, each owner overwrote the other's
+ * updates with its cached state: about half the events lost). */
+static void test_two_owners_lose_nothing(void **st)
+{
+    struct state *s[2];
+    struct txs *t[2];
+    struct state_blob blob;
+    struct feat_state fs;
+    const char *id = "shared-user";
+    struct err e = {0};
+    int32_t part;
+    int64_t off;
+    enum { ROUNDS = 20 };
+
+    (void)st;
+    memset(g_acks, 0, sizeof(g_acks));
+    for (int w = 0; w < 2; w++) {
+        struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[w], 1000};
+        s[w] = open_redis(g_redis.port, "two:", "");
+        assert_int_equal(state_fence(s[w], w, &e), ERR_OK);
+        assert_int_equal(txs_open(&t[w], s[w], &o, &e), ERR_OK);
+    }
+    for (int i = 0; i < ROUNDS; i++) {
+        int w = i % 2;
+        one_batch(t[w], w, i / 2, i);
+        /* the owner of the other partition drains what conflicted */
+        for (int k = 0; k < 2; k++)
+            txs_tick(t[k], INT64_MAX / 2);
+    }
+    for (int k = 0; k < 2; k++)
+        txs_tick(t[k], INT64_MAX / 2);
+    for (int w = 0; w < 2; w++) {
+        assert_int_equal(txs_queued(t[w]), 0);
+        for (int off_i = 0; off_i < ROUNDS / 2; off_i++)
+            assert_int_equal(g_acks[w][off_i], 1);
+    }
+    assert_int_equal(state_get_many(s[0], 1, &id, &blob, &e), ERR_OK);
+    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
+                                    blob.offset, &e),
+                     ERR_OK);
+    assert_int_equal(feat_state_count(&fs, "amount"), ROUNDS);
+    for (int w = 0; w < 2; w++) {
+        txs_close(t[w]);
+        state_close(s[w]);
+    }
+}
+
+static int group_setup(void **st)
+{
+    (void)st;
+    return test_redis_start(&g_redis);
+}
+
+static int group_teardown(void **st)
+{
+    (void)st;
+    test_redis_stop(&g_redis);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ucache_against_a_reference),
+        cmocka_unit_test(test_cas_memory),
+        cmocka_unit_test(test_cas_redis),
+        cmocka_unit_test(test_two_owners_lose_nothing),
+        cmocka_unit_test(test_cas_redis_cluster),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
