@@ -190,7 +190,7 @@ static const struct key_def keys[] = {
     {"clickstream.arms", K_STR, 0, 0, "",
      "name:epsilon=E:lambda_diversity=L,... ranking of each experiment arm (others: the defaults)"},
     {"clickstream.test_kill_after_outcomes", K_INT, 0, 1e15, "0",
-     "tests only: SIGKILL itself after the outcome join of this many batches, before publishing (0 = off)"},
+     "tests only: SIGKILL itself after the outcome join of this many non-empty batches, before publishing (0 = off)"},
     /* champion/challenger (common/streams/abtest.h) */
     {"experiment.id", K_STR, 0, 0, "", "experiment name on predictions (empty = no experiment)"},
     {"experiment.salt", K_STR, 0, 0, "", "assignment hash salt (empty = experiment.id)"},

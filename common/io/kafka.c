@@ -843,6 +843,16 @@ int kq_produce_ack(struct kq *q, const char *topic, const void *key, size_t key_
     }
 }
 
+int kq_flush(struct kq *q, int timeout_ms, struct err *e)
+{
+    if (q->prod && rd_kafka_flush(q->prod, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return err_set(e, ERR_RETRY, "kafka: %d record(s) still in flight after %d ms",
+                       rd_kafka_outq_len(q->prod), timeout_ms);
+    if (q->fatal)
+        return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
+    return ERR_OK;
+}
+
 int kq_serve(struct kq *q, int timeout_ms, struct err *e)
 {
     rd_kafka_poll(q->prod, timeout_ms);

@@ -107,6 +107,9 @@ int kq_produce_ack(struct kq *q, const char *topic, const void *key, size_t key_
                    struct err *e);
 void kq_ack(struct kq *q, const struct kq_pos *pos, int what);
 
+/* Waits up to timeout_ms until every record produced so far is delivered
+ * (their reports served): ERR_RETRY naming how many are still in flight. */
+int kq_flush(struct kq *q, int timeout_ms, struct err *e);
 /* Serves delivery reports (and the consumer's callbacks) for up to
  * timeout_ms. ERR_FATAL if a delivery failed for good. */
 int kq_serve(struct kq *q, int timeout_ms, struct err *e);

@@ -22,6 +22,9 @@
  * (0 view, 1 cart, 2 purchase), item, price, event id, has a
  * recommendation (1/0), experiment, arm, unit, items and propensities
  * (comma-separated).
+ * A redelivered click's recommendation, answered again (possibly from a
+ * newer session state), replaces the remembered one while nothing has been
+ * joined to it: the items remembered are the ones published last.
  * Per click it returns {status, outcome...}: status 0 applied now, 1
  * redelivered (the outcomes stored the first time), 2 fenced; an outcome
  * is {type, rec event id, rec time, experiment, arm, unit, item, position,
@@ -57,6 +60,19 @@ static const char join_script[] =
     "  if pj > 0 and not ok[pj] then\n"
     "    out[#out + 1] = {2}\n"
     "  elseif pj > 0 and off <= from[pj] then\n"
+    "    if ARGV[a + 8] == '1' then\n"
+    "      local sk = KEYS[3 * np + 1 + i]\n"
+    "      for k, s in ipairs(redis.call('LRANGE', sk, 0, -1)) do\n"
+    "        local q = cjson.decode(s)\n"
+    "        if q.e == ARGV[a + 7] then\n"
+    "          if next(q.d) == nil then\n"
+    "            q.i, q.p = split(ARGV[a + 12]), split(ARGV[a + 13])\n"
+    "            redis.call('LSET', sk, k - 1, cjson.encode(q))\n"
+    "          end\n"
+    "          break\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
     "    local r = {1}\n"
     "    local got = redis.call('ZRANGEBYSCORE', KEYS[3 * pj], off, off)\n"
     "    if #got > 0 then\n"

@@ -22,7 +22,10 @@
  * hands back the outcomes it made the first time, with the same ids, so
  * the caller can publish them again (an outcome whose record was lost is
  * never lost; one that was delivered comes twice with the same
- * outcome_id). Fenced by the state's epochs like covis.h: the clicks of a
+ * outcome_id). A redelivered click is answered again, from its session's
+ * latest stored state (common/streams/clickstep.h), so its items may differ
+ * from the first answer's: while nothing has been joined to the remembered
+ * recommendation, it is replaced by the one published again. Fenced by the state's epochs like covis.h: the clicks of a
  * partition whose stored epoch is newer than the caller's are refused.
  *
  * Redis Cluster (redis.nodes): every key carries the hash tag {co}.

@@ -175,6 +175,11 @@ int wk_produce(struct wk *w, const char *topic, const void *key, size_t key_len,
     return kq_produce(w->q, topic, key, key_len, val, val_len, NULL, e);
 }
 
+int wk_flush(struct wk *w, int timeout_ms, struct err *e)
+{
+    return kq_flush(w->q, timeout_ms, e);
+}
+
 int wk_produce_state(struct wk *w, const char *topic, const void *key, size_t key_len,
                      const void *val, size_t val_len, const struct kq_pos *pos, struct err *e)
 {

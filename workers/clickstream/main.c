@@ -178,9 +178,14 @@ static int click_put(void *self, const char *topic, const char *key, const void 
 static void click_store(void *self, struct wk_batch *b)
 {
     struct click *c = self;
+    struct err e = {0};
 
     cstep_store(c->cs);
     cx_shadow(c->cx, wk_codec(c->w), c->cs, b->n, c->in, click_put, c);
+    /* outcomes join only recommendations that are out (a crash cannot leave one
+     * remembered and never published) */
+    if (cx_outcomes_topic(c->cx) && wk_flush(c->w, 30000, &e))
+        log_warn("outcomes joined with predictions in flight: %s", e.msg);
     if (cx_publish(c->cx, wk_codec(c->w), b->n, c->in, c->preds, click_put, c))
         return; /* acknowledged by the outcomes' deliveries */
     for (size_t i = 0; i < b->n; i++)
