@@ -44,6 +44,7 @@
 
 #include "abtest.h"
 #include "click_event.h"
+#include "codec.h"
 #include "stack.h"
 
 #define TOPICS "clickstream:2,predictions.clickstream:2,clickstream.dlq:1,clickstream.outcomes:2"
@@ -645,11 +646,52 @@ static void test_abtest_prints_four_metrics_per_arm(void **st)
     json_decref(root);
 }
 
+/* price: read from the current schema (id 10), 0 from the previous one
+ * (id 7: the same bytes without the trailing double), and a price that is
+ * no amount dead-lettered naming the field. */
+static void test_click_price_compatible_and_checked(void **st)
+{
+    struct err e = {0};
+    struct codec *c = codec_open("schemas", &e);
+    struct click_event ev = {.event_id = "e1", .session_id = "s1", .item_id = 42,
+                             .type = CLICK_PURCHASE, .event_time_ms = T_START, .price = 12.5};
+    struct click_event got;
+    struct buf b;
+    unsigned char old[256];
+
+    (void)st;
+    assert_non_null(c);
+    buf_init(&b, 0);
+    assert_int_equal(codec_encode_click_event(c, &ev, &b, &e), ERR_OK);
+    assert_int_equal(b.data[4], 10);
+    assert_int_equal(codec_decode_click_event(c, b.data, b.len, &got, &e), ERR_OK);
+    assert_float_equal(got.price, 12.5, 0);
+    assert_true(b.len - 8 <= sizeof(old));
+    memcpy(old, b.data, b.len - 8);
+    old[4] = 7;
+    if (codec_decode_click_event(c, old, b.len - 8, &got, &e))
+        fail_msg("previous schema: %s", e.msg);
+    assert_float_equal(got.price, 0, 0);
+    assert_int_equal(got.item_id, 42);
+    assert_int_equal(got.type, CLICK_PURCHASE);
+    for (int k = 0; k < 3; k++) {
+        double bad[] = {NAN, -1, 1e12};
+        ev.price = bad[k];
+        buf_reset(&b);
+        assert_int_equal(codec_encode_click_event(c, &ev, &b, &e), ERR_OK);
+        assert_int_equal(codec_decode_click_event(c, b.data, b.len, &got, &e), ERR_DECODE);
+        assert_non_null(strstr(e.msg, "price"));
+    }
+    buf_free(&b);
+    codec_close(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outcomes_joined_exactly_once_across_sigkill),
         cmocka_unit_test(test_abtest_prints_four_metrics_per_arm),
+        cmocka_unit_test(test_click_price_compatible_and_checked),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
