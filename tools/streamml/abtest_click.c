@@ -254,7 +254,7 @@ static void print_table(const struct orecs *o, const struct arm *arms, size_t n,
     printf("experiment %s, control %s: %zu outcome(s), %zu duplicate(s) skipped, %zu of other "
            "experiments\n",
            o->experiment[0] ? o->experiment : "(none)", arms[ctl].name, o->n, o->dup, o->other);
-    printf("%-12s %7s %8s %6s %5s %6s  %-26s %-26s %-26s %-28s\n", "variant", "users", "impr",
+    printf("%-12s %7s %8s %6s %5s %6s  %-26s %-26s %-26s %s\n", "variant", "users", "impr",
            "clicks", "carts", "purch", "CTR", "add-to-cart", "conversion", "revenue/user");
     for (size_t i = 0; i < n; i++) {
         const struct arm *a = &arms[i];
@@ -269,7 +269,7 @@ static void print_table(const struct orecs *o, const struct arm *arms, size_t n,
                 snprintf(cell[q], sizeof(cell[q]), "%.2f [%.2f, %.2f]", a->m[q].value,
                          a->m[q].lo, a->m[q].hi);
         }
-        printf("%-12s %7zu %8.0f %6.0f %5.0f %6.0f  %-26s %-26s %-26s %-28s\n",
+        printf("%-12s %7zu %8.0f %6.0f %5.0f %6.0f  %-26s %-26s %-26s %s\n",
                a->name[0] ? a->name : "(none)", a->units, a->tot_imp, a->tot[0], a->tot[1],
                a->tot[2], cell[0], cell[1], cell[2], cell[3]);
     }
