@@ -56,7 +56,7 @@ n_txn=$(( $(wc -l < "$EVENTS") + 6000 ))
 
 echo "== starting the embedded stack in $tmp"
 "$SM" broker --bootstrap-file "$tmp/bootstrap" --topics \
-    transactions:8,predictions.transactions:8,transactions.dlq:2,images:2,predictions.images:2,images.dlq:1,clickstream:2,predictions.clickstream:2,clickstream.dlq:1,monitoring:1,labels:2 \
+    transactions:8,predictions.transactions:8,transactions.dlq:2,images:2,predictions.images:2,images.dlq:1,clickstream:2,predictions.clickstream:2,clickstream.dlq:1,clickstream.outcomes:2,monitoring:1,labels:2 \
     >"$tmp/broker.log" 2>&1 &
 pids+=($!)
 rport=$(free_port)

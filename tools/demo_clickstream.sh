@@ -5,7 +5,13 @@
 # 30 held-out synthetic sessions (models/clickstream/sessions_heldout.jsonl),
 # one session that starts with unknown item ids, and one undecodable record;
 # then a few recommendations and how often the session's next click was among
-# the 10 items shown. Everything is stopped on exit, even on error.
+# the 10 items shown. The sessions' users are in an experiment of two arms
+# (control: MMR lambda_diversity 0.5, epsilon 0.05; explore: 0.8, 0.2, sticky
+# per user); after the recommendations each session acts on some shown items
+# (views, carts, purchases with a price), the worker joins those outcomes to
+# the recommendations that led to them (clickstream.outcomes), and `streamml
+# abtest --outcome-records` prints CTR, add-to-cart rate, conversion and
+# revenue per user per arm. Everything is stopped on exit, even on error.
 set -euo pipefail
 BUILD=${BUILD:-build}
 PY=/usr/bin/python3
@@ -32,7 +38,7 @@ if [ -n "${BOOTSTRAP:-}" ] && [ -n "${REDIS_PORT:-}" ]; then
 else
     echo "== clickstream: starting the embedded broker and Redis in $tmp"
     "$SM" broker --bootstrap-file "$tmp/bootstrap" \
-        --topics clickstream:2,predictions.clickstream:2,clickstream.dlq:1 >"$tmp/broker.log" 2>&1 &
+        --topics clickstream:2,predictions.clickstream:2,clickstream.dlq:1,clickstream.outcomes:2 >"$tmp/broker.log" 2>&1 &
     pids+=($!)
     rport=$(free_port)
     redis-server --port "$rport" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no >/dev/null 2>&1 &
@@ -50,12 +56,16 @@ for j in range(max(map(len, sessions))):            # interleaved, as a shop's s
     for s, items in enumerate(sessions):
         if j < len(items):
             t += 500
-            print(json.dumps({"event_id": f"s{s}-{j}", "session_id": f"s{s}", "user_id": None,
+            print(json.dumps({"event_id": f"s{s}-{j}", "session_id": f"s{s}", "user_id": f"u{s}",
                               "item_id": items[j], "event_type": "view", "event_time": t}))
 PYEOF
 n=$(wc -l < "$tmp/clicks.jsonl")
-echo "== starting streamml-clickstream (models/clickstream/gru4rec.onnx, epsilon 0.05)"
-"$BUILD/streamml-clickstream" -b "$bs" -X redis.port="$rport" --log-level info >"$tmp/worker.log" 2>&1 &
+echo "== starting streamml-clickstream (models/clickstream/gru4rec.onnx; experiment demo-arms: control 50%, explore 50%)"
+"$BUILD/streamml-clickstream" -b "$bs" -X redis.port="$rport" --log-level info \
+    -X experiment.id=demo-arms -X experiment.variants=control:-:0.5,explore:-:0.5 \
+    -X clickstream.arms=explore:epsilon=0.2:lambda_diversity=0.8 \
+    -X clickstream.outcomes_topic=clickstream.outcomes -X worker.idle_exit_ms=0 \
+    >"$tmp/worker.log" 2>&1 &
 wpid=$!
 pids+=($wpid)
 echo "== producing $n clicks (+1 undecodable record)"
@@ -63,7 +73,41 @@ echo "== producing $n clicks (+1 undecodable record)"
 echo 'not avro' | "$SM" produce -b "$bs" -t clickstream --raw --log-level warn
 "$SM" consume -b "$bs" -t predictions.clickstream -f -n "$n" --log-level error \
     >"$tmp/predictions.jsonl" 2>/dev/null
+
+# What the users then do: per session, views of some shown items, a cart and
+# sometimes a purchase (price from the item id), within the outcome horizon.
+$PY - "$tmp/predictions.jsonl" > "$tmp/actions.jsonl" <<'PYEOF'
+import json, random, sys
+random.seed(20)
+preds = {p["event_id"]: p for p in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{"))}
+last = {}
+for eid, p in preds.items():
+    s, j = eid.split("-")
+    if s != "s30" and (s not in last or int(j) > int(last[s].split("-")[1])):
+        last[s] = eid
+t = 1_767_226_000_000
+for s, eid in sorted(last.items()):
+    items = [i["item_id"] for i in preds[eid]["items"]]
+    acts = []
+    for k, it in enumerate(items):
+        if random.random() < 0.35 / (1 + k / 3):
+            acts.append((it, "view", 0.0))
+            if random.random() < 0.5:
+                acts.append((it, "cart", 0.0))
+                if random.random() < 0.6:
+                    acts.append((it, "purchase", round(5 + (it % 50) * 1.5, 2)))
+    for n, (it, ty, price) in enumerate(acts):
+        t += 300
+        print(json.dumps({"event_id": f"{s}-a{n}", "session_id": s, "user_id": f"u{s[1:]}",
+                          "item_id": it, "event_type": ty, "event_time": t, "price": price}))
+PYEOF
+na=$(wc -l < "$tmp/actions.jsonl")
+echo "== producing $na follow-up events (views, carts, purchases of shown items)"
+"$SM" produce -b "$bs" -t clickstream --schema click_event -i "$tmp/actions.jsonl" --log-level warn
+"$SM" consume -b "$bs" -t predictions.clickstream -f -n $((n + na)) --log-level error >/dev/null 2>&1
+sleep 1
 kill -TERM "$wpid"; wait "$wpid" || true
+"$SM" consume -b "$bs" -t clickstream.outcomes -f -e --log-level error >"$tmp/outcomes.jsonl" 2>/dev/null
 
 $PY - "$tmp/predictions.jsonl" "$tmp/clicks.jsonl" <<'PYEOF'
 import json, sys
@@ -91,3 +135,7 @@ print(f"\n== {len(preds)} recommendations; the next click was among the 10 shown
       f"trade some of it for diversity); in-worker latency p50 {lat[len(lat)//2] / 1000:.1f} ms")
 PYEOF
 echo "   worker: $(grep -o 'summary: [^"]*' "$tmp/worker.log" | head -1)"
+echo "   worker: $(grep -o 'outcomes: [0-9][^"]*' "$tmp/worker.log" | head -1)"
+echo
+echo "== streamml abtest --outcome-records (the outcome records of clickstream.outcomes)"
+"$SM" abtest --outcome-records "$tmp/outcomes.jsonl" --control control

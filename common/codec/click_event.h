@@ -24,6 +24,7 @@ struct click_event {
     int64_t item_id;
     enum click_type type;
     int64_t event_time_ms;
+    double price; /* unit price paid (purchases: revenue); 0 unknown */
 };
 
 struct click_shown {
@@ -48,7 +49,35 @@ struct click_prediction {
     char src_topic[128];
     int32_t src_partition;
     int64_t src_offset;
+    char experiment_id[64]; /* "" without an experiment */
+    char variant[32];       /* the arm that ranked it */
 };
+
+/* What became of a published recommendation (schemas/click_outcome.avsc). */
+enum click_outcome_type { OUT_IMPRESSION = 0, OUT_CLICK, OUT_CART, OUT_PURCHASE };
+
+struct click_outcome {
+    char outcome_id[CLICK_ID_MAX + 160]; /* <src_topic>:<partition>:<offset>:<type> */
+    enum click_outcome_type type;
+    char experiment_id[64];
+    char variant[32];
+    char unit_id[CLICK_ID_MAX];
+    char session_id[CLICK_ID_MAX];
+    char rec_event_id[CLICK_ID_MAX];
+    int64_t rec_time_ms;
+    char event_id[CLICK_ID_MAX];
+    int64_t event_time_ms;
+    int64_t item_id; /* -1: impression */
+    int32_t position;
+    double propensity;
+    int32_t n_items;
+    double revenue;
+    char src_topic[128];
+    int32_t src_partition;
+    int64_t src_offset;
+};
+
+const char *click_outcome_type_name(enum click_outcome_type t); /* "impression", ... */
 
 const char *click_type_name(enum click_type t); /* "view", "cart", "purchase" */
 

@@ -45,6 +45,7 @@ enum codec_schema {
     CODEC_LABEL,               /* label_event.avsc (monitoring: labels topic) */
     CODEC_CLICK_EVENT,         /* click_event.avsc */
     CODEC_CLICK_PREDICTION,    /* click_prediction.avsc */
+    CODEC_CLICK_OUTCOME,       /* click_outcome.avsc */
     CODEC_NSCHEMAS
 };
 
@@ -101,6 +102,11 @@ int codec_encode_click_prediction(struct codec *c, const struct click_prediction
                                   struct buf *out, struct err *e);
 int codec_decode_click_prediction(struct codec *c, const void *msg, size_t len,
                                   struct click_prediction *p, struct err *e);
+/* Outcome records (schemas/click_outcome.avsc). */
+int codec_encode_click_outcome(struct codec *c, const struct click_outcome *o, struct buf *out,
+                               struct err *e);
+int codec_decode_click_outcome(struct codec *c, const void *msg, size_t len,
+                               struct click_outcome *o, struct err *e);
 
 /* One JSON object (a line of `streamml produce` input) -> event. Unknown
  * keys are an error; null or absent optional fields are missing. */

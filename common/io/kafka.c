@@ -75,19 +75,24 @@ const char *kq_version(void)
 }
 
 /* Packs a position into the delivery report's opaque pointer: 4 bits of
- * topic index, 16 of partition, 44 of offset (no allocation per message). */
-static void *pos_pack(const struct kq_pos *p)
+ * topic index, 16 of partition, 1 for the acknowledgement the delivery
+ * gives (0: KQ_ACK_DELIVERED, 1: KQ_ACK_STATE, kq_produce_ack), 43 of
+ * offset (no allocation per message). */
+#define POS_OFF_BITS 43
+static void *pos_pack(const struct kq_pos *p, int what)
 {
     uint64_t v = ((uint64_t)p->topic_idx << 60) | ((uint64_t)(p->partition & 0xffff) << 44) |
-                 ((uint64_t)p->offset & ((1ULL << 44) - 1));
+                 ((uint64_t)(what == KQ_ACK_STATE) << POS_OFF_BITS) |
+                 ((uint64_t)p->offset & ((1ULL << POS_OFF_BITS) - 1));
     return (void *)(uintptr_t)v;
 }
 
-static struct kq_pos pos_unpack(void *opaque)
+static struct kq_pos pos_unpack(void *opaque, int *what)
 {
     uint64_t v = (uint64_t)(uintptr_t)opaque;
     struct kq_pos p = {(int32_t)(v >> 60), (int32_t)((v >> 44) & 0xffff),
-                       (int64_t)(v & ((1ULL << 44) - 1))};
+                       (int64_t)(v & ((1ULL << POS_OFF_BITS) - 1))};
+    *what = (v >> POS_OFF_BITS) & 1 ? KQ_ACK_STATE : KQ_ACK_DELIVERED;
     return p;
 }
 
@@ -366,6 +371,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     struct kq *q = opaque;
     struct kq_pos p;
+    int what;
 
     (void)rk;
     if (m->err) {
@@ -376,8 +382,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     q->st.delivered++;
     if (m->_private == KQ_UNTRACKED)
         return;
-    p = pos_unpack(m->_private);
-    kq_ack(q, &p, KQ_ACK_DELIVERED);
+    p = pos_unpack(m->_private, &what);
+    kq_ack(q, &p, what);
 }
 
 /* Every commit's outcome (auto, async, sync): counted; a refusal is
@@ -817,7 +823,14 @@ void kq_msg_release(struct kq_msg *m)
 int kq_produce(struct kq *q, const char *topic, const void *key, size_t key_len,
                const void *val, size_t val_len, const struct kq_pos *src, struct err *e)
 {
-    void *opaque = src && !q->assign_all ? pos_pack(src) : KQ_UNTRACKED;
+    return kq_produce_ack(q, topic, key, key_len, val, val_len, src, KQ_ACK_DELIVERED, e);
+}
+
+int kq_produce_ack(struct kq *q, const char *topic, const void *key, size_t key_len,
+                   const void *val, size_t val_len, const struct kq_pos *src, int what,
+                   struct err *e)
+{
+    void *opaque = src && !q->assign_all ? pos_pack(src, what) : KQ_UNTRACKED;
 
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
@@ -835,6 +848,16 @@ int kq_produce(struct kq *q, const char *topic, const void *key, size_t key_len,
         if (q->fatal)
             return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
     }
+}
+
+int kq_flush(struct kq *q, int timeout_ms, struct err *e)
+{
+    if (q->prod && rd_kafka_flush(q->prod, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return err_set(e, ERR_RETRY, "kafka: %d record(s) still in flight after %d ms",
+                       rd_kafka_outq_len(q->prod), timeout_ms);
+    if (q->fatal)
+        return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
+    return ERR_OK;
 }
 
 int kq_serve(struct kq *q, int timeout_ms, struct err *e)

@@ -102,8 +102,17 @@ void kq_msg_release(struct kq_msg *m); /* NULL-safe */
  * Blocks (serving delivery reports) while librdkafka's queue is full. */
 int kq_produce(struct kq *q, const char *topic, const void *key, size_t key_len,
                const void *val, size_t val_len, const struct kq_pos *src, struct err *e);
+/* kq_produce whose delivery report acknowledges what (KQ_ACK_DELIVERED or
+ * KQ_ACK_STATE) for src: a side record the input must not be committed
+ * without (the clickstream's outcome records ack the state part). */
+int kq_produce_ack(struct kq *q, const char *topic, const void *key, size_t key_len,
+                   const void *val, size_t val_len, const struct kq_pos *src, int what,
+                   struct err *e);
 void kq_ack(struct kq *q, const struct kq_pos *pos, int what);
 
+/* Waits up to timeout_ms until every record produced so far is delivered
+ * (their reports served): ERR_RETRY naming how many are still in flight. */
+int kq_flush(struct kq *q, int timeout_ms, struct err *e);
 /* Serves delivery reports (and the consumer's callbacks) for up to
  * timeout_ms. ERR_FATAL if a delivery failed for good. */
 int kq_serve(struct kq *q, int timeout_ms, struct err *e);

@@ -479,6 +479,41 @@ int ab_smoke(struct txn_scorer *sc, const char *what, struct err *e)
     return ERR_OK;
 }
 
+int ab_ratio_delta(const double *x, const double *n, size_t units, double conf,
+                   struct ab_ratio *out, struct err *e)
+{
+    double sx = 0, sn = 0, mx, mn, vxx = 0, vnn = 0, vxn = 0, r, v;
+
+    memset(out, 0, sizeof(*out));
+    out->units = units;
+    for (size_t i = 0; i < units; i++) {
+        sx += x[i];
+        sn += n[i];
+    }
+    if (units < 2 || !(sn > 0))
+        return err_set(e, ERR_INVALID, "ratio over %zu unit(s) with denominator %g: needs 2 "
+                                       "units and a positive denominator",
+                       units, sn);
+    mx = sx / (double)units;
+    mn = sn / (double)units;
+    r = sx / sn;
+    for (size_t i = 0; i < units; i++) { /* two passes: no cancellation of large sums */
+        vxx += (x[i] - mx) * (x[i] - mx);
+        vnn += (n[i] - mn) * (n[i] - mn);
+        vxn += (x[i] - mx) * (n[i] - mn);
+    }
+    vxx /= (double)(units - 1);
+    vnn /= (double)(units - 1);
+    vxn /= (double)(units - 1);
+    v = (vxx - 2 * r * vxn + r * r * vnn) / ((double)units * mn * mn);
+    out->value = r;
+    out->se = sqrt(v > 0 ? v : 0);
+    v = ab_t_ppf((1 + conf) / 2, (double)(units - 1)) * out->se;
+    out->lo = r - v;
+    out->hi = r + v;
+    return ERR_OK;
+}
+
 /* ---- serving ---- */
 
 struct ab_serving {

@@ -110,6 +110,19 @@ struct ab_welch {
 int ab_welch_test(const double *a, size_t na, const double *b, size_t nb, double conf,
                   struct ab_welch *out, struct err *e);
 
+/* A ratio metric over randomisation units (users): value = sum x / sum n
+ * (CTR: click-throughs over impressions per user; revenue per user: n = 1
+ * each), its standard error by the delta method with the units as the
+ * independent draws (Var(R) ~ (s_x^2 - 2 R s_xn + R^2 s_n^2) / (N nbar^2),
+ * sample (co)variances over the N units), and the interval value +-
+ * t_ppf((1 + conf) / 2, N - 1) * se. ERR_INVALID when N < 2 or sum n is 0. */
+struct ab_ratio {
+    double value, se, lo, hi;
+    size_t units;
+};
+int ab_ratio_delta(const double *x, const double *n, size_t units, double conf,
+                   struct ab_ratio *out, struct err *e);
+
 /* ---- serving (the transactions worker) ---- */
 
 struct ab_serving;

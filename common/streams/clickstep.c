@@ -19,6 +19,7 @@ struct slot {
     int32_t partition;
     int64_t offset;
     int fresh, sess, row; /* row of the hidden-state matrix, -1: cold */
+    int arm;              /* the experiment arm that ranks it (cstep_arms) */
     int has_h;            /* the session had a known item by this click */
     int n_hist;
     int64_t hist[SESS_MAX_HISTORY]; /* the session's items after this click */
@@ -54,6 +55,12 @@ struct cstep {
     size_t n_popular;
     struct cstep_counts cnt;
     int64_t kill_after, stores; /* clickstream.test_kill_between_writes */
+    /* experiment arms (cstep_arms): a ranking context each, same model */
+    struct rec_opts ropts;
+    uint64_t seed;
+    struct rec_ctx *arm_rc[CSTEP_MAX_ARMS];
+    size_t n_arms, shadow_from; /* arms >= shadow_from rank every click beside it */
+    struct click_prediction *shadow; /* per click x (n_arms - shadow_from) */
 };
 
 int cstep_advance(const struct sess_model *m, int64_t item, float *h, int *has_h, float *scratch)
@@ -130,6 +137,8 @@ static int open_model(struct cstep *c, const struct cfg *cf, struct err *e)
     if (rec_ctx_open(&c->rc, c->m, &o, seed, e))
         return e->code;
     c->k = o.k;
+    c->ropts = o;
+    c->seed = seed;
     log_info("model %s (%s %s): %lld items, hidden %d; top %d of %d candidates, MMR "
              "lambda_diversity %.2f (%s), epsilon %.3f",
              path, sess_model_name(c->m), sess_model_version(c->m),
@@ -208,6 +217,9 @@ void cstep_close(struct cstep *c)
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
     pipe_entset_free(&c->sessions);
+    for (size_t a = 0; a < c->n_arms; a++)
+        rec_ctx_close(c->arm_rc[a]);
+    free(c->shadow);
     rec_ctx_close(c->rc);
     ann_query_close(c->annq);
     ann_close(c->ann);
@@ -371,6 +383,22 @@ static void fetch_covisited(struct cstep *c)
 
 /* ---- ranking ---- */
 
+/* The items of out[0..n) into p; counted when count. */
+static void put_items(struct cstep *c, struct click_prediction *p, const struct rec_item *out,
+                      size_t n, int count)
+{
+    p->n_items = (int)n;
+    for (size_t j = 0; j < n; j++) {
+        p->items[j].item_id = out[j].item;
+        p->items[j].score = out[j].score;
+        p->items[j].propensity = out[j].propensity;
+        snprintf(p->items[j].source, sizeof(p->items[j].source), "%s",
+                 rec_source_name(out[j].source));
+        c->cnt.explored += count && out[j].source == REC_EXPLORE;
+    }
+    c->cnt.shown += count ? n : 0;
+}
+
 /* top: the session's best items (NULL: cold start), h its hidden state. */
 static void rank(struct cstep *c, size_t i, const struct sess_top *top, const float *h)
 {
@@ -388,17 +416,15 @@ static void rank(struct cstep *c, size_t i, const struct sess_top *top, const fl
                            .n_popular = c->n_popular};
     size_t n;
 
-    rec_rank(c->rc, &in, out, &n);
-    p->n_items = (int)n;
-    for (size_t j = 0; j < n; j++) {
-        p->items[j].item_id = out[j].item;
-        p->items[j].score = out[j].score;
-        p->items[j].propensity = out[j].propensity;
-        snprintf(p->items[j].source, sizeof(p->items[j].source), "%s",
-                 rec_source_name(out[j].source));
-        c->cnt.explored += out[j].source == REC_EXPLORE;
+    rec_rank(c->n_arms ? c->arm_rc[s->arm] : c->rc, &in, out, &n);
+    put_items(c, p, out, n, 1);
+    /* shadow arms: the same candidates ranked by each, logged, never shown */
+    for (size_t a = c->shadow_from; a < c->n_arms; a++) {
+        struct click_prediction *q = &c->shadow[i * (c->n_arms - c->shadow_from) + a -
+                                                c->shadow_from];
+        rec_rank(c->arm_rc[a], &in, out, &n);
+        put_items(c, q, out, n, 0);
     }
-    c->cnt.shown += n;
 }
 
 /* Ranks the clicks [from, to) whose rows are in the current micro-batch. */
@@ -477,6 +503,7 @@ int cstep_batch(struct cstep *c, size_t n, const struct cstep_click *in,
         s->ev = in[i].ev;
         s->partition = in[i].partition;
         s->offset = in[i].offset;
+        s->arm = c->n_arms && (size_t)in[i].arm < c->n_arms ? in[i].arm : 0;
         s->row = -1;
         if (s->ev)
             s->sess = pipe_entset_add(&c->sessions, s->ev->session_id);
@@ -490,7 +517,44 @@ int cstep_batch(struct cstep *c, size_t n, const struct cstep_click *in,
     fetch_popular(c);
     fetch_covisited(c);
     rank_all(c);
+    for (size_t i = 0; c->shadow && i < c->n; i++)
+        for (size_t a = 0; c->sl[i].ev && a < c->n_arms - c->shadow_from; a++) {
+            struct click_prediction *q = &c->shadow[i * (c->n_arms - c->shadow_from) + a];
+            int n_items = q->n_items;
+            struct click_shown items[CLICK_SHOWN_MAX];
+            memcpy(items, q->items, sizeof(items));
+            *q = c->preds[i]; /* ids, flags, model; its own items */
+            q->n_items = n_items;
+            memcpy(q->items, items, sizeof(items));
+        }
     return c->degraded;
+}
+
+int cstep_arms(struct cstep *c, size_t n, const double *lambda_diversity, const double *epsilon,
+               size_t shadow_from, struct err *e)
+{
+    if (n > CSTEP_MAX_ARMS || shadow_from > n)
+        return err_set(e, ERR_CONFIG, "%zu arms (at most %d)", n, CSTEP_MAX_ARMS);
+    for (size_t a = 0; a < n; a++) {
+        struct rec_opts o = c->ropts;
+        o.lambda_diversity = lambda_diversity[a];
+        o.epsilon = epsilon[a];
+        /* each arm its own draws, reproducible from clickstream.seed */
+        if (rec_ctx_open(&c->arm_rc[a], c->m, &o, c->seed + 0x9e3779b97f4a7c15ULL * (a + 1), e))
+            return e->code;
+        c->n_arms = a + 1;
+    }
+    c->shadow_from = shadow_from;
+    if (shadow_from < n && !(c->shadow = calloc(c->cap * (n - shadow_from), sizeof(*c->shadow))))
+        return err_set(e, ERR_NOMEM, "out of memory for the shadow arms' rankings");
+    return ERR_OK;
+}
+
+const struct click_prediction *cstep_shadow(const struct cstep *c, size_t i, size_t k)
+{
+    if (!c->shadow || k < c->shadow_from || k >= c->n_arms || i >= c->n)
+        return NULL;
+    return &c->shadow[i * (c->n_arms - c->shadow_from) + k - c->shadow_from];
 }
 
 /* ---- counts and states ---- */

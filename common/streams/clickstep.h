@@ -93,7 +93,21 @@ struct cstep_click {
     const char *topic; /* the source, for the prediction */
     int32_t partition;
     int64_t offset;
+    int arm; /* the arm that ranks it (cstep_arms; 0 without arms) */
 };
+
+/* Experiment arms (the clickstream's variants, common/streams/clickexp.h):
+ * n ranking contexts over the same model and candidates, arm a with its
+ * own MMR weight and exploration rate (and its own seeded draws); a click
+ * is ranked by its cstep_click.arm. Arms >= shadow_from (shadow mode) rank
+ * every click too, beside the served one: cstep_shadow(c, i, a) after
+ * cstep_batch. Call once after cstep_open (a reloaded step again). */
+#define CSTEP_MAX_ARMS 8
+int cstep_arms(struct cstep *c, size_t n, const double *lambda_diversity, const double *epsilon,
+               size_t shadow_from, struct err *e);
+/* Shadow arm a's ranking of click i of the last batch (ids and flags as
+ * the served one); NULL when a is not a shadow arm or i not a click. */
+const struct click_prediction *cstep_shadow(const struct cstep *c, size_t i, size_t a);
 
 /* Decides the batch's n clicks (n <= cap): out[i] filled for each click
  * with ev (ids, source, model, items, flags; latency_us left 0). Returns 1

@@ -175,6 +175,17 @@ int wk_produce(struct wk *w, const char *topic, const void *key, size_t key_len,
     return kq_produce(w->q, topic, key, key_len, val, val_len, NULL, e);
 }
 
+int wk_flush(struct wk *w, int timeout_ms, struct err *e)
+{
+    return kq_flush(w->q, timeout_ms, e);
+}
+
+int wk_produce_state(struct wk *w, const char *topic, const void *key, size_t key_len,
+                     const void *val, size_t val_len, const struct kq_pos *pos, struct err *e)
+{
+    return kq_produce_ack(w->q, topic, key, key_len, val, val_len, pos, KQ_ACK_STATE, e);
+}
+
 static void dead_letter(struct wk *w, size_t i, const struct err *why, int64_t now_ms)
 {
     struct err e = {0};

@@ -205,6 +205,15 @@ void wk_dead_letter(struct wk *w, struct wk_batch *b, size_t i, const struct err
 /* An extra, untracked record (e.g. shadow predictions). */
 int wk_produce(struct wk *w, const char *topic, const void *key, size_t key_len, const void *val,
                size_t val_len, struct err *e);
+/* Waits up to timeout_ms for every record produced so far to be delivered
+ * (e.g. a batch's predictions, before a join remembers them as published). */
+int wk_flush(struct wk *w, int timeout_ms, struct err *e);
+/* A record whose delivery report acknowledges the state part of pos
+ * (instead of wk_ack_state): the input's offset is not committed before it
+ * is delivered. Of several for one message, the last one produced carries
+ * pos (one key: one partition, delivered in order). */
+int wk_produce_state(struct wk *w, const char *topic, const void *key, size_t key_len,
+                     const void *val, size_t val_len, const struct kq_pos *pos, struct err *e);
 /* Whether the state store answered the last time (/readyz, degraded). */
 void wk_set_state_ok(struct wk *w, int ok);
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "abtest.h"
+#include "abtest_click.h"
 #include "backtest.h"
 #include "cli.h"
 #include "cmds.h"
@@ -32,6 +33,7 @@
 struct ab_args {
     struct cli cli;
     const char *preds, *preds_topic, *outcomes, *labels_topic, *experiment, *control;
+    const char *orecs, *orecs_topic; /* clickstream outcome records */
     double conf;
     int json;
 };
@@ -55,7 +57,9 @@ static void usage(FILE *out)
             "usage: streamml abtest (-p PREDICTIONS | --predictions-topic T)\n"
             "                       (-l OUTCOMES | --labels-topic T)\n"
             "                       [--experiment ID] [--control NAME] [--confidence C]\n"
-            "                       [--json] [common options]\n\n"
+            "                       [--json] [common options]\n"
+            "       streamml abtest (--outcome-records F | --outcomes-topic T) [--experiment ID]\n"
+            "                       [--control NAME] [--confidence C] [--json]\n\n"
             "Per variant of a champion/challenger experiment: predictions, outcomes,\n"
             "mean outcome, lift over the control, Welch's t-test p-value and the\n"
             "confidence interval of the difference of means, AUC of the variant's\n"
@@ -72,6 +76,13 @@ static void usage(FILE *out)
             "      --control NAME   control variant (default: the first variant seen)\n"
             "      --confidence C   level of the interval (default 0.95)\n"
             "      --json           one JSON object instead of the table\n"
+            "      --outcome-records F  the clickstream's outcome records (JSON lines as\n"
+            "                       streamml consume -t clickstream.outcomes -f prints\n"
+            "                       them): per arm users, impressions, CTR, add-to-cart\n"
+            "                       rate, conversion (purchases per impression) and\n"
+            "                       revenue per user, with delta-method intervals over\n"
+            "                       users; a duplicate outcome_id counts once\n"
+            "      --outcomes-topic T  the same from the records on T (assign(), no commit)\n"
             "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
             "Exit codes: 0 ok, 1 unreadable input, 2 usage.\n",
             MIN_OUTCOMES);
@@ -87,6 +98,8 @@ static int parse_args(int argc, char **argv, struct ab_args *a)
                                        {"confidence", required_argument, NULL, 1004},
                                        {"json", no_argument, NULL, 1005},
                                        {"predictions-topic", required_argument, NULL, 1006},
+                                       {"outcome-records", required_argument, NULL, 1007},
+                                       {"outcomes-topic", required_argument, NULL, 1008},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -121,6 +134,12 @@ static int parse_args(int argc, char **argv, struct ab_args *a)
         case 1006:
             a->preds_topic = optarg;
             break;
+        case 1007:
+            a->orecs = optarg;
+            break;
+        case 1008:
+            a->orecs_topic = optarg;
+            break;
         case 1004:
             errno = 0;
             a->conf = strtod(optarg, &end);
@@ -139,6 +158,14 @@ static int parse_args(int argc, char **argv, struct ab_args *a)
             cli_usage_error("streamml abtest", lo, argv);
             return EXIT_USAGE;
         }
+    }
+    if (a->orecs || a->orecs_topic) {
+        if (!a->orecs == !a->orecs_topic || a->preds || a->preds_topic || a->outcomes ||
+            a->labels_topic) {
+            fprintf(stderr, "error: --outcome-records or --outcomes-topic, alone\n");
+            return EXIT_USAGE;
+        }
+        return EXIT_OK;
     }
     if (!a->preds == !a->preds_topic || !a->outcomes == !a->labels_topic) {
         fprintf(stderr, "error: needs one of -p or --predictions-topic and one of -l or "
@@ -466,6 +493,11 @@ int cmd_abtest(int argc, char **argv)
         return EXIT_USAGE;
     if (a.experiment)
         snprintf(experiment, sizeof(experiment), "%s", a.experiment);
+    if (a.orecs || a.orecs_topic) {
+        rc = abtest_click(a.orecs, a.orecs_topic, cf, a.experiment, a.control, a.conf, a.json);
+        cfg_free(cf);
+        return rc;
+    }
     if (oc_open(&o, OC_OUTCOME, &e) ||
         (a.outcomes ? oc_read_file(o, a.outcomes, &e) : oc_read_topic(o, a.labels_topic, cf, &e)) ||
         (a.preds ? read_predictions(o, &gs, a.preds, experiment, &e)

@@ -994,7 +994,7 @@ static int click_loop(struct run *r, struct err *e)
         /* the record is valid until the next call: the batch keeps a copy */
         r->cev[r->cn] = rec->click;
         r->cin[r->cn] =
-            (struct cstep_click){&r->cev[r->cn], rec->source, rec->partition, rec->offset};
+            (struct cstep_click){&r->cev[r->cn], rec->source, rec->partition, rec->offset, 0};
         r->n++;
         if (++r->cn == r->ccap && click_batch(r, e))
             return e->code;

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clickexp.h"
 #include "clickstep.h"
 #include "log.h"
 #include "monitor.h"
@@ -32,6 +33,7 @@ struct click {
     struct wk *w;
     struct cstep *cs;
     struct cov *cov; /* NULL: clickstream.covisit=0 or state.backend=memory */
+    struct cx *cx;   /* experiment arms, outcome join (common/streams/clickexp.h) */
     struct mon *mon; /* NULL: monitoring off */
     struct click_event *evs;
     struct cstep_click *in;
@@ -49,6 +51,7 @@ static void click_close(void *self)
         return;
     cstep_close(c->cs);
     cov_close(c->cov);
+    cx_close(c->cx);
     free(c->evs);
     free(c->in);
     free(c->preds);
@@ -77,10 +80,13 @@ static void *click_open(struct wk *w, struct err *e)
         err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", n);
     else if ((strcmp(cfg_str(cf, "state.backend"), "memory") == 0 ||
               cstep_cov_open(cf, &ro, &c->cov, e) == ERR_OK) &&
-             cstep_open(&c->cs, cf, n, wk_state(w), c->cov, e) == ERR_OK)
+             cstep_open(&c->cs, cf, n, wk_state(w), c->cov, e) == ERR_OK &&
+             cx_open(&c->cx, cf, c->cov || strcmp(cfg_str(cf, "state.backend"), "memory") ? &ro : NULL,
+                     wk_state(w), n, e) == ERR_OK &&
+             cx_arms(c->cx, c->cs, e) == ERR_OK)
         /* monitoring: the values of common/monitor/predmon.h against monitor.baseline */
         c->mon = mon_open_cfg(cf, pmon_names(PMON_CLICKSTREAM, &dim), PMON_CLICK_DIM, e);
-    if (!c->cs || (!c->mon && e->code)) {
+    if (!c->cs || !c->cx || (!c->mon && e->code)) {
         click_close(c);
         return NULL;
     }
@@ -113,11 +119,15 @@ static void click_process(void *self, struct wk_batch *b)
 
     for (size_t i = 0; i < b->n; i++) {
         const struct kq_msg *m = b->msgs[i];
-        c->in[i] = (struct cstep_click){b->status[i] == WK_LIVE ? &c->evs[i] : NULL, m->topic,
-                                        m->partition, m->offset};
+        const struct click_event *ev = b->status[i] == WK_LIVE ? &c->evs[i] : NULL;
+        c->in[i] = (struct cstep_click){ev, m->topic, m->partition, m->offset,
+                                        ev ? cx_assign(c->cx, ev) : 0};
         c->pos[i] = m->pos;
     }
     c->degraded = cstep_batch(c->cs, b->n, c->in, c->preds);
+    for (size_t i = 0; i < b->n; i++)
+        if (c->in[i].ev)
+            cx_label(c->cx, c->in[i].arm, &c->preds[i]);
     wk_set_state_ok(c->w, !c->degraded);
     for (size_t i = 0; b->state_lost && i < b->n; i++)
         c->preds[i].degraded = 1; /* sessions that restarted empty */
@@ -146,14 +156,38 @@ static int click_emit(void *self, const struct wk_batch *b, size_t i, struct wk_
     return ERR_OK;
 }
 
-/* Counts, then states (cstep_store: the order that survives a crash
- * between the two); a failed write is logged, and the clicks' offsets are
- * stored anyway: the sessions lose a step, the partition never stalls. */
-static void click_store(void *self, struct wk_batch *b)
+/* Records of the clickstream's experiment and outcomes (clickexp.h's cx_put). */
+static int click_put(void *self, const char *topic, const char *key, const void *val,
+                     size_t len, size_t i, int how, struct err *e)
 {
     struct click *c = self;
 
+    if (how == CX_ACK_NOW) {
+        wk_ack_state(c->w, &c->pos[i]);
+        return ERR_OK;
+    }
+    if (how == CX_UNTRACKED)
+        return wk_produce(c->w, topic, key, strlen(key), val, len, e);
+    return wk_produce_state(c->w, topic, key, strlen(key), val, len, &c->pos[i], e);
+}
+
+/* Counts, then states (cstep_store: the order that survives a crash
+ * between the two); a failed write is logged, and the clicks' offsets are
+ * stored anyway: the sessions lose a step, the partition never stalls.
+ * Then the outcomes, whose delivery acknowledges the clicks. */
+static void click_store(void *self, struct wk_batch *b)
+{
+    struct click *c = self;
+    struct err e = {0};
+
     cstep_store(c->cs);
+    cx_shadow(c->cx, wk_codec(c->w), c->cs, b->n, c->in, click_put, c);
+    /* outcomes join only recommendations that are out (a crash cannot leave one
+     * remembered and never published) */
+    if (cx_outcomes_topic(c->cx) && wk_flush(c->w, 30000, &e))
+        log_warn("outcomes joined with predictions in flight: %s", e.msg);
+    if (cx_publish(c->cx, wk_codec(c->w), b->n, c->in, c->preds, click_put, c))
+        return; /* acknowledged by the outcomes' deliveries */
     for (size_t i = 0; i < b->n; i++)
         if (b->status[i] == WK_LIVE)
             wk_ack_state(c->w, &c->pos[i]);
@@ -169,7 +203,7 @@ static int click_reload(void *self, const struct cfg *cf, struct err *e)
 
     if (cstep_open(&ns, cf, wk_batch_cap(c->w), wk_state(c->w), c->cov, e))
         return e->code;
-    if (cstep_smoke(ns, e)) {
+    if (cstep_smoke(ns, e) || cx_arms(c->cx, ns, e)) {
         cstep_close(ns);
         return e->code;
     }
@@ -207,11 +241,22 @@ static void click_summary(void *self, double secs, uint64_t messages)
              (unsigned long long)k->state_errors, (unsigned long long)k->cov_errors);
     log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced",
              (unsigned long long)k->cov_redelivered, (unsigned long long)k->cov_fenced);
+    if (cx_outcomes_topic(c->cx)) {
+        const struct cx_counts *o = cx_counts(c->cx);
+        log_info("outcomes: %llu clicks joined (%llu impressions, %llu click-throughs, %llu "
+                 "carts, %llu purchases), %llu redelivered, %llu fenced, %llu join errors",
+                 (unsigned long long)o->joined, (unsigned long long)o->impressions,
+                 (unsigned long long)o->clicks, (unsigned long long)o->carts,
+                 (unsigned long long)o->purchases, (unsigned long long)o->redelivered,
+                 (unsigned long long)o->fenced, (unsigned long long)o->errors);
+    }
 }
 
 static const char *const click_defaults[][2] = {{"input.topic", "clickstream"},
                                                 {"output.topic", "predictions.clickstream"},
-                                                {"dlq.topic", "clickstream.dlq"}};
+                                                {"dlq.topic", "clickstream.dlq"},
+                                                {"experiment.shadow_topic",
+                                                 "predictions.clickstream.shadow"}};
 
 static const struct wk_stream click_stream = {
     .name = "clickstream",
