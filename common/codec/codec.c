@@ -94,7 +94,8 @@ static const char *const known_files[CODEC_NSCHEMAS] = {"transaction_event.avsc"
                                                         "image_prediction.avsc",
                                                         "label_event.avsc",
                                                         "click_event.avsc",
-                                                        "click_prediction.avsc"};
+                                                        "click_prediction.avsc",
+                                                        "catalog_item.avsc"};
 
 int avro_fail(struct err *e, int code, const char *what)
 {

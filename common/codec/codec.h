@@ -45,6 +45,7 @@ enum codec_schema {
     CODEC_LABEL,               /* label_event.avsc (monitoring: labels topic) */
     CODEC_CLICK_EVENT,         /* click_event.avsc */
     CODEC_CLICK_PREDICTION,    /* click_prediction.avsc */
+    CODEC_CATALOG_ITEM,        /* catalog_item.avsc (common/streams/catalog.h; read as JSON) */
     CODEC_NSCHEMAS
 };
 

@@ -28,7 +28,7 @@ static void on_signal(int sig)
 static const char *const schema_names[CODEC_NSCHEMAS] = {
     "transaction_event", "transaction_prediction", "dead_letter", "alert_event",
     "image_event", "image_prediction", "label_event",
-    "click_event", "click_prediction"};
+    "click_event", "click_prediction", "catalog_item"};
 
 static int schema_by_name(const char *name)
 {
@@ -84,7 +84,7 @@ static void produce_usage(FILE *out)
             "                       dead_letter | alert_event | image_event |\n"
             "                       image_prediction | label_event | click_event (keyed\n"
             "                       by session_id) | click_prediction (image events are\n"
-            "                       keyed by patient_id)\n"
+            "                       keyed by patient_id) | catalog_item\n"
             "  -i, --input FILE     read FILE instead of stdin\n"
             "  -r, --registry URL   Schema Registry (= -X schema.registry.url=URL)\n"
             "  --schema-id N        encode with the writer schema of id N as it is (from\n"
