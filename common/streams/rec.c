@@ -67,7 +67,7 @@ int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct 
                        o->new_epsilon);
     if (o->k < 1 || o->k > REC_MAX_K)
         return err_set(e, ERR_CONFIG, "clickstream.k %d: must be 1..%d", o->k, REC_MAX_K);
-    if (o->candidates < 1 || o->candidates > REC_MAX_CANDIDATES)
+    if (o->candidates < (o->pool ? 0 : 1) || o->candidates > REC_MAX_CANDIDATES)
         return err_set(e, ERR_CONFIG, "clickstream.candidates %d: must be 1..%d", o->candidates,
                        REC_MAX_CANDIDATES);
     if (!(o->lambda_diversity >= 0 && o->lambda_diversity <= 1))
@@ -251,8 +251,7 @@ static void candidates(struct rec_ctx *c, const struct rec_input *in)
     if (in->n_lists) {
         for (size_t l = 0; l < in->n_lists; l++)
             from_list(c, in, &in->lists[l]);
-        cap = c->n + (size_t)k <= c->cap ? c->n + (size_t)k : c->cap;
-        goto fill;
+        return; /* the sources decide: no fill */
     }
     /* up to k usable items from each list, best first */
     for (size_t i = 0, j = 0; i < in->n_covisit && c->n < cap && (int)j < k; i++)
@@ -267,8 +266,6 @@ static void candidates(struct rec_ctx *c, const struct rec_input *in)
             float s = w ? score_of(c, in, in->popular[i]) : rel;
             add(c, in->popular[i], s, s, REC_POPULAR);
         }
-    cap = c->cap;
-fill:
     /* A tiny catalog or no popular list: any item not in the session. */
     for (int64_t it = 0; it < items && c->n < (size_t)k && c->n < cap; it++)
         if (usable(c, it)) {

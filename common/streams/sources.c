@@ -74,8 +74,6 @@ int src_parse(const char *spec, int candidates, int k, struct src_spec *out, str
             return e->code;
         p = *end ? end + 1 : end;
     }
-    if (!src_quota(out, REC_GRU))
-        return err_set(e, ERR_CONFIG, "clickstream.sources \"%s\": gru must be listed", spec);
     return ERR_OK;
 }
 
