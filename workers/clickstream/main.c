@@ -3,9 +3,11 @@
  *   clickstream --> decode (Avro) --bad--> clickstream.dlq
  *     --> session states of the batch (one read), a GRU step per fresh click
  *         (unknown item: counted, state kept, no step)
- *     --> candidates: GRU top (one sgemm per score_batch sessions, or the
- *         IVF index), co-visited and trending items; the session's items
- *         excluded, MMR, epsilon-greedy (source, propensity per item)
+ *     --> candidates by source and quota (clickstream.sources: GRU top, one
+ *         sgemm per score_batch sessions or the IVF index; co-visited,
+ *         trending, catalogue category/region/new/content, cart); the
+ *         session's items excluded, MMR, epsilon-greedy and the new items'
+ *         boosted exploration (source, propensity per item)
  *     --> predictions.clickstream
  *     --> co-visitation/trending counts, then session states (both
  *         idempotent per partition and offset, fenced per partition)
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "catfeed.h"
 #include "clickstep.h"
 #include "log.h"
 #include "monitor.h"
@@ -32,6 +35,7 @@ struct click {
     struct wk *w;
     struct cstep *cs;
     struct cov *cov; /* NULL: clickstream.covisit=0 or state.backend=memory */
+    struct cfeed *feed; /* the item catalogue; NULL: none configured */
     struct mon *mon; /* NULL: monitoring off */
     struct click_event *evs;
     struct cstep_click *in;
@@ -48,6 +52,7 @@ static void click_close(void *self)
     if (!c)
         return;
     cstep_close(c->cs);
+    cfeed_close(c->feed);
     cov_close(c->cov);
     free(c->evs);
     free(c->in);
@@ -80,6 +85,14 @@ static void *click_open(struct wk *w, struct err *e)
              cstep_open(&c->cs, cf, n, wk_state(w), c->cov, e) == ERR_OK)
         /* monitoring: the values of common/monitor/predmon.h against monitor.baseline */
         c->mon = mon_open_cfg(cf, pmon_names(PMON_CLICKSTREAM, &dim), PMON_CLICK_DIM, e);
+    if (c->cs && !e->code && /* the catalogue: file, Redis copy, topic (catfeed.h) */
+        (cfeed_open(&c->feed, cf, c->cov ? &ro : NULL, wk_codec(w),
+                    cstep_catalog_ids(cf, sess_model_items(cstep_model(c->cs))),
+                    sess_model_items(cstep_model(c->cs)), e) ||
+         cstep_set_catalog(c->cs, cfeed_catalog(c->feed), e))) {
+        mon_close(c->mon);
+        c->mon = NULL;
+    }
     if (!c->cs || (!c->mon && e->code)) {
         click_close(c);
         return NULL;
@@ -117,6 +130,7 @@ static void click_process(void *self, struct wk_batch *b)
                                         m->partition, m->offset};
         c->pos[i] = m->pos;
     }
+    cfeed_poll(c->feed, 1024); /* catalogue records seen by this batch's clicks */
     c->degraded = cstep_batch(c->cs, b->n, c->in, c->preds);
     wk_set_state_ok(c->w, !c->degraded);
     for (size_t i = 0; b->state_lost && i < b->n; i++)
@@ -154,6 +168,7 @@ static void click_store(void *self, struct wk_batch *b)
     struct click *c = self;
 
     cstep_store(c->cs);
+    cfeed_flush(c->feed); /* new items' impressions and clicks */
     for (size_t i = 0; i < b->n; i++)
         if (b->status[i] == WK_LIVE)
             wk_ack_state(c->w, &c->pos[i]);
@@ -169,7 +184,7 @@ static int click_reload(void *self, const struct cfg *cf, struct err *e)
 
     if (cstep_open(&ns, cf, wk_batch_cap(c->w), wk_state(c->w), c->cov, e))
         return e->code;
-    if (cstep_smoke(ns, e)) {
+    if (cstep_set_catalog(ns, cfeed_catalog(c->feed), e) || cstep_smoke(ns, e)) {
         cstep_close(ns);
         return e->code;
     }
@@ -205,8 +220,16 @@ static void click_summary(void *self, double secs, uint64_t messages)
              (unsigned long long)k->rows, (unsigned long long)k->batches,
              cstep_ivf(c->cs) ? "IVF" : "sgemm", (unsigned long long)k->bad_state,
              (unsigned long long)k->state_errors, (unsigned long long)k->cov_errors);
-    log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced",
-             (unsigned long long)k->cov_redelivered, (unsigned long long)k->cov_fenced);
+    log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced; new "
+             "items: %llu impressions, %llu clicks",
+             (unsigned long long)k->cov_redelivered, (unsigned long long)k->cov_fenced,
+             (unsigned long long)k->new_shown, (unsigned long long)k->new_clicks);
+    if (c->feed)
+        log_info("catalogue: %zu items; topic %llu records, %llu refused; %llu redis errors",
+                 cat_count(cfeed_catalog(c->feed)),
+                 (unsigned long long)cfeed_counts(c->feed)->topic_ok,
+                 (unsigned long long)cfeed_counts(c->feed)->topic_bad,
+                 (unsigned long long)cfeed_counts(c->feed)->redis_errors);
 }
 
 static const char *const click_defaults[][2] = {{"input.topic", "clickstream"},
@@ -220,8 +243,10 @@ static const struct wk_stream click_stream = {
              "in the consumer group kafka.group.id (default streamml-clickstream). Each click\n"
              "advances its session's GRU state (Redis, expiring after clickstream.session_ttl_s\n"
              "of inactivity) by one step; the next clickstream.k items (GRU scores, co-visited\n"
-             "and trending items; the session's items excluded; MMR re-ranked; epsilon-greedy\n"
-             "exploration with source and propensity per item) go to output.topic (default\n"
+             "and trending items, or the sources of clickstream.sources with the item\n"
+             "catalogue of clickstream.catalog / catalog_topic; the session's items excluded;\n"
+             "MMR re-ranked; epsilon-greedy exploration and the new items' boost, with source\n"
+             "and propensity per item) go to output.topic (default\n"
              "predictions.clickstream). Undecodable messages go to dlq.topic (default\n"
              "clickstream.dlq).\n"
              "SIGTERM/SIGINT: finish in-flight work, commit, leave the group, exit 0.\n"
