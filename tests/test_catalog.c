@@ -18,7 +18,10 @@
 #include <cmocka.h>
 
 #include "catalog.h"
+#include "catfeed.h"
 #include "clickstep.h"
+#include "codec.h"
+#include "kafka.h"
 #include "covis.h"
 #include "sources.h"
 #include "stack.h"
@@ -476,6 +479,97 @@ static void test_sources_spec(void **st)
     assert_int_equal(sp.legacy, 1);
 }
 
+/* The compacted topic: records (and a bad one, named) reach the
+ * catalogue while the worker runs, go to Redis, and a reopened feed has
+ * them at once from Redis, before reading the topic; the new items'
+ * counts go to Redis and come back as totals. */
+static void produce(struct kq *q, struct codec *cd, const char *json)
+{
+    struct buf b;
+    struct err e = {0};
+
+    buf_init(&b, 0);
+    if (codec_from_json(cd, CODEC_CATALOG_ITEM, json, strlen(json), &b, &e))
+        fail_msg("%s: %s", json, e.msg);
+    assert_int_equal(kq_produce(q, "catalog", "k", 1, b.data, b.len, NULL, &e), ERR_OK);
+    buf_free(&b);
+}
+
+static void test_topic_and_redis(void **st)
+{
+    struct test_redis r;
+    struct test_broker b;
+    struct cfg *cf;
+    struct codec *cd;
+    struct cfeed *f;
+    struct kq *q;
+    struct err e = {0};
+    char kv[320];
+    struct cfg_kv props[1];
+    struct kq_opts po = {.props = props, .n_props = 1};
+    struct state_redis_opts ro = {.timeout_ms = 2000, .prefix = "t:"};
+    size_t got = 0;
+    int dim;
+
+    (void)st;
+    if (test_redis_start(&r) || test_broker_start(&b, "catalog:2"))
+        fail_msg("redis-server or the broker did not start");
+    ro.port = r.port;
+    assert_non_null(cf = cfg_new());
+    snprintf(kv, sizeof(kv), "bootstrap.servers=%s", b.bootstrap);
+    assert_int_equal(cfg_set_arg(cf, kv, &e), ERR_OK);
+    assert_int_equal(cfg_set_arg(cf, "clickstream.catalog_topic=catalog", &e), ERR_OK);
+    assert_int_equal(cfg_finish(cf, &e), ERR_OK);
+    assert_non_null(cd = codec_open("schemas", &e));
+    props[0] = (struct cfg_kv){"bootstrap.servers", b.bootstrap, "test"};
+    assert_non_null(q = kq_open(&po, &e));
+    produce(q, cd, "{\"id\":12,\"category\":\"shoes\",\"region\":\"eu\",\"price\":20,"
+                   "\"created\":1700000000000,\"embedding\":[1,2,3]}");
+    produce(q, cd, "{\"id\":900,\"category\":\"hats\",\"region\":\"eu\",\"price\":3,"
+                   "\"created\":1700000000000,\"embedding\":null}"); /* id past max: refused */
+    produce(q, cd, "{\"id\":13,\"category\":\"hats\",\"region\":\"us\",\"price\":3,"
+                   "\"created\":1700000000001,\"embedding\":null}");
+    assert_int_equal(kq_serve(q, 2000, &e), ERR_OK);
+    assert_int_equal(cfeed_open(&f, cf, &ro, cd, 100, 10, &e), ERR_OK);
+    assert_non_null(f);
+    for (int t = 0; t < 100 && got < 3; t++) {
+        got += cfeed_poll(f, 10);
+        test_sleep_ms(50);
+    }
+    assert_int_equal(got, 3);
+    assert_int_equal(cfeed_counts(f)->topic_ok, 2);
+    assert_int_equal(cfeed_counts(f)->topic_bad, 1);
+    assert_true(cat_has(cfeed_catalog(f), 12) && cat_has(cfeed_catalog(f), 13));
+    assert_non_null(cat_embedding(cfeed_catalog(f), 12, &dim));
+    assert_int_equal(dim, 3);
+    /* a live update: 13 moves to shoes */
+    produce(q, cd, "{\"id\":13,\"category\":\"shoes\",\"region\":\"us\",\"price\":4,"
+                   "\"created\":1700000000001,\"embedding\":null}");
+    assert_int_equal(kq_serve(q, 2000, &e), ERR_OK);
+    for (int t = 0; t < 100 && !cfeed_poll(f, 10); t++)
+        test_sleep_ms(50);
+    assert_int_equal(cat_category(cfeed_catalog(f), 13), cat_category(cfeed_catalog(f), 12));
+    cat_count_new(cfeed_catalog(f), 12, 5, 1);
+    cfeed_flush(f);
+    cfeed_close(f);
+    /* restarted: the catalogue and the counts from Redis, no poll yet */
+    assert_int_equal(cfeed_open(&f, cf, &ro, cd, 100, 10, &e), ERR_OK);
+    assert_int_equal(cfeed_counts(f)->redis_loaded, 2);
+    assert_int_equal(cat_category(cfeed_catalog(f), 13), cat_category(cfeed_catalog(f), 12));
+    assert_true(cat_price(cfeed_catalog(f), 13) == 4.0);
+    assert_int_equal(cat_impressions(cfeed_catalog(f), 12), 5);
+    assert_int_equal(cat_new_clicks(cfeed_catalog(f), 12), 1);
+    cat_count_new(cfeed_catalog(f), 12, 2, 0); /* another worker's counts add up */
+    cfeed_flush(f);
+    assert_int_equal(cat_impressions(cfeed_catalog(f), 12), 7);
+    cfeed_close(f);
+    kq_close(q, 2000, &e);
+    codec_close(cd);
+    cfg_free(cf);
+    test_broker_stop(&b);
+    test_redis_stop(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_union_dedups),   cmocka_unit_test(test_new_item_boost),
         cmocka_unit_test(test_live_update),    cmocka_unit_test(test_bad_records),
         cmocka_unit_test(test_files),          cmocka_unit_test(test_sources_spec),
+        cmocka_unit_test(test_topic_and_redis),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "catalog.h"
 #include "cli.h"
 #include "cmds.h"
 #include "codec.h"
@@ -192,6 +193,16 @@ static int encode_line(struct codec *cd, const struct produce_args *a, const cha
             return err_set(e, ERR_DECODE, "session_id longer than %d bytes", EV_ID_MAX - 1);
         memcpy(key, cev.session_id, strlen(cev.session_id) + 1);
         return ERR_OK;
+    }
+    if (a->schema == CODEC_CATALOG_ITEM) { /* keyed by item id: the topic is compacted */
+        struct cat_item *it = malloc(sizeof(*it));
+        int rc = !it ? err_set(e, ERR_NOMEM, "out of memory")
+                     : cat_parse_json(line, len, it, e) ||
+                           codec_from_json(cd, CODEC_CATALOG_ITEM, line, len, out, e);
+        if (!rc)
+            snprintf(key, EV_ID_MAX, "%lld", (long long)it->id);
+        free(it);
+        return rc ? e->code : ERR_OK;
     }
     if (a->schema != CODEC_TXN_EVENT)
         return codec_from_json(cd, (enum codec_schema)a->schema, line, len, out, e);
