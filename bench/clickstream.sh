@@ -117,7 +117,7 @@ echo "|---|---:|---|"
 run_worker ivf -X redis.prefix=ivf: -X clickstream.search=ivf -X clickstream.ivf_probe="${PROBE:-64}"
 echo
 for name in $([ "${ONLY:-}" = ivf ] || echo exact) ivf; do
-    grep -o 'summary: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'
+    grep -o 'summary: .*\|counts: .*\|catalogue: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'
     grep -o 'IVF search: [^"]*' "$tmp/worker-$name.log" | sed 's/^/    /' || true
 done
 

@@ -20,6 +20,8 @@ struct sess_model {
     float *b;     /* 6H: Wb (z, r, h), Rb (z, r, h) */
     float *out_w; /* H x items ("in_out") or items x H ("out_in") */
     int out_in;
+    float *out_rows; /* in_out: out.weight transposed, items x H: one item's score reads
+                        one row (sess_score_one), not H cache lines items apart */
     float *out_b; /* items */
     int64_t popular[POPULAR_MAX];
     size_t n_popular;
@@ -140,6 +142,14 @@ static int load(struct sess_model *m, struct onnx_model *om, const char *path, s
     }
     if (read_popular(m, onnx_metadata(om, "popular"), path, e))
         return e->code;
+    if (!m->out_in) {
+        if (!(m->out_rows = malloc((size_t)m->items * (size_t)h * sizeof(float))))
+            return err_set(e, ERR_NOMEM, "out of memory for the output rows");
+        for (int j = 0; j < h; j++)
+            for (int64_t i = 0; i < m->items; i++)
+                m->out_rows[(size_t)i * (size_t)h + (size_t)j] =
+                    m->out_w[(size_t)j * (size_t)m->items + (size_t)i];
+    }
     m->unit = malloc((size_t)m->items * m->emb * sizeof(float));
     if (!m->unit)
         return err_set(e, ERR_NOMEM, "out of memory for the unit embeddings");
@@ -183,6 +193,7 @@ void sess_model_close(struct sess_model *m)
     free(m->r);
     free(m->b);
     free(m->out_w);
+    free(m->out_rows);
     free(m->out_b);
     free(m);
 }
@@ -276,7 +287,7 @@ float sess_score_one(const struct sess_model *m, const float *h, int64_t item)
 
     if (m->out_in)
         return s + cblas_sdot(H, h, 1, m->out_w + item * H, 1);
-    return s + cblas_sdot(H, h, 1, m->out_w + item, (int)m->items);
+    return s + cblas_sdot(H, h, 1, m->out_rows + item * H, 1);
 }
 
 /* Min-heap of the k best (item, score) so far, root = the worst kept.

@@ -175,19 +175,17 @@ int cfeed_open(struct cfeed **out, const struct cfg *cf, const struct state_redi
             log_warn("catalogue: redis not read (the file and the topic only): %s", re.msg);
         }
     }
-    if (*topic && (!cd || open_topic(f, cf, topic, e)))
+    if (*topic && cd && open_topic(f, cf, topic, e))
         goto fail;
     log_info("catalogue: %zu items (%zu from %s, %zu bad lines; %llu from redis), ids below "
              "%lld, %lld new past the model's %lld%s%s",
              cat_count(f->cat), ok, *file ? file : "no file", bad,
              (unsigned long long)f->cnt.redis_loaded, (long long)max_items,
              (long long)cat_count_unseen(f->cat), (long long)model_items,
-             *topic ? "; updates from topic " : "", topic);
+             *topic && cd ? "; updates from topic " : "", cd ? topic : "");
     *out = f;
     return ERR_OK;
 fail:
-    if (!e->code)
-        err_set(e, ERR_CONFIG, "clickstream.catalog_topic needs the codec");
     cfeed_close(f);
     return e->code;
 }

@@ -38,7 +38,8 @@ struct cfeed_counts {
 
 /* The catalogue for a model of model_items items (ids up to
  * cstep_catalog_ids). ro: the Redis of the state (NULL: none); cd: the
- * codec of the topic's records (NULL: no topic). *out NULL and ERR_OK when
+ * codec of the topic's records (NULL: the topic is not read, e.g. replay: the
+ * file only). *out NULL and ERR_OK when
  * neither clickstream.catalog nor clickstream.catalog_topic is set. A
  * missing file or a topic that cannot be opened is ERR_CONFIG. */
 int cfeed_open(struct cfeed **out, const struct cfg *cf, const struct state_redis_opts *ro,

@@ -328,6 +328,8 @@ static void keep_best(struct rec_ctx *c, size_t want)
         else
             lo = j;
     }
+    for (size_t i = want; i < c->n; i++)
+        c->taken[c->cand[i]] = 0; /* back in the exploration pool */
     c->n = want;
 }
 
