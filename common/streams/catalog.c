@@ -408,7 +408,8 @@ const float *cat_embedding(const struct catalog *c, int64_t id, int *dim)
     return cat_has(c, id) && c->has_emb[id] ? c->emb + (size_t)id * (size_t)c->dim : NULL;
 }
 
-static size_t listed(const struct chain *ch, int name, int names, int64_t *out, size_t cap)
+static size_t listed(const struct chain *ch, const uint32_t *clicks, int name, int names,
+                     int64_t *out, size_t cap)
 {
     size_t n = 0;
 
@@ -418,8 +419,8 @@ static size_t listed(const struct chain *ch, int name, int names, int64_t *out, 
         out[n++] = ch->top[name][i];
     /* then the chain, skipping the ones above: a top list is short */
     for (int64_t id = ch->head[name]; id >= 0 && n < cap; id = ch->next[id]) {
-        int dup = 0;
-        for (int i = 0; i < ch->n_top[name] && !dup; i++)
+        int dup = 0; /* an item never clicked is not in the top list */
+        for (int i = 0; clicks[id] && i < ch->n_top[name] && !dup; i++)
             dup = ch->top[name][i] == id;
         if (!dup)
             out[n++] = id;
@@ -429,12 +430,12 @@ static size_t listed(const struct chain *ch, int name, int names, int64_t *out, 
 
 size_t cat_in_category(const struct catalog *c, int cat, int64_t *out, size_t cap)
 {
-    return listed(&c->cc, cat, c->cats.n, out, cap);
+    return listed(&c->cc, c->clicks, cat, c->cats.n, out, cap);
 }
 
 size_t cat_in_region(const struct catalog *c, int reg, int64_t *out, size_t cap)
 {
-    return listed(&c->rc, reg, c->regs.n, out, cap);
+    return listed(&c->rc, c->clicks, reg, c->regs.n, out, cap);
 }
 
 size_t cat_newest(const struct catalog *c, int64_t since_ms, int64_t *out, size_t cap)

@@ -459,11 +459,14 @@ static void explore(struct rec_ctx *c, const struct rec_input *in, struct rec_it
 
     for (size_t i = 0; i < c->n; i++)
         c->taken[c->cand[i]] = 0; /* only the shown list is out of the pool */
+    size_t nb;
+
     for (size_t i = 0; i < n; i++)
         c->taken[out[i].item] = c->gen;
+    nb = beps > 0 ? boosted_left(c, in) : 0; /* less one per boosted item drawn below */
     for (size_t s = 0; s < n; s++) {
-        size_t nb = beps > 0 ? boosted_left(c, in) : 0;
         double b = nb ? beps : 0.0, e = pool > 0 ? eps : 0.0, u;
+        int was_boosted;
         int64_t it = -1;
         enum rec_source src = REC_EXPLORE;
         out[s].propensity = (1.0 - b) * (1.0 - e);
@@ -480,17 +483,14 @@ static void explore(struct rec_ctx *c, const struct rec_input *in, struct rec_it
         }
         if (it < 0)
             continue;
-        c->taken[it] = c->gen; /* checked before: is_boosted needs it usable */
-        out[s] = (struct rec_item){
-            it, 0.0f, src,
-            (1.0 - b) * e / (double)pool + (src == REC_EXPLORE_NEW ? b / (double)nb : 0.0),
-            1u << src};
-        if (src == REC_EXPLORE && b > 0) { /* it could have come from the boosted draw too */
-            c->taken[it] = 0;
-            if (is_boosted(c, in, it))
-                out[s].propensity += b / (double)nb;
-            c->taken[it] = c->gen;
-        }
+        /* a boosted item could have come from either draw */
+        was_boosted = src == REC_EXPLORE_NEW || (b > 0 && is_boosted(c, in, it));
+        c->taken[it] = c->gen;
+        out[s] = (struct rec_item){it, 0.0f, src,
+                                   (1.0 - b) * e / (double)pool +
+                                       (was_boosted ? b / (double)nb : 0.0),
+                                   1u << src};
+        nb -= (size_t)was_boosted;
         pool--;
     }
 }
