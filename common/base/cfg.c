@@ -162,7 +162,7 @@ static const struct key_def keys[] = {
     {"clickstream.sources", K_STR, 0, 0, "",
      "candidate sources by quota, name:quota,... of gru, covisit, popular, category, region, "
      "cart, new, content (docs/clickstream.md; empty: gru:<candidates>,covisit:<k>,popular:<k>)"},
-    {"clickstream.mmr_candidates", K_INT, 0, 5000, "200",
+    {"clickstream.mmr_candidates", K_INT, 0, 5000, "100",
      "with clickstream.sources: the most relevant candidates MMR re-ranks (0: all)"},
     {"clickstream.recent_items", K_INT, 1, 16, "3",
      "the category source: categories of the session's last this many items"},
