@@ -13,7 +13,8 @@
  *   - the items of a category or a region, most clicked first: per category
  *     and per region a short list of the most clicked items (counts of the
  *     clicks this process saw, cat_click), then the rest of the category's
- *     items newest first (an intrusive chain per category and per region);
+ *     items, latest records first (an intrusive chain per category and per
+ *     region);
  *   - new arrivals: the CAT_NEW_MAX newest items by created time;
  *   - the items the GRU has never seen (id >= the model's items) that have
  *     an embedding, for content neighbours.
@@ -98,7 +99,7 @@ int64_t cat_created_ms(const struct catalog *c, int64_t id); /* 0 unknown */
 double cat_price(const struct catalog *c, int64_t id);
 const float *cat_embedding(const struct catalog *c, int64_t id, int *dim); /* NULL none */
 /* The catalogue's items of category cat (region reg), most clicked first,
- * then newest first: up to cap ids into out; returns how many. */
+ * then latest records first: up to cap ids into out; returns how many. */
 size_t cat_in_category(const struct catalog *c, int cat, int64_t *out, size_t cap);
 size_t cat_in_region(const struct catalog *c, int reg, int64_t *out, size_t cap);
 /* Items created at or after since_ms, newest first. */
