@@ -57,7 +57,8 @@ static int plan_diff_open(struct plan_diff *d)
     static const char *const files[] = {
         "transaction_event.avsc", "transaction_prediction.avsc", "dead_letter.avsc",
         "alert_event.avsc",       "image_event.avsc",            "image_prediction.avsc",
-        "click_event.avsc",       "click_prediction.avsc",       "label_event.avsc"};
+        "click_event.avsc",       "click_prediction.avsc",       "label_event.avsc",
+        "catalog_item.avsc"};
     char from[256], path[128];
     struct err e = {0};
     FILE *ids;
@@ -69,7 +70,7 @@ static int plan_diff_open(struct plan_diff *d)
     snprintf(path, sizeof(path), "%s/ids", d->dir);
     if (!(ids = fopen(path, "w")))
         return snprintf(d->why, sizeof(d->why), "%s: cannot write", path), -1;
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < (int)(sizeof(files) / sizeof(files[0])); i++) {
         snprintf(from, sizeof(from), "schemas/%s", files[i]);
         if (plan_diff_copy(from, d->dir, files[i]))
             return snprintf(d->why, sizeof(d->why), "%s: cannot copy", from), -1;
