@@ -6,14 +6,17 @@
 # from the first to the N-th recommendation consumed, one run (the machine
 # is shared). Figures, never pass/fail. Prints markdown.
 # Environment: PROBE (ivf_probe, default 64), STAGES=0 / QUALITY=0 skip the in-process and
-# click-eval parts, ONLY=ivf skips the exact end-to-end run.
+# click-eval parts, ONLY=ivf skips the exact end-to-end run. SOURCES=name:quota,... runs the
+# workers with those candidate sources (clickstream.sources) and a catalogue of the 100,000
+# items (500 categories, 10 regions, 16-value embeddings) plus 1,000 new items listed an hour
+# before the clicks; 5% of the clicks are then cart events.
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-20000}
 SESSIONS=${SESSIONS:-2000}
 PY=/usr/bin/python3
 SM="$BUILD/streamml"
-MODEL="$BUILD/clickstream-bench-trained/gru4rec.onnx"
+MODEL=${MODEL:-"$BUILD/clickstream-bench-trained/gru4rec.onnx"}
 HELDOUT="$BUILD/clickstream-bench-trained/sessions_heldout.jsonl"
 tmp=$(mktemp -d /tmp/streamml-benchclick-XXXXXX)
 pids=()
@@ -34,18 +37,36 @@ if [ "${STAGES:-1}" = 1 ]; then
 fi
 
 # N clicks over SESSIONS interleaved sessions, Zipf-ish items of the 100k catalog
-$PY - "$N" "$SESSIONS" > "$tmp/clicks.jsonl" <<'PYEOF'
+$PY - "$N" "$SESSIONS" "${SOURCES:-}" > "$tmp/clicks.jsonl" <<'PYEOF'
 import json, sys
 import numpy as np
-n, s = int(sys.argv[1]), int(sys.argv[2])
+n, s, sources = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 rng = np.random.default_rng(1)
 items = np.minimum(rng.zipf(1.2, n) - 1, 99999)
+cart = rng.random(n) < (0.05 if sources else 0.0)
 t = 1_767_225_600_000
 for i in range(n):
     t += 100
     print(json.dumps({"event_id": f"c{i}", "session_id": f"s{(i * 7919) % s}", "user_id": None,
-                      "item_id": int(items[i]), "event_type": "view", "event_time": t}))
+                      "item_id": int(items[i]), "event_type": "cart" if cart[i] else "view",
+                      "event_time": t}))
 PYEOF
+catalog_args=()
+if [ -n "${SOURCES:-}" ]; then
+    $PY - > "$tmp/catalog.jsonl" <<'PYEOF'
+import json
+import numpy as np
+rng = np.random.default_rng(2)
+t = 1_767_225_600_000
+for i in range(101000):
+    print(json.dumps({"id": i, "category": f"c{i % 500}", "region": f"r{i % 10}",
+                      "price": 10.0, "created": t - (3600000 if i >= 100000 else 86400000 * 365),
+                      "embedding": [round(float(x), 3) for x in rng.normal(size=16)]},
+                     separators=(",", ":")))
+PYEOF
+    catalog_args=(-X clickstream.sources="$SOURCES" -X clickstream.catalog="$tmp/catalog.jsonl"
+                  -X clickstream.catalog_max_items=101000)
+fi
 
 "$SM" broker --topics clickstream:8,predictions.exact:8,predictions.ivf:8,clickstream.dlq:1,heldout:3 \
     --bootstrap-file "$tmp/bs" >"$tmp/broker.log" 2>&1 &
@@ -62,7 +83,8 @@ run_worker() { # name, extra -X args...
     local name=$1; shift
     "$BUILD/streamml-clickstream" -b "$bs" -X redis.port="$rport" -X clickstream.model="$MODEL" \
         -X kafka.group.id="bench-$name" -X output.topic="predictions.$name" \
-        -X worker.max_messages="$N" "$@" --log-level info 2>"$tmp/worker-$name.log" &
+        -X worker.max_messages="$N" ${catalog_args[@]+"${catalog_args[@]}"} "$@" \
+        --log-level info 2>"$tmp/worker-$name.log" &
     local wpid=$!; pids+=($wpid)
     "$SM" consume -b "$bs" -t "predictions.$name" -f -n 1 --log-level error >/dev/null 2>&1
     local t0 t1
@@ -95,7 +117,7 @@ echo "|---|---:|---|"
 run_worker ivf -X redis.prefix=ivf: -X clickstream.search=ivf -X clickstream.ivf_probe="${PROBE:-64}"
 echo
 for name in $([ "${ONLY:-}" = ivf ] || echo exact) ivf; do
-    grep -o 'summary: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'
+    grep -o 'summary: .*\|counts: .*\|catalogue: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'
     grep -o 'IVF search: [^"]*' "$tmp/worker-$name.log" | sed 's/^/    /' || true
 done
 

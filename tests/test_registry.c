@@ -119,7 +119,8 @@ static int make_schema_dir(struct fx *f)
                  "4 alert_event.avsc\n5 transaction_event_v0.avsc\n6 transaction_event_v2.avsc\n"
                  "7 transaction_event_badtype.avsc\n8 transaction_event_noid.avsc\n"
                  "9 image_event.avsc\n10 image_prediction.avsc\n11 label_event.avsc\n"
-                 "12 click_event.avsc\n13 click_prediction.avsc\n14 click_outcome.avsc\n");
+                 "12 click_event.avsc\n13 click_prediction.avsc\n14 click_outcome.avsc\n"
+                 "15 catalog_item.avsc\n");
     fclose(ids);
     return 0;
 }

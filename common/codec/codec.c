@@ -95,7 +95,8 @@ static const char *const known_files[CODEC_NSCHEMAS] = {"transaction_event.avsc"
                                                         "label_event.avsc",
                                                         "click_event.avsc",
                                                         "click_prediction.avsc",
-                                                        "click_outcome.avsc"};
+                                                        "click_outcome.avsc",
+                                                        "catalog_item.avsc"};
 
 int avro_fail(struct err *e, int code, const char *what)
 {

@@ -46,6 +46,7 @@ enum codec_schema {
     CODEC_CLICK_EVENT,         /* click_event.avsc */
     CODEC_CLICK_PREDICTION,    /* click_prediction.avsc */
     CODEC_CLICK_OUTCOME,       /* click_outcome.avsc */
+    CODEC_CATALOG_ITEM,        /* catalog_item.avsc (common/streams/catalog.h; read as JSON) */
     CODEC_NSCHEMAS
 };
 

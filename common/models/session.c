@@ -20,6 +20,8 @@ struct sess_model {
     float *b;     /* 6H: Wb (z, r, h), Rb (z, r, h) */
     float *out_w; /* H x items ("in_out") or items x H ("out_in") */
     int out_in;
+    float *out_rows; /* in_out: out.weight transposed, items x H: one item's score reads
+                        one row (sess_score_one), not H cache lines items apart */
     float *out_b; /* items */
     int64_t popular[POPULAR_MAX];
     size_t n_popular;
@@ -140,6 +142,14 @@ static int load(struct sess_model *m, struct onnx_model *om, const char *path, s
     }
     if (read_popular(m, onnx_metadata(om, "popular"), path, e))
         return e->code;
+    if (!m->out_in) {
+        if (!(m->out_rows = malloc((size_t)m->items * (size_t)h * sizeof(float))))
+            return err_set(e, ERR_NOMEM, "out of memory for the output rows");
+        for (int j = 0; j < h; j++)
+            for (int64_t i = 0; i < m->items; i++)
+                m->out_rows[(size_t)i * (size_t)h + (size_t)j] =
+                    m->out_w[(size_t)j * (size_t)m->items + (size_t)i];
+    }
     m->unit = malloc((size_t)m->items * m->emb * sizeof(float));
     if (!m->unit)
         return err_set(e, ERR_NOMEM, "out of memory for the unit embeddings");
@@ -183,6 +193,7 @@ void sess_model_close(struct sess_model *m)
     free(m->r);
     free(m->b);
     free(m->out_w);
+    free(m->out_rows);
     free(m->out_b);
     free(m);
 }
@@ -276,7 +287,7 @@ float sess_score_one(const struct sess_model *m, const float *h, int64_t item)
 
     if (m->out_in)
         return s + cblas_sdot(H, h, 1, m->out_w + item * H, 1);
-    return s + cblas_sdot(H, h, 1, m->out_w + item, (int)m->items);
+    return s + cblas_sdot(H, h, 1, m->out_rows + item * H, 1);
 }
 
 /* Min-heap of the k best (item, score) so far, root = the worst kept.
@@ -387,6 +398,23 @@ void sess_state_push(struct sess_state *s, int64_t item, int max_hist)
     s->hist[s->n_hist++] = item;
 }
 
+void sess_state_cart(struct sess_state *s, int64_t item, int purchased)
+{
+    for (int i = 0; i < s->n_cart; i++)
+        if (s->cart[i] == item) {
+            memmove(s->cart + i, s->cart + i + 1, (size_t)(s->n_cart - i - 1) * sizeof(int64_t));
+            s->n_cart--;
+            break;
+        }
+    if (purchased)
+        return;
+    if (s->n_cart == SESS_MAX_CART) {
+        memmove(s->cart, s->cart + 1, (SESS_MAX_CART - 1) * sizeof(int64_t));
+        s->n_cart--;
+    }
+    s->cart[s->n_cart++] = item;
+}
+
 static unsigned char *put_u64(unsigned char *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++)
@@ -408,7 +436,8 @@ static uint64_t get_u64(const unsigned char *p)
 
 size_t sess_state_encode(const struct sess_state *s, unsigned char *buf, size_t cap)
 {
-    size_t need = HEADER_BYTES + 8 * (size_t)s->n_hist + (s->has_h ? 4 * (size_t)s->hidden : 0);
+    size_t need = HEADER_BYTES + 8 * (size_t)s->n_hist + (s->has_h ? 4 * (size_t)s->hidden : 0) +
+                  8 * (size_t)s->n_cart;
     unsigned char *p = buf;
     uint32_t magic = STATE_MAGIC, hid = (uint32_t)s->hidden;
 
@@ -419,7 +448,7 @@ size_t sess_state_encode(const struct sess_state *s, unsigned char *buf, size_t 
     *p++ = (unsigned char)(s->n_hist & 0xff);
     *p++ = (unsigned char)(s->n_hist >> 8);
     *p++ = (unsigned char)(s->has_h != 0);
-    *p++ = 0;
+    *p++ = (unsigned char)s->n_cart;
     for (int i = 0; i < 4; i++)
         *p++ = (unsigned char)(hid >> (8 * i));
     p = put_u64(p, (uint64_t)s->last_ms);
@@ -429,6 +458,9 @@ size_t sess_state_encode(const struct sess_state *s, unsigned char *buf, size_t 
         p = put_u64(p, (uint64_t)s->hist[i]);
     if (s->has_h)
         memcpy(p, s->h, 4 * (size_t)s->hidden); /* float32, host order (little-endian) */
+    p += s->has_h ? 4 * (size_t)s->hidden : 0;
+    for (int i = 0; i < s->n_cart; i++)
+        p = put_u64(p, (uint64_t)s->cart[i]);
     return need;
 }
 
@@ -436,7 +468,7 @@ int sess_state_decode(struct sess_state *s, const unsigned char *buf, size_t len
                       struct err *e)
 {
     uint32_t magic = 0, hid = 0;
-    int n, has_h;
+    int n, has_h, n_cart;
     size_t need;
 
     sess_state_init(s, hidden);
@@ -449,6 +481,7 @@ int sess_state_decode(struct sess_state *s, const unsigned char *buf, size_t len
     }
     n = buf[4] | buf[5] << 8;
     has_h = buf[6];
+    n_cart = buf[7];
     if (magic != STATE_MAGIC)
         return err_set(e, ERR_DECODE, "session state: not a clickstream state (magic %08x)",
                        (unsigned)magic);
@@ -458,7 +491,10 @@ int sess_state_decode(struct sess_state *s, const unsigned char *buf, size_t len
     if (has_h && hid != (uint32_t)hidden)
         return err_set(e, ERR_DECODE, "session state: hidden size %u, the model's is %d",
                        (unsigned)hid, hidden);
-    need = HEADER_BYTES + 8 * (size_t)n + (has_h ? 4 * (size_t)hidden : 0);
+    if (n_cart > SESS_MAX_CART)
+        return err_set(e, ERR_DECODE, "session state: %d cart items, at most %d", n_cart,
+                       SESS_MAX_CART);
+    need = HEADER_BYTES + 8 * (size_t)n + (has_h ? 4 * (size_t)hidden : 0) + 8 * (size_t)n_cart;
     if (len != need)
         return err_set(e, ERR_DECODE, "session state: %zu bytes, expected %zu", len, need);
     s->last_ms = (int64_t)get_u64(buf + 12);
@@ -476,5 +512,8 @@ int sess_state_decode(struct sess_state *s, const unsigned char *buf, size_t len
                 return err_set(e, ERR_DECODE, "session state: non-finite hidden value %d", j);
             }
     }
+    for (int i = 0; i < n_cart; i++)
+        s->cart[i] = (int64_t)get_u64(buf + need - 8 * (size_t)(n_cart - i));
+    s->n_cart = n_cart;
     return ERR_OK;
 }

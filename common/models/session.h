@@ -32,8 +32,10 @@
 
 #define SESS_MAX_HIDDEN 1024
 #define SESS_MAX_HISTORY 64 /* items kept per session (state and exclusion) */
+#define SESS_MAX_CART 16    /* cart items kept per session (the cart source) */
 #define REC_MAX_K 64        /* items shown per recommendation */
-#define REC_MAX_CANDIDATES 512
+#define REC_MAX_CANDIDATES 5000 /* GRU candidates (clickstream.candidates or its quota) */
+#define REC_MAX_POOL 5000       /* candidates of all sources together */
 
 struct sess_model;
 
@@ -92,23 +94,55 @@ float sess_score_one(const struct sess_model *m, const float *h, int64_t item);
 
 /* ---- ranking ---- */
 
-enum rec_source { REC_GRU = 0, REC_COVISIT, REC_POPULAR, REC_EXPLORE, REC_NSOURCES };
+/* Where a shown item came from. The first four are the sources of the
+ * first release (their numbers are kept); REC_EXPLORE_NEW is the boosted
+ * exploration of new items. */
+enum rec_source {
+    REC_GRU = 0,
+    REC_COVISIT,
+    REC_POPULAR, /* trending, then the model's popular items */
+    REC_EXPLORE,
+    REC_CATEGORY,    /* most clicked items of the session's recent items' categories */
+    REC_REGION,      /* most clicked items of the session's region */
+    REC_CART,        /* the session's cart (event_type cart, not purchased) */
+    REC_NEW,         /* new arrivals */
+    REC_CONTENT,     /* content neighbours (catalogue embeddings) never seen by the GRU */
+    REC_EXPLORE_NEW, /* boosted exploration of new items */
+    REC_NSOURCES
+};
 const char *rec_source_name(enum rec_source s); /* "gru", "covisit", ... */
+/* The source named name (aliases: covis, trending); -1 unknown. */
+int rec_source_by_name(const char *name);
 
 struct rec_opts {
     int k;             /* items shown, 1..REC_MAX_K (default 10) */
-    int candidates;    /* top GRU scores considered, 1..REC_MAX_CANDIDATES (default 50) */
+    int candidates;    /* top GRU scores considered (the GRU's quota), 1..REC_MAX_CANDIDATES */
     double lambda_diversity; /* MMR's weight of the diversity term: 0 = relevance
                                 only, 1 = diversity only (default 0.5) */
     int mmr_dot;             /* MMR similarity: 0 cosine (default), 1 dot product */
     double epsilon;    /* exploration probability per slot, 0..1 (default 0.05) */
+    /* Sources and pools (0: the first release's behaviour) */
+    int64_t ids;        /* item ids ranked: 0..ids-1, >= the model's items (new items
+                           have ids past the model's); 0: the model's items */
+    int pool;           /* most candidates of one union, <= REC_MAX_POOL; 0: candidates + 2k */
+    int mmr_pool;       /* MMR re-ranks the mmr_pool most relevant candidates; 0: all */
+    double new_epsilon; /* per slot, the share drawn from the boosted new items */
 };
 
 struct rec_item {
     int64_t item;
     float score; /* the GRU score (logit); popularity relevance 0..1 when cold */
-    enum rec_source source;
+    enum rec_source source; /* the first source that proposed it */
     double propensity;
+    unsigned sources; /* bit (1 << source) per source that proposed it */
+};
+
+/* One more candidate source: up to quota of its usable items, best first. */
+struct rec_list {
+    enum rec_source source;
+    const int64_t *items;
+    size_t n;
+    int quota;
 };
 
 struct rec_input {
@@ -123,6 +157,18 @@ struct rec_input {
     size_t n_covisit;
     const int64_t *popular; /* popular/trending items, best first */
     size_t n_popular;
+    /* Sources by quota (o.ids and o.pool set): when n_lists > 0 these
+     * replace covisit and popular above. REC_CART items may be in the
+     * session (they are not excluded). */
+    const struct rec_list *lists;
+    size_t n_lists;
+    /* Ids >= the model's items: present[id] 1 for an item of the catalogue
+     * (candidates, exploration pool); NULL: none. n_present of them. */
+    const unsigned char *present;
+    int64_t n_present;
+    /* New items in their boost period: o.new_epsilon of each slot */
+    const int64_t *boosted;
+    size_t n_boosted;
 };
 
 struct rec_ctx;
@@ -146,13 +192,19 @@ struct sess_state {
     float h[SESS_MAX_HIDDEN];
     int64_t last_ms;         /* event time of the last click */
     int64_t clicks, unknown; /* clicks seen, of which unknown items */
+    int n_cart;              /* items put in the cart and not bought since, oldest first */
+    int64_t cart[SESS_MAX_CART];
 };
 
 void sess_state_init(struct sess_state *s, int hidden);
 /* Appends item to the history (the oldest falls out past max_hist). */
 void sess_state_push(struct sess_state *s, int64_t item, int max_hist);
+/* A cart event puts item in the cart (the newest; the oldest falls out past
+ * SESS_MAX_CART), a purchase takes it out. */
+void sess_state_cart(struct sess_state *s, int64_t item, int purchased);
 /* Compact little-endian encoding; returns the length, or 0 if cap is too
- * small. */
+ * small. The cart's count is the header's byte 7 (0 in states written
+ * before carts: they decode as before), its items follow the hidden state. */
 size_t sess_state_encode(const struct sess_state *s, unsigned char *buf, size_t cap);
 /* ERR_DECODE naming the problem for a blob that is truncated, from another
  * format, or whose hidden size differs from `hidden` (a new model). */

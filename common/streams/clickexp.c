@@ -342,3 +342,18 @@ void cx_shadow(struct cx *x, struct codec *cd, const struct cstep *cs, size_t n,
                 log_warn("shadow prediction of %s not sent: %s", p.event_id, e.msg);
         }
 }
+
+void cx_log_counts(const struct cx *x)
+{
+    const struct cx_counts *o;
+
+    if (!x || !cx_outcomes_topic(x))
+        return;
+    o = cx_counts(x);
+    log_info("outcomes: %llu clicks joined (%llu impressions, %llu click-throughs, %llu "
+             "carts, %llu purchases), %llu redelivered, %llu fenced, %llu join errors",
+             (unsigned long long)o->joined, (unsigned long long)o->impressions,
+             (unsigned long long)o->clicks, (unsigned long long)o->carts,
+             (unsigned long long)o->purchases, (unsigned long long)o->redelivered,
+             (unsigned long long)o->fenced, (unsigned long long)o->errors);
+}

@@ -85,5 +85,8 @@ struct cx_counts {
     uint64_t joined, impressions, clicks, carts, purchases, redelivered, fenced, errors;
 };
 const struct cx_counts *cx_counts(const struct cx *x);
+/* The outcome counts in one log line (the worker's summary); nothing when
+ * outcomes are off. */
+void cx_log_counts(const struct cx *x);
 
 #endif

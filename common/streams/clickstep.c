@@ -10,8 +10,9 @@
 #include "clickstep.h"
 #include "log.h"
 #include "pipeline.h"
+#include "sources.h"
 
-#define POPULAR_MAX 200
+#define POPULAR_MAX 200 /* the model's popular items kept after the trending ones */
 
 /* Per click of a batch. */
 struct slot {
@@ -23,6 +24,8 @@ struct slot {
     int has_h;            /* the session had a known item by this click */
     int n_hist;
     int64_t hist[SESS_MAX_HISTORY]; /* the session's items after this click */
+    int n_cart;
+    int64_t cart[SESS_MAX_CART];
 };
 
 struct cstep {
@@ -49,10 +52,15 @@ struct cstep {
     struct sess_top *top; /* score_batch x ktop */
     int ktop;             /* candidates + history: enough after exclusion */
     int64_t *cov_items, *cov_out;
-    int *cov_n;
+    int *cov_n, cov_q; /* co-visited items read per click */
     struct cov_click *clicks;
-    int64_t popular[POPULAR_MAX];
+    int64_t *popular; /* trending (its quota) then POPULAR_MAX of the model's */
     size_t n_popular;
+    int trend_q;
+    struct src_spec sp; /* clickstream.sources */
+    struct src_ctx *src;
+    struct catalog *cat; /* borrowed, NULL: no catalogue */
+    int64_t ids;         /* ids ranked (the catalogue's room) */
     struct cstep_counts cnt;
     int64_t kill_after, stores; /* clickstream.test_kill_between_writes */
     /* experiment arms (cstep_arms): a ranking context each, same model */
@@ -121,6 +129,9 @@ static int open_model(struct cstep *c, const struct cfg *cf, struct err *e)
     uint64_t seed = (uint64_t)cfg_int(cf, "clickstream.seed");
     const char *path = cfg_str(cf, "clickstream.model");
     const char *sim = cfg_str(cf, "clickstream.mmr_similarity");
+    struct src_opts so = {(int)cfg_int(cf, "clickstream.recent_items"),
+                          cfg_int(cf, "clickstream.new_item_age_s") * 1000,
+                          (uint32_t)cfg_int(cf, "clickstream.new_item_impressions")};
 
     if (strcmp(sim, "cosine") && strcmp(sim, "dot"))
         return err_set(e, ERR_CONFIG, "clickstream.mmr_similarity \"%s\": expected cosine or dot",
@@ -134,15 +145,33 @@ static int open_model(struct cstep *c, const struct cfg *cf, struct err *e)
     openblas_set_num_threads((int)cfg_int(cf, "clickstream.blas_threads"));
     if (!seed)
         seed = (uint64_t)pipe_wall_ms() ^ ((uint64_t)getpid() << 32);
+    if (src_parse(cfg_str(cf, "clickstream.sources"), o.candidates, o.k, &c->sp, e) ||
+        src_open(&c->src, &c->sp, &so, e))
+        return e->code;
+    c->ids = cstep_catalog_ids(cf, sess_model_items(c->m));
+    if (!c->sp.legacy) { /* by quota: the pool, new items, boosted exploration */
+        o.candidates = src_quota(&c->sp, REC_GRU);
+        o.pool = c->sp.pool;
+        o.ids = c->ids;
+        o.mmr_pool = (int)cfg_int(cf, "clickstream.mmr_candidates");
+        o.new_epsilon = cfg_double(cf, "clickstream.new_item_epsilon");
+    }
+    c->ktop = o.candidates + c->history;
+    c->cov_q = src_quota(&c->sp, REC_COVISIT);
+    c->cov_q = c->cov_q > COV_KEEP ? COV_KEEP : c->cov_q;
+    c->trend_q = c->sp.legacy ? 2 * o.k : src_quota(&c->sp, REC_POPULAR);
+    c->trend_q = c->trend_q > COV_TRENDING_KEEP ? COV_TRENDING_KEEP : c->trend_q;
     if (rec_ctx_open(&c->rc, c->m, &o, seed, e))
         return e->code;
     c->k = o.k;
     c->ropts = o;
     c->seed = seed;
-    log_info("model %s (%s %s): %lld items, hidden %d; top %d of %d candidates, MMR "
+    log_info("model %s (%s %s): %lld items, hidden %d; top %d of %d candidates (%s), MMR "
              "lambda_diversity %.2f (%s), epsilon %.3f",
              path, sess_model_name(c->m), sess_model_version(c->m),
-             (long long)sess_model_items(c->m), sess_model_hidden(c->m), o.k, o.candidates,
+             (long long)sess_model_items(c->m), sess_model_hidden(c->m), o.k,
+             c->sp.legacy ? o.candidates : c->sp.pool,
+             c->sp.legacy ? "gru, covisit, popular" : cfg_str(cf, "clickstream.sources"),
              o.lambda_diversity, sim, o.epsilon);
     return ERR_OK;
 }
@@ -163,12 +192,13 @@ static int alloc_batch(struct cstep *c, struct err *e)
     c->block = calloc((sb < 256 ? sb : 256) * SESS_BLOCK, sizeof(float));
     c->top = calloc(sb * (size_t)c->ktop, sizeof(*c->top));
     c->cov_items = calloc(n, sizeof(int64_t));
-    c->cov_out = calloc(n * (size_t)c->k, sizeof(int64_t));
+    c->cov_out = calloc(n * (size_t)(c->cov_q ? c->cov_q : 1), sizeof(int64_t));
+    c->popular = calloc((size_t)c->trend_q + POPULAR_MAX, sizeof(int64_t));
     c->cov_n = calloc(n, sizeof(int));
     c->clicks = calloc(n, sizeof(*c->clicks));
     if (!c->sl || !c->blobs || !c->states || !c->last_ev || !c->enc || !c->puts || !c->applied ||
         !c->h || !c->h_ev || !c->block || !c->top || !c->cov_items || !c->cov_out || !c->cov_n ||
-        !c->clicks || pipe_entset_init(&c->sessions, n))
+        !c->clicks || !c->popular || pipe_entset_init(&c->sessions, n))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", n);
     return ERR_OK;
 }
@@ -188,11 +218,11 @@ int cstep_open(struct cstep **out, const struct cfg *cf, size_t cap, struct stat
     c->history = (int)cfg_int(cf, "clickstream.history");
     c->budget_ms = (int)cfg_int(cf, "state.retry_budget_ms");
     c->kill_after = cfg_int(cf, "clickstream.test_kill_between_writes");
-    c->ktop = (int)cfg_int(cf, "clickstream.candidates") + c->history;
     if (open_model(c, cf, e) || cstep_search_open(cf, NULL, c->m, c->ktop, &c->ann, &c->annq, e))
         goto fail;
     /* a session's state must fit one blob: header, history, hidden state */
-    if (36 + 8 * (size_t)c->history + 4 * (size_t)sess_model_hidden(c->m) > STATE_BLOB_MAX) {
+    if (36 + 8 * (size_t)c->history + 4 * (size_t)sess_model_hidden(c->m) + 8 * SESS_MAX_CART >
+        STATE_BLOB_MAX) {
         err_set(e, ERR_CONFIG,
                 "clickstream.history %d with hidden size %d: the session state exceeds %d bytes",
                 c->history, sess_model_hidden(c->m), STATE_BLOB_MAX);
@@ -213,13 +243,14 @@ void cstep_close(struct cstep *c)
         return;
     void *arrays[] = {c->sl,   c->blobs,     c->states,  c->last_ev, c->enc,
                       c->puts, c->applied,   c->h,       c->h_ev,    c->block,
-                      c->top,  c->cov_items, c->cov_out, c->cov_n,   c->clicks};
+                      c->top,  c->cov_items, c->cov_out, c->cov_n,   c->clicks, c->popular};
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
     pipe_entset_free(&c->sessions);
     for (size_t a = 0; a < c->n_arms; a++)
         rec_ctx_close(c->arm_rc[a]);
     free(c->shadow);
+    src_close(c->src);
     rec_ctx_close(c->rc);
     ann_query_close(c->annq);
     ann_close(c->ann);
@@ -276,6 +307,24 @@ int cstep_ivf(const struct cstep *c)
     return c->ann != NULL;
 }
 
+int64_t cstep_catalog_ids(const struct cfg *cf, int64_t model_items)
+{
+    int64_t n = cfg_int(cf, "clickstream.catalog_max_items");
+
+    return n ? n : 2 * model_items;
+}
+
+int cstep_set_catalog(struct cstep *c, struct catalog *cat, struct err *e)
+{
+    if (cat && (c->sp.legacy || cat_max_items(cat) > c->ids))
+        return err_set(e, ERR_CONFIG,
+                       c->sp.legacy ? "a catalogue needs clickstream.sources (the quotas)"
+                                    : "the catalogue's %lld ids exceed the ranking's %lld",
+                       (long long)cat_max_items(cat), (long long)c->ids);
+    c->cat = cat;
+    return ERR_OK;
+}
+
 /* ---- state: read, advance ---- */
 
 /* Reads the batch's sessions; 1 if the store could not be read (degraded). */
@@ -327,6 +376,15 @@ static void advance(struct cstep *c, size_t i)
             sess_state_push(st, item, c->history);
         else
             st->unknown++;
+        if (s->ev->type != CLICK_VIEW && item >= 0 && item < c->ids)
+            sess_state_cart(st, item, s->ev->type == CLICK_PURCHASE);
+        if (c->cat) {
+            cat_click(c->cat, item);
+            if (src_is_new(c->src, c->cat, item, s->ev->event_time_ms)) {
+                cat_count_new(c->cat, item, 0, 1);
+                c->cnt.new_clicks++;
+            }
+        }
         c->last_ev[s->sess] = (int)i;
         c->clicks[i] = (struct cov_click){p->unknown_item ? -1 : prev,
                                           p->unknown_item ? -1 : item,
@@ -342,6 +400,8 @@ static void advance(struct cstep *c, size_t i)
         memcpy(c->h_ev + i * (size_t)st->hidden, st->h, (size_t)st->hidden * sizeof(float));
     s->n_hist = st->n_hist;
     memcpy(s->hist, st->hist, (size_t)st->n_hist * sizeof(int64_t));
+    s->n_cart = st->n_cart;
+    memcpy(s->cart, st->cart, (size_t)st->n_cart * sizeof(int64_t));
     p->session_clicks = st->clicks;
 }
 
@@ -355,13 +415,13 @@ static void fetch_popular(struct cstep *c)
     struct err e = {0};
 
     c->n_popular = 0;
-    if (c->cov && cov_trending(c->cov, c->k * 2, c->popular, &nt, &e)) {
+    if (c->cov && c->trend_q && cov_trending(c->cov, c->trend_q, c->popular, &nt, &e)) {
         c->cnt.cov_errors++;
         log_warn("trending items not read (the model's popular items are used): %s", e.msg);
         nt = 0;
     }
     c->n_popular = (size_t)nt;
-    for (size_t j = 0; j < np && c->n_popular < POPULAR_MAX; j++)
+    for (size_t j = 0; j < np && c->n_popular < (size_t)c->trend_q + POPULAR_MAX; j++)
         c->popular[c->n_popular++] = mp[j]; /* duplicates are skipped by rec_rank */
 }
 
@@ -374,7 +434,8 @@ static void fetch_covisited(struct cstep *c)
         c->cov_items[i] = s->ev && s->n_hist ? s->hist[s->n_hist - 1] : -1;
         c->cov_n[i] = 0;
     }
-    if (c->cov && cov_covisited(c->cov, c->n, c->cov_items, c->k, c->cov_out, c->cov_n, &e)) {
+    if (c->cov && c->cov_q &&
+        cov_covisited(c->cov, c->n, c->cov_items, c->cov_q, c->cov_out, c->cov_n, &e)) {
         c->cnt.cov_errors++;
         memset(c->cov_n, 0, c->n * sizeof(int));
         log_warn("co-visited items not read: %s", e.msg);
@@ -384,8 +445,9 @@ static void fetch_covisited(struct cstep *c)
 /* ---- ranking ---- */
 
 /* The items of out[0..n) into p; counted when count. */
+/* now < 0: a shadow ranking, logged and never shown, so not counted. */
 static void put_items(struct cstep *c, struct click_prediction *p, const struct rec_item *out,
-                      size_t n, int count)
+                      size_t n, int64_t now)
 {
     p->n_items = (int)n;
     for (size_t j = 0; j < n; j++) {
@@ -394,9 +456,16 @@ static void put_items(struct cstep *c, struct click_prediction *p, const struct 
         p->items[j].propensity = out[j].propensity;
         snprintf(p->items[j].source, sizeof(p->items[j].source), "%s",
                  rec_source_name(out[j].source));
-        c->cnt.explored += count && out[j].source == REC_EXPLORE;
+        if (now < 0)
+            continue;
+        c->cnt.explored += out[j].source == REC_EXPLORE || out[j].source == REC_EXPLORE_NEW;
+        c->cnt.by_source[out[j].source]++;
+        if (c->cat && src_is_new(c->src, c->cat, out[j].item, now)) {
+            cat_count_new(c->cat, out[j].item, 1, 0); /* toward the end of its boost */
+            c->cnt.new_shown++;
+        }
     }
-    c->cnt.shown += count ? n : 0;
+    c->cnt.shown += now >= 0 ? n : 0;
 }
 
 /* top: the session's best items (NULL: cold start), h its hidden state. */
@@ -405,25 +474,45 @@ static void rank(struct cstep *c, size_t i, const struct sess_top *top, const fl
     struct slot *s = &c->sl[i];
     struct click_prediction *p = &c->preds[i];
     struct rec_item out[REC_MAX_K];
+    struct rec_list lists[REC_NSOURCES];
+    int64_t now = s->ev->event_time_ms;
+    struct src_session ss = {s->hist,
+                             s->n_hist,
+                             s->cart,
+                             s->n_cart,
+                             now,
+                             c->cov_out + i * (size_t)c->cov_q,
+                             (size_t)c->cov_n[i],
+                             c->popular,
+                             c->n_popular};
     struct rec_input in = {.top = top,
                            .n_top = top ? (size_t)c->ktop : 0,
                            .h = top ? h : NULL,
                            .exclude = s->hist,
                            .n_exclude = (size_t)s->n_hist,
-                           .covisit = c->cov_out + i * (size_t)c->k,
-                           .n_covisit = (size_t)c->cov_n[i],
+                           .covisit = ss.covisit,
+                           .n_covisit = ss.n_covisit,
                            .popular = c->popular,
                            .n_popular = c->n_popular};
     size_t n;
 
+    if (!c->sp.legacy) { /* the sources by quota, the catalogue's new items */
+        in.n_lists = src_lists(c->src, c->cat, &ss, lists);
+        in.lists = lists;
+        if (c->cat) {
+            in.present = cat_present(c->cat);
+            in.n_present = cat_count_unseen(c->cat);
+            in.n_boosted = src_boosted(c->src, c->cat, now, &in.boosted);
+        }
+    }
     rec_rank(c->n_arms ? c->arm_rc[s->arm] : c->rc, &in, out, &n);
-    put_items(c, p, out, n, 1);
+    put_items(c, p, out, n, now);
     /* shadow arms: the same candidates ranked by each, logged, never shown */
     for (size_t a = c->shadow_from; a < c->n_arms; a++) {
         struct click_prediction *q = &c->shadow[i * (c->n_arms - c->shadow_from) + a -
                                                 c->shadow_from];
         rec_rank(c->arm_rc[a], &in, out, &n);
-        put_items(c, q, out, n, 0);
+        put_items(c, q, out, n, -1);
     }
 }
 
@@ -626,4 +715,26 @@ void cstep_store(struct cstep *c)
         c->cnt.state_errors++;
         log_error("session state of %zu session(s) not stored: %s", np, e.msg);
     }
+}
+
+void cstep_log_summary(const struct cstep *c, double secs, uint64_t messages,
+                       uint64_t predictions, uint64_t degraded)
+{
+    const struct cstep_counts *k = cstep_counts(c);
+
+    log_info("summary: %llu messages in %.1f s: %llu predictions (%llu cold start, %llu unknown "
+             "item, %llu redelivered, %llu degraded); %llu items shown, %llu explored; %llu "
+             "sessions scored in %llu %s batches; %llu stored states ignored, %llu state write "
+             "failures, %llu co-visitation errors",
+             (unsigned long long)messages, secs, (unsigned long long)predictions,
+             (unsigned long long)k->cold, (unsigned long long)k->unknown,
+             (unsigned long long)k->redelivered, (unsigned long long)degraded,
+             (unsigned long long)k->shown, (unsigned long long)k->explored,
+             (unsigned long long)k->rows, (unsigned long long)k->batches,
+             cstep_ivf(c) ? "IVF" : "sgemm", (unsigned long long)k->bad_state,
+             (unsigned long long)k->state_errors, (unsigned long long)k->cov_errors);
+    log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced; new "
+             "items: %llu impressions, %llu clicks",
+             (unsigned long long)k->cov_redelivered, (unsigned long long)k->cov_fenced,
+             (unsigned long long)k->new_shown, (unsigned long long)k->new_clicks);
 }

@@ -62,6 +62,8 @@ struct cstep_counts {
     uint64_t cold, unknown, redelivered, bad_state, explored, shown, batches, rows, cov_errors,
         state_errors;
     uint64_t cov_redelivered, cov_fenced; /* clicks the counts skipped or refused */
+    uint64_t by_source[REC_NSOURCES];     /* items shown, per (first) source */
+    uint64_t new_shown, new_clicks;       /* impressions and clicks of new items */
 };
 
 /* The model (clickstream.model), ranking (clickstream.k, candidates,
@@ -86,6 +88,14 @@ const struct sess_model *cstep_model(const struct cstep *c);
 const char *cstep_model_path(const struct cstep *c); /* the file it was opened from */
 const struct cstep_counts *cstep_counts(const struct cstep *c);
 int cstep_ivf(const struct cstep *c); /* 1: candidates from the IVF index */
+
+/* Item ids the ranking has room for: clickstream.catalog_max_items, 0
+ * meaning twice the model's items (the catalogue's new items past them). */
+int64_t cstep_catalog_ids(const struct cfg *cf, int64_t model_items);
+/* The item catalogue the sources read (borrowed; NULL: none). It needs
+ * clickstream.sources and at most cstep_catalog_ids ids: ERR_CONFIG. */
+struct catalog;
+int cstep_set_catalog(struct cstep *c, struct catalog *cat, struct err *e);
 
 /* One click of a batch; ev NULL: not a click (dead-lettered), skipped. */
 struct cstep_click {
@@ -121,5 +131,10 @@ int cstep_batch(struct cstep *c, size_t n, const struct cstep_click *in,
  * its last click's position. Failures are logged and counted: the clicks
  * are then answered again from the old state after a restart. */
 void cstep_store(struct cstep *c);
+
+/* The worker's summary lines: messages in secs, predictions (degraded of
+ * them) as published, and the step's counts. */
+void cstep_log_summary(const struct cstep *c, double secs, uint64_t messages,
+                       uint64_t predictions, uint64_t degraded);
 
 #endif

@@ -1,5 +1,8 @@
 /* rec_: candidates, MMR re-ranking and epsilon-greedy exploration
- * (declared in session.h, with the model they rank for). */
+ * (declared in session.h, with the model they rank for). The candidate
+ * sources are merged here (union by item id, each candidate recording every
+ * source that proposed it); what each source proposes is the caller's
+ * (common/streams/sources.h). */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -11,34 +14,60 @@ struct rec_ctx {
     const struct sess_model *m;
     struct rec_opts o;
     uint64_t rng;
+    int64_t ids;        /* ids ranked: 0..ids-1 (the model's items, then new ones) */
+    int64_t items;      /* the model's items: the ones with scores and embeddings */
+    size_t cap;         /* candidates of one union, with room for the fill */
+    const struct rec_input *in; /* of the current rec_rank */
     uint32_t gen;       /* marks below equal to gen are current */
-    uint32_t *excluded; /* per catalog item: in the session */
-    uint32_t *taken;    /* per catalog item: a candidate, or shown */
-    int64_t cand[REC_MAX_CANDIDATES + 2 * REC_MAX_K];
-    float rel[REC_MAX_CANDIDATES + 2 * REC_MAX_K];
-    float score[REC_MAX_CANDIDATES + 2 * REC_MAX_K];
-    enum rec_source src[REC_MAX_CANDIDATES + 2 * REC_MAX_K];
-    float maxsim[REC_MAX_CANDIDATES + 2 * REC_MAX_K];
-    unsigned char used[REC_MAX_CANDIDATES + 2 * REC_MAX_K];
+    uint32_t *excluded; /* per id: in the session */
+    uint32_t *taken;    /* per id: a candidate, or shown */
+    int32_t *slot;      /* per id, while taken: its candidate slot */
+    int64_t *cand;      /* per candidate slot (cap of each, sized at open) */
+    float *rel, *score, *maxsim;
+    enum rec_source *src;
+    unsigned *mask;
+    unsigned char *used;
+    int64_t *heap;
     size_t n;
 };
 
 const char *rec_source_name(enum rec_source s)
 {
-    static const char *const names[REC_NSOURCES] = {"gru", "covisit", "popular", "explore"};
+    static const char *const names[REC_NSOURCES] = {
+        "gru", "covisit", "popular", "explore", "category",
+        "region", "cart", "new", "content", "explore_new"};
     return (unsigned)s < REC_NSOURCES ? names[s] : "?";
+}
+
+int rec_source_by_name(const char *name)
+{
+    if (strcmp(name, "covis") == 0)
+        return REC_COVISIT;
+    if (strcmp(name, "trending") == 0)
+        return REC_POPULAR;
+    for (int s = 0; s < REC_NSOURCES; s++)
+        if (strcmp(name, rec_source_name((enum rec_source)s)) == 0)
+            return s;
+    return -1;
 }
 
 int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct rec_opts *o,
                  uint64_t seed, struct err *e)
 {
     struct rec_ctx *c;
-    size_t items = (size_t)sess_model_items(m);
+    int64_t items = sess_model_items(m), ids = o->ids > items ? o->ids : items;
+    size_t pool = o->pool ? (size_t)o->pool : (size_t)o->candidates + 2 * (size_t)o->k, cap;
 
     *out = NULL;
+    if (o->pool < 0 || o->pool > REC_MAX_POOL)
+        return err_set(e, ERR_CONFIG, "clickstream.sources: a pool of %d candidates, at most %d",
+                       o->pool, REC_MAX_POOL);
+    if (!(o->new_epsilon >= 0 && o->new_epsilon <= 1))
+        return err_set(e, ERR_CONFIG, "clickstream.new_item_epsilon %g: must be in [0, 1]",
+                       o->new_epsilon);
     if (o->k < 1 || o->k > REC_MAX_K)
         return err_set(e, ERR_CONFIG, "clickstream.k %d: must be 1..%d", o->k, REC_MAX_K);
-    if (o->candidates < 1 || o->candidates > REC_MAX_CANDIDATES)
+    if (o->candidates < (o->pool ? 0 : 1) || o->candidates > REC_MAX_CANDIDATES)
         return err_set(e, ERR_CONFIG, "clickstream.candidates %d: must be 1..%d", o->candidates,
                        REC_MAX_CANDIDATES);
     if (!(o->lambda_diversity >= 0 && o->lambda_diversity <= 1))
@@ -46,12 +75,21 @@ int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct 
                        o->lambda_diversity);
     if (!(o->epsilon >= 0 && o->epsilon <= 1))
         return err_set(e, ERR_CONFIG, "clickstream.epsilon %g: must be in [0, 1]", o->epsilon);
+    cap = pool + 2 * REC_MAX_K; /* the fill of a tiny catalogue */
     c = calloc(1, sizeof(*c));
-    if (!c || !(c->excluded = calloc(items, sizeof(uint32_t))) ||
-        !(c->taken = calloc(items, sizeof(uint32_t)))) {
+    if (!c || !(c->excluded = calloc((size_t)ids, sizeof(uint32_t))) ||
+        !(c->taken = calloc((size_t)ids, sizeof(uint32_t))) ||
+        !(c->slot = calloc((size_t)ids, sizeof(int32_t))) ||
+        !(c->cand = calloc(cap, sizeof(int64_t))) || !(c->rel = calloc(cap, sizeof(float))) ||
+        !(c->score = calloc(cap, sizeof(float))) || !(c->maxsim = calloc(cap, sizeof(float))) ||
+        !(c->src = calloc(cap, sizeof(*c->src))) || !(c->mask = calloc(cap, sizeof(unsigned))) ||
+        !(c->used = calloc(cap, 1)) || !(c->heap = calloc(cap, sizeof(int64_t)))) {
         rec_ctx_close(c);
         return err_set(e, ERR_NOMEM, "out of memory for ranking scratch");
     }
+    c->ids = ids;
+    c->items = items;
+    c->cap = cap;
     c->m = m;
     c->o = *o;
     c->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
@@ -63,8 +101,10 @@ void rec_ctx_close(struct rec_ctx *c)
 {
     if (!c)
         return;
-    free(c->excluded);
-    free(c->taken);
+    void *a[] = {c->excluded, c->taken, c->slot,  c->cand, c->rel,  c->score,
+                 c->maxsim,   c->src,   c->mask, c->used, c->heap};
+    for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++)
+        free(a[i]);
     free(c);
 }
 
@@ -86,27 +126,34 @@ static double next_unit(struct rec_ctx *c)
 static void new_generation(struct rec_ctx *c)
 {
     if (++c->gen == 0) {
-        size_t items = (size_t)sess_model_items(c->m);
-        memset(c->excluded, 0, items * sizeof(uint32_t));
-        memset(c->taken, 0, items * sizeof(uint32_t));
+        memset(c->excluded, 0, (size_t)c->ids * sizeof(uint32_t));
+        memset(c->taken, 0, (size_t)c->ids * sizeof(uint32_t));
         c->gen = 1;
     }
     c->n = 0;
 }
 
+/* An item of the model, or (past the model's) of the catalogue. */
+static int exists(const struct rec_ctx *c, int64_t it)
+{
+    return it >= 0 && it < c->ids &&
+           (it < c->items || (c->in && c->in->present && c->in->present[it]));
+}
+
 static int usable(const struct rec_ctx *c, int64_t it)
 {
-    return it >= 0 && it < sess_model_items(c->m) && c->excluded[it] != c->gen &&
-           c->taken[it] != c->gen;
+    return exists(c, it) && c->excluded[it] != c->gen && c->taken[it] != c->gen;
 }
 
 static void add(struct rec_ctx *c, int64_t it, float rel, float score, enum rec_source s)
 {
     c->taken[it] = c->gen;
+    c->slot[it] = (int32_t)c->n;
     c->cand[c->n] = it;
     c->rel[c->n] = rel;
     c->score[c->n] = score;
     c->src[c->n] = s;
+    c->mask[c->n] = 1u << s;
     c->n++;
 }
 
@@ -114,7 +161,7 @@ static void add(struct rec_ctx *c, int64_t it, float rel, float score, enum rec_
 static void top_scores(struct rec_ctx *c, const float *scores, int want)
 {
     int64_t items = sess_model_items(c->m);
-    int64_t heap[REC_MAX_CANDIDATES];
+    int64_t *heap = c->heap;
     int hn = 0;
 
     for (int64_t it = 0; it < items; it++) {
@@ -158,16 +205,40 @@ static int warm(const struct rec_input *in)
     return in->scores || (in->top && in->h);
 }
 
-/* The GRU score of any item: from the full scores, or one dot product. */
+/* The GRU score of any item of the model: from the full scores, or one dot
+ * product; NaN for an item the model has no row for (new). */
 static float score_of(const struct rec_ctx *c, const struct rec_input *in, int64_t it)
 {
+    if (it >= c->items)
+        return NAN;
     return in->scores ? in->scores[it] : sess_score_one(c->m, in->h, it);
+}
+
+/* Up to quota usable items of a list, best first; an item already proposed
+ * records this source too. Cart items may be in the session. */
+static void from_list(struct rec_ctx *c, const struct rec_input *in, const struct rec_list *l)
+{
+    int w = warm(in), q = l->quota;
+
+    for (size_t i = 0, j = 0; i < l->n && c->n < c->cap && (int)j < q; i++) {
+        int64_t it = l->items[i];
+        float rel, s;
+        if (!exists(c, it) || (c->excluded[it] == c->gen && l->source != REC_CART))
+            continue;
+        if (c->taken[it] == c->gen) {
+            c->mask[c->slot[it]] |= 1u << l->source;
+            continue;
+        }
+        rel = 1.0f - (float)j++ / (float)q;
+        s = w ? score_of(c, in, it) : rel;
+        add(c, it, s, s, l->source);
+    }
 }
 
 static void candidates(struct rec_ctx *c, const struct rec_input *in)
 {
     int k = c->o.k, w = warm(in);
-    size_t cap = REC_MAX_CANDIDATES + 2 * (size_t)REC_MAX_K;
+    size_t cap = c->cap;
     int64_t items = sess_model_items(c->m);
 
     if (in->scores) {
@@ -176,6 +247,11 @@ static void candidates(struct rec_ctx *c, const struct rec_input *in)
         for (size_t i = 0; i < in->n_top && c->n < (size_t)c->o.candidates; i++)
             if (usable(c, in->top[i].item))
                 add(c, in->top[i].item, in->top[i].score, in->top[i].score, REC_GRU);
+    }
+    if (in->n_lists) {
+        for (size_t l = 0; l < in->n_lists; l++)
+            from_list(c, in, &in->lists[l]);
+        return; /* the sources decide: no fill */
     }
     /* up to k usable items from each list, best first */
     for (size_t i = 0, j = 0; i < in->n_covisit && c->n < cap && (int)j < k; i++)
@@ -191,11 +267,70 @@ static void candidates(struct rec_ctx *c, const struct rec_input *in)
             add(c, in->popular[i], s, s, REC_POPULAR);
         }
     /* A tiny catalog or no popular list: any item not in the session. */
-    for (int64_t it = 0; it < items && c->n < (size_t)k; it++)
+    for (int64_t it = 0; it < items && c->n < (size_t)k && c->n < cap; it++)
         if (usable(c, it)) {
             float s = w ? score_of(c, in, it) : 0.0f;
             add(c, it, s, s, REC_POPULAR);
         }
+}
+
+/* New items have no GRU score: they rank as the least relevant candidate
+ * (they are reached through the boosted exploration, rec_opts.new_epsilon). */
+static void unscored(struct rec_ctx *c)
+{
+    float lo = INFINITY;
+
+    for (size_t i = 0; i < c->n; i++)
+        if (c->rel[i] == c->rel[i] && c->rel[i] < lo)
+            lo = c->rel[i];
+    for (size_t i = 0; i < c->n; i++)
+        if (c->rel[i] != c->rel[i])
+            c->rel[i] = lo < INFINITY ? lo : 0.0f;
+}
+
+static void swap_slots(struct rec_ctx *c, size_t a, size_t b)
+{
+    int64_t ti = c->cand[a];
+    float tr = c->rel[a], ts = c->score[a];
+    enum rec_source tsrc = c->src[a];
+    unsigned tm = c->mask[a];
+
+    c->cand[a] = c->cand[b], c->rel[a] = c->rel[b], c->score[a] = c->score[b];
+    c->src[a] = c->src[b], c->mask[a] = c->mask[b];
+    c->cand[b] = ti, c->rel[b] = tr, c->score[b] = ts, c->src[b] = tsrc, c->mask[b] = tm;
+}
+
+/* Keeps the mmr_pool most relevant candidates (quickselect, in place): MMR
+ * costs k passes over what it re-ranks, a pool of thousands would not fit
+ * the throughput target (bench/results.md). Ties keep the earlier slot. */
+static void keep_best(struct rec_ctx *c, size_t want)
+{
+    size_t lo = 0, hi = c->n;
+
+    if (!want || c->n <= want)
+        return;
+    while (hi - lo > 1) {
+        float pv = c->rel[lo + (hi - lo) / 2];
+        size_t i = lo, j = hi, p = lo;
+        /* three-way partition: > pv, == pv, < pv */
+        while (p < j) {
+            if (c->rel[p] > pv)
+                swap_slots(c, i++, p++);
+            else if (c->rel[p] < pv)
+                swap_slots(c, p, --j);
+            else
+                p++;
+        }
+        if (want <= i)
+            hi = i;
+        else if (want <= j)
+            break;
+        else
+            lo = j;
+    }
+    for (size_t i = want; i < c->n; i++)
+        c->taken[c->cand[i]] = 0; /* back in the exploration pool */
+    c->n = want;
 }
 
 /* Relevance to [0, 1] so lambda weighs it against the similarity. */
@@ -216,6 +351,8 @@ static void normalise_rel(struct rec_ctx *c)
  * dot: the rows as trained (unbounded: a long embedding weighs more). */
 static float similarity(const struct rec_ctx *c, int64_t a, int64_t b, int dim)
 {
+    if (a >= c->items || b >= c->items)
+        return 0.0f; /* a new item: no embedding of the model's */
     if (c->o.mmr_dot)
         return cblas_sdot(dim, sess_model_embedding(c->m, a), 1, sess_model_embedding(c->m, b),
                           1);
@@ -251,7 +388,8 @@ static size_t mmr(struct rec_ctx *c, struct rec_item *out)
                 bv = v, best = i;
         }
         c->used[best] = 1;
-        out[n++] = (struct rec_item){c->cand[best], c->score[best], c->src[best], 1.0};
+        out[n++] =
+            (struct rec_item){c->cand[best], c->score[best], c->src[best], 1.0, c->mask[best]};
         for (size_t i = 0; i < c->n; i++)
             if (!c->used[i]) {
                 float s = similarity(c, c->cand[i], c->cand[best], dim);
@@ -262,69 +400,130 @@ static size_t mmr(struct rec_ctx *c, struct rec_item *out)
 }
 
 /* Uniform over the pool (usable items that are not shown yet): rejection
- * sampling, then an exact scan when the pool is a small part of the catalog. */
+ * sampling, then an exact scan when the pool is a small part of the ids. */
 static int64_t draw(struct rec_ctx *c, int64_t pool)
 {
-    int64_t items = sess_model_items(c->m), r;
+    int64_t r;
 
     for (int t = 0; t < 32; t++) {
-        int64_t it = (int64_t)(next_u64(c) % (uint64_t)items);
+        int64_t it = (int64_t)(next_u64(c) % (uint64_t)c->ids);
         if (usable(c, it))
             return it;
     }
     r = (int64_t)(next_u64(c) % (uint64_t)pool);
-    for (int64_t it = 0; it < items; it++)
+    for (int64_t it = 0; it < c->ids; it++)
         if (usable(c, it) && r-- == 0)
             return it;
     return -1;
 }
 
-/* Per slot: with probability epsilon the MMR item is replaced by one drawn
- * uniformly from the pool. Propensities are conditional on earlier slots:
- * 1 - epsilon for the MMR item (1 if the pool is empty), epsilon / |pool|
- * for a drawn one. */
-static void explore(struct rec_ctx *c, struct rec_item *out, size_t n, int64_t n_excluded)
+/* Boosted new items still usable (not in the session, not shown). */
+static size_t boosted_left(const struct rec_ctx *c, const struct rec_input *in)
 {
-    int64_t pool;
-    double eps = c->o.epsilon;
+    size_t nb = 0;
+
+    for (size_t i = 0; i < in->n_boosted; i++)
+        nb += usable(c, in->boosted[i]);
+    return nb;
+}
+
+static int is_boosted(const struct rec_ctx *c, const struct rec_input *in, int64_t it)
+{
+    for (size_t i = 0; i < in->n_boosted; i++)
+        if (in->boosted[i] == it)
+            return usable(c, it);
+    return 0;
+}
+
+static int64_t draw_boosted(struct rec_ctx *c, const struct rec_input *in, size_t nb)
+{
+    size_t r = (size_t)(next_u64(c) % (uint64_t)nb);
+
+    for (size_t i = 0; i < in->n_boosted; i++)
+        if (usable(c, in->boosted[i]) && r-- == 0)
+            return in->boosted[i];
+    return -1;
+}
+
+/* Per slot: with probability b (new_epsilon, when a boosted new item is
+ * left) the item is drawn uniformly from the boosted new items; else with
+ * probability epsilon uniformly from the pool (every usable item not shown);
+ * else the MMR item stays. Propensities are conditional on earlier slots:
+ * (1 - b)(1 - epsilon) for the MMR item, b / |boosted| + (1 - b) epsilon /
+ * |pool| for a drawn boosted item (it is in the pool too), (1 - b) epsilon
+ * / |pool| for another drawn one. */
+static void explore(struct rec_ctx *c, const struct rec_input *in, struct rec_item *out, size_t n,
+                    int64_t pool)
+{
+    double eps = c->o.epsilon, beps = c->o.new_epsilon;
 
     for (size_t i = 0; i < c->n; i++)
         c->taken[c->cand[i]] = 0; /* only the shown list is out of the pool */
+    size_t nb;
+
     for (size_t i = 0; i < n; i++)
         c->taken[out[i].item] = c->gen;
-    pool = sess_model_items(c->m) - n_excluded - (int64_t)n;
+    nb = beps > 0 ? boosted_left(c, in) : 0; /* less one per boosted item drawn below */
     for (size_t s = 0; s < n; s++) {
-        int64_t it;
-        if (pool <= 0 || eps <= 0) {
+        double b = nb ? beps : 0.0, e = pool > 0 ? eps : 0.0, u;
+        int was_boosted;
+        int64_t it = -1;
+        enum rec_source src = REC_EXPLORE;
+        out[s].propensity = (1.0 - b) * (1.0 - e);
+        if (b <= 0 && e <= 0) {
             out[s].propensity = 1.0;
             continue;
         }
-        out[s].propensity = 1.0 - eps;
-        if (next_unit(c) >= eps || (it = draw(c, pool)) < 0)
+        u = next_unit(c);
+        if (u < b) {
+            it = draw_boosted(c, in, nb);
+            src = REC_EXPLORE_NEW;
+        } else if (u < b + (1.0 - b) * e) {
+            it = draw(c, pool);
+        }
+        if (it < 0)
             continue;
+        /* a boosted item could have come from either draw */
+        was_boosted = src == REC_EXPLORE_NEW || (b > 0 && is_boosted(c, in, it));
         c->taken[it] = c->gen;
-        out[s] = (struct rec_item){it, 0.0f, REC_EXPLORE, eps / (double)pool};
+        out[s] = (struct rec_item){it, 0.0f, src,
+                                   (1.0 - b) * e / (double)pool +
+                                       (was_boosted ? b / (double)nb : 0.0),
+                                   1u << src};
+        nb -= (size_t)was_boosted;
         pool--;
     }
 }
 
 void rec_rank(struct rec_ctx *c, const struct rec_input *in, struct rec_item *out, size_t *n)
 {
-    int64_t items = sess_model_items(c->m), n_excluded = 0;
+    int64_t n_excluded = 0, pool;
 
+    c->in = in;
     new_generation(c);
     for (size_t i = 0; i < in->n_exclude; i++) {
         int64_t it = in->exclude[i];
-        if (it >= 0 && it < items && c->excluded[it] != c->gen) {
+        if (exists(c, it) && c->excluded[it] != c->gen) {
             c->excluded[it] = c->gen;
             n_excluded++;
         }
     }
     candidates(c, in);
+    unscored(c);
+    keep_best(c, (size_t)c->o.mmr_pool);
     normalise_rel(c);
     *n = mmr(c, out);
-    explore(c, out, *n, n_excluded);
+    /* the pool: every item (the model's and the catalogue's new ones) that
+     * is neither in the session nor shown (a cart item may be both) */
+    pool = c->items + (in->present ? in->n_present : 0) - n_excluded;
     for (size_t i = 0; i < *n; i++)
-        if (out[i].source == REC_EXPLORE && warm(in))
+        pool -= c->excluded[out[i].item] != c->gen;
+    explore(c, in, out, *n, pool);
+    for (size_t i = 0; i < *n; i++) {
+        if ((out[i].source == REC_EXPLORE || out[i].source == REC_EXPLORE_NEW) && warm(in))
             out[i].score = score_of(c, in, out[i].item);
+        if (out[i].score != out[i].score)
+            out[i].score = 0.0f; /* a new item: no GRU score */
+    }
+    c->in = NULL;
 }

@@ -58,7 +58,7 @@ static int plan_diff_open(struct plan_diff *d)
         "transaction_event.avsc", "transaction_prediction.avsc", "dead_letter.avsc",
         "alert_event.avsc",       "image_event.avsc",            "image_prediction.avsc",
         "click_event.avsc",       "click_prediction.avsc",       "label_event.avsc",
-        "click_outcome.avsc"};
+        "click_outcome.avsc",     "catalog_item.avsc"};
     char from[256], path[128];
     struct err e = {0};
     FILE *ids;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "catalog.h"
 #include "cli.h"
 #include "cmds.h"
 #include "codec.h"
@@ -28,7 +29,7 @@ static void on_signal(int sig)
 static const char *const schema_names[CODEC_NSCHEMAS] = {
     "transaction_event", "transaction_prediction", "dead_letter", "alert_event",
     "image_event", "image_prediction", "label_event",
-    "click_event", "click_prediction"};
+    "click_event", "click_prediction", "click_outcome", "catalog_item"};
 
 static int schema_by_name(const char *name)
 {
@@ -85,7 +86,7 @@ static void produce_usage(FILE *out)
             "                       dead_letter | alert_event | image_event |\n"
             "                       image_prediction | label_event | click_event (keyed\n"
             "                       by session_id) | click_prediction (image events are\n"
-            "                       keyed by patient_id)\n"
+            "                       keyed by patient_id) | catalog_item\n"
             "  -i, --input FILE     read FILE instead of stdin\n"
             "  -r, --registry URL   Schema Registry (= -X schema.registry.url=URL)\n"
             "  --schema-id N        encode with the writer schema of id N as it is (from\n"
@@ -203,6 +204,16 @@ static int encode_line(struct codec *cd, const struct produce_args *a, const cha
             return err_set(e, ERR_DECODE, "session_id longer than %d bytes", EV_ID_MAX - 1);
         memcpy(key, cev.session_id, strlen(cev.session_id) + 1);
         return ERR_OK;
+    }
+    if (a->schema == CODEC_CATALOG_ITEM) { /* keyed by item id: the topic is compacted */
+        struct cat_item *it = malloc(sizeof(*it));
+        int rc = !it ? err_set(e, ERR_NOMEM, "out of memory")
+                     : cat_parse_json(line, len, it, e) ||
+                           codec_from_json(cd, CODEC_CATALOG_ITEM, line, len, out, e);
+        if (!rc)
+            snprintf(key, EV_ID_MAX, "%lld", (long long)it->id);
+        free(it);
+        return rc ? e->code : ERR_OK;
     }
     if (a->schema != CODEC_TXN_EVENT)
         return codec_from_json(cd, (enum codec_schema)a->schema, line, len, out, e);

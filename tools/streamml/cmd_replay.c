@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "catfeed.h"
 #include "cli.h"
 #include "clickstep.h"
 #include "cmds.h"
@@ -585,6 +586,7 @@ struct run {
     int progress;
     /* --stream clickstream: the worker's step over batches of cap clicks */
     struct cstep *cs;
+    struct cfeed *feed; /* clickstream.catalog; NULL: none */
     struct cov *cov;
     struct click_event *cev;
     struct cstep_click *cin;
@@ -969,12 +971,20 @@ static int click_open(struct run *r, struct err *e)
     r->cp = calloc(r->ccap, sizeof(*r->cp));
     if (!r->cev || !r->cin || !r->cp)
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", r->ccap);
-    return cstep_open(&r->cs, r->cf, r->ccap, r->st, r->cov, e);
+    if (cstep_open(&r->cs, r->cf, r->ccap, r->st, r->cov, e))
+        return e->code;
+    /* the catalogue of clickstream.catalog (not its topic: a replay is repeatable) */
+    if (cfeed_open(&r->feed, r->cf, NULL, NULL,
+                   cstep_catalog_ids(r->cf, sess_model_items(cstep_model(r->cs))),
+                   sess_model_items(cstep_model(r->cs)), e))
+        return e->code;
+    return cstep_set_catalog(r->cs, cfeed_catalog(r->feed), e);
 }
 
 static void click_close(struct run *r)
 {
     cstep_close(r->cs);
+    cfeed_close(r->feed);
     cov_close(r->cov);
     free(r->cev);
     free(r->cin);

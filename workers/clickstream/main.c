@@ -3,12 +3,17 @@
  *   clickstream --> decode (Avro) --bad--> clickstream.dlq
  *     --> session states of the batch (one read), a GRU step per fresh click
  *         (unknown item: counted, state kept, no step)
- *     --> candidates: GRU top (one sgemm per score_batch sessions, or the
- *         IVF index), co-visited and trending items; the session's items
- *         excluded, MMR, epsilon-greedy (source, propensity per item)
+ *     --> candidates by source and quota (clickstream.sources: GRU top, one
+ *         sgemm per score_batch sessions or the IVF index; co-visited,
+ *         trending, catalogue category/region/new/content, cart); the
+ *         session's items excluded, MMR, epsilon-greedy and the new items'
+ *         boosted exploration (source, propensity per item), by the arm of
+ *         the user's experiment variant (clickstream.arms; shadow arms logged)
  *     --> predictions.clickstream
  *     --> co-visitation/trending counts, then session states (both
  *         idempotent per partition and offset, fenced per partition)
+ *     --> outcomes joined to the recommendations that led to them, once
+ *         (clickstream.outcomes_topic; common/streams/clickexp.h)
  *
  * The step is common/streams/clickstep.h (the same code `streamml replay --stream
  * clickstream` runs); the program around it (Kafka, back-pressure, dead
@@ -22,6 +27,7 @@
 #include <string.h>
 
 #include "clickexp.h"
+#include "catfeed.h"
 #include "clickstep.h"
 #include "log.h"
 #include "monitor.h"
@@ -34,6 +40,7 @@ struct click {
     struct cstep *cs;
     struct cov *cov; /* NULL: clickstream.covisit=0 or state.backend=memory */
     struct cx *cx;   /* experiment arms, outcome join (common/streams/clickexp.h) */
+    struct cfeed *feed; /* the item catalogue; NULL: none configured */
     struct mon *mon; /* NULL: monitoring off */
     struct click_event *evs;
     struct cstep_click *in;
@@ -50,6 +57,7 @@ static void click_close(void *self)
     if (!c)
         return;
     cstep_close(c->cs);
+    cfeed_close(c->feed);
     cov_close(c->cov);
     cx_close(c->cx);
     free(c->evs);
@@ -83,7 +91,9 @@ static void *click_open(struct wk *w, struct err *e)
              cstep_open(&c->cs, cf, n, wk_state(w), c->cov, e) == ERR_OK &&
              cx_open(&c->cx, cf, c->cov || strcmp(cfg_str(cf, "state.backend"), "memory") ? &ro : NULL,
                      wk_state(w), n, e) == ERR_OK &&
-             cx_arms(c->cx, c->cs, e) == ERR_OK)
+             cx_arms(c->cx, c->cs, e) == ERR_OK &&
+             /* the catalogue: file, Redis copy, topic (catfeed.h) */
+             cfeed_open_cstep(&c->feed, cf, c->cov ? &ro : NULL, wk_codec(w), c->cs, e) == ERR_OK)
         /* monitoring: the values of common/monitor/predmon.h against monitor.baseline */
         c->mon = mon_open_cfg(cf, pmon_names(PMON_CLICKSTREAM, &dim), PMON_CLICK_DIM, e);
     if (!c->cs || !c->cx || (!c->mon && e->code)) {
@@ -124,6 +134,7 @@ static void click_process(void *self, struct wk_batch *b)
                                         ev ? cx_assign(c->cx, ev) : 0};
         c->pos[i] = m->pos;
     }
+    cfeed_poll(c->feed, 1024); /* catalogue records seen by this batch's clicks */
     c->degraded = cstep_batch(c->cs, b->n, c->in, c->preds);
     for (size_t i = 0; i < b->n; i++)
         if (c->in[i].ev)
@@ -181,6 +192,7 @@ static void click_store(void *self, struct wk_batch *b)
     struct err e = {0};
 
     cstep_store(c->cs);
+    cfeed_flush(c->feed); /* new items' impressions and clicks */
     cx_shadow(c->cx, wk_codec(c->w), c->cs, b->n, c->in, click_put, c);
     /* outcomes join only recommendations that are out (a crash cannot leave one
      * remembered and never published) */
@@ -203,7 +215,8 @@ static int click_reload(void *self, const struct cfg *cf, struct err *e)
 
     if (cstep_open(&ns, cf, wk_batch_cap(c->w), wk_state(c->w), c->cov, e))
         return e->code;
-    if (cstep_smoke(ns, e) || cx_arms(c->cx, ns, e)) {
+    if (cstep_set_catalog(ns, cfeed_catalog(c->feed), e) || cstep_smoke(ns, e) ||
+        cx_arms(c->cx, ns, e)) {
         cstep_close(ns);
         return e->code;
     }
@@ -226,30 +239,10 @@ static size_t click_files(void *self, const char **paths, size_t cap)
 static void click_summary(void *self, double secs, uint64_t messages)
 {
     const struct click *c = self;
-    const struct cstep_counts *k = cstep_counts(c->cs);
 
-    log_info("summary: %llu messages in %.1f s: %llu predictions (%llu cold start, %llu unknown "
-             "item, %llu redelivered, %llu degraded); %llu items shown, %llu explored; %llu "
-             "sessions scored in %llu %s batches; %llu stored states ignored, %llu state write "
-             "failures, %llu co-visitation errors",
-             (unsigned long long)messages, secs, (unsigned long long)c->predictions,
-             (unsigned long long)k->cold, (unsigned long long)k->unknown,
-             (unsigned long long)k->redelivered, (unsigned long long)c->degraded_n,
-             (unsigned long long)k->shown, (unsigned long long)k->explored,
-             (unsigned long long)k->rows, (unsigned long long)k->batches,
-             cstep_ivf(c->cs) ? "IVF" : "sgemm", (unsigned long long)k->bad_state,
-             (unsigned long long)k->state_errors, (unsigned long long)k->cov_errors);
-    log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced",
-             (unsigned long long)k->cov_redelivered, (unsigned long long)k->cov_fenced);
-    if (cx_outcomes_topic(c->cx)) {
-        const struct cx_counts *o = cx_counts(c->cx);
-        log_info("outcomes: %llu clicks joined (%llu impressions, %llu click-throughs, %llu "
-                 "carts, %llu purchases), %llu redelivered, %llu fenced, %llu join errors",
-                 (unsigned long long)o->joined, (unsigned long long)o->impressions,
-                 (unsigned long long)o->clicks, (unsigned long long)o->carts,
-                 (unsigned long long)o->purchases, (unsigned long long)o->redelivered,
-                 (unsigned long long)o->fenced, (unsigned long long)o->errors);
-    }
+    cstep_log_summary(c->cs, secs, messages, c->predictions, c->degraded_n);
+    cx_log_counts(c->cx);
+    cfeed_log_counts(c->feed);
 }
 
 static const char *const click_defaults[][2] = {{"input.topic", "clickstream"},
@@ -265,8 +258,10 @@ static const struct wk_stream click_stream = {
              "in the consumer group kafka.group.id (default streamml-clickstream). Each click\n"
              "advances its session's GRU state (Redis, expiring after clickstream.session_ttl_s\n"
              "of inactivity) by one step; the next clickstream.k items (GRU scores, co-visited\n"
-             "and trending items; the session's items excluded; MMR re-ranked; epsilon-greedy\n"
-             "exploration with source and propensity per item) go to output.topic (default\n"
+             "and trending items, or the sources of clickstream.sources with the item\n"
+             "catalogue of clickstream.catalog / catalog_topic; the session's items excluded;\n"
+             "MMR re-ranked; epsilon-greedy exploration and the new items' boost, with source\n"
+             "and propensity per item) go to output.topic (default\n"
              "predictions.clickstream). Undecodable messages go to dlq.topic (default\n"
              "clickstream.dlq).\n"
              "SIGTERM/SIGINT: finish in-flight work, commit, leave the group, exit 0.\n"
