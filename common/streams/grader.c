@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cam.h"
+#include "ensemble.h"
 #include "grader.h"
 #include "imgq.h"
 #include "log.h"
@@ -16,25 +17,24 @@
 #define LOW_QUALITY "low_quality:" /* + imgq_check_name */
 
 struct grader {
-    struct onnx_model *m;
-    struct img_norm norm;
-    size_t n_out;         /* 1 (logits) or 2 (+ feature map) */
-    char kept[256];       /* one-output model: the kept feature-map value, or "" */
-    float *cam_w;         /* IMGEV_GRADES x channels, NULL: no CAM */
-    int channels, fh, fw; /* feature map geometry */
+    struct ens *ens;              /* the model set (one member: the plain model) */
+    size_t cam;                   /* the CAM member */
+    const struct img_norm *cnorm; /* its geometry */
+    float *cam_w;                 /* IMGEV_GRADES x channels, NULL: no CAM */
+    int channels, fh, fw;         /* feature map geometry */
     double threshold;
     char name[64], version[32];
     char cam_dir[512];
     struct img_loader *ld;
     struct imgq *q; /* NULL: no quality checks */
     struct imgq_limits qlim;
+    struct imgq_values *qv; /* per slot: the quality values measured */
+    unsigned char *qmeasured;
     size_t cap; /* images per forward pass */
-    int *row;   /* slot -> row of the batch tensor, -1 none */
+    int *row;   /* slot -> row of the batch tensors, -1 none */
     int rows;
     struct img im;
-    float *input;   /* cap x 3 x H x W */
-    float *scratch; /* preprocessing; grows with the largest image */
-    size_t scratch_n;
+    struct ens_result *res;
     float *cam_scratch;
     uint8_t *overlay;
     struct grader_counts n;
@@ -44,6 +44,8 @@ void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->model = cfg_str(cf, "images.model");
+    o->models = cfg_str(cf, "images.models");
+    o->cam_model = cfg_str(cf, "images.cam_model");
     o->cam_features = cfg_str(cf, "images.cam_features");
     o->threshold = cfg_double(cf, "images.referable_threshold");
     o->cam_dir = cfg_str(cf, "images.cam_dir");
@@ -59,7 +61,7 @@ void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o)
     o->quality = cfg_str(cf, "images.quality");
 }
 
-/* ---- the model ---- */
+/* ---- the model set ---- */
 
 static int parse_threshold(const char *s, double *out)
 {
@@ -74,75 +76,34 @@ static int parse_threshold(const char *s, double *out)
     return 0;
 }
 
-static int model_geometry(struct grader *g, const char *path, struct err *e)
+/* cam_weight names the CAM member's final Linear weight: IMGEV_GRADES x C
+ * (torch layout, Gemm transB=1) or C x IMGEV_GRADES ("cam_weight_layout":
+ * in_out). The feature map's shape is the smoke run's (ens_open). */
+static int load_cam_weights(struct grader *g, struct err *e)
 {
-    int ndim;
-    int64_t d[8];
-    const char *size = onnx_metadata(g->m, "input_size");
-
-    if (onnx_num_inputs(g->m) != 1 || onnx_input_dtype(g->m, 0) != ONNX_F32 ||
-        onnx_input_shape(g->m, 0, &ndim, d) || ndim != 4 || d[1] != 3)
-        return err_set(e, ERR_CONFIG, "%s: expected one float input [N, 3, H, W]", path);
-    img_norm_default(&g->norm, d[2] > 0 ? (int)d[2] : 224);
-    if (d[3] > 0)
-        g->norm.width = (int)d[3];
-    if (img_norm_parse(&g->norm, size, onnx_metadata(g->m, "mean"), onnx_metadata(g->m, "std"), e))
-        return err_wrap(e, "%s: metadata", path);
-    if ((d[2] > 0 && d[2] != g->norm.height) || (d[3] > 0 && d[3] != g->norm.width))
-        return err_set(e, ERR_CONFIG,
-                       "%s: metadata input_size %s disagrees with the input "
-                       "shape",
-                       path, size);
-    g->n_out = onnx_num_outputs(g->m) >= 2 ? 2 : 1;
-    return ERR_OK;
-}
-
-/* The last feature map: the second output, or for a one-output model (a
- * plain torchvision export) the intermediate value named by
- * images.cam_features or the metadata's cam_features, kept by the runtime. */
-static const struct onnx_tensor *features_of(const struct grader *g, const struct onnx_tensor *out)
-{
-    if (g->n_out == 2)
-        return &out[1];
-    return g->kept[0] ? onnx_value(g->m, g->kept) : NULL;
-}
-
-static int keep_features(struct grader *g, const char *name, const char *path, struct err *e)
-{
-    const char *keep[1];
-
-    if (!name || !*name)
-        name = onnx_metadata(g->m, "cam_features");
-    if (g->n_out == 2 || !name || !*name)
-        return ERR_OK;
-    if (strlen(name) >= sizeof(g->kept))
-        return err_set(e, ERR_CONFIG, "%s: cam_features name too long", path);
-    snprintf(g->kept, sizeof(g->kept), "%s", name); /* the handle owning name goes */
-    keep[0] = g->kept;
-    onnx_close(g->m);
-    g->m = NULL;
-    if (onnx_open_keep(&g->m, path, keep, 1, e)) {
-        char msg[sizeof(e->msg)];
-        memcpy(msg, e->msg, sizeof(msg));
-        return err_set(e, ERR_CONFIG, "%s: cam_features %s: %.150s", path, g->kept, msg);
-    }
-    return ERR_OK;
-}
-
-/* cam_weight names the final Linear weight: IMGEV_GRADES x C (torch
- * layout, Gemm transB=1) or C x IMGEV_GRADES ("cam_weight_layout": in_out). */
-static int load_cam_weights(struct grader *g, const char *path, struct err *e)
-{
-    const char *name = onnx_metadata(g->m, "cam_weight");
-    const char *layout = onnx_metadata(g->m, "cam_weight_layout");
-    const struct onnx_tensor *t = name ? onnx_initializer(g->m, name) : NULL;
-    int in_out = layout && strcmp(layout, "in_out") == 0, c = g->channels;
+    struct onnx_model *m = ens_member_model(g->ens, g->cam);
+    const char *path = ens_member_path(g->ens, g->cam);
+    const char *name = onnx_metadata(m, "cam_weight");
+    const char *layout = onnx_metadata(m, "cam_weight_layout");
+    const struct onnx_tensor *t = name ? onnx_initializer(m, name) : NULL;
+    const struct onnx_tensor *f = ens_member_features(g->ens, g->cam);
+    int in_out = layout && strcmp(layout, "in_out") == 0, c;
     const float *src;
 
-    if ((g->n_out < 2 && !g->kept[0]) || !name) {
+    if (!f || !name) {
         log_warn("%s: no feature-map output or no cam_weight metadata: no CAMs", path);
         return ERR_OK;
     }
+    if (f->dtype != ONNX_F32 || f->ndim != 4 || f->dims[0] != 1 ||
+        f->dims[2] * f->dims[3] > IMGEV_CAM_MAX)
+        return err_set(e, ERR_CONFIG,
+                       "%s: %s must be a float [N, C, h, w] feature map with h x w <= %d", path,
+                       ens_member_kept(g->ens, g->cam)[0] ? ens_member_kept(g->ens, g->cam)
+                                                          : onnx_output_name(m, 1),
+                       IMGEV_CAM_MAX);
+    c = g->channels = (int)f->dims[1];
+    g->fh = (int)f->dims[2];
+    g->fw = (int)f->dims[3];
     if (!t || t->dtype != ONNX_F32 || t->ndim != 2 || t->dims[in_out ? 1 : 0] != IMGEV_GRADES ||
         t->dims[in_out ? 0 : 1] != c)
         return err_set(e, ERR_CONFIG,
@@ -159,83 +120,88 @@ static int load_cam_weights(struct grader *g, const char *path, struct err *e)
     return ERR_OK;
 }
 
-/* One forward pass on zeros: output shapes are checked before any input. */
-static int probe_outputs(struct grader *g, const char *path, struct err *e)
+/* Name and version: the model's metadata; a set is "ensemble" with the
+ * members' versions joined by '+' (cut to the field). */
+static void name_set(struct grader *g)
 {
-    size_t n = (size_t)3 * g->norm.width * g->norm.height;
-    float *zero = calloc(n, sizeof(float));
-    struct onnx_tensor in = {ONNX_F32, 4, {1, 3, g->norm.height, g->norm.width}, zero};
-    struct onnx_tensor out[2];
-    int rc;
+    size_t n = ens_size(g->ens), len = 0;
 
-    if (!zero)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    rc = onnx_run(g->m, &in, 1, out, g->n_out, e);
-    free(zero);
-    if (rc)
-        return err_wrap(e, "%s: trial run", path);
-    if (out[0].dtype != ONNX_F32 || out[0].ndim != 2 || out[0].dims[1] != IMGEV_GRADES)
-        return err_set(e, ERR_CONFIG, "%s: output %s must be float [N, %d] logits", path,
-                       onnx_output_name(g->m, 0), IMGEV_GRADES);
-    if (g->n_out == 2 || g->kept[0]) {
-        const struct onnx_tensor *f = features_of(g, out);
-        if (!f || f->dtype != ONNX_F32 || f->ndim != 4 || f->dims[0] != 1 ||
-            f->dims[2] * f->dims[3] > IMGEV_CAM_MAX)
-            return err_set(e, ERR_CONFIG,
-                           "%s: %s must be a float [N, C, h, w] feature map "
-                           "with h x w <= %d",
-                           path, g->kept[0] ? g->kept : onnx_output_name(g->m, 1), IMGEV_CAM_MAX);
-        g->channels = (int)f->dims[1];
-        g->fh = (int)f->dims[2];
-        g->fw = (int)f->dims[3];
+    for (size_t i = 0; i < n; i++) {
+        struct onnx_model *m = ens_member_model(g->ens, i);
+        const char *name = onnx_metadata(m, "model_name"), *v = onnx_metadata(m, "model_version");
+        if (n == 1)
+            snprintf(g->name, sizeof(g->name), "%s", name ? name : "onnx");
+        if (len < sizeof(g->version))
+            len += (size_t)snprintf(g->version + len, sizeof(g->version) - len, "%s%s",
+                                    i ? "+" : "", v ? v : "unknown");
     }
-    return ERR_OK;
+    if (n > 1)
+        snprintf(g->name, sizeof(g->name), "ensemble");
 }
 
+/* The set is opened and smoke-run member by member (ens_open), so a bad
+ * member refuses the whole set naming its file. The threshold: the key, or
+ * the first member's metadata (with a set, set images.referable_threshold:
+ * averaged probabilities are calibrated differently), or 0.5. */
 static int open_model(struct grader *g, const struct grader_opts *o, struct err *e)
 {
-    const char *path = o->model, *name, *version, *thr;
+    const char *models = o->models && *o->models ? o->models : o->model, *thr;
+    struct ens_opts eo = {.models = models,
+                          .cam_member = o->cam_model,
+                          .cam_features = o->cam_features,
+                          .batch = g->cap};
+    char one[1100];
 
-    if (onnx_open(&g->m, path, e)) {
-        char msg[sizeof(e->msg)];
-        if (e->code == ERR_NOMEM)
-            return e->code;
-        memcpy(msg, e->msg, sizeof(msg)); /* a bad model file is a configuration error */
-        return err_set(e, ERR_CONFIG, "%s", msg);
+    if (!o->models || !*o->models) {
+        /* one model: its path as is (a ':' or ',' in it is not a weight or a member) */
+        if (!models || !*models)
+            return err_set(e, ERR_CONFIG, "images.model: empty");
+        if (strchr(models, ',') || strchr(models, ':')) {
+            if ((size_t)snprintf(one, sizeof(one), "%s:1", models) >= sizeof(one) ||
+                strchr(models, ','))
+                return err_set(e, ERR_CONFIG, "images.model: '%s': use images.models for a set",
+                               models);
+            eo.models = one;
+        }
     }
-    if (model_geometry(g, path, e) || keep_features(g, o->cam_features, path, e) ||
-        probe_outputs(g, path, e) || load_cam_weights(g, path, e))
+    if (ens_open(&g->ens, &eo, e))
+        return e->code;
+    g->cam = ens_cam_member(g->ens);
+    g->cnorm = ens_member_norm(g->ens, g->cam);
+    if (load_cam_weights(g, e))
         return e->code;
     g->threshold = o->threshold;
-    thr = onnx_metadata(g->m, "referable_threshold");
+    thr = onnx_metadata(ens_member_model(g->ens, 0), "referable_threshold");
     if (g->threshold < 0 && thr && parse_threshold(thr, &g->threshold))
-        return err_set(e, ERR_CONFIG,
-                       "%s: metadata referable_threshold \"%s\" is not in "
-                       "[0, 1]",
-                       path, thr);
+        return err_set(e, ERR_CONFIG, "%s: metadata referable_threshold \"%s\" is not in [0, 1]",
+                       ens_member_path(g->ens, 0), thr);
     if (g->threshold < 0)
         g->threshold = 0.5;
-    name = onnx_metadata(g->m, "model_name");
-    version = onnx_metadata(g->m, "model_version");
-    snprintf(g->name, sizeof(g->name), "%s", name ? name : "onnx");
-    snprintf(g->version, sizeof(g->version), "%s", version ? version : "unknown");
-    log_info("model %s (%s %s): input %dx%d, %s, referable above P(grade >= 2) = %.4f", path,
-             g->name, g->version, g->norm.width, g->norm.height,
-             g->cam_w ? "CAM from the feature map" : "no CAM", g->threshold);
+    name_set(g);
+    for (size_t i = 0; i < ens_size(g->ens); i++) {
+        const struct img_norm *nm = ens_member_norm(g->ens, i);
+        log_info("model %s (weight %.3f): input %dx%d%s", ens_member_path(g->ens, i),
+                 ens_member_weight(g->ens, i), nm->width, nm->height,
+                 i == g->cam ? (g->cam_w ? ", CAM from its feature map" : ", no CAM") : "");
+    }
+    log_info("grading with %s %s, referable above P(grade >= 2) = %.4f", g->name, g->version,
+             g->threshold);
     return ERR_OK;
 }
 
 static int alloc_batch(struct grader *g, struct err *e)
 {
-    const struct img_norm *nm = &g->norm;
+    const struct img_norm *nm = g->cnorm;
     size_t c = g->cap, plane = (size_t)nm->width * nm->height;
 
     g->row = calloc(c, sizeof(int));
-    g->input = calloc(c * 3 * plane, sizeof(float));
+    g->res = calloc(c, sizeof(*g->res));
+    g->qv = calloc(c, sizeof(*g->qv));
+    g->qmeasured = calloc(c, 1);
     g->cam_scratch =
         calloc(cam_overlay_scratch(nm, g->fh ? g->fh : 1, g->fw ? g->fw : 1), sizeof(float));
     g->overlay = malloc(3 * plane);
-    if (!g->row || !g->input || !g->cam_scratch || !g->overlay)
+    if (!g->row || !g->res || !g->qv || !g->qmeasured || !g->cam_scratch || !g->overlay)
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     grader_begin(g);
     return ERR_OK;
@@ -277,16 +243,27 @@ void grader_close(struct grader *g)
     if (!g)
         return;
     free(g->row);
-    free(g->input);
-    free(g->scratch);
+    free(g->res);
+    free(g->qv);
+    free(g->qmeasured);
     free(g->cam_scratch);
     free(g->overlay);
     free(g->cam_w);
     img_free(&g->im);
     img_loader_close(g->ld);
     imgq_close(g->q);
-    onnx_close(g->m);
+    ens_close(g->ens);
     free(g);
+}
+
+size_t grader_members(const struct grader *g)
+{
+    return ens_size(g->ens);
+}
+
+const char *grader_member_path(const struct grader *g, size_t i)
+{
+    return ens_member_path(g->ens, i);
 }
 
 const char *grader_model_name(const struct grader *g)
@@ -316,7 +293,7 @@ int grader_has_cam(const struct grader *g)
 
 const struct img_norm *grader_norm(const struct grader *g)
 {
-    return &g->norm;
+    return g->cnorm;
 }
 
 const struct grader_counts *grader_counts(const struct grader *g)
@@ -336,6 +313,7 @@ void grader_ungradable(struct image_prediction *p, const char *reason, const cha
     p->expected_grade = -1;
     p->referable = false;
     p->referable_probability = -1;
+    p->agreement = -1;
 }
 
 int grader_reason_index(const struct image_prediction *p)
@@ -350,25 +328,21 @@ int grader_reason_index(const struct image_prediction *p)
     return GRADER_MODEL_ERROR;
 }
 
-void grader_begin(struct grader *g)
+int grader_quality(const struct grader *g, size_t i, double v[IMGQ_NVALUES])
 {
-    for (size_t i = 0; i < g->cap; i++)
-        g->row[i] = -1;
-    g->rows = 0;
+    if (i >= g->cap || !g->qmeasured[i])
+        return 0;
+    imgq_values_array(&g->qv[i], v);
+    return 1;
 }
 
-static int ensure_scratch(struct grader *g, size_t n)
+void grader_begin(struct grader *g)
 {
-    float *p;
-
-    if (n <= g->scratch_n)
-        return ERR_OK;
-    p = realloc(g->scratch, n * sizeof(float));
-    if (!p)
-        return ERR_NOMEM;
-    g->scratch = p;
-    g->scratch_n = n;
-    return ERR_OK;
+    for (size_t i = 0; i < g->cap; i++) {
+        g->row[i] = -1;
+        g->qmeasured[i] = 0;
+    }
+    g->rows = 0;
 }
 
 static void init_prediction(const struct grader *g, struct image_prediction *p,
@@ -391,7 +365,7 @@ static void init_prediction(const struct grader *g, struct image_prediction *p,
 /* The quality checks on the decoded image, before preprocessing: a blurred
  * or badly exposed photograph is refused rather than given a grade that
  * would pass for a real one. 0 with p ungradable when it fails. */
-static int quality_ok(struct grader *g, struct image_prediction *p)
+static int quality_ok(struct grader *g, size_t slot, struct image_prediction *p)
 {
     struct imgq_values v;
     enum imgq_check c;
@@ -403,6 +377,8 @@ static int quality_ok(struct grader *g, struct image_prediction *p)
                           e.msg);
         return 0;
     }
+    g->qv[slot] = v;
+    g->qmeasured[slot] = 1;
     c = imgq_judge(&g->qlim, &v);
     if (c == IMGQ_OK)
         return 1;
@@ -415,31 +391,48 @@ static int quality_ok(struct grader *g, struct image_prediction *p)
 void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
                 int32_t partition, int64_t offset, struct image_prediction *p)
 {
-    const struct img_norm *nm = &g->norm;
-    float *x = g->input + (size_t)g->rows * 3 * nm->width * nm->height;
     enum img_reason why;
     struct err e = {0};
 
     init_prediction(g, p, ev, topic, partition, offset);
     g->row[i] = -1;
+    g->qmeasured[i] = 0;
     if (img_load(g->ld, ev->uri, &g->im, &why, &e)) {
         grader_ungradable(p, img_reason_name(why), e.msg);
         return;
     }
-    if (g->q && !quality_ok(g, p))
+    if (g->q && !quality_ok(g, i, p))
         return;
-    if (ensure_scratch(g, img_preprocess_scratch(&g->im, nm))) {
-        grader_ungradable(p, img_reason_name(IMG_TOO_LARGE), "out of memory for preprocessing");
-        return;
-    }
-    if (img_preprocess(&g->im, nm, x, g->scratch, &e)) {
-        grader_ungradable(p, img_reason_name(IMG_CORRUPT), e.msg);
+    if (ens_add(g->ens, (size_t)g->rows, &g->im, &e)) {
+        grader_ungradable(p, img_reason_name(e.code == ERR_NOMEM ? IMG_TOO_LARGE : IMG_CORRUPT),
+                          e.msg);
         return;
     }
     g->row[i] = g->rows++;
 }
 
 /* ---- per batch ---- */
+
+/* p graded from the set's probabilities (each member's softmax in double,
+ * weighted mean: common/models/ensemble.h). */
+static void score_probs(struct image_prediction *p, const double *pr, double agreement,
+                        double threshold)
+{
+    p->n_probabilities = IMGEV_GRADES;
+    p->grade = 0;
+    p->expected_grade = 0.0;
+    p->referable_probability = 0.0;
+    for (int k = 0; k < IMGEV_GRADES; k++) {
+        p->probabilities[k] = pr[k];
+        p->expected_grade += k * pr[k];
+        if (k >= 2)
+            p->referable_probability += pr[k];
+        if (pr[k] > pr[p->grade])
+            p->grade = k;
+    }
+    p->agreement = agreement;
+    p->referable = p->referable_probability > threshold;
+}
 
 int grader_score(struct image_prediction *p, const float *logits, double threshold)
 {
@@ -452,19 +445,9 @@ int grader_score(struct image_prediction *p, const float *logits, double thresho
     }
     for (int k = 0; k < IMGEV_GRADES; k++)
         sum += pr[k] = exp((double)logits[k] - top);
-    p->n_probabilities = IMGEV_GRADES;
-    p->grade = 0;
-    p->expected_grade = 0.0;
-    p->referable_probability = 0.0;
-    for (int k = 0; k < IMGEV_GRADES; k++) {
-        p->probabilities[k] = pr[k] / sum;
-        p->expected_grade += k * p->probabilities[k];
-        if (k >= 2)
-            p->referable_probability += p->probabilities[k];
-        if (pr[k] > pr[p->grade])
-            p->grade = k;
-    }
-    p->referable = p->referable_probability > threshold;
+    for (int k = 0; k < IMGEV_GRADES; k++)
+        pr[k] /= sum;
+    score_probs(p, pr, 1.0, threshold);
     return 0;
 }
 
@@ -502,9 +485,9 @@ static void add_cam(struct grader *g, struct image_prediction *p, const float *f
     p->cam_width = g->fw;
     if (!g->cam_dir[0])
         return;
-    cam_overlay(x, &g->norm, p->cam_grid, g->fh, g->fw, 0.5f, g->overlay, g->cam_scratch);
+    cam_overlay(x, g->cnorm, p->cam_grid, g->fh, g->fw, 0.5f, g->overlay, g->cam_scratch);
     cam_file(g, p, path, sizeof(path));
-    if (img_write_png(path, g->overlay, g->norm.width, g->norm.height, &e)) {
+    if (img_write_png(path, g->overlay, g->cnorm->width, g->cnorm->height, &e)) {
         g->n.cam_errors++;
         log_warn("image %s: CAM overlay not written: %s", p->image_id, e.msg);
         return;
@@ -516,10 +499,8 @@ static void add_cam(struct grader *g, struct image_prediction *p, const float *f
 void grader_run(struct grader *g, struct image_prediction *p, size_t n)
 {
     int rows = g->rows;
-    size_t plane3 = (size_t)3 * g->norm.width * g->norm.height;
+    size_t plane3 = (size_t)3 * g->cnorm->width * g->cnorm->height;
     size_t fcells = (size_t)g->channels * g->fh * g->fw;
-    struct onnx_tensor in = {ONNX_F32, 4, {rows, 3, g->norm.height, g->norm.width}, g->input};
-    struct onnx_tensor out[2];
     const struct onnx_tensor *feat = NULL;
     struct err e = {0};
 
@@ -527,23 +508,23 @@ void grader_run(struct grader *g, struct image_prediction *p, size_t n)
         return;
     g->n.batches++;
     g->n.rows += (uint64_t)rows;
-    if (onnx_run(g->m, &in, 1, out, g->n_out, &e) == ERR_OK && out[0].dims[0] != rows)
-        err_set(&e, ERR_INVALID, "model returned %lld rows for %d", (long long)out[0].dims[0],
-                rows);
-    if (e.code)
+    if (ens_forward(g->ens, 0, (size_t)rows, g->res, NULL, &e))
         log_error("forward pass of %d image(s) failed: %s", rows, e.msg);
-    else if ((feat = features_of(g, out)) && feat->dims[0] != rows)
+    else if (g->cam_w && (feat = ens_member_features(g->ens, g->cam)) &&
+             (feat->dims[0] != rows ||
+              (size_t)(feat->dims[1] * feat->dims[2] * feat->dims[3]) != fcells))
         feat = NULL; /* checked at start-up; never index past the map */
     for (size_t i = 0; i < n && i < g->cap; i++) {
         int r = g->row[i];
         if (r < 0)
             continue;
-        if (e.code)
+        if (e.code) {
             grader_ungradable(&p[i], MODEL_ERROR, e.msg);
-        else if (grader_score(&p[i], (const float *)out[0].data + r * IMGEV_GRADES, g->threshold))
-            grader_ungradable(&p[i], MODEL_ERROR, "non-finite logits");
-        else if (feat)
+            continue;
+        }
+        score_probs(&p[i], g->res[r].probs, g->res[r].agreement, g->threshold);
+        if (feat)
             add_cam(g, &p[i], (const float *)feat->data + (size_t)r * fcells,
-                    g->input + (size_t)r * plane3);
+                    ens_member_input(g->ens, g->cam) + (size_t)r * plane3);
     }
 }
