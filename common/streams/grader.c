@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,16 @@
 
 #define MODEL_ERROR "model_error"
 #define LOW_QUALITY "low_quality:" /* + imgq_check_name */
+
+/* An image to load, check and preprocess (the decode thread's input). */
+struct job {
+    size_t slot;
+    struct image_event ev; /* copies: the caller's may be reused before grader_run */
+    char topic[128];
+    int32_t partition;
+    int64_t offset;
+    struct image_prediction *p;
+};
 
 struct grader {
     struct ens *ens;              /* the model set (one member: the plain model) */
@@ -38,7 +49,21 @@ struct grader {
     float *cam_scratch;
     uint8_t *overlay;
     struct grader_counts n;
+    /* decode thread (images.decode_thread): it loads, checks and preprocesses
+     * the batch's images in order while this thread runs forward passes on
+     * the rows already ready; mu guards go/quit/decoded/ready */
+    struct job *jobs;
+    size_t njobs;
+    int *slot_of_row;
+    int threaded, go, quit;
+    size_t decoded;
+    int ready;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_go, cv_done;
 };
+
+static void start_decoder(struct grader *g);
 
 void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o)
 {
@@ -59,6 +84,7 @@ void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o)
                                 .max_scans = (int)cfg_int(cf, "images.max_scans"),
                                 .jpeg_max_memory = (long)cfg_int(cf, "images.jpeg_max_memory")};
     o->quality = cfg_str(cf, "images.quality");
+    o->decode_thread = (int)cfg_int(cf, "images.decode_thread");
 }
 
 /* ---- the model set ---- */
@@ -198,10 +224,13 @@ static int alloc_batch(struct grader *g, struct err *e)
     g->res = calloc(c, sizeof(*g->res));
     g->qv = calloc(c, sizeof(*g->qv));
     g->qmeasured = calloc(c, 1);
+    g->jobs = calloc(c, sizeof(*g->jobs));
+    g->slot_of_row = calloc(c, sizeof(int));
     g->cam_scratch =
         calloc(cam_overlay_scratch(nm, g->fh ? g->fh : 1, g->fw ? g->fw : 1), sizeof(float));
     g->overlay = malloc(3 * plane);
-    if (!g->row || !g->res || !g->qv || !g->qmeasured || !g->cam_scratch || !g->overlay)
+    if (!g->row || !g->res || !g->qv || !g->qmeasured || !g->jobs || !g->slot_of_row ||
+        !g->cam_scratch || !g->overlay)
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     grader_begin(g);
     return ERR_OK;
@@ -232,6 +261,8 @@ struct grader *grader_open(const struct grader_opts *o, struct err *e)
         if (imgq_open(&g->q, e))
             goto fail;
     }
+    if (o->decode_thread)
+        start_decoder(g);
     return g;
 fail:
     grader_close(g);
@@ -242,6 +273,18 @@ void grader_close(struct grader *g)
 {
     if (!g)
         return;
+    if (g->threaded) {
+        pthread_mutex_lock(&g->mu);
+        g->quit = 1;
+        pthread_cond_signal(&g->cv_go);
+        pthread_mutex_unlock(&g->mu);
+        pthread_join(g->th, NULL);
+        pthread_mutex_destroy(&g->mu);
+        pthread_cond_destroy(&g->cv_go);
+        pthread_cond_destroy(&g->cv_done);
+    }
+    free(g->jobs);
+    free(g->slot_of_row);
     free(g->row);
     free(g->res);
     free(g->qv);
@@ -343,6 +386,7 @@ void grader_begin(struct grader *g)
         g->qmeasured[i] = 0;
     }
     g->rows = 0;
+    g->njobs = 0;
 }
 
 static void init_prediction(const struct grader *g, struct image_prediction *p,
@@ -388,8 +432,8 @@ static int quality_ok(struct grader *g, size_t slot, struct image_prediction *p)
     return 0;
 }
 
-void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
-                int32_t partition, int64_t offset, struct image_prediction *p)
+static void add_now(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
+                    int32_t partition, int64_t offset, struct image_prediction *p)
 {
     enum img_reason why;
     struct err e = {0};
@@ -408,7 +452,79 @@ void grader_add(struct grader *g, size_t i, const struct image_event *ev, const 
                           e.msg);
         return;
     }
+    g->slot_of_row[g->rows] = (int)i;
     g->row[i] = g->rows++;
+}
+
+/* The decode thread: each batch's jobs in order, publishing after each how
+ * many are done and how many rows are ready. */
+static void *decoder_main(void *arg)
+{
+    struct grader *g = arg;
+
+    pthread_mutex_lock(&g->mu);
+    for (;;) {
+        while (!g->go && !g->quit)
+            pthread_cond_wait(&g->cv_go, &g->mu);
+        if (g->quit)
+            break;
+        for (size_t j = 0; j < g->njobs; j++) {
+            struct job *b = &g->jobs[j];
+            pthread_mutex_unlock(&g->mu);
+            add_now(g, b->slot, &b->ev, b->topic, b->partition, b->offset, b->p);
+            pthread_mutex_lock(&g->mu);
+            g->decoded = j + 1;
+            g->ready = g->rows;
+            pthread_cond_signal(&g->cv_done);
+        }
+        g->go = 0;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+/* Without a thread (it cannot start, or images.decode_thread=0) images are
+ * decoded in grader_add, before the batch's one forward pass. */
+static void start_decoder(struct grader *g)
+{
+    if (pthread_mutex_init(&g->mu, NULL))
+        return;
+    if (pthread_cond_init(&g->cv_go, NULL)) {
+        pthread_mutex_destroy(&g->mu);
+        return;
+    }
+    if (pthread_cond_init(&g->cv_done, NULL)) {
+        pthread_cond_destroy(&g->cv_go);
+        pthread_mutex_destroy(&g->mu);
+        return;
+    }
+    if (pthread_create(&g->th, NULL, decoder_main, g)) {
+        log_warn("no decode thread: images are decoded before each forward pass");
+        pthread_cond_destroy(&g->cv_done);
+        pthread_cond_destroy(&g->cv_go);
+        pthread_mutex_destroy(&g->mu);
+        return;
+    }
+    g->threaded = 1;
+}
+
+void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
+                int32_t partition, int64_t offset, struct image_prediction *p)
+{
+    struct job *b;
+
+    if (!g->threaded || i >= g->cap || g->njobs >= g->cap) {
+        add_now(g, i, ev, topic, partition, offset, p);
+        return;
+    }
+    b = &g->jobs[g->njobs++];
+    b->slot = i;
+    b->ev = *ev;
+    snprintf(b->topic, sizeof(b->topic), "%s", topic);
+    b->partition = partition;
+    b->offset = offset;
+    b->p = p;
+    g->row[i] = -1;
 }
 
 /* ---- per batch ---- */
@@ -496,35 +612,73 @@ static void add_cam(struct grader *g, struct image_prediction *p, const float *f
     snprintf(p->cam_path, sizeof(p->cam_path), "%s", path);
 }
 
-void grader_run(struct grader *g, struct image_prediction *p, size_t n)
+/* One forward pass over rows [first, first + count) and their predictions
+ * (p indexed by slot). */
+static void forward_rows(struct grader *g, struct image_prediction *p, int first, int count)
 {
-    int rows = g->rows;
     size_t plane3 = (size_t)3 * g->cnorm->width * g->cnorm->height;
     size_t fcells = (size_t)g->channels * g->fh * g->fw;
     const struct onnx_tensor *feat = NULL;
     struct err e = {0};
 
-    if (!rows)
-        return;
     g->n.batches++;
-    g->n.rows += (uint64_t)rows;
-    if (ens_forward(g->ens, 0, (size_t)rows, g->res, NULL, &e))
-        log_error("forward pass of %d image(s) failed: %s", rows, e.msg);
+    g->n.rows += (uint64_t)count;
+    if (ens_forward(g->ens, (size_t)first, (size_t)count, g->res, NULL, &e))
+        log_error("forward pass of %d image(s) failed: %s", count, e.msg);
     else if (g->cam_w && (feat = ens_member_features(g->ens, g->cam)) &&
-             (feat->dims[0] != rows ||
+             (feat->dims[0] != count ||
               (size_t)(feat->dims[1] * feat->dims[2] * feat->dims[3]) != fcells))
         feat = NULL; /* checked at start-up; never index past the map */
-    for (size_t i = 0; i < n && i < g->cap; i++) {
-        int r = g->row[i];
-        if (r < 0)
-            continue;
+    for (int j = 0; j < count; j++) {
+        int r = first + j;
+        struct image_prediction *q = &p[g->slot_of_row[r]];
         if (e.code) {
-            grader_ungradable(&p[i], MODEL_ERROR, e.msg);
+            grader_ungradable(q, MODEL_ERROR, e.msg);
             continue;
         }
-        score_probs(&p[i], g->res[r].probs, g->res[r].agreement, g->threshold);
+        score_probs(q, g->res[j].probs, g->res[j].agreement, g->threshold);
         if (feat)
-            add_cam(g, &p[i], (const float *)feat->data + (size_t)r * fcells,
+            add_cam(g, q, (const float *)feat->data + (size_t)j * fcells,
                     ens_member_input(g->ens, g->cam) + (size_t)r * plane3);
     }
+}
+
+/* Pipelined: the decode thread works through the jobs while each forward
+ * pass takes every row ready so far, so decoding image k+1.. overlaps the
+ * pass over image k... (the first pass waits for one image). */
+void grader_run(struct grader *g, struct image_prediction *p, size_t n)
+{
+    int first = 0;
+
+    (void)n; /* the rows know their slots */
+    if (g->threaded && g->njobs) {
+        pthread_mutex_lock(&g->mu);
+        g->decoded = 0;
+        g->ready = 0;
+        g->rows = 0;
+        g->go = 1;
+        pthread_cond_signal(&g->cv_go);
+        for (;;) {
+            int ready, fin;
+            while (g->ready == first && g->decoded < g->njobs)
+                pthread_cond_wait(&g->cv_done, &g->mu);
+            ready = g->ready;
+            fin = g->decoded == g->njobs;
+            pthread_mutex_unlock(&g->mu);
+            if (ready > first) {
+                forward_rows(g, p, first, ready - first);
+                first = ready;
+            }
+            pthread_mutex_lock(&g->mu);
+            if (fin && g->ready == first)
+                break;
+        }
+        while (g->go) /* the thread has left the batch */
+            pthread_cond_wait(&g->cv_done, &g->mu);
+        g->njobs = 0;
+        pthread_mutex_unlock(&g->mu);
+        return;
+    }
+    if (g->rows)
+        forward_rows(g, p, 0, g->rows);
 }

@@ -21,7 +21,14 @@
  *     grade, P(grade >= 2) against the referable threshold, the CAM grid
  *     and optionally its overlay PNG.
  *
- * A grader is used by one thread at a time.
+ * Throughput: with decode_thread, grader_add only queues the image (copying
+ * the event and topic) and grader_run hands the queue to the grader's own
+ * decode thread, which loads, checks and preprocesses the images in order
+ * while the caller's thread runs forward passes over the rows ready so far
+ * (pipelined batches: decoding overlaps inference). Predictions are the
+ * same either way; p is filled only by grader_run.
+ *
+ * A grader is used by one thread at a time (its decode thread aside).
  */
 #ifndef STREAMML_GRADER_H
 #define STREAMML_GRADER_H
@@ -45,6 +52,7 @@ struct grader_opts {
     size_t batch;             /* images per forward pass, >= 1 */
     struct img_opts load;     /* image loading limits */
     const char *quality;      /* imgq limits JSON; ""/NULL: no quality checks */
+    int decode_thread;        /* 1: load/decode/preprocess beside the forward passes */
 };
 
 /* The images.* keys of cf (images.model, images.models, images.cam_model,
@@ -81,7 +89,8 @@ const struct grader_counts *grader_counts(const struct grader *g);
 
 /* A new batch: no slot has a row. */
 void grader_begin(struct grader *g);
-/* Slot i (< grader_batch) of the batch: p is initialised from ev and its
+/* Slot i (< grader_batch) of the batch (with a decode thread: done in
+ * grader_run, ev and topic copied): p is initialised from ev and its
  * source (ids, event time, model, threshold, topic/partition/offset), then
  * the image is loaded, checked (imgq, when the options name quality limits)
  * and preprocessed into the batch tensor's next row, or p is left
