@@ -133,6 +133,7 @@ int main(int argc, char **argv)
     img_init(&c.im);
     if (argc > 3 && strcmp(argv[3], "--forward-only") == 0) {
         struct onnx_tensor in, out[2];
+        onnx_set_threads(c.m, 1); /* as the worker with its decode thread */
         c.x = calloc((size_t)BATCH * 3 * c.n.width * c.n.height, sizeof(float));
         in = (struct onnx_tensor){ONNX_F32, 4, {BATCH, 3, c.n.height, c.n.width}, c.x};
         for (int r = 0; r < REPS; r++) {
