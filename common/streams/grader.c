@@ -263,9 +263,11 @@ struct grader *grader_open(const struct grader_opts *o, struct err *e)
     }
     if (o->decode_thread)
         start_decoder(g);
-    if (g->threaded) /* one core for inference, one for decoding: no spinning BLAS threads */
-        for (size_t i = 0; i < ens_size(g->ens); i++)
-            onnx_set_threads(ens_member_model(g->ens, i), 1);
+    /* One BLAS thread, decode thread or not: OpenBLAS' spinning threads would
+     * take the decode thread's core, and the sums' order (so the last bits of
+     * the probabilities) would depend on the mode. */
+    for (size_t i = 0; i < ens_size(g->ens); i++)
+        onnx_set_threads(ens_member_model(g->ens, i), 1);
     return g;
 fail:
     grader_close(g);
