@@ -3,10 +3,14 @@
 # images pipeline (demo model, median of 21), then one streamml-images
 # process end to end on the embedded broker: N preloaded image events (the
 # ten samples, repeated), images/s from the first prediction to the N-th,
-# with and without CAM overlay PNGs.
+# with and without CAM overlay PNGs; then the worker's images/s (CAM grid
+# only) with and without its decode thread against the ONNX runtime's own
+# images/s for the model (forward passes of 8 on one thread), alternated
+# REPS times in this one run, medians.
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-400}
+REPS=${REPS:-3}
 PY=/usr/bin/python3
 SM="$BUILD/streamml"
 MODEL=models/images/fundus_cnn.onnx
@@ -31,10 +35,11 @@ for i in range(n):
                       "uri": files[i % len(files)], "event_time": 1767225600000 + i}))
 PYEOF
 
-echo
-echo "| end to end, $N preloaded events, one worker | images/s | graded | images per pass | worker CPU s (incl. start-up) |"
-echo "|---|---:|---:|---:|---:|"
-for cam in "$tmp/cam" ""; do
+# One worker over N preloaded events: images/s from the first prediction to
+# the N-th (excludes the group's initial rebalance). $1: CAM PNG dir or "";
+# $2: images.decode_thread. Sets rate, graded, passes, cpu.
+run_worker() {
+    local cam=$1 dt=$2 bs wpid bpid t0 t1
     mkdir -p "$tmp/cam"
     "$SM" broker --topics images:4,predictions.images:4,images.dlq:1 \
         --bootstrap-file "$tmp/bs" >"$tmp/broker.log" 2>&1 &
@@ -43,9 +48,8 @@ for cam in "$tmp/cam" ""; do
     bs=$(cat "$tmp/bs")
     "$SM" produce -b "$bs" -t images --schema image_event -i "$tmp/events.jsonl" --log-level error 2>/dev/null
     "$BUILD/streamml-images" -b "$bs" -X images.root="$SAMPLES" -X images.cam_dir="$cam" \
-        --log-level info 2>"$tmp/worker.log" &
+        -X images.decode_thread="$dt" --log-level info 2>"$tmp/worker.log" &
     wpid=$!; pids+=($wpid)
-    # From the first prediction: excludes the group's initial rebalance.
     "$SM" consume -b "$bs" -t predictions.images -f -n 1 --log-level error >/dev/null 2>&1
     t0=$(date +%s.%N)
     "$SM" consume -b "$bs" -t predictions.images -f -n "$N" --log-level error >/dev/null 2>&1
@@ -55,5 +59,32 @@ for cam in "$tmp/cam" ""; do
     rm -f "$tmp/bs"
     graded=$(grep -o '[0-9]* graded' "$tmp/worker.log" | cut -d' ' -f1)
     passes=$(grep -o '([0-9.]* images each)' "$tmp/worker.log" | tr -d '()' | cut -d' ' -f1)
-    echo "| $([ -n "$cam" ] && echo "with CAM overlay PNGs" || echo "CAM grid only, no PNGs") | $($PY -c "print(round($N/($t1-$t0)))") | $graded | $passes | $cpu |"
+    rate=$($PY -c "print(round($N/($t1-$t0)))")
+}
+median() { $PY -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+
+echo
+echo "| end to end, $N preloaded events, one worker | images/s | graded | images per pass | worker CPU s (incl. start-up) |"
+echo "|---|---:|---:|---:|---:|"
+for cam in "$tmp/cam" ""; do
+    run_worker "$cam" 1
+    echo "| $([ -n "$cam" ] && echo "with CAM overlay PNGs" || echo "CAM grid only, no PNGs") | $rate | $graded | $passes | $cpu |"
 done
+
+echo
+echo "worker vs the ONNX runtime alone ($REPS rounds alternated, load $(cut -d' ' -f1 /proc/loadavg) at start, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-unset})"
+rt=(); w0=(); w1=()
+for r in $(seq "$REPS"); do
+    rt+=("$("$BUILD/bench/bench_images" "$MODEL" "$SAMPLES" --forward-only)")
+    run_worker "" 0; w0+=("$rate")
+    run_worker "" 1; w1+=("$rate")
+    echo "  round $r: runtime ${rt[-1]} images/s, worker ${w0[-1]} (decode inline) / ${w1[-1]} (decode thread), load $(cut -d' ' -f1 /proc/loadavg)"
+done
+mrt=$(median "${rt[@]}"); m0=$(median "${w0[@]}"); m1=$(median "${w1[@]}")
+echo
+echo "| median of $REPS | images/s | / runtime |"
+echo "|---|---:|---:|"
+echo "| ONNX runtime alone (forward passes of 8, one thread) | $mrt | 1.00 |"
+echo "| worker, decode inline (images.decode_thread=0) | $m0 | $($PY -c "print(f'{$m0/$mrt:.2f}')") |"
+echo "| worker, decode thread (images.decode_thread=1, default) | $m1 | $($PY -c "print(f'{$m1/$mrt:.2f}')") |"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -116,7 +116,10 @@ static void test_probabilities_are_the_weighted_average_of_members_alone(void **
     assert_float_equal(ens_member_weight(s, 0), 2.0 / 3.0, 1e-15);
     assert_int_equal(ens_member_norm(s, 1)->width, 32);
     assert_int_equal(ens_cam_member(s), 1);
-    assert_null(ens_member_output(s, 1, 0)); /* no run yet */
+    /* the smoke run's outputs: a batch of one, the CAM member's feature map kept */
+    assert_int_equal(ens_member_output(s, 1, 0)->dims[0], 1);
+    assert_null(ens_member_output(s, 1, 1)); /* cam_net has one output */
+    assert_non_null(ens_member_features(s, 1));
     if (ens_run(s, ims, NIMG, r, mp, &e))
         fail_msg("%s", e.msg);
     for (int i = 0; i < NIMG; i++) {

@@ -2,8 +2,12 @@
 # The images worker end to end on the embedded stack, self-contained (run it
 # alone, or from tools/demo.sh): `streamml broker` (librdkafka mock cluster)
 # on a free port in a temporary directory, streamml-images grading the sample
-# fundus images of models/images/samples (+ three bad references: a missing
-# file, a ".." escape, a truncated copy), then a table of the graded results
+# fundus images of models/images/samples with a model set (the demo CNN,
+# weight 0.7, and a second member at 128 px, models/images/fundus_cnn_b.onnx,
+# weight 0.3: probabilities averaged, the members' agreement shown), plus
+# three bad references (a missing file, a ".." escape, a truncated copy) and
+# two photographs too poor to grade (models/images/samples/lowq: blurred and
+# dark, refused by the worker's quality checks), then a table of the results
 # with the CAM overlays' paths. Everything is stopped on exit, even on error.
 #   KEEP=1 tools/demo_images.sh   keeps the temporary directory (CAM PNGs)
 set -euo pipefail
@@ -34,18 +38,23 @@ for _ in $(seq 100); do [ -s "$tmp/bootstrap" ] && break; sleep 0.1; done
 bs=$(cat "$tmp/bootstrap")
 mkdir -p "$tmp/root" "$tmp/cam"
 cp "$SAMPLES"/*.png "$SAMPLES"/*.jpg "$tmp/root/"
+cp -r "$SAMPLES/lowq" "$tmp/root/"
 head -c 3000 "$SAMPLES/fundus_05_g0.jpg" > "$tmp/root/cut_off.jpg"
 cp "$SAMPLES/events.jsonl" "$tmp/events.jsonl"
 cat >>"$tmp/events.jsonl" <<'JSON'
 {"image_id":"img-missing","patient_id":"p-90","uri":"not_here.png","event_time":1767225700000}
 {"image_id":"img-escape","patient_id":"p-91","uri":"../../etc/passwd","event_time":1767225701000}
 {"image_id":"img-cut","patient_id":"p-92","uri":"cut_off.jpg","event_time":1767225702000}
+{"image_id":"img-blurred","patient_id":"p-93","uri":"lowq/blurred.png","event_time":1767225703000}
+{"image_id":"img-dark","patient_id":"p-94","uri":"lowq/dark.png","event_time":1767225704000}
 JSON
 n=$(wc -l < "$tmp/events.jsonl")
 
-echo "== starting streamml-images (model models/images/fundus_cnn.onnx, batches of up to 8)"
+MODELS=models/images/fundus_cnn.onnx:0.7,models/images/fundus_cnn_b.onnx:0.3
+echo "== starting streamml-images (model set $MODELS, CAM from fundus_cnn.onnx, batches of up to 8)"
 "$BUILD/streamml-images" -b "$bs" -X images.root="$tmp/root" -X images.cam_dir="$tmp/cam" \
-    --log-level info >"$tmp/worker.log" 2>&1 &
+    -X images.models="$MODELS" -X images.cam_model=fundus_cnn.onnx \
+    -X images.referable_threshold=0.984 --log-level info >"$tmp/worker.log" 2>&1 &
 wpid=$!
 pids+=($wpid)
 
@@ -66,7 +75,11 @@ echo "== image quality: a sample, and its blurred and dark copies, against model
 "$SM" quality --limits models/images/quality.json "$SAMPLES/fundus_01_g1.png" \
     "$SAMPLES/lowq/blurred.png" "$SAMPLES/lowq/dark.png" | sed 's/^/   /' || true
 
-# A model set (issue 21): the demo CNN (weight 2) with the CAM test net
+# The same set offline, each member's own grade shown (streamml ensemble).
+echo "== the model set offline: members' own grades last"
+"$SM" ensemble --models "$MODELS" "$SAMPLES"/fundus_0[5-9]_*.jpg | sed 's/^/   /' || true
+
+# A model set of different kinds: the demo CNN (weight 2) with the CAM test net
 # (32 px, ImageNet normalisation; not trained on fundus images, so it shows
 # the mechanics: its own geometry, the weighted mean, the agreement).
 echo "== ensemble: fundus_cnn.onnx:2 + tests/fixtures/images/cam_net.onnx (members' own grades last)"

@@ -51,7 +51,7 @@ def images(pred_path, events_path):
     uri = {e["image_id"]: e["uri"] for e in load(events_path)}
     print("\n== graded images (predictions.images); true grade from the synthetic file name")
     print(f"{'image':<12} {'file':<18} {'true':>4} {'status':<10} {'grade':>5} {'E[grade]':>8} "
-          f"{'P(>=2)':>7} {'refer':<5} CAM overlay / reason")
+          f"{'P(>=2)':>7} {'refer':<5} {'agree':>5} CAM overlay / reason")
     ok = agree = 0
     for p in sorted(preds, key=lambda p: p["image_id"]):
         m = re.search(r"_g(\d)\.", uri[p["image_id"]])
@@ -61,13 +61,14 @@ def images(pred_path, events_path):
             agree += true == str(p["grade"])
             print(f"{p['image_id']:<12} {uri[p['image_id']]:<18} {true:>4} {'ok':<10} "
                   f"{p['grade']:>5} {p['expected_grade']:8.2f} {p['referable_probability']:7.3f} "
-                  f"{'yes' if p['referable'] else 'no':<5} {p['cam_path'].split('/')[-1] or '-'}")
+                  f"{'yes' if p['referable'] else 'no':<5} {p.get('agreement', 1.0):5.2f} "
+                  f"{p['cam_path'].split('/')[-1] or '-'}")
         else:
             # The detail already starts with the reason ("forbidden: ..."): once.
             why = p["detail"] if p["detail"].startswith(p["reason"] + ":") \
                 else f"{p['reason']}: {p['detail']}"
             print(f"{p['image_id']:<12} {uri[p['image_id']][:18]:<18} {true:>4} "
-                  f"{'ungradable':<10} {'':>5} {'':>8} {'':>7} {'':<5} {why[:70]}")
+                  f"{'ungradable':<10} {'':>5} {'':>8} {'':>7} {'':<5} {'':>5} {why[:70]}")
     lat = sorted(p["latency_us"] for p in preds)
     print(f"\n== {len(preds)} image predictions: {ok} graded ({agree} match the true grade), "
           f"{len(preds) - ok} ungradable; in-worker latency p50 "

@@ -156,6 +156,16 @@ static const struct key_def keys[] = {
      "low_quality:<check> (empty: no checks)"},
     {"images.cam_features", K_STR, 0, 0, "",
      "one-output models: the value holding the last feature map (default: metadata)"},
+    {"images.decode_thread", K_INT, 0, 1, "1",
+     "1: images are loaded, decoded and preprocessed on a thread beside the forward passes"},
+    {"images.models", K_STR, 0, 0, "",
+     "model set a.onnx[:w],b.onnx[:w],... graded as one (weighted mean of the probabilities; "
+     "empty: images.model alone)"},
+    {"images.cam_model", K_STR, 0, 0, "",
+     "member of images.models the CAM comes from (its path or file name; empty: the first)"},
+    {"images.quality_baseline", K_STR, 0, 0, "",
+     "quality values' monitoring baseline (streamml quality --monitor): PSI alerts on "
+     "monitor.topic (empty: off)"},
     /* clickstream worker (workers/clickstream) */
     {"clickstream.model", K_STR, 0, 0, "models/clickstream/gru4rec.onnx",
      "GRU4Rec ONNX model (models/clickstream/train.py)"},

@@ -171,6 +171,7 @@ static int put_image_prediction(avro_value_t *r, const struct image_prediction *
         put_bool(r, "referable", p->referable, e) ||
         put_double(r, "referable_probability", p->referable_probability, e) ||
         put_double(r, "referable_threshold", p->referable_threshold, e) ||
+        put_double(r, "agreement", p->agreement, e) ||
         PUT_STR(r, p, model_name, e) || PUT_STR(r, p, model_version, e) ||
         put_long(r, "latency_us", p->latency_us, e) || PUT_STR(r, p, cam_path, e) ||
         put_int(r, "cam_height", p->cam_height, e) || put_int(r, "cam_width", p->cam_width, e) ||
@@ -228,6 +229,7 @@ static int get_image_prediction(avro_value_t *r, struct image_prediction *p, str
         get_bool(r, "referable", &p->referable, e) ||
         get_double(r, "referable_probability", &p->referable_probability, e) ||
         get_double(r, "referable_threshold", &p->referable_threshold, e) ||
+        get_double(r, "agreement", &p->agreement, e) ||
         GET_STR(r, p, model_name, e) || GET_STR(r, p, model_version, e) ||
         get_long(r, "latency_us", &p->latency_us, e) || GET_STR(r, p, cam_path, e) ||
         get_int(r, "cam_height", &p->cam_height, e) || get_int(r, "cam_width", &p->cam_width, e) ||

@@ -38,6 +38,7 @@ struct image_prediction {
     bool referable;
     double referable_probability;     /* P(grade >= 2); -1 when ungradable */
     double referable_threshold;
+    double agreement;                 /* model set members agreeing with grade; -1 ungradable */
     char model_name[64];
     char model_version[32];
     int64_t latency_us;

@@ -3,9 +3,9 @@
  * For a CNN that ends in global average pooling and one Linear layer, the
  * evidence for class k at each cell of the last feature map is
  * sum_c W[k][c] * F[c][y][x] (Zhou et al., "Learning Deep Features for
- * Discriminative Localization", 2016). We keep the positive part (ReLU),
- * scale it to [0, 1] by its maximum, upsample it bilinearly to the model's
- * input and blend a colour map over the input the model saw.
+ * Discriminative Localization", 2016). We keep the positive part (ReLU)
+ * and scale it to [0, 1] by its maximum; a deeper head gets Grad-CAM
+ * (cam_gradcam). The overlay on the photograph is common/models/overlay.h's.
  *
  * Pure functions over caller-owned buffers: no allocation, any thread.
  */
@@ -54,13 +54,5 @@ size_t cam_gradcam_scratch(const struct cam_layer *layers, size_t n, int channel
 int cam_gradcam(const struct cam_layer *layers, size_t n_layers, int channels,
                 const float *features, int h, int w, int k, float *grid, float *scratch,
                 struct err *e);
-
-/* Overlay of the grid on the model input (planar normalised floats, as
- * img_preprocess wrote them, de-normalised with n): out gets n->width x
- * n->height 8-bit RGB, (1 - alpha * m) * input + alpha * m * jet(m) with m
- * the upsampled map. scratch: cam_overlay_scratch() floats. */
-size_t cam_overlay_scratch(const struct img_norm *n, int gh, int gw);
-void cam_overlay(const float *input, const struct img_norm *n, const float *grid, int gh, int gw,
-                 float alpha, uint8_t *out, float *scratch);
 
 #endif

@@ -4,8 +4,11 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "cam.h"
 
 #define PATH_MAX_LEN 1024
 
@@ -20,6 +23,7 @@ struct member {
     size_t scratch_cap;
     struct onnx_tensor out[2];
     int have_out;
+    char kept[256]; /* the CAM member's kept feature map, "" none */
 };
 
 struct ens {
@@ -49,8 +53,8 @@ static int parse_entry(const char *s, size_t len, struct member *m, struct err *
         w = strtod(num, &end);
         if (end == num || *end || errno || !isfinite(w) || w <= 0 || w > 1e6)
             return err_set(e, ERR_CONFIG,
-                           "images.models: weight '%s' of '%.*s' is not a number in (0, 1e6]",
-                           num, (int)(colon - s), s);
+                           "images.models: weight '%s' of '%.*s' is not a number in (0, 1e6]", num,
+                           (int)(colon - s), s);
         len = (size_t)(colon - s);
     }
     while (len && (*s == ' ' || *s == '\t'))
@@ -60,8 +64,7 @@ static int parse_entry(const char *s, size_t len, struct member *m, struct err *
     if (len == 0)
         return err_set(e, ERR_CONFIG, "images.models: empty member");
     if (len >= PATH_MAX_LEN)
-        return err_set(e, ERR_CONFIG, "images.models: member path over %d bytes",
-                       PATH_MAX_LEN - 1);
+        return err_set(e, ERR_CONFIG, "images.models: member path over %d bytes", PATH_MAX_LEN - 1);
     memcpy(m->path, s, len);
     m->path[len] = 0;
     m->weight = w;
@@ -81,8 +84,7 @@ static int parse_models(struct ens *s, const char *spec, struct err *e)
         int rc;
 
         if (s->n == ENS_MAX_MEMBERS)
-            return err_set(e, ERR_CONFIG, "images.models: more than %d members",
-                           ENS_MAX_MEMBERS);
+            return err_set(e, ERR_CONFIG, "images.models: more than %d members", ENS_MAX_MEMBERS);
         if ((rc = parse_entry(p, len, &s->mb[s->n], e)))
             return rc;
         total += s->mb[s->n++].weight;
@@ -107,8 +109,7 @@ static int member_geometry(struct member *m, struct err *e)
     img_norm_default(&m->norm, d[2] > 0 ? (int)d[2] : 224);
     if (d[3] > 0)
         m->norm.width = (int)d[3];
-    if (img_norm_parse(&m->norm, size, onnx_metadata(m->m, "mean"), onnx_metadata(m->m, "std"),
-                       e))
+    if (img_norm_parse(&m->norm, size, onnx_metadata(m->m, "mean"), onnx_metadata(m->m, "std"), e))
         return err_wrap(e, "%s: metadata", m->path);
     if ((d[2] > 0 && d[2] != m->norm.height) || (d[3] > 0 && d[3] != m->norm.width))
         return err_set(e, ERR_CONFIG, "%s: metadata input_size disagrees with the input shape",
@@ -126,6 +127,7 @@ static int smoke(struct member *m, struct err *e)
     int rc;
 
     memset(m->input, 0, per * sizeof(float));
+    m->have_out = 0;
     if ((rc = onnx_run(m->m, &in, 1, out, m->n_out, e)))
         return err_wrap(e, "%s: smoke run", m->path);
     if (out[0].dtype != ONNX_F32 || out[0].ndim != 2 || out[0].dims[0] != 1 ||
@@ -135,16 +137,65 @@ static int smoke(struct member *m, struct err *e)
     for (int k = 0; k < ENS_GRADES; k++)
         if (!isfinite(((const float *)out[0].data)[k]))
             return err_set(e, ERR_CONFIG, "%s: smoke run gives non-finite logits", m->path);
+    memcpy(m->out, out, sizeof(m->out));
+    m->have_out = 1; /* the caller may check the feature map's shape */
     return ERR_OK;
 }
 
-static int open_member(struct member *m, size_t batch, struct err *e)
+/* The CAM member keeps its last feature map, named by cam_features or its
+ * metadata (a plain one-output export), so that the runtime does not recycle
+ * it; without cam_weight metadata, the value the graph's head pools
+ * (onnx_gradcam_head: CAM or Grad-CAM from the head), unless the second
+ * output is it. */
+static int keep_features(struct member *m, const char *name, struct err *e)
+{
+    const char *keep[1];
+    int rc;
+
+    if (!name || !*name)
+        name = onnx_metadata(m->m, "cam_features");
+    if (m->n_out == 2 && name && *name)
+        return ERR_OK;
+    if ((!name || !*name) && !onnx_metadata(m->m, "cam_weight")) {
+        struct cam_layer head[CAM_MAX_LAYERS];
+        struct err ignored = {0};
+        size_t n;
+        int c;
+        if (onnx_gradcam_head(m->m, &name, head, CAM_MAX_LAYERS, &n, &c, &ignored) ||
+            (m->n_out == 2 && strcmp(onnx_output_name(m->m, 1), name) == 0))
+            return ERR_OK;
+    }
+    if (!name || !*name)
+        return ERR_OK;
+    if (strlen(name) >= sizeof(m->kept))
+        return err_set(e, ERR_CONFIG, "%s: cam_features name too long", m->path);
+    snprintf(m->kept, sizeof(m->kept), "%s", name); /* the handle owning name goes */
+    keep[0] = m->kept;
+    onnx_close(m->m);
+    m->m = NULL;
+    if ((rc = onnx_open_keep(&m->m, m->path, keep, 1, e))) {
+        char msg[sizeof(e->msg)];
+        memcpy(msg, e->msg, sizeof(msg));
+        return err_set(e, rc == ERR_NOMEM ? rc : ERR_CONFIG, "%s: cam_features %s: %.150s", m->path,
+                       m->kept, msg);
+    }
+    return ERR_OK;
+}
+
+static int open_member(struct member *m, size_t batch, const char *keep, struct err *e)
 {
     int rc;
 
-    if ((rc = onnx_open(&m->m, m->path, e)))
-        return rc == ERR_NOMEM ? rc : ERR_CONFIG;
+    if ((rc = onnx_open(&m->m, m->path, e))) {
+        char msg[sizeof(e->msg)];
+        if (rc == ERR_NOMEM)
+            return rc;
+        memcpy(msg, e->msg, sizeof(msg)); /* a bad member is a configuration error */
+        return err_set(e, ERR_CONFIG, "%s", msg);
+    }
     if ((rc = member_geometry(m, e)))
+        return rc;
+    if (keep && (rc = keep_features(m, keep, e)))
         return rc;
     m->input = malloc(batch * 3 * (size_t)m->norm.height * m->norm.width * sizeof(float));
     if (!m->input)
@@ -169,9 +220,6 @@ int ens_open(struct ens **out, const struct ens_opts *o, struct err *e)
     s->batch = o->batch ? o->batch : 1;
     if ((rc = parse_models(s, o->models, e)))
         goto fail;
-    for (size_t i = 0; i < s->n; i++)
-        if ((rc = open_member(&s->mb[i], s->batch, e)))
-            goto fail;
     if (o->cam_member && *o->cam_member) {
         size_t i;
         for (i = 0; i < s->n; i++)
@@ -179,12 +227,16 @@ int ens_open(struct ens **out, const struct ens_opts *o, struct err *e)
                 strcmp(base_name(s->mb[i].path), o->cam_member) == 0)
                 break;
         if (i == s->n) {
-            rc = err_set(e, ERR_CONFIG, "images.cam_member: '%s' is not a member of '%s'",
+            rc = err_set(e, ERR_CONFIG, "images.cam_model: '%s' is not a member of '%s'",
                          o->cam_member, o->models);
             goto fail;
         }
         s->cam = i;
     }
+    for (size_t i = 0; i < s->n; i++)
+        if ((rc = open_member(&s->mb[i], s->batch,
+                              i == s->cam ? (o->cam_features ? o->cam_features : "") : NULL, e)))
+            goto fail;
     *out = s;
     return ERR_OK;
 fail:
@@ -204,13 +256,53 @@ void ens_close(struct ens *s)
     free(s);
 }
 
-size_t ens_size(const struct ens *s) { return s->n; }
-size_t ens_batch(const struct ens *s) { return s->batch; }
-const char *ens_member_path(const struct ens *s, size_t i) { return s->mb[i].path; }
-double ens_member_weight(const struct ens *s, size_t i) { return s->mb[i].weight; }
-const struct img_norm *ens_member_norm(const struct ens *s, size_t i) { return &s->mb[i].norm; }
-struct onnx_model *ens_member_model(const struct ens *s, size_t i) { return s->mb[i].m; }
-size_t ens_cam_member(const struct ens *s) { return s->cam; }
+size_t ens_size(const struct ens *s)
+{
+    return s->n;
+}
+size_t ens_batch(const struct ens *s)
+{
+    return s->batch;
+}
+const char *ens_member_path(const struct ens *s, size_t i)
+{
+    return s->mb[i].path;
+}
+double ens_member_weight(const struct ens *s, size_t i)
+{
+    return s->mb[i].weight;
+}
+const struct img_norm *ens_member_norm(const struct ens *s, size_t i)
+{
+    return &s->mb[i].norm;
+}
+struct onnx_model *ens_member_model(const struct ens *s, size_t i)
+{
+    return s->mb[i].m;
+}
+size_t ens_cam_member(const struct ens *s)
+{
+    return s->cam;
+}
+const float *ens_member_input(const struct ens *s, size_t i)
+{
+    return s->mb[i].input;
+}
+const char *ens_member_kept(const struct ens *s, size_t i)
+{
+    return s->mb[i].kept;
+}
+
+const struct onnx_tensor *ens_member_features(const struct ens *s, size_t i)
+{
+    const struct member *m = &s->mb[i];
+
+    if (!m->have_out)
+        return NULL;
+    if (m->kept[0])
+        return onnx_value(m->m, m->kept);
+    return m->n_out == 2 ? &m->out[1] : NULL;
+}
 
 const struct onnx_tensor *ens_member_output(const struct ens *s, size_t i, size_t k)
 {
@@ -244,46 +336,61 @@ static int argmax(const double *p)
     return g;
 }
 
-int ens_run(struct ens *s, const struct img *const *ims, size_t n, struct ens_result *out,
-            double *member_probs, struct err *e)
+static int grow_scratch(struct member *m, size_t need, struct err *e)
 {
-    if (n == 0 || n > s->batch)
-        return err_set(e, ERR_INVALID, "ensemble: %zu images for a batch of %zu", n, s->batch);
+    float *ns;
+
+    if (need <= m->scratch_cap)
+        return ERR_OK;
+    if (!(ns = realloc(m->scratch, need * sizeof(float))))
+        return err_set(e, ERR_NOMEM, "ensemble: out of memory for preprocessing");
+    m->scratch = ns;
+    m->scratch_cap = need;
+    return ERR_OK;
+}
+
+int ens_add(struct ens *s, size_t row, const struct img *im, struct err *e)
+{
+    if (row >= s->batch)
+        return err_set(e, ERR_INVALID, "ensemble: row %zu of a batch of %zu", row, s->batch);
+    for (size_t i = 0; i < s->n; i++) {
+        struct member *m = &s->mb[i];
+        size_t per = (size_t)3 * m->norm.height * m->norm.width;
+        int rc;
+
+        if ((rc = grow_scratch(m, img_preprocess_scratch(im, &m->norm), e)) ||
+            (rc = img_preprocess(im, &m->norm, m->input + row * per, m->scratch, e)))
+            return rc;
+    }
+    return ERR_OK;
+}
+
+int ens_forward(struct ens *s, size_t first, size_t n, struct ens_result *out, double *member_probs,
+                struct err *e)
+{
+    if (n == 0 || first + n > s->batch)
+        return err_set(e, ERR_INVALID, "ensemble: rows %zu..%zu of a batch of %zu", first,
+                       first + n, s->batch);
     memset(out, 0, n * sizeof(*out));
     for (size_t i = 0; i < s->n; i++) {
         struct member *m = &s->mb[i];
         size_t per = (size_t)3 * m->norm.height * m->norm.width;
-        struct onnx_tensor in = {ONNX_F32, 4, {(int64_t)n, 3, m->norm.height, m->norm.width},
-                                 m->input};
+        struct onnx_tensor in = {
+            ONNX_F32, 4, {(int64_t)n, 3, m->norm.height, m->norm.width}, m->input + first * per};
         int rc;
 
         m->have_out = 0;
-        for (size_t j = 0; j < n; j++) {
-            size_t need = img_preprocess_scratch(ims[j], &m->norm);
-
-            if (need > m->scratch_cap) {
-                float *ns = realloc(m->scratch, need * sizeof(float));
-                if (!ns)
-                    return err_set(e, ERR_NOMEM, "ensemble: out of memory");
-                m->scratch = ns;
-                m->scratch_cap = need;
-            }
-            if ((rc = img_preprocess(ims[j], &m->norm, m->input + j * per, m->scratch, e)))
-                return rc;
-        }
         if ((rc = onnx_run(m->m, &in, 1, m->out, m->n_out, e)))
             return err_wrap(e, "%s", m->path);
         if (m->out[0].ndim != 2 || m->out[0].dims[0] != (int64_t)n ||
             m->out[0].dims[1] != ENS_GRADES)
-            return err_set(e, ERR_INVALID, "%s: logits are not [%zu, %d]", m->path, n,
-                           ENS_GRADES);
+            return err_set(e, ERR_INVALID, "%s: logits are not [%zu, %d]", m->path, n, ENS_GRADES);
         m->have_out = 1;
         for (size_t j = 0; j < n; j++) {
             double p[ENS_GRADES];
 
             if (softmax((const float *)m->out[0].data + j * ENS_GRADES, p))
-                return err_set(e, ERR_INVALID, "%s: non-finite logits for image %zu", m->path,
-                               j);
+                return err_set(e, ERR_INVALID, "%s: non-finite logits for image %zu", m->path, j);
             for (int k = 0; k < ENS_GRADES; k++) {
                 out[j].probs[k] += m->weight * p[k];
                 if (member_probs)
@@ -303,4 +410,17 @@ int ens_run(struct ens *s, const struct img *const *ims, size_t n, struct ens_re
         }
     }
     return ERR_OK;
+}
+
+int ens_run(struct ens *s, const struct img *const *ims, size_t n, struct ens_result *out,
+            double *member_probs, struct err *e)
+{
+    int rc;
+
+    if (n == 0 || n > s->batch)
+        return err_set(e, ERR_INVALID, "ensemble: %zu images for a batch of %zu", n, s->batch);
+    for (size_t j = 0; j < n; j++)
+        if ((rc = ens_add(s, j, ims[j], e)))
+            return rc;
+    return ens_forward(s, 0, n, out, member_probs, e);
 }

@@ -2,11 +2,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cam.h"
+#include "ensemble.h"
 #include "grader.h"
 #include "imgq.h"
 #include "log.h"
@@ -16,15 +18,24 @@
 #define MODEL_ERROR "model_error"
 #define LOW_QUALITY "low_quality:" /* + imgq_check_name */
 
-struct grader {
-    struct onnx_model *m;
-    struct img_norm norm;
-    size_t n_out;         /* 1 (logits) or 2 (+ feature map) */
-    char kept[256];       /* one-output model: the kept feature-map value, or "" */
-    float *cam_w;         /* IMGEV_GRADES x channels: plain CAM; NULL: none */
-    int channels, fh, fw; /* feature map geometry */
+/* An image to load, check and preprocess (the decode thread's input). */
+struct job {
+    size_t slot;
+    struct image_event ev; /* copies: the caller's may be reused before grader_run */
+    char topic[128];
+    int32_t partition;
+    int64_t offset;
+    struct image_prediction *p;
+};
 
-    struct cam_layer head[CAM_MAX_LAYERS]; /* Grad-CAM's head (into m's constants) */
+struct grader {
+    struct ens *ens;              /* the model set (one member: the plain model) */
+    size_t cam;                   /* the CAM member */
+    const struct img_norm *cnorm; /* its geometry */
+    float *cam_w;                 /* IMGEV_GRADES x channels: plain CAM; NULL: none */
+    int channels, fh, fw;         /* feature map geometry */
+
+    struct cam_layer head[CAM_MAX_LAYERS]; /* Grad-CAM's head (into the member's constants) */
     size_t n_head;                         /* 0: no Grad-CAM */
     float *head_scratch;
 
@@ -34,24 +45,40 @@ struct grader {
     struct img_loader *ld;
     struct imgq *q; /* NULL: no quality checks */
     struct imgq_limits qlim;
+    struct imgq_values *qv; /* per slot: the quality values measured */
+    unsigned char *qmeasured;
     size_t cap; /* images per forward pass */
-    int *row;   /* slot -> row of the batch tensor, -1 none */
+    int *row;   /* slot -> row of the batch tensors, -1 none */
     int rows;
     struct img im;
-    float *input;   /* cap x 3 x H x W */
-    float *scratch; /* preprocessing; grows with the largest image */
-    size_t scratch_n;
+    struct ens_result *res;
     struct img *photos; /* per row, the decoded image for its overlay; NULL: none */
     float *cam_scratch;
     uint8_t *overlay;
     size_t cam_scratch_n, overlay_n;
     struct grader_counts n;
+    /* decode thread (images.decode_thread): it loads, checks and preprocesses
+     * the batch's images in order while this thread runs forward passes on
+     * the rows already ready; mu guards go/quit/decoded/ready */
+    struct job *jobs;
+    size_t njobs;
+    int *slot_of_row;
+    int threaded, go, quit;
+    size_t decoded;
+    int ready;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_go, cv_done;
 };
+
+static void start_decoder(struct grader *g);
 
 void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->model = cfg_str(cf, "images.model");
+    o->models = cfg_str(cf, "images.models");
+    o->cam_model = cfg_str(cf, "images.cam_model");
     o->cam_features = cfg_str(cf, "images.cam_features");
     o->threshold = cfg_double(cf, "images.referable_threshold");
     o->cam_dir = cfg_str(cf, "images.cam_dir");
@@ -65,9 +92,10 @@ void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o)
                                 .max_scans = (int)cfg_int(cf, "images.max_scans"),
                                 .jpeg_max_memory = (long)cfg_int(cf, "images.jpeg_max_memory")};
     o->quality = cfg_str(cf, "images.quality");
+    o->decode_thread = (int)cfg_int(cf, "images.decode_thread");
 }
 
-/* ---- the model ---- */
+/* ---- the model set ---- */
 
 static int parse_threshold(const char *s, double *out)
 {
@@ -82,82 +110,17 @@ static int parse_threshold(const char *s, double *out)
     return 0;
 }
 
-static int model_geometry(struct grader *g, const char *path, struct err *e)
-{
-    int ndim;
-    int64_t d[8];
-    const char *size = onnx_metadata(g->m, "input_size");
-
-    if (onnx_num_inputs(g->m) != 1 || onnx_input_dtype(g->m, 0) != ONNX_F32 ||
-        onnx_input_shape(g->m, 0, &ndim, d) || ndim != 4 || d[1] != 3)
-        return err_set(e, ERR_CONFIG, "%s: expected one float input [N, 3, H, W]", path);
-    img_norm_default(&g->norm, d[2] > 0 ? (int)d[2] : 224);
-    if (d[3] > 0)
-        g->norm.width = (int)d[3];
-    if (img_norm_parse(&g->norm, size, onnx_metadata(g->m, "mean"), onnx_metadata(g->m, "std"), e))
-        return err_wrap(e, "%s: metadata", path);
-    if ((d[2] > 0 && d[2] != g->norm.height) || (d[3] > 0 && d[3] != g->norm.width))
-        return err_set(e, ERR_CONFIG,
-                       "%s: metadata input_size %s disagrees with the input "
-                       "shape",
-                       path, size);
-    g->n_out = onnx_num_outputs(g->m) >= 2 ? 2 : 1;
-    return ERR_OK;
-}
-
-/* The last feature map: the second output, or for a one-output model (a
- * plain torchvision export) the intermediate value named by
- * images.cam_features or the metadata's cam_features, kept by the runtime. */
-static const struct onnx_tensor *features_of(const struct grader *g, const struct onnx_tensor *out)
-{
-    if (g->kept[0])
-        return onnx_value(g->m, g->kept);
-    return g->n_out == 2 ? &out[1] : NULL;
-}
-
-static int keep_features(struct grader *g, const char *name, const char *path, struct err *e)
-{
-    const char *keep[1];
-
-    if (!name || !*name)
-        name = onnx_metadata(g->m, "cam_features");
-    if (g->n_out == 2 && name && *name)
-        return ERR_OK;
-    if ((!name || !*name) && !onnx_metadata(g->m, "cam_weight")) {
-        /* Grad-CAM: the value the head pools, unless the second output is it */
-        struct err ignored = {0};
-        size_t n;
-        int c;
-        if (onnx_gradcam_head(g->m, &name, g->head, CAM_MAX_LAYERS, &n, &c, &ignored) ||
-            (g->n_out == 2 && strcmp(onnx_output_name(g->m, 1), name) == 0))
-            return ERR_OK;
-    }
-    if (!name || !*name)
-        return ERR_OK;
-    if (strlen(name) >= sizeof(g->kept))
-        return err_set(e, ERR_CONFIG, "%s: cam_features name too long", path);
-    snprintf(g->kept, sizeof(g->kept), "%s", name); /* the handle owning name goes */
-    keep[0] = g->kept;
-    onnx_close(g->m);
-    g->m = NULL;
-    if (onnx_open_keep(&g->m, path, keep, 1, e)) {
-        char msg[sizeof(e->msg)];
-        memcpy(msg, e->msg, sizeof(msg));
-        return err_set(e, ERR_CONFIG, "%s: cam_features %s: %.150s", path, g->kept, msg);
-    }
-    return ERR_OK;
-}
-
 /* Without cam_weight: the head read from the graph (onnx_gradcam_head). One
  * Linear layer is plain CAM (the fast path), a deeper head Grad-CAM. A
  * graph without such a head is served without CAMs. */
-static int load_head(struct grader *g, const char *path, struct err *e)
+static int load_head(struct grader *g, struct onnx_model *m, const char *path,
+                     struct err *e)
 {
     const char *f;
     int c;
     struct cam_layer *l = g->head;
 
-    if (onnx_gradcam_head(g->m, &f, g->head, CAM_MAX_LAYERS, &g->n_head, &c, e)) {
+    if (onnx_gradcam_head(m, &f, g->head, CAM_MAX_LAYERS, &g->n_head, &c, e)) {
         log_warn("%s: no CAMs: %s", path, e->msg);
         g->n_head = 0;
         err_clear(e);
@@ -182,22 +145,36 @@ static int load_head(struct grader *g, const char *path, struct err *e)
     return g->head_scratch ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
 }
 
-/* cam_weight names the final Linear weight: IMGEV_GRADES x C (torch
- * layout, Gemm transB=1) or C x IMGEV_GRADES ("cam_weight_layout": in_out). */
-static int load_cam_weights(struct grader *g, const char *path, struct err *e)
+/* cam_weight names the CAM member's final Linear weight: IMGEV_GRADES x C
+ * (torch layout, Gemm transB=1) or C x IMGEV_GRADES ("cam_weight_layout":
+ * in_out). The feature map's shape is the smoke run's (ens_open). */
+static int load_cam_weights(struct grader *g, struct err *e)
 {
-    const char *name = onnx_metadata(g->m, "cam_weight");
-    const char *layout = onnx_metadata(g->m, "cam_weight_layout");
-    const struct onnx_tensor *t = name ? onnx_initializer(g->m, name) : NULL;
-    int in_out = layout && strcmp(layout, "in_out") == 0, c = g->channels;
+    struct onnx_model *m = ens_member_model(g->ens, g->cam);
+    const char *path = ens_member_path(g->ens, g->cam);
+    const char *name = onnx_metadata(m, "cam_weight");
+    const char *layout = onnx_metadata(m, "cam_weight_layout");
+    const struct onnx_tensor *t = name ? onnx_initializer(m, name) : NULL;
+    const struct onnx_tensor *f = ens_member_features(g->ens, g->cam);
+    int in_out = layout && strcmp(layout, "in_out") == 0, c;
     const float *src;
 
-    if (!name && (g->n_out == 2 || g->kept[0]))
-        return load_head(g, path, e);
-    if ((g->n_out < 2 && !g->kept[0]) || !name) {
-        log_warn("%s: no feature-map output or no cam_weight metadata: no CAMs", path);
+    if (!f) {
+        log_warn("%s: no feature-map output and no head to read: no CAMs", path);
         return ERR_OK;
     }
+    if (f->dtype != ONNX_F32 || f->ndim != 4 || f->dims[0] != 1 ||
+        f->dims[2] * f->dims[3] > IMGEV_CAM_MAX)
+        return err_set(e, ERR_CONFIG,
+                       "%s: %s must be a float [N, C, h, w] feature map with h x w <= %d", path,
+                       ens_member_kept(g->ens, g->cam)[0] ? ens_member_kept(g->ens, g->cam)
+                                                          : onnx_output_name(m, 1),
+                       IMGEV_CAM_MAX);
+    c = g->channels = (int)f->dims[1];
+    g->fh = (int)f->dims[2];
+    g->fw = (int)f->dims[3];
+    if (!name)
+        return load_head(g, m, path, e);
     if (!t || t->dtype != ONNX_F32 || t->ndim != 2 || t->dims[in_out ? 1 : 0] != IMGEV_GRADES ||
         t->dims[in_out ? 0 : 1] != c)
         return err_set(e, ERR_CONFIG,
@@ -214,88 +191,95 @@ static int load_cam_weights(struct grader *g, const char *path, struct err *e)
     return ERR_OK;
 }
 
-/* One forward pass on zeros: output shapes are checked before any input. */
-static int probe_outputs(struct grader *g, const char *path, struct err *e)
+/* Name and version: the model's metadata; a set is "ensemble" with the
+ * members' versions joined by '+' (cut to the field). */
+static void name_set(struct grader *g)
 {
-    size_t n = (size_t)3 * g->norm.width * g->norm.height;
-    float *zero = calloc(n, sizeof(float));
-    struct onnx_tensor in = {ONNX_F32, 4, {1, 3, g->norm.height, g->norm.width}, zero};
-    struct onnx_tensor out[2];
-    int rc;
+    size_t n = ens_size(g->ens), len = 0;
 
-    if (!zero)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    rc = onnx_run(g->m, &in, 1, out, g->n_out, e);
-    free(zero);
-    if (rc)
-        return err_wrap(e, "%s: trial run", path);
-    if (out[0].dtype != ONNX_F32 || out[0].ndim != 2 || out[0].dims[1] != IMGEV_GRADES)
-        return err_set(e, ERR_CONFIG, "%s: output %s must be float [N, %d] logits", path,
-                       onnx_output_name(g->m, 0), IMGEV_GRADES);
-    if (g->n_out == 2 || g->kept[0]) {
-        const struct onnx_tensor *f = features_of(g, out);
-        if (!f || f->dtype != ONNX_F32 || f->ndim != 4 || f->dims[0] != 1 ||
-            f->dims[2] * f->dims[3] > IMGEV_CAM_MAX)
-            return err_set(e, ERR_CONFIG,
-                           "%s: %s must be a float [N, C, h, w] feature map "
-                           "with h x w <= %d",
-                           path, g->kept[0] ? g->kept : onnx_output_name(g->m, 1), IMGEV_CAM_MAX);
-        g->channels = (int)f->dims[1];
-        g->fh = (int)f->dims[2];
-        g->fw = (int)f->dims[3];
+    for (size_t i = 0; i < n; i++) {
+        struct onnx_model *m = ens_member_model(g->ens, i);
+        const char *name = onnx_metadata(m, "model_name"), *v = onnx_metadata(m, "model_version");
+        if (n == 1)
+            snprintf(g->name, sizeof(g->name), "%s", name ? name : "onnx");
+        if (len < sizeof(g->version))
+            len += (size_t)snprintf(g->version + len, sizeof(g->version) - len, "%s%s",
+                                    i ? "+" : "", v ? v : "unknown");
     }
-    return ERR_OK;
+    if (n > 1)
+        snprintf(g->name, sizeof(g->name), "ensemble");
 }
 
+/* The set is opened and smoke-run member by member (ens_open), so a bad
+ * member refuses the whole set naming its file. The threshold: the key, or
+ * the first member's metadata (with a set, set images.referable_threshold:
+ * averaged probabilities are calibrated differently), or 0.5. */
 static int open_model(struct grader *g, const struct grader_opts *o, struct err *e)
 {
-    const char *path = o->model, *name, *version, *thr;
+    const char *models = o->models && *o->models ? o->models : o->model, *thr;
+    struct ens_opts eo = {.models = models,
+                          .cam_member = o->cam_model,
+                          .cam_features = o->cam_features,
+                          .batch = g->cap};
+    char one[1100];
 
-    if (onnx_open(&g->m, path, e)) {
-        char msg[sizeof(e->msg)];
-        if (e->code == ERR_NOMEM)
-            return e->code;
-        memcpy(msg, e->msg, sizeof(msg)); /* a bad model file is a configuration error */
-        return err_set(e, ERR_CONFIG, "%s", msg);
+    if (!o->models || !*o->models) {
+        /* one model: its path as is (a ':' or ',' in it is not a weight or a member) */
+        if (!models || !*models)
+            return err_set(e, ERR_CONFIG, "images.model: empty");
+        if (strchr(models, ',') || strchr(models, ':')) {
+            if ((size_t)snprintf(one, sizeof(one), "%s:1", models) >= sizeof(one) ||
+                strchr(models, ','))
+                return err_set(e, ERR_CONFIG, "images.model: '%s': use images.models for a set",
+                               models);
+            eo.models = one;
+        }
     }
-    if (model_geometry(g, path, e) || keep_features(g, o->cam_features, path, e) ||
-        probe_outputs(g, path, e) || load_cam_weights(g, path, e))
+    if (ens_open(&g->ens, &eo, e))
+        return e->code;
+    g->cam = ens_cam_member(g->ens);
+    g->cnorm = ens_member_norm(g->ens, g->cam);
+    if (load_cam_weights(g, e))
         return e->code;
     g->threshold = o->threshold;
-    thr = onnx_metadata(g->m, "referable_threshold");
+    thr = onnx_metadata(ens_member_model(g->ens, 0), "referable_threshold");
     if (g->threshold < 0 && thr && parse_threshold(thr, &g->threshold))
-        return err_set(e, ERR_CONFIG,
-                       "%s: metadata referable_threshold \"%s\" is not in "
-                       "[0, 1]",
-                       path, thr);
+        return err_set(e, ERR_CONFIG, "%s: metadata referable_threshold \"%s\" is not in [0, 1]",
+                       ens_member_path(g->ens, 0), thr);
     if (g->threshold < 0)
         g->threshold = 0.5;
-    name = onnx_metadata(g->m, "model_name");
-    version = onnx_metadata(g->m, "model_version");
-    snprintf(g->name, sizeof(g->name), "%s", name ? name : "onnx");
-    snprintf(g->version, sizeof(g->version), "%s", version ? version : "unknown");
-    log_info("model %s (%s %s): input %dx%d, %s, referable above P(grade >= 2) = %.4f", path,
-             g->name, g->version, g->norm.width, g->norm.height,
-             g->n_head  ? "Grad-CAM of referable grades"
-             : g->cam_w ? "CAM of referable grades"
-                        : "no CAM",
+    name_set(g);
+    for (size_t i = 0; i < ens_size(g->ens); i++) {
+        const struct img_norm *nm = ens_member_norm(g->ens, i);
+        log_info("model %s (weight %.3f): input %dx%d%s", ens_member_path(g->ens, i),
+                 ens_member_weight(g->ens, i), nm->width, nm->height,
+                 i != g->cam      ? ""
+                 : g->n_head ? ", Grad-CAM of referable grades"
+                 : g->cam_w  ? ", CAM of referable grades"
+                             : ", no CAM");
+    }
+    log_info("grading with %s %s, referable above P(grade >= 2) = %.4f", g->name, g->version,
              g->threshold);
     return ERR_OK;
 }
 
 static int alloc_batch(struct grader *g, struct err *e)
 {
-    const struct img_norm *nm = &g->norm;
-    size_t c = g->cap, plane = (size_t)nm->width * nm->height;
+    size_t c = g->cap;
 
     g->row = calloc(c, sizeof(int));
-    g->input = calloc(c * 3 * plane, sizeof(float));
+    g->res = calloc(c, sizeof(*g->res));
+    g->qv = calloc(c, sizeof(*g->qv));
+    g->qmeasured = calloc(c, 1);
+    g->jobs = calloc(c, sizeof(*g->jobs));
+    g->slot_of_row = calloc(c, sizeof(int));
     if (g->cam_dir[0] && grader_has_cam(g)) { /* overlays at the photographs' size */
         g->photos = calloc(c, sizeof(*g->photos));
         for (size_t i = 0; g->photos && i < c; i++)
             img_init(&g->photos[i]);
     }
-    if (!g->row || !g->input || (g->cam_dir[0] && grader_has_cam(g) && !g->photos))
+    if (!g->row || !g->res || !g->qv || !g->qmeasured || !g->jobs || !g->slot_of_row ||
+        (g->cam_dir[0] && grader_has_cam(g) && !g->photos))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     grader_begin(g);
     return ERR_OK;
@@ -326,6 +310,13 @@ struct grader *grader_open(const struct grader_opts *o, struct err *e)
         if (imgq_open(&g->q, e))
             goto fail;
     }
+    if (o->decode_thread)
+        start_decoder(g);
+    /* One BLAS thread, decode thread or not: OpenBLAS' spinning threads would
+     * take the decode thread's core, and the sums' order (so the last bits of
+     * the probabilities) would depend on the mode. */
+    for (size_t i = 0; i < ens_size(g->ens); i++)
+        onnx_set_threads(ens_member_model(g->ens, i), 1);
     return g;
 fail:
     grader_close(g);
@@ -336,9 +327,22 @@ void grader_close(struct grader *g)
 {
     if (!g)
         return;
+    if (g->threaded) {
+        pthread_mutex_lock(&g->mu);
+        g->quit = 1;
+        pthread_cond_signal(&g->cv_go);
+        pthread_mutex_unlock(&g->mu);
+        pthread_join(g->th, NULL);
+        pthread_mutex_destroy(&g->mu);
+        pthread_cond_destroy(&g->cv_go);
+        pthread_cond_destroy(&g->cv_done);
+    }
+    free(g->jobs);
+    free(g->slot_of_row);
     free(g->row);
-    free(g->input);
-    free(g->scratch);
+    free(g->res);
+    free(g->qv);
+    free(g->qmeasured);
     free(g->cam_scratch);
     free(g->overlay);
     free(g->cam_w);
@@ -349,8 +353,18 @@ void grader_close(struct grader *g)
     img_free(&g->im);
     img_loader_close(g->ld);
     imgq_close(g->q);
-    onnx_close(g->m);
+    ens_close(g->ens);
     free(g);
+}
+
+size_t grader_members(const struct grader *g)
+{
+    return ens_size(g->ens);
+}
+
+const char *grader_member_path(const struct grader *g, size_t i)
+{
+    return ens_member_path(g->ens, i);
 }
 
 const char *grader_model_name(const struct grader *g)
@@ -380,7 +394,7 @@ int grader_has_cam(const struct grader *g)
 
 const struct img_norm *grader_norm(const struct grader *g)
 {
-    return &g->norm;
+    return g->cnorm;
 }
 
 const struct grader_counts *grader_counts(const struct grader *g)
@@ -400,6 +414,7 @@ void grader_ungradable(struct image_prediction *p, const char *reason, const cha
     p->expected_grade = -1;
     p->referable = false;
     p->referable_probability = -1;
+    p->agreement = -1;
 }
 
 int grader_reason_index(const struct image_prediction *p)
@@ -414,25 +429,22 @@ int grader_reason_index(const struct image_prediction *p)
     return GRADER_MODEL_ERROR;
 }
 
-void grader_begin(struct grader *g)
+int grader_quality(const struct grader *g, size_t i, double v[IMGQ_NVALUES])
 {
-    for (size_t i = 0; i < g->cap; i++)
-        g->row[i] = -1;
-    g->rows = 0;
+    if (i >= g->cap || !g->qmeasured[i])
+        return 0;
+    imgq_values_array(&g->qv[i], v);
+    return 1;
 }
 
-static int ensure_scratch(struct grader *g, size_t n)
+void grader_begin(struct grader *g)
 {
-    float *p;
-
-    if (n <= g->scratch_n)
-        return ERR_OK;
-    p = realloc(g->scratch, n * sizeof(float));
-    if (!p)
-        return ERR_NOMEM;
-    g->scratch = p;
-    g->scratch_n = n;
-    return ERR_OK;
+    for (size_t i = 0; i < g->cap; i++) {
+        g->row[i] = -1;
+        g->qmeasured[i] = 0;
+    }
+    g->rows = 0;
+    g->njobs = 0;
 }
 
 static void init_prediction(const struct grader *g, struct image_prediction *p,
@@ -455,7 +467,7 @@ static void init_prediction(const struct grader *g, struct image_prediction *p,
 /* The quality checks on the decoded image, before preprocessing: a blurred
  * or badly exposed photograph is refused rather than given a grade that
  * would pass for a real one. 0 with p ungradable when it fails. */
-static int quality_ok(struct grader *g, struct image_prediction *p)
+static int quality_ok(struct grader *g, size_t slot, struct image_prediction *p)
 {
     struct imgq_values v;
     enum imgq_check c;
@@ -467,6 +479,8 @@ static int quality_ok(struct grader *g, struct image_prediction *p)
                           e.msg);
         return 0;
     }
+    g->qv[slot] = v;
+    g->qmeasured[slot] = 1;
     c = imgq_judge(&g->qlim, &v);
     if (c == IMGQ_OK)
         return 1;
@@ -476,28 +490,24 @@ static int quality_ok(struct grader *g, struct image_prediction *p)
     return 0;
 }
 
-void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
-                int32_t partition, int64_t offset, struct image_prediction *p)
+static void add_now(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
+                    int32_t partition, int64_t offset, struct image_prediction *p)
 {
-    const struct img_norm *nm = &g->norm;
-    float *x = g->input + (size_t)g->rows * 3 * nm->width * nm->height;
     enum img_reason why;
     struct err e = {0};
 
     init_prediction(g, p, ev, topic, partition, offset);
     g->row[i] = -1;
+    g->qmeasured[i] = 0;
     if (img_load(g->ld, ev->uri, &g->im, &why, &e)) {
         grader_ungradable(p, img_reason_name(why), e.msg);
         return;
     }
-    if (g->q && !quality_ok(g, p))
+    if (g->q && !quality_ok(g, i, p))
         return;
-    if (ensure_scratch(g, img_preprocess_scratch(&g->im, nm))) {
-        grader_ungradable(p, img_reason_name(IMG_TOO_LARGE), "out of memory for preprocessing");
-        return;
-    }
-    if (img_preprocess(&g->im, nm, x, g->scratch, &e)) {
-        grader_ungradable(p, img_reason_name(IMG_CORRUPT), e.msg);
+    if (ens_add(g->ens, (size_t)g->rows, &g->im, &e)) {
+        grader_ungradable(p, img_reason_name(e.code == ERR_NOMEM ? IMG_TOO_LARGE : IMG_CORRUPT),
+                          e.msg);
         return;
     }
     if (g->photos) { /* kept for the overlay; the buffers trade places */
@@ -505,10 +515,103 @@ void grader_add(struct grader *g, size_t i, const struct image_event *ev, const 
         g->photos[g->rows] = g->im;
         g->im = t;
     }
+    g->slot_of_row[g->rows] = (int)i;
     g->row[i] = g->rows++;
 }
 
+/* The decode thread: each batch's jobs in order, publishing after each how
+ * many are done and how many rows are ready. */
+static void *decoder_main(void *arg)
+{
+    struct grader *g = arg;
+
+    pthread_mutex_lock(&g->mu);
+    for (;;) {
+        while (!g->go && !g->quit)
+            pthread_cond_wait(&g->cv_go, &g->mu);
+        if (g->quit)
+            break;
+        for (size_t j = 0; j < g->njobs; j++) {
+            struct job *b = &g->jobs[j];
+            pthread_mutex_unlock(&g->mu);
+            add_now(g, b->slot, &b->ev, b->topic, b->partition, b->offset, b->p);
+            pthread_mutex_lock(&g->mu);
+            g->decoded = j + 1;
+            g->ready = g->rows;
+            pthread_cond_signal(&g->cv_done);
+        }
+        g->go = 0;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+/* Without a thread (it cannot start, or images.decode_thread=0) images are
+ * decoded in grader_add, before the batch's one forward pass. */
+static void start_decoder(struct grader *g)
+{
+    if (pthread_mutex_init(&g->mu, NULL))
+        return;
+    if (pthread_cond_init(&g->cv_go, NULL)) {
+        pthread_mutex_destroy(&g->mu);
+        return;
+    }
+    if (pthread_cond_init(&g->cv_done, NULL)) {
+        pthread_cond_destroy(&g->cv_go);
+        pthread_mutex_destroy(&g->mu);
+        return;
+    }
+    if (pthread_create(&g->th, NULL, decoder_main, g)) {
+        log_warn("no decode thread: images are decoded before each forward pass");
+        pthread_cond_destroy(&g->cv_done);
+        pthread_cond_destroy(&g->cv_go);
+        pthread_mutex_destroy(&g->mu);
+        return;
+    }
+    g->threaded = 1;
+}
+
+void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
+                int32_t partition, int64_t offset, struct image_prediction *p)
+{
+    struct job *b;
+
+    if (!g->threaded || i >= g->cap || g->njobs >= g->cap) {
+        add_now(g, i, ev, topic, partition, offset, p);
+        return;
+    }
+    b = &g->jobs[g->njobs++];
+    b->slot = i;
+    b->ev = *ev;
+    snprintf(b->topic, sizeof(b->topic), "%s", topic);
+    b->partition = partition;
+    b->offset = offset;
+    b->p = p;
+    g->row[i] = -1;
+}
+
 /* ---- per batch ---- */
+
+/* p graded from the set's probabilities (each member's softmax in double,
+ * weighted mean: common/models/ensemble.h). */
+static void score_probs(struct image_prediction *p, const double *pr, double agreement,
+                        double threshold)
+{
+    p->n_probabilities = IMGEV_GRADES;
+    p->grade = 0;
+    p->expected_grade = 0.0;
+    p->referable_probability = 0.0;
+    for (int k = 0; k < IMGEV_GRADES; k++) {
+        p->probabilities[k] = pr[k];
+        p->expected_grade += k * pr[k];
+        if (k >= 2)
+            p->referable_probability += pr[k];
+        if (pr[k] > pr[p->grade])
+            p->grade = k;
+    }
+    p->agreement = agreement;
+    p->referable = p->referable_probability > threshold;
+}
 
 int grader_score(struct image_prediction *p, const float *logits, double threshold)
 {
@@ -521,19 +624,9 @@ int grader_score(struct image_prediction *p, const float *logits, double thresho
     }
     for (int k = 0; k < IMGEV_GRADES; k++)
         sum += pr[k] = exp((double)logits[k] - top);
-    p->n_probabilities = IMGEV_GRADES;
-    p->grade = 0;
-    p->expected_grade = 0.0;
-    p->referable_probability = 0.0;
-    for (int k = 0; k < IMGEV_GRADES; k++) {
-        p->probabilities[k] = pr[k] / sum;
-        p->expected_grade += k * p->probabilities[k];
-        if (k >= 2)
-            p->referable_probability += p->probabilities[k];
-        if (pr[k] > pr[p->grade])
-            p->grade = k;
-    }
-    p->referable = p->referable_probability > threshold;
+    for (int k = 0; k < IMGEV_GRADES; k++)
+        pr[k] /= sum;
+    score_probs(p, pr, 1.0, threshold);
     return 0;
 }
 
@@ -642,36 +735,72 @@ static void add_cam(struct grader *g, struct image_prediction *p, const float *f
         write_overlay(g, p, k, photo);
 }
 
-void grader_run(struct grader *g, struct image_prediction *p, size_t n)
+/* One forward pass over rows [first, first + count) and their predictions
+ * (p indexed by slot). */
+static void forward_rows(struct grader *g, struct image_prediction *p, int first, int count)
 {
-    int rows = g->rows;
     size_t fcells = (size_t)g->channels * g->fh * g->fw;
-    struct onnx_tensor in = {ONNX_F32, 4, {rows, 3, g->norm.height, g->norm.width}, g->input};
-    struct onnx_tensor out[2];
     const struct onnx_tensor *feat = NULL;
     struct err e = {0};
 
-    if (!rows)
-        return;
     g->n.batches++;
-    g->n.rows += (uint64_t)rows;
-    if (onnx_run(g->m, &in, 1, out, g->n_out, &e) == ERR_OK && out[0].dims[0] != rows)
-        err_set(&e, ERR_INVALID, "model returned %lld rows for %d", (long long)out[0].dims[0],
-                rows);
-    if (e.code)
-        log_error("forward pass of %d image(s) failed: %s", rows, e.msg);
-    else if ((feat = features_of(g, out)) && feat->dims[0] != rows)
+    g->n.rows += (uint64_t)count;
+    if (ens_forward(g->ens, (size_t)first, (size_t)count, g->res, NULL, &e))
+        log_error("forward pass of %d image(s) failed: %s", count, e.msg);
+    else if (grader_has_cam(g) && (feat = ens_member_features(g->ens, g->cam)) &&
+             (feat->dims[0] != count ||
+              (size_t)(feat->dims[1] * feat->dims[2] * feat->dims[3]) != fcells))
         feat = NULL; /* checked at start-up; never index past the map */
-    for (size_t i = 0; i < n && i < g->cap; i++) {
-        int r = g->row[i];
-        if (r < 0)
+    for (int j = 0; j < count; j++) {
+        int r = first + j;
+        struct image_prediction *q = &p[g->slot_of_row[r]];
+        if (e.code) {
+            grader_ungradable(q, MODEL_ERROR, e.msg);
             continue;
-        if (e.code)
-            grader_ungradable(&p[i], MODEL_ERROR, e.msg);
-        else if (grader_score(&p[i], (const float *)out[0].data + r * IMGEV_GRADES, g->threshold))
-            grader_ungradable(&p[i], MODEL_ERROR, "non-finite logits");
-        else if (feat)
-            add_cam(g, &p[i], (const float *)feat->data + (size_t)r * fcells,
+        }
+        score_probs(q, g->res[j].probs, g->res[j].agreement, g->threshold);
+        if (feat)
+            add_cam(g, q, (const float *)feat->data + (size_t)j * fcells,
                     g->photos ? &g->photos[r] : NULL);
     }
+}
+
+/* Pipelined: the decode thread works through the jobs while each forward
+ * pass takes every row ready so far, so decoding image k+1.. overlaps the
+ * pass over image k... (the first pass waits for one image). */
+void grader_run(struct grader *g, struct image_prediction *p, size_t n)
+{
+    int first = 0;
+
+    (void)n; /* the rows know their slots */
+    if (g->threaded && g->njobs) {
+        pthread_mutex_lock(&g->mu);
+        g->decoded = 0;
+        g->ready = 0;
+        g->rows = 0;
+        g->go = 1;
+        pthread_cond_signal(&g->cv_go);
+        for (;;) {
+            int ready, fin;
+            while (g->ready == first && g->decoded < g->njobs)
+                pthread_cond_wait(&g->cv_done, &g->mu);
+            ready = g->ready;
+            fin = g->decoded == g->njobs;
+            pthread_mutex_unlock(&g->mu);
+            if (ready > first) {
+                forward_rows(g, p, first, ready - first);
+                first = ready;
+            }
+            pthread_mutex_lock(&g->mu);
+            if (fin && g->ready == first)
+                break;
+        }
+        while (g->go) /* the thread has left the batch */
+            pthread_cond_wait(&g->cv_done, &g->mu);
+        g->njobs = 0;
+        pthread_mutex_unlock(&g->mu);
+        return;
+    }
+    if (g->rows)
+        forward_rows(g, p, 0, g->rows);
 }

@@ -4,7 +4,11 @@
  * What the images worker, `streamml replay --stream images` and `streamml
  * predict --image` run, so that they grade alike:
  *
- *   - the model set-up: an ONNX CNN with one float input [N, 3, H, W]
+ *   - the model set-up: an ONNX CNN, or a set of them graded as one
+ *     (images.models, common/models/ensemble.h: each member with its own
+ *     geometry, probabilities averaged with weights, the members'
+ *     agreement; the CAM from the member images.cam_model names); each
+ *     member has one float input [N, 3, H, W]
  *     (geometry and normalisation from the shape and the metadata
  *     input_size/mean/std), logits [N, 5], and for class-activation maps
  *     the last feature map (a second output, or an intermediate value named
@@ -18,10 +22,18 @@
  *   - per batch: one forward pass, softmax in double, grade, expected
  *     grade, P(grade >= 2) against the referable threshold, and for a
  *     referable image the CAM or Grad-CAM grid and optionally its overlay
- *     PNG at the decoded photograph's size (overlay.h; the batch's decoded
- *     images are kept until the pass is done).
+ *     PNG at the decoded photograph's size (overlay.h; each row's decoded
+ *     photograph is kept, buffers swapped, until the pass that draws it:
+ *     at most images.batch photographs, with or without the decode thread).
  *
- * A grader is used by one thread at a time.
+ * Throughput: with decode_thread, grader_add only queues the image (copying
+ * the event and topic) and grader_run hands the queue to the grader's own
+ * decode thread, which loads, checks and preprocesses the images in order
+ * while the caller's thread runs forward passes over the rows ready so far
+ * (pipelined batches: decoding overlaps inference). Predictions are the
+ * same either way; p is filled only by grader_run.
+ *
+ * A grader is used by one thread at a time (its decode thread aside).
  */
 #ifndef STREAMML_GRADER_H
 #define STREAMML_GRADER_H
@@ -33,18 +45,23 @@
 #include "err.h"
 #include "image.h"
 #include "image_event.h"
+#include "imgq.h"
 
 struct grader_opts {
-    const char *model;        /* the .onnx file */
+    const char *model;        /* the .onnx file (when models is empty) */
+    const char *models;       /* a set "a.onnx[:w],b.onnx[:w]"; ""/NULL: model alone */
+    const char *cam_model;    /* the member CAMs come from; ""/NULL: the first */
     const char *cam_features; /* a one-output model's feature map; ""/NULL: metadata's */
     double threshold;         /* referable above P(grade >= 2); < 0: metadata's, else 0.5 */
     const char *cam_dir;      /* CAM overlay PNGs written here; ""/NULL: none */
     size_t batch;             /* images per forward pass, >= 1 */
     struct img_opts load;     /* image loading limits */
     const char *quality;      /* imgq limits JSON; ""/NULL: no quality checks */
+    int decode_thread;        /* 1: load/decode/preprocess beside the forward passes */
 };
 
-/* The images.* keys of cf (images.model, images.cam_features,
+/* The images.* keys of cf (images.model, images.models, images.cam_model,
+ * images.cam_features,
  * images.referable_threshold, images.cam_dir, images.batch, images.quality,
  * the loader's limits). The strings are cf's: it must outlive the options. */
 void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o);
@@ -61,17 +78,24 @@ struct grader;
 struct grader *grader_open(const struct grader_opts *o, struct err *e);
 void grader_close(struct grader *g); /* NULL-safe */
 
-const char *grader_model_name(const struct grader *g);    /* metadata model_name or "onnx" */
-const char *grader_model_version(const struct grader *g); /* model_version or "unknown" */
+/* Metadata model_name or "onnx"; "ensemble" for a set of several. */
+const char *grader_model_name(const struct grader *g);
+/* model_version or "unknown"; a set's joined by '+'. */
+const char *grader_model_version(const struct grader *g);
+/* The model files (one, or the set's members in order): what a reload
+ * watches. */
+size_t grader_members(const struct grader *g);
+const char *grader_member_path(const struct grader *g, size_t i);
 double grader_threshold(const struct grader *g);
 size_t grader_batch(const struct grader *g);
 int grader_has_cam(const struct grader *g);
-const struct img_norm *grader_norm(const struct grader *g);
+const struct img_norm *grader_norm(const struct grader *g); /* the CAM member's */
 const struct grader_counts *grader_counts(const struct grader *g);
 
 /* A new batch: no slot has a row. */
 void grader_begin(struct grader *g);
-/* Slot i (< grader_batch) of the batch: p is initialised from ev and its
+/* Slot i (< grader_batch) of the batch (with a decode thread: done in
+ * grader_run, ev and topic copied): p is initialised from ev and its
  * source (ids, event time, model, threshold, topic/partition/offset), then
  * the image is loaded, checked (imgq, when the options name quality limits)
  * and preprocessed into the batch tensor's next row, or p is left
@@ -79,6 +103,11 @@ void grader_begin(struct grader *g);
  * with imgq_detail's text) and the detail. */
 void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
                 int32_t partition, int64_t offset, struct image_prediction *p);
+/* Slot i's quality values (imgq_values_array order, the names of
+ * imgq_value_names) as measured by the last grader_add, refused or not: 1,
+ * or 0 when none were (not loaded, or no quality checks). Valid until the
+ * next grader_begin. */
+int grader_quality(const struct grader *g, size_t i, double v[IMGQ_NVALUES]);
 /* One forward pass over the rows added since grader_begin; p[0..n) are the
  * batch's slots (those never added are left alone). A failed pass or
  * non-finite logits leave the rows' predictions ungradable (model_error). */

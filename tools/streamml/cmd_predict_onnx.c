@@ -442,6 +442,7 @@ static void print_image(const struct image_prediction *p)
     json_object_set_new(o, "referable", json_boolean(p->referable));
     json_object_set_new(o, "referable_probability", json_real(p->referable_probability));
     json_object_set_new(o, "referable_threshold", json_real(p->referable_threshold));
+    json_object_set_new(o, "agreement", json_real(p->agreement));
     json_object_set_new(o, "model_name", json_string(p->model_name));
     json_object_set_new(o, "model_version", json_string(p->model_version));
     json_object_set_new(o, "cam_path", json_string(p->cam_path));

@@ -14,30 +14,33 @@
  * (counted as an error), so a bad image never stalls its partition. There
  * is no per-entity state. With monitor.baseline set, the grade
  * distribution, P(referable), latency and the error rate (dead letters +
- * ungradable) are watched (common/monitor/predmon.h).
+ * ungradable) are watched (common/monitor/predmon.h); with
+ * images.quality_baseline, the quality values of every measured image (refused
+ * ones too) drift-alert like features (PSI of q_sharpness, q_mean, ...).
  *
  * The program around it (Kafka, back-pressure, dead letters, metrics,
  * alerts, reload, drain) is the worker runtime (common/worker/worker.h).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "grader.h"
+#include "imgq.h"
 #include "log.h"
 #include "metrics.h"
 #include "monitor.h"
 #include "predmon.h"
 #include "worker.h"
 
-
 struct images {
     struct wk *w;
     struct grader *gr; /* model, loader, batch tensor */
     struct mon *mon;   /* NULL: monitoring off */
+    struct mon *qmon;  /* the quality values' drift (images.quality_baseline); NULL: off */
     struct image_event *evs;
     struct image_prediction *preds;
-    char model_file[512]; /* the file serving now (reload may change images.model) */
     uint64_t ok, ungradable, referable, reasons[GRADER_NREASONS];
     struct grader_counts done; /* of the graders replaced by reloads */
 };
@@ -80,7 +83,6 @@ static void *images_open(struct wk *w, struct err *e)
     if (!s)
         return NULL;
     s->w = w;
-    snprintf(s->model_file, sizeof(s->model_file), "%s", cfg_str(cf, "images.model"));
     s->evs = calloc(c, sizeof(*s->evs));
     s->preds = calloc(c, sizeof(*s->preds));
     if (!s->evs || !s->preds)
@@ -93,6 +95,17 @@ static void *images_open(struct wk *w, struct err *e)
     }
     if (s->mon && wk_monitor_add(w, s->mon, NULL) < 0)
         s->mon = NULL;
+    if (*cfg_str(cf, "images.quality_baseline")) {
+        s->qmon = mon_open_path(cf, cfg_str(cf, "images.quality_baseline"), imgq_value_names(),
+                                IMGQ_NVALUES, e);
+        if (!s->qmon) {
+            err_wrap(e, "images.quality_baseline");
+            images_close(s);
+            return NULL;
+        }
+        if (wk_monitor_add(w, s->qmon, "images-quality") < 0)
+            s->qmon = NULL;
+    }
     return s;
 }
 
@@ -101,7 +114,7 @@ static void images_model(void *self, struct wk_model_info *mi)
     const struct images *s = self;
 
     *mi = (struct wk_model_info){grader_model_name(s->gr), grader_model_version(s->gr),
-                                 s->model_file};
+                                 grader_member_path(s->gr, 0)};
 }
 
 static int images_decode(void *self, const struct wk_batch *b, size_t i, struct err *e)
@@ -144,8 +157,8 @@ static int images_emit(void *self, const struct wk_batch *b, size_t i, struct wk
 {
     struct images *s = self;
     struct image_prediction *p = &s->preds[i];
-    float x[PMON_IMAGE_DIM];
-    double score;
+    float x[PMON_IMAGE_DIM], qx[IMGQ_NVALUES];
+    double score, q[IMGQ_NVALUES];
 
     p->latency_us = r->latency_us;
     r->key = p->patient_id;
@@ -158,12 +171,18 @@ static int images_emit(void *self, const struct wk_batch *b, size_t i, struct wk
         pmon_image_vector(p, x, &score);
         mon_observe(s->mon, x, score, p->latency_us, !p->ok, b->wall_ms);
     }
+    if (s->qmon && grader_quality(s->gr, i, q)) { /* refused images too: that is drift */
+        for (int k = 0; k < IMGQ_NVALUES; k++)
+            qx[k] = (float)q[k];
+        mon_observe(s->qmon, qx, NAN, p->latency_us, 0, b->wall_ms);
+    }
     return ERR_OK;
 }
 
-/* A new model (images.model, images.cam_features, the threshold, the
- * loader's limits) opened and checked like at start-up, trial run on zeros
- * included; the old one keeps serving when anything is wrong. */
+/* A new model or model set (images.model / images.models, the CAM member,
+ * the threshold, the loader's limits) opened and checked like at start-up,
+ * every member's trial run on zeros included; the old one keeps serving
+ * when anything is wrong (the error names the member). */
 static int images_reload(void *self, const struct cfg *cf, struct err *e)
 {
     struct images *s = self;
@@ -179,18 +198,17 @@ static int images_reload(void *self, const struct cfg *cf, struct err *e)
     s->done.cam_errors += c->cam_errors;
     grader_close(s->gr);
     s->gr = ng;
-    snprintf(s->model_file, sizeof(s->model_file), "%s", cfg_str(cf, "images.model"));
     return ERR_OK;
 }
 
 static size_t images_files(void *self, const char **paths, size_t cap)
 {
     struct images *s = self;
+    size_t n = grader_members(s->gr);
 
-    if (cap < 1)
-        return 0;
-    paths[0] = s->model_file;
-    return 1;
+    for (size_t i = 0; i < n && i < cap; i++)
+        paths[i] = grader_member_path(s->gr, i); /* every member of a set */
+    return n < cap ? n : cap;
 }
 
 static void images_summary(void *self, double secs, uint64_t messages)
@@ -202,7 +220,8 @@ static void images_summary(void *self, double secs, uint64_t messages)
 
     log_info("summary: %llu messages in %.1f s: %llu graded (%llu referable), %llu ungradable "
              "(too_small %llu, corrupt %llu, truncated %llu, missing %llu, unsupported_type "
-             "%llu, too_large %llu, forbidden %llu, fetch_failed %llu, low_quality %llu, model_error %llu); "
+             "%llu, too_large %llu, forbidden %llu, fetch_failed %llu, low_quality %llu, "
+             "model_error %llu); "
              "%llu "
              "forward passes (%.2f images each), %llu CAM overlays written, %llu failed",
              (unsigned long long)messages, secs, (unsigned long long)s->ok,
@@ -212,8 +231,7 @@ static void images_summary(void *self, double secs, uint64_t messages)
              (unsigned long long)n[IMG_UNSUPPORTED_TYPE], (unsigned long long)n[IMG_TOO_LARGE],
              (unsigned long long)n[IMG_FORBIDDEN], (unsigned long long)n[IMG_FETCH_FAILED],
              (unsigned long long)n[GRADER_LOW_QUALITY], (unsigned long long)n[GRADER_MODEL_ERROR],
-             (unsigned long long)batches,
-             batches ? (double)rows / (double)batches : 0.0,
+             (unsigned long long)batches, batches ? (double)rows / (double)batches : 0.0,
              (unsigned long long)(s->done.cams_written + g->cams_written),
              (unsigned long long)(s->done.cam_errors + g->cam_errors));
 }
@@ -224,15 +242,18 @@ static const struct wk_stream images_stream = {
              "Consumes input.topic (default images) in the consumer group kafka.group.id\n"
              "(default streamml-images). Each image event's uri is loaded (a path under\n"
              "images.root, file://, or http(s) from images.allow_hosts), decoded and graded\n"
-             "by images.model (ONNX); predictions go to output.topic (default\n"
-             "predictions.images); a referable image also gets its class-activation map\n"
-             "(Grad-CAM, or CAM for a one-Linear head) and, under images.cam_dir, an\n"
-             "overlay PNG at the photograph's size with a colour legend and the grade.\n"
+             "by images.model (ONNX), or by the model set images.models (a.onnx:w,b.onnx:w:\n"
+             "probabilities averaged, with the members' agreement); predictions go to\n"
+             "output.topic (default predictions.images); a referable image also gets the\n"
+             "class-activation map of images.cam_model (Grad-CAM, or CAM for a one-Linear\n"
+             "head) and, under images.cam_dir, an overlay PNG at the photograph's size\n"
+             "with a colour legend and the grade.\n"
              "Images that cannot be graded get status ungradable and the reason;\n"
              "undecodable messages go to dlq.topic (default images.dlq).\n"
              "SIGTERM/SIGINT: finish in-flight work, commit, leave the group, exit 0.\n"
-             "SIGHUP (or a changed images.model under model.watch_ms): reload the model,\n"
-             "checked with a trial run first; a refused one keeps the old model serving.\n"
+             "SIGHUP (or a changed model file under model.watch_ms): reload the model\n"
+             "(set), each member checked with a trial run first; a refused one keeps the\n"
+             "old model serving.\n"
              "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n\n",
     .defaults = images_defaults,
     .n_defaults = sizeof(images_defaults) / sizeof(images_defaults[0]),
