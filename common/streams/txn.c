@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "codec.h"
 #include "gbdt.h"
 #include "metrics.h"
 #include "reasons.h"
@@ -417,4 +418,28 @@ void txn_prediction_init(struct txn_prediction *p, const struct txn_event *ev,
     copy(p->src_topic, sizeof(p->src_topic), src_topic ? src_topic : "");
     p->src_partition = src_partition;
     p->src_offset = src_offset;
+}
+
+int txn_fair_field(const struct cfg *cf, int *field, struct err *e)
+{
+    const char *name = cfg_str(cf, "monitor.fairness.field");
+
+    *field = -1;
+    if (!name || !*name)
+        return ERR_OK;
+    if ((*field = codec_txn_field(name)) < 0)
+        return err_set(e, ERR_CONFIG,
+                       "config: monitor.fairness.field=%s is not a TransactionEvent field "
+                       "(%s)", name, codec_txn_field_names());
+    return ERR_OK;
+}
+
+const char *txn_fair_group(int field, const struct txn_event *ev, char *buf, size_t cap)
+{
+    if (field < 0)
+        return NULL;
+    codec_txn_field_text(ev, field, buf, cap);
+    if (!buf[0])
+        snprintf(buf, cap, "missing");
+    return buf;
 }

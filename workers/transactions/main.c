@@ -36,7 +36,7 @@ struct txn {
     float *xs;                    /* the batch's feature vectors */
     struct txn_prediction *preds; /* ... their predictions */
     size_t *pvar;                 /* ... and the variant that scored each */
-    int degraded;
+    int degraded, fair_field;     /* fair_field: monitor.fairness.field's index, -1 none */
     struct buf shadow; /* a challenger's prediction, encoded */
     uint64_t predictions, degraded_n, redelivered, decisions[3];
 };
@@ -63,7 +63,6 @@ static int open_monitors(struct txn *t, struct err *e)
 static void txn_close(void *self)
 {
     struct txn *t = self;
-
     void *arrays[] = {t->evs, t->pos, t->live, t->xs, t->preds, t->pvar};
 
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
@@ -98,7 +97,7 @@ static void *txn_open(struct wk *w, struct err *e)
         err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     else if (txs_open(&t->ts, wk_state(w), &o, e) == ERR_OK && (t->ab = ab_serving_open(t->cf, e)))
         ab_serving_log(t->ab, t->cf);
-    if (!t->ab || open_monitors(t, e) ||
+    if (!t->ab || open_monitors(t, e) || txn_fair_field(t->cf, &t->fair_field, e) ||
         (!(t->lab = labels_open_cfg(t->cf, wk_group_id(w), e)) && e->code)) {
         txn_close(t);
         return NULL;
@@ -176,6 +175,7 @@ static int txn_emit(void *self, const struct wk_batch *b, size_t i, struct wk_re
     struct txn_prediction *p = &t->preds[i];
     const float *x = t->xs + i * FEAT_TXN_DIM;
     size_t v = t->pvar[i];
+    char g[64];
 
     r->degraded = t->degraded;
     p->degraded = t->degraded;
@@ -191,7 +191,8 @@ static int txn_emit(void *self, const struct wk_batch *b, size_t i, struct wk_re
     t->redelivered += (uint64_t)p->redelivered;
     if (t->mon[v]) {
         mon_observe(t->mon[v], x, p->probability, p->latency_us, p->degraded, b->wall_ms);
-        mon_observe_decision(t->mon[v], x, strcmp(p->decision, "approve") == 0);
+        mon_observe_decision(t->mon[v], x, txn_fair_group(t->fair_field, &t->evs[i], g,
+                             sizeof(g)), strcmp(p->decision, "approve") == 0);
     }
     /* The rolling AUC is the champion's (variant 0): per-variant AUC comes
      * from `streamml abtest`, which joins outcomes by variant. */
@@ -204,7 +205,6 @@ static int txn_emit(void *self, const struct wk_batch *b, size_t i, struct wk_re
 static void txn_store(void *self, struct wk_batch *b)
 {
     struct txn *t = self;
-
     (void)b;
     txs_store(t->ts);
     wk_set_state_ok(t->w, txs_state_ok(t->ts));
