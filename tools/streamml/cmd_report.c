@@ -661,7 +661,8 @@ static void svg_axes(FILE *o, const char *title, const char *xl, const char *yl)
 {
     fprintf(o,
             "<svg width=\"%.0f\" height=\"%.0f\" "
-            "viewBox=\"0 0 %.0f %.0f\" role=\"img\"><title>%s</title>\n",
+            "viewBox=\"0 0 %.0f %.0f\" role=\"img\" font-family=\"sans-serif\">"
+            "<title>%s</title>\n",
             W, H, W, H, title);
     fprintf(o,
             "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "

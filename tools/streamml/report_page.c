@@ -261,7 +261,7 @@ static void pct(FILE *o, double v)
 /* Stacked bars (good, bad) per band in ascending score order. */
 static void bands_chart(FILE *o, const struct rpage_bands *b)
 {
-    const double W = 640, H = 300, L = 56, R = 16, T = 36, B = 56;
+    const double W = 640, H = 330, L = 64, R = 16, T = 40, B = 76;
     double bw = (W - L - R) / (double)b->nb, top = 0;
     char lab[32];
 
@@ -269,11 +269,16 @@ static void bands_chart(FILE *o, const struct rpage_bands *b)
         top = (double)b->b[k].n > top ? (double)b->b[k].n : top;
     top = top > 0 ? top : 1;
     fprintf(o,
-            "<svg width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\">"
+            "<svg width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
+            "font-family=\"sans-serif\">"
             "<title>%s</title>\n<text x=\"%.0f\" y=\"20\" font-size=\"15\" "
             "text-anchor=\"middle\">%s</text>\n",
             W, H, W, H, b->points ? "Score points distribution" : "P(bad) distribution",
             W / 2, b->points ? "Score points distribution" : "P(bad) distribution by band");
+    fprintf(o,
+            "<text x=\"14\" y=\"%.0f\" font-size=\"13\" text-anchor=\"middle\" "
+            "transform=\"rotate(-90 14 %.0f)\">predictions</text>\n",
+            T + (H - T - B) / 2, T + (H - T - B) / 2);
     for (int t = 0; t <= 4; t++) {
         double yv = T + (H - T - B) * (1 - t / 4.0);
         fprintf(o,
@@ -298,11 +303,11 @@ static void bands_chart(FILE *o, const struct rpage_bands *b)
     }
     fprintf(o,
             "<text x=\"%.0f\" y=\"%.0f\" font-size=\"13\" text-anchor=\"middle\">%s</text>"
-            "<rect x=\"%.0f\" y=\"28\" width=\"12\" height=\"12\" fill=\"#2e86c1\"/><text "
-            "x=\"%.0f\" y=\"38\" font-size=\"12\">good</text><rect x=\"%.0f\" y=\"28\" "
-            "width=\"12\" height=\"12\" fill=\"#c0392b\"/><text x=\"%.0f\" y=\"38\" "
+            "<rect x=\"%.0f\" y=\"9\" width=\"12\" height=\"12\" fill=\"#2e86c1\"/><text "
+            "x=\"%.0f\" y=\"19\" font-size=\"12\">good</text><rect x=\"%.0f\" y=\"9\" "
+            "width=\"12\" height=\"12\" fill=\"#c0392b\"/><text x=\"%.0f\" y=\"19\" "
             "font-size=\"12\">bad</text></svg>\n",
-            W / 2, H - 4, b->points ? "scorecard points" : "P(bad)", W - 140, W - 124, W - 80,
+            W / 2, H - 6, b->points ? "scorecard points" : "P(bad)", W - 140, W - 124, W - 80,
             W - 64);
 }
 
