@@ -95,7 +95,7 @@ static void test_min_group_leaves_small_groups_out(void **st)
 
     (void)st;
     fair_init(&f);
-    assert_int_equal(fair_add_counts(&f, "tiny", 5, 5, &e), ERR_OK);  /* 100%, too few */
+    assert_int_equal(fair_add_counts(&f, "tiny", 5, 5, &e), ERR_OK); /* 100%, too few */
     assert_int_equal(fair_add_counts(&f, "rent", 100, 30, &e), ERR_OK);
     assert_int_equal(fair_add_counts(&f, "owner", 100, 60, &e), ERR_OK);
     fair_finish_min(&f, 30);

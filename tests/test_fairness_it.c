@@ -120,18 +120,46 @@ static int teardown(void **st)
 static void start_worker(struct env *v)
 {
     char log[200];
-    char *argv[] = {(char *)test_bin("streamml-transactions"), "-b", v->broker.bootstrap,
-                    "-X", v->redis_port, "-X", "group.id=it-fairness",
-                    "-X", "worker.poll_ms=20", "-X", "session.timeout.ms=6000",
-                    "-X", "heartbeat.interval.ms=500",
-                    "-X", "monitor.baseline=models/credit_gbdt.baseline.json",
-                    "-X", "monitor.fairness.field=home", "-X", v->min_group,
-                    "-X", "monitor.window.events=1000", "-X", "monitor.window.slices=2",
-                    "-X", "monitor.window.ms=2000", "-X", "monitor.window.min_events=500",
-                    "-X", "monitor.latency_p99.warning_ms=60000",
-                    "-X", "monitor.latency_p99.critical_ms=60000",
-                    "-X", "monitor.error_rate.warning=1", "-X", "monitor.error_rate.critical=1",
-                    "-X", v->metrics_port, "--log-level", "warn", NULL};
+    char *argv[] = {(char *)test_bin("streamml-transactions"),
+                    "-b",
+                    v->broker.bootstrap,
+                    "-X",
+                    v->redis_port,
+                    "-X",
+                    "group.id=it-fairness",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "-X",
+                    "session.timeout.ms=6000",
+                    "-X",
+                    "heartbeat.interval.ms=500",
+                    "-X",
+                    "monitor.baseline=models/credit_gbdt.baseline.json",
+                    "-X",
+                    "monitor.fairness.field=home",
+                    "-X",
+                    v->min_group,
+                    "-X",
+                    "monitor.window.events=1000",
+                    "-X",
+                    "monitor.window.slices=2",
+                    "-X",
+                    "monitor.window.ms=2000",
+                    "-X",
+                    "monitor.window.min_events=500",
+                    "-X",
+                    "monitor.latency_p99.warning_ms=60000",
+                    "-X",
+                    "monitor.latency_p99.critical_ms=60000",
+                    "-X",
+                    "monitor.error_rate.warning=1",
+                    "-X",
+                    "monitor.error_rate.critical=1",
+                    "-X",
+                    v->metrics_port,
+                    "--log-level",
+                    "warn",
+                    NULL};
 
     snprintf(log, sizeof(log), "%s/worker.log", v->dir);
     v->worker = test_spawn(argv, log);
@@ -141,8 +169,9 @@ static void start_worker(struct env *v)
 static void run_stream(struct env *v, double p_rent, double p_owner)
 {
     char ev[200], log[200], bin[256];
-    char *argv[] = {bin, "produce", "-b", v->broker.bootstrap, "-t",
-                    "transactions", "-i", ev, "--log-level", "error", NULL};
+    char *argv[] = {bin,           "produce",      "-b", v->broker.bootstrap,
+                    "-t",          "transactions", "-i", ev,
+                    "--log-level", "error",        NULL};
 
     snprintf(ev, sizeof(ev), "%s/events.jsonl", v->dir);
     snprintf(log, sizeof(log), "%s/produce.log", v->dir);
@@ -151,9 +180,8 @@ static void run_stream(struct env *v, double p_rent, double p_owner)
     snprintf(bin, sizeof(bin), "%s", test_bin("streamml")); /* test_bin's buffer is static */
     if (test_run_wait(argv, log) != 0)
         fail_msg("produce failed: see %s", log);
-    assert_int_equal(test_wait_topic(v->broker.bootstrap, "predictions.transactions", EVENTS,
-                                     60000),
-                     0);
+    assert_int_equal(
+        test_wait_topic(v->broker.bootstrap, "predictions.transactions", EVENTS, 60000), 0);
     test_sleep_ms(3000); /* the last slice closes by time */
 }
 
@@ -161,8 +189,18 @@ static void run_stream(struct env *v, double p_rent, double p_owner)
 static int fairness_alerts(struct env *v, const char *feature, const char *to)
 {
     char path[200], line[4096];
-    char *argv[] = {(char *)test_bin("streamml"), "alerts", "-b", v->broker.bootstrap, "--json",
-                    "-f", "-e", "--type", "fairness", "--log-level", "error", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "alerts",
+                    "-b",
+                    v->broker.bootstrap,
+                    "--json",
+                    "-f",
+                    "-e",
+                    "--type",
+                    "fairness",
+                    "--log-level",
+                    "error",
+                    NULL};
     FILE *f;
     int n = 0;
 
@@ -263,9 +301,53 @@ static void test_small_groups_do_not_alert(void **st)
     assert_int_equal(fairness_alerts(v, NULL, "WARNING"), 0);
 }
 
+/* A field the event does not have, or both ways of grouping: one line
+ * naming the key, exit 2, before any broker is needed. */
+static void test_bad_fairness_settings_are_refused(void **st)
+{
+    char dir[] = "/tmp/streamml-fairbad-XXXXXX", log[128], buf[4096];
+    char *bad_field[] = {(char *)test_bin("streamml-transactions"),
+                         "-b",
+                         "127.0.0.1:1",
+                         "-X",
+                         "monitor.baseline=models/credit_gbdt.baseline.json",
+                         "-X",
+                         "monitor.fairness.field=religion",
+                         NULL};
+    char *both[] = {(char *)test_bin("streamml-transactions"),
+                    "-b",
+                    "127.0.0.1:1",
+                    "-X",
+                    "monitor.baseline=models/credit_gbdt.baseline.json",
+                    "-X",
+                    "monitor.fairness.field=home",
+                    "-X",
+                    "monitor.fairness.feature=home_code",
+                    NULL};
+    FILE *f;
+    size_t n;
+
+    (void)st;
+    assert_non_null(mkdtemp(dir));
+    snprintf(log, sizeof(log), "%s/log", dir);
+    assert_int_equal(test_run_wait(bad_field, log), 2);
+    assert_int_equal(test_run_wait(both, log), 2);
+    f = fopen(log, "r");
+    assert_non_null(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(buf, "monitor.fairness.field=religion is not a TransactionEvent field"));
+    assert_non_null(strstr(buf, "monitor.fairness.field=home and monitor.fairness.feature="
+                                "home_code: set one of them"));
+    unlink(log);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_fairness_settings_are_refused),
         cmocka_unit_test_setup_teardown(test_biased_stream_raises_fairness_warning_naming_the_group,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_unbiased_stream_raises_no_fairness_alert, setup,

@@ -239,9 +239,9 @@ static char *slurp(const char *path)
 #define MAX_COLS 8
 
 struct table {
-    size_t n;                                /* data rows (header rows left out) */
-    char cls[MAX_ROWS][32];                  /* each row's class attribute */
-    char cell[MAX_ROWS][MAX_COLS][96];       /* cell text, tags stripped */
+    size_t n;                          /* data rows (header rows left out) */
+    char cls[MAX_ROWS][32];            /* each row's class attribute */
+    char cell[MAX_ROWS][MAX_COLS][96]; /* cell text, tags stripped */
     size_t ncell[MAX_ROWS];
 };
 
@@ -533,8 +533,7 @@ static void test_report_psi_against_a_baseline_matches_numpy(void **st)
         assert_true(strtod(t.cell[1][1], NULL) >= strtod(t.cell[2][1], NULL));
         for (size_t i = 0; i < t.n; i++) {
             double v = strtod(t.cell[i][1], NULL);
-            assert_string_equal(t.cls[i], v >= 0.2 ? "psi-crit" : v >= 0.1 ? "psi-warn"
-                                                                          : "psi-ok");
+            assert_string_equal(t.cls[i], v >= 0.2 ? "psi-crit" : v >= 0.1 ? "psi-warn" : "psi-ok");
         }
         assert_string_equal(t.cls[1], "psi-crit"); /* amount drifted */
     }

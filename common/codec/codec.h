@@ -105,8 +105,6 @@ int codec_decode_click_prediction(struct codec *c, const void *msg, size_t len,
 /* A TransactionEvent field by schema name (for a field picked in the
  * configuration, e.g. monitor.fairness.field): its index, or -1. */
 int codec_txn_field(const char *name);
-/* Comma-separated field names, for an error message; static. */
-const char *codec_txn_field_names(void);
 /* Field idx of ev as text in out[0..cap): strings as they are, numbers
  * "%g", booleans "true"/"false"; "" when missing. */
 void codec_txn_field_text(const struct txn_event *ev, int idx, char *out, size_t cap);

@@ -64,17 +64,6 @@ int codec_txn_field(const char *name)
     return f ? (int)(f - txn_fields) : -1;
 }
 
-const char *codec_txn_field_names(void)
-{
-    static char names[TXN_NFIELDS * 32];
-
-    if (!names[0])
-        for (int i = 0; i < TXN_NFIELDS; i++)
-            snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
-                     i ? ", " : "", txn_fields[i].name);
-    return names;
-}
-
 void codec_txn_field_text(const struct txn_event *ev, int idx, char *out, size_t cap)
 {
     const struct txn_field *f;

@@ -50,8 +50,7 @@ void fair_init(struct fair *f);
 int fair_add(struct fair *f, const char *group, int approved, int label, struct err *e);
 /* n decisions of which approved were approvals, labels unknown (the live
  * monitor's window counts). Same errors as fair_add. */
-int fair_add_counts(struct fair *f, const char *group, size_t n, size_t approved,
-                    struct err *e);
+int fair_add_counts(struct fair *f, const char *group, size_t n, size_t approved, struct err *e);
 /* Rates and disparate impact of every group. */
 void fair_finish(struct fair *f);
 /* The same, where only groups with at least min_n rows count: the highest

@@ -430,7 +430,8 @@ int txn_fair_field(const struct cfg *cf, int *field, struct err *e)
     if ((*field = codec_txn_field(name)) < 0)
         return err_set(e, ERR_CONFIG,
                        "config: monitor.fairness.field=%s is not a TransactionEvent field "
-                       "(%s)", name, codec_txn_field_names());
+                       "(schemas/transaction_event.avsc: e.g. home, marital, job, past_records)",
+                       name);
     return ERR_OK;
 }
 

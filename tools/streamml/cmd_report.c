@@ -74,8 +74,8 @@ struct psi {
 /* The joined rows. */
 struct joined {
     double *p;
-    int *y, *grade, *flag; /* flag: images, the published referable flag */
-    int *pts;              /* scorecard points (0: none) */
+    int *y, *grade, *flag;      /* flag: images, the published referable flag */
+    int *pts;                   /* scorecard points (0: none) */
     struct rpage_models models; /* model names, versions, event time range */
     size_t n, cap;
     int graded;
@@ -943,8 +943,8 @@ static void eval_gates(const struct rep_args *a, struct results *r, const struct
     r->ngate = 0;
     for (int g = 0; g < a->ngates; g++) {
         double v = metric(r, j->psi, a->gates[g].metric);
-        r->gate[r->ngate++] = (struct rpage_gate){a->gates[g].text, v,
-                                                  gate_passes(&a->gates[g], v)};
+        r->gate[r->ngate++] =
+            (struct rpage_gate){a->gates[g].text, v, gate_passes(&a->gates[g], v)};
     }
 }
 

@@ -32,8 +32,7 @@ void rpage_models_init(struct rpage_models *m)
     m->tmax = INT64_MIN;
 }
 
-void rpage_models_add(struct rpage_models *m, const char *name, const char *version,
-                      int64_t t_ms)
+void rpage_models_add(struct rpage_models *m, const char *name, const char *version, int64_t t_ms)
 {
     size_t k = 0;
 
@@ -140,11 +139,11 @@ static int cmp_psi(const void *a, const void *b)
 
 static void psi_tr(FILE *o, const char *name, double v)
 {
-    const char *cls = isnan(v) ? "psi-na"
+    const char *cls = isnan(v)              ? "psi-na"
                       : v >= RPAGE_PSI_CRIT ? "psi-crit"
                       : v >= RPAGE_PSI_WARN ? "psi-warn"
                                             : "psi-ok";
-    const char *what = isnan(v) ? "not measured"
+    const char *what = isnan(v)              ? "not measured"
                        : v >= RPAGE_PSI_CRIT ? "significant shift"
                        : v >= RPAGE_PSI_WARN ? "moderate shift"
                                              : "stable";
@@ -273,8 +272,8 @@ static void bands_chart(FILE *o, const struct rpage_bands *b)
             "font-family=\"sans-serif\">"
             "<title>%s</title>\n<text x=\"%.0f\" y=\"20\" font-size=\"15\" "
             "text-anchor=\"middle\">%s</text>\n",
-            W, H, W, H, b->points ? "Score points distribution" : "P(bad) distribution",
-            W / 2, b->points ? "Score points distribution" : "P(bad) distribution by band");
+            W, H, W, H, b->points ? "Score points distribution" : "P(bad) distribution", W / 2,
+            b->points ? "Score points distribution" : "P(bad) distribution by band");
     fprintf(o,
             "<text x=\"14\" y=\"%.0f\" font-size=\"13\" text-anchor=\"middle\" "
             "transform=\"rotate(-90 14 %.0f)\">predictions</text>\n",
@@ -297,9 +296,9 @@ static void bands_chart(FILE *o, const struct rpage_bands *b)
                 "height=\"%.1f\" fill=\"#c0392b\"><title>%s: %zu bad</title></rect>\n"
                 "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"end\" "
                 "transform=\"rotate(-40 %.1f %.0f)\">%s</text>\n",
-                x + 2, H - B - hg - hb, bw - 4, hg, lab, b->b[k].n - b->b[k].bad, x + 2,
-                H - B - hb, bw - 4, hb, lab, b->b[k].bad, x + bw / 2 + 4, H - B + 14,
-                x + bw / 2 + 4, H - B + 14, lab);
+                x + 2, H - B - hg - hb, bw - 4, hg, lab, b->b[k].n - b->b[k].bad, x + 2, H - B - hb,
+                bw - 4, hb, lab, b->b[k].bad, x + bw / 2 + 4, H - B + 14, x + bw / 2 + 4,
+                H - B + 14, lab);
     }
     fprintf(o,
             "<text x=\"%.0f\" y=\"%.0f\" font-size=\"13\" text-anchor=\"middle\">%s</text>"
@@ -319,8 +318,7 @@ void rpage_bands_html(FILE *o, const struct rpage_bands *b)
     if (!b->nb)
         return;
     if (b->points)
-        fprintf(o,
-                "<h2>Score bands (scorecard points, %d-point bands, riskiest first)</h2>\n",
+        fprintf(o, "<h2>Score bands (scorecard points, %d-point bands, riskiest first)</h2>\n",
                 b->width);
     else
         fputs("<h2>Score bands (P(bad), no scorecard deployed; riskiest first)</h2>\n", o);

@@ -36,8 +36,7 @@ struct rpage_models {
 
 void rpage_models_init(struct rpage_models *m);
 /* One prediction: name/version may be NULL (unknown), t_ms < 0 unknown. */
-void rpage_models_add(struct rpage_models *m, const char *name, const char *version,
-                      int64_t t_ms);
+void rpage_models_add(struct rpage_models *m, const char *name, const char *version, int64_t t_ms);
 /* The page's header block: models with versions and counts, date range (UTC). */
 void rpage_header_html(FILE *o, const struct rpage_models *m);
 
@@ -60,11 +59,11 @@ struct rpage_band {
 };
 
 struct rpage_bands {
-    int points;             /* 1: scorecard points, 0: P(bad) bands */
-    int width;              /* points per band */
-    size_t nb;              /* bands, riskiest first */
+    int points; /* 1: scorecard points, 0: P(bad) bands */
+    int width;  /* points per band */
+    size_t nb;  /* bands, riskiest first */
     struct rpage_band b[RPAGE_MAX_BANDS];
-    size_t n, bad;          /* totals */
+    size_t n, bad; /* totals */
 };
 
 /* Bands of the n joined rows: p (P(bad)), pts (points, <= 0: none), y
