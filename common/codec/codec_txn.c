@@ -78,9 +78,13 @@ void codec_txn_field_text(const struct txn_event *ev, int idx, char *out, size_t
     p = (const char *)ev + f->off;
     switch (f->kind) {
     case TK_ID:
-    case TK_CAT:
-        snprintf(out, cap, "%.*s", (int)strnlen(p, f->size), p);
+    case TK_CAT: { /* per event (the fairness group): no printf */
+        size_t n = strnlen(p, f->size);
+        n = n < cap - 1 ? n : cap - 1;
+        memcpy(out, p, n);
+        out[n] = '\0';
         break;
+    }
     case TK_TIME:
         snprintf(out, cap, "%" PRId64, *(const int64_t *)(const void *)p);
         break;
