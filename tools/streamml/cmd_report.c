@@ -442,6 +442,11 @@ static int image_line(struct oc_table *l, struct joined *j, json_t *o, long no, 
         j->dup++; /* a redelivered duplicate: the first one counts */
         return ERR_OK;
     }
+    rpage_models_add(&j->models, json_string_value(json_object_get(o, "model_name")),
+                     json_string_value(json_object_get(o, "model_version")),
+                     json_is_integer(json_object_get(o, "event_time"))
+                         ? (int64_t)json_integer_value(json_object_get(o, "event_time"))
+                         : -1);
     if (!ok) {
         json_t *why = json_object_get(o, "reason");
         count_reason(j, json_is_string(why) ? json_string_value(why) : "unknown");
