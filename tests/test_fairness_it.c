@@ -76,9 +76,9 @@ static void write_events(const char *path, int n, double p_rent, double p_owner)
                 "\"income\":%.2f,\"amount\":%.2f,\"price\":%.2f,\"expenses\":50,"
                 "\"term_months\":36,\"age\":35,\"seniority_years\":5,\"home\":\"%s\","
                 "\"job\":\"fixed\",\"marital\":\"married\",\"past_records\":%s,"
-                "\"assets\":%d,\"debt\":%d}\n",
+                "\"assets\":%d,\"debt\":%d,\"label\":%d}\n",
                 i, i, t, income, amount, amount * 1.3, rent ? "rent" : "owner",
-                risky ? "true" : "false", risky ? 0 : 8000, risky ? 3000 : 0);
+                risky ? "true" : "false", risky ? 0 : 8000, risky ? 3000 : 0, risky);
     }
     fclose(f);
 }
@@ -301,6 +301,56 @@ static void test_small_groups_do_not_alert(void **st)
     assert_int_equal(fairness_alerts(v, NULL, "WARNING"), 0);
 }
 
+/* `streamml report --fairness-field` with the labels from the events'
+ * topic (--labels-topic): TPR and FPR per group are measured, not NaN
+ * (the fairness section used to read labels from a file only). */
+static void test_report_fairness_takes_labels_from_the_topic(void **st)
+{
+    struct env *v = *st;
+    char ev[200], preds[200], html[200], out[200], bin[256], buf[8192];
+    char *produce[] = {bin,           "produce",      "-b", v->broker.bootstrap,
+                       "-t",          "transactions", "-i", ev,
+                       "--log-level", "error",        NULL};
+    char *replay[] = {bin,          "replay", "-b",  v->broker.bootstrap, "-t",    "transactions",
+                      "--features", "-o",     preds, "--log-level",       "error", NULL};
+    char *report[] = {bin,
+                      "report",
+                      "-b",
+                      v->broker.bootstrap,
+                      "-p",
+                      preds,
+                      "--labels-topic",
+                      "transactions",
+                      "--fairness-field",
+                      "home_code",
+                      "-o",
+                      html,
+                      "--log-level",
+                      "error",
+                      NULL};
+    FILE *f;
+    size_t n;
+
+    snprintf(bin, sizeof(bin), "%s", test_bin("streamml"));
+    snprintf(ev, sizeof(ev), "%s/events.jsonl", v->dir);
+    snprintf(preds, sizeof(preds), "%s/preds.jsonl", v->dir);
+    snprintf(html, sizeof(html), "%s/report.html", v->dir);
+    snprintf(out, sizeof(out), "%s/report.txt", v->dir);
+    write_events(ev, 600, 0.8, 0.05);
+    assert_int_equal(test_run_wait(produce, "/dev/null"), 0);
+    assert_int_equal(test_run_wait(replay, "/dev/null"), 0);
+    assert_int_equal(test_run_wait(report, out), 0);
+    f = fopen(out, "r");
+    assert_non_null(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    fprintf(stderr, "%s", strstr(buf, "fairness") ? strstr(buf, "fairness") : buf);
+    assert_non_null(strstr(buf, "fairness home_code="));
+    assert_null(strstr(buf, "tpr nan"));
+    assert_null(strstr(buf, "fpr nan"));
+}
+
 /* A field the event does not have, or both ways of grouping: one line
  * naming the key, exit 2, before any broker is needed. */
 static void test_bad_fairness_settings_are_refused(void **st)
@@ -353,6 +403,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unbiased_stream_raises_no_fairness_alert, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_small_groups_do_not_alert, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_report_fairness_takes_labels_from_the_topic, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

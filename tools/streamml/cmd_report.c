@@ -1059,7 +1059,7 @@ int cmd_report(int argc, char **argv)
     if (rc == ERR_OK && with_adv)
         rc = report_adv_run(a.adv_train, a.adv_live, &adv, &e);
     if (rc == ERR_OK && a.fair_field)
-        rc = report_fair_run(a.preds, a.labels, a.fair_field, &fair, &e);
+        rc = report_fair_run(a.preds, a.labels, a.labels_topic, cf, a.fair_field, &fair, &e);
     if (rc == ERR_OK)
         rc = write_html(a.output, &a, &r, &j, with_adv ? &adv : NULL, a.fair_field ? &fair : NULL,
                         &e);
