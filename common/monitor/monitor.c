@@ -1,9 +1,9 @@
 #include "monitor_int.h"
 
 #include "codec.h"
-#include "fairness.h"
 #include "kafka.h"
 #include "log.h"
+#include "fairness.h" /* the report's arithmetic, shared */
 
 #include <jansson.h>
 #include <math.h>

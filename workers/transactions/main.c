@@ -57,7 +57,7 @@ static int open_monitors(struct txn *t, struct err *e)
         if (t->mon[v] && wk_monitor_add(t->w, t->mon[v], label) < 0)
             t->mon[v] = NULL;
     }
-    return ERR_OK;
+    return txn_fair_field(t->cf, &t->fair_field, e); /* the fairness check's groups */
 }
 
 static void txn_close(void *self)
@@ -97,7 +97,7 @@ static void *txn_open(struct wk *w, struct err *e)
         err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     else if (txs_open(&t->ts, wk_state(w), &o, e) == ERR_OK && (t->ab = ab_serving_open(t->cf, e)))
         ab_serving_log(t->ab, t->cf);
-    if (!t->ab || open_monitors(t, e) || txn_fair_field(t->cf, &t->fair_field, e) ||
+    if (!t->ab || open_monitors(t, e) ||
         (!(t->lab = labels_open_cfg(t->cf, wk_group_id(w), e)) && e->code)) {
         txn_close(t);
         return NULL;
