@@ -9,6 +9,7 @@
 #include "codec.h"
 #include "gbdt.h"
 #include "metrics.h"
+#include "monitor.h"
 #include "reasons.h"
 #include "scorecard.h"
 #include "treeshap.h"
@@ -443,4 +444,13 @@ const char *txn_fair_group(int field, const struct txn_event *ev, char *buf, siz
     if (!buf[0])
         snprintf(buf, cap, "missing");
     return buf;
+}
+
+void txn_observe_decision(struct mon *m, int field, const struct txn_event *ev, const float *x,
+                          const char *decision)
+{
+    char g[64];
+
+    mon_observe_decision(m, x, txn_fair_group(field, ev, g, sizeof(g)),
+                         strcmp(decision, "approve") == 0);
 }

@@ -94,5 +94,11 @@ int txn_fair_field(const struct cfg *cf, int *field, struct err *e);
  * "missing" when it has none (as `streamml report --fairness-field` names
  * a null); NULL when field < 0. */
 const char *txn_fair_group(int field, const struct txn_event *ev, char *buf, size_t cap);
+struct mon;
+/* The decision made for ev (vector x) into the monitor's fairness check:
+ * its group by field (txn_fair_field; -1: the monitor's own feature, if
+ * any), approved when decision is "approve". */
+void txn_observe_decision(struct mon *m, int field, const struct txn_event *ev, const float *x,
+                          const char *decision);
 
 #endif

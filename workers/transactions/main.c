@@ -63,6 +63,7 @@ static int open_monitors(struct txn *t, struct err *e)
 static void txn_close(void *self)
 {
     struct txn *t = self;
+
     void *arrays[] = {t->evs, t->pos, t->live, t->xs, t->preds, t->pvar};
 
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
@@ -175,7 +176,6 @@ static int txn_emit(void *self, const struct wk_batch *b, size_t i, struct wk_re
     struct txn_prediction *p = &t->preds[i];
     const float *x = t->xs + i * FEAT_TXN_DIM;
     size_t v = t->pvar[i];
-    char g[64];
 
     r->degraded = t->degraded;
     p->degraded = t->degraded;
@@ -191,8 +191,7 @@ static int txn_emit(void *self, const struct wk_batch *b, size_t i, struct wk_re
     t->redelivered += (uint64_t)p->redelivered;
     if (t->mon[v]) {
         mon_observe(t->mon[v], x, p->probability, p->latency_us, p->degraded, b->wall_ms);
-        mon_observe_decision(t->mon[v], x, txn_fair_group(t->fair_field, &t->evs[i], g,
-                             sizeof(g)), strcmp(p->decision, "approve") == 0);
+        txn_observe_decision(t->mon[v], t->fair_field, &t->evs[i], x, p->decision);
     }
     /* The rolling AUC is the champion's (variant 0): per-variant AUC comes
      * from `streamml abtest`, which joins outcomes by variant. */
@@ -205,6 +204,7 @@ static int txn_emit(void *self, const struct wk_batch *b, size_t i, struct wk_re
 static void txn_store(void *self, struct wk_batch *b)
 {
     struct txn *t = self;
+
     (void)b;
     txs_store(t->ts);
     wk_set_state_ok(t->w, txs_state_ok(t->ts));
