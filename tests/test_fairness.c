@@ -85,6 +85,32 @@ static void test_too_many_groups_are_refused_by_name(void **st)
     assert_non_null(strstr(e.msg, "one-too-many"));
 }
 
+/* The live monitor's window counts (fair_add_counts) with a minimum group
+ * size: a small group's rate is shown but it neither sets the highest rate
+ * nor counts as the lowest; one group left is no ratio at all. */
+static void test_min_group_leaves_small_groups_out(void **st)
+{
+    struct fair f;
+    struct err e = {0};
+
+    (void)st;
+    fair_init(&f);
+    assert_int_equal(fair_add_counts(&f, "tiny", 5, 5, &e), ERR_OK); /* 100%, too few */
+    assert_int_equal(fair_add_counts(&f, "rent", 100, 30, &e), ERR_OK);
+    assert_int_equal(fair_add_counts(&f, "owner", 100, 60, &e), ERR_OK);
+    fair_finish_min(&f, 30);
+    assert_int_equal(f.eligible, 2);
+    assert_float_equal(f.g[0].approval, 1.0, 1e-12);
+    assert_true(isnan(f.g[0].disparate_impact));
+    assert_float_equal(f.g[1].disparate_impact, 0.5, 1e-12); /* 0.3 / 0.6, not / 1.0 */
+    assert_int_equal(f.worst, 1);
+    assert_float_equal(fair_disparate_impact(&f), 0.5, 1e-12);
+    fair_finish_min(&f, 101);
+    assert_true(isnan(fair_disparate_impact(&f)));
+    fair_finish(&f); /* the report's: every group counts */
+    assert_float_equal(fair_disparate_impact(&f), 0.3, 1e-12);
+}
+
 /* streamml report --fairness-field: groups from a field of the predictions,
  * labels joined by event id, a redelivered duplicate counted once, the
  * failing group flagged in the summary and the HTML. */
@@ -147,6 +173,7 @@ int main(void)
         cmocka_unit_test(test_rates_disparate_impact_and_the_80_percent_rule),
         cmocka_unit_test(test_unlabelled_group_has_undefined_rates_and_passes_when_equal),
         cmocka_unit_test(test_too_many_groups_are_refused_by_name),
+        cmocka_unit_test(test_min_group_leaves_small_groups_out),
         cmocka_unit_test(test_report_fairness_section),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

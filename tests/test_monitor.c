@@ -540,7 +540,7 @@ static void test_fairness_disparate_impact(void **state)
             if (i < 10) /* a code beyond the groups and a tiny group: ignored */
                 x[1] = i < 5 ? 99.0f : 7.0f;
             mon_observe(m, x, NAN, 10, 0, t);
-            mon_observe_decision(m, x, i < 5 ? 0 : ok);
+            mon_observe_decision(m, x, NULL, i < 5 ? 0 : ok);
         }
         mon_tick(m, t);
         mon_snapshot(m, &s);

@@ -233,6 +233,65 @@ static char *slurp(const char *path)
     return s;
 }
 
+/* ---- the page's tables, parsed ---- */
+
+#define MAX_ROWS 64
+#define MAX_COLS 8
+
+struct table {
+    size_t n;                          /* data rows (header rows left out) */
+    char cls[MAX_ROWS][32];            /* each row's class attribute */
+    char cell[MAX_ROWS][MAX_COLS][96]; /* cell text, tags stripped */
+    size_t ncell[MAX_ROWS];
+};
+
+/* Text of one cell from p (just past "<td...>") to "</td>", tags stripped. */
+static const char *cell_text(const char *p, char *out, size_t cap)
+{
+    size_t k = 0;
+    int in_tag = 0;
+
+    for (; *p && strncmp(p, "</td>", 5) != 0; p++) {
+        if (*p == '<')
+            in_tag = 1;
+        else if (*p == '>')
+            in_tag = 0;
+        else if (!in_tag && k + 1 < cap)
+            out[k++] = *p;
+    }
+    out[k] = '\0';
+    return p;
+}
+
+/* The rows of <table id="id"> in html (rows with <td> cells only). */
+static void parse_table(const char *html, const char *id, struct table *t)
+{
+    char want[64];
+    const char *p, *end;
+
+    memset(t, 0, sizeof(*t));
+    snprintf(want, sizeof(want), "<table id=\"%s\">", id);
+    p = strstr(html, want);
+    if (!p)
+        fail_msg("no table %s in the page", id);
+    end = strstr(p, "</table>");
+    assert_non_null(end);
+    while ((p = strstr(p, "<tr")) && p < end && t->n < MAX_ROWS) {
+        const char *close = strstr(p, "</tr>"), *c = strstr(p, " class=\""), *td = p;
+        size_t k = 0;
+        if (c && c < strchr(p, '>'))
+            sscanf(c, " class=\"%31[^\"]\"", t->cls[t->n]);
+        while ((td = strstr(td, "<td")) && td < close && k < MAX_COLS) {
+            td = strchr(td, '>') + 1;
+            td = cell_text(td, t->cell[t->n][k++], sizeof(t->cell[0][0]));
+        }
+        t->ncell[t->n] = k;
+        if (k)
+            t->n++;
+        p = close;
+    }
+}
+
 /* Predictions as `streamml replay` writes them, labels as CSV, from the
  * fixture; a duplicate prediction, an unlabelled one, a label without
  * prediction. */
@@ -461,12 +520,137 @@ static void test_report_psi_against_a_baseline_matches_numpy(void **st)
     assert_string_equal(name, "amount");
     free(text);
     text = slurp(html);
-    assert_non_null(strstr(text, "PSI per feature"));
+    {
+        /* score first, then features by PSI, largest first, each coloured by
+         * the 0.1 / 0.2 thresholds */
+        struct table t;
+        parse_table(text, "psi", &t);
+        assert_int_equal(t.n, 3);
+        assert_string_equal(t.cell[0][0], "(model score)");
+        assert_true(fabs(strtod(t.cell[0][1], NULL) - num(ps, "score")) < 1e-6); /* %.6f */
+        assert_string_equal(t.cell[1][0], "amount");
+        assert_string_equal(t.cell[2][0], "age");
+        assert_true(strtod(t.cell[1][1], NULL) >= strtod(t.cell[2][1], NULL));
+        for (size_t i = 0; i < t.n; i++) {
+            double v = strtod(t.cell[i][1], NULL);
+            assert_string_equal(t.cls[i], v >= 0.2 ? "psi-crit" : v >= 0.1 ? "psi-warn" : "psi-ok");
+        }
+        assert_string_equal(t.cls[1], "psi-crit"); /* amount drifted */
+    }
     free(text);
     free(amount);
     free(age);
     free(score);
     free(label);
+}
+
+/* The fixture's predictions with a model name, version, event times ten
+ * hours apart and (points != 0) scorecard points falling as P(bad) rises. */
+static void write_scored(struct fx *f, const char *preds, int points)
+{
+    FILE *p = fopen(preds, "w");
+
+    assert_non_null(p);
+    for (size_t i = 0; i < f->n; i++)
+        fprintf(p,
+                "{\"event_id\":\"r%zu\",\"event_time\":%lld,\"model_name\":\"credit-risk\","
+                "\"model_version\":\"7\",\"probability\":%.17g,\"score\":%d,"
+                "\"decision\":\"approve\"}\n",
+                i, 1700000000000LL + (long long)i * 60000, f->p[i],
+                points ? 300 + (int)((1 - f->p[i]) * 550) : 0);
+    fclose(p);
+}
+
+static double pct_cell(const char *s)
+{
+    return strtod(s, NULL) / 100;
+}
+
+/* Row k of a band table against the test's own count of band [lo, hi). */
+static void check_band(struct fx *f, const struct table *t, size_t k, int points, double lo,
+                       double hi, size_t *cn, size_t *cb, size_t bads)
+{
+    size_t n = 0, bad = 0;
+
+    for (size_t i = 0; i < f->n; i++) {
+        double v = points ? 300 + (int)((1 - f->p[i]) * 550) : f->p[i];
+        int in = v >= lo && (v < hi || (!points && hi == 1.0 && v <= 1.0));
+        n += in;
+        bad += in && f->y[i];
+    }
+    *cn += n;
+    *cb += bad;
+    assert_int_equal(strtoul(t->cell[k][1], NULL, 10), n);
+    assert_int_equal(strtoul(t->cell[k][2], NULL, 10), bad);
+    if (n)
+        assert_true(fabs(pct_cell(t->cell[k][3]) - (double)bad / n) < 6e-5);
+    assert_int_equal(strtoul(t->cell[k][4], NULL, 10), *cn);
+    assert_true(fabs(pct_cell(t->cell[k][5]) - (double)*cn / f->n) < 6e-5);
+    assert_true(fabs(pct_cell(t->cell[k][6]) - (double)*cb / bads) < 6e-5);
+}
+
+/* The analyst's page: model, version and dates on top, the gates, the
+ * score-band table (scorecard points when every prediction has them,
+ * P(bad) bands otherwise), counted again here from the inputs. */
+static void test_report_page_header_gates_and_score_bands(void **st)
+{
+    struct fx *f = *st;
+    char preds[128], labels[128], html[128], log[128], args[1024];
+    struct table t;
+    size_t cn = 0, cb = 0, bads = 0, lo = 1000, hi = 0;
+    char *text, *head;
+
+    for (size_t i = 0; i < f->n; i++) {
+        size_t pts = (size_t)(300 + (int)((1 - f->p[i]) * 550));
+        bads += (size_t)f->y[i];
+        lo = pts < lo ? pts : lo;
+        hi = pts > hi ? pts : hi;
+    }
+    snprintf(preds, sizeof(preds), "%s/page.jsonl", f->dir);
+    snprintf(labels, sizeof(labels), "%s/page.csv", f->dir);
+    snprintf(html, sizeof(html), "%s/page.html", f->dir);
+    snprintf(log, sizeof(log), "%s/page.log", f->dir);
+    write_inputs(f, preds, labels); /* the labels */
+    write_scored(f, preds, 1);
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s --gate 'auc>=0.7' --gate 'auc>=0.99'", preds,
+             labels, html);
+    assert_int_equal(run(args, log), 3);
+    text = slurp(html);
+    head = strstr(text, "<table class=\"head\" id=\"model\">");
+    assert_non_null(head);
+    assert_true(head < strstr(text, "<table id=\"gates\">")); /* on top */
+    assert_non_null(strstr(head, "<b>credit-risk</b> version <b>7</b> (600 predictions)"));
+    assert_non_null(strstr(head, "2023-11-14 22:13 to 2023-11-15 08:12"));
+    parse_table(text, "gates", &t);
+    assert_int_equal(t.n, 2);
+    assert_string_equal(t.cell[0][0], "auc&gt;=0.7");
+    assert_string_equal(t.cell[0][2], "pass");
+    assert_string_equal(t.cell[1][2], "FAIL");
+    assert_true(fabs(strtod(t.cell[0][1], NULL) - num(f->j, "auc")) < 1e-6);
+
+    parse_table(text, "bands", &t);
+    assert_int_equal(t.n, (hi - lo / 50 * 50) / 50 + 2); /* bands and the total */
+    for (size_t k = 0; k + 1 < t.n; k++) {
+        double b = (double)(lo / 50 * 50 + 50 * k);
+        check_band(f, &t, k, 1, b, b + 50, &cn, &cb, bads);
+    }
+    assert_int_equal(cn, f->n);
+    assert_string_equal(t.cell[t.n - 1][0], "all");
+    assert_non_null(strstr(text, "Score points distribution"));
+    free(text);
+
+    write_scored(f, preds, 0); /* no scorecard: P(bad) bands, riskiest first */
+    snprintf(args, sizeof(args), "-p %s -l %s -o %s", preds, labels, html);
+    assert_int_equal(run(args, log), 0);
+    text = slurp(html);
+    parse_table(text, "bands", &t);
+    assert_int_equal(t.n, 11);
+    assert_string_equal(t.cell[0][0], "0.9-1.0");
+    cn = cb = 0;
+    for (size_t k = 0; k < 10; k++)
+        check_band(f, &t, k, 0, (9 - (double)k) / 10, (10 - (double)k) / 10, &cn, &cb, bads);
+    assert_null(strstr(text, "Score points distribution"));
+    free(text);
 }
 
 /* Fairness compares credit decisions by group: on the images stream's
@@ -521,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_report_graded_outputs),
         cmocka_unit_test(test_report_psi_against_a_baseline_matches_numpy),
         cmocka_unit_test(test_report_fairness_refused_on_image_predictions),
+        cmocka_unit_test(test_report_page_header_gates_and_score_bands),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -108,6 +108,7 @@ static const struct key_def keys[] = {
     {"monitor.auc.min_labels", K_INT, 1, 10000000, "500", "labels needed before AUC is checked"},
     {"monitor.hysteresis", K_DBL, 0, 0.99, "0.1", "a level is left only below threshold x (1 - this)"},
     {"monitor.fairness.feature", K_STR, 0, 0, "", "category-code feature defining groups (e.g. marital_code; empty = off)"},
+    {"monitor.fairness.field", K_STR, 0, 0, "", "TransactionEvent field whose value defines groups (e.g. home; or set .feature; empty = off)"},
     {"monitor.fairness.warning", K_DBL, 0, 1, "0.8", "disparate impact (min/max approval rate) below which: WARNING"},
     {"monitor.fairness.min_group", K_INT, 1, 100000000, "30", "events a group needs in the window to count"},
     {"monitor.labels.topic", K_STR, 0, 0, "", "labels topic joined for the rolling AUC (empty = off)"},

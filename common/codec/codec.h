@@ -109,6 +109,13 @@ int codec_encode_click_outcome(struct codec *c, const struct click_outcome *o, s
 int codec_decode_click_outcome(struct codec *c, const void *msg, size_t len,
                                struct click_outcome *o, struct err *e);
 
+/* A TransactionEvent field by schema name (for a field picked in the
+ * configuration, e.g. monitor.fairness.field): its index, or -1. */
+int codec_txn_field(const char *name);
+/* Field idx of ev as text in out[0..cap): strings as they are, numbers
+ * "%g", booleans "true"/"false"; "" when missing. */
+void codec_txn_field_text(const struct txn_event *ev, int idx, char *out, size_t cap);
+
 /* One JSON object (a line of `streamml produce` input) -> event. Unknown
  * keys are an error; null or absent optional fields are missing. */
 int codec_txn_from_json(const char *json, size_t len, struct txn_event *ev, struct err *e);

@@ -57,6 +57,53 @@ const struct txn_field *txn_field_by_name(const char *name)
     return NULL;
 }
 
+int codec_txn_field(const char *name)
+{
+    const struct txn_field *f = txn_field_by_name(name);
+
+    return f ? (int)(f - txn_fields) : -1;
+}
+
+void codec_txn_field_text(const struct txn_event *ev, int idx, char *out, size_t cap)
+{
+    const struct txn_field *f;
+    const char *p;
+    double d;
+    int b;
+
+    out[0] = '\0';
+    if (idx < 0 || idx >= TXN_NFIELDS || cap == 0)
+        return;
+    f = &txn_fields[idx];
+    p = (const char *)ev + f->off;
+    switch (f->kind) {
+    case TK_ID:
+    case TK_CAT: { /* per event (the fairness group): no printf */
+        size_t n = strnlen(p, f->size);
+        n = n < cap - 1 ? n : cap - 1;
+        memcpy(out, p, n);
+        out[n] = '\0';
+        break;
+    }
+    case TK_TIME:
+        snprintf(out, cap, "%" PRId64, *(const int64_t *)(const void *)p);
+        break;
+    case TK_DOUBLE:
+        memcpy(&d, p, sizeof(d));
+        if (!isnan(d))
+            snprintf(out, cap, "%g", d);
+        break;
+    case TK_BOOL:
+    case TK_LABEL:
+        memcpy(&b, p, sizeof(b));
+        if (f->kind == TK_BOOL && (b == 0 || b == 1))
+            snprintf(out, cap, "%s", b ? "true" : "false");
+        else if (f->kind == TK_LABEL && b >= 0)
+            snprintf(out, cap, "%d", b);
+        break;
+    }
+}
+
 enum vkind txn_value_kind(enum tkind k)
 {
     switch (k) {

@@ -10,22 +10,43 @@ void fair_init(struct fair *f)
     memset(f, 0, sizeof(*f));
 }
 
+/* The group named group, added when new; NULL past FAIR_MAX_GROUPS. */
+static struct fair_group *group_of(struct fair *f, const char *group, struct err *e)
+{
+    struct fair_group *g;
+
+    for (size_t i = 0; i < f->n_groups; i++)
+        if (strncmp(f->g[i].name, group, FAIR_NAME - 1) == 0)
+            return &f->g[i];
+    if (f->n_groups == FAIR_MAX_GROUPS) {
+        err_set(e, ERR_INVALID,
+                "fairness: group \"%.40s\" is one more than %d (a field with "
+                "too many values to compare)",
+                group, FAIR_MAX_GROUPS);
+        return NULL;
+    }
+    g = &f->g[f->n_groups++];
+    snprintf(g->name, sizeof(g->name), "%s", group);
+    return g;
+}
+
+int fair_add_counts(struct fair *f, const char *group, size_t n, size_t approved, struct err *e)
+{
+    struct fair_group *g = group_of(f, group, e);
+
+    if (!g)
+        return e->code;
+    g->n += n;
+    g->approved += approved;
+    return ERR_OK;
+}
+
 int fair_add(struct fair *f, const char *group, int approved, int label, struct err *e)
 {
-    struct fair_group *g = NULL;
+    struct fair_group *g = group_of(f, group, e);
 
-    for (size_t i = 0; i < f->n_groups && !g; i++)
-        if (strncmp(f->g[i].name, group, FAIR_NAME - 1) == 0)
-            g = &f->g[i];
-    if (!g) {
-        if (f->n_groups == FAIR_MAX_GROUPS)
-            return err_set(e, ERR_INVALID,
-                           "fairness: group \"%.40s\" is one more than %d (a field with "
-                           "too many values to compare)",
-                           group, FAIR_MAX_GROUPS);
-        g = &f->g[f->n_groups++];
-        snprintf(g->name, sizeof(g->name), "%s", group);
-    }
+    if (!g)
+        return e->code;
     g->n++;
     g->approved += approved != 0;
     if (label == 1) {
@@ -43,23 +64,42 @@ static double ratio(size_t a, size_t b)
     return b ? (double)a / (double)b : NAN;
 }
 
-void fair_finish(struct fair *f)
+void fair_finish_min(struct fair *f, size_t min_n)
 {
     double top = 0;
 
+    min_n = min_n ? min_n : 1;
+    f->eligible = 0;
     for (size_t i = 0; i < f->n_groups; i++) {
         struct fair_group *g = &f->g[i];
         g->approval = ratio(g->approved, g->n);
         g->tpr = ratio(g->bad_flagged, g->bad);
         g->fpr = ratio(g->good_flagged, g->good);
+        if (g->n < min_n)
+            continue;
+        f->eligible++;
         top = g->approval > top ? g->approval : top;
     }
     f->worst = 0;
     for (size_t i = 0; i < f->n_groups; i++) {
-        f->g[i].disparate_impact = top > 0 ? f->g[i].approval / top : NAN;
-        if (f->g[i].disparate_impact < f->g[f->worst].disparate_impact)
-            f->worst = i;
+        struct fair_group *g = &f->g[i];
+        g->disparate_impact = top > 0 && g->n >= min_n ? g->approval / top : NAN;
+        if (!isnan(g->disparate_impact) &&
+            !(g->disparate_impact >= f->g[f->worst].disparate_impact))
+            f->worst = i; /* also replaces a NaN first group */
     }
+}
+
+void fair_finish(struct fair *f)
+{
+    fair_finish_min(f, 1);
+}
+
+double fair_disparate_impact(const struct fair *f)
+{
+    if (f->eligible < 2 || f->n_groups == 0)
+        return NAN;
+    return f->g[f->worst].disparate_impact;
 }
 
 int fair_violates(const struct fair *f)

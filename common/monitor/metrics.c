@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fairness.h"
 #include "log.h"
 
 /* Prometheus' usual latency buckets, in seconds, plus +Inf. */
@@ -39,6 +40,9 @@ struct gauges {                     /* copied from the monitor, under lock */
     char (*names)[MON_NAME_MAX];
     double *psi, *missing;
     double score_psi, score_mean, p99, error_rate, auc, di;
+    size_t ngroups;                          /* fairness groups */
+    char group[MON_GROUPS][FAIR_NAME];
+    double group_approval[MON_GROUPS], group_di[MON_GROUPS];
     int64_t windows;
     int degraded;
     int level[MON_NCHECKS];
@@ -113,6 +117,12 @@ static void copy_snapshot(struct gauges *g, const struct mon_snapshot *s)
     g->error_rate = s->error_rate;
     g->auc = s->auc;
     g->di = s->disparate_impact;
+    g->ngroups = s->ngroups < MON_GROUPS ? s->ngroups : MON_GROUPS;
+    for (size_t k = 0; k < g->ngroups; k++) {
+        snprintf(g->group[k], sizeof(g->group[k]), "%s", s->group[k]);
+        g->group_approval[k] = s->group_approval[k];
+        g->group_di[k] = s->group_di[k];
+    }
     g->windows = s->windows;
     g->degraded = s->degraded;
     memcpy(g->level, s->level, sizeof(g->level));
@@ -267,6 +277,29 @@ static void gauge(FILE *f, const char *name, const char *help, double v)
     put_value(f, v);
 }
 
+/* Per fairness group (a bounded set: MON_GROUPS values of one field, never
+ * users or keys). */
+static void render_groups(const struct gauges *g, FILE *f)
+{
+    if (!g->ngroups)
+        return;
+    head(f, "streamml_fairness_approval_rate", "gauge", "Approval rate of the group, last window");
+    for (size_t k = 0; k < g->ngroups; k++) {
+        fputs("streamml_fairness_approval_rate{group=\"", f);
+        put_label(f, g->group[k]);
+        fputs("\"}", f);
+        put_value(f, g->group_approval[k]);
+    }
+    head(f, "streamml_fairness_disparate_impact", "gauge", "Approval rate of the group over the "
+         "highest group's, last window (NaN: under monitor.fairness.min_group)");
+    for (size_t k = 0; k < g->ngroups; k++) {
+        fputs("streamml_fairness_disparate_impact{group=\"", f);
+        put_label(f, g->group[k]);
+        fputs("\"}", f);
+        put_value(f, g->group_di[k]);
+    }
+}
+
 static void render_monitor(const struct gauges *g, FILE *f)
 {
     render_features(g, f);
@@ -280,6 +313,7 @@ static void render_monitor(const struct gauges *g, FILE *f)
           g->auc);
     gauge(f, "streamml_disparate_impact", "Lowest over highest approval rate of the fairness "
           "groups (NaN: no fairness check)", g->di);
+    render_groups(g, f);
     head(f, "streamml_monitor_windows_total", "counter", "Monitoring windows evaluated");
     fprintf(f, "streamml_monitor_windows_total %.17g\n", (double)g->windows);
     head(f, "streamml_monitor_check_level", "gauge", "Worst level per check: 0 OK, 1 WARNING, "

@@ -1,6 +1,7 @@
 #include "monitor_int.h"
 
 #include "log.h"
+#include "fairness.h" /* the report's arithmetic, shared */
 
 #include <jansson.h>
 #include <math.h>
@@ -243,6 +244,7 @@ void mon_opts_from_cfg(const struct cfg *c, struct mon_opts *o)
     o->auc_min_labels = cfg_int(c, "monitor.auc.min_labels");
     o->hysteresis = cfg_double(c, "monitor.hysteresis");
     o->fair_feature = cfg_str(c, "monitor.fairness.feature");
+    o->fair_field = cfg_str(c, "monitor.fairness.field");
     o->fair_warn = cfg_double(c, "monitor.fairness.warning");
     o->fair_min_group = cfg_int(c, "monitor.fairness.min_group");
 }
@@ -280,6 +282,12 @@ struct mon {
     struct slice *ring, agg;
     int nslices, cur;
     int fair_idx;                   /* vector index of the group feature, -1 off */
+    int fair_on;                    /* a fairness check: by feature or by field */
+    int ngroups, groups_full_logged;
+    char grp_name[MON_GROUPS][FAIR_NAME];              /* "rent" */
+    char grp_label[MON_GROUPS][MON_NAME_MAX + FAIR_NAME]; /* "home=rent": alerts' feature */
+    double grp_approval[MON_GROUPS], grp_di[MON_GROUPS];  /* last evaluation */
+    struct fair *fair;              /* the evaluation's groups (common/monitor/fairness.h) */
     int64_t slice_events, slice_ms;
     struct check *psi, *miss;       /* per feature */
     struct check chk[MON_NCHECKS];  /* model-wide checks */
@@ -338,9 +346,22 @@ static int map_names(struct mon *m, const char *const *names, size_t n, struct e
 
 static int map_group(struct mon *m, const char *const *names, size_t n, struct err *e)
 {
+    const char *field = m->o.fair_field && *m->o.fair_field ? m->o.fair_field : NULL;
+
     m->fair_idx = -1;
-    if (!m->o.fair_feature || !*m->o.fair_feature)
+    for (int k = 0; k < MON_GROUPS; k++)
+        m->grp_approval[k] = m->grp_di[k] = NAN;
+    if (field && m->o.fair_feature && *m->o.fair_feature)
+        return err_set(e, ERR_CONFIG, "config: monitor.fairness.field=%s and "
+                       "monitor.fairness.feature=%s: set one of them", field, m->o.fair_feature);
+    m->fair_on = field != NULL;
+    if (!m->fair_on && (!m->o.fair_feature || !*m->o.fair_feature))
         return ERR_OK;
+    if (!(m->fair = calloc(1, sizeof(*m->fair))))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    if (field)
+        return ERR_OK;
+    m->fair_on = 1;
     for (size_t j = 0; j < n; j++)
         if (strcmp(names[j], m->o.fair_feature) == 0)
             m->fair_idx = (int)j;
@@ -453,6 +474,7 @@ void mon_close(struct mon *m)
     free(m->alerts);
     free(m->labels);
     free(m->lab_tmp);
+    free(m->fair);
     mon_baseline_free(m->b);
     free(m);
 }
@@ -507,19 +529,51 @@ void mon_observe_dead(struct mon *m, int64_t now_ms)
     s->end_ms = now_ms;
 }
 
-void mon_observe_decision(struct mon *m, const float *x, int approved)
+int mon_fair_by_field(const struct mon *m)
 {
-    struct slice *s;
-    float g;
+    return m->fair_on && m->fair_idx < 0;
+}
 
-    if (m->fair_idx < 0 || m->cur < 0)
+/* Slot of a group, added when new; -1 when MON_GROUPS are taken. */
+static int group_slot(struct mon *m, const char *group)
+{
+    const char *what = m->fair_idx >= 0 ? m->o.fair_feature : m->o.fair_field;
+
+    for (int k = 0; k < m->ngroups; k++)
+        if (strncmp(m->grp_name[k], group, FAIR_NAME - 1) == 0)
+            return k;
+    if (m->ngroups == MON_GROUPS) {
+        if (!m->groups_full_logged++)
+            log_warn("monitor: fairness group %s=%.40s is one more than %d: not counted (nor "
+                     "any further new group)", what, group, MON_GROUPS);
+        return -1;
+    }
+    snprintf(m->grp_name[m->ngroups], FAIR_NAME, "%s", group);
+    snprintf(m->grp_label[m->ngroups], sizeof(m->grp_label[0]), "%s=%.*s", what,
+             FAIR_NAME - 1, group);
+    return m->ngroups++;
+}
+
+void mon_observe_decision(struct mon *m, const float *x, const char *group, int approved)
+{
+    char code[16];
+    struct slice *s;
+    int k;
+
+    if (!m->fair_on || m->cur < 0)
         return;
-    g = x[m->fair_idx];
-    if (!(g >= 0 && g < MON_GROUPS) || g != floorf(g))
+    if (m->fair_idx >= 0) {
+        float g = x[m->fair_idx];
+        if (!(g >= 0 && g < MON_GROUPS) || g != floorf(g))
+            return;
+        snprintf(code, sizeof(code), "%d", (int)g);
+        group = code;
+    }
+    if (!group || (k = group_slot(m, group)) < 0)
         return;
     s = &m->ring[m->cur];
-    s->grp_n[(int)g]++;
-    s->grp_ok[(int)g] += approved != 0;
+    s->grp_n[k]++;
+    s->grp_ok[k] += approved != 0;
 }
 
 void mon_observe_label(struct mon *m, double score, int label)
@@ -708,30 +762,33 @@ static void eval_auc(struct mon *m)
 }
 
 /* Disparate impact: lowest approval rate over the highest, among groups
- * with enough events; lower is worse, so the check runs on 1 - ratio. */
+ * with enough events (fair_finish_min, the report's arithmetic); lower is
+ * worse, so the check runs on 1 - ratio. The alert names the group with
+ * the lowest rate. */
 static void eval_fairness(struct mon *m)
 {
-    double lo = INFINITY, hi = 0, ratio;
-    int groups = 0;
+    struct fair *f = m->fair;
+    struct err e = {0};
+    double ratio;
     struct reading r;
 
-    if (m->fair_idx < 0)
+    if (!m->fair_on)
         return;
-    for (int k = 0; k < MON_GROUPS; k++) {
-        double rate;
-        if (m->agg.grp_n[k] == 0 || (int64_t)m->agg.grp_n[k] < m->o.fair_min_group)
-            continue;
-        rate = (double)m->agg.grp_ok[k] / m->agg.grp_n[k];
-        lo = rate < lo ? rate : lo;
-        hi = rate > hi ? rate : hi;
-        groups++;
+    fair_init(f);
+    for (int k = 0; k < m->ngroups; k++) /* group k is f->g[k] (k < FAIR_MAX_GROUPS) */
+        if (fair_add_counts(f, m->grp_name[k], m->agg.grp_n[k], m->agg.grp_ok[k], &e))
+            return;
+    fair_finish_min(f, m->o.fair_min_group > 0 ? (size_t)m->o.fair_min_group : 1);
+    for (int k = 0; k < m->ngroups; k++) {
+        m->grp_approval[k] = f->g[k].approval;
+        m->grp_di[k] = f->g[k].disparate_impact;
     }
-    if (groups < 2 || hi <= 0)
+    ratio = fair_disparate_impact(f);
+    if (isnan(ratio))
         return;
-    ratio = lo / hi;
     r = (struct reading){1 - ratio, 1 - m->o.fair_warn, INFINITY, ratio, m->o.fair_warn,
                          INFINITY, NAN};
-    apply(m, &m->chk[MON_FAIRNESS], MON_FAIRNESS, NULL, &r);
+    apply(m, &m->chk[MON_FAIRNESS], MON_FAIRNESS, m->grp_label[f->worst], &r);
 }
 
 static void evaluate(struct mon *m, int64_t now_ms)
@@ -831,6 +888,12 @@ void mon_snapshot(const struct mon *m, struct mon_snapshot *s)
     s->error_rate = m->chk[MON_ERROR_RATE].observed;
     s->auc = m->chk[MON_AUC].observed;
     s->disparate_impact = m->chk[MON_FAIRNESS].observed;
+    s->ngroups = (size_t)m->ngroups;
+    for (int k = 0; k < m->ngroups; k++) {
+        s->group[k] = m->grp_name[k];
+        s->group_approval[k] = m->grp_approval[k];
+        s->group_di[k] = m->grp_di[k];
+    }
     s->windows = m->windows;
     s->window_events = m->win_events;
     s->degraded = mon_degraded(m);

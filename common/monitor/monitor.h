@@ -14,8 +14,11 @@
  *   latency_p99   from a fixed-memory log-linear histogram
  *   error_rate    (dead-lettered + degraded) / all events
  *   auc           rolling AUC of labelled predictions, drop vs baseline AUC
- *   fairness      with a group feature configured (a category code): approval
- *                 rate per group and the disparate impact ratio min/max
+ *   fairness      with a group configured (monitor.fairness.field: a field of
+ *                 the worker's event, or monitor.fairness.feature: a category
+ *                 code of its vector): approval rate per group and the
+ *                 disparate impact ratio min/max, through common/monitor/fairness.h
+ *                 as `streamml report` computes it
  * Each check has a level (OK, WARNING, CRITICAL); an alert is produced only
  * when a level changes (no storm of repeated alerts), RESOLVED when it goes
  * back to OK. Leaving a level needs the value to fall below its threshold
@@ -122,7 +125,9 @@ struct mon_opts {
     double auc_warn, auc_crit;                 /* relative drop below baseline */
     int64_t auc_window, auc_min_labels;
     double hysteresis;
-    const char *fair_feature;                  /* NULL or "": no fairness check */
+    const char *fair_feature;                  /* category-code feature of the vector */
+    const char *fair_field;                    /* or groups named by the caller (an event
+                                                  field's value); both NULL or "": off */
     double fair_warn;                          /* disparate impact below: WARNING */
     int64_t fair_min_group;                    /* events a group needs to count */
 };
@@ -162,9 +167,14 @@ void mon_observe(struct mon *m, const float *x, double score, int64_t latency_us
 void mon_observe_dead(struct mon *m, int64_t now_ms);
 /* The decision made for x (the fairness check; a no-op without one):
  * approved or not, in the group given by x's fair_feature, a category code
- * 0..MON_GROUPS-1 (other values are not counted). */
+ * 0..MON_GROUPS-1 (other values are not counted), or with fair_field, in
+ * the group named group (the field's value as text; NULL: not counted).
+ * The first MON_GROUPS distinct groups are counted; later ones are not
+ * (logged once). */
 #define MON_GROUPS 16
-void mon_observe_decision(struct mon *m, const float *x, int approved);
+void mon_observe_decision(struct mon *m, const float *x, const char *group, int approved);
+/* 1 when the fairness check groups by a caller-named group (fair_field). */
+int mon_fair_by_field(const struct mon *m);
 /* A label joined to its prediction's score (label 0/1). */
 void mon_observe_label(struct mon *m, double score, int label);
 /* Closes the current slice when it is full or old and evaluates the
@@ -187,6 +197,10 @@ struct mon_snapshot {
     double *psi, *missing;          /* caller-owned, nfeat each */
     double score_psi, score_mean, latency_p99_s, error_rate, auc;
     double disparate_impact;        /* min/max approval rate over groups; NaN if none */
+    size_t ngroups;                 /* fairness groups seen, <= MON_GROUPS */
+    const char *group[MON_GROUPS];  /* their names, live as the monitor */
+    double group_approval[MON_GROUPS]; /* last window; NaN: no decision in it */
+    double group_di[MON_GROUPS];    /* approval / the highest; NaN: under min_group */
     int64_t windows, window_events;
     int degraded;
     int level[MON_NCHECKS];         /* worst level per check */

@@ -6,8 +6,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "codec.h"
 #include "gbdt.h"
 #include "metrics.h"
+#include "monitor.h"
 #include "reasons.h"
 #include "scorecard.h"
 #include "treeshap.h"
@@ -417,4 +419,38 @@ void txn_prediction_init(struct txn_prediction *p, const struct txn_event *ev,
     copy(p->src_topic, sizeof(p->src_topic), src_topic ? src_topic : "");
     p->src_partition = src_partition;
     p->src_offset = src_offset;
+}
+
+int txn_fair_field(const struct cfg *cf, int *field, struct err *e)
+{
+    const char *name = cfg_str(cf, "monitor.fairness.field");
+
+    *field = -1;
+    if (!name || !*name)
+        return ERR_OK;
+    if ((*field = codec_txn_field(name)) < 0)
+        return err_set(e, ERR_CONFIG,
+                       "config: monitor.fairness.field=%s is not a TransactionEvent field "
+                       "(schemas/transaction_event.avsc: e.g. home, marital, job, past_records)",
+                       name);
+    return ERR_OK;
+}
+
+const char *txn_fair_group(int field, const struct txn_event *ev, char *buf, size_t cap)
+{
+    if (field < 0)
+        return NULL;
+    codec_txn_field_text(ev, field, buf, cap);
+    if (!buf[0])
+        snprintf(buf, cap, "missing");
+    return buf;
+}
+
+void txn_observe_decision(struct mon *m, int field, const struct txn_event *ev, const float *x,
+                          const char *decision)
+{
+    char g[64];
+
+    mon_observe_decision(m, x, txn_fair_group(field, ev, g, sizeof(g)),
+                         strcmp(decision, "approve") == 0);
 }

@@ -85,4 +85,20 @@ void txn_prediction_init(struct txn_prediction *p, const struct txn_event *ev,
 const char *txn_decision_name(int d);
 int txn_decision_index(const char *name);
 
+/* monitor.fairness.field: the TransactionEvent field whose value groups
+ * decisions in the monitor's fairness check, resolved once: *field is its
+ * index, or -1 when the key is empty. ERR_CONFIG naming the key and the
+ * fields for an unknown one. */
+int txn_fair_field(const struct cfg *cf, int *field, struct err *e);
+/* ev's fairness group into buf[0..cap): the field's value as text,
+ * "missing" when it has none (as `streamml report --fairness-field` names
+ * a null); NULL when field < 0. */
+const char *txn_fair_group(int field, const struct txn_event *ev, char *buf, size_t cap);
+struct mon;
+/* The decision made for ev (vector x) into the monitor's fairness check:
+ * its group by field (txn_fair_field; -1: the monitor's own feature, if
+ * any), approved when decision is "approve". */
+void txn_observe_decision(struct mon *m, int field, const struct txn_event *ev, const float *x,
+                          const char *decision);
+
 #endif

@@ -29,6 +29,7 @@
 #include "features.h"
 #include "report_adv.h"
 #include "report_fair.h"
+#include "report_page.h"
 
 /* PSI uses the monitoring module's baseline format and functions
  * (mon_baseline_load, mon_bin, mon_psi, written by `streamml profile`). */
@@ -73,7 +74,9 @@ struct psi {
 /* The joined rows. */
 struct joined {
     double *p;
-    int *y, *grade, *flag; /* flag: images, the published referable flag */
+    int *y, *grade, *flag;      /* flag: images, the published referable flag */
+    int *pts;                   /* scorecard points (0: none) */
+    struct rpage_models models; /* model names, versions, event time range */
     size_t n, cap;
     int graded;
     int kind; /* 0 not known yet (no line read), 1 event predictions, 2 image predictions */
@@ -92,8 +95,12 @@ static void usage(FILE *out)
         "usage: streamml report -p PREDICTIONS (-l LABELS | --labels-topic T) [-o FILE]\n"
         "                       [--gate METRIC>=X ...] [--referable N] [common options]\n\n"
         "Joins a backtest's predictions with labels by event id and writes one\n"
-        "self-contained HTML report (inline SVG: ROC curve, score distribution by\n"
-        "label, calibration plot; metrics table) and a summary on stdout.\n\n"
+        "self-contained HTML report and a summary on stdout. The page: model name,\n"
+        "version and event dates on top; the gates' results; metrics; score bands\n"
+        "(count, bad rate, cumulative count and bad share; 50-point scorecard bands\n"
+        "when the predictions carry points, else ten P(bad) bands) with their chart;\n"
+        "ROC curve, score distribution by label, calibration plot; with --baseline,\n"
+        "PSI sorted largest first, coloured at 0.1 and 0.2.\n\n"
         "  -p, --predictions F  JSON lines from `streamml replay` (event_id,\n"
         "                       probability; grade for graded outputs), or the images\n"
         "                       stream's predictions as they are (image_id, status,\n"
@@ -354,7 +361,7 @@ static const char *psi_name(const struct psi *ps, size_t f)
 
 /* ---- predictions ---- */
 
-static int joined_push(struct joined *j, double p, int y, int grade, int flag)
+static int joined_push(struct joined *j, double p, int y, int grade, int flag, int pts)
 {
     if (j->n == j->cap) {
         size_t cap = j->cap ? j->cap * 2 : 4096;
@@ -362,6 +369,7 @@ static int joined_push(struct joined *j, double p, int y, int grade, int flag)
         int *ny = np ? realloc(j->y, cap * sizeof(*ny)) : NULL;
         int *ng = ny ? realloc(j->grade, cap * sizeof(*ng)) : NULL;
         int *nf = ng ? realloc(j->flag, cap * sizeof(*nf)) : NULL;
+        int *ns = nf ? realloc(j->pts, cap * sizeof(*ns)) : NULL;
         if (np)
             j->p = np;
         if (ny)
@@ -370,10 +378,13 @@ static int joined_push(struct joined *j, double p, int y, int grade, int flag)
             j->grade = ng;
         if (nf)
             j->flag = nf;
-        if (!nf)
+        if (ns)
+            j->pts = ns;
+        if (!ns)
             return ERR_NOMEM;
         j->cap = cap;
     }
+    j->pts[j->n] = pts;
     j->p[j->n] = p;
     j->y[j->n] = y;
     j->grade[j->n] = grade;
@@ -431,13 +442,18 @@ static int image_line(struct oc_table *l, struct joined *j, json_t *o, long no, 
         j->dup++; /* a redelivered duplicate: the first one counts */
         return ERR_OK;
     }
+    rpage_models_add(&j->models, json_string_value(json_object_get(o, "model_name")),
+                     json_string_value(json_object_get(o, "model_version")),
+                     json_is_integer(json_object_get(o, "event_time"))
+                         ? (int64_t)json_integer_value(json_object_get(o, "event_time"))
+                         : -1);
     if (!ok) {
         json_t *why = json_object_get(o, "reason");
         count_reason(j, json_is_string(why) ? json_string_value(why) : "unknown");
         return ERR_OK;
     }
     j->graded = 1;
-    if (joined_push(j, p, (int)oc_value(l, k), (int)json_integer_value(gr), json_is_true(fl)))
+    if (joined_push(j, p, (int)oc_value(l, k), (int)json_integer_value(gr), json_is_true(fl), 0))
         return err_set(e, ERR_NOMEM, "out of memory");
     return ERR_OK;
 }
@@ -492,8 +508,13 @@ static int pred_line(struct oc_table *l, struct joined *j, const char *line, siz
                      "prediction carries a grade)",
                      json_string_value(id), (int)oc_value(l, k));
     else {
+        json_t *sc = json_object_get(o, "score"), *t = json_object_get(o, "event_time");
         j->graded |= gr != NULL;
-        rc = joined_push(j, p, (int)oc_value(l, k), gr ? (int)json_integer_value(gr) : -1, -1);
+        rpage_models_add(&j->models, json_string_value(json_object_get(o, "model_name")),
+                         json_string_value(json_object_get(o, "model_version")),
+                         json_is_integer(t) ? (int64_t)json_integer_value(t) : -1);
+        rc = joined_push(j, p, (int)oc_value(l, k), gr ? (int)json_integer_value(gr) : -1, -1,
+                         json_is_integer(sc) ? (int)json_integer_value(sc) : 0);
         if (rc)
             err_set(e, ERR_NOMEM, "out of memory");
         else if (j->psi)
@@ -541,6 +562,9 @@ struct results {
     size_t hist[2][HIST_BINS];
     int labels[BT_MAX_GRADES];
     size_t ngrades, confusion[BT_MAX_GRADES * BT_MAX_GRADES];
+    struct rpage_bands bands; /* transactions: score bands (report_page.h) */
+    struct rpage_gate gate[MAX_GATES];
+    size_t ngate;
 };
 
 static int compute(struct joined *j, const struct cfg *cf, int referable, struct results *r,
@@ -594,6 +618,8 @@ static int compute(struct joined *j, const struct cfg *cf, int referable, struct
     if (r->pos && r->pos < j->n)
         bt_roc(j->p, y, j->n, r->fpr, r->tpr, &r->nroc, e);
     bt_calibration(j->p, y, j->n, 10, r->frac, r->mean, r->cnt, &r->ncal, e);
+    if (j->kind != 2 && !j->graded)
+        rpage_bands_compute(j->p, j->pts, y, j->n, &r->bands);
     if (y != j->y)
         free(y);
     return ERR_OK;
@@ -624,9 +650,11 @@ static int gate_passes(const struct gate *g, double v)
 
 /* ---- HTML (self-contained: inline CSS and SVG, no scripts, no links) ---- */
 
-#define W 320.0
-#define H 240.0
-#define PAD 36.0
+/* Charts at a size read without zooming (480 x 360, 11-15 px text); the
+ * page scales them down on narrow screens (max-width: 100%). */
+#define W 480.0
+#define H 360.0
+#define PAD 52.0
 
 static double sx(double v)
 {
@@ -642,26 +670,27 @@ static void svg_axes(FILE *o, const char *title, const char *xl, const char *yl)
 {
     fprintf(o,
             "<svg width=\"%.0f\" height=\"%.0f\" "
-            "viewBox=\"0 0 %.0f %.0f\" role=\"img\"><title>%s</title>\n",
+            "viewBox=\"0 0 %.0f %.0f\" role=\"img\" font-family=\"sans-serif\">"
+            "<title>%s</title>\n",
             W, H, W, H, title);
     fprintf(o,
             "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
             "stroke=\"#999\"/>\n",
             PAD, PAD, W - 2 * PAD, H - 2 * PAD);
+    fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"15\" text-anchor=\"middle\">%s</text>\n",
+            W / 2, PAD - 16, title);
     fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\">%s</text>\n",
-            W / 2, PAD - 12, title);
-    fprintf(o, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n",
-            W / 2, H - 8, xl);
+            W / 2, H - 10, xl);
     fprintf(o,
-            "<text x=\"12\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" "
-            "transform=\"rotate(-90 12 %.1f)\">%s</text>\n",
+            "<text x=\"14\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\" "
+            "transform=\"rotate(-90 14 %.1f)\">%s</text>\n",
             H / 2, H / 2, yl);
     for (int k = 0; k <= 4; k++) {
         double v = k / 4.0;
         fprintf(o,
-                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"middle\">%.2g</text>"
-                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"end\">%.2g</text>\n",
-                sx(v), H - PAD + 12, v, PAD - 3, sy(v) + 3, v);
+                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">%.2g</text>"
+                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"end\">%.2g</text>\n",
+                sx(v), H - PAD + 16, v, PAD - 5, sy(v) + 4, v);
     }
 }
 
@@ -722,8 +751,8 @@ static void svg_hist(FILE *o, const struct results *r, const struct words *w)
                     sx(0) + b * bw, sy(h), bw, sy(0) - sy(h), colour[c]);
         }
     fprintf(o,
-            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">%s (%zu)</text>"
-            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">%s (%zu)</text></svg>\n",
+            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" fill=\"%s\">%s (%zu)</text>"
+            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" fill=\"%s\">%s (%zu)</text></svg>\n",
             sx(0.56), sy(0.92), colour[0], w->neg, tot[0], sx(0.56), sy(0.84), colour[1], w->pos,
             tot[1]);
 }
@@ -844,17 +873,22 @@ static void html_tables(FILE *o, const struct results *r, const struct joined *j
         html_row(o, "specificity (referable)", r->spec);
     }
     fputs("</table>\n", o);
-    if (j->psi) {
-        fprintf(o,
-                "<h2>PSI per feature against the training baseline (%zu rows with "
-                "features)</h2><table><tr><th>feature</th><th>PSI</th></tr>\n",
-                j->psi->rows);
-        for (size_t f = 0; f < psi_count(j->psi); f++)
-            html_row(o, psi_name(j->psi, f), j->psi->value[f]);
-        fputs("</table>\n", o);
-    }
     if (j->graded)
         html_confusion(o, r);
+    rpage_bands_html(o, &r->bands);
+}
+
+/* PSI per feature, sorted and coloured (report_page.c). */
+static void html_psi(FILE *o, const struct psi *ps)
+{
+    const char **names = calloc(psi_count(ps) + 1, sizeof(*names));
+
+    if (!names)
+        return;
+    for (size_t f = 0; f < psi_count(ps); f++)
+        names[f] = psi_name(ps, f);
+    rpage_psi_html(o, names, ps->value, psi_count(ps), ps->score, ps->rows);
+    free(names);
 }
 
 static int write_html(const char *path, const struct rep_args *a, const struct results *r,
@@ -872,9 +906,16 @@ static int write_html(const char *path, const struct rep_args *a, const struct r
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>streamml %s"
             "</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
             "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-            "svg{margin:0 1em 1em 0}</style></head><body>\n<h1>%s</h1>\n<p>"
-            "Predictions: ",
+            "table.head th,table.head td{text-align:left}"
+            "svg{margin:0 1.5em 1.5em 0;max-width:100%%;height:auto}"
+            ".pass{color:#1e8449;font-weight:bold}.fail{color:#c0392b;font-weight:bold}"
+            "tr.psi-ok td{background:#e9f7ef}tr.psi-warn td{background:#fef5e7}"
+            "tr.psi-crit td{background:#fdedec;color:#922b21;font-weight:bold}"
+            "tr.total td{font-weight:bold}</style></head><body>\n<h1>%s</h1>\n",
             w->title, w->title);
+    rpage_header_html(o, &j->models);
+    rpage_gates_html(o, r->gate, r->ngate);
+    fputs("<h2>Data</h2>\n<p>Predictions: ", o);
     html_escape(o, a->preds);
     fputs("<br>Labels: ", o);
     html_escape(o, a->labels ? a->labels : a->labels_topic);
@@ -884,9 +925,13 @@ static int write_html(const char *path, const struct rep_args *a, const struct r
         html_image_tables(o, r, j, a->referable);
     else
         html_tables(o, r, j);
+    fputs("<div>\n", o);
     svg_roc(o, r);
     svg_hist(o, r, w);
     svg_calibration(o, r, w);
+    fputs("</div>\n", o);
+    if (j->psi)
+        html_psi(o, j->psi);
     if (adv)
         report_adv_html(o, adv);
     if (fair)
@@ -897,15 +942,25 @@ static int write_html(const char *path, const struct rep_args *a, const struct r
 
 /* ---- summary and gates ---- */
 
-static int gates(const struct rep_args *a, const struct results *r, const struct joined *j)
+/* Every gate's value and result, for the page and the summary. */
+static void eval_gates(const struct rep_args *a, struct results *r, const struct joined *j)
+{
+    r->ngate = 0;
+    for (int g = 0; g < a->ngates; g++) {
+        double v = metric(r, j->psi, a->gates[g].metric);
+        r->gate[r->ngate++] =
+            (struct rpage_gate){a->gates[g].text, v, gate_passes(&a->gates[g], v)};
+    }
+}
+
+static int gates(const struct results *r)
 {
     int failed = 0;
 
-    for (int g = 0; g < a->ngates; g++) {
-        double v = metric(r, j->psi, a->gates[g].metric);
-        int ok = gate_passes(&a->gates[g], v);
-        printf("gate %s: %s (%.6f)\n", a->gates[g].text, ok ? "pass" : "FAIL", v);
-        failed |= !ok;
+    for (size_t g = 0; g < r->ngate; g++) {
+        printf("gate %s: %s (%.6f)\n", r->gate[g].text, r->gate[g].pass ? "pass" : "FAIL",
+               r->gate[g].value);
+        failed |= !r->gate[g].pass;
     }
     return failed;
 }
@@ -932,7 +987,7 @@ static int summary_images(const struct rep_args *a, const struct results *r, con
             printf(" %zu", r->confusion[t * r->ngrades + c]);
     }
     printf("\n");
-    return gates(a, r, j);
+    return gates(r);
 }
 
 static int summary(const struct rep_args *a, const struct results *r, const struct joined *j,
@@ -955,7 +1010,8 @@ static int summary(const struct rep_args *a, const struct results *r, const stru
                j->psi->max, j->psi->max_name ? j->psi->max_name : "-", j->psi->rows);
     else
         printf("psi: not computed (no --baseline)\n");
-    return gates(a, r, j);
+    rpage_bands_summary(&r->bands);
+    return gates(r);
 }
 
 int cmd_report(int argc, char **argv)
@@ -974,6 +1030,7 @@ int cmd_report(int argc, char **argv)
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
+    rpage_models_init(&j.models);
     with_adv = a.adv_train || a.adv_live;
     if (with_adv && !(a.adv_train && a.adv_live)) {
         fprintf(stderr, "error: --train-features and --live-features go together\n");
@@ -997,12 +1054,12 @@ int cmd_report(int argc, char **argv)
                      "--fairness-field %s: fairness by outcome needs credit decisions "
                      "(approve/review/decline); %s holds image predictions",
                      a.fair_field, a.preds);
-    if (rc == ERR_OK)
-        rc = compute(&j, cf, a.referable, &r, &e);
+    if (rc == ERR_OK && (rc = compute(&j, cf, a.referable, &r, &e)) == ERR_OK)
+        eval_gates(&a, &r, &j);
     if (rc == ERR_OK && with_adv)
         rc = report_adv_run(a.adv_train, a.adv_live, &adv, &e);
     if (rc == ERR_OK && a.fair_field)
-        rc = report_fair_run(a.preds, a.labels, a.fair_field, &fair, &e);
+        rc = report_fair_run(a.preds, a.labels, a.labels_topic, cf, a.fair_field, &fair, &e);
     if (rc == ERR_OK)
         rc = write_html(a.output, &a, &r, &j, with_adv ? &adv : NULL, a.fair_field ? &fair : NULL,
                         &e);
@@ -1024,6 +1081,7 @@ int cmd_report(int argc, char **argv)
     free(j.y);
     free(j.grade);
     free(j.flag);
+    free(j.pts);
     oc_close(l);
     cfg_free(cf);
     if (rc) {

@@ -69,8 +69,8 @@ static int line_in(struct fair *f, struct oc_table *l, const char *field, const 
     return rc;
 }
 
-int report_fair_run(const char *preds, const char *labels, const char *field, struct fair *f,
-                    struct err *e)
+int report_fair_run(const char *preds, const char *labels, const char *labels_topic,
+                    const struct cfg *cf, const char *field, struct fair *f, struct err *e)
 {
     struct oc_table *l = NULL;
     FILE *in;
@@ -80,7 +80,10 @@ int report_fair_run(const char *preds, const char *labels, const char *field, st
     int rc = ERR_OK;
 
     fair_init(f);
-    if (labels && (oc_open(&l, OC_LABEL, e) || oc_read_file(l, labels, e))) {
+    /* A table of its own: the report's was consumed by its join (oc_join). */
+    if ((labels || labels_topic) &&
+        (oc_open(&l, OC_LABEL, e) ||
+         (labels ? oc_read_file(l, labels, e) : oc_read_topic(l, labels_topic, cf, e)))) {
         oc_close(l);
         return e->code;
     }

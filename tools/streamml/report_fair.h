@@ -9,13 +9,15 @@
 
 #include <stdio.h>
 
+#include "cfg.h"
 #include "err.h"
 #include "fairness.h"
 
-/* labels may be NULL (approval rates only). ERR_DECODE naming file and
- * line (no decision, no such field), ERR_IO. */
-int report_fair_run(const char *preds, const char *labels, const char *field, struct fair *f,
-                    struct err *e);
+/* Labels from the file labels or the label field of the events on
+ * labels_topic (read with cf); both NULL: approval rates only. ERR_DECODE
+ * naming file and line (no decision, no such field), ERR_IO. */
+int report_fair_run(const char *preds, const char *labels, const char *labels_topic,
+                    const struct cfg *cf, const char *field, struct fair *f, struct err *e);
 void report_fair_html(FILE *o, const char *field, const struct fair *f);
 void report_fair_summary(const char *field, const struct fair *f);
 

@@ -38,7 +38,7 @@ struct txn {
     float *xs;
     struct txn_prediction *preds; /* ... their predictions */
     size_t *pvar;                 /* ... and the variant that scored each */
-    int degraded;
+    int degraded, fair_field;     /* fair_field: monitor.fairness.field's index, -1 none */
     struct buf shadow; /* a challenger's prediction, encoded */
     uint64_t predictions, degraded_n, redelivered, decisions[3];
 };
@@ -59,7 +59,7 @@ static int open_monitors(struct txn *t, struct err *e)
         if (t->mon[v] && wk_monitor_add(t->w, t->mon[v], label) < 0)
             t->mon[v] = NULL;
     }
-    return ERR_OK;
+    return txn_fair_field(t->cf, &t->fair_field, e); /* the fairness check's groups */
 }
 
 static void txn_close(void *self)
@@ -190,7 +190,7 @@ static int txn_emit(void *self, const struct wk_batch *b, size_t i, struct wk_re
     t->redelivered += (uint64_t)p->redelivered;
     if (t->mon[v]) {
         mon_observe(t->mon[v], x, p->probability, p->latency_us, p->degraded, b->wall_ms);
-        mon_observe_decision(t->mon[v], x, strcmp(p->decision, "approve") == 0);
+        txn_observe_decision(t->mon[v], t->fair_field, &t->evs[i], x, p->decision);
     }
     /* The rolling AUC is the champion's (per variant: `streamml abtest`). */
     if (t->lab && v == 0)
