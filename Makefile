@@ -120,7 +120,7 @@ sanitize: deps-check
 	$(MAKE) BUILD=build/sanitize CC=gcc \
 	  OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" all
-	BUILD=build/sanitize ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh
+	BUILD=build/sanitize tests/sanitize.sh
 
 demo: deps-check
 	$(MAKE) all
