@@ -2,7 +2,7 @@
 #   make            build everything (library, streamml, workers, tests)
 #   make test       install missing deps, build, run every test, print the summary
 #   make faults     the randomised fault run (Redis faults under load; ~2 min)
-#   make sanitize   the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make sanitize   the tests and the fault run under ASan + UBSan (tests/sanitize.sh)
 #   make demo       embedded broker + Redis + worker on the sample data
 #   make bench      benchmarks (figures, never pass/fail)
 #   make models     retrain the demo models and regenerate the xgboost fixtures
