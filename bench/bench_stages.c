@@ -175,7 +175,7 @@ int main(int argc, char **argv)
         double t = now_ns();
         for (int i = 0; i < n; i++) {
             struct feat_state *s = &st[i % USERS];
-            int64_t off = (int64_t)k * n + i; /* new offsets each repetition */
+            int64_t off = (int64_t)k * n + i;        /* new offsets each repetition */
             int32_t part = (int32_t)(i / USERS % 4); /* each user on all 4 */
             if (!feat_state_seen(s, part, off, &evs[i]))
                 feat_state_mark(s, part, off, &evs[i]);

@@ -123,8 +123,17 @@ static void out_close(struct out *o)
 /* The dead letters of topic as JSON lines in the test's folder. */
 static void consume(struct env *v, const char *topic, const char *path)
 {
-    char *argv[] = {(char *)test_bin("streamml"), "consume", "-b", v->broker.bootstrap,
-                    "-t", (char *)topic, "-f", "-e", "--log-level", "error", NULL};
+    char *argv[] = {(char *)test_bin("streamml"),
+                    "consume",
+                    "-b",
+                    v->broker.bootstrap,
+                    "-t",
+                    (char *)topic,
+                    "-f",
+                    "-e",
+                    "--log-level",
+                    "error",
+                    NULL};
     assert_int_equal(test_run_wait(argv, path), 0);
 }
 
@@ -158,8 +167,7 @@ static void expect_run(struct env *v, pid_t w, const char *log, const char *stre
     if (test_wait_topic(v->broker.bootstrap, pred, want, 60000) ||
         test_wait_topic(v->broker.bootstrap, dlq, want_dlq, 10000)) {
         sh("tail -5 %s >&2", log);
-        fail_msg("%s: no %d predictions and %d dead letters within 70 s", stream, want,
-                 want_dlq);
+        fail_msg("%s: no %d predictions and %d dead letters within 70 s", stream, want, want_dlq);
     }
     rc = test_stop_pid(w, SIGTERM, 15000);
     if (!WIFEXITED(rc) || WEXITSTATUS(rc) != 0) {
@@ -191,13 +199,13 @@ static void test_click_worker_dead_letters_future_and_negative_times(void **st)
     pid_t w;
 
     (void)st;
-    assert_int_equal(
-        env_open(&v, "clickstream:2,predictions.clickstream:2,clickstream.dlq:1", 1), 0);
+    assert_int_equal(env_open(&v, "clickstream:2,predictions.clickstream:2,clickstream.dlq:1", 1),
+                     0);
     const long long times[] = {t - 60000, t, t + 110 * 60000LL, t + 3 * HOUR_MS, -1};
     out_open(&o, &v);
     for (int i = 0; i < 5; i++) {
-        struct click_event ev = {.has_user = false, .item_id = 10 + i, .type = CLICK_VIEW,
-                                 .event_time_ms = times[i]};
+        struct click_event ev = {
+            .has_user = false, .item_id = 10 + i, .type = CLICK_VIEW, .event_time_ms = times[i]};
         struct err e = {0};
         snprintf(ev.event_id, sizeof(ev.event_id), "e%d", i);
         snprintf(ev.session_id, sizeof(ev.session_id), "s1");
@@ -209,9 +217,19 @@ static void test_click_worker_dead_letters_future_and_negative_times(void **st)
     out_close(&o);
     snprintf(log, sizeof(log), "%s/worker.log", v.dir);
     snprintf(rport, sizeof(rport), "redis.port=%d", v.redis.port);
-    char *argv[] = {(char *)test_bin("streamml-clickstream"), "-b", v.broker.bootstrap, "-X",
-                    rport, "-X", "worker.max_future_skew_ms=7200000", "-X",
-                    "worker.poll_ms=20", "-X", "group.id=evtime-clicks", "--log-level", "info",
+    char *argv[] = {(char *)test_bin("streamml-clickstream"),
+                    "-b",
+                    v.broker.bootstrap,
+                    "-X",
+                    rport,
+                    "-X",
+                    "worker.max_future_skew_ms=7200000",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "-X",
+                    "group.id=evtime-clicks",
+                    "--log-level",
+                    "info",
                     NULL};
     w = test_spawn(argv, log);
     expect_run(&v, w, log, "clickstream", 3, 2);
@@ -249,10 +267,24 @@ static void test_image_worker_dead_letters_future_and_negative_times(void **st)
     snprintf(log, sizeof(log), "%s/worker.log", v.dir);
     snprintf(rootx, sizeof(rootx), "images.root=%s", root);
     snprintf(camx, sizeof(camx), "images.cam_dir=%s", cam);
-    char *argv[] = {(char *)test_bin("streamml-images"), "-b", v.broker.bootstrap, "-X", rootx,
-                    "-X", camx, "-X", "worker.max_future_skew_ms=7200000", "-X",
-                    "images.min_side=16", "-X", "worker.poll_ms=20", "-X",
-                    "group.id=evtime-images", "--log-level", "info", NULL};
+    char *argv[] = {(char *)test_bin("streamml-images"),
+                    "-b",
+                    v.broker.bootstrap,
+                    "-X",
+                    rootx,
+                    "-X",
+                    camx,
+                    "-X",
+                    "worker.max_future_skew_ms=7200000",
+                    "-X",
+                    "images.min_side=16",
+                    "-X",
+                    "worker.poll_ms=20",
+                    "-X",
+                    "group.id=evtime-images",
+                    "--log-level",
+                    "info",
+                    NULL};
     w = test_spawn(argv, log);
     expect_run(&v, w, log, "images", 3, 2);
     env_close(&v);

@@ -143,7 +143,7 @@ static void test_contribs_equal_xgboost_depth12(void **state)
 
 /* ---- the pair kernel against the node-at-a-time one (issue 18) ---- */
 
-#define RF_NF 4         /* few features: many split again on a path */
+#define RF_NF 4          /* few features: many split again on a path */
 #define RF_MAX_NODES 511 /* a full tree of depth 8 */
 
 struct rtree {
@@ -207,9 +207,10 @@ static char *rand_model(int n_trees, int max_depth)
 
     assert_non_null(json);
     assert_non_null(t);
-    p += sprintf(p, "{\"learner\":{\"learner_model_param\":{\"base_score\":\"%.6f\","
-                    "\"num_feature\":\"%d\"},\"objective\":{\"name\":\"binary:logistic\"},"
-                    "\"gradient_booster\":{\"name\":\"gbtree\",\"model\":{\"tree_info\":[",
+    p += sprintf(p,
+                 "{\"learner\":{\"learner_model_param\":{\"base_score\":\"%.6f\","
+                 "\"num_feature\":\"%d\"},\"objective\":{\"name\":\"binary:logistic\"},"
+                 "\"gradient_booster\":{\"name\":\"gbtree\",\"model\":{\"tree_info\":[",
                  0.2 + 0.6 * urand(), RF_NF);
     for (int i = 0; i < n_trees; i++)
         p += sprintf(p, "%s0", i ? "," : "");

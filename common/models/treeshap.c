@@ -524,14 +524,13 @@ INLINE void explain_tree_pairs(const struct treeshap *ts, struct treeshap_ws *w,
         /* a pointer select (cmov), not a branch on the row's path */
         const v8f *f = po ? &pvec[i].f[right] : &ts->pcold[p->cold];
         v4 d = down[p->self];
-        v8 dn = __builtin_shufflevector(d, d, 0, 1, 2, 3, 0, 1, 2, 3) *
-                __builtin_convertvector(*f, v8);
+        v8 dn =
+            __builtin_shufflevector(d, d, 0, 1, 2, 3, 0, 1, 2, 3) * __builtin_convertvector(*f, v8);
         o[p->left] = (uint8_t)(po & (right ^ 1));
         o[p->left + 1] = (uint8_t)(po & right);
         kk[p->self] = (uint8_t)(po ? right : 2);
         *(v8 *)&down[p->left] = dn;
-        *(v8 *)&up[p->left] =
-            dn * (v8){p->v0, p->v0, p->v0, p->v0, p->v1, p->v1, p->v1, p->v1};
+        *(v8 *)&up[p->left] = dn * (v8){p->v0, p->v0, p->v0, p->v0, p->v1, p->v1, p->v1, p->v1};
         *(v8 *)&ex[p->left] = (v8){0, 0, 0, 0, 0, 0, 0, 0};
     }
     for (size_t i = i1; i-- > i0;) {
