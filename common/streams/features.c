@@ -109,13 +109,33 @@ const struct fspec *feat_txn_spec(void)
 }
 
 /* A replaced plan is never freed: a thread may still be reading it (a
- * model reload opens scorers while events are scored). One per change. */
+ * model reload opens scorers while events are scored). One per change, kept
+ * reachable in this list (LeakSanitizer reported them lost under make
+ * sanitize, test_spec exiting 1); a full list keeps the plan active. */
+#define RETIRED_MAX 256
+static const struct fspec *retired[RETIRED_MAX];
+static size_t n_retired;
+
+static int retire_active(struct err *e)
+{
+    if (!active)
+        return ERR_OK;
+    if (n_retired == RETIRED_MAX)
+        return err_set(e, ERR_CONFIG,
+                       "features: %d feature specs replaced in one process: restart it",
+                       RETIRED_MAX);
+    retired[n_retired++] = active;
+    return ERR_OK;
+}
+
 int feat_txn_use(const char *path, struct err *e)
 {
     static char active_path[1024];
     struct fspec *p;
 
     if (!path || !*path) {
+        if (retire_active(e))
+            return e->code;
         active = NULL;
         active_path[0] = '\0';
         return ERR_OK;
@@ -124,7 +144,7 @@ int feat_txn_use(const char *path, struct err *e)
         return ERR_OK; /* already compiled: scorers of one worker share it */
     if (!(p = fspec_open(path, e)))
         return e->code;
-    if (bind_txn(p, e)) {
+    if (bind_txn(p, e) || retire_active(e)) {
         fspec_close(p);
         return e->code;
     }
