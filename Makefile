@@ -2,7 +2,7 @@
 #   make            build everything (library, streamml, workers, tests)
 #   make test       install missing deps, build, run every test, print the summary
 #   make faults     the randomised fault run (Redis faults under load; ~2 min)
-#   make sanitize   the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make sanitize   the tests and the fault run under ASan + UBSan (tests/sanitize.sh)
 #   make demo       embedded broker + Redis + worker on the sample data
 #   make bench      benchmarks (figures, never pass/fail)
 #   make models     retrain the demo models and regenerate the xgboost fixtures
@@ -120,7 +120,7 @@ sanitize: deps-check
 	$(MAKE) BUILD=build/sanitize CC=gcc \
 	  OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" all
-	BUILD=build/sanitize ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh
+	BUILD=build/sanitize tests/sanitize.sh
 
 demo: deps-check
 	$(MAKE) all

@@ -514,7 +514,15 @@ static void test_shutdown_bounded_when_brokers_die(void **st)
     assert_true(exited);
     assert_true(took < 2000 + 500 + 2500); /* deadline + grace + a loaded machine */
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0);
-    assert_int_equal(wait_log(wlog, "shutdown deadline passed during", 1, 1000), 0);
+    /* The Kafka close reports the deadline it hit; on a slow run (make
+     * sanitize under load: 2,845 ms once) the runtime's watchdog, 0.5 s
+     * later, may end the process first, with its own line: both are the
+     * bounded shutdown. */
+    if (wait_log(wlog, "shutdown deadline passed during", 1, 1000) &&
+        wait_log(wlog, "past worker.shutdown_timeout_ms: exiting now", 1, 100)) {
+        test_run_wait((char *[]){"tail", "-5", wlog, NULL}, NULL);
+        fail_msg("no shutdown deadline line in the worker's log");
+    }
 
     inject(v, "up 1");
     inject(v, "up 2");

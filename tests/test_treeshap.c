@@ -4,6 +4,8 @@
  * made by tests/fixtures/make_shap_fixtures.py (xgboost 1.7.4, trained and
  * explained with missing values, features split several times per path;
  * depth 6 and depth 12, the two kernels). Each row sums to the margin.
+ * The pair kernel equals the node-at-a-time one it replaced on random
+ * forests with missing values (differential).
  * Refusals: a model without covers is refused with the tree and node.
  */
 #include <setjmp.h>
@@ -139,6 +141,153 @@ static void test_contribs_equal_xgboost_depth12(void **state)
     assert_true(d < TOL);
 }
 
+/* ---- the pair kernel against the node-at-a-time one (issue 18) ---- */
+
+#define RF_NF 4          /* few features: many split again on a path */
+#define RF_MAX_NODES 511 /* a full tree of depth 8 */
+
+struct rtree {
+    int n, left[RF_MAX_NODES], right[RF_MAX_NODES], feat[RF_MAX_NODES], dleft[RF_MAX_NODES];
+    double cond[RF_MAX_NODES], cover[RF_MAX_NODES];
+};
+
+static uint64_t g_rng = 88172645463325252ULL;
+static double urand(void) /* xorshift64, [0, 1) */
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (double)(g_rng >> 11) / 9007199254740992.0;
+}
+
+/* A random node with its subtree (preorder ids): thresholds on a coarse
+ * grid (rows hit them exactly), random default directions, covers split
+ * unevenly, leaves anywhere from depth 1. */
+static int rand_node(struct rtree *t, int depth, int max_depth, double cover)
+{
+    int id = t->n++;
+
+    t->cover[id] = cover;
+    t->dleft[id] = urand() < 0.5;
+    if (depth == max_depth || (depth > 0 && urand() < 0.25)) {
+        t->left[id] = t->right[id] = -1;
+        t->feat[id] = 0;
+        t->cond[id] = (urand() - 0.5) * 0.6; /* leaf output */
+        return id;
+    }
+    double u = 0.03 + 0.94 * urand();
+    t->feat[id] = (int)(urand() * RF_NF);
+    t->cond[id] = (double)((int)(urand() * 7) - 3) * 0.5;
+    t->left[id] = rand_node(t, depth + 1, max_depth, cover * u);
+    t->right[id] = rand_node(t, depth + 1, max_depth, cover * (1 - u));
+    return id;
+}
+
+static void put_ints(char **p, const char *name, const int *v, int n)
+{
+    *p += sprintf(*p, "\"%s\":[", name);
+    for (int i = 0; i < n; i++)
+        *p += sprintf(*p, "%s%d", i ? "," : "", v[i]);
+    *p += sprintf(*p, "],");
+}
+
+static void put_reals(char **p, const char *name, const double *v, int n)
+{
+    *p += sprintf(*p, "\"%s\":[", name);
+    for (int i = 0; i < n; i++)
+        *p += sprintf(*p, "%s%.9g", i ? "," : "", v[i]);
+    *p += sprintf(*p, "]");
+}
+
+/* An xgboost JSON model of n_trees random trees up to max_depth deep. */
+static char *rand_model(int n_trees, int max_depth)
+{
+    char *json = malloc((size_t)n_trees * 40000 + 1000), *p = json;
+    struct rtree *t = malloc(sizeof(*t));
+
+    assert_non_null(json);
+    assert_non_null(t);
+    p += sprintf(p,
+                 "{\"learner\":{\"learner_model_param\":{\"base_score\":\"%.6f\","
+                 "\"num_feature\":\"%d\"},\"objective\":{\"name\":\"binary:logistic\"},"
+                 "\"gradient_booster\":{\"name\":\"gbtree\",\"model\":{\"tree_info\":[",
+                 0.2 + 0.6 * urand(), RF_NF);
+    for (int i = 0; i < n_trees; i++)
+        p += sprintf(p, "%s0", i ? "," : "");
+    p += sprintf(p, "],\"trees\":[");
+    for (int i = 0; i < n_trees; i++) {
+        t->n = 0;
+        rand_node(t, 0, 1 + (int)(urand() * max_depth), 10 + 1000 * urand());
+        p += sprintf(p, "%s{", i ? "," : "");
+        put_ints(&p, "left_children", t->left, t->n);
+        put_ints(&p, "right_children", t->right, t->n);
+        put_ints(&p, "split_indices", t->feat, t->n);
+        put_ints(&p, "default_left", t->dleft, t->n);
+        put_reals(&p, "split_conditions", t->cond, t->n);
+        *p++ = ',';
+        put_reals(&p, "sum_hessian", t->cover, t->n);
+        *p++ = '}';
+    }
+    sprintf(p, "]}}}}");
+    free(t);
+    return json;
+}
+
+/* The pair kernel (treeshap_explain, trees up to 8 deep) gives the
+ * node-at-a-time kernel's values on 300 random forests (1-8 deep, 4
+ * features split again and again on a path, 30% missing, values on the
+ * thresholds), and every row still sums to the margin. */
+static void test_pair_kernel_equals_reference_on_random_trees(void **state)
+{
+    double worst = 0, worst_sum = 0;
+    long rows = 0;
+
+    (void)state;
+    for (int m = 0; m < 300; m++) {
+        char *json = rand_model(1 + (int)(urand() * 12), 8);
+        struct err e = {0};
+        struct gbdt *g = gbdt_open_string(json, &e);
+        struct treeshap *ts;
+        struct treeshap_ws *w;
+
+        if (!g)
+            fail_msg("random model %d: %s", m, e.msg);
+        ts = treeshap_open(g, &e);
+        if (!ts)
+            fail_msg("random model %d: %s", m, e.msg);
+        w = treeshap_ws_open(ts);
+        assert_non_null(w);
+        for (int r = 0; r < 40; r++, rows++) {
+            float x[RF_NF];
+            double a[RF_NF + 1], b[RF_NF + 1], sum = 0;
+            for (int i = 0; i < RF_NF; i++)
+                x[i] = urand() < 0.3   ? NAN
+                       : urand() < 0.3 ? (float)((int)(urand() * 7) - 3) * 0.5f
+                                       : (float)((urand() - 0.5) * 4);
+            treeshap_explain(ts, w, x, a);
+            treeshap_explain_ref(ts, w, x, b);
+            for (int i = 0; i <= RF_NF; i++) {
+                double d = fabs(a[i] - b[i]);
+                if (d > 1e-9)
+                    fail_msg("random model %d (depth %zu) row %d value %d: pair %.12g, "
+                             "reference %.12g",
+                             m, gbdt_max_depth(g), r, i, a[i], b[i]);
+                worst = fmax(worst, d);
+                sum += a[i];
+            }
+            worst_sum = fmax(worst_sum, fabs(sum - gbdt_margin(g, x)));
+        }
+        assert_true(worst_sum < TOL);
+        treeshap_ws_close(w);
+        treeshap_close(ts);
+        gbdt_close(g);
+        free(json);
+    }
+    printf("pair vs reference kernel: %ld rows of 300 random forests, max |diff| %.3g, "
+           "max |sum - margin| %.3g\n",
+           rows, worst, worst_sum);
+}
+
 /* A stump with one cover missing: refused, naming tree and node. */
 static void test_model_without_covers_is_refused(void **state)
 {
@@ -227,6 +376,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_contribs_equal_xgboost_depth6),
         cmocka_unit_test(test_contribs_equal_xgboost_depth12),
+        cmocka_unit_test(test_pair_kernel_equals_reference_on_random_trees),
         cmocka_unit_test(test_model_without_covers_is_refused),
         cmocka_unit_test(test_predict_contribs_cli),
     };

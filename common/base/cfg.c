@@ -734,13 +734,15 @@ static int read_secret_file(struct cfg *c, const char *path, const char *key, st
 /* Default data paths (schemas/, models/...) are relative to the repository
  * or the image's working directory. Run from anywhere else, a default that is
  * not found there is looked for beside the program (the repository when it is
- * build/streamml, PREFIX/share/streamml when installed) and in the installed
- * data directory /usr/share/streamml. A path the user gave is left as given. */
+ * build/streamml, or build/sanitize/streamml and the like for a build variant
+ * (make sanitize: `streamml produce` run from outside the repository found no
+ * schemas), PREFIX/share/streamml when installed) and in the installed data
+ * directory /usr/share/streamml. A path the user gave is left as given. */
 static int find_data_paths(struct cfg *c, struct err *e)
 {
     static const char *const data_keys[] = {"schemas.dir", "model.gbdt", "model.scorecard",
                                             "images.model", "clickstream.model"};
-    char exe[4096], dirs[3][4200], cand[8400], origin[4300];
+    char exe[4096], dirs[4][4200], cand[8400], origin[4300];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     int nd = 0;
 
@@ -749,6 +751,7 @@ static int find_data_paths(struct cfg *c, struct err *e)
         *strrchr(exe, '/') = '\0';
         snprintf(dirs[nd++], sizeof(dirs[0]), "%s/..", exe);
         snprintf(dirs[nd++], sizeof(dirs[0]), "%s/../share/streamml", exe);
+        snprintf(dirs[nd++], sizeof(dirs[0]), "%s/../..", exe);
     }
     snprintf(dirs[nd++], sizeof(dirs[0]), "/usr/share/streamml");
     for (size_t k = 0; k < sizeof(data_keys) / sizeof(data_keys[0]); k++) {

@@ -67,6 +67,36 @@ struct edge {
 
 typedef float v4f __attribute__((vector_size(LANES * sizeof(float))));
 
+/* The pair kernel (trees up to 8 deep, one vector of 4 points per node):
+ * both children of a split in one 8-lane vector, left child in lanes 0-3.
+ * Children are adjacent, so their workspace rows are one (unaligned) load. */
+typedef double v8 __attribute__((vector_size(2 * LANES * sizeof(double)), aligned(8)));
+typedef float v8f __attribute__((vector_size(2 * LANES * sizeof(float)), aligned(32)));
+
+/* A split as the pair kernel explains it. Its children share the gate: the
+ * nearest edge above on the split's feature (o_prev; the tree's size, whose
+ * o is always 1, when none), and so the case of the split for a row:
+ * 0 x goes left, 1 right (the gate hot), 2 the gate cold (both children z). */
+struct pinner {
+    float thr;       /* goes right when x >= thr */
+    uint32_t meta;   /* feature | M_DRIGHT */
+    uint32_t self;   /* its local index */
+    uint32_t left;   /* left child, right = left + 1 */
+    uint32_t o_prev; /* the gate */
+    uint32_t ex0;    /* where the left child's leaves are taken out (ex_prev) */
+    uint32_t ex1;    /* the same for the right child */
+    uint32_t cold;   /* its case-2 factors in pcold (0 when it has no gate: never read) */
+    float v0, v1;    /* the children's leaf outputs (0 for an inner child) */
+};
+
+/* Per split: the children's factors in cases 0 and 1 (hot child a, cold b,
+ * each divided by the gate's hot factor) and their credit weights (ra for
+ * the hot child, rb for the cold one); case 2 is in pcold and rb2. */
+struct pvec {
+    v8f f[2];
+    v8f r[2];
+};
+
 struct treeshap {
     size_t nf, n_trees, max_nodes;
     size_t *off;  /* n_trees + 1: first node of each tree */
@@ -80,11 +110,18 @@ struct treeshap {
     v4f rb[MAX_DEPTH / 2 / LANES]; /* -w / (1 - t) */
     double bias;
     int C; /* vectors per node: points / LANES */
+    /* the pair kernel's copy (C == 1 only; NULL otherwise) */
+    struct pinner *pin; /* parallel to inner */
+    struct pvec *pvec;  /* parallel to inner */
+    v8f *pcold;         /* [0] unused, then one per split with a gate */
+    size_t n_cold;
+    v8f rb2; /* rb in both halves: the credit of case 2 */
 };
 
 struct treeshap_ws {
     v4 *down, *up, *ex, *phiv;
     uint8_t *o; /* combined o of each edge: x satisfies every split on its feature */
+    uint8_t *k; /* pair kernel: the case of each split */
 };
 
 /* n-point Gauss-Legendre nodes and weights on [0, 1]. */
@@ -219,6 +256,53 @@ static void compile_tree(struct treeshap *ts, size_t t, const struct tsnode *nd,
     ts->ioff[t + 1] = (size_t)(in - ts->inner);
 }
 
+/* The pair kernel's records of tree t's splits, from the per-edge vectors
+ * compile_tree wrote (after it: the children come after their split). */
+static void compile_pairs(struct treeshap *ts, size_t t, const struct tsnode *nd)
+{
+    const struct inner *in = ts->inner + ts->ioff[t], *end = ts->inner + ts->ioff[t + 1];
+    const v4f *vec = ts->vec + ts->off[t] * 4;
+    const struct edge *ed = ts->edge + ts->off[t];
+    size_t n = ts->off[t + 1] - ts->off[t];
+
+    for (; in < end; in++) {
+        size_t i = (size_t)(in - ts->inner), c0 = in->left, c1 = c0 + 1;
+        struct pinner *pi = &ts->pin[i];
+        struct pvec *pv = &ts->pvec[i];
+
+        pi->thr = in->thr;
+        pi->meta = in->meta;
+        pi->self = in->self;
+        pi->left = in->left;
+        pi->o_prev = ed[c0].o_prev; /* the same for both children */
+        pi->ex0 = ed[c0].ex_prev;
+        pi->ex1 = ed[c1].ex_prev;
+        pi->v0 = ed[c0].value;
+        pi->v1 = ed[c1].value;
+        pi->cold = 0;
+        for (int l = 0; l < LANES; l++) {
+            /* case 0: left hot (a), right cold (b); case 1 the other way */
+            pv->f[0][l] = vec[c0 * 4 + 0][l];
+            pv->f[0][LANES + l] = vec[c1 * 4 + 1][l];
+            pv->f[1][l] = vec[c0 * 4 + 1][l];
+            pv->f[1][LANES + l] = vec[c1 * 4 + 0][l];
+            pv->r[0][l] = vec[c0 * 4 + 3][l];
+            pv->r[0][LANES + l] = ts->rb[0][l];
+            pv->r[1][l] = ts->rb[0][l];
+            pv->r[1][LANES + l] = vec[c1 * 4 + 3][l];
+        }
+        if (pi->o_prev != n) {
+            v8f *cz = &ts->pcold[++ts->n_cold];
+            pi->cold = (uint32_t)ts->n_cold;
+            for (int l = 0; l < LANES; l++) {
+                (*cz)[l] = vec[c0 * 4 + 2][l];
+                (*cz)[LANES + l] = vec[c1 * 4 + 2][l];
+            }
+        }
+        (void)nd;
+    }
+}
+
 static int alloc_model(struct treeshap *ts, const struct gbdt *g, struct err *e)
 {
     size_t total = 0;
@@ -242,6 +326,14 @@ static int alloc_model(struct treeshap *ts, const struct gbdt *g, struct err *e)
     ts->vec = aligned_alloc(sizeof(v4f), (total ? total : 1) * 4 * (size_t)ts->C * sizeof(v4f));
     if (!ts->inner || !ts->edge || !ts->vec)
         return err_set(e, ERR_NOMEM, "treeshap: out of memory (%zu nodes)", total);
+    if (ts->C == 1) {
+        size_t v8b = (total + 1) * sizeof(v8f);
+        ts->pin = calloc(total + 1, sizeof(*ts->pin));
+        ts->pvec = aligned_alloc(sizeof(v8f), (total + 1) * sizeof(*ts->pvec));
+        ts->pcold = aligned_alloc(sizeof(v8f), v8b);
+        if (!ts->pin || !ts->pvec || !ts->pcold)
+            return err_set(e, ERR_NOMEM, "treeshap: out of memory (%zu nodes)", total);
+    }
     return ERR_OK;
 }
 
@@ -251,6 +343,8 @@ static void set_points(struct treeshap *ts, double *tq, double *wq)
     gauss_legendre(ts->C * LANES, tq, wq);
     for (int q = 0; q < ts->C * LANES; q++)
         ts->rb[q / LANES][q % LANES] = (float)(-wq[q] / (1 - tq[q]));
+    for (int l = 0; l < 2 * LANES; l++)
+        ts->rb2[l] = ts->rb[0][l % LANES];
 }
 
 struct treeshap *treeshap_open(const struct gbdt *g, struct err *e)
@@ -286,8 +380,11 @@ struct treeshap *treeshap_open(const struct gbdt *g, struct err *e)
     for (size_t t = 0; t < ts->n_trees; t++)
         if (load_tree(ts, g, t, nd, zc, mean, e))
             goto out_close;
-        else
+        else {
             compile_tree(ts, t, nd, zc, tq, wq);
+            if (ts->pin)
+                compile_pairs(ts, t, nd);
+        }
     free(zc);
     free(mean);
     free(nd);
@@ -309,6 +406,9 @@ void treeshap_close(struct treeshap *t)
     free(t->inner);
     free(t->edge);
     free(t->vec);
+    free(t->pin);
+    free(t->pvec);
+    free(t->pcold);
     free(t);
 }
 
@@ -324,7 +424,8 @@ struct treeshap_ws *treeshap_ws_open(const struct treeshap *t)
     w->ex = vec_alloc(nv);
     w->phiv = vec_alloc((t->nf + 1) * (size_t)t->C);
     w->o = malloc(t->max_nodes + 1);
-    if (!w->down || !w->up || !w->ex || !w->phiv || !w->o) {
+    w->k = malloc(t->max_nodes + 1);
+    if (!w->down || !w->up || !w->ex || !w->phiv || !w->o || !w->k) {
         treeshap_ws_close(w);
         return NULL;
     }
@@ -340,6 +441,7 @@ void treeshap_ws_close(struct treeshap_ws *w)
     free(w->ex);
     free(w->phiv);
     free(w->o);
+    free(w->k);
     free(w);
 }
 
@@ -398,6 +500,60 @@ INLINE void explain_tree(const struct treeshap *ts, struct treeshap_ws *w, size_
     }
 }
 
+#define LO(v) __builtin_shufflevector(v, v, 0, 1, 2, 3)
+#define HI(v) __builtin_shufflevector(v, v, 4, 5, 6, 7)
+
+/* One tree, both children of a split at once (C == 1): the same sums as
+ * explain_tree's, with the same factors, in half the vector operations. */
+INLINE void explain_tree_pairs(const struct treeshap *ts, struct treeshap_ws *w, size_t t,
+                               const float *x)
+{
+    size_t i0 = ts->ioff[t], i1 = ts->ioff[t + 1];
+    const struct pinner *pin = ts->pin;
+    const struct pvec *pvec = ts->pvec;
+    v4 *down = w->down, *up = w->up, *ex = w->ex;
+    uint8_t *o = w->o, *kk = w->k;
+
+    o[ts->off[t + 1] - ts->off[t]] = 1;
+    down[0] = (v4){1, 1, 1, 1};
+    for (size_t i = i0; i < i1; i++) {
+        const struct pinner *p = &pin[i];
+        float v = x[p->meta & M_FEAT];
+        uint32_t right = (uint32_t)(v >= p->thr) | ((uint32_t)(v != v) & (p->meta >> 31));
+        uint32_t po = o[p->o_prev];
+        /* a pointer select (cmov), not a branch on the row's path */
+        const v8f *f = po ? &pvec[i].f[right] : &ts->pcold[p->cold];
+        v4 d = down[p->self];
+        v8 dn =
+            __builtin_shufflevector(d, d, 0, 1, 2, 3, 0, 1, 2, 3) * __builtin_convertvector(*f, v8);
+        o[p->left] = (uint8_t)(po & (right ^ 1));
+        o[p->left + 1] = (uint8_t)(po & right);
+        kk[p->self] = (uint8_t)(po ? right : 2);
+        *(v8 *)&down[p->left] = dn;
+        *(v8 *)&up[p->left] = dn * (v8){p->v0, p->v0, p->v0, p->v0, p->v1, p->v1, p->v1, p->v1};
+        *(v8 *)&ex[p->left] = (v8){0, 0, 0, 0, 0, 0, 0, 0};
+    }
+    for (size_t i = i1; i-- > i0;) {
+        const struct pinner *p = &pin[i];
+        uint32_t k = kk[p->self];
+        const v8f *r = k < 2 ? &pvec[i].r[k] : &ts->rb2;
+        v8 u = *(const v8 *)&up[p->left];
+        v8 c = __builtin_convertvector(*r, v8) * (u - *(const v8 *)&ex[p->left]);
+        v4 *ph = w->phiv + (p->meta & M_FEAT);
+        *ph += LO(c) + HI(c);
+        up[p->self] = LO(u) + HI(u);
+        ex[p->ex0] += LO(u);
+        ex[p->ex1] += HI(u);
+    }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+forest_pairs(const struct treeshap *ts, struct treeshap_ws *w, const float *x)
+{
+    for (size_t t = 0; t < ts->n_trees; t++)
+        explain_tree_pairs(ts, w, t, x);
+}
+
 #define FOREST(name, C)                                                                            \
     __attribute__((target_clones("avx2", "default"))) static void name(                            \
         const struct treeshap *ts, struct treeshap_ws *w, const float *x)                          \
@@ -409,10 +565,13 @@ FOREST(forest1, 1)
 FOREST(forest2, 2)
 FOREST(forest4, 4)
 
-void treeshap_explain(const struct treeshap *t, struct treeshap_ws *w, const float *x, double *phi)
+static void explain(const struct treeshap *t, struct treeshap_ws *w, const float *x, double *phi,
+                    int pairs)
 {
     memset(w->phiv, 0, t->nf * (size_t)t->C * sizeof(v4));
-    if (t->C == 1)
+    if (t->C == 1 && pairs)
+        forest_pairs(t, w, x);
+    else if (t->C == 1)
         forest1(t, w, x);
     else if (t->C == 2)
         forest2(t, w, x);
@@ -426,4 +585,15 @@ void treeshap_explain(const struct treeshap *t, struct treeshap_ws *w, const flo
         phi[f] = s;
     }
     phi[t->nf] = t->bias;
+}
+
+void treeshap_explain(const struct treeshap *t, struct treeshap_ws *w, const float *x, double *phi)
+{
+    explain(t, w, x, phi, 1);
+}
+
+void treeshap_explain_ref(const struct treeshap *t, struct treeshap_ws *w, const float *x,
+                          double *phi)
+{
+    explain(t, w, x, phi, 0);
 }

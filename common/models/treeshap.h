@@ -47,4 +47,11 @@ size_t treeshap_num_values(const struct treeshap *t);
  * no allocation. */
 void treeshap_explain(const struct treeshap *t, struct treeshap_ws *w, const float *x, double *phi);
 
+/* The same values from the node-at-a-time kernel that treeshap_explain's
+ * pair kernel (trees up to 8 deep) replaced; deeper forests use it in both.
+ * Kept as the reference of tests/test_treeshap.c's differential test and of
+ * the bench. */
+void treeshap_explain_ref(const struct treeshap *t, struct treeshap_ws *w, const float *x,
+                          double *phi);
+
 #endif

@@ -113,7 +113,25 @@ const struct fspec *feat_txn_spec(void)
 }
 
 /* A replaced plan is never freed: a thread may still be reading it (a
- * model reload opens scorers while events are scored). One per change. */
+ * model reload opens scorers while events are scored). One per change, kept
+ * reachable in this list (LeakSanitizer reported them lost under make
+ * sanitize, test_spec exiting 1); a full list keeps the plan active. */
+#define RETIRED_MAX 256
+static const struct fspec *retired[RETIRED_MAX];
+static size_t n_retired;
+
+static int retire_active(struct err *e)
+{
+    if (!active)
+        return ERR_OK;
+    if (n_retired == RETIRED_MAX)
+        return err_set(e, ERR_CONFIG,
+                       "features: %d feature specs replaced in one process: restart it",
+                       RETIRED_MAX);
+    retired[n_retired++] = active;
+    return ERR_OK;
+}
+
 void feat_txn_freeze(int on)
 {
     frozen = on;
@@ -151,6 +169,8 @@ int feat_txn_use(const char *path, struct err *e)
     if (frozen && (!path || !*path))
         return active ? refuse_change("", NULL, e) : ERR_OK;
     if (!path || !*path) {
+        if (retire_active(e))
+            return e->code;
         active = NULL;
         active_rec = 0;
         active_path[0] = '\0';
@@ -167,6 +187,10 @@ int feat_txn_use(const char *path, struct err *e)
     }
     if (frozen)
         return refuse_change(path, p, e);
+    if (retire_active(e)) {
+        fspec_close(p);
+        return e->code;
+    }
     active = p;
     active_rec = rec;
     snprintf(active_path, sizeof(active_path), "%s", path);
