@@ -24,6 +24,7 @@
 #include "kafka.h"
 #include "pipeline.h"
 #include "registry.h"
+#include "topic_json.h"
 
 #define LINE_MAX_BYTES (1024 * 1024)
 
@@ -120,46 +121,9 @@ static int read_file(struct orecs *o, const char *path, struct err *e)
     return rc;
 }
 
-/* Every record of topic (assign(), from the beginning to the end, no commit). */
-static int read_topic(struct orecs *o, const char *topic, const struct cfg *cf, struct err *e)
+static int add_record(void *o, json_t *j, const char *where, struct err *e)
 {
-    struct kq_opts ko = {.topics = &topic, .n_topics = 1, .assign_all = 1, .from_beginning = 1,
-                         .client_id = "streamml-abtest"};
-    struct codec *cd = NULL;
-    struct reg *reg = NULL;
-    struct kq *q = NULL;
-    struct buf json;
-    char where[300];
-    size_t np;
-    int rc = ERR_OK;
-
-    ko.props = cfg_kafka(cf, &np);
-    ko.n_props = np;
-    buf_init(&json, LINE_MAX_BYTES);
-    if (!(cd = pipe_codec_open(cf, &reg, NULL, NULL, 0, e)) || !(q = kq_open(&ko, e)))
-        rc = e->code;
-    while (rc == ERR_OK && !kq_at_end(q)) {
-        struct kq_msg *m;
-        json_t *j;
-        if ((rc = kq_poll(q, 200, &m, e)) || !m)
-            continue;
-        snprintf(where, sizeof(where), "%s [%d] @ %lld", m->topic, (int)m->partition,
-                 (long long)m->offset);
-        if (codec_to_json(cd, m->payload, m->len, &json, e))
-            rc = err_wrap(e, "%s", where);
-        else if (!(j = json_loads((const char *)json.data, 0, NULL)))
-            rc = err_set(e, ERR_DECODE, "%s: not a JSON record", where);
-        else {
-            rc = add(o, j, where, e);
-            json_decref(j);
-        }
-        kq_msg_release(m);
-    }
-    kq_close(q, 0, NULL);
-    codec_close(cd);
-    reg_close(reg);
-    buf_free(&json);
-    return rc;
+    return add(o, j, where, e);
 }
 
 static int by_id(const void *a, const void *b)
@@ -339,7 +303,7 @@ int abtest_click(const char *path, const char *topic, const struct cfg *cf,
 
     if (experiment)
         snprintf(o.experiment, sizeof(o.experiment), "%s", experiment);
-    if (path ? read_file(&o, path, &e) : read_topic(&o, topic, cf, &e)) {
+    if (path ? read_file(&o, path, &e) : tj_read_topic(topic, cf, "streamml-abtest", add_record, &o, &e)) {
         fprintf(stderr, "error: %s\n", e.msg);
         free(o.r);
         return EXIT_RUNTIME;

@@ -26,6 +26,7 @@
 #include "outcomes.h"
 #include "pipeline.h"
 #include "registry.h"
+#include "topic_json.h"
 
 #define LINE_MAX_BYTES (1024 * 1024)
 #define MIN_OUTCOMES 30
@@ -282,50 +283,26 @@ static int read_predictions(struct oc_table *o, struct groups *gs, const char *p
     return rc;
 }
 
-/* Every record of topic, decoded with its writer schema into JSON. */
+struct pred_ctx {
+    struct oc_table *o;
+    struct groups *gs;
+    char *experiment;
+};
+
+static int pred_record(void *opaque, json_t *j, const char *where, struct err *e)
+{
+    struct pred_ctx *c = opaque;
+
+    return pred_line(c->o, c->gs, j, c->experiment, where, e);
+}
+
+/* Every prediction of topic (topic_json.h). */
 static int read_prediction_topic(struct oc_table *o, struct groups *gs, const char *topic,
                                  const struct cfg *cf, char *experiment, struct err *e)
 {
-    struct kq_opts ko = {.topics = &topic,
-                         .n_topics = 1,
-                         .assign_all = 1,
-                         .from_beginning = 1,
-                         .client_id = "streamml-abtest"};
-    struct codec *cd = NULL;
-    struct reg *reg = NULL;
-    struct kq *q = NULL;
-    struct buf json;
-    char where[300];
-    size_t np;
-    int rc = ERR_OK;
+    struct pred_ctx c = {o, gs, experiment};
 
-    ko.props = cfg_kafka(cf, &np);
-    ko.n_props = np;
-    buf_init(&json, LINE_MAX_BYTES);
-    if (!(cd = pipe_codec_open(cf, &reg, NULL, NULL, 0, e)) || !(q = kq_open(&ko, e)))
-        rc = e->code;
-    while (rc == ERR_OK && !kq_at_end(q)) {
-        struct kq_msg *m;
-        json_t *j;
-        if ((rc = kq_poll(q, 200, &m, e)) || !m)
-            continue;
-        snprintf(where, sizeof(where), "%s [%d] @ %lld", m->topic, (int)m->partition,
-                 (long long)m->offset);
-        if (codec_to_json(cd, m->payload, m->len, &json, e))
-            rc = err_wrap(e, "%s", where);
-        else if (!(j = json_loads((const char *)json.data, 0, NULL)))
-            rc = err_set(e, ERR_DECODE, "%s: not a JSON record", where);
-        else {
-            rc = pred_line(o, gs, j, experiment, where, e);
-            json_decref(j);
-        }
-        kq_msg_release(m);
-    }
-    kq_close(q, 0, NULL);
-    codec_close(cd);
-    reg_close(reg);
-    buf_free(&json);
-    return rc;
+    return tj_read_topic(topic, cf, "streamml-abtest", pred_record, &c, e);
 }
 
 /* ---- results ---- */

@@ -777,22 +777,6 @@ static void svg_calibration(FILE *o, const struct results *r, const struct words
     fprintf(o, "</svg>\n");
 }
 
-static void html_escape(FILE *o, const char *s)
-{
-    for (; *s; s++) {
-        if (*s == '<')
-            fputs("&lt;", o);
-        else if (*s == '>')
-            fputs("&gt;", o);
-        else if (*s == '&')
-            fputs("&amp;", o);
-        else if (*s == '"')
-            fputs("&quot;", o);
-        else
-            fputc(*s, o);
-    }
-}
-
 static void html_row(FILE *o, const char *name, double v)
 {
     fprintf(o, "<tr><td>%s</td><td>", name);
@@ -831,7 +815,7 @@ static void html_image_tables(FILE *o, const struct results *r, const struct joi
     fprintf(o, "<tr><td>ungradable images (left out)</td><td>%ld", j->ungradable);
     for (size_t k = 0; k < j->nreasons; k++) {
         fprintf(o, "%s", k ? ", " : ": ");
-        html_escape(o, j->reason[k]);
+        rpage_escape(o, j->reason[k]);
         fprintf(o, " %ld", j->nreason[k]);
     }
     fputs("</td></tr>\n", o);
@@ -916,9 +900,9 @@ static int write_html(const char *path, const struct rep_args *a, const struct r
     rpage_header_html(o, &j->models);
     rpage_gates_html(o, r->gate, r->ngate);
     fputs("<h2>Data</h2>\n<p>Predictions: ", o);
-    html_escape(o, a->preds);
+    rpage_escape(o, a->preds);
     fputs("<br>Labels: ", o);
-    html_escape(o, a->labels ? a->labels : a->labels_topic);
+    rpage_escape(o, a->labels ? a->labels : a->labels_topic);
     fprintf(o, "<br>%zu joined, %ld duplicate prediction(s) ignored, %ld unlabelled</p>\n", r->n,
             j->dup, j->unlabelled);
     if (j->kind == 2)

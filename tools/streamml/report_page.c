@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-static void esc(FILE *o, const char *s)
+void rpage_escape(FILE *o, const char *s)
 {
     for (; *s; s++) {
         if (*s == '<')
@@ -72,9 +72,9 @@ void rpage_header_html(FILE *o, const struct rpage_models *m)
     for (size_t k = 0; k < m->n; k++) {
         fputs(k ? "<br>" : "", o);
         fputs("<b>", o);
-        esc(o, m->name[k]);
+        rpage_escape(o, m->name[k]);
         fputs("</b> version <b>", o);
-        esc(o, m->version[k]);
+        rpage_escape(o, m->version[k]);
         fprintf(o, "</b> (%zu predictions)", m->count[k]);
     }
     if (m->other)
@@ -110,7 +110,7 @@ void rpage_gates_html(FILE *o, const struct rpage_gate *g, size_t n)
     fputs("<table id=\"gates\"><tr><th>gate</th><th>value</th><th>result</th></tr>\n", o);
     for (size_t i = 0; i < n; i++) {
         fputs("<tr><td>", o);
-        esc(o, g[i].text);
+        rpage_escape(o, g[i].text);
         if (isnan(g[i].value))
             fputs("</td><td>n/a", o);
         else
@@ -149,7 +149,7 @@ static void psi_tr(FILE *o, const char *name, double v)
                                              : "stable";
 
     fprintf(o, "<tr class=\"%s\"><td>", cls);
-    esc(o, name);
+    rpage_escape(o, name);
     if (isnan(v))
         fprintf(o, "</td><td>n/a</td><td>%s</td></tr>\n", what);
     else

@@ -34,6 +34,9 @@ struct rpage_models {
     int64_t tmin, tmax;                       /* ms; tmin > tmax: none seen */
 };
 
+/* s as HTML text or attribute value (< > & " escaped). */
+void rpage_escape(FILE *o, const char *s);
+
 void rpage_models_init(struct rpage_models *m);
 /* One prediction: name/version may be NULL (unknown), t_ms < 0 unknown. */
 void rpage_models_add(struct rpage_models *m, const char *name, const char *version, int64_t t_ms);
