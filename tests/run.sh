@@ -5,12 +5,18 @@
 BUILD=${BUILD:-build}
 pass=0; fail=0; crashed=""
 export STREAMML_BUILD="$BUILD"
+# Seconds per binary, for the slowest list at the end (make test is kept
+# within about 20 minutes on 2 cores: this says where they go).
+times=$(mktemp)
+start_all=$(date +%s)
 for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
     name=$(basename "$t")
     log=$(mktemp)
+    t0=$(date +%s)
     "$t" >"$log" 2>&1
     rc=$?
+    echo "$(($(date +%s) - t0)) $name" >>"$times"
     cat "$log"
     p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1/p' "$log" | awk '{s+=$1} END {print s+0}')
     f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test(s), listed below:/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
@@ -50,5 +56,8 @@ if [ ! -c /dev/null ]; then
          "(restore: rm -f /dev/null && mknod -m 666 /dev/null c 1 3)"
     fail=$((fail + 1))
 fi
+echo "slowest test binaries (s): $(sort -rn "$times" | head -5 | awk '{printf "%s %s; ", $2, $1}')"
+echo "test binaries: $(($(date +%s) - start_all)) s"
+rm -f "$times"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
