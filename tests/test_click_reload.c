@@ -57,18 +57,6 @@ static int teardown(void **st)
     return 0;
 }
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
 /* n more clicks of 3 sessions. */
 static void produce(struct env *v, const char *topic, int n)
 {
@@ -132,7 +120,7 @@ static void wait_or_fail(struct env *v, const char *topic, int64_t want, pid_t w
     if (test_wait_topic(v->broker.bootstrap, topic, want, 30000) == 0)
         return;
     test_stop_pid(w, SIGKILL, 1000);
-    if (sh("tail -n 15 '%s' >&2", log))
+    if (test_sh("tail -n 15 '%s' >&2", log))
         fprintf(stderr, "no log %s\n", log);
     fail_msg("%s: not %lld records within 30 s", topic, (long long)want);
 }
@@ -142,7 +130,7 @@ static void stop_ok(pid_t w, const char *log)
     int st = test_stop_pid(w, SIGTERM, 20000);
 
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        if (sh("tail -n 15 '%s' >&2", log))
+        if (test_sh("tail -n 15 '%s' >&2", log))
             fprintf(stderr, "no log %s\n", log);
         fail_msg("worker status %d (log %s)", st, log);
     }

@@ -67,18 +67,6 @@ static int n_clicks(void)
 }
 
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
 
 static int setup(void **st)
 {
@@ -98,7 +86,7 @@ static int teardown(void **st)
 
     test_broker_stop(&v->broker);
     test_redis_stop(&v->redis);
-    if (sh("rm -rf '%s'", v->dir))
+    if (test_sh("rm -rf '%s'", v->dir))
         fprintf(stderr, "could not remove %s\n", v->dir);
     free(v);
     return 0;
@@ -384,7 +372,7 @@ static void check_metrics(struct env *v, int n)
     long len;
 
     snprintf(path, sizeof(path), "%s/metrics.txt", v->dir);
-    assert_int_equal(sh("curl -sf http://127.0.0.1:%d/metrics > %s", v->metrics_port, path), 0);
+    assert_int_equal(test_sh("curl -sf http://127.0.0.1:%d/metrics > %s", v->metrics_port, path), 0);
     f = fopen(path, "r");
     assert_non_null(f);
     fseek(f, 0, SEEK_END);
@@ -421,7 +409,7 @@ static void test_every_click_gets_one_recommendation(void **st)
     w = start_worker(v, log);
     assert_true(w > 0);
     if (wait_topic(v, "predictions.clickstream", n, 40000)) {
-        sh("tail -5 %s >&2", log);
+        test_sh("tail -5 %s >&2", log);
         fail_msg("no %d predictions within 40 s", n);
     }
     assert_int_equal(wait_topic(v, "clickstream.dlq", 1, 10000), 0);
@@ -486,7 +474,7 @@ static void test_redis_down_answers_degraded(void **st)
     w = test_spawn(argv, log);
     assert_true(w > 0);
     if (wait_topic(v, "predictions.clickstream", 2 * n, 40000)) {
-        sh("tail -5 %s >&2", log);
+        test_sh("tail -5 %s >&2", log);
         fail_msg("no %d more predictions within 40 s", n);
     }
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
@@ -521,7 +509,7 @@ static void test_redis_down_answers_degraded(void **st)
     fclose(f);
     assert_int_equal(total, 2 * n);
     assert_int_equal(degraded, n);
-    assert_int_equal(sh("grep -q 'recommending degraded' %s", log), 0);
+    assert_int_equal(test_sh("grep -q 'recommending degraded' %s", log), 0);
 }
 
 /* Candidates from the IVF index: the same guarantees (one recommendation
@@ -544,14 +532,14 @@ static void test_ivf_search_keeps_the_guarantees(void **st)
     w = start_worker(v, log);
     assert_true(w > 0);
     if (wait_topic(v, "predictions.clickstream", n, 40000)) {
-        sh("tail -5 %s >&2", log);
+        test_sh("tail -5 %s >&2", log);
         fail_msg("no %d predictions within 40 s", n);
     }
     assert_int_equal(wait_topic(v, "clickstream.dlq", 1, 10000), 0);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
     assert_int_equal(topic_size(v, "predictions.clickstream"), n);
-    assert_int_equal(sh("grep -q 'IVF search: 71 lists' %s", log), 0);
-    assert_int_equal(sh("grep -q 'in [0-9]* IVF batches' %s", log), 0);
+    assert_int_equal(test_sh("grep -q 'IVF search: 71 lists' %s", log), 0);
+    assert_int_equal(test_sh("grep -q 'in [0-9]* IVF batches' %s", log), 0);
     char *consume[] = {(char *)test_bin("streamml"),
                        "consume",
                        "-b",

@@ -39,18 +39,6 @@ struct env {
     int has_redis;
 };
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
 static long long now_ms(void)
 {
     struct timespec ts;
@@ -76,7 +64,7 @@ static void env_close(struct env *v)
     test_broker_stop(&v->broker);
     if (v->has_redis)
         test_redis_stop(&v->redis);
-    if (sh("rm -rf '%s'", v->dir))
+    if (test_sh("rm -rf '%s'", v->dir))
         fprintf(stderr, "could not remove %s\n", v->dir);
 }
 
@@ -166,12 +154,12 @@ static void expect_run(struct env *v, pid_t w, const char *log, const char *stre
     assert_true(w > 0);
     if (test_wait_topic(v->broker.bootstrap, pred, want, 60000) ||
         test_wait_topic(v->broker.bootstrap, dlq, want_dlq, 10000)) {
-        sh("tail -5 %s >&2", log);
+        test_sh("tail -5 %s >&2", log);
         fail_msg("%s: no %d predictions and %d dead letters within 70 s", stream, want, want_dlq);
     }
     rc = test_stop_pid(w, SIGTERM, 15000);
     if (!WIFEXITED(rc) || WEXITSTATUS(rc) != 0) {
-        sh("tail -5 %s >&2", log);
+        test_sh("tail -5 %s >&2", log);
         fail_msg("%s worker: status %d", stream, rc);
     }
     assert_int_equal(test_topic_size(v->broker.bootstrap, pred), want);
@@ -249,7 +237,7 @@ static void test_image_worker_dead_letters_future_and_negative_times(void **st)
     assert_int_equal(env_open(&v, "images:2,predictions.images:2,images.dlq:1", 0), 0);
     snprintf(root, sizeof(root), "%s/root", v.dir);
     snprintf(cam, sizeof(cam), "%s/cam", v.dir);
-    assert_int_equal(sh("mkdir -p %s %s && cp " SAMPLE " %s/g.png", root, cam, root), 0);
+    assert_int_equal(test_sh("mkdir -p %s %s && cp " SAMPLE " %s/g.png", root, cam, root), 0);
     const long long times[] = {t - 60000, t, t + 110 * 60000LL, t + 3 * HOUR_MS, -1};
     out_open(&o, &v);
     for (int i = 0; i < 5; i++) {

@@ -55,18 +55,6 @@ struct env {
     char dir[64], root[128];
 };
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
 static int setup(void **st)
 {
     struct env *v = calloc(1, sizeof(*v));
@@ -77,7 +65,7 @@ static int setup(void **st)
     if (!mkdtemp(v->dir))
         return -1;
     snprintf(v->root, sizeof(v->root), "%s/root", v->dir);
-    if (sh("mkdir -p %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ && cp -r " SAMPLES
+    if (test_sh("mkdir -p %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ && cp -r " SAMPLES
            "/lowq %s/ && cp " MODEL_A " %s/a.onnx && cp " MODEL_B " %s/b.onnx",
            v->root, v->root, v->root, v->dir, v->dir) ||
         test_broker_start(&v->broker, TOPICS))
@@ -91,7 +79,7 @@ static int teardown(void **st)
     struct env *v = *st;
 
     test_broker_stop(&v->broker);
-    if (sh("rm -rf '%s'", v->dir))
+    if (test_sh("rm -rf '%s'", v->dir))
         fprintf(stderr, "could not remove %s\n", v->dir);
     free(v);
     return 0;
@@ -136,7 +124,7 @@ static json_t *predict_alone(struct env *v, const char *model, const char *tag)
     for (size_t i = 0; i < NFILES; i++)
         len += (size_t)snprintf(cmd + len, sizeof(cmd) - len, " --image %s/%s", v->root, files[i]);
     snprintf(cmd + len, sizeof(cmd) - len, " > %s 2>/dev/null", out);
-    assert_int_equal(sh("%s", cmd), 0);
+    assert_int_equal(test_sh("%s", cmd), 0);
     by_path = load_by(out, "image");
     json_object_foreach(by_path, k, p)
     {
@@ -303,7 +291,7 @@ static void test_worker_ensemble_equals_members_and_reload(void **st)
     produce(v, "one", 1);
     assert_true((w = test_spawn(argv, log)) > 0);
     if (test_wait_topic(v->broker.bootstrap, "predictions.images", NFILES + 1, 60000)) {
-        sh("tail -5 %s >&2", log);
+        test_sh("tail -5 %s >&2", log);
         fail_msg("no %zu predictions within 60 s", NFILES + 1);
     }
     live = consume(v);
@@ -317,13 +305,13 @@ static void test_worker_ensemble_equals_members_and_reload(void **st)
 
     /* A member broken in place: the reload is refused naming it; the set
      * keeps grading. */
-    assert_int_equal(sh("head -c 1000 %s/a.onnx > %s/b.tmp && mv %s/b.tmp %s/b.onnx", v->dir,
+    assert_int_equal(test_sh("head -c 1000 %s/a.onnx > %s/b.tmp && mv %s/b.tmp %s/b.onnx", v->dir,
                         v->dir, v->dir, v->dir),
                      0);
-    for (int i = 0; i < 100 && sh("grep -q 'b.onnx' %s", log) != 0; i++)
+    for (int i = 0; i < 100 && test_sh("grep -q 'b.onnx' %s", log) != 0; i++)
         test_sleep_ms(100);
-    if (sh("grep 'refused' %s | grep -q 'b.onnx'", log) != 0) {
-        sh("tail -5 %s >&2", log);
+    if (test_sh("grep 'refused' %s | grep -q 'b.onnx'", log) != 0) {
+        test_sh("tail -5 %s >&2", log);
         fail_msg("no refused reload naming b.onnx");
     }
     produce(v, "two", 0);
@@ -338,7 +326,7 @@ static void test_worker_ensemble_equals_members_and_reload(void **st)
     w = test_spawn(argv, log);
     assert_true(w > 0);
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, 0, 30000)), 2);
-    if (sh("grep -q 'b.onnx' %s", log) != 0)
+    if (test_sh("grep -q 'b.onnx' %s", log) != 0)
         fail_msg("the start-up error does not name b.onnx");
     json_decref(pa);
     json_decref(pb);

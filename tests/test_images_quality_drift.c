@@ -46,18 +46,6 @@ struct env {
     char dir[64], root[128];
 };
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
 static int setup(void **st)
 {
     struct env *v = calloc(1, sizeof(*v));
@@ -69,7 +57,7 @@ static int setup(void **st)
         return -1;
     snprintf(v->root, sizeof(v->root), "%s/root", v->dir);
     /* dim/: the same photographs under-exposed (PIL, as quality_images.py) */
-    if (sh("mkdir -p %s/ref %s/dim && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ref/ && "
+    if (test_sh("mkdir -p %s/ref %s/dim && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ref/ && "
            "/usr/bin/python3 -c \"import sys, os; from PIL import Image, ImageEnhance\n"
            "for f in os.listdir(sys.argv[1]):\n"
            "    im = Image.open(os.path.join(sys.argv[1], f)).convert('RGB')\n"
@@ -87,7 +75,7 @@ static int teardown(void **st)
     struct env *v = *st;
 
     test_broker_stop(&v->broker);
-    if (sh("rm -rf '%s'", v->dir))
+    if (test_sh("rm -rf '%s'", v->dir))
         fprintf(stderr, "could not remove %s\n", v->dir);
     free(v);
     return 0;
@@ -125,7 +113,7 @@ static void produce(struct env *v, const char *sub)
 static void wait_predictions(struct env *v, int64_t n, const char *log)
 {
     if (test_wait_topic(v->broker.bootstrap, "predictions.images", n, 60000)) {
-        sh("tail -5 %s >&2", log);
+        test_sh("tail -5 %s >&2", log);
         fail_msg("no %lld predictions within 60 s", (long long)n);
     }
     test_sleep_ms(1500); /* the last slice's evaluation and its alerts */
@@ -177,7 +165,7 @@ static void test_darker_stream_raises_quality_drift(void **st)
 
     snprintf(limits, sizeof(limits), "%s/limits.json", v->dir);
     snprintf(baseline, sizeof(baseline), "%s/quality_baseline.json", v->dir);
-    assert_int_equal(sh("%s quality --images %s/ref --output %s --monitor %s >/dev/null",
+    assert_int_equal(test_sh("%s quality --images %s/ref --output %s --monitor %s >/dev/null",
                         test_bin("streamml"), v->root, limits, baseline),
                      0);
     snprintf(bin, sizeof(bin), "%s", test_bin("streamml-images"));

@@ -61,18 +61,6 @@ static const char *const cases[][3] = {
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
 static void event_of(size_t i, struct image_event *ev)
 {
     memset(ev, 0, sizeof(*ev));
@@ -166,7 +154,7 @@ static void run_worker(struct env *v)
     w = test_spawn(argv, log);
     assert_true(w > 0);
     if (test_wait_topic(v->broker.bootstrap, "predictions.images", (int64_t)N_CASES, 60000)) {
-        sh("tail -5 %s >&2", log);
+        test_sh("tail -5 %s >&2", log);
         fail_msg("no %zu predictions within 60 s", N_CASES);
     }
     assert_int_equal(WEXITSTATUS(test_stop_pid(w, SIGTERM, 15000)), 0);
@@ -193,7 +181,7 @@ static int setup(void **st)
     if (!v || !mkdtemp(v->dir))
         return -1;
     snprintf(v->root, sizeof(v->root), "%s/root", v->dir);
-    if (sh("mkdir -p %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ && cp -r " SAMPLES
+    if (test_sh("mkdir -p %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ && cp -r " SAMPLES
            "/lowq %s/ && cp " FIX "/tiny.png " FIX "/corrupt.png " FIX
            "/truncated.jpg %s/ && cp " FIX "/rgb.png %s/outside.png",
            v->root, v->root, v->root, v->root, v->dir) ||
@@ -208,7 +196,7 @@ static int teardown(void **st)
     struct env *v = *st;
 
     test_broker_stop(&v->broker);
-    if (sh("rm -rf '%s'", v->dir))
+    if (test_sh("rm -rf '%s'", v->dir))
         fprintf(stderr, "could not remove %s\n", v->dir);
     free(v);
     return 0;
@@ -368,11 +356,11 @@ static void test_replaying_the_topic_gives_the_live_workers_grades(void **st)
     snprintf(out, sizeof(out), "%s/replay.jsonl", v->dir);
     snprintf(log, sizeof(log), "%s/replay.log", v->dir);
     if (replay(v, "-t", "images", out, log, "replayed.images") != 0) {
-        sh("cat %s >&2", log);
+        test_sh("cat %s >&2", log);
         fail_msg("replay failed");
     }
     /* the undecodable message is reported, not graded */
-    assert_int_equal(sh("grep -q 'image predictions in' %s && grep -q '1 invalid' %s", log, log),
+    assert_int_equal(test_sh("grep -q 'image predictions in' %s && grep -q '1 invalid' %s", log, log),
                      0);
     check_parity(v->live, out, 1);
     /* --output-topic: the same records, as Avro, which consume decodes */
@@ -413,7 +401,7 @@ static void test_replaying_the_topic_gives_the_live_workers_grades(void **st)
     codec_close(cd);
     snprintf(out, sizeof(out), "%s/replay_file.jsonl", v->dir);
     if (replay(v, "--avro-file", file, out, log, NULL) != 0) {
-        sh("cat %s >&2", log);
+        test_sh("cat %s >&2", log);
         fail_msg("replay of the file failed");
     }
     check_parity(v->live, out, 0);
@@ -483,22 +471,22 @@ static void test_report_reads_image_predictions_as_published(void **st)
                     "sensitivity>=0.5",
                     NULL};
     int rc = test_run_wait(argv, out);
-    sh("cat %s", out);
+    test_sh("cat %s", out);
     assert_int_equal(rc, 0);
     /* sklearn: cohen_kappa_score([0,0,3,2], [0,1,3,2], weights="quadratic")
      * = 0.9166666666666666; the flags [0,1,1,0] against truth [0,0,1,1]:
      * sensitivity 0.5, specificity 0.5; roc_auc_score 0.75, brier 0.185. */
-    assert_int_equal(sh("grep -q 'joined 4 graded image predictions' %s", out), 0);
-    assert_int_equal(sh("grep -q '1 ungradable (too_small 1)' %s", out), 0);
-    assert_int_equal(sh("grep -q 'qwk 0.916667  sensitivity 0.500000  specificity 0.500000 "
+    assert_int_equal(test_sh("grep -q 'joined 4 graded image predictions' %s", out), 0);
+    assert_int_equal(test_sh("grep -q '1 ungradable (too_small 1)' %s", out), 0);
+    assert_int_equal(test_sh("grep -q 'qwk 0.916667  sensitivity 0.500000  specificity 0.500000 "
                         "(published referable flag)' %s",
                         out),
                      0);
-    assert_int_equal(sh("grep -q 'auc 0.750000  brier 0.185000' %s", out), 0);
-    assert_int_equal(sh("grep -q '^3: 0 0 0 1' %s", out), 0); /* truth 3 graded 3 */
-    assert_int_equal(sh("grep -q 'Image grading report' %s", html), 0);
+    assert_int_equal(test_sh("grep -q 'auc 0.750000  brier 0.185000' %s", out), 0);
+    assert_int_equal(test_sh("grep -q '^3: 0 0 0 1' %s", out), 0); /* truth 3 graded 3 */
+    assert_int_equal(test_sh("grep -q 'Image grading report' %s", html), 0);
     /* no credit wording */
-    assert_int_equal(WEXITSTATUS(sh("grep -Eiq 'approv|P\\(bad\\)|>good|>bad|decline|review' "
+    assert_int_equal(WEXITSTATUS(test_sh("grep -Eiq 'approv|P\\(bad\\)|>good|>bad|decline|review' "
                                     "%s %s",
                                     html, out)),
                      1);
@@ -507,7 +495,7 @@ static void test_report_reads_image_predictions_as_published(void **st)
         (char *)test_bin("streamml"), "report", "-p", preds, "-l", labels, "-o", html, "--gate",
         "specificity>=0.9",           NULL};
     assert_int_equal(test_run_wait(gated, out), 3);
-    sh("rm -rf '%s'", dir);
+    test_sh("rm -rf '%s'", dir);
 }
 
 /* `streamml predict --image` runs the same step on files: the PNG samples'
@@ -569,7 +557,7 @@ static void test_predict_image_grades_files_like_the_worker(void **st)
     fclose(f);
     assert_int_equal(seen, nimg);
     json_decref(ref);
-    sh("rm -rf '%s'", dir);
+    test_sh("rm -rf '%s'", dir);
 }
 
 int main(void)

@@ -62,18 +62,6 @@ static const char *const cases[][3] = {
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
 
 static int setup(void **st)
 {
@@ -84,7 +72,7 @@ static int setup(void **st)
         return -1;
     snprintf(v->root, sizeof(v->root), "%s/root", v->dir);
     snprintf(v->cam, sizeof(v->cam), "%s/cam", v->dir);
-    if (sh("mkdir -p %s %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ && cp " FIX
+    if (test_sh("mkdir -p %s %s && cp " SAMPLES "/*.png " SAMPLES "/*.jpg %s/ && cp " FIX
            "/tiny.png " FIX "/corrupt.png " FIX "/truncated.jpg " FIX "/not_image.gif %s/ && "
            "cp " FIX "/rgb.png %s/outside.png && ln -s ../outside.png %s/escape.png",
            v->root, v->cam, v->root, v->root, v->dir, v->root) ||
@@ -99,7 +87,7 @@ static int teardown(void **st)
     struct env *v = *st;
 
     test_broker_stop(&v->broker);
-    if (sh("rm -rf '%s'", v->dir))
+    if (test_sh("rm -rf '%s'", v->dir))
         fprintf(stderr, "could not remove %s\n", v->dir);
     free(v);
     return 0;
@@ -361,7 +349,7 @@ static void check_predictions(struct env *v, const char *path, const struct expe
     assert_true(worst <= TORCH_TOL);
     /* one overlay per referable prediction, none for the others */
     snprintf(cmd, sizeof(cmd), "test $(ls %s | wc -l) -eq %d", v->cam, cams.referable);
-    if (sh("%s", cmd))
+    if (test_sh("%s", cmd))
         fail_msg("%d referable predictions, the overlay directory differs", cams.referable);
     printf("# %d referable predictions with overlays, %d graded without\n", cams.referable,
            cams.other);
@@ -403,7 +391,7 @@ static double run_cases(struct env *v, const char *model, const struct expect *x
     w = start_worker(v, log, model);
     assert_true(w > 0);
     if (wait_topic(v, "predictions.images", (int64_t)N_CASES, 60000)) {
-        sh("tail -5 %s >&2", log);
+        test_sh("tail -5 %s >&2", log);
         fail_msg("no %zu predictions within 60 s", N_CASES);
     }
     assert_int_equal(wait_topic(v, "images.dlq", 1, 10000), 0);

@@ -40,25 +40,13 @@ struct env {
     pid_t worker;
 };
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
 static int make_dirs(struct env *v)
 {
     snprintf(v->dir, sizeof(v->dir), "/tmp/streamml-rtimg-XXXXXX");
     if (!mkdtemp(v->dir))
         return -1;
     snprintf(v->root, sizeof(v->root), "%s/root", v->dir);
-    return sh("mkdir -p %s && cp " SAMPLE " %s/a.png", v->root, v->root);
+    return test_sh("mkdir -p %s && cp " SAMPLE " %s/a.png", v->root, v->root);
 }
 
 static int setup(void **st)
@@ -80,7 +68,7 @@ static int teardown(void **st)
     test_broker_stop(&v->broker);
     if (getenv("STREAMML_KEEP_TEST_DIR"))
         fprintf(stderr, "kept %s\n", v->dir);
-    else if (sh("rm -rf '%s'", v->dir))
+    else if (test_sh("rm -rf '%s'", v->dir))
         fprintf(stderr, "could not remove %s\n", v->dir);
     free(v);
     return 0;
@@ -198,7 +186,7 @@ static void wait_reload_alert(struct env *v, const char *severity, const char *t
             return;
         test_sleep_ms(250);
     }
-    sh("tail -5 %s/worker.log >&2", v->dir);
+    test_sh("tail -5 %s/worker.log >&2", v->dir);
     fail_msg("no model_reload %s alert with \"%s\"", severity, text);
 }
 
@@ -209,21 +197,21 @@ static void test_images_reload_on_file_change_and_sighup(void **st)
 
     snprintf(model, sizeof(model), "%s/model.onnx", v->dir);
     snprintf(set_model, sizeof(set_model), "images.model=%s", model);
-    assert_int_equal(sh("cp " MODEL " %s", model), 0);
+    assert_int_equal(test_sh("cp " MODEL " %s", model), 0);
     const char *extra[] = {set_model, "model.watch_ms=200", "group.id=rt-images-reload", NULL};
     assert_true(start_worker(v, extra) > 0);
     produce_images(v, 0, 3);
     assert_int_equal(test_wait_topic(v->broker.bootstrap, "predictions.images", 3, 45000), 0);
 
     /* A broken file: refused, the old model keeps grading. */
-    assert_int_equal(sh("echo not a model > %s.tmp && mv %s.tmp %s", model, model, model), 0);
+    assert_int_equal(test_sh("echo not a model > %s.tmp && mv %s.tmp %s", model, model, model), 0);
     wait_reload_alert(v, "WARNING", "refused", 1);
     produce_images(v, 3, 3);
     assert_int_equal(test_wait_topic(v->broker.bootstrap, "predictions.images", 6, 30000), 0);
     assert_int_equal(count_lines(v, "predictions.images", "\"model_name\":\"fundus-cnn\""), 6);
 
     /* Another model: taken on the file change, then again on SIGHUP. */
-    assert_int_equal(sh("cp " OTHER_MODEL " %s.tmp && mv %s.tmp %s", model, model, model), 0);
+    assert_int_equal(test_sh("cp " OTHER_MODEL " %s.tmp && mv %s.tmp %s", model, model, model), 0);
     wait_reload_alert(v, "INFO", "file change", 1);
     assert_int_equal(kill(v->worker, SIGHUP), 0);
     wait_reload_alert(v, "INFO", "SIGHUP", 1);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,4 +253,15 @@ int test_wait_topic(const char *bootstrap, const char *topic, int64_t want, int 
     }
     fprintf(stderr, "%s: %lld records, wanted %lld\n", topic, (long long)n, (long long)want);
     return -1;
+}
+
+int test_sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    return system(cmd);
 }

@@ -47,6 +47,8 @@ void test_sleep_ms(int ms);
 /* Spawns argv (output appended to log, NULL = inherit) and waits for it:
  * its exit code, 128 + signal when killed, -1 when it could not run. */
 int test_run_wait(char *const argv[], const char *log);
+/* A shell command from a printf format (at most 4 KiB): system()'s status. */
+int test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Sum of the end offsets of topic's partitions on the broker at bootstrap;
  * -1 (with a message on stderr) when the broker cannot be asked. */
 int64_t test_topic_size(const char *bootstrap, const char *topic);
