@@ -12,6 +12,15 @@
  *   unbiased:  40% risky in both groups -> no fairness alert
  *   small:     the biased stream, but monitor.fairness.min_group above any
  *              group's count in a window -> no fairness alert
+ * Fairness by outcome, live: the worker joins LabelEvents (monitor.labels.
+ * topic) produced after the predictions, 40% risky events in both groups:
+ *   biased outcomes: in one group the labels are the opposite of what the
+ *              model sees (its bad outcomes approved, its good ones
+ *              declined), grouped by the label record's `group` field
+ *              (monitor.fairness.label_field) -> WARNING fairness_tpr and
+ *              fairness_fpr naming group=A, gauges per group
+ *   unbiased outcomes: labels follow the risk in both groups, grouped by
+ *              home -> no fairness_tpr/fpr alert, gauges per group
  * Other checks (the synthetic events drift from the training baseline) are
  * not what this test looks at.
  */
@@ -34,17 +43,20 @@
 #include "stack.h"
 
 #define EVENTS 3000
-#define TOPICS "transactions:4,predictions.transactions:4,transactions.dlq:1,monitoring:1"
+#define TOPICS                                                                                     \
+    "transactions:4,predictions.transactions:4,transactions.dlq:1,monitoring:1,labels:1"
 
 struct env {
     struct test_redis redis;
     struct test_broker broker;
     char dir[128], redis_port[32], metrics_port[32], min_group[64];
+    const char *extra[8]; /* more -X settings for the worker */
     int port;
     pid_t worker;
 };
 
 static uint64_t g_rng;
+static int g_risky[EVENTS]; /* of the last write_events */
 
 static double uniform(void)
 {
@@ -68,6 +80,8 @@ static void write_events(const char *path, int n, double p_rent, double p_owner)
     for (int i = 0; i < n; i++) {
         int rent = i % 2;
         int risky = uniform() < (rent ? p_rent : p_owner);
+        if (i < EVENTS)
+            g_risky[i] = risky;
         double income = exp((risky ? 4.3 : 5.5) + 0.3 * normal());
         double amount = exp((risky ? 7.6 : 6.5) + 0.3 * normal());
         t += 1000;
@@ -120,7 +134,7 @@ static int teardown(void **st)
 static void start_worker(struct env *v)
 {
     char log[200];
-    char *argv[] = {(char *)test_bin("streamml-transactions"),
+    char *argv[64] = {(char *)test_bin("streamml-transactions"),
                     "-b",
                     v->broker.bootstrap,
                     "-X",
@@ -160,7 +174,15 @@ static void start_worker(struct env *v)
                     "--log-level",
                     "warn",
                     NULL};
+    int n = 0;
 
+    while (argv[n])
+        n++;
+    for (int k = 0; k < 8 && v->extra[k] && n < 62; k++) {
+        argv[n++] = "-X";
+        argv[n++] = (char *)v->extra[k];
+    }
+    argv[n] = NULL;
     snprintf(log, sizeof(log), "%s/worker.log", v->dir);
     v->worker = test_spawn(argv, log);
     assert_true(v->worker > 0);
@@ -185,8 +207,8 @@ static void run_stream(struct env *v, double p_rent, double p_owner)
     test_sleep_ms(3000); /* the last slice closes by time */
 }
 
-/* The fairness alerts so far (streamml alerts --json --type fairness). */
-static int fairness_alerts(struct env *v, const char *feature, const char *to)
+/* The alerts of a type so far (streamml alerts --json --type TYPE). */
+static int alerts_of(struct env *v, const char *type, const char *feature, const char *to)
 {
     char path[200], line[4096];
     char *argv[] = {(char *)test_bin("streamml"),
@@ -197,7 +219,7 @@ static int fairness_alerts(struct env *v, const char *feature, const char *to)
                     "-f",
                     "-e",
                     "--type",
-                    "fairness",
+                    (char *)type,
                     "--log-level",
                     "error",
                     NULL};
@@ -214,17 +236,24 @@ static int fairness_alerts(struct env *v, const char *feature, const char *to)
         const char *ft = json_string_value(json_object_get(j, "feature"));
         const char *st = json_string_value(json_object_get(j, "status_to"));
         double obs = json_number_value(json_object_get(j, "observed"));
-        if (j && strcmp(json_string_value(json_object_get(j, "alert_type")), "fairness") == 0) {
+        if (j && strcmp(json_string_value(json_object_get(j, "alert_type")), type) == 0) {
             fprintf(stderr, "alert: %s", line);
             if (strcmp(st ? st : "", to) == 0 && (!feature || strcmp(ft ? ft : "", feature) == 0))
                 n++;
-            if (strcmp(st ? st : "", "WARNING") == 0)
+            if (strcmp(st ? st : "", "WARNING") == 0 && strcmp(type, "fairness") == 0)
                 assert_true(obs < 0.8);
+            if (strcmp(st ? st : "", "WARNING") == 0 && strcmp(type, "fairness") != 0)
+                assert_true(obs > 0.1); /* a gap above monitor.fairness.max_*_gap */
         }
         json_decref(j);
     }
     fclose(f);
     return n;
+}
+
+static int fairness_alerts(struct env *v, const char *feature, const char *to)
+{
+    return alerts_of(v, "fairness", feature, to);
 }
 
 static char *scrape(struct env *v)
@@ -301,6 +330,86 @@ static void test_small_groups_do_not_alert(void **st)
     assert_int_equal(fairness_alerts(v, NULL, "WARNING"), 0);
 }
 
+/* The labels of the last stream on the labels topic, after its
+ * predictions. Group A is the rent half (odd events), B the owner half.
+ * biased: group A's labels are the opposite of its risk (the model misses
+ * A's bad outcomes and declines its good applicants); else they follow the
+ * risk everywhere. */
+static void produce_labels(struct env *v, int biased)
+{
+    char path[200], bin[256];
+    char *argv[] = {bin,   "produce", "-b", v->broker.bootstrap, "-t",          "labels",
+                    "-s",  "label_event", "-i", path,          "--log-level", "error",
+                    NULL};
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/labels.jsonl", v->dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < EVENTS; i++) {
+        int a = i % 2;
+        fprintf(f, "{\"event_id\":\"e%06d\",\"label\":%d,\"label_time\":1,"
+                   "\"group\":{\"string\":\"%s\"}}\n",
+                i, biased && a ? !g_risky[i] : g_risky[i], a ? "A" : "B");
+    }
+    fclose(f);
+    snprintf(bin, sizeof(bin), "%s", test_bin("streamml"));
+    if (test_run_wait(argv, "/dev/null") != 0)
+        fail_msg("produce of the labels failed");
+    test_sleep_ms(4000); /* joined, then evaluated once a slice time (1 s) has passed */
+}
+
+static void test_biased_outcomes_by_label_field_raise_tpr_and_fpr_gaps(void **st)
+{
+    struct env *v = *st;
+    double a, b;
+    char *text;
+
+    v->extra[0] = "monitor.labels.topic=labels";
+    v->extra[1] = "monitor.fairness.label_field=group";
+    v->extra[2] = "monitor.fairness.max_tpr_gap=0.2";
+    v->extra[3] = "monitor.fairness.max_fpr_gap=0.2";
+    run_stream(v, 0.4, 0.4);
+    produce_labels(v, 1);
+    assert_int_equal(alerts_of(v, "fairness_tpr", "group=A", "WARNING"), 1);
+    assert_int_equal(alerts_of(v, "fairness_fpr", "group=A", "WARNING"), 1);
+    text = scrape(v);
+    assert_string_equal(prom_type(text, "streamml_fairness_tpr"), "gauge");
+    assert_int_equal(prom_value(text, "streamml_fairness_tpr{group=\"A\"}", &a), 0);
+    assert_int_equal(prom_value(text, "streamml_fairness_tpr{group=\"B\"}", &b), 0);
+    fprintf(stderr, "TPR A %.3f B %.3f\n", a, b);
+    assert_true(a < 0.2 && b > 0.8);
+    assert_int_equal(prom_value(text, "streamml_fairness_fpr{group=\"A\"}", &a), 0);
+    assert_int_equal(prom_value(text, "streamml_fairness_fpr{group=\"B\"}", &b), 0);
+    fprintf(stderr, "FPR A %.3f B %.3f\n", a, b);
+    assert_true(a > 0.8 && b < 0.2);
+    assert_int_equal(prom_value(text, "streamml_fairness_tpr_gap", &a), 0);
+    assert_true(a > 0.6);
+    free(text);
+}
+
+static void test_unbiased_outcomes_raise_no_tpr_or_fpr_alert(void **st)
+{
+    struct env *v = *st;
+    double rent, owner, gap;
+    char *text;
+
+    v->extra[0] = "monitor.labels.topic=labels";
+    v->extra[1] = "monitor.fairness.max_tpr_gap=0.2";
+    v->extra[2] = "monitor.fairness.max_fpr_gap=0.2";
+    run_stream(v, 0.4, 0.4);
+    produce_labels(v, 0);
+    assert_int_equal(alerts_of(v, "fairness_tpr", NULL, "WARNING"), 0);
+    assert_int_equal(alerts_of(v, "fairness_fpr", NULL, "WARNING"), 0);
+    text = scrape(v);
+    assert_int_equal(prom_value(text, "streamml_fairness_tpr{group=\"rent\"}", &rent), 0);
+    assert_int_equal(prom_value(text, "streamml_fairness_tpr{group=\"owner\"}", &owner), 0);
+    assert_int_equal(prom_value(text, "streamml_fairness_tpr_gap", &gap), 0);
+    fprintf(stderr, "TPR rent %.3f owner %.3f gap %.3f\n", rent, owner, gap);
+    assert_true(rent > 0.8 && owner > 0.8 && gap < 0.2);
+    free(text);
+}
+
 /* `streamml report --fairness-field` with the labels from the events'
  * topic (--labels-topic): TPR and FPR per group are measured, not NaN
  * (the fairness section used to read labels from a file only). */
@@ -374,6 +483,16 @@ static void test_bad_fairness_settings_are_refused(void **st)
                     "-X",
                     "monitor.fairness.feature=home_code",
                     NULL};
+    char *bad_label[] = {(char *)test_bin("streamml-transactions"),
+                         "-b",
+                         "127.0.0.1:1",
+                         "-X",
+                         "monitor.baseline=models/credit_gbdt.baseline.json",
+                         "-X",
+                         "monitor.labels.topic=labels",
+                         "-X",
+                         "monitor.fairness.label_field=religion",
+                         NULL};
     FILE *f;
     size_t n;
 
@@ -390,6 +509,13 @@ static void test_bad_fairness_settings_are_refused(void **st)
     assert_non_null(strstr(buf, "monitor.fairness.field=religion is not a TransactionEvent field"));
     assert_non_null(strstr(buf, "monitor.fairness.field=home and monitor.fairness.feature="
                                 "home_code: set one of them"));
+    assert_int_equal(test_run_wait(bad_label, log), 2);
+    f = fopen(log, "r");
+    assert_non_null(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(buf, "monitor.fairness.label_field=religion is not a LabelEvent field"));
     unlink(log);
     rmdir(dir);
 }
@@ -403,6 +529,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unbiased_stream_raises_no_fairness_alert, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_small_groups_do_not_alert, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_biased_outcomes_by_label_field_raise_tpr_and_fpr_gaps,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unbiased_outcomes_raise_no_tpr_or_fpr_alert, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_report_fairness_takes_labels_from_the_topic, setup,
                                         teardown),
     };

@@ -14,6 +14,14 @@
  * both. The monitor leaves out groups with fewer than monitor.fairness.
  * min_group decisions in its window (fair_finish_min), so small samples
  * do not alert.
+ *
+ * Live outcomes (fair_outcomes_*): labels arrive after their decisions, so
+ * the monitor counts each joined (decision, label) pair by group in a ring
+ * of slices parallel to its window (the slice current when the label
+ * arrives) and sums the ring into a struct fair for the TPR and FPR per
+ * group. The gap of a rate is the highest group's minus the lowest's among
+ * the groups with at least min_n labels of its class (bad for TPR, good for
+ * FPR): equal opportunity (TPR) and the other half of equalized odds (FPR).
  */
 #ifndef STREAMML_FAIRNESS_H
 #define STREAMML_FAIRNESS_H
@@ -63,5 +71,28 @@ void fair_finish_min(struct fair *f, size_t min_n);
 double fair_disparate_impact(const struct fair *f);
 /* 1 when some group's disparate impact is below FAIR_RULE. */
 int fair_violates(const struct fair *f);
+
+/* Highest minus lowest TPR (fpr = 0) or FPR (fpr = 1) over the groups with
+ * at least min_n labelled bad (TPR) or good (FPR) decisions; *lo and *hi
+ * the groups with the lowest and highest rate. NaN with fewer than two
+ * such groups. Call after fair_finish*. */
+double fair_gap(const struct fair *f, int fpr, size_t min_n, size_t *lo, size_t *hi);
+
+#define FAIR_OUT_GROUPS 16 /* groups the live outcome counts keep */
+
+struct fair_outcomes;
+
+/* Counts for a ring of slices (>= 1); NULL when out of memory. */
+struct fair_outcomes *fair_outcomes_open(int slices);
+void fair_outcomes_close(struct fair_outcomes *o); /* NULL-safe */
+/* One joined decision in slice s: group (truncated to FAIR_NAME - 1),
+ * approved 0/1, label 1 bad, 0 good. 1 when the group is one more than
+ * FAIR_OUT_GROUPS (not counted), else 0. */
+int fair_outcomes_add(struct fair_outcomes *o, int s, const char *group, int approved, int label);
+/* Empties slice s (it is reused for new data). */
+void fair_outcomes_clear(struct fair_outcomes *o, int s);
+/* The ring summed into f (groups in order of first appearance, none
+ * dropped), finished: f->g[k].tpr, .fpr. */
+void fair_outcomes_sum(const struct fair_outcomes *o, struct fair *f);
 
 #endif

@@ -26,9 +26,13 @@
 #define QUEUE_MAX 1000000   /* predictions waiting for labels_flush */
 #define KEY_MAX 512
 
+#define GROUP_MAX 64 /* a group's text, as FAIR_NAME */
+
 struct queued {
     char id[EV_ID_MAX];
     double score;
+    int approved;          /* -1: no decision remembered */
+    char group[GROUP_MAX]; /* the decision's fairness group, "" if none */
 };
 
 struct labels {
@@ -37,6 +41,7 @@ struct labels {
     struct rc *rc;  /* one server */
     struct rcl *cl; /* or a cluster (redis.nodes): keys routed one by one */
     char *prefix, *model;
+    char *label_field; /* "" or the LabelEvent field naming outcome groups */
     int ttl_s;
     struct queued *queue;
     size_t nq, capq;
@@ -68,6 +73,12 @@ static size_t key_of(const struct labels *l, const char *id, char *key)
 
 void labels_remember(struct labels *l, const char *event_id, double score)
 {
+    labels_remember_decision(l, event_id, score, NULL, -1);
+}
+
+void labels_remember_decision(struct labels *l, const char *event_id, double score,
+                              const char *group, int approved)
+{
     if (l->nq == l->capq) {
         size_t cap = l->capq ? 2 * l->capq : 4096;
         struct queued *q = cap <= QUEUE_MAX ? realloc(l->queue, cap * sizeof(*q)) : NULL;
@@ -79,6 +90,8 @@ void labels_remember(struct labels *l, const char *event_id, double score)
         l->capq = cap;
     }
     snprintf(l->queue[l->nq].id, EV_ID_MAX, "%s", event_id);
+    snprintf(l->queue[l->nq].group, GROUP_MAX, "%s", group ? group : "");
+    l->queue[l->nq].approved = approved < 0 ? -1 : approved != 0;
     l->queue[l->nq++].score = score;
     l->st.remembered++;
 }
@@ -89,11 +102,21 @@ struct cl_ctx {
     struct labels *l;
     const struct got *g;
     struct mon *m;
-    char key[KEY_MAX], val[32], ttl[16];
+    char key[KEY_MAX], val[40 + GROUP_MAX], ttl[16];
     size_t joined, failed;
 };
 
 static size_t key_of(const struct labels *l, const char *id, char *key);
+
+/* A pending prediction's value: "score", or "score approved group" when
+ * its decision is remembered (the group last: it may hold spaces). */
+static void value_of(const struct queued *q, char *val, size_t cap)
+{
+    if (q->approved < 0)
+        snprintf(val, cap, "%.17g", q->score);
+    else
+        snprintf(val, cap, "%.17g %d %s", q->score, q->approved, q->group);
+}
 
 static int cl_set_cmd(void *ctx, size_t i, const char **argv, size_t *argvlen)
 {
@@ -102,7 +125,7 @@ static int cl_set_cmd(void *ctx, size_t i, const char **argv, size_t *argvlen)
     argv[0] = "SET";
     argv[1] = x->key;
     argvlen[1] = key_of(x->l, x->l->queue[i].id, x->key);
-    snprintf(x->val, sizeof(x->val), "%.17g", x->l->queue[i].score);
+    value_of(&x->l->queue[i], x->val, sizeof(x->val));
     snprintf(x->ttl, sizeof(x->ttl), "%d", x->l->ttl_s);
     argv[2] = x->val;
     argv[3] = "EX";
@@ -132,15 +155,16 @@ static int cluster_sets(struct labels *l, struct err *e)
 
 static int pipeline_sets(struct labels *l, struct err *e)
 {
-    char key[KEY_MAX], val[32];
+    char key[KEY_MAX], val[40 + GROUP_MAX];
     redisReply *r;
 
     if (l->cl)
         return cluster_sets(l, e);
     for (size_t i = 0; i < l->nq; i++) {
         size_t kl = key_of(l, l->queue[i].id, key);
-        snprintf(val, sizeof(val), "%.17g", l->queue[i].score);
-        if (redisAppendCommand(rc_ctx(l->rc), "SET %b %s EX %d", key, kl, val, l->ttl_s) !=
+        value_of(&l->queue[i], val, sizeof(val));
+        if (redisAppendCommand(rc_ctx(l->rc), "SET %b %b EX %d", key, kl, val, strlen(val),
+                               l->ttl_s) !=
             REDIS_OK)
             return lost(l, "SET", e);
     }
@@ -191,7 +215,40 @@ int labels_flush(struct labels *l, struct err *e)
 struct got {
     char id[EV_ID_MAX];
     int label;
+    char group[GROUP_MAX]; /* from the label record (label_field), "" if not */
 };
+
+/* A field's value as group text: a string, a number or a boolean, also
+ * inside an Avro JSON union ({"string": "x"}); "missing" otherwise. */
+static void field_text(json_t *v, char *out, size_t cap)
+{
+    if (json_is_object(v) && json_object_size(v) == 1)
+        v = json_object_iter_value(json_object_iter(v));
+    if (json_is_string(v) && json_string_length(v) > 0)
+        snprintf(out, cap, "%s", json_string_value(v));
+    else if (json_is_integer(v))
+        snprintf(out, cap, "%lld", (long long)json_integer_value(v));
+    else if (json_is_boolean(v))
+        snprintf(out, cap, "%s", json_is_true(v) ? "true" : "false");
+    else
+        snprintf(out, cap, "missing");
+}
+
+/* A joined pair: the rolling AUC, and with a remembered decision and a
+ * group (the label record's, else the decision's) the outcome counts. */
+static void observe(struct labels *l, struct mon *m, const char *val, const struct got *g)
+{
+    char *end;
+    double score = strtod(val, &end);
+    const char *group;
+
+    mon_observe_label(m, score, g->label);
+    if (end[0] != ' ' || (end[1] != '0' && end[1] != '1') || end[2] != ' ')
+        return; /* no decision remembered (an older value, or none asked) */
+    group = *l->label_field ? g->group : end + 3;
+    if (*group) /* "": the decision had no group */
+        mon_observe_outcome(m, group, end[1] == '1', g->label);
+}
 
 /* One labels record -> (event id, label); -1 if it is not a valid label. */
 static int read_label(struct labels *l, const struct kq_msg *m, struct got *g)
@@ -213,6 +270,9 @@ static int read_label(struct labels *l, const struct kq_msg *m, struct got *g)
         (json_integer_value(lab) == 0 || json_integer_value(lab) == 1)) {
         snprintf(g->id, EV_ID_MAX, "%s", id);
         g->label = (int)json_integer_value(lab);
+        g->group[0] = '\0';
+        if (*l->label_field)
+            field_text(json_object_get(o, l->label_field), g->group, sizeof(g->group));
         rc = 0;
     } else {
         log_warn("labels: %s [%d] @ %lld: not a label event (event_id + label 0/1)", m->topic,
@@ -238,7 +298,7 @@ static void cl_getdel_reply(void *ctx, size_t i, const redisReply *r)
     struct cl_ctx *x = ctx;
 
     if (r->type == REDIS_REPLY_STRING) {
-        mon_observe_label(x->m, strtod(r->str, NULL), x->g[i].label);
+        observe(x->l, x->m, r->str, &x->g[i]);
         x->joined++;
     } else {
         x->l->st.unmatched++;
@@ -267,7 +327,7 @@ static size_t join(struct labels *l, const struct got *g, size_t n, struct mon *
         }
         for (; got < i && redisGetReply(rc_ctx(l->rc), (void **)&r) == REDIS_OK; got++) {
             if (r->type == REDIS_REPLY_STRING) {
-                mon_observe_label(m, strtod(r->str, NULL), g[got].label);
+                observe(l, m, r->str, &g[got]);
                 joined++;
             } else {
                 l->st.unmatched++;
@@ -316,6 +376,33 @@ void labels_get_stats(const struct labels *l, struct labels_stats *s)
 
 /* ---- open / close ---- */
 
+/* The label field must be one of the reader schema's (the codec resolves
+ * every writer schema into it, so no other field ever reaches us). */
+static int check_label_field(const char *dir, const char *field, struct err *e)
+{
+    char path[512], names[256] = "";
+    json_t *sc, *fs;
+    size_t i, used = 0;
+    int found = 0;
+
+    snprintf(path, sizeof(path), "%s/label_event.avsc", dir);
+    if (!(sc = json_load_file(path, 0, NULL)))
+        return err_set(e, ERR_CONFIG, "labels: cannot read %s", path);
+    fs = json_object_get(sc, "fields");
+    for (i = 0; i < json_array_size(fs); i++) {
+        const char *n = json_string_value(json_object_get(json_array_get(fs, i), "name"));
+        found |= n && strcmp(n, field) == 0;
+        if (n && used < sizeof(names))
+            used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s", i ? ", " : "",
+                                     n);
+    }
+    json_decref(sc);
+    if (!found)
+        return err_set(e, ERR_CONFIG, "config: monitor.fairness.label_field=%s is not a "
+                       "LabelEvent field (%s: %s)", field, path, names);
+    return ERR_OK;
+}
+
 struct labels *labels_open(const struct labels_opts *o, struct err *e)
 {
     struct labels *l = calloc(1, sizeof(*l));
@@ -333,12 +420,15 @@ struct labels *labels_open(const struct labels_opts *o, struct err *e)
 
     l->prefix = strdup(o->redis.prefix ? o->redis.prefix : "");
     l->model = strdup(o->model);
+    l->label_field = strdup(o->label_field ? o->label_field : "");
     l->ttl_s = o->ttl_s;
     buf_init(&l->json, 64 * 1024);
-    if (!l->prefix || !l->model) {
+    if (!l->prefix || !l->model || !l->label_field) {
         err_set(e, ERR_NOMEM, "labels: out of memory");
         goto fail;
     }
+    if (*l->label_field && check_label_field(o->schemas_dir, l->label_field, e))
+        goto fail;
     if (rcl_default_nodes() ? rcl_open(&l->cl, rcl_default_nodes(), &ro, e)
                             : rc_open(&l->rc, &ro, e))
         goto fail;
@@ -360,6 +450,7 @@ struct labels *labels_open_cfg(const struct cfg *c, const char *group_id, struct
     struct labels_opts o = {
         .topic = topic, .group = group, .schemas_dir = cfg_str(c, "schemas.dir"),
         .model = cfg_str(c, "model.name"), .ttl_s = (int)cfg_int(c, "monitor.labels.ttl_s"),
+        .label_field = cfg_str(c, "monitor.fairness.label_field"),
         .redis = {.host = cfg_str(c, "redis.host"), .port = (int)cfg_int(c, "redis.port"),
                   .password = *cfg_str(c, "redis.password") ? cfg_str(c, "redis.password") : NULL,
                   .username = cfg_str(c, "redis.username"),
@@ -395,5 +486,6 @@ void labels_close(struct labels *l)
     free(l->queue);
     free(l->prefix);
     free(l->model);
+    free(l->label_field);
     free(l);
 }

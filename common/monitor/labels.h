@@ -11,6 +11,14 @@
  * join fails because Redis is down is counted as lost and its offset still
  * committed; predictions are never affected.
  *
+ * Fairness by outcome: a prediction remembered with its decision and its
+ * fairness group (labels_remember_decision) is stored as "score approved
+ * group"; its label then also goes to mon_observe_outcome (TPR and FPR per
+ * group), in the group of the label record's field when
+ * monitor.fairness.label_field names one (a protected attribute known only
+ * at labelling time; a field of schemas/label_event.avsc, else refused at
+ * open), else in the decision's group.
+ *
  * The labels consumer joins its own group (monitor.labels.group, default
  * "<group.id>-labels"), so worker instances share the topic.
  * One thread uses a handle (the worker's).
@@ -32,6 +40,7 @@ struct labels_opts {
     size_t n_props;
     struct state_redis_opts redis;       /* host, port, password, prefix, timeout_ms */
     int ttl_s;                           /* of a pending prediction */
+    const char *label_field;             /* NULL/"" or the LabelEvent field of the groups */
 };
 
 struct labels_stats {
@@ -49,6 +58,10 @@ void labels_close(struct labels *l); /* NULL-safe */
 
 /* Queues a prediction's score; written by labels_flush. */
 void labels_remember(struct labels *l, const char *event_id, double score);
+/* The same with its decision (approved 0/1; -1 none) and fairness group
+ * (mon_fair_group; NULL: none, or the label record's field names it). */
+void labels_remember_decision(struct labels *l, const char *event_id, double score,
+                              const char *group, int approved);
 /* Writes the queued predictions in one round trip (pipelined SET .. EX).
  * On failure they are dropped, counted as lost and logged (once until it
  * works again); returns the error (e may be NULL). */

@@ -43,6 +43,9 @@ struct gauges {                     /* copied from the monitor, under lock */
     size_t ngroups;                          /* fairness groups */
     char group[MON_GROUPS][FAIR_NAME];
     double group_approval[MON_GROUPS], group_di[MON_GROUPS];
+    size_t nogroups;                         /* groups of the labelled outcomes */
+    char ogroup[MON_GROUPS][FAIR_NAME];
+    double group_tpr[MON_GROUPS], group_fpr[MON_GROUPS], tpr_gap, fpr_gap;
     int64_t windows;
     int degraded;
     int level[MON_NCHECKS];
@@ -123,6 +126,14 @@ static void copy_snapshot(struct gauges *g, const struct mon_snapshot *s)
         g->group_approval[k] = s->group_approval[k];
         g->group_di[k] = s->group_di[k];
     }
+    g->nogroups = s->nogroups < MON_GROUPS ? s->nogroups : MON_GROUPS;
+    for (size_t k = 0; k < g->nogroups; k++) {
+        snprintf(g->ogroup[k], sizeof(g->ogroup[k]), "%s", s->ogroup[k]);
+        g->group_tpr[k] = s->group_tpr[k];
+        g->group_fpr[k] = s->group_fpr[k];
+    }
+    g->tpr_gap = s->tpr_gap;
+    g->fpr_gap = s->fpr_gap;
     g->windows = s->windows;
     g->degraded = s->degraded;
     memcpy(g->level, s->level, sizeof(g->level));
@@ -300,6 +311,33 @@ static void render_groups(const struct gauges *g, FILE *f)
     }
 }
 
+/* One gauge per outcome group (labelled decisions in the window). */
+static void render_rates(FILE *f, const char *name, const char *help, size_t n,
+                         const char (*group)[FAIR_NAME], const double *v)
+{
+    if (!n)
+        return;
+    head(f, name, "gauge", help);
+    for (size_t k = 0; k < n; k++) {
+        fprintf(f, "%s{group=\"", name);
+        put_label(f, group[k]);
+        fputs("\"}", f);
+        put_value(f, v[k]);
+    }
+}
+
+static void render_outcomes(const struct gauges *g, FILE *f)
+{
+    render_rates(f, "streamml_fairness_tpr", "P(not approved | labelled bad) of the group, "
+                 "window (NaN: no bad label)", g->nogroups, g->ogroup, g->group_tpr);
+    render_rates(f, "streamml_fairness_fpr", "P(not approved | labelled good) of the group, "
+                 "window (NaN: no good label)", g->nogroups, g->ogroup, g->group_fpr);
+    gauge(f, "streamml_fairness_tpr_gap", "Highest minus lowest group TPR (NaN: under two "
+          "groups with monitor.fairness.min_group bad labels)", g->tpr_gap);
+    gauge(f, "streamml_fairness_fpr_gap", "Highest minus lowest group FPR (NaN: under two "
+          "groups with monitor.fairness.min_group good labels)", g->fpr_gap);
+}
+
 static void render_monitor(const struct gauges *g, FILE *f)
 {
     render_features(g, f);
@@ -314,6 +352,7 @@ static void render_monitor(const struct gauges *g, FILE *f)
     gauge(f, "streamml_disparate_impact", "Lowest over highest approval rate of the fairness "
           "groups (NaN: no fairness check)", g->di);
     render_groups(g, f);
+    render_outcomes(g, f);
     head(f, "streamml_monitor_windows_total", "counter", "Monitoring windows evaluated");
     fprintf(f, "streamml_monitor_windows_total %.17g\n", (double)g->windows);
     head(f, "streamml_monitor_check_level", "gauge", "Worst level per check: 0 OK, 1 WARNING, "

@@ -19,7 +19,8 @@ const char *mon_check_name(enum mon_check c)
 {
     static const char *const n[MON_NCHECKS] = {"data_drift",  "missing_rate", "score_psi",
                                                "score_mean",  "latency_p99",  "error_rate",
-                                               "auc",         "fairness"};
+                                               "auc",         "fairness",
+                                               "fairness_tpr", "fairness_fpr"};
     return (unsigned)c < MON_NCHECKS ? n[c] : "?";
 }
 
@@ -247,6 +248,9 @@ void mon_opts_from_cfg(const struct cfg *c, struct mon_opts *o)
     o->fair_field = cfg_str(c, "monitor.fairness.field");
     o->fair_warn = cfg_double(c, "monitor.fairness.warning");
     o->fair_min_group = cfg_int(c, "monitor.fairness.min_group");
+    o->fair_label_field = cfg_str(c, "monitor.fairness.label_field");
+    o->fair_tpr_gap = cfg_double(c, "monitor.fairness.max_tpr_gap");
+    o->fair_fpr_gap = cfg_double(c, "monitor.fairness.max_fpr_gap");
 }
 
 struct slice {
@@ -288,6 +292,10 @@ struct mon {
     char grp_label[MON_GROUPS][MON_NAME_MAX + FAIR_NAME]; /* "home=rent": alerts' feature */
     double grp_approval[MON_GROUPS], grp_di[MON_GROUPS];  /* last evaluation */
     struct fair *fair;              /* the evaluation's groups (common/monitor/fairness.h) */
+    struct fair_outcomes *out;      /* labelled decisions per slice and group */
+    struct fair *ofair;             /* their last evaluation: TPR, FPR per group */
+    int out_full_logged;
+    char gap_label[2][MON_NAME_MAX + FAIR_NAME]; /* "home=rent": the TPR, FPR alerts' group */
     int64_t slice_events, slice_ms;
     struct check *psi, *miss;       /* per feature */
     struct check chk[MON_NCHECKS];  /* model-wide checks */
@@ -354,12 +362,13 @@ static int map_group(struct mon *m, const char *const *names, size_t n, struct e
     if (field && m->o.fair_feature && *m->o.fair_feature)
         return err_set(e, ERR_CONFIG, "config: monitor.fairness.field=%s and "
                        "monitor.fairness.feature=%s: set one of them", field, m->o.fair_feature);
-    m->fair_on = field != NULL;
+    m->fair_on = field != NULL || *mon_label_field(m);
     if (!m->fair_on && (!m->o.fair_feature || !*m->o.fair_feature))
         return ERR_OK;
-    if (!(m->fair = calloc(1, sizeof(*m->fair))))
+    if (!(m->fair = calloc(1, sizeof(*m->fair))) || !(m->ofair = calloc(1, sizeof(*m->ofair))) ||
+        !(m->out = fair_outcomes_open(m->nslices)))
         return err_set(e, ERR_NOMEM, "out of memory");
-    if (field)
+    if (m->fair_on && !(m->o.fair_feature && *m->o.fair_feature))
         return ERR_OK;
     m->fair_on = 1;
     for (size_t j = 0; j < n; j++)
@@ -475,6 +484,8 @@ void mon_close(struct mon *m)
     free(m->labels);
     free(m->lab_tmp);
     free(m->fair);
+    free(m->ofair);
+    fair_outcomes_close(m->out);
     mon_baseline_free(m->b);
     free(m);
 }
@@ -554,6 +565,26 @@ static int group_slot(struct mon *m, const char *group)
     return m->ngroups++;
 }
 
+const char *mon_fair_group(const struct mon *m, const float *x, const char *group, char *buf,
+                           size_t cap)
+{
+    if (!m->fair_on)
+        return NULL;
+    if (m->fair_idx >= 0) {
+        float g = x[m->fair_idx];
+        if (!(g >= 0 && g < MON_GROUPS) || g != floorf(g))
+            return NULL;
+        snprintf(buf, cap, "%d", (int)g);
+        return buf;
+    }
+    return group;
+}
+
+const char *mon_label_field(const struct mon *m)
+{
+    return m->o.fair_label_field ? m->o.fair_label_field : "";
+}
+
 void mon_observe_decision(struct mon *m, const float *x, const char *group, int approved)
 {
     char code[16];
@@ -562,13 +593,7 @@ void mon_observe_decision(struct mon *m, const float *x, const char *group, int 
 
     if (!m->fair_on || m->cur < 0)
         return;
-    if (m->fair_idx >= 0) {
-        float g = x[m->fair_idx];
-        if (!(g >= 0 && g < MON_GROUPS) || g != floorf(g))
-            return;
-        snprintf(code, sizeof(code), "%d", (int)g);
-        group = code;
-    }
+    group = mon_fair_group(m, x, group, code, sizeof(code));
     if (!group || (k = group_slot(m, group)) < 0)
         return;
     s = &m->ring[m->cur];
@@ -585,6 +610,16 @@ void mon_observe_label(struct mon *m, double score, int label)
     m->lab_next = (m->lab_next + 1) % m->lab_cap;
     if (m->nlab < m->lab_cap)
         m->nlab++;
+}
+
+void mon_observe_outcome(struct mon *m, const char *group, int approved, int label)
+{
+    if (!m->out || !group)
+        return;
+    if (fair_outcomes_add(m->out, m->cur < 0 ? 0 : m->cur, group, approved, label) &&
+        !m->out_full_logged++)
+        log_warn("monitor: fairness outcome group %.40s is one more than %d: not counted (nor "
+                 "any further new group)", group, FAIR_OUT_GROUPS);
 }
 
 /* ---- evaluation ---- */
@@ -791,6 +826,37 @@ static void eval_fairness(struct mon *m)
     apply(m, &m->chk[MON_FAIRNESS], MON_FAIRNESS, m->grp_label[f->worst], &r);
 }
 
+/* TPR and FPR per group of the labelled decisions in the window; the
+ * gaps (highest - lowest, fair_gap) against monitor.fairness.max_tpr_gap /
+ * max_fpr_gap, WARNING only. The TPR alert names the group with the lowest
+ * TPR (its bad outcomes missed most), the FPR alert the one with the
+ * highest FPR (its good applicants flagged most). */
+static void eval_outcomes(struct mon *m)
+{
+    const char *what = *mon_label_field(m) ? mon_label_field(m)
+                       : m->fair_idx >= 0  ? m->o.fair_feature
+                                           : m->o.fair_field;
+    size_t min_n = m->o.fair_min_group > 0 ? (size_t)m->o.fair_min_group : 1;
+
+    if (!m->out)
+        return;
+    fair_outcomes_sum(m->out, m->ofair);
+    for (int fpr = 0; fpr < 2; fpr++) {
+        size_t lo, hi;
+        double gap = fair_gap(m->ofair, fpr, min_n, &lo, &hi), bound;
+        struct reading r;
+
+        if (isnan(gap))
+            continue;
+        bound = fpr ? m->o.fair_fpr_gap : m->o.fair_tpr_gap;
+        snprintf(m->gap_label[fpr], sizeof(m->gap_label[fpr]), "%s=%s", what,
+                 m->ofair->g[fpr ? hi : lo].name);
+        r = plain(gap, bound, INFINITY, NAN);
+        apply(m, &m->chk[fpr ? MON_FPR_GAP : MON_TPR_GAP], fpr ? MON_FPR_GAP : MON_TPR_GAP,
+              m->gap_label[fpr], &r);
+    }
+}
+
 static void evaluate(struct mon *m, int64_t now_ms)
 {
     m->labels_new = 0;
@@ -807,6 +873,7 @@ static void evaluate(struct mon *m, int64_t now_ms)
     eval_health(m);
     eval_auc(m);
     eval_fairness(m);
+    eval_outcomes(m);
 }
 
 size_t mon_tick(struct mon *m, int64_t now_ms)
@@ -824,6 +891,7 @@ size_t mon_tick(struct mon *m, int64_t now_ms)
             m->win_start = m->win_end;
             m->win_end = now_ms;
             eval_auc(m);
+            eval_outcomes(m);
         }
         return m->nalerts;
     }
@@ -833,6 +901,8 @@ size_t mon_tick(struct mon *m, int64_t now_ms)
     evaluate(m, now_ms);
     m->cur = (m->cur + 1) % m->nslices;
     slice_reset(&m->ring[m->cur], m->nf, now_ms);
+    if (m->out)
+        fair_outcomes_clear(m->out, m->cur);
     return m->nalerts;
 }
 
@@ -894,6 +964,15 @@ void mon_snapshot(const struct mon *m, struct mon_snapshot *s)
         s->group_approval[k] = m->grp_approval[k];
         s->group_di[k] = m->grp_di[k];
     }
+    s->nogroups = m->ofair ? m->ofair->n_groups : 0;
+    s->nogroups = s->nogroups < MON_GROUPS ? s->nogroups : MON_GROUPS;
+    for (size_t k = 0; k < s->nogroups; k++) {
+        s->ogroup[k] = m->ofair->g[k].name;
+        s->group_tpr[k] = m->ofair->g[k].tpr;
+        s->group_fpr[k] = m->ofair->g[k].fpr;
+    }
+    s->tpr_gap = m->chk[MON_TPR_GAP].observed;
+    s->fpr_gap = m->chk[MON_FPR_GAP].observed;
     s->windows = m->windows;
     s->window_events = m->win_events;
     s->degraded = mon_degraded(m);
@@ -914,8 +993,10 @@ static json_t *finite_real(double x)
 
 static void alert_message(const struct mon_alert *a, char *out, size_t cap)
 {
-    const char *what = a->check == MON_FAIRNESS ? "fairness (disparate impact)"
-                                                : mon_check_name(a->check);
+    const char *what = a->check == MON_FAIRNESS  ? "fairness (disparate impact)"
+                       : a->check == MON_TPR_GAP ? "fairness (TPR gap between groups)"
+                       : a->check == MON_FPR_GAP ? "fairness (FPR gap between groups)"
+                                                 : mon_check_name(a->check);
 
     if (a->to == MON_OK)
         snprintf(out, cap, "%s%s%s resolved: %.4g (threshold %.4g)", what,

@@ -19,6 +19,11 @@
  *                 code of its vector): approval rate per group and the
  *                 disparate impact ratio min/max, through common/monitor/fairness.h
  *                 as `streamml report` computes it
+ *   fairness_tpr  with labels joined (mon_observe_outcome): the gap between
+ *   fairness_fpr  the groups' highest and lowest TPR, FPR of the adverse
+ *                 decision over the window (fair_gap); the group from the
+ *                 decision's (as above) or a field of the label record
+ *                 (monitor.fairness.label_field)
  * Each check has a level (OK, WARNING, CRITICAL); an alert is produced only
  * when a level changes (no storm of repeated alerts), RESOLVED when it goes
  * back to OK. Leaving a level needs the value to fall below its threshold
@@ -130,15 +135,17 @@ struct mon_opts {
                                                   field's value); both NULL or "": off */
     double fair_warn;                          /* disparate impact below: WARNING */
     int64_t fair_min_group;                    /* events a group needs to count */
+    const char *fair_label_field;              /* outcome groups from the label record */
+    double fair_tpr_gap, fair_fpr_gap;         /* TPR / FPR gap above: WARNING */
 };
 void mon_opts_from_cfg(const struct cfg *c, struct mon_opts *o);
 
 enum mon_check {
     MON_DATA_DRIFT = 0, MON_MISSING, MON_SCORE_PSI, MON_SCORE_MEAN, MON_LATENCY,
-    MON_ERROR_RATE, MON_AUC, MON_FAIRNESS, MON_NCHECKS
+    MON_ERROR_RATE, MON_AUC, MON_FAIRNESS, MON_TPR_GAP, MON_FPR_GAP, MON_NCHECKS
 };
 /* "data_drift", "missing_rate", "score_psi", "score_mean", "latency_p99",
- * "error_rate", "auc", "fairness". */
+ * "error_rate", "auc", "fairness", "fairness_tpr", "fairness_fpr". */
 const char *mon_check_name(enum mon_check c);
 
 /* One level change. feature is NULL for model-wide checks. */
@@ -177,6 +184,20 @@ void mon_observe_decision(struct mon *m, const float *x, const char *group, int 
 int mon_fair_by_field(const struct mon *m);
 /* A label joined to its prediction's score (label 0/1). */
 void mon_observe_label(struct mon *m, double score, int label);
+/* The group text of a decision for x: group itself, or x's category code
+ * with monitor.fairness.feature (written in buf[0..cap)); NULL when no
+ * fairness check is on or x has no valid code. */
+const char *mon_fair_group(const struct mon *m, const float *x, const char *group, char *buf,
+                           size_t cap);
+/* The label record's field naming the outcome groups (monitor.fairness.
+ * label_field); "" when they are the decisions' groups. */
+const char *mon_label_field(const struct mon *m);
+/* A joined label with the decision of its prediction (approved 0/1) and
+ * its group (a decision's group, or the label record's field): counted
+ * for the fairness_tpr / fairness_fpr checks in the current slice. The
+ * first FAIR_OUT_GROUPS groups are counted (a later one is logged once);
+ * a no-op without a fairness check or with group NULL. */
+void mon_observe_outcome(struct mon *m, const char *group, int approved, int label);
 /* Closes the current slice when it is full or old and evaluates the
  * window; call it on every loop turn. Returns the number of alerts now
  * pending (see mon_alerts). */
@@ -201,6 +222,10 @@ struct mon_snapshot {
     const char *group[MON_GROUPS];  /* their names, live as the monitor */
     double group_approval[MON_GROUPS]; /* last window; NaN: no decision in it */
     double group_di[MON_GROUPS];    /* approval / the highest; NaN: under min_group */
+    size_t nogroups;                /* groups of the labelled outcomes, <= MON_GROUPS */
+    const char *ogroup[MON_GROUPS]; /* their names, live as the monitor */
+    double group_tpr[MON_GROUPS], group_fpr[MON_GROUPS]; /* window; NaN: no label */
+    double tpr_gap, fpr_gap;        /* highest - lowest; NaN: under two groups */
     int64_t windows, window_events;
     int degraded;
     int level[MON_NCHECKS];         /* worst level per check */

@@ -8,6 +8,7 @@
 
 #include "codec.h"
 #include "gbdt.h"
+#include "labels.h"
 #include "metrics.h"
 #include "monitor.h"
 #include "reasons.h"
@@ -453,4 +454,15 @@ void txn_observe_decision(struct mon *m, int field, const struct txn_event *ev, 
 
     mon_observe_decision(m, x, txn_fair_group(field, ev, g, sizeof(g)),
                          strcmp(decision, "approve") == 0);
+}
+
+void txn_remember(struct labels *l, const struct mon *m, int field, const struct txn_event *ev,
+                  const float *x, const char *event_id, double score, const char *decision)
+{
+    char g[64];
+    const char *group = m ? mon_fair_group(m, x, txn_fair_group(field, ev, g, sizeof(g)), g,
+                                           sizeof(g))
+                          : NULL;
+
+    labels_remember_decision(l, event_id, score, group, strcmp(decision, "approve") == 0);
 }

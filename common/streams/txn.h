@@ -100,5 +100,11 @@ struct mon;
  * any), approved when decision is "approve". */
 void txn_observe_decision(struct mon *m, int field, const struct txn_event *ev, const float *x,
                           const char *decision);
+struct labels;
+/* The prediction of ev (vector x) remembered for its label
+ * (labels_remember_decision): score, decision and m's fairness group
+ * (mon_fair_group; none when m is NULL), for TPR/FPR per group live. */
+void txn_remember(struct labels *l, const struct mon *m, int field, const struct txn_event *ev,
+                  const float *x, const char *event_id, double score, const char *decision);
 
 #endif

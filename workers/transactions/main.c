@@ -194,7 +194,8 @@ static int txn_emit(void *self, const struct wk_batch *b, size_t i, struct wk_re
     }
     /* The rolling AUC is the champion's (per variant: `streamml abtest`). */
     if (t->lab && v == 0)
-        labels_remember(t->lab, p->event_id, p->probability);
+        txn_remember(t->lab, t->mon[0], t->fair_field, &t->evs[i], x, p->event_id,
+                     p->probability, p->decision);
     emit_shadows(t, p, x, b->wall_ms);
     return ERR_OK;
 }
