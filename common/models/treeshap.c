@@ -72,6 +72,7 @@ typedef float v4f __attribute__((vector_size(LANES * sizeof(float))));
  * Children are adjacent, so their workspace rows are one (unaligned) load. */
 typedef double v8 __attribute__((vector_size(2 * LANES * sizeof(double)), aligned(8)));
 typedef float v8f __attribute__((vector_size(2 * LANES * sizeof(float)), aligned(32)));
+typedef int32_t v8i __attribute__((vector_size(2 * LANES * sizeof(int32_t)), aligned(32)));
 
 /* A split as the pair kernel explains it. Its children share the gate: the
  * nearest edge above on the split's feature (o_prev; the tree's size, whose
@@ -80,21 +81,25 @@ typedef float v8f __attribute__((vector_size(2 * LANES * sizeof(float)), aligned
 struct pinner {
     float thr;       /* goes right when x >= thr */
     uint32_t meta;   /* feature | M_DRIGHT */
-    uint32_t self;   /* its local index */
-    uint32_t left;   /* left child, right = left + 1 */
-    uint32_t o_prev; /* the gate */
-    uint32_t ex0;    /* where the left child's leaves are taken out (ex_prev) */
-    uint32_t ex1;    /* the same for the right child */
+    uint16_t self;   /* its local index (trees of the pair kernel: < 512 nodes) */
+    uint16_t left;   /* left child, right = left + 1 */
+    uint16_t o_prev; /* the gate */
+    uint16_t ex0;    /* where the left child's leaves are taken out (ex_prev) */
+    uint16_t ex1;    /* the same for the right child */
+    uint16_t pad;
     uint32_t cold;   /* its case-2 factors in pcold (0 when it has no gate: never read) */
     float v0, v1;    /* the children's leaf outputs (0 for an inner child) */
 };
 
 /* Per split: the children's factors in cases 0 and 1 (hot child a, cold b,
- * each divided by the gate's hot factor) and their credit weights (ra for
- * the hot child, rb for the cold one); case 2 is in pcold and rb2. */
+ * each divided by the gate's hot factor) and the hot children's credit
+ * weights ra (left's in lanes 0-3, right's in 4-7); a cold child's is rb,
+ * the same for all, so it is blended in per row rather than stored (96
+ * bytes a split, what streams through the cache per row). Case 2 is in
+ * pcold and rb2. */
 struct pvec {
     v8f f[2];
-    v8f r[2];
+    v8f ra;
 };
 
 struct treeshap {
@@ -272,11 +277,12 @@ static void compile_pairs(struct treeshap *ts, size_t t, const struct tsnode *nd
 
         pi->thr = in->thr;
         pi->meta = in->meta;
-        pi->self = in->self;
-        pi->left = in->left;
-        pi->o_prev = ed[c0].o_prev; /* the same for both children */
-        pi->ex0 = ed[c0].ex_prev;
-        pi->ex1 = ed[c1].ex_prev;
+        pi->self = (uint16_t)in->self;
+        pi->left = (uint16_t)in->left;
+        pi->o_prev = (uint16_t)ed[c0].o_prev; /* the same for both children */
+        pi->ex0 = (uint16_t)ed[c0].ex_prev;
+        pi->ex1 = (uint16_t)ed[c1].ex_prev;
+        pi->pad = 0;
         pi->v0 = ed[c0].value;
         pi->v1 = ed[c1].value;
         pi->cold = 0;
@@ -286,10 +292,8 @@ static void compile_pairs(struct treeshap *ts, size_t t, const struct tsnode *nd
             pv->f[0][LANES + l] = vec[c1 * 4 + 1][l];
             pv->f[1][l] = vec[c0 * 4 + 1][l];
             pv->f[1][LANES + l] = vec[c1 * 4 + 0][l];
-            pv->r[0][l] = vec[c0 * 4 + 3][l];
-            pv->r[0][LANES + l] = ts->rb[0][l];
-            pv->r[1][l] = ts->rb[0][l];
-            pv->r[1][LANES + l] = vec[c1 * 4 + 3][l];
+            pv->ra[l] = vec[c0 * 4 + 3][l];
+            pv->ra[LANES + l] = vec[c1 * 4 + 3][l];
         }
         if (pi->o_prev != n) {
             v8f *cz = &ts->pcold[++ts->n_cold];
@@ -326,7 +330,7 @@ static int alloc_model(struct treeshap *ts, const struct gbdt *g, struct err *e)
     ts->vec = aligned_alloc(sizeof(v4f), (total ? total : 1) * 4 * (size_t)ts->C * sizeof(v4f));
     if (!ts->inner || !ts->edge || !ts->vec)
         return err_set(e, ERR_NOMEM, "treeshap: out of memory (%zu nodes)", total);
-    if (ts->C == 1) {
+    if (ts->C == 1 && ts->max_nodes < UINT16_MAX) { /* pinner's 16-bit indices */
         size_t v8b = (total + 1) * sizeof(v8f);
         ts->pin = calloc(total + 1, sizeof(*ts->pin));
         ts->pvec = aligned_alloc(sizeof(v8f), (total + 1) * sizeof(*ts->pvec));
@@ -535,10 +539,12 @@ INLINE void explain_tree_pairs(const struct treeshap *ts, struct treeshap_ws *w,
     }
     for (size_t i = i1; i-- > i0;) {
         const struct pinner *p = &pin[i];
-        uint32_t k = kk[p->self];
-        const v8f *r = k < 2 ? &pvec[i].r[k] : &ts->rb2;
+        int32_t k = kk[p->self];
+        /* the hot child's lanes from ra, the cold one's (all in case 2) rb */
+        v8i hot = (v8i){k, k, k, k, k, k, k, k} == (v8i){0, 0, 0, 0, 1, 1, 1, 1};
+        v8f r = (v8f)(((v8i)pvec[i].ra & hot) | ((v8i)ts->rb2 & ~hot));
         v8 u = *(const v8 *)&up[p->left];
-        v8 c = __builtin_convertvector(*r, v8) * (u - *(const v8 *)&ex[p->left]);
+        v8 c = __builtin_convertvector(r, v8) * (u - *(const v8 *)&ex[p->left]);
         v4 *ph = w->phiv + (p->meta & M_FEAT);
         *ph += LO(c) + HI(c);
         up[p->self] = LO(u) + HI(u);
@@ -569,7 +575,7 @@ static void explain(const struct treeshap *t, struct treeshap_ws *w, const float
                     int pairs)
 {
     memset(w->phiv, 0, t->nf * (size_t)t->C * sizeof(v4));
-    if (t->C == 1 && pairs)
+    if (t->pin && pairs)
         forest_pairs(t, w, x);
     else if (t->C == 1)
         forest1(t, w, x);
