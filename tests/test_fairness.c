@@ -1,7 +1,9 @@
 /* Fairness by outcome (common/monitor/fairness.c): per-group approval rate, TPR and
  * FPR of the adverse decision, disparate impact against the best-approved
  * group and the 80% rule, on a hand-counted table; unknown labels count for
- * approval only; too many groups are refused by name. */
+ * approval only; too many groups are refused by name. The live outcome
+ * counts (fair_outcomes_*): a ring of slices summed into TPR/FPR per
+ * group, a cleared slice forgotten, the TPR and FPR gaps between groups. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -167,6 +169,50 @@ static void test_report_fairness_section(void **st)
     rmdir(dir);
 }
 
+static void test_outcome_ring_and_gaps(void **st)
+{
+    struct fair_outcomes *o = fair_outcomes_open(2);
+    struct fair f;
+    size_t lo, hi;
+    char name[16];
+
+    (void)st;
+    assert_non_null(o);
+    /* slice 0: A 4 bad (1 flagged), 4 good (3 flagged); B 4 bad (4 flagged), 4 good (0) */
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(fair_outcomes_add(o, 0, "A", i != 0, 1), 0);
+        assert_int_equal(fair_outcomes_add(o, 0, "A", i == 0, 0), 0);
+        assert_int_equal(fair_outcomes_add(o, 0, "B", 0, 1), 0);
+        assert_int_equal(fair_outcomes_add(o, 0, "B", 1, 0), 0);
+    }
+    /* slice 1: C, one bad flagged (under min_n 2 below) */
+    assert_int_equal(fair_outcomes_add(o, 1, "C", 0, 1), 0);
+    fair_outcomes_sum(o, &f);
+    assert_int_equal(f.n_groups, 3);
+    assert_string_equal(f.g[0].name, "A");
+    assert_true(fabs(f.g[0].tpr - 0.25) < 1e-12 && fabs(f.g[0].fpr - 0.75) < 1e-12);
+    assert_true(fabs(f.g[1].tpr - 1) < 1e-12 && fabs(f.g[1].fpr - 0) < 1e-12);
+    assert_true(isnan(f.g[2].fpr));
+    assert_true(fabs(fair_gap(&f, 0, 2, &lo, &hi) - 0.75) < 1e-12);
+    assert_int_equal(lo, 0);
+    assert_int_equal(hi, 1);
+    assert_true(fabs(fair_gap(&f, 1, 2, &lo, &hi) - 0.75) < 1e-12);
+    assert_int_equal(hi, 0); /* A's good applicants flagged most */
+    assert_true(fabs(fair_gap(&f, 0, 1, &lo, &hi) - 0.75) < 1e-12); /* C's TPR 1 ties B's */
+    /* the slice of A and B reused: only C is left, one group: no gap */
+    fair_outcomes_clear(o, 0);
+    fair_outcomes_sum(o, &f);
+    assert_int_equal(f.g[0].bad + f.g[1].bad, 0);
+    assert_true(isnan(fair_gap(&f, 0, 1, &lo, &hi)));
+    /* a 17th group is not counted */
+    for (int k = 3; k < FAIR_OUT_GROUPS; k++) {
+        snprintf(name, sizeof(name), "g%d", k);
+        assert_int_equal(fair_outcomes_add(o, 1, name, 1, 0), 0);
+    }
+    assert_int_equal(fair_outcomes_add(o, 1, "one-more", 1, 0), 1);
+    fair_outcomes_close(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -175,6 +221,7 @@ int main(void)
         cmocka_unit_test(test_too_many_groups_are_refused_by_name),
         cmocka_unit_test(test_min_group_leaves_small_groups_out),
         cmocka_unit_test(test_report_fairness_section),
+        cmocka_unit_test(test_outcome_ring_and_gaps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -557,6 +557,53 @@ static void test_fairness_disparate_impact(void **state)
     assert_non_null(strstr(e.msg, "monitor.fairness.feature=religion"));
 }
 
+/* TPR/FPR gaps from labelled decisions (mon_observe_outcome): group A's
+ * bad outcomes missed -> WARNING fairness_tpr naming it; outcomes that
+ * follow the decisions in both groups -> RESOLVED. */
+static void test_fairness_outcome_gaps(void **state)
+{
+    struct mon_opts o;
+    const char *names[] = {"amount"};
+    double psi[1], miss[1];
+    struct mon_snapshot s = {.nfeat = 0, .psi = psi, .missing = miss};
+    struct err e = {0};
+    struct mon *m;
+    size_t na;
+    const struct mon_alert *a;
+    int64_t t = 0;
+
+    (void)state;
+    default_opts(&o);
+    o.window_events = 200;
+    o.fair_label_field = "group";
+    o.fair_tpr_gap = o.fair_fpr_gap = 0.2;
+    o.fair_min_group = 20; /* 25 bad and 75 good labels a group */
+    m = mon_open(&o, mon_baseline_new("t", "m"), names, 1, &e);
+    assert_non_null(m);
+    for (int rep = 0; rep < 2; rep++) {
+        for (int i = 0; i < 200; i++, t++) {
+            float x[1] = {1};
+            int bad = (i / 2) % 4 == 0, approved = !bad;
+            mon_observe(m, x, 0.5, 10, 0, t);
+            /* rep 0: group A's bad outcomes were approved */
+            mon_observe_outcome(m, i % 2 ? "A" : "B", rep == 0 && i % 2 ? 1 : approved, bad);
+        }
+        mon_tick(m, t);
+        mon_snapshot(m, &s);
+        a = mon_alerts(m, &na);
+        assert_int_equal(na, 1);
+        assert_int_equal(a[0].check, MON_TPR_GAP);
+        if (rep == 0)
+            assert_string_equal(a[0].feature, "group=A");
+        assert_int_equal(a[0].to, rep == 0 ? MON_WARNING : MON_OK);
+        assert_true(fabs(s.tpr_gap - (rep == 0 ? 1.0 : 0.0)) < 1e-12);
+        assert_int_equal(s.nogroups, 2);
+        mon_alerts_clear(m);
+    }
+    assert_int_equal(mon_level_of(m, MON_FPR_GAP, 0), MON_OK);
+    mon_close(m);
+}
+
 static void test_time_closes_a_slice(void **state)
 {
     double *train = normal_sample(2000, 0, 1), *shifted = normal_sample(600, 3, 2);
@@ -746,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_auc_drop_raises_alert),
         cmocka_unit_test(test_labels_after_the_stream_stops_are_evaluated),
         cmocka_unit_test(test_fairness_disparate_impact),
+        cmocka_unit_test(test_fairness_outcome_gaps),
         cmocka_unit_test(test_time_closes_a_slice),
         cmocka_unit_test(test_unknown_feature_is_config_error),
         cmocka_unit_test(test_baseline_round_trip),
