@@ -94,12 +94,14 @@ struct pinner {
 /* Per split: the children's factors in cases 0 and 1 (hot child a, cold b,
  * each divided by the gate's hot factor) and the hot children's credit
  * weights ra (left's in lanes 0-3, right's in 4-7); a cold child's is rb,
- * the same for all, so it is blended in per row rather than stored (96
- * bytes a split, what streams through the cache per row). Case 2 is in
- * pcold and rb2. */
+ * the same for all, so it is blended in per row rather than stored. With
+ * its pinner, 128 bytes a split on two cache lines (what streams through
+ * the cache per row, in one stream): the pass up reads only the first.
+ * Case 2 is in pcold and rb2. */
 struct pvec {
-    v8f f[2];
+    struct pinner p; /* 32 bytes */
     v8f ra;
+    v8f f[2];
 };
 
 struct treeshap {
@@ -116,8 +118,7 @@ struct treeshap {
     double bias;
     int C; /* vectors per node: points / LANES */
     /* the pair kernel's copy (C == 1 only; NULL otherwise) */
-    struct pinner *pin; /* parallel to inner */
-    struct pvec *pvec;  /* parallel to inner */
+    struct pvec *pvec; /* parallel to inner */
     v8f *pcold;         /* [0] unused, then one per split with a gate */
     size_t n_cold;
     v8f rb2; /* rb in both halves: the credit of case 2 */
@@ -272,7 +273,7 @@ static void compile_pairs(struct treeshap *ts, size_t t, const struct tsnode *nd
 
     for (; in < end; in++) {
         size_t i = (size_t)(in - ts->inner), c0 = in->left, c1 = c0 + 1;
-        struct pinner *pi = &ts->pin[i];
+        struct pinner *pi = &ts->pvec[i].p;
         struct pvec *pv = &ts->pvec[i];
 
         pi->thr = in->thr;
@@ -332,10 +333,9 @@ static int alloc_model(struct treeshap *ts, const struct gbdt *g, struct err *e)
         return err_set(e, ERR_NOMEM, "treeshap: out of memory (%zu nodes)", total);
     if (ts->C == 1 && ts->max_nodes < UINT16_MAX) { /* pinner's 16-bit indices */
         size_t v8b = (total + 1) * sizeof(v8f);
-        ts->pin = calloc(total + 1, sizeof(*ts->pin));
-        ts->pvec = aligned_alloc(sizeof(v8f), (total + 1) * sizeof(*ts->pvec));
+        ts->pvec = aligned_alloc(64, (total + 1) * sizeof(*ts->pvec)); /* cache lines */
         ts->pcold = aligned_alloc(sizeof(v8f), v8b);
-        if (!ts->pin || !ts->pvec || !ts->pcold)
+        if (!ts->pvec || !ts->pcold)
             return err_set(e, ERR_NOMEM, "treeshap: out of memory (%zu nodes)", total);
     }
     return ERR_OK;
@@ -386,7 +386,7 @@ struct treeshap *treeshap_open(const struct gbdt *g, struct err *e)
             goto out_close;
         else {
             compile_tree(ts, t, nd, zc, tq, wq);
-            if (ts->pin)
+            if (ts->pvec)
                 compile_pairs(ts, t, nd);
         }
     free(zc);
@@ -410,7 +410,6 @@ void treeshap_close(struct treeshap *t)
     free(t->inner);
     free(t->edge);
     free(t->vec);
-    free(t->pin);
     free(t->pvec);
     free(t->pcold);
     free(t);
@@ -513,7 +512,6 @@ INLINE void explain_tree_pairs(const struct treeshap *ts, struct treeshap_ws *w,
                                const float *x)
 {
     size_t i0 = ts->ioff[t], i1 = ts->ioff[t + 1];
-    const struct pinner *pin = ts->pin;
     const struct pvec *pvec = ts->pvec;
     v4 *down = w->down, *up = w->up, *ex = w->ex;
     uint8_t *o = w->o, *kk = w->k;
@@ -521,7 +519,7 @@ INLINE void explain_tree_pairs(const struct treeshap *ts, struct treeshap_ws *w,
     o[ts->off[t + 1] - ts->off[t]] = 1;
     down[0] = (v4){1, 1, 1, 1};
     for (size_t i = i0; i < i1; i++) {
-        const struct pinner *p = &pin[i];
+        const struct pinner *p = &pvec[i].p;
         float v = x[p->meta & M_FEAT];
         uint32_t right = (uint32_t)(v >= p->thr) | ((uint32_t)(v != v) & (p->meta >> 31));
         uint32_t po = o[p->o_prev];
@@ -538,7 +536,7 @@ INLINE void explain_tree_pairs(const struct treeshap *ts, struct treeshap_ws *w,
         *(v8 *)&ex[p->left] = (v8){0, 0, 0, 0, 0, 0, 0, 0};
     }
     for (size_t i = i1; i-- > i0;) {
-        const struct pinner *p = &pin[i];
+        const struct pinner *p = &pvec[i].p;
         int32_t k = kk[p->self];
         /* the hot child's lanes from ra, the cold one's (all in case 2) rb */
         v8i hot = (v8i){k, k, k, k, k, k, k, k} == (v8i){0, 0, 0, 0, 1, 1, 1, 1};
@@ -575,7 +573,7 @@ static void explain(const struct treeshap *t, struct treeshap_ws *w, const float
                     int pairs)
 {
     memset(w->phiv, 0, t->nf * (size_t)t->C * sizeof(v4));
-    if (t->pin && pairs)
+    if (t->pvec && pairs)
         forest_pairs(t, w, x);
     else if (t->C == 1)
         forest1(t, w, x);
