@@ -336,6 +336,81 @@ void sess_top_finish(struct sess_top *hp, int hn, int k)
         hp[j] = (struct sess_top){-1, 0.0f}; /* fewer items than k */
 }
 
+/* The k-th largest of f[0..n) (1 <= k <= n; f is reordered): quickselect,
+ * Hoare partition around a median of three. */
+static float kth_largest(float *f, int n, int k)
+{
+    int lo = 0, hi = n - 1, want = k - 1;
+
+    while (lo < hi) {
+        float a = f[lo], b = f[lo + (hi - lo) / 2], c = f[hi], p, x;
+        int i = lo, j = hi;
+        p = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+        while (i <= j) { /* descending: > p to the left */
+            while (f[i] > p)
+                i++;
+            while (f[j] < p)
+                j--;
+            if (i <= j) {
+                x = f[i];
+                f[i++] = f[j];
+                f[j--] = x;
+            }
+        }
+        if (want <= j)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            break; /* between j and i: all equal to p */
+    }
+    return f[want];
+}
+
+#define KEEP_TIES 64 /* ties at the k-th score handled on the fast path */
+
+float sess_top_keep(struct sess_top *t, int *n, int k, float *scratch)
+{
+    struct sess_top tie[KEEP_TIES];
+    int nn = *n, m = 0, nt = 0, need;
+    float th;
+
+    if (k < 1) {
+        *n = 0;
+        return INFINITY;
+    }
+    if (nn <= k) {
+        th = nn ? t[0].score : -INFINITY;
+        for (int i = 1; i < nn; i++)
+            th = t[i].score < th ? t[i].score : th;
+        return th;
+    }
+    for (int i = 0; i < nn; i++)
+        scratch[i] = t[i].score;
+    th = kth_largest(scratch, nn, k);
+    for (int i = 0; i < nn; i++)
+        nt += t[i].score == th;
+    if (nt > KEEP_TIES) { /* many equal scores (a degenerate model): sort them all */
+        qsort(t, (size_t)nn, sizeof(*t), by_score_desc);
+        *n = k;
+        return th;
+    }
+    nt = 0;
+    for (int i = 0; i < nn; i++) { /* in place and without a branch: m <= i */
+        struct sess_top x = t[i];
+        if (x.score == th)
+            tie[nt++] = x;
+        t[m] = x;
+        m += x.score > th;
+    }
+    need = k - m; /* 1..nt (fewer than k are above th): the ties of the lowest ids */
+    if (nt > need)
+        qsort(tie, (size_t)nt, sizeof(*tie), by_score_desc); /* equal scores: by id */
+    memcpy(t + m, tie, (size_t)need * sizeof(*t));
+    *n = k;
+    return th;
+}
+
 #define TOPK_CHUNK 256 /* sessions per pass over the catalog */
 
 static void topk_chunk(const struct sess_model *m, size_t nb, const float *h, int k,

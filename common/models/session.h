@@ -85,6 +85,14 @@ void sess_topk(const struct sess_model *m, size_t n, const float *h, int k, stru
 void sess_top_offer(struct sess_top *hp, int *hn, int k, struct sess_top x);
 /* Sorts the hn kept entries best first and pads hp[hn..k) with item -1. */
 void sess_top_finish(struct sess_top *hp, int hn, int k);
+/* Keeps the k best of t[0..*n) (sess_topk's order: a higher score, then a
+ * lower id; no NaN) in t[0..k), in no particular order, sets *n = k and
+ * returns the k-th best score (nothing below it can enter any more); with
+ * *n <= k it keeps all and returns the lowest; k < 1 keeps none (+inf).
+ * scratch: *n floats. A float
+ * selection, one filtering pass and no sort: what a pool of thousands of
+ * candidates needs (the qsort of sess_top_finish was a quarter of a click). */
+float sess_top_keep(struct sess_top *t, int *n, int k, float *scratch);
 /* The output layer, read-only, for searches over it (common/models/ann.c):
  * out.weight (*out_in 1: items rows of hidden floats; 0: hidden rows of
  * items floats) and out.bias [items]; they live as long as m. */
@@ -147,7 +155,7 @@ struct rec_list {
 
 struct rec_input {
     const float *scores;        /* the session's catalog scores; NULL: see top */
-    const struct sess_top *top; /* or its best items (sess_topk), best first ... */
+    const struct sess_top *top; /* or its best items (sess_topk; any order) ... */
     size_t n_top;
     const float *h;         /* ... and its hidden state (other items' scores);
                                scores, top and h all NULL: cold start */

@@ -28,6 +28,10 @@ struct rec_ctx {
     unsigned *mask;
     unsigned char *used;
     int64_t *heap;
+    struct sess_top *tops; /* cap: the GRU's usable items, for their selection */
+    float *fs;             /* cap floats: sess_top_keep's and MMR's scratch */
+    float *rows;           /* MMR: its candidates' embedding rows, gathered */
+    int dim;               /* of an embedding row */
     size_t n;
 };
 
@@ -56,7 +60,8 @@ int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct 
 {
     struct rec_ctx *c;
     int64_t items = sess_model_items(m), ids = o->ids > items ? o->ids : items;
-    size_t pool = o->pool ? (size_t)o->pool : (size_t)o->candidates + 2 * (size_t)o->k, cap;
+    size_t pool = o->pool ? (size_t)o->pool : (size_t)o->candidates + 2 * (size_t)o->k, cap, rows;
+    int dim;
 
     *out = NULL;
     if (o->pool < 0 || o->pool > REC_MAX_POOL)
@@ -76,6 +81,8 @@ int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct 
     if (!(o->epsilon >= 0 && o->epsilon <= 1))
         return err_set(e, ERR_CONFIG, "clickstream.epsilon %g: must be in [0, 1]", o->epsilon);
     cap = pool + 2 * REC_MAX_K; /* the fill of a tiny catalogue */
+    rows = o->mmr_pool > 0 && (size_t)o->mmr_pool < cap ? (size_t)o->mmr_pool : cap;
+    dim = (int)(sess_model_embedding(m, 1) - sess_model_embedding(m, 0));
     c = calloc(1, sizeof(*c));
     if (!c || !(c->excluded = calloc((size_t)ids, sizeof(uint32_t))) ||
         !(c->taken = calloc((size_t)ids, sizeof(uint32_t))) ||
@@ -83,13 +90,16 @@ int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct 
         !(c->cand = calloc(cap, sizeof(int64_t))) || !(c->rel = calloc(cap, sizeof(float))) ||
         !(c->score = calloc(cap, sizeof(float))) || !(c->maxsim = calloc(cap, sizeof(float))) ||
         !(c->src = calloc(cap, sizeof(*c->src))) || !(c->mask = calloc(cap, sizeof(unsigned))) ||
-        !(c->used = calloc(cap, 1)) || !(c->heap = calloc(cap, sizeof(int64_t)))) {
+        !(c->used = calloc(cap, 1)) || !(c->heap = calloc(cap, sizeof(int64_t))) ||
+        !(c->tops = calloc(cap, sizeof(*c->tops))) || !(c->fs = calloc(cap, sizeof(float))) ||
+        !(c->rows = calloc(rows * (size_t)dim, sizeof(float)))) {
         rec_ctx_close(c);
         return err_set(e, ERR_NOMEM, "out of memory for ranking scratch");
     }
     c->ids = ids;
     c->items = items;
     c->cap = cap;
+    c->dim = dim;
     c->m = m;
     c->o = *o;
     c->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
@@ -101,8 +111,8 @@ void rec_ctx_close(struct rec_ctx *c)
 {
     if (!c)
         return;
-    void *a[] = {c->excluded, c->taken, c->slot,  c->cand, c->rel,  c->score,
-                 c->maxsim,   c->src,   c->mask, c->used, c->heap};
+    void *a[] = {c->excluded, c->taken, c->slot, c->cand, c->rel,  c->score, c->maxsim,
+                 c->src,      c->mask,  c->used, c->heap, c->tops, c->fs,    c->rows};
     for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++)
         free(a[i]);
     free(c);
@@ -243,10 +253,15 @@ static void candidates(struct rec_ctx *c, const struct rec_input *in)
 
     if (in->scores) {
         top_scores(c, in->scores, c->o.candidates);
-    } else if (w) { /* best first: the session's items are skipped here */
-        for (size_t i = 0; i < in->n_top && c->n < (size_t)c->o.candidates; i++)
+    } else if (w) { /* the session's items are skipped, then the best `candidates` */
+        int nt = 0;
+        for (size_t i = 0; i < in->n_top && (size_t)nt < c->cap; i++)
             if (usable(c, in->top[i].item))
-                add(c, in->top[i].item, in->top[i].score, in->top[i].score, REC_GRU);
+                c->tops[nt++] = in->top[i];
+        if (nt > c->o.candidates) /* the same set as the first of a sorted list */
+            sess_top_keep(c->tops, &nt, c->o.candidates, c->fs);
+        for (int i = 0; i < nt; i++)
+            add(c, c->tops[i].item, c->tops[i].score, c->tops[i].score, REC_GRU);
     }
     if (in->n_lists) {
         for (size_t l = 0; l < in->n_lists; l++)
@@ -346,24 +361,26 @@ static void normalise_rel(struct rec_ctx *c)
         c->rel[i] = hi > lo ? (c->rel[i] - lo) / (hi - lo) : 1.0f;
 }
 
-/* BLAS: the plain loop is one serial chain of adds, and MMR's cosines were
- * the largest cost of ranking (bench/results.md). Cosine: the unit rows;
- * dot: the rows as trained (unbounded: a long embedding weighs more). */
-static float similarity(const struct rec_ctx *c, int64_t a, int64_t b, int dim)
+/* The rows MMR compares (cosine: the unit rows; dot: the rows as trained,
+ * unbounded: a long embedding weighs more), gathered once per click so
+ * that each pick's similarities to every candidate are one sgemv, instead
+ * of one sdot call per pair (MMR's similarities were the largest cost of
+ * ranking, bench/results.md). A new item (no embedding of the model's) is
+ * a zero row: similarity 0. */
+static void gather_rows(struct rec_ctx *c)
 {
-    if (a >= c->items || b >= c->items)
-        return 0.0f; /* a new item: no embedding of the model's */
-    if (c->o.mmr_dot)
-        return cblas_sdot(dim, sess_model_embedding(c->m, a), 1, sess_model_embedding(c->m, b),
-                          1);
-    return cblas_sdot(dim, sess_model_unit_embedding(c->m, a), 1,
-                      sess_model_unit_embedding(c->m, b), 1);
-}
+    size_t rb = (size_t)c->dim * sizeof(float);
 
-static int emb_dim(const struct rec_ctx *c)
-{
-    /* unit rows are contiguous: the distance between two rows is the dim */
-    return (int)(sess_model_unit_embedding(c->m, 1) - sess_model_unit_embedding(c->m, 0));
+    for (size_t i = 0; i < c->n; i++) {
+        float *r = c->rows + i * (size_t)c->dim;
+        if (c->cand[i] >= c->items)
+            memset(r, 0, rb);
+        else
+            memcpy(r,
+                   c->o.mmr_dot ? sess_model_embedding(c->m, c->cand[i])
+                                : sess_model_unit_embedding(c->m, c->cand[i]),
+                   rb);
+    }
 }
 
 /* Greedy MMR (Carbonell and Goldstein), with the seed's lambda_diversity as
@@ -373,12 +390,14 @@ static int emb_dim(const struct rec_ctx *c)
 static size_t mmr(struct rec_ctx *c, struct rec_item *out)
 {
     double lam = c->o.lambda_diversity;
-    int dim = emb_dim(c);
+    int dim = c->dim;
     size_t n = 0;
 
     memset(c->used, 0, c->n);
     for (size_t i = 0; i < c->n; i++)
         c->maxsim[i] = 0.0f;
+    if (c->o.k > 1 && c->n > 1)
+        gather_rows(c);
     while (n < (size_t)c->o.k && n < c->n) {
         size_t best = c->n;
         double bv = -INFINITY;
@@ -390,11 +409,13 @@ static size_t mmr(struct rec_ctx *c, struct rec_item *out)
         c->used[best] = 1;
         out[n++] =
             (struct rec_item){c->cand[best], c->score[best], c->src[best], 1.0, c->mask[best]};
+        if (n == (size_t)c->o.k || n == c->n)
+            break; /* no further pick: no similarities needed */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)c->n, dim, 1.0f, c->rows, dim,
+                    c->rows + best * (size_t)dim, 1, 0.0f, c->fs, 1);
         for (size_t i = 0; i < c->n; i++)
-            if (!c->used[i]) {
-                float s = similarity(c, c->cand[i], c->cand[best], dim);
-                c->maxsim[i] = n == 1 || s > c->maxsim[i] ? s : c->maxsim[i];
-            }
+            if (!c->used[i])
+                c->maxsim[i] = n == 1 || c->fs[i] > c->maxsim[i] ? c->fs[i] : c->maxsim[i];
     }
     return n;
 }
