@@ -336,12 +336,10 @@ void sess_top_finish(struct sess_top *hp, int hn, int k)
         hp[j] = (struct sess_top){-1, 0.0f}; /* fewer items than k */
 }
 
-/* The k-th largest of f[0..n) (1 <= k <= n; f is reordered): quickselect,
- * Hoare partition around a median of three. */
-static float kth_largest(float *f, int n, int k)
+/* The k-th largest of f[lo..hi] (want: its index; f is reordered):
+ * quickselect, Hoare partition around a median of three. */
+static float kth_hoare(float *f, int lo, int hi, int want)
 {
-    int lo = 0, hi = n - 1, want = k - 1;
-
     while (lo < hi) {
         float a = f[lo], b = f[lo + (hi - lo) / 2], c = f[hi], p, x;
         int i = lo, j = hi;
@@ -365,6 +363,41 @@ static float kth_largest(float *f, int n, int k)
             break; /* between j and i: all equal to p */
     }
     return f[want];
+}
+
+/* The k-th largest of f[0..n) (1 <= k <= n; f is reordered). Lomuto
+ * partitions without a branch (every element swapped, the boundary moved
+ * by the comparison): the scores near a threshold are in random order, and
+ * a branchy partition mispredicted about every other element (most of the
+ * IVF top-k's time, bench/results.md). Many equal scores make Lomuto
+ * quadratic: past a few rounds the rest goes to the Hoare partition. */
+static float kth_largest(float *f, int n, int k)
+{
+    int lo = 0, hi = n - 1, want = k - 1;
+
+    for (int round = 0; hi - lo > 16 && round < 48; round++) {
+        int mid = lo + (hi - lo) / 2, m = lo;
+        float a = f[lo], b = f[mid], c = f[hi], p, x;
+        int pi = a > b ? (b > c ? mid : (a > c ? hi : lo)) : (a > c ? lo : (b > c ? hi : mid));
+        p = f[pi];
+        f[pi] = f[hi];
+        f[hi] = p;
+        for (int i = lo; i < hi; i++) { /* [lo, m) > p, [m, i) <= p */
+            x = f[i];
+            f[i] = f[m];
+            f[m] = x;
+            m += x > p;
+        }
+        f[hi] = f[m];
+        f[m] = p;
+        if (want == m)
+            return p;
+        if (want < m)
+            hi = m - 1;
+        else
+            lo = m + 1;
+    }
+    return kth_hoare(f, lo, hi, want);
 }
 
 #define KEEP_TIES 64 /* ties at the k-th score handled on the fast path */
