@@ -565,13 +565,23 @@ static void score_rows(struct ann_query *q, const int *members, int ms, int64_t 
     t1 = now_us();
     for (int j = 0; j < ms; j++) {
         const float *sc = q->block + (size_t)j * bw;
-        int i = members[j];
+        const int64_t *id = a->id + r0;
+        int i = members[j], bn = q->bn[i], full = 2 * q->k;
+        struct sess_top *buf = q->buf + (size_t)i * (size_t)full;
         float thr = q->thr[i];
-        for (int c = 0; c < bw; c++)
-            if (sc[c] >= thr) { /* the common case, most items, stays in this loop */
-                offer(q, (size_t)i, a->id[r0 + c], sc[c]);
-                thr = q->thr[i];
+        /* Without a branch on the score: every item is written past the
+         * buffer's end, which moves only when it passes the threshold
+         * (NaN never does). Whether a score near the threshold passes is a
+         * coin flip the branch predictor lost about every other time. */
+        for (int c = 0; c < bw; c++) {
+            float x = sc[c];
+            buf[bn] = (struct sess_top){id[c], x};
+            bn += x >= thr;
+            if (bn == full) { /* rare: cut back to the k best */
+                thr = q->thr[i] = sess_top_keep(buf, &bn, q->k, q->fs);
             }
+        }
+        q->bn[i] = bn;
     }
     q->st.score_us += t1 - t0;
     q->st.select_us += now_us() - t1;

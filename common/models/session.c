@@ -280,14 +280,30 @@ void sess_model_output(const struct sess_model *m, const float **w, const float 
     *out_in = m->out_in;
 }
 
+/* Eight independent sums (vectorised by the compiler): a call of
+ * cblas_sdot cost more than its hidden-128 product, and a pool of
+ * thousands of candidates makes a thousand of them per click. */
+static float dot(const float *a, const float *b, int n)
+{
+    float s[8] = {0};
+    int i = 0;
+
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            s[j] += a[i + j] * b[i + j];
+    for (; i < n; i++)
+        s[0] += a[i] * b[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
 float sess_score_one(const struct sess_model *m, const float *h, int64_t item)
 {
     int H = m->hidden;
     float s = m->out_b[item];
 
     if (m->out_in)
-        return s + cblas_sdot(H, h, 1, m->out_w + item * H, 1);
-    return s + cblas_sdot(H, h, 1, m->out_rows + item * H, 1);
+        return s + dot(h, m->out_w + item * H, H);
+    return s + dot(h, m->out_rows + item * H, H);
 }
 
 /* Min-heap of the k best (item, score) so far, root = the worst kept.

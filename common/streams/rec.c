@@ -303,48 +303,33 @@ static void unscored(struct rec_ctx *c)
             c->rel[i] = lo < INFINITY ? lo : 0.0f;
 }
 
-static void swap_slots(struct rec_ctx *c, size_t a, size_t b)
-{
-    int64_t ti = c->cand[a];
-    float tr = c->rel[a], ts = c->score[a];
-    enum rec_source tsrc = c->src[a];
-    unsigned tm = c->mask[a];
-
-    c->cand[a] = c->cand[b], c->rel[a] = c->rel[b], c->score[a] = c->score[b];
-    c->src[a] = c->src[b], c->mask[a] = c->mask[b];
-    c->cand[b] = ti, c->rel[b] = tr, c->score[b] = ts, c->src[b] = tsrc, c->mask[b] = tm;
-}
-
-/* Keeps the mmr_pool most relevant candidates (quickselect, in place): MMR
- * costs k passes over what it re-ranks, a pool of thousands would not fit
- * the throughput target (bench/results.md). Ties keep the earlier slot. */
+/* Keeps the mmr_pool most relevant candidates: MMR costs k passes over
+ * what it re-ranks, a pool of thousands would not fit the throughput
+ * target (bench/results.md). The float selection of the GRU's top
+ * (sess_topk's order: slot numbers as the ids, so ties keep the earlier
+ * slot), then the kept slots moved down in their order. */
 static void keep_best(struct rec_ctx *c, size_t want)
 {
-    size_t lo = 0, hi = c->n;
+    int n = (int)c->n, m = 0;
 
     if (!want || c->n <= want)
         return;
-    while (hi - lo > 1) {
-        float pv = c->rel[lo + (hi - lo) / 2];
-        size_t i = lo, j = hi, p = lo;
-        /* three-way partition: > pv, == pv, < pv */
-        while (p < j) {
-            if (c->rel[p] > pv)
-                swap_slots(c, i++, p++);
-            else if (c->rel[p] < pv)
-                swap_slots(c, p, --j);
-            else
-                p++;
+    for (int i = 0; i < n; i++)
+        c->tops[i] = (struct sess_top){i, c->rel[i]};
+    sess_top_keep(c->tops, &n, (int)want, c->fs);
+    memset(c->used, 0, c->n);
+    for (int i = 0; i < n; i++)
+        c->used[c->tops[i].item] = 1;
+    for (size_t i = 0; i < c->n; i++) {
+        if (!c->used[i]) {
+            c->taken[c->cand[i]] = 0; /* back in the exploration pool */
+            continue;
         }
-        if (want <= i)
-            hi = i;
-        else if (want <= j)
-            break;
-        else
-            lo = j;
+        c->cand[m] = c->cand[i], c->rel[m] = c->rel[i], c->score[m] = c->score[i];
+        c->src[m] = c->src[i], c->mask[m] = c->mask[i];
+        c->slot[c->cand[m]] = m;
+        m++;
     }
-    for (size_t i = want; i < c->n; i++)
-        c->taken[c->cand[i]] = 0; /* back in the exploration pool */
     c->n = want;
 }
 
