@@ -467,17 +467,26 @@ void ann_query_reset_stats(struct ann_query *q)
     memset(&q->st, 0, sizeof(q->st));
 }
 
-/* Offers session i the item with score s (NaN never ranks). */
-static void offer(struct ann_query *q, size_t i, int64_t item, float s)
+/* Session i's scores sc[0..n) of the items id[0..n) into its buffer, the
+ * ones at or above its threshold (the k-th best so far; NaN never ranks).
+ * Without a branch on the score: every item is written past the buffer's
+ * end, which moves only when the item passes. Whether a score near the
+ * threshold passes is a coin flip the branch predictor lost about every
+ * other time. A full buffer is cut back to the k best (sess_top_keep). */
+static void take(struct ann_query *q, size_t i, const int64_t *id, const float *sc, int n)
 {
-    int k = q->k;
-    struct sess_top *buf = q->buf + i * 2 * (size_t)k;
+    int bn = q->bn[i], full = 2 * q->k;
+    struct sess_top *buf = q->buf + i * (size_t)full;
+    float thr = q->thr[i];
 
-    if (s != s || s < q->thr[i])
-        return; /* NaN, or below the k-th best so far: most items */
-    buf[q->bn[i]++] = (struct sess_top){item, s};
-    if (q->bn[i] == 2 * k)
-        q->thr[i] = sess_top_keep(buf, &q->bn[i], k, q->fs);
+    for (int c = 0; c < n; c++) {
+        float x = sc[c];
+        buf[bn] = (struct sess_top){id[c], x};
+        bn += x >= thr;
+        if (bn == full) /* rare */
+            thr = q->thr[i] = sess_top_keep(buf, &bn, q->k, q->fs);
+    }
+    q->bn[i] = bn;
 }
 
 /* Every leader for every session: a candidate, and its cluster's probe
@@ -496,11 +505,10 @@ static void score_leaders(struct ann_query *q, size_t nb, const float *h)
         for (size_t i = 0; i < nb; i++) {
             const float *sc = q->block + i * bw;
             float *cs = q->cs + i * (size_t)L;
-            for (int j = 0; j < bw; j++) {
+            for (int j = 0; j < bw; j++)
                 if (sc[j] > cs[a->lcl[c0 + j]])
                     cs[a->lcl[c0 + j]] = sc[j];
-                offer(q, i, a->lid[c0 + j], sc[j]);
-            }
+            take(q, i, a->lid + c0, sc, bw);
         }
         q->st.scored += (uint64_t)nb * (uint64_t)bw;
     }
@@ -563,26 +571,8 @@ static void score_rows(struct ann_query *q, const int *members, int ms, int64_t 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ms, bw, a->hidden, 1.0f, q->hq,
                 a->hidden, a->w + r0 * a->hidden, a->hidden, 1.0f, q->block, bw);
     t1 = now_us();
-    for (int j = 0; j < ms; j++) {
-        const float *sc = q->block + (size_t)j * bw;
-        const int64_t *id = a->id + r0;
-        int i = members[j], bn = q->bn[i], full = 2 * q->k;
-        struct sess_top *buf = q->buf + (size_t)i * (size_t)full;
-        float thr = q->thr[i];
-        /* Without a branch on the score: every item is written past the
-         * buffer's end, which moves only when it passes the threshold
-         * (NaN never does). Whether a score near the threshold passes is a
-         * coin flip the branch predictor lost about every other time. */
-        for (int c = 0; c < bw; c++) {
-            float x = sc[c];
-            buf[bn] = (struct sess_top){id[c], x};
-            bn += x >= thr;
-            if (bn == full) { /* rare: cut back to the k best */
-                thr = q->thr[i] = sess_top_keep(buf, &bn, q->k, q->fs);
-            }
-        }
-        q->bn[i] = bn;
-    }
+    for (int j = 0; j < ms; j++)
+        take(q, (size_t)members[j], a->id + r0, q->block + (size_t)j * bw, bw);
     q->st.score_us += t1 - t0;
     q->st.select_us += now_us() - t1;
     q->st.scored += (uint64_t)ms * (uint64_t)bw;

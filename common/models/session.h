@@ -99,6 +99,12 @@ float sess_top_keep(struct sess_top *t, int *n, int k, float *scratch);
 void sess_model_output(const struct sess_model *m, const float **w, const float **b, int *out_in);
 /* One item's score for one hidden state (h . out.weight[item] + bias). */
 float sess_score_one(const struct sess_model *m, const float *h, int64_t item);
+/* out[i] = sess_score_one(m, h, items[i]) for n items, NaN for an id
+ * outside the model (a new item): the rows are prefetched a few items
+ * ahead, for a pool of candidates scattered over a catalogue that does not
+ * fit in the cache. */
+void sess_score_many(const struct sess_model *m, const float *h, const int64_t *items, size_t n,
+                     float *out);
 
 /* ---- ranking ---- */
 

@@ -224,25 +224,40 @@ static float score_of(const struct rec_ctx *c, const struct rec_input *in, int64
     return in->scores ? in->scores[it] : sess_score_one(c->m, in->h, it);
 }
 
+/* The GRU scores of slots [from, c->n) (relevance = score), the rows of
+ * one source's items at once (sess_score_many). */
+static void score_slots(struct rec_ctx *c, const struct rec_input *in, size_t from)
+{
+    if (in->scores) {
+        for (size_t i = from; i < c->n; i++)
+            c->rel[i] = c->score[i] = score_of(c, in, c->cand[i]);
+        return;
+    }
+    sess_score_many(c->m, in->h, c->cand + from, c->n - from, c->score + from);
+    memcpy(c->rel + from, c->score + from, (c->n - from) * sizeof(float));
+}
+
 /* Up to quota usable items of a list, best first; an item already proposed
  * records this source too. Cart items may be in the session. */
 static void from_list(struct rec_ctx *c, const struct rec_input *in, const struct rec_list *l)
 {
     int w = warm(in), q = l->quota;
+    size_t from = c->n;
 
     for (size_t i = 0, j = 0; i < l->n && c->n < c->cap && (int)j < q; i++) {
         int64_t it = l->items[i];
-        float rel, s;
+        float rel;
         if (!exists(c, it) || (c->excluded[it] == c->gen && l->source != REC_CART))
             continue;
         if (c->taken[it] == c->gen) {
             c->mask[c->slot[it]] |= 1u << l->source;
             continue;
         }
-        rel = 1.0f - (float)j++ / (float)q;
-        s = w ? score_of(c, in, it) : rel;
-        add(c, it, s, s, l->source);
+        rel = 1.0f - (float)j++ / (float)q; /* cold: the list's order; warm: scored below */
+        add(c, it, rel, rel, l->source);
     }
+    if (w)
+        score_slots(c, in, from);
 }
 
 static void candidates(struct rec_ctx *c, const struct rec_input *in)
