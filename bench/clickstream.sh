@@ -9,7 +9,8 @@
 # click-eval parts, ONLY=ivf skips the exact end-to-end run. SOURCES=name:quota,... runs the
 # workers with those candidate sources (clickstream.sources) and a catalogue of the 100,000
 # items (500 categories, 10 regions, 16-value embeddings) plus 1,000 new items listed an hour
-# before the clicks; 5% of the clicks are then cart events.
+# before the clicks; 5% of the clicks are then cart events; with STAGES=1 bench_sources first
+# prints the CPU time per click of those sources against the first release's, in process.
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-20000}
@@ -66,6 +67,12 @@ for i in range(101000):
 PYEOF
     catalog_args=(-X clickstream.sources="$SOURCES" -X clickstream.catalog="$tmp/catalog.jsonl"
                   -X clickstream.catalog_max_items=101000)
+    if [ "${STAGES:-1}" = 1 ]; then
+        echo "### Clickstream: candidate sources in process (CPU us per click, bench_sources)"
+        echo
+        "$BUILD/bench/bench_sources" "$MODEL" "$tmp/catalog.jsonl" "$SOURCES" 4000 2>/dev/null
+        echo
+    fi
 fi
 
 "$SM" broker --topics clickstream:8,predictions.exact:8,predictions.ivf:8,clickstream.dlq:1,heldout:3 \

@@ -570,6 +570,75 @@ static void test_topic_and_redis(void **st)
     test_redis_stop(&r);
 }
 
+/* A bad record on the catalogue topic is dead-lettered on dlq.topic, the
+ * reason naming the field (a negative price), with the record's position;
+ * the good record beside it is applied. */
+static void test_bad_topic_record_dead_lettered(void **st)
+{
+    struct test_broker b;
+    struct cfg *cf;
+    struct codec *cd;
+    struct cfeed *f;
+    struct kq *q, *dq;
+    struct err e = {0};
+    char kv[320];
+    struct cfg_kv props[1];
+    struct kq_opts po = {.props = props, .n_props = 1};
+    const char *dt[1] = {"catalog.dlq"};
+    struct kq_opts dopts = {.topics = dt, .n_topics = 1, .assign_all = 1, .from_beginning = 1,
+                            .props = props, .n_props = 1};
+    struct kq_msg *m = NULL;
+    struct buf j;
+    size_t got = 0;
+
+    (void)st;
+    if (test_broker_start(&b, "catalog:1,catalog.dlq:1"))
+        fail_msg("the broker did not start");
+    assert_non_null(cf = cfg_new());
+    snprintf(kv, sizeof(kv), "bootstrap.servers=%s", b.bootstrap);
+    assert_int_equal(cfg_set_arg(cf, kv, &e), ERR_OK);
+    assert_int_equal(cfg_set_arg(cf, "clickstream.catalog_topic=catalog", &e), ERR_OK);
+    assert_int_equal(cfg_set_arg(cf, "dlq.topic=catalog.dlq", &e), ERR_OK);
+    assert_int_equal(cfg_finish(cf, &e), ERR_OK);
+    assert_non_null(cd = codec_open("schemas", &e));
+    props[0] = (struct cfg_kv){"bootstrap.servers", b.bootstrap, "test"};
+    assert_non_null(q = kq_open(&po, &e));
+    produce(q, cd, "{\"id\":7,\"category\":\"hats\",\"region\":\"eu\",\"price\":-3,"
+                   "\"created\":1700000000000,\"embedding\":null}");
+    produce(q, cd, "{\"id\":8,\"category\":\"hats\",\"region\":\"eu\",\"price\":3,"
+                   "\"created\":1700000000000,\"embedding\":null}");
+    assert_int_equal(kq_serve(q, 2000, &e), ERR_OK);
+    assert_int_equal(cfeed_open(&f, cf, NULL, cd, 100, 10, &e), ERR_OK);
+    for (int t = 0; t < 100 && got < 2; t++) {
+        got += cfeed_poll(f, 10);
+        test_sleep_ms(50);
+    }
+    assert_int_equal(got, 2);
+    assert_int_equal(cfeed_counts(f)->topic_bad, 1);
+    assert_true(cat_has(cfeed_catalog(f), 8) && !cat_has(cfeed_catalog(f), 7));
+    cfeed_close(f); /* its dead letters delivered */
+    assert_non_null(dq = kq_open(&dopts, &e));
+    for (int t = 0; t < 100 && !m; t++)
+        assert_int_equal(kq_poll(dq, 100, &m, &e), ERR_OK);
+    if (!m)
+        fail_msg("no dead letter on catalog.dlq");
+    buf_init(&j, 0);
+    assert_int_equal(codec_to_json(cd, m->payload, m->len, &j, &e), ERR_OK);
+    buf_append(&j, "", 1);
+    assert_non_null(strstr((const char *)j.data, "field price"));
+    assert_non_null(strstr((const char *)j.data, "\"worker\":\"clickstream\""));
+    assert_non_null(strstr((const char *)j.data, "\"src_topic\":\"catalog\""));
+    assert_non_null(strstr((const char *)j.data, "\"src_offset\":0"));
+    buf_free(&j);
+    kq_ack(dq, &m->pos, KQ_ACK_ALL);
+    kq_msg_release(m);
+    kq_close(dq, 2000, &e);
+    kq_close(q, 2000, &e);
+    codec_close(cd);
+    cfg_free(cf);
+    test_broker_stop(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -581,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_live_update),    cmocka_unit_test(test_bad_records),
         cmocka_unit_test(test_files),          cmocka_unit_test(test_sources_spec),
         cmocka_unit_test(test_topic_and_redis),
+        cmocka_unit_test(test_bad_topic_record_dead_lettered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

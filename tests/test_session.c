@@ -632,6 +632,52 @@ static void test_gru_beats_popularity_on_held_out_sessions(void **st)
     free(scores);
 }
 
+static int cmp_top(const void *a, const void *b)
+{
+    const struct sess_top *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? 1 : -1;
+    return (x->item > y->item) - (x->item < y->item);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    const struct sess_top *x = a, *y = b;
+    return (x->item > y->item) - (x->item < y->item);
+}
+
+/* sess_top_keep keeps exactly the first k of the sorted order (higher
+ * score, then lower id), with few distinct scores (ties at the threshold,
+ * past KEEP_TIES too) and with distinct ones, for k from 1 to n. */
+static void test_top_keep_is_the_sorted_prefix(void **st)
+{
+    enum { N = 600 };
+    static struct sess_top t[N], ref[N];
+    static float scratch[N];
+    uint64_t x = 12345;
+
+    (void)st;
+    for (int levels = 3; levels <= 100000; levels *= 40)
+        for (int k = 1; k <= N; k += k < 20 ? 1 : 37) {
+            int n = N;
+            float th;
+            for (int i = 0; i < N; i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                t[i] = (struct sess_top){(int64_t)(x % 100000), (float)(x % (uint64_t)levels)};
+                t[i].item = t[i].item * N + i; /* distinct ids */
+            }
+            memcpy(ref, t, sizeof(t));
+            qsort(ref, N, sizeof(*ref), cmp_top);
+            th = sess_top_keep(t, &n, k, scratch);
+            assert_int_equal(n, k);
+            assert_true(th == ref[k - 1].score);
+            qsort(t, (size_t)k, sizeof(*t), cmp_id);
+            qsort(ref, (size_t)k, sizeof(*ref), cmp_id);
+            for (int i = 0; i < k; i++) /* fields: the padding is not compared */
+                assert_true(t[i].item == ref[i].item && t[i].score == ref[i].score);
+        }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -640,6 +686,7 @@ int main(void)
         cmocka_unit_test(test_incremental_state_equals_the_onnx_graph),
         cmocka_unit_test(test_batched_scores_equal_single),
         cmocka_unit_test(test_blocked_topk_equals_full_scores),
+        cmocka_unit_test(test_top_keep_is_the_sorted_prefix),
         cmocka_unit_test(test_unknown_item_is_refused_and_state_unchanged),
         cmocka_unit_test(test_bad_model_files_are_config_errors),
         cmocka_unit_test(test_relevance_only_is_top_k_without_session_items),

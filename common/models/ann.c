@@ -36,6 +36,7 @@ struct ann_query {
     float *hq;               /* ANN_CHUNK x hidden: the states of one cluster's sessions */
     float *block;            /* ANN_CHUNK x ANN_BLOCK: their scores */
     struct sess_top *buf;    /* chunk x 2k: per session, the items above its threshold */
+    float *fs;               /* one session's buffer's scores, for its selection */
     size_t buf_cap;          /* entries of buf (ANN_CHUNK x 2 kmax) */
     int bn[ANN_CHUNK];       /* entries in each session's buffer */
     float thr[ANN_CHUNK];    /* each session's k-th best score so far: nothing below enters */
@@ -422,6 +423,7 @@ int ann_query_open(struct ann_query **out, const struct ann *a, int kmax, struct
         return err_set(e, ERR_NOMEM, "out of memory for IVF query scratch");
     q->buf_cap = (size_t)ANN_CHUNK * 2 * (size_t)(kmax > 0 ? kmax : 1);
     q->buf = malloc(q->buf_cap * sizeof(*q->buf));
+    q->fs = malloc(q->buf_cap * sizeof(float)); /* one session's 2k, k up to buf_cap / 2 */
     q->a = a;
     q->cs = malloc((size_t)ANN_CHUNK * a->lists * sizeof(float));
     q->probes = malloc((size_t)ANN_CHUNK * a->probe * sizeof(*q->probes));
@@ -431,7 +433,7 @@ int ann_query_open(struct ann_query **out, const struct ann *a, int kmax, struct
     q->hq = malloc((size_t)ANN_CHUNK * a->hidden * sizeof(float));
     q->block = malloc((size_t)ANN_CHUNK * ANN_BLOCK * sizeof(float));
     if (!q->cs || !q->probes || !q->nprobe || !q->end || !q->members || !q->hq || !q->block ||
-        !q->buf) {
+        !q->buf || !q->fs) {
         ann_query_close(q);
         return err_set(e, ERR_NOMEM, "out of memory for IVF query scratch");
     }
@@ -451,6 +453,7 @@ void ann_query_close(struct ann_query *q)
     free(q->hq);
     free(q->block);
     free(q->buf);
+    free(q->fs);
     free(q);
 }
 
@@ -464,19 +467,26 @@ void ann_query_reset_stats(struct ann_query *q)
     memset(&q->st, 0, sizeof(q->st));
 }
 
-static float compact(struct sess_top *buf, int *bn, int k);
-
-/* Offers session i the item with score s (NaN never ranks). */
-static void offer(struct ann_query *q, size_t i, int64_t item, float s)
+/* Session i's scores sc[0..n) of the items id[0..n) into its buffer, the
+ * ones at or above its threshold (the k-th best so far; NaN never ranks).
+ * Without a branch on the score: every item is written past the buffer's
+ * end, which moves only when the item passes. Whether a score near the
+ * threshold passes is a coin flip the branch predictor lost about every
+ * other time. A full buffer is cut back to the k best (sess_top_keep). */
+static void take(struct ann_query *q, size_t i, const int64_t *id, const float *sc, int n)
 {
-    int k = q->k;
-    struct sess_top *buf = q->buf + i * 2 * (size_t)k;
+    int bn = q->bn[i], full = 2 * q->k;
+    struct sess_top *buf = q->buf + i * (size_t)full;
+    float thr = q->thr[i];
 
-    if (s != s || s < q->thr[i])
-        return; /* NaN, or below the k-th best so far: most items */
-    buf[q->bn[i]++] = (struct sess_top){item, s};
-    if (q->bn[i] == 2 * k)
-        q->thr[i] = compact(buf, &q->bn[i], k);
+    for (int c = 0; c < n; c++) {
+        float x = sc[c];
+        buf[bn] = (struct sess_top){id[c], x};
+        bn += x >= thr;
+        if (bn == full) /* rare */
+            thr = q->thr[i] = sess_top_keep(buf, &bn, q->k, q->fs);
+    }
+    q->bn[i] = bn;
 }
 
 /* Every leader for every session: a candidate, and its cluster's probe
@@ -495,11 +505,10 @@ static void score_leaders(struct ann_query *q, size_t nb, const float *h)
         for (size_t i = 0; i < nb; i++) {
             const float *sc = q->block + i * bw;
             float *cs = q->cs + i * (size_t)L;
-            for (int j = 0; j < bw; j++) {
+            for (int j = 0; j < bw; j++)
                 if (sc[j] > cs[a->lcl[c0 + j]])
                     cs[a->lcl[c0 + j]] = sc[j];
-                offer(q, i, a->lid[c0 + j], sc[j]);
-            }
+            take(q, i, a->lid + c0, sc, bw);
         }
         q->st.scored += (uint64_t)nb * (uint64_t)bw;
     }
@@ -551,50 +560,6 @@ static void group_sessions(struct ann_query *q, size_t nb)
             q->members[q->end[q->probes[i * (size_t)P + p].item]++] = (int)i;
 }
 
-/* a is worse than b: a lower score, or the same score and a higher id
- * (sess_topk's order). */
-static int worse(struct sess_top a, struct sess_top b)
-{
-    return a.score < b.score || (a.score == b.score && a.item > b.item);
-}
-
-/* Keeps the k best of buf[0..*bn) in buf[0..k) (quickselect, Hoare
- * partition) and returns the k-th best score: nothing below it can enter
- * the top k any more. Cheaper than a heap: most items that pass the
- * threshold are only appended. */
-static float compact(struct sess_top *buf, int *bn, int k)
-{
-    int lo = 0, hi = *bn - 1;
-    float t;
-
-    while (lo < hi) {
-        struct sess_top piv = buf[lo + (hi - lo) / 2], x;
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (worse(piv, buf[i]))
-                i++;
-            while (worse(buf[j], piv))
-                j--;
-            if (i <= j) {
-                x = buf[i];
-                buf[i++] = buf[j];
-                buf[j--] = x;
-            }
-        }
-        if (k - 1 <= j)
-            hi = j;
-        else if (k - 1 >= i)
-            lo = i;
-        else
-            break;
-    }
-    *bn = k;
-    t = buf[0].score;
-    for (int i = 1; i < k; i++)
-        t = buf[i].score < t ? buf[i].score : t;
-    return t;
-}
-
 /* The ms sessions of members[] against rows [r0, r0 + bw) of the index. */
 static void score_rows(struct ann_query *q, const int *members, int ms, int64_t r0, int bw)
 {
@@ -606,16 +571,8 @@ static void score_rows(struct ann_query *q, const int *members, int ms, int64_t 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ms, bw, a->hidden, 1.0f, q->hq,
                 a->hidden, a->w + r0 * a->hidden, a->hidden, 1.0f, q->block, bw);
     t1 = now_us();
-    for (int j = 0; j < ms; j++) {
-        const float *sc = q->block + (size_t)j * bw;
-        int i = members[j];
-        float thr = q->thr[i];
-        for (int c = 0; c < bw; c++)
-            if (sc[c] >= thr) { /* the common case, most items, stays in this loop */
-                offer(q, (size_t)i, a->id[r0 + c], sc[c]);
-                thr = q->thr[i];
-            }
-    }
+    for (int j = 0; j < ms; j++)
+        take(q, (size_t)members[j], a->id + r0, q->block + (size_t)j * bw, bw);
     q->st.score_us += t1 - t0;
     q->st.select_us += now_us() - t1;
     q->st.scored += (uint64_t)ms * (uint64_t)bw;
@@ -641,7 +598,8 @@ static void scan_clusters(struct ann_query *q, const float *h)
     }
 }
 
-static void topk_chunk(struct ann_query *q, size_t nb, const float *h, int k, struct sess_top *out)
+static void topk_chunk(struct ann_query *q, size_t nb, const float *h, int k, int sorted,
+                       struct sess_top *out)
 {
     double t0 = now_us(), t1, t2, inner;
 
@@ -662,18 +620,22 @@ static void topk_chunk(struct ann_query *q, size_t nb, const float *h, int k, st
     q->st.score_us += (t2 - t1) - inner;
     for (size_t i = 0; i < nb; i++) {
         struct sess_top *buf = q->buf + i * 2 * (size_t)k;
+        struct sess_top *o = out + i * (size_t)k;
         if (q->bn[i] > k)
-            compact(buf, &q->bn[i], k);
-        memcpy(out + i * (size_t)k, buf, (size_t)q->bn[i] * sizeof(*buf));
-        sess_top_finish(out + i * (size_t)k, q->bn[i], k);
+            sess_top_keep(buf, &q->bn[i], k, q->fs);
+        memcpy(o, buf, (size_t)q->bn[i] * sizeof(*buf));
+        if (sorted)
+            sess_top_finish(o, q->bn[i], k);
+        for (int j = q->bn[i]; !sorted && j < k; j++)
+            o[j] = (struct sess_top){-1, 0.0f};
     }
     q->st.centroid_us += t1 - t0;
     q->st.select_us += now_us() - t2;
     q->st.queries += nb;
 }
 
-int ann_topk(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
-             struct sess_top *out, struct err *e)
+static int topk(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
+                int sorted, struct sess_top *out, struct err *e)
 {
     size_t chunk = k > 0 ? q->buf_cap / (2 * (size_t)k) : 0; /* sessions whose buffers fit */
 
@@ -683,7 +645,19 @@ int ann_topk(const struct ann *a, struct ann_query *q, size_t n, const float *h,
     chunk = chunk < ANN_CHUNK ? chunk : ANN_CHUNK;
     for (size_t d = 0; d < n; d += chunk) {
         size_t nb = n - d < chunk ? n - d : chunk;
-        topk_chunk(q, nb, h + d * (size_t)a->hidden, k, out + d * (size_t)k);
+        topk_chunk(q, nb, h + d * (size_t)a->hidden, k, sorted, out + d * (size_t)k);
     }
     return ERR_OK;
+}
+
+int ann_topk(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
+             struct sess_top *out, struct err *e)
+{
+    return topk(a, q, n, h, k, 1, out, e);
+}
+
+int ann_topk_unordered(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
+                       struct sess_top *out, struct err *e)
+{
+    return topk(a, q, n, h, k, 0, out, e);
 }

@@ -19,7 +19,9 @@
  * scores every centroid and one every leader for every session (the leaders
  * are candidates too); each session probes its best `probe` clusters; the sessions are grouped by probed cluster, and each
  * cluster's items are scored by one sgemm over the sessions that probe it,
- * exactly (the same score as sess_topk), into each session's k-best heap.
+ * exactly (the same score as sess_topk); a score at or above the session's
+ * k-th best so far goes to its buffer of 2k, cut back to the k best by a
+ * float selection when full (sess_top_keep).
  * The result is exact over the probed items; the items of unprobed clusters
  * are missed, which is the approximation (recall is measured in
  * tests/test_ann.c and by `streamml click-eval --search ivf`).
@@ -86,5 +88,10 @@ void ann_query_reset_stats(struct ann_query *q);
  * out of range or a scratch of another index. */
 int ann_topk(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
              struct sess_top *out, struct err *e);
+/* The same items as ann_topk, in no particular order (item -1 pads at the
+ * end): no final sort, for a caller that takes them as a set (the
+ * clickstream's GRU source of hundreds of candidates, rec_rank). */
+int ann_topk_unordered(const struct ann *a, struct ann_query *q, size_t n, const float *h, int k,
+                       struct sess_top *out, struct err *e);
 
 #endif

@@ -280,14 +280,50 @@ void sess_model_output(const struct sess_model *m, const float **w, const float 
     *out_in = m->out_in;
 }
 
+/* Eight independent sums (vectorised by the compiler): a call of
+ * cblas_sdot cost more than its hidden-128 product, and a pool of
+ * thousands of candidates makes a thousand of them per click. */
+static float dot(const float *a, const float *b, int n)
+{
+    float s[8] = {0};
+    int i = 0;
+
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            s[j] += a[i + j] * b[i + j];
+    for (; i < n; i++)
+        s[0] += a[i] * b[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
 float sess_score_one(const struct sess_model *m, const float *h, int64_t item)
 {
     int H = m->hidden;
     float s = m->out_b[item];
 
     if (m->out_in)
-        return s + cblas_sdot(H, h, 1, m->out_w + item * H, 1);
-    return s + cblas_sdot(H, h, 1, m->out_rows + item * H, 1);
+        return s + dot(h, m->out_w + item * H, H);
+    return s + dot(h, m->out_rows + item * H, H);
+}
+
+#define PREFETCH_AHEAD 4 /* items: the rows of a 128-wide model are 8 cache lines */
+
+void sess_score_many(const struct sess_model *m, const float *h, const int64_t *items, size_t n,
+                     float *out)
+{
+    int H = m->hidden;
+    const float *w = m->out_in ? m->out_w : m->out_rows;
+
+    for (size_t i = 0; i < n; i++) {
+        int64_t it = items[i];
+        if (i + PREFETCH_AHEAD < n && items[i + PREFETCH_AHEAD] >= 0 &&
+            items[i + PREFETCH_AHEAD] < m->items) {
+            const char *r = (const char *)(w + items[i + PREFETCH_AHEAD] * H);
+            for (size_t o = 0; o < (size_t)H * sizeof(float); o += 64)
+                __builtin_prefetch(r + o);
+        }
+        out[i] = it >= 0 && it < m->items ? m->out_b[it] + dot(h, w + it * H, H) : NAN;
+    }
 }
 
 /* Min-heap of the k best (item, score) so far, root = the worst kept.
@@ -334,6 +370,114 @@ void sess_top_finish(struct sess_top *hp, int hn, int k)
     qsort(hp, (size_t)hn, sizeof(struct sess_top), by_score_desc);
     for (int j = hn; j < k; j++)
         hp[j] = (struct sess_top){-1, 0.0f}; /* fewer items than k */
+}
+
+/* The k-th largest of f[lo..hi] (want: its index; f is reordered):
+ * quickselect, Hoare partition around a median of three. */
+static float kth_hoare(float *f, int lo, int hi, int want)
+{
+    while (lo < hi) {
+        float a = f[lo], b = f[lo + (hi - lo) / 2], c = f[hi], p, x;
+        int i = lo, j = hi;
+        p = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+        while (i <= j) { /* descending: > p to the left */
+            while (f[i] > p)
+                i++;
+            while (f[j] < p)
+                j--;
+            if (i <= j) {
+                x = f[i];
+                f[i++] = f[j];
+                f[j--] = x;
+            }
+        }
+        if (want <= j)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            break; /* between j and i: all equal to p */
+    }
+    return f[want];
+}
+
+/* The k-th largest of f[0..n) (1 <= k <= n; f is reordered). Lomuto
+ * partitions without a branch (every element swapped, the boundary moved
+ * by the comparison): the scores near a threshold are in random order, and
+ * a branchy partition mispredicted about every other element (most of the
+ * IVF top-k's time, bench/results.md). Many equal scores make Lomuto
+ * quadratic: past a few rounds the rest goes to the Hoare partition. */
+static float kth_largest(float *f, int n, int k)
+{
+    int lo = 0, hi = n - 1, want = k - 1;
+
+    for (int round = 0; hi - lo > 16 && round < 48; round++) {
+        int mid = lo + (hi - lo) / 2, m = lo;
+        float a = f[lo], b = f[mid], c = f[hi], p, x;
+        int pi = a > b ? (b > c ? mid : (a > c ? hi : lo)) : (a > c ? lo : (b > c ? hi : mid));
+        p = f[pi];
+        f[pi] = f[hi];
+        f[hi] = p;
+        for (int i = lo; i < hi; i++) { /* [lo, m) > p, [m, i) <= p */
+            x = f[i];
+            f[i] = f[m];
+            f[m] = x;
+            m += x > p;
+        }
+        f[hi] = f[m];
+        f[m] = p;
+        if (want == m)
+            return p;
+        if (want < m)
+            hi = m - 1;
+        else
+            lo = m + 1;
+    }
+    return kth_hoare(f, lo, hi, want);
+}
+
+#define KEEP_TIES 64 /* ties at the k-th score handled on the fast path */
+
+float sess_top_keep(struct sess_top *t, int *n, int k, float *scratch)
+{
+    struct sess_top tie[KEEP_TIES];
+    int nn = *n, m = 0, nt = 0, need;
+    float th;
+
+    if (k < 1) {
+        *n = 0;
+        return INFINITY;
+    }
+    if (nn <= k) {
+        th = nn ? t[0].score : -INFINITY;
+        for (int i = 1; i < nn; i++)
+            th = t[i].score < th ? t[i].score : th;
+        return th;
+    }
+    for (int i = 0; i < nn; i++)
+        scratch[i] = t[i].score;
+    th = kth_largest(scratch, nn, k);
+    for (int i = 0; i < nn; i++)
+        nt += t[i].score == th;
+    if (nt > KEEP_TIES) { /* many equal scores (a degenerate model): sort them all */
+        qsort(t, (size_t)nn, sizeof(*t), by_score_desc);
+        *n = k;
+        return th;
+    }
+    nt = 0;
+    for (int i = 0; i < nn; i++) { /* in place and without a branch: m <= i */
+        struct sess_top x = t[i];
+        if (x.score == th)
+            tie[nt++] = x;
+        t[m] = x;
+        m += x.score > th;
+    }
+    need = k - m; /* 1..nt (fewer than k are above th): the ties of the lowest ids */
+    if (nt > need)
+        qsort(tie, (size_t)nt, sizeof(*tie), by_score_desc); /* equal scores: by id */
+    memcpy(t + m, tie, (size_t)need * sizeof(*t));
+    *n = k;
+    return th;
 }
 
 #define TOPK_CHUNK 256 /* sessions per pass over the catalog */

@@ -85,12 +85,26 @@ void sess_topk(const struct sess_model *m, size_t n, const float *h, int k, stru
 void sess_top_offer(struct sess_top *hp, int *hn, int k, struct sess_top x);
 /* Sorts the hn kept entries best first and pads hp[hn..k) with item -1. */
 void sess_top_finish(struct sess_top *hp, int hn, int k);
+/* Keeps the k best of t[0..*n) (sess_topk's order: a higher score, then a
+ * lower id; no NaN) in t[0..k), in no particular order, sets *n = k and
+ * returns the k-th best score (nothing below it can enter any more); with
+ * *n <= k it keeps all and returns the lowest; k < 1 keeps none (+inf).
+ * scratch: *n floats. A float
+ * selection, one filtering pass and no sort: what a pool of thousands of
+ * candidates needs (the qsort of sess_top_finish was a quarter of a click). */
+float sess_top_keep(struct sess_top *t, int *n, int k, float *scratch);
 /* The output layer, read-only, for searches over it (common/models/ann.c):
  * out.weight (*out_in 1: items rows of hidden floats; 0: hidden rows of
  * items floats) and out.bias [items]; they live as long as m. */
 void sess_model_output(const struct sess_model *m, const float **w, const float **b, int *out_in);
 /* One item's score for one hidden state (h . out.weight[item] + bias). */
 float sess_score_one(const struct sess_model *m, const float *h, int64_t item);
+/* out[i] = sess_score_one(m, h, items[i]) for n items, NaN for an id
+ * outside the model (a new item): the rows are prefetched a few items
+ * ahead, for a pool of candidates scattered over a catalogue that does not
+ * fit in the cache. */
+void sess_score_many(const struct sess_model *m, const float *h, const int64_t *items, size_t n,
+                     float *out);
 
 /* ---- ranking ---- */
 
@@ -147,7 +161,7 @@ struct rec_list {
 
 struct rec_input {
     const float *scores;        /* the session's catalog scores; NULL: see top */
-    const struct sess_top *top; /* or its best items (sess_topk), best first ... */
+    const struct sess_top *top; /* or its best items (sess_topk; any order) ... */
     size_t n_top;
     const float *h;         /* ... and its hidden state (other items' scores);
                                scores, top and h all NULL: cold start */

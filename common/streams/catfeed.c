@@ -8,6 +8,7 @@
 #include "catfeed.h"
 #include "kafka.h"
 #include "log.h"
+#include "pipeline.h"
 #include "redis_conn.h"
 
 #define KEY_MAX 320
@@ -20,6 +21,8 @@ struct cfeed {
     struct codec *cd;
     char key[KEY_MAX], key_imps[KEY_MAX], key_clicks[KEY_MAX];
     struct buf json;
+    struct buf dlq;                 /* a dead letter's encoding */
+    char dlq_topic[256];            /* dlq.topic: refused topic records go there */
     char line[CAT_LINE_MAX];
     struct cat_item it;
     int64_t ids[FLUSH_MAX];
@@ -148,6 +151,8 @@ int cfeed_open(struct cfeed **out, const struct cfg *cf, const struct state_redi
     if (!(f = calloc(1, sizeof(*f))))
         return err_set(e, ERR_NOMEM, "out of memory");
     buf_init(&f->json, 0);
+    buf_init(&f->dlq, 0);
+    snprintf(f->dlq_topic, sizeof(f->dlq_topic), "%s", cfg_str(cf, "dlq.topic"));
     f->cd = cd;
     if (cat_open(&f->cat, max_items, model_items, e))
         goto fail;
@@ -201,6 +206,7 @@ void cfeed_close(struct cfeed *f)
     rc_close(f->rc);
     cat_close(f->cat);
     buf_free(&f->json);
+    buf_free(&f->dlq);
     free(f);
 }
 
@@ -223,9 +229,15 @@ static void apply(struct cfeed *f, const struct kq_msg *m)
     if (codec_to_json(f->cd, m->payload, m->len, &f->json, &e) ||
         cat_parse_json((const char *)f->json.data, f->json.len, &f->it, &e) ||
         cat_upsert(f->cat, &f->it, &e)) {
+        struct err de = {0};
         f->cnt.topic_bad++;
-        log_warn("catalogue: %s[%d]@%lld refused: %s", m->topic, (int)m->partition,
-                 (long long)m->offset, e.msg);
+        /* dead-lettered (logged there) with the field named: the record is
+         * kept for whoever fixes the source, the item keeps its old record */
+        if (pipe_dead_letter(f->kq, f->cd, &f->dlq, f->dlq_topic, "clickstream", m, &e, &de)) {
+            f->cnt.dlq_errors++;
+            log_error("catalogue: %s[%d]@%lld refused (%s), dead letter not sent: %s",
+                      m->topic, (int)m->partition, (long long)m->offset, e.msg, de.msg);
+        }
         return;
     }
     f->cnt.topic_ok++;

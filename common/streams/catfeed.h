@@ -12,7 +12,10 @@
  *      per batch (cfeed_poll), each accepted record written to the Redis hash.
  * A bad record (file line or topic message) is logged naming the field and
  * its position (file:line, or topic/partition/offset), counted, and
- * skipped: the item keeps its previous record.
+ * skipped: the item keeps its previous record. A bad topic record is also
+ * dead-lettered on dlq.topic (worker "clickstream", the reason naming the
+ * field, the record's bytes); the topic is read from its beginning at every
+ * start, so a record still there is dead-lettered again after a restart.
  *
  * Redis is a single server here (not Redis Cluster); while it is down the
  * catalogue goes on from the file and the topic, and the writes are
@@ -35,6 +38,7 @@ struct cfeed;
 
 struct cfeed_counts {
     uint64_t file_ok, file_bad, redis_loaded, topic_ok, topic_bad, redis_errors;
+    uint64_t dlq_errors; /* refused topic records whose dead letter was not sent */
 };
 
 /* The catalogue for a model of model_items items (ids up to

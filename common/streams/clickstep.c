@@ -521,8 +521,9 @@ static void rank_rows(struct cstep *c, size_t from, size_t to, size_t rows)
 {
     size_t hid = (size_t)sess_model_hidden(c->m), nb = (rows - 1) % c->score_batch + 1;
 
-    /* IVF, or exact (also if the IVF scratch refused: cannot happen, it is sized for ktop) */
-    if (!c->ann || ann_topk(c->ann, c->annq, nb, c->h, c->ktop, c->top, NULL))
+    /* IVF, or exact (also if the IVF scratch refused: cannot happen, it is sized for ktop);
+     * rec_rank takes the top as a set: IVF leaves it unsorted */
+    if (!c->ann || ann_topk_unordered(c->ann, c->annq, nb, c->h, c->ktop, c->top, NULL))
         sess_topk(c->m, nb, c->h, c->ktop, c->top, c->block);
     c->cnt.batches++;
     for (size_t j = from; j < to; j++) {

@@ -28,6 +28,10 @@ struct rec_ctx {
     unsigned *mask;
     unsigned char *used;
     int64_t *heap;
+    struct sess_top *tops; /* cap: the GRU's usable items, for their selection */
+    float *fs;             /* cap floats: sess_top_keep's and MMR's scratch */
+    float *rows;           /* MMR: its candidates' embedding rows, gathered */
+    int dim;               /* of an embedding row */
     size_t n;
 };
 
@@ -56,7 +60,8 @@ int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct 
 {
     struct rec_ctx *c;
     int64_t items = sess_model_items(m), ids = o->ids > items ? o->ids : items;
-    size_t pool = o->pool ? (size_t)o->pool : (size_t)o->candidates + 2 * (size_t)o->k, cap;
+    size_t pool = o->pool ? (size_t)o->pool : (size_t)o->candidates + 2 * (size_t)o->k, cap, rows;
+    int dim;
 
     *out = NULL;
     if (o->pool < 0 || o->pool > REC_MAX_POOL)
@@ -76,6 +81,8 @@ int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct 
     if (!(o->epsilon >= 0 && o->epsilon <= 1))
         return err_set(e, ERR_CONFIG, "clickstream.epsilon %g: must be in [0, 1]", o->epsilon);
     cap = pool + 2 * REC_MAX_K; /* the fill of a tiny catalogue */
+    rows = o->mmr_pool > 0 && (size_t)o->mmr_pool < cap ? (size_t)o->mmr_pool : cap;
+    dim = (int)(sess_model_embedding(m, 1) - sess_model_embedding(m, 0));
     c = calloc(1, sizeof(*c));
     if (!c || !(c->excluded = calloc((size_t)ids, sizeof(uint32_t))) ||
         !(c->taken = calloc((size_t)ids, sizeof(uint32_t))) ||
@@ -83,13 +90,16 @@ int rec_ctx_open(struct rec_ctx **out, const struct sess_model *m, const struct 
         !(c->cand = calloc(cap, sizeof(int64_t))) || !(c->rel = calloc(cap, sizeof(float))) ||
         !(c->score = calloc(cap, sizeof(float))) || !(c->maxsim = calloc(cap, sizeof(float))) ||
         !(c->src = calloc(cap, sizeof(*c->src))) || !(c->mask = calloc(cap, sizeof(unsigned))) ||
-        !(c->used = calloc(cap, 1)) || !(c->heap = calloc(cap, sizeof(int64_t)))) {
+        !(c->used = calloc(cap, 1)) || !(c->heap = calloc(cap, sizeof(int64_t))) ||
+        !(c->tops = calloc(cap, sizeof(*c->tops))) || !(c->fs = calloc(cap, sizeof(float))) ||
+        !(c->rows = calloc(rows * (size_t)dim, sizeof(float)))) {
         rec_ctx_close(c);
         return err_set(e, ERR_NOMEM, "out of memory for ranking scratch");
     }
     c->ids = ids;
     c->items = items;
     c->cap = cap;
+    c->dim = dim;
     c->m = m;
     c->o = *o;
     c->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
@@ -101,8 +111,8 @@ void rec_ctx_close(struct rec_ctx *c)
 {
     if (!c)
         return;
-    void *a[] = {c->excluded, c->taken, c->slot,  c->cand, c->rel,  c->score,
-                 c->maxsim,   c->src,   c->mask, c->used, c->heap};
+    void *a[] = {c->excluded, c->taken, c->slot, c->cand, c->rel,  c->score, c->maxsim,
+                 c->src,      c->mask,  c->used, c->heap, c->tops, c->fs,    c->rows};
     for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++)
         free(a[i]);
     free(c);
@@ -214,25 +224,40 @@ static float score_of(const struct rec_ctx *c, const struct rec_input *in, int64
     return in->scores ? in->scores[it] : sess_score_one(c->m, in->h, it);
 }
 
+/* The GRU scores of slots [from, c->n) (relevance = score), the rows of
+ * one source's items at once (sess_score_many). */
+static void score_slots(struct rec_ctx *c, const struct rec_input *in, size_t from)
+{
+    if (in->scores) {
+        for (size_t i = from; i < c->n; i++)
+            c->rel[i] = c->score[i] = score_of(c, in, c->cand[i]);
+        return;
+    }
+    sess_score_many(c->m, in->h, c->cand + from, c->n - from, c->score + from);
+    memcpy(c->rel + from, c->score + from, (c->n - from) * sizeof(float));
+}
+
 /* Up to quota usable items of a list, best first; an item already proposed
  * records this source too. Cart items may be in the session. */
 static void from_list(struct rec_ctx *c, const struct rec_input *in, const struct rec_list *l)
 {
     int w = warm(in), q = l->quota;
+    size_t from = c->n;
 
     for (size_t i = 0, j = 0; i < l->n && c->n < c->cap && (int)j < q; i++) {
         int64_t it = l->items[i];
-        float rel, s;
+        float rel;
         if (!exists(c, it) || (c->excluded[it] == c->gen && l->source != REC_CART))
             continue;
         if (c->taken[it] == c->gen) {
             c->mask[c->slot[it]] |= 1u << l->source;
             continue;
         }
-        rel = 1.0f - (float)j++ / (float)q;
-        s = w ? score_of(c, in, it) : rel;
-        add(c, it, s, s, l->source);
+        rel = 1.0f - (float)j++ / (float)q; /* cold: the list's order; warm: scored below */
+        add(c, it, rel, rel, l->source);
     }
+    if (w)
+        score_slots(c, in, from);
 }
 
 static void candidates(struct rec_ctx *c, const struct rec_input *in)
@@ -243,10 +268,15 @@ static void candidates(struct rec_ctx *c, const struct rec_input *in)
 
     if (in->scores) {
         top_scores(c, in->scores, c->o.candidates);
-    } else if (w) { /* best first: the session's items are skipped here */
-        for (size_t i = 0; i < in->n_top && c->n < (size_t)c->o.candidates; i++)
+    } else if (w) { /* the session's items are skipped, then the best `candidates` */
+        int nt = 0;
+        for (size_t i = 0; i < in->n_top && (size_t)nt < c->cap; i++)
             if (usable(c, in->top[i].item))
-                add(c, in->top[i].item, in->top[i].score, in->top[i].score, REC_GRU);
+                c->tops[nt++] = in->top[i];
+        if (nt > c->o.candidates) /* the same set as the first of a sorted list */
+            sess_top_keep(c->tops, &nt, c->o.candidates, c->fs);
+        for (int i = 0; i < nt; i++)
+            add(c, c->tops[i].item, c->tops[i].score, c->tops[i].score, REC_GRU);
     }
     if (in->n_lists) {
         for (size_t l = 0; l < in->n_lists; l++)
@@ -288,48 +318,33 @@ static void unscored(struct rec_ctx *c)
             c->rel[i] = lo < INFINITY ? lo : 0.0f;
 }
 
-static void swap_slots(struct rec_ctx *c, size_t a, size_t b)
-{
-    int64_t ti = c->cand[a];
-    float tr = c->rel[a], ts = c->score[a];
-    enum rec_source tsrc = c->src[a];
-    unsigned tm = c->mask[a];
-
-    c->cand[a] = c->cand[b], c->rel[a] = c->rel[b], c->score[a] = c->score[b];
-    c->src[a] = c->src[b], c->mask[a] = c->mask[b];
-    c->cand[b] = ti, c->rel[b] = tr, c->score[b] = ts, c->src[b] = tsrc, c->mask[b] = tm;
-}
-
-/* Keeps the mmr_pool most relevant candidates (quickselect, in place): MMR
- * costs k passes over what it re-ranks, a pool of thousands would not fit
- * the throughput target (bench/results.md). Ties keep the earlier slot. */
+/* Keeps the mmr_pool most relevant candidates: MMR costs k passes over
+ * what it re-ranks, a pool of thousands would not fit the throughput
+ * target (bench/results.md). The float selection of the GRU's top
+ * (sess_topk's order: slot numbers as the ids, so ties keep the earlier
+ * slot), then the kept slots moved down in their order. */
 static void keep_best(struct rec_ctx *c, size_t want)
 {
-    size_t lo = 0, hi = c->n;
+    int n = (int)c->n, m = 0;
 
     if (!want || c->n <= want)
         return;
-    while (hi - lo > 1) {
-        float pv = c->rel[lo + (hi - lo) / 2];
-        size_t i = lo, j = hi, p = lo;
-        /* three-way partition: > pv, == pv, < pv */
-        while (p < j) {
-            if (c->rel[p] > pv)
-                swap_slots(c, i++, p++);
-            else if (c->rel[p] < pv)
-                swap_slots(c, p, --j);
-            else
-                p++;
+    for (int i = 0; i < n; i++)
+        c->tops[i] = (struct sess_top){i, c->rel[i]};
+    sess_top_keep(c->tops, &n, (int)want, c->fs);
+    memset(c->used, 0, c->n);
+    for (int i = 0; i < n; i++)
+        c->used[c->tops[i].item] = 1;
+    for (size_t i = 0; i < c->n; i++) {
+        if (!c->used[i]) {
+            c->taken[c->cand[i]] = 0; /* back in the exploration pool */
+            continue;
         }
-        if (want <= i)
-            hi = i;
-        else if (want <= j)
-            break;
-        else
-            lo = j;
+        c->cand[m] = c->cand[i], c->rel[m] = c->rel[i], c->score[m] = c->score[i];
+        c->src[m] = c->src[i], c->mask[m] = c->mask[i];
+        c->slot[c->cand[m]] = m;
+        m++;
     }
-    for (size_t i = want; i < c->n; i++)
-        c->taken[c->cand[i]] = 0; /* back in the exploration pool */
     c->n = want;
 }
 
@@ -346,24 +361,26 @@ static void normalise_rel(struct rec_ctx *c)
         c->rel[i] = hi > lo ? (c->rel[i] - lo) / (hi - lo) : 1.0f;
 }
 
-/* BLAS: the plain loop is one serial chain of adds, and MMR's cosines were
- * the largest cost of ranking (bench/results.md). Cosine: the unit rows;
- * dot: the rows as trained (unbounded: a long embedding weighs more). */
-static float similarity(const struct rec_ctx *c, int64_t a, int64_t b, int dim)
+/* The rows MMR compares (cosine: the unit rows; dot: the rows as trained,
+ * unbounded: a long embedding weighs more), gathered once per click so
+ * that each pick's similarities to every candidate are one sgemv, instead
+ * of one sdot call per pair (MMR's similarities were the largest cost of
+ * ranking, bench/results.md). A new item (no embedding of the model's) is
+ * a zero row: similarity 0. */
+static void gather_rows(struct rec_ctx *c)
 {
-    if (a >= c->items || b >= c->items)
-        return 0.0f; /* a new item: no embedding of the model's */
-    if (c->o.mmr_dot)
-        return cblas_sdot(dim, sess_model_embedding(c->m, a), 1, sess_model_embedding(c->m, b),
-                          1);
-    return cblas_sdot(dim, sess_model_unit_embedding(c->m, a), 1,
-                      sess_model_unit_embedding(c->m, b), 1);
-}
+    size_t rb = (size_t)c->dim * sizeof(float);
 
-static int emb_dim(const struct rec_ctx *c)
-{
-    /* unit rows are contiguous: the distance between two rows is the dim */
-    return (int)(sess_model_unit_embedding(c->m, 1) - sess_model_unit_embedding(c->m, 0));
+    for (size_t i = 0; i < c->n; i++) {
+        float *r = c->rows + i * (size_t)c->dim;
+        if (c->cand[i] >= c->items)
+            memset(r, 0, rb);
+        else
+            memcpy(r,
+                   c->o.mmr_dot ? sess_model_embedding(c->m, c->cand[i])
+                                : sess_model_unit_embedding(c->m, c->cand[i]),
+                   rb);
+    }
 }
 
 /* Greedy MMR (Carbonell and Goldstein), with the seed's lambda_diversity as
@@ -373,12 +390,14 @@ static int emb_dim(const struct rec_ctx *c)
 static size_t mmr(struct rec_ctx *c, struct rec_item *out)
 {
     double lam = c->o.lambda_diversity;
-    int dim = emb_dim(c);
+    int dim = c->dim;
     size_t n = 0;
 
     memset(c->used, 0, c->n);
     for (size_t i = 0; i < c->n; i++)
         c->maxsim[i] = 0.0f;
+    if (c->o.k > 1 && c->n > 1)
+        gather_rows(c);
     while (n < (size_t)c->o.k && n < c->n) {
         size_t best = c->n;
         double bv = -INFINITY;
@@ -390,11 +409,13 @@ static size_t mmr(struct rec_ctx *c, struct rec_item *out)
         c->used[best] = 1;
         out[n++] =
             (struct rec_item){c->cand[best], c->score[best], c->src[best], 1.0, c->mask[best]};
+        if (n == (size_t)c->o.k || n == c->n)
+            break; /* no further pick: no similarities needed */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)c->n, dim, 1.0f, c->rows, dim,
+                    c->rows + best * (size_t)dim, 1, 0.0f, c->fs, 1);
         for (size_t i = 0; i < c->n; i++)
-            if (!c->used[i]) {
-                float s = similarity(c, c->cand[i], c->cand[best], dim);
-                c->maxsim[i] = n == 1 || s > c->maxsim[i] ? s : c->maxsim[i];
-            }
+            if (!c->used[i])
+                c->maxsim[i] = n == 1 || c->fs[i] > c->maxsim[i] ? c->fs[i] : c->maxsim[i];
     }
     return n;
 }
