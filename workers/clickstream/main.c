@@ -230,10 +230,7 @@ static size_t click_files(void *self, const char **paths, size_t cap)
 {
     const struct click *c = self;
 
-    if (!cap)
-        return 0;
-    paths[0] = cstep_model_path(c->cs); /* a reload may have moved it */
-    return 1;
+    return cstep_files(c->cs, paths, cap); /* a reload may have moved them; rankers too */
 }
 
 static void click_summary(void *self, double secs, uint64_t messages)
@@ -265,8 +262,8 @@ static const struct wk_stream click_stream = {
              "predictions.clickstream). Undecodable messages go to dlq.topic (default\n"
              "clickstream.dlq).\n"
              "SIGTERM/SIGINT: finish in-flight work, commit, leave the group, exit 0.\n"
-             "SIGHUP (or a changed clickstream.model under model.watch_ms): reload the\n"
-             "model, smoke-checked; a refused one keeps the old serving.\n"
+             "SIGHUP (or a changed clickstream.model or ranker under model.watch_ms):\n"
+             "reload the models, smoke-checked; a refused one keeps the old serving.\n"
              "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n\n",
     .open = click_open,
     .decode = click_decode,
