@@ -11,8 +11,10 @@
  *     -> candidates: trending (co-visitation store) then the model's popular
  *        items, the co-visited items of each session's last item
  *     -> scores over the catalog, score_batch sessions per sgemm (or the IVF
- *        index, clickstream.search=ivf), the session's items excluded, MMR,
- *        epsilon-greedy exploration (source and propensity per item)
+ *        index, clickstream.search=ivf), the session's items excluded, an
+ *        optional second-stage ranker re-scoring each micro-batch's pools in
+ *        one run (common/streams/ranker.h), MMR, epsilon-greedy exploration
+ *        (source and propensity per item)
  *   then, apart (after the caller has sent the predictions):
  *     co-visitation and trending counts of the fresh clicks, then one state
  *     put per session that moved, at its last click's position.
