@@ -153,7 +153,7 @@ int main(int argc, char **argv)
         struct rk *rk = cstep_ranker(k[c].cs, -1);
         const struct rk_counts *n = rk ? rk_counts(rk) : NULL;
         if (n && n->clicks && n->runs)
-            printf("\n%s: %.1f us per click in features and ONNX runs, %.0f pairs per run",
+            printf("\n%s: %.1f CPU us per click in features and ONNX runs, %.0f pairs per run",
                    k[c].label, (double)n->us / (double)n->clicks,
                    (double)n->pairs / (double)n->runs);
         cstep_close(k[c].cs);

@@ -324,10 +324,53 @@ static void test_arm_without_ranker(void **st)
     close_env(&v);
 }
 
+/* rec_rank's two halves (keep 0, the pool unchanged) give rec_rank's
+ * items, sources and propensities, draws included. */
+static void test_halves_equal_rec_rank(void **st)
+{
+    struct sess_model *m;
+    struct rec_ctx *a, *b;
+    struct err e = {0};
+    struct rec_opts o = {.k = 10, .candidates = 50, .lambda_diversity = 0.5, .epsilon = 0.3};
+    static struct sess_top top[70];
+    static float block[SESS_BLOCK], h[SESS_MAX_HIDDEN], scratch[6 * SESS_MAX_HIDDEN];
+    static struct rec_cand pool[200];
+    struct rec_item x[REC_MAX_K], y[REC_MAX_K];
+    size_t nx, ny, np, npop;
+
+    (void)st;
+    assert_int_equal(sess_model_open(&m, MODEL, &e), ERR_OK);
+    assert_int_equal(rec_ctx_open(&a, m, &o, 11, &e), ERR_OK);
+    assert_int_equal(rec_ctx_open(&b, m, &o, 11, &e), ERR_OK);
+    for (size_t c = 0; c < 3; c++)
+        assert_int_equal(sess_step(m, SESSION[c], h, scratch, &e), ERR_OK);
+    sess_topk(m, 1, h, 70, top, block);
+    struct rec_input in = {.top = top, .n_top = 70, .h = h, .exclude = SESSION, .n_exclude = 3};
+    in.popular = sess_model_popular(m, &npop);
+    in.n_popular = npop;
+    for (int r = 0; r < 20; r++) {
+        rec_rank(a, &in, x, &nx);
+        np = rec_pool_build(b, &in, 0, pool, 200);
+        assert_true(np >= 50 && np <= rec_ctx_pool_cap(b));
+        rec_rank_pool(b, &in, pool, np, y, &ny);
+        assert_int_equal(nx, ny);
+        for (size_t j = 0; j < nx; j++) {
+            assert_int_equal(x[j].item, y[j].item);
+            assert_int_equal(x[j].source, y[j].source);
+            assert_int_equal(x[j].sources, y[j].sources);
+            assert_float_equal(x[j].propensity, y[j].propensity, 0);
+        }
+    }
+    rec_ctx_close(a);
+    rec_ctx_close(b);
+    sess_model_close(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_with_torch),
+        cmocka_unit_test(test_halves_equal_rec_rank),
         cmocka_unit_test(test_wrong_inputs_refused),
         cmocka_unit_test(test_order_follows_ranker),
         cmocka_unit_test(test_arm_models),

@@ -95,8 +95,8 @@ void rk_defer(struct rk *r, const struct rk_click *k, rk_emit_fn emit, void *opa
  * first-stage relevance. */
 void rk_flush(struct rk *r, rk_emit_fn emit, void *opaque);
 
-/* After the last flush: pairs scored, runs, failed runs, microseconds in
- * features + runs. */
+/* After the last flush: pairs scored, runs, failed runs, CPU microseconds
+ * (the thread's) in features + runs. */
 struct rk_counts {
     uint64_t pairs, runs, failed, clicks, us;
 };
