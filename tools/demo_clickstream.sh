@@ -136,6 +136,7 @@ print(f"\n== {len(preds)} recommendations; the next click was among the 10 shown
 PYEOF
 echo "   worker: $(grep -o 'summary: [^"]*' "$tmp/worker.log" | head -1)"
 echo "   worker: $(grep -o 'outcomes: [0-9][^"]*' "$tmp/worker.log" | head -1)"
+echo "   worker: $(grep -o 'ranker models[^"]*clicks re-ranked[^"]*' "$tmp/worker.log" | head -1)"
 echo
 echo "== streamml abtest --outcome-records (the outcome records of clickstream.outcomes)"
 "$SM" abtest --outcome-records "$tmp/outcomes.jsonl" --control control
