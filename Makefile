@@ -248,6 +248,11 @@ models-clickstream:
 	$(PY) tests/fixtures/make_click_fixtures.py
 fixtures-clickstream:
 	$(PY) tests/fixtures/make_click_fixtures.py
+# the second-stage ranker (about 90 s): models/clickstream/ranker.onnx from the committed GRU, and
+# its fixtures (tests/fixtures/ranker_*)
+.PHONY: models-clickstream-ranker
+models-clickstream-ranker:
+	cd models/clickstream && $(PY) train_ranker.py
 models-clickstream-bench:
 	$(PY) models/clickstream/train.py --out $(BUILD)/clickstream-bench --items 100000 \
 	    --emb 128 --hidden 128 --sessions 2000 --epochs 0

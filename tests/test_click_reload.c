@@ -5,6 +5,8 @@
  * model_reload alert on monitor.topic); a corrupt file is refused (a
  * WARNING model_reload alert naming the refusal), version 2 serves on and
  * the worker keeps running. Before the runtime, SIGHUP killed the worker.
+ * The watch covers every experiment arm's second-stage ranker: a changed
+ * arm's ranker file is reloaded by itself (model.watch_ms, no SIGHUP).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,7 +24,8 @@
 
 #include "stack.h"
 
-#define TOPICS "reload.in:2,reload.out:2,clickstream.dlq:1,monitoring:1"
+#define TOPICS                                                                                     \
+    "reload.in:2,reload.out:2,clickstream.dlq:1,monitoring:1,arms.in:2,arms.out:2,arms.shadow:1"
 #define MODEL "models/clickstream/gru4rec.onnx"
 
 struct env {
@@ -250,10 +253,68 @@ static void test_sighup_reloads_the_model_or_refuses(void **st)
     assert_int_equal(count(alerts, "model_reload", "WARNING", "refused", NULL), 1);
 }
 
+/* Shadow mode: arm a serves with ranker ra, arm b ranks every click too
+ * with rb, logged; rb replaced on disk is picked up by the file watch. */
+static void test_watch_reloads_an_arms_ranker(void **st)
+{
+    struct env *v = *st;
+    char log[128], out[128], shadow[128], ra[128], rb[128], arms[400];
+    const char *xs[] = {"state.backend=memory",
+                        "worker.poll_ms=20",
+                        "model.watch_ms=100",
+                        "group.id=rt-click-arms",
+                        "experiment.id=rk",
+                        "experiment.mode=shadow",
+                        "experiment.variants=a:-:0.5,b:-:0.5",
+                        "experiment.shadow_topic=arms.shadow",
+                        "clickstream.model=" MODEL,
+                        arms,
+                        NULL};
+    int base = v->next;
+    pid_t w;
+
+    snprintf(ra, sizeof(ra), "%s/ra.onnx", v->dir);
+    snprintf(rb, sizeof(rb), "%s/rb.onnx", v->dir);
+    snprintf(arms, sizeof(arms), "clickstream.arms=a:ranker=%s,b:ranker=%s", ra, rb);
+    snprintf(log, sizeof(log), "%s/arms.log", v->dir);
+    snprintf(out, sizeof(out), "%s/arms-predictions.jsonl", v->dir);
+    snprintf(shadow, sizeof(shadow), "%s/arms-shadow.jsonl", v->dir);
+    write_model("models/clickstream/ranker.onnx", ra, '1');
+    write_model("models/clickstream/ranker.onnx", rb, '1');
+    w = start_worker(v, "arms", log, xs);
+    assert_true(w > 0);
+    produce(v, "arms.in", 4);
+    wait_or_fail(v, "arms.out", 4, w, log);
+    wait_or_fail(v, "arms.shadow", 4, w, log);
+
+    write_model("tests/fixtures/ranker_price.onnx", rb, '1'); /* another model, same path */
+    test_sleep_ms(1500);
+    produce(v, "arms.in", 4);
+    wait_or_fail(v, "arms.out", 8, w, log);
+    wait_or_fail(v, "arms.shadow", 8, w, log);
+    stop_ok(w, log);
+
+    consume(v, "arms.out", out);
+    consume(v, "arms.shadow", shadow);
+    for (int i = base; i < v->next; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "\"event_id\":\"c%d\"", i);
+        assert_int_equal(count(out, id, "\"variant\":\"a\"", "\"model_version\":\"1+ranker.1\"",
+                               NULL),
+                         1);
+        assert_int_equal(count(shadow, id, "\"variant\":\"b\"",
+                               i < base + 4 ? "\"model_version\":\"1+ranker.1\""
+                                            : "\"model_version\":\"1+ranker_price.1\"",
+                               NULL),
+                         1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sighup_reloads_the_model_or_refuses),
+        cmocka_unit_test(test_watch_reloads_an_arms_ranker),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -6,8 +6,8 @@
 # one session that starts with unknown item ids, and one undecodable record;
 # then a few recommendations and how often the session's next click was among
 # the 10 items shown. The sessions' users are in an experiment of two arms
-# (control: MMR lambda_diversity 0.5, epsilon 0.05; explore: 0.8, 0.2, sticky
-# per user); after the recommendations each session acts on some shown items
+# (control: MMR lambda_diversity 0.5, epsilon 0.05; explore: 0.8, 0.2 and the
+# second-stage ranker models/clickstream/ranker.onnx, sticky per user); after the recommendations each session acts on some shown items
 # (views, carts, purchases with a price), the worker joins those outcomes to
 # the recommendations that led to them (clickstream.outcomes), and `streamml
 # abtest --outcome-records` prints CTR, add-to-cart rate, conversion and
@@ -60,10 +60,10 @@ for j in range(max(map(len, sessions))):            # interleaved, as a shop's s
                               "item_id": items[j], "event_type": "view", "event_time": t}))
 PYEOF
 n=$(wc -l < "$tmp/clicks.jsonl")
-echo "== starting streamml-clickstream (models/clickstream/gru4rec.onnx; experiment demo-arms: control 50%, explore 50%)"
+echo "== starting streamml-clickstream (models/clickstream/gru4rec.onnx; experiment demo-arms: control 50%, explore 50% with the ranker)"
 "$BUILD/streamml-clickstream" -b "$bs" -X redis.port="$rport" --log-level info \
     -X experiment.id=demo-arms -X experiment.variants=control:-:0.5,explore:-:0.5 \
-    -X clickstream.arms=explore:epsilon=0.2:lambda_diversity=0.8 \
+    -X clickstream.arms=explore:epsilon=0.2:lambda_diversity=0.8:ranker=models/clickstream/ranker.onnx \
     -X clickstream.outcomes_topic=clickstream.outcomes -X worker.idle_exit_ms=0 \
     >"$tmp/worker.log" 2>&1 &
 wpid=$!
@@ -136,6 +136,7 @@ print(f"\n== {len(preds)} recommendations; the next click was among the 10 shown
 PYEOF
 echo "   worker: $(grep -o 'summary: [^"]*' "$tmp/worker.log" | head -1)"
 echo "   worker: $(grep -o 'outcomes: [0-9][^"]*' "$tmp/worker.log" | head -1)"
+echo "   worker: $(grep -o 'ranker models[^"]*clicks re-ranked[^"]*' "$tmp/worker.log" | head -1)"
 echo
 echo "== streamml abtest --outcome-records (the outcome records of clickstream.outcomes)"
 "$SM" abtest --outcome-records "$tmp/outcomes.jsonl" --control control

@@ -173,6 +173,13 @@ static const struct key_def keys[] = {
     /* clickstream worker (workers/clickstream) */
     {"clickstream.model", K_STR, 0, 0, "models/clickstream/gru4rec.onnx",
      "GRU4Rec ONNX model (models/clickstream/train.py)"},
+    {"clickstream.ranker", K_STR, 0, 0, "",
+     "second-stage ONNX ranker of (session, candidate) pairs before MMR (empty: none; "
+     "models/clickstream/ranker.onnx, docs/clickstream.md)"},
+    {"clickstream.ranker_candidates", K_INT, 0, 5000, "100",
+     "candidates per click the ranker re-scores, the most relevant by the GRU (0: the whole pool)"},
+    {"clickstream.ranker_batch", K_INT, 1, 1000000, "8192",
+     "(session, candidate) pairs per ranker run (at least one click's)"},
     {"clickstream.k", K_INT, 1, 64, "10", "items shown per click"},
     {"clickstream.candidates", K_INT, 1, 5000, "50",
      "top GRU scores re-ranked by MMR (the gru quota when clickstream.sources is empty)"},

@@ -196,6 +196,25 @@ void rec_ctx_close(struct rec_ctx *c); /* NULL-safe */
  * has fewer items). Ids in covisit/popular outside the catalog are skipped. */
 void rec_rank(struct rec_ctx *c, const struct rec_input *in, struct rec_item *out, size_t *n);
 
+/* rec_rank in two halves, for a second-stage ranker that re-scores the
+ * pools of many clicks at once (common/streams/ranker.h): the union of in's
+ * candidates, the keep most relevant kept (0: all), copied to pool (at most
+ * cap); then the ranking of such a pool, its rel as relevance (MMR's, after
+ * rec_opts.mmr_pool) and its score as the items' score. With the pool
+ * unchanged and keep 0, the two give rec_rank's items. */
+struct rec_cand {
+    int64_t item;
+    float rel, score;
+    enum rec_source src;
+    unsigned mask;
+};
+size_t rec_pool_build(struct rec_ctx *c, const struct rec_input *in, size_t keep,
+                      struct rec_cand *pool, size_t cap);
+void rec_rank_pool(struct rec_ctx *c, const struct rec_input *in, const struct rec_cand *pool,
+                   size_t n_pool, struct rec_item *out, size_t *n);
+/* Candidates of one union at most (rec_pool_build's cap for keep 0). */
+size_t rec_ctx_pool_cap(const struct rec_ctx *c);
+
 /* ---- session state (the Redis blob) ---- */
 
 struct sess_state {

@@ -16,6 +16,7 @@ struct cx {
     struct ab *ab; /* NULL: no experiment */
     int by_session;
     double lambda[AB_MAX_VARIANTS], epsilon[AB_MAX_VARIANTS];
+    char ranker[AB_MAX_VARIANTS][256]; /* ranker=PATH ("": clickstream.ranker, "-": none) */
     char shadow_topic[256];
     struct cout *co; /* NULL: outcomes off */
     struct state *st;
@@ -46,7 +47,7 @@ static int parse_arm(struct cx *x, const char *item, size_t len, struct err *e)
                        (int)len, item);
     for (const char *p = colon + 1; p < end;) {
         const char *q = memchr(p, ':', (size_t)(end - p)), *eq;
-        char key[32], num[64], *stop;
+        char key[32], num[256], *stop;
         double v;
         q = q ? q : end;
         eq = memchr(p, '=', (size_t)(q - p));
@@ -56,6 +57,11 @@ static int parse_arm(struct cx *x, const char *item, size_t len, struct err *e)
                            (int)(q - p), p);
         snprintf(key, sizeof(key), "%.*s", (int)(eq - p), p);
         snprintf(num, sizeof(num), "%.*s", (int)(q - eq - 1), eq + 1);
+        if (!strcmp(key, "ranker")) { /* another model: a path, checked when opened */
+            snprintf(x->ranker[a], sizeof(x->ranker[a]), "%s", num);
+            p = q + (q < end);
+            continue;
+        }
         errno = 0;
         v = strtod(num, &stop);
         if (*stop || errno || !(v >= 0 && v <= 1))
@@ -68,7 +74,7 @@ static int parse_arm(struct cx *x, const char *item, size_t len, struct err *e)
         else
             return err_set(e, ERR_CONFIG,
                            "clickstream.arms: %s: unknown setting \"%s\" (epsilon, "
-                           "lambda_diversity)",
+                           "lambda_diversity, ranker)",
                            ab_variant_name(x->ab, a), key);
         p = q + (q < end);
     }
@@ -109,9 +115,12 @@ static int open_experiment(struct cx *x, const struct cfg *cf, struct err *e)
     log_info("experiment %s (%s, sticky per %s): %zu arms", ab_id(x->ab),
              ab_mode(x->ab) == AB_SHADOW ? "shadow" : "split", unit, ab_num_variants(x->ab));
     for (size_t a = 0; a < ab_num_variants(x->ab); a++)
-        log_info("  arm %s: share %.3f, lambda_diversity %.2f, epsilon %.3f",
+        log_info("  arm %s: share %.3f, lambda_diversity %.2f, epsilon %.3f, ranker %s",
                  ab_variant_name(x->ab, a), ab_variant_share(x->ab, a), x->lambda[a],
-                 x->epsilon[a]);
+                 x->epsilon[a],
+                 x->ranker[a][0] ? x->ranker[a]
+                                 : *cfg_str(cf, "clickstream.ranker") ? cfg_str(cf, "clickstream.ranker")
+                                                                       : "-");
     return ERR_OK;
 }
 
@@ -186,9 +195,15 @@ void cx_close(struct cx *x)
 
 int cx_arms(const struct cx *x, struct cstep *cs, struct err *e)
 {
+    const char *rankers[AB_MAX_VARIANTS];
+
     if (!x->ab)
         return ERR_OK;
-    return cstep_arms(cs, ab_num_variants(x->ab), x->lambda, x->epsilon, cx_shadow_from(x), e);
+    for (size_t a = 0; a < ab_num_variants(x->ab); a++)
+        rankers[a] = x->ranker[a];
+    if (cstep_arms(cs, ab_num_variants(x->ab), x->lambda, x->epsilon, cx_shadow_from(x), e))
+        return e->code;
+    return cstep_arm_rankers(cs, ab_num_variants(x->ab), rankers, e);
 }
 
 static const char *unit_of(const struct cx *x, const struct click_event *ev)

@@ -6,13 +6,14 @@
  * or its session id for an anonymous click; session: its session id),
  * sticky (the same SHA-256 assignment as the transactions worker). An arm
  * is a ranking variant of the same GRU model: clickstream.arms gives an
- * arm its own MMR weight and exploration rate
+ * arm its own MMR weight, exploration rate and second-stage ranker model
+ * (common/streams/ranker.h; "-": none)
  *
- *   clickstream.arms=explore:epsilon=0.2:lambda_diversity=0.3,calm:epsilon=0
+ *   clickstream.arms=explore:epsilon=0.2:lambda_diversity=0.3,calm:ranker=r2.onnx
  *
- * (an arm not listed ranks with clickstream.lambda_diversity/epsilon). A
- * variant's model file must be "-" or clickstream.model: another model per
- * arm is refused (the arms share the session states). split: each click is
+ * (an arm not listed ranks with clickstream.lambda_diversity/epsilon/
+ * ranker). A variant's model file must be "-" or clickstream.model: another
+ * GRU per arm is refused (the arms share the session states). split: each click is
  * ranked by its arm; shadow: the first arm serves every click and the
  * others rank it too, logged to experiment.shadow_topic. The prediction
  * carries experiment_id and variant (the serving arm).

@@ -10,6 +10,7 @@
 #include "clickstep.h"
 #include "log.h"
 #include "pipeline.h"
+#include "ranker.h"
 #include "sources.h"
 
 #define POPULAR_MAX 200 /* the model's popular items kept after the trending ones */
@@ -69,6 +70,7 @@ struct cstep {
     struct rec_ctx *arm_rc[CSTEP_MAX_ARMS];
     size_t n_arms, shadow_from; /* arms >= shadow_from rank every click beside it */
     struct click_prediction *shadow; /* per click x (n_arms - shadow_from) */
+    struct rk_set *rks;              /* second-stage rankers (clickstream.ranker, arms') */
 };
 
 int cstep_advance(const struct sess_model *m, int64_t item, float *h, int *has_h, float *scratch)
@@ -161,7 +163,7 @@ static int open_model(struct cstep *c, const struct cfg *cf, struct err *e)
     c->cov_q = c->cov_q > COV_KEEP ? COV_KEEP : c->cov_q;
     c->trend_q = c->sp.legacy ? 2 * o.k : src_quota(&c->sp, REC_POPULAR);
     c->trend_q = c->trend_q > COV_TRENDING_KEEP ? COV_TRENDING_KEEP : c->trend_q;
-    if (rec_ctx_open(&c->rc, c->m, &o, seed, e))
+    if (rec_ctx_open(&c->rc, c->m, &o, seed, e) || rk_set_open(&c->rks, cf, c->m, e))
         return e->code;
     c->k = o.k;
     c->ropts = o;
@@ -250,6 +252,7 @@ void cstep_close(struct cstep *c)
     for (size_t a = 0; a < c->n_arms; a++)
         rec_ctx_close(c->arm_rc[a]);
     free(c->shadow);
+    rk_set_close(c->rks);
     src_close(c->src);
     rec_ctx_close(c->rc);
     ann_query_close(c->annq);
@@ -468,12 +471,52 @@ static void put_items(struct cstep *c, struct click_prediction *p, const struct 
     c->cnt.shown += now >= 0 ? n : 0;
 }
 
+/* The items of click i ranked by arm a (0 without arms): its prediction
+ * or, for a shadow arm, the logged one. */
+static void ranked(void *opaque, size_t i, size_t a, const struct rec_item *out, size_t n)
+{
+    struct cstep *c = opaque;
+
+    if (c->n_arms && a >= c->shadow_from)
+        put_items(c, &c->shadow[i * (c->n_arms - c->shadow_from) + a - c->shadow_from], out, n,
+                  -1);
+    else
+        put_items(c, &c->preds[i], out, n, c->sl[i].ev->event_time_ms);
+}
+
+/* Click i ranked by arm a: at once, or with a second-stage ranker (warm
+ * clicks only) when the micro-batch's pairs are scored (rk_set_flush). */
+static void rank_arm(struct cstep *c, size_t i, size_t a, int warm, const struct rec_input *in,
+                     int64_t now)
+{
+    struct rec_ctx *rc = c->n_arms ? c->arm_rc[a] : c->rc;
+    struct rk *rk = warm ? rk_set_get(c->rks, c->n_arms ? (int)a : -1) : NULL;
+    struct rec_item out[REC_MAX_K];
+    size_t n;
+
+    if (rk) {
+        rk_defer(rk, &(struct rk_click){rc, in, c->cat, now, i, a}, ranked, c);
+        return;
+    }
+    rec_rank(rc, in, out, &n);
+    ranked(c, i, a, out, n);
+}
+
+/* A ranker's prediction names both models: "<GRU version>+<ranker>.<version>". */
+static void label_model(const struct cstep *c, struct click_prediction *p, int arm)
+{
+    const struct rk *rk = rk_set_get(c->rks, arm);
+
+    if (rk)
+        snprintf(p->model_version, sizeof(p->model_version), "%.12s+%.12s.%.4s",
+                 sess_model_version(c->m), rk_name(rk), rk_version(rk));
+}
+
 /* top: the session's best items (NULL: cold start), h its hidden state. */
 static void rank(struct cstep *c, size_t i, const struct sess_top *top, const float *h)
 {
     struct slot *s = &c->sl[i];
     struct click_prediction *p = &c->preds[i];
-    struct rec_item out[REC_MAX_K];
     struct rec_list lists[REC_NSOURCES];
     int64_t now = s->ev->event_time_ms;
     struct src_session ss = {s->hist,
@@ -494,7 +537,6 @@ static void rank(struct cstep *c, size_t i, const struct sess_top *top, const fl
                            .n_covisit = ss.n_covisit,
                            .popular = c->popular,
                            .n_popular = c->n_popular};
-    size_t n;
 
     if (!c->sp.legacy) { /* the sources by quota, the catalogue's new items */
         in.n_lists = src_lists(c->src, c->cat, &ss, lists);
@@ -505,15 +547,12 @@ static void rank(struct cstep *c, size_t i, const struct sess_top *top, const fl
             in.n_boosted = src_boosted(c->src, c->cat, now, &in.boosted);
         }
     }
-    rec_rank(c->n_arms ? c->arm_rc[s->arm] : c->rc, &in, out, &n);
-    put_items(c, p, out, n, now);
+    rank_arm(c, i, (size_t)s->arm, top != NULL, &in, now);
+    if (top)
+        label_model(c, p, c->n_arms ? s->arm : -1);
     /* shadow arms: the same candidates ranked by each, logged, never shown */
-    for (size_t a = c->shadow_from; a < c->n_arms; a++) {
-        struct click_prediction *q = &c->shadow[i * (c->n_arms - c->shadow_from) + a -
-                                                c->shadow_from];
-        rec_rank(c->arm_rc[a], &in, out, &n);
-        put_items(c, q, out, n, -1);
-    }
+    for (size_t a = c->shadow_from; a < c->n_arms; a++)
+        rank_arm(c, i, a, top != NULL, &in, now);
 }
 
 /* Ranks the clicks [from, to) whose rows are in the current micro-batch. */
@@ -534,6 +573,7 @@ static void rank_rows(struct cstep *c, size_t from, size_t to, size_t rows)
         r = (size_t)s->row % c->score_batch;
         rank(c, j, c->top + r * (size_t)c->ktop, c->h + r * hid);
     }
+    rk_set_flush(c->rks, ranked, c); /* before c->top and c->h move on */
 }
 
 /* Sessions with a hidden state are scored score_batch at a time (blocked
@@ -616,6 +656,9 @@ int cstep_batch(struct cstep *c, size_t n, const struct cstep_click *in,
             *q = c->preds[i]; /* ids, flags, model; its own items */
             q->n_items = n_items;
             memcpy(q->items, items, sizeof(items));
+            snprintf(q->model_version, sizeof(q->model_version), "%s", sess_model_version(c->m));
+            if (!q->cold_start)
+                label_model(c, q, (int)(a + c->shadow_from));
         }
     return c->degraded;
 }
@@ -638,6 +681,27 @@ int cstep_arms(struct cstep *c, size_t n, const double *lambda_diversity, const 
     if (shadow_from < n && !(c->shadow = calloc(c->cap * (n - shadow_from), sizeof(*c->shadow))))
         return err_set(e, ERR_NOMEM, "out of memory for the shadow arms' rankings");
     return ERR_OK;
+}
+
+int cstep_arm_rankers(struct cstep *c, size_t n, const char *const *paths, struct err *e)
+{
+    for (size_t a = 0; a < n && a < c->n_arms; a++)
+        if (rk_set_arm(c->rks, a, paths[a], e))
+            return e->code;
+    return ERR_OK;
+}
+
+struct rk *cstep_ranker(const struct cstep *c, int a)
+{
+    return rk_set_get(c->rks, a);
+}
+
+size_t cstep_files(const struct cstep *c, const char **paths, size_t cap)
+{
+    if (!cap)
+        return 0;
+    paths[0] = c->path;
+    return 1 + rk_set_files(c->rks, paths + 1, cap - 1);
 }
 
 const struct click_prediction *cstep_shadow(const struct cstep *c, size_t i, size_t k)
@@ -738,4 +802,5 @@ void cstep_log_summary(const struct cstep *c, double secs, uint64_t messages,
              "items: %llu impressions, %llu clicks",
              (unsigned long long)k->cov_redelivered, (unsigned long long)k->cov_fenced,
              (unsigned long long)k->new_shown, (unsigned long long)k->new_clicks);
+    rk_set_log(c->rks);
 }

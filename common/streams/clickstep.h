@@ -11,8 +11,10 @@
  *     -> candidates: trending (co-visitation store) then the model's popular
  *        items, the co-visited items of each session's last item
  *     -> scores over the catalog, score_batch sessions per sgemm (or the IVF
- *        index, clickstream.search=ivf), the session's items excluded, MMR,
- *        epsilon-greedy exploration (source and propensity per item)
+ *        index, clickstream.search=ivf), the session's items excluded, an
+ *        optional second-stage ranker re-scoring each micro-batch's pools in
+ *        one run (common/streams/ranker.h), MMR, epsilon-greedy exploration
+ *        (source and propensity per item)
  *   then, apart (after the caller has sent the predictions):
  *     co-visitation and trending counts of the fresh clicks, then one state
  *     put per session that moved, at its last click's position.
@@ -115,6 +117,15 @@ struct cstep_click {
 #define CSTEP_MAX_ARMS 8
 int cstep_arms(struct cstep *c, size_t n, const double *lambda_diversity, const double *epsilon,
                size_t shadow_from, struct err *e);
+/* Arm a's second-stage ranker (common/streams/ranker.h): paths[a] NULL or
+ * "" keeps clickstream.ranker, "-" none. After cstep_arms; ERR_CONFIG
+ * naming the file that does not fit. */
+int cstep_arm_rankers(struct cstep *c, size_t n, const char *const *paths, struct err *e);
+/* Arm a's ranker (a < 0: without arms), NULL none; for tests and tools. */
+struct rk;
+struct rk *cstep_ranker(const struct cstep *c, int a);
+/* The model files a reload watches: the GRU's, then the rankers'. */
+size_t cstep_files(const struct cstep *c, const char **paths, size_t cap);
 /* Shadow arm a's ranking of click i of the last batch (ids and flags as
  * the served one); NULL when a is not a shadow arm or i not a click. */
 const struct click_prediction *cstep_shadow(const struct cstep *c, size_t i, size_t a);

@@ -516,12 +516,11 @@ static void explore(struct rec_ctx *c, const struct rec_input *in, struct rec_it
     }
 }
 
-void rec_rank(struct rec_ctx *c, const struct rec_input *in, struct rec_item *out, size_t *n)
+/* Marks the session's items; returns how many of them exist. */
+static int64_t mark_excluded(struct rec_ctx *c, const struct rec_input *in)
 {
-    int64_t n_excluded = 0, pool;
+    int64_t n_excluded = 0;
 
-    c->in = in;
-    new_generation(c);
     for (size_t i = 0; i < in->n_exclude; i++) {
         int64_t it = in->exclude[i];
         if (exists(c, it) && c->excluded[it] != c->gen) {
@@ -529,8 +528,16 @@ void rec_rank(struct rec_ctx *c, const struct rec_input *in, struct rec_item *ou
             n_excluded++;
         }
     }
-    candidates(c, in);
-    unscored(c);
+    return n_excluded;
+}
+
+/* From the candidates of c: MMR over the mmr_pool most relevant, then
+ * exploration. */
+static void finish(struct rec_ctx *c, const struct rec_input *in, int64_t n_excluded,
+                   struct rec_item *out, size_t *n)
+{
+    int64_t pool;
+
     keep_best(c, (size_t)c->o.mmr_pool);
     normalise_rel(c);
     *n = mmr(c, out);
@@ -546,5 +553,56 @@ void rec_rank(struct rec_ctx *c, const struct rec_input *in, struct rec_item *ou
         if (out[i].score != out[i].score)
             out[i].score = 0.0f; /* a new item: no GRU score */
     }
+}
+
+void rec_rank(struct rec_ctx *c, const struct rec_input *in, struct rec_item *out, size_t *n)
+{
+    int64_t n_excluded;
+
+    c->in = in;
+    new_generation(c);
+    n_excluded = mark_excluded(c, in);
+    candidates(c, in);
+    unscored(c);
+    finish(c, in, n_excluded, out, n);
+    c->in = NULL;
+}
+
+size_t rec_ctx_pool_cap(const struct rec_ctx *c)
+{
+    return c->cap;
+}
+
+size_t rec_pool_build(struct rec_ctx *c, const struct rec_input *in, size_t keep,
+                      struct rec_cand *pool, size_t cap)
+{
+    c->in = in;
+    new_generation(c);
+    mark_excluded(c, in);
+    candidates(c, in);
+    unscored(c);
+    keep_best(c, keep);
+    keep = c->n < cap ? c->n : cap;
+    for (size_t i = 0; i < keep; i++)
+        pool[i] = (struct rec_cand){c->cand[i], c->rel[i], c->score[i], c->src[i], c->mask[i]};
+    c->in = NULL;
+    return keep;
+}
+
+void rec_rank_pool(struct rec_ctx *c, const struct rec_input *in, const struct rec_cand *pool,
+                   size_t n_pool, struct rec_item *out, size_t *n)
+{
+    int64_t n_excluded;
+
+    c->in = in;
+    new_generation(c);
+    n_excluded = mark_excluded(c, in);
+    for (size_t i = 0; i < n_pool && c->n < c->cap; i++) {
+        if (!exists(c, pool[i].item) || c->taken[pool[i].item] == c->gen)
+            continue; /* cannot happen: a pool of rec_pool_build */
+        add(c, pool[i].item, pool[i].rel, pool[i].score, pool[i].src);
+        c->mask[c->n - 1] = pool[i].mask;
+    }
+    finish(c, in, n_excluded, out, n);
     c->in = NULL;
 }

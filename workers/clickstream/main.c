@@ -230,10 +230,7 @@ static size_t click_files(void *self, const char **paths, size_t cap)
 {
     const struct click *c = self;
 
-    if (!cap)
-        return 0;
-    paths[0] = cstep_model_path(c->cs); /* a reload may have moved it */
-    return 1;
+    return cstep_files(c->cs, paths, cap); /* a reload may have moved them; rankers too */
 }
 
 static void click_summary(void *self, double secs, uint64_t messages)
@@ -260,13 +257,14 @@ static const struct wk_stream click_stream = {
              "of inactivity) by one step; the next clickstream.k items (GRU scores, co-visited\n"
              "and trending items, or the sources of clickstream.sources with the item\n"
              "catalogue of clickstream.catalog / catalog_topic; the session's items excluded;\n"
-             "MMR re-ranked; epsilon-greedy exploration and the new items' boost, with source\n"
+             "re-scored by the ONNX ranker of clickstream.ranker, or an experiment arm's, if\n"
+             "any; MMR re-ranked; epsilon-greedy exploration and the new items' boost, with source\n"
              "and propensity per item) go to output.topic (default\n"
              "predictions.clickstream). Undecodable messages go to dlq.topic (default\n"
              "clickstream.dlq).\n"
              "SIGTERM/SIGINT: finish in-flight work, commit, leave the group, exit 0.\n"
-             "SIGHUP (or a changed clickstream.model under model.watch_ms): reload the\n"
-             "model, smoke-checked; a refused one keeps the old serving.\n"
+             "SIGHUP (or a changed clickstream.model or ranker under model.watch_ms):\n"
+             "reload the models, smoke-checked; a refused one keeps the old serving.\n"
              "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n\n",
     .open = click_open,
     .decode = click_decode,
