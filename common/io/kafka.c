@@ -50,6 +50,7 @@ struct kq {
     int commit_interval_ms;    /* kq_opts.commit_interval_ms */
     int64_t last_commit_ms;
     int stored_uncommitted;    /* offsets stored since the last commit */
+    size_t n_dirty;            /* tracks with an offset to store (kq_ack) */
     struct kq_box *boxes;      /* released message wrappers, reused by kq_poll */
 };
 
@@ -288,6 +289,7 @@ void kq_ack(struct kq *q, const struct kq_pos *pos, int what)
     t->flags[(t->head + (size_t)i) % t->cap] |= (unsigned char)what;
     while (t->count && t->flags[t->head] == KQ_ACK_ALL) {
         t->store_next = t->offs[t->head] + 1;
+        q->n_dirty += !t->dirty;
         t->dirty = 1;
         t->head = (t->head + 1) % t->cap;
         t->count--;
@@ -301,6 +303,11 @@ static void store_offsets(struct kq *q)
     rd_kafka_topic_partition_list_t *l = NULL;
     rd_kafka_resp_err_t err;
 
+    /* Called at every poll (once per message): nothing acknowledged since
+     * the last call is the usual case, and costs no walk of the tracks. */
+    if (!q->n_dirty)
+        return;
+    q->n_dirty = 0;
     for (size_t i = 0; i < q->n_tracks; i++) {
         struct track *t = &q->tracks[i];
         if (!t->dirty)
