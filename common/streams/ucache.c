@@ -7,6 +7,7 @@
  */
 #include "ucache.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -67,7 +68,8 @@ struct ucache *ucache_open(size_t entries, size_t value_size)
     struct ucache *c;
     size_t cap = 16;
 
-    if (!entries || !value_size)
+    if (!entries || !value_size || entries > SIZE_MAX / 4 / value_size ||
+        entries > SIZE_MAX / 4 / sizeof(struct uc_slot))
         return NULL;
     while (cap < 2 * entries)
         cap *= 2;
