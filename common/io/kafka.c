@@ -543,6 +543,15 @@ static rd_kafka_conf_t *make_conf(struct kq *q, const struct kq_opts *o, int con
         rc |= conf_set(conf, "enable.auto.commit", o->assign_all ? "false" : "true", "default", e);
         if (o->stats_cb)
             rc |= conf_set(conf, "statistics.interval.ms", "5000", "default", e);
+        /* A backlog prefetched whole grows the fetch thread's heap in fresh
+         * pages: with a 50,000-event backlog 0.1 page fault per event, 0.008
+         * with this bound (issue 19). */
+        if (o->prefetch_messages) {
+            char v[32];
+            snprintf(v, sizeof(v), "%zu", o->prefetch_messages);
+            rc |= conf_set(conf, "queued.min.messages", v, "default", e);
+            rc |= conf_set(conf, "queued.max.messages.kbytes", "16384", "default", e);
+        }
     } else {
         rc |= conf_set(conf, "enable.idempotence", "true", "default", e);
         /* A worker produces a whole batch of records at once: waiting longer
