@@ -18,7 +18,8 @@
 # load, default 5), LAT_X (the worker's -X settings for the latency runs),
 # FLOOR_RATE (default 500 events/s), USERS (distinct users, default 20,000),
 # PEER=0 / TWO=0 (leave out the Python peer / the two-worker rows),
-# LAT_PCTS (loads in % of each max, default "25 50 75 100").
+# LAT_PCTS (loads in % of each max, default "25 50 75 100"), CLUSTER=0 /
+# NOCACHE=0 (leave out the Redis Cluster rows / the cache-off row).
 # Issue 19's table comes last: broker alone, one worker on one Redis (state
 # cache on, the default, and off: state.cache_entries=0), one worker on a
 # Redis Cluster of 3 masters, side by side, with p50/p99 at 25% and 50% of
@@ -32,6 +33,8 @@ LAT_S=${LAT_S:-5}
 USERS=${USERS:-20000}
 PEER=${PEER:-1}
 TWO=${TWO:-1}
+CLUSTER=${CLUSTER:-1}
+NOCACHE=${NOCACHE:-1}
 LAT_PCTS=${LAT_PCTS:-25 50 75 100}
 # The workers' own settings. Explanations are off: the bench model declines
 # nearly every event, and a TreeSHAP explanation of each (issue 18) would be
@@ -228,7 +231,8 @@ PYEOF
 
 declare -a d_brk r_brk c_brk r_red c_red c_rsrv r_c c_c c_cb c_cr rss_c r_py c_py rss_py r_c2 c_c2
 declare -a r_cl c_cl c_clsrv c_clb r_nc c_nc c_ncb c_ncr
-r_py=(); c_py=(); rss_py=(); r_c2=(); c_c2=() # may stay empty (PEER=0, TWO=0)
+r_py=(); c_py=(); rss_py=(); r_c2=(); c_c2=() # may stay empty (PEER=0, TWO=0, ...)
+r_nc=(); c_nc=(); c_ncb=(); c_ncr=(); r_cl=(); c_cl=(); c_clb=(); c_clsrv=()
 lastv() { local n; eval "n=\${#$1[@]}"; if [ "$n" -gt 0 ]; then eval "echo \${$1[-1]}"; else echo -; fi; }
 for rep in $(seq "$REPS"); do
     # Limits and the C worker share one stack and one preload.
@@ -251,15 +255,18 @@ for rep in $(seq "$REPS"); do
 
     # The same without the users' cache (state.cache_entries=0): every
     # batch reads its users from Redis, as before issue 19.
+    if [ "$NOCACHE" = 1 ]; then
     stack_up
     "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error >/dev/null 2>&1
     wpids=(); worker -X state.cache_entries=0
     MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
     r_nc+=("$rate"); c_nc+=("$cpu_w"); c_ncb+=("$cpu_b"); c_ncr+=("$cpu_r")
     stack_down "${wpids[0]}"
+    fi
 
     # The same worker, the same events, its state on a Redis Cluster of 3
     # masters with one replica each (redis.nodes): the servers' CPU summed.
+    if [ "$CLUSTER" = 1 ]; then
     stack_up; cluster_up
     "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error >/dev/null 2>&1
     wpids=(); worker -X redis.nodes="$cnodes"
@@ -268,6 +275,7 @@ for rep in $(seq "$REPS"); do
     r_cl+=("$rate"); c_cl+=("$cpu_w"); c_clb+=("$cpu_b")
     c_clsrv+=("$(calc "round($(IFS=+; echo "${vals[*]:2:6}"), 2)")")
     stack_down "${wpids[0]}"; cluster_down
+    fi
 
     # The Python peer: fresh stack, the same events.
     if [ "$PEER" = 1 ]; then
@@ -307,12 +315,14 @@ for rep in $(seq "$REPS"); do
     stack_down "${wpids[@]}"
     fi
     echo "rep $rep: broker alone ${r_brk[-1]}/s, redis alone ${r_red[-1]}/s, C ${r_c[-1]}/s ${c_c[-1]} us," \
-         "no cache ${r_nc[-1]}/s, cluster ${r_cl[-1]}/s, peer $(lastv r_py)/s, 2 C workers $(lastv r_c2)/s" \
+         "no cache $(lastv r_nc)/s, cluster $(lastv r_cl)/s, peer $(lastv r_py)/s, 2 C workers $(lastv r_c2)/s" \
          "(load $(cut -d' ' -f1 /proc/loadavg))" >&2
 done
 
 [ "$PEER" = 1 ] || { r_py=(0); c_py=(0); rss_py=(0); }
 [ "$TWO" = 1 ] || { r_c2=(0); c_c2=(0); }
+[ "$NOCACHE" = 1 ] || { r_nc=(0); c_nc=(0); c_ncb=(0); c_ncr=(0); }
+[ "$CLUSTER" = 1 ] || { r_cl=(0); c_cl=(0); c_clb=(0); c_clsrv=(0); }
 mr_brk=$(med "${r_brk[@]}"); mr_red=$(med "${r_red[@]}"); mr_c=$(med "${r_c[@]}")
 mc_c=$(med "${c_c[@]}"); mr_py=$(med "${r_py[@]}"); mc_py=$(med "${c_py[@]}")
 mr_c2=$(med "${r_c2[@]}"); mc_cb=$(med "${c_cb[@]}"); mc_cr=$(med "${c_cr[@]}")
@@ -358,7 +368,8 @@ echo
 echo "| workers | % of max | offered events/s | achieved | p50 ms | p99 ms | p99.9 ms | max ms | missing |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 declare -A p50 p99
-lat_configs="1"; [ "$TWO" = 1 ] && lat_configs="$lat_configs 2"; lat_configs="$lat_configs cluster"
+lat_configs="1"; [ "$TWO" = 1 ] && lat_configs="$lat_configs 2"
+[ "$CLUSTER" = 1 ] && lat_configs="$lat_configs cluster"
 for cfgn in $lat_configs; do
     case $cfgn in 1) max=$mr_c; nw=1 ;; 2) max=$mr_c2; nw=2 ;; cluster) max=$mr_cl; nw=1 ;; esac
     stack_up

@@ -50,6 +50,7 @@ struct kq {
     int commit_interval_ms;    /* kq_opts.commit_interval_ms */
     int64_t last_commit_ms;
     int stored_uncommitted;    /* offsets stored since the last commit */
+    size_t n_dirty;            /* tracks with an offset to store (kq_ack) */
     struct kq_box *boxes;      /* released message wrappers, reused by kq_poll */
 };
 
@@ -288,6 +289,7 @@ void kq_ack(struct kq *q, const struct kq_pos *pos, int what)
     t->flags[(t->head + (size_t)i) % t->cap] |= (unsigned char)what;
     while (t->count && t->flags[t->head] == KQ_ACK_ALL) {
         t->store_next = t->offs[t->head] + 1;
+        q->n_dirty += !t->dirty;
         t->dirty = 1;
         t->head = (t->head + 1) % t->cap;
         t->count--;
@@ -301,6 +303,11 @@ static void store_offsets(struct kq *q)
     rd_kafka_topic_partition_list_t *l = NULL;
     rd_kafka_resp_err_t err;
 
+    /* Called at every poll (once per message): nothing acknowledged since
+     * the last call is the usual case, and costs no walk of the tracks. */
+    if (!q->n_dirty)
+        return;
+    q->n_dirty = 0;
     for (size_t i = 0; i < q->n_tracks; i++) {
         struct track *t = &q->tracks[i];
         if (!t->dirty)
@@ -536,6 +543,15 @@ static rd_kafka_conf_t *make_conf(struct kq *q, const struct kq_opts *o, int con
         rc |= conf_set(conf, "enable.auto.commit", o->assign_all ? "false" : "true", "default", e);
         if (o->stats_cb)
             rc |= conf_set(conf, "statistics.interval.ms", "5000", "default", e);
+        /* A backlog prefetched whole grows the fetch thread's heap in fresh
+         * pages: with a 50,000-event backlog 0.1 page fault per event, 0.008
+         * with this bound (issue 19). */
+        if (o->prefetch_messages) {
+            char v[32];
+            snprintf(v, sizeof(v), "%zu", o->prefetch_messages);
+            rc |= conf_set(conf, "queued.min.messages", v, "default", e);
+            rc |= conf_set(conf, "queued.max.messages.kbytes", "16384", "default", e);
+        }
     } else {
         rc |= conf_set(conf, "enable.idempotence", "true", "default", e);
         /* A worker produces a whole batch of records at once: waiting longer

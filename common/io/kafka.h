@@ -60,6 +60,10 @@ struct kq_opts {
     /* Group consumers: commit stored offsets (async) at most this often as
      * they advance; 0 = leave it to librdkafka's auto-commit. */
     int commit_interval_ms;
+    /* Consumers: librdkafka's prefetch bound (queued.min.messages, and
+     * queued.max.messages.kbytes 16 MB), unless the props set them; 0 =
+     * librdkafka's defaults (100,000 messages, 64 MB). */
+    size_t prefetch_messages;
 };
 
 /* Position of an input message, enough to acknowledge it after release. */

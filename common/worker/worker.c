@@ -303,6 +303,7 @@ static int open_kafka(struct wk *w, struct err *e)
     ko.props = cfg_kafka(w->cf, &np);
     ko.n_props = np;
     ko.commit_interval_ms = (int)cfg_int(w->cf, "worker.commit_interval_ms");
+    ko.prefetch_messages = 10 * w->cap > 1000 ? 10 * w->cap : 1000; /* ten batches ahead */
     ko.stats_cb = w->mx ? metrics_kafka_stats : NULL; /* consumer lag */
     ko.stats_opaque = w->mx;
     if (w->st) {
