@@ -44,6 +44,10 @@ struct state {
     uint64_t fenced; /* puts refused by a newer owner's epoch */
     uint64_t losses; /* store found empty after holding data */
     uint64_t owner_changes; /* state_fence and state_release calls */
+    uint64_t *moved;        /* bitmap of the partitions fenced or released since the
+                               last state_take_owner_changes (state.c) */
+    size_t moved_words;
+    int moved_unknown;      /* the record could not be kept: every partition moved */
     int lost_flag;   /* an unacknowledged loss is recorded */
     /* state_put_begin .. state_put_end */
     const struct state_put *pend;
