@@ -227,7 +227,7 @@ PYEOF
 }
 
 declare -a d_brk r_brk c_brk r_red c_red c_rsrv r_c c_c c_cb c_cr rss_c r_py c_py rss_py r_c2 c_c2
-declare -a r_cl c_cl c_clsrv c_clb r_nc c_nc c_ncb c_ncr
+declare -a r_cl c_cl c_clsrv c_clb r_nc c_nc c_ncb c_ncr r_l1 c_l1 c_l1r
 r_py=(); c_py=(); rss_py=(); r_c2=(); c_c2=() # may stay empty (PEER=0, TWO=0)
 lastv() { local n; eval "n=\${#$1[@]}"; if [ "$n" -gt 0 ]; then eval "echo \${$1[-1]}"; else echo -; fi; }
 for rep in $(seq "$REPS"); do
@@ -256,6 +256,18 @@ for rep in $(seq "$REPS"); do
     wpids=(); worker -X state.cache_entries=0
     MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
     r_nc+=("$rate"); c_nc+=("$cpu_w"); c_ncb+=("$cpu_b"); c_ncr+=("$cpu_r")
+    stack_down "${wpids[0]}"
+
+    # The same again (cache on), the store in the users' key layout 1 of
+    # before issue 19 (a hash per user: HMGET, HSET + PEXPIRE), which a
+    # store saying <prefix>layout=1 keeps: redis-server's CPU before and
+    # after the layout change, in one run.
+    stack_up
+    redis-cli -p "$rport" set layout 1 >/dev/null
+    "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error >/dev/null 2>&1
+    wpids=(); worker
+    MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
+    r_l1+=("$rate"); c_l1+=("$cpu_w"); c_l1r+=("$cpu_r")
     stack_down "${wpids[0]}"
 
     # The same worker, the same events, its state on a Redis Cluster of 3
@@ -437,6 +449,7 @@ echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 echo "| broker alone (consume + produce, to the N-th produce) | $mr_brk | 100 | | $mc_brk | | | |"
 echo "| 1 worker, 1 Redis (users' cache on, the default) | $mr_c | $(pb "$mr_c") | $mc_c | $mc_cb | $mc_cr | $(lat 125) | $(lat 150) |"
 echo "| 1 worker, 1 Redis, cache off (state.cache_entries=0) | $mr_nc | $(pb "$mr_nc") | $mc_nc | $mc_ncb | $mc_ncr | | |"
+echo "| 1 worker, 1 Redis, users' keys in layout 1 (a hash per user, as before issue 19's layout 2) | $(med "${r_l1[@]}") | $(pb "$(med "${r_l1[@]}")") | $(med "${c_l1[@]}") | | $(med "${c_l1r[@]}") | | |"
 echo "| 1 worker, Redis Cluster 3 masters + 3 replicas (cache on) | $mr_cl | $(pb "$mr_cl") | $mc_cl | $mc_clb | $mc_clsrv (6 servers) | $(lat cluster25) | $(lat cluster50) |"
 ok() { $PY -c "print('yes' if $1 else '**no**')"; }
 okv() { [ "$1" = - ] && echo "-" || ok "$1 <= $2"; }
