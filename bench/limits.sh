@@ -18,7 +18,8 @@
 # load, default 5), LAT_X (the worker's -X settings for the latency runs),
 # FLOOR_RATE (default 500 events/s), USERS (distinct users, default 20,000),
 # PEER=0 / TWO=0 (leave out the Python peer / the two-worker rows),
-# LAT_PCTS (loads in % of each max, default "25 50 75 100").
+# LAT_PCTS (loads in % of each max, default "25 50 75 100"), CLUSTER_LAT=0
+# (leave out the cluster's latency rows).
 # Issue 19's table comes last: broker alone, one worker on one Redis (state
 # cache on, the default, and off: state.cache_entries=0), one worker on a
 # Redis Cluster of 3 masters, side by side, with p50/p99 at 25% and 50% of
@@ -370,7 +371,7 @@ echo
 echo "| workers | % of max | offered events/s | achieved | p50 ms | p99 ms | p99.9 ms | max ms | missing |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 declare -A p50 p99
-lat_configs="1"; [ "$TWO" = 1 ] && lat_configs="$lat_configs 2"; lat_configs="$lat_configs cluster"
+lat_configs="1"; [ "$TWO" = 1 ] && lat_configs="$lat_configs 2"; [ "${CLUSTER_LAT:-1}" = 0 ] || lat_configs="$lat_configs cluster"
 for cfgn in $lat_configs; do
     case $cfgn in 1) max=$mr_c; nw=1 ;; 2) max=$mr_c2; nw=2 ;; cluster) max=$mr_cl; nw=1 ;; esac
     stack_up

@@ -6,8 +6,11 @@
 # and in layout 2 (a string per user: one MGET per chunk, SET PX in the
 # script), interleaved in one run. redis-server's CPU comes from its own
 # INFO cpu (user + sys) around the run, the per-command figures from INFO
-# commandstats. Figures, not pass/fail; prints markdown.
-#   N=20000 USERS=20000 REPS=3 bench/redis_cpu.sh
+# commandstats. CALLGRIND=1 adds one more pair of runs with redis-server
+# under valgrind --tool=callgrind: its instructions per event (counted from
+# bench_redis's start to its end), which the machine's load does not move.
+# Figures, not pass/fail; prints markdown.
+#   N=20000 USERS=20000 REPS=3 [CALLGRIND=1] bench/redis_cpu.sh
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-20000}
@@ -41,13 +44,32 @@ for rep in $(seq "$REPS"); do
         kill "$rpid"; wait "$rpid" 2>/dev/null || true; rpid=
     done
 done
+declare -A ins
+if [ "${CALLGRIND:-0}" = 1 ]; then
+    for layout in 1 2; do
+        port=$(free_port)
+        valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/cg.$layout" \
+            redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no >/dev/null 2>&1 &
+        rpid=$!
+        for _ in $(seq 300); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+        [ "$layout" = 2 ] || redis-cli -p "$port" set bench:layout 1 >/dev/null
+        callgrind_control -i on "$rpid" >/dev/null
+        "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
+        callgrind_control -i off "$rpid" >/dev/null
+        redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+        wait "$rpid" 2>/dev/null || true; rpid=
+        ins[$layout]=$(callgrind_annotate "$tmp/cg.$layout" 2>/dev/null |
+            awk -v n="$N" '/PROGRAM TOTALS/ {gsub(/,/, "", $1); printf "%d", $1 / n}')
+    done
+fi
 # shellcheck disable=SC2086
 m1=$(med ${us[1]}); m2=$(med ${us[2]})
 echo "redis-server CPU per event, $N events over $USERS users in batches of $BATCH (bench_redis),"
 echo "medians of $REPS runs interleaved, load average $(cut -d' ' -f1-3 /proc/loadavg):"
 echo
-echo "| layout | redis-server us/event [runs] | commands (calls, usec_per_call) of the last run |"
-echo "|---|---:|---|"
-echo "| 1: a hash per user (HMGET; HMGET + HSET + PEXPIRE in the script) | $m1 [${us[1]# }] | ${calls[1]} |"
-echo "| 2: a string per user (MGET; MGET + SET PX in the script) | $m2 [${us[2]# }] | ${calls[2]} |"
-echo "| **ratio 1 / 2** | **$($PY -c "print(round($m1 / max($m2, 0.01), 2))")x** | |"
+echo "| layout | redis-server us/event [runs] | instructions/event (callgrind) | commands (calls, usec_per_call) of the last run |"
+echo "|---|---:|---:|---|"
+echo "| 1: a hash per user (HMGET; HMGET + HSET + PEXPIRE in the script) | $m1 [${us[1]# }] | ${ins[1]:--} | ${calls[1]} |"
+echo "| 2: a string per user (MGET; MGET + SET PX in the script) | $m2 [${us[2]# }] | ${ins[2]:--} | ${calls[2]} |"
+r_ins=-; [ -z "${ins[2]:-}" ] || r_ins="**$($PY -c "print(round(${ins[1]} / ${ins[2]}, 2))")x**"
+echo "| **ratio 1 / 2** | **$($PY -c "print(round($m1 / max($m2, 0.01), 2))")x** | $r_ins | |"
