@@ -53,9 +53,9 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
         rpid=$!
         for _ in $(seq 300); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
         [ "$layout" = 2 ] || redis-cli -p "$port" set bench:layout 1 >/dev/null
-        callgrind_control -i on "$rpid" >/dev/null
+        callgrind_control -i on "$rpid" >/dev/null 2>&1
         "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
-        callgrind_control -i off "$rpid" >/dev/null
+        callgrind_control -i off "$rpid" >/dev/null 2>&1
         redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
         wait "$rpid" 2>/dev/null || true; rpid=
         ins[$layout]=$(callgrind_annotate "$tmp/cg.$layout" 2>/dev/null |
