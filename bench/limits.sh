@@ -19,7 +19,8 @@
 # FLOOR_RATE (default 500 events/s), USERS (distinct users, default 20,000),
 # PEER=0 / TWO=0 (leave out the Python peer / the two-worker rows),
 # LAT_PCTS (loads in % of each max, default "25 50 75 100"), CLUSTER=0 /
-# NOCACHE=0 (leave out the Redis Cluster rows / the cache-off row).
+# NOCACHE=0 (leave out the Redis Cluster rows / the cache-off row), CLUSTER_LAT=0
+# (leave out only the cluster's latency rows).
 # Issue 19's table comes last: broker alone, one worker on one Redis (state
 # cache on, the default, and off: state.cache_entries=0), one worker on a
 # Redis Cluster of 3 masters, side by side, with p50/p99 at 25% and 50% of
@@ -230,9 +231,10 @@ PYEOF
 }
 
 declare -a d_brk r_brk c_brk r_red c_red c_rsrv r_c c_c c_cb c_cr rss_c r_py c_py rss_py r_c2 c_c2
-declare -a r_cl c_cl c_clsrv c_clb r_nc c_nc c_ncb c_ncr
+declare -a r_cl c_cl c_clsrv c_clb r_nc c_nc c_ncb c_ncr r_l1 c_l1 c_l1r
 r_py=(); c_py=(); rss_py=(); r_c2=(); c_c2=() # may stay empty (PEER=0, TWO=0, ...)
 r_nc=(); c_nc=(); c_ncb=(); c_ncr=(); r_cl=(); c_cl=(); c_clb=(); c_clsrv=()
+r_l1=(); c_l1=(); c_l1r=()
 lastv() { local n; eval "n=\${#$1[@]}"; if [ "$n" -gt 0 ]; then eval "echo \${$1[-1]}"; else echo -; fi; }
 for rep in $(seq "$REPS"); do
     # Limits and the C worker share one stack and one preload.
@@ -263,6 +265,18 @@ for rep in $(seq "$REPS"); do
     r_nc+=("$rate"); c_nc+=("$cpu_w"); c_ncb+=("$cpu_b"); c_ncr+=("$cpu_r")
     stack_down "${wpids[0]}"
     fi
+
+    # The same again (cache on), the store in the users' key layout 1 of
+    # before issue 19 (a hash per user: HMGET, HSET + PEXPIRE), which a
+    # store saying <prefix>layout=1 keeps: redis-server's CPU before and
+    # after the layout change, in one run.
+    stack_up
+    redis-cli -p "$rport" set layout 1 >/dev/null
+    "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error >/dev/null 2>&1
+    wpids=(); worker
+    MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
+    r_l1+=("$rate"); c_l1+=("$cpu_w"); c_l1r+=("$cpu_r")
+    stack_down "${wpids[0]}"
 
     # The same worker, the same events, its state on a Redis Cluster of 3
     # masters with one replica each (redis.nodes): the servers' CPU summed.
@@ -369,7 +383,7 @@ echo "| workers | % of max | offered events/s | achieved | p50 ms | p99 ms | p99
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 declare -A p50 p99
 lat_configs="1"; [ "$TWO" = 1 ] && lat_configs="$lat_configs 2"
-[ "$CLUSTER" = 1 ] && lat_configs="$lat_configs cluster"
+[ "$CLUSTER" = 1 ] && [ "${CLUSTER_LAT:-1}" = 1 ] && lat_configs="$lat_configs cluster"
 for cfgn in $lat_configs; do
     case $cfgn in 1) max=$mr_c; nw=1 ;; 2) max=$mr_c2; nw=2 ;; cluster) max=$mr_cl; nw=1 ;; esac
     stack_up
@@ -448,6 +462,7 @@ echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 echo "| broker alone (consume + produce, to the N-th produce) | $mr_brk | 100 | | $mc_brk | | | |"
 echo "| 1 worker, 1 Redis (users' cache on, the default) | $mr_c | $(pb "$mr_c") | $mc_c | $mc_cb | $mc_cr | $(lat 125) | $(lat 150) |"
 echo "| 1 worker, 1 Redis, cache off (state.cache_entries=0) | $mr_nc | $(pb "$mr_nc") | $mc_nc | $mc_ncb | $mc_ncr | | |"
+echo "| 1 worker, 1 Redis, users' keys in layout 1 (a hash per user, as before issue 19's layout 2) | $(med "${r_l1[@]}") | $(pb "$(med "${r_l1[@]}")") | $(med "${c_l1[@]}") | | $(med "${c_l1r[@]}") | | |"
 echo "| 1 worker, Redis Cluster 3 masters + 3 replicas (cache on) | $mr_cl | $(pb "$mr_cl") | $mc_cl | $mc_clb | $mc_clsrv (6 servers) | $(lat cluster25) | $(lat cluster50) |"
 ok() { $PY -c "print('yes' if $1 else '**no**')"; }
 okv() { [ "$1" = - ] && echo "-" || ok "$1 <= $2"; }

@@ -2,6 +2,7 @@
  * backend shares (see state_backend.h). */
 #include "state_backend.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -45,8 +46,10 @@ static int check_entity(const struct state *s, const char *entity, size_t i, str
 
 void state_close(struct state *s)
 {
-    if (s)
+    if (s) {
+        free(s->moved);
         s->ops->close(s);
+    }
 }
 
 static int check_idle(const struct state *s, struct err *e)
@@ -153,19 +156,59 @@ int state_ping(struct state *s, struct err *e)
     return s->ops->ping(s, e);
 }
 
+/* Marks partition as moved (state_take_owner_changes). Kafka partitions
+ * are packed in 16 bits (kafka.c): a bitmap of at most 8 KB. */
+static void note_moved(struct state *s, int32_t partition)
+{
+    size_t w = (size_t)partition / 64;
+
+    s->owner_changes++;
+    if (partition < 0 || partition > 65535) {
+        s->moved_unknown = 1;
+        return;
+    }
+    if (w >= s->moved_words) {
+        size_t n = w + 1 > 16 ? w + 1 : 16;
+        uint64_t *m = realloc(s->moved, n * sizeof(*m));
+        if (!m) {
+            s->moved_unknown = 1;
+            return;
+        }
+        memset(m + s->moved_words, 0, (n - s->moved_words) * sizeof(*m));
+        s->moved = m;
+        s->moved_words = n;
+    }
+    s->moved[w] |= 1ULL << (partition % 64);
+}
+
+int state_take_owner_changes(struct state *s, void (*fn)(void *opaque, int32_t partition),
+                             void *opaque)
+{
+    int unknown = s->moved_unknown;
+
+    for (size_t w = 0; w < s->moved_words; w++) {
+        for (int b = 0; b < 64 && s->moved[w] && !unknown; b++)
+            if (s->moved[w] & (1ULL << b))
+                fn(opaque, (int32_t)(w * 64 + (size_t)b));
+        s->moved[w] = 0;
+    }
+    s->moved_unknown = 0;
+    return unknown;
+}
+
 int state_fence(struct state *s, int32_t partition, struct err *e)
 {
     if (partition < 0)
         return err_set(e, ERR_INVALID, "state %s: cannot fence partition %d", s->ops->name,
                        (int)partition);
-    s->owner_changes++;
+    note_moved(s, partition);
     return s->ops->fence ? s->ops->fence(s, partition, e) : ERR_OK;
 }
 
 void state_release(struct state *s, int32_t partition)
 {
-    (void)partition; /* the epoch stays held: a stale write is refused by the new owner's */
-    s->owner_changes++;
+    /* the epoch stays held: a stale write is refused by the new owner's */
+    note_moved(s, partition);
 }
 
 uint64_t state_owner_changes(const struct state *s)

@@ -135,6 +135,13 @@ void state_release(struct state *s, int32_t partition);
 /* Fences and releases since open: a change of what this handle owns (a
  * cache of its users' state is emptied when it moves). */
 uint64_t state_owner_changes(const struct state *s);
+/* The partitions whose ownership moved (state_fence, state_release) since
+ * the last call: fn(opaque, partition) for each, in ascending order, and the
+ * record is cleared. Returns 1, with fn not called, when the handle could
+ * not keep the record (out of memory, a partition above 65535): take every
+ * partition as moved. A users' cache drops only those partitions' users. */
+int state_take_owner_changes(struct state *s, void (*fn)(void *opaque, int32_t partition),
+                             void *opaque);
 /* Puts refused since open because a newer owner fenced their partition. */
 uint64_t state_fenced(const struct state *s);
 /* The epoch this handle holds for partition (0: none claimed yet). */

@@ -44,6 +44,10 @@ struct state {
     uint64_t fenced; /* puts refused by a newer owner's epoch */
     uint64_t losses; /* store found empty after holding data */
     uint64_t owner_changes; /* state_fence and state_release calls */
+    uint64_t *moved;        /* bitmap of the partitions fenced or released since the
+                               last state_take_owner_changes (state.c) */
+    size_t moved_words;
+    int moved_unknown;      /* the record could not be kept: every partition moved */
     int lost_flag;   /* an unacknowledged loss is recorded */
     /* state_put_begin .. state_put_end */
     const struct state_put *pend;
@@ -53,9 +57,24 @@ struct state {
     const struct state_base *put_bases; /* state_set_put_bases; NULL: no check */
 };
 
-/* The Lua script of a chunk of puts (state_redis.c documents its layout);
- * the cluster backend runs it per hash slot. */
+/* The Lua scripts of a chunk of puts (state_redis.c documents their
+ * arguments), per layout of the user keys (state_layout.c): 1, a hash per
+ * user; 2, a string "<partition>:<offset>|<blob>" per user. The cluster
+ * backend runs them per hash slot. */
 extern const char state_redis_put_script[];
+extern const char state_redis_put_script_v2[];
+/* Longest layout-2 value: the position and its separators, then the blob. */
+#define STATE_V2_HEAD_MAX 40
+/* Writes the layout-2 value of a put into buf (STATE_V2_HEAD_MAX + len
+ * bytes of room); returns its length. */
+size_t state_v2_value(char *buf, int32_t partition, int64_t offset, const unsigned char *data,
+                      size_t len);
+/* Reads a layout-2 value into b; -1 when v is not one (a foreign string). */
+int state_v2_parse(const char *v, size_t len, struct state_blob *b);
+/* The layout a store holds: its <prefix>layout value (NULL: none) and
+ * whether its <prefix>marker exists (data written before layouts were
+ * versioned: 1). Returns 1 or 2, or -1 for a layout this build cannot read. */
+int state_layout_decide(const char *layout, size_t layout_len, int marker_present);
 /* Redis Cluster (state_cluster.c): state_open_redis with redis.nodes. */
 struct state *state_open_redis_cluster(const struct state_redis_opts *o, const char *nodes,
                                        struct err *e);

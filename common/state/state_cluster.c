@@ -181,6 +181,32 @@ static int ready(struct state_cluster *r, struct err *e)
     return ERR_OK;
 }
 
+/* The store's layout (state_layout.c): the cluster reads and writes layout
+ * 1 (a hash per user) and says so in <prefix>layout; a store of another
+ * layout is refused, never read as this one. */
+static int layout_check(struct state_cluster *r, struct err *e)
+{
+    char lk[PREFIX_MAX + 16];
+    const char *set[] = {"SET", lk, "1", "NX"}, *get[] = {"GET", lk};
+    redisReply *rep = NULL;
+    int code, layout;
+
+    snprintf(lk, sizeof(lk), "%slayout", r->prefix);
+    if ((code = cmd(r, lk, 4, set, &rep, e)))
+        return code;
+    freeReplyObject(rep);
+    if ((code = cmd(r, lk, 2, get, &rep, e)))
+        return code;
+    layout = state_layout_decide(rep->type == REDIS_REPLY_STRING ? rep->str : NULL, rep->len, 1);
+    if (layout != 1)
+        code = err_set(e, ERR_CONFIG,
+                       "redis cluster: %slayout is '%.20s': Redis Cluster reads state layout 1 "
+                       "only",
+                       r->prefix, rep->type == REDIS_REPLY_STRING ? rep->str : "");
+    freeReplyObject(rep);
+    return code;
+}
+
 /* ---- reads: HMGET pipelined per node ---- */
 
 static int parse_blob(const redisReply *rep, struct state_blob *b, const char *key,
@@ -777,6 +803,8 @@ struct state *state_open_redis_cluster(const struct state_redis_opts *o, const c
         return NULL;
     }
     code = rcl_refresh(r->cl, e);
+    if (code == ERR_OK)
+        code = layout_check(r, e);
     if (code == ERR_OK)
         code = load_script(r, 0, e);
     if (code == ERR_RETRY && o->lazy)

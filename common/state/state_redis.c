@@ -1,9 +1,12 @@
 /* common/state/state_redis.c: the Redis state backend (hiredis 0.14, blocking).
  *
- * Layout: key <prefix>u:{<entity>} is a hash with fields s (blob), p
- * (partition) and o (offset) of the last applied event; <prefix>applied:
+ * Layout (state_layout.c): key <prefix>u:{<entity>} holds the blob and the
+ * (partition, offset) of the last applied event: layout 2, a string
+ * "<p>:<o>|<blob>", or in a store written before, layout 1, a hash with
+ * fields s, p and o; <prefix>applied:
  * {<partition>} holds the highest offset applied for that partition (read by
- * zombie fencing). Reads pipeline HMGET; writes are one EVALSHA of a Lua
+ * zombie fencing). Reads are one MGET per chunk (layout 1: pipelined HMGET);
+ * writes are one EVALSHA of a Lua
  * script per chunk of up to PUT_CHUNK entities, so the offset check and
  * the write are atomic per key, and the per-call cost of a script (and the
  * fencing and applied-offset keys) is paid per chunk, not per entity.
@@ -56,63 +59,10 @@ enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2, PUT_CONFLICT = 3 };
  *   KEYS: the n entity keys, then per partition slot j = 1..m its applied
  *         key and its epoch key.
  *   ARGV: n, m, ttl_ms; per slot j its partition and the epoch held; per put
- *         its blob, slot, offset and base: "" (no check), "-" (nothing
- *         stored) or "<partition>:<offset>" (state.h, has_base).
- * Per put, the same rule as a script per put would apply: refused (2) when
- * the partition's stored epoch is newer than the one held; skipped (0) when
- * the entity already holds this partition at this offset or later; else
- * refused as a conflict (3) when it has a base and the stored position is
- * not that base; else written (1). An error on one key (WRONGTYPE) is that put's reply and the
- * others still apply. applied:{p} keeps the highest offset written.
- * Numbers go to Redis as the strings they came in (a Lua number would be
- * formatted with snprintf per call), and the stored partition is compared
- * as the decimal string both sides write. */
-const char state_redis_put_script[] =
-    "local n, m, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]\n"
-    "local expire = tonumber(ttl) > 0\n"
-    "local fenced, top, topstr, res = {}, {}, {}, {}\n"
-    "for j = 1, m do\n"
-    "  local ep = tonumber(ARGV[3 + 2 * j])\n"
-    "  if ep > 0 then\n"
-    "    local ek = KEYS[n + 2 * j]\n"
-    "    local held = tonumber(redis.call('GET', ek))\n"
-    "    if held and held > ep then fenced[j] = true\n"
-    "    elseif not held or held < ep then redis.call('SET', ek, ARGV[3 + 2 * j]) end\n"
-    "  end\n"
-    "end\n"
-    "local base = 3 + 2 * m\n"
-    "for i = 1, n do\n"
-    "  local a = base + 4 * (i - 1)\n"
-    "  local j = tonumber(ARGV[a + 2])\n"
-    "  if fenced[j] then\n"
-    "    res[i] = 2\n"
-    "  else\n"
-    "    local k, ps, os = KEYS[i], ARGV[2 + 2 * j], ARGV[a + 3]\n"
-    "    local o = tonumber(os)\n"
-    "    local cur = redis.pcall('HMGET', k, 'p', 'o')\n"
-    "    if cur.err then\n"
-    "      res[i] = cur\n"
-    "    elseif cur[1] == ps and cur[2] and tonumber(cur[2]) >= o then\n"
-    "      res[i] = 0\n"
-    "    elseif ARGV[a + 4] ~= '' and ARGV[a + 4] ~=\n"
-    "        (cur[1] and (cur[1] .. ':' .. (cur[2] or '')) or '-') then\n"
-    "      res[i] = 3\n"
-    "    else\n"
-    "      redis.call('HSET', k, 's', ARGV[a + 1], 'p', ps, 'o', os)\n"
-    "      if expire then redis.call('PEXPIRE', k, ttl) end\n"
-    "      if not top[j] or o > top[j] then top[j], topstr[j] = o, os end\n"
-    "      res[i] = 1\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "for j = 1, m do\n"
-    "  if top[j] then\n"
-    "    local ak = KEYS[n + 2 * j - 1]\n"
-    "    local a = tonumber(redis.call('GET', ak))\n"
-    "    if not a or top[j] > a then redis.call('SET', ak, topstr[j]) end\n"
-    "  end\n"
-    "end\n"
-    "return res\n";
+ *         its blob (layout 2: its whole value), slot, offset and base: ""
+ *         (no check), "-" (nothing stored) or "<partition>:<offset>"
+ *         (state.h, has_base).
+ * The scripts, one per layout, and their rules are in state_layout.c. */
 
 /* The argument vector of one chunk, reused across calls (no allocation per
  * batch once grown). */
@@ -140,7 +90,8 @@ struct state_redis {
     int marker_seen;    /* this handle has seen or written <prefix>marker */
     int expect_pending; /* the next connect's check expects data */
     int lost_pending;   /* a loss found by a connect, not yet reported */
-    char sha[41]; /* of put_script, from SCRIPT LOAD */
+    char sha[41]; /* of the layout's put script, from SCRIPT LOAD */
+    int layout;   /* of the store's user keys (state_layout.c), read at connect */
     /* Fencing, indexed by partition: the epoch held (0 = none) and whether
      * a new one is to be claimed before the next read or write. */
     int64_t *epochs;
@@ -202,7 +153,8 @@ static int simple_cmd(struct state_redis *r, const char *what, int argc, const c
 
 static int load_script(struct state_redis *r, struct err *e)
 {
-    const char *argv[] = {"SCRIPT", "LOAD", state_redis_put_script};
+    const char *argv[] = {"SCRIPT", "LOAD",
+                          r->layout == 1 ? state_redis_put_script : state_redis_put_script_v2};
     redisReply *rep = NULL;
     int rc = simple_cmd(r, "SCRIPT LOAD", 3, argv, &rep, e);
 
@@ -272,6 +224,49 @@ static int marker_check(struct state_redis *r, int expect_data, int *lost_now, s
     return ERR_OK;
 }
 
+/* The store's layout (state_layout.c): <prefix>layout, set once (NX) when
+ * missing: 1 when the store already holds data (its marker), else 2. Asked
+ * at every connect (a restarted or flushed store may be a new one). */
+static int layout_check(struct state_redis *r, struct err *e)
+{
+    char lk[PREFIX_MAX + 16], mk[PREFIX_MAX + 16];
+    const char *get[] = {"GET", lk}, *ex[] = {"EXISTS", mk};
+    const char *set[] = {"SET", lk, "2", "NX"};
+    redisReply *rep = NULL;
+    int rc;
+
+    snprintf(lk, sizeof(lk), "%slayout", r->prefix);
+    snprintf(mk, sizeof(mk), "%smarker", r->prefix);
+    for (int pass = 0; pass < 2; pass++) {
+        if ((rc = simple_cmd(r, "GET layout", 2, get, &rep, e)))
+            return rc;
+        if (rep->type == REDIS_REPLY_STRING || pass == 1) {
+            r->layout = state_layout_decide(rep->type == REDIS_REPLY_STRING ? rep->str : NULL,
+                                            rep->len, 0);
+            if (r->layout < 0)
+                err_set(e, ERR_CONFIG,
+                        "redis (%s:%d): %slayout is '%.20s': this build reads state layouts 1 "
+                        "and 2 only (a newer version wrote this store?)",
+                        r->host, r->port, r->prefix, rep->str);
+            freeReplyObject(rep);
+            if (r->layout < 0) {
+                drop(r);
+                return ERR_CONFIG;
+            }
+            return ERR_OK;
+        }
+        freeReplyObject(rep);
+        if ((rc = simple_cmd(r, "EXISTS marker", 2, ex, &rep, e)))
+            return rc;
+        set[2] = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0 ? "1" : "2";
+        freeReplyObject(rep);
+        if ((rc = simple_cmd(r, "SET layout", 4, set, &rep, e)))
+            return rc;
+        freeReplyObject(rep);
+    }
+    return ERR_OK;
+}
+
 /* rc_connect authenticates after every connect; the script is reloaded
  * too (a restarted server has lost it). */
 static int ensure_connected(struct state_redis *r, struct err *e)
@@ -280,7 +275,7 @@ static int ensure_connected(struct state_redis *r, struct err *e)
 
     if (rc_ctx(r->rc))
         return ERR_OK;
-    if ((rc = rc_connect(r->rc, e)))
+    if ((rc = rc_connect(r->rc, e)) || (rc = layout_check(r, e)))
         return rc;
     /* A restarted server always means a reconnect: the marker is checked
      * here, whatever the caller does. */
@@ -499,6 +494,106 @@ static int get_pipelined(struct state_redis *r, size_t n, const char *const *ent
     return first;
 }
 
+static int args_reserve(struct put_args *a, size_t nargv, size_t nstrs, size_t nputs);
+static const char *args_key(struct put_args *a, size_t *len, const struct state_redis *r,
+                            const char *entity);
+
+/* Layout 2, a chunk of up to PUT_CHUNK entities: one MGET. MGET answers
+ * nil for a key of another type as for an absent one, so when any nil
+ * entity exists (EXISTS), those are read again with GET, which names a
+ * WRONGTYPE key: a hash is refused, never read as "nothing stored". */
+static int get_chunk_v2(struct state_redis *r, size_t n, const char *const *entities,
+                        struct state_blob *out, struct err *e)
+{
+    struct put_args *a = &r->pa;
+    redisReply *rep = NULL, *ex = NULL;
+    char key[KEY_MAX];
+    size_t nnil = 0;
+    int first = ERR_OK;
+
+    if (args_reserve(a, n + 1, n * KEY_MAX + 16, 0))
+        return err_set(e, ERR_NOMEM, "redis: out of memory for a read of %zu keys", n);
+    a->used = 0;
+    a->argv[0] = "MGET";
+    a->argvlen[0] = 4;
+    for (size_t i = 0; i < n; i++)
+        a->argv[1 + i] = args_key(a, &a->argvlen[1 + i], r, entities[i]);
+    rep = redisCommandArgv(rc_ctx(r->rc), (int)n + 1, a->argv, a->argvlen);
+    if (!rep)
+        return lost(r, "MGET", a->argv[1], e);
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n) {
+        int code = rep->type == REDIS_REPLY_ERROR ? reply_error_code(rep->str) : ERR_DECODE;
+        err_set(e, code, "redis MGET %s (+%zu): %s", a->argv[1], n - 1,
+                rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+        freeReplyObject(rep);
+        return code;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *x = rep->element[i];
+        out[i].len = 0;
+        out[i].partition = -1;
+        out[i].offset = -1;
+        if (x->type == REDIS_REPLY_NIL) {
+            a->argv[1 + nnil] = a->argv[1 + i]; /* in place: nnil <= i */
+            a->argvlen[1 + nnil++] = a->argvlen[1 + i];
+        } else if ((x->type != REDIS_REPLY_STRING || state_v2_parse(x->str, x->len, &out[i])) &&
+                   first == ERR_OK) {
+            first = err_set(e, ERR_IO,
+                            "redis GET %s: WRONGTYPE the key holds a string that is not a state "
+                            "value of layout 2 (<partition>:<offset>|<blob>)",
+                            a->argv[1 + i]);
+        }
+    }
+    freeReplyObject(rep);
+    if (nnil == 0)
+        return first;
+    a->argv[0] = "EXISTS";
+    a->argvlen[0] = 6;
+    ex = redisCommandArgv(rc_ctx(r->rc), (int)nnil + 1, a->argv, a->argvlen);
+    if (!ex)
+        return lost(r, "EXISTS", a->argv[1], e);
+    if (ex->type == REDIS_REPLY_INTEGER && ex->integer == 0) {
+        freeReplyObject(ex);
+        return first;
+    }
+    freeReplyObject(ex);
+    for (size_t i = 0; i < n; i++) { /* rare: one by one */
+        const char *get[] = {"GET", key};
+        entity_key(r, entities[i], key);
+        if (out[i].len)
+            continue;
+        rep = redisCommandArgv(rc_ctx(r->rc), 2, get, NULL);
+        if (!rep)
+            return lost(r, "GET", key, e);
+        if (rep->type == REDIS_REPLY_ERROR && first == ERR_OK)
+            first = err_set(e, reply_error_code(rep->str), "redis GET %s: %s", key, rep->str);
+        else if (rep->type == REDIS_REPLY_STRING && state_v2_parse(rep->str, rep->len, &out[i]) &&
+                 first == ERR_OK)
+            first = err_set(e, ERR_IO, "redis GET %s: WRONGTYPE not a state value", key);
+        freeReplyObject(rep);
+    }
+    return first;
+}
+
+static int get_v2(struct state_redis *r, size_t n, const char *const *entities,
+                  struct state_blob *out, struct err *e)
+{
+    int first = ERR_OK;
+
+    for (size_t c = 0; c < n; c += PUT_CHUNK) {
+        struct err tmp = {0};
+        int rc = get_chunk_v2(r, n - c < PUT_CHUNK ? n - c : PUT_CHUNK, entities + c, out + c,
+                              &tmp);
+        if (rc && (!rc_ctx(r->rc) || first == ERR_OK)) {
+            first = rc;
+            copy_err(e, &tmp);
+        }
+        if (rc && !rc_ctx(r->rc))
+            break;
+    }
+    return first;
+}
+
 static int redis_get_many(struct state *s, size_t n, const char *const *entities,
                           struct state_blob *out, struct err *e)
 {
@@ -508,7 +603,9 @@ static int redis_get_many(struct state *s, size_t n, const char *const *entities
 
     sigpipe_block(&g);
     rc = ready(r, e);
-    if (rc == ERR_OK)
+    if (rc == ERR_OK && r->layout == 2)
+        rc = get_v2(r, n, entities, out, e);
+    else if (rc == ERR_OK)
         rc = get_pipelined(r, n, entities, out, e);
     sigpipe_restore(&g);
     return rc;
@@ -625,8 +722,12 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
     struct put_args *a = &r->pa;
     size_t m = 0, at, nkeys, nargv = 3 + 3 * k + 3 + 6 * k; /* m <= k */
 
+    size_t vals = 0; /* layout 2: the values are built here */
+
+    for (size_t i = 0; r->layout == 2 && i < k; i++)
+        vals += STATE_V2_HEAD_MAX + puts[i].len;
     /* Room for the worst case: every put on its own partition. */
-    if (args_reserve(a, nargv, k * (3 * KEY_MAX + 128) + 128, k))
+    if (args_reserve(a, nargv, k * (3 * KEY_MAX + 128) + 128 + vals, k))
         return err_set(e, ERR_NOMEM, "redis: out of memory for a batch of %zu puts", k);
     a->used = 0;
     for (size_t i = 0; i < k; i++)
@@ -656,8 +757,16 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
             args_str(a, &a->argvlen[at + 1], "%lld", (long long)held_epoch(r, a->slot_part[j]));
     }
     for (size_t i = 0; i < k; i++, at += 4) {
-        a->argv[at] = (const char *)puts[i].data;
-        a->argvlen[at] = puts[i].len;
+        if (r->layout == 2) {
+            char *v = a->strs + a->used;
+            a->argvlen[at] = state_v2_value(v, puts[i].partition, puts[i].offset, puts[i].data,
+                                            puts[i].len);
+            a->argv[at] = v;
+            a->used += a->argvlen[at];
+        } else {
+            a->argv[at] = (const char *)puts[i].data;
+            a->argvlen[at] = puts[i].len;
+        }
         a->argv[at + 1] = args_int(a, &a->argvlen[at + 1], a->slot[i] + 1);
         a->argv[at + 2] = args_int(a, &a->argvlen[at + 2], (long long)puts[i].offset);
         const struct state_base *b = r->base.put_bases ? &r->base.put_bases[first + i] : NULL;

@@ -80,6 +80,12 @@ void txs_opts_cfg(struct txs_opts *o, const struct cfg *cf)
     o->cache_entries = (size_t)cfg_int(cf, "state.cache_entries");
 }
 
+static void ignore_partition(void *opaque, int32_t partition)
+{
+    (void)opaque;
+    (void)partition;
+}
+
 int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struct err *e)
 {
     struct txs *t;
@@ -128,6 +134,7 @@ int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struc
         /* Every write becomes a compare-and-set against its state's origin. */
         state_set_put_bases(st, t->bases);
         t->owner_seen = state_owner_changes(st);
+        (void)state_take_owner_changes(st, ignore_partition, NULL); /* nothing cached yet */
         t->losses_seen = state_losses(st);
         t->fenced_seen = state_fenced(st);
     }
@@ -209,9 +216,15 @@ static void load_user_states(struct txs *t, size_t nusers, int ok)
         load_user(t, u, ok ? &t->blobs[u] : NULL);
 }
 
-/* The cache holds what the store acknowledged to this owner: emptied when
- * that may no longer be so (a partition assigned, revoked or lost, a put
- * fenced, the store found empty). */
+static void drop_partition(void *opaque, int32_t partition)
+{
+    ucache_drop_partition(((struct txs *)opaque)->cache, partition);
+}
+
+/* The cache holds what the store acknowledged to this owner: the users of
+ * a partition assigned, revoked or lost are dropped (only theirs: the
+ * others' entries stay valid, and every write is a compare-and-set); it is
+ * emptied when a put was fenced or the store was found empty. */
 static void check_cache(struct txs *t)
 {
     uint64_t own = state_owner_changes(t->st), lost = state_losses(t->st);
@@ -219,7 +232,9 @@ static void check_cache(struct txs *t)
 
     if (!t->cache || (own == t->owner_seen && lost == t->losses_seen && fenced == t->fenced_seen))
         return;
-    ucache_clear(t->cache);
+    if (state_take_owner_changes(t->st, drop_partition, t) || lost != t->losses_seen ||
+        fenced != t->fenced_seen)
+        ucache_clear(t->cache);
     t->owner_seen = own;
     t->losses_seen = lost;
     t->fenced_seen = fenced;

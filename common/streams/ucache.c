@@ -237,6 +237,22 @@ void ucache_drop(struct ucache *c, const char *key)
     }
 }
 
+size_t ucache_drop_partition(struct ucache *c, int32_t partition)
+{
+    size_t dropped = 0;
+
+    for (size_t i = 0; c && i < c->n; i++) {
+        struct uc_slot *s = &c->slots[i];
+        if (s->key[0] && s->partition == partition) {
+            remove_at(c, find(c, s->key, s->hash));
+            dropped++;
+        }
+    }
+    if (c)
+        c->st.drops += dropped;
+    return dropped;
+}
+
 void ucache_stats(const struct ucache *c, struct ucache_stats *s)
 {
     memset(s, 0, sizeof(*s));

@@ -43,6 +43,9 @@ void ucache_put(struct ucache *c, const char *key, const void *value, int32_t pa
                 int64_t offset);
 void ucache_drop(struct ucache *c, const char *key); /* absent: nothing */
 void ucache_clear(struct ucache *c);                 /* NULL-safe */
+/* Drops every entry whose store position is on partition (a partition
+ * revoked or assigned: only its users go); returns how many. NULL-safe. */
+size_t ucache_drop_partition(struct ucache *c, int32_t partition);
 void ucache_stats(const struct ucache *c, struct ucache_stats *s);
 
 #endif
