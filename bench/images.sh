@@ -79,7 +79,7 @@ for r in $(seq "$REPS"); do
     rt+=("$("$BUILD/bench/bench_images" "$MODEL" "$SAMPLES" --forward-only)")
     EXTRA="-X images.take=8" run_worker "" 1; w8+=("$rate"); p8=$passes
     run_worker "" 1; w1+=("$rate")
-    echo "  round $r: runtime ${rt[-1]} images/s, worker ${w8[-1]} (images.take=8, $p8 per pass) / ${w1[-1]} (default, $passes per pass), load $(cut -d' ' -f1 /proc/loadavg)"
+    echo "  round $r: runtime ${rt[-1]} images/s, worker ${w8[-1]} (images.take=8, $p8 per pass) / ${w1[-1]} (default, $passes per pass; $($PY -c "print(f'{${w1[-1]}/${rt[-1]}:.2f}')") of the runtime), load $(cut -d' ' -f1 /proc/loadavg)"
 done
 mrt=$(median "${rt[@]}"); m8=$(median "${w8[@]}"); m1=$(median "${w1[@]}")
 echo
