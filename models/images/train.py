@@ -4,7 +4,7 @@
 Generates images (dark background, an orange retina disc, a bright optic
 disc, vessels, and lesions whose count and size follow the grade), trains a
 small EfficientNet-style CNN (MBConv blocks, SiLU/HardSwish, squeeze-excitation)
-for a couple of minutes on the CPU, and exports ONNX (opset 13) with two
+for --epochs (the shipped model: 10) on the CPU, and exports ONNX (opset 13) with two
 outputs: `logits` [N,5] and `features` [N,C,7,7] (the last conv feature map,
 for class-activation maps). metadata_props carry cam_weight (the final Linear
 weight initializer), input_size, mean, std, model_name, model_version and
