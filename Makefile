@@ -194,11 +194,11 @@ $(FSPEC_BUILTIN): models/txn-v1.yaml schemas/transaction_event.avsc tools/embed_
 $(BUILD)/obj/common/streams/features.o: $(FSPEC_BUILTIN)
 $(LIB): $(ONNX_OBJ)
 
-# images worker: retrain the demo CNN (about two minutes; rewrites models/images/ and
+# images worker: retrain the demo CNN (ten epochs, 20-50 minutes; rewrites models/images/ and
 # tests/fixtures/images_model_ref.json) and regenerate the image-module fixtures
 .PHONY: models-images fixtures-images models-images-quality
 models-images:
-	$(PY) models/images/train.py --out models/images --fixtures tests/fixtures
+	$(PY) models/images/train.py --out models/images --fixtures tests/fixtures --epochs 10
 # image quality limits and their monitoring baseline from 200 training-distribution images
 models-images-quality: $(BUILD)/streamml
 	d=$$(mktemp -d) && $(PY) models/images/quality_images.py $$d/img && \

@@ -117,6 +117,43 @@ static void bench_cam(struct ctx *c)
     report("CAM grid + overlay (224x224) + PNG write", ms, 1);
 }
 
+static double cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Thread CPU ms per image of forward passes of 1, 2, 4 and 8 images, one
+ * BLAS thread, sizes interleaved: what a pass size costs, whatever the load. */
+static int pass_sizes(struct ctx *c)
+{
+    static const int sizes[] = {1, 2, 4, 8};
+    double ms[4][REPS];
+    struct err e = {0};
+
+    onnx_set_threads(c->m, 1);
+    c->x = calloc((size_t)BATCH * 3 * c->n.width * c->n.height, sizeof(float));
+    for (int r = 0; r < REPS; r++)
+        for (int k = 0; k < 4; k++) {
+            struct onnx_tensor in = {ONNX_F32, 4, {sizes[k], 3, c->n.height, c->n.width}, c->x},
+                               out[2];
+            double t0 = cpu_ms();
+            if (onnx_run(c->m, &in, 1, out, 2, &e))
+                die("onnx_run", &e);
+            ms[k][r] = cpu_ms() - t0;
+        }
+    for (int k = 0; k < 4; k++) {
+        char label[64];
+        snprintf(label, sizeof(label), "forward pass of %d, thread CPU (per image)", sizes[k]);
+        report(label, ms[k], sizes[k]);
+    }
+    free(c->x);
+    img_loader_close(c->l);
+    onnx_close(c->m);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct ctx c = {0};
@@ -136,6 +173,9 @@ int main(int argc, char **argv)
                        onnx_metadata(c.m, "std"), &e))
         die("metadata", &e);
     img_init(&c.im);
+    onnx_set_threads(c.m, 1); /* as the worker (one BLAS thread beside its decode thread) */
+    if (argc > 3 && strcmp(argv[3], "--pass-sizes") == 0)
+        return pass_sizes(&c);
     if (argc > 3 && strcmp(argv[3], "--forward-only") == 0) {
         struct onnx_tensor in, out[2];
         onnx_set_threads(c.m, 1); /* as the worker with its decode thread */

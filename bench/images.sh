@@ -2,11 +2,12 @@
 # make bench-images: figures, never pass/fail. Per-stage ms/image of the
 # images pipeline (demo model, median of 21), then one streamml-images
 # process end to end on the embedded broker: N preloaded image events (the
-# ten samples, repeated), images/s from the first prediction to the N-th,
-# with and without CAM overlay PNGs; then the worker's images/s (CAM grid
-# only) with and without its decode thread against the ONNX runtime's own
+# ten samples, repeated), images/s between the first and the last prediction produced
+# with and without CAM overlay PNGs (from the predictions' produce
+# timestamps); then the worker's images/s (CAM grid
+# only; defaults, and images.take=32) against the ONNX runtime's own
 # images/s for the model (forward passes of 8 on one thread), alternated
-# REPS times in this one run, medians.
+# REPS times in this one run, medians and ratios.
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-400}
@@ -35,7 +36,7 @@ for i in range(n):
                       "uri": files[i % len(files)], "event_time": 1767225600000 + i}))
 PYEOF
 
-# One worker over N preloaded events: images/s from the first prediction to
+# One worker over N preloaded events: images/s between the first prediction produced and
 # the N-th (excludes the group's initial rebalance). $1: CAM PNG dir or "";
 # $2: images.decode_thread. Sets rate, graded, passes, cpu.
 run_worker() {
@@ -47,19 +48,24 @@ run_worker() {
     for _ in $(seq 100); do [ -s "$tmp/bs" ] && break; sleep 0.1; done
     bs=$(cat "$tmp/bs")
     "$SM" produce -b "$bs" -t images --schema image_event -i "$tmp/events.jsonl" --log-level error 2>/dev/null
-    "$BUILD/streamml-images" -b "$bs" -X images.root="$SAMPLES" -X images.cam_dir="$cam" \
+    "$BUILD/streamml-images" -b "$bs" -X images.root="$SAMPLES" -X images.cam_dir="$cam" ${EXTRA:-} \
         -X images.decode_thread="$dt" --log-level info 2>"$tmp/worker.log" &
     wpid=$!; pids+=($wpid)
-    "$SM" consume -b "$bs" -t predictions.images -f -n 1 --log-level error >/dev/null 2>&1
-    t0=$(date +%s.%N)
-    "$SM" consume -b "$bs" -t predictions.images -f -n "$N" --log-level error >/dev/null 2>&1
-    t1=$(date +%s.%N)
+    "$SM" consume -b "$bs" -t predictions.images -f -n "$N" --meta --log-level error \
+        >"$tmp/preds.jsonl" 2>/dev/null
     cpu=$(awk '{print ($14+$15)/100}' /proc/$wpid/stat)
     kill "$wpid" "$bpid"; wait "$wpid" "$bpid" 2>/dev/null || true
     rm -f "$tmp/bs"
     graded=$(grep -o '[0-9]* graded' "$tmp/worker.log" | cut -d' ' -f1)
     passes=$(grep -o '([0-9.]* images each)' "$tmp/worker.log" | tr -d '()' | cut -d' ' -f1)
-    rate=$($PY -c "print(round($N/($t1-$t0)))")
+    # the predictions' own produce timestamps: the images graded after the
+    # first produce over the time to the last one (neither the consumer's
+    # start nor the group's first rebalance counts)
+    rate=$($PY -c "
+import json, sys
+ts = [json.loads(l)['timestamp'] for l in open(sys.argv[1])]
+t0, t1 = min(ts), max(ts)
+print(round(sum(t > t0 for t in ts) / max(t1 - t0, 1) * 1000))" "$tmp/preds.jsonl")
 }
 median() { $PY -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
@@ -73,18 +79,19 @@ done
 
 echo
 echo "worker vs the ONNX runtime alone ($REPS rounds alternated, load $(cut -d' ' -f1 /proc/loadavg) at start, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-unset})"
-rt=(); w0=(); w1=()
+echo "input mix: the ten samples in turn (5 PNG + 5 JPEG, 224x224, grades 0-4 twice: 60% referable, each with its CAM grid; no overlay PNGs)"
+rt=(); w8=(); w1=()
 for r in $(seq "$REPS"); do
     rt+=("$("$BUILD/bench/bench_images" "$MODEL" "$SAMPLES" --forward-only)")
-    run_worker "" 0; w0+=("$rate")
-    run_worker "" 1; w1+=("$rate")
-    echo "  round $r: runtime ${rt[-1]} images/s, worker ${w0[-1]} (decode inline) / ${w1[-1]} (decode thread), load $(cut -d' ' -f1 /proc/loadavg)"
+    run_worker "" 1; w8+=("$rate"); p8=$passes
+    EXTRA="-X images.take=32" run_worker "" 1; w1+=("$rate")
+    echo "  round $r: runtime ${rt[-1]} images/s, worker ${w8[-1]} (defaults, $p8 per pass; $($PY -c "print(f'{${w8[-1]}/${rt[-1]}:.2f}')") of the runtime) / ${w1[-1]} (images.take=32, $passes per pass; $($PY -c "print(f'{${w1[-1]}/${rt[-1]}:.2f}')")), load $(cut -d' ' -f1 /proc/loadavg)"
 done
-mrt=$(median "${rt[@]}"); m0=$(median "${w0[@]}"); m1=$(median "${w1[@]}")
+mrt=$(median "${rt[@]}"); m8=$(median "${w8[@]}"); m1=$(median "${w1[@]}")
 echo
 echo "| median of $REPS | images/s | / runtime |"
 echo "|---|---:|---:|"
 echo "| ONNX runtime alone (forward passes of 8, one thread) | $mrt | 1.00 |"
-echo "| worker, decode inline (images.decode_thread=0) | $m0 | $($PY -c "print(f'{$m0/$mrt:.2f}')") |"
-echo "| worker, decode thread (images.decode_thread=1, default) | $m1 | $($PY -c "print(f'{$m1/$mrt:.2f}')") |"
+echo "| worker, defaults (images.take=8: one pass per take) | $m8 | $($PY -c "print(f'{$m8/$mrt:.2f}')") |"
+echo "| worker, images.take=32 (passes of images.batch=8) | $m1 | $($PY -c "print(f'{$m1/$mrt:.2f}')") |"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -82,3 +82,7 @@ BUILD="$BUILD" bench/onnx.sh
 # Clickstream (issue 6): stages in process and one worker end to end,
 # 100,000 items, hidden 128 (make models-clickstream-bench, random init).
 { echo; BUILD="$BUILD" bench/clickstream.sh; } | tee -a "$out"
+
+# Images (issue 21): per-stage costs, then the worker's images/s against the
+# ONNX runtime's own for the demo model, in one run with the ratio.
+{ echo; echo "## Images worker against the ONNX runtime"; echo; BUILD="$BUILD" bench/images.sh; } | tee -a "$out"

@@ -9,7 +9,9 @@
  * Grad-CAM member of the seed's head). Overlays are written in both modes:
  * one per referable prediction, none for the others, each at the decoded
  * photograph's size (the decode thread keeps the batch's photographs until
- * the pass that draws them).
+ * the pass that draws them). With more slots than rows per pass (the
+ * worker's images.take over images.batch) no pass exceeds its rows and the
+ * predictions are still the same.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -40,7 +42,8 @@ static const char *const uris[] = {
 
 /* ROUNDS batches of CAP slots; slot 5 of each batch is never added. */
 static void grade_all(const char *models, const char *cam_model, double threshold,
-                      const char *cam_dir, int decode_thread, struct image_prediction *out)
+                      const char *cam_dir, int decode_thread, size_t pass,
+                      struct image_prediction *out, struct grader_counts *counts)
 {
     struct cfg *cf = cfg_new();
     struct grader_opts o;
@@ -55,6 +58,7 @@ static void grade_all(const char *models, const char *cam_model, double threshol
     o.threshold = threshold;
     o.cam_dir = cam_dir;
     o.batch = CAP;
+    o.pass = pass;
     o.decode_thread = decode_thread;
     o.load.root = "models/images/samples";
     if (!(g = grader_open(&o, &e)))
@@ -76,6 +80,8 @@ static void grade_all(const char *models, const char *cam_model, double threshol
         }
         grader_run(g, p, CAP);
     }
+    if (counts)
+        *counts = *grader_counts(g);
     grader_close(g);
     cfg_free(cf);
 }
@@ -135,8 +141,8 @@ static void check_same(const char *models, const char *cam_model, double thresho
     char dir[] = "/tmp/grader_pipeline_XXXXXX";
 
     assert_non_null(mkdtemp(dir));
-    grade_all(models, cam_model, threshold, dir, 0, a);
-    grade_all(models, cam_model, threshold, dir, 1, b); /* same files, same names */
+    grade_all(models, cam_model, threshold, dir, 0, CAP, a, NULL);
+    grade_all(models, cam_model, threshold, dir, 1, CAP, b, NULL); /* same files, same names */
     for (size_t i = 0; i < ROUNDS * CAP; i++) {
         if (!same(&a[i], &b[i], tol))
             fail_msg("slot %zu (%s): the decode thread's prediction differs (%s/%s, P(>=2) "
@@ -177,10 +183,45 @@ static void test_decode_thread_same_predictions(void **st)
                "gradcam_net.onnx", 0.5, 1e-6);
 }
 
+/* Passes of at most 3 rows over batches of CAP slots (the worker's
+ * images.take over images.batch): inline, each batch's rows in passes of 3,
+ * 3, rest; with the thread, no pass above 3; the predictions equal those of
+ * one pass per batch. */
+static void test_passes_within_batch(void **st)
+{
+    static struct image_prediction a[ROUNDS * CAP], b[ROUNDS * CAP], c[ROUNDS * CAP];
+    struct grader_counts nb, nc;
+    uint64_t want = 0;
+    const char *m = "models/images/fundus_cnn.onnx";
+
+    (void)st;
+    grade_all(m, "", -1, "", 0, CAP, a, NULL);
+    grade_all(m, "", -1, "", 0, 3, b, &nb);
+    grade_all(m, "", -1, "", 1, 3, c, &nc);
+    for (int r = 0; r < ROUNDS; r++) {
+        uint64_t rows = 0;
+        for (size_t i = 0; i < CAP; i++)
+            rows += i != 5 && a[r * CAP + i].ok;
+        want += (rows + 2) / 3;
+    }
+    for (size_t i = 0; i < ROUNDS * CAP; i++)
+        if (!same(&a[i], &b[i], 0) || !same(&a[i], &c[i], 0))
+            fail_msg("slot %zu (%s): passes of 3 grade differently", i, a[i].image_id);
+    printf("  passes of 3: inline %llu passes (largest %llu), thread %llu passes (largest "
+           "%llu) for %llu rows\n",
+           (unsigned long long)nb.batches, (unsigned long long)nb.largest,
+           (unsigned long long)nc.batches, (unsigned long long)nc.largest,
+           (unsigned long long)nb.rows);
+    assert_int_equal(nb.batches, want);
+    assert_int_equal(nb.largest, 3);
+    assert_true(nc.largest <= 3 && nc.rows == nb.rows && nc.batches >= want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode_thread_same_predictions),
+        cmocka_unit_test(test_passes_within_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,7 +139,7 @@ static pid_t start_worker(struct env *v, const char *log, const char *const *ext
                       "-X",
                       "images.min_side=16",
                       "-X",
-                      "images.batch=5",
+                      "images.take=5", /* five messages per monitor tick */
                       "-X",
                       "worker.poll_ms=20",
                       "-X",

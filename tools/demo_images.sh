@@ -54,7 +54,7 @@ MODELS=models/images/fundus_cnn.onnx:0.7,models/images/fundus_cnn_b.onnx:0.3
 echo "== starting streamml-images (model set $MODELS, CAM from fundus_cnn.onnx, batches of up to 8)"
 "$BUILD/streamml-images" -b "$bs" -X images.root="$tmp/root" -X images.cam_dir="$tmp/cam" \
     -X images.models="$MODELS" -X images.cam_model=fundus_cnn.onnx \
-    -X images.referable_threshold=0.984 --log-level info >"$tmp/worker.log" 2>&1 &
+    -X images.referable_threshold=0.9892 --log-level info >"$tmp/worker.log" 2>&1 &
 wpid=$!
 pids+=($wpid)
 

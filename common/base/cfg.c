@@ -150,6 +150,9 @@ static const struct key_def keys[] = {
     {"images.max_scans", K_INT, 1, 100000, "64", "progressive JPEG scan limit"},
     {"images.jpeg_max_memory", K_INT, 1048576, 1e10, "268435456", "libjpeg decoder memory limit"},
     {"images.batch", K_INT, 1, 256, "8", "images per forward pass (when messages are waiting)"},
+    {"images.take", K_INT, 1, 1024, "8",
+     "messages the images worker takes per step when waiting; above images.batch the decode "
+     "thread prepares the next forward pass while one runs"},
     {"images.referable_threshold", K_DBL, -1, 1, "-1",
      "P(grade >= 2) above which an image is referable; -1: the model's metadata"},
     {"images.cam_dir", K_STR, 0, 0, "",

@@ -874,11 +874,17 @@ static void vpass(const float *src, int w, int src_h, int nch, float *dst, int d
         for (int y = 0; y < dst_h; y++) {
             const float *c = k->c + (size_t)y * (size_t)(k->ksize + 2);
             int y0 = (int)c[0], n = (int)c[1];
-            for (int x = 0; x < w; x++) {
-                float acc = 0.0f;
-                for (int j = 0; j < n; j++)
-                    acc += s[(size_t)(y0 + j) * w + x] * c[2 + j];
-                d[(size_t)y * w + x] = acc;
+            float *restrict dr = d + (size_t)y * w;
+            /* row by row so that the x loop vectorises; each output still
+             * sums 0 + tap 0 + tap 1 ... in that order (no contraction in
+             * ISO C mode), so the values are those of the per-pixel loop */
+            for (int x = 0; x < w; x++)
+                dr[x] = 0.0f;
+            for (int j = 0; j < n; j++) {
+                const float *restrict sr = s + (size_t)(y0 + j) * w;
+                float cj = c[2 + j];
+                for (int x = 0; x < w; x++)
+                    dr[x] += sr[x] * cj;
             }
         }
     }
@@ -927,6 +933,10 @@ size_t img_preprocess_scratch(const struct img *im, const struct img_norm *n)
 static void hpass_rgb(const struct img *im, float *mid, int dst_w, const struct coeffs *k)
 {
     size_t plane = (size_t)im->height * dst_w;
+    float v255[256]; /* the same x / 255.0f, without a division per tap */
+
+    for (int i = 0; i < 256; i++)
+        v255[i] = (float)i / 255.0f;
 
     for (int y = 0; y < im->height; y++) {
         const uint8_t *row = im->rgb + (size_t)y * im->width * 3;
@@ -936,7 +946,7 @@ static void hpass_rgb(const struct img *im, float *mid, int dst_w, const struct 
             float acc[3] = {0.0f, 0.0f, 0.0f};
             for (int j = 0; j < cnt; j++)
                 for (int ch = 0; ch < 3; ch++)
-                    acc[ch] += ((float)row[(x0 + j) * 3 + ch] / 255.0f) * c[2 + j];
+                    acc[ch] += v255[row[(x0 + j) * 3 + ch]] * c[2 + j];
             for (int ch = 0; ch < 3; ch++)
                 mid[ch * plane + (size_t)y * dst_w + x] = acc[ch];
         }

@@ -47,7 +47,8 @@ struct grader {
     struct imgq_limits qlim;
     struct imgq_values *qv; /* per slot: the quality values measured */
     unsigned char *qmeasured;
-    size_t cap; /* images per forward pass */
+    size_t cap;  /* slots of a batch */
+    size_t pass; /* rows per forward pass at most */
     int *row;   /* slot -> row of the batch tensors, -1 none */
     int rows;
     struct img im;
@@ -83,6 +84,7 @@ void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o)
     o->threshold = cfg_double(cf, "images.referable_threshold");
     o->cam_dir = cfg_str(cf, "images.cam_dir");
     o->batch = (size_t)cfg_int(cf, "images.batch");
+    o->pass = o->batch;
     o->load = (struct img_opts){.root = cfg_str(cf, "images.root"),
                                 .allow_hosts = cfg_str(cf, "images.allow_hosts"),
                                 .timeout_ms = cfg_int(cf, "images.http_timeout_ms"),
@@ -295,6 +297,7 @@ struct grader *grader_open(const struct grader_opts *o, struct err *e)
     }
     img_init(&g->im);
     g->cap = o->batch ? o->batch : 1;
+    g->pass = o->pass && o->pass < g->cap ? o->pass : g->cap;
     if ((size_t)snprintf(g->cam_dir, sizeof(g->cam_dir), "%s", o->cam_dir ? o->cam_dir : "") >=
         sizeof(g->cam_dir)) {
         err_set(e, ERR_CONFIG, "images.cam_dir: longer than %zu bytes", sizeof(g->cam_dir) - 1);
@@ -745,6 +748,8 @@ static void forward_rows(struct grader *g, struct image_prediction *p, int first
 
     g->n.batches++;
     g->n.rows += (uint64_t)count;
+    if ((uint64_t)count > g->n.largest)
+        g->n.largest = (uint64_t)count;
     if (ens_forward(g->ens, (size_t)first, (size_t)count, g->res, NULL, &e))
         log_error("forward pass of %d image(s) failed: %s", count, e.msg);
     else if (grader_has_cam(g) && (feat = ens_member_features(g->ens, g->cam)) &&
@@ -766,11 +771,13 @@ static void forward_rows(struct grader *g, struct image_prediction *p, int first
 }
 
 /* Pipelined: the decode thread works through the jobs while each forward
- * pass takes every row ready so far, so decoding image k+1.. overlaps the
- * pass over image k... (the first pass waits for one image). */
+ * pass takes the rows ready so far (at most g->pass), so decoding images
+ * k+1.. overlaps the pass over image k... (the first pass waits for one
+ * image; with more jobs than a pass holds, the thread runs ahead and the
+ * later passes find their rows ready). */
 void grader_run(struct grader *g, struct image_prediction *p, size_t n)
 {
-    int first = 0;
+    int first = 0, pass = (int)g->pass;
 
     (void)n; /* the rows know their slots */
     if (g->threaded && g->njobs) {
@@ -781,18 +788,18 @@ void grader_run(struct grader *g, struct image_prediction *p, size_t n)
         g->go = 1;
         pthread_cond_signal(&g->cv_go);
         for (;;) {
-            int ready, fin;
+            int ready;
             while (g->ready == first && g->decoded < g->njobs)
                 pthread_cond_wait(&g->cv_done, &g->mu);
             ready = g->ready;
-            fin = g->decoded == g->njobs;
             pthread_mutex_unlock(&g->mu);
             if (ready > first) {
-                forward_rows(g, p, first, ready - first);
-                first = ready;
+                int count = ready - first < pass ? ready - first : pass;
+                forward_rows(g, p, first, count);
+                first += count;
             }
             pthread_mutex_lock(&g->mu);
-            if (fin && g->ready == first)
+            if (g->decoded == g->njobs && g->ready == first)
                 break;
         }
         while (g->go) /* the thread has left the batch */
@@ -801,6 +808,6 @@ void grader_run(struct grader *g, struct image_prediction *p, size_t n)
         pthread_mutex_unlock(&g->mu);
         return;
     }
-    if (g->rows)
-        forward_rows(g, p, 0, g->rows);
+    for (; first < g->rows; first += pass)
+        forward_rows(g, p, first, g->rows - first < pass ? g->rows - first : pass);
 }

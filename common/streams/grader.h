@@ -30,8 +30,11 @@
  * the event and topic) and grader_run hands the queue to the grader's own
  * decode thread, which loads, checks and preprocesses the images in order
  * while the caller's thread runs forward passes over the rows ready so far
- * (pipelined batches: decoding overlaps inference). Predictions are the
- * same either way; p is filled only by grader_run.
+ * (pipelined batches: decoding overlaps inference). With more slots than
+ * rows per pass (the worker takes images.take messages, passes are of
+ * images.batch), the thread decodes the next pass's images while this one
+ * runs, so the forward passes rarely wait. Predictions are the same either
+ * way; p is filled only by grader_run.
  *
  * A grader is used by one thread at a time (its decode thread aside).
  */
@@ -54,7 +57,8 @@ struct grader_opts {
     const char *cam_features; /* a one-output model's feature map; ""/NULL: metadata's */
     double threshold;         /* referable above P(grade >= 2); < 0: metadata's, else 0.5 */
     const char *cam_dir;      /* CAM overlay PNGs written here; ""/NULL: none */
-    size_t batch;             /* images per forward pass, >= 1 */
+    size_t batch;             /* slots (images added between grader_begin and _run), >= 1 */
+    size_t pass;              /* rows per forward pass at most; 0: batch */
     struct img_opts load;     /* image loading limits */
     const char *quality;      /* imgq limits JSON; ""/NULL: no quality checks */
     int decode_thread;        /* 1: load/decode/preprocess beside the forward passes */
@@ -62,13 +66,15 @@ struct grader_opts {
 
 /* The images.* keys of cf (images.model, images.models, images.cam_model,
  * images.cam_features,
- * images.referable_threshold, images.cam_dir, images.batch, images.quality,
- * the loader's limits). The strings are cf's: it must outlive the options. */
+ * images.referable_threshold, images.cam_dir, images.batch (batch and
+ * pass), images.quality, the loader's limits). The strings are cf's: it
+ * must outlive the options. */
 void grader_opts_from_cfg(const struct cfg *cf, struct grader_opts *o);
 
 /* Counters since open. */
 struct grader_counts {
     uint64_t batches, rows, cams_written, cam_errors;
+    uint64_t largest; /* most rows in one forward pass */
 };
 
 struct grader;
@@ -108,9 +114,10 @@ void grader_add(struct grader *g, size_t i, const struct image_event *ev, const 
  * or 0 when none were (not loaded, or no quality checks). Valid until the
  * next grader_begin. */
 int grader_quality(const struct grader *g, size_t i, double v[IMGQ_NVALUES]);
-/* One forward pass over the rows added since grader_begin; p[0..n) are the
- * batch's slots (those never added are left alone). A failed pass or
- * non-finite logits leave the rows' predictions ungradable (model_error). */
+/* Forward passes of at most pass rows over the rows added since
+ * grader_begin; p[0..n) are the batch's slots (those never added are left
+ * alone). A failed pass or non-finite logits leave the rows' predictions
+ * ungradable (model_error). */
 void grader_run(struct grader *g, struct image_prediction *p, size_t n);
 
 /* Softmax (double, max-shifted) of IMGEV_GRADES logits into p: the

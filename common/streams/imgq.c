@@ -140,7 +140,10 @@ int imgq_measure(struct imgq *q, const struct img *im, struct imgq_values *v, st
         const uint8_t *p = im->rgb + 3 * i;
         q->src[i] = 0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2];
     }
-    img_resize_planes(q->src, im->width, im->height, 1, q->dst, W, H, q->scratch);
+    if (W == im->width && H == im->height) /* the kernel at scale 1 is the identity */
+        memcpy(q->dst, q->src, nw * sizeof(float));
+    else
+        img_resize_planes(q->src, im->width, im->height, 1, q->dst, W, H, q->scratch);
 
     /* the disc and its luma histogram */
     cx = (W - 1) / 2.0;

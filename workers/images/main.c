@@ -52,7 +52,8 @@ static const char *const images_defaults[][2] = {
     {"dlq.topic", "images.dlq"},
 };
 
-/* The batch capacity is the runtime's, whatever images.batch says now. */
+/* The batch capacity is the runtime's (images.take messages), whatever
+ * images.take says now; forward passes are of images.batch. */
 static struct grader *open_grader(const struct cfg *cf, size_t cap, struct err *e)
 {
     struct grader_opts o;
@@ -258,7 +259,7 @@ static const struct wk_stream images_stream = {
     .defaults = images_defaults,
     .n_defaults = sizeof(images_defaults) / sizeof(images_defaults[0]),
     .out_schema = CODEC_IMAGE_PREDICTION,
-    .batch_key = "images.batch",
+    .batch_key = "images.take",
     .open = images_open,
     .close = images_close,
     .model = images_model,
