@@ -11,7 +11,6 @@
 #include "features.h"
 #include "fspec.h"
 
-#define SCHEMA_MAX (256 * 1024)
 #define TIME_MIN_MS (-62135596800000LL) /* 0001-01-01T00:00:00Z */
 
 struct txi {
@@ -37,46 +36,19 @@ void txi_close(struct txi *t)
     free(t);
 }
 
-static char *slurp_schema(const char *path, size_t *len, struct err *e)
-{
-    FILE *f = fopen(path, "rb");
-    char *text = malloc(SCHEMA_MAX + 1);
-
-    if (!f || !text) {
-        if (f)
-            fclose(f);
-        free(text);
-        err_set(e, f ? ERR_NOMEM : ERR_IO, "%s: %s", path, f ? "out of memory" : "cannot open");
-        return NULL;
-    }
-    *len = fread(text, 1, SCHEMA_MAX + 1, f);
-    fclose(f);
-    if (*len > SCHEMA_MAX) {
-        free(text);
-        err_set(e, ERR_CONFIG, "%s: larger than %d bytes", path, SCHEMA_MAX);
-        return NULL;
-    }
-    text[*len] = '\0';
-    return text;
-}
-
 static int open_rec(struct txi *t, struct err *e)
 {
-    const char *path = fspec_schema_path(t->p);
+    const char *path = fspec_schema_source(t->p), *text = fspec_schema_text(t->p);
     const char *names[FSPEC_OUT_MAX];
-    size_t len;
-    char *text;
-    int rc;
 
     t->nf = fspec_num_fields(t->p);
     if (t->nf > FSPEC_OUT_MAX)
         return err_set(e, ERR_CONFIG, "%s: more than %d fields", path, FSPEC_OUT_MAX);
-    if (!(text = slurp_schema(path, &len, e)))
+    /* The schema the spec was compiled from (a file or a registry subject),
+     * not the file read again: both read one schema. Messages framed with
+     * the registry's id decode through the codec's registry (same schema). */
+    if (codec_add_schema(t->c, text, strlen(text), path, &t->id, e))
         return e->code;
-    rc = codec_add_schema(t->c, text, len, path, &t->id, e);
-    free(text);
-    if (rc)
-        return rc;
     for (size_t i = 0; i < t->nf; i++)
         names[i] = fspec_field_name(t->p, i);
     if (!(t->rec = codec_rec_open(t->c, t->id, names, t->nf, e)))
