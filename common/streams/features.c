@@ -183,6 +183,12 @@ static int use_spec(const char *path, struct reg *r, struct err *e)
     if (!(p = fspec_open_reg(path, r, e)))
         return e->code;
     rec = !is_txn_schema(p);
+    if (!rec && *fspec_event_id_field(p) && strcmp(fspec_event_id_field(p), "event_id") != 0) {
+        err_set(e, ERR_CONFIG, "%s: input.event_id %s: a TransactionEvent's id is its event_id "
+                "field", path, fspec_event_id_field(p));
+        fspec_close(p);
+        return e->code;
+    }
     if (rec ? fspec_bind_row(p, e) : bind_txn(p, e)) {
         fspec_close(p);
         return e->code;

@@ -361,6 +361,12 @@ static int check_names(struct cc *c)
     if (!a->fields[fi].is_long)
         return cfail(c, a->time_line, "type mismatch: input.time \"%s\" must be a long "
                      "(timestamp-millis)%s", a->time, "");
+    if (a->event_id[0] && (fi = field_of(p, a->event_id)) < 0)
+        return cfail(c, a->event_id_line, "input.event_id: unknown field \"%s\" in %s",
+                     a->event_id, a->schema);
+    if (a->event_id[0] && !a->fields[fi].is_string && !a->fields[fi].is_long)
+        return cfail(c, a->event_id_line, "type mismatch: input.event_id \"%s\" must be a "
+                     "string or a long%s", a->event_id, "");
     for (int i = 0; i < a->nout; i++) {
         if (feat_of(p, a->out[i]) < 0)
             return cfail(c, a->out_line[i], "output: unknown feature \"%s\"%s", a->out[i], "");
@@ -753,8 +759,8 @@ static void describe(const struct fspec *p, FILE *out, int layout_only)
         }
         return;
     }
-    fprintf(out, "plan %s: input %s key %s time %s\n", p->a.name, p->a.schema, p->a.key,
-            p->a.time);
+    fprintf(out, "plan %s: input %s key %s time %s%s%s\n", p->a.name, p->a.schema, p->a.key,
+            p->a.time, p->a.event_id[0] ? " event_id " : "", p->a.event_id);
     for (int i = 0; i < p->nload; i++)
         fprintf(out, "  r%d = field %s\n", p->loads[i].reg, fname(p, p->loads[i].field));
     for (int i = 0; i < p->nconst; i++)
@@ -865,6 +871,11 @@ int32_t fspec_schema_id(const struct fspec *p)
 const char *fspec_record_name(const struct fspec *p)
 {
     return p->a.record;
+}
+
+const char *fspec_event_id_field(const struct fspec *p)
+{
+    return p->a.event_id;
 }
 
 const char *fspec_time_field(const struct fspec *p)

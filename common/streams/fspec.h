@@ -138,6 +138,9 @@ const char *fspec_schema_source(const struct fspec *p);
 /* The registry's id of the schema (input.subject), 0 for a file. */
 int32_t fspec_schema_id(const struct fspec *p);
 const char *fspec_time_field(const struct fspec *p);
+/* input.event_id: the field holding each event's id (a string or a long),
+ * "" when the spec names none (the id is then <key>@<time ms>). */
+const char *fspec_event_id_field(const struct fspec *p);
 
 const char *fspec_name(const struct fspec *p); /* the vector's name/version, e.g. txn-v1 */
 size_t fspec_dim(const struct fspec *p);

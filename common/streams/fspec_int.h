@@ -86,7 +86,8 @@ struct fs_ast {
     char *schema_text;                 /* the schema read (compact JSON) */
     char record[FSPEC_NAME_MAX];       /* the record's name, e.g. TransactionEvent */
     char key[FSPEC_NAME_MAX], time[FSPEC_NAME_MAX];
-    int key_line, time_line;
+    char event_id[FSPEC_NAME_MAX]; /* input.event_id: "" = <key>@<time ms> */
+    int key_line, time_line, event_id_line;
     struct fs_feat *feats;
     int nfeat;
     struct fs_node *nodes;

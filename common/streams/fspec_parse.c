@@ -546,8 +546,13 @@ static int parse_input_key(struct ps *p, const char *k, const yaml_node_t *v, in
         if (get_name(p, v, "input.time", a->time))
             return ERR_CONFIG;
         a->time_line = line_of(v);
+    } else if (k && strcmp(k, "event_id") == 0) {
+        if (get_name(p, v, "input.event_id", a->event_id))
+            return ERR_CONFIG;
+        a->event_id_line = line_of(v);
     } else {
-        return fail(p, line_of(v), "input.%s: unknown key (schema, subject, version, key, time)",
+        return fail(p, line_of(v),
+                    "input.%s: unknown key (schema, subject, version, key, time, event_id)",
                     k ? k : "?");
     }
     return ERR_OK;
