@@ -338,10 +338,107 @@ static void test_worker_serves_the_grunfeld_spec_like_replay_and_featurize(void 
     assert_int_equal(checked, N_EVENTS);
 }
 
+/* ---- profile, baseline and report on the spec's own schema ----
+ * These read what the test above wrote in the group's directory (the
+ * featurize CSV and replay's predictions with features): run in order. */
+
+static json_t *load_json(const char *file)
+{
+    json_error_t je;
+    json_t *j = json_load_file(file, 0, &je);
+
+    if (!j)
+        fail_msg("%s: %s", file, je.text);
+    return j;
+}
+
+/* The baseline names the spec and holds exactly its outputs, in order. */
+static void assert_spec_baseline(const char *file, long rows)
+{
+    json_t *b = load_json(file), *fs = json_object_get(b, "features");
+    const char *const want[DIM] = {"invest", "invest_to_capital", "invest_to_value", "log_value",
+                                   "high_capital_intensity", "invest_mean_3y", "invest_std_5y",
+                                   "invest_max_5y", "invest_zscore", "years_seen_5y",
+                                   "days_since_prev", "invest_growth", "value_growth"};
+
+    assert_string_equal(json_string_value(json_object_get(b, "feature_version")), "grunfeld-v1");
+    assert_int_equal(json_integer_value(json_object_get(b, "rows")), rows);
+    assert_int_equal(json_array_size(fs), DIM);
+    for (size_t k = 0; k < DIM; k++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(fs, k), "name")),
+                            want[k]);
+    assert_non_null(json_object_get(b, "score"));
+    json_decref(b);
+}
+
+static void test_profile_writes_the_baseline_of_the_spec(void **st)
+{
+    struct env *v = *st;
+    char csv[300], out[300], bad[300], log[300];
+    char *profile[] = {(char *)test_bin("streamml"), "profile", "--model",
+                       FIX "grunfeld_gbdt.json", "--input", csv, "--output", out, "--spec", SPEC,
+                       NULL};
+
+    snprintf(csv, sizeof(csv), "%s", path(v, "features.csv"));
+    snprintf(out, sizeof(out), "%s", path(v, "profile.json"));
+    snprintf(log, sizeof(log), "%s", path(v, "profile.log"));
+    assert_int_equal(test_run_wait(profile, log), 0);
+    assert_spec_baseline(out, N_EVENTS);
+    /* a column the spec does not output is named, not profiled */
+    snprintf(bad, sizeof(bad), "%s", path(v, "bad.csv"));
+    assert_int_equal(test_sh("sed '1s/invest_growth/growth/' '%s' > '%s'", csv, bad), 0);
+    snprintf(csv, sizeof(csv), "%s", bad);
+    assert_int_equal(test_run_wait(profile, log), 2);
+    assert_int_equal(test_sh("grep -q 'column growth is not a feature of grunfeld-v1' '%s'", log),
+                     0);
+}
+
+static void test_baseline_of_replayed_predictions_names_the_spec_features(void **st)
+{
+    struct env *v = *st;
+    char in[300], out[300], log[300];
+    char *baseline[] = {(char *)test_bin("streamml"), "baseline", "--kind", "transactions",
+                        "--spec", SPEC, "-i", in, "-o", out, "--model", "grunfeld", NULL};
+
+    snprintf(in, sizeof(in), "%s", path(v, "replay.jsonl"));
+    snprintf(out, sizeof(out), "%s", path(v, "baseline.json"));
+    snprintf(log, sizeof(log), "%s", path(v, "baseline.log"));
+    assert_int_equal(test_run_wait(baseline, log), 0);
+    assert_spec_baseline(out, N_EVENTS);
+}
+
+/* PSI of every spec feature against profile's baseline, no credit wording. */
+static void test_report_on_the_spec_computes_feature_psi(void **st)
+{
+    struct env *v = *st;
+    char preds[300], labels[300], base[300], html[300], log[300];
+    char *report[] = {(char *)test_bin("streamml"), "report", "-p", preds, "-l", labels,
+                      "--baseline", base, "--spec", SPEC, "-o", html, "--log-level", "warn",
+                      NULL};
+
+    snprintf(preds, sizeof(preds), "%s", path(v, "replay.jsonl"));
+    snprintf(labels, sizeof(labels), "%s", path(v, "labels.csv"));
+    snprintf(base, sizeof(base), "%s", path(v, "profile.json"));
+    snprintf(html, sizeof(html), "%s", path(v, "report.html"));
+    snprintf(log, sizeof(log), "%s", path(v, "report.log"));
+    /* labels by event id (firm@year_start) from featurize's CSV */
+    assert_int_equal(test_sh("awk -F, 'NR == 1 {print \"event_id,label\"} NR > 1 {print $1 "
+                             "\"@\" $2 \",\" $NF}' '%s' > '%s'",
+                             path(v, "features.csv"), labels),
+                     0);
+    assert_int_equal(test_run_wait(report, log), 0);
+    assert_int_equal(test_sh("grep -q '^psi score .* 209 rows with features' '%s'", log), 0);
+    assert_int_equal(test_sh("grep -q 'invest_zscore' '%s'", html), 0);
+    assert_int_not_equal(test_sh("grep -qi 'approval' '%s'", html), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_worker_serves_the_grunfeld_spec_like_replay_and_featurize),
+        cmocka_unit_test(test_profile_writes_the_baseline_of_the_spec),
+        cmocka_unit_test(test_baseline_of_replayed_predictions_names_the_spec_features),
+        cmocka_unit_test(test_report_on_the_spec_computes_feature_psi),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -10,11 +10,13 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "codec.h"
 #include "features.h"
 #include "fspec.h"
+#include "stack.h"
 #include "txn_input.h"
 
 struct env {
@@ -124,12 +126,134 @@ static void test_other_records_are_refused(void **st)
     assert_non_null(strstr(e.msg, "field no_such: not in the schema"));
 }
 
+/* ---- input.event_id: the record's own id field ---- */
+
+/* The Grunfeld spec on FirmYear plus an id (string) and a sequence number
+ * (long), in a directory of its own; event_id names id_field. */
+static const char *id_spec(const char *dir, const char *id_field)
+{
+    static char spec[200];
+    char avsc[200];
+    FILE *f;
+
+    snprintf(avsc, sizeof(avsc), "%s/firm_year_id.avsc", dir);
+    f = fopen(avsc, "w");
+    assert_non_null(f);
+    fputs("{\"type\": \"record\", \"name\": \"FirmYearId\", \"fields\": ["
+          "{\"name\": \"obs_id\", \"type\": [\"null\", \"string\"], \"default\": null},"
+          "{\"name\": \"seq\", \"type\": \"long\"},"
+          "{\"name\": \"firm\", \"type\": \"string\"},"
+          "{\"name\": \"year_start\", \"type\": [\"null\", \"long\"], \"default\": null},"
+          "{\"name\": \"invest\", \"type\": [\"null\", \"double\"], \"default\": null}]}\n",
+          f);
+    fclose(f);
+    snprintf(spec, sizeof(spec), "%s/%s.yaml", dir, id_field);
+    f = fopen(spec, "w");
+    assert_non_null(f);
+    fprintf(f, "name: ids-v1\ninput:\n  schema: firm_year_id.avsc\n  key: firm\n"
+               "  time: year_start\n  event_id: %s\nfeatures:\n"
+               "  - {name: invest, expr: invest}\n"
+               "  - {name: n_3y, agg: count, window: 1095d, bucket: 365d}\n",
+            id_field);
+    fclose(f);
+    return spec;
+}
+
+static void enc(struct codec *cd, const struct txi *in, struct buf *b, const char *json)
+{
+    struct err e = {0};
+
+    if (codec_from_json_id(cd, txi_schema_id(in), json, strlen(json), NULL, NULL, 0, b, &e))
+        fail_msg("%s: %s", json, e.msg);
+}
+
+/* The spec's id names the event: the prediction's id, the dedup key (two
+ * events at one millisecond of one firm are two events; one id twice is
+ * one), and the dead letter of a bad event says which event it was. */
+static void test_the_event_id_field_names_the_event(void **st)
+{
+    struct env *v = *st;
+    char dir[] = "/tmp/streamml-evid-XXXXXX";
+    struct err e = {0};
+    struct codec *cd;
+    struct txi *in;
+    struct txn_event a, b, c;
+    struct feat_state s;
+
+    assert_non_null(mkdtemp(dir));
+    feat_txn_freeze(0);
+    assert_int_equal(feat_txn_use(id_spec(dir, "obs_id"), &e), ERR_OK);
+    assert_string_equal(fspec_event_id_field(feat_txn_spec()), "obs_id");
+    cd = codec_open("schemas", &e);
+    assert_non_null(cd);
+    in = txi_open(cd, 4, &e);
+    assert_non_null(in);
+    enc(cd, in, &v->b,
+        "{\"obs_id\": \"ev-1\", \"seq\": 7, \"firm\": \"IBM\", "
+        "\"year_start\": 1000, \"invest\": 1.5}");
+    assert_int_equal(txi_decode(in, 0, v->b.data, v->b.len, &a, &e), ERR_OK);
+    assert_string_equal(a.event_id, "ev-1");
+    assert_string_equal(a.user_id, "IBM");
+    /* same firm and millisecond, another id: another event */
+    enc(cd, in, &v->b,
+        "{\"obs_id\": \"ev-2\", \"seq\": 8, \"firm\": \"IBM\", "
+        "\"year_start\": 1000, \"invest\": 2.5}");
+    assert_int_equal(txi_decode(in, 1, v->b.data, v->b.len, &b, &e), ERR_OK);
+    assert_string_equal(b.event_id, "ev-2");
+    feat_state_init(&s);
+    feat_state_update(&s, &a, &s);
+    feat_state_mark(&s, 0, 10, &a);
+    assert_false(feat_state_seen(&s, 1, 11, &b));
+    /* the id again, later and from another partition: the same event */
+    c = b;
+    snprintf(c.event_id, sizeof(c.event_id), "ev-1");
+    c.event_time_ms = 5000;
+    assert_true(feat_state_seen(&s, 1, 12, &c));
+
+    /* null id: refused naming the field; a bad time: the dead letter names the event */
+    enc(cd, in, &v->b,
+        "{\"obs_id\": null, \"seq\": 9, \"firm\": \"IBM\", "
+        "\"year_start\": 2000}");
+    assert_int_equal(txi_decode(in, 2, v->b.data, v->b.len, &c, &e), ERR_INVALID);
+    assert_string_equal(e.msg, "obs_id: null (the event id)");
+    enc(cd, in, &v->b,
+        "{\"obs_id\": \"ev-3\", \"seq\": 9, \"firm\": \"IBM\", "
+        "\"year_start\": null}");
+    assert_int_equal(txi_decode(in, 2, v->b.data, v->b.len, &c, &e), ERR_INVALID);
+    assert_string_equal(e.msg, "event ev-3: year_start: null (the event time)");
+    txi_close(in);
+
+    /* a long id reads in decimal */
+    feat_txn_freeze(0);
+    assert_int_equal(feat_txn_use(id_spec(dir, "seq"), &e), ERR_OK);
+    in = txi_open(cd, 4, &e);
+    assert_non_null(in);
+    enc(cd, in, &v->b,
+        "{\"obs_id\": null, \"seq\": -42, \"firm\": \"IBM\", "
+        "\"year_start\": 1000}");
+    assert_int_equal(txi_decode(in, 0, v->b.data, v->b.len, &a, &e), ERR_OK);
+    assert_string_equal(a.event_id, "-42");
+    txi_close(in);
+
+    /* an unknown field, or a number that is not a long: one line naming the spec line */
+    feat_txn_freeze(0);
+    assert_int_not_equal(feat_txn_use(id_spec(dir, "nope"), &e), ERR_OK);
+    assert_non_null(strstr(e.msg, "nope.yaml:6: input.event_id: unknown field \"nope\""));
+    assert_int_not_equal(feat_txn_use(id_spec(dir, "invest"), &e), ERR_OK);
+    assert_non_null(strstr(e.msg, "invest.yaml:6: type mismatch: input.event_id \"invest\" must "
+                                  "be a string or a long"));
+    codec_close(cd);
+    test_sh("rm -rf '%s'", dir);
+    assert_int_equal(feat_txn_use("models/grunfeld/grunfeld-v1.yaml", &e), ERR_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_fields_reach_the_plan),
         cmocka_unit_test(test_bad_events_name_the_field),
         cmocka_unit_test(test_other_records_are_refused),
+        cmocka_unit_test(test_the_event_id_field_names_the_event),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

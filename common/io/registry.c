@@ -18,7 +18,16 @@ struct cached {
     char *schema;
 };
 
+/* A subject's fixed version, once resolved (its schema is in the id cache). */
+struct subject_version {
+    char *subject;
+    int version;
+    int32_t id;
+};
+#define VERSIONS_MAX 64
+
 struct reg {
+    char *urls; /* as configured, for messages */
     char *url[REG_MAX_URLS];
     int nurl;
     char *user, *password, *ca, *cert, *key;
@@ -29,6 +38,8 @@ struct reg {
     bool resp_over;
     struct cached *cache;
     size_t ncache;
+    struct subject_version ver[VERSIONS_MAX];
+    int nver;
     struct reg_stats st;
 };
 
@@ -104,6 +115,10 @@ struct reg *reg_open(const struct reg_opts *o, struct err *e)
     r->backoff_ms = o->backoff_ms > 0 ? o->backoff_ms : 100;
     if (parse_urls(r, o->urls, e))
         goto out_close;
+    if (!(r->urls = strdup(o->urls))) {
+        err_set(e, ERR_NOMEM, "registry: out of memory");
+        goto out_close;
+    }
     r->user = dup_or_null(o->user);
     r->password = dup_or_null(o->password);
     r->ca = dup_or_null(o->ca_file);
@@ -148,6 +163,9 @@ void reg_close(struct reg *r)
         return;
     for (int i = 0; i < r->nurl; i++)
         free(r->url[i]);
+    for (int i = 0; i < r->nver; i++)
+        free(r->ver[i].subject);
+    free(r->urls);
     for (size_t i = 0; i < r->ncache; i++)
         free(r->cache[i].schema);
     free(r->cache);
@@ -162,6 +180,11 @@ void reg_close(struct reg *r)
     free(r->key);
     free(r->resp);
     free(r);
+}
+
+const char *reg_urls(const struct reg *r)
+{
+    return r->urls;
 }
 
 void reg_get_stats(const struct reg *r, struct reg_stats *s)
@@ -474,4 +497,87 @@ int reg_schema_id(struct reg *r, const char *subject, const char *schema, int re
     log_info("registry: %s is schema id %d", what, (int)*id);
     /* Our own records decode without asking again. */
     return cache_put(r, *id, schema, &cached, e);
+}
+
+/* ---- a subject's schema by version ---- */
+
+static const struct subject_version *version_get(const struct reg *r, const char *subject,
+                                                 int version)
+{
+    for (int i = 0; i < r->nver; i++)
+        if (r->ver[i].version == version && strcmp(r->ver[i].subject, subject) == 0)
+            return &r->ver[i];
+    return NULL;
+}
+
+/* Keeps a fixed version's id; a full table only costs a request later. */
+static void version_put(struct reg *r, const char *subject, int version, int32_t id)
+{
+    char *s;
+
+    if (r->nver == VERSIONS_MAX || version_get(r, subject, version) || !(s = strdup(subject)))
+        return;
+    r->ver[r->nver++] = (struct subject_version){s, version, id};
+}
+
+/* {"subject", "id", "version", "schema"[, "schemaType", "references"]} */
+static int read_version(struct reg *r, const char *what, int32_t *id, int *version_out,
+                        const char **schema, struct err *e)
+{
+    json_t *j = json_loadb(r->resp ? r->resp : "", r->resp_len, 0, NULL);
+    json_int_t v = json_integer_value(json_object_get(j, "id"));
+    json_int_t ver = json_integer_value(json_object_get(j, "version"));
+    const char *text = json_string_value(json_object_get(j, "schema"));
+    int rc;
+
+    if (!j)
+        return err_set(e, ERR_DECODE, "registry: %s: answer is not JSON", what);
+    if (v < 1 || v > INT32_MAX || ver < 1 || ver > INT32_MAX || !text)
+        rc = err_set(e, ERR_DECODE, "registry: %s: answer lacks a valid id, version or schema",
+                     what);
+    else if (!(rc = check_avro(j, (int32_t)v, e)))
+        rc = cache_put(r, (int32_t)v, text, schema, e);
+    json_decref(j);
+    if (rc)
+        return rc;
+    *id = (int32_t)v;
+    *version_out = (int)ver;
+    return ERR_OK;
+}
+
+int reg_subject_version(struct reg *r, const char *subject, int version, int32_t *id,
+                        int *version_out, const char **schema, struct err *e)
+{
+    const struct subject_version *sv = version > 0 ? version_get(r, subject, version) : NULL;
+    char path[1024], what[600], vtext[16];
+    long status = 0;
+    int rc;
+
+    if (sv && (*schema = cache_get(r, sv->id))) {
+        r->st.cache_hits++;
+        *id = sv->id;
+        *version_out = sv->version;
+        return ERR_OK;
+    }
+    if (version > 0)
+        snprintf(vtext, sizeof(vtext), "%d", version);
+    else
+        snprintf(vtext, sizeof(vtext), "latest");
+    snprintf(what, sizeof(what), "subject %s version %s", subject, vtext);
+    if (subject_path(r, subject, 1, path, sizeof(path), e))
+        return e->code;
+    if (strlen(path) + 1 + strlen(vtext) >= sizeof(path))
+        return err_set(e, ERR_CONFIG, "registry: subject %s too long", subject);
+    strcat(path, "/");
+    strcat(path, vtext);
+    if (request(r, path, NULL, &status, e))
+        return e->code;
+    if (status != 200)
+        return status_error(r, status, what, e);
+    if ((rc = read_version(r, what, id, version_out, schema, e)))
+        return rc;
+    if (version > 0 && *version_out != version)
+        return err_set(e, ERR_DECODE, "registry: %s: answered version %d", what, *version_out);
+    version_put(r, subject, *version_out, *id);
+    return ERR_OK;
 }

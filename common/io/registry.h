@@ -4,6 +4,7 @@
  *   GET  /schemas/ids/{id}              writer schema of the id a message carries
  *   POST /subjects/{subject}/versions   register a schema, answer its id
  *   POST /subjects/{subject}            look a schema up, answer its id
+ *   GET  /subjects/{subject}/versions/{v}   a subject's schema by version or "latest"
  * Subjects follow the TopicNameStrategy: "<topic>-value" (reg_subject).
  *
  * Schemas are cached by id for the life of the handle (an id never changes
@@ -68,6 +69,18 @@ int reg_schema_by_id(struct reg *r, int32_t id, const char **schema, struct err 
  * registry refuses it (409 incompatible, 422 invalid, 401/403). */
 int reg_schema_id(struct reg *r, const char *subject, const char *schema, int register_new,
                   int32_t *id, struct err *e);
+
+/* The schema registered under subject at version (>= 1; 0 = "latest"):
+ * its id, its version number and its text (*schema owned by r, valid until
+ * reg_close). A fixed version is asked once per handle (a version never
+ * changes meaning); "latest" is asked every call. ERR_NOTFOUND: no such
+ * subject or version; ERR_RETRY: unreachable after the retries;
+ * ERR_DECODE: not an Avro schema, or one with references. */
+int reg_subject_version(struct reg *r, const char *subject, int version, int32_t *id,
+                        int *version_out, const char **schema, struct err *e);
+
+/* The base URL(s) as configured, for messages (no credentials: refused). */
+const char *reg_urls(const struct reg *r);
 
 /* "<topic>-value" into out (TopicNameStrategy). ERR_CONFIG if it does not fit. */
 int reg_subject(const char *topic, char *out, size_t cap, struct err *e);

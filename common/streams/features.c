@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include "fspec_builtin.h" /* generated from models/txn-v1.yaml and its schema */
+#include "log.h"
+#include "registry.h"
 
 /* 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z in ms. */
 #define TIME_MIN_MS 946684800000LL
@@ -160,7 +162,7 @@ static int refuse_change(const char *path, struct fspec *p, struct err *e)
                                  "afresh");
 }
 
-int feat_txn_use(const char *path, struct err *e)
+static int use_spec(const char *path, struct reg *r, struct err *e)
 {
     static char active_path[1024];
     struct fspec *p;
@@ -178,9 +180,15 @@ int feat_txn_use(const char *path, struct err *e)
     }
     if (active && !frozen && strcmp(path, active_path) == 0)
         return ERR_OK; /* already compiled: scorers of one worker share it */
-    if (!(p = fspec_open(path, e)))
+    if (!(p = fspec_open_reg(path, r, e)))
         return e->code;
     rec = !is_txn_schema(p);
+    if (!rec && *fspec_event_id_field(p) && strcmp(fspec_event_id_field(p), "event_id") != 0) {
+        err_set(e, ERR_CONFIG, "%s: input.event_id %s: a TransactionEvent's id is its event_id "
+                "field", path, fspec_event_id_field(p));
+        fspec_close(p);
+        return e->code;
+    }
     if (rec ? fspec_bind_row(p, e) : bind_txn(p, e)) {
         fspec_close(p);
         return e->code;
@@ -194,6 +202,50 @@ int feat_txn_use(const char *path, struct err *e)
     active = p;
     active_rec = rec;
     snprintf(active_path, sizeof(active_path), "%s", path);
+    return ERR_OK;
+}
+
+int feat_txn_use(const char *path, struct err *e)
+{
+    return use_spec(path, NULL, e);
+}
+
+/* One registry handle for the process's specs, kept across reloads: a
+ * fixed version resolved once is not asked again (registry.h). */
+static struct reg *spec_reg;
+static char spec_reg_url[1024];
+
+static int spec_registry(const struct cfg *cf, struct reg **r, struct err *e)
+{
+    const char *url = cfg_str(cf, "schema.registry.url");
+
+    *r = NULL;
+    if (!*url)
+        return ERR_OK;
+    if (spec_reg && strcmp(url, spec_reg_url) == 0) {
+        *r = spec_reg;
+        return ERR_OK;
+    }
+    reg_close(spec_reg);
+    spec_reg = NULL;
+    if (!(spec_reg = reg_open_cfg(cf, e)))
+        return e->code ? e->code : err_set(e, ERR_CONFIG, "schema.registry.url is empty");
+    snprintf(spec_reg_url, sizeof(spec_reg_url), "%s", url);
+    *r = spec_reg;
+    return ERR_OK;
+}
+
+int feat_txn_use_cfg(const struct cfg *cf, const char *path, struct err *e)
+{
+    struct reg *r = NULL;
+
+    if (*path && spec_registry(cf, &r, e))
+        return err_wrap(e, "features.spec %s", path);
+    if (use_spec(path, *path ? r : NULL, e))
+        return e->code;
+    if (*path && active && *fspec_schema_source(active))
+        log_info("features.spec %s: %s, input schema %s", path, fspec_name(active),
+                 fspec_schema_source(active));
     return ERR_OK;
 }
 

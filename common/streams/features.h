@@ -60,6 +60,11 @@ void feat_set_dedup_horizon_ms(int64_t ms);
  * (common/streams/txn_input.h decodes it). Any output width.
  * ERR_CONFIG naming file:line, or a field missing from TransactionEvent. */
 int feat_txn_use(const char *path, struct err *e);
+/* The same with the config's Schema Registry (schema.registry.*) for a
+ * spec naming input.subject: resolved here, at load (fspec_open_reg), and
+ * logged with its schema id. path: features.spec, or featurize's --spec. */
+struct cfg;
+int feat_txn_use_cfg(const struct cfg *cf, const char *path, struct err *e);
 /* From on = 1 (txi_open: a worker serves the plan), feat_txn_use keeps the
  * active plan: the same spec again (a reload) is ERR_OK; another or a
  * changed one is ERR_CONFIG naming it and what a restart does to stored

@@ -361,6 +361,12 @@ static int check_names(struct cc *c)
     if (!a->fields[fi].is_long)
         return cfail(c, a->time_line, "type mismatch: input.time \"%s\" must be a long "
                      "(timestamp-millis)%s", a->time, "");
+    if (a->event_id[0] && (fi = field_of(p, a->event_id)) < 0)
+        return cfail(c, a->event_id_line, "input.event_id: unknown field \"%s\" in %s",
+                     a->event_id, a->schema);
+    if (a->event_id[0] && !a->fields[fi].is_string && !a->fields[fi].is_long)
+        return cfail(c, a->event_id_line, "type mismatch: input.event_id \"%s\" must be a "
+                     "string or a long%s", a->event_id, "");
     for (int i = 0; i < a->nout; i++) {
         if (feat_of(p, a->out[i]) < 0)
             return cfail(c, a->out_line[i], "output: unknown feature \"%s\"%s", a->out[i], "");
@@ -525,8 +531,8 @@ out:
     return rc;
 }
 
-struct fspec *fspec_open_text(const char *text, size_t len, const char *name, const char *dir,
-                              const char *schema_json, struct err *e)
+static struct fspec *open_text(const char *text, size_t len, const char *name, const char *dir,
+                               const char *schema_json, struct reg *r, struct err *e)
 {
     struct fspec *p = calloc(1, sizeof(*p));
 
@@ -534,14 +540,25 @@ struct fspec *fspec_open_text(const char *text, size_t len, const char *name, co
         err_set(e, ERR_NOMEM, "out of memory");
         return NULL;
     }
-    if (fs_parse(&p->a, text, len, name, dir, schema_json, e) || compile(p, e)) {
+    if (fs_parse(&p->a, text, len, name, dir, schema_json, r, e) || compile(p, e)) {
         fspec_close(p);
         return NULL;
     }
     return p;
 }
 
+struct fspec *fspec_open_text(const char *text, size_t len, const char *name, const char *dir,
+                              const char *schema_json, struct err *e)
+{
+    return open_text(text, len, name, dir, schema_json, NULL, e);
+}
+
 struct fspec *fspec_open(const char *path, struct err *e)
+{
+    return fspec_open_reg(path, NULL, e);
+}
+
+struct fspec *fspec_open_reg(const char *path, struct reg *r, struct err *e)
 {
     FILE *f = fopen(path, "rb");
     char *text, dir[FS_PATH_MAX];
@@ -561,7 +578,7 @@ struct fspec *fspec_open(const char *path, struct err *e)
     n = fread(text, 1, FSPEC_FILE_MAX + 1, f);
     fclose(f);
     snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
-    p = fspec_open_text(text, n, path, dir, NULL, e);
+    p = open_text(text, n, path, dir, NULL, r, e);
     free(text);
     return p;
 }
@@ -742,8 +759,8 @@ static void describe(const struct fspec *p, FILE *out, int layout_only)
         }
         return;
     }
-    fprintf(out, "plan %s: input %s key %s time %s\n", p->a.name, p->a.schema, p->a.key,
-            p->a.time);
+    fprintf(out, "plan %s: input %s key %s time %s%s%s\n", p->a.name, p->a.schema, p->a.key,
+            p->a.time, p->a.event_id[0] ? " event_id " : "", p->a.event_id);
     for (int i = 0; i < p->nload; i++)
         fprintf(out, "  r%d = field %s\n", p->loads[i].reg, fname(p, p->loads[i].field));
     for (int i = 0; i < p->nconst; i++)
@@ -799,6 +816,8 @@ void fspec_print(const struct fspec *p, FILE *out)
             p->dim, (unsigned long long)p->hash, p->layout_hash);
     fprintf(out, "state per entity: %zu bytes in memory, at most %zu bytes encoded\n",
             sizeof(int64_t) + (size_t)p->words * 8, p->max_bytes);
+    if (p->a.subject[0])
+        fprintf(out, "input schema: %s\n", p->a.schema_src);
     fputs(p->plan_text, out);
 }
 
@@ -834,9 +853,29 @@ const char *fspec_schema_path(const struct fspec *p)
     return p->a.schema_path;
 }
 
+const char *fspec_schema_text(const struct fspec *p)
+{
+    return p->a.schema_text;
+}
+
+const char *fspec_schema_source(const struct fspec *p)
+{
+    return p->a.schema_src;
+}
+
+int32_t fspec_schema_id(const struct fspec *p)
+{
+    return p->a.schema_id;
+}
+
 const char *fspec_record_name(const struct fspec *p)
 {
     return p->a.record;
+}
+
+const char *fspec_event_id_field(const struct fspec *p)
+{
+    return p->a.event_id;
 }
 
 const char *fspec_time_field(const struct fspec *p)

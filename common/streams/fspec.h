@@ -91,6 +91,15 @@ struct fspec *fspec_open(const char *path, struct err *e);
  * itself, as for the spec built into the binary). */
 struct fspec *fspec_open_text(const char *text, size_t len, const char *name, const char *dir,
                               const char *schema_json, struct err *e);
+/* The same for a spec whose input names a Schema Registry subject
+ * (input.subject, input.version: a number or latest) instead of an .avsc:
+ * the schema is read from r (common/io/registry.h) here, once. r NULL: such
+ * a spec is refused (ERR_CONFIG, "no schema registry configured"); a
+ * subject or version the registry lacks, or a registry that cannot be
+ * reached, is one ERR_CONFIG line naming the spec's line, the subject and
+ * the registry's URL. A spec on a file ignores r. */
+struct reg;
+struct fspec *fspec_open_reg(const char *path, struct reg *r, struct err *e);
 void fspec_close(struct fspec *p); /* NULL-safe */
 
 /* Binds the plan's input fields to a record layout: every field the plan
@@ -120,7 +129,18 @@ const char *fspec_key_field(const struct fspec *p);
  * record name (e.g. "TransactionEvent"). */
 const char *fspec_schema_path(const struct fspec *p);
 const char *fspec_record_name(const struct fspec *p);
+/* The input schema as read at open (compact JSON): what a decoder of the
+ * spec's records loads, so that both read the same schema. */
+const char *fspec_schema_text(const struct fspec *p);
+/* Where it came from, for logs: the .avsc path, or "subject S version N
+ * (schema id I) at URL"; "" for the built-in spec. */
+const char *fspec_schema_source(const struct fspec *p);
+/* The registry's id of the schema (input.subject), 0 for a file. */
+int32_t fspec_schema_id(const struct fspec *p);
 const char *fspec_time_field(const struct fspec *p);
+/* input.event_id: the field holding each event's id (a string or a long),
+ * "" when the spec names none (the id is then <key>@<time ms>). */
+const char *fspec_event_id_field(const struct fspec *p);
 
 const char *fspec_name(const struct fspec *p); /* the vector's name/version, e.g. txn-v1 */
 size_t fspec_dim(const struct fspec *p);

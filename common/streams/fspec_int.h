@@ -78,9 +78,16 @@ struct fs_ast {
     char schema[FS_PATH_MAX];
     int schema_line;
     char schema_path[FS_PATH_MAX * 2]; /* as opened ("" for a built-in schema text) */
+    char subject[256];                 /* input.subject: the schema from a registry */
+    int version, subject_line;         /* input.version: >= 1, 0 = latest */
+    int32_t schema_id;                 /* the registry's id of it (0: a file) */
+    int schema_version;                /* the version it resolved to */
+    char schema_src[FS_PATH_MAX];      /* "subject S version N (schema id I) at URL" */
+    char *schema_text;                 /* the schema read (compact JSON) */
     char record[FSPEC_NAME_MAX];       /* the record's name, e.g. TransactionEvent */
     char key[FSPEC_NAME_MAX], time[FSPEC_NAME_MAX];
-    int key_line, time_line;
+    char event_id[FSPEC_NAME_MAX]; /* input.event_id: "" = <key>@<time ms> */
+    int key_line, time_line, event_id_line;
     struct fs_feat *feats;
     int nfeat;
     struct fs_node *nodes;
@@ -95,8 +102,11 @@ struct fs_ast {
 /* Parses YAML text into a (zeroed) ast, then reads its schema (dir for a
  * relative path; schema_json, when not NULL, is the schema itself).
  * ERR_CONFIG naming file:line and the field. */
+struct reg;
+/* r: the registry a spec naming input.subject reads it from (NULL: none,
+ * and such a spec is refused). */
 int fs_parse(struct fs_ast *a, const char *text, size_t len, const char *name, const char *dir,
-             const char *schema_json, struct err *e);
+             const char *schema_json, struct reg *r, struct err *e);
 void fs_ast_free(struct fs_ast *a);
 
 /* ---- the compiled plan (fspec.c builds it, fspec_state.c runs it) ---- */

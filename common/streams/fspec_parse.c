@@ -16,6 +16,8 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "registry.h"
+
 #define EXPR_DEPTH 64
 
 struct ps {
@@ -498,36 +500,86 @@ static int parse_feature(struct ps *p, const yaml_node_t *m, int idx)
     return ERR_OK;
 }
 
+/* input.version: a whole number >= 1, or latest (0). */
+static int get_version(struct ps *p, const yaml_node_t *v, int *version)
+{
+    const char *s = scalar(v);
+    char *end;
+    long n;
+
+    if (s && strcmp(s, "latest") == 0) {
+        *version = 0;
+        return ERR_OK;
+    }
+    errno = 0;
+    n = s ? strtol(s, &end, 10) : 0;
+    if (!s || end == s || *end || errno || n < 1 || n > INT32_MAX)
+        return fail(p, line_of(v), "input.version: \"%s\" is not a version (1, 2, ... or latest)",
+                    s ? s : "?");
+    *version = (int)n;
+    return ERR_OK;
+}
+
+static int parse_input_key(struct ps *p, const char *k, const yaml_node_t *v, int *have_version)
+{
+    struct fs_ast *a = p->a;
+    const char *s = scalar(v);
+
+    if (k && strcmp(k, "schema") == 0) {
+        if (!s || !*s || strlen(s) >= sizeof(a->schema))
+            return fail(p, line_of(v), "input.schema: expected a path to an .avsc");
+        snprintf(a->schema, sizeof(a->schema), "%s", s);
+        a->schema_line = line_of(v);
+    } else if (k && strcmp(k, "subject") == 0) {
+        if (!s || !*s || strlen(s) >= sizeof(a->subject))
+            return fail(p, line_of(v), "input.subject: expected a Schema Registry subject");
+        snprintf(a->subject, sizeof(a->subject), "%s", s);
+        a->subject_line = line_of(v);
+    } else if (k && strcmp(k, "version") == 0) {
+        *have_version = line_of(v);
+        return get_version(p, v, &a->version);
+    } else if (k && strcmp(k, "key") == 0) {
+        if (get_name(p, v, "input.key", a->key))
+            return ERR_CONFIG;
+        a->key_line = line_of(v);
+    } else if (k && strcmp(k, "time") == 0) {
+        if (get_name(p, v, "input.time", a->time))
+            return ERR_CONFIG;
+        a->time_line = line_of(v);
+    } else if (k && strcmp(k, "event_id") == 0) {
+        if (get_name(p, v, "input.event_id", a->event_id))
+            return ERR_CONFIG;
+        a->event_id_line = line_of(v);
+    } else {
+        return fail(p, line_of(v),
+                    "input.%s: unknown key (schema, subject, version, key, time, event_id)",
+                    k ? k : "?");
+    }
+    return ERR_OK;
+}
+
 static int parse_input(struct ps *p, const yaml_node_t *m)
 {
     struct fs_ast *a = p->a;
     const char *k;
     yaml_node_t *v;
+    int have_version = 0;
 
     if (want(p, m, YAML_MAPPING_NODE, "input"))
         return ERR_CONFIG;
     FOR_PAIRS(p, m, k, v)
     {
-        if (k && strcmp(k, "schema") == 0) {
-            const char *s = scalar(v);
-            if (!s || !*s || strlen(s) >= sizeof(a->schema))
-                return fail(p, line_of(v), "input.schema: expected a path to an .avsc");
-            snprintf(a->schema, sizeof(a->schema), "%s", s);
-            a->schema_line = line_of(v);
-        } else if (k && strcmp(k, "key") == 0) {
-            if (get_name(p, v, "input.key", a->key))
-                return ERR_CONFIG;
-            a->key_line = line_of(v);
-        } else if (k && strcmp(k, "time") == 0) {
-            if (get_name(p, v, "input.time", a->time))
-                return ERR_CONFIG;
-            a->time_line = line_of(v);
-        } else {
-            return fail(p, line_of(v), "input.%s: unknown key (schema, key, time)", k ? k : "?");
-        }
+        if (parse_input_key(p, k, v, &have_version))
+            return ERR_CONFIG;
     }
-    if (!a->schema[0] || !a->key[0] || !a->time[0])
-        return fail(p, line_of(m), "input: needs schema, key and time");
+    if (a->schema[0] && a->subject[0])
+        return fail(p, a->subject_line, "input: schema (a file) or subject (a registry), not both");
+    if (have_version && !a->subject[0])
+        return fail(p, have_version, "input.version: belongs to a subject");
+    if (a->subject[0])
+        a->schema_line = a->subject_line;
+    if ((!a->schema[0] && !a->subject[0]) || !a->key[0] || !a->time[0])
+        return fail(p, line_of(m), "input: needs schema (or subject), key and time");
     return ERR_OK;
 }
 
@@ -608,7 +660,7 @@ static int parse_root(struct ps *p, const yaml_node_t *root)
     }
     if (!a->name[0])
         return fail(p, line_of(root), "name: missing (the vector's name and version, e.g. txn-v1)");
-    if (!a->schema[0])
+    if (!a->schema[0] && !a->subject[0])
         return fail(p, line_of(root), "input: missing");
     if (!a->feats)
         return fail(p, line_of(root), "features: missing");
@@ -655,7 +707,30 @@ static int avro_type(json_t *t, struct fs_field *f)
     return 0;
 }
 
-static int read_schema(struct ps *p, const char *dir, const char *schema_json)
+/* input.subject: the schema's text from the registry, at start-up only.
+ * One line naming the spec's line, the subject and the registry. */
+static int fetch_schema(struct ps *p, struct reg *r, const char **text)
+{
+    struct fs_ast *a = p->a;
+    char ver[16], why[sizeof(p->e->msg)];
+
+    snprintf(ver, sizeof(ver), a->version ? "%d" : "latest", a->version);
+    if (!r)
+        return fail(p, a->subject_line,
+                    "input.subject %s: no schema registry configured (set schema.registry.url)",
+                    a->subject);
+    if (reg_subject_version(r, a->subject, a->version, &a->schema_id, &a->schema_version, text,
+                            p->e)) {
+        snprintf(why, sizeof(why), "%s", p->e->msg);
+        return fail(p, a->subject_line, "input.subject %s version %s at %s: %s", a->subject, ver,
+                    reg_urls(r), why);
+    }
+    snprintf(a->schema_src, sizeof(a->schema_src), "subject %s version %d (schema id %d) at %s",
+             a->subject, a->schema_version, (int)a->schema_id, reg_urls(r));
+    return ERR_OK;
+}
+
+static int read_schema(struct ps *p, const char *dir, const char *schema_json, struct reg *r)
 {
     struct fs_ast *a = p->a;
     char path[FS_PATH_MAX * 2];
@@ -663,18 +738,30 @@ static int read_schema(struct ps *p, const char *dir, const char *schema_json)
     json_t *root, *fields;
     int rc = ERR_OK;
 
-    if (a->schema[0] == '/' || !dir || !*dir)
+    if (a->subject[0]) {
+        if (fetch_schema(p, r, &schema_json))
+            return ERR_CONFIG;
+        snprintf(path, sizeof(path), "subject %s", a->subject);
+    } else if (a->schema[0] == '/' || !dir || !*dir) {
         snprintf(path, sizeof(path), "%s", a->schema);
-    else
+    } else {
         snprintf(path, sizeof(path), "%s/%s", dir, a->schema);
+    }
     if (schema_json) {
         root = json_loads(schema_json, JSON_REJECT_DUPLICATES, &je);
     } else {
         root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
         snprintf(a->schema_path, sizeof(a->schema_path), "%s", path);
+        snprintf(a->schema_src, sizeof(a->schema_src), "%s", path);
     }
     if (!root)
-        return fail(p, a->schema_line, "input.schema: %s: %s", path, je.text);
+        return fail(p, a->schema_line, "input.%s: %s: %s", a->subject[0] ? "subject" : "schema",
+                    path, je.text);
+    /* The text every reader of this spec decodes with: read once, here. */
+    if (!(a->schema_text = json_dumps(root, JSON_COMPACT))) {
+        json_decref(root);
+        return err_set(p->e, ERR_NOMEM, "out of memory");
+    }
     if (json_is_string(json_object_get(root, "name")))
         snprintf(a->record, sizeof(a->record), "%s",
                  json_string_value(json_object_get(root, "name")));
@@ -704,7 +791,7 @@ out:
 }
 
 int fs_parse(struct fs_ast *a, const char *text, size_t len, const char *name, const char *dir,
-             const char *schema_json, struct err *e)
+             const char *schema_json, struct reg *r, struct err *e)
 {
     struct ps p = {.a = a, .e = e};
     yaml_parser_t parser;
@@ -729,7 +816,7 @@ int fs_parse(struct fs_ast *a, const char *text, size_t len, const char *name, c
     rc = parse_root(&p, yaml_document_get_root_node(&doc));
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
-    return rc ? rc : read_schema(&p, dir, schema_json);
+    return rc ? rc : read_schema(&p, dir, schema_json, r);
 }
 
 void fs_ast_free(struct fs_ast *a)
@@ -742,6 +829,7 @@ void fs_ast_free(struct fs_ast *a)
     free(a->nodes);
     free(a->out);
     free(a->out_line);
+    free(a->schema_text);
 }
 
 const char *fs_op_name(int op)

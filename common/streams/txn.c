@@ -138,7 +138,7 @@ static int open_models(struct txn_scorer *s, const struct cfg *cf, const char *g
     size_t nc;
 
     /* The spec first: the models' names are matched to its outputs. */
-    if (feat_txn_use(cfg_str(cf, "features.spec"), e) || !(s->gb = gbdt_open(gbdt, e)) ||
+    if (feat_txn_use_cfg(cf, cfg_str(cf, "features.spec"), e) || !(s->gb = gbdt_open(gbdt, e)) ||
         (card && *card && !(s->card = card_open(card, e))))
         return e->code;
     nc = s->card ? card_num_features(s->card) : 0;

@@ -11,7 +11,6 @@
 #include "features.h"
 #include "fspec.h"
 
-#define SCHEMA_MAX (256 * 1024)
 #define TIME_MIN_MS (-62135596800000LL) /* 0001-01-01T00:00:00Z */
 
 struct txi {
@@ -21,6 +20,7 @@ struct txi {
     int32_t id;
     size_t cap, nf;
     int key, time; /* field indices */
+    int eid;       /* input.event_id's index, -1: <key>@<time ms> */
     struct fspec_row *rows;
     struct codec_val *vals;
 };
@@ -37,52 +37,27 @@ void txi_close(struct txi *t)
     free(t);
 }
 
-static char *slurp_schema(const char *path, size_t *len, struct err *e)
-{
-    FILE *f = fopen(path, "rb");
-    char *text = malloc(SCHEMA_MAX + 1);
-
-    if (!f || !text) {
-        if (f)
-            fclose(f);
-        free(text);
-        err_set(e, f ? ERR_NOMEM : ERR_IO, "%s: %s", path, f ? "out of memory" : "cannot open");
-        return NULL;
-    }
-    *len = fread(text, 1, SCHEMA_MAX + 1, f);
-    fclose(f);
-    if (*len > SCHEMA_MAX) {
-        free(text);
-        err_set(e, ERR_CONFIG, "%s: larger than %d bytes", path, SCHEMA_MAX);
-        return NULL;
-    }
-    text[*len] = '\0';
-    return text;
-}
-
 static int open_rec(struct txi *t, struct err *e)
 {
-    const char *path = fspec_schema_path(t->p);
+    const char *path = fspec_schema_source(t->p), *text = fspec_schema_text(t->p);
     const char *names[FSPEC_OUT_MAX];
-    size_t len;
-    char *text;
-    int rc;
 
     t->nf = fspec_num_fields(t->p);
     if (t->nf > FSPEC_OUT_MAX)
         return err_set(e, ERR_CONFIG, "%s: more than %d fields", path, FSPEC_OUT_MAX);
-    if (!(text = slurp_schema(path, &len, e)))
+    /* The schema the spec was compiled from (a file or a registry subject),
+     * not the file read again: both read one schema. Messages framed with
+     * the registry's id decode through the codec's registry (same schema). */
+    if (codec_add_schema(t->c, text, strlen(text), path, &t->id, e))
         return e->code;
-    rc = codec_add_schema(t->c, text, len, path, &t->id, e);
-    free(text);
-    if (rc)
-        return rc;
     for (size_t i = 0; i < t->nf; i++)
         names[i] = fspec_field_name(t->p, i);
     if (!(t->rec = codec_rec_open(t->c, t->id, names, t->nf, e)))
         return e->code;
     t->key = fspec_field_index(t->p, fspec_key_field(t->p));
     t->time = fspec_field_index(t->p, fspec_time_field(t->p));
+    t->eid = *fspec_event_id_field(t->p) ? fspec_field_index(t->p, fspec_event_id_field(t->p))
+                                         : -1;
     if (t->key < 0 || t->time < 0 || codec_rec_kind(t->rec, (size_t)t->time) != CODEC_VAL_LONG)
         return err_set(e, ERR_CONFIG, "%s: key %s or time %s (a long) not usable", path,
                        fspec_key_field(t->p), fspec_time_field(t->p));
@@ -123,16 +98,59 @@ int32_t txi_schema_id(const struct txi *t)
     return t->p ? t->id : 0;
 }
 
-/* The decoded values into row r and ev's ids; the first bad one named. */
+static int fill_values(struct txi *t, struct fspec_row *r, struct txn_event *ev, const char *id,
+                       struct err *e);
+
+/* input.event_id's value into id[EV_ID_MAX]: a string as it is, a long in
+ * decimal. Null, empty, a NUL inside or too long is refused, named. */
+static int event_id_of(const struct txi *t, char *id, struct err *e)
+{
+    const struct codec_val *v = &t->vals[t->eid];
+    const char *f = fspec_event_id_field(t->p);
+
+    if (!v->present)
+        return err_set(e, ERR_INVALID, "%s: null (the event id)", f);
+    if (codec_rec_kind(t->rec, (size_t)t->eid) == CODEC_VAL_LONG) {
+        snprintf(id, EV_ID_MAX, "%lld", (long long)v->i);
+        return ERR_OK;
+    }
+    if (v->len == 0)
+        return err_set(e, ERR_INVALID, "%s: empty (the event id)", f);
+    if (v->len >= EV_ID_MAX || memchr(v->str, '\0', v->len))
+        return err_set(e, ERR_INVALID, "%s: longer than %d bytes or holding a NUL (the event id)",
+                       f, EV_ID_MAX - 1);
+    memcpy(id, v->str, v->len);
+    id[v->len] = '\0';
+    return ERR_OK;
+}
+
+/* The decoded values into row r and ev's ids; the first bad one named
+ * (with the event's id once it is known: the dead letter says which). */
 static int fill(struct txi *t, struct fspec_row *r, struct txn_event *ev, struct err *e)
 {
-    const struct codec_val *k = &t->vals[t->key], *tm = &t->vals[t->time];
+    const struct codec_val *k = &t->vals[t->key];
+    char id[EV_ID_MAX];
 
     if (!k->present || k->len == 0)
         return err_set(e, ERR_INVALID, "%s: empty (the entity key)", fspec_key_field(t->p));
     if (k->len >= EV_ID_MAX)
         return err_set(e, ERR_INVALID, "%s: longer than %d bytes (the entity key)",
                        fspec_key_field(t->p), EV_ID_MAX - 1);
+    if (t->eid < 0)
+        return fill_values(t, r, ev, NULL, e);
+    if (event_id_of(t, id, e))
+        return e->code;
+    if (fill_values(t, r, ev, id, e))
+        return err_wrap(e, "event %s", id);
+    return ERR_OK;
+}
+
+/* The time and the fields into r, then ev (id NULL: <key>@<time ms>). */
+static int fill_values(struct txi *t, struct fspec_row *r, struct txn_event *ev, const char *id,
+                       struct err *e)
+{
+    const struct codec_val *k = &t->vals[t->key], *tm = &t->vals[t->time];
+
     if (!tm->present)
         return err_set(e, ERR_INVALID, "%s: null (the event time)", fspec_time_field(t->p));
     /* Years before 1970 are data too (a panel from the 1930s): only the far
@@ -164,7 +182,10 @@ static int fill(struct txi *t, struct fspec_row *r, struct txn_event *ev, struct
     memcpy(ev->user_id, k->str, k->len);
     ev->user_id[k->len] = '\0';
     ev->event_time_ms = tm->i;
-    snprintf(ev->event_id, sizeof(ev->event_id), "%.40s@%lld", ev->user_id, (long long)tm->i);
+    if (id)
+        snprintf(ev->event_id, sizeof(ev->event_id), "%s", id);
+    else
+        snprintf(ev->event_id, sizeof(ev->event_id), "%.40s@%lld", ev->user_id, (long long)tm->i);
     ev->rec = r;
     return ERR_OK;
 }

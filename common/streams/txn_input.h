@@ -6,9 +6,11 @@
  * record: its fields are matched to the schema once at open
  * (codec_rec_open: positions, no name lookups per event) and each event
  * fills a row the plan reads (ev->rec), the entity key (ev->user_id), the
- * event time and an event id "<key>@<time ms>" (such a record has no id
- * field: two events of one entity at the same millisecond are one event,
- * for the dedup of common/streams/features.h).
+ * event time and the event id: the spec's input.event_id field (a string,
+ * or a long in decimal; null, empty or too long is refused, and later
+ * refusals name the id), else "<key>@<time ms>" (two events of one entity
+ * at the same millisecond are then one event, for the dedup of
+ * common/streams/features.h).
  *
  * Bad events of the spec's schema are refused naming the field: the key
  * null, empty or longer than EV_ID_MAX - 1 bytes, the time null, before

@@ -132,6 +132,41 @@ static enum MHD_Result list_subjects(struct test_registry *r, struct MHD_Connect
     return reply(c, 200, a);
 }
 
+/* GET /subjects/{s}/versions/{v|latest}: 40401 no subject, 40402 no version. */
+static enum MHD_Result get_version(struct test_registry *r, struct MHD_Connection *c,
+                                   const char *rest)
+{
+    size_t n = strcspn(rest, "/");
+    const char *v = rest + n;
+    struct entry *best = NULL;
+    long want = 0;
+    char *end;
+    int subject = 0;
+
+    if (strncmp(v, "/versions/", 10) != 0 || n == 0)
+        return fail(c, 404, 404, "HTTP 404 Not Found");
+    v += 10;
+    if (strcmp(v, "latest") != 0) {
+        want = strtol(v, &end, 10);
+        if (*end || end == v || want < 1)
+            return fail(c, 422, 42202, "Invalid version");
+    }
+    for (int i = 0; i < r->n; i++) {
+        struct entry *e = &r->e[i];
+        if (strlen(e->subject) != n || strncmp(e->subject, rest, n) != 0)
+            continue;
+        subject = 1;
+        if (want ? e->version == want : (!best || e->version > best->version))
+            best = e;
+    }
+    if (!subject)
+        return fail(c, 404, 40401, "Subject not found.");
+    if (!best)
+        return fail(c, 404, 40402, "Version not found.");
+    return reply(c, 200, json_pack("{s:s,s:i,s:i,s:s}", "subject", best->subject, "id", best->id,
+                                   "version", best->version, "schema", best->text));
+}
+
 /* POST /subjects/{s}/versions (register) or /subjects/{s} (look up). */
 static enum MHD_Result post_subject(struct test_registry *r, struct MHD_Connection *c,
                                     const char *rest, const struct upload *u)
@@ -197,6 +232,8 @@ static enum MHD_Result route(struct test_registry *r, struct MHD_Connection *c, 
         return get_by_id(r, c, url + 13);
     if (get && strcmp(url, "/subjects") == 0)
         return list_subjects(r, c);
+    if (get && strncmp(url, "/subjects/", 10) == 0)
+        return get_version(r, c, url + 10);
     if (post && strncmp(url, "/subjects/", 10) == 0)
         return post_subject(r, c, url + 10, u);
     return fail(c, 404, 404, "HTTP 404 Not Found");

@@ -6,6 +6,8 @@
  *   POST /subjects/{subject}/versions   {"id": N}                | 422 42201, 409
  *   POST /subjects/{subject}            {"subject","id","version","schema"} | 404 40401/40403
  *   GET  /subjects                      ["a-value", ...]
+ *   GET  /subjects/{subject}/versions/{v|latest}  {"subject","id","version","schema"}
+ *                                       | 404 40401 (subject) / 40402 (version)
  *
  * Ids are global: the same schema (equal as JSON) under another subject
  * keeps its id, as in Confluent's registry. Basic auth when a user is given.

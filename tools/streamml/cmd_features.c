@@ -1,6 +1,6 @@
 /* streamml features: feature specs (common/streams/fspec.h).
  *
- *   streamml features check SPEC [--model FILE]
+ *   streamml features check SPEC [--model FILE] [--quiet] [-c FILE] [-X k=v]
  *
  * Compiles the spec exactly as the worker, featurize and replay do, and
  * prints what they would run: the plan, the state layout and its bytes per
@@ -11,14 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <getopt.h>
+
+#include "cli.h"
 #include "cmds.h"
 #include "fspec.h"
 #include "gbdt.h"
+#include "registry.h"
 
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: streamml features check SPEC [--model FILE] [--quiet]\n\n"
+            "usage: streamml features check SPEC [--model FILE] [--quiet] [-c FILE] [-X k=v]\n\n"
             "Checks a feature spec (YAML, see common/streams/FEATURES.md) and prints its compiled\n"
             "plan: the input fields it reads, one line per operation, the per-entity\n"
             "state layout with its bytes (in memory and at most encoded) and the ordered\n"
@@ -27,7 +31,11 @@ static void usage(FILE *out)
             "the same file.\n\n"
             "  --model FILE   an XGBoost JSON model: its feature names must be the spec's\n"
             "                 outputs (missing and extra names are listed)\n"
-            "  --quiet        print only the summary line\n\n"
+            "  --quiet        print only the summary line\n"
+            "  -c FILE, -X schema.registry.url=URL\n"
+            "                 the Schema Registry of a spec whose input names a subject\n"
+            "                 (input.subject, input.version): its schema is read from\n"
+            "                 there and the schema id printed\n\n"
             "An error names the file, the line and the field, e.g.\n"
             "  models/x.yaml:12: unknown field or feature \"incme\" in debt_to_income\n\n"
             "Exit codes: 0 valid; 1 the model does not match; 2 usage or an invalid spec.\n");
@@ -77,52 +85,86 @@ static int check_model(const struct fspec *p, const char *path)
     return extra ? EXIT_RUNTIME : EXIT_OK;
 }
 
-int cmd_features(int argc, char **argv)
+static int parse_args(int argc, char **argv, struct cli *cl, const char **spec,
+                      const char **model, int *quiet)
 {
-    const char *spec = NULL, *model = NULL;
-    int quiet = 0, rc = EXIT_OK;
-    struct err e = {0};
-    struct fspec *p;
+    static const struct option lo[] = {{"model", required_argument, NULL, 'm'},
+                                       {"quiet", no_argument, NULL, 'q'}, CLI_LONGOPTS,
+                                       {NULL, 0, NULL, 0}};
+    int opt, r;
 
-    if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        usage(stdout);
-        return EXIT_OK;
-    }
-    if (argc < 3 || strcmp(argv[1], "check") != 0) {
+    if (argc < 2 || strcmp(argv[1], "check") != 0) {
+        if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+            usage(stdout);
+            return EXIT_OK;
+        }
         usage(stderr);
         return EXIT_USAGE;
     }
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
-            model = argv[++i];
-        else if (strcmp(argv[i], "--quiet") == 0)
-            quiet = 1;
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+    optind = 2;
+    while ((opt = getopt_long(argc, argv, CLI_SHORTOPTS "m:q", lo, NULL)) != -1) {
+        if ((r = cli_opt(cl, opt, optarg)) != 0) {
+            if (r < 0)
+                return EXIT_USAGE;
+            continue;
+        }
+        if (opt == 'm') {
+            *model = optarg;
+        } else if (opt == 'q') {
+            *quiet = 1;
+        } else if (opt == 'h') {
             usage(stdout);
             return EXIT_OK;
-        } else if (argv[i][0] != '-' && !spec)
-            spec = argv[i];
-        else {
-            usage(stderr);
+        } else if (opt == 'V') {
+            cli_version(stdout);
+            return EXIT_OK;
+        } else {
+            cli_usage_error("streamml features", lo, argv);
             return EXIT_USAGE;
         }
     }
-    if (!spec) {
+    if (optind != argc - 1) {
         usage(stderr);
         return EXIT_USAGE;
     }
-    if (!(p = fspec_open(spec, &e))) {
+    *spec = argv[optind];
+    return -1;
+}
+
+int cmd_features(int argc, char **argv)
+{
+    const char *spec = NULL, *model = NULL;
+    int quiet = 0, rc;
+    struct cli cl = {0};
+    struct err e = {0};
+    struct fspec *p = NULL;
+    struct cfg *cf;
+    struct reg *r = NULL;
+
+    if ((rc = parse_args(argc, argv, &cl, &spec, &model, &quiet)) >= 0)
+        return rc;
+    /* The configuration only for a spec naming a registry subject. */
+    if (!(cf = cli_load(&cl, "features")))
+        return EXIT_USAGE;
+    r = reg_open_cfg(cf, &e);
+    if (!e.code)
+        p = fspec_open_reg(spec, r, &e);
+    if (!p) {
         fprintf(stderr, "%s\n", e.msg);
+        reg_close(r);
+        cfg_free(cf);
         return EXIT_USAGE;
     }
     if (quiet)
-        printf("%s: valid, %s, %zu features, %zu state bytes per entity (at most %zu encoded)\n",
+        printf("%s: valid, %s, %zu features, %zu state bytes per entity (at most %zu encoded)%s%s\n",
                spec, fspec_name(p), fspec_dim(p), 8 + fspec_state_words(p) * 8,
-               fspec_state_max_bytes(p));
+               fspec_state_max_bytes(p), fspec_schema_id(p) ? ", input schema " : "",
+               fspec_schema_id(p) ? fspec_schema_source(p) : "");
     else
         fspec_print(p, stdout);
-    if (model)
-        rc = check_model(p, model);
+    rc = model ? check_model(p, model) : EXIT_OK;
     fspec_close(p);
+    reg_close(r);
+    cfg_free(cf);
     return rc;
 }

@@ -24,6 +24,7 @@
 #include "features.h"
 #include "featurize_spec.h"
 #include "out.h"
+#include "registry.h"
 #include "replay.h"
 #include "state.h"
 
@@ -69,7 +70,9 @@ static void usage(FILE *out)
             "                       the built-in models/txn-v1.yaml; the worker takes the\n"
             "                       same file with -X features.spec=SPEC. A spec on\n"
             "                       another schema reads JSON lines keyed by its field\n"
-            "                       names and writes KEY,TIME,<its outputs>[,label]\n"
+            "                       names and writes KEY,TIME,<its outputs>[,label]; a\n"
+            "                       spec naming a Schema Registry subject reads it from\n"
+            "                       schema.registry.url (-X or -c) and says its schema id\n"
             "      --no-header      omit the header line\n"
             "      --skip-invalid   exit 0 even if some events were invalid\n"
             "  -t, --topic T        read a topic range instead of a file, exactly as\n"
@@ -497,7 +500,7 @@ static FILE *open_or_std(const char *path, const char *mode, FILE *std)
     return fopen(path, mode);
 }
 
-static int run_generic(const struct fz_args *a)
+static int run_generic(const struct fz_args *a, struct reg *r)
 {
     FILE *in;
     struct out *out = NULL;
@@ -516,7 +519,7 @@ static int run_generic(const struct fz_args *a)
     if (out_open(&out, a->output ? a->output : "-", &e)) {
         fprintf(stderr, "error: %s\n", e.msg);
         rc = e.code == ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
-    } else if ((rc = featurize_spec(a->spec, in, out_file(out), NULL, a->header, &invalid))) {
+    } else if ((rc = featurize_spec(a->spec, r, in, out_file(out), NULL, a->header, &invalid))) {
         out_abort(out);
     } else if (out_commit(out, &e)) {
         fprintf(stderr, "error: %s\n", e.msg);
@@ -525,6 +528,33 @@ static int run_generic(const struct fz_args *a)
     if (in != stdin)
         fclose(in);
     return rc ? rc : invalid && !a->skip_invalid ? EXIT_RUNTIME : EXIT_OK;
+}
+
+/* --spec, with the configuration's registry for a spec naming a subject:
+ * -(exit code) when done here (another schema, or an error), 1 to go on
+ * with TransactionEvent. */
+static int use_spec(struct fz_args *a)
+{
+    struct err e = {0};
+    struct cfg *cf = cli_load(&a->cli, "featurize");
+    struct reg *r = cf ? reg_open_cfg(cf, &e) : NULL;
+    struct fspec *p = cf && !e.code ? fspec_open_reg(a->spec, r, &e) : NULL;
+    int rc = 1;
+
+    if (!p) {
+        if (cf)
+            fprintf(stderr, "error: --spec: %s\n", e.msg);
+        rc = -EXIT_USAGE;
+    } else if (strcmp(fspec_record_name(p), "TransactionEvent") != 0) {
+        rc = -run_generic(a, r);
+    } else if (feat_txn_use_cfg(cf, a->spec, &e)) {
+        fprintf(stderr, "error: --spec: %s\n", e.msg);
+        rc = -EXIT_USAGE;
+    }
+    fspec_close(p);
+    reg_close(r);
+    cfg_free(cf);
+    return rc;
 }
 
 int cmd_featurize(int argc, char **argv)
@@ -539,15 +569,9 @@ int cmd_featurize(int argc, char **argv)
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
     if (a.spec) {
-        struct fspec *p = fspec_open(a.spec, &e);
-        if (!p) {
-            fprintf(stderr, "error: --spec: %s\n", e.msg);
-            return EXIT_USAGE;
-        }
-        fspec_close(p);
         /* A spec on another schema than TransactionEvent: the generic path. */
-        if (feat_txn_use(a.spec, &e) || feat_txn_reads_rec())
-            return run_generic(&a);
+        if ((rc = use_spec(&a)) <= 0)
+            return -rc;
     }
     if (!a.topic && !a.avro && !(in = open_or_std(a.input, "r", stdin))) {
         fprintf(stderr, "error: %s: %s\n", a.input, strerror(errno));

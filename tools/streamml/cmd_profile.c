@@ -30,6 +30,8 @@ static const char default_ignore[] = "event_id,user_id,event_time";
 struct prof_args {
     const char *model, *input, *output, *ignore, *label, *auc_input;
     long long max_rows;
+    const char *spec; /* --spec: the feature set (default the built-in txn-v1) */
+    char spec_ignore[2 * FSPEC_NAME_MAX + 2];
 };
 
 /* The table read from the CSV: one column of doubles per kept column. */
@@ -62,7 +64,11 @@ static void profile_usage(FILE *out)
             "      --ignore COLS     columns that are not features (default: %s)\n"
             "      --auc-input FILE  compute the AUC on this CSV instead (a holdout: the\n"
             "                        training rows' AUC is optimistic)\n"
-            "      --max-rows N      refuse inputs longer than this (default 5000000)\n\n"
+            "      --max-rows N      refuse inputs longer than this (default 5000000)\n"
+            "      --spec SPEC       the feature spec the CSV was made with (`streamml\n"
+            "                        featurize --spec SPEC`): the baseline carries its name,\n"
+            "                        every feature column must be one of its outputs, and\n"
+            "                        --ignore defaults to its key and time fields\n\n"
             "Exit codes: 0 ok; 1 a write error; 2 usage, a bad model, or a bad CSV (the\n"
             "line and column are named).\n",
             default_ignore);
@@ -74,7 +80,8 @@ static int profile_args(int argc, char **argv, struct prof_args *a)
         {"model", required_argument, NULL, 'm'},  {"input", required_argument, NULL, 'i'},
         {"output", required_argument, NULL, 'o'}, {"label", required_argument, NULL, 1000},
         {"ignore", required_argument, NULL, 1001}, {"auc-input", required_argument, NULL, 1002},
-        {"max-rows", required_argument, NULL, 1003}, {"help", no_argument, NULL, 'h'},
+        {"max-rows", required_argument, NULL, 1003}, {"spec", required_argument, NULL, 1004},
+        {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
     int opt;
     char *end;
@@ -95,6 +102,7 @@ static int profile_args(int argc, char **argv, struct prof_args *a)
                 return EXIT_USAGE;
             }
             break;
+        case 1004: a->spec = optarg; break;
         case 'h': profile_usage(stdout); return -1;
         case 'V': cli_version(stdout); return -1;
         default: cli_usage_error("streamml profile", lo, argv); return EXIT_USAGE;
@@ -443,9 +451,39 @@ static int build(const struct prof_args *a, const struct gbdt *g, struct table *
     return rc;
 }
 
+/* --spec: the active feature set (names, version) for the baseline; its
+ * key and time columns are not features unless --ignore says otherwise. */
+static int use_spec(struct prof_args *a, struct err *e)
+{
+    const struct fspec *p;
+
+    if (feat_txn_use(a->spec, e))
+        return err_wrap(e, "--spec");
+    p = feat_txn_spec();
+    if (a->ignore == default_ignore && feat_txn_reads_rec()) {
+        snprintf(a->spec_ignore, sizeof(a->spec_ignore), "%s,%s", fspec_key_field(p),
+                 fspec_time_field(p));
+        a->ignore = a->spec_ignore;
+    }
+    return ERR_OK;
+}
+
+/* Every feature column is an output of the feature set: a baseline of
+ * another set's names would be refused by the worker's monitor later. */
+static int check_columns(const struct table *t, struct err *e)
+{
+    for (int k = 0; k < t->ncols; k++)
+        if (t->keep[k] == 1 && feat_txn_index(t->names[k]) < 0)
+            return err_set(e, ERR_CONFIG,
+                           "column %s is not a feature of %s (--ignore it, or give the --spec "
+                           "the CSV was made with)",
+                           t->names[k], feat_txn_version());
+    return ERR_OK;
+}
+
 int cmd_profile(int argc, char **argv)
 {
-    struct prof_args a = {NULL, NULL, NULL, default_ignore, "label", NULL, 5000000};
+    struct prof_args a = {NULL, NULL, NULL, default_ignore, "label", NULL, 5000000, NULL, ""};
     struct table t = {0};
     struct err e = {0};
     struct gbdt *g = NULL;
@@ -455,7 +493,10 @@ int cmd_profile(int argc, char **argv)
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
     rc = EXIT_USAGE;
-    if (!(g = gbdt_open(a.model, &e)) || read_table(&t, a.input, &a, &e))
+    if (a.spec && use_spec(&a, &e))
+        goto out;
+    if (!(g = gbdt_open(a.model, &e)) || read_table(&t, a.input, &a, &e) ||
+        (a.spec && check_columns(&t, &e)))
         goto out;
     if (!(b = mon_baseline_new(feat_txn_version(), a.model))) {
         err_set(&e, ERR_NOMEM, "out of memory");

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "out.h"
 #include "pipeline.h"
+#include "registry.h"
 #include "replay.h"
 
 #define MAX_FILES 256
@@ -565,6 +566,7 @@ struct run {
     struct scorer sco;
     struct cfg *cf;
     struct codec *cd;
+    struct reg *reg; /* schema.registry.url: message ids resolved through it */
     struct state *st;
     struct txn_scorer *sc;
     struct rp_engine *eng;
@@ -1144,11 +1146,25 @@ static void summary(struct run *r)
             r->a->redis ? r->prefix : "");
 }
 
+/* With schema.registry.url, records framed with a registry's ids (a spec
+ * naming input.subject, or any producer using the registry) decode as the
+ * worker decodes them. */
+static int open_codec(struct run *r, struct err *e)
+{
+    if (!(r->cd = codec_open(cfg_str(r->cf, "schemas.dir"), e)))
+        return e->code;
+    r->reg = reg_open_cfg(r->cf, e);
+    if (!r->reg)
+        return e->code;
+    codec_use_registry(r->cd, r->reg);
+    return ERR_OK;
+}
+
 static int run_open(struct run *r, struct err *e)
 {
     /* The spec first: one on its own record decides how the input decodes. */
-    if ((r->a->stream == RP_TRANSACTIONS && feat_txn_use(cfg_str(r->cf, "features.spec"), e)) ||
-        !(r->cd = codec_open(cfg_str(r->cf, "schemas.dir"), e)) || open_input(r, e))
+    if ((r->a->stream == RP_TRANSACTIONS && feat_txn_use_cfg(r->cf, cfg_str(r->cf, "features.spec"), e)) ||
+        open_codec(r, e) || open_input(r, e))
         return e->code;
     if (r->a->dry_run)
         return ERR_OK;
@@ -1192,6 +1208,7 @@ static int run_close(struct run *r, int rc, struct err *e)
     grader_close(r->gr);
     free(r->preds);
     codec_close(r->cd);
+    reg_close(r->reg);
     buf_free(&r->enc);
     buf_free(&r->json);
     return rc;

@@ -52,6 +52,7 @@ struct rep_args {
     const char *preds, *labels, *labels_topic, *output, *baseline;
     const char *adv_train, *adv_live; /* adversarial validation (report_adv.c) */
     const char *fair_field;           /* fairness by outcome (report_fair.c) */
+    const char *spec;                 /* --spec: the feature set of --baseline's names */
     struct gate gates[MAX_GATES];
     int ngates, referable;
 };
@@ -133,6 +134,10 @@ static void usage(FILE *out)
         "                       predictions, or a txn-v1 feature of `replay --features`\n"
         "                       output): approval rate, TPR/FPR, disparate impact and\n"
         "                       the 80%% rule (tools/streamml/report_fair.c)\n"
+        "      --spec SPEC      the feature spec of the predictions' features and of\n"
+        "                       --baseline's names (default features.spec, else the\n"
+        "                       built-in txn-v1); `streamml profile --spec` writes such\n"
+        "                       baselines\n"
         "  -c, --config FILE, -X key=value, -b, --bootstrap HOSTS, --log-level L\n\n"
         "Metrics: AUC, Gini (2 AUC - 1), KS, Brier score, precision / recall /\n"
         "approval rate at decision.review_threshold and decision.decline_threshold;\n"
@@ -192,6 +197,7 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
                                        {"train-features", required_argument, NULL, 1010},
                                        {"live-features", required_argument, NULL, 1011},
                                        {"fairness-field", required_argument, NULL, 1012},
+                                       {"spec", required_argument, NULL, 1013},
                                        CLI_LONGOPTS,
                                        {NULL, 0, NULL, 0}};
     int opt, r;
@@ -246,6 +252,9 @@ static int parse_args(int argc, char **argv, struct rep_args *a)
         case 1012:
             a->fair_field = optarg;
             break;
+        case 1013:
+            a->spec = optarg;
+            break;
         case 'h':
             usage(stdout);
             return -1;
@@ -296,9 +305,9 @@ static int psi_observe(struct psi *ps, json_t *o, double p, long no, const char 
         ps->sbins[mon_bin(sd->edges, sd->nedges, p)]++;
     if (!xs)
         return ERR_OK;
-    if (!json_is_array(xs) || json_array_size(xs) != FEAT_TXN_DIM)
-        return err_set(e, ERR_DECODE, "%s: line %ld: features must be an array of %d", path, no,
-                       FEAT_TXN_DIM);
+    if (!json_is_array(xs) || json_array_size(xs) != feat_txn_dim())
+        return err_set(e, ERR_DECODE, "%s: line %ld: features must be an array of %zu", path, no,
+                       feat_txn_dim());
     for (size_t f = 0; f < ps->nf; f++) {
         json_t *v = json_array_get(xs, (size_t)ps->idx[f]);
         const struct mon_dist *d = mon_baseline_dist(ps->b, f);
@@ -726,9 +735,14 @@ static const struct words txn_words = {"P(bad)", "good", "bad", "Backtest report
 static const struct words img_words = {"P(referable)", "not referable", "referable",
                                        "Image grading report"};
 
+/* A spec on its own record: its label, with no credit wording. */
+static const struct words spec_words = {"P(label = 1)", "label 0", "label 1", "Backtest report"};
+
 static const struct words *words_of(const struct joined *j)
 {
-    return j->kind == 2 ? &img_words : &txn_words;
+    if (j->kind == 2)
+        return &img_words;
+    return feat_txn_reads_rec() ? &spec_words : &txn_words;
 }
 
 static void svg_hist(FILE *o, const struct results *r, const struct words *w)
@@ -842,7 +856,8 @@ static void html_tables(FILE *o, const struct results *r, const struct joined *j
         html_row(o, name, r->at[k].precision);
         snprintf(name, sizeof(name), "recall at %.3g", r->at[k].threshold);
         html_row(o, name, r->at[k].recall);
-        snprintf(name, sizeof(name), "approval rate at %.3g", r->at[k].threshold);
+        snprintf(name, sizeof(name), "%s at %.3g",
+                 feat_txn_reads_rec() ? "share below" : "approval rate", r->at[k].threshold);
         html_row(o, name, r->at[k].approval);
     }
     if (!j->psi) {
@@ -1022,6 +1037,12 @@ int cmd_report(int argc, char **argv)
     }
     if (!(cf = cli_load(&a.cli, "report")))
         return EXIT_USAGE;
+    /* The feature set whose names the baseline and the features carry. */
+    if (feat_txn_use_cfg(cf, a.spec ? a.spec : cfg_str(cf, "features.spec"), &e)) {
+        fprintf(stderr, "error: %s\n", e.msg);
+        cfg_free(cf);
+        return EXIT_USAGE;
+    }
     rc = oc_open(&l, OC_LABEL, &e);
     if (rc == ERR_OK)
         rc = a.labels ? oc_read_file(l, a.labels, &e) : oc_read_topic(l, a.labels_topic, cf, &e);

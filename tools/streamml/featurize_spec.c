@@ -129,11 +129,11 @@ static void csv_cell(FILE *out, const char *s)
     fputc('"', out);
 }
 
-int featurize_spec(const char *spec, FILE *in, FILE *out, const char *label, int header,
-                   long *invalid)
+int featurize_spec(const char *spec, struct reg *rg, FILE *in, FILE *out, const char *label,
+                   int header, long *invalid)
 {
     struct err e = {0};
-    struct fspec *p = fspec_open(spec, &e);
+    struct fspec *p = fspec_open_reg(spec, rg, &e);
     struct grow *rows = NULL;
     struct ent *ents = NULL;
     size_t n = 0, cap = 0, nf, ecap = 1024, line = 0;
@@ -149,6 +149,8 @@ int featurize_spec(const char *spec, FILE *in, FILE *out, const char *label, int
         fspec_close(p);
         return 2;
     }
+    if (fspec_schema_id(p))
+        fprintf(stderr, "featurize: %s: input schema %s\n", spec, fspec_schema_source(p));
     nf = fspec_num_fields(p);
     if (!label && fspec_field_index(p, "label") >= 0)
         label = "label";
