@@ -128,20 +128,9 @@ static int offer(struct run *r, double rate, int users, struct err *e)
     double t0 = now_s();
 
     for (long i = 0; i < r->n; i++) {
-        double due = t0 + (double)i / rate, left;
-        /* Until the next send is due the generator waits (in the consumer's
-         * poll, which returns when a prediction arrives, or in a sleep under
-         * a millisecond) rather than spinning: a spinning generator took one
-         * of the machine's two cores from the worker, the broker and Redis,
-         * and its latency rows measured that (issue 19). */
-        while ((left = due - now_s()) > 0) {
-            if (left >= 1e-3) {
-                take_predictions(r, (int)(left * 1e3));
-            } else {
-                struct timespec ts = {0, (long)(left * 1e9)};
-                take_predictions(r, 0);
-                nanosleep(&ts, NULL);
-            }
+        double due = t0 + (double)i / rate;
+        while (now_s() < due) {
+            take_predictions(r, 0);
             kq_serve(r->prod, 0, e);
         }
         make_event(&ev, i, users);

@@ -303,7 +303,11 @@ static int open_kafka(struct wk *w, struct err *e)
     ko.props = cfg_kafka(w->cf, &np);
     ko.n_props = np;
     ko.commit_interval_ms = (int)cfg_int(w->cf, "worker.commit_interval_ms");
-    ko.prefetch_messages = 10 * w->cap > 1000 ? 10 * w->cap : 1000; /* ten batches ahead */
+    /* librdkafka's prefetch defaults stay: bounding it to ten batches cut
+     * page faults but, measured on an idle machine, also cut one worker's
+     * events/s 3-5x (the fetcher stalls between refills). Users bound the
+     * memory with kafka.queued.min.messages / queued.max.messages.kbytes. */
+    ko.prefetch_messages = 0;
     ko.stats_cb = w->mx ? metrics_kafka_stats : NULL; /* consumer lag */
     ko.stats_opaque = w->mx;
     if (w->st) {
