@@ -82,6 +82,8 @@ static const struct key_def keys[] = {
      "drain deadline on SIGTERM (keep below the pod's grace period)"},
     {"worker.commit_interval_ms", K_INT, 0, 600000, "200",
      "commit stored offsets (async) at most this often as they advance (0 = auto-commit only)"},
+    {"worker.stage_times", K_STR, 0, 0, "",
+     "write per-stage time histograms of the loop to this file at exit (latency diagnosis)"},
     {"worker.max_messages", K_INT, 0, 1e15, "0", "stop after this many messages (0 = never)"},
     {"worker.idle_exit_ms", K_INT, 0, 86400000, "0", "exit after this long without input (0 = never)"},
     /* monitoring (issue 4): thresholds are the issue's seed figures */

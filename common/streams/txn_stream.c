@@ -8,6 +8,7 @@
 #include "features.h"
 #include "log.h"
 #include "pipeline.h"
+#include "stagetime.h"
 #include "txn.h"
 #include "ucache.h"
 
@@ -263,8 +264,12 @@ static int read_users(struct txs *t)
             t->miss_u[nmiss++] = (int)u;
         }
     }
-    if (nmiss)
+    if (nmiss) {
+        int64_t t0 = stt_enabled() ? stt_now() : 0;
         rc = pipe_state_get(t->st, t->o.budget_ms, nmiss, t->miss_ids, t->blobs, &e);
+        if (t0)
+            stt_add(STT_READ, stt_now() - t0);
+    }
     if (rc) {
         log_error("state read failed, scoring degraded, updates queued: %s", e.msg);
         t->redis_down = 1;
@@ -306,7 +311,10 @@ static int write_users_begin(struct txs *t)
     }
     t->np = np;
     /* A send that fails is retried, under the budget, by write_users_end. */
+    int64_t t0 = stt_enabled() ? stt_now() : 0;
     t->put_sent = np && state_put_begin(t->st, np, t->puts, &e) == ERR_OK;
+    if (t0 && np)
+        stt_add(STT_PUT_SEND, stt_now() - t0);
     return ERR_OK;
 }
 

@@ -18,6 +18,7 @@
 #include "monitor.h"
 #include "pipeline.h"
 #include "registry.h"
+#include "stagetime.h"
 #include "state.h"
 
 #define WK_MAX_MONITORS 8
@@ -71,6 +72,7 @@ struct wk {
     int64_t next_watch_us;
     int64_t deadline_us;
     char group_dflt[96];
+    int64_t stt_wait_us; /* worker.stage_times: this turn's poll wait */
 };
 
 /* ---- accessors ---- */
@@ -349,6 +351,7 @@ static int open_all(struct wk *w, struct err *e)
         (int)cfg_int(w->cf, "metrics.port"), w->s->name, mi.name, mi.version, 0, mi.file};
     if (!(w->mx = metrics_open(&mo, e)) && e->code)
         return e->code;
+    stt_enable(cfg_str(w->cf, "worker.stage_times"));
     return open_kafka(w, e);
 }
 
@@ -496,6 +499,31 @@ static void maybe_reload(struct wk *w)
 
 /* ---- one batch ---- */
 
+/* worker.stage_times: the batch's poll wait and take, and each event's
+ * age when taken, from its record's timestamp (the producer's clock, in
+ * ms: ages are within a millisecond). */
+static void stage_take(struct wk *w, size_t n, int64_t t0, int64_t t1)
+{
+    int64_t now = stt_now(), wall = stt_wall_us();
+
+    w->stt_wait_us = t1 - t0;
+    stt_add(STT_WAIT, t1 - t0);
+    stt_add(STT_TAKE, now - t1);
+    stt_add(STT_BATCH_N, (int64_t)n);
+    for (size_t i = 0; i < n; i++)
+        if (w->msgs[i]->timestamp_ms >= 0)
+            stt_add(STT_AGE_TAKE, wall - w->msgs[i]->timestamp_ms * 1000);
+}
+
+static void stage_ages(struct wk *w, size_t n, enum stt_stage s)
+{
+    int64_t wall = stt_wall_us();
+
+    for (size_t i = 0; i < n; i++)
+        if (w->msgs[i]->timestamp_ms >= 0)
+            stt_add(s, wall - w->msgs[i]->timestamp_ms * 1000);
+}
+
 /* Takes what is waiting, up to the capacity: waits for the first message
  * only, so a lone message is processed at once. Paused, it only polls. */
 static size_t take_batch(struct wk *w, struct err *e)
@@ -503,12 +531,17 @@ static size_t take_batch(struct wk *w, struct err *e)
     size_t n = 0;
     struct kq_msg *m;
     int timeout = (int)cfg_int(w->cf, "worker.poll_ms");
+    int64_t t0 = stt_enabled() ? stt_now() : 0, t1 = t0;
 
     while (n < w->cap) {
         if (kq_poll(w->q, n ? 0 : timeout, &m, e) || !m)
             break;
+        if (!n && t0)
+            t1 = stt_now();
         w->msgs[n++] = m;
     }
+    if (t0 && n)
+        stage_take(w, n, t0, t1);
     return n;
 }
 
@@ -586,6 +619,27 @@ static void emit_batch(struct wk *w, struct wk_batch *b)
     }
 }
 
+/* process_batch's steps, timed (worker.stage_times). */
+static void stage_batch(struct wk *w, struct wk_batch *b)
+{
+    int64_t t0 = stt_now(), t1, t2, t3;
+
+    decode_batch(w, b);
+    t1 = stt_now();
+    w->s->process(w->self, b);
+    t2 = stt_now();
+    emit_batch(w, b);
+    stage_ages(w, b->n, STT_AGE_EMIT);
+    t3 = stt_now();
+    if (w->s->store)
+        w->s->store(w->self, b);
+    stage_ages(w, b->n, STT_AGE_DONE);
+    stt_add(STT_DECODE, t1 - t0);
+    stt_add(STT_PROCESS, t2 - t1);
+    stt_add(STT_EMIT, t3 - t2);
+    stt_add(STT_STORE, stt_now() - t3);
+}
+
 static void process_batch(struct wk *w, size_t n)
 {
     struct wk_batch b = {n, w->msgs, w->status, w->t_in, pipe_wall_ms(), 0};
@@ -596,6 +650,10 @@ static void process_batch(struct wk *w, size_t n)
         check_lost(w, 0);
     publish_lost_alerts(w);
     b.state_lost = w->st && state_lost_flag(w->st);
+    if (stt_enabled()) {
+        stage_batch(w, &b);
+        return;
+    }
     decode_batch(w, &b);
     w->s->process(w->self, &b);
     emit_batch(w, &b);
@@ -671,6 +729,16 @@ static void *watchdog(void *arg)
     _exit(1);
 }
 
+/* The turn's end: the delivery reports served after the batch, and the
+ * turn less the poll's wait (what the next batch waited behind). */
+static void stage_turn(const struct wk *w, int64_t turn0, int64_t serve0)
+{
+    int64_t now = stt_now();
+
+    stt_add(STT_SERVE, now - serve0);
+    stt_add(STT_TURN, now - turn0 - w->stt_wait_us);
+}
+
 static int run(struct wk *w)
 {
     struct err e = {0};
@@ -682,6 +750,7 @@ static int run(struct wk *w)
     while (g_run) {
         size_t n = 0;
         int room;
+        int64_t turn0 = stt_enabled() ? stt_now() : 0, serve0;
         if (w->s->tick)
             w->s->tick(w->self, pipe_now_us());
         room = room_for_batch(w);
@@ -702,8 +771,11 @@ static int run(struct wk *w)
         /* No wait here: take_batch already waited (worker.poll_ms) in the
          * consumer's poll, which returns as soon as input arrives; a wait
          * on the producer's queue would hold that input back. */
+        serve0 = turn0 ? stt_now() : 0;
         if (kq_serve(w->q, 0, &e) == ERR_FATAL)
             break;
+        if (n && turn0)
+            stage_turn(w, turn0, serve0);
         if ((max_msgs && w->messages >= max_msgs) ||
             (idle_us && pipe_now_us() - last_input > idle_us))
             break;
@@ -712,6 +784,7 @@ static int run(struct wk *w)
      * from SIGTERM when that is what stopped the loop). */
     w->deadline_us = arm_deadline(w);
     sem_post(&g_stop);
+    stt_report();
     log_info("%s: %llu messages, %llu dead-lettered, %llu records not sent", w->s->name,
              (unsigned long long)w->messages, (unsigned long long)w->dead,
              (unsigned long long)w->unsent);
