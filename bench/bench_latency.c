@@ -19,7 +19,8 @@
  * reader blocks in its consumer's poll, which returns as a prediction
  * arrives, and finds the event id in the Avro bytes (no JSON decode).
  * SPIN=1 brings back the generator of before (one thread polling both
- * sides without a wait), for comparisons. */
+ * sides without a wait), for comparisons. LINGER_MS (default 0): its
+ * producer's linger.ms (a fraction of a millisecond is allowed). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -193,7 +194,8 @@ static int open_run(struct run *r, const char *bootstrap, long n, struct err *e)
      * answered as soon as data is there. The mock cluster does not answer a
      * waiting Fetch when data arrives, so this consumer's fetch.wait.max.ms
      * (1 ms) is added to every measured latency, up to 1 ms. */
-    struct cfg_kv pkv[2] = {{"bootstrap.servers", bootstrap, "argv"}, {"linger.ms", "0", "bench"}};
+    const char *linger = getenv("LINGER_MS") ? getenv("LINGER_MS") : "0";
+    struct cfg_kv pkv[2] = {{"bootstrap.servers", bootstrap, "argv"}, {"linger.ms", linger, "bench"}};
     struct cfg_kv ckv[3] = {{"bootstrap.servers", bootstrap, "argv"},
                             {"fetch.wait.max.ms", "1", "bench"},
                             {"fetch.error.backoff.ms", "1", "bench"}};
