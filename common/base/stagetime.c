@@ -8,16 +8,25 @@
 
 #include "log.h"
 
-#define STT_SUB 8                    /* buckets per octave */
-#define STT_OCT 40                   /* octaves: up to 2^40 us */
+#define STT_SUB 8  /* buckets per octave */
+#define STT_OCT 40 /* octaves: up to 2^40 us */
 #define STT_BUCKETS (STT_SUB * STT_OCT)
 
-static const char *const stt_names[STT_N] = {
-    "wait (poll, to the first message)", "take (the rest of the batch)", "batch size (messages)",
-    "decode", "process (state read, features, score)", "  of which: state read round trip",
-    "  of which: state write sent", "emit (produce calls)", "store (write reply, acks)",
-    "serve (delivery reports)", "loop turn less the wait", "event age at take",
-    "event age at produce", "event age at batch stored"};
+static const char *const stt_names[STT_N] = {"wait (poll, to the first message)",
+                                             "take (the rest of the batch)",
+                                             "batch size (messages)",
+                                             "decode",
+                                             "process (state read, features, score)",
+                                             "  of which: state read round trip",
+                                             "  of which: state write sent",
+                                             "emit (produce calls)",
+                                             "store (write reply, acks)",
+                                             "tick (monitors, metrics, reload check)",
+                                             "serve (delivery reports)",
+                                             "loop turn less the wait",
+                                             "event age at take",
+                                             "event age at produce",
+                                             "event age at batch stored"};
 
 static struct {
     int on;
@@ -116,8 +125,8 @@ int stt_report(void)
     for (int s = 0; s < STT_N; s++)
         if (g.n[s])
             fprintf(f, "| %s | %llu | %.0f | %.0f | %.0f | %.0f | %.0f | %lld |\n", stt_names[s],
-                    (unsigned long long)g.n[s], g.sum[s] / (double)g.n[s], pct(s, 0.5),
-                    pct(s, 0.9), pct(s, 0.99), pct(s, 0.999), (long long)g.max[s]);
+                    (unsigned long long)g.n[s], g.sum[s] / (double)g.n[s], pct(s, 0.5), pct(s, 0.9),
+                    pct(s, 0.99), pct(s, 0.999), (long long)g.max[s]);
     if (fclose(f)) {
         log_error("worker.stage_times: cannot write %s: %s", g.path, strerror(errno));
         return -1;

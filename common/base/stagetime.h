@@ -12,20 +12,21 @@
 #include <stdint.h>
 
 enum stt_stage {
-    STT_WAIT,      /* batch: the poll's wait for its first message */
-    STT_TAKE,      /* batch: taking the rest of what was there */
-    STT_BATCH_N,   /* batch: messages taken (a count, not a time) */
-    STT_DECODE,    /* batch: decode */
-    STT_PROCESS,   /* batch: the stream's step (state read, features, score) */
-    STT_READ,      /* batch: state read round trip (cache misses) */
-    STT_PUT_SEND,  /* batch: state write sent (its reply is read in STT_STORE) */
-    STT_EMIT,      /* batch: predictions encoded and handed to the producer */
-    STT_STORE,     /* batch: the state write's reply read, offsets acknowledged */
-    STT_SERVE,     /* batch: the producer's delivery reports served */
-    STT_TURN,      /* batch: the whole loop turn less the wait */
-    STT_AGE_TAKE,  /* event: record timestamp -> taken by the worker */
-    STT_AGE_EMIT,  /* event: record timestamp -> its prediction produced */
-    STT_AGE_DONE,  /* event: record timestamp -> its batch stored */
+    STT_WAIT,     /* batch: the poll's wait for its first message */
+    STT_TAKE,     /* batch: taking the rest of what was there */
+    STT_BATCH_N,  /* batch: messages taken (a count, not a time) */
+    STT_DECODE,   /* batch: decode */
+    STT_PROCESS,  /* batch: the stream's step (state read, features, score) */
+    STT_READ,     /* batch: state read round trip (cache misses) */
+    STT_PUT_SEND, /* batch: state write sent (its reply is read in STT_STORE) */
+    STT_EMIT,     /* batch: predictions encoded and handed to the producer */
+    STT_STORE,    /* batch: the state write's reply read, offsets acknowledged */
+    STT_TICK,     /* batch: monitors' tick, metrics, the reload check */
+    STT_SERVE,    /* batch: the producer's delivery reports served */
+    STT_TURN,     /* batch: the whole loop turn less the wait */
+    STT_AGE_TAKE, /* event: record timestamp -> taken by the worker */
+    STT_AGE_EMIT, /* event: record timestamp -> its prediction produced */
+    STT_AGE_DONE, /* event: record timestamp -> its batch stored */
     STT_N
 };
 

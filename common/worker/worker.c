@@ -750,7 +750,7 @@ static int run(struct wk *w)
     while (g_run) {
         size_t n = 0;
         int room;
-        int64_t turn0 = stt_enabled() ? stt_now() : 0, serve0;
+        int64_t turn0 = stt_enabled() ? stt_now() : 0, serve0, tick0;
         if (w->s->tick)
             w->s->tick(w->self, pipe_now_us());
         room = room_for_batch(w);
@@ -766,8 +766,11 @@ static int run(struct wk *w)
             w->messages += n;
             last_input = pipe_now_us();
         }
+        tick0 = turn0 ? stt_now() : 0;
         tick_monitors(w, n);
         maybe_reload(w);
+        if (n && turn0)
+            stt_add(STT_TICK, stt_now() - tick0);
         /* No wait here: take_batch already waited (worker.poll_ms) in the
          * consumer's poll, which returns as soon as input arrives; a wait
          * on the producer's queue would hold that input back. */
