@@ -5,7 +5,7 @@
 # times), one worker (limits.sh's settings) until its N-th prediction; its
 # CPU (user+sys, all threads, /proc) then, less the same for a run of N0
 # events, over N - N0: the marginal CPU per event, start-up and the model's
-# loading cancelled. Rounds alternate the builds and cache settings, so the
+# loading cancelled; the same for its minor page faults. Rounds alternate the builds and cache settings, so the
 # machine's load falls on each alike. Prints a markdown table of medians.
 #   bench/worker_cpu.sh                     # this build, cache on and off
 #   BUILDS="/path/old/build build" bench/worker_cpu.sh   # old against new
@@ -65,24 +65,30 @@ one_run() {
         --log-level error >/dev/null 2>&1 &
     cpid=$!; pids+=($cpid)
     while kill -0 "$cpid" 2>/dev/null; do sleep 0.05; done
-    echo "$(ticks "$wpid") $TCK" | awk '{printf "%.3f\n", $1 / $2}'
+    # CPU seconds, minor page faults, peak RSS in kB
+    echo "$(ticks "$wpid") $TCK $(awk '{print $10}' "/proc/$wpid/stat")" \
+        "$(awk '/VmHWM/ {print $2}' "/proc/$wpid/status")" | awk '{printf "%.3f %d %d\n", $1 / $2, $3, $4}'
     [ -z "$ppid" ] || { kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true; }
     kill "$wpid"; for _ in $(seq 100); do kill -0 "$wpid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$wpid" 2>/dev/null || true; wait "$wpid" 2>/dev/null || true
     kill "$bpid" "$rpid" 2>/dev/null || true; wait "$bpid" "$rpid" 2>/dev/null || true
 }
 
-declare -A res
+declare -A res flt hwm
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for rep in $(seq "$REPS"); do
     for bi in "${!BUILDS[@]}"; do
         for c in $CACHES; do
             b=${BUILDS[$bi]}
-            t0=$(one_run "$b" "$N0" "$tmp/events0.jsonl" "$c" "")
-            t1=$(one_run "$b" "$N" "$tmp/events.jsonl" "$c" "")
+            read -r t0 f0 _ < <(one_run "$b" "$N0" "$tmp/events0.jsonl" "$c" "")
+            read -r t1 f1 rss < <(one_run "$b" "$N" "$tmp/events.jsonl" "$c" "")
             us=$($PY -c "print(round(($t1 - $t0) / ($N - $N0) * 1e6, 2))")
+            fl=$($PY -c "print(round(($f1 - $f0) / ($N - $N0), 3))")
             res[$bi.$c]="${res[$bi.$c]:-} $us"
-            echo "rep $rep: $b cache $c: $t0 s / $t1 s -> $us us/event (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+            flt[$bi.$c]="${flt[$bi.$c]:-} $fl"
+            hwm[$bi.$c]="${hwm[$bi.$c]:-} $((rss / 1024))"
+            echo "rep $rep: $b cache $c: $t0 s / $t1 s -> $us us/event, $fl faults/event," \
+                 "peak RSS $((rss / 1024)) MB (load $(cut -d' ' -f1 /proc/loadavg))" >&2
         done
     done
 done
@@ -92,12 +98,16 @@ echo "Worker CPU per event (user+sys, all threads), marginal between $N0 and $N 
 echo "over $USERS users; medians of $REPS alternated runs; load average $load0 at the start,"
 echo "$(cut -d' ' -f1-3 /proc/loadavg) at the end."
 echo
-echo "| build | state.cache_entries | worker CPU us/event (median) | runs |"
-echo "|---|---:|---:|---|"
+echo "Page faults (minor, marginal per event) and peak RSS (of the N-event run) do not depend"
+echo "on the load; the CPU figures do."
+echo
+echo "| build | state.cache_entries | worker CPU us/event (median) | runs | page faults/event | peak RSS MB |"
+echo "|---|---:|---:|---|---:|---:|"
 for bi in "${!BUILDS[@]}"; do
     for c in $CACHES; do
         # shellcheck disable=SC2086
-        echo "| ${BUILDS[$bi]} | $c | $(med ${res[$bi.$c]}) | ${res[$bi.$c]# } |"
+        echo "| ${BUILDS[$bi]} | $c | $(med ${res[$bi.$c]}) | ${res[$bi.$c]# } |" \
+             "$(med ${flt[$bi.$c]}) | $(med ${hwm[$bi.$c]}) |"
     done
 done
 if [ -n "${PERF:-}" ]; then # one more run per build and cache setting, not counted above
