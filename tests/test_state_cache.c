@@ -1,8 +1,9 @@
 /* tests/test_state_cache.c: partition-owned state (issue 19): the bounded
  * users' cache (common/streams/ucache.h), the compare-and-set of writes
- * (state_set_put_bases) on every backend, and the transactions batch step
+ * (state_set_put_bases) on every backend, the transactions batch step
  * with the cache on when a user's events arrive on two partitions owned by
- * two workers: every event applied exactly once.
+ * two workers (every event applied exactly once), and what the cache costs
+ * when users are new (their encoded state, not the decoded struct).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -254,6 +256,103 @@ static void test_two_owners_lose_nothing(void **st)
     }
 }
 
+/* ---- users seen once: what filling the cache costs ---- */
+
+static size_t g_fill_acks;
+
+static void count_ack(struct wk *opaque, const struct kq_pos *pos)
+{
+    (void)opaque;
+    (void)pos;
+    g_fill_acks++;
+}
+
+static long rss_kb(void)
+{
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%ld %ld", &pages, &rss), 2);
+    fclose(f);
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Batches of new users (round 0), then the same users again (round 1). */
+static void fill_round(struct txs *t, int round, int users, int batch)
+{
+    static struct txn_event ev[500];
+    static struct kq_pos pos[500];
+    static unsigned char live[500];
+    static float x[500 * FEAT_TXN_DIM];
+
+    assert_true(batch <= 500);
+    for (int b = 0; b < users / batch; b++) {
+        for (int i = 0; i < batch; i++) {
+            int k = b * batch + i;
+            event_txn_init(&ev[i]);
+            snprintf(ev[i].event_id, sizeof(ev[i].event_id), "f%d-%d", round, k);
+            snprintf(ev[i].user_id, sizeof(ev[i].user_id), "fill-u%d", k);
+            ev[i].event_time_ms = 1700000000000LL + (int64_t)round * 60000;
+            ev[i].amount = 100 + k % 50;
+            pos[i] = (struct kq_pos){0, 0, (int64_t)round * users + k};
+            live[i] = 1;
+        }
+        assert_int_equal(txs_features(t, (size_t)batch, ev, pos, live, x), 0);
+        txs_store(t);
+    }
+}
+
+/* Every event is a user the cache has not seen (limits.sh's 20,000 users
+ * seen once): before, each one's decoded state (struct feat_state, 2.7 kB)
+ * was copied into the cache, 13.5 MB of fresh memory for 5,000 users, and
+ * filling cost the worker more than the cache ever saved it. Entries now
+ * hold the encoded state the store acknowledged (~90 bytes here): the
+ * process grows by a few hundred kB, and a user seen again is served from
+ * the cache with its state exact. */
+static void test_cache_fill_is_small(void **st)
+{
+    enum { USERS = 5000, BATCH = 500 };
+    struct txs_opts o = {BATCH, BATCH, 1000, count_ack, NULL, USERS};
+    struct ucache_stats cs;
+    struct state *s = open_redis(g_redis.port, "fill:", "");
+    struct txs *t;
+    struct err e = {0};
+    struct state_blob blob;
+    struct feat_state fs;
+    const char *id = "fill-u4321";
+    int32_t part;
+    int64_t off;
+    long rss0, grown;
+
+    (void)st;
+    g_fill_acks = 0;
+    assert_int_equal(state_fence(s, 0, &e), ERR_OK);
+    assert_int_equal(txs_open(&t, s, &o, &e), ERR_OK);
+    /* One batch first: the batch's own buffers are touched by then. */
+    fill_round(t, 0, BATCH, BATCH);
+    rss0 = rss_kb();
+    fill_round(t, 0, USERS, BATCH); /* its first batch again: redeliveries, from memory */
+    grown = rss_kb() - rss0;
+    txs_cache_stats(t, &cs);
+    assert_int_equal(cs.entries, USERS);
+    assert_true(cs.bytes <= (size_t)USERS * 256);
+    fprintf(stderr, "cache of %d new users: process grew %ld kB, values %zu kB\n", USERS, grown,
+            cs.bytes / 1024);
+    assert_true(grown < 4096); /* 4,500 decoded states: 11,900 kB */
+    fill_round(t, 1, USERS, BATCH);
+    txs_cache_stats(t, &cs);
+    assert_int_equal(cs.hits, BATCH + USERS); /* round 1: every user from memory */
+    assert_int_equal(g_fill_acks, BATCH + 2 * USERS);
+    assert_int_equal(state_get_many(s, 1, &id, &blob, &e), ERR_OK);
+    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
+                                    blob.offset, &e),
+                     ERR_OK);
+    assert_int_equal(feat_state_count(&fs, "amount"), 2);
+    txs_close(t);
+    state_close(s);
+}
+
 static int group_setup(void **st)
 {
     (void)st;
@@ -274,6 +373,7 @@ int main(void)
         cmocka_unit_test(test_cas_memory),
         cmocka_unit_test(test_cas_redis),
         cmocka_unit_test(test_two_owners_lose_nothing),
+        cmocka_unit_test(test_cache_fill_is_small),
         cmocka_unit_test(test_cas_redis_cluster),
     };
 

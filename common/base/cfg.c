@@ -37,7 +37,7 @@ static const struct key_def keys[] = {
      "(0: until `streamml config ack-state-loss`)"},
     {"state.cache_entries", K_INT, 0, 10000000, "20000",
      "users whose state the owner of their partition keeps in memory between batches, "
-     "about 2.8 KB each "
+     "encoded (128 bytes to 2 KB each) "
      "(docs/delivery.md, partition-owned state; Redis only); 0: read every batch's users from Redis"},
     {"state.pending_max", K_INT, 1, 10000000, "100000",
      "events kept for state re-apply while Redis is down (then consumption pauses)"},

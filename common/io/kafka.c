@@ -52,6 +52,14 @@ struct kq {
     int stored_uncommitted;    /* offsets stored since the last commit */
     size_t n_dirty;            /* tracks with an offset to store (kq_ack) */
     struct kq_box *boxes;      /* released message wrappers, reused by kq_poll */
+    /* Producer topic handles by name, made on first use: producing by name
+     * took, per record, a locked lookup of the topic, a reference and its
+     * release inside librdkafka (rd_kafka_producev with RD_KAFKA_V_TOPIC). */
+    struct {
+        char *name;
+        rd_kafka_topic_t *rkt;
+    } ptopics[KQ_MAX_TOPICS];
+    size_t n_ptopics;
 };
 
 /* A message wrapper, recycled through its handle's free list so that
@@ -842,17 +850,58 @@ int kq_produce(struct kq *q, const char *topic, const void *key, size_t key_len,
     return kq_produce_ack(q, topic, key, key_len, val, val_len, src, KQ_ACK_DELIVERED, e);
 }
 
+/* The producer's handle of topic (made once; NULL when out of room or
+ * memory: the record is then produced by name). */
+static rd_kafka_topic_t *prod_topic(struct kq *q, const char *topic)
+{
+    rd_kafka_topic_t *rkt;
+    char *name;
+
+    for (size_t i = 0; i < q->n_ptopics; i++)
+        if (strcmp(q->ptopics[i].name, topic) == 0)
+            return q->ptopics[i].rkt;
+    if (q->n_ptopics == KQ_MAX_TOPICS || !(name = strdup(topic)))
+        return NULL;
+    if (!(rkt = rd_kafka_topic_new(q->prod, topic, NULL))) {
+        free(name);
+        return NULL;
+    }
+    q->ptopics[q->n_ptopics].name = name;
+    q->ptopics[q->n_ptopics++].rkt = rkt;
+    return rkt;
+}
+
+static void prod_topics_free(struct kq *q)
+{
+    for (size_t i = 0; i < q->n_ptopics; i++) {
+        rd_kafka_topic_destroy(q->ptopics[i].rkt);
+        free(q->ptopics[i].name);
+    }
+    q->n_ptopics = 0;
+}
+
 int kq_produce_ack(struct kq *q, const char *topic, const void *key, size_t key_len,
                    const void *val, size_t val_len, const struct kq_pos *src, int what,
                    struct err *e)
 {
     void *opaque = src && !q->assign_all ? pos_pack(src, what) : KQ_UNTRACKED;
+    rd_kafka_topic_t *rkt = prod_topic(q, topic);
 
     for (;;) {
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            q->prod, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_KEY((void *)key, key_len), RD_KAFKA_V_VALUE((void *)val, val_len),
-            RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+        /* RD_KAFKA_MSG_F_COPY: librdkafka allocates the record with its
+         * payload inline (one allocation either way), so F_FREE would only
+         * move that allocation here. */
+        rd_kafka_resp_err_t err =
+            rkt ? rd_kafka_producev(q->prod, RD_KAFKA_V_RKT(rkt),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_KEY((void *)key, key_len),
+                                    RD_KAFKA_V_VALUE((void *)val, val_len),
+                                    RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END)
+                : rd_kafka_producev(q->prod, RD_KAFKA_V_TOPIC(topic),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_KEY((void *)key, key_len),
+                                    RD_KAFKA_V_VALUE((void *)val, val_len),
+                                    RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (!err) {
             q->st.produced++;
             return ERR_OK;
@@ -1023,6 +1072,7 @@ static void close_handles(struct closer *c)
     if (q->prod) {
         closer_stage(c, "producer flush");
         rd_kafka_flush(q->prod, c->flush_ms);
+        prod_topics_free(q); /* librdkafka wants its topic handles gone first */
         rd_kafka_destroy(q->prod);
         q->prod = NULL;
     }

@@ -5,6 +5,7 @@
  * bit-identical online and offline and to the hard-coded txn-v1 module the
  * spec replaced), so sums are accumulated in slot order and never folded.
  */
+#include <endian.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,11 +459,12 @@ static unsigned char *put_varint(unsigned char *q, uint64_t v)
     return q;
 }
 
+/* Little-endian on every host (htole64/le64toh), one 8-byte copy. */
 static unsigned char *put_u64(unsigned char *q, uint64_t v)
 {
-    for (int i = 0; i < 8; i++)
-        *q++ = (unsigned char)(v >> (8 * i));
-    return q;
+    v = htole64(v);
+    memcpy(q, &v, sizeof(v));
+    return q + 8;
 }
 
 static unsigned char *put_f64(unsigned char *q, double d)
@@ -575,8 +577,8 @@ static double get_f64(struct rd *r)
         r->bad = 1;
         return 0;
     }
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)r->b[r->pos + (size_t)i] << (8 * i);
+    memcpy(&v, r->b + r->pos, sizeof(v));
+    v = le64toh(v);
     r->pos += 8;
     memcpy(&d, &v, sizeof(d));
     return d;
@@ -587,6 +589,9 @@ static int get_ring(const struct fspec *p, int g, struct fspec_state *s, struct 
 {
     const struct ring *rg = &p->rings[g];
     int64_t newest = bucket_of(s->last_event_ms, rg->width);
+    /* newest's slot, once: a bucket d behind it (d < n, as encoded) is at
+     * newest_slot - d modulo n, without two divisions per bucket */
+    int64_t newest_slot = ((newest % rg->n) + rg->n) % rg->n;
     int k;
 
     if (r->pos >= r->len)
@@ -597,8 +602,10 @@ static int get_ring(const struct fspec *p, int g, struct fspec_state *s, struct 
     for (int i = 0; i < k; i++) {
         uint64_t d = get_varint(r), c = get_varint(r);
         int64_t id = d < (1ULL << 62) ? newest - (int64_t)d : 0;
-        union fspec_word *b =
-            id != 0 ? s->w + rg->word0 + ((id % rg->n) + rg->n) % rg->n * rg->stride : NULL;
+        int64_t slot = d < (uint64_t)rg->n
+                           ? newest_slot - (int64_t)d + (newest_slot < (int64_t)d ? rg->n : 0)
+                           : ((id % rg->n) + rg->n) % rg->n;
+        union fspec_word *b = id != 0 ? s->w + rg->word0 + slot * rg->stride : NULL;
         if (r->bad || !b || b[0].i != 0 || c > UINT32_MAX)
             return err_set(e, ERR_DECODE, "feature state: bad bucket %d of ring %d", i, g);
         b[0].i = id;
@@ -627,10 +634,9 @@ static uint64_t get_u64(struct rd *r)
         r->bad = 1;
         return 0;
     }
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)r->b[r->pos + (size_t)i] << (8 * i);
+    memcpy(&v, r->b + r->pos, sizeof(v));
     r->pos += 8;
-    return v;
+    return le64toh(v);
 }
 
 /* The delivery bookkeeping after the aggregates (fspec_state_encode). */

@@ -126,11 +126,14 @@ int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struc
     }
     /* The memory backend is in this process already: nothing to save. */
     if (o->cache_entries && strcmp(state_backend(st), "memory") != 0) {
-        if (!(t->cache = ucache_open(o->cache_entries, sizeof(struct feat_state)))) {
+        /* Entries hold the encoded state (the blob the store holds, ~90
+         * bytes for a user seen once), not struct feat_state (2.7 kB): a
+         * user the cache only fills with costs a small copy. */
+        if (!(t->cache = ucache_open(o->cache_entries, FEAT_STATE_MAX))) {
             txs_close(t);
             return err_set(e, ERR_NOMEM,
-                           "out of memory for state.cache_entries=%zu (%zu bytes each)",
-                           o->cache_entries, sizeof(struct feat_state));
+                           "out of memory for state.cache_entries=%zu (up to %d bytes each)",
+                           o->cache_entries, FEAT_STATE_MAX);
         }
         /* Every write becomes a compare-and-set against its state's origin. */
         state_set_put_bases(st, t->bases);
@@ -252,17 +255,19 @@ static int read_users(struct txs *t)
 
     check_cache(t);
     for (size_t u = 0; u < t->users.n; u++) {
-        const struct feat_state *c = ucache_get(t->cache, t->users.ids[u], &t->bpart[u],
-                                                &t->boff[u]);
+        size_t len = 0;
+        const unsigned char *c = ucache_getv(t->cache, t->users.ids[u], &len, &t->bpart[u],
+                                             &t->boff[u]);
         t->udirty[u] = 0;
-        if (c) {
-            t->ust[u] = *c;
-            t->upart[u] = t->bpart[u];
-            t->uoff[u] = t->boff[u];
-        } else {
-            t->miss_ids[nmiss] = t->users.ids[u];
-            t->miss_u[nmiss++] = (int)u;
-        }
+        /* Its own encoding, written by this process: decoded as a blob read
+         * from the store would be (one that fails is read again). */
+        if (c && txn_state_load(&t->ust[u], &t->upart[u], &t->uoff[u], c, len, t->bpart[u],
+                                t->boff[u], &e) == ERR_OK)
+            continue;
+        if (c)
+            ucache_drop(t->cache, t->users.ids[u]);
+        t->miss_ids[nmiss] = t->users.ids[u];
+        t->miss_u[nmiss++] = (int)u;
     }
     if (nmiss) {
         int64_t t0 = stt_enabled() ? stt_now() : 0;
@@ -356,12 +361,20 @@ static void cache_batch(struct txs *t)
     check_cache(t); /* a put fenced: everything goes */
     for (size_t u = 0; t->cache && u < t->users.n; u++) {
         int k = t->uput[u];
-        if (k < 0) /* unchanged: still the state read */
-            ucache_put(t->cache, t->users.ids[u], &t->ust[u], t->bpart[u], t->boff[u]);
-        else if (t->applied[k] == STATE_PUT_WRITTEN)
-            ucache_put(t->cache, t->users.ids[u], &t->ust[u], t->upart[u], t->uoff[u]);
-        else
+        if (k < 0) { /* unchanged: still the state read (rare: redeliveries only) */
+            unsigned char enc[FEAT_STATE_MAX];
+            int len = feat_state_encode(&t->ust[u], enc, sizeof(enc));
+            if (len > 0)
+                ucache_putv(t->cache, t->users.ids[u], enc, (size_t)len, t->bpart[u],
+                            t->boff[u]);
+            else
+                ucache_drop(t->cache, t->users.ids[u]);
+        } else if (t->applied[k] == STATE_PUT_WRITTEN) { /* the blob the store now holds */
+            ucache_putv(t->cache, t->users.ids[u], t->puts[k].data, t->puts[k].len,
+                        t->upart[u], t->uoff[u]);
+        } else {
             ucache_drop(t->cache, t->users.ids[u]);
+        }
     }
 }
 

@@ -10,9 +10,13 @@
  * the state it holds: the base of the compare-and-set of the next write
  * (state.h, struct state_put.has_base).
  *
- * Fixed capacity, allocated at open: no allocation per event. Keys are ids
- * shorter than UCACHE_KEY_MAX. Eviction: CLOCK (second chance). Not
- * thread-safe.
+ * Fixed capacity, reserved at open: no allocation per event. Keys are ids
+ * shorter than UCACHE_KEY_MAX. Values are of any length up to the size
+ * given at open: each is kept in a chunk of the smallest power of two (from
+ * 64 bytes) that holds it, chunks of one size packed together, so a small
+ * value costs its chunk and not the largest value's room (a user's encoded
+ * state is ~90 bytes after one event, up to ~1.4 kB for a busy user).
+ * Eviction: CLOCK (second chance). Not thread-safe.
  */
 #ifndef STREAMML_UCACHE_H
 #define STREAMML_UCACHE_H
@@ -27,20 +31,30 @@ struct ucache;
 struct ucache_stats {
     uint64_t hits, misses, evictions, drops, clears;
     size_t entries, capacity;
+    size_t bytes; /* the chunks the entries' values take */
 };
 
-/* entries slots of value_size bytes each; NULL when out of memory or
- * entries is 0 (no cache). */
+/* entries entries of values of at most value_size bytes; NULL when out of
+ * memory (address space is reserved for every chunk size, touched only as
+ * used) or entries is 0 (no cache). */
 struct ucache *ucache_open(size_t entries, size_t value_size);
 void ucache_close(struct ucache *c); /* NULL-safe */
 
 /* The value stored for key (valid until the next put, drop or clear) and
  * its store position, or NULL (counted as a miss). NULL-safe c: a miss. */
 const void *ucache_get(struct ucache *c, const char *key, int32_t *partition, int64_t *offset);
-/* Stores a copy of value for key (replacing it, or taking a free slot, or
- * evicting the least recently used one). A key too long is not cached. */
+/* The same with the value's length in *len. */
+const void *ucache_getv(struct ucache *c, const char *key, size_t *len, int32_t *partition,
+                        int64_t *offset);
+/* Stores a copy of value (value_size bytes) for key (replacing it, or
+ * taking a free slot, or evicting the least recently used one). A key too
+ * long is not cached. */
 void ucache_put(struct ucache *c, const char *key, const void *value, int32_t partition,
                 int64_t offset);
+/* The same for len bytes (1..value_size); a longer value is not cached
+ * (and the key's entry, if any, dropped). */
+void ucache_putv(struct ucache *c, const char *key, const void *value, size_t len,
+                 int32_t partition, int64_t offset);
 void ucache_drop(struct ucache *c, const char *key); /* absent: nothing */
 void ucache_clear(struct ucache *c);                 /* NULL-safe */
 /* Drops every entry whose store position is on partition (a partition
