@@ -102,8 +102,8 @@ struct env {
 static int open_env(struct env *v, const char *model, const char *const *args, size_t n,
                     struct err *e)
 {
-    const char *base[] = {"clickstream.epsilon=0", "clickstream.seed=7",
-                          "clickstream.search=exact", "clickstream.lambda_diversity=0"};
+    const char *base[] = {"clickstream.epsilon=0", "clickstream.seed=7", "clickstream.search=exact",
+                          "clickstream.lambda_diversity=0"};
     char kv[256];
 
     memset(v, 0, sizeof(*v));

@@ -65,11 +65,11 @@ struct cstep {
     int64_t ids;         /* ids ranked (the catalogue's room) */
     struct cstep_counts cnt;
     int64_t kill_after, stores; /* clickstream.test_kill_between_writes */
-    /* experiment arms (cstep_arms): a ranking context each, same model */
+    /* experiment arms (cstep_arms): a ranking context each, over its GRU */
     struct rec_opts ropts;
     uint64_t seed;
     struct rec_ctx *arm_rc[CSTEP_MAX_ARMS];
-    size_t n_arms, shadow_from; /* arms >= shadow_from rank every click beside it */
+    size_t n_arms, shadow_from;      /* arms >= shadow_from rank every click beside it */
     struct click_prediction *shadow; /* per click x (n_arms - shadow_from) */
     struct rk_set *rks;              /* second-stage rankers (clickstream.ranker, arms') */
     struct rec_opts arm_o[CSTEP_MAX_ARMS];
@@ -845,7 +845,8 @@ static int open_arm_model(struct cstep *c, const char *name, const char *path, s
     c->n_models++;
     if (!(c->mpaths[g] = strdup(path)))
         return err_set(e, ERR_NOMEM, "out of memory");
-    if (sess_model_items(m) != sess_model_items(m0) || sess_model_hidden(m) != sess_model_hidden(m0))
+    if (sess_model_items(m) != sess_model_items(m0) ||
+        sess_model_hidden(m) != sess_model_hidden(m0))
         return err_set(e, ERR_CONFIG,
                        "clickstream.arms: %s: model=%s: %lld items, hidden size %d; "
                        "clickstream.model has %lld items, hidden size %d (an arm's GRU shares "
@@ -1008,7 +1009,8 @@ void cstep_log_summary(const struct cstep *c, double secs, uint64_t messages,
              (unsigned long long)k->shown, (unsigned long long)k->explored,
              (unsigned long long)k->rows, (unsigned long long)k->batches,
              cstep_ivf(c) ? "IVF" : "sgemm", (unsigned long long)k->bad_state,
-             (unsigned long long)k->reassigned, (unsigned long long)k->state_errors, (unsigned long long)k->cov_errors);
+             (unsigned long long)k->reassigned, (unsigned long long)k->state_errors,
+             (unsigned long long)k->cov_errors);
     log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced; new "
              "items: %llu impressions, %llu clicks",
              (unsigned long long)k->cov_redelivered, (unsigned long long)k->cov_fenced,
