@@ -314,6 +314,33 @@ static void test_bad_arm_model_refused(void **st)
     }
 }
 
+/* The state's owner tag round-trips in byte 6 (has_h | owner << 1); a
+ * blob written before arms had GRUs (byte 6 = has_h) decodes as owner 0. */
+static void test_state_owner_encoding(void **st)
+{
+    struct sess_state a, b;
+    unsigned char buf[STATE_BLOB_MAX];
+    struct err e = {0};
+    size_t n;
+
+    (void)st;
+    sess_state_init(&a, 4);
+    a.has_h = 1;
+    a.owner = 93;
+    a.h[0] = 0.5f;
+    sess_state_push(&a, 42, 20);
+    assert_true((n = sess_state_encode(&a, buf, sizeof(buf))) > 0);
+    assert_int_equal(buf[6], 1 | 93 << 1);
+    assert_int_equal(sess_state_decode(&b, buf, n, 4, &e), ERR_OK);
+    assert_int_equal(b.owner, 93);
+    assert_int_equal(b.has_h, 1);
+    assert_float_equal(b.h[0], 0.5f, 0);
+    buf[6] = 1; /* an older worker's state */
+    assert_int_equal(sess_state_decode(&b, buf, n, 4, &e), ERR_OK);
+    assert_int_equal(b.owner, 0);
+    assert_int_equal(b.has_h, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -321,6 +348,7 @@ int main(void)
         cmocka_unit_test(test_shadow_arm_state_apart),
         cmocka_unit_test(test_reassigned_session_recomputed),
         cmocka_unit_test(test_bad_arm_model_refused),
+        cmocka_unit_test(test_state_owner_encoding),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
