@@ -256,9 +256,10 @@ models-clickstream-ranker:
 models-clickstream-bench:
 	$(PY) models/clickstream/train.py --out $(BUILD)/clickstream-bench --items 100000 \
 	    --emb 128 --hidden 128 --sessions 2000 --epochs 0
-# its ranker (about five minutes on the loaded machine; deterministic): a catalogue of the 100,000 items and a ranker
-# trained as the demo's on pools drawn around the next click (the random GRU's top misses it),
-# $(BUILD)/clickstream-bench/{catalog.jsonl,ranker.onnx}; bench_ranker's cost at pools of 2,000
+# its ranker (about five minutes on the loaded machine; deterministic): a catalogue of the
+# 100,000 items and a ranker trained as the demo's on pools drawn around the next click (the
+# random GRU's top misses it), $(BUILD)/clickstream-bench/{catalog.jsonl,ranker.onnx}; their
+# cost at pools of 2,000: bench/ranker.sh
 .PHONY: models-clickstream-bench-ranker
 models-clickstream-bench-ranker:
 	[ -s $(BUILD)/clickstream-bench/gru4rec.onnx ] || $(MAKE) models-clickstream-bench
