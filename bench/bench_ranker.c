@@ -1,7 +1,7 @@
 /* What the second-stage ranker (clickstream.ranker) costs per click: the
  * clickstream step in process (in-memory state, no Redis: no co-visitation)
  * with candidate sources and the demo catalogue, without a ranker and with
- * it re-scoring 100 and 500 candidates per click. The three steps run
+ * it re-scoring 100, 500 and 2000 candidates per click. The four steps run
  * interleaved, round by round (5 rounds), so that the load of a shared
  * machine hits them alike; batches of 1000 clicks over 2000 sessions,
  * exact search, one BLAS thread. Figures, not tests.
@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_clicks.h"
 #include "catalog.h"
 #include "cfg.h"
 #include "clickstep.h"
@@ -23,7 +24,7 @@
 
 #define BATCH 1000
 #define ROUNDS 5
-#define NCONF 3
+#define NCONF 4
 
 static double now_us(void) /* process CPU time (one thread) */
 {
@@ -97,16 +98,7 @@ static double round_of(struct conf *k, int r, long clicks, int64_t items)
     double t0 = now_us();
 
     for (long done = 0; done < clicks; done += BATCH) {
-        for (int i = 0; i < BATCH; i++) {
-            long c = done + i;
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            snprintf(ev[i].event_id, sizeof(ev[i].event_id), "c%ld", c);
-            snprintf(ev[i].session_id, sizeof(ev[i].session_id), "s%ld", (c * 7919) % 2000);
-            ev[i].item_id = (int64_t)((x % 1000) * (x % 1000) % (uint64_t)items);
-            ev[i].type = x % 20 == 0 ? CLICK_CART : CLICK_VIEW;
-            ev[i].event_time_ms = 1767225600000LL + c * 100;
-            in[i] = (struct cstep_click){&ev[i], "clickstream", 0, r * clicks + c, 0};
-        }
+        bench_clicks(ev, in, BATCH, done, items, r * clicks + done, &x);
         cstep_batch(k->cs, BATCH, in, out);
         cstep_store(k->cs);
     }
@@ -125,6 +117,8 @@ int main(int argc, char **argv)
                             {"ranker, 100 candidates per click", ranker, "100", NULL, NULL, NULL,
                              NULL, {0}},
                             {"ranker, 500 candidates per click", ranker, "500", NULL, NULL, NULL,
+                             NULL, {0}},
+                            {"ranker, 2000 candidates per click", ranker, "2000", NULL, NULL, NULL,
                              NULL, {0}}};
     double diff[NCONF][ROUNDS];
     int64_t items;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_clicks.h"
 #include "catalog.h"
 #include "cfg.h"
 #include "clickstep.h"
@@ -73,16 +74,7 @@ static int run(const char *label, const char *model, const char *catalog, const 
     for (int r = 0; r < 5; r++) {
         double t0 = now_us();
         for (long done = 0; done < clicks; done += BATCH) {
-            for (int i = 0; i < BATCH; i++) {
-                long c = done + i;
-                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-                snprintf(ev[i].event_id, sizeof(ev[i].event_id), "c%ld", c);
-                snprintf(ev[i].session_id, sizeof(ev[i].session_id), "s%ld", (c * 7919) % 2000);
-                ev[i].item_id = (int64_t)((x % 1000) * (x % 1000) % (uint64_t)items);
-                ev[i].type = x % 20 == 0 ? CLICK_CART : CLICK_VIEW;
-                ev[i].event_time_ms = 1767225600000LL + c * 100;
-                in[i] = (struct cstep_click){&ev[i], "clickstream", 0, r * clicks + c, 0};
-            }
+            bench_clicks(ev, in, BATCH, done, items, r * clicks + done, &x);
             cstep_batch(cs, BATCH, in, out);
             cstep_store(cs);
         }

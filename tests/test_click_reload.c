@@ -6,7 +6,9 @@
  * WARNING model_reload alert naming the refusal), version 2 serves on and
  * the worker keeps running. Before the runtime, SIGHUP killed the worker.
  * The watch covers every experiment arm's second-stage ranker: a changed
- * arm's ranker file is reloaded by itself (model.watch_ms, no SIGHUP).
+ * arm's ranker file is reloaded by itself (model.watch_ms, no SIGHUP), and
+ * so is an arm's own GRU (clickstream.arms model=), a corrupt one refused
+ * naming the arm and file while the old one serves on.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,7 +27,8 @@
 #include "stack.h"
 
 #define TOPICS                                                                                     \
-    "reload.in:2,reload.out:2,clickstream.dlq:1,monitoring:1,arms.in:2,arms.out:2,arms.shadow:1"
+    "reload.in:2,reload.out:2,clickstream.dlq:1,monitoring:1,arms.in:2,arms.out:2,arms.shadow:1," \
+    "armg.in:2,armg.out:2,armg.shadow:1"
 #define MODEL "models/clickstream/gru4rec.onnx"
 
 struct env {
@@ -310,11 +313,79 @@ static void test_watch_reloads_an_arms_ranker(void **st)
     }
 }
 
+/* Shadow mode: arm a serves with clickstream.model, arm b ranks every click
+ * with its own GRU gb; gb version 2 on disk is picked up by the watch, a
+ * corrupt gb is refused (an alert naming arm b's file) and version 2 ranks
+ * on; the served predictions stay clickstream.model's. */
+static void test_watch_reloads_an_arms_gru(void **st)
+{
+    struct env *v = *st;
+    char log[128], out[128], shadow[128], alerts[128], gb[128], arms[300];
+    const char *xs[] = {"state.backend=memory",
+                        "worker.poll_ms=20",
+                        "model.watch_ms=100",
+                        "group.id=rt-click-armg",
+                        "experiment.id=gru",
+                        "experiment.mode=shadow",
+                        "experiment.variants=a:-:0.5,b:-:0.5",
+                        "experiment.shadow_topic=armg.shadow",
+                        "clickstream.model=" MODEL,
+                        arms,
+                        NULL};
+    int base = v->next;
+    pid_t w;
+    FILE *f;
+
+    snprintf(gb, sizeof(gb), "%s/gb.onnx", v->dir);
+    snprintf(arms, sizeof(arms), "clickstream.arms=b:model=%s", gb);
+    snprintf(log, sizeof(log), "%s/armg.log", v->dir);
+    snprintf(out, sizeof(out), "%s/armg-predictions.jsonl", v->dir);
+    snprintf(shadow, sizeof(shadow), "%s/armg-shadow.jsonl", v->dir);
+    snprintf(alerts, sizeof(alerts), "%s/armg-alerts.jsonl", v->dir);
+    write_model(MODEL, gb, '1');
+    w = start_worker(v, "armg", log, xs);
+    assert_true(w > 0);
+    produce(v, "armg.in", 4);
+    wait_or_fail(v, "armg.out", 4, w, log);
+    wait_or_fail(v, "armg.shadow", 4, w, log);
+
+    write_model(MODEL, gb, '2'); /* arm b's GRU alone changes */
+    test_sleep_ms(1500);
+    produce(v, "armg.in", 4);
+    wait_or_fail(v, "armg.out", 8, w, log);
+    wait_or_fail(v, "armg.shadow", 8, w, log);
+
+    assert_non_null(f = fopen(gb, "w")); /* not a model any more */
+    fputs("garbage\n", f);
+    assert_int_equal(fclose(f), 0);
+    test_sleep_ms(1500);
+    produce(v, "armg.in", 4);
+    wait_or_fail(v, "armg.out", 12, w, log);
+    wait_or_fail(v, "armg.shadow", 12, w, log);
+    stop_ok(w, log);
+
+    consume(v, "armg.out", out);
+    consume(v, "armg.shadow", shadow);
+    for (int i = base; i < v->next; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "\"event_id\":\"c%d\"", i);
+        assert_int_equal(count(out, id, "\"variant\":\"a\"", "\"model_version\":\"1\"", NULL), 1);
+        assert_int_equal(count(shadow, id, "\"variant\":\"b\"",
+                               i < base + 4 ? "\"model_version\":\"1\"" : "\"model_version\":\"2\"",
+                               NULL),
+                         1);
+    }
+    consume(v, "monitoring", alerts);
+    assert_int_equal(
+        count(alerts, "model_reload", "WARNING", "clickstream.arms: b: model=", gb, NULL), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sighup_reloads_the_model_or_refuses),
         cmocka_unit_test(test_watch_reloads_an_arms_ranker),
+        cmocka_unit_test(test_watch_reloads_an_arms_gru),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -236,7 +236,7 @@ static const struct key_def keys[] = {
     {"clickstream.experiment_unit", K_STR, 0, 0, "user",
      "experiment assignment by user (session id when anonymous) | session"},
     {"clickstream.arms", K_STR, 0, 0, "",
-     "name:epsilon=E:lambda_diversity=L,... ranking of each experiment arm (others: the defaults)"},
+     "name:epsilon=E:lambda_diversity=L:ranker=PATH:model=PATH,... ranking and GRU of each experiment arm (others: the defaults)"},
     {"clickstream.test_kill_after_outcomes", K_INT, 0, 1e15, "0",
      "tests only: SIGKILL itself after the outcome join of this many non-empty batches, before publishing (0 = off)"},
     /* champion/challenger (common/streams/abtest.h) */

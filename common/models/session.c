@@ -591,7 +591,7 @@ size_t sess_state_encode(const struct sess_state *s, unsigned char *buf, size_t 
         *p++ = (unsigned char)(magic >> (8 * i));
     *p++ = (unsigned char)(s->n_hist & 0xff);
     *p++ = (unsigned char)(s->n_hist >> 8);
-    *p++ = (unsigned char)(s->has_h != 0);
+    *p++ = (unsigned char)((s->has_h != 0) | (s->owner & 0x7f) << 1);
     *p++ = (unsigned char)s->n_cart;
     for (int i = 0; i < 4; i++)
         *p++ = (unsigned char)(hid >> (8 * i));
@@ -624,12 +624,12 @@ int sess_state_decode(struct sess_state *s, const unsigned char *buf, size_t len
         hid |= (uint32_t)buf[8 + i] << (8 * i);
     }
     n = buf[4] | buf[5] << 8;
-    has_h = buf[6];
+    has_h = buf[6] & 1;
     n_cart = buf[7];
     if (magic != STATE_MAGIC)
         return err_set(e, ERR_DECODE, "session state: not a clickstream state (magic %08x)",
                        (unsigned)magic);
-    if (n > SESS_MAX_HISTORY || has_h > 1)
+    if (n > SESS_MAX_HISTORY)
         return err_set(e, ERR_DECODE, "session state: %d history items, at most %d", n,
                        SESS_MAX_HISTORY);
     if (has_h && hid != (uint32_t)hidden)
@@ -648,6 +648,7 @@ int sess_state_decode(struct sess_state *s, const unsigned char *buf, size_t len
         s->hist[i] = (int64_t)get_u64(buf + HEADER_BYTES + 8 * (size_t)i);
     s->n_hist = n;
     s->has_h = has_h;
+    s->owner = buf[6] >> 1;
     if (has_h) {
         memcpy(s->h, buf + HEADER_BYTES + 8 * (size_t)n, 4 * (size_t)hidden);
         for (int j = 0; j < hidden; j++)

@@ -221,6 +221,7 @@ struct sess_state {
     int n_hist; /* items in hist, oldest first */
     int64_t hist[SESS_MAX_HISTORY];
     int has_h; /* 0: no known item yet (cold) */
+    int owner; /* which GRU h is of, 0..127: 0 clickstream.model, else an arm's own */
     int hidden;
     float h[SESS_MAX_HIDDEN];
     int64_t last_ms;         /* event time of the last click */
@@ -237,7 +238,9 @@ void sess_state_push(struct sess_state *s, int64_t item, int max_hist);
 void sess_state_cart(struct sess_state *s, int64_t item, int purchased);
 /* Compact little-endian encoding; returns the length, or 0 if cap is too
  * small. The cart's count is the header's byte 7 (0 in states written
- * before carts: they decode as before), its items follow the hidden state. */
+ * before carts: they decode as before), its items follow the hidden state.
+ * Byte 6 is has_h | owner << 1 (owner 0 in states written before arms had
+ * their own GRU: they decode as before). */
 size_t sess_state_encode(const struct sess_state *s, unsigned char *buf, size_t cap);
 /* ERR_DECODE naming the problem for a blob that is truncated, from another
  * format, or whose hidden size differs from `hidden` (a new model). */

@@ -17,6 +17,7 @@ struct cx {
     int by_session;
     double lambda[AB_MAX_VARIANTS], epsilon[AB_MAX_VARIANTS];
     char ranker[AB_MAX_VARIANTS][256]; /* ranker=PATH ("": clickstream.ranker, "-": none) */
+    char model[AB_MAX_VARIANTS][256];  /* model=PATH, the arm's own GRU ("": clickstream.model) */
     char shadow_topic[256];
     struct cout *co; /* NULL: outcomes off */
     struct state *st;
@@ -57,8 +58,9 @@ static int parse_arm(struct cx *x, const char *item, size_t len, struct err *e)
                            (int)(q - p), p);
         snprintf(key, sizeof(key), "%.*s", (int)(eq - p), p);
         snprintf(num, sizeof(num), "%.*s", (int)(q - eq - 1), eq + 1);
-        if (!strcmp(key, "ranker")) { /* another model: a path, checked when opened */
-            snprintf(x->ranker[a], sizeof(x->ranker[a]), "%s", num);
+        if (!strcmp(key, "ranker") || !strcmp(key, "model")) { /* paths, checked when opened */
+            char *dst = !strcmp(key, "ranker") ? x->ranker[a] : x->model[a];
+            snprintf(dst, sizeof(x->ranker[a]), "%s", num);
             p = q + (q < end);
             continue;
         }
@@ -74,7 +76,7 @@ static int parse_arm(struct cx *x, const char *item, size_t len, struct err *e)
         else
             return err_set(e, ERR_CONFIG,
                            "clickstream.arms: %s: unknown setting \"%s\" (epsilon, "
-                           "lambda_diversity, ranker)",
+                           "lambda_diversity, ranker, model)",
                            ab_variant_name(x->ab, a), key);
         p = q + (q < end);
     }
@@ -94,12 +96,9 @@ static int open_experiment(struct cx *x, const struct cfg *cf, struct err *e)
         return e->code;
     for (size_t a = 0; a < ab_num_variants(x->ab); a++) {
         const char *m = ab_variant_model(x->ab, a);
+        /* a variant's model is its arm's GRU (clickstream.arms model= says the same) */
         if (strcmp(m, "-") && strcmp(m, cfg_str(cf, "clickstream.model")))
-            return err_set(e, ERR_CONFIG,
-                           "experiment.variants: %s: model %s: the clickstream's arms share "
-                           "clickstream.model (write - or its path) and differ by "
-                           "clickstream.arms",
-                           ab_variant_name(x->ab, a), m);
+            snprintf(x->model[a], sizeof(x->model[a]), "%s", m);
         x->lambda[a] = cfg_double(cf, "clickstream.lambda_diversity");
         x->epsilon[a] = cfg_double(cf, "clickstream.epsilon");
     }
@@ -115,8 +114,9 @@ static int open_experiment(struct cx *x, const struct cfg *cf, struct err *e)
     log_info("experiment %s (%s, sticky per %s): %zu arms", ab_id(x->ab),
              ab_mode(x->ab) == AB_SHADOW ? "shadow" : "split", unit, ab_num_variants(x->ab));
     for (size_t a = 0; a < ab_num_variants(x->ab); a++)
-        log_info("  arm %s: share %.3f, lambda_diversity %.2f, epsilon %.3f, ranker %s",
-                 ab_variant_name(x->ab, a), ab_variant_share(x->ab, a), x->lambda[a],
+        log_info("  arm %s: share %.3f, GRU %s, lambda_diversity %.2f, epsilon %.3f, ranker %s",
+                 ab_variant_name(x->ab, a), ab_variant_share(x->ab, a),
+                 x->model[a][0] ? x->model[a] : cfg_str(cf, "clickstream.model"), x->lambda[a],
                  x->epsilon[a],
                  x->ranker[a][0] ? x->ranker[a]
                                  : *cfg_str(cf, "clickstream.ranker") ? cfg_str(cf, "clickstream.ranker")
@@ -195,13 +195,17 @@ void cx_close(struct cx *x)
 
 int cx_arms(const struct cx *x, struct cstep *cs, struct err *e)
 {
-    const char *rankers[AB_MAX_VARIANTS];
+    const char *rankers[AB_MAX_VARIANTS], *models[AB_MAX_VARIANTS], *names[AB_MAX_VARIANTS];
 
     if (!x->ab)
         return ERR_OK;
-    for (size_t a = 0; a < ab_num_variants(x->ab); a++)
+    for (size_t a = 0; a < ab_num_variants(x->ab); a++) {
         rankers[a] = x->ranker[a];
-    if (cstep_arms(cs, ab_num_variants(x->ab), x->lambda, x->epsilon, cx_shadow_from(x), e))
+        models[a] = x->model[a];
+        names[a] = ab_variant_name(x->ab, a);
+    }
+    if (cstep_arms(cs, ab_num_variants(x->ab), x->lambda, x->epsilon, cx_shadow_from(x), e) ||
+        cstep_arm_models(cs, ab_num_variants(x->ab), models, names, e))
         return e->code;
     return cstep_arm_rankers(cs, ab_num_variants(x->ab), rankers, e);
 }

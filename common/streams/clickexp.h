@@ -5,15 +5,16 @@
  * a click is assigned by clickstream.experiment_unit (user: its user id,
  * or its session id for an anonymous click; session: its session id),
  * sticky (the same SHA-256 assignment as the transactions worker). An arm
- * is a ranking variant of the same GRU model: clickstream.arms gives an
- * arm its own MMR weight, exploration rate and second-stage ranker model
- * (common/streams/ranker.h; "-": none)
+ * is a ranking variant: clickstream.arms gives an arm its own GRU (model=,
+ * or the variant's model in experiment.variants; the same items and
+ * hidden size as clickstream.model), MMR weight, exploration rate and
+ * second-stage ranker model (common/streams/ranker.h; "-": none)
  *
- *   clickstream.arms=explore:epsilon=0.2:lambda_diversity=0.3,calm:ranker=r2.onnx
+ *   clickstream.arms=explore:epsilon=0.2:lambda_diversity=0.3,calm:ranker=r2.onnx,b:model=g2.onnx
  *
- * (an arm not listed ranks with clickstream.lambda_diversity/epsilon/
- * ranker). A variant's model file must be "-" or clickstream.model: another
- * GRU per arm is refused (the arms share the session states). split: each click is
+ * (an arm not listed ranks with clickstream.model/lambda_diversity/epsilon/
+ * ranker). A session's one state is its serving arm's GRU's: see
+ * cstep_arm_models (clickstep.h) for re-assignment and shadow arms. split: each click is
  * ranked by its arm; shadow: the first arm serves every click and the
  * others rank it too, logged to experiment.shadow_topic. The prediction
  * carries experiment_id and variant (the serving arm).

@@ -1,5 +1,6 @@
 /* cout_: outcomes of published recommendations (common/streams/clickout.h). */
 #include "clickout.h"
+#include "pipeline.h"
 #include "redis_cluster.h"
 #include "redis_conn.h"
 
@@ -255,33 +256,6 @@ static void arg(struct cout *c, size_t *k, const char *s)
     (*k)++;
 }
 
-/* Partition slots of the clicks (as covis.c): stops before the click that
- * would make COUT_MAX_PARTITIONS + 1 partitions; *taken >= 1. */
-static void index_partitions(struct cout *c, size_t n, const struct cout_click *in, size_t *np,
-                             size_t *taken)
-{
-    size_t i;
-
-    *np = 0;
-    for (i = 0; i < n; i++) {
-        size_t j = 0;
-        c->pidx[i] = 0;
-        if (in[i].offset < 0)
-            continue;
-        while (j < *np && c->part[j] != in[i].partition)
-            j++;
-        if (j == *np) {
-            if (*np == COUT_MAX_PARTITIONS)
-                break;
-            c->part[j] = in[i].partition;
-            c->part_epoch[j] = in[i].epoch;
-            (*np)++;
-        }
-        c->pidx[i] = (int)j + 1;
-    }
-    *taken = i;
-}
-
 /* The items and propensities of rec as two comma-separated lists. */
 static void rec_csv(const struct click_prediction *p, char *items, char *props)
 {
@@ -407,8 +381,8 @@ static int chunk(struct cout *c, size_t n, const struct cout_click *in, struct c
     redisReply *r;
     int rc = ERR_OK;
 
-    index_partitions(c, n, in, &np, taken);
-    n = *taken;
+    n = *taken = pipe_index_partitions(in, n, PIPE_PART_REF(struct cout_click),
+                                       COUT_MAX_PARTITIONS, c->part, c->part_epoch, c->pidx, &np);
     build(c, n, in, np, &k);
     r = redisCommandArgv(rc_ctx(c->cur), (int)k, c->argv, c->argvlen);
     if (!r)

@@ -22,6 +22,7 @@ struct slot {
     int64_t offset;
     int fresh, sess, row; /* row of the hidden-state matrix, -1: cold */
     int arm;              /* the experiment arm that ranks it (cstep_arms) */
+    int mi;               /* the GRU of that arm (cstep_arm_models; 0: clickstream.model) */
     int has_h;            /* the session had a known item by this click */
     int n_hist;
     int64_t hist[SESS_MAX_HISTORY]; /* the session's items after this click */
@@ -64,13 +65,27 @@ struct cstep {
     int64_t ids;         /* ids ranked (the catalogue's room) */
     struct cstep_counts cnt;
     int64_t kill_after, stores; /* clickstream.test_kill_between_writes */
-    /* experiment arms (cstep_arms): a ranking context each, same model */
+    /* experiment arms (cstep_arms): a ranking context each, over its GRU */
     struct rec_opts ropts;
     uint64_t seed;
     struct rec_ctx *arm_rc[CSTEP_MAX_ARMS];
-    size_t n_arms, shadow_from; /* arms >= shadow_from rank every click beside it */
+    size_t n_arms, shadow_from;      /* arms >= shadow_from rank every click beside it */
     struct click_prediction *shadow; /* per click x (n_arms - shadow_from) */
     struct rk_set *rks;              /* second-stage rankers (clickstream.ranker, arms') */
+    struct rec_opts arm_o[CSTEP_MAX_ARMS];
+    /* the GRUs: models[0] clickstream.model, then the arms' own (cstep_arm_models).
+     * m, ann and annq are the model a pass of cstep_batch scores with (use_model),
+     * models[0]'s between passes */
+    struct sess_model *models[CSTEP_MAX_ARMS + 1];
+    struct ann *anns[CSTEP_MAX_ARMS + 1];
+    struct ann_query *annqs[CSTEP_MAX_ARMS + 1];
+    char *mpaths[CSTEP_MAX_ARMS + 1];
+    int owner[CSTEP_MAX_ARMS + 1]; /* the session state's owner tag of each (sess_state) */
+    size_t n_models;
+    int arm_model[CSTEP_MAX_ARMS]; /* arm a's GRU: models[arm_model[a]] */
+    int pass_model, pass_arm;      /* the pass: its GRU; pass_arm >= 0: that shadow arm alone */
+    struct ann_opts ao;            /* clickstream.search=ivf: every GRU gets its index */
+    int ivf;
 };
 
 int cstep_advance(const struct sess_model *m, int64_t item, float *h, int *has_h, float *scratch)
@@ -121,6 +136,15 @@ int cstep_cov_open(const struct cfg *cf, const struct state_redis_opts *ro, stru
 }
 
 /* ---- set-up ---- */
+
+/* e's message after a prefix naming where it comes from. */
+static void err_prefix(struct err *e, const char *prefix)
+{
+    char why[sizeof(e->msg)];
+
+    snprintf(why, sizeof(why), "%s", e->msg);
+    err_set(e, e->code, "%s%s", prefix, why);
+}
 
 static int open_model(struct cstep *c, const struct cfg *cf, struct err *e)
 {
@@ -222,6 +246,14 @@ int cstep_open(struct cstep **out, const struct cfg *cf, size_t cap, struct stat
     c->kill_after = cfg_int(cf, "clickstream.test_kill_between_writes");
     if (open_model(c, cf, e) || cstep_search_open(cf, NULL, c->m, c->ktop, &c->ann, &c->annq, e))
         goto fail;
+    c->models[0] = c->m;
+    c->anns[0] = c->ann;
+    c->annqs[0] = c->annq;
+    c->n_models = 1;
+    c->pass_arm = -1;
+    c->ivf = c->ann != NULL;
+    c->ao = (struct ann_opts){.lists = (int)cfg_int(cf, "clickstream.ivf_lists"),
+                              .probe = (int)cfg_int(cf, "clickstream.ivf_probe")};
     /* a session's state must fit one blob: header, history, hidden state */
     if (36 + 8 * (size_t)c->history + 4 * (size_t)sess_model_hidden(c->m) + 8 * SESS_MAX_CART >
         STATE_BLOB_MAX) {
@@ -252,6 +284,17 @@ void cstep_close(struct cstep *c)
     for (size_t a = 0; a < c->n_arms; a++)
         rec_ctx_close(c->arm_rc[a]);
     free(c->shadow);
+    for (size_t g = 1; g < c->n_models; g++) { /* the arms' own GRUs */
+        ann_query_close(c->annqs[g]);
+        ann_close(c->anns[g]);
+        sess_model_close(c->models[g]);
+        free(c->mpaths[g]);
+    }
+    if (c->n_models) { /* models[0] is m between passes; never closed twice */
+        c->m = c->models[0];
+        c->ann = c->anns[0];
+        c->annq = c->annqs[0];
+    }
     rk_set_close(c->rks);
     src_close(c->src);
     rec_ctx_close(c->rc);
@@ -262,7 +305,33 @@ void cstep_close(struct cstep *c)
     free(c);
 }
 
+static void use_model(struct cstep *c, size_t g)
+{
+    c->m = c->models[g];
+    c->ann = c->anns[g];
+    c->annq = c->annqs[g];
+    c->pass_model = (int)g;
+}
+
+static int smoke_one(struct cstep *c, struct err *e);
+
 int cstep_smoke(struct cstep *c, struct err *e)
+{
+    int rc = ERR_OK;
+
+    for (size_t g = 0; g < c->n_models && rc == ERR_OK; g++) {
+        use_model(c, g);
+        if ((rc = smoke_one(c, e)) && g) { /* an arm's own GRU: name its file */
+            char pre[300];
+            snprintf(pre, sizeof(pre), "clickstream.arms: model=%s: ", c->mpaths[g]);
+            err_prefix(e, pre);
+        }
+    }
+    use_model(c, 0);
+    return rc;
+}
+
+static int smoke_one(struct cstep *c, struct err *e)
 {
     size_t np, hid = (size_t)sess_model_hidden(c->m);
     const int64_t *pop = sess_model_popular(c->m, &np);
@@ -359,7 +428,21 @@ static int read_states(struct cstep *c)
     return degraded;
 }
 
-/* A click newer than the session's stored state advances it by one step. */
+/* The session's state h recomputed by the GRU models[g] over its stored
+ * items from a zero state (its last clickstream.history ones: older clicks
+ * are not kept); has_h: one of them known. */
+static void replay_hist(struct cstep *c, size_t g, const int64_t *hist, int n, float *h,
+                        int *has_h)
+{
+    memset(h, 0, (size_t)sess_model_hidden(c->models[g]) * sizeof(float));
+    *has_h = 0;
+    for (int j = 0; j < n; j++)
+        cstep_advance(c->models[g], hist[j], h, has_h, c->scratch);
+}
+
+/* A click newer than the session's stored state advances it by one step.
+ * A state whose h is another GRU's (the session's arm changed: new shares,
+ * a user signing in) is first recomputed by this arm's GRU. */
 static void advance(struct cstep *c, size_t i)
 {
     struct slot *s = &c->sl[i];
@@ -368,6 +451,13 @@ static void advance(struct cstep *c, size_t i)
     struct click_prediction *p = &c->preds[i];
     int64_t prev = st->n_hist ? st->hist[st->n_hist - 1] : -1, item = s->ev->item_id;
 
+    if (st->owner != c->owner[s->mi]) {
+        if (st->has_h || st->n_hist)
+            c->cnt.reassigned++;
+        replay_hist(c, (size_t)s->mi, st->hist, st->n_hist, st->h, &st->has_h);
+        st->owner = c->owner[s->mi];
+    }
+
     s->fresh = !(b->partition == s->partition && s->offset <= b->offset);
     p->unknown_item = item < 0 || item >= sess_model_items(c->m);
     if (!s->fresh) {
@@ -375,7 +465,7 @@ static void advance(struct cstep *c, size_t i)
     } else {
         st->clicks++;
         st->last_ms = s->ev->event_time_ms;
-        if (cstep_advance(c->m, item, st->h, &st->has_h, c->scratch))
+        if (cstep_advance(c->models[s->mi], item, st->h, &st->has_h, c->scratch))
             sess_state_push(st, item, c->history);
         else
             st->unknown++;
@@ -506,10 +596,11 @@ static void rank_arm(struct cstep *c, size_t i, size_t a, int warm, const struct
 static void label_model(const struct cstep *c, struct click_prediction *p, int arm)
 {
     const struct rk *rk = rk_set_get(c->rks, arm);
+    const struct sess_model *m = c->models[c->arm_model[arm < 0 ? 0 : arm]];
 
     if (rk)
         snprintf(p->model_version, sizeof(p->model_version), "%.12s+%.12s.%.4s",
-                 sess_model_version(c->m), rk_name(rk), rk_version(rk));
+                 sess_model_version(m), rk_name(rk), rk_version(rk));
 }
 
 /* top: the session's best items (NULL: cold start), h its hidden state. */
@@ -547,12 +638,17 @@ static void rank(struct cstep *c, size_t i, const struct sess_top *top, const fl
             in.n_boosted = src_boosted(c->src, c->cat, now, &in.boosted);
         }
     }
+    if (c->pass_arm >= 0) { /* a shadow arm with its own GRU: its pass ranks it alone */
+        rank_arm(c, i, (size_t)c->pass_arm, top != NULL, &in, now);
+        return;
+    }
     rank_arm(c, i, (size_t)s->arm, top != NULL, &in, now);
     if (top)
         label_model(c, p, c->n_arms ? s->arm : -1);
-    /* shadow arms: the same candidates ranked by each, logged, never shown */
+    /* shadow arms of this GRU: the same candidates ranked by each, logged, never shown */
     for (size_t a = c->shadow_from; a < c->n_arms; a++)
-        rank_arm(c, i, a, top != NULL, &in, now);
+        if (c->arm_model[a] == c->pass_model)
+            rank_arm(c, i, a, top != NULL, &in, now);
 }
 
 /* Ranks the clicks [from, to) whose rows are in the current micro-batch. */
@@ -576,24 +672,37 @@ static void rank_rows(struct cstep *c, size_t from, size_t to, size_t rows)
     rk_set_flush(c->rks, ranked, c); /* before c->top and c->h move on */
 }
 
-/* Sessions with a hidden state are scored score_batch at a time (blocked
- * sgemm + top-k over the catalog); cold ones rank popular items. */
-static void rank_all(struct cstep *c)
+/* One pass: the clicks served by the GRU c->m (pass_arm < 0), or ranked
+ * by shadow arm pass_arm whose GRU is not their serving one (its state
+ * recomputed from the session's items: shadow states are never stored,
+ * so nothing of them reaches the serving arm's). Sessions with a hidden
+ * state are scored score_batch at a time (blocked sgemm + top-k over the
+ * catalog); cold ones rank popular items. */
+static void rank_pass(struct cstep *c)
 {
     size_t hid = (size_t)sess_model_hidden(c->m);
     size_t rows = 0, i, start = 0;
 
     for (i = 0; i < c->n; i++) {
         struct slot *s = &c->sl[i];
-        if (!s->ev)
+        float *h = c->h + (rows % c->score_batch) * hid;
+        int warm;
+        s->row = -1;
+        if (!s->ev || (c->arm_model[s->arm] == c->pass_model) != (c->pass_arm < 0))
             continue;
-        c->preds[i].cold_start = !s->has_h;
-        if (c->preds[i].cold_start) {
-            c->cnt.cold++;
+        if (c->pass_arm < 0) {
+            warm = s->has_h;
+            c->preds[i].cold_start = !warm;
+            c->cnt.cold += !warm;
+            if (warm)
+                memcpy(h, c->h_ev + i * hid, hid * sizeof(float));
+        } else {
+            replay_hist(c, (size_t)c->pass_model, s->hist, s->n_hist, h, &warm);
+        }
+        if (!warm) {
             rank(c, i, NULL, NULL);
             continue;
         }
-        memcpy(c->h + (rows % c->score_batch) * hid, c->h_ev + i * hid, hid * sizeof(float));
         s->row = (int)rows++;
         if (rows % c->score_batch == 0) {
             rank_rows(c, start, i + 1, rows);
@@ -603,6 +712,24 @@ static void rank_all(struct cstep *c)
     if (rows % c->score_batch)
         rank_rows(c, start, c->n, rows);
     c->cnt.rows += rows;
+}
+
+/* A pass per GRU over the clicks it serves, then one per shadow arm whose
+ * GRU differs from a click's serving one; one pass without arms' GRUs. */
+static void rank_all(struct cstep *c)
+{
+    c->pass_arm = -1;
+    for (size_t g = 0; g < c->n_models; g++) {
+        use_model(c, g);
+        rank_pass(c);
+    }
+    for (size_t a = c->shadow_from; a < c->n_arms && c->n_models > 1; a++) {
+        use_model(c, (size_t)c->arm_model[a]);
+        c->pass_arm = (int)a;
+        rank_pass(c);
+    }
+    c->pass_arm = -1;
+    use_model(c, 0);
 }
 
 static void init_prediction(struct cstep *c, size_t i, const struct cstep_click *in)
@@ -615,8 +742,10 @@ static void init_prediction(struct cstep *c, size_t i, const struct cstep_click 
     memcpy(p->event_id, ev->event_id, sizeof(p->event_id));
     p->event_time_ms = ev->event_time_ms;
     p->degraded = c->degraded;
-    snprintf(p->model_name, sizeof(p->model_name), "%s", sess_model_name(c->m));
-    snprintf(p->model_version, sizeof(p->model_version), "%s", sess_model_version(c->m));
+    const struct sess_model *m = c->models[c->sl[i].mi];
+
+    snprintf(p->model_name, sizeof(p->model_name), "%s", sess_model_name(m));
+    snprintf(p->model_version, sizeof(p->model_version), "%s", sess_model_version(m));
     snprintf(p->src_topic, sizeof(p->src_topic), "%s", in->topic);
     p->src_partition = in->partition;
     p->src_offset = in->offset;
@@ -634,6 +763,7 @@ int cstep_batch(struct cstep *c, size_t n, const struct cstep_click *in,
         s->partition = in[i].partition;
         s->offset = in[i].offset;
         s->arm = c->n_arms && (size_t)in[i].arm < c->n_arms ? in[i].arm : 0;
+        s->mi = c->arm_model[s->arm];
         s->row = -1;
         if (s->ev)
             s->sess = pipe_entset_add(&c->sessions, s->ev->session_id);
@@ -653,10 +783,12 @@ int cstep_batch(struct cstep *c, size_t n, const struct cstep_click *in,
             int n_items = q->n_items;
             struct click_shown items[CLICK_SHOWN_MAX];
             memcpy(items, q->items, sizeof(items));
-            *q = c->preds[i]; /* ids, flags, model; its own items */
+            const struct sess_model *m = c->models[c->arm_model[a + c->shadow_from]];
+            *q = c->preds[i]; /* ids, flags; its own items and model */
             q->n_items = n_items;
             memcpy(q->items, items, sizeof(items));
-            snprintf(q->model_version, sizeof(q->model_version), "%s", sess_model_version(c->m));
+            snprintf(q->model_name, sizeof(q->model_name), "%s", sess_model_name(m));
+            snprintf(q->model_version, sizeof(q->model_version), "%s", sess_model_version(m));
             if (!q->cold_start)
                 label_model(c, q, (int)(a + c->shadow_from));
         }
@@ -672,6 +804,7 @@ int cstep_arms(struct cstep *c, size_t n, const double *lambda_diversity, const 
         struct rec_opts o = c->ropts;
         o.lambda_diversity = lambda_diversity[a];
         o.epsilon = epsilon[a];
+        c->arm_o[a] = o;
         /* each arm its own draws, reproducible from clickstream.seed */
         if (rec_ctx_open(&c->arm_rc[a], c->m, &o, c->seed + 0x9e3779b97f4a7c15ULL * (a + 1), e))
             return e->code;
@@ -683,10 +816,85 @@ int cstep_arms(struct cstep *c, size_t n, const double *lambda_diversity, const 
     return ERR_OK;
 }
 
+/* The state's owner tag of an arm's own GRU: 1..127 from the arm's name
+ * (FNV-1a), so that it survives restarts, reloads and other arms' changes. */
+static int owner_tag(const char *name)
+{
+    uint32_t h = 2166136261u;
+
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return 1 + (int)(h % 127);
+}
+
+/* Opens arm a's GRU (path) as models[c->n_models]: the same catalogue and
+ * hidden size as clickstream.model, or ERR_CONFIG naming the arm and file. */
+static int open_arm_model(struct cstep *c, const char *name, const char *path, struct err *e)
+{
+    size_t g = c->n_models;
+    const struct sess_model *m0 = c->models[0];
+    struct sess_model *m;
+
+    if (sess_model_open(&m, path, e)) {
+        char pre[400];
+        snprintf(pre, sizeof(pre), "clickstream.arms: %s: model=%s: ", name, path);
+        err_prefix(e, pre);
+        return e->code;
+    }
+    c->models[g] = m;
+    c->n_models++;
+    if (!(c->mpaths[g] = strdup(path)))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    if (sess_model_items(m) != sess_model_items(m0) ||
+        sess_model_hidden(m) != sess_model_hidden(m0))
+        return err_set(e, ERR_CONFIG,
+                       "clickstream.arms: %s: model=%s: %lld items, hidden size %d; "
+                       "clickstream.model has %lld items, hidden size %d (an arm's GRU shares "
+                       "the catalogue's item ids and the session state's size)",
+                       name, path, (long long)sess_model_items(m), sess_model_hidden(m),
+                       (long long)sess_model_items(m0), sess_model_hidden(m0));
+    c->owner[g] = owner_tag(name);
+    for (size_t k = 1; k < g; k++)
+        if (c->owner[k] == c->owner[g])
+            return err_set(e, ERR_CONFIG,
+                           "clickstream.arms: %s: its state tag collides with another arm's "
+                           "GRU (rename the arm)",
+                           name);
+    if (c->ivf && (ann_open(&c->anns[g], m, &c->ao, e) ||
+                   ann_query_open(&c->annqs[g], c->anns[g], c->ktop, e)))
+        return e->code;
+    return ERR_OK;
+}
+
+int cstep_arm_models(struct cstep *c, size_t n, const char *const *paths,
+                     const char *const *names, struct err *e)
+{
+    for (size_t a = 0; a < n && a < c->n_arms; a++) {
+        const char *path = paths[a];
+        size_t g = 1;
+        c->arm_model[a] = 0;
+        if (!path || !*path || !strcmp(path, "-") || !strcmp(path, c->path))
+            continue;
+        while (g < c->n_models && strcmp(c->mpaths[g], path))
+            g++;
+        if (g == c->n_models && open_arm_model(c, names[a], path, e))
+            return e->code;
+        c->arm_model[a] = (int)g;
+        rec_ctx_close(c->arm_rc[a]); /* its ranking over its own GRU, the same draws */
+        c->arm_rc[a] = NULL;
+        if (rec_ctx_open(&c->arm_rc[a], c->models[g], &c->arm_o[a],
+                         c->seed + 0x9e3779b97f4a7c15ULL * (a + 1), e))
+            return e->code;
+        log_info("arm %s: its own GRU %s (%s %s)", names[a], path,
+                 sess_model_name(c->models[g]), sess_model_version(c->models[g]));
+    }
+    return ERR_OK;
+}
+
 int cstep_arm_rankers(struct cstep *c, size_t n, const char *const *paths, struct err *e)
 {
     for (size_t a = 0; a < n && a < c->n_arms; a++)
-        if (rk_set_arm(c->rks, a, paths[a], e))
+        if (rk_set_arm(c->rks, a, paths[a], c->models[c->arm_model[a]], e))
             return e->code;
     return ERR_OK;
 }
@@ -698,10 +906,14 @@ struct rk *cstep_ranker(const struct cstep *c, int a)
 
 size_t cstep_files(const struct cstep *c, const char **paths, size_t cap)
 {
+    size_t n = 0;
+
     if (!cap)
         return 0;
-    paths[0] = c->path;
-    return 1 + rk_set_files(c->rks, paths + 1, cap - 1);
+    paths[n++] = c->path;
+    for (size_t g = 1; g < c->n_models && n < cap; g++) /* the arms' own GRUs */
+        paths[n++] = c->mpaths[g];
+    return n + rk_set_files(c->rks, paths + n, cap - n);
 }
 
 const struct click_prediction *cstep_shadow(const struct cstep *c, size_t i, size_t k)
@@ -789,15 +1001,16 @@ void cstep_log_summary(const struct cstep *c, double secs, uint64_t messages,
 
     log_info("summary: %llu messages in %.1f s: %llu predictions (%llu cold start, %llu unknown "
              "item, %llu redelivered, %llu degraded); %llu items shown, %llu explored; %llu "
-             "sessions scored in %llu %s batches; %llu stored states ignored, %llu state write "
-             "failures, %llu co-visitation errors",
+             "sessions scored in %llu %s batches; %llu stored states ignored, %llu recomputed for "
+             "another arm's GRU, %llu state write failures, %llu co-visitation errors",
              (unsigned long long)messages, secs, (unsigned long long)predictions,
              (unsigned long long)k->cold, (unsigned long long)k->unknown,
              (unsigned long long)k->redelivered, (unsigned long long)degraded,
              (unsigned long long)k->shown, (unsigned long long)k->explored,
              (unsigned long long)k->rows, (unsigned long long)k->batches,
              cstep_ivf(c) ? "IVF" : "sgemm", (unsigned long long)k->bad_state,
-             (unsigned long long)k->state_errors, (unsigned long long)k->cov_errors);
+             (unsigned long long)k->reassigned, (unsigned long long)k->state_errors,
+             (unsigned long long)k->cov_errors);
     log_info("counts: %llu redelivered click(s) skipped (already counted), %llu fenced; new "
              "items: %llu impressions, %llu clicks",
              (unsigned long long)k->cov_redelivered, (unsigned long long)k->cov_fenced,

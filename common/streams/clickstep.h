@@ -66,6 +66,7 @@ struct cstep_counts {
     uint64_t cov_redelivered, cov_fenced; /* clicks the counts skipped or refused */
     uint64_t by_source[REC_NSOURCES];     /* items shown, per (first) source */
     uint64_t new_shown, new_clicks;       /* impressions and clicks of new items */
+    uint64_t reassigned; /* stored states recomputed by another arm's GRU (the arm changed) */
 };
 
 /* The model (clickstream.model), ranking (clickstream.k, candidates,
@@ -117,14 +118,28 @@ struct cstep_click {
 #define CSTEP_MAX_ARMS 8
 int cstep_arms(struct cstep *c, size_t n, const double *lambda_diversity, const double *epsilon,
                size_t shadow_from, struct err *e);
+/* Arm a's own GRU (paths[a]; NULL, "", "-" or clickstream.model's path:
+ * clickstream.model), after cstep_arms and before cstep_arm_rankers. It
+ * must have clickstream.model's items and hidden size, else ERR_CONFIG
+ * naming the arm (names[a]) and the file. A session is served by one arm
+ * (sticky), so its one stored state is its arm's GRU's, tagged by the arm
+ * (sess_state.owner): a state tagged by another GRU (the arm split or a
+ * user id changed) is recomputed by the new arm's GRU from the session's
+ * stored items (the last clickstream.history; counted as reassigned). A
+ * shadow arm with its own GRU ranks each click from a state recomputed the
+ * same way, never stored. Arms sharing a file share the model; with IVF
+ * each GRU gets its own index. cstep_smoke checks every GRU. */
+int cstep_arm_models(struct cstep *c, size_t n, const char *const *paths,
+                     const char *const *names, struct err *e);
 /* Arm a's second-stage ranker (common/streams/ranker.h): paths[a] NULL or
- * "" keeps clickstream.ranker, "-" none. After cstep_arms; ERR_CONFIG
- * naming the file that does not fit. */
+ * "" keeps clickstream.ranker, "-" none; its features from the arm's GRU.
+ * After cstep_arm_models; ERR_CONFIG naming the file that does not fit. */
 int cstep_arm_rankers(struct cstep *c, size_t n, const char *const *paths, struct err *e);
 /* Arm a's ranker (a < 0: without arms), NULL none; for tests and tools. */
 struct rk;
 struct rk *cstep_ranker(const struct cstep *c, int a);
-/* The model files a reload watches: the GRU's, then the rankers'. */
+/* The model files a reload watches: the GRU's, the arms' own GRUs', then
+ * the rankers'. */
 size_t cstep_files(const struct cstep *c, const char **paths, size_t cap);
 /* Shadow arm a's ranking of click i of the last batch (ids and flags as
  * the served one); NULL when a is not a shadow arm or i not a click. */

@@ -1,4 +1,5 @@
 #include "covis.h"
+#include "pipeline.h"
 #include "evtime.h"
 #include "redis_cluster.h"
 #include "redis_conn.h"
@@ -222,35 +223,6 @@ static int reply_error(struct cov *c, redisReply *r, const char *what, struct er
     return code;
 }
 
-/* Maps clicks to their partition's slot (pidx, 1-based; 0 for a click
- * without an offset), the first click of a partition giving its epoch;
- * stops before the click that would make COV_MAX_PARTITIONS + 1 partitions.
- * *taken: the clicks mapped (>= 1). */
-static void index_partitions(struct cov *c, size_t n, const struct cov_click *clicks, size_t *np,
-                             size_t *taken)
-{
-    size_t i;
-
-    *np = 0;
-    for (i = 0; i < n; i++) {
-        size_t j = 0;
-        c->pidx[i] = 0;
-        if (clicks[i].offset < 0)
-            continue;
-        while (j < *np && c->part[j] != clicks[i].partition)
-            j++;
-        if (j == *np) {
-            if (*np == COV_MAX_PARTITIONS)
-                break;
-            c->part[j] = clicks[i].partition;
-            c->part_epoch[j] = clicks[i].epoch;
-            (*np)++;
-        }
-        c->pidx[i] = (int)j + 1;
-    }
-    *taken = i;
-}
-
 static void build_keys(struct cov *c, size_t n, const struct cov_click *clicks, size_t np,
                        size_t *k)
 {
@@ -322,8 +294,8 @@ static int update_chunk(struct cov *c, size_t n, const struct cov_click *clicks,
     size_t k = 0, np = 0;
     redisReply *r;
 
-    index_partitions(c, n, clicks, &np, taken);
-    n = *taken;
+    n = *taken = pipe_index_partitions(clicks, n, PIPE_PART_REF(struct cov_click),
+                                       COV_MAX_PARTITIONS, c->part, c->part_epoch, c->pidx, &np);
     arg(c, &k, "EVAL");
     arg(c, &k, update_script);
     snprintf(c->nums[0], 32, "%zu", 2 + 2 * np + 2 * n);

@@ -135,6 +135,39 @@ int pipe_entset_add(struct entset *s, const char *id)
     return (int)s->n++;
 }
 
+/* ---- partitions of a batch ---- */
+
+size_t pipe_index_partitions(const void *recs, size_t n, struct pipe_part_ref ref, size_t max,
+                             int32_t *part, int64_t *part_epoch, int *pidx, size_t *np)
+{
+    size_t i;
+
+    *np = 0;
+    for (i = 0; i < n; i++) {
+        const char *r = (const char *)recs + i * ref.stride;
+        int32_t partition;
+        int64_t offset, epoch;
+        size_t j = 0;
+        memcpy(&partition, r + ref.partition, sizeof(partition));
+        memcpy(&offset, r + ref.offset, sizeof(offset));
+        memcpy(&epoch, r + ref.epoch, sizeof(epoch));
+        pidx[i] = 0;
+        if (offset < 0)
+            continue;
+        while (j < *np && part[j] != partition)
+            j++;
+        if (j == *np) {
+            if (*np == max)
+                break;
+            part[j] = partition;
+            part_epoch[j] = epoch;
+            (*np)++;
+        }
+        pidx[i] = (int)j + 1;
+    }
+    return i;
+}
+
 /* ---- codec and Schema Registry ---- */
 
 struct codec *pipe_codec_open(const struct cfg *cf, struct reg **reg,

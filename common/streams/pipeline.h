@@ -66,4 +66,21 @@ void pipe_entset_clear(struct entset *s);
 /* Index of id in the set, adding it if new; -1 when full. */
 int pipe_entset_add(struct entset *s, const char *id);
 
+/* The partitions of a batch of records for a script that is idempotent per
+ * (partition, offset) and fenced per partition (covis.c's counts,
+ * clickout.c's outcome join). Record i of recs (ref: where its int32_t
+ * partition, int64_t offset and int64_t epoch lie) gets pidx[i], 1 + its
+ * partition's slot in part[] (0: offset < 0, not deduplicated); a
+ * partition's first record gives its epoch (part_epoch[]). Stops before
+ * the record that would make max + 1 partitions; *np: the partitions.
+ * Returns the records mapped (>= 1 when n >= 1 and max >= 1). */
+struct pipe_part_ref {
+    size_t stride, partition, offset, epoch;
+};
+#define PIPE_PART_REF(T)                                                                       \
+    ((struct pipe_part_ref){sizeof(T), offsetof(T, partition), offsetof(T, offset),            \
+                            offsetof(T, epoch)})
+size_t pipe_index_partitions(const void *recs, size_t n, struct pipe_part_ref ref, size_t max,
+                             int32_t *part, int64_t *part_epoch, int *pidx, size_t *np);
+
 #endif

@@ -338,6 +338,7 @@ size_t rk_last_pool(const struct rk *r, size_t i, const struct rec_cand **pool)
 
 struct rk_set {
     const struct sess_model *m;
+    char *def_path; /* clickstream.ranker ("": none), for an arm with its own GRU */
     struct rk_opts o;
     struct rk *all[RK_MAX_ARMS + 1]; /* distinct files */
     size_t n;
@@ -345,16 +346,18 @@ struct rk_set {
     int armed[RK_MAX_ARMS]; /* 1: arm[a] was set */
 };
 
-static int set_find(struct rk_set *s, const char *path, struct rk **out, struct err *e)
+/* The ranker of file path over GRU m: one already open, or opened. */
+static int set_find(struct rk_set *s, const char *path, const struct sess_model *m,
+                    struct rk **out, struct err *e)
 {
     for (size_t i = 0; i < s->n; i++)
-        if (!strcmp(rk_path(s->all[i]), path)) {
+        if (!strcmp(rk_path(s->all[i]), path) && s->all[i]->m == m) {
             *out = s->all[i];
             return ERR_OK;
         }
     if (s->n == RK_MAX_ARMS + 1)
         return err_set(e, ERR_CONFIG, "more than %d ranker models", RK_MAX_ARMS + 1);
-    if (rk_open(out, path, s->m, &s->o, e))
+    if (rk_open(out, path, m, &s->o, e))
         return e->code;
     s->all[s->n++] = *out;
     return ERR_OK;
@@ -372,7 +375,11 @@ int rk_set_open(struct rk_set **out, const struct cfg *cf, const struct sess_mod
     s->m = m;
     s->o = (struct rk_opts){(int)cfg_int(cf, "clickstream.ranker_candidates"),
                             (int)cfg_int(cf, "clickstream.ranker_batch")};
-    if (*path && strcmp(path, "-") && set_find(s, path, &s->def, e)) {
+    if (!(s->def_path = strdup(strcmp(path, "-") ? path : ""))) {
+        free(s);
+        return err_set(e, ERR_NOMEM, "out of memory");
+    }
+    if (*path && strcmp(path, "-") && set_find(s, path, m, &s->def, e)) {
         rk_set_close(s);
         return e->code;
     }
@@ -386,20 +393,24 @@ void rk_set_close(struct rk_set *s)
         return;
     for (size_t i = 0; i < s->n; i++)
         rk_close(s->all[i]);
+    free(s->def_path);
     free(s);
 }
 
-int rk_set_arm(struct rk_set *s, size_t a, const char *path, struct err *e)
+int rk_set_arm(struct rk_set *s, size_t a, const char *path, const struct sess_model *m,
+               struct err *e)
 {
     if (a >= RK_MAX_ARMS)
         return err_set(e, ERR_CONFIG, "arm %zu: at most %d arms", a, RK_MAX_ARMS);
     s->armed[a] = 1;
     s->arm[a] = NULL;
-    if (!path || !*path) {
+    m = m ? m : s->m;
+    if ((!path || !*path) && m == s->m) {
         s->arm[a] = s->def;
         return ERR_OK;
     }
-    return strcmp(path, "-") ? set_find(s, path, &s->arm[a], e) : ERR_OK;
+    path = path && *path ? path : s->def_path; /* another GRU: the default's file over it */
+    return *path && strcmp(path, "-") ? set_find(s, path, m, &s->arm[a], e) : ERR_OK;
 }
 
 struct rk *rk_set_get(const struct rk_set *s, int a)

@@ -115,8 +115,11 @@ int rk_set_open(struct rk_set **out, const struct cfg *cf, const struct sess_mod
                 struct err *e);
 void rk_set_close(struct rk_set *s); /* NULL-safe */
 /* Arm a's ranker: path NULL or "" keeps clickstream.ranker, "-" none; a
- * file already open (the default's, another arm's) is shared. */
-int rk_set_arm(struct rk_set *s, size_t a, const char *path, struct err *e);
+ * file already open (the default's, another arm's) over the same GRU is
+ * shared. m: the arm's GRU (its embeddings are features; NULL: the set's);
+ * another GRU gets its own copy of the file, checked against it. */
+int rk_set_arm(struct rk_set *s, size_t a, const char *path, const struct sess_model *m,
+               struct err *e);
 /* The ranker of arm a (a < 0: without arms); NULL: none. */
 struct rk *rk_set_get(const struct rk_set *s, int a);
 /* rk_flush of every ranker. */

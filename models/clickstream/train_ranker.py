@@ -34,6 +34,14 @@ the ranker's, over the held-out sessions), and the test fixtures:
 tests/fixtures/ranker_pairs.txt (pairs with their torch scores),
 ranker_price.onnx (score = the log-price feature: a second arm's model)
 and ranker_bad.onnx (x one feature short: refused at load).
+
+Another GRU (--model, --catalog, --heldout, --categories; --fixtures ""
+writes none): `make models-clickstream-bench-ranker` trains the ranker of
+the 100,000-item bench model (random init). Its top --pool items almost
+never hold the next click, so --sampled pools are the next item and
+--pool - 1 items drawn from the training clicks (popularity-weighted,
+seeded), in the GRU's order: the label's place and relevance tell nothing,
+the catalogue and embedding features do.
 """
 import argparse
 import json
@@ -116,8 +124,32 @@ def features(gru, cat, item, last, rel, mask):
     return x
 
 
-def examples(gru, cat, sess, pool, keep_misses=False):
-    """Per click with a next item: (h, X [pool, F], label index or -1, items)."""
+def top_of(scores, pool):
+    """The pool's best items, best first (ties by id, as a stable sort)."""
+    if len(scores) <= 20000:
+        return np.argsort(-scores, kind="stable")[:pool]
+    part = np.argpartition(-scores, pool)[:pool]    # 100,000 items: no full sort per click
+    return part[np.lexsort((part, -scores[part]))]
+
+
+def sampled_pool(rng, drawn, scores, target, pool):
+    """target and pool - 1 items of drawn (not excluded), in the GRU's order."""
+    out, seen = [target], {target}
+    while len(out) < pool:
+        for it in rng.choice(drawn, 2 * pool):
+            it = int(it)
+            if it not in seen and np.isfinite(scores[it]):
+                seen.add(it)
+                out.append(it)
+                if len(out) == pool:
+                    break
+    out = np.array(out)
+    return out[np.lexsort((out, -scores[out]))]
+
+
+def examples(gru, cat, sess, pool, keep_misses=False, sample=None):
+    """Per click with a next item: (h, X [pool, F], label index or -1, items).
+    sample (rng, drawn items): pools drawn around the next item (--sampled)."""
     _, _, _, _, out_w, out_b, popular = gru
     pop = set(popular[:200])
     H = gru[2].shape[1]
@@ -127,8 +159,11 @@ def examples(gru, cat, sess, pool, keep_misses=False):
             h = gru_step(gru, s[p], h)
             scores = out_w @ h + out_b
             scores[list(set(s[:p + 1]))] = -np.inf     # the session's items are excluded
-            top = np.argsort(-scores, kind="stable")[:pool]
             target = s[p + 1]
+            if sample is not None and np.isfinite(scores[target]):
+                top = sampled_pool(sample[0], sample[1], scores, target, pool)
+            else:
+                top = top_of(scores, pool)
             where = np.flatnonzero(top == target)
             if not len(where) and not keep_misses:
                 continue
@@ -181,20 +216,29 @@ def main():
     ap.add_argument("--pool", type=int, default=100)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--model", default=os.path.join(here, "gru4rec.onnx"))
+    ap.add_argument("--catalog", default=os.path.join(here, "catalog.jsonl"))
+    ap.add_argument("--heldout", default=os.path.join(here, "sessions_heldout.jsonl"))
+    ap.add_argument("--categories", type=int, default=50, help="of train.py's world")
+    ap.add_argument("--sampled", action="store_true",
+                    help="pools drawn around the next item (a GRU whose top misses it)")
+    ap.add_argument("--name", default="ranker")
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
     t0 = time.time()
-    gru = load_gru(os.path.join(here, "gru4rec.onnx"))
-    cat = load_catalog(os.path.join(here, "catalog.jsonl"))
+    gru = load_gru(a.model)
+    cat = load_catalog(a.catalog)
     H, E = gru[2].shape[1], gru[0].shape[1]
     F = E + 7 + NSOURCES
     rng = np.random.default_rng(0)                    # the world and sessions of train.py
-    world = make_world(rng, gru[0].shape[0], 50)
-    train = sessions(rng, world, a.sessions, 50)
-    with open(os.path.join(here, "sessions_heldout.jsonl")) as f:
+    world = make_world(rng, gru[0].shape[0], a.categories)
+    train = sessions(rng, world, a.sessions, a.categories)
+    with open(a.heldout) as f:
         held = [json.loads(line) for line in f]
-    ex = list(examples(gru, cat, train, a.pool))
+    drawn = np.concatenate([np.array(s) for s in train])
+    sample = (lambda seed: (np.random.default_rng(seed), drawn) if a.sampled else None)
+    ex = list(examples(gru, cat, train, a.pool, sample=sample(3)))
     hs = torch.from_numpy(np.stack([e[0] for e in ex]))
     xs = torch.from_numpy(np.stack([e[1] for e in ex]))            # [B, pool, F]
     ys = torch.tensor([e[2] for e in ex])
@@ -218,7 +262,8 @@ def main():
     model.eval()
     gru_rank, rk_rank, fix = [], [], []
     with torch.no_grad():
-        for h, X, y, top, last in examples(gru, cat, held, a.pool, keep_misses=True):
+        for h, X, y, top, last in examples(gru, cat, held, a.pool, keep_misses=True,
+                                           sample=sample(4)):
             if y < 0:
                 gru_rank.append(a.pool)
                 rk_rank.append(a.pool)
@@ -233,11 +278,16 @@ def main():
     m = {"gru_in_pool": metrics(gru_rank), "ranker": metrics(rk_rank), "pool": a.pool,
          "held_out_clicks": len(gru_rank), "train_examples": len(ex),
          "train_seconds": round(time.time() - t0, 1)}
+    if a.sampled:
+        m["pools"] = "sampled: the next item and pool - 1 drawn from the training clicks"
     print(json.dumps(m, indent=2))
-    export(model, os.path.join(a.out, "ranker.onnx"), H, F, "1")
+    os.makedirs(a.out, exist_ok=True)
+    export(model, os.path.join(a.out, "ranker.onnx"), H, F, "1", a.name)
     with open(os.path.join(a.out, "ranker_metrics.json"), "w") as f:
         json.dump(m, f, indent=2)
         f.write("\n")
+    if not a.fixtures:
+        return
     os.makedirs(a.fixtures, exist_ok=True)
     with open(os.path.join(a.fixtures, "ranker_pairs.txt"), "w") as f:
         # n H F now_ms; then per pair: item last score, h (H), x (F)

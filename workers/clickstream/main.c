@@ -205,9 +205,10 @@ static void click_store(void *self, struct wk_batch *b)
             wk_ack_state(c->w, &c->pos[i]);
 }
 
-/* A new GRU model (and ranking settings) from the re-read configuration,
- * smoke-checked before it serves; the old one serves on if anything fails.
- * Stored states of another hidden size are ignored (sessions restart). */
+/* A new GRU model, the arms' own GRUs and rankers (and ranking settings)
+ * from the re-read configuration, smoke-checked before they serve; the old
+ * ones serve on if anything fails. Stored states of another hidden size are
+ * ignored (sessions restart). */
 static int click_reload(void *self, const struct cfg *cf, struct err *e)
 {
     struct click *c = self;
@@ -215,8 +216,8 @@ static int click_reload(void *self, const struct cfg *cf, struct err *e)
 
     if (cstep_open(&ns, cf, wk_batch_cap(c->w), wk_state(c->w), c->cov, e))
         return e->code;
-    if (cstep_set_catalog(ns, cfeed_catalog(c->feed), e) || cstep_smoke(ns, e) ||
-        cx_arms(c->cx, ns, e)) {
+    if (cstep_set_catalog(ns, cfeed_catalog(c->feed), e) || cx_arms(c->cx, ns, e) ||
+        cstep_smoke(ns, e)) { /* every arm's GRU smoke-checked */
         cstep_close(ns);
         return e->code;
     }
