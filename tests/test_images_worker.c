@@ -531,8 +531,8 @@ static void test_unusable_models_are_refused_at_start_naming_the_problem(void **
 #define N_FLOW 320
 static void produce_flow(struct env *v)
 {
-    static const char *const files[] = {"fundus_00_g0.png", "fundus_01_g1.png",
-                                        "fundus_05_g0.jpg", "fundus_07_g2.jpg"};
+    static const char *const files[] = {"fundus_00_g0.png", "fundus_01_g1.png", "fundus_05_g0.jpg",
+                                        "fundus_07_g2.jpg"};
     char path[200];
     FILE *f;
 
@@ -540,8 +540,10 @@ static void produce_flow(struct env *v)
     f = fopen(path, "w");
     assert_non_null(f);
     for (int i = 0; i < N_FLOW; i++)
-        fprintf(f, "{\"image_id\":\"f%d\",\"patient_id\":\"p%d\",\"uri\":\"%s\","
-                "\"event_time\":%lld}\n", i, i % 7, files[i % 4], 1767225600000LL + i);
+        fprintf(f,
+                "{\"image_id\":\"f%d\",\"patient_id\":\"p%d\",\"uri\":\"%s\","
+                "\"event_time\":%lld}\n",
+                i, i % 7, files[i % 4], 1767225600000LL + i);
     fclose(f);
     char *a[] = {(char *)test_bin("streamml"), "produce", "-b", v->broker.bootstrap, "-t",
                  "images", "--schema", "image_event", "-i", path, "--log-level", "warn", NULL};

@@ -61,10 +61,10 @@ struct grader {
     struct imgq_limits qlim;
     struct imgq_values *qv; /* per slot: the quality values measured */
     unsigned char *qmeasured;
-    size_t cap;  /* slots of a batch */
+    size_t cap;   /* slots of a batch */
     size_t nsets; /* batches in flight: slots and rows are nsets x cap */
-    size_t pass; /* rows per forward pass at most */
-    int *row;   /* slot -> row of the batch tensors, -1 none */
+    size_t pass;  /* rows per forward pass at most */
+    int *row;     /* slot -> row of the batch tensors, -1 none */
     struct gset set[2];
     struct img im; /* the decoded image (whoever decodes: one at a time) */
     struct ens_result *res;

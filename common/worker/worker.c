@@ -630,8 +630,8 @@ static void emit_batch(struct wk *w, struct wk_batch *b)
 
 static void begin_batch(struct wk *w, struct wk_batch *b, size_t n)
 {
-    *b = (struct wk_batch){n, w->msgs, w->status, w->t_in, pipe_wall_ms(), 0,
-                           (size_t)w->half * w->cap};
+    *b = (struct wk_batch){
+        n, w->msgs, w->status, w->t_in, pipe_wall_ms(), 0, (size_t)w->half * w->cap};
 
     /* Once a batch (one round trip): a FLUSHALL on a live connection is
      * seen by nothing else. While the store is away the reconnect checks. */

@@ -126,8 +126,7 @@ static int images_decode(void *self, const struct wk_batch *b, size_t i, struct 
     struct images *s = self;
     const struct kq_msg *m = b->msgs[i];
 
-    return codec_decode_image_event(wk_codec(s->w), m->payload, m->len, &s->evs[b->base + i],
-                                    e);
+    return codec_decode_image_event(wk_codec(s->w), m->payload, m->len, &s->evs[b->base + i], e);
 }
 
 /* Decoded events get a prediction slot and good images a row of the batch
