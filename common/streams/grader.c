@@ -28,6 +28,20 @@ struct job {
     struct image_prediction *p;
 };
 
+/* One batch of cap slots: its rows of the batch tensors are [first_row,
+ * first_row + cap), so two batches in flight (opts.sets 2) never share a
+ * row. decoded/ready/queued are guarded by mu. */
+struct gset {
+    struct job *jobs; /* cap */
+    size_t njobs;
+    int first_row;
+    int rows;       /* rows added so far (by whoever decodes) */
+    size_t decoded; /* jobs done */
+    int ready;      /* rows published to the forward passes */
+    int started;    /* handed to the decode thread (since grader_begin_set) */
+    int queued;     /* handed and not finished */
+};
+
 struct grader {
     struct ens *ens;              /* the model set (one member: the plain model) */
     size_t cam;                   /* the CAM member */
@@ -47,11 +61,12 @@ struct grader {
     struct imgq_limits qlim;
     struct imgq_values *qv; /* per slot: the quality values measured */
     unsigned char *qmeasured;
-    size_t cap;  /* slots of a batch */
-    size_t pass; /* rows per forward pass at most */
-    int *row;   /* slot -> row of the batch tensors, -1 none */
-    int rows;
-    struct img im;
+    size_t cap;   /* slots of a batch */
+    size_t nsets; /* batches in flight: slots and rows are nsets x cap */
+    size_t pass;  /* rows per forward pass at most */
+    int *row;     /* slot -> row of the batch tensors, -1 none */
+    struct gset set[2];
+    struct img im; /* the decoded image (whoever decodes: one at a time) */
     struct ens_result *res;
     struct img *photos; /* per row, the decoded image for its overlay; NULL: none */
     float *cam_scratch;
@@ -59,14 +74,12 @@ struct grader {
     size_t cam_scratch_n, overlay_n;
     struct grader_counts n;
     /* decode thread (images.decode_thread): it loads, checks and preprocesses
-     * the batch's images in order while this thread runs forward passes on
-     * the rows already ready; mu guards go/quit/decoded/ready */
+     * the started sets' images in order while this thread runs forward passes
+     * on the rows already ready; mu guards quit, queue and the sets' counts */
     struct job *jobs;
-    size_t njobs;
-    int *slot_of_row;
-    int threaded, go, quit;
-    size_t decoded;
-    int ready;
+    struct image_prediction **pred_of_row;
+    int threaded, quit;
+    int queue[2], nqueued; /* started sets, oldest first */
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv_go, cv_done;
@@ -222,7 +235,7 @@ static int open_model(struct grader *g, const struct grader_opts *o, struct err 
     struct ens_opts eo = {.models = models,
                           .cam_member = o->cam_model,
                           .cam_features = o->cam_features,
-                          .batch = g->cap};
+                          .batch = g->cap * g->nsets};
     char one[1100];
 
     if (!o->models || !*o->models) {
@@ -267,23 +280,27 @@ static int open_model(struct grader *g, const struct grader_opts *o, struct err 
 
 static int alloc_batch(struct grader *g, struct err *e)
 {
-    size_t c = g->cap;
+    size_t c = g->cap * g->nsets;
 
     g->row = calloc(c, sizeof(int));
-    g->res = calloc(c, sizeof(*g->res));
+    g->res = calloc(g->cap, sizeof(*g->res));
     g->qv = calloc(c, sizeof(*g->qv));
     g->qmeasured = calloc(c, 1);
     g->jobs = calloc(c, sizeof(*g->jobs));
-    g->slot_of_row = calloc(c, sizeof(int));
+    g->pred_of_row = calloc(c, sizeof(*g->pred_of_row));
     if (g->cam_dir[0] && grader_has_cam(g)) { /* overlays at the photographs' size */
         g->photos = calloc(c, sizeof(*g->photos));
         for (size_t i = 0; g->photos && i < c; i++)
             img_init(&g->photos[i]);
     }
-    if (!g->row || !g->res || !g->qv || !g->qmeasured || !g->jobs || !g->slot_of_row ||
+    if (!g->row || !g->res || !g->qv || !g->qmeasured || !g->jobs || !g->pred_of_row ||
         (g->cam_dir[0] && grader_has_cam(g) && !g->photos))
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
-    grader_begin(g);
+    for (size_t k = 0; k < g->nsets; k++) {
+        g->set[k].jobs = g->jobs + k * g->cap;
+        g->set[k].first_row = (int)(k * g->cap);
+        grader_begin_set(g, (int)k);
+    }
     return ERR_OK;
 }
 
@@ -297,6 +314,7 @@ struct grader *grader_open(const struct grader_opts *o, struct err *e)
     }
     img_init(&g->im);
     g->cap = o->batch ? o->batch : 1;
+    g->nsets = o->sets == 2 ? 2 : 1;
     g->pass = o->pass && o->pass < g->cap ? o->pass : g->cap;
     if ((size_t)snprintf(g->cam_dir, sizeof(g->cam_dir), "%s", o->cam_dir ? o->cam_dir : "") >=
         sizeof(g->cam_dir)) {
@@ -341,7 +359,7 @@ void grader_close(struct grader *g)
         pthread_cond_destroy(&g->cv_done);
     }
     free(g->jobs);
-    free(g->slot_of_row);
+    free(g->pred_of_row);
     free(g->row);
     free(g->res);
     free(g->qv);
@@ -350,7 +368,7 @@ void grader_close(struct grader *g)
     free(g->overlay);
     free(g->cam_w);
     free(g->head_scratch);
-    for (size_t i = 0; g->photos && i < g->cap; i++)
+    for (size_t i = 0; g->photos && i < g->cap * g->nsets; i++)
         img_free(&g->photos[i]);
     free(g->photos);
     img_free(&g->im);
@@ -434,20 +452,37 @@ int grader_reason_index(const struct image_prediction *p)
 
 int grader_quality(const struct grader *g, size_t i, double v[IMGQ_NVALUES])
 {
-    if (i >= g->cap || !g->qmeasured[i])
+    if (i >= g->cap * g->nsets || !g->qmeasured[i])
         return 0;
     imgq_values_array(&g->qv[i], v);
     return 1;
 }
 
-void grader_begin(struct grader *g)
+void grader_begin_set(struct grader *g, int set)
 {
-    for (size_t i = 0; i < g->cap; i++) {
+    struct gset *s = &g->set[set];
+    size_t base = (size_t)set * g->cap;
+
+    if (g->threaded) { /* a set still being decoded is finished first */
+        pthread_mutex_lock(&g->mu);
+        while (s->queued)
+            pthread_cond_wait(&g->cv_done, &g->mu);
+        pthread_mutex_unlock(&g->mu);
+    }
+    for (size_t i = base; i < base + g->cap; i++) {
         g->row[i] = -1;
         g->qmeasured[i] = 0;
     }
-    g->rows = 0;
-    g->njobs = 0;
+    s->rows = 0;
+    s->njobs = 0;
+    s->decoded = 0;
+    s->ready = 0;
+    s->started = 0;
+}
+
+void grader_begin(struct grader *g)
+{
+    grader_begin_set(g, 0);
 }
 
 static void init_prediction(const struct grader *g, struct image_prediction *p,
@@ -499,6 +534,9 @@ static void add_now(struct grader *g, size_t i, const struct image_event *ev, co
     enum img_reason why;
     struct err e = {0};
 
+    struct gset *s = &g->set[i / g->cap];
+    int r;
+
     init_prediction(g, p, ev, topic, partition, offset);
     g->row[i] = -1;
     g->qmeasured[i] = 0;
@@ -508,42 +546,51 @@ static void add_now(struct grader *g, size_t i, const struct image_event *ev, co
     }
     if (g->q && !quality_ok(g, i, p))
         return;
-    if (ens_add(g->ens, (size_t)g->rows, &g->im, &e)) {
+    r = s->first_row + s->rows;
+    if (ens_add(g->ens, (size_t)r, &g->im, &e)) {
         grader_ungradable(p, img_reason_name(e.code == ERR_NOMEM ? IMG_TOO_LARGE : IMG_CORRUPT),
                           e.msg);
         return;
     }
     if (g->photos) { /* kept for the overlay; the buffers trade places */
-        struct img t = g->photos[g->rows];
-        g->photos[g->rows] = g->im;
+        struct img t = g->photos[r];
+        g->photos[r] = g->im;
         g->im = t;
     }
-    g->slot_of_row[g->rows] = (int)i;
-    g->row[i] = g->rows++;
+    g->pred_of_row[r] = p;
+    g->row[i] = r;
+    s->rows++;
 }
 
-/* The decode thread: each batch's jobs in order, publishing after each how
- * many are done and how many rows are ready. */
+/* The decode thread: the started sets in order, each one's jobs in order,
+ * publishing after each how many are done and how many rows are ready. A
+ * set started while the forward passes of the one before run is decoded
+ * meanwhile (the pipelined worker: take N+1 beside take N's passes). */
 static void *decoder_main(void *arg)
 {
     struct grader *g = arg;
 
     pthread_mutex_lock(&g->mu);
     for (;;) {
-        while (!g->go && !g->quit)
+        struct gset *s;
+        while (!g->nqueued && !g->quit)
             pthread_cond_wait(&g->cv_go, &g->mu);
         if (g->quit)
             break;
-        for (size_t j = 0; j < g->njobs; j++) {
-            struct job *b = &g->jobs[j];
+        s = &g->set[g->queue[0]];
+        for (size_t j = 0; j < s->njobs; j++) {
+            struct job *b = &s->jobs[j];
             pthread_mutex_unlock(&g->mu);
             add_now(g, b->slot, &b->ev, b->topic, b->partition, b->offset, b->p);
             pthread_mutex_lock(&g->mu);
-            g->decoded = j + 1;
-            g->ready = g->rows;
-            pthread_cond_signal(&g->cv_done);
+            s->decoded = j + 1;
+            s->ready = s->rows;
+            pthread_cond_broadcast(&g->cv_done);
         }
-        g->go = 0;
+        s->queued = 0;
+        g->queue[0] = g->queue[1];
+        g->nqueued--;
+        pthread_cond_broadcast(&g->cv_done);
     }
     pthread_mutex_unlock(&g->mu);
     return NULL;
@@ -571,19 +618,30 @@ static void start_decoder(struct grader *g)
         pthread_mutex_destroy(&g->mu);
         return;
     }
+    pthread_setname_np(g->th, "img-decode"); /* its CPU apart in top, perf, bench/images.sh */
     g->threaded = 1;
 }
 
 void grader_add(struct grader *g, size_t i, const struct image_event *ev, const char *topic,
                 int32_t partition, int64_t offset, struct image_prediction *p)
 {
+    struct gset *s;
     struct job *b;
 
-    if (!g->threaded || i >= g->cap || g->njobs >= g->cap) {
+    if (i >= g->cap * g->nsets)
+        return;
+    s = &g->set[i / g->cap];
+    if (!g->threaded) {
         add_now(g, i, ev, topic, partition, offset, p);
         return;
     }
-    b = &g->jobs[g->njobs++];
+    if (s->started || s->njobs >= g->cap) { /* never on the caller's thread: the
+                                               loader and scratch are the thread's */
+        init_prediction(g, p, ev, topic, partition, offset);
+        grader_ungradable(p, MODEL_ERROR, "added to a batch already handed to the decode thread");
+        return;
+    }
+    b = &s->jobs[s->njobs++];
     b->slot = i;
     b->ev = *ev;
     snprintf(b->topic, sizeof(b->topic), "%s", topic);
@@ -740,7 +798,7 @@ static void add_cam(struct grader *g, struct image_prediction *p, const float *f
 
 /* One forward pass over rows [first, first + count) and their predictions
  * (p indexed by slot). */
-static void forward_rows(struct grader *g, struct image_prediction *p, int first, int count)
+static void forward_rows(struct grader *g, int first, int count)
 {
     size_t fcells = (size_t)g->channels * g->fh * g->fw;
     const struct onnx_tensor *feat = NULL;
@@ -758,7 +816,7 @@ static void forward_rows(struct grader *g, struct image_prediction *p, int first
         feat = NULL; /* checked at start-up; never index past the map */
     for (int j = 0; j < count; j++) {
         int r = first + j;
-        struct image_prediction *q = &p[g->slot_of_row[r]];
+        struct image_prediction *q = g->pred_of_row[r];
         if (e.code) {
             grader_ungradable(q, MODEL_ERROR, e.msg);
             continue;
@@ -770,44 +828,62 @@ static void forward_rows(struct grader *g, struct image_prediction *p, int first
     }
 }
 
+void grader_start(struct grader *g, int set)
+{
+    struct gset *s = &g->set[set];
+
+    if (!g->threaded || s->started || !s->njobs)
+        return;
+    pthread_mutex_lock(&g->mu);
+    s->started = 1;
+    s->queued = 1;
+    g->queue[g->nqueued++] = set;
+    pthread_cond_signal(&g->cv_go);
+    pthread_mutex_unlock(&g->mu);
+}
+
 /* Pipelined: the decode thread works through the jobs while each forward
  * pass takes the rows ready so far (at most g->pass), so decoding images
  * k+1.. overlaps the pass over image k... (the first pass waits for one
  * image; with more jobs than a pass holds, the thread runs ahead and the
- * later passes find their rows ready). */
-void grader_run(struct grader *g, struct image_prediction *p, size_t n)
+ * later passes find their rows ready; with a second set started, it goes
+ * on with that set's images while this one's last passes run). */
+void grader_run_set(struct grader *g, int set)
 {
-    int first = 0, pass = (int)g->pass;
+    struct gset *s = &g->set[set];
+    int done = 0, pass = (int)g->pass;
 
-    (void)n; /* the rows know their slots */
-    if (g->threaded && g->njobs) {
+    if (g->threaded && s->njobs) {
+        grader_start(g, set);
         pthread_mutex_lock(&g->mu);
-        g->decoded = 0;
-        g->ready = 0;
-        g->rows = 0;
-        g->go = 1;
-        pthread_cond_signal(&g->cv_go);
         for (;;) {
             int ready;
-            while (g->ready == first && g->decoded < g->njobs)
+            while (s->ready == done && s->decoded < s->njobs)
                 pthread_cond_wait(&g->cv_done, &g->mu);
-            ready = g->ready;
+            ready = s->ready;
             pthread_mutex_unlock(&g->mu);
-            if (ready > first) {
-                int count = ready - first < pass ? ready - first : pass;
-                forward_rows(g, p, first, count);
-                first += count;
+            if (ready > done) {
+                int count = ready - done < pass ? ready - done : pass;
+                forward_rows(g, s->first_row + done, count);
+                done += count;
             }
             pthread_mutex_lock(&g->mu);
-            if (g->decoded == g->njobs && g->ready == first)
+            if (s->decoded == s->njobs && s->ready == done)
                 break;
         }
-        while (g->go) /* the thread has left the batch */
+        while (s->queued) /* the thread has left the set */
             pthread_cond_wait(&g->cv_done, &g->mu);
-        g->njobs = 0;
+        s->njobs = 0;
         pthread_mutex_unlock(&g->mu);
         return;
     }
-    for (; first < g->rows; first += pass)
-        forward_rows(g, p, first, g->rows - first < pass ? g->rows - first : pass);
+    for (; done < s->rows; done += pass)
+        forward_rows(g, s->first_row + done, s->rows - done < pass ? s->rows - done : pass);
+}
+
+void grader_run(struct grader *g, struct image_prediction *p, size_t n)
+{
+    (void)p; /* the rows know their predictions */
+    (void)n;
+    grader_run_set(g, 0);
 }

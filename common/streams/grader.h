@@ -36,6 +36,14 @@
  * runs, so the forward passes rarely wait. Predictions are the same either
  * way; p is filled only by grader_run.
  *
+ * Two batches in flight (opts.sets = 2, the images worker): slots and rows
+ * are twice batch, set k owning slots [k * batch, (k + 1) * batch).
+ * grader_begin_set / grader_add / grader_start hand set k's images to the
+ * decode thread at once, and grader_run_set later runs its passes: while
+ * it runs set 1's passes, the thread goes on with set 0's next images, so
+ * the decoding of one take overlaps the inference of the take before
+ * (docs/images.md).
+ *
  * A grader is used by one thread at a time (its decode thread aside).
  */
 #ifndef STREAMML_GRADER_H
@@ -62,6 +70,7 @@ struct grader_opts {
     struct img_opts load;     /* image loading limits */
     const char *quality;      /* imgq limits JSON; ""/NULL: no quality checks */
     int decode_thread;        /* 1: load/decode/preprocess beside the forward passes */
+    size_t sets;              /* batches in flight: 2 (pipelined) or 1 (0: 1) */
 };
 
 /* The images.* keys of cf (images.model, images.models, images.cam_model,
@@ -100,8 +109,8 @@ const struct grader_counts *grader_counts(const struct grader *g);
 
 /* A new batch: no slot has a row. */
 void grader_begin(struct grader *g);
-/* Slot i (< grader_batch) of the batch (with a decode thread: done in
- * grader_run, ev and topic copied): p is initialised from ev and its
+/* Slot i (< grader_batch; twice that with sets 2) of the batch (with a
+ * decode thread: done in grader_run, ev and topic copied): p is initialised from ev and its
  * source (ids, event time, model, threshold, topic/partition/offset), then
  * the image is loaded, checked (imgq, when the options name quality limits)
  * and preprocessed into the batch tensor's next row, or p is left
@@ -114,6 +123,15 @@ void grader_add(struct grader *g, size_t i, const struct image_event *ev, const 
  * or 0 when none were (not loaded, or no quality checks). Valid until the
  * next grader_begin. */
 int grader_quality(const struct grader *g, size_t i, double v[IMGQ_NVALUES]);
+/* Pipelined use (opts.sets 2): grader_begin_set(set) resets that set's
+ * slots (waiting for its decoding to end if it was still in progress);
+ * grader_add with slots of the set; grader_start hands its images to the
+ * decode thread now (without one: they were done in grader_add);
+ * grader_run_set runs its forward passes as its rows get ready and fills
+ * the predictions grader_add was given. grader_begin, grader_run: set 0. */
+void grader_begin_set(struct grader *g, int set);
+void grader_start(struct grader *g, int set);
+void grader_run_set(struct grader *g, int set);
 /* Forward passes of at most pass rows over the rows added since
  * grader_begin; p[0..n) are the batch's slots (those never added are left
  * alone). A failed pass or non-finite logits leave the rows' predictions

@@ -73,6 +73,11 @@ struct wk {
     int64_t deadline_us;
     char group_dflt[96];
     int64_t stt_wait_us; /* worker.stage_times: this turn's poll wait */
+    /* pipelined streams (prepare): msgs/status/t_in are the half being taken
+     * (or finished) of 2 x cap; pend is the batch prepared the turn before */
+    struct wk_batch pend;
+    int half;
+    size_t taking; /* messages of the batch being taken so far (the revoke hook's) */
 };
 
 /* ---- accessors ---- */
@@ -285,14 +290,38 @@ static int fence_partition(const char *topic, int32_t partition, void *opaque)
     return ERR_OK;
 }
 
+/* The live messages of topic/partition among msgs[0..n) turn WK_HELD. */
+static size_t hold_partition(struct kq_msg *const *msgs, unsigned char *status, size_t n,
+                             const char *topic, int32_t partition)
+{
+    size_t held = 0;
+
+    for (size_t i = 0; i < n; i++)
+        if (status[i] == WK_LIVE && msgs[i]->partition == partition &&
+            strcmp(msgs[i]->topic, topic) == 0) {
+            status[i] = WK_HELD;
+            held++;
+        }
+    return held;
+}
+
 /* A partition revoked or lost: what the stream kept in memory for it goes
- * (state_owner_changes). */
+ * (state_owner_changes), and so do its messages in the prepared batch: they
+ * are re-delivered to the partition's owner, so emitting them here would
+ * answer them twice. */
 static void release_partition(const char *topic, int32_t partition, void *opaque)
 {
     struct wk *w = opaque;
+    size_t dropped;
 
-    (void)topic;
-    state_release(w->st, partition);
+    if (w->st)
+        state_release(w->st, partition);
+    dropped = hold_partition(w->pend.msgs, w->pend.status, w->pend.n, topic, partition) +
+              hold_partition(w->msgs, w->status, w->taking, topic, partition);
+    if (dropped)
+        log_info("rebalance: %zu message(s) of %s [%d] taken before its revocation dropped "
+                 "(re-delivered to the partition's owner)",
+                 dropped, topic, (int)partition);
 }
 
 static int open_kafka(struct wk *w, struct err *e)
@@ -312,11 +341,9 @@ static int open_kafka(struct wk *w, struct err *e)
     ko.prefetch_messages = 0;
     ko.stats_cb = w->mx ? metrics_kafka_stats : NULL; /* consumer lag */
     ko.stats_opaque = w->mx;
-    if (w->st) {
-        ko.on_assign = fence_partition;
-        ko.on_revoke = release_partition;
-        ko.assign_opaque = w;
-    }
+    ko.on_assign = w->st ? fence_partition : NULL;
+    ko.on_revoke = release_partition; /* every stream: drops what a revocation took away */
+    ko.assign_opaque = w;
     if (!(w->q = kq_open(&ko, e)))
         return e->code;
     log_info("consuming %s as group %s -> %s (dead letters: %s), batches of %zu", topic,
@@ -330,11 +357,13 @@ static int open_all(struct wk *w, struct err *e)
     const char *topics[] = {cfg_str(w->cf, "output.topic"), cfg_str(w->cf, "dlq.topic")};
     struct wk_model_info mi;
     struct metrics_opts mo;
+    size_t np;
 
     w->cap = (size_t)cfg_int(w->cf, w->s->batch_key ? w->s->batch_key : "worker.batch_size");
-    w->msgs = calloc(w->cap, sizeof(*w->msgs));
-    w->status = calloc(w->cap, 1);
-    w->t_in = calloc(w->cap, sizeof(*w->t_in));
+    np = w->s->prepare ? 2 : 1; /* pipelined: two batches in flight */
+    w->msgs = calloc(np * w->cap, sizeof(*w->msgs));
+    w->status = calloc(np * w->cap, 1);
+    w->t_in = calloc(np * w->cap, sizeof(*w->t_in));
     buf_init(&w->out, 0);
     buf_init(&w->dlq, 2 * CODEC_MAX_MESSAGE); /* the original message plus metadata */
     buf_init(&w->alert, 0);
@@ -355,8 +384,12 @@ static int open_all(struct wk *w, struct err *e)
     return open_kafka(w, e);
 }
 
+static void flip_half(struct wk *w);
+
 static void close_all(struct wk *w)
 {
+    if (w->half)
+        flip_half(w); /* the arrays' start */
     if (w->self)
         w->s->close(w->self);
     for (int i = 0; i < w->nmon; i++)
@@ -429,8 +462,11 @@ static void publish_lost_alerts(struct wk *w)
         metrics_add(w->mx, METRICS_ALERTS, 1);
 }
 
+static void finish_pending(struct wk *w);
+
 /* Between two batches: the batch before was scored by the old set, the
- * next one by the new set, whole (never a mix, never a gap). */
+ * next one by the new set, whole (never a mix, never a gap; a prepared
+ * batch is finished by the set that prepared it first). */
 static void reload(struct wk *w, const char *why)
 {
     struct wk_model_info mi;
@@ -439,6 +475,7 @@ static void reload(struct wk *w, const char *why)
     struct cfg *cf;
     int rc;
 
+    finish_pending(w);
     model_info(w, &mi);
     snprintf(old, sizeof(old), "%s", mi.version);
     if (!w->s->reload)
@@ -530,7 +567,8 @@ static size_t take_batch(struct wk *w, struct err *e)
 {
     size_t n = 0;
     struct kq_msg *m;
-    int timeout = (int)cfg_int(w->cf, "worker.poll_ms");
+    /* a prepared batch waits for no input: taken with nothing waiting, it is finished */
+    int timeout = w->pend.n ? 0 : (int)cfg_int(w->cf, "worker.poll_ms");
     int64_t t0 = stt_enabled() ? stt_now() : 0, t1 = t0;
 
     while (n < w->cap) {
@@ -538,10 +576,13 @@ static size_t take_batch(struct wk *w, struct err *e)
             break;
         if (!n && t0)
             t1 = stt_now();
+        w->status[n] = WK_LIVE; /* WK_HELD if its partition is revoked in a later poll */
         w->msgs[n++] = m;
+        w->taking = n;
     }
     if (t0 && n)
         stage_take(w, n, t0, t1);
+    w->taking = 0;
     return n;
 }
 
@@ -576,7 +617,8 @@ static void decode_batch(struct wk *w, struct wk_batch *b)
         struct err e = {0};
         int rc;
         w->t_in[i] = pipe_now_us();
-        w->status[i] = WK_LIVE;
+        if (w->status[i] == WK_HELD) /* its partition was revoked while the batch was taken */
+            continue;
         rc = decode_held(w, b, i, &e);
         if (rc == ERR_RETRY || rc == ERR_FATAL) {
             log_error("stopping with %zu message(s) unprocessed: %s", b->n - i, e.msg);
@@ -619,13 +661,30 @@ static void emit_batch(struct wk *w, struct wk_batch *b)
     }
 }
 
-/* process_batch's steps, timed (worker.stage_times). */
-static void stage_batch(struct wk *w, struct wk_batch *b)
+static void begin_batch(struct wk *w, struct wk_batch *b, size_t n)
 {
-    int64_t t0 = stt_now(), t1, t2, t3;
+    int64_t t0;
 
+    *b = (struct wk_batch){
+        n, w->msgs, w->status, w->t_in, pipe_wall_ms(), 0, (size_t)w->half * w->cap};
+
+    /* Once a batch (one round trip): a FLUSHALL on a live connection is
+     * seen by nothing else. While the store is away the reconnect checks. */
+    if (w->st && w->state_ok && wk_running(w))
+        check_lost(w, 0);
+    publish_lost_alerts(w);
+    b->state_lost = w->st && state_lost_flag(w->st);
+    t0 = stt_enabled() ? stt_now() : 0;
     decode_batch(w, b);
-    t1 = stt_now();
+    if (t0)
+        stt_add(STT_DECODE, stt_now() - t0);
+}
+
+/* finish_batch's steps, timed (worker.stage_times). */
+static void stage_finish(struct wk *w, struct wk_batch *b)
+{
+    int64_t t1 = stt_now(), t2, t3;
+
     w->s->process(w->self, b);
     t2 = stt_now();
     emit_batch(w, b);
@@ -634,31 +693,74 @@ static void stage_batch(struct wk *w, struct wk_batch *b)
     if (w->s->store)
         w->s->store(w->self, b);
     stage_ages(w, b->n, STT_AGE_DONE);
-    stt_add(STT_DECODE, t1 - t0);
     stt_add(STT_PROCESS, t2 - t1);
     stt_add(STT_EMIT, t3 - t2);
     stt_add(STT_STORE, stt_now() - t3);
 }
 
+static void finish_batch(struct wk *w, struct wk_batch *b)
+{
+    if (stt_enabled()) {
+        stage_finish(w, b);
+    } else {
+        w->s->process(w->self, b);
+        emit_batch(w, b);
+        if (w->s->store)
+            w->s->store(w->self, b);
+    }
+    for (size_t i = 0; i < b->n; i++)
+        kq_msg_release(b->msgs[i]);
+    w->messages += b->n;
+    b->n = 0;
+}
+
 static void process_batch(struct wk *w, size_t n)
 {
-    struct wk_batch b = {n, w->msgs, w->status, w->t_in, pipe_wall_ms(), 0};
+    struct wk_batch b;
 
-    /* Once a batch (one round trip): a FLUSHALL on a live connection is
-     * seen by nothing else. While the store is away the reconnect checks. */
-    if (w->st && w->state_ok && wk_running(w))
-        check_lost(w, 0);
-    publish_lost_alerts(w);
-    b.state_lost = w->st && state_lost_flag(w->st);
-    if (stt_enabled()) {
-        stage_batch(w, &b);
+    begin_batch(w, &b, n);
+    finish_batch(w, &b);
+}
+
+/* Pipelined streams: msgs, status and t_in move to the other half (the
+ * functions above work on the batch they point at). */
+static void flip_half(struct wk *w)
+{
+    ptrdiff_t d = w->half ? -(ptrdiff_t)w->cap : (ptrdiff_t)w->cap;
+
+    w->msgs += d;
+    w->status += d;
+    w->t_in += d;
+    w->half ^= 1;
+}
+
+/* The prepared batch (if any) processed, emitted, stored and released. */
+static void finish_pending(struct wk *w)
+{
+    if (!w->pend.n)
         return;
+    flip_half(w); /* its half */
+    finish_batch(w, &w->pend);
+}
+
+/* Pipelined streams (prepare): the batch just taken is decoded and
+ * prepared, then the one taken the turn before is finished, so that the
+ * stream's work on the new one (its images decoded on the stream's own
+ * thread) overlaps the old one's process (the forward passes). The next
+ * batch is taken into the half just freed. */
+static void pipelined_batch(struct wk *w, size_t n)
+{
+    struct wk_batch b = {0};
+
+    if (n) {
+        begin_batch(w, &b, n);
+        w->s->prepare(w->self, &b);
     }
-    decode_batch(w, &b);
-    w->s->process(w->self, &b);
-    emit_batch(w, &b);
-    if (w->s->store)
-        w->s->store(w->self, &b);
+    if (w->pend.n)
+        finish_pending(w);
+    else if (n)
+        flip_half(w);
+    w->pend = b;
 }
 
 /* ---- the loop ---- */
@@ -759,13 +861,12 @@ static int run(struct wk *w)
         n = take_batch(w, &e); /* paused: serves the group, takes nothing */
         if (e.code == ERR_FATAL)
             break;
-        if (n) {
-            process_batch(w, n);
-            for (size_t i = 0; i < n; i++)
-                kq_msg_release(w->msgs[i]);
-            w->messages += n;
+        if (n)
             last_input = pipe_now_us();
-        }
+        if (w->s->prepare)
+            pipelined_batch(w, n);
+        else if (n)
+            process_batch(w, n);
         tick0 = turn0 ? stt_now() : 0;
         tick_monitors(w, n);
         maybe_reload(w);
@@ -783,6 +884,12 @@ static int run(struct wk *w)
             (idle_us && pipe_now_us() - last_input > idle_us))
             break;
     }
+    /* The prepared batch is in flight like a batch in hand: drained (on a
+     * fatal delivery error only released: nothing past it is committed). */
+    if (e.code == ERR_FATAL)
+        for (; w->pend.n; w->pend.n--)
+            kq_msg_release(w->pend.msgs[w->pend.n - 1]);
+    finish_pending(w);
     /* From here every call is bounded by the shutdown deadline (counted
      * from SIGTERM when that is what stopped the loop). */
     w->deadline_us = arm_deadline(w);

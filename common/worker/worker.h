@@ -63,6 +63,8 @@
  *     process(batch)         state read, features, score: one call a batch
  *     emit(batch, i)         per WK_LIVE message, in order -> output.topic
  *     store(batch)           state write, wk_ack_state per applied message
+ * With prepare() (pipelined streams): take and decode batch N+1, prepare(N+1),
+ * then process/emit/store batch N.
  * Messages are released after store(); a stream copies what it must keep
  * (e.g. a queue of updates to re-apply) and acks later by position.
  *
@@ -104,6 +106,9 @@ struct wk_batch {
     int state_lost;             /* the state store lost its data and no operator
                                    acknowledged it yet (state_lost_flag): a stateful
                                    stream flags the batch's predictions degraded */
+    size_t base;                /* pipelined streams (prepare): the stream's slot of
+                                   message 0, 0 or wk_batch_cap() (two batches in
+                                   flight); 0 for the others */
 };
 
 /* What emit() hands back for one message. */
@@ -165,6 +170,16 @@ struct wk_stream {
     /* The model files watched under model.watch_ms (the config is added). */
     size_t (*files)(void *self, const char **paths, size_t cap);
     void (*summary)(void *self, double secs, uint64_t messages);
+    /* Pipelined step: called with a batch just decoded, before process()
+     * of the batch taken the turn before, to start its work (the images
+     * stream's decode thread loads its images while the batch before runs
+     * its forward passes). process/emit for it come one turn later, or at
+     * once when no input waits, before a reload and at the end (SIGTERM
+     * drains it). Two batches are in flight: per-message slots of the
+     * stream are 2 x wk_batch_cap(), b->base + i. A message whose partition
+     * is revoked in between turns WK_HELD (not emitted, re-delivered to the
+     * partition's owner). NULL: the plain loop. */
+    void (*prepare)(void *self, struct wk_batch *b);
 };
 
 /* The whole of a worker's main(): returns the exit code. */

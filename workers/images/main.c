@@ -4,7 +4,8 @@
  *     --> load (root / allow-listed http) + decode (JPEG, PNG)
  *         \--> ungradable (too_small, corrupt, ...) with the reason
  *     --> preprocess (antialiased resize, normalise) into the batch tensor
- *     --> forward pass (ONNX), up to images.batch images at once
+ *     --> forward pass (ONNX), up to images.batch images at once, while the
+ *         decode thread already loads the next take (a pipelined step)
  *     --> softmax, grade, expected grade, referable, CAM (+ PNG)
  *     --> predictions.images
  *
@@ -53,13 +54,15 @@ static const char *const images_defaults[][2] = {
 };
 
 /* The batch capacity is the runtime's (images.take messages), whatever
- * images.take says now; forward passes are of images.batch. */
+ * images.take says now; forward passes are of images.batch. Two takes are
+ * in flight (the runtime's pipelined step): two sets of slots. */
 static struct grader *open_grader(const struct cfg *cf, size_t cap, struct err *e)
 {
     struct grader_opts o;
 
     grader_opts_from_cfg(cf, &o);
     o.batch = cap;
+    o.sets = 2;
     return grader_open(&o, e);
 }
 
@@ -79,7 +82,7 @@ static void *images_open(struct wk *w, struct err *e)
 {
     struct images *s = calloc(1, sizeof(*s));
     const struct cfg *cf = wk_cfg(w);
-    size_t c = wk_batch_cap(w);
+    size_t c = 2 * wk_batch_cap(w); /* two takes in flight */
 
     if (!s)
         return NULL;
@@ -88,7 +91,7 @@ static void *images_open(struct wk *w, struct err *e)
     s->preds = calloc(c, sizeof(*s->preds));
     if (!s->evs || !s->preds)
         err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
-    else if ((s->gr = open_grader(cf, c, e)))
+    else if ((s->gr = open_grader(cf, wk_batch_cap(w), e)))
         s->mon = mon_open_cfg(cf, pmon_names(PMON_IMAGES, &(size_t){0}), PMON_IMAGE_DIM, e);
     if (!s->gr || (!s->mon && e->code)) {
         images_close(s);
@@ -123,22 +126,32 @@ static int images_decode(void *self, const struct wk_batch *b, size_t i, struct 
     struct images *s = self;
     const struct kq_msg *m = b->msgs[i];
 
-    return codec_decode_image_event(wk_codec(s->w), m->payload, m->len, &s->evs[i], e);
+    return codec_decode_image_event(wk_codec(s->w), m->payload, m->len, &s->evs[b->base + i], e);
 }
 
 /* Decoded events get a prediction slot and good images a row of the batch
- * tensor; then one forward pass for the batch. */
+ * tensor, decoded from now on by the grader's thread (while the take
+ * before runs its forward passes). */
+static void images_prepare(void *self, struct wk_batch *b)
+{
+    struct images *s = self;
+    int set = b->base != 0;
+
+    grader_begin_set(s->gr, set);
+    for (size_t i = 0, k = b->base; i < b->n; i++, k++) {
+        const struct kq_msg *m = b->msgs[i];
+        if (b->status[i] == WK_LIVE)
+            grader_add(s->gr, k, &s->evs[k], m->topic, m->partition, m->offset, &s->preds[k]);
+    }
+    grader_start(s->gr, set);
+}
+
+/* The take's forward passes as its rows get ready. */
 static void images_process(void *self, struct wk_batch *b)
 {
     struct images *s = self;
 
-    grader_begin(s->gr);
-    for (size_t i = 0; i < b->n; i++) {
-        const struct kq_msg *m = b->msgs[i];
-        if (b->status[i] == WK_LIVE)
-            grader_add(s->gr, i, &s->evs[i], m->topic, m->partition, m->offset, &s->preds[i]);
-    }
-    grader_run(s->gr, s->preds, b->n);
+    grader_run_set(s->gr, b->base != 0);
 }
 
 static void count(struct images *s, const struct image_prediction *p)
@@ -157,7 +170,7 @@ static int images_emit(void *self, const struct wk_batch *b, size_t i, struct wk
                        struct err *e)
 {
     struct images *s = self;
-    struct image_prediction *p = &s->preds[i];
+    struct image_prediction *p = &s->preds[b->base + i];
     float x[PMON_IMAGE_DIM], qx[IMGQ_NVALUES];
     double score, q[IMGQ_NVALUES];
 
@@ -172,7 +185,7 @@ static int images_emit(void *self, const struct wk_batch *b, size_t i, struct wk
         pmon_image_vector(p, x, &score);
         mon_observe(s->mon, x, score, p->latency_us, !p->ok, b->wall_ms);
     }
-    if (s->qmon && grader_quality(s->gr, i, q)) { /* refused images too: that is drift */
+    if (s->qmon && grader_quality(s->gr, b->base + i, q)) { /* refused images too: that is drift */
         for (int k = 0; k < IMGQ_NVALUES; k++)
             qx[k] = (float)q[k];
         mon_observe(s->qmon, qx, NAN, p->latency_us, 0, b->wall_ms);
@@ -269,6 +282,7 @@ static const struct wk_stream images_stream = {
     .reload = images_reload,
     .files = images_files,
     .summary = images_summary,
+    .prepare = images_prepare,
 };
 
 int main(int argc, char **argv)
