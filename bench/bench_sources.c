@@ -5,7 +5,11 @@
  * Batches of 1000 clicks over 2000 sessions (items skewed to the popular
  * ones, 5% cart events), IVF search, one BLAS thread. Figures, not tests.
  *   usage: bench_sources MODEL.onnx CATALOG.jsonl SOURCES [CLICKS]
- * Prints a markdown table: candidates, median CPU us/click of 5 runs, min, max. */
+ * Prints a markdown table: candidates, median CPU us/click of 5 runs, min, max.
+ * BENCH_SOURCES_DUMP=FILE (with BENCH_SOURCES_ONLY): no exploration
+ * (epsilon and new_item_epsilon 0) and the last run's shown items, one line
+ * per click (event id, then item:source ...), into FILE, so that two
+ * builds' final lists can be compared (tools: diff, or a line-by-line comparison). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +52,8 @@ static int run(const char *label, const char *model, const char *catalog, const 
     static struct click_prediction out[BATCH];
     char kv[1024];
     double runs[5];
+    const char *dump = getenv("BENCH_SOURCES_DUMP");
+    FILE *df = NULL;
     size_t ok, bad;
     int64_t items;
     uint64_t x = 88172645463325252ull;
@@ -56,7 +62,10 @@ static int run(const char *label, const char *model, const char *catalog, const 
     if (!cf || !st || cfg_set_arg(cf, kv, &e) ||
         (snprintf(kv, sizeof(kv), "clickstream.sources=%s", sources),
          cfg_set_arg(cf, kv, &e)) ||
-        cfg_set_arg(cf, "clickstream.seed=1", &e) || cfg_finish(cf, &e) ||
+        cfg_set_arg(cf, "clickstream.seed=1", &e) ||
+        (dump && (cfg_set_arg(cf, "clickstream.epsilon=0", &e) ||
+                  cfg_set_arg(cf, "clickstream.new_item_epsilon=0", &e))) ||
+        cfg_finish(cf, &e) ||
         cstep_open(&cs, cf, BATCH, st, NULL, &e)) {
         fprintf(stderr, "bench_sources: %s\n", e.msg);
         return 1;
@@ -85,9 +94,22 @@ static int run(const char *label, const char *model, const char *catalog, const 
             }
             cstep_batch(cs, BATCH, in, out);
             cstep_store(cs);
+            for (int i = 0; df && i < BATCH; i++) {
+                fprintf(df, "%s", out[i].event_id);
+                for (int j = 0; j < out[i].n_items; j++)
+                    fprintf(df, " %lld:%s", (long long)out[i].items[j].item_id,
+                            out[i].items[j].source);
+                fputc('\n', df);
+            }
         }
         runs[r] = (now_us() - t0) / (double)clicks;
+        if (dump && r == 3 && !(df = fopen(dump, "w"))) {
+            fprintf(stderr, "bench_sources: cannot write %s\n", dump);
+            return 1;
+        }
     }
+    if (df)
+        fclose(df);
     qsort(runs, 5, sizeof(double), cmp);
     printf("| %s | %.1f | %.1f | %.1f |\n", label, runs[2], runs[0], runs[4]);
     cstep_close(cs);
