@@ -59,6 +59,7 @@ static int run(const char *label, const char *model, const char *catalog, const 
     char kv[1024];
     double runs[5];
     const char *dump = getenv("BENCH_SOURCES_DUMP"), *set = getenv("BENCH_SOURCES_SET");
+    set = set && *set ? set : NULL;
     FILE *df = NULL;
     size_t ok, bad;
     int64_t items;
@@ -138,6 +139,7 @@ static int heldout(const char *path, const char *model, const char *catalog, con
     static struct click_prediction out[BATCH];
     static int who[BATCH];
     const char *set = getenv("BENCH_SOURCES_SET");
+    set = set && *set ? set : NULL;
     struct cfg *cf = cfg_new();
     struct err e = {0};
     struct state *st = state_open_memory();
