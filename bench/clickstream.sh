@@ -14,8 +14,10 @@
 # OLD=DIR (a build directory of another version, holding its streamml-clickstream) runs that
 # worker and this one alternately, PAIRS times (default 2), on the same topic: ratios from one run.
 # Each row gives the worker's own CPU time per recommendation (user + system, Kafka and Redis
-# clients included, start-up until its first recommendation left out) and redis-server's,
-# which a loaded machine inflates less than the wall clock.
+# clients included; its CPU until its first recommendation -- start-up and the first
+# micro-batch -- left out, like the rate's first to N-th) and redis-server's, which a loaded
+# machine inflates less than the wall clock. N must be large enough for the worker to be
+# still running when its first recommendation is read (20,000: yes).
 # WRAP="perf record -g -o FILE --" runs this build's worker under that command (profiling).
 set -euo pipefail
 BUILD=${BUILD:-build}
