@@ -11,6 +11,14 @@
 # items (500 categories, 10 regions, 16-value embeddings) plus 1,000 new items listed an hour
 # before the clicks; 5% of the clicks are then cart events; with STAGES=1 bench_sources first
 # prints the CPU time per click of those sources against the first release's, in process.
+# OLD=DIR (a build directory of another version, holding its streamml-clickstream) runs that
+# worker and this one alternately, PAIRS times (default 2), on the same topic: ratios from one run.
+# Each row gives the worker's own CPU time per recommendation (user + system, Kafka and Redis
+# clients included; its CPU until its first recommendation -- start-up and the first
+# micro-batch -- left out, like the rate's first to N-th) and redis-server's, which a loaded
+# machine inflates less than the wall clock. N must be large enough for the worker to be
+# still running when its first recommendation is read (20,000: yes).
+# WRAP="perf record -g -o FILE --" runs this build's worker under that command (profiling).
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-20000}
@@ -75,7 +83,9 @@ PYEOF
     fi
 fi
 
-"$SM" broker --topics clickstream:8,predictions.exact:8,predictions.ivf:8,clickstream.dlq:1,heldout:3 \
+extra_topics=""
+for p in $(seq "${PAIRS:-2}"); do extra_topics+=",predictions.ivf$p:8,predictions.ivf-old$p:8"; done
+"$SM" broker --topics clickstream:8,predictions.exact:8,predictions.ivf:8,clickstream.dlq:1,heldout:3$extra_topics \
     --bootstrap-file "$tmp/bs" >"$tmp/broker.log" 2>&1 &
 pids+=($!)
 rport=$(free_port)
@@ -86,20 +96,53 @@ bs=$(cat "$tmp/bs")
 "$SM" produce -b "$bs" -t clickstream --schema click_event -i "$tmp/clicks.jsonl" --log-level error 2>/dev/null
 # One worker run on the preloaded topic under its own group: recs/s from the
 # first to the N-th prediction, the in-worker latency, the worker's summary.
-run_worker() { # name, extra -X args...
+redis_cpu() { redis-cli -p "$rport" info cpu | $PY -c '
+import sys
+d = dict(l.strip().split(":", 1) for l in sys.stdin if ":" in l)
+print(float(d["used_cpu_user"]) + float(d["used_cpu_sys"]))'; }
+run_worker() { # name, extra -X args... (WBUILD: the build whose worker runs)
     local name=$1; shift
-    "$BUILD/streamml-clickstream" -b "$bs" -X redis.port="$rport" -X clickstream.model="$MODEL" \
+    local wb=${WBUILD:-$BUILD} r0
+    r0=$(redis_cpu)
+    ${WRAP_NOW:-} /usr/bin/time -f "%U %S" -o "$tmp/cpu-$name" \
+    "$wb/streamml-clickstream" -b "$bs" -X redis.port="$rport" -X clickstream.model="$MODEL" \
         -X kafka.group.id="bench-$name" -X output.topic="predictions.$name" \
         -X worker.max_messages="$N" ${catalog_args[@]+"${catalog_args[@]}"} "$@" \
         --log-level info 2>"$tmp/worker-$name.log" &
     local wpid=$!; pids+=($wpid)
     "$SM" consume -b "$bs" -t "predictions.$name" -f -n 1 --log-level error >/dev/null 2>&1
-    local t0 t1
+    local t0 t1 c0
+    # the worker's CPU seconds until its first recommendation (start-up: the model, the IVF
+    # index, the catalogue), left out of its CPU per recommendation
+    c0=$($PY - "$wpid" <<'PYEOF'
+import os, sys
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+def kids(pid):
+    try:
+        return [int(x) for x in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+p, todo, tot = int(sys.argv[1]), [int(sys.argv[1])], 0.0
+while todo:  # /usr/bin/time (and a WRAP) and the worker under them
+    q = todo.pop()
+    if q != p:
+        try:
+            tot += cpu(q)
+        except OSError:
+            pass
+    todo += kids(q)
+print(tot)
+PYEOF
+)
     t0=$(date +%s.%N)
     "$SM" consume -b "$bs" -t "predictions.$name" -f -n "$N" --log-level error >"$tmp/preds-$name.jsonl" 2>/dev/null
     t1=$(date +%s.%N)
     wait "$wpid" || true
     rate=$($PY -c "print(round($N/($t1-$t0)))")
+    cpu=$($PY -c "u, s = open('$tmp/cpu-$name').read().split()[-2:]; print(round((float(u) + float(s) - $c0) * 1e6 / $N))")
+    rcpu=$($PY -c "print(round(($(redis_cpu) - $r0) * 1e6 / $N, 1))")
     lat=$($PY - "$tmp/preds-$name.jsonl" <<'PYEOF'
 import json, sys
 import numpy as np
@@ -107,7 +150,7 @@ l = np.array([json.loads(x)["latency_us"] for x in open(sys.argv[1]) if x.starts
 print(f"{np.median(l)/1000:.1f} ms median, {np.percentile(l, 99)/1000:.1f} ms p99")
 PYEOF
 )
-    echo "| $name | $rate | $lat |"
+    echo "| $name | $rate | $lat | $cpu | $rcpu | $(cut -d' ' -f1 /proc/loadavg) |"
 }
 
 echo "### Clickstream: one worker end to end"
@@ -118,12 +161,23 @@ echo "thread, Redis state + co-visitation + trending; each run its own group, ou
 echo "Redis key prefix on the same preloaded topic; clickstream.score_batch 1024 (the default)."
 echo "exact: clickstream.search=exact; ivf: the default search (ivf_lists 0 = 316, ivf_probe ${PROBE:-64}):"
 echo
-echo "| search | recommendations/s (first to N-th) | in-worker latency (decode to produce) |"
-echo "|---|---:|---|"
+echo "| search | recommendations/s (first to N-th) | in-worker latency (decode to produce) | worker CPU us/rec | redis-server CPU us/rec | load after |"
+echo "|---|---:|---|---:|---:|---:|"
 [ "${ONLY:-}" = ivf ] || run_worker exact -X redis.prefix=exact: -X clickstream.search=exact
-run_worker ivf -X redis.prefix=ivf: -X clickstream.search=ivf -X clickstream.ivf_probe="${PROBE:-64}"
+ivf_args=(-X clickstream.search=ivf -X clickstream.ivf_probe="${PROBE:-64}")
+names=($([ "${ONLY:-}" = ivf ] || echo exact))
+if [ -n "${OLD:-}" ]; then
+    for p in $(seq "${PAIRS:-2}"); do
+        WRAP_NOW=${WRAP:-} run_worker "ivf$p" -X redis.prefix="ivf$p:" "${ivf_args[@]}"
+        WBUILD=$OLD run_worker "ivf-old$p" -X redis.prefix="ivf-old$p:" "${ivf_args[@]}"
+        names+=("ivf$p" "ivf-old$p")
+    done
+else
+    WRAP_NOW=${WRAP:-} run_worker ivf -X redis.prefix=ivf: "${ivf_args[@]}"
+    names+=(ivf)
+fi
 echo
-for name in $([ "${ONLY:-}" = ivf ] || echo exact) ivf; do
+for name in "${names[@]}"; do
     grep -o 'summary: .*\|counts: .*\|catalogue: .*' "$tmp/worker-$name.log" | sed 's/"}$//; s/^/    '"$name"': /'
     grep -o 'IVF search: [^"]*' "$tmp/worker-$name.log" | sed 's/^/    /' || true
 done

@@ -82,6 +82,14 @@ BUILD="$BUILD" bench/onnx.sh
 # Clickstream (issue 6): stages in process and one worker end to end,
 # 100,000 items, hidden 128 (make models-clickstream-bench, random init).
 { echo; BUILD="$BUILD" bench/clickstream.sh; } | tee -a "$out"
+# Issue 20: the same worker with pools of 2,000 candidates from eight sources and a catalogue
+# of 101,000 items (the target: 5,000 recommendations/s), at the default probe 64 and at 32
+# (the pool's other sources make up what the lower probe misses: bench/results.md).
+for probe in 64 32; do
+    { echo; echo "## Clickstream with pools of 2,000 candidates, probe $probe"; echo
+      SOURCES=gru:800,covisit:400,category:300,popular:200,region:100,cart:50,new:100,content:50 \
+      PROBE=$probe BUILD="$BUILD" STAGES=0 QUALITY=0 ONLY=ivf bench/clickstream.sh; } | tee -a "$out"
+done
 
 # Images (issue 21): per-stage costs, then the worker's images/s against the
 # ONNX runtime's own for the demo model, in one run with the ratio.

@@ -418,6 +418,7 @@ static void test_files(void **st)
     size_t ok, bad;
     FILE *f;
     int dim;
+    const float *u;
 
     (void)st;
     assert_non_null(mkdtemp(dir));
@@ -438,6 +439,11 @@ static void test_files(void **st)
     assert_non_null(cat_embedding(c, 1, &dim));
     assert_int_equal(dim, 2);
     assert_null(cat_embedding(c, 3, &dim));
+    /* the content source's copy: the same direction, length 1 */
+    assert_non_null(u = cat_unit_embedding(c, 1, &dim));
+    assert_float_equal(u[0], 0.5 / sqrt(1.25), 1e-6);
+    assert_float_equal(u[1], -1 / sqrt(1.25), 1e-6);
+    assert_null(cat_unit_embedding(c, 3, &dim));
     unlink(path);
     snprintf(path, sizeof(path), "%s/items.csv", dir);
     assert_non_null(f = fopen(path, "w"));

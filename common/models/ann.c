@@ -473,18 +473,36 @@ void ann_query_reset_stats(struct ann_query *q)
  * end, which moves only when the item passes. Whether a score near the
  * threshold passes is a coin flip the branch predictor lost about every
  * other time. A full buffer is cut back to the k best (sess_top_keep). */
+#define TAKE_RUN 16 /* scores checked at once against the threshold */
+
 static void take(struct ann_query *q, size_t i, const int64_t *id, const float *sc, int n)
 {
     int bn = q->bn[i], full = 2 * q->k;
     struct sess_top *buf = q->buf + i * (size_t)full;
     float thr = q->thr[i];
 
-    for (int c = 0; c < n; c++) {
-        float x = sc[c];
-        buf[bn] = (struct sess_top){id[c], x};
-        bn += x >= thr;
-        if (bn == full) /* rare */
-            thr = q->thr[i] = sess_top_keep(buf, &bn, q->k, q->fs);
+    for (int c = 0; c < n;) {
+        int end = n - c < TAKE_RUN ? n : c + TAKE_RUN;
+        if (end - c == TAKE_RUN) {
+            /* Once the threshold has risen, a run of 16 rarely holds one
+             * that passes: one vector compare skips it, where the store of
+             * every item cost as much as the sgemm that scored them
+             * (bench/results.md). NaN never passes. */
+            int any = 0;
+            for (int j = 0; j < TAKE_RUN; j++)
+                any |= sc[c + j] >= thr;
+            if (!any) {
+                c = end;
+                continue;
+            }
+        }
+        for (; c < end; c++) {
+            float x = sc[c];
+            buf[bn] = (struct sess_top){id[c], x};
+            bn += x >= thr;
+            if (bn == full) /* rare */
+                thr = q->thr[i] = sess_top_keep(buf, &bn, q->k, q->fs);
+        }
     }
     q->bn[i] = bn;
 }

@@ -39,6 +39,8 @@ struct catalog {
     size_t n_dirty;
     int dim;     /* embedding size, 0 until the first record with one */
     float *emb;  /* max x dim, allocated with the first embedding */
+    float *unit; /* max x dim: emb / |emb| (zeros for a zero vector): the content
+                    source's cosines are then one float dot product each */
     unsigned char *has_emb;
     struct names cats, regs;
     struct chain cc, rc;
@@ -128,7 +130,7 @@ void cat_close(struct catalog *c)
         return;
     void *a[] = {c->present, c->has_emb, c->cat,    c->reg,       c->created,   c->price,
                  c->clicks,  c->imps,    c->nclicks, c->unseen, c->unseen_pos, c->cats.name,
-                 c->regs.name, c->emb, c->pend_imps, c->pend_clicks, c->dirty};
+                 c->regs.name, c->emb, c->unit, c->pend_imps, c->pend_clicks, c->dirty};
     for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++)
         free(a[i]);
     chain_free(&c->cc);
@@ -319,8 +321,12 @@ int cat_upsert(struct catalog *c, const struct cat_item *it, struct err *e)
                        "catalogue item %lld: field region \"%s\": more than %d regions",
                        (long long)id, it->region, CAT_MAX_REGIONS);
     if (it->n_emb && !c->emb) { /* the first embedding sets the size, once */
-        if (!(c->emb = calloc((size_t)c->max * (size_t)it->n_emb, sizeof(float))))
+        if (!(c->emb = calloc((size_t)c->max * (size_t)it->n_emb, sizeof(float))) ||
+            !(c->unit = calloc((size_t)c->max * (size_t)it->n_emb, sizeof(float)))) {
+            free(c->emb);
+            c->emb = NULL;
             return err_set(e, ERR_NOMEM, "out of memory for the catalogue's embeddings");
+        }
         c->dim = it->n_emb;
     }
     if (c->present[id]) { /* a replaced record leaves its old lists */
@@ -344,8 +350,15 @@ int cat_upsert(struct catalog *c, const struct cat_item *it, struct err *e)
         chain_push(&c->rc, ri, id);
     newest_add(c, id);
     c->has_emb[id] = it->n_emb > 0;
-    if (it->n_emb)
+    if (it->n_emb) {
+        float *u = c->unit + (size_t)id * (size_t)c->dim;
+        double n2 = 0;
         memcpy(c->emb + (size_t)id * (size_t)c->dim, it->emb, (size_t)c->dim * sizeof(float));
+        for (int j = 0; j < c->dim; j++)
+            n2 += (double)it->emb[j] * it->emb[j];
+        for (int j = 0; j < c->dim; j++)
+            u[j] = n2 > 0 ? (float)(it->emb[j] / sqrt(n2)) : 0.0f;
+    }
     unseen_set(c, id, id >= c->model_items && it->n_emb > 0);
     return ERR_OK;
 }
@@ -406,6 +419,12 @@ const float *cat_embedding(const struct catalog *c, int64_t id, int *dim)
 {
     *dim = c->dim;
     return cat_has(c, id) && c->has_emb[id] ? c->emb + (size_t)id * (size_t)c->dim : NULL;
+}
+
+const float *cat_unit_embedding(const struct catalog *c, int64_t id, int *dim)
+{
+    *dim = c->dim;
+    return cat_has(c, id) && c->has_emb[id] ? c->unit + (size_t)id * (size_t)c->dim : NULL;
 }
 
 static size_t listed(const struct chain *ch, const uint32_t *clicks, int name, int names,

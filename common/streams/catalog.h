@@ -98,6 +98,9 @@ int cat_region(const struct catalog *c, int64_t id);
 int64_t cat_created_ms(const struct catalog *c, int64_t id); /* 0 unknown */
 double cat_price(const struct catalog *c, int64_t id);
 const float *cat_embedding(const struct catalog *c, int64_t id, int *dim); /* NULL none */
+/* The same embedding scaled to length 1 (all zeros for a zero vector): a
+ * cosine is one dot product. */
+const float *cat_unit_embedding(const struct catalog *c, int64_t id, int *dim);
 /* The catalogue's items of category cat (region reg), most clicked first,
  * then latest records first: up to cap ids into out; returns how many. */
 size_t cat_in_category(const struct catalog *c, int cat, int64_t *out, size_t cap);

@@ -53,6 +53,7 @@ struct cstep {
     float *h_ev;          /* per click: its session's state after it */
     struct sess_top *top; /* score_batch x ktop */
     int ktop;             /* candidates + history: enough after exclusion */
+    int kbatch;           /* the GRU's items fetched for this micro-batch (gru_fetch) */
     int64_t *cov_items, *cov_out;
     int *cov_n, cov_q; /* co-visited items read per click */
     struct cov_click *clicks;
@@ -620,7 +621,7 @@ static void rank(struct cstep *c, size_t i, const struct sess_top *top, const fl
                              c->popular,
                              c->n_popular};
     struct rec_input in = {.top = top,
-                           .n_top = top ? (size_t)c->ktop : 0,
+                           .n_top = top ? (size_t)c->kbatch : 0,
                            .h = top ? h : NULL,
                            .exclude = s->hist,
                            .n_exclude = (size_t)s->n_hist,
@@ -651,15 +652,37 @@ static void rank(struct cstep *c, size_t i, const struct sess_top *top, const fl
             rank_arm(c, i, a, top != NULL, &in, now);
 }
 
+/* How many of the GRU's best items to fetch per session: its quota (plus
+ * the history, which rec_rank skips), or, with sources, when rec_rank keeps
+ * only the mmr_candidates most relevant of the union for MMR and no
+ * second-stage ranker reads the pool, mmr_candidates (plus the history):
+ * a GRU item past the GRU's own mmr_candidates best can never be among the
+ * union's. Fetching 800 to keep 100 made the IVF selection (buffers of 2k,
+ * a threshold that rises late) the largest cost of a pool of 2,000
+ * (bench/results.md). What the 700 others changed: another source's
+ * quota did not count them (they were in the pool already), so that
+ * source reached a little further down its list. */
+static int gru_fetch(const struct cstep *c)
+{
+    const char *files[1];
+    int need = c->ropts.mmr_pool;
+
+    if (c->sp.legacy || need <= 0 || need >= c->ropts.candidates ||
+        rk_set_files(c->rks, files, 1))
+        return c->ktop;
+    return need + c->history;
+}
+
 /* Ranks the clicks [from, to) whose rows are in the current micro-batch. */
 static void rank_rows(struct cstep *c, size_t from, size_t to, size_t rows)
 {
     size_t hid = (size_t)sess_model_hidden(c->m), nb = (rows - 1) % c->score_batch + 1;
 
+    c->kbatch = gru_fetch(c);
     /* IVF, or exact (also if the IVF scratch refused: cannot happen, it is sized for ktop);
      * rec_rank takes the top as a set: IVF leaves it unsorted */
-    if (!c->ann || ann_topk_unordered(c->ann, c->annq, nb, c->h, c->ktop, c->top, NULL))
-        sess_topk(c->m, nb, c->h, c->ktop, c->top, c->block);
+    if (!c->ann || ann_topk_unordered(c->ann, c->annq, nb, c->h, c->kbatch, c->top, NULL))
+        sess_topk(c->m, nb, c->h, c->kbatch, c->top, c->block);
     c->cnt.batches++;
     for (size_t j = from; j < to; j++) {
         const struct slot *s = &c->sl[j];
@@ -667,7 +690,7 @@ static void rank_rows(struct cstep *c, size_t from, size_t to, size_t rows)
         if (!s->ev || s->row < 0)
             continue;
         r = (size_t)s->row % c->score_batch;
-        rank(c, j, c->top + r * (size_t)c->ktop, c->h + r * hid);
+        rank(c, j, c->top + r * (size_t)c->kbatch, c->h + r * hid);
     }
     rk_set_flush(c->rks, ranked, c); /* before c->top and c->h move on */
 }
