@@ -106,6 +106,9 @@ int main(int argc, char **argv)
     }
     struct state_redis_opts o = {.port = atoi(argv[1]), .prefix = "bench:", .ttl_s = 3024000,
                                  .timeout_ms = 5000};
+    /* STATE_LAYOUT=3 [STATE_BUCKETS=n]: an empty store becomes layout 3 */
+    o.layout = getenv("STATE_LAYOUT") ? atoi(getenv("STATE_LAYOUT")) : 0;
+    o.buckets = getenv("STATE_BUCKETS") ? atoi(getenv("STATE_BUCKETS")) : 0;
     struct state *s = state_open_redis(&o, &e);
     b.ids = calloc(bs, sizeof(*b.ids));
     b.ents = calloc(bs, sizeof(*b.ents));
