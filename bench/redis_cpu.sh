@@ -7,13 +7,13 @@
 # script) and in layout 3 (users as fields of hash buckets: one HMGET per
 # bucket to read, one EVALSHA per chunk with one HSET per bucket, no
 # per-user expiry), interleaved in one run. LAYOUTS="1 2 3" picks them,
-# BUCKETS the layout-3 bucket count (64). redis-server's CPU comes from its own
+# BUCKETS the layout-3 bucket count (8). redis-server's CPU comes from its own
 # INFO cpu (user + sys) around the run, the per-command figures from INFO
 # commandstats. CALLGRIND=1 adds one more pair of runs with redis-server
 # under valgrind --tool=callgrind: its instructions per event (counted from
 # bench_redis's start to its end), which the machine's load does not move.
 # Figures, not pass/fail; prints markdown.
-#   N=20000 USERS=20000 REPS=3 [CALLGRIND=1] [LAYOUTS="1 2 3"] [BUCKETS=64] bench/redis_cpu.sh
+#   N=20000 USERS=20000 REPS=3 [CALLGRIND=1] [LAYOUTS="1 2 3"] [BUCKETS=8] bench/redis_cpu.sh
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-20000}
@@ -21,7 +21,7 @@ USERS=${USERS:-20000}
 BATCH=${BATCH:-1000}
 REPS=${REPS:-3}
 LAYOUTS=${LAYOUTS:-1 2 3}
-BUCKETS=${BUCKETS:-64}
+BUCKETS=${BUCKETS:-8}
 PY=/usr/bin/python3
 tmp=$(mktemp -d /tmp/streamml-rcpu-XXXXXX)
 rpid=

@@ -42,7 +42,7 @@ struct state_redis_opts {
                                   hash buckets); 0: 2. A store keeps the layout
                                   it was created with. */
     int buckets;               /* state.buckets: a new layout-3 store's bucket
-                                  count (0: 64) */
+                                  count (0: 8) */
 };
 
 /* Caller-owned result slot for state_get_many. */

@@ -1088,7 +1088,7 @@ static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, st
         return err_set(e, ERR_CONFIG, "redis: state.buckets %d out of 1..%d", o->buckets,
                        STATE_V3_BUCKETS_MAX);
     r->layout_new = o->layout ? o->layout : 2;
-    r->buckets_new = o->buckets ? (uint32_t)o->buckets : 64;
+    r->buckets_new = o->buckets ? (uint32_t)o->buckets : 8;
     strcpy(r->sweep_cur, "0");
     strcpy(r->host, host);
     strcpy(r->prefix, prefix);
