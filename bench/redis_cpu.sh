@@ -41,7 +41,7 @@ for rep in $(seq "$REPS"); do
         if [ "$layout" = 1 ]; then redis-cli -p "$port" set bench:layout 1 >/dev/null; fi
         redis-cli -p "$port" config resetstat >/dev/null
         c0=$(cpu "$port")
-        STATE_LAYOUT=$layout STATE_BUCKETS=$BUCKETS "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
+        STATE_LAYOUT=${layout/1/2} STATE_BUCKETS=$BUCKETS "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
         c1=$(cpu "$port")
         us[$layout]="${us[$layout]:-} $($PY -c "print(round(($c1 - $c0) / $N * 1e6, 2))")"
         calls[$layout]=$(redis-cli -p "$port" info commandstats | tr -d '\r' | grep -E '^cmdstat_(hmget|mget|exists|get|set|hset|pexpire|evalsha|hscan|hdel):' |
@@ -59,7 +59,7 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
         for _ in $(seq 300); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
         if [ "$layout" = 1 ]; then redis-cli -p "$port" set bench:layout 1 >/dev/null; fi
         callgrind_control -i on "$rpid" >/dev/null 2>&1
-        STATE_LAYOUT=$layout STATE_BUCKETS=$BUCKETS "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
+        STATE_LAYOUT=${layout/1/2} STATE_BUCKETS=$BUCKETS "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
         callgrind_control -i off "$rpid" >/dev/null 2>&1
         redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
         wait "$rpid" 2>/dev/null || true; rpid=

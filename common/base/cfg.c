@@ -39,7 +39,7 @@ static const struct key_def keys[] = {
      "users whose state the owner of their partition keeps in memory between batches, "
      "about 2.8 KB each "
      "(docs/delivery.md, partition-owned state; Redis only); 0: read every batch's users from Redis"},
-    {"state.layout", K_INT, 2, 3, "2",
+    {"state.layout", K_INT, 2, 3, "3",
      "Redis layout of the users' state in a new store: 2, a string per user; 3, users as fields "
      "of hash buckets (docs/delivery.md); a store keeps the layout it was created with"},
     {"state.buckets", K_INT, 1, 65536, "8", "hash buckets of a new layout-3 store (fewer: fewer Redis commands per batch)"},
