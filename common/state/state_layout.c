@@ -9,6 +9,9 @@
  * read (one MGET per chunk instead of an HMGET per user): bench/results.md,
  * "Issue 19: Redis CPU per event".
  *
+ * Layout 3 (state_bucket.c, state.layout=3): users as fields of hash
+ * buckets, "3:<buckets>" in <prefix>layout; its script is below too.
+ *
  * A store says which it holds in <prefix>layout ("1" or "2"), decided once:
  * a store with data (its <prefix>marker present) and no layout key is one
  * written before layouts were versioned, layout 1, and is read and written

@@ -3,7 +3,8 @@
  * Layout (state_layout.c): key <prefix>u:{<entity>} holds the blob and the
  * (partition, offset) of the last applied event: layout 2, a string
  * "<p>:<o>|<blob>", or in a store written before, layout 1, a hash with
- * fields s, p and o; <prefix>applied:
+ * fields s, p and o, or layout 3 (state_bucket.c), a field of a hash bucket;
+ * <prefix>applied:
  * {<partition>} holds the highest offset applied for that partition (read by
  * zombie fencing). Reads are one MGET per chunk (layout 1: pipelined HMGET);
  * writes are one EVALSHA of a Lua
