@@ -350,6 +350,31 @@ static void test_foreign_values_are_refused(void **st)
     assert_int_equal(e.code, ERR_CONFIG);
 }
 
+/* A store emptied under a live connection (FLUSHALL, here its keys
+ * deleted): the loss is detected and the layout key written again with the
+ * marker, so a later open does not take it for a store of layout 1. */
+static void test_flushed_store_keeps_its_layout(void **st)
+{
+    struct err e = {0};
+    struct state *s = open3("fl:", 0, 3, 1, &e);
+    int lost_now = 0;
+
+    (void)st;
+    assert_non_null(s);
+    assert_int_equal(put1(s, "u", "U", 0, 1, &e), 1);
+    q("DEL fl:layout fl:marker fl:ub:{0} fl:applied:{0}");
+    assert_int_equal(state_check_lost(s, 0, &lost_now, &e), ERR_OK);
+    assert_int_equal(lost_now, 1);
+    assert_string_equal(q("GET fl:layout"), "3:1");
+    state_close(s);
+    s = open3("fl:", 0, 2, 0, &e);
+    assert_non_null(s);
+    assert_string_equal(q("GET fl:layout"), "3:1");
+    assert_int_equal(put1(s, "u", "V", 0, 2, &e), 1);
+    assert_string_equal(q("HEXISTS fl:ub:{0} u"), "1");
+    state_close(s);
+}
+
 static int group_setup(void **st)
 {
     (void)st;
@@ -377,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_sweep_expires_exactly_the_stale_users),
         cmocka_unit_test(test_older_layouts_are_still_read),
         cmocka_unit_test(test_foreign_values_are_refused),
+        cmocka_unit_test(test_flushed_store_keeps_its_layout),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

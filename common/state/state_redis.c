@@ -161,9 +161,23 @@ static int marker_check(struct state_redis *r, int expect_data, int *lost_now, s
     }
     if (missing && (r->marker_seen || expect_data)) {
         const char *set_mk[] = {"SET", mk, now, "NX"};
+        char layk[PREFIX_MAX + 16], lv[24];
+        const char *set_l[] = {"SET", layk, lv, "NX"};
         if ((rc = simple_cmd(r, "SET marker", 4, set_mk, &rep, e)))
             return rc;
         freeReplyObject(rep);
+        /* A store flushed under a live connection lost its layout key too:
+         * set again, so that a later connect does not take the marker for
+         * a store written before layouts (layout 1). */
+        snprintf(layk, sizeof(layk), "%slayout", r->prefix);
+        if (r->layout == 3)
+            snprintf(lv, sizeof(lv), "3:%u", (unsigned)r->buckets);
+        else
+            snprintf(lv, sizeof(lv), "%d", r->layout);
+        if (r->layout > 0 && (rc = simple_cmd(r, "SET layout", 4, set_l, &rep, e)))
+            return rc;
+        if (r->layout > 0)
+            freeReplyObject(rep);
     }
     if (!missing || expect_data)
         r->marker_seen = 1;
