@@ -13,7 +13,9 @@
 # under valgrind --tool=callgrind: its instructions per event (counted from
 # bench_redis's start to its end), which the machine's load does not move.
 # Figures, not pass/fail; prints markdown.
-#   N=20000 USERS=20000 REPS=3 [CALLGRIND=1] [LAYOUTS="1 2 3"] [BUCKETS=8] bench/redis_cpu.sh
+# BASES=1: every put carries the base it was read at (the users' cache's
+# compare-and-set, state.cache_entries > 0, the workers' default).
+#   N=20000 USERS=20000 REPS=3 [CALLGRIND=1] [LAYOUTS="1 2 3"] [BUCKETS=8] [BASES=1] bench/redis_cpu.sh
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-20000}
@@ -41,7 +43,7 @@ for rep in $(seq "$REPS"); do
         if [ "$layout" = 1 ]; then redis-cli -p "$port" set bench:layout 1 >/dev/null; fi
         redis-cli -p "$port" config resetstat >/dev/null
         c0=$(cpu "$port")
-        STATE_LAYOUT=${layout/1/2} STATE_BUCKETS=$BUCKETS "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
+        STATE_LAYOUT=${layout/1/2} STATE_BUCKETS=$BUCKETS STATE_BASES=${BASES:-0} "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
         c1=$(cpu "$port")
         us[$layout]="${us[$layout]:-} $($PY -c "print(round(($c1 - $c0) / $N * 1e6, 2))")"
         calls[$layout]=$(redis-cli -p "$port" info commandstats | tr -d '\r' | grep -E '^cmdstat_(hmget|mget|exists|get|set|hset|pexpire|evalsha|hscan|hdel):' |
@@ -59,7 +61,7 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
         for _ in $(seq 300); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
         if [ "$layout" = 1 ]; then redis-cli -p "$port" set bench:layout 1 >/dev/null; fi
         callgrind_control -i on "$rpid" >/dev/null 2>&1
-        STATE_LAYOUT=${layout/1/2} STATE_BUCKETS=$BUCKETS "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
+        STATE_LAYOUT=${layout/1/2} STATE_BUCKETS=$BUCKETS STATE_BASES=${BASES:-0} "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
         callgrind_control -i off "$rpid" >/dev/null 2>&1
         redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
         wait "$rpid" 2>/dev/null || true; rpid=
@@ -67,7 +69,7 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
             awk -v n="$N" '/PROGRAM TOTALS/ {gsub(/,/, "", $1); printf "%d", $1 / n}')
     done
 fi
-echo "redis-server CPU per event, $N events over $USERS users in batches of $BATCH (bench_redis),"
+echo "redis-server CPU per event, $N events over $USERS users in batches of $BATCH (bench_redis, bases ${BASES:-0}),"
 echo "medians of $REPS runs interleaved, load average $(cut -d' ' -f1-3 /proc/loadavg):"
 echo
 echo "| layout | redis-server us/event [runs] | instructions/event (callgrind) | commands (calls, usec_per_call) of the last run |"
