@@ -42,6 +42,7 @@ struct batch {
     struct state_put *puts;
     unsigned char (*enc)[FEAT_STATE_MAX];
     int *applied;
+    struct state_base *bases; /* STATE_BASES=1: the users' cache's compare-and-set */
     struct entset set;
 };
 
@@ -78,6 +79,8 @@ static int one_batch(struct state *s, struct batch *b, long first, size_t n, int
         b->puts[j] = (struct state_put){.entity = b->ents[j], .data = b->enc[j],
                                         .partition = 0, .offset = first + (long)j};
         b->puts[j].len = (size_t)feat_state_encode(&st, b->enc[j], FEAT_STATE_MAX);
+        b->bases[j] = (struct state_base){b->blobs[j].len ? b->blobs[j].partition : -1,
+                                          b->blobs[j].len ? b->blobs[j].offset : -1};
     }
     if (state_put_many(s, k, b->puts, b->applied, e))
         return e->code;
@@ -106,6 +109,9 @@ int main(int argc, char **argv)
     }
     struct state_redis_opts o = {.port = atoi(argv[1]), .prefix = "bench:", .ttl_s = 3024000,
                                  .timeout_ms = 5000};
+    /* STATE_LAYOUT=3 [STATE_BUCKETS=n]: an empty store becomes layout 3 */
+    o.layout = getenv("STATE_LAYOUT") ? atoi(getenv("STATE_LAYOUT")) : 0;
+    o.buckets = getenv("STATE_BUCKETS") ? atoi(getenv("STATE_BUCKETS")) : 0;
     struct state *s = state_open_redis(&o, &e);
     b.ids = calloc(bs, sizeof(*b.ids));
     b.ents = calloc(bs, sizeof(*b.ents));
@@ -113,6 +119,9 @@ int main(int argc, char **argv)
     b.puts = calloc(bs, sizeof(*b.puts));
     b.enc = calloc(bs, sizeof(*b.enc));
     b.applied = calloc(bs, sizeof(*b.applied));
+    b.bases = calloc(bs, sizeof(*b.bases));
+    if (s && b.bases && getenv("STATE_BASES") && atoi(getenv("STATE_BASES")))
+        state_set_put_bases(s, b.bases); /* every put checked against what was read */
     if (!s || pipe_entset_init(&b.set, bs) || !b.ids || !b.ents || !b.blobs || !b.puts || !b.enc || !b.applied) {
         fprintf(stderr, "bench_redis: %s\n", s ? "out of memory" : e.msg);
         return 1;
@@ -138,5 +147,6 @@ int main(int argc, char **argv)
     free(b.puts);
     free(b.enc);
     free(b.applied);
+    free(b.bases);
     return 0;
 }

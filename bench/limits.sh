@@ -231,10 +231,10 @@ PYEOF
 }
 
 declare -a d_brk r_brk c_brk r_red c_red c_rsrv r_c c_c c_cb c_cr rss_c r_py c_py rss_py r_c2 c_c2
-declare -a r_cl c_cl c_clsrv c_clb r_nc c_nc c_ncb c_ncr r_l1 c_l1 c_l1r
+declare -a r_cl c_cl c_clsrv c_clb r_nc c_nc c_ncb c_ncr r_l1 c_l1 c_l1r r_l2 c_l2 c_l2r r_l3 c_l3 c_l3r
 r_py=(); c_py=(); rss_py=(); r_c2=(); c_c2=() # may stay empty (PEER=0, TWO=0, ...)
 r_nc=(); c_nc=(); c_ncb=(); c_ncr=(); r_cl=(); c_cl=(); c_clb=(); c_clsrv=()
-r_l1=(); c_l1=(); c_l1r=()
+r_l1=(); c_l1=(); c_l1r=(); r_l2=(); c_l2=(); c_l2r=(); r_l3=(); c_l3=(); c_l3r=()
 lastv() { local n; eval "n=\${#$1[@]}"; if [ "$n" -gt 0 ]; then eval "echo \${$1[-1]}"; else echo -; fi; }
 for rep in $(seq "$REPS"); do
     # Limits and the C worker share one stack and one preload.
@@ -276,6 +276,24 @@ for rep in $(seq "$REPS"); do
     wpids=(); worker
     MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
     r_l1+=("$rate"); c_l1+=("$cpu_w"); c_l1r+=("$cpu_r")
+    stack_down "${wpids[0]}"
+
+    # Layout 2 (a string per user, SET PX in the script), the default for
+    # a new store before layout 3 (users as fields of hash buckets).
+    stack_up
+    "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error >/dev/null 2>&1
+    wpids=(); worker -X state.layout=2
+    MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
+    r_l2+=("$rate"); c_l2+=("$cpu_w"); c_l2r+=("$cpu_r")
+    stack_down "${wpids[0]}"
+
+    # Layout 3 (the default) again on a fresh server, as the rows above:
+    # the first row's server also holds bench_redis's keys.
+    stack_up
+    "$SM" produce -b "$bs" -i "$tmp/events.jsonl" --log-level error >/dev/null 2>&1
+    wpids=(); worker
+    MLOG=$tmp/worker.log measure "$N" "${wpids[0]}"
+    r_l3+=("$rate"); c_l3+=("$cpu_w"); c_l3r+=("$cpu_r")
     stack_down "${wpids[0]}"
 
     # The same worker, the same events, its state on a Redis Cluster of 3
@@ -460,9 +478,11 @@ echo
 echo "| row | events/s | % of broker alone | worker CPU us/event | broker | redis-server(s) | p50 / p99 ms at 25% | p50 / p99 ms at 50% |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 echo "| broker alone (consume + produce, to the N-th produce) | $mr_brk | 100 | | $mc_brk | | | |"
-echo "| 1 worker, 1 Redis (users' cache on, the default) | $mr_c | $(pb "$mr_c") | $mc_c | $mc_cb | $mc_cr | $(lat 125) | $(lat 150) |"
+echo "| 1 worker, 1 Redis (users' cache on, the default; users' keys in layout 3) | $mr_c | $(pb "$mr_c") | $mc_c | $mc_cb | $mc_cr | $(lat 125) | $(lat 150) |"
 echo "| 1 worker, 1 Redis, cache off (state.cache_entries=0) | $mr_nc | $(pb "$mr_nc") | $mc_nc | $mc_ncb | $mc_ncr | | |"
 echo "| 1 worker, 1 Redis, users' keys in layout 1 (a hash per user, as before issue 19's layout 2) | $(med "${r_l1[@]}") | $(pb "$(med "${r_l1[@]}")") | $(med "${c_l1[@]}") | | $(med "${c_l1r[@]}") | | |"
+echo "| 1 worker, 1 Redis, users' keys in layout 2 (a string per user, state.layout=2) | $(med "${r_l2[@]}") | $(pb "$(med "${r_l2[@]}")") | $(med "${c_l2[@]}") | | $(med "${c_l2r[@]}") | | |"
+echo "| 1 worker, 1 Redis, users' keys in layout 3 (the default), a fresh server as the two rows above | $(med "${r_l3[@]}") | $(pb "$(med "${r_l3[@]}")") | $(med "${c_l3[@]}") | | $(med "${c_l3r[@]}") | | |"
 echo "| 1 worker, Redis Cluster 3 masters + 3 replicas (cache on) | $mr_cl | $(pb "$mr_cl") | $mc_cl | $mc_clb | $mc_clsrv (6 servers) | $(lat cluster25) | $(lat cluster50) |"
 ok() { $PY -c "print('yes' if $1 else '**no**')"; }
 okv() { [ "$1" = - ] && echo "-" || ok "$1 <= $2"; }

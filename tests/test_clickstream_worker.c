@@ -166,6 +166,8 @@ static pid_t start_worker(struct env *v, const char *log)
                     "clickstream.seed=7",
                     "-X",
                     "clickstream.session_ttl_s=600",
+                    "-X", /* the session's key and its TTL are read below: layout 2 */
+                    "state.layout=2",
                     "-X",
                     "worker.poll_ms=20",
                     "-X",

@@ -39,6 +39,10 @@ static const struct key_def keys[] = {
      "users whose state the owner of their partition keeps in memory between batches, "
      "encoded (128 bytes to 2 KB each) "
      "(docs/delivery.md, partition-owned state; Redis only); 0: read every batch's users from Redis"},
+    {"state.layout", K_INT, 2, 3, "3",
+     "Redis layout of the users' state in a new store: 2, a string per user; 3, users as fields "
+     "of hash buckets (docs/delivery.md); a store keeps the layout it was created with"},
+    {"state.buckets", K_INT, 1, 65536, "8", "hash buckets of a new layout-3 store (fewer: fewer Redis commands per batch)"},
     {"state.pending_max", K_INT, 1, 10000000, "100000",
      "events kept for state re-apply while Redis is down (then consumption pauses)"},
     {"redis.host", K_STR, 0, 0, "127.0.0.1", "Redis host"},

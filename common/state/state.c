@@ -156,6 +156,16 @@ int state_ping(struct state *s, struct err *e)
     return s->ops->ping(s, e);
 }
 
+int state_sweep(struct state *s, int full, size_t *deleted, struct err *e)
+{
+    *deleted = 0;
+    if (check_idle(s, e))
+        return ERR_INVALID;
+    if (within_deadline(s, e))
+        return ERR_TIMEOUT;
+    return s->ops->sweep ? s->ops->sweep(s, full, deleted, e) : ERR_OK;
+}
+
 /* Marks partition as moved (state_take_owner_changes). Kafka partitions
  * are packed in 16 bits (kafka.c): a bitmap of at most 8 KB. */
 static void note_moved(struct state *s, int32_t partition)

@@ -37,6 +37,12 @@ struct state_redis_opts {
     int lazy;                  /* an unreachable server is not an error at open:
                                   the first call connects (a wrong password or
                                   a refused script still is) */
+    int layout;                /* state.layout: the layout an empty store gets,
+                                  2 (a string per user) or 3 (users as fields of
+                                  hash buckets); 0: 2. A store keeps the layout
+                                  it was created with. */
+    int buckets;               /* state.buckets: a new layout-3 store's bucket
+                                  count (0: 8) */
 };
 
 /* Caller-owned result slot for state_get_many. */
@@ -153,6 +159,15 @@ int64_t state_epoch(const struct state *s, int32_t partition);
  * as after ERR_RETRY). Used after SIGTERM (worker.shutdown_timeout_ms).
  * The one call that may come from another thread than the handle's. */
 void state_set_deadline(struct state *s, int64_t deadline_us);
+
+/* Layout 3 of Redis (users as fields of hash buckets, state.layout=3):
+ * deletes the users whose last write is ttl_s or more ago (they read as
+ * absent from then on already). full = 0: one bounded step (HSCAN of up to
+ * 1,000 fields of one bucket), as each handle does by itself at most once a
+ * second after a write; 1: every bucket. *deleted: the users removed. Other
+ * layouts and backends expire by themselves: nothing to do (0). */
+int state_sweep(struct state *s, int full, size_t *deleted, struct err *e)
+    __attribute__((warn_unused_result));
 
 /* "redis", "redis-cluster" or "memory". */
 const char *state_backend(const struct state *s);

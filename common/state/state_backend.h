@@ -37,6 +37,8 @@ struct state_ops {
     /* Optional: bound each wait of the next calls to timeout_ms (the
      * configured timeout when larger); <= 0: drop the connection. */
     void (*clamp)(struct state *s, int timeout_ms);
+    /* Optional (layout 3 of Redis): state_sweep. */
+    int (*sweep)(struct state *s, int full, size_t *deleted, struct err *e);
 };
 
 struct state {
@@ -75,6 +77,60 @@ int state_v2_parse(const char *v, size_t len, struct state_blob *b);
  * whether its <prefix>marker exists (data written before layouts were
  * versioned: 1). Returns 1 or 2, or -1 for a layout this build cannot read. */
 int state_layout_decide(const char *layout, size_t layout_len, int marker_present);
+/* Layout 3 (state_bucket.c): users as fields of hash buckets
+ * <prefix>ub:{<b>}, the value "<p>:<o>@<t>|<blob>" (t: seconds). */
+extern const char state_redis_put_script_v3[];
+extern const char state_redis_sweep_script_v3[];
+#define STATE_V3_HEAD_MAX 72
+#define STATE_V3_BUCKETS_MAX 65536
+/* The bucket of an entity among nbuckets. */
+uint32_t state_v3_bucket(const char *entity, uint32_t nbuckets);
+/* The value of a put (STATE_V3_HEAD_MAX + len bytes of room); its length. */
+size_t state_v3_value(char *buf, int32_t partition, int64_t offset, int64_t now_s,
+                      const unsigned char *data, size_t len);
+/* A put's base as the script compares it, "<p>:<o>@" (40 bytes of room). */
+size_t state_v3_base(char *buf, int32_t partition, int64_t offset);
+/* Reads a value into b: 0; 1 when it is older than ttl_s at now_s (ttl_s >
+ * 0): absent, b empty; -1 when v is not a layout-3 value. */
+int state_v3_parse(const char *v, size_t len, int64_t now_s, int64_t ttl_s, struct state_blob *b);
+/* The bucket count of a <prefix>layout value "3:<buckets>"; -1 if not one. */
+int state_v3_buckets_of(const char *layout, size_t len);
+
+/* One layout-3 command (EVALSHA of a chunk, or HMGETs of a read), built in
+ * storage reused across calls. */
+struct state_v3_cmd {
+    const char **argv;
+    size_t *argvlen;
+    size_t cap_argv, argc;
+    char *strs;
+    size_t cap_strs, used;
+    uint64_t *keys; /* sort keys: slot, bucket, index */
+    int32_t *slot_part;
+    size_t cap_keys;
+    int32_t *bidx; /* per bucket: its KEYS index in the chunk, -1 none */
+    uint32_t cap_bidx;
+    size_t *groups; /* a read: the argv start of each bucket's HMGET */
+    size_t ngroups;
+};
+void state_v3_cmd_free(struct state_v3_cmd *c);
+/* The EVALSHA of puts[0..k) (no entity twice: state_v3_chunk_len), its
+ * bases (NULL: no check), the epochs held (indexed by partition), into
+ * c->argv[0..c->argc); order[g] gets the put index of the g-th code of the
+ * reply. ERR_NOMEM. */
+int state_v3_put_cmd(struct state_v3_cmd *c, const char *sha, const char *prefix,
+                     uint32_t nbuckets, int64_t now_s, int64_t ttl_s,
+                     const struct state_put *puts, size_t k, const struct state_base *bases,
+                     const int64_t *epochs, size_t n_epochs, size_t *order);
+/* The HMGETs of entities[0..n): c->ngroups commands, command g's argv from
+ * c->groups[g] (argc to the next, or c->argc); order[i] is the entity of
+ * the i-th field across them. ERR_NOMEM. */
+int state_v3_get_cmds(struct state_v3_cmd *c, const char *prefix, uint32_t nbuckets, size_t n,
+                      const char *const *entities, size_t *order);
+/* How many of puts[0..n) (at most max) make a chunk without an entity
+ * twice. */
+size_t state_v3_chunk_len(struct state_v3_cmd *c, const struct state_put *puts, size_t n,
+                          size_t max);
+
 /* Redis Cluster (state_cluster.c): state_open_redis with redis.nodes. */
 struct state *state_open_redis_cluster(const struct state_redis_opts *o, const char *nodes,
                                        struct err *e);

@@ -9,6 +9,9 @@
  * read (one MGET per chunk instead of an HMGET per user): bench/results.md,
  * "Issue 19: Redis CPU per event".
  *
+ * Layout 3 (state_bucket.c, state.layout=3): users as fields of hash
+ * buckets, "3:<buckets>" in <prefix>layout; its script is below too.
+ *
  * A store says which it holds in <prefix>layout ("1" or "2"), decided once:
  * a store with data (its <prefix>marker present) and no layout key is one
  * written before layouts were versioned, layout 1, and is read and written
@@ -138,6 +141,122 @@ const char state_redis_put_script_v2[] = SCRIPT_FENCE
     "    end\n"
     "  end\n"
     "end\n" SCRIPT_APPLIED;
+
+/* Layout 3 (state_bucket.c: users as fields of hash buckets). */
+/* Arguments of one chunk (state_bucket_cmd builds them):
+ *   KEYS: the chunk's bucket keys 1..nb, then per partition slot j its
+ *         applied key and its epoch key (SCRIPT_FENCE's layout, n = nb).
+ *   ARGV: nb, m, ttl_s; per slot its partition and the epoch held; then
+ *         now_s, the number of groups g; per group its bucket (key index),
+ *         slot, count c, smallest and largest offset, whether it has bases;
+ *         then per group its c (field, value) pairs, then (with bases) its c
+ *         bases: "" (no check), "-" (nothing stored) or "<p>:<o>@".
+ * Reply: { codes, err... }: one character per put in the chunk's group
+ * order, '0' skipped, '1' written, '2' fenced, '3' conflict, 'E' an error
+ * (its message next in err..., in order). */
+#define SCRIPT_V3_SLOW                                                                             \
+    "local function slow(k, a, c, hasb, bb, cur, codes, errs, hs, j)\n"                            \
+    "  for i = 1, c do\n"                                                                          \
+    "    local f, v = ARGV[a + 2 * i - 1], ARGV[a + 2 * i]\n"                                    \
+    "    local b = hasb and ARGV[bb + i] or ''\n"                                                  \
+    "    local ps, os = string.match(v, '^(%-?%d+):(%-?%d+)@')\n"                                 \
+    "    local cv, cp, co, ct = cur and cur[i]\n"                                                  \
+    "    local bad\n"                                                                              \
+    "    if cv then\n"                                                                             \
+    "      cp, co, ct = string.match(cv, '^(%-?%d+):(%-?%d+)@(%d+)|')\n"                          \
+    "      if not cp then bad = 'WRONGTYPE field ' .. f .. ' of ' .. k .. ' is not a state value "  \
+    "of layout 3'\n"                                                                               \
+    "      elseif ttl_s > 0 and tonumber(ct) + ttl_s <= now then cv, cp = nil, nil end\n"          \
+    "    end\n"                                                                                    \
+    "    if bad then\n"                                                                            \
+    "      codes[#codes + 1] = 'E'; errs[#errs + 1] = bad\n"                                       \
+    "    elseif cp and cp == ps and tonumber(co) >= tonumber(os) then\n"                           \
+    "      codes[#codes + 1] = '0'\n"                                                              \
+    "    elseif b ~= '' and b ~= (cp and (cp .. ':' .. co .. '@') or '-') then\n"                  \
+    "      codes[#codes + 1] = '3'\n"                                                              \
+    "    else\n"                                                                                   \
+    "      hs[#hs + 1] = f; hs[#hs + 1] = v\n"                                                     \
+    "      codes[#codes + 1] = '1'\n"                                                              \
+    "      local o = tonumber(os)\n"                                                               \
+    "      if not top[j] or o > top[j] then top[j], topstr[j] = o, os end\n"                       \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "end\n"
+
+const char state_redis_put_script_v3[] =
+    SCRIPT_FENCE "local now, g = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])\n"
+                 "local ttl_s = tonumber(ttl)\n" SCRIPT_V3_SLOW
+                 "local codes, errs = {}, {}\n"
+                 "local ga, a = base + 2, base + 2 + 6 * g\n"
+                 "local applied = {}\n"
+                 "for q = 1, g do\n"
+                 "  local d = ga + 6 * (q - 1)\n"
+                 "  local k, j, c = KEYS[tonumber(ARGV[d + 1])], tonumber(ARGV[d + 2]), "
+                 "tonumber(ARGV[d + 3])\n"
+                 "  local hasb = ARGV[d + 6] == '1'\n"
+                 "  local bb = a + 2 * c\n"
+                 "  if fenced[j] then\n"
+                 "    codes[#codes + 1] = string.rep('2', c)\n"
+                 "  else\n"
+                 "    if applied[j] == nil then\n"
+                 "      applied[j] = tonumber(redis.call('GET', KEYS[n + 2 * j - 1])) or -1\n"
+                 "    end\n"
+                 "    local fresh = tonumber(ARGV[d + 4]) > applied[j]\n"
+                 "    local cur, ok = nil, fresh and not hasb\n"
+                 "    if not ok then\n"
+                 "      local fs = {}\n"
+                 "      for i = 1, c do fs[i] = ARGV[a + 2 * i - 1] end\n"
+                 "      cur = redis.pcall('HMGET', k, unpack(fs))\n"
+                 "      if cur.err then\n"
+                 "        codes[#codes + 1] = string.rep('E', c)\n"
+                 "        for i = 1, c do errs[#errs + 1] = cur.err end\n"
+                 "        cur = false\n"
+                 "      elseif fresh then\n"
+                 "        ok = true\n"
+                 "        for i = 1, c do\n"
+                 "          local b, cv = ARGV[bb + i], cur[i]\n"
+                 "          if b == '-' then ok = not cv\n"
+                 "          elseif b ~= '' then ok = cv and string.find(cv, b, 1, true) == 1 end\n"
+                 "          if not ok then break end\n"
+                 "        end\n"
+                 "      end\n"
+                 "    end\n"
+                 "    if cur == false then\n"
+                 "    elseif ok then\n"
+                 "      local r = redis.pcall('HSET', k, unpack(ARGV, a + 1, a + 2 * c))\n"
+                 "      if type(r) == 'table' and r.err then\n"
+                 "        codes[#codes + 1] = string.rep('E', c)\n"
+                 "        for i = 1, c do errs[#errs + 1] = r.err end\n"
+                 "      else\n"
+                 "        codes[#codes + 1] = string.rep('1', c)\n"
+                 "        local o = tonumber(ARGV[d + 5])\n"
+                 "        if not top[j] or o > top[j] then top[j], topstr[j] = o, ARGV[d + 5] end\n"
+                 "      end\n"
+                 "    else\n"
+                 "      local hs = {}\n"
+                 "      slow(k, a, c, hasb, bb, cur, codes, errs, hs, j)\n"
+                 "      if #hs > 0 then redis.call('HSET', k, unpack(hs)) end\n"
+                 "    end\n"
+                 "  end\n"
+                 "  a = a + 2 * c + (hasb and c or 0)\n"
+                 "end\n"
+                 "res[1] = table.concat(codes)\n"
+                 "for i = 1, #errs do res[i + 1] = errs[i] end\n" SCRIPT_APPLIED;
+
+/* KEYS[1] a bucket; ARGV: cursor, count, now_s, ttl_s. Deletes the fields
+ * of one HSCAN step whose write time is ttl_s or more ago (the rule reads
+ * use); returns { next cursor, fields deleted }. A field that is not a
+ * layout-3 value is left alone (reads name it). */
+const char state_redis_sweep_script_v3[] =
+    "local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])\n"
+    "local lim = tonumber(ARGV[3]) - tonumber(ARGV[4])\n"
+    "local kv, del = r[2], {}\n"
+    "for i = 1, #kv, 2 do\n"
+    "  local t = string.match(kv[i + 1], '^%-?%d+:%-?%d+@(%d+)|')\n"
+    "  if t and tonumber(t) <= lim then del[#del + 1] = kv[i] end\n"
+    "end\n"
+    "if #del > 0 then redis.call('HDEL', KEYS[1], unpack(del)) end\n"
+    "return { r[1], #del }\n";
 
 /* Decimal digits of v into buf (no NUL); returns their count. */
 static size_t put_ll(char *buf, long long v)

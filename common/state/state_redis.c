@@ -3,7 +3,8 @@
  * Layout (state_layout.c): key <prefix>u:{<entity>} holds the blob and the
  * (partition, offset) of the last applied event: layout 2, a string
  * "<p>:<o>|<blob>", or in a store written before, layout 1, a hash with
- * fields s, p and o; <prefix>applied:
+ * fields s, p and o, or layout 3 (state_bucket.c), a field of a hash bucket;
+ * <prefix>applied:
  * {<partition>} holds the highest offset applied for that partition (read by
  * zombie fencing). Reads are one MGET per chunk (layout 1: pipelined HMGET);
  * writes are one EVALSHA of a Lua
@@ -39,70 +40,7 @@
 #include "metrics.h"
 #include "redis_cluster.h"
 #include "redis_conn.h"
-
-#define PREFIX_MAX 128
-#define HOST_MAX 255
-#define KEY_MAX (PREFIX_MAX + STATE_ENTITY_MAX + 32)
-/* Kafka positions are packed with 16 bits of partition (kafka.c). */
-#define PARTITION_MAX 65535
-
-/* Results per put: 0 skipped (already applied), 1 written, 2 fenced. */
-enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2, PUT_CONFLICT = 3 };
-
-/* Puts per EVALSHA: bounds the time one script call holds Redis (about
- * 3 ms for 1,000 users) and the size of one command. */
-#define PUT_CHUNK 1000
-
-/* One call applies a chunk of puts, in order, so that the per-call cost of
- * EVALSHA (argument tables, the Lua call) and the fencing and applied-offset
- * bookkeeping are paid once per partition and chunk instead of per user.
- *   KEYS: the n entity keys, then per partition slot j = 1..m its applied
- *         key and its epoch key.
- *   ARGV: n, m, ttl_ms; per slot j its partition and the epoch held; per put
- *         its blob (layout 2: its whole value), slot, offset and base: ""
- *         (no check), "-" (nothing stored) or "<partition>:<offset>"
- *         (state.h, has_base).
- * The scripts, one per layout, and their rules are in state_layout.c. */
-
-/* The argument vector of one chunk, reused across calls (no allocation per
- * batch once grown). */
-struct put_args {
-    const char **argv;
-    size_t *argvlen;
-    size_t cap_argv;
-    char *strs; /* keys and numbers the argv points into */
-    size_t cap_strs, used;
-    int32_t *slot_part; /* partition of each slot */
-    int *slot;          /* slot of each put */
-    size_t cap_puts;
-};
-
-struct state_redis {
-    struct state base; /* first: state.c casts */
-    struct rc *rc;     /* disconnected: the next call reconnects */
-    char host[HOST_MAX + 1];
-    int port;
-    char prefix[PREFIX_MAX + 1];
-    long long ttl_ms;
-    long long lost_flag_ms;
-    int timeout_ms;  /* of the next connect and waits */
-    int timeout_cfg; /* as configured (state_set_deadline clamps below it) */
-    int marker_seen;    /* this handle has seen or written <prefix>marker */
-    int expect_pending; /* the next connect's check expects data */
-    int lost_pending;   /* a loss found by a connect, not yet reported */
-    char sha[41]; /* of the layout's put script, from SCRIPT LOAD */
-    int layout;   /* of the store's user keys (state_layout.c), read at connect */
-    /* Fencing, indexed by partition: the epoch held (0 = none) and whether
-     * a new one is to be claimed before the next read or write. */
-    int64_t *epochs;
-    unsigned char *claim;
-    size_t n_epochs;
-    size_t n_claims;
-    struct put_args pa;
-    /* state_put_begin .. state_put_end: the puts sent, replies unread. */
-    const struct state_put *inflight;
-    size_t n_inflight;
-};
+#include "state_redis_priv.h"
 
 /* ---- connection (common/io/redis_conn.h: connect, AUTH, SIGPIPE) ---- */
 
@@ -117,13 +55,15 @@ static void drop(struct state_redis *r)
 
 /* The connection is unusable (I/O error, timeout, pipeline out of step):
  * free it and report ERR_RETRY; the next call reconnects. */
-static int lost(struct state_redis *r, const char *cmd, const char *key, struct err *e)
+int state_redis_lost(struct state_redis *r, const char *cmd, const char *key, struct err *e)
 {
     char what[160];
 
     snprintf(what, sizeof(what), "%s%s%.100s", cmd, *key ? " " : "", key);
     return rc_lost(r->rc, what, e);
 }
+
+#define lost state_redis_lost
 
 static int reply_error_code(const char *msg)
 {
@@ -151,10 +91,9 @@ static int simple_cmd(struct state_redis *r, const char *what, int argc, const c
     return ERR_OK;
 }
 
-static int load_script(struct state_redis *r, struct err *e)
+static int load_one(struct state_redis *r, const char *script, char *sha, struct err *e)
 {
-    const char *argv[] = {"SCRIPT", "LOAD",
-                          r->layout == 1 ? state_redis_put_script : state_redis_put_script_v2};
+    const char *argv[] = {"SCRIPT", "LOAD", script};
     redisReply *rep = NULL;
     int rc = simple_cmd(r, "SCRIPT LOAD", 3, argv, &rep, e);
 
@@ -165,10 +104,22 @@ static int load_script(struct state_redis *r, struct err *e)
         drop(r);
         return err_set(e, ERR_IO, "redis SCRIPT LOAD (%s:%d): unexpected reply", r->host, r->port);
     }
-    memcpy(r->sha, rep->str, 40);
-    r->sha[40] = '\0';
+    memcpy(sha, rep->str, 40);
+    sha[40] = '\0';
     freeReplyObject(rep);
     return ERR_OK;
+}
+
+static int load_script(struct state_redis *r, struct err *e)
+{
+    const char *put = r->layout == 1   ? state_redis_put_script
+                      : r->layout == 2 ? state_redis_put_script_v2
+                                       : state_redis_put_script_v3;
+    int rc = load_one(r, put, r->sha, e);
+
+    if (rc == ERR_OK && r->layout == 3)
+        rc = load_one(r, state_redis_sweep_script_v3, r->sha_sweep, e);
+    return rc;
 }
 
 /* ---- a store that lost its data (state.h) ---- */
@@ -210,9 +161,23 @@ static int marker_check(struct state_redis *r, int expect_data, int *lost_now, s
     }
     if (missing && (r->marker_seen || expect_data)) {
         const char *set_mk[] = {"SET", mk, now, "NX"};
+        char layk[PREFIX_MAX + 16], lv[24];
+        const char *set_l[] = {"SET", layk, lv, "NX"};
         if ((rc = simple_cmd(r, "SET marker", 4, set_mk, &rep, e)))
             return rc;
         freeReplyObject(rep);
+        /* A store flushed under a live connection lost its layout key too:
+         * set again, so that a later connect does not take the marker for
+         * a store written before layouts (layout 1). */
+        snprintf(layk, sizeof(layk), "%slayout", r->prefix);
+        if (r->layout == 3)
+            snprintf(lv, sizeof(lv), "3:%u", (unsigned)r->buckets);
+        else
+            snprintf(lv, sizeof(lv), "%d", r->layout);
+        if (r->layout > 0 && (rc = simple_cmd(r, "SET layout", 4, set_l, &rep, e)))
+            return rc;
+        if (r->layout > 0)
+            freeReplyObject(rep);
     }
     if (!missing || expect_data)
         r->marker_seen = 1;
@@ -231,6 +196,7 @@ static int layout_check(struct state_redis *r, struct err *e)
 {
     char lk[PREFIX_MAX + 16], mk[PREFIX_MAX + 16];
     const char *get[] = {"GET", lk}, *ex[] = {"EXISTS", mk};
+    char l3[24];
     const char *set[] = {"SET", lk, "2", "NX"};
     redisReply *rep = NULL;
     int rc;
@@ -240,13 +206,19 @@ static int layout_check(struct state_redis *r, struct err *e)
     for (int pass = 0; pass < 2; pass++) {
         if ((rc = simple_cmd(r, "GET layout", 2, get, &rep, e)))
             return rc;
+        if (rep->type == REDIS_REPLY_STRING &&
+            (r->buckets = (uint32_t)state_v3_buckets_of(rep->str, rep->len)) != (uint32_t)-1) {
+            freeReplyObject(rep); /* layout 3: "3:<buckets>" (state_bucket.c) */
+            r->layout = 3;
+            return ERR_OK;
+        }
         if (rep->type == REDIS_REPLY_STRING || pass == 1) {
             r->layout = state_layout_decide(rep->type == REDIS_REPLY_STRING ? rep->str : NULL,
                                             rep->len, 0);
             if (r->layout < 0)
                 err_set(e, ERR_CONFIG,
-                        "redis (%s:%d): %slayout is '%.20s': this build reads state layouts 1 "
-                        "and 2 only (a newer version wrote this store?)",
+                        "redis (%s:%d): %slayout is '%.20s': this build reads state layouts 1, "
+                        "2 and 3:<buckets> only (a newer version wrote this store?)",
                         r->host, r->port, r->prefix, rep->str);
             freeReplyObject(rep);
             if (r->layout < 0) {
@@ -258,7 +230,10 @@ static int layout_check(struct state_redis *r, struct err *e)
         freeReplyObject(rep);
         if ((rc = simple_cmd(r, "EXISTS marker", 2, ex, &rep, e)))
             return rc;
-        set[2] = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0 ? "1" : "2";
+        snprintf(l3, sizeof(l3), "3:%u", (unsigned)r->buckets_new);
+        set[2] = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0 ? "1"
+                 : r->layout_new == 3                                  ? l3
+                                                                       : "2";
         freeReplyObject(rep);
         if ((rc = simple_cmd(r, "SET layout", 4, set, &rep, e)))
             return rc;
@@ -269,7 +244,7 @@ static int layout_check(struct state_redis *r, struct err *e)
 
 /* rc_connect authenticates after every connect; the script is reloaded
  * too (a restarted server has lost it). */
-static int ensure_connected(struct state_redis *r, struct err *e)
+int state_redis_ensure(struct state_redis *r, struct err *e)
 {
     int rc, lost_now = 0;
 
@@ -452,7 +427,7 @@ static int send_claims(struct state_redis *r, struct err *e)
 /* Connects if needed, then claims what state_fence asked for. */
 static int ready(struct state_redis *r, struct err *e)
 {
-    int rc = ensure_connected(r, e);
+    int rc = state_redis_ensure(r, e);
 
     if (rc == ERR_OK && r->n_claims)
         rc = send_claims(r, e);
@@ -582,8 +557,9 @@ static int get_v2(struct state_redis *r, size_t n, const char *const *entities,
 
     for (size_t c = 0; c < n; c += PUT_CHUNK) {
         struct err tmp = {0};
-        int rc = get_chunk_v2(r, n - c < PUT_CHUNK ? n - c : PUT_CHUNK, entities + c, out + c,
-                              &tmp);
+        size_t k = n - c < PUT_CHUNK ? n - c : PUT_CHUNK;
+        int rc = r->layout == 3 ? state_v3_get_chunk(r, k, entities + c, out + c, &tmp)
+                                : get_chunk_v2(r, k, entities + c, out + c, &tmp);
         if (rc && (!rc_ctx(r->rc) || first == ERR_OK)) {
             first = rc;
             copy_err(e, &tmp);
@@ -592,6 +568,26 @@ static int get_v2(struct state_redis *r, size_t n, const char *const *entities,
             break;
     }
     return first;
+}
+
+int64_t state_redis_now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+int state_redis_grow_order(struct state_redis *r, size_t n)
+{
+    if (n <= r->cap_order)
+        return ERR_OK;
+    size_t *o = realloc(r->order, n * sizeof(*o)), *c = o ? realloc(r->chunks, n * sizeof(*c))
+                                                          : NULL;
+    if (o)
+        r->order = o;
+    if (!c)
+        return ERR_NOMEM;
+    r->chunks = c;
+    r->cap_order = n;
+    return ERR_OK;
 }
 
 static int redis_get_many(struct state *s, size_t n, const char *const *entities,
@@ -603,7 +599,7 @@ static int redis_get_many(struct state *s, size_t n, const char *const *entities
 
     sigpipe_block(&g);
     rc = ready(r, e);
-    if (rc == ERR_OK && r->layout == 2)
+    if (rc == ERR_OK && r->layout >= 2)
         rc = get_v2(r, n, entities, out, e);
     else if (rc == ERR_OK)
         rc = get_pipelined(r, n, entities, out, e);
@@ -720,6 +716,9 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
                         size_t k, struct err *e)
 {
     struct put_args *a = &r->pa;
+
+    if (r->layout == 3) /* state_bucket.c */
+        return state_v3_append(r, puts, first, k, e);
     size_t m = 0, at, nkeys, nargv = 3 + 3 * k + 3 + 6 * k; /* m <= k */
 
     size_t vals = 0; /* layout 2: the values are built here */
@@ -830,13 +829,32 @@ static int read_chunk(struct state_redis *r, const struct state_put *puts, size_
     return rc;
 }
 
+/* The chunk lengths of puts[0..n) (layout 3: no entity twice in a chunk,
+ * so that a group's HMGET sees what is stored). */
+static int plan_chunks(struct state_redis *r, size_t n, const struct state_put *puts,
+                       struct err *e)
+{
+    if (state_redis_grow_order(r, n ? n : 1))
+        return err_set(e, ERR_NOMEM, "redis: out of memory for a batch of %zu puts", n);
+    r->nchunks = 0;
+    for (size_t c = 0; c < n;) {
+        size_t k = r->layout == 3 ? state_v3_chunk_len(&r->v3, puts + c, n - c, PUT_CHUNK)
+                                  : (n - c < PUT_CHUNK ? n - c : PUT_CHUNK);
+        r->chunks[r->nchunks++] = k;
+        c += k;
+    }
+    return ERR_OK;
+}
+
 /* Appends the chunks of puts[0..n) (with retry: only those refused with
  * NOSCRIPT, whose applied[] are all -1). */
 static int send_pass(struct state_redis *r, size_t n, const struct state_put *puts,
                      const int *applied, int retry, struct err *e)
 {
-    for (size_t c = 0; c < n; c += PUT_CHUNK) {
-        size_t k = n - c < PUT_CHUNK ? n - c : PUT_CHUNK;
+    if (!retry && plan_chunks(r, n, puts, e))
+        return ERR_NOMEM;
+    for (size_t q = 0, c = 0; q < r->nchunks; c += r->chunks[q++]) {
+        size_t k = r->chunks[q];
         if ((!retry || applied[c] == -1) && append_chunk(r, puts + c, c, k, e))
             return e ? e->code : ERR_RETRY;
     }
@@ -851,13 +869,15 @@ static int recv_pass(struct state_redis *r, size_t n, const struct state_put *pu
     int first = ERR_OK;
 
     *nosc = 0;
-    for (size_t c = 0; c < n; c += PUT_CHUNK) {
-        size_t k = n - c < PUT_CHUNK ? n - c : PUT_CHUNK;
+    (void)n;
+    for (size_t q = 0, c = 0; q < r->nchunks; c += r->chunks[q++]) {
+        size_t k = r->chunks[q];
         struct err tmp;
         int rc;
         if (retry && applied[c] != -1)
             continue;
-        rc = read_chunk(r, puts + c, k, applied + c, &tmp);
+        rc = r->layout == 3 ? state_v3_read_chunk(r, puts + c, k, applied + c, r->order + c, &tmp)
+                            : read_chunk(r, puts + c, k, applied + c, &tmp);
         if (rc && !rc_ctx(r->rc)) { /* connection gone: nothing more to read */
             copy_err(e, &tmp);
             return rc;
@@ -933,6 +953,8 @@ static int redis_put_end(struct state *s, int *applied, struct err *e)
     }
     if (rc == ERR_OK && !r->marker_seen && n)
         write_marker(r);
+    if (rc == ERR_OK && rc_ctx(r->rc))
+        state_v3_sweep_paced(r);
     sigpipe_restore(&g);
     if (r->base.fenced > fenced0)
         log_warn("state: %llu write(s) fenced: a newer consumer owns their partition (this "
@@ -950,7 +972,7 @@ static int redis_ping(struct state *s, struct err *e)
     int rc;
 
     sigpipe_block(&g);
-    rc = ensure_connected(r, e);
+    rc = state_redis_ensure(r, e);
     if (rc == ERR_OK)
         rc = simple_cmd(r, "PING", 1, argv, &rep, e);
     if (rc == ERR_OK && (rep->type != REDIS_REPLY_STATUS || strcmp(rep->str, "PONG") != 0))
@@ -986,7 +1008,7 @@ static int redis_check_lost(struct state *s, int expect_data, int *lost_now, str
 
     sigpipe_block(&g);
     r->expect_pending = expect_data;
-    rc = ensure_connected(r, e);
+    rc = state_redis_ensure(r, e);
     r->expect_pending = 0;
     if (rc == ERR_OK && was)
         rc = marker_check(r, expect_data, lost_now, e);
@@ -1007,7 +1029,7 @@ static int redis_ack_lost(struct state *s, struct err *e)
 
     snprintf(lk, sizeof(lk), "%sstate_lost", r->prefix);
     sigpipe_block(&g);
-    rc = ensure_connected(r, e);
+    rc = state_redis_ensure(r, e);
     if (rc == ERR_OK)
         rc = simple_cmd(r, "DEL state_lost", 2, argv, &rep, e);
     if (rep)
@@ -1029,6 +1051,9 @@ static void redis_close(struct state *s)
     free(r->epochs);
     free(r->claim);
     args_free(&r->pa);
+    state_v3_cmd_free(&r->v3);
+    free(r->order);
+    free(r->chunks);
     free(r);
 }
 
@@ -1056,6 +1081,7 @@ static const struct state_ops redis_ops = {
     .check_lost = redis_check_lost,
     .ack_lost = redis_ack_lost,
     .clamp = redis_clamp,
+    .sweep = state_v3_sweep,
 };
 
 static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, struct err *e)
@@ -1071,6 +1097,14 @@ static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, st
         return err_set(e, ERR_CONFIG, "redis: port %d out of range", o->port);
     if (o->ttl_s < 0)
         return err_set(e, ERR_CONFIG, "redis: ttl_s %d is negative", o->ttl_s);
+    if (o->layout != 0 && o->layout != 2 && o->layout != 3)
+        return err_set(e, ERR_CONFIG, "redis: state.layout %d: a new store is 2 or 3", o->layout);
+    if (o->buckets < 0 || o->buckets > STATE_V3_BUCKETS_MAX)
+        return err_set(e, ERR_CONFIG, "redis: state.buckets %d out of 1..%d", o->buckets,
+                       STATE_V3_BUCKETS_MAX);
+    r->layout_new = o->layout ? o->layout : 2;
+    r->buckets_new = o->buckets ? (uint32_t)o->buckets : 8;
+    strcpy(r->sweep_cur, "0");
     strcpy(r->host, host);
     strcpy(r->prefix, prefix);
     r->port = o->port ? o->port : 6379;
@@ -1110,7 +1144,7 @@ struct state *state_open_redis(const struct state_redis_opts *o, struct err *e)
      * handle accepts a server that is not up yet (workers start before
      * Redis in a compose stack, and must then score degraded, not exit). */
     sigpipe_block(&g);
-    rc = ensure_connected(r, e);
+    rc = state_redis_ensure(r, e);
     sigpipe_restore(&g);
     if (rc == ERR_RETRY && o && o->lazy)
         rc = ERR_OK;

@@ -247,6 +247,8 @@ static int open_state(struct wk *w, struct err *e)
     wk_redis_opts(w, &ro);
     ro.ttl_s = (int)cfg_int(w->cf, w->s->state_ttl_key);
     ro.lost_flag_ms = cfg_int(w->cf, "state.lost_flag_ms");
+    ro.layout = (int)cfg_int(w->cf, "state.layout");
+    ro.buckets = (int)cfg_int(w->cf, "state.buckets");
     if (strcmp(cfg_str(w->cf, "state.backend"), "memory") == 0)
         w->st = state_open_memory();
     else

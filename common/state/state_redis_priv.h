@@ -1,0 +1,102 @@
+/* common/state/state_redis_priv.h: the Redis backend's handle, shared by
+ * state_redis.c (layouts 1 and 2, connection, fencing) and state_bucket.c
+ * (layout 3). Private to common/state.
+ */
+#ifndef STREAMML_STATE_REDIS_PRIV_H
+#define STREAMML_STATE_REDIS_PRIV_H
+
+#include <hiredis/hiredis.h>
+
+#include "redis_conn.h"
+#include "state_backend.h"
+
+#define PREFIX_MAX 128
+#define HOST_MAX 255
+#define KEY_MAX (PREFIX_MAX + STATE_ENTITY_MAX + 32)
+/* Kafka positions are packed with 16 bits of partition (kafka.c). */
+#define PARTITION_MAX 65535
+
+/* Results per put: 0 skipped (already applied), 1 written, 2 fenced. */
+enum { PUT_SKIPPED = 0, PUT_WRITTEN = 1, PUT_FENCED = 2, PUT_CONFLICT = 3 };
+
+/* Puts per EVALSHA: bounds the time one script call holds Redis (about
+ * 3 ms for 1,000 users) and the size of one command. */
+#define PUT_CHUNK 1000
+
+/* One call applies a chunk of puts, in order, so that the per-call cost of
+ * EVALSHA (argument tables, the Lua call) and the fencing and applied-offset
+ * bookkeeping are paid once per partition and chunk instead of per user.
+ *   KEYS: the n entity keys, then per partition slot j = 1..m its applied
+ *         key and its epoch key.
+ *   ARGV: n, m, ttl_ms; per slot j its partition and the epoch held; per put
+ *         its blob (layout 2: its whole value), slot, offset and base: ""
+ *         (no check), "-" (nothing stored) or "<partition>:<offset>"
+ *         (state.h, has_base).
+ * The scripts, one per layout, and their rules are in state_layout.c. */
+
+/* The argument vector of one chunk, reused across calls (no allocation per
+ * batch once grown). */
+struct put_args {
+    const char **argv;
+    size_t *argvlen;
+    size_t cap_argv;
+    char *strs; /* keys and numbers the argv points into */
+    size_t cap_strs, used;
+    int32_t *slot_part; /* partition of each slot */
+    int *slot;          /* slot of each put */
+    size_t cap_puts;
+};
+
+struct state_redis {
+    struct state base; /* first: state.c casts */
+    struct rc *rc;     /* disconnected: the next call reconnects */
+    char host[HOST_MAX + 1];
+    int port;
+    char prefix[PREFIX_MAX + 1];
+    long long ttl_ms;
+    long long lost_flag_ms;
+    int timeout_ms;  /* of the next connect and waits */
+    int timeout_cfg; /* as configured (state_set_deadline clamps below it) */
+    int marker_seen;    /* this handle has seen or written <prefix>marker */
+    int expect_pending; /* the next connect's check expects data */
+    int lost_pending;   /* a loss found by a connect, not yet reported */
+    char sha[41]; /* of the layout's put script, from SCRIPT LOAD */
+    int layout;   /* of the store's user keys (state_layout.c), read at connect */
+    int layout_new;     /* state.layout: what an empty store becomes (2 or 3) */
+    uint32_t buckets;   /* layout 3: the store's bucket count; buckets_new: a new one's */
+    uint32_t buckets_new;
+    char sha_sweep[41]; /* layout 3's sweep script */
+    struct state_v3_cmd v3;
+    size_t *order, *chunks; /* layout 3: reply order; the chunk lengths of a batch */
+    size_t cap_order, nchunks;
+    uint32_t sweep_b;       /* the sweep's bucket and HSCAN cursor */
+    char sweep_cur[24];
+    int64_t next_sweep_ms;
+    /* Fencing, indexed by partition: the epoch held (0 = none) and whether
+     * a new one is to be claimed before the next read or write. */
+    int64_t *epochs;
+    unsigned char *claim;
+    size_t n_epochs;
+    size_t n_claims;
+    struct put_args pa;
+    /* state_put_begin .. state_put_end: the puts sent, replies unread. */
+    const struct state_put *inflight;
+    size_t n_inflight;
+};
+
+/* state_redis.c */
+int state_redis_lost(struct state_redis *r, const char *cmd, const char *key, struct err *e);
+int state_redis_ensure(struct state_redis *r, struct err *e);
+int64_t state_redis_now_s(void);
+int state_redis_grow_order(struct state_redis *r, size_t n);
+/* state_bucket.c: layout 3's reads, writes and sweep on the handle */
+int state_v3_get_chunk(struct state_redis *r, size_t n, const char *const *entities,
+                       struct state_blob *out, struct err *e);
+int state_v3_append(struct state_redis *r, const struct state_put *puts, size_t first, size_t k,
+                    struct err *e);
+int state_v3_read_chunk(struct state_redis *r, const struct state_put *puts, size_t k,
+                        int *applied, const size_t *order, struct err *e);
+int state_v3_sweep(struct state *s, int full, size_t *deleted, struct err *e);
+void state_v3_sweep_paced(struct state_redis *r);
+
+#endif
