@@ -282,6 +282,33 @@ static void test_sweep_expires_exactly_the_stale_users(void **st)
     state_close(s);
 }
 
+/* A cached base pointing at a value older than the ttl is a conflict, as a
+ * key expired by its TTL was: the writer starts the user afresh rather than
+ * writing on from state the store has already expired. */
+static void test_expired_base_conflicts(void **st)
+{
+    struct err e = {0};
+    struct state *s = open3("xb:", 60, 3, 1, &e);
+    struct state_base base = {0, 5};
+    struct state_put put = {"u", (const unsigned char *)"u2", 2, 0, 6};
+    int applied = -1;
+
+    (void)st;
+    assert_non_null(s);
+    q("HSET xb:ub:{0} u 0:5@%lld|u1", (long long)time(NULL) - 61);
+    q("HSET xb:ub:{0} v 0:5@%lld|v1", (long long)time(NULL) - 30);
+    state_set_put_bases(s, &base);
+    assert_int_equal(state_put_many(s, 1, &put, &applied, &e), ERR_OK);
+    assert_int_equal(applied, STATE_PUT_CONFLICT);
+    put.entity = "v"; /* the same base, not expired: written */
+    assert_int_equal(state_put_many(s, 1, &put, &applied, &e), ERR_OK);
+    assert_int_equal(applied, STATE_PUT_WRITTEN);
+    state_set_put_bases(s, NULL);
+    assert_absent(s, "u");
+    assert_blob(s, "v", "u2", 0, 6);
+    state_close(s);
+}
+
 /* Stores written before keep their layout under state.layout=3. */
 static void test_older_layouts_are_still_read(void **st)
 {
@@ -400,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_zombie_is_refused),
         cmocka_unit_test(test_compare_and_set),
         cmocka_unit_test(test_sweep_expires_exactly_the_stale_users),
+        cmocka_unit_test(test_expired_base_conflicts),
         cmocka_unit_test(test_older_layouts_are_still_read),
         cmocka_unit_test(test_foreign_values_are_refused),
         cmocka_unit_test(test_flushed_store_keeps_its_layout),
