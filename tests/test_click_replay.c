@@ -287,16 +287,26 @@ static void check_parity(const char *live_path, const char *replay_path, int fil
     json_decref(rp);
 }
 
+/* Keys matching pattern, a state bucket of layout 3 (`...ub:{b}`) counted
+ * as its fields: one per session, as a key per session was in layout 2. */
 static long redis_keys(struct env *v, const char *pattern)
 {
     redisContext *c = redisConnect("127.0.0.1", v->redis.port);
-    redisReply *r;
+    redisReply *r, *h;
     long n;
 
     assert_true(c && !c->err);
     r = redisCommand(c, "KEYS %s", pattern);
     assert_non_null(r);
     n = (long)r->elements;
+    for (size_t i = 0; i < r->elements; i++) {
+        if (!strstr(r->element[i]->str, "ub:{"))
+            continue;
+        h = redisCommand(c, "HLEN %s", r->element[i]->str);
+        assert_true(h && h->type == REDIS_REPLY_INTEGER);
+        n += (long)h->integer - 1;
+        freeReplyObject(h);
+    }
     freeReplyObject(r);
     redisFree(c);
     return n;
