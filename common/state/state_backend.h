@@ -59,6 +59,9 @@ struct state {
     const struct state_base *put_bases; /* state_set_put_bases; NULL: no check */
 };
 
+/* Decimal digits of v into buf (no NUL); returns their count (state_layout.c). */
+size_t state_put_ll(char *buf, long long v);
+
 /* The Lua scripts of a chunk of puts (state_redis.c documents their
  * arguments), per layout of the user keys (state_layout.c): 1, a hash per
  * user; 2, a string "<partition>:<offset>|<blob>" per user. The cluster

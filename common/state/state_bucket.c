@@ -45,32 +45,15 @@ uint32_t state_v3_bucket(const char *entity, uint32_t nbuckets)
     return nbuckets ? h % nbuckets : 0;
 }
 
-/* Decimal digits of v into buf (no NUL); returns their count. */
-static size_t put_ll(char *buf, long long v)
-{
-    char tmp[24];
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    size_t n = 0, k = 0;
-
-    do
-        tmp[n++] = (char)('0' + u % 10);
-    while ((u /= 10) != 0);
-    if (v < 0)
-        buf[k++] = '-';
-    while (n)
-        buf[k++] = tmp[--n];
-    return k;
-}
-
 size_t state_v3_value(char *buf, int32_t partition, int64_t offset, int64_t now_s,
                       const unsigned char *data, size_t len)
 {
-    size_t n = put_ll(buf, partition);
+    size_t n = state_put_ll(buf, partition);
 
     buf[n++] = ':';
-    n += put_ll(buf + n, offset);
+    n += state_put_ll(buf + n, offset);
     buf[n++] = '@';
-    n += put_ll(buf + n, now_s);
+    n += state_put_ll(buf + n, now_s);
     buf[n++] = '|';
     memcpy(buf + n, data, len);
     return n + len;
@@ -78,10 +61,10 @@ size_t state_v3_value(char *buf, int32_t partition, int64_t offset, int64_t now_
 
 size_t state_v3_base(char *buf, int32_t partition, int64_t offset)
 {
-    size_t n = put_ll(buf, partition);
+    size_t n = state_put_ll(buf, partition);
 
     buf[n++] = ':';
-    n += put_ll(buf + n, offset);
+    n += state_put_ll(buf + n, offset);
     buf[n++] = '@';
     return n;
 }
@@ -219,7 +202,7 @@ static void arg_int(struct state_v3_cmd *c, long long v)
 {
     char tmp[24];
 
-    arg_mem(c, tmp, put_ll(tmp, v));
+    arg_mem(c, tmp, state_put_ll(tmp, v));
 }
 
 /* <prefix>ub:{<b>} */
@@ -230,7 +213,7 @@ static void arg_bucket(struct state_v3_cmd *c, const char *prefix, uint32_t b)
 
     memcpy(tmp, prefix, pl);
     memcpy(tmp + pl, "ub:{", 4);
-    pl += 4 + put_ll(tmp + pl + 4, b);
+    pl += 4 + state_put_ll(tmp + pl + 4, b);
     tmp[pl++] = '}';
     arg_mem(c, tmp, pl);
 }
@@ -293,7 +276,7 @@ int state_v3_put_cmd(struct state_v3_cmd *c, const char *sha, const char *prefix
     }
     {
         char tmp[24];
-        size_t n = put_ll(tmp, (long long)(nb + 2 * m));
+        size_t n = state_put_ll(tmp, (long long)(nb + 2 * m));
         char *at = c->strs + c->used;
         memcpy(at, tmp, n);
         c->used += n;
@@ -333,7 +316,7 @@ int state_v3_put_cmd(struct state_v3_cmd *c, const char *sha, const char *prefix
     }
     {
         char tmp[24];
-        size_t n = put_ll(tmp, (long long)g);
+        size_t n = state_put_ll(tmp, (long long)g);
         char *at = c->strs + c->used;
         memcpy(at, tmp, n);
         c->used += n;

@@ -263,7 +263,7 @@ const char state_redis_sweep_script_v3[] =
     "return { r[1], #del }\n";
 
 /* Decimal digits of v into buf (no NUL); returns their count. */
-static size_t put_ll(char *buf, long long v)
+size_t state_put_ll(char *buf, long long v)
 {
     char tmp[24];
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
@@ -282,10 +282,10 @@ static size_t put_ll(char *buf, long long v)
 size_t state_v2_value(char *buf, int32_t partition, int64_t offset, const unsigned char *data,
                       size_t len)
 {
-    size_t n = put_ll(buf, partition);
+    size_t n = state_put_ll(buf, partition);
 
     buf[n++] = ':';
-    n += put_ll(buf + n, offset);
+    n += state_put_ll(buf + n, offset);
     buf[n++] = '|';
     memcpy(buf + n, data, len);
     return n + len;
