@@ -48,14 +48,6 @@ int stt_enabled(void)
     return g.on;
 }
 
-int64_t stt_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 int64_t stt_wall_us(void)
 {
     struct timespec ts;

@@ -1,7 +1,8 @@
 /* common/base/stagetime.h: per-stage time histograms of the worker's loop,
  * for finding what queues (issue 19: latency). Off by default
  * (worker.stage_times names the file the report goes to at exit): when
- * off, stt_add costs one branch and stt_now is not called by the callers.
+ * off, stt_add costs one branch and the callers read no clock (they time
+ * with pipe_now_us).
  *
  * One set per process, used from the worker's main thread only. Values
  * are microseconds (or counts for STT_BATCH_N), kept in buckets of an
@@ -33,8 +34,7 @@ enum stt_stage {
 /* Starts recording; the report goes to path at stt_report. */
 void stt_enable(const char *path);
 int stt_enabled(void);
-/* Monotonic and wall clocks, microseconds. */
-int64_t stt_now(void);
+/* The wall clock in microseconds (event ages against record timestamps). */
 int64_t stt_wall_us(void);
 void stt_add(enum stt_stage s, int64_t v);
 /* Writes the report (count, mean, p50, p90, p99, p99.9, max per stage);

@@ -270,10 +270,10 @@ static int read_users(struct txs *t)
         t->miss_u[nmiss++] = (int)u;
     }
     if (nmiss) {
-        int64_t t0 = stt_enabled() ? stt_now() : 0;
+        int64_t t0 = stt_enabled() ? pipe_now_us() : 0;
         rc = pipe_state_get(t->st, t->o.budget_ms, nmiss, t->miss_ids, t->blobs, &e);
         if (t0)
-            stt_add(STT_READ, stt_now() - t0);
+            stt_add(STT_READ, pipe_now_us() - t0);
     }
     if (rc) {
         log_error("state read failed, scoring degraded, updates queued: %s", e.msg);
@@ -316,10 +316,10 @@ static int write_users_begin(struct txs *t)
     }
     t->np = np;
     /* A send that fails is retried, under the budget, by write_users_end. */
-    int64_t t0 = stt_enabled() ? stt_now() : 0;
+    int64_t t0 = stt_enabled() ? pipe_now_us() : 0;
     t->put_sent = np && state_put_begin(t->st, np, t->puts, &e) == ERR_OK;
     if (t0 && np)
-        stt_add(STT_PUT_SEND, stt_now() - t0);
+        stt_add(STT_PUT_SEND, pipe_now_us() - t0);
     return ERR_OK;
 }
 

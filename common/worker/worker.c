@@ -543,7 +543,7 @@ static void maybe_reload(struct wk *w)
  * ms: ages are within a millisecond). */
 static void stage_take(struct wk *w, size_t n, int64_t t0, int64_t t1)
 {
-    int64_t now = stt_now(), wall = stt_wall_us();
+    int64_t now = pipe_now_us(), wall = stt_wall_us();
 
     w->stt_wait_us = t1 - t0;
     stt_add(STT_WAIT, t1 - t0);
@@ -571,13 +571,13 @@ static size_t take_batch(struct wk *w, struct err *e)
     struct kq_msg *m;
     /* a prepared batch waits for no input: taken with nothing waiting, it is finished */
     int timeout = w->pend.n ? 0 : (int)cfg_int(w->cf, "worker.poll_ms");
-    int64_t t0 = stt_enabled() ? stt_now() : 0, t1 = t0;
+    int64_t t0 = stt_enabled() ? pipe_now_us() : 0, t1 = t0;
 
     while (n < w->cap) {
         if (kq_poll(w->q, n ? 0 : timeout, &m, e) || !m)
             break;
         if (!n && t0)
-            t1 = stt_now();
+            t1 = pipe_now_us();
         w->status[n] = WK_LIVE; /* WK_HELD if its partition is revoked in a later poll */
         w->msgs[n++] = m;
         w->taking = n;
@@ -676,28 +676,28 @@ static void begin_batch(struct wk *w, struct wk_batch *b, size_t n)
         check_lost(w, 0);
     publish_lost_alerts(w);
     b->state_lost = w->st && state_lost_flag(w->st);
-    t0 = stt_enabled() ? stt_now() : 0;
+    t0 = stt_enabled() ? pipe_now_us() : 0;
     decode_batch(w, b);
     if (t0)
-        stt_add(STT_DECODE, stt_now() - t0);
+        stt_add(STT_DECODE, pipe_now_us() - t0);
 }
 
 /* finish_batch's steps, timed (worker.stage_times). */
 static void stage_finish(struct wk *w, struct wk_batch *b)
 {
-    int64_t t1 = stt_now(), t2, t3;
+    int64_t t1 = pipe_now_us(), t2, t3;
 
     w->s->process(w->self, b);
-    t2 = stt_now();
+    t2 = pipe_now_us();
     emit_batch(w, b);
     stage_ages(w, b->n, STT_AGE_EMIT);
-    t3 = stt_now();
+    t3 = pipe_now_us();
     if (w->s->store)
         w->s->store(w->self, b);
     stage_ages(w, b->n, STT_AGE_DONE);
     stt_add(STT_PROCESS, t2 - t1);
     stt_add(STT_EMIT, t3 - t2);
-    stt_add(STT_STORE, stt_now() - t3);
+    stt_add(STT_STORE, pipe_now_us() - t3);
 }
 
 static void finish_batch(struct wk *w, struct wk_batch *b)
@@ -837,7 +837,7 @@ static void *watchdog(void *arg)
  * turn less the poll's wait (what the next batch waited behind). */
 static void stage_turn(const struct wk *w, int64_t turn0, int64_t serve0)
 {
-    int64_t now = stt_now();
+    int64_t now = pipe_now_us();
 
     stt_add(STT_SERVE, now - serve0);
     stt_add(STT_TURN, now - turn0 - w->stt_wait_us);
@@ -854,7 +854,7 @@ static int run(struct wk *w)
     while (g_run) {
         size_t n = 0;
         int room;
-        int64_t turn0 = stt_enabled() ? stt_now() : 0, serve0, tick0;
+        int64_t turn0 = stt_enabled() ? pipe_now_us() : 0, serve0, tick0;
         if (w->s->tick)
             w->s->tick(w->self, pipe_now_us());
         room = room_for_batch(w);
@@ -869,15 +869,15 @@ static int run(struct wk *w)
             pipelined_batch(w, n);
         else if (n)
             process_batch(w, n);
-        tick0 = turn0 ? stt_now() : 0;
+        tick0 = turn0 ? pipe_now_us() : 0;
         tick_monitors(w, n);
         maybe_reload(w);
         if (n && turn0)
-            stt_add(STT_TICK, stt_now() - tick0);
+            stt_add(STT_TICK, pipe_now_us() - tick0);
         /* No wait here: take_batch already waited (worker.poll_ms) in the
          * consumer's poll, which returns as soon as input arrives; a wait
          * on the producer's queue would hold that input back. */
-        serve0 = turn0 ? stt_now() : 0;
+        serve0 = turn0 ? pipe_now_us() : 0;
         if (kq_serve(w->q, 0, &e) == ERR_FATAL)
             break;
         if (n && turn0)
