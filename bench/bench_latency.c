@@ -7,17 +7,21 @@
  * Produces RATE events/s for SECONDS (paced against the clock, not against
  * the answers, so a slow worker shows as latency, not as a lower rate) and
  * reads predictions.transactions at the same time in a second thread. Each
- * event id carries its index; the send time is kept per index. Prints one
+ * event id carries its index; its due time is kept per index. Prints one
  * line: offered and achieved rate, p50/p99/p99.9/max latency in ms, and
  * how many predictions were missing when the wait ended; its own CPU time
  * goes to stderr.
  *
- * It must not take the cores it measures (issue 19): the sender sleeps to
- * each event's absolute due time (clock_nanosleep, timer slack 1 us) and
- * then sends every event already due, so a late wake-up sends a short
- * burst stamped with the real send times, never a bunch stamped early; the
- * reader blocks in its consumer's poll, which returns as a prediction
- * arrives, and finds the event id in the Avro bytes (no JSON decode).
+ * It must not take the cores it measures (issue 19): the sender wakes once
+ * per tick (TICK_US, default 1,000 us; clock_nanosleep to an absolute
+ * time, timer slack 1 us) and produces every event due by then in one
+ * burst, then serves its producer once. Each event's latency is measured
+ * from its due time (start + index / RATE), not from its send: the tick's
+ * wait (up to TICK_US) counts against the pipeline, never for it. TICK_US=0
+ * wakes once per event as the generator did before (still measured from the
+ * due time). The reader blocks in its consumer's poll, which returns as a
+ * prediction arrives, and finds the event id in the Avro bytes (no JSON
+ * decode).
  * SPIN=1 brings back the generator of before (one thread polling both
  * sides without a wait), for comparisons. LINGER_MS (default 0): its
  * producer's linger.ms (a fraction of a millisecond is allowed). */
@@ -158,7 +162,7 @@ static void *reader(void *arg)
     return NULL;
 }
 
-static int send_one(struct run *r, long i, int users, struct err *e)
+static int send_one(struct run *r, long i, int users, double due, struct err *e)
 {
     struct txn_event ev;
 
@@ -166,30 +170,43 @@ static int send_one(struct run *r, long i, int users, struct err *e)
     buf_reset(&r->out);
     if (codec_encode_txn(r->cd, &ev, &r->out, e))
         return e->code;
-    r->sent[i] = now_s();
+    r->sent[i] = due;
     return kq_produce(r->prod, TOPIC_IN, ev.user_id, strlen(ev.user_id), r->out.data, r->out.len,
                       NULL, e);
 }
 
-/* Paced by absolute deadlines; every event due is sent at each wake-up. */
+/* Event i's due time, the start plus i / RATE; what its latency is
+ * measured from (the tick's wait counts against the pipeline). */
+static double due_s(double base, long i, double rate)
+{
+    return base + (double)i / rate;
+}
+
+/* Paced by ticks (TICK_US, default 1,000 us; 0 = a wake-up per event, as
+ * before): at each tick every event already due is encoded and produced in
+ * one burst, and its latency counts from its due time, not from the send. */
 static int offer_paced(struct run *r, double rate, int users, struct err *e)
 {
     struct timespec t0, due;
-    double base;
+    const char *tk = getenv("TICK_US");
+    double base, tick = (tk ? atof(tk) : 1000.0) / 1e6, next;
     long i = 0;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     base = (double)t0.tv_sec + (double)t0.tv_nsec / 1e9;
-    while (i < r->n) {
-        double d = base + (double)i / rate;
+    for (next = base; i < r->n;) {
+        /* the later of the next tick and the next event's due time */
+        double d = due_s(base, i, rate) > next ? due_s(base, i, rate) : next;
         due.tv_sec = (time_t)d;
         due.tv_nsec = (long)((d - (double)due.tv_sec) * 1e9);
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL) != 0)
             ;
-        for (double now = now_s(); i < r->n && base + (double)i / rate <= now; i++)
-            if (send_one(r, i, users, e))
+        double now = now_s();
+        for (; i < r->n && due_s(base, i, rate) <= now; i++)
+            if (send_one(r, i, users, due_s(base, i, rate), e))
                 return e->code;
         kq_serve(r->prod, 0, e);
+        next = now + tick;
     }
     return ERR_OK;
 }
