@@ -213,7 +213,10 @@ static int offer_paced(struct run *r, double rate, int users, struct err *e)
 
 static int open_run(struct run *r, const char *bootstrap, long n, struct err *e)
 {
-    static const char *out_topic = TOPIC_OUT;
+    /* READ_TOPIC=transactions: the reader takes the events themselves (no
+     * worker needed): the generator, broker and fetch path alone. */
+    static const char *out_topic;
+    out_topic = getenv("READ_TOPIC") ? getenv("READ_TOPIC") : TOPIC_OUT;
     /* The measuring side must not add its own waits: no linger, and fetches
      * answered as soon as data is there. The mock cluster does not answer a
      * waiting Fetch when data arrives, so this consumer's fetch.wait.max.ms

@@ -36,6 +36,10 @@ free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0));
 MODEL=${MODEL:-$B/bench/xgb500.json} # limits.sh's model, made once
 [ -s "$MODEL" ] || $PY bench/make_model.py "$B/streamml" "$MODEL" >/dev/null
 
+cpu_s() { # user+sys seconds of a live process
+    awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo -
+}
+
 row() { # $1 = label, $2 = build dir, $3 = rate, $4 = round
     local bd=$2 rate=$3 bs rport bpid rpid wpid gen=${GEN:-$2/bench/bench_latency} line
     local -a sx=()
@@ -46,7 +50,9 @@ row() { # $1 = label, $2 = build dir, $3 = rate, $4 = round
     rpid=$!; pids+=($rpid)
     for _ in $(seq 100); do [ -s "$tmp/bs" ] && redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
     bs=$(cat "$tmp/bs")
-    if [ -n "${STAGES:-}" ] && "$bd/streamml-transactions" --help 2>&1 | grep -q worker.stage_times; then
+    # (not `--help | grep -q`: under pipefail grep's early exit makes the
+    # writer's SIGPIPE fail the test now and then, and the row had no stages)
+    if [ -n "${STAGES:-}" ] && [[ $("$bd/streamml-transactions" --help 2>&1 || true) == *worker.stage_times* ]]; then
         sx=(-X "worker.stage_times=$STAGES/$1-$rate-$4.md")
     fi
     # shellcheck disable=SC2086 # LAT_X is a list of -X options
@@ -54,8 +60,14 @@ row() { # $1 = label, $2 = build dir, $3 = rate, $4 = round
         -X explain.decisions=none $LAT_X "${sx[@]}" --log-level warn 2>>"$tmp/worker.log" &
     wpid=$!; pids+=($wpid)
     local l0; l0=$(cut -d' ' -f1 /proc/loadavg)
-    line=$("$gen" "$bs" "$rate" "$LAT_S" "$USERS")
-    echo "$line" | sed "s/^|/| $1 | $4 |/; s/|\$/| $l0 |/"
+    line=$("$gen" "$bs" "$rate" "$LAT_S" "$USERS" 2>"$tmp/gen.err")
+    # CPU seconds (user+sys) each process used over the row, its start,
+    # warm-up and drain included: the generator's own report, the others'
+    # /proc/PID/stat before they are stopped
+    local cg cw cr cb
+    cg=$(sed -n 's/.*own CPU \([0-9.]*\) s.*/\1/p' "$tmp/gen.err")
+    cw=$(cpu_s "$wpid"); cr=$(cpu_s "$rpid"); cb=$(cpu_s "$bpid")
+    echo "$line" | sed "s/^|/| $1 | $4 |/; s/|\$/| ${cg:--} | $cw | $cr | $cb | $l0 |/"
     kill "$wpid" 2>/dev/null || true
     for _ in $(seq 150); do kill -0 "$wpid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$wpid" 2>/dev/null || true; wait "$wpid" 2>/dev/null || true
@@ -66,8 +78,8 @@ row() { # $1 = label, $2 = build dir, $3 = rate, $4 = round
 echo "Latency, A = $A, B = $B, ${LAT_S} s per row, $USERS users, worker settings: $LAT_X"
 echo "(OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}; the load average is taken as each row starts)"
 echo
-echo "| build | round | offered events/s | achieved | p50 ms | p99 ms | p99.9 ms | max ms | missing | load |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| build | round | offered events/s | achieved | p50 ms | p99 ms | p99.9 ms | max ms | missing | CPU s: generator | worker | redis | broker | load |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for r in $(seq "$ROUNDS"); do
     for rate in $RATES; do
         row A "$A" "$rate" "$r"

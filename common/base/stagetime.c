@@ -15,6 +15,7 @@
 static const char *const stt_names[STT_N] = {"wait (poll, to the first message)",
                                              "take (the rest of the batch)",
                                              "batch size (messages)",
+                                             "check (state store's loss check)",
                                              "decode",
                                              "process (state read, features, score)",
                                              "  of which: state read round trip",

@@ -16,6 +16,7 @@ enum stt_stage {
     STT_WAIT,     /* batch: the poll's wait for its first message */
     STT_TAKE,     /* batch: taking the rest of what was there */
     STT_BATCH_N,  /* batch: messages taken (a count, not a time) */
+    STT_CHECK,    /* batch: the state store's loss check (marker, flag) */
     STT_DECODE,   /* batch: decode */
     STT_PROCESS,  /* batch: the stream's step (state read, features, score) */
     STT_READ,     /* batch: state read round trip (cache misses) */

@@ -129,21 +129,51 @@ static int load_script(struct state_redis *r, struct err *e)
  * read back. A store without the marker that nobody expects data in is a
  * first start: the marker is written with the first put (put_end). Plain
  * commands on the connection (nothing else in flight). */
+/* GET marker and EXISTS state_lost, pipelined: the worker checks once a
+ * batch, and two round trips were a third of a small batch's turn (issue
+ * 19: latency). *missing: no marker; *flag: the loss flag is set. */
+static int marker_and_flag(struct state_redis *r, const char *mk, const char *lk, int *missing,
+                           int *flag, struct err *e)
+{
+    const char *get[] = {"GET", mk}, *ex[] = {"EXISTS", lk};
+    redisContext *c = rc_ctx(r->rc);
+    redisReply *rep[2] = {NULL, NULL};
+    int rc = ERR_OK;
+
+    if (redisAppendCommandArgv(c, 2, get, NULL) != REDIS_OK ||
+        redisAppendCommandArgv(c, 2, ex, NULL) != REDIS_OK)
+        return lost(r, "GET marker", "", e);
+    for (int k = 0; k < 2; k++)
+        if (redisGetReply(c, (void **)&rep[k]) != REDIS_OK || !rep[k]) {
+            if (rep[0])
+                freeReplyObject(rep[0]);
+            return lost(r, k ? "EXISTS state_lost" : "GET marker", "", e);
+        }
+    for (int k = 0; k < 2 && !rc; k++)
+        if (rep[k]->type == REDIS_REPLY_ERROR) {
+            rc = err_set(e, reply_error_code(rep[k]->str), "redis %s (%s:%d): %s",
+                         k ? "EXISTS state_lost" : "GET marker", r->host, r->port, rep[k]->str);
+            drop(r);
+        }
+    *missing = rep[0]->type == REDIS_REPLY_NIL;
+    *flag = rep[1]->type == REDIS_REPLY_INTEGER && rep[1]->integer > 0;
+    freeReplyObject(rep[0]);
+    freeReplyObject(rep[1]);
+    return rc;
+}
+
 static int marker_check(struct state_redis *r, int expect_data, int *lost_now, struct err *e)
 {
     char mk[PREFIX_MAX + 16], lk[PREFIX_MAX + 16], now[32], px[32];
-    const char *get[] = {"GET", mk}, *ex[] = {"EXISTS", lk};
     redisReply *rep = NULL;
-    int rc, missing;
+    int rc, missing = 0, flag = 0, found = 0;
 
     snprintf(mk, sizeof(mk), "%smarker", r->prefix);
     snprintf(lk, sizeof(lk), "%sstate_lost", r->prefix);
     snprintf(now, sizeof(now), "%lld", (long long)time(NULL) * 1000);
     snprintf(px, sizeof(px), "%lld", r->lost_flag_ms);
-    if ((rc = simple_cmd(r, "GET marker", 2, get, &rep, e)))
+    if ((rc = marker_and_flag(r, mk, lk, &missing, &flag, e)))
         return rc;
-    missing = rep->type == REDIS_REPLY_NIL;
-    freeReplyObject(rep);
     if (missing && (r->marker_seen || expect_data)) {
         const char *set_lost[] = {"SET", lk, now, "PX", px};
         if ((rc = simple_cmd(r, "SET state_lost", r->lost_flag_ms > 0 ? 5 : 3, set_lost, &rep,
@@ -151,7 +181,7 @@ static int marker_check(struct state_redis *r, int expect_data, int *lost_now, s
             return rc;
         freeReplyObject(rep);
         r->base.losses++;
-        *lost_now = 1;
+        *lost_now = found = 1;
         metrics_note_state_lost();
         log_error("state store %s:%d lost its data (%smarker missing%s): every aggregate "
                   "restarted empty; predictions are flagged until acknowledged "
@@ -181,10 +211,8 @@ static int marker_check(struct state_redis *r, int expect_data, int *lost_now, s
     }
     if (!missing || expect_data)
         r->marker_seen = 1;
-    if ((rc = simple_cmd(r, "EXISTS state_lost", 2, ex, &rep, e)))
-        return rc;
-    r->base.lost_flag = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0;
-    freeReplyObject(rep);
+    /* a loss just found has just set the flag (read before it was set) */
+    r->base.lost_flag = flag || found;
     metrics_set_state_lost_flag(r->base.lost_flag);
     return ERR_OK;
 }

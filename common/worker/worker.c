@@ -672,11 +672,14 @@ static void begin_batch(struct wk *w, struct wk_batch *b, size_t n)
 
     /* Once a batch (one round trip): a FLUSHALL on a live connection is
      * seen by nothing else. While the store is away the reconnect checks. */
+    t0 = stt_enabled() ? pipe_now_us() : 0;
     if (w->st && w->state_ok && wk_running(w))
         check_lost(w, 0);
+    if (t0 && w->st)
+        stt_add(STT_CHECK, pipe_now_us() - t0);
     publish_lost_alerts(w);
     b->state_lost = w->st && state_lost_flag(w->st);
-    t0 = stt_enabled() ? pipe_now_us() : 0;
+    t0 = t0 ? pipe_now_us() : 0;
     decode_batch(w, b);
     if (t0)
         stt_add(STT_DECODE, pipe_now_us() - t0);
