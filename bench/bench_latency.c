@@ -211,6 +211,28 @@ static int offer_paced(struct run *r, double rate, int users, struct err *e)
     return ERR_OK;
 }
 
+/* Extra client settings from the environment, "k=v,k=v" (GEN_PRODUCER,
+ * GEN_CONSUMER), after the fixed ones: for experiments on the measuring
+ * side (e.g. GEN_PRODUCER=enable.idempotence=false). Up to 8; the strings
+ * are kept for the process's life. */
+#define EXTRA_MAX 8
+static size_t env_props(const char *var, struct cfg_kv *kv, size_t n)
+{
+    const char *v = getenv(var);
+    char *s, *tok, *save = NULL;
+
+    if (!v || !*v || !(s = strdup(v)))
+        return n;
+    for (tok = strtok_r(s, ",", &save); tok && n < 3 + EXTRA_MAX; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            continue;
+        *eq = '\0';
+        kv[n++] = (struct cfg_kv){tok, eq + 1, var};
+    }
+    return n;
+}
+
 static int open_run(struct run *r, const char *bootstrap, long n, struct err *e)
 {
     /* READ_TOPIC=transactions: the reader takes the events themselves (no
@@ -222,13 +244,19 @@ static int open_run(struct run *r, const char *bootstrap, long n, struct err *e)
      * waiting Fetch when data arrives, so this consumer's fetch.wait.max.ms
      * (1 ms) is added to every measured latency, up to 1 ms. */
     const char *linger = getenv("LINGER_MS") ? getenv("LINGER_MS") : "0";
-    struct cfg_kv pkv[2] = {{"bootstrap.servers", bootstrap, "argv"}, {"linger.ms", linger, "bench"}};
-    struct cfg_kv ckv[3] = {{"bootstrap.servers", bootstrap, "argv"},
-                            {"fetch.wait.max.ms", "1", "bench"},
-                            {"fetch.error.backoff.ms", "1", "bench"}};
-    struct kq_opts po = {.props = pkv, .n_props = 2, .client_id = "bench-latency"};
+    static struct cfg_kv pkv[3 + EXTRA_MAX], ckv[3 + EXTRA_MAX];
+    size_t np, nc;
+
+    pkv[0] = (struct cfg_kv){"bootstrap.servers", bootstrap, "argv"};
+    pkv[1] = (struct cfg_kv){"linger.ms", linger, "bench"};
+    ckv[0] = (struct cfg_kv){"bootstrap.servers", bootstrap, "argv"};
+    ckv[1] = (struct cfg_kv){"fetch.wait.max.ms", "1", "bench"};
+    ckv[2] = (struct cfg_kv){"fetch.error.backoff.ms", "1", "bench"};
+    np = env_props("GEN_PRODUCER", pkv, 2);
+    nc = env_props("GEN_CONSUMER", ckv, 3);
+    struct kq_opts po = {.props = pkv, .n_props = np, .client_id = "bench-latency"};
     struct kq_opts co = {.topics = &out_topic, .n_topics = 1, .assign_all = 1,
-                         .from_beginning = 0, .props = ckv, .n_props = 3,
+                         .from_beginning = 0, .props = ckv, .n_props = nc,
                          .client_id = "bench-latency"};
 
     r->n = n;
