@@ -13,7 +13,11 @@
 # every row (default each build's own); LAT_X: the worker's -X settings
 # (limits.sh's); MODEL (default B's bench/xgb500.json, made when missing).
 # STAGES=DIR keeps each row's per-stage histograms
-# (worker.stage_times) there, for builds that have the key.
+# (worker.stage_times) there, for builds that have the key. Each row
+# also shows the CPU seconds (user+sys) its generator, worker,
+# redis-server and broker used; the generator's own settings (TICK_US,
+# SPIN, LINGER_MS, GEN_PRODUCER, GEN_CONSUMER) pass through the
+# environment (bench/bench_latency.c).
 set -euo pipefail
 B=${B:-build}
 A=${A:-$B}
