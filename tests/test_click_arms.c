@@ -181,8 +181,8 @@ static void alone(const char *model, struct click_prediction *p)
 /* pa, pb: each click's items of MODEL and of model_b alone; then v, a step
  * on MODEL whose arm b has model_b for its GRU, with the settings
  * args[0..n). */
-static void open_arms(struct env *v, const char *const *args, size_t n,
-                      struct click_prediction *pa, struct click_prediction *pb)
+static void open_arms(struct env *v, const char *const *args, size_t n, struct click_prediction *pa,
+                      struct click_prediction *pb)
 {
     char arms[256];
     const char *all[8];

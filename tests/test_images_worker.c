@@ -14,7 +14,8 @@
  * answers the rest: every image exactly once); a SIGHUP with a new model
  * file while a take is prepared answers every image exactly once, the old
  * model's answers before the new one's on each partition; a second member
- * joining the group while a take is prepared loses no image.
+ * joining the group while a take is prepared loses no image, and answers
+ * one again only after a revocation whose commit was refused.
  */
 #include <setjmp.h>
 #include <stdarg.h>
