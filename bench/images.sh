@@ -17,14 +17,11 @@ BUILD=${BUILD:-build}
 N=${N:-400}
 OLD_BUILD=${OLD_BUILD:-}
 REPS=${REPS:-3}
-PY=/usr/bin/python3
 SM="$BUILD/streamml"
 MODEL=models/images/fundus_cnn.onnx
 SAMPLES=models/images/samples
-tmp=$(mktemp -d /tmp/streamml-bench-images-XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT INT TERM
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh" bench-images # $tmp, pids, $PY
 
 echo "$(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 if [ -z "${RATIO_ONLY:-}" ]; then

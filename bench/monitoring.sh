@@ -7,14 +7,10 @@
 set -euo pipefail
 BUILD=${BUILD:-build}
 N=${N:-100000}
-PY=/usr/bin/python3
 SM="$BUILD/streamml"
 BASE=models/credit_gbdt.baseline.json
-tmp=$(mktemp -d /tmp/streamml-benchmon-XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT INT TERM
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh" benchmon # $tmp, pids, $PY, free_port, med, txn_events
 
 [ -s "$BUILD/bench/xgb500.json" ] || $PY bench/make_model.py "$SM" "$BUILD/bench/xgb500.json" >/dev/null
 echo "Monitoring cost per event (bench_monitor, 200,000 vectors, median of 5):"
@@ -22,15 +18,7 @@ echo
 "$BUILD/bench/bench_monitor" "$BASE" "$(free_port)" 2>/dev/null | tee "$tmp/stages.md"
 per_event=$(awk -F'|' '/monitor:|metrics:/ {s += $3} END {print s}' "$tmp/stages.md")
 
-$PY - "$N" > "$tmp/events.jsonl" <<'PYEOF'
-import json, sys
-n = int(sys.argv[1]); t = 1_700_000_000_000
-for i in range(n):
-    t += 1000
-    print(json.dumps({"event_id": f"b{i}", "user_id": f"u{(i * 7919) % 20000}", "event_time": t,
-                      "amount": 500 + i % 2000, "income": 80 + i % 200, "expenses": 40 + i % 50,
-                      "term_months": 12 + 12 * (i % 5), "age": 20 + i % 50, "home": "rent"}))
-PYEOF
+txn_events "$N" 20000 >"$tmp/events.jsonl"
 
 run_once() { # $1 = off|on; prints events/s and CPU us/event
     "$SM" broker --topics transactions:32,predictions.transactions:32,transactions.dlq:2,monitoring:1 \
@@ -72,7 +60,6 @@ for rep in 1 2 3; do
     read -r r c < <(run_once off); off+=("$r"); coff+=("$c")
     read -r r c < <(run_once on); on+=("$r"); con+=("$c")
 done
-med() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 moff=$(med "${off[@]}"); mon_=$(med "${on[@]}")
 echo
 echo "One worker end to end, $N preloaded events, 500-tree model, Redis state, runs alternating:"

@@ -14,7 +14,6 @@ N=${N:-20000}
 # N0 (default N/3; 0: one run, totals with the start-up): a second run of N0
 # events, and the figures are the difference per event (steady state).
 N0=${N0:-$((N / 3))}
-PY=/usr/bin/python3
 SM="$BUILD/streamml"
 MODEL="$BUILD/bench/xgb500.json"
 # The worker's settings, as in limits.sh (explanations off): WORKER_X=
@@ -22,25 +21,11 @@ MODEL="$BUILD/bench/xgb500.json"
 read -r -a WX <<<"${WORKER_X--X explain.decisions=none}"
 out=${1:-$(mktemp -d /tmp/streamml-prof-XXXXXX)}
 mkdir -p "$out"
-tmp=$(mktemp -d /tmp/streamml-profrun-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh" profrun # $tmp, pids, $PY, free_port, txn_events
 
 [ -s "$MODEL" ] || $PY bench/make_model.py "$SM" "$MODEL" >/dev/null
-$PY - "$N" "${USERS:-20000}" >"$tmp/events.jsonl" <<'PYEOF'
-import json, sys
-n, users = int(sys.argv[1]), int(sys.argv[2]); t = 1_700_000_000_000
-for i in range(n):
-    t += 1000
-    print(json.dumps({"event_id": f"b{i}", "user_id": f"u{(i * 7919) % users}", "event_time": t,
-                      "amount": 500 + i % 2000, "income": 80 + i % 200, "expenses": 40 + i % 50,
-                      "term_months": 12 + 12 * (i % 5), "age": 20 + i % 50, "home": "rent"}))
-PYEOF
+txn_events "$N" "${USERS:-20000}" >"$tmp/events.jsonl"
 # One fresh stack (broker, redis-server under callgrind), n events preloaded,
 # the worker under callgrind until it has taken n: $1 = n, $2 = file suffix.
 prof_run() {

@@ -20,29 +20,12 @@ USERS=${USERS:-20000}
 REPS=${REPS:-3}
 CACHES=${CACHES:-20000 0}
 read -r -a BUILDS <<<"${BUILDS:-build}"
-PY=/usr/bin/python3
 MODEL=${MODEL:-${BUILDS[-1]}/bench/xgb500.json}
 TOPICS=transactions:32,predictions.transactions:32,transactions.dlq:2
-tmp=$(mktemp -d /tmp/streamml-wcpu-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-TCK=$(getconf CLK_TCK)
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh" wcpu # $tmp, pids, $PY, free_port, ticks, $TCK, med, txn_events
 [ -s "$MODEL" ] || $PY bench/make_model.py "${BUILDS[-1]}/streamml" "$MODEL" >/dev/null
-$PY - "$N" "$USERS" >"$tmp/events.jsonl" <<'PYEOF'
-import json, sys
-n, users = int(sys.argv[1]), int(sys.argv[2]); t = 1_700_000_000_000
-for i in range(n):
-    t += 1000
-    print(json.dumps({"event_id": f"b{i}", "user_id": f"u{(i * 7919) % users}", "event_time": t,
-                      "amount": 500 + i % 2000, "income": 80 + i % 200, "expenses": 40 + i % 50,
-                      "term_months": 12 + 12 * (i % 5), "age": 20 + i % 50, "home": "rent"}))
-PYEOF
+txn_events "$N" "$USERS" >"$tmp/events.jsonl"
 head -n "$N0" "$tmp/events.jsonl" >"$tmp/events0.jsonl"
 
 # $1 = build, $2 = events, $3 = file, $4 = cache entries, $5 = perf file or "";
@@ -92,7 +75,6 @@ for rep in $(seq "$REPS"); do
         done
     done
 done
-med() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 echo
 echo "Worker CPU per event (user+sys, all threads), marginal between $N0 and $N preloaded events"
 echo "over $USERS users; medians of $REPS alternated runs; load average $load0 at the start,"

@@ -178,13 +178,33 @@ static void alone(const char *model, struct click_prediction *p)
     close_env(&v);
 }
 
+/* pa, pb: each click's items of MODEL and of model_b alone; then v, a step
+ * on MODEL whose arm b has model_b for its GRU, with the settings
+ * args[0..n). */
+static void open_arms(struct env *v, const char *const *args, size_t n, struct click_prediction *pa,
+                      struct click_prediction *pb)
+{
+    char arms[256];
+    const char *all[8];
+    struct err e;
+
+    assert_true(n < 8);
+    alone(MODEL, pa);
+    alone(model_b, pb);
+    snprintf(arms, sizeof(arms), "clickstream.arms=b:model=%s", model_b);
+    memcpy(all, args, n * sizeof(*args));
+    all[n] = arms;
+    if (open_env(v, MODEL, all, n + 1, &e))
+        fail_msg("arms: %s", e.msg);
+}
+
 /* Split: arm a on clickstream.model, arm b on its own GRU; both arms'
  * sessions in every batch get what their model alone gives, click by
  * click (the states of the two GRUs kept apart). */
 static void test_two_arms_two_grus(void **st)
 {
     char arms[256];
-    const char *args[] = {"experiment.id=exp-gru", "experiment.variants=a:-:0.5,b:-:0.5", arms};
+    const char *args[] = {"experiment.id=exp-gru", "experiment.variants=a:-:0.5,b:-:0.5"};
     const char *sid[] = {"sa", "sb"};
     const int both[] = {0, 1};
     struct click_prediction pa[NCLICKS], pb[NCLICKS], p[2];
@@ -194,14 +214,10 @@ static void test_two_arms_two_grus(void **st)
     int differ = 0;
 
     (void)st;
-    alone(MODEL, pa);
-    alone(model_b, pb);
+    open_arms(&v, args, 2, pa, pb);
     for (size_t c = 0; c < NCLICKS; c++)
         differ += !same_items(&pa[c], &pb[c]);
     assert_true(differ >= (int)NCLICKS - 1); /* the second GRU ranks otherwise */
-    snprintf(arms, sizeof(arms), "clickstream.arms=b:model=%s", model_b);
-    if (open_env(&v, MODEL, args, 3, &e))
-        fail_msg("arms: %s", e.msg);
     for (size_t c = 0; c < NCLICKS; c++) {
         click(&v, c, 2, sid, both, p);
         if (!same_items(&p[0], &pa[c]) || !same_items(&p[1], &pb[c]))
@@ -232,9 +248,8 @@ static void test_two_arms_two_grus(void **st)
  * the session's items). */
 static void test_shadow_arm_state_apart(void **st)
 {
-    char arms[256];
     const char *args[] = {"experiment.id=exp-gru", "experiment.mode=shadow",
-                          "experiment.variants=a:-:0.5,b:-:0.5", arms};
+                          "experiment.variants=a:-:0.5,b:-:0.5"};
     const char *sid[] = {"sh"};
     const int arm0[] = {0};
     struct click_prediction pa[NCLICKS], pb[NCLICKS], p;
@@ -244,11 +259,7 @@ static void test_shadow_arm_state_apart(void **st)
     struct err e;
 
     (void)st;
-    alone(MODEL, pa);
-    alone(model_b, pb);
-    snprintf(arms, sizeof(arms), "clickstream.arms=b:model=%s", model_b);
-    if (open_env(&v, MODEL, args, 4, &e))
-        fail_msg("arms: %s", e.msg);
+    open_arms(&v, args, 3, pa, pb);
     for (size_t c = 0; c < NCLICKS; c++) {
         const struct click_prediction *q;
         click(&v, c, 1, sid, arm0, &p);
@@ -272,20 +283,14 @@ static void test_shadow_arm_state_apart(void **st)
  * a's next answers are what a alone gives over the whole session. */
 static void test_reassigned_session_recomputed(void **st)
 {
-    char arms[256];
-    const char *args[] = {"experiment.id=exp-gru", "experiment.variants=a:-:0.5,b:-:0.5", arms};
+    const char *args[] = {"experiment.id=exp-gru", "experiment.variants=a:-:0.5,b:-:0.5"};
     const char *sid[] = {"sr"};
     const int arm0[] = {0}, arm1[] = {1};
     struct click_prediction pa[NCLICKS], pb[NCLICKS], p;
     struct env v;
-    struct err e;
 
     (void)st;
-    alone(MODEL, pa);
-    alone(model_b, pb);
-    snprintf(arms, sizeof(arms), "clickstream.arms=b:model=%s", model_b);
-    if (open_env(&v, MODEL, args, 3, &e))
-        fail_msg("arms: %s", e.msg);
+    open_arms(&v, args, 2, pa, pb);
     for (size_t c = 0; c < NCLICKS; c++) {
         click(&v, c, 1, sid, c < 3 ? arm1 : arm0, &p);
         assert_true(same_items(&p, c < 3 ? &pb[c] : &pa[c]));

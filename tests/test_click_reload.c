@@ -206,6 +206,20 @@ static void write_model(const char *src, const char *dst, char version)
     free(buf);
 }
 
+/* dst not a model any more, in one step: a watch (model.watch_ms) that
+ * saw the file truncated and then written would refuse it twice. */
+static void write_garbage(const char *dst)
+{
+    char tmp[200];
+    FILE *f;
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
+    assert_non_null(f = fopen(tmp, "w"));
+    fputs("garbage\n", f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, dst), 0);
+}
+
 static void test_sighup_reloads_the_model_or_refuses(void **st)
 {
     struct env *v = *st;
@@ -214,7 +228,6 @@ static void test_sighup_reloads_the_model_or_refuses(void **st)
                         NULL};
     int base = v->next;
     pid_t w;
-    FILE *f;
 
     snprintf(model, sizeof(model), "%s/model.onnx", v->dir);
     snprintf(mx, sizeof(mx), "clickstream.model=%s", model);
@@ -233,9 +246,7 @@ static void test_sighup_reloads_the_model_or_refuses(void **st)
     produce(v, "reload.in", 4);
     wait_or_fail(v, "reload.out", 8, w, log);
 
-    assert_non_null(f = fopen(model, "w")); /* not a model any more */
-    fputs("garbage\n", f);
-    assert_int_equal(fclose(f), 0);
+    write_garbage(model);
     assert_int_equal(kill(w, SIGHUP), 0);
     test_sleep_ms(1500);
     produce(v, "reload.in", 4);
@@ -256,61 +267,104 @@ static void test_sighup_reloads_the_model_or_refuses(void **st)
     assert_int_equal(count(alerts, "model_reload", "WARNING", "refused", NULL), 1);
 }
 
+/* A shadow-mode worker on <name>.in: arm a serves clickstream.model on
+ * <name>.out, arm b ranks every click too, logged on <name>.shadow; arms:
+ * the clickstream.arms setting. Files are watched (model.watch_ms). */
+struct shadow {
+    const char *name;
+    char log[128], out[128], shadow[128];
+    pid_t w;
+};
+
+static void start_shadow(struct env *v, struct shadow *r, const char *name, const char *exp,
+                         const char *arms)
+{
+    char group[64], id[64], topic[64];
+    const char *xs[] = {"state.backend=memory",
+                        "worker.poll_ms=20",
+                        "model.watch_ms=100",
+                        group,
+                        id,
+                        "experiment.mode=shadow",
+                        "experiment.variants=a:-:0.5,b:-:0.5",
+                        topic,
+                        "clickstream.model=" MODEL,
+                        arms,
+                        NULL};
+
+    r->name = name;
+    snprintf(group, sizeof(group), "group.id=rt-click-%s", name);
+    snprintf(id, sizeof(id), "experiment.id=%s", exp);
+    snprintf(topic, sizeof(topic), "experiment.shadow_topic=%s.shadow", name);
+    snprintf(r->log, sizeof(r->log), "%s/%s.log", v->dir, name);
+    snprintf(r->out, sizeof(r->out), "%s/%s-predictions.jsonl", v->dir, name);
+    snprintf(r->shadow, sizeof(r->shadow), "%s/%s-shadow.jsonl", v->dir, name);
+    r->w = start_worker(v, name, r->log, xs);
+    assert_true(r->w > 0);
+}
+
+/* 4 more clicks, answered on both outputs (want records on each so far). */
+static void shadow_clicks(struct env *v, const struct shadow *r, int want)
+{
+    char in[64], out[64], sh[64];
+
+    snprintf(in, sizeof(in), "%s.in", r->name);
+    snprintf(out, sizeof(out), "%s.out", r->name);
+    snprintf(sh, sizeof(sh), "%s.shadow", r->name);
+    produce(v, in, 4);
+    wait_or_fail(v, out, want, r->w, r->log);
+    wait_or_fail(v, sh, want, r->w, r->log);
+}
+
+/* The worker stopped (exit 0) and both outputs read into r->out, r->shadow. */
+static void stop_shadow(struct env *v, const struct shadow *r)
+{
+    char out[64], sh[64];
+
+    snprintf(out, sizeof(out), "%s.out", r->name);
+    snprintf(sh, sizeof(sh), "%s.shadow", r->name);
+    stop_ok(r->w, r->log);
+    consume(v, out, r->out);
+    consume(v, sh, r->shadow);
+}
+
+/* Click i answered once by arm a on the output with serving version sv,
+ * once by arm b on the shadow topic with version bv. */
+static void check_arms(const struct shadow *r, int i, const char *sv, const char *bv)
+{
+    char id[32], a[64], b[64];
+
+    snprintf(id, sizeof(id), "\"event_id\":\"c%d\"", i);
+    snprintf(a, sizeof(a), "\"model_version\":\"%s\"", sv);
+    snprintf(b, sizeof(b), "\"model_version\":\"%s\"", bv);
+    assert_int_equal(count(r->out, id, "\"variant\":\"a\"", a, NULL), 1);
+    assert_int_equal(count(r->shadow, id, "\"variant\":\"b\"", b, NULL), 1);
+}
+
 /* Shadow mode: arm a serves with ranker ra, arm b ranks every click too
  * with rb, logged; rb replaced on disk is picked up by the file watch. */
 static void test_watch_reloads_an_arms_ranker(void **st)
 {
     struct env *v = *st;
-    char log[128], out[128], shadow[128], ra[128], rb[128], arms[400];
-    const char *xs[] = {"state.backend=memory",
-                        "worker.poll_ms=20",
-                        "model.watch_ms=100",
-                        "group.id=rt-click-arms",
-                        "experiment.id=rk",
-                        "experiment.mode=shadow",
-                        "experiment.variants=a:-:0.5,b:-:0.5",
-                        "experiment.shadow_topic=arms.shadow",
-                        "clickstream.model=" MODEL,
-                        arms,
-                        NULL};
+    char ra[128], rb[128], arms[400];
+    struct shadow r;
     int base = v->next;
-    pid_t w;
 
     snprintf(ra, sizeof(ra), "%s/ra.onnx", v->dir);
     snprintf(rb, sizeof(rb), "%s/rb.onnx", v->dir);
     snprintf(arms, sizeof(arms), "clickstream.arms=a:ranker=%s,b:ranker=%s", ra, rb);
-    snprintf(log, sizeof(log), "%s/arms.log", v->dir);
-    snprintf(out, sizeof(out), "%s/arms-predictions.jsonl", v->dir);
-    snprintf(shadow, sizeof(shadow), "%s/arms-shadow.jsonl", v->dir);
     write_model("models/clickstream/ranker.onnx", ra, '1');
     write_model("models/clickstream/ranker.onnx", rb, '1');
-    w = start_worker(v, "arms", log, xs);
-    assert_true(w > 0);
-    produce(v, "arms.in", 4);
-    wait_or_fail(v, "arms.out", 4, w, log);
-    wait_or_fail(v, "arms.shadow", 4, w, log);
+    start_shadow(v, &r, "arms", "rk", arms);
+    shadow_clicks(v, &r, 4);
 
     write_model("tests/fixtures/ranker_price.onnx", rb, '1'); /* another model, same path */
     test_sleep_ms(1500);
-    produce(v, "arms.in", 4);
-    wait_or_fail(v, "arms.out", 8, w, log);
-    wait_or_fail(v, "arms.shadow", 8, w, log);
-    stop_ok(w, log);
+    shadow_clicks(v, &r, 8);
+    stop_shadow(v, &r);
 
-    consume(v, "arms.out", out);
-    consume(v, "arms.shadow", shadow);
-    for (int i = base; i < v->next; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "\"event_id\":\"c%d\"", i);
-        assert_int_equal(count(out, id, "\"variant\":\"a\"", "\"model_version\":\"1+ranker.1\"",
-                               NULL),
-                         1);
-        assert_int_equal(count(shadow, id, "\"variant\":\"b\"",
-                               i < base + 4 ? "\"model_version\":\"1+ranker.1\""
-                                            : "\"model_version\":\"1+ranker_price.1\"",
-                               NULL),
-                         1);
-    }
+    for (int i = base; i < v->next; i++)
+        check_arms(&r, i, "1+ranker.1", i < base + 4 ? "1+ranker.1" : "1+ranker_price.1");
 }
 
 /* Shadow mode: arm a serves with clickstream.model, arm b ranks every click
@@ -320,61 +374,28 @@ static void test_watch_reloads_an_arms_ranker(void **st)
 static void test_watch_reloads_an_arms_gru(void **st)
 {
     struct env *v = *st;
-    char log[128], out[128], shadow[128], alerts[128], gb[128], arms[300];
-    const char *xs[] = {"state.backend=memory",
-                        "worker.poll_ms=20",
-                        "model.watch_ms=100",
-                        "group.id=rt-click-armg",
-                        "experiment.id=gru",
-                        "experiment.mode=shadow",
-                        "experiment.variants=a:-:0.5,b:-:0.5",
-                        "experiment.shadow_topic=armg.shadow",
-                        "clickstream.model=" MODEL,
-                        arms,
-                        NULL};
+    char alerts[128], gb[128], arms[300];
+    struct shadow r;
     int base = v->next;
-    pid_t w;
-    FILE *f;
 
     snprintf(gb, sizeof(gb), "%s/gb.onnx", v->dir);
     snprintf(arms, sizeof(arms), "clickstream.arms=b:model=%s", gb);
-    snprintf(log, sizeof(log), "%s/armg.log", v->dir);
-    snprintf(out, sizeof(out), "%s/armg-predictions.jsonl", v->dir);
-    snprintf(shadow, sizeof(shadow), "%s/armg-shadow.jsonl", v->dir);
     snprintf(alerts, sizeof(alerts), "%s/armg-alerts.jsonl", v->dir);
     write_model(MODEL, gb, '1');
-    w = start_worker(v, "armg", log, xs);
-    assert_true(w > 0);
-    produce(v, "armg.in", 4);
-    wait_or_fail(v, "armg.out", 4, w, log);
-    wait_or_fail(v, "armg.shadow", 4, w, log);
+    start_shadow(v, &r, "armg", "gru", arms);
+    shadow_clicks(v, &r, 4);
 
     write_model(MODEL, gb, '2'); /* arm b's GRU alone changes */
     test_sleep_ms(1500);
-    produce(v, "armg.in", 4);
-    wait_or_fail(v, "armg.out", 8, w, log);
-    wait_or_fail(v, "armg.shadow", 8, w, log);
+    shadow_clicks(v, &r, 8);
 
-    assert_non_null(f = fopen(gb, "w")); /* not a model any more */
-    fputs("garbage\n", f);
-    assert_int_equal(fclose(f), 0);
+    write_garbage(gb);
     test_sleep_ms(1500);
-    produce(v, "armg.in", 4);
-    wait_or_fail(v, "armg.out", 12, w, log);
-    wait_or_fail(v, "armg.shadow", 12, w, log);
-    stop_ok(w, log);
+    shadow_clicks(v, &r, 12);
+    stop_shadow(v, &r);
 
-    consume(v, "armg.out", out);
-    consume(v, "armg.shadow", shadow);
-    for (int i = base; i < v->next; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "\"event_id\":\"c%d\"", i);
-        assert_int_equal(count(out, id, "\"variant\":\"a\"", "\"model_version\":\"1\"", NULL), 1);
-        assert_int_equal(count(shadow, id, "\"variant\":\"b\"",
-                               i < base + 4 ? "\"model_version\":\"1\"" : "\"model_version\":\"2\"",
-                               NULL),
-                         1);
-    }
+    for (int i = base; i < v->next; i++)
+        check_arms(&r, i, "1", i < base + 4 ? "1" : "2");
     consume(v, "monitoring", alerts);
     assert_int_equal(
         count(alerts, "model_reload", "WARNING", "clickstream.arms: b: model=", gb, NULL), 1);
