@@ -531,21 +531,44 @@ uint64_t feat_hash(const float *x, size_t n)
     return h;
 }
 
+/* The canonical bits of n floats as the bytes FNV-1a takes, little-endian. */
+static void hash_bytes(const float *x, size_t n, unsigned char *b)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = hash_bits(x[i]);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(b + 4 * i, &v, sizeof(v));
+#else
+        for (int j = 0; j < 4; j++)
+            b[4 * i + (size_t)j] = (unsigned char)(v >> (8 * j));
+#endif
+    }
+}
+
+#define HASH_CHUNK 64 /* floats of a row turned into bytes at a time */
+
 /* FNV-1a is one chain of multiplies, each waiting on the last (4 cycles a
- * byte); four rows' chains side by side keep the multiplier busy: about a
- * quarter of the time per row, the same hashes. */
+ * byte); four rows' chains side by side keep the multiplier busy, and the
+ * bytes are read from a buffer (one load each, not a shift and a mask):
+ * the same hashes in about a third of the time per row (bench_stages). */
 void feat_hash_rows(const float *x, size_t n, size_t dim, uint64_t *h)
 {
+    unsigned char b[4][4 * HASH_CHUNK];
     size_t i = 0;
 
     for (; i + 4 <= n; i += 4) {
         const float *r = x + i * dim;
         uint64_t h0 = FNV_BASIS, h1 = FNV_BASIS, h2 = FNV_BASIS, h3 = FNV_BASIS;
-        for (size_t j = 0; j < dim; j++) {
-            h0 = fnv_word(h0, hash_bits(r[j]));
-            h1 = fnv_word(h1, hash_bits(r[dim + j]));
-            h2 = fnv_word(h2, hash_bits(r[2 * dim + j]));
-            h3 = fnv_word(h3, hash_bits(r[3 * dim + j]));
+        for (size_t j0 = 0; j0 < dim; j0 += HASH_CHUNK) {
+            size_t m = dim - j0 < HASH_CHUNK ? dim - j0 : HASH_CHUNK;
+            for (int k = 0; k < 4; k++)
+                hash_bytes(r + (size_t)k * dim + j0, m, b[k]);
+            for (size_t q = 0; q < 4 * m; q++) {
+                h0 = (h0 ^ b[0][q]) * 1099511628211ULL;
+                h1 = (h1 ^ b[1][q]) * 1099511628211ULL;
+                h2 = (h2 ^ b[2][q]) * 1099511628211ULL;
+                h3 = (h3 ^ b[3][q]) * 1099511628211ULL;
+            }
         }
         h[i] = h0;
         h[i + 1] = h1;
