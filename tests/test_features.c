@@ -935,6 +935,61 @@ static void test_hash_equal_for_equal_vectors_and_any_nan(void **state)
     assert_true(feat_hash(a, FEAT_TXN_DIM) != feat_hash(b, FEAT_TXN_DIM));
 }
 
+/* feat_hash_rows (the batch path, four rows' chains interleaved) against a
+ * plain FNV-1a written here, on random rows: any count of rows (the tail
+ * after the groups of four), widths, NaNs of any payload, +-0, infinities. */
+static uint64_t fnv_ref(const float *x, size_t n)
+{
+    uint64_t h = 14695981039346656037ULL;
+
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], 4);
+        if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffffu))
+            b = 0x7fc00000u;
+        else if ((b & 0x7fffffffu) == 0)
+            b = 0;
+        for (int j = 0; j < 4; j++) {
+            h ^= (b >> (8 * j)) & 0xffu;
+            h *= 1099511628211ULL;
+        }
+    }
+    return h;
+}
+
+static void test_hash_rows_equal_the_row_hash(void **state)
+{
+    enum { ROWS = 23, WIDE = FEAT_TXN_DIM + 7 };
+    static float x[ROWS * WIDE];
+    uint64_t h[ROWS + 1];
+    const size_t dims[] = {0, 1, 3, FEAT_TXN_DIM, WIDE};
+    uint32_t seed = 12345;
+
+    (void)state;
+    for (int round = 0; round < 200; round++) {
+        size_t dim = dims[round % 5], n = (size_t)(round % (ROWS + 1));
+        for (size_t i = 0; i < n * dim; i++) {
+            uint32_t b;
+            seed = seed * 1664525u + 1013904223u;
+            b = seed;
+            switch (seed >> 29) {
+            case 0: b = (b & 0x807fffffu) | 0x7f800000u | 1; break; /* a NaN */
+            case 1: b &= 0x80000000u; break;                         /* +-0 */
+            case 2: b = (b & 0x80000000u) | 0x7f800000u; break;      /* +-Inf */
+            default: break;                                          /* any bits */
+            }
+            memcpy(&x[i], &b, 4);
+        }
+        h[n] = 42; /* nothing written past n */
+        feat_hash_rows(x, n, dim, h);
+        assert_true(h[n] == 42);
+        for (size_t i = 0; i < n; i++) {
+            assert_true(h[i] == fnv_ref(x + i * dim, dim));
+            assert_true(h[i] == feat_hash(x + i * dim, dim));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -967,6 +1022,7 @@ int main(void)
         cmocka_unit_test(test_state_with_two_buckets_in_one_slot_is_refused),
         cmocka_unit_test(test_hash_is_fnv1a_over_little_endian_floats),
         cmocka_unit_test(test_hash_equal_for_equal_vectors_and_any_nan),
+        cmocka_unit_test(test_hash_rows_equal_the_row_hash),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

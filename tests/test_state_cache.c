@@ -92,6 +92,61 @@ static void test_ucache_against_a_reference(void **st)
     assert_null(ucache_open(0, 8)); /* 0 entries: no cache */
 }
 
+/* ucache_prefetch is a hint: a cache that gets every stage of it for the
+ * key at hand and for another one before each operation answers, evicts and
+ * counts exactly as its twin that gets none (values of several sizes, so
+ * entries without a chunk and in several classes are prefetched too). */
+static void test_ucache_prefetch_changes_nothing(void **st)
+{
+    enum { KEYS = 300 };
+    static unsigned char val[200];
+    char key[32], other[32];
+    struct ucache_stats s1, s2;
+    unsigned seed = 11;
+
+    (void)st;
+    ucache_prefetch(NULL, "user-1", 0); /* NULL-safe */
+    for (size_t cap = 64; cap <= KEYS; cap += KEYS - 64) {
+        struct ucache *c1 = ucache_open(cap, sizeof(val)), *c2 = ucache_open(cap, sizeof(val));
+        assert_true(c1 && c2);
+        for (int i = 0; i < 20000; i++) {
+            int k = (int)((seed = seed * 1103515245u + 12345u) >> 16) % KEYS, op = i % 5;
+            size_t len = 1 + (size_t)(seed >> 8) % sizeof(val), l1 = 0, l2 = 0;
+            int32_t p1 = 0, p2 = 0;
+            int64_t o1 = 0, o2 = 0;
+            snprintf(key, sizeof(key), "user-%d", k);
+            snprintf(other, sizeof(other), "user-%d", (k * 7 + 3) % KEYS);
+            for (int stage = 0; stage < 3; stage++) {
+                ucache_prefetch(c1, key, stage);
+                ucache_prefetch(c1, other, stage);
+            }
+            memset(val, i & 0xff, len);
+            if (op < 2) {
+                ucache_putv(c1, key, val, len, k % 7, i);
+                ucache_putv(c2, key, val, len, k % 7, i);
+            } else if (op == 2) {
+                ucache_drop(c1, key);
+                ucache_drop(c2, key);
+            } else {
+                const unsigned char *g1 = ucache_getv(c1, key, &l1, &p1, &o1);
+                const unsigned char *g2 = ucache_getv(c2, key, &l2, &p2, &o2);
+                assert_true(!g1 == !g2);
+                if (g1) {
+                    assert_true(l1 == l2 && p1 == p2 && o1 == o2);
+                    assert_memory_equal(g1, g2, l1);
+                }
+            }
+        }
+        ucache_stats(c1, &s1);
+        ucache_stats(c2, &s2);
+        assert_memory_equal(&s1, &s2, sizeof(s1));
+        if (cap == 64)
+            assert_true(s1.evictions > 0);
+        ucache_close(c1);
+        ucache_close(c2);
+    }
+}
+
 /* The compare-and-set of a write: refused (STATE_PUT_CONFLICT) unless the
  * store holds the base position; "nothing stored" is a base too. */
 static void check_cas(struct state *s, const char *ent)
@@ -370,6 +425,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ucache_against_a_reference),
+        cmocka_unit_test(test_ucache_prefetch_changes_nothing),
         cmocka_unit_test(test_cas_memory),
         cmocka_unit_test(test_cas_redis),
         cmocka_unit_test(test_two_owners_lose_nothing),

@@ -192,6 +192,41 @@ static void test_state_load_replaces_a_corrupt_blob(void **st)
     assert_true(part == -1 && off == -1 && s.last_event_ms == 0);
 }
 
+/* txn_state_load leaves the clearing to the decoder: a state loaded over
+ * one holding another user's data (the batch's slots are reused) must equal
+ * the same blob loaded over a cleared one, byte for byte. */
+static void test_state_load_over_a_used_state_keeps_nothing_of_it(void **st)
+{
+    struct feat_state a, b;
+    struct txn_event ev;
+    float x[FEAT_TXN_DIM];
+    unsigned char blob[FEAT_STATE_MAX];
+    int32_t part = -1;
+    int64_t off = -1;
+    struct err e = {0};
+    int n;
+
+    (void)st;
+    feat_state_init(&a);
+    make_event(&ev, 0);
+    txn_step(&ev, 0, 5, &a, &part, &off, x);
+    n = feat_state_encode(&a, blob, sizeof(blob));
+    assert_true(n > 0);
+    feat_state_init(&b);
+    for (int i = 1; i < 40; i++) { /* b: more buckets, partitions and ids than a */
+        make_event(&ev, i);
+        ev.event_time_ms += (int64_t)i * 3600 * 1000;
+        txn_step(&ev, i % 5, 100 + i, &b, &part, &off, x);
+    }
+    memset(&a, 0x5a, sizeof(a)); /* and garbage where b has none */
+    assert_int_equal(txn_state_load(&a, &part, &off, blob, (size_t)n, 0, 5, &e), ERR_OK);
+    assert_int_equal(txn_state_load(&b, &part, &off, blob, (size_t)n, 0, 5, &e), ERR_OK);
+    assert_memory_equal(&a, &b, sizeof(a));
+    feat_state_init(&a);
+    assert_int_equal(txn_state_load(&a, &part, &off, blob, (size_t)n, 0, 5, &e), ERR_OK);
+    assert_memory_equal(&a, &b, sizeof(a));
+}
+
 static void test_model_with_unknown_feature_is_a_config_error(void **st)
 {
     struct cfg *c = demo_cfg();
@@ -350,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_same_event_id_is_applied_once),
         cmocka_unit_test(test_user_on_two_partitions_is_not_double_applied),
         cmocka_unit_test(test_state_load_replaces_a_corrupt_blob),
+        cmocka_unit_test(test_state_load_over_a_used_state_keeps_nothing_of_it),
         cmocka_unit_test(test_model_with_unknown_feature_is_a_config_error),
         cmocka_unit_test(test_adverse_decisions_carry_the_deciding_models_reasons),
         cmocka_unit_test(test_explained_decisions_are_configurable),

@@ -32,6 +32,7 @@ struct kq {
     size_t n_topics;
     struct track *tracks;
     size_t n_tracks, cap_tracks;
+    size_t track_hint; /* the track found last: a batch comes in runs per partition */
     size_t inflight;
     int assign_all, from_beginning;
     size_t n_assigned, n_eof;
@@ -211,9 +212,15 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 static struct track *track_find(struct kq *q, int32_t tidx, int32_t part, int create)
 {
+    size_t h = q->track_hint;
+
+    if (h < q->n_tracks && q->tracks[h].partition == part && q->tracks[h].topic_idx == tidx)
+        return &q->tracks[h];
     for (size_t i = 0; i < q->n_tracks; i++)
-        if (q->tracks[i].partition == part && q->tracks[i].topic_idx == tidx)
+        if (q->tracks[i].partition == part && q->tracks[i].topic_idx == tidx) {
+            q->track_hint = i;
             return &q->tracks[i];
+        }
     if (!create)
         return NULL;
     if (q->n_tracks == q->cap_tracks) {
@@ -232,9 +239,16 @@ static struct track *track_find(struct kq *q, int32_t tidx, int32_t part, int cr
     return t;
 }
 
+/* Ring position of the i-th offset from the head. The capacity is a power
+ * of two (track_grow): a mask, not a division, per step of every search. */
+static inline size_t ring_at(const struct track *t, size_t i)
+{
+    return (t->head + i) & (t->cap - 1);
+}
+
 static int track_grow(struct track *t)
 {
-    size_t nc = t->cap ? t->cap * 2 : 1024;
+    size_t nc = t->cap ? t->cap * 2 : 1024; /* a power of two: ring_at */
     int64_t *no = malloc(nc * sizeof(*no));
     unsigned char *nf = malloc(nc);
 
@@ -244,8 +258,8 @@ static int track_grow(struct track *t)
         return ERR_NOMEM;
     }
     for (size_t i = 0; i < t->count; i++) {
-        no[i] = t->offs[(t->head + i) % t->cap];
-        nf[i] = t->flags[(t->head + i) % t->cap];
+        no[i] = t->offs[ring_at(t, i)];
+        nf[i] = t->flags[ring_at(t, i)];
     }
     free(t->offs);
     free(t->flags);
@@ -262,21 +276,28 @@ static int track_push(struct kq *q, const struct kq_pos *p)
 
     if (!t || (t->count == t->cap && track_grow(t)))
         return ERR_NOMEM;
-    t->offs[(t->head + t->count) % t->cap] = p->offset;
-    t->flags[(t->head + t->count) % t->cap] = 0;
+    t->offs[ring_at(t, t->count)] = p->offset;
+    t->flags[ring_at(t, t->count)] = 0;
     t->count++;
     q->inflight++;
     return ERR_OK;
 }
 
-/* Binary search: offsets in the ring are strictly increasing. */
+/* Offsets in the ring are strictly increasing: off is at most once in it.
+ * Usually they are consecutive, and off sits off - head's offset from the
+ * head; else a binary search. */
 static long track_index(const struct track *t, int64_t off)
 {
     size_t lo = 0, hi = t->count;
 
+    if (t->count && off >= t->offs[t->head]) {
+        uint64_t d = (uint64_t)(off - t->offs[t->head]);
+        if (d < t->count && t->offs[ring_at(t, (size_t)d)] == off)
+            return (long)d;
+    }
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int64_t v = t->offs[(t->head + mid) % t->cap];
+        int64_t v = t->offs[ring_at(t, mid)];
         if (v == off)
             return (long)mid;
         if (v < off)
@@ -294,12 +315,12 @@ void kq_ack(struct kq *q, const struct kq_pos *pos, int what)
 
     if (!t || (i = track_index(t, pos->offset)) < 0)
         return; /* partition revoked meanwhile: its offsets are not ours */
-    t->flags[(t->head + (size_t)i) % t->cap] |= (unsigned char)what;
+    t->flags[ring_at(t, (size_t)i)] |= (unsigned char)what;
     while (t->count && t->flags[t->head] == KQ_ACK_ALL) {
         t->store_next = t->offs[t->head] + 1;
         q->n_dirty += !t->dirty;
         t->dirty = 1;
-        t->head = (t->head + 1) % t->cap;
+        t->head = ring_at(t, 1);
         t->count--;
         q->inflight--;
     }

@@ -116,5 +116,8 @@ uint64_t feat_state_count(const struct feat_state *s, const char *field);
 /* 64-bit FNV-1a over the vector's bytes (every NaN and -0 canonicalised), for the
  * prediction's feature_hash: equal vectors give equal hashes. */
 uint64_t feat_hash(const float *x, size_t n);
+/* h[i] = feat_hash(row i, dim) for n rows of dim floats (row i at x + i * dim),
+ * several rows at a time: the batch path's hashes. */
+void feat_hash_rows(const float *x, size_t n, size_t dim, uint64_t *h);
 
 #endif

@@ -22,6 +22,7 @@ struct txn_scorer {
     float *xg, *xc;   /* scratch rows in each model's order */
     float *xgb;       /* txn_score_batch: rows in the gbdt's order */
     double *prob;
+    uint64_t *hash;   /* txn_score_batch: the rows' feature hashes */
     size_t batch_cap;
     double review, decline;
     char name[64], version[32];
@@ -71,7 +72,10 @@ int txn_state_load(struct feat_state *s, int32_t *s_partition, int64_t *s_offset
                    const unsigned char *blob, size_t len, int32_t partition, int64_t offset,
                    struct err *e)
 {
-    feat_state_init(s);
+    /* A blob is decoded into a cleared state (fspec_state_decode clears it
+     * first): 2.7 kB cleared once per user and batch, not twice. */
+    if (!len)
+        feat_state_init(s);
     *s_partition = len ? partition : -1;
     *s_offset = len ? offset : -1;
     if (len && feat_state_decode(s, blob, len, e)) {
@@ -256,6 +260,7 @@ void txn_scorer_close(struct txn_scorer *s)
     free(s->xc);
     free(s->xgb);
     free(s->prob);
+    free(s->hash);
     treeshap_ws_close(s->ws);
     treeshap_close(s->shap);
     reasons_close(s->texts);
@@ -342,10 +347,10 @@ static void explain(struct txn_scorer *s, const float *xg, struct txn_prediction
     }
 }
 
-/* Everything but the trees: p from x, the gbdt's row xg and its
- * probability. */
+/* Everything but the trees: p from x, the gbdt's row xg, its
+ * probability and x's feature hash. */
 static int fill(struct txn_scorer *s, const float *x, const float *xg, double probability,
-                struct txn_prediction *p)
+                uint64_t hash, struct txn_prediction *p)
 {
     struct card_result r;
     int d;
@@ -374,7 +379,7 @@ static int fill(struct txn_scorer *s, const float *x, const float *xg, double pr
     p->n_reasons = 0;
     if (s->explain & (1u << d))
         explain(s, xg, p);
-    hex64(p->feature_hash, feat_hash(x, feat_txn_dim()));
+    hex64(p->feature_hash, hash);
     return d;
 }
 
@@ -382,7 +387,7 @@ int txn_score(struct txn_scorer *s, const float *x, struct txn_prediction *p)
 {
     for (size_t j = 0; j < gbdt_num_features(s->gb); j++)
         s->xg[j] = x[s->gmap[j]];
-    return fill(s, x, s->xg, gbdt_predict(s->gb, s->xg), p);
+    return fill(s, x, s->xg, gbdt_predict(s->gb, s->xg), feat_hash(x, feat_txn_dim()), p);
 }
 
 int txn_score_batch(struct txn_scorer *s, const float *x, size_t n, struct txn_prediction *p,
@@ -393,11 +398,14 @@ int txn_score_batch(struct txn_scorer *s, const float *x, size_t n, struct txn_p
     if (n > s->batch_cap) {
         float *xgb = realloc(s->xgb, n * (nf ? nf : 1) * sizeof(float));
         double *prob = xgb ? realloc(s->prob, n * sizeof(double)) : NULL;
+        uint64_t *hash = prob ? realloc(s->hash, n * sizeof(uint64_t)) : NULL;
         if (xgb)
             s->xgb = xgb;
         if (prob)
             s->prob = prob;
-        if (!xgb || !prob)
+        if (hash)
+            s->hash = hash;
+        if (!xgb || !prob || !hash)
             return ERR_NOMEM;
         s->batch_cap = n;
     }
@@ -405,8 +413,9 @@ int txn_score_batch(struct txn_scorer *s, const float *x, size_t n, struct txn_p
         for (size_t j = 0; j < nf; j++)
             s->xgb[i * nf + j] = x[i * dim + (size_t)s->gmap[j]];
     gbdt_predict_batch(s->gb, s->xgb, n, s->prob);
+    feat_hash_rows(x, n, dim, s->hash);
     for (size_t i = 0; i < n; i++)
-        decisions_out[fill(s, x + i * dim, s->xgb + i * nf, s->prob[i], &p[i])]++;
+        decisions_out[fill(s, x + i * dim, s->xgb + i * nf, s->prob[i], s->hash[i], &p[i])]++;
     return ERR_OK;
 }
 

@@ -30,6 +30,7 @@ enum { EV_SKIP = 0, EV_APPLY, EV_REDELIVERED, EV_QUEUED };
 #define RETRY_US 1000000 /* the next try after a failed read or write */
 #define DRAIN_US 200000  /* re-applying in one tick at most (polling goes on) */
 #define CONFLICT_US 10000 /* the next try after a compare-and-set conflict */
+#define PREFETCH_AHEAD 8  /* users between a value's prefetch and its lookup (read_users) */
 
 struct pending_ev {
     struct txn_event ev;
@@ -254,8 +255,15 @@ static int read_users(struct txs *t)
     int rc = ERR_OK;
 
     check_cache(t);
+    /* The users are spread over the cache: their lookups' misses overlap
+     * (ucache_prefetch), the values PREFETCH_AHEAD users ahead. */
+    for (int stage = 0; t->cache && stage < 2; stage++)
+        for (size_t u = 0; u < t->users.n; u++)
+            ucache_prefetch(t->cache, t->users.ids[u], stage);
     for (size_t u = 0; u < t->users.n; u++) {
         size_t len = 0;
+        if (u + PREFETCH_AHEAD < t->users.n)
+            ucache_prefetch(t->cache, t->users.ids[u + PREFETCH_AHEAD], 2);
         const unsigned char *c = ucache_getv(t->cache, t->users.ids[u], &len, &t->bpart[u],
                                              &t->boff[u]);
         t->udirty[u] = 0;

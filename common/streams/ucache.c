@@ -204,6 +204,37 @@ static size_t find(const struct ucache *c, const char *key, uint64_t h)
     return i;
 }
 
+/* The key's home position only (an entry moved along its probe run is not
+ * prefetched, just found as before). */
+void ucache_prefetch(const struct ucache *c, const char *key, int stage)
+{
+    uint64_t h;
+    const struct uc_slot *s;
+    const unsigned char *v;
+    int32_t k;
+
+    if (!c)
+        return;
+    h = hash_key(key);
+    if (stage == 0) {
+        __builtin_prefetch(&c->index[h & c->mask]);
+        return;
+    }
+    if ((k = c->index[h & c->mask]) < 0)
+        return;
+    s = &c->slots[k];
+    if (stage == 1) {
+        __builtin_prefetch(s);
+        __builtin_prefetch((const char *)s + sizeof(*s) - 1);
+        return;
+    }
+    if (s->hash != h || s->cls == UC_NONE)
+        return;
+    v = chunk_of(c, s);
+    for (uint32_t at = 0; at < s->len; at += 64)
+        __builtin_prefetch(v + at);
+}
+
 const void *ucache_getv(struct ucache *c, const char *key, size_t *len, int32_t *partition,
                         int64_t *offset)
 {

@@ -55,6 +55,13 @@ void ucache_put(struct ucache *c, const char *key, const void *value, int32_t pa
  * (and the key's entry, if any, dropped). */
 void ucache_putv(struct ucache *c, const char *key, const void *value, size_t len,
                  int32_t partition, int64_t offset);
+/* Starts loading, without waiting for it, what a lookup of key will touch:
+ * stage 0 its index entry, stage 1 its slot, stage 2 its value. Each stage
+ * reads only what the stage before brought in, so a batch of lookups runs
+ * stage 0 over all its keys, then 1, then 2 a few keys ahead of the
+ * lookups: their cache misses overlap instead of following one another.
+ * Only a hint: no effect on any result. NULL-safe c. */
+void ucache_prefetch(const struct ucache *c, const char *key, int stage);
 void ucache_drop(struct ucache *c, const char *key); /* absent: nothing */
 void ucache_clear(struct ucache *c);                 /* NULL-safe */
 /* Drops every entry whose store position is on partition (a partition
