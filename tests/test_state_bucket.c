@@ -205,7 +205,7 @@ static void test_compare_and_set(void **st)
     struct state_put puts[3] = {{"x", (const unsigned char *)"x2", 2, 0, 20},
                                 {"y", (const unsigned char *)"y2", 2, 0, 21},
                                 {"z", (const unsigned char *)"z1", 2, 0, 22}};
-    struct state_base bases[3] = {{0, 10}, {0, 10}, {-1, -1}};
+    struct state_base bases[3] = {{0, 10, 0}, {0, 10, 0}, {-1, -1, 0}};
     int applied[3];
 
     (void)st;
@@ -220,7 +220,7 @@ static void test_compare_and_set(void **st)
     /* z exists now: a put expecting nothing conflicts */
     puts[2].offset = 30;
     puts[0].offset = 31;
-    bases[0] = (struct state_base){0, 20};
+    bases[0] = (struct state_base){0, 20, 0};
     assert_int_equal(state_put_many(s, 3, puts, applied, &e), ERR_OK);
     assert_int_equal(applied[0], STATE_PUT_WRITTEN);
     assert_int_equal(applied[2], STATE_PUT_CONFLICT);
@@ -239,7 +239,7 @@ static void test_sweep_expires_exactly_the_stale_users(void **st)
     struct err e = {0};
     struct state *s = open3("sw:", 60, 3, 1, &e);
     char ent[16], val[64];
-    struct state_base none = {-1, -1};
+    struct state_base none = {-1, -1, 0};
     size_t deleted = 0;
     long long old = (long long)time(NULL) - 61, young = (long long)time(NULL) - 30;
 
@@ -289,7 +289,7 @@ static void test_expired_base_conflicts(void **st)
 {
     struct err e = {0};
     struct state *s = open3("xb:", 60, 3, 1, &e);
-    struct state_base base = {0, 5};
+    struct state_base base = {0, 5, 0};
     struct state_put put = {"u", (const unsigned char *)"u2", 2, 0, 6};
     int applied = -1;
 
@@ -361,7 +361,7 @@ static void test_foreign_values_are_refused(void **st)
     /* a re-delivery (offset 7 <= the watermark is not the case here: 1 < 7,
      * so the put is fresh) overwrites nothing it cannot read when bases are
      * checked */
-    struct state_base bases[2] = {{-1, -1}, {0, 1}};
+    struct state_base bases[2] = {{-1, -1, 0}, {0, 1, 0}};
     state_set_put_bases(s, bases);
     assert_int_not_equal(state_put_many(s, 2, puts, applied, &e), ERR_OK);
     assert_non_null(strstr(e.msg, "junk"));

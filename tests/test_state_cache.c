@@ -104,14 +104,14 @@ static void check_cas(struct state *s, const char *ent)
     assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK); /* no bases: written */
     assert_int_equal(applied[0], STATE_PUT_WRITTEN);
     state_set_put_bases(s, b);
-    b[0] = (struct state_base){0, 5};
+    b[0] = (struct state_base){0, 5, 0};
     put.offset = 6;
     assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
     assert_int_equal(applied[0], STATE_PUT_WRITTEN);
     put.offset = 7; /* base (0, 5), the store holds (0, 6): someone wrote */
     assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
     assert_int_equal(applied[0], STATE_PUT_CONFLICT);
-    b[0] = (struct state_base){-1, -1}; /* "nothing stored", but there is */
+    b[0] = (struct state_base){-1, -1, 0}; /* "nothing stored", but there is */
     assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
     assert_int_equal(applied[0], STATE_PUT_CONFLICT);
     put.offset = 6; /* the idempotence check comes first: skipped */

@@ -188,7 +188,7 @@ static void test_one_user_twice_in_one_call(void **st)
                               {"d", (const unsigned char *)"six", 3, 0, 6}};
     struct state_put down[2] = {{"e", (const unsigned char *)"six", 3, 0, 6},
                                 {"e", (const unsigned char *)"five", 4, 0, 5}};
-    struct state_base bases[2] = {{-1, -1}, {0, 5}}, stale[2] = {{-1, -1}, {-1, -1}};
+    struct state_base bases[2] = {{-1, -1, 0}, {0, 5, 0}}, stale[2] = {{-1, -1, 0}, {-1, -1, 0}};
     int applied[2];
 
     (void)st;

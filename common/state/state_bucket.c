@@ -105,6 +105,7 @@ int state_v3_parse(const char *v, size_t len, int64_t now_s, int64_t ttl_s, stru
     b->len = len;
     b->partition = (int32_t)p;
     b->offset = o;
+    b->time_s = t;
     return 0;
 }
 
@@ -352,6 +353,7 @@ int state_v3_put_cmd(struct state_v3_cmd *c, const char *sha, const char *prefix
         }
         i = e;
     }
+    arg_mem(c, prefix, pl); /* the script names the counters it raises */
     for (size_t i = 0; i < k; i++) /* bidx back to -1 for the next chunk */
         c->bidx[(c->keys[i] >> IDX_BITS) & 0xfffff] = -1;
     return ERR_OK;
@@ -446,6 +448,8 @@ int state_v3_get_chunk(struct state_redis *r, size_t n, const char *const *entit
                                    c->argvlen + a) != REDIS_OK)
             return lost(r, "HMGET", c->argv[a + 1], e);
     }
+    if (r->fast.rd_pending && state_fast_read_counters(r, e)) /* sent before the HMGETs */
+        return e->code;
     for (size_t g = 0; g < c->ngroups; g++) {
         size_t a = c->groups[g], end = g + 1 < c->ngroups ? c->groups[g + 1] : c->argc;
         size_t k = end - a - 2;
@@ -459,10 +463,13 @@ int state_v3_get_chunk(struct state_redis *r, size_t n, const char *const *entit
             b->len = 0;
             b->partition = -1;
             b->offset = -1;
-            if (x && x->type == REDIS_REPLY_NIL)
+            int pr = x && x->type == REDIS_REPLY_STRING
+                         ? state_v3_parse(x->str, x->len, now, r->ttl_ms / 1000, b) : -1;
+            if ((x && x->type == REDIS_REPLY_NIL) || pr == 1) {
+                state_fast_note_absent(r, c->argv[a + 2 + i]);
                 continue;
-            if (x && x->type == REDIS_REPLY_STRING &&
-                state_v3_parse(x->str, x->len, now, r->ttl_ms / 1000, b) >= 0)
+            }
+            if (pr == 0)
                 continue;
             if (first == ERR_OK)
                 first = err_set(e, rep->type == REDIS_REPLY_ERROR ? rc_reply_code(rep->str)
@@ -487,7 +494,7 @@ int state_v3_read_chunk(struct state_redis *r, const struct state_put *puts, siz
 {
     redisReply *rep = NULL;
     int rc = ERR_OK, nosc;
-    size_t ne = 1;
+    size_t ne = 2;
 
     if (redisGetReply(rc_ctx(r->rc), (void **)&rep) != REDIS_OK || !rep)
         return lost(r, "EVALSHA", puts[0].entity, e);
@@ -498,11 +505,14 @@ int state_v3_read_chunk(struct state_redis *r, const struct state_put *puts, siz
         rc = err_set(e, rc_reply_code(rep->str), "redis EVALSHA %s (+%zu): %s", puts[0].entity,
                      k - 1, rep->str);
     else if (rep->type != REDIS_REPLY_ERROR &&
-             (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+             (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
               rep->element[0]->type != REDIS_REPLY_STRING || rep->element[0]->len != k))
         rc = err_set(e, ERR_DECODE, "redis EVALSHA %s (+%zu): unexpected reply", puts[0].entity,
                      k - 1);
     int shape = rc == ERR_OK && rep->type == REDIS_REPLY_ARRAY;
+
+    if (shape) /* the steal counters of the chunk's partitions (state_fast.c) */
+        state_fast_adopt(r, rep->element[1]);
 
     for (size_t g = 0; shape && g < k; g++) {
         char code = rep->element[0]->str[g];
