@@ -132,10 +132,12 @@ static void test_cas_memory(void **st)
     state_close(s);
 }
 
+static int g_layout; /* of the stores open_redis creates (0: the library's, 2) */
+
 static struct state *open_redis(int port, const char *prefix, const char *nodes)
 {
     struct state_redis_opts o = {.host = "127.0.0.1", .port = port, .prefix = prefix,
-                                 .timeout_ms = 5000, .nodes = nodes};
+                                 .timeout_ms = 5000, .nodes = nodes, .layout = g_layout};
     struct err e = {0};
     struct state *s = state_open_redis(&o, &e);
 
@@ -211,7 +213,7 @@ static void one_batch(struct txs *t, int p, int64_t off, int i)
  * write's compare-and-set sees the other's writes, so the user ends with
  * every event applied once (without it, each owner overwrote the other's
  * updates with its cached state: about half the events lost). */
-static void test_two_owners_lose_nothing(void **st)
+static void two_owners_lose_nothing(const char *prefix)
 {
     struct state *s[2];
     struct txs *t[2];
@@ -223,11 +225,10 @@ static void test_two_owners_lose_nothing(void **st)
     int64_t off;
     enum { ROUNDS = 20 };
 
-    (void)st;
     memset(g_acks, 0, sizeof(g_acks));
     for (int w = 0; w < 2; w++) {
         struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[w], 1000};
-        s[w] = open_redis(g_redis.port, "two:", "");
+        s[w] = open_redis(g_redis.port, prefix, "");
         assert_int_equal(state_fence(s[w], w, &e), ERR_OK);
         assert_int_equal(txs_open(&t[w], s[w], &o, &e), ERR_OK);
     }
@@ -254,6 +255,60 @@ static void test_two_owners_lose_nothing(void **st)
         txs_close(t[w]);
         state_close(s[w]);
     }
+}
+
+static void test_two_owners_lose_nothing(void **st)
+{
+    (void)st;
+    g_layout = 0;
+    two_owners_lose_nothing("two:");
+}
+
+/* The same in layout 3, whose owners write their cached users without the
+ * script (state_fast.c) unless the steal counter says the other wrote. */
+static void test_two_owners_lose_nothing_layout3(void **st)
+{
+    (void)st;
+    g_layout = 3;
+    two_owners_lose_nothing("two3:");
+    g_layout = 0;
+}
+
+/* One owner, its users seen again batch after batch: after the first
+ * write (the script, which tells the counters) they are written without
+ * it, and every event is applied once. */
+static void test_one_owner_takes_the_fast_path(void **st)
+{
+    struct state *s;
+    struct txs *t;
+    struct state_blob blob;
+    struct feat_state fs;
+    const char *id = "shared-user";
+    struct err e = {0};
+    int32_t part;
+    int64_t off;
+    enum { ROUNDS = 12 };
+    struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[0], 1000};
+
+    (void)st;
+    memset(g_acks, 0, sizeof(g_acks));
+    g_layout = 3;
+    s = open_redis(g_redis.port, "one3:", "");
+    g_layout = 0;
+    assert_int_equal(state_fence(s, 0, &e), ERR_OK);
+    assert_int_equal(txs_open(&t, s, &o, &e), ERR_OK);
+    for (int i = 0; i < ROUNDS; i++)
+        one_batch(t, 0, i, i);
+    for (int i = 0; i < ROUNDS; i++)
+        assert_int_equal(g_acks[0][i], 1);
+    assert_true(state_fast_puts(s) >= ROUNDS - 3);
+    assert_int_equal(state_get_many(s, 1, &id, &blob, &e), ERR_OK);
+    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
+                                    blob.offset, &e),
+                     ERR_OK);
+    assert_int_equal(feat_state_count(&fs, "amount"), ROUNDS);
+    txs_close(t);
+    state_close(s);
 }
 
 /* ---- users seen once: what filling the cache costs ---- */
@@ -373,6 +428,8 @@ int main(void)
         cmocka_unit_test(test_cas_memory),
         cmocka_unit_test(test_cas_redis),
         cmocka_unit_test(test_two_owners_lose_nothing),
+        cmocka_unit_test(test_two_owners_lose_nothing_layout3),
+        cmocka_unit_test(test_one_owner_takes_the_fast_path),
         cmocka_unit_test(test_cache_fill_is_small),
         cmocka_unit_test(test_cas_redis_cluster),
     };

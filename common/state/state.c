@@ -216,6 +216,11 @@ int64_t state_put_time(const struct state *s)
     return s->put_time_s;
 }
 
+uint64_t state_fast_puts(const struct state *s)
+{
+    return s->fast_puts;
+}
+
 int state_take_owner_changes(struct state *s, void (*fn)(void *opaque, int32_t partition),
                              void *opaque)
 {

@@ -129,6 +129,9 @@ void state_set_put_bases(struct state *s, const struct state_base *bases);
  * when chunks were stamped later): the time_s of a base taken from a put
  * that was written. 0 for other backends and layouts. */
 int64_t state_put_time(const struct state *s);
+/* Puts written since open by layout 3's fast path (without the script,
+ * docs/delivery.md); 0 for other backends and layouts. */
+uint64_t state_fast_puts(const struct state *s);
 
 /* 1 between a successful state_put_begin and its state_put_end. */
 int state_busy(const struct state *s);

@@ -58,6 +58,7 @@ struct state {
     _Atomic int64_t deadline_us; /* state_set_deadline (any thread); 0: none */
     const struct state_base *put_bases; /* state_set_put_bases; NULL: no check */
     int64_t put_time_s;                 /* state_put_time */
+    uint64_t fast_puts;                 /* state_fast_puts */
 };
 
 /* Reports partition (or, below 0, every partition) as moved through

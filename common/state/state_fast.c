@@ -394,6 +394,15 @@ static int read_absent(const struct state_fast *f, const char *entity)
 
 /* ---- the write ---- */
 
+static void (*g_hook)(void *);
+static void *g_hook_opaque;
+
+void state_fast_set_hook(void (*fn)(void *opaque), void *opaque)
+{
+    g_hook = fn;
+    g_hook_opaque = opaque;
+}
+
 /* Whether put i may take the fast path, its partition's other puts aside. */
 static int eligible(const struct state_redis *r, const struct state_put *p,
                     const struct state_base *b, int64_t now, int rd)
@@ -650,6 +659,8 @@ int state_fast_begin(struct state_redis *r, size_t n, const struct state_put *pu
             f->slow_bases[f->n_slow++] = bases[i];
         }
     }
+    if (f->n_fast && g_hook)
+        g_hook(g_hook_opaque);
     if (f->n_fast) {
         rc = send_multi(r, puts, bases, e);
         f->sent = 2;
@@ -730,6 +741,7 @@ void state_fast_merge(struct state_redis *r, int *applied, int aborted)
     for (size_t j = 0; j < f->n_fast; j++)
         applied[f->fast_idx[j]] = STATE_PUT_WRITTEN;
     f->n_fast_puts += f->n_fast;
+    r->base.fast_puts += f->n_fast;
 }
 
 void state_fast_requeue(struct state_redis *r)

@@ -146,6 +146,9 @@ int state_fast_read_begin(struct state_redis *r, size_t n, struct err *e);
 int state_fast_read_counters(struct state_redis *r, struct err *e);
 void state_fast_note_absent(struct state_redis *r, const char *entity);
 void state_fast_free(struct state_fast *f);
+/* Tests: fn runs between a fast write's check and its MULTI (a race made
+ * deterministic); NULL: none. Not for production code. */
+void state_fast_set_hook(void (*fn)(void *opaque), void *opaque);
 /* state_bucket.c: layout 3's reads, writes and sweep on the handle */
 int state_v3_get_chunk(struct state_redis *r, size_t n, const char *const *entities,
                        struct state_blob *out, struct err *e);
