@@ -201,7 +201,6 @@ static void test_sweep_expires_exactly_the_stale_users(void **st)
 
     (void)st;
     assert_non_null(s);
-    /* the first write also runs the handle's own paced sweep step */
     assert_int_equal(put1(s, "fresh", "F", 0, 100, &e), 1);
     for (int i = 0; i < 30; i++) { /* 10 stale, 20 young */
         snprintf(ent, sizeof(ent), "%s%d", i < 10 ? "stale" : "young", i);

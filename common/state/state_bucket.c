@@ -23,6 +23,8 @@
  *   - expiry: a stored value older than state.ttl_s is read as absent (a
  *     read, and a put's base '-', see nothing), and an owner-run sweep
  *     (state_sweep, paced by the handle) deletes those fields.
+ * With bases, puts the writer may judge itself (its own users, new users
+ * just read absent) skip the script: state_fast.c.
  * docs/delivery.md holds the argument; bench/results.md the figures.
  */
 #include "state_redis_priv.h"
@@ -539,6 +541,7 @@ int state_v3_read_chunk(struct state_redis *r, const struct state_put *puts, siz
  * cursor moves on, to the next bucket when this one is done (*wrapped: past
  * the last). */
 #define SWEEP_COUNT "1000"
+#define SWEEP_EVERY_PUTS 1000 /* SWEEP_COUNT as a number */
 static int sweep_step(struct state_redis *r, size_t *deleted, int *wrapped, struct err *e)
 {
     char key[KEY_MAX], now[24], ttl[24];
@@ -595,7 +598,12 @@ int state_v3_sweep(struct state *s, int full, size_t *deleted, struct err *e)
     return rc;
 }
 
-/* The handle's own pace: a step at most once a second, after a write. */
+/* The handle's own pace: a step at most once a second, after a write, and
+ * at most one per SWEEP_EVERY_PUTS puts: the fields scanned never outnumber the
+ * puts (each HSCAN step pushes up to 1,000 whole values into Lua, so a step
+ * a second cost a slow or idle worker's Redis more per event than its
+ * writes), and still keep up with expiry, since no more users expire than
+ * puts created. */
 void state_v3_sweep_paced(struct state_redis *r)
 {
     struct timespec ts;
@@ -605,9 +613,11 @@ void state_v3_sweep_paced(struct state_redis *r)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    if (r->layout != 3 || r->ttl_ms <= 0 || ms < r->next_sweep_ms)
+    if (r->layout != 3 || r->ttl_ms <= 0 || ms < r->next_sweep_ms ||
+        r->sweep_puts < SWEEP_EVERY_PUTS)
         return;
     r->next_sweep_ms = ms + 1000;
+    r->sweep_puts = 0;
     if (sweep_step(r, &deleted, &wrapped, &tmp))
         log_warn("state: %s", tmp.msg);
 }

@@ -638,11 +638,13 @@ int state_fast_begin(struct state_redis *r, size_t n, const struct state_put *pu
         return ERR_OK;
     if (state_v3_chunk_len(&r->v3, puts, n, n) != n) /* an entity twice: the script's chunks */
         return ERR_OK;
-    for (size_t i = 0; i < n; i++)
+    int32_t maxp = 0;
+    for (size_t i = 0; i < n; i++) {
         if (puts[i].partition < 0 || puts[i].partition > PARTITION_MAX)
             return ERR_OK;
-    if (grow_puts(f, n) || grow_parts(f, r->n_epochs > PARTITION_MAX + 1 ? r->n_epochs
-                                                                          : PARTITION_MAX + 1))
+        maxp = puts[i].partition > maxp ? puts[i].partition : maxp;
+    }
+    if (grow_puts(f, n) || grow_parts(f, (size_t)maxp + 1))
         return ERR_OK; /* out of memory: the script */
     rc = ERR_OK;
     if (plan(r, n, puts, bases, rd, &crmask) == 0)

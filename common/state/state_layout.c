@@ -150,10 +150,15 @@ const char state_redis_put_script_v2[] = SCRIPT_FENCE
  *         now_s, the number of groups g; per group its bucket (key index),
  *         slot, count c, smallest and largest offset, whether it has bases;
  *         then per group its c (field, value) pairs, then (with bases) its c
- *         bases: "" (no check), "-" (nothing stored) or "<p>:<o>@".
- * Reply: { codes, err... }: one character per put in the chunk's group
- * order, '0' skipped, '1' written, '2' fenced, '3' conflict, 'E' an error
- * (its message next in err..., in order). */
+ *         bases: "" (no check), "-" (nothing stored) or "<p>:<o>@"; last the
+ *         key prefix.
+ * Reply: { codes, counters, err... }: one character per put in the chunk's
+ * group order, '0' skipped, '1' written, '2' fenced, '3' conflict, 'E' an
+ * error (its message next in err..., in order); counters: per slot its
+ * partition and <prefix>st:{p}, then <prefix>stb. The script raises
+ * st:{q} when it writes a user stored from another partition q, cr:{b}
+ * when it creates a user of bucket b, stb when it writes without reading
+ * (state_fast.c: what lets a writer skip it). */
 #define SCRIPT_V3_SLOW                                                                             \
     "local function slow(k, a, c, hasb, bb, cur, codes, errs, hs, j)\n"                            \
     "  for i = 1, c do\n"                                                                          \

@@ -1006,6 +1006,7 @@ static int redis_put_end(struct state *s, int *applied, struct err *e)
     r->base.put_bases = keep;
     if (rc == ERR_OK && !r->marker_seen && n)
         write_marker(r);
+    r->sweep_puts += fast ? r->fast.orig_n : n;
     if (rc == ERR_OK && rc_ctx(r->rc))
         state_v3_sweep_paced(r);
     sigpipe_restore(&g);

@@ -112,6 +112,7 @@ struct state_redis {
     uint32_t sweep_b;       /* the sweep's bucket and HSCAN cursor */
     char sweep_cur[24];
     int64_t next_sweep_ms;
+    uint64_t sweep_puts;    /* puts since the last paced step */
     /* Fencing, indexed by partition: the epoch held (0 = none) and whether
      * a new one is to be claimed before the next read or write. */
     int64_t *epochs;
