@@ -186,23 +186,6 @@ static void arg(struct state_v3_cmd *c, const char *s, size_t len)
     c->argvlen[c->argc++] = len;
 }
 
-/* A copy of s into the strings. */
-static void arg_copy(struct state_v3_cmd *c, const char *s, size_t len)
-{
-    char *at = c->strs + c->used;
-
-    memcpy(at, s, len);
-    c->used += len;
-    arg(c, at, len);
-}
-
-static void arg_ll(struct state_v3_cmd *c, long long v)
-{
-    char tmp[24];
-
-    arg_copy(c, tmp, state_put_ll(tmp, v));
-}
-
 /* <prefix><name>{<n>} */
 static void arg_key(struct state_v3_cmd *c, const char *prefix, const char *name, long long n)
 {
@@ -556,20 +539,69 @@ static int cmp_u64(const void *a, const void *b)
 
 #define IDX_BITS 32
 
+/* ---- the transaction, written as RESP directly ----
+ * One buffer (c->strs) holds MULTI ... EXEC as the protocol bytes, handed
+ * to hiredis once (redisAppendFormattedCommand): a value is copied once,
+ * from the blob into the buffer, where building an argv and letting hiredis
+ * format it copied it three times and formatted each length with printf. */
+
+static char *resp_uint(char *at, char kind, size_t v)
+{
+    *at++ = kind;
+    at += state_put_ll(at, (long long)v);
+    *at++ = '\r';
+    *at++ = '\n';
+    return at;
+}
+
+static char *resp_bulk(char *at, const char *s, size_t len)
+{
+    at = resp_uint(at, '$', len);
+    memcpy(at, s, len);
+    at += len;
+    *at++ = '\r';
+    *at++ = '\n';
+    return at;
+}
+
+/* <prefix><name>{<n>} as a bulk string. */
+static char *resp_key(char *at, const char *prefix, const char *name, long long n)
+{
+    char key[KEY_MAX];
+    size_t pl = strlen(prefix), nl = strlen(name), k;
+
+    memcpy(key, prefix, pl);
+    memcpy(key + pl, name, nl);
+    k = pl + nl;
+    key[k++] = '{';
+    k += state_put_ll(key + k, n);
+    key[k++] = '}';
+    return resp_bulk(at, key, k);
+}
+
+static char *resp_cmd(char *at, size_t argc, const char *name)
+{
+    at = resp_uint(at, '*', argc);
+    return resp_bulk(at, name, strlen(name));
+}
+
 /* MULTI, one HSET per bucket, SET applied:{p}, INCR cr:{b}, EXEC. */
 static int send_multi(struct state_redis *r, const struct state_put *puts,
                       const struct state_base *bases, struct err *e)
 {
     struct state_fast *f = &r->fast;
     struct state_v3_cmd *c = &f->cmd;
-    size_t pl = strlen(r->prefix), strs = 0, nf = f->n_fast;
+    size_t pl = strlen(r->prefix), room = 64, nf = f->n_fast;
     int64_t now = r->base.put_time_s;
     uint64_t crmask = 0;
+    char *at;
 
-    for (size_t j = 0; j < nf; j++)
-        strs += STATE_V3_HEAD_MAX + puts[f->fast_idx[j]].len;
-    strs += (f->nparts + 2 * CR_BUCKETS_MAX + 2) * (pl + 48);
-    if (cmd_reserve(c, 2 * nf + 4 * CR_BUCKETS_MAX + 3 * f->nparts + 8, strs, nf))
+    for (size_t j = 0; j < nf; j++) { /* entity, head and blob, each with its header */
+        const struct state_put *p = &puts[f->fast_idx[j]];
+        room += strlen(p->entity) + STATE_V3_HEAD_MAX + p->len + 48;
+    }
+    room += (f->nparts + 2 * CR_BUCKETS_MAX) * (pl + 96);
+    if (cmd_reserve(c, 0, room, nf))
         return err_set(e, ERR_NOMEM, "redis: out of memory for a fast write of %zu puts", nf);
     for (size_t j = 0; j < nf; j++) {
         size_t i = f->fast_idx[j];
@@ -578,47 +610,50 @@ static int send_multi(struct state_redis *r, const struct state_put *puts,
             crmask |= 1ull << (c->keys[j] >> IDX_BITS);
     }
     qsort(c->keys, nf, sizeof(*c->keys), cmp_u64);
-    cmd_start(c);
-    arg(c, "MULTI", 5);
+    at = resp_cmd(c->strs, 1, "MULTI");
     f->ncmds = 0;
-    for (size_t j = 0; j < nf; j++) {
+    for (size_t j = 0; j < nf;) {
         uint64_t b = c->keys[j] >> IDX_BITS;
-        const struct state_put *p = &puts[c->keys[j] & 0xffffffffu];
-        if (j == 0 || b != c->keys[j - 1] >> IDX_BITS) {
-            cmd_start(c);
-            arg(c, "HSET", 4);
-            arg_key(c, r->prefix, "ub:", (long long)b);
-            f->ncmds++;
+        size_t k = j;
+        while (k < nf && c->keys[k] >> IDX_BITS == b)
+            k++;
+        at = resp_cmd(at, 2 + 2 * (k - j), "HSET");
+        at = resp_key(at, r->prefix, "ub:", (long long)b);
+        for (; j < k; j++) {
+            const struct state_put *p = &puts[c->keys[j] & 0xffffffffu];
+            char head[STATE_V3_HEAD_MAX];
+            /* the value's head alone: state_v3_value with no blob */
+            size_t hl = state_v3_value(head, p->partition, p->offset, now, p->data, 0);
+            at = resp_bulk(at, p->entity, strlen(p->entity));
+            at = resp_uint(at, '$', hl + p->len);
+            memcpy(at, head, hl);
+            memcpy(at + hl, p->data, p->len);
+            at += hl + p->len;
+            *at++ = '\r';
+            *at++ = '\n';
         }
-        arg(c, p->entity, strlen(p->entity));
-        char *at = c->strs + c->used;
-        size_t len = state_v3_value(at, p->partition, p->offset, now, p->data, p->len);
-        c->used += len;
-        arg(c, at, len);
+        f->ncmds++;
     }
-    for (size_t k = 0; k < f->nparts; k++) {
-        int32_t q = f->parts[k];
-        if (f->role[q] != 1)
+    for (size_t q = 0; q < f->nparts; q++) {
+        int32_t p = f->parts[q];
+        char num[24];
+        if (f->role[p] != 1)
             continue;
-        cmd_start(c);
-        arg(c, "SET", 3);
-        arg_key(c, r->prefix, "applied:", q);
-        arg_ll(c, f->hi[q]);
+        at = resp_cmd(at, 3, "SET");
+        at = resp_key(at, r->prefix, "applied:", p);
+        at = resp_bulk(at, num, state_put_ll(num, f->hi[p]));
         f->ncmds++;
     }
     for (uint32_t b = 0; b < CR_BUCKETS_MAX; b++) {
         if (!(crmask >> b & 1))
             continue;
-        cmd_start(c);
-        arg(c, "INCR", 4);
-        arg_key(c, r->prefix, "cr:", b);
+        at = resp_cmd(at, 2, "INCR");
+        at = resp_key(at, r->prefix, "cr:", b);
         f->ncmds++;
     }
-    cmd_start(c);
-    arg(c, "EXEC", 4);
-    for (size_t g = 0; g < c->ngroups; g++)
-        if (append_cmd(r, c, g, e))
-            return ERR_RETRY;
+    at = resp_cmd(at, 1, "EXEC");
+    if (redisAppendFormattedCommand(rc_ctx(r->rc), c->strs, (size_t)(at - c->strs)) != REDIS_OK)
+        return lost(r, "MULTI", "", e);
     return ERR_OK;
 }
 

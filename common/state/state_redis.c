@@ -605,6 +605,8 @@ static int redis_get_many(struct state *s, size_t n, const char *const *entities
         rc = get_v2(r, n, entities, out, e);
     else if (rc == ERR_OK)
         rc = get_pipelined(r, n, entities, out, e);
+    if (rc != ERR_OK) /* a partial read proves nothing absent */
+        r->fast.rd_valid = 0;
     sigpipe_restore(&g);
     return rc;
 }
