@@ -161,7 +161,13 @@ uint64_t state_owner_changes(const struct state *s);
  * the last call: fn(opaque, partition) for each, in ascending order, and the
  * record is cleared. Returns 1, with fn not called, when the handle could
  * not keep the record (out of memory, a partition above 65535): take every
- * partition as moved. A users' cache drops only those partitions' users. */
+ * partition as moved. A users' cache drops only those partitions' users.
+ * Layout 3 also reports a partition one of whose users was written from
+ * another partition (and every partition after a write without bases):
+ * with bases, a caller must drop those users before its next put, and not
+ * put back a user read before the report; until it has taken the report,
+ * the partition's puts all go through the script (docs/delivery.md, "The
+ * fast path"). */
 int state_take_owner_changes(struct state *s, void (*fn)(void *opaque, int32_t partition),
                              void *opaque);
 /* Puts refused since open because a newer owner fenced their partition. */
