@@ -274,6 +274,68 @@ static void test_two_owners_lose_nothing_layout3(void **st)
     g_layout = 0;
 }
 
+/* One batch of two events (user, partition, offset, event number each). */
+static void two_events(struct txs *t, const char *u0, int p0, int64_t o0, int i0, const char *u1,
+                       int p1, int64_t o1, int i1)
+{
+    struct txn_event ev[2];
+    struct kq_pos pos[2] = {{0, p0, o0}, {0, p1, o1}};
+    unsigned char live[2] = {1, 1};
+    float x[2 * FEAT_TXN_DIM];
+
+    make_event(&ev[0], i0);
+    snprintf(ev[0].user_id, sizeof(ev[0].user_id), "%s", u0);
+    make_event(&ev[1], i1);
+    snprintf(ev[1].user_id, sizeof(ev[1].user_id), "%s", u1);
+    txs_features(t, 2, ev, pos, live, x);
+    txs_store(t);
+}
+
+/* Owner A holds the shared user (partition 0); B writes it from partition
+ * 1. A's next batch re-delivers the user's event (so it is not written)
+ * beside a new user, whose write tells A that partition 0's users were
+ * written from elsewhere: A must then not put the shared user back in its
+ * cache from the state it read before (it would be written from that stale
+ * state next time, without the script: B's event lost). */
+static void test_stale_user_is_not_put_back(void **st)
+{
+    struct state *s[2];
+    struct txs *t[2];
+    struct state_blob blob;
+    struct feat_state fs;
+    const char *id = "shared-user";
+    struct err e = {0};
+    int32_t part;
+    int64_t off;
+
+    (void)st;
+    memset(g_acks, 0, sizeof(g_acks));
+    g_layout = 3;
+    for (int w = 0; w < 2; w++) {
+        struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[w], 1000};
+        s[w] = open_redis(g_redis.port, "stale3:", "");
+        assert_int_equal(state_fence(s[w], w, &e), ERR_OK);
+        assert_int_equal(txs_open(&t[w], s[w], &o, &e), ERR_OK);
+    }
+    g_layout = 0;
+    one_batch(t[0], 0, 0, 0);
+    one_batch(t[0], 0, 1, 1);
+    one_batch(t[1], 1, 0, 2);                                   /* B writes the user */
+    two_events(t[0], id, 0, 1, 1, "other-user", 0, 2, 3);      /* a re-delivery, a new user */
+    one_batch(t[0], 0, 3, 4);
+    for (int k = 0; k < 2; k++)
+        txs_tick(t[k], INT64_MAX / 2);
+    assert_int_equal(state_get_many(s[0], 1, &id, &blob, &e), ERR_OK);
+    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
+                                    blob.offset, &e),
+                     ERR_OK);
+    assert_int_equal(feat_state_count(&fs, "amount"), 4); /* events 0, 1, 2 and 4 */
+    for (int w = 0; w < 2; w++) {
+        txs_close(t[w]);
+        state_close(s[w]);
+    }
+}
+
 /* One owner, its users seen again batch after batch: after the first
  * write (the script, which tells the counters) they are written without
  * it, and every event is applied once. */
@@ -430,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_two_owners_lose_nothing),
         cmocka_unit_test(test_two_owners_lose_nothing_layout3),
         cmocka_unit_test(test_one_owner_takes_the_fast_path),
+        cmocka_unit_test(test_stale_user_is_not_put_back),
         cmocka_unit_test(test_cache_fill_is_small),
         cmocka_unit_test(test_cas_redis_cluster),
     };
