@@ -237,7 +237,7 @@ int state_v3_put_cmd(struct state_v3_cmd *c, const char *sha, const char *prefix
                      const int64_t *epochs, size_t n_epochs, size_t *order)
 {
     size_t m = 0, nb = 0, g = 0, vals = 0, pl = strlen(prefix);
-    size_t nargv = 3 + 5 * k + 5 + 6 * k + 3 * k;
+    size_t nargv = 3 + 5 * k + 5 + 6 * k + 3 * k + 1; /* + 1: the prefix, last */
 
     for (size_t i = 0; i < k; i++)
         vals += STATE_V3_HEAD_MAX + puts[i].len + 48;
