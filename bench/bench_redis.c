@@ -58,6 +58,12 @@ static size_t users_of(struct batch *b, long first, size_t n, int users)
     return b->set.n;
 }
 
+static void ignore_partition(void *opaque, int32_t partition)
+{
+    (void)opaque;
+    (void)partition;
+}
+
 static int one_batch(struct state *s, struct batch *b, long first, size_t n, int users,
                      struct err *e)
 {
@@ -67,6 +73,9 @@ static int one_batch(struct state *s, struct batch *b, long first, size_t n, int
 
     for (size_t j = 0; j < k; j++)
         b->ents[j] = b->set.ids[j];
+    /* As the worker's cache would: these bases are all read below, after
+     * any partition reported moved, so nothing held is dropped. */
+    (void)state_take_owner_changes(s, ignore_partition, NULL);
     if (state_get_many(s, k, b->ents, b->blobs, e))
         return e->code;
     for (size_t j = 0; j < k; j++) {
@@ -80,7 +89,8 @@ static int one_batch(struct state *s, struct batch *b, long first, size_t n, int
                                         .partition = 0, .offset = first + (long)j};
         b->puts[j].len = (size_t)feat_state_encode(&st, b->enc[j], FEAT_STATE_MAX);
         b->bases[j] = (struct state_base){b->blobs[j].len ? b->blobs[j].partition : -1,
-                                          b->blobs[j].len ? b->blobs[j].offset : -1};
+                                          b->blobs[j].len ? b->blobs[j].offset : -1,
+                                          b->blobs[j].time_s};
     }
     if (state_put_many(s, k, b->puts, b->applied, e))
         return e->code;
@@ -112,6 +122,9 @@ int main(int argc, char **argv)
     /* STATE_LAYOUT=3 [STATE_BUCKETS=n]: an empty store becomes layout 3 */
     o.layout = getenv("STATE_LAYOUT") ? atoi(getenv("STATE_LAYOUT")) : 0;
     o.buckets = getenv("STATE_BUCKETS") ? atoi(getenv("STATE_BUCKETS")) : 0;
+    /* STATE_FAST=0: layout 3 without its fast path (every put by the script) */
+    if (getenv("STATE_FAST") && !atoi(getenv("STATE_FAST")))
+        o.no_fast_path = 1;
     struct state *s = state_open_redis(&o, &e);
     b.ids = calloc(bs, sizeof(*b.ids));
     b.ents = calloc(bs, sizeof(*b.ents));
@@ -120,8 +133,12 @@ int main(int argc, char **argv)
     b.enc = calloc(bs, sizeof(*b.enc));
     b.applied = calloc(bs, sizeof(*b.applied));
     b.bases = calloc(bs, sizeof(*b.bases));
-    if (s && b.bases && getenv("STATE_BASES") && atoi(getenv("STATE_BASES")))
+    if (s && b.bases && getenv("STATE_BASES") && atoi(getenv("STATE_BASES"))) {
         state_set_put_bases(s, b.bases); /* every put checked against what was read */
+        /* an owner, as the worker is (layout 3's fast path needs the epoch) */
+        if (state_fence(s, 0, &e))
+            fprintf(stderr, "bench_redis: %s\n", e.msg);
+    }
     if (!s || pipe_entset_init(&b.set, bs) || !b.ids || !b.ents || !b.blobs || !b.puts || !b.enc || !b.applied) {
         fprintf(stderr, "bench_redis: %s\n", s ? "out of memory" : e.msg);
         return 1;

@@ -46,7 +46,7 @@ for rep in $(seq "$REPS"); do
         STATE_LAYOUT=${layout/1/2} STATE_BUCKETS=$BUCKETS STATE_BASES=${BASES:-0} "$BUILD/bench/bench_redis" "$port" "$N" "$BATCH" "$USERS" >"$tmp/out"
         c1=$(cpu "$port")
         us[$layout]="${us[$layout]:-} $($PY -c "print(round(($c1 - $c0) / $N * 1e6, 2))")"
-        calls[$layout]=$(redis-cli -p "$port" info commandstats | tr -d '\r' | grep -E '^cmdstat_(hmget|mget|exists|get|set|hset|pexpire|evalsha|hscan|hdel):' |
+        calls[$layout]=$(redis-cli -p "$port" info commandstats | tr -d '\r' | grep -E '^cmdstat_(hmget|mget|exists|get|set|hset|pexpire|evalsha|hscan|hdel|watch|multi|exec|incr):' |
             sed -E 's/^cmdstat_([a-z]+):calls=([0-9]+),usec=[0-9]+,usec_per_call=([0-9.]+).*/\1 \2 (\3 us)/' | paste -sd, -)
         kill "$rpid"; wait "$rpid" 2>/dev/null || true; rpid=
     done

@@ -21,62 +21,18 @@
 #include <hiredis/hiredis.h>
 
 #include "stack.h"
+#include "rstate.h"
 #include "state.h"
 
 static struct test_redis g_redis;
 static redisContext *g_c;
 
-static struct state *open3(const char *prefix, int ttl_s, int layout, int buckets, struct err *e)
-{
-    struct state_redis_opts o = {.host = "127.0.0.1", .port = g_redis.port, .prefix = prefix,
-                                 .timeout_ms = 2000, .ttl_s = ttl_s, .nodes = "",
-                                 .layout = layout, .buckets = buckets};
+#define q(...) test_rstate_q(g_c, __VA_ARGS__)
+#define put1 test_rstate_put1
+#define assert_blob test_rstate_assert_blob
 
-    return state_open_redis(&o, e);
-}
-
-/* A command's reply as a string ("(nil)", the integer, or the error). */
-static const char *q(const char *fmt, ...)
-{
-    static char out[512];
-    va_list ap;
-    redisReply *r;
-
-    va_start(ap, fmt);
-    r = redisvCommand(g_c, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
-        r->type == REDIS_REPLY_ERROR)
-        snprintf(out, sizeof(out), "%.*s", (int)r->len, r->str);
-    else if (r->type == REDIS_REPLY_INTEGER)
-        snprintf(out, sizeof(out), "%lld", r->integer);
-    else
-        snprintf(out, sizeof(out), "(nil)");
-    freeReplyObject(r);
-    return out;
-}
-
-static int put1(struct state *s, const char *ent, const char *blob, int32_t p, int64_t o,
-                struct err *e)
-{
-    struct state_put put = {ent, (const unsigned char *)blob, strlen(blob), p, o};
-    int applied = -1, rc = state_put_many(s, 1, &put, &applied, e);
-
-    return rc ? rc : applied;
-}
-
-static void assert_blob(struct state *s, const char *ent, const char *want, int32_t p, int64_t o)
-{
-    struct state_blob b;
-    struct err e = {0};
-
-    assert_int_equal(state_get_many(s, 1, &ent, &b, &e), ERR_OK);
-    assert_int_equal(b.len, strlen(want));
-    assert_memory_equal(b.data, want, b.len);
-    assert_int_equal(b.partition, p);
-    assert_int_equal(b.offset, o);
-}
+#define open3(prefix, ttl_s, layout, buckets, e)                                                   \
+    test_rstate_open(g_redis.port, prefix, ttl_s, layout, buckets, e)
 
 static void assert_absent(struct state *s, const char *ent)
 {
@@ -205,7 +161,7 @@ static void test_compare_and_set(void **st)
     struct state_put puts[3] = {{"x", (const unsigned char *)"x2", 2, 0, 20},
                                 {"y", (const unsigned char *)"y2", 2, 0, 21},
                                 {"z", (const unsigned char *)"z1", 2, 0, 22}};
-    struct state_base bases[3] = {{0, 10}, {0, 10}, {-1, -1}};
+    struct state_base bases[3] = {{0, 10, 0}, {0, 10, 0}, {-1, -1, 0}};
     int applied[3];
 
     (void)st;
@@ -220,7 +176,7 @@ static void test_compare_and_set(void **st)
     /* z exists now: a put expecting nothing conflicts */
     puts[2].offset = 30;
     puts[0].offset = 31;
-    bases[0] = (struct state_base){0, 20};
+    bases[0] = (struct state_base){0, 20, 0};
     assert_int_equal(state_put_many(s, 3, puts, applied, &e), ERR_OK);
     assert_int_equal(applied[0], STATE_PUT_WRITTEN);
     assert_int_equal(applied[2], STATE_PUT_CONFLICT);
@@ -239,13 +195,12 @@ static void test_sweep_expires_exactly_the_stale_users(void **st)
     struct err e = {0};
     struct state *s = open3("sw:", 60, 3, 1, &e);
     char ent[16], val[64];
-    struct state_base none = {-1, -1};
+    struct state_base none = {-1, -1, 0};
     size_t deleted = 0;
     long long old = (long long)time(NULL) - 61, young = (long long)time(NULL) - 30;
 
     (void)st;
     assert_non_null(s);
-    /* the first write also runs the handle's own paced sweep step */
     assert_int_equal(put1(s, "fresh", "F", 0, 100, &e), 1);
     for (int i = 0; i < 30; i++) { /* 10 stale, 20 young */
         snprintf(ent, sizeof(ent), "%s%d", i < 10 ? "stale" : "young", i);
@@ -289,7 +244,7 @@ static void test_expired_base_conflicts(void **st)
 {
     struct err e = {0};
     struct state *s = open3("xb:", 60, 3, 1, &e);
-    struct state_base base = {0, 5};
+    struct state_base base = {0, 5, 0};
     struct state_put put = {"u", (const unsigned char *)"u2", 2, 0, 6};
     int applied = -1;
 
@@ -361,7 +316,7 @@ static void test_foreign_values_are_refused(void **st)
     /* a re-delivery (offset 7 <= the watermark is not the case here: 1 < 7,
      * so the put is fresh) overwrites nothing it cannot read when bases are
      * checked */
-    struct state_base bases[2] = {{-1, -1}, {0, 1}};
+    struct state_base bases[2] = {{-1, -1, 0}, {0, 1, 0}};
     state_set_put_bases(s, bases);
     assert_int_not_equal(state_put_many(s, 2, puts, applied, &e), ERR_OK);
     assert_non_null(strstr(e.msg, "junk"));

@@ -159,14 +159,14 @@ static void check_cas(struct state *s, const char *ent)
     assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK); /* no bases: written */
     assert_int_equal(applied[0], STATE_PUT_WRITTEN);
     state_set_put_bases(s, b);
-    b[0] = (struct state_base){0, 5};
+    b[0] = (struct state_base){0, 5, 0};
     put.offset = 6;
     assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
     assert_int_equal(applied[0], STATE_PUT_WRITTEN);
     put.offset = 7; /* base (0, 5), the store holds (0, 6): someone wrote */
     assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
     assert_int_equal(applied[0], STATE_PUT_CONFLICT);
-    b[0] = (struct state_base){-1, -1}; /* "nothing stored", but there is */
+    b[0] = (struct state_base){-1, -1, 0}; /* "nothing stored", but there is */
     assert_int_equal(state_put_many(s, 1, &put, applied, &e), ERR_OK);
     assert_int_equal(applied[0], STATE_PUT_CONFLICT);
     put.offset = 6; /* the idempotence check comes first: skipped */
@@ -187,10 +187,12 @@ static void test_cas_memory(void **st)
     state_close(s);
 }
 
+static int g_layout; /* of the stores open_redis creates (0: the library's, 2) */
+
 static struct state *open_redis(int port, const char *prefix, const char *nodes)
 {
     struct state_redis_opts o = {.host = "127.0.0.1", .port = port, .prefix = prefix,
-                                 .timeout_ms = 5000, .nodes = nodes};
+                                 .timeout_ms = 5000, .nodes = nodes, .layout = g_layout};
     struct err e = {0};
     struct state *s = state_open_redis(&o, &e);
 
@@ -266,7 +268,7 @@ static void one_batch(struct txs *t, int p, int64_t off, int i)
  * write's compare-and-set sees the other's writes, so the user ends with
  * every event applied once (without it, each owner overwrote the other's
  * updates with its cached state: about half the events lost). */
-static void test_two_owners_lose_nothing(void **st)
+static void two_owners_lose_nothing(const char *prefix)
 {
     struct state *s[2];
     struct txs *t[2];
@@ -278,11 +280,10 @@ static void test_two_owners_lose_nothing(void **st)
     int64_t off;
     enum { ROUNDS = 20 };
 
-    (void)st;
     memset(g_acks, 0, sizeof(g_acks));
     for (int w = 0; w < 2; w++) {
         struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[w], 1000};
-        s[w] = open_redis(g_redis.port, "two:", "");
+        s[w] = open_redis(g_redis.port, prefix, "");
         assert_int_equal(state_fence(s[w], w, &e), ERR_OK);
         assert_int_equal(txs_open(&t[w], s[w], &o, &e), ERR_OK);
     }
@@ -309,6 +310,122 @@ static void test_two_owners_lose_nothing(void **st)
         txs_close(t[w]);
         state_close(s[w]);
     }
+}
+
+static void test_two_owners_lose_nothing(void **st)
+{
+    (void)st;
+    g_layout = 0;
+    two_owners_lose_nothing("two:");
+}
+
+/* The same in layout 3, whose owners write their cached users without the
+ * script (state_fast.c) unless the steal counter says the other wrote. */
+static void test_two_owners_lose_nothing_layout3(void **st)
+{
+    (void)st;
+    g_layout = 3;
+    two_owners_lose_nothing("two3:");
+    g_layout = 0;
+}
+
+/* One batch of two events (user, partition, offset, event number each). */
+static void two_events(struct txs *t, const char *u0, int p0, int64_t o0, int i0, const char *u1,
+                       int p1, int64_t o1, int i1)
+{
+    struct txn_event ev[2];
+    struct kq_pos pos[2] = {{0, p0, o0}, {0, p1, o1}};
+    unsigned char live[2] = {1, 1};
+    float x[2 * FEAT_TXN_DIM];
+
+    make_event(&ev[0], i0);
+    snprintf(ev[0].user_id, sizeof(ev[0].user_id), "%s", u0);
+    make_event(&ev[1], i1);
+    snprintf(ev[1].user_id, sizeof(ev[1].user_id), "%s", u1);
+    txs_features(t, 2, ev, pos, live, x);
+    txs_store(t);
+}
+
+/* Owner A holds the shared user (partition 0); B writes it from partition
+ * 1. A's next batch re-delivers the user's event (so it is not written)
+ * beside a new user, whose write tells A that partition 0's users were
+ * written from elsewhere: A must then not put the shared user back in its
+ * cache from the state it read before (it would be written from that stale
+ * state next time, without the script: B's event lost). */
+static void test_stale_user_is_not_put_back(void **st)
+{
+    struct state *s[2];
+    struct txs *t[2];
+    struct state_blob blob;
+    struct feat_state fs;
+    const char *id = "shared-user";
+    struct err e = {0};
+    int32_t part;
+    int64_t off;
+
+    (void)st;
+    memset(g_acks, 0, sizeof(g_acks));
+    g_layout = 3;
+    for (int w = 0; w < 2; w++) {
+        struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[w], 1000};
+        s[w] = open_redis(g_redis.port, "stale3:", "");
+        assert_int_equal(state_fence(s[w], w, &e), ERR_OK);
+        assert_int_equal(txs_open(&t[w], s[w], &o, &e), ERR_OK);
+    }
+    g_layout = 0;
+    one_batch(t[0], 0, 0, 0);
+    one_batch(t[0], 0, 1, 1);
+    one_batch(t[1], 1, 0, 2);                                   /* B writes the user */
+    two_events(t[0], id, 0, 1, 1, "other-user", 0, 2, 3);      /* a re-delivery, a new user */
+    one_batch(t[0], 0, 3, 4);
+    for (int k = 0; k < 2; k++)
+        txs_tick(t[k], INT64_MAX / 2);
+    assert_int_equal(state_get_many(s[0], 1, &id, &blob, &e), ERR_OK);
+    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
+                                    blob.offset, &e),
+                     ERR_OK);
+    assert_int_equal(feat_state_count(&fs, "amount"), 4); /* events 0, 1, 2 and 4 */
+    for (int w = 0; w < 2; w++) {
+        txs_close(t[w]);
+        state_close(s[w]);
+    }
+}
+
+/* One owner, its users seen again batch after batch: after the first
+ * write (the script, which tells the counters) they are written without
+ * it, and every event is applied once. */
+static void test_one_owner_takes_the_fast_path(void **st)
+{
+    struct state *s;
+    struct txs *t;
+    struct state_blob blob;
+    struct feat_state fs;
+    const char *id = "shared-user";
+    struct err e = {0};
+    int32_t part;
+    int64_t off;
+    enum { ROUNDS = 12 };
+    struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[0], 1000};
+
+    (void)st;
+    memset(g_acks, 0, sizeof(g_acks));
+    g_layout = 3;
+    s = open_redis(g_redis.port, "one3:", "");
+    g_layout = 0;
+    assert_int_equal(state_fence(s, 0, &e), ERR_OK);
+    assert_int_equal(txs_open(&t, s, &o, &e), ERR_OK);
+    for (int i = 0; i < ROUNDS; i++)
+        one_batch(t, 0, i, i);
+    for (int i = 0; i < ROUNDS; i++)
+        assert_int_equal(g_acks[0][i], 1);
+    assert_true(state_fast_puts(s) >= ROUNDS - 3);
+    assert_int_equal(state_get_many(s, 1, &id, &blob, &e), ERR_OK);
+    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
+                                    blob.offset, &e),
+                     ERR_OK);
+    assert_int_equal(feat_state_count(&fs, "amount"), ROUNDS);
+    txs_close(t);
+    state_close(s);
 }
 
 /* ---- users seen once: what filling the cache costs ---- */
@@ -429,6 +546,9 @@ int main(void)
         cmocka_unit_test(test_cas_memory),
         cmocka_unit_test(test_cas_redis),
         cmocka_unit_test(test_two_owners_lose_nothing),
+        cmocka_unit_test(test_two_owners_lose_nothing_layout3),
+        cmocka_unit_test(test_one_owner_takes_the_fast_path),
+        cmocka_unit_test(test_stale_user_is_not_put_back),
         cmocka_unit_test(test_cache_fill_is_small),
         cmocka_unit_test(test_cas_redis_cluster),
     };

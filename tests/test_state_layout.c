@@ -18,61 +18,17 @@
 #include <hiredis/hiredis.h>
 
 #include "stack.h"
+#include "rstate.h"
 #include "state.h"
 
 static struct test_redis g_redis;
 static redisContext *g_c;
 
-static struct state *open_prefix(const char *prefix, int ttl_s, struct err *e)
-{
-    struct state_redis_opts o = {.host = "127.0.0.1", .port = g_redis.port, .prefix = prefix,
-                                 .timeout_ms = 2000, .ttl_s = ttl_s, .nodes = ""};
+#define q(...) test_rstate_q(g_c, __VA_ARGS__)
+#define put1 test_rstate_put1
+#define assert_blob test_rstate_assert_blob
 
-    return state_open_redis(&o, e);
-}
-
-/* A command's reply as a string ("(nil)", the integer, or the error). */
-static const char *q(const char *fmt, ...)
-{
-    static char out[256];
-    va_list ap;
-    redisReply *r;
-
-    va_start(ap, fmt);
-    r = redisvCommand(g_c, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
-        r->type == REDIS_REPLY_ERROR)
-        snprintf(out, sizeof(out), "%.*s", (int)r->len, r->str);
-    else if (r->type == REDIS_REPLY_INTEGER)
-        snprintf(out, sizeof(out), "%lld", r->integer);
-    else
-        snprintf(out, sizeof(out), "(nil)");
-    freeReplyObject(r);
-    return out;
-}
-
-static int put1(struct state *s, const char *ent, const char *blob, int32_t p, int64_t o,
-                struct err *e)
-{
-    struct state_put put = {ent, (const unsigned char *)blob, strlen(blob), p, o};
-    int applied = -1, rc = state_put_many(s, 1, &put, &applied, e);
-
-    return rc ? rc : applied;
-}
-
-static void assert_blob(struct state *s, const char *ent, const char *want, int32_t p, int64_t o)
-{
-    struct state_blob b;
-    struct err e = {0};
-
-    assert_int_equal(state_get_many(s, 1, &ent, &b, &e), ERR_OK);
-    assert_int_equal(b.len, strlen(want));
-    assert_memory_equal(b.data, want, b.len);
-    assert_int_equal(b.partition, p);
-    assert_int_equal(b.offset, o);
-}
+#define open_prefix(prefix, ttl_s, e) test_rstate_open(g_redis.port, prefix, ttl_s, 0, 0, e)
 
 /* Written by the code before layouts: marker and hashes, no layout key. */
 static void test_old_store_is_read_and_written_as_layout_1(void **st)
@@ -188,7 +144,7 @@ static void test_one_user_twice_in_one_call(void **st)
                               {"d", (const unsigned char *)"six", 3, 0, 6}};
     struct state_put down[2] = {{"e", (const unsigned char *)"six", 3, 0, 6},
                                 {"e", (const unsigned char *)"five", 4, 0, 5}};
-    struct state_base bases[2] = {{-1, -1}, {0, 5}}, stale[2] = {{-1, -1}, {-1, -1}};
+    struct state_base bases[2] = {{-1, -1, 0}, {0, 5, 0}}, stale[2] = {{-1, -1, 0}, {-1, -1, 0}};
     int applied[2];
 
     (void)st;

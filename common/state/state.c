@@ -69,6 +69,7 @@ int state_get_many(struct state *s, size_t n, const char *const *entities, struc
         int rc = check_entity(s, entities[i], i, e);
         if (rc)
             return rc;
+        out[i].time_s = 0; /* layout 3 sets it */
     }
     if (n == 0)
         return ERR_OK;
@@ -189,6 +190,35 @@ static void note_moved(struct state *s, int32_t partition)
         s->moved_words = n;
     }
     s->moved[w] |= 1ULL << (partition % 64);
+}
+
+void state_note_moved(struct state *s, int32_t partition)
+{
+    if (partition < 0) {
+        s->owner_changes++;
+        s->moved_unknown = 1;
+        return;
+    }
+    note_moved(s, partition);
+}
+
+int state_moved_pending(const struct state *s, int32_t partition)
+{
+    size_t w = (size_t)partition / 64;
+
+    if (s->moved_unknown || partition < 0)
+        return 1;
+    return w < s->moved_words && (s->moved[w] >> (partition % 64) & 1);
+}
+
+int64_t state_put_time(const struct state *s)
+{
+    return s->put_time_s;
+}
+
+uint64_t state_fast_puts(const struct state *s)
+{
+    return s->fast_puts;
 }
 
 int state_take_owner_changes(struct state *s, void (*fn)(void *opaque, int32_t partition),

@@ -43,6 +43,9 @@ struct state_redis_opts {
                                   it was created with. */
     int buckets;               /* state.buckets: a new layout-3 store's bucket
                                   count (0: 8) */
+    int no_fast_path;          /* 1: layout 3 writes every put with its script
+                                  (docs/delivery.md, "fast path"; for A/B runs
+                                  and tests) */
 };
 
 /* Caller-owned result slot for state_get_many. */
@@ -51,6 +54,8 @@ struct state_blob {
     size_t len;                /* 0 = no state stored for this entity */
     int32_t partition;         /* of the last applied event; -1 if none */
     int64_t offset;            /* of the last applied event; -1 if none */
+    int64_t time_s;            /* layout 3: when it was written (the writer's
+                                  clock, s); 0 unknown */
 };
 
 struct state_put {
@@ -73,6 +78,9 @@ enum {
 struct state_base {
     int32_t partition;
     int64_t offset;
+    int64_t time_s; /* the stored value's write time (state_blob.time_s, or
+                       state_put_time of the put that wrote it); 0: unknown,
+                       which keeps the put off layout 3's fast path */
 };
 
 /* New handle, or NULL with the reason in *e. Free with state_close(). */
@@ -116,6 +124,14 @@ int state_put_end(struct state *s, int *applied, struct err *e) __attribute__((w
  * caller keeps bases alive, indexed like its puts; NULL: no check (the
  * default). */
 void state_set_put_bases(struct state *s, const struct state_base *bases);
+/* The write time stamped in the values of the last state_put_begin or
+ * state_put_many (layout 3, the writer's clock in seconds; a lower bound
+ * when chunks were stamped later): the time_s of a base taken from a put
+ * that was written. 0 for other backends and layouts. */
+int64_t state_put_time(const struct state *s);
+/* Puts written since open by layout 3's fast path (without the script,
+ * docs/delivery.md); 0 for other backends and layouts. */
+uint64_t state_fast_puts(const struct state *s);
 
 /* 1 between a successful state_put_begin and its state_put_end. */
 int state_busy(const struct state *s);
@@ -145,7 +161,13 @@ uint64_t state_owner_changes(const struct state *s);
  * the last call: fn(opaque, partition) for each, in ascending order, and the
  * record is cleared. Returns 1, with fn not called, when the handle could
  * not keep the record (out of memory, a partition above 65535): take every
- * partition as moved. A users' cache drops only those partitions' users. */
+ * partition as moved. A users' cache drops only those partitions' users.
+ * Layout 3 also reports a partition one of whose users was written from
+ * another partition (and every partition after a write without bases):
+ * with bases, a caller must drop those users before its next put, and not
+ * put back a user read before the report; until it has taken the report,
+ * the partition's puts all go through the script (docs/delivery.md, "The
+ * fast path"). */
 int state_take_owner_changes(struct state *s, void (*fn)(void *opaque, int32_t partition),
                              void *opaque);
 /* Puts refused since open because a newer owner fenced their partition. */

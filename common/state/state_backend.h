@@ -57,7 +57,18 @@ struct state {
     int busy;
     _Atomic int64_t deadline_us; /* state_set_deadline (any thread); 0: none */
     const struct state_base *put_bases; /* state_set_put_bases; NULL: no check */
+    int64_t put_time_s;                 /* state_put_time */
+    uint64_t fast_puts;                 /* state_fast_puts */
 };
+
+/* Reports partition (or, below 0, every partition) as moved through
+ * state_take_owner_changes, so that a users' cache drops its users: the
+ * ownership changed, or (layout 3) a user of it was written from another
+ * partition (state_fast.c). */
+void state_note_moved(struct state *s, int32_t partition);
+/* 1 while partition's move (or a move of every partition) is not yet
+ * taken by state_take_owner_changes. */
+int state_moved_pending(const struct state *s, int32_t partition);
 
 /* Decimal digits of v into buf (no NUL); returns their count (state_layout.c). */
 size_t state_put_ll(char *buf, long long v);

@@ -23,6 +23,8 @@
  *   - expiry: a stored value older than state.ttl_s is read as absent (a
  *     read, and a put's base '-', see nothing), and an owner-run sweep
  *     (state_sweep, paced by the handle) deletes those fields.
+ * With bases, puts the writer may judge itself (its own users, new users
+ * just read absent) skip the script: state_fast.c.
  * docs/delivery.md holds the argument; bench/results.md the figures.
  */
 #include "state_redis_priv.h"
@@ -105,6 +107,7 @@ int state_v3_parse(const char *v, size_t len, int64_t now_s, int64_t ttl_s, stru
     b->len = len;
     b->partition = (int32_t)p;
     b->offset = o;
+    b->time_s = t;
     return 0;
 }
 
@@ -234,7 +237,7 @@ int state_v3_put_cmd(struct state_v3_cmd *c, const char *sha, const char *prefix
                      const int64_t *epochs, size_t n_epochs, size_t *order)
 {
     size_t m = 0, nb = 0, g = 0, vals = 0, pl = strlen(prefix);
-    size_t nargv = 3 + 5 * k + 5 + 6 * k + 3 * k;
+    size_t nargv = 3 + 5 * k + 5 + 6 * k + 3 * k + 1; /* + 1: the prefix, last */
 
     for (size_t i = 0; i < k; i++)
         vals += STATE_V3_HEAD_MAX + puts[i].len + 48;
@@ -352,6 +355,7 @@ int state_v3_put_cmd(struct state_v3_cmd *c, const char *sha, const char *prefix
         }
         i = e;
     }
+    arg_mem(c, prefix, pl); /* the script names the counters it raises */
     for (size_t i = 0; i < k; i++) /* bidx back to -1 for the next chunk */
         c->bidx[(c->keys[i] >> IDX_BITS) & 0xfffff] = -1;
     return ERR_OK;
@@ -446,6 +450,8 @@ int state_v3_get_chunk(struct state_redis *r, size_t n, const char *const *entit
                                    c->argvlen + a) != REDIS_OK)
             return lost(r, "HMGET", c->argv[a + 1], e);
     }
+    if (r->fast.rd_pending && state_fast_read_counters(r, e)) /* sent before the HMGETs */
+        return e->code;
     for (size_t g = 0; g < c->ngroups; g++) {
         size_t a = c->groups[g], end = g + 1 < c->ngroups ? c->groups[g + 1] : c->argc;
         size_t k = end - a - 2;
@@ -459,10 +465,13 @@ int state_v3_get_chunk(struct state_redis *r, size_t n, const char *const *entit
             b->len = 0;
             b->partition = -1;
             b->offset = -1;
-            if (x && x->type == REDIS_REPLY_NIL)
+            int pr = x && x->type == REDIS_REPLY_STRING
+                         ? state_v3_parse(x->str, x->len, now, r->ttl_ms / 1000, b) : -1;
+            if ((x && x->type == REDIS_REPLY_NIL) || pr == 1) {
+                state_fast_note_absent(r, c->argv[a + 2 + i]);
                 continue;
-            if (x && x->type == REDIS_REPLY_STRING &&
-                state_v3_parse(x->str, x->len, now, r->ttl_ms / 1000, b) >= 0)
+            }
+            if (pr == 0)
                 continue;
             if (first == ERR_OK)
                 first = err_set(e, rep->type == REDIS_REPLY_ERROR ? rc_reply_code(rep->str)
@@ -487,7 +496,7 @@ int state_v3_read_chunk(struct state_redis *r, const struct state_put *puts, siz
 {
     redisReply *rep = NULL;
     int rc = ERR_OK, nosc;
-    size_t ne = 1;
+    size_t ne = 2;
 
     if (redisGetReply(rc_ctx(r->rc), (void **)&rep) != REDIS_OK || !rep)
         return lost(r, "EVALSHA", puts[0].entity, e);
@@ -498,11 +507,14 @@ int state_v3_read_chunk(struct state_redis *r, const struct state_put *puts, siz
         rc = err_set(e, rc_reply_code(rep->str), "redis EVALSHA %s (+%zu): %s", puts[0].entity,
                      k - 1, rep->str);
     else if (rep->type != REDIS_REPLY_ERROR &&
-             (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+             (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
               rep->element[0]->type != REDIS_REPLY_STRING || rep->element[0]->len != k))
         rc = err_set(e, ERR_DECODE, "redis EVALSHA %s (+%zu): unexpected reply", puts[0].entity,
                      k - 1);
     int shape = rc == ERR_OK && rep->type == REDIS_REPLY_ARRAY;
+
+    if (shape) /* the steal counters of the chunk's partitions (state_fast.c) */
+        state_fast_adopt(r, rep->element[1]);
 
     for (size_t g = 0; shape && g < k; g++) {
         char code = rep->element[0]->str[g];
@@ -529,6 +541,7 @@ int state_v3_read_chunk(struct state_redis *r, const struct state_put *puts, siz
  * cursor moves on, to the next bucket when this one is done (*wrapped: past
  * the last). */
 #define SWEEP_COUNT "1000"
+#define SWEEP_EVERY_PUTS 1000 /* SWEEP_COUNT as a number */
 static int sweep_step(struct state_redis *r, size_t *deleted, int *wrapped, struct err *e)
 {
     char key[KEY_MAX], now[24], ttl[24];
@@ -585,7 +598,12 @@ int state_v3_sweep(struct state *s, int full, size_t *deleted, struct err *e)
     return rc;
 }
 
-/* The handle's own pace: a step at most once a second, after a write. */
+/* The handle's own pace: a step at most once a second, after a write, and
+ * at most one per SWEEP_EVERY_PUTS puts: the fields scanned never outnumber the
+ * puts (each HSCAN step pushes up to 1,000 whole values into Lua, so a step
+ * a second cost a slow or idle worker's Redis more per event than its
+ * writes), and still keep up with expiry, since no more users expire than
+ * puts created. */
 void state_v3_sweep_paced(struct state_redis *r)
 {
     struct timespec ts;
@@ -595,9 +613,11 @@ void state_v3_sweep_paced(struct state_redis *r)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    if (r->layout != 3 || r->ttl_ms <= 0 || ms < r->next_sweep_ms)
+    if (r->layout != 3 || r->ttl_ms <= 0 || ms < r->next_sweep_ms ||
+        r->sweep_puts < SWEEP_EVERY_PUTS)
         return;
     r->next_sweep_ms = ms + 1000;
+    r->sweep_puts = 0;
     if (sweep_step(r, &deleted, &wrapped, &tmp))
         log_warn("state: %s", tmp.msg);
 }

@@ -150,10 +150,15 @@ const char state_redis_put_script_v2[] = SCRIPT_FENCE
  *         now_s, the number of groups g; per group its bucket (key index),
  *         slot, count c, smallest and largest offset, whether it has bases;
  *         then per group its c (field, value) pairs, then (with bases) its c
- *         bases: "" (no check), "-" (nothing stored) or "<p>:<o>@".
- * Reply: { codes, err... }: one character per put in the chunk's group
- * order, '0' skipped, '1' written, '2' fenced, '3' conflict, 'E' an error
- * (its message next in err..., in order). */
+ *         bases: "" (no check), "-" (nothing stored) or "<p>:<o>@"; last the
+ *         key prefix.
+ * Reply: { codes, counters, err... }: one character per put in the chunk's
+ * group order, '0' skipped, '1' written, '2' fenced, '3' conflict, 'E' an
+ * error (its message next in err..., in order); counters: per slot its
+ * partition and <prefix>st:{p}, then <prefix>stb. The script raises
+ * st:{q} when it writes a user stored from another partition q, cr:{b}
+ * when it creates a user of bucket b, stb when it writes without reading
+ * (state_fast.c: what lets a writer skip it). */
 #define SCRIPT_V3_SLOW                                                                             \
     "local function slow(k, a, c, hasb, bb, cur, codes, errs, hs, j)\n"                            \
     "  for i = 1, c do\n"                                                                          \
@@ -161,9 +166,10 @@ const char state_redis_put_script_v2[] = SCRIPT_FENCE
     "    local b = hasb and ARGV[bb + i] or ''\n"                                                  \
     "    local ps, os = string.match(v, '^(%-?%d+):(%-?%d+)@')\n"                                 \
     "    local cv, cp, co, ct = cur and cur[i]\n"                                                  \
-    "    local bad\n"                                                                              \
+    "    local bad, sp\n"                                                                          \
     "    if cv then\n"                                                                             \
     "      cp, co, ct = string.match(cv, '^(%-?%d+):(%-?%d+)@(%d+)|')\n"                          \
+    "      sp = cp\n"                                                                              \
     "      if not cp then bad = 'WRONGTYPE field ' .. f .. ' of ' .. k .. ' is not a state value "  \
     "of layout 3'\n"                                                                               \
     "      elseif ttl_s > 0 and tonumber(ct) + ttl_s <= now then cv, cp = nil, nil end\n"          \
@@ -176,6 +182,8 @@ const char state_redis_put_script_v2[] = SCRIPT_FENCE
     "      codes[#codes + 1] = '3'\n"                                                              \
     "    else\n"                                                                                   \
     "      hs[#hs + 1] = f; hs[#hs + 1] = v\n"                                                     \
+    "      if not cp then created[k] = true end\n"                                                 \
+    "      if sp and sp ~= ps then steal[sp] = true end\n"                                         \
     "      codes[#codes + 1] = '1'\n"                                                              \
     "      local o = tonumber(os)\n"                                                               \
     "      if not top[j] or o > top[j] then top[j], topstr[j] = o, os end\n"                       \
@@ -185,7 +193,9 @@ const char state_redis_put_script_v2[] = SCRIPT_FENCE
 
 const char state_redis_put_script_v3[] =
     SCRIPT_FENCE "local now, g = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])\n"
-                 "local ttl_s = tonumber(ttl)\n" SCRIPT_V3_SLOW
+                 "local ttl_s = tonumber(ttl)\n"
+                 "local pfx = ARGV[#ARGV]\n"
+                 "local steal, created, blind = {}, {}, false\n" SCRIPT_V3_SLOW
                  "local codes, errs = {}, {}\n"
                  "local ga, a = base + 2, base + 2 + 6 * g\n"
                  "local applied = {}\n"
@@ -233,6 +243,17 @@ const char state_redis_put_script_v3[] =
                  "        for i = 1, c do errs[#errs + 1] = r.err end\n"
                  "      else\n"
                  "        codes[#codes + 1] = string.rep('1', c)\n"
+                 "        if not hasb then blind = true\n"
+                 "        else\n"
+                 "          local own = ARGV[2 + 2 * j] .. ':'\n"
+                 "          for i = 1, c do\n"
+                 "            local b = ARGV[bb + i]\n"
+                 "            if b == '-' then created[k] = true\n"
+                 "            elseif string.find(b, own, 1, true) ~= 1 then\n"
+                 "              steal[string.match(b, '^(%-?%d+):')] = true\n"
+                 "            end\n"
+                 "          end\n"
+                 "        end\n"
                  "        local o = tonumber(ARGV[d + 5])\n"
                  "        if not top[j] or o > top[j] then top[j], topstr[j] = o, ARGV[d + 5] end\n"
                  "      end\n"
@@ -245,7 +266,19 @@ const char state_redis_put_script_v3[] =
                  "  a = a + 2 * c + (hasb and c or 0)\n"
                  "end\n"
                  "res[1] = table.concat(codes)\n"
-                 "for i = 1, #errs do res[i + 1] = errs[i] end\n" SCRIPT_APPLIED;
+                 "for q in pairs(steal) do redis.call('INCR', pfx .. 'st:{' .. q .. '}') end\n"
+                 "for bk in pairs(created) do\n"
+                 "  redis.call('INCR', pfx .. 'cr' .. string.sub(bk, #pfx + 3))\n"
+                 "end\n"
+                 "if blind then redis.call('INCR', pfx .. 'stb') end\n"
+                 "local sv = {}\n"
+                 "for j = 1, m do\n"
+                 "  sv[2 * j - 1] = ARGV[2 + 2 * j]\n"
+                 "  sv[2 * j] = redis.call('GET', pfx .. 'st:{' .. ARGV[2 + 2 * j] .. '}') or '0'\n"
+                 "end\n"
+                 "sv[2 * m + 1] = redis.call('GET', pfx .. 'stb') or '0'\n"
+                 "res[2] = sv\n"
+                 "for i = 1, #errs do res[i + 2] = errs[i] end\n" SCRIPT_APPLIED;
 
 /* KEYS[1] a bucket; ARGV: cursor, count, now_s, ttl_s. Deletes the fields
  * of one HSCAN step whose write time is ttl_s or more ago (the rule reads

@@ -627,10 +627,14 @@ static int redis_get_many(struct state *s, size_t n, const char *const *entities
 
     sigpipe_block(&g);
     rc = ready(r, e);
+    if (rc == ERR_OK && r->layout == 3) /* the counters a fast create checks */
+        rc = state_fast_read_begin(r, n, e);
     if (rc == ERR_OK && r->layout >= 2)
         rc = get_v2(r, n, entities, out, e);
     else if (rc == ERR_OK)
         rc = get_pipelined(r, n, entities, out, e);
+    if (rc != ERR_OK) /* a partial read proves nothing absent */
+        r->fast.rd_valid = 0;
     sigpipe_restore(&g);
     return rc;
 }
@@ -937,17 +941,50 @@ static int redis_put_begin(struct state *s, size_t n, const struct state_put *pu
     struct sigpipe_guard g;
     int rc;
 
+    const struct state_base *keep = r->base.put_bases;
+    int fast = 0;
+
     sigpipe_block(&g);
     rc = ready(r, e);
+    r->base.put_time_s = state_redis_now_s(); /* at or before each chunk's stamp */
+    if (rc == ERR_OK && r->layout == 3) /* state_fast.c: what needs no script */
+        rc = state_fast_begin(r, n, puts, &fast, e);
+    if (fast) {
+        puts = r->fast.slow_puts;
+        n = r->fast.n_slow;
+        r->base.put_bases = r->fast.slow_bases;
+    }
     if (rc == ERR_OK)
         rc = send_pass(r, n, puts, NULL, 0, e);
+    r->base.put_bases = keep;
     if (rc == ERR_OK)
         rc = flush_out(r, "EVALSHA", e);
     if (rc && rc != ERR_RETRY && rc_ctx(r->rc))
         drop(r); /* e.g. out of memory half-way: commands may be buffered */
     sigpipe_restore(&g);
+    r->fast.active = rc == ERR_OK && fast;
     r->inflight = rc ? NULL : puts;
     r->n_inflight = rc ? 0 : n;
+    return rc;
+}
+
+/* The fast puts of a batch whose EXEC was aborted, through the script. */
+static int fast_retry(struct state_redis *r, int *applied, struct err *e)
+{
+    size_t nosc = 0;
+    int rc;
+
+    state_fast_requeue(r);
+    r->base.put_bases = r->fast.slow_bases;
+    rc = send_pass(r, r->fast.n_slow, r->fast.slow_puts, NULL, 0, e);
+    if (rc == ERR_OK)
+        rc = flush_out(r, "EVALSHA", e);
+    if (rc == ERR_OK)
+        rc = recv_pass(r, r->fast.n_slow, r->fast.slow_puts, r->fast.slow_applied, 0, &nosc, e);
+    if (rc == ERR_OK && nosc)
+        rc = err_set(e, ERR_IO, "redis EVALSHA: script missing after a fast write");
+    if (rc == ERR_OK)
+        state_fast_merge(r, applied, 1);
     return rc;
 }
 
@@ -960,27 +997,46 @@ static int redis_put_end(struct state *s, int *applied, struct err *e)
     size_t n = r->n_inflight, nosc = 0;
     uint64_t fenced0 = r->base.fenced;
     struct sigpipe_guard g;
+    const struct state_base *keep = r->base.put_bases;
+    int fast = r->fast.active, aborted = 0, rc_fast = ERR_OK;
+    int *out = fast ? r->fast.slow_applied : applied;
+    struct err tmp = {0};
     int rc;
 
     r->inflight = NULL;
     r->n_inflight = 0;
+    r->fast.active = 0;
     if (!rc_ctx(r->rc)) /* lost since begin */
         return err_set(e, ERR_RETRY, "redis EVALSHA (%s:%d): connection lost", r->host, r->port);
     sigpipe_block(&g);
-    rc = recv_pass(r, n, puts, applied, 0, &nosc, e);
+    if (fast) { /* its replies come first; the script's are read even after an error */
+        rc_fast = state_fast_end(r, &aborted, &tmp);
+        r->base.put_bases = r->fast.slow_bases;
+    }
+    rc = rc_ctx(r->rc) ? recv_pass(r, n, puts, out, 0, &nosc, e) : rc_fast;
+    if (rc_fast && (rc == ERR_OK || rc == rc_fast)) {
+        rc = rc_fast;
+        copy_err(e, &tmp);
+    }
     if (rc == ERR_OK && nosc) {
         /* The script cache was emptied (SCRIPT FLUSH, a failover): load the
          * script again and resend only the chunks it refused, once. */
         rc = load_script(r, e);
         if (rc == ERR_OK)
-            rc = send_pass(r, n, puts, applied, 1, e);
+            rc = send_pass(r, n, puts, out, 1, e);
         if (rc == ERR_OK)
-            rc = recv_pass(r, n, puts, applied, 1, &nosc, e);
+            rc = recv_pass(r, n, puts, out, 1, &nosc, e);
         if (rc == ERR_OK && nosc)
             rc = err_set(e, ERR_IO, "redis EVALSHA: script missing again after SCRIPT LOAD");
     }
+    if (rc == ERR_OK && fast)
+        state_fast_merge(r, applied, aborted);
+    if (rc == ERR_OK && fast && aborted) /* a watched counter moved: the script judges */
+        rc = fast_retry(r, applied, e);
+    r->base.put_bases = keep;
     if (rc == ERR_OK && !r->marker_seen && n)
         write_marker(r);
+    r->sweep_puts += fast ? r->fast.orig_n : n;
     if (rc == ERR_OK && rc_ctx(r->rc))
         state_v3_sweep_paced(r);
     sigpipe_restore(&g);
@@ -1080,6 +1136,7 @@ static void redis_close(struct state *s)
     free(r->claim);
     args_free(&r->pa);
     state_v3_cmd_free(&r->v3);
+    state_fast_free(&r->fast);
     free(r->order);
     free(r->chunks);
     free(r);
@@ -1132,6 +1189,7 @@ static int copy_opts(struct state_redis *r, const struct state_redis_opts *o, st
                        STATE_V3_BUCKETS_MAX);
     r->layout_new = o->layout ? o->layout : 2;
     r->buckets_new = o->buckets ? (uint32_t)o->buckets : 8;
+    r->fast.enabled = !o->no_fast_path;
     strcpy(r->sweep_cur, "0");
     strcpy(r->host, host);
     strcpy(r->prefix, prefix);

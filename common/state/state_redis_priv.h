@@ -47,6 +47,46 @@ struct put_args {
     size_t cap_puts;
 };
 
+/* Layout 3's fast path (state_fast.c): a batch's puts written without
+ * Lua, WATCH + MGET of the partitions' counters, then MULTI ... EXEC. */
+struct state_fast {
+    int enabled;          /* state.fast_path (default on) */
+    /* Adopted from the script's replies, indexed by partition: the steal
+     * counter <prefix>st:{p}; and the blind writers' <prefix>stb. */
+    int64_t *st;
+    unsigned char *st_known;
+    size_t n_st;
+    int64_t stb;
+    int stb_known;
+    /* The last read (state_get_many): the creation counters <prefix>cr:{b}
+     * and stb before it, and the hashes of the entities it found absent. */
+    int rd_pending, rd_valid;
+    int64_t *rd_cr;
+    uint32_t cap_cr;
+    int64_t rd_stb;
+    uint64_t *absent;     /* open addressing, 0 = empty */
+    size_t cap_absent;
+    /* One batch: per partition its role and offsets; the slow puts. */
+    unsigned char *role;  /* 0 none, 1 fast, 2 slow */
+    int64_t *lo, *hi;
+    size_t cap_part;
+    int32_t *parts;       /* the batch's partitions */
+    size_t nparts;
+    size_t *slow_idx, *fast_idx;
+    struct state_put *slow_puts;
+    struct state_base *slow_bases;
+    int *slow_applied;
+    size_t cap_puts, n_slow, n_fast;
+    struct state_v3_cmd cmd;  /* the MULTI's commands */
+    size_t ncmds;             /* commands queued between MULTI and EXEC */
+    int sent;                 /* 0 nothing, 1 UNWATCH, 2 MULTI .. EXEC */
+    int active;               /* a batch in flight took this path */
+    const struct state_put *orig;
+    const struct state_base *orig_bases;
+    size_t orig_n;
+    uint64_t n_fast_puts, n_slow_puts, n_aborts; /* counts, for tests and logs */
+};
+
 struct state_redis {
     struct state base; /* first: state.c casts */
     struct rc *rc;     /* disconnected: the next call reconnects */
@@ -72,6 +112,7 @@ struct state_redis {
     uint32_t sweep_b;       /* the sweep's bucket and HSCAN cursor */
     char sweep_cur[24];
     int64_t next_sweep_ms;
+    uint64_t sweep_puts;    /* puts since the last paced step */
     /* Fencing, indexed by partition: the epoch held (0 = none) and whether
      * a new one is to be claimed before the next read or write. */
     int64_t *epochs;
@@ -79,6 +120,7 @@ struct state_redis {
     size_t n_epochs;
     size_t n_claims;
     struct put_args pa;
+    struct state_fast fast;
     /* state_put_begin .. state_put_end: the puts sent, replies unread. */
     const struct state_put *inflight;
     size_t n_inflight;
@@ -89,6 +131,25 @@ int state_redis_lost(struct state_redis *r, const char *cmd, const char *key, st
 int state_redis_ensure(struct state_redis *r, struct err *e);
 int64_t state_redis_now_s(void);
 int state_redis_grow_order(struct state_redis *r, size_t n);
+/* state_fast.c */
+int state_fast_begin(struct state_redis *r, size_t n, const struct state_put *puts, int *used,
+                     struct err *e);
+/* Reads the fast write's replies (before the script's): *aborted when a
+ * watched counter changed and nothing of it was written. */
+int state_fast_end(struct state_redis *r, int *aborted, struct err *e);
+/* applied[] of the batch from the script's results of the slow puts and,
+ * unless aborted, the fast ones (written). */
+void state_fast_merge(struct state_redis *r, int *applied, int aborted);
+/* After an abort: the fast puts become the slow ones, for the script. */
+void state_fast_requeue(struct state_redis *r);
+void state_fast_adopt(struct state_redis *r, const redisReply *sv);
+int state_fast_read_begin(struct state_redis *r, size_t n, struct err *e);
+int state_fast_read_counters(struct state_redis *r, struct err *e);
+void state_fast_note_absent(struct state_redis *r, const char *entity);
+void state_fast_free(struct state_fast *f);
+/* Tests: fn runs between a fast write's check and its MULTI (a race made
+ * deterministic); NULL: none. Not for production code. */
+void state_fast_set_hook(void (*fn)(void *opaque), void *opaque);
 /* state_bucket.c: layout 3's reads, writes and sweep on the handle */
 int state_v3_get_chunk(struct state_redis *r, size_t n, const char *const *entities,
                        struct state_blob *out, struct err *e);

@@ -68,6 +68,7 @@ struct txs {
     struct state_base *bases; /* per put: the position its state came from */
     int32_t *bpart;           /* per user: that position */
     int64_t *boff;
+    int64_t *btime;           /* per user: that position's write time (0 unknown) */
     int *uput;                /* per user: its put, -1 none */
     unsigned char *uconf;     /* per user: its put met a conflict */
     size_t nconflicts;
@@ -115,12 +116,13 @@ int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struc
     t->bases = calloc(c, sizeof(*t->bases));
     t->bpart = calloc(c, sizeof(*t->bpart));
     t->boff = calloc(c, sizeof(*t->boff));
+    t->btime = calloc(c, sizeof(*t->btime));
     t->uput = calloc(c, sizeof(*t->uput));
     t->uconf = calloc(c, 1);
     t->miss_ids = calloc(c, sizeof(*t->miss_ids));
     t->miss_u = calloc(c, sizeof(*t->miss_u));
     if (!t->status || !t->user_of || !t->blobs || !t->ust || !t->udirty || !t->uoff || !t->upart ||
-        !t->puts || !t->applied || !t->pending || !t->bases || !t->bpart || !t->boff || !t->uput ||
+        !t->puts || !t->applied || !t->pending || !t->bases || !t->bpart || !t->boff || !t->btime || !t->uput ||
         !t->uconf || !t->miss_ids || !t->miss_u || pipe_entset_init(&t->users, c)) {
         txs_close(t);
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
@@ -155,7 +157,8 @@ void txs_close(struct txs *t)
         free((void *)t->pending[i].ev.rec);
     void *arrays[] = {t->status, t->user_of, t->blobs, t->ust,      t->udirty, t->uoff,
                       t->upart,  t->puts,    t->applied, t->pending, t->bases,  t->bpart,
-                      t->boff,   t->uput,    t->uconf, (void *)t->miss_ids, t->miss_u};
+                      t->boff,   t->btime,   t->uput,    t->uconf, (void *)t->miss_ids,
+                      t->miss_u};
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
     pipe_entset_free(&t->users);
@@ -210,6 +213,7 @@ static void load_user(struct txs *t, size_t u, const struct state_blob *b)
     t->udirty[u] = 0;
     t->bpart[u] = len ? b->partition : -1;
     t->boff[u] = len ? b->offset : -1;
+    t->btime[u] = len ? b->time_s : 0;
     if (txn_state_load(&t->ust[u], &t->upart[u], &t->uoff[u], len ? b->data : NULL, len,
                        t->bpart[u], t->boff[u], &e))
         log_error("state of user %s unreadable (%s): starting it afresh", t->users.ids[u], e.msg);
@@ -230,19 +234,20 @@ static void drop_partition(void *opaque, int32_t partition)
  * a partition assigned, revoked or lost are dropped (only theirs: the
  * others' entries stay valid, and every write is a compare-and-set); it is
  * emptied when a put was fenced or the store was found empty. */
-static void check_cache(struct txs *t)
+static int check_cache(struct txs *t)
 {
     uint64_t own = state_owner_changes(t->st), lost = state_losses(t->st);
     uint64_t fenced = state_fenced(t->st);
 
     if (!t->cache || (own == t->owner_seen && lost == t->losses_seen && fenced == t->fenced_seen))
-        return;
+        return 0;
     if (state_take_owner_changes(t->st, drop_partition, t) || lost != t->losses_seen ||
         fenced != t->fenced_seen)
         ucache_clear(t->cache);
     t->owner_seen = own;
     t->losses_seen = lost;
     t->fenced_seen = fenced;
+    return 1;
 }
 
 /* Reads the batch's users: from the cache, the others from the store under
@@ -254,7 +259,7 @@ static int read_users(struct txs *t)
     size_t nmiss = 0;
     int rc = ERR_OK;
 
-    check_cache(t);
+    (void)check_cache(t);
     /* The users are spread over the cache: their lookups' misses overlap
      * (ucache_prefetch), the values PREFETCH_AHEAD users ahead. */
     for (int stage = 0; t->cache && stage < 2; stage++)
@@ -264,8 +269,8 @@ static int read_users(struct txs *t)
         size_t len = 0;
         if (u + PREFETCH_AHEAD < t->users.n)
             ucache_prefetch(t->cache, t->users.ids[u + PREFETCH_AHEAD], 2);
-        const unsigned char *c = ucache_getv(t->cache, t->users.ids[u], &len, &t->bpart[u],
-                                             &t->boff[u]);
+        const unsigned char *c = ucache_getvt(t->cache, t->users.ids[u], &len, &t->bpart[u],
+                                              &t->boff[u], &t->btime[u]);
         t->udirty[u] = 0;
         /* Its own encoding, written by this process: decoded as a blob read
          * from the store would be (one that fails is read again). */
@@ -317,7 +322,7 @@ static int write_users_begin(struct txs *t)
         if (len < 0 || (size_t)len > STATE_BLOB_MAX)
             return ERR_NOMEM;
         memcpy(t->blobs[u].data, enc, (size_t)len);
-        t->bases[np] = (struct state_base){t->bpart[u], t->boff[u]};
+        t->bases[np] = (struct state_base){t->bpart[u], t->boff[u], t->btime[u]};
         t->uput[u] = (int)np;
         t->puts[np++] = (struct state_put){t->users.ids[u], t->blobs[u].data, (size_t)len,
                                            t->upart[u], t->uoff[u]};
@@ -366,20 +371,29 @@ static int write_users_end(struct txs *t, int budget_ms)
  * fenced, conflict) is dropped, read again next time. */
 static void cache_batch(struct txs *t)
 {
-    check_cache(t); /* a put fenced: everything goes */
+    /* A put fenced: everything goes. Partitions reported moved (also when a
+     * user of theirs was written from elsewhere: state_fast.c) lose their
+     * users, and an unchanged user is then not put back: its state was
+     * read before the report and may be stale; the users written now were
+     * verified by the very write that reported it. */
+    int moved = check_cache(t);
+    int64_t put_t = state_put_time(t->st);
+
     for (size_t u = 0; t->cache && u < t->users.n; u++) {
         int k = t->uput[u];
-        if (k < 0) { /* unchanged: still the state read (rare: redeliveries only) */
+        if (k < 0 && moved) {
+            ucache_drop(t->cache, t->users.ids[u]);
+        } else if (k < 0) { /* unchanged: still the state read (rare: redeliveries only) */
             unsigned char enc[FEAT_STATE_MAX];
             int len = feat_state_encode(&t->ust[u], enc, sizeof(enc));
             if (len > 0)
-                ucache_putv(t->cache, t->users.ids[u], enc, (size_t)len, t->bpart[u],
-                            t->boff[u]);
+                ucache_putvt(t->cache, t->users.ids[u], enc, (size_t)len, t->bpart[u],
+                             t->boff[u], t->btime[u]);
             else
                 ucache_drop(t->cache, t->users.ids[u]);
         } else if (t->applied[k] == STATE_PUT_WRITTEN) { /* the blob the store now holds */
-            ucache_putv(t->cache, t->users.ids[u], t->puts[k].data, t->puts[k].len,
-                        t->upart[u], t->uoff[u]);
+            ucache_putvt(t->cache, t->users.ids[u], t->puts[k].data, t->puts[k].len,
+                         t->upart[u], t->uoff[u], put_t);
         } else {
             ucache_drop(t->cache, t->users.ids[u]);
         }

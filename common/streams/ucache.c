@@ -25,6 +25,7 @@ struct uc_slot {
     uint64_t hash;
     int32_t partition;
     int64_t offset;
+    int64_t time_s;
     uint32_t len, chunk; /* the value: len bytes in chunk of class cls */
     unsigned char cls;   /* UC_NONE: no chunk */
     unsigned char ref;
@@ -238,6 +239,14 @@ void ucache_prefetch(const struct ucache *c, const char *key, int stage)
 const void *ucache_getv(struct ucache *c, const char *key, size_t *len, int32_t *partition,
                         int64_t *offset)
 {
+    int64_t t;
+
+    return ucache_getvt(c, key, len, partition, offset, &t);
+}
+
+const void *ucache_getvt(struct ucache *c, const char *key, size_t *len, int32_t *partition,
+                         int64_t *offset, int64_t *time_s)
+{
     size_t i;
     struct uc_slot *s;
 
@@ -252,6 +261,7 @@ const void *ucache_getv(struct ucache *c, const char *key, size_t *len, int32_t 
     s->ref = 1;
     *partition = s->partition;
     *offset = s->offset;
+    *time_s = s->time_s;
     *len = s->len;
     c->st.hits++;
     return chunk_of(c, s);
@@ -310,6 +320,12 @@ static void evict_one(struct ucache *c)
 void ucache_putv(struct ucache *c, const char *key, const void *value, size_t len,
                  int32_t partition, int64_t offset)
 {
+    ucache_putvt(c, key, value, len, partition, offset, 0);
+}
+
+void ucache_putvt(struct ucache *c, const char *key, const void *value, size_t len,
+                  int32_t partition, int64_t offset, int64_t time_s)
+{
     uint64_t h;
     size_t i, klen;
     int k = 0;
@@ -344,6 +360,7 @@ void ucache_putv(struct ucache *c, const char *key, const void *value, size_t le
     }
     s->partition = partition;
     s->offset = offset;
+    s->time_s = time_s;
     s->ref = 1;
     s->len = (uint32_t)len;
     memcpy(chunk_of(c, s), value, len);

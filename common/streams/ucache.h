@@ -62,6 +62,12 @@ void ucache_putv(struct ucache *c, const char *key, const void *value, size_t le
  * lookups: their cache misses overlap instead of following one another.
  * Only a hint: no effect on any result. NULL-safe c. */
 void ucache_prefetch(const struct ucache *c, const char *key, int stage);
+/* The same with the time the store stamped on the value (state_base's
+ * time_s; 0: unknown): getv and putv keep 0. */
+const void *ucache_getvt(struct ucache *c, const char *key, size_t *len, int32_t *partition,
+                         int64_t *offset, int64_t *time_s);
+void ucache_putvt(struct ucache *c, const char *key, const void *value, size_t len,
+                  int32_t partition, int64_t offset, int64_t time_s);
 void ucache_drop(struct ucache *c, const char *key); /* absent: nothing */
 void ucache_clear(struct ucache *c);                 /* NULL-safe */
 /* Drops every entry whose store position is on partition (a partition
