@@ -9,69 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kafka_int.h"
 #include "log.h"
 
-#define KQ_MAX_TOPICS 16
-#define KQ_UNTRACKED ((void *)UINTPTR_MAX)
-
-/* In-flight input messages of one partition, in poll (= offset) order. */
-struct track {
-    int32_t topic_idx;
-    int32_t partition;
-    int64_t *offs;
-    unsigned char *flags;
-    size_t head, count, cap;   /* ring buffer */
-    int64_t store_next;        /* offset to store (last done + 1), -1 none */
-    int dirty;
-};
-
-struct kq {
-    rd_kafka_t *cons;
-    rd_kafka_t *prod;
-    char *topics[KQ_MAX_TOPICS];
-    size_t n_topics;
-    struct track *tracks;
-    size_t n_tracks, cap_tracks;
-    size_t track_hint; /* the track found last: a batch comes in runs per partition */
-    size_t inflight;
-    int assign_all, from_beginning;
-    size_t n_assigned, n_eof;
-    int fatal;
-    int paused;                /* kq_pause: every assigned partition paused */
-    char fatal_msg[256];
-    struct kq_stats st;
-    void (*stats_cb)(const char *json, size_t len, void *opaque);
-    void *stats_opaque;
-    int (*on_assign)(const char *topic, int32_t partition, void *opaque);
-    void (*on_revoke)(const char *topic, int32_t partition, void *opaque);
-    void *assign_opaque;
-    /* during on_assign: the group's committed offsets of the partitions
-     * being assigned (NULL: unknown) */
-    rd_kafka_topic_partition_list_t *assign_committed;
-    int commit_interval_ms;    /* kq_opts.commit_interval_ms */
-    int64_t last_commit_ms;
-    int stored_uncommitted;    /* offsets stored since the last commit */
-    size_t n_dirty;            /* tracks with an offset to store (kq_ack) */
-    struct kq_box *boxes;      /* released message wrappers, reused by kq_poll */
-    /* Producer topic handles by name, made on first use: producing by name
-     * took, per record, a locked lookup of the topic, a reference and its
-     * release inside librdkafka (rd_kafka_producev with RD_KAFKA_V_TOPIC). */
-    struct {
-        char *name;
-        rd_kafka_topic_t *rkt;
-    } ptopics[KQ_MAX_TOPICS];
-    size_t n_ptopics;
-};
-
-/* A message wrapper, recycled through its handle's free list so that
- * kq_poll allocates only while the number of messages held grows. */
-struct kq_box {
-    struct kq_msg m; /* first: kq_msg_release casts back */
-    struct kq *q;
-    struct kq_box *next;
-};
-
-static int64_t mono_ms(void)
+int64_t kq_mono_ms(void)
 {
     struct timespec ts;
 
@@ -327,7 +268,7 @@ void kq_ack(struct kq *q, const struct kq_pos *pos, int what)
 }
 
 /* Stores the contiguous-done offsets of every dirty partition. */
-static void store_offsets(struct kq *q)
+void kq_store_offsets(struct kq *q)
 {
     rd_kafka_topic_partition_list_t *l = NULL;
     rd_kafka_resp_err_t err;
@@ -377,7 +318,7 @@ static void maybe_commit(struct kq *q)
 
     if (!q->commit_interval_ms || !q->cons || q->assign_all || !q->stored_uncommitted)
         return;
-    now = mono_ms();
+    now = kq_mono_ms();
     if (now - q->last_commit_ms < q->commit_interval_ms)
         return;
     q->last_commit_ms = now;
@@ -448,7 +389,7 @@ static void flush_and_commit(struct kq *q, int timeout_ms)
     if (q->prod && rd_kafka_flush(q->prod, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_warn("flush: %d records still in flight after %d ms", rd_kafka_outq_len(q->prod),
                  timeout_ms);
-    store_offsets(q);
+    kq_store_offsets(q);
     err = rd_kafka_commit(q->cons, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         log_warn("commit: %s", rd_kafka_err2str(err));
@@ -824,7 +765,7 @@ int kq_poll(struct kq *q, int timeout_ms, struct kq_msg **out, struct err *e)
     *out = NULL;
     if (q->fatal)
         return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
-    store_offsets(q);
+    kq_store_offsets(q);
     maybe_commit(q);
     rm = rd_kafka_consumer_poll(q->cons, timeout_ms);
     if (!rm)
@@ -892,7 +833,7 @@ static rd_kafka_topic_t *prod_topic(struct kq *q, const char *topic)
     return rkt;
 }
 
-static void prod_topics_free(struct kq *q)
+void kq_prod_topics_free(struct kq *q)
 {
     for (size_t i = 0; i < q->n_ptopics; i++) {
         rd_kafka_topic_destroy(q->ptopics[i].rkt);
@@ -949,7 +890,7 @@ int kq_flush(struct kq *q, int timeout_ms, struct err *e)
 int kq_serve(struct kq *q, int timeout_ms, struct err *e)
 {
     rd_kafka_poll(q->prod, timeout_ms);
-    store_offsets(q);
+    kq_store_offsets(q);
     maybe_commit(q);
     if (q->fatal)
         return err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
@@ -1043,167 +984,4 @@ int64_t kq_topic_size(struct kq *q, const char *topic, int timeout_ms, struct er
         rd_kafka_metadata_destroy(md);
     rd_kafka_topic_destroy(rkt);
     return total;
-}
-
-static int drain(struct kq *q, int timeout_ms)
-{
-    for (int waited = 0; waited < timeout_ms; waited += 50) {
-        if (q->prod)
-            rd_kafka_poll(q->prod, 50);
-        if (q->inflight == 0 && (!q->prod || rd_kafka_outq_len(q->prod) == 0))
-            return ERR_OK;
-    }
-    return ERR_TIMEOUT;
-}
-
-/* The blocking end of a close (commit, leave the group, destroy), run on
- * its own thread so that kq_close can give up on it at its deadline:
- * rd_kafka_consumer_close waits for the coordinator however long it takes
- * when the broker died at the same moment. */
-struct closer {
-    struct kq *q;
-    int commit, flush_ms;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    const char *stage; /* what it is doing; NULL once done */
-};
-
-static void closer_stage(struct closer *c, const char *stage)
-{
-    pthread_mutex_lock(&c->mu);
-    c->stage = stage;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-}
-
-static void close_handles(struct closer *c)
-{
-    struct kq *q = c->q;
-
-    if (q->cons) {
-        closer_stage(c, "offset commit");
-        store_offsets(q);
-        if (c->commit)
-            rd_kafka_commit(q->cons, NULL, 0);
-        closer_stage(c, "consumer close (leaving the group)");
-        rd_kafka_consumer_close(q->cons);
-        rd_kafka_destroy(q->cons);
-        q->cons = NULL;
-    }
-    if (q->prod) {
-        closer_stage(c, "producer flush");
-        rd_kafka_flush(q->prod, c->flush_ms);
-        prod_topics_free(q); /* librdkafka wants its topic handles gone first */
-        rd_kafka_destroy(q->prod);
-        q->prod = NULL;
-    }
-}
-
-static void *closer_main(void *arg)
-{
-    struct closer *c = arg;
-
-    close_handles(c);
-    closer_stage(c, NULL);
-    return NULL;
-}
-
-/* What was given up on at a deadline: kept reachable (the thread still
- * uses it until the process exits), never freed. */
-static struct closer *abandoned;
-
-/* Runs close_handles with a deadline. ERR_TIMEOUT naming the stage that
- * did not finish; the thread and the handles are then left to the exit. */
-static int close_bounded(struct closer *c, int64_t deadline_ms, struct err *e)
-{
-    pthread_t th;
-    struct timespec ts;
-    const char *stuck;
-
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
-    c->stage = "starting";
-    if (pthread_create(&th, NULL, closer_main, c) != 0) {
-        close_handles(c); /* no thread: unbounded, as before */
-        return ERR_OK;
-    }
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)((deadline_ms - mono_ms()) / 1000);
-    ts.tv_nsec += (long)((deadline_ms - mono_ms()) % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&c->mu);
-    while (c->stage && pthread_cond_timedwait(&c->cv, &c->mu, &ts) == 0)
-        ;
-    stuck = c->stage;
-    pthread_mutex_unlock(&c->mu);
-    if (!stuck) {
-        pthread_join(th, NULL);
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-        return ERR_OK;
-    }
-    pthread_detach(th);
-    abandoned = c;
-    return err_set(e, ERR_TIMEOUT,
-                   "kafka: shutdown deadline passed during %s (broker unreachable?): "
-                   "offsets not committed will be re-delivered",
-                   stuck);
-}
-
-static void kq_free(struct kq *q)
-{
-    for (struct kq_box *b = q->boxes, *next; b; b = next) {
-        next = b->next;
-        free(b);
-    }
-    for (size_t i = 0; i < q->n_tracks; i++) {
-        free(q->tracks[i].offs);
-        free(q->tracks[i].flags);
-    }
-    free(q->tracks);
-    for (size_t i = 0; i < q->n_topics; i++)
-        free(q->topics[i]);
-    free(q);
-}
-
-int kq_close(struct kq *q, int timeout_ms, struct err *e)
-{
-    struct closer *c;
-    int64_t deadline;
-    int rc = ERR_OK, crc;
-
-    if (!q)
-        return ERR_OK;
-    deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-    if (q->prod && timeout_ms > 0 && drain(q, timeout_ms))
-        rc = err_set(e, ERR_TIMEOUT, "kafka: %zu message(s) unacknowledged at close: "
-                     "they will be re-delivered", q->inflight);
-    c = calloc(1, sizeof(*c));
-    if (!c) {
-        kq_free(q); /* leaks the handles rather than block unbounded */
-        return err_set(e, ERR_NOMEM, "kafka: out of memory at close");
-    }
-    c->q = q;
-    c->commit = !q->assign_all && timeout_ms > 0;
-    c->flush_ms = timeout_ms > 0 ? timeout_ms : 0;
-    if (timeout_ms <= 0) {
-        close_handles(c); /* immediate close: no commit, nothing to wait for */
-        crc = ERR_OK;
-    } else {
-        /* A drain that used the whole deadline still leaves the group a
-         * moment to be left cleanly. */
-        struct err ce = {0};
-        crc = close_bounded(c, deadline > mono_ms() + 500 ? deadline : mono_ms() + 500, &ce);
-        if (crc) /* q and c stay with the stuck thread */
-            return err_set(e, crc, "%s%s", ce.msg,
-                           rc ? " (after a drain that timed out: unacknowledged input too)" : "");
-    }
-    free(c);
-    if (q->fatal && rc == ERR_OK)
-        rc = err_set(e, ERR_FATAL, "kafka: %s", q->fatal_msg);
-    kq_free(q);
-    return rc;
 }
