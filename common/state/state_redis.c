@@ -29,7 +29,6 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -497,7 +496,6 @@ static int get_pipelined(struct state_redis *r, size_t n, const char *const *ent
     return first;
 }
 
-static int args_reserve(struct put_args *a, size_t nargv, size_t nstrs, size_t nputs);
 static const char *args_key(struct put_args *a, size_t *len, const struct state_redis *r,
                             const char *entity);
 
@@ -514,7 +512,7 @@ static int get_chunk_v2(struct state_redis *r, size_t n, const char *const *enti
     size_t nnil = 0;
     int first = ERR_OK;
 
-    if (args_reserve(a, n + 1, n * KEY_MAX + 16, 0))
+    if (state_args_reserve(a, n + 1, n * KEY_MAX + 16, 0))
         return err_set(e, ERR_NOMEM, "redis: out of memory for a read of %zu keys", n);
     a->used = 0;
     a->argv[0] = "MGET";
@@ -641,85 +639,6 @@ static int redis_get_many(struct state *s, size_t n, const char *const *entities
 
 /* ---- writes: one EVALSHA per chunk of puts ---- */
 
-static int args_reserve(struct put_args *a, size_t nargv, size_t nstrs, size_t nputs)
-{
-    if (nargv > a->cap_argv) {
-        const char **v = realloc(a->argv, nargv * sizeof(*v));
-        size_t *l = v ? realloc(a->argvlen, nargv * sizeof(*l)) : NULL;
-        if (v)
-            a->argv = v;
-        if (!l)
-            return ERR_NOMEM;
-        a->argvlen = l;
-        a->cap_argv = nargv;
-    }
-    if (nstrs > a->cap_strs) {
-        char *p = realloc(a->strs, nstrs);
-        if (!p)
-            return ERR_NOMEM;
-        a->strs = p;
-        a->cap_strs = nstrs;
-    }
-    if (nputs > a->cap_puts) {
-        int32_t *sp = realloc(a->slot_part, nputs * sizeof(*sp));
-        int *sl = sp ? realloc(a->slot, nputs * sizeof(*sl)) : NULL;
-        if (sp)
-            a->slot_part = sp;
-        if (!sl)
-            return ERR_NOMEM;
-        a->slot = sl;
-        a->cap_puts = nputs;
-    }
-    return ERR_OK;
-}
-
-static void args_free(struct put_args *a)
-{
-    free(a->argv);
-    free(a->argvlen);
-    free(a->strs);
-    free(a->slot_part);
-    free(a->slot);
-}
-
-/* Appends a string the argument vector points to (room was reserved). */
-static const char *args_str(struct put_args *a, size_t *len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static const char *args_str(struct put_args *a, size_t *len, const char *fmt, ...)
-{
-    char *at = a->strs + a->used;
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(at, a->cap_strs - a->used, fmt, ap);
-    va_end(ap);
-    *len = (size_t)n;
-    a->used += (size_t)n + 1;
-    return at;
-}
-
-/* Appends the decimal form of v (the per-put numbers: snprintf costs more
- * than the rest of a put's arguments together). */
-static const char *args_int(struct put_args *a, size_t *len, long long v)
-{
-    char tmp[24], *at = a->strs + a->used;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    size_t n = 0;
-
-    do
-        tmp[n++] = (char)('0' + u % 10);
-    while ((u /= 10) != 0);
-    if (v < 0)
-        tmp[n++] = '-';
-    for (size_t i = 0; i < n; i++)
-        at[i] = tmp[n - 1 - i];
-    at[n] = '\0';
-    *len = n;
-    a->used += n + 1;
-    return at;
-}
-
 /* Appends <prefix>u:{<entity>} (entity_key). */
 static const char *args_key(struct put_args *a, size_t *len, const struct state_redis *r,
                             const char *entity)
@@ -758,7 +677,7 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
     for (size_t i = 0; r->layout == 2 && i < k; i++)
         vals += STATE_V2_HEAD_MAX + puts[i].len;
     /* Room for the worst case: every put on its own partition. */
-    if (args_reserve(a, nargv, k * (3 * KEY_MAX + 128) + 128 + vals, k))
+    if (state_args_reserve(a, nargv, k * (3 * KEY_MAX + 128) + 128 + vals, k))
         return err_set(e, ERR_NOMEM, "redis: out of memory for a batch of %zu puts", k);
     a->used = 0;
     for (size_t i = 0; i < k; i++)
@@ -768,24 +687,24 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
     a->argvlen[0] = 7;
     a->argv[1] = r->sha;
     a->argvlen[1] = 40;
-    a->argv[2] = args_str(a, &a->argvlen[2], "%zu", nkeys);
+    a->argv[2] = state_args_str(a, &a->argvlen[2], "%zu", nkeys);
     for (size_t i = 0; i < k; i++)
         a->argv[3 + i] = args_key(a, &a->argvlen[3 + i], r, puts[i].entity);
     at = 3 + k;
     for (size_t j = 0; j < m; j++, at += 2) {
         a->argv[at] =
-            args_str(a, &a->argvlen[at], "%sapplied:{%d}", r->prefix, (int)a->slot_part[j]);
+            state_args_str(a, &a->argvlen[at], "%sapplied:{%d}", r->prefix, (int)a->slot_part[j]);
         a->argv[at + 1] =
-            args_str(a, &a->argvlen[at + 1], "%sepoch:{%d}", r->prefix, (int)a->slot_part[j]);
+            state_args_str(a, &a->argvlen[at + 1], "%sepoch:{%d}", r->prefix, (int)a->slot_part[j]);
     }
-    a->argv[at] = args_str(a, &a->argvlen[at], "%zu", k);
-    a->argv[at + 1] = args_str(a, &a->argvlen[at + 1], "%zu", m);
-    a->argv[at + 2] = args_str(a, &a->argvlen[at + 2], "%lld", r->ttl_ms);
+    a->argv[at] = state_args_str(a, &a->argvlen[at], "%zu", k);
+    a->argv[at + 1] = state_args_str(a, &a->argvlen[at + 1], "%zu", m);
+    a->argv[at + 2] = state_args_str(a, &a->argvlen[at + 2], "%lld", r->ttl_ms);
     at += 3;
     for (size_t j = 0; j < m; j++, at += 2) {
-        a->argv[at] = args_str(a, &a->argvlen[at], "%d", (int)a->slot_part[j]);
+        a->argv[at] = state_args_str(a, &a->argvlen[at], "%d", (int)a->slot_part[j]);
         a->argv[at + 1] =
-            args_str(a, &a->argvlen[at + 1], "%lld", (long long)held_epoch(r, a->slot_part[j]));
+            state_args_str(a, &a->argvlen[at + 1], "%lld", (long long)held_epoch(r, a->slot_part[j]));
     }
     for (size_t i = 0; i < k; i++, at += 4) {
         if (r->layout == 2) {
@@ -798,14 +717,14 @@ static int append_chunk(struct state_redis *r, const struct state_put *puts, siz
             a->argv[at] = (const char *)puts[i].data;
             a->argvlen[at] = puts[i].len;
         }
-        a->argv[at + 1] = args_int(a, &a->argvlen[at + 1], a->slot[i] + 1);
-        a->argv[at + 2] = args_int(a, &a->argvlen[at + 2], (long long)puts[i].offset);
+        a->argv[at + 1] = state_args_int(a, &a->argvlen[at + 1], a->slot[i] + 1);
+        a->argv[at + 2] = state_args_int(a, &a->argvlen[at + 2], (long long)puts[i].offset);
         const struct state_base *b = r->base.put_bases ? &r->base.put_bases[first + i] : NULL;
         if (!b || b->partition < 0) { /* no check / nothing stored */
             a->argv[at + 3] = b ? "-" : "";
             a->argvlen[at + 3] = b ? 1 : 0;
         } else {
-            a->argv[at + 3] = args_str(a, &a->argvlen[at + 3], "%d:%lld", (int)b->partition,
+            a->argv[at + 3] = state_args_str(a, &a->argvlen[at + 3], "%d:%lld", (int)b->partition,
                                        (long long)b->offset);
         }
     }
@@ -1134,7 +1053,7 @@ static void redis_close(struct state *s)
     rc_close(r->rc);
     free(r->epochs);
     free(r->claim);
-    args_free(&r->pa);
+    state_args_free(&r->pa);
     state_v3_cmd_free(&r->v3);
     state_fast_free(&r->fast);
     free(r->order);

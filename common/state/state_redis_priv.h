@@ -47,6 +47,16 @@ struct put_args {
     size_t cap_puts;
 };
 
+/* state_args.c: room for nargv arguments, nstrs bytes of strings and nputs
+ * slots (ERR_NOMEM); the vector's memory freed; a string (printf format)
+ * or a decimal appended to the strings, returning where it starts (room
+ * was reserved). */
+int state_args_reserve(struct put_args *a, size_t nargv, size_t nstrs, size_t nputs);
+void state_args_free(struct put_args *a);
+const char *state_args_str(struct put_args *a, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *state_args_int(struct put_args *a, size_t *len, long long v);
+
 /* Layout 3's fast path (state_fast.c): a batch's puts written without
  * Lua, WATCH + MGET of the partitions' counters, then MULTI ... EXEC. */
 struct state_fast {
