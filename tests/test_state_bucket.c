@@ -360,17 +360,13 @@ static void test_flushed_store_keeps_its_layout(void **st)
 static int group_setup(void **st)
 {
     (void)st;
-    if (test_redis_start(&g_redis))
-        return -1;
-    g_c = redisConnect("127.0.0.1", g_redis.port);
-    return g_c && !g_c->err ? 0 : -1;
+    return test_rstate_start(&g_redis, &g_c);
 }
 
 static int group_teardown(void **st)
 {
     (void)st;
-    redisFree(g_c);
-    test_redis_stop(&g_redis);
+    test_rstate_stop(&g_redis, g_c);
     return 0;
 }
 

@@ -61,3 +61,18 @@ void test_rstate_assert_blob(struct state *s, const char *ent, const char *want,
     assert_int_equal(b.partition, p);
     assert_int_equal(b.offset, o);
 }
+
+int test_rstate_start(struct test_redis *r, redisContext **c)
+{
+    *c = NULL;
+    if (test_redis_start(r))
+        return -1;
+    *c = redisConnect("127.0.0.1", r->port);
+    return *c && !(*c)->err ? 0 : -1;
+}
+
+void test_rstate_stop(struct test_redis *r, redisContext *c)
+{
+    redisFree(c);
+    test_redis_stop(r);
+}

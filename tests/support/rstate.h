@@ -8,6 +8,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "stack.h"
 #include "state.h"
 
 /* A handle on 127.0.0.1:port (timeout 2 s); layout and buckets as
@@ -24,5 +25,10 @@ int test_rstate_put1(struct state *s, const char *ent, const char *blob, int32_t
 /* ent reads back as want, stored at (p, o). */
 void test_rstate_assert_blob(struct state *s, const char *ent, const char *want, int32_t p,
                              int64_t o);
+
+/* A test group's redis-server and a connection to it (cmocka group setup
+ * and teardown): 0, or -1 when either failed. */
+int test_rstate_start(struct test_redis *r, redisContext **c);
+void test_rstate_stop(struct test_redis *r, redisContext *c);
 
 #endif
