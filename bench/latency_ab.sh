@@ -26,16 +26,8 @@ ROUNDS=${ROUNDS:-3}
 LAT_S=${LAT_S:-5}
 USERS=${USERS:-20000}
 LAT_X=${LAT_X:--X fetch.wait.max.ms=1 -X fetch.error.backoff.ms=1 -X linger.ms=1}
-PY=/usr/bin/python3
 TOPICS=transactions:32,predictions.transactions:32,transactions.dlq:2
-tmp=$(mktemp -d /tmp/streamml-latab-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh latab
 [ -z "${STAGES:-}" ] || mkdir -p "$STAGES"
 MODEL=${MODEL:-$B/bench/xgb500.json} # limits.sh's model, made once
 [ -s "$MODEL" ] || $PY bench/make_model.py "$B/streamml" "$MODEL" >/dev/null

@@ -6,6 +6,8 @@
 #                 killed and reaped on exit, Ctrl-C or TERM, so no broker or
 #                 redis-server outlives a run;
 #   $PY           the system python3;
+#   bench_before_rm  when the script defines it, run on exit after the
+#                 processes are stopped and before $tmp is removed;
 #   free_port     a port the kernel gives (bind to port 0), never a guess;
 #   ticks PID     its CPU time, user+sys, in clock ticks (/proc; no spaces in
 #                 its comm), and $TCK the ticks per second;
@@ -17,6 +19,7 @@ tmp=$(mktemp -d "/tmp/streamml-$1-XXXXXX")
 pids=()
 bench_cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    ! declare -F bench_before_rm >/dev/null || bench_before_rm
     rm -rf "$tmp"
 }
 trap bench_cleanup EXIT INT TERM

@@ -41,40 +41,21 @@ LAT_PCTS=${LAT_PCTS:-25 50 75 100}
 # nearly every event, and a TreeSHAP explanation of each (issue 18) would be
 # most of the worker's CPU; WORKER_X= measures with them.
 read -r -a WX <<<"${WORKER_X--X explain.decisions=none}"
-PY=/usr/bin/python3
 SM="$BUILD/streamml"
 MODEL="$BUILD/bench/xgb500.json"
 CARD=models/credit_scorecard.json
 TOPICS=transactions:32,predictions.transactions:32,transactions.dlq:2,bench.passthrough:32
-tmp=$(mktemp -d /tmp/streamml-benchlim-XXXXXX)
-pids=()
 # LOGS=DIR keeps the broker, worker and peer logs (and the last run's
-# prediction timestamps) there.
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+# prediction timestamps) there (bench/lib.sh runs this hook on exit).
+bench_before_rm() {
     [ -z "${LOGS:-}" ] || { mkdir -p "$LOGS"; cp "$tmp"/*.log "$tmp"/meta* "$LOGS"/ 2>/dev/null || true; }
-    rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; } # user+sys, clock ticks (no spaces in comm)
-TCK=$(getconf CLK_TCK)
+. bench/lib.sh benchlim
 spid=
 calc() { $PY -c "print($1)"; }
-med() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
 [ -s "$MODEL" ] || $PY bench/make_model.py "$SM" "$MODEL" >/dev/null
-gen_events() { # $1 = count, $2 = file
-    $PY - "$1" "$USERS" > "$2" <<'PYEOF'
-import json, sys
-n, users = int(sys.argv[1]), int(sys.argv[2]); t = 1_700_000_000_000
-for i in range(n):
-    t += 1000
-    print(json.dumps({"event_id": f"b{i}", "user_id": f"u{(i * 7919) % users}", "event_time": t,
-                      "amount": 500 + i % 2000, "income": 80 + i % 200, "expenses": 40 + i % 50,
-                      "term_months": 12 + 12 * (i % 5), "age": 20 + i % 50, "home": "rent"}))
-PYEOF
-}
+gen_events() { txn_events "$1" "$USERS" >"$2"; } # $1 = count, $2 = file
 gen_events "$N" "$tmp/events.jsonl"
 [ "$PEER_N" = "$N" ] && cp "$tmp/events.jsonl" "$tmp/peer.jsonl" || gen_events "$PEER_N" "$tmp/peer.jsonl"
 
