@@ -127,6 +127,13 @@ struct state_v3_cmd {
     size_t ngroups;
 };
 void state_v3_cmd_free(struct state_v3_cmd *c);
+/* Room for nargv arguments, nstrs bytes of strings, nkeys keys and nbuckets
+ * bucket slots (contents kept); ERR_NOMEM. */
+int state_v3_cmd_reserve(struct state_v3_cmd *c, size_t nargv, size_t nstrs, size_t nkeys,
+                         uint32_t nbuckets);
+/* FNV-1a 64 of an entity id (a chunk's duplicate check, the fast path's
+ * set of users read absent). */
+uint64_t state_v3_hash64(const char *s);
 /* The EVALSHA of puts[0..k) (no entity twice: state_v3_chunk_len), its
  * bases (NULL: no check), the epochs held (indexed by partition), into
  * c->argv[0..c->argc); order[g] gets the put index of the g-th code of the

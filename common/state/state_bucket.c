@@ -123,8 +123,7 @@ int state_v3_buckets_of(const char *layout, size_t len)
 
 /* ---- chunk plans ---- */
 
-/* FNV-1a 64 of an entity, for the duplicate check. */
-static uint64_t hash64(const char *s)
+uint64_t state_v3_hash64(const char *s)
 {
     uint64_t h = 14695981039346656037ull;
 
@@ -133,8 +132,8 @@ static uint64_t hash64(const char *s)
     return h;
 }
 
-static int reserve(struct state_v3_cmd *c, size_t nargv, size_t nstrs, size_t nkeys,
-                   uint32_t nbuckets)
+int state_v3_cmd_reserve(struct state_v3_cmd *c, size_t nargv, size_t nstrs, size_t nkeys,
+                         uint32_t nbuckets)
 {
     if (nargv > c->cap_argv) {
         const char **v = realloc(c->argv, nargv * sizeof(*v));
@@ -241,7 +240,7 @@ int state_v3_put_cmd(struct state_v3_cmd *c, const char *sha, const char *prefix
 
     for (size_t i = 0; i < k; i++)
         vals += STATE_V3_HEAD_MAX + puts[i].len + 48;
-    if (reserve(c, nargv, k * (3 * (pl + 32) + 200) + vals + 256, k + 1, nbuckets))
+    if (state_v3_cmd_reserve(c, nargv, k * (3 * (pl + 32) + 200) + vals + 256, k + 1, nbuckets))
         return ERR_NOMEM;
     c->argc = 0;
     c->used = 0;
@@ -366,7 +365,7 @@ int state_v3_get_cmds(struct state_v3_cmd *c, const char *prefix, uint32_t nbuck
 {
     size_t pl = strlen(prefix);
 
-    if (reserve(c, 3 * n + 2, n * (pl + 32) + 64, n + 1, 0))
+    if (state_v3_cmd_reserve(c, 3 * n + 2, n * (pl + 32) + 64, n + 1, 0))
         return ERR_NOMEM;
     c->argc = 0;
     c->used = 0;
@@ -397,12 +396,12 @@ size_t state_v3_chunk_len(struct state_v3_cmd *c, const struct state_put *puts, 
 
     while (cap < 2 * k)
         cap *= 2;
-    if (reserve(c, 0, 0, cap, 0))
+    if (state_v3_cmd_reserve(c, 0, 0, cap, 0))
         return k < 1 ? k : 1; /* out of memory: one put per chunk is always safe */
     mask = cap - 1;
     memset(c->keys, 0, cap * sizeof(*c->keys));
     for (size_t i = 0; i < k; i++) {
-        size_t h = (size_t)hash64(puts[i].entity) & mask;
+        size_t h = (size_t)state_v3_hash64(puts[i].entity) & mask;
         while (c->keys[h]) {
             if (strcmp(puts[c->keys[h] - 1].entity, puts[i].entity) == 0)
                 return i; /* the second write of an entity starts the next chunk */

@@ -47,13 +47,12 @@
  * (a bitmap of the batch's buckets; the default is 8). */
 #define CR_BUCKETS_MAX 64
 
+/* 0 marks an empty slot of the absent set. */
 static uint64_t ent_hash(const char *s)
 {
-    uint64_t h = 14695981039346656037ull;
+    uint64_t h = state_v3_hash64(s);
 
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        h = (h ^ *p) * 1099511628211ull;
-    return h ? h : 1; /* 0 marks an empty slot */
+    return h ? h : 1;
 }
 
 void state_fast_free(struct state_fast *f)
@@ -139,36 +138,11 @@ static int grow_puts(struct state_fast *f, size_t n)
 
 /* ---- argument vectors (f->cmd: argv into strs, reserved up front) ---- */
 
+/* The shared reserve (state_bucket.c), then an empty command list. */
 static int cmd_reserve(struct state_v3_cmd *c, size_t nargv, size_t nstrs, size_t nkeys)
 {
-    if (nargv > c->cap_argv) {
-        const char **v = realloc(c->argv, nargv * sizeof(*v));
-        if (v)
-            c->argv = v;
-        size_t *l = v ? realloc(c->argvlen, nargv * sizeof(*l)) : NULL;
-        if (!l)
-            return -1;
-        c->argvlen = l;
-        size_t *g = realloc(c->groups, nargv * sizeof(*g));
-        if (!g)
-            return -1;
-        c->groups = g;
-        c->cap_argv = nargv;
-    }
-    if (nstrs > c->cap_strs) {
-        char *p = realloc(c->strs, nstrs);
-        if (!p)
-            return -1;
-        c->strs = p;
-        c->cap_strs = nstrs;
-    }
-    if (nkeys > c->cap_keys) {
-        uint64_t *k = realloc(c->keys, nkeys * sizeof(*k));
-        if (!k)
-            return -1;
-        c->keys = k;
-        c->cap_keys = nkeys;
-    }
+    if (state_v3_cmd_reserve(c, nargv, nstrs, nkeys, 0))
+        return -1;
     c->argc = 0;
     c->used = 0;
     c->ngroups = 0;
@@ -186,18 +160,25 @@ static void arg(struct state_v3_cmd *c, const char *s, size_t len)
     c->argvlen[c->argc++] = len;
 }
 
-/* <prefix><name>{<n>} */
+/* <prefix><name>{<n>} into buf (KEY_MAX of room); its length. */
+static size_t fmt_key(char *buf, const char *prefix, const char *name, long long n)
+{
+    size_t pl = strlen(prefix), nl = strlen(name), k;
+
+    memcpy(buf, prefix, pl);
+    memcpy(buf + pl, name, nl);
+    k = pl + nl;
+    buf[k++] = '{';
+    k += state_put_ll(buf + k, n);
+    buf[k++] = '}';
+    return k;
+}
+
 static void arg_key(struct state_v3_cmd *c, const char *prefix, const char *name, long long n)
 {
     char *at = c->strs + c->used;
-    size_t pl = strlen(prefix), nl = strlen(name), k;
+    size_t k = fmt_key(at, prefix, name, n);
 
-    memcpy(at, prefix, pl);
-    memcpy(at + pl, name, nl);
-    k = pl + nl;
-    at[k++] = '{';
-    k += state_put_ll(at + k, n);
-    at[k++] = '}';
     c->used += k;
     arg(c, at, k);
 }
@@ -568,15 +549,8 @@ static char *resp_bulk(char *at, const char *s, size_t len)
 static char *resp_key(char *at, const char *prefix, const char *name, long long n)
 {
     char key[KEY_MAX];
-    size_t pl = strlen(prefix), nl = strlen(name), k;
 
-    memcpy(key, prefix, pl);
-    memcpy(key + pl, name, nl);
-    k = pl + nl;
-    key[k++] = '{';
-    k += state_put_ll(key + k, n);
-    key[k++] = '}';
-    return resp_bulk(at, key, k);
+    return resp_bulk(at, key, fmt_key(key, prefix, name, n));
 }
 
 static char *resp_cmd(char *at, size_t argc, const char *name)
@@ -723,7 +697,7 @@ out:
 
 /* Reads the replies of send_multi (or UNWATCH): *aborted when EXEC found a
  * watched key changed (nothing of it was written). */
-static int read_multi(struct state_redis *r, int *aborted, struct err *e)
+int state_fast_end(struct state_redis *r, int *aborted, struct err *e)
 {
     struct state_fast *f = &r->fast;
     redisReply *rep = NULL;
@@ -759,11 +733,6 @@ static int read_multi(struct state_redis *r, int *aborted, struct err *e)
     }
     freeReplyObject(rep);
     return rc;
-}
-
-int state_fast_end(struct state_redis *r, int *aborted, struct err *e)
-{
-    return read_multi(r, aborted, e);
 }
 
 void state_fast_merge(struct state_redis *r, int *applied, int aborted)
