@@ -122,14 +122,14 @@ static void test_ucache_prefetch_changes_nothing(void **st)
             }
             memset(val, i & 0xff, len);
             if (op < 2) {
-                ucache_putv(c1, key, val, len, k % 7, i);
-                ucache_putv(c2, key, val, len, k % 7, i);
+                ucache_putv(c1, key, val, len, k % 7, i, 0);
+                ucache_putv(c2, key, val, len, k % 7, i, 0);
             } else if (op == 2) {
                 ucache_drop(c1, key);
                 ucache_drop(c2, key);
             } else {
-                const unsigned char *g1 = ucache_getv(c1, key, &l1, &p1, &o1);
-                const unsigned char *g2 = ucache_getv(c2, key, &l2, &p2, &o2);
+                const unsigned char *g1 = ucache_getv(c1, key, &l1, &p1, &o1, NULL);
+                const unsigned char *g2 = ucache_getv(c2, key, &l2, &p2, &o2, NULL);
                 assert_true(!g1 == !g2);
                 if (g1) {
                     assert_true(l1 == l2 && p1 == p2 && o1 == o2);

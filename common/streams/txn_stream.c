@@ -122,8 +122,8 @@ int txs_open(struct txs **out, struct state *st, const struct txs_opts *o, struc
     t->miss_ids = calloc(c, sizeof(*t->miss_ids));
     t->miss_u = calloc(c, sizeof(*t->miss_u));
     if (!t->status || !t->user_of || !t->blobs || !t->ust || !t->udirty || !t->uoff || !t->upart ||
-        !t->puts || !t->applied || !t->pending || !t->bases || !t->bpart || !t->boff || !t->btime || !t->uput ||
-        !t->uconf || !t->miss_ids || !t->miss_u || pipe_entset_init(&t->users, c)) {
+        !t->puts || !t->applied || !t->pending || !t->bases || !t->bpart || !t->boff ||
+        !t->btime || !t->uput || !t->uconf || !t->miss_ids || !t->miss_u || pipe_entset_init(&t->users, c)) {
         txs_close(t);
         return err_set(e, ERR_NOMEM, "out of memory for a batch of %zu", c);
     }
@@ -269,8 +269,8 @@ static int read_users(struct txs *t)
         size_t len = 0;
         if (u + PREFETCH_AHEAD < t->users.n)
             ucache_prefetch(t->cache, t->users.ids[u + PREFETCH_AHEAD], 2);
-        const unsigned char *c = ucache_getvt(t->cache, t->users.ids[u], &len, &t->bpart[u],
-                                              &t->boff[u], &t->btime[u]);
+        const unsigned char *c = ucache_getv(t->cache, t->users.ids[u], &len, &t->bpart[u],
+                                             &t->boff[u], &t->btime[u]);
         t->udirty[u] = 0;
         /* Its own encoding, written by this process: decoded as a blob read
          * from the store would be (one that fails is read again). */
@@ -387,13 +387,13 @@ static void cache_batch(struct txs *t)
             unsigned char enc[FEAT_STATE_MAX];
             int len = feat_state_encode(&t->ust[u], enc, sizeof(enc));
             if (len > 0)
-                ucache_putvt(t->cache, t->users.ids[u], enc, (size_t)len, t->bpart[u],
-                             t->boff[u], t->btime[u]);
+                ucache_putv(t->cache, t->users.ids[u], enc, (size_t)len, t->bpart[u],
+                            t->boff[u], t->btime[u]);
             else
                 ucache_drop(t->cache, t->users.ids[u]);
         } else if (t->applied[k] == STATE_PUT_WRITTEN) { /* the blob the store now holds */
-            ucache_putvt(t->cache, t->users.ids[u], t->puts[k].data, t->puts[k].len,
-                         t->upart[u], t->uoff[u], put_t);
+            ucache_putv(t->cache, t->users.ids[u], t->puts[k].data, t->puts[k].len,
+                        t->upart[u], t->uoff[u], put_t);
         } else {
             ucache_drop(t->cache, t->users.ids[u]);
         }

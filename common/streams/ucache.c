@@ -237,15 +237,7 @@ void ucache_prefetch(const struct ucache *c, const char *key, int stage)
 }
 
 const void *ucache_getv(struct ucache *c, const char *key, size_t *len, int32_t *partition,
-                        int64_t *offset)
-{
-    int64_t t;
-
-    return ucache_getvt(c, key, len, partition, offset, &t);
-}
-
-const void *ucache_getvt(struct ucache *c, const char *key, size_t *len, int32_t *partition,
-                         int64_t *offset, int64_t *time_s)
+                        int64_t *offset, int64_t *time_s)
 {
     size_t i;
     struct uc_slot *s;
@@ -261,7 +253,8 @@ const void *ucache_getvt(struct ucache *c, const char *key, size_t *len, int32_t
     s->ref = 1;
     *partition = s->partition;
     *offset = s->offset;
-    *time_s = s->time_s;
+    if (time_s)
+        *time_s = s->time_s;
     *len = s->len;
     c->st.hits++;
     return chunk_of(c, s);
@@ -271,7 +264,7 @@ const void *ucache_get(struct ucache *c, const char *key, int32_t *partition, in
 {
     size_t len;
 
-    return ucache_getv(c, key, &len, partition, offset);
+    return ucache_getv(c, key, &len, partition, offset, NULL);
 }
 
 /* Removes index position i (backward shift: each later entry of the probe
@@ -318,13 +311,7 @@ static void evict_one(struct ucache *c)
 }
 
 void ucache_putv(struct ucache *c, const char *key, const void *value, size_t len,
-                 int32_t partition, int64_t offset)
-{
-    ucache_putvt(c, key, value, len, partition, offset, 0);
-}
-
-void ucache_putvt(struct ucache *c, const char *key, const void *value, size_t len,
-                  int32_t partition, int64_t offset, int64_t time_s)
+                 int32_t partition, int64_t offset, int64_t time_s)
 {
     uint64_t h;
     size_t i, klen;
@@ -370,7 +357,7 @@ void ucache_put(struct ucache *c, const char *key, const void *value, int32_t pa
                 int64_t offset)
 {
     if (c)
-        ucache_putv(c, key, value, c->vsize, partition, offset);
+        ucache_putv(c, key, value, c->vsize, partition, offset, 0);
 }
 
 void ucache_drop(struct ucache *c, const char *key)

@@ -43,18 +43,19 @@ void ucache_close(struct ucache *c); /* NULL-safe */
 /* The value stored for key (valid until the next put, drop or clear) and
  * its store position, or NULL (counted as a miss). NULL-safe c: a miss. */
 const void *ucache_get(struct ucache *c, const char *key, int32_t *partition, int64_t *offset);
-/* The same with the value's length in *len. */
+/* The same with the value's length in *len and the time the store stamped
+ * on it in *time_s (state_base's time_s; 0: unknown; NULL: not wanted). */
 const void *ucache_getv(struct ucache *c, const char *key, size_t *len, int32_t *partition,
-                        int64_t *offset);
+                        int64_t *offset, int64_t *time_s);
 /* Stores a copy of value (value_size bytes) for key (replacing it, or
  * taking a free slot, or evicting the least recently used one). A key too
  * long is not cached. */
 void ucache_put(struct ucache *c, const char *key, const void *value, int32_t partition,
                 int64_t offset);
-/* The same for len bytes (1..value_size); a longer value is not cached
- * (and the key's entry, if any, dropped). */
+/* The same for len bytes (1..value_size) stamped time_s (ucache_put: 0);
+ * a longer value is not cached (and the key's entry, if any, dropped). */
 void ucache_putv(struct ucache *c, const char *key, const void *value, size_t len,
-                 int32_t partition, int64_t offset);
+                 int32_t partition, int64_t offset, int64_t time_s);
 /* Starts loading, without waiting for it, what a lookup of key will touch:
  * stage 0 its index entry, stage 1 its slot, stage 2 its value. Each stage
  * reads only what the stage before brought in, so a batch of lookups runs
@@ -62,12 +63,6 @@ void ucache_putv(struct ucache *c, const char *key, const void *value, size_t le
  * lookups: their cache misses overlap instead of following one another.
  * Only a hint: no effect on any result. NULL-safe c. */
 void ucache_prefetch(const struct ucache *c, const char *key, int stage);
-/* The same with the time the store stamped on the value (state_base's
- * time_s; 0: unknown): getv and putv keep 0. */
-const void *ucache_getvt(struct ucache *c, const char *key, size_t *len, int32_t *partition,
-                         int64_t *offset, int64_t *time_s);
-void ucache_putvt(struct ucache *c, const char *key, const void *value, size_t len,
-                  int32_t partition, int64_t offset, int64_t time_s);
 void ucache_drop(struct ucache *c, const char *key); /* absent: nothing */
 void ucache_clear(struct ucache *c);                 /* NULL-safe */
 /* Drops every entry whose store position is on partition (a partition
