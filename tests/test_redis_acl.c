@@ -66,18 +66,27 @@ static int teardown(void **st)
     return 0;
 }
 
-/* An integer reply of cmd, run as alice. */
-static long long redis_int(struct env *v, const char *cmd)
+/* A connection authenticated as alice. */
+static redisContext *as_alice(struct env *v)
 {
     redisContext *c = redisConnect("127.0.0.1", v->redis.port);
     redisReply *r;
-    long long n;
 
     assert_non_null(c);
     r = redisCommand(c, "AUTH alice s3cret");
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_STATUS);
     freeReplyObject(r);
+    return c;
+}
+
+/* An integer reply of cmd, run as alice. */
+static long long redis_int(struct env *v, const char *cmd)
+{
+    redisContext *c = as_alice(v);
+    redisReply *r;
+    long long n;
+
     r = redisCommand(c, cmd);
     assert_non_null(r);
     if (r->type == REDIS_REPLY_ARRAY)
@@ -94,15 +103,9 @@ static long long redis_int(struct env *v, const char *cmd)
 /* Sessions stored under prefix, read as alice (any state layout). */
 static long acl_users(struct env *v, const char *prefix)
 {
-    redisContext *c = redisConnect("127.0.0.1", v->redis.port);
-    redisReply *r;
+    redisContext *c = as_alice(v);
     long n;
 
-    assert_non_null(c);
-    r = redisCommand(c, "AUTH alice s3cret");
-    assert_non_null(r);
-    assert_int_equal(r->type, REDIS_REPLY_STATUS);
-    freeReplyObject(r);
     n = test_redis_users(c, prefix);
     redisFree(c);
     return n;

@@ -263,6 +263,35 @@ static void one_batch(struct txs *t, int p, int64_t off, int i)
     txs_store(t);
 }
 
+/* How many amounts the stored state of id has applied. */
+static uint64_t amounts_of(struct state *s, const char *id)
+{
+    struct state_blob blob;
+    struct feat_state fs;
+    struct err e = {0};
+    int32_t part;
+    int64_t off;
+
+    assert_int_equal(state_get_many(s, 1, &id, &blob, &e), ERR_OK);
+    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
+                                    blob.offset, &e),
+                     ERR_OK);
+    return feat_state_count(&fs, "amount");
+}
+
+/* Owners of partitions 0 and 1 (fenced) on one store under prefix. */
+static void open_two_owners(const char *prefix, struct state *s[2], struct txs *t[2])
+{
+    struct err e = {0};
+
+    for (int w = 0; w < 2; w++) {
+        struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[w], 1000};
+        s[w] = open_redis(g_redis.port, prefix, "");
+        assert_int_equal(state_fence(s[w], w, &e), ERR_OK);
+        assert_int_equal(txs_open(&t[w], s[w], &o, &e), ERR_OK);
+    }
+}
+
 /* Worker A owns partition 0, worker B partition 1; the user's events
  * alternate between them. With the cache each keeps the user's state; the
  * write's compare-and-set sees the other's writes, so the user ends with
@@ -272,21 +301,11 @@ static void two_owners_lose_nothing(const char *prefix)
 {
     struct state *s[2];
     struct txs *t[2];
-    struct state_blob blob;
-    struct feat_state fs;
     const char *id = "shared-user";
-    struct err e = {0};
-    int32_t part;
-    int64_t off;
     enum { ROUNDS = 20 };
 
     memset(g_acks, 0, sizeof(g_acks));
-    for (int w = 0; w < 2; w++) {
-        struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[w], 1000};
-        s[w] = open_redis(g_redis.port, prefix, "");
-        assert_int_equal(state_fence(s[w], w, &e), ERR_OK);
-        assert_int_equal(txs_open(&t[w], s[w], &o, &e), ERR_OK);
-    }
+    open_two_owners(prefix, s, t);
     for (int i = 0; i < ROUNDS; i++) {
         int w = i % 2;
         one_batch(t[w], w, i / 2, i);
@@ -301,11 +320,7 @@ static void two_owners_lose_nothing(const char *prefix)
         for (int off_i = 0; off_i < ROUNDS / 2; off_i++)
             assert_int_equal(g_acks[w][off_i], 1);
     }
-    assert_int_equal(state_get_many(s[0], 1, &id, &blob, &e), ERR_OK);
-    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
-                                    blob.offset, &e),
-                     ERR_OK);
-    assert_int_equal(feat_state_count(&fs, "amount"), ROUNDS);
+    assert_int_equal(amounts_of(s[0], id), ROUNDS);
     for (int w = 0; w < 2; w++) {
         txs_close(t[w]);
         state_close(s[w]);
@@ -356,22 +371,12 @@ static void test_stale_user_is_not_put_back(void **st)
 {
     struct state *s[2];
     struct txs *t[2];
-    struct state_blob blob;
-    struct feat_state fs;
     const char *id = "shared-user";
-    struct err e = {0};
-    int32_t part;
-    int64_t off;
 
     (void)st;
     memset(g_acks, 0, sizeof(g_acks));
     g_layout = 3;
-    for (int w = 0; w < 2; w++) {
-        struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[w], 1000};
-        s[w] = open_redis(g_redis.port, "stale3:", "");
-        assert_int_equal(state_fence(s[w], w, &e), ERR_OK);
-        assert_int_equal(txs_open(&t[w], s[w], &o, &e), ERR_OK);
-    }
+    open_two_owners("stale3:", s, t);
     g_layout = 0;
     one_batch(t[0], 0, 0, 0);
     one_batch(t[0], 0, 1, 1);
@@ -380,11 +385,7 @@ static void test_stale_user_is_not_put_back(void **st)
     one_batch(t[0], 0, 3, 4);
     for (int k = 0; k < 2; k++)
         txs_tick(t[k], INT64_MAX / 2);
-    assert_int_equal(state_get_many(s[0], 1, &id, &blob, &e), ERR_OK);
-    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
-                                    blob.offset, &e),
-                     ERR_OK);
-    assert_int_equal(feat_state_count(&fs, "amount"), 4); /* events 0, 1, 2 and 4 */
+    assert_int_equal(amounts_of(s[0], id), 4); /* events 0, 1, 2 and 4 */
     for (int w = 0; w < 2; w++) {
         txs_close(t[w]);
         state_close(s[w]);
@@ -398,12 +399,8 @@ static void test_one_owner_takes_the_fast_path(void **st)
 {
     struct state *s;
     struct txs *t;
-    struct state_blob blob;
-    struct feat_state fs;
     const char *id = "shared-user";
     struct err e = {0};
-    int32_t part;
-    int64_t off;
     enum { ROUNDS = 12 };
     struct txs_opts o = {8, 64, 0, ack, (struct wk *)(void *)g_acks[0], 1000};
 
@@ -419,11 +416,7 @@ static void test_one_owner_takes_the_fast_path(void **st)
     for (int i = 0; i < ROUNDS; i++)
         assert_int_equal(g_acks[0][i], 1);
     assert_true(state_fast_puts(s) >= ROUNDS - 3);
-    assert_int_equal(state_get_many(s, 1, &id, &blob, &e), ERR_OK);
-    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
-                                    blob.offset, &e),
-                     ERR_OK);
-    assert_int_equal(feat_state_count(&fs, "amount"), ROUNDS);
+    assert_int_equal(amounts_of(s, id), ROUNDS);
     txs_close(t);
     state_close(s);
 }
@@ -490,11 +483,7 @@ static void test_cache_fill_is_small(void **st)
     struct state *s = open_redis(g_redis.port, "fill:", "");
     struct txs *t;
     struct err e = {0};
-    struct state_blob blob;
-    struct feat_state fs;
     const char *id = "fill-u4321";
-    int32_t part;
-    int64_t off;
     long rss0, grown;
 
     (void)st;
@@ -516,11 +505,7 @@ static void test_cache_fill_is_small(void **st)
     txs_cache_stats(t, &cs);
     assert_int_equal(cs.hits, BATCH + USERS); /* round 1: every user from memory */
     assert_int_equal(g_fill_acks, BATCH + 2 * USERS);
-    assert_int_equal(state_get_many(s, 1, &id, &blob, &e), ERR_OK);
-    assert_int_equal(txn_state_load(&fs, &part, &off, blob.data, blob.len, blob.partition,
-                                    blob.offset, &e),
-                     ERR_OK);
-    assert_int_equal(feat_state_count(&fs, "amount"), 2);
+    assert_int_equal(amounts_of(s, id), 2);
     txs_close(t);
     state_close(s);
 }
